@@ -1,0 +1,94 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Nanoscale.IO;
+
+/// <summary>Conversions between little-endian tensor bytes and float32.</summary>
+public static class TensorData
+{
+    /// <summary>Decodes little-endian elements of <paramref name="dtype"/> into float32.</summary>
+    public static void ToFloat(ReadOnlySpan<byte> source, DType dtype, Span<float> destination)
+    {
+        int size = dtype.ElementSize();
+        if (source.Length != destination.Length * size)
+            throw new ArgumentException($"{source.Length} bytes of {dtype} do not make {destination.Length} elements");
+        switch (dtype)
+        {
+            case DType.F32:
+                if (BitConverter.IsLittleEndian) MemoryMarshal.Cast<byte, float>(source).CopyTo(destination);
+                else for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadSingleLittleEndian(source[(4 * i)..]);
+                break;
+            case DType.BF16:
+                for (int i = 0; i < destination.Length; i++)
+                    destination[i] = BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
+                break;
+            case DType.F16:
+                for (int i = 0; i < destination.Length; i++)
+                    destination[i] = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
+                break;
+            case DType.F64:
+                for (int i = 0; i < destination.Length; i++) destination[i] = (float)BinaryPrimitives.ReadDoubleLittleEndian(source[(8 * i)..]);
+                break;
+            case DType.I64:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadInt64LittleEndian(source[(8 * i)..]);
+                break;
+            case DType.I32:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadInt32LittleEndian(source[(4 * i)..]);
+                break;
+            case DType.I16:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadInt16LittleEndian(source[(2 * i)..]);
+                break;
+            case DType.I8:
+                for (int i = 0; i < destination.Length; i++) destination[i] = (sbyte)source[i];
+                break;
+            case DType.U64:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadUInt64LittleEndian(source[(8 * i)..]);
+                break;
+            case DType.U32:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadUInt32LittleEndian(source[(4 * i)..]);
+                break;
+            case DType.U16:
+                for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]);
+                break;
+            case DType.U8:
+            case DType.BOOL:
+                for (int i = 0; i < destination.Length; i++) destination[i] = source[i];
+                break;
+            default:
+                throw new NotSupportedException($"conversion of {dtype} to float32 is not supported");
+        }
+    }
+
+    /// <summary>Encodes float32 values as little-endian <paramref name="dtype"/> (F32, BF16 or F16; rounding to nearest even).</summary>
+    public static void FromFloat(ReadOnlySpan<float> source, DType dtype, Span<byte> destination)
+    {
+        int size = dtype.ElementSize();
+        if (destination.Length != source.Length * size)
+            throw new ArgumentException($"{destination.Length} bytes of {dtype} do not hold {source.Length} elements");
+        switch (dtype)
+        {
+            case DType.F32:
+                for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(destination[(4 * i)..], source[i]);
+                break;
+            case DType.BF16:
+                for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(destination[(2 * i)..], SingleToBFloat16(source[i]));
+                break;
+            case DType.F16:
+                for (int i = 0; i < source.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(destination[(2 * i)..], BitConverter.HalfToUInt16Bits((Half)source[i]));
+                break;
+            default:
+                throw new NotSupportedException($"writing float32 as {dtype} is not supported (use F32, BF16 or F16)");
+        }
+    }
+
+    public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary>float32 → bfloat16, round to nearest even; NaN stays NaN (quiet), infinities stay infinite.</summary>
+    public static ushort SingleToBFloat16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        if ((bits & 0x7FFF_FFFF) > 0x7F80_0000) return (ushort)((bits >> 16) | 0x0040);
+        uint roundingBias = 0x7FFF + ((bits >> 16) & 1);
+        return (ushort)((bits + roundingBias) >> 16);
+    }
+}
