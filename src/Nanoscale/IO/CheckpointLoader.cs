@@ -25,15 +25,14 @@ public static class CheckpointLoader
         head = head[..read];
 
         if (path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase)) return SafetensorsFile.Open(path);
-        if (head.Length >= 4 && head[..4].SequenceEqual("GGUF"u8))
-            throw new CheckpointFormatException(path, "magic", 0, "GGUF files are not supported yet");
+        if (head.Length >= 4 && head[..4].SequenceEqual("GGUF"u8)) return GgufFile.Open(path);
         if (Llama2cCheckpoint.LooksLikeLlama2c(head, length) || head.Length >= 4 && head[..4].SequenceEqual("ak42"u8))
             return Llama2cCheckpoint.Open(path);
         if (LooksLikeSafetensors(head, length)) return SafetensorsFile.Open(path);
         if (path.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
             return Llama2cCheckpoint.Open(path); // reports which header field is wrong
         throw new CheckpointFormatException(path, null, 0,
-            "not a recognised checkpoint (expected safetensors, a sharded index, a Hugging Face folder or a llama2.c .bin)");
+            "not a recognised checkpoint (expected safetensors, a sharded index, a Hugging Face folder, GGUF or a llama2.c .bin)");
     }
 
     private static bool LooksLikeSafetensors(ReadOnlySpan<byte> head, long length) =>

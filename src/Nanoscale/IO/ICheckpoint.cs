@@ -7,6 +7,7 @@ public enum CheckpointKind
     ShardedSafetensors,
     HuggingFaceDirectory,
     Llama2c,
+    Gguf,
 }
 
 /// <summary>

@@ -1,0 +1,270 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Nanoscale.IO;
+
+/// <summary>
+/// A GGUF file (llama.cpp's format, versions 2 and 3): magic <c>GGUF</c>, version, tensor and metadata counts,
+/// typed key–value metadata, tensor infos, then aligned tensor data. F32, F16 and BF16 tensors are exposed; other
+/// ggml types are refused by name. Llama-architecture files get Hugging Face Llama tensor names and a
+/// <see cref="ModelConfig"/> (llama.cpp's q/k rows are permuted for interleaved rotary pairs).
+/// </summary>
+public sealed class GgufFile : ICheckpoint
+{
+    private const uint Magic = 0x46554747; // "GGUF" little-endian
+    private const int MaxDims = 4;         // GGML_MAX_DIMS
+    private const long MaxStringBytes = 1 << 24, MaxArrayItems = 1 << 26, MaxCount = 1 << 24;
+
+    private readonly MappedFile _file;
+    private readonly Dictionary<string, TensorInfo> _byName;
+
+    private GgufFile(string path, MappedFile file, int version, List<TensorInfo> tensors,
+        List<KeyValuePair<string, string>> metadata, ModelConfig? config)
+    {
+        Path = path;
+        _file = file;
+        Version = version;
+        Tensors = tensors;
+        Metadata = metadata;
+        Config = config;
+        _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+    }
+
+    public string Path { get; }
+    public CheckpointKind Kind => CheckpointKind.Gguf;
+    public int Version { get; }
+    public IReadOnlyList<TensorInfo> Tensors { get; }
+
+    /// <summary>GGUF metadata as strings (arrays summarised as <c>[type × count]</c>), in file order.</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Metadata { get; }
+
+    public ModelConfig? Config { get; }
+
+    public TensorInfo? Find(string name) => _byName.GetValueOrDefault(name);
+
+    public TensorView Map(TensorInfo tensor)
+    {
+        if (Find(tensor.Name) != tensor) throw new ArgumentException($"{tensor.Name} is not a tensor of {Path}");
+        return _file.View(tensor);
+    }
+
+    public void Dispose() => _file.Dispose();
+
+    public static GgufFile Open(string path)
+    {
+        var file = new MappedFile(path);
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            var reader = new Reader(path, stream);
+            if (reader.U32("magic") != Magic) throw reader.Error("magic", "not a GGUF file (magic is not \"GGUF\")");
+            int version = (int)reader.U32("version");
+            if (version is not (2 or 3)) throw reader.Error("version", $"GGUF version {version} is not supported (2 or 3)");
+            long tensorCount = reader.Count("tensor_count");
+            long kvCount = reader.Count("metadata_kv_count");
+
+            var metadata = new List<KeyValuePair<string, string>>();
+            var numbers = new Dictionary<string, double>(StringComparer.Ordinal);
+            var arrayLengths = new Dictionary<string, long>(StringComparer.Ordinal);
+            string architecture = "";
+            long alignment = 32;
+            for (long i = 0; i < kvCount; i++)
+            {
+                var key = reader.String("metadata key");
+                var (text, number, arrayLength) = reader.Value(key);
+                metadata.Add(new(key, text));
+                if (number is { } n) numbers[key] = n;
+                if (arrayLength is { } len) arrayLengths[key] = len;
+                if (key == "general.architecture") architecture = text;
+                if (key == "general.alignment")
+                {
+                    alignment = (long)(number ?? 0);
+                    if (alignment <= 0 || (alignment & (alignment - 1)) != 0)
+                        throw reader.Error(key, $"alignment {text} is not a positive power of two");
+                }
+            }
+
+            var infos = new List<(string Name, long[] Shape, DType DType, long Offset, long InfoOffset)>();
+            for (long i = 0; i < tensorCount; i++)
+            {
+                long infoOffset = reader.Position;
+                var name = reader.String("tensor name");
+                uint dims = reader.U32($"{name}.n_dims");
+                if (dims == 0 || dims > MaxDims) throw reader.Error($"{name}.n_dims", $"{dims} dimensions (1..{MaxDims} allowed)");
+                var ne = new long[dims];
+                for (int d = 0; d < dims; d++)
+                {
+                    ulong v = reader.U64($"{name}.ne[{d}]");
+                    if (v == 0 || v > long.MaxValue) throw reader.Error($"{name}.ne[{d}]", $"dimension {v} is out of range");
+                    ne[d] = (long)v;
+                }
+                uint type = reader.U32($"{name}.type");
+                var dtype = type switch
+                {
+                    0 => DType.F32,
+                    1 => DType.F16,
+                    30 => DType.BF16,
+                    _ => throw reader.Error($"{name}.type",
+                        $"ggml type {type} is not supported (only F32, F16 and BF16 tensors are read; quantized GGUF tensors are not)"),
+                };
+                long offset = (long)Math.Min(reader.U64($"{name}.offset"), long.MaxValue);
+                if (offset % alignment != 0) throw reader.Error($"{name}.offset", $"offset {offset} is not aligned to {alignment}");
+                Array.Reverse(ne); // ggml's ne[0] is the fastest-varying axis: the last axis of the row-major shape
+                infos.Add((name, ne, dtype, offset, infoOffset));
+            }
+
+            long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
+            var tensors = new List<TensorInfo>();
+            bool llama = architecture == "llama";
+            foreach (var (name, shape, dtype, offset, infoOffset) in infos)
+            {
+                long count = TensorInfo.CountElements(shape);
+                if (count < 0) throw new CheckpointFormatException(path, name, infoOffset, "element count overflows");
+                long bytes = count * dtype.ElementSize();
+                if (dataStart + offset + bytes > file.Length || dataStart + offset < 0)
+                    throw new CheckpointFormatException(path, name, dataStart + offset,
+                        $"data [{offset}, {offset + bytes}) runs past the end of the file ({file.Length} bytes; truncated?)");
+                tensors.Add(new TensorInfo(llama ? LlamaName(name) : name, dtype, shape, path, dataStart + offset, bytes));
+            }
+            CheckOverlaps(path, tensors);
+            if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count)
+                throw new CheckpointFormatException(path, "tensor names", null, "a tensor name appears twice");
+
+            var config = llama ? LlamaConfig(path, numbers, arrayLengths, tensors) : null;
+            return new GgufFile(path, file, version, tensors, metadata, config);
+        }
+        catch (EndOfStreamException e)
+        {
+            file.Dispose();
+            throw new CheckpointFormatException(path, "header", new FileInfo(path).Length, "the header ends before the end of its declared fields (truncated?)", e);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    private static void CheckOverlaps(string path, List<TensorInfo> tensors)
+    {
+        var ordered = tensors.OrderBy(t => t.FileOffset).ToList();
+        for (int i = 1; i < ordered.Count; i++)
+            if (ordered[i].FileOffset < ordered[i - 1].FileOffset + ordered[i - 1].ByteLength)
+                throw new CheckpointFormatException(path, ordered[i].Name, ordered[i].FileOffset, $"data overlaps {ordered[i - 1].Name}");
+    }
+
+    private static readonly (string Gguf, string Hf)[] LayerNames =
+    [
+        ("attn_norm", "input_layernorm"), ("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"),
+        ("attn_v", "self_attn.v_proj"), ("attn_output", "self_attn.o_proj"), ("ffn_norm", "post_attention_layernorm"),
+        ("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"), ("ffn_down", "mlp.down_proj"),
+    ];
+
+    /// <summary>llama.cpp tensor names → Hugging Face Llama names (docs/checkpoints.md); unknown names stay as they are.</summary>
+    internal static string LlamaName(string name)
+    {
+        switch (name)
+        {
+            case "token_embd.weight": return "model.embed_tokens.weight";
+            case "output_norm.weight": return "model.norm.weight";
+            case "output.weight": return "lm_head.weight";
+        }
+        var parts = name.Split('.');
+        if (parts.Length == 4 && parts[0] == "blk" && int.TryParse(parts[1], out int layer))
+            foreach (var (gguf, hf) in LayerNames)
+                if (parts[2] == gguf) return $"model.layers.{layer}.{hf}.{parts[3]}";
+        return name;
+    }
+
+    private static ModelConfig LlamaConfig(string path, Dictionary<string, double> n, Dictionary<string, long> arrays, List<TensorInfo> tensors)
+    {
+        int Int(string key) => n.TryGetValue(key, out var v) && v > 0 && v <= int.MaxValue ? (int)v
+            : throw new CheckpointFormatException(path, key, null, "missing or not a positive integer");
+        int heads = Int("llama.attention.head_count");
+        int vocab = arrays.TryGetValue("tokenizer.ggml.tokens", out var tokens) ? (int)tokens
+            : (int)(tensors.FirstOrDefault(t => t.Name == "model.embed_tokens.weight")?.Shape[0] ?? 0);
+        return new ModelConfig
+        {
+            Architecture = "llama (gguf)",
+            Dim = Int("llama.embedding_length"),
+            HiddenDim = Int("llama.feed_forward_length"),
+            Layers = Int("llama.block_count"),
+            Heads = heads,
+            KvHeads = n.TryGetValue("llama.attention.head_count_kv", out var kv) ? (int)kv : heads,
+            VocabSize = vocab,
+            MaxSeqLen = Int("llama.context_length"),
+            NormEps = n.TryGetValue("llama.attention.layer_norm_rms_epsilon", out var eps) ? (float)eps : 1e-5f,
+            RopeTheta = n.TryGetValue("llama.rope.freq_base", out var theta) ? (float)theta : 10000f,
+            RopeStyle = RopeStyle.Interleaved,
+            TiedEmbeddings = !tensors.Any(t => t.Name == "lm_head.weight"),
+        };
+    }
+
+    /// <summary>Little-endian reads with every length checked against the file before anything is allocated.</summary>
+    private sealed class Reader(string path, FileStream stream)
+    {
+        private readonly byte[] _buffer = new byte[8];
+
+        public long Position => stream.Position;
+
+        public CheckpointFormatException Error(string field, string problem) => new(path, field, stream.Position, problem);
+
+        private ReadOnlySpan<byte> Take(int count)
+        {
+            stream.ReadExactly(_buffer, 0, count);
+            return _buffer.AsSpan(0, count);
+        }
+
+        public uint U32(string field) => BinaryPrimitives.ReadUInt32LittleEndian(Take(4));
+        public ulong U64(string field) => BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
+
+        public long Count(string field)
+        {
+            ulong v = U64(field);
+            if (v > MaxCount) throw Error(field, $"{v} is absurd (more than {MaxCount})");
+            return (long)v;
+        }
+
+        public string String(string field)
+        {
+            ulong length = U64(field);
+            if (length > MaxStringBytes || (long)length > stream.Length - stream.Position)
+                throw Error(field, $"string length {length} runs past the end of the file or exceeds {MaxStringBytes} bytes");
+            var bytes = new byte[length];
+            stream.ReadExactly(bytes);
+            return Encoding.UTF8.GetString(bytes);
+        }
+
+        /// <summary>Reads one typed value; returns its text, its number (for numeric types), and its length (arrays).</summary>
+        public (string Text, double? Number, long? ArrayLength) Value(string key, uint? knownType = null)
+        {
+            uint type = knownType ?? U32($"{key}.type");
+            switch (type)
+            {
+                case 0: { var v = Take(1)[0]; return (v.ToString(), v, null); }
+                case 1: { var v = (sbyte)Take(1)[0]; return (v.ToString(), v, null); }
+                case 2: { var v = BinaryPrimitives.ReadUInt16LittleEndian(Take(2)); return (v.ToString(), v, null); }
+                case 3: { var v = BinaryPrimitives.ReadInt16LittleEndian(Take(2)); return (v.ToString(), v, null); }
+                case 4: { var v = BinaryPrimitives.ReadUInt32LittleEndian(Take(4)); return (v.ToString(), v, null); }
+                case 5: { var v = BinaryPrimitives.ReadInt32LittleEndian(Take(4)); return (v.ToString(), v, null); }
+                case 6: { var v = BinaryPrimitives.ReadSingleLittleEndian(Take(4)); return (v.ToString(System.Globalization.CultureInfo.InvariantCulture), v, null); }
+                case 7: { var v = Take(1)[0]; if (v > 1) throw Error(key, $"bool value {v}"); return (v == 1 ? "true" : "false", v, null); }
+                case 8: return (String(key), null, null);
+                case 9:
+                {
+                    uint itemType = U32($"{key}.item_type");
+                    ulong count = U64($"{key}.count");
+                    if (itemType == 9) throw Error(key, "nested arrays are not supported");
+                    if (count > MaxArrayItems || (long)count > stream.Length - stream.Position)
+                        throw Error(key, $"array of {count} items runs past the end of the file");
+                    for (ulong i = 0; i < count; i++) Value(key, itemType);
+                    return ($"[type {itemType} × {count}]", null, (long)count);
+                }
+                case 10: { var v = BinaryPrimitives.ReadUInt64LittleEndian(Take(8)); return (v.ToString(), v, null); }
+                case 11: { var v = BinaryPrimitives.ReadInt64LittleEndian(Take(8)); return (v.ToString(), v, null); }
+                case 12: { var v = BinaryPrimitives.ReadDoubleLittleEndian(Take(8)); return (v.ToString(System.Globalization.CultureInfo.InvariantCulture), v, null); }
+                default: throw Error($"{key}.type", $"unknown GGUF value type {type}");
+            }
+        }
+    }
+}

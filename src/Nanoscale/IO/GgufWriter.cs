@@ -1,0 +1,115 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Nanoscale.IO;
+
+/// <summary>
+/// Writes a GGUF v3 file with F32, F16 or BF16 tensors and typed metadata (u32, i32, f32, bool, string, and arrays of
+/// strings, f32 and i32), atomically. Values are written with the type their CLR type implies.
+/// </summary>
+public sealed class GgufWriter(string path)
+{
+    public const int Alignment = 32;
+
+    private readonly List<(string Key, object Value)> _metadata = [];
+    private readonly List<(string Name, DType DType, long[] Shape, Action<Stream> Write)> _tensors = [];
+
+    public GgufWriter AddMetadata(string key, object value)
+    {
+        _metadata.Add((key, value));
+        return this;
+    }
+
+    /// <summary>Adds a tensor with a row-major <paramref name="shape"/> (written as ggml's reversed ne[]).</summary>
+    public GgufWriter AddTensor(string name, DType dtype, long[] shape, Action<Stream> write)
+    {
+        if (dtype is not (DType.F32 or DType.F16 or DType.BF16)) throw new ArgumentException($"GGUF tensors are written as F32, F16 or BF16, not {dtype}");
+        _tensors.Add((name, dtype, shape, write));
+        return this;
+    }
+
+    public void Commit()
+    {
+        var temporary = $"{path}.{Guid.NewGuid():N}.partial";
+        try
+        {
+            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
+                w.Write(0x46554747u);
+                w.Write(3u);
+                w.Write((ulong)_tensors.Count);
+                w.Write((ulong)_metadata.Count);
+                foreach (var (key, value) in _metadata)
+                {
+                    WriteString(w, key);
+                    WriteValue(w, value);
+                }
+                long offset = 0;
+                var offsets = new List<long>();
+                foreach (var (name, dtype, shape, _) in _tensors)
+                {
+                    WriteString(w, name);
+                    w.Write((uint)shape.Length);
+                    foreach (var d in shape.Reverse()) w.Write((ulong)d);
+                    w.Write(dtype switch { DType.F32 => 0u, DType.F16 => 1u, _ => 30u });
+                    w.Write((ulong)offset);
+                    offsets.Add(offset);
+                    offset = Align(offset + TensorInfo.CountElements(shape) * dtype.ElementSize());
+                }
+                w.Flush();
+                Pad(stream);
+                long dataStart = stream.Position;
+                for (int i = 0; i < _tensors.Count; i++)
+                {
+                    var (name, dtype, shape, write) = _tensors[i];
+                    stream.Position = dataStart + offsets[i];
+                    long before = stream.Position;
+                    write(stream);
+                    long expected = TensorInfo.CountElements(shape) * dtype.ElementSize();
+                    if (stream.Position - before != expected)
+                        throw new InvalidOperationException($"{path}: {name} wrote {stream.Position - before} bytes, expected {expected}");
+                    Pad(stream);
+                }
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch
+        {
+            try { File.Delete(temporary); } catch (IOException) { }
+            throw;
+        }
+    }
+
+    private static long Align(long offset) => (offset + Alignment - 1) / Alignment * Alignment;
+
+    private static void Pad(Stream stream)
+    {
+        long padding = Align(stream.Position) - stream.Position;
+        for (long i = 0; i < padding; i++) stream.WriteByte(0);
+    }
+
+    private static void WriteString(BinaryWriter w, string s)
+    {
+        var bytes = Encoding.UTF8.GetBytes(s);
+        w.Write((ulong)bytes.Length);
+        w.Write(bytes);
+    }
+
+    private static void WriteValue(BinaryWriter w, object value)
+    {
+        switch (value)
+        {
+            case uint v: w.Write(4u); w.Write(v); break;
+            case int v: w.Write(5u); w.Write(v); break;
+            case float v: w.Write(6u); w.Write(v); break;
+            case bool v: w.Write(7u); w.Write((byte)(v ? 1 : 0)); break;
+            case string v: w.Write(8u); WriteString(w, v); break;
+            case string[] v: w.Write(9u); w.Write(8u); w.Write((ulong)v.Length); foreach (var s in v) WriteString(w, s); break;
+            case float[] v: w.Write(9u); w.Write(6u); w.Write((ulong)v.Length); foreach (var f in v) w.Write(f); break;
+            case int[] v: w.Write(9u); w.Write(5u); w.Write((ulong)v.Length); foreach (var i in v) w.Write(i); break;
+            default: throw new ArgumentException($"GGUF metadata of type {value.GetType().Name} is not supported");
+        }
+    }
+}
