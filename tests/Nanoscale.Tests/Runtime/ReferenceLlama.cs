@@ -11,21 +11,35 @@ internal sealed class ReferenceLlama
     private readonly ModelConfig _c;
     private readonly float[] _embedding, _finalNorm, _head;
     private readonly float[][] _attNorm, _wq, _wk, _wv, _wo, _ffnNorm, _w1, _w2, _w3;
+    private readonly float[]?[] _bq, _bk, _bv;
     private readonly float[][] _keyCache, _valueCache;
 
     public ReferenceLlama(ICheckpoint checkpoint)
-    {
-        _c = checkpoint.Config!;
-        float[] Read(string name)
+        : this(checkpoint.Config!, name =>
         {
-            using var view = checkpoint.Map(checkpoint.Find(name)!);
+            if (checkpoint.Find(name) is not { } tensor) return null;
+            using var view = checkpoint.Map(tensor);
             return view.ToFloatArray();
-        }
+        })
+    {
+    }
+
+    /// <param name="config">Architecture; the rotary embedding is llama2.c's (interleaved) whatever the config says.</param>
+    /// <param name="tryRead">A tensor by name, or null when absent (lm_head when tied, biases when none).</param>
+    public ReferenceLlama(ModelConfig config, Func<string, float[]?> tryRead)
+    {
+        _c = config;
+        float[] Read(string name) => tryRead(name) ?? throw new KeyNotFoundException(name);
         float[][] PerLayer(string suffix) =>
             [.. Enumerable.Range(0, _c.Layers).Select(l => Read($"model.layers.{l}.{suffix}"))];
+        float[]?[] OptionalPerLayer(string suffix) =>
+            [.. Enumerable.Range(0, _c.Layers).Select(l => tryRead($"model.layers.{l}.{suffix}"))];
         _embedding = Read("model.embed_tokens.weight");
         _finalNorm = Read("model.norm.weight");
-        _head = checkpoint.Find("lm_head.weight") is null ? _embedding : Read("lm_head.weight");
+        _head = tryRead("lm_head.weight") ?? _embedding;
+        _bq = OptionalPerLayer("self_attn.q_proj.bias");
+        _bk = OptionalPerLayer("self_attn.k_proj.bias");
+        _bv = OptionalPerLayer("self_attn.v_proj.bias");
         _attNorm = PerLayer("input_layernorm.weight");
         _wq = PerLayer("self_attn.q_proj.weight");
         _wk = PerLayer("self_attn.k_proj.weight");
@@ -76,6 +90,9 @@ internal sealed class ReferenceLlama
             MatMul(q, xb, _wq[l], dim, dim);
             MatMul(k, xb, _wk[l], dim, kvDim);
             MatMul(v, xb, _wv[l], dim, kvDim);
+            if (_bq[l] is { } bq) for (int i = 0; i < dim; i++) q[i] += bq[i];
+            if (_bk[l] is { } bk) for (int i = 0; i < kvDim; i++) k[i] += bk[i];
+            if (_bv[l] is { } bv) for (int i = 0; i < kvDim; i++) v[i] += bv[i];
             for (int i = 0; i < dim; i += 2)
             {
                 int headDim = i % headSize;
