@@ -1,1 +1,18 @@
-return 0;
+using System.CommandLine;
+using Nanoscale.Cli.Commands;
+
+namespace Nanoscale.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+
+    /// <summary>The whole command tree; tests parse and invoke it in-process.</summary>
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("Nanoscale: compress the weights of large language models and measure what each compression costs.");
+        root.Add(InspectCommand.Create());
+        root.Add(DemoCommand.Create());
+        return root;
+    }
+}

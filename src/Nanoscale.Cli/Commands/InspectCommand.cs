@@ -1,0 +1,114 @@
+using System.CommandLine;
+using Nanoscale.Cli.Rendering;
+using Nanoscale.IO;
+using Nanoscale.Pipeline;
+using Spectre.Console;
+
+namespace Nanoscale.Cli.Commands;
+
+/// <summary><c>nanoscale inspect MODEL</c>: tensors, shapes, dtypes, statistics and size estimates per format.</summary>
+internal static class InspectCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("MODEL") { Description = "Checkpoint: .safetensors, *.index.json, Hugging Face folder, or llama2.c .bin" };
+        var json = CliRunner.JsonOption();
+        var threads = CliRunner.ThreadsOption();
+        var include = new Option<string?>("--include") { Description = "Regex of extra tensor names a codec would apply to" };
+        var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names a codec must leave alone" };
+        var noStats = new Option<bool>("--no-stats") { Description = "List tensors without reading their data" };
+        var command = new Command("inspect", "Show a checkpoint's tensors, statistics and estimated sizes per format")
+        {
+            model, json, threads, include, exclude, noStats,
+        };
+        command.SetAction(parse => CliRunner.Run(parse, json, context =>
+        {
+            var options = new InspectOptions
+            {
+                Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
+                MaxDegreeOfParallelism = parse.GetValue(threads),
+                SkipStatistics = parse.GetValue(noStats),
+            };
+            var report = Run(parse.GetValue(model)!, options, context);
+            if (context.Json) return ToJson(report);
+            Render(report);
+            return null;
+        }));
+        return command;
+    }
+
+    internal static InspectReport Run(string path, InspectOptions options, CliContext context)
+    {
+        using var checkpoint = CheckpointLoader.Open(path);
+        var progress = new ProgressSink();
+        var report = Inspector.Inspect(checkpoint, options, progress, context.Cancellation);
+        progress.Finish();
+        return report;
+    }
+
+    internal static object ToJson(InspectReport r) => new
+    {
+        path = r.Path,
+        kind = r.Kind,
+        config = r.Config,
+        metadata = r.Metadata.ToDictionary(m => m.Key, m => m.Value),
+        tensors = r.Tensors.Select(t => new
+        {
+            name = t.Name,
+            dtype = t.DType.Name(),
+            shape = t.Shape,
+            bytes = t.Bytes,
+            selected = t.Selected,
+            absmax = t.Statistics?.AbsMax,
+            mean = t.Statistics?.Mean,
+            std = t.Statistics?.Std,
+            kurtosis = t.Statistics?.Kurtosis,
+            fraction_beyond_6_sigma = t.Statistics?.FractionBeyond6Sigma,
+            exponent_entropy_bits = t.Statistics?.ExponentEntropyBits,
+            non_finite = t.Statistics?.NonFinite,
+        }),
+        totals = new
+        {
+            tensors = r.Tensors.Count,
+            parameters = r.Parameters,
+            bytes = r.Bytes,
+            selected_parameters = r.SelectedParameters,
+            selected_bytes = r.SelectedBytes,
+        },
+        estimates = r.Estimates,
+    };
+
+    internal static void Render(InspectReport r)
+    {
+        var console = Terminal.Out;
+        console.MarkupLine($"[bold]{Markup.Escape(r.Path)}[/]  ({r.Kind}, {r.Tensors.Count} tensors, {Units.Count(r.Parameters)} parameters, {Units.Bytes(r.Bytes)})");
+        if (r.Config is { } c)
+            console.MarkupLine(Markup.Escape(
+                $"{c.Architecture}: dim {c.Dim}, hidden {c.HiddenDim}, layers {c.Layers}, heads {c.Heads}, kv heads {c.KvHeads}, " +
+                $"vocab {c.VocabSize}, max seq {c.MaxSeqLen}, rope {c.RopeStyle} θ={c.RopeTheta}, tied embeddings {c.TiedEmbeddings}"));
+
+        var table = new Table().Border(TableBorder.Simple)
+            .AddColumns("tensor", "dtype", "shape", "size", "absmax", "std", "kurtosis", ">6σ", "exp H", "codec");
+        foreach (var i in new[] { 3, 4, 5, 6, 7, 8 }) table.Columns[i].RightAligned();
+        foreach (var t in r.Tensors)
+        {
+            var s = t.Statistics;
+            table.AddRow(
+                Markup.Escape(t.Name), t.DType.Name(), Markup.Escape("[" + string.Join("×", t.Shape) + "]"), Units.Bytes(t.Bytes),
+                s is null ? "" : Units.G(s.AbsMax, "0.####"),
+                s is null ? "" : Units.G(s.Std, "0.#####"),
+                s is null ? "" : Units.G(s.Kurtosis, "0.##"),
+                s is null ? "" : Units.G(100 * s.FractionBeyond6Sigma, "0.###") + "%",
+                s?.ExponentEntropyBits is { } h ? Units.G(h, "0.###") : "",
+                t.Selected ? "yes" : "");
+        }
+        console.Write(table);
+
+        var sizes = new Table().Border(TableBorder.Simple).AddColumns("format", "bpw (codec tensors)", "checkpoint size", "ratio");
+        sizes.Columns[1].RightAligned(); sizes.Columns[2].RightAligned(); sizes.Columns[3].RightAligned();
+        foreach (var e in r.Estimates)
+            sizes.AddRow(e.Format, Units.G(e.BitsPerWeight, "0.###"), Units.Bytes(e.Bytes), Units.G((double)r.Bytes / Math.Max(1, e.Bytes), "0.00") + "×");
+        console.MarkupLine($"Estimated sizes: the codec applies to {Units.Count(r.SelectedParameters)} parameters ({Units.Bytes(r.SelectedBytes)}); other tensors keep their precision.");
+        console.Write(sizes);
+    }
+}

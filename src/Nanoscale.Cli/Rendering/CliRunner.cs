@@ -1,0 +1,64 @@
+using System.CommandLine;
+using System.Text.Json;
+using Nanoscale.IO;
+
+namespace Nanoscale.Cli.Rendering;
+
+/// <summary>
+/// Runs a verb's body with the conventions every verb shares (SPEC §14): with <c>--json</c> exactly one JSON object
+/// on standard output; progress and logs on standard error; exit code 0 on success, otherwise 1 with a one-line
+/// reason (and, with <c>--json</c>, an <c>{"error": …}</c> object so standard output stays parseable).
+/// </summary>
+internal static class CliRunner
+{
+    public static Option<bool> JsonOption() => new("--json") { Description = "Print exactly one JSON object on standard output" };
+
+    public static Option<int> ThreadsOption() => new("--threads")
+    {
+        Description = "Worker threads (0 = all cores)",
+        DefaultValueFactory = _ => 0,
+    };
+
+    public static int Run(ParseResult parse, Option<bool> json, Func<CliContext, object?> body)
+    {
+        bool asJson = parse.GetValue(json);
+        var context = new CliContext(asJson);
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            context.Cancellation = cancel.Token;
+            var result = body(context);
+            if (asJson && result is not null) Console.Out.WriteLine(JsonSerializer.Serialize(result, Json.Options));
+            return 0;
+        }
+        catch (Exception e) when (IsUserFacing(e))
+        {
+            var reason = e is OperationCanceledException ? "cancelled" : OneLine(e.Message);
+            Console.Error.WriteLine($"error: {reason}");
+            if (asJson) Console.Out.WriteLine(JsonSerializer.Serialize(new { error = reason }, Json.Options));
+            return 1;
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    private static bool IsUserFacing(Exception e) =>
+        e is CheckpointFormatException or IOException or UnauthorizedAccessException or ArgumentException
+            or FormatException or NotSupportedException or OperationCanceledException or InvalidOperationException;
+
+    private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
+}
+
+/// <summary>What a verb's body gets: output mode, cancellation, and a progress sink on standard error.</summary>
+internal sealed class CliContext(bool json)
+{
+    public bool Json { get; } = json;
+
+    public CancellationToken Cancellation { get; set; }
+
+    public void Log(string line) => Console.Error.WriteLine(line);
+}

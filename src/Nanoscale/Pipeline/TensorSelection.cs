@@ -1,0 +1,42 @@
+using System.Text.RegularExpressions;
+using Nanoscale.IO;
+
+namespace Nanoscale.Pipeline;
+
+/// <summary>
+/// Which tensors a codec applies to (SPEC §7). By default: 2-D floating-point weights of linear layers.
+/// Embeddings, the output head, norms and biases keep their original precision. <c>--include</c> adds tensors
+/// whose name matches; <c>--exclude</c> removes them (exclude wins).
+/// </summary>
+public sealed class TensorSelection
+{
+    /// <summary>Names that look like embeddings, output heads or norms: kept out by default.</summary>
+    public static readonly Regex DefaultExcluded = new(
+        @"(embed|wte|wpe|lm_head|^output\.weight$|norm|(^|\.)ln_?\w*(\.|$))", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant);
+
+    private readonly Regex? _include;
+    private readonly Regex? _exclude;
+
+    public TensorSelection(string? include = null, string? exclude = null)
+    {
+        _include = Compile(include, "--include");
+        _exclude = Compile(exclude, "--exclude");
+    }
+
+    public static TensorSelection Default { get; } = new();
+
+    public bool Selects(TensorInfo tensor)
+    {
+        if (!tensor.DType.IsFloat() || tensor.ElementCount == 0) return false;
+        if (_exclude?.IsMatch(tensor.Name) == true) return false;
+        if (_include?.IsMatch(tensor.Name) == true) return true;
+        return tensor.Shape.Length == 2 && !DefaultExcluded.IsMatch(tensor.Name);
+    }
+
+    private static Regex? Compile(string? pattern, string option)
+    {
+        if (string.IsNullOrEmpty(pattern)) return null;
+        try { return new Regex(pattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1)); }
+        catch (ArgumentException e) { throw new ArgumentException($"{option} \"{pattern}\" is not a valid regular expression: {e.Message}", e); }
+    }
+}
