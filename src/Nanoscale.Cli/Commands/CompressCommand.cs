@@ -1,0 +1,107 @@
+using System.CommandLine;
+using Nanoscale.Cli.Rendering;
+using Nanoscale.IO;
+using Nanoscale.Pipeline;
+using Nanoscale.Pipeline.Codecs;
+using Spectre.Console;
+
+namespace Nanoscale.Cli.Commands;
+
+/// <summary><c>nanoscale compress MODEL --format SPEC -o OUT</c>: writes a compressed checkpoint (SPEC §8) and reports bpw and error.</summary>
+internal static class CompressCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("MODEL") { Description = "Checkpoint to compress" };
+        var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "Output .safetensors file", Required = true };
+        var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
+        var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Encode NaN/Inf weights as NaN instead of refusing the checkpoint" };
+        var noError = new Option<bool>("--no-error") { Description = "Skip measuring the weight error (decoding the output again)" };
+        var threads = CliRunner.ThreadsOption();
+        var json = CliRunner.JsonOption();
+        var command = new Command("compress", "Write a compressed checkpoint")
+        {
+            model, format, output, include, exclude, allowNonFinite, noError, threads, json,
+        };
+        command.SetAction(parse => CliRunner.Run(parse, json, context =>
+        {
+            var codec = CodecRegistry.Create(parse.GetValue(format)!);
+            var outPath = parse.GetValue(output)!;
+            using var source = CheckpointLoader.Open(parse.GetValue(model)!);
+            if (Path.GetFullPath(outPath) == Path.GetFullPath(source.Path))
+                throw new ArgumentException("the output would overwrite the input");
+            var options = new CompressOptions
+            {
+                Codec = codec,
+                Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
+                CodecOptions = new CodecOptions
+                {
+                    MaxDegreeOfParallelism = parse.GetValue(threads),
+                    AllowNonFinite = parse.GetValue(allowNonFinite),
+                },
+            };
+            var progress = new ProgressSink();
+            var report = Compressor.Compress(source, outPath, options, progress, context.Cancellation);
+            progress.Finish();
+
+            IReadOnlyList<(string Name, ErrorMetrics Error)> errors = [];
+            if (!parse.GetValue(noError))
+            {
+                context.Log("measuring weight error from the written file ...");
+                using var written = CompressedCheckpoint.Open(outPath);
+                errors = ErrorMetrics.Compare(source, written, context.Cancellation);
+            }
+            var byName = errors.ToDictionary(e => e.Name, e => e.Error);
+            var totalError = errors.Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
+            if (context.Json) return ToJson(report, byName, errors.Count > 0 ? totalError : null);
+            Render(report, byName, errors.Count > 0 ? totalError : null);
+            return null;
+        }));
+        return command;
+    }
+
+    private static object ToJson(CompressReport r, Dictionary<string, ErrorMetrics> errors, ErrorMetrics? total) => new
+    {
+        output = r.Output,
+        format = r.Format,
+        source_bytes = r.SourceBytes,
+        output_file_bytes = r.OutputFileBytes,
+        encoded_bits_per_weight = r.EncodedBitsPerWeight,
+        seconds = r.Elapsed.TotalSeconds,
+        error = total is null ? null : ErrorJson(total),
+        tensors = r.Tensors.Select(t => new
+        {
+            name = t.Name,
+            codec = t.Codec,
+            dtype = t.DType.Name(),
+            shape = t.Shape,
+            original_bytes = t.OriginalBytes,
+            stored_bytes = t.StoredBytes,
+            bits_per_weight = t.BitsPerWeight,
+            error = errors.TryGetValue(t.Name, out var e) ? ErrorJson(e) : null,
+        }),
+    };
+
+    internal static object ErrorJson(ErrorMetrics e) => new { mse = e.Mse, relative_error = e.RelativeError, sqnr_db = e.SqnrDb };
+
+    private static void Render(CompressReport r, Dictionary<string, ErrorMetrics> errors, ErrorMetrics? total)
+    {
+        var table = new Table().Border(TableBorder.Simple).AddColumns("tensor", "codec", "shape", "stored", "bpw", "SQNR dB", "rel. error");
+        foreach (var i in new[] { 3, 4, 5, 6 }) table.Columns[i].RightAligned();
+        foreach (var t in r.Tensors)
+        {
+            errors.TryGetValue(t.Name, out var e);
+            table.AddRow(Markup.Escape(t.Name), Markup.Escape(t.Codec), Markup.Escape("[" + string.Join("×", t.Shape) + "]"),
+                Units.Bytes(t.StoredBytes), Units.G(t.BitsPerWeight, "0.###"),
+                e is null ? "" : Units.G(e.SqnrDb, "0.00"), e is null ? "" : Units.G(e.RelativeError, "0.###e+0"));
+        }
+        var console = Terminal.Out;
+        console.Write(table);
+        console.MarkupLine(Markup.Escape(
+            $"{r.Output}: {Units.Bytes(r.OutputFileBytes)} from {Units.Bytes(r.SourceBytes)} ({Units.G((double)r.SourceBytes / Math.Max(1, r.OutputFileBytes), "0.00")}×), " +
+            $"{r.Format} at {Units.G(r.EncodedBitsPerWeight, "0.###")} bpw on encoded tensors" +
+            (total is null ? "" : $", SQNR {Units.G(total.SqnrDb, "0.00")} dB") + $", {r.Elapsed.TotalSeconds:0.00} s"));
+    }
+}

@@ -1,0 +1,86 @@
+using Nanoscale.IO;
+
+namespace Nanoscale.Pipeline.Codecs;
+
+/// <summary>
+/// Plain casts to <c>f32</c>, <c>bf16</c> or <c>f16</c> (round to nearest even): the baselines every format is
+/// compared against. Stored as one part, <c>NAME.data</c>, in the target dtype.
+/// </summary>
+public sealed class CastCodec : ITensorCodec
+{
+    private CastCodec(string spec, DType target)
+    {
+        Spec = spec;
+        Target = target;
+    }
+
+    public static readonly CastCodec F32 = new("f32", DType.F32);
+    public static readonly CastCodec BF16 = new("bf16", DType.BF16);
+    public static readonly CastCodec F16 = new("f16", DType.F16);
+
+    public string Spec { get; }
+
+    public DType Target { get; }
+
+    public bool IsLossless => false;
+
+    public EncodedTensor Encode(TensorView source, CodecOptions options, CancellationToken cancellationToken = default)
+    {
+        var tensor = source.Tensor;
+        var data = new byte[checked(tensor.ElementCount * Target.ElementSize())];
+        const int chunk = 1 << 20;
+        var values = new float[(int)Math.Min(chunk, tensor.ElementCount)];
+        for (long first = 0; first < tensor.ElementCount; first += chunk)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var span = values.AsSpan(0, (int)Math.Min(chunk, tensor.ElementCount - first));
+            source.ReadFloats(first, span);
+            if (!options.AllowNonFinite)
+                for (int i = 0; i < span.Length; i++)
+                    if (!float.IsFinite(span[i]))
+                        throw new InvalidDataException($"{tensor.Name}: element {first + i} is {span[i]}; a checkpoint with non-finite weights is broken");
+            TensorData.FromFloat(span, Target, data.AsSpan((int)(first * Target.ElementSize()), span.Length * Target.ElementSize()));
+        }
+        return new EncodedTensor([new EncodedPart("data", Target, tensor.Shape, data)]);
+    }
+
+    public ITensorDecoder OpenDecoder(StoredTensor stored) => new Decoder(stored);
+
+    private sealed class Decoder(StoredTensor stored) : ITensorDecoder
+    {
+        private readonly TensorView _view = stored.Map("data");
+
+        public StoredTensor Stored => stored;
+
+        public void ReadRows(long firstRow, int count, Span<float> destination) =>
+            _view.ReadFloats(firstRow * stored.Columns, destination[..checked((int)(count * stored.Columns))]);
+
+        public void ReadOriginal(Stream destination) => Codec.WriteAsOriginal(this, destination);
+
+        public void Dispose() => _view.Dispose();
+    }
+}
+
+/// <summary>Helpers shared by codecs.</summary>
+public static class Codec
+{
+    /// <summary>Decodes row tiles and writes them in the tensor's original dtype (float dtypes only).</summary>
+    public static void WriteAsOriginal(ITensorDecoder decoder, Stream destination, DType? as_ = null)
+    {
+        var stored = decoder.Stored;
+        var dtype = as_ ?? stored.DType;
+        int columns = checked((int)stored.Columns);
+        int rowsPerTile = Math.Max(1, (1 << 20) / Math.Max(1, columns));
+        var values = new float[rowsPerTile * columns];
+        var bytes = new byte[values.Length * dtype.ElementSize()];
+        for (long row = 0; row < stored.Rows; row += rowsPerTile)
+        {
+            int count = (int)Math.Min(rowsPerTile, stored.Rows - row);
+            var span = values.AsSpan(0, count * columns);
+            decoder.ReadRows(row, count, span);
+            var raw = bytes.AsSpan(0, span.Length * dtype.ElementSize());
+            TensorData.FromFloat(span, dtype, raw);
+            destination.Write(raw);
+        }
+    }
+}

@@ -1,0 +1,76 @@
+using Nanoscale.IO;
+
+namespace Nanoscale.Pipeline.Codecs;
+
+/// <summary>One stored array of an encoded tensor, saved as <c>NAME.Suffix</c> in the compressed checkpoint (SPEC §8).</summary>
+public sealed record EncodedPart(string Suffix, DType DType, long[] Shape, byte[] Data);
+
+/// <summary>What a codec produced for one tensor: its parts, and per-tensor parameters for the metadata.</summary>
+public sealed record EncodedTensor(IReadOnlyList<EncodedPart> Parts, IReadOnlyDictionary<string, string>? Parameters = null);
+
+/// <summary>Options every codec understands.</summary>
+public sealed record CodecOptions
+{
+    /// <summary>Threads; 0 means all cores.</summary>
+    public int MaxDegreeOfParallelism { get; init; }
+
+    /// <summary>Let NaN/Inf weights through (as the codec's NaN) instead of refusing the tensor (SPEC §4).</summary>
+    public bool AllowNonFinite { get; init; }
+}
+
+/// <summary>
+/// A tensor codec: the seam between the compressed container (which knows files) and a format (which knows
+/// rounding). Block formats, lossless coding and casts all implement it; the CLI finds them in <see cref="CodecRegistry"/>.
+/// </summary>
+public interface ITensorCodec
+{
+    /// <summary>The canonical spec string (SPEC §7), stored in the checkpoint so decoding needs nothing else.</summary>
+    string Spec { get; }
+
+    /// <summary>True when decoding reproduces the original bytes exactly.</summary>
+    bool IsLossless { get; }
+
+    /// <summary>Encodes one tensor (rows = all axes but the last).</summary>
+    /// <exception cref="InvalidDataException">A weight cannot be encoded (e.g. NaN); the message names tensor and element.</exception>
+    EncodedTensor Encode(TensorView source, CodecOptions options, CancellationToken cancellationToken = default);
+
+    /// <summary>Opens the stored parts of one tensor for decoding.</summary>
+    ITensorDecoder OpenDecoder(StoredTensor stored);
+}
+
+/// <summary>Decodes a stored tensor, whole or by row ranges (the runtime decodes tiles of rows inside its products).</summary>
+public interface ITensorDecoder : IDisposable
+{
+    StoredTensor Stored { get; }
+
+    /// <summary>Decodes rows <paramref name="firstRow"/>.. (count × columns floats) into <paramref name="destination"/>.</summary>
+    void ReadRows(long firstRow, int count, Span<float> destination);
+
+    /// <summary>The whole tensor in its original dtype (bit-exact for lossless codecs; rounded to nearest even otherwise).</summary>
+    void ReadOriginal(Stream destination);
+}
+
+/// <summary>A compressed tensor as stored: its logical name, shape and dtype, its codec, and its mapped parts.</summary>
+public sealed class StoredTensor(string name, DType dtype, long[] shape, string spec,
+    IReadOnlyDictionary<string, string> parameters, ICheckpoint container)
+{
+    public string Name { get; } = name;
+    public DType DType { get; } = dtype;
+    public long[] Shape { get; } = shape;
+    public string Spec { get; } = spec;
+    public IReadOnlyDictionary<string, string> Parameters { get; } = parameters;
+
+    public long ElementCount => TensorInfo.CountElements(Shape);
+    public long Columns => Shape.Length == 0 ? 1 : Shape[^1];
+    public long Rows => Shape.Length <= 1 ? 1 : ElementCount / Math.Max(1, Columns);
+
+    /// <summary>The stored array <c>NAME.suffix</c>.</summary>
+    /// <exception cref="CheckpointFormatException">The part is missing.</exception>
+    public TensorInfo Part(string suffix) => container.Find($"{Name}.{suffix}")
+        ?? throw new CheckpointFormatException(container.Path, $"{Name}.{suffix}", null, $"part of {Spec} tensor {Name} is missing");
+
+    public TensorView Map(string suffix) => container.Map(Part(suffix));
+
+    /// <summary>Bytes stored for this tensor (all parts), for bits per weight.</summary>
+    public long StoredBytes(IEnumerable<string> suffixes) => suffixes.Sum(s => Part(s).ByteLength);
+}

@@ -1,0 +1,100 @@
+using Nanoscale.IO;
+using Nanoscale.Pipeline.Codecs;
+
+namespace Nanoscale.Pipeline;
+
+/// <summary>
+/// A checkpoint seen as its logical tensors: plain tensors as stored, encoded tensors through their codec.
+/// Works on plain checkpoints too (then every tensor is plain), so callers need not care which they have.
+/// </summary>
+public sealed class CompressedCheckpoint : IDisposable
+{
+    private readonly Dictionary<string, StoredTensor> _encoded;
+
+    /// <summary>A logical tensor: either <see cref="Plain"/> or <see cref="Encoded"/> is set.</summary>
+    public sealed record Logical(string Name, DType DType, long[] Shape, TensorInfo? Plain, StoredTensor? Encoded, long StoredBytes)
+    {
+        public long ElementCount => TensorInfo.CountElements(Shape);
+    }
+
+    private CompressedCheckpoint(ICheckpoint container, List<Logical> tensors, Dictionary<string, StoredTensor> encoded, ModelConfig? config)
+    {
+        Container = container;
+        Tensors = tensors;
+        _encoded = encoded;
+        Config = config;
+    }
+
+    public ICheckpoint Container { get; }
+
+    public IReadOnlyList<Logical> Tensors { get; }
+
+    public ModelConfig? Config { get; }
+
+    public bool IsCompressed => _encoded.Count > 0;
+
+    /// <summary>The source's metadata without Nanoscale's own keys.</summary>
+    public IEnumerable<KeyValuePair<string, string>> SourceMetadata =>
+        Container.Metadata.Where(m => !m.Key.StartsWith("nanoscale.", StringComparison.Ordinal));
+
+    public string? Format => Container.Metadata.FirstOrDefault(m => m.Key == CompressedLayout.FormatKey).Value;
+
+    public Logical? Find(string name) => Tensors.FirstOrDefault(t => t.Name == name);
+
+    public static CompressedCheckpoint Open(string path) => Wrap(CheckpointLoader.Open(path));
+
+    /// <summary>Takes ownership of <paramref name="container"/>.</summary>
+    public static CompressedCheckpoint Wrap(ICheckpoint container)
+    {
+        try
+        {
+            var entries = CompressedLayout.ReadEntries(container) ?? [];
+            var encoded = new Dictionary<string, StoredTensor>(StringComparer.Ordinal);
+            var partOwner = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (var (name, e) in entries)
+            {
+                var stored = new StoredTensor(name, e.DType, e.Shape, e.Codec, e.Parameters, container);
+                foreach (var part in e.Parts)
+                {
+                    stored.Part(part); // throws, naming the part, when it is missing
+                    partOwner[$"{name}.{part}"] = name;
+                }
+                encoded[name] = stored;
+            }
+
+            // Logical order follows the container: an encoded tensor appears where its first part is stored.
+            var tensors = new List<Logical>();
+            var emitted = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var t in container.Tensors)
+            {
+                if (partOwner.TryGetValue(t.Name, out var owner))
+                {
+                    if (!emitted.Add(owner)) continue;
+                    var stored = encoded[owner];
+                    var parts = entries.First(x => x.Key == owner).Value.Parts;
+                    tensors.Add(new Logical(owner, stored.DType, stored.Shape, null, stored, stored.StoredBytes(parts)));
+                }
+                else
+                {
+                    tensors.Add(new Logical(t.Name, t.DType, t.Shape, t, null, t.ByteLength));
+                }
+            }
+            var config = CompressedLayout.ReadConfig(container) ?? container.Config;
+            return new CompressedCheckpoint(container, tensors, encoded, config);
+        }
+        catch
+        {
+            container.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A decoder for an encoded tensor (its codec is created from the stored spec string).</summary>
+    public ITensorDecoder OpenDecoder(Logical tensor)
+    {
+        var stored = tensor.Encoded ?? throw new ArgumentException($"{tensor.Name} is stored plain");
+        return CodecRegistry.Create(stored.Spec).OpenDecoder(stored);
+    }
+
+    public void Dispose() => Container.Dispose();
+}

@@ -1,0 +1,120 @@
+using System.Diagnostics;
+using Nanoscale.IO;
+using Nanoscale.Pipeline.Codecs;
+
+namespace Nanoscale.Pipeline;
+
+public sealed record CompressOptions
+{
+    public required ITensorCodec Codec { get; init; }
+    public TensorSelection Selection { get; init; } = TensorSelection.Default;
+    public CodecOptions CodecOptions { get; init; } = new();
+}
+
+public sealed record CompressedTensorReport(string Name, string Codec, DType DType, long[] Shape, long OriginalBytes, long StoredBytes)
+{
+    public double BitsPerWeight => 8.0 * StoredBytes / Math.Max(1, TensorInfo.CountElements(Shape));
+}
+
+public sealed record CompressReport(
+    string Output, string Format, IReadOnlyList<CompressedTensorReport> Tensors, long SourceBytes, long OutputFileBytes,
+    TimeSpan Elapsed)
+{
+    /// <summary>Bits per weight over the encoded tensors only, from their stored parts (scales and tables included).</summary>
+    public double EncodedBitsPerWeight
+    {
+        get
+        {
+            var encoded = Tensors.Where(t => t.Codec != "plain").ToList();
+            long weights = encoded.Sum(t => TensorInfo.CountElements(t.Shape));
+            return weights == 0 ? 0 : 8.0 * encoded.Sum(t => t.StoredBytes) / weights;
+        }
+    }
+}
+
+/// <summary>
+/// Writes a compressed checkpoint (SPEC §8): tensor by tensor, selected tensors through the codec, the rest
+/// unchanged, in the source's order. Encoded parts are spilled to a temporary file as they are produced (memory stays
+/// at one tensor), then the safetensors file is assembled under a temporary name and renamed.
+/// </summary>
+public static class Compressor
+{
+    public static CompressReport Compress(ICheckpoint source, string output, CompressOptions options,
+        IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        if (CompressedLayout.ReadEntries(source) is { Count: > 0 })
+            throw new ArgumentException($"{source.Path} is already a compressed checkpoint; decompress it first");
+        var clock = Stopwatch.StartNew();
+        var selected = source.Tensors.Where(options.Selection.Selects).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var folder = Path.GetDirectoryName(Path.GetFullPath(output))!;
+        Directory.CreateDirectory(folder);
+        var spillPath = Path.Combine(folder, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.spill");
+        var reports = new List<CompressedTensorReport>();
+        var entries = new List<KeyValuePair<string, CompressedLayout.Entry>>();
+        var names = source.Tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        try
+        {
+            using var spill = new FileStream(spillPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
+            var writer = new SafetensorsWriter(output).AddMetadata(source.Metadata)
+                .AddMetadata(CompressedLayout.VersionKey, NanoscaleInfo.Version)
+                .AddMetadata(CompressedLayout.FormatKey, options.Codec.Spec);
+            if (source.Config is { } config) writer.AddMetadata(CompressedLayout.ConfigKey, CompressedLayout.SerializeConfig(config));
+
+            long total = source.Tensors.Sum(t => t.ByteLength), done = 0;
+            foreach (var tensor in source.Tensors)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                progress?.Report(new PipelineProgress("compress", tensor.Name, done, total));
+                if (!selected.Contains(tensor.Name))
+                {
+                    writer.Add(tensor.Name, tensor.DType, tensor.Shape, stream => SafetensorsWriter.CopyTensor(source, tensor, stream));
+                    reports.Add(new CompressedTensorReport(tensor.Name, "plain", tensor.DType, tensor.Shape, tensor.ByteLength, tensor.ByteLength));
+                }
+                else
+                {
+                    EncodedTensor encoded;
+                    using (var view = source.Map(tensor))
+                        encoded = options.Codec.Encode(view, options.CodecOptions, cancellationToken);
+                    long stored = 0;
+                    foreach (var part in encoded.Parts)
+                    {
+                        var partName = $"{tensor.Name}.{part.Suffix}";
+                        if (names.Contains(partName))
+                            throw new ArgumentException($"{source.Path}: cannot encode {tensor.Name}: the source already has a tensor named {partName}");
+                        long offset = spill.Position;
+                        spill.Write(part.Data);
+                        long length = part.Data.Length;
+                        writer.Add(partName, part.DType, part.Shape, stream => CopyRange(spill, offset, length, stream));
+                        stored += length;
+                    }
+                    entries.Add(new(tensor.Name, new CompressedLayout.Entry(options.Codec.Spec, tensor.DType, tensor.Shape,
+                        encoded.Parts.Select(p => p.Suffix).ToList(), encoded.Parameters ?? new Dictionary<string, string>())));
+                    reports.Add(new CompressedTensorReport(tensor.Name, options.Codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored));
+                }
+                done += tensor.ByteLength;
+            }
+            writer.AddMetadata(CompressedLayout.TensorsKey, CompressedLayout.SerializeEntries(entries));
+            progress?.Report(new PipelineProgress("write", null, total, total));
+            writer.Commit(cancellationToken);
+            return new CompressReport(output, options.Codec.Spec, reports, total, new FileInfo(output).Length, clock.Elapsed);
+        }
+        catch (InvalidDataException e)
+        {
+            // Codecs name the tensor and element; add the file so the message says where.
+            throw new InvalidDataException($"{source.Path}: {e.Message}", e);
+        }
+    }
+
+    private static void CopyRange(FileStream spill, long offset, long length, Stream destination)
+    {
+        spill.Position = offset;
+        var buffer = new byte[1 << 20];
+        while (length > 0)
+        {
+            int read = spill.Read(buffer, 0, (int)Math.Min(buffer.Length, length));
+            if (read <= 0) throw new EndOfStreamException("spill file ended early");
+            destination.Write(buffer, 0, read);
+            length -= read;
+        }
+    }
+}

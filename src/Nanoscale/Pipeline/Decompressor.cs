@@ -1,0 +1,69 @@
+using Nanoscale.IO;
+
+namespace Nanoscale.Pipeline;
+
+public sealed record DecompressOptions
+{
+    /// <summary>Dtype of decoded tensors; null keeps each tensor's original dtype (bit-exact for lossless codecs).</summary>
+    public DType? DType { get; init; }
+}
+
+/// <summary>
+/// Writes a plain safetensors checkpoint from a compressed one: decoded tensors under their original names, in
+/// order, with the source's metadata. For a lossless checkpoint of a single safetensors file the result is that file
+/// byte for byte.
+/// </summary>
+public static class Decompressor
+{
+    public static void Decompress(CompressedCheckpoint input, string output, DecompressOptions? options = null,
+        IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new DecompressOptions();
+        if (options.DType is { } d && d is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"--dtype must be f32, bf16 or f16, not {d}");
+        var writer = new SafetensorsWriter(output).AddMetadata(input.SourceMetadata);
+        long total = input.Tensors.Count, done = 0;
+        foreach (var tensor in input.Tensors)
+        {
+            var target = options.DType is { } t && tensor.DType.IsFloat() ? t : tensor.DType;
+            if (tensor.Encoded is null)
+            {
+                var plain = tensor.Plain!;
+                if (target == plain.DType)
+                    writer.Add(plain.Name, plain.DType, plain.Shape, stream => SafetensorsWriter.CopyTensor(input.Container, plain, stream));
+                else
+                    writer.Add(plain.Name, target, plain.Shape, stream => Convert(input.Container, plain, target, stream));
+            }
+            else
+            {
+                var current = tensor;
+                writer.Add(tensor.Name, target, tensor.Shape, stream =>
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    progress?.Report(new PipelineProgress("decompress", current.Name, done++, total, "tensors"));
+                    using var decoder = input.OpenDecoder(current);
+                    if (target == current.DType) decoder.ReadOriginal(stream);
+                    else Codecs.Codec.WriteAsOriginal(decoder, stream, target);
+                });
+            }
+        }
+        writer.Commit(cancellationToken);
+        progress?.Report(new PipelineProgress("decompress", null, total, total, "tensors"));
+    }
+
+    private static void Convert(ICheckpoint container, TensorInfo tensor, DType target, Stream stream)
+    {
+        using var view = container.Map(tensor);
+        const int chunk = 1 << 20;
+        var values = new float[chunk];
+        var bytes = new byte[chunk * target.ElementSize()];
+        for (long first = 0; first < tensor.ElementCount; first += chunk)
+        {
+            var span = values.AsSpan(0, (int)Math.Min(chunk, tensor.ElementCount - first));
+            view.ReadFloats(first, span);
+            var raw = bytes.AsSpan(0, span.Length * target.ElementSize());
+            TensorData.FromFloat(span, target, raw);
+            stream.Write(raw);
+        }
+    }
+}
