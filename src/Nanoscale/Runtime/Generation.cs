@@ -43,7 +43,7 @@ public static class Generation
                 break;
             }
             tokens.Add(next);
-            if (session.Length >= session.Capacity) break;
+            if (tokens.Count - promptTokens.Length == maxNewTokens || session.Length >= session.Capacity) break;
             cancellationToken.ThrowIfCancellationRequested();
             last = session.Step(next);
         }

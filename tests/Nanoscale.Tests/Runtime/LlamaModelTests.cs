@@ -29,6 +29,16 @@ public class LlamaModelTests
     }
 
     [Fact]
+    public void GenerationStopsAtTheLimitAndContinuesAPrompt()
+    {
+        var result = Generation.Greedy(Stories260K.Value, Tok512.Value, "Once upon a time", maxNewTokens: 5);
+        Assert.Equal(result.PromptTokens + 5, result.Tokens.Length);
+        Assert.False(result.StoppedAtEnd);
+        Assert.StartsWith("Once upon a time", result.Text);
+        Assert.Empty(Generation.Greedy(Stories260K.Value, Tok512.Value, "", maxNewTokens: 0).Tokens[1..]);
+    }
+
+    [Fact]
     public void MatchesTheScalarRun_cPortTokenByToken()
     {
         using ICheckpoint checkpoint = CheckpointLoader.Open(SharedData.Stories260K);
