@@ -1,0 +1,220 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using Nanoscale.IO;
+
+namespace Nanoscale.Runtime;
+
+/// <summary>
+/// The run state of one sequence: the key/value cache and scratch buffers (llama2.c's <c>RunState</c>).
+/// <see cref="ForwardHidden"/> appends any number of tokens at once: each linear layer is one matrix–matrix product
+/// over all of them and attention is causal within the batch, so evaluating a window and stepping token by token
+/// share one code path and give the same numbers up to float summation order.
+/// Not thread-safe; the model it runs is.
+/// </summary>
+public sealed partial class InferenceSession
+{
+    private readonly LlamaModel _model;
+    private readonly ModelConfig _config;
+    private readonly float[][] _keyCache;   // per layer: [capacity, kvDim]
+    private readonly float[][] _valueCache; // per layer: [capacity, kvDim]
+    private readonly float[] _ropeCos;      // [capacity, headDim / 2]
+    private readonly float[] _ropeSin;
+    private Scratch _scratch = new(0, 0, 0);
+
+    internal InferenceSession(LlamaModel model, int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
+        _model = model;
+        _config = model.Config;
+        Capacity = capacity;
+        int kvDim = _config.KvDim;
+        _keyCache = new float[_config.Layers][];
+        _valueCache = new float[_config.Layers][];
+        for (int l = 0; l < _config.Layers; l++)
+        {
+            _keyCache[l] = new float[(long)capacity * kvDim];
+            _valueCache[l] = new float[(long)capacity * kvDim];
+        }
+        (_ropeCos, _ropeSin) = RopeTables(capacity, _config.HeadDim, _config.RopeTheta);
+    }
+
+    public LlamaModel Model => _model;
+
+    /// <summary>Positions the key/value cache can hold.</summary>
+    public int Capacity { get; }
+
+    /// <summary>Positions already processed; the next token goes to this position.</summary>
+    public int Length { get; private set; }
+
+    /// <summary>Forgets the sequence, so the next token is at position 0 (a fresh context).</summary>
+    public void Reset() => Length = 0;
+
+    /// <summary>Feeds one token and returns the logits for the token after it.</summary>
+    public float[] Step(int token)
+    {
+        var logits = new float[_config.VocabSize];
+        Forward([token], logits);
+        return logits;
+    }
+
+    /// <summary>Feeds <paramref name="tokens"/> at positions <see cref="Length"/>.. and writes the logits after each
+    /// (<c>tokens × vocab</c>).</summary>
+    public void Forward(ReadOnlySpan<int> tokens, Span<float> logits, CancellationToken cancellationToken = default)
+    {
+        if (logits.Length != (long)tokens.Length * _config.VocabSize)
+            throw new ArgumentException($"logits hold {logits.Length} floats; {tokens.Length} tokens × vocab {_config.VocabSize} need {(long)tokens.Length * _config.VocabSize}", nameof(logits));
+        float[] hidden = ArrayPool<float>.Shared.Rent(tokens.Length * _config.Dim);
+        try
+        {
+            Span<float> h = hidden.AsSpan(0, tokens.Length * _config.Dim);
+            ForwardHidden(tokens, h, cancellationToken);
+            _model.Head.MatMul(h, logits, _model.Options);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(hidden);
+        }
+    }
+
+    /// <summary>
+    /// Feeds <paramref name="tokens"/> at positions <see cref="Length"/>.. and writes each one's final hidden state
+    /// (after the final RMSNorm, <c>tokens × dim</c>); <see cref="ComputeLogits"/> turns rows of it into logits, so
+    /// a caller can apply the output head a few positions at a time.
+    /// </summary>
+    public void ForwardHidden(ReadOnlySpan<int> tokens, Span<float> hidden, CancellationToken cancellationToken = default)
+    {
+        int count = tokens.Length, dim = _config.Dim, kvDim = _config.KvDim, start = Length;
+        if (hidden.Length != (long)count * dim)
+            throw new ArgumentException($"hidden holds {hidden.Length} floats; {count} tokens × dim {dim} need {(long)count * dim}", nameof(hidden));
+        if (count == 0) return;
+        if (count > Capacity - start)
+            throw new InvalidOperationException($"{count} tokens after {start} exceed the session's capacity of {Capacity} positions");
+        RuntimeOptions options = _model.Options;
+        Scratch s = EnsureScratch(count);
+        Span<float> x = s.X.AsSpan(0, count * dim), xb = s.Xb.AsSpan(0, count * dim), q = s.Q.AsSpan(0, count * dim);
+        Span<float> attention = s.Attention.AsSpan(0, count * dim), projected = s.Projected.AsSpan(0, count * dim);
+        Span<float> gate = s.Gate.AsSpan(0, count * _config.HiddenDim), up = s.Up.AsSpan(0, count * _config.HiddenDim);
+
+        for (int t = 0; t < count; t++)
+        {
+            if ((uint)tokens[t] >= (uint)_config.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokens), tokens[t], $"token at index {t} is outside the vocabulary of {_config.VocabSize}");
+            _model.Embedding.ReadRows(tokens[t], 1, x.Slice(t * dim, dim));
+        }
+
+        for (int l = 0; l < _config.Layers; l++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            LlamaLayer layer = _model.Layers[l];
+            Span<float> keys = _keyCache[l].AsSpan(start * kvDim, count * kvDim);
+            Span<float> values = _valueCache[l].AsSpan(start * kvDim, count * kvDim);
+
+            RmsNormRows(x, layer.AttentionNorm, xb);
+            layer.Query.MatMul(xb, q, options);
+            layer.Key.MatMul(xb, keys, options);
+            layer.Value.MatMul(xb, values, options);
+            AddBiasRows(q, layer.QueryBias);
+            AddBiasRows(keys, layer.KeyBias);
+            AddBiasRows(values, layer.ValueBias);
+            ApplyRope(q, _config.Heads, start);
+            ApplyRope(keys, _config.KvHeads, start);
+            Attend(l, q, start, count, attention);
+            layer.Output.MatMul(attention, projected, options);
+            TensorPrimitives.Add(x, projected, x);
+
+            RmsNormRows(x, layer.FfnNorm, xb);
+            layer.Gate.MatMul(xb, gate, options);
+            layer.Up.MatMul(xb, up, options);
+            SwiGlu(gate, up);
+            layer.Down.MatMul(gate, projected, options);
+            TensorPrimitives.Add(x, projected, x);
+        }
+
+        RmsNormRows(x, _model.FinalNorm, hidden);
+        Length = start + count;
+    }
+
+    /// <summary>Applies the output head to final hidden states (<c>n × dim</c> → <c>n × vocab</c>).</summary>
+    public void ComputeLogits(ReadOnlySpan<float> hidden, Span<float> logits) => _model.Head.MatMul(hidden, logits, _model.Options);
+
+    private void RmsNormRows(ReadOnlySpan<float> x, float[] weight, Span<float> destination)
+    {
+        int dim = _config.Dim;
+        for (int t = 0; t < x.Length / dim; t++)
+            Kernels.RmsNorm(x.Slice(t * dim, dim), weight, _config.NormEps, destination.Slice(t * dim, dim));
+    }
+
+    private static void AddBiasRows(Span<float> rows, float[]? bias)
+    {
+        if (bias is null) return;
+        for (int i = 0; i < rows.Length; i += bias.Length)
+            TensorPrimitives.Add(rows.Slice(i, bias.Length), bias, rows.Slice(i, bias.Length));
+    }
+
+    /// <summary>Rotates every head of every row; row t is at position <paramref name="start"/> + t.</summary>
+    private void ApplyRope(Span<float> rows, int heads, int start)
+    {
+        int headDim = _config.HeadDim, half = headDim / 2, width = heads * headDim;
+        for (int t = 0; t < rows.Length / width; t++)
+        {
+            ReadOnlySpan<float> cos = _ropeCos.AsSpan((start + t) * half, half), sin = _ropeSin.AsSpan((start + t) * half, half);
+            for (int h = 0; h < heads; h++)
+            {
+                Span<float> v = rows.Slice(t * width + h * headDim, headDim);
+                if (_config.RopeStyle == RopeStyle.Interleaved) Kernels.RopeInterleaved(v, cos, sin);
+                else Kernels.RopeHalves(v, cos, sin);
+            }
+        }
+    }
+
+    private static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float g = gate[i];
+            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+        }
+    }
+
+    /// <summary>
+    /// Rotary tables as llama2.c and Hugging Face compute them: the inverse frequency θ^(−2j/headDim) and the angle
+    /// position · frequency rounded to float32, then cos/sin of that float angle.
+    /// </summary>
+    private static (float[] Cos, float[] Sin) RopeTables(int capacity, int headDim, float theta)
+    {
+        int half = headDim / 2;
+        var cos = new float[(long)capacity * half];
+        var sin = new float[(long)capacity * half];
+        for (int j = 0; j < half; j++)
+        {
+            float frequency = (float)(1.0 / Math.Pow(theta, 2.0 * j / headDim));
+            for (int p = 0; p < capacity; p++)
+            {
+                float angle = p * frequency;
+                cos[p * half + j] = (float)Math.Cos(angle);
+                sin[p * half + j] = (float)Math.Sin(angle);
+            }
+        }
+        return (cos, sin);
+    }
+
+    private Scratch EnsureScratch(int count)
+    {
+        if (_scratch.Tokens < count)
+            _scratch = new Scratch(Math.Max(count, Math.Min(Capacity, 2 * _scratch.Tokens)), _config.Dim, _config.HiddenDim);
+        return _scratch;
+    }
+
+    /// <summary>Activations for a batch of up to <see cref="Tokens"/> positions, row-major.</summary>
+    private sealed class Scratch(int tokens, int dim, int hiddenDim)
+    {
+        public int Tokens { get; } = tokens;
+        public float[] X { get; } = new float[(long)tokens * dim];
+        public float[] Xb { get; } = new float[(long)tokens * dim];
+        public float[] Q { get; } = new float[(long)tokens * dim];
+        public float[] Attention { get; } = new float[(long)tokens * dim];
+        public float[] Projected { get; } = new float[(long)tokens * dim];
+        public float[] Gate { get; } = new float[(long)tokens * hiddenDim];
+        public float[] Up { get; } = new float[(long)tokens * hiddenDim];
+    }
+}

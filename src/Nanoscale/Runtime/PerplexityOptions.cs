@@ -1,0 +1,44 @@
+namespace Nanoscale.Runtime;
+
+/// <summary>Settings of the perplexity protocol (SPEC §13).</summary>
+public sealed record PerplexityOptions
+{
+    /// <summary>The largest default window; longer contexts must be asked for.</summary>
+    public const int DefaultMaxContext = 2048;
+
+    /// <summary>Tokens per window including its first (context-only) token; null means
+    /// min(model max sequence length, <see cref="DefaultMaxContext"/>). At least 2.</summary>
+    public int? ContextLength { get; init; }
+
+    /// <summary>Documents are split at this marker when the text contains it.</summary>
+    public string DocumentSeparator { get; init; } = "<|endoftext|>";
+
+    /// <summary>Positions whose logits are materialised at once (bounds memory for large vocabularies).</summary>
+    public int LogitRows { get; init; } = 64;
+
+    public int ResolveContext(int modelMaxSeqLen) => ContextLength ?? Math.Min(modelMaxSeqLen, DefaultMaxContext);
+}
+
+/// <summary>Where a perplexity run stands, reported after each window.</summary>
+public readonly record struct PerplexityProgress(int WindowsDone, int WindowsTotal, long PredictedTokens, long TotalPredictedTokens);
+
+/// <summary>The outcome of SPEC §13: mean NLL in nats per predicted token and its exponential.</summary>
+/// <param name="MeanNll">Mean negative log-likelihood, nats per predicted token.</param>
+/// <param name="Perplexity">exp(<paramref name="MeanNll"/>).</param>
+/// <param name="PredictedTokens">Tokens scored: every document's tokens but its first (BOS).</param>
+/// <param name="Documents">Documents with at least one predicted token.</param>
+/// <param name="Windows">Forward passes run.</param>
+/// <param name="ContextLength">Window size used.</param>
+/// <param name="Elapsed">Wall time of the forward passes and scoring (tokenization included).</param>
+public sealed record PerplexityResult(
+    double MeanNll,
+    double Perplexity,
+    long PredictedTokens,
+    int Documents,
+    int Windows,
+    int ContextLength,
+    TimeSpan Elapsed)
+{
+    /// <summary>Predicted tokens per second of wall time.</summary>
+    public double TokensPerSecond => Elapsed > TimeSpan.Zero ? PredictedTokens / Elapsed.TotalSeconds : 0;
+}

@@ -1,0 +1,56 @@
+using System.Buffers;
+
+namespace Nanoscale.Runtime;
+
+/// <summary>
+/// Base for compressed weights: a codec implements <see cref="ReadRows"/> (decode whole rows, e.g. block by block),
+/// and the product decodes one tile of rows at a time into a per-worker buffer and multiplies it with every token
+/// of the window before moving on, so each row is decoded once per product and the matrix is never expanded.
+/// </summary>
+public abstract class RowDecodedLinearWeight : ILinearWeight
+{
+    protected RowDecodedLinearWeight(int rows, int columns)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(columns);
+        Rows = rows;
+        Columns = columns;
+    }
+
+    public int Rows { get; }
+
+    public int Columns { get; }
+
+    public abstract void ReadRows(int firstRow, int count, Span<float> destination);
+
+    public unsafe void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
+    {
+        LinearKernels.Validate(this, input, output);
+        int tokens = input.Length / Columns;
+        if (tokens == 0) return;
+        int rows = Rows, columns = Columns;
+        int rowsPerTile = LinearKernels.RowsPerTile(columns);
+        int tiles = (rows + rowsPerTile - 1) / rowsPerTile;
+        fixed (float* inPtr = input)
+        fixed (float* outPtr = output)
+        {
+            nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
+            options.For(tiles, (long)rows * columns * tokens, tile =>
+            {
+                int r0 = tile * rowsPerTile, count = Math.Min(rows, r0 + rowsPerTile) - r0;
+                float[] buffer = ArrayPool<float>.Shared.Rent(count * columns);
+                try
+                {
+                    ReadRows(r0, count, buffer.AsSpan(0, count * columns));
+                    var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
+                    var y = new Span<float>((float*)outAddress, tokens * rows);
+                    LinearKernels.DotRows(buffer.AsSpan(0, count * columns), columns, x, 0, tokens, y, rows, r0);
+                }
+                finally
+                {
+                    ArrayPool<float>.Shared.Return(buffer);
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,95 @@
+using Nanoscale.Runtime;
+using Nanoscale.Tests.Support;
+
+namespace Nanoscale.Tests.Runtime;
+
+public class PerplexityTests
+{
+    [Theory]
+    [InlineData(0, 8)]
+    [InlineData(1, 8)]
+    [InlineData(2, 8)]
+    [InlineData(8, 8)]
+    [InlineData(9, 8)]
+    [InlineData(15, 8)]
+    [InlineData(16, 8)]
+    [InlineData(1000, 2)]
+    [InlineData(1000, 512)]
+    public void WindowsPredictEveryTokenButTheFirstExactlyOnce(int tokens, int context)
+    {
+        var windows = Perplexity.Windows(tokens, context);
+        var predicted = new int[Math.Max(tokens, 1)];
+        for (int w = 0; w < windows.Count; w++)
+        {
+            var (start, length) = windows[w];
+            Assert.InRange(length, 2, context);
+            if (w > 0) Assert.Equal(windows[w - 1].Start + windows[w - 1].Length - 1, start); // overlap of exactly one
+            for (int i = start + 1; i < start + length; i++) predicted[i]++;
+        }
+        if (tokens > 0) Assert.Equal(0, predicted[0]);
+        for (int i = 1; i < tokens; i++) Assert.Equal(1, predicted[i]);
+        if (windows.Count > 0) Assert.Equal(tokens, windows[^1].Start + windows[^1].Length);
+    }
+
+    [Fact]
+    public void SplitsDocumentsAtTheMarker()
+    {
+        Assert.Equal(["a b", "c"], Perplexity.SplitDocuments("a b\n<|endoftext|>\n c \n<|endoftext|>\n \n", "<|endoftext|>"));
+        Assert.Equal(["whole text"], Perplexity.SplitDocuments("\nwhole text\n", "<|endoftext|>"));
+    }
+
+    /// <summary>
+    /// The fp32 perplexity of stories260K on tinystories-sample.txt, SPEC §13 with ctx 512, pinned.
+    /// The first window's NLL is cross-checked by tools/llama2c_ref.py (docs/runtime.md).
+    /// </summary>
+    [Fact]
+    public void Stories260KOnTinyStoriesSample()
+    {
+        var model = LlamaModelTests.Stories260K.Value;
+        var reports = new List<PerplexityProgress>();
+        var result = Perplexity.Evaluate(model, LlamaModelTests.Tok512.Value, File.ReadAllText(SharedData.TinyStoriesText),
+            new PerplexityOptions { ContextLength = 512 }, new SynchronousProgress<PerplexityProgress>(reports.Add));
+        Assert.Equal(ExpectedTokens, result.PredictedTokens);
+        Assert.Equal(ExpectedPerplexity, result.Perplexity, ExpectedPerplexity * 1e-4);
+        Assert.Equal(Math.Log(result.Perplexity), result.MeanNll, 1e-12);
+        Assert.Equal(result.Windows, reports.Count);
+        Assert.Equal(result.PredictedTokens, reports[^1].TotalPredictedTokens);
+    }
+
+    /// <summary>
+    /// Numbers from tools/llama2c_ref.py, an independent pure-Python (double precision) port of llama2.c's tokenizer
+    /// and forward pass: the first window alone, and the whole text with ctx 64 (31 windows, so the one-token overlap
+    /// and fresh contexts are exercised).
+    /// </summary>
+    [Theory]
+    [InlineData(512, true, 373, 1.315989312218)]
+    [InlineData(64, false, 1804, 1.506295776642)]
+    [InlineData(512, false, 1804, 1.266441031332)]
+    public void AgreesWithThePythonReference(int context, bool firstDocumentOnly, long tokens, double meanNll)
+    {
+        var model = LlamaModelTests.Stories260K.Value;
+        var tokenizer = LlamaModelTests.Tok512.Value;
+        string text = File.ReadAllText(SharedData.TinyStoriesText);
+        if (firstDocumentOnly) text = Perplexity.SplitDocuments(text, "<|endoftext|>")[0];
+        var result = Perplexity.Evaluate(model, tokenizer, text, new PerplexityOptions { ContextLength = context });
+        Assert.Equal(tokens, result.PredictedTokens);
+        Assert.Equal(meanNll, result.MeanNll, meanNll * 1e-5);
+    }
+
+    [Fact]
+    public void HonoursCancellation()
+    {
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => Perplexity.Evaluate(LlamaModelTests.Stories260K.Value, LlamaModelTests.Tok512.Value,
+            "Once upon a time.", cancellationToken: cts.Token));
+    }
+
+    private const long ExpectedTokens = 1804;
+    private const double ExpectedPerplexity = 3.5482017479937396; // mean NLL 1.266440925286683 nats, 5 windows
+
+    private sealed class SynchronousProgress<T>(Action<T> report) : IProgress<T>
+    {
+        public void Report(T value) => report(value);
+    }
+}
