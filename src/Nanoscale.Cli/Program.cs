@@ -14,6 +14,8 @@ public static class Program
         root.Add(InspectCommand.Create());
         root.Add(CompressCommand.Create());
         root.Add(DecompressCommand.Create());
+        root.Add(EvalCommand.Create());
+        root.Add(GenerateCommand.Create());
         root.Add(DemoCommand.Create());
         return root;
     }

@@ -24,7 +24,7 @@ internal sealed class ProgressSink : IProgress<PipelineProgress>
             if (!finished && now - _lastMs < (_interactive ? 100 : 5000)) return;
             _lastMs = now;
             double percent = value.Total > 0 ? 100.0 * value.Done / value.Total : 100;
-            var line = $"{value.Stage} {percent,5:0.0}%  {value.Tensor ?? "done"}  ({_clock.Elapsed.TotalSeconds:0.0} s)";
+            var line = $"{value.Stage} {percent,5:0.0}%  {value.Tensor ?? (finished ? "done" : value.Unit)}  ({_clock.Elapsed.TotalSeconds:0.0} s)";
             if (_interactive)
             {
                 var width = Math.Max(20, SafeWidth() - 1);

@@ -38,7 +38,10 @@ public interface ITensorCodec
     ITensorDecoder OpenDecoder(StoredTensor stored);
 }
 
-/// <summary>Decodes a stored tensor, whole or by row ranges (the runtime decodes tiles of rows inside its products).</summary>
+/// <summary>
+/// Decodes a stored tensor, whole or by row ranges (the runtime decodes tiles of rows inside its products).
+/// <see cref="ReadRows"/> must be safe to call from several threads at once: decoders read immutable mapped parts.
+/// </summary>
 public interface ITensorDecoder : IDisposable
 {
     StoredTensor Stored { get; }

@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using Nanoscale.IO;
+using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Pipeline;
+
+public sealed record EvalOptions
+{
+    /// <summary>Spec string to compress with before evaluating; null evaluates the checkpoint as it is.</summary>
+    public string? Format { get; init; }
+    public required string TextPath { get; init; }
+    public int? ContextLength { get; init; }
+    public string? TokenizerPath { get; init; }
+    public TensorSelection Selection { get; init; } = TensorSelection.Default;
+
+    /// <summary>Threads; 0 means all cores.</summary>
+    public int MaxDegreeOfParallelism { get; init; }
+
+    /// <summary>Folder for the temporary compressed checkpoint (default: the system temp folder).</summary>
+    public string? WorkFolder { get; init; }
+}
+
+/// <summary>
+/// One evaluation: <see cref="EncodedBitsPerWeight"/> counts the stored parts of the encoded tensors (for a plain
+/// model, the codec-eligible weights at their dtype width); <see cref="ModelBytes"/> is every tensor as stored;
+/// <see cref="Error"/> is the encoded tensors' weight error from the stored bytes (null when nothing was encoded).
+/// </summary>
+public sealed record EvalReport(
+    string Model, string Format, double EncodedBitsPerWeight, long ModelBytes, ErrorMetrics? Error,
+    PerplexityResult Perplexity, TimeSpan CompressTime, TimeSpan TotalTime);
+
+/// <summary>
+/// Perplexity of a model on compressed weights (SPEC §13–§14): compresses with the format into a temporary
+/// checkpoint (so exactly the stored bytes are measured), then runs the runtime directly on the encoded tensors.
+/// </summary>
+public static class Evaluation
+{
+    public static EvalReport Evaluate(string modelPath, EvalOptions options, IProgress<PipelineProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        var text = File.ReadAllText(options.TextPath);
+        string? temporary = null;
+        TimeSpan compressTime = TimeSpan.Zero;
+        try
+        {
+            string evaluated = modelPath;
+            if (options.Format is { } format)
+            {
+                var codec = CodecRegistry.Create(format);
+                var folder = options.WorkFolder ?? Path.GetTempPath();
+                temporary = Path.Combine(folder, $"nanoscale-eval-{Guid.NewGuid():N}.safetensors");
+                using var source = CheckpointLoader.Open(modelPath);
+                if (source.Config is null)
+                    throw new CheckpointFormatException(source.Path, "config", null, "the checkpoint does not describe a model architecture, so it cannot be run");
+                Compressor.Compress(source, temporary, new CompressOptions
+                {
+                    Codec = codec,
+                    Selection = options.Selection,
+                    CodecOptions = new CodecOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+                }, progress, cancellationToken);
+                compressTime = clock.Elapsed;
+                evaluated = temporary;
+            }
+
+            using var compressed = CompressedCheckpoint.Open(evaluated);
+            var config = compressed.Config ?? throw new CheckpointFormatException(evaluated, "config", null,
+                "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config)");
+            ErrorMetrics? error = null;
+            if (options.Format is not null && compressed.IsCompressed)
+            {
+                using var source = CheckpointLoader.Open(modelPath);
+                error = ErrorMetrics.Compare(source, compressed, cancellationToken).Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
+            }
+
+            var tokenizer = TokenizerLoader.Resolve(options.TokenizerPath, modelPath, config);
+            var runtime = new RuntimeOptions
+            {
+                MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
+            };
+            using var weights = new CompressedWeightSource(compressed);
+            var model = LlamaModel.Load(config, weights, runtime, evaluated);
+            var perplexity = Runtime.Perplexity.Evaluate(model, tokenizer, text,
+                new PerplexityOptions { ContextLength = options.ContextLength },
+                progress is null ? null : new Progress<PerplexityProgress>(p =>
+                    progress.Report(new PipelineProgress("eval", null, p.PredictedTokens, p.TotalPredictedTokens, "tokens"))),
+                cancellationToken);
+
+            // The weights a codec applies to: the encoded ones, or for a plain model the ones it would encode.
+            var weighed = compressed.Tensors.Where(t => t.Encoded is not null || options.Selection.Selects(t.Plain!)).ToList();
+            double bpw = 8.0 * weighed.Sum(t => t.StoredBytes) / Math.Max(1, weighed.Sum(t => t.ElementCount));
+            return new EvalReport(modelPath, options.Format ?? compressed.Format ?? "original", bpw,
+                compressed.Tensors.Sum(t => t.StoredBytes), error, perplexity, compressTime, clock.Elapsed);
+        }
+        finally
+        {
+            if (temporary is not null) TryDelete(temporary);
+        }
+    }
+
+    private static void TryDelete(string path)
+    {
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}

@@ -1,0 +1,58 @@
+using Nanoscale.IO;
+using Nanoscale.Pipeline;
+using Nanoscale.Pipeline.Codecs;
+
+namespace Nanoscale.Runtime;
+
+/// <summary>
+/// Weights from a compressed checkpoint: encoded 2-D tensors stay encoded and are decoded a tile of rows at a time
+/// inside each product (<see cref="RowDecodedLinearWeight"/>), so memory stays near the compressed size; plain
+/// tensors (embeddings, norms) are read as float32. Plain checkpoints work too (then everything is dense).
+/// </summary>
+public sealed class CompressedWeightSource(CompressedCheckpoint checkpoint) : IWeightSource, IDisposable
+{
+    private readonly CheckpointWeightSource _plain = new(checkpoint.Container);
+    private readonly List<ITensorDecoder> _decoders = [];
+
+    public bool Contains(string name) => checkpoint.Find(name) is not null;
+
+    public IReadOnlyList<long> Shape(string name) => Get(name).Shape;
+
+    public ILinearWeight Linear(string name)
+    {
+        var tensor = Get(name);
+        if (tensor.Encoded is null) return _plain.Linear(name);
+        if (tensor.Shape.Length != 2 || tensor.Shape[0] > int.MaxValue || tensor.Shape[1] > int.MaxValue)
+            throw new CheckpointFormatException(checkpoint.Container.Path, name, null, $"expected a 2-D weight, found [{string.Join(", ", tensor.Shape)}]");
+        var decoder = checkpoint.OpenDecoder(tensor);
+        lock (_decoders) _decoders.Add(decoder);
+        return new DecodedWeight(decoder, (int)tensor.Shape[0], (int)tensor.Shape[1]);
+    }
+
+    public float[] Vector(string name)
+    {
+        var tensor = Get(name);
+        if (tensor.Encoded is null) return _plain.Vector(name);
+        var values = new float[checked((int)tensor.ElementCount)];
+        using var decoder = checkpoint.OpenDecoder(tensor);
+        decoder.ReadRows(0, checked((int)tensor.Encoded.Rows), values);
+        return values;
+    }
+
+    private CompressedCheckpoint.Logical Get(string name) =>
+        checkpoint.Find(name) ?? throw new CheckpointFormatException(checkpoint.Container.Path, name, null, "tensor not found in the checkpoint");
+
+    public void Dispose()
+    {
+        lock (_decoders)
+        {
+            foreach (var d in _decoders) d.Dispose();
+            _decoders.Clear();
+        }
+    }
+
+    private sealed class DecodedWeight(ITensorDecoder decoder, int rows, int columns) : RowDecodedLinearWeight(rows, columns)
+    {
+        public override void ReadRows(int firstRow, int count, Span<float> destination) => decoder.ReadRows(firstRow, count, destination);
+    }
+}

@@ -1,0 +1,49 @@
+using Nanoscale.Tests.Support;
+
+namespace Nanoscale.Tests.Cli;
+
+public class EvalCliTests
+{
+    [Fact]
+    public void EvalReportsTheSpecPerplexityOfStories260K()
+    {
+        var result = CliProcess.Run("eval", SharedData.Stories260K, "--text", SharedData.TinyStoriesText, "--json");
+        Assert.Equal(0, result.ExitCode);
+        var json = result.Json();
+        Assert.Equal(3.5482017, json.GetProperty("perplexity").GetDouble(), 5);
+        Assert.Equal(1804, json.GetProperty("predicted_tokens").GetInt64());
+        Assert.Equal(32, json.GetProperty("bits_per_weight").GetDouble());
+    }
+
+    [Fact]
+    public void EvalOnACompressedCheckpointMatchesEvalWithTheFormat()
+    {
+        using var dir = new TempDir();
+        var compressed = dir.File("s.safetensors");
+        Assert.Equal(0, CliProcess.Run("compress", SharedData.Stories260K, "-f", "bf16", "-o", compressed, "--no-error").ExitCode);
+        var direct = CliProcess.Run("eval", compressed, "--text", SharedData.TinyStoriesText, "--tokenizer", SharedData.Tok512, "--json").Json();
+        var onTheFly = CliProcess.Run("eval", SharedData.Stories260K, "--text", SharedData.TinyStoriesText, "-f", "bf16", "--json").Json();
+        Assert.Equal(onTheFly.GetProperty("mean_nll").GetDouble(), direct.GetProperty("mean_nll").GetDouble(), 12);
+        Assert.Equal(16, direct.GetProperty("bits_per_weight").GetDouble());
+        Assert.NotEqual(3.5482017, direct.GetProperty("perplexity").GetDouble(), 6); // bf16 weights do change the result
+    }
+
+    [Fact]
+    public void GenerateFromBosTellsTheKnownStory()
+    {
+        var result = CliProcess.Run("generate", SharedData.Stories260K, "--tokens", "16", "--json");
+        Assert.Equal(0, result.ExitCode);
+        Assert.StartsWith("Once upon a time, there was a little girl named Lily.", result.Json().GetProperty("text").GetString());
+    }
+
+    [Fact]
+    public void MissingTokenizerIsExplained()
+    {
+        using var dir = new TempDir();
+        var compressed = dir.File("s.safetensors");
+        CliProcess.Run("compress", SharedData.Stories260K, "-f", "f16", "-o", compressed, "--no-error");
+        var result = CliProcess.Run("eval", compressed, "--text", SharedData.TinyStoriesText);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("pass --tokenizer FILE", result.Stderr);
+    }
+}
