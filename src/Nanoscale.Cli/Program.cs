@@ -16,6 +16,7 @@ public static class Program
         root.Add(DecompressCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(GenerateCommand.Create());
+        root.Add(SweepCommand.Create());
         root.Add(DemoCommand.Create());
         return root;
     }

@@ -1,0 +1,88 @@
+using System.CommandLine;
+using Nanoscale.Cli.Rendering;
+using Nanoscale.Pipeline;
+using Spectre.Console;
+
+namespace Nanoscale.Cli.Commands;
+
+/// <summary><c>nanoscale sweep MODEL --formats A,B,… [--text FILE]</c>: a row per format and a rate–distortion PNG.</summary>
+internal static class SweepCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("MODEL") { Description = "Checkpoint to sweep" };
+        var formats = new Option<string>("--formats") { Description = "Comma-separated spec strings (default: every block format and the bf16 baseline)" };
+        var text = new Option<string?>("--text") { Description = "Text for perplexity (default: weight error only)" };
+        var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: beside the model)" };
+        var chart = new Option<string?>("--chart") { Description = "PNG chart path (default: sweep.png in the current folder)" };
+        var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
+        var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var threads = CliRunner.ThreadsOption();
+        var json = CliRunner.JsonOption();
+        var command = new Command("sweep", "Measure several formats on one model: bpw, weight error, perplexity, time, and a chart")
+        {
+            model, formats, text, ctx, tokenizer, chart, include, exclude, threads, json,
+        };
+        command.SetAction(parse => CliRunner.Run(parse, json, context =>
+        {
+            var path = parse.GetValue(model)!;
+            var list = (parse.GetValue(formats) ?? DefaultFormats).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var weightOptions = new EvalOptions
+            {
+                TextPath = parse.GetValue(text) ?? "",
+                ContextLength = parse.GetValue(ctx),
+                TokenizerPath = parse.GetValue(tokenizer),
+                Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
+                MaxDegreeOfParallelism = parse.GetValue(threads),
+            };
+            var textOptions = parse.GetValue(text) is null ? null : weightOptions;
+            var progress = new ProgressSink();
+            var rows = Sweep.Run(path, list, textOptions, weightOptions, progress,
+                row => { progress.Finish(); context.Log($"sweep: {row.Format} done ({row.Elapsed.TotalSeconds:0.0} s)"); },
+                context.Cancellation);
+            var chartPath = Path.GetFullPath(parse.GetValue(chart) ?? "sweep.png");
+            RateDistortionChart.Save(rows, Path.GetFileName(path), chartPath);
+            if (context.Json) return new { model = path, chart = chartPath, rows = rows.Select(ToJson) };
+            Render(rows);
+            context.Log($"chart: {chartPath}");
+            return null;
+        }));
+        return command;
+    }
+
+    /// <summary>The block formats of SPEC §4–§5 and a bf16 baseline, as registered.</summary>
+    internal static string DefaultFormats => string.Join(",",
+        new[] { "bf16", "mxfp8", "mxfp6", "mxfp4", "nvfp4", "mxint8" }.Where(IsRegistered));
+
+    private static bool IsRegistered(string name) => Nanoscale.Pipeline.Codecs.CodecRegistry.All.Any(e => e.Name == name);
+
+    private static object ToJson(SweepRow r) => new
+    {
+        format = r.Format,
+        bits_per_weight = r.BitsPerWeight,
+        model_bytes = r.ModelBytes,
+        error = r.Error is null ? null : CompressCommand.ErrorJson(r.Error),
+        perplexity = r.Perplexity?.Perplexity,
+        mean_nll = r.Perplexity?.MeanNll,
+        predicted_tokens = r.Perplexity?.PredictedTokens,
+        seconds = r.Elapsed.TotalSeconds,
+    };
+
+    private static void Render(IReadOnlyList<SweepRow> rows)
+    {
+        var table = new Table().Border(TableBorder.Simple).AddColumns("format", "bpw", "model size", "SQNR dB", "rel. error", "perplexity", "Δ ppl", "time");
+        for (int i = 1; i < 8; i++) table.Columns[i].RightAligned();
+        var baseline = rows.FirstOrDefault(r => r.Format == "original")?.Perplexity?.Perplexity;
+        foreach (var r in rows)
+        {
+            var ppl = r.Perplexity?.Perplexity;
+            table.AddRow(Markup.Escape(r.Format), Units.G(r.BitsPerWeight, "0.###"), Units.Bytes(r.ModelBytes),
+                r.Error is null ? "" : Units.G(r.Error.SqnrDb, "0.00"), r.Error is null ? "" : Units.G(r.Error.RelativeError, "0.###e+0"),
+                ppl is null ? "" : Units.G(ppl.Value, "0.0000"),
+                ppl is null || baseline is null ? "" : Units.G(ppl.Value - baseline.Value, "+0.0000;-0.0000;0"),
+                $"{r.Elapsed.TotalSeconds:0.0} s");
+        }
+        Terminal.Out.Write(table);
+    }
+}

@@ -1,0 +1,74 @@
+using System.Diagnostics;
+using Nanoscale.IO;
+using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Pipeline;
+
+/// <summary>One format's point on the rate–distortion chart; <see cref="Perplexity"/> is null without a text.</summary>
+public sealed record SweepRow(string Format, double BitsPerWeight, long ModelBytes, ErrorMetrics? Error,
+    PerplexityResult? Perplexity, TimeSpan Elapsed);
+
+/// <summary>
+/// <c>sweep</c>: every format measured the same way on one model — bpw from the stored bytes, weight error, and
+/// (given a text) perplexity — starting with the model as it is, the baseline.
+/// </summary>
+public static class Sweep
+{
+    public static IReadOnlyList<SweepRow> Run(string modelPath, IReadOnlyList<string> formats, EvalOptions? textOptions,
+        EvalOptions weightOptions, IProgress<PipelineProgress>? progress = null, Action<SweepRow>? onRow = null,
+        CancellationToken cancellationToken = default)
+    {
+        foreach (var format in formats) CodecRegistry.Create(format); // fail on a bad spec before any work
+        var rows = new List<SweepRow>();
+        void Add(SweepRow row)
+        {
+            rows.Add(row);
+            onRow?.Invoke(row);
+        }
+
+        if (textOptions is not null)
+        {
+            Add(FromReport(Evaluation.Evaluate(modelPath, textOptions with { Format = null }, progress, cancellationToken)));
+            foreach (var format in formats)
+                Add(FromReport(Evaluation.Evaluate(modelPath, textOptions with { Format = format }, progress, cancellationToken)));
+        }
+        else
+        {
+            using var source = CheckpointLoader.Open(modelPath);
+            var selected = source.Tensors.Where(weightOptions.Selection.Selects).ToList();
+            Add(new SweepRow("original", 8.0 * selected.Sum(t => t.ByteLength) / Math.Max(1, selected.Sum(t => t.ElementCount)),
+                source.Tensors.Sum(t => t.ByteLength), null, null, TimeSpan.Zero));
+            foreach (var format in formats)
+                Add(MeasureWeights(source, format, weightOptions, progress, cancellationToken));
+        }
+        return rows;
+    }
+
+    private static SweepRow FromReport(EvalReport r) =>
+        new(r.Format, r.EncodedBitsPerWeight, r.ModelBytes, r.Error, r.Perplexity, r.TotalTime);
+
+    /// <summary>Compresses into a temporary file and measures bpw and error from what was stored.</summary>
+    public static SweepRow MeasureWeights(ICheckpoint source, string format, EvalOptions options,
+        IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        var temporary = Path.Combine(options.WorkFolder ?? Path.GetTempPath(), $"nanoscale-sweep-{Guid.NewGuid():N}.safetensors");
+        try
+        {
+            var report = Compressor.Compress(source, temporary, new CompressOptions
+            {
+                Codec = CodecRegistry.Create(format),
+                Selection = options.Selection,
+                CodecOptions = new CodecOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+            }, progress, cancellationToken);
+            using var written = CompressedCheckpoint.Open(temporary);
+            var error = ErrorMetrics.Compare(source, written, cancellationToken).Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
+            return new SweepRow(format, report.EncodedBitsPerWeight, report.Tensors.Sum(t => t.StoredBytes), error, null, clock.Elapsed);
+        }
+        finally
+        {
+            try { File.Delete(temporary); } catch (IOException) { }
+        }
+    }
+}
