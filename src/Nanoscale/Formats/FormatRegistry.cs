@@ -92,10 +92,10 @@ public sealed class FormatRegistry
 
     // ---- built-in table ----------------------------------------------------------------------------------------
 
-    private static readonly FormatOption ScaleOption = new("scale", "floor", ["floor", "ceil", "mse"],
+    private static FormatOption ScaleOption => new("scale", "floor", ["floor", "ceil", "mse"],
         "MX shared-exponent rule (SPEC §4)");
 
-    private static readonly FormatOption RoundOption = new("round", "even", ["even", "away"],
+    private static FormatOption RoundOption => new("round", "even", ["even", "away"],
         "element rounding: ties to even, or ties away from zero");
 
     /// <summary>The built-in rows: MX (FP8, FP6, FP4, INT2..8) and NVFP4.</summary>
