@@ -1,0 +1,61 @@
+namespace Nanoscale.Formats;
+
+/// <summary>
+/// A parsed format specification string (SPEC §7): <c>name[:key=value[,key=value…]]</c>. Names and keys are
+/// case-insensitive and kept lower-case; values are kept as written (they may contain <c>|</c>, e.g. <c>am=e2m1|e1m2</c>).
+/// This is syntax only; <see cref="FormatRegistry"/> checks names, keys and values.
+/// </summary>
+public sealed class FormatSpec
+{
+    private FormatSpec(string name, IReadOnlyList<KeyValuePair<string, string>> options)
+    {
+        Name = name;
+        Options = options;
+    }
+
+    public string Name { get; }
+
+    /// <summary>Options in the order written.</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Options { get; }
+
+    /// <summary>The value given for <paramref name="key"/>, or null.</summary>
+    public string? this[string key] =>
+        Options.FirstOrDefault(o => o.Key == key).Value;
+
+    /// <exception cref="FormatSpecException">Empty name, empty option, missing <c>=</c>, or a repeated key.</exception>
+    public static FormatSpec Parse(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        string trimmed = text.Trim();
+        int colon = trimmed.IndexOf(':');
+        string name = (colon < 0 ? trimmed : trimmed[..colon]).Trim().ToLowerInvariant();
+        if (name.Length == 0)
+            throw new FormatSpecException(text, "the format name is empty (expected name[:key=value,...])");
+        var options = new List<KeyValuePair<string, string>>();
+        if (colon >= 0)
+        {
+            foreach (string part in trimmed[(colon + 1)..].Split(','))
+            {
+                int eq = part.IndexOf('=');
+                string key = (eq < 0 ? part : part[..eq]).Trim().ToLowerInvariant();
+                string value = eq < 0 ? "" : part[(eq + 1)..].Trim();
+                if (eq < 0 || key.Length == 0 || value.Length == 0)
+                    throw new FormatSpecException(text, $"option '{part.Trim()}' is not key=value");
+                if (options.Any(o => o.Key == key))
+                    throw new FormatSpecException(text, $"option '{key}' is given twice");
+                options.Add(new(key, value));
+            }
+        }
+        return new FormatSpec(name, options);
+    }
+
+    public override string ToString() =>
+        Options.Count == 0 ? Name : $"{Name}:{string.Join(',', Options.Select(o => $"{o.Key}={o.Value}"))}";
+}
+
+/// <summary>A format specification string that does not parse or names an unknown format, key or value.</summary>
+public sealed class FormatSpecException(string spec, string problem)
+    : FormatException($"format '{spec}': {problem}")
+{
+    public string Spec { get; } = spec;
+}

@@ -1,0 +1,69 @@
+namespace Nanoscale.Formats;
+
+/// <summary>
+/// A block codec: quantizes each row of a tensor in blocks of <see cref="BlockSize"/> elements and stores
+/// per block <see cref="BytesPerBlock"/> bytes of packed element codes and <see cref="ScaleBytesPerBlock"/> bytes of scale,
+/// plus <see cref="TensorDataBytes"/> bytes per tensor (SPEC §8).
+/// </summary>
+/// <remarks>
+/// <para><b>Layout.</b> A tensor of shape [..., cols] is viewed as [rows, cols] (rows = product of all other axes).
+/// With <c>nblocks = BlocksPerRow(cols)</c>, <c>blocks</c> is [rows, nblocks, BytesPerBlock] and <c>scales</c> is
+/// [rows, nblocks, ScaleBytesPerBlock], both row-major. Element codes are packed LSB-first within the block: code i
+/// occupies bits [i·w, (i+1)·w) of the block's little-endian bit stream (4-bit: element 2j in the low nibble of byte j).
+/// A short final block is quantized as if padded with zeros; the padding codes are stored (as zero codes) but never
+/// decoded.</para>
+/// <para><b>Driving a codec, streaming.</b> (1) If <see cref="TensorDataBytes"/> &gt; 0, create an accumulator with
+/// <see cref="CreateTensorDataAccumulator"/>, <c>Add</c> every chunk of the tensor, then <c>WriteTensorData</c>
+/// (NVFP4: the FP32 per-tensor scale from the tensor amax). (2) For each chunk of whole rows call
+/// <see cref="Quantize"/> with the matching slices of <c>blocks</c> and <c>scales</c> and the same tensor data.
+/// Chunks are independent, so they may be processed in any order. (3) <see cref="Dequantize"/> likewise works on any
+/// range of rows.</para>
+/// <para>Every implementation has a plain reference kernel and a fast kernel (see <see cref="CodecKernel"/>) that
+/// produce byte-identical output.</para>
+/// </remarks>
+public interface IBlockCodec : ICodec
+{
+    /// <summary>Elements per block (32 for MX, 16 for NVFP4).</summary>
+    int BlockSize { get; }
+
+    /// <summary>Bytes of packed element codes per block (BlockSize × element bits / 8).</summary>
+    int BytesPerBlock { get; }
+
+    /// <summary>Bytes of scale (and selector) data per block.</summary>
+    int ScaleBytesPerBlock { get; }
+
+    /// <summary>Bytes stored once per tensor (NVFP4: 4, the FP32 tensor scale, little-endian; MX: 0).</summary>
+    int TensorDataBytes { get; }
+
+    /// <summary>Blocks per row: <c>ceil(cols / BlockSize)</c>.</summary>
+    int BlocksPerRow(int cols);
+
+    /// <summary>Stored bits (codes, scales and tensor data) divided by <c>rows·cols</c>.</summary>
+    double BitsPerWeight(long rows, long cols);
+
+    /// <summary>Starts the per-tensor pass. For codecs with <see cref="TensorDataBytes"/> = 0 the accumulator does
+    /// nothing and may be skipped; non-finite input is then reported by <see cref="Quantize"/>.</summary>
+    ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options);
+
+    /// <summary>
+    /// Quantizes <paramref name="rowCount"/> rows of <paramref name="cols"/> floats.
+    /// </summary>
+    /// <param name="source">rowCount·cols floats, row-major.</param>
+    /// <param name="rowCount">Rows in this chunk.</param>
+    /// <param name="cols">Elements per row (the tensor's last axis).</param>
+    /// <param name="tensorData">The tensor's data from the accumulator (<see cref="TensorDataBytes"/> bytes).</param>
+    /// <param name="options">Kernel, parallelism and non-finite policy.</param>
+    /// <param name="firstElementIndex">Flat index of <c>source[0]</c> in the whole tensor; errors report
+    /// <c>firstElementIndex + offset</c>.</param>
+    /// <param name="blocks">Destination: rowCount·BlocksPerRow(cols)·BytesPerBlock bytes.</param>
+    /// <param name="scales">Destination: rowCount·BlocksPerRow(cols)·ScaleBytesPerBlock bytes.</param>
+    /// <exception cref="NonFiniteValueException">A NaN/Inf input under <see cref="NonFinitePolicy.Throw"/>
+    /// (the one with the lowest index when several are found).</exception>
+    /// <exception cref="ArgumentException">A span is too short.</exception>
+    void Quantize(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        CodecOptions options, long firstElementIndex, Span<byte> blocks, Span<byte> scales);
+
+    /// <summary>Decodes <paramref name="rowCount"/> rows into <paramref name="destination"/> (rowCount·cols floats).</summary>
+    void Dequantize(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, CodecOptions options, Span<float> destination);
+}
