@@ -36,7 +36,7 @@ internal static class CompressCommand
             {
                 Codec = codec,
                 Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
-                CodecOptions = new CodecOptions
+                EncodeOptions = new EncodeOptions
                 {
                     MaxDegreeOfParallelism = parse.GetValue(threads),
                     AllowNonFinite = parse.GetValue(allowNonFinite),

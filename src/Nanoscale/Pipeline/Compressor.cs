@@ -8,7 +8,7 @@ public sealed record CompressOptions
 {
     public required ITensorCodec Codec { get; init; }
     public TensorSelection Selection { get; init; } = TensorSelection.Default;
-    public CodecOptions CodecOptions { get; init; } = new();
+    public EncodeOptions EncodeOptions { get; init; } = new();
 }
 
 public sealed record CompressedTensorReport(string Name, string Codec, DType DType, long[] Shape, long OriginalBytes, long StoredBytes)
@@ -74,7 +74,7 @@ public static class Compressor
                 {
                     EncodedTensor encoded;
                     using (var view = source.Map(tensor))
-                        encoded = options.Codec.Encode(view, options.CodecOptions, cancellationToken);
+                        encoded = options.Codec.Encode(view, options.EncodeOptions, cancellationToken);
                     long stored = 0;
                     foreach (var part in encoded.Parts)
                     {

@@ -58,7 +58,7 @@ public static class Evaluation
                 {
                     Codec = codec,
                     Selection = options.Selection,
-                    CodecOptions = new CodecOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+                    EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
                 }, progress, cancellationToken);
                 compressTime = clock.Elapsed;
                 evaluated = temporary;

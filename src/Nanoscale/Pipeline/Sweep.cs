@@ -60,7 +60,7 @@ public static class Sweep
             {
                 Codec = CodecRegistry.Create(format),
                 Selection = options.Selection,
-                CodecOptions = new CodecOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+                EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
             }, progress, cancellationToken);
             using var written = CompressedCheckpoint.Open(temporary);
             var error = ErrorMetrics.Compare(source, written, cancellationToken).Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);

@@ -29,7 +29,7 @@ public class CompressCliTests
         using var dir = new TempDir();
         var result = CliProcess.Run("compress", SharedData.Stories260K, "--format", "nope", "-o", dir.File("x.safetensors"));
         Assert.Equal(1, result.ExitCode);
-        Assert.Contains("valid formats:", result.Stderr);
+        Assert.Contains("valid names:", result.Stderr);
         Assert.Empty(Directory.GetFiles(dir.Path));
     }
 }

@@ -92,10 +92,11 @@ public class ContainerTests
     [Fact]
     public void UnknownFormatListsValidOnes()
     {
-        var error = Assert.Throws<ArgumentException>(() => CodecRegistry.Create("mxfp3.5"));
-        Assert.Contains("valid formats:", error.Message);
+        var error = Assert.Throws<Nanoscale.Formats.FormatSpecException>(() => CodecRegistry.Create("mxfp3.5"));
+        Assert.Contains("valid names:", error.Message);
         Assert.Contains("bf16", error.Message);
-        Assert.Throws<ArgumentException>(() => CodecRegistry.Create("bf16:scale=ceil"));
+        Assert.Contains("mxfp4", error.Message);
+        Assert.Throws<Nanoscale.Formats.FormatSpecException>(() => CodecRegistry.Create("bf16:scale=ceil"));
     }
 
     [Fact]

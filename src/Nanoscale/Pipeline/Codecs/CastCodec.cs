@@ -6,7 +6,7 @@ namespace Nanoscale.Pipeline.Codecs;
 /// Plain casts to <c>f32</c>, <c>bf16</c> or <c>f16</c> (round to nearest even): the baselines every format is
 /// compared against. Stored as one part, <c>NAME.data</c>, in the target dtype.
 /// </summary>
-public sealed class CastCodec : ITensorCodec
+public sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
 {
     private CastCodec(string spec, DType target)
     {
@@ -24,7 +24,7 @@ public sealed class CastCodec : ITensorCodec
 
     public bool IsLossless => false;
 
-    public EncodedTensor Encode(TensorView source, CodecOptions options, CancellationToken cancellationToken = default)
+    public EncodedTensor Encode(TensorView source, EncodeOptions options, CancellationToken cancellationToken = default)
     {
         var tensor = source.Tensor;
         var data = new byte[checked(tensor.ElementCount * Target.ElementSize())];

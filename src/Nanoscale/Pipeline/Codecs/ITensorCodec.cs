@@ -9,7 +9,7 @@ public sealed record EncodedPart(string Suffix, DType DType, long[] Shape, byte[
 public sealed record EncodedTensor(IReadOnlyList<EncodedPart> Parts, IReadOnlyDictionary<string, string>? Parameters = null);
 
 /// <summary>Options every codec understands.</summary>
-public sealed record CodecOptions
+public sealed record EncodeOptions
 {
     /// <summary>Threads; 0 means all cores.</summary>
     public int MaxDegreeOfParallelism { get; init; }
@@ -32,7 +32,7 @@ public interface ITensorCodec
 
     /// <summary>Encodes one tensor (rows = all axes but the last).</summary>
     /// <exception cref="InvalidDataException">A weight cannot be encoded (e.g. NaN); the message names tensor and element.</exception>
-    EncodedTensor Encode(TensorView source, CodecOptions options, CancellationToken cancellationToken = default);
+    EncodedTensor Encode(TensorView source, EncodeOptions options, CancellationToken cancellationToken = default);
 
     /// <summary>Opens the stored parts of one tensor for decoding.</summary>
     ITensorDecoder OpenDecoder(StoredTensor stored);

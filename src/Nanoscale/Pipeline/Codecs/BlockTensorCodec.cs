@@ -1,0 +1,147 @@
+using Nanoscale.Formats;
+using Nanoscale.IO;
+
+namespace Nanoscale.Pipeline.Codecs;
+
+/// <summary>
+/// Stores a block format's output in the container (SPEC §8): <c>NAME.blocks</c> U8 <c>[rows, nblocks, bytes_per_block]</c>,
+/// <c>NAME.scales</c> U8 <c>[rows, nblocks]</c> (U16 when a scale takes two bytes), and, for formats with per-tensor
+/// data (NVFP4's FP32 tensor scale), <c>NAME.tensor_data</c> U8. Rows are streamed through the codec in chunks.
+/// </summary>
+public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
+{
+    /// <summary>Elements converted to float32 and quantized per step: bounds the working memory.</summary>
+    private const int ChunkElements = 1 << 22;
+
+    public IBlockCodec Codec { get; } = codec;
+
+    public string Spec => Codec.Spec;
+
+    public bool IsLossless => false;
+
+    public EncodedTensor Encode(TensorView source, EncodeOptions options, CancellationToken cancellationToken = default)
+    {
+        var tensor = source.Tensor;
+        long rows = tensor.Rows, colsLong = tensor.Columns;
+        if (colsLong > int.MaxValue) throw new ArgumentException($"{tensor.Name}: rows of {colsLong} elements are too long");
+        int cols = (int)colsLong, blocksPerRow = Codec.BlocksPerRow(cols);
+        long blockBytes = rows * blocksPerRow * Codec.BytesPerBlock, scaleBytes = rows * blocksPerRow * Codec.ScaleBytesPerBlock;
+        if (blockBytes > Array.MaxLength || scaleBytes > Array.MaxLength)
+            throw new ArgumentException($"{tensor.Name}: encoded parts over 2 GiB are not supported yet");
+        var formatOptions = new CodecOptions
+        {
+            NonFinite = options.AllowNonFinite ? NonFinitePolicy.PassThrough : NonFinitePolicy.Throw,
+            MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : -1,
+        };
+        int rowsPerChunk = (int)Math.Clamp(ChunkElements / Math.Max(1, cols), 1, Math.Max(1, rows));
+        var values = new float[(long)rowsPerChunk * cols];
+        try
+        {
+            // Per-tensor data (e.g. NVFP4's amax) needs a first pass over the whole tensor.
+            var tensorData = new byte[Codec.TensorDataBytes];
+            if (Codec.TensorDataBytes > 0)
+            {
+                var accumulator = Codec.CreateTensorDataAccumulator(formatOptions);
+                ForEachChunk(source, rows, cols, rowsPerChunk, values, cancellationToken, (chunk, first, _) => accumulator.Add(chunk, first * cols));
+                accumulator.WriteTensorData(tensorData);
+            }
+
+            var blocks = new byte[blockBytes];
+            var scales = new byte[scaleBytes];
+            ForEachChunk(source, rows, cols, rowsPerChunk, values, cancellationToken, (chunk, first, count) =>
+                Codec.Quantize(chunk, count, cols, tensorData, formatOptions, first * cols,
+                    blocks.AsSpan((int)(first * blocksPerRow * Codec.BytesPerBlock), count * blocksPerRow * Codec.BytesPerBlock),
+                    scales.AsSpan((int)(first * blocksPerRow * Codec.ScaleBytesPerBlock), count * blocksPerRow * Codec.ScaleBytesPerBlock)));
+
+            var parts = new List<EncodedPart>
+            {
+                new("blocks", DType.U8, [rows, blocksPerRow, Codec.BytesPerBlock], blocks),
+                Codec.ScaleBytesPerBlock == 2
+                    ? new("scales", DType.U16, [rows, blocksPerRow], scales)
+                    : new("scales", DType.U8, [rows, blocksPerRow * Codec.ScaleBytesPerBlock], scales),
+            };
+            if (tensorData.Length > 0) parts.Add(new("tensor_data", DType.U8, [tensorData.Length], tensorData));
+            return new EncodedTensor(parts);
+        }
+        catch (NonFiniteValueException e)
+        {
+            throw new InvalidDataException(
+                $"{tensor.Name}: element {e.ElementIndex} is {e.Value}; a checkpoint with non-finite weights is broken " +
+                "(pass --allow-nonfinite to store such blocks as NaN)", e);
+        }
+    }
+
+    private delegate void ChunkAction(ReadOnlySpan<float> chunk, long firstRow, int rowCount);
+
+    private static void ForEachChunk(TensorView source, long rows, int cols, int rowsPerChunk, float[] buffer,
+        CancellationToken cancellationToken, ChunkAction action)
+    {
+        for (long first = 0; first < rows; first += rowsPerChunk)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int count = (int)Math.Min(rowsPerChunk, rows - first);
+            var chunk = buffer.AsSpan(0, count * cols);
+            source.ReadFloats(first * cols, chunk);
+            action(chunk, first, count);
+        }
+    }
+
+    public ITensorDecoder OpenDecoder(StoredTensor stored) => new Decoder(this, stored);
+
+    private sealed class Decoder : ITensorDecoder
+    {
+        // Tiles are decoded on the runtime's worker threads, so each call decodes on its own thread only.
+        private static readonly CodecOptions SingleThread = new() { MaxDegreeOfParallelism = 1 };
+
+        private readonly IBlockCodec _codec;
+        private readonly TensorView _blocks, _scales;
+        private readonly byte[] _tensorData;
+        private readonly int _cols, _blocksPerRow;
+
+        public Decoder(BlockTensorCodec owner, StoredTensor stored)
+        {
+            _codec = owner.Codec;
+            Stored = stored;
+            _cols = checked((int)stored.Columns);
+            _blocksPerRow = _codec.BlocksPerRow(_cols);
+            var blocks = stored.Part("blocks");
+            var scales = stored.Part("scales");
+            long expectedBlocks = stored.Rows * _blocksPerRow * _codec.BytesPerBlock;
+            long expectedScales = stored.Rows * _blocksPerRow * _codec.ScaleBytesPerBlock;
+            if (blocks.ByteLength != expectedBlocks || scales.ByteLength != expectedScales)
+                throw new CheckpointFormatException(blocks.FilePath, $"{stored.Name}.blocks", blocks.FileOffset,
+                    $"{_codec.Spec} of shape [{string.Join(", ", stored.Shape)}] needs {expectedBlocks} block bytes and {expectedScales} scale bytes, " +
+                    $"found {blocks.ByteLength} and {scales.ByteLength}");
+            _tensorData = new byte[_codec.TensorDataBytes];
+            if (_tensorData.Length > 0)
+            {
+                var part = stored.Part("tensor_data");
+                if (part.ByteLength != _tensorData.Length)
+                    throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset, $"expected {_tensorData.Length} bytes, found {part.ByteLength}");
+                using var view = stored.Map("tensor_data");
+                view.Bytes.CopyTo(_tensorData);
+            }
+            _blocks = stored.Map("blocks");
+            _scales = stored.Map("scales");
+        }
+
+        public StoredTensor Stored { get; }
+
+        public void ReadRows(long firstRow, int count, Span<float> destination)
+        {
+            long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;
+            _codec.Dequantize(
+                _blocks.Slice(firstRow * blockStride, checked((int)(count * blockStride))),
+                _scales.Slice(firstRow * scaleStride, checked((int)(count * scaleStride))),
+                _tensorData, count, _cols, SingleThread, destination[..checked(count * _cols)]);
+        }
+
+        public void ReadOriginal(Stream destination) => Codecs.Codec.WriteAsOriginal(this, destination);
+
+        public void Dispose()
+        {
+            _blocks.Dispose();
+            _scales.Dispose();
+        }
+    }
+}
