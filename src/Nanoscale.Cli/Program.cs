@@ -17,6 +17,7 @@ public static class Program
         root.Add(EvalCommand.Create());
         root.Add(GenerateCommand.Create());
         root.Add(SweepCommand.Create());
+        root.Add(BenchCommand.Create());
         root.Add(DemoCommand.Create());
         return root;
     }

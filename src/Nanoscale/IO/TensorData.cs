@@ -1,5 +1,7 @@
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Nanoscale.IO;
 
@@ -19,11 +21,11 @@ public static class TensorData
                 else for (int i = 0; i < destination.Length; i++) destination[i] = BinaryPrimitives.ReadSingleLittleEndian(source[(4 * i)..]);
                 break;
             case DType.BF16:
-                for (int i = 0; i < destination.Length; i++)
-                    destination[i] = BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
+                BFloat16ToSingle(source, destination);
                 break;
             case DType.F16:
-                for (int i = 0; i < destination.Length; i++)
+                if (BitConverter.IsLittleEndian) TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(source), destination);
+                else for (int i = 0; i < destination.Length; i++)
                     destination[i] = (float)BitConverter.UInt16BitsToHalf(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
                 break;
             case DType.F64:
@@ -82,6 +84,28 @@ public static class TensorData
     }
 
     public static float BFloat16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary>
+    /// Little-endian bfloat16 bytes → float32: each value is the upper half of a float32, so widening the 16-bit
+    /// lanes to 32 bits and shifting left by 16 is exact (NaN payloads, ±0 and subnormals included).
+    /// </summary>
+    public static void BFloat16ToSingle(ReadOnlySpan<byte> source, Span<float> destination)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated && BitConverter.IsLittleEndian)
+        {
+            var halves = MemoryMarshal.Cast<byte, ushort>(source);
+            var bits = MemoryMarshal.Cast<float, uint>(destination);
+            for (; i + Vector256<ushort>.Count <= destination.Length; i += Vector256<ushort>.Count)
+            {
+                var (lower, upper) = Vector256.Widen(Vector256.Create(halves.Slice(i, Vector256<ushort>.Count)));
+                (lower << 16).CopyTo(bits.Slice(i, Vector256<uint>.Count));
+                (upper << 16).CopyTo(bits.Slice(i + Vector256<uint>.Count, Vector256<uint>.Count));
+            }
+        }
+        for (; i < destination.Length; i++)
+            destination[i] = BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
+    }
 
     /// <summary>float32 → bfloat16, round to nearest even; NaN stays NaN (quiet), infinities stay infinite.</summary>
     public static ushort SingleToBFloat16(float value)
