@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Nanoscale.Cli.Rendering;
+using Nanoscale.IO;
 using Nanoscale.Pipeline;
+using Nanoscale.Pipeline.Codecs;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -10,6 +12,9 @@ namespace Nanoscale.Cli.Commands;
 /// </summary>
 internal static class DemoCommand
 {
+    /// <summary>Formats the demo sweeps; presets not yet registered are skipped.</summary>
+    private static readonly string[] DemoFormats = ["bf16", "mxfp8", "mxfp6", "mxfp4", "nvfp4", "nxfp4", "nxfp5", "mxint8"];
+
     public static Command Create()
     {
         var json = CliRunner.JsonOption();
@@ -26,12 +31,47 @@ internal static class DemoCommand
                 context.Log($"demo: writing a sample Llama-shaped model ({Units.Count(SampleCheckpoint.ParameterCount(options))} parameters, " +
                             $"{options.DType}) to {folder}");
                 SampleCheckpoint.Write(folder, options, context.Cancellation);
-                var report = InspectCommand.Run(folder, new InspectOptions { MaxDegreeOfParallelism = parse.GetValue(threads) }, context);
-                if (context.Json) return new { sample = folder, kept = keep is not null, inspect = InspectCommand.ToJson(report) };
-                InspectCommand.Render(report);
+                int threadCount = parse.GetValue(threads);
+                var report = InspectCommand.Run(folder, new InspectOptions { MaxDegreeOfParallelism = threadCount }, context);
+                if (!context.Json) InspectCommand.Render(report);
+
+                // Compress with MXFP4 and decompress again: the file round trip every user relies on.
+                var compressed = Path.Combine(folder, "model.mxfp4.safetensors");
+                var restored = Path.Combine(folder, "model.restored.safetensors");
+                context.Log("demo: compress --format mxfp4, then decompress");
+                CompressReport compressReport;
+                using (var source = CheckpointLoader.Open(folder))
+                    compressReport = Compressor.Compress(source, compressed, new CompressOptions
+                    {
+                        Codec = CodecRegistry.Create("mxfp4"),
+                        EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = threadCount },
+                    }, null, context.Cancellation);
+                using (var input = CompressedCheckpoint.Open(compressed))
+                    Decompressor.Decompress(input, restored, cancellationToken: context.Cancellation);
+
+                // Every format on the same footing: bpw from the stored bytes and weight error from decoding them.
+                var formats = DemoFormats.Where(f => CodecRegistry.Names.Contains(f.Split(':')[0])).ToList();
+                context.Log($"demo: sweep {string.Join(", ", formats)}");
+                var rows = Sweep.Run(folder, formats, null, new EvalOptions { TextPath = "", MaxDegreeOfParallelism = threadCount },
+                    cancellationToken: context.Cancellation);
+                var chart = Path.GetFullPath(keep is null ? "nanoscale-demo-sweep.png" : Path.Combine(folder, "sweep.png"));
+                RateDistortionChart.Save(rows, "sample Llama-shaped model (weights)", chart);
+
+                if (context.Json)
+                    return new
+                    {
+                        sample = folder,
+                        kept = keep is not null,
+                        inspect = InspectCommand.ToJson(report),
+                        compress = new { format = compressReport.Format, bits_per_weight = compressReport.EncodedBitsPerWeight, bytes = compressReport.OutputFileBytes },
+                        sweep = rows.Select(r => new { format = r.Format, bits_per_weight = r.BitsPerWeight, sqnr_db = r.Error?.SqnrDb }),
+                        chart,
+                    };
+                SweepCommand.Render(rows);
+                context.Log($"demo: chart {chart}");
                 context.Log(keep is null
                     ? "demo: done (sample removed; pass --out DIR to keep it and try `nanoscale inspect DIR`)"
-                    : $"demo: done; the sample model is in {folder}");
+                    : $"demo: done; the sample model, its MXFP4 checkpoint and the chart are in {folder}");
                 return null;
             }
             finally

@@ -66,19 +66,29 @@ internal static class SweepCommand
         seconds = r.Elapsed.TotalSeconds,
     };
 
-    private static void Render(IReadOnlyList<SweepRow> rows)
+    internal static void Render(IReadOnlyList<SweepRow> rows)
     {
-        var table = new Table().Border(TableBorder.Simple).AddColumns("format", "bpw", "model size", "SQNR dB", "rel. error", "perplexity", "Δ ppl", "time");
-        for (int i = 1; i < 8; i++) table.Columns[i].RightAligned();
+        bool withText = rows.Any(r => r.Perplexity is not null);
+        var table = new Table().Border(TableBorder.Simple).AddColumns("format", "bpw", "model size", "SQNR dB", "rel. error");
+        if (withText) table.AddColumns("perplexity", "Δ ppl");
+        table.AddColumn("time");
+        for (int i = 1; i < table.Columns.Count; i++) table.Columns[i].RightAligned();
         var baseline = rows.FirstOrDefault(r => r.Format == "original")?.Perplexity?.Perplexity;
         foreach (var r in rows)
         {
-            var ppl = r.Perplexity?.Perplexity;
-            table.AddRow(Markup.Escape(r.Format), Units.G(r.BitsPerWeight, "0.###"), Units.Bytes(r.ModelBytes),
+            var cells = new List<string>
+            {
+                Markup.Escape(r.Format), Units.G(r.BitsPerWeight, "0.###"), Units.Bytes(r.ModelBytes),
                 r.Error is null ? "" : Units.G(r.Error.SqnrDb, "0.00"), r.Error is null ? "" : Units.G(r.Error.RelativeError, "0.###e+0"),
-                ppl is null ? "" : Units.G(ppl.Value, "0.0000"),
-                ppl is null || baseline is null ? "" : Units.G(ppl.Value - baseline.Value, "+0.0000;-0.0000;0"),
-                $"{r.Elapsed.TotalSeconds:0.0} s");
+            };
+            if (withText)
+            {
+                var ppl = r.Perplexity?.Perplexity;
+                cells.Add(ppl is null ? "" : Units.G(ppl.Value, "0.0000"));
+                cells.Add(ppl is null || baseline is null ? "" : Units.G(ppl.Value - baseline.Value, "+0.0000;-0.0000;0"));
+            }
+            cells.Add($"{r.Elapsed.TotalSeconds:0.0} s");
+            table.AddRow(cells.ToArray());
         }
         Terminal.Out.Write(table);
     }

@@ -63,5 +63,10 @@ public class InspectCliTests
         var json = result.Json();
         Assert.False(Directory.Exists(json.GetProperty("sample").GetString())); // temporary sample removed
         Assert.Equal("llama", json.GetProperty("inspect").GetProperty("config").GetProperty("architecture").GetString());
+        Assert.Equal(4.25, json.GetProperty("compress").GetProperty("bits_per_weight").GetDouble(), 9);
+        var sweep = json.GetProperty("sweep").EnumerateArray().ToDictionary(r => r.GetProperty("format").GetString()!, r => r);
+        Assert.True(sweep["mxfp8"].GetProperty("sqnr_db").GetDouble() > sweep["mxfp4"].GetProperty("sqnr_db").GetDouble());
+        Assert.True(File.Exists(json.GetProperty("chart").GetString()));
+        File.Delete(json.GetProperty("chart").GetString()!);
     }
 }
