@@ -5,28 +5,30 @@ namespace Nanoscale.Runtime;
 /// <summary>Finds and opens the tokenizer of a model.</summary>
 public static class TokenizerLoader
 {
-    /// <summary>Opens a tokenizer file (llama2.c <c>tokenizer.bin</c> format for now).</summary>
+    /// <summary>Opens a tokenizer file: SentencePiece <c>.model</c>, or llama2.c <c>tokenizer.bin</c> (any other extension).</summary>
     public static ITokenizer Open(string path, int? vocabSize = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such tokenizer file", path);
         var extension = Path.GetExtension(path).ToLowerInvariant();
         return extension switch
         {
-            ".model" or ".json" => throw new NotSupportedException(
-                $"{path}: SentencePiece and Hugging Face tokenizer.json files are not supported yet (llama2.c tokenizer.bin files are)"),
+            ".model" => SentencePieceModelTokenizer.Load(path),
+            ".json" => throw new NotSupportedException(
+                $"{path}: Hugging Face tokenizer.json files are not supported yet (SentencePiece .model and llama2.c tokenizer.bin files are)"),
             _ => Llama2cTokenizer.Load(path, vocabSize),
         };
     }
 
     /// <summary>
-    /// The tokenizer beside a model: <c>tokenizer.bin</c> or a single <c>tok*.bin</c> in the model's folder (or in the
-    /// folder itself when the model is a folder). Null when there is none or the choice is ambiguous.
+    /// The tokenizer beside a model: <c>tokenizer.model</c>, <c>tokenizer.bin</c> or a single <c>tok*.bin</c> in the
+    /// model's folder (or in the folder itself when the model is a folder). Null when there is none or the choice is
+    /// ambiguous.
     /// </summary>
     public static string? FindBeside(string modelPath)
     {
         var folder = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
-        var exact = Path.Combine(folder, "tokenizer.bin");
-        if (File.Exists(exact)) return exact;
+        foreach (var name in new[] { "tokenizer.model", "tokenizer.bin" })
+            if (File.Exists(Path.Combine(folder, name))) return Path.Combine(folder, name);
         var candidates = Directory.GetFiles(folder, "tok*.bin");
         return candidates.Length == 1 ? candidates[0] : null;
     }

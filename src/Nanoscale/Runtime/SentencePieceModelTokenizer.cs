@@ -1,0 +1,56 @@
+using Microsoft.ML.Tokenizers;
+using Nanoscale.IO;
+
+namespace Nanoscale.Runtime;
+
+/// <summary>
+/// A SentencePiece <c>.model</c> file (Llama, Mistral, …) through Microsoft.ML.Tokenizers' SentencePiece
+/// implementation. BOS is added by <see cref="Encode"/> when asked, never by the library.
+/// </summary>
+public sealed class SentencePieceModelTokenizer : ITokenizer
+{
+    private readonly SentencePieceTokenizer _tokenizer;
+
+    private SentencePieceModelTokenizer(SentencePieceTokenizer tokenizer, int vocabSize)
+    {
+        _tokenizer = tokenizer;
+        VocabSize = vocabSize;
+    }
+
+    public int VocabSize { get; }
+
+    public int? BosId => _tokenizer.BeginningOfSentenceId >= 0 ? _tokenizer.BeginningOfSentenceId : null;
+
+    public int? EosId => _tokenizer.EndOfSentenceId >= 0 ? _tokenizer.EndOfSentenceId : null;
+
+    /// <exception cref="CheckpointFormatException">The file is not a SentencePiece model the library can read.</exception>
+    public static SentencePieceModelTokenizer Load(string path)
+    {
+        var info = new FileInfo(path);
+        if (info.Length > 256L * 1024 * 1024)
+            throw new CheckpointFormatException(path, null, 0, $"{info.Length} bytes is too large for a SentencePiece model");
+        try
+        {
+            using var stream = File.OpenRead(path);
+            var tokenizer = SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false);
+            return new SentencePieceModelTokenizer(tokenizer, tokenizer.Vocabulary.Count);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or NotSupportedException
+                                       or IOException or Google.Protobuf.InvalidProtocolBufferException)
+        {
+            throw new CheckpointFormatException(path, null, null, $"not a readable SentencePiece model ({e.Message})", e);
+        }
+    }
+
+    public int[] Encode(string text, bool addBos)
+    {
+        var ids = _tokenizer.EncodeToIds(text);
+        if (!addBos || BosId is not { } bos) return [.. ids];
+        var result = new int[ids.Count + 1];
+        result[0] = bos;
+        for (int i = 0; i < ids.Count; i++) result[i + 1] = ids[i];
+        return result;
+    }
+
+    public string Decode(ReadOnlySpan<int> ids) => _tokenizer.Decode(ids.ToArray(), considerSpecialTokens: false) ?? "";
+}
