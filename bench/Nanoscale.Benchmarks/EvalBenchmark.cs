@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using static Nanoscale.Benchmarks.ProcessMemory;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Nanoscale.Pipeline.Codecs;
@@ -67,24 +68,5 @@ internal static class EvalBenchmark
         }
         if (!args.Contains("--keep")) Directory.Delete(dir, recursive: true);
         return 0;
-    }
-
-    private static string? Arg(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
-
-    internal static long PeakRssBytes()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        return -1;
-    }
-
-    internal static void ResetPeakRss()
-    {
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using static Nanoscale.Benchmarks.ProcessMemory;
 using System.IO.Hashing;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
@@ -81,26 +82,5 @@ internal static class IoReadBenchmark
         Console.WriteLine(report);
         if (!keep) Directory.Delete(dir, recursive: true);
         return 0;
-    }
-
-    private static string? Arg(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
-
-    /// <summary>VmHWM from /proc/self/status (Linux): the peak resident set, file-backed mapped pages included.</summary>
-    private static long PeakRssBytes()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        return -1;
-    }
-
-    /// <summary>Writing "5" to /proc/self/clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).</summary>
-    private static void ResetPeakRss()
-    {
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 }

@@ -65,7 +65,10 @@ public sealed record TensorStatistics(
 
     private sealed record FirstPass(long Count, long NonFinite, double Mean, double M2, double AbsMax, long[]? Histogram);
 
-    private static FirstPass FirstPassOf(TensorView view, int chunk, long count, int exponentBits)
+    private delegate T ChunkFunc<T>(Span<float> values, long start);
+
+    /// <summary>Reads chunk <paramref name="chunk"/> as float32 into a pooled buffer and hands it to <paramref name="body"/>.</summary>
+    private static T OverChunk<T>(TensorView view, int chunk, long count, ChunkFunc<T> body)
     {
         long start = (long)chunk * ChunkElements;
         int length = (int)Math.Min(ChunkElements, count - start);
@@ -74,6 +77,17 @@ public sealed record TensorStatistics(
         {
             var span = values.AsSpan(0, length);
             view.ReadFloats(start, span);
+            return body(span, start);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(values);
+        }
+    }
+
+    private static FirstPass FirstPassOf(TensorView view, int chunk, long count, int exponentBits) =>
+        OverChunk(view, chunk, count, (span, start) =>
+        {
             long finite = 0, nonFinite = 0;
             double sum = 0, absMax = 0;
             foreach (var v in span)
@@ -86,14 +100,9 @@ public sealed record TensorStatistics(
             double mean = finite > 0 ? sum / finite : 0, m2 = 0;
             foreach (var v in span)
                 if (float.IsFinite(v)) m2 += (v - mean) * (v - mean);
-            long[]? histogram = exponentBits > 0 ? ExponentHistogram(view, start, length, exponentBits) : null;
+            long[]? histogram = exponentBits > 0 ? ExponentHistogram(view, start, span.Length, exponentBits) : null;
             return new FirstPass(finite, nonFinite, mean, m2, absMax, histogram);
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(values);
-        }
-    }
+        });
 
     /// <summary>Histogram of the raw exponent field, read from the stored bits (not from the float32 value).</summary>
     private static long[] ExponentHistogram(TensorView view, long start, int length, int exponentBits)
@@ -117,15 +126,9 @@ public sealed record TensorStatistics(
         return histogram;
     }
 
-    private static (double, long) SecondPassOf(TensorView view, int chunk, long count, double mean, double limit)
-    {
-        long start = (long)chunk * ChunkElements;
-        int length = (int)Math.Min(ChunkElements, count - start);
-        var values = ArrayPool<float>.Shared.Rent(length);
-        try
+    private static (double, long) SecondPassOf(TensorView view, int chunk, long count, double mean, double limit) =>
+        OverChunk(view, chunk, count, (span, _) =>
         {
-            var span = values.AsSpan(0, length);
-            view.ReadFloats(start, span);
             double m4 = 0;
             long beyond = 0;
             foreach (var v in span)
@@ -136,12 +139,7 @@ public sealed record TensorStatistics(
                 if (Math.Abs(d) > limit) beyond++;
             }
             return (m4, beyond);
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(values);
-        }
-    }
+        });
 
     /// <summary>Shannon entropy in bits per symbol of a histogram.</summary>
     public static double Entropy(ReadOnlySpan<long> histogram)
