@@ -33,3 +33,47 @@ public class CompressCliTests
         Assert.Empty(Directory.GetFiles(dir.Path));
     }
 }
+
+public class NonFiniteCliTests
+{
+    private static string WriteWithInf(TempDir dir)
+    {
+        var values = new float[4 * 64];
+        for (int i = 0; i < values.Length; i++) values[i] = (i % 7 - 3) * 0.01f;
+        values[130] = float.NegativeInfinity;
+        var bytes = new byte[values.Length * 4];
+        Nanoscale.IO.TensorData.FromFloat(values, Nanoscale.IO.DType.F32, bytes);
+        var path = dir.File("inf.safetensors");
+        new Nanoscale.IO.SafetensorsWriter(path).Add("layers.0.proj.weight", Nanoscale.IO.DType.F32, [4, 64], bytes).Commit();
+        return path;
+    }
+
+    [Fact]
+    public void Mxfp4RefusesAnInfiniteWeightNamingTensorAndElement()
+    {
+        using var dir = new TempDir();
+        var source = WriteWithInf(dir);
+        var output = dir.File("out.safetensors");
+        var result = CliProcess.Run("compress", source, "-f", "mxfp4", "-o", output);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("layers.0.proj.weight: element 130 is -∞", result.Stderr.Replace("-Infinity", "-∞"));
+        Assert.False(File.Exists(output));
+        Assert.Single(Directory.GetFiles(dir.Path));
+    }
+
+    [Fact]
+    public void AllowNonFiniteStoresTheBlockAsNaN()
+    {
+        using var dir = new TempDir();
+        var source = WriteWithInf(dir);
+        var output = dir.File("out.safetensors");
+        Assert.Equal(0, CliProcess.Run("compress", source, "-f", "mxfp4", "-o", output, "--allow-nonfinite", "--no-error").ExitCode);
+        using var compressed = Nanoscale.Pipeline.CompressedCheckpoint.Open(output);
+        using var decoder = compressed.OpenDecoder(compressed.Tensors.Single());
+        var values = new float[4 * 64];
+        decoder.ReadRows(0, 4, values);
+        Assert.All(values[128..160], v => Assert.True(float.IsNaN(v)));  // the block holding element 130
+        Assert.All(values[..128], v => Assert.True(float.IsFinite(v)));
+        Assert.All(values[160..], v => Assert.True(float.IsFinite(v)));
+    }
+}
