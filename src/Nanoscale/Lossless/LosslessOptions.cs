@@ -22,8 +22,8 @@ public sealed record LosslessOptions
 
     internal void Validate()
     {
-        if (ChunkSizeBytes < 64 || ChunkSizeBytes > LosslessCodec.MaxChunkSizeBytes)
-            throw new ArgumentOutOfRangeException(nameof(ChunkSizeBytes), ChunkSizeBytes, $"must be within 64…{LosslessCodec.MaxChunkSizeBytes}");
+        if (ChunkSizeBytes < 1 || ChunkSizeBytes > LosslessCodec.MaxChunkSizeBytes)
+            throw new ArgumentOutOfRangeException(nameof(ChunkSizeBytes), ChunkSizeBytes, $"must be within 1…{LosslessCodec.MaxChunkSizeBytes}");
         if (MaxDegreeOfParallelism == 0 || MaxDegreeOfParallelism < -1)
             throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), MaxDegreeOfParallelism, "must be −1 or positive");
         if (!(MinimumSavings >= 0 && MinimumSavings < 1))
