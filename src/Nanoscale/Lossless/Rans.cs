@@ -63,6 +63,23 @@ internal static unsafe class Rans
         return x + sym.Bias + (uint)q * sym.CmplFreq;
     }
 
+    /// <summary>
+    /// <see cref="EncPut"/> without a branch (whether a word is emitted is data-dependent and mispredicts often):
+    /// the word is always stored below <paramref name="ptr"/> and the pointer moves only when it counts. The store
+    /// stays inside the buffer: after k of the n symbols at most k words were emitted, so ptr − 1 ≥ end − n words,
+    /// which is still behind the state bytes; a store that does not count is overwritten or left outside the stream.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint EncPutBranchless(uint x, ref ushort* ptr, in RansEncSymbol sym)
+    {
+        uint emit = (x >> (32 - ProbBits)) >= sym.Freq ? 1u : 0u;
+        ptr[-1] = (ushort)x;
+        ptr -= emit;
+        x >>= (int)(emit << 4);
+        ulong q = Math.BigMul((ulong)x, sym.Rcp, out _);
+        return x + sym.Bias + (uint)q * sym.CmplFreq;
+    }
+
     /// <summary>Decodes one symbol from state <paramref name="x"/> (no renormalisation); mirror of <see cref="EncPut"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static byte DecGet(ref uint x, uint* table)
@@ -105,10 +122,10 @@ internal static unsafe class Rans
             }
             for (int i = full - 4; i >= 0; i -= 4)
             {
-                x3 = EncPut(x3, ref ptr, in tbl[src[i + 3]]);
-                x2 = EncPut(x2, ref ptr, in tbl[src[i + 2]]);
-                x1 = EncPut(x1, ref ptr, in tbl[src[i + 1]]);
-                x0 = EncPut(x0, ref ptr, in tbl[src[i]]);
+                x3 = EncPutBranchless(x3, ref ptr, in tbl[src[i + 3]]);
+                x2 = EncPutBranchless(x2, ref ptr, in tbl[src[i + 2]]);
+                x1 = EncPutBranchless(x1, ref ptr, in tbl[src[i + 1]]);
+                x0 = EncPutBranchless(x0, ref ptr, in tbl[src[i]]);
             }
 
             int wordBytes = (int)((byte*)end - (byte*)ptr);

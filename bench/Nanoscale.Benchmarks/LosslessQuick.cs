@@ -1,0 +1,65 @@
+using System.Diagnostics;
+using Nanoscale.IO;
+using Nanoscale.Lossless;
+using ZstdSharp;
+
+namespace Nanoscale.Benchmarks;
+
+/// <summary>
+/// <c>dotnet run -c Release --project bench/Nanoscale.Benchmarks -- lossless-quick</c>: sizes against the order-0
+/// bound and zstd, and best-of-N stopwatch throughput, in seconds rather than BenchmarkDotNet's minutes.
+/// </summary>
+internal static class LosslessQuick
+{
+    public static void Run()
+    {
+        var original = LosslessData.Gpt2AttnBf16;
+        double gb = original.Length / 1e9;
+        Console.WriteLine($"gpt2-attn BF16 weights: {original.Length} bytes ({original.Length / 2} weights)");
+        foreach (double minimumSavings in new[] { 0.0, 0.01 })
+        {
+            var options = new LosslessOptions { MinimumSavings = minimumSavings };
+            var encoded = LosslessCodec.Encode(original, DType.BF16, options, out var report);
+            Console.WriteLine($"\nMinimumSavings = {minimumSavings}: {report.EncodedBytes} bytes, ratio {report.Ratio:F4}:1, " +
+                              $"bound {report.BoundBytes} ({report.BoundRatio:F4}:1), encoded/bound {report.EncodedOverBound:F5}, {report.BitsPerWeight:F3} bpw");
+            foreach (var p in report.Planes)
+                Console.WriteLine($"  {p.Name,-22} raw {p.RawBytes,10} coded {p.CodedBytes,10} H {p.EntropyBitsPerSymbol:F4} b/sym bound {p.BoundBytes,10} " +
+                                  $"coded/bound {p.CodedOverBound:F5} tables {p.TableBytes} chunks coded/raw {p.ChunksCoded}/{p.ChunksRaw}");
+            var decoded = new byte[original.Length];
+            var buffer = new byte[LosslessCodec.GetMaxEncodedLength(original.Length, DType.BF16, options)];
+            foreach (int threads in new[] { 1, 2 })
+            {
+                var o = options with { MaxDegreeOfParallelism = threads };
+                double enc = Best(() => LosslessCodec.Encode(original, DType.BF16, buffer, o));
+                double dec = Best(() => LosslessCodec.Decode(encoded, decoded, "gpt2-attn", o));
+                Console.WriteLine($"  {threads} thread(s): encode {gb / enc:F2} GB/s, decode {gb / dec:F2} GB/s");
+            }
+            if (!decoded.AsSpan().SequenceEqual(original)) throw new InvalidOperationException("round trip failed");
+        }
+        foreach (int level in new[] { 3, 19 })
+        {
+            var bytes = level >= 19 ? original[..(8 * 768 * 768 * 2)] : original;
+            using var compressor = new Compressor(level);
+            var clock = Stopwatch.StartNew();
+            var compressed = compressor.Wrap(bytes).ToArray();
+            double seconds = clock.Elapsed.TotalSeconds;
+            using var decompressor = new Decompressor();
+            double dec = Best(() => decompressor.Unwrap(compressed));
+            Console.WriteLine($"zstd -{level} on {bytes.Length} bytes: ratio {(double)bytes.Length / compressed.Length:F4}:1, " +
+                              $"compress {bytes.Length / 1e9 / seconds:F3} GB/s, decompress {bytes.Length / 1e9 / dec:F2} GB/s (1 thread)");
+        }
+    }
+
+    private static double Best(Action action, int runs = 7)
+    {
+        action();
+        double best = double.MaxValue;
+        for (int i = 0; i < runs; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            action();
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        return best;
+    }
+}
