@@ -15,7 +15,7 @@ internal static class LosslessKernels
         var counts = new uint[256];
         var freqs = new uint[256];
         var enc = new RansEncSymbol[256];
-        var dec = new uint[Rans.ProbScale];
+        var dec = new RansDecodeTable();
         var coded = new byte[Rans.MaxEncodedLength(n)];
         var merged = new byte[chunk];
         double symbols = (double)chunks * n;
@@ -39,7 +39,7 @@ internal static class LosslessKernels
     {
         action();
         double best = double.MaxValue;
-        for (int i = 0; i < 7; i++)
+        for (int i = 0; i < 15; i++)
         {
             var clock = Stopwatch.StartNew();
             action();

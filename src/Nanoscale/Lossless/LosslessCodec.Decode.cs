@@ -166,6 +166,6 @@ public static partial class LosslessCodec
     private sealed class DecodeScratch(Geometry g)
     {
         public readonly byte[] Planes = new byte[g.ChunkElements * g.ElementSize];
-        public readonly uint[] DecodeTable = new uint[Rans.ProbScale];
+        public readonly RansDecodeTable DecodeTable = new();
     }
 }

@@ -183,20 +183,38 @@ internal static class RansFrequencies
         }
     }
 
-    /// <summary>
-    /// Slot → symbol table for decoding: entry <c>slot</c> packs the symbol (bits 0–7), freq − 1 (bits 8–19)
-    /// and slot − start (bits 20–31), so one load gives everything <see cref="Rans.DecGet"/> needs.
-    /// <paramref name="freqs"/> must sum to M (as <see cref="TryRead"/> guarantees).
-    /// </summary>
-    public static void BuildDecodeTable(ReadOnlySpan<uint> freqs, Span<uint> table)
+    /// <summary>Fills the slot tables of <paramref name="table"/>; <paramref name="freqs"/> must sum to M (as <see cref="TryRead"/> guarantees).</summary>
+    public static void BuildDecodeTable(ReadOnlySpan<uint> freqs, RansDecodeTable table)
     {
+        var slots = table.Slots;
+        var symbols = table.Symbols;
         uint start = 0;
         for (int s = 0; s < SymbolCount; s++)
         {
             uint f = freqs[s];
-            uint packed = (uint)s | ((f - 1) << 8);
-            for (uint k = 0; k < f; k++) table[(int)(start + k)] = packed | (k << 20);
+            for (uint k = 0; k < f; k++)
+            {
+                slots[(int)(start + k)] = f | (k << 16);
+                symbols[(int)(start + k)] = (byte)s;
+            }
             start += f;
         }
     }
+}
+
+/// <summary>
+/// Slot → symbol tables for decoding, in one array so the decoder needs one base register:
+/// entries 0…4095 pack freq (bits 0–15) and slot − start (bits 16–31), which is all the state update needs, so the
+/// critical path is load → multiply → add; bytes 16384…20479 (uints 4096…5119) hold the symbol of each slot, a load
+/// off that path. 20 KiB in all: it stays in L1.
+/// </summary>
+internal sealed class RansDecodeTable
+{
+    public const int SymbolsOffsetBytes = 4 * (int)Rans.ProbScale;
+
+    public readonly uint[] Table = new uint[Rans.ProbScale + Rans.ProbScale / 4];
+
+    public Span<uint> Slots => Table.AsSpan(0, (int)Rans.ProbScale);
+
+    public Span<byte> Symbols => System.Runtime.InteropServices.MemoryMarshal.AsBytes(Table.AsSpan((int)Rans.ProbScale));
 }

@@ -22,13 +22,16 @@ public class LosslessCodecTests(ITestOutputHelper output)
         return encoded;
     }
 
-    [Fact]
-    public void Gpt2AttentionBf16TensorsRoundTripBitForBitAndBeatTheTarget()
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(0.01)]
+    public void Gpt2AttentionBf16TensorsRoundTripBitForBitAndBeatTheTarget(double minimumSavings)
     {
+        var options = new LosslessOptions { MinimumSavings = minimumSavings };
         var reports = new List<LosslessReport>();
         foreach (var tensor in TinySafetensors.Gpt2AttnBf16)
         {
-            var encoded = LosslessCodec.Encode(tensor.Data, DType.BF16, null, out var report);
+            var encoded = LosslessCodec.Encode(tensor.Data, DType.BF16, options, out var report);
             Assert.Equal(tensor.Data, LosslessCodec.Decode(encoded, tensor.Name));
             Assert.Equal(encoded.Length, report.EncodedBytes);
             reports.Add(report);
@@ -38,6 +41,7 @@ public class LosslessCodecTests(ITestOutputHelper output)
             output.WriteLine($"{p.Name}: raw {p.RawBytes}, coded {p.CodedBytes}, H {p.EntropyBitsPerSymbol:F4} b/sym, bound {p.BoundBytes}, coded/bound {p.CodedOverBound:F5}, chunks coded {p.ChunksCoded} raw {p.ChunksRaw}");
         output.WriteLine($"{reports.Count} tensors: {total.OriginalBytes} → {total.EncodedBytes} bytes, ratio {total.Ratio:F4}:1, bound ratio {total.BoundRatio:F4}:1, encoded/bound {total.EncodedOverBound:F5}, {total.BitsPerWeight:F3} bpw");
         Assert.Equal(48, reports.Count);
+        Assert.Equal(minimumSavings == 0, total.Planes[1].ChunksCoded > 0);
         Assert.True(total.Ratio >= 1.48, $"ratio {total.Ratio}");
         Assert.True(total.EncodedOverBound <= 1.01, $"encoded/bound {total.EncodedOverBound}");
     }
@@ -153,7 +157,7 @@ public class LosslessCodecTests(ITestOutputHelper output)
         Assert.Equal(3ul, BinaryPrimitives.ReadUInt64LittleEndian(encoded.AsSpan(8)));
         Assert.Equal(2u, BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(16))); // elements per chunk
         Assert.Equal(2u, BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(20))); // chunks
-        Assert.Equal(new byte[] { 2, 12, 4, 0 }, encoded[24..28]);
+        Assert.Equal(new byte[] { 2, 12, 8, 0 }, encoded[24..28]); // planes, probability bits, interleaved states, reserved
         uint first = BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(28));
         uint second = BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(32));
         Assert.Equal(8 + 1 + 2 + 1 + 2, (int)first);   // checksum + two raw planes of 2 symbols

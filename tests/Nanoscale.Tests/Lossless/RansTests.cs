@@ -25,7 +25,7 @@ public class RansTests
         return data;
     }
 
-    private static (uint[] Freqs, RansEncSymbol[] Enc, uint[] Dec) Tables(byte[] data)
+    private static (uint[] Freqs, RansEncSymbol[] Enc, RansDecodeTable Dec) Tables(byte[] data)
     {
         var counts = new uint[256];
         foreach (byte b in data) counts[b]++;
@@ -34,7 +34,7 @@ public class RansTests
         RansFrequencies.Normalize(counts, freqs);
         var enc = new RansEncSymbol[256];
         RansFrequencies.BuildEncodeTable(freqs, enc);
-        var dec = new uint[Rans.ProbScale];
+        var dec = new RansDecodeTable();
         RansFrequencies.BuildDecodeTable(freqs, dec);
         return (freqs, enc, dec);
     }
