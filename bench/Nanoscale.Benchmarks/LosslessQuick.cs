@@ -36,6 +36,20 @@ internal static class LosslessQuick
             }
             if (!decoded.AsSpan().SequenceEqual(original)) throw new InvalidOperationException("round trip failed");
         }
+        const int tensorBytes = 768 * 768 * 2;
+        foreach (int chunkKiB in new[] { 128, 256, 512, 1024, 2048 })
+        {
+            var options = new LosslessOptions { ChunkSizeBytes = chunkKiB << 10 };
+            long total = 0;
+            for (int t = 0; t * tensorBytes < original.Length; t++)
+                total += LosslessCodec.Encode(original.AsSpan(t * tensorBytes, tensorBytes), DType.BF16, options).Length;
+            Console.WriteLine($"tensor by tensor, {chunkKiB} KiB chunks: {total} bytes, ratio {(double)original.Length / total:F4}:1");
+        }
+        foreach (int k in new[] { 7, 6, 5, 4, 3, 2, 1, 0 })
+        {
+            VariablePrecision.Encode(original, DType.BF16, new VariablePrecisionOptions { MantissaBits = k }, out var vp);
+            Console.WriteLine($"vp:mant={k}: {vp.BitsPerWeight:F3} bpw, SQNR {vp.SqnrDb:F2} dB");
+        }
         foreach (int level in new[] { 3, 19 })
         {
             var bytes = level >= 19 ? original[..(8 * 768 * 768 * 2)] : original;

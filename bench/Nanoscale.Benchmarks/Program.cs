@@ -1,6 +1,11 @@
 using BenchmarkDotNet.Running;
 using Nanoscale.Benchmarks;
 
+if (args is ["lossless-context"])
+{
+    LosslessContext.Run();
+    return 0;
+}
 if (args is ["lossless-kernels"])
 {
     LosslessKernels.Run();

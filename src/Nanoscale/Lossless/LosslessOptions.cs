@@ -9,7 +9,7 @@ public sealed record LosslessOptions
     /// Input bytes per independent chunk (rounded down to whole elements). Smaller chunks adapt their tables more
     /// often and parallelise finer; each costs about 8 bytes of checksum, 4 of directory and one table per coded plane.
     /// </summary>
-    public int ChunkSizeBytes { get; init; } = 1 << 20;
+    public int ChunkSizeBytes { get; init; } = 256 << 10;
 
     /// <summary>Chunks encoded or decoded at once; −1 means all cores, 1 runs on the calling thread only.</summary>
     public int MaxDegreeOfParallelism { get; init; } = -1;
