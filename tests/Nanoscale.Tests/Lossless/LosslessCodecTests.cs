@@ -58,6 +58,20 @@ public class LosslessCodecTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void TheStreamDoesNotDependOnWhetherAReportWasAskedFor()
+    {
+        foreach (var options in new[] { LosslessOptions.Default, new LosslessOptions { MinimumSavings = 0 }, new LosslessOptions { MinimumSavings = 0.05 } })
+        {
+            var data = TinySafetensors.Gpt2AttnBf16[7].Data;
+            var plain = LosslessCodec.Encode(data, DType.BF16, options);
+            var reported = LosslessCodec.Encode(data, DType.BF16, options, out var report);
+            Assert.Equal(plain, reported);
+            Assert.Equal(plain.Length, report.EncodedBytes);
+            Assert.All(report.Planes, p => Assert.False(double.IsNaN(p.EntropyBits)));
+        }
+    }
+
+    [Fact]
     public void SerialAndParallelEncodersProduceIdenticalStreams()
     {
         var data = TinySafetensors.Gpt2AttnBf16[5].Data;
