@@ -50,6 +50,17 @@ internal static class LosslessQuick
             VariablePrecision.Encode(original, DType.BF16, new VariablePrecisionOptions { MantissaBits = k }, out var vp);
             Console.WriteLine($"vp:mant={k}: {vp.BitsPerWeight:F3} bpw, SQNR {vp.SqnrDb:F2} dB");
         }
+        var exponentCounts = new long[256];
+        for (int i = 0; i < original.Length; i += 2) exponentCounts[((original[i] | (original[i + 1] << 8)) >> 7) & 0xFF]++;
+        int mode = Array.IndexOf(exponentCounts, exponentCounts.Max());
+        Console.WriteLine($"modal exponent field {mode}");
+        foreach (int k in new[] { 4, 3 })
+        foreach (var (taper, width, offset) in new[] { (1, 2, 0), (1, 1, 2), (1, 3, 3), (2, 3, 3) })
+        {
+            var o = new VariablePrecisionOptions { MantissaBits = k, TaperBitsPerBinade = taper, TaperWidth = width, TaperCenter = mode + offset };
+            VariablePrecision.Encode(original, DType.BF16, o, out var vp);
+            Console.WriteLine($"vp:mant={k},taper={taper},width={width},center={mode + offset}: {vp.BitsPerWeight:F3} bpw, SQNR {vp.SqnrDb:F2} dB");
+        }
         foreach (int level in new[] { 3, 19 })
         {
             var bytes = level >= 19 ? original[..(8 * 768 * 768 * 2)] : original;

@@ -16,13 +16,27 @@ public sealed record VariablePrecisionOptions
     /// <summary>Biased exponent fields below this become ±0 (0 = keep subnormals; 1 = flush subnormals).</summary>
     public int ExponentFloor { get; init; }
 
+    /// <summary>
+    /// Tapered precision (0 = uniform <c>vp:mant=k</c>): mantissa bits dropped per binade of distance beyond
+    /// <see cref="TaperWidth"/> from the centre exponent, m(e) = max(0, k − taper·max(0, |e − centre| − width)).
+    /// Spec string: <c>vp:mant=k,taper=t,width=w[,center=c]</c>. The decoder needs none of this: the rounded tensor
+    /// is stored as is, and the coder adapts to whatever bits remain.
+    /// </summary>
+    public int TaperBitsPerBinade { get; init; }
+
+    /// <summary>Binades on each side of the centre that keep all <see cref="MantissaBits"/>.</summary>
+    public int TaperWidth { get; init; } = 2;
+
+    /// <summary>Biased exponent field of the centre; null = the tensor's most frequent exponent (its typical magnitude).</summary>
+    public int? TaperCenter { get; init; }
+
     /// <summary>Options of the lossless coder that stores the rounded tensor.</summary>
     public LosslessOptions Lossless { get; init; } = LosslessOptions.Default with { MinimumSavings = 0 };
 }
 
 /// <summary>Size and error of one tensor stored as <c>vp:mant=k</c>.</summary>
-public readonly record struct VariablePrecisionReport(int MantissaBits, int ExponentFloor, long ElementCount, long EncodedBytes,
-    long FlushedToZero, double RelativeError)
+public readonly record struct VariablePrecisionReport(int MantissaBits, int ExponentFloor, int TaperBitsPerBinade, long ElementCount,
+    long EncodedBytes, long FlushedToZero, double RelativeError)
 {
     /// <summary>Bits per weight from the coded size (header, tables and checksums included).</summary>
     public double BitsPerWeight => ElementCount == 0 ? 0 : 8.0 * EncodedBytes / ElementCount;
@@ -59,23 +73,56 @@ public static class VariablePrecision
         if (source.Length != destination.Length || source.Length % dtype.ElementSize() != 0)
             throw new ArgumentException("source and destination must be the same whole number of elements");
 
+        if (options.TaperBitsPerBinade < 0 || options.TaperWidth < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), "taper and width must not be negative");
+
+        var keep = MantissaBitsPerExponent(source, dtype, options);
         long flushed = 0;
         if (dtype == DType.F32)
         {
             var src = MemoryMarshal.Cast<byte, uint>(source);
             var dst = MemoryMarshal.Cast<byte, uint>(destination);
-            for (int i = 0; i < src.Length; i++) dst[i] = RoundBits(src[i], 32, exponentBits, mantissaWidth, options, ref flushed);
+            for (int i = 0; i < src.Length; i++) dst[i] = RoundBits(src[i], 32, exponentBits, mantissaWidth, keep, options.ExponentFloor, ref flushed);
         }
         else
         {
             var src = MemoryMarshal.Cast<byte, ushort>(source);
             var dst = MemoryMarshal.Cast<byte, ushort>(destination);
-            for (int i = 0; i < src.Length; i++) dst[i] = (ushort)RoundBits(src[i], 16, exponentBits, mantissaWidth, options, ref flushed);
+            for (int i = 0; i < src.Length; i++) dst[i] = (ushort)RoundBits(src[i], 16, exponentBits, mantissaWidth, keep, options.ExponentFloor, ref flushed);
         }
         return flushed;
     }
 
-    private static uint RoundBits(uint w, int width, int exponentBits, int mantissaWidth, VariablePrecisionOptions options, ref long flushed)
+    /// <summary>m(e) for every biased exponent field e of the dtype (all equal to k when the taper is 0).</summary>
+    public static int[] MantissaBitsPerExponent(ReadOnlySpan<byte> source, DType dtype, VariablePrecisionOptions options)
+    {
+        int exponentBits = dtype.ExponentBits(), mantissaWidth = dtype.MantissaBits();
+        var keep = new int[1 << exponentBits];
+        int center = options.TaperCenter ?? (options.TaperBitsPerBinade == 0 ? 0 : ModalExponent(source, dtype));
+        for (int e = 0; e < keep.Length; e++)
+        {
+            int distance = Math.Max(0, Math.Abs(e - center) - options.TaperWidth);
+            keep[e] = Math.Max(0, options.MantissaBits - (int)Math.Min(int.MaxValue, (long)options.TaperBitsPerBinade * distance));
+        }
+        return keep;
+    }
+
+    private static int ModalExponent(ReadOnlySpan<byte> source, DType dtype)
+    {
+        int mantissaWidth = dtype.MantissaBits(), size = dtype.ElementSize();
+        int mask = (1 << dtype.ExponentBits()) - 1;
+        var counts = new long[mask + 1];
+        for (int i = 0; i + size <= source.Length; i += size)
+        {
+            uint w = size == 4 ? MemoryMarshal.Read<uint>(source[i..]) : MemoryMarshal.Read<ushort>(source[i..]);
+            counts[(int)(w >> mantissaWidth) & mask]++;
+        }
+        int best = 0;
+        for (int e = 1; e < mask; e++) if (counts[e] > counts[best]) best = e; // ignore Inf/NaN's field
+        return best;
+    }
+
+    private static uint RoundBits(uint w, int width, int exponentBits, int mantissaWidth, int[] keep, int exponentFloor, ref long flushed)
     {
         uint sign = w & (1u << (width - 1));
         uint magnitude = w ^ sign;
@@ -87,12 +134,12 @@ public static class VariablePrecision
             if ((magnitude & ((1u << mantissaWidth) - 1)) == 0) return w;
             return sign | (exponentMax << mantissaWidth) | (1u << (mantissaWidth - 1));
         }
-        if (exponent < (uint)options.ExponentFloor)
+        if (exponent < (uint)exponentFloor)
         {
             if (magnitude != 0) flushed++;
             return sign;
         }
-        int drop = mantissaWidth - options.MantissaBits;
+        int drop = mantissaWidth - keep[exponent];
         if (drop == 0) return w;
         // Round to nearest, ties to even, on the magnitude's bit pattern: adding half − 1 + lsb then truncating.
         // A carry out of the mantissa increments the exponent, which is exactly rounding up into the next binade.
@@ -107,7 +154,7 @@ public static class VariablePrecision
         var rounded = new byte[source.Length];
         long flushed = Round(source, dtype, options, rounded);
         var encoded = LosslessCodec.Encode(rounded, dtype, options.Lossless);
-        report = new VariablePrecisionReport(options.MantissaBits, options.ExponentFloor, source.Length / dtype.ElementSize(),
+        report = new VariablePrecisionReport(options.MantissaBits, options.ExponentFloor, options.TaperBitsPerBinade, source.Length / dtype.ElementSize(),
             encoded.Length, flushed, RelativeError(source, rounded, dtype));
         return encoded;
     }

@@ -94,4 +94,32 @@ public class VariablePrecisionTests(ITestOutputHelper output)
             previousSqnr = report.SqnrDb;
         }
     }
+
+    [Fact]
+    public void TaperedPrecisionKeepsFullBitsNearTheCentreAndFewerFarAway()
+    {
+        var tensor = TinySafetensors.Gpt2AttnBf16[0];
+        var uniform = new VariablePrecisionOptions { MantissaBits = 4 };
+        var tapered = uniform with { TaperBitsPerBinade = 1, TaperWidth = 2 };
+        var keep = VariablePrecision.MantissaBitsPerExponent(tensor.Data, DType.BF16, tapered);
+        int center = Array.IndexOf(keep, 4) + 2; // first full-precision exponent is centre − width
+        Assert.Equal(4, keep[center]);
+        Assert.Equal(4, keep[center + 2]);
+        Assert.Equal(3, keep[center + 3]);
+        Assert.Equal(2, keep[center - 4]);
+        Assert.Equal(0, keep[0]);
+
+        VariablePrecision.Encode(tensor.Data, DType.BF16, uniform, out var u);
+        VariablePrecision.Encode(tensor.Data, DType.BF16, tapered, out var t);
+        output.WriteLine($"uniform mant=4: {u.BitsPerWeight:F3} bpw {u.SqnrDb:F2} dB; tapered 1/binade beyond ±2: {t.BitsPerWeight:F3} bpw {t.SqnrDb:F2} dB");
+        Assert.True(t.BitsPerWeight < u.BitsPerWeight);
+        Assert.True(t.SqnrDb < u.SqnrDb);
+
+        // A zero taper is exactly the uniform type.
+        var a = new byte[tensor.Data.Length];
+        var b = new byte[tensor.Data.Length];
+        VariablePrecision.Round(tensor.Data, DType.BF16, uniform, a);
+        VariablePrecision.Round(tensor.Data, DType.BF16, uniform with { TaperWidth = 0, TaperCenter = 3 }, b);
+        Assert.Equal(a, b);
+    }
 }
