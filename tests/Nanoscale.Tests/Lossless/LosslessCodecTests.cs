@@ -54,6 +54,8 @@ public class LosslessCodecTests(ITestOutputHelper output)
         var encoded = LosslessCodec.Encode(weights, DType.F32, new LosslessOptions { ChunkSizeBytes = 64 << 10 }, out var report);
         Assert.Equal(weights, LosslessCodec.Decode(encoded));
         output.WriteLine($"stories260K fp32: ratio {report.Ratio:F4}:1, encoded/bound {report.EncodedOverBound:F5}");
+        foreach (var p in report.Planes)
+            output.WriteLine($"  {p.Name}: H {p.EntropyBitsPerSymbol:F3} b/sym, coded/raw {(double)p.CodedBytes / p.RawBytes:F3}, chunks coded {p.ChunksCoded} raw {p.ChunksRaw}");
         Assert.True(report.Ratio > 1.0);
     }
 
