@@ -122,4 +122,28 @@ public class VariablePrecisionTests(ITestOutputHelper output)
         VariablePrecision.Round(tensor.Data, DType.BF16, uniform with { TaperWidth = 0, TaperCenter = 3 }, b);
         Assert.Equal(a, b);
     }
+
+    [Theory]
+    [InlineData("vp", "vp:mant=3")]
+    [InlineData("vp:mant=5", "vp:mant=5")]
+    [InlineData("vp:mant=4,taper=1,width=3,center=126", "vp:mant=4,taper=1,width=3,center=126")]
+    [InlineData("vp:floor=1,mant=2", "vp:mant=2,floor=1")]
+    public void SpecStringsParseAndPrintCanonically(string spec, string canonical)
+    {
+        var options = VariablePrecisionOptions.Parse(spec);
+        Assert.Equal(canonical, options.ToString());
+        Assert.Equal(options, VariablePrecisionOptions.Parse(canonical));
+    }
+
+    [Theory]
+    [InlineData("vq:mant=3", "vp")]
+    [InlineData("vp:bits=3", "valid keys are mant, floor, taper, width, center")]
+    [InlineData("vp:mant=3,mant=4", "twice")]
+    [InlineData("vp:mant=-1", "non-negative integer")]
+    [InlineData("vp:mant", "non-negative integer")]
+    public void BadSpecStringsSayWhatIsValid(string spec, string expected)
+    {
+        var e = Assert.Throws<FormatException>(() => VariablePrecisionOptions.Parse(spec));
+        Assert.Contains(expected, e.Message);
+    }
 }
