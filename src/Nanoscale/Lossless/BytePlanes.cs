@@ -103,7 +103,8 @@ internal static class BytePlanes
                 var p1 = planes.Slice(n, n);
                 var p2 = planes.Slice(2 * n, n);
                 var p3 = planes.Slice(3 * n, n);
-                for (int i = 0; i < n; i++)
+                int i = Vector128.IsHardwareAccelerated ? SplitFloat32Vector(w, p0, p1, p2, p3) : 0;
+                for (; i < n; i++)
                 {
                     uint v = w[i];
                     p0[i] = (byte)(v >> 23);
@@ -155,7 +156,8 @@ internal static class BytePlanes
                 p1 = p1[..n];
                 p2 = p2[..n];
                 p3 = p3[..n];
-                for (int i = 0; i < n; i++)
+                int i = Vector128.IsHardwareAccelerated ? MergeFloat32Vector(p0, p1, p2, p3, w) : 0;
+                for (; i < n; i++)
                 {
                     uint sm = p1[i];
                     w[i] = ((sm & 0x80) << 24) | ((uint)p0[i] << 23) | ((sm & 0x7F) << 16) | ((uint)p2[i] << 8) | p3[i];
@@ -184,6 +186,72 @@ internal static class BytePlanes
             var w1 = Vector128.LoadUnsafe(ref src, (nuint)(i + 8));
             Vector128.Narrow((w0 >> 7) & low8, (w1 >> 7) & low8).StoreUnsafe(ref e, (nuint)i);
             Vector128.Narrow(((w0 >> 8) & sign) | (w0 & mant), ((w1 >> 8) & sign) | (w1 & mant)).StoreUnsafe(ref s, (nuint)i);
+        }
+        return i;
+    }
+
+    /// <summary>
+    /// F32 = the BF16 split of the upper halves plus the two low bytes: 16 elements per step, narrowing uint lanes to
+    /// ushort halves and those to bytes.
+    /// </summary>
+    private static int SplitFloat32Vector(ReadOnlySpan<uint> w, Span<byte> p0, Span<byte> p1, Span<byte> p2, Span<byte> p3)
+    {
+        ref uint src = ref MemoryMarshal.GetReference(w);
+        ref byte r0 = ref MemoryMarshal.GetReference(p0);
+        ref byte r1 = ref MemoryMarshal.GetReference(p1);
+        ref byte r2 = ref MemoryMarshal.GetReference(p2);
+        ref byte r3 = ref MemoryMarshal.GetReference(p3);
+        var low16 = Vector128.Create(0xFFFFu);
+        var low8 = Vector128.Create((ushort)0xFF);
+        var sign = Vector128.Create((ushort)0x80);
+        var mant = Vector128.Create((ushort)0x7F);
+        int i = 0;
+        for (; i + 16 <= w.Length; i += 16)
+        {
+            var a = Vector128.LoadUnsafe(ref src, (nuint)i);
+            var b = Vector128.LoadUnsafe(ref src, (nuint)(i + 4));
+            var c = Vector128.LoadUnsafe(ref src, (nuint)(i + 8));
+            var d = Vector128.LoadUnsafe(ref src, (nuint)(i + 12));
+            var hi0 = Vector128.Narrow(a >> 16, b >> 16);
+            var hi1 = Vector128.Narrow(c >> 16, d >> 16);
+            var lo0 = Vector128.Narrow(a & low16, b & low16);
+            var lo1 = Vector128.Narrow(c & low16, d & low16);
+            Vector128.Narrow((hi0 >> 7) & low8, (hi1 >> 7) & low8).StoreUnsafe(ref r0, (nuint)i);
+            Vector128.Narrow(((hi0 >> 8) & sign) | (hi0 & mant), ((hi1 >> 8) & sign) | (hi1 & mant)).StoreUnsafe(ref r1, (nuint)i);
+            Vector128.Narrow(lo0 >> 8, lo1 >> 8).StoreUnsafe(ref r2, (nuint)i);
+            Vector128.Narrow(lo0 & low8, lo1 & low8).StoreUnsafe(ref r3, (nuint)i);
+        }
+        return i;
+    }
+
+    private static int MergeFloat32Vector(ReadOnlySpan<byte> p0, ReadOnlySpan<byte> p1, ReadOnlySpan<byte> p2, ReadOnlySpan<byte> p3, Span<uint> w)
+    {
+        ref byte r0 = ref MemoryMarshal.GetReference(p0);
+        ref byte r1 = ref MemoryMarshal.GetReference(p1);
+        ref byte r2 = ref MemoryMarshal.GetReference(p2);
+        ref byte r3 = ref MemoryMarshal.GetReference(p3);
+        ref uint dst = ref MemoryMarshal.GetReference(w);
+        var sign = Vector128.Create((ushort)0x80);
+        var mant = Vector128.Create((ushort)0x7F);
+        int i = 0;
+        for (; i + 16 <= w.Length; i += 16)
+        {
+            var (e0, e1) = Vector128.Widen(Vector128.LoadUnsafe(ref r0, (nuint)i));
+            var (s0, s1) = Vector128.Widen(Vector128.LoadUnsafe(ref r1, (nuint)i));
+            var (m0, m1) = Vector128.Widen(Vector128.LoadUnsafe(ref r2, (nuint)i));
+            var (l0, l1) = Vector128.Widen(Vector128.LoadUnsafe(ref r3, (nuint)i));
+            var hi0 = ((s0 & sign) << 8) | (e0 << 7) | (s0 & mant);
+            var hi1 = ((s1 & sign) << 8) | (e1 << 7) | (s1 & mant);
+            var lo0 = (m0 << 8) | l0;
+            var lo1 = (m1 << 8) | l1;
+            var (h00, h01) = Vector128.Widen(hi0);
+            var (h10, h11) = Vector128.Widen(hi1);
+            var (q00, q01) = Vector128.Widen(lo0);
+            var (q10, q11) = Vector128.Widen(lo1);
+            ((h00 << 16) | q00).StoreUnsafe(ref dst, (nuint)i);
+            ((h01 << 16) | q01).StoreUnsafe(ref dst, (nuint)(i + 4));
+            ((h10 << 16) | q10).StoreUnsafe(ref dst, (nuint)(i + 8));
+            ((h11 << 16) | q11).StoreUnsafe(ref dst, (nuint)(i + 12));
         }
         return i;
     }
