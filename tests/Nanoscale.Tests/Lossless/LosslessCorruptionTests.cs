@@ -149,6 +149,37 @@ public class LosslessCorruptionTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void HeaderFieldsChangedBehindAValidHeaderChecksumAreCaught()
+    {
+        var (original, encoded, starts) = Subject();
+        int directoryEnd = (int)starts[0] - 8;
+        var rng = new Random(77);
+        // (offset, width) of every header field, then values that are plausible, extreme, or off by one.
+        (int Offset, int Width)[] fields = [(4, 2), (6, 1), (7, 1), (8, 8), (16, 4), (20, 4), (24, 1), (25, 1), (26, 1), (27, 1)];
+        int detected = 0;
+        foreach (var (offset, width) in fields)
+        {
+            ulong current = 0;
+            for (int b = 0; b < width; b++) current |= (ulong)encoded[offset + b] << (8 * b);
+            ulong[] candidates = [0, 1, 2, 3, 4, current - 1, current + 1, current * 2, current / 2, ulong.MaxValue, (ulong)rng.NextInt64()];
+            foreach (ulong value in candidates)
+            {
+                if (value == current) continue;
+                var damaged = (byte[])encoded.Clone();
+                for (int b = 0; b < width; b++) damaged[offset + b] = (byte)(value >> (8 * b));
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(damaged.AsSpan(directoryEnd), XxHash3.HashToUInt64(damaged.AsSpan(0, directoryEnd)));
+                try
+                {
+                    var decoded = LosslessCodec.Decode(damaged, "w", Options);
+                    Assert.Equal(original, decoded); // only acceptable if nothing actually changed the meaning
+                }
+                catch (LosslessFormatException) { detected++; }
+            }
+        }
+        Assert.True(detected > 90, $"{detected}");
+    }
+
+    [Fact]
     public void ChecksumMismatchNamesTensorChunkAndOffset()
     {
         var (_, encoded, starts) = Subject();
