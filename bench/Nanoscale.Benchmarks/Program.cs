@@ -1,10 +1,16 @@
 using BenchmarkDotNet.Running;
 using Nanoscale.Benchmarks;
 
-// `io-read` is a whole-checkpoint streaming run (throughput and peak memory), which BenchmarkDotNet's
-// repeated-invocation model does not fit; everything else is a BenchmarkDotNet class selected with --filter.
-if (args.Length > 0 && args[0] == "io-read") return IoReadBenchmark.Run(args[1..]);
-if (args.Length > 0 && args[0] == "eval") return EvalBenchmark.Run(args[1..]);
+// Whole-run modes that BenchmarkDotNet's repeated-invocation model does not fit (streaming a checkpoint, peak memory,
+// quick stopwatch comparisons); everything else is a BenchmarkDotNet class selected with --filter.
+switch (args.FirstOrDefault())
+{
+    case "io-read": return IoReadBenchmark.Run(args[1..]);
+    case "eval": return EvalBenchmark.Run(args[1..]);
+    case "lossless-context": LosslessContext.Run(); return 0;
+    case "lossless-kernels": LosslessKernels.Run(); return 0;
+    case "lossless-quick": LosslessQuick.Run(); return 0;
+}
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;
 
