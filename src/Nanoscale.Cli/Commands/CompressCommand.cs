@@ -13,7 +13,7 @@ internal static class CompressCommand
     public static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to compress" };
-        var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless", Required = true };
+        var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless, vp:mant=3", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "Output .safetensors file", Required = true };
         var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
         var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
@@ -35,7 +35,7 @@ internal static class CompressCommand
             var options = new CompressOptions
             {
                 Codec = codec,
-                Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
+                Selection = TensorSelection.For(codec, parse.GetValue(include), parse.GetValue(exclude)),
                 EncodeOptions = new EncodeOptions
                 {
                     MaxDegreeOfParallelism = parse.GetValue(threads),

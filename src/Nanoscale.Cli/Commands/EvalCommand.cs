@@ -31,7 +31,8 @@ internal static class EvalCommand
                 Format = parse.GetValue(format),
                 ContextLength = parse.GetValue(ctx),
                 TokenizerPath = parse.GetValue(tokenizer),
-                Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
+                Include = parse.GetValue(include),
+                Exclude = parse.GetValue(exclude),
                 MaxDegreeOfParallelism = parse.GetValue(threads),
             };
             if (options.ContextLength is < 2) throw new ArgumentException("--ctx must be at least 2");

@@ -33,7 +33,8 @@ internal static class SweepCommand
                 TextPath = parse.GetValue(text) ?? "",
                 ContextLength = parse.GetValue(ctx),
                 TokenizerPath = parse.GetValue(tokenizer),
-                Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
+                Include = parse.GetValue(include),
+                Exclude = parse.GetValue(exclude),
                 MaxDegreeOfParallelism = parse.GetValue(threads),
             };
             var textOptions = parse.GetValue(text) is null ? null : weightOptions;

@@ -12,7 +12,13 @@ public sealed record EvalOptions
     public required string TextPath { get; init; }
     public int? ContextLength { get; init; }
     public string? TokenizerPath { get; init; }
-    public TensorSelection Selection { get; init; } = TensorSelection.Default;
+    /// <summary>Regexes that change which tensors the codec applies to (<see cref="TensorSelection"/>).</summary>
+    public string? Include { get; init; }
+    public string? Exclude { get; init; }
+
+    /// <summary>The tensors <paramref name="codec"/> applies to (the default linear weights when null).</summary>
+    public TensorSelection SelectionFor(ITensorCodec? codec) =>
+        codec is null ? new TensorSelection(Include, Exclude) : TensorSelection.For(codec, Include, Exclude);
 
     /// <summary>Threads; 0 means all cores.</summary>
     public int MaxDegreeOfParallelism { get; init; }
@@ -57,7 +63,7 @@ public static class Evaluation
                 Compressor.Compress(source, temporary, new CompressOptions
                 {
                     Codec = codec,
-                    Selection = options.Selection,
+                    Selection = options.SelectionFor(codec),
                     EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
                 }, progress, cancellationToken);
                 compressTime = clock.Elapsed;
@@ -88,7 +94,8 @@ public static class Evaluation
                 cancellationToken);
 
             // The weights a codec applies to: the encoded ones, or for a plain model the ones it would encode.
-            var weighed = compressed.Tensors.Where(t => t.Encoded is not null || options.Selection.Selects(t.Plain!)).ToList();
+            var selection = options.SelectionFor(null);
+            var weighed = compressed.Tensors.Where(t => t.Encoded is not null || selection.Selects(t.Plain!)).ToList();
             double bpw = 8.0 * weighed.Sum(t => t.StoredBytes) / Math.Max(1, weighed.Sum(t => t.ElementCount));
             return new EvalReport(modelPath, options.Format ?? compressed.Format ?? "original", bpw,
                 compressed.Tensors.Sum(t => t.StoredBytes), error, perplexity, compressTime, clock.Elapsed);

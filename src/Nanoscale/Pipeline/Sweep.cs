@@ -36,7 +36,7 @@ public static class Sweep
         else
         {
             using var source = CheckpointLoader.Open(modelPath);
-            var selected = source.Tensors.Where(weightOptions.Selection.Selects).ToList();
+            var selected = source.Tensors.Where(weightOptions.SelectionFor(null).Selects).ToList();
             Add(new SweepRow("original", 8.0 * selected.Sum(t => t.ByteLength) / Math.Max(1, selected.Sum(t => t.ElementCount)),
                 source.Tensors.Sum(t => t.ByteLength), null, null, TimeSpan.Zero));
             foreach (var format in formats)
@@ -56,10 +56,11 @@ public static class Sweep
         var temporary = Path.Combine(options.WorkFolder ?? Path.GetTempPath(), $"nanoscale-sweep-{Guid.NewGuid():N}.safetensors");
         try
         {
+            var codec = CodecRegistry.Create(format);
             var report = Compressor.Compress(source, temporary, new CompressOptions
             {
-                Codec = CodecRegistry.Create(format),
-                Selection = options.Selection,
+                Codec = codec,
+                Selection = options.SelectionFor(codec),
                 EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
             }, progress, cancellationToken);
             using var written = CompressedCheckpoint.Open(temporary);

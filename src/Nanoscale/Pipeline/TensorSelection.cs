@@ -16,19 +16,30 @@ public sealed class TensorSelection
 
     private readonly Regex? _include;
     private readonly Regex? _exclude;
+    private readonly bool _everything;
 
-    public TensorSelection(string? include = null, string? exclude = null)
+    /// <param name="include">Regex of extra tensor names to select.</param>
+    /// <param name="exclude">Regex of tensor names never to select (wins over everything else).</param>
+    /// <param name="everything">Select every non-empty tensor, whatever its dtype (lossless coding), instead of the linear weights.</param>
+    public TensorSelection(string? include = null, string? exclude = null, bool everything = false)
     {
         _include = Compile(include, "--include");
         _exclude = Compile(exclude, "--exclude");
+        _everything = everything;
     }
 
     public static TensorSelection Default { get; } = new();
 
+    /// <summary>The selection for a codec: every tensor for a lossless codec, the linear weights otherwise.</summary>
+    public static TensorSelection For(Codecs.ITensorCodec codec, string? include = null, string? exclude = null) =>
+        new(include, exclude, everything: codec.IsLossless);
+
     public bool Selects(TensorInfo tensor)
     {
-        if (!tensor.DType.IsFloat() || tensor.ElementCount == 0) return false;
+        if (tensor.ElementCount == 0) return false;
         if (_exclude?.IsMatch(tensor.Name) == true) return false;
+        if (_everything) return true;
+        if (!tensor.DType.IsFloat()) return false;
         if (_include?.IsMatch(tensor.Name) == true) return true;
         return tensor.Shape.Length == 2 && !DefaultExcluded.IsMatch(tensor.Name);
     }

@@ -12,7 +12,17 @@ public static class CodecRegistry
     public static FormatRegistry Formats { get; } = FormatRegistry.Builtin.With(
         Cast("f32", CastCodec.F32, "float32 (baseline)", 32),
         Cast("bf16", CastCodec.BF16, "bfloat16, round to nearest even (baseline)", 16),
-        Cast("f16", CastCodec.F16, "IEEE half, round to nearest even (baseline)", 16));
+        Cast("f16", CastCodec.F16, "IEEE half, round to nearest even (baseline)", 16),
+        new FormatTraits("lossless", [], "bit-exact: byte planes coded with rANS (any dtype; ~10.6 bpw on bf16 weights)", 10.6, [],
+            (_, _) => EntropyTensorCodec.Lossless),
+        new FormatTraits("vp", [], "variable precision: mantissa rounded to m(e) bits, exponent floor, then rANS-coded (SPEC §10)", 0,
+        [
+            new FormatOption("mant", "3", [], "mantissa bits kept near the typical magnitude"),
+            new FormatOption("floor", "0", [], "biased exponents below this flush to zero"),
+            new FormatOption("taper", "0", [], "mantissa bits dropped per binade beyond the window (0 = uniform)"),
+            new FormatOption("width", "2", [], "binades each side of the centre that keep all bits"),
+            new FormatOption("center", "", [], "biased exponent of the centre (default: each tensor's most frequent)"),
+        ], (_, canonical) => EntropyTensorCodec.VariablePrecision(canonical)));
 
     public static IEnumerable<string> Names => Formats.Names;
 

@@ -1,0 +1,101 @@
+using Nanoscale.Formats;
+using Nanoscale.IO;
+using Nanoscale.Lossless;
+
+namespace Nanoscale.Pipeline.Codecs;
+
+/// <summary>
+/// The rANS-coded codecs in the container (SPEC §9–§10): <c>lossless</c> stores each tensor bit for bit, any dtype;
+/// <c>vp:…</c> first rounds BF16/F16/F32 mantissas to m(e) bits (variable precision, exponent floor), then codes the
+/// result the same way. Either is one part, <c>NAME.ans</c> (U8), the self-describing stream of docs/lossless.md.
+/// </summary>
+public sealed class EntropyTensorCodec : ITensorCodec, ICodec
+{
+    private readonly VariablePrecisionOptions? _precision;
+
+    private EntropyTensorCodec(string spec, VariablePrecisionOptions? precision)
+    {
+        Spec = spec;
+        _precision = precision;
+    }
+
+    public static EntropyTensorCodec Lossless { get; } = new("lossless", null);
+
+    /// <summary>A variable-precision codec from a canonical <c>vp:…</c> spec string.</summary>
+    public static EntropyTensorCodec VariablePrecision(string spec) => new(spec, VariablePrecisionOptions.Parse(spec));
+
+    public string Spec { get; }
+
+    public bool IsLossless => _precision is null;
+
+    public EncodedTensor Encode(TensorView source, EncodeOptions options, CancellationToken cancellationToken = default)
+    {
+        var tensor = source.Tensor;
+        if (tensor.ByteLength > Array.MaxLength)
+            throw new ArgumentException($"{tensor.Name}: tensors over 2 GiB are not supported by {Spec} yet");
+        cancellationToken.ThrowIfCancellationRequested();
+        var lossless = LosslessOptions.Default with { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : -1 };
+        byte[] coded;
+        if (_precision is null)
+        {
+            coded = LosslessCodec.Encode(source.Bytes, tensor.DType, lossless);
+        }
+        else
+        {
+            if (tensor.DType is not (DType.BF16 or DType.F16 or DType.F32))
+                throw new ArgumentException($"{tensor.Name}: {Spec} applies to BF16, F16 and F32 tensors, not {tensor.DType}");
+            coded = Nanoscale.Lossless.VariablePrecision.Encode(source.Bytes, tensor.DType,
+                _precision with { Lossless = _precision.Lossless with { MaxDegreeOfParallelism = lossless.MaxDegreeOfParallelism } }, out _);
+        }
+        return new EncodedTensor([new EncodedPart("ans", DType.U8, [coded.Length], coded)]);
+    }
+
+    public ITensorDecoder OpenDecoder(StoredTensor stored) => new Decoder(stored);
+
+    /// <summary>Decodes the whole tensor once, on first use (thread-safe), then serves rows and bytes from it.</summary>
+    private sealed class Decoder : ITensorDecoder
+    {
+        private readonly Lazy<byte[]> _decoded;
+
+        public Decoder(StoredTensor stored)
+        {
+            Stored = stored;
+            _decoded = new Lazy<byte[]>(Decode, LazyThreadSafetyMode.ExecutionAndPublication);
+        }
+
+        public StoredTensor Stored { get; }
+
+        private byte[] Decode()
+        {
+            var part = Stored.Part("ans");
+            using var view = Stored.Map("ans");
+            try
+            {
+                var info = LosslessCodec.ReadInfo(view.Bytes, Stored.Name);
+                long expected = Stored.ElementCount * Stored.DType.ElementSize();
+                if (info.DecodedLength != expected)
+                    throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset,
+                        $"coded stream holds {info.DecodedLength} bytes but {Stored.DType} × [{string.Join(", ", Stored.Shape)}] needs {expected}");
+                var bytes = new byte[expected];
+                LosslessCodec.Decode(view.Bytes, bytes, Stored.Name);
+                return bytes;
+            }
+            catch (LosslessFormatException e)
+            {
+                throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset + e.Offset, e.Message, e);
+            }
+        }
+
+        public void ReadRows(long firstRow, int count, Span<float> destination)
+        {
+            int size = Stored.DType.ElementSize();
+            long columns = Stored.Columns;
+            var values = destination[..checked((int)(count * columns))];
+            TensorData.ToFloat(_decoded.Value.AsSpan(checked((int)(firstRow * columns * size)), values.Length * size), Stored.DType, values);
+        }
+
+        public void ReadOriginal(Stream destination) => destination.Write(_decoded.Value);
+
+        public void Dispose() { }
+    }
+}
