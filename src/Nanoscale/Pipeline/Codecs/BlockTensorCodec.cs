@@ -7,15 +7,23 @@ namespace Nanoscale.Pipeline.Codecs;
 /// Stores a block format's output in the container (SPEC §8): <c>NAME.blocks</c> U8 <c>[rows, nblocks, bytes_per_block]</c>,
 /// <c>NAME.scales</c> U8 <c>[rows, nblocks]</c> (U16 when a scale takes two bytes), and, for formats with per-tensor
 /// data (NVFP4's FP32 tensor scale), <c>NAME.tensor_data</c> U8. Rows are streamed through the codec in chunks.
+/// With <c>entropy=rans</c> the blocks and scales are further coded losslessly (SPEC §10: the codes of a block format
+/// are far from uniform — MXFP4 scales carry ~1.5 of their 8 bits) and stored as <c>NAME.blocks.ans</c> and
+/// <c>NAME.scales.ans</c>; decoding expands them once, then proceeds as usual.
 /// </summary>
-public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
+public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false) : ITensorCodec
 {
+    /// <summary>The spec option that adds lossless coding of the stored codes to any block format.</summary>
+    public const string EntropyOption = "entropy=rans";
+
     /// <summary>Elements converted to float32 and quantized per step: bounds the working memory.</summary>
     private const int ChunkElements = 1 << 22;
 
     public IBlockCodec Codec { get; } = codec;
 
-    public string Spec => Codec.Spec;
+    public bool EntropyCoded { get; } = entropyCoded;
+
+    public string Spec => EntropyCoded ? Codec.Spec + (Codec.Spec.Contains(':') ? "," : ":") + EntropyOption : Codec.Spec;
 
     public bool IsLossless => false;
 
@@ -53,13 +61,19 @@ public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
                     blocks.AsSpan((int)(first * blocksPerRow * Codec.BytesPerBlock), count * blocksPerRow * Codec.BytesPerBlock),
                     scales.AsSpan((int)(first * blocksPerRow * Codec.ScaleBytesPerBlock), count * blocksPerRow * Codec.ScaleBytesPerBlock)));
 
-            var parts = new List<EncodedPart>
-            {
-                new("blocks", DType.U8, [rows, blocksPerRow, Codec.BytesPerBlock], blocks),
-                Codec.ScaleBytesPerBlock == 2
-                    ? new("scales", DType.U16, [rows, blocksPerRow], scales)
-                    : new("scales", DType.U8, [rows, blocksPerRow * Codec.ScaleBytesPerBlock], scales),
-            };
+            var parts = EntropyCoded
+                ? new List<EncodedPart>
+                {
+                    Coded("blocks.ans", blocks, options),
+                    Coded("scales.ans", scales, options),
+                }
+                : new List<EncodedPart>
+                {
+                    new("blocks", DType.U8, [rows, blocksPerRow, Codec.BytesPerBlock], blocks),
+                    Codec.ScaleBytesPerBlock == 2
+                        ? new("scales", DType.U16, [rows, blocksPerRow], scales)
+                        : new("scales", DType.U8, [rows, blocksPerRow * Codec.ScaleBytesPerBlock], scales),
+                };
             if (tensorData.Length > 0) parts.Add(new("tensor_data", DType.U8, [tensorData.Length], tensorData));
             return new EncodedTensor(parts);
         }
@@ -69,6 +83,16 @@ public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
                 $"{tensor.Name}: element {e.ElementIndex} is {e.Value}; a checkpoint with non-finite weights is broken " +
                 "(pass --allow-nonfinite to store such blocks as NaN)", e);
         }
+    }
+
+    private static EncodedPart Coded(string suffix, byte[] bytes, EncodeOptions options)
+    {
+        var coded = Lossless.LosslessCodec.Encode(bytes, DType.U8, Lossless.LosslessOptions.Default with
+        {
+            MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : -1,
+            MinimumSavings = 0,
+        });
+        return new EncodedPart(suffix, DType.U8, [coded.Length], coded);
     }
 
     private delegate void ChunkAction(ReadOnlySpan<float> chunk, long firstRow, int rowCount);
@@ -94,7 +118,8 @@ public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
         private static readonly CodecOptions SingleThread = new() { MaxDegreeOfParallelism = 1 };
 
         private readonly IBlockCodec _codec;
-        private readonly TensorView _blocks, _scales;
+        private readonly TensorView? _blocks, _scales;       // plain parts, mapped
+        private readonly byte[]? _blockBytes, _scaleBytes;   // entropy-coded parts, expanded once
         private readonly byte[] _tensorData;
         private readonly int _cols, _blocksPerRow;
 
@@ -104,14 +129,22 @@ public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
             Stored = stored;
             _cols = checked((int)stored.Columns);
             _blocksPerRow = _codec.BlocksPerRow(_cols);
-            var blocks = stored.Part("blocks");
-            var scales = stored.Part("scales");
             long expectedBlocks = stored.Rows * _blocksPerRow * _codec.BytesPerBlock;
             long expectedScales = stored.Rows * _blocksPerRow * _codec.ScaleBytesPerBlock;
-            if (blocks.ByteLength != expectedBlocks || scales.ByteLength != expectedScales)
-                throw new CheckpointFormatException(blocks.FilePath, $"{stored.Name}.blocks", blocks.FileOffset,
-                    $"{_codec.Spec} of shape [{string.Join(", ", stored.Shape)}] needs {expectedBlocks} block bytes and {expectedScales} scale bytes, " +
-                    $"found {blocks.ByteLength} and {scales.ByteLength}");
+            if (owner.EntropyCoded)
+            {
+                _blockBytes = Expand(stored, "blocks.ans", expectedBlocks);
+                _scaleBytes = Expand(stored, "scales.ans", expectedScales);
+            }
+            else
+            {
+                var blocks = stored.Part("blocks");
+                var scales = stored.Part("scales");
+                if (blocks.ByteLength != expectedBlocks || scales.ByteLength != expectedScales)
+                    throw new CheckpointFormatException(blocks.FilePath, $"{stored.Name}.blocks", blocks.FileOffset,
+                        $"{_codec.Spec} of shape [{string.Join(", ", stored.Shape)}] needs {expectedBlocks} block bytes and {expectedScales} scale bytes, " +
+                        $"found {blocks.ByteLength} and {scales.ByteLength}");
+            }
             _tensorData = new byte[_codec.TensorDataBytes];
             if (_tensorData.Length > 0)
             {
@@ -121,8 +154,31 @@ public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
                 using var view = stored.Map("tensor_data");
                 view.Bytes.CopyTo(_tensorData);
             }
-            _blocks = stored.Map("blocks");
-            _scales = stored.Map("scales");
+            if (!owner.EntropyCoded)
+            {
+                _blocks = stored.Map("blocks");
+                _scales = stored.Map("scales");
+            }
+        }
+
+        private static byte[] Expand(StoredTensor stored, string suffix, long expected)
+        {
+            var part = stored.Part(suffix);
+            using var view = stored.Map(suffix);
+            try
+            {
+                var info = Lossless.LosslessCodec.ReadInfo(view.Bytes, stored.Name);
+                if (info.DecodedLength != expected)
+                    throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset,
+                        $"coded stream holds {info.DecodedLength} bytes, the layout needs {expected}");
+                var bytes = new byte[expected];
+                Lossless.LosslessCodec.Decode(view.Bytes, bytes, stored.Name);
+                return bytes;
+            }
+            catch (Lossless.LosslessFormatException e)
+            {
+                throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset + e.Offset, e.Message, e);
+            }
         }
 
         public StoredTensor Stored { get; }
@@ -130,9 +186,10 @@ public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
         public void ReadRows(long firstRow, int count, Span<float> destination)
         {
             long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;
+            int blockLength = checked((int)(count * blockStride)), scaleLength = checked((int)(count * scaleStride));
             _codec.Dequantize(
-                _blocks.Slice(firstRow * blockStride, checked((int)(count * blockStride))),
-                _scales.Slice(firstRow * scaleStride, checked((int)(count * scaleStride))),
+                _blockBytes is null ? _blocks!.Slice(firstRow * blockStride, blockLength) : _blockBytes.AsSpan(checked((int)(firstRow * blockStride)), blockLength),
+                _scaleBytes is null ? _scales!.Slice(firstRow * scaleStride, scaleLength) : _scaleBytes.AsSpan(checked((int)(firstRow * scaleStride)), scaleLength),
                 _tensorData, count, _cols, SingleThread, destination[..checked(count * _cols)]);
         }
 
@@ -140,8 +197,8 @@ public sealed class BlockTensorCodec(IBlockCodec codec) : ITensorCodec
 
         public void Dispose()
         {
-            _blocks.Dispose();
-            _scales.Dispose();
+            _blocks?.Dispose();
+            _scales?.Dispose();
         }
     }
 }

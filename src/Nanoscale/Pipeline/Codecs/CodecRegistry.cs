@@ -28,12 +28,37 @@ public static class CodecRegistry
 
     /// <summary>The codec a spec string names.</summary>
     /// <exception cref="FormatSpecException">Unknown name, key or value (the message lists the valid ones).</exception>
-    public static ITensorCodec Create(string spec) => Formats.Create(spec) switch
+    /// <remarks>
+    /// Any block format also takes <c>entropy=rans</c> (e.g. <c>mxfp4:entropy=rans</c>): its stored codes and scales
+    /// are then coded losslessly as well (<see cref="BlockTensorCodec"/>).
+    /// </remarks>
+    public static ITensorCodec Create(string spec)
     {
-        ITensorCodec codec => codec,
-        IBlockCodec block => new BlockTensorCodec(block),
-        var other => throw new FormatSpecException(spec, $"{other.GetType().Name} cannot be stored in a checkpoint"),
-    };
+        var (inner, entropy) = SplitEntropyOption(spec);
+        var created = Formats.Create(inner);
+        if (entropy && created is not IBlockCodec)
+            throw new FormatSpecException(spec, $"'{BlockTensorCodec.EntropyOption}' applies to block formats only");
+        return created switch
+        {
+            ITensorCodec codec => codec,
+            IBlockCodec block => new BlockTensorCodec(block, entropy),
+            var other => throw new FormatSpecException(spec, $"{other.GetType().Name} cannot be stored in a checkpoint"),
+        };
+    }
+
+    /// <summary>Removes the container-level <c>entropy=…</c> option, which the format table does not know.</summary>
+    private static (string Inner, bool Entropy) SplitEntropyOption(string spec)
+    {
+        int colon = spec.IndexOf(':');
+        if (colon < 0) return (spec, false);
+        var options = spec[(colon + 1)..].Split(',', StringSplitOptions.TrimEntries);
+        var entropy = options.Where(o => o.StartsWith("entropy=", StringComparison.OrdinalIgnoreCase)).ToList();
+        if (entropy.Count == 0) return (spec, false);
+        if (entropy.Count > 1 || !entropy[0].Equals(BlockTensorCodec.EntropyOption, StringComparison.OrdinalIgnoreCase))
+            throw new FormatSpecException(spec, $"the entropy option takes one value: '{BlockTensorCodec.EntropyOption}'");
+        var rest = options.Where(o => !o.StartsWith("entropy=", StringComparison.OrdinalIgnoreCase)).ToList();
+        return (rest.Count == 0 ? spec[..colon] : $"{spec[..colon]}:{string.Join(',', rest)}", true);
+    }
 
     private static FormatTraits Cast(string name, CastCodec codec, string summary, double bits) =>
         new(name, [], summary, bits, [], (_, _) => codec);
