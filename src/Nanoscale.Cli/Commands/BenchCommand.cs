@@ -23,7 +23,7 @@ internal static class BenchCommand
                 .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
                 .Select(t => int.TryParse(t, out var n) && n > 0 ? n : throw new ArgumentException($"--threads: '{t}' is not a positive integer"))
                 .Distinct().ToList();
-            var list = parse.GetValue(formats)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var list = FormatList.Split(parse.GetValue(formats)!);
             foreach (var f in list) Nanoscale.Pipeline.Codecs.CodecRegistry.Create(f); // fail early on a bad spec
 
             string? sample = null;

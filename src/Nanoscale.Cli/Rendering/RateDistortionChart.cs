@@ -28,6 +28,7 @@ internal static class RateDistortionChart
             line.LinePattern = ScottPlot.LinePattern.Dashed;
             line.LegendText = "original";
         }
+        plot.Axes.Margins(0.05, 0.25, 0.08, 0.08); // room on the right for the labels of the outermost points
         plot.Title(title);
         plot.XLabel("bits per weight (stored bytes, scales included)");
         plot.YLabel(perplexity ? "perplexity (lower is better)" : "weight SQNR, dB (higher is better)");

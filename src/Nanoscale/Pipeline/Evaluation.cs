@@ -16,9 +16,11 @@ public sealed record EvalOptions
     public string? Include { get; init; }
     public string? Exclude { get; init; }
 
-    /// <summary>The tensors <paramref name="codec"/> applies to (the default linear weights when null).</summary>
-    public TensorSelection SelectionFor(ITensorCodec? codec) =>
-        codec is null ? new TensorSelection(Include, Exclude) : TensorSelection.For(codec, Include, Exclude);
+    /// <summary>
+    /// The tensors every codec applies to in an evaluation or sweep: the same ones for all codecs (by default the
+    /// linear weights, even for <c>lossless</c>), so that bpw, error and perplexity compare like with like.
+    /// </summary>
+    public TensorSelection Selection => new(Include, Exclude);
 
     /// <summary>Threads; 0 means all cores.</summary>
     public int MaxDegreeOfParallelism { get; init; }
@@ -63,7 +65,7 @@ public static class Evaluation
                 Compressor.Compress(source, temporary, new CompressOptions
                 {
                     Codec = codec,
-                    Selection = options.SelectionFor(codec),
+                    Selection = options.Selection,
                     EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
                 }, progress, cancellationToken);
                 compressTime = clock.Elapsed;
@@ -94,7 +96,7 @@ public static class Evaluation
                 cancellationToken);
 
             // The weights a codec applies to: the encoded ones, or for a plain model the ones it would encode.
-            var selection = options.SelectionFor(null);
+            var selection = options.Selection;
             var weighed = compressed.Tensors.Where(t => t.Encoded is not null || selection.Selects(t.Plain!)).ToList();
             double bpw = 8.0 * weighed.Sum(t => t.StoredBytes) / Math.Max(1, weighed.Sum(t => t.ElementCount));
             return new EvalReport(modelPath, options.Format ?? compressed.Format ?? "original", bpw,

@@ -36,7 +36,7 @@ public static class Sweep
         else
         {
             using var source = CheckpointLoader.Open(modelPath);
-            var selected = source.Tensors.Where(weightOptions.SelectionFor(null).Selects).ToList();
+            var selected = source.Tensors.Where(weightOptions.Selection.Selects).ToList();
             Add(new SweepRow("original", 8.0 * selected.Sum(t => t.ByteLength) / Math.Max(1, selected.Sum(t => t.ElementCount)),
                 source.Tensors.Sum(t => t.ByteLength), null, null, TimeSpan.Zero));
             foreach (var format in formats)
@@ -60,7 +60,7 @@ public static class Sweep
             var report = Compressor.Compress(source, temporary, new CompressOptions
             {
                 Codec = codec,
-                Selection = options.SelectionFor(codec),
+                Selection = options.Selection,
                 EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
             }, progress, cancellationToken);
             using var written = CompressedCheckpoint.Open(temporary);
