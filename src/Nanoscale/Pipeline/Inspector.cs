@@ -11,6 +11,9 @@ public sealed record InspectOptions
 
     /// <summary>Skip the statistics (a header-only listing, fast on huge checkpoints).</summary>
     public bool SkipStatistics { get; init; }
+
+    /// <summary>Formats whose checkpoint size is estimated (casts and block formats; their exact stored size).</summary>
+    public IReadOnlyList<string> EstimateFormats { get; init; } = ["bf16", "mxfp8", "mxfp6", "mxfp4", "nvfp4"];
 }
 
 public sealed record TensorReport(string Name, DType DType, long[] Shape, long Bytes, bool Selected, TensorStatistics? Statistics);
@@ -49,38 +52,23 @@ public static class Inspector
 
         var selected = checkpoint.Tensors.Where(options.Selection.Selects).ToList();
         long unselectedBytes = total - selected.Sum(t => t.ByteLength);
-        var estimates = FormatFootprint.Known
-            .Select(f =>
+        long weights = selected.Sum(t => t.ElementCount);
+        var estimates = new List<SizeEstimate>();
+        foreach (var format in options.EstimateFormats)
+        {
+            var codec = Codecs.CodecRegistry.Create(format);
+            Func<TensorInfo, long>? stored = codec switch
             {
-                long bytes = unselectedBytes + selected.Sum(t => f.Bytes(t.Rows, t.Columns));
-                long weights = selected.Sum(t => t.ElementCount);
-                double bpw = weights == 0 ? 0 : 8.0 * selected.Sum(t => f.Bytes(t.Rows, t.Columns)) / weights;
-                return new SizeEstimate(f.Name, bpw, bytes);
-            })
-            .ToList();
+                Codecs.CastCodec cast => t => t.ElementCount * cast.Target.ElementSize(),
+                Codecs.BlockTensorCodec { EntropyCoded: false } block =>
+                    t => (long)Math.Round(block.Codec.BitsPerWeight(t.Rows, t.Columns) * t.ElementCount / 8), // whole bytes by construction
+                _ => null, // coded sizes depend on the data: measure them with `sweep`
+            };
+            if (stored is null) throw new ArgumentException($"{format}: only casts and block formats have a size estimate; use sweep to measure {format}");
+            long codedBytes = selected.Sum(stored);
+            estimates.Add(new SizeEstimate(codec.Spec, weights == 0 ? 0 : 8.0 * codedBytes / weights, unselectedBytes + codedBytes));
+        }
         return new InspectReport(checkpoint.Path, checkpoint.Kind, checkpoint.Config, checkpoint.Metadata, reports,
             checkpoint.Tensors.Sum(t => t.ElementCount), total, selected.Sum(t => t.ElementCount), selected.Sum(t => t.ByteLength), estimates);
-    }
-}
-
-/// <summary>
-/// Stored size of a block format: per row, ceil(cols / blockSize) blocks of element codes and a scale, plus
-/// per-tensor data. Short final blocks are stored padded (SPEC §1), so their padding counts.
-/// </summary>
-public sealed record FormatFootprint(string Name, int BlockSize, int ElementBits, int ScaleBits, int TensorBits)
-{
-    public static readonly IReadOnlyList<FormatFootprint> Known =
-    [
-        new("bf16", 1, 16, 0, 0),
-        new("mxfp8", 32, 8, 8, 0),
-        new("mxfp6", 32, 6, 8, 0),
-        new("mxfp4", 32, 4, 8, 0),
-        new("nvfp4", 16, 4, 8, 32),
-    ];
-
-    public long Bytes(long rows, long cols)
-    {
-        long blocks = rows * ((cols + BlockSize - 1) / BlockSize);
-        return (blocks * ((long)BlockSize * ElementBits + ScaleBits) + TensorBits + 7) / 8;
     }
 }
