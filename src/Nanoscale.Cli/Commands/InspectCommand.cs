@@ -17,9 +17,10 @@ internal static class InspectCommand
         var include = new Option<string?>("--include") { Description = "Regex of extra tensor names a codec would apply to" };
         var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names a codec must leave alone" };
         var noStats = new Option<bool>("--no-stats") { Description = "List tensors without reading their data" };
+        var estimate = new Option<string?>("--estimate") { Description = "Formats to estimate sizes for (casts and block formats; default bf16,mxfp8,mxfp6,mxfp4,nvfp4)" };
         var command = new Command("inspect", "Show a checkpoint's tensors, statistics and estimated sizes per format")
         {
-            model, json, threads, include, exclude, noStats,
+            model, json, threads, include, exclude, noStats, estimate,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -29,6 +30,7 @@ internal static class InspectCommand
                 MaxDegreeOfParallelism = parse.GetValue(threads),
                 SkipStatistics = parse.GetValue(noStats),
             };
+            if (parse.GetValue(estimate) is { } list) options = options with { EstimateFormats = FormatList.Split(list) };
             var report = Run(parse.GetValue(model)!, options, context);
             if (context.Json) return ToJson(report);
             Render(report);
