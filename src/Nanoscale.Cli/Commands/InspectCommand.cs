@@ -61,6 +61,8 @@ internal static class InspectCommand
             shape = t.Shape,
             bytes = t.Bytes,
             selected = t.Selected,
+            codec = t.Codec,
+            bits_per_weight = t.BitsPerWeight,
             absmax = t.Statistics?.AbsMax,
             mean = t.Statistics?.Mean,
             std = t.Statistics?.Std,
@@ -90,22 +92,24 @@ internal static class InspectCommand
                 $"vocab {c.VocabSize}, max seq {c.MaxSeqLen}, rope {c.RopeStyle} θ={c.RopeTheta}, tied embeddings {c.TiedEmbeddings}"));
 
         var table = new Table().Border(TableBorder.Simple)
-            .AddColumns("tensor", "dtype", "shape", "size", "absmax", "std", "kurtosis", ">6σ", "exp H", "codec");
-        foreach (var i in new[] { 3, 4, 5, 6, 7, 8 }) table.Columns[i].RightAligned();
+            .AddColumns("tensor", "dtype", "shape", "size", "bpw", "absmax", "std", "kurtosis", ">6σ", "exp H", "codec");
+        foreach (var i in new[] { 3, 4, 5, 6, 7, 8, 9 }) table.Columns[i].RightAligned();
         foreach (var t in r.Tensors)
         {
             var s = t.Statistics;
             table.AddRow(
                 Markup.Escape(t.Name), t.DType.Name(), Markup.Escape("[" + string.Join("×", t.Shape) + "]"), Units.Bytes(t.Bytes),
+                Units.G(t.BitsPerWeight, "0.###"),
                 s is null ? "" : Units.G(s.AbsMax, "0.####"),
                 s is null ? "" : Units.G(s.Std, "0.#####"),
                 s is null ? "" : Units.G(s.Kurtosis, "0.##"),
                 s is null ? "" : Units.G(100 * s.FractionBeyond6Sigma, "0.###") + "%",
                 s?.ExponentEntropyBits is { } h ? Units.G(h, "0.###") : "",
-                t.Selected ? "yes" : "");
+                Markup.Escape(t.Codec ?? (t.Selected ? "(would apply)" : "")));
         }
         console.Write(table);
 
+        if (r.Estimates.Count == 0) return;
         var sizes = new Table().Border(TableBorder.Simple).AddColumns("format", "bpw (codec tensors)", "checkpoint size", "ratio");
         sizes.Columns[1].RightAligned(); sizes.Columns[2].RightAligned(); sizes.Columns[3].RightAligned();
         foreach (var e in r.Estimates)

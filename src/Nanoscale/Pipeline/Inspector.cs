@@ -16,7 +16,15 @@ public sealed record InspectOptions
     public IReadOnlyList<string> EstimateFormats { get; init; } = ["bf16", "mxfp8", "mxfp6", "mxfp4", "nvfp4"];
 }
 
-public sealed record TensorReport(string Name, DType DType, long[] Shape, long Bytes, bool Selected, TensorStatistics? Statistics);
+/// <summary>
+/// One logical tensor. For a tensor stored encoded in a compressed checkpoint, <see cref="Codec"/> is its spec string,
+/// <see cref="DType"/> and <see cref="Shape"/> are the original ones and <see cref="Bytes"/> counts all its stored parts.
+/// </summary>
+public sealed record TensorReport(string Name, DType DType, long[] Shape, long Bytes, bool Selected, TensorStatistics? Statistics,
+    string? Codec = null)
+{
+    public double BitsPerWeight => 8.0 * Bytes / Math.Max(1, TensorInfo.CountElements(Shape));
+}
 
 /// <summary>Checkpoint size if the selected tensors were stored in one format, the rest unchanged.</summary>
 public sealed record SizeEstimate(string Format, double BitsPerWeight, long Bytes);
@@ -35,10 +43,27 @@ public static class Inspector
         options ??= new InspectOptions();
         long total = checkpoint.Tensors.Sum(t => t.ByteLength), done = 0;
         var reports = new List<TensorReport>(checkpoint.Tensors.Count);
+
+        // In a compressed checkpoint, an encoded tensor is reported once, at its first part, as the tensor it encodes.
+        var entries = CompressedLayout.ReadEntries(checkpoint) ?? [];
+        var owners = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, entry) in entries)
+            foreach (var part in entry.Parts) owners[$"{name}.{part}"] = name;
+        var reported = new HashSet<string>(StringComparer.Ordinal);
+
         foreach (var tensor in checkpoint.Tensors)
         {
             cancellationToken.ThrowIfCancellationRequested();
             progress?.Report(new PipelineProgress("inspect", tensor.Name, done, total));
+            done += tensor.ByteLength;
+            if (owners.TryGetValue(tensor.Name, out var owner))
+            {
+                if (!reported.Add(owner)) continue;
+                var entry = entries.First(e => e.Key == owner).Value;
+                long stored = entry.Parts.Sum(p => checkpoint.Find($"{owner}.{p}")?.ByteLength ?? 0);
+                reports.Add(new TensorReport(owner, entry.DType, entry.Shape, stored, false, null, entry.Codec));
+                continue;
+            }
             TensorStatistics? statistics = null;
             if (!options.SkipStatistics && tensor.ElementCount > 0 && tensor.DType != DType.BOOL)
             {
@@ -46,15 +71,15 @@ public static class Inspector
                 statistics = TensorStatistics.Compute(view, options.MaxDegreeOfParallelism, cancellationToken);
             }
             reports.Add(new TensorReport(tensor.Name, tensor.DType, tensor.Shape, tensor.ByteLength, options.Selection.Selects(tensor), statistics));
-            done += tensor.ByteLength;
         }
         progress?.Report(new PipelineProgress("inspect", null, total, total));
 
-        var selected = checkpoint.Tensors.Where(options.Selection.Selects).ToList();
+        // Estimates are for plain checkpoints; a compressed one already has its size.
+        var selected = entries.Count > 0 ? [] : checkpoint.Tensors.Where(options.Selection.Selects).ToList();
         long unselectedBytes = total - selected.Sum(t => t.ByteLength);
         long weights = selected.Sum(t => t.ElementCount);
         var estimates = new List<SizeEstimate>();
-        foreach (var format in options.EstimateFormats)
+        foreach (var format in entries.Count > 0 ? [] : options.EstimateFormats)
         {
             var codec = Codecs.CodecRegistry.Create(format);
             Func<TensorInfo, long>? stored = codec switch
@@ -68,7 +93,7 @@ public static class Inspector
             long codedBytes = selected.Sum(stored);
             estimates.Add(new SizeEstimate(codec.Spec, weights == 0 ? 0 : 8.0 * codedBytes / weights, unselectedBytes + codedBytes));
         }
-        return new InspectReport(checkpoint.Path, checkpoint.Kind, checkpoint.Config, checkpoint.Metadata, reports,
-            checkpoint.Tensors.Sum(t => t.ElementCount), total, selected.Sum(t => t.ElementCount), selected.Sum(t => t.ByteLength), estimates);
+        return new InspectReport(checkpoint.Path, checkpoint.Kind, checkpoint.Config ?? CompressedLayout.ReadConfig(checkpoint), checkpoint.Metadata,
+            reports, reports.Sum(t => TensorInfo.CountElements(t.Shape)), total, selected.Sum(t => t.ElementCount), selected.Sum(t => t.ByteLength), estimates);
     }
 }

@@ -70,3 +70,25 @@ public class InspectCliTests
         File.Delete(json.GetProperty("chart").GetString()!);
     }
 }
+
+public class InspectCompressedCliTests
+{
+    [Fact]
+    public void CompressedCheckpointShowsLogicalTensorsWithTheirCodec()
+    {
+        using var dir = new TempDir();
+        var compressed = dir.File("s.safetensors");
+        Assert.Equal(0, CliProcess.Run("compress", SharedData.Stories260K, "-f", "mxfp4", "-o", compressed, "--no-error").ExitCode);
+        var json = CliProcess.Run("inspect", compressed, "--json").Json();
+        var tensors = json.GetProperty("tensors").EnumerateArray().ToDictionary(t => t.GetProperty("name").GetString()!, t => t);
+        Assert.Equal(47, tensors.Count);                         // the logical tensors, not their parts
+        Assert.DoesNotContain("model.layers.0.self_attn.q_proj.weight.blocks", tensors.Keys);
+        var q = tensors["model.layers.0.self_attn.q_proj.weight"];
+        Assert.Equal("mxfp4", q.GetProperty("codec").GetString());
+        Assert.Equal("F32", q.GetProperty("dtype").GetString());  // the original dtype
+        Assert.Equal(4.25, q.GetProperty("bits_per_weight").GetDouble(), 9);
+        Assert.Equal(64, json.GetProperty("config").GetProperty("dim").GetInt32());
+        Assert.Equal(260_032, json.GetProperty("totals").GetProperty("parameters").GetInt64());
+        Assert.Empty(json.GetProperty("estimates").EnumerateArray());
+    }
+}
