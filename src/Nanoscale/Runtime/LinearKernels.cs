@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Nanoscale.Runtime;
 
@@ -48,17 +50,82 @@ internal static class LinearKernels
         }
     }
 
-    /// <summary>y[t, firstRow + i] = tile[i] · x[t] for t in [t0, t1).</summary>
+    /// <summary>
+    /// y[t, firstRow + i] = tile[i] · x[t] for t in [t0, t1). Pairs of tokens meet groups of four rows in a
+    /// register-blocked kernel (8 dot products share each load: 6 vector loads per 8 FMAs instead of 2 per 1); the
+    /// rows and tokens left over go through <see cref="TensorPrimitives.Dot"/>. The grouping depends only on the tile,
+    /// never on the thread count, so results are identical for any number of workers.
+    /// </summary>
     public static void DotRows(ReadOnlySpan<float> tile, int columns, ReadOnlySpan<float> x, int t0, int t1, Span<float> y, int rows, int firstRow)
     {
         int tileRows = tile.Length / columns;
-        for (int t = t0; t < t1; t++)
+        int t = t0;
+        if (Vector256.IsHardwareAccelerated && columns >= Vector256<float>.Count)
+        {
+            Span<float> sums = stackalloc float[8];
+            for (; t + 2 <= t1; t += 2)
+            {
+                ReadOnlySpan<float> x0 = x.Slice(t * columns, columns), x1 = x.Slice((t + 1) * columns, columns);
+                int i = 0;
+                for (; i + 4 <= tileRows; i += 4)
+                {
+                    Dot4x2(tile.Slice(i * columns, 4 * columns), columns, x0, x1, sums);
+                    sums[..4].CopyTo(y.Slice(t * rows + firstRow + i, 4));
+                    sums[4..].CopyTo(y.Slice((t + 1) * rows + firstRow + i, 4));
+                }
+                for (; i < tileRows; i++)
+                {
+                    var row = tile.Slice(i * columns, columns);
+                    y[t * rows + firstRow + i] = TensorPrimitives.Dot(row, x0);
+                    y[(t + 1) * rows + firstRow + i] = TensorPrimitives.Dot(row, x1);
+                }
+            }
+        }
+        for (; t < t1; t++)
         {
             ReadOnlySpan<float> xt = x.Slice(t * columns, columns);
             Span<float> yt = y.Slice(t * rows + firstRow, tileRows);
             for (int i = 0; i < tileRows; i++)
                 yt[i] = TensorPrimitives.Dot(tile.Slice(i * columns, columns), xt);
         }
+    }
+
+    /// <summary>sums[k] = rows[k] · x0 and sums[4 + k] = rows[k] · x1 for the four rows of <paramref name="rows4"/>.</summary>
+    private static void Dot4x2(ReadOnlySpan<float> rows4, int columns, ReadOnlySpan<float> x0, ReadOnlySpan<float> x1, Span<float> sums)
+    {
+        ref float w = ref MemoryMarshal.GetReference(rows4);
+        ref float a = ref MemoryMarshal.GetReference(x0);
+        ref float b = ref MemoryMarshal.GetReference(x1);
+        Vector256<float> s00 = default, s10 = default, s20 = default, s30 = default;
+        Vector256<float> s01 = default, s11 = default, s21 = default, s31 = default;
+        int n = Vector256<float>.Count, c = 0;
+        nuint c1 = (nuint)columns, c2 = 2 * c1, c3 = 3 * c1;
+        for (; c + n <= columns; c += n)
+        {
+            nuint o = (nuint)c;
+            var xa = Vector256.LoadUnsafe(ref a, o);
+            var xb = Vector256.LoadUnsafe(ref b, o);
+            var r0 = Vector256.LoadUnsafe(ref w, o);
+            var r1 = Vector256.LoadUnsafe(ref w, o + c1);
+            var r2 = Vector256.LoadUnsafe(ref w, o + c2);
+            var r3 = Vector256.LoadUnsafe(ref w, o + c3);
+            s00 = Vector256.FusedMultiplyAdd(r0, xa, s00); s01 = Vector256.FusedMultiplyAdd(r0, xb, s01);
+            s10 = Vector256.FusedMultiplyAdd(r1, xa, s10); s11 = Vector256.FusedMultiplyAdd(r1, xb, s11);
+            s20 = Vector256.FusedMultiplyAdd(r2, xa, s20); s21 = Vector256.FusedMultiplyAdd(r2, xb, s21);
+            s30 = Vector256.FusedMultiplyAdd(r3, xa, s30); s31 = Vector256.FusedMultiplyAdd(r3, xb, s31);
+        }
+        float t00 = Vector256.Sum(s00), t10 = Vector256.Sum(s10), t20 = Vector256.Sum(s20), t30 = Vector256.Sum(s30);
+        float t01 = Vector256.Sum(s01), t11 = Vector256.Sum(s11), t21 = Vector256.Sum(s21), t31 = Vector256.Sum(s31);
+        for (; c < columns; c++)
+        {
+            float xa = x0[c], xb = x1[c];
+            t00 += rows4[c] * xa; t01 += rows4[c] * xb;
+            t10 += rows4[columns + c] * xa; t11 += rows4[columns + c] * xb;
+            t20 += rows4[2 * columns + c] * xa; t21 += rows4[2 * columns + c] * xb;
+            t30 += rows4[3 * columns + c] * xa; t31 += rows4[3 * columns + c] * xb;
+        }
+        sums[0] = t00; sums[1] = t10; sums[2] = t20; sums[3] = t30;
+        sums[4] = t01; sums[5] = t11; sums[6] = t21; sums[7] = t31;
     }
 
     /// <summary>Scalar reference of <see cref="ILinearWeight.MatMul"/> (float accumulation in order), for tests.</summary>
