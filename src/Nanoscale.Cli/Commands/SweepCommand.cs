@@ -11,7 +11,7 @@ internal static class SweepCommand
     public static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to sweep" };
-        var formats = new Option<string>("--formats") { Description = "Comma-separated spec strings (default: every block format and the bf16 baseline)" };
+        var formats = new Option<string>("--formats") { Description = "Spec strings separated by ';' or ',' (a comma followed by key=value continues the previous spec: nxfp4:nm=2,am=e2m1|e1m2;mxfp4). Default: every block format and the bf16 baseline" };
         var text = new Option<string?>("--text") { Description = "Text for perplexity (default: weight error only)" };
         var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: beside the model)" };
@@ -27,7 +27,7 @@ internal static class SweepCommand
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var path = parse.GetValue(model)!;
-            var list = (parse.GetValue(formats) ?? DefaultFormats).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var list = Nanoscale.Formats.FormatSpec.SplitList(parse.GetValue(formats) ?? DefaultFormats);
             var weightOptions = new EvalOptions
             {
                 TextPath = parse.GetValue(text) ?? "",

@@ -1,5 +1,6 @@
 using Nanoscale.Formats.Mx;
 using Nanoscale.Formats.Nv;
+using Nanoscale.Formats.Nx;
 
 namespace Nanoscale.Formats;
 
@@ -98,7 +99,7 @@ public sealed class FormatRegistry
     private static FormatOption RoundOption => new("round", "even", ["even", "away"],
         "element rounding: ties to even, or ties away from zero");
 
-    /// <summary>The built-in rows: MX (FP8, FP6, FP4, INT2..8) and NVFP4.</summary>
+    /// <summary>The built-in rows: MX (FP8, FP6, FP4, INT2..8), NVFP4 and NxFP (nxfp3..nxfp8, docs/nxfp.md).</summary>
     public static IEnumerable<FormatTraits> BuiltinTraits()
     {
         yield return Mx("mxfp8-e4m3", ["mxfp8"], ElementFormat.E4M3, "MXFP8: OCP FP8 E4M3 elements, E8M0 scale per 32");
@@ -111,6 +112,8 @@ public sealed class FormatRegistry
                 $"MXINT{n}: {n}-bit two's complement elements (code·2^-{n - 2}, symmetric), E8M0 scale per 32");
         yield return new FormatTraits("nvfp4", [], "NVFP4: E2M1 elements, UE4M3 scale per 16, FP32 scale per tensor",
             4.5, [RoundOption], (spec, canonical) => new NvFp4Codec(ParseRounding(spec), canonical));
+        foreach (FormatTraits nxfp in NxfpFormats.Traits())
+            yield return nxfp;
     }
 
     private static FormatTraits Mx(string name, string[] aliases, ElementFormat element, string summary) =>

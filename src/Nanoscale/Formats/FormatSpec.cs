@@ -49,6 +49,30 @@ public sealed class FormatSpec
         return new FormatSpec(name, options);
     }
 
+    /// <summary>
+    /// Splits a list of spec strings (CLI <c>--formats</c>). Items are separated by <c>;</c>, or by <c>,</c> when the
+    /// next piece does not look like an option: a piece of the form <c>key=value</c> without <c>:</c> continues the
+    /// previous spec, so <c>mxfp4,nxfp4:nm=2,am=e2m1|e1m2,nvfp4</c> is three specs.
+    /// </summary>
+    public static IReadOnlyList<string> SplitList(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var result = new List<string>();
+        foreach (string item in text.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            int first = result.Count;
+            foreach (string piece in item.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            {
+                bool continues = piece.Contains('=') && !piece.Contains(':') && result.Count > first && result[^1].Contains(':');
+                if (continues)
+                    result[^1] += "," + piece;
+                else
+                    result.Add(piece);
+            }
+        }
+        return result;
+    }
+
     public override string ToString() =>
         Options.Count == 0 ? Name : $"{Name}:{string.Join(',', Options.Select(o => $"{o.Key}={o.Value}"))}";
 }
