@@ -32,12 +32,14 @@ public static class NxfpFormats
     // The presets (8-bit metadata budget, as MX) were chosen by the ablation in docs/nxfp.md.
     private static readonly Preset[] Presets =
     [
-        new("nxfp3", 3, "3", "auto", "auto", "e2m0", "off", "NxFP3: 3-bit elements, 8-bit metadata per 32 (3.25 bpw)"),
-        new("nxfp4", 4, "2", "auto", "auto", "e2m1|e1m2", "off", "NxFP4: 4-bit elements, 8-bit metadata per 32 (4.25 bpw)"),
-        new("nxfp5", 5, "2", "auto", "auto", "e2m2|e3m1", "off", "NxFP5: 5-bit elements, 8-bit metadata per 32 (5.25 bpw)"),
-        new("nxfp6", 6, "2", "auto", "auto", "e2m3|e3m2", "off", "NxFP6: 6-bit elements, 8-bit metadata per 32 (6.25 bpw)"),
-        new("nxfp7", 7, "0", "auto", "auto", "e3m3", "off", "NxFP7: 7-bit elements (no preset tuning), 8-bit metadata per 32"),
-        new("nxfp8", 8, "0", "auto", "auto", "e4m3", "off", "NxFP8: 8-bit elements (no preset tuning), 8-bit metadata per 32"),
+        new("nxfp3", 3, "2", "auto", "auto", "e2m0", "auto", "NxFP3: E2M0, UE5M2 scale + 1 recycling bit (-0 = 3 or 6) per 32 (3.25 bpw)"),
+        new("nxfp4", 4, "2", "auto", "auto", "e2m1|e1m2", "gap", "NxFP4: E2M1|E1M2, UE5M2 scale + 1 format bit per 32, -0 = 5 / 3.25 (4.25 bpw)"),
+        new("nxfp5", 5, "2", "auto", "auto", "e2m2|e1m3", "gap", "NxFP5: E2M2|E1M3, UE5M2 scale + 1 format bit per 32, -0 = 6.5 / 3.625 (5.25 bpw)"),
+        new("nxfp6", 6, "2", "auto", "auto", "e2m3|e1m4", "gap", "NxFP6: E2M3|E1M4, UE5M2 scale + 1 format bit per 32, -0 = 7.25 / 3.8125 (6.25 bpw)"),
+        new("nxfp7", 7, "0", "auto", "auto", "e3m3", "off", "NxFP7: 7-bit elements (no preset tuning), 8-bit metadata per 32 (7.25 bpw)"),
+        new("nxfp8", 8, "0", "auto", "auto", "e4m3", "off", "NxFP8: 8-bit elements (no preset tuning), 8-bit metadata per 32 (8.25 bpw)"),
+        new("nxfp4-m16", 4, "4", "8", "auto", "e2m1|e1m2|e3m0", "auto",
+            "NxFP4 with 16 metadata bits per 32 (4.5 bpw, as NVFP4): UE8M4 scale, 2 format bits, 1 recycling bit"),
     ];
 
     /// <summary>The NxFP rows for <see cref="FormatRegistry.BuiltinTraits"/>.</summary>
