@@ -60,4 +60,4 @@ for w in "${@:-4 5 6 3}"; do
       --chart "$OUT/stories-w$w1.png" --json > "$OUT/stories-w$w1.json"
   done
 done
-python3 tools/nxfp_ablation_table.py "$OUT"
+python3 tools/nxfp_ablation_table.py "$OUT" | tee "$OUT/tables.md"

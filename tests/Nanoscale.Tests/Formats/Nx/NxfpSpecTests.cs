@@ -43,7 +43,7 @@ public class NxfpSpecTests
     public void CanonicalSpecDropsDefaultsAndNormalizesCase()
     {
         Assert.Equal("nxfp4", Nx("NXFP4:round=even").Spec);
-        Assert.Equal("nxfp4:nm=0,am=e2m1,cr=gap", Nx("nxfp4:cr=GAP, am=E2M1, nm=0").Spec);
+        Assert.Equal("nxfp4:nm=0,am=e2m1,cr=ext", Nx("nxfp4:cr=EXT, am=E2M1, nm=0").Spec);
         Assert.Equal("nxfp4:cr=auto", Nx("nxfp4:cr=auto").Spec);
     }
 
