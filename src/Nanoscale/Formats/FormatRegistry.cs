@@ -107,7 +107,7 @@ public sealed class FormatRegistry
         yield return Mx("mxfp6-e2m3", ["mxfp6"], ElementFormat.E2M3, "MXFP6: FP6 E2M3 elements, E8M0 scale per 32");
         yield return Mx("mxfp6-e3m2", [], ElementFormat.E3M2, "MXFP6: FP6 E3M2 elements, E8M0 scale per 32");
         // MX with 5-bit elements: not in the OCP spec; the MX baseline of the NxFP ablation at 5 bits (docs/nxfp.md).
-        yield return Mx("mxfp5-e2m2", ["mxfp5"], ElementFormat.Minifloat(2, 2), "MX with FP5 E2M2 elements (not OCP), E8M0 scale per 32");
+        yield return Mx("mxfp5-e2m2", [], ElementFormat.Minifloat(2, 2), "MX with FP5 E2M2 elements (not OCP), E8M0 scale per 32");
         yield return Mx("mxfp5-e3m1", [], ElementFormat.Minifloat(3, 1), "MX with FP5 E3M1 elements (not OCP), E8M0 scale per 32");
         yield return Mx("mxfp4", [], ElementFormat.E2M1, "MXFP4: FP4 E2M1 elements, E8M0 scale per 32");
         for (int n = 8; n >= 2; n--)
