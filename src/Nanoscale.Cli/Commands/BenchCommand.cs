@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Nanoscale.Cli.Rendering;
+using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Spectre.Console;
@@ -23,7 +24,7 @@ internal static class BenchCommand
                 .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
                 .Select(t => int.TryParse(t, out var n) && n > 0 ? n : throw new ArgumentException($"--threads: '{t}' is not a positive integer"))
                 .Distinct().ToList();
-            var list = FormatList.Split(parse.GetValue(formats)!);
+            var list = FormatSpec.SplitList(parse.GetValue(formats)!);
             foreach (var f in list) Nanoscale.Pipeline.Codecs.CodecRegistry.Create(f); // fail early on a bad spec
 
             string? sample = null;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Nanoscale.Cli.Rendering;
+using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Spectre.Console;
@@ -30,7 +31,7 @@ internal static class InspectCommand
                 MaxDegreeOfParallelism = parse.GetValue(threads),
                 SkipStatistics = parse.GetValue(noStats),
             };
-            if (parse.GetValue(estimate) is { } list) options = options with { EstimateFormats = FormatList.Split(list) };
+            if (parse.GetValue(estimate) is { } list) options = options with { EstimateFormats = FormatSpec.SplitList(list) };
             var report = Run(parse.GetValue(model)!, options, context);
             if (context.Json) return ToJson(report);
             Render(report);

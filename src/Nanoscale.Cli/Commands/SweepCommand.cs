@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Nanoscale.Cli.Rendering;
+using Nanoscale.Formats;
 using Nanoscale.Pipeline;
 using Spectre.Console;
 
@@ -11,7 +12,7 @@ internal static class SweepCommand
     public static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to sweep" };
-        var formats = new Option<string>("--formats") { Description = "Spec strings separated by commas (a key=value token continues the previous spec) or semicolons (default: the MX/NVFP4 formats and bf16)" };
+        var formats = new Option<string>("--formats") { Description = "Spec strings separated by ';' or ',' (a comma followed by key=value continues the previous spec: nxfp4:nm=2,am=e2m1|e1m2;mxfp4). Default: every block format and the bf16 baseline" };
         var text = new Option<string?>("--text") { Description = "Text for perplexity (default: weight error only)" };
         var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: beside the model)" };
@@ -27,7 +28,7 @@ internal static class SweepCommand
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var path = parse.GetValue(model)!;
-            var list = FormatList.Split(parse.GetValue(formats) ?? DefaultFormats);
+            var list = FormatSpec.SplitList(parse.GetValue(formats) ?? DefaultFormats);
             var weightOptions = new EvalOptions
             {
                 TextPath = parse.GetValue(text) ?? "",

@@ -1,5 +1,6 @@
 using Nanoscale.Formats.Mx;
 using Nanoscale.Formats.Nv;
+using Nanoscale.Formats.Nx;
 
 namespace Nanoscale.Formats;
 
@@ -98,19 +99,24 @@ public sealed class FormatRegistry
     private static FormatOption RoundOption => new("round", "even", ["even", "away"],
         "element rounding: ties to even, or ties away from zero");
 
-    /// <summary>The built-in rows: MX (FP8, FP6, FP4, INT2..8) and NVFP4.</summary>
+    /// <summary>The built-in rows: MX (FP8, FP6, FP4, INT2..8), NVFP4 and NxFP (nxfp3..nxfp8, docs/nxfp.md).</summary>
     public static IEnumerable<FormatTraits> BuiltinTraits()
     {
         yield return Mx("mxfp8-e4m3", ["mxfp8"], ElementFormat.E4M3, "MXFP8: OCP FP8 E4M3 elements, E8M0 scale per 32");
         yield return Mx("mxfp8-e5m2", [], ElementFormat.E5M2, "MXFP8: OCP FP8 E5M2 elements, E8M0 scale per 32");
         yield return Mx("mxfp6-e2m3", ["mxfp6"], ElementFormat.E2M3, "MXFP6: FP6 E2M3 elements, E8M0 scale per 32");
         yield return Mx("mxfp6-e3m2", [], ElementFormat.E3M2, "MXFP6: FP6 E3M2 elements, E8M0 scale per 32");
+        // MX with 5-bit elements: not in the OCP spec; the MX baseline of the NxFP ablation at 5 bits (docs/nxfp.md).
+        yield return Mx("mxfp5-e2m2", [], ElementFormat.Minifloat(2, 2), "MX with FP5 E2M2 elements (not OCP), E8M0 scale per 32");
+        yield return Mx("mxfp5-e3m1", [], ElementFormat.Minifloat(3, 1), "MX with FP5 E3M1 elements (not OCP), E8M0 scale per 32");
         yield return Mx("mxfp4", [], ElementFormat.E2M1, "MXFP4: FP4 E2M1 elements, E8M0 scale per 32");
         for (int n = 8; n >= 2; n--)
             yield return Mx($"mxint{n}", [], ElementFormat.Int(n),
                 $"MXINT{n}: {n}-bit two's complement elements (code·2^-{n - 2}, symmetric), E8M0 scale per 32");
         yield return new FormatTraits("nvfp4", [], "NVFP4: E2M1 elements, UE4M3 scale per 16, FP32 scale per tensor",
             4.5, [RoundOption], (spec, canonical) => new NvFp4Codec(ParseRounding(spec), canonical));
+        foreach (FormatTraits nxfp in NxfpFormats.Traits())
+            yield return nxfp;
     }
 
     private static FormatTraits Mx(string name, string[] aliases, ElementFormat element, string summary) =>

@@ -49,6 +49,34 @@ public sealed class FormatSpec
         return new FormatSpec(name, options);
     }
 
+    /// <summary>
+    /// Splits a list of spec strings (CLI <c>--formats</c>). Items are separated by <c>;</c>, or by <c>,</c> when the
+    /// next piece does not look like an option: a piece of the form <c>key=value</c> without <c>:</c> continues the
+    /// previous spec, so <c>mxfp4,nxfp4:nm=2,am=e2m1|e1m2,nvfp4</c> is three specs.
+    /// </summary>
+    /// <exception cref="FormatSpecException">The list is empty, or an option has no spec before it.</exception>
+    public static IReadOnlyList<string> SplitList(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var result = new List<string>();
+        foreach (string item in text.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            int first = result.Count;
+            foreach (string piece in item.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+            {
+                bool isOption = piece.Contains('=') && !piece.Contains(':');
+                if (!isOption)
+                    result.Add(piece);
+                else if (result.Count > first && result[^1].Contains(':'))
+                    result[^1] += "," + piece;
+                else
+                    throw new FormatSpecException(text, $"option '{piece}' has no format before it (write NAME:{piece})");
+            }
+        }
+        if (result.Count == 0) throw new FormatSpecException(text, "the format list is empty");
+        return result;
+    }
+
     public override string ToString() =>
         Options.Count == 0 ? Name : $"{Name}:{string.Join(',', Options.Select(o => $"{o.Key}={o.Value}"))}";
 }

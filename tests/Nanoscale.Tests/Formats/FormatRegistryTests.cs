@@ -17,8 +17,9 @@ public class FormatRegistryTests
     [Fact]
     public void BuiltinNamesAreTheSpecList()
     {
-        string[] expected = ["mxfp4", "mxfp6", "mxfp6-e2m3", "mxfp6-e3m2", "mxfp8", "mxfp8-e4m3", "mxfp8-e5m2",
-            "mxint2", "mxint3", "mxint4", "mxint5", "mxint6", "mxint7", "mxint8", "nvfp4"];
+        string[] expected = ["mxfp4", "mxfp5-e2m2", "mxfp5-e3m1", "mxfp6", "mxfp6-e2m3", "mxfp6-e3m2", "mxfp8", "mxfp8-e4m3", "mxfp8-e5m2",
+            "mxint2", "mxint3", "mxint4", "mxint5", "mxint6", "mxint7", "mxint8", "nvfp4",
+            "nxfp3", "nxfp4", "nxfp5", "nxfp6", "nxfp7", "nxfp8", "nxfp4-m16"];
         Assert.Equal(expected.Order(StringComparer.Ordinal), Registry.Names);
     }
 

@@ -50,7 +50,7 @@ public class KernelEquivalenceTests
             AssertKernelsAgree(spec, values, values.Length / cols, cols, name);
     }
 
-    private static void AssertKernelsAgree(string spec, float[] values, int rows, int cols, string what)
+    internal static void AssertKernelsAgree(string spec, float[] values, int rows, int cols, string what)
     {
         IBlockCodec codec = CodecHarness.Codec(spec);
         var referenceOptions = new CodecOptions { Kernel = CodecKernel.Reference, NonFinite = NonFinitePolicy.PassThrough };
@@ -79,10 +79,15 @@ public class KernelEquivalenceTests
     }
 
     /// <summary>Ties, zeros, −0, subnormals, powers of two, saturation, huge and tiny magnitudes, short blocks, random.</summary>
-    private static IEnumerable<(string Name, float[] Values, int Cols)> AdversarialTensors(string spec)
+    internal static IEnumerable<(string Name, float[] Values, int Cols)> AdversarialTensors(string spec)
     {
         IBlockCodec codec = CodecHarness.Codec(spec);
-        var element = codec is Nanoscale.Formats.Mx.MxCodec mx ? mx.Element : ElementFormat.E2M1;
+        var element = codec switch
+        {
+            Nanoscale.Formats.Mx.MxCodec mx => mx.Element,
+            Nanoscale.Formats.Nx.NxfpCodec nx => nx.Formats[0],
+            _ => ElementFormat.E2M1,
+        };
         var random = new Random(spec.Length * 7919 + spec[^1]);
 
         // Exact ties and neighbours of every grid point, at block scales 2^0 and 2^−20, with a max planted per block

@@ -109,18 +109,3 @@ public class ContainerTests
         Assert.Equal(double.PositiveInfinity, ErrorMetrics.Of([1f], [1f]).SqnrDb);
     }
 }
-
-public class FormatListTests
-{
-    [Theory]
-    [InlineData("mxfp4,nvfp4", new[] { "mxfp4", "nvfp4" })]
-    [InlineData("vp:mant=4,taper=1,width=3,mxfp4", new[] { "vp:mant=4,taper=1,width=3", "mxfp4" })]
-    [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5, mxfp6:scale=mse", new[] { "nxfp4:nm=2,am=e2m1|e1m2,cr=5", "mxfp6:scale=mse" })]
-    [InlineData("vp:mant=3;vp:mant=2,floor=100", new[] { "vp:mant=3", "vp:mant=2,floor=100" })]
-    public void SpecStringsWithCommasStayWhole(string list, string[] expected) => Assert.Equal(expected, FormatList.Split(list));
-
-    [Theory]
-    [InlineData("scale=mse,mxfp4")]
-    [InlineData(" , ;")]
-    public void MalformedListsAreRefused(string list) => Assert.Throws<ArgumentException>(() => FormatList.Split(list));
-}

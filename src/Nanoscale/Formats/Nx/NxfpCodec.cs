@@ -1,0 +1,245 @@
+namespace Nanoscale.Formats.Nx;
+
+/// <summary>
+/// NxFP block codec (SPEC §6): blocks of 32 elements of width <see cref="ElementBits"/>, one metadata word per block
+/// holding a UExMy scale (NanoMantissa), an element-format selector (Adaptive Microexponent) and a recycled-level
+/// selector (Code Recycling). docs/nxfp.md has the algorithm and the exact layouts.
+/// </summary>
+/// <remarks>
+/// <para><b>Metadata word</b> (<see cref="MetadataBits"/> bits, stored little-endian in <see cref="ScaleBytesPerBlock"/>
+/// = 1 or 2 bytes, unused high bits 0): bits [0, s) = scale code (exponent field &lt;&lt; nm | mantissa field),
+/// s = se + nm; bits [s, s + fb) = index of the element format in <see cref="Formats"/>; the next lb bits = index of
+/// the recycled level in the level list. fb = ceil(log2 #formats), lb = ceil(log2 #levels) (0 for one choice).</para>
+/// <para><b>Block</b>: 32 element codes of <see cref="ElementBits"/> bits packed LSB-first (SPEC §8). With code
+/// recycling on, the negative-zero code decodes to the block's recycled level (in element-grid units) instead of −0.</para>
+/// <para><b>Per block</b>: amax = max|v|; a zero block stores word 0 and +0 codes. Otherwise every candidate
+/// (format f in list order, level l in list order, top T in {max_f, |L| when |L| &gt; max_f}, then the scale
+/// neighbours floor and ceil of amax/T) is tried and the strictly lowest block error wins (ties keep the earlier
+/// candidate). See <see cref="NxfpBlock"/> for the cast and the error.</para>
+/// </remarks>
+public sealed class NxfpCodec : IBlockCodec
+{
+    /// <summary>Elements per NxFP block (as MX).</summary>
+    public const int NxBlockSize = 32;
+
+    private readonly float[][] _decodeTables;   // [f * levelCount + l] → 2^bits floats (pinned)
+    private readonly float[][] _tops;           // [f * levelCount + l] → candidate tops
+    private readonly float[] _levels;           // [f * levelCount + l] → recycled level (NaN when off)
+
+    public NxfpCodec(int elementBits, IReadOnlyList<ElementFormat> formats, int nanoMantissaBits,
+        int scaleExponentBits, int scaleBias, IReadOnlyList<IReadOnlyList<float>>? levels,
+        RoundingMode rounding = RoundingMode.NearestEven, string? spec = null)
+    {
+        if (elementBits < 3 || elementBits > 8)
+            throw new ArgumentOutOfRangeException(nameof(elementBits), elementBits, "NxFP element width must be 3..8.");
+        if (formats.Count == 0)
+            throw new ArgumentException("NxFP needs at least one element format.", nameof(formats));
+        foreach (ElementFormat f in formats)
+            if (f.Bits != elementBits || f.Encoding != ElementEncoding.SignMagnitude || f.Specials != SpecialCodes.None)
+                throw new ArgumentException($"{f.Name}: NxFP element formats must be {elementBits}-bit ExMy with every code finite.", nameof(formats));
+        ElementBits = elementBits;
+        Formats = [.. formats];
+        NanoMantissaBits = nanoMantissaBits;
+        ScaleExponentBits = scaleExponentBits;
+        Scale = ScaleFormat.UExMy(scaleExponentBits, nanoMantissaBits, scaleBias);
+        Rounding = rounding;
+        LevelCount = levels is null ? 1 : levels.Count > 0 ? levels[0].Count : 1;
+        Recycling = levels is not null && levels.Count > 0 && levels[0].Count > 0;
+        if (Recycling && levels!.Count != formats.Count)
+            throw new ArgumentException("one level list per element format", nameof(levels));
+
+        ScaleBits = scaleExponentBits + nanoMantissaBits;
+        FormatSelectorBits = SelectorBits(Formats.Length);
+        LevelSelectorBits = SelectorBits(LevelCount);
+        MetadataBits = ScaleBits + FormatSelectorBits + LevelSelectorBits;
+        if (MetadataBits > 16)
+            throw new ArgumentException($"NxFP metadata word needs {MetadataBits} bits; at most 16 are stored.");
+        ScaleBytesPerBlock = MetadataBits <= 8 ? 1 : 2;
+        BytesPerBlock = BlockPacking.PackedBytes(NxBlockSize, elementBits);
+        Spec = spec ?? $"nxfp{elementBits}";
+
+        int n = Formats.Length * LevelCount;
+        _decodeTables = new float[n][];
+        _tops = new float[n][];
+        _levels = new float[n];
+        for (int f = 0; f < Formats.Length; f++)
+        for (int l = 0; l < LevelCount; l++)
+        {
+            ElementFormat format = Formats[f];
+            float level = Recycling ? levels![f][l] : float.NaN;
+            if (Recycling && (!float.IsFinite(level) || level == 0))
+                throw new ArgumentException($"recycled level {level} for {format.Name} must be finite and non-zero", nameof(levels));
+            var table = GC.AllocateArray<float>(1 << elementBits, pinned: true);
+            format.DecodeTable.CopyTo(table);
+            if (Recycling)
+                table[format.NegativeZeroCode] = level;
+            int k = f * LevelCount + l;
+            _decodeTables[k] = table;
+            _levels[k] = level;
+            _tops[k] = Recycling && MathF.Abs(level) > format.Max ? [format.Max, MathF.Abs(level)] : [format.Max];
+        }
+    }
+
+    public string Spec { get; }
+
+    /// <summary>Element width in bits (3..8): every candidate format has it.</summary>
+    public int ElementBits { get; }
+
+    /// <summary>Adaptive Microexponent candidates, in selector order (one entry = AM off).</summary>
+    public ElementFormat[] Formats { get; }
+
+    /// <summary>NanoMantissa: mantissa bits of the shared scale.</summary>
+    public int NanoMantissaBits { get; }
+
+    public int ScaleExponentBits { get; }
+
+    /// <summary>The UExMy scale format (exponent bits, nm mantissa bits, bias).</summary>
+    public ScaleFormat Scale { get; }
+
+    public RoundingMode Rounding { get; }
+
+    /// <summary>True when the negative-zero code is recycled as an extra level.</summary>
+    public bool Recycling { get; }
+
+    /// <summary>Levels per format (1 when recycling is off or fixed).</summary>
+    public int LevelCount { get; }
+
+    public int ScaleBits { get; }
+
+    public int FormatSelectorBits { get; }
+
+    public int LevelSelectorBits { get; }
+
+    /// <summary>Scale + selector bits per block.</summary>
+    public int MetadataBits { get; }
+
+    public int BlockSize => NxBlockSize;
+
+    public int BytesPerBlock { get; }
+
+    public int ScaleBytesPerBlock { get; }
+
+    public int TensorDataBytes => 0;
+
+    /// <summary>Metadata word of a block passed through as NaN (with every element code the negative-zero code).</summary>
+    public int NaNWord => (1 << MetadataBits) - 1;
+
+    internal int NegativeZeroCode => 1 << (ElementBits - 1);
+
+    /// <summary>Decode table (element-grid units) of format <paramref name="f"/> with level <paramref name="l"/>.</summary>
+    public ReadOnlySpan<float> DecodeTable(int f, int l) => _decodeTables[f * LevelCount + l];
+
+    internal float[] DecodeTableArray(int k) => _decodeTables[k];
+
+    /// <summary>The recycled level (element-grid units) of format f, level l; NaN when recycling is off.</summary>
+    public float Level(int f, int l) => _levels[f * LevelCount + l];
+
+    internal float[] Tops(int k) => _tops[k];
+
+    internal int ConfigCount => _decodeTables.Length;
+
+    public int BlocksPerRow(int cols) => (cols + NxBlockSize - 1) / NxBlockSize;
+
+    public double BitsPerWeight(long rows, long cols) =>
+        (double)rows * BlocksPerRow(checked((int)cols)) * (BytesPerBlock + ScaleBytesPerBlock) * 8 / ((double)rows * cols);
+
+    public ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => NoTensorData.Instance;
+
+    /// <summary>Packs (scale code, format index, level index) into a metadata word.</summary>
+    public int Word(int scaleCode, int format, int level) =>
+        scaleCode | format << ScaleBits | level << (ScaleBits + FormatSelectorBits);
+
+    /// <summary>Splits a metadata word.</summary>
+    public (int ScaleCode, int Format, int Level) SplitWord(int word) =>
+        (word & ((1 << ScaleBits) - 1),
+         (word >> ScaleBits) & ((1 << FormatSelectorBits) - 1),
+         (word >> (ScaleBits + FormatSelectorBits)) & ((1 << LevelSelectorBits) - 1));
+
+    /// <summary>
+    /// Counts blocks whose ideal scale amax/max_F (for the first format) lies outside the scale format's range, so
+    /// the stored scale is clamped: (below the smallest scale, above the largest). Zero and non-finite blocks are skipped.
+    /// </summary>
+    public (long Below, long Above) CountClampedBlocks(ReadOnlySpan<float> source, int rowCount, int cols)
+    {
+        long below = 0, above = 0;
+        double min = Scale.Decode(Scale.MinCode), max = Scale.Decode(Scale.MaxCode), top = Formats[0].Max;
+        for (int r = 0; r < rowCount; r++)
+        for (int start = 0; start < cols; start += NxBlockSize)
+        {
+            double amax = 0;
+            foreach (float v in source.Slice(r * cols + start, Math.Min(NxBlockSize, cols - start)))
+                amax = Math.Max(amax, Math.Abs(v));
+            if (amax == 0 || !double.IsFinite(amax)) continue;
+            if (amax < min * top) below++;
+            else if (amax > max * top) above++;
+        }
+        return (below, above);
+    }
+
+    public unsafe void Quantize(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        CodecOptions options, long firstElementIndex, Span<byte> blocks, Span<byte> scales)
+    {
+        BlockCodecChecks.Quantize(this, source.Length, rowCount, cols, tensorData.Length, blocks.Length, scales.Length);
+        if (options.Kernel == CodecKernel.Reference)
+        {
+            NxfpReference.Quantize(this, source, rowCount, cols, options.NonFinite, firstElementIndex, blocks, scales);
+            return;
+        }
+        bool vector = options.Kernel == CodecKernel.Fast && NxfpKernel.VectorIsSupported;
+        int nb = BlocksPerRow(cols), bpb = BytesPerBlock, spb = ScaleBytesPerBlock;
+        var policy = options.NonFinite;
+        fixed (float* sourcePtr = source)
+        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
+        {
+            nint s = (nint)sourcePtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
+            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+                NxfpKernel.QuantizeRows(this,
+                    new ReadOnlySpan<float>((float*)s + (long)start * cols, count * cols), count, cols, policy,
+                    firstElementIndex + (long)start * cols, vector,
+                    new Span<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
+                    new Span<byte>((byte*)sc + (long)start * nb * spb, count * nb * spb)));
+        }
+    }
+
+    public unsafe void Dequantize(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, CodecOptions options, Span<float> destination)
+    {
+        BlockCodecChecks.Dequantize(this, blocks.Length, scales.Length, tensorData.Length, rowCount, cols, destination.Length);
+        if (options.Kernel == CodecKernel.Reference)
+        {
+            NxfpReference.Dequantize(this, blocks, scales, rowCount, cols, destination);
+            return;
+        }
+        bool vector = options.Kernel == CodecKernel.Fast && NxfpKernel.VectorIsSupported;
+        int nb = BlocksPerRow(cols), bpb = BytesPerBlock, spb = ScaleBytesPerBlock;
+        fixed (float* destinationPtr = destination)
+        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
+        {
+            nint d = (nint)destinationPtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
+            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+                NxfpKernel.DequantizeRows(this,
+                    new ReadOnlySpan<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
+                    new ReadOnlySpan<byte>((byte*)sc + (long)start * nb * spb, count * nb * spb), count, cols, vector,
+                    new Span<float>((float*)d + (long)start * cols, count * cols)));
+        }
+    }
+
+    /// <summary>The metadata word of block <paramref name="index"/> (little-endian, 1 or 2 bytes).</summary>
+    internal int ReadWord(ReadOnlySpan<byte> scales, int index) =>
+        ScaleBytesPerBlock == 1 ? scales[index] : scales[2 * index] | scales[2 * index + 1] << 8;
+
+    internal void WriteWord(Span<byte> scales, int index, int word)
+    {
+        if (ScaleBytesPerBlock == 1)
+            scales[index] = (byte)word;
+        else
+        {
+            scales[2 * index] = (byte)word;
+            scales[2 * index + 1] = (byte)(word >> 8);
+        }
+    }
+
+    private static int SelectorBits(int choices) => choices <= 1 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)(choices - 1));
+
+    public override string ToString() => Spec;
+}

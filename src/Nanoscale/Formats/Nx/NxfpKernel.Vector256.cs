@@ -1,0 +1,158 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nanoscale.Formats.Nx;
+
+internal static partial class NxfpKernel
+{
+    /// <summary>The vector paths need AVX2 (vpermps table lookups, gathers for widths ≥ 5).</summary>
+    public static bool VectorIsSupported => Avx2.IsSupported;
+
+    /// <summary>Per (format, level) configuration k: the element encoder, the decode table (recycled level included)
+    /// and the format's plain grid, as vectors for widths ≤ 4 and as pinned pointers for gathers above.</summary>
+    internal sealed unsafe class VectorConfig
+    {
+        public required ElementEncoder256 Encoder;
+        public required Vector256<float> TableLow, TableHigh, GridLow, GridHigh;
+        public required float* Table, Grid;
+        public required Vector256<float> Level;
+        public required float[] Tops;
+    }
+
+    private static readonly ConditionalWeakTable<NxfpCodec, VectorConfig[]> EncoderCache = new();
+    private static readonly ConditionalWeakTable<NxfpCodec, (Vector256<float> Low, Vector256<float> High)[]> Table4Cache = new();
+
+    private static unsafe VectorConfig[] VectorEncoders(NxfpCodec codec) => EncoderCache.GetValue(codec, c =>
+    {
+        var configs = new VectorConfig[c.ConfigCount];
+        var grids = new float[c.Formats.Length][];
+        for (int f = 0; f < c.Formats.Length; f++)
+        {
+            grids[f] = GC.AllocateArray<float>(256, pinned: true);
+            c.Formats[f].DecodeTable.CopyTo(grids[f]);
+        }
+        for (int k = 0; k < configs.Length; k++)
+        {
+            int f = k / c.LevelCount;
+            float[] table = c.DecodeTableArray(k);
+            var padded = new float[16];
+            var gridPadded = new float[16];
+            table.AsSpan(0, Math.Min(16, table.Length)).CopyTo(padded);
+            grids[f].AsSpan(0, 16).CopyTo(gridPadded);
+            configs[k] = new VectorConfig
+            {
+                Encoder = new ElementEncoder256(c.Formats[f], c.Rounding),
+                TableLow = Vector256.Create(padded.AsSpan(0, 8)), TableHigh = Vector256.Create(padded.AsSpan(8, 8)),
+                GridLow = Vector256.Create(gridPadded.AsSpan(0, 8)), GridHigh = Vector256.Create(gridPadded.AsSpan(8, 8)),
+                Table = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(table)),
+                Grid = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(grids[f])),
+                Level = Vector256.Create(c.Level(f, k % c.LevelCount)),
+                Tops = c.Tops(k),
+            };
+        }
+        // Keep the pinned grids alive as long as the codec.
+        GridKeepAlive.AddOrUpdate(c, grids);
+        return configs;
+    });
+
+    private static readonly ConditionalWeakTable<NxfpCodec, float[][]> GridKeepAlive = new();
+
+    private static (Vector256<float> Low, Vector256<float> High)[] Vector4BitTables(NxfpCodec codec) =>
+        Table4Cache.GetValue(codec, c =>
+        {
+            var tables = new (Vector256<float>, Vector256<float>)[c.ConfigCount];
+            for (int k = 0; k < tables.Length; k++)
+                tables[k] = Packed4Vector.Load4BitTable(c.DecodeTableArray(k));
+            return tables;
+        });
+
+    /// <summary>The candidate search of <see cref="QuantizeBlockScalar"/> with each candidate in four 8-lane vectors:
+    /// x = v / s (vdivps, correctly rounded as the scalar division), codes by <see cref="ElementEncoder256"/>, the
+    /// recycled level by the same float comparison, squared errors summed in the documented lane order.</summary>
+    private static unsafe int QuantizeBlockVector(NxfpCodec codec, VectorConfig[] configs, ReadOnlySpan<float> block,
+        float amax, Span<byte> codes)
+    {
+        ref float p = ref MemoryMarshal.GetReference(block);
+        Vector256<float> v0 = Vector256.LoadUnsafe(ref p), v1 = Vector256.LoadUnsafe(ref p, 8),
+            v2 = Vector256.LoadUnsafe(ref p, 16), v3 = Vector256.LoadUnsafe(ref p, 24);
+        ScaleFormat scale = codec.Scale;
+        int bits = codec.ElementBits, levelCount = codec.LevelCount;
+        bool recycling = codec.Recycling;
+        Vector256<int> negativeZero = Vector256.Create(codec.NegativeZeroCode);
+        float bestError = float.PositiveInfinity;
+        int bestWord = -1, bestFormat = 0;
+        Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int k = 0; k < configs.Length; k++)
+        {
+            VectorConfig config = configs[k];
+            foreach (float top in config.Tops)
+            {
+                var (floor, ceil) = NxfpBlock.ScaleNeighbours(scale, amax, top);
+                for (int n = 0; n < 2; n++)
+                {
+                    int sc = n == 0 ? floor : ceil;
+                    if (n == 1 && ceil == floor) break;
+                    Vector256<float> s = Vector256.Create(scale.Decode(sc));
+                    Vector256<float> x0 = v0 / s, x1 = v1 / s, x2 = v2 / s, x3 = v3 / s;
+                    Vector256<int> c0 = Code(config, x0, recycling, bits, negativeZero), c1 = Code(config, x1, recycling, bits, negativeZero),
+                        c2 = Code(config, x2, recycling, bits, negativeZero), c3 = Code(config, x3, recycling, bits, negativeZero);
+                    Vector256<float> d0 = v0 - Lookup(config.TableLow, config.TableHigh, config.Table, c0, bits) * s;
+                    Vector256<float> d1 = v1 - Lookup(config.TableLow, config.TableHigh, config.Table, c1, bits) * s;
+                    Vector256<float> d2 = v2 - Lookup(config.TableLow, config.TableHigh, config.Table, c2, bits) * s;
+                    Vector256<float> d3 = v3 - Lookup(config.TableLow, config.TableHigh, config.Table, c3, bits) * s;
+                    Vector256<float> a = ((d0 * d0 + d1 * d1) + d2 * d2) + d3 * d3;
+                    Vector128<float> h = a.GetLower() + a.GetUpper();
+                    h += Sse.MoveHighToLow(h, h);
+                    float error = h.ToScalar() + h.GetElement(1);
+                    if (error < bestError)
+                    {
+                        bestError = error;
+                        bestWord = codec.Word(sc, k / levelCount, k % levelCount);
+                        bestFormat = k / levelCount;
+                        (b0, b1, b2, b3) = (c0, c1, c2, c3);
+                    }
+                }
+            }
+        }
+        if (bestWord < 0)
+        {
+            // Not reachable for finite blocks (the floor candidate never overflows); same fallback as the scalar path.
+            Span<float> squares = stackalloc float[B];
+            bestWord = codec.Word(scale.MaxCode, 0, 0);
+            CandidateScalar(codec, 0, 0, scale.Decode(scale.MaxCode), block, codes, squares);
+        }
+        else
+        {
+            Vector256<byte> bytes = Vector256.Narrow(
+                Vector256.Narrow(b0.AsUInt32(), b1.AsUInt32()), Vector256.Narrow(b2.AsUInt32(), b3.AsUInt32()));
+            bytes.StoreUnsafe(ref MemoryMarshal.GetReference(codes));
+        }
+        NxfpBlock.AvoidNaNPattern(codec, bestWord, block[0] / scale.Decode(bestWord & ((1 << codec.ScaleBits) - 1)), bestFormat, codes);
+        return bestWord;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<int> Code(VectorConfig config, Vector256<float> x, bool recycling, int bits, Vector256<int> negativeZero)
+    {
+        Vector256<int> code = config.Encoder.Encode(x);
+        if (!recycling)
+            return code;
+        Vector256<float> grid = Lookup(config.GridLow, config.GridHigh, config.Grid, code, bits);
+        Vector256<float> toLevel = Vector256.Abs(x - config.Level), toGrid = Vector256.Abs(x - grid);
+        return Vector256.ConditionalSelect(Vector256.LessThan(toLevel, toGrid).AsInt32(), negativeZero, code);
+    }
+
+    /// <summary>table[code] for 8 codes: one vpermps (≤ 3 bits), two vpermps and a blend on bit 3 (4 bits), else a gather.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe Vector256<float> Lookup(Vector256<float> low, Vector256<float> high, float* table, Vector256<int> code, int bits)
+    {
+        if (bits <= 3)
+            return Avx2.PermuteVar8x32(low, code);
+        if (bits == 4)
+            return Avx.BlendVariable(Avx2.PermuteVar8x32(low, code), Avx2.PermuteVar8x32(high, code),
+                Avx2.ShiftLeftLogical(code, 28).AsSingle());
+        return Avx2.GatherVector256(table, code, 4);
+    }
+}
