@@ -13,7 +13,7 @@ internal static class BenchCommand
     public static Command Create()
     {
         var model = new Argument<string?>("MODEL") { Description = "Checkpoint with real weights (default: a generated Llama-shaped sample)", Arity = ArgumentArity.ZeroOrOne };
-        var formats = new Option<string>("--formats") { Description = "Comma-separated spec strings", DefaultValueFactory = _ => "bf16,mxfp8,mxfp6,mxfp4,nvfp4,mxint8" };
+        var formats = new Option<string>("--formats") { Description = "Spec strings separated by commas or semicolons (a key=value token continues the previous spec)", DefaultValueFactory = _ => "bf16,mxfp8,mxfp6,mxfp4,nvfp4,mxint8,nxfp4" };
         var threads = new Option<string>("--threads") { Description = "Comma-separated thread counts (default: 1 and all cores)" };
         var repeats = new Option<int>("--repeats") { Description = "Runs per measurement; the best is kept", DefaultValueFactory = _ => 3 };
         var json = CliRunner.JsonOption();

@@ -53,8 +53,8 @@ internal static class SweepCommand
         return command;
     }
 
-    /// <summary>The block formats of SPEC §4–§5 and a bf16 baseline.</summary>
-    internal const string DefaultFormats = "bf16,mxfp8,mxfp6,mxfp4,nvfp4,mxint8";
+    /// <summary>The block formats of SPEC §4–§6 and a bf16 baseline.</summary>
+    internal const string DefaultFormats = "bf16,mxfp8,mxfp6,mxfp4,nvfp4,mxint8,nxfp4,nxfp5,nxfp6";
 
     private static object ToJson(SweepRow r) => new
     {
