@@ -8,6 +8,19 @@ namespace Nanoscale.Formats;
 /// </summary>
 public static class BlockPacking
 {
+    /// <summary>
+    /// The block of <paramref name="padded"/>.Length elements starting at <paramref name="start"/> in a row: a slice
+    /// of the row, or, for a short final block, the row's tail copied into <paramref name="padded"/> with zeros after
+    /// it (SPEC §1: quantized as if padded with zeros; the padding is not part of the decoded tensor).
+    /// </summary>
+    public static ReadOnlySpan<float> BlockOf(ReadOnlySpan<float> row, int start, Span<float> padded)
+    {
+        if (start + padded.Length <= row.Length) return row.Slice(start, padded.Length);
+        padded.Clear();
+        row[start..].CopyTo(padded);
+        return padded;
+    }
+
     /// <summary>Bytes needed for <paramref name="count"/> codes of <paramref name="bits"/> bits.</summary>
     public static int PackedBytes(int count, int bits) => (count * bits + 7) / 8;
 

@@ -29,15 +29,7 @@ internal static partial class MxKernel
             for (int j = 0; j < nb; j++)
             {
                 int start = j * B;
-                scoped ReadOnlySpan<float> block;
-                if (start + B <= cols)
-                    block = row.Slice(start, B);
-                else
-                {
-                    padded.Clear();
-                    row[start..].CopyTo(padded);
-                    block = padded;
-                }
+                ReadOnlySpan<float> block = BlockPacking.BlockOf(row, start, padded);
                 Span<byte> packed = blocks.Slice((r * nb + j) * bpb, bpb);
                 long index0 = firstElementIndex + (long)r * cols + start;
                 scales[r * nb + j] = vector

@@ -23,15 +23,7 @@ internal static class NvFp4Kernel
             for (int j = 0; j < nb; j++)
             {
                 int start = j * B;
-                scoped ReadOnlySpan<float> block;
-                if (start + B <= cols)
-                    block = row.Slice(start, B);
-                else
-                {
-                    padded.Clear();
-                    row[start..].CopyTo(padded);
-                    block = padded;
-                }
+                ReadOnlySpan<float> block = BlockPacking.BlockOf(row, start, padded);
                 Span<byte> packed = blocks.Slice((r * nb + j) * 8, 8);
 
                 uint amaxBits = 0;
