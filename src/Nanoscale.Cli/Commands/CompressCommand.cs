@@ -19,11 +19,14 @@ internal static class CompressCommand
         var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Encode NaN/Inf weights as NaN instead of refusing the checkpoint" };
         var noError = new Option<bool>("--no-error") { Description = "Skip measuring the weight error (decoding the output again)" };
+        var calib = CliRunner.CalibrationOption();
+        var calibTokens = CliRunner.CalibrationTokensOption();
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer for --calib (default: beside the model)" };
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, output, include, exclude, allowNonFinite, noError, threads, json,
+            model, format, output, include, exclude, allowNonFinite, noError, calib, calibTokens, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -32,6 +35,14 @@ internal static class CompressCommand
             using var source = CheckpointLoader.Open(parse.GetValue(model)!);
             if (Path.GetFullPath(outPath) == Path.GetFullPath(source.Path))
                 throw new ArgumentException("the output would overwrite the input");
+            LowRank.CalibrationSet? calibration = null;
+            if (parse.GetValue(calib) is { } calibPath)
+            {
+                context.Log($"calibrating on {calibPath} ({parse.GetValue(calibTokens)} tokens) ...");
+                calibration = LowRank.Calibration.Collect(source.Path, calibPath, parse.GetValue(tokenizer),
+                    new LowRank.CalibrationOptions { Tokens = parse.GetValue(calibTokens), MaxDegreeOfParallelism = parse.GetValue(threads) },
+                    cancellationToken: context.Cancellation);
+            }
             var options = new CompressOptions
             {
                 Codec = codec,
@@ -40,6 +51,7 @@ internal static class CompressCommand
                 {
                     MaxDegreeOfParallelism = parse.GetValue(threads),
                     AllowNonFinite = parse.GetValue(allowNonFinite),
+                    Calibration = calibration,
                 },
             };
             var progress = new ProgressSink();
@@ -81,6 +93,7 @@ internal static class CompressCommand
             stored_bytes = t.StoredBytes,
             bits_per_weight = t.BitsPerWeight,
             error = errors.TryGetValue(t.Name, out var e) ? ErrorJson(e) : null,
+            @params = t.Parameters,
         }),
     };
 

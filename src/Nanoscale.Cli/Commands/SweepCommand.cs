@@ -11,23 +11,25 @@ internal static class SweepCommand
     public static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to sweep" };
-        var formats = new Option<string>("--formats") { Description = "Comma-separated spec strings (default: every block format and the bf16 baseline)" };
+        var formats = new Option<string>("--formats") { Description = "Comma-separated spec strings; key=value pieces continue the previous spec (default: every block format and the bf16 baseline)" };
         var text = new Option<string?>("--text") { Description = "Text for perplexity (default: weight error only)" };
         var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: beside the model)" };
         var chart = new Option<string?>("--chart") { Description = "PNG chart path (default: sweep.png in the current folder)" };
         var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
         var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var calib = CliRunner.CalibrationOption();
+        var calibTokens = CliRunner.CalibrationTokensOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("sweep", "Measure several formats on one model: bpw, weight error, perplexity, time, and a chart")
         {
-            model, formats, text, ctx, tokenizer, chart, include, exclude, threads, json,
+            model, formats, text, ctx, tokenizer, chart, include, exclude, calib, calibTokens, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var path = parse.GetValue(model)!;
-            var list = (parse.GetValue(formats) ?? DefaultFormats).Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var list = SplitFormats(parse.GetValue(formats) ?? DefaultFormats);
             var weightOptions = new EvalOptions
             {
                 TextPath = parse.GetValue(text) ?? "",
@@ -35,6 +37,8 @@ internal static class SweepCommand
                 TokenizerPath = parse.GetValue(tokenizer),
                 Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
                 MaxDegreeOfParallelism = parse.GetValue(threads),
+                CalibrationPath = parse.GetValue(calib),
+                CalibrationTokens = parse.GetValue(calibTokens),
             };
             var textOptions = parse.GetValue(text) is null ? null : weightOptions;
             var progress = new ProgressSink();
@@ -49,6 +53,22 @@ internal static class SweepCommand
             return null;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// Splits the comma-separated list; a piece of the form <c>key=value</c> (no colon before its <c>=</c>) continues
+    /// the previous spec's options, so <c>mxint2,caldera:rank=8,q=mxint2,mxfp4</c> is three formats.
+    /// </summary>
+    internal static List<string> SplitFormats(string text)
+    {
+        var list = new List<string>();
+        foreach (var piece in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            int eq = piece.IndexOf('='), colon = piece.IndexOf(':');
+            if (list.Count > 0 && list[^1].Contains(':') && eq > 0 && (colon < 0 || colon > eq)) list[^1] += "," + piece;
+            else list.Add(piece);
+        }
+        return list;
     }
 
     /// <summary>The block formats of SPEC §4–§5 and a bf16 baseline.</summary>

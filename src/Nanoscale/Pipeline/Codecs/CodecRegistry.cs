@@ -4,7 +4,7 @@ namespace Nanoscale.Pipeline.Codecs;
 
 /// <summary>
 /// The codecs the CLI can name: the one format table (<see cref="FormatRegistry"/>, SPEC §7) extended with the
-/// container-level codecs (casts; lossless). Spec strings are parsed and validated by the table; unknown names,
+/// container-level codecs (casts; lossless; caldera). Spec strings are parsed and validated by the table; unknown names,
 /// keys or values are errors that list what is valid.
 /// </summary>
 public static class CodecRegistry
@@ -12,7 +12,8 @@ public static class CodecRegistry
     public static FormatRegistry Formats { get; } = FormatRegistry.Builtin.With(
         Cast("f32", CastCodec.F32, "float32 (baseline)", 32),
         Cast("bf16", CastCodec.BF16, "bfloat16, round to nearest even (baseline)", 16),
-        Cast("f16", CastCodec.F16, "IEEE half, round to nearest even (baseline)", 16));
+        Cast("f16", CastCodec.F16, "IEEE half, round to nearest even (baseline)", 16),
+        LowRank.CalderaTensorCodec.Traits);
 
     public static IEnumerable<string> Names => Formats.Names;
 
