@@ -1,4 +1,5 @@
 using MathNet.Numerics.LinearAlgebra;
+using MathNet.Numerics.LinearAlgebra.Factorization;
 
 namespace Nanoscale.LowRank;
 
@@ -80,7 +81,7 @@ public static class Caldera
         Matrix<double> a, Hessian hessian, int k, CalderaOptions options, Random random, CancellationToken cancellationToken = default)
     {
         int m = a.RowCount, n = a.ColumnCount;
-        var (u, s, vt) = TopSingular(a * hessian.Sqrt, k, random);
+        var (u, s, vt) = TopSingular(hessian.IsIdentity ? a : a * hessian.Sqrt, k, random);
         var rootS = Matrix<double>.Build.DenseOfDiagonalVector(s.Map(Math.Sqrt));
         var l = u * rootS;
         (QuantizedMatrix L, QuantizedMatrix R, Matrix<double> Product, double Error)? best = null;
@@ -117,14 +118,19 @@ public static class Caldera
             return (svd.U.SubMatrix(0, m, 0, k), svd.S.SubVector(0, k), svd.VT.SubMatrix(0, k, 0, n));
         }
         var omega = Matrix<double>.Build.Dense(n, sketch, (_, _) => Gaussian(random));
-        var y = (x * omega).QR().Q.SubMatrix(0, m, 0, sketch);
+        var y = (x * omega).QR(QRMethod.Thin).Q;
         for (int p = 0; p < 4; p++)
         {
-            var z = x.TransposeThisAndMultiply(y).QR().Q.SubMatrix(0, n, 0, sketch);
-            y = (x * z).QR().Q.SubMatrix(0, m, 0, sketch);
+            var z = x.TransposeThisAndMultiply(y).QR(QRMethod.Thin).Q;
+            y = (x * z).QR(QRMethod.Thin).Q;
         }
-        var small = y.TransposeThisAndMultiply(x).Svd(computeVectors: true); // sketch × n
-        return ((y * small.U).SubMatrix(0, m, 0, k), small.S.SubVector(0, k), small.VT.SubMatrix(0, k, 0, n));
+        // B = Yᵀ X (sketch × n). With Bᵀ = Q·T (thin QR) and T = U_T Σ V_Tᵀ: B = V_T Σ (Q U_T)ᵀ, so the small SVD is of
+        // a sketch × sketch matrix and no n × n factor is ever formed.
+        var qr = x.TransposeThisAndMultiply(y).QR(QRMethod.Thin);
+        var small = qr.R.Svd(computeVectors: true);
+        var u = y * small.VT.Transpose();
+        var vt = (qr.Q * small.U).Transpose();
+        return (u.SubMatrix(0, m, 0, k), small.S.SubVector(0, k), vt.SubMatrix(0, k, 0, n));
     }
 
     private static double Gaussian(Random random)
