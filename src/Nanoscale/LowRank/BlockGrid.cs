@@ -15,7 +15,8 @@ namespace Nanoscale.LowRank;
 /// <para>The values a scale can represent are found by decoding every element code under that scale with the codec's
 /// own <see cref="IBlockCodec.Dequantize"/> (cached per distinct scale bytes), so any format whose elements decode
 /// independently given the block's scale bytes works — MX, NVFP4, and NxFP alike — and the stored codes decode to
-/// exactly the values LDLQ used.</para>
+/// exactly the values LDLQ used. For MX formats only codes the format's encoder emits are used (MXINTn: the symmetric
+/// range ±(2^(N−1)−1), SPEC §7), so with H = I the result is the codec's own round-to-nearest (ties aside).</para>
 /// <para>Stored like a plain block tensor, under a prefix: <c>{prefix}.blocks</c> U8 [rows, nblocks, bytes_per_block],
 /// <c>{prefix}.scales</c> U8 [rows, nblocks·scale_bytes], and <c>{prefix}.tensor_data</c> U8 when the format has
 /// per-tensor data (NVFP4's FP32 tensor scale, computed from the matrix before error feedback).</para>
@@ -32,7 +33,14 @@ public sealed class BlockGrid : QuantGrid
         if (codec.ScaleBytesPerBlock is < 1 or > 4)
             throw new FormatSpecException(codec.Spec, "an LDLQ grid needs 1 to 4 scale bytes per block");
         ElementBits = codec.BytesPerBlock * 8 / codec.BlockSize;
+        // SPEC §7: MX integer encoders emit only the symmetric range, although decoders accept the most negative code;
+        // LDLQ rounds onto the levels the format's own encoder emits, so it never uses that extra level.
+        _emits = codec is Formats.Mx.MxCodec mx
+            ? code => mx.Element.IsSpecial(code) || mx.Element.Encode(mx.Element.Decode(code)) == code || mx.Element.Decode(code) == 0
+            : _ => true;
     }
+
+    private readonly Func<int, bool> _emits;
 
     public IBlockCodec Codec { get; }
 
@@ -73,7 +81,7 @@ public sealed class BlockGrid : QuantGrid
             BlockPacking.Pack(codes, ElementBits, packed);
             Codec.Dequantize(packed, scaleBytes, tensorData, 1, b, SingleThread, decoded);
             for (int i = 0; i < n; i++)
-                if (float.IsFinite(decoded[i])) pairs.Add((decoded[i], (byte)(first + i)));
+                if (float.IsFinite(decoded[i]) && _emits(first + i)) pairs.Add((decoded[i], (byte)(first + i)));
         }
         pairs.Sort((x, y) => x.Value != y.Value ? x.Value.CompareTo(y.Value) : x.Code.CompareTo(y.Code));
         var values = new List<float>();

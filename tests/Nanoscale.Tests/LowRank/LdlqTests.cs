@@ -44,18 +44,29 @@ public class LdlqTests
         Assert.Equal(a, b);
     }
 
-    [Fact]
-    public void BlockGridRoundToNearestMatchesTheCodecOffTies()
+    [Theory]
+    [InlineData("mxfp4")]
+    [InlineData("mxint2")]
+    [InlineData("mxint3")]
+    [InlineData("mxint8")]
+    [InlineData("nvfp4")]
+    public void BlockGridRoundToNearestMatchesTheCodecOffTies(string spec)
     {
-        // Off exact ties, the nearest level under the codec's own scale is what the codec itself picks.
-        var codec = FormatRegistry.Builtin.CreateBlockCodec("mxfp4");
+        // Off exact ties, the nearest level under the codec's own scale is what the codec itself picks (MXINT: only the
+        // symmetric codes its encoder emits).
+        var codec = FormatRegistry.Builtin.CreateBlockCodec(spec);
         var w = Weights(16, 96, 3);
-        var blocks = new byte[16 * 3 * codec.BytesPerBlock];
-        var scales = new byte[16 * 3];
-        codec.Quantize(w, 16, 96, [], CodecOptions.Default, 0, blocks, scales);
+        int nb = codec.BlocksPerRow(96);
+        var blocks = new byte[16 * nb * codec.BytesPerBlock];
+        var scales = new byte[16 * nb * codec.ScaleBytesPerBlock];
+        var tensorData = new byte[codec.TensorDataBytes];
+        var accumulator = codec.CreateTensorDataAccumulator(CodecOptions.Default);
+        accumulator.Add(w, 0);
+        accumulator.WriteTensorData(tensorData);
+        codec.Quantize(w, 16, 96, tensorData, CodecOptions.Default, 0, blocks, scales);
         var expected = new float[w.Length];
-        codec.Dequantize(blocks, scales, [], 16, 96, CodecOptions.Default, expected);
-        var actual = Ldlq.Quantize(ToDouble(w), 16, 96, null, QuantGrid.Parse("mxfp4")).Values;
+        codec.Dequantize(blocks, scales, tensorData, 16, 96, CodecOptions.Default, expected);
+        var actual = Ldlq.Quantize(ToDouble(w), 16, 96, null, QuantGrid.Parse(spec)).Values;
         Assert.Equal(expected, actual);
     }
 
