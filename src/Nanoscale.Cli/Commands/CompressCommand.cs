@@ -116,5 +116,11 @@ internal static class CompressCommand
             $"{r.Output}: {Units.Bytes(r.OutputFileBytes)} from {Units.Bytes(r.SourceBytes)} ({Units.G((double)r.SourceBytes / Math.Max(1, r.OutputFileBytes), "0.00")}×), " +
             $"{r.Format} at {Units.G(r.EncodedBitsPerWeight, "0.###")} bpw on encoded tensors" +
             (total is null ? "" : $", SQNR {Units.G(total.SqnrDb, "0.00")} dB") + $", {r.Elapsed.TotalSeconds:0.00} s"));
+        // Codecs fitted to activations (caldera) report the activation-aware error ‖(Ŵ−W)H^{1/2}‖/‖W H^{1/2}‖ per tensor.
+        var fitted = r.Tensors.Select(t => t.Parameters is { } p && p.TryGetValue("activation_error", out var v)
+            && double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var x) ? x : double.NaN)
+            .Where(double.IsFinite).ToList();
+        if (fitted.Count > 0)
+            console.MarkupLine(Markup.Escape($"activation-aware relative error: mean {Units.G(fitted.Average(), "0.0000")}, max {Units.G(fitted.Max(), "0.0000")} over {fitted.Count} tensors"));
     }
 }

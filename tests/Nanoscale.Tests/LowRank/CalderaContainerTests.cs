@@ -122,3 +122,34 @@ public class CalderaContainerTests
         Assert.Equal(["mxint2", "caldera:rank=8,q=mxint2,lr=mxint4", "caldera:rank=0", "mxfp4:scale=mse"],
             Nanoscale.Cli.Commands.SweepCommand.SplitFormats("mxint2, caldera:rank=8,q=mxint2,lr=mxint4,caldera:rank=0,mxfp4:scale=mse"));
 }
+
+public class CalderaCliTests
+{
+    [Fact]
+    public void CompressWithCalibrationFromTheCommandLine()
+    {
+        using var dir = new TempDir();
+        var output = dir.File("c.safetensors");
+        var result = CliProcess.Run("compress", SharedData.Stories260K, "--format", "caldera:rank=4,q=int3,lr=mxint4,iters=2",
+            "--calib", SharedData.WikiText2, "--calib-tokens", "512", "-o", output, "--json");
+        Assert.Equal(0, result.ExitCode);
+        var json = result.Json();
+        Assert.Equal("caldera:rank=4,q=int3,lr=mxint4,iters=2", json.GetProperty("format").GetString());
+        var tensor = json.GetProperty("tensors").EnumerateArray().First(t => t.GetProperty("codec").GetString()!.StartsWith("caldera"));
+        Assert.Equal("512", tensor.GetProperty("params").GetProperty("calibration_tokens").GetString());
+        var eval = CliProcess.Run("eval", output, "--text", SharedData.TinyStoriesText, "--tokenizer", SharedData.Tok512, "--json");
+        Assert.Equal(0, eval.ExitCode);
+        Assert.InRange(eval.Json().GetProperty("perplexity").GetDouble(), 3.5, 50);
+    }
+
+    [Fact]
+    public void CalibrationOfAModelThatCannotRunIsAClearError()
+    {
+        using var dir = new TempDir();
+        var result = CliProcess.Run("compress", SharedData.Gpt2Attn, "--format", "caldera:rank=4", "--calib", SharedData.WikiText2,
+            "-o", dir.File("g.safetensors"));
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("caldera uses H = I", result.Stderr);
+        Assert.Empty(Directory.GetFiles(dir.Path));
+    }
+}
