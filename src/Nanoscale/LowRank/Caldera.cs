@@ -156,7 +156,7 @@ public static class Caldera
     internal static Matrix<double> FromRowMajor(float[] values, int rows, int cols) =>
         Matrix<double>.Build.Dense(rows, cols, (r, c) => values[r * cols + c]);
 
-    private static float[] ToFloatRowMajor(Matrix<double> m)
+    internal static float[] ToFloatRowMajor(Matrix<double> m)
     {
         var d = m.ToRowMajorArray();
         var f = new float[d.Length];

@@ -21,6 +21,9 @@ public sealed record CalderaOptions
     /// <summary>Threads for LDLQ's rows; 0 means all cores.</summary>
     public int MaxDegreeOfParallelism { get; init; }
 
+    /// <summary>Input-side incoherence transform (<see cref="IncoherenceTransform"/>; spec key <c>had</c>).</summary>
+    public bool Hadamard { get; init; }
+
     /// <summary>Seed for the randomized range finder of large SVDs (results are reproducible for a given seed).</summary>
     public int Seed { get; init; } = 1;
 }

@@ -33,6 +33,8 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
             new FormatOption("lr", "mxfp4", [], "grid of L and R (same choices as q)"),
             new FormatOption("iters", "20", [], "outer iterations (the best iterate is kept)"),
             new FormatOption("lrsteps", "3", [], "least-squares rounds of each LR step"),
+            new FormatOption("had", "0", ["0", "1"], "1: input-side randomized Hadamard (or random orthogonal) transform first"),
+            new FormatOption("seed", "1", [], "seed of the transform and of the randomized SVD"),
         ],
         (parsed, canonical) => Create(parsed, canonical));
 
@@ -58,6 +60,8 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
             LowRank = Grid("lr", "mxfp4"),
             Iterations = Integer("iters", 20, 1, 1000),
             LowRankRounds = Integer("lrsteps", 3, 0, 100),
+            Hadamard = parsed["had"] == "1",
+            Seed = Integer("seed", 1, 0, int.MaxValue),
         });
     }
 
@@ -78,7 +82,15 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         if (hessian is not null && hessian.Size != cols)
             throw new ArgumentException($"{tensor.Name}: the calibration Hessian is {hessian.Size}×{hessian.Size}, the weight has {cols} columns");
         hessian ??= Hessian.Identity(cols);
-        var result = Caldera.Decompose(weights, rows, cols, hessian, Options with { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+        var fitted = weights;
+        if (Options.Hadamard)
+        {
+            // W' = W Vᵀ, H' = V H Vᵀ: the same activation-aware error, spread-out columns (docs/caldera.md).
+            var v = IncoherenceTransform.Create(cols, Options.Seed);
+            fitted = Caldera.ToFloatRowMajor(Caldera.FromRowMajor(weights, rows, cols) * v.Transpose());
+            hessian = IncoherenceTransform.Transform(hessian, v);
+        }
+        var result = Caldera.Decompose(fitted, rows, cols, hessian, Options with { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
             cancellationToken);
 
         var parts = new List<EncodedPart>(result.Q.Quantizer.Parts("q"));
@@ -94,6 +106,7 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
             ["iterations"] = result.IterateErrors.Count.ToString(inv),
             ["seconds"] = clock.Elapsed.TotalSeconds.ToString("0.000", inv),
         };
+        if (Options.Hadamard) parameters["transform_seed"] = Options.Seed.ToString(inv);
         return new EncodedTensor(parts, parameters);
     }
 
@@ -105,6 +118,7 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         private readonly float[]? _l; // m × k (row-major, transposed back from the stored Lᵀ)
         private readonly float[]? _r; // k × n
         private readonly int _cols, _rank;
+        private readonly float[]? _transform; // V, n × n row-major, when the weight was stored transformed
 
         public Decoder(CalderaTensorCodec owner, StoredTensor stored)
         {
@@ -129,6 +143,8 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
                 _r = new float[(long)_rank * _cols];
                 using (var reader = owner.Options.LowRank.Open(stored, "r", _rank, _cols)) reader.ReadRows(0, _rank, _r);
             }
+            if (owner.Options.Hadamard)
+                _transform = Caldera.ToFloatRowMajor(IncoherenceTransform.Create(_cols, owner.Options.Seed));
         }
 
         private static string FirstPart(QuantGrid grid) => grid switch
@@ -143,13 +159,26 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         public void ReadRows(long firstRow, int count, Span<float> destination)
         {
             _q.ReadRows(firstRow, count, destination);
-            if (_l is null || _r is null) return;
+            if (_l is not null && _r is not null)
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    var row = destination.Slice(i * _cols, _cols);
+                    var l = _l.AsSpan((int)((firstRow + i) * _rank), _rank);
+                    for (int c = 0; c < _rank; c++)
+                        if (l[c] != 0) TensorPrimitives.MultiplyAdd(_r.AsSpan(c * _cols, _cols), l[c], row, row);
+                }
+            }
+            if (_transform is null) return;
+            // ŵ = ŵ' V, row by row (the transform is input-side only, so rows stay independent).
+            var transformed = new float[_cols];
             for (int i = 0; i < count; i++)
             {
                 var row = destination.Slice(i * _cols, _cols);
-                var l = _l.AsSpan((int)((firstRow + i) * _rank), _rank);
-                for (int c = 0; c < _rank; c++)
-                    if (l[c] != 0) TensorPrimitives.MultiplyAdd(_r.AsSpan(c * _cols, _cols), l[c], row, row);
+                Array.Clear(transformed);
+                for (int t = 0; t < _cols; t++)
+                    if (row[t] != 0) TensorPrimitives.MultiplyAdd(_transform.AsSpan(t * _cols, _cols), row[t], transformed, transformed);
+                transformed.CopyTo(row);
             }
         }
 

@@ -58,7 +58,8 @@ public sealed class Hessian
     }
 
     /// <summary>Wraps a given symmetric positive definite matrix as it is (tests; H from elsewhere).</summary>
-    public static Hessian FromMatrix(Matrix<double> matrix, long tokens = 1) => new(matrix.Clone(), tokens);
+    public static Hessian FromMatrix(Matrix<double> matrix, long tokens = 1) =>
+        tokens > 0 ? new(0.5 * (matrix + matrix.Transpose()), tokens) : throw new ArgumentOutOfRangeException(nameof(tokens), "use Identity for H = I");
 
     /// <summary><c>H^{1/2}</c> (symmetric, from the eigendecomposition).</summary>
     public Matrix<double> Sqrt => _sqrt ??= Power(0.5);
