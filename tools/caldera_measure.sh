@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces every number in docs/caldera.md (about 15 minutes on the 2-core VM).
+# Reproduces every number in docs/caldera.md (about 18 minutes on the 2-core VM).
 # Writes docs/data/caldera-*.json and docs/img/caldera-*.png, then prints the markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,9 @@ $NS sweep "$STORIES" --formats "$S" --text "$TEXT" --calib "$CALIB" --calib-toke
 # (With H = I, rank 0 is round-to-nearest: for int2/int3 the per-row-scale baseline.)
 $NS sweep "$STORIES" --formats "caldera:rank=0,q=int2,caldera:rank=0,q=int3,caldera:rank=8,q=int2,lr=mxint4,caldera:rank=0,q=mxint3,caldera:rank=8,q=mxint3,lr=mxint4" \
   --text "$TEXT" --threads "$THREADS" --chart /tmp/caldera-identity.png --json > docs/data/caldera-stories260K-identity.json
+# With the input-side incoherence transform (had=1).
+$NS sweep "$STORIES" --formats "caldera:rank=0,q=mxint2,had=1,caldera:rank=0,q=mxint3,had=1,caldera:rank=8,q=mxint3,lr=mxint4,had=1,caldera:rank=8,q=int2,lr=mxint4,had=1,caldera:rank=0,q=mxfp4,had=1" \
+  --text "$TEXT" --calib "$CALIB" --calib-tokens 4096 --threads "$THREADS" --chart /tmp/caldera-had.png --json > docs/data/caldera-stories260K-had.json
 # Per-layer time of one configuration (20 outer iterations).
 $NS compress "$STORIES" --format caldera:rank=8,q=mxint3,lr=mxint4 --calib "$CALIB" --threads "$THREADS" \
   -o /tmp/caldera-stories.safetensors --json > docs/data/caldera-stories260K-compress.json
@@ -36,6 +39,8 @@ G+=",caldera:rank=16,q=mxint2,lr=mxint4,iters=5,caldera:rank=64,q=mxint2,lr=mxin
 G+=",caldera:rank=16,q=mxint3,lr=mxint4,iters=5,caldera:rank=64,q=mxint3,lr=mxint4,iters=5"
 G+=",caldera:rank=16,q=mxfp4,lr=mxint4,iters=5"
 $NS sweep "$GPT2" --formats "$G" --threads "$THREADS" --chart docs/img/caldera-gpt2-attn.png --json > docs/data/caldera-gpt2-attn.json
+$NS sweep "$GPT2" --formats "caldera:rank=0,q=mxint2,had=1,caldera:rank=16,q=mxint3,lr=mxint4,iters=5,had=1" --threads "$THREADS" \
+  --chart /tmp/caldera-gpt2-had.png --json > docs/data/caldera-gpt2-attn-had.json
 $NS compress "$GPT2" --format caldera:rank=64,q=mxint2,lr=mxint4,iters=5 --threads "$THREADS" \
   -o /tmp/caldera-gpt2.safetensors --json > docs/data/caldera-gpt2-attn-compress.json
 rm -f /tmp/caldera-stories.safetensors /tmp/caldera-gpt2.safetensors
