@@ -19,11 +19,14 @@ internal static class CompressCommand
         var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Encode NaN/Inf weights as NaN instead of refusing the checkpoint" };
         var noError = new Option<bool>("--no-error") { Description = "Skip measuring the weight error (decoding the output again)" };
+        var calib = CliRunner.CalibrationOption();
+        var calibTokens = CliRunner.CalibrationTokensOption();
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer for --calib (default: beside the model)" };
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, output, include, exclude, allowNonFinite, noError, threads, json,
+            model, format, output, include, exclude, allowNonFinite, noError, calib, calibTokens, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -32,6 +35,14 @@ internal static class CompressCommand
             using var source = CheckpointLoader.Open(parse.GetValue(model)!);
             if (Path.GetFullPath(outPath) == Path.GetFullPath(source.Path))
                 throw new ArgumentException("the output would overwrite the input");
+            LowRank.CalibrationSet? calibration = null;
+            if (parse.GetValue(calib) is { } calibPath)
+            {
+                context.Log($"calibrating on {calibPath} ({parse.GetValue(calibTokens)} tokens) ...");
+                calibration = LowRank.Calibration.Collect(source.Path, calibPath, parse.GetValue(tokenizer),
+                    new LowRank.CalibrationOptions { Tokens = parse.GetValue(calibTokens), MaxDegreeOfParallelism = parse.GetValue(threads) },
+                    cancellationToken: context.Cancellation);
+            }
             var options = new CompressOptions
             {
                 Codec = codec,
@@ -40,6 +51,7 @@ internal static class CompressCommand
                 {
                     MaxDegreeOfParallelism = parse.GetValue(threads),
                     AllowNonFinite = parse.GetValue(allowNonFinite),
+                    Calibration = calibration,
                 },
             };
             var progress = new ProgressSink();
@@ -81,6 +93,7 @@ internal static class CompressCommand
             stored_bytes = t.StoredBytes,
             bits_per_weight = t.BitsPerWeight,
             error = errors.TryGetValue(t.Name, out var e) ? ErrorJson(e) : null,
+            @params = t.Parameters,
         }),
     };
 
@@ -103,5 +116,11 @@ internal static class CompressCommand
             $"{r.Output}: {Units.Bytes(r.OutputFileBytes)} from {Units.Bytes(r.SourceBytes)} ({Units.G((double)r.SourceBytes / Math.Max(1, r.OutputFileBytes), "0.00")}×), " +
             $"{r.Format} at {Units.G(r.EncodedBitsPerWeight, "0.###")} bpw on encoded tensors" +
             (total is null ? "" : $", SQNR {Units.G(total.SqnrDb, "0.00")} dB") + $", {r.Elapsed.TotalSeconds:0.00} s"));
+        // Codecs fitted to activations (caldera) report the activation-aware error ‖(Ŵ−W)H^{1/2}‖/‖W H^{1/2}‖ per tensor.
+        var fitted = r.Tensors.Select(t => t.Parameters is { } p && p.TryGetValue("activation_error", out var v)
+            && double.TryParse(v, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var x) ? x : double.NaN)
+            .Where(double.IsFinite).ToList();
+        if (fitted.Count > 0)
+            console.MarkupLine(Markup.Escape($"activation-aware relative error: mean {Units.G(fitted.Average(), "0.0000")}, max {Units.G(fitted.Max(), "0.0000")} over {fitted.Count} tensors"));
     }
 }

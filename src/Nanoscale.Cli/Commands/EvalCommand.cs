@@ -17,11 +17,13 @@ internal static class EvalCommand
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: tokenizer.bin or tok*.bin beside the model)" };
         var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
         var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var calib = CliRunner.CalibrationOption();
+        var calibTokens = CliRunner.CalibrationTokensOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("eval", "Perplexity of a model on original or compressed weights")
         {
-            model, text, format, ctx, tokenizer, include, exclude, threads, json,
+            model, text, format, ctx, tokenizer, include, exclude, calib, calibTokens, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -34,6 +36,8 @@ internal static class EvalCommand
                 Include = parse.GetValue(include),
                 Exclude = parse.GetValue(exclude),
                 MaxDegreeOfParallelism = parse.GetValue(threads),
+                CalibrationPath = parse.GetValue(calib),
+                CalibrationTokens = parse.GetValue(calibTokens),
             };
             if (options.ContextLength is < 2) throw new ArgumentException("--ctx must be at least 2");
             var progress = new ProgressSink();

@@ -19,11 +19,13 @@ internal static class SweepCommand
         var chart = new Option<string?>("--chart") { Description = "PNG chart path (default: sweep.png in the current folder)" };
         var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
         var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var calib = CliRunner.CalibrationOption();
+        var calibTokens = CliRunner.CalibrationTokensOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("sweep", "Measure several formats on one model: bpw, weight error, perplexity, time, and a chart")
         {
-            model, formats, text, ctx, tokenizer, chart, include, exclude, threads, json,
+            model, formats, text, ctx, tokenizer, chart, include, exclude, calib, calibTokens, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -37,6 +39,8 @@ internal static class SweepCommand
                 Include = parse.GetValue(include),
                 Exclude = parse.GetValue(exclude),
                 MaxDegreeOfParallelism = parse.GetValue(threads),
+                CalibrationPath = parse.GetValue(calib),
+                CalibrationTokens = parse.GetValue(calibTokens),
             };
             var textOptions = parse.GetValue(text) is null ? null : weightOptions;
             var progress = new ProgressSink();

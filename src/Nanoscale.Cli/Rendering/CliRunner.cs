@@ -13,6 +13,19 @@ internal static class CliRunner
 {
     public static Option<bool> JsonOption() => new("--json") { Description = "Print exactly one JSON object on standard output" };
 
+    /// <summary><c>--calib FILE</c>: calibration text for codecs fitted to activations (caldera, SPEC §11).</summary>
+    public static Option<string?> CalibrationOption() => new("--calib")
+    {
+        Description = "Calibration text for caldera's Hessians (H = XᵀX/tokens per linear input); without it caldera uses H = I",
+    };
+
+    /// <summary><c>--calib-tokens N</c>.</summary>
+    public static Option<int> CalibrationTokensOption() => new("--calib-tokens")
+    {
+        Description = "Tokens of the calibration text to run",
+        DefaultValueFactory = _ => 4096,
+    };
+
     public static Option<int> ThreadsOption() => new("--threads")
     {
         Description = "Worker threads (0 = all cores)",

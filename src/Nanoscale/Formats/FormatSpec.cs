@@ -50,9 +50,11 @@ public sealed class FormatSpec
     }
 
     /// <summary>
-    /// Splits a list of spec strings (CLI <c>--formats</c>). Items are separated by <c>;</c>, or by <c>,</c> when the
-    /// next piece does not look like an option: a piece of the form <c>key=value</c> without <c>:</c> continues the
-    /// previous spec, so <c>mxfp4,nxfp4:nm=2,am=e2m1|e1m2,nvfp4</c> is three specs.
+    /// Splits a list of spec strings (CLI <c>--formats</c>). Items are separated by <c>,</c> or <c>;</c>, except that a
+    /// piece of the form <c>key=value</c> (an <c>=</c> before any <c>:</c>) continues the previous spec: after a comma
+    /// as its next option, after a semicolon as the inner option of a nested spec, so
+    /// <c>mxfp4,nxfp4:nm=2,am=e2m1|e1m2,nvfp4</c> is three specs and
+    /// <c>caldera:rank=8,q=mxfp4:scale=mse;round=away,lr=mxint4</c> is one.
     /// </summary>
     /// <exception cref="FormatSpecException">The list is empty, or an option has no spec before it.</exception>
     public static IReadOnlyList<string> SplitList(string text)
@@ -61,20 +63,27 @@ public sealed class FormatSpec
         var result = new List<string>();
         foreach (string item in text.Split(';', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
-            int first = result.Count;
+            bool firstOfItem = true;
             foreach (string piece in item.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
             {
-                bool isOption = piece.Contains('=') && !piece.Contains(':');
-                if (!isOption)
+                if (!IsOption(piece))
                     result.Add(piece);
-                else if (result.Count > first && result[^1].Contains(':'))
-                    result[^1] += "," + piece;
+                else if (result.Count > 0 && result[^1].Contains(':'))
+                    result[^1] += (firstOfItem ? ";" : ",") + piece;
                 else
                     throw new FormatSpecException(text, $"option '{piece}' has no format before it (write NAME:{piece})");
+                firstOfItem = false;
             }
         }
         if (result.Count == 0) throw new FormatSpecException(text, "the format list is empty");
         return result;
+    }
+
+    /// <summary>A <c>key=value</c> piece: its first <c>=</c> comes before any <c>:</c> (values may hold nested specs).</summary>
+    private static bool IsOption(string piece)
+    {
+        int eq = piece.IndexOf('='), colon = piece.IndexOf(':');
+        return eq > 0 && (colon < 0 || colon > eq);
     }
 
     public override string ToString() =>

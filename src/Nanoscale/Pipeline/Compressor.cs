@@ -11,7 +11,9 @@ public sealed record CompressOptions
     public EncodeOptions EncodeOptions { get; init; } = new();
 }
 
-public sealed record CompressedTensorReport(string Name, string Codec, DType DType, long[] Shape, long OriginalBytes, long StoredBytes)
+/// <summary>One tensor of a compress run; <see cref="Parameters"/> are the codec's per-tensor parameters as stored.</summary>
+public sealed record CompressedTensorReport(string Name, string Codec, DType DType, long[] Shape, long OriginalBytes, long StoredBytes,
+    IReadOnlyDictionary<string, string>? Parameters = null)
 {
     public double BitsPerWeight => 8.0 * StoredBytes / Math.Max(1, TensorInfo.CountElements(Shape));
 }
@@ -89,7 +91,7 @@ public static class Compressor
                     }
                     entries.Add(new(tensor.Name, new CompressedLayout.Entry(options.Codec.Spec, tensor.DType, tensor.Shape,
                         encoded.Parts.Select(p => p.Suffix).ToList(), encoded.Parameters ?? new Dictionary<string, string>())));
-                    reports.Add(new CompressedTensorReport(tensor.Name, options.Codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored));
+                    reports.Add(new CompressedTensorReport(tensor.Name, options.Codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored, encoded.Parameters));
                 }
                 done += tensor.ByteLength;
             }

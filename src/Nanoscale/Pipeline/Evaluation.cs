@@ -25,6 +25,26 @@ public sealed record EvalOptions
     /// <summary>Threads; 0 means all cores.</summary>
     public int MaxDegreeOfParallelism { get; init; }
 
+    /// <summary>Calibration text for codecs fitted to activations (caldera); ignored by the others.</summary>
+    public string? CalibrationPath { get; init; }
+
+    /// <summary>Tokens of <see cref="CalibrationPath"/> to run.</summary>
+    public int CalibrationTokens { get; init; } = 4096;
+
+    /// <summary>Hessians already collected (a sweep collects once); wins over <see cref="CalibrationPath"/>.</summary>
+    public LowRank.CalibrationSet? Calibration { get; init; }
+
+    /// <summary>The calibration to encode with: <see cref="Calibration"/>, or collected from <see cref="CalibrationPath"/>
+    /// when that is set, else null.</summary>
+    public LowRank.CalibrationSet? ResolveCalibration(string modelPath, CancellationToken cancellationToken = default) =>
+        Calibration ?? (CalibrationPath is { } path
+            ? LowRank.Calibration.Collect(modelPath, path, TokenizerPath, new LowRank.CalibrationOptions
+            {
+                Tokens = CalibrationTokens,
+                MaxDegreeOfParallelism = MaxDegreeOfParallelism,
+            }, cancellationToken: cancellationToken)
+            : null);
+
     /// <summary>Folder for the temporary compressed checkpoint (default: the system temp folder).</summary>
     public string? WorkFolder { get; init; }
 }
@@ -57,6 +77,7 @@ public static class Evaluation
             if (options.Format is { } format)
             {
                 var codec = CodecRegistry.Create(format);
+                var calibration = options.ResolveCalibration(modelPath, cancellationToken);
                 var folder = options.WorkFolder ?? Path.GetTempPath();
                 temporary = Path.Combine(folder, $"nanoscale-eval-{Guid.NewGuid():N}.safetensors");
                 using var source = CheckpointLoader.Open(modelPath);
@@ -66,7 +87,7 @@ public static class Evaluation
                 {
                     Codec = codec,
                     Selection = options.Selection,
-                    EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+                    EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism, Calibration = calibration },
                 }, progress, cancellationToken);
                 compressTime = clock.Elapsed;
                 evaluated = temporary;

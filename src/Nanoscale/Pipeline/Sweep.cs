@@ -20,6 +20,13 @@ public static class Sweep
         CancellationToken cancellationToken = default)
     {
         foreach (var format in formats) CodecRegistry.Create(format); // fail on a bad spec before any work
+        // Calibration runs once for every format of the sweep.
+        if (weightOptions.CalibrationPath is not null && weightOptions.Calibration is null)
+        {
+            var calibration = weightOptions.ResolveCalibration(modelPath, cancellationToken);
+            weightOptions = weightOptions with { Calibration = calibration };
+            if (textOptions is not null) textOptions = textOptions with { Calibration = calibration };
+        }
         var rows = new List<SweepRow>();
         void Add(SweepRow row)
         {
@@ -61,7 +68,7 @@ public static class Sweep
             {
                 Codec = codec,
                 Selection = options.Selection,
-                EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+                EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism, Calibration = options.Calibration },
             }, progress, cancellationToken);
             using var written = CompressedCheckpoint.Open(temporary);
             var error = ErrorMetrics.Compare(source, written, cancellationToken).Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);

@@ -4,7 +4,7 @@ namespace Nanoscale.Pipeline.Codecs;
 
 /// <summary>
 /// The codecs the CLI can name: the one format table (<see cref="FormatRegistry"/>, SPEC §7) extended with the
-/// container-level codecs (casts; lossless). Spec strings are parsed and validated by the table; unknown names,
+/// container-level codecs (casts; lossless; caldera). Spec strings are parsed and validated by the table; unknown names,
 /// keys or values are errors that list what is valid.
 /// </summary>
 public static class CodecRegistry
@@ -22,7 +22,8 @@ public static class CodecRegistry
             new FormatOption("taper", "0", [], "mantissa bits dropped per binade beyond the window (0 = uniform)"),
             new FormatOption("width", "2", [], "binades each side of the centre that keep all bits"),
             new FormatOption("center", "", [], "biased exponent of the centre (default: each tensor's most frequent)"),
-        ], (_, canonical) => EntropyTensorCodec.VariablePrecision(canonical)));
+        ], (_, canonical) => EntropyTensorCodec.VariablePrecision(canonical)),
+        LowRank.CalderaTensorCodec.Traits);
 
     public static IEnumerable<string> Names => Formats.Names;
 

@@ -16,6 +16,10 @@ public sealed record EncodeOptions
 
     /// <summary>Let NaN/Inf weights through (as the codec's NaN) instead of refusing the tensor (SPEC §4).</summary>
     public bool AllowNonFinite { get; init; }
+
+    /// <summary>Input Hessians per weight from calibration text, for codecs that fit to activations (CALDERA, SPEC §11);
+    /// codecs that round each weight on its own ignore it. Null: no calibration (such codecs then use H = I).</summary>
+    public LowRank.CalibrationSet? Calibration { get; init; }
 }
 
 /// <summary>

@@ -1,0 +1,228 @@
+using System.Collections.Concurrent;
+using Nanoscale.Formats;
+using Nanoscale.IO;
+using Nanoscale.Pipeline.Codecs;
+
+namespace Nanoscale.LowRank;
+
+/// <summary>
+/// A block format as an LDLQ grid. When LDLQ reaches the first column of a block, the block's scale is chosen by the
+/// format itself (<see cref="IBlockCodec.Quantize"/> on the row's current, error-fed values of that block, zero-padded
+/// when short); each element is then rounded to the nearest value that this scale can represent, and the error of
+/// that rounding is fed forward — also into the rest of the same block, whose scale is already fixed.
+/// </summary>
+/// <remarks>
+/// <para>The values a scale can represent are found by decoding every element code under that scale with the codec's
+/// own <see cref="IBlockCodec.Dequantize"/> (cached per distinct scale bytes), so any format whose elements decode
+/// independently given the block's scale bytes works — MX, NVFP4, and NxFP alike — and the stored codes decode to
+/// exactly the values LDLQ used. For MX formats only codes the format's encoder emits are used (MXINTn: the symmetric
+/// range ±(2^(N−1)−1), SPEC §7), so with H = I the result is the codec's own round-to-nearest (ties aside).</para>
+/// <para>Stored like a plain block tensor, under a prefix: <c>{prefix}.blocks</c> U8 [rows, nblocks, bytes_per_block],
+/// <c>{prefix}.scales</c> U8 [rows, nblocks·scale_bytes], and <c>{prefix}.tensor_data</c> U8 when the format has
+/// per-tensor data (NVFP4's FP32 tensor scale, computed from the matrix before error feedback).</para>
+/// </remarks>
+public sealed class BlockGrid : QuantGrid
+{
+    private static readonly CodecOptions SingleThread = new() { MaxDegreeOfParallelism = 1 };
+
+    public BlockGrid(IBlockCodec codec)
+    {
+        Codec = codec;
+        if (codec.BytesPerBlock * 8 % codec.BlockSize != 0 || codec.BytesPerBlock * 8 / codec.BlockSize is < 1 or > 8)
+            throw new FormatSpecException(codec.Spec, "an LDLQ grid needs whole element codes of 1 to 8 bits");
+        if (codec.ScaleBytesPerBlock is < 1 or > 4)
+            throw new FormatSpecException(codec.Spec, "an LDLQ grid needs 1 to 4 scale bytes per block");
+        ElementBits = codec.BytesPerBlock * 8 / codec.BlockSize;
+        // SPEC §7: MX integer encoders emit only the symmetric range, although decoders accept the most negative code;
+        // LDLQ rounds onto the levels the format's own encoder emits, so it never uses that extra level.
+        _emits = codec is Formats.Mx.MxCodec mx
+            ? code => mx.Element.IsSpecial(code) || mx.Element.Encode(mx.Element.Decode(code)) == code || mx.Element.Decode(code) == 0
+            : _ => true;
+    }
+
+    private readonly Func<int, bool> _emits;
+
+    public IBlockCodec Codec { get; }
+
+    public int ElementBits { get; }
+
+    public override string Spec => Codec.Spec;
+
+    public override GridQuantizer Begin(int rows, int cols, ReadOnlySpan<float> initial)
+    {
+        var tensorData = new byte[Codec.TensorDataBytes];
+        if (tensorData.Length > 0)
+        {
+            var accumulator = Codec.CreateTensorDataAccumulator(SingleThread);
+            accumulator.Add(initial, 0);
+            accumulator.WriteTensorData(tensorData);
+        }
+        return new Quantizer(this, rows, cols, tensorData);
+    }
+
+    public override IGridReader Open(StoredTensor stored, string prefix, int rows, int cols) => new Reader(this, stored, prefix, rows, cols);
+
+    /// <summary>The representable values under one block's scale bytes, ascending, with their codes (NaN codes left out;
+    /// of equal values the lower code, so +0 beats −0).</summary>
+    private sealed record Levels(float[] Values, byte[] Codes);
+
+    private Levels BuildLevels(ReadOnlySpan<byte> scaleBytes, ReadOnlySpan<byte> tensorData)
+    {
+        int codeCount = 1 << ElementBits, b = Codec.BlockSize;
+        var codes = new byte[b];
+        var packed = new byte[Codec.BytesPerBlock];
+        var decoded = new float[b];
+        var pairs = new List<(float Value, byte Code)>(codeCount);
+        for (int first = 0; first < codeCount; first += b)
+        {
+            int n = Math.Min(b, codeCount - first);
+            Array.Clear(codes);
+            for (int i = 0; i < n; i++) codes[i] = (byte)(first + i);
+            BlockPacking.Pack(codes, ElementBits, packed);
+            Codec.Dequantize(packed, scaleBytes, tensorData, 1, b, SingleThread, decoded);
+            for (int i = 0; i < n; i++)
+                if (float.IsFinite(decoded[i]) && _emits(first + i)) pairs.Add((decoded[i], (byte)(first + i)));
+        }
+        pairs.Sort((x, y) => x.Value != y.Value ? x.Value.CompareTo(y.Value) : x.Code.CompareTo(y.Code));
+        var values = new List<float>();
+        var kept = new List<byte>();
+        foreach (var (v, c) in pairs)
+        {
+            if (values.Count > 0 && values[^1] == v) continue;
+            values.Add(v);
+            kept.Add(c);
+        }
+        if (values.Count == 0) values.Add(0); // a NaN scale: nothing to round to (non-finite input is refused earlier)
+        if (kept.Count == 0) kept.Add(0);
+        return new Levels([.. values], [.. kept]);
+    }
+
+    private static int Key(ReadOnlySpan<byte> scaleBytes)
+    {
+        int key = 0;
+        for (int i = 0; i < scaleBytes.Length; i++) key |= scaleBytes[i] << (8 * i);
+        return key;
+    }
+
+    private sealed class Quantizer : GridQuantizer
+    {
+        private readonly BlockGrid _grid;
+        private readonly byte[] _tensorData;
+        private readonly int _blocksPerRow;
+        private readonly byte[] _codes;       // [rows, cols] element codes
+        private readonly byte[] _scales;      // [rows, nblocks, scaleBytes]
+        private readonly Levels?[] _current;  // per row: the levels of the block being rounded
+        private readonly ConcurrentDictionary<int, Levels> _cache = new();
+
+        public Quantizer(BlockGrid grid, int rows, int cols, byte[] tensorData) : base(rows, cols)
+        {
+            _grid = grid;
+            _tensorData = tensorData;
+            _blocksPerRow = grid.Codec.BlocksPerRow(cols);
+            _codes = new byte[(long)rows * _blocksPerRow * grid.Codec.BlockSize];
+            _scales = new byte[(long)rows * _blocksPerRow * grid.Codec.ScaleBytesPerBlock];
+            _current = new Levels?[rows];
+        }
+
+        public override int GroupSize => _grid.Codec.BlockSize;
+
+        public override void BeginGroup(int row, int firstColumn, ReadOnlySpan<float> values)
+        {
+            var codec = _grid.Codec;
+            int block = firstColumn / codec.BlockSize, sb = codec.ScaleBytesPerBlock;
+            Span<byte> packed = stackalloc byte[codec.BytesPerBlock];
+            var scale = _scales.AsSpan((row * _blocksPerRow + block) * sb, sb);
+            codec.Quantize(values, 1, values.Length, _tensorData, SingleThread, (long)row * Columns + firstColumn, packed, scale);
+            int key = Key(scale);
+            if (!_cache.TryGetValue(key, out var levels))
+                levels = _cache.GetOrAdd(key, _grid.BuildLevels(scale, _tensorData));
+            _current[row] = levels;
+        }
+
+        public override float Round(int row, int column, double value)
+        {
+            var levels = _current[row] ?? throw new InvalidOperationException("BeginGroup was not called for this row");
+            var v = levels.Values;
+            // Nearest level; on an exact tie the one of smaller magnitude.
+            int lo = 0, hi = v.Length - 1;
+            while (lo < hi)
+            {
+                int mid = (lo + hi) >> 1;
+                if (v[mid] < value) lo = mid + 1; else hi = mid;
+            }
+            int best = lo;
+            if (lo > 0)
+            {
+                double below = value - v[lo - 1], above = v[lo] - value;
+                if (below < above || (below == above && Math.Abs(v[lo - 1]) < Math.Abs(v[lo]))) best = lo - 1;
+            }
+            _codes[(long)row * _blocksPerRow * _grid.Codec.BlockSize + column] = levels.Codes[best];
+            return v[best];
+        }
+
+        public override IReadOnlyList<EncodedPart> Parts(string prefix)
+        {
+            var codec = _grid.Codec;
+            int b = codec.BlockSize, bpb = codec.BytesPerBlock;
+            var blocks = new byte[(long)Rows * _blocksPerRow * bpb];
+            for (long i = 0; i < (long)Rows * _blocksPerRow; i++)
+                BlockPacking.Pack(_codes.AsSpan((int)(i * b), b), _grid.ElementBits, blocks.AsSpan((int)(i * bpb), bpb));
+            var parts = new List<EncodedPart>
+            {
+                new($"{prefix}.blocks", DType.U8, [Rows, _blocksPerRow, bpb], blocks),
+                new($"{prefix}.scales", DType.U8, [Rows, _blocksPerRow * codec.ScaleBytesPerBlock], _scales),
+            };
+            if (_tensorData.Length > 0) parts.Add(new($"{prefix}.tensor_data", DType.U8, [_tensorData.Length], _tensorData));
+            return parts;
+        }
+    }
+
+    private sealed class Reader : IGridReader
+    {
+        private readonly IBlockCodec _codec;
+        private readonly TensorView _blocks, _scales;
+        private readonly byte[] _tensorData;
+        private readonly int _cols, _blocksPerRow;
+
+        public Reader(BlockGrid grid, StoredTensor stored, string prefix, int rows, int cols)
+        {
+            _codec = grid.Codec;
+            _cols = cols;
+            _blocksPerRow = _codec.BlocksPerRow(cols);
+            var blocks = stored.Part($"{prefix}.blocks");
+            var scales = stored.Part($"{prefix}.scales");
+            long expectedBlocks = (long)rows * _blocksPerRow * _codec.BytesPerBlock;
+            long expectedScales = (long)rows * _blocksPerRow * _codec.ScaleBytesPerBlock;
+            if (blocks.ByteLength != expectedBlocks || scales.ByteLength != expectedScales)
+                throw new CheckpointFormatException(blocks.FilePath, blocks.Name, blocks.FileOffset,
+                    $"{_codec.Spec} of [{rows}, {cols}] needs {expectedBlocks} block bytes and {expectedScales} scale bytes, " +
+                    $"found {blocks.ByteLength} and {scales.ByteLength}");
+            _tensorData = new byte[_codec.TensorDataBytes];
+            if (_tensorData.Length > 0)
+            {
+                var part = stored.Part($"{prefix}.tensor_data");
+                if (part.ByteLength != _tensorData.Length)
+                    throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset, $"expected {_tensorData.Length} bytes, found {part.ByteLength}");
+                using var view = stored.Map($"{prefix}.tensor_data");
+                view.Bytes.CopyTo(_tensorData);
+            }
+            _blocks = stored.Map($"{prefix}.blocks");
+            _scales = stored.Map($"{prefix}.scales");
+        }
+
+        public void ReadRows(long firstRow, int count, Span<float> destination)
+        {
+            long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;
+            _codec.Dequantize(
+                _blocks.Slice(firstRow * blockStride, checked((int)(count * blockStride))),
+                _scales.Slice(firstRow * scaleStride, checked((int)(count * scaleStride))),
+                _tensorData, count, _cols, SingleThread, destination[..checked(count * _cols)]);
+        }
+
+        public void Dispose()
+        {
+            _blocks.Dispose();
+            _scales.Dispose();
+        }
+    }
+}

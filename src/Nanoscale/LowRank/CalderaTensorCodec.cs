@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Numerics.Tensors;
+using Nanoscale.Formats;
+using Nanoscale.IO;
+using Nanoscale.Pipeline.Codecs;
+
+namespace Nanoscale.LowRank;
+
+/// <summary>
+/// <c>caldera:rank=K,q=GRID,lr=GRID[,iters=N,lrsteps=N]</c> in the container (docs/caldera.md): a weight W (m × n) is
+/// stored as Q (m × n on the q grid) plus L·R (L m × k, R k × n on the lr grid), fitted to the layer's calibration
+/// Hessian from <see cref="EncodeOptions.Calibration"/> (H = I when there is none).
+/// Parts: <c>NAME.q.*</c> (Q), <c>NAME.l.*</c> (Lᵀ, k × m), <c>NAME.r.*</c> (R, k × n), each laid out by its grid.
+/// Decoding a row range: decode the rows of Q, then add <c>L[rows]·R</c> (L and R are decoded once when the tensor is
+/// opened: k·(m + n) floats).
+/// </summary>
+public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : ITensorCodec, ICodec
+{
+    public string Spec { get; } = spec;
+
+    public CalderaOptions Options { get; } = options;
+
+    public bool IsLossless => false;
+
+    /// <summary>The registry row (SPEC §7): <c>caldera</c> with rank, q, lr, iters and lrsteps.</summary>
+    public static FormatTraits Traits { get; } = new("caldera", [],
+        "CALDERA: W ≈ Q + L·R, Q by LDLQ on a low-bit grid, rank-k factors L, R on another grid, fitted to calibration Hessians",
+        double.NaN,
+        [
+            new FormatOption("rank", "16", [], "k, the rank of L·R (0 = LDLQ alone)"),
+            new FormatOption("q", "mxint2", [], $"grid of Q: {QuantGrid.ValidNames}"),
+            new FormatOption("lr", "mxfp4", [], "grid of L and R (same choices as q)"),
+            new FormatOption("iters", "20", [], "outer iterations (the best iterate is kept)"),
+            new FormatOption("lrsteps", "3", [], "least-squares rounds of each LR step"),
+            new FormatOption("had", "0", ["0", "1"], "1: input-side randomized Hadamard (or random orthogonal) transform first"),
+            new FormatOption("seed", "1", [], "seed of the transform and of the randomized SVD"),
+        ],
+        (parsed, canonical) => Create(parsed, canonical));
+
+    private static CalderaTensorCodec Create(FormatSpec parsed, string canonical)
+    {
+        int Integer(string key, int fallback, int min, int max)
+        {
+            string? text = parsed[key];
+            if (text is null) return fallback;
+            if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int value) || value < min || value > max)
+                throw new FormatSpecException(canonical, $"{key} must be an integer from {min} to {max} (found '{text}')");
+            return value;
+        }
+        QuantGrid Grid(string key, string fallback)
+        {
+            try { return QuantGrid.Parse(parsed[key] ?? fallback); }
+            catch (FormatSpecException e) { throw new FormatSpecException(canonical, $"{key}: {e.Message}"); }
+        }
+        return new CalderaTensorCodec(canonical, new CalderaOptions
+        {
+            Rank = Integer("rank", 16, 0, 65536),
+            Q = Grid("q", "mxint2"),
+            LowRank = Grid("lr", "mxfp4"),
+            Iterations = Integer("iters", 20, 1, 1000),
+            LowRankRounds = Integer("lrsteps", 3, 0, 100),
+            Hadamard = parsed["had"] == "1",
+            Seed = Integer("seed", 1, 0, int.MaxValue),
+        });
+    }
+
+    public EncodedTensor Encode(TensorView source, EncodeOptions options, CancellationToken cancellationToken = default)
+    {
+        var tensor = source.Tensor;
+        if (tensor.Shape.Length != 2 || tensor.Shape[0] > int.MaxValue || tensor.Shape[1] > int.MaxValue || tensor.ElementCount > Array.MaxLength)
+            throw new ArgumentException($"{tensor.Name}: caldera applies to 2-D weights, found [{string.Join(", ", tensor.Shape)}]");
+        int rows = (int)tensor.Shape[0], cols = (int)tensor.Shape[1];
+        if (Options.Rank > Math.Min(rows, cols))
+            throw new ArgumentException($"{tensor.Name}: rank {Options.Rank} exceeds min(rows, cols) = {Math.Min(rows, cols)} of [{rows}, {cols}]");
+        var clock = Stopwatch.StartNew();
+        var weights = source.ToFloatArray();
+        for (int i = 0; i < weights.Length; i++)
+            if (!float.IsFinite(weights[i]))
+                throw new InvalidDataException($"{tensor.Name}: element {i} is {weights[i]}; caldera cannot fit non-finite weights");
+        var hessian = options.Calibration?.Find(tensor.Name);
+        if (hessian is not null && hessian.Size != cols)
+            throw new ArgumentException($"{tensor.Name}: the calibration Hessian is {hessian.Size}×{hessian.Size}, the weight has {cols} columns");
+        hessian ??= Hessian.Identity(cols);
+        var fitted = weights;
+        if (Options.Hadamard)
+        {
+            // W' = W Vᵀ, H' = V H Vᵀ: the same activation-aware error, spread-out columns (docs/caldera.md).
+            var v = IncoherenceTransform.Create(cols, Options.Seed);
+            fitted = Caldera.ToFloatRowMajor(Caldera.FromRowMajor(weights, rows, cols) * v.Transpose());
+            hessian = IncoherenceTransform.Transform(hessian, v);
+        }
+        var result = Caldera.Decompose(fitted, rows, cols, hessian, Options with { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+            cancellationToken);
+
+        var parts = new List<EncodedPart>(result.Q.Quantizer.Parts("q"));
+        if (result.LTransposed is { } l) parts.AddRange(l.Quantizer.Parts("l"));
+        if (result.R is { } r) parts.AddRange(r.Quantizer.Parts("r"));
+        var inv = CultureInfo.InvariantCulture;
+        var parameters = new Dictionary<string, string>
+        {
+            ["rank"] = Options.Rank.ToString(inv),
+            ["calibration_tokens"] = hessian.Tokens.ToString(inv),
+            ["activation_error"] = result.RelativeError.ToString("R", inv),
+            ["best_iteration"] = result.BestIteration.ToString(inv),
+            ["iterations"] = result.IterateErrors.Count.ToString(inv),
+            ["seconds"] = clock.Elapsed.TotalSeconds.ToString("0.000", inv),
+        };
+        if (Options.Hadamard) parameters["transform_seed"] = Options.Seed.ToString(inv);
+        return new EncodedTensor(parts, parameters);
+    }
+
+    public ITensorDecoder OpenDecoder(StoredTensor stored) => new Decoder(this, stored);
+
+    private sealed class Decoder : ITensorDecoder
+    {
+        private readonly IGridReader _q;
+        private readonly float[]? _l; // m × k (row-major, transposed back from the stored Lᵀ)
+        private readonly float[]? _r; // k × n
+        private readonly int _cols, _rank;
+        private readonly float[]? _transform; // V, n × n row-major, when the weight was stored transformed
+
+        public Decoder(CalderaTensorCodec owner, StoredTensor stored)
+        {
+            Stored = stored;
+            if (stored.Shape.Length != 2 || stored.Shape[0] > int.MaxValue || stored.Shape[1] > int.MaxValue)
+                throw new CheckpointFormatException(stored.Part("q." + FirstPart(owner.Options.Q)).FilePath, stored.Name, null,
+                    $"caldera needs a 2-D tensor, the entry says [{string.Join(", ", stored.Shape)}]");
+            int rows = (int)stored.Shape[0];
+            _cols = (int)stored.Shape[1];
+            _rank = owner.Options.Rank;
+            if (stored.Parameters.TryGetValue("rank", out var rankText) && rankText != _rank.ToString(CultureInfo.InvariantCulture))
+                throw new CheckpointFormatException(stored.Part("q." + FirstPart(owner.Options.Q)).FilePath, $"{stored.Name} params.rank", null,
+                    $"the entry says rank {rankText}, its spec {owner.Spec} says {_rank}");
+            _q = owner.Options.Q.Open(stored, "q", rows, _cols);
+            if (_rank > 0)
+            {
+                var lt = new float[(long)_rank * rows];
+                using (var reader = owner.Options.LowRank.Open(stored, "l", _rank, rows)) reader.ReadRows(0, _rank, lt);
+                _l = new float[lt.Length];
+                for (int c = 0; c < _rank; c++)
+                    for (int i = 0; i < rows; i++) _l[i * _rank + c] = lt[c * rows + i];
+                _r = new float[(long)_rank * _cols];
+                using (var reader = owner.Options.LowRank.Open(stored, "r", _rank, _cols)) reader.ReadRows(0, _rank, _r);
+            }
+            if (owner.Options.Hadamard)
+                _transform = Caldera.ToFloatRowMajor(IncoherenceTransform.Create(_cols, owner.Options.Seed));
+        }
+
+        private static string FirstPart(QuantGrid grid) => grid switch
+        {
+            BlockGrid => "blocks",
+            UniformIntGrid => "codes",
+            _ => "data",
+        };
+
+        public StoredTensor Stored { get; }
+
+        public void ReadRows(long firstRow, int count, Span<float> destination)
+        {
+            _q.ReadRows(firstRow, count, destination);
+            if (_l is not null && _r is not null)
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    var row = destination.Slice(i * _cols, _cols);
+                    var l = _l.AsSpan((int)((firstRow + i) * _rank), _rank);
+                    for (int c = 0; c < _rank; c++)
+                        if (l[c] != 0) TensorPrimitives.MultiplyAdd(_r.AsSpan(c * _cols, _cols), l[c], row, row);
+                }
+            }
+            if (_transform is null) return;
+            // ŵ = ŵ' V, row by row (the transform is input-side only, so rows stay independent).
+            var transformed = new float[_cols];
+            for (int i = 0; i < count; i++)
+            {
+                var row = destination.Slice(i * _cols, _cols);
+                Array.Clear(transformed);
+                for (int t = 0; t < _cols; t++)
+                    if (row[t] != 0) TensorPrimitives.MultiplyAdd(_transform.AsSpan(t * _cols, _cols), row[t], transformed, transformed);
+                transformed.CopyTo(row);
+            }
+        }
+
+        public void ReadOriginal(Stream destination) => Codec.WriteAsOriginal(this, destination);
+
+        public void Dispose() => _q.Dispose();
+    }
+}

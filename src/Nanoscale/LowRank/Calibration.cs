@@ -1,0 +1,154 @@
+using MathNet.Numerics.LinearAlgebra;
+using Nanoscale.IO;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.LowRank;
+
+public sealed record CalibrationOptions
+{
+    /// <summary>Tokens to run (BOS + the text's first tokens; the text is cut to about 16 characters per token first).</summary>
+    public int Tokens { get; init; } = 4096;
+
+    /// <summary>Window length; null: the model's maximum sequence length (capped at 2048). Each window starts fresh.</summary>
+    public int? ContextLength { get; init; }
+
+    /// <summary>Threads for the forward pass; 0 means all cores.</summary>
+    public int MaxDegreeOfParallelism { get; init; }
+}
+
+/// <summary>
+/// Runs a model over calibration text and accumulates, for every linear weight, <c>H = XᵀX / tokens</c> of its input
+/// X (SPEC §11), through the runtime's weight seam: each <see cref="ILinearWeight"/> is wrapped so its products
+/// also see their inputs. Weights sharing an input (q/k/v, gate/up) share one accumulator, counted once.
+/// </summary>
+public static class Calibration
+{
+    /// <summary>Opens the model and its tokenizer (given, or found beside the model) and collects on the text file.</summary>
+    public static CalibrationSet Collect(string modelPath, string textPath, string? tokenizerPath, CalibrationOptions options,
+        IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    {
+        using var checkpoint = CheckpointLoader.Open(modelPath);
+        var config = checkpoint.Config
+            ?? throw new CheckpointFormatException(checkpoint.Path, "config", null,
+                "--calib needs a runnable model (llama2.c header or config.json); without one, caldera uses H = I");
+        var tokenizer = TokenizerLoader.Resolve(tokenizerPath, modelPath, config);
+        return Collect(checkpoint, tokenizer, File.ReadAllText(textPath), options, textPath, progress, cancellationToken);
+    }
+
+    /// <summary>Collects the Hessians of the model in <paramref name="checkpoint"/> (plain weights) on <paramref name="text"/>.</summary>
+    public static CalibrationSet Collect(ICheckpoint checkpoint, ITokenizer tokenizer, string text, CalibrationOptions options,
+        string source = "text", IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var config = checkpoint.Config
+            ?? throw new CheckpointFormatException(checkpoint.Path, "config", null, "calibration needs a runnable model (no llama2.c header or config.json)");
+        if (options.Tokens < 2) throw new ArgumentOutOfRangeException(nameof(options), "calibration needs at least 2 tokens");
+        var recording = new RecordingWeightSource(new CheckpointWeightSource(checkpoint), config.Layers);
+        var runtime = new RuntimeOptions
+        {
+            MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
+        };
+        var model = LlamaModel.Load(config, recording, runtime, checkpoint.Path);
+
+        // Enough characters for the requested tokens (llama2.c vocabularies average well under 16 characters a token).
+        long characters = Math.Min(text.Length, 16L * options.Tokens + 1024);
+        var tokens = tokenizer.Encode(text[..(int)characters], addBos: true);
+        if (tokens.Length > options.Tokens) tokens = tokens[..options.Tokens];
+        if (tokens.Length < 2) throw new ArgumentException($"{source}: the calibration text gives fewer than 2 tokens");
+
+        int ctx = Math.Max(1, options.ContextLength ?? Math.Min(config.MaxSeqLen, 2048));
+        var session = model.CreateSession(ctx);
+        var hidden = new float[(long)ctx * config.Dim];
+        for (int start = 0; start < tokens.Length; start += ctx)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int count = Math.Min(ctx, tokens.Length - start);
+            session.Reset();
+            session.ForwardHidden(tokens.AsSpan(start, count), hidden.AsSpan(0, count * config.Dim), cancellationToken);
+            progress?.Report((start + count, tokens.Length));
+        }
+        return new CalibrationSet(recording.Build(), tokens.Length, source);
+    }
+
+    /// <summary>Accumulates <c>Σ xᵀx</c> over the rows of every product it sees.</summary>
+    private sealed class Accumulator(int size)
+    {
+        private readonly Matrix<double> _sum = Matrix<double>.Build.Dense(size, size);
+        private long _tokens;
+        private Hessian? _built;
+
+        public void Add(ReadOnlySpan<float> input)
+        {
+            int tokens = input.Length / size;
+            var x = Matrix<double>.Build.Dense(tokens, size);
+            for (int t = 0; t < tokens; t++)
+                for (int c = 0; c < size; c++) x[t, c] = input[t * size + c];
+            var gram = x.TransposeThisAndMultiply(x);
+            lock (_sum)
+            {
+                _sum.Add(gram, _sum);
+                _tokens += tokens;
+            }
+        }
+
+        public Hessian? Build() => _tokens == 0 ? null : _built ??= Hessian.FromSum(_sum.ToRowMajorArray(), size, _tokens);
+    }
+
+    private sealed class RecordingWeightSource(IWeightSource inner, int layers) : IWeightSource
+    {
+        private readonly Dictionary<string, Accumulator> _byTensor = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, Accumulator> _byGroup = new(StringComparer.Ordinal);
+
+        public bool Contains(string name) => inner.Contains(name);
+
+        public IReadOnlyList<long> Shape(string name) => inner.Shape(name);
+
+        public float[] Vector(string name) => inner.Vector(name);
+
+        public ILinearWeight Linear(string name)
+        {
+            var weight = inner.Linear(name);
+            if (name is LlamaTensorNames.Embedding or LlamaTensorNames.OutputHead) return weight;
+            var (group, owner) = GroupOf(name);
+            if (!_byGroup.TryGetValue(group, out var accumulator))
+                _byGroup[group] = accumulator = new Accumulator(weight.Columns);
+            _byTensor[name] = accumulator;
+            return owner ? new RecordingLinearWeight(weight, accumulator) : weight;
+        }
+
+        /// <summary>q/k/v read the attention norm's output, gate/up the FFN norm's: one accumulator each, fed by q and gate.</summary>
+        private (string Group, bool Owner) GroupOf(string name)
+        {
+            for (int l = 0; l < layers; l++)
+            {
+                if (name == LlamaTensorNames.Query(l)) return ($"{l}.attention_input", true);
+                if (name == LlamaTensorNames.Key(l) || name == LlamaTensorNames.Value(l)) return ($"{l}.attention_input", false);
+                if (name == LlamaTensorNames.Gate(l)) return ($"{l}.ffn_input", true);
+                if (name == LlamaTensorNames.Up(l)) return ($"{l}.ffn_input", false);
+            }
+            return (name, true);
+        }
+
+        public IReadOnlyDictionary<string, Hessian> Build()
+        {
+            var result = new Dictionary<string, Hessian>(StringComparer.Ordinal);
+            foreach (var (name, accumulator) in _byTensor)
+                if (accumulator.Build() is { } h) result[name] = h;
+            return result;
+        }
+    }
+
+    private sealed class RecordingLinearWeight(ILinearWeight inner, Accumulator accumulator) : ILinearWeight
+    {
+        public int Rows => inner.Rows;
+
+        public int Columns => inner.Columns;
+
+        public void ReadRows(int firstRow, int count, Span<float> destination) => inner.ReadRows(firstRow, count, destination);
+
+        public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
+        {
+            accumulator.Add(input);
+            inner.MatMul(input, output, options);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+using MathNet.Numerics.LinearAlgebra;
+
+namespace Nanoscale.LowRank;
+
+/// <summary>
+/// The input second moment of a linear layer, <c>H = XᵀX / tokens</c> (n × n, n = the layer's input features), as
+/// CALDERA and LDLQ use it (SPEC §11): normalised by its mean diagonal and damped by <c>1e-2·I</c>, so it is symmetric
+/// positive definite and its scale does not depend on the activations' magnitude.
+/// </summary>
+/// <remarks>The factorisations (Cholesky, symmetric eigendecomposition) come from MathNet.Numerics.</remarks>
+public sealed class Hessian
+{
+    /// <summary>Damping added to the normalised diagonal (SPEC §11).</summary>
+    public const double Damping = 1e-2;
+
+    private Matrix<double>? _sqrt, _inverseSqrt;
+    private double[][]? _ldlqFactor;
+
+    private Hessian(Matrix<double> matrix, long tokens)
+    {
+        Matrix = matrix;
+        Tokens = tokens;
+    }
+
+    /// <summary>The normalised, damped matrix (n × n, symmetric positive definite).</summary>
+    public Matrix<double> Matrix { get; }
+
+    public int Size => Matrix.RowCount;
+
+    /// <summary>Calibration tokens behind it; 0 for the identity.</summary>
+    public long Tokens { get; }
+
+    public bool IsIdentity => Tokens == 0;
+
+    /// <summary><c>H = I</c>: no calibration (then LDLQ is round-to-nearest and the error is the plain Frobenius error).</summary>
+    public static Hessian Identity(int size) => new(Matrix<double>.Build.DenseIdentity(size), 0);
+
+    /// <summary>
+    /// From an accumulated <c>Σ xᵀx</c> over <paramref name="tokens"/> rows: divide by the tokens, normalise by the mean
+    /// diagonal, add <see cref="Damping"/>·I. <paramref name="sum"/> is n × n, row-major (symmetrised here).
+    /// </summary>
+    /// <exception cref="ArgumentException">Wrong length, no tokens, or the diagonal is zero or not finite.</exception>
+    public static Hessian FromSum(ReadOnlySpan<double> sum, int size, long tokens)
+    {
+        if (sum.Length != (long)size * size) throw new ArgumentException($"expected {size}×{size} values, found {sum.Length}", nameof(sum));
+        if (tokens <= 0) throw new ArgumentException("a Hessian needs at least one calibration token", nameof(tokens));
+        var h = Matrix<double>.Build.Dense(size, size);
+        double trace = 0;
+        for (int i = 0; i < size; i++) trace += sum[i * size + i];
+        double meanDiagonal = trace / tokens / size;
+        if (!(meanDiagonal > 0) || !double.IsFinite(meanDiagonal))
+            throw new ArgumentException($"the calibration inputs have mean square {meanDiagonal}; cannot normalise", nameof(sum));
+        double factor = 1.0 / (tokens * meanDiagonal);
+        for (int i = 0; i < size; i++)
+            for (int j = 0; j < size; j++)
+                h[i, j] = 0.5 * (sum[i * size + j] + sum[j * size + i]) * factor + (i == j ? Damping : 0);
+        return new Hessian(h, tokens);
+    }
+
+    /// <summary>Wraps a given symmetric positive definite matrix as it is (tests; H from elsewhere).</summary>
+    public static Hessian FromMatrix(Matrix<double> matrix, long tokens = 1) =>
+        tokens > 0 ? new(0.5 * (matrix + matrix.Transpose()), tokens) : throw new ArgumentOutOfRangeException(nameof(tokens), "use Identity for H = I");
+
+    /// <summary><c>H^{1/2}</c> (symmetric, from the eigendecomposition).</summary>
+    public Matrix<double> Sqrt => _sqrt ??= Power(0.5);
+
+    /// <summary><c>H^{-1/2}</c>.</summary>
+    public Matrix<double> InverseSqrt => _inverseSqrt ??= Power(-0.5);
+
+    /// <summary>
+    /// The upper Cholesky factor U of <c>H⁻¹ = UᵀU</c>, as rows. GPTQ's form of LDLQ: rounding column j and subtracting
+    /// <c>(w_j − q_j)/U[j,j] · U[j, j+1..]</c> from the later columns is LDLQ with H's LDL factor (QuIP, Thm. 6).
+    /// </summary>
+    public double[][] LdlqFactor => _ldlqFactor ??= ComputeLdlqFactor();
+
+    /// <summary><c>tr(Δ H Δᵀ)</c> for an m × n Δ: the squared activation-aware error ‖Δ H^{1/2}‖²_F.</summary>
+    public double WeightedSquaredNorm(Matrix<double> delta)
+    {
+        if (delta.ColumnCount != Size) throw new ArgumentException($"expected {Size} columns, found {delta.ColumnCount}", nameof(delta));
+        if (IsIdentity) return SquaredNorm(delta);
+        return (delta * Matrix).PointwiseMultiply(delta).ColumnSums().Sum();
+    }
+
+    /// <summary>Σ of squares of the entries (MathNet's FrobeniusNorm is far slower on dense matrices).</summary>
+    public static double SquaredNorm(Matrix<double> m)
+    {
+        double[] values = m.AsColumnMajorArray() ?? m.ToColumnMajorArray();
+        double total = 0;
+        foreach (double v in values) total += v * v;
+        return total;
+    }
+
+    private Matrix<double> Power(double exponent)
+    {
+        if (IsIdentity) return Matrix<double>.Build.DenseIdentity(Size);
+        var evd = Matrix.Evd(Symmetricity.Symmetric);
+        var values = evd.EigenValues.Map(c => Math.Pow(Math.Max(c.Real, 1e-12), exponent));
+        var v = evd.EigenVectors;
+        return v * Matrix<double>.Build.DenseOfDiagonalVector(values) * v.Transpose();
+    }
+
+    private double[][] ComputeLdlqFactor()
+    {
+        int n = Size;
+        if (IsIdentity) return Matrix<double>.Build.DenseIdentity(n).ToRowArrays();
+        var inverse = Matrix.Cholesky().Solve(Matrix<double>.Build.DenseIdentity(n));
+        inverse = 0.5 * (inverse + inverse.Transpose());
+        return inverse.Cholesky().Factor.Transpose().ToRowArrays();
+    }
+}
