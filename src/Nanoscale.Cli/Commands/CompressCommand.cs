@@ -15,13 +15,13 @@ internal static class CompressCommand
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to compress" };
         var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless, vp:mant=3", Required = true };
         var output = new Option<string>("--output", "-o") { Description = "Output .safetensors file", Required = true };
-        var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
-        var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var include = CliRunner.IncludeOption();
+        var exclude = CliRunner.ExcludeOption();
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Encode NaN/Inf weights as NaN instead of refusing the checkpoint" };
         var noError = new Option<bool>("--no-error") { Description = "Skip measuring the weight error (decoding the output again)" };
         var calib = CliRunner.CalibrationOption();
         var calibTokens = CliRunner.CalibrationTokensOption();
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer for --calib (default: beside the model)" };
+        var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")

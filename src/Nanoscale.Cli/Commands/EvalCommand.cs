@@ -14,9 +14,9 @@ internal static class EvalCommand
         var text = new Option<string>("--text") { Description = "Text file to score", Required = true };
         var format = new Option<string?>("--format", "-f") { Description = "Compress with this format first (default: evaluate the checkpoint as it is)" };
         var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens (default: the model's max sequence length, capped at 2048)" };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: tokenizer.bin or tok*.bin beside the model)" };
-        var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
-        var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var tokenizer = CliRunner.TokenizerOption();
+        var include = CliRunner.IncludeOption();
+        var exclude = CliRunner.ExcludeOption();
         var calib = CliRunner.CalibrationOption();
         var calibTokens = CliRunner.CalibrationTokensOption();
         var threads = CliRunner.ThreadsOption();

@@ -14,7 +14,7 @@ internal static class GenerateCommand
         var model = new Argument<string>("MODEL") { Description = "Checkpoint (plain or compressed)" };
         var prompt = new Option<string>("--prompt") { Description = "Prompt (default: empty, i.e. start from BOS)", DefaultValueFactory = _ => "" };
         var tokens = new Option<int>("--tokens", "-n") { Description = "New tokens to generate", DefaultValueFactory = _ => 64 };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: tokenizer.bin or tok*.bin beside the model)" };
+        var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Greedy text generation") { model, prompt, tokens, tokenizer, threads, json };

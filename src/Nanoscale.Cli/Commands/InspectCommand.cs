@@ -15,8 +15,8 @@ internal static class InspectCommand
         var model = new Argument<string>("MODEL") { Description = "Checkpoint: .safetensors, *.index.json, Hugging Face folder, or llama2.c .bin" };
         var json = CliRunner.JsonOption();
         var threads = CliRunner.ThreadsOption();
-        var include = new Option<string?>("--include") { Description = "Regex of extra tensor names a codec would apply to" };
-        var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names a codec must leave alone" };
+        var include = CliRunner.IncludeOption();
+        var exclude = CliRunner.ExcludeOption();
         var noStats = new Option<bool>("--no-stats") { Description = "List tensors without reading their data" };
         var estimate = new Option<string?>("--estimate") { Description = "Formats to estimate sizes for (casts and block formats; default bf16,mxfp8,mxfp6,mxfp4,nvfp4)" };
         var command = new Command("inspect", "Show a checkpoint's tensors, statistics and estimated sizes per format")

@@ -15,10 +15,10 @@ internal static class SweepCommand
         var formats = new Option<string>("--formats") { Description = "Spec strings separated by ';' or ',' (a comma followed by key=value continues the previous spec: nxfp4:nm=2,am=e2m1|e1m2;mxfp4). Default: every block format and the bf16 baseline" };
         var text = new Option<string?>("--text") { Description = "Text for perplexity (default: weight error only)" };
         var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens" };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file (default: beside the model)" };
+        var tokenizer = CliRunner.TokenizerOption();
         var chart = new Option<string?>("--chart") { Description = "PNG chart path (default: sweep.png in the current folder)" };
-        var include = new Option<string?>("--include") { Description = "Regex of extra tensor names to encode" };
-        var exclude = new Option<string?>("--exclude") { Description = "Regex of tensor names to leave unchanged" };
+        var include = CliRunner.IncludeOption();
+        var exclude = CliRunner.ExcludeOption();
         var calib = CliRunner.CalibrationOption();
         var calibTokens = CliRunner.CalibrationTokensOption();
         var threads = CliRunner.ThreadsOption();

@@ -11,6 +11,18 @@ namespace Nanoscale.Cli.Rendering;
 /// </summary>
 internal static class CliRunner
 {
+    /// <summary><c>--include REGEX</c>: extra tensors a codec applies to (<see cref="Nanoscale.Pipeline.TensorSelection"/>).</summary>
+    public static Option<string?> IncludeOption() => new("--include") { Description = "Regex of extra tensor names a codec applies to" };
+
+    /// <summary><c>--exclude REGEX</c>: tensors a codec must leave unchanged (wins over everything else).</summary>
+    public static Option<string?> ExcludeOption() => new("--exclude") { Description = "Regex of tensor names a codec leaves unchanged" };
+
+    /// <summary><c>--tokenizer FILE</c>, for verbs that run the model.</summary>
+    public static Option<string?> TokenizerOption() => new("--tokenizer")
+    {
+        Description = "Tokenizer file: llama2.c tokenizer.bin or SentencePiece .model (default: tokenizer.model, tokenizer.bin or tok*.bin beside the model)",
+    };
+
     public static Option<bool> JsonOption() => new("--json") { Description = "Print exactly one JSON object on standard output" };
 
     /// <summary><c>--calib FILE</c>: calibration text for codecs fitted to activations (caldera, SPEC §11).</summary>
