@@ -119,9 +119,11 @@ public sealed class GgufFile : ICheckpoint
             foreach (var (name, shape, dtype, offset, infoOffset) in infos)
             {
                 long count = TensorInfo.CountElements(shape);
-                if (count < 0) throw new CheckpointFormatException(path, name, infoOffset, "element count overflows");
+                if (count < 0 || count > file.Length)
+                    throw new CheckpointFormatException(path, name, infoOffset,
+                        $"shape [{string.Join(", ", shape)}] holds more elements than the file has bytes");
                 long bytes = count * dtype.ElementSize();
-                if (dataStart + offset + bytes > file.Length || dataStart + offset < 0)
+                if (offset > file.Length || dataStart + offset + bytes > file.Length)
                     throw new CheckpointFormatException(path, name, dataStart + offset,
                         $"data [{offset}, {offset + bytes}) runs past the end of the file ({file.Length} bytes; truncated?)");
                 tensors.Add(new TensorInfo(llama ? LlamaName(name) : name, dtype, shape, path, dataStart + offset, bytes));

@@ -99,6 +99,19 @@ public sealed class SafetensorsFile : ICheckpoint
 
     private static (List<TensorInfo>, List<KeyValuePair<string, string>>) ParseHeader(string path, byte[] header, long dataLength)
     {
+        try
+        {
+            return ParseHeaderJson(path, header, dataLength);
+        }
+        catch (InvalidOperationException e)
+        {
+            // System.Text.Json refuses to transcode invalid UTF-8 in names and strings only when they are read.
+            throw new CheckpointFormatException(path, "header", 8, $"header holds invalid UTF-8 text ({e.Message})", e);
+        }
+    }
+
+    private static (List<TensorInfo>, List<KeyValuePair<string, string>>) ParseHeaderJson(string path, byte[] header, long dataLength)
+    {
         const long headerStart = 8;
         JsonDocument document;
         try

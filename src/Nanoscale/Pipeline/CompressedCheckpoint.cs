@@ -53,6 +53,12 @@ public sealed class CompressedCheckpoint : IDisposable
             var partOwner = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var (name, e) in entries)
             {
+                try { CodecRegistry.Create(e.Codec); }
+                catch (Formats.FormatSpecException error)
+                {
+                    throw new CheckpointFormatException(container.Path, $"__metadata__.{CompressedLayout.TensorsKey}.{name}.codec", null,
+                        $"unknown or malformed codec ({error.Message})", error);
+                }
                 var stored = new StoredTensor(name, e.DType, e.Shape, e.Codec, e.Parameters, container);
                 foreach (var part in e.Parts)
                 {
