@@ -155,4 +155,62 @@ internal static partial class NxfpKernel
                 Avx2.ShiftLeftLogical(code, 28).AsSingle());
         return Avx2.GatherVector256(table, code, 4);
     }
+
+    /// <summary>Constants of the vector unpack of one width (3, 5..8 bits; 4 bits has <see cref="Packed4Vector"/>).</summary>
+    /// <remarks>Codes are packed LSB-first (SPEC §8), so the 8 codes of group g (codes 8g … 8g+7) fill exactly
+    /// <c>bits</c> bytes starting at byte g·bits. Code i of a group starts at bit i·bits: its 16-bit little-endian
+    /// window at byte (i·bits) &gt;&gt; 3, shifted right by (i·bits) &amp; 7, holds the whole code (7 + 8 ≤ 16 bits).
+    /// The 16 bytes of a group are broadcast to both 128-bit halves, so one vpshufb builds all 8 windows.</remarks>
+    internal readonly struct UnpackControls
+    {
+        /// <summary>Size of the zero-padded copy of a block near the end of the buffer.</summary>
+        public const int TailBytes = 3 * 8 + 16;
+
+        public Vector256<byte> Shuffle { get; init; }
+        public Vector256<uint> Shifts { get; init; }
+        public Vector256<uint> Mask { get; init; }
+
+        /// <summary>Bytes the unpack reads from the start of a block: 16 from the start of the last group.</summary>
+        public static int ReadBytes(int bits) => 3 * bits + 16;
+
+        public static UnpackControls For(int bits)
+        {
+            var shuffle = new byte[32];
+            var shifts = new uint[8];
+            for (int i = 0; i < 8; i++)
+            {
+                int bit = i * bits, half = i < 4 ? 0 : 16, lane = half + 4 * (i % 4);
+                shuffle[lane] = (byte)(bit >> 3);
+                shuffle[lane + 1] = (byte)((bit >> 3) + 1);
+                shuffle[lane + 2] = shuffle[lane + 3] = 0x80;
+                shifts[i] = (uint)(bit & 7);
+            }
+            return new UnpackControls
+            {
+                Shuffle = Vector256.Create(shuffle), Shifts = Vector256.Create(shifts), Mask = Vector256.Create((1u << bits) - 1),
+            };
+        }
+    }
+
+    /// <summary>table[code]·scale for the 32 codes of one block (widths 3, 5..8): the unpack of
+    /// <see cref="UnpackControls"/>, then one vpermps (3 bits: 8 entries) or a gather from the 2^bits-entry table of
+    /// the block's (format, level); the product is the same float multiply as the scalar decode.</summary>
+    private static unsafe void DequantizeBlockVector(in UnpackControls unpack, int bits, float[] table,
+        ReadOnlySpan<byte> window, float scale, Span<float> target)
+    {
+        ref byte p = ref MemoryMarshal.GetReference(window);
+        ref float t = ref MemoryMarshal.GetArrayDataReference(table);
+        ref float d = ref MemoryMarshal.GetReference(target);
+        Vector256<float> s = Vector256.Create(scale);
+        Vector256<float> low = bits == 3 ? Vector256.LoadUnsafe(ref t) : default;
+        float* tablePtr = (float*)Unsafe.AsPointer(ref t); // the decode tables are pinned (NxfpCodec)
+        for (int g = 0; g < 4; g++)
+        {
+            Vector128<byte> bytes = Vector128.LoadUnsafe(ref p, (nuint)(g * bits));
+            Vector256<uint> windows = Avx2.Shuffle(Vector256.Create(bytes, bytes), unpack.Shuffle).AsUInt32();
+            Vector256<int> codes = (Avx2.ShiftRightLogicalVariable(windows, unpack.Shifts) & unpack.Mask).AsInt32();
+            Vector256<float> values = bits == 3 ? Avx2.PermuteVar8x32(low, codes) : Avx2.GatherVector256(tablePtr, codes, 4);
+            (values * s).StoreUnsafe(ref d, (nuint)(8 * g));
+        }
+    }
 }

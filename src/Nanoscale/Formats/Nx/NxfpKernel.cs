@@ -120,8 +120,10 @@ internal static partial class NxfpKernel
         int lastFormat = codec.Formats.Length - 1, lastLevel = codec.LevelCount - 1, levelCount = codec.LevelCount;
         Span<byte> codes = stackalloc byte[B];
         Span<float> values = stackalloc float[B];
-        bool vector4 = vector && bits == 4;
+        bool vector4 = vector && bits == 4, vectorPacked = vector && bits != 4;
         var vectorTables = vector4 ? Vector4BitTables(codec) : null;
+        var unpack = vectorPacked ? UnpackControls.For(bits) : default;
+        Span<byte> tail = stackalloc byte[UnpackControls.TailBytes];
         for (int r = 0; r < rowCount; r++)
         {
             Span<float> row = destination.Slice(r * cols, cols);
@@ -143,6 +145,16 @@ internal static partial class NxfpKernel
                 }
                 if (vector4)
                     Packed4Vector.Dequantize32(vectorTables![k].Low, vectorTables[k].High, packed, scale, target);
+                else if (vectorPacked)
+                {
+                    // The vector unpack reads 16 bytes at the start of each group of 8 codes: past the end of the
+                    // block, so the last blocks of the buffer go through a zero-padded copy.
+                    int offset = (r * nb + j) * bpb;
+                    ReadOnlySpan<byte> window = offset + UnpackControls.ReadBytes(bits) <= blocks.Length ? blocks[offset..] : tail;
+                    if (window == tail)
+                        packed.CopyTo(tail);
+                    DequantizeBlockVector(unpack, bits, codec.DecodeTableArray(k), window, scale, target);
+                }
                 else
                 {
                     ReadOnlySpan<float> table = codec.DecodeTableArray(k);
