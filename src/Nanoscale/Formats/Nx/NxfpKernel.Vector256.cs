@@ -213,4 +213,34 @@ internal static partial class NxfpKernel
             (values * s).StoreUnsafe(ref d, (nuint)(8 * g));
         }
     }
+
+    /// <summary>max |v| of a 32-element block as float bits (the same unsigned max of the bits without the sign as
+    /// the scalar loop).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static uint AbsMaxBits(ReadOnlySpan<float> block)
+    {
+        ref uint p = ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(block));
+        Vector256<uint> abs = Vector256.Create(0x7FFF_FFFFu);
+        Vector256<uint> m = Vector256.Max(
+            Vector256.Max(Vector256.LoadUnsafe(ref p) & abs, Vector256.LoadUnsafe(ref p, 8) & abs),
+            Vector256.Max(Vector256.LoadUnsafe(ref p, 16) & abs, Vector256.LoadUnsafe(ref p, 24) & abs));
+        Vector128<uint> h = Vector128.Max(m.GetLower(), m.GetUpper());
+        h = Vector128.Max(h, Vector128.Shuffle(h, Vector128.Create(2u, 3, 0, 1)));
+        return Math.Max(h.ToScalar(), h.GetElement(1));
+    }
+
+    /// <summary>Packs 32 codes (one per byte, each &lt; 2^bits) LSB-first as <see cref="BlockPacking.Pack"/>: the 8
+    /// codes of group g are one 64-bit load, and pext with the low <c>bits</c> bits of every byte set concatenates
+    /// them into exactly <c>bits</c> bytes at byte g·bits.</summary>
+    private static void PackBlock(ReadOnlySpan<byte> codes, int bits, Span<byte> packed)
+    {
+        ulong mask = 0x0101_0101_0101_0101ul * ((1ul << bits) - 1);
+        ref byte c = ref MemoryMarshal.GetReference(codes);
+        for (int g = 0; g < 4; g++)
+        {
+            ulong word = Bmi2.X64.ParallelBitExtract(Unsafe.ReadUnaligned<ulong>(ref Unsafe.Add(ref c, 8 * g)), mask);
+            for (int b = 0; b < bits; b++)
+                packed[g * bits + b] = (byte)(word >> (8 * b));
+        }
+    }
 }

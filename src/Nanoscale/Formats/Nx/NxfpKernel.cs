@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics.X86;
+
 namespace Nanoscale.Formats.Nx;
 
 /// <summary>
@@ -28,8 +30,11 @@ internal static partial class NxfpKernel
                 Span<byte> packed = blocks.Slice((r * nb + j) * bpb, bpb);
                 long index0 = firstElementIndex + (long)r * cols + start;
                 uint amaxBits = 0;
-                foreach (float v in block)
-                    amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
+                if (vector)
+                    amaxBits = AbsMaxBits(block);
+                else
+                    foreach (float v in block)
+                        amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
                 int word;
                 if (amaxBits >= 0x7F80_0000u)
                     word = NxfpBlock.NonFiniteBlock(codec, block[..Math.Min(B, cols - start)], policy, index0, codes, packed);
@@ -43,7 +48,10 @@ internal static partial class NxfpKernel
                     word = vector
                         ? QuantizeBlockVector(codec, encoders!, block, BitConverter.UInt32BitsToSingle(amaxBits), codes)
                         : QuantizeBlockScalar(codec, block, BitConverter.UInt32BitsToSingle(amaxBits), codes, candidate, squares);
-                    BlockPacking.Pack(codes, codec.ElementBits, packed);
+                    if (vector && Bmi2.X64.IsSupported)
+                        PackBlock(codes, codec.ElementBits, packed);
+                    else
+                        BlockPacking.Pack(codes, codec.ElementBits, packed);
                 }
                 codec.WriteWord(scales, r * nb + j, word);
             }
