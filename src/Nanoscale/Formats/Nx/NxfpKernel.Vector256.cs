@@ -71,6 +71,7 @@ internal static partial class NxfpKernel
     /// <summary>The candidate search of <see cref="QuantizeBlockScalar"/> with each candidate in four 8-lane vectors:
     /// x = v / s (vdivps, correctly rounded as the scalar division), codes by <see cref="ElementEncoder256"/>, the
     /// recycled level by the same float comparison, squared errors summed in the documented lane order.</summary>
+    [SkipLocalsInit] // the memo slots are written before they are read
     private static unsafe int QuantizeBlockVector(NxfpCodec codec, VectorConfig[] configs, ReadOnlySpan<float> block,
         float amax, Span<byte> codes)
     {
@@ -84,9 +85,19 @@ internal static partial class NxfpKernel
         float bestError = float.PositiveInfinity;
         int bestWord = -1, bestFormat = 0;
         Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
+        // x = v / s and the grid codes depend only on (format, scale code), not on the recycled level: candidates of
+        // the next level of the same format (same top or the same neighbours) reuse them. A pure memo, so the
+        // candidates and their order are those of the scalar path.
+        int slots = levelCount > 1 ? MemoSlots : 0;
+        Span<Vector256<float>> memoX = stackalloc Vector256<float>[4 * slots];
+        Span<Vector256<int>> memoCode = stackalloc Vector256<int>[4 * slots];
+        Span<int> memoScale = stackalloc int[slots];
+        int memoCount = 0, memoFormat = -1;
         for (int k = 0; k < configs.Length; k++)
         {
             VectorConfig config = configs[k];
+            if (k / levelCount != memoFormat)
+                (memoFormat, memoCount) = (k / levelCount, 0);
             foreach (float top in config.Tops)
             {
                 var (floor, ceil) = NxfpBlock.ScaleNeighbours(scale, amax, top);
@@ -95,9 +106,29 @@ internal static partial class NxfpKernel
                     int sc = n == 0 ? floor : ceil;
                     if (n == 1 && ceil == floor) break;
                     Vector256<float> s = Vector256.Create(scale.Decode(sc));
-                    Vector256<float> x0 = v0 / s, x1 = v1 / s, x2 = v2 / s, x3 = v3 / s;
-                    Vector256<int> c0 = Code(config, x0, recycling, bits, negativeZero), c1 = Code(config, x1, recycling, bits, negativeZero),
-                        c2 = Code(config, x2, recycling, bits, negativeZero), c3 = Code(config, x3, recycling, bits, negativeZero);
+                    Vector256<float> x0, x1, x2, x3;
+                    Vector256<int> c0, c1, c2, c3;
+                    int slot = memoScale[..memoCount].IndexOf(sc);
+                    if (slot >= 0)
+                    {
+                        (x0, x1, x2, x3) = (memoX[4 * slot], memoX[4 * slot + 1], memoX[4 * slot + 2], memoX[4 * slot + 3]);
+                        (c0, c1, c2, c3) = (memoCode[4 * slot], memoCode[4 * slot + 1], memoCode[4 * slot + 2], memoCode[4 * slot + 3]);
+                    }
+                    else
+                    {
+                        (x0, x1, x2, x3) = (v0 / s, v1 / s, v2 / s, v3 / s);
+                        (c0, c1, c2, c3) = (config.Encoder.Encode(x0), config.Encoder.Encode(x1),
+                            config.Encoder.Encode(x2), config.Encoder.Encode(x3));
+                        if (memoCount < slots)
+                        {
+                            (memoX[4 * memoCount], memoX[4 * memoCount + 1], memoX[4 * memoCount + 2], memoX[4 * memoCount + 3]) = (x0, x1, x2, x3);
+                            (memoCode[4 * memoCount], memoCode[4 * memoCount + 1], memoCode[4 * memoCount + 2], memoCode[4 * memoCount + 3]) = (c0, c1, c2, c3);
+                            memoScale[memoCount++] = sc;
+                        }
+                    }
+                    if (recycling)
+                        (c0, c1, c2, c3) = (Recycle(config, x0, c0, bits, negativeZero), Recycle(config, x1, c1, bits, negativeZero),
+                            Recycle(config, x2, c2, bits, negativeZero), Recycle(config, x3, c3, bits, negativeZero));
                     Vector256<float> d0 = v0 - Lookup(config.TableLow, config.TableHigh, config.Table, c0, bits) * s;
                     Vector256<float> d1 = v1 - Lookup(config.TableLow, config.TableHigh, config.Table, c1, bits) * s;
                     Vector256<float> d2 = v2 - Lookup(config.TableLow, config.TableHigh, config.Table, c2, bits) * s;
@@ -133,12 +164,12 @@ internal static partial class NxfpKernel
         return bestWord;
     }
 
+    private const int MemoSlots = 4;
+
+    /// <summary>The recycled level's code where it is strictly nearer to x than the grid value of <paramref name="code"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static unsafe Vector256<int> Code(VectorConfig config, Vector256<float> x, bool recycling, int bits, Vector256<int> negativeZero)
+    private static unsafe Vector256<int> Recycle(VectorConfig config, Vector256<float> x, Vector256<int> code, int bits, Vector256<int> negativeZero)
     {
-        Vector256<int> code = config.Encoder.Encode(x);
-        if (!recycling)
-            return code;
         Vector256<float> grid = Lookup(config.GridLow, config.GridHigh, config.Grid, code, bits);
         Vector256<float> toLevel = Vector256.Abs(x - config.Level), toGrid = Vector256.Abs(x - grid);
         return Vector256.ConditionalSelect(Vector256.LessThan(toLevel, toGrid).AsInt32(), negativeZero, code);

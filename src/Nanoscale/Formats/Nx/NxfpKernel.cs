@@ -4,8 +4,10 @@ namespace Nanoscale.Formats.Nx;
 
 /// <summary>
 /// Fast NxFP kernels over a range of rows: the same candidate search as <see cref="NxfpReference"/> with the bit cast
-/// (<see cref="ElementFormat.Encode"/>) and a binary search for the scale neighbours; the vector path
-/// (<c>NxfpKernel.Vector256.cs</c>) evaluates each candidate in four 8-lane vectors. All match the reference byte for byte.
+/// (<see cref="ElementFormat.Encode"/>) and the scale neighbours from the exponent bits of amax/top
+/// (<see cref="NxfpBlock.ScaleNeighbours"/>); the vector path (<c>NxfpKernel.Vector256.cs</c>) evaluates each candidate
+/// in four 8-lane vectors, packs codes with pext and decodes every width with vector table lookups. All match the
+/// reference byte for byte.
 /// </summary>
 internal static partial class NxfpKernel
 {
