@@ -234,10 +234,11 @@ internal static partial class NxfpKernel
     }
 
     /// <summary>table[code]·scale for the 32 codes of one block (widths 3, 5..8): the unpack of
-    /// <see cref="UnpackControls"/>, then one vpermps (3 bits: 8 entries) or a gather from the 2^bits-entry table of
-    /// the block's (format, level); the product is the same float multiply as the scalar decode.</summary>
+    /// <see cref="UnpackControls"/>, then one vpermps (3 bits: 8 entries) or a gather (7, 8 bits) from the 2^bits-entry table of
+    /// the block's (format, level) (5, 6 bits: the vpermps tree of <see cref="LookupTree"/> over <paramref name="parts"/>);
+    /// the product is the same float multiply as the scalar decode.</summary>
     private static unsafe void DequantizeBlockVector(in UnpackControls unpack, int bits, float[] table,
-        ReadOnlySpan<byte> window, float scale, Span<float> target)
+        Vector256<float>[]? parts, ReadOnlySpan<byte> window, float scale, Span<float> target)
     {
         ref byte p = ref MemoryMarshal.GetReference(window);
         ref float t = ref MemoryMarshal.GetArrayDataReference(table);
@@ -250,7 +251,9 @@ internal static partial class NxfpKernel
             Vector128<byte> bytes = Vector128.LoadUnsafe(ref p, (nuint)(g * bits));
             Vector256<uint> windows = Avx2.Shuffle(Vector256.Create(bytes, bytes), unpack.Shuffle).AsUInt32();
             Vector256<int> codes = (Avx2.ShiftRightLogicalVariable(windows, unpack.Shifts) & unpack.Mask).AsInt32();
-            Vector256<float> values = bits == 3 ? Avx2.PermuteVar8x32(low, codes) : Avx2.GatherVector256(tablePtr, codes, 4);
+            Vector256<float> values = bits == 3 ? Avx2.PermuteVar8x32(low, codes)
+                : parts is not null ? LookupTree(parts, codes, bits)
+                : Avx2.GatherVector256(tablePtr, codes, 4);
             (values * s).StoreUnsafe(ref d, (nuint)(8 * g));
         }
     }

@@ -133,6 +133,7 @@ internal static partial class NxfpKernel
         bool vector4 = vector && bits == 4, vectorPacked = vector && bits != 4;
         var vectorTables = vector4 ? Vector4BitTables(codec) : null;
         var unpack = vectorPacked ? UnpackControls.For(bits) : default;
+        var configs = vectorPacked && bits is 5 or 6 ? VectorEncoders(codec) : null;
         Span<byte> tail = stackalloc byte[UnpackControls.TailBytes];
         for (int r = 0; r < rowCount; r++)
         {
@@ -163,7 +164,7 @@ internal static partial class NxfpKernel
                     ReadOnlySpan<byte> window = offset + UnpackControls.ReadBytes(bits) <= blocks.Length ? blocks[offset..] : tail;
                     if (window == tail)
                         packed.CopyTo(tail);
-                    DequantizeBlockVector(unpack, bits, codec.DecodeTableArray(k), window, scale, target);
+                    DequantizeBlockVector(unpack, bits, codec.DecodeTableArray(k), configs?[k].TableParts, window, scale, target);
                 }
                 else
                 {
