@@ -35,19 +35,26 @@ internal static class NxfpBlock
         return c0 + c1;
     }
 
-    /// <summary>Floor and ceil scale codes of amax/top by binary search over the ascending codes (see remarks).</summary>
+    /// <summary>Floor and ceil scale codes of amax/top (see remarks): a first guess from the bits of amax/top, then
+    /// the same exact comparisons as a search, stepping to the largest code with value·top ≤ amax.</summary>
+    /// <remarks>For UExMy (value 2^(E−bias)·(1 + M/2^nm), no subnormals) the guess ((e + bias) &lt;&lt; nm) | (top nm
+    /// mantissa bits), e = unbiased exponent of the double amax/top, is the floor code or one off it (the quotient is
+    /// rounded); the loops below make the answer exact for any ascending table, so it equals the binary search and
+    /// the reference's linear scan whatever the guess.</remarks>
     public static (int Floor, int Ceil) ScaleNeighbours(ScaleFormat scale, double amax, double top)
     {
         ReadOnlySpan<float> values = scale.DecodeTable;
-        int lo = -1, hi = scale.MaxCode + 1; // value(lo)·top ≤ amax < value(hi)·top
-        while (hi - lo > 1)
-        {
-            int mid = (lo + hi) >>> 1;
-            if (values[mid] * top <= amax) lo = mid; else hi = mid;
-        }
-        if (lo < 0)
-            return (0, 0);
-        if (values[lo] * top == amax || lo == scale.MaxCode)
+        int max = scale.MaxCode, nm = scale.MantissaBits;
+        long q = BitConverter.DoubleToInt64Bits(amax / top);
+        int e = (int)(q >> 52) - 1023, m = (int)(q >> (52 - nm)) & ((1 << nm) - 1);
+        int lo = Math.Clamp(((e + scale.Bias) << nm) | m, 0, max);
+        while (lo > 0 && values[lo] * top > amax)
+            lo--;
+        if (values[lo] * top > amax)
+            return (0, 0); // below the smallest code
+        while (lo < max && values[lo + 1] * top <= amax)
+            lo++;
+        if (values[lo] * top == amax || lo == max)
             return (lo, lo);
         return (lo, lo + 1);
     }

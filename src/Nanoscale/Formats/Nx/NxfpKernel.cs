@@ -1,9 +1,13 @@
+using System.Runtime.Intrinsics.X86;
+
 namespace Nanoscale.Formats.Nx;
 
 /// <summary>
 /// Fast NxFP kernels over a range of rows: the same candidate search as <see cref="NxfpReference"/> with the bit cast
-/// (<see cref="ElementFormat.Encode"/>) and a binary search for the scale neighbours; the vector path
-/// (<c>NxfpKernel.Vector256.cs</c>) evaluates each candidate in four 8-lane vectors. All match the reference byte for byte.
+/// (<see cref="ElementFormat.Encode"/>) and the scale neighbours from the exponent bits of amax/top
+/// (<see cref="NxfpBlock.ScaleNeighbours"/>); the vector path (<c>NxfpKernel.Vector256.cs</c>) evaluates each candidate
+/// in four 8-lane vectors, packs codes with pext and decodes every width with vector table lookups. All match the
+/// reference byte for byte.
 /// </summary>
 internal static partial class NxfpKernel
 {
@@ -28,8 +32,11 @@ internal static partial class NxfpKernel
                 Span<byte> packed = blocks.Slice((r * nb + j) * bpb, bpb);
                 long index0 = firstElementIndex + (long)r * cols + start;
                 uint amaxBits = 0;
-                foreach (float v in block)
-                    amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
+                if (vector)
+                    amaxBits = AbsMaxBits(block);
+                else
+                    foreach (float v in block)
+                        amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
                 int word;
                 if (amaxBits >= 0x7F80_0000u)
                     word = NxfpBlock.NonFiniteBlock(codec, block[..Math.Min(B, cols - start)], policy, index0, codes, packed);
@@ -43,7 +50,10 @@ internal static partial class NxfpKernel
                     word = vector
                         ? QuantizeBlockVector(codec, encoders!, block, BitConverter.UInt32BitsToSingle(amaxBits), codes)
                         : QuantizeBlockScalar(codec, block, BitConverter.UInt32BitsToSingle(amaxBits), codes, candidate, squares);
-                    BlockPacking.Pack(codes, codec.ElementBits, packed);
+                    if (vector && Bmi2.X64.IsSupported)
+                        PackBlock(codes, codec.ElementBits, packed);
+                    else
+                        BlockPacking.Pack(codes, codec.ElementBits, packed);
                 }
                 codec.WriteWord(scales, r * nb + j, word);
             }
@@ -120,8 +130,11 @@ internal static partial class NxfpKernel
         int lastFormat = codec.Formats.Length - 1, lastLevel = codec.LevelCount - 1, levelCount = codec.LevelCount;
         Span<byte> codes = stackalloc byte[B];
         Span<float> values = stackalloc float[B];
-        bool vector4 = vector && bits == 4;
+        bool vector4 = vector && bits == 4, vectorPacked = vector && bits != 4;
         var vectorTables = vector4 ? Vector4BitTables(codec) : null;
+        var unpack = vectorPacked ? UnpackControls.For(bits) : default;
+        var configs = vectorPacked && bits is 5 or 6 ? VectorEncoders(codec) : null;
+        Span<byte> tail = stackalloc byte[UnpackControls.TailBytes];
         for (int r = 0; r < rowCount; r++)
         {
             Span<float> row = destination.Slice(r * cols, cols);
@@ -143,6 +156,16 @@ internal static partial class NxfpKernel
                 }
                 if (vector4)
                     Packed4Vector.Dequantize32(vectorTables![k].Low, vectorTables[k].High, packed, scale, target);
+                else if (vectorPacked)
+                {
+                    // The vector unpack reads 16 bytes at the start of each group of 8 codes: past the end of the
+                    // block, so the last blocks of the buffer go through a zero-padded copy.
+                    int offset = (r * nb + j) * bpb;
+                    ReadOnlySpan<byte> window = offset + UnpackControls.ReadBytes(bits) <= blocks.Length ? blocks[offset..] : tail;
+                    if (window == tail)
+                        packed.CopyTo(tail);
+                    DequantizeBlockVector(unpack, bits, codec.DecodeTableArray(k), configs?[k].TableParts, window, scale, target);
+                }
                 else
                 {
                     ReadOnlySpan<float> table = codec.DecodeTableArray(k);
