@@ -5,6 +5,7 @@ using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Runtime;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Benchmarks;
 

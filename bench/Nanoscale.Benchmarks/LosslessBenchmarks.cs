@@ -1,8 +1,8 @@
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Jobs;
-using Nanoscale.IO;
 using Nanoscale.Lossless;
 using ZstdSharp;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Benchmarks;
 
@@ -27,7 +27,7 @@ public class LosslessBenchmarks
     public void Setup()
     {
         _original = LosslessData.Gpt2AttnBf16;
-        _options = new LosslessOptions { MaxDegreeOfParallelism = Threads };
+        _options = new LosslessOptions { Parallelism = new(Threads) };
         _encoded = LosslessCodec.Encode(_original, DType.BF16, _options);
         _buffer = new byte[LosslessCodec.GetMaxEncodedLength(_original.Length, DType.BF16, _options)];
         _decoded = new byte[_original.Length];

@@ -1,7 +1,7 @@
 using System.Diagnostics;
-using Nanoscale.IO;
 using Nanoscale.Lossless;
 using ZstdSharp;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Benchmarks;
 
@@ -29,7 +29,7 @@ internal static class LosslessQuick
             var buffer = new byte[LosslessCodec.GetMaxEncodedLength(original.Length, DType.BF16, options)];
             foreach (int threads in new[] { 1, 2 })
             {
-                var o = options with { MaxDegreeOfParallelism = threads };
+                var o = options with { Parallelism = new(threads) };
                 double enc = Best(() => LosslessCodec.Encode(original, DType.BF16, buffer, o));
                 double dec = Best(() => LosslessCodec.Decode(encoded, decoded, "gpt2-attn", o));
                 Console.WriteLine($"  {threads} thread(s): encode {gb / enc:F2} GB/s, decode {gb / dec:F2} GB/s");

@@ -32,7 +32,7 @@ public class RuntimeBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        var options = new RuntimeOptions { MaxDegreeOfParallelism = Threads };
+        var options = new RuntimeOptions { Parallelism = new(Threads) };
         if (Model == "stories260K")
         {
             using ICheckpoint checkpoint = CheckpointLoader.Open(FindSharedData("models", "stories260K", "stories260K.bin"));

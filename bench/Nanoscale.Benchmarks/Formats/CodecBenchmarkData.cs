@@ -26,7 +26,7 @@ public abstract class CodecBenchmarkData
     public void Setup()
     {
         Codec = FormatRegistry.Builtin.CreateBlockCodec(Spec);
-        Options = new CodecOptions { MaxDegreeOfParallelism = Threads };
+        Options = new CodecOptions { Parallelism = new(Threads) };
         var random = new Random(42);
         Source = new float[Rows * Cols];
         for (int i = 0; i < Source.Length; i++)

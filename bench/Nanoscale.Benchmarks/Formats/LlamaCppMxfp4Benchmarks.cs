@@ -2,6 +2,7 @@ using BenchmarkDotNet.Attributes;
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Benchmarks.Formats;
 
@@ -39,7 +40,7 @@ public class LlamaCppMxfp4Benchmarks
             offset += (int)t.ElementCount;
         }
         _codec = FormatRegistry.Builtin.CreateBlockCodec("mxfp4");
-        _options = new CodecOptions { MaxDegreeOfParallelism = Threads };
+        _options = new CodecOptions { Parallelism = new(Threads) };
         _blocks = new byte[_rows * (Cols / 32) * _codec.BytesPerBlock];
         _scales = new byte[_rows * (Cols / 32)];
         _decoded = new float[_source.Length];

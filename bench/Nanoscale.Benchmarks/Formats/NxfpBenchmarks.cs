@@ -16,7 +16,7 @@ public class NxfpBenchmarks
     private IBlockCodec _codec = null!;
     private float[] _source = null!, _decoded = null!;
     private byte[] _blocks = null!, _scales = null!;
-    private readonly CodecOptions _options = new() { MaxDegreeOfParallelism = 1 };
+    private readonly CodecOptions _options = new() { Parallelism = new(1) };
 
     [GlobalSetup]
     public void Setup()

@@ -4,6 +4,7 @@ using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Nanoscale.Pipeline.Codecs;
 using Spectre.Console;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -40,7 +41,7 @@ internal static class CompressCommand
             {
                 context.Log($"calibrating on {calibPath} ({parse.GetValue(calibTokens)} tokens) ...");
                 calibration = LowRank.Calibration.Collect(source.Path, calibPath, parse.GetValue(tokenizer),
-                    new LowRank.CalibrationOptions { Tokens = parse.GetValue(calibTokens), MaxDegreeOfParallelism = parse.GetValue(threads) },
+                    new LowRank.CalibrationOptions { Tokens = parse.GetValue(calibTokens), Parallelism = new(parse.GetValue(threads)) },
                     cancellationToken: context.Cancellation);
             }
             var options = new CompressOptions
@@ -49,7 +50,7 @@ internal static class CompressCommand
                 Selection = TensorSelection.For(codec, parse.GetValue(include), parse.GetValue(exclude)),
                 EncodeOptions = new EncodeOptions
                 {
-                    MaxDegreeOfParallelism = parse.GetValue(threads),
+                    Parallelism = new(parse.GetValue(threads)),
                     AllowNonFinite = parse.GetValue(allowNonFinite),
                     Calibration = calibration,
                 },

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using Nanoscale.Cli.Rendering;
-using Nanoscale.IO;
 using Nanoscale.Pipeline;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 

@@ -32,7 +32,7 @@ internal static class DemoCommand
                             $"{options.DType}) to {folder}");
                 SampleCheckpoint.Write(folder, options, context.Cancellation);
                 int threadCount = parse.GetValue(threads);
-                var report = InspectCommand.Run(folder, new InspectOptions { MaxDegreeOfParallelism = threadCount }, context);
+                var report = InspectCommand.Run(folder, new InspectOptions { Parallelism = new(threadCount) }, context);
                 if (!context.Json) InspectCommand.Render(report);
 
                 // Compress with MXFP4 and decompress again: the file round trip every user relies on.
@@ -44,7 +44,7 @@ internal static class DemoCommand
                     compressReport = Compressor.Compress(source, compressed, new CompressOptions
                     {
                         Codec = CodecRegistry.Create("mxfp4"),
-                        EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = threadCount },
+                        EncodeOptions = new EncodeOptions { Parallelism = new(threadCount) },
                     }, null, context.Cancellation);
                 using (var input = CompressedCheckpoint.Open(compressed))
                     Decompressor.Decompress(input, restored, cancellationToken: context.Cancellation);
@@ -52,7 +52,7 @@ internal static class DemoCommand
                 // Every format on the same footing: bpw from the stored bytes and weight error from decoding them.
                 var formats = DemoFormats.Where(f => CodecRegistry.Names.Contains(f.Split(':')[0])).ToList();
                 context.Log($"demo: sweep {string.Join(", ", formats)}");
-                var rows = Sweep.Run(folder, formats, null, new EvalOptions { TextPath = "", MaxDegreeOfParallelism = threadCount },
+                var rows = Sweep.Run(folder, formats, null, new EvalOptions { TextPath = "", Parallelism = new(threadCount) },
                     cancellationToken: context.Cancellation);
                 var chart = Path.GetFullPath(keep is null ? "nanoscale-demo-sweep.png" : Path.Combine(folder, "sweep.png"));
                 RateDistortionChart.Save(rows, "sample Llama-shaped model (weights)", chart);

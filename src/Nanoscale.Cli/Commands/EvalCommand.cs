@@ -35,7 +35,7 @@ internal static class EvalCommand
                 TokenizerPath = parse.GetValue(tokenizer),
                 Include = parse.GetValue(include),
                 Exclude = parse.GetValue(exclude),
-                MaxDegreeOfParallelism = parse.GetValue(threads),
+                Parallelism = new(parse.GetValue(threads)),
                 CalibrationPath = parse.GetValue(calib),
                 CalibrationTokens = parse.GetValue(calibTokens),
             };

@@ -28,7 +28,7 @@ internal static class GenerateCommand
             var tok = TokenizerLoader.Resolve(parse.GetValue(tokenizer), path, config);
             using var weights = new CompressedWeightSource(checkpoint);
             int threadCount = parse.GetValue(threads);
-            var llama = LlamaModel.Load(config, weights, new RuntimeOptions { MaxDegreeOfParallelism = threadCount > 0 ? threadCount : Environment.ProcessorCount }, path);
+            var llama = LlamaModel.Load(config, weights, new RuntimeOptions { Parallelism = new(threadCount) }, path);
             var result = Generation.Greedy(llama, tok, parse.GetValue(prompt)!, Math.Min(count, config.MaxSeqLen - 1), context.Cancellation);
             if (context.Json) return new { text = result.Text, tokens = result.Tokens, prompt_tokens = result.PromptTokens, stopped_at_end = result.StoppedAtEnd };
             Terminal.Out.WriteLine(result.Text);

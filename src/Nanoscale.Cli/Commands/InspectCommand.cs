@@ -4,6 +4,7 @@ using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Spectre.Console;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -28,7 +29,7 @@ internal static class InspectCommand
             var options = new InspectOptions
             {
                 Selection = new TensorSelection(parse.GetValue(include), parse.GetValue(exclude)),
-                MaxDegreeOfParallelism = parse.GetValue(threads),
+                Parallelism = new(parse.GetValue(threads)),
                 SkipStatistics = parse.GetValue(noStats),
             };
             if (parse.GetValue(estimate) is { } list) options = options with { EstimateFormats = FormatSpec.SplitList(list) };

@@ -38,7 +38,7 @@ internal static class SweepCommand
                 TokenizerPath = parse.GetValue(tokenizer),
                 Include = parse.GetValue(include),
                 Exclude = parse.GetValue(exclude),
-                MaxDegreeOfParallelism = parse.GetValue(threads),
+                Parallelism = new(parse.GetValue(threads)),
                 CalibrationPath = parse.GetValue(calib),
                 CalibrationTokens = parse.GetValue(calibTokens),
             };

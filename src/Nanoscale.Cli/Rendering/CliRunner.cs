@@ -38,11 +38,19 @@ internal static class CliRunner
         DefaultValueFactory = _ => 4096,
     };
 
-    public static Option<int> ThreadsOption() => new("--threads")
+    public static Option<int> ThreadsOption()
     {
-        Description = "Worker threads (0 = all cores)",
-        DefaultValueFactory = _ => 0,
-    };
+        var option = new Option<int>("--threads")
+        {
+            Description = "Worker threads (0 = all cores)",
+            DefaultValueFactory = _ => 0,
+        };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 0) result.AddError("--threads must be 0 (all cores) or a positive count");
+        });
+        return option;
+    }
 
     public static int Run(ParseResult parse, Option<bool> json, Func<CliContext, object?> body)
     {

@@ -1,3 +1,5 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.Formats;
 
 /// <summary>What to do with a NaN or ±Inf weight (SPEC §4).</summary>
@@ -32,11 +34,8 @@ public sealed record CodecOptions
 
     public NonFinitePolicy NonFinite { get; init; } = NonFinitePolicy.Throw;
 
-    /// <summary>Threads for the fast kernels over rows; −1 means <see cref="Environment.ProcessorCount"/>.</summary>
-    public int MaxDegreeOfParallelism { get; init; } = -1;
+    /// <summary>Threads for the fast kernels over rows (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 
     public CodecKernel Kernel { get; init; } = CodecKernel.Fast;
-
-    internal int EffectiveParallelism =>
-        MaxDegreeOfParallelism > 0 ? MaxDegreeOfParallelism : Environment.ProcessorCount;
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.IO;
 
@@ -118,7 +119,7 @@ public sealed class GgufFile : ICheckpoint
             bool llama = architecture == "llama";
             foreach (var (name, shape, dtype, offset, infoOffset) in infos)
             {
-                long count = TensorInfo.CountElements(shape);
+                long count = TensorShape.ElementCount(shape);
                 if (count < 0 || count > file.Length)
                     throw new CheckpointFormatException(path, name, infoOffset,
                         $"shape [{string.Join(", ", shape)}] holds more elements than the file has bytes");

@@ -1,5 +1,5 @@
-using System.Buffers.Binary;
 using System.Text;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.IO;
 
@@ -55,7 +55,7 @@ public sealed class GgufWriter(string path)
                     w.Write(dtype switch { DType.F32 => 0u, DType.F16 => 1u, _ => 30u });
                     w.Write((ulong)offset);
                     offsets.Add(offset);
-                    offset = Align(offset + TensorInfo.CountElements(shape) * dtype.ElementSize());
+                    offset = Align(offset + TensorShape.ElementCount(shape) * dtype.ElementSize());
                 }
                 w.Flush();
                 Pad(stream);
@@ -66,7 +66,7 @@ public sealed class GgufWriter(string path)
                     stream.Position = dataStart + offsets[i];
                     long before = stream.Position;
                     write(stream);
-                    long expected = TensorInfo.CountElements(shape) * dtype.ElementSize();
+                    long expected = TensorShape.ElementCount(shape) * dtype.ElementSize();
                     if (stream.Position - before != expected)
                         throw new InvalidOperationException($"{path}: {name} wrote {stream.Position - before} bytes, expected {expected}");
                     Pad(stream);

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.IO;
 
@@ -149,7 +150,7 @@ public sealed class Llama2cCheckpoint : ICheckpoint
         long offset = HeaderBytes;
         void Add(string name, params long[] shape)
         {
-            long bytes = 4 * TensorInfo.CountElements(shape);
+            long bytes = 4 * TensorShape.ElementCount(shape);
             tensors.Add(new TensorInfo(name, DType.F32, shape, path, offset, bytes));
             offset += bytes;
         }

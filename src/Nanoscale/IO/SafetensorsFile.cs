@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text.Json;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.IO;
 
@@ -190,7 +191,7 @@ public sealed class SafetensorsFile : ICheckpoint
                 throw new CheckpointFormatException(path, $"{name}.shape[{axis}]", 8, $"dimension must be a non-negative integer, found {dim}");
             shape[axis++] = d;
         }
-        long count = TensorInfo.CountElements(shape);
+        long count = TensorShape.ElementCount(shape);
         if (count < 0)
             throw new CheckpointFormatException(path, $"{name}.shape", 8, $"element count of [{string.Join(", ", shape)}] overflows");
 

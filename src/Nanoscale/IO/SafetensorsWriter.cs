@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Text;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.IO;
 
@@ -46,7 +47,7 @@ public sealed class SafetensorsWriter
         ArgumentException.ThrowIfNullOrEmpty(name);
         if (name == "__metadata__" || !_names.Add(name))
             throw new ArgumentException($"tensor name \"{name}\" is reserved or already added");
-        long count = TensorInfo.CountElements(shape);
+        long count = TensorShape.ElementCount(shape);
         if (count < 0) throw new ArgumentException($"{name}: invalid shape [{string.Join(", ", shape)}]");
         _tensors.Add(new Entry(name, dtype, (long[])shape.Clone(), checked(count * dtype.ElementSize()), writeData));
         return this;

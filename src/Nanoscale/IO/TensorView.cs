@@ -1,4 +1,5 @@
 using System.IO.MemoryMappedFiles;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.IO;
 

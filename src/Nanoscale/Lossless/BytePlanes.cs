@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Lossless;
 

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
-using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Lossless;
 
@@ -41,7 +41,7 @@ public static partial class LosslessCodec
             fixed (byte* dst = destination)
             {
                 nint srcAddress = (nint)src, dstAddress = (nint)dst;
-                Parallelism.ForEachChunk(g.ChunkCount, options.MaxDegreeOfParallelism, () => new DecodeScratch(g), (chunk, scratch) =>
+                options.Parallelism.ForEach(g.ChunkCount, () => new DecodeScratch(g), (chunk, scratch) =>
                 {
                     long start = chunkOffsets[chunk], end = chunkOffsets[chunk + 1];
                     long first = (long)chunk * g.ChunkElements;

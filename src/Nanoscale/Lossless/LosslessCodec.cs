@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
-using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Lossless;
 
@@ -103,7 +103,7 @@ public static partial class LosslessCodec
                 nint srcAddress = (nint)src, dstAddress = (nint)dst;
                 // Each chunk is first written at a provisional slot of maxChunkBytes after the header, then the
                 // chunks are moved down to be contiguous (ascending, so no move overwrites a chunk not yet moved).
-                Parallelism.ForEachChunk(g.ChunkCount, options.MaxDegreeOfParallelism, () => new EncodeScratch(g), (chunk, scratch) =>
+                options.Parallelism.ForEach(g.ChunkCount, () => new EncodeScratch(g), (chunk, scratch) =>
                 {
                     long first = (long)chunk * g.ChunkElements;
                     int elements = (int)Math.Min(g.ChunkElements, g.ElementCount - first);

@@ -1,3 +1,5 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.Lossless;
 
 /// <summary>Options for <see cref="LosslessCodec"/>. Immutable; share one instance across threads freely.</summary>
@@ -11,8 +13,8 @@ public sealed record LosslessOptions
     /// </summary>
     public int ChunkSizeBytes { get; init; } = 256 << 10;
 
-    /// <summary>Chunks encoded or decoded at once; −1 means all cores, 1 runs on the calling thread only.</summary>
-    public int MaxDegreeOfParallelism { get; init; } = -1;
+    /// <summary>Threads over chunks (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 
     /// <summary>
     /// A plane is entropy-coded only when that saves at least this fraction of its raw size (0 = whenever it pays
@@ -25,8 +27,6 @@ public sealed record LosslessOptions
     {
         if (ChunkSizeBytes < 1 || ChunkSizeBytes > LosslessCodec.MaxChunkSizeBytes)
             throw new ArgumentOutOfRangeException(nameof(ChunkSizeBytes), ChunkSizeBytes, $"must be within 1…{LosslessCodec.MaxChunkSizeBytes}");
-        if (MaxDegreeOfParallelism == 0 || MaxDegreeOfParallelism < -1)
-            throw new ArgumentOutOfRangeException(nameof(MaxDegreeOfParallelism), MaxDegreeOfParallelism, "must be −1 or positive");
         if (!(MinimumSavings >= 0 && MinimumSavings < 1))
             throw new ArgumentOutOfRangeException(nameof(MinimumSavings), MinimumSavings, "must be within [0, 1)");
     }

@@ -1,4 +1,4 @@
-using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Lossless;
 

@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Lossless;
 

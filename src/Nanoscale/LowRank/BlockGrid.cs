@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
 
@@ -23,7 +24,7 @@ namespace Nanoscale.LowRank;
 /// </remarks>
 public sealed class BlockGrid : QuantGrid
 {
-    private static readonly CodecOptions SingleThread = new() { MaxDegreeOfParallelism = 1 };
+    private static readonly CodecOptions SingleThread = new() { Parallelism = Parallelism.SingleThread };
 
     public BlockGrid(IBlockCodec codec)
     {

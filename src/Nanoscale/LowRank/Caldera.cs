@@ -56,7 +56,7 @@ public static class Caldera
         {
             cancellationToken.ThrowIfCancellationRequested();
             // Q step: LDLQ of what the low-rank part leaves.
-            var q = Ldlq.Quantize(RowMajor(w - lowRank), rows, cols, hessian, options.Q, options.MaxDegreeOfParallelism, cancellationToken);
+            var q = Ldlq.Quantize(RowMajor(w - lowRank), rows, cols, hessian, options.Q, options.Parallelism, cancellationToken);
             var qMatrix = FromRowMajor(q.Values, rows, cols);
             QuantizedMatrix? l = null, r = null;
             if (k > 0)
@@ -96,11 +96,11 @@ public static class Caldera
                 var rh = hessian.IsIdentity ? rq : rq * hessian.Matrix;
                 l = SolveRight(ah * rq.Transpose(), rh * rq.Transpose());
             }
-            var lq = Ldlq.Quantize(RowMajor(l.Transpose()), k, m, null, options.LowRank, options.MaxDegreeOfParallelism, cancellationToken);
+            var lq = Ldlq.Quantize(RowMajor(l.Transpose()), k, m, null, options.LowRank, options.Parallelism, cancellationToken);
             var lMatrix = FromRowMajor(lq.Values, k, m).Transpose();
             // R = (LᵀL)⁻¹ Lᵀ A; in round 0 with an unrounded L this is Σ^{1/2} Vᵀ H^{-1/2}, the SVD's own R.
             var r = SolveLeft(lMatrix.TransposeThisAndMultiply(lMatrix), lMatrix.TransposeThisAndMultiply(a));
-            var rq2 = Ldlq.Quantize(RowMajor(r), k, n, hessian, options.LowRank, options.MaxDegreeOfParallelism, cancellationToken);
+            var rq2 = Ldlq.Quantize(RowMajor(r), k, n, hessian, options.LowRank, options.Parallelism, cancellationToken);
             var product = lMatrix * FromRowMajor(rq2.Values, k, n);
             double error = hessian.WeightedSquaredNorm(a - product);
             if (best is null || error < best.Value.Error) best = (lq, rq2, product, error);

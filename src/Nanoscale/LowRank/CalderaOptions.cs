@@ -1,3 +1,5 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.LowRank;
 
 /// <summary>What a CALDERA decomposition uses (SPEC §11); the spec string <c>caldera:rank=K,q=…,lr=…</c> builds it.</summary>
@@ -18,8 +20,8 @@ public sealed record CalderaOptions
     /// <summary>Least-squares rounds of the LR step after its SVD start (L with R fixed, then R with L fixed).</summary>
     public int LowRankRounds { get; init; } = 3;
 
-    /// <summary>Threads for LDLQ's rows; 0 means all cores.</summary>
-    public int MaxDegreeOfParallelism { get; init; }
+    /// <summary>Threads for LDLQ's rows (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 
     /// <summary>Input-side incoherence transform (<see cref="IncoherenceTransform"/>; spec key <c>had</c>).</summary>
     public bool Hadamard { get; init; }

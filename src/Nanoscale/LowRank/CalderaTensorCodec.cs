@@ -90,7 +90,7 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
             fitted = Caldera.ToFloatRowMajor(Caldera.FromRowMajor(weights, rows, cols) * v.Transpose());
             hessian = IncoherenceTransform.Transform(hessian, v);
         }
-        var result = Caldera.Decompose(fitted, rows, cols, hessian, Options with { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism },
+        var result = Caldera.Decompose(fitted, rows, cols, hessian, Options with { Parallelism = options.Parallelism },
             cancellationToken);
 
         var parts = new List<EncodedPart>(result.Q.Quantizer.Parts("q"));

@@ -1,6 +1,7 @@
 using MathNet.Numerics.LinearAlgebra;
 using Nanoscale.IO;
 using Nanoscale.Runtime;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
 
@@ -12,8 +13,8 @@ public sealed record CalibrationOptions
     /// <summary>Window length; null: the model's maximum sequence length (capped at 2048). Each window starts fresh.</summary>
     public int? ContextLength { get; init; }
 
-    /// <summary>Threads for the forward pass; 0 means all cores.</summary>
-    public int MaxDegreeOfParallelism { get; init; }
+    /// <summary>Threads for the forward pass (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 }
 
 /// <summary>
@@ -43,10 +44,7 @@ public static class Calibration
             ?? throw new CheckpointFormatException(checkpoint.Path, "config", null, "calibration needs a runnable model (no llama2.c header or config.json)");
         if (options.Tokens < 2) throw new ArgumentOutOfRangeException(nameof(options), "calibration needs at least 2 tokens");
         var recording = new RecordingWeightSource(new CheckpointWeightSource(checkpoint), config.Layers);
-        var runtime = new RuntimeOptions
-        {
-            MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
-        };
+        var runtime = new RuntimeOptions { Parallelism = options.Parallelism };
         var model = LlamaModel.Load(config, recording, runtime, checkpoint.Path);
 
         // Enough characters for the requested tokens (llama2.c vocabularies average well under 16 characters a token).

@@ -1,5 +1,6 @@
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
 

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
 
@@ -24,7 +25,7 @@ public static class Ldlq
     /// <summary>Rounds <paramref name="a"/> (rows × cols, row-major) onto <paramref name="grid"/>; with
     /// <paramref name="hessian"/> null (or the identity) this is round-to-nearest.</summary>
     public static QuantizedMatrix Quantize(ReadOnlySpan<double> a, int rows, int cols, Hessian? hessian, QuantGrid grid,
-        int maxDegreeOfParallelism = 1, CancellationToken cancellationToken = default)
+        Parallelism parallelism = default, CancellationToken cancellationToken = default)
     {
         if (a.Length != (long)rows * cols) throw new ArgumentException($"expected {rows}×{cols} values, found {a.Length}", nameof(a));
         if (hessian is not null && hessian.Size != cols)
@@ -36,17 +37,13 @@ public static class Ldlq
         double[][]? u = hessian is null || hessian.IsIdentity ? null : hessian.LdlqFactor;
         var source = a.ToArray();
         int group = Math.Max(1, quantizer.GroupSize);
-        Parallel.For(0, rows, new ParallelOptions
+        parallelism.ForEach(rows, () => (W: new double[cols], Group: new float[group]), (row, buffers) =>
         {
-            MaxDegreeOfParallelism = maxDegreeOfParallelism > 0 ? maxDegreeOfParallelism : Environment.ProcessorCount,
-            CancellationToken = cancellationToken,
-        }, () => (W: new double[cols], Group: new float[group]), (row, _, buffers) =>
-        {
+            cancellationToken.ThrowIfCancellationRequested();
             var w = buffers.W;
             source.AsSpan(row * cols, cols).CopyTo(w);
             QuantizeRow(w, row, cols, u, quantizer, group, buffers.Group, values.AsSpan(row * cols, cols));
-            return buffers;
-        }, _ => { });
+        });
         return new QuantizedMatrix(quantizer, values);
     }
 

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
 

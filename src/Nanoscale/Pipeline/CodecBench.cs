@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -21,7 +22,7 @@ public static class CodecBench
         var tensors = source.Tensors.Where((selection ?? TensorSelection.Default).Selects).ToList(); // the same tensors for every codec
         if (tensors.Count == 0) throw new ArgumentException($"{source.Path} has no tensors the codec applies to");
         long sourceBytes = tensors.Sum(t => t.ByteLength), weights = tensors.Sum(t => t.ElementCount);
-        var options = new EncodeOptions { MaxDegreeOfParallelism = threads };
+        var options = new EncodeOptions { Parallelism = new Parallelism(threads) };
 
         // Encode: the codec parallelises inside a tensor with its own kernels.
         double encodeSeconds = double.MaxValue;
@@ -66,16 +67,13 @@ public static class CodecBench
                     int columns = checked((int)stored.Columns);
                     int rowsPerTile = Math.Max(1, (1 << 16) / Math.Max(1, columns));
                     int tiles = (int)((stored.Rows + rowsPerTile - 1) / rowsPerTile);
-                    Parallel.For(0, tiles, new ParallelOptions { MaxDegreeOfParallelism = threads, CancellationToken = cancellationToken },
-                        () => new float[rowsPerTile * columns],
-                        (tile, _, buffer) =>
-                        {
-                            long first = (long)tile * rowsPerTile;
-                            int count = (int)Math.Min(rowsPerTile, stored.Rows - first);
-                            decoder.ReadRows(first, count, buffer.AsSpan(0, count * columns));
-                            return buffer;
-                        },
-                        _ => { });
+                    options.Parallelism.ForEach(tiles, () => new float[rowsPerTile * columns], (tile, buffer) =>
+                    {
+                        cancellationToken.ThrowIfCancellationRequested();
+                        long first = (long)tile * rowsPerTile;
+                        int count = (int)Math.Min(rowsPerTile, stored.Rows - first);
+                        decoder.ReadRows(first, count, buffer.AsSpan(0, count * columns));
+                    });
                 }
                 if (r >= 0) decodeSeconds = Math.Min(decodeSeconds, clock.Elapsed.TotalSeconds);
             }

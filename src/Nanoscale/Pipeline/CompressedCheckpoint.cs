@@ -1,5 +1,6 @@
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -14,7 +15,7 @@ public sealed class CompressedCheckpoint : IDisposable
     /// <summary>A logical tensor: either <see cref="Plain"/> or <see cref="Encoded"/> is set.</summary>
     public sealed record Logical(string Name, DType DType, long[] Shape, TensorInfo? Plain, StoredTensor? Encoded, long StoredBytes)
     {
-        public long ElementCount => TensorInfo.CountElements(Shape);
+        public long ElementCount => TensorShape.ElementCount(Shape);
     }
 
     private CompressedCheckpoint(ICheckpoint container, List<Logical> tensors, Dictionary<string, StoredTensor> encoded, ModelConfig? config)

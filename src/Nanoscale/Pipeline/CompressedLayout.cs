@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -55,7 +56,7 @@ public static class CompressedLayout
                 if (!DTypes.TryParse(dtypeName, out var dtype))
                     throw new CheckpointFormatException(container.Path, $"{field}.{tensor.Name}.dtype", null, $"unknown dtype \"{dtypeName}\"");
                 var shape = e.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()).ToArray();
-                if (TensorInfo.CountElements(shape) < 0)
+                if (TensorShape.ElementCount(shape) < 0)
                     throw new CheckpointFormatException(container.Path, $"{field}.{tensor.Name}.shape", null, "invalid shape");
                 var parts = e.GetProperty("parts").EnumerateArray().Select(p => p.GetString() ?? "").ToList();
                 var parameters = e.TryGetProperty("params", out var p)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -15,7 +16,7 @@ public sealed record CompressOptions
 public sealed record CompressedTensorReport(string Name, string Codec, DType DType, long[] Shape, long OriginalBytes, long StoredBytes,
     IReadOnlyDictionary<string, string>? Parameters = null)
 {
-    public double BitsPerWeight => 8.0 * StoredBytes / Math.Max(1, TensorInfo.CountElements(Shape));
+    public double BitsPerWeight => 8.0 * StoredBytes / Math.Max(1, TensorShape.ElementCount(Shape));
 }
 
 public sealed record CompressReport(
@@ -28,7 +29,7 @@ public sealed record CompressReport(
         get
         {
             var encoded = Tensors.Where(t => t.Codec != "plain").ToList();
-            long weights = encoded.Sum(t => TensorInfo.CountElements(t.Shape));
+            long weights = encoded.Sum(t => TensorShape.ElementCount(t.Shape));
             return weights == 0 ? 0 : 8.0 * encoded.Sum(t => t.StoredBytes) / weights;
         }
     }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Runtime;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -22,8 +23,8 @@ public sealed record EvalOptions
     /// </summary>
     public TensorSelection Selection => new(Include, Exclude);
 
-    /// <summary>Threads; 0 means all cores.</summary>
-    public int MaxDegreeOfParallelism { get; init; }
+    /// <summary>Threads (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 
     /// <summary>Calibration text for codecs fitted to activations (caldera); ignored by the others.</summary>
     public string? CalibrationPath { get; init; }
@@ -41,7 +42,7 @@ public sealed record EvalOptions
             ? LowRank.Calibration.Collect(modelPath, path, TokenizerPath, new LowRank.CalibrationOptions
             {
                 Tokens = CalibrationTokens,
-                MaxDegreeOfParallelism = MaxDegreeOfParallelism,
+                Parallelism = Parallelism,
             }, cancellationToken: cancellationToken)
             : null);
 
@@ -87,7 +88,7 @@ public static class Evaluation
                 {
                     Codec = codec,
                     Selection = options.Selection,
-                    EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism, Calibration = calibration },
+                    EncodeOptions = new EncodeOptions { Parallelism = options.Parallelism, Calibration = calibration },
                 }, progress, cancellationToken);
                 compressTime = clock.Elapsed;
                 evaluated = temporary;
@@ -104,10 +105,7 @@ public static class Evaluation
             }
 
             var tokenizer = TokenizerLoader.Resolve(options.TokenizerPath, modelPath, config);
-            var runtime = new RuntimeOptions
-            {
-                MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : Environment.ProcessorCount,
-            };
+            var runtime = new RuntimeOptions { Parallelism = options.Parallelism };
             using var weights = new CompressedWeightSource(compressed);
             var model = LlamaModel.Load(config, weights, runtime, evaluated);
             var perplexity = Runtime.Perplexity.Evaluate(model, tokenizer, text,

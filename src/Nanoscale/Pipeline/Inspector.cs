@@ -1,4 +1,5 @@
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -6,8 +7,8 @@ public sealed record InspectOptions
 {
     public TensorSelection Selection { get; init; } = TensorSelection.Default;
 
-    /// <summary>Threads used for statistics; 0 means all cores.</summary>
-    public int MaxDegreeOfParallelism { get; init; }
+    /// <summary>Threads used for statistics (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 
     /// <summary>Skip the statistics (a header-only listing, fast on huge checkpoints).</summary>
     public bool SkipStatistics { get; init; }
@@ -23,7 +24,7 @@ public sealed record InspectOptions
 public sealed record TensorReport(string Name, DType DType, long[] Shape, long Bytes, bool Selected, TensorStatistics? Statistics,
     string? Codec = null)
 {
-    public double BitsPerWeight => 8.0 * Bytes / Math.Max(1, TensorInfo.CountElements(Shape));
+    public double BitsPerWeight => 8.0 * Bytes / Math.Max(1, TensorShape.ElementCount(Shape));
 }
 
 /// <summary>Checkpoint size if the selected tensors were stored in one format, the rest unchanged.</summary>
@@ -68,7 +69,7 @@ public static class Inspector
             if (!options.SkipStatistics && tensor.ElementCount > 0 && tensor.DType != DType.BOOL)
             {
                 using var view = checkpoint.Map(tensor);
-                statistics = TensorStatistics.Compute(view, options.MaxDegreeOfParallelism, cancellationToken);
+                statistics = TensorStatistics.Compute(view, options.Parallelism, cancellationToken);
             }
             reports.Add(new TensorReport(tensor.Name, tensor.DType, tensor.Shape, tensor.ByteLength, options.Selection.Selects(tensor), statistics));
         }
@@ -94,6 +95,6 @@ public static class Inspector
             estimates.Add(new SizeEstimate(codec.Spec, weights == 0 ? 0 : 8.0 * codedBytes / weights, unselectedBytes + codedBytes));
         }
         return new InspectReport(checkpoint.Path, checkpoint.Kind, checkpoint.Config ?? CompressedLayout.ReadConfig(checkpoint), checkpoint.Metadata,
-            reports, reports.Sum(t => TensorInfo.CountElements(t.Shape)), total, selected.Sum(t => t.ElementCount), selected.Sum(t => t.ByteLength), estimates);
+            reports, reports.Sum(t => TensorShape.ElementCount(t.Shape)), total, selected.Sum(t => t.ElementCount), selected.Sum(t => t.ByteLength), estimates);
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -53,7 +54,7 @@ public static class SampleCheckpoint
         long shardSize = 0;
         foreach (var t in tensors)
         {
-            long bytes = TensorInfo.CountElements(t.Shape) * options.DType.ElementSize();
+            long bytes = TensorShape.ElementCount(t.Shape) * options.DType.ElementSize();
             if (options.ShardBytes > 0 && shardSize > 0 && shardSize + bytes > options.ShardBytes)
             {
                 shards.Add([]);
@@ -76,7 +77,7 @@ public static class SampleCheckpoint
             }
             writer.Commit(cancellationToken);
         }
-        if (shards.Count > 1) WriteIndex(folder, weightMap, tensors.Sum(t => TensorInfo.CountElements(t.Shape)) * options.DType.ElementSize());
+        if (shards.Count > 1) WriteIndex(folder, weightMap, tensors.Sum(t => TensorShape.ElementCount(t.Shape)) * options.DType.ElementSize());
         WriteConfig(folder, options);
         return folder;
     }
@@ -121,7 +122,7 @@ public static class SampleCheckpoint
         for (long first = 0; first < rows; first += batchRows)
         {
             int count = (int)Math.Min(batchRows, rows - first);
-            Parallel.For(0, count, r =>
+            Parallelism.AllCores.For(count, r =>
             {
                 var rng = new SplitMix64(o.Seed ^ ((ulong)tensorIndex << 40) ^ (ulong)(first + r) * 0x9E3779B97F4A7C15UL);
                 var row = values.AsSpan(r * cols, cols);

@@ -68,7 +68,7 @@ public static class Sweep
             {
                 Codec = codec,
                 Selection = options.Selection,
-                EncodeOptions = new EncodeOptions { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism, Calibration = options.Calibration },
+                EncodeOptions = new EncodeOptions { Parallelism = options.Parallelism, Calibration = options.Calibration },
             }, progress, cancellationToken);
             using var written = CompressedCheckpoint.Open(temporary);
             var error = ErrorMetrics.Compare(source, written, cancellationToken).Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);

@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 

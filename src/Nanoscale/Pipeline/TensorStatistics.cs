@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -17,21 +18,20 @@ public sealed record TensorStatistics(
     public const int ChunkElements = 1 << 20;
 
     /// <summary>Computes the statistics of a mapped tensor in two streaming passes over chunks.</summary>
-    public static TensorStatistics Compute(TensorView view, int maxDegreeOfParallelism = 0, CancellationToken cancellationToken = default)
+    public static TensorStatistics Compute(TensorView view, Parallelism parallelism = default, CancellationToken cancellationToken = default)
     {
         var tensor = view.Tensor;
         long count = tensor.ElementCount;
         int chunks = (int)((count + ChunkElements - 1) / ChunkElements);
-        var parallel = new ParallelOptions
-        {
-            MaxDegreeOfParallelism = maxDegreeOfParallelism > 0 ? maxDegreeOfParallelism : Environment.ProcessorCount,
-            CancellationToken = cancellationToken,
-        };
         int exponentBits = tensor.DType.IsFloat() ? tensor.DType.ExponentBits() : 0;
 
         // Pass 1: per-chunk count, mean and M2 (merged with Chan et al.'s formula), absmax, exponent histogram.
         var first = new FirstPass[chunks];
-        Parallel.For(0, chunks, parallel, c => first[c] = FirstPassOf(view, c, count, exponentBits));
+        parallelism.For(chunks, c =>
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            first[c] = FirstPassOf(view, c, count, exponentBits);
+        });
         long n = 0, nonFinite = 0;
         double mean = 0, m2 = 0, absMax = 0;
         var histogram = exponentBits > 0 ? new long[1 << exponentBits] : null;
@@ -52,7 +52,11 @@ public sealed record TensorStatistics(
 
         // Pass 2: fourth central moment and the 6-sigma tail, now that mean and std are known.
         var second = new (double M4, long Beyond)[chunks];
-        Parallel.For(0, chunks, parallel, c => second[c] = SecondPassOf(view, c, count, mean, 6 * std));
+        parallelism.For(chunks, c =>
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            second[c] = SecondPassOf(view, c, count, mean, 6 * std);
+        });
         double m4 = second.Sum(s => s.M4);
         long beyond = second.Sum(s => s.Beyond);
 

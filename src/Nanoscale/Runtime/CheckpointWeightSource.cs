@@ -1,4 +1,5 @@
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Runtime;
 

@@ -1,10 +1,12 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.Runtime;
 
 /// <summary>How the runtime uses the machine. Travels with the model; there is no global state (STYLE §4).</summary>
 public sealed record RuntimeOptions
 {
-    /// <summary>Worker threads for matrix products and attention; 1 runs everything on the calling thread.</summary>
-    public int MaxDegreeOfParallelism { get; init; } = Environment.ProcessorCount;
+    /// <summary>Worker threads for matrix products and attention (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 
     /// <summary>
     /// Work below this many multiply-adds runs on the calling thread: for tiny models (stories260K has dim 64) the
@@ -14,16 +16,9 @@ public sealed record RuntimeOptions
 
     public static RuntimeOptions Default { get; } = new();
 
-    internal ParallelOptions ParallelOptions => new() { MaxDegreeOfParallelism = Math.Max(1, MaxDegreeOfParallelism) };
-
     /// <summary>Runs <paramref name="body"/> for chunk indices 0..chunks-1, in parallel when the work is large enough.</summary>
     internal void For(int chunks, long multiplyAdds, Action<int> body)
     {
-        if (chunks <= 1 || MaxDegreeOfParallelism <= 1 || multiplyAdds < MinParallelMultiplyAdds)
-        {
-            for (int i = 0; i < chunks; i++) body(i);
-            return;
-        }
-        Parallel.For(0, chunks, ParallelOptions, body);
+        (multiplyAdds < MinParallelMultiplyAdds ? Parallelism.SingleThread : Parallelism).For(chunks, body);
     }
 }

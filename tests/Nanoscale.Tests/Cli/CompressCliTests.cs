@@ -42,9 +42,9 @@ public class NonFiniteCliTests
         for (int i = 0; i < values.Length; i++) values[i] = (i % 7 - 3) * 0.01f;
         values[130] = float.NegativeInfinity;
         var bytes = new byte[values.Length * 4];
-        Nanoscale.IO.TensorData.FromFloat(values, Nanoscale.IO.DType.F32, bytes);
+        Nanoscale.Tensors.TensorData.FromFloat(values, Nanoscale.Tensors.DType.F32, bytes);
         var path = dir.File("inf.safetensors");
-        new Nanoscale.IO.SafetensorsWriter(path).Add("layers.0.proj.weight", Nanoscale.IO.DType.F32, [4, 64], bytes).Commit();
+        new Nanoscale.IO.SafetensorsWriter(path).Add("layers.0.proj.weight", Nanoscale.Tensors.DType.F32, [4, 64], bytes).Commit();
         return path;
     }
 

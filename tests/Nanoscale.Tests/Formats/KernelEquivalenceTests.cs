@@ -25,9 +25,9 @@ public class KernelEquivalenceTests
 
     private static readonly CodecOptions[] FastOptions =
     [
-        new() { Kernel = CodecKernel.Fast, MaxDegreeOfParallelism = 1 },
-        new() { Kernel = CodecKernel.Fast, MaxDegreeOfParallelism = 2 },
-        new() { Kernel = CodecKernel.Scalar, MaxDegreeOfParallelism = 1 },
+        new() { Kernel = CodecKernel.Fast, Parallelism = new(1) },
+        new() { Kernel = CodecKernel.Fast, Parallelism = new(2) },
+        new() { Kernel = CodecKernel.Scalar, Parallelism = new(1) },
     ];
 
     private static readonly Lazy<List<Bf16SafetensorsReader.Tensor>> Gpt2 = new(() =>
@@ -60,9 +60,9 @@ public class KernelEquivalenceTests
         {
             var options = o with { NonFinite = NonFinitePolicy.PassThrough };
             var actual = CodecHarness.Quantize(codec, values, rows, cols, options);
-            AssertSameBytes(expected.TensorData, actual.TensorData, $"{spec} {what} {o.Kernel}×{o.MaxDegreeOfParallelism} tensor data");
-            AssertSameBytes(expected.Scales, actual.Scales, $"{spec} {what} {o.Kernel}×{o.MaxDegreeOfParallelism} scales");
-            AssertSameBytes(expected.Blocks, actual.Blocks, $"{spec} {what} {o.Kernel}×{o.MaxDegreeOfParallelism} blocks");
+            AssertSameBytes(expected.TensorData, actual.TensorData, $"{spec} {what} {o.Kernel}×{o.Parallelism} tensor data");
+            AssertSameBytes(expected.Scales, actual.Scales, $"{spec} {what} {o.Kernel}×{o.Parallelism} scales");
+            AssertSameBytes(expected.Blocks, actual.Blocks, $"{spec} {what} {o.Kernel}×{o.Parallelism} blocks");
             float[] decoded = CodecHarness.Dequantize(codec, expected, rows, cols, options);
             for (int i = 0; i < decoded.Length; i++)
                 if (BitConverter.SingleToInt32Bits(decoded[i]) != BitConverter.SingleToInt32Bits(expectedDecoded[i]))

@@ -137,7 +137,7 @@ public class MxCodecTests
         v[50 * cols + 3] = float.PositiveInfinity;
         foreach (CodecKernel k in Enum.GetValues<CodecKernel>())
         {
-            var options = new CodecOptions { Kernel = k, MaxDegreeOfParallelism = 2 };
+            var options = new CodecOptions { Kernel = k, Parallelism = new(2) };
             var blocks = new byte[rows * 128 * 16];
             var scales = new byte[rows * 128];
             var ex = Assert.Throws<NonFiniteValueException>(() =>

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Nanoscale.IO;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.IO;
 

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using Nanoscale.IO;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.IO;
 
@@ -23,7 +24,7 @@ public class RandomCorruptionTests
                      ("c", DType.I64, [2]), ("d", DType.U8, [7]), ("e", DType.BOOL, [3]),
                  })
         {
-            var bytes = new byte[TensorInfo.CountElements(shape) * dtype.ElementSize()];
+            var bytes = new byte[TensorShape.ElementCount(shape) * dtype.ElementSize()];
             random.NextBytes(bytes);
             writer.Add(name, dtype, shape, bytes);
         }

@@ -1,5 +1,6 @@
 using Nanoscale.IO;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.IO;
 

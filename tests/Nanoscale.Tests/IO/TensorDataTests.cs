@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.IO;
 

@@ -1,15 +1,15 @@
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using Nanoscale.IO;
 using Nanoscale.Lossless;
 using Nanoscale.Tests.Support;
 using Xunit.Abstractions;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.Lossless;
 
 public class LosslessCodecTests(ITestOutputHelper output)
 {
-    private static readonly LosslessOptions Serial = new() { MaxDegreeOfParallelism = 1 };
+    private static readonly LosslessOptions Serial = new() { Parallelism = new(1) };
 
     private static byte[] RoundTrip(byte[] data, DType dtype, LosslessOptions? options = null)
     {
@@ -78,11 +78,11 @@ public class LosslessCodecTests(ITestOutputHelper output)
     {
         var data = TinySafetensors.Gpt2AttnBf16[5].Data;
         var options = new LosslessOptions { ChunkSizeBytes = 100_000 };
-        var serial = LosslessCodec.Encode(data, DType.BF16, options with { MaxDegreeOfParallelism = 1 });
-        var parallel = LosslessCodec.Encode(data, DType.BF16, options with { MaxDegreeOfParallelism = 2 });
+        var serial = LosslessCodec.Encode(data, DType.BF16, options with { Parallelism = new(1) });
+        var parallel = LosslessCodec.Encode(data, DType.BF16, options with { Parallelism = new(2) });
         Assert.Equal(serial, parallel);
-        Assert.Equal(data, LosslessCodec.Decode(parallel, "t", options with { MaxDegreeOfParallelism = 1 }));
-        Assert.Equal(data, LosslessCodec.Decode(parallel, "t", options with { MaxDegreeOfParallelism = 2 }));
+        Assert.Equal(data, LosslessCodec.Decode(parallel, "t", options with { Parallelism = new(1) }));
+        Assert.Equal(data, LosslessCodec.Decode(parallel, "t", options with { Parallelism = new(2) }));
     }
 
     public static TheoryData<DType> AllDTypes => new(Enum.GetValues<DType>());

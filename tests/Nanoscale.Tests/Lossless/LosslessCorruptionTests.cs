@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
 using System.IO.Hashing;
-using Nanoscale.IO;
 using Nanoscale.Lossless;
 using Nanoscale.Tests.Support;
 using Xunit.Abstractions;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.Lossless;
 
@@ -14,7 +14,7 @@ namespace Nanoscale.Tests.Lossless;
 /// </summary>
 public class LosslessCorruptionTests(ITestOutputHelper output)
 {
-    private static readonly LosslessOptions Options = new() { ChunkSizeBytes = 16 << 10, MaxDegreeOfParallelism = 1 };
+    private static readonly LosslessOptions Options = new() { ChunkSizeBytes = 16 << 10, Parallelism = new(1) };
 
     private static (byte[] Original, byte[] Encoded, long[] ChunkStarts) Subject()
     {

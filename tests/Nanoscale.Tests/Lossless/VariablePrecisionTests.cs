@@ -1,8 +1,8 @@
 using System.Runtime.InteropServices;
-using Nanoscale.IO;
 using Nanoscale.Lossless;
 using Nanoscale.Tests.Support;
 using Xunit.Abstractions;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.Lossless;
 

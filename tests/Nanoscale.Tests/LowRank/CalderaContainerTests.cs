@@ -5,6 +5,7 @@ using Nanoscale.Pipeline;
 using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Runtime;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.LowRank;
 
@@ -46,7 +47,7 @@ public class CalderaContainerTests
         var report = Compressor.Compress(source, compressed, new CompressOptions
         {
             Codec = codec,
-            EncodeOptions = new EncodeOptions { Calibration = StoriesCalibration.Value, MaxDegreeOfParallelism = 2 },
+            EncodeOptions = new EncodeOptions { Calibration = StoriesCalibration.Value, Parallelism = new(2) },
         });
         Assert.Equal(35, report.Tensors.Count(t => t.Codec == codec.Spec));
 
@@ -77,7 +78,7 @@ public class CalderaContainerTests
         using (var back = SafetensorsFile.Open(restored))
         using (var dense = back.Map(back.Find(name)!))
             Assert.Equal(decoded, dense.ToFloatArray());
-        var eval = Evaluation.Evaluate(compressed, new EvalOptions { TextPath = SharedData.TinyStoriesText, TokenizerPath = SharedData.Tok512, MaxDegreeOfParallelism = 2 });
+        var eval = Evaluation.Evaluate(compressed, new EvalOptions { TextPath = SharedData.TinyStoriesText, TokenizerPath = SharedData.Tok512, Parallelism = new(2) });
         Assert.True(double.IsFinite(eval.Perplexity.Perplexity) && eval.Perplexity.Perplexity > 3.5);
     }
 

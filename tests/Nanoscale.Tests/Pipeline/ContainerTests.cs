@@ -2,6 +2,7 @@ using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.Pipeline;
 

@@ -1,6 +1,7 @@
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.Pipeline;
 
@@ -34,7 +35,7 @@ public class InspectorTests
     public void DefaultSelectionFollowsTheSpec(string name, bool selected)
     {
         long[] shape = name.EndsWith("bias") || name.Contains("ln_") ? [768] : [768, 768];
-        var tensor = new TensorInfo(name, DType.BF16, shape, "x", 0, 2 * TensorInfo.CountElements(shape));
+        var tensor = new TensorInfo(name, DType.BF16, shape, "x", 0, 2 * TensorShape.ElementCount(shape));
         Assert.Equal(selected, TensorSelection.Default.Selects(tensor));
     }
 

@@ -1,6 +1,7 @@
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Nanoscale.Tests.Support;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Tests.Pipeline;
 
@@ -15,7 +16,7 @@ public class TensorStatisticsTests
         new SafetensorsWriter(path).Add("t", dtype, [values.Length], bytes).Commit();
         using var file = SafetensorsFile.Open(path);
         using var view = file.Map(file.Tensors[0]);
-        return TensorStatistics.Compute(view, threads);
+        return TensorStatistics.Compute(view, new Parallelism(threads));
     }
 
     [Fact]

@@ -25,7 +25,7 @@ public class LinearWeightTests
         float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
         var expected = new float[tokens * rows];
         LinearKernels.MatMulReference(w, rows, columns, x, expected);
-        foreach (var options in new[] { new RuntimeOptions { MaxDegreeOfParallelism = 1 }, new RuntimeOptions { MaxDegreeOfParallelism = 3, MinParallelMultiplyAdds = 0 } })
+        foreach (var options in new[] { new RuntimeOptions { Parallelism = new(1) }, new RuntimeOptions { Parallelism = new(3), MinParallelMultiplyAdds = 0 } })
         {
             foreach (ILinearWeight weight in new ILinearWeight[] { new DenseLinearWeight(w, rows, columns), new CopyingWeight(w, rows, columns) })
             {

@@ -71,8 +71,8 @@ public class LlamaModelTests
     public void SingleThreadedAndParallelRunsAgree()
     {
         using ICheckpoint checkpoint = CheckpointLoader.Open(SharedData.Stories260K);
-        var serial = LlamaModel.Load(checkpoint, new RuntimeOptions { MaxDegreeOfParallelism = 1 });
-        var parallel = LlamaModel.Load(checkpoint, new RuntimeOptions { MaxDegreeOfParallelism = 4, MinParallelMultiplyAdds = 0 });
+        var serial = LlamaModel.Load(checkpoint, new RuntimeOptions { Parallelism = new(1) });
+        var parallel = LlamaModel.Load(checkpoint, new RuntimeOptions { Parallelism = new(4), MinParallelMultiplyAdds = 0 });
         int[] tokens = SampleTokens(130);
         int vocab = serial.Config.VocabSize;
         var a = new float[tokens.Length * vocab];

@@ -69,7 +69,7 @@ public sealed class MxCodec : IBlockCodec
         fixed (byte* blocksPtr = blocks, scalesPtr = scales)
         {
             nint s = (nint)sourcePtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
                 MxKernel.QuantizeRows(this,
                     new ReadOnlySpan<float>((float*)s + (long)start * cols, count * cols), count, cols, policy,
                     firstElementIndex + (long)start * cols, vector,
@@ -93,7 +93,7 @@ public sealed class MxCodec : IBlockCodec
         fixed (byte* blocksPtr = blocks, scalesPtr = scales)
         {
             nint d = (nint)destinationPtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
                 MxKernel.DequantizeRows(this,
                     new ReadOnlySpan<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
                     new ReadOnlySpan<byte>((byte*)sc + (long)start * nb, count * nb), count, cols, vector,

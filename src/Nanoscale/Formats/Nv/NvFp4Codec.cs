@@ -86,7 +86,7 @@ public sealed class NvFp4Codec : IBlockCodec
         fixed (byte* blocksPtr = blocks, scalesPtr = scales)
         {
             nint s = (nint)sourcePtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
                 NvFp4Kernel.QuantizeRows(this,
                     new ReadOnlySpan<float>((float*)s + (long)start * cols, count * cols), count, cols, st, policy,
                     firstElementIndex + (long)start * cols, vector,
@@ -111,7 +111,7 @@ public sealed class NvFp4Codec : IBlockCodec
         fixed (byte* blocksPtr = blocks, scalesPtr = scales)
         {
             nint d = (nint)destinationPtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
                 NvFp4Kernel.DequantizeRows(
                     new ReadOnlySpan<byte>((byte*)b + (long)start * nb * 8, count * nb * 8),
                     new ReadOnlySpan<byte>((byte*)sc + (long)start * nb, count * nb), count, cols, st, vector,

@@ -192,7 +192,7 @@ public sealed class NxfpCodec : IBlockCodec
         fixed (byte* blocksPtr = blocks, scalesPtr = scales)
         {
             nint s = (nint)sourcePtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
                 NxfpKernel.QuantizeRows(this,
                     new ReadOnlySpan<float>((float*)s + (long)start * cols, count * cols), count, cols, policy,
                     firstElementIndex + (long)start * cols, vector,
@@ -216,7 +216,7 @@ public sealed class NxfpCodec : IBlockCodec
         fixed (byte* blocksPtr = blocks, scalesPtr = scales)
         {
             nint d = (nint)destinationPtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.EffectiveParallelism, (start, count) =>
+            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
                 NxfpKernel.DequantizeRows(this,
                     new ReadOnlySpan<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
                     new ReadOnlySpan<byte>((byte*)sc + (long)start * nb * spb, count * nb * spb), count, cols, vector,

@@ -1,5 +1,6 @@
 using Nanoscale.Formats;
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline.Codecs;
 
@@ -39,7 +40,7 @@ public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fals
         var formatOptions = new CodecOptions
         {
             NonFinite = options.AllowNonFinite ? NonFinitePolicy.PassThrough : NonFinitePolicy.Throw,
-            MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : -1,
+            Parallelism = options.Parallelism,
         };
         int rowsPerChunk = (int)Math.Clamp(ChunkElements / Math.Max(1, cols), 1, Math.Max(1, rows));
         var values = new float[(long)rowsPerChunk * cols];
@@ -89,7 +90,7 @@ public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fals
     {
         var coded = Lossless.LosslessCodec.Encode(bytes, DType.U8, Lossless.LosslessOptions.Default with
         {
-            MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : -1,
+            Parallelism = options.Parallelism,
             MinimumSavings = 0,
         });
         return new EncodedPart(suffix, DType.U8, [coded.Length], coded);
@@ -115,7 +116,7 @@ public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fals
     private sealed class Decoder : ITensorDecoder
     {
         // Tiles are decoded on the runtime's worker threads, so each call decodes on its own thread only.
-        private static readonly CodecOptions SingleThread = new() { MaxDegreeOfParallelism = 1 };
+        private static readonly CodecOptions SingleThread = new() { Parallelism = Parallelism.SingleThread };
 
         private readonly IBlockCodec _codec;
         private readonly TensorView? _blocks, _scales;       // plain parts, mapped

@@ -1,6 +1,7 @@
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Lossless;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline.Codecs;
 
@@ -34,7 +35,7 @@ public sealed class EntropyTensorCodec : ITensorCodec, ICodec
         if (tensor.ByteLength > Array.MaxLength)
             throw new ArgumentException($"{tensor.Name}: tensors over 2 GiB are not supported by {Spec} yet");
         cancellationToken.ThrowIfCancellationRequested();
-        var lossless = LosslessOptions.Default with { MaxDegreeOfParallelism = options.MaxDegreeOfParallelism > 0 ? options.MaxDegreeOfParallelism : -1 };
+        var lossless = LosslessOptions.Default with { Parallelism = options.Parallelism };
         byte[] coded;
         if (_precision is null)
         {
@@ -45,7 +46,7 @@ public sealed class EntropyTensorCodec : ITensorCodec, ICodec
             if (tensor.DType is not (DType.BF16 or DType.F16 or DType.F32))
                 throw new ArgumentException($"{tensor.Name}: {Spec} applies to BF16, F16 and F32 tensors, not {tensor.DType}");
             coded = Nanoscale.Lossless.VariablePrecision.Encode(source.Bytes, tensor.DType,
-                _precision with { Lossless = _precision.Lossless with { MaxDegreeOfParallelism = lossless.MaxDegreeOfParallelism } }, out _);
+                _precision with { Lossless = _precision.Lossless with { Parallelism = options.Parallelism } }, out _);
         }
         return new EncodedTensor([new EncodedPart("ans", DType.U8, [coded.Length], coded)]);
     }

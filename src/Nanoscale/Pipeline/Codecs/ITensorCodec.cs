@@ -1,4 +1,5 @@
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline.Codecs;
 
@@ -11,8 +12,8 @@ public sealed record EncodedTensor(IReadOnlyList<EncodedPart> Parts, IReadOnlyDi
 /// <summary>Options every codec understands.</summary>
 public sealed record EncodeOptions
 {
-    /// <summary>Threads; 0 means all cores.</summary>
-    public int MaxDegreeOfParallelism { get; init; }
+    /// <summary>Threads (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
 
     /// <summary>Let NaN/Inf weights through (as the codec's NaN) instead of refusing the tensor (SPEC §4).</summary>
     public bool AllowNonFinite { get; init; }
@@ -67,9 +68,9 @@ public sealed class StoredTensor(string name, DType dtype, long[] shape, string 
     public string Spec { get; } = spec;
     public IReadOnlyDictionary<string, string> Parameters { get; } = parameters;
 
-    public long ElementCount => TensorInfo.CountElements(Shape);
-    public long Columns => Shape.Length == 0 ? 1 : Shape[^1];
-    public long Rows => Shape.Length <= 1 ? 1 : ElementCount / Math.Max(1, Columns);
+    public long ElementCount => TensorShape.ElementCount(Shape);
+    public long Columns => TensorShape.Columns(Shape);
+    public long Rows => TensorShape.Rows(Shape);
 
     /// <summary>The stored array <c>NAME.suffix</c>.</summary>
     /// <exception cref="CheckpointFormatException">The part is missing.</exception>

@@ -13,8 +13,8 @@ public class NxfpCodecTests
     private static readonly CodecOptions[] AllKernels =
     [
         new() { Kernel = CodecKernel.Reference },
-        new() { Kernel = CodecKernel.Scalar, MaxDegreeOfParallelism = 1 },
-        new() { Kernel = CodecKernel.Fast, MaxDegreeOfParallelism = 1 },
+        new() { Kernel = CodecKernel.Scalar, Parallelism = new(1) },
+        new() { Kernel = CodecKernel.Fast, Parallelism = new(1) },
     ];
 
     private static float[] Block(params float[] head)

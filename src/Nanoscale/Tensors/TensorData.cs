@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
-namespace Nanoscale.IO;
+namespace Nanoscale.Tensors;
 
 /// <summary>Conversions between little-endian tensor bytes and float32.</summary>
 public static class TensorData

@@ -1,4 +1,4 @@
-namespace Nanoscale.IO;
+namespace Nanoscale.Tensors;
 
 /// <summary>Element types of checkpoint tensors, named as in the safetensors header.</summary>
 public enum DType

@@ -1,0 +1,83 @@
+using System.Runtime.ExceptionServices;
+
+namespace Nanoscale.Tensors;
+
+/// <summary>
+/// How many threads a piece of work may use, with one meaning everywhere in the library: 0 (the default) = every core,
+/// 1 = the calling thread only, n = at most n threads. It travels inside each room's options object (STYLE §4), and the
+/// loops below are the only place work is spread over threads.
+/// </summary>
+/// <remarks>
+/// The loops run every item to the end even when one fails, then rethrow the failure of the lowest-numbered item, so
+/// which error a caller sees never depends on thread timing (two NaN weights in different rows always report the first).
+/// </remarks>
+public readonly record struct Parallelism
+{
+    public Parallelism(int maxThreads)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxThreads);
+        MaxThreads = maxThreads;
+    }
+
+    /// <summary>The limit as given: 0 = every core.</summary>
+    public int MaxThreads { get; }
+
+    /// <summary>Every core (the default).</summary>
+    public static Parallelism AllCores => default;
+
+    /// <summary>The calling thread only.</summary>
+    public static Parallelism SingleThread => new(1);
+
+    /// <summary>Threads the work may actually use.</summary>
+    public int Threads => MaxThreads > 0 ? MaxThreads : Environment.ProcessorCount;
+
+    public override string ToString() => MaxThreads == 0 ? $"all {Environment.ProcessorCount} cores" : $"{MaxThreads} thread(s)";
+
+    /// <summary>Runs <paramref name="body"/>(i) for i in [0, count) on up to <see cref="Threads"/> threads.</summary>
+    internal void For(int count, Action<int> body) => ForEach(count, static () => 0, (i, _) => body(i));
+
+    /// <summary>As <see cref="For"/>, with scratch state made once per worker thread.</summary>
+    internal void ForEach<TScratch>(int count, Func<TScratch> createScratch, Action<int, TScratch> body)
+    {
+        if (count <= 0) return;
+        int threads = Math.Min(Threads, count);
+        if (threads <= 1)
+        {
+            var scratch = createScratch();
+            for (int i = 0; i < count; i++) body(i, scratch);
+            return;
+        }
+        Exception?[]? failures = null;
+        var gate = new object();
+        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, createScratch, (i, _, scratch) =>
+        {
+            try { body(i, scratch); }
+            catch (Exception e)
+            {
+                lock (gate) (failures ??= new Exception?[count])[i] = e;
+            }
+            return scratch;
+        }, _ => { });
+        if (failures?.FirstOrDefault(e => e is not null) is { } first)
+            ExceptionDispatchInfo.Capture(first).Throw();
+    }
+
+    /// <summary>
+    /// Splits [0, <paramref name="length"/>) into at most <see cref="Threads"/> contiguous ranges of at least
+    /// <paramref name="minPerRange"/> items and runs <paramref name="body"/>(start, count) on each.
+    /// </summary>
+    internal void ForRanges(int length, long minPerRange, Action<int, int> body)
+    {
+        int parts = (int)Math.Min(Threads, Math.Max(1, length / Math.Max(1, minPerRange)));
+        if (parts <= 1)
+        {
+            body(0, length);
+            return;
+        }
+        For(parts, part =>
+        {
+            int start = (int)((long)length * part / parts), end = (int)((long)length * (part + 1) / parts);
+            body(start, end - start);
+        });
+    }
+}
