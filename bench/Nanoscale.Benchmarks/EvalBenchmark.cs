@@ -3,7 +3,7 @@ using System.Globalization;
 using static Nanoscale.Benchmarks.ProcessMemory;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Runtime;
 using Nanoscale.Tensors;
 

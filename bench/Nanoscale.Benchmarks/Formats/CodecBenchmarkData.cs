@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using Nanoscale.Formats;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Benchmarks.Formats;
 
@@ -25,7 +26,7 @@ public abstract class CodecBenchmarkData
     [GlobalSetup]
     public void Setup()
     {
-        Codec = FormatRegistry.Builtin.CreateBlockCodec(Spec);
+        Codec = CodecRegistry.CreateBlockCodec(Spec);
         Options = new CodecOptions { Parallelism = new(Threads) };
         var random = new Random(42);
         Source = new float[Rows * Cols];

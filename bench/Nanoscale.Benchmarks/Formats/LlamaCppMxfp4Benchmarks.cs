@@ -3,6 +3,7 @@ using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Tests.Support;
 using Nanoscale.Tensors;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Benchmarks.Formats;
 
@@ -39,7 +40,7 @@ public class LlamaCppMxfp4Benchmarks
             view.ReadFloats(0, _source.AsSpan(offset, (int)t.ElementCount));
             offset += (int)t.ElementCount;
         }
-        _codec = FormatRegistry.Builtin.CreateBlockCodec("mxfp4");
+        _codec = CodecRegistry.CreateBlockCodec("mxfp4");
         _options = new CodecOptions { Parallelism = new(Threads) };
         _blocks = new byte[_rows * (Cols / 32) * _codec.BytesPerBlock];
         _scales = new byte[_rows * (Cols / 32)];

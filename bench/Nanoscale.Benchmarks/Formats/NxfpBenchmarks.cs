@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using Nanoscale.Formats;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Benchmarks.Formats;
 
@@ -21,7 +22,7 @@ public class NxfpBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        _codec = FormatRegistry.Builtin.CreateBlockCodec(Spec);
+        _codec = CodecRegistry.CreateBlockCodec(Spec);
         var random = new Random(42);
         _source = new float[Rows * Cols];
         for (int i = 0; i < _source.Length; i++)

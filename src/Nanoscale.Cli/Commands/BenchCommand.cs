@@ -25,7 +25,7 @@ internal static class BenchCommand
                 .Select(t => int.TryParse(t, out var n) && n > 0 ? n : throw new ArgumentException($"--threads: '{t}' is not a positive integer"))
                 .Distinct().ToList();
             var list = FormatSpec.SplitList(parse.GetValue(formats)!);
-            foreach (var f in list) Nanoscale.Pipeline.Codecs.CodecRegistry.Create(f); // fail early on a bad spec
+            foreach (var f in list) Nanoscale.Codecs.CodecRegistry.Create(f); // fail early on a bad spec
 
             string? sample = null;
             var path = parse.GetValue(model);

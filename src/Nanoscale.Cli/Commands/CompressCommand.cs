@@ -2,7 +2,7 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Spectre.Console;
 using Nanoscale.Tensors;
 
@@ -40,8 +40,8 @@ internal static class CompressCommand
             if (parse.GetValue(calib) is { } calibPath)
             {
                 context.Log($"calibrating on {calibPath} ({parse.GetValue(calibTokens)} tokens) ...");
-                calibration = LowRank.Calibration.Collect(source.Path, calibPath, parse.GetValue(tokenizer),
-                    new LowRank.CalibrationOptions { Tokens = parse.GetValue(calibTokens), Parallelism = new(parse.GetValue(threads)) },
+                calibration = Calibration.Collect(source.Path, calibPath, parse.GetValue(tokenizer),
+                    new CalibrationOptions { Tokens = parse.GetValue(calibTokens), Parallelism = new(parse.GetValue(threads)) },
                     cancellationToken: context.Cancellation);
             }
             var options = new CompressOptions

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Nanoscale.Tensors;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Cli.Commands;
 

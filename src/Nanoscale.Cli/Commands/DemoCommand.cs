@@ -2,7 +2,7 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Cli.Commands;
 

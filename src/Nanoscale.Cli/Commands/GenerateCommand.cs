@@ -3,6 +3,7 @@ using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Spectre.Console;
 using Nanoscale.Runtime;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Cli.Commands;
 

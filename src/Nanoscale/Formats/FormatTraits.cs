@@ -1,8 +1,22 @@
 namespace Nanoscale.Formats;
 
 /// <summary>One option a format accepts: its key, the allowed values (empty = free-form, checked by the factory), and
-/// the default, which the canonical spec string leaves out.</summary>
-public sealed record FormatOption(string Key, string Default, IReadOnlyList<string> Values, string Summary);
+/// the default, which the canonical spec string leaves out. A <see cref="NestedSpec"/> option takes a spec of its own
+/// (<see cref="FormatSpec.Nested"/>), which the table canonicalises when it names a row.</summary>
+public sealed record FormatOption(string Key, string Default, IReadOnlyList<string> Values, string Summary, bool NestedSpec = false)
+{
+    /// <summary><c>round=even|away</c>: the element tie rule every block format takes (SPEC §2).</summary>
+    public static FormatOption Round { get; } = new("round", "even", ["even", "away"],
+        "element rounding: ties to even, or ties away from zero");
+
+    /// <summary>The <see cref="RoundingMode"/> a spec's <c>round</c> option names (ties to even by default).</summary>
+    public static RoundingMode Rounding(FormatSpec spec) => spec["round"]?.Trim().ToLowerInvariant() switch
+    {
+        null or "even" => RoundingMode.NearestEven,
+        "away" => RoundingMode.NearestAway,
+        var other => throw new FormatSpecException(spec.ToString(), $"'{other}' is not a valid round; valid values: even, away"),
+    };
+}
 
 /// <summary>
 /// One row of the format table that the CLI, the file format and the tests walk: a name, its aliases, what it is,

@@ -7,7 +7,7 @@ namespace Nanoscale.IO;
 /// The mapped bytes of one tensor. Only the pages touched are read, and they are released when the view is
 /// disposed, so streaming a checkpoint tensor by tensor keeps resident memory near the largest tensor.
 /// </summary>
-public sealed unsafe class TensorView : IDisposable
+public sealed unsafe class TensorView : IByteView
 {
     private readonly MemoryMappedViewAccessor? _accessor;
     private byte* _pointer;

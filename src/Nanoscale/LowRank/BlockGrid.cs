@@ -1,7 +1,5 @@
 using System.Collections.Concurrent;
 using Nanoscale.Formats;
-using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
@@ -18,9 +16,8 @@ namespace Nanoscale.LowRank;
 /// independently given the block's scale bytes works — MX, NVFP4, and NxFP alike — and the stored codes decode to
 /// exactly the values LDLQ used. For MX formats only codes the format's encoder emits are used (MXINTn: the symmetric
 /// range ±(2^(N−1)−1), SPEC §7), so with H = I the result is the codec's own round-to-nearest (ties aside).</para>
-/// <para>Stored like a plain block tensor, under a prefix: <c>{prefix}.blocks</c> U8 [rows, nblocks, bytes_per_block],
-/// <c>{prefix}.scales</c> U8 [rows, nblocks·scale_bytes], and <c>{prefix}.tensor_data</c> U8 when the format has
-/// per-tensor data (NVFP4's FP32 tensor scale, computed from the matrix before error feedback).</para>
+/// <para>Stored like a plain block tensor (<see cref="BlockLayout"/>); NVFP4's tensor scale is computed from the matrix
+/// before error feedback.</para>
 /// </remarks>
 public sealed class BlockGrid : QuantGrid
 {
@@ -61,7 +58,7 @@ public sealed class BlockGrid : QuantGrid
         return new Quantizer(this, rows, cols, tensorData);
     }
 
-    public override IGridReader Open(StoredTensor stored, string prefix, int rows, int cols) => new Reader(this, stored, prefix, rows, cols);
+    public override IGridReader Open(IGridStore store, int rows, int cols) => new Reader(this, store, rows, cols);
 
     /// <summary>The representable values under one block's scale bytes, ascending, with their codes (NaN codes left out;
     /// of equal values the lower code, so +0 beats −0).</summary>
@@ -161,54 +158,44 @@ public sealed class BlockGrid : QuantGrid
             return v[best];
         }
 
-        public override IReadOnlyList<EncodedPart> Parts(string prefix)
+        public override IReadOnlyList<GridArray> Arrays()
         {
             var codec = _grid.Codec;
             int b = codec.BlockSize, bpb = codec.BytesPerBlock;
             var blocks = new byte[(long)Rows * _blocksPerRow * bpb];
             for (long i = 0; i < (long)Rows * _blocksPerRow; i++)
                 BlockPacking.Pack(_codes.AsSpan((int)(i * b), b), _grid.ElementBits, blocks.AsSpan((int)(i * bpb), bpb));
-            var parts = new List<EncodedPart>
+            var (scaleDType, scaleShape) = BlockLayout.ScalesArray(codec, Rows, Columns);
+            var arrays = new List<GridArray>
             {
-                new($"{prefix}.blocks", DType.U8, [Rows, _blocksPerRow, bpb], blocks),
-                new($"{prefix}.scales", DType.U8, [Rows, _blocksPerRow * codec.ScaleBytesPerBlock], _scales),
+                new(BlockLayout.Blocks, DType.U8, BlockLayout.BlocksShape(codec, Rows, Columns), blocks),
+                new(BlockLayout.Scales, scaleDType, scaleShape, _scales),
             };
-            if (_tensorData.Length > 0) parts.Add(new($"{prefix}.tensor_data", DType.U8, [_tensorData.Length], _tensorData));
-            return parts;
+            if (_tensorData.Length > 0) arrays.Add(new(BlockLayout.TensorData, DType.U8, [_tensorData.Length], _tensorData));
+            return arrays;
         }
     }
 
     private sealed class Reader : IGridReader
     {
         private readonly IBlockCodec _codec;
-        private readonly TensorView _blocks, _scales;
+        private readonly IByteView _blocks, _scales;
         private readonly byte[] _tensorData;
         private readonly int _cols, _blocksPerRow;
 
-        public Reader(BlockGrid grid, StoredTensor stored, string prefix, int rows, int cols)
+        public Reader(BlockGrid grid, IGridStore store, int rows, int cols)
         {
             _codec = grid.Codec;
             _cols = cols;
             _blocksPerRow = _codec.BlocksPerRow(cols);
-            var blocks = stored.Part($"{prefix}.blocks");
-            var scales = stored.Part($"{prefix}.scales");
-            long expectedBlocks = (long)rows * _blocksPerRow * _codec.BytesPerBlock;
-            long expectedScales = (long)rows * _blocksPerRow * _codec.ScaleBytesPerBlock;
-            if (blocks.ByteLength != expectedBlocks || scales.ByteLength != expectedScales)
-                throw new CheckpointFormatException(blocks.FilePath, blocks.Name, blocks.FileOffset,
-                    $"{_codec.Spec} of [{rows}, {cols}] needs {expectedBlocks} block bytes and {expectedScales} scale bytes, " +
-                    $"found {blocks.ByteLength} and {scales.ByteLength}");
             _tensorData = new byte[_codec.TensorDataBytes];
             if (_tensorData.Length > 0)
             {
-                var part = stored.Part($"{prefix}.tensor_data");
-                if (part.ByteLength != _tensorData.Length)
-                    throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset, $"expected {_tensorData.Length} bytes, found {part.ByteLength}");
-                using var view = stored.Map($"{prefix}.tensor_data");
-                view.Bytes.CopyTo(_tensorData);
+                using var view = store.Open(BlockLayout.TensorData, _tensorData.Length);
+                view.Slice(0, _tensorData.Length).CopyTo(_tensorData);
             }
-            _blocks = stored.Map($"{prefix}.blocks");
-            _scales = stored.Map($"{prefix}.scales");
+            _blocks = store.Open(BlockLayout.Blocks, BlockLayout.BlockBytes(_codec, rows, cols));
+            _scales = store.Open(BlockLayout.Scales, BlockLayout.ScaleBytes(_codec, rows, cols));
         }
 
         public void ReadRows(long firstRow, int count, Span<float> destination)

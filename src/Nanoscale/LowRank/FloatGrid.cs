@@ -1,10 +1,8 @@
-using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
 
-/// <summary>A cast to float32, bfloat16 or IEEE half (round to nearest even), stored as <c>{prefix}.data</c> [rows, cols].
+/// <summary>A cast to float32, bfloat16 or IEEE half (round to nearest even), stored as one array, <c>data</c> [rows, cols].
 /// <c>f32</c> makes the matrix full precision (LDLQ then changes nothing).</summary>
 public sealed class FloatGrid : QuantGrid
 {
@@ -31,7 +29,8 @@ public sealed class FloatGrid : QuantGrid
 
     public override GridQuantizer Begin(int rows, int cols, ReadOnlySpan<float> initial) => new Quantizer(this, rows, cols);
 
-    public override IGridReader Open(StoredTensor stored, string prefix, int rows, int cols) => new Reader(stored, $"{prefix}.data", DType, rows, cols);
+    public override IGridReader Open(IGridStore store, int rows, int cols) =>
+        new Reader(store.Open("data", (long)rows * cols * DType.ElementSize(), DType), DType, cols);
 
     private sealed class Quantizer(FloatGrid grid, int rows, int cols) : GridQuantizer(rows, cols)
     {
@@ -43,31 +42,19 @@ public sealed class FloatGrid : QuantGrid
 
         public override float Round(int row, int column, double value) => _values[(long)row * Columns + column] = grid.Cast(value);
 
-        public override IReadOnlyList<EncodedPart> Parts(string prefix)
+        public override IReadOnlyList<GridArray> Arrays()
         {
             var bytes = new byte[_values.LongLength * grid.DType.ElementSize()];
             TensorData.FromFloat(_values, grid.DType, bytes);
-            return [new EncodedPart($"{prefix}.data", grid.DType, [Rows, Columns], bytes)];
+            return [new GridArray("data", grid.DType, [Rows, Columns], bytes)];
         }
     }
 
-    private sealed class Reader : IGridReader
+    private sealed class Reader(IByteView data, DType dtype, int cols) : IGridReader
     {
-        private readonly TensorView _data;
-        private readonly DType _dtype;
-        private readonly int _cols;
-
-        public Reader(StoredTensor stored, string part, DType dtype, int rows, int cols)
-        {
-            var info = stored.Part(part);
-            long expected = (long)rows * cols * dtype.ElementSize();
-            if (info.DType != dtype || info.ByteLength != expected)
-                throw new CheckpointFormatException(info.FilePath, info.Name, info.FileOffset,
-                    $"expected {dtype.Name()} [{rows}, {cols}] ({expected} bytes), found {info.DType.Name()} of {info.ByteLength} bytes");
-            _data = stored.Map(part);
-            _dtype = dtype;
-            _cols = cols;
-        }
+        private readonly IByteView _data = data;
+        private readonly DType _dtype = dtype;
+        private readonly int _cols = cols;
 
         public void ReadRows(long firstRow, int count, Span<float> destination)
         {

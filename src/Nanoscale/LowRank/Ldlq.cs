@@ -4,7 +4,7 @@ using Nanoscale.Tensors;
 namespace Nanoscale.LowRank;
 
 /// <summary>A matrix rounded onto a grid: the quantizer (which holds the codes, for storing) and the values it chose.</summary>
-/// <param name="Quantizer">The rounding state; <see cref="GridQuantizer.Parts"/> gives the stored arrays.</param>
+/// <param name="Quantizer">The rounding state; <see cref="GridQuantizer.Arrays"/> gives the stored arrays.</param>
 /// <param name="Values">The rounded matrix, rows × cols, row-major: exactly what the stored parts decode to.</param>
 public sealed record QuantizedMatrix(GridQuantizer Quantizer, float[] Values);
 

@@ -1,7 +1,5 @@
 using System.Buffers.Binary;
 using Nanoscale.Formats;
-using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
@@ -11,8 +9,8 @@ namespace Nanoscale.LowRank;
 /// The scale is chosen when LDLQ starts the row, from the row's values: <c>s = f · absmax / (2^(N−1)−1)</c> with the
 /// clipping factor f ∈ {1, 0.95, …, 0.5} that gives the lowest round-to-nearest squared error (clipping a few large
 /// values is usually cheaper than coarsening all others, more so at 2–3 bits).
-/// Stored: <c>{prefix}.codes</c> U8 [rows, ceil(cols·N/8)] (two's complement codes packed LSB-first per row, as block
-/// codes are) and <c>{prefix}.scales</c> F32 [rows] (little-endian).
+/// Stored: <c>codes</c> U8 [rows, ceil(cols·N/8)] (two's complement codes packed LSB-first per row, as block
+/// codes are) and <c>scales</c> F32 [rows] (little-endian).
 /// </summary>
 public sealed class UniformIntGrid : QuantGrid
 {
@@ -64,7 +62,7 @@ public sealed class UniformIntGrid : QuantGrid
 
     public override GridQuantizer Begin(int rows, int cols, ReadOnlySpan<float> initial) => new Quantizer(this, rows, cols);
 
-    public override IGridReader Open(StoredTensor stored, string prefix, int rows, int cols) => new Reader(this, stored, prefix, rows, cols);
+    public override IGridReader Open(IGridStore store, int rows, int cols) => new Reader(this, store, rows, cols);
 
     private sealed class Quantizer(UniformIntGrid grid, int rows, int cols) : GridQuantizer(rows, cols)
     {
@@ -82,7 +80,7 @@ public sealed class UniformIntGrid : QuantGrid
             return code * _scales[row];
         }
 
-        public override IReadOnlyList<EncodedPart> Parts(string prefix)
+        public override IReadOnlyList<GridArray> Arrays()
         {
             int bytesPerRow = grid.BytesPerRow(Columns);
             var packed = new byte[(long)Rows * bytesPerRow];
@@ -90,32 +88,29 @@ public sealed class UniformIntGrid : QuantGrid
                 BlockPacking.Pack(_codes.AsSpan(r * Columns, Columns), grid.Bits, packed.AsSpan(r * bytesPerRow, bytesPerRow));
             var scales = new byte[Rows * 4];
             for (int r = 0; r < Rows; r++) BinaryPrimitives.WriteSingleLittleEndian(scales.AsSpan(4 * r), _scales[r]);
-            return [new($"{prefix}.codes", DType.U8, [Rows, bytesPerRow], packed), new($"{prefix}.scales", DType.F32, [Rows], scales)];
+            return [new("codes", DType.U8, [Rows, bytesPerRow], packed), new("scales", DType.F32, [Rows], scales)];
         }
     }
 
     private sealed class Reader : IGridReader
     {
         private readonly UniformIntGrid _grid;
-        private readonly TensorView _codes;
+        private readonly IByteView _codes;
         private readonly float[] _scales;
         private readonly int _cols, _bytesPerRow;
 
-        public Reader(UniformIntGrid grid, StoredTensor stored, string prefix, int rows, int cols)
+        public Reader(UniformIntGrid grid, IGridStore store, int rows, int cols)
         {
             _grid = grid;
             _cols = cols;
             _bytesPerRow = grid.BytesPerRow(cols);
-            var codes = stored.Part($"{prefix}.codes");
-            var scales = stored.Part($"{prefix}.scales");
-            if (codes.ByteLength != (long)rows * _bytesPerRow || scales.ByteLength != 4L * rows || scales.DType != DType.F32)
-                throw new CheckpointFormatException(codes.FilePath, codes.Name, codes.FileOffset,
-                    $"{grid.Spec} of [{rows}, {cols}] needs {(long)rows * _bytesPerRow} code bytes and {rows} F32 scales, " +
-                    $"found {codes.ByteLength} bytes and {scales.DType.Name()} of {scales.ByteLength} bytes");
             _scales = new float[rows];
-            using (var view = stored.Map($"{prefix}.scales"))
-                for (int r = 0; r < rows; r++) _scales[r] = BinaryPrimitives.ReadSingleLittleEndian(view.Bytes[(4 * r)..]);
-            _codes = stored.Map($"{prefix}.codes");
+            using (var view = store.Open("scales", 4L * rows, DType.F32))
+            {
+                var bytes = view.Slice(0, checked(4 * rows));
+                for (int r = 0; r < rows; r++) _scales[r] = BinaryPrimitives.ReadSingleLittleEndian(bytes[(4 * r)..]);
+            }
+            _codes = store.Open("codes", (long)rows * _bytesPerRow);
         }
 
         public void ReadRows(long firstRow, int count, Span<float> destination)

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
@@ -59,7 +59,7 @@ public static class Compressor
         {
             using var spill = new FileStream(spillPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
             var writer = new SafetensorsWriter(output).AddMetadata(source.Metadata)
-                .AddMetadata(CompressedLayout.VersionKey, NanoscaleInfo.Version)
+                .AddMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
                 .AddMetadata(CompressedLayout.FormatKey, options.Codec.Spec);
             if (source.Config is { } config) writer.AddMetadata(CompressedLayout.ConfigKey, CompressedLayout.SerializeConfig(config));
 

@@ -1,5 +1,6 @@
 using Nanoscale.IO;
 using Nanoscale.Tensors;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Pipeline;
 

@@ -1,4 +1,5 @@
 using Nanoscale.IO;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Pipeline;
 

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Runtime;
 using Nanoscale.Tensors;
 
@@ -39,7 +39,7 @@ public sealed record EvalOptions
     /// when that is set, else null.</summary>
     public LowRank.CalibrationSet? ResolveCalibration(string modelPath, CancellationToken cancellationToken = default) =>
         Calibration ?? (CalibrationPath is { } path
-            ? LowRank.Calibration.Collect(modelPath, path, TokenizerPath, new LowRank.CalibrationOptions
+            ? Pipeline.Calibration.Collect(modelPath, path, TokenizerPath, new CalibrationOptions
             {
                 Tokens = CalibrationTokens,
                 Parallelism = Parallelism,

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Runtime;
 
 namespace Nanoscale.Pipeline;

@@ -1,4 +1,5 @@
 using Nanoscale.Formats;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Tests.Formats;
 
@@ -31,5 +32,5 @@ internal static class CodecHarness
     public static float[] RoundTrip(IBlockCodec codec, float[] values, int rows, int cols, CodecOptions? options = null) =>
         Dequantize(codec, Quantize(codec, values, rows, cols, options), rows, cols, options);
 
-    public static IBlockCodec Codec(string spec) => FormatRegistry.Builtin.CreateBlockCodec(spec);
+    public static IBlockCodec Codec(string spec) => CodecRegistry.CreateBlockCodec(spec);
 }

@@ -46,7 +46,7 @@ public class LlamaCppRealWeightsCrossCheckTests
 
         var ggml = LlamaCppMxfp4.Load();
         var theirs = ggml.Dequantize(ggml.Quantize(weights, rows, cols), rows * cols);
-        var codec = Nanoscale.Formats.FormatRegistry.Builtin.CreateBlockCodec("mxfp4");
+        var codec = Nanoscale.Codecs.CodecRegistry.CreateBlockCodec("mxfp4");
         var packed = new byte[blocks * codec.BytesPerBlock];
         var scales = new byte[blocks];
         codec.Quantize(weights, rows, cols, [], Nanoscale.Formats.CodecOptions.Default, 0, packed, scales);

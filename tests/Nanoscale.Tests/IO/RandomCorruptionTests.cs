@@ -156,7 +156,7 @@ public class RandomContainerCorruptionTests
         var original = work.File("c.safetensors");
         using (var source = CheckpointLoader.Open(SharedData.Stories260K))
         {
-            var codec = Nanoscale.Pipeline.Codecs.CodecRegistry.Create(format);
+            var codec = Nanoscale.Codecs.CodecRegistry.Create(format);
             Nanoscale.Pipeline.Compressor.Compress(source, original, new Nanoscale.Pipeline.CompressOptions
             {
                 Codec = codec,
@@ -178,7 +178,7 @@ public class RandomContainerCorruptionTests
             File.WriteAllBytes(path, bytes);
             try
             {
-                using var compressed = Nanoscale.Pipeline.CompressedCheckpoint.Open(path);
+                using var compressed = Nanoscale.Codecs.CompressedCheckpoint.Open(path);
                 foreach (var tensor in compressed.Tensors.Where(t => t.Encoded is not null))
                 {
                     using var decoder = compressed.OpenDecoder(tensor);

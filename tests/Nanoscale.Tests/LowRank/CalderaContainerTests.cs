@@ -2,7 +2,7 @@ using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.LowRank;
 using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Runtime;
 using Nanoscale.Tests.Support;
 using Nanoscale.Tensors;

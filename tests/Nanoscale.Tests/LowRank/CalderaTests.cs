@@ -1,5 +1,6 @@
 using MathNet.Numerics.LinearAlgebra;
 using Nanoscale.LowRank;
+using Nanoscale.Codecs;
 using static Nanoscale.Tests.LowRank.LowRankTestData;
 
 namespace Nanoscale.Tests.LowRank;
@@ -8,7 +9,7 @@ public class CalderaTests
 {
     private static CalderaOptions Options(int rank, string q, string lr, int iterations = 6) => new()
     {
-        Rank = rank, Q = QuantGrid.Parse(q), LowRank = QuantGrid.Parse(lr), Iterations = iterations,
+        Rank = rank, Q = CalderaTensorCodec.ParseGrid(q), LowRank = CalderaTensorCodec.ParseGrid(lr), Iterations = iterations,
     };
 
     [Theory]
@@ -78,7 +79,7 @@ public class CalderaTests
         var h = CorrelatedHessian(cols, 42);
         var result = Caldera.Decompose(w, rows, cols, h, Options(0, "mxint3", "mxfp4"));
         Assert.Null(result.LTransposed);
-        Assert.Equal(Ldlq.Quantize(ToDouble(w), rows, cols, h, QuantGrid.Parse("mxint3")).Values, result.Q.Values);
+        Assert.Equal(Ldlq.Quantize(ToDouble(w), rows, cols, h, CalderaTensorCodec.ParseGrid("mxint3")).Values, result.Q.Values);
         Assert.Single(result.IterateErrors);
     }
 

@@ -3,7 +3,7 @@ using MathNet.Numerics.LinearAlgebra;
 using Nanoscale.IO;
 using Nanoscale.LowRank;
 using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Runtime;
 using Nanoscale.Tests.Support;
 

@@ -1,5 +1,6 @@
 using Nanoscale.Formats;
 using Nanoscale.LowRank;
+using Nanoscale.Codecs;
 using static Nanoscale.Tests.LowRank.LowRankTestData;
 
 namespace Nanoscale.Tests.LowRank;
@@ -18,7 +19,7 @@ public class LdlqTests
     public void LdlqBeatsRoundToNearestOnTheWeightedErrorForRandomH(string gridSpec)
     {
         const int rows = 48, cols = 96;
-        var grid = QuantGrid.Parse(gridSpec);
+        var grid = CalderaTensorCodec.ParseGrid(gridSpec);
         for (int seed = 1; seed <= 3; seed++)
         {
             var w = Weights(rows, cols, seed);
@@ -37,7 +38,7 @@ public class LdlqTests
     [InlineData("mxfp4")]
     public void IdentityHessianIsRoundToNearest(string gridSpec)
     {
-        var grid = QuantGrid.Parse(gridSpec);
+        var grid = CalderaTensorCodec.ParseGrid(gridSpec);
         var w = Weights(8, 70, 7);
         var a = Ldlq.Quantize(ToDouble(w), 8, 70, null, grid).Values;
         var b = Ldlq.Quantize(ToDouble(w), 8, 70, Hessian.Identity(70), grid).Values;
@@ -54,7 +55,7 @@ public class LdlqTests
     {
         // Off exact ties, the nearest level under the codec's own scale is what the codec itself picks (MXINT: only the
         // symmetric codes its encoder emits).
-        var codec = FormatRegistry.Builtin.CreateBlockCodec(spec);
+        var codec = CodecRegistry.CreateBlockCodec(spec);
         var w = Weights(16, 96, 3);
         int nb = codec.BlocksPerRow(96);
         var blocks = new byte[16 * nb * codec.BytesPerBlock];
@@ -66,7 +67,7 @@ public class LdlqTests
         codec.Quantize(w, 16, 96, tensorData, CodecOptions.Default, 0, blocks, scales);
         var expected = new float[w.Length];
         codec.Dequantize(blocks, scales, tensorData, 16, 96, CodecOptions.Default, expected);
-        var actual = Ldlq.Quantize(ToDouble(w), 16, 96, null, QuantGrid.Parse(spec)).Values;
+        var actual = Ldlq.Quantize(ToDouble(w), 16, 96, null, CalderaTensorCodec.ParseGrid(spec)).Values;
         Assert.Equal(expected, actual);
     }
 
@@ -78,13 +79,13 @@ public class LdlqTests
     public void StoredBlockCodesDecodeToExactlyTheValuesLdlqUsed(string spec, int cols)
     {
         const int rows = 12;
-        var codec = FormatRegistry.Builtin.CreateBlockCodec(spec);
+        var codec = CodecRegistry.CreateBlockCodec(spec);
         var w = Weights(rows, cols, 5);
         var q = Ldlq.Quantize(ToDouble(w), rows, cols, CorrelatedHessian(cols, 9), new BlockGrid(codec));
-        var parts = q.Quantizer.Parts("q").ToDictionary(p => p.Suffix);
+        var parts = q.Quantizer.Arrays().ToDictionary(p => p.Role);
         var decoded = new float[rows * cols];
-        codec.Dequantize(parts["q.blocks"].Data, parts["q.scales"].Data,
-            parts.TryGetValue("q.tensor_data", out var td) ? td.Data : [], rows, cols, CodecOptions.Default, decoded);
+        codec.Dequantize(parts["blocks"].Data, parts["scales"].Data,
+            parts.TryGetValue("tensor_data", out var td) ? td.Data : [], rows, cols, CodecOptions.Default, decoded);
         Assert.Equal(q.Values, decoded);
     }
 
@@ -110,7 +111,7 @@ public class LdlqTests
     [InlineData("bf16:x=1", "valid grids")]
     public void BadGridSpecsAreClearErrors(string spec, string expected)
     {
-        var e = Assert.Throws<FormatSpecException>(() => QuantGrid.Parse(spec));
+        var e = Assert.Throws<FormatSpecException>(() => CalderaTensorCodec.ParseGrid(spec));
         Assert.Contains(expected, e.Message);
     }
 }

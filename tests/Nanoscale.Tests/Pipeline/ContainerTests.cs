@@ -1,6 +1,6 @@
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Tests.Support;
 using Nanoscale.Tensors;
 

@@ -1,7 +1,7 @@
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
 using Nanoscale.Tests.Support;
 
 namespace Nanoscale.Tests.Pipeline;

@@ -42,7 +42,7 @@ public static class NxfpFormats
             "NxFP4 with 16 metadata bits per 32 (4.5 bpw, as NVFP4): UE8M4 scale, 2 format bits, 1 recycling bit"),
     ];
 
-    /// <summary>The NxFP rows for <see cref="FormatRegistry.BuiltinTraits"/>.</summary>
+    /// <summary>The NxFP rows of the format table.</summary>
     public static IEnumerable<FormatTraits> Traits()
     {
         foreach (Preset p in Presets)
@@ -56,7 +56,7 @@ public static class NxfpFormats
                     new FormatOption("bias", p.Bias, [], "scale exponent bias (auto: top binade 2^8)"),
                     new FormatOption("am", p.Am, [], $"Adaptive Microexponent: {p.Bits}-bit ExMy candidates, e.g. e2m1|e1m2"),
                     new FormatOption("cr", p.Cr, [], "Code Recycling: off, or levels (numbers, gap, ext, -gap, -ext, auto)"),
-                    new FormatOption("round", "even", ["even", "away"], "element rounding: ties to even, or ties away from zero"),
+                    FormatOption.Round,
                 ],
                 (spec, _) => Build(p, spec, null));
         }
@@ -71,6 +71,7 @@ public static class NxfpFormats
         string amText = Normalize(spec["am"] ?? p.Am);
         string crText = Normalize(spec["cr"] ?? p.Cr);
         string roundText = (spec["round"] ?? "even").Trim().ToLowerInvariant();
+        RoundingMode rounding = FormatOption.Rounding(spec);
 
         int nm = ParseInt(text, "nm", nmText, 0, 8);
         var formats = amText.Split('|').Select(name => ParseFormat(text, p.Bits, name)).ToList();
@@ -93,12 +94,6 @@ public static class NxfpFormats
         int bias = biasText == "auto"
             ? Math.Max((1 << se) - 128, Math.Min((1 << se) - 9, 126))
             : ParseInt(text, "bias", biasText, -64, 160);
-        RoundingMode rounding = roundText switch
-        {
-            "even" => RoundingMode.NearestEven,
-            "away" => RoundingMode.NearestAway,
-            _ => throw new FormatSpecException(text, $"'{roundText}' is not a valid round; valid values: even, away"),
-        };
 
         canonical ??= Canonical(p, [("nm", nmText, p.Nm), ("se", seText, p.Se), ("bias", biasText, p.Bias),
             ("am", amText, Normalize(p.Am)), ("cr", crText, Normalize(p.Cr)), ("round", roundText, "even")]);

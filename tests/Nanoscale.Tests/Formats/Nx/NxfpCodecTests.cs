@@ -1,6 +1,7 @@
 using Nanoscale.Formats;
 using Nanoscale.Formats.Nx;
 using Nanoscale.Tests.Support;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Tests.Formats.Nx;
 
@@ -8,7 +9,7 @@ namespace Nanoscale.Tests.Formats.Nx;
 /// layout, zero/NaN/clamped blocks, kernels byte-identical, and the error on real GPT-2 weights.</summary>
 public class NxfpCodecTests
 {
-    private static NxfpCodec Nx(string spec) => Assert.IsType<NxfpCodec>(FormatRegistry.Builtin.CreateBlockCodec(spec));
+    private static NxfpCodec Nx(string spec) => Assert.IsType<NxfpCodec>(CodecRegistry.CreateBlockCodec(spec));
 
     private static readonly CodecOptions[] AllKernels =
     [

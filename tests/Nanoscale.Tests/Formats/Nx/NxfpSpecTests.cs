@@ -1,12 +1,13 @@
 using Nanoscale.Formats;
 using Nanoscale.Formats.Nx;
+using Nanoscale.Codecs;
 
 namespace Nanoscale.Tests.Formats.Nx;
 
 /// <summary>Spec strings (SPEC §7) of the NxFP rows: options, canonical form, metadata layout and validation.</summary>
 public class NxfpSpecTests
 {
-    private static NxfpCodec Nx(string spec) => Assert.IsType<NxfpCodec>(FormatRegistry.Builtin.CreateBlockCodec(spec));
+    private static NxfpCodec Nx(string spec) => Assert.IsType<NxfpCodec>(CodecRegistry.CreateBlockCodec(spec));
 
     [Theory]
     [InlineData("nxfp3", 3)]
@@ -20,7 +21,7 @@ public class NxfpSpecTests
         Assert.Equal(8, codec.ScaleExponentBits + codec.NanoMantissaBits + codec.FormatSelectorBits + codec.LevelSelectorBits);
         Assert.Equal(1, codec.ScaleBytesPerBlock);
         Assert.Equal(bits + 0.25, codec.BitsPerWeight(10, 4096), 12);
-        Assert.Equal(bits + 0.25, FormatRegistry.Builtin.Find(spec).NominalBitsPerWeight, 12);
+        Assert.Equal(bits + 0.25, CodecRegistry.Table.Find(spec).NominalBitsPerWeight, 12);
         Assert.Equal(spec, codec.Spec);
     }
 
@@ -82,7 +83,7 @@ public class NxfpSpecTests
     [InlineData("nxfp4:round=up", "valid values")]
     public void BadOptionsAreErrorsThatSayWhatIsValid(string spec, string fragment)
     {
-        var e = Assert.Throws<FormatSpecException>(() => FormatRegistry.Builtin.CreateBlockCodec(spec));
+        var e = Assert.Throws<FormatSpecException>(() => CodecRegistry.CreateBlockCodec(spec));
         Assert.Contains(fragment, e.Message);
     }
 

@@ -1,9 +1,9 @@
-using MathNet.Numerics.LinearAlgebra;
 using Nanoscale.IO;
 using Nanoscale.Runtime;
 using Nanoscale.Tensors;
+using Nanoscale.LowRank;
 
-namespace Nanoscale.LowRank;
+namespace Nanoscale.Pipeline;
 
 public sealed record CalibrationOptions
 {
@@ -67,34 +67,10 @@ public static class Calibration
         return new CalibrationSet(recording.Build(), tokens.Length, source);
     }
 
-    /// <summary>Accumulates <c>Σ xᵀx</c> over the rows of every product it sees.</summary>
-    private sealed class Accumulator(int size)
-    {
-        private readonly Matrix<double> _sum = Matrix<double>.Build.Dense(size, size);
-        private long _tokens;
-        private Hessian? _built;
-
-        public void Add(ReadOnlySpan<float> input)
-        {
-            int tokens = input.Length / size;
-            var x = Matrix<double>.Build.Dense(tokens, size);
-            for (int t = 0; t < tokens; t++)
-                for (int c = 0; c < size; c++) x[t, c] = input[t * size + c];
-            var gram = x.TransposeThisAndMultiply(x);
-            lock (_sum)
-            {
-                _sum.Add(gram, _sum);
-                _tokens += tokens;
-            }
-        }
-
-        public Hessian? Build() => _tokens == 0 ? null : _built ??= Hessian.FromSum(_sum.ToRowMajorArray(), size, _tokens);
-    }
-
     private sealed class RecordingWeightSource(IWeightSource inner, int layers) : IWeightSource
     {
-        private readonly Dictionary<string, Accumulator> _byTensor = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, Accumulator> _byGroup = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, HessianAccumulator> _byTensor = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, HessianAccumulator> _byGroup = new(StringComparer.Ordinal);
 
         public bool Contains(string name) => inner.Contains(name);
 
@@ -108,7 +84,7 @@ public static class Calibration
             if (name is LlamaTensorNames.Embedding or LlamaTensorNames.OutputHead) return weight;
             var (group, owner) = GroupOf(name);
             if (!_byGroup.TryGetValue(group, out var accumulator))
-                _byGroup[group] = accumulator = new Accumulator(weight.Columns);
+                _byGroup[group] = accumulator = new HessianAccumulator(weight.Columns);
             _byTensor[name] = accumulator;
             return owner ? new RecordingLinearWeight(weight, accumulator) : weight;
         }
@@ -135,7 +111,7 @@ public static class Calibration
         }
     }
 
-    private sealed class RecordingLinearWeight(ILinearWeight inner, Accumulator accumulator) : ILinearWeight
+    private sealed class RecordingLinearWeight(ILinearWeight inner, HessianAccumulator accumulator) : ILinearWeight
     {
         public int Rows => inner.Rows;
 

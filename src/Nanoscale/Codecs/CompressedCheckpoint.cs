@@ -1,8 +1,7 @@
 using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
 using Nanoscale.Tensors;
 
-namespace Nanoscale.Pipeline;
+namespace Nanoscale.Codecs;
 
 /// <summary>
 /// A checkpoint seen as its logical tensors: plain tensors as stored, encoded tensors through their codec.

@@ -1,7 +1,9 @@
 using Nanoscale.IO;
 using Nanoscale.Tensors;
+using Nanoscale.Formats;
+using Nanoscale.LowRank;
 
-namespace Nanoscale.Pipeline.Codecs;
+namespace Nanoscale.Codecs;
 
 /// <summary>One stored array of an encoded tensor, saved as <c>NAME.Suffix</c> in the compressed checkpoint (SPEC §8).</summary>
 public sealed record EncodedPart(string Suffix, DType DType, long[] Shape, byte[] Data);
@@ -27,10 +29,8 @@ public sealed record EncodeOptions
 /// A tensor codec: the seam between the compressed container (which knows files) and a format (which knows
 /// rounding). Block formats, lossless coding and casts all implement it; the CLI finds them in <see cref="CodecRegistry"/>.
 /// </summary>
-public interface ITensorCodec
+public interface ITensorCodec : ICodec
 {
-    /// <summary>The canonical spec string (SPEC §7), stored in the checkpoint so decoding needs nothing else.</summary>
-    string Spec { get; }
 
     /// <summary>True when decoding reproduces the original bytes exactly.</summary>
     bool IsLossless { get; }
@@ -78,6 +78,30 @@ public sealed class StoredTensor(string name, DType dtype, long[] shape, string 
         ?? throw new CheckpointFormatException(container.Path, $"{Name}.{suffix}", null, $"part of {Spec} tensor {Name} is missing");
 
     public TensorView Map(string suffix) => container.Map(Part(suffix));
+
+    /// <summary>The stored array <c>NAME.suffix</c>, mapped, after checking it holds <paramref name="expectedBytes"/>
+    /// bytes (of <paramref name="expectedDType"/> when given).</summary>
+    /// <exception cref="CheckpointFormatException">The part is missing or its size or dtype is not what the codec needs.</exception>
+    public TensorView Open(string suffix, long expectedBytes, DType? expectedDType = null)
+    {
+        var part = Part(suffix);
+        if (part.ByteLength != expectedBytes || (expectedDType is { } dtype && part.DType != dtype))
+            throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset,
+                $"{Spec} of {TensorShape.Text(Shape)} needs {(expectedDType is { } d ? d.Name() + " of " : "")}{expectedBytes} bytes here, " +
+                $"found {part.DType.Name()} of {part.ByteLength} bytes");
+        return container.Map(part);
+    }
+
+    /// <summary>The parts <c>NAME.{prefix}.*</c> as the store of one grid-coded matrix.</summary>
+    internal IGridStore Grid(string prefix) => new GridStore(this, prefix);
+
+    /// <summary>The file that holds the tensor, for messages.</summary>
+    public string ContainerPath => container.Path;
+
+    private sealed class GridStore(StoredTensor stored, string prefix) : IGridStore
+    {
+        public IByteView Open(string role, long expectedBytes, DType? expectedDType) => stored.Open($"{prefix}.{role}", expectedBytes, expectedDType);
+    }
 
     /// <summary>Bytes stored for this tensor (all parts), for bits per weight.</summary>
     public long StoredBytes(IEnumerable<string> suffixes) => suffixes.Sum(s => Part(s).ByteLength);

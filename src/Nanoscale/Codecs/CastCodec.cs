@@ -1,7 +1,8 @@
 using Nanoscale.IO;
 using Nanoscale.Tensors;
+using Nanoscale.Formats;
 
-namespace Nanoscale.Pipeline.Codecs;
+namespace Nanoscale.Codecs;
 
 /// <summary>
 /// Plain casts to <c>f32</c>, <c>bf16</c> or <c>f16</c> (round to nearest even): the baselines every format is
@@ -18,6 +19,16 @@ public sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
     public static readonly CastCodec F32 = new("f32", DType.F32);
     public static readonly CastCodec BF16 = new("bf16", DType.BF16);
     public static readonly CastCodec F16 = new("f16", DType.F16);
+
+    /// <summary>The rows of the format table: <c>f32</c>, <c>bf16</c>, <c>f16</c>.</summary>
+    internal static IEnumerable<FormatTraits> Traits() =>
+    [
+        Row(F32, "float32 (baseline)", 32),
+        Row(BF16, "bfloat16, round to nearest even (baseline)", 16),
+        Row(F16, "IEEE half, round to nearest even (baseline)", 16),
+    ];
+
+    private static FormatTraits Row(CastCodec codec, string summary, double bits) => new(codec.Spec, [], summary, bits, [], (_, _) => codec);
 
     public string Spec { get; }
 

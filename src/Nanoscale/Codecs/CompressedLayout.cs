@@ -3,7 +3,7 @@ using System.Text.Json.Nodes;
 using Nanoscale.IO;
 using Nanoscale.Tensors;
 
-namespace Nanoscale.Pipeline;
+namespace Nanoscale.Codecs;
 
 /// <summary>
 /// The metadata that makes a safetensors file a Nanoscale compressed checkpoint (SPEC §8; docs/container.md).
@@ -12,6 +12,9 @@ namespace Nanoscale.Pipeline;
 public static class CompressedLayout
 {
     public const string VersionKey = "nanoscale.version";
+
+    /// <summary>The version written under <see cref="VersionKey"/>.</summary>
+    public const string WriterVersion = "0.1.0";
     public const string FormatKey = "nanoscale.format";
     public const string TensorsKey = "nanoscale.tensors";
     public const string ConfigKey = "nanoscale.config";

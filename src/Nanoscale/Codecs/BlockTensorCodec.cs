@@ -2,7 +2,7 @@ using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Tensors;
 
-namespace Nanoscale.Pipeline.Codecs;
+namespace Nanoscale.Codecs;
 
 /// <summary>
 /// Stores a block format's output in the container (SPEC §8): <c>NAME.blocks</c> U8 <c>[rows, nblocks, bytes_per_block]</c>,
@@ -14,8 +14,6 @@ namespace Nanoscale.Pipeline.Codecs;
 /// </summary>
 public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false) : ITensorCodec
 {
-    /// <summary>The spec option that adds lossless coding of the stored codes to any block format.</summary>
-    public const string EntropyOption = "entropy=rans";
 
     /// <summary>Elements converted to float32 and quantized per step: bounds the working memory.</summary>
     private const int ChunkElements = 1 << 22;
@@ -24,7 +22,8 @@ public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fals
 
     public bool EntropyCoded { get; } = entropyCoded;
 
-    public string Spec => EntropyCoded ? Codec.Spec + (Codec.Spec.Contains(':') ? "," : ":") + EntropyOption : Codec.Spec;
+    /// <summary>The block codec's spec, with <c>entropy=rans</c> last when the parts are entropy-coded.</summary>
+    public string Spec => EntropyCoded ? FormatSpec.Parse(Codec.Spec).With("entropy", "rans").ToString() : Codec.Spec;
 
     public bool IsLossless => false;
 

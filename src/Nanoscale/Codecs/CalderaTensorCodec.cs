@@ -3,9 +3,9 @@ using System.Globalization;
 using System.Numerics.Tensors;
 using Nanoscale.Formats;
 using Nanoscale.IO;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.LowRank;
 
-namespace Nanoscale.LowRank;
+namespace Nanoscale.Codecs;
 
 /// <summary>
 /// <c>caldera:rank=K,q=GRID,lr=GRID[,iters=N,lrsteps=N]</c> in the container (docs/caldera.md): a weight W (m × n) is
@@ -29,8 +29,8 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         double.NaN,
         [
             new FormatOption("rank", "16", [], "k, the rank of L·R (0 = LDLQ alone)"),
-            new FormatOption("q", "mxint2", [], $"grid of Q: {QuantGrid.ValidNames}"),
-            new FormatOption("lr", "mxfp4", [], "grid of L and R (same choices as q)"),
+            new FormatOption("q", "mxint2", [], $"grid of Q: {ValidGrids}", NestedSpec: true),
+            new FormatOption("lr", "mxfp4", [], "grid of L and R (same choices as q)", NestedSpec: true),
             new FormatOption("iters", "20", [], "outer iterations (the best iterate is kept)"),
             new FormatOption("lrsteps", "3", [], "least-squares rounds of each LR step"),
             new FormatOption("had", "0", ["0", "1"], "1: input-side randomized Hadamard (or random orthogonal) transform first"),
@@ -50,7 +50,7 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         }
         QuantGrid Grid(string key, string fallback)
         {
-            try { return QuantGrid.Parse(parsed[key] ?? fallback); }
+            try { return ParseGrid(parsed.Nested(key) ?? FormatSpec.Parse(fallback)); }
             catch (FormatSpecException e) { throw new FormatSpecException(canonical, $"{key}: {e.Message}"); }
         }
         return new CalderaTensorCodec(canonical, new CalderaOptions
@@ -93,9 +93,9 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         var result = Caldera.Decompose(fitted, rows, cols, hessian, Options with { Parallelism = options.Parallelism },
             cancellationToken);
 
-        var parts = new List<EncodedPart>(result.Q.Quantizer.Parts("q"));
-        if (result.LTransposed is { } l) parts.AddRange(l.Quantizer.Parts("l"));
-        if (result.R is { } r) parts.AddRange(r.Quantizer.Parts("r"));
+        var parts = new List<EncodedPart>(Parts(result.Q, "q"));
+        if (result.LTransposed is { } l) parts.AddRange(Parts(l, "l"));
+        if (result.R is { } r) parts.AddRange(Parts(r, "r"));
         var inv = CultureInfo.InvariantCulture;
         var parameters = new Dictionary<string, string>
         {
@@ -108,6 +108,42 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         };
         if (Options.Hadamard) parameters["transform_seed"] = Options.Seed.ToString(inv);
         return new EncodedTensor(parts, parameters);
+    }
+
+    /// <summary>A factor's stored arrays as parts <c>NAME.{prefix}.{role}</c>.</summary>
+    private static IEnumerable<EncodedPart> Parts(QuantizedMatrix matrix, string prefix) =>
+        matrix.Quantizer.Arrays().Select(a => new EncodedPart($"{prefix}.{a.Role}", a.DType, a.Shape, a.Data));
+
+    /// <summary>The grids a spec can name, for error messages.</summary>
+    internal const string ValidGrids = "f32, bf16, f16, int2 … int8, or a block format (mxint2 … mxint8, mxfp4, mxfp6, mxfp8, nvfp4, …)";
+
+    /// <summary>
+    /// Parses a grid spec (SPEC §11): <c>f32</c>, <c>bf16</c>, <c>f16</c> (<see cref="FloatGrid"/>); <c>int2</c> …
+    /// <c>int8</c> (<see cref="UniformIntGrid"/>); or any block format of the table with its options
+    /// (<see cref="BlockGrid"/>), e.g. <c>mxfp4:scale=mse,round=away</c>.
+    /// </summary>
+    /// <exception cref="FormatSpecException">Unknown grid, or a format that is not a block format.</exception>
+    internal static QuantGrid ParseGrid(string spec) => ParseGrid(FormatSpec.Parse(spec));
+
+    /// <inheritdoc cref="ParseGrid(string)"/>
+    internal static QuantGrid ParseGrid(FormatSpec spec)
+    {
+        string name = spec.Name;
+        if (name.StartsWith("int", StringComparison.Ordinal) && int.TryParse(name.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out int bits))
+            return bits is >= 2 and <= 8 && spec.Options.Count == 0
+                ? new UniformIntGrid(bits)
+                : throw new FormatSpecException(spec.ToString(), $"int grids have 2 to 8 bits and no options (found '{spec}'); valid grids: {ValidGrids}");
+        ITensorCodec codec;
+        try { codec = CodecRegistry.Create(spec); }
+        catch (FormatSpecException e) { throw new FormatSpecException(spec.ToString(), $"not a grid ({e.Message}); valid grids: {ValidGrids}"); }
+        return codec switch
+        {
+            CastCodec cast when cast == CastCodec.F32 => FloatGrid.F32,
+            CastCodec cast when cast == CastCodec.BF16 => FloatGrid.BF16,
+            CastCodec cast when cast == CastCodec.F16 => FloatGrid.F16,
+            BlockTensorCodec { EntropyCoded: false } block => new BlockGrid(block.Codec),
+            _ => throw new FormatSpecException(spec.ToString(), $"'{codec.Spec}' is not a block format, so it cannot be a grid; valid grids: {ValidGrids}"),
+        };
     }
 
     public ITensorDecoder OpenDecoder(StoredTensor stored) => new Decoder(this, stored);
@@ -124,35 +160,28 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
         {
             Stored = stored;
             if (stored.Shape.Length != 2 || stored.Shape[0] > int.MaxValue || stored.Shape[1] > int.MaxValue)
-                throw new CheckpointFormatException(stored.Part("q." + FirstPart(owner.Options.Q)).FilePath, stored.Name, null,
+                throw new CheckpointFormatException(stored.ContainerPath, stored.Name, null,
                     $"caldera needs a 2-D tensor, the entry says [{string.Join(", ", stored.Shape)}]");
             int rows = (int)stored.Shape[0];
             _cols = (int)stored.Shape[1];
             _rank = owner.Options.Rank;
             if (stored.Parameters.TryGetValue("rank", out var rankText) && rankText != _rank.ToString(CultureInfo.InvariantCulture))
-                throw new CheckpointFormatException(stored.Part("q." + FirstPart(owner.Options.Q)).FilePath, $"{stored.Name} params.rank", null,
+                throw new CheckpointFormatException(stored.ContainerPath, $"{stored.Name} params.rank", null,
                     $"the entry says rank {rankText}, its spec {owner.Spec} says {_rank}");
-            _q = owner.Options.Q.Open(stored, "q", rows, _cols);
+            _q = owner.Options.Q.Open(stored.Grid("q"), rows, _cols);
             if (_rank > 0)
             {
                 var lt = new float[(long)_rank * rows];
-                using (var reader = owner.Options.LowRank.Open(stored, "l", _rank, rows)) reader.ReadRows(0, _rank, lt);
+                using (var reader = owner.Options.LowRank.Open(stored.Grid("l"), _rank, rows)) reader.ReadRows(0, _rank, lt);
                 _l = new float[lt.Length];
                 for (int c = 0; c < _rank; c++)
                     for (int i = 0; i < rows; i++) _l[i * _rank + c] = lt[c * rows + i];
                 _r = new float[(long)_rank * _cols];
-                using (var reader = owner.Options.LowRank.Open(stored, "r", _rank, _cols)) reader.ReadRows(0, _rank, _r);
+                using (var reader = owner.Options.LowRank.Open(stored.Grid("r"), _rank, _cols)) reader.ReadRows(0, _rank, _r);
             }
             if (owner.Options.Hadamard)
                 _transform = Caldera.ToFloatRowMajor(IncoherenceTransform.Create(_cols, owner.Options.Seed));
         }
-
-        private static string FirstPart(QuantGrid grid) => grid switch
-        {
-            BlockGrid => "blocks",
-            UniformIntGrid => "codes",
-            _ => "data",
-        };
 
         public StoredTensor Stored { get; }
 

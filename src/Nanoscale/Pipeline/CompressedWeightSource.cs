@@ -1,8 +1,8 @@
 using Nanoscale.IO;
-using Nanoscale.Pipeline;
-using Nanoscale.Pipeline.Codecs;
+using Nanoscale.Codecs;
+using Nanoscale.Runtime;
 
-namespace Nanoscale.Runtime;
+namespace Nanoscale.Pipeline;
 
 /// <summary>
 /// Weights from a compressed checkpoint: encoded 2-D tensors stay encoded and are decoded a tile of rows at a time

@@ -3,7 +3,7 @@ using Nanoscale.IO;
 using Nanoscale.Lossless;
 using Nanoscale.Tensors;
 
-namespace Nanoscale.Pipeline.Codecs;
+namespace Nanoscale.Codecs;
 
 /// <summary>
 /// The rANS-coded codecs in the container (SPEC §9–§10): <c>lossless</c> stores each tensor bit for bit, any dtype;
@@ -21,6 +21,20 @@ public sealed class EntropyTensorCodec : ITensorCodec, ICodec
     }
 
     public static EntropyTensorCodec Lossless { get; } = new("lossless", null);
+
+    /// <summary>The rows of the format table: <c>lossless</c> and <c>vp</c>.</summary>
+    internal static IEnumerable<FormatTraits> Traits() =>
+    [
+        new("lossless", [], "bit-exact: byte planes coded with rANS (any dtype; ~10.6 bpw on bf16 weights)", 10.6, [], (_, _) => Lossless),
+        new("vp", [], "variable precision: mantissa rounded to m(e) bits, exponent floor, then rANS-coded (SPEC §10)", 0,
+        [
+            new FormatOption("mant", "3", [], "mantissa bits kept near the typical magnitude"),
+            new FormatOption("floor", "0", [], "biased exponents below this flush to zero"),
+            new FormatOption("taper", "0", [], "mantissa bits dropped per binade beyond the window (0 = uniform)"),
+            new FormatOption("width", "2", [], "binades each side of the centre that keep all bits"),
+            new FormatOption("center", "", [], "biased exponent of the centre (default: each tensor's most frequent)"),
+        ], (_, canonical) => VariablePrecision(canonical)),
+    ];
 
     /// <summary>A variable-precision codec from a canonical <c>vp:…</c> spec string.</summary>
     public static EntropyTensorCodec VariablePrecision(string spec) => new(spec, VariablePrecisionOptions.Parse(spec));

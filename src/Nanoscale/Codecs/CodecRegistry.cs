@@ -1,0 +1,72 @@
+using Nanoscale.Formats;
+using Nanoscale.Formats.Mx;
+using Nanoscale.Formats.Nv;
+using Nanoscale.Formats.Nx;
+
+namespace Nanoscale.Codecs;
+
+/// <summary>
+/// The one format table of the library (SPEC §7) and its front door: every name a spec string can use, with the rows
+/// contributed by each format's folder. Block formats (MX, NVFP4, NxFP) come from <c>Formats/</c> and gain the
+/// container option <c>entropy=none|rans</c> here; casts, <c>lossless</c>, <c>vp</c> and <c>caldera</c> are container
+/// codecs of this room. Adding a block format = its folder under <c>Formats/</c> plus one line in <see cref="Table"/>.
+/// </summary>
+public static class CodecRegistry
+{
+    /// <summary>The container option of every block format (SPEC §10): <c>entropy=rans</c> codes its stored codes and
+    /// scales losslessly as well (<see cref="BlockTensorCodec"/>).</summary>
+    // Declared before Table: static initializers run in text order.
+    private static FormatOption EntropyOption { get; } = new("entropy", "none", ["none", "rans"],
+        "rans: code the stored blocks and scales losslessly as well (same values, fewer bits)");
+
+    /// <summary>The table: every format, in the order help texts list them.</summary>
+    public static FormatRegistry Table { get; } = new(
+    [
+        .. MxFormats.Traits().Select(WithEntropyOption),
+        .. NvFp4Formats.Traits().Select(WithEntropyOption),
+        .. NxfpFormats.Traits().Select(WithEntropyOption),
+        .. CastCodec.Traits(),
+        .. EntropyTensorCodec.Traits(),
+        CalderaTensorCodec.Traits,
+    ]);
+
+    /// <summary>All accepted names (canonical and aliases), sorted.</summary>
+    public static IEnumerable<string> Names => Table.Names;
+
+    /// <summary>The codec a spec string names.</summary>
+    /// <exception cref="FormatSpecException">Unknown name, key or value (the message lists the valid ones).</exception>
+    public static ITensorCodec Create(string spec) => Create(FormatSpec.Parse(spec));
+
+    /// <summary>The codec of a parsed (possibly nested) spec.</summary>
+    public static ITensorCodec Create(FormatSpec spec)
+    {
+        if (spec[EntropyOption.Key] is { } entropy)
+        {
+            if (Table.Contains(spec.Name) && !Table.Find(spec.Name).Options.Contains(EntropyOption))
+                throw new FormatSpecException(spec.ToString(), $"'entropy={entropy}' applies to block formats only");
+            if (!EntropyOption.Values.Contains(entropy.Trim().ToLowerInvariant()))
+                throw new FormatSpecException(spec.ToString(), "the entropy option takes one value: 'entropy=rans'");
+        }
+        return (ITensorCodec)Table.Create(spec);
+    }
+
+    /// <summary>The block codec a spec names (without entropy coding).</summary>
+    /// <exception cref="FormatSpecException">As <see cref="Create(string)"/>, or the format is not a plain block format.</exception>
+    public static IBlockCodec CreateBlockCodec(string spec) =>
+        Create(spec) is BlockTensorCodec { EntropyCoded: false } block
+            ? block.Codec
+            : throw new FormatSpecException(spec, "this format is not a block format (or is entropy-coded)");
+
+    /// <summary>A block-format row as a container row: the format's own options, then <c>entropy</c>; the factory builds
+    /// the block codec from the spec without <c>entropy</c> and wraps it.</summary>
+    private static FormatTraits WithEntropyOption(FormatTraits row) => row with
+    {
+        Options = [.. row.Options, EntropyOption],
+        Create = (spec, canonical) =>
+        {
+            FormatSpec inner = spec.Without(EntropyOption.Key);
+            var codec = (IBlockCodec)row.Create(inner, inner.ToString());
+            return new BlockTensorCodec(codec, entropyCoded: spec[EntropyOption.Key] == "rans");
+        },
+    };
+}
