@@ -12,22 +12,19 @@ namespace Nanoscale.Formats.Mx;
 /// saturating). Decoding is <c>decode(code)·2^X</c> in float. A block holding NaN/Inf either throws
 /// (<see cref="NonFinitePolicy.Throw"/>) or stores scale 0xFF (NaN) with zero codes.
 /// </remarks>
-public sealed class MxCodec : IBlockCodec
+internal sealed class MxCodec : BlockCodec
 {
     /// <summary>Elements per MX block.</summary>
     public const int MxBlockSize = 32;
 
     public MxCodec(ElementFormat element, MxScaleRule scaleRule = MxScaleRule.Floor,
         RoundingMode rounding = RoundingMode.NearestEven, string? spec = null)
+        : base(spec ?? $"mx:{element.Name}", MxBlockSize, BlockPacking.PackedBytes(MxBlockSize, element.Bits), 1, 0)
     {
         Element = element;
         ScaleRule = scaleRule;
         Rounding = rounding;
-        BytesPerBlock = BlockPacking.PackedBytes(MxBlockSize, element.Bits);
-        Spec = spec ?? $"mx:{element.Name}";
     }
-
-    public string Spec { get; }
 
     public ElementFormat Element { get; }
 
@@ -38,68 +35,27 @@ public sealed class MxCodec : IBlockCodec
     /// <summary>Always <see cref="ScaleFormat.E8M0"/>.</summary>
     public ScaleFormat ScaleFormat => ScaleFormat.E8M0;
 
-    public int BlockSize => MxBlockSize;
+    protected override void QuantizeReference(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        NonFinitePolicy policy, long firstElementIndex, Span<byte> blocks, Span<byte> scales) =>
+        MxReference.Quantize(this, source, rowCount, cols, policy, firstElementIndex, blocks, scales);
 
-    public int BytesPerBlock { get; }
+    protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, Span<float> destination) =>
+        MxReference.Dequantize(this, blocks, scales, rowCount, cols, destination);
 
-    public int ScaleBytesPerBlock => 1;
-
-    public int TensorDataBytes => 0;
-
-    public int BlocksPerRow(int cols) => (cols + MxBlockSize - 1) / MxBlockSize;
-
-    public double BitsPerWeight(long rows, long cols) =>
-        (double)rows * BlocksPerRow(checked((int)cols)) * (BytesPerBlock + ScaleBytesPerBlock) * 8 / ((double)rows * cols);
-
-    public ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => NoTensorData.Instance;
-
-    public unsafe void Quantize(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
-        CodecOptions options, long firstElementIndex, Span<byte> blocks, Span<byte> scales)
+    protected override void QuantizeRows(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        NonFinitePolicy policy, long firstElementIndex, bool fast, Span<byte> blocks, Span<byte> scales)
     {
-        BlockCodecChecks.Quantize(this, source.Length, rowCount, cols, tensorData.Length, blocks.Length, scales.Length);
-        if (options.Kernel == CodecKernel.Reference)
-        {
-            MxReference.Quantize(this, source, rowCount, cols, options.NonFinite, firstElementIndex, blocks, scales);
-            return;
-        }
-        bool vector = options.Kernel == CodecKernel.Fast && Vector256.IsHardwareAccelerated;
-        int nb = BlocksPerRow(cols), bpb = BytesPerBlock;
-        var policy = options.NonFinite;
-        fixed (float* sourcePtr = source)
-        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
-        {
-            nint s = (nint)sourcePtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
-                MxKernel.QuantizeRows(this,
-                    new ReadOnlySpan<float>((float*)s + (long)start * cols, count * cols), count, cols, policy,
-                    firstElementIndex + (long)start * cols, vector,
-                    new Span<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
-                    new Span<byte>((byte*)sc + (long)start * nb, count * nb)));
-        }
+        Span<byte> codes = stackalloc byte[MxBlockSize];
+        var kernel = new MxKernel.Quantizer(this, policy, fast && Vector256.IsHardwareAccelerated, codes);
+        QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);
     }
 
-    public unsafe void Dequantize(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
-        int rowCount, int cols, CodecOptions options, Span<float> destination)
+    protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, bool fast, Span<float> destination)
     {
-        BlockCodecChecks.Dequantize(this, blocks.Length, scales.Length, tensorData.Length, rowCount, cols, destination.Length);
-        if (options.Kernel == CodecKernel.Reference)
-        {
-            MxReference.Dequantize(this, blocks, scales, rowCount, cols, destination);
-            return;
-        }
-        bool vector = options.Kernel == CodecKernel.Fast && Vector256.IsHardwareAccelerated;
-        int nb = BlocksPerRow(cols), bpb = BytesPerBlock;
-        fixed (float* destinationPtr = destination)
-        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
-        {
-            nint d = (nint)destinationPtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
-                MxKernel.DequantizeRows(this,
-                    new ReadOnlySpan<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
-                    new ReadOnlySpan<byte>((byte*)sc + (long)start * nb, count * nb), count, cols, vector,
-                    new Span<float>((float*)d + (long)start * cols, count * cols)));
-        }
+        Span<byte> codes = stackalloc byte[MxBlockSize];
+        var kernel = new MxKernel.Dequantizer(this, fast && Vector256.IsHardwareAccelerated, codes);
+        DequantizeBlocks(ref kernel, blocks, scales, rowCount, cols, destination);
     }
-
-    public override string ToString() => Spec;
 }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace Nanoscale.Formats.Mx;
 
@@ -16,27 +17,29 @@ internal static partial class MxKernel
 {
     private const int B = MxCodec.MxBlockSize;
 
-    public static void QuantizeRows(MxCodec codec, ReadOnlySpan<float> source, int rowCount, int cols,
-        NonFinitePolicy policy, long firstElementIndex, bool vector, Span<byte> blocks, Span<byte> scales)
+    /// <summary>One MX block at a time for <see cref="BlockCodec.QuantizeBlocks"/>: the scalar bit encoder, or 8 lanes.</summary>
+    internal readonly ref struct Quantizer : IBlockQuantizer
     {
-        int nb = codec.BlocksPerRow(cols), bpb = codec.BytesPerBlock;
-        Span<float> padded = stackalloc float[B];
-        Span<byte> codes = stackalloc byte[B];
-        var encoder = vector ? new ElementEncoder256(codec.Element, codec.Rounding) : default;
-        for (int r = 0; r < rowCount; r++)
+        private readonly MxCodec _codec;
+        private readonly NonFinitePolicy _policy;
+        private readonly bool _vector;
+        private readonly ElementEncoder256 _encoder;
+        private readonly Span<byte> _codes; // scratch: one block of codes
+
+        public Quantizer(MxCodec codec, NonFinitePolicy policy, bool vector, Span<byte> codes)
         {
-            ReadOnlySpan<float> row = source.Slice(r * cols, cols);
-            for (int j = 0; j < nb; j++)
-            {
-                int start = j * B;
-                ReadOnlySpan<float> block = BlockPacking.BlockOf(row, start, padded);
-                Span<byte> packed = blocks.Slice((r * nb + j) * bpb, bpb);
-                long index0 = firstElementIndex + (long)r * cols + start;
-                scales[r * nb + j] = vector
-                    ? QuantizeBlockVector(codec, in encoder, block, policy, index0, codes, packed)
-                    : QuantizeBlockScalar(codec, block, policy, index0, codes, packed);
-            }
+            _codec = codec;
+            _policy = policy;
+            _vector = vector;
+            _encoder = vector ? new ElementEncoder256(codec.Element, codec.Rounding) : default;
+            _codes = codes;
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public int QuantizeBlock(scoped ReadOnlySpan<float> block, long firstElementIndex, scoped Span<byte> packed) =>
+            _vector
+                ? QuantizeBlockVector(_codec, in _encoder, block, _policy, firstElementIndex, _codes, packed)
+                : QuantizeBlockScalar(_codec, block, _policy, firstElementIndex, _codes, packed);
     }
 
     /// <summary>Scale code of a finite block from its amax bits, per the codec's rule (MSE excluded).</summary>
@@ -123,39 +126,43 @@ internal static partial class MxKernel
         return error;
     }
 
-    public static void DequantizeRows(MxCodec codec, ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales,
-        int rowCount, int cols, bool vector, Span<float> destination)
+    /// <summary>One MX block at a time for <see cref="BlockCodec.DequantizeBlocks"/>: <c>decode(code)·2^X</c>, 4-bit
+    /// codes through the 16-entry vector table lookup.</summary>
+    internal readonly ref struct Dequantizer : IBlockDequantizer
     {
-        int nb = codec.BlocksPerRow(cols), bpb = codec.BytesPerBlock, bits = codec.Element.Bits;
-        ReadOnlySpan<float> table = codec.Element.DecodeTable;
-        ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
-        Span<byte> codes = stackalloc byte[B];
-        Span<float> values = stackalloc float[B];
-        bool vector4 = vector && bits == 4 && Vector256Dequantize4IsSupported;
-        var (tableLow, tableHigh) = vector4 ? Packed4Vector.Load4BitTable(table) : default;
-        for (int r = 0; r < rowCount; r++)
+        private readonly int _bits, _bytesPerBlock;
+        private readonly ReadOnlySpan<float> _table, _scaleTable;
+        private readonly bool _vector4;
+        private readonly Vector256<float> _tableLow, _tableHigh;
+        private readonly Span<byte> _codes; // scratch: one block of codes
+
+        public Dequantizer(MxCodec codec, bool vector, Span<byte> codes)
         {
-            Span<float> row = destination.Slice(r * cols, cols);
-            for (int j = 0; j < nb; j++)
+            _bits = codec.Element.Bits;
+            _bytesPerBlock = codec.BytesPerBlock;
+            _table = codec.Element.DecodeTable;
+            _scaleTable = ScaleFormat.E8M0.DecodeTable;
+            _vector4 = vector && _bits == 4 && Vector256Dequantize4IsSupported;
+            (_tableLow, _tableHigh) = _vector4 ? Packed4Vector.Load4BitTable(_table) : default;
+            _codes = codes;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void DequantizeBlock(int word, scoped ReadOnlySpan<byte> blocks, int offset, scoped Span<float> destination)
+        {
+            float scale = _scaleTable[word];
+            ReadOnlySpan<byte> packed = blocks.Slice(offset, _bytesPerBlock);
+            if (_vector4)
             {
-                float scale = scaleTable[scales[r * nb + j]];
-                ReadOnlySpan<byte> packed = blocks.Slice((r * nb + j) * bpb, bpb);
-                int start = j * B, count = Math.Min(B, cols - start);
-                Span<float> target = count == B ? row.Slice(start, B) : values;
-                if (vector4)
-                    Packed4Vector.Dequantize32(tableLow, tableHigh, packed, scale, target);
-                else
-                {
-                    if (bits == 8)
-                        packed.CopyTo(codes);
-                    else
-                        BlockPacking.Unpack(packed, bits, codes);
-                    for (int i = 0; i < B; i++)
-                        target[i] = table[codes[i]] * scale;
-                }
-                if (count != B)
-                    values[..count].CopyTo(row[start..]);
+                Packed4Vector.Dequantize32(_tableLow, _tableHigh, packed, scale, destination);
+                return;
             }
+            if (_bits == 8)
+                packed.CopyTo(_codes);
+            else
+                BlockPacking.Unpack(packed, _bits, _codes);
+            for (int i = 0; i < B; i++)
+                destination[i] = _table[_codes[i]] * scale;
         }
     }
 }

@@ -16,7 +16,7 @@ namespace Nanoscale.Formats.Nv;
 /// <para>Tensor data: s_t as 4 bytes little-endian FP32. Non-finite values are skipped by the tensor amax under
 /// <see cref="NonFinitePolicy.PassThrough"/>; their blocks store scale 0x7F (NaN) and zero codes.</para>
 /// </remarks>
-public sealed class NvFp4Codec : IBlockCodec
+internal sealed class NvFp4Codec : BlockCodec
 {
     public const int NvBlockSize = 16;
 
@@ -27,12 +27,7 @@ public sealed class NvFp4Codec : IBlockCodec
     public const byte ZeroBlockScaleCode = 0x38;
 
     public NvFp4Codec(RoundingMode rounding = RoundingMode.NearestEven, string spec = "nvfp4")
-    {
-        Rounding = rounding;
-        Spec = spec;
-    }
-
-    public string Spec { get; }
+        : base(spec, NvBlockSize, bytesPerBlock: 8, scaleBytesPerBlock: 1, tensorDataBytes: 4) => Rounding = rounding;
 
     /// <summary>Rounding of the element cast (the block-scale cast is always ties-to-even).</summary>
     public RoundingMode Rounding { get; }
@@ -41,21 +36,7 @@ public sealed class NvFp4Codec : IBlockCodec
 
     public static ScaleFormat ScaleFormat => ScaleFormat.UE4M3;
 
-    public int BlockSize => NvBlockSize;
-
-    public int BytesPerBlock => 8;
-
-    public int ScaleBytesPerBlock => 1;
-
-    public int TensorDataBytes => 4;
-
-    public int BlocksPerRow(int cols) => (cols + NvBlockSize - 1) / NvBlockSize;
-
-    public double BitsPerWeight(long rows, long cols) =>
-        ((double)rows * BlocksPerRow(checked((int)cols)) * (BytesPerBlock + ScaleBytesPerBlock) * 8 + TensorDataBytes * 8)
-        / ((double)rows * cols);
-
-    public ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => new TensorAmax(options.NonFinite);
+    public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => new TensorAmax(options.NonFinite);
 
     /// <summary>The tensor scale s_t for a tensor whose largest finite magnitude is <paramref name="amax"/>.</summary>
     public static float TensorScale(float amax) => amax / TensorScaleDivisor;
@@ -69,57 +50,30 @@ public sealed class NvFp4Codec : IBlockCodec
         return st;
     }
 
-    public unsafe void Quantize(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
-        CodecOptions options, long firstElementIndex, Span<byte> blocks, Span<byte> scales)
+    protected override void CheckTensorData(ReadOnlySpan<byte> tensorData) => ReadTensorScale(tensorData);
+
+    protected override void QuantizeReference(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        NonFinitePolicy policy, long firstElementIndex, Span<byte> blocks, Span<byte> scales) =>
+        NvFp4Reference.Quantize(this, source, rowCount, cols, ReadTensorScale(tensorData), policy, firstElementIndex, blocks, scales);
+
+    protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, Span<float> destination) =>
+        NvFp4Reference.Dequantize(this, blocks, scales, rowCount, cols, ReadTensorScale(tensorData), destination);
+
+    protected override void QuantizeRows(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        NonFinitePolicy policy, long firstElementIndex, bool fast, Span<byte> blocks, Span<byte> scales)
     {
-        BlockCodecChecks.Quantize(this, source.Length, rowCount, cols, tensorData.Length, blocks.Length, scales.Length);
-        float st = ReadTensorScale(tensorData);
-        if (options.Kernel == CodecKernel.Reference)
-        {
-            NvFp4Reference.Quantize(this, source, rowCount, cols, st, options.NonFinite, firstElementIndex, blocks, scales);
-            return;
-        }
-        bool vector = options.Kernel == CodecKernel.Fast && Vector256.IsHardwareAccelerated;
-        int nb = BlocksPerRow(cols);
-        var policy = options.NonFinite;
-        fixed (float* sourcePtr = source)
-        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
-        {
-            nint s = (nint)sourcePtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
-                NvFp4Kernel.QuantizeRows(this,
-                    new ReadOnlySpan<float>((float*)s + (long)start * cols, count * cols), count, cols, st, policy,
-                    firstElementIndex + (long)start * cols, vector,
-                    new Span<byte>((byte*)b + (long)start * nb * 8, count * nb * 8),
-                    new Span<byte>((byte*)sc + (long)start * nb, count * nb)));
-        }
+        Span<byte> codes = stackalloc byte[NvBlockSize];
+        var kernel = new NvFp4Kernel.Quantizer(this, ReadTensorScale(tensorData), policy, fast && Vector256.IsHardwareAccelerated, codes);
+        QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);
     }
 
-    public unsafe void Dequantize(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
-        int rowCount, int cols, CodecOptions options, Span<float> destination)
+    protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, bool fast, Span<float> destination)
     {
-        BlockCodecChecks.Dequantize(this, blocks.Length, scales.Length, tensorData.Length, rowCount, cols, destination.Length);
-        float st = ReadTensorScale(tensorData);
-        if (options.Kernel == CodecKernel.Reference)
-        {
-            NvFp4Reference.Dequantize(this, blocks, scales, rowCount, cols, st, destination);
-            return;
-        }
-        bool vector = options.Kernel == CodecKernel.Fast && Packed4Vector.IsSupported;
-        int nb = BlocksPerRow(cols);
-        fixed (float* destinationPtr = destination)
-        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
-        {
-            nint d = (nint)destinationPtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
-                NvFp4Kernel.DequantizeRows(
-                    new ReadOnlySpan<byte>((byte*)b + (long)start * nb * 8, count * nb * 8),
-                    new ReadOnlySpan<byte>((byte*)sc + (long)start * nb, count * nb), count, cols, st, vector,
-                    new Span<float>((float*)d + (long)start * cols, count * cols)));
-        }
+        var kernel = new NvFp4Kernel.Dequantizer(ReadTensorScale(tensorData), fast && Packed4Vector.IsSupported);
+        DequantizeBlocks(ref kernel, blocks, scales, rowCount, cols, destination);
     }
-
-    public override string ToString() => Spec;
 
     /// <summary>Largest finite |v| of the tensor, streamed.</summary>
     private sealed class TensorAmax(NonFinitePolicy policy) : ITensorDataAccumulator

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -9,101 +10,99 @@ internal static class NvFp4Kernel
 {
     private const int B = NvFp4Codec.NvBlockSize;
 
-    public static void QuantizeRows(NvFp4Codec codec, ReadOnlySpan<float> source, int rowCount, int cols, float st,
-        NonFinitePolicy policy, long firstElementIndex, bool vector, Span<byte> blocks, Span<byte> scales)
+    /// <summary>One NVFP4 block at a time for <see cref="BlockCodec.QuantizeBlocks"/>.</summary>
+    internal readonly ref struct Quantizer : IBlockQuantizer
     {
-        int nb = codec.BlocksPerRow(cols);
-        Span<float> padded = stackalloc float[B];
-        Span<byte> codes = stackalloc byte[B];
-        var encoder = vector ? new ElementEncoder256(ElementFormat.E2M1, codec.Rounding) : default;
-        ElementFormat e2m1 = ElementFormat.E2M1;
-        for (int r = 0; r < rowCount; r++)
-        {
-            ReadOnlySpan<float> row = source.Slice(r * cols, cols);
-            for (int j = 0; j < nb; j++)
-            {
-                int start = j * B;
-                ReadOnlySpan<float> block = BlockPacking.BlockOf(row, start, padded);
-                Span<byte> packed = blocks.Slice((r * nb + j) * 8, 8);
+        private readonly NvFp4Codec _codec;
+        private readonly float _st;
+        private readonly NonFinitePolicy _policy;
+        private readonly bool _vector;
+        private readonly ElementEncoder256 _encoder;
+        private readonly Span<byte> _codes; // scratch: one block of codes
 
-                uint amaxBits = 0;
-                foreach (float v in block)
-                    amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
-                if (amaxBits >= 0x7F80_0000u)
-                {
-                    if (policy == NonFinitePolicy.Throw)
-                        for (int i = 0; i < B; i++)
-                            if (!float.IsFinite(block[i]))
-                                throw new NonFiniteValueException(firstElementIndex + (long)r * cols + start + i, block[i]);
-                    packed.Clear();
-                    scales[r * nb + j] = (byte)ScaleFormat.UE4M3.NaNCode;
-                    continue;
-                }
-                if (amaxBits == 0)
-                {
-                    packed.Clear();
-                    scales[r * nb + j] = NvFp4Codec.ZeroBlockScaleCode;
-                    continue;
-                }
-                float amax = BitConverter.UInt32BitsToSingle(amaxBits);
-                float t = st > 0 ? amax / (6f * st) : 0f;
-                // UE4M3 is the non-negative half of E4M3, so the exact E4M3 encoder casts t (saturating at 448).
-                int scaleCode = Math.Max(1, ElementFormat.E4M3.Encode(t));
-                scales[r * nb + j] = (byte)scaleCode;
-                float scale = ScaleFormat.UE4M3.Decode(scaleCode) * st;
-                if (!(scale > 0))
-                {
-                    packed.Clear();
-                    continue;
-                }
-                if (vector)
-                {
-                    ref float p = ref MemoryMarshal.GetReference(block);
-                    Vector256<float> s = Vector256.Create(scale);
-                    Vector256<ushort> c = Vector256.Narrow(
-                        encoder.Encode(Vector256.LoadUnsafe(ref p) / s).AsUInt32(),
-                        encoder.Encode(Vector256.LoadUnsafe(ref p, 8) / s).AsUInt32());
-                    Vector128<ushort> u = Vector128.Narrow(c.GetLower(), c.GetUpper()).AsUInt16();
-                    Vector128<ushort> w = u | Vector128.ShiftRightLogical(u, 4); // low byte = lo | hi << 4
-                    MemoryMarshal.Write(packed, Vector128.Narrow(w, w).AsUInt64().ToScalar());
-                }
-                else
-                {
+        public Quantizer(NvFp4Codec codec, float st, NonFinitePolicy policy, bool vector, Span<byte> codes)
+        {
+            _codec = codec;
+            _st = st;
+            _policy = policy;
+            _vector = vector;
+            _encoder = vector ? new ElementEncoder256(ElementFormat.E2M1, codec.Rounding) : default;
+            _codes = codes;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public int QuantizeBlock(scoped ReadOnlySpan<float> block, long firstElementIndex, scoped Span<byte> packed)
+        {
+            uint amaxBits = 0;
+            foreach (float v in block)
+                amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
+            if (amaxBits >= 0x7F80_0000u)
+            {
+                if (_policy == NonFinitePolicy.Throw)
                     for (int i = 0; i < B; i++)
-                        codes[i] = (byte)e2m1.Encode(block[i] / scale, codec.Rounding);
-                    BlockPacking.Pack(codes, 4, packed);
-                }
+                        if (!float.IsFinite(block[i]))
+                            throw new NonFiniteValueException(firstElementIndex + i, block[i]);
+                packed.Clear();
+                return ScaleFormat.UE4M3.NaNCode;
             }
+            if (amaxBits == 0)
+            {
+                packed.Clear();
+                return NvFp4Codec.ZeroBlockScaleCode;
+            }
+            float amax = BitConverter.UInt32BitsToSingle(amaxBits);
+            float t = _st > 0 ? amax / (6f * _st) : 0f;
+            // UE4M3 is the non-negative half of E4M3, so the exact E4M3 encoder casts t (saturating at 448).
+            int scaleCode = Math.Max(1, ElementFormat.E4M3.Encode(t));
+            float scale = ScaleFormat.UE4M3.Decode(scaleCode) * _st;
+            if (!(scale > 0))
+            {
+                packed.Clear();
+                return scaleCode;
+            }
+            if (_vector)
+            {
+                ref float p = ref MemoryMarshal.GetReference(block);
+                Vector256<float> s = Vector256.Create(scale);
+                Vector256<ushort> c = Vector256.Narrow(
+                    _encoder.Encode(Vector256.LoadUnsafe(ref p) / s).AsUInt32(),
+                    _encoder.Encode(Vector256.LoadUnsafe(ref p, 8) / s).AsUInt32());
+                Vector128<ushort> u = Vector128.Narrow(c.GetLower(), c.GetUpper()).AsUInt16();
+                Vector128<ushort> w = u | Vector128.ShiftRightLogical(u, 4); // low byte = lo | hi << 4
+                MemoryMarshal.Write(packed, Vector128.Narrow(w, w).AsUInt64().ToScalar());
+            }
+            else
+            {
+                ElementFormat e2m1 = ElementFormat.E2M1;
+                for (int i = 0; i < B; i++)
+                    _codes[i] = (byte)e2m1.Encode(block[i] / scale, _codec.Rounding);
+                BlockPacking.Pack(_codes, 4, packed);
+            }
+            return scaleCode;
         }
     }
 
-    public static void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols,
-        float st, bool vector, Span<float> destination)
+    /// <summary>One NVFP4 block at a time for <see cref="BlockCodec.DequantizeBlocks"/>: <c>e2m1(code)·(s_b·s_t)</c>.</summary>
+    internal readonly ref struct Dequantizer(float st, bool vector) : IBlockDequantizer
     {
-        int nb = (cols + B - 1) / B;
-        ReadOnlySpan<float> table = ElementFormat.E2M1.DecodeTable;
-        ReadOnlySpan<float> scaleTable = ScaleFormat.UE4M3.DecodeTable;
-        var (tableLow, tableHigh) = vector ? Packed4Vector.Load4BitTable(table) : default;
-        Span<float> values = stackalloc float[B];
-        for (int r = 0; r < rowCount; r++)
+        private readonly (Vector256<float> Low, Vector256<float> High) _table =
+            vector ? Packed4Vector.Load4BitTable(ElementFormat.E2M1.DecodeTable) : default;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void DequantizeBlock(int word, scoped ReadOnlySpan<byte> blocks, int offset, scoped Span<float> destination)
         {
-            Span<float> row = destination.Slice(r * cols, cols);
-            for (int j = 0; j < nb; j++)
+            float scale = ScaleFormat.UE4M3.DecodeTable[word] * st;
+            ReadOnlySpan<byte> packed = blocks.Slice(offset, 8);
+            if (vector)
             {
-                float scale = scaleTable[scales[r * nb + j]] * st;
-                ReadOnlySpan<byte> packed = blocks.Slice((r * nb + j) * 8, 8);
-                int start = j * B, count = Math.Min(B, cols - start);
-                Span<float> target = count == B ? row.Slice(start, B) : values;
-                if (vector)
-                    Packed4Vector.Dequantize16(tableLow, tableHigh, packed, scale, target);
-                else
-                    for (int i = 0; i < B / 2; i++)
-                    {
-                        target[2 * i] = table[packed[i] & 0xF] * scale;
-                        target[2 * i + 1] = table[packed[i] >> 4] * scale;
-                    }
-                if (count != B)
-                    values[..count].CopyTo(row[start..]);
+                Packed4Vector.Dequantize16(_table.Low, _table.High, packed, scale, destination);
+                return;
+            }
+            ReadOnlySpan<float> table = ElementFormat.E2M1.DecodeTable;
+            for (int i = 0; i < B / 2; i++)
+            {
+                destination[2 * i] = table[packed[i] & 0xF] * scale;
+                destination[2 * i + 1] = table[packed[i] >> 4] * scale;
             }
         }
     }

@@ -6,7 +6,7 @@ namespace Nanoscale.Formats.Nx;
 /// selector (Code Recycling). docs/nxfp.md has the algorithm and the exact layouts.
 /// </summary>
 /// <remarks>
-/// <para><b>Metadata word</b> (<see cref="MetadataBits"/> bits, stored little-endian in <see cref="ScaleBytesPerBlock"/>
+/// <para><b>Metadata word</b> (<see cref="MetadataBits"/> bits, stored little-endian in <see cref="BlockCodec.ScaleBytesPerBlock"/>
 /// = 1 or 2 bytes, unused high bits 0): bits [0, s) = scale code (exponent field &lt;&lt; nm | mantissa field),
 /// s = se + nm; bits [s, s + fb) = index of the element format in <see cref="Formats"/>; the next lb bits = index of
 /// the recycled level in the level list. fb = ceil(log2 #formats), lb = ceil(log2 #levels) (0 for one choice).</para>
@@ -17,7 +17,7 @@ namespace Nanoscale.Formats.Nx;
 /// neighbours floor and ceil of amax/T) is tried and the strictly lowest block error wins (ties keep the earlier
 /// candidate). See <see cref="NxfpBlock"/> for the cast and the error.</para>
 /// </remarks>
-public sealed class NxfpCodec : IBlockCodec
+internal sealed class NxfpCodec : BlockCodec
 {
     /// <summary>Elements per NxFP block (as MX).</summary>
     public const int NxBlockSize = 32;
@@ -29,6 +29,8 @@ public sealed class NxfpCodec : IBlockCodec
     public NxfpCodec(int elementBits, IReadOnlyList<ElementFormat> formats, int nanoMantissaBits,
         int scaleExponentBits, int scaleBias, IReadOnlyList<IReadOnlyList<float>>? levels,
         RoundingMode rounding = RoundingMode.NearestEven, string? spec = null)
+        : base(spec ?? $"nxfp{elementBits}", NxBlockSize, BlockPacking.PackedBytes(NxBlockSize, Math.Clamp(elementBits, 1, 8)),
+            MetadataBitsOf(scaleExponentBits, nanoMantissaBits, formats.Count, LevelCountOf(levels)) <= 8 ? 1 : 2, tensorDataBytes: 0)
     {
         if (elementBits < 3 || elementBits > 8)
             throw new ArgumentOutOfRangeException(nameof(elementBits), elementBits, "NxFP element width must be 3..8.");
@@ -43,7 +45,7 @@ public sealed class NxfpCodec : IBlockCodec
         ScaleExponentBits = scaleExponentBits;
         Scale = ScaleFormat.UExMy(scaleExponentBits, nanoMantissaBits, scaleBias);
         Rounding = rounding;
-        LevelCount = levels is null ? 1 : levels.Count > 0 ? levels[0].Count : 1;
+        LevelCount = LevelCountOf(levels);
         Recycling = levels is not null && levels.Count > 0 && levels[0].Count > 0;
         if (Recycling && levels!.Count != formats.Count)
             throw new ArgumentException("one level list per element format", nameof(levels));
@@ -54,9 +56,6 @@ public sealed class NxfpCodec : IBlockCodec
         MetadataBits = ScaleBits + FormatSelectorBits + LevelSelectorBits;
         if (MetadataBits > 16)
             throw new ArgumentException($"NxFP metadata word needs {MetadataBits} bits; at most 16 are stored.");
-        ScaleBytesPerBlock = MetadataBits <= 8 ? 1 : 2;
-        BytesPerBlock = BlockPacking.PackedBytes(NxBlockSize, elementBits);
-        Spec = spec ?? $"nxfp{elementBits}";
 
         int n = Formats.Length * LevelCount;
         _decodeTables = new float[n][];
@@ -79,8 +78,6 @@ public sealed class NxfpCodec : IBlockCodec
             _tops[k] = Recycling && MathF.Abs(level) > format.Max ? [format.Max, MathF.Abs(level)] : [format.Max];
         }
     }
-
-    public string Spec { get; }
 
     /// <summary>Element width in bits (3..8): every candidate format has it.</summary>
     public int ElementBits { get; }
@@ -113,14 +110,6 @@ public sealed class NxfpCodec : IBlockCodec
     /// <summary>Scale + selector bits per block.</summary>
     public int MetadataBits { get; }
 
-    public int BlockSize => NxBlockSize;
-
-    public int BytesPerBlock { get; }
-
-    public int ScaleBytesPerBlock { get; }
-
-    public int TensorDataBytes => 0;
-
     /// <summary>Metadata word of a block passed through as NaN (with every element code the negative-zero code).</summary>
     public int NaNWord => (1 << MetadataBits) - 1;
 
@@ -137,13 +126,6 @@ public sealed class NxfpCodec : IBlockCodec
     internal float[] Tops(int k) => _tops[k];
 
     internal int ConfigCount => _decodeTables.Length;
-
-    public int BlocksPerRow(int cols) => (cols + NxBlockSize - 1) / NxBlockSize;
-
-    public double BitsPerWeight(long rows, long cols) =>
-        (double)rows * BlocksPerRow(checked((int)cols)) * (BytesPerBlock + ScaleBytesPerBlock) * 8 / ((double)rows * cols);
-
-    public ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => NoTensorData.Instance;
 
     /// <summary>Packs (scale code, format index, level index) into a metadata word.</summary>
     public int Word(int scaleCode, int format, int level) =>
@@ -176,70 +158,36 @@ public sealed class NxfpCodec : IBlockCodec
         return (below, above);
     }
 
-    public unsafe void Quantize(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
-        CodecOptions options, long firstElementIndex, Span<byte> blocks, Span<byte> scales)
+    protected override void QuantizeReference(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        NonFinitePolicy policy, long firstElementIndex, Span<byte> blocks, Span<byte> scales) =>
+        NxfpReference.Quantize(this, source, rowCount, cols, policy, firstElementIndex, blocks, scales);
+
+    protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, Span<float> destination) =>
+        NxfpReference.Dequantize(this, blocks, scales, rowCount, cols, destination);
+
+    protected override void QuantizeRows(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
+        NonFinitePolicy policy, long firstElementIndex, bool fast, Span<byte> blocks, Span<byte> scales)
     {
-        BlockCodecChecks.Quantize(this, source.Length, rowCount, cols, tensorData.Length, blocks.Length, scales.Length);
-        if (options.Kernel == CodecKernel.Reference)
-        {
-            NxfpReference.Quantize(this, source, rowCount, cols, options.NonFinite, firstElementIndex, blocks, scales);
-            return;
-        }
-        bool vector = options.Kernel == CodecKernel.Fast && NxfpKernel.VectorIsSupported;
-        int nb = BlocksPerRow(cols), bpb = BytesPerBlock, spb = ScaleBytesPerBlock;
-        var policy = options.NonFinite;
-        fixed (float* sourcePtr = source)
-        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
-        {
-            nint s = (nint)sourcePtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
-                NxfpKernel.QuantizeRows(this,
-                    new ReadOnlySpan<float>((float*)s + (long)start * cols, count * cols), count, cols, policy,
-                    firstElementIndex + (long)start * cols, vector,
-                    new Span<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
-                    new Span<byte>((byte*)sc + (long)start * nb * spb, count * nb * spb)));
-        }
+        Span<byte> codes = stackalloc byte[NxBlockSize], candidate = stackalloc byte[NxBlockSize];
+        Span<float> squares = stackalloc float[NxBlockSize];
+        var kernel = new NxfpKernel.Quantizer(this, policy, fast && NxfpKernel.VectorIsSupported, codes, candidate, squares);
+        QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);
     }
 
-    public unsafe void Dequantize(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
-        int rowCount, int cols, CodecOptions options, Span<float> destination)
+    protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, bool fast, Span<float> destination)
     {
-        BlockCodecChecks.Dequantize(this, blocks.Length, scales.Length, tensorData.Length, rowCount, cols, destination.Length);
-        if (options.Kernel == CodecKernel.Reference)
-        {
-            NxfpReference.Dequantize(this, blocks, scales, rowCount, cols, destination);
-            return;
-        }
-        bool vector = options.Kernel == CodecKernel.Fast && NxfpKernel.VectorIsSupported;
-        int nb = BlocksPerRow(cols), bpb = BytesPerBlock, spb = ScaleBytesPerBlock;
-        fixed (float* destinationPtr = destination)
-        fixed (byte* blocksPtr = blocks, scalesPtr = scales)
-        {
-            nint d = (nint)destinationPtr, b = (nint)blocksPtr, sc = (nint)scalesPtr;
-            RowParallel.For(rowCount, cols, options.Parallelism, (start, count) =>
-                NxfpKernel.DequantizeRows(this,
-                    new ReadOnlySpan<byte>((byte*)b + (long)start * nb * bpb, count * nb * bpb),
-                    new ReadOnlySpan<byte>((byte*)sc + (long)start * nb * spb, count * nb * spb), count, cols, vector,
-                    new Span<float>((float*)d + (long)start * cols, count * cols)));
-        }
+        Span<byte> codes = stackalloc byte[NxBlockSize], tail = stackalloc byte[NxfpKernel.UnpackControls.TailBytes];
+        var kernel = new NxfpKernel.Dequantizer(this, fast && NxfpKernel.VectorIsSupported, codes, tail);
+        DequantizeBlocks(ref kernel, blocks, scales, rowCount, cols, destination);
     }
 
-    /// <summary>The metadata word of block <paramref name="index"/> (little-endian, 1 or 2 bytes).</summary>
-    internal int ReadWord(ReadOnlySpan<byte> scales, int index) =>
-        ScaleBytesPerBlock == 1 ? scales[index] : scales[2 * index] | scales[2 * index + 1] << 8;
+    private static int LevelCountOf(IReadOnlyList<IReadOnlyList<float>>? levels) =>
+        levels is null ? 1 : levels.Count > 0 ? levels[0].Count : 1;
 
-    internal void WriteWord(Span<byte> scales, int index, int word)
-    {
-        if (ScaleBytesPerBlock == 1)
-            scales[index] = (byte)word;
-        else
-        {
-            scales[2 * index] = (byte)word;
-            scales[2 * index + 1] = (byte)(word >> 8);
-        }
-    }
+    private static int MetadataBitsOf(int scaleExponentBits, int nanoMantissaBits, int formatCount, int levelCount) =>
+        scaleExponentBits + nanoMantissaBits + SelectorBits(formatCount) + SelectorBits(levelCount);
 
     private static int SelectorBits(int choices) => choices <= 1 ? 0 : 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)(choices - 1));
-
-    public override string ToString() => Spec;
 }

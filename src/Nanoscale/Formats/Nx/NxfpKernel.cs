@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace Nanoscale.Formats.Nx;
@@ -13,50 +15,51 @@ internal static partial class NxfpKernel
 {
     private const int B = NxfpCodec.NxBlockSize;
 
-    public static void QuantizeRows(NxfpCodec codec, ReadOnlySpan<float> source, int rowCount, int cols,
-        NonFinitePolicy policy, long firstElementIndex, bool vector, Span<byte> blocks, Span<byte> scales)
+    /// <summary>One NxFP block at a time for <see cref="BlockCodec.QuantizeBlocks"/>: the candidate search, scalar or
+    /// in 8-lane vectors, then the codes packed (pext where the machine has it).</summary>
+    internal readonly ref struct Quantizer : IBlockQuantizer
     {
-        int nb = codec.BlocksPerRow(cols), bpb = codec.BytesPerBlock;
-        Span<float> padded = stackalloc float[B];
-        Span<byte> codes = stackalloc byte[B];
-        Span<byte> candidate = stackalloc byte[B];
-        Span<float> squares = stackalloc float[B];
-        var encoders = vector ? VectorEncoders(codec) : null;
-        for (int r = 0; r < rowCount; r++)
+        private readonly NxfpCodec _codec;
+        private readonly NonFinitePolicy _policy;
+        private readonly VectorConfig[]? _encoders; // null: scalar
+        private readonly Span<byte> _codes, _candidate; // scratch: one block each
+        private readonly Span<float> _squares;
+
+        public Quantizer(NxfpCodec codec, NonFinitePolicy policy, bool vector, Span<byte> codes, Span<byte> candidate, Span<float> squares)
         {
-            ReadOnlySpan<float> row = source.Slice(r * cols, cols);
-            for (int j = 0; j < nb; j++)
+            _codec = codec;
+            _policy = policy;
+            _encoders = vector ? VectorEncoders(codec) : null;
+            _codes = codes;
+            _candidate = candidate;
+            _squares = squares;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public int QuantizeBlock(scoped ReadOnlySpan<float> block, long firstElementIndex, scoped Span<byte> packed)
+        {
+            bool vector = _encoders is not null;
+            uint amaxBits = 0;
+            if (vector)
+                amaxBits = AbsMaxBits(block);
+            else
+                foreach (float v in block)
+                    amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
+            if (amaxBits >= 0x7F80_0000u)
+                return NxfpBlock.NonFiniteBlock(_codec, block, _policy, firstElementIndex, _codes, packed);
+            if (amaxBits == 0)
             {
-                int start = j * B;
-                ReadOnlySpan<float> block = BlockPacking.BlockOf(row, start, padded);
-                Span<byte> packed = blocks.Slice((r * nb + j) * bpb, bpb);
-                long index0 = firstElementIndex + (long)r * cols + start;
-                uint amaxBits = 0;
-                if (vector)
-                    amaxBits = AbsMaxBits(block);
-                else
-                    foreach (float v in block)
-                        amaxBits = Math.Max(amaxBits, BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFFu);
-                int word;
-                if (amaxBits >= 0x7F80_0000u)
-                    word = NxfpBlock.NonFiniteBlock(codec, block[..Math.Min(B, cols - start)], policy, index0, codes, packed);
-                else if (amaxBits == 0)
-                {
-                    packed.Clear();
-                    word = 0;
-                }
-                else
-                {
-                    word = vector
-                        ? QuantizeBlockVector(codec, encoders!, block, BitConverter.UInt32BitsToSingle(amaxBits), codes)
-                        : QuantizeBlockScalar(codec, block, BitConverter.UInt32BitsToSingle(amaxBits), codes, candidate, squares);
-                    if (vector && Bmi2.X64.IsSupported)
-                        PackBlock(codes, codec.ElementBits, packed);
-                    else
-                        BlockPacking.Pack(codes, codec.ElementBits, packed);
-                }
-                codec.WriteWord(scales, r * nb + j, word);
+                packed.Clear();
+                return 0;
             }
+            int word = vector
+                ? QuantizeBlockVector(_codec, _encoders!, block, BitConverter.UInt32BitsToSingle(amaxBits), _codes)
+                : QuantizeBlockScalar(_codec, block, BitConverter.UInt32BitsToSingle(amaxBits), _codes, _candidate, _squares);
+            if (vector && Bmi2.X64.IsSupported)
+                PackBlock(_codes, _codec.ElementBits, packed);
+            else
+                BlockPacking.Pack(_codes, _codec.ElementBits, packed);
+            return word;
         }
     }
 
@@ -120,64 +123,79 @@ internal static partial class NxfpKernel
         return NxfpBlock.LaneSum(squares);
     }
 
-    public static void DequantizeRows(NxfpCodec codec, ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales,
-        int rowCount, int cols, bool vector, Span<float> destination)
+    /// <summary>One NxFP block at a time for <see cref="BlockCodec.DequantizeBlocks"/>: the word selects the decode
+    /// table (format × recycled level) and the scale; vector table lookups for every width.</summary>
+    internal readonly ref struct Dequantizer : IBlockDequantizer
     {
-        int nb = codec.BlocksPerRow(cols), bpb = codec.BytesPerBlock, bits = codec.ElementBits;
-        ReadOnlySpan<float> scaleTable = codec.Scale.DecodeTable;
-        int scaleMask = (1 << codec.ScaleBits) - 1, fMask = (1 << codec.FormatSelectorBits) - 1,
-            lMask = (1 << codec.LevelSelectorBits) - 1, nanWord = codec.NaNWord;
-        int lastFormat = codec.Formats.Length - 1, lastLevel = codec.LevelCount - 1, levelCount = codec.LevelCount;
-        Span<byte> codes = stackalloc byte[B];
-        Span<float> values = stackalloc float[B];
-        bool vector4 = vector && bits == 4, vectorPacked = vector && bits != 4;
-        var vectorTables = vector4 ? Vector4BitTables(codec) : null;
-        var unpack = vectorPacked ? UnpackControls.For(bits) : default;
-        var configs = vectorPacked && bits is 5 or 6 ? VectorEncoders(codec) : null;
-        Span<byte> tail = stackalloc byte[UnpackControls.TailBytes];
-        for (int r = 0; r < rowCount; r++)
+        private readonly NxfpCodec _codec;
+        private readonly ReadOnlySpan<float> _scaleTable;
+        private readonly int _bits, _bytesPerBlock, _scaleBits, _formatShift, _levelShift, _scaleMask, _formatMask, _levelMask;
+        private readonly int _lastFormat, _lastLevel, _levelCount, _nanWord;
+        private readonly bool _vector4, _vectorPacked;
+        private readonly (Vector256<float> Low, Vector256<float> High)[]? _vectorTables;
+        private readonly UnpackControls _unpack;
+        private readonly VectorConfig[]? _configs;
+        private readonly Span<byte> _codes, _tail; // scratch: one block of codes; a zero-padded copy of a last block
+
+        public Dequantizer(NxfpCodec codec, bool vector, Span<byte> codes, Span<byte> tail)
         {
-            Span<float> row = destination.Slice(r * cols, cols);
-            for (int j = 0; j < nb; j++)
+            _codec = codec;
+            _scaleTable = codec.Scale.DecodeTable;
+            _bits = codec.ElementBits;
+            _bytesPerBlock = codec.BytesPerBlock;
+            _scaleBits = codec.ScaleBits;
+            _formatShift = codec.ScaleBits;
+            _levelShift = codec.ScaleBits + codec.FormatSelectorBits;
+            _scaleMask = (1 << codec.ScaleBits) - 1;
+            _formatMask = (1 << codec.FormatSelectorBits) - 1;
+            _levelMask = (1 << codec.LevelSelectorBits) - 1;
+            _lastFormat = codec.Formats.Length - 1;
+            _lastLevel = codec.LevelCount - 1;
+            _levelCount = codec.LevelCount;
+            _nanWord = codec.NaNWord;
+            _vector4 = vector && _bits == 4;
+            _vectorPacked = vector && _bits != 4;
+            _vectorTables = _vector4 ? Vector4BitTables(codec) : null;
+            _unpack = _vectorPacked ? UnpackControls.For(_bits) : default;
+            _configs = _vectorPacked && _bits is 5 or 6 ? VectorEncoders(codec) : null;
+            _codes = codes;
+            _tail = tail;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void DequantizeBlock(int word, scoped ReadOnlySpan<byte> blocks, int offset, scoped Span<float> destination)
+        {
+            float scale = _scaleTable[word & _scaleMask];
+            int f = Math.Min((word >> _formatShift) & _formatMask, _lastFormat);
+            int l = Math.Min((word >> _levelShift) & _levelMask, _lastLevel);
+            int k = f * _levelCount + l;
+            ReadOnlySpan<byte> packed = blocks.Slice(offset, _bytesPerBlock);
+            if (word == _nanWord)
             {
-                int word = codec.ReadWord(scales, r * nb + j);
-                float scale = scaleTable[word & scaleMask];
-                int f = Math.Min((word >> codec.ScaleBits) & fMask, lastFormat);
-                int l = Math.Min((word >> (codec.ScaleBits + codec.FormatSelectorBits)) & lMask, lastLevel);
-                int k = f * levelCount + l;
-                ReadOnlySpan<byte> packed = blocks.Slice((r * nb + j) * bpb, bpb);
-                int start = j * B, count = Math.Min(B, cols - start);
-                Span<float> target = count == B ? row.Slice(start, B) : values;
-                if (word == nanWord)
-                {
-                    BlockPacking.Unpack(packed, bits, codes);
-                    if (NxfpBlock.IsNaNBlock(codec, word, codes))
-                        scale = float.NaN;
-                }
-                if (vector4)
-                    Packed4Vector.Dequantize32(vectorTables![k].Low, vectorTables[k].High, packed, scale, target);
-                else if (vectorPacked)
-                {
-                    // The vector unpack reads 16 bytes at the start of each group of 8 codes: past the end of the
-                    // block, so the last blocks of the buffer go through a zero-padded copy.
-                    int offset = (r * nb + j) * bpb;
-                    ReadOnlySpan<byte> window = offset + UnpackControls.ReadBytes(bits) <= blocks.Length ? blocks[offset..] : tail;
-                    if (window == tail)
-                        packed.CopyTo(tail);
-                    DequantizeBlockVector(unpack, bits, codec.DecodeTableArray(k), configs?[k].TableParts, window, scale, target);
-                }
+                BlockPacking.Unpack(packed, _bits, _codes);
+                if (NxfpBlock.IsNaNBlock(_codec, word, _codes))
+                    scale = float.NaN;
+            }
+            if (_vector4)
+                Packed4Vector.Dequantize32(_vectorTables![k].Low, _vectorTables[k].High, packed, scale, destination);
+            else if (_vectorPacked)
+            {
+                // The vector unpack reads 16 bytes at the start of each group of 8 codes: past the end of the block,
+                // so the last blocks of the buffer go through a zero-padded copy.
+                ReadOnlySpan<byte> window = offset + UnpackControls.ReadBytes(_bits) <= blocks.Length ? blocks[offset..] : _tail;
+                if (window == _tail)
+                    packed.CopyTo(_tail);
+                DequantizeBlockVector(_unpack, _bits, _codec.DecodeTableArray(k), _configs?[k].TableParts, window, scale, destination);
+            }
+            else
+            {
+                ReadOnlySpan<float> table = _codec.DecodeTableArray(k);
+                if (_bits == 8)
+                    packed.CopyTo(_codes);
                 else
-                {
-                    ReadOnlySpan<float> table = codec.DecodeTableArray(k);
-                    if (bits == 8)
-                        packed.CopyTo(codes);
-                    else
-                        BlockPacking.Unpack(packed, bits, codes);
-                    for (int i = 0; i < B; i++)
-                        target[i] = table[codes[i]] * scale;
-                }
-                if (count != B)
-                    values[..count].CopyTo(row[start..]);
+                    BlockPacking.Unpack(packed, _bits, _codes);
+                for (int i = 0; i < B; i++)
+                    destination[i] = table[_codes[i]] * scale;
             }
         }
     }
