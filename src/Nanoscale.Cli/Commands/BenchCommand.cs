@@ -27,42 +27,33 @@ internal static class BenchCommand
             var list = FormatSpec.SplitList(parse.GetValue(formats)!);
             foreach (var f in list) Nanoscale.Codecs.CodecRegistry.Create(f); // fail early on a bad spec
 
-            string? sample = null;
-            var path = parse.GetValue(model);
-            if (path is null)
+            using var sample = parse.GetValue(model) is null ? TemporaryFolder.Create("nanoscale-bench-sample") : null;
+            if (sample is not null)
             {
-                sample = Path.Combine(Path.GetTempPath(), "nanoscale-bench-sample-" + Guid.NewGuid().ToString("N")[..8]);
                 context.Log("bench: no MODEL given; generating a Llama-shaped BF16 sample (dim 1024, 4 layers)");
-                SampleCheckpoint.Write(sample, new SampleOptions { Dim = 1024, HiddenDim = 2816, Layers = 4, Heads = 16, KvHeads = 4, VocabSize = 4096 });
-                path = sample;
+                SampleCheckpoint.Write(sample.Path, new SampleOptions { Dim = 1024, HiddenDim = 2816, Layers = 4, Heads = 16, KvHeads = 4, VocabSize = 4096 });
             }
-            try
-            {
-                using var source = CheckpointLoader.Open(path);
-                var results = new List<BenchResult>();
-                foreach (var f in list)
-                    foreach (var t in threadCounts)
-                    {
-                        context.Cancellation.ThrowIfCancellationRequested();
-                        var r = CodecBench.Run(source, f, t, parse.GetValue(repeats), cancellationToken: context.Cancellation);
-                        context.Log($"bench: {r.Format} × {t} thread(s): encode {r.EncodeGBps:0.00} GB/s, decode {r.DecodeGBps:0.00} GB/s");
-                        results.Add(r);
-                    }
-                if (context.Json) return new { model = path, generated = sample is not null, results };
-                var table = new Table().Border(TableBorder.Simple).AddColumns("format", "threads", "bpw", "encode GB/s", "decode GB/s");
-                for (int i = 1; i < 5; i++) table.Columns[i].RightAligned();
-                foreach (var r in results)
-                    table.AddRow(Markup.Escape(r.Format), r.Threads.ToString(), Units.G(r.BitsPerWeight, "0.###"), Units.G(r.EncodeGBps, "0.00"), Units.G(r.DecodeGBps, "0.00"));
-                var console = Terminal.Out;
-                console.Write(table);
-                console.MarkupLine(Markup.Escape($"GB/s of source bytes ({Units.Bytes(results[0].SourceBytes)} in {source.Tensors.Count(TensorSelection.Default.Selects)} tensors), " +
-                                                 "encode through ITensorCodec.Encode, decode by row tiles as the runtime does; best of the runs."));
-                return null;
-            }
-            finally
-            {
-                if (sample is not null) Directory.Delete(sample, recursive: true);
-            }
+            var path = parse.GetValue(model) ?? sample!.Path;
+            using var source = CheckpointLoader.Open(path);
+            var results = new List<BenchResult>();
+            foreach (var f in list)
+                foreach (var t in threadCounts)
+                {
+                    context.Cancellation.ThrowIfCancellationRequested();
+                    var r = CodecBench.Run(source, f, t, parse.GetValue(repeats), cancellationToken: context.Cancellation);
+                    context.Log($"bench: {r.Format} × {t} thread(s): encode {r.EncodeGBps:0.00} GB/s, decode {r.DecodeGBps:0.00} GB/s");
+                    results.Add(r);
+                }
+            if (context.Json) return new { model = path, generated = sample is not null, results };
+            var table = new Table().Border(TableBorder.Simple).AddColumns("format", "threads", "bpw", "encode GB/s", "decode GB/s");
+            for (int i = 1; i < 5; i++) table.Columns[i].RightAligned();
+            foreach (var r in results)
+                table.AddRow(Markup.Escape(r.Format), r.Threads.ToString(), Units.G(r.BitsPerWeight, "0.###"), Units.G(r.EncodeGBps, "0.00"), Units.G(r.DecodeGBps, "0.00"));
+            var console = Terminal.Out;
+            console.Write(table);
+            console.MarkupLine(Markup.Escape($"GB/s of source bytes ({Units.Bytes(results[0].SourceBytes)} in {source.Tensors.Count(TensorSelection.Default.Selects)} tensors), " +
+                                             "encode through ITensorCodec.Encode, decode by row tiles as the runtime does; best of the runs."));
+            return null;
         }));
         return command;
     }

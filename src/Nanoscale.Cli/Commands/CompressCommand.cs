@@ -56,20 +56,11 @@ internal static class CompressCommand
                 },
             };
             var progress = new ProgressSink();
-            var report = Compressor.Compress(source, outPath, options, progress, context.Cancellation);
+            var result = CompressionRun.Run(source, outPath, options, measureError: !parse.GetValue(noError), progress, context.Cancellation);
             progress.Finish();
-
-            IReadOnlyList<(string Name, ErrorMetrics Error)> errors = [];
-            if (!parse.GetValue(noError))
-            {
-                context.Log("measuring weight error from the written file ...");
-                using var written = CompressedCheckpoint.Open(outPath);
-                errors = ErrorMetrics.Compare(source, written, context.Cancellation);
-            }
-            var byName = errors.ToDictionary(e => e.Name, e => e.Error);
-            var totalError = errors.Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
-            if (context.Json) return ToJson(report, byName, errors.Count > 0 ? totalError : null);
-            Render(report, byName, errors.Count > 0 ? totalError : null);
+            var byName = result.Errors.ToDictionary(e => e.Name, e => e.Error);
+            if (context.Json) return ToJson(result.Report, byName, result.TotalError);
+            Render(result.Report, byName, result.TotalError);
             return null;
         }));
         return command;

@@ -24,60 +24,55 @@ internal static class DemoCommand
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var keep = parse.GetValue(outDir);
-            var folder = keep ?? Path.Combine(Path.GetTempPath(), "nanoscale-demo-" + Guid.NewGuid().ToString("N")[..8]);
-            try
-            {
-                var options = new SampleOptions();
-                context.Log($"demo: writing a sample Llama-shaped model ({Units.Count(SampleCheckpoint.ParameterCount(options))} parameters, " +
-                            $"{options.DType}) to {folder}");
-                SampleCheckpoint.Write(folder, options, context.Cancellation);
-                int threadCount = parse.GetValue(threads);
-                var report = InspectCommand.Run(folder, new InspectOptions { Parallelism = new(threadCount) }, context);
-                if (!context.Json) InspectCommand.Render(report);
+            using var temporary = keep is null ? TemporaryFolder.Create("nanoscale-demo") : null;
+            var folder = keep ?? temporary!.Path;
+            var options = new SampleOptions();
+            context.Log($"demo: writing a sample Llama-shaped model ({Units.Count(SampleCheckpoint.ParameterCount(options))} parameters, " +
+                        $"{options.DType}) to {folder}");
+            SampleCheckpoint.Write(folder, options, context.Cancellation);
+            int threadCount = parse.GetValue(threads);
+            var report = InspectCommand.Run(folder, new InspectOptions { Parallelism = new(threadCount) }, context);
+            if (!context.Json) InspectCommand.Render(report);
 
-                // Compress with MXFP4 and decompress again: the file round trip every user relies on.
-                var compressed = Path.Combine(folder, "model.mxfp4.safetensors");
-                var restored = Path.Combine(folder, "model.restored.safetensors");
-                context.Log("demo: compress --format mxfp4, then decompress");
-                CompressReport compressReport;
-                using (var source = CheckpointLoader.Open(folder))
-                    compressReport = Compressor.Compress(source, compressed, new CompressOptions
-                    {
-                        Codec = CodecRegistry.Create("mxfp4"),
-                        EncodeOptions = new EncodeOptions { Parallelism = new(threadCount) },
-                    }, null, context.Cancellation);
-                using (var input = CompressedCheckpoint.Open(compressed))
-                    Decompressor.Decompress(input, restored, cancellationToken: context.Cancellation);
+            // Compress with MXFP4 and decompress again: the file round trip every user relies on.
+            var compressed = Path.Combine(folder, "model.mxfp4.safetensors");
+            var restored = Path.Combine(folder, "model.restored.safetensors");
+            context.Log("demo: compress --format mxfp4, then decompress");
+            CompressReport compressReport;
+            using (var source = CheckpointLoader.Open(folder))
+                compressReport = CompressionRun.Run(source, compressed, new CompressOptions
+                {
+                    Codec = CodecRegistry.Create("mxfp4"),
+                    EncodeOptions = new EncodeOptions { Parallelism = new(threadCount) },
+                }, measureError: false, cancellationToken: context.Cancellation).Report;
+            using (var input = CompressedCheckpoint.Open(compressed))
+                Decompressor.Decompress(input, restored, cancellationToken: context.Cancellation);
 
-                // Every format on the same footing: bpw from the stored bytes and weight error from decoding them.
-                var formats = DemoFormats.Where(f => CodecRegistry.Names.Contains(f.Split(':')[0])).ToList();
-                context.Log($"demo: sweep {string.Join(", ", formats)}");
-                var rows = Sweep.Run(folder, formats, null, new EvalOptions { TextPath = "", Parallelism = new(threadCount) },
-                    cancellationToken: context.Cancellation);
-                var chart = Path.GetFullPath(keep is null ? "nanoscale-demo-sweep.png" : Path.Combine(folder, "sweep.png"));
-                RateDistortionChart.Save(rows, "sample Llama-shaped model (weights)", chart);
+            // Every format on the same footing: bpw from the stored bytes and weight error from decoding them.
+            var formats = DemoFormats.Where(f => CodecRegistry.Names.Contains(f.Split(':')[0])).ToList();
+            context.Log($"demo: sweep {string.Join(", ", formats)}");
+            var rows = Sweep.Run(folder, formats, null, new EvalOptions { TextPath = "", Parallelism = new(threadCount) },
+                cancellationToken: context.Cancellation);
+            // Nothing lands in the current folder: the chart goes beside the kept sample, or to the system's temporary folder.
+            var chart = Path.GetFullPath(Path.Combine(keep ?? Path.GetTempPath(), keep is null ? "nanoscale-demo-sweep.png" : "sweep.png"));
+            RateDistortionChart.Save(rows, "sample Llama-shaped model (weights)", chart);
 
-                if (context.Json)
-                    return new
-                    {
-                        sample = folder,
-                        kept = keep is not null,
-                        inspect = InspectCommand.ToJson(report),
-                        compress = new { format = compressReport.Format, bits_per_weight = compressReport.EncodedBitsPerWeight, bytes = compressReport.OutputFileBytes },
-                        sweep = rows.Select(r => new { format = r.Format, bits_per_weight = r.BitsPerWeight, sqnr_db = r.Error?.SqnrDb }),
-                        chart,
-                    };
-                SweepCommand.Render(rows);
-                context.Log($"demo: chart {chart}");
-                context.Log(keep is null
-                    ? "demo: done (sample removed; pass --out DIR to keep it and try `nanoscale inspect DIR`)"
-                    : $"demo: done; the sample model, its MXFP4 checkpoint and the chart are in {folder}");
-                return null;
-            }
-            finally
-            {
-                if (keep is null && Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
-            }
+            if (context.Json)
+                return new
+                {
+                    sample = folder,
+                    kept = keep is not null,
+                    inspect = InspectCommand.ToJson(report),
+                    compress = new { format = compressReport.Format, bits_per_weight = compressReport.EncodedBitsPerWeight, bytes = compressReport.OutputFileBytes },
+                    sweep = rows.Select(r => new { format = r.Format, bits_per_weight = r.BitsPerWeight, sqnr_db = r.Error?.SqnrDb }),
+                    chart,
+                };
+            SweepCommand.Render(rows);
+            context.Log($"demo: chart {chart}");
+            context.Log(keep is null
+                ? "demo: done (sample removed; pass --out DIR to keep it and try `nanoscale inspect DIR`)"
+                : $"demo: done; the sample model, its MXFP4 checkpoint and the chart are in {folder}");
+            return null;
         }));
         return command;
     }

@@ -3,7 +3,6 @@ using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Spectre.Console;
 using Nanoscale.Runtime;
-using Nanoscale.Codecs;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -24,13 +23,13 @@ internal static class GenerateCommand
             var path = parse.GetValue(model)!;
             int count = parse.GetValue(tokens);
             if (count < 1) throw new ArgumentException("--tokens must be at least 1");
-            using var checkpoint = CompressedCheckpoint.Open(path);
-            var config = checkpoint.Config ?? throw new ArgumentException($"{path} does not describe a model architecture");
-            var tok = TokenizerLoader.Resolve(parse.GetValue(tokenizer), path, config);
-            using var weights = new CompressedWeightSource(checkpoint);
-            int threadCount = parse.GetValue(threads);
-            var llama = LlamaModel.Load(config, weights, new RuntimeOptions { Parallelism = new(threadCount) }, path);
-            var result = Generation.Greedy(llama, tok, parse.GetValue(prompt)!, Math.Min(count, config.MaxSeqLen - 1), context.Cancellation);
+            using var loaded = LoadedModel.Open(path, new ModelLoadOptions
+            {
+                TokenizerPath = parse.GetValue(tokenizer),
+                Parallelism = new(parse.GetValue(threads)),
+            });
+            var result = Generation.Greedy(loaded.Model, loaded.Tokenizer, parse.GetValue(prompt)!, Math.Min(count, loaded.Config.MaxSeqLen - 1),
+                context.Cancellation);
             if (context.Json) return new { text = result.Text, tokens = result.Tokens, prompt_tokens = result.PromptTokens, stopped_at_end = result.StoppedAtEnd };
             Terminal.Out.WriteLine(result.Text);
             return null;

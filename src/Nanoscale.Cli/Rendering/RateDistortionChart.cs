@@ -1,4 +1,5 @@
 using Nanoscale.Pipeline;
+using Nanoscale.IO;
 
 namespace Nanoscale.Cli.Rendering;
 
@@ -32,8 +33,8 @@ internal static class RateDistortionChart
         plot.Title(title);
         plot.XLabel("bits per weight (stored bytes, scales included)");
         plot.YLabel(perplexity ? "perplexity (lower is better)" : "weight SQNR, dB (higher is better)");
-        var temporary = path + ".partial.png";
-        plot.SavePng(temporary, 900, 560);
-        File.Move(temporary, path, overwrite: true);
+        using var temporary = TemporaryFile.Beside(path, "partial.png");
+        plot.SavePng(temporary.Path, 900, 560);
+        temporary.MoveTo(path);
     }
 }

@@ -5,16 +5,8 @@ public static class AtomicFile
 {
     public static void WriteAllText(string path, string contents)
     {
-        var temporary = $"{path}.{Guid.NewGuid():N}.partial";
-        try
-        {
-            File.WriteAllText(temporary, contents);
-            File.Move(temporary, path, overwrite: true);
-        }
-        catch
-        {
-            try { File.Delete(temporary); } catch (IOException) { }
-            throw;
-        }
+        using var temporary = TemporaryFile.Beside(path);
+        File.WriteAllText(temporary.Path, contents);
+        temporary.MoveTo(path);
     }
 }

@@ -30,56 +30,48 @@ public sealed class GgufWriter(string path)
 
     public void Commit()
     {
-        var temporary = $"{path}.{Guid.NewGuid():N}.partial";
-        try
+        using var temporary = TemporaryFile.Beside(path);
+        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
         {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
+            w.Write(0x46554747u);
+            w.Write(3u);
+            w.Write((ulong)_tensors.Count);
+            w.Write((ulong)_metadata.Count);
+            foreach (var (key, value) in _metadata)
             {
-                var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
-                w.Write(0x46554747u);
-                w.Write(3u);
-                w.Write((ulong)_tensors.Count);
-                w.Write((ulong)_metadata.Count);
-                foreach (var (key, value) in _metadata)
-                {
-                    WriteString(w, key);
-                    WriteValue(w, value);
-                }
-                long offset = 0;
-                var offsets = new List<long>();
-                foreach (var (name, dtype, shape, _) in _tensors)
-                {
-                    WriteString(w, name);
-                    w.Write((uint)shape.Length);
-                    foreach (var d in shape.Reverse()) w.Write((ulong)d);
-                    w.Write(dtype switch { DType.F32 => 0u, DType.F16 => 1u, _ => 30u });
-                    w.Write((ulong)offset);
-                    offsets.Add(offset);
-                    offset = Align(offset + TensorShape.ElementCount(shape) * dtype.ElementSize());
-                }
-                w.Flush();
-                Pad(stream);
-                long dataStart = stream.Position;
-                for (int i = 0; i < _tensors.Count; i++)
-                {
-                    var (name, dtype, shape, write) = _tensors[i];
-                    stream.Position = dataStart + offsets[i];
-                    long before = stream.Position;
-                    write(stream);
-                    long expected = TensorShape.ElementCount(shape) * dtype.ElementSize();
-                    if (stream.Position - before != expected)
-                        throw new InvalidOperationException($"{path}: {name} wrote {stream.Position - before} bytes, expected {expected}");
-                    Pad(stream);
-                }
-                stream.Flush(flushToDisk: true);
+                WriteString(w, key);
+                WriteValue(w, value);
             }
-            File.Move(temporary, path, overwrite: true);
+            long offset = 0;
+            var offsets = new List<long>();
+            foreach (var (name, dtype, shape, _) in _tensors)
+            {
+                WriteString(w, name);
+                w.Write((uint)shape.Length);
+                foreach (var d in shape.Reverse()) w.Write((ulong)d);
+                w.Write(dtype switch { DType.F32 => 0u, DType.F16 => 1u, _ => 30u });
+                w.Write((ulong)offset);
+                offsets.Add(offset);
+                offset = Align(offset + TensorShape.ElementCount(shape) * dtype.ElementSize());
+            }
+            w.Flush();
+            Pad(stream);
+            long dataStart = stream.Position;
+            for (int i = 0; i < _tensors.Count; i++)
+            {
+                var (name, dtype, shape, write) = _tensors[i];
+                stream.Position = dataStart + offsets[i];
+                long before = stream.Position;
+                write(stream);
+                long expected = TensorShape.ElementCount(shape) * dtype.ElementSize();
+                if (stream.Position - before != expected)
+                    throw new InvalidOperationException($"{path}: {name} wrote {stream.Position - before} bytes, expected {expected}");
+                Pad(stream);
+            }
+            stream.Flush(flushToDisk: true);
         }
-        catch
-        {
-            try { File.Delete(temporary); } catch (IOException) { }
-            throw;
-        }
+        temporary.MoveTo(path);
     }
 
     private static long Align(long offset) => (offset + Alignment - 1) / Alignment * Alignment;

@@ -61,36 +61,26 @@ public sealed class SafetensorsWriter
     public void Commit(CancellationToken cancellationToken = default)
     {
         var header = BuildHeader();
-        var folder = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
-        Directory.CreateDirectory(folder);
-        var temporary = System.IO.Path.Combine(folder, $".{System.IO.Path.GetFileName(Path)}.{Guid.NewGuid():N}.partial");
-        try
+        using var temporary = TemporaryFile.Beside(Path);
+        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
         {
-            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            Span<byte> prefix = stackalloc byte[8];
+            BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+            stream.Write(prefix);
+            stream.Write(header);
+            foreach (var tensor in _tensors)
             {
-                Span<byte> prefix = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-                stream.Write(prefix);
-                stream.Write(header);
-                foreach (var tensor in _tensors)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    long before = stream.Position;
-                    tensor.WriteData(stream);
-                    long written = stream.Position - before;
-                    if (written != tensor.ByteLength)
-                        throw new InvalidOperationException(
-                            $"{Path}: {tensor.Name} wrote {written} bytes but {tensor.DType} × [{string.Join(", ", tensor.Shape)}] needs {tensor.ByteLength}");
-                }
-                stream.Flush(flushToDisk: true);
+                cancellationToken.ThrowIfCancellationRequested();
+                long before = stream.Position;
+                tensor.WriteData(stream);
+                long written = stream.Position - before;
+                if (written != tensor.ByteLength)
+                    throw new InvalidOperationException(
+                        $"{Path}: {tensor.Name} wrote {written} bytes but {tensor.DType} × [{string.Join(", ", tensor.Shape)}] needs {tensor.ByteLength}");
             }
-            File.Move(temporary, Path, overwrite: true);
+            stream.Flush(flushToDisk: true);
         }
-        catch
-        {
-            TryDelete(temporary);
-            throw;
-        }
+        temporary.MoveTo(Path);
     }
 
     private byte[] BuildHeader()
@@ -151,11 +141,6 @@ public sealed class SafetensorsWriter
             }
         }
         return json.Append('"');
-    }
-
-    private static void TryDelete(string path)
-    {
-        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 
     /// <summary>Writes <paramref name="source"/> back unchanged: same metadata, tensors and order.</summary>

@@ -24,28 +24,40 @@ public sealed record CalibrationOptions
 /// </summary>
 public static class Calibration
 {
-    /// <summary>Opens the model and its tokenizer (given, or found beside the model) and collects on the text file.</summary>
+    /// <summary>Opens the model (plain or compressed) and its tokenizer (given, or found beside the model) and collects
+    /// the Hessians of its linear weights on the text file.</summary>
+    /// <exception cref="CheckpointFormatException">The checkpoint describes no architecture, so it cannot be run.</exception>
     public static CalibrationSet Collect(string modelPath, string textPath, string? tokenizerPath, CalibrationOptions options,
         IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
-        using var checkpoint = CheckpointLoader.Open(modelPath);
-        var config = checkpoint.Config
-            ?? throw new CheckpointFormatException(checkpoint.Path, "config", null,
-                "--calib needs a runnable model (llama2.c header or config.json); without one, caldera uses H = I");
-        var tokenizer = TokenizerLoader.Resolve(tokenizerPath, modelPath, config);
-        return Collect(checkpoint, tokenizer, File.ReadAllText(textPath), options, textPath, progress, cancellationToken);
+        if (options.Tokens < 2) throw new ArgumentOutOfRangeException(nameof(options), "calibration needs at least 2 tokens");
+        var text = File.ReadAllText(textPath);
+        RecordingWeightSource? recording = null;
+        LoadedModel loaded;
+        try
+        {
+            loaded = LoadedModel.Open(modelPath, new ModelLoadOptions
+            {
+                TokenizerPath = tokenizerPath,
+                Parallelism = options.Parallelism,
+                WrapWeights = (config, weights) => recording = new RecordingWeightSource(weights, config.Layers),
+            });
+        }
+        catch (CheckpointFormatException e) when (e.Where == "config")
+        {
+            throw new CheckpointFormatException(e.File, "config", null,
+                "calibration needs a runnable model (llama2.c header or config.json); without calibration, caldera uses H = I", e);
+        }
+        using (loaded)
+            return Run(loaded, recording!, text, options, textPath, progress, cancellationToken);
     }
 
-    /// <summary>Collects the Hessians of the model in <paramref name="checkpoint"/> (plain weights) on <paramref name="text"/>.</summary>
-    public static CalibrationSet Collect(ICheckpoint checkpoint, ITokenizer tokenizer, string text, CalibrationOptions options,
-        string source = "text", IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+    private static CalibrationSet Run(LoadedModel loaded, RecordingWeightSource recording, string text, CalibrationOptions options,
+        string source, IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken)
     {
-        var config = checkpoint.Config
-            ?? throw new CheckpointFormatException(checkpoint.Path, "config", null, "calibration needs a runnable model (no llama2.c header or config.json)");
-        if (options.Tokens < 2) throw new ArgumentOutOfRangeException(nameof(options), "calibration needs at least 2 tokens");
-        var recording = new RecordingWeightSource(new CheckpointWeightSource(checkpoint), config.Layers);
-        var runtime = new RuntimeOptions { Parallelism = options.Parallelism };
-        var model = LlamaModel.Load(config, recording, runtime, checkpoint.Path);
+        var config = loaded.Config;
+        var model = loaded.Model;
+        var tokenizer = loaded.Tokenizer;
 
         // Enough characters for the requested tokens (llama2.c vocabularies average well under 16 characters a token).
         long characters = Math.Min(text.Length, 16L * options.Tokens + 1024);

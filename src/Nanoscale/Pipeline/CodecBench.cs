@@ -41,48 +41,42 @@ public static class CodecBench
         long storedBytes = encoded.Sum(e => e.Encoded.Parts.Sum(p => (long)p.Data.Length));
 
         // Decode from a real container, as eval does: row tiles spread over the threads.
-        var path = Path.Combine(workFolder ?? Path.GetTempPath(), $"nanoscale-bench-{Guid.NewGuid():N}.safetensors");
-        try
+        using var file = TemporaryFile.In(workFolder, "nanoscale-bench", ".safetensors");
+        string path = file.Path;
+        var writer = new SafetensorsWriter(path);
+        var entries = new List<KeyValuePair<string, CompressedLayout.Entry>>();
+        foreach (var (t, e) in encoded)
         {
-            var writer = new SafetensorsWriter(path);
-            var entries = new List<KeyValuePair<string, CompressedLayout.Entry>>();
-            foreach (var (t, e) in encoded)
-            {
-                foreach (var p in e.Parts) writer.Add($"{t.Name}.{p.Suffix}", p.DType, p.Shape, p.Data);
-                entries.Add(new(t.Name, new CompressedLayout.Entry(codec.Spec, t.DType, t.Shape, e.Parts.Select(p => p.Suffix).ToList(),
-                    e.Parameters ?? new Dictionary<string, string>())));
-            }
-            writer.AddMetadata(CompressedLayout.TensorsKey, CompressedLayout.SerializeEntries(entries)).Commit(cancellationToken);
-            encoded.Clear();
+            foreach (var p in e.Parts) writer.Add($"{t.Name}.{p.Suffix}", p.DType, p.Shape, p.Data);
+            entries.Add(new(t.Name, new CompressedLayout.Entry(codec.Spec, t.DType, t.Shape, e.Parts.Select(p => p.Suffix).ToList(),
+                e.Parameters ?? new Dictionary<string, string>())));
+        }
+        writer.AddMetadata(CompressedLayout.TensorsKey, CompressedLayout.SerializeEntries(entries)).Commit(cancellationToken);
+        encoded.Clear();
 
-            using var container = CompressedCheckpoint.Open(path);
-            double decodeSeconds = double.MaxValue;
-            for (int r = -1; r < repeats; r++)
-            {
-                var clock = Stopwatch.StartNew();
-                foreach (var tensor in container.Tensors)
-                {
-                    using var decoder = container.OpenDecoder(tensor);
-                    var stored = tensor.Encoded!;
-                    int columns = checked((int)stored.Columns);
-                    int rowsPerTile = Math.Max(1, (1 << 16) / Math.Max(1, columns));
-                    int tiles = (int)((stored.Rows + rowsPerTile - 1) / rowsPerTile);
-                    options.Parallelism.ForEach(tiles, () => new float[rowsPerTile * columns], (tile, buffer) =>
-                    {
-                        cancellationToken.ThrowIfCancellationRequested();
-                        long first = (long)tile * rowsPerTile;
-                        int count = (int)Math.Min(rowsPerTile, stored.Rows - first);
-                        decoder.ReadRows(first, count, buffer.AsSpan(0, count * columns));
-                    });
-                }
-                if (r >= 0) decodeSeconds = Math.Min(decodeSeconds, clock.Elapsed.TotalSeconds);
-            }
-            return new BenchResult(codec.Spec, threads, sourceBytes, weights, sourceBytes / encodeSeconds / 1e9,
-                sourceBytes / decodeSeconds / 1e9, 8.0 * storedBytes / weights);
-        }
-        finally
+        using var container = CompressedCheckpoint.Open(path);
+        double decodeSeconds = double.MaxValue;
+        for (int r = -1; r < repeats; r++)
         {
-            try { File.Delete(path); } catch (IOException) { }
+            var clock = Stopwatch.StartNew();
+            foreach (var tensor in container.Tensors)
+            {
+                using var decoder = container.OpenDecoder(tensor);
+                var stored = tensor.Encoded!;
+                int columns = checked((int)stored.Columns);
+                int rowsPerTile = Math.Max(1, (1 << 16) / Math.Max(1, columns));
+                int tiles = (int)((stored.Rows + rowsPerTile - 1) / rowsPerTile);
+                options.Parallelism.ForEach(tiles, () => new float[rowsPerTile * columns], (tile, buffer) =>
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    long first = (long)tile * rowsPerTile;
+                    int count = (int)Math.Min(rowsPerTile, stored.Rows - first);
+                    decoder.ReadRows(first, count, buffer.AsSpan(0, count * columns));
+                });
+            }
+            if (r >= 0) decodeSeconds = Math.Min(decodeSeconds, clock.Elapsed.TotalSeconds);
         }
+        return new BenchResult(codec.Spec, threads, sourceBytes, weights, sourceBytes / encodeSeconds / 1e9,
+            sourceBytes / decodeSeconds / 1e9, 8.0 * storedBytes / weights);
     }
 }

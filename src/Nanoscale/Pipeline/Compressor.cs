@@ -49,15 +49,13 @@ public static class Compressor
             throw new ArgumentException($"{source.Path} is already a compressed checkpoint; decompress it first");
         var clock = Stopwatch.StartNew();
         var selected = source.Tensors.Where(options.Selection.Selects).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
-        var folder = Path.GetDirectoryName(Path.GetFullPath(output))!;
-        Directory.CreateDirectory(folder);
-        var spillPath = Path.Combine(folder, $".{Path.GetFileName(output)}.{Guid.NewGuid():N}.spill");
+        using var spillFile = TemporaryFile.Beside(output, "spill");
         var reports = new List<CompressedTensorReport>();
         var entries = new List<KeyValuePair<string, CompressedLayout.Entry>>();
         var names = source.Tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         try
         {
-            using var spill = new FileStream(spillPath, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
+            using var spill = new FileStream(spillFile.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
             var writer = new SafetensorsWriter(output).AddMetadata(source.Metadata)
                 .AddMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
                 .AddMetadata(CompressedLayout.FormatKey, options.Codec.Spec);

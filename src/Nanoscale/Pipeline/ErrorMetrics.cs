@@ -32,12 +32,14 @@ public sealed record ErrorMetrics(long Count, double SquaredError, double Square
 
     /// <summary>Error of every encoded tensor of <paramref name="compressed"/> against <paramref name="source"/>, decoded from the stored bytes.</summary>
     public static IReadOnlyList<(string Name, ErrorMetrics Error)> Compare(ICheckpoint source, CompressedCheckpoint compressed,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, IProgress<PipelineProgress>? progress = null)
     {
         var results = new List<(string, ErrorMetrics)>();
-        foreach (var tensor in compressed.Tensors.Where(t => t.Encoded is not null))
+        var encoded = compressed.Tensors.Where(t => t.Encoded is not null).ToList();
+        foreach (var tensor in encoded)
         {
             cancellationToken.ThrowIfCancellationRequested();
+            progress?.Report(new PipelineProgress("measure", tensor.Name, results.Count, encoded.Count, "tensors"));
             var original = source.Find(tensor.Name) ?? throw new ArgumentException($"{source.Path} has no tensor {tensor.Name}");
             using var view = source.Map(original);
             using var decoder = compressed.OpenDecoder(tensor);
@@ -56,6 +58,7 @@ public sealed record ErrorMetrics(long Count, double SquaredError, double Square
             }
             results.Add((tensor.Name, total));
         }
+        progress?.Report(new PipelineProgress("measure", null, results.Count, encoded.Count, "tensors"));
         return results;
     }
 }

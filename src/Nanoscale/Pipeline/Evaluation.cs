@@ -70,45 +70,34 @@ public static class Evaluation
     {
         var clock = Stopwatch.StartNew();
         var text = File.ReadAllText(options.TextPath);
-        string? temporary = null;
-        TimeSpan compressTime = TimeSpan.Zero;
+        // The tokenizer is the one beside the model given, also when the weights evaluated are a temporary compressed copy.
+        string? tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(modelPath);
+        TemporaryFile? temporary = null;
         try
         {
             string evaluated = modelPath;
+            ErrorMetrics? error = null;
+            TimeSpan compressTime = TimeSpan.Zero;
             if (options.Format is { } format)
             {
                 var codec = CodecRegistry.Create(format);
                 var calibration = options.ResolveCalibration(modelPath, cancellationToken);
-                var folder = options.WorkFolder ?? Path.GetTempPath();
-                temporary = Path.Combine(folder, $"nanoscale-eval-{Guid.NewGuid():N}.safetensors");
                 using var source = CheckpointLoader.Open(modelPath);
                 if (source.Config is null)
                     throw new CheckpointFormatException(source.Path, "config", null, "the checkpoint does not describe a model architecture, so it cannot be run");
-                Compressor.Compress(source, temporary, new CompressOptions
+                (var result, temporary) = CompressionRun.RunTemporary(source, options.WorkFolder, new CompressOptions
                 {
                     Codec = codec,
                     Selection = options.Selection,
                     EncodeOptions = new EncodeOptions { Parallelism = options.Parallelism, Calibration = calibration },
-                }, progress, cancellationToken);
+                }, measureError: true, progress, cancellationToken);
+                error = result.TotalError;
                 compressTime = clock.Elapsed;
-                evaluated = temporary;
+                evaluated = temporary.Path;
             }
 
-            using var compressed = CompressedCheckpoint.Open(evaluated);
-            var config = compressed.Config ?? throw new CheckpointFormatException(evaluated, "config", null,
-                "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config)");
-            ErrorMetrics? error = null;
-            if (options.Format is not null && compressed.IsCompressed)
-            {
-                using var source = CheckpointLoader.Open(modelPath);
-                error = ErrorMetrics.Compare(source, compressed, cancellationToken).Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
-            }
-
-            var tokenizer = TokenizerLoader.Resolve(options.TokenizerPath, modelPath, config);
-            var runtime = new RuntimeOptions { Parallelism = options.Parallelism };
-            using var weights = new CompressedWeightSource(compressed);
-            var model = LlamaModel.Load(config, weights, runtime, evaluated);
-            var perplexity = Runtime.Perplexity.Evaluate(model, tokenizer, text,
+            using var loaded = LoadedModel.Open(evaluated, new ModelLoadOptions { TokenizerPath = tokenizerPath, Parallelism = options.Parallelism });
+            var perplexity = Runtime.Perplexity.Evaluate(loaded.Model, loaded.Tokenizer, text,
                 new PerplexityOptions { ContextLength = options.ContextLength },
                 progress is null ? null : new Progress<PerplexityProgress>(p =>
                     progress.Report(new PipelineProgress("eval", null, p.PredictedTokens, p.TotalPredictedTokens, "tokens"))),
@@ -116,6 +105,7 @@ public static class Evaluation
 
             // The weights a codec applies to: the encoded ones, or for a plain model the ones it would encode.
             var selection = options.Selection;
+            var compressed = loaded.Checkpoint;
             var weighed = compressed.Tensors.Where(t => t.Encoded is not null || selection.Selects(t.Plain!)).ToList();
             double bpw = 8.0 * weighed.Sum(t => t.StoredBytes) / Math.Max(1, weighed.Sum(t => t.ElementCount));
             return new EvalReport(modelPath, options.Format ?? compressed.Format ?? "original", bpw,
@@ -123,12 +113,7 @@ public static class Evaluation
         }
         finally
         {
-            if (temporary is not null) TryDelete(temporary);
+            temporary?.Dispose();
         }
-    }
-
-    private static void TryDelete(string path)
-    {
-        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 }

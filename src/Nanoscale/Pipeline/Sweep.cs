@@ -60,23 +60,15 @@ public static class Sweep
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
-        var temporary = Path.Combine(options.WorkFolder ?? Path.GetTempPath(), $"nanoscale-sweep-{Guid.NewGuid():N}.safetensors");
-        try
+        var codec = CodecRegistry.Create(format);
+        var (result, file) = CompressionRun.RunTemporary(source, options.WorkFolder, new CompressOptions
         {
-            var codec = CodecRegistry.Create(format);
-            var report = Compressor.Compress(source, temporary, new CompressOptions
-            {
-                Codec = codec,
-                Selection = options.Selection,
-                EncodeOptions = new EncodeOptions { Parallelism = options.Parallelism, Calibration = options.Calibration },
-            }, progress, cancellationToken);
-            using var written = CompressedCheckpoint.Open(temporary);
-            var error = ErrorMetrics.Compare(source, written, cancellationToken).Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
-            return new SweepRow(format, report.EncodedBitsPerWeight, report.Tensors.Sum(t => t.StoredBytes), error, null, clock.Elapsed);
-        }
-        finally
-        {
-            try { File.Delete(temporary); } catch (IOException) { }
-        }
+            Codec = codec,
+            Selection = options.Selection,
+            EncodeOptions = new EncodeOptions { Parallelism = options.Parallelism, Calibration = options.Calibration },
+        }, measureError: true, progress, cancellationToken);
+        using (file)
+            return new SweepRow(format, result.Report.EncodedBitsPerWeight, result.Report.Tensors.Sum(t => t.StoredBytes),
+                result.TotalError ?? ErrorMetrics.Zero, null, clock.Elapsed);
     }
 }

@@ -1,0 +1,81 @@
+using Nanoscale.Codecs;
+using Nanoscale.IO;
+using Nanoscale.Runtime;
+using Nanoscale.Tensors;
+
+namespace Nanoscale.Pipeline;
+
+/// <summary>How a model is opened to run (<see cref="LoadedModel.Open"/>).</summary>
+public sealed record ModelLoadOptions
+{
+    /// <summary>Tokenizer file; null: the one beside the model (<see cref="TokenizerLoader.FindBeside"/>).</summary>
+    public string? TokenizerPath { get; init; }
+
+    /// <summary>Threads of the forward pass (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
+
+    /// <summary>Wraps the weight source before the model is built (calibration records the products' inputs this way).</summary>
+    internal Func<ModelConfig, IWeightSource, IWeightSource>? WrapWeights { get; init; }
+}
+
+/// <summary>
+/// The one model loader: a checkpoint of any kind Nanoscale reads, plain or compressed, opened as a runnable Llama
+/// model with its configuration and tokenizer. Encoded tensors stay encoded and are decoded a tile of rows at a time
+/// inside each product (<see cref="CompressedWeightSource"/>). Disposing closes the files.
+/// </summary>
+public sealed class LoadedModel : IDisposable
+{
+    private readonly CompressedWeightSource _weights;
+
+    private LoadedModel(string path, CompressedCheckpoint checkpoint, CompressedWeightSource weights, LlamaModel model, ITokenizer tokenizer)
+    {
+        Path = path;
+        Checkpoint = checkpoint;
+        _weights = weights;
+        Model = model;
+        Tokenizer = tokenizer;
+    }
+
+    /// <summary>The file or folder the model was opened from.</summary>
+    public string Path { get; }
+
+    /// <summary>The checkpoint, as its logical tensors.</summary>
+    public CompressedCheckpoint Checkpoint { get; }
+
+    public LlamaModel Model { get; }
+
+    public ModelConfig Config => Model.Config;
+
+    public ITokenizer Tokenizer { get; }
+
+    /// <exception cref="CheckpointFormatException">The checkpoint describes no architecture, or a tensor does not fit it.</exception>
+    /// <exception cref="FileNotFoundException">No tokenizer was given and none is beside the model.</exception>
+    public static LoadedModel Open(string path, ModelLoadOptions? options = null)
+    {
+        options ??= new ModelLoadOptions();
+        var checkpoint = CompressedCheckpoint.Open(path);
+        CompressedWeightSource? weights = null;
+        try
+        {
+            var config = checkpoint.Config ?? throw new CheckpointFormatException(path, "config", null,
+                "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config), so it cannot be run");
+            var tokenizer = TokenizerLoader.Resolve(options.TokenizerPath, path, config);
+            weights = new CompressedWeightSource(checkpoint);
+            IWeightSource source = options.WrapWeights is { } wrap ? wrap(config, weights) : weights;
+            var model = LlamaModel.Load(config, source, new RuntimeOptions { Parallelism = options.Parallelism }, path);
+            return new LoadedModel(path, checkpoint, weights, model, tokenizer);
+        }
+        catch
+        {
+            weights?.Dispose();
+            checkpoint.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        _weights.Dispose();
+        Checkpoint.Dispose();
+    }
+}
