@@ -4,6 +4,7 @@ using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Spectre.Console;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -22,7 +23,7 @@ internal static class BenchCommand
         {
             var threadCounts = (parse.GetValue(threads) ?? $"1,{Environment.ProcessorCount}")
                 .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
-                .Select(t => int.TryParse(t, out var n) && n > 0 ? n : throw new ArgumentException($"--threads: '{t}' is not a positive integer"))
+                .Select(t => int.TryParse(t, out var n) && n > 0 ? n : throw new InvalidOptionException("--threads", $"'{t}' is not a positive integer"))
                 .Distinct().ToList();
             var list = FormatSpec.SplitList(parse.GetValue(formats)!);
             foreach (var f in list) Nanoscale.Codecs.CodecRegistry.Create(f); // fail early on a bad spec

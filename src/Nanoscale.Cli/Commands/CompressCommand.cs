@@ -35,7 +35,7 @@ internal static class CompressCommand
             var outPath = parse.GetValue(output)!;
             using var source = CheckpointLoader.Open(parse.GetValue(model)!);
             if (Path.GetFullPath(outPath) == Path.GetFullPath(source.Path))
-                throw new ArgumentException("the output would overwrite the input");
+                throw new InvalidOptionException("--output", "it would overwrite the input");
             LowRank.CalibrationSet? calibration = null;
             if (parse.GetValue(calib) is { } calibPath)
             {

@@ -22,7 +22,7 @@ internal static class DecompressCommand
             var outPath = parse.GetValue(output)!;
             using var compressed = CompressedCheckpoint.Open(parse.GetValue(input)!);
             if (Path.GetFullPath(outPath) == Path.GetFullPath(compressed.Container.Path))
-                throw new ArgumentException("the output would overwrite the input");
+                throw new InvalidOptionException("--output", "it would overwrite the input");
             DType? target = parse.GetValue(dtype) switch { "bf16" => DType.BF16, "f16" => DType.F16, "f32" => DType.F32, _ => null };
             var progress = new ProgressSink();
             Decompressor.Decompress(compressed, outPath, new DecompressOptions { DType = target }, progress, context.Cancellation);

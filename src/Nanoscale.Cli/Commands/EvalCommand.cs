@@ -2,6 +2,7 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Spectre.Console;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -39,7 +40,7 @@ internal static class EvalCommand
                 CalibrationPath = parse.GetValue(calib),
                 CalibrationTokens = parse.GetValue(calibTokens),
             };
-            if (options.ContextLength is < 2) throw new ArgumentException("--ctx must be at least 2");
+            if (options.ContextLength is < 2) throw new InvalidOptionException("--ctx", "must be at least 2");
             var progress = new ProgressSink();
             var report = Evaluation.Evaluate(parse.GetValue(model)!, options, progress, context.Cancellation);
             progress.Finish();

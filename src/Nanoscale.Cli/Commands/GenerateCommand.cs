@@ -3,6 +3,7 @@ using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Spectre.Console;
 using Nanoscale.Runtime;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -22,7 +23,7 @@ internal static class GenerateCommand
         {
             var path = parse.GetValue(model)!;
             int count = parse.GetValue(tokens);
-            if (count < 1) throw new ArgumentException("--tokens must be at least 1");
+            if (count < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
             using var loaded = LoadedModel.Open(path, new ModelLoadOptions
             {
                 TokenizerPath = parse.GetValue(tokenizer),

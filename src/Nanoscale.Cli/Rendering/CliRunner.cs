@@ -1,6 +1,8 @@
 using System.CommandLine;
 using System.Text.Json;
-using Nanoscale.IO;
+using Nanoscale.Codecs;
+using Nanoscale.Tensors;
+using Nanoscale.Pipeline;
 
 namespace Nanoscale.Cli.Rendering;
 
@@ -66,12 +68,15 @@ internal static class CliRunner
             if (asJson && result is not null) Console.Out.WriteLine(JsonSerializer.Serialize(result, Json.Options));
             return 0;
         }
-        catch (Exception e) when (IsUserFacing(e))
+        catch (Exception e)
         {
-            var reason = e is OperationCanceledException ? "cancelled" : OneLine(e.Message);
-            Console.Error.WriteLine($"error: {reason}");
-            if (asJson) Console.Out.WriteLine(JsonSerializer.Serialize(new { error = reason }, Json.Options));
-            return 1;
+            var failure = Failure.Of(e);
+            foreach (var line in failure.StandardError) Console.Error.WriteLine(line);
+            if (asJson)
+                Console.Out.WriteLine(failure.IsBug
+                    ? JsonSerializer.Serialize(new { error = failure.Reason, bug = true }, Json.Options)
+                    : JsonSerializer.Serialize(new { error = failure.Reason }, Json.Options));
+            return failure.ExitCode;
         }
         finally
         {
@@ -79,9 +84,53 @@ internal static class CliRunner
         }
     }
 
+    /// <summary>
+    /// What the user sees when a verb fails. Errors about the input (the library's documented set, SPEC §15) and about
+    /// the machine (files, permissions, cancellation): one line, exit code 1. Anything else is a bug: the line, the whole
+    /// trace and a request to report it, exit code 2.
+    /// </summary>
+    internal sealed record Failure(int ExitCode, string Reason, IReadOnlyList<string> StandardError, bool IsBug)
+    {
+        public static Failure Of(Exception e)
+        {
+            if (IsUserFacing(e))
+            {
+                var reason = e is OperationCanceledException ? "cancelled" : OneLine(WithFlags(e));
+                return new Failure(1, reason, [$"error: {reason}"], false);
+            }
+            var bug = $"internal error ({e.GetType().Name}): {OneLine(e.Message)}";
+            return new Failure(2, bug, [$"error: {bug}", e.ToString(),
+                "This is a bug in Nanoscale, not a problem with your input. Please report it with the command line and the lines above."], true);
+        }
+    }
+
     private static bool IsUserFacing(Exception e) =>
-        e is CheckpointFormatException or IOException or UnauthorizedAccessException or ArgumentException
-            or FormatException or NotSupportedException or OperationCanceledException or InvalidOperationException;
+        e is NanoscaleException or IOException or UnauthorizedAccessException or OperationCanceledException;
+
+    /// <summary>The library names its options (<c>EncodeOptions.AllowNonFinite</c>); the user knows them as flags.</summary>
+    internal static readonly IReadOnlyDictionary<string, string> Flags = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        [EncodeOptions.AllowNonFiniteName] = "--allow-nonfinite",
+        ["TensorSelection.Include"] = "--include",
+        ["TensorSelection.Exclude"] = "--exclude",
+        [ModelLoadOptions.TokenizerPathName] = "--tokenizer",
+        ["DecompressOptions.DType"] = "--dtype",
+        ["InspectOptions.EstimateFormats"] = "--estimate",
+        ["CalibrationOptions.Tokens"] = "--calib-tokens",
+        ["caldera rank"] = "--format caldera:rank",
+        ["prompt"] = "--prompt",
+    };
+
+    /// <summary>The message with the library's option names put as the flags that set them.</summary>
+    private static string WithFlags(Exception e)
+    {
+        string message = e.Message;
+        if (e is InvalidOptionException invalid && Flags.TryGetValue(invalid.Option!, out var flag))
+            return $"{flag}: {invalid.Problem}";
+        if (e is NanoscaleException { Option: { } option } && Flags.TryGetValue(option, out flag))
+            message = message.Replace(option, flag, StringComparison.Ordinal);
+        return message;
+    }
 
     private static string OneLine(string message) => message.ReplaceLineEndings(" ").Trim();
 }

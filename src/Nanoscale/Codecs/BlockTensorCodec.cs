@@ -31,11 +31,11 @@ public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fals
     {
         var tensor = source.Tensor;
         long rows = tensor.Rows, colsLong = tensor.Columns;
-        if (colsLong > int.MaxValue) throw new ArgumentException($"{tensor.Name}: rows of {colsLong} elements are too long");
+        if (colsLong > int.MaxValue) throw new InputException($"{tensor.Name}: rows of {colsLong} elements are too long");
         int cols = (int)colsLong, blocksPerRow = Codec.BlocksPerRow(cols);
         long blockBytes = rows * blocksPerRow * Codec.BytesPerBlock, scaleBytes = rows * blocksPerRow * Codec.ScaleBytesPerBlock;
         if (blockBytes > Array.MaxLength || scaleBytes > Array.MaxLength)
-            throw new ArgumentException($"{tensor.Name}: encoded parts over 2 GiB are not supported yet");
+            throw new InputException($"{tensor.Name}: encoded parts over 2 GiB are not supported yet");
         var formatOptions = new CodecOptions
         {
             NonFinite = options.AllowNonFinite ? NonFinitePolicy.PassThrough : NonFinitePolicy.Throw,
@@ -79,9 +79,8 @@ public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fals
         }
         catch (NonFiniteValueException e)
         {
-            throw new InvalidDataException(
-                $"{tensor.Name}: element {e.ElementIndex} is {e.Value}; a checkpoint with non-finite weights is broken " +
-                "(pass --allow-nonfinite to store such blocks as NaN)", e);
+            throw e.In(tensor.Name, option: EncodeOptions.AllowNonFiniteName,
+                remedy: $"use {EncodeOptions.AllowNonFiniteName} to store such blocks as NaN");
         }
     }
 
@@ -153,6 +152,14 @@ public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fals
                     throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset, $"expected {_tensorData.Length} bytes, found {part.ByteLength}");
                 using var view = stored.Map("tensor_data");
                 view.Bytes.CopyTo(_tensorData);
+                try
+                {
+                    _codec.Dequantize([], [], _tensorData, 0, _cols, SingleThread, []); // checks the tensor data (NVFP4: a finite scale ≥ 0)
+                }
+                catch (ArgumentException e)
+                {
+                    throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset, e.Message, e);
+                }
             }
             if (!owner.EntropyCoded)
             {

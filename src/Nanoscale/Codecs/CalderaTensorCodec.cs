@@ -4,6 +4,7 @@ using System.Numerics.Tensors;
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.LowRank;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Codecs;
 
@@ -69,18 +70,18 @@ public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : IT
     {
         var tensor = source.Tensor;
         if (tensor.Shape.Length != 2 || tensor.Shape[0] > int.MaxValue || tensor.Shape[1] > int.MaxValue || tensor.ElementCount > Array.MaxLength)
-            throw new ArgumentException($"{tensor.Name}: caldera applies to 2-D weights, found [{string.Join(", ", tensor.Shape)}]");
+            throw new InputException($"{tensor.Name}: caldera applies to 2-D weights, found [{string.Join(", ", tensor.Shape)}]");
         int rows = (int)tensor.Shape[0], cols = (int)tensor.Shape[1];
         if (Options.Rank > Math.Min(rows, cols))
-            throw new ArgumentException($"{tensor.Name}: rank {Options.Rank} exceeds min(rows, cols) = {Math.Min(rows, cols)} of [{rows}, {cols}]");
+            throw new InvalidOptionException("caldera rank", $"{tensor.Name}: rank {Options.Rank} exceeds min(rows, cols) = {Math.Min(rows, cols)} of [{rows}, {cols}]");
         var clock = Stopwatch.StartNew();
         var weights = source.ToFloatArray();
         for (int i = 0; i < weights.Length; i++)
             if (!float.IsFinite(weights[i]))
-                throw new InvalidDataException($"{tensor.Name}: element {i} is {weights[i]}; caldera cannot fit non-finite weights");
+                throw new NonFiniteValueException(i, weights[i]).In(tensor.Name, option: "", remedy: "caldera cannot fit non-finite weights");
         var hessian = options.Calibration?.Find(tensor.Name);
         if (hessian is not null && hessian.Size != cols)
-            throw new ArgumentException($"{tensor.Name}: the calibration Hessian is {hessian.Size}×{hessian.Size}, the weight has {cols} columns");
+            throw new InputException($"{tensor.Name}: the calibration Hessian is {hessian.Size}×{hessian.Size}, the weight has {cols} columns");
         hessian ??= Hessian.Identity(cols);
         var fitted = weights;
         if (Options.Hadamard)

@@ -50,7 +50,8 @@ public sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
             if (!options.AllowNonFinite)
                 for (int i = 0; i < span.Length; i++)
                     if (!float.IsFinite(span[i]))
-                        throw new InvalidDataException($"{tensor.Name}: element {first + i} is {span[i]}; a checkpoint with non-finite weights is broken");
+                        throw new NonFiniteValueException(first + i, span[i]).In(tensor.Name, option: EncodeOptions.AllowNonFiniteName,
+                            remedy: $"use {EncodeOptions.AllowNonFiniteName} to store such values as they are");
             TensorData.FromFloat(span, Target, data.AsSpan((int)(first * Target.ElementSize()), span.Length * Target.ElementSize()));
         }
         return new EncodedTensor([new EncodedPart("data", Target, tensor.Shape, data)]);

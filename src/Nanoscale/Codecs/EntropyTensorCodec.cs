@@ -1,3 +1,4 @@
+using System.Globalization;
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Lossless;
@@ -33,11 +34,33 @@ public sealed class EntropyTensorCodec : ITensorCodec, ICodec
             new FormatOption("taper", "0", [], "mantissa bits dropped per binade beyond the window (0 = uniform)"),
             new FormatOption("width", "2", [], "binades each side of the centre that keep all bits"),
             new FormatOption("center", "", [], "biased exponent of the centre (default: each tensor's most frequent)"),
-        ], (_, canonical) => VariablePrecision(canonical)),
+        ], (spec, canonical) => new EntropyTensorCodec(canonical, PrecisionOptions(spec))),
     ];
 
-    /// <summary>A variable-precision codec from a canonical <c>vp:…</c> spec string.</summary>
-    public static EntropyTensorCodec VariablePrecision(string spec) => new(spec, VariablePrecisionOptions.Parse(spec));
+    /// <summary>The variable-precision options a (validated) <c>vp</c> spec names: every value a non-negative integer;
+    /// ranges that depend on the dtype are checked when a tensor is rounded.</summary>
+    private static VariablePrecisionOptions PrecisionOptions(FormatSpec spec)
+    {
+        int? Value(string key)
+        {
+            if (spec[key] is not { } text) return null;
+            return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out int value)
+                ? value
+                : throw new FormatSpecException(spec.ToString(), $"'{key}' needs a non-negative integer value, found '{text}'");
+        }
+        var defaults = new VariablePrecisionOptions();
+        return defaults with
+        {
+            MantissaBits = Value("mant") ?? defaults.MantissaBits,
+            ExponentFloor = Value("floor") ?? defaults.ExponentFloor,
+            TaperBitsPerBinade = Value("taper") ?? defaults.TaperBitsPerBinade,
+            TaperWidth = Value("width") ?? defaults.TaperWidth,
+            TaperCenter = Value("center"),
+        };
+    }
+
+    /// <summary>The options of a <c>vp</c> codec (null for <c>lossless</c>).</summary>
+    internal VariablePrecisionOptions? Precision => _precision;
 
     public string Spec { get; }
 
@@ -47,7 +70,7 @@ public sealed class EntropyTensorCodec : ITensorCodec, ICodec
     {
         var tensor = source.Tensor;
         if (tensor.ByteLength > Array.MaxLength)
-            throw new ArgumentException($"{tensor.Name}: tensors over 2 GiB are not supported by {Spec} yet");
+            throw new InputException($"{tensor.Name}: tensors over 2 GiB are not supported by {Spec} yet");
         cancellationToken.ThrowIfCancellationRequested();
         var lossless = LosslessOptions.Default with { Parallelism = options.Parallelism };
         byte[] coded;
@@ -58,7 +81,7 @@ public sealed class EntropyTensorCodec : ITensorCodec, ICodec
         else
         {
             if (tensor.DType is not (DType.BF16 or DType.F16 or DType.F32))
-                throw new ArgumentException($"{tensor.Name}: {Spec} applies to BF16, F16 and F32 tensors, not {tensor.DType}");
+                throw new InputException($"{tensor.Name}: {Spec} applies to BF16, F16 and F32 tensors, not {tensor.DType}");
             coded = Nanoscale.Lossless.VariablePrecision.Encode(source.Bytes, tensor.DType,
                 _precision with { Lossless = _precision.Lossless with { Parallelism = options.Parallelism } }, out _);
         }

@@ -20,6 +20,9 @@ public sealed record EncodeOptions
     /// <summary>Let NaN/Inf weights through (as the codec's NaN) instead of refusing the tensor (SPEC §4).</summary>
     public bool AllowNonFinite { get; init; }
 
+    /// <summary>The name of <see cref="AllowNonFinite"/> in messages.</summary>
+    public const string AllowNonFiniteName = nameof(EncodeOptions) + "." + nameof(AllowNonFinite);
+
     /// <summary>Input Hessians per weight from calibration text, for codecs that fit to activations (CALDERA, SPEC §11);
     /// codecs that round each weight on its own ignore it. Null: no calibration (such codecs then use H = I).</summary>
     public LowRank.CalibrationSet? Calibration { get; init; }
@@ -36,7 +39,8 @@ public interface ITensorCodec : ICodec
     bool IsLossless { get; }
 
     /// <summary>Encodes one tensor (rows = all axes but the last).</summary>
-    /// <exception cref="InvalidDataException">A weight cannot be encoded (e.g. NaN); the message names tensor and element.</exception>
+    /// <exception cref="NonFiniteValueException">A NaN/Inf weight; the message names tensor and element.</exception>
+    /// <exception cref="NanoscaleException">The tensor cannot be stored in this format (shape, size, dtype).</exception>
     EncodedTensor Encode(TensorView source, EncodeOptions options, CancellationToken cancellationToken = default);
 
     /// <summary>Opens the stored parts of one tensor for decoding.</summary>

@@ -1,3 +1,5 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.Formats;
 
 /// <summary>
@@ -135,7 +137,7 @@ public sealed class FormatSpec
 
 /// <summary>A format specification string that does not parse or names an unknown format, key or value.</summary>
 public sealed class FormatSpecException(string spec, string problem)
-    : FormatException($"format '{spec}': {problem}")
+    : NanoscaleException($"format '{spec}': {problem}")
 {
     public string Spec { get; } = spec;
 

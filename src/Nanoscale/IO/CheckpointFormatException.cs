@@ -1,13 +1,15 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.IO;
 
 /// <summary>
 /// A checkpoint (or coded stream) is malformed. The message always says where: the file, the tensor or header
 /// field, and the byte offset, then what was expected and what was found (STYLE §5, SPEC §15).
 /// </summary>
-public sealed class CheckpointFormatException : IOException
+public sealed class CheckpointFormatException : NanoscaleException
 {
     public CheckpointFormatException(string file, string? where, long? offset, string problem, Exception? inner = null)
-        : base(Format(file, where, offset, problem), inner)
+        : base(Format(file, where, offset, problem), inner: inner)
     {
         File = file;
         Where = where;

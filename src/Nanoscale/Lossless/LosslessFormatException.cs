@@ -1,12 +1,13 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.Lossless;
 
 /// <summary>
 /// A lossless stream is corrupt or does not match what the caller expects. The message says where: the tensor
 /// (when the caller named it), the chunk index, and the byte offset within the coded stream (STYLE §5, SPEC §15).
-/// An <see cref="IOException"/> like <see cref="Nanoscale.IO.CheckpointFormatException"/> (InvalidDataException is
-/// sealed); the container layer can wrap it with the file name.
+/// The container layer wraps it in a <c>CheckpointFormatException</c> that adds the file.
 /// </summary>
-public sealed class LosslessFormatException : IOException
+public sealed class LosslessFormatException : NanoscaleException
 {
     public LosslessFormatException(string? tensorName, int? chunkIndex, long offset, string problem)
         : base(Format(tensorName, chunkIndex, offset, problem))

@@ -33,43 +33,6 @@ public sealed record VariablePrecisionOptions
     /// <summary>Options of the lossless coder that stores the rounded tensor.</summary>
     public LosslessOptions Lossless { get; init; } = LosslessOptions.Default with { MinimumSavings = 0 };
 
-    /// <summary>Keys of the spec string, in the order <see cref="ToString"/> writes them.</summary>
-    public static IReadOnlyList<string> Keys { get; } = ["mant", "floor", "taper", "width", "center"];
-
-    /// <summary>
-    /// Parses <c>vp[:key=value[,key=value…]]</c> (SPEC §7) with keys mant (default 3), floor (0), taper (0),
-    /// width (2) and center (the tensor's modal exponent). Unknown names or keys, repeated keys and non-integers
-    /// throw <see cref="FormatException"/> listing what is valid; ranges are checked when a dtype is known (in Round).
-    /// </summary>
-    public static VariablePrecisionOptions Parse(string spec)
-    {
-        ArgumentNullException.ThrowIfNull(spec);
-        int colon = spec.IndexOf(':');
-        string name = colon < 0 ? spec : spec[..colon];
-        if (name != "vp") throw new FormatException($"'{spec}': expected the name 'vp'");
-        var options = new VariablePrecisionOptions();
-        if (colon < 0) return options;
-        var seen = new HashSet<string>();
-        foreach (var pair in spec[(colon + 1)..].Split(','))
-        {
-            int eq = pair.IndexOf('=');
-            string key = eq < 0 ? pair : pair[..eq];
-            if (!Keys.Contains(key)) throw new FormatException($"'{spec}': unknown key '{key}'; valid keys are {string.Join(", ", Keys)}");
-            if (!seen.Add(key)) throw new FormatException($"'{spec}': key '{key}' given twice");
-            if (eq < 0 || !int.TryParse(pair[(eq + 1)..], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value))
-                throw new FormatException($"'{spec}': key '{key}' needs a non-negative integer value");
-            options = key switch
-            {
-                "mant" => options with { MantissaBits = value },
-                "floor" => options with { ExponentFloor = value },
-                "taper" => options with { TaperBitsPerBinade = value },
-                "width" => options with { TaperWidth = value },
-                _ => options with { TaperCenter = value },
-            };
-        }
-        return options;
-    }
-
     /// <summary>The canonical spec string, e.g. <c>vp:mant=3</c> or <c>vp:mant=4,taper=1,width=3,center=126</c>.</summary>
     public override string ToString()
     {

@@ -30,7 +30,7 @@ public static class Calibration
     public static CalibrationSet Collect(string modelPath, string textPath, string? tokenizerPath, CalibrationOptions options,
         IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
-        if (options.Tokens < 2) throw new ArgumentOutOfRangeException(nameof(options), "calibration needs at least 2 tokens");
+        if (options.Tokens < 2) throw new InvalidOptionException("CalibrationOptions.Tokens", $"calibration needs at least 2 tokens, not {options.Tokens}");
         var text = File.ReadAllText(textPath);
         RecordingWeightSource? recording = null;
         LoadedModel loaded;
@@ -63,7 +63,7 @@ public static class Calibration
         long characters = Math.Min(text.Length, 16L * options.Tokens + 1024);
         var tokens = tokenizer.Encode(text[..(int)characters], addBos: true);
         if (tokens.Length > options.Tokens) tokens = tokens[..options.Tokens];
-        if (tokens.Length < 2) throw new ArgumentException($"{source}: the calibration text gives fewer than 2 tokens");
+        if (tokens.Length < 2) throw new InputException($"{source}: the calibration text gives fewer than 2 tokens");
 
         int ctx = Math.Max(1, options.ContextLength ?? Math.Min(config.MaxSeqLen, 2048));
         var session = model.CreateSession(ctx);

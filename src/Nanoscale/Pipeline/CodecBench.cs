@@ -20,7 +20,7 @@ public static class CodecBench
     {
         var codec = CodecRegistry.Create(format);
         var tensors = source.Tensors.Where((selection ?? TensorSelection.Default).Selects).ToList(); // the same tensors for every codec
-        if (tensors.Count == 0) throw new ArgumentException($"{source.Path} has no tensors the codec applies to");
+        if (tensors.Count == 0) throw new InputException($"{source.Path} has no tensors the codec applies to");
         long sourceBytes = tensors.Sum(t => t.ByteLength), weights = tensors.Sum(t => t.ElementCount);
         var options = new EncodeOptions { Parallelism = new Parallelism(threads) };
 

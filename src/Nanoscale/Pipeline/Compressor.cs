@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Nanoscale.IO;
 using Nanoscale.Codecs;
 using Nanoscale.Tensors;
+using Nanoscale.Formats;
 
 namespace Nanoscale.Pipeline;
 
@@ -46,7 +47,7 @@ public static class Compressor
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         if (CompressedLayout.ReadEntries(source) is { Count: > 0 })
-            throw new ArgumentException($"{source.Path} is already a compressed checkpoint; decompress it first");
+            throw new InputException($"{source.Path} is already a compressed checkpoint; decompress it first");
         var clock = Stopwatch.StartNew();
         var selected = source.Tensors.Where(options.Selection.Selects).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         using var spillFile = TemporaryFile.Beside(output, "spill");
@@ -81,7 +82,7 @@ public static class Compressor
                     {
                         var partName = $"{tensor.Name}.{part.Suffix}";
                         if (names.Contains(partName))
-                            throw new ArgumentException($"{source.Path}: cannot encode {tensor.Name}: the source already has a tensor named {partName}");
+                            throw new InputException($"{source.Path}: cannot encode {tensor.Name}: the source already has a tensor named {partName}");
                         long offset = spill.Position;
                         spill.Write(part.Data);
                         long length = part.Data.Length;
@@ -99,10 +100,10 @@ public static class Compressor
             writer.Commit(cancellationToken);
             return new CompressReport(output, options.Codec.Spec, reports, total, new FileInfo(output).Length, clock.Elapsed);
         }
-        catch (InvalidDataException e)
+        catch (NonFiniteValueException e) when (e.File is null)
         {
             // Codecs name the tensor and element; add the file so the message says where.
-            throw new InvalidDataException($"{source.Path}: {e.Message}", e);
+            throw e.In(file: source.Path);
         }
     }
 

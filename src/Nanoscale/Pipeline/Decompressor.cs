@@ -22,7 +22,7 @@ public static class Decompressor
     {
         options ??= new DecompressOptions();
         if (options.DType is { } d && d is not (DType.F32 or DType.BF16 or DType.F16))
-            throw new ArgumentException($"--dtype must be f32, bf16 or f16, not {d}");
+            throw new InvalidOptionException("DecompressOptions.DType", $"must be F32, BF16 or F16, not {d}");
         var writer = new SafetensorsWriter(output).AddMetadata(input.SourceMetadata);
         long total = input.Tensors.Count, done = 0;
         foreach (var tensor in input.Tensors)

@@ -1,5 +1,6 @@
 using Nanoscale.IO;
 using Nanoscale.Codecs;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
@@ -40,7 +41,7 @@ public sealed record ErrorMetrics(long Count, double SquaredError, double Square
         {
             cancellationToken.ThrowIfCancellationRequested();
             progress?.Report(new PipelineProgress("measure", tensor.Name, results.Count, encoded.Count, "tensors"));
-            var original = source.Find(tensor.Name) ?? throw new ArgumentException($"{source.Path} has no tensor {tensor.Name}");
+            var original = source.Find(tensor.Name) ?? throw new InputException($"{source.Path} has no tensor {tensor.Name} to compare with");
             using var view = source.Map(original);
             using var decoder = compressed.OpenDecoder(tensor);
             var stored = tensor.Encoded!;

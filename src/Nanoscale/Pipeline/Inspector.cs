@@ -91,7 +91,7 @@ public static class Inspector
                     t => (long)Math.Round(block.Codec.BitsPerWeight(t.Rows, t.Columns) * t.ElementCount / 8), // whole bytes by construction
                 _ => null, // coded sizes depend on the data: measure them with `sweep`
             };
-            if (stored is null) throw new ArgumentException($"{format}: only casts and block formats have a size estimate; use sweep to measure {format}");
+            if (stored is null) throw new InvalidOptionException("InspectOptions.EstimateFormats", $"{format}: only casts and block formats have a size estimate; use sweep to measure {format}");
             long codedBytes = selected.Sum(stored);
             estimates.Add(new SizeEstimate(codec.Spec, weights == 0 ? 0 : 8.0 * codedBytes / weights, unselectedBytes + codedBytes));
         }

@@ -11,6 +11,9 @@ public sealed record ModelLoadOptions
     /// <summary>Tokenizer file; null: the one beside the model (<see cref="TokenizerLoader.FindBeside"/>).</summary>
     public string? TokenizerPath { get; init; }
 
+    /// <summary>The name of <see cref="TokenizerPath"/> in messages.</summary>
+    public const string TokenizerPathName = nameof(ModelLoadOptions) + "." + nameof(TokenizerPath);
+
     /// <summary>Threads of the forward pass (default: every core).</summary>
     public Parallelism Parallelism { get; init; }
 
@@ -59,7 +62,10 @@ public sealed class LoadedModel : IDisposable
         {
             var config = checkpoint.Config ?? throw new CheckpointFormatException(path, "config", null,
                 "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config), so it cannot be run");
-            var tokenizer = TokenizerLoader.Resolve(options.TokenizerPath, path, config);
+            var tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(path) ?? throw new InputException(
+                $"no tokenizer found beside {path} (tokenizer.model, tokenizer.bin or a single tok*.bin); give one with {ModelLoadOptions.TokenizerPathName}",
+                ModelLoadOptions.TokenizerPathName);
+            var tokenizer = TokenizerLoader.Open(tokenizerPath, config.VocabSize);
             weights = new CompressedWeightSource(checkpoint);
             IWeightSource source = options.WrapWeights is { } wrap ? wrap(config, weights) : weights;
             var model = LlamaModel.Load(config, source, new RuntimeOptions { Parallelism = options.Parallelism }, path);

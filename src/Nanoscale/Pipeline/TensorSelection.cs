@@ -24,8 +24,8 @@ public sealed class TensorSelection
     /// <param name="everything">Select every non-empty tensor, whatever its dtype (lossless coding), instead of the linear weights.</param>
     public TensorSelection(string? include = null, string? exclude = null, bool everything = false)
     {
-        _include = Compile(include, "--include");
-        _exclude = Compile(exclude, "--exclude");
+        _include = Compile(include, "TensorSelection.Include");
+        _exclude = Compile(exclude, "TensorSelection.Exclude");
         _everything = everything;
     }
 
@@ -49,6 +49,6 @@ public sealed class TensorSelection
     {
         if (string.IsNullOrEmpty(pattern)) return null;
         try { return new Regex(pattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1)); }
-        catch (ArgumentException e) { throw new ArgumentException($"{option} \"{pattern}\" is not a valid regular expression: {e.Message}", e); }
+        catch (ArgumentException e) { throw new InvalidOptionException(option, $"\"{pattern}\" is not a valid regular expression: {e.Message}", e); }
     }
 }

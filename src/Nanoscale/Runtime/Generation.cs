@@ -1,3 +1,5 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.Runtime;
 
 /// <summary>A generated sequence: the prompt's tokens then the new ones, and its text.</summary>
@@ -22,10 +24,10 @@ public static class Generation
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         int[] promptTokens = tokenizer.Encode(prompt ?? "", addBos: tokenizer.BosId is not null);
         if (promptTokens.Length == 0)
-            throw new ArgumentException("the prompt is empty and the tokenizer has no BOS token to start from", nameof(prompt));
+            throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
         int capacity = Math.Min(model.Config.MaxSeqLen, promptTokens.Length + maxNewTokens);
         if (promptTokens.Length > capacity)
-            throw new ArgumentException($"the prompt has {promptTokens.Length} tokens; the model holds {model.Config.MaxSeqLen}", nameof(prompt));
+            throw new InvalidOptionException("prompt", $"it has {promptTokens.Length} tokens; the model holds {model.Config.MaxSeqLen}");
 
         InferenceSession session = model.CreateSession(Math.Max(1, capacity));
         var tokens = new List<int>(promptTokens);

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Runtime;
 
@@ -109,7 +110,7 @@ public static class Perplexity
             ArrayPool<float>.Shared.Return(logits);
         }
         if (predicted == 0)
-            throw new InvalidOperationException("the text has no token to predict (every document is empty or a single token)");
+            throw new InputException("the text has no token to predict (every document is empty or a single token)");
         double mean = nllSum / predicted;
         return new PerplexityResult(mean, Math.Exp(mean), predicted, scoredDocuments, windowsDone, context, clock.Elapsed);
     }

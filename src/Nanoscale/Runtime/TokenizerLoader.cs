@@ -1,4 +1,4 @@
-using Nanoscale.IO;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Runtime;
 
@@ -13,7 +13,7 @@ public static class TokenizerLoader
         return extension switch
         {
             ".model" => SentencePieceModelTokenizer.Load(path),
-            ".json" => throw new NotSupportedException(
+            ".json" => throw new InputException(
                 $"{path}: Hugging Face tokenizer.json files are not supported yet (SentencePiece .model and llama2.c tokenizer.bin files are)"),
             _ => Llama2cTokenizer.Load(path, vocabSize),
         };
@@ -31,13 +31,5 @@ public static class TokenizerLoader
             if (File.Exists(Path.Combine(folder, name))) return Path.Combine(folder, name);
         var candidates = Directory.GetFiles(folder, "tok*.bin");
         return candidates.Length == 1 ? candidates[0] : null;
-    }
-
-    /// <summary>The explicit tokenizer, or the one beside the model; a clear error when neither exists.</summary>
-    public static ITokenizer Resolve(string? explicitPath, string modelPath, ModelConfig config)
-    {
-        var path = explicitPath ?? FindBeside(modelPath)
-            ?? throw new FileNotFoundException($"no tokenizer found beside {modelPath}; pass --tokenizer FILE");
-        return Open(path, config.VocabSize);
     }
 }

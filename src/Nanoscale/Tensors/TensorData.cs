@@ -57,7 +57,7 @@ public static class TensorData
                 for (int i = 0; i < destination.Length; i++) destination[i] = source[i];
                 break;
             default:
-                throw new NotSupportedException($"conversion of {dtype} to float32 is not supported");
+                throw new InputException($"reading {dtype} tensors as float32 is not supported yet");
         }
     }
 

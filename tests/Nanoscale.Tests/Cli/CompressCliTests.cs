@@ -57,6 +57,12 @@ public class NonFiniteCliTests
         var result = CliProcess.Run("compress", source, "-f", "mxfp4", "-o", output);
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("layers.0.proj.weight: element 130 is -∞", result.Stderr.Replace("-Infinity", "-∞"));
+        // The error contract: one line that names the file and the flag that lets such weights through, no stack trace.
+        var error = Assert.Single(result.Stderr.Split('\n'), line => line.StartsWith("error:", StringComparison.Ordinal));
+        Assert.Contains(source, error);
+        Assert.Contains("use --allow-nonfinite to store such blocks as NaN", error);
+        Assert.DoesNotContain("EncodeOptions", result.Stderr);
+        Assert.DoesNotContain("   at ", result.Stderr);
         Assert.False(File.Exists(output));
         Assert.Single(Directory.GetFiles(dir.Path));
     }

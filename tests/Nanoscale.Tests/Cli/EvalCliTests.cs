@@ -44,6 +44,6 @@ public class EvalCliTests
         CliProcess.Run("compress", SharedData.Stories260K, "-f", "f16", "-o", compressed, "--no-error");
         var result = CliProcess.Run("eval", compressed, "--text", SharedData.TinyStoriesText);
         Assert.Equal(1, result.ExitCode);
-        Assert.Contains("pass --tokenizer FILE", result.Stderr);
+        Assert.Contains("give one with --tokenizer", result.Stderr);
     }
 }

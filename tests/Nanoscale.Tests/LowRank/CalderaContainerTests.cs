@@ -112,7 +112,7 @@ public class CalderaContainerTests
     {
         using var dir = new TempDir();
         using var source = CheckpointLoader.Open(SharedData.Stories260K);
-        var e = Assert.Throws<ArgumentException>(() => Compressor.Compress(source, dir.File("c.safetensors"),
+        var e = Assert.Throws<InvalidOptionException>(() => Compressor.Compress(source, dir.File("c.safetensors"),
             new CompressOptions { Codec = CodecRegistry.Create("caldera:rank=65,iters=1") }));
         Assert.Contains("rank 65 exceeds min(rows, cols) = 64", e.Message);
         Assert.Contains("model.layers.0", e.Message);

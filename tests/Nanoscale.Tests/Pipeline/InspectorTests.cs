@@ -47,7 +47,7 @@ public class InspectorTests
         var selection = new TensorSelection(include: "embed", exclude: "q_proj");
         Assert.True(selection.Selects(embed));
         Assert.False(selection.Selects(q));
-        Assert.Throws<ArgumentException>(() => new TensorSelection(include: "(unclosed"));
+        Assert.Equal("TensorSelection.Include", Assert.Throws<InvalidOptionException>(() => new TensorSelection(include: "(unclosed")).Option);
     }
 
     [Fact]
