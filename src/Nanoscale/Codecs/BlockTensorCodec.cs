@@ -12,7 +12,7 @@ namespace Nanoscale.Codecs;
 /// are far from uniform — MXFP4 scales carry ~1.5 of their 8 bits) and stored as <c>NAME.blocks.ans</c> and
 /// <c>NAME.scales.ans</c>; decoding expands them once, then proceeds as usual.
 /// </summary>
-public sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false) : ITensorCodec
+internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false) : ITensorCodec
 {
 
     /// <summary>Elements converted to float32 and quantized per step: bounds the working memory.</summary>

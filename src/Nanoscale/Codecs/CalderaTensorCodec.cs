@@ -16,7 +16,7 @@ namespace Nanoscale.Codecs;
 /// Decoding a row range: decode the rows of Q, then add <c>L[rows]·R</c> (L and R are decoded once when the tensor is
 /// opened: k·(m + n) floats).
 /// </summary>
-public sealed class CalderaTensorCodec(string spec, CalderaOptions options) : ITensorCodec, ICodec
+internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : ITensorCodec, ICodec
 {
     public string Spec { get; } = spec;
 

@@ -8,7 +8,7 @@ namespace Nanoscale.Codecs;
 /// Plain casts to <c>f32</c>, <c>bf16</c> or <c>f16</c> (round to nearest even): the baselines every format is
 /// compared against. Stored as one part, <c>NAME.data</c>, in the target dtype.
 /// </summary>
-public sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
+internal sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
 {
     private CastCodec(string spec, DType target)
     {
@@ -75,7 +75,7 @@ public sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
 }
 
 /// <summary>Helpers shared by codecs.</summary>
-public static class Codec
+internal static class Codec
 {
     /// <summary>Decodes row tiles and writes them in the tensor's original dtype (float dtypes only).</summary>
     public static void WriteAsOriginal(ITensorDecoder decoder, Stream destination, DType? as_ = null)

@@ -9,7 +9,7 @@ namespace Nanoscale.Codecs;
 /// The metadata that makes a safetensors file a Nanoscale compressed checkpoint (SPEC §8; docs/container.md).
 /// All keys live in <c>__metadata__</c> (string values), so any safetensors reader still opens the file.
 /// </summary>
-public static class CompressedLayout
+internal static class CompressedLayout
 {
     public const string VersionKey = "nanoscale.version";
 

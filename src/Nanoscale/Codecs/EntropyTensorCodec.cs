@@ -11,7 +11,7 @@ namespace Nanoscale.Codecs;
 /// <c>vp:…</c> first rounds BF16/F16/F32 mantissas to m(e) bits (variable precision, exponent floor), then codes the
 /// result the same way. Either is one part, <c>NAME.ans</c> (U8), the self-describing stream of docs/lossless.md.
 /// </summary>
-public sealed class EntropyTensorCodec : ITensorCodec, ICodec
+internal sealed class EntropyTensorCodec : ITensorCodec, ICodec
 {
     private readonly VariablePrecisionOptions? _precision;
 

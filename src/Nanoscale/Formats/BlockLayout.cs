@@ -8,7 +8,7 @@ namespace Nanoscale.Formats;
 /// when a block's metadata word takes two bytes (NxFP with more than 8 metadata bits; little-endian either way, so the
 /// bytes are the same); and <c>tensor_data</c> U8 [bytes] for formats with per-tensor data (NVFP4's FP32 tensor scale).
 /// </summary>
-public static class BlockLayout
+internal static class BlockLayout
 {
     public const string Blocks = "blocks";
     public const string Scales = "scales";

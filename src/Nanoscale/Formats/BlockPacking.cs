@@ -6,7 +6,7 @@ namespace Nanoscale.Formats;
 /// LSB-first packing of w-bit codes (SPEC §8): code i occupies bits [i·w, (i+1)·w) of a little-endian bit stream,
 /// so for w = 4 element 2j is the low nibble of byte j, and 32 six-bit codes fill 24 bytes.
 /// </summary>
-public static class BlockPacking
+internal static class BlockPacking
 {
     /// <summary>
     /// The block of <paramref name="padded"/>.Length elements starting at <paramref name="start"/> in a row: a slice

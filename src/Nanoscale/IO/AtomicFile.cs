@@ -1,7 +1,7 @@
 namespace Nanoscale.IO;
 
 /// <summary>Small files written under a temporary name and renamed, so a crash never leaves a half-written file.</summary>
-public static class AtomicFile
+internal static class AtomicFile
 {
     public static void WriteAllText(string path, string contents)
     {

@@ -10,7 +10,7 @@ namespace Nanoscale.IO;
 /// ggml types are refused by name. Llama-architecture files get Hugging Face Llama tensor names and a
 /// <see cref="ModelConfig"/> (llama.cpp's q/k rows are permuted for interleaved rotary pairs).
 /// </summary>
-public sealed class GgufFile : ICheckpoint
+internal sealed class GgufFile : ICheckpoint
 {
     private const uint Magic = 0x46554747; // "GGUF" little-endian
     private const int MaxDims = 4;         // GGML_MAX_DIMS

@@ -7,7 +7,7 @@ namespace Nanoscale.IO;
 /// Writes a GGUF v3 file with F32, F16 or BF16 tensors and typed metadata (u32, i32, f32, bool, string, and arrays of
 /// strings, f32 and i32), atomically. Values are written with the type their CLR type implies.
 /// </summary>
-public sealed class GgufWriter(string path)
+internal sealed class GgufWriter(string path)
 {
     public const int Alignment = 32;
 

@@ -3,7 +3,7 @@ using System.Text.Json;
 namespace Nanoscale.IO;
 
 /// <summary>Reads the Llama-family fields of a Hugging Face <c>config.json</c> (Llama, Mistral, Qwen2).</summary>
-public static class HuggingFaceConfig
+internal static class HuggingFaceConfig
 {
     public static readonly IReadOnlyList<string> SupportedModelTypes = ["llama", "mistral", "qwen2"];
 

@@ -10,7 +10,7 @@ namespace Nanoscale.IO;
 /// Tensors are exposed per layer under Hugging Face Llama names (see <see cref="ICheckpoint"/>), with
 /// <see cref="RopeStyle.Interleaved"/> rotary pairs, since llama2.c's q and k rows are not permuted.
 /// </summary>
-public sealed class Llama2cCheckpoint : ICheckpoint
+internal sealed class Llama2cCheckpoint : ICheckpoint
 {
     public const int HeaderBytes = 28;
 

@@ -8,7 +8,7 @@ namespace Nanoscale.IO;
 /// A single safetensors file: an 8-byte little-endian header length N, N bytes of JSON, then the data region.
 /// Every header field is validated before any tensor is trusted (SPEC §15); tensors are then mapped on demand.
 /// </summary>
-public sealed class SafetensorsFile : ICheckpoint
+internal sealed class SafetensorsFile : ICheckpoint
 {
     /// <summary>Largest header accepted, as in the reference implementation; guards against absurd allocations.</summary>
     public const int MaxHeaderBytes = 100 * 1024 * 1024;

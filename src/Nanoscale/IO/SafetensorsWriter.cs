@@ -14,7 +14,7 @@ namespace Nanoscale.IO;
 /// spaces padding it to a multiple of 8 bytes, as the reference implementation writes it; so a checkpoint read
 /// and written back unchanged is identical byte for byte.
 /// </remarks>
-public sealed class SafetensorsWriter
+internal sealed class SafetensorsWriter
 {
     private readonly List<KeyValuePair<string, string>> _metadata = [];
     private readonly List<Entry> _tensors = [];

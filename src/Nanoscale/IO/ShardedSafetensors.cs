@@ -7,7 +7,7 @@ namespace Nanoscale.IO;
 /// same folder. Every shard is opened and validated; the index must agree with what the shards contain.
 /// Optionally carries a <see cref="ModelConfig"/> from a <c>config.json</c> beside it.
 /// </summary>
-public sealed class ShardedSafetensors : ICheckpoint
+internal sealed class ShardedSafetensors : ICheckpoint
 {
     private readonly List<SafetensorsFile> _shards;
     private readonly Dictionary<string, (TensorInfo Tensor, SafetensorsFile Shard)> _byName;

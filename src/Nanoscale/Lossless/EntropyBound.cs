@@ -1,7 +1,7 @@
 namespace Nanoscale.Lossless;
 
 /// <summary>Order-0 entropy of byte histograms: the bound a static per-chunk coder is measured against (SPEC §9).</summary>
-public static class EntropyBound
+internal static class EntropyBound
 {
     /// <summary>Total Shannon information of <paramref name="count"/> symbols with these counts, in bits: n·H.</summary>
     public static double Bits(ReadOnlySpan<uint> counts, long count)

@@ -8,7 +8,7 @@ namespace Nanoscale.Lossless;
 /// (entropy-coded), round the mantissa to nearest even at <see cref="MantissaBits"/> bits, and flush values whose
 /// biased exponent field is below <see cref="ExponentFloor"/> to a signed zero.
 /// </summary>
-public sealed record VariablePrecisionOptions
+internal sealed record VariablePrecisionOptions
 {
     /// <summary>Mantissa bits kept, 0 … the dtype's mantissa width (7 for BF16, 10 for F16, 23 for F32).</summary>
     public int MantissaBits { get; init; } = 3;
@@ -49,7 +49,7 @@ public sealed record VariablePrecisionOptions
 }
 
 /// <summary>Size and error of one tensor stored as <c>vp:mant=k</c>.</summary>
-public readonly record struct VariablePrecisionReport(int MantissaBits, int ExponentFloor, int TaperBitsPerBinade, long ElementCount,
+internal readonly record struct VariablePrecisionReport(int MantissaBits, int ExponentFloor, int TaperBitsPerBinade, long ElementCount,
     long EncodedBytes, long FlushedToZero, double RelativeError)
 {
     /// <summary>Bits per weight from the coded size (header, tables and checksums included).</summary>
@@ -66,7 +66,7 @@ public readonly record struct VariablePrecisionReport(int MantissaBits, int Expo
 /// coded as before. Decoding is <see cref="LosslessCodec.Decode(ReadOnlySpan{byte}, Span{byte}, string?, LosslessOptions?)"/>
 /// and yields the rounded tensor.
 /// </summary>
-public static class VariablePrecision
+internal static class VariablePrecision
 {
     /// <summary>
     /// Rounds each element of <paramref name="source"/> (BF16, F16 or F32) to <c>MantissaBits</c> bits, nearest even,

@@ -19,7 +19,7 @@ namespace Nanoscale.LowRank;
 /// <para>Stored like a plain block tensor (<see cref="BlockLayout"/>); NVFP4's tensor scale is computed from the matrix
 /// before error feedback.</para>
 /// </remarks>
-public sealed class BlockGrid : QuantGrid
+internal sealed class BlockGrid : QuantGrid
 {
     private static readonly CodecOptions SingleThread = new() { Parallelism = Parallelism.SingleThread };
 

@@ -12,7 +12,7 @@ namespace Nanoscale.LowRank;
 /// <param name="BestIteration">1-based outer iteration that was kept.</param>
 /// <param name="IterateErrors">Relative activation-aware error of every outer iterate, in order.</param>
 /// <param name="KeptErrors">Error of the best iterate so far after each outer iteration (never increases).</param>
-public sealed record CalderaResult(
+internal sealed record CalderaResult(
     QuantizedMatrix Q, QuantizedMatrix? LTransposed, QuantizedMatrix? R, float[] Approximation,
     double RelativeError, int BestIteration, IReadOnlyList<double> IterateErrors, IReadOnlyList<double> KeptErrors);
 
@@ -31,7 +31,7 @@ public sealed record CalderaResult(
 /// Gaussian sketch of k + 8 columns, 4 power iterations with re-orthonormalisation) followed by the SVD of the small
 /// projected matrix — the top k singular triplets to working accuracy at O(m·n·k) cost.</para>
 /// </remarks>
-public static class Caldera
+internal static class Caldera
 {
     public static CalderaResult Decompose(ReadOnlySpan<float> weights, int rows, int cols, Hessian hessian, CalderaOptions options,
         CancellationToken cancellationToken = default)

@@ -3,7 +3,7 @@ using Nanoscale.Tensors;
 namespace Nanoscale.LowRank;
 
 /// <summary>What a CALDERA decomposition uses (SPEC §11); the spec string <c>caldera:rank=K,q=…,lr=…</c> builds it.</summary>
-public sealed record CalderaOptions
+internal sealed record CalderaOptions
 {
     /// <summary>k: columns of L, rows of R. 0 gives LDLQ alone (Q only).</summary>
     public int Rank { get; init; } = 16;

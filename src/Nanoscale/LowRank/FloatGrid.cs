@@ -4,7 +4,7 @@ namespace Nanoscale.LowRank;
 
 /// <summary>A cast to float32, bfloat16 or IEEE half (round to nearest even), stored as one array, <c>data</c> [rows, cols].
 /// <c>f32</c> makes the matrix full precision (LDLQ then changes nothing).</summary>
-public sealed class FloatGrid : QuantGrid
+internal sealed class FloatGrid : QuantGrid
 {
     public static readonly FloatGrid F32 = new("f32", DType.F32);
     public static readonly FloatGrid BF16 = new("bf16", DType.BF16);

@@ -8,7 +8,7 @@ namespace Nanoscale.LowRank;
 /// positive definite and its scale does not depend on the activations' magnitude.
 /// </summary>
 /// <remarks>The factorisations (Cholesky, symmetric eigendecomposition) come from MathNet.Numerics.</remarks>
-public sealed class Hessian
+internal sealed class Hessian
 {
     /// <summary>Damping added to the normalised diagonal (SPEC §11).</summary>
     public const double Damping = 1e-2;

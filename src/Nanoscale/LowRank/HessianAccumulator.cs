@@ -6,7 +6,7 @@ namespace Nanoscale.LowRank;
 /// Accumulates <c>Σ xᵀx</c> over the input rows x of a linear layer (SPEC §11) and builds <c>H = Σ xᵀx / tokens</c>.
 /// Thread-safe: products on several threads may add at once.
 /// </summary>
-public sealed class HessianAccumulator(int size)
+internal sealed class HessianAccumulator(int size)
 {
     private readonly Matrix<double> _sum = Matrix<double>.Build.Dense(size, size);
     private long _tokens;

@@ -13,7 +13,7 @@ namespace Nanoscale.LowRank;
 /// otherwise a random orthogonal matrix (thin QR of a Gaussian n × n matrix, signs fixed by R's diagonal). Both are
 /// regenerated from (n, seed) when the tensor is decoded; only the seed is stored (in the tensor's params).
 /// </remarks>
-public static class IncoherenceTransform
+internal static class IncoherenceTransform
 {
     /// <summary>The n × n orthogonal V for a seed.</summary>
     public static Matrix<double> Create(int n, int seed)

@@ -6,7 +6,7 @@ namespace Nanoscale.LowRank;
 /// <summary>A matrix rounded onto a grid: the quantizer (which holds the codes, for storing) and the values it chose.</summary>
 /// <param name="Quantizer">The rounding state; <see cref="GridQuantizer.Arrays"/> gives the stored arrays.</param>
 /// <param name="Values">The rounded matrix, rows × cols, row-major: exactly what the stored parts decode to.</param>
-public sealed record QuantizedMatrix(GridQuantizer Quantizer, float[] Values);
+internal sealed record QuantizedMatrix(GridQuantizer Quantizer, float[] Values);
 
 /// <summary>
 /// LDLQ (SPEC §11; QuIP's name for GPTQ/OPTQ's rounding): quantize a matrix column by column, in natural order, and
@@ -20,7 +20,7 @@ public sealed record QuantizedMatrix(GridQuantizer Quantizer, float[] Values);
 /// feedback runs along a row), so rows are processed in parallel; the grid's scales are chosen per group as the
 /// columns are reached (<see cref="GridQuantizer.BeginGroup"/>).
 /// </remarks>
-public static class Ldlq
+internal static class Ldlq
 {
     /// <summary>Rounds <paramref name="a"/> (rows × cols, row-major) onto <paramref name="grid"/>; with
     /// <paramref name="hessian"/> null (or the identity) this is round-to-nearest.</summary>

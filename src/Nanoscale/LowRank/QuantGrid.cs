@@ -9,7 +9,7 @@ namespace Nanoscale.LowRank;
 /// A grid also says how a rounded matrix is stored: which arrays (<see cref="GridArray"/>), by role, and how rows are
 /// decoded from them; where those arrays live is the caller's business (<see cref="IGridStore"/>).
 /// </summary>
-public abstract class QuantGrid
+internal abstract class QuantGrid
 {
     /// <summary>The grid's spec string as stored in the metadata.</summary>
     public abstract string Spec { get; }
@@ -27,7 +27,7 @@ public abstract class QuantGrid
 /// <see cref="GroupSize"/> columns (with the row's current, error-fed values of that group), then <see cref="Round"/>
 /// once per column. Rows are independent: different rows may be processed on different threads at once.
 /// </summary>
-public abstract class GridQuantizer(int rows, int cols)
+internal abstract class GridQuantizer(int rows, int cols)
 {
     public int Rows { get; } = rows;
 
@@ -48,10 +48,10 @@ public abstract class GridQuantizer(int rows, int cols)
 
 /// <summary>One stored array of a rounded matrix: its role (<c>data</c>, <c>codes</c>, <c>blocks</c>, <c>scales</c>,
 /// <c>tensor_data</c>), element type, shape and little-endian bytes.</summary>
-public sealed record GridArray(string Role, DType DType, long[] Shape, byte[] Data);
+internal sealed record GridArray(string Role, DType DType, long[] Shape, byte[] Data);
 
 /// <summary>Where a grid reads its stored arrays from.</summary>
-public interface IGridStore
+internal interface IGridStore
 {
     /// <summary>The array of a role, checked to be <paramref name="expectedBytes"/> bytes (and of
     /// <paramref name="expectedDType"/> when given); a missing or mis-sized array throws an error that says where.</summary>
@@ -59,7 +59,7 @@ public interface IGridStore
 }
 
 /// <summary>Decodes a stored grid matrix by row ranges; safe to call from several threads at once.</summary>
-public interface IGridReader : IDisposable
+internal interface IGridReader : IDisposable
 {
     void ReadRows(long firstRow, int count, Span<float> destination);
 }

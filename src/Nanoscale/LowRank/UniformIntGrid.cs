@@ -12,7 +12,7 @@ namespace Nanoscale.LowRank;
 /// Stored: <c>codes</c> U8 [rows, ceil(cols·N/8)] (two's complement codes packed LSB-first per row, as block
 /// codes are) and <c>scales</c> F32 [rows] (little-endian).
 /// </summary>
-public sealed class UniformIntGrid : QuantGrid
+internal sealed class UniformIntGrid : QuantGrid
 {
     public UniformIntGrid(int bits)
     {

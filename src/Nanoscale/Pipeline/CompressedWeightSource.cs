@@ -9,7 +9,7 @@ namespace Nanoscale.Pipeline;
 /// inside each product (<see cref="RowDecodedLinearWeight"/>), so memory stays near the compressed size; plain
 /// tensors (embeddings, norms) are read as float32. Plain checkpoints work too (then everything is dense).
 /// </summary>
-public sealed class CompressedWeightSource(CompressedCheckpoint checkpoint) : IWeightSource, IDisposable
+internal sealed class CompressedWeightSource(CompressedCheckpoint checkpoint) : IWeightSource, IDisposable
 {
     private readonly CheckpointWeightSource _plain = new(checkpoint.Container);
     private readonly List<ITensorDecoder> _decoders = [];

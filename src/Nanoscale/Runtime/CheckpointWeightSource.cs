@@ -4,7 +4,7 @@ using Nanoscale.Tensors;
 namespace Nanoscale.Runtime;
 
 /// <summary>Reads uncompressed tensors of any float dtype from a checkpoint and holds them as float32.</summary>
-public sealed class CheckpointWeightSource(ICheckpoint checkpoint) : IWeightSource
+internal sealed class CheckpointWeightSource(ICheckpoint checkpoint) : IWeightSource
 {
     public ICheckpoint Checkpoint { get; } = checkpoint ?? throw new ArgumentNullException(nameof(checkpoint));
 

@@ -1,7 +1,7 @@
 namespace Nanoscale.Runtime;
 
 /// <summary>An uncompressed float32 weight held in memory, row-major <c>[rows, columns]</c>.</summary>
-public sealed class DenseLinearWeight : ILinearWeight
+internal sealed class DenseLinearWeight : ILinearWeight
 {
     private readonly float[] _weights;
 

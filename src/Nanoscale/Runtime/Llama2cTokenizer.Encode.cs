@@ -3,7 +3,7 @@ using System.Text;
 
 namespace Nanoscale.Runtime;
 
-public sealed partial class Llama2cTokenizer
+internal sealed partial class Llama2cTokenizer
 {
     /// <inheritdoc />
     public int[] Encode(string text, bool addBos)

@@ -16,7 +16,7 @@ namespace Nanoscale.Runtime;
 /// merge (as in SentencePiece; llama2.c would try their literal text "&lt;0xXX&gt;", which no real vocabulary pairs).
 /// Pieces are held as Latin-1 strings (one char per byte), so concatenating two keys is concatenating their bytes.
 /// </remarks>
-public sealed partial class Llama2cTokenizer : ITokenizer
+internal sealed partial class Llama2cTokenizer : ITokenizer
 {
     /// <summary>Upper bound on the token-length field; real files use at most a few dozen bytes.</summary>
     public const int MaxPieceBytes = 1 << 16;

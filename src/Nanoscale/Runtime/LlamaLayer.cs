@@ -4,7 +4,7 @@ namespace Nanoscale.Runtime;
 /// One transformer block's weights. Shapes (rows × columns, PyTorch <c>[out, in]</c>): query dim×dim, key and value
 /// kvDim×dim, output dim×dim, gate and up hidden×dim, down dim×hidden; norms dim; biases (Qwen2) q: dim, k, v: kvDim.
 /// </summary>
-public sealed record LlamaLayer(
+internal sealed record LlamaLayer(
     float[] AttentionNorm,
     ILinearWeight Query,
     ILinearWeight Key,

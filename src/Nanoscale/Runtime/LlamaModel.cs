@@ -27,7 +27,7 @@ public sealed class LlamaModel
     /// <summary>Token embedding, vocab × dim.</summary>
     public ILinearWeight Embedding { get; }
 
-    public IReadOnlyList<LlamaLayer> Layers { get; }
+    internal IReadOnlyList<LlamaLayer> Layers { get; }
 
     public float[] FinalNorm { get; }
 

@@ -1,7 +1,7 @@
 namespace Nanoscale.Runtime;
 
 /// <summary>Hugging Face Llama tensor names, the names every <see cref="IO.ICheckpoint"/> uses.</summary>
-public static class LlamaTensorNames
+internal static class LlamaTensorNames
 {
     public const string Embedding = "model.embed_tokens.weight";
     public const string FinalNorm = "model.norm.weight";

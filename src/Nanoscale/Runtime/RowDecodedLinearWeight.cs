@@ -7,7 +7,7 @@ namespace Nanoscale.Runtime;
 /// and the product decodes one tile of rows at a time into a per-worker buffer and multiplies it with every token
 /// of the window before moving on, so each row is decoded once per product and the matrix is never expanded.
 /// </summary>
-public abstract class RowDecodedLinearWeight : ILinearWeight
+internal abstract class RowDecodedLinearWeight : ILinearWeight
 {
     protected RowDecodedLinearWeight(int rows, int columns)
     {

@@ -7,7 +7,7 @@ namespace Nanoscale.Runtime;
 /// A SentencePiece <c>.model</c> file (Llama, Mistral, …) through Microsoft.ML.Tokenizers' SentencePiece
 /// implementation. BOS is added by <see cref="Encode"/> when asked, never by the library.
 /// </summary>
-public sealed class SentencePieceModelTokenizer : ITokenizer
+internal sealed class SentencePieceModelTokenizer : ITokenizer
 {
     private readonly SentencePieceTokenizer _tokenizer;
 

@@ -6,7 +6,7 @@ using System.Runtime.Intrinsics;
 namespace Nanoscale.Tensors;
 
 /// <summary>Conversions between little-endian tensor bytes and float32.</summary>
-public static class TensorData
+internal static class TensorData
 {
     /// <summary>Decodes little-endian elements of <paramref name="dtype"/> into float32.</summary>
     public static void ToFloat(ReadOnlySpan<byte> source, DType dtype, Span<float> destination)

@@ -4,7 +4,7 @@ namespace Nanoscale.Tensors;
 /// Facts about a row-major tensor shape that every room reads the same way (SPEC §1): rows are all axes but the last,
 /// the last axis is the reduction axis of a linear layer stored <c>[out, in]</c>.
 /// </summary>
-public static class TensorShape
+internal static class TensorShape
 {
     /// <summary>Product of the dims, or −1 when it overflows a long or a dim is negative.</summary>
     public static long ElementCount(IReadOnlyList<long> shape)

@@ -6,7 +6,7 @@ namespace Nanoscale.Formats.Mx;
 /// </summary>
 /// <remarks>Name conventions: <c>mxfp8</c> = <c>mxfp8-e4m3</c> and <c>mxfp6</c> = <c>mxfp6-e2m3</c> (the OCP MX paper's
 /// preferred variants: more mantissa for weights).</remarks>
-public static class MxFormats
+internal static class MxFormats
 {
     private static FormatOption ScaleOption { get; } = new("scale", "floor", ["floor", "ceil", "mse"], "MX shared-exponent rule (SPEC §4)");
 

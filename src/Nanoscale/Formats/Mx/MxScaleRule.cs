@@ -1,7 +1,7 @@
 namespace Nanoscale.Formats.Mx;
 
 /// <summary>How an MX block's shared exponent X is chosen (SPEC §4). The scale is 2^X, stored as E8M0 code X + 127.</summary>
-public enum MxScaleRule
+internal enum MxScaleRule
 {
     /// <summary>OCP default: X = floor(log2(amax)) − emax, exact from the float's bits. Values above Max·2^X saturate.</summary>
     Floor,

@@ -1,7 +1,7 @@
 namespace Nanoscale.Formats.Nv;
 
 /// <summary>The NVFP4 row of the format table (SPEC §5, §7): <c>nvfp4</c> with <c>round=even|away</c>.</summary>
-public static class NvFp4Formats
+internal static class NvFp4Formats
 {
     public static IEnumerable<FormatTraits> Traits()
     {

@@ -24,7 +24,7 @@ namespace Nanoscale.Formats.Nx;
 /// <item><c>round=even|away</c>: element tie rule.</item>
 /// </list>
 /// </remarks>
-public static class NxfpFormats
+internal static class NxfpFormats
 {
     /// <summary>A named NxFP configuration: its width and option defaults.</summary>
     private sealed record Preset(string Name, int Bits, string Nm, string Se, string Bias, string Am, string Cr, string Summary);
