@@ -1,8 +1,6 @@
 using System.CommandLine;
 using Nanoscale.Cli.Rendering;
-using Nanoscale.IO;
 using Nanoscale.Pipeline;
-using Nanoscale.Codecs;
 using Spectre.Console;
 using Nanoscale.Tensors;
 
@@ -31,32 +29,19 @@ internal static class CompressCommand
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
-            var codec = CodecRegistry.Create(parse.GetValue(format)!);
-            var outPath = parse.GetValue(output)!;
-            using var source = CheckpointLoader.Open(parse.GetValue(model)!);
-            if (Path.GetFullPath(outPath) == Path.GetFullPath(source.Path))
-                throw new InvalidOptionException("--output", "it would overwrite the input");
-            LowRank.CalibrationSet? calibration = null;
-            if (parse.GetValue(calib) is { } calibPath)
-            {
-                context.Log($"calibrating on {calibPath} ({parse.GetValue(calibTokens)} tokens) ...");
-                calibration = Calibration.Collect(source.Path, calibPath, parse.GetValue(tokenizer),
-                    new CalibrationOptions { Tokens = parse.GetValue(calibTokens), Parallelism = new(parse.GetValue(threads)) },
-                    cancellationToken: context.Cancellation);
-            }
-            var options = new CompressOptions
-            {
-                Codec = codec,
-                Selection = TensorSelection.For(codec, parse.GetValue(include), parse.GetValue(exclude)),
-                EncodeOptions = new EncodeOptions
-                {
-                    Parallelism = new(parse.GetValue(threads)),
-                    AllowNonFinite = parse.GetValue(allowNonFinite),
-                    Calibration = calibration,
-                },
-            };
             var progress = new ProgressSink();
-            var result = CompressionRun.Run(source, outPath, options, measureError: !parse.GetValue(noError), progress, context.Cancellation);
+            var result = CompressionRun.Run(parse.GetValue(model)!, parse.GetValue(output)!, new CompressionRequest
+            {
+                Format = parse.GetValue(format)!,
+                Include = parse.GetValue(include),
+                Exclude = parse.GetValue(exclude),
+                AllowNonFinite = parse.GetValue(allowNonFinite),
+                Parallelism = new(parse.GetValue(threads)),
+                CalibrationPath = parse.GetValue(calib),
+                CalibrationTokens = parse.GetValue(calibTokens),
+                TokenizerPath = parse.GetValue(tokenizer),
+                MeasureError = !parse.GetValue(noError),
+            }, progress, context.Cancellation);
             progress.Finish();
             var byName = result.Errors.ToDictionary(e => e.Name, e => e.Error);
             if (context.Json) return ToJson(result.Report, byName, result.TotalError);

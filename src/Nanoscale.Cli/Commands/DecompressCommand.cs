@@ -2,7 +2,6 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Nanoscale.Tensors;
-using Nanoscale.Codecs;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -19,17 +18,13 @@ internal static class DecompressCommand
         var command = new Command("decompress", "Write a plain safetensors checkpoint from a compressed one") { input, output, dtype, json };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
-            var outPath = parse.GetValue(output)!;
-            using var compressed = CompressedCheckpoint.Open(parse.GetValue(input)!);
-            if (Path.GetFullPath(outPath) == Path.GetFullPath(compressed.Container.Path))
-                throw new InvalidOptionException("--output", "it would overwrite the input");
             DType? target = parse.GetValue(dtype) switch { "bf16" => DType.BF16, "f16" => DType.F16, "f32" => DType.F32, _ => null };
             var progress = new ProgressSink();
-            Decompressor.Decompress(compressed, outPath, new DecompressOptions { DType = target }, progress, context.Cancellation);
+            var result = Decompressor.Decompress(parse.GetValue(input)!, parse.GetValue(output)!, new DecompressOptions { DType = target },
+                progress, context.Cancellation);
             progress.Finish();
-            var bytes = new FileInfo(outPath).Length;
-            if (context.Json) return new { output = outPath, bytes, tensors = compressed.Tensors.Count, format = compressed.Format };
-            context.Log($"{outPath}: {compressed.Tensors.Count} tensors, {Units.Bytes(bytes)}");
+            if (context.Json) return new { output = result.Output, bytes = result.Bytes, tensors = result.Tensors, format = result.Format };
+            context.Log($"{result.Output}: {result.Tensors} tensors, {Units.Bytes(result.Bytes)}");
             return null;
         }));
         return command;

@@ -2,7 +2,6 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
-using Nanoscale.Codecs;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -12,7 +11,7 @@ namespace Nanoscale.Cli.Commands;
 /// </summary>
 internal static class DemoCommand
 {
-    /// <summary>Formats the demo sweeps; presets not yet registered are skipped.</summary>
+    /// <summary>Formats the demo sweeps.</summary>
     private static readonly string[] DemoFormats = ["bf16", "mxfp8", "mxfp6", "mxfp4", "nvfp4", "nxfp4", "nxfp5", "mxint8"];
 
     public static Command Create()
@@ -38,18 +37,13 @@ internal static class DemoCommand
             var compressed = Path.Combine(folder, "model.mxfp4.safetensors");
             var restored = Path.Combine(folder, "model.restored.safetensors");
             context.Log("demo: compress --format mxfp4, then decompress");
-            CompressReport compressReport;
-            using (var source = CheckpointLoader.Open(folder))
-                compressReport = CompressionRun.Run(source, compressed, new CompressOptions
-                {
-                    Codec = CodecRegistry.Create("mxfp4"),
-                    EncodeOptions = new EncodeOptions { Parallelism = new(threadCount) },
-                }, measureError: false, cancellationToken: context.Cancellation).Report;
-            using (var input = CompressedCheckpoint.Open(compressed))
-                Decompressor.Decompress(input, restored, cancellationToken: context.Cancellation);
+            var compressReport = CompressionRun.Run(folder, compressed,
+                new CompressionRequest { Format = "mxfp4", Parallelism = new(threadCount), MeasureError = false },
+                cancellationToken: context.Cancellation).Report;
+            Decompressor.Decompress(compressed, restored, cancellationToken: context.Cancellation);
 
             // Every format on the same footing: bpw from the stored bytes and weight error from decoding them.
-            var formats = DemoFormats.Where(f => CodecRegistry.Names.Contains(f.Split(':')[0])).ToList();
+            var formats = DemoFormats.ToList();
             context.Log($"demo: sweep {string.Join(", ", formats)}");
             var rows = Sweep.Run(folder, formats, null, new EvalOptions { TextPath = "", Parallelism = new(threadCount) },
                 cancellationToken: context.Cancellation);

@@ -2,7 +2,6 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Spectre.Console;
-using Nanoscale.Runtime;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
@@ -29,8 +28,7 @@ internal static class GenerateCommand
                 TokenizerPath = parse.GetValue(tokenizer),
                 Parallelism = new(parse.GetValue(threads)),
             });
-            var result = Generation.Greedy(loaded.Model, loaded.Tokenizer, parse.GetValue(prompt)!, Math.Min(count, loaded.Config.MaxSeqLen - 1),
-                context.Cancellation);
+            var result = loaded.Generate(parse.GetValue(prompt)!, count, context.Cancellation);
             if (context.Json) return new { text = result.Text, tokens = result.Tokens, prompt_tokens = result.PromptTokens, stopped_at_end = result.StoppedAtEnd };
             Terminal.Out.WriteLine(result.Text);
             return null;

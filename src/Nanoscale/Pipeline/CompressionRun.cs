@@ -1,5 +1,7 @@
 using Nanoscale.Codecs;
 using Nanoscale.IO;
+using Nanoscale.Tensors;
+using Nanoscale.LowRank;
 
 namespace Nanoscale.Pipeline;
 
@@ -11,6 +13,36 @@ public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(str
     public ErrorMetrics? TotalError => Errors.Count == 0 ? null : Errors.Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
 }
 
+/// <summary>What the <c>compress</c> verb asks for, in the library's terms.</summary>
+public sealed record CompressionRequest
+{
+    /// <summary>The format spec string (SPEC §7), e.g. <c>nxfp4</c> or <c>caldera:rank=8</c>.</summary>
+    public required string Format { get; init; }
+
+    /// <summary>Regexes that change which tensors the codec applies to (<see cref="TensorSelection"/>).</summary>
+    public string? Include { get; init; }
+
+    public string? Exclude { get; init; }
+
+    /// <summary>See <see cref="EncodeOptions.AllowNonFinite"/>.</summary>
+    public bool AllowNonFinite { get; init; }
+
+    /// <summary>Threads (default: every core).</summary>
+    public Parallelism Parallelism { get; init; }
+
+    /// <summary>Calibration text for codecs fitted to activations (caldera); null: none (such codecs use H = I).</summary>
+    public string? CalibrationPath { get; init; }
+
+    /// <summary>Tokens of <see cref="CalibrationPath"/> to run.</summary>
+    public int CalibrationTokens { get; init; } = 4096;
+
+    /// <summary>Tokenizer for calibration (default: the one beside the model).</summary>
+    public string? TokenizerPath { get; init; }
+
+    /// <summary>Decode what was written and measure the weight error (default: yes).</summary>
+    public bool MeasureError { get; init; } = true;
+}
+
 /// <summary>
 /// The one compression run (SPEC §14): compress, reopen what was written, measure it. Every verb that compresses
 /// (<c>compress</c>, <c>eval --format</c>, <c>sweep</c>, <c>demo</c>) goes through here, so bits per weight and error
@@ -18,6 +50,42 @@ public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(str
 /// </summary>
 public static class CompressionRun
 {
+    /// <summary>
+    /// The <c>compress</c> verb: opens the checkpoint at <paramref name="modelPath"/>, builds the codec of the request's
+    /// format, calibrates when asked, compresses into <paramref name="output"/> and measures what was written.
+    /// </summary>
+    /// <exception cref="NanoscaleException">A bad spec, option or input; the output would overwrite the model.</exception>
+    public static CompressionResult Run(string modelPath, string output, CompressionRequest request,
+        IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var codec = CodecRegistry.Create(request.Format);
+        using var source = CheckpointLoader.Open(modelPath);
+        if (Path.GetFullPath(output) == Path.GetFullPath(source.Path))
+            throw new InputException($"{output}: writing there would overwrite the model being compressed");
+        CalibrationSet? calibration = null;
+        if (request.CalibrationPath is { } calibrationPath)
+        {
+            progress?.Report(new PipelineProgress("calibrate", null, 0, request.CalibrationTokens, "tokens"));
+            calibration = Calibration.Collect(source.Path, calibrationPath, request.TokenizerPath,
+                new CalibrationOptions { Tokens = request.CalibrationTokens, Parallelism = request.Parallelism },
+                progress is null ? null : new Progress<(long Done, long Total)>(p =>
+                    progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
+                cancellationToken);
+        }
+        var options = new CompressOptions
+        {
+            Codec = codec,
+            Selection = TensorSelection.For(codec, request.Include, request.Exclude),
+            EncodeOptions = new EncodeOptions
+            {
+                Parallelism = request.Parallelism,
+                AllowNonFinite = request.AllowNonFinite,
+                Calibration = calibration,
+            },
+        };
+        return Run(source, output, options, request.MeasureError, progress, cancellationToken);
+    }
+
     /// <summary>Compresses <paramref name="source"/> into <paramref name="output"/>, then, when
     /// <paramref name="measureError"/>, decodes every encoded tensor of the written file and compares it with the source.</summary>
     public static CompressionResult Run(ICheckpoint source, string output, CompressOptions options, bool measureError = true,
@@ -30,7 +98,7 @@ public static class CompressionRun
         return new CompressionResult(report, errors);
     }
 
-    /// <summary>As <see cref="Run"/>, into a temporary checkpoint in <paramref name="workFolder"/> (default: the system's
+    /// <summary>As <see cref="Run(ICheckpoint, string, CompressOptions, bool, IProgress{PipelineProgress}?, CancellationToken)"/>, into a temporary checkpoint in <paramref name="workFolder"/> (default: the system's
     /// temporary folder) that is deleted when the returned handle is disposed.</summary>
     public static (CompressionResult Result, TemporaryFile File) RunTemporary(ICheckpoint source, string? workFolder, CompressOptions options,
         bool measureError = true, IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)

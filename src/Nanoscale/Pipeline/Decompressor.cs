@@ -17,6 +17,21 @@ public sealed record DecompressOptions
 /// </summary>
 public static class Decompressor
 {
+    /// <summary>What <see cref="Decompress(string, string, DecompressOptions?, IProgress{PipelineProgress}?, CancellationToken)"/> wrote.</summary>
+    public sealed record Result(string Output, long Bytes, int Tensors, string? Format);
+
+    /// <summary>The <c>decompress</c> verb: opens <paramref name="inputPath"/> (compressed or plain) and writes it plain.</summary>
+    /// <exception cref="NanoscaleException">A bad input or option; the output would overwrite the input.</exception>
+    public static Result Decompress(string inputPath, string output, DecompressOptions? options = null,
+        IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        using var input = CompressedCheckpoint.Open(inputPath);
+        if (Path.GetFullPath(output) == Path.GetFullPath(input.Container.Path))
+            throw new InputException($"{output}: writing there would overwrite the checkpoint being decompressed");
+        Decompress(input, output, options, progress, cancellationToken);
+        return new Result(output, new FileInfo(output).Length, input.Tensors.Count, input.Format);
+    }
+
     public static void Decompress(CompressedCheckpoint input, string output, DecompressOptions? options = null,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {

@@ -79,6 +79,11 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
+    /// <summary>Greedy generation from <paramref name="prompt"/> (<see cref="Generation.Greedy"/>), at most up to the
+    /// model's maximum sequence length.</summary>
+    public GenerationResult Generate(string prompt, int maxNewTokens, CancellationToken cancellationToken = default) =>
+        Generation.Greedy(Model, Tokenizer, prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), cancellationToken);
+
     public void Dispose()
     {
         _weights.Dispose();
