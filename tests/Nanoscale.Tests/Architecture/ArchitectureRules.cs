@@ -8,7 +8,14 @@ namespace Nanoscale.Tests.Architecture;
 /// </summary>
 internal sealed partial class ArchitectureRules
 {
-    private ArchitectureRules(IReadOnlyDictionary<string, IReadOnlySet<string>> mayUse) => MayUse = mayUse;
+    private ArchitectureRules(IReadOnlyDictionary<string, IReadOnlySet<string>> mayUse, IReadOnlyDictionary<string, IReadOnlySet<string>> publicTypes)
+    {
+        MayUse = mayUse;
+        PublicTypes = publicTypes;
+    }
+
+    /// <summary>Room → the names of its public types (its front doors).</summary>
+    public IReadOnlyDictionary<string, IReadOnlySet<string>> PublicTypes { get; }
 
     /// <summary>Room → the other rooms it may use.</summary>
     public IReadOnlyDictionary<string, IReadOnlySet<string>> MayUse { get; }
@@ -27,30 +34,38 @@ internal sealed partial class ArchitectureRules
 
     public static ArchitectureRules FromDocs() => Parse(File.ReadAllText(Path.Combine(RepositoryRoot(), "docs", "architecture.md")));
 
-    /// <summary>Rows of the form <c>| `Room` | `A`, `B` |</c> (or <c>—</c> for none) in the table headed
-    /// <c>| room | may use |</c>.</summary>
+    /// <summary>The tables headed <c>| room | may use |</c> and <c>| room | public types |</c>: rows of the form
+    /// <c>| `Room` | `A`, `B` |</c> (or <c>—</c> for none).</summary>
     public static ArchitectureRules Parse(string markdown)
     {
+        var mayUse = Table(markdown, "may use");
+        foreach (var (room, uses) in mayUse)
+            foreach (string used in uses)
+                if (!mayUse.ContainsKey(used))
+                    throw new InvalidDataException($"docs/architecture.md: {room} may use '{used}', which is not a room of the table");
+        var publicTypes = Table(markdown, "public types");
+        foreach (string room in publicTypes.Keys)
+            if (!mayUse.ContainsKey(room))
+                throw new InvalidDataException($"docs/architecture.md: the front-door table names '{room}', which is not a room");
+        return new ArchitectureRules(mayUse, publicTypes);
+    }
+
+    private static Dictionary<string, IReadOnlySet<string>> Table(string markdown, string column)
+    {
         var result = new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal);
+        var header = new Regex($@"^\|\s*room\s*\|\s*{Regex.Escape(column)}\s*\|", RegexOptions.IgnoreCase);
         bool inTable = false;
         foreach (string raw in markdown.Split('\n'))
         {
             string line = raw.Trim();
-            if (HeaderRow().IsMatch(line)) { inTable = true; continue; }
-            if (!inTable) continue;
-            if (!line.StartsWith('|')) { if (result.Count > 0) break; continue; }
+            if (!inTable) { inTable = header.IsMatch(line); continue; }
+            if (!line.StartsWith('|')) break;
             var cells = line.Trim('|').Split('|').Select(c => c.Trim()).ToArray();
             if (cells.Length < 2 || cells[0].StartsWith('-')) continue;
-            string room = cells[0].Trim('`');
-            var uses = Ticked().Matches(cells[1]).Select(m => m.Groups[1].Value).ToHashSet(StringComparer.Ordinal);
-            result[room] = uses;
+            result[cells[0].Trim('`')] = Ticked().Matches(cells[1]).Select(m => m.Groups[1].Value).ToHashSet(StringComparer.Ordinal);
         }
-        if (result.Count == 0) throw new InvalidDataException("docs/architecture.md has no '| room | may use |' table");
-        foreach (var (room, uses) in result)
-            foreach (string used in uses)
-                if (!result.ContainsKey(used))
-                    throw new InvalidDataException($"docs/architecture.md: {room} may use '{used}', which is not a room of the table");
-        return new ArchitectureRules(result);
+        if (result.Count == 0) throw new InvalidDataException($"docs/architecture.md has no '| room | {column} |' table");
+        return result;
     }
 
     /// <summary>A cycle among the rooms' allowed uses, or null when the rule is a layering.</summary>
@@ -83,9 +98,6 @@ internal sealed partial class ArchitectureRules
                 return dir.FullName;
         throw new DirectoryNotFoundException($"no Nanoscale.slnx above {AppContext.BaseDirectory}");
     }
-
-    [GeneratedRegex(@"^\|\s*room\s*\|\s*may use\s*\|", RegexOptions.IgnoreCase)]
-    private static partial Regex HeaderRow();
 
     [GeneratedRegex(@"`([A-Za-z]+)`")]
     private static partial Regex Ticked();

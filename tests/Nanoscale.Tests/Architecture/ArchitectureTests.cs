@@ -41,6 +41,24 @@ public partial class ArchitectureTests
         Assert.True(violations.Count == 0, "wrong-way uses (docs/architecture.md):\n" + string.Join("\n", violations));
     }
 
+    [Fact]
+    public void EveryPublicTypeIsAFrontDoor()
+    {
+        using var assembly = Mono.Cecil.AssemblyDefinition.ReadAssembly(LibraryAssembly);
+        var problems = new List<string>();
+        foreach (string room in Rules.Rooms)
+        {
+            var actual = assembly.MainModule.Types.Where(t => t.IsPublic && Rules.RoomOf(t.Namespace, Library) == room)
+                .Select(t => t.Name.Split('`')[0]).ToHashSet(StringComparer.Ordinal);
+            var listed = Rules.PublicTypes.GetValueOrDefault(room) ?? new HashSet<string>();
+            foreach (string extra in actual.Except(listed).Order(StringComparer.Ordinal))
+                problems.Add($"{room}.{extra} is public but not a front door in docs/architecture.md");
+            foreach (string missing in listed.Except(actual).Order(StringComparer.Ordinal))
+                problems.Add($"{room}.{missing} is listed as a front door but is not a public type");
+        }
+        Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
     /// <summary>The test of the test: a probe in this assembly points the wrong way twice, once in a signature and once
     /// only inside a method body, and the checker must see both.</summary>
     [Fact]
