@@ -2,7 +2,6 @@ using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
 using Spectre.Console;
-using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -12,35 +11,16 @@ internal static class EvalCommand
     public static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint (plain or compressed by `nanoscale compress`)" };
-        var text = new Option<string>("--text") { Description = "Text file to score", Required = true };
         var format = new Option<string?>("--format", "-f") { Description = "Compress with this format first (default: evaluate the checkpoint as it is)" };
-        var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens (default: the model's max sequence length, capped at 2048)" };
-        var tokenizer = CliRunner.TokenizerOption();
-        var include = CliRunner.IncludeOption();
-        var exclude = CliRunner.ExcludeOption();
-        var calib = CliRunner.CalibrationOption();
-        var calibTokens = CliRunner.CalibrationTokensOption();
-        var threads = CliRunner.ThreadsOption();
+        var flags = new EvalFlags(textRequired: true, "Text file to score",
+            "Window size in tokens (default: the model's max sequence length, capped at 2048)");
         var json = CliRunner.JsonOption();
-        var command = new Command("eval", "Perplexity of a model on original or compressed weights")
-        {
-            model, text, format, ctx, tokenizer, include, exclude, calib, calibTokens, threads, json,
-        };
+        var command = new Command("eval", "Perplexity of a model on original or compressed weights") { model, format };
+        foreach (var option in flags.All) command.Add(option);
+        command.Add(json);
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
-            var options = new EvalOptions
-            {
-                TextPath = parse.GetValue(text)!,
-                Format = parse.GetValue(format),
-                ContextLength = parse.GetValue(ctx),
-                TokenizerPath = parse.GetValue(tokenizer),
-                Include = parse.GetValue(include),
-                Exclude = parse.GetValue(exclude),
-                Parallelism = new(parse.GetValue(threads)),
-                CalibrationPath = parse.GetValue(calib),
-                CalibrationTokens = parse.GetValue(calibTokens),
-            };
-            if (options.ContextLength is < 2) throw new InvalidOptionException("--ctx", "must be at least 2");
+            var options = flags.Read(parse) with { Format = parse.GetValue(format) };
             var progress = new ProgressSink();
             var report = Evaluation.Evaluate(parse.GetValue(model)!, options, progress, context.Cancellation);
             progress.Finish();

@@ -13,36 +13,21 @@ internal static class SweepCommand
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to sweep" };
         var formats = new Option<string>("--formats") { Description = "Spec strings separated by ';' or ',' (a comma followed by key=value continues the previous spec: nxfp4:nm=2,am=e2m1|e1m2;mxfp4). Default: every block format and the bf16 baseline" };
-        var text = new Option<string?>("--text") { Description = "Text for perplexity (default: weight error only)" };
-        var ctx = new Option<int?>("--ctx") { Description = "Window size in tokens" };
-        var tokenizer = CliRunner.TokenizerOption();
+        var flags = new EvalFlags(textRequired: false, "Text for perplexity (default: weight error only)", "Window size in tokens");
         var chart = new Option<string?>("--chart") { Description = "PNG chart path (default: sweep.png in the current folder)" };
-        var include = CliRunner.IncludeOption();
-        var exclude = CliRunner.ExcludeOption();
-        var calib = CliRunner.CalibrationOption();
-        var calibTokens = CliRunner.CalibrationTokensOption();
-        var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("sweep", "Measure several formats on one model: bpw, weight error, perplexity, time, and a chart")
         {
-            model, formats, text, ctx, tokenizer, chart, include, exclude, calib, calibTokens, threads, json,
+            model, formats, chart,
         };
+        foreach (var option in flags.All) command.Add(option);
+        command.Add(json);
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var path = parse.GetValue(model)!;
             var list = FormatSpec.SplitList(parse.GetValue(formats) ?? DefaultFormats);
-            var weightOptions = new EvalOptions
-            {
-                TextPath = parse.GetValue(text) ?? "",
-                ContextLength = parse.GetValue(ctx),
-                TokenizerPath = parse.GetValue(tokenizer),
-                Include = parse.GetValue(include),
-                Exclude = parse.GetValue(exclude),
-                Parallelism = new(parse.GetValue(threads)),
-                CalibrationPath = parse.GetValue(calib),
-                CalibrationTokens = parse.GetValue(calibTokens),
-            };
-            var textOptions = parse.GetValue(text) is null ? null : weightOptions;
+            var weightOptions = flags.Read(parse);
+            var textOptions = parse.GetValue(flags.Text) is null ? null : weightOptions;
             var progress = new ProgressSink();
             var rows = Sweep.Run(path, list, textOptions, weightOptions, progress,
                 row => { progress.Finish(); context.Log($"sweep: {row.Format} done ({row.Elapsed.TotalSeconds:0.0} s)"); },
