@@ -55,8 +55,8 @@ internal static class EvalBenchmark
             ResetPeakRss();
             long before = PeakRssBytes();
             var clock = Stopwatch.StartNew();
-            using var checkpoint = CompressedCheckpoint.Open(path);
-            using var weights = new CompressedWeightSource(checkpoint);
+            using var checkpoint = LogicalCheckpoint.Open(path);
+            using var weights = new LogicalWeightSource(checkpoint);
             var model = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions(), path);
             double loadSeconds = clock.Elapsed.TotalSeconds;
             var result = Perplexity.Evaluate(model, [document], new PerplexityOptions { ContextLength = ctx });

@@ -54,7 +54,7 @@ public static class CodecBench
         writer.AddMetadata(CompressedLayout.TensorsKey, CompressedLayout.SerializeEntries(entries)).Commit(cancellationToken);
         encoded.Clear();
 
-        using var container = CompressedCheckpoint.Open(path);
+        using var container = LogicalCheckpoint.Open(path);
         double decodeSeconds = double.MaxValue;
         for (int r = -1; r < repeats; r++)
         {

@@ -93,7 +93,7 @@ public static class CompressionRun
     {
         var report = Compressor.Compress(source, output, options, progress, cancellationToken);
         if (!measureError) return new CompressionResult(report, []);
-        using var written = CompressedCheckpoint.Open(output);
+        using var written = LogicalCheckpoint.Open(output);
         var errors = ErrorMetrics.Compare(source, written, cancellationToken, progress);
         return new CompressionResult(report, errors);
     }

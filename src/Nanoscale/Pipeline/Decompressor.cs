@@ -25,14 +25,14 @@ public static class Decompressor
     public static Result Decompress(string inputPath, string output, DecompressOptions? options = null,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        using var input = CompressedCheckpoint.Open(inputPath);
+        using var input = LogicalCheckpoint.Open(inputPath);
         if (Path.GetFullPath(output) == Path.GetFullPath(input.Container.Path))
             throw new InputException($"{output}: writing there would overwrite the checkpoint being decompressed");
         Decompress(input, output, options, progress, cancellationToken);
         return new Result(output, new FileInfo(output).Length, input.Tensors.Count, input.Format);
     }
 
-    public static void Decompress(CompressedCheckpoint input, string output, DecompressOptions? options = null,
+    public static void Decompress(LogicalCheckpoint input, string output, DecompressOptions? options = null,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new DecompressOptions();

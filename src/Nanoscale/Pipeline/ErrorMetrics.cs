@@ -32,7 +32,7 @@ public sealed record ErrorMetrics(long Count, double SquaredError, double Square
     }
 
     /// <summary>Error of every encoded tensor of <paramref name="compressed"/> against <paramref name="source"/>, decoded from the stored bytes.</summary>
-    public static IReadOnlyList<(string Name, ErrorMetrics Error)> Compare(ICheckpoint source, CompressedCheckpoint compressed,
+    public static IReadOnlyList<(string Name, ErrorMetrics Error)> Compare(ICheckpoint source, LogicalCheckpoint compressed,
         CancellationToken cancellationToken = default, IProgress<PipelineProgress>? progress = null)
     {
         var results = new List<(string, ErrorMetrics)>();

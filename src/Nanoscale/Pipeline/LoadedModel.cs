@@ -24,13 +24,13 @@ public sealed record ModelLoadOptions
 /// <summary>
 /// The one model loader: a checkpoint of any kind Nanoscale reads, plain or compressed, opened as a runnable Llama
 /// model with its configuration and tokenizer. Encoded tensors stay encoded and are decoded a tile of rows at a time
-/// inside each product (<see cref="CompressedWeightSource"/>). Disposing closes the files.
+/// inside each product (<see cref="LogicalWeightSource"/>). Disposing closes the files.
 /// </summary>
 public sealed class LoadedModel : IDisposable
 {
-    private readonly CompressedWeightSource _weights;
+    private readonly LogicalWeightSource _weights;
 
-    private LoadedModel(string path, CompressedCheckpoint checkpoint, CompressedWeightSource weights, LlamaModel model, ITokenizer tokenizer)
+    private LoadedModel(string path, LogicalCheckpoint checkpoint, LogicalWeightSource weights, LlamaModel model, ITokenizer tokenizer)
     {
         Path = path;
         Checkpoint = checkpoint;
@@ -43,7 +43,7 @@ public sealed class LoadedModel : IDisposable
     public string Path { get; }
 
     /// <summary>The checkpoint, as its logical tensors.</summary>
-    public CompressedCheckpoint Checkpoint { get; }
+    public LogicalCheckpoint Checkpoint { get; }
 
     public LlamaModel Model { get; }
 
@@ -56,8 +56,8 @@ public sealed class LoadedModel : IDisposable
     public static LoadedModel Open(string path, ModelLoadOptions? options = null)
     {
         options ??= new ModelLoadOptions();
-        var checkpoint = CompressedCheckpoint.Open(path);
-        CompressedWeightSource? weights = null;
+        var checkpoint = LogicalCheckpoint.Open(path);
+        LogicalWeightSource? weights = null;
         try
         {
             var config = checkpoint.Config ?? throw new CheckpointFormatException(path, "config", null,
@@ -66,7 +66,7 @@ public sealed class LoadedModel : IDisposable
                 $"no tokenizer found beside {path} (tokenizer.model, tokenizer.bin or a single tok*.bin); give one with {ModelLoadOptions.TokenizerPathName}",
                 ModelLoadOptions.TokenizerPathName);
             var tokenizer = TokenizerLoader.Open(tokenizerPath, config.VocabSize);
-            weights = new CompressedWeightSource(checkpoint);
+            weights = new LogicalWeightSource(checkpoint);
             IWeightSource source = options.WrapWeights is { } wrap ? wrap(config, weights) : weights;
             var model = LlamaModel.Load(config, source, new RuntimeOptions { Parallelism = options.Parallelism }, path);
             return new LoadedModel(path, checkpoint, weights, model, tokenizer);

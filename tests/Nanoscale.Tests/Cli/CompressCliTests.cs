@@ -74,7 +74,7 @@ public class NonFiniteCliTests
         var source = WriteWithInf(dir);
         var output = dir.File("out.safetensors");
         Assert.Equal(0, CliProcess.Run("compress", source, "-f", "mxfp4", "-o", output, "--allow-nonfinite", "--no-error").ExitCode);
-        using var compressed = Nanoscale.Codecs.CompressedCheckpoint.Open(output);
+        using var compressed = Nanoscale.Codecs.LogicalCheckpoint.Open(output);
         using var decoder = compressed.OpenDecoder(compressed.Tensors.Single());
         var values = new float[4 * 64];
         decoder.ReadRows(0, 4, values);

@@ -178,7 +178,7 @@ public class RandomContainerCorruptionTests
             File.WriteAllBytes(path, bytes);
             try
             {
-                using var compressed = Nanoscale.Codecs.CompressedCheckpoint.Open(path);
+                using var compressed = Nanoscale.Codecs.LogicalCheckpoint.Open(path);
                 foreach (var tensor in compressed.Tensors.Where(t => t.Encoded is not null))
                 {
                     using var decoder = compressed.OpenDecoder(tensor);

@@ -51,7 +51,7 @@ public class CalderaContainerTests
         });
         Assert.Equal(35, report.Tensors.Count(t => t.Codec == codec.Spec));
 
-        using var written = CompressedCheckpoint.Open(compressed);
+        using var written = LogicalCheckpoint.Open(compressed);
         var name = LlamaTensorNames.Down(2);
         var logical = written.Find(name)!;
         Assert.Equal(parts.Select(p => $"{name}.{p}").Order(), written.Container.Tensors.Select(t => t.Name).Where(n => n.StartsWith(name + ".", StringComparison.Ordinal)).Order());

@@ -36,7 +36,7 @@ public class IncoherenceTests
             Selection = new TensorSelection(exclude: @"layers\.[1-4]\."),
             EncodeOptions = new EncodeOptions { Calibration = calibration },
         });
-        using var written = CompressedCheckpoint.Open(path);
+        using var written = LogicalCheckpoint.Open(path);
         foreach (var (name, cols) in new[] { (LlamaTensorNames.Query(0), 64), (LlamaTensorNames.Down(0), 172) })
         {
             var logical = written.Find(name)!;

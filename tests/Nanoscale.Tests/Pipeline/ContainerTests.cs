@@ -20,7 +20,7 @@ public class ContainerTests
         Assert.Equal(35, report.Tensors.Count(t => t.Codec == "bf16"));
         Assert.Equal(16, report.EncodedBitsPerWeight, 9);
 
-        using (var input = CompressedCheckpoint.Open(compressed))
+        using (var input = LogicalCheckpoint.Open(compressed))
         {
             Assert.True(input.IsCompressed);
             Assert.Equal("bf16", input.Format);
@@ -83,11 +83,11 @@ public class ContainerTests
         new SafetensorsWriter(path)
             .AddMetadata(CompressedLayout.TensorsKey, """{"w":{"codec":"bf16","dtype":"F32","shape":[2,2],"parts":["data"],"params":{}}}""")
             .Add("x", DType.F32, [1], new byte[4]).Commit();
-        var missing = Assert.Throws<CheckpointFormatException>(() => CompressedCheckpoint.Open(path).Dispose());
+        var missing = Assert.Throws<CheckpointFormatException>(() => LogicalCheckpoint.Open(path).Dispose());
         Assert.Contains("w.data", missing.Message);
 
         new SafetensorsWriter(path).AddMetadata(CompressedLayout.TensorsKey, "{not json").Add("x", DType.F32, [1], new byte[4]).Commit();
-        var malformed = Assert.Throws<CheckpointFormatException>(() => CompressedCheckpoint.Open(path).Dispose());
+        var malformed = Assert.Throws<CheckpointFormatException>(() => LogicalCheckpoint.Open(path).Dispose());
         Assert.Contains("nanoscale.tensors", malformed.Message);
     }
 

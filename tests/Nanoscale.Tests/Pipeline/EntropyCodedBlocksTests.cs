@@ -24,8 +24,8 @@ public class EntropyCodedBlocksTests
         var coded = Compressor.Compress(source, dir.File("c.safetensors"), new CompressOptions { Codec = codedCodec, Selection = selection });
         Assert.True(coded.EncodedBitsPerWeight < plain.EncodedBitsPerWeight - 0.1, $"{coded.EncodedBitsPerWeight} vs {plain.EncodedBitsPerWeight}");
 
-        using var a = CompressedCheckpoint.Open(dir.File("p.safetensors"));
-        using var b = CompressedCheckpoint.Open(dir.File("c.safetensors"));
+        using var a = LogicalCheckpoint.Open(dir.File("p.safetensors"));
+        using var b = LogicalCheckpoint.Open(dir.File("c.safetensors"));
         Assert.Equal(codedCodec.Spec, b.Format);
         foreach (var tensor in a.Tensors.Where(t => t.Encoded is not null))
         {

@@ -27,7 +27,7 @@ public class LosslessContainerTests
         using var source = CheckpointLoader.Open(SharedData.Stories260K);
         var report = Compressor.Compress(source, coded, new CompressOptions { Codec = EntropyTensorCodec.Lossless, Selection = TensorSelection.For(EntropyTensorCodec.Lossless) });
         Assert.All(report.Tensors, t => Assert.Equal("lossless", t.Codec)); // norms and embeddings too
-        using var compressed = CompressedCheckpoint.Open(coded);
+        using var compressed = LogicalCheckpoint.Open(coded);
         foreach (var tensor in compressed.Tensors)
         {
             using var decoder = compressed.OpenDecoder(tensor);
@@ -67,7 +67,7 @@ public class LosslessContainerTests
         var bytes = File.ReadAllBytes(coded);
         bytes[offset] ^= 0x10;
         File.WriteAllBytes(coded, bytes);
-        using var compressed = CompressedCheckpoint.Open(coded);
+        using var compressed = LogicalCheckpoint.Open(coded);
         using var decoder = compressed.OpenDecoder(compressed.Find("h.0.attn.q_proj.weight")!);
         var error = Assert.Throws<CheckpointFormatException>(() => decoder.ReadRows(0, 1, new float[768]));
         Assert.Contains(coded, error.Message);

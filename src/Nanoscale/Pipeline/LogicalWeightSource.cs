@@ -5,11 +5,11 @@ using Nanoscale.Runtime;
 namespace Nanoscale.Pipeline;
 
 /// <summary>
-/// Weights from a compressed checkpoint: encoded 2-D tensors stay encoded and are decoded a tile of rows at a time
+/// Weights from any checkpoint, seen as its logical tensors: encoded 2-D tensors stay encoded and are decoded a tile of rows at a time
 /// inside each product (<see cref="RowDecodedLinearWeight"/>), so memory stays near the compressed size; plain
 /// tensors (embeddings, norms) are read as float32. Plain checkpoints work too (then everything is dense).
 /// </summary>
-internal sealed class CompressedWeightSource(CompressedCheckpoint checkpoint) : IWeightSource, IDisposable
+internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeightSource, IDisposable
 {
     private readonly CheckpointWeightSource _plain = new(checkpoint.Container);
     private readonly List<ITensorDecoder> _decoders = [];
@@ -39,7 +39,7 @@ internal sealed class CompressedWeightSource(CompressedCheckpoint checkpoint) : 
         return values;
     }
 
-    private CompressedCheckpoint.Logical Get(string name) =>
+    private LogicalCheckpoint.Logical Get(string name) =>
         checkpoint.Find(name) ?? throw new CheckpointFormatException(checkpoint.Container.Path, name, null, "tensor not found in the checkpoint");
 
     public void Dispose()

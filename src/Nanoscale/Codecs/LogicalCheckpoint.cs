@@ -7,7 +7,7 @@ namespace Nanoscale.Codecs;
 /// A checkpoint seen as its logical tensors: plain tensors as stored, encoded tensors through their codec.
 /// Works on plain checkpoints too (then every tensor is plain), so callers need not care which they have.
 /// </summary>
-public sealed class CompressedCheckpoint : IDisposable
+public sealed class LogicalCheckpoint : IDisposable
 {
     private readonly Dictionary<string, StoredTensor> _encoded;
 
@@ -17,7 +17,7 @@ public sealed class CompressedCheckpoint : IDisposable
         public long ElementCount => TensorShape.ElementCount(Shape);
     }
 
-    private CompressedCheckpoint(ICheckpoint container, List<Logical> tensors, Dictionary<string, StoredTensor> encoded, ModelConfig? config)
+    private LogicalCheckpoint(ICheckpoint container, List<Logical> tensors, Dictionary<string, StoredTensor> encoded, ModelConfig? config)
     {
         Container = container;
         Tensors = tensors;
@@ -41,10 +41,10 @@ public sealed class CompressedCheckpoint : IDisposable
 
     public Logical? Find(string name) => Tensors.FirstOrDefault(t => t.Name == name);
 
-    public static CompressedCheckpoint Open(string path) => Wrap(CheckpointLoader.Open(path));
+    public static LogicalCheckpoint Open(string path) => Wrap(CheckpointLoader.Open(path));
 
     /// <summary>Takes ownership of <paramref name="container"/>.</summary>
-    public static CompressedCheckpoint Wrap(ICheckpoint container)
+    public static LogicalCheckpoint Wrap(ICheckpoint container)
     {
         try
         {
@@ -86,7 +86,7 @@ public sealed class CompressedCheckpoint : IDisposable
                 }
             }
             var config = CompressedLayout.ReadConfig(container) ?? container.Config;
-            return new CompressedCheckpoint(container, tensors, encoded, config);
+            return new LogicalCheckpoint(container, tensors, encoded, config);
         }
         catch
         {
