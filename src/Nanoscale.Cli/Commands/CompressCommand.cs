@@ -17,6 +17,7 @@ internal static class CompressCommand
         var include = CliRunner.IncludeOption();
         var exclude = CliRunner.ExcludeOption();
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Encode NaN/Inf weights as NaN instead of refusing the checkpoint" };
+        var force = new Option<bool>("--force") { Description = "Allow the output inside the input's model folder (never over one of its files)" };
         var noError = new Option<bool>("--no-error") { Description = "Skip measuring the weight error (decoding the output again)" };
         var calib = CliRunner.CalibrationOption();
         var calibTokens = CliRunner.CalibrationTokensOption();
@@ -25,7 +26,7 @@ internal static class CompressCommand
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, output, include, exclude, allowNonFinite, noError, calib, calibTokens, tokenizer, threads, json,
+            model, format, output, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -41,6 +42,7 @@ internal static class CompressCommand
                 CalibrationTokens = parse.GetValue(calibTokens),
                 TokenizerPath = parse.GetValue(tokenizer),
                 MeasureError = !parse.GetValue(noError),
+                Force = parse.GetValue(force),
             }, progress, context.Cancellation);
             progress.Finish();
             var byName = result.Errors.ToDictionary(e => e.Name, e => e.Error);

@@ -38,7 +38,7 @@ internal static class DemoCommand
             var restored = Path.Combine(folder, "model.restored.safetensors");
             context.Log("demo: compress --format mxfp4, then decompress");
             var compressReport = CompressionRun.Run(folder, compressed,
-                new CompressionRequest { Format = "mxfp4", Parallelism = new(threadCount), MeasureError = false },
+                new CompressionRequest { Format = "mxfp4", Parallelism = new(threadCount), MeasureError = false, Force = true },
                 cancellationToken: context.Cancellation).Report;
             Decompressor.Decompress(compressed, restored, cancellationToken: context.Cancellation);
 

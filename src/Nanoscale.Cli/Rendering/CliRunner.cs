@@ -3,6 +3,7 @@ using System.Text.Json;
 using Nanoscale.Codecs;
 using Nanoscale.Tensors;
 using Nanoscale.Pipeline;
+using Nanoscale.IO;
 
 namespace Nanoscale.Cli.Rendering;
 
@@ -119,6 +120,8 @@ internal static class CliRunner
         ["CalibrationOptions.Tokens"] = "--calib-tokens",
         ["caldera rank"] = "--format caldera:rank",
         ["prompt"] = "--prompt",
+        ["output"] = "--output",
+        [OutputGuard.ForceName] = "--force",
     };
 
     /// <summary>The message with the library's option names put as the flags that set them.</summary>

@@ -16,7 +16,10 @@ public static class CheckpointLoader
         if (Directory.Exists(path)) return OpenDirectory(path);
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such file or folder", path);
         if (path.EndsWith(".index.json", StringComparison.OrdinalIgnoreCase))
-            return ShardedSafetensors.Open(path, ConfigBeside(path));
+        {
+            var (config, configPath) = ConfigBeside(path);
+            return ShardedSafetensors.Open(path, config, CheckpointKind.ShardedSafetensors, configPath);
+        }
 
         var length = new FileInfo(path).Length;
         Span<byte> head = stackalloc byte[Llama2cCheckpoint.HeaderBytes];
@@ -42,23 +45,24 @@ public static class CheckpointLoader
     {
         var index = Path.Combine(folder, IndexFileName);
         var single = Path.Combine(folder, "model.safetensors");
-        var config = ConfigBeside(index);
-        if (File.Exists(index)) return ShardedSafetensors.Open(index, config, CheckpointKind.HuggingFaceDirectory);
-        if (File.Exists(single)) return new ConfiguredCheckpoint(SafetensorsFile.Open(single), folder, config);
+        var (config, configPath) = ConfigBeside(index);
+        if (File.Exists(index)) return ShardedSafetensors.Open(index, config, CheckpointKind.HuggingFaceDirectory, configPath);
+        if (File.Exists(single)) return new ConfiguredCheckpoint(SafetensorsFile.Open(single), folder, config, configPath);
         throw new CheckpointFormatException(folder, null, null,
             $"folder has neither {IndexFileName} nor model.safetensors");
     }
 
-    private static ModelConfig? ConfigBeside(string file)
+    private static (ModelConfig? Config, string? Path) ConfigBeside(string file)
     {
         var config = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, "config.json");
-        return File.Exists(config) ? HuggingFaceConfig.Read(config) : null;
+        return File.Exists(config) ? (HuggingFaceConfig.Read(config), config) : (null, null);
     }
 
     /// <summary>A single-file checkpoint seen through its Hugging Face folder, with the folder's config.</summary>
-    private sealed class ConfiguredCheckpoint(SafetensorsFile file, string folder, ModelConfig? config) : ICheckpoint
+    private sealed class ConfiguredCheckpoint(SafetensorsFile file, string folder, ModelConfig? config, string? configPath) : ICheckpoint
     {
         public string Path => folder;
+        public IReadOnlyList<string> Files { get; } = [.. file.Files, .. configPath is null ? Array.Empty<string>() : [System.IO.Path.GetFullPath(configPath)]];
         public CheckpointKind Kind => CheckpointKind.HuggingFaceDirectory;
         public IReadOnlyList<TensorInfo> Tensors => file.Tensors;
         public IReadOnlyList<KeyValuePair<string, string>> Metadata => file.Metadata;

@@ -32,6 +32,8 @@ internal sealed class GgufFile : ICheckpoint
     }
 
     public string Path { get; }
+
+    public IReadOnlyList<string> Files => [System.IO.Path.GetFullPath(Path)];
     public CheckpointKind Kind => CheckpointKind.Gguf;
     public int Version { get; }
     public IReadOnlyList<TensorInfo> Tensors { get; }

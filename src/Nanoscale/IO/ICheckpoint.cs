@@ -27,6 +27,10 @@ public interface ICheckpoint : IDisposable
     /// <summary>The file or folder the checkpoint was opened from.</summary>
     string Path { get; }
 
+    /// <summary>Every file the checkpoint is read from (tensor files, index, config), as full paths: what no output
+    /// may replace (<see cref="OutputGuard"/>).</summary>
+    IReadOnlyList<string> Files { get; }
+
     CheckpointKind Kind { get; }
 
     /// <summary>Tensors in file order.</summary>

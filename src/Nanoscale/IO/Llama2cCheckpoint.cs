@@ -31,6 +31,8 @@ internal sealed class Llama2cCheckpoint : ICheckpoint
 
     public string Path { get; }
 
+    public IReadOnlyList<string> Files => [System.IO.Path.GetFullPath(Path)];
+
     public CheckpointKind Kind => CheckpointKind.Llama2c;
 
     public IReadOnlyList<TensorInfo> Tensors { get; }

@@ -29,6 +29,8 @@ internal sealed class SafetensorsFile : ICheckpoint
 
     public string Path { get; }
 
+    public IReadOnlyList<string> Files => [System.IO.Path.GetFullPath(Path)];
+
     public CheckpointKind Kind => CheckpointKind.Safetensors;
 
     /// <summary>Byte length of the JSON header (the first 8 bytes not included).</summary>

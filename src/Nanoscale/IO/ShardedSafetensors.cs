@@ -14,9 +14,11 @@ internal sealed class ShardedSafetensors : ICheckpoint
 
     private ShardedSafetensors(string path, CheckpointKind kind, List<SafetensorsFile> shards,
         List<TensorInfo> tensors, Dictionary<string, (TensorInfo, SafetensorsFile)> byName,
-        List<KeyValuePair<string, string>> metadata, ModelConfig? config)
+        List<KeyValuePair<string, string>> metadata, ModelConfig? config, string? configPath)
     {
         Path = path;
+        Files = [System.IO.Path.GetFullPath(path), .. shards.Select(s => System.IO.Path.GetFullPath(s.Path)),
+            .. configPath is null ? Array.Empty<string>() : [System.IO.Path.GetFullPath(configPath)]];
         Kind = kind;
         _shards = shards;
         Tensors = tensors;
@@ -26,6 +28,8 @@ internal sealed class ShardedSafetensors : ICheckpoint
     }
 
     public string Path { get; }
+
+    public IReadOnlyList<string> Files { get; }
 
     public CheckpointKind Kind { get; }
 
@@ -55,7 +59,7 @@ internal sealed class ShardedSafetensors : ICheckpoint
 
     /// <summary>Opens an index file and all the shards it names.</summary>
     public static ShardedSafetensors Open(string indexPath, ModelConfig? config = null,
-        CheckpointKind kind = CheckpointKind.ShardedSafetensors)
+        CheckpointKind kind = CheckpointKind.ShardedSafetensors, string? configPath = null)
     {
         var folder = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(indexPath))!;
         var info = new FileInfo(indexPath);
@@ -126,7 +130,7 @@ internal sealed class ShardedSafetensors : ICheckpoint
                             throw new CheckpointFormatException(shard.Path, tensor.Name, tensor.FileOffset,
                                 $"tensor is in the shard but not in {System.IO.Path.GetFileName(indexPath)}");
                 }
-                return new ShardedSafetensors(indexPath, kind, shards, tensors, byName, metadata, config);
+                return new ShardedSafetensors(indexPath, kind, shards, tensors, byName, metadata, config, configPath);
             }
         }
         catch

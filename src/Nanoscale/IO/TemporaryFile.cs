@@ -1,3 +1,5 @@
+using Nanoscale.Tensors;
+
 namespace Nanoscale.IO;
 
 /// <summary>
@@ -36,6 +38,9 @@ public sealed class TemporaryFile : IDisposable
     /// <summary>Renames the finished temporary over <paramref name="destination"/>; disposing then deletes nothing.</summary>
     public void MoveTo(string destination)
     {
+        // The last line of defence (OutputGuard checks first): a rename would replace a device or a link, not write to it.
+        if (new FileInfo(destination).LinkTarget is not null || FileIdentity.KindOf(destination) is FileIdentity.Kind.Folder or FileIdentity.Kind.Other)
+            throw new InputException($"{destination} is not a regular file or a new name; it is left as it is");
         File.Move(Path, destination, overwrite: true);
         _moved = true;
     }

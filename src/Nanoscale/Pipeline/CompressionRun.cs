@@ -39,6 +39,9 @@ public sealed record CompressionRequest
     /// <summary>Tokenizer for calibration (default: the one beside the model).</summary>
     public string? TokenizerPath { get; init; }
 
+    /// <summary>Allow the output inside the input's model folder (its own files stay refused).</summary>
+    public bool Force { get; init; }
+
     /// <summary>Decode what was written and measure the weight error (default: yes).</summary>
     public bool MeasureError { get; init; } = true;
 }
@@ -60,8 +63,9 @@ public static class CompressionRun
     {
         var codec = CodecRegistry.Create(request.Format);
         using var source = CheckpointLoader.Open(modelPath);
-        if (Path.GetFullPath(output) == Path.GetFullPath(source.Path))
-            throw new InputException($"{output}: writing there would overwrite the model being compressed");
+        // Checked before the work (calibration can take minutes), and again by the compressor itself.
+        string[] alsoRead = [.. new[] { request.CalibrationPath, request.TokenizerPath }.OfType<string>()];
+        OutputGuard.Check(output, source, alsoRead, request.Force);
         CalibrationSet? calibration = null;
         if (request.CalibrationPath is { } calibrationPath)
         {
@@ -76,6 +80,8 @@ public static class CompressionRun
         {
             Codec = codec,
             Selection = TensorSelection.For(codec, request.Include, request.Exclude),
+            Force = request.Force,
+            AlsoRead = alsoRead,
             EncodeOptions = new EncodeOptions
             {
                 Parallelism = request.Parallelism,

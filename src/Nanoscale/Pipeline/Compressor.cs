@@ -11,6 +11,12 @@ public sealed record CompressOptions
     public required ITensorCodec Codec { get; init; }
     public TensorSelection Selection { get; init; } = TensorSelection.Default;
     public EncodeOptions EncodeOptions { get; init; } = new();
+
+    /// <summary>Allow the output inside the input's model folder (<see cref="OutputGuard"/>; its own files stay refused).</summary>
+    public bool Force { get; init; }
+
+    /// <summary>Other files the run reads (calibration text, tokenizer), which the output must not replace either.</summary>
+    public IReadOnlyList<string> AlsoRead { get; init; } = [];
 }
 
 /// <summary>One tensor of a compress run; <see cref="Parameters"/> are the codec's per-tensor parameters as stored.</summary>
@@ -46,6 +52,7 @@ public static class Compressor
     public static CompressReport Compress(ICheckpoint source, string output, CompressOptions options,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
+        output = OutputGuard.Check(output, source, options.AlsoRead, options.Force);
         if (CompressedLayout.ReadEntries(source) is { Count: > 0 })
             throw new InputException($"{source.Path} is already a compressed checkpoint; decompress it first");
         var clock = Stopwatch.StartNew();

@@ -8,6 +8,9 @@ public sealed record DecompressOptions
 {
     /// <summary>Dtype of decoded tensors; null keeps each tensor's original dtype (bit-exact for lossless codecs).</summary>
     public DType? DType { get; init; }
+
+    /// <summary>Allow the output inside the input's model folder (<see cref="OutputGuard"/>; its own files stay refused).</summary>
+    public bool Force { get; init; }
 }
 
 /// <summary>
@@ -26,8 +29,6 @@ public static class Decompressor
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         using var input = LogicalCheckpoint.Open(inputPath);
-        if (Path.GetFullPath(output) == Path.GetFullPath(input.Container.Path))
-            throw new InputException($"{output}: writing there would overwrite the checkpoint being decompressed");
         Decompress(input, output, options, progress, cancellationToken);
         return new Result(output, new FileInfo(output).Length, input.Tensors.Count, input.Format);
     }
@@ -36,6 +37,7 @@ public static class Decompressor
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new DecompressOptions();
+        output = OutputGuard.Check(output, input.Container, force: options.Force);
         if (options.DType is { } d && d is not (DType.F32 or DType.BF16 or DType.F16))
             throw new InvalidOptionException("DecompressOptions.DType", $"must be F32, BF16 or F16, not {d}");
         var writer = new SafetensorsWriter(output).AddMetadata(input.SourceMetadata);
