@@ -19,6 +19,7 @@ public static class Program
         root.Add(SweepCommand.Create());
         root.Add(BenchCommand.Create());
         root.Add(DemoCommand.Create());
+        root.Add(CleanCommand.Create());
         return root;
     }
 }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Nanoscale.Codecs;
 using Nanoscale.Tensors;
@@ -60,8 +61,17 @@ internal static class CliRunner
         bool asJson = parse.GetValue(json);
         var context = new CliContext(asJson);
         using var cancel = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        // Ctrl-C and SIGTERM (what timeout, docker stop and Slurm send) both cancel the work: the library stops at the
+        // next tensor or chunk, writers remove their temporaries, and the exit code says which signal it was.
+        int signalExit = 0;
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; signalExit = 130; cancel.Cancel(); };
         Console.CancelKeyPress += onCancel;
+        using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, signal =>
+        {
+            signal.Cancel = true;
+            signalExit = 143;
+            cancel.Cancel();
+        });
         try
         {
             context.Cancellation = cancel.Token;
@@ -77,7 +87,7 @@ internal static class CliRunner
                 Console.Out.WriteLine(failure.IsBug
                     ? JsonSerializer.Serialize(new { error = failure.Reason, bug = true }, Json.Options)
                     : JsonSerializer.Serialize(new { error = failure.Reason }, Json.Options));
-            return failure.ExitCode;
+            return e is OperationCanceledException && signalExit != 0 ? signalExit : failure.ExitCode;
         }
         finally
         {

@@ -1,5 +1,9 @@
 using Nanoscale.Tensors;
 
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+
 namespace Nanoscale.IO;
 
 /// <summary>
@@ -7,7 +11,13 @@ namespace Nanoscale.IO;
 /// its destination (<see cref="MoveTo"/>) is how every writer of Nanoscale commits a file: a crash or an error leaves
 /// no file that looks complete at the destination, and disposing removes the temporary (SPEC §15).
 /// </summary>
-public sealed class TemporaryFile : IDisposable
+/// <remarks>
+/// Every temporary's name carries the id of the process that made it: <c>….ns{pid}-{guid}.{kind}</c>. A process
+/// killed outright (<c>kill -9</c>, a lost node) cannot clean up, so whoever creates a temporary in a folder first
+/// removes the temporaries there whose process is gone (<see cref="RemoveStale"/>; <c>nanoscale clean</c> does the
+/// same on request). A temporary of a live process is never touched.
+/// </remarks>
+public sealed partial class TemporaryFile : IDisposable
 {
     private bool _moved;
 
@@ -23,17 +33,73 @@ public sealed class TemporaryFile : IDisposable
         string full = System.IO.Path.GetFullPath(destination);
         string folder = System.IO.Path.GetDirectoryName(full)!;
         Directory.CreateDirectory(folder);
-        return new TemporaryFile(System.IO.Path.Combine(folder, $".{System.IO.Path.GetFileName(full)}.{Guid.NewGuid():N}.{kind}"));
+        RemoveStale(folder);
+        return new TemporaryFile(System.IO.Path.Combine(folder, $".{System.IO.Path.GetFileName(full)}{Tag()}.{kind}"));
     }
 
-    /// <summary>A fresh name <c>{prefix}-{guid}{extension}</c> in <paramref name="folder"/> (default: the system's
-    /// temporary folder), for work files that never become outputs.</summary>
+    /// <summary>A fresh name <c>{prefix}.ns{pid}-{guid}{extension}</c> in <paramref name="folder"/> (default: the
+    /// system's temporary folder), for work files that never become outputs.</summary>
     public static TemporaryFile In(string? folder, string prefix, string extension)
     {
         folder ??= System.IO.Path.GetTempPath();
         Directory.CreateDirectory(folder);
-        return new TemporaryFile(System.IO.Path.Combine(folder, $"{prefix}-{Guid.NewGuid():N}{extension}"));
+        RemoveStale(folder);
+        return new TemporaryFile(System.IO.Path.Combine(folder, $"{prefix}{Tag()}{extension}"));
     }
+
+    /// <summary>The part of a temporary's name that says who made it: <c>.ns{pid}-{guid}</c>.</summary>
+    internal static string Tag() => $".ns{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)}-{Guid.NewGuid():N}";
+
+    /// <summary>The temporaries in <paramref name="folder"/> (files and folders, not below it) whose process is gone.</summary>
+    public static IReadOnlyList<string> FindStale(string folder)
+    {
+        if (!Directory.Exists(folder)) return [];
+        var stale = new List<string>();
+        IEnumerable<string> entries;
+        try { entries = Directory.EnumerateFileSystemEntries(folder, "*.ns*-*").ToList(); }
+        catch (IOException) { return []; }
+        catch (UnauthorizedAccessException) { return []; }
+        foreach (string entry in entries)
+        {
+            var match = TagPattern().Match(System.IO.Path.GetFileName(entry));
+            if (match.Success && int.TryParse(match.Groups[1].Value, NumberStyles.None, CultureInfo.InvariantCulture, out int pid) && !IsAlive(pid))
+                stale.Add(entry);
+        }
+        return stale;
+    }
+
+    /// <summary>Removes the stale temporaries of <paramref name="folder"/> (<see cref="FindStale"/>) and returns them.</summary>
+    public static IReadOnlyList<string> RemoveStale(string folder)
+    {
+        var removed = new List<string>();
+        foreach (string entry in FindStale(folder))
+        {
+            try
+            {
+                if (Directory.Exists(entry)) Directory.Delete(entry, recursive: true);
+                else File.Delete(entry);
+                removed.Add(entry);
+            }
+            catch (IOException) { }
+            catch (UnauthorizedAccessException) { }
+        }
+        return removed;
+    }
+
+    private static bool IsAlive(int pid)
+    {
+        if (pid == Environment.ProcessId) return true;
+        try
+        {
+            using var process = Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException) { return false; }      // no such process
+        catch (InvalidOperationException) { return false; }
+    }
+
+    [GeneratedRegex(@"\.ns(\d+)-[0-9a-f]{32}(\.|$)")]
+    private static partial Regex TagPattern();
 
     /// <summary>Renames the finished temporary over <paramref name="destination"/>; disposing then deletes nothing.</summary>
     public void MoveTo(string destination)
@@ -67,7 +133,9 @@ public sealed class TemporaryFolder : IDisposable
     /// <summary>Creates the folder in <paramref name="parent"/> (default: the system's temporary folder).</summary>
     public static TemporaryFolder Create(string prefix, string? parent = null)
     {
-        var path = System.IO.Path.Combine(parent ?? System.IO.Path.GetTempPath(), $"{prefix}-{Guid.NewGuid().ToString("N")[..12]}");
+        parent ??= System.IO.Path.GetTempPath();
+        TemporaryFile.RemoveStale(parent);
+        var path = System.IO.Path.Combine(parent, $"{prefix}{TemporaryFile.Tag()}");
         Directory.CreateDirectory(path);
         return new TemporaryFolder(path);
     }
