@@ -10,6 +10,7 @@ switch (args.FirstOrDefault())
     case "lossless-context": LosslessContext.Run(); return 0;
     case "lossless-kernels": LosslessKernels.Run(); return 0;
     case "lossless-quick": LosslessQuick.Run(); return 0;
+    case "bitflips": return BitFlipBenchmark.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

@@ -1,11 +1,25 @@
 using System.CommandLine;
+using System.Text.Json;
+using Nanoscale.Cli.Rendering;
 using Nanoscale.Cli.Commands;
 
 namespace Nanoscale.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+    public static int Main(string[] args)
+    {
+        var parse = BuildRoot().Parse(args);
+        // With --json, standard output carries exactly one JSON object even when the command line is wrong (no help text).
+        if (parse.Errors.Count > 0 && args.Contains("--json"))
+        {
+            var reason = string.Join("; ", parse.Errors.Select(e => e.Message));
+            Console.Error.WriteLine($"error: {reason}");
+            Console.Out.WriteLine(JsonSerializer.Serialize(new { error = reason }, Json.Options));
+            return 1;
+        }
+        return parse.Invoke();
+    }
 
     /// <summary>The whole command tree; tests parse and invoke it in-process.</summary>
     public static RootCommand BuildRoot()
@@ -19,6 +33,7 @@ public static class Program
         root.Add(SweepCommand.Create());
         root.Add(BenchCommand.Create());
         root.Add(DemoCommand.Create());
+        root.Add(VerifyCommand.Create());
         root.Add(CleanCommand.Create());
         return root;
     }

@@ -17,6 +17,10 @@ internal static class BenchCommand
         var formats = new Option<string>("--formats") { Description = "Spec strings separated by commas or semicolons (a key=value token continues the previous spec)", DefaultValueFactory = _ => "bf16,mxfp8,mxfp6,mxfp4,nvfp4,mxint8,nxfp4" };
         var threads = new Option<string>("--threads") { Description = "Comma-separated thread counts (default: 1 and all cores)" };
         var repeats = new Option<int>("--repeats") { Description = "Runs per measurement; the best is kept", DefaultValueFactory = _ => 3 };
+        repeats.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 1) result.AddError("--repeats must be at least 1");
+        });
         var json = CliRunner.JsonOption();
         var command = new Command("bench", "Encode and decode throughput of each codec") { model, formats, threads, repeats, json };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>

@@ -131,6 +131,8 @@ internal static class CliRunner
         ["caldera rank"] = "--format caldera:rank",
         ["prompt"] = "--prompt",
         ["output"] = "--output",
+        ["EvalOptions.TextPath"] = "--text",
+        ["CalibrationPath"] = "--calib",
         [OutputGuard.ForceName] = "--force",
     };
 

@@ -60,6 +60,9 @@ public sealed class LogicalCheckpoint : IDisposable
                         $"unknown or malformed codec ({error.Message})", error);
                 }
                 var stored = new StoredTensor(name, e.DType, e.Shape, e.Codec, e.Parameters, container);
+                if (stored.Rows > int.MaxValue || stored.Columns > int.MaxValue)
+                    throw new CheckpointFormatException(container.Path, $"__metadata__.{CompressedLayout.TensorsKey}.{name}.shape", null,
+                        $"shape {TensorShape.Text(e.Shape)} has more than 2^31 − 1 rows or columns, which no decoder reads");
                 foreach (var part in e.Parts)
                 {
                     stored.Part(part); // throws, naming the part, when it is missing
@@ -73,6 +76,13 @@ public sealed class LogicalCheckpoint : IDisposable
             var emitted = new HashSet<string>(StringComparer.Ordinal);
             foreach (var t in container.Tensors)
             {
+                // A stored array named like a part of an encoded tensor but missing from its entry would be ignored by
+                // every decoder: the table and the parts disagree.
+                int dot = t.Name.LastIndexOf('.');
+                for (; dot > 0 && !partOwner.ContainsKey(t.Name); dot = t.Name.LastIndexOf('.', dot - 1))
+                    if (encoded.ContainsKey(t.Name[..dot]))
+                        throw new CheckpointFormatException(container.Path, t.Name, t.FileOffset,
+                            $"stored as a part of the encoded tensor {t.Name[..dot]}, but its entry does not list it");
                 if (partOwner.TryGetValue(t.Name, out var owner))
                 {
                     if (!emitted.Add(owner)) continue;

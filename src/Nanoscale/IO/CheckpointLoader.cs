@@ -69,6 +69,7 @@ public static class CheckpointLoader
         public ModelConfig? Config => config;
         public TensorInfo? Find(string name) => file.Find(name);
         public TensorView Map(TensorInfo tensor) => file.Map(tensor);
+        public IntegrityReport Verify(CancellationToken cancellationToken = default) => file.Verify(cancellationToken);
         public void Dispose() => file.Dispose();
     }
 }

@@ -34,6 +34,9 @@ internal sealed class GgufFile : ICheckpoint
     public string Path { get; }
 
     public IReadOnlyList<string> Files => [System.IO.Path.GetFullPath(Path)];
+
+    /// <summary>The format has no integrity record: the tensors are counted, not checked.</summary>
+    public IntegrityReport Verify(CancellationToken cancellationToken = default) => new(Path, 1, Tensors.Count, 0, 0, []);
     public CheckpointKind Kind => CheckpointKind.Gguf;
     public int Version { get; }
     public IReadOnlyList<TensorInfo> Tensors { get; }

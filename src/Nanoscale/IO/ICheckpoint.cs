@@ -45,6 +45,11 @@ public interface ICheckpoint : IDisposable
     /// <summary>Finds a tensor by name; null when absent.</summary>
     TensorInfo? Find(string name);
 
-    /// <summary>Maps one tensor's bytes. Dispose the view to release the mapping.</summary>
+    /// <summary>Maps one tensor's bytes. Dispose the view to release the mapping. A file that carries Nanoscale's
+    /// integrity record checks the tensor against it the first time.</summary>
+    /// <exception cref="CheckpointFormatException">The tensor is damaged.</exception>
     TensorView Map(TensorInfo tensor);
+
+    /// <summary>Checks every tensor against the integrity records of the checkpoint's files.</summary>
+    IntegrityReport Verify(CancellationToken cancellationToken = default);
 }

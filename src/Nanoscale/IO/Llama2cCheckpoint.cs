@@ -33,6 +33,9 @@ internal sealed class Llama2cCheckpoint : ICheckpoint
 
     public IReadOnlyList<string> Files => [System.IO.Path.GetFullPath(Path)];
 
+    /// <summary>The format has no integrity record: the tensors are counted, not checked.</summary>
+    public IntegrityReport Verify(CancellationToken cancellationToken = default) => new(Path, 1, Tensors.Count, 0, 0, []);
+
     public CheckpointKind Kind => CheckpointKind.Llama2c;
 
     public IReadOnlyList<TensorInfo> Tensors { get; }

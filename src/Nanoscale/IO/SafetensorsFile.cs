@@ -15,6 +15,8 @@ internal sealed class SafetensorsFile : ICheckpoint
 
     private readonly MappedFile _file;
     private readonly Dictionary<string, TensorInfo> _byName;
+    private readonly Dictionary<string, ulong>? _checksums;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _verified = new(StringComparer.Ordinal);
 
     private SafetensorsFile(string path, MappedFile file, long headerLength, List<TensorInfo> tensors,
         List<KeyValuePair<string, string>> metadata)
@@ -25,7 +27,24 @@ internal sealed class SafetensorsFile : ICheckpoint
         Tensors = tensors;
         Metadata = metadata;
         _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        _checksums = Checksums.Read(path, metadata);
+        if (_checksums is not null)
+        {
+            foreach (var tensor in tensors)
+                if (!_checksums.ContainsKey(tensor.Name))
+                    throw new CheckpointFormatException(path, tensor.Name, tensor.FileOffset, $"the file's {Checksums.Key} record has no checksum for this tensor");
+            foreach (string name in _checksums.Keys)
+                if (name != Checksums.MetadataEntry && !_byName.ContainsKey(name))
+                    throw new CheckpointFormatException(path, $"__metadata__.{Checksums.Key}", 8, $"the record names '{name}', which the file does not hold");
+            ulong stored = _checksums.GetValueOrDefault(Checksums.MetadataEntry), computed = Checksums.OfMetadata(metadata);
+            if (stored != computed)
+                throw new CheckpointFormatException(path, "__metadata__", 8,
+                    $"metadata checksum mismatch (stored {Checksums.Hex(stored)}, computed {Checksums.Hex(computed)}): the header is damaged");
+        }
     }
+
+    /// <summary>True when the file carries Nanoscale's integrity record (<see cref="Checksums"/>).</summary>
+    public bool HasChecksums => _checksums is not null;
 
     public string Path { get; }
 
@@ -47,11 +66,58 @@ internal sealed class SafetensorsFile : ICheckpoint
 
     public TensorInfo? Find(string name) => _byName.GetValueOrDefault(name);
 
+    /// <summary>Maps a tensor; with an integrity record, its bytes are checked against it the first time.</summary>
+    /// <exception cref="CheckpointFormatException">The tensor's bytes or header entry do not match its checksum.</exception>
     public TensorView Map(TensorInfo tensor)
     {
         if (Find(tensor.Name) != tensor)
             throw new ArgumentException($"{tensor.Name} is not a tensor of {Path}");
-        return _file.View(tensor);
+        var view = _file.View(tensor);
+        if (_checksums is not null && !_verified.ContainsKey(tensor.Name))
+        {
+            try { Check(tensor, view); }
+            catch
+            {
+                view.Dispose();
+                throw;
+            }
+            _verified[tensor.Name] = true;
+        }
+        return view;
+    }
+
+    /// <summary>Checks every tensor against the integrity record and reports each damaged one (SPEC §15).</summary>
+    public IntegrityReport Verify(CancellationToken cancellationToken = default)
+    {
+        var problems = new List<string>();
+        long bytes = 0;
+        if (_checksums is not null)
+            foreach (var tensor in Tensors)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                try
+                {
+                    using var view = _file.View(tensor);
+                    Check(tensor, view);
+                    _verified[tensor.Name] = true;
+                    bytes += tensor.ByteLength;
+                }
+                catch (CheckpointFormatException e) { problems.Add(e.Message); }
+            }
+        return new IntegrityReport(Path, 1, Tensors.Count, _checksums is null ? 0 : Tensors.Count, bytes, problems);
+    }
+
+    private void Check(TensorInfo tensor, TensorView view)
+    {
+        var hash = Checksums.BeginTensor(tensor.Name, tensor.DType, tensor.Shape, tensor.FileOffset - DataOffset);
+        const int slice = 1 << 24;
+        for (long offset = 0; offset < view.Length; offset += slice)
+            hash.Append(view.Slice(offset, (int)Math.Min(slice, view.Length - offset)));
+        ulong computed = hash.GetCurrentHashAsUInt64(), stored = _checksums![tensor.Name];
+        if (computed != stored)
+            throw new CheckpointFormatException(Path, tensor.Name, tensor.FileOffset,
+                $"checksum mismatch over bytes [{tensor.FileOffset}, {tensor.FileOffset + tensor.ByteLength}) and its header entry " +
+                $"(stored {Checksums.Hex(stored)}, computed {Checksums.Hex(computed)}): the file is damaged");
     }
 
     public void Dispose() => _file.Dispose();

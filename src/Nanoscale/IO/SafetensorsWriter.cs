@@ -12,19 +12,29 @@ namespace Nanoscale.IO;
 /// <remarks>
 /// The header is compact JSON in the order tensors and metadata were added, with <c>__metadata__</c> first and
 /// spaces padding it to a multiple of 8 bytes, as the reference implementation writes it; so a checkpoint read
-/// and written back unchanged is identical byte for byte.
+/// and written back unchanged is identical byte for byte. With <see cref="WithChecksums"/> the metadata also gets
+/// the integrity record (<see cref="Checksums"/>): the header is written with placeholder hashes of the final length,
+/// each tensor is hashed as it streams out, and the header is rewritten in place at the end.
 /// </remarks>
 internal sealed class SafetensorsWriter
 {
     private readonly List<KeyValuePair<string, string>> _metadata = [];
     private readonly List<Entry> _tensors = [];
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
+    private bool _checksums;
 
     private sealed record Entry(string Name, DType DType, long[] Shape, long ByteLength, Action<Stream> WriteData);
 
     public SafetensorsWriter(string path) => Path = path;
 
     public string Path { get; }
+
+    /// <summary>Adds the integrity record of every tensor and of the metadata (SPEC §15).</summary>
+    public SafetensorsWriter WithChecksums()
+    {
+        _checksums = true;
+        return this;
+    }
 
     public SafetensorsWriter AddMetadata(string key, string value)
     {
@@ -60,41 +70,59 @@ internal sealed class SafetensorsWriter
     /// <summary>Writes the header and every tensor to a temporary file, then renames it to <see cref="Path"/>.</summary>
     public void Commit(CancellationToken cancellationToken = default)
     {
-        var header = BuildHeader();
+        if (_checksums && _metadata.Any(m => m.Key == Checksums.Key))
+            throw new InvalidOperationException($"{Path}: the metadata already holds a {Checksums.Key} record");
+        var hashes = new List<KeyValuePair<string, ulong>> { new(Checksums.MetadataEntry, Checksums.OfMetadata(_metadata)) };
+        hashes.AddRange(_tensors.Select(t => new KeyValuePair<string, ulong>(t.Name, Checksums.Placeholder)));
+        var header = BuildHeader(hashes);
         using var temporary = TemporaryFile.Beside(Path);
-        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20))
         {
             Span<byte> prefix = stackalloc byte[8];
             BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
             stream.Write(prefix);
             stream.Write(header);
-            foreach (var tensor in _tensors)
+            long dataStart = stream.Position;
+            for (int i = 0; i < _tensors.Count; i++)
             {
+                var tensor = _tensors[i];
                 cancellationToken.ThrowIfCancellationRequested();
                 long before = stream.Position;
-                tensor.WriteData(stream);
+                var hash = Checksums.BeginTensor(tensor.Name, tensor.DType, tensor.Shape, before - dataStart);
+                tensor.WriteData(_checksums ? new HashingStream(stream, hash) : stream);
                 long written = stream.Position - before;
                 if (written != tensor.ByteLength)
                     throw new InvalidOperationException(
                         $"{Path}: {tensor.Name} wrote {written} bytes but {tensor.DType} × [{string.Join(", ", tensor.Shape)}] needs {tensor.ByteLength}");
+                hashes[i + 1] = new(tensor.Name, hash.GetCurrentHashAsUInt64());
+            }
+            if (_checksums)
+            {
+                // Same names, same number of hex digits: the final header has the placeholder's length exactly.
+                var final = BuildHeader(hashes);
+                if (final.Length != header.Length)
+                    throw new InvalidOperationException($"{Path}: the checksum record changed the header's length");
+                stream.Position = 8;
+                stream.Write(final);
             }
             stream.Flush(flushToDisk: true);
         }
         temporary.MoveTo(Path);
     }
 
-    private byte[] BuildHeader()
+    private byte[] BuildHeader(List<KeyValuePair<string, ulong>> hashes)
     {
+        var metadata = _checksums ? [.. _metadata, new(Checksums.Key, Checksums.Serialize(hashes))] : _metadata;
         var json = new StringBuilder("{");
         bool first = true;
-        if (_metadata.Count > 0)
+        if (metadata.Count > 0)
         {
             json.Append("\"__metadata__\":{");
-            for (int i = 0; i < _metadata.Count; i++)
+            for (int i = 0; i < metadata.Count; i++)
             {
                 if (i > 0) json.Append(',');
-                AppendString(json, _metadata[i].Key).Append(':');
-                AppendString(json, _metadata[i].Value);
+                AppendString(json, metadata[i].Key).Append(':');
+                AppendString(json, metadata[i].Value);
             }
             json.Append('}');
             first = false;
@@ -159,5 +187,26 @@ internal sealed class SafetensorsWriter
         const int slice = 1 << 24;
         for (long offset = 0; offset < view.Length; offset += slice)
             stream.Write(view.Slice(offset, (int)Math.Min(slice, view.Length - offset)));
+    }
+
+    /// <summary>Passes writes through to the file and into the tensor's hash.</summary>
+    private sealed class HashingStream(Stream inner, System.IO.Hashing.XxHash3 hash) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => inner.Length;
+        public override long Position { get => inner.Position; set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            hash.Append(buffer);
+            inner.Write(buffer);
+        }
     }
 }

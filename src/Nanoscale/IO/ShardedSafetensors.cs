@@ -31,6 +31,9 @@ internal sealed class ShardedSafetensors : ICheckpoint
 
     public IReadOnlyList<string> Files { get; }
 
+    public IntegrityReport Verify(CancellationToken cancellationToken = default) =>
+        IntegrityReport.Combine(Path, _shards.Select(s => s.Verify(cancellationToken)));
+
     public CheckpointKind Kind { get; }
 
     public IReadOnlyList<TensorInfo> Tensors { get; }

@@ -31,7 +31,7 @@ public static class Calibration
         IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         if (options.Tokens < 2) throw new InvalidOptionException("CalibrationOptions.Tokens", $"calibration needs at least 2 tokens, not {options.Tokens}");
-        var text = File.ReadAllText(textPath);
+        var text = TextInput.Read(textPath, "CalibrationPath");
         RecordingWeightSource? recording = null;
         LoadedModel loaded;
         try

@@ -64,7 +64,8 @@ public static class Compressor
         try
         {
             using var spill = new FileStream(spillFile.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
-            var writer = new SafetensorsWriter(output).AddMetadata(source.Metadata)
+            // The source's own integrity record describes its layout, not this file's: the writer makes a new one.
+            var writer = new SafetensorsWriter(output).WithChecksums().AddMetadata(source.Metadata.Where(m => m.Key != Checksums.Key))
                 .AddMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
                 .AddMetadata(CompressedLayout.FormatKey, options.Codec.Spec);
             if (source.Config is { } config) writer.AddMetadata(CompressedLayout.ConfigKey, CompressedLayout.SerializeConfig(config));

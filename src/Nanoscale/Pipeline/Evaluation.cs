@@ -69,7 +69,7 @@ public static class Evaluation
         CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
-        var text = File.ReadAllText(options.TextPath);
+        var text = TextInput.Read(options.TextPath, "EvalOptions.TextPath");
         // The tokenizer is the one beside the model given, also when the weights evaluated are a temporary compressed copy.
         string? tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(modelPath);
         TemporaryFile? temporary = null;

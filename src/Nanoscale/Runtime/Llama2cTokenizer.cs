@@ -21,6 +21,9 @@ internal sealed partial class Llama2cTokenizer : ITokenizer
     /// <summary>Upper bound on the token-length field; real files use at most a few dozen bytes.</summary>
     public const int MaxPieceBytes = 1 << 16;
 
+    /// <summary>Largest tokenizer file read (real ones are a few MB; the whole file is read into memory).</summary>
+    public const long MaxFileBytes = 256L << 20;
+
     public const int UnknownId = 0;
     public const int Bos = 1;
     public const int Eos = 2;
@@ -73,6 +76,9 @@ internal sealed partial class Llama2cTokenizer : ITokenizer
     /// <exception cref="CheckpointFormatException">The file is truncated or a field is out of range; the message names the offset.</exception>
     public static Llama2cTokenizer Load(string path, int? vocabSize = null)
     {
+        long length = new FileInfo(path).Length;
+        if (length > MaxFileBytes)
+            throw new CheckpointFormatException(path, null, 0, $"file is {length} bytes; a llama2.c tokenizer is far smaller (at most {MaxFileBytes} read)");
         byte[] data = File.ReadAllBytes(path);
         return Parse(data, path, vocabSize);
     }
@@ -88,8 +94,15 @@ internal sealed partial class Llama2cTokenizer : ITokenizer
         if (maxTokenLength < 1 || maxTokenLength > MaxPieceBytes)
             throw new CheckpointFormatException(path, "max_token_length", 0, $"expected 1..{MaxPieceBytes}, found {maxTokenLength}");
 
-        var pieces = new List<byte[]>(vocabSize ?? 1024);
-        var scores = new List<float>(vocabSize ?? 1024);
+        // The vocabulary size comes from the model's config, which is untrusted: every token takes at least 8 bytes of
+        // the file, so the file bounds how many there can be before anything is allocated for them.
+        long fits = (data.Length - 4) / 8;
+        if (vocabSize > fits)
+            throw new CheckpointFormatException(path, null, 0,
+                $"the model's vocabulary has {vocabSize} tokens but a file of {data.Length} bytes holds at most {fits}");
+        int capacity = (int)Math.Min(vocabSize ?? 1024, fits);
+        var pieces = new List<byte[]>(capacity);
+        var scores = new List<float>(capacity);
         long offset = 4;
         while (offset < data.Length && (vocabSize is null || pieces.Count < vocabSize))
         {

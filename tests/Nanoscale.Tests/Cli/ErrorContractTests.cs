@@ -4,6 +4,7 @@ using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
 using Nanoscale.Tensors;
+using Nanoscale.Tests.Support;
 
 namespace Nanoscale.Tests.Cli;
 
@@ -67,5 +68,56 @@ public class ErrorContractTests
         Assert.Equal("error: internal error (InvalidOperationException): a tile was decoded twice", failure.StandardError[0]);
         Assert.Contains("   at ", failure.StandardError[1]);
         Assert.Contains("Please report it", failure.StandardError[^1]);
+    }
+}
+
+/// <summary>The messages the reliability review found misleading (SPEC §15), each now saying what is wrong with which
+/// argument, and the JSON contract kept even for a wrong command line.</summary>
+public class MisleadingMessageTests
+{
+    [Fact]
+    public void AFolderGivenAsTextIsNamedAsSuch()
+    {
+        var result = CliProcess.Run("eval", SharedData.Stories260K, "--text", Path.GetTempPath());
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("error: --text: ", result.Stderr);
+        Assert.Contains("is a folder", result.Stderr);
+    }
+
+    [Fact]
+    public void AWrongCommandLineWithJsonPrintsOneJsonObjectNotHelp()
+    {
+        var result = CliProcess.Run("compress", "--json");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--format", result.Json().GetProperty("error").GetString());
+        Assert.DoesNotContain("Usage:", result.Stdout);
+    }
+
+    [Fact]
+    public void ZeroRepeatsIsRefused()
+    {
+        var result = CliProcess.Run("bench", SharedData.Stories260K, "--repeats", "0");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--repeats must be at least 1", result.Stderr);
+    }
+
+    [Fact]
+    public void AnExactRoundTripHasNoInfinityStringInJson()
+    {
+        using var dir = new TempDir();
+        var result = CliProcess.Run("compress", SharedData.Stories260K, "-f", "lossless", "-o", dir.File("l.safetensors"), "--json");
+        Assert.Equal(0, result.ExitCode);
+        Assert.DoesNotContain("Infinity", result.Stdout);
+        Assert.Equal(System.Text.Json.JsonValueKind.Null, result.Json().GetProperty("error").GetProperty("sqnr_db").ValueKind);
+    }
+
+    [Fact]
+    public void AVocabularyTheTokenizerFileCannotHoldFailsBeforeAllocating()
+    {
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<CheckpointFormatException>(() =>
+            Nanoscale.Runtime.Llama2cTokenizer.Load(SharedData.Tok512, vocabSize: 2_000_000_000));
+        Assert.Contains("holds at most", e.Message);
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 16 << 20, "no allocation sized by the declared vocabulary");
     }
 }
