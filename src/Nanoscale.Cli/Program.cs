@@ -30,6 +30,7 @@ public static class Program
         root.Add(DecompressCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(GenerateCommand.Create());
+        root.Add(TokenizeCommand.Create());
         root.Add(SweepCommand.Create());
         root.Add(BenchCommand.Create());
         root.Add(DemoCommand.Create());

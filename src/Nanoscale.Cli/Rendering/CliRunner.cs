@@ -24,7 +24,7 @@ internal static class CliRunner
     /// <summary><c>--tokenizer FILE</c>, for verbs that run the model.</summary>
     public static Option<string?> TokenizerOption() => new("--tokenizer")
     {
-        Description = "Tokenizer file: llama2.c tokenizer.bin or SentencePiece .model (default: tokenizer.model, tokenizer.bin or tok*.bin beside the model)",
+        Description = "Tokenizer: tokenizer.json (or its folder), SentencePiece .model or llama2.c tokenizer.bin (default: tokenizer.json, tokenizer.model, tokenizer.bin or one tok*.bin beside the model)",
     };
 
     public static Option<bool> JsonOption() => new("--json") { Description = "Print exactly one JSON object on standard output" };
@@ -132,6 +132,7 @@ internal static class CliRunner
         ["prompt"] = "--prompt",
         ["output"] = "--output",
         ["EvalOptions.TextPath"] = "--text",
+        ["TokenizeOptions.TextPath"] = "--text",
         ["CalibrationPath"] = "--calib",
         [OutputGuard.ForceName] = "--force",
     };

@@ -93,3 +93,24 @@ public class PerplexityTests
         public void Report(T value) => report(value);
     }
 }
+
+/// <summary>Text as users have it: a Windows copy of the evaluation text (CRLF line endings, a UTF-8 BOM) scores exactly
+/// as the original (it used to give 6.254 instead of 3.548 on stories260K).</summary>
+public class TextNormalisationTests
+{
+    [Fact]
+    public void CrlfAndABomDoNotChangeThePerplexity()
+    {
+        using var dir = new TempDir();
+        var windows = dir.File("tinystories-crlf.txt");
+        var text = File.ReadAllText(SharedData.TinyStoriesText);
+        Assert.DoesNotContain('\r', text);
+        File.WriteAllText(windows, text.Replace("\n", "\r\n"), new System.Text.UTF8Encoding(encoderShouldEmitUTF8Identifier: true));
+        var options = new Nanoscale.Pipeline.EvalOptions { TextPath = SharedData.TinyStoriesText, TokenizerPath = SharedData.Tok512 };
+        var original = Nanoscale.Pipeline.Evaluation.Evaluate(SharedData.Stories260K, options);
+        var copy = Nanoscale.Pipeline.Evaluation.Evaluate(SharedData.Stories260K, options with { TextPath = windows });
+        Assert.Equal(3.548202, original.Perplexity.Perplexity, 6);
+        Assert.Equal(original.Perplexity.MeanNll, copy.Perplexity.MeanNll);
+        Assert.Equal(original.Perplexity.PredictedTokens, copy.Perplexity.PredictedTokens);
+    }
+}
