@@ -1,15 +1,21 @@
+using System.Globalization;
 using System.Text.Json;
 
 namespace Nanoscale.IO;
 
-/// <summary>Reads the Llama-family fields of a Hugging Face <c>config.json</c> (Llama, Mistral, Qwen2).</summary>
+/// <summary>
+/// Reads a Hugging Face <c>config.json</c> of the Llama family: Llama 2/3/3.1/3.2 (with <c>rope_scaling</c> of type
+/// <c>llama3</c>), SmolLM/SmolLM2 (<c>llama</c>), Mistral, Qwen2/2.5 (q/k/v biases) and Qwen3 (q/k norms, its own
+/// <c>head_dim</c>). What the runtime does not implement is refused by name (<see cref="ModelConfig.Unsupported"/>), never
+/// run wrongly: another <c>model_type</c>, mixture-of-experts, another rotary scaling, another activation.
+/// </summary>
 internal static class HuggingFaceConfig
 {
-    public static readonly IReadOnlyList<string> SupportedModelTypes = ["llama", "mistral", "qwen2"];
+    public static readonly IReadOnlyList<string> SupportedModelTypes = ["llama", "mistral", "qwen2", "qwen3"];
 
     /// <summary>
-    /// The architecture when <c>model_type</c> is a supported Llama-family type; null for other model types
-    /// (their tensors can still be inspected and compressed, just not run).
+    /// The architecture when <c>model_type</c> is a Llama-family type (possibly with <see cref="ModelConfig.Unsupported"/>
+    /// set); null for other model types (their tensors can still be inspected and compressed, just not run).
     /// </summary>
     /// <exception cref="CheckpointFormatException">Malformed JSON or missing/invalid required fields.</exception>
     public static ModelConfig? Read(string path)
@@ -40,13 +46,25 @@ internal static class HuggingFaceConfig
             }
             float Float(string field, float fallback) =>
                 root.TryGetProperty(field, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetSingle() : fallback;
+            bool Flag(string field) => root.TryGetProperty(field, out var v) && v.ValueKind == JsonValueKind.True;
 
             int dim = Int("hidden_size"), heads = Int("num_attention_heads");
             int kvHeads = Int("num_key_value_heads", heads);
-            if (dim % heads != 0)
-                throw new CheckpointFormatException(path, "num_attention_heads", null, $"{heads} heads do not divide hidden_size {dim}");
+            int headDim = Int("head_dim", dim / heads);
+            if (!root.TryGetProperty("head_dim", out var hd) || hd.ValueKind == JsonValueKind.Null)
+                if (dim % heads != 0)
+                    throw new CheckpointFormatException(path, "num_attention_heads", null, $"{heads} heads do not divide hidden_size {dim}");
             if (heads % kvHeads != 0)
                 throw new CheckpointFormatException(path, "num_key_value_heads", null, $"{kvHeads} kv heads do not divide {heads} heads");
+
+            // Sliding-window attention equals full attention for windows no longer than the window: run it that way.
+            int maxSeqLen = Int("max_position_embeddings", 2048);
+            bool windowed = modelType == "mistral" || (modelType is "qwen2" or "qwen3" && Flag("use_sliding_window"));
+            if (windowed && root.TryGetProperty("sliding_window", out var window) && window.ValueKind == JsonValueKind.Number
+                && window.TryGetInt32(out int w) && w > 0)
+                maxSeqLen = Math.Min(maxSeqLen, w);
+
+            var (scaling, scalingProblem) = RopeScaling(path, root);
             return new ModelConfig
             {
                 Architecture = modelType,
@@ -55,15 +73,53 @@ internal static class HuggingFaceConfig
                 Layers = Int("num_hidden_layers"),
                 Heads = heads,
                 KvHeads = kvHeads,
+                HeadDim = headDim == dim / heads ? 0 : headDim, // 0: the default, as a config without head_dim
                 VocabSize = Int("vocab_size"),
-                MaxSeqLen = Int("max_position_embeddings", 2048),
+                MaxSeqLen = maxSeqLen,
                 NormEps = Float("rms_norm_eps", 1e-6f),
                 RopeTheta = Float("rope_theta", 10000f),
                 RopeStyle = RopeStyle.Halves,
-                TiedEmbeddings = root.TryGetProperty("tie_word_embeddings", out var tie) && tie.ValueKind == JsonValueKind.True,
-                AttentionBias = modelType == "qwen2" ||
-                    (root.TryGetProperty("attention_bias", out var bias) && bias.ValueKind == JsonValueKind.True),
+                RopeScaling = scaling,
+                TiedEmbeddings = Flag("tie_word_embeddings"),
+                AttentionBias = modelType == "qwen2" || Flag("attention_bias"),
+                QkNorm = modelType == "qwen3",
+                Unsupported = scalingProblem ?? Unsupported(root),
             };
         }
+    }
+
+    /// <summary>A feature of the config that the runtime does not implement, named; null when there is none.</summary>
+    private static string? Unsupported(JsonElement root)
+    {
+        foreach (string key in new[] { "num_experts", "num_local_experts", "n_routed_experts" })
+            if (root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n > 0)
+                return $"mixture-of-experts layers ({key} = {n}) are not supported";
+        if (root.TryGetProperty("hidden_act", out var act) && act.ValueKind == JsonValueKind.String && act.GetString() is not ("silu" or "swish"))
+            return $"hidden_act '{act.GetString()}' is not supported (SwiGLU with silu is)";
+        return null;
+    }
+
+    /// <summary><c>rope_scaling</c>: null, or Llama-3's (<c>rope_type</c>/<c>type</c> = <c>llama3</c>); any other kind is
+    /// refused by name.</summary>
+    private static (RopeScaling? Scaling, string? Problem) RopeScaling(string path, JsonElement root)
+    {
+        if (!root.TryGetProperty("rope_scaling", out var s) || s.ValueKind == JsonValueKind.Null) return (null, null);
+        if (s.ValueKind != JsonValueKind.Object)
+            throw new CheckpointFormatException(path, "rope_scaling", null, "must be an object or null");
+        string type = (s.TryGetProperty("rope_type", out var t) || s.TryGetProperty("type", out t)) && t.ValueKind == JsonValueKind.String
+            ? t.GetString()! : "";
+        if (type == "default") return (null, null);
+        if (type != "llama3") return (null, $"rope_scaling of type '{type}' is not supported (llama3 is)");
+        float Number(string key)
+        {
+            if (s.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.GetDouble() is var d && d > 0 && double.IsFinite(d))
+                return (float)d;
+            throw new CheckpointFormatException(path, $"rope_scaling.{key}", null, "missing or not a positive number");
+        }
+        float low = Number("low_freq_factor"), high = Number("high_freq_factor");
+        if (!(high > low))
+            throw new CheckpointFormatException(path, "rope_scaling", null,
+                $"high_freq_factor {high.ToString(CultureInfo.InvariantCulture)} must exceed low_freq_factor {low.ToString(CultureInfo.InvariantCulture)}");
+        return (new RopeScaling(Number("factor"), low, high, (int)Number("original_max_position_embeddings")), null);
     }
 }

@@ -31,6 +31,45 @@ public sealed record ModelConfig
     /// <summary>Qwen2 stores biases on the q, k and v projections.</summary>
     public bool AttentionBias { get; init; }
 
-    public int HeadDim => Dim / Heads;
+    private readonly int _headDim;
+
+    /// <summary>Width of one attention head: <c>Dim / Heads</c> unless the config says otherwise (Qwen3-0.6B: 128 with
+    /// hidden 1024 and 16 heads; Llama-3.2-1B: 64).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public int HeadDim
+    {
+        get => _headDim > 0 ? _headDim : Dim / Math.Max(1, Heads);
+        init => _headDim = value;
+    }
+
+    /// <summary>The head width as written: null when it is the default <c>Dim / Heads</c>, so a config that never named
+    /// it and one that named the default round-trip through JSON unchanged.</summary>
+    [System.Text.Json.Serialization.JsonInclude, System.Text.Json.Serialization.JsonPropertyName("HeadDim")]
+    private int? ExplicitHeadDim
+    {
+        get => _headDim > 0 ? _headDim : null;
+        init => _headDim = value ?? 0;
+    }
+
+    /// <summary>Qwen3: an RMSNorm over each query and key head (weights <c>q_norm</c>, <c>k_norm</c>) before RoPE.</summary>
+    public bool QkNorm { get; init; }
+
+    /// <summary>Llama-3.1/3.2 rotary frequency scaling; null for plain RoPE.</summary>
+    public RopeScaling? RopeScaling { get; init; }
+
+    /// <summary>Why this model cannot run (an architecture or option Nanoscale does not implement), named so that it
+    /// is refused instead of run wrongly; null when it can run. Its tensors can still be inspected and compressed.</summary>
+    public string? Unsupported { get; init; }
+
+    /// <summary>Width of the query projection's output and the output projection's input: <c>Heads · HeadDim</c>.</summary>
+    public int QueryDim => Heads * HeadDim;
+
     public int KvDim => KvHeads * HeadDim;
 }
+
+/// <summary>
+/// Llama-3's rotary scaling (<c>rope_scaling</c> with <c>rope_type: llama3</c>): inverse frequencies whose wavelength
+/// exceeds <c>OriginalMaxPositions / LowFreqFactor</c> are divided by <see cref="Factor"/>, those below
+/// <c>OriginalMaxPositions / HighFreqFactor</c> are kept, and those between are blended smoothly.
+/// </summary>
+public sealed record RopeScaling(float Factor, float LowFreqFactor, float HighFreqFactor, int OriginalMaxPositions);

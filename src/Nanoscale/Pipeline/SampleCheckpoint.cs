@@ -24,6 +24,58 @@ public sealed record SampleOptions
     public double OutlierChannelFraction { get; init; } = 0.01;
 
     public double OutlierScale { get; init; } = 4;
+
+    /// <summary>The Hugging Face <c>model_type</c>: <c>llama</c> (also SmolLM2, Llama-3.x), <c>qwen2</c> (q/k/v
+    /// biases) or <c>qwen3</c> (q/k norms).</summary>
+    public string ModelType { get; init; } = "llama";
+
+    /// <summary>Width of an attention head; 0: <see cref="Dim"/> / <see cref="Heads"/>.</summary>
+    public int HeadDim { get; init; }
+
+    public bool TiedEmbeddings { get; init; }
+
+    public float RopeTheta { get; init; } = 10000f;
+
+    public RopeScaling? RopeScaling { get; init; }
+
+    public float NormEps { get; init; } = 1e-5f;
+
+    /// <summary>A folder whose <c>tokenizer.json</c> and <c>tokenizer_config.json</c> are copied beside the model.</summary>
+    public string? TokenizerFrom { get; init; }
+
+    internal int EffectiveHeadDim => HeadDim > 0 ? HeadDim : Dim / Heads;
+
+    internal bool AttentionBias => ModelType == "qwen2";
+
+    internal bool QkNorm => ModelType == "qwen3";
+
+    /// <summary>HuggingFaceTB/SmolLM2-135M's shape (30 layers; its own 49152-token vocabulary).</summary>
+    public static SampleOptions SmolLM2_135M { get; } = new()
+    {
+        Dim = 576, HiddenDim = 1536, Layers = 30, Heads = 9, KvHeads = 3, VocabSize = 49152, MaxSeqLen = 8192,
+        TiedEmbeddings = true, RopeTheta = 100000f,
+    };
+
+    /// <summary>Qwen/Qwen2.5-0.5B's shape (24 layers, q/k/v biases, tied embeddings).</summary>
+    public static SampleOptions Qwen25_05B { get; } = new()
+    {
+        ModelType = "qwen2", Dim = 896, HiddenDim = 4864, Layers = 24, Heads = 14, KvHeads = 2, VocabSize = 151936,
+        MaxSeqLen = 32768, TiedEmbeddings = true, RopeTheta = 1000000f, NormEps = 1e-6f,
+    };
+
+    /// <summary>Qwen/Qwen3-0.6B's shape (28 layers, head_dim 128 with hidden 1024, q/k norms, tied embeddings).</summary>
+    public static SampleOptions Qwen3_06B { get; } = new()
+    {
+        ModelType = "qwen3", Dim = 1024, HiddenDim = 3072, Layers = 28, Heads = 16, KvHeads = 8, HeadDim = 128, VocabSize = 151936,
+        MaxSeqLen = 40960, TiedEmbeddings = true, RopeTheta = 1000000f, NormEps = 1e-6f,
+    };
+
+    /// <summary>meta-llama/Llama-3.2-1B's shape (16 layers, Llama-3 RoPE scaling, tied embeddings).</summary>
+    public static SampleOptions Llama32_1B { get; } = new()
+    {
+        Dim = 2048, HiddenDim = 8192, Layers = 16, Heads = 32, KvHeads = 8, HeadDim = 64, VocabSize = 128256, MaxSeqLen = 131072,
+        TiedEmbeddings = true, RopeTheta = 500000f, RopeScaling = new RopeScaling(32f, 1f, 4f, 8192), NormEps = 1e-5f,
+    };
 }
 
 /// <summary>
@@ -33,18 +85,15 @@ public sealed record SampleOptions
 /// </summary>
 public static class SampleCheckpoint
 {
-    public static long ParameterCount(SampleOptions o)
-    {
-        long kvDim = (long)o.KvHeads * (o.Dim / o.Heads);
-        long perLayer = 2L * o.Dim + 2L * o.Dim * o.Dim + 2 * kvDim * o.Dim + 3L * o.HiddenDim * o.Dim;
-        return 2L * o.VocabSize * o.Dim + o.Layers * perLayer + o.Dim;
-    }
+    public static long ParameterCount(SampleOptions o) => Plan(o).Sum(t => TensorShape.ElementCount(t.Shape));
 
     /// <summary>Writes the sample model into <paramref name="folder"/> (created if needed) and returns the folder.</summary>
     public static string Write(string folder, SampleOptions options, CancellationToken cancellationToken = default)
     {
-        if (options.Dim % options.Heads != 0 || options.Heads % options.KvHeads != 0)
-            throw new ArgumentException("heads must divide dim and kv heads must divide heads");
+        if ((options.HeadDim == 0 && options.Dim % options.Heads != 0) || options.Heads % options.KvHeads != 0)
+            throw new ArgumentException("heads must divide dim (or give HeadDim) and kv heads must divide heads");
+        if (options.ModelType is not ("llama" or "qwen2" or "qwen3"))
+            throw new ArgumentException($"sample models are llama, qwen2 or qwen3, not {options.ModelType}");
         if (options.DType is not (DType.BF16 or DType.F16 or DType.F32))
             throw new ArgumentException($"sample weights are written as BF16, F16 or F32, not {options.DType}");
         Directory.CreateDirectory(folder);
@@ -79,14 +128,19 @@ public static class SampleCheckpoint
         }
         if (shards.Count > 1) WriteIndex(folder, weightMap, tensors.Sum(t => TensorShape.ElementCount(t.Shape)) * options.DType.ElementSize());
         WriteConfig(folder, options);
+        if (options.TokenizerFrom is { } from)
+            foreach (string name in new[] { "tokenizer.json", "tokenizer_config.json" })
+                if (File.Exists(Path.Combine(from, name)))
+                    File.Copy(Path.Combine(from, name), Path.Combine(folder, name), overwrite: true);
         return folder;
     }
 
-    private enum Kind { Embedding, Norm, Linear }
+    private enum Kind { Embedding, Norm, Linear, Bias }
 
+    /// <summary>Every tensor of the model, named and shaped as the real architecture stores it.</summary>
     private static List<(string Name, long[] Shape, Kind Kind, int Index)> Plan(SampleOptions o)
     {
-        int kvDim = o.KvHeads * (o.Dim / o.Heads);
+        int headDim = o.EffectiveHeadDim, qDim = o.Heads * headDim, kvDim = o.KvHeads * headDim;
         var list = new List<(string, long[], Kind, int)>();
         void Add(string name, Kind kind, params long[] shape) => list.Add((name, shape, kind, list.Count));
         Add("model.embed_tokens.weight", Kind.Embedding, o.VocabSize, o.Dim);
@@ -94,17 +148,25 @@ public static class SampleCheckpoint
         {
             var p = $"model.layers.{i}.";
             Add(p + "input_layernorm.weight", Kind.Norm, o.Dim);
-            Add(p + "self_attn.q_proj.weight", Kind.Linear, o.Dim, o.Dim);
+            Add(p + "self_attn.q_proj.weight", Kind.Linear, qDim, o.Dim);
+            if (o.AttentionBias) Add(p + "self_attn.q_proj.bias", Kind.Bias, qDim);
             Add(p + "self_attn.k_proj.weight", Kind.Linear, kvDim, o.Dim);
+            if (o.AttentionBias) Add(p + "self_attn.k_proj.bias", Kind.Bias, kvDim);
             Add(p + "self_attn.v_proj.weight", Kind.Linear, kvDim, o.Dim);
-            Add(p + "self_attn.o_proj.weight", Kind.Linear, o.Dim, o.Dim);
+            if (o.AttentionBias) Add(p + "self_attn.v_proj.bias", Kind.Bias, kvDim);
+            Add(p + "self_attn.o_proj.weight", Kind.Linear, o.Dim, qDim);
+            if (o.QkNorm)
+            {
+                Add(p + "self_attn.q_norm.weight", Kind.Norm, headDim);
+                Add(p + "self_attn.k_norm.weight", Kind.Norm, headDim);
+            }
             Add(p + "post_attention_layernorm.weight", Kind.Norm, o.Dim);
             Add(p + "mlp.gate_proj.weight", Kind.Linear, o.HiddenDim, o.Dim);
             Add(p + "mlp.up_proj.weight", Kind.Linear, o.HiddenDim, o.Dim);
             Add(p + "mlp.down_proj.weight", Kind.Linear, o.Dim, o.HiddenDim);
         }
         Add("model.norm.weight", Kind.Norm, o.Dim);
-        Add("lm_head.weight", Kind.Embedding, o.VocabSize, o.Dim);
+        if (!o.TiedEmbeddings) Add("lm_head.weight", Kind.Embedding, o.VocabSize, o.Dim);
         return list;
     }
 
@@ -117,7 +179,7 @@ public static class SampleCheckpoint
         int batchRows = (int)Math.Clamp((1 << 22) / Math.Max(1, cols), 1, rows);
         var values = new float[batchRows * cols];
         var bytes = new byte[values.Length * size];
-        double std = kind switch { Kind.Embedding => 0.02, Kind.Norm => 0.05, _ => 0.5 / Math.Sqrt(cols) };
+        double std = kind switch { Kind.Embedding or Kind.Bias => 0.02, Kind.Norm => 0.05, _ => 0.5 / Math.Sqrt(cols) };
         var outliers = OutlierChannels(cols, tensorIndex, o);
         for (long first = 0; first < rows; first += batchRows)
         {
@@ -155,24 +217,35 @@ public static class SampleCheckpoint
         AtomicFile.WriteAllText(Path.Combine(folder, CheckpointLoader.IndexFileName), stream.ToString());
     }
 
-    private static void WriteConfig(string folder, SampleOptions o) =>
-        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), string.Create(CultureInfo.InvariantCulture, $$"""
+    private static void WriteConfig(string folder, SampleOptions o)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        string architecture = o.ModelType switch { "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", _ => "LlamaForCausalLM" };
+        string scaling = o.RopeScaling is { } s
+            ? string.Create(inv, $$"""{"rope_type": "llama3", "factor": {{s.Factor}}, "low_freq_factor": {{s.LowFreqFactor}}, "high_freq_factor": {{s.HighFreqFactor}}, "original_max_position_embeddings": {{s.OriginalMaxPositions}}}""")
+            : "null";
+        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), string.Create(inv, $$"""
             {
-              "architectures": ["LlamaForCausalLM"],
-              "model_type": "llama",
+              "architectures": ["{{architecture}}"],
+              "model_type": "{{o.ModelType}}",
               "hidden_size": {{o.Dim}},
               "intermediate_size": {{o.HiddenDim}},
               "num_hidden_layers": {{o.Layers}},
               "num_attention_heads": {{o.Heads}},
               "num_key_value_heads": {{o.KvHeads}},
+              "head_dim": {{o.EffectiveHeadDim}},
+              "hidden_act": "silu",
               "vocab_size": {{o.VocabSize}},
               "max_position_embeddings": {{o.MaxSeqLen}},
-              "rms_norm_eps": 1e-05,
-              "rope_theta": 10000.0,
-              "tie_word_embeddings": false,
+              "rms_norm_eps": {{o.NormEps.ToString("R", inv)}},
+              "rope_theta": {{o.RopeTheta.ToString("R", inv)}},
+              "rope_scaling": {{scaling}},
+              "attention_bias": {{(o.AttentionBias ? "true" : "false")}},
+              "tie_word_embeddings": {{(o.TiedEmbeddings ? "true" : "false")}},
               "torch_dtype": "{{(o.DType == DType.BF16 ? "bfloat16" : o.DType == DType.F16 ? "float16" : "float32")}}"
             }
             """));
+    }
 }
 
 /// <summary>SplitMix64: a tiny, fast, well-mixed generator whose output never changes across .NET versions.</summary>

@@ -14,7 +14,7 @@ public sealed partial class InferenceSession
     /// </summary>
     private unsafe void Attend(int layer, ReadOnlySpan<float> q, int start, int count, Span<float> output)
     {
-        int heads = _config.Heads, headDim = _config.HeadDim, kvDim = _config.KvDim, dim = _config.Dim;
+        int heads = _config.Heads, headDim = _config.HeadDim, kvDim = _config.KvDim, dim = _config.QueryDim; // a row of q and of the output
         int group = heads / _config.KvHeads;
         float scale = 1f / MathF.Sqrt(headDim);
         float[] keyCache = _keyCache[layer], valueCache = _valueCache[layer];

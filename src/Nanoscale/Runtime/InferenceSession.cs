@@ -19,7 +19,7 @@ public sealed partial class InferenceSession
     private readonly float[][] _valueCache; // per layer: [capacity, kvDim]
     private readonly float[] _ropeCos;      // [capacity, headDim / 2]
     private readonly float[] _ropeSin;
-    private Scratch _scratch = new(0, 0, 0);
+    private Scratch _scratch = new(0, 0, 0, 0);
 
     internal InferenceSession(LlamaModel model, int capacity)
     {
@@ -35,7 +35,7 @@ public sealed partial class InferenceSession
             _keyCache[l] = new float[(long)capacity * kvDim];
             _valueCache[l] = new float[(long)capacity * kvDim];
         }
-        (_ropeCos, _ropeSin) = RopeTables(capacity, _config.HeadDim, _config.RopeTheta);
+        (_ropeCos, _ropeSin) = RopeTables(capacity, _config.HeadDim, _config.RopeTheta, _config.RopeScaling);
     }
 
     public LlamaModel Model => _model;
@@ -83,7 +83,7 @@ public sealed partial class InferenceSession
     /// </summary>
     public void ForwardHidden(ReadOnlySpan<int> tokens, Span<float> hidden, CancellationToken cancellationToken = default)
     {
-        int count = tokens.Length, dim = _config.Dim, kvDim = _config.KvDim, start = Length;
+        int count = tokens.Length, dim = _config.Dim, qDim = _config.QueryDim, kvDim = _config.KvDim, start = Length;
         if (hidden.Length != (long)count * dim)
             throw new ArgumentException($"hidden holds {hidden.Length} floats; {count} tokens × dim {dim} need {(long)count * dim}", nameof(hidden));
         if (count == 0) return;
@@ -91,8 +91,8 @@ public sealed partial class InferenceSession
             throw new InvalidOperationException($"{count} tokens after {start} exceed the session's capacity of {Capacity} positions");
         RuntimeOptions options = _model.Options;
         Scratch s = EnsureScratch(count);
-        Span<float> x = s.X.AsSpan(0, count * dim), xb = s.Xb.AsSpan(0, count * dim), q = s.Q.AsSpan(0, count * dim);
-        Span<float> attention = s.Attention.AsSpan(0, count * dim), projected = s.Projected.AsSpan(0, count * dim);
+        Span<float> x = s.X.AsSpan(0, count * dim), xb = s.Xb.AsSpan(0, count * dim), q = s.Q.AsSpan(0, count * qDim);
+        Span<float> attention = s.Attention.AsSpan(0, count * qDim), projected = s.Projected.AsSpan(0, count * dim);
         Span<float> gate = s.Gate.AsSpan(0, count * _config.HiddenDim), up = s.Up.AsSpan(0, count * _config.HiddenDim);
 
         for (int t = 0; t < count; t++)
@@ -116,6 +116,8 @@ public sealed partial class InferenceSession
             AddBiasRows(q, layer.QueryBias);
             AddBiasRows(keys, layer.KeyBias);
             AddBiasRows(values, layer.ValueBias);
+            NormHeads(q, layer.QueryNorm);
+            NormHeads(keys, layer.KeyNorm);
             ApplyRope(q, _config.Heads, start);
             ApplyRope(keys, _config.KvHeads, start);
             Attend(l, q, start, count, attention);
@@ -142,6 +144,14 @@ public sealed partial class InferenceSession
         int dim = _config.Dim;
         for (int t = 0; t < x.Length / dim; t++)
             Kernels.RmsNorm(x.Slice(t * dim, dim), weight, _config.NormEps, destination.Slice(t * dim, dim));
+    }
+
+    /// <summary>Qwen3: RMSNorm over each head of every row (weights of one head's width), before RoPE.</summary>
+    private void NormHeads(Span<float> rows, float[]? weight)
+    {
+        if (weight is null) return;
+        for (int i = 0; i < rows.Length; i += weight.Length)
+            Kernels.RmsNorm(rows.Slice(i, weight.Length), weight, _config.NormEps, rows.Slice(i, weight.Length));
     }
 
     private static void AddBiasRows(Span<float> rows, float[]? bias)
@@ -178,9 +188,10 @@ public sealed partial class InferenceSession
 
     /// <summary>
     /// Rotary tables as llama2.c and Hugging Face compute them: the inverse frequency θ^(−2j/headDim) and the angle
-    /// position · frequency rounded to float32, then cos/sin of that float angle.
+    /// position · frequency rounded to float32, then cos/sin of that float angle. With Llama-3 scaling the inverse
+    /// frequencies are first scaled as transformers' <c>_compute_llama3_parameters</c> does (<see cref="ScaledFrequency"/>).
     /// </summary>
-    private static (float[] Cos, float[] Sin) RopeTables(int capacity, int headDim, float theta)
+    private static (float[] Cos, float[] Sin) RopeTables(int capacity, int headDim, float theta, RopeScaling? scaling)
     {
         int half = headDim / 2;
         var cos = new float[(long)capacity * half];
@@ -188,6 +199,7 @@ public sealed partial class InferenceSession
         for (int j = 0; j < half; j++)
         {
             float frequency = (float)(1.0 / Math.Pow(theta, 2.0 * j / headDim));
+            if (scaling is not null) frequency = ScaledFrequency(frequency, scaling);
             for (int p = 0; p < capacity; p++)
             {
                 float angle = p * frequency;
@@ -198,21 +210,36 @@ public sealed partial class InferenceSession
         return (cos, sin);
     }
 
+    /// <summary>
+    /// Llama-3's scaling of one inverse frequency f (wavelength λ = 2π/f), in float32 as transformers computes it:
+    /// λ above original/low_freq_factor (long wavelengths): f/factor; λ below original/high_freq_factor: f; between:
+    /// (1 − s)·f/factor + s·f with s = (original/λ − low_freq_factor)/(high_freq_factor − low_freq_factor).
+    /// </summary>
+    internal static float ScaledFrequency(float frequency, RopeScaling s)
+    {
+        float wavelength = 2 * MathF.PI / frequency;
+        float lowWavelength = s.OriginalMaxPositions / s.LowFreqFactor, highWavelength = s.OriginalMaxPositions / s.HighFreqFactor;
+        if (wavelength > lowWavelength) return frequency / s.Factor;
+        if (wavelength < highWavelength) return frequency;
+        float smooth = (s.OriginalMaxPositions / wavelength - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
+        return (1 - smooth) * (frequency / s.Factor) + smooth * frequency;
+    }
+
     private Scratch EnsureScratch(int count)
     {
         if (_scratch.Tokens < count)
-            _scratch = new Scratch(Math.Max(count, Math.Min(Capacity, 2 * _scratch.Tokens)), _config.Dim, _config.HiddenDim);
+            _scratch = new Scratch(Math.Max(count, Math.Min(Capacity, 2 * _scratch.Tokens)), _config.Dim, _config.QueryDim, _config.HiddenDim);
         return _scratch;
     }
 
     /// <summary>Activations for a batch of up to <see cref="Tokens"/> positions, row-major.</summary>
-    private sealed class Scratch(int tokens, int dim, int hiddenDim)
+    private sealed class Scratch(int tokens, int dim, int queryDim, int hiddenDim)
     {
         public int Tokens { get; } = tokens;
         public float[] X { get; } = new float[(long)tokens * dim];
         public float[] Xb { get; } = new float[(long)tokens * dim];
-        public float[] Q { get; } = new float[(long)tokens * dim];
-        public float[] Attention { get; } = new float[(long)tokens * dim];
+        public float[] Q { get; } = new float[(long)tokens * queryDim];
+        public float[] Attention { get; } = new float[(long)tokens * queryDim];
         public float[] Projected { get; } = new float[(long)tokens * dim];
         public float[] Gate { get; } = new float[(long)tokens * hiddenDim];
         public float[] Up { get; } = new float[(long)tokens * hiddenDim];

@@ -1,8 +1,9 @@
 namespace Nanoscale.Runtime;
 
 /// <summary>
-/// One transformer block's weights. Shapes (rows × columns, PyTorch <c>[out, in]</c>): query dim×dim, key and value
-/// kvDim×dim, output dim×dim, gate and up hidden×dim, down dim×hidden; norms dim; biases (Qwen2) q: dim, k, v: kvDim.
+/// One transformer block's weights. Shapes (rows × columns, PyTorch <c>[out, in]</c>): query qDim×dim (qDim = heads ·
+/// headDim), key and value kvDim×dim, output dim×qDim, gate and up hidden×dim, down dim×hidden; norms dim; biases (Qwen2)
+/// q: qDim, k, v: kvDim; per-head norms (Qwen3) q and k: headDim.
 /// </summary>
 internal sealed record LlamaLayer(
     float[] AttentionNorm,
@@ -16,4 +17,6 @@ internal sealed record LlamaLayer(
     float[] FfnNorm,
     ILinearWeight Gate,
     ILinearWeight Up,
-    ILinearWeight Down);
+    ILinearWeight Down,
+    float[]? QueryNorm = null,
+    float[]? KeyNorm = null);

@@ -1,4 +1,5 @@
 using Nanoscale.IO;
+using Nanoscale.Tensors;
 using static Nanoscale.Runtime.LlamaTensorNames;
 
 namespace Nanoscale.Runtime;
@@ -51,7 +52,7 @@ public sealed class LlamaModel
         ArgumentNullException.ThrowIfNull(weights);
         string file = origin ?? "(weights)";
         Validate(config, file);
-        int dim = config.Dim, kvDim = config.KvDim, hidden = config.HiddenDim, vocab = config.VocabSize;
+        int dim = config.Dim, qDim = config.QueryDim, kvDim = config.KvDim, hidden = config.HiddenDim, vocab = config.VocabSize;
 
         ILinearWeight Linear(string name, int rows, int columns)
         {
@@ -77,17 +78,19 @@ public sealed class LlamaModel
         {
             layers[l] = new LlamaLayer(
                 Vector(AttentionNorm(l), dim),
-                Linear(Query(l), dim, dim),
+                Linear(Query(l), qDim, dim),
                 Linear(Key(l), kvDim, dim),
                 Linear(LlamaTensorNames.Value(l), kvDim, dim),
-                OptionalBias(QueryBias(l), dim),
+                OptionalBias(QueryBias(l), qDim),
                 OptionalBias(KeyBias(l), kvDim),
                 OptionalBias(ValueBias(l), kvDim),
-                Linear(Output(l), dim, dim),
+                Linear(Output(l), dim, qDim),
                 Vector(FfnNorm(l), dim),
                 Linear(Gate(l), hidden, dim),
                 Linear(Up(l), hidden, dim),
-                Linear(Down(l), dim, hidden));
+                Linear(Down(l), dim, hidden),
+                config.QkNorm ? Vector(QueryNorm(l), config.HeadDim) : null,
+                config.QkNorm ? Vector(KeyNorm(l), config.HeadDim) : null);
         }
         float[] finalNorm = Vector(LlamaTensorNames.FinalNorm, dim);
         ILinearWeight head = weights.Contains(OutputHead) ? Linear(OutputHead, vocab, dim)
@@ -106,10 +109,12 @@ public sealed class LlamaModel
         {
             if (!ok) throw new CheckpointFormatException(file, field, null, problem);
         }
+        if (c.Unsupported is { } why)
+            throw new InputException($"{file}: the {c.Architecture} model cannot run: {why}");
         Check(c.Dim > 0 && c.HiddenDim > 0 && c.Layers > 0 && c.VocabSize > 0 && c.MaxSeqLen > 0, "config",
             $"dimensions must be positive: dim {c.Dim}, hidden {c.HiddenDim}, layers {c.Layers}, vocab {c.VocabSize}, max_seq_len {c.MaxSeqLen}");
-        Check(c.Heads > 0 && c.Dim % c.Heads == 0, "heads", $"dim {c.Dim} is not a multiple of {c.Heads} heads");
-        Check(c.HeadDim % 2 == 0, "heads", $"head size {c.HeadDim} must be even for rotary embeddings");
+        Check(c.Heads > 0 && c.HeadDim > 0, "heads", $"{c.Heads} heads of {c.HeadDim} dimensions");
+        Check(c.HeadDim % 2 == 0, "head_dim", $"head size {c.HeadDim} must be even for rotary embeddings");
         Check(c.KvHeads > 0 && c.Heads % c.KvHeads == 0, "kv_heads", $"{c.Heads} heads are not a multiple of {c.KvHeads} key/value heads");
         Check(c.NormEps > 0 && float.IsFinite(c.NormEps), "norm_eps", $"expected a positive epsilon, found {c.NormEps}");
         Check(c.RopeTheta > 0 && float.IsFinite(c.RopeTheta), "rope_theta", $"expected a positive base, found {c.RopeTheta}");

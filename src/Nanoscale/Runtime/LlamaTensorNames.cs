@@ -15,6 +15,8 @@ internal static class LlamaTensorNames
     public static string KeyBias(int layer) => $"model.layers.{layer}.self_attn.k_proj.bias";
     public static string ValueBias(int layer) => $"model.layers.{layer}.self_attn.v_proj.bias";
     public static string Output(int layer) => $"model.layers.{layer}.self_attn.o_proj.weight";
+    public static string QueryNorm(int layer) => $"model.layers.{layer}.self_attn.q_norm.weight";
+    public static string KeyNorm(int layer) => $"model.layers.{layer}.self_attn.k_norm.weight";
     public static string FfnNorm(int layer) => $"model.layers.{layer}.post_attention_layernorm.weight";
     public static string Gate(int layer) => $"model.layers.{layer}.mlp.gate_proj.weight";
     public static string Up(int layer) => $"model.layers.{layer}.mlp.up_proj.weight";
