@@ -34,6 +34,7 @@ public static class Program
         root.Add(SweepCommand.Create());
         root.Add(BenchCommand.Create());
         root.Add(DemoCommand.Create());
+        root.Add(SampleCommand.Create());
         root.Add(VerifyCommand.Create());
         root.Add(CleanCommand.Create());
         return root;

@@ -6,14 +6,20 @@ using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
-/// <summary><c>nanoscale compress MODEL --format SPEC -o OUT</c>: writes a compressed checkpoint (SPEC §8) and reports bpw and error.</summary>
+/// <summary><c>nanoscale compress MODEL --format SPEC -o OUT</c>: writes a compressed model folder, or a single
+/// <c>.safetensors</c> file (SPEC §8), and reports bpw and error.</summary>
 internal static class CompressCommand
 {
     public static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to compress" };
         var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless, vp:mant=3", Required = true };
-        var output = new Option<string>("--output", "-o") { Description = "Output .safetensors file", Required = true };
+        var output = new Option<string>("--output", "-o")
+        {
+            Description = "Output model folder (shards, config.json, tokenizer), or a single file when it ends in .safetensors",
+            Required = true,
+        };
+        var shardSize = CliRunner.MaxShardSizeOption();
         var include = CliRunner.IncludeOption();
         var exclude = CliRunner.ExcludeOption();
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Encode NaN/Inf weights as NaN instead of refusing the checkpoint" };
@@ -26,7 +32,7 @@ internal static class CompressCommand
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, output, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
+            model, format, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -43,6 +49,7 @@ internal static class CompressCommand
                 TokenizerPath = parse.GetValue(tokenizer),
                 MeasureError = !parse.GetValue(noError),
                 Force = parse.GetValue(force),
+                MaxShardBytes = ModelFolder.ParseShardSize(parse.GetValue(shardSize)!, shardSize.Name),
             }, progress, context.Cancellation);
             progress.Finish();
             var byName = result.Errors.ToDictionary(e => e.Name, e => e.Error);
@@ -56,6 +63,7 @@ internal static class CompressCommand
     private static object ToJson(CompressReport r, Dictionary<string, ErrorMetrics> errors, ErrorMetrics? total) => new
     {
         output = r.Output,
+        files = r.Files,
         format = r.Format,
         source_bytes = r.SourceBytes,
         output_file_bytes = r.OutputFileBytes,

@@ -21,6 +21,8 @@ internal sealed class EvalFlags
 
     public Option<int?> Context { get; }
 
+    public Option<int?> MaxTokens { get; } = new("--max-tokens") { Description = "Score at most this many tokens of the text (default: all)" };
+
     public Option<string?> Tokenizer { get; } = CliRunner.TokenizerOption();
 
     public Option<string?> Include { get; } = CliRunner.IncludeOption();
@@ -34,17 +36,20 @@ internal sealed class EvalFlags
     public Option<int> Threads { get; } = CliRunner.ThreadsOption();
 
     /// <summary>The flags, in help order.</summary>
-    public IEnumerable<Option> All => [Text, Context, Tokenizer, Include, Exclude, Calibration, CalibrationTokens, Threads];
+    public IEnumerable<Option> All => [Text, Context, MaxTokens, Tokenizer, Include, Exclude, Calibration, CalibrationTokens, Threads];
 
     /// <summary>The options the flags set (<see cref="EvalOptions.Format"/> is the verb's own).</summary>
     public EvalOptions Read(ParseResult parse)
     {
         int? context = parse.GetValue(Context);
         if (context is < 2) throw new InvalidOptionException("--ctx", "must be at least 2");
+        int? maxTokens = parse.GetValue(MaxTokens);
+        if (maxTokens is < 2) throw new InvalidOptionException("--max-tokens", "must be at least 2 (one to condition on, one to score)");
         return new EvalOptions
         {
             TextPath = parse.GetValue(Text) ?? "",
             ContextLength = context,
+            MaxTokens = maxTokens,
             TokenizerPath = parse.GetValue(Tokenizer),
             Include = parse.GetValue(Include),
             Exclude = parse.GetValue(Exclude),

@@ -50,11 +50,37 @@ internal static class InspectCommand
         return report;
     }
 
+    /// <summary>The architecture as the runtime will run it (the effective head width, not only a written one).</summary>
+    private static object ConfigJson(Nanoscale.IO.ModelConfig c) => new
+    {
+        architecture = c.Architecture,
+        dim = c.Dim,
+        hidden_dim = c.HiddenDim,
+        layers = c.Layers,
+        heads = c.Heads,
+        kv_heads = c.KvHeads,
+        head_dim = c.HeadDim,
+        query_dim = c.QueryDim,
+        kv_dim = c.KvDim,
+        vocab_size = c.VocabSize,
+        max_seq_len = c.MaxSeqLen,
+        norm_eps = c.NormEps,
+        rope_theta = c.RopeTheta,
+        rope_style = c.RopeStyle.ToString(),
+        rope_scaling = c.RopeScaling is { } s
+            ? new { factor = s.Factor, low_freq_factor = s.LowFreqFactor, high_freq_factor = s.HighFreqFactor, original_max_positions = s.OriginalMaxPositions }
+            : null,
+        tied_embeddings = c.TiedEmbeddings,
+        attention_bias = c.AttentionBias,
+        qk_norm = c.QkNorm,
+        unsupported = c.Unsupported,
+    };
+
     internal static object ToJson(InspectReport r) => new
     {
         path = r.Path,
         kind = r.Kind,
-        config = r.Config,
+        config = r.Config is { } c ? ConfigJson(c) : null,
         metadata = r.Metadata.ToDictionary(m => m.Key, m => m.Value),
         tensors = r.Tensors.Select(t => new
         {

@@ -27,6 +27,13 @@ internal static class CliRunner
         Description = "Tokenizer: tokenizer.json (or its folder), SentencePiece .model or llama2.c tokenizer.bin (default: tokenizer.json, tokenizer.model, tokenizer.bin or one tok*.bin beside the model)",
     };
 
+    /// <summary><c>--max-shard-size SIZE</c>: where a folder output starts a new shard.</summary>
+    public static Option<string> MaxShardSizeOption() => new("--max-shard-size")
+    {
+        Description = "A folder output starts a new model-0000i-of-0000n.safetensors shard above this size (5GB, 500MB, 2GiB or bytes)",
+        DefaultValueFactory = _ => "5GB",
+    };
+
     public static Option<bool> JsonOption() => new("--json") { Description = "Print exactly one JSON object on standard output" };
 
     /// <summary><c>--calib FILE</c>: calibration text for codecs fitted to activations (caldera, SPEC §11).</summary>

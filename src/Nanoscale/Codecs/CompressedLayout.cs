@@ -11,10 +11,10 @@ namespace Nanoscale.Codecs;
 /// </summary>
 internal static class CompressedLayout
 {
-    public const string VersionKey = "nanoscale.version";
+    public const string VersionKey = Checksums.VersionKey;
 
     /// <summary>The version written under <see cref="VersionKey"/>.</summary>
-    public const string WriterVersion = "0.1.0";
+    public const string WriterVersion = "0.2.0"; // 0.2.0: every file carries the integrity record
     public const string FormatKey = "nanoscale.format";
     public const string TensorsKey = "nanoscale.tensors";
     public const string ConfigKey = "nanoscale.config";

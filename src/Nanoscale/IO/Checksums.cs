@@ -75,12 +75,26 @@ internal static class Checksums
         return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
-    /// <summary>Reads a record; null when the file has none.</summary>
-    /// <exception cref="CheckpointFormatException">The record is malformed.</exception>
+    /// <summary>The metadata key under which Nanoscale writes its writer's version.</summary>
+    public const string VersionKey = "nanoscale.version";
+
+    /// <summary>Every file whose <see cref="VersionKey"/> is this version or later carries a record.</summary>
+    public static readonly Version RequiredSince = new(0, 2, 0);
+
+    /// <summary>Reads a record; null when the file has none and was not written by a Nanoscale that always writes one.</summary>
+    /// <exception cref="CheckpointFormatException">The record is malformed, or missing from a file that must have one
+    /// (a damaged byte in its key hides it).</exception>
     public static Dictionary<string, ulong>? Read(string path, IReadOnlyList<KeyValuePair<string, string>> metadata)
     {
         var text = metadata.FirstOrDefault(m => m.Key == Key).Value;
-        if (text is null) return null;
+        if (text is null)
+        {
+            var version = metadata.FirstOrDefault(m => m.Key == VersionKey).Value;
+            if (version is not null && (!Version.TryParse(version, out var v) || v >= RequiredSince))
+                throw new CheckpointFormatException(path, $"__metadata__.{Key}", 8,
+                    $"the integrity record is missing, but {VersionKey} {version} always writes one: the header is damaged");
+            return null;
+        }
         try
         {
             using var document = JsonDocument.Parse(text);

@@ -1,5 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Nodes;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.IO;
 
@@ -78,7 +80,8 @@ internal static class HuggingFaceConfig
                 MaxSeqLen = maxSeqLen,
                 NormEps = Float("rms_norm_eps", 1e-6f),
                 RopeTheta = Float("rope_theta", 10000f),
-                RopeStyle = RopeStyle.Halves,
+                RopeStyle = root.TryGetProperty(RopeStyleKey, out var style) && style.ValueKind == JsonValueKind.String
+                    && style.GetString() == "interleaved" ? RopeStyle.Interleaved : RopeStyle.Halves,
                 RopeScaling = scaling,
                 TiedEmbeddings = Flag("tie_word_embeddings"),
                 AttentionBias = modelType == "qwen2" || Flag("attention_bias"),
@@ -91,6 +94,12 @@ internal static class HuggingFaceConfig
     /// <summary>A feature of the config that the runtime does not implement, named; null when there is none.</summary>
     private static string? Unsupported(JsonElement root)
     {
+        if (root.TryGetProperty(QuantizationKey, out var q) && q.ValueKind == JsonValueKind.Object)
+        {
+            string method = q.TryGetProperty("quant_method", out var m) && m.ValueKind == JsonValueKind.String ? m.GetString()! : "(none)";
+            if (method != QuantMethod)
+                return $"weights quantized by another library ({QuantizationKey}.quant_method '{method}') are not supported; use the unquantized model";
+        }
         foreach (string key in new[] { "num_experts", "num_local_experts", "n_routed_experts" })
             if (root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) && n > 0)
                 return $"mixture-of-experts layers ({key} = {n}) are not supported";
@@ -122,4 +131,75 @@ internal static class HuggingFaceConfig
                 $"high_freq_factor {high.ToString(CultureInfo.InvariantCulture)} must exceed low_freq_factor {low.ToString(CultureInfo.InvariantCulture)}");
         return (new RopeScaling(Number("factor"), low, high, (int)Number("original_max_position_embeddings")), null);
     }
+
+    /// <summary>The key of <c>config.json</c> that says how the weights are quantized (transformers' convention).</summary>
+    public const string QuantizationKey = "quantization_config";
+
+    /// <summary>The <c>quant_method</c> of a folder Nanoscale compressed.</summary>
+    public const string QuantMethod = "nanoscale";
+
+    /// <summary>Nanoscale's own key for llama2.c's and GGUF's rotary layout, which transformers' configs cannot say.</summary>
+    public const string RopeStyleKey = "nanoscale_rope_style";
+
+    /// <summary>
+    /// A <c>config.json</c> for <paramref name="config"/> as transformers writes one for its <c>model_type</c>
+    /// (llama2.c and GGUF models become <c>llama</c>, with <see cref="RopeStyleKey"/> saying their rotary pairs are
+    /// interleaved); <paramref name="dtype"/> fills <c>torch_dtype</c>.
+    /// </summary>
+    public static string Write(ModelConfig config, DType dtype)
+    {
+        string modelType = SupportedModelTypes.Contains(config.Architecture) ? config.Architecture : "llama";
+        var json = new JsonObject
+        {
+            ["architectures"] = new JsonArray(modelType switch { "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", "mistral" => "MistralForCausalLM", _ => "LlamaForCausalLM" }),
+            ["model_type"] = modelType,
+            ["hidden_size"] = config.Dim,
+            ["intermediate_size"] = config.HiddenDim,
+            ["num_hidden_layers"] = config.Layers,
+            ["num_attention_heads"] = config.Heads,
+            ["num_key_value_heads"] = config.KvHeads,
+            ["head_dim"] = config.HeadDim,
+            ["hidden_act"] = "silu",
+            ["vocab_size"] = config.VocabSize,
+            ["max_position_embeddings"] = config.MaxSeqLen,
+            ["rms_norm_eps"] = config.NormEps,
+            ["rope_theta"] = config.RopeTheta,
+            ["rope_scaling"] = config.RopeScaling is { } r ? new JsonObject
+            {
+                ["rope_type"] = "llama3",
+                ["factor"] = r.Factor,
+                ["low_freq_factor"] = r.LowFreqFactor,
+                ["high_freq_factor"] = r.HighFreqFactor,
+                ["original_max_position_embeddings"] = r.OriginalMaxPositions,
+            } : null,
+            ["attention_bias"] = config.AttentionBias,
+            ["tie_word_embeddings"] = config.TiedEmbeddings,
+            ["torch_dtype"] = dtype switch { DType.BF16 => "bfloat16", DType.F16 => "float16", _ => "float32" },
+        };
+        if (config.RopeStyle == RopeStyle.Interleaved) json[RopeStyleKey] = "interleaved";
+        return json.ToJsonString(Indented) + "\n";
+    }
+
+    /// <summary>
+    /// <paramref name="configJson"/> with its <see cref="QuantizationKey"/> replaced by <paramref name="quantization"/>
+    /// (removed when null), every other key kept as it was.
+    /// </summary>
+    /// <exception cref="CheckpointFormatException">The text is not a JSON object.</exception>
+    public static string WithQuantization(string configJson, string path, JsonObject? quantization)
+    {
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(configJson) as JsonObject ?? throw new CheckpointFormatException(path, null, 0, "config must be a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointFormatException(path, null, e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+        }
+        root.Remove(QuantizationKey);
+        if (quantization is not null) root[QuantizationKey] = quantization;
+        return root.ToJsonString(Indented) + "\n";
+    }
+
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 }

@@ -30,7 +30,7 @@ public static class OutputGuard
             case FileIdentity.Kind.Folder:
                 throw new InvalidOptionException(option, $"{output} is a folder; give a file name inside it");
             case FileIdentity.Kind.Other:
-                throw new InvalidOptionException(option, $"{output} is not a regular file (a device, FIFO or socket); outputs are written as files");
+                throw new InvalidOptionException(option, $"{output} is not a regular file or folder (a device, FIFO or socket); outputs are written as files");
         }
         for (string? parent = Path.GetDirectoryName(full); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
         {
@@ -52,6 +52,55 @@ public static class OutputGuard
                 throw new InvalidOptionException(option,
                     $"{output} is inside the model folder {folder}; write elsewhere, or set {ForceName} to allow it (its own files stay refused)");
         }
+        return full;
+    }
+
+    /// <summary>
+    /// As <see cref="Check"/> for an output folder (a model folder written whole, <see cref="CheckpointWriter.ToFolder"/>): it
+    /// must be absent or an empty folder, not a symbolic link, not the input's folder or inside it unless forced, and no
+    /// file the run reads may be inside it. Returns its full path.
+    /// </summary>
+    /// <exception cref="InvalidOptionException">The folder is not a place to write a model to, or would touch the input.</exception>
+    public static string CheckFolder(string output, ICheckpoint? input = null, IEnumerable<string>? alsoRead = null, bool force = false)
+    {
+        const string option = "output";
+        if (string.IsNullOrWhiteSpace(output)) throw new InvalidOptionException(option, "the output path is empty");
+        string full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output));
+        if (new FileInfo(full).LinkTarget is { } link)
+            throw new InvalidOptionException(option, $"{output} is a symbolic link (to {link}); give the real path, or remove the link");
+        string resolved = FileIdentity.Resolve(full);
+        foreach (string file in (input?.Files ?? []).Concat(alsoRead ?? []))
+        {
+            string read = FileIdentity.Resolve(file);
+            if ((File.Exists(full) && FileIdentity.Same(full, file)) || read == resolved)
+                throw new InvalidOptionException(option, $"{output} is {Describe(file, input)}, which this run reads; writing there would destroy it");
+            if (read.StartsWith(resolved + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                throw new InvalidOptionException(option, $"{output} holds {Describe(file, input)}, which this run reads; writing there would destroy it");
+        }
+        switch (FileIdentity.KindOf(full))
+        {
+            case FileIdentity.Kind.Regular:
+                throw new InvalidOptionException(option,
+                    $"{output} is a file; a model folder is written there (name the output NAME.safetensors for a single file)");
+            case FileIdentity.Kind.Other:
+                throw new InvalidOptionException(option, $"{output} is not a regular file or folder (a device, FIFO or socket)");
+        }
+        for (string? parent = Path.GetDirectoryName(full); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
+        {
+            var kind = FileIdentity.KindOf(parent);
+            if (kind == FileIdentity.Kind.Folder) break;
+            if (kind != FileIdentity.Kind.Missing)
+                throw new InvalidOptionException(option, $"{output} cannot be created: {parent} is a file, not a folder");
+        }
+        if (input is { Kind: CheckpointKind.HuggingFaceDirectory or CheckpointKind.ShardedSafetensors } && !force)
+        {
+            string folder = FileIdentity.Resolve(Path.GetDirectoryName(input.Files[0])!);
+            if (resolved.StartsWith(folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                throw new InvalidOptionException(option,
+                    $"{output} is inside the model folder {folder}; write elsewhere, or set {ForceName} to allow it (its own files stay refused)");
+        }
+        if (FileIdentity.KindOf(full) == FileIdentity.Kind.Folder && Directory.EnumerateFileSystemEntries(full).Any())
+            throw new InvalidOptionException(option, $"{output} is a folder that is not empty; give a new or empty folder (nothing in it is replaced)");
         return full;
     }
 

@@ -38,7 +38,8 @@ internal sealed class ShardedSafetensors : ICheckpoint
 
     public IReadOnlyList<TensorInfo> Tensors { get; }
 
-    /// <summary>The index's <c>metadata</c> object flattened to strings, then each shard's own metadata.</summary>
+    /// <summary>The index's <c>metadata</c> object flattened to strings, then each shard's own metadata; a key repeated
+    /// by a later shard (every shard of transformers says <c>format: pt</c>) keeps its first value.</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Metadata { get; }
 
     public ModelConfig? Config { get; }
@@ -127,7 +128,7 @@ internal sealed class ShardedSafetensors : ICheckpoint
                 }
                 foreach (var shard in shards)
                 {
-                    metadata.AddRange(shard.Metadata);
+                    metadata.AddRange(shard.Metadata.Where(m => !metadata.Any(k => k.Key == m.Key)).ToList());
                     foreach (var tensor in shard.Tensors)
                         if (!byName.ContainsKey(tensor.Name))
                             throw new CheckpointFormatException(shard.Path, tensor.Name, tensor.FileOffset,

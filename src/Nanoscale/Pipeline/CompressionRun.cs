@@ -44,6 +44,9 @@ public sealed record CompressionRequest
 
     /// <summary>Decode what was written and measure the weight error (default: yes).</summary>
     public bool MeasureError { get; init; } = true;
+
+    /// <summary>A folder output's shard size limit (default 5 GB).</summary>
+    public long MaxShardBytes { get; init; } = CheckpointWriter.DefaultMaxShardBytes;
 }
 
 /// <summary>
@@ -65,7 +68,7 @@ public static class CompressionRun
         using var source = CheckpointLoader.Open(modelPath);
         // Checked before the work (calibration can take minutes), and again by the compressor itself.
         string[] alsoRead = [.. new[] { request.CalibrationPath, request.TokenizerPath }.OfType<string>()];
-        OutputGuard.Check(output, source, alsoRead, request.Force);
+        ModelFolder.CheckOutput(output, source, alsoRead, request.Force);
         CalibrationSet? calibration = null;
         if (request.CalibrationPath is { } calibrationPath)
         {
@@ -82,6 +85,8 @@ public static class CompressionRun
             Selection = TensorSelection.For(codec, request.Include, request.Exclude),
             Force = request.Force,
             AlsoRead = alsoRead,
+            MaxShardBytes = request.MaxShardBytes,
+            TokenizerPath = request.TokenizerPath,
             EncodeOptions = new EncodeOptions
             {
                 Parallelism = request.Parallelism,

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json.Nodes;
 using Nanoscale.IO;
 using Nanoscale.Codecs;
 using Nanoscale.Tensors;
@@ -17,6 +18,12 @@ public sealed record CompressOptions
 
     /// <summary>Other files the run reads (calibration text, tokenizer), which the output must not replace either.</summary>
     public IReadOnlyList<string> AlsoRead { get; init; } = [];
+
+    /// <summary>A folder output's shard size limit (<see cref="CheckpointWriter.DefaultMaxShardBytes"/>: 5 GB).</summary>
+    public long MaxShardBytes { get; init; } = CheckpointWriter.DefaultMaxShardBytes;
+
+    /// <summary>The tokenizer a folder output gets a copy of; null: the one beside the source.</summary>
+    public string? TokenizerPath { get; init; }
 }
 
 /// <summary>One tensor of a compress run; <see cref="Parameters"/> are the codec's per-tensor parameters as stored.</summary>
@@ -26,9 +33,17 @@ public sealed record CompressedTensorReport(string Name, string Codec, DType DTy
     public double BitsPerWeight => 8.0 * StoredBytes / Math.Max(1, TensorShape.ElementCount(Shape));
 }
 
+/// <summary>What a compress run wrote.</summary>
+/// <param name="Output">The file or folder written.</param>
+/// <param name="Format">The format spec string.</param>
+/// <param name="Tensors">Every tensor, encoded or copied plain.</param>
+/// <param name="SourceBytes">Bytes of the source's tensors.</param>
+/// <param name="OutputFileBytes">Bytes of everything written (every file of a folder output).</param>
+/// <param name="Elapsed">Wall time of the run.</param>
+/// <param name="Files">What was written: the file, or the folder's files by name.</param>
 public sealed record CompressReport(
     string Output, string Format, IReadOnlyList<CompressedTensorReport> Tensors, long SourceBytes, long OutputFileBytes,
-    TimeSpan Elapsed)
+    TimeSpan Elapsed, IReadOnlyList<string> Files)
 {
     /// <summary>Bits per weight over the encoded tensors only, from their stored parts (scales and tables included).</summary>
     public double EncodedBitsPerWeight
@@ -45,14 +60,16 @@ public sealed record CompressReport(
 /// <summary>
 /// Writes a compressed checkpoint (SPEC §8): tensor by tensor, selected tensors through the codec, the rest
 /// unchanged, in the source's order. Encoded parts are spilled to a temporary file as they are produced (memory stays
-/// at one tensor), then the safetensors file is assembled under a temporary name and renamed.
+/// at one tensor), then the output is assembled under a temporary name and renamed: a single safetensors file when
+/// the output is named <c>*.safetensors</c>, else a model folder (<see cref="ModelFolder"/>) with the shards, a
+/// <c>config.json</c> whose <c>quantization_config</c> names each encoded tensor's format, and the tokenizer.
 /// </summary>
 public static class Compressor
 {
     public static CompressReport Compress(ICheckpoint source, string output, CompressOptions options,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        output = OutputGuard.Check(output, source, options.AlsoRead, options.Force);
+        output = ModelFolder.CheckOutput(output, source, options.AlsoRead, options.Force);
         if (CompressedLayout.ReadEntries(source) is { Count: > 0 })
             throw new InputException($"{source.Path} is already a compressed checkpoint; decompress it first");
         var clock = Stopwatch.StartNew();
@@ -65,9 +82,10 @@ public static class Compressor
         {
             using var spill = new FileStream(spillFile.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
             // The source's own integrity record describes its layout, not this file's: the writer makes a new one.
-            var writer = new SafetensorsWriter(output).WithChecksums().AddMetadata(source.Metadata.Where(m => m.Key != Checksums.Key))
-                .AddMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
-                .AddMetadata(CompressedLayout.FormatKey, options.Codec.Spec);
+            var writer = ModelFolder.Writer(output, options.MaxShardBytes).WithChecksums()
+                .AddMetadata(source.Metadata.Where(m => m.Key != Checksums.Key))
+                .AddShardMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
+                .AddShardMetadata(CompressedLayout.FormatKey, options.Codec.Spec);
             if (source.Config is { } config) writer.AddMetadata(CompressedLayout.ConfigKey, CompressedLayout.SerializeConfig(config));
 
             long total = source.Tensors.Sum(t => t.ByteLength), done = 0;
@@ -86,6 +104,7 @@ public static class Compressor
                     using (var view = source.Map(tensor))
                         encoded = options.Codec.Encode(view, options.EncodeOptions, cancellationToken);
                     long stored = 0;
+                    bool first = true;
                     foreach (var part in encoded.Parts)
                     {
                         var partName = $"{tensor.Name}.{part.Suffix}";
@@ -94,7 +113,8 @@ public static class Compressor
                         long offset = spill.Position;
                         spill.Write(part.Data);
                         long length = part.Data.Length;
-                        writer.Add(partName, part.DType, part.Shape, stream => CopyRange(spill, offset, length, stream));
+                        writer.Add(partName, part.DType, part.Shape, stream => CopyRange(spill, offset, length, stream), keepWithPrevious: !first);
+                        first = false;
                         stored += length;
                     }
                     entries.Add(new(tensor.Name, new CompressedLayout.Entry(options.Codec.Spec, tensor.DType, tensor.Shape,
@@ -104,9 +124,19 @@ public static class Compressor
                 done += tensor.ByteLength;
             }
             writer.AddMetadata(CompressedLayout.TensorsKey, CompressedLayout.SerializeEntries(entries));
+            var quantization = new JsonObject
+            {
+                ["quant_method"] = HuggingFaceConfig.QuantMethod,
+                ["format"] = options.Codec.Spec,
+                ["nanoscale_version"] = CompressedLayout.WriterVersion,
+                ["tensors"] = new JsonObject(entries.Select(e => new KeyValuePair<string, JsonNode?>(e.Key, e.Value.Codec))),
+            };
+            var companions = ModelFolder.AddCompanions(writer, source, source.Config,
+                ModelFolder.MainDType(source.Tensors.Select(t => (t.DType, t.ElementCount))), quantization, options.TokenizerPath);
             progress?.Report(new PipelineProgress("write", null, total, total));
             writer.Commit(cancellationToken);
-            return new CompressReport(output, options.Codec.Spec, reports, total, new FileInfo(output).Length, clock.Elapsed);
+            IReadOnlyList<string> files = writer.IsFolder ? [.. writer.TensorFiles.Select(Path.GetFileName).OfType<string>(), .. companions] : [output];
+            return new CompressReport(output, options.Codec.Spec, reports, total, ModelFolder.SizeOf(output), clock.Elapsed, files);
         }
         catch (NonFiniteValueException e) when (e.File is null)
         {

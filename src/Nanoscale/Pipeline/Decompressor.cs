@@ -11,12 +11,16 @@ public sealed record DecompressOptions
 
     /// <summary>Allow the output inside the input's model folder (<see cref="OutputGuard"/>; its own files stay refused).</summary>
     public bool Force { get; init; }
+
+    /// <summary>A folder output's shard size limit (default 5 GB).</summary>
+    public long MaxShardBytes { get; init; } = CheckpointWriter.DefaultMaxShardBytes;
 }
 
 /// <summary>
-/// Writes a plain safetensors checkpoint from a compressed one: decoded tensors under their original names, in
-/// order, with the source's metadata. For a lossless checkpoint of a single safetensors file the result is that file
-/// byte for byte.
+/// Writes a plain checkpoint from a compressed one: decoded tensors under their original names, in order, with the
+/// source's metadata; into a model folder (<see cref="ModelFolder"/>: shards, <c>config.json</c> without its
+/// <c>quantization_config</c>, tokenizer) unless the output is named <c>*.safetensors</c>. For a lossless checkpoint of a
+/// single safetensors file the result (the file, or the folder's <c>model.safetensors</c>) is that file byte for byte.
 /// </summary>
 public static class Decompressor
 {
@@ -29,18 +33,19 @@ public static class Decompressor
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         using var input = LogicalCheckpoint.Open(inputPath);
-        Decompress(input, output, options, progress, cancellationToken);
-        return new Result(output, new FileInfo(output).Length, input.Tensors.Count, input.Format);
+        output = Decompress(input, output, options, progress, cancellationToken);
+        return new Result(output, ModelFolder.SizeOf(output), input.Tensors.Count, input.Format);
     }
 
-    public static void Decompress(LogicalCheckpoint input, string output, DecompressOptions? options = null,
+    /// <summary>Writes <paramref name="input"/> plain into <paramref name="output"/> and returns its full path.</summary>
+    public static string Decompress(LogicalCheckpoint input, string output, DecompressOptions? options = null,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options ??= new DecompressOptions();
-        output = OutputGuard.Check(output, input.Container, force: options.Force);
+        output = ModelFolder.CheckOutput(output, input.Container, null, options.Force);
         if (options.DType is { } d && d is not (DType.F32 or DType.BF16 or DType.F16))
             throw new InvalidOptionException("DecompressOptions.DType", $"must be F32, BF16 or F16, not {d}");
-        var writer = new SafetensorsWriter(output).AddMetadata(input.SourceMetadata);
+        var writer = ModelFolder.Writer(output, options.MaxShardBytes).AddMetadata(input.SourceMetadata);
         long total = input.Tensors.Count, done = 0;
         foreach (var tensor in input.Tensors)
         {
@@ -66,8 +71,11 @@ public static class Decompressor
                 });
             }
         }
+        ModelFolder.AddCompanions(writer, input.Container, input.Config,
+            options.DType ?? ModelFolder.MainDType(input.Tensors.Select(t => (t.DType, t.ElementCount))), quantization: null, tokenizerPath: null);
         writer.Commit(cancellationToken);
         progress?.Report(new PipelineProgress("decompress", null, total, total, "tensors"));
+        return output;
     }
 
     private static void Convert(ICheckpoint container, TensorInfo tensor, DType target, Stream stream)

@@ -12,6 +12,9 @@ public sealed record EvalOptions
     public string? Format { get; init; }
     public required string TextPath { get; init; }
     public int? ContextLength { get; init; }
+
+    /// <summary>Score at most this many tokens of the text (<see cref="PerplexityOptions.MaxTokens"/>); null: all.</summary>
+    public int? MaxTokens { get; init; }
     public string? TokenizerPath { get; init; }
     /// <summary>Regexes that change which tensors the codec applies to (<see cref="TensorSelection"/>).</summary>
     public string? Include { get; init; }
@@ -98,7 +101,7 @@ public static class Evaluation
 
             using var loaded = LoadedModel.Open(evaluated, new ModelLoadOptions { TokenizerPath = tokenizerPath, Parallelism = options.Parallelism });
             var perplexity = Runtime.Perplexity.Evaluate(loaded.Model, loaded.Tokenizer, text,
-                new PerplexityOptions { ContextLength = options.ContextLength },
+                new PerplexityOptions { ContextLength = options.ContextLength, MaxTokens = options.MaxTokens },
                 progress is null ? null : new Progress<PerplexityProgress>(p =>
                     progress.Report(new PipelineProgress("eval", null, p.PredictedTokens, p.TotalPredictedTokens, "tokens"))),
                 cancellationToken);

@@ -40,7 +40,7 @@ public sealed record SampleOptions
 
     public float NormEps { get; init; } = 1e-5f;
 
-    /// <summary>A folder whose <c>tokenizer.json</c> and <c>tokenizer_config.json</c> are copied beside the model.</summary>
+    /// <summary>A folder whose tokenizer files (<see cref="ModelFolder.TokenizerFileNames"/>) are copied beside the model.</summary>
     public string? TokenizerFrom { get; init; }
 
     internal int EffectiveHeadDim => HeadDim > 0 ? HeadDim : Dim / Heads;
@@ -48,6 +48,14 @@ public sealed record SampleOptions
     internal bool AttentionBias => ModelType == "qwen2";
 
     internal bool QkNorm => ModelType == "qwen3";
+
+    /// <summary>The architecture these options describe, as its <c>config.json</c> reads back.</summary>
+    public ModelConfig Config => new()
+    {
+        Architecture = ModelType, Dim = Dim, HiddenDim = HiddenDim, Layers = Layers, Heads = Heads, KvHeads = KvHeads,
+        HeadDim = EffectiveHeadDim == Dim / Heads ? 0 : EffectiveHeadDim, VocabSize = VocabSize, MaxSeqLen = MaxSeqLen, NormEps = NormEps,
+        RopeTheta = RopeTheta, RopeScaling = RopeScaling, TiedEmbeddings = TiedEmbeddings, AttentionBias = AttentionBias, QkNorm = QkNorm,
+    };
 
     /// <summary>HuggingFaceTB/SmolLM2-135M's shape (30 layers; its own 49152-token vocabulary).</summary>
     public static SampleOptions SmolLM2_135M { get; } = new()
@@ -75,6 +83,17 @@ public sealed record SampleOptions
     {
         Dim = 2048, HiddenDim = 8192, Layers = 16, Heads = 32, KvHeads = 8, HeadDim = 64, VocabSize = 128256, MaxSeqLen = 131072,
         TiedEmbeddings = true, RopeTheta = 500000f, RopeScaling = new RopeScaling(32f, 1f, 4f, 8192), NormEps = 1e-5f,
+    };
+
+    // After the presets it names: static initialisers run in textual order.
+    /// <summary>The presets by the name the <c>sample</c> verb takes.</summary>
+    public static IReadOnlyDictionary<string, SampleOptions> Presets { get; } = new Dictionary<string, SampleOptions>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["tiny"] = new(),
+        ["smollm2-135m"] = SmolLM2_135M,
+        ["qwen2.5-0.5b"] = Qwen25_05B,
+        ["qwen3-0.6b"] = Qwen3_06B,
+        ["llama3.2-1b"] = Llama32_1B,
     };
 }
 
@@ -129,7 +148,7 @@ public static class SampleCheckpoint
         if (shards.Count > 1) WriteIndex(folder, weightMap, tensors.Sum(t => TensorShape.ElementCount(t.Shape)) * options.DType.ElementSize());
         WriteConfig(folder, options);
         if (options.TokenizerFrom is { } from)
-            foreach (string name in new[] { "tokenizer.json", "tokenizer_config.json" })
+            foreach (string name in ModelFolder.TokenizerFileNames)
                 if (File.Exists(Path.Combine(from, name)))
                     File.Copy(Path.Combine(from, name), Path.Combine(folder, name), overwrite: true);
         return folder;
@@ -217,35 +236,8 @@ public static class SampleCheckpoint
         AtomicFile.WriteAllText(Path.Combine(folder, CheckpointLoader.IndexFileName), stream.ToString());
     }
 
-    private static void WriteConfig(string folder, SampleOptions o)
-    {
-        var inv = CultureInfo.InvariantCulture;
-        string architecture = o.ModelType switch { "qwen2" => "Qwen2ForCausalLM", "qwen3" => "Qwen3ForCausalLM", _ => "LlamaForCausalLM" };
-        string scaling = o.RopeScaling is { } s
-            ? string.Create(inv, $$"""{"rope_type": "llama3", "factor": {{s.Factor}}, "low_freq_factor": {{s.LowFreqFactor}}, "high_freq_factor": {{s.HighFreqFactor}}, "original_max_position_embeddings": {{s.OriginalMaxPositions}}}""")
-            : "null";
-        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), string.Create(inv, $$"""
-            {
-              "architectures": ["{{architecture}}"],
-              "model_type": "{{o.ModelType}}",
-              "hidden_size": {{o.Dim}},
-              "intermediate_size": {{o.HiddenDim}},
-              "num_hidden_layers": {{o.Layers}},
-              "num_attention_heads": {{o.Heads}},
-              "num_key_value_heads": {{o.KvHeads}},
-              "head_dim": {{o.EffectiveHeadDim}},
-              "hidden_act": "silu",
-              "vocab_size": {{o.VocabSize}},
-              "max_position_embeddings": {{o.MaxSeqLen}},
-              "rms_norm_eps": {{o.NormEps.ToString("R", inv)}},
-              "rope_theta": {{o.RopeTheta.ToString("R", inv)}},
-              "rope_scaling": {{scaling}},
-              "attention_bias": {{(o.AttentionBias ? "true" : "false")}},
-              "tie_word_embeddings": {{(o.TiedEmbeddings ? "true" : "false")}},
-              "torch_dtype": "{{(o.DType == DType.BF16 ? "bfloat16" : o.DType == DType.F16 ? "float16" : "float32")}}"
-            }
-            """));
-    }
+    private static void WriteConfig(string folder, SampleOptions o) =>
+        AtomicFile.WriteAllText(Path.Combine(folder, "config.json"), HuggingFaceConfig.Write(o.Config, o.DType));
 }
 
 /// <summary>SplitMix64: a tiny, fast, well-mixed generator whose output never changes across .NET versions.</summary>

@@ -52,6 +52,19 @@ public static class Perplexity
         return Evaluate(model, documents, options, progress, cancellationToken, clock);
     }
 
+    /// <summary>The first <paramref name="max"/> tokens of the documents, in order (a cut document keeps its start).</summary>
+    private static List<int[]> FirstTokens(IReadOnlyList<int[]> documents, int max)
+    {
+        var kept = new List<int[]>();
+        foreach (var document in documents)
+        {
+            if (max < 2) break;
+            kept.Add(document.Length <= max ? document : document[..max]);
+            max -= kept[^1].Length;
+        }
+        return kept;
+    }
+
     /// <summary>Scores already tokenized documents (each as it should be fed, BOS included).</summary>
     public static PerplexityResult Evaluate(LlamaModel model, IReadOnlyList<int[]> documents, PerplexityOptions? options = null,
         IProgress<PerplexityProgress>? progress = null, CancellationToken cancellationToken = default) =>
@@ -65,6 +78,7 @@ public static class Perplexity
         if (context < 2 || context > model.Config.MaxSeqLen)
             throw new ArgumentOutOfRangeException(nameof(options), context, $"context length must be 2..{model.Config.MaxSeqLen} (the model's maximum sequence length)");
         int logitRows = Math.Max(1, options.LogitRows);
+        if (options.MaxTokens is int max) documents = FirstTokens(documents, max);
 
         var plan = documents.Select(d => Windows(d.Length, context)).ToList();
         int windowsTotal = plan.Sum(w => w.Count);

@@ -13,6 +13,10 @@ public sealed record PerplexityOptions
     /// <summary>Documents are split at this marker when the text contains it.</summary>
     public string DocumentSeparator { get; init; } = "<|endoftext|>";
 
+    /// <summary>Score at most this many tokens (BOS included) of the text, documents in order, the last one cut;
+    /// null: all of it. For a quick number on a large model.</summary>
+    public int? MaxTokens { get; init; }
+
     /// <summary>Positions whose logits are materialised at once (bounds memory for large vocabularies).</summary>
     public int LogitRows { get; init; } = 64;
 

@@ -93,9 +93,16 @@ public class InputSafetyTests
     public void OutputsThatAreNotFilesAreRefusedBeforeAnyWork()
     {
         using var dir = new TempDir();
-        Assert.Contains("not a regular file", Refused(SharedData.Stories260K, "/dev/null").Message);
+        Assert.Contains("a device, FIFO or socket", Refused(SharedData.Stories260K, "/dev/null").Message);
         Assert.True(File.Exists("/dev/null"));
-        Assert.Contains("is a folder", Refused(SharedData.Stories260K, dir.Path).Message);
+        // A name ending in .safetensors is a file: a folder there is refused. Any other name is a model folder, which
+        // must be new or empty (dir.Path holds the folder below), and an existing file is not one.
+        Directory.CreateDirectory(dir.File("folder.safetensors"));
+        Assert.Contains("is a folder", Refused(SharedData.Stories260K, dir.File("folder.safetensors")).Message);
+        Assert.Contains("not empty", Refused(SharedData.Stories260K, dir.Path).Message);
+        File.WriteAllText(dir.File("plain"), "x");
+        Assert.Contains("is a file; a model folder is written there", Refused(SharedData.Stories260K, dir.File("plain")).Message);
+        Assert.Equal("x", File.ReadAllText(dir.File("plain")));
         var blocker = dir.File("a-file");
         File.WriteAllText(blocker, "x");
         Assert.Contains("is a file, not a folder", Refused(SharedData.Stories260K, Path.Combine(blocker, "out.safetensors")).Message);

@@ -32,7 +32,8 @@ public class IntegrityTests
         Assert.True(Verification.Verify(original).Ok);
         var bytes0 = File.ReadAllBytes(original);
         long headerEnd = 8 + BitConverter.ToInt64(bytes0, 0);
-        var random = new Random(format.GetHashCode(StringComparison.Ordinal) & 0xFFFF);
+        // Seeded from the name's characters (string.GetHashCode differs from run to run): the same flips every run.
+        var random = new Random(format.Aggregate(17, (h, c) => unchecked(h * 31 + c)));
         for (int trial = 0; trial < 8; trial++)
         {
             // Six flips in the data region (where almost every byte is), two in the header's JSON.
@@ -54,6 +55,23 @@ public class IntegrityTests
                 Assert.True(error.Where is not null, $"{where}: the error names the tensor or part ({error.Message})");
             File.Delete(path);
         }
+    }
+
+    [Fact]
+    public void AFlipInTheRecordsOwnKeyDoesNotHideTheRecord()
+    {
+        using var dir = new TempDir();
+        var original = dir.File("c.safetensors");
+        CompressionRun.Run(SharedData.Stories260K, original, new CompressionRequest { Format = "mxfp4", MeasureError = false });
+        var bytes = File.ReadAllBytes(original);
+        int key = System.Text.Encoding.ASCII.GetString(bytes).IndexOf("\"nanoscale.xxh3\"", StringComparison.Ordinal);
+        Assert.True(key > 0);
+        bytes[key + 14] ^= 1; // nanoscale.xxh3 → nanoscale.xxh2: no record under the name readers look for
+        var path = dir.File("flipped.safetensors");
+        File.WriteAllBytes(path, bytes);
+        Assert.False(Verification.Verify(path).Ok);
+        var error = Assert.Throws<CheckpointFormatException>(() => ReadEverything(path));
+        Assert.Contains("the integrity record is missing", error.Message);
     }
 
     private static void ReadEverything(string path)
@@ -82,7 +100,7 @@ public class IntegrityTests
         // A part the table does not list: rewrite the file with one extra array named like a part.
         using (var source = CheckpointLoader.Open(path))
         {
-            var writer = new SafetensorsWriter(dir.File("extra.safetensors")).AddMetadata(source.Metadata.Where(m => m.Key != "nanoscale.xxh3"));
+            var writer = new SafetensorsWriter(dir.File("extra.safetensors")).WithChecksums().AddMetadata(source.Metadata.Where(m => m.Key != "nanoscale.xxh3"));
             foreach (var t in source.Tensors) writer.Add(t.Name, t.DType, t.Shape, stream => SafetensorsWriter.CopyTensor(source, t, stream));
             var first = source.Tensors.First(t => t.Name.EndsWith(".blocks", StringComparison.Ordinal)).Name;
             writer.Add(first[..^".blocks".Length] + ".extra", Nanoscale.Tensors.DType.U8, [4], new byte[4]).Commit();
@@ -104,7 +122,7 @@ public class IntegrityTests
                 .Select(m => m.Key == "nanoscale.tensors"
                     ? new KeyValuePair<string, string>(m.Key, System.Text.RegularExpressions.Regex.Replace(m.Value, @"""shape"":\[172,64\]", @"""shape"":[2147483648,2147483648]"))
                     : m).ToList();
-            var writer = new SafetensorsWriter(dir.File("huge.safetensors")).AddMetadata(metadata);
+            var writer = new SafetensorsWriter(dir.File("huge.safetensors")).WithChecksums().AddMetadata(metadata);
             foreach (var t in source.Tensors) writer.Add(t.Name, t.DType, t.Shape, stream => SafetensorsWriter.CopyTensor(source, t, stream));
             writer.Commit();
         }
