@@ -25,6 +25,16 @@ public sealed unsafe class TensorView : IByteView
 
     public TensorInfo Tensor { get; }
 
+    /// <summary>The first byte of the mapping, for kernels that read a whole tensor in place (valid until disposed).</summary>
+    internal byte* Address
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_pointer == null && Length != 0, this);
+            return _pointer;
+        }
+    }
+
     public long Length => Tensor.ByteLength;
 
     /// <summary>All bytes of the tensor; tensors of 2 GiB or more must be read through <see cref="Slice"/>.</summary>

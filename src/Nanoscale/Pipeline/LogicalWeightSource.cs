@@ -6,8 +6,8 @@ namespace Nanoscale.Pipeline;
 
 /// <summary>
 /// Weights from any checkpoint, seen as its logical tensors: encoded 2-D tensors stay encoded and are decoded a tile of rows at a time
-/// inside each product (<see cref="RowDecodedLinearWeight"/>), so memory stays near the compressed size; plain
-/// tensors (embeddings, norms) are read as float32. Plain checkpoints work too (then everything is dense).
+/// inside each product (<see cref="RowDecodedLinearWeight"/>), so memory stays near the compressed size; plain 2-D
+/// tensors stay mapped in their stored dtype (<see cref="CheckpointWeightSource"/>), norms are read as float32.
 /// </summary>
 internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeightSource, IDisposable
 {
@@ -44,6 +44,7 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
 
     public void Dispose()
     {
+        _plain.Dispose();
         lock (_decoders)
         {
             foreach (var d in _decoders) d.Dispose();

@@ -30,6 +30,14 @@ internal static class LinearKernels
     /// </summary>
     public static unsafe void MatMulDense(float[] weights, int rows, int columns, ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
     {
+        fixed (float* w = weights) MatMulDense(w, rows, columns, input, output, options);
+    }
+
+    /// <summary>As <see cref="MatMulDense(float[], int, int, ReadOnlySpan{float}, Span{float}, RuntimeOptions)"/> over
+    /// <paramref name="rows"/> × <paramref name="columns"/> floats at <paramref name="weights"/> (pinned or mapped).</summary>
+    public static unsafe void MatMulDense(float* weights, int rows, int columns, ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
+    {
+        nint weightsAddress = (nint)weights;
         int tokens = input.Length / columns;
         if (tokens == 0) return;
         int rowsPerTile = RowsPerTile(columns);
@@ -45,7 +53,8 @@ internal static class LinearKernels
                 int t0 = item / rowTiles * TokenTile, t1 = Math.Min(tokens, t0 + TokenTile);
                 var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
                 var y = new Span<float>((float*)outAddress, tokens * rows);
-                DotRows(weights.AsSpan(r0 * columns, (r1 - r0) * columns), columns, x, t0, t1, y, rows, r0);
+                var tile = new ReadOnlySpan<float>((float*)weightsAddress + (long)r0 * columns, (r1 - r0) * columns);
+                DotRows(tile, columns, x, t0, t1, y, rows, r0);
             });
         }
     }

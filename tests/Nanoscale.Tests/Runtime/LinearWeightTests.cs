@@ -1,4 +1,8 @@
+using Nanoscale.IO;
+using Nanoscale.Pipeline;
 using Nanoscale.Runtime;
+using Nanoscale.Tensors;
+using Nanoscale.Tests.Support;
 
 namespace Nanoscale.Tests.Runtime;
 
@@ -35,6 +39,55 @@ public class LinearWeightTests
                     Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5f * columns, $"{weight.GetType().Name} [{i}]: {expected[i]} vs {actual[i]}");
             }
         }
+    }
+
+    /// <summary>Weights computed on in their stored dtype, from the mapped file, against the same values widened to
+    /// float32 up front (the reference twin): identical products, F32 through the dense kernel, BF16 and F16 through the
+    /// row-widening one.</summary>
+    [Theory]
+    [InlineData(DType.F32, 300, 200, 3)]
+    [InlineData(DType.BF16, 300, 200, 3)]
+    [InlineData(DType.F16, 513, 64, 130)]
+    [InlineData(DType.BF16, 17, 33, 7)]
+    public void MappedWeightsInTheirStoredDTypeMatchTheWidenedCopy(DType dtype, int rows, int columns, int tokens)
+    {
+        var random = new Random(rows + columns);
+        float[] values = [.. Enumerable.Range(0, rows * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var raw = new byte[values.Length * dtype.ElementSize()];
+        TensorData.FromFloat(values, dtype, raw);
+        using var dir = new TempDir();
+        var path = dir.File("w.safetensors");
+        new SafetensorsWriter(path).Add("w", dtype, [rows, columns], raw).Commit();
+        using var file = CheckpointLoader.Open(path);
+        using var source = new CheckpointWeightSource(file);
+        var mapped = source.Linear("w");
+
+        var widened = new float[values.Length];
+        TensorData.ToFloat(raw, dtype, widened);
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var expected = new float[tokens * rows];
+        new DenseLinearWeight(widened, rows, columns).MatMul(x, expected, RuntimeOptions.Default);
+        var actual = new float[tokens * rows];
+        mapped.MatMul(x, actual, RuntimeOptions.Default);
+        Assert.Equal(expected, actual);
+
+        var row = new float[columns];
+        mapped.ReadRows(rows - 1, 1, row);
+        Assert.Equal(widened.AsSpan((rows - 1) * columns, columns).ToArray(), row);
+    }
+
+    /// <summary>Loading a bf16 model copies no weight: what is allocated is a small fraction of 4 bytes per weight.</summary>
+    [Fact]
+    public void LoadingABf16ModelKeepsItsWeightsInTheFile()
+    {
+        using var dir = new TempDir();
+        var options = new SampleOptions { Dim = 512, HiddenDim = 1536, Layers = 2, Heads = 8, KvHeads = 4, VocabSize = 512 };
+        SampleCheckpoint.Write(dir.Path, options);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        using var model = LoadedModel.Open(dir.Path, new ModelLoadOptions { TokenizerPath = SharedData.Tok512 });
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        long weights = SampleCheckpoint.ParameterCount(options);
+        Assert.True(allocated < weights / 4, $"loading allocated {allocated} bytes for {weights} bf16 weights");
     }
 
     [Fact]

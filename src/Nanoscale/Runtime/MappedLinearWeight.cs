@@ -1,0 +1,57 @@
+using Nanoscale.IO;
+using Nanoscale.Tensors;
+
+namespace Nanoscale.Runtime;
+
+/// <summary>
+/// A plain weight computed on in its stored dtype, straight from the mapped checkpoint: nothing is copied at load
+/// time, so a model's weights take their file size in memory (the page cache's pages, shared and reclaimable), not
+/// 4 bytes per weight. F32 rows are multiplied in place; BF16 and F16 rows are widened a tile at a time inside each
+/// product (<see cref="RowDecodedLinearWeight"/>), the same loop a compressed weight runs.
+/// </summary>
+internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
+{
+    private readonly TensorView _view;
+
+    private MappedLinearWeight(TensorView view, int rows, int columns) : base(rows, columns) => _view = view;
+
+    /// <summary>Takes ownership of <paramref name="view"/>: an F32 view becomes a dense weight over the mapping,
+    /// a BF16 or F16 one a row-widening weight.</summary>
+    public static ILinearWeight Over(TensorView view, int rows, int columns)
+    {
+        if (view.Tensor.DType == DType.F32) return new MappedF32(view, rows, columns);
+        return new MappedLinearWeight(view, rows, columns);
+    }
+
+    public override void ReadRows(int firstRow, int count, Span<float> destination)
+    {
+        if (firstRow < 0 || count < 0 || firstRow + count > Rows)
+            throw new ArgumentOutOfRangeException(nameof(firstRow), $"rows {firstRow}..{firstRow + count} outside 0..{Rows}");
+        _view.ReadFloats((long)firstRow * Columns, destination[..(count * Columns)]);
+    }
+
+    public void Dispose() => _view.Dispose();
+
+    /// <summary>F32 in the mapping: the dense kernel reads the rows where they lie.</summary>
+    private sealed unsafe class MappedF32(TensorView view, int rows, int columns) : ILinearWeight, IDisposable
+    {
+        public int Rows => rows;
+
+        public int Columns => columns;
+
+        public void ReadRows(int firstRow, int count, Span<float> destination)
+        {
+            if (firstRow < 0 || count < 0 || firstRow + count > Rows)
+                throw new ArgumentOutOfRangeException(nameof(firstRow), $"rows {firstRow}..{firstRow + count} outside 0..{Rows}");
+            view.ReadFloats((long)firstRow * Columns, destination[..(count * Columns)]);
+        }
+
+        public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
+        {
+            LinearKernels.Validate(this, input, output);
+            LinearKernels.MatMulDense((float*)view.Address, rows, columns, input, output, options);
+        }
+
+        public void Dispose() => view.Dispose();
+    }
+}
