@@ -1,12 +1,16 @@
 using System.CommandLine;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.Pipeline;
-using Spectre.Console;
+using Nanoscale.Runtime;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
-/// <summary><c>nanoscale generate MODEL [--prompt TEXT] [--tokens N]</c>: greedy decoding, a quick sanity check of (compressed) weights.</summary>
+/// <summary>
+/// <c>nanoscale generate MODEL [--prompt TEXT] [-n N] [--temperature T --top-k K --top-p P --repetition-penalty R
+/// --seed S] [--stop TEXT]…</c>: text from (compressed) weights, streamed as it is produced, with prompt and generation
+/// speed. Greedy by default.
+/// </summary>
 internal static class GenerateCommand
 {
     public static Command Create()
@@ -14,25 +18,76 @@ internal static class GenerateCommand
         var model = new Argument<string>("MODEL") { Description = "Checkpoint (plain or compressed)" };
         var prompt = new Option<string>("--prompt") { Description = "Prompt (default: empty, i.e. start from BOS)", DefaultValueFactory = _ => "" };
         var tokens = new Option<int>("--tokens", "-n") { Description = "New tokens to generate", DefaultValueFactory = _ => 64 };
+        var temperature = new Option<double>("--temperature") { Description = "0 = greedy (default); otherwise sample from softmax(logits / T)", DefaultValueFactory = _ => 0 };
+        var topK = new Option<int>("--top-k") { Description = "Sample among the K most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { Description = "Sample among the most likely tokens whose probabilities sum to P (1 = all)", DefaultValueFactory = _ => 1 };
+        var penalty = new Option<double>("--repetition-penalty") { Description = "Divide positive (multiply negative) logits of tokens already in the text by R (1 = none)", DefaultValueFactory = _ => 1 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the sampler (same seed, same text)", DefaultValueFactory = _ => 0 };
+        var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains this (repeatable); the text is cut before it", AllowMultipleArgumentsPerToken = false };
+        var noStream = new Option<bool>("--no-stream") { Description = "Print the text at the end instead of as it is produced" };
         var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
-        var command = new Command("generate", "Greedy text generation") { model, prompt, tokens, tokenizer, threads, json };
+        var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
+        {
+            model, prompt, tokens, temperature, topK, topP, penalty, seed, stop, noStream, tokenizer, threads, json,
+        };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var path = parse.GetValue(model)!;
             int count = parse.GetValue(tokens);
             if (count < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
+            var sampling = new SamplingOptions
+            {
+                Temperature = parse.GetValue(temperature),
+                TopK = parse.GetValue(topK),
+                TopP = parse.GetValue(topP),
+                RepetitionPenalty = parse.GetValue(penalty),
+                Seed = parse.GetValue(seed),
+                StopStrings = parse.GetValue(stop) ?? [],
+            }.Validate();
             using var loaded = LoadedModel.Open(path, new ModelLoadOptions
             {
                 TokenizerPath = parse.GetValue(tokenizer),
                 Parallelism = new(parse.GetValue(threads)),
             });
-            var result = loaded.Generate(parse.GetValue(prompt)!, count, context.Cancellation);
-            if (context.Json) return new { text = result.Text, tokens = result.Tokens, prompt_tokens = result.PromptTokens, stopped_at_end = result.StoppedAtEnd };
-            Terminal.Out.WriteLine(result.Text);
+            string promptText = parse.GetValue(prompt)!;
+            bool stream = !context.Json && !parse.GetValue(noStream);
+            var output = Console.Out;
+            if (stream)
+            {
+                output.Write(promptText);
+                output.Flush();
+            }
+            var result = loaded.Generate(promptText, count, sampling, stream ? piece => { output.Write(piece); output.Flush(); } : null, context.Cancellation);
+            if (context.Json)
+                return new
+                {
+                    text = result.Text,
+                    tokens = result.Tokens,
+                    prompt_tokens = result.PromptTokens,
+                    generated_tokens = result.GeneratedTokens,
+                    stop_reason = result.Stop.ToString().ToLowerInvariant(),
+                    stopped_at_end = result.StoppedAtEnd,
+                    prompt_seconds = result.PromptSeconds,
+                    generate_seconds = result.GenerateSeconds,
+                    prompt_tokens_per_second = result.PromptTokensPerSecond,
+                    generated_tokens_per_second = result.GeneratedTokensPerSecond,
+                };
+            if (stream) output.WriteLine();
+            else output.WriteLine(result.Text);
+            context.Log($"prompt: {result.PromptTokens} tokens at {result.PromptTokensPerSecond:0.0} tokens/s; " +
+                        $"generated: {result.GeneratedTokens} tokens at {result.GeneratedTokensPerSecond:0.0} tokens/s; stop: {Describe(result.Stop)}");
             return null;
         }));
         return command;
     }
+
+    private static string Describe(StopReason stop) => stop switch
+    {
+        StopReason.EndToken => "end token",
+        StopReason.StopString => "stop string",
+        StopReason.Context => "the model's maximum sequence length",
+        _ => "token limit",
+    };
 }

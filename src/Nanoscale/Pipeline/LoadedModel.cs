@@ -82,7 +82,36 @@ public sealed class LoadedModel : IDisposable
     /// <summary>Greedy generation from <paramref name="prompt"/> (<see cref="Generation.Greedy"/>), at most up to the
     /// model's maximum sequence length.</summary>
     public GenerationResult Generate(string prompt, int maxNewTokens, CancellationToken cancellationToken = default) =>
-        Generation.Greedy(Model, Tokenizer, prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), cancellationToken);
+        Generate(prompt, maxNewTokens, new SamplingOptions(), null, cancellationToken);
+
+    /// <summary>Generation from <paramref name="prompt"/> (<see cref="Generation.Generate"/>), stopping also at the end
+    /// tokens of a <c>generation_config.json</c> beside the model; <paramref name="onText"/> receives the text as it comes.</summary>
+    public GenerationResult Generate(string prompt, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
+        CancellationToken cancellationToken = default)
+    {
+        sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. GenerationConfigEndTokens()] };
+        return Generation.Generate(Model, Tokenizer, prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken);
+    }
+
+    /// <summary><c>eos_token_id</c> (a number or a list) of the <c>generation_config.json</c> beside the model, if any
+    /// (Llama-3 instruct models end turns with <c>&lt;|eot_id|&gt;</c>, which is not the tokenizer's EOS).</summary>
+    private IEnumerable<int> GenerationConfigEndTokens()
+    {
+        var folder = Directory.Exists(Path) ? Path : System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
+        var file = System.IO.Path.Combine(folder, "generation_config.json");
+        if (!File.Exists(file) || new FileInfo(file).Length > 1 << 20) return [];
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(file));
+            if (!document.RootElement.TryGetProperty("eos_token_id", out var eos)) return [];
+            var ids = eos.ValueKind == System.Text.Json.JsonValueKind.Array ? eos.EnumerateArray().ToList() : [eos];
+            return ids.Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Number && e.TryGetInt32(out _)).Select(e => e.GetInt32()).ToList();
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new CheckpointFormatException(file, "eos_token_id", e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+        }
+    }
 
     public void Dispose()
     {

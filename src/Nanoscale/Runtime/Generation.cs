@@ -1,55 +1,272 @@
+using System.Diagnostics;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.Runtime;
 
-/// <summary>A generated sequence: the prompt's tokens then the new ones, and its text.</summary>
+/// <summary>Why generation stopped.</summary>
+public enum StopReason
+{
+    /// <summary>The requested number of new tokens was reached.</summary>
+    Length,
+
+    /// <summary>The model emitted an end token (EOS, BOS as llama2.c's delimiter, or one of <see cref="SamplingOptions.StopTokenIds"/>).</summary>
+    EndToken,
+
+    /// <summary>The text reached one of <see cref="SamplingOptions.StopStrings"/>.</summary>
+    StopString,
+
+    /// <summary>The model's maximum sequence length was reached.</summary>
+    Context,
+}
+
+/// <summary>A generated sequence: the prompt's tokens then the new ones, its text and how fast it came.</summary>
 /// <param name="Tokens">Prompt tokens (BOS included) followed by generated tokens.</param>
 /// <param name="PromptTokens">How many of <paramref name="Tokens"/> came from the prompt.</param>
-/// <param name="Text">The decoded text of all tokens.</param>
-/// <param name="StoppedAtEnd">True when the model emitted EOS or BOS (llama2.c's sequence delimiter) before the limit.</param>
-public sealed record GenerationResult(int[] Tokens, int PromptTokens, string Text, bool StoppedAtEnd);
+/// <param name="Text">The decoded text of all tokens (cut before a stop string).</param>
+/// <param name="Stop">Why generation stopped.</param>
+/// <param name="PromptSeconds">Wall time of the forward pass over the prompt.</param>
+/// <param name="GenerateSeconds">Wall time from the end of the prompt to the last new token.</param>
+public sealed record GenerationResult(int[] Tokens, int PromptTokens, string Text, StopReason Stop, double PromptSeconds = 0, double GenerateSeconds = 0)
+{
+    /// <summary>True when the model emitted an end token before the limit.</summary>
+    public bool StoppedAtEnd => Stop == StopReason.EndToken;
 
-/// <summary>Greedy decoding (argmax at each step), as llama2.c <c>run</c> with temperature 0.</summary>
+    public int GeneratedTokens => Tokens.Length - PromptTokens;
+
+    public double PromptTokensPerSecond => PromptSeconds > 0 ? PromptTokens / PromptSeconds : 0;
+
+    public double GeneratedTokensPerSecond => GenerateSeconds > 0 ? GeneratedTokens / GenerateSeconds : 0;
+}
+
+/// <summary>
+/// How the next token is chosen. The defaults are greedy decoding (argmax), which tests rely on; a positive
+/// <see cref="Temperature"/> samples, after <see cref="RepetitionPenalty"/>, <see cref="TopK"/> and <see cref="TopP"/>,
+/// in that order (as transformers' <c>generate</c> applies its logits processors and warpers).
+/// </summary>
+public sealed record SamplingOptions
+{
+    /// <summary>0 (default): greedy. Otherwise logits are divided by it before the softmax.</summary>
+    public double Temperature { get; init; }
+
+    /// <summary>Keep only the K most likely tokens; 0: all.</summary>
+    public int TopK { get; init; }
+
+    /// <summary>Keep the smallest set of most likely tokens whose probabilities sum to at least P; 1: all.</summary>
+    public double TopP { get; init; } = 1;
+
+    /// <summary>CTRL's penalty (transformers' <c>repetition_penalty</c>): the logit of every token already in the
+    /// sequence is divided by it when positive and multiplied by it when negative; 1: none.</summary>
+    public double RepetitionPenalty { get; init; } = 1;
+
+    /// <summary>Seed of the sampler; the same seed, model and prompt give the same text.</summary>
+    public int Seed { get; init; }
+
+    /// <summary>Generation stops when the text produced contains one of these; the text is cut before it.</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Token ids that end generation besides the tokenizer's EOS (e.g. <c>generation_config.json</c>'s).</summary>
+    public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+
+    /// <summary>Checks the ranges and returns the options.</summary>
+    /// <exception cref="InvalidOptionException">A value outside its range.</exception>
+    public SamplingOptions Validate()
+    {
+        if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new InvalidOptionException("temperature", $"must be 0 (greedy) or positive, not {Temperature}");
+        if (TopK < 0) throw new InvalidOptionException("top-k", $"must be 0 (off) or positive, not {TopK}");
+        if (!(TopP > 0 && TopP <= 1)) throw new InvalidOptionException("top-p", $"must be in (0, 1], not {TopP}");
+        if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty))
+            throw new InvalidOptionException("repetition-penalty", $"must be positive (1 = none), not {RepetitionPenalty}");
+        if (StopStrings.Any(string.IsNullOrEmpty)) throw new InvalidOptionException("stop", "a stop string cannot be empty");
+        return this;
+    }
+}
+
+/// <summary>Text generation: greedy (argmax, as llama2.c <c>run</c> with temperature 0) or sampled.</summary>
 public static class Generation
 {
-    /// <summary>
-    /// Encodes <paramref name="prompt"/> with BOS (an empty prompt is just BOS), then appends the most likely token
-    /// until <paramref name="maxNewTokens"/>, EOS/BOS, or the model's maximum sequence length.
-    /// </summary>
+    /// <summary>Greedy decoding; see <see cref="Generate"/>.</summary>
     public static GenerationResult Greedy(LlamaModel model, ITokenizer tokenizer, string prompt, int maxNewTokens,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default) =>
+        Generate(model, tokenizer, prompt, maxNewTokens, new SamplingOptions(), null, cancellationToken);
+
+    /// <summary>
+    /// Encodes <paramref name="prompt"/> with BOS (an empty prompt is just BOS), then appends tokens chosen by
+    /// <paramref name="sampling"/> until <paramref name="maxNewTokens"/>, an end token, a stop string, or the model's
+    /// maximum sequence length. <paramref name="onText"/> receives the new text as it is produced (held back while it
+    /// could still be the start of a stop string or ends inside a UTF-8 character).
+    /// </summary>
+    public static GenerationResult Generate(LlamaModel model, ITokenizer tokenizer, string prompt, int maxNewTokens,
+        SamplingOptions sampling, Action<string>? onText = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
+        sampling = (sampling ?? new SamplingOptions()).Validate();
         int[] promptTokens = tokenizer.Encode(prompt ?? "", addBos: tokenizer.BosId is not null);
         if (promptTokens.Length == 0)
             throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
-        int capacity = Math.Min(model.Config.MaxSeqLen, promptTokens.Length + maxNewTokens);
-        if (promptTokens.Length > capacity)
+        if (promptTokens.Length >= model.Config.MaxSeqLen && maxNewTokens > 0)
             throw new InvalidOptionException("prompt", $"it has {promptTokens.Length} tokens; the model holds {model.Config.MaxSeqLen}");
+        int capacity = Math.Min(model.Config.MaxSeqLen, promptTokens.Length + maxNewTokens);
 
+        var clock = Stopwatch.StartNew();
         InferenceSession session = model.CreateSession(Math.Max(1, capacity));
         var tokens = new List<int>(promptTokens);
         int vocab = model.Config.VocabSize;
         var logits = new float[promptTokens.Length * vocab];
         session.Forward(promptTokens, logits, cancellationToken);
-        ReadOnlySpan<float> last = logits.AsSpan((promptTokens.Length - 1) * vocab, vocab);
-        bool stopped = false;
+        double promptSeconds = clock.Elapsed.TotalSeconds;
+        float[] last = logits.AsSpan((promptTokens.Length - 1) * vocab, vocab).ToArray();
+
+        var sampler = new Sampler(sampling, vocab);
+        var text = new TextStream(tokenizer, promptTokens, sampling.StopStrings, onText);
+        var end = new HashSet<int>(sampling.StopTokenIds);
+        if (tokenizer.EosId is int eos) end.Add(eos);
+        if (tokenizer.BosId is int bos) end.Add(bos);
+        StopReason stop = StopReason.Length;
         while (tokens.Count - promptTokens.Length < maxNewTokens)
         {
-            int next = Kernels.ArgMax(last);
-            if (next == tokenizer.EosId || next == tokenizer.BosId)
+            int next = sampler.Next(last, tokens);
+            if (end.Contains(next))
             {
-                stopped = true;
+                stop = StopReason.EndToken;
                 break;
             }
             tokens.Add(next);
-            if (tokens.Count - promptTokens.Length == maxNewTokens || session.Length >= session.Capacity) break;
+            if (text.Add(tokens))
+            {
+                stop = StopReason.StopString;
+                break;
+            }
+            if (tokens.Count - promptTokens.Length == maxNewTokens) break;
+            if (session.Length >= session.Capacity)
+            {
+                stop = StopReason.Context;
+                break;
+            }
             cancellationToken.ThrowIfCancellationRequested();
-            last = session.Step(next);
+            session.Step(next).CopyTo(last);
         }
-        int[] all = [.. tokens];
-        return new GenerationResult(all, promptTokens.Length, tokenizer.Decode(all), stopped);
+        double generateSeconds = clock.Elapsed.TotalSeconds - promptSeconds;
+        text.Finish();
+        return new GenerationResult([.. tokens], promptTokens.Length, text.FullText, stop, promptSeconds, generateSeconds);
+    }
+
+    /// <summary>Chooses the next token from the logits (see <see cref="SamplingOptions"/>).</summary>
+    internal sealed class Sampler(SamplingOptions options, int vocab)
+    {
+        private readonly Random _random = new(options.Seed);
+        private readonly float[] _scratch = new float[vocab];
+        private readonly int[] _order = new int[vocab];
+
+        public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> sequence)
+        {
+            var x = _scratch.AsSpan(0, logits.Length);
+            logits.CopyTo(x);
+            if (options.RepetitionPenalty != 1)
+            {
+                float penalty = (float)options.RepetitionPenalty;
+                foreach (int id in sequence.Distinct())
+                    if ((uint)id < (uint)x.Length) x[id] = x[id] > 0 ? x[id] / penalty : x[id] * penalty;
+            }
+            if (options.Temperature == 0) return Kernels.ArgMax(x);
+            return Sample(x);
+        }
+
+        /// <summary>Temperature, top-k, top-p, then one draw from what is left (probabilities in double).</summary>
+        private int Sample(Span<float> logits)
+        {
+            int n = logits.Length;
+            if (options.TopK == 0 && options.TopP >= 1)
+            {
+                // Nothing cut: one pass in id order, no sort.
+                double top = logits[Kernels.ArgMax(logits)], sum = 0;
+                var w = new double[n];
+                for (int i = 0; i < n; i++) sum += w[i] = Math.Exp((logits[i] - top) / options.Temperature);
+                double r = _random.NextDouble() * sum;
+                for (int i = 0; i < n; i++)
+                {
+                    r -= w[i];
+                    if (r < 0) return i;
+                }
+                return n - 1;
+            }
+            var order = _order.AsSpan(0, n);
+            for (int i = 0; i < n; i++) order[i] = i;
+            // Most likely first; ties by id, so the order never depends on the sort's stability.
+            var keys = logits.ToArray();
+            order.Sort((a, b) => keys[b].CompareTo(keys[a]) is var c && c != 0 ? c : a.CompareTo(b));
+            int kept = options.TopK > 0 ? Math.Min(options.TopK, n) : n;
+            double max = logits[order[0]], temperature = options.Temperature, total = 0;
+            var p = new double[kept];
+            for (int i = 0; i < kept; i++) total += p[i] = Math.Exp((logits[order[i]] - max) / temperature);
+            if (options.TopP < 1)
+            {
+                double cumulative = 0;
+                for (int i = 0; i < kept; i++)
+                {
+                    cumulative += p[i] / total;
+                    if (cumulative >= options.TopP)
+                    {
+                        kept = i + 1;
+                        break;
+                    }
+                }
+                total = 0;
+                for (int i = 0; i < kept; i++) total += p[i];
+            }
+            double u = _random.NextDouble() * total;
+            for (int i = 0; i < kept; i++)
+            {
+                u -= p[i];
+                if (u < 0) return order[i];
+            }
+            return order[kept - 1];
+        }
+    }
+
+    /// <summary>
+    /// The text of the sequence as it grows: decodes prompt + new tokens, finds stop strings, and hands out the new
+    /// text once it can no longer change (not inside a UTF-8 character, not a possible start of a stop string).
+    /// </summary>
+    private sealed class TextStream(ITokenizer tokenizer, int[] prompt, IReadOnlyList<string> stops, Action<string>? onText)
+    {
+        private readonly string _promptText = tokenizer.Decode(prompt);
+        private readonly int _holdBack = stops.Count == 0 ? 0 : stops.Max(s => s.Length) - 1;
+        private int _emitted;
+        private string _generated = "";
+
+        /// <summary>The prompt's text followed by the generated text.</summary>
+        public string FullText => _promptText + _generated;
+
+        /// <summary>Takes the whole sequence after a new token; true when a stop string has appeared.</summary>
+        public bool Add(List<int> tokens)
+        {
+            string all = tokenizer.Decode(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(tokens));
+            _generated = all.StartsWith(_promptText, StringComparison.Ordinal) ? all[_promptText.Length..] : all;
+            foreach (var stop in stops)
+            {
+                int at = _generated.IndexOf(stop, StringComparison.Ordinal);
+                if (at >= 0)
+                {
+                    _generated = _generated[..at];
+                    Emit(_generated.Length);
+                    return true;
+                }
+            }
+            int ready = _generated.Length - _holdBack;
+            while (ready > 0 && ready <= _generated.Length && _generated[ready - 1] == '\uFFFD') ready--; // an unfinished character
+            Emit(ready);
+            return false;
+        }
+
+        public void Finish() => Emit(_generated.Length);
+
+        private void Emit(int upTo)
+        {
+            if (onText is null || upTo <= _emitted) return;
+            onText(_generated[_emitted..upTo]);
+            _emitted = upTo;
+        }
     }
 }

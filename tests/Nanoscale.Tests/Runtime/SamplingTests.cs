@@ -1,0 +1,97 @@
+using Nanoscale.Runtime;
+using Nanoscale.Tensors;
+
+namespace Nanoscale.Tests.Runtime;
+
+/// <summary>Sampled generation: the sampler's distribution, its cuts, determinism, stop strings and streaming.</summary>
+public class SamplingTests
+{
+    private static LlamaModel Model => LlamaModelTests.Stories260K.Value;
+
+    private static ITokenizer Tokenizer => LlamaModelTests.Tok512.Value;
+
+    [Fact]
+    public void TheSamplerDrawsFromTheSoftmaxOfTheLogitsOverTheTemperature()
+    {
+        float[] logits = [1f, 2f, 3f, 0f, -1f];
+        const double temperature = 0.7;
+        var sampler = new Generation.Sampler(new SamplingOptions { Temperature = temperature, Seed = 11 }, logits.Length);
+        const int draws = 40_000;
+        var counts = new int[logits.Length];
+        for (int i = 0; i < draws; i++) counts[sampler.Next(logits, [])]++;
+        double z = logits.Sum(l => Math.Exp(l / temperature));
+        for (int id = 0; id < logits.Length; id++)
+        {
+            double p = Math.Exp(logits[id] / temperature) / z, sigma = Math.Sqrt(draws * p * (1 - p));
+            Assert.True(Math.Abs(counts[id] - draws * p) <= 4 * sigma + 1, $"token {id}: {counts[id]} draws, expected {draws * p:0}");
+        }
+    }
+
+    [Fact]
+    public void TopKAndTopPKeepOnlyTheMostLikelyTokens()
+    {
+        float[] logits = [1f, 2f, 3f, 0f, 2.5f];
+        var topK = new Generation.Sampler(new SamplingOptions { Temperature = 1, TopK = 2, Seed = 1 }, logits.Length);
+        var seen = Enumerable.Range(0, 5000).Select(_ => topK.Next(logits, [])).ToHashSet();
+        Assert.Equal([2, 4], seen.Order());
+
+        // Probabilities ∝ e^3, e^2.5, e^2, e^1, e^0: the top two hold 0.46 + 0.28 = 0.74 < 0.8 ≤ the top three's 0.91.
+        var topP = new Generation.Sampler(new SamplingOptions { Temperature = 1, TopP = 0.8, Seed = 1 }, logits.Length);
+        seen = Enumerable.Range(0, 5000).Select(_ => topP.Next(logits, [])).ToHashSet();
+        Assert.Equal([1, 2, 4], seen.Order());
+    }
+
+    [Fact]
+    public void TheRepetitionPenaltyLowersTokensAlreadyInTheText()
+    {
+        float[] logits = [2f, 1.9f, -1f, -1.05f];
+        var sampler = new Generation.Sampler(new SamplingOptions { RepetitionPenalty = 1.2 }, logits.Length);
+        Assert.Equal(0, sampler.Next(logits, []));
+        Assert.Equal(1, sampler.Next(logits, [0]));     // 2 / 1.2 < 1.9
+        Assert.Equal(1, sampler.Next([-1f, -1.05f], [0])); // negative logits are multiplied: -1.2 < -1.05
+    }
+
+    [Fact]
+    public void TheSameSeedGivesTheSameTextAndTopKOfOneIsGreedy()
+    {
+        var options = new SamplingOptions { Temperature = 1.0, TopP = 0.95, Seed = 42 };
+        var a = Generation.Generate(Model, Tokenizer, "Once upon a time", 40, options);
+        var b = Generation.Generate(Model, Tokenizer, "Once upon a time", 40, options);
+        Assert.Equal(a.Tokens, b.Tokens);
+        var others = Enumerable.Range(1, 4).Select(s => Generation.Generate(Model, Tokenizer, "Once upon a time", 40, options with { Seed = s }).Text);
+        Assert.Contains(others, t => t != a.Text);
+
+        var greedy = Generation.Greedy(Model, Tokenizer, "Once upon a time", 30);
+        var topOne = Generation.Generate(Model, Tokenizer, "Once upon a time", 30, new SamplingOptions { Temperature = 5, TopK = 1, Seed = 9 });
+        Assert.Equal(greedy.Tokens, topOne.Tokens);
+    }
+
+    [Fact]
+    public void AStopStringEndsTheTextBeforeItAndStreamingHandsOutExactlyTheGeneratedText()
+    {
+        var pieces = new List<string>();
+        var result = Generation.Generate(Model, Tokenizer, "Once upon a time", 60, new SamplingOptions { StopStrings = ["Lily"] }, pieces.Add);
+        Assert.Equal(StopReason.StopString, result.Stop);
+        Assert.Equal("Once upon a time, there was a little girl named ", result.Text);
+        Assert.Equal(", there was a little girl named ", string.Concat(pieces));
+        Assert.True(result.GeneratedTokensPerSecond > 0 && result.PromptTokensPerSecond > 0);
+
+        pieces.Clear();
+        var plain = Generation.Generate(Model, Tokenizer, "Once upon a time", 25, new SamplingOptions(), pieces.Add);
+        Assert.Equal(plain.Text, "Once upon a time" + string.Concat(pieces));
+        Assert.True(pieces.Count > 5, "the text came in pieces, as it was produced");
+    }
+
+    [Theory]
+    [InlineData(-1, 0, 1, 1, "temperature")]
+    [InlineData(0, -2, 1, 1, "top-k")]
+    [InlineData(0, 0, 0, 1, "top-p")]
+    [InlineData(0, 0, 1.5, 1, "top-p")]
+    [InlineData(0, 0, 1, 0, "repetition-penalty")]
+    public void OptionsOutOfRangeAreRefusedByName(double temperature, int topK, double topP, double penalty, string option)
+    {
+        var e = Assert.Throws<InvalidOptionException>(() =>
+            new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP, RepetitionPenalty = penalty }.Validate());
+        Assert.Equal(option, e.Option);
+    }
+}
