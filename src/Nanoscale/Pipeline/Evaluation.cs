@@ -10,7 +10,11 @@ public sealed record EvalOptions
 {
     /// <summary>Spec string to compress with before evaluating; null evaluates the checkpoint as it is.</summary>
     public string? Format { get; init; }
+    /// <summary>Text to score perplexity on; empty: none (then <see cref="TasksPath"/> must be set).</summary>
     public required string TextPath { get; init; }
+
+    /// <summary>Multiple-choice items (<see cref="TaskFile"/>) to score accuracy on; null: none.</summary>
+    public string? TasksPath { get; init; }
     public int? ContextLength { get; init; }
 
     /// <summary>Score at most this many tokens of the text (<see cref="PerplexityOptions.MaxTokens"/>); null: all.</summary>
@@ -58,9 +62,19 @@ public sealed record EvalOptions
 /// model, the codec-eligible weights at their dtype width); <see cref="ModelBytes"/> is every tensor as stored;
 /// <see cref="Error"/> is the encoded tensors' weight error from the stored bytes (null when nothing was encoded).
 /// </summary>
+/// <summary>What <c>eval</c> measured on one model.</summary>
+/// <param name="Model">The model evaluated (before compression, when a format was given).</param>
+/// <param name="Format">The format evaluated, or <c>original</c>.</param>
+/// <param name="EncodedBitsPerWeight">Bits per weight of the tensors a codec applies to, from the stored bytes.</param>
+/// <param name="ModelBytes">Stored bytes of every tensor.</param>
+/// <param name="Error">Weight error of the compression; null for a model evaluated as it is.</param>
+/// <param name="Perplexity">Null when no text was given.</param>
+/// <param name="CompressTime">Time spent compressing first.</param>
+/// <param name="TotalTime">Wall time of the whole evaluation.</param>
+/// <param name="Tasks">Multiple-choice accuracy; null when no task file was given.</param>
 public sealed record EvalReport(
     string Model, string Format, double EncodedBitsPerWeight, long ModelBytes, ErrorMetrics? Error,
-    PerplexityResult Perplexity, TimeSpan CompressTime, TimeSpan TotalTime);
+    PerplexityResult? Perplexity, TimeSpan CompressTime, TimeSpan TotalTime, MultipleChoiceResult? Tasks = null);
 
 /// <summary>
 /// Perplexity of a model on compressed weights (SPEC §13–§14): compresses with the format into a temporary
@@ -72,7 +86,10 @@ public static class Evaluation
         CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
-        var text = TextInput.Read(options.TextPath, "EvalOptions.TextPath");
+        if (options.TextPath.Length == 0 && options.TasksPath is null)
+            throw new InvalidOptionException("EvalOptions.TextPath", "give a text to score perplexity on, a task file, or both");
+        var text = options.TextPath.Length == 0 ? null : TextInput.Read(options.TextPath, "EvalOptions.TextPath");
+        var tasks = options.TasksPath is { } tasksPath ? TaskFile.Read(tasksPath, "EvalOptions.TasksPath") : null;
         // The tokenizer is the one beside the model given, also when the weights evaluated are a temporary compressed copy.
         string? tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(modelPath);
         TemporaryFile? temporary = null;
@@ -100,10 +117,14 @@ public static class Evaluation
             }
 
             using var loaded = LoadedModel.Open(evaluated, new ModelLoadOptions { TokenizerPath = tokenizerPath, Parallelism = options.Parallelism });
-            var perplexity = Runtime.Perplexity.Evaluate(loaded.Model, loaded.Tokenizer, text,
+            var perplexity = text is null ? null : Runtime.Perplexity.Evaluate(loaded.Model, loaded.Tokenizer, text,
                 new PerplexityOptions { ContextLength = options.ContextLength, MaxTokens = options.MaxTokens },
                 progress is null ? null : new Progress<PerplexityProgress>(p =>
                     progress.Report(new PipelineProgress("eval", null, p.PredictedTokens, p.TotalPredictedTokens, "tokens"))),
+                cancellationToken);
+            var accuracy = tasks is null ? null : MultipleChoice.Evaluate(loaded.Model, loaded.Tokenizer, tasks,
+                progress is null ? null : new Progress<(long Done, long Total)>(p =>
+                    progress.Report(new PipelineProgress("tasks", null, p.Done, p.Total, "items"))),
                 cancellationToken);
 
             // The weights a codec applies to: the encoded ones, or for a plain model the ones it would encode.
@@ -112,7 +133,7 @@ public static class Evaluation
             var weighed = compressed.Tensors.Where(t => t.Encoded is not null || selection.Selects(t.Plain!)).ToList();
             double bpw = 8.0 * weighed.Sum(t => t.StoredBytes) / Math.Max(1, weighed.Sum(t => t.ElementCount));
             return new EvalReport(modelPath, options.Format ?? compressed.Format ?? "original", bpw,
-                compressed.Tensors.Sum(t => t.StoredBytes), error, perplexity, compressTime, clock.Elapsed);
+                compressed.Tensors.Sum(t => t.StoredBytes), error, perplexity, compressTime, clock.Elapsed, accuracy);
         }
         finally
         {

@@ -79,7 +79,7 @@ public class CalderaContainerTests
         using (var dense = back.Map(back.Find(name)!))
             Assert.Equal(decoded, dense.ToFloatArray());
         var eval = Evaluation.Evaluate(compressed, new EvalOptions { TextPath = SharedData.TinyStoriesText, TokenizerPath = SharedData.Tok512, Parallelism = new(2) });
-        Assert.True(double.IsFinite(eval.Perplexity.Perplexity) && eval.Perplexity.Perplexity > 3.5);
+        Assert.True(double.IsFinite(eval.Perplexity!.Perplexity) && eval.Perplexity.Perplexity > 3.5);
     }
 
     [Fact]

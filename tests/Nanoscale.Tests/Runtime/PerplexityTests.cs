@@ -109,8 +109,8 @@ public class TextNormalisationTests
         var options = new Nanoscale.Pipeline.EvalOptions { TextPath = SharedData.TinyStoriesText, TokenizerPath = SharedData.Tok512 };
         var original = Nanoscale.Pipeline.Evaluation.Evaluate(SharedData.Stories260K, options);
         var copy = Nanoscale.Pipeline.Evaluation.Evaluate(SharedData.Stories260K, options with { TextPath = windows });
-        Assert.Equal(3.548202, original.Perplexity.Perplexity, 6);
-        Assert.Equal(original.Perplexity.MeanNll, copy.Perplexity.MeanNll);
+        Assert.Equal(3.548202, original.Perplexity!.Perplexity, 6);
+        Assert.Equal(original.Perplexity!.MeanNll, copy.Perplexity!.MeanNll);
         Assert.Equal(original.Perplexity.PredictedTokens, copy.Perplexity.PredictedTokens);
     }
 }
