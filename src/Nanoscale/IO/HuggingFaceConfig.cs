@@ -29,7 +29,7 @@ internal static class HuggingFaceConfig
         try { document = JsonDocument.Parse(File.ReadAllBytes(path)); }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(path, null, e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+            throw JsonErrors.Invalid(path, e);
         }
         using (document)
         {
@@ -194,7 +194,7 @@ internal static class HuggingFaceConfig
         }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(path, null, e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+            throw JsonErrors.Invalid(path, e);
         }
         root.Remove(QuantizationKey);
         if (quantization is not null) root[QuantizationKey] = quantization;

@@ -190,8 +190,7 @@ internal sealed class SafetensorsFile : ICheckpoint
         }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(path, "header", headerStart + (e.BytePositionInLine ?? 0),
-                $"header is not valid JSON ({e.Message})", e);
+            throw JsonErrors.Invalid(path, header, e, "header", headerStart);
         }
         catch (ArgumentException e)
         {

@@ -74,7 +74,7 @@ internal sealed class ShardedSafetensors : ICheckpoint
         try { document = JsonDocument.Parse(File.ReadAllBytes(indexPath)); }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(indexPath, null, e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+            throw JsonErrors.Invalid(indexPath, e);
         }
 
         var shards = new List<SafetensorsFile>();

@@ -109,7 +109,7 @@ public sealed class LoadedModel : IDisposable
         }
         catch (System.Text.Json.JsonException e)
         {
-            throw new CheckpointFormatException(file, "eos_token_id", e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+            throw JsonErrors.Invalid(file, e);
         }
     }
 

@@ -83,7 +83,7 @@ internal sealed class HuggingFaceTokenizer : ITokenizer, IDisposable
         }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(path, null, e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+            throw JsonErrors.Invalid(path, e);
         }
         if (vocabSize is int size && maxId >= size)
             throw new CheckpointFormatException(path, "model.vocab", null, $"token id {maxId} does not fit the model's vocabulary of {size}");
@@ -224,7 +224,7 @@ internal sealed class HuggingFaceTokenizer : ITokenizer, IDisposable
         }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(configPath, null, e.BytePositionInLine, $"not valid JSON ({e.Message})", e);
+            throw JsonErrors.Invalid(configPath, e);
         }
     }
 }

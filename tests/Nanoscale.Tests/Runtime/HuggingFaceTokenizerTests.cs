@@ -80,7 +80,9 @@ public class HuggingFaceTokenizerTests
 
         var truncated = dir.File("truncated.json");
         File.WriteAllText(truncated, original[..(original.Length / 2)]);
-        Assert.Contains("not valid JSON", Assert.Throws<CheckpointFormatException>(() => HuggingFaceTokenizer.Load(truncated)).Message);
+        var cut = Assert.Throws<CheckpointFormatException>(() => HuggingFaceTokenizer.Load(truncated));
+        Assert.Contains("not valid JSON", cut.Message);
+        Assert.Equal(new FileInfo(truncated).Length, cut.Offset); // the byte where the text stops, not a position within a line
 
         var badMerge = dir.File("merge.json");
         int merges = original.IndexOf("\"merges\":", StringComparison.Ordinal);

@@ -78,6 +78,24 @@ public class ModelFamilyTests
         return JsonSerializer.Deserialize<double[][]>(stdout)!;
     }
 
+    /// <summary>A config claiming 2·10⁹ tokens once made eval allocate 15.7 GB before failing: now the shapes are
+    /// checked against the file before anything of that size exists.</summary>
+    [Fact]
+    public void AVocabularyOfTwoBillionIsALocatedErrorWithoutALargeAllocation()
+    {
+        using var dir = new TempDir();
+        SampleCheckpoint.Write(dir.Path, new SampleOptions { Layers = 1, Dim = 64, HiddenDim = 128, Heads = 4, KvHeads = 2, VocabSize = 32000 });
+        var config = Path.Combine(dir.Path, "config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"vocab_size\": 32000", "\"vocab_size\": 2000000000"));
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<CheckpointFormatException>(() =>
+            LoadedModel.Open(dir.Path, new ModelLoadOptions { TokenizerPath = SharedData.Path("tokenizers", "llama2") }).Dispose());
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Contains("model.embed_tokens.weight", e.Message);
+        Assert.Contains("2000000000", e.Message);
+        Assert.True(allocated < 256L << 20, $"{allocated} bytes allocated before the error");
+    }
+
     [Fact]
     public void WhatTheRuntimeDoesNotImplementIsRefusedByName()
     {
