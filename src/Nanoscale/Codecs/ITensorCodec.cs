@@ -60,6 +60,10 @@ public interface ITensorDecoder : IDisposable
 
     /// <summary>The whole tensor in its original dtype (bit-exact for lossless codecs; rounded to nearest even otherwise).</summary>
     void ReadOriginal(Stream destination);
+
+    /// <summary>y[i] = row (firstRow + i) · x straight from the stored codes (<see cref="IBlockCodec.TryDotRows"/>);
+    /// false when the codec has no such kernel.</summary>
+    bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => false;
 }
 
 /// <summary>A compressed tensor as stored: its logical name, shape and dtype, its codec, and its mapped parts.</summary>

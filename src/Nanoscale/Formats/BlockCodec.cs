@@ -47,6 +47,10 @@ internal abstract class BlockCodec : IBlockCodec
 
     public virtual ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => NoTensorData.Instance;
 
+    /// <inheritdoc cref="IBlockCodec.TryDotRows"/>
+    public virtual bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
+
     public override string ToString() => Spec;
 
     public unsafe void Quantize(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,

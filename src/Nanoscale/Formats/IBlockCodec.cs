@@ -66,4 +66,12 @@ public interface IBlockCodec : ICodec
     /// <summary>Decodes <paramref name="rowCount"/> rows into <paramref name="destination"/> (rowCount·cols floats).</summary>
     void Dequantize(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, CodecOptions options, Span<float> destination);
+
+    /// <summary>
+    /// y[r] = Σ_c W[r, c]·x[c] for the <paramref name="rowCount"/> rows stored in <paramref name="blocks"/> and
+    /// <paramref name="scales"/>, straight from the codes, without decoding a row into floats (one token's product, the
+    /// generation step). False when this codec or CPU has no such kernel; then the caller decodes rows instead.
+    /// </summary>
+    bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
 }

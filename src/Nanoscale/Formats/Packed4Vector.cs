@@ -43,6 +43,32 @@ internal static class Packed4Vector
         return value * scale;
     }
 
+    /// <summary>Σ table[code_i]·x_i over one 32-element block (16 packed bytes), unscaled: the codes are looked up in
+    /// registers and multiplied with the activations at once, never stored as floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Dot32(Vector256<float> tableLow, Vector256<float> tableHigh, ReadOnlySpan<byte> packed,
+        ref float x, Vector256<float> accumulator)
+    {
+        Vector128<byte> b = Vector128.LoadUnsafe(ref MemoryMarshal.GetReference(packed));
+        Vector128<byte> nibble = Vector128.Create((byte)0x0F);
+        Vector128<byte> lo = b & nibble;
+        Vector128<byte> hi = Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & nibble;
+        Vector128<byte> first = Sse2.UnpackLow(lo, hi), second = Sse2.UnpackHigh(lo, hi);
+        Vector256<float> sum = Lookup8(first, tableLow, tableHigh) * Vector256.LoadUnsafe(ref x);
+        sum = Fma.MultiplyAdd(Lookup8(Sse2.ShiftRightLogical128BitLane(first, 8), tableLow, tableHigh), Vector256.LoadUnsafe(ref x, 8), sum);
+        sum = Fma.MultiplyAdd(Lookup8(second, tableLow, tableHigh), Vector256.LoadUnsafe(ref x, 16), sum);
+        sum = Fma.MultiplyAdd(Lookup8(Sse2.ShiftRightLogical128BitLane(second, 8), tableLow, tableHigh), Vector256.LoadUnsafe(ref x, 24), sum);
+        return accumulator + sum;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Lookup8(Vector128<byte> codes, Vector256<float> tableLow, Vector256<float> tableHigh)
+    {
+        Vector256<int> index = Avx2.ConvertToVector256Int32(codes);
+        return Avx.BlendVariable(Avx2.PermuteVar8x32(tableLow, index), Avx2.PermuteVar8x32(tableHigh, index),
+            Avx2.ShiftLeftLogical(index, 28).AsSingle());
+    }
+
     /// <summary>8 packed bytes → 16 floats (NVFP4 block).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Dequantize16(Vector256<float> tableLow, Vector256<float> tableHigh,

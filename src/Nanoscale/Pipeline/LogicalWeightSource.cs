@@ -55,5 +55,7 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
     private sealed class DecodedWeight(ITensorDecoder decoder, int rows, int columns) : RowDecodedLinearWeight(rows, columns)
     {
         public override void ReadRows(int firstRow, int count, Span<float> destination) => decoder.ReadRows(firstRow, count, destination);
+
+        protected override bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => decoder.TryDotRows(firstRow, count, x, y);
     }
 }

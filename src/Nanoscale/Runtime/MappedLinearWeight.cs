@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using Nanoscale.IO;
 using Nanoscale.Tensors;
 
@@ -28,6 +30,32 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
         if (firstRow < 0 || count < 0 || firstRow + count > Rows)
             throw new ArgumentOutOfRangeException(nameof(firstRow), $"rows {firstRow}..{firstRow + count} outside 0..{Rows}");
         _view.ReadFloats((long)firstRow * Columns, destination[..(count * Columns)]);
+    }
+
+    /// <summary>BF16 rows times one token's activations, widened in registers (bf16 is the top half of an f32): the
+    /// step reads 2 bytes per weight and writes nothing. AVX2 with FMA; otherwise false (rows are decoded).</summary>
+    protected override unsafe bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (_view.Tensor.DType != DType.BF16 || !Avx2.IsSupported || !Fma.IsSupported)
+            return false;
+        int columns = Columns, vectorEnd = columns & ~7;
+        ushort* rows = (ushort*)_view.Address + (long)firstRow * columns;
+        fixed (float* xs = x)
+            for (int r = 0; r < count; r++)
+            {
+                ushort* w = rows + (long)r * columns;
+                var sum = Vector256<float>.Zero;
+                int c = 0;
+                for (; c < vectorEnd; c += 8)
+                {
+                    var widened = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(w + c), 16);
+                    sum = Fma.MultiplyAdd(widened.AsSingle(), Vector256.Load(xs + c), sum);
+                }
+                float total = Vector256.Sum(sum);
+                for (; c < columns; c++) total += BitConverter.Int32BitsToSingle(w[c] << 16) * xs[c];
+                y[r] = total;
+            }
+        return true;
     }
 
     public void Dispose() => _view.Dispose();

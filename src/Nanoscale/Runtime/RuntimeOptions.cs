@@ -14,6 +14,12 @@ public sealed record RuntimeOptions
     /// </summary>
     public long MinParallelMultiplyAdds { get; init; } = 1 << 16;
 
+    /// <summary>
+    /// One token's products run on the stored codes where a codec has such a kernel (<see cref="RowDecodedLinearWeight"/>),
+    /// instead of decoding rows to floats first. Off: always decode (the reference path the fused kernels are checked against).
+    /// </summary>
+    public bool FusedKernels { get; init; } = true;
+
     public static RuntimeOptions Default { get; } = new();
 
     /// <summary>Runs <paramref name="body"/> for chunk indices 0..chunks-1, in parallel when the work is large enough.</summary>

@@ -51,6 +51,39 @@ internal sealed class MxCodec : BlockCodec
         QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);
     }
 
+    /// <summary>
+    /// The generation step's product on 4-bit codes (MXFP4): per block, the 32 codes are looked up in registers and
+    /// multiplied with the activations (<see cref="Packed4Vector.Dot32"/>), and the block's power-of-two scale is applied
+    /// once to the block's sum. Needs AVX2 with FMA and whole blocks; otherwise false (the caller decodes rows). Agrees
+    /// with decode-then-multiply up to float summation order (the scale is factored out of each block's sum).
+    /// </summary>
+    public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (Element.Bits != 4 || cols % MxBlockSize != 0 || !Packed4Vector.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported)
+            return false;
+        int nb = cols / MxBlockSize;
+        if (blocks.Length < (long)rowCount * nb * BytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
+            throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
+        var (low, high) = Packed4Vector.Load4BitTable(Element.DecodeTable);
+        ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
+        ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
+        for (int r = 0; r < rowCount; r++)
+        {
+            var rowBlocks = blocks.Slice(r * nb * BytesPerBlock, nb * BytesPerBlock);
+            var rowScales = scales.Slice(r * nb, nb);
+            var total = Vector256<float>.Zero;
+            for (int j = 0; j < nb; j++)
+            {
+                var sum = Packed4Vector.Dot32(low, high, rowBlocks.Slice(j * BytesPerBlock, BytesPerBlock),
+                    ref System.Runtime.CompilerServices.Unsafe.Add(ref x0, j * MxBlockSize), Vector256<float>.Zero);
+                total = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(sum, Vector256.Create(scaleTable[rowScales[j]]), total);
+            }
+            y[r] = Vector256.Sum(total);
+        }
+        return true;
+    }
+
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {
