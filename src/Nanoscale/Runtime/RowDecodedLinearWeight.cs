@@ -36,7 +36,25 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         int rows = Rows, columns = Columns;
         int rowsPerTile = LinearKernels.RowsPerTile(columns);
         int tiles = (rows + rowsPerTile - 1) / rowsPerTile;
-        bool fused = tokens == 1 && options.FusedKernels;
+        // One token: if the storage multiplies its codes directly (tried on the first row), it does so in a few large
+        // tiles, so per-call set-up (e.g. quantizing the activations) is paid a few times per product, not per tile.
+        if (tokens == 1 && options.FusedKernels && TryDotRows(0, 1, input, output[..1]))
+        {
+            const int FusedTiles = 16;
+            int perTile = (rows + FusedTiles - 1) / FusedTiles;
+            fixed (float* inPtr = input)
+            fixed (float* outPtr = output)
+            {
+                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
+                options.For((rows + perTile - 1) / perTile, (long)rows * columns, tile =>
+                {
+                    int r0 = tile * perTile, count = Math.Min(rows, r0 + perTile) - r0;
+                    if (!TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count)))
+                        throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
+                });
+            }
+            return;
+        }
         fixed (float* inPtr = input)
         fixed (float* outPtr = output)
         {
@@ -44,8 +62,6 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             options.For(tiles, (long)rows * columns * tokens, tile =>
             {
                 int r0 = tile * rowsPerTile, count = Math.Min(rows, r0 + rowsPerTile) - r0;
-                if (fused && TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count)))
-                    return;
                 float[] buffer = ArrayPool<float>.Shared.Rent(count * columns);
                 try
                 {

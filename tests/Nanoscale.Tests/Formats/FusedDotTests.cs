@@ -13,12 +13,15 @@ namespace Nanoscale.Tests.Formats;
 public class FusedDotTests
 {
     [Theory]
-    [InlineData(1, 32, 1)]
-    [InlineData(7, 256, 2)]
-    [InlineData(64, 2048, 3)]
-    public void Mxfp4DotOnTheCodesEqualsDecodeThenMultiply(int rows, int cols, int seed)
+    [InlineData(1, 32, 1, false)]
+    [InlineData(7, 256, 2, false)]
+    [InlineData(64, 2048, 3, false)]
+    [InlineData(1, 32, 1, true)]
+    [InlineData(7, 256, 2, true)]
+    [InlineData(64, 2048, 3, true)]
+    public void Mxfp4DotOnTheCodesEqualsDecodeThenMultiply(int rows, int cols, int seed, bool integer)
     {
-        var codec = CodecRegistry.CreateBlockCodec("mxfp4");
+        var codec = new Nanoscale.Formats.Mx.MxCodec(ElementFormat.E2M1) { IntegerDot = integer };
         var random = new Random(seed);
         // Heavy-tailed weights over several binades, so the blocks' scales differ.
         float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(Math.Exp(random.NextDouble() * 8 - 4) * (random.Next(2) * 2 - 1)))];
@@ -37,14 +40,23 @@ public class FusedDotTests
         codec.Dequantize(blocks, scales, [], rows, cols, new CodecOptions { Kernel = CodecKernel.Reference }, decoded);
         for (int r = 0; r < rows; r++)
         {
-            double exact = 0, magnitude = 0;
-            for (int c = 0; c < cols; c++)
+            double exact = 0, magnitude = 0, activationRounding = 0;
+            for (int j = 0; j < cols / 32; j++)
             {
-                exact += (double)decoded[r * cols + c] * x[c];
-                magnitude += Math.Abs((double)decoded[r * cols + c] * x[c]);
+                double amax = 0, weights = 0;
+                for (int i = j * 32; i < j * 32 + 32; i++)
+                {
+                    double wi = decoded[r * cols + i];
+                    exact += wi * x[i];
+                    magnitude += Math.Abs(wi * x[i]);
+                    amax = Math.Max(amax, Math.Abs(x[i]));
+                    weights += Math.Abs(wi);
+                }
+                activationRounding += amax / 254 * weights; // int8 activations: each off by at most half a step, amax/127/2
             }
-            // float accumulation over cols terms: a few ulps of the sum of magnitudes.
-            Assert.True(Math.Abs(y[r] - exact) <= 1e-6 * magnitude + 1e-30, $"row {r}: {y[r]} vs {exact} (Σ|w·x| = {magnitude})");
+            // Float accumulation: a few ulps of the sum of magnitudes; the integer kernel adds the activations' rounding.
+            double tolerance = 1e-6 * magnitude + (integer ? activationRounding : 0) + 1e-30;
+            Assert.True(Math.Abs(y[r] - exact) <= tolerance, $"row {r}: {y[r]} vs {exact} (tolerance {tolerance})");
         }
     }
 
@@ -72,13 +84,15 @@ public class FusedDotTests
         var b = Generation.Greedy(decoded, tokenizer, "Once upon a time", 40);
         Assert.Equal(b.Tokens, a.Tokens);
 
-        // The step's logits agree to float summation order.
+        // The step's logits agree within the int8 activations' rounding (relative to the largest logit).
         var sa = fused.CreateSession(8);
         var sb = decoded.CreateSession(8);
         sa.Forward([1], new float[512]);
         sb.Forward([1], new float[512]);
         float[] la = sa.Step(403), lb = sb.Step(403);
         double scale = lb.Max(Math.Abs);
-        for (int i = 0; i < la.Length; i++) Assert.True(Math.Abs(la[i] - lb[i]) <= 1e-5 * scale, $"logit {i}: {la[i]} vs {lb[i]}");
+        // Measured: 0.74% of the largest logit on this machine (dim 64: two activation blocks per row); bound 1.5%.
+        double worst = Enumerable.Range(0, la.Length).Max(i => Math.Abs(la[i] - lb[i])) / scale;
+        Assert.True(worst <= 1.5e-2, $"largest logit difference {worst:P2} of the largest logit");
     }
 }

@@ -24,6 +24,7 @@ internal sealed class MxCodec : BlockCodec
         Element = element;
         ScaleRule = scaleRule;
         Rounding = rounding;
+        _doubled = MxDot.DoubledTable(element);
     }
 
     public ElementFormat Element { get; }
@@ -52,21 +53,32 @@ internal sealed class MxCodec : BlockCodec
     }
 
     /// <summary>
-    /// The generation step's product on 4-bit codes (MXFP4): per block, the 32 codes are looked up in registers and
-    /// multiplied with the activations (<see cref="Packed4Vector.Dot32"/>), and the block's power-of-two scale is applied
-    /// once to the block's sum. Needs AVX2 with FMA and whole blocks; otherwise false (the caller decodes rows). Agrees
-    /// with decode-then-multiply up to float summation order (the scale is factored out of each block's sum).
+    /// The generation step's product on 4-bit codes (MXFP4) without decoding rows to floats: with AVX2 in integer
+    /// arithmetic on int8 activations (<see cref="MxDot"/>, llama.cpp's approach), else with the codes looked up as
+    /// floats in registers (<see cref="Packed4Vector.Dot32"/>, exact up to summation order). Whole blocks only; false
+    /// when no kernel applies (the caller decodes rows).
     /// </summary>
     public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
     {
-        if (Element.Bits != 4 || cols % MxBlockSize != 0 || !Packed4Vector.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported)
-            return false;
+        if (Element.Bits != 4 || cols % MxBlockSize != 0) return false;
         int nb = cols / MxBlockSize;
         if (blocks.Length < (long)rowCount * nb * BytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
             throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
-        var (low, high) = Packed4Vector.Load4BitTable(Element.DecodeTable);
         ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
+        if (IntegerDot && _doubled is { } table)
+        {
+            var scratch = MxDot.Rent(cols);
+            try
+            {
+                MxDot.QuantizeActivations(x[..cols], scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb));
+                MxDot.DotRows(table, scaleTable, blocks, scales, rowCount, nb, scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb), y);
+            }
+            finally { MxDot.Return(scratch); }
+            return true;
+        }
+        if (!Packed4Vector.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported) return false;
+        var (low, high) = Packed4Vector.Load4BitTable(Element.DecodeTable);
         ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
         for (int r = 0; r < rowCount; r++)
         {
@@ -83,6 +95,11 @@ internal sealed class MxCodec : BlockCodec
         }
         return true;
     }
+
+    /// <summary>Whether <see cref="TryDotRows"/> may use the int8-activation kernel (tests compare both kernels).</summary>
+    internal bool IntegerDot { get; init; } = MxDot.IsSupported;
+
+    private readonly sbyte[]? _doubled;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
