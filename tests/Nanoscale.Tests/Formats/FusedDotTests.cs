@@ -60,6 +60,42 @@ public class FusedDotTests
         }
     }
 
+    /// <summary>NxFP4 (every block its own table: format × recycled level, and scale) on the codes, with and without
+    /// Code Recycling and NanoMantissa, against the reference decoder: float summation order only.</summary>
+    [Theory]
+    [InlineData("nxfp4", 16, 512)]
+    [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto", 16, 512)]
+    [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 5, 96)]
+    public void NxfpDotOnTheCodesEqualsDecodeThenMultiply(string spec, int rows, int cols)
+    {
+        var codec = CodecRegistry.CreateBlockCodec(spec);
+        var random = new Random(rows * cols);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(Math.Exp(random.NextDouble() * 8 - 4) * (random.Next(2) * 2 - 1)))];
+        float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var blocks = new byte[rows * codec.BlocksPerRow(cols) * codec.BytesPerBlock];
+        var scales = new byte[rows * codec.BlocksPerRow(cols) * codec.ScaleBytesPerBlock];
+        var tensorData = new byte[codec.TensorDataBytes];
+        codec.Quantize(w, rows, cols, tensorData, new CodecOptions(), 0, blocks, scales);
+        var y = new float[rows];
+        if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y))
+        {
+            Assert.False(System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported, "AVX2+FMA machine without the kernel");
+            return;
+        }
+        var decoded = new float[rows * cols];
+        codec.Dequantize(blocks, scales, tensorData, rows, cols, new CodecOptions { Kernel = CodecKernel.Reference }, decoded);
+        for (int r = 0; r < rows; r++)
+        {
+            double exact = 0, magnitude = 0;
+            for (int c = 0; c < cols; c++)
+            {
+                exact += (double)decoded[r * cols + c] * x[c];
+                magnitude += Math.Abs((double)decoded[r * cols + c] * x[c]);
+            }
+            Assert.True(Math.Abs(y[r] - exact) <= 1e-6 * magnitude + 1e-30, $"{spec} row {r}: {y[r]} vs {exact}");
+        }
+    }
+
     [Fact]
     public void OtherFormatsAndPartialBlocksFallBackToDecoding()
     {

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 namespace Nanoscale.Formats.Nx;
 
 /// <summary>
@@ -173,6 +174,51 @@ internal sealed class NxfpCodec : BlockCodec
         Span<float> squares = stackalloc float[NxBlockSize];
         var kernel = new NxfpKernel.Quantizer(this, policy, fast && NxfpKernel.VectorIsSupported, codes, candidate, squares);
         QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);
+    }
+
+    /// <summary>
+    /// The generation step's product on 4-bit NxFP codes: each block's metadata word picks its decode table (format ×
+    /// recycled level) and scale, the 32 codes are looked up in registers and multiplied with the activations
+    /// (<see cref="Packed4Vector.Dot32"/>), the scale applied once per block. Exact up to float summation order. AVX2
+    /// with FMA and whole blocks; otherwise false (the caller decodes rows).
+    /// </summary>
+    public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (ElementBits != 4 || cols % NxBlockSize != 0 || !NxfpKernel.VectorIsSupported || !Packed4Vector.IsSupported
+            || !System.Runtime.Intrinsics.X86.Fma.IsSupported)
+            return false;
+        int nb = cols / NxBlockSize;
+        if (blocks.Length < (long)rowCount * nb * BytesPerBlock || scales.Length < (long)rowCount * nb * ScaleBytesPerBlock
+            || x.Length < cols || y.Length < rowCount)
+            throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
+        var tables = NxfpKernel.Vector4BitTables(this);
+        ReadOnlySpan<float> scaleTable = Scale.DecodeTable;
+        int scaleMask = (1 << ScaleBits) - 1, formatMask = (1 << FormatSelectorBits) - 1, levelMask = (1 << LevelSelectorBits) - 1;
+        int levelShift = ScaleBits + FormatSelectorBits, lastFormat = Formats.Length - 1, lastLevel = LevelCount - 1;
+        Span<byte> codes = stackalloc byte[NxBlockSize];
+        ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
+        for (int r = 0; r < rowCount; r++)
+        {
+            var total = Vector256<float>.Zero;
+            for (int j = 0; j < nb; j++)
+            {
+                int index = r * nb + j, word = ReadWord(scales, index);
+                float scale = scaleTable[word & scaleMask];
+                int k = Math.Min((word >> ScaleBits) & formatMask, lastFormat) * LevelCount + Math.Min((word >> levelShift) & levelMask, lastLevel);
+                var packed = blocks.Slice(index * BytesPerBlock, BytesPerBlock);
+                if (word == NaNWord)
+                {
+                    BlockPacking.Unpack(packed, ElementBits, codes);
+                    if (NxfpBlock.IsNaNBlock(this, word, codes)) scale = float.NaN;
+                }
+                var sum = Packed4Vector.Dot32(tables[k].Low, tables[k].High, packed,
+                    ref System.Runtime.CompilerServices.Unsafe.Add(ref x0, j * NxBlockSize), Vector256<float>.Zero);
+                total = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(sum, Vector256.Create(scale), total);
+            }
+            y[r] = Vector256.Sum(total);
+        }
+        return true;
     }
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,

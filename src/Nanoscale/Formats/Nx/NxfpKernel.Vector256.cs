@@ -65,7 +65,7 @@ internal static partial class NxfpKernel
     private static Vector256<float>[] Parts(float[] table, int bits) =>
         [.. Enumerable.Range(0, bits is 5 or 6 ? 1 << (bits - 3) : 0).Select(p => Vector256.Create(table.AsSpan(8 * p, 8)))];
 
-    private static (Vector256<float> Low, Vector256<float> High)[] Vector4BitTables(NxfpCodec codec) =>
+    internal static (Vector256<float> Low, Vector256<float> High)[] Vector4BitTables(NxfpCodec codec) =>
         Table4Cache.GetValue(codec, c =>
         {
             var tables = new (Vector256<float>, Vector256<float>)[c.ConfigCount];
