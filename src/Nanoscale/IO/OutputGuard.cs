@@ -32,26 +32,13 @@ public static class OutputGuard
             case FileIdentity.Kind.Other:
                 throw new InvalidOptionException(option, $"{output} is not a regular file or folder (a device, FIFO or socket); outputs are written as files");
         }
-        for (string? parent = Path.GetDirectoryName(full); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
-        {
-            var kind = FileIdentity.KindOf(parent);
-            if (kind == FileIdentity.Kind.Folder) break;
-            if (kind != FileIdentity.Kind.Missing)
-                throw new InvalidOptionException(option, $"{output} cannot be created: {parent} is a file, not a folder");
-        }
+        CheckParents(full, output, option);
 
         var read = (input?.Files ?? []).Concat(alsoRead ?? []).ToList();
         foreach (string file in read)
             if ((File.Exists(full) && FileIdentity.Same(full, file)) || FileIdentity.Resolve(full) == FileIdentity.Resolve(file))
                 throw new InvalidOptionException(option, $"{output} is {Describe(file, input)}, which this run reads; writing there would destroy it");
-        if (input is { Kind: CheckpointKind.HuggingFaceDirectory or CheckpointKind.ShardedSafetensors } && !force)
-        {
-            string folder = FileIdentity.Resolve(Path.GetDirectoryName(input.Files[0])!);
-            string target = FileIdentity.Resolve(Path.GetDirectoryName(full)!);
-            if (target == folder || target.StartsWith(folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                throw new InvalidOptionException(option,
-                    $"{output} is inside the model folder {folder}; write elsewhere, or set {ForceName} to allow it (its own files stay refused)");
-        }
+        if (!force) CheckNotInside(FileIdentity.Resolve(Path.GetDirectoryName(full)!), orSame: true, input, output, option);
         return full;
     }
 
@@ -85,6 +72,16 @@ public static class OutputGuard
             case FileIdentity.Kind.Other:
                 throw new InvalidOptionException(option, $"{output} is not a regular file or folder (a device, FIFO or socket)");
         }
+        CheckParents(full, output, option);
+        if (!force) CheckNotInside(resolved, orSame: false, input, output, option);
+        if (FileIdentity.KindOf(full) == FileIdentity.Kind.Folder && Directory.EnumerateFileSystemEntries(full).Any())
+            throw new InvalidOptionException(option, $"{output} is a folder that is not empty; give a new or empty folder (nothing in it is replaced)");
+        return full;
+    }
+
+    /// <summary>Every existing ancestor of <paramref name="full"/> up to the first folder must be a folder.</summary>
+    private static void CheckParents(string full, string output, string option)
+    {
         for (string? parent = Path.GetDirectoryName(full); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
         {
             var kind = FileIdentity.KindOf(parent);
@@ -92,16 +89,17 @@ public static class OutputGuard
             if (kind != FileIdentity.Kind.Missing)
                 throw new InvalidOptionException(option, $"{output} cannot be created: {parent} is a file, not a folder");
         }
-        if (input is { Kind: CheckpointKind.HuggingFaceDirectory or CheckpointKind.ShardedSafetensors } && !force)
-        {
-            string folder = FileIdentity.Resolve(Path.GetDirectoryName(input.Files[0])!);
-            if (resolved.StartsWith(folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                throw new InvalidOptionException(option,
-                    $"{output} is inside the model folder {folder}; write elsewhere, or set {ForceName} to allow it (its own files stay refused)");
-        }
-        if (FileIdentity.KindOf(full) == FileIdentity.Kind.Folder && Directory.EnumerateFileSystemEntries(full).Any())
-            throw new InvalidOptionException(option, $"{output} is a folder that is not empty; give a new or empty folder (nothing in it is replaced)");
-        return full;
+    }
+
+    /// <summary>Refuses <paramref name="target"/> (resolved) inside a model folder input (or equal to it when
+    /// <paramref name="orSame"/>), unless forced.</summary>
+    private static void CheckNotInside(string target, bool orSame, ICheckpoint? input, string output, string option)
+    {
+        if (input is not { Kind: CheckpointKind.HuggingFaceDirectory or CheckpointKind.ShardedSafetensors }) return;
+        string folder = FileIdentity.Resolve(Path.GetDirectoryName(input.Files[0])!);
+        if ((orSame && target == folder) || target.StartsWith(folder + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+            throw new InvalidOptionException(option,
+                $"{output} is inside the model folder {folder}; write elsewhere, or set {ForceName} to allow it (its own files stay refused)");
     }
 
     private static string Describe(string file, ICheckpoint? input) =>

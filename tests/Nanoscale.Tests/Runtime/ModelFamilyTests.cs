@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
@@ -64,22 +63,9 @@ public class ModelFamilyTests
         Assert.True(worst <= 1e-4 * scale, $"{family}: largest difference {worst:G3} against logits up to {scale:G3}");
     }
 
-    private static double[][] RunReference(string folder, int[] tokens)
-    {
-        var start = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        start.ArgumentList.Add(Path.Combine(Architecture.ArchitectureRules.RepositoryRoot(), "tools", "hf_llama_ref.py"));
-        start.ArgumentList.Add(folder);
-        foreach (int t in tokens) start.ArgumentList.Add(t.ToString());
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEnd();
-        var stderr = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        Assert.True(process.ExitCode == 0, $"the reference failed: {stderr}");
-        return JsonSerializer.Deserialize<double[][]>(stdout)!;
-    }
+    private static double[][] RunReference(string folder, int[] tokens) =>
+        JsonSerializer.Deserialize<double[][]>(PythonTool.Run("hf_llama_ref.py", [folder, .. tokens.Select(t => t.ToString(System.Globalization.CultureInfo.InvariantCulture))]))!;
 
-    /// <summary>A config claiming 2·10⁹ tokens once made eval allocate 15.7 GB before failing: now the shapes are
-    /// checked against the file before anything of that size exists.</summary>
     [Fact]
     public void AVocabularyOfTwoBillionIsALocatedErrorWithoutALargeAllocation()
     {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Nanoscale.Pipeline;
 using Nanoscale.Runtime;
 using Nanoscale.Tensors;
@@ -89,17 +88,6 @@ public class MultipleChoiceTests
         Assert.Contains(message, e.Message);
     }
 
-    private static void MakeTasks(string path, int items)
-    {
-        var start = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        start.ArgumentList.Add(Path.Combine(Architecture.ArchitectureRules.RepositoryRoot(), "tools", "make_cloze_tasks.py"));
-        start.ArgumentList.Add(SharedData.TinyStoriesText);
-        start.ArgumentList.Add("--items");
-        start.ArgumentList.Add(items.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        using var process = Process.Start(start)!;
-        string output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        Assert.True(process.ExitCode == 0, process.StandardError.ReadToEnd());
-        File.WriteAllText(path, output);
-    }
+    private static void MakeTasks(string path, int items) =>
+        File.WriteAllText(path, PythonTool.Run("make_cloze_tasks.py", SharedData.TinyStoriesText, "--items", items.ToString(System.Globalization.CultureInfo.InvariantCulture)));
 }
