@@ -61,6 +61,19 @@ internal static class Packed4Vector
         return accumulator + sum;
     }
 
+    /// <summary>Σ table[code_i]·x_i over one 16-element block (8 packed bytes, NVFP4), unscaled.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Dot16(Vector256<float> tableLow, Vector256<float> tableHigh, ReadOnlySpan<byte> packed, ref float x)
+    {
+        Vector128<byte> b = Vector128.CreateScalar(MemoryMarshal.Read<ulong>(packed)).AsByte();
+        Vector128<byte> nibble = Vector128.Create((byte)0x0F);
+        Vector128<byte> lo = b & nibble;
+        Vector128<byte> hi = Vector128.ShiftRightLogical(b.AsUInt16(), 4).AsByte() & nibble;
+        Vector128<byte> codes = Sse2.UnpackLow(lo, hi);
+        Vector256<float> sum = Lookup8(codes, tableLow, tableHigh) * Vector256.LoadUnsafe(ref x);
+        return Fma.MultiplyAdd(Lookup8(Sse2.ShiftRightLogical128BitLane(codes, 8), tableLow, tableHigh), Vector256.LoadUnsafe(ref x, 8), sum);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Lookup8(Vector128<byte> codes, Vector256<float> tableLow, Vector256<float> tableHigh)
     {

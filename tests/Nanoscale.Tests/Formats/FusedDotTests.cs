@@ -61,12 +61,15 @@ public class FusedDotTests
     }
 
     /// <summary>NxFP4 (every block its own table: format × recycled level, and scale) on the codes, with and without
-    /// Code Recycling and NanoMantissa, against the reference decoder: float summation order only.</summary>
+    /// Code Recycling and NanoMantissa, and NVFP4 (16-element blocks, two-level scale), against the reference decoder:
+    /// float summation order only.</summary>
     [Theory]
     [InlineData("nxfp4", 16, 512)]
     [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto", 16, 512)]
     [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 5, 96)]
-    public void NxfpDotOnTheCodesEqualsDecodeThenMultiply(string spec, int rows, int cols)
+    [InlineData("nvfp4", 16, 512)]
+    [InlineData("nvfp4", 3, 48)]
+    public void FloatLookupDotOnTheCodesEqualsDecodeThenMultiply(string spec, int rows, int cols)
     {
         var codec = CodecRegistry.CreateBlockCodec(spec);
         var random = new Random(rows * cols);
@@ -75,6 +78,9 @@ public class FusedDotTests
         var blocks = new byte[rows * codec.BlocksPerRow(cols) * codec.BytesPerBlock];
         var scales = new byte[rows * codec.BlocksPerRow(cols) * codec.ScaleBytesPerBlock];
         var tensorData = new byte[codec.TensorDataBytes];
+        var accumulator = codec.CreateTensorDataAccumulator(new CodecOptions()); // NVFP4's tensor scale from the amax
+        accumulator.Add(w, 0);
+        accumulator.WriteTensorData(tensorData);
         codec.Quantize(w, rows, cols, tensorData, new CodecOptions(), 0, blocks, scales);
         var y = new float[rows];
         if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y))
@@ -84,6 +90,7 @@ public class FusedDotTests
         }
         var decoded = new float[rows * cols];
         codec.Dequantize(blocks, scales, tensorData, rows, cols, new CodecOptions { Kernel = CodecKernel.Reference }, decoded);
+        Assert.Contains(decoded, v => v != 0);
         for (int r = 0; r < rows; r++)
         {
             double exact = 0, magnitude = 0;
@@ -92,6 +99,7 @@ public class FusedDotTests
                 exact += (double)decoded[r * cols + c] * x[c];
                 magnitude += Math.Abs((double)decoded[r * cols + c] * x[c]);
             }
+            Assert.True(magnitude > 0, $"{spec} row {r} decodes to zeros");
             Assert.True(Math.Abs(y[r] - exact) <= 1e-6 * magnitude + 1e-30, $"{spec} row {r}: {y[r]} vs {exact}");
         }
     }

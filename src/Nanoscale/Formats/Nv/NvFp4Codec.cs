@@ -68,6 +68,38 @@ internal sealed class NvFp4Codec : BlockCodec
         QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);
     }
 
+    /// <summary>
+    /// The generation step's product on NVFP4 codes: per 16-element block the codes are looked up in registers and
+    /// multiplied with the activations (<see cref="Packed4Vector.Dot16"/>), then scaled once by s_b·s_t, the same float
+    /// the decoder multiplies each value by. Exact up to float summation order. AVX2 with FMA and whole blocks;
+    /// otherwise false (the caller decodes rows).
+    /// </summary>
+    public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (cols % NvBlockSize != 0 || !Packed4Vector.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported) return false;
+        int nb = cols / NvBlockSize;
+        if (blocks.Length < (long)rowCount * nb * BytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
+            throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
+        float st = ReadTensorScale(tensorData);
+        var (low, high) = Packed4Vector.Load4BitTable(ElementFormat.E2M1.DecodeTable);
+        ReadOnlySpan<float> scaleTable = ScaleFormat.UE4M3.DecodeTable;
+        ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
+        for (int r = 0; r < rowCount; r++)
+        {
+            var total = Vector256<float>.Zero;
+            for (int j = 0; j < nb; j++)
+            {
+                int index = r * nb + j;
+                var sum = Packed4Vector.Dot16(low, high, blocks.Slice(index * BytesPerBlock, BytesPerBlock),
+                    ref System.Runtime.CompilerServices.Unsafe.Add(ref x0, j * NvBlockSize));
+                total = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(sum, Vector256.Create(scaleTable[scales[index]] * st), total);
+            }
+            y[r] = Vector256.Sum(total);
+        }
+        return true;
+    }
+
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {
