@@ -21,16 +21,27 @@ internal static class BenchCommand
         {
             if (result.GetValueOrDefault<int>() < 1) result.AddError("--repeats must be at least 1");
         });
+        var generate = new Option<bool>("--generate")
+        {
+            Description = "Measure generation instead: prompt and generated tokens/s per format (default formats: original,bf16,mxfp8,mxfp4,nvfp4,nxfp4), effective weight GB/s and the machine's memcpy GB/s",
+        };
+        var tokens = new Option<int>("--tokens") { Description = "With --generate: new tokens per run", DefaultValueFactory = _ => 32 };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "With --generate: prompt length in tokens", DefaultValueFactory = _ => 64 };
         var json = CliRunner.JsonOption();
-        var command = new Command("bench", "Encode and decode throughput of each codec") { model, formats, threads, repeats, json };
+        var command = new Command("bench", "Encode and decode throughput of each codec, or generation speed per format (--generate)")
+        {
+            model, formats, threads, repeats, generate, tokens, promptTokens, json,
+        };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var threadCounts = (parse.GetValue(threads) ?? $"1,{Environment.ProcessorCount}")
                 .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
                 .Select(t => int.TryParse(t, out var n) && n > 0 ? n : throw new InvalidOptionException("--threads", $"'{t}' is not a positive integer"))
                 .Distinct().ToList();
-            var list = FormatSpec.SplitList(parse.GetValue(formats)!);
-            foreach (var f in list) Nanoscale.Codecs.CodecRegistry.Create(f); // fail early on a bad spec
+            bool generating = parse.GetValue(generate);
+            var formatText = generating && parse.GetResult(formats) is null or { Implicit: true } ? "original,bf16,mxfp8,mxfp4,nvfp4,nxfp4" : parse.GetValue(formats)!;
+            var list = FormatSpec.SplitList(formatText);
+            foreach (var f in list.Where(f => f != "original")) Nanoscale.Codecs.CodecRegistry.Create(f); // fail early on a bad spec
 
             using var sample = parse.GetValue(model) is null ? TemporaryFolder.Create("nanoscale-bench-sample") : null;
             if (sample is not null)
@@ -39,6 +50,7 @@ internal static class BenchCommand
                 SampleCheckpoint.Write(sample.Path, new SampleOptions { Dim = 1024, HiddenDim = 2816, Layers = 4, Heads = 16, KvHeads = 4, VocabSize = 4096 });
             }
             var path = parse.GetValue(model) ?? sample!.Path;
+            if (generating) return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens));
             using var source = CheckpointLoader.Open(path);
             var results = new List<BenchResult>();
             foreach (var f in list)
@@ -61,5 +73,43 @@ internal static class BenchCommand
             return null;
         }));
         return command;
+    }
+
+    private static object? Generate(CliContext context, string path, bool generated, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
+        int promptTokens, int newTokens)
+    {
+        if (promptTokens < 1) throw new InvalidOptionException("--prompt-tokens", "must be at least 1");
+        if (newTokens < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
+        var result = GenerationBench.Run(path, formats, threads, promptTokens, newTokens, log: new Progress<string>(context.Log),
+            cancellationToken: context.Cancellation);
+        if (context.Json)
+            return new
+            {
+                model = path,
+                generated,
+                prompt_tokens = promptTokens,
+                new_tokens = newTokens,
+                memcpy_gbps = result.MemcpyGBps.ToDictionary(kv => kv.Key.ToString(System.Globalization.CultureInfo.InvariantCulture), kv => kv.Value),
+                results = result.Rows.Select(r => new
+                {
+                    format = r.Format,
+                    threads = r.Threads,
+                    bits_per_weight = r.BitsPerWeight,
+                    bytes_per_token = r.BytesPerToken,
+                    prompt_tokens_per_second = r.PromptTokensPerSecond,
+                    generated_tokens_per_second = r.GeneratedTokensPerSecond,
+                    effective_gbps = r.EffectiveGBps,
+                }),
+            };
+        var table = new Table().Border(TableBorder.Simple).AddColumns("format", "threads", "bpw", "weights/token", "prompt tok/s", "gen tok/s", "weights GB/s", "memcpy GB/s");
+        for (int i = 1; i < 8; i++) table.Columns[i].RightAligned();
+        foreach (var r in result.Rows)
+            table.AddRow(Markup.Escape(r.Format), r.Threads.ToString(System.Globalization.CultureInfo.InvariantCulture), Units.G(r.BitsPerWeight, "0.###"),
+                Units.Bytes(r.BytesPerToken), Units.G(r.PromptTokensPerSecond, "0.0"), Units.G(r.GeneratedTokensPerSecond, "0.00"),
+                Units.G(r.EffectiveGBps, "0.00"), Units.G(result.MemcpyGBps[r.Threads], "0.0"));
+        Terminal.Out.Write(table);
+        Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window, then {newTokens} greedy steps; best of 2 runs after a warm-up, " +
+                                              "load and compression not timed. weights GB/s = stored bytes the step reads × tokens/s; memcpy GB/s = bytes copied per second."));
+        return null;
     }
 }

@@ -23,4 +23,33 @@ public class BenchCliTests
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("--threads", result.Stderr);
     }
+
+    [Fact]
+    public void BenchGenerateReportsTokensPerSecondAndBandwidthPerFormat()
+    {
+        var result = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--formats", "original,mxfp4",
+            "--threads", "1", "--tokens", "4", "--prompt-tokens", "8", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        var json = result.Json();
+        var rows = json.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal(["original", "mxfp4"], rows.Select(r => r.GetProperty("format").GetString()));
+        Assert.All(rows, r =>
+        {
+            Assert.True(r.GetProperty("generated_tokens_per_second").GetDouble() > 0);
+            Assert.True(r.GetProperty("prompt_tokens_per_second").GetDouble() > 0);
+            Assert.True(r.GetProperty("effective_gbps").GetDouble() > 0);
+        });
+        // stories260K's tied head is read every step: all its 2-D tensors count, stored as f32 (original) or MXFP4.
+        Assert.Equal(4L * (260_032 - (5 * 2 * 64 + 64)), rows[0].GetProperty("bytes_per_token").GetInt64()); // all but the norms
+        Assert.True(rows[1].GetProperty("bytes_per_token").GetInt64() < rows[0].GetProperty("bytes_per_token").GetInt64());
+        Assert.True(json.GetProperty("memcpy_gbps").GetProperty("1").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void BenchGenerateRefusesMoreTokensThanTheModelHolds()
+    {
+        var result = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--formats", "original", "--threads", "1", "--tokens", "600");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("exceed the model's 512 positions", result.Stderr);
+    }
 }

@@ -1,0 +1,135 @@
+using System.Diagnostics;
+using Nanoscale.Codecs;
+using Nanoscale.IO;
+using Nanoscale.Runtime;
+using Nanoscale.Tensors;
+
+namespace Nanoscale.Pipeline;
+
+/// <summary>One format × thread count of <see cref="GenerationBench"/>.</summary>
+/// <param name="Format">The format, or <c>original</c> for the checkpoint as stored.</param>
+/// <param name="Threads">Worker threads.</param>
+/// <param name="BitsPerWeight">Stored bits per weight of the tensors a codec applies to.</param>
+/// <param name="BytesPerToken">Stored bytes the step reads per token: every product's weight (the output head
+/// included; the embedding only when it is the tied head).</param>
+/// <param name="PromptTokensPerSecond">Tokens per second of the forward pass over the prompt (one window).</param>
+/// <param name="GeneratedTokensPerSecond">Tokens per second of the steps (one token each, greedy).</param>
+public sealed record GenerationBenchRow(string Format, int Threads, double BitsPerWeight, long BytesPerToken,
+    double PromptTokensPerSecond, double GeneratedTokensPerSecond)
+{
+    /// <summary>Stored weight bytes read per second while generating.</summary>
+    public double EffectiveGBps => BytesPerToken * GeneratedTokensPerSecond / 1e9;
+}
+
+/// <summary>What <see cref="GenerationBench.Run"/> measured, and the machine's copy bandwidth to compare with.</summary>
+public sealed record GenerationBenchResult(IReadOnlyList<GenerationBenchRow> Rows, IReadOnlyDictionary<int, double> MemcpyGBps);
+
+/// <summary>
+/// Generation speed per format (issue 14's benchmark, <c>nanoscale bench --generate</c>): each format is compressed
+/// into a temporary checkpoint, loaded as <c>eval</c> and <c>generate</c> load it, and timed on a prompt of fixed
+/// token ids (one forward pass) and then greedy steps; load and compression are not timed. Beside it, the bandwidth
+/// of copying a buffer far larger than the caches, per thread count.
+/// </summary>
+public static class GenerationBench
+{
+    public static GenerationBenchResult Run(string modelPath, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
+        int promptTokens, int newTokens, string? workFolder = null, IProgress<string>? log = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(promptTokens, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
+        var rows = new List<GenerationBenchRow>();
+        using var source = CheckpointLoader.Open(modelPath);
+        var config = source.Config ?? throw new CheckpointFormatException(source.Path, "config", null,
+            "the checkpoint does not describe a model architecture, so it cannot be run");
+        if (config.Unsupported is { } why) throw new InputException($"{source.Path}: {why}");
+        if (promptTokens + newTokens > config.MaxSeqLen)
+            throw new InvalidOptionException("tokens", $"prompt {promptTokens} + {newTokens} new tokens exceed the model's {config.MaxSeqLen} positions");
+        foreach (string format in formats)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            TemporaryFile? temporary = null;
+            try
+            {
+                string path = modelPath;
+                if (format != "original")
+                {
+                    log?.Report($"bench: compressing to {format}");
+                    (_, temporary) = CompressionRun.RunTemporary(source, workFolder, new CompressOptions { Codec = CodecRegistry.Create(format) },
+                        measureError: false, cancellationToken: cancellationToken);
+                    path = temporary.Path;
+                }
+                using var checkpoint = LogicalCheckpoint.Open(path);
+                using var weights = new LogicalWeightSource(checkpoint);
+                var selection = TensorSelection.Default;
+                var weighed = checkpoint.Tensors.Where(t => t.Encoded is not null || selection.Selects(t.Plain!)).ToList();
+                double bpw = 8.0 * weighed.Sum(t => t.StoredBytes) / Math.Max(1, weighed.Sum(t => t.ElementCount));
+                long perToken = checkpoint.Tensors.Where(t => t.Shape.Length == 2 && (t.Name != LlamaTensorNames.Embedding || config.TiedEmbeddings))
+                    .Sum(t => t.StoredBytes);
+                foreach (int t in threads)
+                {
+                    var model = LlamaModel.Load(checkpoint.Config ?? config, weights, new RuntimeOptions { Parallelism = new(t) }, path);
+                    var (prompt, generated) = Time(model, promptTokens, newTokens, cancellationToken);
+                    var row = new GenerationBenchRow(format, t, bpw, perToken, prompt, generated);
+                    log?.Report($"bench: {format} × {t} thread(s): prompt {prompt:0.0} tokens/s, generation {generated:0.00} tokens/s " +
+                                $"({row.EffectiveGBps:0.00} GB/s of stored weights)");
+                    rows.Add(row);
+                }
+            }
+            finally
+            {
+                temporary?.Dispose();
+            }
+        }
+        return new GenerationBenchResult(rows, threads.Distinct().ToDictionary(t => t, MemcpyGBps));
+    }
+
+    /// <summary>Best of two runs after a warm-up run (the JIT's tiers and the first touch of mapped pages would
+    /// otherwise count against whichever format comes first): the prompt as one window, then greedy steps.</summary>
+    private static (double Prompt, double Generated) Time(LlamaModel model, int promptTokens, int newTokens, CancellationToken cancellationToken)
+    {
+        int vocab = model.Config.VocabSize;
+        int[] prompt = [.. Enumerable.Range(0, promptTokens).Select(i => (int)((i * 2654435761L + 1) % vocab))];
+        double bestPrompt = 0, bestGenerated = 0;
+        for (int run = 0; run < 3; run++)
+        {
+            var session = model.CreateSession(promptTokens + newTokens);
+            var logits = new float[promptTokens * vocab];
+            var clock = Stopwatch.StartNew();
+            session.Forward(prompt, logits, cancellationToken);
+            double promptSeconds = clock.Elapsed.TotalSeconds;
+            int next = Kernels.ArgMax(logits.AsSpan((promptTokens - 1) * vocab, vocab));
+            clock.Restart();
+            for (int i = 0; i < newTokens; i++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                next = Kernels.ArgMax(session.Step(next));
+            }
+            double generateSeconds = clock.Elapsed.TotalSeconds;
+            if (run == 0) continue; // warm-up
+            bestPrompt = Math.Max(bestPrompt, promptTokens / promptSeconds);
+            bestGenerated = Math.Max(bestGenerated, newTokens / generateSeconds);
+        }
+        return (bestPrompt, bestGenerated);
+    }
+
+    /// <summary>Bytes copied per second by <paramref name="threads"/> threads, each copying its own 64 MiB buffers
+    /// (far beyond the caches); best of three rounds.</summary>
+    public static double MemcpyGBps(int threads)
+    {
+        const int Bytes = 64 << 20;
+        var buffers = Enumerable.Range(0, threads).Select(_ => (From: new byte[Bytes], To: new byte[Bytes])).ToArray();
+        foreach (var (from, _) in buffers) Array.Fill(from, (byte)1);
+        double best = 0;
+        for (int round = 0; round < 3; round++)
+        {
+            var clock = Stopwatch.StartNew();
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+            {
+                for (int k = 0; k < 4; k++) buffers[i].From.AsSpan().CopyTo(buffers[i].To);
+            });
+            best = Math.Max(best, 4.0 * Bytes * threads / clock.Elapsed.TotalSeconds / 1e9);
+        }
+        return best;
+    }
+}
