@@ -1,5 +1,3 @@
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using Nanoscale.IO;
 using Nanoscale.Tensors;
 
@@ -32,30 +30,12 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
         _view.ReadFloats((long)firstRow * Columns, destination[..(count * Columns)]);
     }
 
-    /// <summary>BF16 rows times one token's activations, widened in registers (bf16 is the top half of an f32): the
-    /// step reads 2 bytes per weight and writes nothing. AVX2 with FMA; otherwise false (rows are decoded).</summary>
-    protected override unsafe bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
+    /// <summary>BF16 rows times one token's activations, widened in registers (<see cref="TensorData.TryDotRows"/>).</summary>
+    protected override bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
     {
-        if (_view.Tensor.DType != DType.BF16 || !Avx2.IsSupported || !Fma.IsSupported)
-            return false;
-        int columns = Columns, vectorEnd = columns & ~7;
-        ushort* rows = (ushort*)_view.Address + (long)firstRow * columns;
-        fixed (float* xs = x)
-            for (int r = 0; r < count; r++)
-            {
-                ushort* w = rows + (long)r * columns;
-                var sum = Vector256<float>.Zero;
-                int c = 0;
-                for (; c < vectorEnd; c += 8)
-                {
-                    var widened = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(w + c), 16);
-                    sum = Fma.MultiplyAdd(widened.AsSingle(), Vector256.Load(xs + c), sum);
-                }
-                float total = Vector256.Sum(sum);
-                for (; c < columns; c++) total += BitConverter.Int32BitsToSingle(w[c] << 16) * xs[c];
-                y[r] = total;
-            }
-        return true;
+        if (_view.Tensor.DType != DType.BF16) return false;
+        long width = 2L * Columns;
+        return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), DType.BF16, count, Columns, x, y);
     }
 
     public void Dispose() => _view.Dispose();

@@ -107,6 +107,40 @@ internal static class TensorData
             destination[i] = BFloat16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(source[(2 * i)..]));
     }
 
+    /// <summary>
+    /// y[r] = Σ_c W[r, c]·x[c] for <paramref name="count"/> little-endian BF16 rows of <paramref name="columns"/>,
+    /// widened in registers (bf16 is the top half of an f32) and multiplied at once: one token's product reads 2 bytes
+    /// per weight and writes no float row. False unless the dtype is BF16 and the CPU has AVX2 with FMA.
+    /// </summary>
+    public static bool TryDotRows(ReadOnlySpan<byte> rows, DType dtype, int count, int columns, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (dtype != DType.BF16 || !System.Runtime.Intrinsics.X86.Avx2.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported
+            || !BitConverter.IsLittleEndian)
+            return false;
+        if (rows.Length < (long)count * columns * 2 || x.Length < columns || y.Length < count)
+            throw new ArgumentException($"spans too short for {count} BF16 rows of {columns}");
+        var weights = MemoryMarshal.Cast<byte, ushort>(rows);
+        int vectorEnd = columns & ~7;
+        ref float x0 = ref MemoryMarshal.GetReference(x);
+        for (int r = 0; r < count; r++)
+        {
+            var w = weights.Slice(r * columns, columns);
+            ref ushort w0 = ref MemoryMarshal.GetReference(w);
+            var sum = Vector256<float>.Zero;
+            int c = 0;
+            for (; c < vectorEnd; c += 8)
+            {
+                var widened = System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(
+                    System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref w0, (nuint)c)), 16);
+                sum = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(widened.AsSingle(), Vector256.LoadUnsafe(ref x0, (nuint)c), sum);
+            }
+            float total = Vector256.Sum(sum);
+            for (; c < columns; c++) total += BFloat16ToSingle(w[c]) * x[c];
+            y[r] = total;
+        }
+        return true;
+    }
+
     /// <summary>float32 → bfloat16, round to nearest even; NaN stays NaN (quiet), infinities stay infinite.</summary>
     public static ushort SingleToBFloat16(float value)
     {

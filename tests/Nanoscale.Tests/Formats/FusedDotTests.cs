@@ -139,4 +139,26 @@ public class FusedDotTests
         double worst = Enumerable.Range(0, la.Length).Max(i => Math.Abs(la[i] - lb[i])) / scale;
         Assert.True(worst <= 1.5e-2, $"largest logit difference {worst:P2} of the largest logit");
     }
+
+    /// <summary>The bf16 cast codec's step multiplies its stored rows directly: the same text and, to summation order,
+    /// the same logits as decoding them.</summary>
+    [Fact]
+    public void Bf16CastWeightsGiveTheSameStepWithAndWithoutTheFusedKernel()
+    {
+        using var dir = new TempDir();
+        var compressed = dir.File("b.safetensors");
+        CompressionRun.Run(SharedData.Stories260K, compressed, new CompressionRequest { Format = "bf16", MeasureError = false });
+        using var checkpoint = LogicalCheckpoint.Open(compressed);
+        using var weights = new LogicalWeightSource(checkpoint);
+        var fused = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = true });
+        var decoded = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = false });
+        var sa = fused.CreateSession(8);
+        var sb = decoded.CreateSession(8);
+        sa.Forward([1], new float[512]);
+        sb.Forward([1], new float[512]);
+        float[] la = sa.Step(403), lb = sb.Step(403);
+        double scale = lb.Max(Math.Abs);
+        Assert.NotEqual(la, lb); // the fused path ran (its summation order differs somewhere)
+        for (int i = 0; i < la.Length; i++) Assert.True(Math.Abs(la[i] - lb[i]) <= 1e-5 * scale, $"logit {i}: {la[i]} vs {lb[i]}");
+    }
 }
