@@ -51,6 +51,16 @@ internal abstract class BlockCodec : IBlockCodec
     public virtual bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
 
+    /// <summary>The span checks every <see cref="TryDotRows"/> kernel makes before it reads: whole rows of blocks and
+    /// scales, an activation per column, an output per row.</summary>
+    /// <exception cref="ArgumentException">A span is too short.</exception>
+    protected void CheckDotSpans(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        long blockCount = (long)rowCount * BlocksPerRow(cols);
+        if (blocks.Length < blockCount * BytesPerBlock || scales.Length < blockCount * ScaleBytesPerBlock || x.Length < cols || y.Length < rowCount)
+            throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
+    }
+
     public override string ToString() => Spec;
 
     public unsafe void Quantize(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,

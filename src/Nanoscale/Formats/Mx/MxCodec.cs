@@ -53,52 +53,27 @@ internal sealed class MxCodec : BlockCodec
     }
 
     /// <summary>
-    /// The generation step's product on 4-bit codes (MXFP4) without decoding rows to floats: with AVX2 in integer
-    /// arithmetic on int8 activations (<see cref="MxDot"/>, llama.cpp's approach), else with the codes looked up as
-    /// floats in registers (<see cref="Packed4Vector.Dot32"/>, exact up to summation order). Whole blocks only; false
-    /// when no kernel applies (the caller decodes rows).
+    /// The generation step's product on MXFP4 codes without decoding rows to floats, in integer arithmetic on int8
+    /// activations (<see cref="MxDot"/>, llama.cpp's approach). AVX2 and whole blocks only; otherwise false (the caller
+    /// decodes rows, which is also the exact path <c>RuntimeOptions.FusedKernels = false</c> selects).
     /// </summary>
     public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
     {
-        if (Element.Bits != 4 || cols % MxBlockSize != 0) return false;
+        if (_doubled is not { } table || cols % MxBlockSize != 0 || !MxDot.IsSupported) return false;
+        CheckDotSpans(blocks, scales, rowCount, cols, x, y);
         int nb = cols / MxBlockSize;
-        if (blocks.Length < (long)rowCount * nb * BytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
-            throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
-        ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
-        if (IntegerDot && _doubled is { } table)
+        var scratch = MxDot.Rent(cols);
+        try
         {
-            var scratch = MxDot.Rent(cols);
-            try
-            {
-                MxDot.QuantizeActivations(x[..cols], scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb));
-                MxDot.DotRows(table, scaleTable, blocks, scales, rowCount, nb, scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb), y);
-            }
-            finally { MxDot.Return(scratch); }
-            return true;
+            MxDot.QuantizeActivations(x[..cols], scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb));
+            MxDot.DotRows(table, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, nb, scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb), y);
         }
-        if (!Packed4Vector.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported) return false;
-        var (low, high) = Packed4Vector.Load4BitTable(Element.DecodeTable);
-        ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);
-        for (int r = 0; r < rowCount; r++)
-        {
-            var rowBlocks = blocks.Slice(r * nb * BytesPerBlock, nb * BytesPerBlock);
-            var rowScales = scales.Slice(r * nb, nb);
-            var total = Vector256<float>.Zero;
-            for (int j = 0; j < nb; j++)
-            {
-                var sum = Packed4Vector.Dot32(low, high, rowBlocks.Slice(j * BytesPerBlock, BytesPerBlock),
-                    ref System.Runtime.CompilerServices.Unsafe.Add(ref x0, j * MxBlockSize), Vector256<float>.Zero);
-                total = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(sum, Vector256.Create(scaleTable[rowScales[j]]), total);
-            }
-            y[r] = Vector256.Sum(total);
-        }
+        finally { MxDot.Return(scratch); }
         return true;
     }
 
-    /// <summary>Whether <see cref="TryDotRows"/> may use the int8-activation kernel (tests compare both kernels).</summary>
-    internal bool IntegerDot { get; init; } = MxDot.IsSupported;
-
+    /// <summary>The element format's values × 2 as int8 when they all are integers there (E2M1), else null.</summary>
     private readonly sbyte[]? _doubled;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,

@@ -15,7 +15,7 @@ namespace Nanoscale.Formats.Mx;
 /// <remarks>
 /// Exact in the weights; the activations carry int8 rounding (relative error ≤ 1/254 of each block's largest entry),
 /// so a product differs from decode-then-multiply by at most Σ_blocks scale·amax/254·Σ|w| — the tolerance
-/// <c>FusedDotTests</c> states. The float kernel (<see cref="Packed4Vector.Dot32"/>) stays for CPUs without AVX2.
+/// <c>FusedDotTests</c> states.
 /// </remarks>
 internal static class MxDot
 {

@@ -78,9 +78,8 @@ internal sealed class NvFp4Codec : BlockCodec
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
     {
         if (cols % NvBlockSize != 0 || !Packed4Vector.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported) return false;
+        CheckDotSpans(blocks, scales, rowCount, cols, x, y);
         int nb = cols / NvBlockSize;
-        if (blocks.Length < (long)rowCount * nb * BytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
-            throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
         float st = ReadTensorScale(tensorData);
         var (low, high) = Packed4Vector.Load4BitTable(ElementFormat.E2M1.DecodeTable);
         ReadOnlySpan<float> scaleTable = ScaleFormat.UE4M3.DecodeTable;

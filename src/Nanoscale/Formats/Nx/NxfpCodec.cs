@@ -188,10 +188,8 @@ internal sealed class NxfpCodec : BlockCodec
         if (ElementBits != 4 || cols % NxBlockSize != 0 || !NxfpKernel.VectorIsSupported || !Packed4Vector.IsSupported
             || !System.Runtime.Intrinsics.X86.Fma.IsSupported)
             return false;
+        CheckDotSpans(blocks, scales, rowCount, cols, x, y);
         int nb = cols / NxBlockSize;
-        if (blocks.Length < (long)rowCount * nb * BytesPerBlock || scales.Length < (long)rowCount * nb * ScaleBytesPerBlock
-            || x.Length < cols || y.Length < rowCount)
-            throw new ArgumentException($"{Spec}: spans too short for {rowCount} rows of {cols}");
         var tables = NxfpKernel.Vector4BitTables(this);
         ReadOnlySpan<float> scaleTable = Scale.DecodeTable;
         int scaleMask = (1 << ScaleBits) - 1, formatMask = (1 << FormatSelectorBits) - 1, levelMask = (1 << LevelSelectorBits) - 1;
