@@ -29,6 +29,7 @@ public sealed record ModelLoadOptions
 public sealed class LoadedModel : IDisposable
 {
     private readonly LogicalWeightSource _weights;
+    private readonly Lazy<IReadOnlyList<int>> _endTokens; // read once, at the first generation
 
     private LoadedModel(string path, LogicalCheckpoint checkpoint, LogicalWeightSource weights, LlamaModel model, ITokenizer tokenizer)
     {
@@ -37,6 +38,7 @@ public sealed class LoadedModel : IDisposable
         _weights = weights;
         Model = model;
         Tokenizer = tokenizer;
+        _endTokens = new(GenerationConfigEndTokens);
     }
 
     /// <summary>The file or folder the model was opened from.</summary>
@@ -89,13 +91,13 @@ public sealed class LoadedModel : IDisposable
     public GenerationResult Generate(string prompt, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
         CancellationToken cancellationToken = default)
     {
-        sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. GenerationConfigEndTokens()] };
+        sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _endTokens.Value] };
         return Generation.Generate(Model, Tokenizer, prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken);
     }
 
     /// <summary><c>eos_token_id</c> (a number or a list) of the <c>generation_config.json</c> beside the model, if any
     /// (Llama-3 instruct models end turns with <c>&lt;|eot_id|&gt;</c>, which is not the tokenizer's EOS).</summary>
-    private IEnumerable<int> GenerationConfigEndTokens()
+    private IReadOnlyList<int> GenerationConfigEndTokens()
     {
         var folder = Directory.Exists(Path) ? Path : System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
         var file = System.IO.Path.Combine(folder, "generation_config.json");
@@ -105,7 +107,7 @@ public sealed class LoadedModel : IDisposable
             using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(file));
             if (!document.RootElement.TryGetProperty("eos_token_id", out var eos)) return [];
             var ids = eos.ValueKind == System.Text.Json.JsonValueKind.Array ? eos.EnumerateArray().ToList() : [eos];
-            return ids.Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Number && e.TryGetInt32(out _)).Select(e => e.GetInt32()).ToList();
+            return [.. ids.Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Number && e.TryGetInt32(out _)).Select(e => e.GetInt32())];
         }
         catch (System.Text.Json.JsonException e)
         {

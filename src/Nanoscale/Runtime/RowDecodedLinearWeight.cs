@@ -28,6 +28,16 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     /// false when the storage has no such kernel (then the product decodes rows).</summary>
     protected virtual bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => false;
 
+    /// <summary>Whether <see cref="TryDotRows"/> applies: 0 not asked yet, 1 yes, −1 no. It depends only on the
+    /// storage and the CPU, so the answer of the first one-token product holds for the weight's life.</summary>
+    private int _dotSupport;
+
+    private bool SupportsDot(ReadOnlySpan<float> input, Span<float> output)
+    {
+        if (_dotSupport == 0) _dotSupport = TryDotRows(0, 1, input, output[..1]) ? 1 : -1;
+        return _dotSupport > 0;
+    }
+
     public unsafe void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
     {
         LinearKernels.Validate(this, input, output);
@@ -36,9 +46,10 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         int rows = Rows, columns = Columns;
         int rowsPerTile = LinearKernels.RowsPerTile(columns);
         int tiles = (rows + rowsPerTile - 1) / rowsPerTile;
-        // One token: if the storage multiplies its codes directly (tried on the first row), it does so in a few large
-        // tiles, so per-call set-up (e.g. quantizing the activations) is paid a few times per product, not per tile.
-        if (tokens == 1 && options.FusedKernels && TryDotRows(0, 1, input, output[..1]))
+        // One token: if the storage multiplies its codes directly (tried once, on the first row of the first such
+        // product), it does so in a few large tiles, so per-call set-up (e.g. quantizing the activations) is paid a few
+        // times per product, not per tile.
+        if (tokens == 1 && options.FusedKernels && SupportsDot(input, output))
         {
             const int FusedTiles = 16;
             int perTile = (rows + FusedTiles - 1) / FusedTiles;
