@@ -61,18 +61,7 @@ internal static class BitFlipBenchmark
         try
         {
             using var checkpoint = LogicalCheckpoint.Open(path);
-            foreach (var tensor in checkpoint.Tensors)
-            {
-                if (tensor.Encoded is { } stored)
-                {
-                    using var decoder = checkpoint.OpenDecoder(tensor);
-                    decoder.ReadRows(0, (int)stored.Rows, new float[tensor.ElementCount]);
-                }
-                else
-                {
-                    using var view = checkpoint.Container.Map(tensor.Plain!);
-                }
-            }
+            checkpoint.ReadEveryTensor();
             return false;
         }
         catch (CheckpointFormatException)

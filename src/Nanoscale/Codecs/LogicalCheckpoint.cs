@@ -112,5 +112,24 @@ public sealed class LogicalCheckpoint : IDisposable
         return CodecRegistry.Create(stored.Spec).OpenDecoder(stored);
     }
 
+    /// <summary>Reads every tensor once, as <c>eval</c> or <c>decompress</c> first would: each encoded tensor decoded
+    /// whole, each plain one mapped (which checks it against the integrity record). For damage tests and benchmarks.</summary>
+    /// <exception cref="IO.CheckpointFormatException">A tensor is damaged.</exception>
+    internal void ReadEveryTensor()
+    {
+        foreach (var tensor in Tensors)
+        {
+            if (tensor.Encoded is { } stored)
+            {
+                using var decoder = OpenDecoder(tensor);
+                decoder.ReadRows(0, (int)stored.Rows, new float[tensor.ElementCount]);
+            }
+            else
+            {
+                using var view = Container.Map(tensor.Plain!);
+            }
+        }
+    }
+
     public void Dispose() => Container.Dispose();
 }
