@@ -28,6 +28,7 @@ public static class Program
         root.Add(InspectCommand.Create());
         root.Add(CompressCommand.Create());
         root.Add(DecompressCommand.Create());
+        root.Add(ExportCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(GenerateCommand.Create());
         root.Add(TokenizeCommand.Create());

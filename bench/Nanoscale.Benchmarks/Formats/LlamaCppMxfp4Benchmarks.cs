@@ -20,7 +20,7 @@ public class LlamaCppMxfp4Benchmarks
     private byte[] _blocks = null!, _scales = null!, _ggml = null!;
     private int _rows;
     private IBlockCodec _codec = null!;
-    private LlamaCppMxfp4 _llama = null!;
+    private LlamaCppGgml _llama = null!;
     private CodecOptions _options = CodecOptions.Default;
 
     [Params(1, 2)]
@@ -45,8 +45,8 @@ public class LlamaCppMxfp4Benchmarks
         _blocks = new byte[_rows * (Cols / 32) * _codec.BytesPerBlock];
         _scales = new byte[_rows * (Cols / 32)];
         _decoded = new float[_source.Length];
-        _llama = LlamaCppMxfp4.Load();
-        _ggml = _llama.Quantize(_source, _rows, Cols);
+        _llama = LlamaCppGgml.Load();
+        _ggml = _llama.Quantize("mxfp4", _source, _rows, Cols);
         _codec.Quantize(_source, _rows, Cols, [], _options, 0, _blocks, _scales);
     }
 
@@ -54,11 +54,11 @@ public class LlamaCppMxfp4Benchmarks
     public void NanoscaleQuantize() => _codec.Quantize(_source, _rows, Cols, [], _options, 0, _blocks, _scales);
 
     [Benchmark]
-    public byte[] LlamaCppQuantize() => _llama.Quantize(_source, _rows, Cols);
+    public byte[] LlamaCppQuantize() => _llama.Quantize("mxfp4", _source, _rows, Cols);
 
     [Benchmark]
     public void NanoscaleDequantize() => _codec.Dequantize(_blocks, _scales, [], _rows, Cols, _options, _decoded);
 
     [Benchmark]
-    public float[] LlamaCppDequantize() => _llama.Dequantize(_ggml, _source.Length);
+    public float[] LlamaCppDequantize() => _llama.Dequantize("mxfp4", _ggml, _source.Length);
 }

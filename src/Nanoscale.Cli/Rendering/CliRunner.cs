@@ -142,6 +142,7 @@ internal static class CliRunner
         ["TokenizeOptions.TextPath"] = "--text",
         ["CalibrationPath"] = "--calib",
         [OutputGuard.ForceName] = "--force",
+        [GgufExportOptions.TypeName] = "--type",
     };
 
     /// <summary>The message with the library's option names put as the flags that set them.</summary>

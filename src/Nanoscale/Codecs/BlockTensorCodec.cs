@@ -27,6 +27,9 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
 
     public bool IsLossless => false;
 
+    /// <summary>False for formats that keep the scale inside the block (ggml's): no <c>scales</c> part is stored.</summary>
+    private bool HasScales => Codec.ScaleBytesPerBlock > 0;
+
     public EncodedTensor Encode(TensorView source, EncodeOptions options, CancellationToken cancellationToken = default)
     {
         var tensor = source.Tensor;
@@ -62,11 +65,7 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                     scales.AsSpan((int)(first * blocksPerRow * Codec.ScaleBytesPerBlock), count * blocksPerRow * Codec.ScaleBytesPerBlock)));
 
             var parts = EntropyCoded
-                ? new List<EncodedPart>
-                {
-                    Coded("blocks.ans", blocks, options),
-                    Coded("scales.ans", scales, options),
-                }
+                ? new List<EncodedPart> { Coded("blocks.ans", blocks, options), Coded("scales.ans", scales, options) }
                 : new List<EncodedPart>
                 {
                     new("blocks", DType.U8, [rows, blocksPerRow, Codec.BytesPerBlock], blocks),
@@ -74,6 +73,7 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                         ? new("scales", DType.U16, [rows, blocksPerRow], scales)
                         : new("scales", DType.U8, [rows, blocksPerRow * Codec.ScaleBytesPerBlock], scales),
                 };
+            if (!HasScales) parts.RemoveAt(1); // ggml's formats keep the scale inside the block
             if (tensorData.Length > 0) parts.Add(new("tensor_data", DType.U8, [tensorData.Length], tensorData));
             return new EncodedTensor(parts);
         }
@@ -130,19 +130,20 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
             _blocksPerRow = _codec.BlocksPerRow(_cols);
             long expectedBlocks = stored.Rows * _blocksPerRow * _codec.BytesPerBlock;
             long expectedScales = stored.Rows * _blocksPerRow * _codec.ScaleBytesPerBlock;
+            bool hasScales = owner.HasScales;
             if (owner.EntropyCoded)
             {
                 _blockBytes = Expand(stored, "blocks.ans", expectedBlocks);
-                _scaleBytes = Expand(stored, "scales.ans", expectedScales);
+                _scaleBytes = hasScales ? Expand(stored, "scales.ans", expectedScales) : [];
             }
             else
             {
                 var blocks = stored.Part("blocks");
-                var scales = stored.Part("scales");
-                if (blocks.ByteLength != expectedBlocks || scales.ByteLength != expectedScales)
+                long scaleLength = hasScales ? stored.Part("scales").ByteLength : 0;
+                if (blocks.ByteLength != expectedBlocks || scaleLength != expectedScales)
                     throw new CheckpointFormatException(blocks.FilePath, $"{stored.Name}.blocks", blocks.FileOffset,
                         $"{_codec.Spec} of shape [{string.Join(", ", stored.Shape)}] needs {expectedBlocks} block bytes and {expectedScales} scale bytes, " +
-                        $"found {blocks.ByteLength} and {scales.ByteLength}");
+                        $"found {blocks.ByteLength} and {scaleLength}");
             }
             _tensorData = new byte[_codec.TensorDataBytes];
             if (_tensorData.Length > 0)
@@ -164,7 +165,8 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
             if (!owner.EntropyCoded)
             {
                 _blocks = stored.Map("blocks");
-                _scales = stored.Map("scales");
+                _scales = hasScales ? stored.Map("scales") : null;
+                _scaleBytes = hasScales ? null : [];
             }
         }
 

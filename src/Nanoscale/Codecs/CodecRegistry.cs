@@ -1,4 +1,5 @@
 using Nanoscale.Formats;
+using Nanoscale.Formats.Ggml;
 using Nanoscale.Formats.Mx;
 using Nanoscale.Formats.Nv;
 using Nanoscale.Formats.Nx;
@@ -25,6 +26,7 @@ public static class CodecRegistry
         .. MxFormats.Traits().Select(WithEntropyOption),
         .. NvFp4Formats.Traits().Select(WithEntropyOption),
         .. NxfpFormats.Traits().Select(WithEntropyOption),
+        .. GgmlFormats.Traits().Select(WithEntropyOption),
         .. CastCodec.Traits(),
         .. EntropyTensorCodec.Traits(),
         CalderaTensorCodec.Traits,

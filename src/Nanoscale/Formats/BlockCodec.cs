@@ -11,7 +11,8 @@ namespace Nanoscale.Formats;
 /// </summary>
 /// <remarks>
 /// A block's metadata word (its scale, and NxFP's selectors) is stored little-endian in <see cref="ScaleBytesPerBlock"/>
-/// bytes (<see cref="ReadWord"/>, <see cref="WriteWord"/>). The loops hand a kernel each block of a row, the short final
+/// bytes (<see cref="ReadWord"/>, <see cref="WriteWord"/>); a format that keeps its scale inside the block (ggml's)
+/// has no scale bytes and no word. The loops hand a kernel each block of a row, the short final
 /// block zero-padded (<see cref="BlockPacking.BlockOf"/>), and decode a short final block into a scratch block whose
 /// first elements are then copied, so kernels always see whole blocks.
 /// </remarks>
@@ -201,15 +202,19 @@ internal abstract class BlockCodec : IBlockCodec
 
     /// <summary>The metadata word of block <paramref name="index"/> (little-endian, <see cref="ScaleBytesPerBlock"/> bytes).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal int ReadWord(ReadOnlySpan<byte> scales, int index) =>
-        ScaleBytesPerBlock == 1 ? scales[index] : scales[2 * index] | scales[2 * index + 1] << 8;
+    internal int ReadWord(ReadOnlySpan<byte> scales, int index) => ScaleBytesPerBlock switch
+    {
+        1 => scales[index],
+        0 => 0, // the block carries its scale inside (ggml's formats)
+        _ => scales[2 * index] | scales[2 * index + 1] << 8,
+    };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal void WriteWord(Span<byte> scales, int index, int word)
     {
         if (ScaleBytesPerBlock == 1)
             scales[index] = (byte)word;
-        else
+        else if (ScaleBytesPerBlock == 2)
         {
             scales[2 * index] = (byte)word;
             scales[2 * index + 1] = (byte)(word >> 8);

@@ -11,7 +11,9 @@ namespace Nanoscale.Formats;
 /// [rows, nblocks, ScaleBytesPerBlock], both row-major. Element codes are packed LSB-first within the block: code i
 /// occupies bits [i·w, (i+1)·w) of the block's little-endian bit stream (4-bit: element 2j in the low nibble of byte j).
 /// A short final block is quantized as if padded with zeros; the padding codes are stored (as zero codes) but never
-/// decoded.</para>
+/// decoded. ggml's formats (<c>q8_0</c>, <c>q4_0</c>, …, <c>ggml-mxfp4</c>) are the exception: they keep ggml's own
+/// block bytes, scale included, in <c>blocks</c> (<see cref="ScaleBytesPerBlock"/> = 0, no <c>scales</c> array), so
+/// a row of blocks is a row of a GGUF tensor.</para>
 /// <para><b>Driving a codec, streaming.</b> (1) If <see cref="TensorDataBytes"/> &gt; 0, create an accumulator with
 /// <see cref="CreateTensorDataAccumulator"/>, <c>Add</c> every chunk of the tensor, then <c>WriteTensorData</c>
 /// (NVFP4: the FP32 per-tensor scale from the tensor amax). (2) For each chunk of whole rows call
@@ -29,7 +31,7 @@ public interface IBlockCodec : ICodec
     /// <summary>Bytes of packed element codes per block (BlockSize × element bits / 8).</summary>
     int BytesPerBlock { get; }
 
-    /// <summary>Bytes of scale (and selector) data per block.</summary>
+    /// <summary>Bytes of scale (and selector) data per block; 0 when the scale is inside the block (ggml's formats).</summary>
     int ScaleBytesPerBlock { get; }
 
     /// <summary>Bytes stored once per tensor (NVFP4: 4, the FP32 tensor scale, little-endian; MX: 0).</summary>

@@ -184,6 +184,27 @@ internal sealed class GgufFile : ICheckpoint
         return name;
     }
 
+    /// <summary>Hugging Face Llama names → llama.cpp tensor names (the inverse of <see cref="LlamaName"/>); null for a
+    /// name llama.cpp's llama architecture has no tensor for.</summary>
+    internal static string? GgufName(string name)
+    {
+        switch (name)
+        {
+            case "model.embed_tokens.weight": return "token_embd.weight";
+            case "model.norm.weight": return "output_norm.weight";
+            case "lm_head.weight": return "output.weight";
+        }
+        const string prefix = "model.layers.";
+        if (!name.StartsWith(prefix, StringComparison.Ordinal)) return null;
+        int dot = name.IndexOf('.', prefix.Length);
+        if (dot < 0 || !int.TryParse(name.AsSpan(prefix.Length, dot - prefix.Length), out int layer)) return null;
+        var rest = name[(dot + 1)..];
+        foreach (var (gguf, hf) in LayerNames)
+            if (rest.StartsWith(hf + ".", StringComparison.Ordinal) && rest.LastIndexOf('.') == hf.Length)
+                return $"blk.{layer}.{gguf}.{rest[(hf.Length + 1)..]}";
+        return null;
+    }
+
     private static ModelConfig LlamaConfig(string path, Dictionary<string, double> n, Dictionary<string, long> arrays, List<TensorInfo> tensors)
     {
         int Int(string key) => n.TryGetValue(key, out var v) && v > 0 && v <= int.MaxValue ? (int)v

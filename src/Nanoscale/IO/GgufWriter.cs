@@ -4,15 +4,18 @@ using Nanoscale.Tensors;
 namespace Nanoscale.IO;
 
 /// <summary>
-/// Writes a GGUF v3 file with F32, F16 or BF16 tensors and typed metadata (u32, i32, f32, bool, string, and arrays of
-/// strings, f32 and i32), atomically. Values are written with the type their CLR type implies.
+/// Writes a GGUF v3 file, atomically: typed metadata (u32, i32, f32, bool, string, and arrays of strings, f32 and i32;
+/// each written with the type its CLR type implies), then tensor infos, then each tensor's bytes aligned to 32.
+/// Tensors are any <see cref="GgmlType"/>: plain F32/F16/BF16, or ggml's quantized blocks, whose bytes the caller
+/// supplies row after row (a row is whole blocks). Each tensor's bytes are produced by its callback while the file is
+/// written, so a model is streamed tensor by tensor.
 /// </summary>
 internal sealed class GgufWriter(string path)
 {
     public const int Alignment = 32;
 
     private readonly List<(string Key, object Value)> _metadata = [];
-    private readonly List<(string Name, DType DType, long[] Shape, Action<Stream> Write)> _tensors = [];
+    private readonly List<(string Name, GgmlType Type, long[] Shape, long Bytes, Action<Stream> Write)> _tensors = [];
 
     public GgufWriter AddMetadata(string key, object value)
     {
@@ -21,10 +24,21 @@ internal sealed class GgufWriter(string path)
     }
 
     /// <summary>Adds a tensor with a row-major <paramref name="shape"/> (written as ggml's reversed ne[]).</summary>
-    public GgufWriter AddTensor(string name, DType dtype, long[] shape, Action<Stream> write)
+    public GgufWriter AddTensor(string name, DType dtype, long[] shape, Action<Stream> write) => AddTensor(name, dtype switch
     {
-        if (dtype is not (DType.F32 or DType.F16 or DType.BF16)) throw new ArgumentException($"GGUF tensors are written as F32, F16 or BF16, not {dtype}");
-        _tensors.Add((name, dtype, shape, write));
+        DType.F32 => GgmlType.F32,
+        DType.F16 => GgmlType.F16,
+        DType.BF16 => GgmlType.BF16,
+        _ => throw new ArgumentException($"GGUF plain tensors are F32, F16 or BF16, not {dtype}"),
+    }, shape, write);
+
+    /// <summary>Adds a tensor of ggml type <paramref name="type"/>; its last axis must be whole blocks.</summary>
+    public GgufWriter AddTensor(string name, GgmlType type, long[] shape, Action<Stream> write)
+    {
+        long columns = shape[^1], rows = TensorShape.ElementCount(shape) / Math.Max(1, columns);
+        long rowBytes = type.RowBytes(columns)
+            ?? throw new ArgumentException($"{name}: rows of {columns} elements are not whole {type} blocks of {type.BlockSize}");
+        _tensors.Add((name, type, shape, rows * rowBytes, write));
         return this;
     }
 
@@ -45,26 +59,25 @@ internal sealed class GgufWriter(string path)
             }
             long offset = 0;
             var offsets = new List<long>();
-            foreach (var (name, dtype, shape, _) in _tensors)
+            foreach (var (name, type, shape, bytes, _) in _tensors)
             {
                 WriteString(w, name);
                 w.Write((uint)shape.Length);
                 foreach (var d in shape.Reverse()) w.Write((ulong)d);
-                w.Write(dtype switch { DType.F32 => 0u, DType.F16 => 1u, _ => 30u });
+                w.Write((uint)type.Id);
                 w.Write((ulong)offset);
                 offsets.Add(offset);
-                offset = Align(offset + TensorShape.ElementCount(shape) * dtype.ElementSize());
+                offset = Align(offset + bytes);
             }
             w.Flush();
             Pad(stream);
             long dataStart = stream.Position;
             for (int i = 0; i < _tensors.Count; i++)
             {
-                var (name, dtype, shape, write) = _tensors[i];
+                var (name, _, _, expected, write) = _tensors[i];
                 stream.Position = dataStart + offsets[i];
                 long before = stream.Position;
                 write(stream);
-                long expected = TensorShape.ElementCount(shape) * dtype.ElementSize();
                 if (stream.Position - before != expected)
                     throw new InvalidOperationException($"{path}: {name} wrote {stream.Position - before} bytes, expected {expected}");
                 Pad(stream);

@@ -12,8 +12,8 @@ public class LlamaCppCrossCheckTests
         var block = new float[32];
         float[] head = [5.9f, 7, 0.25f, 0.75f, 1.25f, -2.5f, 3.5f];
         head.CopyTo(block, 0);
-        var ggml = LlamaCppMxfp4.Load();
-        var decoded = ggml.Dequantize(ggml.Quantize(block, 1, 32), 32);
+        var ggml = LlamaCppGgml.Load();
+        var decoded = ggml.Dequantize("mxfp4", ggml.Quantize("mxfp4", block, 1, 32), 32);
         Assert.Equal(6f, decoded[0]);
         Assert.Equal(6f, decoded[1]);
         // The ties (0.25, 0.75, 1.25, −2.5, 3.5) land on one of their two neighbours; which one is ggml's choice.
@@ -44,8 +44,8 @@ public class LlamaCppRealWeightsCrossCheckTests
         var weights = view.ToFloatArray();
         const int rows = 768, cols = 768, blocks = rows * cols / 32;
 
-        var ggml = LlamaCppMxfp4.Load();
-        var theirs = ggml.Dequantize(ggml.Quantize(weights, rows, cols), rows * cols);
+        var ggml = LlamaCppGgml.Load();
+        var theirs = ggml.Dequantize("mxfp4", ggml.Quantize("mxfp4", weights, rows, cols), rows * cols);
         var codec = Nanoscale.Codecs.CodecRegistry.CreateBlockCodec("mxfp4");
         var packed = new byte[blocks * codec.BytesPerBlock];
         var scales = new byte[blocks];

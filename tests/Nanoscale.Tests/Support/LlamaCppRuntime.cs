@@ -1,0 +1,67 @@
+using LLama;
+using LLama.Common;
+using LLama.Native;
+
+namespace Nanoscale.Tests.Support;
+
+/// <summary>
+/// llama.cpp itself (libllama from LLamaSharp's CPU backend, through LLamaSharp's bindings of its C API): loads a GGUF
+/// file, tokenizes text with the file's own vocabulary and returns the logits of every position, so our GGUF files and
+/// our runtime are checked against the implementation users run.
+/// </summary>
+internal sealed class LlamaCppRuntime : IDisposable
+{
+    private static readonly Lazy<bool> Configured = new(() =>
+    {
+        NativeLibraryConfig.All.WithLibrary(LlamaCppGgml.LibraryPath("libllama.so"), null);
+        NativeLibraryConfig.All.WithLogCallback((_, _) => { });
+        return true;
+    });
+
+    private readonly LLamaWeights _weights;
+    private readonly LLamaContext _context;
+
+    public LlamaCppRuntime(string ggufPath, int contextSize = 512)
+    {
+        _ = Configured.Value;
+        var parameters = new ModelParams(ggufPath)
+        {
+            ContextSize = (uint)contextSize,
+            BatchSize = (uint)contextSize,
+            UBatchSize = (uint)contextSize,
+            GpuLayerCount = 0,
+            Threads = 2,
+            // llama.cpp's defaults keep the KV cache in f16; f32 compares the arithmetic, not the cache's rounding.
+            TypeK = GGMLType.GGML_TYPE_F32,
+            TypeV = GGMLType.GGML_TYPE_F32,
+            FlashAttention = false,
+        };
+        _weights = LLamaWeights.LoadFromFile(parameters);
+        _context = _weights.CreateContext(parameters);
+    }
+
+    public int VocabSize => _weights.Vocab.Count;
+
+    /// <summary>llama.cpp's tokenization, without BOS and without parsing special-token text.</summary>
+    public int[] Tokenize(string text, bool addBos = false) =>
+        [.. _context.Tokenize(text, addBos, special: false).Select(t => (int)t)];
+
+    /// <summary>Logits [tokens.Length, vocab] of one fresh sequence of <paramref name="tokens"/>.</summary>
+    public float[][] Logits(IReadOnlyList<int> tokens)
+    {
+        _context.NativeHandle.MemoryClear();
+        var batch = new LLamaBatch();
+        for (int i = 0; i < tokens.Count; i++) batch.Add(tokens[i], i, LLamaSeqId.Zero, logits: true);
+        var result = _context.NativeHandle.Decode(batch);
+        if (result != DecodeResult.Ok) throw new InvalidOperationException($"llama_decode returned {result}");
+        var logits = new float[tokens.Count][];
+        for (int i = 0; i < tokens.Count; i++) logits[i] = _context.NativeHandle.GetLogitsIth(i).ToArray();
+        return logits;
+    }
+
+    public void Dispose()
+    {
+        _context.Dispose();
+        _weights.Dispose();
+    }
+}
