@@ -1,3 +1,4 @@
+using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Tensors;
 
@@ -48,7 +49,7 @@ public sealed class LogicalCheckpoint : IDisposable
     {
         try
         {
-            var entries = CompressedLayout.ReadEntries(container) ?? [];
+            var entries = CompressedLayout.ReadEntries(container) ?? GgmlEntries(container);
             var encoded = new Dictionary<string, StoredTensor>(StringComparer.Ordinal);
             var partOwner = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var (name, e) in entries)
@@ -104,6 +105,15 @@ public sealed class LogicalCheckpoint : IDisposable
             throw;
         }
     }
+
+    /// <summary>A GGUF file's tensors in ggml block types as encoded tensors of the ggml format of the same name (their
+    /// one part is <c>NAME.blocks</c>, the file's own bytes); no entries for any other checkpoint.</summary>
+    internal static List<KeyValuePair<string, CompressedLayout.Entry>> GgmlEntries(ICheckpoint container) =>
+        container is GgufFile gguf
+            ? [.. gguf.Quantized.Select(q => new KeyValuePair<string, CompressedLayout.Entry>(q.Name,
+                new CompressedLayout.Entry(q.Type == GgmlType.Mxfp4 ? "ggml-mxfp4" : q.Type.Name, DType.F32, q.Shape, [BlockLayout.Blocks],
+                    new Dictionary<string, string>())))]
+            : [];
 
     /// <summary>A decoder for an encoded tensor (its codec is created from the stored spec string).</summary>
     public ITensorDecoder OpenDecoder(Logical tensor)

@@ -6,22 +6,35 @@ namespace Nanoscale.IO;
 
 /// <summary>
 /// A GGUF file (llama.cpp's format, versions 2 and 3): magic <c>GGUF</c>, version, tensor and metadata counts,
-/// typed key–value metadata, tensor infos, then aligned tensor data. F32, F16 and BF16 tensors are exposed; other
-/// ggml types are refused by name. Llama-architecture files get Hugging Face Llama tensor names and a
-/// <see cref="ModelConfig"/> (llama.cpp's q/k rows are permuted for interleaved rotary pairs).
+/// typed key–value metadata, tensor infos, then aligned tensor data. F32, F16 and BF16 tensors are exposed as they
+/// are; a tensor of one of ggml's block types (<see cref="QuantizedTypes"/>) is exposed as its raw blocks,
+/// <c>NAME.blocks</c> U8 [rows, blocks per row, bytes per block], and listed in <see cref="Quantized"/> so that the
+/// logical view (<c>Codecs.LogicalCheckpoint</c>) decodes it with the matching ggml format; other types are refused by
+/// name. Llama-architecture files get Hugging Face Llama tensor names and a <see cref="ModelConfig"/> (llama.cpp's q/k
+/// rows are permuted for interleaved rotary pairs).
 /// </summary>
 internal sealed class GgufFile : ICheckpoint
 {
     private const uint Magic = 0x46554747; // "GGUF" little-endian
     private const int MaxDims = 4;         // GGML_MAX_DIMS
+    /// <summary>llama.cpp's tensor of Llama-3 rotary divisors, read into <see cref="ModelConfig.RopeFrequencyFactors"/>.</summary>
+    internal const string RopeFactorsName = "rope_freqs.weight";
+
     private const long MaxStringBytes = 1 << 24, MaxArrayItems = 1 << 26, MaxCount = 1 << 24;
 
     private readonly MappedFile _file;
     private readonly Dictionary<string, TensorInfo> _byName;
 
+    /// <summary>The ggml block types whose tensors are read (decoded by the ggml formats of the same names).</summary>
+    public static IReadOnlyList<GgmlType> QuantizedTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Mxfp4];
+
+    /// <summary>A tensor stored in a ggml block type: its logical name, type and shape (its blocks are <c>NAME.blocks</c>).</summary>
+    public sealed record QuantizedTensor(string Name, GgmlType Type, long[] Shape);
+
     private GgufFile(string path, MappedFile file, int version, List<TensorInfo> tensors,
-        List<KeyValuePair<string, string>> metadata, ModelConfig? config)
+        List<KeyValuePair<string, string>> metadata, ModelConfig? config, List<QuantizedTensor> quantized)
     {
+        Quantized = quantized;
         Path = path;
         _file = file;
         Version = version;
@@ -45,6 +58,9 @@ internal sealed class GgufFile : ICheckpoint
     public IReadOnlyList<KeyValuePair<string, string>> Metadata { get; }
 
     public ModelConfig? Config { get; }
+
+    /// <summary>The tensors stored in ggml block types, in file order.</summary>
+    public IReadOnlyList<QuantizedTensor> Quantized { get; }
 
     public TensorInfo? Find(string name) => _byName.GetValueOrDefault(name);
 
@@ -90,7 +106,7 @@ internal sealed class GgufFile : ICheckpoint
                 }
             }
 
-            var infos = new List<(string Name, long[] Shape, DType DType, long Offset, long InfoOffset)>();
+            var infos = new List<(string Name, long[] Shape, GgmlType Type, long Offset, long InfoOffset)>();
             for (long i = 0; i < tensorCount; i++)
             {
                 long infoOffset = reader.Position;
@@ -104,42 +120,60 @@ internal sealed class GgufFile : ICheckpoint
                     if (v == 0 || v > long.MaxValue) throw reader.Error($"{name}.ne[{d}]", $"dimension {v} is out of range");
                     ne[d] = (long)v;
                 }
-                uint type = reader.U32($"{name}.type");
-                var dtype = type switch
-                {
-                    0 => DType.F32,
-                    1 => DType.F16,
-                    30 => DType.BF16,
-                    _ => throw reader.Error($"{name}.type",
-                        $"ggml type {type} is not supported (only F32, F16 and BF16 tensors are read; quantized GGUF tensors are not)"),
-                };
+                uint typeId = reader.U32($"{name}.type");
+                var type = GgmlType.FromId(typeId) is { } known && (known.Plain is not null || QuantizedTypes.Contains(known)) ? known
+                    : throw reader.Error($"{name}.type",
+                        $"ggml type {GgmlType.NameOf(typeId)} is not supported (F32, F16, BF16 and {string.Join(", ", QuantizedTypes.Select(t => t.Name.ToUpperInvariant()))} are read)");
+                if (type.IsQuantized && ne[0] % type.BlockSize != 0)
+                    throw reader.Error($"{name}.ne[0]", $"rows of {ne[0]} elements are not whole {type.Name} blocks of {type.BlockSize}");
                 long offset = (long)Math.Min(reader.U64($"{name}.offset"), long.MaxValue);
                 if (offset % alignment != 0) throw reader.Error($"{name}.offset", $"offset {offset} is not aligned to {alignment}");
                 Array.Reverse(ne); // ggml's ne[0] is the fastest-varying axis: the last axis of the row-major shape
-                infos.Add((name, ne, dtype, offset, infoOffset));
+                infos.Add((name, ne, type, offset, infoOffset));
             }
 
             long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
             var tensors = new List<TensorInfo>();
+            var quantized = new List<QuantizedTensor>();
             bool llama = architecture == "llama";
-            foreach (var (name, shape, dtype, offset, infoOffset) in infos)
+            foreach (var (name, shape, type, offset, infoOffset) in infos)
             {
                 long count = TensorShape.ElementCount(shape);
-                if (count < 0 || count > file.Length)
+                // Checked before any multiplication: every type takes at least half a byte per element.
+                if (count < 0 || count / 2 > file.Length)
                     throw new CheckpointFormatException(path, name, infoOffset,
                         $"shape [{string.Join(", ", shape)}] holds more elements than the file has bytes");
-                long bytes = count * dtype.ElementSize();
+                long bytes = count / type.BlockSize * type.BytesPerBlock;
                 if (offset > file.Length || dataStart + offset + bytes > file.Length)
                     throw new CheckpointFormatException(path, name, dataStart + offset,
                         $"data [{offset}, {offset + bytes}) runs past the end of the file ({file.Length} bytes; truncated?)");
-                tensors.Add(new TensorInfo(llama ? LlamaName(name) : name, dtype, shape, path, dataStart + offset, bytes));
+                string logical = llama ? LlamaName(name) : name;
+                if (type.Plain is { } dtype)
+                    tensors.Add(new TensorInfo(logical, dtype, shape, path, dataStart + offset, bytes));
+                else
+                {
+                    long columns = shape[^1], rows = count / columns;
+                    tensors.Add(new TensorInfo($"{logical}.blocks", DType.U8, [rows, columns / type.BlockSize, type.BytesPerBlock], path, dataStart + offset, bytes));
+                    quantized.Add(new QuantizedTensor(logical, type, shape));
+                }
             }
             CheckOverlaps(path, tensors);
             if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count)
                 throw new CheckpointFormatException(path, "tensor names", null, "a tensor name appears twice");
 
-            var config = llama ? LlamaConfig(path, numbers, arrayLengths, tensors) : null;
-            return new GgufFile(path, file, version, tensors, metadata, config);
+            var config = llama ? LlamaConfig(path, numbers, arrayLengths, tensors, quantized) : null;
+            // Llama-3's rotary scaling travels as a tensor of per-pair divisors; it is part of the architecture.
+            if (config is not null && tensors.FirstOrDefault(t => t.Name == RopeFactorsName) is { } factors)
+            {
+                if (factors.DType != DType.F32 || factors.Shape is not [var pairs] || pairs != config.HeadDim / 2)
+                    throw new CheckpointFormatException(path, RopeFactorsName, factors.FileOffset,
+                        $"is {factors.DType} {TensorShape.Text(factors.Shape)}, not F32 [{config.HeadDim / 2}] (one factor per rotary pair)");
+                using (var view = file.View(factors)) config = config with { RopeFrequencyFactors = view.ToFloatArray() };
+                if (config.RopeFrequencyFactors.Any(f => !(f > 0) || !float.IsFinite(f)))
+                    throw new CheckpointFormatException(path, RopeFactorsName, factors.FileOffset, "holds a factor that is not a positive finite number");
+                tensors.Remove(factors);
+            }
+            return new GgufFile(path, file, version, tensors, metadata, config, quantized);
         }
         catch (EndOfStreamException e)
         {
@@ -205,13 +239,19 @@ internal sealed class GgufFile : ICheckpoint
         return null;
     }
 
-    private static ModelConfig LlamaConfig(string path, Dictionary<string, double> n, Dictionary<string, long> arrays, List<TensorInfo> tensors)
+    private static ModelConfig LlamaConfig(string path, Dictionary<string, double> n, Dictionary<string, long> arrays, List<TensorInfo> tensors,
+        List<QuantizedTensor> quantized)
     {
+        long? Rows(string name) => tensors.FirstOrDefault(t => t.Name == name)?.Shape[0] ?? quantized.FirstOrDefault(t => t.Name == name)?.Shape[0];
+        bool Has(string name) => Rows(name) is not null;
         int Int(string key) => n.TryGetValue(key, out var v) && v > 0 && v <= int.MaxValue ? (int)v
             : throw new CheckpointFormatException(path, key, null, "missing or not a positive integer");
         int heads = Int("llama.attention.head_count");
-        int vocab = arrays.TryGetValue("tokenizer.ggml.tokens", out var tokens) ? (int)tokens
-            : (int)(tensors.FirstOrDefault(t => t.Name == "model.embed_tokens.weight")?.Shape[0] ?? 0);
+        long embeddingRows = Rows("model.embed_tokens.weight") ?? 0;
+        int vocab = arrays.TryGetValue("tokenizer.ggml.tokens", out var tokens) ? (int)tokens : (int)embeddingRows;
+        if (embeddingRows > 0 && vocab != embeddingRows)
+            throw new CheckpointFormatException(path, "tokenizer.ggml.tokens", null,
+                $"the vocabulary has {vocab} tokens but token_embd.weight has {embeddingRows} rows");
         return new ModelConfig
         {
             Architecture = "llama (gguf)",
@@ -225,7 +265,7 @@ internal sealed class GgufFile : ICheckpoint
             NormEps = n.TryGetValue("llama.attention.layer_norm_rms_epsilon", out var eps) ? (float)eps : 1e-5f,
             RopeTheta = n.TryGetValue("llama.rope.freq_base", out var theta) ? (float)theta : 10000f,
             RopeStyle = RopeStyle.Interleaved,
-            TiedEmbeddings = !tensors.Any(t => t.Name == "lm_head.weight"),
+            TiedEmbeddings = !Has("lm_head.weight"),
         };
     }
 

@@ -83,12 +83,25 @@ internal static class HuggingFaceConfig
                 RopeStyle = root.TryGetProperty(RopeStyleKey, out var style) && style.ValueKind == JsonValueKind.String
                     && style.GetString() == "interleaved" ? RopeStyle.Interleaved : RopeStyle.Halves,
                 RopeScaling = scaling,
+                RopeFrequencyFactors = RopeFactors(path, root, headDim),
                 TiedEmbeddings = Flag("tie_word_embeddings"),
                 AttentionBias = modelType == "qwen2" || Flag("attention_bias"),
                 QkNorm = modelType == "qwen3",
                 Unsupported = scalingProblem ?? Unsupported(root),
             };
         }
+    }
+
+    /// <summary><see cref="RopeFactorsKey"/>: one positive factor per rotary pair, or null when absent.</summary>
+    private static float[]? RopeFactors(string path, JsonElement root, int headDim)
+    {
+        if (!root.TryGetProperty(RopeFactorsKey, out var list) || list.ValueKind == JsonValueKind.Null) return null;
+        if (list.ValueKind != JsonValueKind.Array || list.GetArrayLength() != headDim / 2)
+            throw new CheckpointFormatException(path, RopeFactorsKey, null, $"must be a list of {headDim / 2} numbers (one per rotary pair)");
+        var factors = list.EnumerateArray().Select(f => f.ValueKind == JsonValueKind.Number ? f.GetSingle() : float.NaN).ToArray();
+        if (factors.Any(f => !(f > 0) || !float.IsFinite(f)))
+            throw new CheckpointFormatException(path, RopeFactorsKey, null, "holds a factor that is not a positive finite number");
+        return factors;
     }
 
     /// <summary>A feature of the config that the runtime does not implement, named; null when there is none.</summary>
@@ -141,6 +154,10 @@ internal static class HuggingFaceConfig
     /// <summary>Nanoscale's own key for llama2.c's and GGUF's rotary layout, which transformers' configs cannot say.</summary>
     public const string RopeStyleKey = "nanoscale_rope_style";
 
+    /// <summary>Nanoscale's own key for a GGUF file's per-pair rotary divisors (<c>rope_freqs.weight</c>), which
+    /// transformers' configs cannot say either.</summary>
+    public const string RopeFactorsKey = "nanoscale_rope_factors";
+
     /// <summary>
     /// A <c>config.json</c> for <paramref name="config"/> as transformers writes one for its <c>model_type</c>
     /// (llama2.c and GGUF models become <c>llama</c>, with <see cref="RopeStyleKey"/> saying their rotary pairs are
@@ -177,6 +194,7 @@ internal static class HuggingFaceConfig
             ["torch_dtype"] = dtype switch { DType.BF16 => "bfloat16", DType.F16 => "float16", _ => "float32" },
         };
         if (config.RopeStyle == RopeStyle.Interleaved) json[RopeStyleKey] = "interleaved";
+        if (config.RopeFrequencyFactors is { } factors) json[RopeFactorsKey] = new JsonArray([.. factors.Select(f => (JsonNode?)JsonValue.Create(f))]);
         return json.ToJsonString(Indented) + "\n";
     }
 

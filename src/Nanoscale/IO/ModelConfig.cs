@@ -57,6 +57,10 @@ public sealed record ModelConfig
     /// <summary>Llama-3.1/3.2 rotary frequency scaling; null for plain RoPE.</summary>
     public RopeScaling? RopeScaling { get; init; }
 
+    /// <summary>One divisor per rotary pair (HeadDim / 2 of them), as a GGUF file's <c>rope_freqs.weight</c> gives
+    /// Llama-3's scaling to llama.cpp; applied after <see cref="RopeScaling"/> (a file has one or the other).</summary>
+    public float[]? RopeFrequencyFactors { get; init; }
+
     /// <summary>Why this model cannot run (an architecture or option Nanoscale does not implement), named so that it
     /// is refused instead of run wrongly; null when it can run. Its tensors can still be inspected and compressed.</summary>
     public string? Unsupported { get; init; }

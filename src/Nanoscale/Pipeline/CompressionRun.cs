@@ -65,7 +65,18 @@ public static class CompressionRun
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var codec = CodecRegistry.Create(request.Format);
-        using var source = CheckpointLoader.Open(modelPath);
+        using var opened = CheckpointLoader.Open(modelPath);
+        // A GGUF file of ggml block types is re-quantized from its decoded values: decoded first, as F32 (exact for
+        // every ggml type), into a work folder beside the output that goes when the run ends.
+        using var decoded = opened is GgufFile { Quantized.Count: > 0 } ? TemporaryFolder.Create("gguf-decoded", Path.GetDirectoryName(Path.GetFullPath(output))) : null;
+        if (decoded is not null)
+        {
+            ModelFolder.CheckOutput(output, opened, null, request.Force);
+            progress?.Report(new PipelineProgress("decode gguf", null, 0, 1, "files"));
+            using var logical = LogicalCheckpoint.Wrap(CheckpointLoader.Open(modelPath));
+            Decompressor.Decompress(logical, Path.Combine(decoded.Path, "model"), new DecompressOptions { DType = Tensors.DType.F32 }, null, cancellationToken);
+        }
+        using var source = decoded is null ? opened : CheckpointLoader.Open(Path.Combine(decoded.Path, "model"));
         // Checked before the work (calibration can take minutes), and again by the compressor itself.
         string[] alsoRead = [.. new[] { request.CalibrationPath, request.TokenizerPath }.OfType<string>()];
         ModelFolder.CheckOutput(output, source, alsoRead, request.Force);

@@ -103,9 +103,8 @@ public static class GgufExport
             long rows = tensor.ElementCount / tensor.Shape[^1];
             reports.Add(new GgufTensorReport(tensor.Name, ggufName, target.Name, tensor.Shape, rows * target.RowBytes(tensor.Shape[^1])!.Value, fallback));
         }
-        if (config.RopeScaling is { } scaling)
+        if ((config.RopeScaling is { } scaling ? RopeFactors(config, scaling) : config.RopeFrequencyFactors) is { } factors)
         {
-            var factors = RopeFactors(config, scaling);
             writer.AddTensor("rope_freqs.weight", GgmlType.F32, [factors.Length], stream => stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(factors.AsSpan())));
             reports.Add(new GgufTensorReport("(rope_scaling)", "rope_freqs.weight", "f32", [factors.Length], factors.Length * 4L, null));
         }

@@ -47,7 +47,7 @@ public static class Inspector
         var reports = new List<TensorReport>(checkpoint.Tensors.Count);
 
         // In a compressed checkpoint, an encoded tensor is reported once, at its first part, as the tensor it encodes.
-        var entries = CompressedLayout.ReadEntries(checkpoint) ?? [];
+        var entries = CompressedLayout.ReadEntries(checkpoint) ?? LogicalCheckpoint.GgmlEntries(checkpoint);
         var owners = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, entry) in entries)
             foreach (var part in entry.Parts) owners[$"{name}.{part}"] = name;

@@ -35,7 +35,7 @@ public sealed partial class InferenceSession
             _keyCache[l] = new float[(long)capacity * kvDim];
             _valueCache[l] = new float[(long)capacity * kvDim];
         }
-        (_ropeCos, _ropeSin) = RopeTables(capacity, _config.HeadDim, _config.RopeTheta, _config.RopeScaling);
+        (_ropeCos, _ropeSin) = RopeTables(capacity, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
     }
 
     public LlamaModel Model => _model;
@@ -189,9 +189,10 @@ public sealed partial class InferenceSession
     /// <summary>
     /// Rotary tables as llama2.c and Hugging Face compute them: the inverse frequency θ^(−2j/headDim) and the angle
     /// position · frequency rounded to float32, then cos/sin of that float angle. With Llama-3 scaling the inverse
-    /// frequencies are first scaled as transformers' <c>_compute_llama3_parameters</c> does (<see cref="ScaledFrequency"/>).
+    /// frequencies are first scaled as transformers' <c>_compute_llama3_parameters</c> does (<see cref="ScaledFrequency"/>);
+    /// with a GGUF file's per-pair factors, each frequency is divided by its factor, as llama.cpp does.
     /// </summary>
-    private static (float[] Cos, float[] Sin) RopeTables(int capacity, int headDim, float theta, RopeScaling? scaling)
+    private static (float[] Cos, float[] Sin) RopeTables(int capacity, int headDim, float theta, RopeScaling? scaling, float[]? factors)
     {
         int half = headDim / 2;
         var cos = new float[(long)capacity * half];
@@ -200,6 +201,7 @@ public sealed partial class InferenceSession
         {
             float frequency = (float)(1.0 / Math.Pow(theta, 2.0 * j / headDim));
             if (scaling is not null) frequency = ScaledFrequency(frequency, scaling);
+            if (factors is not null) frequency /= factors[j]; // llama.cpp's rope_freqs: θ / factor
             for (int p = 0; p < capacity; p++)
             {
                 float angle = p * frequency;

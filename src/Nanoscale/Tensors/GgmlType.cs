@@ -29,6 +29,16 @@ internal sealed record GgmlType(int Id, string Name, int BlockSize, int BytesPer
 
     public bool IsQuantized => Plain is null;
 
+    /// <summary>ggml's name of any type id (for messages about types that are not read), or the number.</summary>
+    public static string NameOf(long id) => FromId(id)?.Name ?? (id >= 0 && id < AllNames.Length && AllNames[id].Length > 0 ? AllNames[id] : id.ToString());
+
+    private static readonly string[] AllNames =
+    [
+        "f32", "f16", "q4_0", "q4_1", "", "", "q5_0", "q5_1", "q8_0", "q8_1", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "q8_K",
+        "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s", "iq4_nl", "iq3_s", "iq2_s", "iq4_xs", "i8", "i16", "i32", "i64", "f64", "iq1_m",
+        "bf16", "", "", "", "tq1_0", "tq2_0", "", "", "", "mxfp4", "nvfp4",
+    ];
+
     /// <summary>Bytes of a row of <paramref name="columns"/> elements, or null when the row is not whole blocks
     /// (ggml stores no partial block).</summary>
     public long? RowBytes(long columns) => columns % BlockSize == 0 ? columns / BlockSize * BytesPerBlock : null;

@@ -102,13 +102,38 @@ public class GgufTests
         File.WriteAllBytes(path, bytes[..(bytes.Length - 1000)]);
         Assert.Contains("runs past the end of the file", Assert.Throws<CheckpointFormatException>(() => GgufFile.Open(path).Dispose()).Message);
 
-        // Retype the first tensor as ggml Q4_0 (type 2): the type field follows name, n_dims and ne[].
-        var text = System.Text.Encoding.Latin1.GetString(bytes);
-        int nameAt = text.IndexOf("token_embd.weight", StringComparison.Ordinal);
-        int typeAt = nameAt + "token_embd.weight".Length + 4 + 2 * 8;
-        BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(typeAt), 2);
-        File.WriteAllBytes(path, bytes);
-        Assert.Contains("ggml type 2 is not supported", Assert.Throws<CheckpointFormatException>(() => GgufFile.Open(path).Dispose()).Message);
+        // Retype a tensor: the type field follows name, n_dims and ne[] (2 dimensions here).
+        string Retyped(string tensor, uint type)
+        {
+            var copy = (byte[])bytes.Clone();
+            int nameAt = System.Text.Encoding.Latin1.GetString(copy).IndexOf(tensor, StringComparison.Ordinal);
+            BinaryPrimitives.WriteUInt32LittleEndian(copy.AsSpan(nameAt + tensor.Length + 4 + 2 * 8), type);
+            var file = dir.File($"retyped-{type}.gguf");
+            File.WriteAllBytes(file, copy);
+            return Assert.Throws<CheckpointFormatException>(() => GgufFile.Open(file).Dispose()).Message;
+        }
+        Assert.Contains("ggml type q2_K is not supported", Retyped("token_embd.weight", 10));   // a K-quant we do not read
+        Assert.Contains("ggml type 77 is not supported", Retyped("token_embd.weight", 77));     // no such type
+        Assert.Contains("rows of 172 elements are not whole q4_0 blocks", Retyped("blk.0.ffn_down.weight", 2));
+    }
+
+    [Fact]
+    public void AVocabularyThatDisagreesWithTheEmbeddingIsRefused()
+    {
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(WriteStoriesGguf(dir.File("ok.gguf")));
+        // tokenizer.ggml.tokens: key, type 9 (array), item type 8 (string), count (u64) — 512 becomes 511.
+        int keyAt = System.Text.Encoding.Latin1.GetString(bytes).IndexOf("tokenizer.ggml.tokens", StringComparison.Ordinal);
+        int countAt = keyAt + "tokenizer.ggml.tokens".Length + 4 + 4;
+        Assert.Equal(512UL, BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(countAt)));
+        // Drop the last token ("t511": 8-byte length + 4 bytes) and say 511.
+        int lastAt = System.Text.Encoding.Latin1.GetString(bytes).IndexOf("t511", StringComparison.Ordinal) - 8;
+        var shorter = bytes[..lastAt].Concat(bytes[(lastAt + 12)..]).ToArray();
+        BinaryPrimitives.WriteUInt64LittleEndian(shorter.AsSpan(countAt), 511);
+        var path = dir.File("vocab.gguf");
+        File.WriteAllBytes(path, shorter);
+        var error = Assert.Throws<CheckpointFormatException>(() => GgufFile.Open(path).Dispose());
+        Assert.Contains("the vocabulary has 511 tokens but token_embd.weight has 512 rows", error.Message);
     }
 
     [Theory]
