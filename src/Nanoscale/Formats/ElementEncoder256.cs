@@ -24,9 +24,15 @@ internal readonly struct ElementEncoder256
     private readonly int _mantissaBits;
     private readonly bool _twosComplement;
     private readonly bool _away;
+    private readonly bool _signedZero;
 
-    public ElementEncoder256(ElementFormat format, RoundingMode mode)
+    /// <param name="format">The element format.</param>
+    /// <param name="mode">Ties to even or away from zero.</param>
+    /// <param name="signedZero">As <see cref="ElementFormat.Encode"/>: a negative nonzero input that rounds to zero
+    /// gives the −0 code.</param>
+    public ElementEncoder256(ElementFormat format, RoundingMode mode, bool signedZero = false)
     {
+        _signedZero = signedZero;
         _maxBits = Vector256.Create(format.MaxBits);
         _emin = Vector256.Create(format.MinNormalExponent);
         _stepBias = Vector256.Create(127 + format.MantissaBits);
@@ -56,7 +62,8 @@ internal readonly struct ElementEncoder256
             : Vector256.GreaterThan(frac, half).AsInt32() |
               (Vector256.Equals(frac, half).AsInt32() & Vector256.Equals(code & Vector256<int>.One, Vector256<int>.One));
         code -= up; // masks are −1
-        Vector256<int> negativeNonZero = Vector256.AndNot(negative, Vector256.Equals(code, Vector256<int>.Zero));
+        Vector256<int> negativeNonZero = Vector256.AndNot(negative,
+            _signedZero ? Vector256.Equals(a, Vector256<uint>.Zero).AsInt32() : Vector256.Equals(code, Vector256<int>.Zero));
         return _twosComplement
             ? Vector256.ConditionalSelect(negativeNonZero, (Vector256<int>.Zero - code) & _codeMask, code)
             : code | (negativeNonZero & _signBit);

@@ -181,21 +181,25 @@ public sealed class ElementFormat
 
     /// <summary>
     /// Exact cast of <paramref name="x"/> to the nearest code (ties per <paramref name="mode"/>), saturating to ±Max;
-    /// ±Inf saturate too. NaN gives the format's NaN code, or throws when it has none.
+    /// ±Inf saturate too. NaN gives the format's NaN code, or throws when it has none. With
+    /// <paramref name="signedZero"/>, a negative nonzero <paramref name="x"/> that rounds to zero keeps its sign: the
+    /// −0 code of a sign-magnitude format, as microxcaling (the OCP reference) and hardware conversions give it; ±0.0
+    /// itself always gives +0 (the reference's <c>sign(−0.0)</c> is 0). Without it (NxFP, whose code recycling gives
+    /// the −0 code another meaning) every zero is +0.
     /// </summary>
     /// <remarks>Works on the float's bits: drop all significand bits below the grid step of the target binade
     /// (the subnormal binade below 2^(1−bias)), and round on the dropped remainder. The code is
     /// <c>((max(e, emin) − emin) &lt;&lt; y) + q</c>: a carry out of the mantissa lands in the exponent field, which is
     /// exactly the next code.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int Encode(float x, RoundingMode mode = RoundingMode.NearestEven)
+    public int Encode(float x, RoundingMode mode = RoundingMode.NearestEven, bool signedZero = false)
     {
         uint bits = BitConverter.SingleToUInt32Bits(x);
         uint a = bits & 0x7FFF_FFFFu;
         if (a > 0x7F80_0000u)
             return NaNCodeOrThrow();
         int magnitude = EncodeMagnitude(a, mode);
-        return ApplySign(magnitude, bits >> 31);
+        return ApplySign(magnitude, bits >> 31, signedZero && a != 0);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -220,9 +224,9 @@ public sealed class ElementFormat
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal int ApplySign(int magnitude, uint sign)
+    internal int ApplySign(int magnitude, uint sign, bool keepNegativeZero = false)
     {
-        if (sign == 0 || magnitude == 0)
+        if (sign == 0 || (magnitude == 0 && !(keepNegativeZero && Encoding == ElementEncoding.SignMagnitude)))
             return magnitude;
         return Encoding == ElementEncoding.TwosComplement
             ? (-magnitude) & ((1 << Bits) - 1)
@@ -234,7 +238,7 @@ public sealed class ElementFormat
     /// neighbouring values (midpoints of two floats are exact in double). Slow and obviously correct; the
     /// fast <see cref="Encode"/> must agree with it for every input.
     /// </summary>
-    public int EncodeReference(double x, RoundingMode mode = RoundingMode.NearestEven)
+    public int EncodeReference(double x, RoundingMode mode = RoundingMode.NearestEven, bool signedZero = false)
     {
         if (double.IsNaN(x))
             return NaNCodeOrThrow();
@@ -260,7 +264,7 @@ public sealed class ElementFormat
                     k++;
             }
         }
-        return ApplySign(k, double.IsNegative(x) ? 1u : 0u);
+        return ApplySign(k, double.IsNegative(x) ? 1u : 0u, signedZero && x != 0);
     }
 
     private int NaNCodeOrThrow()

@@ -9,6 +9,19 @@ public sealed record FormatOption(string Key, string Default, IReadOnlyList<stri
     public static FormatOption Round { get; } = new("round", "even", ["even", "away"],
         "element rounding: ties to even, or ties away from zero");
 
+    /// <summary><c>zero=signed|positive</c>: whether a negative value that rounds to zero is stored as −0, as the OCP
+    /// reference does (the default), or as +0, one canonical zero that entropy coding packs tighter.</summary>
+    public static FormatOption Zero { get; } = new("zero", "signed", ["signed", "positive"],
+        "signed: a negative value that rounds to zero keeps its sign (−0, as the OCP reference); positive: every zero is +0");
+
+    /// <summary>True unless the spec says <c>zero=positive</c>.</summary>
+    public static bool SignedZero(FormatSpec spec) => spec["zero"]?.Trim().ToLowerInvariant() switch
+    {
+        null or "signed" => true,
+        "positive" => false,
+        var other => throw new FormatSpecException(spec.ToString(), $"'{other}' is not a valid zero; valid values: signed, positive"),
+    };
+
     /// <summary>The <see cref="RoundingMode"/> a spec's <c>round</c> option names (ties to even by default).</summary>
     public static RoundingMode Rounding(FormatSpec spec) => spec["round"]?.Trim().ToLowerInvariant() switch
     {

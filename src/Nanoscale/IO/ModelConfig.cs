@@ -59,6 +59,7 @@ public sealed record ModelConfig
 
     /// <summary>One divisor per rotary pair (HeadDim / 2 of them), as a GGUF file's <c>rope_freqs.weight</c> gives
     /// Llama-3's scaling to llama.cpp; applied after <see cref="RopeScaling"/> (a file has one or the other).</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public float[]? RopeFrequencyFactors { get; init; }
 
     /// <summary>Why this model cannot run (an architecture or option Nanoscale does not implement), named so that it

@@ -18,12 +18,13 @@ internal sealed class MxCodec : BlockCodec
     public const int MxBlockSize = 32;
 
     public MxCodec(ElementFormat element, MxScaleRule scaleRule = MxScaleRule.Floor,
-        RoundingMode rounding = RoundingMode.NearestEven, string? spec = null)
+        RoundingMode rounding = RoundingMode.NearestEven, string? spec = null, bool signedZero = true)
         : base(spec ?? $"mx:{element.Name}", MxBlockSize, BlockPacking.PackedBytes(MxBlockSize, element.Bits), 1, 0)
     {
         Element = element;
         ScaleRule = scaleRule;
         Rounding = rounding;
+        SignedZero = signedZero;
         _doubled = MxDot.DoubledTable(element);
     }
 
@@ -32,6 +33,10 @@ internal sealed class MxCodec : BlockCodec
     public MxScaleRule ScaleRule { get; }
 
     public RoundingMode Rounding { get; }
+
+    /// <summary>A negative value that rounds to zero is stored as −0 (the OCP reference; <c>zero=signed</c>, the
+    /// default) or as +0 (<c>zero=positive</c>). Integer elements have no −0.</summary>
+    public bool SignedZero { get; }
 
     /// <summary>Always <see cref="ScaleFormat.E8M0"/>.</summary>
     public ScaleFormat ScaleFormat => ScaleFormat.E8M0;

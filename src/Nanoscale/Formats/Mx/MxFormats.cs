@@ -26,8 +26,9 @@ internal static class MxFormats
     }
 
     private static FormatTraits Row(string name, string[] aliases, ElementFormat element, string summary) =>
-        new(name, aliases, summary, element.Bits + 8.0 / MxCodec.MxBlockSize, [ScaleOption, FormatOption.Round],
-            (spec, canonical) => new MxCodec(element, ScaleRule(spec), FormatOption.Rounding(spec), canonical));
+        new(name, aliases, summary, element.Bits + 8.0 / MxCodec.MxBlockSize,
+            element.Encoding == ElementEncoding.SignMagnitude ? [ScaleOption, FormatOption.Round, FormatOption.Zero] : [ScaleOption, FormatOption.Round],
+            (spec, canonical) => new MxCodec(element, ScaleRule(spec), FormatOption.Rounding(spec), canonical, FormatOption.SignedZero(spec)));
 
     private static MxScaleRule ScaleRule(FormatSpec spec) => spec["scale"] switch
     {

@@ -31,7 +31,7 @@ internal static partial class MxKernel
             _codec = codec;
             _policy = policy;
             _vector = vector;
-            _encoder = vector ? new ElementEncoder256(codec.Element, codec.Rounding) : default;
+            _encoder = vector ? new ElementEncoder256(codec.Element, codec.Rounding, codec.SignedZero) : default;
             _codes = codes;
         }
 
@@ -81,7 +81,7 @@ internal static partial class MxKernel
         int x = codec.ScaleRule == MxScaleRule.Mse
             ? MseExponent(codec, block, SharedExponentFloor(codec, amaxBits), codes)
             : SharedExponent(codec, amaxBits);
-        EncodeScalar(codec.Element, codec.Rounding, block, MathF.ScaleB(1f, -x), codes);
+        EncodeScalar(codec.Element, codec.Rounding, codec.SignedZero, block, MathF.ScaleB(1f, -x), codes);
         BlockPacking.Pack(codes, codec.Element.Bits, packed);
         return (byte)(x + 127);
     }
@@ -91,10 +91,10 @@ internal static partial class MxKernel
         Math.Clamp(ElementFormat.ExactFloorLog2Bits(amaxBits) - codec.Element.Emax, -127, 127);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void EncodeScalar(ElementFormat f, RoundingMode mode, ReadOnlySpan<float> block, float multiplier, Span<byte> codes)
+    private static void EncodeScalar(ElementFormat f, RoundingMode mode, bool signedZero, ReadOnlySpan<float> block, float multiplier, Span<byte> codes)
     {
         for (int i = 0; i < block.Length; i++)
-            codes[i] = (byte)f.Encode(block[i] * multiplier, mode);
+            codes[i] = (byte)f.Encode(block[i] * multiplier, mode, signedZero);
     }
 
     /// <summary>MSE rule: floor X, then X − 1, then X + 1; strictly lower squared error wins (same order and double
@@ -116,7 +116,7 @@ internal static partial class MxKernel
     private static double BlockError(MxCodec codec, ReadOnlySpan<float> block, int x, Span<byte> codes)
     {
         ElementFormat f = codec.Element;
-        EncodeScalar(f, codec.Rounding, block, MathF.ScaleB(1f, -x), codes);
+        EncodeScalar(f, codec.Rounding, codec.SignedZero, block, MathF.ScaleB(1f, -x), codes);
         double scale = Math.ScaleB(1.0, x), error = 0;
         for (int i = 0; i < block.Length; i++)
         {

@@ -72,8 +72,9 @@ internal static class MxReference
                 if (error < bestError) { bestError = error; best = candidate; }
             }
         }
+        // The scaled value as float32, as microxcaling holds it: one that underflows to ±0 there is zero (and +0) here.
         for (int i = 0; i < v.Length; i++)
-            codes[i] = (byte)f.EncodeReference(Math.ScaleB(v[i], -best), codec.Rounding);
+            codes[i] = (byte)f.EncodeReference((float)Math.ScaleB(v[i], -best), codec.Rounding, codec.SignedZero);
         return (byte)(best + 127);
     }
 

@@ -26,8 +26,15 @@ internal sealed class NvFp4Codec : BlockCodec
     /// <summary>UE4M3 code of 1.0, the scale of an all-zero block.</summary>
     public const byte ZeroBlockScaleCode = 0x38;
 
-    public NvFp4Codec(RoundingMode rounding = RoundingMode.NearestEven, string spec = "nvfp4")
-        : base(spec, NvBlockSize, bytesPerBlock: 8, scaleBytesPerBlock: 1, tensorDataBytes: 4) => Rounding = rounding;
+    public NvFp4Codec(RoundingMode rounding = RoundingMode.NearestEven, string spec = "nvfp4", bool signedZero = true)
+        : base(spec, NvBlockSize, bytesPerBlock: 8, scaleBytesPerBlock: 1, tensorDataBytes: 4)
+    {
+        Rounding = rounding;
+        SignedZero = signedZero;
+    }
+
+    /// <summary>A negative value that rounds to zero is stored as −0 (<c>zero=signed</c>, the default) or +0.</summary>
+    public bool SignedZero { get; }
 
     /// <summary>Rounding of the element cast (the block-scale cast is always ties-to-even).</summary>
     public RoundingMode Rounding { get; }

@@ -26,7 +26,7 @@ internal static class NvFp4Kernel
             _st = st;
             _policy = policy;
             _vector = vector;
-            _encoder = vector ? new ElementEncoder256(ElementFormat.E2M1, codec.Rounding) : default;
+            _encoder = vector ? new ElementEncoder256(ElementFormat.E2M1, codec.Rounding, codec.SignedZero) : default;
             _codes = codes;
         }
 
@@ -75,7 +75,7 @@ internal static class NvFp4Kernel
             {
                 ElementFormat e2m1 = ElementFormat.E2M1;
                 for (int i = 0; i < B; i++)
-                    _codes[i] = (byte)e2m1.Encode(block[i] / scale, _codec.Rounding);
+                    _codes[i] = (byte)e2m1.Encode(block[i] / scale, _codec.Rounding, _codec.SignedZero);
                 BlockPacking.Pack(_codes, 4, packed);
             }
             return scaleCode;

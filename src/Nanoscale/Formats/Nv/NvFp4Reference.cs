@@ -41,7 +41,7 @@ internal static class NvFp4Reference
                 scaleCode = Math.Max(1, ScaleFormat.UE4M3.Encode(t));
                 float scale = ScaleFormat.UE4M3.Decode(scaleCode) * st;
                 for (int i = 0; i < count; i++)
-                    codes[i] = scale > 0 ? (byte)ElementFormat.E2M1.EncodeReference(v[i] / scale, codec.Rounding) : (byte)0;
+                    codes[i] = scale > 0 ? (byte)ElementFormat.E2M1.EncodeReference(v[i] / scale, codec.Rounding, codec.SignedZero) : (byte)0;
             }
             scales[r * nb + j] = (byte)scaleCode;
             BlockPacking.Pack(codes, 4, blocks.Slice((r * nb + j) * 8, 8));
