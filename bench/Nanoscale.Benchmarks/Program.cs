@@ -11,6 +11,8 @@ switch (args.FirstOrDefault())
     case "lossless-kernels": LosslessKernels.Run(); return 0;
     case "lossless-quick": LosslessQuick.Run(); return 0;
     case "bitflips": return BitFlipBenchmark.Run(args[1..]);
+    case "llamacpp-generate": return LlamaCppGenerateBenchmark.Run(args[1..]);
+    case "dot-kernels": return DotKernelQuick.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

@@ -68,11 +68,11 @@ internal sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
         public void ReadRows(long firstRow, int count, Span<float> destination) =>
             _view.ReadFloats(firstRow * stored.Columns, destination[..checked((int)(count * stored.Columns))]);
 
-        /// <summary>A bf16 cast multiplies its stored rows directly (<see cref="TensorData.TryDotRows"/>).</summary>
+        /// <summary>A bf16 or f16 cast multiplies its stored rows directly (<see cref="TensorData.TryDotRows"/>).</summary>
         public bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
         {
             var dtype = _view.Tensor.DType;
-            if (dtype != DType.BF16) return false;
+            if (dtype is not (DType.BF16 or DType.F16)) return false;
             long width = stored.Columns * dtype.ElementSize();
             return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, checked((int)stored.Columns), x, y);
         }

@@ -30,12 +30,13 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
         _view.ReadFloats((long)firstRow * Columns, destination[..(count * Columns)]);
     }
 
-    /// <summary>BF16 rows times one token's activations, widened in registers (<see cref="TensorData.TryDotRows"/>).</summary>
+    /// <summary>BF16 or F16 rows times one token's activations, widened in registers (<see cref="TensorData.TryDotRows"/>).</summary>
     protected override bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
     {
-        if (_view.Tensor.DType != DType.BF16) return false;
+        var dtype = _view.Tensor.DType;
+        if (dtype is not (DType.BF16 or DType.F16)) return false;
         long width = 2L * Columns;
-        return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), DType.BF16, count, Columns, x, y);
+        return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, Columns, x, y);
     }
 
     public void Dispose() => _view.Dispose();

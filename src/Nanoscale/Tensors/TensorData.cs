@@ -108,37 +108,56 @@ internal static class TensorData
     }
 
     /// <summary>
-    /// y[r] = Σ_c W[r, c]·x[c] for <paramref name="count"/> little-endian BF16 rows of <paramref name="columns"/>,
-    /// widened in registers (bf16 is the top half of an f32) and multiplied at once: one token's product reads 2 bytes
-    /// per weight and writes no float row. False unless the dtype is BF16 and the CPU has AVX2 with FMA.
+    /// y[r] = Σ_c W[r, c]·x[c] for <paramref name="count"/> little-endian BF16 or F16 rows of <paramref name="columns"/>,
+    /// widened in registers and multiplied at once: one token's product reads 2 bytes per weight and writes no float
+    /// row. BF16 is the top half of an f32 (a shift); F16 is rebiased with one multiply (its magnitude bits shifted into
+    /// an f32 and scaled by 2^112, exact for normal and subnormal halves alike; ±Inf and NaN are patched). False unless
+    /// the dtype is one of them and the CPU has AVX2 with FMA.
     /// </summary>
     public static bool TryDotRows(ReadOnlySpan<byte> rows, DType dtype, int count, int columns, ReadOnlySpan<float> x, Span<float> y)
     {
-        if (dtype != DType.BF16 || !System.Runtime.Intrinsics.X86.Avx2.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported
+        if (dtype is not (DType.BF16 or DType.F16) || !System.Runtime.Intrinsics.X86.Avx2.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported
             || !BitConverter.IsLittleEndian)
             return false;
         if (rows.Length < (long)count * columns * 2 || x.Length < columns || y.Length < count)
-            throw new ArgumentException($"spans too short for {count} BF16 rows of {columns}");
+            throw new ArgumentException($"spans too short for {count} {dtype} rows of {columns}");
         var weights = MemoryMarshal.Cast<byte, ushort>(rows);
-        int vectorEnd = columns & ~7;
+        bool half = dtype == DType.F16;
+        int vectorEnd = columns & ~15;
         ref float x0 = ref MemoryMarshal.GetReference(x);
         for (int r = 0; r < count; r++)
         {
             var w = weights.Slice(r * columns, columns);
             ref ushort w0 = ref MemoryMarshal.GetReference(w);
-            var sum = Vector256<float>.Zero;
+            // Two accumulators: consecutive multiply-adds do not wait on each other.
+            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
             int c = 0;
-            for (; c < vectorEnd; c += 8)
+            for (; c < vectorEnd; c += 16)
             {
-                var widened = System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(
-                    System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref w0, (nuint)c)), 16);
-                sum = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(widened.AsSingle(), Vector256.LoadUnsafe(ref x0, (nuint)c), sum);
+                var a = Widen(Vector128.LoadUnsafe(ref w0, (nuint)c), half);
+                var b = Widen(Vector128.LoadUnsafe(ref w0, (nuint)(c + 8)), half);
+                even = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, Vector256.LoadUnsafe(ref x0, (nuint)c), even);
+                odd = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(b, Vector256.LoadUnsafe(ref x0, (nuint)(c + 8)), odd);
             }
-            float total = Vector256.Sum(sum);
-            for (; c < columns; c++) total += BFloat16ToSingle(w[c]) * x[c];
+            float total = Vector256.Sum(even + odd);
+            for (; c < columns; c++) total += (half ? (float)BitConverter.UInt16BitsToHalf(w[c]) : BFloat16ToSingle(w[c])) * x[c];
             y[r] = total;
         }
         return true;
+    }
+
+    /// <summary>Eight 16-bit floats (bf16 or IEEE half) as eight f32.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen(Vector128<ushort> bits, bool half)
+    {
+        var wide = System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(bits).AsUInt32();
+        if (!half) return System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(wide, 16).AsSingle();
+        var sign = System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(wide & Vector256.Create(0x8000u), 16);
+        var magnitude = System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(wide & Vector256.Create(0x7FFFu), 13);
+        var value = (magnitude.AsSingle() * Vector256.Create(5.192296858534828e33f)).AsUInt32(); // × 2^112
+        var special = Vector256.Equals(wide & Vector256.Create(0x7C00u), Vector256.Create(0x7C00u));
+        value = Vector256.ConditionalSelect(special, magnitude | Vector256.Create(0x7F80_0000u), value);
+        return (value | sign).AsSingle();
     }
 
     /// <summary>float32 → bfloat16, round to nearest even; NaN stays NaN (quiet), infinities stay infinite.</summary>

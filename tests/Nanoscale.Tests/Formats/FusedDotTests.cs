@@ -16,9 +16,19 @@ public class FusedDotTests
     [InlineData(1, 32, 1)]
     [InlineData(7, 256, 2)]
     [InlineData(64, 2048, 3)]
-    public void Mxfp4DotOnTheCodesEqualsDecodeThenMultiply(int rows, int cols, int seed)
+    public void Mxfp4DotOnTheCodesEqualsDecodeThenMultiply(int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply("mxfp4", rows, cols, seed);
+
+    /// <summary>llama.cpp's formats on their own blocks (int8 activations, as ggml's vec_dot): the same bound.</summary>
+    [Theory]
+    [InlineData("q8_0", 7, 256, 4)]
+    [InlineData("q4_0", 64, 2048, 5)]
+    [InlineData("ggml-mxfp4", 7, 256, 6)]
+    [InlineData("q8_0", 1, 32, 7)]
+    public void GgmlDotOnTheBlocksEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
+
+    private static void Int8DotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed)
     {
-        var c = Run(CodecRegistry.CreateBlockCodec("mxfp4"), rows, cols, seed);
+        var c = Run(CodecRegistry.CreateBlockCodec(spec), rows, cols, seed);
         if (c.Y is null) return;
         for (int r = 0; r < rows; r++)
         {

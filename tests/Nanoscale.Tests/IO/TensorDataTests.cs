@@ -48,4 +48,44 @@ public class TensorDataTests
         Assert.True(float.IsNaN(TensorData.BFloat16ToSingle(TensorData.SingleToBFloat16(float.NaN))));
         Assert.Equal(0x7F80, TensorData.SingleToBFloat16(float.PositiveInfinity));
     }
+
+    /// <summary>The step kernel on 16-bit rows against widening each weight with the library's scalar conversion and
+    /// summing in double: float summation order only. F16 rows include subnormal halves, zeros of both signs and the
+    /// largest finite half, which the kernel's one-multiply rebias must get exactly.</summary>
+    [Theory]
+    [InlineData("F16", 5, 37)]
+    [InlineData("F16", 3, 2048)]
+    [InlineData("BF16", 4, 45)]
+    public void SixteenBitRowDotEqualsWidenThenMultiply(string dtypeName, int rows, int columns)
+    {
+        var dtype = Enum.Parse<DType>(dtypeName);
+        var random = new Random(rows * columns);
+        var bits = new ushort[rows * columns];
+        for (int i = 0; i < bits.Length; i++)
+            bits[i] = (i % 7) switch
+            {
+                0 when dtype == DType.F16 => (ushort)random.Next(1, 0x400),                 // subnormal half
+                1 when dtype == DType.F16 => (ushort)(0x8000 | random.Next(1, 0x400)),      // negative subnormal
+                2 => (ushort)(i % 2 == 0 ? 0 : 0x8000),                                      // ±0
+                3 when dtype == DType.F16 => (ushort)(random.Next(2) * 0x8000 | 0x7BFF),    // ±65504
+                _ => dtype == DType.F16 ? BitConverter.HalfToUInt16Bits((Half)(random.NextDouble() * 4 - 2))
+                                        : TensorData.SingleToBFloat16((float)(random.NextDouble() * 4 - 2)),
+            };
+        var x = Enumerable.Range(0, columns).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()).ToArray();
+        var y = new float[rows];
+        if (!TensorData.TryDotRows(bytes, dtype, rows, columns, x, y)) return; // no AVX2+FMA here
+        var widened = new float[bits.Length];
+        TensorData.ToFloat(bytes, dtype, widened);
+        for (int r = 0; r < rows; r++)
+        {
+            double exact = 0, magnitude = 0;
+            for (int c = 0; c < columns; c++)
+            {
+                exact += (double)widened[r * columns + c] * x[c];
+                magnitude += Math.Abs((double)widened[r * columns + c] * x[c]);
+            }
+            Assert.True(Math.Abs(y[r] - exact) <= 1e-6 * magnitude + 1e-30, $"{dtype} row {r}: {y[r]} vs {exact}");
+        }
+    }
 }

@@ -123,6 +123,16 @@ internal sealed class GgmlCodec : BlockCodec
         if (highBitsOffset >= 0) BinaryPrimitives.WriteUInt32LittleEndian(y[highBitsOffset..], qh);
     }
 
+    /// <summary>One token's product on the stored Q8_0 or Q4_0 blocks (<see cref="GgmlDot"/>); the other kinds, and
+    /// machines without AVX2, decode rows instead.</summary>
+    public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (Kind is not (GgmlKind.Q8_0 or GgmlKind.Q4_0) || cols % QK != 0 || !GgmlDot.IsSupported) return false;
+        CheckDotSpans(blocks, scales, rowCount, cols, x, y);
+        return GgmlDot.TryDotRows(Kind == GgmlKind.Q8_0 ? GgmlDot.Layout.Q8_0 : GgmlDot.Layout.Q4_0, blocks, rowCount, cols, x, y);
+    }
+
     protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, Span<float> destination)
     {

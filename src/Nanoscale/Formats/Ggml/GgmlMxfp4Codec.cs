@@ -51,6 +51,15 @@ internal sealed class GgmlMxfp4Codec(string spec) : BlockCodec(spec, MxCodec.MxB
     /// <summary>Code of element <paramref name="i"/> in our packing (element 2j low, 2j + 1 high nibble of byte j).</summary>
     private static int Code(ReadOnlySpan<byte> packed, int i) => packed[i >> 1] >> (4 * (i & 1)) & 0xF;
 
+    /// <summary>One token's product on the stored blocks (<see cref="GgmlDot"/>); AVX2 and whole blocks only.</summary>
+    public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (cols % 32 != 0 || !GgmlDot.IsSupported) return false;
+        CheckDotSpans(blocks, scales, rowCount, cols, x, y);
+        return GgmlDot.TryDotRows(GgmlDot.Layout.Mxfp4, blocks, rowCount, cols, x, y);
+    }
+
     protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, Span<float> destination)
     {

@@ -19,7 +19,7 @@ namespace Nanoscale.Formats.Mx;
 /// </remarks>
 internal static class MxDot
 {
-    public static bool IsSupported => Avx2.IsSupported;
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>The int8 table (value × 2) of an element format whose doubled values are all integers in int8, else null.</summary>
     public static sbyte[]? DoubledTable(ElementFormat element)
@@ -60,30 +60,45 @@ internal static class MxDot
         int rowCount, int blocksPerRow, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y)
     {
         Vector128<sbyte> lut = Vector128.Create(table);
-        Vector128<byte> nibble = Vector128.Create((byte)0x0F);
         Vector256<short> ones = Vector256.Create((short)1);
+        if (blocks.Length < (long)rowCount * blocksPerRow * 16 || scales.Length < rowCount * blocksPerRow
+            || q.Length < blocksPerRow * 32 || qScales.Length < blocksPerRow || y.Length < rowCount)
+            throw new ArgumentException("spans shorter than the rows");
         ref byte b0 = ref MemoryMarshal.GetReference(blocks);
+        ref byte e0 = ref MemoryMarshal.GetReference(scales);
         ref sbyte q0 = ref MemoryMarshal.GetReference(q);
+        ref float s0 = ref MemoryMarshal.GetReference(qScales);
+        ref float t0 = ref MemoryMarshal.GetReference(scaleTable);
         for (int r = 0; r < rowCount; r++)
         {
-            var total = Vector256<float>.Zero;
-            int rowBase = r * blocksPerRow;
-            for (int j = 0; j < blocksPerRow; j++)
+            // Two accumulators: consecutive blocks do not wait on each other's multiply-add.
+            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+            int rowBase = r * blocksPerRow, j = 0;
+            for (; j + 1 < blocksPerRow; j += 2)
             {
-                Vector128<byte> packed = Vector128.LoadUnsafe(ref b0, (nuint)((rowBase + j) * 16));
-                Vector128<byte> lo = packed & nibble;
-                Vector128<byte> hi = Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble;
-                Vector256<sbyte> w = Vector256.Create(Ssse3.Shuffle(lut, lo.AsSByte()), Ssse3.Shuffle(lut, hi.AsSByte()));
-                Vector256<sbyte> x = Vector256.LoadUnsafe(ref q0, (nuint)(j * 32));
-                Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(x, w));
-                Vector256<int> sums = Avx2.MultiplyAddAdjacent(pairs, ones);
-                float scale = scaleTable[scales[rowBase + j]] * 0.5f * qScales[j];
-                total = Fma.IsSupported
-                    ? Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Vector256.Create(scale), total)
-                    : total + Avx.ConvertToVector256Single(sums) * Vector256.Create(scale);
+                even = Block(ref b0, ref e0, ref q0, ref s0, ref t0, rowBase, j, lut, ones, even);
+                odd = Block(ref b0, ref e0, ref q0, ref s0, ref t0, rowBase, j + 1, lut, ones, odd);
             }
-            y[r] = Vector256.Sum(total);
+            if (j < blocksPerRow) even = Block(ref b0, ref e0, ref q0, ref s0, ref t0, rowBase, j, lut, ones, even);
+            y[r] = Vector256.Sum(even + odd);
         }
+    }
+
+    /// <summary>total + scale_j/2 · d_j · Σ_i table[code] · q_i for block j of the row at <paramref name="rowBase"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Block(ref byte b0, ref byte e0, ref sbyte q0, ref float s0, ref float t0, int rowBase, int j,
+        Vector128<sbyte> lut, Vector256<short> ones, Vector256<float> total)
+    {
+        Vector128<byte> nibble = Vector128.Create((byte)0x0F);
+        Vector128<byte> packed = Vector128.LoadUnsafe(ref b0, (nuint)((rowBase + j) * 16));
+        Vector128<byte> lo = packed & nibble;
+        Vector128<byte> hi = Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble;
+        Vector256<sbyte> w = Vector256.Create(Ssse3.Shuffle(lut, lo.AsSByte()), Ssse3.Shuffle(lut, hi.AsSByte()));
+        Vector256<sbyte> x = Vector256.LoadUnsafe(ref q0, (nuint)(j * 32));
+        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(x, w));
+        Vector256<int> sums = Avx2.MultiplyAddAdjacent(pairs, ones);
+        float scale = Unsafe.Add(ref t0, Unsafe.Add(ref e0, rowBase + j)) * 0.5f * Unsafe.Add(ref s0, j);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Vector256.Create(scale), total);
     }
 
     /// <summary>Scratch for one product's quantized activations.</summary>

@@ -1,0 +1,49 @@
+using System.Diagnostics;
+using Nanoscale.Codecs;
+using Nanoscale.Formats;
+
+namespace Nanoscale.Benchmarks;
+
+/// <summary>
+/// Stopwatch throughput of each format's one-token product on its stored codes (<c>IBlockCodec.TryDotRows</c>), one
+/// thread, on a matrix far larger than the caches (default 16384 × 2048): weight bytes read per second. Quick
+/// comparisons of the step kernels; BenchmarkDotNet's repetitions add nothing at this size.
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- dot-kernels [mxfp4,q4_0,q8_0,ggml-mxfp4,nvfp4,nxfp4] [rows] [cols]</code>
+/// </summary>
+internal static class DotKernelQuick
+{
+    public static int Run(string[] args)
+    {
+        string[] formats = (args.Length > 0 ? args[0] : "mxfp4,ggml-mxfp4,q4_0,q8_0,nvfp4,nxfp4").Split(',');
+        int rows = args.Length > 1 ? int.Parse(args[1]) : 16384, cols = args.Length > 2 ? int.Parse(args[2]) : 2048;
+        var random = new Random(1);
+        var w = new float[(long)rows * cols];
+        for (long i = 0; i < w.Length; i++) w[i] = (float)((random.NextDouble() - 0.5) * Math.Exp(random.Next(-3, 3)));
+        var x = new float[cols];
+        for (int i = 0; i < cols; i++) x[i] = (float)(random.NextDouble() - 0.5);
+        var y = new float[rows];
+        foreach (var spec in formats)
+        {
+            var codec = CodecRegistry.CreateBlockCodec(spec);
+            int nb = codec.BlocksPerRow(cols);
+            var blocks = new byte[(long)rows * nb * codec.BytesPerBlock];
+            var scales = new byte[(long)rows * nb * codec.ScaleBytesPerBlock];
+            var tensorData = new byte[codec.TensorDataBytes];
+            var accumulator = codec.CreateTensorDataAccumulator(new CodecOptions());
+            accumulator.Add(w, 0);
+            accumulator.WriteTensorData(tensorData);
+            codec.Quantize(w, rows, cols, tensorData, new CodecOptions(), 0, blocks, scales);
+            if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y)) { Console.WriteLine($"{spec}: no step kernel"); continue; }
+            double best = double.MaxValue;
+            for (int run = 0; run < 5; run++)
+            {
+                var clock = Stopwatch.StartNew();
+                codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y);
+                best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            }
+            double bytes = blocks.Length + scales.Length;
+            Console.WriteLine($"{spec,-12} {bytes / best / 1e9,6:0.00} GB/s of codes, {(double)rows * cols / best / 1e9,6:0.00} G weights/s, {best * 1e3,7:0.00} ms");
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Generation speed of Nanoscale and llama.cpp on the same GGUF files (issue 14's side-by-side).
+# Writes a Llama-3.2-1B-shaped model (LAYERS layers, real Llama-3 tokenizer, random weights), exports it with
+# `nanoscale export` as f16, q8_0, q4_0 and mxfp4 GGUF files, then times on each file, with the same protocol
+# (the same synthetic prompt ids as one batch, then greedy steps; best of two runs after a warm-up; load not timed):
+#   nanoscale bench FILE.gguf --generate --formats original      (our runtime on the file's own blocks)
+#   Nanoscale.Benchmarks llamacpp-generate FILE.gguf              (llama.cpp's AVX2 CPU build via LLamaSharp)
+# and prints a Markdown table (results: docs/runtime.md).
+#
+#   bash bench/llamacpp-compare.sh [WORKDIR] [LAYERS] [THREADS] [PROMPT] [TOKENS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-$(mktemp -d /tmp/nanoscale-llamacpp.XXXXXX)}
+layers=${2:-4}
+threads=${3:-2}
+prompt=${4:-64}
+tokens=${5:-32}
+shared=../shared/data
+cli="dotnet src/Nanoscale.Cli/bin/Release/net10.0/nanoscale.dll"
+bench="dotnet bench/Nanoscale.Benchmarks/bin/Release/net10.0/Nanoscale.Benchmarks.dll"
+dotnet build src/Nanoscale.Cli -c Release -v q >/dev/null
+dotnet build bench/Nanoscale.Benchmarks -c Release -v q >/dev/null
+mkdir -p "$work"
+model=$work/model
+[ -d "$model" ] || $cli sample "$model" --preset llama3.2-1b --layers "$layers" --tokenizer $shared/tokenizers/llama3 >&2
+
+echo "| type | file | Nanoscale prompt tokens/s | llama.cpp prompt tokens/s | Nanoscale generated tokens/s | llama.cpp generated tokens/s | ratio |"
+echo "|---|---|---|---|---|---|---|"
+for type in f16 q8_0 q4_0 mxfp4; do
+  file=$work/model-$type.gguf
+  [ -f "$file" ] || $cli export "$model" --type $type -o "$file" >&2
+  ours=$($cli bench "$file" --generate --formats original --threads "$threads" --prompt-tokens "$prompt" --tokens "$tokens" --json)
+  theirs=$($bench llamacpp-generate "$file" --threads "$threads" --prompt-tokens "$prompt" --tokens "$tokens")
+  python3 - "$type" "$file" "$ours" "$theirs" <<'PY'
+import json, os, sys
+t, f, ours, theirs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+row = ours["results"][0]
+g, lg = row["generated_tokens_per_second"], theirs["generated_tokens_per_second"]
+print(f"| {t} | {os.path.getsize(f) / 2**20:.0f} MiB | {row['prompt_tokens_per_second']:.1f} | {theirs['prompt_tokens_per_second']:.1f} "
+      f"| {g:.1f} | {lg:.1f} | {g / lg:.2f} |")
+PY
+done

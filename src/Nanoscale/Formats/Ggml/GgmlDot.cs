@@ -1,0 +1,165 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Nanoscale.Formats.Mx;
+
+namespace Nanoscale.Formats.Ggml;
+
+/// <summary>
+/// One token's product on ggml's blocks without decoding rows, as llama.cpp's own <c>vec_dot_q8_0_q8_0</c> and
+/// <c>vec_dot_q4_0_q8_0</c> do it: the activations are quantized once per product to int8 per 32 (scale amax/127,
+/// in natural element order, because ggml's nibbles hold elements j and j + 16), the block's codes become int8
+/// (Q8_0 as stored; Q4_0's nibbles minus 8 and ggml-MXFP4's doubled E2M1 values through a 16-entry table), the 32
+/// products are summed in integers (vpmaddubsw, vpmaddwd), and the block's scale times the activations' scale is
+/// applied once per block. AVX2 and whole blocks only.
+/// </summary>
+/// <remarks>Exact in the weights; the activations carry int8 rounding — the bound <c>FusedDotTests</c> states for
+/// MXFP4 holds here too (each activation off by at most amax/254 of its block).</remarks>
+internal static class GgmlDot
+{
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Q4_0's codes as int8: q − 8.</summary>
+    private static readonly sbyte[] Q4Table = [-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7];
+
+    /// <summary>ggml's <c>kvalues_mxfp4</c>: E2M1 doubled.</summary>
+    private static readonly sbyte[] Mxfp4Table = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+    /// <summary>x as int8 per 32-element block, in order, with each block's scale.</summary>
+    public static void QuantizeActivations(ReadOnlySpan<float> x, Span<sbyte> q, Span<float> scales)
+    {
+        for (int j = 0; j < scales.Length; j++)
+        {
+            var block = x.Slice(j * 32, 32);
+            float amax = Math.Abs(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(block));
+            float d = amax / 127f, inverse = d == 0 ? 0 : 1f / d;
+            scales[j] = d;
+            for (int i = 0; i < 32; i++) q[j * 32 + i] = (sbyte)MathF.Round(block[i] * inverse, MidpointRounding.ToEven);
+        }
+    }
+
+    /// <summary>The kinds of block this kernel reads.</summary>
+    public enum Layout { Q8_0, Q4_0, Mxfp4 }
+
+    /// <summary>y[r] = Σ_j d_w(j) · d_x(j) · Σ_i w_i · q_i over the rows of <paramref name="blocks"/>.</summary>
+    public static void DotRows(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow,
+        ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y)
+    {
+        switch (layout)
+        {
+            case Layout.Q8_0: DotRows<Q8Block>(blocks, rowCount, blocksPerRow, q, qScales, y); break;
+            case Layout.Q4_0: DotRows<Q4Block>(blocks, rowCount, blocksPerRow, q, qScales, y); break;
+            default: DotRows<Mxfp4Block>(blocks, rowCount, blocksPerRow, q, qScales, y); break;
+        }
+    }
+
+    /// <summary>One ggml block as 32 int8 weights and its scale (specialised per layout by the JIT).</summary>
+    private interface IBlock
+    {
+        static abstract int Bytes { get; }
+        static abstract Vector256<sbyte> Weights(ref byte block, Vector128<sbyte> lut);
+        static abstract float Scale(ref byte block);
+    }
+
+    private readonly struct Q8Block : IBlock
+    {
+        public static int Bytes => 34;
+        public static Vector256<sbyte> Weights(ref byte block, Vector128<sbyte> lut) => Vector256.LoadUnsafe(ref Unsafe.Add(ref block, 2)).AsSByte();
+        public static float Scale(ref byte block) => HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref block));
+    }
+
+    private readonly struct Q4Block : IBlock
+    {
+        public static int Bytes => 18;
+        public static Vector256<sbyte> Weights(ref byte block, Vector128<sbyte> lut) => Nibbles(Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 2)), lut);
+        public static float Scale(ref byte block) => HalfToSingle(Unsafe.ReadUnaligned<ushort>(ref block));
+    }
+
+    private readonly struct Mxfp4Block : IBlock
+    {
+        public static int Bytes => 17;
+        public static Vector256<sbyte> Weights(ref byte block, Vector128<sbyte> lut) => Nibbles(Vector128.LoadUnsafe(ref Unsafe.Add(ref block, 1)), lut);
+        public static float Scale(ref byte block) => HalfE8M0(block);
+    }
+
+    /// <summary>Low nibbles (elements 0–15) then high nibbles (16–31), each through the 16-entry table.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> Nibbles(Vector128<byte> packed, Vector128<sbyte> lut)
+    {
+        Vector128<byte> nibble = Vector128.Create((byte)0x0F);
+        Vector128<byte> lo = packed & nibble;
+        Vector128<byte> hi = Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble;
+        return Vector256.Create(Ssse3.Shuffle(lut, lo.AsSByte()), Ssse3.Shuffle(lut, hi.AsSByte()));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockSum(Vector256<sbyte> w, ref sbyte x, Vector256<short> ones)
+    {
+        Vector256<sbyte> activations = Vector256.LoadUnsafe(ref x);
+        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(activations, w));
+        return Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, ones));
+    }
+
+    private static void DotRows<TBlock>(ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow,
+        ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y) where TBlock : struct, IBlock
+    {
+        if (qScales.Length < blocksPerRow || q.Length < blocksPerRow * 32 || y.Length < rowCount
+            || blocks.Length < (long)rowCount * blocksPerRow * TBlock.Bytes)
+            throw new ArgumentException("spans shorter than the rows");
+        Vector128<sbyte> lut = Vector128.Create(typeof(TBlock) == typeof(Mxfp4Block) ? Mxfp4Table : Q4Table);
+        Vector256<short> ones = Vector256.Create((short)1);
+        ref byte b0 = ref MemoryMarshal.GetReference(blocks);
+        ref sbyte q0 = ref MemoryMarshal.GetReference(q);
+        ref float s0 = ref MemoryMarshal.GetReference(qScales);
+        for (int r = 0; r < rowCount; r++)
+        {
+            // Two accumulators: consecutive blocks do not wait on each other's multiply-add.
+            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+            ref byte row = ref Unsafe.Add(ref b0, (nint)r * blocksPerRow * TBlock.Bytes);
+            int j = 0;
+            for (; j + 1 < blocksPerRow; j += 2)
+            {
+                ref byte a = ref Unsafe.Add(ref row, (nint)j * TBlock.Bytes);
+                ref byte b = ref Unsafe.Add(ref a, TBlock.Bytes);
+                even = Fma.MultiplyAdd(BlockSum(TBlock.Weights(ref a, lut), ref Unsafe.Add(ref q0, j * 32), ones),
+                    Vector256.Create(TBlock.Scale(ref a) * Unsafe.Add(ref s0, j)), even);
+                odd = Fma.MultiplyAdd(BlockSum(TBlock.Weights(ref b, lut), ref Unsafe.Add(ref q0, j * 32 + 32), ones),
+                    Vector256.Create(TBlock.Scale(ref b) * Unsafe.Add(ref s0, j + 1)), odd);
+            }
+            if (j < blocksPerRow)
+            {
+                ref byte a = ref Unsafe.Add(ref row, (nint)j * TBlock.Bytes);
+                even = Fma.MultiplyAdd(BlockSum(TBlock.Weights(ref a, lut), ref Unsafe.Add(ref q0, j * 32), ones),
+                    Vector256.Create(TBlock.Scale(ref a) * Unsafe.Add(ref s0, j)), even);
+            }
+            y[r] = Vector256.Sum(even + odd);
+        }
+    }
+
+    /// <summary>Every IEEE half as float (256 KiB): one load per block instead of a conversion.</summary>
+    private static readonly float[] Halves = [.. Enumerable.Range(0, 65536).Select(h => (float)BitConverter.UInt16BitsToHalf((ushort)h))];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float HalfToSingle(ushort h) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Halves), h);
+
+    /// <summary>2^(e − 128), ggml's E8M0 half (the table's values are doubled).</summary>
+    private static float HalfE8M0(byte e) =>
+        e < 2 ? BitConverter.UInt32BitsToSingle(0x0020_0000u << e) : BitConverter.UInt32BitsToSingle((uint)(e - 1) << 23);
+
+    /// <summary>Runs the product with pooled scratch for the quantized activations; false when the CPU or the row
+    /// length does not allow it.</summary>
+    public static bool TryDotRows(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        if (!IsSupported || cols % 32 != 0) return false;
+        int nb = cols / 32;
+        var scratch = MxDot.Rent(cols);
+        try
+        {
+            QuantizeActivations(x[..cols], scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb));
+            DotRows(layout, blocks, rowCount, nb, scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb), y);
+        }
+        finally { MxDot.Return(scratch); }
+        return true;
+    }
+}
