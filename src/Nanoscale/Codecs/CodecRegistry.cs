@@ -39,6 +39,18 @@ public static class CodecRegistry
     /// <exception cref="FormatSpecException">Unknown name, key or value (the message lists the valid ones).</exception>
     public static ITensorCodec Create(string spec) => Create(FormatSpec.Parse(spec));
 
+    /// <summary>The codecs that only read (a GGUF file's K-quants): not in <see cref="Table"/>, since nothing writes them.</summary>
+    private static readonly Dictionary<string, Func<ITensorCodec>> ReadOnly = new(StringComparer.Ordinal)
+    {
+        ["q4_K"] = () => new BlockTensorCodec(new GgmlKQuantCodec(GgmlKQuant.Q4_K, "q4_K")),
+        ["q5_K"] = () => new BlockTensorCodec(new GgmlKQuantCodec(GgmlKQuant.Q5_K, "q5_K")),
+        ["q6_K"] = () => new BlockTensorCodec(new GgmlKQuantCodec(GgmlKQuant.Q6_K, "q6_K")),
+    };
+
+    /// <summary>The codec that reads a stored tensor: any spec of the table, or one of the read-only ggml K-quants a
+    /// GGUF file names (<c>q4_K</c>, <c>q5_K</c>, <c>q6_K</c>).</summary>
+    internal static ITensorCodec CreateForReading(string spec) => ReadOnly.TryGetValue(spec, out var create) ? create() : Create(spec);
+
     /// <summary>The codec of a parsed (possibly nested) spec.</summary>
     public static ITensorCodec Create(FormatSpec spec)
     {

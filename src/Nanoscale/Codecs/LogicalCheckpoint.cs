@@ -54,7 +54,7 @@ public sealed class LogicalCheckpoint : IDisposable
             var partOwner = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var (name, e) in entries)
             {
-                try { CodecRegistry.Create(e.Codec); }
+                try { CodecRegistry.CreateForReading(e.Codec); }
                 catch (Formats.FormatSpecException error)
                 {
                     throw new CheckpointFormatException(container.Path, $"__metadata__.{CompressedLayout.TensorsKey}.{name}.codec", null,
@@ -119,7 +119,7 @@ public sealed class LogicalCheckpoint : IDisposable
     public ITensorDecoder OpenDecoder(Logical tensor)
     {
         var stored = tensor.Encoded ?? throw new ArgumentException($"{tensor.Name} is stored plain");
-        return CodecRegistry.Create(stored.Spec).OpenDecoder(stored);
+        return CodecRegistry.CreateForReading(stored.Spec).OpenDecoder(stored);
     }
 
     /// <summary>Reads every tensor once, as <c>eval</c> or <c>decompress</c> first would: each encoded tensor decoded

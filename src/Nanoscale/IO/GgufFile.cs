@@ -26,7 +26,8 @@ internal sealed class GgufFile : ICheckpoint
     private readonly Dictionary<string, TensorInfo> _byName;
 
     /// <summary>The ggml block types whose tensors are read (decoded by the ggml formats of the same names).</summary>
-    public static IReadOnlyList<GgmlType> QuantizedTypes { get; } = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Mxfp4];
+    public static IReadOnlyList<GgmlType> QuantizedTypes { get; } =
+        [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Mxfp4, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
 
     /// <summary>A tensor stored in a ggml block type: its logical name, type and shape (its blocks are <c>NAME.blocks</c>).</summary>
     public sealed record QuantizedTensor(string Name, GgmlType Type, long[] Shape);

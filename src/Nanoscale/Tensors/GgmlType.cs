@@ -17,11 +17,12 @@ internal sealed record GgmlType(int Id, string Name, int BlockSize, int BytesPer
     public static readonly GgmlType Q5_1 = new(7, "q5_1", 32, 24);
     public static readonly GgmlType Q8_0 = new(8, "q8_0", 32, 34);
     public static readonly GgmlType Q4_K = new(12, "q4_K", 256, 144);
+    public static readonly GgmlType Q5_K = new(13, "q5_K", 256, 176);
     public static readonly GgmlType Q6_K = new(14, "q6_K", 256, 210);
     public static readonly GgmlType BF16 = new(30, "bf16", 1, 2, DType.BF16);
     public static readonly GgmlType Mxfp4 = new(39, "mxfp4", 32, 17);
 
-    public static IReadOnlyList<GgmlType> All { get; } = [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, BF16, Mxfp4];
+    public static IReadOnlyList<GgmlType> All { get; } = [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16, Mxfp4];
 
     public static GgmlType? FromId(long id) => All.FirstOrDefault(t => t.Id == id);
 

@@ -13,7 +13,7 @@ namespace Nanoscale.Tests.Interop;
 /// </summary>
 public class GgufImportTests
 {
-    public static TheoryData<string> Types => new() { "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4" };
+    public static TheoryData<string> Types => new() { "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "mxfp4", "q4_K", "q5_K", "q6_K" };
 
     private static float[] RealWeights(string name)
     {
@@ -80,5 +80,46 @@ public class GgufImportTests
             checkedTensors++;
         }
         Assert.Equal(5 * 6 + 1, checkedTensors); // q, k, v, o, w1, w3 of 5 layers and the embedding (w2 stays F16)
+    }
+
+    /// <summary>A Q4_K_M file as llama.cpp's own quantizer writes it (Q4_K, Q6_K and whatever else its mix picks,
+    /// from our F32 export of a Llama-3-shaped model): Nanoscale reads every tensor, runs it, and its logits agree
+    /// with llama.cpp's on the same file to the activation rounding llama.cpp applies (Q8_K per 256 for K-quants;
+    /// measured worst row 3.9e-2 of its largest logit).</summary>
+    [Fact]
+    public void LlamaCppsOwnQ4KMFileRunsHereAsInLlamaCpp()
+    {
+        using var dir = new TempDir();
+        var tokenizerFolder = SharedData.Path("tokenizers", "llama3");
+        var folder = SampleCheckpoint.Write(dir.File("llama3"), new SampleOptions
+        {
+            Dim = 256, HiddenDim = 512, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 128256, MaxSeqLen = 4096,
+            RopeTheta = 500000f, TiedEmbeddings = true, TokenizerFrom = tokenizerFolder,
+        });
+        var f32 = dir.File("f32.gguf");
+        GgufExport.Export(folder, f32, new GgufExportOptions { Type = "f32" });
+        var q4km = dir.File("q4_k_m.gguf");
+        LlamaCppRuntime.Quantize(f32, q4km, LLama.Native.LLamaFtype.MOSTLY_Q4_K_M);
+
+        using var file = (GgufFile)CheckpointLoader.Open(q4km);
+        var types = file.Quantized.Select(q => q.Type.Name).Distinct().ToList();
+        Assert.Contains("q4_K", types);
+        Assert.Contains("q6_K", types);
+
+        using var loaded = LoadedModel.Open(q4km, new ModelLoadOptions { TokenizerPath = tokenizerFolder });
+        using var llama = new LlamaCppRuntime(q4km);
+        int[] tokens = [128000, .. loaded.Tokenizer.Encode(File.ReadAllText(SharedData.TinyStoriesText)[..800], addBos: false).Take(100)];
+        var flat = new float[tokens.Length * loaded.Config.VocabSize];
+        loaded.Model.CreateSession(tokens.Length).Forward(tokens, flat);
+        var theirs = llama.Logits(tokens);
+        double worst = 0;
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            var row = flat.AsSpan(t * loaded.Config.VocabSize, loaded.Config.VocabSize);
+            double scale = theirs[t].Max(Math.Abs), diff = 0;
+            for (int v = 0; v < row.Length; v++) diff = Math.Max(diff, Math.Abs(row[v] - theirs[t][v]));
+            worst = Math.Max(worst, diff / scale);
+        }
+        Assert.InRange(worst, 0, 0.05);
     }
 }

@@ -15,6 +15,7 @@ internal sealed class LlamaCppRuntime : IDisposable
     {
         NativeLibraryConfig.All.WithLibrary(LlamaCppGgml.LibraryPath("libllama.so"), null);
         NativeLibraryConfig.All.WithLogCallback((_, _) => { });
+        NativeApi.llama_empty_call(); // loads the library now: the quantizer's entry points do not trigger it themselves
         return true;
     });
 
@@ -41,6 +42,15 @@ internal sealed class LlamaCppRuntime : IDisposable
     }
 
     public int VocabSize => _weights.Vocab.Count;
+
+    /// <summary>llama.cpp's own quantizer (<c>llama_model_quantize</c>, what <c>llama-quantize</c> runs): writes
+    /// <paramref name="output"/> from <paramref name="input"/> in one of its mixes, e.g. <c>MOSTLY_Q4_K_M</c>.</summary>
+    public static void Quantize(string input, string output, LLamaFtype type)
+    {
+        _ = Configured.Value;
+        if (!LLamaQuantizer.Quantize(input, output, type, nthread: 2))
+            throw new InvalidOperationException($"llama.cpp could not quantize {input} to {type}");
+    }
 
     /// <summary>llama.cpp's tokenization, without BOS and without parsing special-token text.</summary>
     public int[] Tokenize(string text, bool addBos = false) =>
