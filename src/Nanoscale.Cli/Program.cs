@@ -29,6 +29,7 @@ public static class Program
         root.Add(CompressCommand.Create());
         root.Add(DecompressCommand.Create());
         root.Add(ExportCommand.Create());
+        root.Add(ServeCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(GenerateCommand.Create());
         root.Add(TokenizeCommand.Create());

@@ -86,13 +86,22 @@ public sealed class LoadedModel : IDisposable
     public GenerationResult Generate(string prompt, int maxNewTokens, CancellationToken cancellationToken = default) =>
         Generate(prompt, maxNewTokens, new SamplingOptions(), null, cancellationToken);
 
-    /// <summary>Generation from <paramref name="prompt"/> (<see cref="Generation.Generate"/>), stopping also at the end
+    /// <summary>Generation from <paramref name="prompt"/> (<see cref="Generation.Generate(LlamaModel, ITokenizer, string, int, SamplingOptions, Action{string}?, CancellationToken)"/>), stopping also at the end
     /// tokens of a <c>generation_config.json</c> beside the model; <paramref name="onText"/> receives the text as it comes.</summary>
     public GenerationResult Generate(string prompt, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
         CancellationToken cancellationToken = default)
     {
         sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _endTokens.Value] };
         return Generation.Generate(Model, Tokenizer, prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken);
+    }
+
+    /// <summary>As <see cref="Generate(string, int, SamplingOptions, Action{string}?, CancellationToken)"/>, from prompt
+    /// token ids already made.</summary>
+    public GenerationResult Generate(int[] promptTokens, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
+        CancellationToken cancellationToken = default)
+    {
+        sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _endTokens.Value] };
+        return Generation.Generate(Model, Tokenizer, promptTokens, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken);
     }
 
     /// <summary><c>eos_token_id</c> (a number or a list) of the <c>generation_config.json</c> beside the model, if any

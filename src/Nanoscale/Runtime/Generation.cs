@@ -84,7 +84,7 @@ public sealed record SamplingOptions
 /// <summary>Text generation: greedy (argmax, as llama2.c <c>run</c> with temperature 0) or sampled.</summary>
 public static class Generation
 {
-    /// <summary>Greedy decoding; see <see cref="Generate"/>.</summary>
+    /// <summary>Greedy decoding; see <see cref="Generate(LlamaModel, ITokenizer, string, int, SamplingOptions, Action{string}?, CancellationToken)"/>.</summary>
     public static GenerationResult Greedy(LlamaModel model, ITokenizer tokenizer, string prompt, int maxNewTokens,
         CancellationToken cancellationToken = default) =>
         Generate(model, tokenizer, prompt, maxNewTokens, new SamplingOptions(), null, cancellationToken);
@@ -98,11 +98,21 @@ public static class Generation
     public static GenerationResult Generate(LlamaModel model, ITokenizer tokenizer, string prompt, int maxNewTokens,
         SamplingOptions sampling, Action<string>? onText = null, CancellationToken cancellationToken = default)
     {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return Generate(model, tokenizer, tokenizer.Encode(prompt ?? "", addBos: tokenizer.BosId is not null), maxNewTokens,
+            sampling, onText, cancellationToken);
+    }
+
+    /// <summary>As <see cref="Generate(LlamaModel, ITokenizer, string, int, SamplingOptions, Action{string}?, CancellationToken)"/>,
+    /// from prompt token ids already made (a chat template's special tokens included).</summary>
+    public static GenerationResult Generate(LlamaModel model, ITokenizer tokenizer, int[] promptTokens, int maxNewTokens,
+        SamplingOptions sampling, Action<string>? onText = null, CancellationToken cancellationToken = default)
+    {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
-        int[] promptTokens = tokenizer.Encode(prompt ?? "", addBos: tokenizer.BosId is not null);
         if (promptTokens.Length == 0)
             throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
         if (promptTokens.Length >= model.Config.MaxSeqLen && maxNewTokens > 0)

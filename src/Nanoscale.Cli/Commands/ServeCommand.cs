@@ -1,0 +1,48 @@
+using System.CommandLine;
+using Microsoft.AspNetCore.Builder;
+using Nanoscale.Cli.Rendering;
+using Nanoscale.Cli.Serve;
+using Nanoscale.Pipeline;
+
+namespace Nanoscale.Cli.Commands;
+
+/// <summary><c>nanoscale serve MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY]</c>: an OpenAI-compatible server.</summary>
+internal static class ServeCommand
+{
+    public static Command Create()
+    {
+        var input = new Argument<string>("MODEL") { Description = "Model to serve (plain or compressed, any format `eval` reads, GGUF included)" };
+        var host = new Option<string>("--host") { Description = "Address to listen on (loopback unless told otherwise)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "TCP port (0: any free port, printed)", DefaultValueFactory = _ => 8080 };
+        port.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 0 or > 65535) r.AddError("--port must be 0..65535"); });
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests" };
+        var context = new Option<int?>("--ctx") { Description = "Tokens of prompt plus completion per request (default: the model's maximum)" };
+        var queue = new Option<int>("--max-queue") { Description = "Requests that may wait for the model; beyond it, 429", DefaultValueFactory = _ => 16 };
+        queue.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--max-queue must be ≥ 0"); });
+        var name = new Option<string?>("--model-name") { Description = "The model's name in the API (default: the file or folder name)" };
+        var tokenizer = CliRunner.TokenizerOption();
+        var threads = CliRunner.ThreadsOption();
+        var json = CliRunner.JsonOption();
+        var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
+            { input, host, port, apiKey, context, queue, name, tokenizer, threads, json };
+        command.SetAction(parse => CliRunner.Run(parse, json, cli =>
+        {
+            var path = parse.GetValue(input)!;
+            var model = LoadedModel.Open(path, new ModelLoadOptions { TokenizerPath = parse.GetValue(tokenizer), Parallelism = new(parse.GetValue(threads)) });
+            string modelName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
+            using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context));
+            var app = OpenAiServer.Build(service, new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey)));
+            app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
+            foreach (var url in app.Urls)
+                cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, queue {service.MaxWaiting}); Ctrl-C or SIGTERM stops");
+            // SIGTERM and Ctrl-C cancel the token: stop accepting, let in-flight requests finish (10 s at most), exit 0.
+            try { Task.Delay(Timeout.Infinite, cli.Cancellation).GetAwaiter().GetResult(); }
+            catch (OperationCanceledException) { }
+            app.StopAsync().GetAwaiter().GetResult();
+            app.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            cli.Log("stopped");
+            return null;
+        }));
+        return command;
+    }
+}

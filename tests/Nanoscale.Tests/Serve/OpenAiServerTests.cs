@@ -1,0 +1,212 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Nanoscale.Cli.Serve;
+using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
+using Nanoscale.Tests.Support;
+
+namespace Nanoscale.Tests.Serve;
+
+/// <summary>
+/// <c>nanoscale serve</c>'s HTTP API, started in-process on a free loopback port with stories260K: OpenAI-shaped
+/// answers whose text is the runtime's own generation, streaming that adds up to the same text, usage counts, and
+/// every kind of bad request answered with the right status and an error object while the server keeps serving.
+/// </summary>
+public sealed class OpenAiServerTests : IAsyncLifetime
+{
+    private WebApplication _app = null!;
+    private CompletionService _service = null!;
+    private HttpClient _http = null!;
+
+    private async Task Start(string? apiKey = null, int maxWaiting = 16)
+    {
+        var model = LoadedModel.Open(SharedData.Stories260K);
+        _service = new CompletionService(model, "stories260K", maxWaiting);
+        _app = OpenAiServer.Build(_service, new ServeOptions("127.0.0.1", 0, apiKey));
+        await _app.StartAsync();
+        _http = new HttpClient { BaseAddress = new Uri(_app.Urls.Single()) };
+    }
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        _http?.Dispose();
+        if (_app is not null)
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+        _service?.Dispose();
+    }
+
+    private async Task<(HttpStatusCode Status, JsonElement Json)> Post(string path, string body)
+    {
+        using var response = await _http.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
+        var text = await response.Content.ReadAsStringAsync();
+        return (response.StatusCode, JsonDocument.Parse(text).RootElement.Clone());
+    }
+
+    [Fact]
+    public async Task CompletionIsTheRuntimesGreedyTextWithUsage()
+    {
+        await Start();
+        var (status, json) = await Post("/v1/completions", """{"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 24, "temperature": 0}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("text_completion", json.GetProperty("object").GetString());
+        var choice = json.GetProperty("choices")[0];
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        var expected = model.Generate("Once upon a time", 24, new SamplingOptions(), null);
+        Assert.Equal(expected.Text, "Once upon a time" + choice.GetProperty("text").GetString());
+        Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
+        var usage = json.GetProperty("usage");
+        Assert.Equal((expected.PromptTokens, 24, expected.PromptTokens + 24),
+            (usage.GetProperty("prompt_tokens").GetInt32(), usage.GetProperty("completion_tokens").GetInt32(), usage.GetProperty("total_tokens").GetInt32()));
+    }
+
+    [Fact]
+    public async Task StreamedChunksAddUpToTheSameTextThenUsageThenDone()
+    {
+        await Start();
+        const string body = """{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0, "stream": true}""";
+        using var response = await _http.PostAsync("/v1/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", events[^1]);
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone()).ToList();
+        Assert.True(chunks.Count > 3, "one chunk per piece of text");
+        var text = string.Concat(chunks.Select(c => c.GetProperty("choices")[0].GetProperty("text").GetString()));
+        var (_, whole) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0}""");
+        Assert.Equal(whole.GetProperty("choices")[0].GetProperty("text").GetString(), text);
+        Assert.Equal("length", chunks[^1].GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        Assert.Equal(24, chunks[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
+    public async Task ChatCompletionsRenderTheConversationAndAnswerAsTheAssistant()
+    {
+        await Start();
+        var (status, json) = await Post("/v1/chat/completions",
+            """{"messages": [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "Tell me a story"}], "max_tokens": 12, "temperature": 0.8, "seed": 7}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("chat.completion", json.GetProperty("object").GetString());
+        var message = json.GetProperty("choices")[0].GetProperty("message");
+        Assert.Equal("assistant", message.GetProperty("role").GetString());
+        Assert.False(string.IsNullOrEmpty(message.GetProperty("content").GetString()));
+        Assert.Equal("plain", _service.ChatTemplateName);
+        // Same seed, same answer.
+        var (_, again) = await Post("/v1/chat/completions",
+            """{"messages": [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "Tell me a story"}], "max_tokens": 12, "temperature": 0.8, "seed": 7}""");
+        Assert.Equal(message.GetProperty("content").GetString(), again.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+    }
+
+    [Theory]
+    [InlineData("/v1/completions", "{oops", 400, "body")]
+    [InlineData("/v1/completions", "[1, 2]", 400, "body")]
+    [InlineData("/v1/completions", """{"prompt": 5}""", 400, "prompt")]
+    [InlineData("/v1/completions", """{"prompt": "x", "temperature": "hot"}""", 400, "temperature")]
+    [InlineData("/v1/completions", """{"prompt": "x", "max_tokens": 100000}""", 400, "max_tokens")]
+    [InlineData("/v1/completions", """{"prompt": "x", "max_tokens": 0}""", 400, "max_tokens")]
+    [InlineData("/v1/completions", """{"prompt": "x", "stop": [1]}""", 400, "stop")]
+    [InlineData("/v1/completions", """{"prompt": "x", "model": "gpt-4"}""", 404, "model")]
+    [InlineData("/v1/chat/completions", """{"messages": []}""", 400, "messages")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "robot", "content": "hi"}]}""", 400, "messages")]
+    [InlineData("/v1/embeddings", """{}""", 404, null)]
+    public async Task BadRequestsGetAnErrorObjectAndTheServerKeepsServing(string path, string body, int status, string? param)
+    {
+        await Start();
+        var (code, json) = await Post(path, body);
+        Assert.Equal(status, (int)code);
+        var error = json.GetProperty("error");
+        Assert.False(string.IsNullOrEmpty(error.GetProperty("message").GetString()));
+        if (param is not null) Assert.Equal(param, error.GetProperty("param").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/health")).StatusCode);
+    }
+
+    [Fact]
+    public async Task APromptLongerThanTheContextIs413()
+    {
+        await Start();
+        var prompt = string.Concat(Enumerable.Repeat("Once upon a time there was a cat. ", 200));
+        var (code, json) = await Post("/v1/completions", JsonSerializer.Serialize(new { prompt, max_tokens = 4 }));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, code);
+        Assert.Equal("context_length_exceeded", json.GetProperty("error").GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task WithAnApiKeyRequestsWithoutTheBearerKeyAre401()
+    {
+        await Start(apiKey: "s3cret");
+        Assert.Equal(HttpStatusCode.Unauthorized, (await _http.GetAsync("/v1/models")).StatusCode);
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "s3cret");
+        using var response = await _http.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var models = await response.Content.ReadFromJsonAsync<JsonElement>();
+        Assert.Equal("stories260K", models.GetProperty("data")[0].GetProperty("id").GetString());
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("/health")).StatusCode); // health needs no key
+    }
+
+    [Fact]
+    public async Task BeyondTheQueueRequestsAre429AndADisconnectedStreamFreesTheModel()
+    {
+        await Start(maxWaiting: 0);
+        // A long streamed request holds the model: once its first chunk has arrived, it is running.
+        using var cancel = new CancellationTokenSource();
+        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent("""{"prompt": "Once", "max_tokens": 500, "temperature": 0, "stream": true}""", Encoding.UTF8, "application/json"),
+        };
+        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+        var stream = await response.Content.ReadAsStreamAsync(cancel.Token);
+        var buffer = new byte[256];
+        Assert.True(await stream.ReadAsync(buffer, cancel.Token) > 0);
+
+        var (code, json) = await Post("/v1/completions", """{"prompt": "x", "max_tokens": 2}""");
+        Assert.Equal((HttpStatusCode)429, code);
+        Assert.Equal("queue_full", json.GetProperty("error").GetProperty("code").GetString());
+
+        cancel.Cancel(); // the client goes away: its generation stops and the model is free again
+        response.Dispose();
+        var clock = Stopwatch.StartNew();
+        HttpStatusCode last;
+        do
+        {
+            (last, _) = await Post("/v1/completions", """{"prompt": "x", "max_tokens": 2}""");
+            if (last == HttpStatusCode.OK) break;
+            await Task.Delay(50);
+        } while (clock.Elapsed < TimeSpan.FromSeconds(20));
+        Assert.Equal(HttpStatusCode.OK, last);
+    }
+}
+
+/// <summary>The official OpenAI .NET client (the README's example) pointed at the server.</summary>
+public sealed class OfficialClientTests
+{
+    [Fact]
+    public async Task TheOpenAIPackageTalksToTheServer()
+    {
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "stories260K");
+        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0, "key"));
+        await app.StartAsync();
+        var client = new OpenAI.Chat.ChatClient("stories260K", new System.ClientModel.ApiKeyCredential("key"),
+            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(app.Urls.Single() + "/v1") });
+        var completion = await client.CompleteChatAsync(
+            [new OpenAI.Chat.UserChatMessage("Tell me a story")],
+            new OpenAI.Chat.ChatCompletionOptions { MaxOutputTokenCount = 10, Temperature = 0 });
+        Assert.False(string.IsNullOrEmpty(completion.Value.Content[0].Text));
+        Assert.Equal(10, completion.Value.Usage.OutputTokenCount);
+
+        var streamed = new StringBuilder();
+        await foreach (var update in client.CompleteChatStreamingAsync(
+            [new OpenAI.Chat.UserChatMessage("Tell me a story")],
+            new OpenAI.Chat.ChatCompletionOptions { MaxOutputTokenCount = 10, Temperature = 0 }))
+            foreach (var part in update.ContentUpdate) streamed.Append(part.Text);
+        Assert.Equal(completion.Value.Content[0].Text, streamed.ToString());
+        await app.StopAsync();
+    }
+}
