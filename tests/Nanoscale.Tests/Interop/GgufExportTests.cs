@@ -14,7 +14,7 @@ public class GgufExportTests
     private static string Sample(int chars) => File.ReadAllText(SharedData.Path("text", "tinystories-sample.txt"))[..chars];
 
     /// <summary>Largest |a − b| over the largest |b| of a row, over all rows.</summary>
-    private static double RelativeError(float[][] ours, float[][] theirs)
+    internal static double RelativeError(float[][] ours, float[][] theirs)
     {
         double worst = 0;
         for (int t = 0; t < ours.Length; t++)
@@ -26,7 +26,7 @@ public class GgufExportTests
         return worst;
     }
 
-    private static float[][] OurLogits(LlamaModel model, int[] tokens)
+    internal static float[][] OurLogits(LlamaModel model, int[] tokens)
     {
         var flat = new float[tokens.Length * model.Config.VocabSize];
         model.CreateSession(tokens.Length).Forward(tokens, flat);
