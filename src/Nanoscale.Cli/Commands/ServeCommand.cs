@@ -17,24 +17,29 @@ internal static class ServeCommand
         port.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 0 or > 65535) r.AddError("--port must be 0..65535"); });
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests" };
         var context = new Option<int?>("--ctx") { Description = "Tokens of prompt plus completion per request (default: the model's maximum)" };
-        var queue = new Option<int>("--max-queue") { Description = "Requests that may wait for the model; beyond it, 429", DefaultValueFactory = _ => 16 };
+        var batch = new Option<int>("--max-batch") { Description = "Requests that share each pass over the weights (continuous batching)", DefaultValueFactory = _ => 8 };
+        batch.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--max-batch must be ≥ 1"); });
+        var kvBudget = new Option<string?>("--kv-budget") { Description = "KV-cache memory all running requests may hold (e.g. 2GB); requests wait for room" };
+        var queue = new Option<int>("--max-queue") { Description = "Requests that may wait beyond the running batch; beyond it, 429", DefaultValueFactory = _ => 16 };
         queue.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--max-queue must be ≥ 0"); });
         var name = new Option<string?>("--model-name") { Description = "The model's name in the API (default: the file or folder name)" };
         var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, context, queue, name, tokenizer, threads, json };
+            { input, host, port, apiKey, context, batch, kvBudget, queue, name, tokenizer, threads, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
             var model = LoadedModel.Open(path, new ModelLoadOptions { TokenizerPath = parse.GetValue(tokenizer), Parallelism = new(parse.GetValue(threads)) });
             string modelName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
-            using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context));
+            long? budget = parse.GetValue(kvBudget) is { } text ? ModelFolder.ParseShardSize(text, kvBudget.Name) : null;
+            using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context), parse.GetValue(batch), budget);
             var app = OpenAiServer.Build(service, new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey)));
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
             foreach (var url in app.Urls)
-                cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, queue {service.MaxWaiting}); Ctrl-C or SIGTERM stops");
+                cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, " +
+                        $"batch {service.MaxBatch}, queue {service.MaxWaiting}{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}); Ctrl-C or SIGTERM stops");
             // SIGTERM and Ctrl-C cancel the token: stop accepting, let in-flight requests finish (10 s at most), exit 0.
             try { Task.Delay(Timeout.Infinite, cli.Cancellation).GetAwaiter().GetResult(); }
             catch (OperationCanceledException) { }

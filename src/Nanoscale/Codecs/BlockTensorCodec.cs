@@ -212,6 +212,16 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                 _tensorData, count, _cols, x, y);
         }
 
+        public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+        {
+            long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;
+            int blockLength = checked((int)(count * blockStride)), scaleLength = checked((int)(count * scaleStride));
+            return _codec.TryDotRowsMany(
+                _blockBytes is null ? _blocks!.Slice(firstRow * blockStride, blockLength) : _blockBytes.AsSpan(checked((int)(firstRow * blockStride)), blockLength),
+                _scaleBytes is null ? _scales!.Slice(firstRow * scaleStride, scaleLength) : _scaleBytes.AsSpan(checked((int)(firstRow * scaleStride)), scaleLength),
+                _tensorData, count, _cols, vectors, x, y, yStride);
+        }
+
         public void ReadOriginal(Stream destination) => Codecs.Codec.WriteAsOriginal(this, destination);
 
         public void Dispose()

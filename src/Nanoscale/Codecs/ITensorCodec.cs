@@ -64,6 +64,16 @@ public interface ITensorDecoder : IDisposable
     /// <summary>y[i] = row (firstRow + i) · x straight from the stored codes (<see cref="IBlockCodec.TryDotRows"/>);
     /// false when the codec has no such kernel.</summary>
     bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => false;
+
+    /// <summary><see cref="TryDotRows"/> for several vectors (<see cref="IBlockCodec.TryDotRowsMany"/>): x is
+    /// <c>vectors × columns</c>, vector v's results go to <c>y[v·yStride + i]</c>.</summary>
+    bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int columns = x.Length / Math.Max(1, vectors);
+        for (int v = 0; v < vectors; v++)
+            if (!TryDotRows(firstRow, count, x.Slice(v * columns, columns), y.Slice(v * yStride, count))) return false;
+        return true;
+    }
 }
 
 /// <summary>A compressed tensor as stored: its logical name, shape and dtype, its codec, and its mapped parts.</summary>

@@ -52,6 +52,16 @@ internal abstract class BlockCodec : IBlockCodec
     public virtual bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
 
+    /// <inheritdoc cref="IBlockCodec.TryDotRowsMany"/>
+    public virtual bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        for (int v = 0; v < vectors; v++)
+            if (!TryDotRows(blocks, scales, tensorData, rowCount, cols, x.Slice(v * cols, cols), y.Slice(v * yStride, rowCount)))
+                return false;
+        return true;
+    }
+
     /// <summary>The span checks every <see cref="TryDotRows"/> kernel makes before it reads: whole rows of blocks and
     /// scales, an activation per column, an output per row.</summary>
     /// <exception cref="ArgumentException">A span is too short.</exception>

@@ -76,4 +76,19 @@ public interface IBlockCodec : ICodec
     /// </summary>
     bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
+
+    /// <summary>
+    /// <see cref="TryDotRows"/> for <paramref name="vectors"/> activation vectors at once (a few sequences' tokens in one
+    /// step, the token factory): <paramref name="x"/> is <c>vectors × cols</c>, and vector v's results go to
+    /// <c>y[v·yStride + r]</c>. Each block is read once for all the vectors. By default the one-vector kernel runs per
+    /// vector on the same rows (which are then in the cache); codecs with an unpack step override it to unpack once.
+    /// </summary>
+    bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        for (int v = 0; v < vectors; v++)
+            if (!TryDotRows(blocks, scales, tensorData, rowCount, cols, x.Slice(v * cols, cols), y.Slice(v * yStride, rowCount)))
+                return false;
+        return true;
+    }
 }

@@ -25,41 +25,67 @@ public sealed record CompletionOutcome(string Text, int PromptTokens, int Comple
 public sealed class ServiceBusyException(string message) : NanoscaleException(message);
 
 /// <summary>
-/// Generation as a service, for <c>nanoscale serve</c>: one loaded model, requests admitted into a bounded queue and run
-/// one at a time (each request's products use every thread; batching several sequences into one pass over the weights
-/// is not built yet), cancelled when their caller goes away. Limits are checked before a request waits: a prompt that
-/// does not fit the context, or more new tokens than <see cref="MaxTokensLimit"/>, is an
-/// <see cref="InvalidOptionException"/>; a full queue is a <see cref="ServiceBusyException"/>.
+/// Generation as a service, for <c>nanoscale serve</c>: one loaded model behind a <see cref="TokenFactory"/>
+/// (continuous batching: up to <see cref="MaxBatch"/> requests share each pass over the weights, joining and leaving
+/// at token boundaries), with admission limits checked before a request waits. A prompt that does not fit the
+/// context, or more new tokens than <see cref="MaxTokensLimit"/>, is an <see cref="InvalidOptionException"/>; so is a
+/// request whose KV cache alone exceeds the budget. Requests beyond the running batch wait, in order, for a place and
+/// for KV budget; beyond <see cref="MaxWaiting"/> of them, a <see cref="ServiceBusyException"/>. A cancelled request
+/// (its client gone) leaves the batch at its next token.
 /// </summary>
 public sealed class CompletionService : IDisposable
 {
     private readonly LoadedModel _model;
     private readonly ChatTemplate _template;
-    private readonly SemaphoreSlim _running = new(1, 1);
-    private int _waiting;
+    private readonly TokenFactory _factory;
+    private readonly object _budgetLock = new();
+    private TaskCompletionSource _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _reserved;
+    private int _inService;
 
-    public CompletionService(LoadedModel model, string modelName, int maxWaiting = 16, int? contextLength = null)
+    /// <param name="model">The model, owned by the service from now on.</param>
+    /// <param name="modelName">Its name in the API.</param>
+    /// <param name="maxWaiting">Requests that may wait beyond the running batch.</param>
+    /// <param name="contextLength">Prompt plus new tokens of one request (default and at most: the model's).</param>
+    /// <param name="maxBatch">Requests in one step at most.</param>
+    /// <param name="kvBudgetBytes">KV-cache bytes all running requests may hold together (null: no limit beyond the batch).</param>
+    public CompletionService(LoadedModel model, string modelName, int maxWaiting = 16, int? contextLength = null, int maxBatch = 8,
+        long? kvBudgetBytes = null)
     {
         _model = model;
         ModelName = modelName;
         MaxWaiting = maxWaiting;
+        MaxBatch = maxBatch;
+        KvBudgetBytes = kvBudgetBytes;
         ContextLength = Math.Min(contextLength ?? model.Config.MaxSeqLen, model.Config.MaxSeqLen);
         var folder = Directory.Exists(model.Path) ? model.Path : Path.GetDirectoryName(Path.GetFullPath(model.Path));
         _template = ChatTemplate.Find(folder);
+        _factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch, model.EndTokens);
     }
 
     public string ModelName { get; }
 
-    /// <summary>Requests that may wait for the model beyond the one running.</summary>
+    /// <summary>Requests that may wait beyond the running batch.</summary>
     public int MaxWaiting { get; }
+
+    /// <summary>Requests that share a step at most.</summary>
+    public int MaxBatch { get; }
+
+    public long? KvBudgetBytes { get; }
 
     /// <summary>Prompt plus new tokens of one request.</summary>
     public int ContextLength { get; }
 
     public int MaxTokensLimit => ContextLength - 1;
 
+    /// <summary>Largest batch a step has run so far.</summary>
+    public int LargestBatch => _factory.LargestBatch;
+
     /// <summary>The chat template in use: <c>llama3</c>, <c>chatml</c> or <c>plain</c>.</summary>
     public string ChatTemplateName => _template.Kind.ToString().ToLowerInvariant();
+
+    /// <summary>KV-cache bytes of a sequence of <paramref name="positions"/> (keys and values, every layer, float32).</summary>
+    public long KvBytes(int positions) => 2L * _model.Config.Layers * positions * _model.Config.KvDim * sizeof(float);
 
     /// <summary>Prompt token ids of a request (its chat rendered when it has messages).</summary>
     public int[] PromptTokens(CompletionRequest request)
@@ -74,9 +100,10 @@ public sealed class CompletionService : IDisposable
         return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
     }
 
-    /// <summary>Runs <paramref name="request"/> when the model is free; <paramref name="onText"/> gets the text as it comes.</summary>
-    /// <exception cref="InvalidOptionException">max_tokens out of range, or the prompt does not leave room in the context.</exception>
-    /// <exception cref="ServiceBusyException">The queue is full.</exception>
+    /// <summary>Runs <paramref name="request"/> in the batch; <paramref name="onText"/> gets the text as it comes.</summary>
+    /// <exception cref="InvalidOptionException">max_tokens out of range, the prompt does not leave room in the context, or
+    /// the request's KV cache exceeds the budget by itself.</exception>
+    /// <exception cref="ServiceBusyException">The batch and the queue are full.</exception>
     public async Task<CompletionOutcome> CompleteAsync(CompletionRequest request, Action<string>? onText = null, CancellationToken cancellationToken = default)
     {
         if (request.MaxTokens < 1 || request.MaxTokens > MaxTokensLimit)
@@ -87,48 +114,79 @@ public sealed class CompletionService : IDisposable
         if (prompt.Length >= ContextLength)
             throw new InvalidOptionException("prompt", $"it has {prompt.Length} tokens; the context holds {ContextLength} (prompt and new tokens together)");
         int maxTokens = Math.Min(request.MaxTokens, ContextLength - prompt.Length);
+        long need = KvBytes(prompt.Length + maxTokens);
+        if (KvBudgetBytes is { } budget && need > budget)
+            throw new InvalidOptionException("max_tokens", $"{prompt.Length} prompt and {maxTokens} new tokens need {need} bytes of KV cache; the budget is {budget}");
         // A chat turn ends at the template's end-of-turn token (Llama-3's <|eot_id|> is not the tokenizer's EOS).
         if (request.Messages is not null && _template.EndOfTurn is { } end && _model.Tokenizer.Encode(end, addBos: false) is [var endId])
             sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, endId] };
 
-        if (Interlocked.Increment(ref _waiting) > MaxWaiting + 1)
+        if (Interlocked.Increment(ref _inService) > MaxBatch + MaxWaiting)
         {
-            Interlocked.Decrement(ref _waiting);
-            throw new ServiceBusyException($"{MaxWaiting} requests are already waiting for the model; try again later");
+            Interlocked.Decrement(ref _inService);
+            throw new ServiceBusyException($"{MaxBatch} requests are running and {MaxWaiting} waiting; try again later");
         }
         try
         {
-            await _running.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await ReserveAsync(need, cancellationToken).ConfigureAwait(false);
             try
             {
-                return await Task.Run(() =>
+                // The completion is exactly the text handed out as it came (the prompt not repeated; a stop string and
+                // what follows it left out).
+                var text = new System.Text.StringBuilder();
+                var result = await _factory.SubmitAsync(prompt, maxTokens, sampling, piece =>
                 {
-                    // The completion is exactly the text handed out as it came (the prompt not repeated; a stop string
-                    // and what follows it left out).
-                    var text = new System.Text.StringBuilder();
-                    var result = _model.Generate(prompt, maxTokens, sampling, piece =>
-                    {
-                        text.Append(piece);
-                        onText?.Invoke(piece);
-                    }, cancellationToken);
-                    return new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
-                        result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop");
+                    text.Append(piece);
+                    onText?.Invoke(piece);
                 }, cancellationToken).ConfigureAwait(false);
+                return new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
+                    result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop");
             }
             finally
             {
-                _running.Release();
+                Release(need);
             }
         }
         finally
         {
-            Interlocked.Decrement(ref _waiting);
+            Interlocked.Decrement(ref _inService);
         }
+    }
+
+    /// <summary>Waits until <paramref name="bytes"/> of KV cache fit the budget, then holds them.</summary>
+    private async Task ReserveAsync(long bytes, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task freed;
+            lock (_budgetLock)
+            {
+                if (KvBudgetBytes is not { } budget || _reserved + bytes <= budget)
+                {
+                    _reserved += bytes;
+                    return;
+                }
+                freed = _budgetFreed.Task;
+            }
+            await freed.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private void Release(long bytes)
+    {
+        TaskCompletionSource freed;
+        lock (_budgetLock)
+        {
+            _reserved -= bytes;
+            freed = _budgetFreed;
+            _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        freed.TrySetResult();
     }
 
     public void Dispose()
     {
-        _running.Dispose();
+        _factory.Dispose();
         _model.Dispose();
     }
 }

@@ -124,6 +124,9 @@ public sealed class LoadedModel : IDisposable
         }
     }
 
+    /// <summary>The end tokens of a <c>generation_config.json</c> beside the model (besides the tokenizer's EOS).</summary>
+    internal IReadOnlyList<int> EndTokens => _endTokens.Value;
+
     public void Dispose()
     {
         _weights.Dispose();

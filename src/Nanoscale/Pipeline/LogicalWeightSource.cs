@@ -57,5 +57,8 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
         public override void ReadRows(int firstRow, int count, Span<float> destination) => decoder.ReadRows(firstRow, count, destination);
 
         protected override bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => decoder.TryDotRows(firstRow, count, x, y);
+
+        protected override bool TryDotRowsMany(int firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
+            decoder.TryDotRowsMany(firstRow, count, vectors, x, y, yStride);
     }
 }

@@ -123,10 +123,8 @@ public static class Generation
         InferenceSession session = model.CreateSession(Math.Max(1, capacity));
         var tokens = new List<int>(promptTokens);
         int vocab = model.Config.VocabSize;
-        var logits = new float[promptTokens.Length * vocab];
-        session.Forward(promptTokens, logits, cancellationToken);
+        float[] last = TokenFactory.LastLogits(session, promptTokens, cancellationToken); // the head on the last position only
         double promptSeconds = clock.Elapsed.TotalSeconds;
-        float[] last = logits.AsSpan((promptTokens.Length - 1) * vocab, vocab).ToArray();
 
         var sampler = new Sampler(sampling, vocab);
         var text = new TextStream(tokenizer, promptTokens, sampling.StopStrings, onText);
@@ -239,7 +237,7 @@ public static class Generation
     /// The text of the sequence as it grows: decodes prompt + new tokens, finds stop strings, and hands out the new
     /// text once it can no longer change (not inside a UTF-8 character, not a possible start of a stop string).
     /// </summary>
-    private sealed class TextStream(ITokenizer tokenizer, int[] prompt, IReadOnlyList<string> stops, Action<string>? onText)
+    internal sealed class TextStream(ITokenizer tokenizer, int[] prompt, IReadOnlyList<string> stops, Action<string>? onText)
     {
         private readonly string _promptText = tokenizer.Decode(prompt);
         private readonly int _holdBack = stops.Count == 0 ? 0 : stops.Max(s => s.Length) - 1;

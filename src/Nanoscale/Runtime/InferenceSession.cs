@@ -136,6 +136,82 @@ public sealed partial class InferenceSession
         Length = start + count;
     }
 
+    /// <summary>
+    /// One token for each of several sequences of the same model in one pass over the weights (the token factory's
+    /// step): every linear layer is one product over the batch's rows, as a window's tokens are; each row's rotary
+    /// position, key/value cache and attention are its own sequence's. Writes <c>sessions × vocab</c> logits and
+    /// advances every session by one position. Equal to stepping each session alone up to float summation order.
+    /// </summary>
+    /// <exception cref="ArgumentException">Sessions of different models, a session listed twice, or spans of the wrong size.</exception>
+    /// <exception cref="InvalidOperationException">A session is full.</exception>
+    public static void StepMany(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens, Span<float> logits,
+        CancellationToken cancellationToken = default)
+    {
+        int count = sessions.Count;
+        if (count == 0) return;
+        var first = sessions[0];
+        var config = first._config;
+        int dim = config.Dim, qDim = config.QueryDim, kvDim = config.KvDim, vocab = config.VocabSize;
+        if (tokens.Length != count || logits.Length != (long)count * vocab)
+            throw new ArgumentException($"{count} sessions need {count} tokens and {count} × {vocab} logits");
+        if (sessions.Any(s => s._model != first._model) || sessions.Distinct().Count() != count)
+            throw new ArgumentException("the sessions of one step must be distinct sessions of the same model");
+        foreach (var session in sessions)
+            if (session.Length >= session.Capacity)
+                throw new InvalidOperationException($"a session is full ({session.Capacity} positions)");
+        RuntimeOptions options = first._model.Options;
+        var model = first._model;
+        // The batch's scratch: a fresh one (the sessions' own scratch stays theirs).
+        var s = new Scratch(count, dim, qDim, config.HiddenDim);
+        Span<float> x = s.X.AsSpan(0, count * dim), xb = s.Xb.AsSpan(0, count * dim), q = s.Q.AsSpan(0, count * qDim);
+        Span<float> attention = s.Attention.AsSpan(0, count * qDim), projected = s.Projected.AsSpan(0, count * dim);
+        Span<float> gate = s.Gate.AsSpan(0, count * config.HiddenDim), up = s.Up.AsSpan(0, count * config.HiddenDim);
+        var keys = new float[count * kvDim];
+        var values = new float[count * kvDim];
+        for (int t = 0; t < count; t++)
+        {
+            if ((uint)tokens[t] >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(tokens), tokens[t], $"token {t} is outside the vocabulary of {vocab}");
+            model.Embedding.ReadRows(tokens[t], 1, x.Slice(t * dim, dim));
+        }
+        for (int l = 0; l < config.Layers; l++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            LlamaLayer layer = model.Layers[l];
+            first.RmsNormRows(x, layer.AttentionNorm, xb);
+            layer.Query.MatMul(xb, q, options);
+            layer.Key.MatMul(xb, keys, options);
+            layer.Value.MatMul(xb, values, options);
+            AddBiasRows(q, layer.QueryBias);
+            AddBiasRows(keys, layer.KeyBias);
+            AddBiasRows(values, layer.ValueBias);
+            first.NormHeads(q, layer.QueryNorm);
+            first.NormHeads(keys, layer.KeyNorm);
+            for (int t = 0; t < count; t++)
+            {
+                var session = sessions[t];
+                int position = session.Length;
+                Span<float> qRow = q.Slice(t * qDim, qDim), kRow = keys.AsSpan(t * kvDim, kvDim);
+                session.ApplyRope(qRow, config.Heads, position);
+                session.ApplyRope(kRow, config.KvHeads, position);
+                kRow.CopyTo(session._keyCache[l].AsSpan(position * kvDim, kvDim));
+                values.AsSpan(t * kvDim, kvDim).CopyTo(session._valueCache[l].AsSpan(position * kvDim, kvDim));
+                session.Attend(l, qRow, position, 1, attention.Slice(t * qDim, qDim));
+            }
+            layer.Output.MatMul(attention, projected, options);
+            TensorPrimitives.Add(x, projected, x);
+            first.RmsNormRows(x, layer.FfnNorm, xb);
+            layer.Gate.MatMul(xb, gate, options);
+            layer.Up.MatMul(xb, up, options);
+            SwiGlu(gate, up);
+            layer.Down.MatMul(gate, projected, options);
+            TensorPrimitives.Add(x, projected, x);
+        }
+        first.RmsNormRows(x, model.FinalNorm, xb);
+        model.Head.MatMul(xb, logits, options);
+        foreach (var session in sessions) session.Length++;
+    }
+
     /// <summary>Applies the output head to final hidden states (<c>n × dim</c> → <c>n × vocab</c>).</summary>
     public void ComputeLogits(ReadOnlySpan<float> hidden, Span<float> logits) => _model.Head.MatMul(hidden, logits, _model.Options);
 

@@ -28,6 +28,20 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     /// false when the storage has no such kernel (then the product decodes rows).</summary>
     protected virtual bool TryDotRows(int firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => false;
 
+    /// <summary><see cref="TryDotRows"/> for a few tokens at once (x is <c>vectors × Columns</c>; token v's results go to
+    /// <c>y[v·yStride + i]</c>): by default the one-token kernel per token on the same rows, which are in the cache
+    /// after the first; storages that unpack codes override it to unpack once.</summary>
+    protected virtual bool TryDotRowsMany(int firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        for (int v = 0; v < vectors; v++)
+            if (!TryDotRows(firstRow, count, x.Slice(v * Columns, Columns), y.Slice(v * yStride, count))) return false;
+        return true;
+    }
+
+    /// <summary>Up to this many tokens (a token factory step of several sequences) run on the stored codes; longer
+    /// windows decode tiles and reuse each across all their tokens.</summary>
+    internal const int MaxFusedTokens = 8;
+
     /// <summary>Whether <see cref="TryDotRows"/> applies: 0 not asked yet, 1 yes, −1 no. It depends only on the
     /// storage and the CPU, so the answer of the first one-token product holds for the weight's life.</summary>
     private int _dotSupport;
@@ -49,7 +63,8 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         // One token: if the storage multiplies its codes directly (tried once, on the first row of the first such
         // product), it does so in a few large tiles, so per-call set-up (e.g. quantizing the activations) is paid a few
         // times per product, not per tile.
-        if (tokens == 1 && options.FusedKernels && SupportsDot(input, output))
+        // A few tokens (several sequences' steps) likewise: every tile's codes are read once for all of them.
+        if (tokens <= MaxFusedTokens && options.FusedKernels && SupportsDot(input, output))
         {
             const int FusedTiles = 16;
             int perTile = (rows + FusedTiles - 1) / FusedTiles;
@@ -57,11 +72,14 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             fixed (float* outPtr = output)
             {
                 nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
-                options.For((rows + perTile - 1) / perTile, (long)rows * columns, tile =>
+                options.For((rows + perTile - 1) / perTile, (long)rows * columns * tokens, tile =>
                 {
                     int r0 = tile * perTile, count = Math.Min(rows, r0 + perTile) - r0;
-                    if (!TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count)))
-                        throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
+                    bool done = tokens == 1
+                        ? TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count))
+                        : TryDotRowsMany(r0, count, tokens, new ReadOnlySpan<float>((float*)inAddress, tokens * columns),
+                            new Span<float>((float*)outAddress + r0, (tokens - 1) * rows + count), rows);
+                    if (!done) throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
                 });
             }
             return;

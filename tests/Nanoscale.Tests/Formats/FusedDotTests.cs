@@ -163,3 +163,32 @@ public class FusedDotTests
         for (int i = 0; i < la.Length; i++) Assert.True(Math.Abs(la[i] - lb[i]) <= 1e-5 * scale, $"logit {i}: {la[i]} vs {lb[i]}");
     }
 }
+
+/// <summary>Several tokens' products on the stored codes (the token factory's step) against one token at a time.</summary>
+public class FusedDotManyTests
+{
+    [Theory]
+    [InlineData("q4_0", 3)]
+    [InlineData("q8_0", 8)]
+    [InlineData("ggml-mxfp4", 2)]
+    [InlineData("mxfp4", 5)]  // the default: the one-vector kernel per vector
+    [InlineData("nvfp4", 4)]
+    public void ManyVectorsEqualOneAtATime(string spec, int vectors)
+    {
+        var codec = CodecRegistry.CreateBlockCodec(spec);
+        const int rows = 24, cols = 256;
+        var random = new Random(vectors);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var encoded = CodecHarness.Quantize(codec, w, rows, cols);
+        var many = new float[vectors * rows];
+        if (!codec.TryDotRowsMany(encoded.Blocks, encoded.Scales, encoded.TensorData, rows, cols, vectors, x, many, rows)) return; // no kernel on this CPU
+        for (int v = 0; v < vectors; v++)
+        {
+            var one = new float[rows];
+            Assert.True(codec.TryDotRows(encoded.Blocks, encoded.Scales, encoded.TensorData, rows, cols, x.AsSpan(v * cols, cols), one));
+            for (int r = 0; r < rows; r++)
+                Assert.True(Math.Abs(many[v * rows + r] - one[r]) <= 1e-5 * (Math.Abs(one[r]) + 1), $"{spec} vector {v} row {r}: {many[v * rows + r]} vs {one[r]}");
+        }
+    }
+}

@@ -22,10 +22,10 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     private CompletionService _service = null!;
     private HttpClient _http = null!;
 
-    private async Task Start(string? apiKey = null, int maxWaiting = 16)
+    private async Task Start(string? apiKey = null, int maxWaiting = 16, int maxBatch = 8)
     {
         var model = LoadedModel.Open(SharedData.Stories260K);
-        _service = new CompletionService(model, "stories260K", maxWaiting);
+        _service = new CompletionService(model, "stories260K", maxWaiting, maxBatch: maxBatch);
         _app = OpenAiServer.Build(_service, new ServeOptions("127.0.0.1", 0, apiKey));
         await _app.StartAsync();
         _http = new HttpClient { BaseAddress = new Uri(_app.Urls.Single()) };
@@ -154,7 +154,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [Fact]
     public async Task BeyondTheQueueRequestsAre429AndADisconnectedStreamFreesTheModel()
     {
-        await Start(maxWaiting: 0);
+        await Start(maxWaiting: 0, maxBatch: 1);
         // A long streamed request holds the model: once its first chunk has arrived, it is running.
         using var cancel = new CancellationTokenSource();
         var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
@@ -181,6 +181,39 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             await Task.Delay(50);
         } while (clock.Elapsed < TimeSpan.FromSeconds(20));
         Assert.Equal(HttpStatusCode.OK, last);
+    }
+
+    [Fact]
+    public async Task ConcurrentRequestsShareStepsAndEachGetsItsOwnAnswer()
+    {
+        await Start(maxBatch: 4);
+        string[] prompts = ["Once upon a time", "The dog", "Lily went", "One day, Tom"];
+        var answers = await Task.WhenAll(prompts.Select(p =>
+            Post("/v1/completions", JsonSerializer.Serialize(new { prompt = p, max_tokens = 40, temperature = 0 }))));
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, answers[i].Status);
+            var solo = model.Generate(prompts[i], 40, new SamplingOptions(), null);
+            Assert.Equal(solo.Text, prompts[i] + answers[i].Json.GetProperty("choices")[0].GetProperty("text").GetString());
+        }
+        Assert.InRange(_service.LargestBatch, 2, 4);
+    }
+
+    [Fact]
+    public async Task ARequestWhoseKvCacheExceedsTheBudgetIsRefused()
+    {
+        var model = LoadedModel.Open(SharedData.Stories260K);
+        _service = new CompletionService(model, "stories260K", kvBudgetBytes: 100_000);
+        _app = OpenAiServer.Build(_service, new ServeOptions("127.0.0.1", 0));
+        await _app.StartAsync();
+        _http = new HttpClient { BaseAddress = new Uri(_app.Urls.Single()) };
+        // stories260K: 5 layers × 32 kv dims × 2 × 4 bytes = 1280 bytes per position; 100 000 bytes hold 78 positions.
+        var (small, _) = await Post("/v1/completions", """{"prompt": "Once", "max_tokens": 20, "temperature": 0}""");
+        Assert.Equal(HttpStatusCode.OK, small);
+        var (large, json) = await Post("/v1/completions", """{"prompt": "Once", "max_tokens": 200}""");
+        Assert.Equal(HttpStatusCode.BadRequest, large);
+        Assert.Contains("KV cache", json.GetProperty("error").GetProperty("message").GetString());
     }
 }
 

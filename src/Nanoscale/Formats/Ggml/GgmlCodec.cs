@@ -133,6 +133,12 @@ internal sealed class GgmlCodec : BlockCodec
         return GgmlDot.TryDotRows(Kind == GgmlKind.Q8_0 ? GgmlDot.Layout.Q8_0 : GgmlDot.Layout.Q4_0, blocks, rowCount, cols, x, y);
     }
 
+    /// <summary>Several tokens' products on the stored blocks, each block unpacked once (<see cref="GgmlDot"/>).</summary>
+    public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
+        Kind is GgmlKind.Q8_0 or GgmlKind.Q4_0
+        && GgmlDot.TryDotRowsMany(Kind == GgmlKind.Q8_0 ? GgmlDot.Layout.Q8_0 : GgmlDot.Layout.Q4_0, blocks, rowCount, cols, vectors, x, y, yStride);
+
     protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, Span<float> destination)
     {

@@ -147,6 +147,62 @@ internal static class GgmlDot
     private static float HalfE8M0(byte e) =>
         e < 2 ? BitConverter.UInt32BitsToSingle(0x0020_0000u << e) : BitConverter.UInt32BitsToSingle((uint)(e - 1) << 23);
 
+    /// <summary>y[v·yStride + r] for <paramref name="vectors"/> activation vectors: each block's weights are unpacked
+    /// once and multiplied with every vector's int8 block (the token factory's step on ggml's blocks).</summary>
+    public static bool TryDotRowsMany(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int cols, int vectors,
+        ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        if (!IsSupported || cols % 32 != 0 || vectors is < 1 or > MaxVectors) return false;
+        int nb = cols / 32;
+        var scratch = MxDot.Rent(cols * vectors);
+        try
+        {
+            for (int v = 0; v < vectors; v++)
+                QuantizeActivations(x.Slice(v * cols, cols), scratch.Q.AsSpan(v * cols, cols), scratch.Scales.AsSpan(v * nb, nb));
+            switch (layout)
+            {
+                case Layout.Q8_0: DotRowsMany<Q8Block>(blocks, rowCount, nb, vectors, scratch.Q, scratch.Scales, y, yStride); break;
+                case Layout.Q4_0: DotRowsMany<Q4Block>(blocks, rowCount, nb, vectors, scratch.Q, scratch.Scales, y, yStride); break;
+                default: DotRowsMany<Mxfp4Block>(blocks, rowCount, nb, vectors, scratch.Q, scratch.Scales, y, yStride); break;
+            }
+        }
+        finally { MxDot.Return(scratch); }
+        return true;
+    }
+
+    /// <summary>Vectors of one multi-vector product at most (one accumulator register each).</summary>
+    public const int MaxVectors = 8;
+
+    private static void DotRowsMany<TBlock>(ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow, int vectors,
+        ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y, int yStride) where TBlock : struct, IBlock
+    {
+        if (blocks.Length < (long)rowCount * blocksPerRow * TBlock.Bytes || q.Length < vectors * blocksPerRow * 32
+            || qScales.Length < vectors * blocksPerRow || y.Length < (vectors - 1) * yStride + rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        Vector128<sbyte> lut = Vector128.Create(typeof(TBlock) == typeof(Mxfp4Block) ? Mxfp4Table : Q4Table);
+        Vector256<short> ones = Vector256.Create((short)1);
+        ref byte b0 = ref MemoryMarshal.GetReference(blocks);
+        ref sbyte q0 = ref MemoryMarshal.GetReference(q);
+        ref float s0 = ref MemoryMarshal.GetReference(qScales);
+        Span<Vector256<float>> totals = stackalloc Vector256<float>[MaxVectors];
+        int stride = blocksPerRow * 32;
+        for (int r = 0; r < rowCount; r++)
+        {
+            totals.Clear();
+            ref byte row = ref Unsafe.Add(ref b0, (nint)r * blocksPerRow * TBlock.Bytes);
+            for (int j = 0; j < blocksPerRow; j++)
+            {
+                ref byte block = ref Unsafe.Add(ref row, (nint)j * TBlock.Bytes);
+                Vector256<sbyte> w = TBlock.Weights(ref block, lut);
+                float scale = TBlock.Scale(ref block);
+                for (int v = 0; v < vectors; v++)
+                    totals[v] = Fma.MultiplyAdd(BlockSum(w, ref Unsafe.Add(ref q0, v * stride + j * 32), ones),
+                        Vector256.Create(scale * Unsafe.Add(ref s0, v * blocksPerRow + j)), totals[v]);
+            }
+            for (int v = 0; v < vectors; v++) y[v * yStride + r] = Vector256.Sum(totals[v]);
+        }
+    }
+
     /// <summary>Runs the product with pooled scratch for the quantized activations; false when the CPU or the row
     /// length does not allow it.</summary>
     public static bool TryDotRows(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)

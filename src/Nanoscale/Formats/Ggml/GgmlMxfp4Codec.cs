@@ -60,6 +60,11 @@ internal sealed class GgmlMxfp4Codec(string spec) : BlockCodec(spec, MxCodec.MxB
         return GgmlDot.TryDotRows(GgmlDot.Layout.Mxfp4, blocks, rowCount, cols, x, y);
     }
 
+    /// <summary>Several tokens' products on the stored blocks, each block unpacked once (<see cref="GgmlDot"/>).</summary>
+    public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
+        GgmlDot.TryDotRowsMany(GgmlDot.Layout.Mxfp4, blocks, rowCount, cols, vectors, x, y, yStride);
+
     protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, Span<float> destination)
     {

@@ -1,0 +1,47 @@
+using System.Diagnostics;
+using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Benchmarks;
+
+/// <summary>
+/// Aggregate generation speed of the token factory (continuous batching) against the number of concurrent streams:
+/// N requests of the same length submitted together, greedy, timed from submission to the last token (prompts
+/// included), best of two after a warm-up. With N streams each step reads the weights once for N tokens.
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2]</code>
+/// </summary>
+internal static class TokenFactoryBenchmark
+{
+    public static int Run(string[] args)
+    {
+        string Option(string name, string fallback)
+        {
+            int i = Array.IndexOf(args, name);
+            return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+        }
+        var streams = Option("--streams", "1,2,4,8").Split(',').Select(int.Parse).ToArray();
+        int tokens = int.Parse(Option("--tokens", "32")), threads = int.Parse(Option("--threads", "2"));
+        string? tokenizer = Option("--tokenizer", "") is { Length: > 0 } t ? t : null;
+        using var model = LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads) });
+        Console.WriteLine($"| streams | generated tokens | seconds | aggregate tokens/s | per stream tokens/s | largest batch |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|");
+        foreach (int n in streams)
+        {
+            double best = double.MaxValue;
+            int largest = 0;
+            for (int run = 0; run < 3; run++)
+            {
+                using var factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch: n);
+                var prompts = Enumerable.Range(0, n).Select(i => model.Tokenizer.Encode($"Story {i}: once upon a time", addBos: model.Tokenizer.BosId is not null)).ToArray();
+                var clock = Stopwatch.StartNew();
+                var all = prompts.Select(p => factory.SubmitAsync(p, tokens, new SamplingOptions { StopTokenIds = [] })).ToArray();
+                Task.WaitAll(all);
+                if (run > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+                largest = factory.LargestBatch;
+            }
+            long generated = (long)n * tokens;
+            Console.WriteLine($"| {n} | {generated} | {best:0.000} | {generated / best:0.0} | {tokens / best:0.0} | {largest} |");
+        }
+        return 0;
+    }
+}

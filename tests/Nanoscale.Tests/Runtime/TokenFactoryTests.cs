@@ -1,0 +1,92 @@
+using Nanoscale.IO;
+using Nanoscale.Runtime;
+using Nanoscale.Tests.Support;
+
+namespace Nanoscale.Tests.Runtime;
+
+/// <summary>
+/// Continuous batching: several sequences stepped in one pass over the weights give each sequence what it gets alone,
+/// and requests that join and leave at token boundaries come out as their solo generations.
+/// </summary>
+public class TokenFactoryTests
+{
+    private static readonly Lazy<(LlamaModel Model, ITokenizer Tokenizer)> Stories = new(() =>
+    {
+        var checkpoint = CheckpointLoader.Open(SharedData.Stories260K);
+        return (LlamaModel.Load(checkpoint), Llama2cTokenizer.Load(SharedData.Tok512));
+    });
+
+    [Fact]
+    public void SteppingSeveralSessionsTogetherEqualsSteppingEachAlone()
+    {
+        var (model, tokenizer) = Stories.Value;
+        int vocab = model.Config.VocabSize;
+        string[] prompts = ["Once upon a time", "The cat", "Lily and Ben went to the park and"];
+        var together = prompts.Select(p => model.CreateSession(64)).ToList();
+        var alone = prompts.Select(p => model.CreateSession(64)).ToList();
+        var next = new int[prompts.Length];
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var ids = tokenizer.Encode(prompts[i], addBos: true);
+            var logits = new float[ids.Length * vocab];
+            together[i].Forward(ids, logits);
+            alone[i].Forward(ids, new float[ids.Length * vocab]);
+            next[i] = Kernels.ArgMax(logits.AsSpan((ids.Length - 1) * vocab, vocab));
+        }
+        for (int step = 0; step < 5; step++) // sequences at different positions, each step one pass for all three
+        {
+            var batch = new float[prompts.Length * vocab];
+            InferenceSession.StepMany(together, next, batch);
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                var single = alone[i].Step(next[i]);
+                var row = batch.AsSpan(i * vocab, vocab);
+                double scale = single.Max(Math.Abs);
+                for (int v = 0; v < vocab; v++) Assert.True(Math.Abs(row[v] - single[v]) <= 1e-5 * scale, $"sequence {i}, step {step}, token {v}");
+                next[i] = Kernels.ArgMax(row);
+            }
+        }
+        Assert.All(together, s => Assert.Equal(alone[together.IndexOf(s)].Length, s.Length));
+    }
+
+    [Fact]
+    public async Task ConcurrentRequestsComeOutAsTheirSoloGenerations()
+    {
+        var (model, tokenizer) = Stories.Value;
+        using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
+        var requests = new (string Prompt, int Tokens, SamplingOptions Sampling)[]
+        {
+            ("Once upon a time", 40, new SamplingOptions()),
+            ("The dog", 25, new SamplingOptions { Temperature = 0.9, Seed = 5 }),
+            ("Lily", 60, new SamplingOptions { Temperature = 0.7, TopP = 0.9, Seed = 11 }),
+            ("One day", 10, new SamplingOptions { StopStrings = ["."] }),
+            ("Tom had a", 30, new SamplingOptions()),
+        };
+        var tasks = requests.Select(r => factory.SubmitAsync(tokenizer.Encode(r.Prompt, addBos: true), r.Tokens, r.Sampling)).ToArray();
+        var results = await Task.WhenAll(tasks);
+        for (int i = 0; i < requests.Length; i++)
+        {
+            var solo = Generation.Generate(model, tokenizer, requests[i].Prompt, requests[i].Tokens, requests[i].Sampling);
+            Assert.Equal(solo.Text, results[i].Text);
+            Assert.Equal(solo.Stop, results[i].Stop);
+        }
+        Assert.InRange(factory.LargestBatch, 2, 4); // they did share steps, and never more than the batch allows
+    }
+
+    [Fact]
+    public async Task ACancelledRequestLeavesAndTheOthersFinish()
+    {
+        var (model, tokenizer) = Stories.Value;
+        using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
+        using var cancel = new CancellationTokenSource();
+        int pieces = 0;
+        var doomed = factory.SubmitAsync(tokenizer.Encode("Once", addBos: true), 400, new SamplingOptions(),
+            _ => { if (++pieces == 3) cancel.Cancel(); }, cancel.Token);
+        var survivor = factory.SubmitAsync(tokenizer.Encode("Once", addBos: true), 50, new SamplingOptions());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => doomed);
+        var result = await survivor;
+        Assert.Equal(Generation.Greedy(model, tokenizer, "Once", 50).Text, result.Text);
+        await Task.Delay(50);
+        Assert.Equal(0, factory.Active);
+    }
+}
