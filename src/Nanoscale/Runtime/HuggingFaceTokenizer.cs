@@ -63,10 +63,13 @@ internal sealed class HuggingFaceTokenizer : ITokenizer, IDisposable
         int? bos, eos;
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 64 });
+            var bytes = File.ReadAllBytes(path);
+            CheckUtf8(path, bytes);
+            using var document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 64 });
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
                 throw new CheckpointFormatException(path, "model", null, "a tokenizer.json has a \"model\" object");
+            CheckComponents(path, root, model);
             Dictionary<string, int> added;
             (maxId, added) = Ids(path, root, model);
             (leading, trailing) = TemplateTokens(root);
@@ -129,6 +132,34 @@ internal sealed class HuggingFaceTokenizer : ITokenizer, IDisposable
     public void Dispose() => _native.Dispose();
 
     /// <summary>The largest token id (vocabulary and added tokens) and the ids of the added tokens by content.</summary>
+    /// <summary>The whole file must be UTF-8: the native library is handed the file and does not survive every
+    /// malformed byte sequence (found by fuzzing, docs/reliability.md).</summary>
+    private static void CheckUtf8(string path, byte[] bytes)
+    {
+        try { _ = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetCharCount(bytes); }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new CheckpointFormatException(path, null, e.Index >= 0 ? e.Index : null, "the file is not valid UTF-8", e);
+        }
+    }
+
+    private static readonly string[] ModelTypes = ["BPE", "WordPiece", "WordLevel", "Unigram"];
+
+    /// <summary>The shape the native library's deserializer relies on: a model of a known type, and each pipeline
+    /// component (normalizer, pre-tokenizer, post-processor, decoder) null or an object with a string <c>type</c>.
+    /// Checked here because the library crashes the process on some inputs that lack them (found by fuzzing).</summary>
+    private static void CheckComponents(string path, JsonElement root, JsonElement model)
+    {
+        if (!model.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || !ModelTypes.Contains(type.GetString()))
+            throw new CheckpointFormatException(path, "model.type", null, $"must be one of {string.Join(", ", ModelTypes)}");
+        foreach (var component in new[] { "normalizer", "pre_tokenizer", "post_processor", "decoder" })
+        {
+            if (!root.TryGetProperty(component, out var value) || value.ValueKind == JsonValueKind.Null) continue;
+            if (value.ValueKind != JsonValueKind.Object || !value.TryGetProperty("type", out var kind) || kind.ValueKind != JsonValueKind.String)
+                throw new CheckpointFormatException(path, component, null, "must be null or an object with a string \"type\"");
+        }
+    }
+
     private static (int MaxId, Dictionary<string, int> Added) Ids(string path, JsonElement root, JsonElement model)
     {
         int maxId = -1;

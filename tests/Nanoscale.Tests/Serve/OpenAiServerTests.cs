@@ -152,26 +152,39 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task BeyondTheQueueRequestsAre429AndADisconnectedStreamFreesTheModel()
+    public async Task BeyondTheBatchAndTheQueueRequestsAre429()
     {
         await Start(maxWaiting: 0, maxBatch: 1);
-        // A long streamed request holds the model: once its first chunk has arrived, it is running.
-        using var cancel = new CancellationTokenSource();
-        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
-        {
-            Content = new StringContent("""{"prompt": "Once", "max_tokens": 500, "temperature": 0, "stream": true}""", Encoding.UTF8, "application/json"),
-        };
-        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
-        var stream = await response.Content.ReadAsStreamAsync(cancel.Token);
-        var buffer = new byte[256];
-        Assert.True(await stream.ReadAsync(buffer, cancel.Token) > 0);
+        // A request holds the one place in the batch: its text callback blocks the factory until released.
+        using var gate = new ManualResetEventSlim(false);
+        using var running = new ManualResetEventSlim(false);
+        var holder = _service.CompleteAsync(new CompletionRequest { Prompt = "Once", MaxTokens = 5 }, _ => { running.Set(); gate.Wait(); });
+        Assert.True(running.Wait(TimeSpan.FromSeconds(30)), "the first request started");
 
         var (code, json) = await Post("/v1/completions", """{"prompt": "x", "max_tokens": 2}""");
         Assert.Equal((HttpStatusCode)429, code);
         Assert.Equal("queue_full", json.GetProperty("error").GetProperty("code").GetString());
 
-        cancel.Cancel(); // the client goes away: its generation stops and the model is free again
-        response.Dispose();
+        gate.Set();
+        await holder;
+        Assert.Equal(HttpStatusCode.OK, (await Post("/v1/completions", """{"prompt": "x", "max_tokens": 2}""")).Status);
+    }
+
+    [Fact]
+    public async Task ADisconnectedStreamLeavesTheBatch()
+    {
+        await Start(maxWaiting: 0, maxBatch: 1);
+        using var cancel = new CancellationTokenSource();
+        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent("""{"prompt": "Once", "max_tokens": 500, "temperature": 0, "stream": true}""", Encoding.UTF8, "application/json"),
+        };
+        using (var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token))
+        {
+            var stream = await response.Content.ReadAsStreamAsync(cancel.Token);
+            Assert.True(await stream.ReadAsync(new byte[256], cancel.Token) > 0);
+            cancel.Cancel(); // the client goes away
+        }
         var clock = Stopwatch.StartNew();
         HttpStatusCode last;
         do
@@ -180,7 +193,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             if (last == HttpStatusCode.OK) break;
             await Task.Delay(50);
         } while (clock.Elapsed < TimeSpan.FromSeconds(20));
-        Assert.Equal(HttpStatusCode.OK, last);
+        Assert.Equal(HttpStatusCode.OK, last); // its place in the batch is free again
     }
 
     [Fact]
@@ -189,12 +202,12 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         await Start(maxBatch: 4);
         string[] prompts = ["Once upon a time", "The dog", "Lily went", "One day, Tom"];
         var answers = await Task.WhenAll(prompts.Select(p =>
-            Post("/v1/completions", JsonSerializer.Serialize(new { prompt = p, max_tokens = 40, temperature = 0 }))));
+            Post("/v1/completions", JsonSerializer.Serialize(new { prompt = p, max_tokens = 150, temperature = 0 }))));
         using var model = LoadedModel.Open(SharedData.Stories260K);
         for (int i = 0; i < prompts.Length; i++)
         {
             Assert.Equal(HttpStatusCode.OK, answers[i].Status);
-            var solo = model.Generate(prompts[i], 40, new SamplingOptions(), null);
+            var solo = model.Generate(prompts[i], 150, new SamplingOptions(), null);
             Assert.Equal(solo.Text, prompts[i] + answers[i].Json.GetProperty("choices")[0].GetProperty("text").GetString());
         }
         Assert.InRange(_service.LargestBatch, 2, 4);
