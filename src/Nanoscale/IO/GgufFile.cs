@@ -60,6 +60,20 @@ internal sealed class GgufFile : ICheckpoint
 
     public ModelConfig? Config { get; }
 
+    /// <summary>The tokenizer a GGUF file carries (<c>tokenizer.ggml.*</c>), or null when it has none.</summary>
+    public EmbeddedVocabulary? Vocabulary { get; private init; }
+
+    /// <summary>A GGUF file's vocabulary: llama.cpp's tokenizer model name, the tokens (as stored: SentencePiece pieces
+    /// with U+2581 for spaces, or byte-level BPE strings), their scores when given, BOS and EOS.</summary>
+    public sealed class EmbeddedVocabulary
+    {
+        public string? Model { get; set; }
+        public List<object> Tokens { get; } = [];
+        public List<object> Scores { get; } = [];
+        public int? Bos { get; set; }
+        public int? Eos { get; set; }
+    }
+
     /// <summary>The tensors stored in ggml block types, in file order.</summary>
     public IReadOnlyList<QuantizedTensor> Quantized { get; }
 
@@ -89,12 +103,19 @@ internal sealed class GgufFile : ICheckpoint
             var metadata = new List<KeyValuePair<string, string>>();
             var numbers = new Dictionary<string, double>(StringComparer.Ordinal);
             var arrayLengths = new Dictionary<string, long>(StringComparer.Ordinal);
+            var vocabulary = new EmbeddedVocabulary();
             string architecture = "";
             long alignment = 32;
             for (long i = 0; i < kvCount; i++)
             {
                 var key = reader.String("metadata key");
+                // The embedded vocabulary's arrays are kept (their length is already bounded by the file's size).
+                reader.Collect = key switch { "tokenizer.ggml.tokens" => vocabulary.Tokens, "tokenizer.ggml.scores" => vocabulary.Scores, _ => null };
                 var (text, number, arrayLength) = reader.Value(key);
+                reader.Collect = null;
+                if (key == "tokenizer.ggml.model") vocabulary.Model = text;
+                if (key == "tokenizer.ggml.bos_token_id" && number is { } bosId) vocabulary.Bos = (int)bosId;
+                if (key == "tokenizer.ggml.eos_token_id" && number is { } eosId) vocabulary.Eos = (int)eosId;
                 metadata.Add(new(key, text));
                 if (number is { } n) numbers[key] = n;
                 if (arrayLength is { } len) arrayLengths[key] = len;
@@ -174,7 +195,7 @@ internal sealed class GgufFile : ICheckpoint
                     throw new CheckpointFormatException(path, RopeFactorsName, factors.FileOffset, "holds a factor that is not a positive finite number");
                 tensors.Remove(factors);
             }
-            return new GgufFile(path, file, version, tensors, metadata, config, quantized);
+            return new GgufFile(path, file, version, tensors, metadata, config, quantized) { Vocabulary = vocabulary.Model is null ? null : vocabulary };
         }
         catch (EndOfStreamException e)
         {
@@ -277,6 +298,9 @@ internal sealed class GgufFile : ICheckpoint
 
         public long Position => stream.Position;
 
+        /// <summary>Where the items of the array being read go (strings, or numbers as doubles); null keeps none.</summary>
+        public List<object>? Collect { get; set; }
+
         public CheckpointFormatException Error(string field, string problem) => new(path, field, stream.Position, problem);
 
         private ReadOnlySpan<byte> Take(int count)
@@ -327,7 +351,14 @@ internal sealed class GgufFile : ICheckpoint
                     if (itemType == 9) throw Error(key, "nested arrays are not supported");
                     if (count > MaxArrayItems || (long)count > stream.Length - stream.Position)
                         throw Error(key, $"array of {count} items runs past the end of the file");
-                    for (ulong i = 0; i < count; i++) Value(key, itemType);
+                    var collect = Collect;
+                    Collect = null;
+                    for (ulong i = 0; i < count; i++)
+                    {
+                        var (itemText, itemNumber, _) = Value(key, itemType);
+                        collect?.Add(itemType == 8 ? itemText : (object)(itemNumber ?? 0));
+                    }
+                    Collect = collect;
                     return ($"[type {itemType} × {count}]", null, (long)count);
                 }
                 case 10: { var v = BinaryPrimitives.ReadUInt64LittleEndian(Take(8)); return (v.ToString(), v, null); }

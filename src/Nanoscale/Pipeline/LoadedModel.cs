@@ -64,10 +64,11 @@ public sealed class LoadedModel : IDisposable
         {
             var config = checkpoint.Config ?? throw new CheckpointFormatException(path, "config", null,
                 "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config), so it cannot be run");
-            var tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(path) ?? throw new InputException(
-                $"no tokenizer found beside {path} (tokenizer.model, tokenizer.bin or a single tok*.bin); give one with {ModelLoadOptions.TokenizerPathName}",
-                ModelLoadOptions.TokenizerPathName);
-            var tokenizer = TokenizerLoader.Open(tokenizerPath, config.VocabSize);
+            var tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(path);
+            var tokenizer = tokenizerPath is not null ? TokenizerLoader.Open(tokenizerPath, config.VocabSize)
+                : EmbeddedTokenizer(checkpoint.Container, config.VocabSize) ?? throw new InputException(
+                    $"no tokenizer found beside {path} (tokenizer.model, tokenizer.bin or a single tok*.bin); give one with {ModelLoadOptions.TokenizerPathName}",
+                    ModelLoadOptions.TokenizerPathName);
             weights = new LogicalWeightSource(checkpoint);
             IWeightSource source = options.WrapWeights is { } wrap ? wrap(config, weights) : weights;
             var model = LlamaModel.Load(config, source, new RuntimeOptions { Parallelism = options.Parallelism }, path);
@@ -79,6 +80,31 @@ public sealed class LoadedModel : IDisposable
             checkpoint.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The tokenizer a GGUF file carries, when it is llama.cpp's <c>llama</c> (SentencePiece) vocabulary with scores:
+    /// the same merge-by-score algorithm as a llama2.c <c>tokenizer.bin</c>, so it is read as one (pieces with U+2581 as
+    /// spaces, BOS and EOS at the file's ids 1 and 2). Null for other vocabularies (give a tokenizer file).
+    /// </summary>
+    private static ITokenizer? EmbeddedTokenizer(ICheckpoint container, int vocabSize)
+    {
+        if (container is not GgufFile { Vocabulary: { Model: "llama" } vocabulary }
+            || vocabulary.Scores.Count != vocabulary.Tokens.Count || vocabulary.Tokens.Count != vocabSize
+            || vocabulary.Bos is not (null or Llama2cTokenizer.Bos) || vocabulary.Eos is not (null or Llama2cTokenizer.Eos))
+            return null;
+        using var bytes = new MemoryStream();
+        var writer = new BinaryWriter(bytes);
+        var pieces = vocabulary.Tokens.Select(t => System.Text.Encoding.UTF8.GetBytes(((string)t).Replace('\u2581', ' '))).ToList();
+        writer.Write(Math.Max(1, pieces.Max(p => p.Length)));
+        for (int i = 0; i < pieces.Count; i++)
+        {
+            writer.Write((float)(double)vocabulary.Scores[i]);
+            writer.Write(pieces[i].Length);
+            writer.Write(pieces[i]);
+        }
+        writer.Flush();
+        return Llama2cTokenizer.Parse(bytes.ToArray(), container.Path + " (embedded vocabulary)", vocabSize);
     }
 
     /// <summary>Greedy generation from <paramref name="prompt"/> (<see cref="Generation.Greedy"/>), at most up to the

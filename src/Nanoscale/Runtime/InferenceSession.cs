@@ -159,7 +159,8 @@ public sealed partial class InferenceSession
         foreach (var session in sessions)
             if (session.Length >= session.Capacity)
                 throw new InvalidOperationException($"a session is full ({session.Capacity} positions)");
-        RuntimeOptions options = first._model.Options;
+        // The batch's rows are different sequences' single tokens: their products run on the stored codes.
+        RuntimeOptions options = first._model.Options with { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens };
         var model = first._model;
         // The batch's scratch: a fresh one (the sessions' own scratch stays theirs).
         var s = new Scratch(count, dim, qDim, config.HiddenDim);

@@ -64,7 +64,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         // product), it does so in a few large tiles, so per-call set-up (e.g. quantizing the activations) is paid a few
         // times per product, not per tile.
         // A few tokens (several sequences' steps) likewise: every tile's codes are read once for all of them.
-        if (tokens <= MaxFusedTokens && options.FusedKernels && SupportsDot(input, output))
+        if (tokens <= Math.Min(options.FusedTokens, MaxFusedTokens) && options.FusedKernels && SupportsDot(input, output))
         {
             const int FusedTiles = 16;
             int perTile = (rows + FusedTiles - 1) / FusedTiles;

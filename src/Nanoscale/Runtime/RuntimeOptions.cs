@@ -20,6 +20,13 @@ public sealed record RuntimeOptions
     /// </summary>
     public bool FusedKernels { get; init; } = true;
 
+    /// <summary>
+    /// Products of up to this many tokens run on the stored codes (with <see cref="FusedKernels"/>): 1 by default (the
+    /// generation step; windows decode tiles, so perplexities are the decoding path's); the token factory's steps of
+    /// several sequences raise it (<see cref="InferenceSession.StepMany"/>). At most 8.
+    /// </summary>
+    public int FusedTokens { get; init; } = 1;
+
     public static RuntimeOptions Default { get; } = new();
 
     /// <summary>Runs <paramref name="body"/> for chunk indices 0..chunks-1, in parallel when the work is large enough.</summary>

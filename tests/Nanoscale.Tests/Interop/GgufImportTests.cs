@@ -112,4 +112,19 @@ public class GgufImportTests
         double worst = GgufExportTests.RelativeError(GgufExportTests.OurLogits(loaded.Model, tokens), llama.Logits(tokens));
         Assert.InRange(worst, 0, 0.05);
     }
+
+    /// <summary>A GGUF file's own <c>llama</c> vocabulary is its tokenizer when none is given: our export of
+    /// stories260K evaluates and generates with no flags, tokenizing exactly as tok512.bin does.</summary>
+    [Fact]
+    public void AGgufFilesEmbeddedLlamaVocabularyIsItsTokenizer()
+    {
+        using var dir = new TempDir();
+        var gguf = dir.File("s.gguf");
+        GgufExport.Export(SharedData.Stories260K, gguf, new GgufExportOptions { Type = "q8_0" });
+        using var embedded = LoadedModel.Open(gguf);
+        var reference = Nanoscale.Runtime.Llama2cTokenizer.Load(SharedData.Tok512);
+        var text = File.ReadAllText(SharedData.TinyStoriesText);
+        Assert.Equal(reference.Encode(text, addBos: true), embedded.Tokenizer.Encode(text, addBos: true));
+        Assert.StartsWith("Once upon a time, there was a little girl named Lily.", embedded.Generate("", 20).Text.TrimStart());
+    }
 }

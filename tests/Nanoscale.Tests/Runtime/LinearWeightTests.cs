@@ -70,7 +70,11 @@ public class LinearWeightTests
         var expected = new float[tokens * rows];
         new DenseLinearWeight(widened, rows, columns).MatMul(x, expected, RuntimeOptions.Default);
         var actual = new float[tokens * rows];
-        mapped.MatMul(x, actual, RuntimeOptions.Default);
+        // As the token factory runs them: up to 8 tokens on the stored codes.
+        mapped.MatMul(x, actual, new RuntimeOptions { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens });
+        var windowed = new float[tokens * rows];
+        mapped.MatMul(x, windowed, RuntimeOptions.Default);
+        if (tokens > 1) Assert.Equal(expected, windowed); // a window decodes: exact
         if (tokens > RowDecodedLinearWeight.MaxFusedTokens)
             Assert.Equal(expected, actual);
         else
