@@ -256,3 +256,37 @@ public sealed class OfficialClientTests
         await app.StopAsync();
     }
 }
+
+/// <summary>Chat on a generated Llama-3-shaped model with Llama-3's real tokenizer and chat template.</summary>
+public sealed class Llama3ChatTests
+{
+    [Fact]
+    public async Task ChatUsesTheLlama3TemplateAndItsSpecialTokens()
+    {
+        using var dir = new TempDir();
+        var folder = SampleCheckpoint.Write(dir.File("llama3"), new SampleOptions
+        {
+            Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 128256, MaxSeqLen = 512,
+            RopeTheta = 500000f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "llama3"),
+        });
+        using var service = new CompletionService(LoadedModel.Open(folder), "llama3");
+        Assert.Equal("llama3", service.ChatTemplateName);
+        var request = new CompletionRequest { Messages = [("user", "Hi!")], MaxTokens = 8, Sampling = new SamplingOptions() };
+        // The rendered prompt's special tokens are single tokens of the vocabulary, BOS first.
+        var prompt = service.PromptTokens(request);
+        Assert.Equal(128000, prompt[0]);                                          // <|begin_of_text|>
+        Assert.Contains(128006, prompt);                                          // <|start_header_id|>
+        Assert.Contains(128009, prompt);                                          // <|eot_id|>
+        Assert.Equal([128006, 78191, 128007, 271], prompt[^4..]);                 // <|start_header_id|>assistant<|end_header_id|>\n\n
+
+        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        using var response = await http.PostAsync("/v1/chat/completions",
+            new StringContent("""{"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 8, "temperature": 0}""", Encoding.UTF8, "application/json"));
+        var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(prompt.Length, json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        await app.StopAsync();
+    }
+}
