@@ -21,7 +21,7 @@ internal static class ExportCommand
         var force = new Option<bool>("--force") { Description = "Allow the output inside the input's model folder (never over one of its files)" };
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
-        var command = new Command("export", "Write a GGUF file that llama.cpp runs (llama architecture, tokenizer embedded)")
+        var command = new Command("export", "Write a GGUF file that llama.cpp runs (llama, qwen2 or qwen3 architecture, tokenizer embedded)")
             { input, output, type, tokenizer, force, threads, json };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {

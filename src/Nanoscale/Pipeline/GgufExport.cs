@@ -37,7 +37,8 @@ public sealed record GgufExportReport(string Output, long Bytes, string Type, st
 }
 
 /// <summary>
-/// Writes a model as a GGUF file that llama.cpp runs (docs/gguf.md): llama-architecture metadata (every
+/// Writes a model as a GGUF file that llama.cpp runs (docs/gguf.md): llama.cpp's llama, qwen2 or qwen3 architecture
+/// metadata (every
 /// hyperparameter, RoPE base and scaling as a <c>rope_freqs</c> tensor, tied head), the tokenizer embedded
 /// (<see cref="GgufVocabulary"/>), and the weights in one ggml type. Norms stay F32 (as llama.cpp's converter keeps
 /// them); a matrix whose rows are not whole blocks of 32 is written F16 and reported. Hugging Face q/k projections
@@ -63,9 +64,11 @@ public static class GgufExport
         var config = input.Config ?? throw new CheckpointFormatException(modelPath, "config", null,
             "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config)");
         if (config.Unsupported is { } why) throw new InputException($"{modelPath}: {why}; it cannot be exported to GGUF");
-        if (config.AttentionBias || config.QkNorm)
-            throw new InputException($"{modelPath}: GGUF export writes llama-architecture models (Llama 2/3, SmolLM2, Mistral); " +
-                $"{(config.AttentionBias ? "Qwen2's attention biases" : "Qwen3's q/k norms")} need llama.cpp's {(config.AttentionBias ? "qwen2" : "qwen3")} architecture, which is not written yet");
+        if (config.AttentionBias && config.QkNorm)
+            throw new InputException($"{modelPath}: attention biases together with q/k norms match no llama.cpp architecture GGUF export writes");
+        // llama.cpp's architecture: Qwen2/2.5 (q/k/v biases) and Qwen3 (q/k norms) rotate halves (NEOX), as Hugging Face
+        // does, so their q/k rows stay as they are; llama rotates interleaved pairs.
+        string architecture = config.QkNorm ? "qwen3" : config.AttentionBias ? "qwen2" : "llama";
         output = OutputGuard.Check(output, input.Container, null, options.Force);
 
         var tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(modelPath) ?? FindTokenizerJson(modelPath) ?? throw new InputException(
@@ -77,7 +80,7 @@ public static class GgufExport
         var quantized = GgmlType.FromName(type)!;
         IBlockCodec? codec = quantized.IsQuantized ? CodecRegistry.CreateBlockCodec(type == "mxfp4" ? "ggml-mxfp4" : type) : null;
         var writer = new GgufWriter(output);
-        foreach (var (key, value) in Metadata(config, modelPath, quantized, codec is not null)) writer.AddMetadata(key, value);
+        foreach (var (key, value) in Metadata(config, architecture, modelPath, quantized, codec is not null)) writer.AddMetadata(key, value);
         foreach (var (key, value) in vocabulary.Metadata) writer.AddMetadata(key, value);
 
         var reports = new List<GgufTensorReport>();
@@ -85,8 +88,8 @@ public static class GgufExport
         foreach (var tensor in input.Tensors)
         {
             var ggufName = GgufFile.GgufName(tensor.Name) ?? throw new InputException(
-                $"{modelPath}: tensor {tensor.Name} has no place in llama.cpp's llama architecture; GGUF export writes Llama models only");
-            int heads = config.RopeStyle == RopeStyle.Halves
+                $"{modelPath}: tensor {tensor.Name} has no place in llama.cpp's {architecture} architecture");
+            int heads = architecture == "llama" && config.RopeStyle == RopeStyle.Halves
                 ? tensor.Name.EndsWith("self_attn.q_proj.weight", StringComparison.Ordinal) ? config.Heads
                 : tensor.Name.EndsWith("self_attn.k_proj.weight", StringComparison.Ordinal) ? config.KvHeads : 0
                 : 0;
@@ -122,7 +125,7 @@ public static class GgufExport
         }
         writer.Commit();
         progress?.Report(new PipelineProgress("export", null, plan.Count, plan.Count, "tensors"));
-        return new GgufExportReport(output, new FileInfo(output).Length, type, "llama", vocabulary.Model, vocabulary.Pre, vocabulary.Source, reports);
+        return new GgufExportReport(output, new FileInfo(output).Length, type, architecture, vocabulary.Model, vocabulary.Pre, vocabulary.Source, reports);
     }
 
     private static string? FindTokenizerJson(string modelPath)
@@ -132,9 +135,9 @@ public static class GgufExport
         return File.Exists(file) ? file : null;
     }
 
-    private static IEnumerable<(string, object)> Metadata(ModelConfig config, string modelPath, GgmlType type, bool quantized)
+    private static IEnumerable<(string, object)> Metadata(ModelConfig config, string architecture, string modelPath, GgmlType type, bool quantized)
     {
-        yield return ("general.architecture", "llama");
+        yield return ("general.architecture", architecture);
         yield return ("general.name", Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(modelPath)));
         // llama_ftype: the type most tensors have (LLAMA_FTYPE_ALL_F32 0, MOSTLY_F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8,
         // Q5_1 9, BF16 32, MXFP4_MOE 38).
@@ -144,21 +147,21 @@ public static class GgufExport
         });
         if (quantized) yield return ("general.quantization_version", 2u);
         yield return ("general.generator", "nanoscale export");
-        yield return ("llama.context_length", (uint)config.MaxSeqLen);
-        yield return ("llama.embedding_length", (uint)config.Dim);
-        yield return ("llama.block_count", (uint)config.Layers);
-        yield return ("llama.feed_forward_length", (uint)config.HiddenDim);
-        yield return ("llama.attention.head_count", (uint)config.Heads);
-        yield return ("llama.attention.head_count_kv", (uint)config.KvHeads);
-        yield return ("llama.attention.layer_norm_rms_epsilon", config.NormEps);
-        yield return ("llama.rope.freq_base", config.RopeTheta);
-        yield return ("llama.rope.dimension_count", (uint)config.HeadDim);
+        yield return ($"{architecture}.context_length", (uint)config.MaxSeqLen);
+        yield return ($"{architecture}.embedding_length", (uint)config.Dim);
+        yield return ($"{architecture}.block_count", (uint)config.Layers);
+        yield return ($"{architecture}.feed_forward_length", (uint)config.HiddenDim);
+        yield return ($"{architecture}.attention.head_count", (uint)config.Heads);
+        yield return ($"{architecture}.attention.head_count_kv", (uint)config.KvHeads);
+        yield return ($"{architecture}.attention.layer_norm_rms_epsilon", config.NormEps);
+        yield return ($"{architecture}.rope.freq_base", config.RopeTheta);
+        yield return ($"{architecture}.rope.dimension_count", (uint)config.HeadDim);
         if (config.HeadDim != config.Dim / config.Heads)
         {
-            yield return ("llama.attention.key_length", (uint)config.HeadDim);
-            yield return ("llama.attention.value_length", (uint)config.HeadDim);
+            yield return ($"{architecture}.attention.key_length", (uint)config.HeadDim);
+            yield return ($"{architecture}.attention.value_length", (uint)config.HeadDim);
         }
-        yield return ("llama.vocab_size", (uint)config.VocabSize);
+        yield return ($"{architecture}.vocab_size", (uint)config.VocabSize);
     }
 
     /// <summary>Llama-3's rotary scaling as llama.cpp takes it: one divisor per rotary pair (<c>rope_freqs.weight</c>),

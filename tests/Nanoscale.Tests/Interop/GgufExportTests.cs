@@ -143,4 +143,37 @@ public class GgufExportTests
         int[] tokens = [1, .. loaded.Tokenizer.Encode(Sample(1500), addBos: false).Take(200)];
         Assert.InRange(RelativeError(OurLogits(loaded.Model, tokens), llama.Logits(tokens)), 0, 0.04);
     }
+
+    /// <summary>Qwen2.5-shaped (q/k/v biases) and Qwen3-shaped (q/k norms, head_dim wider than dim/heads) models with
+    /// Qwen2.5's real tokenizer.json, exported as llama.cpp's qwen2 and qwen3 architectures: llama.cpp tokenizes as we do
+    /// (the qwen2 pre-tokenizer) and computes our logits.</summary>
+    [Theory]
+    [InlineData("qwen2", 0)]
+    [InlineData("qwen3", 32)]
+    public void QwenShapedModelsRunInLlamaCpp(string modelType, int headDim)
+    {
+        using var dir = new TempDir();
+        var tokenizerFolder = SharedData.Path("tokenizers", "qwen2_5");
+        var folder = SampleCheckpoint.Write(dir.File(modelType), new SampleOptions
+        {
+            ModelType = modelType, Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, HeadDim = headDim,
+            VocabSize = 151936, MaxSeqLen = 4096, RopeTheta = 1000000f, NormEps = 1e-6f, TiedEmbeddings = true,
+            TokenizerFrom = tokenizerFolder,
+        });
+        var gguf = dir.File(modelType + ".gguf");
+        var report = GgufExport.Export(folder, gguf, new GgufExportOptions { Type = "f32" });
+        Assert.Equal((modelType, "qwen2"), (report.Architecture, report.PreTokenizer));
+
+        using var llama = new LlamaCppRuntime(gguf);
+        using var tokenizer = HuggingFaceTokenizer.Load(tokenizerFolder);
+        // TinyStories tokenizes identically (its <|endoftext|> markers are Qwen's special token in both); on
+        // unicode-stress.txt llama.cpp's own qwen2 splitting differs from the reference tokenizers library (ours equals
+        // the independent golden ids there), so it is not compared.
+        var text = File.ReadAllText(SharedData.TinyStoriesText);
+        Assert.Equal(tokenizer.Encode(text, addBos: false), llama.Tokenize(text, special: true));
+
+        using var loaded = LoadedModel.Open(folder);
+        int[] tokens = [.. tokenizer.Encode(Sample(1200), addBos: false).Take(120)];
+        Assert.InRange(RelativeError(OurLogits(loaded.Model, tokens), llama.Logits(tokens)), 0, 1e-4);
+    }
 }

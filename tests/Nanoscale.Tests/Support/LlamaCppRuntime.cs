@@ -52,9 +52,10 @@ internal sealed class LlamaCppRuntime : IDisposable
             throw new InvalidOperationException($"llama.cpp could not quantize {input} to {type}");
     }
 
-    /// <summary>llama.cpp's tokenization, without BOS and without parsing special-token text.</summary>
-    public int[] Tokenize(string text, bool addBos = false) =>
-        [.. _context.Tokenize(text, addBos, special: false).Select(t => (int)t)];
+    /// <summary>llama.cpp's tokenization, without BOS; <paramref name="special"/> parses special-token text (as the
+    /// Hugging Face tokenizers library always does for added tokens).</summary>
+    public int[] Tokenize(string text, bool addBos = false, bool special = false) =>
+        [.. _context.Tokenize(text, addBos, special).Select(t => (int)t)];
 
     /// <summary>Logits [tokens.Length, vocab] of one fresh sequence of <paramref name="tokens"/>.</summary>
     public float[][] Logits(IReadOnlyList<int> tokens)
