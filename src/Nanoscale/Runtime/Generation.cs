@@ -113,51 +113,14 @@ public static class Generation
         ArgumentNullException.ThrowIfNull(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
-        if (promptTokens.Length == 0)
-            throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
-        if (promptTokens.Length >= model.Config.MaxSeqLen && maxNewTokens > 0)
-            throw new InvalidOptionException("prompt", $"it has {promptTokens.Length} tokens; the model holds {model.Config.MaxSeqLen}");
-        int capacity = Math.Min(model.Config.MaxSeqLen, promptTokens.Length + maxNewTokens);
-
-        var clock = Stopwatch.StartNew();
-        InferenceSession session = model.CreateSession(Math.Max(1, capacity));
-        var tokens = new List<int>(promptTokens);
-        int vocab = model.Config.VocabSize;
-        float[] last = TokenFactory.LastLogits(session, promptTokens, cancellationToken); // the head on the last position only
-        double promptSeconds = clock.Elapsed.TotalSeconds;
-
-        var sampler = new Sampler(sampling, vocab);
-        var text = new TextStream(tokenizer, promptTokens, sampling.StopStrings, onText);
-        var end = new HashSet<int>(sampling.StopTokenIds);
-        if (tokenizer.EosId is int eos) end.Add(eos);
-        if (tokenizer.BosId is int bos) end.Add(bos);
-        StopReason stop = StopReason.Length;
-        while (tokens.Count - promptTokens.Length < maxNewTokens)
+        GenerationSequence.CheckPrompt(model, promptTokens, maxNewTokens);
+        var sequence = new GenerationSequence(model, tokenizer, promptTokens, maxNewTokens, sampling, [], onText, cancellationToken);
+        while (sequence.Advance() is int next)
         {
-            int next = sampler.Next(last, tokens);
-            if (end.Contains(next))
-            {
-                stop = StopReason.EndToken;
-                break;
-            }
-            tokens.Add(next);
-            if (text.Add(tokens))
-            {
-                stop = StopReason.StopString;
-                break;
-            }
-            if (tokens.Count - promptTokens.Length == maxNewTokens) break;
-            if (session.Length >= session.Capacity)
-            {
-                stop = StopReason.Context;
-                break;
-            }
             cancellationToken.ThrowIfCancellationRequested();
-            session.Step(next).CopyTo(last);
+            sequence.Session.Step(next).CopyTo(sequence.Last);
         }
-        double generateSeconds = clock.Elapsed.TotalSeconds - promptSeconds;
-        text.Finish();
-        return new GenerationResult([.. tokens], promptTokens.Length, text.FullText, stop, promptSeconds, generateSeconds);
+        return sequence.Result();
     }
 
     /// <summary>Chooses the next token from the logits (see <see cref="SamplingOptions"/>).</summary>

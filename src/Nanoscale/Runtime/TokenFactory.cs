@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 
 namespace Nanoscale.Runtime;
 
@@ -60,9 +59,7 @@ public sealed class TokenFactory : IDisposable
         ArgumentNullException.ThrowIfNull(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
-        if (promptTokens.Length == 0) throw new Tensors.InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
-        if (promptTokens.Length >= _model.Config.MaxSeqLen && maxNewTokens > 0)
-            throw new Tensors.InvalidOptionException("prompt", $"it has {promptTokens.Length} tokens; the model holds {_model.Config.MaxSeqLen}");
+        GenerationSequence.CheckPrompt(_model, promptTokens, maxNewTokens);
         var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken);
         _pending.Enqueue(sequence);
         _signal.Release();
@@ -77,14 +74,7 @@ public sealed class TokenFactory : IDisposable
         public Action<string>? OnText { get; } = onText;
         public CancellationToken Cancellation { get; } = cancellationToken;
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public InferenceSession Session = null!;
-        public Generation.Sampler Sampler = null!;
-        public Generation.TextStream Text = null!;
-        public HashSet<int> End = null!;
-        public List<int> Tokens = null!;
-        public float[] Last = null!;
-        public double PromptSeconds;
-        public Stopwatch Clock = null!;
+        public GenerationSequence State = null!;
     }
 
     private void Run()
@@ -103,7 +93,7 @@ public sealed class TokenFactory : IDisposable
             while (active.Count < MaxBatch && _pending.TryDequeue(out var next))
             {
                 _signal.Wait(0);
-                if (Start(next, vocab)) active.Add(next);
+                if (Start(next)) active.Add(next);
             }
             Volatile.Write(ref _active, active.Count);
 
@@ -119,11 +109,12 @@ public sealed class TokenFactory : IDisposable
                 }
                 try
                 {
-                    if (Advance(sequence) is int token)
+                    if (sequence.State.Advance() is int token)
                     {
                         stepping.Add(sequence);
                         tokens.Add(token);
                     }
+                    else sequence.Completion.TrySetResult(sequence.State.Result());
                 }
                 catch (Exception e)
                 {
@@ -137,7 +128,7 @@ public sealed class TokenFactory : IDisposable
             var logits = new float[active.Count * vocab];
             try
             {
-                InferenceSession.StepMany([.. active.Select(a => a.Session)], tokens.ToArray(), logits);
+                InferenceSession.StepMany([.. active.Select(a => a.State.Session)], tokens.ToArray(), logits);
                 Steps++;
             }
             catch (Exception e)
@@ -146,30 +137,19 @@ public sealed class TokenFactory : IDisposable
                 active.Clear();
                 continue;
             }
-            for (int i = 0; i < active.Count; i++) logits.AsSpan(i * vocab, vocab).CopyTo(active[i].Last);
+            for (int i = 0; i < active.Count; i++) logits.AsSpan(i * vocab, vocab).CopyTo(active[i].State.Last);
         }
         foreach (var sequence in active) sequence.Completion.TrySetCanceled();
         while (_pending.TryDequeue(out var left)) left.Completion.TrySetCanceled();
     }
 
-    /// <summary>Runs a new request's prompt; false when it finished or failed there.</summary>
-    private bool Start(Sequence s, int vocab)
+    /// <summary>Runs a new request's prompt; false when it failed there.</summary>
+    private bool Start(Sequence s)
     {
         try
         {
             s.Cancellation.ThrowIfCancellationRequested();
-            s.Clock = Stopwatch.StartNew();
-            int capacity = Math.Min(_model.Config.MaxSeqLen, s.Prompt.Length + s.MaxNewTokens);
-            s.Session = _model.CreateSession(Math.Max(1, capacity));
-            s.Last = LastLogits(s.Session, s.Prompt, s.Cancellation);
-            s.PromptSeconds = s.Clock.Elapsed.TotalSeconds;
-            s.Sampler = new Generation.Sampler(s.Sampling, vocab);
-            s.Text = new Generation.TextStream(_tokenizer, s.Prompt, s.Sampling.StopStrings, s.OnText);
-            s.End = [.. s.Sampling.StopTokenIds, .. _endTokens];
-            if (_tokenizer.EosId is int eos) s.End.Add(eos);
-            if (_tokenizer.BosId is int bos) s.End.Add(bos);
-            s.Tokens = [.. s.Prompt];
-            if (s.MaxNewTokens == 0) return Finish(s, StopReason.Length);
+            s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation);
             return true;
         }
         catch (OperationCanceledException) when (s.Cancellation.IsCancellationRequested)
@@ -182,40 +162,6 @@ public sealed class TokenFactory : IDisposable
             s.Completion.TrySetException(e);
             return false;
         }
-    }
-
-    /// <summary>Runs <paramref name="prompt"/> and returns the logits after its last token only (the output head on one
-    /// row, not on every prompt position).</summary>
-    internal static float[] LastLogits(InferenceSession session, int[] prompt, CancellationToken cancellationToken)
-    {
-        var config = session.Model.Config;
-        var hidden = new float[prompt.Length * config.Dim];
-        session.ForwardHidden(prompt, hidden, cancellationToken);
-        var logits = new float[config.VocabSize];
-        session.ComputeLogits(hidden.AsSpan((prompt.Length - 1) * config.Dim, config.Dim), logits);
-        return logits;
-    }
-
-    /// <summary>Samples the sequence's next token from its last logits, as <see cref="Generation"/> does; returns the
-    /// token to step with, or null when the sequence has finished (and is completed).</summary>
-    private int? Advance(Sequence s)
-    {
-        int next = s.Sampler.Next(s.Last, s.Tokens);
-        if (s.End.Contains(next)) { Finish(s, StopReason.EndToken); return null; }
-        s.Tokens.Add(next);
-        if (s.Text.Add(s.Tokens)) { Finish(s, StopReason.StopString); return null; }
-        if (s.Tokens.Count - s.Prompt.Length == s.MaxNewTokens) { Finish(s, StopReason.Length); return null; }
-        if (s.Session.Length >= s.Session.Capacity) { Finish(s, StopReason.Context); return null; }
-        return next;
-    }
-
-    /// <summary>Completes the sequence's task; always false (it does not continue).</summary>
-    private static bool Finish(Sequence s, StopReason stop)
-    {
-        s.Text.Finish();
-        double total = s.Clock.Elapsed.TotalSeconds;
-        s.Completion.TrySetResult(new GenerationResult([.. s.Tokens], s.Prompt.Length, s.Text.FullText, stop, s.PromptSeconds, total - s.PromptSeconds));
-        return false;
     }
 
     public void Dispose()

@@ -1,0 +1,100 @@
+using System.Diagnostics;
+using Nanoscale.Tensors;
+
+namespace Nanoscale.Runtime;
+
+/// <summary>
+/// One sequence being generated: its session (the prompt already run), sampler, streamed text and end tokens, and the
+/// one definition of when a sequence stops (an end token, a stop string, its <c>maxNewTokens</c>, the session's
+/// capacity). <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken)"/>
+/// steps one alone; <see cref="TokenFactory"/> steps many together. Either way the caller feeds the token
+/// <see cref="Advance"/> returns and writes the next logits into <see cref="Last"/>.
+/// </summary>
+internal sealed class GenerationSequence
+{
+    private readonly int _maxNewTokens;
+    private readonly Generation.Sampler _sampler;
+    private readonly Generation.TextStream _text;
+    private readonly HashSet<int> _end;
+    private readonly List<int> _tokens;
+    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly double _promptSeconds;
+
+    /// <summary>The prompt limits every generation checks before any work.</summary>
+    /// <exception cref="InvalidOptionException">An empty prompt, or one the model cannot hold with new tokens.</exception>
+    public static void CheckPrompt(LlamaModel model, int[] prompt, int maxNewTokens)
+    {
+        if (prompt.Length == 0)
+            throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
+        if (prompt.Length >= model.Config.MaxSeqLen && maxNewTokens > 0)
+            throw new InvalidOptionException("prompt", $"it has {prompt.Length} tokens; the model holds {model.Config.MaxSeqLen}");
+    }
+
+    /// <summary>Creates the session and runs the prompt (<paramref name="sampling"/> already validated).</summary>
+    public GenerationSequence(LlamaModel model, ITokenizer tokenizer, int[] prompt, int maxNewTokens, SamplingOptions sampling,
+        IEnumerable<int> endTokens, Action<string>? onText, CancellationToken cancellationToken)
+    {
+        PromptLength = prompt.Length;
+        _maxNewTokens = maxNewTokens;
+        Session = model.CreateSession(Math.Max(1, Math.Min(model.Config.MaxSeqLen, prompt.Length + maxNewTokens)));
+        Last = LastLogits(Session, prompt, cancellationToken);
+        _promptSeconds = _clock.Elapsed.TotalSeconds;
+        _sampler = new Generation.Sampler(sampling, model.Config.VocabSize);
+        _text = new Generation.TextStream(tokenizer, prompt, sampling.StopStrings, onText);
+        _end = [.. sampling.StopTokenIds, .. endTokens];
+        if (tokenizer.EosId is int eos) _end.Add(eos);
+        if (tokenizer.BosId is int bos) _end.Add(bos);
+        _tokens = [.. prompt];
+    }
+
+    public InferenceSession Session { get; }
+
+    public int PromptLength { get; }
+
+    /// <summary>The logits to choose the next token from.</summary>
+    public float[] Last { get; }
+
+    public StopReason Stop { get; private set; } = StopReason.Length;
+
+    private int Generated => _tokens.Count - PromptLength;
+
+    /// <summary>Chooses the next token; returns it when the sequence goes on (the caller feeds it and fills
+    /// <see cref="Last"/>), or null when it has finished (<see cref="Stop"/> says why).</summary>
+    public int? Advance()
+    {
+        if (Generated >= _maxNewTokens) return Finish(StopReason.Length);
+        int next = _sampler.Next(Last, _tokens);
+        if (_end.Contains(next)) return Finish(StopReason.EndToken);
+        _tokens.Add(next);
+        if (_text.Add(_tokens)) return Finish(StopReason.StopString);
+        if (Generated == _maxNewTokens) return Finish(StopReason.Length);
+        if (Session.Length >= Session.Capacity) return Finish(StopReason.Context);
+        return next;
+    }
+
+    private int? Finish(StopReason stop)
+    {
+        Stop = stop;
+        return null;
+    }
+
+    /// <summary>The finished sequence (its last held-back text handed out).</summary>
+    public GenerationResult Result()
+    {
+        _text.Finish();
+        double total = _clock.Elapsed.TotalSeconds;
+        return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds);
+    }
+
+    /// <summary>Runs <paramref name="prompt"/> and returns the logits after its last token only (the output head on one
+    /// row, not on every prompt position).</summary>
+    private static float[] LastLogits(InferenceSession session, int[] prompt, CancellationToken cancellationToken)
+    {
+        var config = session.Model.Config;
+        var hidden = new float[prompt.Length * config.Dim];
+        session.ForwardHidden(prompt, hidden, cancellationToken);
+        var logits = new float[config.VocabSize];
+        session.ComputeLogits(hidden.AsSpan((prompt.Length - 1) * config.Dim, config.Dim), logits);
+        return logits;
+    }
+}
