@@ -102,34 +102,18 @@ public sealed partial class InferenceSession
             _model.Embedding.ReadRows(tokens[t], 1, x.Slice(t * dim, dim));
         }
 
-        for (int l = 0; l < _config.Layers; l++)
+        // One sequence's window: keys and values go straight into this session's cache, the rows at consecutive positions.
+        AttentionPart attend = (l, q, keys, values, attention) =>
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            LlamaLayer layer = _model.Layers[l];
-            Span<float> keys = _keyCache[l].AsSpan(start * kvDim, count * kvDim);
-            Span<float> values = _valueCache[l].AsSpan(start * kvDim, count * kvDim);
-
-            RmsNormRows(x, layer.AttentionNorm, xb);
-            layer.Query.MatMul(xb, q, options);
-            layer.Key.MatMul(xb, keys, options);
-            layer.Value.MatMul(xb, values, options);
-            AddBiasRows(q, layer.QueryBias);
-            AddBiasRows(keys, layer.KeyBias);
-            AddBiasRows(values, layer.ValueBias);
-            NormHeads(q, layer.QueryNorm);
-            NormHeads(keys, layer.KeyNorm);
             ApplyRope(q, _config.Heads, start);
             ApplyRope(keys, _config.KvHeads, start);
             Attend(l, q, start, count, attention);
-            layer.Output.MatMul(attention, projected, options);
-            TensorPrimitives.Add(x, projected, x);
-
-            RmsNormRows(x, layer.FfnNorm, xb);
-            layer.Gate.MatMul(xb, gate, options);
-            layer.Up.MatMul(xb, up, options);
-            SwiGlu(gate, up);
-            layer.Down.MatMul(gate, projected, options);
-            TensorPrimitives.Add(x, projected, x);
+        };
+        for (int l = 0; l < _config.Layers; l++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Layer(l, options, x, xb, q, _keyCache[l].AsSpan(start * kvDim, count * kvDim), _valueCache[l].AsSpan(start * kvDim, count * kvDim),
+                attention, projected, gate, up, attend);
         }
 
         RmsNormRows(x, _model.FinalNorm, hidden);
@@ -175,42 +159,61 @@ public sealed partial class InferenceSession
                 throw new ArgumentOutOfRangeException(nameof(tokens), tokens[t], $"token {t} is outside the vocabulary of {vocab}");
             model.Embedding.ReadRows(tokens[t], 1, x.Slice(t * dim, dim));
         }
-        for (int l = 0; l < config.Layers; l++)
+        // Several sequences' tokens: each row at its own sequence's position, its key and value into that sequence's cache.
+        AttentionPart attend = (l, q, keyRows, valueRows, attention) =>
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            LlamaLayer layer = model.Layers[l];
-            first.RmsNormRows(x, layer.AttentionNorm, xb);
-            layer.Query.MatMul(xb, q, options);
-            layer.Key.MatMul(xb, keys, options);
-            layer.Value.MatMul(xb, values, options);
-            AddBiasRows(q, layer.QueryBias);
-            AddBiasRows(keys, layer.KeyBias);
-            AddBiasRows(values, layer.ValueBias);
-            first.NormHeads(q, layer.QueryNorm);
-            first.NormHeads(keys, layer.KeyNorm);
             for (int t = 0; t < count; t++)
             {
                 var session = sessions[t];
                 int position = session.Length;
-                Span<float> qRow = q.Slice(t * qDim, qDim), kRow = keys.AsSpan(t * kvDim, kvDim);
+                Span<float> qRow = q.Slice(t * qDim, qDim), kRow = keyRows.Slice(t * kvDim, kvDim);
                 session.ApplyRope(qRow, config.Heads, position);
                 session.ApplyRope(kRow, config.KvHeads, position);
                 kRow.CopyTo(session._keyCache[l].AsSpan(position * kvDim, kvDim));
-                values.AsSpan(t * kvDim, kvDim).CopyTo(session._valueCache[l].AsSpan(position * kvDim, kvDim));
+                valueRows.Slice(t * kvDim, kvDim).CopyTo(session._valueCache[l].AsSpan(position * kvDim, kvDim));
                 session.Attend(l, qRow, position, 1, attention.Slice(t * qDim, qDim));
             }
-            layer.Output.MatMul(attention, projected, options);
-            TensorPrimitives.Add(x, projected, x);
-            first.RmsNormRows(x, layer.FfnNorm, xb);
-            layer.Gate.MatMul(xb, gate, options);
-            layer.Up.MatMul(xb, up, options);
-            SwiGlu(gate, up);
-            layer.Down.MatMul(gate, projected, options);
-            TensorPrimitives.Add(x, projected, x);
+        };
+        for (int l = 0; l < config.Layers; l++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            first.Layer(l, options, x, xb, q, keys, values, attention, projected, gate, up, attend);
         }
         first.RmsNormRows(x, model.FinalNorm, xb);
         model.Head.MatMul(xb, logits, options);
         foreach (var session in sessions) session.Length++;
+    }
+
+    /// <summary>The part of a layer that differs between one sequence's window and a step of several sequences: rotary
+    /// positions, writing the keys and values into the right caches, and attention.</summary>
+    private delegate void AttentionPart(int layer, Span<float> q, Span<float> keys, Span<float> values, Span<float> attention);
+
+    /// <summary>One transformer layer over the rows of <paramref name="x"/> (updated in place): norm, q/k/v products
+    /// (biases, q/k norms), <paramref name="attend"/>, output product, residual, then the SwiGLU feed-forward and its
+    /// residual. Every product is one matrix product over all the rows.</summary>
+    private void Layer(int l, RuntimeOptions options, Span<float> x, Span<float> xb, Span<float> q, Span<float> keys, Span<float> values,
+        Span<float> attention, Span<float> projected, Span<float> gate, Span<float> up, AttentionPart attend)
+    {
+        LlamaLayer layer = _model.Layers[l];
+        RmsNormRows(x, layer.AttentionNorm, xb);
+        layer.Query.MatMul(xb, q, options);
+        layer.Key.MatMul(xb, keys, options);
+        layer.Value.MatMul(xb, values, options);
+        AddBiasRows(q, layer.QueryBias);
+        AddBiasRows(keys, layer.KeyBias);
+        AddBiasRows(values, layer.ValueBias);
+        NormHeads(q, layer.QueryNorm);
+        NormHeads(keys, layer.KeyNorm);
+        attend(l, q, keys, values, attention);
+        layer.Output.MatMul(attention, projected, options);
+        TensorPrimitives.Add(x, projected, x);
+
+        RmsNormRows(x, layer.FfnNorm, xb);
+        layer.Gate.MatMul(xb, gate, options);
+        layer.Up.MatMul(xb, up, options);
+        SwiGlu(gate, up);
+        layer.Down.MatMul(gate, projected, options);
+        TensorPrimitives.Add(x, projected, x);
     }
 
     /// <summary>Applies the output head to final hidden states (<c>n × dim</c> → <c>n × vocab</c>).</summary>
