@@ -34,6 +34,7 @@ public static class Program
         root.Add(GenerateCommand.Create());
         root.Add(TokenizeCommand.Create());
         root.Add(SweepCommand.Create());
+        root.Add(PlanCommand.Create());
         root.Add(BenchCommand.Create());
         root.Add(DemoCommand.Create());
         root.Add(SampleCommand.Create());

@@ -13,7 +13,9 @@ internal static class CompressCommand
     public static Command Create()
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint to compress" };
-        var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless, vp:mant=3", Required = true };
+        var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless, vp:mant=3 (or --budget)" };
+        var budget = PlanCommand.BudgetOption(required: false);
+        var candidates = PlanCommand.CandidatesOption();
         var output = new Option<string>("--output", "-o")
         {
             Description = "Output model folder (shards, config.json, tokenizer), or a single file when it ends in .safetensors",
@@ -32,14 +34,16 @@ internal static class CompressCommand
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
+            model, format, budget, candidates, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var progress = new ProgressSink();
             var result = CompressionRun.Run(parse.GetValue(model)!, parse.GetValue(output)!, new CompressionRequest
             {
-                Format = parse.GetValue(format)!,
+                Format = parse.GetValue(format),
+                Budget = parse.GetValue(budget) is { } b ? Budget.Parse(b) : null,
+                Candidates = PlanCommand.ReadCandidates(parse, candidates),
                 Include = parse.GetValue(include),
                 Exclude = parse.GetValue(exclude),
                 AllowNonFinite = parse.GetValue(allowNonFinite),

@@ -141,6 +141,11 @@ internal static class CliRunner
         ["EvalOptions.TextPath"] = "--text",
         ["TokenizeOptions.TextPath"] = "--text",
         ["CalibrationPath"] = "--calib",
+        ["PlanOptions.Budget"] = "--budget",
+        ["PlanOptions.Candidates"] = "--candidates",
+        ["PlanOptions.Include"] = "--include",
+        ["PlanRequest.TextPath"] = "--text",
+        ["CompressionRequest.Format"] = "--format",
         [OutputGuard.ForceName] = "--force",
         [GgufExportOptions.TypeName] = "--type",
     };

@@ -16,11 +16,19 @@ internal sealed class Hessian
     private Matrix<double>? _sqrt, _inverseSqrt;
     private double[][]? _ldlqFactor;
 
-    private Hessian(Matrix<double> matrix, long tokens)
+    private float[]? _floats;
+
+    private Hessian(Matrix<double> matrix, long tokens, double scale = 1)
     {
         Matrix = matrix;
         Tokens = tokens;
+        Scale = scale;
     }
+
+    /// <summary>The mean diagonal of <c>XᵀX / tokens</c> that <see cref="Matrix"/> was divided by (1 for the identity
+    /// and for a given matrix): <c>Scale·tr(Δ H Δᵀ)</c> is the squared output error in the activations' own units, the
+    /// number that compares one layer's error with another's (the budget allocator's cost).</summary>
+    public double Scale { get; }
 
     /// <summary>The normalised, damped matrix (n × n, symmetric positive definite).</summary>
     public Matrix<double> Matrix { get; }
@@ -54,7 +62,7 @@ internal sealed class Hessian
         for (int i = 0; i < size; i++)
             for (int j = 0; j < size; j++)
                 h[i, j] = 0.5 * (sum[i * size + j] + sum[j * size + i]) * factor + (i == j ? Damping : 0);
-        return new Hessian(h, tokens);
+        return new Hessian(h, tokens, meanDiagonal);
     }
 
     /// <summary>Wraps a given symmetric positive definite matrix as it is (tests; H from elsewhere).</summary>
@@ -79,6 +87,35 @@ internal sealed class Hessian
         if (delta.ColumnCount != Size) throw new ArgumentException($"expected {Size} columns, found {delta.ColumnCount}", nameof(delta));
         if (IsIdentity) return SquaredNorm(delta);
         return (delta * Matrix).PointwiseMultiply(delta).ColumnSums().Sum();
+    }
+
+    /// <summary>
+    /// <c>tr(Δ H Δᵀ)</c> for a row-major <c>rows × Size</c> Δ in floats, rows over the threads of
+    /// <paramref name="parallelism"/>, each row's <c>δ H δᵀ</c> as <c>Size</c> dot products (SIMD, float products
+    /// summed in double per row). The same number as <see cref="WeightedSquaredNorm(Matrix{double})"/> to float rounding,
+    /// without a double copy of Δ: what measures a candidate format at real widths.
+    /// </summary>
+    public double WeightedSquaredNorm(ReadOnlyMemory<float> delta, int rows, Tensors.Parallelism parallelism)
+    {
+        int n = Size;
+        if (delta.Length != (long)rows * n) throw new ArgumentException($"expected {rows}×{n} values, found {delta.Length}", nameof(delta));
+        if (IsIdentity)
+        {
+            double sum = 0;
+            foreach (float v in delta.Span) sum += (double)v * v;
+            return sum;
+        }
+        var h = _floats ??= Matrix.ToRowMajorArray().Select(v => (float)v).ToArray();
+        var perRow = new double[rows];
+        parallelism.For(rows, row =>
+        {
+            var r = delta.Span.Slice(row * n, n);
+            double total = 0;
+            for (int i = 0; i < n; i++)
+                if (r[i] != 0) total += r[i] * (double)System.Numerics.Tensors.TensorPrimitives.Dot(r, h.AsSpan(i * n, n));
+            perRow[row] = total;
+        });
+        return perRow.Sum();
     }
 
     /// <summary>Σ of squares of the entries (MathNet's FrobeniusNorm is far slower on dense matrices).</summary>

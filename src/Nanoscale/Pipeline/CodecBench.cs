@@ -43,15 +43,8 @@ public static class CodecBench
         // Decode from a real container, as eval does: row tiles spread over the threads.
         using var file = TemporaryFile.In(workFolder, "nanoscale-bench", ".safetensors");
         string path = file.Path;
-        var writer = new SafetensorsWriter(path);
-        var entries = new List<KeyValuePair<string, CompressedLayout.Entry>>();
-        foreach (var (t, e) in encoded)
-        {
-            foreach (var p in e.Parts) writer.Add($"{t.Name}.{p.Suffix}", p.DType, p.Shape, p.Data);
-            entries.Add(new(t.Name, new CompressedLayout.Entry(codec.Spec, t.DType, t.Shape, e.Parts.Select(p => p.Suffix).ToList(),
-                e.Parameters ?? new Dictionary<string, string>())));
-        }
-        writer.AddMetadata(CompressedLayout.TensorsKey, CompressedLayout.SerializeEntries(entries)).Commit(cancellationToken);
+        EncodedContainer.Write(path, encoded.Select(e => new EncodedContainer.Item(e.Tensor.Name, e.Tensor.DType, e.Tensor.Shape, codec.Spec, e.Encoded)),
+            cancellationToken);
         encoded.Clear();
 
         using var container = LogicalCheckpoint.Open(path);

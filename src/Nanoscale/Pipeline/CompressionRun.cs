@@ -7,7 +7,10 @@ namespace Nanoscale.Pipeline;
 
 /// <summary>What a compression run measured: the report of what was written and, unless skipped, each encoded
 /// tensor's weight error decoded from the stored bytes.</summary>
-public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(string Name, ErrorMetrics Error)> Errors)
+/// <param name="Report">What was written.</param>
+/// <param name="Errors">Each encoded tensor's weight error, decoded from the stored bytes (empty when not measured).</param>
+/// <param name="Plan">The allocation, when the run fitted a budget.</param>
+public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(string Name, ErrorMetrics Error)> Errors, BudgetPlan? Plan = null)
 {
     /// <summary>The model's total error over the encoded tensors; null when nothing was measured.</summary>
     public ErrorMetrics? TotalError => Errors.Count == 0 ? null : Errors.Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
@@ -16,8 +19,16 @@ public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(str
 /// <summary>What the <c>compress</c> verb asks for, in the library's terms.</summary>
 public sealed record CompressionRequest
 {
-    /// <summary>The format spec string (SPEC §7), e.g. <c>nxfp4</c> or <c>caldera:rank=8</c>.</summary>
-    public required string Format { get; init; }
+    /// <summary>The format spec string (SPEC §7), e.g. <c>nxfp4</c> or <c>caldera:rank=8</c>; null when
+    /// <see cref="Budget"/> chooses a format per tensor.</summary>
+    public string? Format { get; init; }
+
+    /// <summary>Fit this size instead of one format everywhere: a format per tensor from <see cref="Candidates"/>
+    /// (<see cref="BudgetPlanner"/>), weighed by the Hessians of <see cref="CalibrationPath"/> when given.</summary>
+    public Budget? Budget { get; init; }
+
+    /// <summary>The formats a budget chooses from; null: <see cref="PlanOptions.DefaultCandidates"/>.</summary>
+    public IReadOnlyList<string>? Candidates { get; init; }
 
     /// <summary>Regexes that change which tensors the codec applies to (<see cref="TensorSelection"/>).</summary>
     public string? Include { get; init; }
@@ -64,7 +75,10 @@ public static class CompressionRun
     public static CompressionResult Run(string modelPath, string output, CompressionRequest request,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        var codec = CodecRegistry.Create(request.Format);
+        if ((request.Format is null) == (request.Budget is null))
+            throw new InvalidOptionException("CompressionRequest.Format", "give a format, or a budget to choose a format per tensor (not both)");
+        var codec = request.Format is { } format ? CodecRegistry.Create(format) : null;
+        if (request.Candidates is { } candidates) foreach (var spec in candidates) CodecRegistry.Create(spec); // fail before any work
         using var opened = CheckpointLoader.Open(modelPath);
         // A GGUF file of ggml block types is re-quantized from its decoded values: decoded first, as F32 (exact for
         // every ggml type), into a work folder beside the output that goes when the run ends.
@@ -90,10 +104,28 @@ public static class CompressionRun
                     progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
                 cancellationToken);
         }
+        BudgetPlan? plan = null;
+        if (request.Budget is { } budget)
+        {
+            var table = BudgetPlanner.Measure(source, new PlanOptions
+            {
+                Candidates = request.Candidates,
+                Include = request.Include,
+                Exclude = request.Exclude,
+                Calibration = calibration,
+                ProbeTextPath = source.Config is null ? null : request.CalibrationPath,
+                TokenizerPath = request.TokenizerPath,
+                AllowNonFinite = request.AllowNonFinite,
+                Parallelism = request.Parallelism,
+                WorkFolder = Path.GetDirectoryName(Path.GetFullPath(output)),
+            }, progress, cancellationToken);
+            plan = BudgetPlanner.Solve(table, budget);
+        }
         var options = new CompressOptions
         {
             Codec = codec,
-            Selection = TensorSelection.For(codec, request.Include, request.Exclude),
+            Assignment = plan is null ? null : BudgetPlanner.Codecs(plan),
+            Selection = codec is null ? TensorSelection.Default : TensorSelection.For(codec, request.Include, request.Exclude),
             Force = request.Force,
             AlsoRead = alsoRead,
             MaxShardBytes = request.MaxShardBytes,
@@ -105,7 +137,7 @@ public static class CompressionRun
                 Calibration = calibration,
             },
         };
-        return Run(source, output, options, request.MeasureError, progress, cancellationToken);
+        return Run(source, output, options, request.MeasureError, progress, cancellationToken) with { Plan = plan };
     }
 
     /// <summary>Compresses <paramref name="source"/> into <paramref name="output"/>, then, when

@@ -9,8 +9,20 @@ namespace Nanoscale.Pipeline;
 
 public sealed record CompressOptions
 {
-    public required ITensorCodec Codec { get; init; }
+    /// <summary>The codec of every selected tensor; null when <see cref="Assignment"/> gives one per tensor.</summary>
+    public ITensorCodec? Codec { get; init; }
+
+    /// <summary>A codec per tensor (a <see cref="BudgetPlan"/>, <see cref="BudgetPlanner.Codecs"/>): exactly these
+    /// tensors are encoded, each with its own; <see cref="Selection"/> is not used. Set this or <see cref="Codec"/>.</summary>
+    public IReadOnlyDictionary<string, ITensorCodec>? Assignment { get; init; }
+
     public TensorSelection Selection { get; init; } = TensorSelection.Default;
+
+    /// <summary>The format the metadata and report name: the codec's spec, or <c>mixed</c> for an assignment.</summary>
+    internal string FormatName => Codec?.Spec ?? MixedFormat;
+
+    /// <summary>The format name of a checkpoint whose tensors have formats of their own.</summary>
+    public const string MixedFormat = "mixed";
     public EncodeOptions EncodeOptions { get; init; } = new();
 
     /// <summary>Allow the output inside the input's model folder (<see cref="OutputGuard"/>; its own files stay refused).</summary>
@@ -69,11 +81,17 @@ public static class Compressor
     public static CompressReport Compress(ICheckpoint source, string output, CompressOptions options,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
+        if ((options.Codec is null) == (options.Assignment is null))
+            throw new InvalidOptionException("CompressOptions.Codec", "give a codec for every selected tensor or an assignment of codecs to tensors, not both or neither");
         output = ModelFolder.CheckOutput(output, source, options.AlsoRead, options.Force);
         if (CompressedLayout.ReadEntries(source) is { Count: > 0 })
             throw new InputException($"{source.Path} is already a compressed checkpoint; decompress it first");
         var clock = Stopwatch.StartNew();
-        var selected = source.Tensors.Where(options.Selection.Selects).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var selected = options.Assignment is { } assignment
+            ? assignment.Keys.ToHashSet(StringComparer.Ordinal)
+            : source.Tensors.Where(options.Selection.Selects).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        if (selected.FirstOrDefault(name => source.Find(name) is null) is { } missing)
+            throw new InputException($"{source.Path} has no tensor {missing} (named by the assignment of formats)");
         using var spillFile = TemporaryFile.Beside(output, "spill");
         var reports = new List<CompressedTensorReport>();
         var entries = new List<KeyValuePair<string, CompressedLayout.Entry>>();
@@ -85,7 +103,7 @@ public static class Compressor
             var writer = ModelFolder.Writer(output, options.MaxShardBytes).WithChecksums()
                 .AddMetadata(source.Metadata.Where(m => m.Key != Checksums.Key))
                 .AddShardMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
-                .AddShardMetadata(CompressedLayout.FormatKey, options.Codec.Spec);
+                .AddShardMetadata(CompressedLayout.FormatKey, options.FormatName);
             if (source.Config is { } config) writer.AddMetadata(CompressedLayout.ConfigKey, CompressedLayout.SerializeConfig(config));
 
             long total = source.Tensors.Sum(t => t.ByteLength), done = 0;
@@ -101,8 +119,9 @@ public static class Compressor
                 else
                 {
                     EncodedTensor encoded;
+                    var codec = options.Assignment?[tensor.Name] ?? options.Codec!;
                     using (var view = source.Map(tensor))
-                        encoded = options.Codec.Encode(view, options.EncodeOptions, cancellationToken);
+                        encoded = codec.Encode(view, options.EncodeOptions, cancellationToken);
                     long stored = 0;
                     bool first = true;
                     foreach (var part in encoded.Parts)
@@ -117,9 +136,9 @@ public static class Compressor
                         first = false;
                         stored += length;
                     }
-                    entries.Add(new(tensor.Name, new CompressedLayout.Entry(options.Codec.Spec, tensor.DType, tensor.Shape,
+                    entries.Add(new(tensor.Name, new CompressedLayout.Entry(codec.Spec, tensor.DType, tensor.Shape,
                         encoded.Parts.Select(p => p.Suffix).ToList(), encoded.Parameters ?? new Dictionary<string, string>())));
-                    reports.Add(new CompressedTensorReport(tensor.Name, options.Codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored, encoded.Parameters));
+                    reports.Add(new CompressedTensorReport(tensor.Name, codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored, encoded.Parameters));
                 }
                 done += tensor.ByteLength;
             }
@@ -127,7 +146,7 @@ public static class Compressor
             var quantization = new JsonObject
             {
                 ["quant_method"] = HuggingFaceConfig.QuantMethod,
-                ["format"] = options.Codec.Spec,
+                ["format"] = options.FormatName,
                 ["nanoscale_version"] = CompressedLayout.WriterVersion,
                 ["tensors"] = new JsonObject(entries.Select(e => new KeyValuePair<string, JsonNode?>(e.Key, e.Value.Codec))),
             };
@@ -136,7 +155,7 @@ public static class Compressor
             progress?.Report(new PipelineProgress("write", null, total, total));
             writer.Commit(cancellationToken);
             IReadOnlyList<string> files = writer.IsFolder ? [.. writer.TensorFiles.Select(Path.GetFileName).OfType<string>(), .. companions] : [output];
-            return new CompressReport(output, options.Codec.Spec, reports, total, ModelFolder.SizeOf(output), clock.Elapsed, files);
+            return new CompressReport(output, options.FormatName, reports, total, ModelFolder.SizeOf(output), clock.Elapsed, files);
         }
         catch (NonFiniteValueException e) when (e.File is null)
         {
