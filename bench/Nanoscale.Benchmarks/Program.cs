@@ -15,6 +15,7 @@ switch (args.FirstOrDefault())
     case "dot-kernels": return DotKernelQuick.Run(args[1..]);
     case "token-factory": return TokenFactoryBenchmark.Run(args[1..]);
     case "serve-load": return ServeLoadBenchmark.Run(args[1..]);
+    case "budget-rank": return BudgetRankBenchmark.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

@@ -105,7 +105,7 @@ internal sealed class Hessian
             foreach (float v in delta.Span) sum += (double)v * v;
             return sum;
         }
-        var h = _floats ??= Matrix.ToRowMajorArray().Select(v => (float)v).ToArray();
+        var h = _floats ??= FloatCopy();
         var perRow = new double[rows];
         parallelism.For(rows, row =>
         {
@@ -116,6 +116,19 @@ internal sealed class Hessian
             perRow[row] = total;
         });
         return perRow.Sum();
+    }
+
+    /// <summary>Forgets the float copy <see cref="WeightedSquaredNorm(ReadOnlyMemory{float}, int, Tensors.Parallelism)"/>
+    /// keeps (n² floats: 256 MB at n = 8192), once a caller is done with this Hessian.</summary>
+    public void ReleaseFloatCopy() => _floats = null;
+
+    private float[] FloatCopy()
+    {
+        // Symmetric, so the column-major storage MathNet keeps is also row-major: no double copy.
+        var values = Matrix.AsColumnMajorArray() ?? Matrix.ToColumnMajorArray();
+        var result = new float[values.Length];
+        for (int i = 0; i < values.Length; i++) result[i] = (float)values[i];
+        return result;
     }
 
     /// <summary>Σ of squares of the entries (MathNet's FrobeniusNorm is far slower on dense matrices).</summary>

@@ -1,4 +1,5 @@
-using MathNet.Numerics.LinearAlgebra;
+using System.Numerics.Tensors;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
 
@@ -6,9 +7,17 @@ namespace Nanoscale.LowRank;
 /// Accumulates <c>Σ xᵀx</c> over the input rows x of a linear layer (SPEC §11) and builds <c>H = Σ xᵀx / tokens</c>.
 /// Thread-safe: products on several threads may add at once.
 /// </summary>
+/// <remarks>
+/// The sum is updated in place, a block of 16 rows of <c>xᵀx</c> at a time over the threads (each block's products
+/// summed in float for one call, then added to the double sum), so memory stays at the one n × n sum: at n = 8192 (a
+/// 1B model's down projection) 512 MB, where a gram matrix per call and its copies took several times that. Built
+/// once; the sum is released when the Hessian is built.
+/// </remarks>
 internal sealed class HessianAccumulator(int size)
 {
-    private readonly Matrix<double> _sum = Matrix<double>.Build.Dense(size, size);
+    private const int RowBlock = 16;
+    private readonly object _gate = new();
+    private double[]? _sum = new double[(long)size * size];
     private long _tokens;
     private Hessian? _built;
 
@@ -18,18 +27,46 @@ internal sealed class HessianAccumulator(int size)
     /// <summary>Adds the rows of <paramref name="input"/> (tokens × <see cref="Size"/>, row-major).</summary>
     public void Add(ReadOnlySpan<float> input)
     {
-        int tokens = input.Length / size;
-        var x = Matrix<double>.Build.Dense(tokens, size);
-        for (int t = 0; t < tokens; t++)
-            for (int c = 0; c < size; c++) x[t, c] = input[t * size + c];
-        var gram = x.TransposeThisAndMultiply(x);
-        lock (_sum)
+        int n = size, tokens = input.Length / n;
+        if (tokens == 0) return;
+        var x = input[..(tokens * n)].ToArray();
+        lock (_gate)
         {
-            _sum.Add(gram, _sum);
+            var sum = _sum ?? throw new InvalidOperationException("the Hessian was already built; nothing can be added");
+            int blocks = (n + RowBlock - 1) / RowBlock;
+            Parallelism.AllCores.ForEach(blocks, () => new float[RowBlock * n], (block, acc) =>
+            {
+                int first = block * RowBlock, rows = Math.Min(RowBlock, n - first);
+                acc.AsSpan(0, rows * n).Clear();
+                for (int t = 0; t < tokens; t++)
+                {
+                    var row = x.AsSpan(t * n, n);
+                    for (int k = 0; k < rows; k++)
+                    {
+                        float xi = row[first + k];
+                        if (xi != 0) TensorPrimitives.MultiplyAdd(row, xi, acc.AsSpan(k * n, n), acc.AsSpan(k * n, n));
+                    }
+                }
+                for (int k = 0; k < rows; k++)
+                {
+                    var target = sum.AsSpan((first + k) * n, n);
+                    var source = acc.AsSpan(k * n, n);
+                    for (int j = 0; j < n; j++) target[j] += source[j];
+                }
+            });
             _tokens += tokens;
         }
     }
 
     /// <summary>The Hessian of everything added, or null when nothing was.</summary>
-    public Hessian? Build() => _tokens == 0 ? null : _built ??= Hessian.FromSum(_sum.ToRowMajorArray(), size, _tokens);
+    public Hessian? Build()
+    {
+        lock (_gate)
+        {
+            if (_built is not null || _tokens == 0) return _built;
+            _built = Hessian.FromSum(_sum, size, _tokens);
+            _sum = null;
+            return _built;
+        }
+    }
 }

@@ -177,23 +177,26 @@ public static partial class BudgetPlanner
         {
             var hessian = options.Calibration?.Find(tensor.Name);
             if (hessian is not null && hessian.Size != TensorShape.Columns(tensor.Shape)) hessian = null;
-            var measures = new List<CandidateMeasure>();
-            // With a probe, the decoded values of the candidate with the largest output error are kept for it.
-            bool keep = probe is not null && tensor.ElementCount <= Array.MaxLength;
-            float[]? current = keep ? new float[tensor.ElementCount] : null, probed = keep ? new float[tensor.ElementCount] : null;
-            int probedCandidate = -1;
-            foreach (var codec in codecs)
+            // Candidates in parallel, one thread each (a tensor's encodings are few; its rows are many only at real widths,
+            // where one candidate per core keeps both cores busy through the single-threaded parts: entropy coding, decoding).
+            var measures = new CandidateMeasure[codecs.Count];
+            var single = encodeOptions with { Parallelism = Parallelism.SingleThread };
+            int done = 0;
+            options.Parallelism.For(codecs.Count, c =>
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                progress?.Report(new PipelineProgress("plan", $"{tensor.Name} {codec.Spec}", step++, steps, "encodings"));
-                var m = MeasureOne(source, tensor, codec, encodeOptions, hessian, options, current, cancellationToken);
-                if (keep && m.Fits && m.OutputError > 0 && (probedCandidate < 0 || m.OutputError > measures[probedCandidate].OutputError))
-                {
-                    (current, probed) = (probed, current);
-                    probedCandidate = measures.Count;
-                }
-                measures.Add(m);
-            }
+                measures[c] = MeasureOne(source, tensor, codecs[c], single, hessian, options, null, cancellationToken);
+                int finished = Interlocked.Increment(ref done);
+                progress?.Report(new PipelineProgress("plan", tensor.Name, step + finished, steps, "encodings"));
+            });
+            step += codecs.Count;
+            hessian?.ReleaseFloatCopy();
+            // With a probe, the candidate with the largest output error is decoded once more, whole, and run.
+            int probedCandidate = -1;
+            if (probe is not null && tensor.ElementCount <= Array.MaxLength)
+                for (int c = 0; c < codecs.Count; c++)
+                    if (measures[c].Fits && measures[c].OutputError > 0 && (probedCandidate < 0 || measures[c].OutputError > measures[probedCandidate].OutputError))
+                        probedCandidate = c;
             if (!measures.Any(m => m.Fits))
                 throw new InputException($"{source.Path}: no candidate can store {tensor.Name} {TensorShape.Text(tensor.Shape)}: " +
                     string.Join("; ", measures.Select((m, i) => $"{codecs[i].Spec}: {m.Failure}")));
@@ -201,7 +204,9 @@ public static partial class BudgetPlanner
             if (probedCandidate >= 0)
             {
                 progress?.Report(new PipelineProgress("probe", $"{tensor.Name} {codecs[probedCandidate].Spec}", step, steps, "encodings"));
-                kl = probe!.MeanKl(tensor.Name, probed!, cancellationToken);
+                var decoded = new float[tensor.ElementCount];
+                MeasureOne(source, tensor, codecs[probedCandidate], encodeOptions, null, options, decoded, cancellationToken);
+                kl = probe!.MeanKl(tensor.Name, decoded, cancellationToken);
             }
             rows.Add(new TensorSensitivity(tensor.Name, tensor.DType, tensor.Shape, tensor.ByteLength, hessian is { IsIdentity: false }, measures,
                 1, kl, kl is null ? -1 : probedCandidate));
@@ -268,7 +273,7 @@ public static partial class BudgetPlanner
             if (decodedCopy is not null) delta.AsSpan(0, n).CopyTo(decodedCopy.AsSpan(checked((int)(row * columns)), n));
             error += ErrorMetrics.Of(original.AsSpan(0, n), delta.AsSpan(0, n));
             System.Numerics.Tensors.TensorPrimitives.Subtract(delta.AsSpan(0, n), original.AsSpan(0, n), delta.AsSpan(0, n));
-            if (hessian is not null) cost += hessian.Scale * hessian.WeightedSquaredNorm(delta.AsMemory(0, n), count, options.Parallelism);
+            if (hessian is not null) cost += hessian.Scale * hessian.WeightedSquaredNorm(delta.AsMemory(0, n), count, encodeOptions.Parallelism);
         }
         double output = hessian is null ? error.SquaredError : cost;
         return new CandidateMeasure(bytes, output, output, error);

@@ -89,7 +89,7 @@ public class MisleadingMessageTests
     {
         var result = CliProcess.Run("compress", "--json");
         Assert.Equal(1, result.ExitCode);
-        Assert.Contains("--format", result.Json().GetProperty("error").GetString());
+        Assert.Contains("--output", result.Json().GetProperty("error").GetString());
         Assert.DoesNotContain("Usage:", result.Stdout);
     }
 
