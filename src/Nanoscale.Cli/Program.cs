@@ -27,6 +27,7 @@ public static class Program
         var root = new RootCommand("Nanoscale: compress the weights of large language models and measure what each compression costs.");
         root.Add(InspectCommand.Create());
         root.Add(CompressCommand.Create());
+        root.Add(MergeCommand.Create());
         root.Add(DecompressCommand.Create());
         root.Add(ExportCommand.Create());
         root.Add(ServeCommand.Create());

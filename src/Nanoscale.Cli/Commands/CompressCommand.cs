@@ -16,6 +16,11 @@ internal static class CompressCommand
         var format = new Option<string>("--format", "-f") { Description = "Format spec string, e.g. mxfp4, nvfp4, mxfp6-e2m3, lossless, vp:mant=3 (or --budget)" };
         var budget = PlanCommand.BudgetOption(required: false);
         var candidates = PlanCommand.CandidatesOption();
+        var shard = new Option<string?>("--shard")
+        {
+            Description = "Run only unit i of N (i/N, or auto/N with i from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX) into OUT/part-i-of-N; " +
+                "then `nanoscale merge OUT` writes the model (docs/scale-out.md)",
+        };
         var output = new Option<string>("--output", "-o")
         {
             Description = "Output model folder (shards, config.json, tokenizer), or a single file when it ends in .safetensors",
@@ -34,7 +39,7 @@ internal static class CompressCommand
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, budget, candidates, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
+            model, format, budget, candidates, shard, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -44,6 +49,7 @@ internal static class CompressCommand
                 Format = parse.GetValue(format),
                 Budget = parse.GetValue(budget) is { } b ? Budget.Parse(b) : null,
                 Candidates = PlanCommand.ReadCandidates(parse, candidates),
+                Shard = parse.GetValue(shard) is { } unit ? ShardUnit.Parse(unit) : null,
                 Include = parse.GetValue(include),
                 Exclude = parse.GetValue(exclude),
                 AllowNonFinite = parse.GetValue(allowNonFinite),
@@ -57,6 +63,17 @@ internal static class CompressCommand
             }, progress, context.Cancellation);
             progress.Finish();
             var byName = result.Errors.ToDictionary(e => e.Name, e => e.Error);
+            if (parse.GetValue(shard) is not null)
+            {
+                var r = result.Report;
+                string line = result.AlreadyDone
+                    ? $"{r.Output}: already done by an earlier run of the same request ({r.Tensors.Count} tensors); left as it is"
+                    : $"{r.Output}: {r.Tensors.Count} tensors, {Units.Bytes(r.Tensors.Sum(t => t.StoredBytes))} of parts from {Units.Bytes(r.Tensors.Sum(t => t.OriginalBytes))}, {r.Elapsed.TotalSeconds:0.00} s";
+                if (context.Json) return new { unit = r.Output, already_done = result.AlreadyDone, compressed = ToJson(r, byName, result.TotalError) };
+                Terminal.Out.WriteLine(line);
+                context.Log($"when every unit is done: nanoscale merge {Path.GetDirectoryName(r.Output)}");
+                return null;
+            }
             if (context.Json) return ToJson(result.Report, byName, result.TotalError);
             Render(result.Report, byName, result.TotalError);
             return null;
@@ -64,7 +81,7 @@ internal static class CompressCommand
         return command;
     }
 
-    private static object ToJson(CompressReport r, Dictionary<string, ErrorMetrics> errors, ErrorMetrics? total) => new
+    internal static object ToJson(CompressReport r, Dictionary<string, ErrorMetrics> errors, ErrorMetrics? total) => new
     {
         output = r.Output,
         files = r.Files,
@@ -90,7 +107,7 @@ internal static class CompressCommand
 
     internal static object ErrorJson(ErrorMetrics e) => new { mse = e.Mse, relative_error = e.RelativeError, sqnr_db = e.SqnrDb };
 
-    private static void Render(CompressReport r, Dictionary<string, ErrorMetrics> errors, ErrorMetrics? total)
+    internal static void Render(CompressReport r, Dictionary<string, ErrorMetrics> errors, ErrorMetrics? total)
     {
         var table = new Table().Border(TableBorder.Simple).AddColumns("tensor", "codec", "shape", "stored", "bpw", "SQNR dB", "rel. error");
         foreach (var i in new[] { 3, 4, 5, 6 }) table.Columns[i].RightAligned();

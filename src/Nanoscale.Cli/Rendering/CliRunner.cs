@@ -146,6 +146,7 @@ internal static class CliRunner
         ["PlanOptions.Include"] = "--include",
         ["PlanRequest.TextPath"] = "--text",
         ["CompressionRequest.Format"] = "--format",
+        ["CompressionRequest.Shard"] = "--shard",
         [OutputGuard.ForceName] = "--force",
         [GgufExportOptions.TypeName] = "--type",
     };

@@ -10,7 +10,9 @@ namespace Nanoscale.Pipeline;
 /// <param name="Report">What was written.</param>
 /// <param name="Errors">Each encoded tensor's weight error, decoded from the stored bytes (empty when not measured).</param>
 /// <param name="Plan">The allocation, when the run fitted a budget.</param>
-public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(string Name, ErrorMetrics Error)> Errors, BudgetPlan? Plan = null)
+/// <param name="AlreadyDone">A unit of a sharded run that an earlier run of the same request had finished: left as it was.</param>
+public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(string Name, ErrorMetrics Error)> Errors, BudgetPlan? Plan = null,
+    bool AlreadyDone = false)
 {
     /// <summary>The model's total error over the encoded tensors; null when nothing was measured.</summary>
     public ErrorMetrics? TotalError => Errors.Count == 0 ? null : Errors.Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
@@ -29,6 +31,10 @@ public sealed record CompressionRequest
 
     /// <summary>The formats a budget chooses from; null: <see cref="PlanOptions.DefaultCandidates"/>.</summary>
     public IReadOnlyList<string>? Candidates { get; init; }
+
+    /// <summary>Run only this unit of a sharded compression into <c>output/part-i-of-N</c> (<see cref="ShardedCompression"/>);
+    /// <c>merge</c> puts the units together. Null: the whole model here.</summary>
+    public ShardUnit? Shard { get; init; }
 
     /// <summary>Regexes that change which tensors the codec applies to (<see cref="TensorSelection"/>).</summary>
     public string? Include { get; init; }
@@ -79,7 +85,11 @@ public static class CompressionRun
             throw new InvalidOptionException("CompressionRequest.Format", "give a format, or a budget to choose a format per tensor (not both)");
         var codec = request.Format is { } format ? CodecRegistry.Create(format) : null;
         if (request.Candidates is { } candidates) foreach (var spec in candidates) CodecRegistry.Create(spec); // fail before any work
+        if (request.Shard is not null && request.Budget is not null)
+            throw new InvalidOptionException("CompressionRequest.Shard", "a budget cannot be split into units yet: every unit would have to measure the whole model; run it on one machine");
         using var opened = CheckpointLoader.Open(modelPath);
+        if (request.Shard is not null && opened is GgufFile { Quantized.Count: > 0 })
+            throw new InputException($"{modelPath}: a GGUF file of quantized tensors cannot be split into units (each would decode it whole); decompress it first", "CompressionRequest.Shard");
         // A GGUF file of ggml block types is re-quantized from its decoded values: decoded first, as F32 (exact for
         // every ggml type), into a work folder beside the output that goes when the run ends.
         using var decoded = opened is GgufFile { Quantized.Count: > 0 } ? TemporaryFolder.Create("gguf-decoded", Path.GetDirectoryName(Path.GetFullPath(output))) : null;
@@ -93,7 +103,15 @@ public static class CompressionRun
         using var source = decoded is null ? opened : CheckpointLoader.Open(Path.Combine(decoded.Path, "model"));
         // Checked before the work (calibration can take minutes), and again by the compressor itself.
         string[] alsoRead = [.. new[] { request.CalibrationPath, request.TokenizerPath }.OfType<string>()];
-        ModelFolder.CheckOutput(output, source, alsoRead, request.Force);
+        if (request.Shard is { } unit)
+        {
+            if (!ModelFolder.IsFolder(output)) throw new InvalidOptionException("output", $"a unit of a sharded run writes into a folder of units, not the file {output}");
+            // The unit's own folder gets a model folder's checks (new, not the model's, not inside its folder).
+            string unitFolder = Path.Combine(output, unit.FolderName);
+            if (!File.Exists(Path.Combine(unitFolder, ShardedCompression.ManifestName))) ModelFolder.CheckOutput(unitFolder, source, alsoRead, request.Force);
+            Directory.CreateDirectory(output);
+        }
+        else ModelFolder.CheckOutput(output, source, alsoRead, request.Force);
         CalibrationSet? calibration = null;
         if (request.CalibrationPath is { } calibrationPath)
         {
@@ -137,6 +155,7 @@ public static class CompressionRun
                 Calibration = calibration,
             },
         };
+        if (request.Shard is { } shard) return ShardedCompression.RunUnit(source, output, shard, request, options, progress, cancellationToken);
         return Run(source, output, options, request.MeasureError, progress, cancellationToken) with { Plan = plan };
     }
 

@@ -36,6 +36,17 @@ public sealed record CompressOptions
 
     /// <summary>The tokenizer a folder output gets a copy of; null: the one beside the source.</summary>
     public string? TokenizerPath { get; init; }
+
+    /// <summary>Tensors already encoded elsewhere (the units of a sharded run, <see cref="ShardedCompression"/>): their
+    /// stored parts are written as they are instead of encoding the tensor again; null: encode everything.</summary>
+    internal Func<TensorInfo, EncodedTensor?>? PreEncoded { get; init; }
+
+    /// <summary>Write only the encoded tensors' parts and <see cref="ExtraFiles"/> (a unit of a sharded run): no plain
+    /// tensors, config or tokenizer.</summary>
+    internal bool PartsOnly { get; init; }
+
+    /// <summary>Small text files a folder output also gets, by name.</summary>
+    internal IReadOnlyList<(string Name, string Text)> ExtraFiles { get; init; } = [];
 }
 
 /// <summary>One tensor of a compress run; <see cref="Parameters"/> are the codec's per-tensor parameters as stored.</summary>
@@ -113,6 +124,7 @@ public static class Compressor
                 progress?.Report(new PipelineProgress("compress", tensor.Name, done, total));
                 if (!selected.Contains(tensor.Name))
                 {
+                    if (options.PartsOnly) continue;
                     writer.Add(tensor.Name, tensor.DType, tensor.Shape, stream => SafetensorsWriter.CopyTensor(source, tensor, stream));
                     reports.Add(new CompressedTensorReport(tensor.Name, "plain", tensor.DType, tensor.Shape, tensor.ByteLength, tensor.ByteLength));
                 }
@@ -120,8 +132,10 @@ public static class Compressor
                 {
                     EncodedTensor encoded;
                     var codec = options.Assignment?[tensor.Name] ?? options.Codec!;
-                    using (var view = source.Map(tensor))
-                        encoded = codec.Encode(view, options.EncodeOptions, cancellationToken);
+                    if (options.PreEncoded?.Invoke(tensor) is { } given) encoded = given;
+                    else
+                        using (var view = source.Map(tensor))
+                            encoded = codec.Encode(view, options.EncodeOptions, cancellationToken);
                     long stored = 0;
                     bool first = true;
                     foreach (var part in encoded.Parts)
@@ -150,8 +164,10 @@ public static class Compressor
                 ["nanoscale_version"] = CompressedLayout.WriterVersion,
                 ["tensors"] = new JsonObject(entries.Select(e => new KeyValuePair<string, JsonNode?>(e.Key, e.Value.Codec))),
             };
-            var companions = ModelFolder.AddCompanions(writer, source, source.Config,
+            IReadOnlyList<string> companions = options.PartsOnly ? [] : ModelFolder.AddCompanions(writer, source, source.Config,
                 ModelFolder.MainDType(source.Tensors.Select(t => (t.DType, t.ElementCount))), quantization, options.TokenizerPath);
+            foreach (var (name, text) in options.ExtraFiles) writer.AddText(name, text);
+            companions = [.. companions, .. options.ExtraFiles.Select(f => f.Name)];
             progress?.Report(new PipelineProgress("write", null, total, total));
             writer.Commit(cancellationToken);
             IReadOnlyList<string> files = writer.IsFolder ? [.. writer.TensorFiles.Select(Path.GetFileName).OfType<string>(), .. companions] : [output];
