@@ -85,14 +85,8 @@ public static partial class BudgetPlanner
             throw new CheckpointFormatException(source.Path, "config", null, "the checkpoint does not describe a model architecture, so its perplexity cannot be measured");
         LowRank.CalibrationSet? calibration = null;
         if (request.CalibrationPath is { } calibrationPath)
-        {
-            progress?.Report(new PipelineProgress("calibrate", null, 0, request.CalibrationTokens, "tokens"));
-            calibration = Calibration.Collect(source.Path, calibrationPath, request.TokenizerPath,
-                new CalibrationOptions { Tokens = request.CalibrationTokens, Parallelism = request.Parallelism },
-                progress is null ? null : new Progress<(long Done, long Total)>(p =>
-                    progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
-                cancellationToken);
-        }
+            calibration = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
+                request.Parallelism, progress, cancellationToken);
         var table = Measure(source, new PlanOptions
         {
             Candidates = request.Candidates,

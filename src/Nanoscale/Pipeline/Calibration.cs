@@ -52,6 +52,17 @@ public static class Calibration
             return Run(loaded, recording!, text, options, textPath, progress, cancellationToken);
     }
 
+    /// <summary><see cref="Collect"/> with <paramref name="tokens"/> tokens, reporting as the verbs' "calibrate" stage.</summary>
+    internal static CalibrationSet CollectReporting(string modelPath, string textPath, string? tokenizerPath, int tokens, Parallelism parallelism,
+        IProgress<PipelineProgress>? progress, CancellationToken cancellationToken)
+    {
+        progress?.Report(new PipelineProgress("calibrate", null, 0, tokens, "tokens"));
+        return Collect(modelPath, textPath, tokenizerPath, new CalibrationOptions { Tokens = tokens, Parallelism = parallelism },
+            progress is null ? null : new Progress<(long Done, long Total)>(p =>
+                progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
+            cancellationToken);
+    }
+
     private static CalibrationSet Run(LoadedModel loaded, RecordingWeightSource recording, string text, CalibrationOptions options,
         string source, IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken)
     {

@@ -114,14 +114,8 @@ public static class CompressionRun
         else ModelFolder.CheckOutput(output, source, alsoRead, request.Force);
         CalibrationSet? calibration = null;
         if (request.CalibrationPath is { } calibrationPath)
-        {
-            progress?.Report(new PipelineProgress("calibrate", null, 0, request.CalibrationTokens, "tokens"));
-            calibration = Calibration.Collect(source.Path, calibrationPath, request.TokenizerPath,
-                new CalibrationOptions { Tokens = request.CalibrationTokens, Parallelism = request.Parallelism },
-                progress is null ? null : new Progress<(long Done, long Total)>(p =>
-                    progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
-                cancellationToken);
-        }
+            calibration = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
+                request.Parallelism, progress, cancellationToken);
         BudgetPlan? plan = null;
         if (request.Budget is { } budget)
         {
