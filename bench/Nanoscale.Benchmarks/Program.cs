@@ -16,6 +16,7 @@ switch (args.FirstOrDefault())
     case "token-factory": return TokenFactoryBenchmark.Run(args[1..]);
     case "serve-load": return ServeLoadBenchmark.Run(args[1..]);
     case "budget-rank": return BudgetRankBenchmark.Run(args[1..]);
+    case "hadamard": return HadamardBenchmark.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

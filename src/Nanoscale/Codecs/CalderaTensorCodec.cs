@@ -84,7 +84,16 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             throw new InputException($"{tensor.Name}: the calibration Hessian is {hessian.Size}×{hessian.Size}, the weight has {cols} columns");
         hessian ??= Hessian.Identity(cols);
         var fitted = weights;
-        if (Options.Hadamard)
+        bool fast = Options.Hadamard && FastHadamard.Supports(cols);
+        if (fast)
+        {
+            // W' = W Vᵀ row by row in O(n log n), H' = V H Vᵀ the same way.
+            var transform = new FastIncoherence(cols, Options.Seed);
+            fitted = (float[])weights.Clone();
+            transform.EncodeRows(fitted, rows, options.Parallelism);
+            hessian = transform.Transform(hessian, options.Parallelism);
+        }
+        else if (Options.Hadamard)
         {
             // W' = W Vᵀ, H' = V H Vᵀ: the same activation-aware error, spread-out columns (docs/caldera.md).
             var v = IncoherenceTransform.Create(cols, Options.Seed);
@@ -108,6 +117,7 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             ["seconds"] = clock.Elapsed.TotalSeconds.ToString("0.000", inv),
         };
         if (Options.Hadamard) parameters["transform_seed"] = Options.Seed.ToString(inv);
+        if (fast) parameters["transform"] = IncoherenceTransform.FastKind;
         return new EncodedTensor(parts, parameters);
     }
 
@@ -156,6 +166,7 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
         private readonly float[]? _r; // k × n
         private readonly int _cols, _rank;
         private readonly float[]? _transform; // V, n × n row-major, when the weight was stored transformed
+        private readonly FastIncoherence? _fast; // V applied in O(n log n), when the tensor says transform=fast-hadamard
 
         public Decoder(CalderaTensorCodec owner, StoredTensor stored)
         {
@@ -180,7 +191,14 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
                 _r = new float[(long)_rank * _cols];
                 using (var reader = owner.Options.LowRank.Open(stored.Grid("r"), _rank, _cols)) reader.ReadRows(0, _rank, _r);
             }
-            if (owner.Options.Hadamard)
+            if (owner.Options.Hadamard && stored.Parameters.TryGetValue("transform", out var kind))
+            {
+                if (kind != IncoherenceTransform.FastKind || !FastHadamard.Supports(_cols))
+                    throw new CheckpointFormatException(stored.ContainerPath, $"{stored.Name} params.transform", null,
+                        $"unknown transform \"{kind}\" for width {_cols} (this version knows {IncoherenceTransform.FastKind} for widths m·2^k, m ∈ {{1, 12, 20, 28}})");
+                _fast = new FastIncoherence(_cols, owner.Options.Seed);
+            }
+            else if (owner.Options.Hadamard)
                 _transform = Caldera.ToFloatRowMajor(IncoherenceTransform.Create(_cols, owner.Options.Seed));
         }
 
@@ -198,6 +216,13 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
                     for (int c = 0; c < _rank; c++)
                         if (l[c] != 0) TensorPrimitives.MultiplyAdd(_r.AsSpan(c * _cols, _cols), l[c], row, row);
                 }
+            }
+            if (_fast is not null)
+            {
+                var scratch = System.Buffers.ArrayPool<float>.Shared.Rent(_cols);
+                for (int i = 0; i < count; i++) _fast.Decode(destination.Slice(i * _cols, _cols), scratch);
+                System.Buffers.ArrayPool<float>.Shared.Return(scratch);
+                return;
             }
             if (_transform is null) return;
             // ŵ = ŵ' V, row by row (the transform is input-side only, so rows stay independent).

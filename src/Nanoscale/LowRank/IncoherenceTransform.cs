@@ -42,4 +42,68 @@ internal static class IncoherenceTransform
     /// <summary>H' = V H Vᵀ (the identity stays the identity).</summary>
     public static Hessian Transform(Hessian h, Matrix<double> v) =>
         h.IsIdentity ? h : Hessian.FromMatrix(v * h.Matrix * v.Transpose(), h.Tokens);
+
+    /// <summary>The value of a tensor's <c>transform</c> parameter when <see cref="FastIncoherence"/> made it; a tensor without
+    /// the parameter was made with the dense V of <see cref="Create"/> (and is decoded with it).</summary>
+    public const string FastKind = "fast-hadamard";
+}
+
+/// <summary>
+/// The randomized Hadamard transform <c>V = H_n·diag(s)/√n</c> applied in O(n log n) (<see cref="FastHadamard"/>) for
+/// the widths it supports, n = m·2^k with m ∈ {1, 12, 20, 28}; the signs s come from the seed exactly as
+/// <see cref="IncoherenceTransform.Create"/> draws them, so for a power of two it is the same V. Encoding maps a weight
+/// row w to <c>w Vᵀ</c>, decoding a row back with <c>ŵ V</c>; both are n·(log n + m) additions per row instead of n².
+/// </summary>
+internal sealed class FastIncoherence
+{
+    private readonly float[] _signs;
+    private readonly float _scale;
+
+    public FastIncoherence(int n, int seed)
+    {
+        if (!FastHadamard.Supports(n)) throw new ArgumentException($"no fast Hadamard transform of width {n}", nameof(n));
+        var random = new Random(seed);
+        _signs = new float[n];
+        for (int i = 0; i < n; i++) _signs[i] = random.Next(2) == 0 ? -1 : 1;
+        _scale = (float)(1 / Math.Sqrt(n));
+        Width = n;
+    }
+
+    public int Width { get; }
+
+    /// <summary>row ← row·Vᵀ = H (s ∘ row) / √n. <paramref name="scratch"/>: at least <see cref="Width"/> floats.</summary>
+    public void Encode(Span<float> row, Span<float> scratch)
+    {
+        System.Numerics.Tensors.TensorPrimitives.Multiply(row, _signs, row);
+        FastHadamard.Multiply(row, transpose: false, scratch);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(row, _scale, row);
+    }
+
+    /// <summary>row ← row·V = s ∘ (Hᵀ row) / √n.</summary>
+    public void Decode(Span<float> row, Span<float> scratch)
+    {
+        FastHadamard.Multiply(row, transpose: true, scratch);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(row, _signs, row);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(row, _scale, row);
+    }
+
+    /// <summary>Encodes every row of a row-major rows × <see cref="Width"/> matrix, rows over the threads.</summary>
+    public void EncodeRows(float[] matrix, int rows, Tensors.Parallelism parallelism) =>
+        parallelism.ForEach(rows, () => new float[Width], (r, scratch) => Encode(matrix.AsSpan(r * Width, Width), scratch));
+
+    /// <summary>H' = V H Vᵀ: the rows of H encoded (H Vᵀ), then the rows of its transpose (V H Vᵀ, symmetric).</summary>
+    public Hessian Transform(Hessian h, Tensors.Parallelism parallelism)
+    {
+        if (h.IsIdentity) return h;
+        int n = Width;
+        var m = new float[(long)n * n];
+        var source = h.Matrix.AsColumnMajorArray() ?? h.Matrix.ToColumnMajorArray(); // symmetric: also row-major
+        for (long i = 0; i < m.Length; i++) m[i] = (float)source[i];
+        EncodeRows(m, n, parallelism);
+        var t = new float[m.Length];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) t[(long)j * n + i] = m[(long)i * n + j];
+        EncodeRows(t, n, parallelism);
+        return Hessian.FromMatrix(Matrix<double>.Build.Dense(n, n, (i, j) => t[(long)i * n + j]), h.Tokens);
+    }
 }
