@@ -37,7 +37,7 @@ def timing(name):
     print("| shape | weights | s per weight (mean) | max | mean activation-aware error | mean kept iteration |")
     print("|---|---:|---:|---:|---:|---:|")
     for shape, group in by_shape.items():
-        secs = [float(t["params"]["seconds"]) for t in group]
+        secs = [float(t.get("seconds", t["params"].get("seconds", 0))) for t in group]
         errs = [float(t["params"]["activation_error"]) for t in group]
         best = [int(t["params"]["best_iteration"]) for t in group]
         print(f"| {shape} | {len(group)} | {statistics.mean(secs):.3f} | {max(secs):.3f} | {statistics.mean(errs):.4f} | {statistics.mean(best):.1f} |")

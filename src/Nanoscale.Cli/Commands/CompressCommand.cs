@@ -34,12 +34,13 @@ internal static class CompressCommand
         var noError = new Option<bool>("--no-error") { Description = "Skip measuring the weight error (decoding the output again)" };
         var calib = CliRunner.CalibrationOption();
         var calibTokens = CliRunner.CalibrationTokensOption();
+        var calibCache = CliRunner.CalibrationCacheOption();
         var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, budget, candidates, shard, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, tokenizer, threads, json,
+            model, format, budget, candidates, shard, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, calibCache, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -56,6 +57,7 @@ internal static class CompressCommand
                 Parallelism = new(parse.GetValue(threads)),
                 CalibrationPath = parse.GetValue(calib),
                 CalibrationTokens = parse.GetValue(calibTokens),
+                CalibrationCache = parse.GetValue(calibCache),
                 TokenizerPath = parse.GetValue(tokenizer),
                 MeasureError = !parse.GetValue(noError),
                 Force = parse.GetValue(force),
@@ -102,6 +104,7 @@ internal static class CompressCommand
             bits_per_weight = t.BitsPerWeight,
             error = errors.TryGetValue(t.Name, out var e) ? ErrorJson(e) : null,
             @params = t.Parameters,
+            seconds = t.EncodeSeconds,
         }),
     };
 

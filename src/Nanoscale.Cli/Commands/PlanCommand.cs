@@ -22,11 +22,12 @@ internal static class PlanCommand
             Description = "Tokens of the calibration text each tensor's loss probe runs (its KL divergence scales the tensor's cost); 0: output error alone",
             DefaultValueFactory = _ => 2048,
         };
+        var calibCache = CliRunner.CalibrationCacheOption();
         var chart = new Option<string?>("--chart") { Description = "Write a PNG of the frontier (allocations and uniform formats) here" };
         var json = CliRunner.JsonOption();
         var command = new Command("plan", "Choose a format per tensor to fit a size budget, by measured sensitivity")
         {
-            model, budget, candidates, uniform, probeTokens, chart,
+            model, budget, candidates, uniform, probeTokens, calibCache, chart,
         };
         foreach (var option in flags.All) command.Add(option);
         command.Add(json);
@@ -43,6 +44,7 @@ internal static class PlanCommand
                 Exclude = eval.Exclude,
                 CalibrationPath = eval.CalibrationPath,
                 CalibrationTokens = eval.CalibrationTokens,
+                CalibrationCache = parse.GetValue(calibCache),
                 TokenizerPath = eval.TokenizerPath,
                 TextPath = eval.TextPath.Length == 0 ? null : eval.TextPath,
                 MaxTokens = eval.MaxTokens,

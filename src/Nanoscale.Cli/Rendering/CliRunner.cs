@@ -42,6 +42,12 @@ internal static class CliRunner
         Description = "Calibration text for caldera's Hessians (H = XᵀX/tokens per linear input); without it caldera uses H = I",
     };
 
+    /// <summary><c>--calib-cache DIR</c>: where the calibration's Hessians are kept and found again.</summary>
+    public static Option<string?> CalibrationCacheOption() => new("--calib-cache")
+    {
+        Description = "Folder for the calibration's Hessians: read when it holds this calibration (same model, text, tokens), else measured and written there; units of a sharded run can share one",
+    };
+
     /// <summary><c>--calib-tokens N</c>.</summary>
     public static Option<int> CalibrationTokensOption() => new("--calib-tokens")
     {
@@ -147,6 +153,7 @@ internal static class CliRunner
         ["PlanRequest.TextPath"] = "--text",
         ["CompressionRequest.Format"] = "--format",
         ["CompressionRequest.Shard"] = "--shard",
+        ["CalibrationCache"] = "--calib-cache",
         [OutputGuard.ForceName] = "--force",
         [GgufExportOptions.TypeName] = "--type",
     };

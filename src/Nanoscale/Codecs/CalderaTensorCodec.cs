@@ -114,7 +114,6 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             ["activation_error"] = result.RelativeError.ToString("R", inv),
             ["best_iteration"] = result.BestIteration.ToString(inv),
             ["iterations"] = result.IterateErrors.Count.ToString(inv),
-            ["seconds"] = clock.Elapsed.TotalSeconds.ToString("0.000", inv),
         };
         if (Options.Hadamard) parameters["transform_seed"] = Options.Seed.ToString(inv);
         if (fast) parameters["transform"] = IncoherenceTransform.FastKind;

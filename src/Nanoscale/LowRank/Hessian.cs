@@ -65,6 +65,12 @@ internal sealed class Hessian
         return new Hessian(h, tokens, meanDiagonal);
     }
 
+    /// <summary>A Hessian as <see cref="FromSum"/> made it, read back from storage: the normalised, damped matrix, its
+    /// tokens and its <see cref="Scale"/>.</summary>
+    public static Hessian FromStored(Matrix<double> matrix, long tokens, double scale) =>
+        tokens > 0 && scale > 0 && double.IsFinite(scale) ? new(matrix, tokens, scale)
+            : throw new ArgumentException($"a stored Hessian needs tokens > 0 and a positive scale, not {tokens} and {scale}");
+
     /// <summary>Wraps a given symmetric positive definite matrix as it is (tests; H from elsewhere).</summary>
     public static Hessian FromMatrix(Matrix<double> matrix, long tokens = 1) =>
         tokens > 0 ? new(0.5 * (matrix + matrix.Transpose()), tokens) : throw new ArgumentOutOfRangeException(nameof(tokens), "use Identity for H = I");

@@ -23,6 +23,9 @@ public sealed record PlanRequest
     /// <summary>Tokens of <see cref="CalibrationPath"/> to run.</summary>
     public int CalibrationTokens { get; init; } = 4096;
 
+    /// <summary>A folder for the calibration's Hessians (<see cref="CompressionRequest.CalibrationCache"/>).</summary>
+    public string? CalibrationCache { get; init; }
+
     /// <summary>Tokens of the calibration text each tensor's loss probe runs (<see cref="PlanOptions.ProbeTokens"/>);
     /// 0: no probe, the cost is the output error alone.</summary>
     public int ProbeTokens { get; init; } = 2048;
@@ -84,9 +87,11 @@ public static partial class BudgetPlanner
         if (text is not null && source.Config is null)
             throw new CheckpointFormatException(source.Path, "config", null, "the checkpoint does not describe a model architecture, so its perplexity cannot be measured");
         LowRank.CalibrationSet? calibration = null;
+        IDisposable? calibrationFiles = null;
         if (request.CalibrationPath is { } calibrationPath)
-            calibration = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
-                request.Parallelism, progress, cancellationToken);
+            (calibration, calibrationFiles) = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
+                request.Parallelism, progress, cancellationToken, request.CalibrationCache, request.WorkFolder);
+        using var releaseCalibration = calibrationFiles;
         var table = Measure(source, new PlanOptions
         {
             Candidates = request.Candidates,

@@ -28,7 +28,14 @@ public static class Calibration
     /// the Hessians of its linear weights on the text file.</summary>
     /// <exception cref="CheckpointFormatException">The checkpoint describes no architecture, so it cannot be run.</exception>
     public static CalibrationSet Collect(string modelPath, string textPath, string? tokenizerPath, CalibrationOptions options,
-        IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default) =>
+        Collect(modelPath, textPath, tokenizerPath, options, null, progress, cancellationToken);
+
+    /// <summary>As <see cref="Collect(string, string, string?, CalibrationOptions, IProgress{ValueTuple{long, long}}?, CancellationToken)"/>;
+    /// with <paramref name="cacheFolder"/>, the Hessians are written there (<see cref="CalibrationCache"/>), one at a
+    /// time, and the set returned reads them back one at a time.</summary>
+    internal static CalibrationSet Collect(string modelPath, string textPath, string? tokenizerPath, CalibrationOptions options,
+        string? cacheFolder, IProgress<(long Done, long Total)>? progress = null, CancellationToken cancellationToken = default)
     {
         if (options.Tokens < 2) throw new InvalidOptionException("CalibrationOptions.Tokens", $"calibration needs at least 2 tokens, not {options.Tokens}");
         var text = TextInput.Read(textPath, "CalibrationPath");
@@ -49,21 +56,67 @@ public static class Calibration
                 "calibration needs a runnable model (llama2.c header or config.json); without calibration, caldera uses H = I", e);
         }
         using (loaded)
-            return Run(loaded, recording!, text, options, textPath, progress, cancellationToken);
+        {
+            long tokens = Run(loaded, recording!, text, options, textPath, progress, cancellationToken);
+            if (cacheFolder is null) return new CalibrationSet(recording!.Build(), tokens, textPath);
+            CalibrationCache.Write(cacheFolder, loaded.Checkpoint.Container, textPath, options.Tokens, tokens, recording!.Groups());
+            return CalibrationCache.TryOpen(cacheFolder, loaded.Checkpoint.Container, textPath, options.Tokens)!;
+        }
     }
 
-    /// <summary><see cref="Collect"/> with <paramref name="tokens"/> tokens, reporting as the verbs' "calibrate" stage.</summary>
-    internal static CalibrationSet CollectReporting(string modelPath, string textPath, string? tokenizerPath, int tokens, Parallelism parallelism,
-        IProgress<PipelineProgress>? progress, CancellationToken cancellationToken)
+    /// <summary>
+    /// The calibration of a verb (compress, plan), reported as its "calibrate" stage: read from <paramref name="cacheFolder"/>
+    /// when it holds this calibration, else measured (and written there when given). Without a cache folder, a model
+    /// whose Hessians would take more than <see cref="InMemoryLimitBytes"/> keeps them in a temporary folder beside
+    /// <paramref name="workFolder"/>, released with the returned owner.
+    /// </summary>
+    internal static (CalibrationSet Set, IDisposable? Owner) CollectReporting(string modelPath, string textPath, string? tokenizerPath, int tokens,
+        Parallelism parallelism, IProgress<PipelineProgress>? progress, CancellationToken cancellationToken, string? cacheFolder = null,
+        string? workFolder = null)
     {
+        if (cacheFolder is not null)
+        {
+            using var model = CheckpointLoader.Open(modelPath);
+            if (CalibrationCache.TryOpen(cacheFolder, model, textPath, tokens) is { } cached)
+            {
+                progress?.Report(new PipelineProgress("calibrate (cached)", null, cached.Tokens, cached.Tokens, "tokens"));
+                return (cached, null);
+            }
+        }
+        TemporaryFolder? spill = null;
+        if (cacheFolder is null && HessianBytes(modelPath) > InMemoryLimitBytes)
+            spill = TemporaryFolder.Create("calibration-spill", workFolder is null ? null : Path.GetFullPath(workFolder));
         progress?.Report(new PipelineProgress("calibrate", null, 0, tokens, "tokens"));
-        return Collect(modelPath, textPath, tokenizerPath, new CalibrationOptions { Tokens = tokens, Parallelism = parallelism },
-            progress is null ? null : new Progress<(long Done, long Total)>(p =>
-                progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
-            cancellationToken);
+        try
+        {
+            var set = Collect(modelPath, textPath, tokenizerPath, new CalibrationOptions { Tokens = tokens, Parallelism = parallelism },
+                cacheFolder ?? (spill is null ? null : Path.Combine(spill.Path, "hessians")),
+                progress is null ? null : new Progress<(long Done, long Total)>(p =>
+                    progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
+                cancellationToken);
+            return (set, spill);
+        }
+        catch
+        {
+            spill?.Dispose();
+            throw;
+        }
     }
 
-    private static CalibrationSet Run(LoadedModel loaded, RecordingWeightSource recording, string text, CalibrationOptions options,
+    /// <summary>Hessians above this many bytes (as doubles) are kept on disk, not in memory: 2 GB.</summary>
+    internal const long InMemoryLimitBytes = 2L << 30;
+
+    /// <summary>Bytes of the model's Hessians as doubles: one n × n per distinct linear input (attention input, FFN
+    /// input, attention output, FFN hidden) per layer.</summary>
+    private static long HessianBytes(string modelPath)
+    {
+        using var model = CheckpointLoader.Open(modelPath);
+        if (model.Config is not { } c) return 0;
+        return c.Layers * 8L * (2L * c.Dim * c.Dim + (long)c.QueryDim * c.QueryDim + (long)c.HiddenDim * c.HiddenDim);
+    }
+
+    /// <summary>Runs the model over the text; returns the tokens run.</summary>
+    private static long Run(LoadedModel loaded, RecordingWeightSource recording, string text, CalibrationOptions options,
         string source, IProgress<(long Done, long Total)>? progress, CancellationToken cancellationToken)
     {
         var config = loaded.Config;
@@ -87,7 +140,7 @@ public static class Calibration
             session.ForwardHidden(tokens.AsSpan(start, count), hidden.AsSpan(0, count * config.Dim), cancellationToken);
             progress?.Report((start + count, tokens.Length));
         }
-        return new CalibrationSet(recording.Build(), tokens.Length, source);
+        return tokens.Length;
     }
 
     private sealed class RecordingWeightSource(IWeightSource inner, int layers) : IWeightSource
@@ -124,6 +177,11 @@ public static class Calibration
             }
             return (name, true);
         }
+
+        /// <summary>Each accumulator once, with the tensors that read its input, built only when asked (so a cache
+        /// writer can build, write and release one Hessian at a time).</summary>
+        public IEnumerable<(IReadOnlyList<string> Tensors, Func<Hessian?> Build)> Groups() =>
+            _byTensor.GroupBy(p => p.Value).Select(g => ((IReadOnlyList<string>)[.. g.Select(p => p.Key)], (Func<Hessian?>)g.Key.Build));
 
         public IReadOnlyDictionary<string, Hessian> Build()
         {

@@ -53,6 +53,10 @@ public sealed record CompressionRequest
     /// <summary>Tokens of <see cref="CalibrationPath"/> to run.</summary>
     public int CalibrationTokens { get; init; } = 4096;
 
+    /// <summary>A folder for the calibration's Hessians: read when it holds this calibration, else measured and written
+    /// there (every unit of a sharded run can share one); null: measured for this run.</summary>
+    public string? CalibrationCache { get; init; }
+
     /// <summary>Tokenizer for calibration (default: the one beside the model).</summary>
     public string? TokenizerPath { get; init; }
 
@@ -113,9 +117,11 @@ public static class CompressionRun
         }
         else ModelFolder.CheckOutput(output, source, alsoRead, request.Force);
         CalibrationSet? calibration = null;
+        IDisposable? calibrationFiles = null;
         if (request.CalibrationPath is { } calibrationPath)
-            calibration = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
-                request.Parallelism, progress, cancellationToken);
+            (calibration, calibrationFiles) = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
+                request.Parallelism, progress, cancellationToken, request.CalibrationCache, Path.GetDirectoryName(Path.GetFullPath(output)));
+        using var releaseCalibration = calibrationFiles;
         BudgetPlan? plan = null;
         if (request.Budget is { } budget)
         {

@@ -49,9 +49,10 @@ public sealed record CompressOptions
     internal IReadOnlyList<(string Name, string Text)> ExtraFiles { get; init; } = [];
 }
 
-/// <summary>One tensor of a compress run; <see cref="Parameters"/> are the codec's per-tensor parameters as stored.</summary>
+/// <summary>One tensor of a compress run; <see cref="Parameters"/> are the codec's per-tensor parameters as stored;
+/// <see cref="EncodeSeconds"/> the time its encoding took (not stored: a file's bytes never depend on the clock).</summary>
 public sealed record CompressedTensorReport(string Name, string Codec, DType DType, long[] Shape, long OriginalBytes, long StoredBytes,
-    IReadOnlyDictionary<string, string>? Parameters = null)
+    IReadOnlyDictionary<string, string>? Parameters = null, double EncodeSeconds = 0)
 {
     public double BitsPerWeight => 8.0 * StoredBytes / Math.Max(1, TensorShape.ElementCount(Shape));
 }
@@ -132,6 +133,7 @@ public static class Compressor
                 {
                     EncodedTensor encoded;
                     var codec = options.Assignment?[tensor.Name] ?? options.Codec!;
+                    var encodeClock = Stopwatch.StartNew();
                     if (options.PreEncoded?.Invoke(tensor) is { } given) encoded = given;
                     else
                         using (var view = source.Map(tensor))
@@ -152,7 +154,8 @@ public static class Compressor
                     }
                     entries.Add(new(tensor.Name, new CompressedLayout.Entry(codec.Spec, tensor.DType, tensor.Shape,
                         encoded.Parts.Select(p => p.Suffix).ToList(), encoded.Parameters ?? new Dictionary<string, string>())));
-                    reports.Add(new CompressedTensorReport(tensor.Name, codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored, encoded.Parameters));
+                    reports.Add(new CompressedTensorReport(tensor.Name, codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored, encoded.Parameters,
+                        encodeClock.Elapsed.TotalSeconds));
                 }
                 done += tensor.ByteLength;
             }
