@@ -58,12 +58,25 @@ internal sealed class HessianAccumulator(int size)
         }
     }
 
+    /// <summary>Builds the Hessian, hands it over and keeps nothing (a cache writer's one-at-a-time path): the
+    /// accumulator holds neither the sum nor the Hessian afterwards.</summary>
+    public Hessian? TakeBuilt()
+    {
+        lock (_gate)
+        {
+            var built = Build();
+            _built = null;
+            return built;
+        }
+    }
+
     /// <summary>The Hessian of everything added, or null when nothing was.</summary>
     public Hessian? Build()
     {
         lock (_gate)
         {
             if (_built is not null || _tokens == 0) return _built;
+            if (_sum is null) throw new InvalidOperationException("the Hessian was already handed over (TakeBuilt)");
             _built = Hessian.FromSum(_sum, size, _tokens);
             _sum = null;
             return _built;

@@ -181,7 +181,7 @@ public static class Calibration
         /// <summary>Each accumulator once, with the tensors that read its input, built only when asked (so a cache
         /// writer can build, write and release one Hessian at a time).</summary>
         public IEnumerable<(IReadOnlyList<string> Tensors, Func<Hessian?> Build)> Groups() =>
-            _byTensor.GroupBy(p => p.Value).Select(g => ((IReadOnlyList<string>)[.. g.Select(p => p.Key)], (Func<Hessian?>)g.Key.Build));
+            _byTensor.GroupBy(p => p.Value).Select(g => ((IReadOnlyList<string>)[.. g.Select(p => p.Key)], (Func<Hessian?>)g.Key.TakeBuilt));
 
         public IReadOnlyDictionary<string, Hessian> Build()
         {
