@@ -72,6 +72,9 @@ internal static class CalibrationCache
         {
             throw new CheckpointFormatException(indexPath, "calibration index", JsonErrors.Offset(json, e), $"not a calibration index: {JsonErrors.Reason(e)}", e);
         }
+        if (index.Model is null || index.Text is null || index.ModelFiles is null || index.ModelFiles.Any(f => f?.Path is null)
+            || index.Entries is null || index.Entries.Any(e => e?.File is null || e.Tensors is null || e.Tensors.Any(t => t is null)))
+            throw new CheckpointFormatException(indexPath, "calibration index", null, "not a calibration index: a field is missing or null");
         string? mismatch = index.Version != Version ? "version"
             : index.Model != Path.GetFullPath(model.Path) || !index.ModelFiles.SequenceEqual(ShardedCompression.Identify(model)) ? "model (or it changed since)"
             : index.Text != Path.GetFullPath(textPath) || index.TextBytes != new FileInfo(textPath).Length ? "calibration text"

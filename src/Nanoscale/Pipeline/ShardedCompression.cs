@@ -28,7 +28,7 @@ public readonly record struct ShardUnit(int Index, int Count)
     {
         environment ??= Environment.GetEnvironmentVariable;
         var parts = (text ?? "").Split('/', StringSplitOptions.TrimEntries);
-        if (parts.Length != 2 || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int count) || count < 1 || count > 100_000)
+        if (parts.Length != 2 || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out int count) || count < 1 || count > ShardedCompression.MaxUnits)
             throw new InvalidOptionException(option, $"\"{text}\" is not a unit: give i/N (0 ≤ i < N, e.g. 2/8) or auto/N");
         string indexText = parts[0];
         string from = "";
@@ -65,6 +65,9 @@ public static class ShardedCompression
     public const string ManifestName = "nanoscale-unit.json";
 
     internal const int ManifestVersion = 1;
+
+    /// <summary>The most units a run may have (<c>--shard i/N</c> with N up to this).</summary>
+    internal const int MaxUnits = 100_000;
 
     /// <summary>What a unit records: everything that changes the bytes of the final checkpoint.</summary>
     internal sealed record Manifest
@@ -151,7 +154,7 @@ public static class ShardedCompression
         };
         string folder = Path.Combine(outputFolder, unit.FolderName);
         string manifestPath = Path.Combine(folder, ManifestName);
-        if (File.Exists(manifestPath) && ReadManifest(manifestPath) is { } done && SameRequest(done, manifest) is null
+        if (File.Exists(manifestPath) && ReadManifest(manifestPath) is var done && SameRequest(done, manifest) is null
             && done.Index == unit.Index && done.Tensors.SequenceEqual(mine))
         {
             using var finished = LogicalCheckpoint.Open(folder);
@@ -170,13 +173,26 @@ public static class ShardedCompression
         }, request.MeasureError, progress, cancellationToken);
     }
 
-    private static Manifest? ReadManifest(string path)
+    private static Manifest ReadManifest(string path)
     {
-        try { return JsonSerializer.Deserialize<Manifest>(File.ReadAllBytes(path), Json); }
+        var json = File.ReadAllBytes(path);
+        Manifest? manifest;
+        try { manifest = JsonSerializer.Deserialize<Manifest>(json, Json); }
         catch (JsonException e)
         {
-            throw new CheckpointFormatException(path, "manifest", JsonErrors.Offset(File.ReadAllBytes(path), e), $"not a unit manifest: {JsonErrors.Reason(e)}", e);
+            throw new CheckpointFormatException(path, "manifest", JsonErrors.Offset(json, e), $"not a unit manifest: {JsonErrors.Reason(e)}", e);
         }
+        // JSON null passes the deserializer for non-nullable members: checked here, so a hostile manifest is an error, not a crash.
+        string? missing = manifest is null ? "everything"
+            : manifest.Format is null ? "format" : manifest.Model is null ? "model"
+            : manifest.ModelFiles is null || manifest.ModelFiles.Any(f => f is null || f.Path is null) ? "model_files"
+            : manifest.Tensors is null || manifest.Tensors.Any(t => t is null) ? "tensors" : null;
+        if (missing is not null) throw new CheckpointFormatException(path, "manifest", null, $"not a unit manifest: {missing} is missing or null");
+        if (manifest!.Count < 1 || manifest.Count > MaxUnits || manifest.Index < 0 || manifest.Index >= manifest.Count)
+            throw new CheckpointFormatException(path, "manifest.index", null, $"unit {manifest.Index} of {manifest.Count} is not a unit (1 to {MaxUnits} units, index below the count)");
+        if (manifest.Version != ManifestVersion)
+            throw new CheckpointFormatException(path, "manifest.version", null, $"unit manifest version {manifest.Version}; this version reads {ManifestVersion}");
+        return manifest;
     }
 
     /// <summary>The first field two manifests disagree on (other than index and tensors), or null.</summary>
@@ -209,7 +225,7 @@ public static class ShardedCompression
         if (!Directory.Exists(unitsFolder)) throw new InputException($"{unitsFolder}: no such folder of units");
         var found = Directory.EnumerateDirectories(unitsFolder)
             .Select(d => Path.Combine(d, ManifestName)).Where(File.Exists).Order(StringComparer.Ordinal)
-            .Select(m => (Folder: Path.GetDirectoryName(m)!, Manifest: ReadManifest(m) ?? throw new CheckpointFormatException(m, "manifest", 0, "empty manifest")))
+            .Select(m => (Folder: Path.GetDirectoryName(m)!, Manifest: ReadManifest(m)))
             .ToList();
         if (found.Count == 0) throw new InputException($"{unitsFolder} holds no units (folders with {ManifestName}); run compress --shard i/N -o {unitsFolder} first");
         var first = found[0];

@@ -45,6 +45,20 @@ public class CalibrationCacheTests
         Assert.Contains("calibration text", text.Message);
     }
 
+    [Theory]
+    [InlineData("{\"entries\": null}")]
+    [InlineData("[1, 2]")]
+    [InlineData("{\"version\": 1, \"model\": null}")]
+    public void AHostileCalibrationIndexIsALocatedError(string json)
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir.File("cache"));
+        File.WriteAllText(Path.Combine(dir.File("cache"), CalibrationCache.IndexName), json);
+        using var model = CheckpointLoader.Open(SharedData.Stories260K);
+        var error = Assert.Throws<CheckpointFormatException>(() => CalibrationCache.TryOpen(dir.File("cache"), model, SharedData.WikiText2, 512));
+        Assert.Contains(CalibrationCache.IndexName, error.Message);
+    }
+
     [Fact]
     public void ADamagedHessianFileIsNamed()
     {

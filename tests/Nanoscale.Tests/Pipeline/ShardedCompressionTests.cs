@@ -256,3 +256,28 @@ public class ScaleOutRecipeTests
 
     private static string Quote(string s) => "\"" + s.Replace("\"", "\\\"") + "\"";
 }
+
+public class HostileManifestTests
+{
+    [Theory]
+    [InlineData("\"tensors\": null", "tensors is missing or null")]
+    [InlineData("\"count\": 2000000000", "is not a unit")]
+    [InlineData("\"index\": -1", "is not a unit")]
+    [InlineData("\"model_files\": [null]", "model_files is missing or null")]
+    [InlineData("\"version\": 99", "version 99")]
+    public void AHostileUnitManifestIsALocatedErrorNotACrash(string replacement, string expected)
+    {
+        using var dir = new TempDir();
+        var units = dir.File("units");
+        for (int i = 0; i < 2; i++)
+            CompressionRun.Run(SharedData.Stories260K, units, new CompressionRequest { Format = "mxfp4", Shard = new ShardUnit(i, 2), MeasureError = false });
+        var path = Path.Combine(units, "part-1-of-2", ShardedCompression.ManifestName);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        var (key, value) = (replacement.Split(':')[0].Trim('"', ' '), replacement[(replacement.IndexOf(':') + 1)..].Trim());
+        json[key] = System.Text.Json.Nodes.JsonNode.Parse(value);
+        File.WriteAllText(path, json.ToJsonString());
+        var error = Assert.Throws<CheckpointFormatException>(() => ShardedCompression.Merge(units, dir.File("out")));
+        Assert.Contains(expected, error.Message);
+        Assert.Contains(path, error.Message);
+    }
+}
