@@ -89,7 +89,7 @@ public static partial class BudgetPlanner
         LowRank.CalibrationSet? calibration = null;
         IDisposable? calibrationFiles = null;
         if (request.CalibrationPath is { } calibrationPath)
-            (calibration, calibrationFiles) = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
+            (calibration, calibrationFiles) = Calibration.CollectReporting(source, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
                 request.Parallelism, progress, cancellationToken, request.CalibrationCache, request.WorkFolder);
         using var releaseCalibration = calibrationFiles;
         var table = Measure(source, new PlanOptions
@@ -107,38 +107,33 @@ public static partial class BudgetPlanner
         }, progress, cancellationToken);
         var plans = request.Budgets.Select(b => Solve(table, b)).ToList(); // every budget checked before any perplexity
 
+        // The original and every written point are evaluated alike: the model's own tokenizer, the same text and window.
+        var evalOptions = new EvalOptions
+        {
+            TextPath = request.TextPath ?? "",
+            TokenizerPath = tokenizerPath,
+            MaxTokens = request.MaxTokens,
+            ContextLength = request.ContextLength,
+            Parallelism = request.Parallelism,
+        };
+
         PlanPoint Point(string label, BudgetPlan? plan, IReadOnlyDictionary<string, string> assignment, double bpw, long modelBytes, double cost)
         {
             if (text is null) return new PlanPoint(label, plan, bpw, modelBytes, cost, null, null);
-            var codecs = assignment.Values.Distinct().ToDictionary(s => s, CodecRegistry.Create, StringComparer.Ordinal);
             var (result, file) = CompressionRun.RunTemporary(source, request.WorkFolder, new CompressOptions
             {
-                Assignment = assignment.ToDictionary(a => a.Key, a => codecs[a.Value], StringComparer.Ordinal),
+                Assignment = Codecs(assignment),
                 EncodeOptions = new EncodeOptions { Parallelism = request.Parallelism, AllowNonFinite = request.AllowNonFinite, Calibration = calibration },
             }, measureError: true, progress, cancellationToken);
             using (file)
             {
-                var report = Evaluation.Evaluate(file.Path, new EvalOptions
-                {
-                    TextPath = request.TextPath!,
-                    TokenizerPath = tokenizerPath,
-                    MaxTokens = request.MaxTokens,
-                    ContextLength = request.ContextLength,
-                    Parallelism = request.Parallelism,
-                }, progress, cancellationToken);
+                var report = Evaluation.Evaluate(file.Path, evalOptions, progress, cancellationToken);
                 return new PlanPoint(label, plan, 8.0 * result.Report.Tensors.Where(t => t.Codec != "plain").Sum(t => t.StoredBytes) / Math.Max(1, table.Weights),
                     result.Report.Tensors.Sum(t => t.StoredBytes), cost, result.TotalError, report.Perplexity);
             }
         }
 
-        PerplexityResult? original = text is null ? null : Evaluation.Evaluate(modelPath, new EvalOptions
-        {
-            TextPath = request.TextPath!,
-            TokenizerPath = tokenizerPath,
-            MaxTokens = request.MaxTokens,
-            ContextLength = request.ContextLength,
-            Parallelism = request.Parallelism,
-        }, progress, cancellationToken).Perplexity;
+        PerplexityResult? original = text is null ? null : Evaluation.Evaluate(modelPath, evalOptions, progress, cancellationToken).Perplexity;
         var points = plans.Select(p => Point(p.Budget.ToString(), p, p.Assignment, p.BitsPerWeight, p.ModelBytes, p.PredictedCost)).ToList();
         var uniform = new List<PlanPoint>();
         if (request.Uniform)

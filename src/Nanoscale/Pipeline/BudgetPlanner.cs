@@ -370,9 +370,12 @@ public static partial class BudgetPlanner
     }
 
     /// <summary>The codec of every planned tensor, for <see cref="CompressOptions.Assignment"/>.</summary>
-    public static IReadOnlyDictionary<string, ITensorCodec> Codecs(BudgetPlan plan)
+    public static IReadOnlyDictionary<string, ITensorCodec> Codecs(BudgetPlan plan) => Codecs(plan.Assignment);
+
+    /// <summary>Tensor name → spec as tensor name → codec, one codec object per distinct spec.</summary>
+    internal static IReadOnlyDictionary<string, ITensorCodec> Codecs(IReadOnlyDictionary<string, string> assignment)
     {
-        var bySpec = plan.Tensors.Select(t => t.Format).Distinct().ToDictionary(s => s, CodecRegistry.Create, StringComparer.Ordinal);
-        return plan.Tensors.ToDictionary(t => t.Name, t => bySpec[t.Format], StringComparer.Ordinal);
+        var bySpec = assignment.Values.Distinct().ToDictionary(s => s, CodecRegistry.Create, StringComparer.Ordinal);
+        return assignment.ToDictionary(a => a.Key, a => bySpec[a.Value], StringComparer.Ordinal);
     }
 }

@@ -70,26 +70,22 @@ public static class Calibration
     /// whose Hessians would take more than <see cref="InMemoryLimitBytes"/> keeps them in a temporary folder beside
     /// <paramref name="workFolder"/>, released with the returned owner.
     /// </summary>
-    internal static (CalibrationSet Set, IDisposable? Owner) CollectReporting(string modelPath, string textPath, string? tokenizerPath, int tokens,
+    internal static (CalibrationSet Set, IDisposable? Owner) CollectReporting(ICheckpoint model, string textPath, string? tokenizerPath, int tokens,
         Parallelism parallelism, IProgress<PipelineProgress>? progress, CancellationToken cancellationToken, string? cacheFolder = null,
         string? workFolder = null)
     {
-        if (cacheFolder is not null)
+        if (cacheFolder is not null && CalibrationCache.TryOpen(cacheFolder, model, textPath, tokens) is { } cached)
         {
-            using var model = CheckpointLoader.Open(modelPath);
-            if (CalibrationCache.TryOpen(cacheFolder, model, textPath, tokens) is { } cached)
-            {
-                progress?.Report(new PipelineProgress("calibrate (cached)", null, cached.Tokens, cached.Tokens, "tokens"));
-                return (cached, null);
-            }
+            progress?.Report(new PipelineProgress("calibrate (cached)", null, cached.Tokens, cached.Tokens, "tokens"));
+            return (cached, null);
         }
         TemporaryFolder? spill = null;
-        if (cacheFolder is null && HessianBytes(modelPath) > InMemoryLimitBytes)
+        if (cacheFolder is null && HessianBytes(model.Config) > InMemoryLimitBytes)
             spill = TemporaryFolder.Create("calibration-spill", workFolder is null ? null : Path.GetFullPath(workFolder));
         progress?.Report(new PipelineProgress("calibrate", null, 0, tokens, "tokens"));
         try
         {
-            var set = Collect(modelPath, textPath, tokenizerPath, new CalibrationOptions { Tokens = tokens, Parallelism = parallelism },
+            var set = Collect(model.Path, textPath, tokenizerPath, new CalibrationOptions { Tokens = tokens, Parallelism = parallelism },
                 cacheFolder ?? (spill is null ? null : Path.Combine(spill.Path, "hessians")),
                 progress is null ? null : new Progress<(long Done, long Total)>(p =>
                     progress.Report(new PipelineProgress("calibrate", null, p.Done, p.Total, "tokens"))),
@@ -108,12 +104,8 @@ public static class Calibration
 
     /// <summary>Bytes of the model's Hessians as doubles: one n × n per distinct linear input (attention input, FFN
     /// input, attention output, FFN hidden) per layer.</summary>
-    private static long HessianBytes(string modelPath)
-    {
-        using var model = CheckpointLoader.Open(modelPath);
-        if (model.Config is not { } c) return 0;
-        return c.Layers * 8L * (2L * c.Dim * c.Dim + (long)c.QueryDim * c.QueryDim + (long)c.HiddenDim * c.HiddenDim);
-    }
+    private static long HessianBytes(ModelConfig? c) =>
+        c is null ? 0 : c.Layers * 8L * (2L * c.Dim * c.Dim + (long)c.QueryDim * c.QueryDim + (long)c.HiddenDim * c.HiddenDim);
 
     /// <summary>Runs the model over the text; returns the tokens run.</summary>
     private static long Run(LoadedModel loaded, RecordingWeightSource recording, string text, CalibrationOptions options,

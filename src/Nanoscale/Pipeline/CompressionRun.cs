@@ -91,12 +91,14 @@ public static class CompressionRun
         if (request.Candidates is { } candidates) foreach (var spec in candidates) CodecRegistry.Create(spec); // fail before any work
         if (request.Shard is not null && request.Budget is not null)
             throw new InvalidOptionException("CompressionRequest.Shard", "a budget cannot be split into units yet: every unit would have to measure the whole model; run it on one machine");
+        // Work files (a decoded GGUF, spilled Hessians, the planner's encodings) go beside the output.
+        string outputFolder = Path.GetDirectoryName(Path.GetFullPath(output))!;
         using var opened = CheckpointLoader.Open(modelPath);
         if (request.Shard is not null && opened is GgufFile { Quantized.Count: > 0 })
             throw new InputException($"{modelPath}: a GGUF file of quantized tensors cannot be split into units (each would decode it whole); decompress it first", "CompressionRequest.Shard");
         // A GGUF file of ggml block types is re-quantized from its decoded values: decoded first, as F32 (exact for
         // every ggml type), into a work folder beside the output that goes when the run ends.
-        using var decoded = opened is GgufFile { Quantized.Count: > 0 } ? TemporaryFolder.Create("gguf-decoded", Path.GetDirectoryName(Path.GetFullPath(output))) : null;
+        using var decoded = opened is GgufFile { Quantized.Count: > 0 } ? TemporaryFolder.Create("gguf-decoded", outputFolder) : null;
         if (decoded is not null)
         {
             ModelFolder.CheckOutput(output, opened, null, request.Force);
@@ -119,8 +121,8 @@ public static class CompressionRun
         CalibrationSet? calibration = null;
         IDisposable? calibrationFiles = null;
         if (request.CalibrationPath is { } calibrationPath)
-            (calibration, calibrationFiles) = Calibration.CollectReporting(source.Path, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
-                request.Parallelism, progress, cancellationToken, request.CalibrationCache, Path.GetDirectoryName(Path.GetFullPath(output)));
+            (calibration, calibrationFiles) = Calibration.CollectReporting(source, calibrationPath, request.TokenizerPath, request.CalibrationTokens,
+                request.Parallelism, progress, cancellationToken, request.CalibrationCache, outputFolder);
         using var releaseCalibration = calibrationFiles;
         BudgetPlan? plan = null;
         if (request.Budget is { } budget)
@@ -135,7 +137,7 @@ public static class CompressionRun
                 TokenizerPath = request.TokenizerPath,
                 AllowNonFinite = request.AllowNonFinite,
                 Parallelism = request.Parallelism,
-                WorkFolder = Path.GetDirectoryName(Path.GetFullPath(output)),
+                WorkFolder = outputFolder,
             }, progress, cancellationToken);
             plan = BudgetPlanner.Solve(table, budget);
         }

@@ -12,7 +12,7 @@ public sealed record CompressOptions
     /// <summary>The codec of every selected tensor; null when <see cref="Assignment"/> gives one per tensor.</summary>
     public ITensorCodec? Codec { get; init; }
 
-    /// <summary>A codec per tensor (a <see cref="BudgetPlan"/>, <see cref="BudgetPlanner.Codecs"/>): exactly these
+    /// <summary>A codec per tensor (a <see cref="BudgetPlan"/>, <see cref="BudgetPlanner.Codecs(BudgetPlan)"/>): exactly these
     /// tensors are encoded, each with its own; <see cref="Selection"/> is not used. Set this or <see cref="Codec"/>.</summary>
     public IReadOnlyDictionary<string, ITensorCodec>? Assignment { get; init; }
 
