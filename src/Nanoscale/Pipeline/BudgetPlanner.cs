@@ -228,11 +228,12 @@ public static partial class BudgetPlanner
     /// weight of the others.</summary>
     private static List<TensorSensitivity> WeighByLoss(List<TensorSensitivity> rows)
     {
-        var weights = rows.Where(r => r.ProbeKl is not null).Select(r => r.ProbeKl!.Value / r.Candidates[r.ProbedCandidate].OutputError).Order().ToList();
+        static double? Measured(TensorSensitivity r) => r.ProbeKl is { } kl ? kl / r.Candidates[r.ProbedCandidate].OutputError : null;
+        var weights = rows.Select(Measured).OfType<double>().Order().ToList();
         double median = weights.Count == 0 ? 1 : weights[weights.Count / 2];
         return [.. rows.Select(r =>
         {
-            double weight = r.ProbeKl is { } kl ? kl / r.Candidates[r.ProbedCandidate].OutputError : median;
+            double weight = Measured(r) ?? median;
             return r with { LossWeight = weight, Candidates = [.. r.Candidates.Select(m => m with { Cost = m.OutputError * weight })] };
         })];
     }
@@ -255,10 +256,10 @@ public static partial class BudgetPlanner
         // Decoded from a stored container, as compress would store it and the runtime would read it.
         using var file = TemporaryFile.In(options.WorkFolder, "nanoscale-plan", ".safetensors");
         EncodedContainer.Write(file.Path, [new EncodedContainer.Item(tensor.Name, tensor.DType, tensor.Shape, codec.Spec, encoded)], cancellationToken);
-        encoded = null!;
+        encoded = null!; // the parts are in the file now: let them go before the decoding below
         using var container = LogicalCheckpoint.Open(file.Path);
         using var decoder = container.OpenDecoder(container.Tensors[0]);
-        using var view2 = source.Map(tensor);
+        using var sourceView = source.Map(tensor);
         int columns = checked((int)TensorShape.Columns(tensor.Shape));
         long rows = TensorShape.Rows(tensor.Shape);
         int rowsPerTile = (int)Math.Max(1, Math.Min(rows, (1 << 20) / Math.Max(1, columns)));
@@ -275,7 +276,7 @@ public static partial class BudgetPlanner
             cancellationToken.ThrowIfCancellationRequested();
             int count = (int)Math.Min(rowsPerTile, rows - row);
             int n = count * columns;
-            view2.ReadFloats(row * columns, original.AsSpan(0, n));
+            sourceView.ReadFloats(row * columns, original.AsSpan(0, n));
             decoder.ReadRows(row, count, delta.AsSpan(0, n));
             if (decodedCopy is not null) delta.AsSpan(0, n).CopyTo(decodedCopy.AsSpan(checked((int)(row * columns)), n));
             error += ErrorMetrics.Of(original.AsSpan(0, n), delta.AsSpan(0, n));

@@ -267,7 +267,7 @@ public static class ShardedCompression
         var units = new List<LogicalCheckpoint>();
         try
         {
-            var owner = new Dictionary<string, (LogicalCheckpoint Unit, CompressedLayout.Entry Entry)>(StringComparer.Ordinal);
+            var owner = new Dictionary<string, (LogicalCheckpoint Unit, StoredTensor Stored, CompressedLayout.Entry Entry)>(StringComparer.Ordinal);
             foreach (var folder in byIndex.OrderBy(p => p.Key).Select(p => p.Value))
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -282,15 +282,14 @@ public static class ShardedCompression
                 {
                     if (t.Encoded is null || t.Encoded.Spec != codec.Spec || !entries.TryGetValue(t.Name, out var entry))
                         throw new CheckpointFormatException(folder, t.Name, null, $"expected a {codec.Spec} tensor in the unit, found {t.Encoded?.Spec ?? "a plain one"}");
-                    owner[t.Name] = (unit, entry);
+                    owner[t.Name] = (unit, t.Encoded, entry);
                 }
             }
             EncodedTensor? FromUnit(TensorInfo tensor)
             {
                 if (!owner.TryGetValue(tensor.Name, out var found))
                     throw new InputException($"{tensor.Name} is in no unit's checkpoint although its unit lists it; run that unit again");
-                var (unit, entry) = found;
-                var stored = unit.Find(tensor.Name)!.Encoded!;
+                var (unit, stored, entry) = found;
                 return new EncodedTensor([.. entry.Parts.Select(suffix =>
                 {
                     var part = stored.Part(suffix);
