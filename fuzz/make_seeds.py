@@ -2,7 +2,8 @@
 """Small valid inputs for each fuzz target (AFL mutates best from files of a few hundred bytes).
 
     python3 fuzz/make_seeds.py OUT_DIR NANOSCALE_CLI...
-Writes OUT_DIR/{safetensors,gguf,llama2c,tokenizer-bin,tokenizer-json}/; compressed containers are made by the CLI.
+Writes OUT_DIR/{safetensors,gguf,llama2c,tokenizer-bin,tokenizer-json,spec,rans,sp-model}/; compressed containers are
+made by the CLI. The model-folder targets (index, config) are seeded by the harness itself (`Nanoscale.Fuzz T seed F`).
 """
 import json, os, struct, subprocess, sys
 
@@ -73,3 +74,25 @@ json.dump({"version": "1.0", "added_tokens": [], "normalizer": None,
            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
            "post_processor": None, "decoder": {"type": "ByteLevel"},
            "model": {"type": "BPE", "vocab": vocab, "merges": ["a b", "Ġ a"]}}, open(os.path.join(tj, "tokenizer.json"), "w"))
+
+# A SentencePiece ModelProto (BPE with byte fallback): pieces <unk>, <s>, </s>, the 256 byte pieces and a few merges.
+def varint(v):
+    v &= (1 << 64) - 1
+    out = b""
+    while True:
+        b = v & 0x7F; v >>= 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v: return out
+def field(number, kind, payload): return varint(number << 3 | kind) + payload
+def message(number, body): return field(number, 2, varint(len(body)) + body)
+def piece(text, score, kind):
+    b = text.encode()
+    return message(1, field(1, 2, varint(len(b)) + b) + field(2, 5, struct.pack("<f", score)) + field(3, 0, varint(kind)))
+pieces = [("<unk>", 0.0, 2), ("<s>", 0.0, 3), ("</s>", 0.0, 3)] + [("<0x%02X>" % i, 0.0, 6) for i in range(256)]
+pieces += [(p, -i - 1.0, 1) for i, p in enumerate(["\u2581t", "he", "\u2581the", "\u2581a", "on", "ce"])]
+model = b"".join(piece(*p) for p in pieces)
+model += message(2, field(3, 0, varint(2)) + field(4, 0, varint(len(pieces))) + field(35, 0, varint(1))
+                 + field(40, 0, varint(0)) + field(41, 0, varint(1)) + field(42, 0, varint(2)) + field(43, 0, varint(-1)))
+name = b"identity"
+model += message(3, field(1, 2, varint(len(name)) + name) + field(3, 0, varint(1)) + field(4, 0, varint(0)) + field(5, 0, varint(1)))
+open(os.path.join(folder("sp-model"), "tokenizer.model"), "wb").write(model)

@@ -1,5 +1,6 @@
 using Nanoscale.Codecs;
 using Nanoscale.IO;
+using Nanoscale.Pipeline;
 using Nanoscale.Runtime;
 using Nanoscale.Tensors;
 
@@ -13,7 +14,28 @@ namespace Nanoscale.Fuzz;
 /// </summary>
 public static class Harness
 {
-    public static readonly string[] Targets = ["safetensors", "gguf", "llama2c", "tokenizer-bin", "tokenizer-json", "spec", "rans"];
+    public static readonly string[] Targets = ["safetensors", "gguf", "llama2c", "tokenizer-bin", "tokenizer-json", "spec", "rans",
+        "index", "config", "sp-model"];
+
+    /// <summary>The model folder the <c>index</c> and <c>config</c> targets put their input into: a generated Llama of a
+    /// few hundred weights in eight shards, so both files name real tensors. A property, not a field: nothing of the
+    /// instrumented library may run before SharpFuzz's loop starts (the harness's static constructor would).</summary>
+    public static SampleOptions ModelFolderShape => new()
+    {
+        Dim = 8, HiddenDim = 16, Layers = 1, Heads = 2, KvHeads = 1, VocabSize = 16, MaxSeqLen = 8, DType = DType.F32, ShardBytes = 512,
+    };
+
+    /// <summary>The file of the model folder each folder target replaces with its input.</summary>
+    private static string FolderFile(string target) => target == "index" ? "model.safetensors.index.json" : "config.json";
+
+    /// <summary>Writes the valid input of a folder target (<c>index</c>, <c>config</c>) to <paramref name="path"/>: the
+    /// file as the generated model folder has it, to seed the fuzzer.</summary>
+    public static void WriteSeed(string target, string path)
+    {
+        var work = Directory.CreateTempSubdirectory("nanoscale-fuzz-seed-").FullName;
+        try { File.Copy(Path.Combine(SampleCheckpoint.Write(work, ModelFolderShape), FolderFile(target)), path, overwrite: true); }
+        finally { Directory.Delete(work, recursive: true); }
+    }
 
     /// <summary>Largest tensor the harness decodes (elements): bigger ones are opened and mapped, not expanded.</summary>
     private const long MaxDecodedElements = 1 << 22;
@@ -35,6 +57,11 @@ public static class Harness
             catch (NanoscaleException) { }
             return;
         }
+        if (target is "index" or "config")
+        {
+            RunModelFolder(target, input, workFolder);
+            return;
+        }
         string extension = target switch
         {
             "safetensors" => ".safetensors",
@@ -42,13 +69,14 @@ public static class Harness
             "llama2c" => ".bin",
             "tokenizer-bin" => ".bin",
             "tokenizer-json" => ".json",
+            "sp-model" => ".model",
             _ => throw new ArgumentException($"unknown target {target}; targets: {string.Join(", ", Targets)}"),
         };
         var path = Path.Combine(workFolder, "input" + extension);
         File.WriteAllBytes(path, input.ToArray());
         try
         {
-            if (target.StartsWith("tokenizer", StringComparison.Ordinal))
+            if (target.StartsWith("tokenizer", StringComparison.Ordinal) || target == "sp-model")
             {
                 var tokenizer = TokenizerLoader.Open(path);
                 var ids = tokenizer.Encode("Once upon a time, there was a ✓ naïve 🐱.", addBos: true);
@@ -76,5 +104,39 @@ public static class Harness
         catch (NanoscaleException) { }
         catch (IOException) { }
         catch (UnauthorizedAccessException) { }
+    }
+
+    /// <summary>The <c>index</c> and <c>config</c> targets: the input replaces that file of a generated sharded model
+    /// folder, which is then opened and run as the verbs do (every tensor read, the model built, one token stepped).</summary>
+    private static void RunModelFolder(string target, ReadOnlySpan<byte> input, string workFolder)
+    {
+        var folder = Path.Combine(workFolder, "model");
+        if (!File.Exists(Path.Combine(folder, "config.json"))) SampleCheckpoint.Write(folder, ModelFolderShape);
+        var pristine = Path.Combine(workFolder, "pristine-" + FolderFile(target));
+        if (!File.Exists(pristine)) File.Copy(Path.Combine(folder, FolderFile(target)), pristine);
+        File.WriteAllBytes(Path.Combine(folder, FolderFile(target)), input.ToArray());
+        try
+        {
+            using var checkpoint = LogicalCheckpoint.Open(folder);
+            foreach (var tensor in checkpoint.Tensors)
+                if (tensor.Plain is { } plain && tensor.ElementCount <= MaxDecodedElements)
+                {
+                    using var view = checkpoint.Container.Map(plain);
+                    if (plain.DType.IsFloat()) view.ToFloatArray();
+                }
+            if (checkpoint.Config is not null)
+            {
+                var model = LlamaModel.Load(checkpoint.Container, new RuntimeOptions { Parallelism = Parallelism.SingleThread });
+                model.CreateSession(Math.Min(4, model.Config.MaxSeqLen)).Step(0);
+            }
+        }
+        catch (NanoscaleException) { }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        finally
+        {
+            // The other target's file is put back, so each input meets the folder as generated.
+            File.Copy(pristine, Path.Combine(folder, FolderFile(target)), overwrite: true);
+        }
     }
 }

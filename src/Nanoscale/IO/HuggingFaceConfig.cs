@@ -25,12 +25,7 @@ internal static class HuggingFaceConfig
         var info = new FileInfo(path);
         if (info.Length > 16 * 1024 * 1024)
             throw new CheckpointFormatException(path, null, 0, $"config is {info.Length} bytes; refusing more than 16 MiB of JSON");
-        JsonDocument document;
-        try { document = JsonDocument.Parse(File.ReadAllBytes(path)); }
-        catch (JsonException e)
-        {
-            throw JsonErrors.Invalid(path, e);
-        }
+        var document = JsonErrors.Parse(path, File.ReadAllBytes(path));
         using (document)
         {
             var root = document.RootElement;

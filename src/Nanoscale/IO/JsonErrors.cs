@@ -4,10 +4,29 @@ namespace Nanoscale.IO;
 
 /// <summary>
 /// Where a JSON document is broken, as a byte offset into it: <see cref="JsonException"/> reports a line number and a
-/// byte position within that line, which alone reads like an offset and is not one.
+/// byte position within that line, which alone reads like an offset and is not one. <see cref="Parse"/> is the one
+/// way a JSON file from a model folder is parsed.
 /// </summary>
 internal static class JsonErrors
 {
+    /// <summary>
+    /// Parses the bytes of a JSON file: invalid UTF-8 anywhere (which <see cref="JsonDocument"/> only notices when a
+    /// string is read, as an <see cref="InvalidOperationException"/> — found by fuzzing the sharded index) and invalid
+    /// JSON are located errors naming the file and the byte offset.
+    /// </summary>
+    /// <exception cref="CheckpointFormatException">Not UTF-8, or not JSON.</exception>
+    public static JsonDocument Parse(string path, byte[] bytes, JsonDocumentOptions options = default, string? where = null, long start = 0)
+    {
+        if (!System.Text.Unicode.Utf8.IsValid(bytes))
+        {
+            int at = 0;
+            while (System.Text.Rune.DecodeFromUtf8(bytes.AsSpan(at), out _, out int consumed) == System.Buffers.OperationStatus.Done) at += consumed;
+            throw new CheckpointFormatException(path, where, start + at, "not valid UTF-8 (JSON files are UTF-8 text)");
+        }
+        try { return JsonDocument.Parse(bytes, options); }
+        catch (JsonException e) { throw Invalid(path, bytes, e, where, start); }
+    }
+
     /// <summary>The offset of the error in <paramref name="json"/>; null when the exception does not say.</summary>
     public static long? Offset(ReadOnlySpan<byte> json, JsonException e)
     {

@@ -182,20 +182,8 @@ internal sealed class SafetensorsFile : ICheckpoint
     private static (List<TensorInfo>, List<KeyValuePair<string, string>>) ParseHeaderJson(string path, byte[] header, long dataLength)
     {
         const long headerStart = 8;
-        JsonDocument document;
-        try
-        {
-            // The reference writer pads the header with spaces; trailing whitespace is valid JSON anyway.
-            document = JsonDocument.Parse(header, new JsonDocumentOptions { MaxDepth = 16 });
-        }
-        catch (JsonException e)
-        {
-            throw JsonErrors.Invalid(path, header, e, "header", headerStart);
-        }
-        catch (ArgumentException e)
-        {
-            throw new CheckpointFormatException(path, "header", headerStart, $"header is not valid UTF-8 JSON ({e.Message})", e);
-        }
+        // The reference writer pads the header with spaces; trailing whitespace is valid JSON anyway.
+        var document = JsonErrors.Parse(path, header, new JsonDocumentOptions { MaxDepth = 16 }, "header", headerStart);
 
         using (document)
         {

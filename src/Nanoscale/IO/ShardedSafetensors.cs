@@ -70,12 +70,7 @@ internal sealed class ShardedSafetensors : ICheckpoint
         if (info.Length > 64L * 1024 * 1024)
             throw new CheckpointFormatException(indexPath, null, 0, $"index is {info.Length} bytes; refusing more than 64 MiB of JSON");
 
-        JsonDocument document;
-        try { document = JsonDocument.Parse(File.ReadAllBytes(indexPath)); }
-        catch (JsonException e)
-        {
-            throw JsonErrors.Invalid(indexPath, e);
-        }
+        var document = JsonErrors.Parse(indexPath, File.ReadAllBytes(indexPath));
 
         var shards = new List<SafetensorsFile>();
         try

@@ -33,15 +33,8 @@ internal sealed class ChatTemplate
         var file = folder is null ? null : Path.Combine(folder, "tokenizer_config.json");
         if (file is null || !File.Exists(file) || new FileInfo(file).Length > 16 << 20) return Plain;
         string? template;
-        try
-        {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(file));
+        using (var document = JsonErrors.Parse(file, File.ReadAllBytes(file)))
             template = document.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
-        }
-        catch (JsonException e)
-        {
-            throw JsonErrors.Invalid(file, e);
-        }
         if (template is null) return Plain;
         if (template.Contains("<|start_header_id|>", StringComparison.Ordinal)) return new(Family.Llama3, null);
         if (template.Contains("<|im_start|>", StringComparison.Ordinal))

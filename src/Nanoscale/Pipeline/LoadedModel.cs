@@ -137,17 +137,10 @@ public sealed class LoadedModel : IDisposable
         var folder = Directory.Exists(Path) ? Path : System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path))!;
         var file = System.IO.Path.Combine(folder, "generation_config.json");
         if (!File.Exists(file) || new FileInfo(file).Length > 1 << 20) return [];
-        try
-        {
-            using var document = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(file));
-            if (!document.RootElement.TryGetProperty("eos_token_id", out var eos)) return [];
-            var ids = eos.ValueKind == System.Text.Json.JsonValueKind.Array ? eos.EnumerateArray().ToList() : [eos];
-            return [.. ids.Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Number && e.TryGetInt32(out _)).Select(e => e.GetInt32())];
-        }
-        catch (System.Text.Json.JsonException e)
-        {
-            throw JsonErrors.Invalid(file, e);
-        }
+        using var document = JsonErrors.Parse(file, File.ReadAllBytes(file));
+        if (!document.RootElement.TryGetProperty("eos_token_id", out var eos)) return [];
+        var ids = eos.ValueKind == System.Text.Json.JsonValueKind.Array ? eos.EnumerateArray().ToList() : [eos];
+        return [.. ids.Where(e => e.ValueKind == System.Text.Json.JsonValueKind.Number && e.TryGetInt32(out _)).Select(e => e.GetInt32())];
     }
 
     /// <summary>The end tokens of a <c>generation_config.json</c> beside the model (besides the tokenizer's EOS).</summary>

@@ -64,8 +64,9 @@ internal sealed class HuggingFaceTokenizer : ITokenizer, IDisposable
         try
         {
             var bytes = File.ReadAllBytes(path);
-            CheckUtf8(path, bytes);
-            using var document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 64 });
+            // The whole file must be UTF-8: the native library is handed the file and does not survive every malformed
+            // byte sequence (found by fuzzing, docs/reliability.md).
+            using var document = JsonErrors.Parse(path, bytes, new JsonDocumentOptions { MaxDepth = 64 });
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
                 throw new CheckpointFormatException(path, "model", null, "a tokenizer.json has a \"model\" object");
@@ -132,17 +133,6 @@ internal sealed class HuggingFaceTokenizer : ITokenizer, IDisposable
     public void Dispose() => _native.Dispose();
 
     /// <summary>The largest token id (vocabulary and added tokens) and the ids of the added tokens by content.</summary>
-    /// <summary>The whole file must be UTF-8: the native library is handed the file and does not survive every
-    /// malformed byte sequence (found by fuzzing, docs/reliability.md).</summary>
-    private static void CheckUtf8(string path, byte[] bytes)
-    {
-        try { _ = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetCharCount(bytes); }
-        catch (System.Text.DecoderFallbackException e)
-        {
-            throw new CheckpointFormatException(path, null, e.Index >= 0 ? e.Index : null, "the file is not valid UTF-8", e);
-        }
-    }
-
     private static readonly string[] ModelTypes = ["BPE", "WordPiece", "WordLevel", "Unigram"];
 
     /// <summary>The shape the native library's deserializer relies on: a model of a known type, and each pipeline
@@ -241,7 +231,7 @@ internal sealed class HuggingFaceTokenizer : ITokenizer, IDisposable
             throw new CheckpointFormatException(configPath, null, 0, "more than 64 MiB of JSON");
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(configPath));
+            using var document = JsonErrors.Parse(configPath, File.ReadAllBytes(configPath));
             if (document.RootElement.ValueKind != JsonValueKind.Object)
                 throw new CheckpointFormatException(configPath, null, 0, "tokenizer_config.json must be a JSON object");
             string? Token(string key) =>

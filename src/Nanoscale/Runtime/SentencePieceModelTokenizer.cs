@@ -35,8 +35,12 @@ internal sealed class SentencePieceModelTokenizer : ITokenizer
             var tokenizer = SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false);
             return new SentencePieceModelTokenizer(tokenizer, tokenizer.Vocabulary.Count);
         }
+        // The library's own failures on a damaged file (a missing trainer or normalizer spec dereferenced, an index
+        // out of range) are the file's fault, not ours: they become the same located error (found by fuzzing).
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or NotSupportedException
-                                       or IOException or Google.Protobuf.InvalidProtocolBufferException)
+                                       or IOException or Google.Protobuf.InvalidProtocolBufferException
+                                       or NullReferenceException or IndexOutOfRangeException or KeyNotFoundException or OverflowException
+                                       or InvalidCastException)
         {
             throw new CheckpointFormatException(path, null, null, $"not a readable SentencePiece model ({e.Message})", e);
         }

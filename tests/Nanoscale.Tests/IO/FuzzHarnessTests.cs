@@ -56,6 +56,8 @@ public class FuzzHarnessTests
             Compressor.Compress(source, container, new CompressOptions { Codec = CodecRegistry.Create("mxfp4:entropy=rans"), Selection = TensorSelection.For(CodecRegistry.Create("mxfp4"), "w") });
         var gguf = dir.File("s.gguf");
         GgufExport.Export(SharedData.Stories260K, gguf, new GgufExportOptions { Type = "q4_0" });
+        Harness.WriteSeed("index", dir.File("index.json"));
+        Harness.WriteSeed("config", dir.File("config.json"));
         var seeds = new (string Target, byte[] Bytes, int Mutations)[]
         {
             ("safetensors", File.ReadAllBytes(container), 400),
@@ -65,6 +67,9 @@ public class FuzzHarnessTests
             ("tokenizer-json", File.ReadAllBytes(SharedData.Path("tokenizers", "gpt2", "tokenizer.json")), 8),
             ("spec", "caldera:rank=4,q=mxfp4:scale=mse;round=away,lr=int4"u8.ToArray(), 300),
             ("rans", Nanoscale.Lossless.LosslessCodec.Encode(values, Nanoscale.Tensors.DType.F32, Nanoscale.Lossless.LosslessOptions.Default with { MinimumSavings = 0 }), 300),
+            ("sp-model", File.ReadAllBytes(Runtime.SentencePieceTokenizerTests.WriteModel(dir.File("tok512.model"))), 100),
+            ("index", File.ReadAllBytes(dir.File("index.json")), 150),
+            ("config", File.ReadAllBytes(dir.File("config.json")), 150),
         };
         foreach (var (target, bytes, count) in seeds)
         {
@@ -72,7 +77,7 @@ public class FuzzHarnessTests
             foreach (var input in Mutations(bytes, count, target.Length))
             {
                 try { Harness.Run(target, input, work); }
-                catch (Exception e) { throw new Xunit.Sdk.XunitException($"{target} mutation {n}: {e.GetType().Name}: {e.Message}"); }
+                catch (Exception e) { throw new Xunit.Sdk.XunitException($"{target} mutation {n}: {e}"); }
                 n++;
             }
         }
