@@ -64,6 +64,9 @@ internal static class CompressCommand
                 MaxShardBytes = ModelFolder.ParseShardSize(parse.GetValue(shardSize)!, shardSize.Name),
             }, progress, context.Cancellation);
             progress.Finish();
+            if (result.CalibrationTokens is { } run && run < parse.GetValue(calibTokens))
+                context.Log($"warning: --calib: {parse.GetValue(calib)} gave {run} tokens of the {parse.GetValue(calibTokens)} asked (--calib-tokens); " +
+                            $"each Hessian has rank at most {run} before its 1e-2·I damping, so the rounding is fitted to little data (docs/caldera.md)");
             var byName = result.Errors.ToDictionary(e => e.Name, e => e.Error);
             if (parse.GetValue(shard) is not null)
             {

@@ -47,7 +47,9 @@ internal sealed class Hessian
     /// From an accumulated <c>Σ xᵀx</c> over <paramref name="tokens"/> rows: divide by the tokens, normalise by the mean
     /// diagonal, add <see cref="Damping"/>·I. <paramref name="sum"/> is n × n, row-major (symmetrised here).
     /// </summary>
-    /// <exception cref="ArgumentException">Wrong length, no tokens, or the diagonal is zero or not finite.</exception>
+    /// <remarks>Inputs that were all zero on the calibration text (a zero diagonal) say nothing about which weight errors
+    /// matter: the Hessian is then the identity (plain weight error), documented in docs/caldera.md.</remarks>
+    /// <exception cref="ArgumentException">Wrong length, no tokens, or the diagonal is not finite.</exception>
     public static Hessian FromSum(ReadOnlySpan<double> sum, int size, long tokens)
     {
         if (sum.Length != (long)size * size) throw new ArgumentException($"expected {size}×{size} values, found {sum.Length}", nameof(sum));
@@ -56,6 +58,7 @@ internal sealed class Hessian
         double trace = 0;
         for (int i = 0; i < size; i++) trace += sum[i * size + i];
         double meanDiagonal = trace / tokens / size;
+        if (meanDiagonal == 0) return Identity(size);
         if (!(meanDiagonal > 0) || !double.IsFinite(meanDiagonal))
             throw new ArgumentException($"the calibration inputs have mean square {meanDiagonal}; cannot normalise", nameof(sum));
         double factor = 1.0 / (tokens * meanDiagonal);

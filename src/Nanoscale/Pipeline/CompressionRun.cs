@@ -14,6 +14,10 @@ namespace Nanoscale.Pipeline;
 public sealed record CompressionResult(CompressReport Report, IReadOnlyList<(string Name, ErrorMetrics Error)> Errors, BudgetPlan? Plan = null,
     bool AlreadyDone = false)
 {
+    /// <summary>Tokens of calibration text the Hessians were measured on (null without <c>--calib</c>): fewer than asked
+    /// when the text is short, and then the Hessians have at most that rank before their damping (docs/caldera.md).</summary>
+    public long? CalibrationTokens { get; init; }
+
     /// <summary>The model's total error over the encoded tensors; null when nothing was measured.</summary>
     public ErrorMetrics? TotalError => Errors.Count == 0 ? null : Errors.Aggregate(ErrorMetrics.Zero, (a, e) => a + e.Error);
 }
@@ -157,8 +161,9 @@ public static class CompressionRun
                 Calibration = calibration,
             },
         };
-        if (request.Shard is { } shard) return ShardedCompression.RunUnit(source, output, shard, request, options, progress, cancellationToken);
-        return Run(source, output, options, request.MeasureError, progress, cancellationToken) with { Plan = plan };
+        if (request.Shard is { } shard)
+            return ShardedCompression.RunUnit(source, output, shard, request, options, progress, cancellationToken) with { CalibrationTokens = calibration?.Tokens };
+        return Run(source, output, options, request.MeasureError, progress, cancellationToken) with { Plan = plan, CalibrationTokens = calibration?.Tokens };
     }
 
     /// <summary>Compresses <paramref name="source"/> into <paramref name="output"/>, then, when

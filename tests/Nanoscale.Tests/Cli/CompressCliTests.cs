@@ -32,6 +32,28 @@ public class CompressCliTests
         Assert.Contains("valid names:", result.Stderr);
         Assert.Empty(Directory.GetFiles(dir.Path));
     }
+
+    /// <summary>Calibration text shorter than asked (issue 16): the run goes on with what there is, says so, and writes
+    /// finite weights.</summary>
+    [Fact]
+    public void ShortCalibrationTextIsNamedInAWarning()
+    {
+        using var dir = new TempDir();
+        var text = dir.File("short.txt");
+        File.WriteAllText(text, "Once upon a time");
+        var output = dir.File("c.safetensors");
+        var result = CliProcess.Run("compress", SharedData.Stories260K, "-f", "caldera:rank=2,iters=1", "--calib", text, "-o", output, "--no-error");
+        Assert.Equal(0, result.ExitCode);
+        Assert.Matches(@"warning: --calib: .*short\.txt gave \d+ tokens of the 4096 asked", result.Stderr);
+        var back = CliProcess.Run("decompress", output, "-o", dir.File("d.safetensors"), "--json");
+        Assert.Equal(0, back.ExitCode);
+        using var file = Nanoscale.IO.CheckpointLoader.Open(dir.File("d.safetensors"));
+        foreach (var tensor in file.Tensors)
+        {
+            using var view = file.Map(tensor);
+            Assert.All(view.ToFloatArray(), v => Assert.True(float.IsFinite(v), $"{tensor.Name} has a non-finite weight"));
+        }
+    }
 }
 
 public class NonFiniteCliTests

@@ -90,4 +90,24 @@ public class CalderaTests
             Caldera.Decompose(Weights(8, 16, 1), 8, 16, Hessian.Identity(16), Options(9, "mxint2", "mxfp4")));
         Assert.Contains("min(rows, cols) = 8", e.Message);
     }
+
+    /// <summary>Bad calibration (issue 16): a Hessian from fewer tokens than inputs is singular before its damping, and
+    /// one from inputs that were all zero has no scale at all; both give finite weights, never NaN.</summary>
+    [Fact]
+    public void SingularAndZeroHessiansGiveFiniteWeights()
+    {
+        const int rows = 16, cols = 64;
+        var w = Weights(rows, cols, 11);
+        var random = new Random(5);
+        var x = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(3, cols, (_, _) => Gaussian(random)); // 3 tokens: rank 3
+        var singular = Hessian.FromSum(x.TransposeThisAndMultiply(x).ToRowMajorArray(), cols, 3);
+        var zero = Hessian.FromSum(new double[cols * cols], cols, 3);
+        Assert.Equal(Hessian.Identity(cols).Matrix, zero.Matrix);
+        foreach (var h in new[] { singular, zero })
+        {
+            var result = Caldera.Decompose(w, rows, cols, h, Options(4, "mxint2", "mxint4"));
+            Assert.All(result.Approximation, v => Assert.True(float.IsFinite(v)));
+            Assert.True(double.IsFinite(result.RelativeError) && result.RelativeError < 1, $"relative error {result.RelativeError}");
+        }
+    }
 }
