@@ -32,6 +32,10 @@ internal static class CompressCommand
         var allowNonFinite = new Option<bool>("--allow-nonfinite") { Description = "Encode NaN/Inf weights as NaN instead of refusing the checkpoint" };
         var force = new Option<bool>("--force") { Description = "Allow the output inside the input's model folder (never over one of its files)" };
         var noError = new Option<bool>("--no-error") { Description = "Skip measuring the weight error (decoding the output again)" };
+        var planFile = new Option<string?>("--plan")
+        {
+            Description = "Formats per tensor from the JSON of `plan MODEL --budget B --json` (one budget): no measuring again, and it can be split with --shard",
+        };
         var calib = CliRunner.CalibrationOption();
         var calibTokens = CliRunner.CalibrationTokensOption();
         var calibCache = CliRunner.CalibrationCacheOption();
@@ -40,7 +44,7 @@ internal static class CompressCommand
         var json = CliRunner.JsonOption();
         var command = new Command("compress", "Write a compressed checkpoint")
         {
-            model, format, budget, candidates, shard, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, calibCache, tokenizer, threads, json,
+            model, format, budget, candidates, planFile, shard, output, shardSize, include, exclude, allowNonFinite, force, noError, calib, calibTokens, calibCache, tokenizer, threads, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -50,6 +54,7 @@ internal static class CompressCommand
                 Format = parse.GetValue(format),
                 Budget = parse.GetValue(budget) is { } b ? Budget.Parse(b) : null,
                 Candidates = PlanCommand.ReadCandidates(parse, candidates),
+                PlanPath = parse.GetValue(planFile),
                 Shard = parse.GetValue(shard) is { } unit ? ShardUnit.Parse(unit) : null,
                 Include = parse.GetValue(include),
                 Exclude = parse.GetValue(exclude),

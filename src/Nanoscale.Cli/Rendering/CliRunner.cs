@@ -153,6 +153,7 @@ internal static class CliRunner
         ["PlanRequest.TextPath"] = "--text",
         ["CompressionRequest.Format"] = "--format",
         ["CompressionRequest.Shard"] = "--shard",
+        ["CompressionRequest.PlanPath"] = "--plan",
         ["CalibrationCache"] = "--calib-cache",
         [OutputGuard.ForceName] = "--force",
         [GgufExportOptions.TypeName] = "--type",
@@ -163,9 +164,12 @@ internal static class CliRunner
     {
         string message = e.Message;
         if (e is InvalidOptionException invalid && Flags.TryGetValue(invalid.Option!, out var flag))
-            return $"{flag}: {invalid.Problem}";
-        if (e is NanoscaleException { Option: { } option } && Flags.TryGetValue(option, out flag))
+            message = $"{flag}: {invalid.Problem}";
+        else if (e is NanoscaleException { Option: { } option } && Flags.TryGetValue(option, out flag))
             message = message.Replace(option, flag, StringComparison.Ordinal);
+        // Other options the message mentions by their qualified library names (Type.Property) become flags too.
+        foreach (var (name, other) in Flags)
+            if (name.Contains('.', StringComparison.Ordinal)) message = message.Replace(name, other, StringComparison.Ordinal);
         return message;
     }
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using Nanoscale.Codecs;
 using Nanoscale.Formats;
 using Nanoscale.IO;
@@ -372,6 +373,44 @@ public static partial class BudgetPlanner
 
     /// <summary>The codec of every planned tensor, for <see cref="CompressOptions.Assignment"/>.</summary>
     public static IReadOnlyDictionary<string, ITensorCodec> Codecs(BudgetPlan plan) => Codecs(plan.Assignment);
+
+    /// <summary>
+    /// The assignment (tensor name → spec) of a plan file: the JSON of <c>plan --json</c> holding exactly one plan.
+    /// Every spec is validated.
+    /// </summary>
+    /// <exception cref="CheckpointFormatException">Not such a file, or several plans in it (the message lists their budgets).</exception>
+    public static IReadOnlyDictionary<string, string> ReadAssignment(string path)
+    {
+        var info = new FileInfo(path);
+        if (!info.Exists) throw new FileNotFoundException($"{path}: no such plan file", path);
+        if (info.Length > 64L << 20) throw new CheckpointFormatException(path, null, 0, $"{info.Length} bytes is too large for a plan");
+        using var document = JsonErrors.Parse(path, File.ReadAllBytes(path));
+        var root = document.RootElement;
+        JsonElement plan;
+        if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("plans", out var plans) && plans.ValueKind == JsonValueKind.Array)
+        {
+            var all = plans.EnumerateArray().ToList();
+            if (all.Count != 1)
+                throw new CheckpointFormatException(path, "plans", null, all.Count == 0 ? "the file holds no plan"
+                    : $"the file holds {all.Count} plans ({string.Join(", ", all.Select(p => p.TryGetProperty("budget", out var b) ? b.ToString() : "?"))}); run plan with the one budget to use");
+            plan = all[0];
+        }
+        else throw new CheckpointFormatException(path, null, 0, "not a plan: expected the JSON of plan --json (a \"plans\" array)");
+        if (!plan.TryGetProperty("tensors", out var tensors) || tensors.ValueKind != JsonValueKind.Array)
+            throw new CheckpointFormatException(path, "tensors", null, "the plan has no \"tensors\" array");
+        var assignment = new Dictionary<string, string>(StringComparer.Ordinal);
+        int index = 0;
+        foreach (var t in tensors.EnumerateArray())
+        {
+            if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("name", out var n) || n.ValueKind != JsonValueKind.String
+                || !t.TryGetProperty("format", out var f) || f.ValueKind != JsonValueKind.String)
+                throw new CheckpointFormatException(path, $"tensors[{index}]", null, "each tensor needs a string \"name\" and \"format\"");
+            if (!assignment.TryAdd(n.GetString()!, CodecRegistry.Create(f.GetString()!).Spec))
+                throw new CheckpointFormatException(path, $"tensors[{index}]", null, $"{n.GetString()} is planned twice");
+            index++;
+        }
+        return assignment;
+    }
 
     /// <summary>Tensor name → spec as tensor name → codec, one codec object per distinct spec.</summary>
     internal static IReadOnlyDictionary<string, ITensorCodec> Codecs(IReadOnlyDictionary<string, string> assignment)

@@ -40,6 +40,10 @@ public sealed record CompressionRequest
     /// <c>merge</c> puts the units together. Null: the whole model here.</summary>
     public ShardUnit? Shard { get; init; }
 
+    /// <summary>A plan written by <c>plan --json</c> with one budget: each tensor in the format it chose, without
+    /// measuring again — so a budget can be split into units, every unit reading the same plan.</summary>
+    public string? PlanPath { get; init; }
+
     /// <summary>Regexes that change which tensors the codec applies to (<see cref="TensorSelection"/>).</summary>
     public string? Include { get; init; }
 
@@ -89,12 +93,13 @@ public static class CompressionRun
     public static CompressionResult Run(string modelPath, string output, CompressionRequest request,
         IProgress<PipelineProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        if ((request.Format is null) == (request.Budget is null))
-            throw new InvalidOptionException("CompressionRequest.Format", "give a format, or a budget to choose a format per tensor (not both)");
+        if (new object?[] { request.Format, request.Budget, request.PlanPath }.Count(o => o is not null) != 1)
+            throw new InvalidOptionException("CompressionRequest.Format", "give a format, a budget to choose a format per tensor, or a plan file (one of them)");
         var codec = request.Format is { } format ? CodecRegistry.Create(format) : null;
         if (request.Candidates is { } candidates) foreach (var spec in candidates) CodecRegistry.Create(spec); // fail before any work
         if (request.Shard is not null && request.Budget is not null)
-            throw new InvalidOptionException("CompressionRequest.Shard", "a budget cannot be split into units yet: every unit would have to measure the whole model; run it on one machine");
+            throw new InvalidOptionException("CompressionRequest.Shard", "a budget is not split into units (every unit would measure the whole model): write the plan once (plan --json with the one budget) and give it to every unit as CompressionRequest.PlanPath");
+        var planned = request.PlanPath is { } planPath ? BudgetPlanner.ReadAssignment(planPath) : null;
         // Work files (a decoded GGUF, spilled Hessians, the planner's encodings) go beside the output.
         string outputFolder = Path.GetDirectoryName(Path.GetFullPath(output))!;
         using var opened = CheckpointLoader.Open(modelPath);
@@ -145,10 +150,14 @@ public static class CompressionRun
             }, progress, cancellationToken);
             plan = BudgetPlanner.Solve(table, budget);
         }
+        if (planned is not null)
+            foreach (var name in planned.Keys)
+                if (!source.Tensors.Any(t => t.Name == name))
+                    throw new InputException($"{request.PlanPath}: the plan names the tensor {name}, which {modelPath} does not have (a plan of another model?)", "CompressionRequest.PlanPath");
         var options = new CompressOptions
         {
             Codec = codec,
-            Assignment = plan is null ? null : BudgetPlanner.Codecs(plan),
+            Assignment = plan is not null ? BudgetPlanner.Codecs(plan) : planned is not null ? BudgetPlanner.Codecs(planned) : null,
             Selection = codec is null ? TensorSelection.Default : TensorSelection.For(codec, request.Include, request.Exclude),
             Force = request.Force,
             AlsoRead = alsoRead,

@@ -76,6 +76,9 @@ public static class ShardedCompression
         public required int Index { get; init; }
         public required int Count { get; init; }
         public required string Format { get; init; }
+
+        /// <summary>Tensor → spec of a planned run (<c>--plan</c>; <see cref="Format"/> is then <see cref="Mixed"/>).</summary>
+        public IReadOnlyDictionary<string, string>? Assignment { get; init; }
         public string? Include { get; init; }
         public string? Exclude { get; init; }
         public bool AllowNonFinite { get; init; }
@@ -106,20 +109,34 @@ public static class ShardedCompression
         return codec.Spec.StartsWith("caldera", StringComparison.Ordinal) ? tensor.ElementCount * columns : tensor.ElementCount;
     }
 
+    /// <summary>The format a manifest names for a planned run (each tensor's own spec in <see cref="Manifest.Assignment"/>).</summary>
+    internal const string Mixed = "mixed";
+
     /// <summary>The unit of every tensor: longest first onto the least loaded unit (ties: name order, lowest unit).</summary>
-    internal static Dictionary<string, int> Assign(IReadOnlyList<TensorInfo> tensors, ITensorCodec codec, int count)
+    internal static Dictionary<string, int> Assign(IReadOnlyList<TensorInfo> tensors, ITensorCodec codec, int count) => Assign(tensors, _ => codec, count);
+
+    /// <summary>As <see cref="Assign(IReadOnlyList{TensorInfo}, ITensorCodec, int)"/>, each tensor with its own codec (a plan).</summary>
+    internal static Dictionary<string, int> Assign(IReadOnlyList<TensorInfo> tensors, Func<TensorInfo, ITensorCodec> codecOf, int count)
     {
         var load = new double[count];
         var result = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var tensor in tensors.OrderByDescending(t => EstimatedWork(codec, t)).ThenBy(t => t.Name, StringComparer.Ordinal))
+        foreach (var tensor in tensors.OrderByDescending(t => EstimatedWork(codecOf(t), t)).ThenBy(t => t.Name, StringComparer.Ordinal))
         {
             int unit = 0;
             for (int u = 1; u < count; u++) if (load[u] < load[unit]) unit = u;
-            load[unit] += EstimatedWork(codec, tensor);
+            load[unit] += EstimatedWork(codecOf(tensor), tensor);
             result[tensor.Name] = unit;
         }
         return result;
     }
+
+    /// <summary>The tensors a run encodes and the codec of each: a plan's tensors with their own codecs, or the selection's
+    /// with the one codec.</summary>
+    private static (List<TensorInfo> Selected, Func<TensorInfo, ITensorCodec> CodecOf) Work(ICheckpoint source,
+        IReadOnlyDictionary<string, ITensorCodec>? plan, ITensorCodec? codec, TensorSelection selection) =>
+        plan is not null
+            ? (source.Tensors.Where(t => plan.ContainsKey(t.Name)).ToList(), t => plan[t.Name])
+            : (source.Tensors.Where(selection.Selects).ToList(), _ => codec!);
 
     internal static IReadOnlyList<SourceFile> Identify(ICheckpoint source) =>
         [.. source.Files.Select(f => new FileInfo(f)).Select(f => new SourceFile(f.FullName, f.Length, f.LastWriteTimeUtc))];
@@ -131,15 +148,15 @@ public static class ShardedCompression
     internal static CompressionResult RunUnit(ICheckpoint source, string outputFolder, ShardUnit unit, CompressionRequest request,
         CompressOptions options, IProgress<PipelineProgress>? progress, CancellationToken cancellationToken)
     {
-        var codec = options.Codec!;
-        var selected = source.Tensors.Where(options.Selection.Selects).ToList();
-        var assignment = Assign(selected, codec, unit.Count);
+        var (selected, codecOf) = Work(source, options.Assignment, options.Codec, options.Selection);
+        var assignment = Assign(selected, codecOf, unit.Count);
         var mine = selected.Where(t => assignment[t.Name] == unit.Index).Select(t => t.Name).ToList();
         var manifest = new Manifest
         {
             Index = unit.Index,
             Count = unit.Count,
-            Format = codec.Spec,
+            Format = options.Codec?.Spec ?? Mixed,
+            Assignment = options.Assignment?.ToDictionary(p => p.Key, p => p.Value.Spec, StringComparer.Ordinal),
             Include = request.Include,
             Exclude = request.Exclude,
             AllowNonFinite = request.AllowNonFinite,
@@ -160,10 +177,10 @@ public static class ShardedCompression
             using var finished = LogicalCheckpoint.Open(folder);
             var tensors = finished.Tensors.Select(t => new CompressedTensorReport(t.Name, t.Encoded?.Spec ?? "plain", t.DType, t.Shape,
                 source.Find(t.Name)?.ByteLength ?? 0, t.StoredBytes)).ToList();
-            return new CompressionResult(new CompressReport(folder, codec.Spec, tensors, tensors.Sum(t => t.OriginalBytes), ModelFolder.SizeOf(folder),
+            return new CompressionResult(new CompressReport(folder, manifest.Format, tensors, tensors.Sum(t => t.OriginalBytes), ModelFolder.SizeOf(folder),
                 TimeSpan.Zero, [.. Directory.EnumerateFiles(folder).Select(Path.GetFileName).OfType<string>()]), [], AlreadyDone: true);
         }
-        var codecs = mine.ToDictionary(n => n, _ => codec, StringComparer.Ordinal);
+        var codecs = selected.Where(t => assignment[t.Name] == unit.Index).ToDictionary(t => t.Name, codecOf, StringComparer.Ordinal);
         return CompressionRun.Run(source, folder, options with
         {
             Codec = null,
@@ -188,6 +205,8 @@ public static class ShardedCompression
             : manifest.ModelFiles is null || manifest.ModelFiles.Any(f => f is null || f.Path is null) ? "model_files"
             : manifest.Tensors is null || manifest.Tensors.Any(t => t is null) ? "tensors" : null;
         if (missing is not null) throw new CheckpointFormatException(path, "manifest", null, $"not a unit manifest: {missing} is missing or null");
+        if ((manifest!.Format == Mixed) != (manifest.Assignment is not null) || manifest.Assignment?.Values.Any(v => v is null) == true)
+            throw new CheckpointFormatException(path, "manifest.assignment", null, $"not a unit manifest: format {manifest.Format} with {(manifest.Assignment is null ? "no" : "a")} plan");
         if (manifest!.Count < 1 || manifest.Count > MaxUnits || manifest.Index < 0 || manifest.Index >= manifest.Count)
             throw new CheckpointFormatException(path, "manifest.index", null, $"unit {manifest.Index} of {manifest.Count} is not a unit (1 to {MaxUnits} units, index below the count)");
         if (manifest.Version != ManifestVersion)
@@ -201,6 +220,9 @@ public static class ShardedCompression
         if (a.Version != b.Version) return "version";
         if (a.Count != b.Count) return "count";
         if (a.Format != b.Format) return "format";
+        if ((a.Assignment is null) != (b.Assignment is null)
+            || (a.Assignment is not null && (a.Assignment.Count != b.Assignment!.Count
+                || a.Assignment.Any(p => !b.Assignment.TryGetValue(p.Key, out var spec) || spec != p.Value)))) return "plan";
         if (a.Include != b.Include) return "include";
         if (a.Exclude != b.Exclude) return "exclude";
         if (a.AllowNonFinite != b.AllowNonFinite) return "allow_non_finite";
@@ -247,10 +269,11 @@ public static class ShardedCompression
         using var source = CheckpointLoader.Open(first.Manifest.Model);
         if (SameFiles(Identify(source), first.Manifest.ModelFiles) is { } changed)
             throw new InputException($"{changed} changed since the units ran; run them again on the model as it is now");
-        var codec = CodecRegistry.Create(first.Manifest.Format);
-        var selection = TensorSelection.For(codec, first.Manifest.Include, first.Manifest.Exclude);
-        var selected = source.Tensors.Where(selection.Selects).ToList();
-        var assignment = Assign(selected, codec, count);
+        var plan = first.Manifest.Assignment is { } planned ? BudgetPlanner.Codecs(planned) : null;
+        var codec = plan is null ? CodecRegistry.Create(first.Manifest.Format) : null;
+        var selection = codec is null ? TensorSelection.Default : TensorSelection.For(codec, first.Manifest.Include, first.Manifest.Exclude);
+        var (selected, codecOf) = Work(source, plan, codec, selection);
+        var assignment = Assign(selected, codecOf, count);
         var missing = Enumerable.Range(0, count).Where(i => !byIndex.ContainsKey(i)).ToList();
         if (missing.Count > 0)
             throw new InputException($"{unitsFolder}: {string.Join(", ", missing.Select(i => new ShardUnit(i, count).FolderName))} missing " +
@@ -280,8 +303,9 @@ public static class ShardedCompression
                 var entries = (CompressedLayout.ReadEntries(unit.Container) ?? []).ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
                 foreach (var t in unit.Tensors)
                 {
-                    if (t.Encoded is null || t.Encoded.Spec != codec.Spec || !entries.TryGetValue(t.Name, out var entry))
-                        throw new CheckpointFormatException(folder, t.Name, null, $"expected a {codec.Spec} tensor in the unit, found {t.Encoded?.Spec ?? "a plain one"}");
+                    var wanted = source.Find(t.Name) is { } original && assignment.ContainsKey(t.Name) ? codecOf(original).Spec : "no such tensor to encode";
+                    if (t.Encoded is null || t.Encoded.Spec != wanted || !entries.TryGetValue(t.Name, out var entry))
+                        throw new CheckpointFormatException(folder, t.Name, null, $"expected a {wanted} tensor in the unit, found {t.Encoded?.Spec ?? "a plain one"}");
                     owner[t.Name] = (unit, t.Encoded, entry);
                 }
             }
@@ -301,6 +325,7 @@ public static class ShardedCompression
             var result = CompressionRun.Run(source, output, new CompressOptions
             {
                 Codec = codec,
+                Assignment = plan,
                 Selection = selection,
                 Force = m.Force,
                 AlsoRead = [.. new[] { m.CalibrationPath, m.TokenizerPath }.OfType<string>()],
