@@ -91,49 +91,103 @@ internal sealed class EntropyTensorCodec : ITensorCodec, ICodec
     public ITensorDecoder OpenDecoder(StoredTensor stored) => new Decoder(stored);
 
     /// <summary>Decodes the whole tensor once, on first use (thread-safe), then serves rows and bytes from it.</summary>
+    /// <summary>
+    /// Streams a coded tensor: rows are decoded chunk by chunk (the stream's independent chunks, 256 KiB by default)
+    /// into a buffer of the reading thread, never the whole tensor, so a model of coded tensors runs in about its
+    /// compressed size (the mapped file) plus one chunk per thread. A thread keeps its last chunk, so the tiles of
+    /// rows a product reads in order decode each chunk once. Every chunk's checksum is checked as it is decoded.
+    /// </summary>
     private sealed class Decoder : ITensorDecoder
     {
-        private readonly Lazy<byte[]> _decoded;
+        private readonly Lazy<TensorView> _view; // mapped (and its checksum verified) at the first read, as other decoders do
+        private readonly Lazy<LosslessCodec.ChunkIndex> _index;
 
         public Decoder(StoredTensor stored)
         {
             Stored = stored;
-            _decoded = new Lazy<byte[]>(Decode, LazyThreadSafetyMode.ExecutionAndPublication);
+            _view = new Lazy<TensorView>(() => stored.Map("ans"), LazyThreadSafetyMode.ExecutionAndPublication);
+            _index = new Lazy<LosslessCodec.ChunkIndex>(ReadIndex, LazyThreadSafetyMode.ExecutionAndPublication);
         }
 
         public StoredTensor Stored { get; }
 
-        private byte[] Decode()
+        private LosslessCodec.ChunkIndex ReadIndex()
         {
-            var part = Stored.Part("ans");
-            using var view = Stored.Map("ans");
-            try
+            var index = Located(() => LosslessCodec.ReadIndex(_view.Value.Bytes, Stored.Name));
+            long expected = Stored.ElementCount * Stored.DType.ElementSize();
+            if (index.Info.DecodedLength != expected || index.Info.DType.ElementSize() != Stored.DType.ElementSize())
             {
-                var info = LosslessCodec.ReadInfo(view.Bytes, Stored.Name);
-                long expected = Stored.ElementCount * Stored.DType.ElementSize();
-                if (info.DecodedLength != expected)
-                    throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset,
-                        $"coded stream holds {info.DecodedLength} bytes but {Stored.DType} × [{string.Join(", ", Stored.Shape)}] needs {expected}");
-                var bytes = new byte[expected];
-                LosslessCodec.Decode(view.Bytes, bytes, Stored.Name);
-                return bytes;
+                var part = Stored.Part("ans");
+                throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset,
+                    $"coded stream holds {index.Info.DecodedLength} bytes of {index.Info.DType} but {Stored.DType} × [{string.Join(", ", Stored.Shape)}] needs {expected}");
             }
+            return index;
+        }
+
+        /// <summary>A damaged stream as an error located in the file (part, byte offset).</summary>
+        private T Located<T>(Func<T> read)
+        {
+            try { return read(); }
             catch (LosslessFormatException e)
             {
+                var part = Stored.Part("ans");
                 throw new CheckpointFormatException(part.FilePath, part.Name, part.FileOffset + e.Offset, e.Message, e);
             }
+        }
+
+        private sealed class ChunkCache
+        {
+            public Decoder? Owner;
+            public int Chunk = -1;
+            public byte[] Bytes = [];
+        }
+
+        [ThreadStatic] private static ChunkCache? t_cache;
+
+        /// <summary>The decoded bytes of <paramref name="chunk"/>, in this thread's buffer (valid until its next call).</summary>
+        private ReadOnlySpan<byte> Chunk(int chunk)
+        {
+            var index = _index.Value;
+            int length = index.DecodedBytes(chunk);
+            var cache = t_cache ??= new ChunkCache();
+            if (ReferenceEquals(cache.Owner, this) && cache.Chunk == chunk) return cache.Bytes.AsSpan(0, length);
+            if (cache.Bytes.Length < length) cache.Bytes = new byte[index.DecodedBytes(0)];
+            cache.Owner = null;
+            Located(() =>
+            {
+                LosslessCodec.DecodeChunk(_view.Value.Bytes, index, chunk, cache.Bytes.AsSpan(0, length));
+                return 0;
+            });
+            (cache.Owner, cache.Chunk) = (this, chunk);
+            return cache.Bytes.AsSpan(0, length);
         }
 
         public void ReadRows(long firstRow, int count, Span<float> destination)
         {
             int size = Stored.DType.ElementSize();
-            long columns = Stored.Columns;
+            long columns = Stored.Columns, first = firstRow * columns, end = first + count * columns;
             var values = destination[..checked((int)(count * columns))];
-            TensorData.ToFloat(_decoded.Value.AsSpan(checked((int)(firstRow * columns * size)), values.Length * size), Stored.DType, values);
+            int chunkElements = _index.Value.Info.ChunkElements;
+            for (long e = first; e < end;)
+            {
+                int chunk = (int)(e / chunkElements);
+                var bytes = Chunk(chunk);
+                int from = (int)(e - (long)chunk * chunkElements);
+                int n = (int)Math.Min(end - e, bytes.Length / size - from);
+                TensorData.ToFloat(bytes.Slice(from * size, n * size), Stored.DType, values.Slice((int)(e - first), n));
+                e += n;
+            }
         }
 
-        public void ReadOriginal(Stream destination) => destination.Write(_decoded.Value);
+        public void ReadOriginal(Stream destination)
+        {
+            var index = _index.Value;
+            for (int chunk = 0; chunk < index.Info.ChunkCount; chunk++) destination.Write(Chunk(chunk));
+        }
 
-        public void Dispose() { }
+        public void Dispose()
+        {
+            if (_view.IsValueCreated) _view.Value.Dispose();
+        }
     }
 }

@@ -57,6 +57,61 @@ public static partial class LosslessCodec
             if (errors[chunk] is { } e) throw new LosslessFormatException(tensorName, chunk, e.Offset, e.Problem);
     }
 
+    /// <summary>The header and chunk directory of a stream, read once, so chunks can be decoded one at a time
+    /// (<see cref="DecodeChunk(ReadOnlySpan{byte}, ChunkIndex, int, Span{byte})"/>): what lets a product stream a coded tensor instead of decoding it whole.</summary>
+    public sealed class ChunkIndex
+    {
+        internal ChunkIndex(LosslessStreamInfo info, long[] offsets, string? tensorName)
+        {
+            Info = info;
+            Offsets = offsets;
+            TensorName = tensorName;
+        }
+
+        public LosslessStreamInfo Info { get; }
+
+        internal long[] Offsets { get; }
+
+        internal string? TensorName { get; }
+
+        /// <summary>Bytes chunk <paramref name="chunk"/> decodes to (the last one may be short).</summary>
+        public int DecodedBytes(int chunk) =>
+            (int)Math.Min(Info.ChunkElements, Info.ElementCount - (long)chunk * Info.ChunkElements) * Info.DType.ElementSize();
+    }
+
+    /// <summary>Reads and validates the header and chunk directory for <see cref="DecodeChunk(ReadOnlySpan{byte}, ChunkIndex, int, Span{byte})"/>.</summary>
+    public static ChunkIndex ReadIndex(ReadOnlySpan<byte> encoded, string? tensorName = null)
+    {
+        var info = ParseHeader(encoded, tensorName, out var offsets);
+        return new ChunkIndex(info, offsets, tensorName);
+    }
+
+    [ThreadStatic] private static DecodeScratch? t_scratch;
+
+    /// <summary>
+    /// Decodes one chunk of the stream <paramref name="index"/> was read from into <paramref name="destination"/>
+    /// (exactly <see cref="ChunkIndex.DecodedBytes"/> long), checking its checksum. Thread-safe: each thread keeps its
+    /// own scratch (one chunk's planes, at most <see cref="MaxChunkSizeBytes"/>).
+    /// </summary>
+    /// <exception cref="LosslessFormatException">The chunk is damaged (its offset named).</exception>
+    public static void DecodeChunk(ReadOnlySpan<byte> encoded, ChunkIndex index, int chunk, Span<byte> destination)
+    {
+        RequireLittleEndian();
+        var info = index.Info;
+        ArgumentOutOfRangeException.ThrowIfNegative(chunk);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(chunk, info.ChunkCount);
+        if (destination.Length != index.DecodedBytes(chunk))
+            throw new ArgumentException($"destination has {destination.Length} bytes, chunk {chunk} decodes to {index.DecodedBytes(chunk)}", nameof(destination));
+        var g = new Geometry(info.Layout, info.DType.ElementSize(), BytePlanes.PlaneCount(info.Layout), info.ElementCount, info.ChunkElements, info.ChunkCount);
+        var scratch = t_scratch;
+        if (scratch is null || scratch.Planes.Length < g.ChunkElements * g.ElementSize) t_scratch = scratch = new DecodeScratch(g);
+        long start = index.Offsets[chunk], end = index.Offsets[chunk + 1];
+        if (end > encoded.Length) throw new LosslessFormatException(index.TensorName, chunk, encoded.Length, $"stream is {encoded.Length} bytes, chunk {chunk} ends at {end}");
+        int elements = destination.Length / g.ElementSize;
+        if (DecodeChunk(g, encoded[(int)start..(int)end], elements, destination, scratch, start) is { } e)
+            throw new LosslessFormatException(index.TensorName, chunk, e.Offset, e.Problem);
+    }
+
     private readonly record struct ChunkError(long Offset, string Problem);
 
     private static ChunkError? DecodeChunk(Geometry g, ReadOnlySpan<byte> input, int elements, Span<byte> output, DecodeScratch scratch, long streamOffset)

@@ -61,6 +61,17 @@ public class FusedDotTests
     [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 5, 96)]
     [InlineData("nvfp4", 16, 512)]
     [InlineData("nvfp4", 3, 48)]
+    [InlineData("mxfp8", 16, 512)]
+    [InlineData("mxfp8-e5m2", 9, 256)]
+    [InlineData("mxfp6", 16, 512)]
+    [InlineData("mxfp6-e3m2", 5, 96)]
+    [InlineData("mxfp5-e2m2", 5, 96)]
+    [InlineData("mxfp5-e3m1", 3, 64)]
+    [InlineData("mxint8", 16, 512)]
+    [InlineData("mxint6", 5, 96)]
+    [InlineData("mxint4", 5, 96)]
+    [InlineData("mxint2", 3, 64)]
+    [InlineData("mxfp8:zero=positive", 3, 64)]
     public void FloatLookupDotOnTheCodesEqualsDecodeThenMultiply(string spec, int rows, int cols)
     {
         var c = Run(CodecRegistry.CreateBlockCodec(spec), rows, cols, rows * cols);
@@ -105,11 +116,36 @@ public class FusedDotTests
         return (x, decoded, y);
     }
 
+    /// <summary>Codes the encoder never writes (E4M3's NaN, E5M2's Inf and NaN) in a hand-made block: the kernel gives
+    /// what the reference decoder gives (the block takes the format's table), and the other block is unaffected.</summary>
+    [Theory]
+    [InlineData("mxfp8", 0x7F, double.NaN)]
+    [InlineData("mxfp8-e5m2", 0x7C, double.PositiveInfinity)]
+    [InlineData("mxfp8-e5m2", 0xFD, double.NaN)]
+    public void CodesTheEncoderNeverWritesDecodeAsTheReferenceDoes(string spec, int code, double expected)
+    {
+        var codec = CodecRegistry.CreateBlockCodec(spec);
+        var y = new float[2];
+        var blocks = new byte[2 * 64];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = (byte)(i % 7 + 0x30);
+        blocks[64 + 5] = (byte)code;
+        byte[] scales = [127, 127, 127, 127];
+        var x = Enumerable.Range(0, 64).Select(i => 1f + i / 64f).ToArray();
+        if (!codec.TryDotRows(blocks, scales, [], 2, 64, x, y)) return;
+        var decoded = new float[128];
+        codec.Dequantize(blocks, scales, [], 2, 64, new CodecOptions { Kernel = CodecKernel.Reference }, decoded);
+        double first = Enumerable.Range(0, 64).Sum(i => (double)decoded[i] * x[i]);
+        Assert.Equal(first, y[0], first * 1e-6);
+        if (double.IsNaN(expected)) Assert.True(float.IsNaN(y[1]), $"{y[1]}");
+        else Assert.Equal((float)expected, y[1]);
+    }
+
     [Fact]
     public void OtherFormatsAndPartialBlocksFallBackToDecoding()
     {
         var y = new float[1];
-        Assert.False(CodecRegistry.CreateBlockCodec("mxfp8").TryDotRows(new byte[32], new byte[1], [], 1, 32, new float[32], y));
+        Assert.False(CodecRegistry.CreateBlockCodec("q4_1").TryDotRows(new byte[40], [], [], 1, 32, new float[32], y));
+        Assert.False(CodecRegistry.CreateBlockCodec("mxfp8").TryDotRows(new byte[40], new byte[2], [], 1, 40, new float[40], y));
         Assert.False(CodecRegistry.CreateBlockCodec("mxfp4").TryDotRows(new byte[32], new byte[2], [], 1, 40, new float[40], y));
     }
 

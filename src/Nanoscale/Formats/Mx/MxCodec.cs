@@ -26,6 +26,7 @@ internal sealed class MxCodec : BlockCodec
         Rounding = rounding;
         SignedZero = signedZero;
         _doubled = MxDot.DoubledTable(element);
+        _widened = _doubled is null ? MxFloatDot.For(element) : null;
     }
 
     public ElementFormat Element { get; }
@@ -58,14 +59,22 @@ internal sealed class MxCodec : BlockCodec
     }
 
     /// <summary>
-    /// The generation step's product on MXFP4 codes without decoding rows to floats, in integer arithmetic on int8
-    /// activations (<see cref="MxDot"/>, llama.cpp's approach). AVX2 and whole blocks only; otherwise false (the caller
-    /// decodes rows, which is also the exact path <c>RuntimeOptions.FusedKernels = false</c> selects).
+    /// The generation step's product on the codes without decoding rows to floats: MXFP4 in integer arithmetic on int8
+    /// activations (<see cref="MxDot"/>, llama.cpp's approach), every other element format widened to floats in
+    /// registers (<see cref="MxFloatDot"/>). AVX2 and whole blocks only; otherwise false (the caller decodes rows, which
+    /// is also the exact path <c>RuntimeOptions.FusedKernels = false</c> selects).
     /// </summary>
     public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
     {
-        if (_doubled is not { } table || cols % MxBlockSize != 0 || !MxDot.IsSupported) return false;
+        if (cols % MxBlockSize != 0 || !MxDot.IsSupported) return false;
+        if (_widened is { } widened)
+        {
+            CheckDotSpans(blocks, scales, rowCount, cols, x, y);
+            widened.DotRows(blocks, scales, rowCount, cols, x, y);
+            return true;
+        }
+        if (_doubled is not { } table) return false;
         CheckDotSpans(blocks, scales, rowCount, cols, x, y);
         int nb = cols / MxBlockSize;
         var scratch = MxDot.Rent(cols);
@@ -80,6 +89,9 @@ internal sealed class MxCodec : BlockCodec
 
     /// <summary>The element format's values × 2 as int8 when they all are integers there (E2M1), else null.</summary>
     private readonly sbyte[]? _doubled;
+
+    /// <summary>The float kernel of every other element format (null for E2M1, which has the integer one).</summary>
+    private readonly MxFloatDot? _widened;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)

@@ -1,0 +1,186 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nanoscale.Formats.Mx;
+
+/// <summary>
+/// One token's product on the codes of the MX formats other than FP4 (MXFP8, MXFP6, MXFP5, MXINT8 … MXINT2), without
+/// decoding rows to floats: each code is widened to its value in registers and multiplied with the float activations
+/// (FMA); the block's E8M0 scale is applied once per block.
+/// </summary>
+/// <remarks>
+/// <para>A sign-magnitude minifloat ExMy becomes a float by placing its magnitude bits so that its mantissa ends where a
+/// float's does (shift 23 − y) and adding 127 − bias to the exponent field; a subnormal code (exponent field 0) is read
+/// as 1.m·2^(1−bias) and 2^(1−bias) subtracted, so no float subnormal appears on the way (each would cost a microcode
+/// assist). Exact for every finite code; <see cref="Widen"/>, the scalar twin the codes are checked with, multiplies by
+/// 2^(127 − bias) instead. The sign bit moves to bit 31. A two's-complement
+/// INTn code is sign-extended, converted, and its step 2^−(n−2) goes into the block's scale.</para>
+/// <para>At construction every code's widened value is compared bit for bit with the format's table
+/// (<see cref="ElementFormat.DecodeTable"/>): the codes where they differ — only E4M3's NaN and E5M2's Inf/NaN, which
+/// the encoder never writes — all lie above one magnitude, and a block holding one takes the table (a damaged or
+/// hand-made file decodes as the reference does). So the kernel is exact in the weights; a product differs from
+/// decode-then-multiply only in float summation order (within 1e-6 of Σ|w·x|, <c>FusedDotTests</c>).</para>
+/// </remarks>
+internal sealed class MxFloatDot
+{
+    private readonly ElementFormat _element;
+    private readonly int _bits, _magnitudeMask, _signBit, _shift, _firstSpecial;
+    private readonly bool _integer;
+    private readonly float _factor;
+    private readonly Vector256<byte> _gather;   // packed codes: the 4 bytes each lane's code starts in
+    private readonly Vector256<int> _offsets;   // and the bit where it starts there
+
+    private MxFloatDot(ElementFormat element)
+    {
+        _element = element;
+        _bits = element.Bits;
+        _integer = element.Encoding == ElementEncoding.TwosComplement;
+        _signBit = 1 << (_bits - 1);
+        _magnitudeMask = _signBit - 1;
+        _shift = 23 - element.MantissaBits;
+        _factor = _integer ? element.Decode(1) : MathF.ScaleB(1f, 127 - element.Bias);
+        _firstSpecial = int.MaxValue;
+        // Eight codes of b bits fill b bytes: lane i's code starts in byte ⌊i·b/8⌋ at bit i·b mod 8, so the 4 bytes from
+        // there (vpshufb, the same 16 bytes in both halves) shifted right by that bit (vpsrlvd) and masked are the code.
+        var gather = new byte[32];
+        var offsets = new int[8];
+        for (int i = 0; i < 8; i++)
+        {
+            for (int k = 0; k < 4; k++) gather[4 * i + k] = (byte)(i * _bits / 8 + k);
+            offsets[i] = i * _bits % 8;
+        }
+        _gather = Vector256.Create(gather);
+        _offsets = Vector256.Create(offsets);
+    }
+
+    private MxFloatDot(MxFloatDot other, int firstSpecial)
+    {
+        _element = other._element;
+        (_bits, _integer, _signBit, _magnitudeMask, _shift, _factor) = (other._bits, other._integer, other._signBit, other._magnitudeMask, other._shift, other._factor);
+        (_gather, _offsets) = (other._gather, other._offsets);
+        _firstSpecial = firstSpecial;
+    }
+
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>The kernel of an element format, or null when widening cannot give its values (checked on every code).</summary>
+    public static MxFloatDot? For(ElementFormat element)
+    {
+        if (element.Bits is < 2 or > 8 || (element.Encoding == ElementEncoding.SignMagnitude && element.MantissaBits > 23)) return null;
+        var dot = new MxFloatDot(element);
+        int firstSpecial = int.MaxValue;
+        for (int code = 0; code < 1 << element.Bits; code++)
+            if (BitConverter.SingleToInt32Bits(dot.Widen(code)) != BitConverter.SingleToInt32Bits(element.Decode(code)))
+            {
+                if (dot._integer) return null;
+                firstSpecial = Math.Min(firstSpecial, code & dot._magnitudeMask);
+            }
+        // A block with any magnitude from the first such code up takes the table (exact for every code; one comparison
+        // per lane finds them, and for E4M3 and E5M2 only the NaN/Inf magnitudes are that high).
+        return new MxFloatDot(dot, firstSpecial);
+    }
+
+    /// <summary>The scalar twin of the vector widening (and the check above): a code's value as the kernel computes it.</summary>
+    internal float Widen(int code)
+    {
+        if (_integer) return (code << (32 - _bits) >> (32 - _bits)) * _factor;
+        float magnitude = BitConverter.Int32BitsToSingle((code & _magnitudeMask) << _shift) * _factor;
+        return (code & _signBit) != 0 ? -magnitude : magnitude;
+    }
+
+    /// <summary>y[r] = Σ_j scale_j · Σ_i value(code_i) · x_i over <paramref name="rowCount"/> rows of whole blocks.</summary>
+    public void DotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        const int B = MxCodec.MxBlockSize;
+        int nb = cols / B, bytesPerBlock = BlockPacking.PackedBytes(B, _bits);
+        if (cols % B != 0 || blocks.Length < (long)rowCount * nb * bytesPerBlock || scales.Length < (long)rowCount * nb
+            || x.Length < cols || y.Length < rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
+        // The last group of a block is read as 16 bytes: blocks that near the end of the span are copied out first.
+        Span<byte> padded = stackalloc byte[48];
+        long safeEnd = blocks.Length - (3L * _bits + 16);
+        ref byte b0 = ref MemoryMarshal.GetReference(blocks);
+        ref float x0 = ref MemoryMarshal.GetReference(x);
+        for (int r = 0; r < rowCount; r++)
+        {
+            // Two accumulators: consecutive blocks do not wait on each other's multiply-add.
+            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+            for (int j = 0; j < nb; j++)
+            {
+                int block = r * nb + j;
+                long start = (long)block * bytesPerBlock;
+                scoped ref byte codes = ref Unsafe.Add(ref b0, (nint)start);
+                if (start > safeEnd)
+                {
+                    blocks.Slice((int)start, bytesPerBlock).CopyTo(padded);
+                    codes = ref MemoryMarshal.GetReference(padded);
+                }
+                float scale = scaleTable[scales[block]] * (_integer ? _factor : 1f);
+                Vector256<float> sum = Block(ref codes, ref Unsafe.Add(ref x0, j * B), out bool special);
+                if (special) sum = Vector256.CreateScalar(TableBlock(MemoryMarshal.CreateReadOnlySpan(ref codes, bytesPerBlock), x.Slice(j * B, B)));
+                if ((j & 1) == 0) even = Fma.MultiplyAdd(sum, Vector256.Create(scale), even);
+                else odd = Fma.MultiplyAdd(sum, Vector256.Create(scale), odd);
+            }
+            y[r] = Vector256.Sum(even + odd);
+        }
+    }
+
+    /// <summary>Eight codes starting at <paramref name="group"/> (b bytes; 16 readable) as int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Vector256<int> Codes(ref byte group)
+    {
+        if (_bits == 8) return Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<ulong>(ref group)).AsByte());
+        Vector128<byte> bytes = Vector128.LoadUnsafe(ref group);
+        Vector256<byte> words = Avx2.Shuffle(Vector256.Create(bytes, bytes), _gather);
+        return Avx2.ShiftRightLogicalVariable(words.AsInt32(), _offsets.AsUInt32()) & Vector256.Create((1 << _bits) - 1);
+    }
+
+    /// <summary>Σ value(code_i)·x_i of one block of 32 packed codes, as eight lanes; <paramref name="special"/> when a
+    /// code is one the widening does not give (the caller then takes <see cref="TableBlock"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Vector256<float> Block(ref byte c0, ref float x, out bool special)
+    {
+        Vector256<float> sum = Vector256<float>.Zero;
+        Vector256<int> mask = Vector256.Create(_magnitudeMask), sign = Vector256.Create(_signBit);
+        Vector256<int> threshold = Vector256.Create(_firstSpecial == int.MaxValue ? int.MaxValue : _firstSpecial - 1);
+        Vector256<int> normalLimit = Vector256.Create(1 << _element.MantissaBits), implicitOne = Vector256.Create(1 << 23);
+        Vector256<int> rebias = Vector256.Create((127 - _element.Bias) << 23);
+        Vector256<float> hidden = Vector256.Create(MathF.ScaleB(1f, 1 - _element.Bias));
+        Vector256<int> found = Vector256<int>.Zero;
+        for (int k = 0; k < 4; k++)
+        {
+            Vector256<int> c = Codes(ref Unsafe.Add(ref c0, _bits * k));
+            Vector256<float> w;
+            if (_integer)
+                w = Avx.ConvertToVector256Single(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(c, 32 - _bits), 32 - _bits));
+            else
+            {
+                Vector256<int> magnitude = c & mask;
+                found |= Avx2.CompareGreaterThan(magnitude, threshold);
+                // No float subnormal on the way (they cost a microcode assist per operation on this class of CPU):
+                // the exponent is rebiased in the integers, and a subnormal code (exponent field 0) is read as
+                // 1.m·2^(1−bias) and 2^(1−bias) subtracted.
+                Vector256<int> subnormal = Avx2.CompareGreaterThan(normalLimit, magnitude);
+                Vector256<int> bits = Vector256.ShiftLeft(magnitude, _shift) + rebias + (subnormal & implicitOne);
+                Vector256<float> value = bits.AsSingle() - (subnormal & hidden.AsInt32()).AsSingle();
+                w = (value.AsInt32() | Vector256.ShiftLeft(c & sign, 32 - _bits)).AsSingle();
+            }
+            sum = Fma.MultiplyAdd(w, Vector256.LoadUnsafe(ref x, (nuint)(8 * k)), sum);
+        }
+        special = found != Vector256<int>.Zero;
+        return sum;
+    }
+
+    /// <summary>The block by the format's table (the reference's values), for blocks with a code the widening does not give.</summary>
+    private float TableBlock(ReadOnlySpan<byte> packed, ReadOnlySpan<float> x)
+    {
+        Span<byte> codes = stackalloc byte[MxCodec.MxBlockSize];
+        BlockPacking.Unpack(packed, _bits, codes);
+        float sum = 0;
+        for (int i = 0; i < MxCodec.MxBlockSize; i++) sum += _element.Decode(codes[i]) * x[i];
+        return sum;
+    }
+}
