@@ -29,6 +29,12 @@ internal static class OpenAiServer
 {
     private const long MaxBodyBytes = 8 << 20;
 
+    /// <summary>Most choices one request may ask for (<c>n</c>); each is a sequence of the batch.</summary>
+    private const int MaxChoices = 8;
+
+    /// <summary>Most alternatives the legacy completions API's <c>logprobs</c> may ask for (as OpenAI's).</summary>
+    private const int MaxCompletionLogProbs = 5;
+
     private static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
@@ -77,6 +83,7 @@ internal static class OpenAiServer
     {
         CompletionRequest request;
         bool stream;
+        int choices;
         try
         {
             JsonDocument document;
@@ -97,10 +104,19 @@ internal static class OpenAiServer
                     return;
                 }
                 stream = Bool(root, "stream") ?? false;
+                choices = Int(root, "n") ?? 1;
+                if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
+                int? logProbs = chat ? ChatLogProbs(root) : Int(root, "logprobs");
+                if (!chat && logProbs is < 0 or > MaxCompletionLogProbs) throw new BadField("logprobs", $"'logprobs' must be within 0..{MaxCompletionLogProbs}");
+                if (stream && logProbs is not null)
+                    throw new BadField("logprobs", "log-probabilities are not streamed yet; ask without \"stream\" (or without logprobs)");
                 var sampling = new SamplingOptions
                 {
                     Temperature = Number(root, "temperature") ?? 1.0,
                     TopP = Number(root, "top_p") ?? 1.0,
+                    FrequencyPenalty = Number(root, "frequency_penalty") ?? 0,
+                    PresencePenalty = Number(root, "presence_penalty") ?? 0,
+                    LogProbs = logProbs,
                     Seed = Int(root, "seed") ?? Environment.TickCount,
                     StopStrings = Stops(root),
                 };
@@ -120,13 +136,16 @@ internal static class OpenAiServer
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         try
         {
+            // n choices are n sequences of the batch, seeded seed, seed + 1, …
+            var requests = Enumerable.Range(0, choices)
+                .Select(i => request with { Sampling = request.Sampling with { Seed = unchecked(request.Sampling.Seed + i) } }).ToList();
             if (!stream)
             {
-                var outcome = await service.CompleteAsync(request, null, context.RequestAborted);
-                await Results.Json(Response(id, created, service.ModelName, chat, outcome), Json).ExecuteAsync(context);
+                var outcomes = await CompleteAll(service, requests, null, context.RequestAborted);
+                await Results.Json(Response(id, created, service.ModelName, chat, outcomes), Json).ExecuteAsync(context);
                 return;
             }
-            await Stream(context, service, request, id, created, chat);
+            await Stream(context, service, requests, id, created, chat);
         }
         catch (InvalidOptionException e)
         {
@@ -143,36 +162,103 @@ internal static class OpenAiServer
         }
     }
 
-    private static object Response(string id, long created, string model, bool chat, CompletionOutcome outcome)
+    /// <summary>Runs every request (the choices of one API request) in the batch; the first refusal cancels the others
+    /// and is what the caller answers.</summary>
+    private static async Task<CompletionOutcome[]> CompleteAll(CompletionService service, IReadOnlyList<CompletionRequest> requests,
+        Action<int, string>? onText, CancellationToken cancellationToken)
     {
-        var usage = new { prompt_tokens = outcome.PromptTokens, completion_tokens = outcome.CompletionTokens, total_tokens = outcome.PromptTokens + outcome.CompletionTokens };
+        using var all = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var tasks = requests.Select((r, i) => service.CompleteAsync(r, onText is null ? null : text => onText(i, text), all.Token)).ToList();
+        foreach (var task in tasks)
+            _ = task.ContinueWith(_ =>
+            {
+                try { all.Cancel(); }
+                catch (ObjectDisposedException) { } // every choice had ended already
+            }, CancellationToken.None, TaskContinuationOptions.NotOnRanToCompletion, TaskScheduler.Default);
+        try { return await Task.WhenAll(tasks); }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested
+            && tasks.FirstOrDefault(t => t.IsFaulted)?.Exception?.InnerException is { } refusal)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(refusal);
+            throw;
+        }
+    }
+
+    private static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes)
+    {
+        int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
+        var usage = new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
         return chat
             ? new
             {
                 id, @object = "chat.completion", created, model,
-                choices = new[] { new { index = 0, message = new { role = "assistant", content = outcome.Text }, finish_reason = outcome.FinishReason } },
+                choices = outcomes.Select((o, i) => new
+                {
+                    index = i, message = new { role = "assistant", content = o.Text }, logprobs = ChatLogProbs(o), finish_reason = o.FinishReason,
+                }).ToArray(),
                 usage,
             }
             : new
             {
                 id, @object = "text_completion", created, model,
-                choices = new[] { new { index = 0, text = outcome.Text, logprobs = (object?)null, finish_reason = outcome.FinishReason } },
+                choices = outcomes.Select((o, i) => new { index = i, text = o.Text, logprobs = CompletionLogProbs(o), finish_reason = o.FinishReason }).ToArray(),
                 usage,
             };
     }
 
-    /// <summary>Server-sent events: one chunk per piece of text as generation produces it, a last chunk with the finish
-    /// reason and the usage, then <c>[DONE]</c>.</summary>
-    private static async Task Stream(HttpContext context, CompletionService service, CompletionRequest request, string id, long created, bool chat)
+    /// <summary>The legacy completions API's <c>logprobs</c> object (tokens, token_logprobs, top_logprobs, text_offset
+    /// into the completion's text), or null when not asked.</summary>
+    private static object? CompletionLogProbs(CompletionOutcome outcome)
     {
-        var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var work = service.CompleteAsync(request, text => pieces.Writer.TryWrite(text), context.RequestAborted);
+        if (outcome.LogProbs is not { } list) return null;
+        var offsets = new int[list.Count];
+        for (int i = 1; i < list.Count; i++) offsets[i] = offsets[i - 1] + list[i - 1].Token.Length;
+        return new
+        {
+            tokens = list.Select(t => t.Token).ToArray(),
+            token_logprobs = list.Select(t => t.LogProb).ToArray(),
+            // Two ids that decode to the same text keep the likelier one (a JSON object holds each key once).
+            top_logprobs = list.Select(t => t.Top.Count == 0 ? null
+                : t.Top.GroupBy(a => a.Token).ToDictionary(g => g.Key, g => g.Max(a => a.LogProb))).ToArray(),
+            text_offset = offsets,
+        };
+    }
+
+    /// <summary>The chat API's <c>logprobs</c> object (content: token, logprob, bytes, top_logprobs), or null.</summary>
+    private static object? ChatLogProbs(CompletionOutcome outcome) => outcome.LogProbs is not { } list ? null : new
+    {
+        content = list.Select(t => new
+        {
+            token = t.Token, logprob = t.LogProb, bytes = Bytes(t.Token),
+            top_logprobs = t.Top.Select(a => new { token = a.Token, logprob = a.LogProb, bytes = Bytes(a.Token) }).ToArray(),
+        }).ToArray(),
+    };
+
+    private static int[] Bytes(string text) => [.. Encoding.UTF8.GetBytes(text).Select(b => (int)b)];
+
+    /// <summary>The chat API's <c>logprobs</c> (true/false) and <c>top_logprobs</c> (0..20) as a count of alternatives,
+    /// or null when log-probabilities are not asked for.</summary>
+    private static int? ChatLogProbs(JsonElement root)
+    {
+        bool asked = Bool(root, "logprobs") ?? false;
+        int? top = Int(root, "top_logprobs");
+        if (top is not null && !asked) throw new BadField("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+        if (top is < 0 or > SamplingOptions.MaxLogProbs) throw new BadField("top_logprobs", $"'top_logprobs' must be within 0..{SamplingOptions.MaxLogProbs}");
+        return asked ? top ?? 0 : null;
+    }
+
+    /// <summary>Server-sent events: one chunk per piece of text as generation produces it (each with its choice's
+    /// index), a chunk with each choice's finish reason as it ends, the usage, then <c>[DONE]</c>.</summary>
+    private static async Task Stream(HttpContext context, CompletionService service, IReadOnlyList<CompletionRequest> requests, string id, long created, bool chat)
+    {
+        var pieces = Channel.CreateUnbounded<(int Index, string Text)>(new UnboundedChannelOptions { SingleReader = true });
+        var work = CompleteAll(service, requests, (i, text) => pieces.Writer.TryWrite((i, text)), context.RequestAborted);
         _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
         bool started = false;
         string kind = chat ? "chat.completion.chunk" : "text_completion";
-        object Chunk(string? text, string? finish) => chat
-            ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index = 0, delta = text is null ? (object)new { } : new { content = text }, finish_reason = finish } } }
-            : new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index = 0, text = text ?? "", logprobs = (object?)null, finish_reason = finish } } };
+        object Chunk(int index, string? text, string? finish) => chat
+            ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = text is null ? (object)new { } : new { content = text }, finish_reason = finish } } }
+            : new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, text = text ?? "", logprobs = (object?)null, finish_reason = finish } } };
         async Task Send(object payload)
         {
             if (!started)
@@ -186,12 +272,13 @@ internal static class OpenAiServer
         }
         try
         {
-            await foreach (var text in pieces.Reader.ReadAllAsync(context.RequestAborted))
-                await Send(Chunk(text, null));
-            var outcome = await work; // rethrows a refusal before any text: answered as an error object
-            var last = Chunk(null, outcome.FinishReason);
-            var usage = new { prompt_tokens = outcome.PromptTokens, completion_tokens = outcome.CompletionTokens, total_tokens = outcome.PromptTokens + outcome.CompletionTokens };
-            await Send(Merge(last, usage));
+            await foreach (var (index, text) in pieces.Reader.ReadAllAsync(context.RequestAborted))
+                await Send(Chunk(index, text, null));
+            var outcomes = await work; // rethrows a refusal before any text: answered as an error object
+            for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
+            int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
+            var usage = new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
+            await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), usage));
             await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted);
         }
         catch (Exception) when (!started)

@@ -19,7 +19,16 @@ public sealed record CompletionRequest
 
 /// <summary>What a request produced: the new text, token counts, and why it stopped (OpenAI's words: <c>stop</c>
 /// or <c>length</c>).</summary>
-public sealed record CompletionOutcome(string Text, int PromptTokens, int CompletionTokens, string FinishReason);
+public sealed record CompletionOutcome(string Text, int PromptTokens, int CompletionTokens, string FinishReason)
+{
+    /// <summary>Each new token's text and log-probability with its alternatives, when the request asked
+    /// (<see cref="SamplingOptions.LogProbs"/>).</summary>
+    public IReadOnlyList<CompletionLogProb>? LogProbs { get; init; }
+}
+
+/// <summary>A generated token as text (the tokenizer's decoding of that one id), its log-probability, and the most
+/// likely alternatives at its position.</summary>
+public sealed record CompletionLogProb(string Token, double LogProb, IReadOnlyList<(string Token, double LogProb)> Top);
 
 /// <summary>The service has as many requests waiting as it accepts (<see cref="CompletionService.MaxWaiting"/>).</summary>
 public sealed class ServiceBusyException(string message) : NanoscaleException(message);
@@ -139,8 +148,12 @@ public sealed class CompletionService : IDisposable
                     text.Append(piece);
                     onText?.Invoke(piece);
                 }, cancellationToken).ConfigureAwait(false);
+                string Piece(int id) => _model.Tokenizer.Decode([id]);
                 return new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
-                    result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop");
+                    result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop")
+                {
+                    LogProbs = result.LogProbs?.Select(t => new CompletionLogProb(Piece(t.Id), t.LogProb, [.. t.Top.Select(a => (Piece(a.Id), a.LogProb))])).ToList(),
+                };
             }
             finally
             {

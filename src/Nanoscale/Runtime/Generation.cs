@@ -28,6 +28,10 @@ public enum StopReason
 /// <param name="GenerateSeconds">Wall time from the end of the prompt to the last new token.</param>
 public sealed record GenerationResult(int[] Tokens, int PromptTokens, string Text, StopReason Stop, double PromptSeconds = 0, double GenerateSeconds = 0)
 {
+    /// <summary>Each generated token's log-probability and its most likely alternatives, when
+    /// <see cref="SamplingOptions.LogProbs"/> asked for them.</summary>
+    public IReadOnlyList<TokenLogProb>? LogProbs { get; init; }
+
     /// <summary>True when the model emitted an end token before the limit.</summary>
     public bool StoppedAtEnd => Stop == StopReason.EndToken;
 
@@ -58,6 +62,18 @@ public sealed record SamplingOptions
     /// sequence is divided by it when positive and multiplied by it when negative; 1: none.</summary>
     public double RepetitionPenalty { get; init; } = 1;
 
+    /// <summary>OpenAI's <c>frequency_penalty</c> (−2 … 2): each token's logit is lowered by this times the number of
+    /// times it was generated so far (as vLLM does: the generated tokens, not the prompt); 0: none.</summary>
+    public double FrequencyPenalty { get; init; }
+
+    /// <summary>OpenAI's <c>presence_penalty</c> (−2 … 2): the logit of every token generated so far is lowered by this
+    /// once; 0: none.</summary>
+    public double PresencePenalty { get; init; }
+
+    /// <summary>Record each generated token's log-probability and this many most likely alternatives (0 … 20); null:
+    /// none. Log-probabilities are the model's own (log-softmax of its logits, before temperature and penalties).</summary>
+    public int? LogProbs { get; init; }
+
     /// <summary>Seed of the sampler; the same seed, model and prompt give the same text.</summary>
     public int Seed { get; init; }
 
@@ -66,6 +82,9 @@ public sealed record SamplingOptions
 
     /// <summary>Token ids that end generation besides the tokenizer's EOS (e.g. <c>generation_config.json</c>'s).</summary>
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+
+    /// <summary>The most alternatives <see cref="LogProbs"/> may ask for.</summary>
+    public const int MaxLogProbs = 20;
 
     /// <summary>Checks the ranges and returns the options.</summary>
     /// <exception cref="InvalidOptionException">A value outside its range.</exception>
@@ -76,8 +95,39 @@ public sealed record SamplingOptions
         if (!(TopP > 0 && TopP <= 1)) throw new InvalidOptionException("top-p", $"must be in (0, 1], not {TopP}");
         if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty))
             throw new InvalidOptionException("repetition-penalty", $"must be positive (1 = none), not {RepetitionPenalty}");
+        if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2)) throw new InvalidOptionException("frequency_penalty", $"must be within -2..2, not {FrequencyPenalty}");
+        if (!(PresencePenalty >= -2 && PresencePenalty <= 2)) throw new InvalidOptionException("presence_penalty", $"must be within -2..2, not {PresencePenalty}");
+        if (LogProbs is < 0 or > MaxLogProbs) throw new InvalidOptionException("logprobs", $"must be within 0..{MaxLogProbs} alternatives, not {LogProbs}");
         if (StopStrings.Any(string.IsNullOrEmpty)) throw new InvalidOptionException("stop", "a stop string cannot be empty");
         return this;
+    }
+}
+
+/// <summary>A generated token's log-probability under the model and the most likely alternatives at its position
+/// (most likely first).</summary>
+public sealed record TokenLogProb(int Id, double LogProb, IReadOnlyList<(int Id, double LogProb)> Top)
+{
+    /// <summary>From the logits the token was chosen from: log-softmax in double.</summary>
+    internal static TokenLogProb From(ReadOnlySpan<float> logits, int chosen, int top)
+    {
+        double max = logits[Kernels.ArgMax(logits)], sum = 0;
+        foreach (float v in logits) sum += Math.Exp(v - max);
+        double logZ = max + Math.Log(sum);
+        var best = new List<(int Id, double LogProb)>(top + 1);
+        if (top > 0)
+        {
+            // The top entries by a partial selection: keep a small sorted list (most likely first, ties by id).
+            for (int i = 0; i < logits.Length; i++)
+            {
+                double lp = logits[i] - logZ;
+                if (best.Count == top && lp <= best[^1].LogProb) continue;
+                int at = best.Count;
+                while (at > 0 && best[at - 1].LogProb < lp) at--;
+                best.Insert(at, (i, lp));
+                if (best.Count > top) best.RemoveAt(best.Count - 1);
+            }
+        }
+        return new TokenLogProb(chosen, logits[chosen] - logZ, best);
     }
 }
 
@@ -130,7 +180,10 @@ public static class Generation
         private readonly float[] _scratch = new float[vocab];
         private readonly int[] _order = new int[vocab];
 
-        public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> sequence)
+        /// <param name="logits">The model's logits for the next token.</param>
+        /// <param name="sequence">Prompt and generated tokens so far.</param>
+        /// <param name="promptLength">How many of <paramref name="sequence"/> are the prompt.</param>
+        public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> sequence, int promptLength)
         {
             var x = _scratch.AsSpan(0, logits.Length);
             logits.CopyTo(x);
@@ -139,6 +192,13 @@ public static class Generation
                 float penalty = (float)options.RepetitionPenalty;
                 foreach (int id in sequence.Distinct())
                     if ((uint)id < (uint)x.Length) x[id] = x[id] > 0 ? x[id] / penalty : x[id] * penalty;
+            }
+            if (options.FrequencyPenalty != 0 || options.PresencePenalty != 0)
+            {
+                var counts = new Dictionary<int, int>();
+                for (int i = promptLength; i < sequence.Count; i++) counts[sequence[i]] = counts.GetValueOrDefault(sequence[i]) + 1;
+                foreach (var (id, count) in counts)
+                    if ((uint)id < (uint)x.Length) x[id] -= (float)(count * options.FrequencyPenalty + options.PresencePenalty);
             }
             if (options.Temperature == 0) return Kernels.ArgMax(x);
             return Sample(x);

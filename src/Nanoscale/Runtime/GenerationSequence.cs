@@ -19,6 +19,8 @@ internal sealed class GenerationSequence
     private readonly List<int> _tokens;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly double _promptSeconds;
+    private readonly int? _logProbs;
+    private readonly List<TokenLogProb>? _recorded;
 
     /// <summary>The prompt limits every generation checks before any work.</summary>
     /// <exception cref="InvalidOptionException">An empty prompt, or one the model cannot hold with new tokens.</exception>
@@ -45,6 +47,8 @@ internal sealed class GenerationSequence
         if (tokenizer.EosId is int eos) _end.Add(eos);
         if (tokenizer.BosId is int bos) _end.Add(bos);
         _tokens = [.. prompt];
+        _logProbs = sampling.LogProbs;
+        _recorded = sampling.LogProbs is null ? null : [];
     }
 
     public InferenceSession Session { get; }
@@ -63,8 +67,9 @@ internal sealed class GenerationSequence
     public int? Advance()
     {
         if (Generated >= _maxNewTokens) return Finish(StopReason.Length);
-        int next = _sampler.Next(Last, _tokens);
+        int next = _sampler.Next(Last, _tokens, PromptLength);
         if (_end.Contains(next)) return Finish(StopReason.EndToken);
+        if (_logProbs is { } top) _recorded!.Add(TokenLogProb.From(Last, next, top));
         _tokens.Add(next);
         if (_text.Add(_tokens)) return Finish(StopReason.StopString);
         if (Generated == _maxNewTokens) return Finish(StopReason.Length);
@@ -83,7 +88,7 @@ internal sealed class GenerationSequence
     {
         _text.Finish();
         double total = _clock.Elapsed.TotalSeconds;
-        return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds);
+        return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds) { LogProbs = _recorded };
     }
 
     /// <summary>Runs <paramref name="prompt"/> and returns the logits after its last token only (the output head on one

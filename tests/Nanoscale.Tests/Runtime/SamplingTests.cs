@@ -18,7 +18,7 @@ public class SamplingTests
         var sampler = new Generation.Sampler(new SamplingOptions { Temperature = temperature, Seed = 11 }, logits.Length);
         const int draws = 40_000;
         var counts = new int[logits.Length];
-        for (int i = 0; i < draws; i++) counts[sampler.Next(logits, [])]++;
+        for (int i = 0; i < draws; i++) counts[sampler.Next(logits, [], 0)]++;
         double z = logits.Sum(l => Math.Exp(l / temperature));
         for (int id = 0; id < logits.Length; id++)
         {
@@ -32,12 +32,12 @@ public class SamplingTests
     {
         float[] logits = [1f, 2f, 3f, 0f, 2.5f];
         var topK = new Generation.Sampler(new SamplingOptions { Temperature = 1, TopK = 2, Seed = 1 }, logits.Length);
-        var seen = Enumerable.Range(0, 5000).Select(_ => topK.Next(logits, [])).ToHashSet();
+        var seen = Enumerable.Range(0, 5000).Select(_ => topK.Next(logits, [], 0)).ToHashSet();
         Assert.Equal([2, 4], seen.Order());
 
         // Probabilities ∝ e^3, e^2.5, e^2, e^1, e^0: the top two hold 0.46 + 0.28 = 0.74 < 0.8 ≤ the top three's 0.91.
         var topP = new Generation.Sampler(new SamplingOptions { Temperature = 1, TopP = 0.8, Seed = 1 }, logits.Length);
-        seen = Enumerable.Range(0, 5000).Select(_ => topP.Next(logits, [])).ToHashSet();
+        seen = Enumerable.Range(0, 5000).Select(_ => topP.Next(logits, [], 0)).ToHashSet();
         Assert.Equal([1, 2, 4], seen.Order());
     }
 
@@ -46,9 +46,26 @@ public class SamplingTests
     {
         float[] logits = [2f, 1.9f, -1f, -1.05f];
         var sampler = new Generation.Sampler(new SamplingOptions { RepetitionPenalty = 1.2 }, logits.Length);
-        Assert.Equal(0, sampler.Next(logits, []));
-        Assert.Equal(1, sampler.Next(logits, [0]));     // 2 / 1.2 < 1.9
-        Assert.Equal(1, sampler.Next([-1f, -1.05f], [0])); // negative logits are multiplied: -1.2 < -1.05
+        Assert.Equal(0, sampler.Next(logits, [], 0));
+        Assert.Equal(1, sampler.Next(logits, [0], 0));     // 2 / 1.2 < 1.9
+        Assert.Equal(1, sampler.Next([-1f, -1.05f], [0], 0)); // negative logits are multiplied: -1.2 < -1.05
+    }
+
+    /// <summary>OpenAI's penalties, over the generated tokens only (the prompt's tokens are not penalised): frequency
+    /// by count, presence once.</summary>
+    [Fact]
+    public void FrequencyAndPresencePenaltiesCountTheGeneratedTokens()
+    {
+        float[] logits = [2f, 1.5f, 1.4f];
+        var frequency = new Generation.Sampler(new SamplingOptions { FrequencyPenalty = 0.3 }, logits.Length);
+        Assert.Equal(0, frequency.Next(logits, [0, 0, 0], 3));    // all prompt: no penalty
+        Assert.Equal(0, frequency.Next(logits, [9, 0], 1));       // 2 − 0.3 = 1.7 > 1.5
+        Assert.Equal(1, frequency.Next(logits, [9, 0, 0], 1));    // 2 − 0.6 = 1.4 < 1.5
+        var presence = new Generation.Sampler(new SamplingOptions { PresencePenalty = 0.65 }, logits.Length);
+        Assert.Equal(1, presence.Next(logits, [9, 0], 1));        // 2 − 0.65 = 1.35 < 1.5
+        Assert.Equal(2, presence.Next(logits, [9, 0, 0, 1], 1));  // once per token: 1.35, 0.85, 1.4
+        Assert.Throws<InvalidOptionException>(() => new SamplingOptions { PresencePenalty = 2.5 }.Validate());
+        Assert.Throws<InvalidOptionException>(() => new SamplingOptions { LogProbs = 21 }.Validate());
     }
 
     [Fact]

@@ -116,6 +116,14 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [InlineData("/v1/chat/completions", """{"messages": []}""", 400, "messages")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "robot", "content": "hi"}]}""", 400, "messages")]
     [InlineData("/v1/embeddings", """{}""", 404, null)]
+    [InlineData("/v1/completions", """{"prompt": "x", "n": 0}""", 400, "n")]
+    [InlineData("/v1/completions", """{"prompt": "x", "n": 99}""", 400, "n")]
+    [InlineData("/v1/completions", """{"prompt": "x", "frequency_penalty": 3}""", 400, "frequency_penalty")]
+    [InlineData("/v1/completions", """{"prompt": "x", "presence_penalty": "high"}""", 400, "presence_penalty")]
+    [InlineData("/v1/completions", """{"prompt": "x", "logprobs": 6}""", 400, "logprobs")]
+    [InlineData("/v1/completions", """{"prompt": "x", "logprobs": 2, "stream": true}""", 400, "logprobs")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}""", 400, "top_logprobs")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 21}""", 400, "top_logprobs")]
     public async Task BadRequestsGetAnErrorObjectAndTheServerKeepsServing(string path, string body, int status, string? param)
     {
         await Start();
@@ -194,6 +202,100 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             await Task.Delay(50);
         } while (clock.Elapsed < TimeSpan.FromSeconds(20));
         Assert.Equal(HttpStatusCode.OK, last); // its place in the batch is free again
+    }
+
+    /// <summary>n choices are n sequences of the batch, seeded seed, seed + 1, …: each equals a request of its own with
+    /// that seed; usage counts the prompt once and every choice's tokens. Streamed, the chunks of each index add up to
+    /// its choice.</summary>
+    [Fact]
+    public async Task NChoicesAreSequencesWithConsecutiveSeeds()
+    {
+        await Start();
+        var (status, json) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 20, "temperature": 1, "seed": 40, "n": 3}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choices = json.GetProperty("choices").EnumerateArray().ToList();
+        Assert.Equal([0, 1, 2], choices.Select(c => c.GetProperty("index").GetInt32()));
+        int completion = 0;
+        for (int i = 0; i < 3; i++)
+        {
+            var (_, alone) = await Post("/v1/completions", JsonSerializer.Serialize(new { prompt = "Once upon a time", max_tokens = 20, temperature = 1, seed = 40 + i }));
+            Assert.Equal(alone.GetProperty("choices")[0].GetProperty("text").GetString(), choices[i].GetProperty("text").GetString());
+            completion += alone.GetProperty("usage").GetProperty("completion_tokens").GetInt32();
+        }
+        Assert.True(choices.Select(c => c.GetProperty("text").GetString()).Distinct().Count() > 1, "different seeds, different stories");
+        Assert.Equal(completion, json.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        const string body = """{"prompt": "Once upon a time", "max_tokens": 20, "temperature": 1, "seed": 40, "n": 3, "stream": true}""";
+        using var response = await _http.PostAsync("/v1/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone()).ToList();
+        for (int i = 0; i < 3; i++)
+        {
+            var mine = chunks.Select(c => c.GetProperty("choices")[0]).Where(c => c.GetProperty("index").GetInt32() == i).ToList();
+            Assert.Equal(choices[i].GetProperty("text").GetString(), string.Concat(mine.Select(c => c.GetProperty("text").GetString())));
+            Assert.Single(mine, c => c.GetProperty("finish_reason").ValueKind == JsonValueKind.String);
+        }
+    }
+
+    /// <summary>Penalties lower the logits of generated tokens (vLLM's convention, over the generated tokens): a strong
+    /// presence penalty makes greedy generation avoid repeating a token, which plain greedy does.</summary>
+    [Fact]
+    public async Task PresenceAndFrequencyPenaltiesDiscourageRepeats()
+    {
+        await Start();
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        static int Repeats(int[] tokens, int from) => tokens.Length - from - tokens.Skip(from).Distinct().Count();
+        var plain = model.Generate("Once upon a time", 60, new SamplingOptions(), null);
+        Assert.True(Repeats(plain.Tokens, plain.PromptTokens) > 0, "greedy stories repeat words");
+        foreach (var field in new[] { "presence_penalty", "frequency_penalty" })
+        {
+            var (status, json) = await Post("/v1/completions", $$"""{"prompt": "Once upon a time", "max_tokens": 60, "temperature": 0, "{{field}}": 2}""");
+            Assert.Equal(HttpStatusCode.OK, status);
+            var text = json.GetProperty("choices")[0].GetProperty("text").GetString()!;
+            var tokens = model.Tokenizer.Encode("Once upon a time" + text, addBos: true);
+            var prompt = model.Tokenizer.Encode("Once upon a time", addBos: true).Length;
+            Assert.True(Repeats(tokens, prompt) < Repeats(plain.Tokens, plain.PromptTokens), $"{field}: {text}");
+        }
+    }
+
+    /// <summary>logprobs: each token's log-probability is the log-softmax of the model's own logits at its position
+    /// (checked against a session run here), alternatives most likely first; greedy's choice is the top alternative.</summary>
+    [Fact]
+    public async Task LogProbsAreTheModelsLogSoftmax()
+    {
+        await Start();
+        var (status, json) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "logprobs": 3}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var logprobs = json.GetProperty("choices")[0].GetProperty("logprobs");
+        var tokens = logprobs.GetProperty("tokens").EnumerateArray().Select(t => t.GetString()!).ToList();
+        var values = logprobs.GetProperty("token_logprobs").EnumerateArray().Select(t => t.GetDouble()).ToList();
+        Assert.Equal(6, tokens.Count);
+        Assert.Equal(json.GetProperty("choices")[0].GetProperty("text").GetString(), string.Concat(tokens));
+
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        var expected = model.Generate("Once upon a time", 6, new SamplingOptions(), null);
+        var session = model.Model.CreateSession(32);
+        var logits = new float[model.Config.VocabSize];
+        var prompt = expected.Tokens[..expected.PromptTokens];
+        var all = new float[prompt.Length * model.Config.VocabSize];
+        session.Forward(prompt, all);
+        all.AsSpan((prompt.Length - 1) * model.Config.VocabSize).CopyTo(logits);
+        for (int i = 0; i < 6; i++)
+        {
+            int id = expected.Tokens[expected.PromptTokens + i];
+            double max = logits.Max(), logZ = max + Math.Log(logits.Sum(v => Math.Exp(v - max)));
+            Assert.Equal(logits[id] - logZ, values[i], 4);
+            var top = logprobs.GetProperty("top_logprobs")[i].EnumerateObject().Select(p => p.Value.GetDouble()).ToList();
+            Assert.Equal(top.OrderByDescending(v => v), top);
+            Assert.Equal(values[i], top[0], 9); // greedy took the most likely token
+            logits = session.Step(id);
+        }
+
+        var (_, chat) = await Post("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 2}""");
+        var content = chat.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("content");
+        Assert.Equal(4, content.GetArrayLength());
+        Assert.Equal(2, content[0].GetProperty("top_logprobs").GetArrayLength());
+        Assert.True(content[0].GetProperty("logprob").GetDouble() <= 0);
     }
 
     [Fact]
