@@ -1,4 +1,5 @@
 using Nanoscale.Formats;
+using Nanoscale.Formats.E8;
 using Nanoscale.Formats.Ggml;
 using Nanoscale.Formats.Mx;
 using Nanoscale.Formats.Nv;
@@ -27,6 +28,7 @@ public static class CodecRegistry
         .. NvFp4Formats.Traits().Select(WithEntropyOption),
         .. NxfpFormats.Traits().Select(WithEntropyOption),
         .. GgmlFormats.Traits().Select(WithEntropyOption),
+        .. E8Formats.Traits().Select(WithEntropyOption),
         .. CastCodec.Traits(),
         .. EntropyTensorCodec.Traits(),
         CalderaTensorCodec.Traits,

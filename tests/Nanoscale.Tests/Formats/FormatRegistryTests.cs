@@ -25,7 +25,9 @@ public class FormatRegistryTests
             "mxint2", "mxint3", "mxint4", "mxint5", "mxint6", "mxint7", "mxint8", "nvfp4",
             "nxfp3", "nxfp4", "nxfp5", "nxfp6", "nxfp7", "nxfp8", "nxfp4-m16",
             // llama.cpp's formats, beyond SPEC §7 (docs/gguf.md): for GGUF files and side-by-side measurements.
-            "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "ggml-mxfp4"];
+            "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "ggml-mxfp4",
+            // The E8 lattice vector quantizer (issue 16, docs/e8.md).
+            "e8"];
         string[] container = ["f32", "bf16", "f16", "lossless", "vp", "caldera"];
         Assert.Equal(blocks.Concat(container).Order(StringComparer.Ordinal), Registry.Names);
         Assert.Equal(blocks.Order(StringComparer.Ordinal), BlockNames().Order(StringComparer.Ordinal));

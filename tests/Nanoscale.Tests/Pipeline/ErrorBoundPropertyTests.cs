@@ -25,6 +25,7 @@ public class ErrorBoundPropertyTests
     private static readonly Dictionary<string, string> Unbounded = new()
     {
         ["caldera"] = "a least-squares fit Q + L·R: its error is measured (docs/caldera.md), not bounded per weight",
+        ["e8"] = "a vector quantizer choosing each block's scale by its squared error: measured against the rate-distortion bound (E8Tests, docs/e8.md), not bounded per weight",
     };
 
     public static TheoryData<string> Bounded() => [.. Canonical().Where(n => !Unbounded.ContainsKey(n))];

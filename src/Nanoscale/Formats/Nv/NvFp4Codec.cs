@@ -43,7 +43,7 @@ internal sealed class NvFp4Codec : BlockCodec
 
     public static ScaleFormat ScaleFormat => ScaleFormat.UE4M3;
 
-    public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => new TensorAmax(options.NonFinite);
+    public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => new TensorAmax(options.NonFinite, TensorScaleDivisor);
 
     /// <summary>The tensor scale s_t for a tensor whose largest finite magnitude is <paramref name="amax"/>.</summary>
     public static float TensorScale(float amax) => amax / TensorScaleDivisor;
@@ -111,31 +111,5 @@ internal sealed class NvFp4Codec : BlockCodec
     {
         var kernel = new NvFp4Kernel.Dequantizer(ReadTensorScale(tensorData), fast && Packed4Vector.IsSupported);
         DequantizeBlocks(ref kernel, blocks, scales, rowCount, cols, destination);
-    }
-
-    /// <summary>Largest finite |v| of the tensor, streamed.</summary>
-    private sealed class TensorAmax(NonFinitePolicy policy) : ITensorDataAccumulator
-    {
-        private uint _amaxBits;
-
-        public void Add(ReadOnlySpan<float> values, long firstElementIndex)
-        {
-            uint amax = _amaxBits;
-            for (int i = 0; i < values.Length; i++)
-            {
-                uint a = BitConverter.SingleToUInt32Bits(values[i]) & 0x7FFF_FFFFu;
-                if (a >= 0x7F80_0000u)
-                {
-                    if (policy == NonFinitePolicy.Throw)
-                        throw new NonFiniteValueException(firstElementIndex + i, values[i]);
-                    continue;
-                }
-                amax = Math.Max(amax, a);
-            }
-            _amaxBits = amax;
-        }
-
-        public void WriteTensorData(Span<byte> destination) =>
-            BinaryPrimitives.WriteSingleLittleEndian(destination, TensorScale(BitConverter.UInt32BitsToSingle(_amaxBits)));
     }
 }

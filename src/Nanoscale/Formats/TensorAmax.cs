@@ -1,0 +1,33 @@
+using System.Buffers.Binary;
+
+namespace Nanoscale.Formats;
+
+/// <summary>
+/// The tensor data of a format with a per-tensor scale (NVFP4, E8): the largest finite |v| of the tensor, streamed,
+/// written as amax / <paramref name="divisor"/> (a float32). A non-finite value throws under
+/// <see cref="NonFinitePolicy.Throw"/> and is skipped otherwise.
+/// </summary>
+internal sealed class TensorAmax(NonFinitePolicy policy, float divisor) : ITensorDataAccumulator
+{
+    private uint _amaxBits;
+
+    public void Add(ReadOnlySpan<float> values, long firstElementIndex)
+    {
+        uint amax = _amaxBits;
+        for (int i = 0; i < values.Length; i++)
+        {
+            uint a = BitConverter.SingleToUInt32Bits(values[i]) & 0x7FFF_FFFFu;
+            if (a >= 0x7F80_0000u)
+            {
+                if (policy == NonFinitePolicy.Throw)
+                    throw new NonFiniteValueException(firstElementIndex + i, values[i]);
+                continue;
+            }
+            amax = Math.Max(amax, a);
+        }
+        _amaxBits = amax;
+    }
+
+    public void WriteTensorData(Span<byte> destination) =>
+        BinaryPrimitives.WriteSingleLittleEndian(destination, BitConverter.UInt32BitsToSingle(_amaxBits) / divisor);
+}
