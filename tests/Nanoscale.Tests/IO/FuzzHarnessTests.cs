@@ -93,6 +93,9 @@ public class FuzzHarnessTests
     [InlineData("tokenizer-json")]
     [InlineData("spec")]
     [InlineData("rans")]
+    [InlineData("sp-model")]
+    [InlineData("index")]
+    [InlineData("config")]
     public void TheSavedCorpusAndEveryFoundCrashReplayCleanly(string target)
     {
         var root = Architecture.ArchitectureRules.RepositoryRoot();

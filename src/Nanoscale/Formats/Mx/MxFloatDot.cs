@@ -14,7 +14,7 @@ namespace Nanoscale.Formats.Mx;
 /// <para>A sign-magnitude minifloat ExMy becomes a float by placing its magnitude bits so that its mantissa ends where a
 /// float's does (shift 23 − y) and adding 127 − bias to the exponent field; a subnormal code (exponent field 0) is read
 /// as 1.m·2^(1−bias) and 2^(1−bias) subtracted, so no float subnormal appears on the way (each would cost a microcode
-/// assist). Exact for every finite code; <see cref="Widen"/>, the scalar twin the codes are checked with, multiplies by
+/// assist). Exact for every finite code; <see cref="Widen(int)"/>, the scalar twin the codes are checked with, multiplies by
 /// 2^(127 − bias) instead. The sign bit moves to bit 31. A two's-complement
 /// INTn code is sign-extended, converted, and its step 2^−(n−2) goes into the block's scale.</para>
 /// <para>At construction every code's widened value is compared bit for bit with the format's table
@@ -99,6 +99,8 @@ internal sealed class MxFloatDot
             || x.Length < cols || y.Length < rowCount)
             throw new ArgumentException("spans shorter than the rows");
         ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
+        var constants = new Constants(this);
+        float integerStep = _integer ? _factor : 1f;
         // The last group of a block is read as 16 bytes: blocks that near the end of the span are copied out first.
         Span<byte> padded = stackalloc byte[48];
         long safeEnd = blocks.Length - (3L * _bits + 16);
@@ -118,8 +120,8 @@ internal sealed class MxFloatDot
                     blocks.Slice((int)start, bytesPerBlock).CopyTo(padded);
                     codes = ref MemoryMarshal.GetReference(padded);
                 }
-                float scale = scaleTable[scales[block]] * (_integer ? _factor : 1f);
-                Vector256<float> sum = Block(ref codes, ref Unsafe.Add(ref x0, j * B), out bool special);
+                float scale = scaleTable[scales[block]] * integerStep;
+                Vector256<float> sum = Block(ref codes, ref Unsafe.Add(ref x0, j * B), constants, out bool special);
                 if (special) sum = Vector256.CreateScalar(TableBlock(MemoryMarshal.CreateReadOnlySpan(ref codes, bytesPerBlock), x.Slice(j * B, B)));
                 if ((j & 1) == 0) even = Fma.MultiplyAdd(sum, Vector256.Create(scale), even);
                 else odd = Fma.MultiplyAdd(sum, Vector256.Create(scale), odd);
@@ -128,50 +130,62 @@ internal sealed class MxFloatDot
         }
     }
 
+    /// <summary>What widening needs, made once per product (not per block).</summary>
+    private readonly struct Constants(MxFloatDot dot)
+    {
+        public readonly int Bits = dot._bits, Shift = dot._shift;
+        public readonly bool Integer = dot._integer;
+        public readonly Vector256<byte> Gather = dot._gather;
+        public readonly Vector256<uint> Offsets = dot._offsets.AsUInt32();
+        public readonly Vector256<int> CodeMask = Vector256.Create((1 << dot._bits) - 1);
+        public readonly Vector256<int> Magnitude = Vector256.Create(dot._magnitudeMask), Sign = Vector256.Create(dot._signBit);
+        public readonly Vector256<int> Threshold = Vector256.Create(dot._firstSpecial == int.MaxValue ? int.MaxValue : dot._firstSpecial - 1);
+        public readonly Vector256<int> NormalLimit = Vector256.Create(1 << dot._element.MantissaBits), ImplicitOne = Vector256.Create(1 << 23);
+        public readonly Vector256<int> Rebias = Vector256.Create((127 - dot._element.Bias) << 23);
+        public readonly Vector256<int> Hidden = Vector256.Create(MathF.ScaleB(1f, 1 - dot._element.Bias)).AsInt32();
+    }
+
     /// <summary>Eight codes starting at <paramref name="group"/> (b bytes; 16 readable) as int32 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Vector256<int> Codes(ref byte group)
+    private static Vector256<int> Codes(ref byte group, in Constants k)
     {
-        if (_bits == 8) return Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<ulong>(ref group)).AsByte());
+        if (k.Bits == 8) return Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<ulong>(ref group)).AsByte());
         Vector128<byte> bytes = Vector128.LoadUnsafe(ref group);
-        Vector256<byte> words = Avx2.Shuffle(Vector256.Create(bytes, bytes), _gather);
-        return Avx2.ShiftRightLogicalVariable(words.AsInt32(), _offsets.AsUInt32()) & Vector256.Create((1 << _bits) - 1);
+        Vector256<byte> words = Avx2.Shuffle(Vector256.Create(bytes, bytes), k.Gather);
+        return Avx2.ShiftRightLogicalVariable(words.AsInt32(), k.Offsets) & k.CodeMask;
+    }
+
+    /// <summary>The values of eight codes; <paramref name="found"/> gains the lanes whose code the widening does not give.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen(Vector256<int> c, in Constants k, ref Vector256<int> found)
+    {
+        if (k.Integer) return Avx.ConvertToVector256Single(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(c, 32 - k.Bits), 32 - k.Bits));
+        Vector256<int> magnitude = c & k.Magnitude;
+        found |= Avx2.CompareGreaterThan(magnitude, k.Threshold);
+        // No float subnormal on the way (each costs a microcode assist on this class of CPU): the exponent is rebiased
+        // in the integers, and a subnormal code (exponent field 0) is read as 1.m·2^(1−bias) and 2^(1−bias) subtracted.
+        Vector256<int> subnormal = Avx2.CompareGreaterThan(k.NormalLimit, magnitude);
+        Vector256<int> bits = Vector256.ShiftLeft(magnitude, k.Shift) + k.Rebias + (subnormal & k.ImplicitOne);
+        Vector256<float> value = bits.AsSingle() - (subnormal & k.Hidden).AsSingle();
+        return (value.AsInt32() | Vector256.ShiftLeft(c & k.Sign, 32 - k.Bits)).AsSingle();
     }
 
     /// <summary>Σ value(code_i)·x_i of one block of 32 packed codes, as eight lanes; <paramref name="special"/> when a
     /// code is one the widening does not give (the caller then takes <see cref="TableBlock"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Vector256<float> Block(ref byte c0, ref float x, out bool special)
+    private static Vector256<float> Block(ref byte c0, ref float x, in Constants k, out bool special)
     {
-        Vector256<float> sum = Vector256<float>.Zero;
-        Vector256<int> mask = Vector256.Create(_magnitudeMask), sign = Vector256.Create(_signBit);
-        Vector256<int> threshold = Vector256.Create(_firstSpecial == int.MaxValue ? int.MaxValue : _firstSpecial - 1);
-        Vector256<int> normalLimit = Vector256.Create(1 << _element.MantissaBits), implicitOne = Vector256.Create(1 << 23);
-        Vector256<int> rebias = Vector256.Create((127 - _element.Bias) << 23);
-        Vector256<float> hidden = Vector256.Create(MathF.ScaleB(1f, 1 - _element.Bias));
         Vector256<int> found = Vector256<int>.Zero;
-        for (int k = 0; k < 4; k++)
-        {
-            Vector256<int> c = Codes(ref Unsafe.Add(ref c0, _bits * k));
-            Vector256<float> w;
-            if (_integer)
-                w = Avx.ConvertToVector256Single(Vector256.ShiftRightArithmetic(Vector256.ShiftLeft(c, 32 - _bits), 32 - _bits));
-            else
-            {
-                Vector256<int> magnitude = c & mask;
-                found |= Avx2.CompareGreaterThan(magnitude, threshold);
-                // No float subnormal on the way (they cost a microcode assist per operation on this class of CPU):
-                // the exponent is rebiased in the integers, and a subnormal code (exponent field 0) is read as
-                // 1.m·2^(1−bias) and 2^(1−bias) subtracted.
-                Vector256<int> subnormal = Avx2.CompareGreaterThan(normalLimit, magnitude);
-                Vector256<int> bits = Vector256.ShiftLeft(magnitude, _shift) + rebias + (subnormal & implicitOne);
-                Vector256<float> value = bits.AsSingle() - (subnormal & hidden.AsInt32()).AsSingle();
-                w = (value.AsInt32() | Vector256.ShiftLeft(c & sign, 32 - _bits)).AsSingle();
-            }
-            sum = Fma.MultiplyAdd(w, Vector256.LoadUnsafe(ref x, (nuint)(8 * k)), sum);
-        }
+        int b = k.Bits;
+        // Four groups of eight, two chains of multiply-adds.
+        Vector256<float> w0 = Widen(Codes(ref c0, k), k, ref found);
+        Vector256<float> w1 = Widen(Codes(ref Unsafe.Add(ref c0, b), k), k, ref found);
+        Vector256<float> w2 = Widen(Codes(ref Unsafe.Add(ref c0, 2 * b), k), k, ref found);
+        Vector256<float> w3 = Widen(Codes(ref Unsafe.Add(ref c0, 3 * b), k), k, ref found);
+        Vector256<float> a = Fma.MultiplyAdd(w1, Vector256.LoadUnsafe(ref x, 8), w0 * Vector256.LoadUnsafe(ref x));
+        Vector256<float> c = Fma.MultiplyAdd(w3, Vector256.LoadUnsafe(ref x, 24), w2 * Vector256.LoadUnsafe(ref x, 16));
         special = found != Vector256<int>.Zero;
-        return sum;
+        return a + c;
     }
 
     /// <summary>The block by the format's table (the reference's values), for blocks with a code the widening does not give.</summary>
