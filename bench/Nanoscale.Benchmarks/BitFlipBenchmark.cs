@@ -20,8 +20,10 @@ internal static class BitFlipBenchmark
         int flips = int.Parse(Arg(args, "--flips") ?? "200", CultureInfo.InvariantCulture);
         int seed = int.Parse(Arg(args, "--seed") ?? "1", CultureInfo.InvariantCulture);
         using var work = TemporaryFolder.Create("nanoscale-bitflips");
-        var formats = CodecRegistry.Table.Traits.Select(t => t.Name == "caldera" ? "caldera:rank=4,iters=2" : t.Name)
-            .Append("mxfp4:entropy=rans").Append("nxfp4-m16:entropy=rans").ToList();
+        // --formats a,b: only those (default: every format of the table, and two entropy-coded forms).
+        var formats = Arg(args, "--formats")?.Split(',').ToList()
+            ?? CodecRegistry.Table.Traits.Select(t => t.Name == "caldera" ? "caldera:rank=4,iters=2" : t.Name)
+                .Append("mxfp4:entropy=rans").Append("nxfp4-m16:entropy=rans").ToList();
         Console.WriteLine("| format | file bytes | flips (header / data) | missed by verify | missed by first read | time |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|");
         int totalMissed = 0;
