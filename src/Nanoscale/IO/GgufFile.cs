@@ -157,7 +157,9 @@ internal sealed class GgufFile : ICheckpoint
             long dataStart = (reader.Position + alignment - 1) / alignment * alignment;
             var tensors = new List<TensorInfo>();
             var quantized = new List<QuantizedTensor>();
-            bool llama = architecture == "llama";
+            // llama.cpp's Llama-family architectures Nanoscale runs: llama, qwen2 (q/k/v biases) and qwen3 (q/k norms,
+            // a head width of its own), all with the same tensor names.
+            bool llama = architecture is "llama" or "qwen2" or "qwen3";
             foreach (var (name, shape, type, offset, infoOffset) in infos)
             {
                 long count = TensorShape.ElementCount(shape);
@@ -183,7 +185,7 @@ internal sealed class GgufFile : ICheckpoint
             if (tensors.Select(t => t.Name).Distinct().Count() != tensors.Count)
                 throw new CheckpointFormatException(path, "tensor names", null, "a tensor name appears twice");
 
-            var config = llama ? LlamaConfig(path, numbers, arrayLengths, tensors, quantized) : null;
+            var config = llama ? LlamaConfig(path, architecture, numbers, arrayLengths, tensors, quantized) : null;
             // Llama-3's rotary scaling travels as a tensor of per-pair divisors; it is part of the architecture.
             if (config is not null && tensors.FirstOrDefault(t => t.Name == RopeFactorsName) is { } factors)
             {
@@ -262,14 +264,20 @@ internal sealed class GgufFile : ICheckpoint
         return null;
     }
 
-    private static ModelConfig LlamaConfig(string path, Dictionary<string, double> n, Dictionary<string, long> arrays, List<TensorInfo> tensors,
-        List<QuantizedTensor> quantized)
+    /// <summary>The model configuration of a llama, qwen2 or qwen3 file, from the metadata under the architecture's
+    /// name and the tensors present (biases, q/k norms, an output head). llama.cpp's converter permutes the q/k rows of
+    /// llama files for its interleaved rotation and leaves qwen2/qwen3 files in Hugging Face's order (NeoX rotation).</summary>
+    private static ModelConfig LlamaConfig(string path, string architecture, Dictionary<string, double> n, Dictionary<string, long> arrays,
+        List<TensorInfo> tensors, List<QuantizedTensor> quantized)
     {
         long? Rows(string name) => tensors.FirstOrDefault(t => t.Name == name)?.Shape[0] ?? quantized.FirstOrDefault(t => t.Name == name)?.Shape[0];
         bool Has(string name) => Rows(name) is not null;
-        int Int(string key) => n.TryGetValue(key, out var v) && v > 0 && v <= int.MaxValue ? (int)v
-            : throw new CheckpointFormatException(path, key, null, "missing or not a positive integer");
-        int heads = Int("llama.attention.head_count");
+        int Int(string key) => n.TryGetValue(architecture + key, out var v) && v > 0 && v <= int.MaxValue ? (int)v
+            : throw new CheckpointFormatException(path, architecture + key, null, "missing or not a positive integer");
+        double? Number(string key) => n.TryGetValue(architecture + key, out var v) ? v : null;
+        int heads = Int(".attention.head_count");
+        int dim = Int(".embedding_length");
+        int headDim = Number(".attention.key_length") is { } key && key > 0 && key <= int.MaxValue && (int)key != dim / heads ? (int)key : 0;
         long embeddingRows = Rows("model.embed_tokens.weight") ?? 0;
         int vocab = arrays.TryGetValue("tokenizer.ggml.tokens", out var tokens) ? (int)tokens : (int)embeddingRows;
         if (embeddingRows > 0 && vocab != embeddingRows)
@@ -277,17 +285,20 @@ internal sealed class GgufFile : ICheckpoint
                 $"the vocabulary has {vocab} tokens but token_embd.weight has {embeddingRows} rows");
         return new ModelConfig
         {
-            Architecture = "llama (gguf)",
-            Dim = Int("llama.embedding_length"),
-            HiddenDim = Int("llama.feed_forward_length"),
-            Layers = Int("llama.block_count"),
+            Architecture = architecture + " (gguf)",
+            Dim = dim,
+            HiddenDim = Int(".feed_forward_length"),
+            Layers = Int(".block_count"),
             Heads = heads,
-            KvHeads = n.TryGetValue("llama.attention.head_count_kv", out var kv) ? (int)kv : heads,
+            KvHeads = Number(".attention.head_count_kv") is { } kv ? (int)kv : heads,
+            HeadDim = headDim,
             VocabSize = vocab,
-            MaxSeqLen = Int("llama.context_length"),
-            NormEps = n.TryGetValue("llama.attention.layer_norm_rms_epsilon", out var eps) ? (float)eps : 1e-5f,
-            RopeTheta = n.TryGetValue("llama.rope.freq_base", out var theta) ? (float)theta : 10000f,
-            RopeStyle = RopeStyle.Interleaved,
+            MaxSeqLen = Int(".context_length"),
+            NormEps = Number(".attention.layer_norm_rms_epsilon") is { } eps ? (float)eps : 1e-5f,
+            RopeTheta = Number(".rope.freq_base") is { } theta ? (float)theta : 10000f,
+            RopeStyle = architecture == "llama" ? RopeStyle.Interleaved : RopeStyle.Halves,
+            AttentionBias = Has("model.layers.0.self_attn.q_proj.bias"),
+            QkNorm = Has("model.layers.0.self_attn.q_norm.weight"),
             TiedEmbeddings = !Has("lm_head.weight"),
         };
     }

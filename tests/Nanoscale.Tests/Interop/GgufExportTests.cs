@@ -174,6 +174,13 @@ public class GgufExportTests
 
         using var loaded = LoadedModel.Open(folder);
         int[] tokens = [.. tokenizer.Encode(Sample(1200), addBos: false).Take(120)];
-        Assert.InRange(RelativeError(OurLogits(loaded.Model, tokens), llama.Logits(tokens)), 0, 1e-4);
+        var ours = OurLogits(loaded.Model, tokens);
+        Assert.InRange(RelativeError(ours, llama.Logits(tokens)), 0, 1e-4);
+
+        // And Nanoscale reads the file back as that architecture (biases, q/k norms, head width, NeoX rotation): the
+        // same logits as the model folder it came from.
+        using var back = LoadedModel.Open(gguf, new ModelLoadOptions { TokenizerPath = tokenizerFolder });
+        Assert.Equal((modelType == "qwen2", modelType == "qwen3", loaded.Config.HeadDim), (back.Config.AttentionBias, back.Config.QkNorm, back.Config.HeadDim));
+        Assert.InRange(RelativeError(OurLogits(back.Model, tokens), ours), 0, 1e-6);
     }
 }
