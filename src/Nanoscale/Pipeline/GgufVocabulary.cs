@@ -8,7 +8,7 @@ namespace Nanoscale.Pipeline;
 
 /// <summary>
 /// A tokenizer as GGUF metadata, the way llama.cpp's loader reads it (<c>tokenizer.ggml.*</c>): a llama2.c
-/// <c>tokenizer.bin</c> becomes the SentencePiece-style <c>llama</c> vocabulary (pieces with U+2581 for spaces, their
+/// <c>tokenizer.bin</c> or a SentencePiece <c>.model</c> becomes the SentencePiece-style <c>llama</c> vocabulary (pieces with U+2581 for spaces, their
 /// scores, token types unknown/control/byte/normal); a byte-level BPE <c>tokenizer.json</c> (GPT-2, Llama-3, Qwen2.5)
 /// becomes the <c>gpt2</c> vocabulary with its merges and the pre-tokenizer name llama.cpp keys its splitting regex on.
 /// The token list is padded to the embedding's rows (llama.cpp requires them equal), as <c>convert_hf_to_gguf.py</c>
@@ -26,10 +26,101 @@ internal sealed record GgufVocabulary(string Model, string? Pre, List<(string Ke
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "tokenizer.json");
         if (path.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return FromTokenizerJson(path, rows);
-        if (path.EndsWith(".model", StringComparison.OrdinalIgnoreCase))
-            throw new InputException($"{path}: SentencePiece .model files are not exported to GGUF yet; a tokenizer.bin (llama2.c) or a byte-level BPE tokenizer.json is",
-                ModelLoadOptions.TokenizerPathName);
+        if (path.EndsWith(".model", StringComparison.OrdinalIgnoreCase)) return FromSentencePieceModel(path, rows);
         return FromLlama2c(Llama2cTokenizer.Load(path, rows), rows);
+    }
+
+    /// <summary>
+    /// A SentencePiece <c>ModelProto</c> as the <c>llama</c> vocabulary, read field by field (the pieces: text, score,
+    /// type — SentencePiece's type numbers are llama.cpp's; the trainer spec's unk/bos/eos ids; the normalizer's
+    /// add_dummy_prefix). The pieces already carry U+2581 for spaces. Fewer pieces than rows are padded as
+    /// <c>convert_hf_to_gguf.py</c> pads.
+    /// </summary>
+    private static GgufVocabulary FromSentencePieceModel(string path, int rows)
+    {
+        var info = new FileInfo(path);
+        if (!info.Exists) throw new FileNotFoundException($"{path}: no such tokenizer file", path);
+        if (info.Length > 256L << 20) throw new CheckpointFormatException(path, null, 0, $"{info.Length} bytes is too large for a SentencePiece model");
+        var bytes = File.ReadAllBytes(path);
+        var tokens = new List<string>();
+        var scores = new List<float>();
+        var types = new List<int>();
+        int unk = 0, bos = 1, eos = 2;
+        bool addPrefix = true;
+        try
+        {
+            var input = new Google.Protobuf.CodedInputStream(bytes);
+            uint tag;
+            while ((tag = input.ReadTag()) != 0)
+            {
+                int field = Google.Protobuf.WireFormat.GetTagFieldNumber(tag);
+                if (field is 1 or 2 or 3 && Google.Protobuf.WireFormat.GetTagWireType(tag) == Google.Protobuf.WireFormat.WireType.LengthDelimited)
+                {
+                    var message = new Google.Protobuf.CodedInputStream(input.ReadBytes().ToByteArray());
+                    uint inner;
+                    if (field == 1)
+                    {
+                        if (tokens.Count >= rows)
+                            throw new CheckpointFormatException(path, "pieces", input.Position, $"more pieces than the embedding's {rows} rows");
+                        string piece = "";
+                        float score = 0;
+                        int type = Normal;
+                        while ((inner = message.ReadTag()) != 0)
+                            switch (Google.Protobuf.WireFormat.GetTagFieldNumber(inner))
+                            {
+                                case 1: piece = message.ReadString(); break;
+                                case 2: score = message.ReadFloat(); break;
+                                case 3: type = message.ReadEnum(); break;
+                                default: message.SkipLastField(); break;
+                            }
+                        if (type is < Normal or > Byte)
+                            throw new CheckpointFormatException(path, $"pieces[{tokens.Count}].type", input.Position, $"type {type} is not a SentencePiece piece type (1–6)");
+                        tokens.Add(piece);
+                        scores.Add(score);
+                        types.Add(type);
+                    }
+                    else
+                        while ((inner = message.ReadTag()) != 0)
+                            switch ((field, Google.Protobuf.WireFormat.GetTagFieldNumber(inner)))
+                            {
+                                case (2, 40): unk = message.ReadInt32(); break;
+                                case (2, 41): bos = message.ReadInt32(); break;
+                                case (2, 42): eos = message.ReadInt32(); break;
+                                case (3, 3): addPrefix = message.ReadBool(); break;
+                                default: message.SkipLastField(); break;
+                            }
+                }
+                else input.SkipLastField();
+            }
+        }
+        catch (Google.Protobuf.InvalidProtocolBufferException e)
+        {
+            throw new CheckpointFormatException(path, null, null, $"not a readable SentencePiece model ({e.Message})", e);
+        }
+        if (tokens.Count == 0) throw new CheckpointFormatException(path, "pieces", null, "the model has no pieces");
+        foreach (var (name, id) in new[] { ("unk_id", unk), ("bos_id", bos), ("eos_id", eos) })
+            if (id < -1 || id >= tokens.Count)
+                throw new CheckpointFormatException(path, $"trainer_spec.{name}", null, $"{id} is not a piece of the {tokens.Count}");
+        for (int i = tokens.Count; i < rows; i++)
+        {
+            tokens.Add($"[PAD{i}]");
+            scores.Add(0);
+            types.Add(Unused);
+        }
+        var metadata = new List<(string Key, object Value)>
+        {
+            ("tokenizer.ggml.model", "llama"),
+            ("tokenizer.ggml.tokens", tokens.ToArray()),
+            ("tokenizer.ggml.scores", scores.ToArray()),
+            ("tokenizer.ggml.token_type", types.ToArray()),
+        };
+        if (bos >= 0) metadata.Add(("tokenizer.ggml.bos_token_id", (uint)bos));
+        if (eos >= 0) metadata.Add(("tokenizer.ggml.eos_token_id", (uint)eos));
+        if (unk >= 0) metadata.Add(("tokenizer.ggml.unknown_token_id", (uint)unk));
+        metadata.Add(("tokenizer.ggml.add_bos_token", bos >= 0));
+        metadata.Add(("tokenizer.ggml.add_eos_token", false));
+        metadata.Add(("tokenizer.ggml.add_space_prefix", addPrefix));
+        return new GgufVocabulary("llama", null, metadata, path);
     }
 
     private static GgufVocabulary FromLlama2c(Llama2cTokenizer tokenizer, int rows)

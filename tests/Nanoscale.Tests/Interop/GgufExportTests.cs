@@ -54,6 +54,37 @@ public class GgufExportTests
         Assert.InRange(RelativeError(OurLogits(model, tokens), llama.Logits(tokens)), 0, 1e-4); // measured: 1.1e-6
     }
 
+    /// <summary>A SentencePiece <c>.model</c> (tok512 rebuilt as a ModelProto) exports to the same <c>llama</c>
+    /// vocabulary as its tokenizer.bin — tokens, scores and types — and llama.cpp tokenizes with it as we do.</summary>
+    [Fact]
+    public void ASentencePieceModelExportsAsTheLlamaVocabulary()
+    {
+        using var dir = new TempDir();
+        var model = Runtime.SentencePieceTokenizerTests.WriteModel(dir.File("tok512.model"));
+        var fromModel = dir.File("m.gguf");
+        var fromBin = dir.File("b.gguf");
+        var report = GgufExport.Export(SharedData.Stories260K, fromModel, new GgufExportOptions { Type = "f32", TokenizerPath = model });
+        Assert.Equal("llama", report.Vocabulary);
+        GgufExport.Export(SharedData.Stories260K, fromBin, new GgufExportOptions { Type = "f32" });
+        using (var a = GgufFile.Open(fromModel))
+        using (var b = GgufFile.Open(fromBin))
+        {
+            Assert.Equal(b.Vocabulary!.Tokens, a.Vocabulary!.Tokens);
+            Assert.Equal(b.Vocabulary.Scores, a.Vocabulary.Scores);
+            Assert.Equal((b.Vocabulary.Bos, b.Vocabulary.Eos), (a.Vocabulary.Bos, a.Vocabulary.Eos));
+        }
+        using var llama = new LlamaCppRuntime(fromModel);
+        var tokenizer = Llama2cTokenizer.Load(SharedData.Tok512);
+        var text = Sample(2000);
+        Assert.Equal(tokenizer.Encode(text, addBos: false), llama.Tokenize(text));
+
+        var broken = dir.File("broken.model");
+        File.WriteAllBytes(broken, File.ReadAllBytes(model)[..1000]);
+        var error = Assert.Throws<CheckpointFormatException>(() => GgufExport.Export(SharedData.Stories260K, dir.File("x.gguf"), new GgufExportOptions { Type = "f32", TokenizerPath = broken }));
+        Assert.Contains("broken.model", error.Message);
+        Assert.False(File.Exists(dir.File("x.gguf")));
+    }
+
     [Fact]
     public void PerplexityInLlamaCppEqualsOursUnderTheSameProtocol()
     {
