@@ -64,14 +64,19 @@ internal sealed class GgufFile : ICheckpoint
     public EmbeddedVocabulary? Vocabulary { get; private init; }
 
     /// <summary>A GGUF file's vocabulary: llama.cpp's tokenizer model name, the tokens (as stored: SentencePiece pieces
-    /// with U+2581 for spaces, or byte-level BPE strings), their scores when given, BOS and EOS.</summary>
+    /// with U+2581 for spaces, or byte-level BPE strings), their scores and types when given, a BPE vocabulary's
+    /// merges and pre-tokenizer name, BOS and EOS and whether BOS is added.</summary>
     public sealed class EmbeddedVocabulary
     {
         public string? Model { get; set; }
+        public string? Pre { get; set; }
         public List<object> Tokens { get; } = [];
         public List<object> Scores { get; } = [];
+        public List<object> TokenTypes { get; } = [];
+        public List<object> Merges { get; } = [];
         public int? Bos { get; set; }
         public int? Eos { get; set; }
+        public bool? AddBos { get; set; }
     }
 
     /// <summary>The tensors stored in ggml block types, in file order.</summary>
@@ -110,10 +115,19 @@ internal sealed class GgufFile : ICheckpoint
             {
                 var key = reader.String("metadata key");
                 // The embedded vocabulary's arrays are kept (their length is already bounded by the file's size).
-                reader.Collect = key switch { "tokenizer.ggml.tokens" => vocabulary.Tokens, "tokenizer.ggml.scores" => vocabulary.Scores, _ => null };
+                reader.Collect = key switch
+                {
+                    "tokenizer.ggml.tokens" => vocabulary.Tokens,
+                    "tokenizer.ggml.scores" => vocabulary.Scores,
+                    "tokenizer.ggml.token_type" => vocabulary.TokenTypes,
+                    "tokenizer.ggml.merges" => vocabulary.Merges,
+                    _ => null,
+                };
                 var (text, number, arrayLength) = reader.Value(key);
                 reader.Collect = null;
                 if (key == "tokenizer.ggml.model") vocabulary.Model = text;
+                if (key == "tokenizer.ggml.pre") vocabulary.Pre = text;
+                if (key == "tokenizer.ggml.add_bos_token" && number is { } addBos) vocabulary.AddBos = addBos != 0;
                 if (key == "tokenizer.ggml.bos_token_id" && number is { } bosId) vocabulary.Bos = (int)bosId;
                 if (key == "tokenizer.ggml.eos_token_id" && number is { } eosId) vocabulary.Eos = (int)eosId;
                 metadata.Add(new(key, text));

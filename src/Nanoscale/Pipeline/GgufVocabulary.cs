@@ -215,7 +215,8 @@ internal sealed record GgufVocabulary(string Model, string? Pre, List<(string Ke
                 ("tokenizer.ggml.tokens", tokens.Select(t => t!).ToArray()),
                 ("tokenizer.ggml.token_type", types),
                 ("tokenizer.ggml.merges", merges.ToArray()),
-                ("tokenizer.ggml.add_bos_token", false),
+                // BOS is added exactly when the tokenizer has one (tokenizer_config.json's bos_token), as our runtime does.
+                ("tokenizer.ggml.add_bos_token", tokenizer.BosId is not null),
             };
             if (tokenizer.BosId is { } bos) metadata.Add(("tokenizer.ggml.bos_token_id", (uint)bos));
             if (tokenizer.EosId is { } eos) metadata.Add(("tokenizer.ggml.eos_token_id", (uint)eos));
@@ -230,6 +231,79 @@ internal sealed record GgufVocabulary(string Model, string? Pre, List<(string Ke
             throw new CheckpointFormatException(path, "model", null, $"not the tokenizer.json layout GGUF export reads ({e.Message})", e);
         }
     }
+
+    /// <summary>
+    /// The tokenizer a GGUF file's <c>gpt2</c> vocabulary describes, as a <c>tokenizer.json</c> (byte-level BPE with
+    /// its merges, the pre-tokenizer of its <c>tokenizer.ggml.pre</c> — and NFC for <c>qwen2</c>, as Qwen's own files —,
+    /// control and user-defined tokens as added tokens)
+    /// and a <c>tokenizer_config.json</c> naming BOS (when the file adds one) and EOS, loaded by the Hugging Face
+    /// tokenizers library from a temporary folder. Null for other vocabularies or pre-tokenizers this does not know
+    /// (give a tokenizer file then).
+    /// </summary>
+    /// <exception cref="CheckpointFormatException">The vocabulary is inconsistent (a merge or token that is not text).</exception>
+    public static ITokenizer? OpenEmbedded(GgufFile file, int vocabSize)
+    {
+        if (file.Vocabulary is not { Model: "gpt2" } vocabulary || vocabulary.Tokens.Count != vocabSize) return null;
+        object? preTokenizer = vocabulary.Pre switch
+        {
+            "gpt-2" or "default" or null => new { type = "ByteLevel", add_prefix_space = false, trim_offsets = true, use_regex = true },
+            "llama-bpe" or "llama3" => SplitThenBytes(Llama3Regex),
+            "qwen2" => SplitThenBytes(Qwen2Regex),
+            _ => null,
+        };
+        if (preTokenizer is null) return null;
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        var added = new List<object>();
+        for (int id = 0; id < vocabulary.Tokens.Count; id++)
+        {
+            if (vocabulary.Tokens[id] is not string token)
+                throw new CheckpointFormatException(file.Path, $"tokenizer.ggml.tokens[{id}]", null, "is not a string");
+            int type = id < vocabulary.TokenTypes.Count ? Convert.ToInt32(vocabulary.TokenTypes[id], System.Globalization.CultureInfo.InvariantCulture) : Normal;
+            if (type is Control or UserDefined)
+                added.Add(new { id, content = token, single_word = false, lstrip = false, rstrip = false, normalized = false, special = type == Control });
+            else if (type == Unused) continue;
+            vocab.TryAdd(token, id);
+        }
+        var merges = vocabulary.Merges.Select((m, i) => m as string
+            ?? throw new CheckpointFormatException(file.Path, $"tokenizer.ggml.merges[{i}]", null, "is not a string")).ToList();
+        var json = new
+        {
+            version = "1.0",
+            added_tokens = added,
+            // Qwen2's tokenizers normalise to NFC first (GGUF does not record it; llama.cpp skips it, which is where its
+            // qwen2 tokenization departs from the reference on unicode-stress.txt).
+            normalizer = vocabulary.Pre == "qwen2" ? new { type = "NFC" } : (object?)null,
+            pre_tokenizer = preTokenizer,
+            post_processor = (object?)null,
+            decoder = new { type = "ByteLevel", add_prefix_space = true, trim_offsets = true, use_regex = true },
+            model = new { type = "BPE", dropout = (object?)null, unk_token = (object?)null, continuing_subword_prefix = (object?)null,
+                end_of_word_suffix = (object?)null, fuse_unk = false, byte_fallback = false, ignore_merges = false, vocab, merges },
+        };
+        string? Token(int? id) => id is { } i && i >= 0 && i < vocabulary.Tokens.Count ? vocabulary.Tokens[i] as string : null;
+        var config = new { bos_token = vocabulary.AddBos != false ? Token(vocabulary.Bos) : null, eos_token = Token(vocabulary.Eos) };
+        var folder = Directory.CreateTempSubdirectory($"nanoscale-gguf-vocab.ns{Environment.ProcessId}-");
+        try
+        {
+            var path = Path.Combine(folder.FullName, "tokenizer.json");
+            File.WriteAllText(path, JsonSerializer.Serialize(json));
+            File.WriteAllText(Path.Combine(folder.FullName, "tokenizer_config.json"), JsonSerializer.Serialize(config));
+            return HuggingFaceTokenizer.Load(path, vocabSize); // read whole by the library: the folder can go
+        }
+        finally
+        {
+            folder.Delete(recursive: true);
+        }
+    }
+
+    private static object SplitThenBytes(string regex) => new
+    {
+        type = "Sequence",
+        pretokenizers = new object[]
+        {
+            new { type = "Split", pattern = new { Regex = regex }, behavior = "Isolated", invert = false },
+            new { type = "ByteLevel", add_prefix_space = false, trim_offsets = true, use_regex = false },
+        },
+    };
 
     /// <summary>The name llama.cpp gives the pre-tokenizer of this file (llama-vocab.cpp keys its regexes on it).</summary>
     private static string PreTokenizer(string path, JsonElement root)

@@ -89,6 +89,7 @@ public sealed class LoadedModel : IDisposable
     /// </summary>
     private static ITokenizer? EmbeddedTokenizer(ICheckpoint container, int vocabSize)
     {
+        if (container is GgufFile { Vocabulary.Model: "gpt2" } bpe) return GgufVocabulary.OpenEmbedded(bpe, vocabSize);
         if (container is not GgufFile { Vocabulary: { Model: "llama" } vocabulary }
             || vocabulary.Scores.Count != vocabulary.Tokens.Count || vocabulary.Tokens.Count != vocabSize
             || vocabulary.Bos is not (null or Llama2cTokenizer.Bos) || vocabulary.Eos is not (null or Llama2cTokenizer.Eos))

@@ -145,6 +145,8 @@ public class GgufExportTests
         int[] tokens = [128000, .. tokenizer.Encode(Sample(1500), addBos: false).Take(150)];
         Assert.InRange(RelativeError(OurLogits(loaded.Model, tokens), llama.Logits(tokens)), 0, 1e-4); // measured: 7.0e-7
 
+        AssertEmbeddedTokenizerIs(gguf, tokenizer);
+
         // Read back, the GGUF file runs here too, with the rotary divisors it carries.
         using var back = LoadedModel.Open(gguf, new ModelLoadOptions { TokenizerPath = SharedData.Path("tokenizers", "llama3") });
         Assert.NotNull(back.Config.RopeFrequencyFactors);
@@ -208,10 +210,31 @@ public class GgufExportTests
         var ours = OurLogits(loaded.Model, tokens);
         Assert.InRange(RelativeError(ours, llama.Logits(tokens)), 0, 1e-4);
 
+        AssertEmbeddedTokenizerIs(gguf, tokenizer);
+
         // And Nanoscale reads the file back as that architecture (biases, q/k norms, head width, NeoX rotation): the
         // same logits as the model folder it came from.
         using var back = LoadedModel.Open(gguf, new ModelLoadOptions { TokenizerPath = tokenizerFolder });
         Assert.Equal((modelType == "qwen2", modelType == "qwen3", loaded.Config.HeadDim), (back.Config.AttentionBias, back.Config.QkNorm, back.Config.HeadDim));
         Assert.InRange(RelativeError(OurLogits(back.Model, tokens), ours), 0, 1e-6);
+    }
+
+    /// <summary>Opened with no tokenizer given or beside it, a GGUF file's own <c>gpt2</c> vocabulary is its tokenizer:
+    /// it encodes both sample texts (and BOS) exactly as the tokenizer.json it was exported from.</summary>
+    private static void AssertEmbeddedTokenizerIs(string gguf, HuggingFaceTokenizer original)
+    {
+        var alone = Path.Combine(Path.GetDirectoryName(gguf)!, "alone");
+        Directory.CreateDirectory(alone);
+        var copy = Path.Combine(alone, Path.GetFileName(gguf));
+        File.Copy(gguf, copy);
+        using var model = LoadedModel.Open(copy);
+        Assert.Equal(original.BosId, model.Tokenizer.BosId);
+        foreach (var file in new[] { "tinystories-sample.txt", "unicode-stress.txt" })
+        {
+            var text = File.ReadAllText(SharedData.Path("text", file));
+            Assert.Equal(original.Encode(text, addBos: true), model.Tokenizer.Encode(text, addBos: true));
+            var ids = original.Encode(text, addBos: false);
+            Assert.Equal(original.Decode(ids), model.Tokenizer.Decode(ids));
+        }
     }
 }
