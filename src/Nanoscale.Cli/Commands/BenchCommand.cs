@@ -27,10 +27,14 @@ internal static class BenchCommand
         };
         var tokens = new Option<int>("--tokens") { Description = "With --generate: new tokens per run", DefaultValueFactory = _ => 32 };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "With --generate: prompt length in tokens", DefaultValueFactory = _ => 64 };
+        var decodeRows = new Option<bool>("--decode-rows")
+        {
+            Description = "With --generate: decode weight rows to floats in every product (the reference path) instead of multiplying on the stored codes, to compare",
+        };
         var json = CliRunner.JsonOption();
         var command = new Command("bench", "Encode and decode throughput of each codec, or generation speed per format (--generate)")
         {
-            model, formats, threads, repeats, generate, tokens, promptTokens, json,
+            model, formats, threads, repeats, generate, tokens, promptTokens, decodeRows, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -50,7 +54,7 @@ internal static class BenchCommand
                 SampleCheckpoint.Write(sample.Path, new SampleOptions { Dim = 1024, HiddenDim = 2816, Layers = 4, Heads = 16, KvHeads = 4, VocabSize = 4096 });
             }
             var path = parse.GetValue(model) ?? sample!.Path;
-            if (generating) return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens));
+            if (generating) return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens), parse.GetValue(decodeRows));
             using var source = CheckpointLoader.Open(path);
             var results = new List<BenchResult>();
             foreach (var f in list)
@@ -76,12 +80,12 @@ internal static class BenchCommand
     }
 
     private static object? Generate(CliContext context, string path, bool generated, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
-        int promptTokens, int newTokens)
+        int promptTokens, int newTokens, bool decodeRows)
     {
         if (promptTokens < 1) throw new InvalidOptionException("--prompt-tokens", "must be at least 1");
         if (newTokens < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
         var result = GenerationBench.Run(path, formats, threads, promptTokens, newTokens, log: new Progress<string>(context.Log),
-            cancellationToken: context.Cancellation);
+            cancellationToken: context.Cancellation, decodeRows: decodeRows);
         if (context.Json)
             return new
             {

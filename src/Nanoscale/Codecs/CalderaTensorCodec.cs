@@ -236,6 +236,67 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             }
         }
 
+        /// <summary>
+        /// The factored product W·x = Q·x' + L·(R·x') with x' = V·x (the incoherence transform applied once to the
+        /// activations instead of to every decoded row): Q on its codes when its grid has a step kernel (else a
+        /// scratch tile of decoded Q rows), the rank-k path in two thin products. So CALDERA's stored size is also what
+        /// a step reads. x' and R·x' are made once per product by each thread (kept for the next tile of the same x).
+        /// </summary>
+        public bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
+        {
+            var prepared = Prepare(x);
+            var xq = prepared.Transformed.AsSpan(0, _cols);
+            if (!_q.TryDotRows(firstRow, count, xq, y[..count]))
+            {
+                const int tile = 16;
+                var rows = System.Buffers.ArrayPool<float>.Shared.Rent(tile * _cols);
+                try
+                {
+                    for (int i = 0; i < count; i += tile)
+                    {
+                        int n = Math.Min(tile, count - i);
+                        _q.ReadRows(firstRow + i, n, rows.AsSpan(0, n * _cols));
+                        for (int r = 0; r < n; r++) y[i + r] = TensorPrimitives.Dot(rows.AsSpan(r * _cols, _cols), xq);
+                    }
+                }
+                finally { System.Buffers.ArrayPool<float>.Shared.Return(rows); }
+            }
+            if (_l is not null)
+            {
+                var t = prepared.LowRank.AsSpan(0, _rank);
+                for (int i = 0; i < count; i++) y[i] += TensorPrimitives.Dot(_l.AsSpan((int)((firstRow + i) * _rank), _rank), t);
+            }
+            return true;
+        }
+
+        private sealed class Prepared
+        {
+            public Decoder? Owner;
+            public float[] Input = [], Transformed = [], LowRank = [], Scratch = [];
+        }
+
+        [ThreadStatic] private static Prepared? t_prepared;
+
+        /// <summary>x' = V·x and t = R·x' for <paramref name="x"/>, reused while the same decoder gets the same x.</summary>
+        private Prepared Prepare(ReadOnlySpan<float> x)
+        {
+            var p = t_prepared ??= new Prepared();
+            if (ReferenceEquals(p.Owner, this) && p.Input.Length >= _cols && x[.._cols].SequenceEqual(p.Input.AsSpan(0, _cols))) return p;
+            if (p.Input.Length < _cols) (p.Input, p.Transformed, p.Scratch) = (new float[_cols], new float[_cols], new float[_cols]);
+            if (p.LowRank.Length < _rank) p.LowRank = new float[_rank];
+            x[.._cols].CopyTo(p.Input);
+            var xq = p.Transformed.AsSpan(0, _cols);
+            x[.._cols].CopyTo(xq);
+            // A row is decoded as ŵ'·V, so w·x = ŵ'·(V x), and V x is x encoded as a row (x·Vᵀ).
+            if (_fast is not null) _fast.Encode(xq, p.Scratch);
+            else if (_transform is not null)
+                for (int t = 0; t < _cols; t++) xq[t] = TensorPrimitives.Dot(_transform.AsSpan(t * _cols, _cols), x[.._cols]);
+            if (_r is not null)
+                for (int c = 0; c < _rank; c++) p.LowRank[c] = TensorPrimitives.Dot(_r.AsSpan(c * _cols, _cols), xq);
+            p.Owner = this;
+            return p;
+        }
+
         public void ReadOriginal(Stream destination) => Codec.WriteAsOriginal(this, destination);
 
         public void Dispose() => _q.Dispose();

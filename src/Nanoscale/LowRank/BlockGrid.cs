@@ -207,6 +207,15 @@ internal sealed class BlockGrid : QuantGrid
                 _tensorData, count, _cols, SingleThread, destination[..checked(count * _cols)]);
         }
 
+        public bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
+        {
+            long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;
+            return _codec.TryDotRows(
+                _blocks.Slice(firstRow * blockStride, checked((int)(count * blockStride))),
+                _scales.Slice(firstRow * scaleStride, checked((int)(count * scaleStride))),
+                _tensorData, count, _cols, x, y);
+        }
+
         public void Dispose()
         {
             _blocks.Dispose();

@@ -62,4 +62,7 @@ internal interface IGridStore
 internal interface IGridReader : IDisposable
 {
     void ReadRows(long firstRow, int count, Span<float> destination);
+
+    /// <summary>y[i] = row (firstRow + i) · x on the stored codes, when the grid's format has a step kernel; else false.</summary>
+    bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => false;
 }

@@ -32,9 +32,13 @@ public sealed record GenerationBenchResult(IReadOnlyList<GenerationBenchRow> Row
 /// </summary>
 public static class GenerationBench
 {
+    /// <summary>Measures each of <paramref name="formats"/> on the model at <paramref name="modelPath"/> with each thread
+    /// count of <paramref name="threads"/>: a prompt of <paramref name="promptTokens"/> ids, then <paramref name="newTokens"/>
+    /// greedy steps. With <paramref name="decodeRows"/> every product decodes rows to floats first
+    /// (<see cref="RuntimeOptions.FusedKernels"/> off, the reference path), to compare with the products on the stored codes.</summary>
     public static GenerationBenchResult Run(string modelPath, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
         int promptTokens, int newTokens, string? workFolder = null, IProgress<string>? log = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, bool decodeRows = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(promptTokens, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
@@ -68,7 +72,7 @@ public static class GenerationBench
                     .Sum(t => t.StoredBytes);
                 foreach (int t in threads)
                 {
-                    var model = LlamaModel.Load(checkpoint.Config ?? config, weights, new RuntimeOptions { Parallelism = new(t) }, path);
+                    var model = LlamaModel.Load(checkpoint.Config ?? config, weights, new RuntimeOptions { Parallelism = new(t), FusedKernels = !decodeRows }, path);
                     var (prompt, generated) = Time(model, promptTokens, newTokens, cancellationToken);
                     var row = new GenerationBenchRow(format, t, bpw, perToken, prompt, generated);
                     log?.Report($"bench: {format} × {t} thread(s): prompt {prompt:0.0} tokens/s, generation {generated:0.00} tokens/s " +
