@@ -25,14 +25,7 @@ internal static class DotKernelQuick
         foreach (var spec in formats)
         {
             var codec = CodecRegistry.CreateBlockCodec(spec);
-            int nb = codec.BlocksPerRow(cols);
-            var blocks = new byte[(long)rows * nb * codec.BytesPerBlock];
-            var scales = new byte[(long)rows * nb * codec.ScaleBytesPerBlock];
-            var tensorData = new byte[codec.TensorDataBytes];
-            var accumulator = codec.CreateTensorDataAccumulator(new CodecOptions());
-            accumulator.Add(w, 0);
-            accumulator.WriteTensorData(tensorData);
-            codec.Quantize(w, rows, cols, tensorData, new CodecOptions(), 0, blocks, scales);
+            var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
             if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y)) { Console.WriteLine($"{spec}: no step kernel"); continue; }
             double best = double.MaxValue;
             for (int run = 0; run < 5; run++)

@@ -30,15 +30,8 @@ internal static class E8Distortion
         foreach (var spec in formats)
         {
             var codec = CodecRegistry.CreateBlockCodec(spec);
-            int nb = codec.BlocksPerRow(cols);
-            var blocks = new byte[(long)rows * nb * codec.BytesPerBlock];
-            var scales = new byte[(long)rows * nb * codec.ScaleBytesPerBlock];
-            var tensorData = new byte[codec.TensorDataBytes];
-            var accumulator = codec.CreateTensorDataAccumulator(new CodecOptions());
-            accumulator.Add(w, 0);
-            accumulator.WriteTensorData(tensorData);
             var clock = Stopwatch.StartNew();
-            codec.Quantize(w, rows, cols, tensorData, new CodecOptions(), 0, blocks, scales);
+            var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
             double seconds = clock.Elapsed.TotalSeconds;
             var decoded = new float[w.Length];
             codec.Dequantize(blocks, scales, tensorData, rows, cols, new CodecOptions(), decoded);

@@ -28,6 +28,15 @@ internal sealed class TensorAmax(NonFinitePolicy policy, float divisor) : ITenso
         _amaxBits = amax;
     }
 
+    /// <summary>The tensor scale a format of this kind stored: a finite float ≥ 0 (else an error naming <paramref name="format"/>).</summary>
+    public static float ReadScale(ReadOnlySpan<byte> tensorData, string format)
+    {
+        float scale = BinaryPrimitives.ReadSingleLittleEndian(tensorData);
+        if (!float.IsFinite(scale) || scale < 0)
+            throw new ArgumentException($"{format}: tensor scale must be a finite float ≥ 0, found {scale}.", nameof(tensorData));
+        return scale;
+    }
+
     public void WriteTensorData(Span<byte> destination) =>
         BinaryPrimitives.WriteSingleLittleEndian(destination, BitConverter.UInt32BitsToSingle(_amaxBits) / divisor);
 }

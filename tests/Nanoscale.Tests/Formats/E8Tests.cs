@@ -60,13 +60,7 @@ public class E8Tests
     private static (double Mse, float[] Decoded) RoundTrip(string spec, float[] w, int rows, int cols)
     {
         var codec = CodecRegistry.CreateBlockCodec(spec);
-        var blocks = new byte[rows * codec.BlocksPerRow(cols) * codec.BytesPerBlock];
-        var scales = new byte[rows * codec.BlocksPerRow(cols) * codec.ScaleBytesPerBlock];
-        var tensorData = new byte[codec.TensorDataBytes];
-        var accumulator = codec.CreateTensorDataAccumulator(new CodecOptions());
-        accumulator.Add(w, 0);
-        accumulator.WriteTensorData(tensorData);
-        codec.Quantize(w, rows, cols, tensorData, new CodecOptions(), 0, blocks, scales);
+        var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
         var decoded = new float[w.Length];
         codec.Dequantize(blocks, scales, tensorData, rows, cols, new CodecOptions(), decoded);
         return (w.Select((v, i) => (double)(v - decoded[i]) * (v - decoded[i])).Average(), decoded);

@@ -98,13 +98,7 @@ public class FusedDotTests
         var random = new Random(seed);
         float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(Math.Exp(random.NextDouble() * 8 - 4) * (random.Next(2) * 2 - 1)))];
         float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
-        var blocks = new byte[rows * codec.BlocksPerRow(cols) * codec.BytesPerBlock];
-        var scales = new byte[rows * codec.BlocksPerRow(cols) * codec.ScaleBytesPerBlock];
-        var tensorData = new byte[codec.TensorDataBytes];
-        var accumulator = codec.CreateTensorDataAccumulator(new CodecOptions());
-        accumulator.Add(w, 0);
-        accumulator.WriteTensorData(tensorData);
-        codec.Quantize(w, rows, cols, tensorData, new CodecOptions(), 0, blocks, scales);
+        var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
         var y = new float[rows];
         if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y))
         {

@@ -32,13 +32,7 @@ internal sealed class E8Codec : BlockCodec
     public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) =>
         new TensorAmax(options.NonFinite, Reach * 448f);
 
-    private static float ReadTensorScale(ReadOnlySpan<byte> tensorData)
-    {
-        float st = BinaryPrimitives.ReadSingleLittleEndian(tensorData);
-        if (!float.IsFinite(st) || st < 0)
-            throw new ArgumentException($"e8: tensor scale must be a finite float ≥ 0, found {st}.", nameof(tensorData));
-        return st;
-    }
+    private static float ReadTensorScale(ReadOnlySpan<byte> tensorData) => TensorAmax.ReadScale(tensorData, "e8");
 
     protected override void CheckTensorData(ReadOnlySpan<byte> tensorData) => ReadTensorScale(tensorData);
 

@@ -49,13 +49,7 @@ internal sealed class NvFp4Codec : BlockCodec
     public static float TensorScale(float amax) => amax / TensorScaleDivisor;
 
     /// <summary>Reads s_t from tensor data, checking it is a finite non-negative float.</summary>
-    internal static float ReadTensorScale(ReadOnlySpan<byte> tensorData)
-    {
-        float st = BinaryPrimitives.ReadSingleLittleEndian(tensorData);
-        if (!float.IsFinite(st) || st < 0)
-            throw new ArgumentException($"nvfp4: tensor scale must be a finite float ≥ 0, found {st}.", nameof(tensorData));
-        return st;
-    }
+    internal static float ReadTensorScale(ReadOnlySpan<byte> tensorData) => TensorAmax.ReadScale(tensorData, "nvfp4");
 
     protected override void CheckTensorData(ReadOnlySpan<byte> tensorData) => ReadTensorScale(tensorData);
 
