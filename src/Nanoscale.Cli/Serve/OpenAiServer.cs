@@ -108,8 +108,6 @@ internal static class OpenAiServer
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
                 int? logProbs = chat ? ChatLogProbs(root) : Int(root, "logprobs");
                 if (!chat && logProbs is < 0 or > MaxCompletionLogProbs) throw new BadField("logprobs", $"'logprobs' must be within 0..{MaxCompletionLogProbs}");
-                if (stream && logProbs is not null)
-                    throw new BadField("logprobs", "log-probabilities are not streamed yet; ask without \"stream\" (or without logprobs)");
                 var sampling = new SamplingOptions
                 {
                     Temperature = Number(root, "temperature") ?? 1.0,
@@ -165,10 +163,11 @@ internal static class OpenAiServer
     /// <summary>Runs every request (the choices of one API request) in the batch; the first refusal cancels the others
     /// and is what the caller answers.</summary>
     private static async Task<CompletionOutcome[]> CompleteAll(CompletionService service, IReadOnlyList<CompletionRequest> requests,
-        Action<int, string>? onText, CancellationToken cancellationToken)
+        Action<int, string>? onText, CancellationToken cancellationToken, Action<int, IReadOnlyList<CompletionLogProb>>? onLogProbs = null)
     {
         using var all = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var tasks = requests.Select((r, i) => service.CompleteAsync(r, onText is null ? null : text => onText(i, text), all.Token)).ToList();
+        var tasks = requests.Select((r, i) => service.CompleteAsync(r, onText is null ? null : text => onText(i, text), all.Token,
+            onLogProbs is null ? null : list => onLogProbs(i, list))).ToList();
         foreach (var task in tasks)
             _ = task.ContinueWith(_ =>
             {
@@ -194,23 +193,23 @@ internal static class OpenAiServer
                 id, @object = "chat.completion", created, model,
                 choices = outcomes.Select((o, i) => new
                 {
-                    index = i, message = new { role = "assistant", content = o.Text }, logprobs = ChatLogProbs(o), finish_reason = o.FinishReason,
+                    index = i, message = new { role = "assistant", content = o.Text }, logprobs = ChatLogProbs(o.LogProbs), finish_reason = o.FinishReason,
                 }).ToArray(),
                 usage,
             }
             : new
             {
                 id, @object = "text_completion", created, model,
-                choices = outcomes.Select((o, i) => new { index = i, text = o.Text, logprobs = CompletionLogProbs(o), finish_reason = o.FinishReason }).ToArray(),
+                choices = outcomes.Select((o, i) => new { index = i, text = o.Text, logprobs = CompletionLogProbs(o.LogProbs), finish_reason = o.FinishReason }).ToArray(),
                 usage,
             };
     }
 
     /// <summary>The legacy completions API's <c>logprobs</c> object (tokens, token_logprobs, top_logprobs, text_offset
-    /// into the completion's text), or null when not asked.</summary>
-    private static object? CompletionLogProbs(CompletionOutcome outcome)
+    /// into the completion's text, or the chunk's when streamed), or null when not asked.</summary>
+    private static object? CompletionLogProbs(IReadOnlyList<CompletionLogProb>? logProbs)
     {
-        if (outcome.LogProbs is not { } list) return null;
+        if (logProbs is not { } list) return null;
         var offsets = new int[list.Count];
         for (int i = 1; i < list.Count; i++) offsets[i] = offsets[i - 1] + list[i - 1].Token.Length;
         return new
@@ -225,7 +224,7 @@ internal static class OpenAiServer
     }
 
     /// <summary>The chat API's <c>logprobs</c> object (content: token, logprob, bytes, top_logprobs), or null.</summary>
-    private static object? ChatLogProbs(CompletionOutcome outcome) => outcome.LogProbs is not { } list ? null : new
+    private static object? ChatLogProbs(IReadOnlyList<CompletionLogProb>? logProbs) => logProbs is not { } list ? null : new
     {
         content = list.Select(t => new
         {
@@ -251,14 +250,20 @@ internal static class OpenAiServer
     /// index), a chunk with each choice's finish reason as it ends, the usage, then <c>[DONE]</c>.</summary>
     private static async Task Stream(HttpContext context, CompletionService service, IReadOnlyList<CompletionRequest> requests, string id, long created, bool chat)
     {
-        var pieces = Channel.CreateUnbounded<(int Index, string Text)>(new UnboundedChannelOptions { SingleReader = true });
-        var work = CompleteAll(service, requests, (i, text) => pieces.Writer.TryWrite((i, text)), context.RequestAborted);
+        var pieces = Channel.CreateUnbounded<(int Index, string Text, IReadOnlyList<CompletionLogProb>? LogProbs)>(new UnboundedChannelOptions { SingleReader = true });
+        // A sequence's log-probabilities come just before its piece of text, on the same thread: held until the piece.
+        var pending = new IReadOnlyList<CompletionLogProb>?[requests.Count];
+        var work = CompleteAll(service, requests, (i, text) =>
+        {
+            pieces.Writer.TryWrite((i, text, pending[i]));
+            pending[i] = null;
+        }, context.RequestAborted, requests[0].Sampling.LogProbs is null ? null : (i, list) => pending[i] = list);
         _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
         bool started = false;
         string kind = chat ? "chat.completion.chunk" : "text_completion";
-        object Chunk(int index, string? text, string? finish) => chat
-            ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = text is null ? (object)new { } : new { content = text }, finish_reason = finish } } }
-            : new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, text = text ?? "", logprobs = (object?)null, finish_reason = finish } } };
+        object Chunk(int index, string? text, string? finish, IReadOnlyList<CompletionLogProb>? logProbs = null) => chat
+            ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = text is null ? (object)new { } : new { content = text }, logprobs = ChatLogProbs(logProbs), finish_reason = finish } } }
+            : new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, text = text ?? "", logprobs = CompletionLogProbs(logProbs), finish_reason = finish } } };
         async Task Send(object payload)
         {
             if (!started)
@@ -272,8 +277,8 @@ internal static class OpenAiServer
         }
         try
         {
-            await foreach (var (index, text) in pieces.Reader.ReadAllAsync(context.RequestAborted))
-                await Send(Chunk(index, text, null));
+            await foreach (var (index, text, logProbs) in pieces.Reader.ReadAllAsync(context.RequestAborted))
+                await Send(Chunk(index, text, null, logProbs));
             var outcomes = await work; // rethrows a refusal before any text: answered as an error object
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
             int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;

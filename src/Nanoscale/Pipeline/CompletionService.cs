@@ -113,7 +113,10 @@ public sealed class CompletionService : IDisposable
     /// <exception cref="InvalidOptionException">max_tokens out of range, the prompt does not leave room in the context, or
     /// the request's KV cache exceeds the budget by itself.</exception>
     /// <exception cref="ServiceBusyException">The batch and the queue are full.</exception>
-    public async Task<CompletionOutcome> CompleteAsync(CompletionRequest request, Action<string>? onText = null, CancellationToken cancellationToken = default)
+    /// <remarks>With <see cref="SamplingOptions.LogProbs"/>, <c>onLogProbs</c> gets, just before each piece of text, the
+    /// log-probabilities of the tokens generated since the previous piece.</remarks>
+    public async Task<CompletionOutcome> CompleteAsync(CompletionRequest request, Action<string>? onText = null, CancellationToken cancellationToken = default,
+        Action<IReadOnlyList<CompletionLogProb>>? onLogProbs = null)
     {
         if (request.MaxTokens < 1 || request.MaxTokens > MaxTokensLimit)
             throw new InvalidOptionException("max_tokens", $"{request.MaxTokens} is outside 1..{MaxTokensLimit}");
@@ -143,16 +146,17 @@ public sealed class CompletionService : IDisposable
                 // The completion is exactly the text handed out as it came (the prompt not repeated; a stop string and
                 // what follows it left out).
                 var text = new System.Text.StringBuilder();
+                string Piece(int id) => _model.Tokenizer.Decode([id]);
+                CompletionLogProb Named(TokenLogProb t) => new(Piece(t.Id), t.LogProb, [.. t.Top.Select(a => (Piece(a.Id), a.LogProb))]);
                 var result = await _factory.SubmitAsync(prompt, maxTokens, sampling, piece =>
                 {
                     text.Append(piece);
                     onText?.Invoke(piece);
-                }, cancellationToken).ConfigureAwait(false);
-                string Piece(int id) => _model.Tokenizer.Decode([id]);
+                }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)])).ConfigureAwait(false);
                 return new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
                     result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop")
                 {
-                    LogProbs = result.LogProbs?.Select(t => new CompletionLogProb(Piece(t.Id), t.LogProb, [.. t.Top.Select(a => (Piece(a.Id), a.LogProb))])).ToList(),
+                    LogProbs = result.LogProbs?.Select(Named).ToList(),
                 };
             }
             finally

@@ -21,6 +21,7 @@ internal sealed class GenerationSequence
     private readonly double _promptSeconds;
     private readonly int? _logProbs;
     private readonly List<TokenLogProb>? _recorded;
+    private int _reported; // recorded log-probabilities already handed out with a piece of text
 
     /// <summary>The prompt limits every generation checks before any work.</summary>
     /// <exception cref="InvalidOptionException">An empty prompt, or one the model cannot hold with new tokens.</exception>
@@ -33,8 +34,11 @@ internal sealed class GenerationSequence
     }
 
     /// <summary>Creates the session and runs the prompt (<paramref name="sampling"/> already validated).</summary>
+    /// <remarks>With <see cref="SamplingOptions.LogProbs"/>, <c>onLogProbs</c> is called just before each piece of text with
+    /// the log-probabilities of the tokens generated since the previous piece (streamed answers carry them).</remarks>
     public GenerationSequence(LlamaModel model, ITokenizer tokenizer, int[] prompt, int maxNewTokens, SamplingOptions sampling,
-        IEnumerable<int> endTokens, Action<string>? onText, CancellationToken cancellationToken)
+        IEnumerable<int> endTokens, Action<string>? onText, CancellationToken cancellationToken,
+        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null)
     {
         PromptLength = prompt.Length;
         _maxNewTokens = maxNewTokens;
@@ -42,6 +46,16 @@ internal sealed class GenerationSequence
         Last = LastLogits(Session, prompt, cancellationToken);
         _promptSeconds = _clock.Elapsed.TotalSeconds;
         _sampler = new Generation.Sampler(sampling, model.Config.VocabSize);
+        if (onText is not null && onLogProbs is not null && sampling.LogProbs is not null)
+        {
+            var text = onText;
+            onText = piece =>
+            {
+                onLogProbs(_recorded!.GetRange(_reported, _recorded.Count - _reported));
+                _reported = _recorded.Count;
+                text(piece);
+            };
+        }
         _text = new Generation.TextStream(tokenizer, prompt, sampling.StopStrings, onText);
         _end = [.. sampling.StopTokenIds, .. endTokens];
         if (tokenizer.EosId is int eos) _end.Add(eos);

@@ -52,15 +52,17 @@ public sealed class TokenFactory : IDisposable
     /// <summary>Steps run so far.</summary>
     public long Steps { get; private set; }
 
-    /// <summary>Generates from <paramref name="promptTokens"/> as part of the running batch.</summary>
+    /// <summary>Generates from <paramref name="promptTokens"/> as part of the running batch. With
+    /// <see cref="SamplingOptions.LogProbs"/>, <paramref name="onLogProbs"/> gets, just before each piece of text, the
+    /// log-probabilities of the tokens generated since the previous piece.</summary>
     public Task<GenerationResult> SubmitAsync(int[] promptTokens, int maxNewTokens, SamplingOptions sampling,
-        Action<string>? onText = null, CancellationToken cancellationToken = default)
+        Action<string>? onText = null, CancellationToken cancellationToken = default, Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null)
     {
         ArgumentNullException.ThrowIfNull(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
         GenerationSequence.CheckPrompt(_model, promptTokens, maxNewTokens);
-        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken);
+        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken) { OnLogProbs = onLogProbs };
         _pending.Enqueue(sequence);
         _signal.Release();
         return sequence.Completion.Task;
@@ -72,6 +74,7 @@ public sealed class TokenFactory : IDisposable
         public int MaxNewTokens { get; } = maxNewTokens;
         public SamplingOptions Sampling { get; } = sampling;
         public Action<string>? OnText { get; } = onText;
+        public Action<IReadOnlyList<TokenLogProb>>? OnLogProbs { get; init; }
         public CancellationToken Cancellation { get; } = cancellationToken;
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public GenerationSequence State = null!;
@@ -149,7 +152,7 @@ public sealed class TokenFactory : IDisposable
         try
         {
             s.Cancellation.ThrowIfCancellationRequested();
-            s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation);
+            s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs);
             return true;
         }
         catch (OperationCanceledException) when (s.Cancellation.IsCancellationRequested)

@@ -121,7 +121,6 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [InlineData("/v1/completions", """{"prompt": "x", "frequency_penalty": 3}""", 400, "frequency_penalty")]
     [InlineData("/v1/completions", """{"prompt": "x", "presence_penalty": "high"}""", 400, "presence_penalty")]
     [InlineData("/v1/completions", """{"prompt": "x", "logprobs": 6}""", 400, "logprobs")]
-    [InlineData("/v1/completions", """{"prompt": "x", "logprobs": 2, "stream": true}""", 400, "logprobs")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}""", 400, "top_logprobs")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 21}""", 400, "top_logprobs")]
     public async Task BadRequestsGetAnErrorObjectAndTheServerKeepsServing(string path, string body, int status, string? param)
@@ -289,6 +288,18 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             Assert.Equal(top.OrderByDescending(v => v), top);
             Assert.Equal(values[i], top[0], 9); // greedy took the most likely token
             logits = session.Step(id);
+        }
+
+        // Streamed, each chunk carries the log-probabilities of the tokens behind its text: together, the same list.
+        const string body = """{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "logprobs": 3, "stream": true}""";
+        using (var response = await _http.PostAsync("/v1/completions", new StringContent(body, Encoding.UTF8, "application/json")))
+        {
+            var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            var streamed = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone())
+                .Select(c => c.GetProperty("choices")[0].GetProperty("logprobs"))
+                .Where(l => l.ValueKind == JsonValueKind.Object)
+                .SelectMany(l => l.GetProperty("token_logprobs").EnumerateArray().Select(v => v.GetDouble())).ToList();
+            Assert.Equal(values, streamed);
         }
 
         var (_, chat) = await Post("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 4, "temperature": 0, "logprobs": true, "top_logprobs": 2}""");
