@@ -10,19 +10,6 @@ namespace Nanoscale.Tests.Pipeline;
 
 public class ShardedCompressionTests
 {
-    private static void AssertSameFiles(string expected, string actual)
-    {
-        if (File.Exists(expected))
-        {
-            Assert.Equal(File.ReadAllBytes(expected), File.ReadAllBytes(actual));
-            return;
-        }
-        var names = Directory.GetFiles(expected).Select(Path.GetFileName).Order().ToList();
-        Assert.Equal(names, Directory.GetFiles(actual).Select(Path.GetFileName).Order().ToList());
-        foreach (var name in names)
-            Assert.True(File.ReadAllBytes(Path.Combine(expected, name!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(actual, name!))), $"{name} differs");
-    }
-
     private static void RunUnits(string model, string units, string format, int count, string? tokenizer = null)
     {
         for (int i = 0; i < count; i++)
@@ -42,7 +29,7 @@ public class ShardedCompressionTests
         RunUnits(SharedData.Stories260K, units, format, 4);
         Assert.Equal(4, Directory.GetDirectories(units).Length);
         var merged = ShardedCompression.Merge(units, dir.File("merged-" + output));
-        AssertSameFiles(single, dir.File("merged-" + output));
+        FileAssert.SameBytes(single, dir.File("merged-" + output));
         Assert.Equal(4, merged.Units.Count);
         Assert.NotEmpty(merged.Result.Errors);
     }
@@ -57,7 +44,7 @@ public class ShardedCompressionTests
         for (int i = 0; i < 3; i++) CompressionRun.Run(SharedData.Gpt2Attn, dir.File("units"), request with { Shard = new ShardUnit(i, 3) });
         ShardedCompression.Merge(dir.File("units"), dir.File("merged"), measureError: false);
         Assert.True(Directory.GetFiles(dir.File("single"), "model-*.safetensors").Length > 1);
-        AssertSameFiles(dir.File("single"), dir.File("merged"));
+        FileAssert.SameBytes(dir.File("single"), dir.File("merged"));
     }
 
     [Fact]
