@@ -106,7 +106,7 @@ internal static class OpenAiServer
                 stream = Bool(root, "stream") ?? false;
                 choices = Int(root, "n") ?? 1;
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
-                int? logProbs = chat ? ChatLogProbs(root) : Int(root, "logprobs");
+                int? logProbs = chat ? RequestedChatLogProbs(root) : Int(root, "logprobs");
                 if (!chat && logProbs is < 0 or > MaxCompletionLogProbs) throw new BadField("logprobs", $"'logprobs' must be within 0..{MaxCompletionLogProbs}");
                 var sampling = new SamplingOptions
                 {
@@ -237,7 +237,7 @@ internal static class OpenAiServer
 
     /// <summary>The chat API's <c>logprobs</c> (true/false) and <c>top_logprobs</c> (0..20) as a count of alternatives,
     /// or null when log-probabilities are not asked for.</summary>
-    private static int? ChatLogProbs(JsonElement root)
+    private static int? RequestedChatLogProbs(JsonElement root)
     {
         bool asked = Bool(root, "logprobs") ?? false;
         int? top = Int(root, "top_logprobs");

@@ -40,7 +40,7 @@ internal sealed record GgufVocabulary(string Model, string? Pre, List<(string Ke
     {
         var info = new FileInfo(path);
         if (!info.Exists) throw new FileNotFoundException($"{path}: no such tokenizer file", path);
-        if (info.Length > 256L << 20) throw new CheckpointFormatException(path, null, 0, $"{info.Length} bytes is too large for a SentencePiece model");
+        if (info.Length > SentencePieceModelTokenizer.MaxFileBytes) throw new CheckpointFormatException(path, null, 0, $"{info.Length} bytes is too large for a SentencePiece model");
         var bytes = File.ReadAllBytes(path);
         var tokens = new List<string>();
         var scores = new List<float>();

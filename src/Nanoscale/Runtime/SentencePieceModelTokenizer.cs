@@ -23,11 +23,14 @@ internal sealed class SentencePieceModelTokenizer : ITokenizer
 
     public int? EosId => _tokenizer.EndOfSentenceId >= 0 ? _tokenizer.EndOfSentenceId : null;
 
+    /// <summary>The largest <c>.model</c> file read (real ones are a few MB).</summary>
+    internal const long MaxFileBytes = 256L << 20;
+
     /// <exception cref="CheckpointFormatException">The file is not a SentencePiece model the library can read.</exception>
     public static SentencePieceModelTokenizer Load(string path)
     {
         var info = new FileInfo(path);
-        if (info.Length > 256L * 1024 * 1024)
+        if (info.Length > MaxFileBytes)
             throw new CheckpointFormatException(path, null, 0, $"{info.Length} bytes is too large for a SentencePiece model");
         try
         {

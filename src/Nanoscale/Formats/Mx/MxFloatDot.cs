@@ -26,7 +26,8 @@ namespace Nanoscale.Formats.Mx;
 internal sealed class MxFloatDot
 {
     private readonly ElementFormat _element;
-    private readonly int _bits, _magnitudeMask, _signBit, _shift, _firstSpecial;
+    private readonly int _bits, _magnitudeMask, _signBit, _shift;
+    private int _firstSpecial; // set once by For, after every code was checked
     private readonly bool _integer;
     private readonly float _factor;
     private readonly Vector256<byte> _gather;   // packed codes: the 4 bytes each lane's code starts in
@@ -55,14 +56,6 @@ internal sealed class MxFloatDot
         _offsets = Vector256.Create(offsets);
     }
 
-    private MxFloatDot(MxFloatDot other, int firstSpecial)
-    {
-        _element = other._element;
-        (_bits, _integer, _signBit, _magnitudeMask, _shift, _factor) = (other._bits, other._integer, other._signBit, other._magnitudeMask, other._shift, other._factor);
-        (_gather, _offsets) = (other._gather, other._offsets);
-        _firstSpecial = firstSpecial;
-    }
-
     public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>The kernel of an element format, or null when widening cannot give its values (checked on every code).</summary>
@@ -79,7 +72,8 @@ internal sealed class MxFloatDot
             }
         // A block with any magnitude from the first such code up takes the table (exact for every code; one comparison
         // per lane finds them, and for E4M3 and E5M2 only the NaN/Inf magnitudes are that high).
-        return new MxFloatDot(dot, firstSpecial);
+        dot._firstSpecial = firstSpecial;
+        return dot;
     }
 
     /// <summary>The scalar twin of the vector widening (and the check above): a code's value as the kernel computes it.</summary>
