@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Nanoscale.Codecs;
 using Nanoscale.Formats;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Benchmarks;
 
@@ -8,7 +9,7 @@ namespace Nanoscale.Benchmarks;
 /// Stopwatch throughput of each format's one-token product on its stored codes (<c>IBlockCodec.TryDotRows</c>), one
 /// thread, on a matrix far larger than the caches (default 16384 × 2048): weight bytes read per second. Quick
 /// comparisons of the step kernels; BenchmarkDotNet's repetitions add nothing at this size.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- dot-kernels [mxfp4,q4_0,q8_0,ggml-mxfp4,nvfp4,nxfp4] [rows] [cols]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- dot-kernels [mxfp4,q4_0,q8_0,ggml-mxfp4,nvfp4,nxfp4,f16,bf16] [rows] [cols]</code>
 /// </summary>
 internal static class DotKernelQuick
 {
@@ -24,11 +25,16 @@ internal static class DotKernelQuick
         var y = new float[rows];
         foreach (var spec in formats)
         {
+            if (spec is "f16" or "bf16")
+            {
+                SixteenBit(spec == "f16" ? DType.F16 : DType.BF16, w, rows, cols, x, y);
+                continue;
+            }
             var codec = CodecRegistry.CreateBlockCodec(spec);
             var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
             if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y)) { Console.WriteLine($"{spec}: no step kernel"); continue; }
             double best = double.MaxValue;
-            for (int run = 0; run < 5; run++)
+            for (int run = 0; run < 40; run++)
             {
                 var clock = Stopwatch.StartNew();
                 codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y);
@@ -38,5 +44,21 @@ internal static class DotKernelQuick
             Console.WriteLine($"{spec,-12} {bytes / best / 1e9,6:0.00} GB/s of codes, {(double)rows * cols / best / 1e9,6:0.00} G weights/s, {best * 1e3,7:0.00} ms");
         }
         return 0;
+    }
+
+    /// <summary>Plain F16/BF16 rows (<c>TensorData.TryDotRows</c>, as mapped checkpoints and the cast codecs use it).</summary>
+    private static void SixteenBit(DType dtype, float[] w, int rows, int cols, float[] x, float[] y)
+    {
+        var bytes = new byte[w.LongLength * 2];
+        TensorData.FromFloat(w, dtype, bytes);
+        if (!TensorData.TryDotRows(bytes, dtype, rows, cols, x, y)) { Console.WriteLine($"{dtype}: no step kernel"); return; }
+        double best = double.MaxValue;
+        for (int run = 0; run < 40; run++)
+        {
+            var clock = Stopwatch.StartNew();
+            TensorData.TryDotRows(bytes, dtype, rows, cols, x, y);
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        }
+        Console.WriteLine($"{dtype.ToString().ToLowerInvariant(),-12} {bytes.Length / best / 1e9,6:0.00} GB/s of codes, {(double)rows * cols / best / 1e9,6:0.00} G weights/s, {best * 1e3,7:0.00} ms");
     }
 }

@@ -31,10 +31,14 @@ internal static class BenchCommand
         {
             Description = "With --generate: decode weight rows to floats in every product (the reference path) instead of multiplying on the stored codes, to compare",
         };
+        var include = new Option<string>("--include")
+        {
+            Description = "With --generate: regex of extra tensor names to compress (e.g. 'embed|lm_head'; by default embeddings, the head and norms keep their precision)",
+        };
         var json = CliRunner.JsonOption();
         var command = new Command("bench", "Encode and decode throughput of each codec, or generation speed per format (--generate)")
         {
-            model, formats, threads, repeats, generate, tokens, promptTokens, decodeRows, json,
+            model, formats, threads, repeats, generate, tokens, promptTokens, decodeRows, include, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -54,7 +58,7 @@ internal static class BenchCommand
                 SampleCheckpoint.Write(sample.Path, new SampleOptions { Dim = 1024, HiddenDim = 2816, Layers = 4, Heads = 16, KvHeads = 4, VocabSize = 4096 });
             }
             var path = parse.GetValue(model) ?? sample!.Path;
-            if (generating) return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens), parse.GetValue(decodeRows));
+            if (generating) return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens), parse.GetValue(decodeRows), parse.GetValue(include));
             using var source = CheckpointLoader.Open(path);
             var results = new List<BenchResult>();
             foreach (var f in list)
@@ -80,12 +84,12 @@ internal static class BenchCommand
     }
 
     private static object? Generate(CliContext context, string path, bool generated, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
-        int promptTokens, int newTokens, bool decodeRows)
+        int promptTokens, int newTokens, bool decodeRows, string? include)
     {
         if (promptTokens < 1) throw new InvalidOptionException("--prompt-tokens", "must be at least 1");
         if (newTokens < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
         var result = GenerationBench.Run(path, formats, threads, promptTokens, newTokens, log: new Progress<string>(context.Log),
-            cancellationToken: context.Cancellation, decodeRows: decodeRows);
+            cancellationToken: context.Cancellation, decodeRows: decodeRows, include: include);
         if (context.Json)
             return new
             {

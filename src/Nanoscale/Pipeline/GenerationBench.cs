@@ -35,10 +35,12 @@ public static class GenerationBench
     /// <summary>Measures each of <paramref name="formats"/> on the model at <paramref name="modelPath"/> with each thread
     /// count of <paramref name="threads"/>: a prompt of <paramref name="promptTokens"/> ids, then <paramref name="newTokens"/>
     /// greedy steps. With <paramref name="decodeRows"/> every product decodes rows to floats first
-    /// (<see cref="RuntimeOptions.FusedKernels"/> off, the reference path), to compare with the products on the stored codes.</summary>
+    /// (<see cref="RuntimeOptions.FusedKernels"/> off, the reference path), to compare with the products on the stored codes.
+    /// <paramref name="include"/> adds tensors the default selection keeps (e.g. <c>embed|lm_head</c>, to compare with a
+    /// runtime whose files quantize the embedding and head too).</summary>
     public static GenerationBenchResult Run(string modelPath, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
         int promptTokens, int newTokens, string? workFolder = null, IProgress<string>? log = null,
-        CancellationToken cancellationToken = default, bool decodeRows = false)
+        CancellationToken cancellationToken = default, bool decodeRows = false, string? include = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(promptTokens, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
@@ -59,7 +61,11 @@ public static class GenerationBench
                 if (format != "original")
                 {
                     log?.Report($"bench: compressing to {format}");
-                    (_, temporary) = CompressionRun.RunTemporary(source, workFolder, new CompressOptions { Codec = CodecRegistry.Create(format) },
+                    (_, temporary) = CompressionRun.RunTemporary(source, workFolder, new CompressOptions
+                    {
+                        Codec = CodecRegistry.Create(format),
+                        Selection = TensorSelection.For(CodecRegistry.Create(format), include),
+                    },
                         measureError: false, cancellationToken: cancellationToken);
                     path = temporary.Path;
                 }

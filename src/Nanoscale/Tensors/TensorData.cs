@@ -123,27 +123,73 @@ internal static class TensorData
             throw new ArgumentException($"spans too short for {count} {dtype} rows of {columns}");
         var weights = MemoryMarshal.Cast<byte, ushort>(rows);
         bool half = dtype == DType.F16;
-        int vectorEnd = columns & ~15;
-        ref float x0 = ref MemoryMarshal.GetReference(x);
         for (int r = 0; r < count; r++)
         {
             var w = weights.Slice(r * columns, columns);
-            ref ushort w0 = ref MemoryMarshal.GetReference(w);
-            // Two accumulators: consecutive multiply-adds do not wait on each other.
-            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
-            int c = 0;
-            for (; c < vectorEnd; c += 16)
-            {
-                var a = Widen(Vector128.LoadUnsafe(ref w0, (nuint)c), half);
-                var b = Widen(Vector128.LoadUnsafe(ref w0, (nuint)(c + 8)), half);
-                even = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, Vector256.LoadUnsafe(ref x0, (nuint)c), even);
-                odd = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(b, Vector256.LoadUnsafe(ref x0, (nuint)(c + 8)), odd);
-            }
-            float total = Vector256.Sum(even + odd);
-            for (; c < columns; c++) total += (half ? (float)BitConverter.UInt16BitsToHalf(w[c]) : BFloat16ToSingle(w[c])) * x[c];
-            y[r] = total;
+            // F16 first takes the short path, which reads ±Inf/NaN halves wrongly but notices them; a row that has one
+            // is done again through the widening that patches them.
+            y[r] = half ? (HalfRowDot(w, x, out bool special) is var total && !special ? total : SixteenBitRowDot(w, x, true))
+                        : SixteenBitRowDot(w, x, false);
         }
         return true;
+    }
+
+    /// <summary>One BF16 or F16 row · x, each group of eight widened by <see cref="Widen"/>.</summary>
+    private static float SixteenBitRowDot(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x, bool half)
+    {
+        int columns = w.Length, vectorEnd = columns & ~15, c = 0;
+        ref float x0 = ref MemoryMarshal.GetReference(x);
+        ref ushort w0 = ref MemoryMarshal.GetReference(w);
+        // Two accumulators: consecutive multiply-adds do not wait on each other.
+        Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+        for (; c < vectorEnd; c += 16)
+        {
+            var a = Widen(Vector128.LoadUnsafe(ref w0, (nuint)c), half);
+            var b = Widen(Vector128.LoadUnsafe(ref w0, (nuint)(c + 8)), half);
+            even = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, Vector256.LoadUnsafe(ref x0, (nuint)c), even);
+            odd = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(b, Vector256.LoadUnsafe(ref x0, (nuint)(c + 8)), odd);
+        }
+        float total = Vector256.Sum(even + odd);
+        for (; c < columns; c++) total += (half ? (float)BitConverter.UInt16BitsToHalf(w[c]) : BFloat16ToSingle(w[c])) * x[c];
+        return total;
+    }
+
+    /// <summary>
+    /// One F16 row · x in four vector operations per eight weights: each half sign-extended into 32 bits (vpmovsxwd),
+    /// shifted up 13 so its exponent and mantissa sit under an f32's, the sign's copies between them cleared (the
+    /// sign stays in bit 31), then rebiased by × 2^112 — exact for normal and subnormal halves. ±Inf and NaN (exponent
+    /// 31) would come out finite; <paramref name="special"/> says whether the row has one (the largest exponent field
+    /// seen, kept with one max per sixteen weights), and then the result must not be used.
+    /// </summary>
+    private static float HalfRowDot(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x, out bool special)
+    {
+        int columns = w.Length, vectorEnd = columns & ~15, c = 0;
+        ref float x0 = ref MemoryMarshal.GetReference(x);
+        ref ushort w0 = ref MemoryMarshal.GetReference(w);
+        var exponent = Vector256.Create((ushort)0x7C00);
+        var keep = Vector256.Create(unchecked((int)0x8FFF_FFFF));
+        var rebias = Vector256.Create(5.192296858534828e33f); // 2^112
+        Vector256<ushort> largest = Vector256<ushort>.Zero;
+        Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+        for (; c < vectorEnd; c += 16)
+        {
+            var raw = Vector256.LoadUnsafe(ref w0, (nuint)c);
+            largest = System.Runtime.Intrinsics.X86.Avx2.Max(largest, raw & exponent);
+            var lo = System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref w0, (nuint)c).AsInt16());
+            var hi = System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref w0, (nuint)(c + 8)).AsInt16());
+            var a = (System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(lo, 13) & keep).AsSingle() * rebias;
+            var b = (System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(hi, 13) & keep).AsSingle() * rebias;
+            even = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, Vector256.LoadUnsafe(ref x0, (nuint)c), even);
+            odd = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(b, Vector256.LoadUnsafe(ref x0, (nuint)(c + 8)), odd);
+        }
+        special = Vector256.EqualsAny(largest, exponent);
+        float total = Vector256.Sum(even + odd);
+        for (; c < columns; c++)
+        {
+            special |= (w[c] & 0x7C00) == 0x7C00;
+            total += (float)BitConverter.UInt16BitsToHalf(w[c]) * x[c];
+        }
+        return total;
     }
 
     /// <summary>Eight 16-bit floats (bf16 or IEEE half) as eight f32.</summary>

@@ -24,7 +24,54 @@ public class FusedDotTests
     [InlineData("q4_0", 64, 2048, 5)]
     [InlineData("ggml-mxfp4", 7, 256, 6)]
     [InlineData("q8_0", 1, 32, 7)]
+    [InlineData("q4_0", 5, 352, 8)]        // 11 blocks: pairs and an odd last block
+    [InlineData("ggml-mxfp4", 3, 96, 9)]
     public void GgmlDotOnTheBlocksEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
+
+    /// <summary>NxFP4 whose tables are dyadic with a one-byte word takes the integer kernel (<c>NxfpDot</c>): every block
+    /// its own table pair, scale/m_k from the word; 11 blocks cover the gathered groups of eight, the scalar tail and
+    /// an odd last block.</summary>
+    [Theory]
+    [InlineData("nxfp4", 16, 512, 10)]
+    [InlineData("nxfp4", 5, 352, 11)]
+    [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 5, 96, 12)]
+    [InlineData("nxfp4:am=e2m1,cr=off", 3, 64, 13)]
+    public void NxfpIntegerDotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed)
+    {
+        Assert.True(Nanoscale.Formats.Nx.NxfpDot.For((Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec(spec)) is not null
+                    || !NibbleDot.IsSupported, $"{spec} should have the integer kernel");
+        Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
+    }
+
+    /// <summary>Which NxFP forms the integer kernel takes: a 16-bit word (nxfp4-m16, the AM+CR form with three formats)
+    /// keeps the float lookups.</summary>
+    [Theory]
+    [InlineData("nxfp4-m16")]
+    [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto")]
+    public void NxfpWithAWideWordKeepsTheFloatKernel(string spec) =>
+        Assert.Null(Nanoscale.Formats.Nx.NxfpDot.For((Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec(spec)));
+
+    /// <summary>A block passed through as NaN (NaN word, every code −0) makes its row NaN in the integer kernel, as
+    /// decoding does; the other row is unaffected.</summary>
+    [Fact]
+    public void NxfpNaNBlockGivesNaN()
+    {
+        var codec = (Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec("nxfp4");
+        var random = new Random(3);
+        float[] w = [.. Enumerable.Range(0, 2 * 64).Select(_ => (float)(random.NextDouble() - 0.5))];
+        var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, 2, 64);
+        scales[3] = (byte)codec.NaNWord;
+        Array.Fill(blocks, (byte)0x88, 3 * 16, 16);
+        float[] x = [.. Enumerable.Range(0, 64).Select(i => 1f + i / 64f)];
+        var y = new float[2];
+        if (!codec.TryDotRows(blocks, scales, tensorData, 2, 64, x, y)) return;
+        var decoded = new float[128];
+        codec.Dequantize(blocks, scales, tensorData, 2, 64, new CodecOptions { Kernel = CodecKernel.Reference }, decoded);
+        Assert.True(float.IsNaN(decoded[64 + 32]), "the reference decodes the block as NaN");
+        Assert.True(float.IsNaN(y[1]), $"{y[1]}");
+        double first = Enumerable.Range(0, 64).Sum(i => (double)decoded[i] * x[i]);
+        Assert.Equal(first, y[0], Math.Abs(first) * 0.02 + 1e-3);
+    }
 
     private static void Int8DotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed)
     {
@@ -56,9 +103,8 @@ public class FusedDotTests
     /// Code Recycling and NanoMantissa, and NVFP4 (16-element blocks, two-level scale), against the reference decoder:
     /// float summation order only.</summary>
     [Theory]
-    [InlineData("nxfp4", 16, 512)]
+    [InlineData("nxfp4-m16", 16, 512)]
     [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto", 16, 512)]
-    [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 5, 96)]
     [InlineData("nvfp4", 16, 512)]
     [InlineData("nvfp4", 3, 48)]
     [InlineData("mxfp8", 16, 512)]

@@ -56,7 +56,16 @@ public class TensorDataTests
     [InlineData("F16", 5, 37)]
     [InlineData("F16", 3, 2048)]
     [InlineData("BF16", 4, 45)]
-    public void SixteenBitRowDotEqualsWidenThenMultiply(string dtypeName, int rows, int columns)
+    public void SixteenBitRowDotEqualsWidenThenMultiply(string dtypeName, int rows, int columns) => RowDotEqualsWidenThenMultiply(dtypeName, rows, columns, special: false);
+
+    /// <summary>±Inf and NaN halves (the short F16 path reads them as finite, notices, and does the row again), in the
+    /// vector part and in the tail.</summary>
+    [Theory]
+    [InlineData(4, 64)]
+    [InlineData(3, 37)]
+    public void HalfRowsWithInfinitiesAndNaNsDotAsWidened(int rows, int columns) => RowDotEqualsWidenThenMultiply("F16", rows, columns, special: true);
+
+    private static void RowDotEqualsWidenThenMultiply(string dtypeName, int rows, int columns, bool special)
     {
         var dtype = Enum.Parse<DType>(dtypeName);
         var random = new Random(rows * columns);
@@ -71,6 +80,12 @@ public class TensorDataTests
                 _ => dtype == DType.F16 ? BitConverter.HalfToUInt16Bits((Half)(random.NextDouble() * 4 - 2))
                                         : TensorData.SingleToBFloat16((float)(random.NextDouble() * 4 - 2)),
             };
+        if (special)
+        {
+            bits[0 * columns + 5] = 0x7C00;                      // row 0: +Inf in the vector part
+            bits[1 * columns + columns - 1] = 0xFC00;            // row 1: −Inf in the tail (or the last vector)
+            bits[2 * columns + 3] = 0x7E01;                      // row 2: NaN
+        }
         var x = Enumerable.Range(0, columns).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
         var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()).ToArray();
         var y = new float[rows];
@@ -85,7 +100,8 @@ public class TensorDataTests
                 exact += (double)widened[r * columns + c] * x[c];
                 magnitude += Math.Abs((double)widened[r * columns + c] * x[c]);
             }
-            Assert.True(Math.Abs(y[r] - exact) <= 1e-6 * magnitude + 1e-30, $"{dtype} row {r}: {y[r]} vs {exact}");
+            if (!double.IsFinite(exact)) Assert.Equal(exact, y[r]); // ±Inf, or NaN (equal as doubles)
+            else Assert.True(Math.Abs(y[r] - exact) <= 1e-6 * magnitude + 1e-30, $"{dtype} row {r}: {y[r]} vs {exact}");
         }
     }
 }

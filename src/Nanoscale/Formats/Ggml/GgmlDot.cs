@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Nanoscale.Formats.Mx;
+using Nanoscale.Formats;
 
 namespace Nanoscale.Formats.Ggml;
 
@@ -203,12 +204,56 @@ internal static class GgmlDot
         }
     }
 
+    /// <summary>Q4_0's nibbles as they are (bias 8) and ggml-MXFP4's doubled E2M1 values plus 12, for <see cref="NibbleDot"/>.</summary>
+    private static readonly sbyte[] Mxfp4Biased = [.. Mxfp4Table.Select(v => (sbyte)(v + 12))];
+
+    /// <summary>
+    /// Q4_0 and ggml-MXFP4 rows two blocks a step (<see cref="NibbleDot.Row{TMode}"/>): the activations quantized in natural
+    /// order (low nibbles hold a block's first 16 elements), each row's block scales × activation scales gathered first.
+    /// </summary>
+    private static unsafe void DotRowsNibbles(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow, ReadOnlySpan<float> x, Span<float> y)
+    {
+        bool q4 = layout == Layout.Q4_0;
+        int bytes = q4 ? Q4Block.Bytes : Mxfp4Block.Bytes, bias = q4 ? 8 : 12;
+        if (blocks.Length < (long)rowCount * blocksPerRow * bytes || y.Length < rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        var a = NibbleDot.Scratch;
+        a.Set(x, evensThenOdds: false, bias);
+        var table = NibbleDot.Broadcast(Mxfp4Biased);
+        float[] c = System.Buffers.ArrayPool<float>.Shared.Rent(blocksPerRow);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (float* c0 = c)
+            fixed (float* xs = a.Scales)
+            fixed (float* halves = Halves)
+            {
+                for (int r = 0; r < rowCount; r++)
+                {
+                    byte* row = b0 + (nint)r * blocksPerRow * bytes;
+                    if (q4)
+                        for (int j = 0; j < blocksPerRow; j++) c0[j] = halves[Unsafe.ReadUnaligned<ushort>(row + j * bytes)] * xs[j];
+                    else
+                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfE8M0(row[j * bytes]) * xs[j];
+                    y[r] = q4 ? NibbleDot.Row<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, a, table, null, null, bias)
+                             : NibbleDot.Row<NibbleDot.OneTable>(row + 1, bytes, blocksPerRow, c0, a, table, null, null, bias);
+                }
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }
+    }
+
     /// <summary>Runs the product with pooled scratch for the quantized activations; false when the CPU or the row
     /// length does not allow it.</summary>
     public static bool TryDotRows(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
     {
         if (!IsSupported || cols % 32 != 0) return false;
         int nb = cols / 32;
+        if (layout != Layout.Q8_0 && NibbleDot.IsSupported)
+        {
+            DotRowsNibbles(layout, blocks, rowCount, nb, x[..cols], y);
+            return true;
+        }
         var scratch = MxDot.Rent(cols);
         try
         {

@@ -25,8 +25,8 @@ internal sealed class MxCodec : BlockCodec
         ScaleRule = scaleRule;
         Rounding = rounding;
         SignedZero = signedZero;
-        _doubled = MxDot.DoubledTable(element);
-        _widened = _doubled is null ? MxFloatDot.For(element) : null;
+        _biased = MxDot.DoubledTable(element) is { } doubled ? MxDot.Biased(doubled) : null;
+        _widened = _biased is null ? MxFloatDot.For(element) : null;
     }
 
     public ElementFormat Element { get; }
@@ -74,21 +74,15 @@ internal sealed class MxCodec : BlockCodec
             widened.DotRows(blocks, scales, rowCount, cols, x, y);
             return true;
         }
-        if (_doubled is not { } table) return false;
+        if (_biased is not { } biased) return false;
         CheckDotSpans(blocks, scales, rowCount, cols, x, y);
-        int nb = cols / MxBlockSize;
-        var scratch = MxDot.Rent(cols);
-        try
-        {
-            MxDot.QuantizeActivations(x[..cols], scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb));
-            MxDot.DotRows(table, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, nb, scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb), y);
-        }
-        finally { MxDot.Return(scratch); }
+        MxDot.DotRows(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, x[..cols], y);
         return true;
     }
 
-    /// <summary>The element format's values × 2 as int8 when they all are integers there (E2M1), else null.</summary>
-    private readonly sbyte[]? _doubled;
+    /// <summary>The element format's values × 2 as unsigned int8 (plus the bias, −min) when they all are integers
+    /// there (E2M1), else null: the integer kernel's table (<see cref="MxDot"/>).</summary>
+    private readonly (sbyte[] Table, int Bias)? _biased;
 
     /// <summary>The float kernel of every other element format (null for E2M1, which has the integer one).</summary>
     private readonly MxFloatDot? _widened;

@@ -9,14 +9,10 @@ namespace Nanoscale.Formats.Mx;
 /// <summary>
 /// One token's product on MXFP4 codes in integer arithmetic, as llama.cpp's <c>vec_dot</c> kernels do it: the
 /// activations are quantized once per product to int8 per 32-element block (scale amax/127, round to nearest), the
-/// E2M1 codes are looked up as int8 (value × 2: 0, ±1, ±2, ±3, ±4, ±6, ±8, ±12, with vpshufb), and each block's
-/// 32 products are summed in integers (vpmaddubsw, vpmaddwd); the two scales are applied once per block.
+/// E2M1 codes are looked up as unsigned int8 (value × 2 + 12: 0 … 24, with vpshufb), and each block's 32 products are
+/// summed in integers (vpmaddubsw, vpmaddwd) less 12 × the block's activation sum; the two scales are applied once per
+/// block. The loop itself is <see cref="NibbleDot.Row{TMode}"/>, shared with ggml's 4-bit blocks and NxFP4.
 /// </summary>
-/// <remarks>
-/// Exact in the weights; the activations carry int8 rounding (relative error ≤ 1/254 of each block's largest entry),
-/// so a product differs from decode-then-multiply by at most Σ_blocks scale·amax/254·Σ|w| — the tolerance
-/// <c>FusedDotTests</c> states.
-/// </remarks>
 internal static class MxDot
 {
     public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
@@ -35,70 +31,67 @@ internal static class MxDot
         return table;
     }
 
-    /// <summary>x as int8 per 32-element block, each block's entries stored evens first then odds (the order of the
-    /// low and high nibbles of the packed codes), with the block's scale.</summary>
-    public static void QuantizeActivations(ReadOnlySpan<float> x, Span<sbyte> q, Span<float> scales)
+    /// <summary>A doubled table made unsigned for <see cref="NibbleDot"/>: each value plus the bias −min, or null when
+    /// the values span more than 64 (the one-table kernel adds two products in int16).</summary>
+    public static (sbyte[] Table, int Bias)? Biased(sbyte[] doubled)
     {
-        for (int j = 0; j < scales.Length; j++)
-        {
-            var block = x.Slice(j * 32, 32);
-            float amax = System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(block);
-            amax = Math.Abs(amax);
-            float d = amax / 127f, inverse = d == 0 ? 0 : 1f / d;
-            scales[j] = d;
-            var target = q.Slice(j * 32, 32);
-            for (int i = 0; i < 16; i++)
-            {
-                target[i] = (sbyte)MathF.Round(block[2 * i] * inverse, MidpointRounding.ToEven);
-                target[16 + i] = (sbyte)MathF.Round(block[2 * i + 1] * inverse, MidpointRounding.ToEven);
-            }
-        }
+        int bias = -Math.Min(0, (int)doubled.Min());
+        if (doubled.Max() + bias > 64) return null;
+        return ([.. doubled.Select(v => (sbyte)(v + bias))], bias);
     }
 
-    /// <summary>y[r] = Σ_j scale_j/2 · d_j · Σ_i table[code] · q_i over the rows.</summary>
-    public static void DotRows(sbyte[] table, ReadOnlySpan<float> scaleTable, ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales,
-        int rowCount, int blocksPerRow, ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y)
+    /// <summary>
+    /// y[r] = Σ_j scale_j/2 · d_j · Σ_i table[code] · q_i over the rows, two blocks a step: the activations quantized
+    /// here (evens then odds, as the codes are packed), each row's block scales × activation scales gathered first, then
+    /// the products
+    /// (<see cref="NibbleDot.Row{TMode}"/>).
+    /// </summary>
+    public static unsafe void DotRows((sbyte[] Table, int Bias) biased, ReadOnlySpan<float> scaleTable, ReadOnlySpan<byte> blocks,
+        ReadOnlySpan<byte> scales, int rowCount, int blocksPerRow, ReadOnlySpan<float> x, Span<float> y)
     {
-        Vector128<sbyte> lut = Vector128.Create(table);
-        Vector256<short> ones = Vector256.Create((short)1);
         if (blocks.Length < (long)rowCount * blocksPerRow * 16 || scales.Length < rowCount * blocksPerRow
-            || q.Length < blocksPerRow * 32 || qScales.Length < blocksPerRow || y.Length < rowCount)
+            || x.Length < blocksPerRow * 32 || y.Length < rowCount)
             throw new ArgumentException("spans shorter than the rows");
-        ref byte b0 = ref MemoryMarshal.GetReference(blocks);
-        ref byte e0 = ref MemoryMarshal.GetReference(scales);
-        ref sbyte q0 = ref MemoryMarshal.GetReference(q);
-        ref float s0 = ref MemoryMarshal.GetReference(qScales);
-        ref float t0 = ref MemoryMarshal.GetReference(scaleTable);
-        for (int r = 0; r < rowCount; r++)
+        var a = NibbleDot.Scratch;
+        a.Set(x[..(blocksPerRow * 32)], evensThenOdds: true, biased.Bias);
+        var table = NibbleDot.Broadcast(biased.Table);
+        float[] c = ArrayPool<float>.Shared.Rent(blocksPerRow);
+        try
         {
-            // Two accumulators: consecutive blocks do not wait on each other's multiply-add.
-            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
-            int rowBase = r * blocksPerRow, j = 0;
-            for (; j + 1 < blocksPerRow; j += 2)
+            fixed (byte* b0 = blocks)
+            fixed (byte* s0 = scales)
+            fixed (float* t0 = scaleTable)
+            fixed (float* c0 = c)
+            fixed (float* xs = a.Scales)
             {
-                even = Block(ref b0, ref e0, ref q0, ref s0, ref t0, rowBase, j, lut, ones, even);
-                odd = Block(ref b0, ref e0, ref q0, ref s0, ref t0, rowBase, j + 1, lut, ones, odd);
+                for (int r = 0; r < rowCount; r++)
+                {
+                    HalfScales(s0 + (nint)r * blocksPerRow, t0, xs, blocksPerRow, c0);
+                    y[r] = NibbleDot.Row<NibbleDot.OneTable>(b0 + (nint)r * blocksPerRow * 16, 16, blocksPerRow, c0, a, table, null, null, biased.Bias);
+                }
             }
-            if (j < blocksPerRow) even = Block(ref b0, ref e0, ref q0, ref s0, ref t0, rowBase, j, lut, ones, even);
-            y[r] = Vector256.Sum(even + odd);
         }
+        finally { ArrayPool<float>.Shared.Return(c); }
     }
 
-    /// <summary>total + scale_j/2 · d_j · Σ_i table[code] · q_i for block j of the row at <paramref name="rowBase"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Block(ref byte b0, ref byte e0, ref sbyte q0, ref float s0, ref float t0, int rowBase, int j,
-        Vector128<sbyte> lut, Vector256<short> ones, Vector256<float> total)
+    /// <summary>
+    /// c[j] = E8M0(e[j]) / 2 · xs[j] for one row's block scales (the doubled table's half folded in): eight at a time by
+    /// placing e − 1 in a float's exponent (2^(e − 128)), which holds for 2 ≤ e ≤ 254; a group of eight with another
+    /// code (2^−127 and 2^−126, or NaN) goes through <paramref name="table"/>.
+    /// </summary>
+    private static unsafe void HalfScales(byte* e, float* table, float* xs, int count, float* c)
     {
-        Vector128<byte> nibble = Vector128.Create((byte)0x0F);
-        Vector128<byte> packed = Vector128.LoadUnsafe(ref b0, (nuint)((rowBase + j) * 16));
-        Vector128<byte> lo = packed & nibble;
-        Vector128<byte> hi = Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble;
-        Vector256<sbyte> w = Vector256.Create(Ssse3.Shuffle(lut, lo.AsSByte()), Ssse3.Shuffle(lut, hi.AsSByte()));
-        Vector256<sbyte> x = Vector256.LoadUnsafe(ref q0, (nuint)(j * 32));
-        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(x, w));
-        Vector256<int> sums = Avx2.MultiplyAddAdjacent(pairs, ones);
-        float scale = Unsafe.Add(ref t0, Unsafe.Add(ref e0, rowBase + j)) * 0.5f * Unsafe.Add(ref s0, j);
-        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Vector256.Create(scale), total);
+        int j = 0;
+        for (; j + 8 <= count; j += 8)
+        {
+            var codes = Avx2.ConvertToVector256Int32(e + j);
+            var plain = Vector256.GreaterThan(codes, Vector256.Create(1)) & Vector256.LessThan(codes, Vector256.Create(255));
+            if (plain.AsByte().ExtractMostSignificantBits() == uint.MaxValue)
+                (Avx2.ShiftLeftLogical(codes - Vector256.Create(1), 23).AsSingle() * Vector256.Load(xs + j)).Store(c + j);
+            else
+                for (int k = j; k < j + 8; k++) c[k] = table[e[k]] * 0.5f * xs[k];
+        }
+        for (; j < count; j++) c[j] = table[e[j]] * 0.5f * xs[j];
     }
 
     /// <summary>Scratch for one product's quantized activations.</summary>

@@ -78,7 +78,11 @@ internal sealed class NxfpCodec : BlockCodec
             _levels[k] = level;
             _tops[k] = Recycling && MathF.Abs(level) > format.Max ? [format.Max, MathF.Abs(level)] : [format.Max];
         }
+        _integerDot = NxfpDot.For(this);
     }
+
+    /// <summary>The integer step kernel when the tables allow it (<see cref="NxfpDot.For"/>), else null.</summary>
+    private readonly NxfpDot? _integerDot;
 
     /// <summary>Element width in bits (3..8): every candidate format has it.</summary>
     public int ElementBits { get; }
@@ -177,7 +181,8 @@ internal sealed class NxfpCodec : BlockCodec
     }
 
     /// <summary>
-    /// The generation step's product on 4-bit NxFP codes: each block's metadata word picks its decode table (format ×
+    /// The generation step's product on 4-bit NxFP codes: in integers on int8 activations when the tables allow
+    /// (<see cref="NxfpDot"/>); otherwise each block's metadata word picks its decode table (format ×
     /// recycled level) and scale, the 32 codes are looked up in registers and multiplied with the activations
     /// (<see cref="Packed4Vector.Dot32"/>), the scale applied once per block. Exact up to float summation order. AVX2
     /// with FMA and whole blocks; otherwise false (the caller decodes rows).
@@ -189,6 +194,11 @@ internal sealed class NxfpCodec : BlockCodec
             || !System.Runtime.Intrinsics.X86.Fma.IsSupported)
             return false;
         CheckDotSpans(blocks, scales, rowCount, cols, x, y);
+        if (_integerDot is { } integer)
+        {
+            integer.DotRows(blocks, scales, rowCount, cols, x, y);
+            return true;
+        }
         int nb = cols / NxBlockSize;
         var tables = NxfpKernel.Vector4BitTables(this);
         ReadOnlySpan<float> scaleTable = Scale.DecodeTable;

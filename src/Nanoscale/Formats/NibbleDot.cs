@@ -1,0 +1,242 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nanoscale.Formats;
+
+/// <summary>
+/// The one-token product on 4-bit codes (AVX2), shared by MXFP4 in our layout and by ggml's
+/// Q4_0 and MXFP4 blocks. The activations are int8 per 32-element block, as in the AVX2 kernels (<c>MxDot</c>,
+/// <c>GgmlDot</c>), but arranged so that two blocks fill one register; the weights stay unsigned — Q4_0's nibble
+/// itself, or an E2M1 code's doubled value plus 12 through a 16-entry table — so <c>vpmaddubsw</c> multiplies them
+/// with the activations directly (no sign trick), and the bias times the block's activation sum is subtracted from
+/// the block's integer total, exactly. Per two blocks: two 16-byte loads, three ops to split the nibbles, one table
+/// lookup, <c>vpmaddubsw</c>, <c>vpmaddwd</c>, the bias subtraction, one conversion and one multiply-add with the two
+/// blocks' scales (weight scale × activation scale, computed for the row beforehand).
+/// </summary>
+/// <remarks>Each block's integer total equals the AVX2 kernels' (Σ w·q, exact), so the result differs from theirs only
+/// in float summation order; <c>NibbleDotTests</c> checks both agree and that the quantizer here equals the scalar one
+/// byte for byte.</remarks>
+internal static unsafe class NibbleDot
+{
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>One product's activations: int8 codes (pairs of blocks interleaved by 16-byte halves: block 2p's first
+    /// half, block 2p+1's first half, then both second halves; an odd last block as it is), each block's scale, and per
+    /// pair of blocks the bias times each block's code sum, placed in the int32 lane the block's total starts at.</summary>
+    public sealed class Activations
+    {
+        public sbyte[] Q = [];
+        public float[] Scales = [];
+        public int[] Sums = [];
+        public int[] Bias = [];
+        public int Blocks;
+
+        /// <summary>Quantizes <paramref name="x"/> (a multiple of 32 floats). <paramref name="evensThenOdds"/>: each
+        /// block's entries in the order of OCP-packed nibbles (even elements in low nibbles) instead of ggml's (elements
+        /// j and j + 16 share a byte).</summary>
+        public void Set(ReadOnlySpan<float> x, bool evensThenOdds, int bias)
+        {
+            int nb = x.Length / 32;
+            Blocks = nb;
+            if (Q.Length < x.Length) Q = new sbyte[x.Length];
+            if (Scales.Length < nb) { Scales = new float[nb]; Sums = new int[nb]; }
+            if (Bias.Length < nb * 4) Bias = new int[nb * 4];
+            Span<sbyte> block = stackalloc sbyte[32];
+            for (int j = 0; j < nb; j++)
+            {
+                Sums[j] = QuantizeBlock(x.Slice(j * 32, 32), evensThenOdds, block, out Scales[j]);
+                int pair = j & ~1;
+                if (j + 1 == nb && (nb & 1) == 1) block.CopyTo(Q.AsSpan(j * 32, 32));
+                else
+                {
+                    int half = j & 1;
+                    block[..16].CopyTo(Q.AsSpan(pair * 32 + half * 16, 16));
+                    block[16..].CopyTo(Q.AsSpan(pair * 32 + 32 + half * 16, 16));
+                }
+            }
+            Array.Clear(Bias, 0, nb * 4);
+            for (int p = 0; p + 1 < nb; p += 2)
+            {
+                Bias[p * 4] = bias * Sums[p];
+                Bias[p * 4 + 4] = bias * Sums[p + 1];
+            }
+        }
+    }
+
+    [ThreadStatic] private static Activations? _cached;
+
+    /// <summary>This thread's scratch (one product at a time per thread).</summary>
+    public static Activations Scratch => _cached ??= new Activations();
+
+    /// <summary>
+    /// 32 floats as int8 codes with scale amax/127, rounded to nearest even (vectorised; <see cref="QuantizeBlockReference"/>
+    /// is its scalar twin), in natural order or evens then odds; returns the codes' sum.
+    /// </summary>
+    public static int QuantizeBlock(ReadOnlySpan<float> x, bool evensThenOdds, Span<sbyte> q, out float scale)
+    {
+        if (!Avx2.IsSupported) return QuantizeBlockReference(x, evensThenOdds, q, out scale);
+        ref float x0 = ref MemoryMarshal.GetReference(x);
+        var v0 = Vector256.LoadUnsafe(ref x0);
+        var v1 = Vector256.LoadUnsafe(ref x0, 8);
+        var v2 = Vector256.LoadUnsafe(ref x0, 16);
+        var v3 = Vector256.LoadUnsafe(ref x0, 24);
+        var m = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
+        var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
+        m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
+        float amax = Math.Max(m4.ToScalar(), m4.GetElement(1));
+        if (!float.IsFinite(amax)) return QuantizeBlockReference(x, evensThenOdds, q, out scale);
+        float d = amax / 127f, inverse = d == 0 ? 0 : 1f / d;
+        if (!float.IsFinite(inverse)) return QuantizeBlockReference(x, evensThenOdds, q, out scale);
+        scale = d;
+        var k = Vector256.Create(inverse);
+        var i0 = Avx.ConvertToVector256Int32(v0 * k);
+        var i1 = Avx.ConvertToVector256Int32(v1 * k);
+        var i2 = Avx.ConvertToVector256Int32(v2 * k);
+        var i3 = Avx.ConvertToVector256Int32(v3 * k);
+        int sum = Vector256.Sum(i0 + i1 + i2 + i3);
+        // Packing works within 128-bit lanes; one permutation restores the order.
+        var bytes = Avx2.PackSignedSaturate(Avx2.PackSignedSaturate(i0, i1), Avx2.PackSignedSaturate(i2, i3));
+        var ordered = Avx2.PermuteVar8x32(bytes.AsInt32(), Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).AsSByte();
+        if (evensThenOdds)
+        {
+            var split = Avx2.Shuffle(ordered, Vector256.Create((sbyte)0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+            ordered = Avx2.Permute4x64(split.AsInt64(), 0b11_01_10_00).AsSByte();
+        }
+        ordered.StoreUnsafe(ref MemoryMarshal.GetReference(q));
+        return sum;
+    }
+
+    /// <summary>Scalar twin of <see cref="QuantizeBlock"/> (also its path for non-finite blocks, and for blocks so small
+    /// that the inverse scale overflows, which count as zero).</summary>
+    public static int QuantizeBlockReference(ReadOnlySpan<float> x, bool evensThenOdds, Span<sbyte> q, out float scale)
+    {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = float.IsNaN(x[i]) || float.IsNaN(amax) ? float.NaN : Math.Max(amax, Math.Abs(x[i]));
+        float d = amax / 127f, inverse = d == 0 ? 0 : 1f / d;
+        if (!float.IsFinite(inverse) && float.IsFinite(amax))
+        {
+            // A block so small that 127/amax overflows (amax below ~2^−120): it counts as zero.
+            q[..32].Clear();
+            scale = 0;
+            return 0;
+        }
+        scale = d;
+        int sum = 0;
+        for (int i = 0; i < 32; i++)
+        {
+            int source = evensThenOdds ? (i < 16 ? 2 * i : 2 * (i - 16) + 1) : i;
+            q[i] = (sbyte)MathF.Round(x[source] * inverse, MidpointRounding.ToEven);
+            sum += q[i];
+        }
+        return sum;
+    }
+
+    /// <summary>How a kernel turns a nibble into its unsigned weight u (specialised per mode by the JIT).</summary>
+    public interface IMode
+    {
+        /// <summary>u = table[nibble] (else u = nibble).</summary>
+        static abstract bool UseTable { get; }
+
+        /// <summary>Each pair of blocks j, j + 1 (j even) has its own pair of tables (<c>pairTables + 32·pairIndex[j]</c>: the first block's
+        /// table in the low 16 bytes, the second's in the high), else one table for all.</summary>
+        static abstract bool PerPair { get; }
+
+        /// <summary>u up to 127: the low and high nibbles' products are widened to int32 separately (up to 64 they are
+        /// added in int16 first, which saves an instruction).</summary>
+        static abstract bool Wide { get; }
+    }
+
+    /// <summary>Q4_0: u is the nibble.</summary>
+    public readonly struct Nibbles : IMode { public static bool UseTable => false; public static bool PerPair => false; public static bool Wide => false; }
+
+    /// <summary>MXFP4 and ggml-MXFP4: one table.</summary>
+    public readonly struct OneTable : IMode { public static bool UseTable => true; public static bool PerPair => false; public static bool Wide => false; }
+
+    /// <summary>NxFP4: a table per block (format × recycled level), values up to 64.</summary>
+    public readonly struct PairTables : IMode { public static bool UseTable => true; public static bool PerPair => true; public static bool Wide => false; }
+
+    /// <summary>NxFP4 with values up to 127.</summary>
+    public readonly struct WidePairTables : IMode { public static bool UseTable => true; public static bool PerPair => true; public static bool Wide => true; }
+
+    /// <summary>
+    /// Σ_j c[j] · (Σ_i u_ij · q_ij − bias · Σ_i q_ij) over one row of <paramref name="blocks"/> 4-bit blocks whose 16
+    /// code bytes start every <paramref name="blockStride"/> bytes at <paramref name="codes"/> (low nibbles are the
+    /// block's first 16 activations of <see cref="Activations"/>, high nibbles its second 16); u comes from the nibble as
+    /// <typeparamref name="TMode"/> says (<paramref name="table"/> when one table serves all blocks,
+    /// <paramref name="pairTables"/> and <paramref name="pairIndex"/> when each pair has its own); c holds each block's
+    /// weight scale × activation scale. Two blocks a step: their low nibbles (one register) meet both blocks' first
+    /// halves of activations, their high nibbles both second halves, and the two vpmaddubsw results are added in int16
+    /// before vpmaddwd (no overflow while u ≤ 64: |u·q| ≤ 64·127, four per lane; wider tables widen each separately),
+    /// so each block's total lands in its own four int32 lanes.
+    /// </summary>
+    public static float Row<TMode>(byte* codes, int blockStride, int blocks, float* c, Activations a, Vector256<sbyte> table,
+        byte* pairTables, int* pairIndex, int bias) where TMode : struct, IMode
+    {
+        var nibble = Vector256.Create((byte)0x0F);
+        var ones = Vector256.Create((short)1);
+        var spread = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
+        fixed (sbyte* q = a.Q)
+        fixed (int* correction = a.Bias)
+        {
+            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+            int j = 0;
+            for (; j + 3 < blocks; j += 4)
+            {
+                even = Pair<TMode>(codes, blockStride, j, c, q, correction, table, pairTables, pairIndex, nibble, ones, spread, even);
+                odd = Pair<TMode>(codes, blockStride, j + 2, c, q, correction, table, pairTables, pairIndex, nibble, ones, spread, odd);
+            }
+            if (j + 1 < blocks)
+            {
+                even = Pair<TMode>(codes, blockStride, j, c, q, correction, table, pairTables, pairIndex, nibble, ones, spread, even);
+                j += 2;
+            }
+            float total = Vector256.Sum(even + odd);
+            if (j < blocks)
+            {
+                // An odd last block: its activations in their own order (its pair's tables are both its own).
+                var packed = Vector128.Load(codes + (nint)j * blockStride);
+                var lo = packed & nibble.GetLower();
+                var hi = Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble.GetLower();
+                var u = Vector256.Create(lo, hi).AsSByte();
+                if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
+                else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
+                var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(q + j * 32)), ones);
+                total += c[j] * (Vector256.Sum(sums) - bias * a.Sums[j]);
+            }
+            return total;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Pair<TMode>(byte* codes, int blockStride, int j, float* c, sbyte* q, int* correction,
+        Vector256<sbyte> table, byte* pairTables, int* pairIndex, Vector256<byte> nibble, Vector256<short> ones, Vector256<int> spread,
+        Vector256<float> total) where TMode : struct, IMode
+    {
+        byte* first = codes + (nint)j * blockStride;
+        var packed = blockStride == 16 ? Vector256.Load(first) : Vector256.Create(Vector128.Load(first), Vector128.Load(first + blockStride));
+        var lo = (packed & nibble).AsSByte();
+        var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
+        if (TMode.UseTable)
+        {
+            var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]) : table;
+            lo = Avx2.Shuffle(lookup, lo);
+            hi = Avx2.Shuffle(lookup, hi);
+        }
+        Vector256<int> sums;
+        if (TMode.Wide)
+            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32)), ones)
+                 + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
+        else
+            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32))
+                 + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
+        sums -= Vector256.Load(correction + j * 4);
+        var scales = Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(c + j)).AsSingle().ToVector256Unsafe(), spread);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales, total);
+    }
+
+    /// <summary>A 16-entry int8 table in each 128-bit lane (vpshufb looks up within lanes).</summary>
+    public static Vector256<sbyte> Broadcast(ReadOnlySpan<sbyte> table16) => Vector256.Create(Vector128.Create(table16));
+}
