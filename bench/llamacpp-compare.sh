@@ -5,7 +5,8 @@
 # (the same synthetic prompt ids as one batch, then greedy steps; best of two runs after a warm-up; load not timed):
 #   nanoscale bench FILE.gguf --generate --formats original      (our runtime on the file's own blocks)
 #   Nanoscale.Benchmarks llamacpp-generate FILE.gguf              (llama.cpp's AVX2 CPU build via LLamaSharp)
-# and prints a Markdown table (results: docs/runtime.md).
+# and prints a Markdown table (results: docs/runtime.md); then Nanoscale's own formats (FORMATS, default
+# mxfp4,nxfp4,nvfp4,mxfp8,mxint8,bf16) on the same weights, embedding and head included, against llama.cpp's Q4_0.
 #
 #   bash bench/llamacpp-compare.sh [WORKDIR] [LAYERS] [THREADS] [PROMPT] [TOKENS]
 set -euo pipefail
@@ -24,6 +25,7 @@ mkdir -p "$work"
 model=$work/model
 [ -d "$model" ] || $cli sample "$model" --preset llama3.2-1b --layers "$layers" --tokenizer $shared/tokenizers/llama3 >&2
 
+q4gen=""
 echo "| type | file | Nanoscale prompt tokens/s | llama.cpp prompt tokens/s | Nanoscale generated tokens/s | llama.cpp generated tokens/s | ratio |"
 echo "|---|---|---|---|---|---|---|"
 for type in f16 q8_0 q4_0 mxfp4; do
@@ -31,6 +33,7 @@ for type in f16 q8_0 q4_0 mxfp4; do
   [ -f "$file" ] || $cli export "$model" --type $type -o "$file" >&2
   ours=$($cli bench "$file" --generate --formats original --threads "$threads" --prompt-tokens "$prompt" --tokens "$tokens" --json)
   theirs=$($bench llamacpp-generate "$file" --threads "$threads" --prompt-tokens "$prompt" --tokens "$tokens")
+  [ "$type" = q4_0 ] && q4gen=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["generated_tokens_per_second"])' "$theirs")
   python3 - "$type" "$file" "$ours" "$theirs" <<'PY'
 import json, os, sys
 t, f, ours, theirs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
@@ -40,3 +43,18 @@ print(f"| {t} | {os.path.getsize(f) / 2**20:.0f} MiB | {row['prompt_tokens_per_s
       f"| {g:.1f} | {lg:.1f} | {g / lg:.2f} |")
 PY
 done
+
+# Nanoscale's own formats on the same weights (embedding and head compressed too, as the GGUF files have them),
+# against llama.cpp's Q4_0 generation from the run above.
+echo
+echo "| Nanoscale format | bpw | prompt tokens/s | generated tokens/s | vs llama.cpp Q4_0 generation |"
+echo "|---|---|---|---|---|"
+ours=$($cli bench "$model" --generate --formats "${FORMATS:-mxfp4,nxfp4,nvfp4,mxfp8,mxint8,bf16}" --include 'embed|lm_head' \
+  --threads "$threads" --prompt-tokens "$prompt" --tokens "$tokens" --json)
+python3 - "$ours" "$q4gen" <<'PY'
+import json, sys
+ours, q4 = json.loads(sys.argv[1]), float(sys.argv[2])
+for row in ours["results"]:
+    g = row["generated_tokens_per_second"]
+    print(f"| {row['format']} | {row['bits_per_weight']:.2f} | {row['prompt_tokens_per_second']:.1f} | {g:.1f} | {g / q4:.2f} |")
+PY

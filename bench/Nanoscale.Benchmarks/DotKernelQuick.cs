@@ -7,9 +7,9 @@ namespace Nanoscale.Benchmarks;
 
 /// <summary>
 /// Stopwatch throughput of each format's one-token product on its stored codes (<c>IBlockCodec.TryDotRows</c>), one
-/// thread, on a matrix far larger than the caches (default 16384 × 2048): weight bytes read per second. Quick
+/// thread or rows split over several, on a matrix far larger than the caches (default 16384 × 2048): weight bytes read per second. Quick
 /// comparisons of the step kernels; BenchmarkDotNet's repetitions add nothing at this size.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- dot-kernels [mxfp4,q4_0,q8_0,ggml-mxfp4,nvfp4,nxfp4,f16,bf16] [rows] [cols]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- dot-kernels [mxfp4,q4_0,q8_0,ggml-mxfp4,nvfp4,nxfp4,f16,bf16] [rows] [cols] [threads]</code>
 /// </summary>
 internal static class DotKernelQuick
 {
@@ -17,6 +17,7 @@ internal static class DotKernelQuick
     {
         string[] formats = (args.Length > 0 ? args[0] : "mxfp4,ggml-mxfp4,q4_0,q8_0,nvfp4,nxfp4").Split(',');
         int rows = args.Length > 1 ? int.Parse(args[1]) : 16384, cols = args.Length > 2 ? int.Parse(args[2]) : 2048;
+        int threads = args.Length > 3 ? int.Parse(args[3]) : 1;
         var random = new Random(1);
         var w = new float[(long)rows * cols];
         for (long i = 0; i < w.Length; i++) w[i] = (float)((random.NextDouble() - 0.5) * Math.Exp(random.Next(-3, 3)));
@@ -27,7 +28,7 @@ internal static class DotKernelQuick
         {
             if (spec is "f16" or "bf16")
             {
-                SixteenBit(spec == "f16" ? DType.F16 : DType.BF16, w, rows, cols, x, y);
+                SixteenBit(spec == "f16" ? DType.F16 : DType.BF16, w, rows, cols, x, y, threads);
                 continue;
             }
             var codec = CodecRegistry.CreateBlockCodec(spec);
@@ -37,7 +38,17 @@ internal static class DotKernelQuick
             for (int run = 0; run < 40; run++)
             {
                 var clock = Stopwatch.StartNew();
-                codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y);
+                if (threads == 1) codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y);
+                else
+                {
+                    // Row ranges split evenly over the threads (whole rows: every format here has one row of blocks per row).
+                    int per = (rows + threads - 1) / threads, rowBytes = blocks.Length / rows, rowScales = scales.Length / rows;
+                    Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+                    {
+                        int r0 = i * per, n = Math.Min(rows, r0 + per) - r0;
+                        codec.TryDotRows(blocks.AsSpan(r0 * rowBytes, n * rowBytes), scales.AsSpan(r0 * rowScales, n * rowScales), tensorData, n, cols, x, y.AsSpan(r0, n));
+                    });
+                }
                 best = Math.Min(best, clock.Elapsed.TotalSeconds);
             }
             double bytes = blocks.Length + scales.Length;
@@ -47,16 +58,21 @@ internal static class DotKernelQuick
     }
 
     /// <summary>Plain F16/BF16 rows (<c>TensorData.TryDotRows</c>, as mapped checkpoints and the cast codecs use it).</summary>
-    private static void SixteenBit(DType dtype, float[] w, int rows, int cols, float[] x, float[] y)
+    private static void SixteenBit(DType dtype, float[] w, int rows, int cols, float[] x, float[] y, int threads)
     {
         var bytes = new byte[w.LongLength * 2];
         TensorData.FromFloat(w, dtype, bytes);
         if (!TensorData.TryDotRows(bytes, dtype, rows, cols, x, y)) { Console.WriteLine($"{dtype}: no step kernel"); return; }
         double best = double.MaxValue;
+        int per = (rows + threads - 1) / threads;
         for (int run = 0; run < 40; run++)
         {
             var clock = Stopwatch.StartNew();
-            TensorData.TryDotRows(bytes, dtype, rows, cols, x, y);
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+            {
+                int r0 = i * per, n = Math.Min(rows, r0 + per) - r0;
+                TensorData.TryDotRows(bytes.AsSpan(r0 * cols * 2, n * cols * 2), dtype, n, cols, x, y.AsSpan(r0, n));
+            });
             best = Math.Min(best, clock.Elapsed.TotalSeconds);
         }
         Console.WriteLine($"{dtype.ToString().ToLowerInvariant(),-12} {bytes.Length / best / 1e9,6:0.00} GB/s of codes, {(double)rows * cols / best / 1e9,6:0.00} G weights/s, {best * 1e3,7:0.00} ms");

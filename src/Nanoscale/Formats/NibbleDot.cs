@@ -216,6 +216,7 @@ internal static unsafe class NibbleDot
         Vector256<float> total) where TMode : struct, IMode
     {
         byte* first = codes + (nint)j * blockStride;
+        Sse.Prefetch0(first + 512);
         var packed = blockStride == 16 ? Vector256.Load(first) : Vector256.Create(Vector128.Load(first), Vector128.Load(first + blockStride));
         var lo = (packed & nibble).AsSByte();
         var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();

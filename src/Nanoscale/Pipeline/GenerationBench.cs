@@ -109,11 +109,13 @@ public static class GenerationBench
             session.Forward(prompt, logits, cancellationToken);
             double promptSeconds = clock.Elapsed.TotalSeconds;
             int next = Kernels.ArgMax(logits.AsSpan((promptTokens - 1) * vocab, vocab));
+            var stepLogits = logits.AsSpan(0, vocab); // reused: a new array per step (the LOH for a large vocabulary) would time the GC too
             clock.Restart();
             for (int i = 0; i < newTokens; i++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                next = Kernels.ArgMax(session.Step(next));
+                session.Forward([next], stepLogits, cancellationToken);
+                next = Kernels.ArgMax(stepLogits);
             }
             double generateSeconds = clock.Elapsed.TotalSeconds;
             if (run == 0) continue; // warm-up

@@ -168,7 +168,7 @@ public static class Generation
         while (sequence.Advance() is int next)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            sequence.Session.Step(next).CopyTo(sequence.Last);
+            sequence.Session.Forward([next], sequence.Last, cancellationToken);
         }
         return sequence.Result();
     }

@@ -84,6 +84,7 @@ public sealed class TokenFactory : IDisposable
     {
         var active = new List<Sequence>();
         int vocab = _model.Config.VocabSize;
+        float[] logitsBuffer = [];
         while (!_stop.IsCancellationRequested)
         {
             if (active.Count == 0)
@@ -128,7 +129,10 @@ public sealed class TokenFactory : IDisposable
             Volatile.Write(ref _active, active.Count);
             if (active.Count == 0) continue;
             LargestBatch = Math.Max(LargestBatch, active.Count);
-            var logits = new float[active.Count * vocab];
+            // One buffer for the factory's life (grown to the largest batch): a new one per step would be a large-object
+            // allocation for a large vocabulary, and the collections it causes stall every stream.
+            if (logitsBuffer.Length < active.Count * vocab) logitsBuffer = new float[MaxBatch * vocab];
+            var logits = logitsBuffer.AsSpan(0, active.Count * vocab);
             try
             {
                 InferenceSession.StepMany([.. active.Select(a => a.State.Session)], tokens.ToArray(), logits);
@@ -140,7 +144,7 @@ public sealed class TokenFactory : IDisposable
                 active.Clear();
                 continue;
             }
-            for (int i = 0; i < active.Count; i++) logits.AsSpan(i * vocab, vocab).CopyTo(active[i].State.Last);
+            for (int i = 0; i < active.Count; i++) logits.Slice(i * vocab, vocab).CopyTo(active[i].State.Last);
         }
         foreach (var sequence in active) sequence.Completion.TrySetCanceled();
         while (_pending.TryDequeue(out var left)) left.Completion.TrySetCanceled();

@@ -1,0 +1,73 @@
+using System.Diagnostics;
+using Nanoscale.Codecs;
+using Nanoscale.IO;
+using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Benchmarks;
+
+/// <summary>
+/// Each linear weight of a (compressed) Llama checkpoint multiplied by one token through the runtime's own seam
+/// (<c>ILinearWeight.MatMul</c>, the generation step's path), timed alone: where a step's time goes, by tensor.
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- linear-step MODEL [threads] [repeats]</code>
+/// </summary>
+internal static class LinearStepBenchmark
+{
+    public static int Run(string[] args)
+    {
+        string path = args[0];
+        int threads = args.Length > 1 ? int.Parse(args[1]) : Environment.ProcessorCount;
+        int repeats = args.Length > 2 ? int.Parse(args[2]) : 20;
+        using var checkpoint = LogicalCheckpoint.Open(path);
+        using var weights = new LogicalWeightSource(checkpoint);
+        var config = checkpoint.Config ?? throw new InvalidOperationException("no config");
+        var model = LlamaModel.Load(config, weights, new RuntimeOptions { Parallelism = new(threads) }, path);
+        var random = new Random(1);
+        double total = 0;
+        var seen = new HashSet<ILinearWeight>(ReferenceEqualityComparer.Instance);
+        var list = model.Layers.SelectMany((l, i) => new (string, ILinearWeight)[]
+        {
+            ($"{i}.q", l.Query), ($"{i}.k", l.Key), ($"{i}.v", l.Value), ($"{i}.o", l.Output),
+            ($"{i}.gate", l.Gate), ($"{i}.up", l.Up), ($"{i}.down", l.Down),
+        }).Append(("head", model.Head));
+        foreach (var (name, w) in list)
+        {
+            if (!seen.Add(w)) continue;
+            var x = Enumerable.Range(0, w.Columns).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+            var y = new float[w.Rows];
+            for (int i = 0; i < 3; i++) w.MatMul(x, y, model.Options);
+            double best = double.MaxValue;
+            for (int i = 0; i < repeats; i++)
+            {
+                var clock = Stopwatch.StartNew();
+                w.MatMul(x, y, model.Options);
+                best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            }
+            total += best;
+            Console.WriteLine($"{name,-8} {w.Rows,6} × {w.Columns,-6} {best * 1e3,8:0.000} ms  {(double)w.Rows * w.Columns / best / 1e9,6:0.0} G weights/s");
+        }
+        Console.WriteLine($"sum of the products alone: {total * 1e3:0.00} ms per token (each repeated, so a matrix smaller than the L3 cache stays there)");
+        // Every product in the model's order, as a step runs them (each matrix read from memory once per pass), then the
+        // whole step for comparison.
+        var order = seen.Select(w => (w, x: Enumerable.Range(0, w.Columns).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray(), y: new float[w.Rows])).ToList();
+        double pass = double.MaxValue, step = double.MaxValue, steps = 0;
+        var times = new List<double>();
+        var session = model.CreateSession(repeats + 8);
+        var logits = new float[config.VocabSize];
+        for (int i = 0; i < repeats; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            foreach (var (w, x, y) in order) w.MatMul(x, y, model.Options);
+            pass = Math.Min(pass, clock.Elapsed.TotalSeconds);
+            clock.Restart();
+            session.Forward([i % config.VocabSize], logits);
+            step = Math.Min(step, clock.Elapsed.TotalSeconds);
+            steps += clock.Elapsed.TotalSeconds;
+            times.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        Console.WriteLine($"all products in order: {pass * 1e3:0.00} ms ({1 / pass:0.0} tokens/s); a whole step: {step * 1e3:0.00} ms ({1 / step:0.0} tokens/s), mean {steps / repeats * 1e3:0.00} ms");
+        Console.WriteLine("steps in order (ms): " + string.Join(" ", times.Select(t => t.ToString("0.0"))));
+        Console.WriteLine($"GC counts: gen0 {GC.CollectionCount(0)}, gen1 {GC.CollectionCount(1)}, gen2 {GC.CollectionCount(2)}");
+        return 0;
+    }
+}
