@@ -50,6 +50,11 @@ public sealed class LogicalCheckpoint : IDisposable
         try
         {
             var entries = CompressedLayout.ReadEntries(container) ?? GgmlEntries(container);
+            if (entries.Count == 0 && HfLayouts.Detect(container) is { } hf)
+            {
+                container = hf.View; // owns the container from here
+                entries = hf.Entries;
+            }
             var encoded = new Dictionary<string, StoredTensor>(StringComparer.Ordinal);
             var partOwner = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var (name, e) in entries)

@@ -105,7 +105,13 @@ internal static class HuggingFaceConfig
         if (root.TryGetProperty(QuantizationKey, out var q) && q.ValueKind == JsonValueKind.Object)
         {
             string method = q.TryGetProperty("quant_method", out var m) && m.ValueKind == JsonValueKind.String ? m.GetString()! : "(none)";
-            if (method != QuantMethod)
+            string format = q.TryGetProperty("format", out var f) && f.ValueKind == JsonValueKind.String ? f.GetString()! : "";
+            // Two layouts of other libraries are read (Codecs/HfLayouts): transformers' MXFP4 blocks and scales, and
+            // compressed-tensors' NVFP4 (weights; activations run in float here).
+            bool readable = method is QuantMethod or "mxfp4" || (method == "compressed-tensors" && format == "nvfp4-pack-quantized");
+            if (method == "compressed-tensors" && !readable)
+                return $"weights quantized by compressed-tensors in its '{format}' format are not supported (its nvfp4-pack-quantized format is); use the unquantized model";
+            if (!readable)
                 return $"weights quantized by another library ({QuantizationKey}.quant_method '{method}') are not supported; use the unquantized model";
         }
         foreach (string key in new[] { "num_experts", "num_local_experts", "n_routed_experts" })

@@ -183,7 +183,7 @@ public static class Compressor
         }
     }
 
-    private static void CopyRange(FileStream spill, long offset, long length, Stream destination)
+    internal static void CopyRange(FileStream spill, long offset, long length, Stream destination)
     {
         spill.Position = offset;
         var buffer = new byte[1 << 20];

@@ -48,6 +48,11 @@ public static class Inspector
 
         // In a compressed checkpoint, an encoded tensor is reported once, at its first part, as the tensor it encodes.
         var entries = CompressedLayout.ReadEntries(checkpoint) ?? LogicalCheckpoint.GgmlEntries(checkpoint);
+        if (entries.Count == 0 && HfLayouts.Detect(checkpoint) is { } hf)
+        {
+            checkpoint = hf.View; // the layout's arrays named as parts (a view: the caller still owns the checkpoint)
+            entries = hf.Entries;
+        }
         var owners = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, entry) in entries)
             foreach (var part in entry.Parts) owners[$"{name}.{part}"] = name;

@@ -26,12 +26,23 @@ internal sealed class NvFp4Codec : BlockCodec
     /// <summary>UE4M3 code of 1.0, the scale of an all-zero block.</summary>
     public const byte ZeroBlockScaleCode = 0x38;
 
-    public NvFp4Codec(RoundingMode rounding = RoundingMode.NearestEven, string spec = "nvfp4", bool signedZero = true)
+    public NvFp4Codec(RoundingMode rounding = RoundingMode.NearestEven, string spec = "nvfp4", bool signedZero = true, bool divisor = false)
         : base(spec, NvBlockSize, bytesPerBlock: 8, scaleBytesPerBlock: 1, tensorDataBytes: 4)
     {
         Rounding = rounding;
         SignedZero = signedZero;
+        Divisor = divisor;
     }
+
+    /// <summary><c>global=divisor</c>: the tensor data is compressed-tensors' <c>weight_global_scale</c> g (= 1/s_t, as
+    /// that library stores it) and a block decodes as <c>e2m1(code)·(s_b/g)</c>, exactly as its dequantizer computes —
+    /// the form in which Nanoscale reads NVFP4 checkpoints of that layout. Decoding only: such files are written by
+    /// encoding with s_t and storing 1/s_t (<c>export --layout ct-nvfp4</c>).</summary>
+    public bool Divisor { get; }
+
+    /// <summary>The float a block's elements are multiplied by: s_b·s_t, or s_b/g in <see cref="Divisor"/> form.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static float BlockScale(float sb, float tensorScale, bool divisor) => divisor ? sb / tensorScale : sb * tensorScale;
 
     /// <summary>A negative value that rounds to zero is stored as −0 (<c>zero=signed</c>, the default) or +0.</summary>
     public bool SignedZero { get; }
@@ -43,7 +54,10 @@ internal sealed class NvFp4Codec : BlockCodec
 
     public static ScaleFormat ScaleFormat => ScaleFormat.UE4M3;
 
-    public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => new TensorAmax(options.NonFinite, TensorScaleDivisor);
+    public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => Divisor
+        ? throw new Tensors.InvalidOptionException("format", $"{Spec} is the form NVFP4 checkpoints in the compressed-tensors layout are read in; " +
+                                                     "compress with nvfp4 (and export with --layout ct-nvfp4 for that layout)")
+        : new TensorAmax(options.NonFinite, TensorScaleDivisor);
 
     /// <summary>The tensor scale s_t for a tensor whose largest finite magnitude is <paramref name="amax"/>.</summary>
     public static float TensorScale(float amax) => amax / TensorScaleDivisor;
@@ -53,17 +67,26 @@ internal sealed class NvFp4Codec : BlockCodec
 
     protected override void CheckTensorData(ReadOnlySpan<byte> tensorData) => ReadTensorScale(tensorData);
 
+    private void RefuseDivisor()
+    {
+        if (Divisor) CreateTensorDataAccumulator(new CodecOptions());
+    }
+
     protected override void QuantizeReference(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
-        NonFinitePolicy policy, long firstElementIndex, Span<byte> blocks, Span<byte> scales) =>
+        NonFinitePolicy policy, long firstElementIndex, Span<byte> blocks, Span<byte> scales)
+    {
+        RefuseDivisor();
         NvFp4Reference.Quantize(this, source, rowCount, cols, ReadTensorScale(tensorData), policy, firstElementIndex, blocks, scales);
+    }
 
     protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, Span<float> destination) =>
-        NvFp4Reference.Dequantize(this, blocks, scales, rowCount, cols, ReadTensorScale(tensorData), destination);
+        NvFp4Reference.Dequantize(this, blocks, scales, rowCount, cols, ReadTensorScale(tensorData), Divisor, destination);
 
     protected override void QuantizeRows(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
         NonFinitePolicy policy, long firstElementIndex, bool fast, Span<byte> blocks, Span<byte> scales)
     {
+        RefuseDivisor();
         Span<byte> codes = stackalloc byte[NvBlockSize];
         var kernel = new NvFp4Kernel.Quantizer(this, ReadTensorScale(tensorData), policy, fast && Vector256.IsHardwareAccelerated, codes);
         QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);
@@ -93,7 +116,7 @@ internal sealed class NvFp4Codec : BlockCodec
                 int index = r * nb + j;
                 var sum = Packed4Vector.Dot16(low, high, blocks.Slice(index * BytesPerBlock, BytesPerBlock),
                     ref System.Runtime.CompilerServices.Unsafe.Add(ref x0, j * NvBlockSize));
-                total = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(sum, Vector256.Create(scaleTable[scales[index]] * st), total);
+                total = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(sum, Vector256.Create(BlockScale(scaleTable[scales[index]], st, Divisor)), total);
             }
             y[r] = Vector256.Sum(total);
         }
@@ -103,7 +126,7 @@ internal sealed class NvFp4Codec : BlockCodec
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {
-        var kernel = new NvFp4Kernel.Dequantizer(ReadTensorScale(tensorData), fast && Packed4Vector.IsSupported);
+        var kernel = new NvFp4Kernel.Dequantizer(ReadTensorScale(tensorData), Divisor, fast && Packed4Vector.IsSupported);
         DequantizeBlocks(ref kernel, blocks, scales, rowCount, cols, destination);
     }
 }

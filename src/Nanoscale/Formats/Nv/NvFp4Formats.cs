@@ -1,11 +1,18 @@
 namespace Nanoscale.Formats.Nv;
 
-/// <summary>The NVFP4 row of the format table (SPEC §5, §7): <c>nvfp4</c> with <c>round=even|away</c>.</summary>
+/// <summary>The NVFP4 row of the format table (SPEC §5, §7): <c>nvfp4</c> with <c>round=even|away</c>,
+/// <c>zero=signed|positive</c> and <c>global=scale|divisor</c> (how the tensor data is applied).</summary>
 internal static class NvFp4Formats
 {
+    /// <summary><c>global=scale|divisor</c>: s_b·s_t (NVIDIA's formula, what Nanoscale writes) or s_b/g (compressed-tensors'
+    /// weight_global_scale, how checkpoints of that layout are read; decoding only).</summary>
+    public static FormatOption Global { get; } = new("global", "scale", ["scale", "divisor"],
+        "scale: elements × s_b·s_t (tensor data s_t); divisor: elements × s_b/g (tensor data g, compressed-tensors' global scale; reading only)");
+
     public static IEnumerable<FormatTraits> Traits()
     {
         yield return new FormatTraits("nvfp4", [], "NVFP4: E2M1 elements, UE4M3 scale per 16, FP32 scale per tensor",
-            4.5, [FormatOption.Round, FormatOption.Zero], (spec, canonical) => new NvFp4Codec(FormatOption.Rounding(spec), canonical, FormatOption.SignedZero(spec)));
+            4.5, [FormatOption.Round, FormatOption.Zero, Global],
+            (spec, canonical) => new NvFp4Codec(FormatOption.Rounding(spec), canonical, FormatOption.SignedZero(spec), spec["global"]?.Trim().ToLowerInvariant() == "divisor"));
     }
 }

@@ -82,8 +82,9 @@ internal static class NvFp4Kernel
         }
     }
 
-    /// <summary>One NVFP4 block at a time for <see cref="BlockCodec.DequantizeBlocks"/>: <c>e2m1(code)·(s_b·s_t)</c>.</summary>
-    internal readonly ref struct Dequantizer(float st, bool vector) : IBlockDequantizer
+    /// <summary>One NVFP4 block at a time for <see cref="BlockCodec.DequantizeBlocks"/>: <c>e2m1(code)·(s_b·s_t)</c>
+    /// (or <c>·(s_b/g)</c> in the divisor form).</summary>
+    internal readonly ref struct Dequantizer(float st, bool divisor, bool vector) : IBlockDequantizer
     {
         private readonly (Vector256<float> Low, Vector256<float> High) _table =
             vector ? Packed4Vector.Load4BitTable(ElementFormat.E2M1.DecodeTable) : default;
@@ -91,7 +92,7 @@ internal static class NvFp4Kernel
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void DequantizeBlock(int word, scoped ReadOnlySpan<byte> blocks, int offset, scoped Span<float> destination)
         {
-            float scale = ScaleFormat.UE4M3.DecodeTable[word] * st;
+            float scale = NvFp4Codec.BlockScale(ScaleFormat.UE4M3.DecodeTable[word], st, divisor);
             ReadOnlySpan<byte> packed = blocks.Slice(offset, 8);
             if (vector)
             {

@@ -49,7 +49,7 @@ internal static class NvFp4Reference
     }
 
     public static void Dequantize(NvFp4Codec codec, ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales,
-        int rowCount, int cols, float st, Span<float> destination)
+        int rowCount, int cols, float st, bool divisor, Span<float> destination)
     {
         const int B = NvFp4Codec.NvBlockSize;
         int nb = codec.BlocksPerRow(cols);
@@ -57,7 +57,7 @@ internal static class NvFp4Reference
         for (int r = 0; r < rowCount; r++)
         for (int j = 0; j < nb; j++)
         {
-            float scale = ScaleFormat.UE4M3.Decode(scales[r * nb + j]) * st;
+            float scale = NvFp4Codec.BlockScale(ScaleFormat.UE4M3.Decode(scales[r * nb + j]), st, divisor);
             BlockPacking.Unpack(blocks.Slice((r * nb + j) * 8, 8), 4, codes);
             int start = j * B, count = Math.Min(B, cols - start);
             for (int i = 0; i < count; i++)
