@@ -7,7 +7,7 @@ namespace Nanoscale.Formats;
 /// written as amax / <paramref name="divisor"/> (a float32). A non-finite value throws under
 /// <see cref="NonFinitePolicy.Throw"/> and is skipped otherwise.
 /// </summary>
-internal sealed class TensorAmax(NonFinitePolicy policy, float divisor) : ITensorDataAccumulator
+internal sealed class TensorAmax(NonFinitePolicy policy, float divisor, bool inverse = false) : ITensorDataAccumulator
 {
     private uint _amaxBits;
 
@@ -37,6 +37,12 @@ internal sealed class TensorAmax(NonFinitePolicy policy, float divisor) : ITenso
         return scale;
     }
 
-    public void WriteTensorData(Span<byte> destination) =>
-        BinaryPrimitives.WriteSingleLittleEndian(destination, BitConverter.UInt32BitsToSingle(_amaxBits) / divisor);
+    /// <summary>amax/divisor, or with <c>inverse</c> divisor/amax (1 when amax is 0, so the scale stays finite).</summary>
+    public void WriteTensorData(Span<byte> destination)
+    {
+        float amax = BitConverter.UInt32BitsToSingle(_amaxBits);
+        float scale = !inverse ? amax / divisor : amax == 0 ? 1f : divisor / amax;
+        if (!float.IsFinite(scale)) scale = float.MaxValue; // divisor/amax for a subnormal amax: every block saturates
+        BinaryPrimitives.WriteSingleLittleEndian(destination, scale);
+    }
 }

@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Nanoscale.Codecs;
@@ -42,8 +41,8 @@ public sealed record HfLayoutReport(string Output, string Layout, long Bytes, IR
 /// Writes a Hugging Face model folder whose linear weights are 4-bit in a layout other tools load (docs/hf-layouts.md):
 /// <c>hf-mxfp4</c> — our MXFP4 codes and E8M0 scales as transformers' <c>NAME_blocks</c> U8 [rows, cols/32, 16] and
 /// <c>NAME_scales</c> U8 [rows, cols/32], <c>quantization_config = {quant_method: mxfp4, modules_to_not_convert}</c>;
-/// <c>ct-nvfp4</c> — our NVFP4 codes, UE4M3 block scales and tensor scale as compressed-tensors' <c>P.weight_packed</c>,
-/// <c>P.weight_scale</c> (F8_E4M3) and <c>P.weight_global_scale</c> (F32 [1], = 1/s_t, that library's convention),
+/// <c>ct-nvfp4</c> — NVFP4 in compressed-tensors' convention (<c>nvfp4:global=divisor</c>: global scale g = 2688/amax,
+/// elements × s_b/g) as its <c>P.weight_packed</c>, <c>P.weight_scale</c> (F8_E4M3) and <c>P.weight_global_scale</c> (F32 [1]),
 /// with its <c>nvfp4-pack-quantized</c> quantization_config (weights only). Everything else is copied unchanged; the
 /// folder is staged and renamed whole, tensors streamed one at a time. Nanoscale reads both layouts back
 /// (<c>HfLayouts</c>), and <c>tools/hf_layouts_reference.py</c> decodes them as those projects' code does.
@@ -66,7 +65,7 @@ public static class HfLayoutExport
         if (CompressedLayout.ReadEntries(source) is { Count: > 0 } || HfLayouts.Detect(source) is not null)
             throw new InputException($"{source.Path} is already a compressed checkpoint; decompress it first");
         bool mx = layout == HfLayouts.Mxfp4Layout;
-        var codec = CodecRegistry.Create(mx ? "mxfp4" : "nvfp4");
+        var codec = CodecRegistry.Create(mx ? HfLayouts.Mxfp4Spec : HfLayouts.Nvfp4Spec);
         int block = mx ? 32 : 16;
         var selection = TensorSelection.For(codec, options.Include);
         var names = source.Tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
@@ -120,7 +119,7 @@ public static class HfLayoutExport
     }
 
     /// <summary>The layout's arrays for one encoded weight: names, dtypes and shapes as the other project stores them,
-    /// bytes as our codec wrote them (ct-nvfp4's global scale is 1/s_t; an all-zero tensor, s_t = 0, stores g = 1).</summary>
+    /// bytes as our codec wrote them (<c>mxfp4</c>, or <c>nvfp4:global=divisor</c> whose tensor data is the global scale).</summary>
     internal static List<(string Name, DType DType, long[] Shape, byte[] Data)> HfArrays(string layout, TensorInfo tensor, EncodedTensor encoded)
     {
         byte[] Part(string suffix) => encoded.Parts.First(p => p.Suffix == suffix).Data;
@@ -132,14 +131,11 @@ public static class HfLayoutExport
                 (names["blocks"], DType.U8, [rows, cols / 32, 16], Part("blocks")),
                 (names["scales"], DType.U8, [rows, cols / 32], Part("scales")),
             ];
-        float st = BinaryPrimitives.ReadSingleLittleEndian(Part("tensor_data"));
-        var global = new byte[4];
-        BinaryPrimitives.WriteSingleLittleEndian(global, st > 0 ? 1f / st : 1f);
         return
         [
             (names["blocks"], DType.U8, [rows, cols / 2], Part("blocks")),
             (names["scales"], DType.F8_E4M3, [rows, cols / 16], Part("scales")),
-            (names["tensor_data"], DType.F32, [1], global),
+            (names["tensor_data"], DType.F32, [1], Part("tensor_data")),
         ];
     }
 

@@ -36,18 +36,17 @@ public class HfLayoutTests
         Assert.Equal(ours.OrderBy(p => p.Key), theirs.OrderBy(p => p.Key));
     }
 
-    /// <summary>hf-mxfp4 holds our MXFP4 bytes as they are: the folder decodes to exactly what <c>compress -f mxfp4</c>
-    /// decodes to; ct-nvfp4 divides by g = 1/s_t where we multiply by s_t, so a value may differ by the rounding of
-    /// that scale (at most 2 ulps of the value here), never more.</summary>
+    /// <summary>The folders hold our codecs' bytes as they are: each decodes to exactly what <c>compress</c> with the
+    /// layout's codec (<c>mxfp4</c>, <c>nvfp4:global=divisor</c>) decodes to.</summary>
     [Theory]
-    [InlineData("hf-mxfp4", 0)]
-    [InlineData("ct-nvfp4", 2)]
-    public void LayoutsHoldTheCodecsValues(string layout, int ulps)
+    [InlineData("hf-mxfp4", "mxfp4")]
+    [InlineData("ct-nvfp4", "nvfp4:global=divisor")]
+    public void LayoutsHoldTheCodecsValues(string layout, string spec)
     {
         using var dir = new TempDir();
         string folder = dir.File("model");
         HfLayoutExport.Export(SharedData.Stories260K, folder, new HfLayoutOptions { Layout = layout });
-        var codec = CodecRegistry.Create(layout == "hf-mxfp4" ? "mxfp4" : "nvfp4");
+        var codec = CodecRegistry.Create(spec);
         string compressed = dir.File("ours.safetensors");
         using (var source = CheckpointLoader.Open(SharedData.Stories260K))
             Compressor.Compress(source, compressed, new CompressOptions { Codec = codec });
@@ -59,13 +58,9 @@ public class HfLayoutTests
             float[] expected = Decode(ourFile, ourFile.Find(tensor.Name)!);
             float[] actual = Decode(checkpoint, tensor);
             for (int i = 0; i < expected.Length; i++)
-            {
-                long distance = Math.Abs((long)BitConverter.SingleToInt32Bits(expected[i]) - BitConverter.SingleToInt32Bits(actual[i]));
-                if (distance != 0) differing++;
-                Assert.True(distance <= ulps, $"{tensor.Name}[{i}]: {actual[i]} vs {expected[i]}");
-            }
+                if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i])) differing++;
         }
-        if (ulps == 0) Assert.Equal(0, differing);
+        Assert.Equal(0, differing);
     }
 
     [Theory]

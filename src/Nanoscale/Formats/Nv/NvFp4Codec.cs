@@ -34,10 +34,10 @@ internal sealed class NvFp4Codec : BlockCodec
         Divisor = divisor;
     }
 
-    /// <summary><c>global=divisor</c>: the tensor data is compressed-tensors' <c>weight_global_scale</c> g (= 1/s_t, as
-    /// that library stores it) and a block decodes as <c>e2m1(code)·(s_b/g)</c>, exactly as its dequantizer computes —
-    /// the form in which Nanoscale reads NVFP4 checkpoints of that layout. Decoding only: such files are written by
-    /// encoding with s_t and storing 1/s_t (<c>export --layout ct-nvfp4</c>).</summary>
+    /// <summary><c>global=divisor</c>: compressed-tensors' convention. The tensor data is its <c>weight_global_scale</c>
+    /// g = 2688/amax (the inverse of s_t; 1 for an all-zero tensor), a block's scale code is cast from (amax_b/6)·g, and
+    /// a block decodes as <c>e2m1(code)·(s_b/g)</c>, exactly as that library's dequantizer computes — the form in which
+    /// Nanoscale reads NVFP4 checkpoints of that layout.</summary>
     public bool Divisor { get; }
 
     /// <summary>The float a block's elements are multiplied by: s_b·s_t, or s_b/g in <see cref="Divisor"/> form.</summary>
@@ -54,10 +54,12 @@ internal sealed class NvFp4Codec : BlockCodec
 
     public static ScaleFormat ScaleFormat => ScaleFormat.UE4M3;
 
-    public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) => Divisor
-        ? throw new Tensors.InvalidOptionException("format", $"{Spec} is the form NVFP4 checkpoints in the compressed-tensors layout are read in; " +
-                                                     "compress with nvfp4 (and export with --layout ct-nvfp4 for that layout)")
-        : new TensorAmax(options.NonFinite, TensorScaleDivisor);
+    public override ITensorDataAccumulator CreateTensorDataAccumulator(CodecOptions options) =>
+        new TensorAmax(options.NonFinite, TensorScaleDivisor, inverse: Divisor);
+
+    /// <summary>The value a block's scale code is cast from: amax_b/(6·s_t), or compressed-tensors' (amax_b/6)·g.</summary>
+    internal static float BlockTarget(float amax, float tensorScale, bool divisor) =>
+        divisor ? amax / 6f * tensorScale : tensorScale > 0 ? amax / (6f * tensorScale) : 0f;
 
     /// <summary>The tensor scale s_t for a tensor whose largest finite magnitude is <paramref name="amax"/>.</summary>
     public static float TensorScale(float amax) => amax / TensorScaleDivisor;
@@ -67,15 +69,9 @@ internal sealed class NvFp4Codec : BlockCodec
 
     protected override void CheckTensorData(ReadOnlySpan<byte> tensorData) => ReadTensorScale(tensorData);
 
-    private void RefuseDivisor()
-    {
-        if (Divisor) CreateTensorDataAccumulator(new CodecOptions());
-    }
-
     protected override void QuantizeReference(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
         NonFinitePolicy policy, long firstElementIndex, Span<byte> blocks, Span<byte> scales)
     {
-        RefuseDivisor();
         NvFp4Reference.Quantize(this, source, rowCount, cols, ReadTensorScale(tensorData), policy, firstElementIndex, blocks, scales);
     }
 
@@ -86,7 +82,6 @@ internal sealed class NvFp4Codec : BlockCodec
     protected override void QuantizeRows(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
         NonFinitePolicy policy, long firstElementIndex, bool fast, Span<byte> blocks, Span<byte> scales)
     {
-        RefuseDivisor();
         Span<byte> codes = stackalloc byte[NvBlockSize];
         var kernel = new NvFp4Kernel.Quantizer(this, ReadTensorScale(tensorData), policy, fast && Vector256.IsHardwareAccelerated, codes);
         QuantizeBlocks(ref kernel, source, rowCount, cols, firstElementIndex, blocks, scales);

@@ -4,10 +4,10 @@ namespace Nanoscale.Formats.Nv;
 /// <c>zero=signed|positive</c> and <c>global=scale|divisor</c> (how the tensor data is applied).</summary>
 internal static class NvFp4Formats
 {
-    /// <summary><c>global=scale|divisor</c>: s_b·s_t (NVIDIA's formula, what Nanoscale writes) or s_b/g (compressed-tensors'
-    /// weight_global_scale, how checkpoints of that layout are read; decoding only).</summary>
+    /// <summary><c>global=scale|divisor</c>: s_b·s_t (NVIDIA's formula) or s_b/g (compressed-tensors' weight_global_scale
+    /// g = 2688/amax, how checkpoints of that layout are read).</summary>
     public static FormatOption Global { get; } = new("global", "scale", ["scale", "divisor"],
-        "scale: elements × s_b·s_t (tensor data s_t); divisor: elements × s_b/g (tensor data g, compressed-tensors' global scale; reading only)");
+        "scale: elements × s_b·s_t (tensor data s_t = amax/2688, NVIDIA's); divisor: elements × s_b/g (tensor data g = 2688/amax, compressed-tensors')");
 
     public static IEnumerable<FormatTraits> Traits()
     {

@@ -51,10 +51,10 @@ internal static class NvFp4Kernel
                 return NvFp4Codec.ZeroBlockScaleCode;
             }
             float amax = BitConverter.UInt32BitsToSingle(amaxBits);
-            float t = _st > 0 ? amax / (6f * _st) : 0f;
+            float t = NvFp4Codec.BlockTarget(amax, _st, _codec.Divisor);
             // UE4M3 is the non-negative half of E4M3, so the exact E4M3 encoder casts t (saturating at 448).
             int scaleCode = Math.Max(1, ElementFormat.E4M3.Encode(t));
-            float scale = ScaleFormat.UE4M3.Decode(scaleCode) * _st;
+            float scale = NvFp4Codec.BlockScale(ScaleFormat.UE4M3.Decode(scaleCode), _st, _codec.Divisor);
             if (!(scale > 0))
             {
                 packed.Clear();

@@ -37,9 +37,9 @@ internal static class NvFp4Reference
                 scaleCode = NvFp4Codec.ZeroBlockScaleCode;
             else
             {
-                float t = st > 0 ? amax / (6f * st) : 0f;
+                float t = NvFp4Codec.BlockTarget(amax, st, codec.Divisor);
                 scaleCode = Math.Max(1, ScaleFormat.UE4M3.Encode(t));
-                float scale = ScaleFormat.UE4M3.Decode(scaleCode) * st;
+                float scale = NvFp4Codec.BlockScale(ScaleFormat.UE4M3.Decode(scaleCode), st, codec.Divisor);
                 for (int i = 0; i < count; i++)
                     codes[i] = scale > 0 ? (byte)ElementFormat.E2M1.EncodeReference(v[i] / scale, codec.Rounding, codec.SignedZero) : (byte)0;
             }
