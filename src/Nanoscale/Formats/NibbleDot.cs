@@ -33,20 +33,32 @@ internal static unsafe class NibbleDot
         public int[] Bias = [];
         public int Blocks;
 
+        /// <summary>With <c>halves</c>: each block's code sums over the elements of its two 16-element weight blocks
+        /// (NVFP4), [2j] the first, [2j + 1] the second.</summary>
+        public int[] HalfSums = [];
+
         /// <summary>Quantizes <paramref name="x"/> (a multiple of 32 floats). <paramref name="evensThenOdds"/>: each
         /// block's entries in the order of OCP-packed nibbles (even elements in low nibbles) instead of ggml's (elements
         /// j and j + 16 share a byte).</summary>
-        public void Set(ReadOnlySpan<float> x, bool evensThenOdds, int bias)
+        public void Set(ReadOnlySpan<float> x, bool evensThenOdds, int bias, bool halves = false)
         {
             int nb = x.Length / 32;
             Blocks = nb;
             if (Q.Length < x.Length) Q = new sbyte[x.Length];
-            if (Scales.Length < nb) { Scales = new float[nb]; Sums = new int[nb]; }
+            if (Scales.Length < nb) { Scales = new float[nb]; Sums = new int[nb]; HalfSums = new int[2 * nb]; }
             if (Bias.Length < nb * 4) Bias = new int[nb * 4];
             Span<sbyte> block = stackalloc sbyte[32];
             for (int j = 0; j < nb; j++)
             {
                 Sums[j] = QuantizeBlock(x.Slice(j * 32, 32), evensThenOdds, block, out Scales[j]);
+                if (halves)
+                {
+                    // Evens then odds: q[0..7] and q[16..23] are elements 0–15, q[8..15] and q[24..31] elements 16–31.
+                    int first = 0;
+                    for (int i = 0; i < 8; i++) first += block[i] + block[16 + i];
+                    HalfSums[2 * j] = first;
+                    HalfSums[2 * j + 1] = Sums[j] - first;
+                }
                 int pair = j & ~1;
                 if (j + 1 == nb && (nb & 1) == 1) block.CopyTo(Q.AsSpan(j * 32, 32));
                 else
@@ -59,8 +71,19 @@ internal static unsafe class NibbleDot
             Array.Clear(Bias, 0, nb * 4);
             for (int p = 0; p + 1 < nb; p += 2)
             {
-                Bias[p * 4] = bias * Sums[p];
-                Bias[p * 4 + 4] = bias * Sums[p + 1];
+                if (halves)
+                {
+                    // A pair's int32 lanes: 0–1 and 2–3 the first block's two halves, 4–5 and 6–7 the second's.
+                    Bias[p * 4] = bias * HalfSums[2 * p];
+                    Bias[p * 4 + 2] = bias * HalfSums[2 * p + 1];
+                    Bias[p * 4 + 4] = bias * HalfSums[2 * p + 2];
+                    Bias[p * 4 + 6] = bias * HalfSums[2 * p + 3];
+                }
+                else
+                {
+                    Bias[p * 4] = bias * Sums[p];
+                    Bias[p * 4 + 4] = bias * Sums[p + 1];
+                }
             }
         }
     }
@@ -147,19 +170,26 @@ internal static unsafe class NibbleDot
         /// <summary>u up to 127: the low and high nibbles' products are widened to int32 separately (up to 64 they are
         /// added in int16 first, which saves an instruction).</summary>
         static abstract bool Wide { get; }
+
+        /// <summary>A weight scale per 16 elements (NVFP4): c holds two factors per block, its halves' (each block's
+        /// elements 0–15 and 16–31, in int32 lanes 0–1 and 2–3 of its four).</summary>
+        static abstract bool HalfBlocks { get; }
     }
 
     /// <summary>Q4_0: u is the nibble.</summary>
-    public readonly struct Nibbles : IMode { public static bool UseTable => false; public static bool PerPair => false; public static bool Wide => false; }
+    public readonly struct Nibbles : IMode { public static bool UseTable => false; public static bool PerPair => false; public static bool Wide => false; public static bool HalfBlocks => false; }
 
     /// <summary>MXFP4 and ggml-MXFP4: one table.</summary>
-    public readonly struct OneTable : IMode { public static bool UseTable => true; public static bool PerPair => false; public static bool Wide => false; }
+    public readonly struct OneTable : IMode { public static bool UseTable => true; public static bool PerPair => false; public static bool Wide => false; public static bool HalfBlocks => false; }
+
+    /// <summary>NVFP4: one table, a scale per 16 elements.</summary>
+    public readonly struct OneTableHalfBlocks : IMode { public static bool UseTable => true; public static bool PerPair => false; public static bool Wide => false; public static bool HalfBlocks => true; }
 
     /// <summary>NxFP4: a table per block (format × recycled level), values up to 64.</summary>
-    public readonly struct PairTables : IMode { public static bool UseTable => true; public static bool PerPair => true; public static bool Wide => false; }
+    public readonly struct PairTables : IMode { public static bool UseTable => true; public static bool PerPair => true; public static bool Wide => false; public static bool HalfBlocks => false; }
 
     /// <summary>NxFP4 with values up to 127.</summary>
-    public readonly struct WidePairTables : IMode { public static bool UseTable => true; public static bool PerPair => true; public static bool Wide => true; }
+    public readonly struct WidePairTables : IMode { public static bool UseTable => true; public static bool PerPair => true; public static bool Wide => true; public static bool HalfBlocks => false; }
 
     /// <summary>
     /// Σ_j c[j] · (Σ_i u_ij · q_ij − bias · Σ_i q_ij) over one row of <paramref name="blocks"/> 4-bit blocks whose 16
@@ -204,7 +234,12 @@ internal static unsafe class NibbleDot
                 if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
                 else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
                 var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(q + j * 32)), ones);
-                total += c[j] * (Vector256.Sum(sums) - bias * a.Sums[j]);
+                if (TMode.HalfBlocks)
+                {
+                    int first = sums[0] + sums[1] + sums[4] + sums[5], second = sums[2] + sums[3] + sums[6] + sums[7];
+                    total += c[2 * j] * (first - bias * a.HalfSums[2 * j]) + c[2 * j + 1] * (second - bias * a.HalfSums[2 * j + 1]);
+                }
+                else total += c[j] * (Vector256.Sum(sums) - bias * a.Sums[j]);
             }
             return total;
         }
@@ -234,7 +269,9 @@ internal static unsafe class NibbleDot
             sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32))
                  + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
         sums -= Vector256.Load(correction + j * 4);
-        var scales = Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(c + j)).AsSingle().ToVector256Unsafe(), spread);
+        var scales = TMode.HalfBlocks
+            ? Avx2.PermuteVar8x32(Vector128.Load(c + 2 * j).ToVector256Unsafe(), Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3))
+            : Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(c + j)).AsSingle().ToVector256Unsafe(), spread);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales, total);
     }
 

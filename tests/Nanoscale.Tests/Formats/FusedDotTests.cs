@@ -28,6 +28,14 @@ public class FusedDotTests
     [InlineData("ggml-mxfp4", 3, 96, 9)]
     public void GgmlDotOnTheBlocksEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
 
+    /// <summary>NVFP4 in integers (<c>NvFp4Dot</c>): a scale per 16 elements inside each int8 group of 32, both global
+    /// conventions, an odd last group (11 groups).</summary>
+    [Theory]
+    [InlineData("nvfp4", 16, 512, 14)]
+    [InlineData("nvfp4", 5, 352, 15)]
+    [InlineData("nvfp4:global=divisor", 4, 96, 16)]
+    public void NvFp4IntegerDotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
+
     /// <summary>NxFP4 whose tables are dyadic with a one-byte word takes the integer kernel (<c>NxfpDot</c>): every block
     /// its own table pair, scale/m_k from the word; 11 blocks cover the gathered groups of eight, the scalar tail and
     /// an odd last block.</summary>
@@ -105,8 +113,7 @@ public class FusedDotTests
     [Theory]
     [InlineData("nxfp4-m16", 16, 512)]
     [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto", 16, 512)]
-    [InlineData("nvfp4", 16, 512)]
-    [InlineData("nvfp4", 3, 48)]
+    [InlineData("nvfp4", 3, 48)]           // rows not whole 32s: the float kernel
     [InlineData("mxfp8", 16, 512)]
     [InlineData("mxfp8-e5m2", 9, 256)]
     [InlineData("mxfp6", 16, 512)]

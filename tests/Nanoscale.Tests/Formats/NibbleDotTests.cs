@@ -60,4 +60,29 @@ public class NibbleDotTests
         Assert.Equal(8 * a.Sums[1], a.Bias[4]);
         Assert.Equal(0, a.Bias[1] | a.Bias[2] | a.Bias[3] | a.Bias[5] | a.Bias[6] | a.Bias[7]);
     }
+
+    /// <summary>With a scale per 16 weights (NVFP4), each block's activation sum splits over its two halves (elements
+    /// 0–15 and 16–31; in evens-then-odds order q[0..7] + q[16..23] and q[8..15] + q[24..31]), and the bias lands in
+    /// the first int32 lane of each half.</summary>
+    [Fact]
+    public void HalvesSplitEachBlocksSum()
+    {
+        var random = new Random(5);
+        var x = Enumerable.Range(0, 64).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        var a = new NibbleDot.Activations();
+        a.Set(x, evensThenOdds: true, bias: 12, halves: true);
+        for (int j = 0; j < 2; j++)
+        {
+            var (first, second) = (0.0, 0.0);
+            for (int i = 0; i < 32; i++)
+            {
+                double q = Math.Round(x[j * 32 + i] / a.Scales[j], MidpointRounding.ToEven);
+                if (i < 16) first += q; else second += q;
+            }
+            Assert.Equal(first, a.HalfSums[2 * j]);
+            Assert.Equal(second, a.HalfSums[2 * j + 1]);
+            Assert.Equal(a.Sums[j], a.HalfSums[2 * j] + a.HalfSums[2 * j + 1]);
+        }
+        Assert.Equal([12 * a.HalfSums[0], 0, 12 * a.HalfSums[1], 0, 12 * a.HalfSums[2], 0, 12 * a.HalfSums[3], 0], a.Bias[..8]);
+    }
 }

@@ -88,7 +88,8 @@ internal sealed class NvFp4Codec : BlockCodec
     }
 
     /// <summary>
-    /// The generation step's product on NVFP4 codes: per 16-element block the codes are looked up in registers and
+    /// The generation step's product on NVFP4 codes: in integers on int8 activations for rows of whole 32s
+    /// (<see cref="NvFp4Dot"/>); otherwise per 16-element block the codes are looked up in registers and
     /// multiplied with the activations (<see cref="Packed4Vector.Dot16"/>), then scaled once by s_b·s_t, the same float
     /// the decoder multiplies each value by. Exact up to float summation order. AVX2 with FMA and whole blocks;
     /// otherwise false (the caller decodes rows).
@@ -98,8 +99,13 @@ internal sealed class NvFp4Codec : BlockCodec
     {
         if (cols % NvBlockSize != 0 || !Packed4Vector.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported) return false;
         CheckDotSpans(blocks, scales, rowCount, cols, x, y);
-        int nb = cols / NvBlockSize;
         float st = ReadTensorScale(tensorData);
+        if (NvFp4Dot.Applies(cols))
+        {
+            NvFp4Dot.DotRows(blocks, scales, st, Divisor, rowCount, cols, x, y);
+            return true;
+        }
+        int nb = cols / NvBlockSize;
         var (low, high) = Packed4Vector.Load4BitTable(ElementFormat.E2M1.DecodeTable);
         ReadOnlySpan<float> scaleTable = ScaleFormat.UE4M3.DecodeTable;
         ref float x0 = ref System.Runtime.InteropServices.MemoryMarshal.GetReference(x);

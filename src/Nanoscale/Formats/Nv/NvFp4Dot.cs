@@ -1,0 +1,66 @@
+using System.Buffers;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Nanoscale.Formats.Mx;
+
+namespace Nanoscale.Formats.Nv;
+
+/// <summary>
+/// NVFP4's generation-step product in integer arithmetic (<see cref="NibbleDot"/>, as MXFP4's): two 16-element blocks
+/// are one 16-byte group of codes, looked up as unsigned doubled E2M1 (+12) and multiplied with int8 activations per 32;
+/// each 16-element block keeps its own factor s_b·s_t/2·d_x (or s_b/g/2·d_x in the <c>global=divisor</c> form),
+/// applied to the int32 lanes that hold its elements (<see cref="NibbleDot.OneTableHalfBlocks"/>). The factors of a
+/// row are computed first, eight at a time (UE4M3 codes gathered from the scale table).
+/// </summary>
+/// <remarks>Rows whose length is not a multiple of 32 keep the float-lookup kernel. Exact in the weights; the
+/// activations carry int8 rounding (the bound of <c>FusedDotTests</c>).</remarks>
+internal static unsafe class NvFp4Dot
+{
+    private static readonly (sbyte[] Table, int Bias) Biased = MxDot.Biased(MxDot.DoubledTable(ElementFormat.E2M1)!)!.Value;
+
+    public static bool Applies(int cols) => cols % 32 == 0 && NibbleDot.IsSupported;
+
+    /// <summary>y[r] = row r · x (spans already checked; <see cref="Applies"/> true).</summary>
+    public static void DotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, float tensorScale, bool divisor,
+        int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
+        int groups = cols / 32, blocks16 = cols / 16;
+        var a = NibbleDot.Scratch;
+        a.Set(x[..cols], evensThenOdds: true, Biased.Bias, halves: true);
+        var table = NibbleDot.Broadcast(Biased.Table);
+        float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* s0 = scales)
+            fixed (float* c0 = c)
+            fixed (float* xs = a.Scales)
+            fixed (float* ue4m3 = ScaleFormat.UE4M3.DecodeTable)
+            {
+                for (int r = 0; r < rowCount; r++)
+                {
+                    Factors(s0 + (nint)r * blocks16, blocks16, ue4m3, tensorScale, divisor, xs, c0);
+                    y[r] = NibbleDot.Row<NibbleDot.OneTableHalfBlocks>(b0 + (nint)r * blocks16 * 8, 16, groups, c0, a, table, null, null, Biased.Bias);
+                }
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(c); }
+    }
+
+    /// <summary>c[k] = BlockScale(UE4M3(code_k), s_t) / 2 · d_x(k/2) for a row's <paramref name="count"/> 16-blocks.</summary>
+    private static void Factors(byte* codes, int count, float* ue4m3, float tensorScale, bool divisor, float* xs, float* c)
+    {
+        int k = 0;
+        var st = Vector256.Create(tensorScale);
+        var half = Vector256.Create(0.5f);
+        var pairs = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+        for (; k + 8 <= count; k += 8)
+        {
+            var sb = Avx2.GatherVector256(ue4m3, Avx2.ConvertToVector256Int32(codes + k), 4);
+            var scale = divisor ? sb / st : sb * st;
+            var activation = Avx2.PermuteVar8x32(Vector128.Load(xs + k / 2).ToVector256Unsafe(), pairs);
+            (scale * half * activation).Store(c + k);
+        }
+        for (; k < count; k++) c[k] = NvFp4Codec.BlockScale(ue4m3[codes[k]], tensorScale, divisor) * 0.5f * xs[k / 2];
+    }
+}
