@@ -37,6 +37,10 @@ internal static unsafe class NibbleDot
         /// (NVFP4), [2j] the first, [2j + 1] the second.</summary>
         public int[] HalfSums = [];
 
+        /// <summary>Per pair of blocks (j even), the activation scales as the pair's int32 lanes need them:
+        /// <c>[4j..4j+3] = Scales[j]</c>, <c>[4j+4..4j+7] = Scales[j+1]</c> (for <see cref="RowMany{TMode}"/>).</summary>
+        public float[] Spread = [];
+
         /// <summary>Quantizes <paramref name="x"/> (a multiple of 32 floats). <paramref name="evensThenOdds"/>: each
         /// block's entries in the order of OCP-packed nibbles (even elements in low nibbles) instead of ggml's (elements
         /// j and j + 16 share a byte).</summary>
@@ -44,9 +48,16 @@ internal static unsafe class NibbleDot
         {
             int nb = x.Length / 32;
             Blocks = nb;
-            if (Q.Length < x.Length) Q = new sbyte[x.Length];
-            if (Scales.Length < nb) { Scales = new float[nb]; Sums = new int[nb]; HalfSums = new int[2 * nb]; }
-            if (Bias.Length < nb * 4) Bias = new int[nb * 4];
+            // Pinned, so the many-vector kernel can hold raw pointers to several sets at once.
+            if (Q.Length < x.Length) Q = GC.AllocateArray<sbyte>(x.Length, pinned: true);
+            if (Scales.Length < nb)
+            {
+                Scales = GC.AllocateArray<float>(nb, pinned: true);
+                Sums = new int[nb];
+                HalfSums = new int[2 * nb];
+                Spread = GC.AllocateArray<float>(nb * 4 + 8, pinned: true);
+            }
+            if (Bias.Length < nb * 4) Bias = GC.AllocateArray<int>(nb * 4, pinned: true);
             Span<sbyte> block = stackalloc sbyte[32];
             for (int j = 0; j < nb; j++)
             {
@@ -68,6 +79,7 @@ internal static unsafe class NibbleDot
                     block[16..].CopyTo(Q.AsSpan(pair * 32 + 32 + half * 16, 16));
                 }
             }
+            for (int j = 0; j < nb; j++) Spread.AsSpan(4 * j, 4).Fill(Scales[j]);
             Array.Clear(Bias, 0, nb * 4);
             for (int p = 0; p + 1 < nb; p += 2)
             {
@@ -273,6 +285,110 @@ internal static unsafe class NibbleDot
             ? Avx2.PermuteVar8x32(Vector128.Load(c + 2 * j).ToVector256Unsafe(), Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3))
             : Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(c + j)).AsSingle().ToVector256Unsafe(), spread);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales, total);
+    }
+
+    /// <summary>Activation vectors of one many-vector product at most (an accumulator register each).</summary>
+    public const int MaxVectors = 8;
+
+    [ThreadStatic] private static Activations[]? _many;
+
+    [ThreadStatic] private static float[]? _ones;
+
+    /// <summary>At least <paramref name="count"/> ones (pinned): the activation factors that leave a row's weight factors
+    /// alone when a per-row factor routine is used for <see cref="RowMany{TMode}"/>.</summary>
+    public static float* Ones(int count)
+    {
+        if (_ones is null || _ones.Length < count)
+        {
+            _ones = GC.AllocateArray<float>(Math.Max(count, 256), pinned: true);
+            _ones.AsSpan().Fill(1f);
+        }
+        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_ones));
+    }
+
+    /// <summary>This thread's scratch for <paramref name="vectors"/> activation vectors.</summary>
+    public static Activations[] ScratchMany(int vectors)
+    {
+        var sets = _many ??= new Activations[MaxVectors];
+        for (int v = 0; v < vectors; v++) sets[v] ??= new Activations();
+        return sets;
+    }
+
+    /// <summary>
+    /// <see cref="Row{TMode}"/> for several activation vectors at once (a token-factory step): each pair of blocks is
+    /// unpacked (and looked up) once and multiplied with every vector's codes; <paramref name="weights"/> holds the row's
+    /// weight factors alone (one per block, two with <see cref="IMode.HalfBlocks"/>), each vector's activation scales
+    /// come from its <see cref="Activations.Spread"/>. <c>results[v·resultStride] = row · x_v</c>.
+    /// </summary>
+    public static void RowMany<TMode>(byte* codes, int blockStride, int blocks, float* weights, Activations[] sets, int vectors,
+        Vector256<sbyte> table, byte* pairTables, int* pairIndex, int bias, float* results, int resultStride) where TMode : struct, IMode
+    {
+        var nibble = Vector256.Create((byte)0x0F);
+        var ones = Vector256.Create((short)1);
+        var spread = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
+        var halves = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+        Span<Vector256<float>> totals = stackalloc Vector256<float>[MaxVectors];
+        totals.Clear();
+        sbyte** q = stackalloc sbyte*[MaxVectors];
+        int** correction = stackalloc int*[MaxVectors];
+        float** scale = stackalloc float*[MaxVectors];
+        for (int v = 0; v < vectors; v++)
+        {
+            q[v] = (sbyte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(sets[v].Q));
+            correction[v] = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(sets[v].Bias));
+            scale[v] = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(sets[v].Spread));
+        }
+        int j = 0;
+        for (; j + 1 < blocks; j += 2)
+        {
+            byte* first = codes + (nint)j * blockStride;
+            Sse.Prefetch0(first + 512);
+            var packed = blockStride == 16 ? Vector256.Load(first) : Vector256.Create(Vector128.Load(first), Vector128.Load(first + blockStride));
+            var lo = (packed & nibble).AsSByte();
+            var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
+            if (TMode.UseTable)
+            {
+                var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]) : table;
+                lo = Avx2.Shuffle(lookup, lo);
+                hi = Avx2.Shuffle(lookup, hi);
+            }
+            var w = TMode.HalfBlocks
+                ? Avx2.PermuteVar8x32(Vector128.Load(weights + 2 * j).ToVector256Unsafe(), halves)
+                : Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(weights + j)).AsSingle().ToVector256Unsafe(), spread);
+            for (int v = 0; v < vectors; v++)
+            {
+                Vector256<int> sums;
+                if (TMode.Wide)
+                    sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q[v] + j * 32)), ones)
+                         + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q[v] + j * 32 + 32)), ones);
+                else
+                    sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q[v] + j * 32))
+                         + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q[v] + j * 32 + 32)), ones);
+                sums -= Vector256.Load(correction[v] + j * 4);
+                totals[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), w * Vector256.Load(scale[v] + j * 4), totals[v]);
+            }
+        }
+        for (int v = 0; v < vectors; v++)
+        {
+            float total = Vector256.Sum(totals[v]);
+            if (j < blocks)
+            {
+                // An odd last block: its activations in their own order (its pair's tables are both its own).
+                var packed = Vector128.Load(codes + (nint)j * blockStride);
+                var u = Vector256.Create(packed & nibble.GetLower(), Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble.GetLower()).AsSByte();
+                if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
+                else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
+                var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(q[v] + j * 32)), ones);
+                float xs = sets[v].Scales[j];
+                if (TMode.HalfBlocks)
+                {
+                    int a = sums[0] + sums[1] + sums[4] + sums[5], b = sums[2] + sums[3] + sums[6] + sums[7];
+                    total += weights[2 * j] * xs * (a - bias * sets[v].HalfSums[2 * j]) + weights[2 * j + 1] * xs * (b - bias * sets[v].HalfSums[2 * j + 1]);
+                }
+                else total += weights[j] * xs * (Vector256.Sum(sums) - bias * sets[v].Sums[j]);
+            }
+            results[v * resultStride] = total;
+        }
     }
 
     /// <summary>A 16-entry int8 table in each 128-bit lane (vpshufb looks up within lanes).</summary>

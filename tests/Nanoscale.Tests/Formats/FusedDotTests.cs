@@ -254,12 +254,26 @@ public class FusedDotManyTests
     [InlineData("q4_0", 3)]
     [InlineData("q8_0", 8)]
     [InlineData("ggml-mxfp4", 2)]
-    [InlineData("mxfp4", 5)]  // the default: the one-vector kernel per vector
+    [InlineData("mxfp4", 5)]
+    [InlineData("mxfp4", 8)]
     [InlineData("nvfp4", 4)]
-    public void ManyVectorsEqualOneAtATime(string spec, int vectors)
+    [InlineData("nxfp4", 7)]
+    [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 1)]
+    [InlineData("nvfp4:global=divisor", 3)]
+    [InlineData("mxfp8", 3)]   // the default: the one-vector kernel per vector
+    public void ManyVectorsEqualOneAtATime(string spec, int vectors) => ManyEqualsOne(spec, vectors, 256);
+
+    /// <summary>Rows of an odd number of int8 groups (11 × 32): the last group outside the pairs.</summary>
+    [Theory]
+    [InlineData("mxfp4", 3)]
+    [InlineData("nvfp4", 2)]
+    [InlineData("nxfp4", 4)]
+    public void ManyVectorsWithAnOddLastGroup(string spec, int vectors) => ManyEqualsOne(spec, vectors, 352);
+
+    private static void ManyEqualsOne(string spec, int vectors, int cols)
     {
         var codec = CodecRegistry.CreateBlockCodec(spec);
-        const int rows = 24, cols = 256;
+        const int rows = 24;
         var random = new Random(vectors);
         float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];

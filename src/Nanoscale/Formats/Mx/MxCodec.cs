@@ -80,6 +80,18 @@ internal sealed class MxCodec : BlockCodec
         return true;
     }
 
+    /// <summary>MXFP4 for a few vectors at once (a token-factory step): each row's codes unpacked once for all of them
+    /// (<see cref="MxDot.DotRowsMany"/>); other element formats one vector after another.</summary>
+    public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors is < 1 or > NibbleDot.MaxVectors)
+            return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
+        CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
+        MxDot.DotRowsMany(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
+        return true;
+    }
+
     /// <summary>The element format's values × 2 as unsigned int8 (plus the bias, −min) when they all are integers
     /// there (E2M1), else null: the integer kernel's table (<see cref="MxDot"/>).</summary>
     private readonly (sbyte[] Table, int Bias)? _biased;

@@ -74,6 +74,39 @@ internal static class MxDot
         finally { ArrayPool<float>.Shared.Return(c); }
     }
 
+    /// <summary><see cref="DotRows"/> for several activation vectors (<c>y[v·yStride + r]</c>): each row's codes unpacked
+    /// once for all of them (<see cref="NibbleDot.RowMany{TMode}"/>).</summary>
+    public static unsafe void DotRowsMany((sbyte[] Table, int Bias) biased, ReadOnlySpan<float> scaleTable, ReadOnlySpan<byte> blocks,
+        ReadOnlySpan<byte> scales, int rowCount, int blocksPerRow, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int cols = blocksPerRow * 32;
+        if (blocks.Length < (long)rowCount * blocksPerRow * 16 || scales.Length < rowCount * blocksPerRow
+            || x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount || vectors > NibbleDot.MaxVectors)
+            throw new ArgumentException("spans shorter than the rows");
+        var sets = NibbleDot.ScratchMany(vectors);
+        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: true, biased.Bias);
+        var table = NibbleDot.Broadcast(biased.Table);
+        float[] c = ArrayPool<float>.Shared.Rent(blocksPerRow);
+        float* ones = NibbleDot.Ones(blocksPerRow);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* s0 = scales)
+            fixed (float* t0 = scaleTable)
+            fixed (float* c0 = c)
+            fixed (float* y0 = y)
+            {
+                for (int r = 0; r < rowCount; r++)
+                {
+                    HalfScales(s0 + (nint)r * blocksPerRow, t0, ones, blocksPerRow, c0);
+                    NibbleDot.RowMany<NibbleDot.OneTable>(b0 + (nint)r * blocksPerRow * 16, 16, blocksPerRow, c0, sets, vectors, table,
+                        null, null, biased.Bias, y0 + r, yStride);
+                }
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(c); }
+    }
+
     /// <summary>
     /// c[j] = E8M0(e[j]) / 2 · xs[j] for one row's block scales (the doubled table's half folded in): eight at a time by
     /// placing e − 1 in a float's exponent (2^(e − 128)), which holds for 2 ≤ e ≤ 254; a group of eight with another

@@ -124,6 +124,18 @@ internal sealed class NvFp4Codec : BlockCodec
         return true;
     }
 
+    /// <summary>A few vectors at once (a token-factory step): rows of whole 32s unpacked once for all of them
+    /// (<see cref="NvFp4Dot.DotRowsMany"/>); otherwise one vector after another.</summary>
+    public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        if (!NvFp4Dot.Applies(cols) || vectors is < 1 or > NibbleDot.MaxVectors)
+            return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
+        CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
+        NvFp4Dot.DotRowsMany(blocks, scales, ReadTensorScale(tensorData), Divisor, rowCount, cols, vectors, x, y, yStride);
+        return true;
+    }
+
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {

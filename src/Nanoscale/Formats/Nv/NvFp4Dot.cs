@@ -47,6 +47,37 @@ internal static unsafe class NvFp4Dot
         finally { ArrayPool<float>.Shared.Return(c); }
     }
 
+    /// <summary><see cref="DotRows"/> for several activation vectors (<c>y[v·yStride + r]</c>), each row unpacked once.</summary>
+    public static void DotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, float tensorScale, bool divisor,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int groups = cols / 32, blocks16 = cols / 16;
+        if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount || vectors > NibbleDot.MaxVectors)
+            throw new ArgumentException("spans shorter than the rows");
+        var sets = NibbleDot.ScratchMany(vectors);
+        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: true, Biased.Bias, halves: true);
+        var table = NibbleDot.Broadcast(Biased.Table);
+        float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
+        float* ones = NibbleDot.Ones(groups + 8);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* s0 = scales)
+            fixed (float* c0 = c)
+            fixed (float* ue4m3 = ScaleFormat.UE4M3.DecodeTable)
+            fixed (float* y0 = y)
+            {
+                for (int r = 0; r < rowCount; r++)
+                {
+                    Factors(s0 + (nint)r * blocks16, blocks16, ue4m3, tensorScale, divisor, ones, c0);
+                    NibbleDot.RowMany<NibbleDot.OneTableHalfBlocks>(b0 + (nint)r * blocks16 * 8, 16, groups, c0, sets, vectors, table,
+                        null, null, Biased.Bias, y0 + r, yStride);
+                }
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(c); }
+    }
+
     /// <summary>c[k] = BlockScale(UE4M3(code_k), s_t) / 2 · d_x(k/2) for a row's <paramref name="count"/> 16-blocks.</summary>
     private static void Factors(byte* codes, int count, float* ue4m3, float tensorScale, bool divisor, float* xs, float* c)
     {

@@ -229,6 +229,18 @@ internal sealed class NxfpCodec : BlockCodec
         return true;
     }
 
+    /// <summary>A few vectors at once (a token-factory step): with the integer kernel each row is unpacked once for all
+    /// of them (<see cref="NxfpDot.DotRowsMany"/>); otherwise one vector after another.</summary>
+    public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        if (_integerDot is not { } integer || cols % NxBlockSize != 0 || vectors is < 1 or > NibbleDot.MaxVectors)
+            return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
+        CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
+        integer.DotRowsMany(blocks, scales, rowCount, cols, vectors, x, y, yStride);
+        return true;
+    }
+
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {

@@ -111,6 +111,45 @@ internal sealed unsafe class NxfpDot
         }
     }
 
+    /// <summary><see cref="DotRows"/> for several activation vectors (<c>y[v·yStride + r]</c>), each row unpacked once.</summary>
+    public void DotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, int vectors,
+        ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int nb = cols / NxfpCodec.NxBlockSize;
+        if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount || vectors > NibbleDot.MaxVectors)
+            throw new ArgumentException("spans shorter than the rows");
+        var sets = NibbleDot.ScratchMany(vectors);
+        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: true, _bias);
+        float[] c = ArrayPool<float>.Shared.Rent(nb + 8);
+        int[] pairIndex = ArrayPool<int>.Shared.Rent(nb + 8);
+        float* ones = NibbleDot.Ones(nb + 8);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* w0 = scales)
+            fixed (float* c0 = c)
+            fixed (int* p0 = pairIndex)
+            fixed (byte* tables = _pairTables)
+            fixed (float* y0 = y)
+            {
+                for (int r = 0; r < rowCount; r++)
+                {
+                    byte* words = w0 + (nint)r * nb, row = b0 + (nint)r * nb * 16;
+                    Prepare(words, row, nb, ones, c0, p0);
+                    if (_wide)
+                        NibbleDot.RowMany<NibbleDot.WidePairTables>(row, 16, nb, c0, sets, vectors, default, tables, p0, _bias, y0 + r, yStride);
+                    else
+                        NibbleDot.RowMany<NibbleDot.PairTables>(row, 16, nb, c0, sets, vectors, default, tables, p0, _bias, y0 + r, yStride);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(c);
+            ArrayPool<int>.Shared.Return(pairIndex);
+        }
+    }
+
     /// <summary>
     /// One row's per-block factors before its product: c[j] = scale/m_k · d_x(j) (NaN for a block passed through as
     /// NaN) and, at every even j, the index of the pair of tables of blocks j and j + 1 (k_j · K + k_{j+1}; an odd last
