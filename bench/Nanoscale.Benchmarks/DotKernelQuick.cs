@@ -9,7 +9,7 @@ namespace Nanoscale.Benchmarks;
 /// Stopwatch throughput of each format's one-token product on its stored codes (<c>IBlockCodec.TryDotRows</c>), one
 /// thread or rows split over several, on a matrix far larger than the caches (default 16384 × 2048): weight bytes read per second. Quick
 /// comparisons of the step kernels; BenchmarkDotNet's repetitions add nothing at this size.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- dot-kernels [mxfp4,q4_0,q8_0,ggml-mxfp4,nvfp4,nxfp4,f16,bf16] [rows] [cols] [threads]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- dot-kernels [mxfp4,q4_0,q8_0,ggml-mxfp4,nvfp4,nxfp4,f16,bf16] [rows] [cols] [threads] [vectors (one thread, TryDotRowsMany)]</code>
 /// </summary>
 internal static class DotKernelQuick
 {
@@ -18,12 +18,13 @@ internal static class DotKernelQuick
         string[] formats = (args.Length > 0 ? args[0] : "mxfp4,ggml-mxfp4,q4_0,q8_0,nvfp4,nxfp4").Split(',');
         int rows = args.Length > 1 ? int.Parse(args[1]) : 16384, cols = args.Length > 2 ? int.Parse(args[2]) : 2048;
         int threads = args.Length > 3 ? int.Parse(args[3]) : 1;
+        int vectors = args.Length > 4 ? int.Parse(args[4]) : 1;
         var random = new Random(1);
         var w = new float[(long)rows * cols];
         for (long i = 0; i < w.Length; i++) w[i] = (float)((random.NextDouble() - 0.5) * Math.Exp(random.Next(-3, 3)));
-        var x = new float[cols];
-        for (int i = 0; i < cols; i++) x[i] = (float)(random.NextDouble() - 0.5);
-        var y = new float[rows];
+        var x = new float[cols * vectors];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(random.NextDouble() - 0.5);
+        var y = new float[rows * vectors];
         foreach (var spec in formats)
         {
             if (spec is "f16" or "bf16")
@@ -38,7 +39,8 @@ internal static class DotKernelQuick
             for (int run = 0; run < 40; run++)
             {
                 var clock = Stopwatch.StartNew();
-                if (threads == 1) codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y);
+                if (vectors > 1) codec.TryDotRowsMany(blocks, scales, tensorData, rows, cols, vectors, x, y, rows);
+                else if (threads == 1) codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y);
                 else
                 {
                     // Row ranges split evenly over the threads (whole rows: every format here has one row of blocks per row).
@@ -52,7 +54,8 @@ internal static class DotKernelQuick
                 best = Math.Min(best, clock.Elapsed.TotalSeconds);
             }
             double bytes = blocks.Length + scales.Length;
-            Console.WriteLine($"{spec,-12} {bytes / best / 1e9,6:0.00} GB/s of codes, {(double)rows * cols / best / 1e9,6:0.00} G weights/s, {best * 1e3,7:0.00} ms");
+            Console.WriteLine($"{spec,-12} {bytes / best / 1e9,6:0.00} GB/s of codes, {(double)rows * cols / best / 1e9,6:0.00} G weights/s, " +
+                              $"{(double)rows * cols * vectors / best / 1e9,6:0.00} G multiply-adds/s, {best * 1e3,7:0.00} ms");
         }
         return 0;
     }

@@ -67,6 +67,21 @@ internal static class LinearStepBenchmark
         }
         Console.WriteLine($"all products in order: {pass * 1e3:0.00} ms ({1 / pass:0.0} tokens/s); a whole step: {step * 1e3:0.00} ms ({1 / step:0.0} tokens/s), mean {steps / repeats * 1e3:0.00} ms");
         Console.WriteLine("steps in order (ms): " + string.Join(" ", times.Select(t => t.ToString("0.0"))));
+        // Several sequences stepped together (the token factory's step): aggregate tokens/s per batch size.
+        foreach (int batch in new[] { 1, 2, 4, 8, 16 })
+        {
+            var sessions = Enumerable.Range(0, batch).Select(_ => model.CreateSession(repeats + 8)).ToList();
+            var batchLogits = new float[batch * config.VocabSize];
+            int[] tokens = [.. Enumerable.Range(0, batch).Select(b => 100 + b)];
+            double bestStep = double.MaxValue;
+            for (int i = 0; i < Math.Min(repeats, 12); i++)
+            {
+                var clock = Stopwatch.StartNew();
+                InferenceSession.StepMany(sessions, tokens, batchLogits);
+                bestStep = Math.Min(bestStep, clock.Elapsed.TotalSeconds);
+            }
+            Console.WriteLine($"batch {batch,2}: step {bestStep * 1e3,7:0.00} ms, {batch / bestStep,7:0.0} tokens/s aggregate (best step)");
+        }
         Console.WriteLine($"GC counts: gen0 {GC.CollectionCount(0)}, gen1 {GC.CollectionCount(1)}, gen2 {GC.CollectionCount(2)}");
         return 0;
     }

@@ -323,27 +323,32 @@ internal static unsafe class NibbleDot
     public static void RowMany<TMode>(byte* codes, int blockStride, int blocks, float* weights, Activations[] sets, int vectors,
         Vector256<sbyte> table, byte* pairTables, int* pairIndex, int bias, float* results, int resultStride) where TMode : struct, IMode
     {
+        // Four vectors a pass over the row, their accumulators in registers (the row's codes stay in L1 for the next pass).
+        for (int first = 0; first < vectors; first += 4)
+            Group<TMode>(codes, blockStride, blocks, weights, sets, first, Math.Min(4, vectors - first), table, pairTables, pairIndex, bias,
+                results + (nint)first * resultStride, resultStride);
+    }
+
+    private static void Group<TMode>(byte* codes, int blockStride, int blocks, float* weights, Activations[] sets, int first, int count,
+        Vector256<sbyte> table, byte* pairTables, int* pairIndex, int bias, float* results, int resultStride) where TMode : struct, IMode
+    {
         var nibble = Vector256.Create((byte)0x0F);
         var ones = Vector256.Create((short)1);
         var spread = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
         var halves = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
-        Span<Vector256<float>> totals = stackalloc Vector256<float>[MaxVectors];
-        totals.Clear();
-        sbyte** q = stackalloc sbyte*[MaxVectors];
-        int** correction = stackalloc int*[MaxVectors];
-        float** scale = stackalloc float*[MaxVectors];
-        for (int v = 0; v < vectors; v++)
-        {
-            q[v] = (sbyte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(sets[v].Q));
-            correction[v] = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(sets[v].Bias));
-            scale[v] = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(sets[v].Spread));
-        }
+        // Unused slots point at the first vector (their sums are computed and dropped, so the loop has no branches
+        // but the one on count).
+        Activations s0 = sets[first], s1 = sets[first + Math.Min(1, count - 1)], s2 = sets[first + Math.Min(2, count - 1)], s3 = sets[first + Math.Min(3, count - 1)];
+        sbyte* q0 = Q(s0), q1 = Q(s1), q2 = Q(s2), q3 = Q(s3);
+        int* c0 = B(s0), c1 = B(s1), c2 = B(s2), c3 = B(s3);
+        float* x0 = S(s0), x1 = S(s1), x2 = S(s2), x3 = S(s3);
+        Vector256<float> t0 = default, t1 = default, t2 = default, t3 = default;
         int j = 0;
         for (; j + 1 < blocks; j += 2)
         {
-            byte* first = codes + (nint)j * blockStride;
-            Sse.Prefetch0(first + 512);
-            var packed = blockStride == 16 ? Vector256.Load(first) : Vector256.Create(Vector128.Load(first), Vector128.Load(first + blockStride));
+            byte* p = codes + (nint)j * blockStride;
+            Sse.Prefetch0(p + 512);
+            var packed = blockStride == 16 ? Vector256.Load(p) : Vector256.Create(Vector128.Load(p), Vector128.Load(p + blockStride));
             var lo = (packed & nibble).AsSByte();
             var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
             if (TMode.UseTable)
@@ -355,41 +360,56 @@ internal static unsafe class NibbleDot
             var w = TMode.HalfBlocks
                 ? Avx2.PermuteVar8x32(Vector128.Load(weights + 2 * j).ToVector256Unsafe(), halves)
                 : Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(weights + j)).AsSingle().ToVector256Unsafe(), spread);
-            for (int v = 0; v < vectors; v++)
-            {
-                Vector256<int> sums;
-                if (TMode.Wide)
-                    sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q[v] + j * 32)), ones)
-                         + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q[v] + j * 32 + 32)), ones);
-                else
-                    sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q[v] + j * 32))
-                         + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q[v] + j * 32 + 32)), ones);
-                sums -= Vector256.Load(correction[v] + j * 4);
-                totals[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), w * Vector256.Load(scale[v] + j * 4), totals[v]);
-            }
+            t0 = Accumulate<TMode>(lo, hi, q0, c0, x0, j, w, ones, t0);
+            if (count > 1) t1 = Accumulate<TMode>(lo, hi, q1, c1, x1, j, w, ones, t1);
+            if (count > 2) t2 = Accumulate<TMode>(lo, hi, q2, c2, x2, j, w, ones, t2);
+            if (count > 3) t3 = Accumulate<TMode>(lo, hi, q3, c3, x3, j, w, ones, t3);
         }
-        for (int v = 0; v < vectors; v++)
+        Span<float> totals = [Vector256.Sum(t0), Vector256.Sum(t1), Vector256.Sum(t2), Vector256.Sum(t3)];
+        for (int v = 0; v < count; v++)
         {
-            float total = Vector256.Sum(totals[v]);
+            float total = totals[v];
             if (j < blocks)
             {
                 // An odd last block: its activations in their own order (its pair's tables are both its own).
+                var set = sets[first + v];
                 var packed = Vector128.Load(codes + (nint)j * blockStride);
                 var u = Vector256.Create(packed & nibble.GetLower(), Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble.GetLower()).AsSByte();
                 if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
                 else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
-                var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(q[v] + j * 32)), ones);
-                float xs = sets[v].Scales[j];
+                var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(Q(set) + j * 32)), ones);
+                float xs = set.Scales[j];
                 if (TMode.HalfBlocks)
                 {
                     int a = sums[0] + sums[1] + sums[4] + sums[5], b = sums[2] + sums[3] + sums[6] + sums[7];
-                    total += weights[2 * j] * xs * (a - bias * sets[v].HalfSums[2 * j]) + weights[2 * j + 1] * xs * (b - bias * sets[v].HalfSums[2 * j + 1]);
+                    total += weights[2 * j] * xs * (a - bias * set.HalfSums[2 * j]) + weights[2 * j + 1] * xs * (b - bias * set.HalfSums[2 * j + 1]);
                 }
-                else total += weights[j] * xs * (Vector256.Sum(sums) - bias * sets[v].Sums[j]);
+                else total += weights[j] * xs * (Vector256.Sum(sums) - bias * set.Sums[j]);
             }
             results[v * resultStride] = total;
         }
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Accumulate<TMode>(Vector256<sbyte> lo, Vector256<sbyte> hi, sbyte* q, int* correction, float* scale,
+        int j, Vector256<float> w, Vector256<short> ones, Vector256<float> total) where TMode : struct, IMode
+    {
+        Vector256<int> sums;
+        if (TMode.Wide)
+            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32)), ones)
+                 + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
+        else
+            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32))
+                 + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
+        sums -= Vector256.Load(correction + j * 4);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), w * Vector256.Load(scale + j * 4), total);
+    }
+
+    private static sbyte* Q(Activations a) => (sbyte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a.Q));
+
+    private static int* B(Activations a) => (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a.Bias));
+
+    private static float* S(Activations a) => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a.Spread));
 
     /// <summary>A 16-entry int8 table in each 128-bit lane (vpshufb looks up within lanes).</summary>
     public static Vector256<sbyte> Broadcast(ReadOnlySpan<sbyte> table16) => Vector256.Create(Vector128.Create(table16));
