@@ -116,7 +116,7 @@ internal static class BenchCommand
                 Units.Bytes(r.BytesPerToken), Units.G(r.PromptTokensPerSecond, "0.0"), Units.G(r.GeneratedTokensPerSecond, "0.00"),
                 Units.G(r.EffectiveGBps, "0.00"), Units.G(result.MemcpyGBps[r.Threads], "0.0"));
         Terminal.Out.Write(table);
-        Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window, then {newTokens} greedy steps; best of 2 runs after a warm-up, " +
+        Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window (logits of its last position), then {newTokens} greedy steps; best of 2 runs after a warm-up, " +
                                               "load and compression not timed. weights GB/s = stored bytes the step reads × tokens/s; memcpy GB/s = bytes copied per second."));
         return null;
     }

@@ -212,6 +212,8 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                 _tensorData, count, _cols, x, y);
         }
 
+        public bool HasDotRowsMany => _codec.HasDotRowsMany(_cols);
+
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {
             long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;

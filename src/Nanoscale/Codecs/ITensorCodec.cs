@@ -67,6 +67,9 @@ public interface ITensorDecoder : IDisposable
 
     /// <summary><see cref="TryDotRows"/> for several vectors (<see cref="IBlockCodec.TryDotRowsMany"/>): x is
     /// <c>vectors × columns</c>, vector v's results go to <c>y[v·yStride + i]</c>.</summary>
+    /// <summary>Whether <see cref="TryDotRowsMany"/> is a real several-vector kernel (<see cref="IBlockCodec.HasDotRowsMany"/>).</summary>
+    bool HasDotRowsMany => false;
+
     bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
         int columns = x.Length / Math.Max(1, vectors);

@@ -53,6 +53,9 @@ internal abstract class BlockCodec : IBlockCodec
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
 
     /// <inheritdoc cref="IBlockCodec.TryDotRowsMany"/>
+    /// <inheritdoc cref="IBlockCodec.HasDotRowsMany"/>
+    public virtual bool HasDotRowsMany(int cols) => false;
+
     public virtual bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {

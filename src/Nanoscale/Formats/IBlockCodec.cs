@@ -77,6 +77,11 @@ public interface IBlockCodec : ICodec
     bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
 
+    /// <summary>Whether <see cref="TryDotRowsMany"/> unpacks each row once for all the vectors on rows of
+    /// <paramref name="cols"/> (an integer kernel), rather than running the one-vector kernel per vector: then a
+    /// window of tokens is worth multiplying on the codes too.</summary>
+    bool HasDotRowsMany(int cols) => false;
+
     /// <summary>
     /// <see cref="TryDotRows"/> for <paramref name="vectors"/> activation vectors at once (a few sequences' tokens in one
     /// step, the token factory): <paramref name="x"/> is <c>vectors × cols</c>, and vector v's results go to

@@ -60,5 +60,7 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
 
         protected override bool TryDotRowsMany(int firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
             decoder.TryDotRowsMany(firstRow, count, vectors, x, y, yStride);
+
+        protected override bool HasDotRowsMany => decoder.HasDotRowsMany;
     }
 }

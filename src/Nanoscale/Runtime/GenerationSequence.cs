@@ -111,7 +111,7 @@ internal sealed class GenerationSequence
     {
         var config = session.Model.Config;
         var hidden = new float[prompt.Length * config.Dim];
-        session.ForwardHidden(prompt, hidden, cancellationToken);
+        session.ForwardPrompt(prompt, hidden, cancellationToken);
         var logits = new float[config.VocabSize];
         session.ComputeLogits(hidden.AsSpan((prompt.Length - 1) * config.Dim, config.Dim), logits);
         return logits;

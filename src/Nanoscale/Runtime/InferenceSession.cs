@@ -6,7 +6,7 @@ namespace Nanoscale.Runtime;
 
 /// <summary>
 /// The run state of one sequence: the key/value cache and scratch buffers (llama2.c's <c>RunState</c>).
-/// <see cref="ForwardHidden"/> appends any number of tokens at once: each linear layer is one matrix–matrix product
+/// <see cref="ForwardHidden(ReadOnlySpan{int}, Span{float}, CancellationToken)"/> appends any number of tokens at once: each linear layer is one matrix–matrix product
 /// over all of them and attention is causal within the batch, so evaluating a window and stepping token by token
 /// share one code path and give the same numbers up to float summation order.
 /// Not thread-safe; the model it runs is.
@@ -81,7 +81,15 @@ public sealed partial class InferenceSession
     /// (after the final RMSNorm, <c>tokens × dim</c>); <see cref="ComputeLogits"/> turns rows of it into logits, so
     /// a caller can apply the output head a few positions at a time.
     /// </summary>
-    public void ForwardHidden(ReadOnlySpan<int> tokens, Span<float> hidden, CancellationToken cancellationToken = default)
+    public void ForwardHidden(ReadOnlySpan<int> tokens, Span<float> hidden, CancellationToken cancellationToken = default) =>
+        ForwardHidden(tokens, hidden, _model.Options, cancellationToken);
+
+    /// <summary>A generation prompt: <see cref="ForwardHidden(ReadOnlySpan{int}, Span{float}, CancellationToken)"/> with
+    /// <see cref="RuntimeOptions.FusedWindows"/> on (the window on the stored codes where that is a real kernel).</summary>
+    internal void ForwardPrompt(ReadOnlySpan<int> tokens, Span<float> hidden, CancellationToken cancellationToken = default) =>
+        ForwardHidden(tokens, hidden, _model.Options with { FusedWindows = true }, cancellationToken);
+
+    private void ForwardHidden(ReadOnlySpan<int> tokens, Span<float> hidden, RuntimeOptions options, CancellationToken cancellationToken)
     {
         int count = tokens.Length, dim = _config.Dim, qDim = _config.QueryDim, kvDim = _config.KvDim, start = Length;
         if (hidden.Length != (long)count * dim)
@@ -89,7 +97,6 @@ public sealed partial class InferenceSession
         if (count == 0) return;
         if (count > Capacity - start)
             throw new InvalidOperationException($"{count} tokens after {start} exceed the session's capacity of {Capacity} positions");
-        RuntimeOptions options = _model.Options;
         Scratch s = EnsureScratch(count);
         Span<float> x = s.X.AsSpan(0, count * dim), xb = s.Xb.AsSpan(0, count * dim), q = s.Q.AsSpan(0, count * qDim);
         Span<float> attention = s.Attention.AsSpan(0, count * qDim), projected = s.Projected.AsSpan(0, count * dim);
@@ -144,7 +151,7 @@ public sealed partial class InferenceSession
             if (session.Length >= session.Capacity)
                 throw new InvalidOperationException($"a session is full ({session.Capacity} positions)");
         // The batch's rows are different sequences' single tokens: their products run on the stored codes.
-        RuntimeOptions options = first._model.Options with { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens };
+        RuntimeOptions options = first._model.Options with { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, FusedWindows = true };
         var model = first._model;
         // The batch's scratch: a fresh one (the sessions' own scratch stays theirs).
         var s = new Scratch(count, dim, qDim, config.HiddenDim);

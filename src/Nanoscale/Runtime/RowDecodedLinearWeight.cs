@@ -52,6 +52,33 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         return _dotSupport > 0;
     }
 
+    /// <summary>Whether <see cref="TryDotRowsMany"/> unpacks each row once for all its vectors (then windows may run on
+    /// the codes too, <see cref="RuntimeOptions.FusedWindows"/>).</summary>
+    protected virtual bool HasDotRowsMany => false;
+
+    /// <summary>The product of <paramref name="tokens"/> (≤ <see cref="MaxFusedTokens"/>) on the stored codes, in 16
+    /// large tiles of rows.</summary>
+    private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options)
+    {
+        const int FusedTiles = 16;
+        int rows = Rows, columns = Columns;
+        int perTile = (rows + FusedTiles - 1) / FusedTiles;
+        fixed (float* inPtr = input)
+        fixed (float* outPtr = output)
+        {
+            nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
+            options.For((rows + perTile - 1) / perTile, (long)rows * columns * tokens, tile =>
+            {
+                int r0 = tile * perTile, count = Math.Min(rows, r0 + perTile) - r0;
+                bool done = tokens == 1
+                    ? TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count))
+                    : TryDotRowsMany(r0, count, tokens, new ReadOnlySpan<float>((float*)inAddress, tokens * columns),
+                        new Span<float>((float*)outAddress + r0, (tokens - 1) * rows + count), rows);
+                if (!done) throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
+            });
+        }
+    }
+
     public unsafe void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
     {
         LinearKernels.Validate(this, input, output);
@@ -66,21 +93,17 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         // A few tokens (several sequences' steps) likewise: every tile's codes are read once for all of them.
         if (tokens <= Math.Min(options.FusedTokens, MaxFusedTokens) && options.FusedKernels && SupportsDot(input, output))
         {
-            const int FusedTiles = 16;
-            int perTile = (rows + FusedTiles - 1) / FusedTiles;
-            fixed (float* inPtr = input)
-            fixed (float* outPtr = output)
+            FusedProduct(input, output, tokens, options);
+            return;
+        }
+        // A window (a generation prompt) with FusedWindows, on a storage whose several-vector kernel unpacks once: eight
+        // tokens at a time, each chunk one pass over the codes (compute-bound here, so the passes cost little).
+        if (options.FusedWindows && options.FusedKernels && HasDotRowsMany && SupportsDot(input, output))
+        {
+            for (int t0 = 0; t0 < tokens; t0 += MaxFusedTokens)
             {
-                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
-                options.For((rows + perTile - 1) / perTile, (long)rows * columns * tokens, tile =>
-                {
-                    int r0 = tile * perTile, count = Math.Min(rows, r0 + perTile) - r0;
-                    bool done = tokens == 1
-                        ? TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count))
-                        : TryDotRowsMany(r0, count, tokens, new ReadOnlySpan<float>((float*)inAddress, tokens * columns),
-                            new Span<float>((float*)outAddress + r0, (tokens - 1) * rows + count), rows);
-                    if (!done) throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
-                });
+                int n = Math.Min(MaxFusedTokens, tokens - t0);
+                FusedProduct(input.Slice(t0 * columns, n * columns), output.Slice(t0 * rows, n * rows), n, options);
             }
             return;
         }

@@ -27,6 +27,14 @@ public sealed record RuntimeOptions
     /// </summary>
     public int FusedTokens { get; init; } = 1;
 
+    /// <summary>
+    /// Windows of any length (a generation prompt) also run on the stored codes, <see cref="FusedTokens"/> at a time,
+    /// where the storage multiplies several vectors on its codes with one unpack (the 4-bit integer kernels). Off by
+    /// default, so perplexity measures the weights alone (int8 activations would add their own rounding); generation
+    /// turns it on for prompts (<see cref="Generation"/>, the token factory, <c>bench --generate</c>).
+    /// </summary>
+    public bool FusedWindows { get; init; }
+
     public static RuntimeOptions Default { get; } = new();
 
     /// <summary>Runs <paramref name="body"/> for chunk indices 0..chunks-1, in parallel when the work is large enough.</summary>

@@ -224,6 +224,40 @@ public class FusedDotTests
         Assert.True(worst <= 1.5e-2, $"largest logit difference {worst:P2} of the largest logit");
     }
 
+    /// <summary>A generation prompt (<c>ForwardPrompt</c>: windows on the codes, eight tokens at a time) gives the
+    /// decoding path's hidden states within the int8 activations' rounding; a plain window (perplexity) stays on the
+    /// decoding path exactly.</summary>
+    [Theory]
+    [InlineData("mxfp4")]
+    [InlineData("nvfp4")]
+    [InlineData("nxfp4")]
+    public void PromptWindowsOnTheCodesMatchDecoding(string format)
+    {
+        using var dir = new TempDir();
+        var compressed = dir.File("m.safetensors");
+        CompressionRun.Run(SharedData.Stories260K, compressed, new CompressionRequest { Format = format, MeasureError = false });
+        using var checkpoint = LogicalCheckpoint.Open(compressed);
+        using var weights = new LogicalWeightSource(checkpoint);
+        var model = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions());
+        var reference = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = false });
+        int[] prompt = [.. Enumerable.Range(0, 19).Select(i => 1 + i * 23 % 500)]; // 19 tokens: chunks of 8, 8 and 3
+        int dim = model.Config.Dim;
+        float[] fused = new float[prompt.Length * dim], plain = new float[prompt.Length * dim], expected = new float[prompt.Length * dim];
+        model.CreateSession(32).ForwardPrompt(prompt, fused);
+        model.CreateSession(32).ForwardHidden(prompt, plain);
+        reference.CreateSession(32).ForwardHidden(prompt, expected);
+        Assert.Equal(expected, plain); // windows outside generation: the decoding path, bit for bit
+        Assert.NotEqual(expected, fused); // the prompt ran on the codes
+        for (int t = 0; t < prompt.Length; t++)
+        {
+            var row = expected.AsSpan(t * dim, dim);
+            double scale = 0;
+            foreach (float v in row) scale = Math.Max(scale, Math.Abs(v));
+            for (int i = 0; i < dim; i++)
+                Assert.True(Math.Abs(fused[t * dim + i] - row[i]) <= 3e-2 * scale, $"{format} token {t} [{i}]: {fused[t * dim + i]} vs {row[i]}");
+        }
+    }
+
     /// <summary>The bf16 cast codec's step multiplies its stored rows directly: the same text and, to summation order,
     /// the same logits as decoding them.</summary>
     [Fact]

@@ -134,6 +134,8 @@ internal sealed class GgmlCodec : BlockCodec
     }
 
     /// <summary>Several tokens' products on the stored blocks, each block unpacked once (<see cref="GgmlDot"/>).</summary>
+    public override bool HasDotRowsMany(int cols) => Kind is GgmlKind.Q8_0 or GgmlKind.Q4_0 && cols % QK == 0 && GgmlDot.IsSupported;
+
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
         Kind is GgmlKind.Q8_0 or GgmlKind.Q4_0

@@ -61,6 +61,8 @@ internal sealed class GgmlMxfp4Codec(string spec) : BlockCodec(spec, MxCodec.MxB
     }
 
     /// <summary>Several tokens' products on the stored blocks, each block unpacked once (<see cref="GgmlDot"/>).</summary>
+    public override bool HasDotRowsMany(int cols) => cols % 32 == 0 && GgmlDot.IsSupported;
+
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
         GgmlDot.TryDotRowsMany(GgmlDot.Layout.Mxfp4, blocks, rowCount, cols, vectors, x, y, yStride);

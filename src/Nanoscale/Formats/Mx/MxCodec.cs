@@ -82,6 +82,8 @@ internal sealed class MxCodec : BlockCodec
 
     /// <summary>MXFP4 for a few vectors at once (a token-factory step): each row's codes unpacked once for all of them
     /// (<see cref="MxDot.DotRowsMany"/>); other element formats one vector after another.</summary>
+    public override bool HasDotRowsMany(int cols) => _biased is not null && cols % MxBlockSize == 0 && MxDot.IsSupported;
+
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {

@@ -126,6 +126,8 @@ internal sealed class NvFp4Codec : BlockCodec
 
     /// <summary>A few vectors at once (a token-factory step): rows of whole 32s unpacked once for all of them
     /// (<see cref="NvFp4Dot.DotRowsMany"/>); otherwise one vector after another.</summary>
+    public override bool HasDotRowsMany(int cols) => NvFp4Dot.Applies(cols);
+
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {

@@ -231,6 +231,8 @@ internal sealed class NxfpCodec : BlockCodec
 
     /// <summary>A few vectors at once (a token-factory step): with the integer kernel each row is unpacked once for all
     /// of them (<see cref="NxfpDot.DotRowsMany"/>); otherwise one vector after another.</summary>
+    public override bool HasDotRowsMany(int cols) => _integerDot is not null && cols % NxBlockSize == 0;
+
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
