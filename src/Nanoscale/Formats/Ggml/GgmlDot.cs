@@ -155,6 +155,11 @@ internal static class GgmlDot
     {
         if (!IsSupported || cols % 32 != 0 || vectors is < 1 or > MaxVectors) return false;
         int nb = cols / 32;
+        if (layout != Layout.Q8_0 && NibbleDot.IsSupported)
+        {
+            DotRowsNibblesMany(layout, blocks, rowCount, nb, vectors, x, y, yStride);
+            return true;
+        }
         var scratch = MxDot.Rent(cols * vectors);
         try
         {
@@ -237,6 +242,44 @@ internal static class GgmlDot
                         for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfE8M0(row[j * bytes]) * xs[j];
                     y[r] = q4 ? NibbleDot.Row<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, a, table, null, null, bias)
                              : NibbleDot.Row<NibbleDot.OneTable>(row + 1, bytes, blocksPerRow, c0, a, table, null, null, bias);
+                }
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }
+    }
+
+    /// <summary>Q4_0 and ggml-MXFP4 rows for several vectors, each row unpacked once (<see cref="NibbleDot.RowMany{TMode}"/>).</summary>
+    private static unsafe void DotRowsNibblesMany(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow, int vectors,
+        ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        bool q4 = layout == Layout.Q4_0;
+        int bytes = q4 ? Q4Block.Bytes : Mxfp4Block.Bytes, bias = q4 ? 8 : 12, cols = blocksPerRow * 32;
+        if (blocks.Length < (long)rowCount * blocksPerRow * bytes || x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        var sets = NibbleDot.ScratchMany(vectors);
+        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: false, bias);
+        var table = NibbleDot.Broadcast(Mxfp4Biased);
+        float[] c = System.Buffers.ArrayPool<float>.Shared.Rent(blocksPerRow);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (float* c0 = c)
+            fixed (float* halves = Halves)
+            fixed (float* y0 = y)
+            {
+                for (int r = 0; r < rowCount; r++)
+                {
+                    byte* row = b0 + (nint)r * blocksPerRow * bytes;
+                    if (q4)
+                    {
+                        for (int j = 0; j < blocksPerRow; j++) c0[j] = halves[Unsafe.ReadUnaligned<ushort>(row + j * bytes)];
+                        NibbleDot.RowMany<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, sets, vectors, table, null, null, bias, y0 + r, yStride);
+                    }
+                    else
+                    {
+                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfE8M0(row[j * bytes]);
+                        NibbleDot.RowMany<NibbleDot.OneTable>(row + 1, bytes, blocksPerRow, c0, sets, vectors, table, null, null, bias, y0 + r, yStride);
+                    }
                 }
             }
         }
