@@ -144,6 +144,17 @@ internal static class GgmlDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float HalfToSingle(ushort h) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(Halves), h);
 
+    /// <summary>An IEEE half as float in a few integer operations (its magnitude bits under an f32's, × 2^112, the sign
+    /// back; ±Inf and NaN from the table): per-block scales gathered before a row, where the 256 KiB table of every half
+    /// would compete with the codes for the cache.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float HalfBits(ushort h)
+    {
+        if ((h & 0x7C00) == 0x7C00) return HalfToSingle(h);
+        float magnitude = BitConverter.UInt32BitsToSingle((uint)(h & 0x7FFF) << 13) * 5.192296858534828e33f; // × 2^112
+        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(magnitude) | (uint)(h & 0x8000) << 16);
+    }
+
     /// <summary>2^(e − 128), ggml's E8M0 half (the table's values are doubled).</summary>
     private static float HalfE8M0(byte e) =>
         e < 2 ? BitConverter.UInt32BitsToSingle(0x0020_0000u << e) : BitConverter.UInt32BitsToSingle((uint)(e - 1) << 23);
@@ -231,13 +242,12 @@ internal static class GgmlDot
             fixed (byte* b0 = blocks)
             fixed (float* c0 = c)
             fixed (float* xs = a.Scales)
-            fixed (float* halves = Halves)
             {
                 for (int r = 0; r < rowCount; r++)
                 {
                     byte* row = b0 + (nint)r * blocksPerRow * bytes;
                     if (q4)
-                        for (int j = 0; j < blocksPerRow; j++) c0[j] = halves[Unsafe.ReadUnaligned<ushort>(row + j * bytes)] * xs[j];
+                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfBits(Unsafe.ReadUnaligned<ushort>(row + j * bytes)) * xs[j];
                     else
                         for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfE8M0(row[j * bytes]) * xs[j];
                     y[r] = q4 ? NibbleDot.Row<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, a, table, null, null, bias)
@@ -264,7 +274,6 @@ internal static class GgmlDot
         {
             fixed (byte* b0 = blocks)
             fixed (float* c0 = c)
-            fixed (float* halves = Halves)
             fixed (float* y0 = y)
             {
                 for (int r = 0; r < rowCount; r++)
@@ -272,7 +281,7 @@ internal static class GgmlDot
                     byte* row = b0 + (nint)r * blocksPerRow * bytes;
                     if (q4)
                     {
-                        for (int j = 0; j < blocksPerRow; j++) c0[j] = halves[Unsafe.ReadUnaligned<ushort>(row + j * bytes)];
+                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfBits(Unsafe.ReadUnaligned<ushort>(row + j * bytes));
                         NibbleDot.RowMany<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, sets, vectors, table, null, null, bias, y0 + r, yStride);
                     }
                     else
