@@ -9,8 +9,11 @@ namespace Nanoscale.Benchmarks;
 /// A small load generator for <c>nanoscale serve</c> (issue 15's benchmark): starts the server on a free loopback port
 /// as its own process, then for each concurrency level runs that many streaming completions at once (greedy, a fixed
 /// number of tokens each) and reports the aggregate generated tokens/s and the p50/p99 time to the first streamed text.
+/// With <c>--disconnect F</c> a fraction F of each level's clients go away after their first streamed text; after
+/// every level the server's <c>/health</c> must come back to nothing in service and no KV cache reserved (the seconds it
+/// took are reported), and the server's peak resident memory is reported beside the model's size and the KV budget.
 /// Loopback only, bounded in count and time.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T] [--disconnect 0.25] [--kv-budget 512MB]</code>
 /// </summary>
 internal static class ServeLoadBenchmark
 {
@@ -25,8 +28,10 @@ internal static class ServeLoadBenchmark
         int tokens = int.Parse(Option("--tokens", "32"));
         var cli = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "src", "Nanoscale.Cli", "bin", "Release", "net10.0", "nanoscale.dll");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        double disconnect = double.Parse(Option("--disconnect", "0"), System.Globalization.CultureInfo.InvariantCulture);
         foreach (var a in new[] { Path.GetFullPath(cli), "serve", args[0], "--port", "0", "--max-batch", Option("--max-batch", "16"), "--max-queue", "256" })
             start.ArgumentList.Add(a);
+        if (Option("--kv-budget", "") is { Length: > 0 } kvBudget) { start.ArgumentList.Add("--kv-budget"); start.ArgumentList.Add(kvBudget); }
         if (Option("--tokenizer", "") is { Length: > 0 } tokenizer) { start.ArgumentList.Add("--tokenizer"); start.ArgumentList.Add(tokenizer); }
         using var server = Process.Start(start)!;
         _ = server.StandardOutput.ReadToEndAsync();
@@ -35,20 +40,30 @@ internal static class ServeLoadBenchmark
             if (Regex.Match(line, @"on (http://127\.0\.0\.1:\d+)") is { Success: true } m) url = m.Groups[1].Value;
         if (url is null) { Console.Error.WriteLine("the server did not start"); return 1; }
         using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromMinutes(10) };
-        Console.WriteLine("| streams | generated tokens | seconds | aggregate tokens/s | TTFT p50 ms | TTFT p99 ms |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| streams | disconnected | generated tokens | seconds | aggregate tokens/s | TTFT p50 ms | TTFT p99 ms | idle again after s |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
         try
         {
-            Stream(http, 1, tokens).GetAwaiter().GetResult(); // warm-up
+            // Warm-up: the server's code paths for one and for several streams reach the JIT's final tier first.
+            for (int round = 0; round < 3; round++)
+                Task.WhenAll(Enumerable.Range(0, 1 + 3 * round).Select(i => Stream(http, i, tokens))).GetAwaiter().GetResult();
+            long idleRss = Rss(server.Id);
             foreach (int n in streams)
             {
                 var clock = Stopwatch.StartNew();
-                var results = Task.WhenAll(Enumerable.Range(0, n).Select(i => Stream(http, i, tokens))).GetAwaiter().GetResult();
+                int leaving = (int)Math.Round(n * disconnect);
+                var results = Task.WhenAll(Enumerable.Range(0, n).Select(i => Stream(http, i, tokens, leave: i < leaving))).GetAwaiter().GetResult();
                 double seconds = clock.Elapsed.TotalSeconds;
                 var ttft = results.Select(r => r.FirstText).Order().ToArray();
                 long generated = results.Sum(r => (long)r.Tokens);
-                Console.WriteLine($"| {n} | {generated} | {seconds:0.00} | {generated / seconds:0.0} | {Percentile(ttft, 0.5):0} | {Percentile(ttft, 0.99):0} |");
+                double idle = WaitIdle(http);
+                Console.WriteLine($"| {n} | {leaving} | {generated} | {seconds:0.00} | {generated / seconds:0.0} | {Percentile(ttft, 0.5):0} | {Percentile(ttft, 0.99):0} | " +
+                                  (idle < 0 ? "**not idle after 60 s**" : $"{idle:0.00}") + " |");
+                if (idle < 0) return 1;
             }
+            Console.WriteLine();
+            Console.WriteLine($"server resident memory {idleRss / 1048576.0:0} MiB after the warm-up, peak {PeakRss(server.Id) / 1048576.0:0} MiB; model files {ModelBytes(args[0]) / 1048576.0:0} MiB" +
+                              (Option("--kv-budget", "") is { Length: > 0 } b ? $"; KV budget {b}" : ""));
         }
         finally
         {
@@ -57,10 +72,45 @@ internal static class ServeLoadBenchmark
         return 0;
     }
 
+    /// <summary>Seconds until the server's /health says nothing is in service and no KV cache is reserved; −1 after 60 s.</summary>
+    private static double WaitIdle(HttpClient http)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            using var health = JsonDocument.Parse(http.GetStringAsync("/health").GetAwaiter().GetResult());
+            if (health.RootElement.GetProperty("in_service").GetInt32() == 0 && health.RootElement.GetProperty("kv_reserved_bytes").GetInt64() == 0)
+                return clock.Elapsed.TotalSeconds;
+            Thread.Sleep(20);
+        }
+        return -1;
+    }
+
+    /// <summary>VmHWM (peak resident memory) of a process (Linux), in bytes; 0 where it cannot be read.</summary>
+    private static long PeakRss(int pid) => Status(pid, "VmHWM:");
+
+    /// <summary>VmRSS (resident memory now) of a process (Linux), in bytes; 0 where it cannot be read.</summary>
+    private static long Rss(int pid) => Status(pid, "VmRSS:");
+
+    private static long Status(int pid, string key)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(l => l.StartsWith(key, StringComparison.Ordinal));
+            return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        }
+        catch (IOException) { return 0; }
+    }
+
+    private static long ModelBytes(string path) => Directory.Exists(path)
+        ? new DirectoryInfo(path).EnumerateFiles("*.safetensors").Sum(f => f.Length)
+        : new FileInfo(path).Length;
+
     private static double Percentile(double[] sorted, double p) => sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
 
-    /// <summary>One streaming completion: milliseconds to its first text chunk, and its completion tokens.</summary>
-    private static async Task<(double FirstText, int Tokens)> Stream(HttpClient http, int i, int tokens)
+    /// <summary>One streaming completion: milliseconds to its first text chunk, and its completion tokens (a client that
+    /// leaves after its first chunk counts the one token it saw).</summary>
+    private static async Task<(double FirstText, int Tokens)> Stream(HttpClient http, int i, int tokens, bool leave = false)
     {
         var body = JsonSerializer.Serialize(new { prompt = $"Story {i}: once upon a time", max_tokens = tokens, temperature = 0, stream = true });
         var clock = Stopwatch.StartNew();
@@ -73,6 +123,7 @@ internal static class ServeLoadBenchmark
         {
             if (!line.StartsWith("data: {", StringComparison.Ordinal)) continue;
             if (first < 0) first = clock.Elapsed.TotalMilliseconds;
+            if (leave) return (first, 1); // the response is disposed unread: the connection closes mid-stream
             using var chunk = JsonDocument.Parse(line["data: ".Length..]);
             if (chunk.RootElement.TryGetProperty("usage", out var usage)) count = usage.GetProperty("completion_tokens").GetInt32();
         }

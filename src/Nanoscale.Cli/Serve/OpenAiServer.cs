@@ -61,7 +61,15 @@ internal static class OpenAiServer
                 await next(context);
             });
 
-        app.MapGet("/health", () => Results.Json(new { status = "ok", model = service.ModelName }, Json));
+        app.MapGet("/health", () => Results.Json(new
+        {
+            status = "ok",
+            model = service.ModelName,
+            in_service = service.InService,
+            running = service.Running,
+            kv_reserved_bytes = service.ReservedKvBytes,
+            kv_budget_bytes = service.KvBudgetBytes,
+        }, Json));
         app.MapGet("/v1/models", () => Results.Json(new
         {
             @object = "list",

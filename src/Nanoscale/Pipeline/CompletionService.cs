@@ -90,6 +90,19 @@ public sealed class CompletionService : IDisposable
     /// <summary>Largest batch a step has run so far.</summary>
     public int LargestBatch => _factory.LargestBatch;
 
+    /// <summary>Requests admitted and not finished: running in the batch or waiting for a place (0 when idle, e.g. once
+    /// every disconnected client's request has been cancelled).</summary>
+    public int InService => Volatile.Read(ref _inService);
+
+    /// <summary>Sequences in the running batch now.</summary>
+    public int Running => _factory.Active;
+
+    /// <summary>KV-cache bytes the admitted requests hold now (counted against <see cref="KvBudgetBytes"/>).</summary>
+    public long ReservedKvBytes
+    {
+        get { lock (_budgetLock) return _reserved; }
+    }
+
     /// <summary>The chat template in use: <c>llama3</c>, <c>chatml</c> or <c>plain</c>.</summary>
     public string ChatTemplateName => _template.Kind.ToString().ToLowerInvariant();
 

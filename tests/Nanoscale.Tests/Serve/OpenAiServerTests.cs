@@ -201,6 +201,9 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             await Task.Delay(50);
         } while (clock.Elapsed < TimeSpan.FromSeconds(20));
         Assert.Equal(HttpStatusCode.OK, last); // its place in the batch is free again
+        using var health = JsonDocument.Parse(await _http.GetStringAsync("/health"));
+        Assert.Equal(0, health.RootElement.GetProperty("in_service").GetInt32()); // nothing left running or reserved
+        Assert.Equal(0, health.RootElement.GetProperty("kv_reserved_bytes").GetInt64());
     }
 
     /// <summary>n choices are n sequences of the batch, seeded seed, seed + 1, …: each equals a request of its own with
