@@ -236,23 +236,7 @@ internal static unsafe class NibbleDot
                 j += 2;
             }
             float total = Vector256.Sum(even + odd);
-            if (j < blocks)
-            {
-                // An odd last block: its activations in their own order (its pair's tables are both its own).
-                var packed = Vector128.Load(codes + (nint)j * blockStride);
-                var lo = packed & nibble.GetLower();
-                var hi = Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble.GetLower();
-                var u = Vector256.Create(lo, hi).AsSByte();
-                if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
-                else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
-                var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(q + j * 32)), ones);
-                if (TMode.HalfBlocks)
-                {
-                    int first = sums[0] + sums[1] + sums[4] + sums[5], second = sums[2] + sums[3] + sums[6] + sums[7];
-                    total += c[2 * j] * (first - bias * a.HalfSums[2 * j]) + c[2 * j + 1] * (second - bias * a.HalfSums[2 * j + 1]);
-                }
-                else total += c[j] * (Vector256.Sum(sums) - bias * a.Sums[j]);
-            }
+            if (j < blocks) total += OddBlock<TMode>(codes, blockStride, j, table, pairTables, pairIndex, q, c, 1f, a, bias);
             return total;
         }
     }
@@ -261,6 +245,17 @@ internal static unsafe class NibbleDot
     private static Vector256<float> Pair<TMode>(byte* codes, int blockStride, int j, float* c, sbyte* q, int* correction,
         Vector256<sbyte> table, byte* pairTables, int* pairIndex, Vector256<byte> nibble, Vector256<short> ones, Vector256<int> spread,
         Vector256<float> total) where TMode : struct, IMode
+    {
+        var (lo, hi) = Unpack<TMode>(codes, blockStride, j, table, pairTables, pairIndex, nibble);
+        var sums = Products<TMode>(lo, hi, q, correction, j, ones);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Factors<TMode>(c, j, spread), total);
+    }
+
+    /// <summary>Blocks j and j + 1 as unsigned weights: low nibbles of both in one register, high nibbles in the other,
+    /// through their table(s); the codes 512 bytes ahead are asked for.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<sbyte> Low, Vector256<sbyte> High) Unpack<TMode>(byte* codes, int blockStride, int j, Vector256<sbyte> table,
+        byte* pairTables, int* pairIndex, Vector256<byte> nibble) where TMode : struct, IMode
     {
         byte* first = codes + (nint)j * blockStride;
         Sse.Prefetch0(first + 512);
@@ -273,6 +268,14 @@ internal static unsafe class NibbleDot
             lo = Avx2.Shuffle(lookup, lo);
             hi = Avx2.Shuffle(lookup, hi);
         }
+        return (lo, hi);
+    }
+
+    /// <summary>The two blocks' integer totals (Σ u·q − bias·Σq) in their int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Products<TMode>(Vector256<sbyte> lo, Vector256<sbyte> hi, sbyte* q, int* correction, int j, Vector256<short> ones)
+        where TMode : struct, IMode
+    {
         Vector256<int> sums;
         if (TMode.Wide)
             sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32)), ones)
@@ -280,11 +283,30 @@ internal static unsafe class NibbleDot
         else
             sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32))
                  + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
-        sums -= Vector256.Load(correction + j * 4);
-        var scales = TMode.HalfBlocks
+        return sums - Vector256.Load(correction + j * 4);
+    }
+
+    /// <summary>The two blocks' factors spread over their int32 lanes (four per factor, two per factor with halves).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Factors<TMode>(float* c, int j, Vector256<int> spread) where TMode : struct, IMode =>
+        TMode.HalfBlocks
             ? Avx2.PermuteVar8x32(Vector128.Load(c + 2 * j).ToVector256Unsafe(), Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3))
             : Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(c + j)).AsSingle().ToVector256Unsafe(), spread);
-        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), scales, total);
+
+    /// <summary>An odd last block j (outside the pairs, its activations in their own order, its pair's tables both its
+    /// own): factor(s) × <paramref name="xs"/> × (Σ u·q − bias·Σq).</summary>
+    private static float OddBlock<TMode>(byte* codes, int blockStride, int j, Vector256<sbyte> table, byte* pairTables, int* pairIndex,
+        sbyte* q, float* factors, float xs, Activations set, int bias) where TMode : struct, IMode
+    {
+        var nibble = Vector128.Create((byte)0x0F);
+        var packed = Vector128.Load(codes + (nint)j * blockStride);
+        var u = Vector256.Create(packed & nibble, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
+        if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
+        else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
+        var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(q + j * 32)), Vector256.Create((short)1));
+        if (!TMode.HalfBlocks) return factors[j] * xs * (Vector256.Sum(sums) - bias * set.Sums[j]);
+        int first = sums[0] + sums[1] + sums[4] + sums[5], second = sums[2] + sums[3] + sums[6] + sums[7];
+        return factors[2 * j] * xs * (first - bias * set.HalfSums[2 * j]) + factors[2 * j + 1] * xs * (second - bias * set.HalfSums[2 * j + 1]);
     }
 
     /// <summary>Activation vectors of one many-vector product at most (an accumulator register each).</summary>
@@ -306,8 +328,17 @@ internal static unsafe class NibbleDot
         return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_ones));
     }
 
+    /// <summary>This thread's activation sets for the <paramref name="vectors"/> rows of <paramref name="x"/> (each
+    /// <paramref name="cols"/> long), quantized as <see cref="Activations.Set"/> does.</summary>
+    public static Activations[] QuantizeMany(ReadOnlySpan<float> x, int vectors, int cols, bool evensThenOdds, int bias, bool halves = false)
+    {
+        var sets = ScratchMany(vectors);
+        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds, bias, halves);
+        return sets;
+    }
+
     /// <summary>This thread's scratch for <paramref name="vectors"/> activation vectors.</summary>
-    public static Activations[] ScratchMany(int vectors)
+    private static Activations[] ScratchMany(int vectors)
     {
         var sets = _many ??= new Activations[MaxVectors];
         for (int v = 0; v < vectors; v++) sets[v] ??= new Activations();
@@ -346,20 +377,8 @@ internal static unsafe class NibbleDot
         int j = 0;
         for (; j + 1 < blocks; j += 2)
         {
-            byte* p = codes + (nint)j * blockStride;
-            Sse.Prefetch0(p + 512);
-            var packed = blockStride == 16 ? Vector256.Load(p) : Vector256.Create(Vector128.Load(p), Vector128.Load(p + blockStride));
-            var lo = (packed & nibble).AsSByte();
-            var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
-            if (TMode.UseTable)
-            {
-                var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]) : table;
-                lo = Avx2.Shuffle(lookup, lo);
-                hi = Avx2.Shuffle(lookup, hi);
-            }
-            var w = TMode.HalfBlocks
-                ? Avx2.PermuteVar8x32(Vector128.Load(weights + 2 * j).ToVector256Unsafe(), halves)
-                : Avx2.PermuteVar8x32(Vector128.CreateScalarUnsafe(*(double*)(weights + j)).AsSingle().ToVector256Unsafe(), spread);
+            var (lo, hi) = Unpack<TMode>(codes, blockStride, j, table, pairTables, pairIndex, nibble);
+            var w = Factors<TMode>(weights, j, spread);
             t0 = Accumulate<TMode>(lo, hi, q0, c0, x0, j, w, ones, t0);
             if (count > 1) t1 = Accumulate<TMode>(lo, hi, q1, c1, x1, j, w, ones, t1);
             if (count > 2) t2 = Accumulate<TMode>(lo, hi, q2, c2, x2, j, w, ones, t2);
@@ -371,20 +390,8 @@ internal static unsafe class NibbleDot
             float total = totals[v];
             if (j < blocks)
             {
-                // An odd last block: its activations in their own order (its pair's tables are both its own).
                 var set = sets[first + v];
-                var packed = Vector128.Load(codes + (nint)j * blockStride);
-                var u = Vector256.Create(packed & nibble.GetLower(), Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble.GetLower()).AsSByte();
-                if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
-                else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
-                var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(Q(set) + j * 32)), ones);
-                float xs = set.Scales[j];
-                if (TMode.HalfBlocks)
-                {
-                    int a = sums[0] + sums[1] + sums[4] + sums[5], b = sums[2] + sums[3] + sums[6] + sums[7];
-                    total += weights[2 * j] * xs * (a - bias * set.HalfSums[2 * j]) + weights[2 * j + 1] * xs * (b - bias * set.HalfSums[2 * j + 1]);
-                }
-                else total += weights[j] * xs * (Vector256.Sum(sums) - bias * set.Sums[j]);
+                total += OddBlock<TMode>(codes, blockStride, j, table, pairTables, pairIndex, Q(set), weights, set.Scales[j], set, bias);
             }
             results[v * resultStride] = total;
         }
@@ -394,14 +401,7 @@ internal static unsafe class NibbleDot
     private static Vector256<float> Accumulate<TMode>(Vector256<sbyte> lo, Vector256<sbyte> hi, sbyte* q, int* correction, float* scale,
         int j, Vector256<float> w, Vector256<short> ones, Vector256<float> total) where TMode : struct, IMode
     {
-        Vector256<int> sums;
-        if (TMode.Wide)
-            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32)), ones)
-                 + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
-        else
-            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32))
-                 + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
-        sums -= Vector256.Load(correction + j * 4);
+        var sums = Products<TMode>(lo, hi, q, correction, j, ones);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), w * Vector256.Load(scale + j * 4), total);
     }
 

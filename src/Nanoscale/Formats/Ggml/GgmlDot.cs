@@ -266,8 +266,7 @@ internal static class GgmlDot
         int bytes = q4 ? Q4Block.Bytes : Mxfp4Block.Bytes, bias = q4 ? 8 : 12, cols = blocksPerRow * 32;
         if (blocks.Length < (long)rowCount * blocksPerRow * bytes || x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount)
             throw new ArgumentException("spans shorter than the rows");
-        var sets = NibbleDot.ScratchMany(vectors);
-        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: false, bias);
+        var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: false, bias);
         var table = NibbleDot.Broadcast(Mxfp4Biased);
         float[] c = System.Buffers.ArrayPool<float>.Shared.Rent(blocksPerRow);
         try

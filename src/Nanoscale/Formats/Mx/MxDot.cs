@@ -83,8 +83,7 @@ internal static class MxDot
         if (blocks.Length < (long)rowCount * blocksPerRow * 16 || scales.Length < rowCount * blocksPerRow
             || x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount || vectors > NibbleDot.MaxVectors)
             throw new ArgumentException("spans shorter than the rows");
-        var sets = NibbleDot.ScratchMany(vectors);
-        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: true, biased.Bias);
+        var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: true, biased.Bias);
         var table = NibbleDot.Broadcast(biased.Table);
         float[] c = ArrayPool<float>.Shared.Rent(blocksPerRow);
         float* ones = NibbleDot.Ones(blocksPerRow);

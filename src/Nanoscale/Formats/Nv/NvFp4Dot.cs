@@ -54,8 +54,7 @@ internal static unsafe class NvFp4Dot
         int groups = cols / 32, blocks16 = cols / 16;
         if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount || vectors > NibbleDot.MaxVectors)
             throw new ArgumentException("spans shorter than the rows");
-        var sets = NibbleDot.ScratchMany(vectors);
-        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: true, Biased.Bias, halves: true);
+        var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: true, Biased.Bias, halves: true);
         var table = NibbleDot.Broadcast(Biased.Table);
         float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
         float* ones = NibbleDot.Ones(groups + 8);

@@ -118,8 +118,7 @@ internal sealed unsafe class NxfpDot
         int nb = cols / NxfpCodec.NxBlockSize;
         if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount || vectors > NibbleDot.MaxVectors)
             throw new ArgumentException("spans shorter than the rows");
-        var sets = NibbleDot.ScratchMany(vectors);
-        for (int v = 0; v < vectors; v++) sets[v].Set(x.Slice(v * cols, cols), evensThenOdds: true, _bias);
+        var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: true, _bias);
         float[] c = ArrayPool<float>.Shared.Rent(nb + 8);
         int[] pairIndex = ArrayPool<int>.Shared.Rent(nb + 8);
         float* ones = NibbleDot.Ones(nb + 8);
