@@ -36,6 +36,31 @@ public class FusedDotTests
     [InlineData("nvfp4:global=divisor", 4, 96, 16)]
     public void NvFp4IntegerDotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
 
+    /// <summary>ggml's Q4_0 and MXFP4 blocks: the unsigned two-blocks-a-step kernel the runtime uses against the
+    /// sign-trick loop on the same int8 activations (the same integers per block, so float summation order only).</summary>
+    [Theory]
+    [InlineData("q4_0", 0)]
+    [InlineData("ggml-mxfp4", 1)]
+    public void GgmlNibbleKernelEqualsTheSignTrickTwin(string spec, int layout)
+    {
+        var codec = CodecRegistry.CreateBlockCodec(spec);
+        const int rows = 9, cols = 352;
+        var random = new Random(17);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
+        var fast = new float[rows];
+        if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, fast)) return; // no AVX2 here
+        var q = new sbyte[cols];
+        var qScales = new float[cols / 32];
+        Nanoscale.Formats.Ggml.GgmlDot.QuantizeActivations(x, q, qScales);
+        var twin = new float[rows];
+        Nanoscale.Formats.Ggml.GgmlDot.DotRows(layout == 0 ? Nanoscale.Formats.Ggml.GgmlDot.Layout.Q4_0 : Nanoscale.Formats.Ggml.GgmlDot.Layout.Mxfp4,
+            blocks, rows, cols / 32, q, qScales, twin);
+        for (int r = 0; r < rows; r++)
+            Assert.True(Math.Abs(fast[r] - twin[r]) <= 1e-5 * (Math.Abs(twin[r]) + 1), $"{spec} row {r}: {fast[r]} vs {twin[r]}");
+    }
+
     /// <summary>NxFP4 whose tables are dyadic with a one-byte word takes the integer kernel (<c>NxfpDot</c>): every block
     /// its own table pair, scale/m_k from the word; 11 blocks cover the gathered groups of eight, the scalar tail and
     /// an odd last block.</summary>

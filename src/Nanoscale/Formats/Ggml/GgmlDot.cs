@@ -3,7 +3,6 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Nanoscale.Formats.Mx;
-using Nanoscale.Formats;
 
 namespace Nanoscale.Formats.Ggml;
 
@@ -13,7 +12,9 @@ namespace Nanoscale.Formats.Ggml;
 /// in natural element order, because ggml's nibbles hold elements j and j + 16), the block's codes become int8
 /// (Q8_0 as stored; Q4_0's nibbles minus 8 and ggml-MXFP4's doubled E2M1 values through a 16-entry table), the 32
 /// products are summed in integers (vpmaddubsw, vpmaddwd), and the block's scale times the activations' scale is
-/// applied once per block. AVX2 and whole blocks only.
+/// applied once per block. AVX2 and whole blocks only. Q4_0 and ggml-MXFP4 products run through the shared unsigned
+/// two-blocks-a-step kernel (<see cref="NibbleDot"/>); this file's sign-trick loop (<see cref="DotRows"/>) serves
+/// Q8_0 and stays the 4-bit layouts' twin (<c>FusedDotTests.GgmlNibbleKernelEqualsTheSignTrickTwin</c>).
 /// </summary>
 /// <remarks>Exact in the weights; the activations carry int8 rounding — the bound <c>FusedDotTests</c> states for
 /// MXFP4 holds here too (each activation off by at most amax/254 of its block).</remarks>
