@@ -15,10 +15,17 @@ public sealed partial class InferenceSession
 {
     private readonly LlamaModel _model;
     private readonly ModelConfig _config;
-    private readonly float[][] _keyCache;   // per layer: [capacity, kvDim]
-    private readonly float[][] _valueCache; // per layer: [capacity, kvDim]
-    private readonly float[] _ropeCos;      // [capacity, headDim / 2]
-    private readonly float[] _ropeSin;
+    private readonly float[][] _keyCache;   // per layer: [allocated positions, kvDim]
+    private readonly float[][] _valueCache; // per layer: [allocated positions, kvDim]
+    private float[] _ropeCos;               // [allocated positions, headDim / 2]
+    private float[] _ropeSin;
+
+    /// <summary>Positions the caches hold now: they start small and double as the sequence grows (up to
+    /// <see cref="Capacity"/>), so a session sized for a long context holds memory for the tokens it has seen.</summary>
+    private int _allocated;
+
+    /// <summary>Positions a new session's caches hold before they grow.</summary>
+    internal const int InitialPositions = 256;
     private Scratch _scratch = new(0, 0, 0, 0);
 
     internal InferenceSession(LlamaModel model, int capacity)
@@ -27,15 +34,30 @@ public sealed partial class InferenceSession
         _model = model;
         _config = model.Config;
         Capacity = capacity;
-        int kvDim = _config.KvDim;
         _keyCache = new float[_config.Layers][];
         _valueCache = new float[_config.Layers][];
+        for (int l = 0; l < _config.Layers; l++) _keyCache[l] = _valueCache[l] = [];
+        (_ropeCos, _ropeSin) = ([], []);
+        EnsurePositions(Math.Min(capacity, InitialPositions));
+    }
+
+    /// <summary>Positions the key/value cache holds memory for now (at most <see cref="Capacity"/>).</summary>
+    internal int AllocatedPositions => _allocated;
+
+    /// <summary>Grows the caches (and rotary tables) to hold <paramref name="positions"/>: doubling, at most
+    /// <see cref="Capacity"/>; what is cached is kept.</summary>
+    private void EnsurePositions(int positions)
+    {
+        if (positions <= _allocated) return;
+        int grown = (int)Math.Min(Capacity, Math.Max(positions, 2L * _allocated));
+        long length = (long)grown * _config.KvDim;
         for (int l = 0; l < _config.Layers; l++)
         {
-            _keyCache[l] = new float[(long)capacity * kvDim];
-            _valueCache[l] = new float[(long)capacity * kvDim];
+            Array.Resize(ref _keyCache[l], checked((int)length));
+            Array.Resize(ref _valueCache[l], checked((int)length));
         }
-        (_ropeCos, _ropeSin) = RopeTables(capacity, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
+        (_ropeCos, _ropeSin) = RopeTables(grown, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
+        _allocated = grown;
     }
 
     public LlamaModel Model => _model;
@@ -97,6 +119,7 @@ public sealed partial class InferenceSession
         if (count == 0) return;
         if (count > Capacity - start)
             throw new InvalidOperationException($"{count} tokens after {start} exceed the session's capacity of {Capacity} positions");
+        EnsurePositions(start + count);
         Scratch s = EnsureScratch(count);
         Span<float> x = s.X.AsSpan(0, count * dim), xb = s.Xb.AsSpan(0, count * dim), q = s.Q.AsSpan(0, count * qDim);
         Span<float> attention = s.Attention.AsSpan(0, count * qDim), projected = s.Projected.AsSpan(0, count * dim);
@@ -150,6 +173,7 @@ public sealed partial class InferenceSession
         foreach (var session in sessions)
             if (session.Length >= session.Capacity)
                 throw new InvalidOperationException($"a session is full ({session.Capacity} positions)");
+        foreach (var session in sessions) session.EnsurePositions(session.Length + 1);
         // The batch's rows are different sequences' single tokens: their products run on the stored codes.
         RuntimeOptions options = first._model.Options with { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, FusedWindows = true };
         var model = first._model;

@@ -67,6 +67,28 @@ public class LlamaModelTests
             AssertClose(window.AsSpan(pos * vocab, vocab).ToArray(), session.Step(tokens[pos]), 1e-4f, $"position {pos}");
     }
 
+    /// <summary>The key/value cache starts small and doubles as the sequence grows (a session sized for a long
+    /// context holds memory for the tokens it has seen): stepping past the first allocation gives the window's
+    /// numbers, and the cache grows only when needed.</summary>
+    [Fact]
+    public void TheCacheGrowsWithTheSequence()
+    {
+        var model = Stories260K.Value;
+        int[] tokens = [.. Enumerable.Range(0, 300).Select(i => SampleTokens(200)[i % 200])];
+        int vocab = model.Config.VocabSize;
+        var window = new float[tokens.Length * vocab];
+        model.CreateSession(512).Forward(tokens, window);
+
+        var session = model.CreateSession(512);
+        Assert.Equal(InferenceSession.InitialPositions, session.AllocatedPositions);
+        for (int pos = 0; pos < tokens.Length; pos++)
+        {
+            AssertClose(window.AsSpan(pos * vocab, vocab).ToArray(), session.Step(tokens[pos]), 1e-4f, $"position {pos}");
+            Assert.Equal(pos < InferenceSession.InitialPositions ? InferenceSession.InitialPositions : 512, session.AllocatedPositions);
+        }
+        Assert.Equal(8, model.CreateSession(8).AllocatedPositions); // never more than the capacity
+    }
+
     [Fact]
     public void SingleThreadedAndParallelRunsAgree()
     {
