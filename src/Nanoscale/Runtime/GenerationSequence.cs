@@ -18,7 +18,9 @@ internal sealed class GenerationSequence
     private readonly HashSet<int> _end;
     private readonly List<int> _tokens;
     private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private readonly double _promptSeconds;
+    private double _promptSeconds;
+    private readonly int[] _prompt;
+    private int _prefilled; // prompt tokens already run
     private readonly int? _logProbs;
     private readonly List<TokenLogProb>? _recorded;
     private int _reported; // recorded log-probabilities already handed out with a piece of text
@@ -33,18 +35,21 @@ internal sealed class GenerationSequence
             throw new InvalidOptionException("prompt", $"it has {prompt.Length} tokens; the model holds {model.Config.MaxSeqLen}");
     }
 
-    /// <summary>Creates the session and runs the prompt (<paramref name="sampling"/> already validated).</summary>
+    /// <summary>Creates the session and runs the prompt (<paramref name="sampling"/> already validated); with
+    /// <paramref name="deferPrompt"/> the prompt waits for <see cref="Prefill"/> (the token factory runs it a chunk at a
+    /// time between steps).</summary>
     /// <remarks>With <see cref="SamplingOptions.LogProbs"/>, <c>onLogProbs</c> is called just before each piece of text with
     /// the log-probabilities of the tokens generated since the previous piece (streamed answers carry them).</remarks>
     public GenerationSequence(LlamaModel model, ITokenizer tokenizer, int[] prompt, int maxNewTokens, SamplingOptions sampling,
         IEnumerable<int> endTokens, Action<string>? onText, CancellationToken cancellationToken,
-        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null)
+        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null, bool deferPrompt = false)
     {
         PromptLength = prompt.Length;
         _maxNewTokens = maxNewTokens;
+        _prompt = prompt;
         Session = model.CreateSession(Math.Max(1, Math.Min(model.Config.MaxSeqLen, prompt.Length + maxNewTokens)));
-        Last = LastLogits(Session, prompt, cancellationToken);
-        _promptSeconds = _clock.Elapsed.TotalSeconds;
+        Last = new float[model.Config.VocabSize];
+        if (!deferPrompt) Prefill(prompt.Length, cancellationToken);
         _sampler = new Generation.Sampler(sampling, model.Config.VocabSize);
         if (onText is not null && onLogProbs is not null && sampling.LogProbs is not null)
         {
@@ -69,8 +74,31 @@ internal sealed class GenerationSequence
 
     public int PromptLength { get; }
 
-    /// <summary>The logits to choose the next token from.</summary>
+    /// <summary>The logits to choose the next token from (once the prompt has run).</summary>
     public float[] Last { get; }
+
+    /// <summary>Whether the whole prompt has run (<see cref="Last"/> holds the logits after it).</summary>
+    public bool Prefilled => _prefilled == _prompt.Length;
+
+    /// <summary>Runs up to <paramref name="maxTokens"/> more prompt tokens as one window (on the stored codes where that is
+    /// a real kernel); after the last, <see cref="Last"/> holds the logits at the prompt's last position. A prompt run in
+    /// chunks gives the numbers of one window when the chunks are whole multiples of eight tokens (the same token pairs and
+    /// groups of eight meet the weights). Returns the tokens run.</summary>
+    public int Prefill(int maxTokens, CancellationToken cancellationToken = default)
+    {
+        int count = Math.Min(maxTokens, _prompt.Length - _prefilled);
+        if (count <= 0) return 0;
+        var config = Session.Model.Config;
+        var hidden = new float[count * config.Dim];
+        Session.ForwardPrompt(_prompt.AsSpan(_prefilled, count), hidden, cancellationToken);
+        _prefilled += count;
+        if (Prefilled)
+        {
+            Session.ComputeLogits(hidden.AsSpan((count - 1) * config.Dim, config.Dim), Last);
+            _promptSeconds = _clock.Elapsed.TotalSeconds;
+        }
+        return count;
+    }
 
     public StopReason Stop { get; private set; } = StopReason.Length;
 
@@ -103,17 +131,5 @@ internal sealed class GenerationSequence
         _text.Finish();
         double total = _clock.Elapsed.TotalSeconds;
         return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds) { LogProbs = _recorded };
-    }
-
-    /// <summary>Runs <paramref name="prompt"/> and returns the logits after its last token only (the output head on one
-    /// row, not on every prompt position).</summary>
-    private static float[] LastLogits(InferenceSession session, int[] prompt, CancellationToken cancellationToken)
-    {
-        var config = session.Model.Config;
-        var hidden = new float[prompt.Length * config.Dim];
-        session.ForwardPrompt(prompt, hidden, cancellationToken);
-        var logits = new float[config.VocabSize];
-        session.ComputeLogits(hidden.AsSpan((prompt.Length - 1) * config.Dim, config.Dim), logits);
-        return logits;
     }
 }

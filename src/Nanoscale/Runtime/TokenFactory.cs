@@ -4,8 +4,9 @@ namespace Nanoscale.Runtime;
 
 /// <summary>
 /// Continuous batching (the token factory of Liguori's paper): many generation streams share one pass over the
-/// weights per step. Requests join at token boundaries — their prompt is run once (a window), then they take part in
-/// every following step — and leave when they finish (end token, stop string, their <c>maxNewTokens</c>, the context)
+/// weights per step. Requests join at token boundaries — their prompt runs a chunk of <see cref="PrefillChunk"/> tokens
+/// between steps (so a long prompt does not stall the running streams), then they take part in every following step —
+/// and leave when they finish (end token, stop string, their <c>maxNewTokens</c>, the context)
 /// or are cancelled; each step runs every active sequence's next token through
 /// <see cref="InferenceSession.StepMany"/>. Each sequence keeps its own KV cache and its own sampler, so a request's
 /// tokens are those <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken)"/>
@@ -80,26 +81,36 @@ public sealed class TokenFactory : IDisposable
         public GenerationSequence State = null!;
     }
 
+    /// <summary>Prompt tokens run between two steps at most (a multiple of eight, so a prompt run in chunks gives the
+    /// numbers of one window): a long joining prompt delays the running sequences by one chunk per step, not by all of it.</summary>
+    internal const int PrefillChunk = 64;
+
     private void Run()
     {
         var active = new List<Sequence>();
+        var prefilling = new List<Sequence>();
         int vocab = _model.Config.VocabSize;
         float[] logitsBuffer = [];
         while (!_stop.IsCancellationRequested)
         {
-            if (active.Count == 0)
+            if (active.Count == 0 && prefilling.Count == 0)
             {
                 try { _signal.Wait(_stop.Token); }
                 catch (OperationCanceledException) { break; }
                 _signal.Release(); // the request stays counted for the admission below
             }
-            // Join: prompts of new requests, up to the batch size, each run as one window.
-            while (active.Count < MaxBatch && _pending.TryDequeue(out var next))
+            // Join: new requests, up to the batch size; their prompts run a chunk at a time between steps.
+            while (active.Count + prefilling.Count < MaxBatch && _pending.TryDequeue(out var next))
             {
                 _signal.Wait(0);
-                if (Start(next)) active.Add(next);
+                if (Start(next)) prefilling.Add(next);
             }
-            Volatile.Write(ref _active, active.Count);
+            if (prefilling.Count > 0 && Prefill(prefilling[0]) is var done && done != 0)
+            {
+                if (done > 0) active.Add(prefilling[0]);
+                prefilling.RemoveAt(0);
+            }
+            Volatile.Write(ref _active, active.Count + prefilling.Count);
 
             // Choose each sequence's next token; those that finish leave, the rest step together.
             var stepping = new List<Sequence>(active.Count);
@@ -146,17 +157,40 @@ public sealed class TokenFactory : IDisposable
             }
             for (int i = 0; i < active.Count; i++) logits.Slice(i * vocab, vocab).CopyTo(active[i].State.Last);
         }
-        foreach (var sequence in active) sequence.Completion.TrySetCanceled();
+        foreach (var sequence in active.Concat(prefilling)) sequence.Completion.TrySetCanceled();
         while (_pending.TryDequeue(out var left)) left.Completion.TrySetCanceled();
     }
 
-    /// <summary>Runs a new request's prompt; false when it failed there.</summary>
+    /// <summary>One chunk of a joining request's prompt: 1 when the prompt is done (the sequence joins the steps), 0
+    /// while more remains, −1 when it failed or was cancelled (its completion says which).</summary>
+    private static int Prefill(Sequence s)
+    {
+        try
+        {
+            s.Cancellation.ThrowIfCancellationRequested();
+            s.State.Prefill(PrefillChunk, s.Cancellation);
+            return s.State.Prefilled ? 1 : 0;
+        }
+        catch (OperationCanceledException) when (s.Cancellation.IsCancellationRequested)
+        {
+            s.Completion.TrySetCanceled(s.Cancellation);
+            return -1;
+        }
+        catch (Exception e)
+        {
+            s.Completion.TrySetException(e);
+            return -1;
+        }
+    }
+
+    /// <summary>Sets up a new request (its prompt runs later, <see cref="Prefill"/>); false when it failed there.</summary>
     private bool Start(Sequence s)
     {
         try
         {
             s.Cancellation.ThrowIfCancellationRequested();
-            s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs);
+            s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
+                deferPrompt: true);
             return true;
         }
         catch (OperationCanceledException) when (s.Cancellation.IsCancellationRequested)

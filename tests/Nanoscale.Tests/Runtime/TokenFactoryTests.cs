@@ -73,6 +73,25 @@ public class TokenFactoryTests
         Assert.InRange(factory.LargestBatch, 2, 4); // they did share steps, and never more than the batch allows
     }
 
+    /// <summary>A prompt longer than a prefill chunk joins a running stream: it runs a chunk between steps, and both come
+    /// out as their solo generations (chunks of whole eights give the numbers of one window).</summary>
+    [Fact]
+    public async Task ALongPromptIsRunInChunksBetweenSteps()
+    {
+        var (model, tokenizer) = Stories.Value;
+        using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
+        string story = Perplexity.SplitDocuments(File.ReadAllText(SharedData.TinyStoriesText), "<|endoftext|>")[0];
+        int[] longPrompt = tokenizer.Encode(story, addBos: true)[..(TokenFactory.PrefillChunk * 2 + 37)];
+        var running = factory.SubmitAsync(tokenizer.Encode("Once upon a time", addBos: true), 80, new SamplingOptions());
+        while (factory.Steps < 3) await Task.Delay(1);
+        var joining = factory.SubmitAsync(longPrompt, 20, new SamplingOptions());
+        var results = await Task.WhenAll(running, joining);
+        Assert.Equal(Generation.Generate(model, tokenizer, "Once upon a time", 80, new SamplingOptions()).Text, results[0].Text);
+        var solo = Generation.Generate(model, tokenizer, longPrompt, 20, new SamplingOptions());
+        Assert.Equal(solo.Tokens, results[1].Tokens);
+        Assert.Equal(2, factory.LargestBatch); // the joined request stepped with the running one
+    }
+
     [Fact]
     public async Task ACancelledRequestLeavesAndTheOthersFinish()
     {
