@@ -82,9 +82,13 @@ public class TokenFactoryTests
         using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
         string story = Perplexity.SplitDocuments(File.ReadAllText(SharedData.TinyStoriesText), "<|endoftext|>")[0];
         int[] longPrompt = tokenizer.Encode(story, addBos: true)[..(TokenFactory.PrefillChunk * 2 + 37)];
-        var running = factory.SubmitAsync(tokenizer.Encode("Once upon a time", addBos: true), 80, new SamplingOptions());
-        while (factory.Steps < 3) await Task.Delay(1);
+        // The running stream's first text waits until the long prompt is submitted, so it is surely still running
+        // when that prompt joins (however slow this machine is at the moment).
+        using var submitted = new ManualResetEventSlim();
+        var running = factory.SubmitAsync(tokenizer.Encode("Once upon a time", addBos: true), 80, new SamplingOptions(),
+            onText: _ => submitted.Wait(TimeSpan.FromSeconds(30)));
         var joining = factory.SubmitAsync(longPrompt, 20, new SamplingOptions());
+        submitted.Set();
         var results = await Task.WhenAll(running, joining);
         Assert.Equal(Generation.Generate(model, tokenizer, "Once upon a time", 80, new SamplingOptions()).Text, results[0].Text);
         var solo = Generation.Generate(model, tokenizer, longPrompt, 20, new SamplingOptions());
