@@ -49,12 +49,8 @@ public sealed class LogicalCheckpoint : IDisposable
     {
         try
         {
-            var entries = CompressedLayout.ReadEntries(container) ?? GgmlEntries(container);
-            if (entries.Count == 0 && HfLayouts.Detect(container) is { } hf)
-            {
-                container = hf.View; // owns the container from here
-                entries = hf.Entries;
-            }
+            List<KeyValuePair<string, CompressedLayout.Entry>> entries;
+            (container, entries) = Layout(container); // a view that owns the container, for a Hugging Face layout
             var encoded = new Dictionary<string, StoredTensor>(StringComparer.Ordinal);
             var partOwner = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var (name, e) in entries)
@@ -109,6 +105,15 @@ public sealed class LogicalCheckpoint : IDisposable
             container.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The encoded tensors of <paramref name="container"/>, whichever way they are stored: our container's
+    /// table, a GGUF file's ggml blocks, or a Hugging Face layout (<see cref="HfLayouts"/>, whose arrays are then seen
+    /// through the returned view, which owns the container); an empty list for a plain checkpoint.</summary>
+    internal static (ICheckpoint Container, List<KeyValuePair<string, CompressedLayout.Entry>> Entries) Layout(ICheckpoint container)
+    {
+        var entries = CompressedLayout.ReadEntries(container) ?? GgmlEntries(container);
+        return entries.Count == 0 && HfLayouts.Detect(container) is { } hf ? (hf.View, hf.Entries) : (container, entries);
     }
 
     /// <summary>A GGUF file's tensors in ggml block types as encoded tensors of the ggml format of the same name (their

@@ -47,12 +47,8 @@ public static class Inspector
         var reports = new List<TensorReport>(checkpoint.Tensors.Count);
 
         // In a compressed checkpoint, an encoded tensor is reported once, at its first part, as the tensor it encodes.
-        var entries = CompressedLayout.ReadEntries(checkpoint) ?? LogicalCheckpoint.GgmlEntries(checkpoint);
-        if (entries.Count == 0 && HfLayouts.Detect(checkpoint) is { } hf)
-        {
-            checkpoint = hf.View; // the layout's arrays named as parts (a view: the caller still owns the checkpoint)
-            entries = hf.Entries;
-        }
+        // (A Hugging Face layout is seen through a view naming its arrays as parts; the caller still owns the checkpoint.)
+        (checkpoint, var entries) = LogicalCheckpoint.Layout(checkpoint);
         var owners = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, entry) in entries)
             foreach (var part in entry.Parts) owners[$"{name}.{part}"] = name;

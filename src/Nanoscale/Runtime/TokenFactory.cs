@@ -163,45 +163,38 @@ public sealed class TokenFactory : IDisposable
 
     /// <summary>One chunk of a joining request's prompt: 1 when the prompt is done (the sequence joins the steps), 0
     /// while more remains, −1 when it failed or was cancelled (its completion says which).</summary>
-    private static int Prefill(Sequence s)
+    private static int Prefill(Sequence s) => Attempt(s, () =>
     {
-        try
-        {
-            s.Cancellation.ThrowIfCancellationRequested();
-            s.State.Prefill(PrefillChunk, s.Cancellation);
-            return s.State.Prefilled ? 1 : 0;
-        }
-        catch (OperationCanceledException) when (s.Cancellation.IsCancellationRequested)
-        {
-            s.Completion.TrySetCanceled(s.Cancellation);
-            return -1;
-        }
-        catch (Exception e)
-        {
-            s.Completion.TrySetException(e);
-            return -1;
-        }
-    }
+        s.State.Prefill(PrefillChunk, s.Cancellation);
+        return s.State.Prefilled ? 1 : 0;
+    }, failed: -1);
 
     /// <summary>Sets up a new request (its prompt runs later, <see cref="Prefill"/>); false when it failed there.</summary>
-    private bool Start(Sequence s)
+    private bool Start(Sequence s) => Attempt(s, () =>
+    {
+        s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
+            deferPrompt: true);
+        return true;
+    }, failed: false);
+
+    /// <summary>Runs <paramref name="body"/> for a request unless it is cancelled; a cancellation or failure completes
+    /// the request accordingly and gives <paramref name="failed"/>.</summary>
+    private static T Attempt<T>(Sequence s, Func<T> body, T failed)
     {
         try
         {
             s.Cancellation.ThrowIfCancellationRequested();
-            s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
-                deferPrompt: true);
-            return true;
+            return body();
         }
         catch (OperationCanceledException) when (s.Cancellation.IsCancellationRequested)
         {
             s.Completion.TrySetCanceled(s.Cancellation);
-            return false;
+            return failed;
         }
         catch (Exception e)
         {
             s.Completion.TrySetException(e);
-            return false;
+            return failed;
         }
     }
 

@@ -247,16 +247,23 @@ internal static class GgmlDot
                 for (int r = 0; r < rowCount; r++)
                 {
                     byte* row = b0 + (nint)r * blocksPerRow * bytes;
-                    if (q4)
-                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfBits(Unsafe.ReadUnaligned<ushort>(row + j * bytes)) * xs[j];
-                    else
-                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfE8M0(row[j * bytes]) * xs[j];
+                    BlockScales(row, q4, blocksPerRow, xs, c0);
                     y[r] = q4 ? NibbleDot.Row<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, a, table, null, null, bias)
                              : NibbleDot.Row<NibbleDot.OneTable>(row + 1, bytes, blocksPerRow, c0, a, table, null, null, bias);
                 }
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }
+    }
+
+    /// <summary>c[j] = block j's scale × xs[j] over a row of Q4_0 (f16 scale) or ggml-MXFP4 (E8M0 half) blocks; xs
+    /// all ones gives the weight scales alone.</summary>
+    private static unsafe void BlockScales(byte* row, bool q4, int count, float* xs, float* c)
+    {
+        if (q4)
+            for (int j = 0; j < count; j++) c[j] = HalfBits(Unsafe.ReadUnaligned<ushort>(row + j * Q4Block.Bytes)) * xs[j];
+        else
+            for (int j = 0; j < count; j++) c[j] = HalfE8M0(row[j * Mxfp4Block.Bytes]) * xs[j];
     }
 
     /// <summary>Q4_0 and ggml-MXFP4 rows for several vectors, each row unpacked once (<see cref="NibbleDot.RowMany{TMode}"/>).</summary>
@@ -269,6 +276,7 @@ internal static class GgmlDot
             throw new ArgumentException("spans shorter than the rows");
         var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: false, bias);
         var table = NibbleDot.Broadcast(Mxfp4Biased);
+        float* ones = NibbleDot.Ones(blocksPerRow);
         float[] c = System.Buffers.ArrayPool<float>.Shared.Rent(blocksPerRow);
         try
         {
@@ -279,16 +287,9 @@ internal static class GgmlDot
                 for (int r = 0; r < rowCount; r++)
                 {
                     byte* row = b0 + (nint)r * blocksPerRow * bytes;
-                    if (q4)
-                    {
-                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfBits(Unsafe.ReadUnaligned<ushort>(row + j * bytes));
-                        NibbleDot.RowMany<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, sets, vectors, table, null, null, bias, y0 + r, yStride);
-                    }
-                    else
-                    {
-                        for (int j = 0; j < blocksPerRow; j++) c0[j] = HalfE8M0(row[j * bytes]);
-                        NibbleDot.RowMany<NibbleDot.OneTable>(row + 1, bytes, blocksPerRow, c0, sets, vectors, table, null, null, bias, y0 + r, yStride);
-                    }
+                    BlockScales(row, q4, blocksPerRow, ones, c0);
+                    if (q4) NibbleDot.RowMany<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, sets, vectors, table, null, null, bias, y0 + r, yStride);
+                    else NibbleDot.RowMany<NibbleDot.OneTable>(row + 1, bytes, blocksPerRow, c0, sets, vectors, table, null, null, bias, y0 + r, yStride);
                 }
             }
         }
