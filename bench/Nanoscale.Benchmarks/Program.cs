@@ -19,6 +19,7 @@ switch (args.FirstOrDefault())
     case "budget-rank": return BudgetRankBenchmark.Run(args[1..]);
     case "hadamard": return HadamardBenchmark.Run(args[1..]);
     case "e8-mse": return E8Distortion.Run(args[1..]);
+    case "ldlq-scale": return LdlqScaleBenchmark.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

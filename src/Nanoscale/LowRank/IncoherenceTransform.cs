@@ -101,9 +101,19 @@ internal sealed class FastIncoherence
         for (long i = 0; i < m.Length; i++) m[i] = (float)source[i];
         EncodeRows(m, n, parallelism);
         var t = new float[m.Length];
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) t[(long)j * n + i] = m[(long)i * n + j];
+        // Transposed in 64 × 64 tiles (element by element it strides the whole matrix: 20 s at n = 14336).
+        const int Tile = 64;
+        int tiles = (n + Tile - 1) / Tile;
+        parallelism.For(tiles, ti =>
+        {
+            for (int j0 = 0; j0 < n; j0 += Tile)
+                for (int i = ti * Tile, iEnd = Math.Min(n, i + Tile); i < iEnd; i++)
+                    for (int j = j0, jEnd = Math.Min(n, j0 + Tile); j < jEnd; j++) t[(long)j * n + i] = m[(long)i * n + j];
+        });
+        m = null;
         EncodeRows(t, n, parallelism);
-        return Hessian.FromMatrix(Matrix<double>.Build.Dense(n, n, (i, j) => t[(long)i * n + j]), h.Tokens);
+        var values = new double[t.Length];
+        for (long i = 0; i < t.Length; i++) values[i] = t[i];
+        return Hessian.FromRowMajor(values, n, h.Tokens);
     }
 }

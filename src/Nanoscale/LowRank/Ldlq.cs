@@ -14,18 +14,30 @@ internal sealed record QuantizedMatrix(GridQuantizer Quantizer, float[] Values);
 /// minimises the activation-aware error <c>‖(Q − A) H^{1/2}‖</c> rather than the plain one.
 /// </summary>
 /// <remarks>
-/// With <c>H⁻¹ = UᵀU</c> (U upper triangular, <see cref="Hessian.LdlqFactor"/>): after rounding column j to
+/// <para>With <c>H⁻¹ = UᵀU</c> (U upper triangular, <see cref="Hessian.LdlqFactor"/>): after rounding column j to
 /// <c>q_j</c>, every later column t gets <c>w_t −= (w_j − q_j) · U[j,t] / U[j,j]</c>. This is GPTQ's update, which QuIP
 /// shows equals LDLQ's <c>Ŵ_j = Q(W_j + (W − Ŵ)_{&lt;j} a_j)</c> with H's LDL factor. Rows are independent (the
 /// feedback runs along a row), so rows are processed in parallel; the grid's scales are chosen per group as the
-/// columns are reached (<see cref="GridQuantizer.BeginGroup"/>).
+/// columns are reached (<see cref="GridQuantizer.BeginGroup"/>).</para>
+/// <para><b>Blocked (GPTQ's lazy batch update)</b>: columns go in blocks of <see cref="BlockColumns"/> (a whole number
+/// of the grid's groups). Inside a block each row rounds its columns one by one and feeds the error forward to the
+/// block's later columns only, recording <c>e_j = (w_j − q_j)/U[j,j]</c>; after the block, all rows' errors reach every
+/// later column at once, <c>W[:, end:] −= E · U[block, end:]</c>, one matrix product (<see cref="DenseAlgebra.Gemm"/>:
+/// OpenBLAS when present). The same arithmetic as the column-by-column update, summed in another order, at matrix-
+/// product speed: U is read once per block instead of once per row. A group that starts inside a block and runs past
+/// its end (only grids whose group is wider than the block, such as a scale per row) is handed its values with the
+/// block's pending errors applied, so the scale sees exactly what the one-column update would show it.</para>
 /// </remarks>
 internal static class Ldlq
 {
+    /// <summary>Columns per block of the lazy batch update (GPTQ uses 128).</summary>
+    public const int BlockColumns = 128;
+
     /// <summary>Rounds <paramref name="a"/> (rows × cols, row-major) onto <paramref name="grid"/>; with
-    /// <paramref name="hessian"/> null (or the identity) this is round-to-nearest.</summary>
+    /// <paramref name="hessian"/> null (or the identity) this is round-to-nearest. <paramref name="native"/> false keeps
+    /// the block products on managed code (the tests' twin of OpenBLAS).</summary>
     public static QuantizedMatrix Quantize(ReadOnlySpan<double> a, int rows, int cols, Hessian? hessian, QuantGrid grid,
-        Parallelism parallelism = default, CancellationToken cancellationToken = default)
+        Parallelism parallelism = default, CancellationToken cancellationToken = default, bool native = true)
     {
         if (a.Length != (long)rows * cols) throw new ArgumentException($"expected {rows}×{cols} values, found {a.Length}", nameof(a));
         if (hessian is not null && hessian.Size != cols)
@@ -34,38 +46,76 @@ internal static class Ldlq
         for (int i = 0; i < a.Length; i++) initial[i] = (float)a[i];
         var quantizer = grid.Begin(rows, cols, initial);
         var values = new float[a.Length];
-        double[][]? u = hessian is null || hessian.IsIdentity ? null : hessian.LdlqFactor;
-        var source = a.ToArray();
+        var w = a.ToArray();
         int group = Math.Max(1, quantizer.GroupSize);
-        parallelism.ForEach(rows, () => (W: new double[cols], Group: new float[group]), (row, buffers) =>
+        if (hessian is null || hessian.IsIdentity)
+        {
+            parallelism.ForEach(rows, () => new float[Math.Min(group, cols)], (row, groupValues) =>
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var r = w.AsSpan(row * cols, cols);
+                var output = values.AsSpan(row * cols, cols);
+                for (int j = 0; j < cols; j++)
+                {
+                    if (j % group == 0)
+                    {
+                        int length = Math.Min(group, cols - j);
+                        for (int t = 0; t < length; t++) groupValues[t] = (float)r[j + t];
+                        quantizer.BeginGroup(row, j, groupValues.AsSpan(0, length));
+                    }
+                    output[j] = quantizer.Round(row, j, r[j]);
+                }
+            });
+            return new QuantizedMatrix(quantizer, values);
+        }
+
+        double[] u = hessian.LdlqFactor;
+        int block = group <= BlockColumns ? group * (BlockColumns / group) : BlockColumns;
+        var errors = new double[(long)rows * block];
+        for (int j0 = 0; j0 < cols; j0 += block)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var w = buffers.W;
-            source.AsSpan(row * cols, cols).CopyTo(w);
-            QuantizeRow(w, row, cols, u, quantizer, group, buffers.Group, values.AsSpan(row * cols, cols));
-        });
+            int j1 = Math.Min(cols, j0 + block);
+            parallelism.ForEach(rows, () => new float[Math.Min(group, cols)], (row, groupValues) =>
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                QuantizeBlock(w.AsSpan(row * cols, cols), row, cols, j0, j1, u, quantizer, group, groupValues,
+                    values.AsSpan(row * cols, cols), errors.AsSpan(row * block, block));
+            });
+            if (j1 < cols)
+                DenseAlgebra.Gemm(rows, cols - j1, j1 - j0, -1, errors, 0, block, u, (long)j0 * cols + j1, cols, 1, w, j1, cols,
+                    parallelism, native);
+        }
         return new QuantizedMatrix(quantizer, values);
     }
 
-    private static void QuantizeRow(double[] w, int row, int cols, double[][]? u, GridQuantizer quantizer, int group,
-        float[] groupValues, Span<float> output)
+    /// <summary>One row's columns [j0, j1): round each, feed its error to the block's later columns, record it.</summary>
+    private static void QuantizeBlock(Span<double> w, int row, int cols, int j0, int j1, double[] u, GridQuantizer quantizer,
+        int group, float[] groupValues, Span<float> output, Span<double> errors)
     {
-        for (int j = 0; j < cols; j++)
+        for (int j = j0; j < j1; j++)
         {
             if (j % group == 0)
             {
                 int length = Math.Min(group, cols - j);
-                for (int t = 0; t < length; t++) groupValues[t] = (float)w[j + t];
+                for (int t = 0; t < length; t++)
+                {
+                    double v = w[j + t];
+                    // Past the block, the errors of this block's earlier columns are still pending (they arrive with the
+                    // block's matrix product): apply them here so the group's scale sees the values it would see.
+                    for (int s = j0; s < j && j + t >= j1; s++) v -= errors[s - j0] * u[(long)s * cols + j + t];
+                    groupValues[t] = (float)v;
+                }
                 quantizer.BeginGroup(row, j, groupValues.AsSpan(0, length));
             }
             float q = quantizer.Round(row, j, w[j]);
             output[j] = q;
-            if (u is null || j + 1 == cols) continue;
-            double[] uj = u[j];
-            double e = (w[j] - q) / uj[j];
-            if (e == 0) continue;
-            var rest = w.AsSpan(j + 1);
-            TensorPrimitives.MultiplyAdd<double>(uj.AsSpan(j + 1), -e, rest, rest);
+            long diagonal = (long)j * cols + j;
+            double e = (w[j] - q) / u[diagonal];
+            errors[j - j0] = e;
+            if (e == 0 || j + 1 == j1) continue;
+            var rest = w[(j + 1)..j1];
+            TensorPrimitives.MultiplyAdd<double>(u.AsSpan(checked((int)(diagonal + 1)), rest.Length), -e, rest, rest);
         }
     }
 }

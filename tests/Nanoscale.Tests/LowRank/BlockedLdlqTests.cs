@@ -1,0 +1,179 @@
+using MathNet.Numerics.LinearAlgebra;
+using Nanoscale.Codecs;
+using Nanoscale.LowRank;
+using Nanoscale.Tensors;
+using static Nanoscale.Tests.LowRank.LowRankTestData;
+
+namespace Nanoscale.Tests.LowRank;
+
+/// <summary>
+/// LDLQ's blocked form (GPTQ's lazy batch update through one matrix product per block) against its reference twin,
+/// the column-by-column update written out plainly here; and the dense products and factorisation on OpenBLAS
+/// against their managed twins.
+/// </summary>
+public class BlockedLdlqTests
+{
+    /// <summary>The plain algorithm: after each column, every later column of the row gets its share of the error.</summary>
+    private static QuantizedMatrix ReferenceLdlq(double[] a, int rows, int cols, Hessian h, QuantGrid grid)
+    {
+        var quantizer = grid.Begin(rows, cols, a.Select(v => (float)v).ToArray());
+        var u = h.ComputeLdlqFactor(native: false);
+        var values = new float[a.Length];
+        int group = Math.Max(1, quantizer.GroupSize);
+        for (int row = 0; row < rows; row++)
+        {
+            var w = a.AsSpan(row * cols, cols).ToArray();
+            for (int j = 0; j < cols; j++)
+            {
+                if (j % group == 0)
+                {
+                    int length = Math.Min(group, cols - j);
+                    quantizer.BeginGroup(row, j, w.AsSpan(j, length).ToArray().Select(v => (float)v).ToArray());
+                }
+                float q = quantizer.Round(row, j, w[j]);
+                values[row * cols + j] = q;
+                double e = (w[j] - q) / u[j * cols + j];
+                for (int t = j + 1; t < cols; t++) w[t] -= e * u[j * cols + t];
+            }
+        }
+        return new QuantizedMatrix(quantizer, values);
+    }
+
+    public static TheoryData<string, int, int> Cases => new()
+    {
+        { "mxint3", 24, 300 },   // blocks of 128, a short last block, groups of 32
+        { "mxfp4", 16, 256 },
+        { "nvfp4", 12, 200 },    // groups of 16
+        { "int3", 10, 290 },     // one scale per row: the group spans every block
+        { "bf16", 8, 140 },      // a cast: groups of 1
+        { "wide200", 9, 450 },   // a group of 200 starts inside a block and runs past it
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void TheBlockedUpdateEqualsTheColumnByColumnOne(string spec, int rows, int cols)
+    {
+        var grid = spec == "wide200" ? new WideGroupGrid(200) : CalderaTensorCodec.ParseGrid(spec);
+        var w = ToDouble(Weights(rows, cols, 11));
+        var h = CorrelatedHessian(cols, 5);
+        var expected = ReferenceLdlq(w, rows, cols, h, grid);
+        foreach (bool native in (bool[])[true, false])
+        {
+            var actual = Ldlq.Quantize(w, rows, cols, h, grid, Parallelism.AllCores, native: native);
+            // The same updates summed in another order: equal values except where a value sits within rounding of a
+            // decision boundary (none in these cases; allow 0.2% so a platform's BLAS order cannot fail it by chance).
+            int differ = expected.Values.Zip(actual.Values).Count(p => p.First != p.Second);
+            Assert.True(differ <= expected.Values.Length / 500, $"{spec} native={native}: {differ} of {expected.Values.Length} values differ");
+            Assert.Equal(WeightedError(expected.Values, w.Select(v => (float)v).ToArray(), rows, cols, h),
+                WeightedError(actual.Values, w.Select(v => (float)v).ToArray(), rows, cols, h), 1e-3);
+            if (differ == 0)
+                foreach (var (x, y) in expected.Quantizer.Arrays().Zip(actual.Quantizer.Arrays())) Assert.Equal(x.Data, y.Data);
+        }
+    }
+
+    [Fact]
+    public void TheGemmOnOpenBlasEqualsItsManagedTwin()
+    {
+        if (Environment.GetEnvironmentVariable("CI") == "true")
+            Assert.True(DenseAlgebra.NativeAvailable, ".ci/run installs libopenblas0-pthread; LDLQ at real widths needs it");
+        var random = new Random(3);
+        int m = 37, n = 530, k = 129, lda = 140, ldb = 600, ldc = 610;
+        var a = Enumerable.Range(0, 5 + m * lda).Select(_ => random.NextDouble() - 0.5).ToArray();
+        var b = Enumerable.Range(0, 7 + k * ldb).Select(_ => random.NextDouble() - 0.5).ToArray();
+        var c0 = Enumerable.Range(0, 3 + m * ldc).Select(_ => random.NextDouble() - 0.5).ToArray();
+        var native = c0.ToArray();
+        var managed = c0.ToArray();
+        DenseAlgebra.Gemm(m, n, k, -1, a, 5, lda, b, 7, ldb, 1, native, 3, ldc, Parallelism.AllCores);
+        DenseAlgebra.GemmManaged(m, n, k, -1, a, 5, lda, b, 7, ldb, 1, managed, 3, ldc, Parallelism.AllCores);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                double expected = c0[3 + i * ldc + j];
+                for (int t = 0; t < k; t++) expected -= a[5 + i * lda + t] * b[7 + t * ldb + j];
+                Assert.Equal(expected, native[3 + i * ldc + j], 1e-12);
+                Assert.Equal(expected, managed[3 + i * ldc + j], 1e-12);
+            }
+        // Outside the m × n window nothing is written.
+        for (int i = 0; i < c0.Length; i++)
+        {
+            int r = (i - 3) / ldc, col = (i - 3) % ldc;
+            if (i < 3 || r >= m || col >= n) Assert.Equal(c0[i], native[i]);
+        }
+    }
+
+    [Fact]
+    public void TheInverseFactorOnOpenBlasEqualsItsManagedTwin()
+    {
+        const int n = 150;
+        var h = CorrelatedHessian(n, 8);
+        var native = h.ComputeLdlqFactor(native: true);
+        var managed = h.ComputeLdlqFactor(native: false);
+        for (int i = 0; i < native.Length; i++) Assert.Equal(managed[i], native[i], 1e-9 * Math.Max(1, Math.Abs(managed[i])));
+        // UᵀU = H⁻¹: (UᵀU)·H = I, and U is upper triangular.
+        var u = Matrix<double>.Build.Dense(n, n, (i, j) => native[i * n + j]);
+        var product = u.TransposeThisAndMultiply(u) * h.Matrix;
+        Assert.True((product - Matrix<double>.Build.DenseIdentity(n)).InfinityNorm() < 1e-8);
+        for (int i = 1; i < n; i++)
+            for (int j = 0; j < i; j++) Assert.Equal(0, native[i * n + j]);
+    }
+
+    [Fact]
+    public void ANonPositiveDefiniteMatrixIsANamedError()
+    {
+        var h = new double[] { 1, 2, 2, 1 }; // eigenvalues 3 and −1
+        var e = Assert.ThrowsAny<Exception>(() => DenseAlgebra.UpperFactorOfInverse(h, 2, Parallelism.AllCores));
+        Assert.Contains("positive definite", e.Message);
+    }
+
+    [Fact]
+    public void TheWeightedNormOnEitherPathEqualsTheDefinition()
+    {
+        const int rows = 300, n = 70; // more rows than one chunk of 256
+        var h = CorrelatedHessian(n, 4);
+        var random = new Random(9);
+        var d = Matrix<double>.Build.Dense(rows, n, (_, _) => random.NextDouble() - 0.5);
+        double expected = (d * h.Matrix).PointwiseMultiply(d).ColumnSums().Sum();
+        Assert.Equal(expected, h.WeightedSquaredNorm(d), expected * 1e-12);
+        Assert.Equal(expected, h.WeightedSquaredNorm(d, native: false), expected * 1e-12);
+    }
+
+    /// <summary>A grid whose groups are wider than LDLQ's block (a scale per 200 columns): the pending errors of a
+    /// block reach a group that starts inside it before its scale is chosen.</summary>
+    private sealed class WideGroupGrid(int group) : QuantGrid
+    {
+        public override string Spec => $"wide{group}";
+
+        public override GridQuantizer Begin(int rows, int cols, ReadOnlySpan<float> initial) => new Quantizer(rows, cols, group);
+
+        public override IGridReader Open(IGridStore store, int rows, int cols) => throw new NotSupportedException();
+
+        private sealed class Quantizer(int rows, int cols, int group) : GridQuantizer(rows, cols)
+        {
+            private readonly float[] _scales = new float[rows * ((cols + group - 1) / group)];
+            private readonly float[] _current = new float[rows];
+
+            public override int GroupSize => group;
+
+            public override void BeginGroup(int row, int firstColumn, ReadOnlySpan<float> values)
+            {
+                float max = 0;
+                foreach (float v in values) max = Math.Max(max, Math.Abs(v));
+                _current[row] = max / 3;
+                _scales[row * ((Columns + group - 1) / group) + firstColumn / group] = max / 3;
+            }
+
+            public override float Round(int row, int column, double value)
+            {
+                float s = _current[row];
+                return s == 0 ? 0 : (float)(Math.Clamp(Math.Round(value / s), -3, 3) * s);
+            }
+
+            public override IReadOnlyList<GridArray> Arrays()
+            {
+                var bytes = new byte[_scales.Length * 4];
+                Buffer.BlockCopy(_scales, 0, bytes, 0, bytes.Length);
+                return [new("scales", DType.F32, [_scales.Length], bytes)];
+            }
+        }
+    }
+}
