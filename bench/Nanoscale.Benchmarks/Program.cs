@@ -20,6 +20,7 @@ switch (args.FirstOrDefault())
     case "hadamard": return HadamardBenchmark.Run(args[1..]);
     case "e8-mse": return E8Distortion.Run(args[1..]);
     case "ldlq-scale": return LdlqScaleBenchmark.Run(args[1..]);
+    case "e8-exact": return E8NearestCheck.Run(args[1..]);
 }
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;
