@@ -1,5 +1,6 @@
 using Nanoscale.Formats;
 using Nanoscale.IO;
+using Nanoscale.LowRank;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.Codecs;
@@ -12,7 +13,12 @@ namespace Nanoscale.Codecs;
 /// are far from uniform — MXFP4 scales carry ~1.5 of their 8 bits) and stored as <c>NAME.blocks.ans</c> and
 /// <c>NAME.scales.ans</c>; decoding expands them once, then proceeds as usual.
 /// </summary>
-internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false) : ITensorCodec
+/// <remarks>With <c>ldlq=1</c> a weight that has a calibration Hessian (<see cref="EncodeOptions.Calibration"/>) is
+/// rounded by LDLQ (GPTQ's rounding: <see cref="Ldlq"/> on <see cref="BlockGrid"/>, each block's scale chosen by the
+/// format's own rule when LDLQ reaches it) instead of to nearest; the stored parts are the same arrays in the same
+/// layout, so every reader decodes them as the plain format. Weights without a Hessian (embeddings, norms, anything
+/// calibration did not see) are rounded to nearest, byte for byte the plain format's output.</remarks>
+internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false, bool ldlq = false) : ITensorCodec
 {
 
     /// <summary>Elements converted to float32 and quantized per step: bounds the working memory.</summary>
@@ -22,8 +28,21 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
 
     public bool EntropyCoded { get; } = entropyCoded;
 
-    /// <summary>The block codec's spec, with <c>entropy=rans</c> last when the parts are entropy-coded.</summary>
-    public string Spec => EntropyCoded ? FormatSpec.Parse(Codec.Spec).With("entropy", "rans").ToString() : Codec.Spec;
+    /// <summary>Rounds calibrated weights by LDLQ (<c>ldlq=1</c>).</summary>
+    public bool Ldlq { get; } = ldlq;
+
+    /// <summary>The block codec's spec, then <c>entropy=rans</c> when the parts are entropy-coded and <c>ldlq=1</c>.</summary>
+    public string Spec
+    {
+        get
+        {
+            if (!EntropyCoded && !Ldlq) return Codec.Spec;
+            var spec = FormatSpec.Parse(Codec.Spec);
+            if (EntropyCoded) spec = spec.With("entropy", "rans");
+            if (Ldlq) spec = spec.With("ldlq", "1");
+            return spec.ToString();
+        }
+    }
 
     public bool IsLossless => false;
 
@@ -44,6 +63,8 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
             NonFinite = options.AllowNonFinite ? NonFinitePolicy.PassThrough : NonFinitePolicy.Throw,
             Parallelism = options.Parallelism,
         };
+        if (Ldlq && options.Calibration?.Find(tensor.Name) is { IsIdentity: false } hessian)
+            return EncodeLdlq(source, (int)rows, cols, hessian, options, cancellationToken);
         int rowsPerChunk = (int)Math.Clamp(ChunkElements / Math.Max(1, cols), 1, Math.Max(1, rows));
         var values = new float[(long)rowsPerChunk * cols];
         try
@@ -64,24 +85,72 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                     blocks.AsSpan((int)(first * blocksPerRow * Codec.BytesPerBlock), count * blocksPerRow * Codec.BytesPerBlock),
                     scales.AsSpan((int)(first * blocksPerRow * Codec.ScaleBytesPerBlock), count * blocksPerRow * Codec.ScaleBytesPerBlock)));
 
-            var parts = EntropyCoded
-                ? new List<EncodedPart> { Coded("blocks.ans", blocks, options), Coded("scales.ans", scales, options) }
-                : new List<EncodedPart>
-                {
-                    new("blocks", DType.U8, [rows, blocksPerRow, Codec.BytesPerBlock], blocks),
-                    Codec.ScaleBytesPerBlock == 2
-                        ? new("scales", DType.U16, [rows, blocksPerRow], scales)
-                        : new("scales", DType.U8, [rows, blocksPerRow * Codec.ScaleBytesPerBlock], scales),
-                };
-            if (!HasScales) parts.RemoveAt(1); // ggml's formats keep the scale inside the block
-            if (tensorData.Length > 0) parts.Add(new("tensor_data", DType.U8, [tensorData.Length], tensorData));
-            return new EncodedTensor(parts);
+            var parameters = Ldlq ? new Dictionary<string, string> { ["rounding"] = "nearest (no calibration Hessian for this weight)" } : null;
+            return new EncodedTensor(Parts(rows, blocksPerRow, blocks, scales, tensorData, options), parameters);
         }
         catch (NonFiniteValueException e)
         {
             throw e.In(tensor.Name, option: EncodeOptions.AllowNonFiniteName,
                 remedy: $"use {EncodeOptions.AllowNonFiniteName} to store such blocks as NaN");
         }
+    }
+
+    /// <summary>The stored parts: blocks and scales (entropy-coded or not; no scales for ggml's formats), tensor data.</summary>
+    private List<EncodedPart> Parts(long rows, int blocksPerRow, byte[] blocks, byte[] scales, byte[] tensorData, EncodeOptions options)
+    {
+        var parts = EntropyCoded
+            ? new List<EncodedPart> { Coded("blocks.ans", blocks, options), Coded("scales.ans", scales, options) }
+            : new List<EncodedPart>
+            {
+                new("blocks", DType.U8, [rows, blocksPerRow, Codec.BytesPerBlock], blocks),
+                Codec.ScaleBytesPerBlock == 2
+                    ? new("scales", DType.U16, [rows, blocksPerRow], scales)
+                    : new("scales", DType.U8, [rows, blocksPerRow * Codec.ScaleBytesPerBlock], scales),
+            };
+        if (!HasScales) parts.RemoveAt(1); // ggml's formats keep the scale inside the block
+        if (tensorData.Length > 0) parts.Add(new("tensor_data", DType.U8, [tensorData.Length], tensorData));
+        return parts;
+    }
+
+    /// <summary><c>ldlq=1</c> on a weight with a Hessian: LDLQ onto the format as a grid, whose arrays are the
+    /// format's own blocks, scales and tensor data. Reports the activation-aware error beside round-to-nearest's
+    /// reference, <c>‖(Ŵ − W) H^{1/2}‖ / ‖W H^{1/2}‖</c>.</summary>
+    private EncodedTensor EncodeLdlq(TensorView source, int rows, int cols, Hessian hessian, EncodeOptions options,
+        CancellationToken cancellationToken)
+    {
+        var tensor = source.Tensor;
+        if (hessian.Size != cols)
+            throw new InputException($"{tensor.Name}: the calibration Hessian is {hessian.Size}×{hessian.Size}, the weight has {cols} columns");
+        if ((long)rows * cols > Array.MaxLength / 2)
+            throw new InputException($"{tensor.Name}: ldlq=1 holds the weight in doubles; [{rows}, {cols}] is too large");
+        var weights = new double[(long)rows * cols];
+        var chunk = new float[Math.Min(weights.Length, ChunkElements)];
+        for (long first = 0; first < weights.Length; first += chunk.Length)
+        {
+            int count = (int)Math.Min(chunk.Length, weights.Length - first);
+            source.ReadFloats(first, chunk.AsSpan(0, count));
+            for (int i = 0; i < count; i++)
+            {
+                if (!float.IsFinite(chunk[i]))
+                    throw new NonFiniteValueException(first + i, chunk[i]).In(tensor.Name, option: "",
+                        remedy: "ldlq=1 cannot fit non-finite weights; leave this tensor to the plain format with --exclude");
+                weights[first + i] = chunk[i];
+            }
+        }
+        var quantized = LowRank.Ldlq.Quantize(weights, rows, cols, hessian, new BlockGrid(Codec), options.Parallelism, cancellationToken);
+        var arrays = quantized.Quantizer.Arrays().ToDictionary(a => a.Role, a => a.Data);
+        var delta = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(rows, cols, (r, c) => quantized.Values[(long)r * cols + c] - weights[(long)r * cols + c]);
+        var reference = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(rows, cols, (r, c) => weights[(long)r * cols + c]);
+        double error = Math.Sqrt(hessian.WeightedSquaredNorm(delta) / Math.Max(double.Epsilon, hessian.WeightedSquaredNorm(reference)));
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var parameters = new Dictionary<string, string>
+        {
+            ["rounding"] = "ldlq",
+            ["calibration_tokens"] = hessian.Tokens.ToString(inv),
+            ["activation_error"] = error.ToString("R", inv),
+        };
+        return new EncodedTensor(Parts(rows, Codec.BlocksPerRow(cols), arrays[BlockLayout.Blocks], arrays[BlockLayout.Scales],
+            arrays.GetValueOrDefault(BlockLayout.TensorData) ?? [], options), parameters);
     }
 
     private static EncodedPart Coded(string suffix, byte[] bytes, EncodeOptions options)

@@ -21,14 +21,19 @@ public static class CodecRegistry
     private static FormatOption EntropyOption { get; } = new("entropy", "none", ["none", "rans"],
         "rans: code the stored blocks and scales losslessly as well (same values, fewer bits)");
 
+    /// <summary>The second container option of block formats: <c>ldlq=1</c> rounds each linear weight that has a
+    /// calibration Hessian by LDLQ (GPTQ's rounding, docs/caldera.md) into the format's own stored layout.</summary>
+    private static FormatOption LdlqOption { get; } = new("ldlq", "0", ["0", "1"],
+        "1: with --calib, round each linear weight by LDLQ (GPTQ) against its calibration Hessian; same stored layout, any reader decodes it");
+
     /// <summary>The table: every format, in the order help texts list them.</summary>
     public static FormatRegistry Table { get; } = new(
     [
-        .. MxFormats.Traits().Select(WithEntropyOption),
-        .. NvFp4Formats.Traits().Select(WithEntropyOption),
-        .. NxfpFormats.Traits().Select(WithEntropyOption),
-        .. GgmlFormats.Traits().Select(WithEntropyOption),
-        .. E8Formats.Traits().Select(WithEntropyOption),
+        .. MxFormats.Traits().Select(row => WithContainerOptions(row, ldlq: true)),
+        .. NvFp4Formats.Traits().Select(row => WithContainerOptions(row, ldlq: true)),
+        .. NxfpFormats.Traits().Select(row => WithContainerOptions(row, ldlq: true)),
+        .. GgmlFormats.Traits().Select(row => WithContainerOptions(row, ldlq: false)),
+        .. E8Formats.Traits().Select(row => WithContainerOptions(row, ldlq: false)),
         .. CastCodec.Traits(),
         .. EntropyTensorCodec.Traits(),
         CalderaTensorCodec.Traits,
@@ -63,6 +68,9 @@ public static class CodecRegistry
             if (!EntropyOption.Values.Contains(entropy.Trim().ToLowerInvariant()))
                 throw new FormatSpecException(spec.ToString(), "the entropy option takes one value: 'entropy=rans'");
         }
+        if (spec[LdlqOption.Key] is { } ldlq && Table.Contains(spec.Name) && !Table.Find(spec.Name).Options.Contains(LdlqOption))
+            throw new FormatSpecException(spec.ToString(), $"'ldlq={ldlq}' applies to the MX, NVFP4 and NxFP formats only: LDLQ rounds element by " +
+                "element onto a block's levels, and ggml's formats keep their scale inside the block, e8's codes index 8-dimensional points");
         return (ITensorCodec)Table.Create(spec);
     }
 
@@ -73,16 +81,20 @@ public static class CodecRegistry
             ? block.Codec
             : throw new FormatSpecException(spec, "this format is not a block format (or is entropy-coded)");
 
-    /// <summary>A block-format row as a container row: the format's own options, then <c>entropy</c>; the factory builds
-    /// the block codec from the spec without <c>entropy</c> and wraps it.</summary>
-    private static FormatTraits WithEntropyOption(FormatTraits row) => row with
+    /// <summary>A block-format row as a container row: the format's own options, then <c>entropy</c> and (for formats
+    /// LDLQ can round, <paramref name="ldlq"/>) <c>ldlq</c>; the factory builds the block codec from the spec without
+    /// them and wraps it.</summary>
+    private static FormatTraits WithContainerOptions(FormatTraits row, bool ldlq) => row with
     {
-        Options = [.. row.Options, EntropyOption],
+        Options = ldlq ? [.. row.Options, EntropyOption, LdlqOption] : [.. row.Options, EntropyOption],
         Create = (spec, canonical) =>
         {
-            FormatSpec inner = spec.Without(EntropyOption.Key);
+            FormatSpec inner = spec.Without(EntropyOption.Key).Without(LdlqOption.Key);
             var codec = (IBlockCodec)row.Create(inner, inner.ToString());
-            return new BlockTensorCodec(codec, entropyCoded: spec[EntropyOption.Key] == "rans");
+            bool ldlq = spec[LdlqOption.Key] == "1";
+            if (ldlq && !LowRank.BlockGrid.Accepts(codec, out string why))
+                throw new FormatSpecException(spec.ToString(), $"ldlq=1 needs a format LDLQ can round element by element ({why}); MX, NVFP4 and NxFP formats can");
+            return new BlockTensorCodec(codec, entropyCoded: spec[EntropyOption.Key] == "rans", ldlq: ldlq);
         },
     };
 }

@@ -23,13 +23,23 @@ internal sealed class BlockGrid : QuantGrid
 {
     private static readonly CodecOptions SingleThread = new() { Parallelism = Parallelism.SingleThread };
 
+    /// <summary>Whether <paramref name="codec"/> can be a grid: elements coded one by one in 1 to 8 bits, decoded
+    /// independently given 1 to 4 scale bytes per block (MX, NVFP4, NxFP; not ggml's formats, whose scale is inside the
+    /// block, nor E8, whose codes are vectors); <paramref name="why"/> says what is missing.</summary>
+    public static bool Accepts(IBlockCodec codec, out string why)
+    {
+        why = codec is Formats.E8.E8Codec ? "its codes index 8-dimensional points, not single elements"
+            : codec.BytesPerBlock * 8 % codec.BlockSize != 0 || codec.BytesPerBlock * 8 / codec.BlockSize is < 1 or > 8
+                ? "an LDLQ grid needs whole element codes of 1 to 8 bits"
+            : codec.ScaleBytesPerBlock is < 1 or > 4 ? "an LDLQ grid needs 1 to 4 scale bytes per block, stored apart from the codes"
+            : "";
+        return why.Length == 0;
+    }
+
     public BlockGrid(IBlockCodec codec)
     {
         Codec = codec;
-        if (codec.BytesPerBlock * 8 % codec.BlockSize != 0 || codec.BytesPerBlock * 8 / codec.BlockSize is < 1 or > 8)
-            throw new FormatSpecException(codec.Spec, "an LDLQ grid needs whole element codes of 1 to 8 bits");
-        if (codec.ScaleBytesPerBlock is < 1 or > 4)
-            throw new FormatSpecException(codec.Spec, "an LDLQ grid needs 1 to 4 scale bytes per block");
+        if (!Accepts(codec, out string why)) throw new FormatSpecException(codec.Spec, why);
         ElementBits = codec.BytesPerBlock * 8 / codec.BlockSize;
         // SPEC §7: MX integer encoders emit only the symmetric range, although decoders accept the most negative code;
         // LDLQ rounds onto the levels the format's own encoder emits, so it never uses that extra level.
