@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Numerics;
 using Nanoscale.Formats.E8;
+using Nanoscale.LowRank;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.Benchmarks;
@@ -44,7 +45,7 @@ internal static class E8NearestCheck
         foreach (var (name, sample) in new (string, Func<Random, double>)[]
                  {
                      ("uniform ±1.4", r => (r.NextDouble() * 2 - 1) * 1.4),
-                     ("Gaussian σ 0.5", r => 0.5 * Gaussian(r)),
+                     ("Gaussian σ 0.5", r => 0.5 * Caldera.Gaussian(r)),
                  })
         {
             long inside = 0, wrong = 0, outside = 0;
@@ -135,11 +136,5 @@ internal static class E8NearestCheck
             }
         }
         return best;
-    }
-
-    private static double Gaussian(Random random)
-    {
-        double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
-        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
     }
 }

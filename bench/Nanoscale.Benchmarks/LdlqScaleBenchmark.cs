@@ -48,8 +48,8 @@ internal static class LdlqScaleBenchmark
                 var random = new Random(3);
                 for (int r = 0; r < rows; r++)
                 {
-                    double rowScale = 0.02 * Math.Exp(0.3 * Gaussian(random));
-                    for (int c = 0; c < cols; c++) weights[(long)r * cols + c] = (float)(rowScale * Gaussian(random));
+                    double rowScale = 0.02 * Math.Exp(0.3 * Caldera.Gaussian(random));
+                    for (int c = 0; c < cols; c++) weights[(long)r * cols + c] = (float)(rowScale * Caldera.Gaussian(random));
                 }
                 var bytes = new byte[weights.Length * 4L];
                 TensorData.FromFloat(weights, DType.F32, bytes);
@@ -84,25 +84,19 @@ internal static class LdlqScaleBenchmark
     {
         var random = new Random(seed);
         var b = new double[(long)n * rank];
-        for (long i = 0; i < b.Length; i++) b[i] = Gaussian(random);
+        for (long i = 0; i < b.Length; i++) b[i] = Caldera.Gaussian(random);
         var bt = new double[(long)rank * n];
         for (int i = 0; i < n; i++)
             for (int k = 0; k < rank; k++) bt[(long)k * n + i] = b[(long)i * rank + k];
         var sum = new double[(long)n * n];
         DenseAlgebra.Gemm(n, n, rank, 1.0 / rank, b, 0, rank, bt, 0, n, 0, sum, 0, n, Parallelism.AllCores);
         var d = new double[n];
-        for (int i = 0; i < n; i++) d[i] = Math.Exp(0.5 * Gaussian(random)) * (random.NextDouble() < 0.01 ? 20 : 1);
+        for (int i = 0; i < n; i++) d[i] = Math.Exp(0.5 * Caldera.Gaussian(random)) * (random.NextDouble() < 0.01 ? 20 : 1);
         for (int i = 0; i < n; i++)
         {
             sum[(long)i * n + i] += 1;
             for (int j = 0; j < n; j++) sum[(long)i * n + j] *= d[i] * d[j];
         }
         return Hessian.FromSum(sum, n, 1);
-    }
-
-    private static double Gaussian(Random random)
-    {
-        double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
-        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
     }
 }

@@ -133,7 +133,8 @@ internal static class Caldera
         return (u.SubMatrix(0, m, 0, k), small.S.SubVector(0, k), vt.SubMatrix(0, k, 0, n));
     }
 
-    private static double Gaussian(Random random)
+    /// <summary>A standard normal draw (Box–Muller); also the benchmarks' generator of Gaussian test data.</summary>
+    internal static double Gaussian(Random random)
     {
         double u1 = 1.0 - random.NextDouble(), u2 = random.NextDouble();
         return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
