@@ -18,7 +18,7 @@ namespace Nanoscale.Codecs;
 /// format's own rule when LDLQ reaches it) instead of to nearest; the stored parts are the same arrays in the same
 /// layout, so every reader decodes them as the plain format. Weights without a Hessian (embeddings, norms, anything
 /// calibration did not see) are rounded to nearest, byte for byte the plain format's output.</remarks>
-internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false, bool ldlq = false) : ITensorCodec
+internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = false, bool ldlq = false, bool actOrder = false) : ITensorCodec
 {
 
     /// <summary>Elements converted to float32 and quantized per step: bounds the working memory.</summary>
@@ -31,6 +31,9 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
     /// <summary>Rounds calibrated weights by LDLQ (<c>ldlq=1</c>).</summary>
     public bool Ldlq { get; } = ldlq;
 
+    /// <summary>LDLQ in act-order (<c>ldlq=act</c>).</summary>
+    public bool ActOrder { get; } = ldlq && actOrder;
+
     /// <summary>The block codec's spec, then <c>entropy=rans</c> when the parts are entropy-coded and <c>ldlq=1</c>.</summary>
     public string Spec
     {
@@ -39,7 +42,7 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
             if (!EntropyCoded && !Ldlq) return Codec.Spec;
             var spec = FormatSpec.Parse(Codec.Spec);
             if (EntropyCoded) spec = spec.With("entropy", "rans");
-            if (Ldlq) spec = spec.With("ldlq", "1");
+            if (Ldlq) spec = spec.With("ldlq", ActOrder ? "act" : "1");
             return spec.ToString();
         }
     }
@@ -137,7 +140,8 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                 weights[first + i] = chunk[i];
             }
         }
-        var quantized = LowRank.Ldlq.Quantize(weights, rows, cols, hessian, new BlockGrid(Codec), options.Parallelism, cancellationToken);
+        var quantized = LowRank.Ldlq.Quantize(weights, rows, cols, hessian, new BlockGrid(Codec), options.Parallelism, cancellationToken,
+            actOrder: ActOrder);
         var arrays = quantized.Quantizer.Arrays().ToDictionary(a => a.Role, a => a.Data);
         var delta = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(rows, cols, (r, c) => quantized.Values[(long)r * cols + c] - weights[(long)r * cols + c]);
         var reference = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(rows, cols, (r, c) => weights[(long)r * cols + c]);
@@ -145,7 +149,7 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         var parameters = new Dictionary<string, string>
         {
-            ["rounding"] = "ldlq",
+            ["rounding"] = ActOrder ? "ldlq, act-order" : "ldlq",
             ["calibration_tokens"] = hessian.Tokens.ToString(inv),
             ["activation_error"] = error.ToString("R", inv),
         };

@@ -36,6 +36,7 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             new FormatOption("lrsteps", "3", [], "least-squares rounds of each LR step"),
             new FormatOption("had", "0", ["0", "1"], "1: input-side randomized Hadamard (or random orthogonal) transform first"),
             new FormatOption("seed", "1", [], "seed of the transform and of the randomized SVD"),
+            new FormatOption("actorder", "0", ["0", "1"], "1: Q's LDLQ in act-order (largest Hessian diagonal first, a block at a time)"),
         ],
         (parsed, canonical) => Create(parsed, canonical));
 
@@ -62,6 +63,7 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             Iterations = Integer("iters", 20, 1, 1000),
             LowRankRounds = Integer("lrsteps", 3, 0, 100),
             Hadamard = parsed["had"] == "1",
+            ActOrder = parsed["actorder"] == "1",
             Seed = Integer("seed", 1, 0, int.MaxValue),
         });
     }

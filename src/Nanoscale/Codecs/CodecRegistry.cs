@@ -23,8 +23,8 @@ public static class CodecRegistry
 
     /// <summary>The second container option of block formats: <c>ldlq=1</c> rounds each linear weight that has a
     /// calibration Hessian by LDLQ (GPTQ's rounding, docs/caldera.md) into the format's own stored layout.</summary>
-    private static FormatOption LdlqOption { get; } = new("ldlq", "0", ["0", "1"],
-        "1: with --calib, round each linear weight by LDLQ (GPTQ) against its calibration Hessian; same stored layout, any reader decodes it");
+    private static FormatOption LdlqOption { get; } = new("ldlq", "0", ["0", "1", "act"],
+        "1: with --calib, round each linear weight by LDLQ (GPTQ) against its calibration Hessian; same stored layout, any reader decodes it; act: the same in act-order");
 
     /// <summary>The table: every format, in the order help texts list them.</summary>
     public static FormatRegistry Table { get; } = new(
@@ -91,10 +91,11 @@ public static class CodecRegistry
         {
             FormatSpec inner = spec.Without(EntropyOption.Key).Without(LdlqOption.Key);
             var codec = (IBlockCodec)row.Create(inner, inner.ToString());
-            bool ldlq = spec[LdlqOption.Key] == "1";
+            bool ldlq = spec[LdlqOption.Key] is "1" or "act";
             if (ldlq && !LowRank.BlockGrid.Accepts(codec, out string why))
                 throw new FormatSpecException(spec.ToString(), $"ldlq=1 needs a format LDLQ can round element by element ({why}); MX, NVFP4 and NxFP formats can");
-            return new BlockTensorCodec(codec, entropyCoded: spec[EntropyOption.Key] == "rans", ldlq: ldlq);
+            return new BlockTensorCodec(codec, entropyCoded: spec[EntropyOption.Key] == "rans", ldlq: ldlq,
+                actOrder: spec[LdlqOption.Key] == "act");
         },
     };
 }

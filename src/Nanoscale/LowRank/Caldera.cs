@@ -56,7 +56,8 @@ internal static class Caldera
         {
             cancellationToken.ThrowIfCancellationRequested();
             // Q step: LDLQ of what the low-rank part leaves.
-            var q = Ldlq.Quantize(RowMajor(w - lowRank), rows, cols, hessian, options.Q, options.Parallelism, cancellationToken);
+            var q = Ldlq.Quantize(RowMajor(w - lowRank), rows, cols, hessian, options.Q, options.Parallelism, cancellationToken,
+                actOrder: options.ActOrder);
             var qMatrix = FromRowMajor(q.Values, rows, cols);
             QuantizedMatrix? l = null, r = null;
             if (k > 0)

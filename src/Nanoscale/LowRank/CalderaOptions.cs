@@ -26,6 +26,9 @@ internal sealed record CalderaOptions
     /// <summary>Input-side incoherence transform (<see cref="IncoherenceTransform"/>; spec key <c>had</c>).</summary>
     public bool Hadamard { get; init; }
 
+    /// <summary>Q's LDLQ in act-order (<see cref="Ldlq.Quantize"/>; spec key <c>actorder</c>).</summary>
+    public bool ActOrder { get; init; }
+
     /// <summary>Seed for the randomized range finder of large SVDs (results are reproducible for a given seed).</summary>
     public int Seed { get; init; } = 1;
 }

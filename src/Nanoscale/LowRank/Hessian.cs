@@ -96,6 +96,22 @@ internal sealed class Hessian
         return new(Matrix<double>.Build.Dense(n, n, values), tokens); // symmetric: row-major is column-major
     }
 
+    /// <summary>H with rows and columns in <paramref name="order"/> (entry [p, q] = H[order[p], order[q]]): the Hessian
+    /// of the same layer with its inputs reordered, as act-order rounds them.</summary>
+    internal Hessian Permuted(int[] order)
+    {
+        int n = Size;
+        if (order.Length != n) throw new ArgumentException($"an order of {n} columns, not {order.Length}", nameof(order));
+        var source = Matrix.AsColumnMajorArray() ?? Matrix.ToColumnMajorArray(); // symmetric: also row-major
+        var values = new double[(long)n * n];
+        for (int p = 0; p < n; p++)
+        {
+            long from = (long)order[p] * n, to = (long)p * n;
+            for (int q = 0; q < n; q++) values[to + q] = source[from + order[q]];
+        }
+        return new(Matrix<double>.Build.Dense(n, n, values), Tokens, Scale);
+    }
+
     /// <summary><c>H^{1/2}</c> (symmetric, from the eigendecomposition).</summary>
     public Matrix<double> Sqrt => _sqrt ??= Power(0.5);
 

@@ -35,9 +35,14 @@ internal static class Ldlq
 
     /// <summary>Rounds <paramref name="a"/> (rows × cols, row-major) onto <paramref name="grid"/>; with
     /// <paramref name="hessian"/> null (or the identity) this is round-to-nearest. <paramref name="native"/> false keeps
-    /// the block products on managed code (the tests' twin of OpenBLAS).</summary>
+    /// the block products on managed code (the tests' twin of OpenBLAS). <paramref name="actOrder"/>: GPTQ's act-order,
+    /// columns in descending order of H's diagonal (the inputs with the most energy first, while the most later columns
+    /// remain to absorb their error), moved a whole group at a time so each group's scale is still chosen from its
+    /// values when LDLQ reaches it (single columns for casts and for grids with one scale per row, whose scale is chosen
+    /// at the start from the whole row). The stored codes keep their natural positions: only the rounding order
+    /// changes.</summary>
     public static QuantizedMatrix Quantize(ReadOnlySpan<double> a, int rows, int cols, Hessian? hessian, QuantGrid grid,
-        Parallelism parallelism = default, CancellationToken cancellationToken = default, bool native = true)
+        Parallelism parallelism = default, CancellationToken cancellationToken = default, bool native = true, bool actOrder = false)
     {
         if (a.Length != (long)rows * cols) throw new ArgumentException($"expected {rows}×{cols} values, found {a.Length}", nameof(a));
         if (hessian is not null && hessian.Size != cols)
@@ -69,7 +74,19 @@ internal static class Ldlq
             return new QuantizedMatrix(quantizer, values);
         }
 
-        double[] u = hessian.LdlqFactor;
+        // Positions → columns: the natural order, or act-order's.
+        int[]? order = actOrder ? ActOrder(hessian, cols, group) : null;
+        double[] u = order is null ? hessian.LdlqFactor : hessian.Permuted(order).ComputeLdlqFactor(native);
+        if (order is not null)
+        {
+            // w in position space: column order[p] of each row at position p.
+            var natural = w;
+            w = new double[natural.Length];
+            parallelism.For(rows, row =>
+            {
+                for (int p = 0; p < cols; p++) w[(long)row * cols + p] = natural[(long)row * cols + order[p]];
+            });
+        }
         int block = group <= BlockColumns ? group * (BlockColumns / group) : BlockColumns;
         var errors = new double[(long)rows * block];
         for (int j0 = 0; j0 < cols; j0 += block)
@@ -80,7 +97,7 @@ internal static class Ldlq
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 QuantizeBlock(w.AsSpan(row * cols, cols), row, cols, j0, j1, u, quantizer, group, groupValues,
-                    values.AsSpan(row * cols, cols), errors.AsSpan(row * block, block));
+                    values.AsSpan(row * cols, cols), errors.AsSpan(row * block, block), order);
             });
             if (j1 < cols)
                 DenseAlgebra.Gemm(rows, cols - j1, j1 - j0, -1, errors, 0, block, u, (long)j0 * cols + j1, cols, 1, w, j1, cols,
@@ -89,15 +106,41 @@ internal static class Ldlq
         return new QuantizedMatrix(quantizer, values);
     }
 
-    /// <summary>One row's columns [j0, j1): round each, feed its error to the block's later columns, record it.</summary>
+    /// <summary>Act-order (<see cref="Quantize"/>): positions → columns, units of a group (of one column when the
+    /// group is 1 or the whole row) sorted by the mean of H's diagonal over the unit, descending; ties keep the
+    /// natural order.</summary>
+    internal static int[] ActOrder(Hessian hessian, int cols, int group)
+    {
+        int unit = group >= cols ? 1 : group, units = (cols + unit - 1) / unit;
+        var diagonal = hessian.Matrix.Diagonal();
+        var energy = new double[units];
+        for (int c = 0; c < cols; c++) energy[c / unit] += diagonal[c];
+        for (int g = 0; g < units; g++) energy[g] /= Math.Min(unit, cols - g * unit);
+        var sorted = Enumerable.Range(0, units).OrderByDescending(g => energy[g]).ThenBy(g => g);
+        return [.. sorted.SelectMany(g => Enumerable.Range(g * unit, Math.Min(unit, cols - g * unit)))];
+    }
+
+    /// <summary>One row's positions [j0, j1) (columns <paramref name="order"/>[j], or j): round each, feed its error
+    /// to the block's later positions, record it.</summary>
     private static void QuantizeBlock(Span<double> w, int row, int cols, int j0, int j1, double[] u, GridQuantizer quantizer,
-        int group, float[] groupValues, Span<float> output, Span<double> errors)
+        int group, float[] groupValues, Span<float> output, Span<double> errors, int[]? order)
     {
         for (int j = j0; j < j1; j++)
         {
-            if (j % group == 0)
+            int column = order is null ? j : order[j];
+            if (order is not null && group >= cols)
             {
-                int length = Math.Min(group, cols - j);
+                // One scale for the whole row, chosen before its first rounding from the row as it then is (nothing
+                // has been fed back yet), in natural order.
+                if (j == 0)
+                {
+                    for (int p = 0; p < cols; p++) groupValues[order[p]] = (float)w[p];
+                    quantizer.BeginGroup(row, 0, groupValues.AsSpan(0, cols));
+                }
+            }
+            else if (column % group == 0)
+            {
+                int length = Math.Min(group, cols - column);
                 for (int t = 0; t < length; t++)
                 {
                     double v = w[j + t];
@@ -106,10 +149,10 @@ internal static class Ldlq
                     for (int s = j0; s < j && j + t >= j1; s++) v -= errors[s - j0] * u[(long)s * cols + j + t];
                     groupValues[t] = (float)v;
                 }
-                quantizer.BeginGroup(row, j, groupValues.AsSpan(0, length));
+                quantizer.BeginGroup(row, column, groupValues.AsSpan(0, length));
             }
-            float q = quantizer.Round(row, j, w[j]);
-            output[j] = q;
+            float q = quantizer.Round(row, column, w[j]);
+            output[column] = q;
             long diagonal = (long)j * cols + j;
             double e = (w[j] - q) / u[diagonal];
             errors[j - j0] = e;

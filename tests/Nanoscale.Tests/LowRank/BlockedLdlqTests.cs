@@ -14,29 +14,60 @@ namespace Nanoscale.Tests.LowRank;
 public class BlockedLdlqTests
 {
     /// <summary>The plain algorithm: after each column, every later column of the row gets its share of the error.</summary>
-    private static QuantizedMatrix ReferenceLdlq(double[] a, int rows, int cols, Hessian h, QuantGrid grid)
+    /// <remarks>With an <paramref name="order"/> (act-order) the same, over the columns in that order, with H's rows
+    /// and columns permuted alike: position p holds column order[p].</remarks>
+    private static QuantizedMatrix ReferenceLdlq(double[] a, int rows, int cols, Hessian h, QuantGrid grid, int[]? order = null)
     {
         var quantizer = grid.Begin(rows, cols, a.Select(v => (float)v).ToArray());
-        var u = h.ComputeLdlqFactor(native: false);
+        order ??= [.. Enumerable.Range(0, cols)];
+        var u = h.Permuted(order).ComputeLdlqFactor(native: false);
         var values = new float[a.Length];
         int group = Math.Max(1, quantizer.GroupSize);
         for (int row = 0; row < rows; row++)
         {
-            var w = a.AsSpan(row * cols, cols).ToArray();
+            var natural = a.AsSpan(row * cols, cols).ToArray();
+            var w = order.Select(c => natural[c]).ToArray();
             for (int j = 0; j < cols; j++)
             {
-                if (j % group == 0)
+                int column = order[j];
+                if (group >= cols ? j == 0 : column % group == 0)
                 {
-                    int length = Math.Min(group, cols - j);
-                    quantizer.BeginGroup(row, j, w.AsSpan(j, length).ToArray().Select(v => (float)v).ToArray());
+                    int length = Math.Min(group, cols - column);
+                    // The group's columns, in natural order, as they are now (a whole row at the start).
+                    var current = Enumerable.Range(column, length).Select(c => (float)w[Array.IndexOf(order, c)]).ToArray();
+                    quantizer.BeginGroup(row, group >= cols ? 0 : column, group >= cols ? natural.Select(v => (float)v).ToArray() : current);
                 }
-                float q = quantizer.Round(row, j, w[j]);
-                values[row * cols + j] = q;
+                float q = quantizer.Round(row, column, w[j]);
+                values[row * cols + column] = q;
                 double e = (w[j] - q) / u[j * cols + j];
                 for (int t = j + 1; t < cols; t++) w[t] -= e * u[j * cols + t];
             }
         }
         return new QuantizedMatrix(quantizer, values);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ActOrderEqualsTheColumnByColumnUpdateInThatOrder(string spec, int rows, int cols)
+    {
+        var grid = spec == "wide200" ? new WideGroupGrid(200) : CalderaTensorCodec.ParseGrid(spec);
+        var w = ToDouble(Weights(rows, cols, 12));
+        // The test Hessian's strong inputs are its first quarter; reversed, they are its last, so act-order moves them.
+        var h = CorrelatedHessian(cols, 6).Permuted([.. Enumerable.Range(0, cols).Reverse()]);
+        int group = Math.Max(1, grid.Begin(rows, cols, new float[rows * cols]).GroupSize);
+        var order = Ldlq.ActOrder(h, cols, group);
+        // A permutation of whole groups (single columns for casts and per-row grids), by descending diagonal energy.
+        Assert.Equal(Enumerable.Range(0, cols), order.Order());
+        Assert.NotEqual(Enumerable.Range(0, cols), order);
+        if (group < cols)
+            for (int p = 0; p < cols; p++)
+                if (order[p] % group != 0) Assert.Equal(order[p - 1] + 1, order[p]);
+        var expected = ReferenceLdlq(w, rows, cols, h, grid, order);
+        var actual = Ldlq.Quantize(w, rows, cols, h, grid, Parallelism.AllCores, actOrder: true);
+        int differ = expected.Values.Zip(actual.Values).Count(p => p.First != p.Second);
+        Assert.True(differ <= expected.Values.Length / 500, $"{spec}: {differ} of {expected.Values.Length} values differ");
+        var natural = Ldlq.Quantize(w, rows, cols, h, grid, Parallelism.AllCores);
+        Assert.NotEqual(natural.Values, actual.Values);
     }
 
     public static TheoryData<string, int, int> Cases => new()

@@ -76,6 +76,24 @@ public class LdlqOptionTests
     }
 
     [Theory]
+    [InlineData("mxfp4")]
+    [InlineData("nxfp4")]
+    public void ActOrderStoresItsRoundingInThePlainLayoutToo(string spec)
+    {
+        var w = Weights(Rows, Cols, 6);
+        var h = CorrelatedHessian(Cols, 21);
+        var calibration = new CalibrationSet(new Dictionary<string, Hessian> { ["w"] = h }, 512, "test");
+        var encoded = Encode(spec + ":ldlq=act", w, calibration);
+        Assert.Equal("ldlq, act-order", encoded.Parameters!["rounding"]);
+        Assert.Equal(spec + ":ldlq=act", CodecRegistry.Create(spec + ":ldlq=act").Spec);
+        var codec = CodecRegistry.CreateBlockCodec(spec);
+        var expected = Ldlq.Quantize(ToDouble(w), Rows, Cols, h, new BlockGrid(codec), actOrder: true);
+        var decoded = new float[w.Length];
+        codec.Dequantize(Part(encoded, "blocks"), Part(encoded, "scales"), [], Rows, Cols, new CodecOptions(), decoded);
+        Assert.Equal(expected.Values, decoded);
+    }
+
+    [Theory]
     [InlineData("q4_0:ldlq=1", "inside the block")]
     [InlineData("e8:ldlq=1", "8-dimensional points")]
     [InlineData("mxfp4:ldlq=2", "ldlq")]
