@@ -61,6 +61,38 @@ public class FusedDotTests
             Assert.True(Math.Abs(fast[r] - twin[r]) <= 1e-5 * (Math.Abs(twin[r]) + 1), $"{spec} row {r}: {fast[r]} vs {twin[r]}");
     }
 
+    /// <summary>The block scales of ggml's 4-bit rows, eight at a time (gathered f16 / E8M0), equal their scalar twin
+    /// bit for bit on every f16 pattern (subnormals, ±0, ±Inf, NaN included) and every E8M0 byte, with a tail that
+    /// is not a whole eight.</summary>
+    [Theory]
+    [InlineData(true, 18)]
+    [InlineData(false, 17)]
+    public unsafe void VectorBlockScalesEqualTheScalarTwin(bool q4, int blockBytes)
+    {
+        int count = q4 ? 65536 + 5 : 256 + 5;
+        var row = new byte[count * blockBytes + 4];
+        var xs = new float[count];
+        var random = new Random(31);
+        for (int j = 0; j < count; j++)
+        {
+            if (q4) BitConverter.TryWriteBytes(row.AsSpan(j * blockBytes), (ushort)(j % 65536));
+            else row[j * blockBytes] = (byte)(j % 256);
+            row[j * blockBytes + 2] = (byte)random.Next(256); // code bytes the gather also reads
+            xs[j] = (float)(random.NextDouble() * 2 - 1);
+        }
+        var fast = new float[count];
+        var twin = new float[count];
+        fixed (byte* r = row)
+        fixed (float* x = xs, f = fast, t = twin)
+        {
+            Nanoscale.Formats.Ggml.GgmlDot.BlockScales(r, q4, count, x, f);
+            Nanoscale.Formats.Ggml.GgmlDot.BlockScalesReference(r, q4, count, x, t);
+        }
+        for (int j = 0; j < count; j++)
+            Assert.True(BitConverter.SingleToInt32Bits(fast[j]) == BitConverter.SingleToInt32Bits(twin[j]) || (float.IsNaN(fast[j]) && float.IsNaN(twin[j])),
+                $"block {j}: {fast[j]} vs {twin[j]}");
+    }
+
     /// <summary>NxFP4 whose tables are dyadic with a one-byte word takes the integer kernel (<c>NxfpDot</c>): every block
     /// its own table pair, scale/m_k from the word; 11 blocks cover the gathered groups of eight, the scalar tail and
     /// an odd last block.</summary>
