@@ -240,8 +240,19 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                 _blocks = stored.Map("blocks");
                 _scales = hasScales ? stored.Map("scales") : null;
                 _scaleBytes = hasScales ? null : [];
+                // ggml's 4-bit blocks (17/18 bytes) are repacked for products on first use (llama.cpp does the same).
+                if (Formats.Ggml.GgmlDot.Repacked.Applies(_codec, _cols) && expectedBlocks <= int.MaxValue)
+                {
+                    var view = _blocks;
+                    long rows = stored.Rows;
+                    _repacked = new Lazy<Formats.Ggml.GgmlDot.Repacked?>(
+                        () => Formats.Ggml.GgmlDot.Repacked.Create(_codec, view.Slice(0, (int)expectedBlocks), rows, _cols),
+                        LazyThreadSafetyMode.ExecutionAndPublication);
+                }
             }
         }
+
+        private readonly Lazy<Formats.Ggml.GgmlDot.Repacked?>? _repacked;
 
         private static byte[] Expand(StoredTensor stored, string suffix, long expected)
         {
@@ -277,6 +288,11 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
 
         public bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
         {
+            if (_repacked?.Value is { } repacked)
+            {
+                repacked.DotRows(firstRow, count, x, y);
+                return true;
+            }
             long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;
             int blockLength = checked((int)(count * blockStride)), scaleLength = checked((int)(count * scaleStride));
             return _codec.TryDotRows(
@@ -289,6 +305,7 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
 
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {
+            if (_repacked?.Value is { } repacked) return repacked.TryDotRowsMany(firstRow, count, vectors, x, y, yStride);
             long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock, scaleStride = (long)_blocksPerRow * _codec.ScaleBytesPerBlock;
             int blockLength = checked((int)(count * blockStride)), scaleLength = checked((int)(count * scaleStride));
             return _codec.TryDotRowsMany(

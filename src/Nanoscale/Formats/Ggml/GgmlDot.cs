@@ -349,6 +349,109 @@ internal static class GgmlDot
         finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }
     }
 
+    /// <summary>
+    /// A Q4_0 or ggml-MXFP4 tensor repacked once for products, as llama.cpp repacks its Q4_0: each block's 16 code bytes
+    /// contiguous (stride 16, the layout our own MXFP4 runs at) and its scale decoded to a float beside them, so a
+    /// product neither straddles cache lines with 17/18-byte blocks nor converts a scale per block. The same
+    /// <see cref="NibbleDot"/> kernel and the same scale arithmetic as the stored layout: the results are equal bit
+    /// for bit (<c>FusedDotTests.RepackedGgmlRowsEqualTheStoredLayout</c>). Costs memory: 20 bytes per 32 weights
+    /// beside the mapped file (whose pages are then clean and reclaimable). <c>NANOSCALE_REPACK=0</c> turns it off.
+    /// </summary>
+    internal sealed unsafe class Repacked
+    {
+        private readonly byte[] _codes;
+        private readonly float[] _scales;
+        private readonly int _blocksPerRow;
+        private readonly bool _q4;
+
+        private Repacked(byte[] codes, float[] scales, int blocksPerRow, bool q4)
+        {
+            _codes = codes;
+            _scales = scales;
+            _blocksPerRow = blocksPerRow;
+            _q4 = q4;
+        }
+
+        /// <summary>Whether a codec's tensors are repacked (Q4_0 and ggml-MXFP4 on a CPU with the kernel).</summary>
+        public static bool Applies(IBlockCodec codec, int cols) =>
+            (codec is GgmlCodec { Kind: GgmlKind.Q4_0 } || codec is GgmlMxfp4Codec) && cols % 32 == 0 && NibbleDot.IsSupported
+            && Environment.GetEnvironmentVariable("NANOSCALE_REPACK") != "0";
+
+        /// <summary>Repacks <paramref name="rows"/> rows of stored blocks; null when the tensor is too large for one
+        /// array (it then runs on the stored layout).</summary>
+        public static Repacked? Create(IBlockCodec codec, ReadOnlySpan<byte> blocks, long rows, int cols)
+        {
+            bool q4 = codec is GgmlCodec;
+            int nb = cols / 32, bytes = q4 ? Q4Block.Bytes : Mxfp4Block.Bytes, codeOffset = q4 ? 2 : 1;
+            if (rows * nb * 16 > Array.MaxLength || blocks.Length < rows * nb * bytes) return null;
+            var codes = new byte[rows * nb * 16];
+            var scales = new float[rows * nb];
+            float* ones = NibbleDot.Ones(nb);
+            fixed (byte* b0 = blocks)
+            fixed (byte* c0 = codes)
+            fixed (float* s0 = scales)
+            {
+                for (long r = 0; r < rows; r++)
+                {
+                    byte* row = b0 + r * nb * bytes;
+                    BlockScales(row, q4, nb, ones, s0 + r * nb);
+                    for (int j = 0; j < nb; j++)
+                        Buffer.MemoryCopy(row + j * bytes + codeOffset, c0 + (r * nb + j) * 16, 16, 16);
+                }
+            }
+            return new Repacked(codes, scales, nb, q4);
+        }
+
+        /// <summary>y[i] = row (firstRow + i) · x, as <see cref="TryDotRows"/> computes it on the stored layout.</summary>
+        public void DotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
+        {
+            int nb = _blocksPerRow, bias = _q4 ? 8 : 12;
+            var a = NibbleDot.Scratch;
+            a.Set(x[..(nb * 32)], evensThenOdds: false, bias);
+            var table = NibbleDot.Broadcast(Mxfp4Biased);
+            float[] c = System.Buffers.ArrayPool<float>.Shared.Rent(nb);
+            try
+            {
+                fixed (byte* b0 = _codes)
+                fixed (float* c0 = c)
+                {
+                    for (int i = 0; i < count; i++)
+                    {
+                        long r = firstRow + i;
+                        System.Numerics.Tensors.TensorPrimitives.Multiply(_scales.AsSpan(checked((int)(r * nb)), nb), a.Scales.AsSpan(0, nb), c.AsSpan(0, nb));
+                        byte* row = b0 + r * nb * 16;
+                        y[i] = _q4 ? NibbleDot.Row<NibbleDot.Nibbles>(row, 16, nb, c0, a, table, null, null, bias)
+                                   : NibbleDot.Row<NibbleDot.OneTable>(row, 16, nb, c0, a, table, null, null, bias);
+                    }
+                }
+            }
+            finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }
+        }
+
+        /// <summary>Several vectors (<c>y[v·yStride + i]</c>), each row unpacked once, as <see cref="TryDotRowsMany"/>.</summary>
+        public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+        {
+            int nb = _blocksPerRow, bias = _q4 ? 8 : 12, cols = nb * 32;
+            if (vectors is < 1 or > MaxVectors) return false;
+            if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + count) throw new ArgumentException("spans shorter than the rows");
+            var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: false, bias);
+            var table = NibbleDot.Broadcast(Mxfp4Biased);
+            fixed (byte* b0 = _codes)
+            fixed (float* s0 = _scales)
+            fixed (float* y0 = y)
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    long r = firstRow + i;
+                    byte* row = b0 + r * nb * 16;
+                    if (_q4) NibbleDot.RowMany<NibbleDot.Nibbles>(row, 16, nb, s0 + r * nb, sets, vectors, table, null, null, bias, y0 + i, yStride);
+                    else NibbleDot.RowMany<NibbleDot.OneTable>(row, 16, nb, s0 + r * nb, sets, vectors, table, null, null, bias, y0 + i, yStride);
+                }
+            }
+            return true;
+        }
+    }
+
     /// <summary>Runs the product with pooled scratch for the quantized activations; false when the CPU or the row
     /// length does not allow it.</summary>
     public static bool TryDotRows(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
