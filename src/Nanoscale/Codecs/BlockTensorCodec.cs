@@ -143,9 +143,9 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
         var quantized = LowRank.Ldlq.Quantize(weights, rows, cols, hessian, new BlockGrid(Codec), options.Parallelism, cancellationToken,
             actOrder: ActOrder);
         var arrays = quantized.Quantizer.Arrays().ToDictionary(a => a.Role, a => a.Data);
-        var delta = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(rows, cols, (r, c) => quantized.Values[(long)r * cols + c] - weights[(long)r * cols + c]);
-        var reference = MathNet.Numerics.LinearAlgebra.Matrix<double>.Build.Dense(rows, cols, (r, c) => weights[(long)r * cols + c]);
-        double error = Math.Sqrt(hessian.WeightedSquaredNorm(delta) / Math.Max(double.Epsilon, hessian.WeightedSquaredNorm(reference)));
+        var delta = new double[weights.Length];
+        for (long i = 0; i < delta.Length; i++) delta[i] = quantized.Values[i] - weights[i];
+        double error = Math.Sqrt(hessian.WeightedSquaredNorm(delta, rows) / Math.Max(double.Epsilon, hessian.WeightedSquaredNorm(weights, rows)));
         var inv = System.Globalization.CultureInfo.InvariantCulture;
         var parameters = new Dictionary<string, string>
         {

@@ -132,8 +132,16 @@ internal sealed class Hessian
     {
         if (delta.ColumnCount != Size) throw new ArgumentException($"expected {Size} columns, found {delta.ColumnCount}", nameof(delta));
         if (IsIdentity) return SquaredNorm(delta);
-        int n = Size, rows = delta.RowCount;
-        var d = delta.ToRowMajorArray();
+        return WeightedSquaredNorm(delta.ToRowMajorArray(), delta.RowCount, native);
+    }
+
+    /// <summary>As <see cref="WeightedSquaredNorm(Matrix{double}, bool)"/> for a row-major rows × <see cref="Size"/> Δ
+    /// in doubles (no matrix built around it).</summary>
+    internal double WeightedSquaredNorm(double[] d, int rows, bool native = true)
+    {
+        int n = Size;
+        if (d.Length != (long)rows * n) throw new ArgumentException($"expected {rows}×{n} values, found {d.Length}", nameof(d));
+        if (IsIdentity) return System.Numerics.Tensors.TensorPrimitives.Dot(d, d);
         var h = Matrix.AsColumnMajorArray() ?? Matrix.ToColumnMajorArray(); // symmetric: also row-major
         const int Chunk = 256;
         var product = new double[(long)Math.Min(rows, Chunk) * n];
