@@ -5,30 +5,64 @@ using Nanoscale.Tensors;
 namespace Nanoscale.IO;
 
 /// <summary>
-/// Writes a checkpoint: a single safetensors file (<see cref="ToFile"/>), or a Hugging Face model folder whole
-/// (<see cref="ToFolder"/>): the tensors as <c>model.safetensors</c>, or, above
-/// <see cref="MaxShardBytes"/>, as <c>model-0000i-of-0000n.safetensors</c> shards with a
-/// <c>model.safetensors.index.json</c>, beside any small files (config, tokenizer). Everything is written into a
-/// hidden staging folder beside the destination (named like every temporary, so <c>nanoscale clean</c> finds one a
-/// killed run left), which is renamed to the destination only once every file is complete: a failure leaves no folder
-/// that looks like a model.
+/// Writes a checkpoint: a single safetensors file (<see cref="ToFile"/>), or a Hugging Face model folder
+/// (<see cref="ToFolder"/>): the tensors as <c>model.safetensors</c>, or, above <see cref="MaxShardBytes"/>, as
+/// <c>model-0000i-of-0000n.safetensors</c> shards with a <c>model.safetensors.index.json</c>, beside any small files
+/// (config, tokenizer). Everything is written into a hidden staging folder beside the destination (named like every
+/// temporary, so <c>nanoscale clean</c> finds one a killed run left), which is renamed to the destination only once
+/// every file is complete: a failure leaves no folder that looks like a model.
 /// </summary>
 /// <remarks>
-/// Metadata goes to the first shard whole (so its checksum record covers it); later shards carry only the keys added
-/// with <see cref="AddShardMetadata"/>, which say what they are when opened alone. Tensors added with <c>keepWithPrevious</c>
-/// (the parts of one encoded tensor) never start a new shard, so a tensor is always read from one file.
+/// <para>Shards are written as they fill: when a tensor would take the open shard past the limit, that shard is
+/// written out (into the staging folder) and a new one opened, so a 100 GB output never waits on the disk in a
+/// temporary file of its own size. The first shard is the exception: it holds the metadata whole (so its checksum
+/// record covers it), and metadata such as a compressed checkpoint's table of tensors is complete only at the end, so
+/// the first shard is written at <see cref="Commit"/>. Later shards carry only the keys added with
+/// <see cref="AddShardMetadata"/> (what they are when opened alone), which must therefore come before any tensor.
+/// Shard files get their final names (<c>-of-0000n</c>) at <see cref="Commit"/>, when n is known.</para>
+/// <para>Bytes given in memory (<see cref="AddGroup"/>: an encoded tensor's parts) are spilled at once to a work file
+/// of their shard (memory holds one tensor), and that file is deleted as soon as its shard is written: the disk holds
+/// the output plus at most the first and the open shard's spill. Tensors given as a writer
+/// (<see cref="Add(string, DType, long[], Action{Stream})"/>: a copy from the source, a decoder) are written when their
+/// shard is. A group (the parts of one encoded tensor) never straddles two shards, so a tensor is read from one file.</para>
 /// </remarks>
-internal sealed class CheckpointWriter
+internal sealed class CheckpointWriter : IDisposable
 {
     /// <summary>5 GB, as <c>transformers</c>' <c>save_pretrained</c> shards by default.</summary>
     public const long DefaultMaxShardBytes = 5_000_000_000;
 
+    /// <summary>A tensor of a group whose bytes are in memory (<see cref="AddGroup"/>).</summary>
+    public readonly record struct Part(string Name, DType DType, long[] Shape, ReadOnlyMemory<byte> Data);
+
+    private sealed record Tensor(string Name, DType DType, long[] Shape, long Bytes, Action<Stream> Write);
+
+    /// <summary>One shard being filled: its tensors, their bytes, the work file its in-memory parts were spilled to,
+    /// and the file it was written to (under a staging name) once full.</summary>
+    private sealed class Shard
+    {
+        public readonly List<Tensor> Tensors = [];
+        public long Bytes;
+        public TemporaryFile? SpillFile;
+        public FileStream? Spill;
+        public string? WrittenTo;
+
+        public void DropSpill()
+        {
+            Spill?.Dispose();
+            Spill = null;
+            SpillFile?.Dispose();
+            SpillFile = null;
+        }
+    }
+
     private readonly List<KeyValuePair<string, string>> _metadata = [];
-    private readonly List<(string Name, DType DType, long[] Shape, long Bytes, Action<Stream> Write, bool KeepWithPrevious)> _tensors = [];
+    private readonly List<Shard> _shards = [new()];
     private readonly List<(string Name, Action<string> Write)> _files = [];
     private readonly HashSet<string> _fileNames = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _tensorNames = new(StringComparer.Ordinal);
     private readonly HashSet<string> _everyShard = new(StringComparer.Ordinal);
-    private bool _checksums;
+    private string? _staging;
+    private bool _checksums, _committed;
 
     private CheckpointWriter(string path, bool folder, long maxShardBytes)
     {
@@ -54,6 +88,9 @@ internal sealed class CheckpointWriter
     /// <summary>The shard files (or the one <c>model.safetensors</c>) after <see cref="Commit"/>.</summary>
     public IReadOnlyList<string> TensorFiles { get; private set; } = [];
 
+    /// <summary>How many shards are already written out (full, before <see cref="Commit"/>).</summary>
+    public int ShardsWritten => _shards.Count(s => s.WrittenTo is not null);
+
     public CheckpointWriter WithChecksums()
     {
         _checksums = true;
@@ -71,20 +108,105 @@ internal sealed class CheckpointWriter
 
     public CheckpointWriter AddMetadata(string key, string value) => AddMetadata([new(key, value)]);
 
-    /// <summary>Adds metadata that every shard carries (what the file is, when opened alone), not only the first.</summary>
+    /// <summary>Adds metadata that every shard carries (what the file is, when opened alone), not only the first;
+    /// before any tensor, since later shards are written as they fill.</summary>
     public CheckpointWriter AddShardMetadata(string key, string value)
     {
+        if (_tensorNames.Count > 0) throw new InvalidOperationException($"{Path}: metadata for every shard goes before the first tensor ({key})");
         _everyShard.Add(key);
         return AddMetadata(key, value);
     }
 
-    /// <summary>Adds a tensor written at commit time (see <see cref="SafetensorsWriter.Add(string, DType, long[], Action{Stream})"/>);
-    /// <paramref name="keepWithPrevious"/> keeps it in the shard of the tensor added before it.</summary>
-    public CheckpointWriter Add(string name, DType dtype, long[] shape, Action<Stream> writeData, bool keepWithPrevious = false)
+    /// <summary>Adds a tensor whose bytes <paramref name="writeData"/> writes when its shard is written (see
+    /// <see cref="SafetensorsWriter.Add(string, DType, long[], Action{Stream})"/>).</summary>
+    public CheckpointWriter Add(string name, DType dtype, long[] shape, Action<Stream> writeData)
     {
-        long bytes = checked(TensorShape.ElementCount(shape) * dtype.ElementSize());
-        _tensors.Add((name, dtype, shape, bytes, writeData, keepWithPrevious && _tensors.Count > 0));
+        var tensor = NewTensor(name, dtype, shape, writeData);
+        Place(tensor.Bytes).Tensors.Add(tensor);
         return this;
+    }
+
+    /// <summary>Adds tensors whose bytes are in memory and belong together (an encoded tensor's parts): they go to one
+    /// shard, and their bytes are spilled to that shard's work file now, so the caller may drop them.</summary>
+    public CheckpointWriter AddGroup(IReadOnlyList<Part> parts)
+    {
+        if (parts.Count == 0) return this;
+        long bytes = 0;
+        foreach (var p in parts)
+        {
+            long expected = checked(TensorShape.ElementCount(p.Shape) * p.DType.ElementSize());
+            if (p.Data.Length != expected)
+                throw new ArgumentException($"{p.Name}: {p.Data.Length} bytes given but {p.DType} × [{string.Join(", ", p.Shape)}] needs {expected}");
+            bytes += expected;
+        }
+        var shard = Place(bytes);
+        if (shard.Spill is null)
+        {
+            shard.SpillFile = IsFolder ? TemporaryFile.In(Staging(), "shard", ".spill") : TemporaryFile.Beside(Path, "spill");
+            shard.Spill = new FileStream(shard.SpillFile.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20);
+        }
+        var spill = shard.Spill;
+        foreach (var p in parts)
+        {
+            long offset = spill.Position, length = p.Data.Length;
+            spill.Write(p.Data.Span);
+            shard.Tensors.Add(NewTensor(p.Name, p.DType, p.Shape, stream => CopyRange(spill, offset, length, stream)));
+        }
+        return this;
+    }
+
+    private Tensor NewTensor(string name, DType dtype, long[] shape, Action<Stream> write)
+    {
+        if (_committed) throw new InvalidOperationException($"{Path} is already committed");
+        if (!_tensorNames.Add(name)) throw new ArgumentException($"tensor name \"{name}\" is already added");
+        return new Tensor(name, dtype, (long[])shape.Clone(), checked(TensorShape.ElementCount(shape) * dtype.ElementSize()), write);
+    }
+
+    /// <summary>The shard a group of <paramref name="bytes"/> goes to: the open one, unless it would pass the limit and
+    /// already holds something; then the open shard is written out (the first waits for <see cref="Commit"/>) and a
+    /// new one opened.</summary>
+    private Shard Place(long bytes)
+    {
+        var open = _shards[^1];
+        if (!IsFolder || open.Tensors.Count == 0 || open.Bytes + bytes <= MaxShardBytes)
+        {
+            open.Bytes += bytes;
+            return open;
+        }
+        if (_shards.Count > 1) WriteShard(_shards.Count - 1, CancellationToken.None);
+        var next = new Shard { Bytes = bytes };
+        _shards.Add(next);
+        return next;
+    }
+
+    /// <summary>The staging folder, created on first use.</summary>
+    private string Staging()
+    {
+        if (_staging is null)
+        {
+            string parent = System.IO.Path.GetDirectoryName(Path)!;
+            Directory.CreateDirectory(parent);
+            TemporaryFile.RemoveStale(parent);
+            string staging = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(Path)}{TemporaryFile.Tag()}.partial");
+            Directory.CreateDirectory(staging);
+            _staging = staging;
+        }
+        return _staging;
+    }
+
+    /// <summary>Writes shard <paramref name="index"/> into the staging folder under a name of its number alone, and
+    /// deletes its spill.</summary>
+    private void WriteShard(int index, CancellationToken cancellationToken)
+    {
+        var shard = _shards[index];
+        string file = System.IO.Path.Combine(Staging(), $"shard-{index + 1:00000}.safetensors");
+        var writer = new SafetensorsWriter(file);
+        if (_checksums) writer.WithChecksums();
+        writer.AddMetadata(index == 0 ? _metadata : _metadata.Where(m => _everyShard.Contains(m.Key)));
+        foreach (var t in shard.Tensors) writer.Add(t.Name, t.DType, t.Shape, t.Write);
+        writer.Commit(cancellationToken);
+        shard.WrittenTo = file;
+        shard.DropSpill();
     }
 
     /// <summary>Adds a small file by name (no folders), written by <paramref name="write"/> to the path it is given.</summary>
@@ -104,90 +226,84 @@ internal sealed class CheckpointWriter
     /// <summary>Adds a copy of <paramref name="source"/> under <paramref name="name"/>.</summary>
     public CheckpointWriter AddCopy(string name, string source) => AddFile(name, path => File.Copy(source, path));
 
-    /// <summary>Writes a file under a temporary name and renames it; or everything into the staging folder, then renames
-    /// that to <see cref="Path"/> (which must be absent or empty: <see cref="OutputGuard.CheckFolder"/>).</summary>
+    /// <summary>Writes a file under a temporary name and renames it; or the last shards, the index and the small files
+    /// into the staging folder, then renames that to <see cref="Path"/> (which must be absent or empty:
+    /// <see cref="OutputGuard.CheckFolder"/>).</summary>
     public void Commit(CancellationToken cancellationToken = default)
     {
-        if (!IsFolder)
-        {
-            var file = new SafetensorsWriter(Path).AddMetadata(_metadata);
-            if (_checksums) file.WithChecksums();
-            foreach (var t in _tensors) file.Add(t.Name, t.DType, t.Shape, t.Write);
-            file.Commit(cancellationToken);
-            TensorFiles = [Path];
-            return;
-        }
-        string folder = Path;
-        string parent = System.IO.Path.GetDirectoryName(folder)!;
-        Directory.CreateDirectory(parent);
-        TemporaryFile.RemoveStale(parent);
-        string staging = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(folder)}{TemporaryFile.Tag()}.partial");
-        Directory.CreateDirectory(staging);
+        if (_committed) throw new InvalidOperationException($"{Path} is already committed");
         try
         {
-            var shards = PlanShards();
-            var names = new List<string>();
-            var weightMap = new List<KeyValuePair<string, string>>();
-            for (int s = 0; s < shards.Count; s++)
+            if (!IsFolder)
             {
-                string file = shards.Count == 1 ? "model.safetensors" : $"model-{s + 1:00000}-of-{shards.Count:00000}.safetensors";
-                var writer = new SafetensorsWriter(System.IO.Path.Combine(staging, file));
-                if (_checksums) writer.WithChecksums();
-                writer.AddMetadata(s == 0 ? _metadata : _metadata.Where(m => _everyShard.Contains(m.Key)));
-                foreach (int i in shards[s])
-                {
-                    var t = _tensors[i];
-                    writer.Add(t.Name, t.DType, t.Shape, t.Write);
-                    weightMap.Add(new(t.Name, file));
-                }
-                writer.Commit(cancellationToken);
-                names.Add(file);
+                var file = new SafetensorsWriter(Path).AddMetadata(_metadata);
+                if (_checksums) file.WithChecksums();
+                foreach (var t in _shards[0].Tensors) file.Add(t.Name, t.DType, t.Shape, t.Write);
+                file.Commit(cancellationToken);
+                TensorFiles = [Path];
             }
-            if (shards.Count > 1)
-                File.WriteAllText(System.IO.Path.Combine(staging, CheckpointLoader.IndexFileName), IndexJson(weightMap, _tensors.Sum(t => t.Bytes)));
-            foreach (var (name, write) in _files)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                write(System.IO.Path.Combine(staging, name));
-            }
-            // An empty destination folder (checked by OutputGuard.CheckFolder) is replaced; anything else stays put.
-            if (Directory.Exists(folder)) Directory.Delete(folder);
-            Directory.Move(staging, folder);
-            TensorFiles = names.Select(n => System.IO.Path.Combine(folder, n)).ToList();
+            else CommitFolder(cancellationToken);
+            _committed = true;
         }
-        catch
+        finally
         {
-            try { Directory.Delete(staging, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-            throw;
+            Dispose();
         }
     }
 
-    /// <summary>Tensor indices per shard, in order: a shard ends before a tensor that would take it past the limit,
-    /// unless that tensor is kept with the previous one or the shard is still empty.</summary>
-    private List<List<int>> PlanShards()
+    private void CommitFolder(CancellationToken cancellationToken)
     {
-        var shards = new List<List<int>> { new() };
-        long size = 0;
-        for (int i = 0; i < _tensors.Count; i++)
+        if (_shards.Count > 1 && _shards[^1].WrittenTo is null) WriteShard(_shards.Count - 1, cancellationToken);
+        WriteShard(0, cancellationToken);
+        string staging = Staging();
+        var names = new List<string>();
+        var weightMap = new List<KeyValuePair<string, string>>();
+        for (int s = 0; s < _shards.Count; s++)
         {
-            var t = _tensors[i];
-            if (!t.KeepWithPrevious && shards[^1].Count > 0 && size + t.Bytes + GroupBytes(i + 1) > MaxShardBytes)
-            {
-                shards.Add([]);
-                size = 0;
-            }
-            shards[^1].Add(i);
-            size += t.Bytes;
+            string name = _shards.Count == 1 ? "model.safetensors" : $"model-{s + 1:00000}-of-{_shards.Count:00000}.safetensors";
+            File.Move(_shards[s].WrittenTo!, System.IO.Path.Combine(staging, name));
+            names.Add(name);
+            weightMap.AddRange(_shards[s].Tensors.Select(t => new KeyValuePair<string, string>(t.Name, name)));
         }
-        return shards;
+        if (_shards.Count > 1)
+            File.WriteAllText(System.IO.Path.Combine(staging, CheckpointLoader.IndexFileName), IndexJson(weightMap, _shards.Sum(s => s.Bytes)));
+        foreach (var (name, write) in _files)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            write(System.IO.Path.Combine(staging, name));
+        }
+        // An empty destination folder (checked by OutputGuard.CheckFolder) is replaced; anything else stays put.
+        if (Directory.Exists(Path)) Directory.Delete(Path);
+        Directory.Move(staging, Path);
+        _staging = null;
+        TensorFiles = names.Select(n => System.IO.Path.Combine(Path, n)).ToList();
     }
 
-    /// <summary>Bytes of the tensors from <paramref name="first"/> on that are kept with the one before it.</summary>
-    private long GroupBytes(int first)
+    /// <summary>Removes the spills and the staging folder of a writer that was not committed (a failed or cancelled
+    /// run); after <see cref="Commit"/> there is nothing left to remove.</summary>
+    public void Dispose()
     {
-        long bytes = 0;
-        for (int i = first; i < _tensors.Count && _tensors[i].KeepWithPrevious; i++) bytes += _tensors[i].Bytes;
-        return bytes;
+        foreach (var shard in _shards) shard.DropSpill();
+        if (_staging is not null)
+        {
+            try { Directory.Delete(_staging, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            _staging = null;
+        }
+    }
+
+    /// <summary>Copies <paramref name="length"/> bytes at <paramref name="offset"/> of a work file into
+    /// <paramref name="destination"/> in 1 MiB slices.</summary>
+    private static void CopyRange(FileStream spill, long offset, long length, Stream destination)
+    {
+        spill.Position = offset;
+        var buffer = new byte[1 << 20];
+        while (length > 0)
+        {
+            int read = spill.Read(buffer, 0, (int)Math.Min(buffer.Length, length));
+            if (read <= 0) throw new EndOfStreamException($"{spill.Name} ended early");
+            destination.Write(buffer, 0, read);
+            length -= read;
+        }
     }
 
     private static string IndexJson(List<KeyValuePair<string, string>> weightMap, long totalSize)

@@ -83,8 +83,9 @@ public sealed record CompressReport(
 
 /// <summary>
 /// Writes a compressed checkpoint (SPEC §8): tensor by tensor, selected tensors through the codec, the rest
-/// unchanged, in the source's order. Encoded parts are spilled to a temporary file as they are produced (memory stays
-/// at one tensor), then the output is assembled under a temporary name and renamed: a single safetensors file when
+/// unchanged, in the source's order. Encoded parts go to the writer as they are produced (memory stays at one tensor;
+/// shards are written as they fill, <see cref="CheckpointWriter"/>), and the output is renamed into place only once
+/// complete: a single safetensors file when
 /// the output is named <c>*.safetensors</c>, else a model folder (<see cref="ModelFolder"/>) with the shards, a
 /// <c>config.json</c> whose <c>quantization_config</c> names each encoded tensor's format, and the tokenizer.
 /// </summary>
@@ -104,15 +105,13 @@ public static class Compressor
             : source.Tensors.Where(options.Selection.Selects).Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         if (selected.FirstOrDefault(name => source.Find(name) is null) is { } missing)
             throw new InputException($"{source.Path} has no tensor {missing} (named by the assignment of formats)");
-        using var spillFile = TemporaryFile.Beside(output, "spill");
         var reports = new List<CompressedTensorReport>();
         var entries = new List<KeyValuePair<string, CompressedLayout.Entry>>();
         var names = source.Tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         try
         {
-            using var spill = new FileStream(spillFile.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
             // The source's own integrity record describes its layout, not this file's: the writer makes a new one.
-            var writer = ModelFolder.Writer(output, options.MaxShardBytes).WithChecksums()
+            using var writer = ModelFolder.Writer(output, options.MaxShardBytes).WithChecksums()
                 .AddMetadata(source.Metadata.Where(m => m.Key != Checksums.Key))
                 .AddShardMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
                 .AddShardMetadata(CompressedLayout.FormatKey, options.FormatName);
@@ -138,20 +137,16 @@ public static class Compressor
                     else
                         using (var view = source.Map(tensor))
                             encoded = codec.Encode(view, options.EncodeOptions, cancellationToken);
-                    long stored = 0;
-                    bool first = true;
+                    var parts = new List<CheckpointWriter.Part>(encoded.Parts.Count);
                     foreach (var part in encoded.Parts)
                     {
                         var partName = $"{tensor.Name}.{part.Suffix}";
                         if (names.Contains(partName))
                             throw new InputException($"{source.Path}: cannot encode {tensor.Name}: the source already has a tensor named {partName}");
-                        long offset = spill.Position;
-                        spill.Write(part.Data);
-                        long length = part.Data.Length;
-                        writer.Add(partName, part.DType, part.Shape, stream => CopyRange(spill, offset, length, stream), keepWithPrevious: !first);
-                        first = false;
-                        stored += length;
+                        parts.Add(new(partName, part.DType, part.Shape, part.Data));
                     }
+                    writer.AddGroup(parts);
+                    long stored = encoded.Parts.Sum(p => (long)p.Data.Length);
                     entries.Add(new(tensor.Name, new CompressedLayout.Entry(codec.Spec, tensor.DType, tensor.Shape,
                         encoded.Parts.Select(p => p.Suffix).ToList(), encoded.Parameters ?? new Dictionary<string, string>())));
                     reports.Add(new CompressedTensorReport(tensor.Name, codec.Spec, tensor.DType, tensor.Shape, tensor.ByteLength, stored, encoded.Parameters,
@@ -180,19 +175,6 @@ public static class Compressor
         {
             // Codecs name the tensor and element; add the file so the message says where.
             throw e.In(file: source.Path);
-        }
-    }
-
-    internal static void CopyRange(FileStream spill, long offset, long length, Stream destination)
-    {
-        spill.Position = offset;
-        var buffer = new byte[1 << 20];
-        while (length > 0)
-        {
-            int read = spill.Read(buffer, 0, (int)Math.Min(buffer.Length, length));
-            if (read <= 0) throw new EndOfStreamException("spill file ended early");
-            destination.Write(buffer, 0, read);
-            length -= read;
         }
     }
 }

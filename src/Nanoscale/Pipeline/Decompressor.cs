@@ -45,7 +45,7 @@ public static class Decompressor
         output = ModelFolder.CheckOutput(output, input.Container, null, options.Force);
         if (options.DType is { } d && d is not (DType.F32 or DType.BF16 or DType.F16))
             throw new InvalidOptionException("DecompressOptions.DType", $"must be F32, BF16 or F16, not {d}");
-        var writer = ModelFolder.Writer(output, options.MaxShardBytes).AddMetadata(input.SourceMetadata);
+        using var writer = ModelFolder.Writer(output, options.MaxShardBytes).AddMetadata(input.SourceMetadata);
         long total = input.Tensors.Count, done = 0;
         foreach (var tensor in input.Tensors)
         {

@@ -71,9 +71,7 @@ public static class HfLayoutExport
         var names = source.Tensors.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
         var quantized = new List<string>();
         var kept = new List<(string, string)>();
-        using var spillFile = TemporaryFile.Beside(output, "spill");
-        using var spill = new FileStream(spillFile.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
-        var writer = ModelFolder.Writer(output, options.MaxShardBytes);
+        using var writer = ModelFolder.Writer(output, options.MaxShardBytes);
         long total = source.Tensors.Sum(t => t.ByteLength), done = 0;
         foreach (var tensor in source.Tensors)
         {
@@ -95,16 +93,10 @@ public static class HfLayoutExport
                 using (var view = source.Map(tensor))
                     encoded = codec.Encode(view, new EncodeOptions { Parallelism = options.Parallelism }, cancellationToken);
                 var parts = HfArrays(layout, tensor, encoded);
-                bool first = true;
-                foreach (var (name, dtype, shape, data) in parts)
-                {
+                foreach (var (name, _, _, _) in parts)
                     if (names.Contains(name))
                         throw new InputException($"{source.Path}: cannot write {tensor.Name} as {layout}: the model already has a tensor named {name}");
-                    long offset = spill.Position, length = data.Length;
-                    spill.Write(data);
-                    writer.Add(name, dtype, shape, stream => Compressor.CopyRange(spill, offset, length, stream), keepWithPrevious: !first);
-                    first = false;
-                }
+                writer.AddGroup([.. parts.Select(p => new CheckpointWriter.Part(p.Item1, p.Item2, p.Item3, p.Item4))]);
                 quantized.Add(tensor.Name);
             }
             done += tensor.ByteLength;
@@ -120,9 +112,9 @@ public static class HfLayoutExport
 
     /// <summary>The layout's arrays for one encoded weight: names, dtypes and shapes as the other project stores them,
     /// bytes as our codec wrote them (<c>mxfp4</c>, or <c>nvfp4:global=divisor</c> whose tensor data is the global scale).</summary>
-    internal static List<(string Name, DType DType, long[] Shape, byte[] Data)> HfArrays(string layout, TensorInfo tensor, EncodedTensor encoded)
+    internal static List<(string Name, DType DType, long[] Shape, ReadOnlyMemory<byte> Data)> HfArrays(string layout, TensorInfo tensor, EncodedTensor encoded)
     {
-        byte[] Part(string suffix) => encoded.Parts.First(p => p.Suffix == suffix).Data;
+        ReadOnlyMemory<byte> Part(string suffix) => encoded.Parts.First(p => p.Suffix == suffix).Data;
         long rows = tensor.Rows, cols = tensor.Columns;
         var names = HfLayouts.PartNames(layout, tensor.Name).ToDictionary(p => p.Part, p => p.Stored);
         if (layout == HfLayouts.Mxfp4Layout)
