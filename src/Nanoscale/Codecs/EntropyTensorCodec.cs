@@ -73,10 +73,10 @@ internal sealed class EntropyTensorCodec : ITensorCodec, ICodec
             throw new InputException($"{tensor.Name}: tensors over 2 GiB are not supported by {Spec} yet");
         cancellationToken.ThrowIfCancellationRequested();
         var lossless = LosslessOptions.Default with { Parallelism = options.Parallelism };
-        byte[] coded;
+        ReadOnlyMemory<byte> coded;
         if (_precision is null)
         {
-            coded = LosslessCodec.Encode(source.Bytes, tensor.DType, lossless);
+            coded = LosslessCodec.EncodeUntrimmed(source.Bytes, tensor.DType, lossless);
         }
         else
         {

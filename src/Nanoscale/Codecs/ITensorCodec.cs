@@ -6,7 +6,7 @@ using Nanoscale.LowRank;
 namespace Nanoscale.Codecs;
 
 /// <summary>One stored array of an encoded tensor, saved as <c>NAME.Suffix</c> in the compressed checkpoint (SPEC §8).</summary>
-public sealed record EncodedPart(string Suffix, DType DType, long[] Shape, byte[] Data);
+public sealed record EncodedPart(string Suffix, DType DType, long[] Shape, ReadOnlyMemory<byte> Data);
 
 /// <summary>What a codec produced for one tensor: its parts, and per-tensor parameters for the metadata.</summary>
 public sealed record EncodedTensor(IReadOnlyList<EncodedPart> Parts, IReadOnlyDictionary<string, string>? Parameters = null);

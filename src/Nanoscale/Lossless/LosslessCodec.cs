@@ -49,6 +49,19 @@ public static partial class LosslessCodec
         return buffer;
     }
 
+    /// <summary>
+    /// Encodes into the front of a new array of <see cref="GetMaxEncodedLength"/> bytes and returns the stream there,
+    /// without trimming: the array is not cleared and its tail past the stream is (but for one window of chunks) never
+    /// written, so it costs address space rather than memory, where a trimmed copy would hold the stream twice at once
+    /// (a 525 MB embedding: ~350 MB saved at the peak).
+    /// </summary>
+    public static ReadOnlyMemory<byte> EncodeUntrimmed(ReadOnlySpan<byte> source, DType dtype, LosslessOptions? options = null)
+    {
+        var buffer = GC.AllocateUninitializedArray<byte>(GetMaxEncodedLength(source.Length, dtype, options));
+        int length = EncodeCore(source, dtype, buffer, options, wantReport: false, out _);
+        return buffer.AsMemory(0, length);
+    }
+
     /// <summary>Encodes into a new array and reports sizes against the order-0 bound.</summary>
     public static byte[] Encode(ReadOnlySpan<byte> source, DType dtype, LosslessOptions? options, out LosslessReport report)
     {
@@ -94,33 +107,43 @@ public static partial class LosslessCodec
         int maxChunkBytes = ChunkChecksumBytes + g.PlaneCount + g.ChunkElements * elementSize;
         var stats = new PlaneChunkStats[g.ChunkCount * g.PlaneCount];
         var lengths = new int[g.ChunkCount];
-
+        var scratches = new System.Collections.Concurrent.ConcurrentBag<EncodeScratch>();
+        // Chunks are coded a window at a time: each chunk of the window at a provisional slot of maxChunkBytes from the
+        // stream's current end, then moved down to be contiguous (ascending, so no move overwrites a chunk not yet
+        // moved). Only the last window's slack is ever written past the final length, so a destination of the maximum
+        // length costs about the stream's size in memory, not the maximum.
+        int window = 8 * Math.Max(1, options.Parallelism.Threads);
+        long offset = g.DataStart;
         unsafe
         {
             fixed (byte* src = source)
             fixed (byte* dst = destination)
             {
                 nint srcAddress = (nint)src, dstAddress = (nint)dst;
-                // Each chunk is first written at a provisional slot of maxChunkBytes after the header, then the
-                // chunks are moved down to be contiguous (ascending, so no move overwrites a chunk not yet moved).
-                options.Parallelism.ForEach(g.ChunkCount, () => new EncodeScratch(g), (chunk, scratch) =>
+                for (int start = 0; start < g.ChunkCount; start += window)
                 {
-                    long first = (long)chunk * g.ChunkElements;
-                    int elements = (int)Math.Min(g.ChunkElements, g.ElementCount - first);
-                    var input = new ReadOnlySpan<byte>((byte*)srcAddress + first * elementSize, elements * elementSize);
-                    var output = new Span<byte>((byte*)dstAddress + g.DataStart + (long)chunk * maxChunkBytes, maxChunkBytes);
-                    lengths[chunk] = EncodeChunk(g, input, elements, output, scratch, options, wantReport, stats.AsSpan(chunk * g.PlaneCount, g.PlaneCount));
-                });
+                    int count = Math.Min(window, g.ChunkCount - start);
+                    long windowStart = offset;
+                    options.Parallelism.For(count, k =>
+                    {
+                        int chunk = start + k;
+                        if (!scratches.TryTake(out var scratch)) scratch = new EncodeScratch(g);
+                        long first = (long)chunk * g.ChunkElements;
+                        int elements = (int)Math.Min(g.ChunkElements, g.ElementCount - first);
+                        var input = new ReadOnlySpan<byte>((byte*)srcAddress + first * elementSize, elements * elementSize);
+                        var output = new Span<byte>((byte*)dstAddress + windowStart + (long)k * maxChunkBytes, maxChunkBytes);
+                        lengths[chunk] = EncodeChunk(g, input, elements, output, scratch, options, wantReport, stats.AsSpan(chunk * g.PlaneCount, g.PlaneCount));
+                        scratches.Add(scratch);
+                    });
+                    for (int k = 0; k < count; k++)
+                    {
+                        long provisional = windowStart + (long)k * maxChunkBytes;
+                        if (provisional != offset)
+                            destination.Slice((int)provisional, lengths[start + k]).CopyTo(destination[(int)offset..]);
+                        offset += lengths[start + k];
+                    }
+                }
             }
-        }
-
-        long offset = g.DataStart;
-        for (int chunk = 0; chunk < g.ChunkCount; chunk++)
-        {
-            long provisional = g.DataStart + (long)chunk * maxChunkBytes;
-            if (provisional != offset)
-                destination.Slice((int)provisional, lengths[chunk]).CopyTo(destination[(int)offset..]);
-            offset += lengths[chunk];
         }
 
         WriteHeader(destination, g, dtype, lengths);

@@ -118,6 +118,7 @@ public static class Compressor
             if (source.Config is { } config) writer.AddMetadata(CompressedLayout.ConfigKey, CompressedLayout.SerializeConfig(config));
 
             long total = source.Tensors.Sum(t => t.ByteLength), done = 0;
+            var collector = new StreamingCollector();
             foreach (var tensor in source.Tensors)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -153,6 +154,7 @@ public static class Compressor
                         encodeClock.Elapsed.TotalSeconds));
                 }
                 done += tensor.ByteLength;
+                collector.AfterTensor();
             }
             writer.AddMetadata(CompressedLayout.TensorsKey, CompressedLayout.SerializeEntries(entries));
             var quantization = new JsonObject
@@ -176,5 +178,27 @@ public static class Compressor
             // Codecs name the tensor and element; add the file so the message says where.
             throw e.In(file: source.Path);
         }
+    }
+}
+
+/// <summary>
+/// Keeps a tensor-by-tensor loop's memory at its largest tensor. Each tensor's buffers (codes, coded streams) are
+/// garbage once written, and large ones live in the large-object heap, which the runtime only sweeps in a full
+/// collection; its own budget lets several hundred MB of dead buffers pile up first (a lossless run of a 2 GB model
+/// peaked at 1.5 GB that way, 0.9 GB with this). So after each tensor the loop collects whenever 256 MiB were
+/// allocated since the last collection: a full collection of a heap this small takes milliseconds, a few hundred
+/// times for a 32 GB model.
+/// </summary>
+internal sealed class StreamingCollector
+{
+    private const long Every = 256L << 20;
+    private long _allocated = GC.GetTotalAllocatedBytes();
+
+    public void AfterTensor()
+    {
+        long now = GC.GetTotalAllocatedBytes();
+        if (now - _allocated < Every) return;
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: false);
+        _allocated = GC.GetTotalAllocatedBytes();
     }
 }

@@ -25,7 +25,7 @@ public class LdlqOptionTests
         return CodecRegistry.Create(spec).Encode(view, new EncodeOptions { Calibration = calibration });
     }
 
-    private static byte[] Part(EncodedTensor t, string name) => t.Parts.Single(p => p.Suffix == name).Data;
+    private static byte[] Part(EncodedTensor t, string name) => t.Parts.Single(p => p.Suffix == name).Data.ToArray();
 
     [Theory]
     [InlineData("mxfp4")]

@@ -48,7 +48,7 @@ public class CodecPropertyTests
                     var two = codec.Encode(view, new EncodeOptions { Parallelism = new Parallelism(2) });
                     Assert.Equal(one.Parts.Select(p => (p.Suffix, p.DType, string.Join("×", p.Shape))), two.Parts.Select(p => (p.Suffix, p.DType, string.Join("×", p.Shape))));
                     for (int i = 0; i < one.Parts.Count; i++)
-                        Assert.True(one.Parts[i].Data.AsSpan().SequenceEqual(two.Parts[i].Data), $"{spec} [{t.rows}×{t.cols}]: part {one.Parts[i].Suffix} differs");
+                        Assert.True(one.Parts[i].Data.Span.SequenceEqual(two.Parts[i].Data.Span), $"{spec} [{t.rows}×{t.cols}]: part {one.Parts[i].Suffix} differs");
                 }
             }, iter: 10);
     }
