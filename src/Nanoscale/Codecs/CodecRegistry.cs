@@ -33,7 +33,7 @@ public static class CodecRegistry
         .. NvFp4Formats.Traits().Select(row => WithContainerOptions(row, ldlq: true)),
         .. NxfpFormats.Traits().Select(row => WithContainerOptions(row, ldlq: true)),
         .. GgmlFormats.Traits().Select(row => WithContainerOptions(row, ldlq: false)),
-        .. E8Formats.Traits().Select(row => WithContainerOptions(row, ldlq: false)),
+        .. E8Formats.Traits().Select(row => WithContainerOptions(row, ldlq: true)),
         .. CastCodec.Traits(),
         .. EntropyTensorCodec.Traits(),
         CalderaTensorCodec.Traits,
@@ -93,7 +93,7 @@ public static class CodecRegistry
             var codec = (IBlockCodec)row.Create(inner, inner.ToString());
             bool ldlq = spec[LdlqOption.Key] is "1" or "act";
             if (ldlq && !LowRank.BlockGrid.Accepts(codec, out string why))
-                throw new FormatSpecException(spec.ToString(), $"ldlq=1 needs a format LDLQ can round element by element ({why}); MX, NVFP4 and NxFP formats can");
+                throw new FormatSpecException(spec.ToString(), $"ldlq=1 needs a format LDLQ can round element by element ({why}); MX, NVFP4, NxFP and E8 formats can");
             return new BlockTensorCodec(codec, entropyCoded: spec[EntropyOption.Key] == "rans", ldlq: ldlq,
                 actOrder: spec[LdlqOption.Key] == "act");
         },

@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using System.Buffers.Binary;
 using Nanoscale.Formats;
+using Nanoscale.Formats.E8;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.LowRank;
@@ -18,6 +20,10 @@ namespace Nanoscale.LowRank;
 /// range ±(2^(N−1)−1), SPEC §7), so with H = I the result is the codec's own round-to-nearest (ties aside).</para>
 /// <para>Stored like a plain block tensor (<see cref="BlockLayout"/>); NVFP4's tensor scale is computed from the matrix
 /// before error feedback.</para>
+/// <para><b>E8</b> is a vector grid (<see cref="GridQuantizer.VectorSize"/> 8): the block's scale is chosen by the codec
+/// as for the others, then each vector of 8 is rounded, when LDLQ reaches it, to the codebook point the codec's encoder
+/// would pick for those values under that scale (<see cref="E8Lattice.Quantize"/>), so with H = I the stored indices are
+/// the codec's own.</para>
 /// </remarks>
 internal sealed class BlockGrid : QuantGrid
 {
@@ -25,10 +31,10 @@ internal sealed class BlockGrid : QuantGrid
 
     /// <summary>Whether <paramref name="codec"/> can be a grid: elements coded one by one in 1 to 8 bits, decoded
     /// independently given 1 to 4 scale bytes per block (MX, NVFP4, NxFP; not ggml's formats, whose scale is inside the
-    /// block, nor E8, whose codes are vectors); <paramref name="why"/> says what is missing.</summary>
+    /// block), or E8's vectors; <paramref name="why"/> says what is missing.</summary>
     public static bool Accepts(IBlockCodec codec, out string why)
     {
-        why = codec is Formats.E8.E8Codec ? "its codes index 8-dimensional points, not single elements"
+        why = codec is E8Codec ? ""
             : codec.BytesPerBlock * 8 % codec.BlockSize != 0 || codec.BytesPerBlock * 8 / codec.BlockSize is < 1 or > 8
                 ? "an LDLQ grid needs whole element codes of 1 to 8 bits"
             : codec.ScaleBytesPerBlock is < 1 or > 4 ? "an LDLQ grid needs 1 to 4 scale bytes per block, stored apart from the codes"
@@ -65,7 +71,7 @@ internal sealed class BlockGrid : QuantGrid
             accumulator.Add(initial, 0);
             accumulator.WriteTensorData(tensorData);
         }
-        return new Quantizer(this, rows, cols, tensorData);
+        return Codec is E8Codec ? new VectorQuantizer(this, rows, cols, tensorData) : new Quantizer(this, rows, cols, tensorData);
     }
 
     public override IGridReader Open(IGridStore store, int rows, int cols) => new Reader(this, store, rows, cols);
@@ -183,6 +189,74 @@ internal sealed class BlockGrid : QuantGrid
             };
             if (_tensorData.Length > 0) arrays.Add(new(BlockLayout.TensorData, DType.U8, [_tensorData.Length], _tensorData));
             return arrays;
+        }
+    }
+
+    /// <summary>E8: a scale per block of 32 chosen by the codec, a codebook point per vector of 8.</summary>
+    private sealed class VectorQuantizer : GridQuantizer
+    {
+        private const int Dimension = E8Lattice.Dimension;
+        private readonly BlockGrid _grid;
+        private readonly byte[] _tensorData;
+        private readonly int _blocksPerRow, _vectorsPerBlock;
+        private readonly ushort[] _indices;   // [rows, nblocks, vectors per block]
+        private readonly byte[] _scales;      // [rows, nblocks]
+        private readonly float[] _points;     // per row: the point of the vector being rounded
+
+        public VectorQuantizer(BlockGrid grid, int rows, int cols, byte[] tensorData) : base(rows, cols)
+        {
+            _grid = grid;
+            _tensorData = tensorData;
+            _blocksPerRow = grid.Codec.BlocksPerRow(cols);
+            _vectorsPerBlock = grid.Codec.BlockSize / Dimension;
+            _indices = new ushort[(long)rows * _blocksPerRow * _vectorsPerBlock];
+            _scales = new byte[(long)rows * _blocksPerRow];
+            _points = new float[(long)rows * Dimension];
+        }
+
+        public override int GroupSize => _grid.Codec.BlockSize;
+
+        public override int VectorSize => Dimension;
+
+        public override void BeginGroup(int row, int firstColumn, ReadOnlySpan<float> values)
+        {
+            var codec = _grid.Codec;
+            Span<byte> packed = stackalloc byte[codec.BytesPerBlock];
+            codec.Quantize(values, 1, values.Length, _tensorData, SingleThread, (long)row * Columns + firstColumn, packed,
+                _scales.AsSpan(row * _blocksPerRow + firstColumn / codec.BlockSize, 1));
+        }
+
+        public override void BeginVector(int row, int firstColumn, ReadOnlySpan<float> values)
+        {
+            int block = firstColumn / _grid.Codec.BlockSize;
+            var (encode, decode) = E8Codec.BlockScale(_scales[row * _blocksPerRow + block], _tensorData);
+            ushort index = 0; // the origin: a block of zeros has no scale
+            if (encode > 0)
+            {
+                Span<double> x = stackalloc double[Dimension];
+                for (int i = 0; i < values.Length; i++) x[i] = values[i] / encode;
+                index = E8Lattice.Quantize(x);
+            }
+            _indices[(long)(row * _blocksPerRow + block) * _vectorsPerBlock + firstColumn % _grid.Codec.BlockSize / Dimension] = index;
+            var point = _points.AsSpan(row * Dimension, Dimension);
+            if (encode > 0) E8Lattice.Decode(index, decode, point);
+            else point.Clear();
+        }
+
+        public override float Round(int row, int column, double value) => _points[row * Dimension + column % Dimension];
+
+        public override IReadOnlyList<GridArray> Arrays()
+        {
+            var codec = _grid.Codec;
+            var blocks = new byte[(long)_indices.Length * 2];
+            for (long i = 0; i < _indices.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(blocks.AsSpan((int)(2 * i), 2), _indices[i]);
+            var (scaleDType, scaleShape) = BlockLayout.ScalesArray(codec, Rows, Columns);
+            return
+            [
+                new(BlockLayout.Blocks, DType.U8, BlockLayout.BlocksShape(codec, Rows, Columns), blocks),
+                new(BlockLayout.Scales, scaleDType, scaleShape, _scales),
+                new(BlockLayout.TensorData, DType.U8, [_tensorData.Length], _tensorData),
+            ];
         }
     }
 

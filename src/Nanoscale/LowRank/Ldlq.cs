@@ -27,6 +27,13 @@ internal sealed record QuantizedMatrix(GridQuantizer Quantizer, float[] Values);
 /// product speed: U is read once per block instead of once per row. A group that starts inside a block and runs past
 /// its end (only grids whose group is wider than the block, such as a scale per row) is handed its values with the
 /// block's pending errors applied, so the scale sees exactly what the one-column update would show it.</para>
+/// <para><b>Vector grids</b> (E8: <see cref="GridQuantizer.VectorSize"/> 8; QuIP#'s block LDLQ): the vector's columns
+/// are rounded together, to the nearest codebook point of the values they hold when LDLQ reaches the vector's first
+/// column, and their errors then go forward as a block. Going on column by column with the point fixed does exactly
+/// that: within the vector, <c>e_k = (w_k − q_k)/U[k,k]</c> with <c>w_k</c> already fed by the vector's earlier
+/// errors is the forward substitution of <c>E·U_BB = W_B − Q_B</c>, and the later columns receive
+/// <c>E·U_{B,later}</c> — the optimal joint update (the inverse Hessian of the columns left, restricted to B, is
+/// <c>U_BBᵀU_BB</c>), which for one column is GPTQ's.</para>
 /// </remarks>
 internal static class Ldlq
 {
@@ -52,7 +59,11 @@ internal static class Ldlq
         var quantizer = grid.Begin(rows, cols, initial);
         var values = new float[a.Length];
         var w = a.ToArray();
-        int group = Math.Max(1, quantizer.GroupSize);
+        int group = Math.Max(1, quantizer.GroupSize), vector = Math.Max(1, quantizer.VectorSize);
+        if (vector > 1 && group % vector != 0)
+            throw new ArgumentException($"{grid.Spec}: groups of {group} columns are not whole vectors of {vector}", nameof(grid));
+        if (vector > 1 && actOrder && group >= cols)
+            throw new ArgumentException($"{grid.Spec}: act-order moves single columns of a matrix narrower than one group, which would split its vectors of {vector}", nameof(actOrder));
         if (hessian is null || hessian.IsIdentity)
         {
             parallelism.ForEach(rows, () => new float[Math.Min(group, cols)], (row, groupValues) =>
@@ -67,6 +78,12 @@ internal static class Ldlq
                         int length = Math.Min(group, cols - j);
                         for (int t = 0; t < length; t++) groupValues[t] = (float)r[j + t];
                         quantizer.BeginGroup(row, j, groupValues.AsSpan(0, length));
+                    }
+                    if (vector > 1 && j % vector == 0)
+                    {
+                        int length = Math.Min(vector, cols - j);
+                        for (int t = 0; t < length; t++) groupValues[t] = (float)r[j + t];
+                        quantizer.BeginVector(row, j, groupValues.AsSpan(0, length));
                     }
                     output[j] = quantizer.Round(row, j, r[j]);
                 }
@@ -96,7 +113,7 @@ internal static class Ldlq
             parallelism.ForEach(rows, () => new float[Math.Min(group, cols)], (row, groupValues) =>
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                QuantizeBlock(w.AsSpan(row * cols, cols), row, cols, j0, j1, u, quantizer, group, groupValues,
+                QuantizeBlock(w.AsSpan(row * cols, cols), row, cols, j0, j1, u, quantizer, group, vector, groupValues,
                     values.AsSpan(row * cols, cols), errors.AsSpan(row * block, block), order);
             });
             if (j1 < cols)
@@ -123,7 +140,7 @@ internal static class Ldlq
     /// <summary>One row's positions [j0, j1) (columns <paramref name="order"/>[j], or j): round each, feed its error
     /// to the block's later positions, record it.</summary>
     private static void QuantizeBlock(Span<double> w, int row, int cols, int j0, int j1, double[] u, GridQuantizer quantizer,
-        int group, float[] groupValues, Span<float> output, Span<double> errors, int[]? order)
+        int group, int vector, float[] groupValues, Span<float> output, Span<double> errors, int[]? order)
     {
         for (int j = j0; j < j1; j++)
         {
@@ -150,6 +167,14 @@ internal static class Ldlq
                     groupValues[t] = (float)v;
                 }
                 quantizer.BeginGroup(row, column, groupValues.AsSpan(0, length));
+            }
+            if (vector > 1 && column % vector == 0)
+            {
+                // The vector's columns sit at positions j.. (groups move whole under act-order) inside this block (a
+                // block is whole groups, a group whole vectors), each already fed by every earlier position.
+                int length = Math.Min(vector, cols - column);
+                for (int t = 0; t < length; t++) groupValues[t] = (float)w[j + t];
+                quantizer.BeginVector(row, column, groupValues.AsSpan(0, length));
             }
             float q = quantizer.Round(row, column, w[j]);
             output[column] = q;

@@ -24,8 +24,10 @@ internal abstract class QuantGrid
 
 /// <summary>
 /// The rounding state for one matrix. LDLQ calls <see cref="BeginGroup"/> at the first column of each group of
-/// <see cref="GroupSize"/> columns (with the row's current, error-fed values of that group), then <see cref="Round"/>
-/// once per column. Rows are independent: different rows may be processed on different threads at once.
+/// <see cref="GroupSize"/> columns (with the row's current, error-fed values of that group), then, for a vector grid,
+/// <see cref="BeginVector"/> at the first column of each vector of <see cref="VectorSize"/> columns, then
+/// <see cref="Round"/> once per column. Rows are independent: different rows may be processed on different threads at
+/// once.
 /// </summary>
 internal abstract class GridQuantizer(int rows, int cols)
 {
@@ -39,7 +41,18 @@ internal abstract class GridQuantizer(int rows, int cols)
     /// <summary>Chooses the scale of the group that starts at <paramref name="firstColumn"/> in <paramref name="row"/>.</summary>
     public abstract void BeginGroup(int row, int firstColumn, ReadOnlySpan<float> values);
 
-    /// <summary>Rounds one element to the grid (with the group's scale), records its code and returns its value.</summary>
+    /// <summary>Columns rounded together as one point of a vector codebook (E8: 8); 1 for grids of single values.
+    /// A vector lies inside one group, and a group is a whole number of vectors.</summary>
+    public virtual int VectorSize => 1;
+
+    /// <summary>Rounds the vector that starts at <paramref name="firstColumn"/> (the row's current, error-fed values of
+    /// its columns, as many as the row has): the following <see cref="Round"/> calls return its coordinates.</summary>
+    public virtual void BeginVector(int row, int firstColumn, ReadOnlySpan<float> values) =>
+        throw new InvalidOperationException($"{GetType().Name} rounds single values, not vectors");
+
+    /// <summary>Rounds one element to the grid (with the group's scale), records its code and returns its value; in a
+    /// vector grid, returns the coordinate of the point <see cref="BeginVector"/> chose, whatever
+    /// <paramref name="value"/> is.</summary>
     public abstract float Round(int row, int column, double value);
 
     /// <summary>The arrays that store the rounded matrix, by role.</summary>

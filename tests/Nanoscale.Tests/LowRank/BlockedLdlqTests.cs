@@ -102,6 +102,59 @@ public class BlockedLdlqTests
         }
     }
 
+    /// <summary>
+    /// Block LDLQ for a vector grid (E8) written out as QuIP# states it: each vector of 8 columns is rounded jointly
+    /// from its current values, then its error reaches the later columns through the optimal block update
+    /// <c>E·U_{B,later}</c> with <c>E·U_BB = W_B − Q_B</c> solved explicitly (MathNet); the library instead goes on column
+    /// by column with the point fixed, which must be the same arithmetic.
+    /// </summary>
+    [Theory]
+    [InlineData(12, 256, false)]
+    [InlineData(10, 200, false)]  // a short last block of 8 columns
+    [InlineData(12, 256, true)]   // act-order moves whole blocks of 32
+    public void VectorLdlqEqualsTheJointBlockUpdate(int rows, int cols, bool actOrder)
+    {
+        var grid = CalderaTensorCodec.ParseGrid("e8");
+        var w = ToDouble(Weights(rows, cols, 13));
+        var h = CorrelatedHessian(cols, 7);
+        if (actOrder) h = h.Permuted([.. Enumerable.Range(0, cols).Reverse()]);
+        var order = actOrder ? Ldlq.ActOrder(h, cols, 32) : [.. Enumerable.Range(0, cols)];
+        var u = h.Permuted(order).ComputeLdlqFactor(native: false);
+        var quantizer = grid.Begin(rows, cols, w.Select(v => (float)v).ToArray());
+        Assert.Equal(8, quantizer.VectorSize);
+        var expected = new float[w.Length];
+        for (int row = 0; row < rows; row++)
+        {
+            var natural = w.AsSpan(row * cols, cols).ToArray();
+            var x = order.Select(c => natural[c]).ToArray(); // position space
+            for (int p = 0; p < cols; p += 8)
+            {
+                int column = order[p];
+                if (column % 32 == 0)
+                    quantizer.BeginGroup(row, column, Enumerable.Range(p, Math.Min(32, cols - column)).Select(t => (float)x[t]).ToArray());
+                int n = Math.Min(8, cols - column);
+                quantizer.BeginVector(row, column, x.AsSpan(p, n).ToArray().Select(v => (float)v).ToArray());
+                var delta = Vector<double>.Build.Dense(n);
+                for (int k = 0; k < n; k++)
+                {
+                    float q = quantizer.Round(row, column + k, double.NaN);
+                    expected[row * cols + column + k] = q;
+                    delta[k] = x[p + k] - q;
+                }
+                var ubb = Matrix<double>.Build.Dense(n, n, (i, j) => u[(p + i) * cols + p + j]);
+                var e = ubb.Transpose().Solve(delta); // E·U_BB = Δ  ⇔  U_BBᵀ·Eᵀ = Δᵀ
+                for (int t = p + n; t < cols; t++)
+                    for (int k = 0; k < n; k++) x[t] -= e[k] * u[(p + k) * cols + t];
+            }
+        }
+        var actual = Ldlq.Quantize(w, rows, cols, h, grid, Parallelism.AllCores, actOrder: actOrder);
+        int differ = expected.Zip(actual.Values).Count(v => v.First != v.Second);
+        Assert.True(differ <= expected.Length / 500, $"{differ} of {expected.Length} values differ");
+        var nearest = Ldlq.Quantize(w, rows, cols, null, grid);
+        var original = w.Select(v => (float)v).ToArray();
+        Assert.True(WeightedError(actual.Values, original, rows, cols, h) < 0.9 * WeightedError(nearest.Values, original, rows, cols, h));
+    }
+
     [Fact]
     public void TheGemmOnOpenBlasEqualsItsManagedTwin()
     {

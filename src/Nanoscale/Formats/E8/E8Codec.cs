@@ -34,6 +34,15 @@ internal sealed class E8Codec : BlockCodec
 
     private static float ReadTensorScale(ReadOnlySpan<byte> tensorData) => TensorAmax.ReadScale(tensorData, "e8");
 
+    /// <summary>A block's scale as the encoder divides by it (double) and as the decoder multiplies by it (float), from
+    /// its scale code and the tensor data: what LDLQ's vector rounding needs to round a vector as the encoder would
+    /// and return what the stored index decodes to.</summary>
+    internal static (double Encode, float Decode) BlockScale(byte code, ReadOnlySpan<byte> tensorData)
+    {
+        float st = ReadTensorScale(tensorData);
+        return ((double)Scale.Decode(code) * st, Scale.Decode(code) * st);
+    }
+
     protected override void CheckTensorData(ReadOnlySpan<byte> tensorData) => ReadTensorScale(tensorData);
 
     protected override void QuantizeReference(ReadOnlySpan<float> source, int rowCount, int cols, ReadOnlySpan<byte> tensorData,
