@@ -19,6 +19,7 @@ switch (args.FirstOrDefault())
     case "budget-rank": return BudgetRankBenchmark.Run(args[1..]);
     case "hadamard": return HadamardBenchmark.Run(args[1..]);
     case "e8-mse": return E8Distortion.Run(args[1..]);
+    case "e8-rvq": return E8Distortion.Residual(args[1..]);
     case "ldlq-scale": return LdlqScaleBenchmark.Run(args[1..]);
     case "e8-exact": return E8NearestCheck.Run(args[1..]);
 }

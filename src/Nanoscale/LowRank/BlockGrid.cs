@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Buffers.Binary;
 using Nanoscale.Formats;
 using Nanoscale.Formats.E8;
 using Nanoscale.Tensors;
@@ -192,68 +191,55 @@ internal sealed class BlockGrid : QuantGrid
         }
     }
 
-    /// <summary>E8: a scale per block of 32 chosen by the codec, a codebook point per vector of 8.</summary>
+    /// <summary>E8: a scale per block of 32 chosen by the codec, a codebook point (and its residual stage) per vector
+    /// of 8, coded by the codec's own <see cref="E8Codec.QuantizeVector"/>.</summary>
     private sealed class VectorQuantizer : GridQuantizer
     {
         private const int Dimension = E8Lattice.Dimension;
-        private readonly BlockGrid _grid;
+        private readonly E8Codec _codec;
         private readonly byte[] _tensorData;
-        private readonly int _blocksPerRow, _vectorsPerBlock;
-        private readonly ushort[] _indices;   // [rows, nblocks, vectors per block]
+        private readonly int _blocksPerRow;
+        private readonly byte[] _blocks;      // [rows, nblocks, bytes per block], as the codec stores them
         private readonly byte[] _scales;      // [rows, nblocks]
         private readonly float[] _points;     // per row: the point of the vector being rounded
 
         public VectorQuantizer(BlockGrid grid, int rows, int cols, byte[] tensorData) : base(rows, cols)
         {
-            _grid = grid;
+            _codec = (E8Codec)grid.Codec;
             _tensorData = tensorData;
-            _blocksPerRow = grid.Codec.BlocksPerRow(cols);
-            _vectorsPerBlock = grid.Codec.BlockSize / Dimension;
-            _indices = new ushort[(long)rows * _blocksPerRow * _vectorsPerBlock];
+            _blocksPerRow = _codec.BlocksPerRow(cols);
+            _blocks = new byte[(long)rows * _blocksPerRow * _codec.BytesPerBlock];
             _scales = new byte[(long)rows * _blocksPerRow];
             _points = new float[(long)rows * Dimension];
         }
 
-        public override int GroupSize => _grid.Codec.BlockSize;
+        public override int GroupSize => _codec.BlockSize;
 
         public override int VectorSize => Dimension;
 
         public override void BeginGroup(int row, int firstColumn, ReadOnlySpan<float> values)
         {
-            var codec = _grid.Codec;
-            Span<byte> packed = stackalloc byte[codec.BytesPerBlock];
-            codec.Quantize(values, 1, values.Length, _tensorData, SingleThread, (long)row * Columns + firstColumn, packed,
-                _scales.AsSpan(row * _blocksPerRow + firstColumn / codec.BlockSize, 1));
+            Span<byte> packed = stackalloc byte[_codec.BytesPerBlock];
+            _codec.Quantize(values, 1, values.Length, _tensorData, SingleThread, (long)row * Columns + firstColumn, packed,
+                _scales.AsSpan(row * _blocksPerRow + firstColumn / _codec.BlockSize, 1));
         }
 
         public override void BeginVector(int row, int firstColumn, ReadOnlySpan<float> values)
         {
-            int block = firstColumn / _grid.Codec.BlockSize;
-            var (encode, decode) = E8Codec.BlockScale(_scales[row * _blocksPerRow + block], _tensorData);
-            ushort index = 0; // the origin: a block of zeros has no scale
-            if (encode > 0)
-            {
-                Span<double> x = stackalloc double[Dimension];
-                for (int i = 0; i < values.Length; i++) x[i] = values[i] / encode;
-                index = E8Lattice.Quantize(x);
-            }
-            _indices[(long)(row * _blocksPerRow + block) * _vectorsPerBlock + firstColumn % _grid.Codec.BlockSize / Dimension] = index;
-            var point = _points.AsSpan(row * Dimension, Dimension);
-            if (encode > 0) E8Lattice.Decode(index, decode, point);
-            else point.Clear();
+            int block = row * _blocksPerRow + firstColumn / _codec.BlockSize;
+            var (encode, decode) = E8Codec.BlockScale(_scales[block], _tensorData);
+            int offset = block * _codec.BytesPerBlock + firstColumn % _codec.BlockSize / Dimension * _codec.VectorBytes;
+            _codec.QuantizeVector(values, encode, decode, _blocks.AsSpan(offset, _codec.VectorBytes), _points.AsSpan(row * Dimension, Dimension));
         }
 
         public override float Round(int row, int column, double value) => _points[row * Dimension + column % Dimension];
 
         public override IReadOnlyList<GridArray> Arrays()
         {
-            var codec = _grid.Codec;
-            var blocks = new byte[(long)_indices.Length * 2];
-            for (long i = 0; i < _indices.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(blocks.AsSpan((int)(2 * i), 2), _indices[i]);
-            var (scaleDType, scaleShape) = BlockLayout.ScalesArray(codec, Rows, Columns);
+            var (scaleDType, scaleShape) = BlockLayout.ScalesArray(_codec, Rows, Columns);
             return
             [
-                new(BlockLayout.Blocks, DType.U8, BlockLayout.BlocksShape(codec, Rows, Columns), blocks),
+                new(BlockLayout.Blocks, DType.U8, BlockLayout.BlocksShape(_codec, Rows, Columns), _blocks),
                 new(BlockLayout.Scales, scaleDType, scaleShape, _scales),
                 new(BlockLayout.TensorData, DType.U8, [_tensorData.Length], _tensorData),
             ];

@@ -109,12 +109,14 @@ public class BlockedLdlqTests
     /// by column with the point fixed, which must be the same arithmetic.
     /// </summary>
     [Theory]
-    [InlineData(12, 256, false)]
-    [InlineData(10, 200, false)]  // a short last block of 8 columns
-    [InlineData(12, 256, true)]   // act-order moves whole blocks of 32
-    public void VectorLdlqEqualsTheJointBlockUpdate(int rows, int cols, bool actOrder)
+    [InlineData("e8", 12, 256, false)]
+    [InlineData("e8", 10, 200, false)]        // a short last block of 8 columns
+    [InlineData("e8", 12, 256, true)]         // act-order moves whole blocks of 32
+    [InlineData("e8:bits=3", 10, 200, false)] // residual stages: the vector's point is both stages' sum
+    [InlineData("e8:bits=4", 12, 256, true)]
+    public void VectorLdlqEqualsTheJointBlockUpdate(string spec, int rows, int cols, bool actOrder)
     {
-        var grid = CalderaTensorCodec.ParseGrid("e8");
+        var grid = CalderaTensorCodec.ParseGrid(spec);
         var w = ToDouble(Weights(rows, cols, 13));
         var h = CorrelatedHessian(cols, 7);
         if (actOrder) h = h.Permuted([.. Enumerable.Range(0, cols).Reverse()]);

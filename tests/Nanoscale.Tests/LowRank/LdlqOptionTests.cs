@@ -25,6 +25,9 @@ public class LdlqOptionTests
         return CodecRegistry.Create(spec).Encode(view, new EncodeOptions { Calibration = calibration });
     }
 
+    /// <summary>The spec with an <c>ldlq</c> option added (after a colon, or a comma when it has options).</summary>
+    private static string With(string spec, string ldlq) => spec + (spec.Contains(':') ? "," : ":") + "ldlq=" + ldlq;
+
     private static byte[] Part(EncodedTensor t, string name) => t.Parts.Single(p => p.Suffix == name).Data.ToArray();
 
     [Theory]
@@ -33,15 +36,17 @@ public class LdlqOptionTests
     [InlineData("nxfp4")]
     [InlineData("mxint3")]
     [InlineData("e8")]      // vectors of 8: the codec's own points
+    [InlineData("e8:bits=3")]
+    [InlineData("e8:bits=4")]
     public void WithoutAHessianTheBytesAreThePlainFormats(string spec)
     {
         var w = Weights(Rows, Cols, 4);
         var plain = Encode(spec, w, null);
-        var ldlq = Encode(spec + ":ldlq=1", w, null);
+        var ldlq = Encode(With(spec, "1"), w, null);
         Assert.Equal(plain.Parts.Select(p => p.Suffix), ldlq.Parts.Select(p => p.Suffix));
         foreach (var part in plain.Parts) Assert.Equal(part.Data, Part(ldlq, part.Suffix));
         Assert.StartsWith("nearest", ldlq.Parameters!["rounding"]);
-        Assert.Equal(spec + ":ldlq=1", CodecRegistry.Create(spec + ":ldlq=1").Spec);
+        Assert.Equal(With(spec, "1"), CodecRegistry.Create(With(spec, "1")).Spec);
     }
 
     [Theory]
@@ -51,12 +56,13 @@ public class LdlqOptionTests
     [InlineData("nxfp3")]
     [InlineData("mxint3")]
     [InlineData("e8")]      // block LDLQ on vectors of 8
+    [InlineData("e8:bits=4")] // and its residual stage
     public void WithAHessianItStoresLdlqsRoundingInThePlainLayout(string spec)
     {
         var w = Weights(Rows, Cols, 6);
         var h = CorrelatedHessian(Cols, 21);
         var calibration = new CalibrationSet(new Dictionary<string, Hessian> { ["w"] = h }, 512, "test");
-        var encoded = Encode(spec + ":ldlq=1", w, calibration);
+        var encoded = Encode(With(spec, "1"), w, calibration);
         Assert.Equal("ldlq", encoded.Parameters!["rounding"]);
 
         var codec = CodecRegistry.CreateBlockCodec(spec);
