@@ -160,7 +160,7 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
 
     public ITensorDecoder OpenDecoder(StoredTensor stored) => new Decoder(this, stored);
 
-    private sealed class Decoder : ITensorDecoder
+    private sealed class Decoder : ITensorDecoder, IFactoredDecoder
     {
         private readonly IGridReader _q;
         private readonly float[]? _l; // m × k (row-major, transposed back from the stored Lᵀ)
@@ -269,6 +269,47 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
                 for (int i = 0; i < count; i++) y[i] += TensorPrimitives.Dot(_l.AsSpan((int)((firstRow + i) * _rank), _rank), t);
             }
             return true;
+        }
+
+        public int Rank => _l is null ? 0 : _rank;
+
+        public void PrepareWindow(ReadOnlySpan<float> x, int tokens, Span<float> transformed, Span<float> lowRank)
+        {
+            float[]? scratch = _fast is null ? null : System.Buffers.ArrayPool<float>.Shared.Rent(_cols);
+            try
+            {
+                for (int v = 0; v < tokens; v++)
+                {
+                    var input = x.Slice(v * _cols, _cols);
+                    var xq = transformed.Slice(v * _cols, _cols);
+                    // As Prepare: V x is x encoded as a row.
+                    if (_transform is not null)
+                        for (int t = 0; t < _cols; t++) xq[t] = TensorPrimitives.Dot(_transform.AsSpan(t * _cols, _cols), input);
+                    else
+                    {
+                        input.CopyTo(xq);
+                        _fast?.Encode(xq, scratch!);
+                    }
+                    if (_r is not null && _l is not null)
+                        for (int c = 0; c < _rank; c++) lowRank[v * _rank + c] = TensorPrimitives.Dot(_r.AsSpan(c * _cols, _cols), xq);
+                }
+            }
+            finally
+            {
+                if (scratch is not null) System.Buffers.ArrayPool<float>.Shared.Return(scratch);
+            }
+        }
+
+        public void ReadBaseRows(long firstRow, int count, Span<float> destination) => _q.ReadRows(firstRow, count, destination);
+
+        public void AddLowRank(long firstRow, int count, ReadOnlySpan<float> lowRank, int tokens, Span<float> y, int yStride)
+        {
+            if (_l is null) return;
+            for (int v = 0; v < tokens; v++)
+            {
+                var t = lowRank.Slice(v * _rank, _rank);
+                for (int i = 0; i < count; i++) y[v * yStride + i] += TensorPrimitives.Dot(_l.AsSpan((int)((firstRow + i) * _rank), _rank), t);
+            }
         }
 
         private sealed class Prepared

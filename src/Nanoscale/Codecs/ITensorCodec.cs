@@ -65,11 +65,11 @@ public interface ITensorDecoder : IDisposable
     /// false when the codec has no such kernel.</summary>
     bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => false;
 
-    /// <summary><see cref="TryDotRows"/> for several vectors (<see cref="IBlockCodec.TryDotRowsMany"/>): x is
-    /// <c>vectors × columns</c>, vector v's results go to <c>y[v·yStride + i]</c>.</summary>
     /// <summary>Whether <see cref="TryDotRowsMany"/> is a real several-vector kernel (<see cref="IBlockCodec.HasDotRowsMany"/>).</summary>
     bool HasDotRowsMany => false;
 
+    /// <summary><see cref="TryDotRows"/> for several vectors (<see cref="IBlockCodec.TryDotRowsMany"/>): x is
+    /// <c>vectors × columns</c>, vector v's results go to <c>y[v·yStride + i]</c>.</summary>
     bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
         int columns = x.Length / Math.Max(1, vectors);
@@ -77,6 +77,29 @@ public interface ITensorDecoder : IDisposable
             if (!TryDotRows(firstRow, count, x.Slice(v * columns, columns), y.Slice(v * yStride, count))) return false;
         return true;
     }
+}
+
+/// <summary>
+/// A decoder whose rows are <c>ŵ = (q + l·R)·V</c> (CALDERA): a base matrix Q, a rank-k part L·R and an input-side
+/// transform V. A product of many tokens applies them in that factored form — V and R once per window on the inputs
+/// (<see cref="PrepareWindow"/>), Q's rows decoded tile by tile (<see cref="ReadBaseRows"/>), L as one thin product per
+/// tile (<see cref="AddLowRank"/>) — instead of rebuilding and rotating every row.
+/// </summary>
+internal interface IFactoredDecoder
+{
+    /// <summary>k: the rank of the L·R part (0 for none).</summary>
+    int Rank { get; }
+
+    /// <summary>For each of <paramref name="tokens"/> inputs (<paramref name="x"/>: tokens × columns): x' = V·x into
+    /// <paramref name="transformed"/> (same shape) and t = R·x' into <paramref name="lowRank"/> (tokens × <see cref="Rank"/>).</summary>
+    void PrepareWindow(ReadOnlySpan<float> x, int tokens, Span<float> transformed, Span<float> lowRank);
+
+    /// <summary>Rows of Q alone: in the transformed input space, without the low-rank part.</summary>
+    void ReadBaseRows(long firstRow, int count, Span<float> destination);
+
+    /// <summary><c>y[v·yStride + i] += L[firstRow + i] · t_v</c> for each token v (<paramref name="lowRank"/> as
+    /// <see cref="PrepareWindow"/> made it).</summary>
+    void AddLowRank(long firstRow, int count, ReadOnlySpan<float> lowRank, int tokens, Span<float> y, int yStride);
 }
 
 /// <summary>A compressed tensor as stored: its logical name, shape and dtype, its codec, and its mapped parts.</summary>

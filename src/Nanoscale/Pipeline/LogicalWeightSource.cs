@@ -62,5 +62,20 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
             decoder.TryDotRowsMany(firstRow, count, vectors, x, y, yStride);
 
         protected override bool HasDotRowsMany => decoder.HasDotRowsMany;
+
+        protected override IFactoredRows? Factored { get; } = decoder is IFactoredDecoder f ? new FactoredRows(f) : null;
+    }
+
+    private sealed class FactoredRows(IFactoredDecoder decoder) : IFactoredRows
+    {
+        public int Rank => decoder.Rank;
+
+        public void PrepareWindow(ReadOnlySpan<float> x, int tokens, Span<float> transformed, Span<float> lowRank) =>
+            decoder.PrepareWindow(x, tokens, transformed, lowRank);
+
+        public void ReadBaseRows(int firstRow, int count, Span<float> destination) => decoder.ReadBaseRows(firstRow, count, destination);
+
+        public void AddLowRank(int firstRow, int count, ReadOnlySpan<float> lowRank, int tokens, Span<float> y, int yStride) =>
+            decoder.AddLowRank(firstRow, count, lowRank, tokens, y, yStride);
     }
 }

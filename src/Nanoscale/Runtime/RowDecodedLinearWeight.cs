@@ -56,6 +56,11 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     /// the codes too, <see cref="RuntimeOptions.FusedWindows"/>).</summary>
     protected virtual bool HasDotRowsMany => false;
 
+    /// <summary>The factored form of a storage whose rows are <c>(q + l·R)·V</c> (CALDERA), or null: then a window's
+    /// tiles decode Q's rows alone and multiply them with the window's inputs transformed once, and the rank-k part is
+    /// two thin products, instead of every row being rebuilt and rotated.</summary>
+    protected virtual IFactoredRows? Factored => null;
+
     /// <summary>The product of <paramref name="tokens"/> (≤ <see cref="MaxFusedTokens"/>) on the stored codes, in 16
     /// large tiles of rows.</summary>
     private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options)
@@ -107,26 +112,61 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             }
             return;
         }
-        fixed (float* inPtr = input)
-        fixed (float* outPtr = output)
+        var factored = Factored;
+        float[]? transformed = null, lowRank = null;
+        if (factored is not null)
         {
-            nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
-            options.For(tiles, (long)rows * columns * tokens, tile =>
+            transformed = ArrayPool<float>.Shared.Rent(tokens * columns);
+            lowRank = ArrayPool<float>.Shared.Rent(Math.Max(1, tokens * factored.Rank));
+            factored.PrepareWindow(input, tokens, transformed, lowRank);
+        }
+        try
+        {
+            fixed (float* inPtr = factored is null ? input : transformed)
+            fixed (float* outPtr = output)
             {
-                int r0 = tile * rowsPerTile, count = Math.Min(rows, r0 + rowsPerTile) - r0;
-                float[] buffer = ArrayPool<float>.Shared.Rent(count * columns);
-                try
+                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
+                options.For(tiles, (long)rows * columns * tokens, tile =>
                 {
-                    ReadRows(r0, count, buffer.AsSpan(0, count * columns));
-                    var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
-                    var y = new Span<float>((float*)outAddress, tokens * rows);
-                    LinearKernels.DotRows(buffer.AsSpan(0, count * columns), columns, x, 0, tokens, y, rows, r0);
-                }
-                finally
-                {
-                    ArrayPool<float>.Shared.Return(buffer);
-                }
-            });
+                    int r0 = tile * rowsPerTile, count = Math.Min(rows, r0 + rowsPerTile) - r0;
+                    float[] buffer = ArrayPool<float>.Shared.Rent(count * columns);
+                    try
+                    {
+                        if (factored is null) ReadRows(r0, count, buffer.AsSpan(0, count * columns));
+                        else factored.ReadBaseRows(r0, count, buffer.AsSpan(0, count * columns));
+                        var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
+                        var y = new Span<float>((float*)outAddress, tokens * rows);
+                        LinearKernels.DotRows(buffer.AsSpan(0, count * columns), columns, x, 0, tokens, y, rows, r0);
+                        if (factored is { Rank: > 0 }) factored.AddLowRank(r0, count, lowRank!, tokens, y[r0..], rows);
+                    }
+                    finally
+                    {
+                        ArrayPool<float>.Shared.Return(buffer);
+                    }
+                });
+            }
+        }
+        finally
+        {
+            if (transformed is not null) ArrayPool<float>.Shared.Return(transformed);
+            if (lowRank is not null) ArrayPool<float>.Shared.Return(lowRank);
         }
     }
+}
+
+/// <summary>
+/// The factored form of a weight whose rows are <c>ŵ = (q + l·R)·V</c> (the runtime's side of CALDERA's decoder):
+/// <see cref="PrepareWindow"/> gives each token's x' = V·x and t = R·x', <see cref="ReadBaseRows"/> Q's rows,
+/// <see cref="AddLowRank"/> adds L·t.
+/// </summary>
+internal interface IFactoredRows
+{
+    int Rank { get; }
+
+    void PrepareWindow(ReadOnlySpan<float> x, int tokens, Span<float> transformed, Span<float> lowRank);
+
+    void ReadBaseRows(int firstRow, int count, Span<float> destination);
+
+    /// <summary><c>y[v·yStride + i] += L[firstRow + i] · t_v</c>.</summary>
+    void AddLowRank(int firstRow, int count, ReadOnlySpan<float> lowRank, int tokens, Span<float> y, int yStride);
 }

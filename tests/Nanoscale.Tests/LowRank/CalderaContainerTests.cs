@@ -168,6 +168,7 @@ public class CalderaCliTests
         var path = dir.File("c.safetensors");
         CompressionRun.Run(SharedData.Stories260K, path, new CompressionRequest { Format = spec, MeasureError = false });
         using var checkpoint = LogicalCheckpoint.Open(path);
+        using var source = new LogicalWeightSource(checkpoint);
         var random = new Random(4);
         foreach (var tensor in checkpoint.Tensors.Where(t => t.Encoded is not null))
         {
@@ -192,6 +193,25 @@ public class CalderaCliTests
             var again = new float[rows - 1];
             Assert.True(decoder.TryDotRows(1, rows - 1, x, again));
             Assert.Equal(y[1..], again);
+
+            // A window of 12 tokens (a prompt): Q's tiles against the inputs transformed once, the rank-k part as two
+            // thin products; against the decoded rows (rebuilt and rotated one by one).
+            const int tokens = 12;
+            var window = Enumerable.Range(0, tokens * cols).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+            var product = new float[tokens * rows];
+            source.Linear(tensor.Name).MatMul(window, product, new RuntimeOptions { FusedKernels = false });
+            for (int v = 0; v < tokens; v++)
+                for (int r = 0; r < rows; r++)
+                {
+                    double exact = 0, magnitude = 0;
+                    for (int c = 0; c < cols; c++)
+                    {
+                        exact += (double)w[r * cols + c] * window[v * cols + c];
+                        magnitude += Math.Abs((double)w[r * cols + c] * window[v * cols + c]);
+                    }
+                    Assert.True(Math.Abs(product[v * rows + r] - exact) <= 1e-4 * magnitude + 1e-6,
+                        $"{spec} {tensor.Name} token {v} row {r}: {product[v * rows + r]} vs {exact}");
+                }
         }
         using var weights = new LogicalWeightSource(checkpoint);
         var tokenizer = TokenizerLoader.Open(SharedData.Tok512, 512);
