@@ -131,12 +131,16 @@ internal sealed class CheckpointWriter : IDisposable
     public CheckpointWriter AddGroup(IReadOnlyList<Part> parts)
     {
         if (parts.Count == 0) return this;
+        if (_committed) throw new InvalidOperationException($"{Path} is already committed");
+        // Everything is checked before anything moves: a refused group leaves the open shard as it was.
         long bytes = 0;
+        var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var p in parts)
         {
             long expected = checked(TensorShape.ElementCount(p.Shape) * p.DType.ElementSize());
             if (p.Data.Length != expected)
                 throw new ArgumentException($"{p.Name}: {p.Data.Length} bytes given but {p.DType} × [{string.Join(", ", p.Shape)}] needs {expected}");
+            if (_tensorNames.Contains(p.Name) || !names.Add(p.Name)) throw new ArgumentException($"tensor name \"{p.Name}\" is already added");
             bytes += expected;
         }
         var shard = Place(bytes);
