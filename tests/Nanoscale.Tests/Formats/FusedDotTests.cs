@@ -18,6 +18,35 @@ public class FusedDotTests
     [InlineData(64, 2048, 3)]
     public void Mxfp4DotOnTheCodesEqualsDecodeThenMultiply(int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply("mxfp4", rows, cols, seed);
 
+    /// <summary>MXINT8 as llama.cpp's Q8_0 (<see cref="Nanoscale.Formats.Int8Dot"/>): int8 codes × int8 activations, the
+    /// same bound; rows not whole blocks of 32 decode.</summary>
+    [Theory]
+    [InlineData(16, 512, 5)]
+    [InlineData(3, 96, 6)]     // an odd number of blocks: the last one alone
+    public void Mxint8IntegerDotEqualsDecodeThenMultiply(int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply("mxint8", rows, cols, seed);
+
+    /// <summary>MXINT8's most negative code (−128, which decoders accept and the encoder never writes) and a NaN block
+    /// scale: the int8 kernel gives what decoding gives.</summary>
+    [Fact]
+    public void Mxint8ExtremeCodeAndNaNScale()
+    {
+        var codec = CodecRegistry.CreateBlockCodec("mxint8");
+        var blocks = new byte[2 * 64];
+        for (int i = 0; i < blocks.Length; i++) blocks[i] = (byte)(i * 37 + 11);
+        blocks[5] = 0x80;                                   // −128
+        byte[] scales = [127, 130, 0xFF, 120];              // row 1's first block: NaN
+        float[] x = [.. Enumerable.Range(0, 64).Select(i => (float)Math.Sin(i) + 0.1f)];
+        var y = new float[2];
+        if (!codec.TryDotRows(blocks, scales, [], 2, 64, x, y)) return;
+        var decoded = new float[128];
+        codec.Dequantize(blocks, scales, [], 2, 64, new CodecOptions { Kernel = CodecKernel.Reference }, decoded);
+        Assert.Equal(-2f * 1f, decoded[5]);                 // −128 · 2^−6 · 2^(127−127)
+        double exact = Enumerable.Range(0, 64).Sum(i => (double)decoded[i] * x[i]);
+        double magnitude = Enumerable.Range(0, 64).Sum(i => Math.Abs((double)decoded[i] * x[i]));
+        Assert.True(Math.Abs(y[0] - exact) <= 0.01 * magnitude, $"{y[0]} vs {exact}");
+        Assert.True(float.IsNaN(decoded[64]) && float.IsNaN(y[1]), $"{y[1]}");
+    }
+
     /// <summary>llama.cpp's formats on their own blocks (int8 activations, as ggml's vec_dot): the same bound.</summary>
     [Theory]
     [InlineData("q8_0", 7, 256, 4)]
@@ -53,7 +82,7 @@ public class FusedDotTests
         if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, fast)) return; // no AVX2 here
         var q = new sbyte[cols];
         var qScales = new float[cols / 32];
-        Nanoscale.Formats.Ggml.GgmlDot.QuantizeActivations(x, q, qScales);
+        Nanoscale.Formats.Int8Dot.QuantizeActivations(x, q, qScales);
         var twin = new float[rows];
         Nanoscale.Formats.Ggml.GgmlDot.DotRows(layout == 0 ? Nanoscale.Formats.Ggml.GgmlDot.Layout.Q4_0 : Nanoscale.Formats.Ggml.GgmlDot.Layout.Mxfp4,
             blocks, rows, cols / 32, q, qScales, twin);
@@ -210,7 +239,6 @@ public class FusedDotTests
     [InlineData("mxfp6-e3m2", 5, 96)]
     [InlineData("mxfp5-e2m2", 5, 96)]
     [InlineData("mxfp5-e3m1", 3, 64)]
-    [InlineData("mxint8", 16, 512)]
     [InlineData("mxint6", 5, 96)]
     [InlineData("mxint4", 5, 96)]
     [InlineData("mxint2", 3, 64)]

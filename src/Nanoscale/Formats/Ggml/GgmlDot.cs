@@ -28,19 +28,6 @@ internal static class GgmlDot
     /// <summary>ggml's <c>kvalues_mxfp4</c>: E2M1 doubled.</summary>
     private static readonly sbyte[] Mxfp4Table = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
-    /// <summary>x as int8 per 32-element block, in order, with each block's scale.</summary>
-    public static void QuantizeActivations(ReadOnlySpan<float> x, Span<sbyte> q, Span<float> scales)
-    {
-        for (int j = 0; j < scales.Length; j++)
-        {
-            var block = x.Slice(j * 32, 32);
-            float amax = Math.Abs(System.Numerics.Tensors.TensorPrimitives.MaxMagnitude(block));
-            float d = amax / 127f, inverse = d == 0 ? 0 : 1f / d;
-            scales[j] = d;
-            for (int i = 0; i < 32; i++) q[j * 32 + i] = (sbyte)MathF.Round(block[i] * inverse, MidpointRounding.ToEven);
-        }
-    }
-
     /// <summary>The kinds of block this kernel reads.</summary>
     public enum Layout { Q8_0, Q4_0, Mxfp4 }
 
@@ -95,14 +82,6 @@ internal static class GgmlDot
         return Vector256.Create(Ssse3.Shuffle(lut, lo.AsSByte()), Ssse3.Shuffle(lut, hi.AsSByte()));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockSum(Vector256<sbyte> w, ref sbyte x, Vector256<short> ones)
-    {
-        Vector256<sbyte> activations = Vector256.LoadUnsafe(ref x);
-        Vector256<short> pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(activations, w));
-        return Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, ones));
-    }
-
     private static void DotRows<TBlock>(ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow,
         ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y) where TBlock : struct, IBlock
     {
@@ -124,15 +103,15 @@ internal static class GgmlDot
             {
                 ref byte a = ref Unsafe.Add(ref row, (nint)j * TBlock.Bytes);
                 ref byte b = ref Unsafe.Add(ref a, TBlock.Bytes);
-                even = Fma.MultiplyAdd(BlockSum(TBlock.Weights(ref a, lut), ref Unsafe.Add(ref q0, j * 32), ones),
+                even = Fma.MultiplyAdd(Int8Dot.BlockSum(TBlock.Weights(ref a, lut), ref Unsafe.Add(ref q0, j * 32), ones),
                     Vector256.Create(TBlock.Scale(ref a) * Unsafe.Add(ref s0, j)), even);
-                odd = Fma.MultiplyAdd(BlockSum(TBlock.Weights(ref b, lut), ref Unsafe.Add(ref q0, j * 32 + 32), ones),
+                odd = Fma.MultiplyAdd(Int8Dot.BlockSum(TBlock.Weights(ref b, lut), ref Unsafe.Add(ref q0, j * 32 + 32), ones),
                     Vector256.Create(TBlock.Scale(ref b) * Unsafe.Add(ref s0, j + 1)), odd);
             }
             if (j < blocksPerRow)
             {
                 ref byte a = ref Unsafe.Add(ref row, (nint)j * TBlock.Bytes);
-                even = Fma.MultiplyAdd(BlockSum(TBlock.Weights(ref a, lut), ref Unsafe.Add(ref q0, j * 32), ones),
+                even = Fma.MultiplyAdd(Int8Dot.BlockSum(TBlock.Weights(ref a, lut), ref Unsafe.Add(ref q0, j * 32), ones),
                     Vector256.Create(TBlock.Scale(ref a) * Unsafe.Add(ref s0, j)), even);
             }
             y[r] = Vector256.Sum(even + odd);
@@ -176,7 +155,7 @@ internal static class GgmlDot
         try
         {
             for (int v = 0; v < vectors; v++)
-                QuantizeActivations(x.Slice(v * cols, cols), scratch.Q.AsSpan(v * cols, cols), scratch.Scales.AsSpan(v * nb, nb));
+                Int8Dot.QuantizeActivations(x.Slice(v * cols, cols), scratch.Q.AsSpan(v * cols, cols), scratch.Scales.AsSpan(v * nb, nb));
             switch (layout)
             {
                 case Layout.Q8_0: DotRowsMany<Q8Block>(blocks, rowCount, nb, vectors, scratch.Q, scratch.Scales, y, yStride); break;
@@ -214,7 +193,7 @@ internal static class GgmlDot
                 Vector256<sbyte> w = TBlock.Weights(ref block, lut);
                 float scale = TBlock.Scale(ref block);
                 for (int v = 0; v < vectors; v++)
-                    totals[v] = Fma.MultiplyAdd(BlockSum(w, ref Unsafe.Add(ref q0, v * stride + j * 32), ones),
+                    totals[v] = Fma.MultiplyAdd(Int8Dot.BlockSum(w, ref Unsafe.Add(ref q0, v * stride + j * 32), ones),
                         Vector256.Create(scale * Unsafe.Add(ref s0, v * blocksPerRow + j)), totals[v]);
             }
             for (int v = 0; v < vectors; v++) y[v * yStride + r] = Vector256.Sum(totals[v]);
@@ -466,7 +445,7 @@ internal static class GgmlDot
         var scratch = MxDot.Rent(cols);
         try
         {
-            QuantizeActivations(x[..cols], scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb));
+            Int8Dot.QuantizeActivations(x[..cols], scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb));
             DotRows(layout, blocks, rowCount, nb, scratch.Q.AsSpan(0, cols), scratch.Scales.AsSpan(0, nb), y);
         }
         finally { MxDot.Return(scratch); }

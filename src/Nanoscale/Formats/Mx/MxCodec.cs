@@ -26,7 +26,8 @@ internal sealed class MxCodec : BlockCodec
         Rounding = rounding;
         SignedZero = signedZero;
         _biased = MxDot.DoubledTable(element) is { } doubled ? MxDot.Biased(doubled) : null;
-        _widened = _biased is null ? MxFloatDot.For(element) : null;
+        _int8Step = element.Bits == 8 && element.Encoding == ElementEncoding.TwosComplement ? element.Decode(1) : null;
+        _widened = _biased is null && _int8Step is null ? MxFloatDot.For(element) : null;
     }
 
     public ElementFormat Element { get; }
@@ -59,15 +60,21 @@ internal sealed class MxCodec : BlockCodec
     }
 
     /// <summary>
-    /// The generation step's product on the codes without decoding rows to floats: MXFP4 in integer arithmetic on int8
-    /// activations (<see cref="MxDot"/>, llama.cpp's approach), every other element format widened to floats in
-    /// registers (<see cref="MxFloatDot"/>). AVX2 and whole blocks only; otherwise false (the caller decodes rows, which
+    /// The generation step's product on the codes without decoding rows to floats: MXFP4 and MXINT8 in integer
+    /// arithmetic on int8 activations (<see cref="MxDot"/>, <see cref="Int8Dot"/>: llama.cpp's approach, MXINT8 as its
+    /// Q8_0), every other element format widened to floats in registers (<see cref="MxFloatDot"/>). AVX2 and whole blocks only; otherwise false (the caller decodes rows, which
     /// is also the exact path <c>RuntimeOptions.FusedKernels = false</c> selects).
     /// </summary>
     public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
     {
         if (cols % MxBlockSize != 0 || !MxDot.IsSupported) return false;
+        if (_int8Step is float step)
+        {
+            CheckDotSpans(blocks, scales, rowCount, cols, x, y);
+            Int8Dot.Rows(blocks, scales, ScaleFormat.E8M0.DecodeTable, step, rowCount, cols / MxBlockSize, x, y);
+            return true;
+        }
         if (_widened is { } widened)
         {
             CheckDotSpans(blocks, scales, rowCount, cols, x, y);
@@ -98,7 +105,10 @@ internal sealed class MxCodec : BlockCodec
     /// there (E2M1), else null: the integer kernel's table (<see cref="MxDot"/>).</summary>
     private readonly (sbyte[] Table, int Bias)? _biased;
 
-    /// <summary>The float kernel of every other element format (null for E2M1, which has the integer one).</summary>
+    /// <summary>MXINT8's step (2^−6) when the elements are 8-bit two's complement: the int8 kernel (<see cref="Int8Dot"/>).</summary>
+    private readonly float? _int8Step;
+
+    /// <summary>The float kernel of every other element format (null for E2M1 and INT8, which have integer ones).</summary>
     private readonly MxFloatDot? _widened;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
