@@ -263,11 +263,7 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
                 }
                 finally { System.Buffers.ArrayPool<float>.Shared.Return(rows); }
             }
-            if (_l is not null)
-            {
-                var t = prepared.LowRank.AsSpan(0, _rank);
-                for (int i = 0; i < count; i++) y[i] += TensorPrimitives.Dot(_l.AsSpan((int)((firstRow + i) * _rank), _rank), t);
-            }
+            AddLowRank(firstRow, count, prepared.LowRank.AsSpan(0, _rank), 1, y, count);
             return true;
         }
 
@@ -279,20 +275,7 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             try
             {
                 for (int v = 0; v < tokens; v++)
-                {
-                    var input = x.Slice(v * _cols, _cols);
-                    var xq = transformed.Slice(v * _cols, _cols);
-                    // As Prepare: V x is x encoded as a row.
-                    if (_transform is not null)
-                        for (int t = 0; t < _cols; t++) xq[t] = TensorPrimitives.Dot(_transform.AsSpan(t * _cols, _cols), input);
-                    else
-                    {
-                        input.CopyTo(xq);
-                        _fast?.Encode(xq, scratch!);
-                    }
-                    if (_r is not null && _l is not null)
-                        for (int c = 0; c < _rank; c++) lowRank[v * _rank + c] = TensorPrimitives.Dot(_r.AsSpan(c * _cols, _cols), xq);
-                }
+                    TransformAndProject(x.Slice(v * _cols, _cols), transformed.Slice(v * _cols, _cols), lowRank.Slice(v * Rank, Rank), scratch);
             }
             finally
             {
@@ -328,16 +311,25 @@ internal sealed class CalderaTensorCodec(string spec, CalderaOptions options) : 
             if (p.Input.Length < _cols) (p.Input, p.Transformed, p.Scratch) = (new float[_cols], new float[_cols], new float[_cols]);
             if (p.LowRank.Length < _rank) p.LowRank = new float[_rank];
             x[.._cols].CopyTo(p.Input);
-            var xq = p.Transformed.AsSpan(0, _cols);
-            x[.._cols].CopyTo(xq);
-            // A row is decoded as ŵ'·V, so w·x = ŵ'·(V x), and V x is x encoded as a row (x·Vᵀ).
-            if (_fast is not null) _fast.Encode(xq, p.Scratch);
-            else if (_transform is not null)
-                for (int t = 0; t < _cols; t++) xq[t] = TensorPrimitives.Dot(_transform.AsSpan(t * _cols, _cols), x[.._cols]);
-            if (_r is not null)
-                for (int c = 0; c < _rank; c++) p.LowRank[c] = TensorPrimitives.Dot(_r.AsSpan(c * _cols, _cols), xq);
+            TransformAndProject(x[.._cols], p.Transformed.AsSpan(0, _cols), p.LowRank.AsSpan(0, Rank), p.Scratch);
             p.Owner = this;
             return p;
+        }
+
+        /// <summary>x' = V·x into <paramref name="xq"/> and t = R·x' into <paramref name="lowRank"/> (<see cref="Rank"/>
+        /// long) for one input; <paramref name="scratch"/> (a width long) serves the fast transform.</summary>
+        private void TransformAndProject(ReadOnlySpan<float> x, Span<float> xq, Span<float> lowRank, Span<float> scratch)
+        {
+            // A row is decoded as ŵ'·V, so w·x = ŵ'·(V x), and V x is x encoded as a row (x·Vᵀ).
+            if (_transform is not null)
+                for (int t = 0; t < _cols; t++) xq[t] = TensorPrimitives.Dot(_transform.AsSpan(t * _cols, _cols), x);
+            else
+            {
+                x.CopyTo(xq);
+                _fast?.Encode(xq, scratch);
+            }
+            if (_r is not null)
+                for (int c = 0; c < lowRank.Length; c++) lowRank[c] = TensorPrimitives.Dot(_r.AsSpan(c * _cols, _cols), xq);
         }
 
         public void ReadOriginal(Stream destination) => Codec.WriteAsOriginal(this, destination);

@@ -15,8 +15,6 @@ namespace Nanoscale.Formats;
 /// bound <c>FusedDotTests</c> checks). The most negative code −128 works: |−128| is 128 as an unsigned byte.</remarks>
 internal static unsafe class Int8Dot
 {
-    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
-
     /// <summary>x as int8 per 32-element block, in order, with each block's scale.</summary>
     public static void QuantizeActivations(ReadOnlySpan<float> x, Span<sbyte> q, Span<float> scales)
     {
@@ -51,30 +49,28 @@ internal static unsafe class Int8Dot
         if (codes.Length < (long)rowCount * cols || scales.Length < (long)rowCount * blocksPerRow || x.Length < cols || y.Length < rowCount)
             throw new ArgumentException("spans shorter than the rows");
         var (q, qScales) = Quantized(x[..cols]);
+        var ones = Vector256.Create((short)1);
+        ref byte c0 = ref MemoryMarshal.GetReference(codes);
+        ref sbyte q0 = ref MemoryMarshal.GetArrayDataReference(q);
+        for (int r = 0; r < rowCount; r++)
         {
-            var ones = Vector256.Create((short)1);
-            ref byte c0 = ref MemoryMarshal.GetReference(codes);
-            ref sbyte q0 = ref MemoryMarshal.GetArrayDataReference(q);
-            for (int r = 0; r < rowCount; r++)
+            // Two accumulators: consecutive blocks do not wait on each other's multiply-add.
+            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+            ref byte row = ref Unsafe.Add(ref c0, (nint)r * cols);
+            var rowScales = scales.Slice(r * blocksPerRow, blocksPerRow);
+            int j = 0;
+            for (; j + 1 < blocksPerRow; j += 2)
             {
-                // Two accumulators: consecutive blocks do not wait on each other's multiply-add.
-                Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
-                ref byte row = ref Unsafe.Add(ref c0, (nint)r * cols);
-                var rowScales = scales.Slice(r * blocksPerRow, blocksPerRow);
-                int j = 0;
-                for (; j + 1 < blocksPerRow; j += 2)
-                {
-                    Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref row, j * 32 + 512)));
-                    even = Fma.MultiplyAdd(BlockSum(Vector256.LoadUnsafe(ref Unsafe.Add(ref row, j * 32)).AsSByte(), ref Unsafe.Add(ref q0, j * 32), ones),
-                        Vector256.Create(scaleTable[rowScales[j]] * step * qScales[j]), even);
-                    odd = Fma.MultiplyAdd(BlockSum(Vector256.LoadUnsafe(ref Unsafe.Add(ref row, j * 32 + 32)).AsSByte(), ref Unsafe.Add(ref q0, j * 32 + 32), ones),
-                        Vector256.Create(scaleTable[rowScales[j + 1]] * step * qScales[j + 1]), odd);
-                }
-                if (j < blocksPerRow)
-                    even = Fma.MultiplyAdd(BlockSum(Vector256.LoadUnsafe(ref Unsafe.Add(ref row, j * 32)).AsSByte(), ref Unsafe.Add(ref q0, j * 32), ones),
-                        Vector256.Create(scaleTable[rowScales[j]] * step * qScales[j]), even);
-                y[r] = Vector256.Sum(even + odd);
+                Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref row, j * 32 + 512)));
+                even = Fma.MultiplyAdd(BlockSum(Vector256.LoadUnsafe(ref Unsafe.Add(ref row, j * 32)).AsSByte(), ref Unsafe.Add(ref q0, j * 32), ones),
+                    Vector256.Create(scaleTable[rowScales[j]] * step * qScales[j]), even);
+                odd = Fma.MultiplyAdd(BlockSum(Vector256.LoadUnsafe(ref Unsafe.Add(ref row, j * 32 + 32)).AsSByte(), ref Unsafe.Add(ref q0, j * 32 + 32), ones),
+                    Vector256.Create(scaleTable[rowScales[j + 1]] * step * qScales[j + 1]), odd);
             }
+            if (j < blocksPerRow)
+                even = Fma.MultiplyAdd(BlockSum(Vector256.LoadUnsafe(ref Unsafe.Add(ref row, j * 32)).AsSByte(), ref Unsafe.Add(ref q0, j * 32), ones),
+                    Vector256.Create(scaleTable[rowScales[j]] * step * qScales[j]), even);
+            y[r] = Vector256.Sum(even + odd);
         }
     }
 

@@ -196,9 +196,6 @@ internal sealed class E8Codec : BlockCodec
         return (byte)bestCode;
     }
 
-    /// <summary>The codebook index of the origin (the first point).</summary>
-    private const ushort OriginIndex = 0;
-
     protected override void DequantizeReference(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, Span<float> destination)
     {
