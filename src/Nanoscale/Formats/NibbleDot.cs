@@ -276,14 +276,27 @@ internal static unsafe class NibbleDot
     private static Vector256<int> Products<TMode>(Vector256<sbyte> lo, Vector256<sbyte> hi, sbyte* q, int* correction, int j, Vector256<short> ones)
         where TMode : struct, IMode
     {
-        Vector256<int> sums;
-        if (TMode.Wide)
-            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32)), ones)
-                 + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
-        else
-            sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), Vector256.Load(q + j * 32))
-                 + Avx2.MultiplyAddAdjacent(hi.AsByte(), Vector256.Load(q + j * 32 + 32)), ones);
+        var sums = UnsignedTimesSigned<TMode>(lo, hi, Vector256.Load(q + j * 32), Vector256.Load(q + j * 32 + 32), AvxVnni.IsSupported, ones);
         return sums - Vector256.Load(correction + j * 4);
+    }
+
+    /// <summary>
+    /// Σ over each group of four bytes of lo·qLo + hi·qHi (u unsigned, q signed) in int32 lanes: one <c>vpdpbusd</c>
+    /// per half where the CPU has AVX-VNNI (<paramref name="vnni"/>: the callers pass <see cref="AvxVnni.IsSupported"/>,
+    /// a constant to the JIT), else <c>vpmaddubsw</c> + <c>vpmaddwd</c>. The same integers either way: the AVX2 path's
+    /// int16 step never saturates (|u| ≤ 64 with both halves added there, ≤ 127 when <see cref="IMode.Wide"/> widens them
+    /// apart; |q| ≤ 127), and VNNI has no int16 step. <c>NibbleDotTests</c> compares the two.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<int> UnsignedTimesSigned<TMode>(Vector256<sbyte> lo, Vector256<sbyte> hi, Vector256<sbyte> qLo, Vector256<sbyte> qHi,
+        bool vnni, Vector256<short> ones) where TMode : struct, IMode
+    {
+        if (vnni)
+            return AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, lo.AsByte(), qLo), hi.AsByte(), qHi);
+        if (TMode.Wide)
+            return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), qLo), ones)
+                 + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi.AsByte(), qHi), ones);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo.AsByte(), qLo) + Avx2.MultiplyAddAdjacent(hi.AsByte(), qHi), ones);
     }
 
     /// <summary>The two blocks' factors spread over their int32 lanes (four per factor, two per factor with halves).</summary>

@@ -35,6 +35,40 @@ public class NibbleDotTests
         }
     }
 
+    /// <summary>The integer products with AVX-VNNI (vpdpbusd) equal the AVX2 pair (vpmaddubsw + vpmaddwd) lane for lane,
+    /// at the extremes the kernels allow: unsigned weights up to 64 with both halves added in int16, up to 127 widened
+    /// apart, int8's sign trick with |w| = 128; activations ±127.</summary>
+    [Fact]
+    public void VnniProductsEqualTheAvx2Pair()
+    {
+        if (!System.Runtime.Intrinsics.X86.AvxVnni.IsSupported || !NibbleDot.IsSupported)
+        {
+            Assert.False(System.Runtime.Intrinsics.X86.AvxVnni.IsSupported, "VNNI without AVX2?");
+            return; // the AVX2 pair is the only path on this CPU
+        }
+        var random = new Random(5);
+        var ones = System.Runtime.Intrinsics.Vector256.Create((short)1);
+        static System.Runtime.Intrinsics.Vector256<sbyte> Bytes(Random random, int low, int high, int trial) =>
+            System.Runtime.Intrinsics.Vector256.Create([.. Enumerable.Range(0, 32).Select(_ => (sbyte)(trial % 3 == 0 ? (random.Next(2) == 0 ? low : high - 1) : random.Next(low, high)))]);
+        for (int trial = 0; trial < 3000; trial++)
+        {
+            var qLo = Bytes(random, -127, 128, trial);
+            var qHi = Bytes(random, -127, 128, trial);
+            var lo = Bytes(random, 0, 65, trial);
+            var hi = Bytes(random, 0, 65, trial);
+            Assert.Equal(NibbleDot.UnsignedTimesSigned<NibbleDot.PairTables>(lo, hi, qLo, qHi, vnni: false, ones),
+                NibbleDot.UnsignedTimesSigned<NibbleDot.PairTables>(lo, hi, qLo, qHi, vnni: true, ones));
+            var wideLo = Bytes(random, 0, 128, trial);
+            var wideHi = Bytes(random, 0, 128, trial);
+            Assert.Equal(NibbleDot.UnsignedTimesSigned<NibbleDot.WidePairTables>(wideLo, wideHi, qLo, qHi, vnni: false, ones),
+                NibbleDot.UnsignedTimesSigned<NibbleDot.WidePairTables>(wideLo, wideHi, qLo, qHi, vnni: true, ones));
+            var w = Bytes(random, -128, 128, trial);
+            var magnitudes = System.Runtime.Intrinsics.X86.Avx2.Abs(w);
+            var signed = System.Runtime.Intrinsics.X86.Avx2.Sign(qLo, w);
+            Assert.Equal(Int8Dot.BlockProducts(magnitudes, signed, vnni: false, ones), Int8Dot.BlockProducts(magnitudes, signed, vnni: true, ones));
+        }
+    }
+
     /// <summary>Pairs of blocks are stored by 16-byte halves (block 2p's first half, block 2p+1's first half, then both
     /// second halves); an odd last block as it is; the bias vector carries bias·Σq in the first lane of each block.</summary>
     [Fact]

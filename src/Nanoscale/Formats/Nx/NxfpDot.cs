@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -29,6 +30,14 @@ internal sealed unsafe class NxfpDot
     private readonly float[] _wordScale;   // word → scale / m_k
     private readonly int[] _wordConfig;    // word → k
 
+    // The same two tables split by the word's fields, for 16 blocks at a time in registers (AVX-512): the scale code
+    // (its low ScaleBits bits) → its scale through up to 128 entries; the selector (the bits above) → 1/m_k and k.
+    private readonly bool _permute;
+    private readonly int _scaleBits;
+    private readonly Vector512<float>[] _scaleParts = [];
+    private readonly Vector512<float> _inverseBySelector;
+    private readonly Vector512<int> _configBySelector;
+
     private NxfpDot(NxfpCodec codec, int[][] tables, float[] inverse, int bias, bool wide)
     {
         _codec = codec;
@@ -52,6 +61,24 @@ internal sealed unsafe class NxfpDot
             int k = Math.Min(f, codec.Formats.Length - 1) * codec.LevelCount + Math.Min(l, codec.LevelCount - 1);
             _wordConfig[word] = k;
             _wordScale[word] = scaleTable[scaleCode] * inverse[k];
+        }
+        _scaleBits = codec.ScaleBits;
+        _permute = Avx512F.IsSupported && _scaleBits is >= 4 and <= 7;
+        if (_permute)
+        {
+            var scales = new float[128];
+            for (int code = 0; code < 1 << _scaleBits; code++) scales[code] = scaleTable[code];
+            _scaleParts = [.. Enumerable.Range(0, 8).Select(part => Vector512.Create(scales.AsSpan(16 * part, 16)))];
+            var inverseBySelector = new float[16];
+            var configBySelector = new int[16];
+            // Every value the bits above the scale code can hold (unused bits included: the word tables ignore them too).
+            for (int selector = 0; selector < 1 << (8 - _scaleBits); selector++)
+            {
+                var (_, f, l) = codec.SplitWord(selector << _scaleBits);
+                int k = Math.Min(f, codec.Formats.Length - 1) * codec.LevelCount + Math.Min(l, codec.LevelCount - 1);
+                (inverseBySelector[selector], configBySelector[selector]) = (inverse[k], k);
+            }
+            (_inverseBySelector, _configBySelector) = (Vector512.Create(inverseBySelector), Vector512.Create(configBySelector));
         }
     }
 
@@ -83,8 +110,8 @@ internal sealed unsafe class NxfpDot
         int nb = cols / NxfpCodec.NxBlockSize;
         var a = NibbleDot.Scratch;
         a.Set(x[..cols], evensThenOdds: true, _bias);
-        float[] c = ArrayPool<float>.Shared.Rent(nb + 8);
-        int[] pairIndex = ArrayPool<int>.Shared.Rent(nb + 8);
+        float[] c = ArrayPool<float>.Shared.Rent(2 * Stride(nb));
+        int[] pairIndex = ArrayPool<int>.Shared.Rent(2 * Stride(nb));
         try
         {
             fixed (byte* b0 = blocks)
@@ -94,13 +121,20 @@ internal sealed unsafe class NxfpDot
             fixed (float* xs = a.Scales)
             fixed (byte* tables = _pairTables)
             {
+                // The next row's factors are prepared before this row's product (two buffers), so the product reads
+                // them from the cache, not from stores still in flight (which stalled it: the one-row order ran at half speed).
+                int stride = Stride(nb);
+                if (rowCount > 0) Prepare(w0, b0, nb, xs, c0, p0);
                 for (int r = 0; r < rowCount; r++)
                 {
-                    byte* words = w0 + (nint)r * nb, row = b0 + (nint)r * nb * 16;
-                    Prepare(words, row, nb, xs, c0, p0);
+                    byte* row = b0 + (nint)r * nb * 16;
+                    float* c1 = c0 + (r & 1) * stride;
+                    int* p1 = p0 + (r & 1) * stride;
+                    if (r + 1 < rowCount)
+                        Prepare(w0 + (nint)(r + 1) * nb, row + nb * 16, nb, xs, c0 + ((r + 1) & 1) * stride, p0 + ((r + 1) & 1) * stride);
                     y[r] = _wide
-                        ? NibbleDot.Row<NibbleDot.WidePairTables>(row, 16, nb, c0, a, default, tables, p0, _bias)
-                        : NibbleDot.Row<NibbleDot.PairTables>(row, 16, nb, c0, a, default, tables, p0, _bias);
+                        ? NibbleDot.Row<NibbleDot.WidePairTables>(row, 16, nb, c1, a, default, tables, p1, _bias)
+                        : NibbleDot.Row<NibbleDot.PairTables>(row, 16, nb, c1, a, default, tables, p1, _bias);
                 }
             }
         }
@@ -119,8 +153,8 @@ internal sealed unsafe class NxfpDot
         if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount || vectors > NibbleDot.MaxVectors)
             throw new ArgumentException("spans shorter than the rows");
         var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: true, _bias);
-        float[] c = ArrayPool<float>.Shared.Rent(nb + 8);
-        int[] pairIndex = ArrayPool<int>.Shared.Rent(nb + 8);
+        float[] c = ArrayPool<float>.Shared.Rent(2 * Stride(nb));
+        int[] pairIndex = ArrayPool<int>.Shared.Rent(2 * Stride(nb));
         float* ones = NibbleDot.Ones(nb + 8);
         try
         {
@@ -131,14 +165,19 @@ internal sealed unsafe class NxfpDot
             fixed (byte* tables = _pairTables)
             fixed (float* y0 = y)
             {
+                int stride = Stride(nb);
+                if (rowCount > 0) Prepare(w0, b0, nb, ones, c0, p0);
                 for (int r = 0; r < rowCount; r++)
                 {
-                    byte* words = w0 + (nint)r * nb, row = b0 + (nint)r * nb * 16;
-                    Prepare(words, row, nb, ones, c0, p0);
+                    byte* row = b0 + (nint)r * nb * 16;
+                    float* c1 = c0 + (r & 1) * stride;
+                    int* p1 = p0 + (r & 1) * stride;
+                    if (r + 1 < rowCount)
+                        Prepare(w0 + (nint)(r + 1) * nb, row + nb * 16, nb, ones, c0 + ((r + 1) & 1) * stride, p0 + ((r + 1) & 1) * stride);
                     if (_wide)
-                        NibbleDot.RowMany<NibbleDot.WidePairTables>(row, 16, nb, c0, sets, vectors, default, tables, p0, _bias, y0 + r, yStride);
+                        NibbleDot.RowMany<NibbleDot.WidePairTables>(row, 16, nb, c1, sets, vectors, default, tables, p1, _bias, y0 + r, yStride);
                     else
-                        NibbleDot.RowMany<NibbleDot.PairTables>(row, 16, nb, c0, sets, vectors, default, tables, p0, _bias, y0 + r, yStride);
+                        NibbleDot.RowMany<NibbleDot.PairTables>(row, 16, nb, c1, sets, vectors, default, tables, p1, _bias, y0 + r, yStride);
                 }
             }
         }
@@ -154,37 +193,129 @@ internal sealed unsafe class NxfpDot
     /// NaN) and, at every even j, the index of the pair of tables of blocks j and j + 1 (k_j · K + k_{j+1}; an odd last
     /// block pairs with itself). Eight words at a time: both come from 256-entry tables by gathers.
     /// </summary>
-    private void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex)
+    /// <summary>Floats (or ints) per row buffer of factors or pair indices: the blocks and room for a vector's overrun,
+    /// in whole cache lines.</summary>
+    private static int Stride(int nb) => (nb + 16 + 15) / 16 * 16;
+
+    private void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex) =>
+        Prepare(words, row, nb, xs, c, pairIndex, _permute);
+
+    /// <summary>
+    /// Each block's factor c_j = scale/m_k · xs_j and each pair's table index from the row's metadata words. With
+    /// <paramref name="permute"/> (AVX-512, the word's fields small enough), 16 blocks at a time through in-register
+    /// lookups (vpermt2ps / vpermps on the scale code and the selector), about twice as fast as gathering from the two
+    /// 256-entry tables, which cost as much as the product itself; the same floats either way (the same product
+    /// scale × 1/m_k, then × xs), which <c>NxfpDotTests</c> checks.
+    /// </summary>
+    internal void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex, bool permute)
     {
         int j = 0;
+        bool nanWords = false;
+        if (permute) j = PreparePermuted(words, nb, xs, c, pairIndex, ref nanWords);
         fixed (float* wordScale = _wordScale)
         fixed (int* wordConfig = _wordConfig)
         {
-            if (Avx2.IsSupported)
-            {
-                var nan = Vector256.Create(_codec.NaNWord);
-                var configs = Vector256.Create(_configs);
-                for (; j + 8 <= nb; j += 8)
-                {
-                    var w = Avx2.ConvertToVector256Int32(words + j);
-                    var scale = Avx2.GatherVector256(wordScale, w, 4);
-                    (scale * Vector256.Load(xs + j)).Store(c + j);
-                    var k = Avx2.GatherVector256(wordConfig, w, 4);
-                    // Even lanes: k_j · K + k_{j+1} (the odd lane moved down by a 64-bit shift); odd lanes unused.
-                    var next = Avx2.ShiftRightLogical(k.AsInt64(), 32).AsInt32();
-                    (Avx2.MultiplyLow(k, configs) + next).Store(pairIndex + j);
-                    if (Vector256.EqualsAny(w, nan))
-                        for (int i = j; i < j + 8; i++) FixNaN(words, row, i, c);
-                }
-            }
+            if (Avx2.IsSupported) j = PrepareGathered(words, j, nb, xs, c, pairIndex, wordScale, wordConfig, ref nanWords);
             for (; j < nb; j++)
             {
                 c[j] = wordScale[words[j]] * xs[j];
-                FixNaN(words, row, j, c);
+                nanWords |= words[j] == _codec.NaNWord;
                 if ((j & 1) == 0) pairIndex[j] = wordConfig[words[j]] * _configs + wordConfig[words[Math.Min(j + 1, nb - 1)]];
             }
             if ((nb & 1) == 1) pairIndex[nb - 1] = wordConfig[words[nb - 1]] * (_configs + 1);
         }
+        // NaN blocks afterwards, only in rows that have the NaN word: a call inside the vector loops would make the JIT
+        // keep their tables in memory instead of registers (it halved their speed).
+        if (nanWords)
+            for (int i = 0; i < nb; i++) FixNaN(words, row, i, c);
+    }
+
+    /// <summary>The AVX2 part of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, bool)"/> from block
+    /// <paramref name="j"/>: whole groups of 8 blocks through two gathers from the 256-entry tables.</summary>
+    private int PrepareGathered(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig, ref bool nanWords)
+    {
+        var nan = Vector256.Create(_codec.NaNWord);
+        var configs = Vector256.Create(_configs);
+        var anyNaN = Vector256<int>.Zero;
+        for (; j + 8 <= nb; j += 8)
+        {
+            var w = Avx2.ConvertToVector256Int32(words + j);
+            var scale = Avx2.GatherVector256(wordScale, w, 4);
+            (scale * Vector256.Load(xs + j)).Store(c + j);
+            var k = Avx2.GatherVector256(wordConfig, w, 4);
+            // Even lanes: k_j · K + k_{j+1} (the odd lane moved down by a 64-bit shift); odd lanes unused.
+            var next = Avx2.ShiftRightLogical(k.AsInt64(), 32).AsInt32();
+            (Avx2.MultiplyLow(k, configs) + next).Store(pairIndex + j);
+            anyNaN |= Vector256.Equals(w, nan);
+        }
+        nanWords |= anyNaN != Vector256<int>.Zero;
+        return j;
+    }
+
+    /// <summary>The AVX-512 form of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, bool)"/>: every block,
+    /// 16 at a time (writes up to 15 entries past <paramref name="nb"/> in <paramref name="c"/> and
+    /// <paramref name="pairIndex"/>; returns <paramref name="nb"/>). Its tables are held in registers for the loop.</summary>
+    private int PreparePermuted(byte* words, int nb, float* xs, float* c, int* pairIndex, ref bool nanWords)
+    {
+        var parts = _scaleParts;
+        Vector512<float> s0 = parts[0], s1 = parts[1], s2 = parts[2], s3 = parts[3], s4 = parts[4], s5 = parts[5], s6 = parts[6], s7 = parts[7];
+        Vector512<float> inverseBySelector = _inverseBySelector;
+        Vector512<int> configBySelector = _configBySelector;
+        var nan = Vector512.Create(_codec.NaNWord);
+        var scaleMask = Vector512.Create((1 << _scaleBits) - 1);
+        var configs = Vector512.Create(_configs);
+        int scaleBits = _scaleBits, j = 0;
+        var anyNaN = Vector512<int>.Zero;
+        for (; j + 16 <= nb; j += 16)
+            anyNaN |= Group(Avx512F.ConvertToVector512Int32(Vector128.Load(words + j)), Vector512.Load(xs + j), c + j, pairIndex + j,
+                scaleBits, scaleMask, configs, nan, s0, s1, s2, s3, s4, s5, s6, s7, inverseBySelector, configBySelector);
+        if (j < nb)
+        {
+            // The last, partial group through masked loads (no fault past the row's end, zeros in the other lanes), all
+            // 16 lanes written (the callers' buffers have room): a short row (576 columns = 18 blocks) costs two groups.
+            int left = nb - j;
+            var byteMask = Vector128.LessThan(Vector128.Create((byte)0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector128.Create((byte)left));
+            var floatMask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(left)).AsSingle();
+            var tailWords = Avx512BW.VL.MaskLoad(words + j, byteMask, Vector128<byte>.Zero);
+            var tailScales = Avx512F.MaskLoad(xs + j, floatMask, Vector512<float>.Zero);
+            anyNaN |= Group(Avx512F.ConvertToVector512Int32(tailWords), tailScales, c + j, pairIndex + j,
+                scaleBits, scaleMask, configs, nan, s0, s1, s2, s3, s4, s5, s6, s7, inverseBySelector, configBySelector);
+        }
+        nanWords |= anyNaN != Vector512<int>.Zero;
+        return nb;
+    }
+
+    /// <summary>16 blocks of <see cref="PreparePermuted"/> from their words (as int32) and activation scales; returns
+    /// the lanes holding the NaN word.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Group(Vector512<int> w, Vector512<float> activationScales, float* c, int* pairIndex, int scaleBits,
+        Vector512<int> scaleMask, Vector512<int> configs, Vector512<int> nan, Vector512<float> s0, Vector512<float> s1, Vector512<float> s2,
+        Vector512<float> s3, Vector512<float> s4, Vector512<float> s5, Vector512<float> s6, Vector512<float> s7,
+        Vector512<float> inverseBySelector, Vector512<int> configBySelector)
+    {
+        var code = w & scaleMask;
+        var selector = Vector512.ShiftRightLogical(w, scaleBits);
+        var scale = ScaleOf(code, scaleBits, s0, s1, s2, s3, s4, s5, s6, s7);
+        (scale * Avx512F.PermuteVar16x32(inverseBySelector, selector) * activationScales).Store(c);
+        var k = Avx512F.PermuteVar16x32(configBySelector, selector);
+        // Even lanes: k_j · K + k_{j+1} (the odd lane moved down by a 64-bit shift); odd lanes unused.
+        (k * configs + Vector512.ShiftRightLogical(k.AsInt64(), 32).AsInt32()).Store(pairIndex);
+        return Vector512.Equals(w, nan);
+    }
+
+    /// <summary>scaleTable[code] for 16 codes of up to 7 bits (the table in eight registers of 16): vpermt2ps looks up
+    /// 32 entries; selects on bits 5 and 6 pick among up to four such lookups.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> ScaleOf(Vector512<int> code, int scaleBits, Vector512<float> s0, Vector512<float> s1, Vector512<float> s2,
+        Vector512<float> s3, Vector512<float> s4, Vector512<float> s5, Vector512<float> s6, Vector512<float> s7)
+    {
+        var scale = Avx512F.PermuteVar16x32x2(s0, code, s1);
+        if (scaleBits <= 5) return scale;
+        var bit5 = Vector512.Equals(code & Vector512.Create(32), Vector512.Create(32)).AsSingle();
+        scale = Vector512.ConditionalSelect(bit5, Avx512F.PermuteVar16x32x2(s2, code, s3), scale);
+        if (scaleBits == 6) return scale;
+        var upper = Vector512.ConditionalSelect(bit5, Avx512F.PermuteVar16x32x2(s6, code, s7), Avx512F.PermuteVar16x32x2(s4, code, s5));
+        return Vector512.ConditionalSelect(Vector512.GreaterThan(code, Vector512.Create(63)).AsSingle(), upper, scale);
     }
 
     private void FixNaN(byte* words, byte* row, int j, float* c)
