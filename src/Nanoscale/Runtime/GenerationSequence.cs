@@ -100,6 +100,23 @@ internal sealed class GenerationSequence
         return count;
     }
 
+    /// <summary>The next prompt tokens to run, at most <paramref name="maxTokens"/>, without running them: for a step
+    /// that carries them beside other sequences' tokens (<see cref="InferenceSession.ForwardMany"/>); report them with
+    /// <see cref="PromptChunkDone"/>.</summary>
+    public ReadOnlySpan<int> NextPromptChunk(int maxTokens) => _prompt.AsSpan(_prefilled, Math.Min(maxTokens, _prompt.Length - _prefilled));
+
+    /// <summary>Records that the next <paramref name="count"/> prompt tokens ran in a shared step, whose logits at the
+    /// chunk's last position are <paramref name="logits"/> (kept when the prompt is complete).</summary>
+    public void PromptChunkDone(int count, ReadOnlySpan<float> logits)
+    {
+        if (count < 1 || count > _prompt.Length - _prefilled)
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"{_prompt.Length - _prefilled} prompt tokens are left");
+        _prefilled += count;
+        if (!Prefilled) return;
+        logits.CopyTo(Last);
+        _promptSeconds = _clock.Elapsed.TotalSeconds;
+    }
+
     public StopReason Stop { get; private set; } = StopReason.Length;
 
     private int Generated => _tokens.Count - PromptLength;

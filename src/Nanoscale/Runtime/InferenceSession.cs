@@ -161,48 +161,78 @@ public sealed partial class InferenceSession
     public static void StepMany(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens, Span<float> logits,
         CancellationToken cancellationToken = default)
     {
-        int count = sessions.Count;
-        if (count == 0) return;
+        if (tokens.Length != sessions.Count)
+            throw new ArgumentException($"{sessions.Count} sessions need {sessions.Count} tokens");
+        Span<int> ones = sessions.Count <= 256 ? stackalloc int[sessions.Count] : new int[sessions.Count];
+        ones.Fill(1);
+        ForwardMany(sessions, ones, tokens, logits, cancellationToken);
+    }
+
+    /// <summary>
+    /// Several sequences of the same model, each with its own run of tokens (<paramref name="counts"/>[i] tokens of
+    /// session i, one after another in <paramref name="tokens"/>), in one pass over the weights: the token factory's
+    /// step with prompt chunks in it. Each session's rows sit at its next positions, with its own cache and attention;
+    /// every linear layer is one product over all the rows. Writes the logits of each session's last row
+    /// (<c>sessions × vocab</c>) and advances each session by its count. Equal to running each session's tokens alone
+    /// (a window, or a step) up to float summation order.
+    /// </summary>
+    /// <exception cref="ArgumentException">Sessions of different models, a session listed twice, a count below 1, or spans of the wrong size.</exception>
+    /// <exception cref="InvalidOperationException">A session would pass its capacity.</exception>
+    public static void ForwardMany(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> counts, ReadOnlySpan<int> tokens, Span<float> logits,
+        CancellationToken cancellationToken = default)
+    {
+        int sequences = sessions.Count;
+        if (sequences == 0) return;
         var first = sessions[0];
         var config = first._config;
         int dim = config.Dim, qDim = config.QueryDim, kvDim = config.KvDim, vocab = config.VocabSize;
-        if (tokens.Length != count || logits.Length != (long)count * vocab)
-            throw new ArgumentException($"{count} sessions need {count} tokens and {count} × {vocab} logits");
-        if (sessions.Any(s => s._model != first._model) || sessions.Distinct().Count() != count)
+        if (counts.Length != sequences || logits.Length != (long)sequences * vocab)
+            throw new ArgumentException($"{sequences} sessions need {sequences} counts and {sequences} × {vocab} logits");
+        int rows = 0;
+        foreach (int n in counts)
+        {
+            if (n < 1) throw new ArgumentException($"every session needs at least one token (a count is {n})", nameof(counts));
+            rows += n;
+        }
+        if (tokens.Length != rows)
+            throw new ArgumentException($"the counts add up to {rows} tokens; {tokens.Length} were given", nameof(tokens));
+        if (sessions.Any(s => s._model != first._model) || sessions.Distinct().Count() != sequences)
             throw new ArgumentException("the sessions of one step must be distinct sessions of the same model");
-        foreach (var session in sessions)
-            if (session.Length >= session.Capacity)
-                throw new InvalidOperationException($"a session is full ({session.Capacity} positions)");
-        foreach (var session in sessions) session.EnsurePositions(session.Length + 1);
-        // The batch's rows are different sequences' single tokens: their products run on the stored codes.
+        for (int i = 0; i < sequences; i++)
+            if (sessions[i].Length + counts[i] > sessions[i].Capacity)
+                throw new InvalidOperationException($"{counts[i]} tokens after {sessions[i].Length} exceed a session's capacity of {sessions[i].Capacity} positions");
+        for (int i = 0; i < sequences; i++) sessions[i].EnsurePositions(sessions[i].Length + counts[i]);
+        // The batch's rows are several sequences' tokens: their products run on the stored codes.
         RuntimeOptions options = first._model.Options with { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, FusedWindows = true };
         var model = first._model;
         // The batch's scratch: a fresh one (the sessions' own scratch stays theirs).
-        var s = new Scratch(count, dim, qDim, config.HiddenDim);
-        Span<float> x = s.X.AsSpan(0, count * dim), xb = s.Xb.AsSpan(0, count * dim), q = s.Q.AsSpan(0, count * qDim);
-        Span<float> attention = s.Attention.AsSpan(0, count * qDim), projected = s.Projected.AsSpan(0, count * dim);
-        Span<float> gate = s.Gate.AsSpan(0, count * config.HiddenDim), up = s.Up.AsSpan(0, count * config.HiddenDim);
-        var keys = new float[count * kvDim];
-        var values = new float[count * kvDim];
-        for (int t = 0; t < count; t++)
+        var s = new Scratch(rows, dim, qDim, config.HiddenDim);
+        Span<float> x = s.X.AsSpan(0, rows * dim), xb = s.Xb.AsSpan(0, rows * dim), q = s.Q.AsSpan(0, rows * qDim);
+        Span<float> attention = s.Attention.AsSpan(0, rows * qDim), projected = s.Projected.AsSpan(0, rows * dim);
+        Span<float> gate = s.Gate.AsSpan(0, rows * config.HiddenDim), up = s.Up.AsSpan(0, rows * config.HiddenDim);
+        var keys = new float[rows * kvDim];
+        var values = new float[rows * kvDim];
+        for (int t = 0; t < rows; t++)
         {
             if ((uint)tokens[t] >= (uint)vocab)
                 throw new ArgumentOutOfRangeException(nameof(tokens), tokens[t], $"token {t} is outside the vocabulary of {vocab}");
             model.Embedding.ReadRows(tokens[t], 1, x.Slice(t * dim, dim));
         }
-        // Several sequences' tokens: each row at its own sequence's position, its key and value into that sequence's cache.
+        int[] offsets = new int[sequences + 1];
+        for (int i = 0; i < sequences; i++) offsets[i + 1] = offsets[i] + counts[i];
+        // Each sequence's rows at its own positions, their keys and values into its cache, attention over its own past.
         AttentionPart attend = (l, q, keyRows, valueRows, attention) =>
         {
-            for (int t = 0; t < count; t++)
+            for (int i = 0; i < sequences; i++)
             {
-                var session = sessions[t];
-                int position = session.Length;
-                Span<float> qRow = q.Slice(t * qDim, qDim), kRow = keyRows.Slice(t * kvDim, kvDim);
-                session.ApplyRope(qRow, config.Heads, position);
-                session.ApplyRope(kRow, config.KvHeads, position);
-                kRow.CopyTo(session._keyCache[l].AsSpan(position * kvDim, kvDim));
-                valueRows.Slice(t * kvDim, kvDim).CopyTo(session._valueCache[l].AsSpan(position * kvDim, kvDim));
-                session.Attend(l, qRow, position, 1, attention.Slice(t * qDim, qDim));
+                var session = sessions[i];
+                int position = session.Length, n = offsets[i + 1] - offsets[i], row = offsets[i];
+                Span<float> qRows = q.Slice(row * qDim, n * qDim), kRows = keyRows.Slice(row * kvDim, n * kvDim);
+                session.ApplyRope(qRows, config.Heads, position);
+                session.ApplyRope(kRows, config.KvHeads, position);
+                kRows.CopyTo(session._keyCache[l].AsSpan(position * kvDim, n * kvDim));
+                valueRows.Slice(row * kvDim, n * kvDim).CopyTo(session._valueCache[l].AsSpan(position * kvDim, n * kvDim));
+                session.Attend(l, qRows, position, n, attention.Slice(row * qDim, n * qDim));
             }
         };
         for (int l = 0; l < config.Layers; l++)
@@ -210,9 +240,12 @@ public sealed partial class InferenceSession
             cancellationToken.ThrowIfCancellationRequested();
             first.Layer(l, options, x, xb, q, keys, values, attention, projected, gate, up, attend);
         }
-        first.RmsNormRows(x, model.FinalNorm, xb);
-        model.Head.MatMul(xb, logits, options);
-        foreach (var session in sessions) session.Length++;
+        // The head on each sequence's last row only.
+        var last = new float[sequences * dim];
+        for (int i = 0; i < sequences; i++) x.Slice((offsets[i + 1] - 1) * dim, dim).CopyTo(last.AsSpan(i * dim, dim));
+        first.RmsNormRows(last, model.FinalNorm, xb[..(sequences * dim)]);
+        model.Head.MatMul(xb[..(sequences * dim)], logits, options);
+        for (int i = 0; i < sequences; i++) sessions[i].Length += counts[i];
     }
 
     /// <summary>The part of a layer that differs between one sequence's window and a step of several sequences: rotary

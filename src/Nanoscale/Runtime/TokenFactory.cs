@@ -4,11 +4,11 @@ namespace Nanoscale.Runtime;
 
 /// <summary>
 /// Continuous batching (the token factory of Liguori's paper): many generation streams share one pass over the
-/// weights per step. Requests join at token boundaries — their prompt runs a chunk of <see cref="PrefillChunk"/> tokens
-/// between steps (so a long prompt does not stall the running streams), then they take part in every following step —
-/// and leave when they finish (end token, stop string, their <c>maxNewTokens</c>, the context)
-/// or are cancelled; each step runs every active sequence's next token through
-/// <see cref="InferenceSession.StepMany"/>. Each sequence keeps its own KV cache and its own sampler, so a request's
+/// weights per step. Requests join at token boundaries — their prompts ride in the following steps, up to
+/// <see cref="PrefillChunk"/> prompt tokens per step (so a long prompt does not stall the running streams, and a prompt
+/// costs no pass of its own), then they take part in every following step — and leave when they finish (end token,
+/// stop string, their <c>maxNewTokens</c>, the context) or are cancelled; each step runs the prompt chunks and every
+/// active sequence's next token through one <see cref="InferenceSession.ForwardMany"/>. Each sequence keeps its own KV cache and its own sampler, so a request's
 /// tokens are those <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken)"/>
 /// gives alone, up to float summation order. One worker thread runs the loop; the products inside use the model's
 /// threads.
@@ -81,8 +81,9 @@ public sealed class TokenFactory : IDisposable
         public GenerationSequence State = null!;
     }
 
-    /// <summary>Prompt tokens run between two steps at most (a multiple of eight, so a prompt run in chunks gives the
-    /// numbers of one window): a long joining prompt delays the running sequences by one chunk per step, not by all of it.</summary>
+    /// <summary>Prompt tokens per step at most, over all waiting prompts (a multiple of eight, and the first prompt's
+    /// chunk opens the pass, so a prompt run in chunks gives the numbers of one window): a long joining prompt delays the
+    /// running sequences by one chunk per step, not by all of it.</summary>
     internal const int PrefillChunk = 64;
 
     private void Run()
@@ -99,22 +100,36 @@ public sealed class TokenFactory : IDisposable
                 catch (OperationCanceledException) { break; }
                 _signal.Release(); // the request stays counted for the admission below
             }
-            // Join: new requests, up to the batch size; their prompts run a chunk at a time between steps.
+            // Join: new requests, up to the batch size; their prompts run in the following steps, a chunk at a time.
             while (active.Count + prefilling.Count < MaxBatch && _pending.TryDequeue(out var next))
             {
                 _signal.Wait(0);
                 if (Start(next)) prefilling.Add(next);
             }
-            if (prefilling.Count > 0 && Prefill(prefilling[0]) is var done && done != 0)
-            {
-                if (done > 0) active.Add(prefilling[0]);
-                prefilling.RemoveAt(0);
-            }
-            Volatile.Write(ref _active, active.Count + prefilling.Count);
 
-            // Choose each sequence's next token; those that finish leave, the rest step together.
+            // Choose each running sequence's next token; those that finish leave, the rest step together.
             var stepping = new List<Sequence>(active.Count);
-            var tokens = new List<int>(active.Count);
+            var tokens = new List<int>(active.Count + PrefillChunk);
+            var counts = new List<int>(active.Count + 1);
+            // Prompt chunks first, up to PrefillChunk tokens in all (the first waiting prompt takes what it can): at the
+            // start of the pass, so a prompt's rows meet the products in the groups they would have alone.
+            var chunked = new List<Sequence>();
+            int budget = PrefillChunk;
+            foreach (var sequence in prefilling)
+            {
+                if (budget == 0) break;
+                if (sequence.Cancellation.IsCancellationRequested)
+                {
+                    sequence.Completion.TrySetCanceled(sequence.Cancellation);
+                    continue;
+                }
+                var chunk = sequence.State.NextPromptChunk(budget);
+                chunked.Add(sequence);
+                tokens.AddRange(chunk);
+                counts.Add(chunk.Length);
+                budget -= chunk.Length;
+            }
+            prefilling.RemoveAll(p => p.Completion.Task.IsCompleted);
             foreach (var sequence in active)
             {
                 if (sequence.Cancellation.IsCancellationRequested)
@@ -128,6 +143,7 @@ public sealed class TokenFactory : IDisposable
                     {
                         stepping.Add(sequence);
                         tokens.Add(token);
+                        counts.Add(1);
                     }
                     else sequence.Completion.TrySetResult(sequence.State.Result());
                 }
@@ -136,40 +152,45 @@ public sealed class TokenFactory : IDisposable
                     sequence.Completion.TrySetException(e);
                 }
             }
-            active = stepping;
-            Volatile.Write(ref _active, active.Count);
-            if (active.Count == 0) continue;
-            LargestBatch = Math.Max(LargestBatch, active.Count);
+            active = [.. stepping];
+            Volatile.Write(ref _active, active.Count + prefilling.Count);
+            if (counts.Count == 0) continue;
+            LargestBatch = Math.Max(LargestBatch, active.Count + chunked.Count);
             // One buffer for the factory's life (grown to the largest batch): a new one per step would be a large-object
             // allocation for a large vocabulary, and the collections it causes stall every stream.
-            if (logitsBuffer.Length < active.Count * vocab) logitsBuffer = new float[MaxBatch * vocab];
-            var logits = logitsBuffer.AsSpan(0, active.Count * vocab);
+            if (logitsBuffer.Length < counts.Count * vocab) logitsBuffer = new float[(MaxBatch + 1) * vocab];
+            var logits = logitsBuffer.AsSpan(0, counts.Count * vocab);
+            List<Sequence> pass = [.. chunked, .. active];
             try
             {
-                InferenceSession.StepMany([.. active.Select(a => a.State.Session)], tokens.ToArray(), logits);
+                InferenceSession.ForwardMany([.. pass.Select(a => a.State.Session)], counts.ToArray(), tokens.ToArray(), logits);
                 Steps++;
             }
             catch (Exception e)
             {
-                foreach (var sequence in active) sequence.Completion.TrySetException(e);
+                foreach (var sequence in pass) sequence.Completion.TrySetException(e);
                 active.Clear();
+                prefilling.RemoveAll(p => p.Completion.Task.IsCompleted);
                 continue;
             }
-            for (int i = 0; i < active.Count; i++) logits.Slice(i * vocab, vocab).CopyTo(active[i].State.Last);
+            for (int i = 0; i < stepping.Count; i++) logits.Slice((chunked.Count + i) * vocab, vocab).CopyTo(stepping[i].State.Last);
+            for (int i = 0; i < chunked.Count; i++)
+            {
+                var sequence = chunked[i];
+                bool ready = Attempt(sequence, () =>
+                {
+                    sequence.State.PromptChunkDone(counts[i], logitsBuffer.AsSpan(i * vocab, vocab));
+                    return sequence.State.Prefilled;
+                }, failed: false);
+                if (ready) active.Add(sequence); // it samples its first token from these logits at the next step
+                if (ready || sequence.Completion.Task.IsCompleted) prefilling.Remove(sequence);
+            }
+            Volatile.Write(ref _active, active.Count + prefilling.Count);
         }
         foreach (var sequence in active.Concat(prefilling)) sequence.Completion.TrySetCanceled();
         while (_pending.TryDequeue(out var left)) left.Completion.TrySetCanceled();
     }
 
-    /// <summary>One chunk of a joining request's prompt: 1 when the prompt is done (the sequence joins the steps), 0
-    /// while more remains, −1 when it failed or was cancelled (its completion says which).</summary>
-    private static int Prefill(Sequence s) => Attempt(s, () =>
-    {
-        s.State.Prefill(PrefillChunk, s.Cancellation);
-        return s.State.Prefilled ? 1 : 0;
-    }, failed: -1);
-
-    /// <summary>Sets up a new request (its prompt runs later, <see cref="Prefill"/>); false when it failed there.</summary>
     private bool Start(Sequence s) => Attempt(s, () =>
     {
         s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,

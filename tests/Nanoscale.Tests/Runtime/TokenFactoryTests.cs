@@ -49,6 +49,55 @@ public class TokenFactoryTests
         Assert.All(together, s => Assert.Equal(alone[together.IndexOf(s)].Length, s.Length));
     }
 
+    /// <summary>Prompt chunks and steps in one pass (<see cref="InferenceSession.ForwardMany"/>): a whole prompt, the
+    /// middle of another and a one-token step, side by side, give each sequence the logits of its last row that it gets
+    /// alone, and leave each cache as running alone would (the next steps agree too).</summary>
+    [Fact]
+    public void PromptChunksAndStepsInOnePassEqualEachAlone()
+    {
+        var (model, tokenizer) = Stories.Value;
+        int vocab = model.Config.VocabSize;
+        int[] a = tokenizer.Encode("Once upon a time there was a little girl", addBos: true);
+        int[] b = tokenizer.Encode("The cat sat on the mat and looked at the bird", addBos: true);
+        int[] c = tokenizer.Encode("Lily", addBos: true);
+        var together = Enumerable.Range(0, 3).Select(_ => model.CreateSession(64)).ToList();
+        var alone = Enumerable.Range(0, 3).Select(_ => model.CreateSession(64)).ToList();
+        // b's first five tokens and c's prompt ran before; this pass carries a's whole prompt, the rest of b and c's next token.
+        together[1].Forward(b[..5], new float[5 * vocab]);
+        alone[1].Forward(b[..5], new float[5 * vocab]);
+        together[2].Forward(c, new float[c.Length * vocab]);
+        var cLogits = new float[c.Length * vocab];
+        alone[2].Forward(c, cLogits);
+        int cNext = Kernels.ArgMax(cLogits.AsSpan((c.Length - 1) * vocab, vocab));
+        int[] counts = [a.Length, b.Length - 5, 1];
+        var batch = new float[3 * vocab];
+        InferenceSession.ForwardMany(together, counts, [.. a, .. b[5..], cNext], batch);
+        var expected = new float[3][];
+        var aLogits = new float[a.Length * vocab];
+        alone[0].Forward(a, aLogits);
+        expected[0] = aLogits[((a.Length - 1) * vocab)..];
+        var bLogits = new float[(b.Length - 5) * vocab];
+        alone[1].Forward(b[5..], bLogits);
+        expected[1] = bLogits[((b.Length - 6) * vocab)..];
+        expected[2] = alone[2].Step(cNext);
+        for (int step = 0; ; step++)
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                double scale = expected[i].Max(Math.Abs);
+                for (int v = 0; v < vocab; v++)
+                    Assert.True(Math.Abs(batch[i * vocab + v] - expected[i][v]) <= 1e-5 * scale, $"sequence {i}, step {step}, token {v}");
+                Assert.Equal(alone[i].Length, together[i].Length);
+            }
+            if (step == 3) break;
+            int[] next = [.. Enumerable.Range(0, 3).Select(i => Kernels.ArgMax(batch.AsSpan(i * vocab, vocab)))];
+            InferenceSession.StepMany(together, next, batch);
+            for (int i = 0; i < 3; i++) expected[i] = alone[i].Step(next[i]);
+        }
+        Assert.Throws<ArgumentException>(() => InferenceSession.ForwardMany(together, [1, 0, 1], [1, 2], new float[3 * vocab]));
+        Assert.Throws<InvalidOperationException>(() => InferenceSession.ForwardMany(together, [1, 1, 64], [.. Enumerable.Repeat(1, 66)], new float[3 * vocab]));
+    }
+
     [Fact]
     public async Task ConcurrentRequestsComeOutAsTheirSoloGenerations()
     {
