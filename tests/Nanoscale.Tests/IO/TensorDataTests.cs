@@ -56,6 +56,8 @@ public class TensorDataTests
     [InlineData("F16", 5, 37)]
     [InlineData("F16", 3, 2048)]
     [InlineData("BF16", 4, 45)]
+    [InlineData("BF16", 3, 2048)]   // whole groups of 32 (16 without AVX-512)
+    [InlineData("BF16", 2, 77)]     // two groups and a tail of 13
     public void SixteenBitRowDotEqualsWidenThenMultiply(string dtypeName, int rows, int columns) => RowDotEqualsWidenThenMultiply(dtypeName, rows, columns, special: false);
 
     /// <summary>±Inf and NaN halves (the short F16 path reads them as finite, notices, and does the row again), in the
