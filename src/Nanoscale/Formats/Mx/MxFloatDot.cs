@@ -87,6 +87,129 @@ internal sealed class MxFloatDot
     /// <summary>y[r] = Σ_j scale_j · Σ_i value(code_i) · x_i over <paramref name="rowCount"/> rows of whole blocks.</summary>
     public void DotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
     {
+        if (Avx512F.IsSupported && Avx512BW.IsSupported && !_integer && cols % MxCodec.MxBlockSize == 0)
+        {
+            bool done = (_bits, _element.MantissaBits) switch
+            {
+                (8, 3) => DotRows512<E4M3>(blocks, scales, rowCount, cols, x, y),
+                (8, 2) => DotRows512<E5M2>(blocks, scales, rowCount, cols, x, y),
+                (6, 3) => DotRows512<E2M3>(blocks, scales, rowCount, cols, x, y),
+                (6, 2) => DotRows512<E3M2>(blocks, scales, rowCount, cols, x, y),
+                _ => false,
+            };
+            if (done) return;
+        }
+        DotRowsGeneric(blocks, scales, rowCount, cols, x, y);
+    }
+
+    /// <summary>The widths and biases of the minifloats that have a kernel of their own (the JIT folds them into the
+    /// code: no branch on the format, every shift an immediate).</summary>
+    internal interface IShape
+    {
+        static abstract int Bits { get; }
+        static abstract int MantissaBits { get; }
+        static abstract int Bias { get; }
+    }
+
+    internal readonly struct E4M3 : IShape { public static int Bits => 8; public static int MantissaBits => 3; public static int Bias => 7; }
+    internal readonly struct E5M2 : IShape { public static int Bits => 8; public static int MantissaBits => 2; public static int Bias => 15; }
+    internal readonly struct E2M3 : IShape { public static int Bits => 6; public static int MantissaBits => 3; public static int Bias => 1; }
+    internal readonly struct E3M2 : IShape { public static int Bits => 6; public static int MantissaBits => 2; public static int Bias => 3; }
+
+    /// <summary>
+    /// <see cref="DotRowsGeneric"/> for one minifloat shape with AVX-512: 16 codes a step (8-bit codes zero-extended by
+    /// one <c>vpmovzxbd</c>; 6-bit codes by <c>vpshufb</c> + <c>vpsrlvd</c> from the 12 bytes broadcast to each 128-bit
+    /// lane), widened exactly as <see cref="Widen(Vector256{int}, in Constants, ref Vector256{int})"/> does (the same
+    /// integer rebias, so the same floats), two FMAs per block, its E8M0 scale once. Rows with a code from the first
+    /// special magnitude up (E4M3's NaN, E5M2's Inf/NaN) are done again by the generic path after the loop (no call inside
+    /// it: that would make the JIT keep its constants on the stack). False when the bias or width does not match
+    /// <typeparamref name="TShape"/> (the caller then takes the generic path).
+    /// </summary>
+    private unsafe bool DotRows512<TShape>(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+        where TShape : struct, IShape
+    {
+        const int B = MxCodec.MxBlockSize;
+        if (_element.Bias != TShape.Bias) return false;
+        int nb = cols / B, bytesPerBlock = TShape.Bits * 4;
+        if (blocks.Length < (long)rowCount * nb * bytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        // 6-bit codes: the second group of a block is read as 16 bytes from byte 12, 4 past the block; the last row, whose
+        // last block may end the span, goes through the generic path.
+        int fastRows = TShape.Bits == 8 ? rowCount : Math.Max(0, rowCount - 1);
+        int[] specialRows = System.Buffers.ArrayPool<int>.Shared.Rent(Math.Max(1, fastRows));
+        int specials = 0;
+        try
+        {
+            ref byte b0 = ref MemoryMarshal.GetReference(blocks);
+            ref byte s0 = ref MemoryMarshal.GetReference(scales);
+            ref float x0 = ref MemoryMarshal.GetReference(x);
+            ref float t0 = ref MemoryMarshal.GetReference(ScaleFormat.E8M0.DecodeTable);
+            var gather = Vector512.Create(Vector256.Create(Vector128.Create(
+                (byte)0, 1, 2, 3, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5), Vector128.Create((byte)3, 4, 5, 6, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8)),
+                Vector256.Create(Vector128.Create((byte)6, 7, 8, 9, 6, 7, 8, 9, 7, 8, 9, 10, 8, 9, 10, 11), Vector128.Create((byte)9, 10, 11, 12, 9, 10, 11, 12, 10, 11, 12, 13, 11, 12, 13, 14)));
+            var offsets = Vector512.Create(0u, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2);
+            var threshold = Vector512.Create(_firstSpecial == int.MaxValue ? int.MaxValue : _firstSpecial - 1);
+            for (int r = 0; r < fastRows; r++)
+            {
+                Vector512<float> even = Vector512<float>.Zero, odd = Vector512<float>.Zero;
+                Vector512<int> found = Vector512<int>.Zero;
+                ref byte row = ref Unsafe.Add(ref b0, (nint)r * nb * bytesPerBlock);
+                ref byte rowScales = ref Unsafe.Add(ref s0, (nint)r * nb);
+                for (int j = 0; j < nb; j++)
+                {
+                    ref byte codes = ref Unsafe.Add(ref row, j * bytesPerBlock);
+                    Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref codes, 512)));
+                    var w0 = Widen512<TShape>(Codes512<TShape>(ref codes, gather, offsets), threshold, ref found);
+                    var w1 = Widen512<TShape>(Codes512<TShape>(ref Unsafe.Add(ref codes, 2 * TShape.Bits), gather, offsets), threshold, ref found);
+                    var sum = Vector512.FusedMultiplyAdd(w1, Vector512.LoadUnsafe(ref x0, (nuint)(j * B + 16)), w0 * Vector512.LoadUnsafe(ref x0, (nuint)(j * B)));
+                    var scale = Vector512.Create(Unsafe.Add(ref t0, Unsafe.Add(ref rowScales, j)));
+                    if ((j & 1) == 0) even = Vector512.FusedMultiplyAdd(sum, scale, even);
+                    else odd = Vector512.FusedMultiplyAdd(sum, scale, odd);
+                }
+                y[r] = Vector512.Sum(even + odd);
+                if (found != Vector512<int>.Zero) specialRows[specials++] = r;
+            }
+            for (int i = 0; i < specials; i++)
+            {
+                int r = specialRows[i];
+                DotRowsGeneric(blocks.Slice(r * nb * bytesPerBlock, nb * bytesPerBlock), scales.Slice(r * nb, nb), 1, cols, x, y.Slice(r, 1));
+            }
+        }
+        finally { System.Buffers.ArrayPool<int>.Shared.Return(specialRows); }
+        if (fastRows < rowCount)
+            DotRowsGeneric(blocks[(fastRows * nb * bytesPerBlock)..], scales[(fastRows * nb)..], rowCount - fastRows, cols, x, y[fastRows..]);
+        return true;
+    }
+
+    /// <summary>16 codes of <typeparamref name="TShape"/> as int32 lanes, from <paramref name="group"/> (16 bytes read).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Codes512<TShape>(ref byte group, Vector512<byte> gather, Vector512<uint> offsets) where TShape : struct, IShape
+    {
+        var bytes = Vector128.LoadUnsafe(ref group);
+        if (TShape.Bits == 8) return Avx512F.ConvertToVector512Int32(bytes);
+        // Lane i's code starts in byte ⌊6i/8⌋ at bit 6i mod 8: the 4 bytes from there, shifted right and masked.
+        var words = Avx512BW.Shuffle(Vector512.Create(bytes), gather);
+        return (Avx512F.ShiftRightLogicalVariable(words.AsUInt32(), offsets) & Vector512.Create((1u << TShape.Bits) - 1)).AsInt32();
+    }
+
+    /// <summary><see cref="Widen(Vector256{int}, in Constants, ref Vector256{int})"/> on 16 lanes, its constants the
+    /// shape's.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen512<TShape>(Vector512<int> c, Vector512<int> threshold, ref Vector512<int> found) where TShape : struct, IShape
+    {
+        int signBit = 1 << (TShape.Bits - 1);
+        Vector512<int> magnitude = c & Vector512.Create(signBit - 1);
+        found |= Vector512.GreaterThan(magnitude, threshold);
+        Vector512<int> subnormal = Vector512.GreaterThan(Vector512.Create(1 << TShape.MantissaBits), magnitude);
+        Vector512<int> bits = Vector512.ShiftLeft(magnitude, 23 - TShape.MantissaBits) + Vector512.Create((127 - TShape.Bias) << 23)
+                              + (subnormal & Vector512.Create(1 << 23));
+        Vector512<float> value = bits.AsSingle() - (subnormal & Vector512.Create(MathF.ScaleB(1f, 1 - TShape.Bias)).AsInt32()).AsSingle();
+        return (value.AsInt32() | Vector512.ShiftLeft(c & Vector512.Create(signBit), 32 - TShape.Bits)).AsSingle();
+    }
+
+    /// <summary>The AVX2 kernel for any element width (2–8 bits, minifloat or integer).</summary>
+    private void DotRowsGeneric(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+    {
         const int B = MxCodec.MxBlockSize;
         int nb = cols / B, bytesPerBlock = BlockPacking.PackedBytes(B, _bits);
         if (cols % B != 0 || blocks.Length < (long)rowCount * nb * bytesPerBlock || scales.Length < (long)rowCount * nb
