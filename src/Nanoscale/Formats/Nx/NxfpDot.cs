@@ -1,5 +1,5 @@
-using System.Runtime.CompilerServices;
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -11,8 +11,8 @@ namespace Nanoscale.Formats.Nx;
 /// each becomes int8 after multiplying by its own power of two m_k; a block then contributes
 /// scale/m_k · d_x · Σ table_k[code]·q. The tables are shifted by one common bias so they are unsigned (the bias
 /// times the activations' block sum is subtracted exactly), and each pair of blocks gets the pair of its two tables in
-/// one register. Per block before the row: the metadata word gives scale/m_k and k through two 256-entry tables
-/// (gathered eight at a time: done one by one they cost twice the product itself).
+/// one register. Per block before the rows (16 rows at a time): the metadata word gives scale/m_k and k — in registers
+/// with AVX-512, else through two 256-entry tables gathered eight at a time (done one by one they cost twice the product).
 /// </summary>
 /// <remarks>
 /// Available when the metadata word is one byte, the element width 4, at most 16 tables, and every table value × m_k is
@@ -198,7 +198,8 @@ internal sealed unsafe class NxfpDot
     /// <summary>
     /// One row's per-block factors before its product: c[j] = scale/m_k · d_x(j) (NaN for a block passed through as
     /// NaN) and, at every even j, the index of the pair of tables of blocks j and j + 1 (k_j · K + k_{j+1}; an odd last
-    /// block pairs with itself). Eight words at a time: both come from 256-entry tables by gathers.
+    /// block pairs with itself). <paramref name="nb"/> may span several rows whose words and codes are contiguous (with
+    /// <paramref name="xs"/> repeated per row), as long as no pair straddles two rows.
     /// </summary>
     private void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex) =>
         Prepare(words, row, nb, xs, c, pairIndex, _permute);
@@ -206,9 +207,9 @@ internal sealed unsafe class NxfpDot
     /// <summary>
     /// Each block's factor c_j = scale/m_k · xs_j and each pair's table index from the row's metadata words. With
     /// <paramref name="permute"/> (AVX-512, the word's fields small enough), 16 blocks at a time through in-register
-    /// lookups (vpermt2ps / vpermps on the scale code and the selector), about twice as fast as gathering from the two
-    /// 256-entry tables, which cost as much as the product itself; the same floats either way (the same product
-    /// scale × 1/m_k, then × xs), which <c>NxfpDotTests</c> checks.
+    /// lookups (vpermt2ps / vpermps on the scale code and the selector), else gathering eight at a time from the two
+    /// 256-entry tables; the same floats either way (the same product scale × 1/m_k, then × xs), which
+    /// <c>FusedDotTests.NxfpPermutedPreparationEqualsTheGathers</c> checks.
     /// </summary>
     internal void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex, bool permute)
     {
