@@ -205,13 +205,13 @@ public sealed partial class InferenceSession
         // The batch's rows are several sequences' tokens: their products run on the stored codes.
         RuntimeOptions options = first._model.Options with { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, FusedWindows = true };
         var model = first._model;
-        // The batch's scratch: a fresh one (the sessions' own scratch stays theirs).
-        var s = new Scratch(rows, dim, qDim, config.HiddenDim);
+        // The batch's scratch: this thread's (the sessions' own scratch stays theirs), grown as needed and kept, so a
+        // step (with prompt chunks, up to ~80 rows) allocates no large arrays for the collector to sweep between steps.
+        var s = BatchScratch(rows, dim, qDim, config.HiddenDim, kvDim);
         Span<float> x = s.X.AsSpan(0, rows * dim), xb = s.Xb.AsSpan(0, rows * dim), q = s.Q.AsSpan(0, rows * qDim);
         Span<float> attention = s.Attention.AsSpan(0, rows * qDim), projected = s.Projected.AsSpan(0, rows * dim);
         Span<float> gate = s.Gate.AsSpan(0, rows * config.HiddenDim), up = s.Up.AsSpan(0, rows * config.HiddenDim);
-        var keys = new float[rows * kvDim];
-        var values = new float[rows * kvDim];
+        Span<float> keys = s.Keys.AsSpan(0, rows * kvDim), values = s.Values.AsSpan(0, rows * kvDim);
         for (int t = 0; t < rows; t++)
         {
             if ((uint)tokens[t] >= (uint)vocab)
@@ -241,8 +241,8 @@ public sealed partial class InferenceSession
             first.Layer(l, options, x, xb, q, keys, values, attention, projected, gate, up, attend);
         }
         // The head on each sequence's last row only.
-        var last = new float[sequences * dim];
-        for (int i = 0; i < sequences; i++) x.Slice((offsets[i + 1] - 1) * dim, dim).CopyTo(last.AsSpan(i * dim, dim));
+        Span<float> last = s.Projected.AsSpan(0, sequences * dim);
+        for (int i = 0; i < sequences; i++) x.Slice((offsets[i + 1] - 1) * dim, dim).CopyTo(last.Slice(i * dim, dim));
         first.RmsNormRows(last, model.FinalNorm, xb[..(sequences * dim)]);
         model.Head.MatMul(xb[..(sequences * dim)], logits, options);
         for (int i = 0; i < sequences; i++) sessions[i].Length += counts[i];
@@ -371,6 +371,17 @@ public sealed partial class InferenceSession
         return (1 - smooth) * (frequency / s.Factor) + smooth * frequency;
     }
 
+    [ThreadStatic] private static Scratch? t_batchScratch;
+
+    /// <summary>This thread's scratch for <see cref="ForwardMany"/>: reused while it has room for the rows and the
+    /// model's widths (a cache, like the kernels' per-thread activations; a thread runs one batch at a time).</summary>
+    private static Scratch BatchScratch(int rows, int dim, int queryDim, int hiddenDim, int kvDim)
+    {
+        if (t_batchScratch is { } cached && cached.Fits(rows, dim, queryDim, hiddenDim, kvDim)) return cached;
+        int tokens = t_batchScratch is { } old && old.X.Length == (long)old.Tokens * dim ? Math.Max(rows, 2 * old.Tokens) : rows;
+        return t_batchScratch = new Scratch(tokens, dim, queryDim, hiddenDim, kvDim);
+    }
+
     private Scratch EnsureScratch(int count)
     {
         if (_scratch.Tokens < count)
@@ -379,9 +390,15 @@ public sealed partial class InferenceSession
     }
 
     /// <summary>Activations for a batch of up to <see cref="Tokens"/> positions, row-major.</summary>
-    private sealed class Scratch(int tokens, int dim, int queryDim, int hiddenDim)
+    private sealed class Scratch(int tokens, int dim, int queryDim, int hiddenDim, int kvDim = 0)
     {
         public int Tokens { get; } = tokens;
+        /// <summary>Keys and values of the rows before they go to their sequences' caches (a batch of several
+        /// sequences only; a window writes them into its cache directly).</summary>
+        public float[] Keys { get; } = new float[(long)tokens * kvDim];
+        public float[] Values { get; } = new float[(long)tokens * kvDim];
+        public bool Fits(int rows, int d, int q, int h, int kv) =>
+            rows <= Tokens && X.Length == (long)Tokens * d && Q.Length == (long)Tokens * q && Gate.Length == (long)Tokens * h && Keys.Length == (long)Tokens * kv;
         public float[] X { get; } = new float[(long)tokens * dim];
         public float[] Xb { get; } = new float[(long)tokens * dim];
         public float[] Q { get; } = new float[(long)tokens * queryDim];
