@@ -223,6 +223,23 @@ public class FusedDotTests
         }
     }
 
+    /// <summary>NVFP4's block scales decoded by arithmetic in the step kernel equal the UE4M3 table for every one of
+    /// the 256 byte values (subnormals, the largest 448, the NaN code 0x7F and the codes above it).</summary>
+    [Fact]
+    public void NvFp4ArithmeticScaleDecodeEqualsTheTable()
+    {
+        if (!NibbleDot.IsSupported) return; // the kernel exists only with AVX2
+        var table = ScaleFormat.UE4M3.DecodeTable;
+        for (int first = 0; first < 256; first += 8)
+        {
+            var decoded = Nanoscale.Formats.Nv.NvFp4Dot.DecodeScales(System.Runtime.Intrinsics.Vector256.Create(first, first + 1, first + 2,
+                first + 3, first + 4, first + 5, first + 6, first + 7));
+            for (int i = 0; i < 8; i++)
+                Assert.True(BitConverter.SingleToInt32Bits(decoded[i]) == BitConverter.SingleToInt32Bits(table[first + i])
+                            || (float.IsNaN(decoded[i]) && float.IsNaN(table[first + i])), $"code {first + i}: {decoded[i]} vs {table[first + i]}");
+        }
+    }
+
     /// <summary>Which NxFP forms the integer kernel takes: a 16-bit word (nxfp4-m16, the AM+CR form with three formats)
     /// keeps the float lookups.</summary>
     [Theory]
