@@ -111,7 +111,7 @@ internal static class TensorData
     /// <summary>
     /// y[r] = Σ_c W[r, c]·x[c] for <paramref name="count"/> little-endian BF16 or F16 rows of <paramref name="columns"/>,
     /// widened in registers and multiplied at once: one token's product reads 2 bytes per weight and writes no float
-    /// row. BF16 is the top half of an f32 (a shift); F16 is rebiased with one multiply (its magnitude bits shifted into
+    /// row. BF16 is the top half of an f32 (a shift, or a mask for the odd weight of each 32-bit pair: <see cref="Bf16RowDot"/>); F16 is rebiased with one multiply (its magnitude bits shifted into
     /// an f32 and scaled by 2^112, exact for normal and subnormal halves alike; ±Inf and NaN are patched). False unless
     /// the dtype is one of them and the CPU has AVX2 with FMA.
     /// </summary>
@@ -123,8 +123,7 @@ internal static class TensorData
         if (rows.Length < (long)count * columns * 2 || x.Length < columns || y.Length < count)
             throw new ArgumentException($"spans too short for {count} {dtype} rows of {columns}");
         var weights = MemoryMarshal.Cast<byte, ushort>(rows);
-        bool half = dtype == DType.F16;
-        if (!half)
+        if (dtype == DType.BF16)
         {
             // BF16: x split once per call into the even/odd order Bf16RowDot reads it in, then every row.
             float[] split = System.Buffers.ArrayPool<float>.Shared.Rent(columns);
@@ -141,14 +140,13 @@ internal static class TensorData
             var w = weights.Slice(r * columns, columns);
             // F16 first takes the short path, which reads ±Inf/NaN halves wrongly but notices them; a row that has one
             // is done again through the widening that patches them.
-            y[r] = half ? (HalfRowDot(w, x, out bool special) is var total && !special ? total : SixteenBitRowDot(w, x, true))
-                        : SixteenBitRowDot(w, x, false);
+            y[r] = HalfRowDot(w, x, out bool special) is var total && !special ? total : PatchedHalfRowDot(w, x);
         }
         return true;
     }
 
-    /// <summary>One BF16 or F16 row · x, each group of eight widened by <see cref="Widen"/>.</summary>
-    private static float SixteenBitRowDot(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x, bool half)
+    /// <summary>One F16 row · x, each group of eight widened by <see cref="WidenHalf"/>, which patches ±Inf and NaN.</summary>
+    private static float PatchedHalfRowDot(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x)
     {
         int columns = w.Length, vectorEnd = columns & ~15, c = 0;
         ref float x0 = ref MemoryMarshal.GetReference(x);
@@ -158,13 +156,13 @@ internal static class TensorData
         for (; c < vectorEnd; c += 16)
         {
             PrefetchAhead(ref w0, c);
-            var a = Widen(Vector128.LoadUnsafe(ref w0, (nuint)c), half);
-            var b = Widen(Vector128.LoadUnsafe(ref w0, (nuint)(c + 8)), half);
+            var a = WidenHalf(Vector128.LoadUnsafe(ref w0, (nuint)c));
+            var b = WidenHalf(Vector128.LoadUnsafe(ref w0, (nuint)(c + 8)));
             even = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, Vector256.LoadUnsafe(ref x0, (nuint)c), even);
             odd = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(b, Vector256.LoadUnsafe(ref x0, (nuint)(c + 8)), odd);
         }
         float total = Vector256.Sum(even + odd);
-        for (; c < columns; c++) total += (half ? (float)BitConverter.UInt16BitsToHalf(w[c]) : BFloat16ToSingle(w[c])) * x[c];
+        for (; c < columns; c++) total += (float)BitConverter.UInt16BitsToHalf(w[c]) * x[c];
         return total;
     }
 
@@ -273,12 +271,11 @@ internal static class TensorData
     private static unsafe void PrefetchAhead(ref ushort w0, int c) =>
         System.Runtime.Intrinsics.X86.Sse.Prefetch0(System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.CompilerServices.Unsafe.Add(ref w0, c + 512)));
 
-    /// <summary>Eight 16-bit floats (bf16 or IEEE half) as eight f32.</summary>
+    /// <summary>Eight IEEE halves as eight f32, ±Inf and NaN included.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Widen(Vector128<ushort> bits, bool half)
+    private static Vector256<float> WidenHalf(Vector128<ushort> bits)
     {
         var wide = System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(bits).AsUInt32();
-        if (!half) return System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(wide, 16).AsSingle();
         var sign = System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(wide & Vector256.Create(0x8000u), 16);
         var magnitude = System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(wide & Vector256.Create(0x7FFFu), 13);
         var value = (magnitude.AsSingle() * Vector256.Create(5.192296858534828e33f)).AsUInt32(); // × 2^112
