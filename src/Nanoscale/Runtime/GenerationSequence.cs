@@ -36,8 +36,8 @@ internal sealed class GenerationSequence
     }
 
     /// <summary>Creates the session and runs the prompt (<paramref name="sampling"/> already validated); with
-    /// <paramref name="deferPrompt"/> the prompt waits for <see cref="Prefill"/> (the token factory runs it a chunk at a
-    /// time between steps).</summary>
+    /// <paramref name="deferPrompt"/> the prompt waits to be run in chunks (<see cref="NextPromptChunk"/>,
+    /// <see cref="PromptChunkDone"/>: the token factory carries them in its steps).</summary>
     /// <remarks>With <see cref="SamplingOptions.LogProbs"/>, <c>onLogProbs</c> is called just before each piece of text with
     /// the log-probabilities of the tokens generated since the previous piece (streamed answers carry them).</remarks>
     public GenerationSequence(LlamaModel model, ITokenizer tokenizer, int[] prompt, int maxNewTokens, SamplingOptions sampling,
@@ -49,7 +49,7 @@ internal sealed class GenerationSequence
         _prompt = prompt;
         Session = model.CreateSession(Math.Max(1, Math.Min(model.Config.MaxSeqLen, prompt.Length + maxNewTokens)));
         Last = new float[model.Config.VocabSize];
-        if (!deferPrompt) Prefill(prompt.Length, cancellationToken);
+        if (!deferPrompt) RunPrompt(cancellationToken);
         _sampler = new Generation.Sampler(sampling, model.Config.VocabSize);
         if (onText is not null && onLogProbs is not null && sampling.LogProbs is not null)
         {
@@ -80,24 +80,19 @@ internal sealed class GenerationSequence
     /// <summary>Whether the whole prompt has run (<see cref="Last"/> holds the logits after it).</summary>
     public bool Prefilled => _prefilled == _prompt.Length;
 
-    /// <summary>Runs up to <paramref name="maxTokens"/> more prompt tokens as one window (on the stored codes where that is
-    /// a real kernel); after the last, <see cref="Last"/> holds the logits at the prompt's last position. A prompt run in
-    /// chunks gives the numbers of one window when the chunks are whole multiples of eight tokens (the same token pairs and
-    /// groups of eight meet the weights). Returns the tokens run.</summary>
-    public int Prefill(int maxTokens, CancellationToken cancellationToken = default)
+    /// <summary>Runs the whole prompt as one window (on the stored codes where that is a real kernel); then
+    /// <see cref="Last"/> holds the logits at its last position. The token factory runs prompts in chunks inside its
+    /// steps instead (<see cref="NextPromptChunk"/>, <see cref="PromptChunkDone"/>).</summary>
+    private void RunPrompt(CancellationToken cancellationToken)
     {
-        int count = Math.Min(maxTokens, _prompt.Length - _prefilled);
-        if (count <= 0) return 0;
+        int count = _prompt.Length;
+        if (count == 0) return;
         var config = Session.Model.Config;
         var hidden = new float[count * config.Dim];
-        Session.ForwardPrompt(_prompt.AsSpan(_prefilled, count), hidden, cancellationToken);
-        _prefilled += count;
-        if (Prefilled)
-        {
-            Session.ComputeLogits(hidden.AsSpan((count - 1) * config.Dim, config.Dim), Last);
-            _promptSeconds = _clock.Elapsed.TotalSeconds;
-        }
-        return count;
+        Session.ForwardPrompt(_prompt, hidden, cancellationToken);
+        _prefilled = count;
+        Session.ComputeLogits(hidden.AsSpan((count - 1) * config.Dim, config.Dim), Last);
+        _promptSeconds = _clock.Elapsed.TotalSeconds;
     }
 
     /// <summary>The next prompt tokens to run, at most <paramref name="maxTokens"/>, without running them: for a step
