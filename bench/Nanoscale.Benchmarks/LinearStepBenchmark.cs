@@ -80,7 +80,26 @@ internal static class LinearStepBenchmark
                 InferenceSession.StepMany(sessions, tokens, batchLogits);
                 bestStep = Math.Min(bestStep, clock.Elapsed.TotalSeconds);
             }
-            Console.WriteLine($"batch {batch,2}: step {bestStep * 1e3,7:0.00} ms, {batch / bestStep,7:0.0} tokens/s aggregate (best step)");
+            // The same batch's products alone (every weight in order, the step's options): the rest of the step is
+            // attention, norms and hand-offs.
+            var stepOptions = model.Options with { FusedTokens = 8, FusedWindows = true };
+            var batchOrder = order.Select(o => (o.w, x: Enumerable.Range(0, batch * o.w.Columns).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray(),
+                y: new float[batch * o.w.Rows])).ToList();
+            double bestProducts = double.MaxValue;
+            for (int i = 0; i < Math.Min(repeats, 12); i++)
+            {
+                var clock = Stopwatch.StartNew();
+                foreach (var (w, x, y) in batchOrder) w.MatMul(x, y, stepOptions);
+                bestProducts = Math.Min(bestProducts, clock.Elapsed.TotalSeconds);
+            }
+            if (Environment.GetEnvironmentVariable("PER_TENSOR") == "1")
+                foreach (var (w, x, y) in batchOrder.Take(8).Append(batchOrder[^1]))
+                {
+                    double b = double.MaxValue;
+                    for (int i = 0; i < 10; i++) { var c = Stopwatch.StartNew(); w.MatMul(x, y, stepOptions); b = Math.Min(b, c.Elapsed.TotalSeconds); }
+                    Console.WriteLine($"   {w.Rows,6} × {w.Columns,-6} {b * 1e6,8:0.0} us  {(double)w.Rows * w.Columns * batch / b / 1e9,6:0.0} G MACs/s");
+                }
+            Console.WriteLine($"batch {batch,2}: step {bestStep * 1e3,7:0.00} ms, {batch / bestStep,7:0.0} tokens/s aggregate (best step); its products alone {bestProducts * 1e3,7:0.00} ms");
         }
         Console.WriteLine($"GC counts: gen0 {GC.CollectionCount(0)}, gen1 {GC.CollectionCount(1)}, gen2 {GC.CollectionCount(2)}");
         return 0;

@@ -62,12 +62,15 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     protected virtual IFactoredRows? Factored => null;
 
     /// <summary>The product of <paramref name="tokens"/> (≤ <see cref="MaxFusedTokens"/>) on the stored codes, in 16
-    /// large tiles of rows.</summary>
+    /// large tiles of rows for one token; for several, two tiles per thread in whole eights of rows (each tile
+    /// quantizes every token's activations again, which costs as much as a small matrix's products, and the
+    /// several-vector kernels take rows eight at a time).</summary>
     private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options)
     {
-        const int FusedTiles = 16;
         int rows = Rows, columns = Columns;
-        int perTile = (rows + FusedTiles - 1) / FusedTiles;
+        int fusedTiles = tokens == 1 ? 16 : 2 * options.Parallelism.Threads;
+        int perTile = (rows + fusedTiles - 1) / fusedTiles;
+        if (tokens > 1) perTile = (perTile + 7) & ~7;
         fixed (float* inPtr = input)
         fixed (float* outPtr = output)
         {

@@ -88,7 +88,8 @@ internal sealed class MxCodec : BlockCodec
     }
 
     /// <summary>MXFP4 for a few vectors at once (a token-factory step): each row's codes unpacked once for all of them
-    /// (<see cref="MxDot.DotRowsMany"/>); other element formats one vector after another.</summary>
+    /// (<see cref="MxDot.DotRowsMany"/>; from three vectors with AVX-VNNI eight rows at once, <see cref="MxDot.DotRowsLanes"/>);
+    /// other element formats one vector after another.</summary>
     public override bool HasDotRowsMany(int cols) => _biased is not null && cols % MxBlockSize == 0 && MxDot.IsSupported;
 
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
@@ -97,7 +98,11 @@ internal sealed class MxCodec : BlockCodec
         if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors is < 1 or > NibbleDot.MaxVectors)
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
-        MxDot.DotRowsMany(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
+        // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).
+        if (NibbleLanes.IsSupported && vectors >= 3)
+            MxDot.DotRowsLanes(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
+        else
+            MxDot.DotRowsMany(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
         return true;
     }
 

@@ -106,6 +106,72 @@ internal static class MxDot
         finally { ArrayPool<float>.Shared.Return(c); }
     }
 
+    /// <summary><see cref="DotRowsMany"/> with eight rows in a register's lanes (<see cref="NibbleLanes"/>, AVX-VNNI): each
+    /// block's scales applied once per eight rows; the same block totals, other float summation order.</summary>
+    public static unsafe void DotRowsLanes((sbyte[] Table, int Bias) biased, ReadOnlySpan<float> scaleTable, ReadOnlySpan<byte> blocks,
+        ReadOnlySpan<byte> scales, int rowCount, int blocksPerRow, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int cols = blocksPerRow * 32;
+        if (blocks.Length < (long)rowCount * blocksPerRow * 16 || scales.Length < rowCount * blocksPerRow
+            || x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        var a = NibbleLanes.Scratch;
+        a.Set(x, vectors, cols, evensThenOdds: true, biased.Bias);
+        var table = NibbleDot.Broadcast(biased.Table);
+        var unpacked = NibbleLanes.Unpacked(blocksPerRow);
+        float[] factors = ArrayPool<float>.Shared.Rent(blocksPerRow * NibbleLanes.Lanes);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* s0 = scales)
+            fixed (float* t0 = scaleTable)
+            fixed (float* f0 = factors)
+            fixed (float* y0 = y)
+            {
+                for (int r = 0; r < rowCount; r += NibbleLanes.Lanes)
+                {
+                    int n = Math.Min(NibbleLanes.Lanes, rowCount - r);
+                    LaneHalfScales(s0 + (nint)r * blocksPerRow, blocksPerRow, n, t0, f0);
+                    NibbleLanes.Group(b0 + (nint)r * blocksPerRow * 16, blocksPerRow * 16, n, blocksPerRow, f0, a, table, unpacked, y0 + r, yStride);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(factors);
+        }
+    }
+
+    /// <summary>
+    /// <c>f[8j + i] = E8M0(e[i·count + j]) / 2</c> for up to eight rows (<paramref name="rows"/>; missing rows repeat
+    /// row 0), the lanes <see cref="NibbleLanes"/> wants: four blocks of eight rows per gather of 32-bit words (all
+    /// inside the rows), each code placed in a float's exponent (2^(e − 128), for 2 ≤ e ≤ 254); another code, or the
+    /// last blocks of a row, through <paramref name="table"/>.
+    /// </summary>
+    private static unsafe void LaneHalfScales(byte* e, int count, int rows, float* table, float* f)
+    {
+        const int Lanes = NibbleLanes.Lanes;
+        var offsets = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * count;
+        offsets = Vector256.ConditionalSelect(Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(rows)), offsets, Vector256<int>.Zero);
+        int j = 0;
+        if (Avx2.IsSupported)
+            for (; j + 4 <= count; j += 4)
+            {
+                var words = Avx2.GatherVector256((int*)(e + j), offsets, 1);
+                for (int t = 0; t < 4; t++)
+                {
+                    var codes = (words >>> (8 * t)) & Vector256.Create(0xFF);
+                    var plain = Vector256.GreaterThan(codes, Vector256.Create(1)) & Vector256.LessThan(codes, Vector256.Create(255));
+                    if (plain.AsByte().ExtractMostSignificantBits() == uint.MaxValue)
+                        Avx2.ShiftLeftLogical(codes - Vector256.Create(1), 23).AsSingle().Store(f + (j + t) * Lanes);
+                    else
+                        for (int i = 0; i < Lanes; i++) f[(j + t) * Lanes + i] = table[codes.GetElement(i)] * 0.5f;
+                }
+            }
+        for (; j < count; j++)
+            for (int i = 0; i < Lanes; i++) f[j * Lanes + i] = table[e[(i < rows ? i : 0) * count + j]] * 0.5f;
+    }
+
     /// <summary>
     /// c[j] = E8M0(e[j]) / 2 · xs[j] for one row's block scales (the doubled table's half folded in): eight at a time by
     /// placing e − 1 in a float's exponent (2^(e − 128)), which holds for 2 ≤ e ≤ 254; a group of eight with another

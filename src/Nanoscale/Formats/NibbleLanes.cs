@@ -1,0 +1,232 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nanoscale.Formats;
+
+/// <summary>
+/// The several-vector product on 4-bit codes (a token-factory step) with eight rows across a register's lanes
+/// (AVX-VNNI): each 32-bit lane holds four unsigned codes of its own row, so one <c>vpdpbusd</c> against four
+/// activation bytes broadcast to every lane adds 32 multiply-adds of eight rows, a block takes eight of them, and its
+/// two scales are applied once per block for eight rows (a convert and a multiply-add) instead of once per row. The
+/// eight rows' codes are unpacked (a 8 × 4 transpose of 32-bit words, nibbles split, one table lookup) once per block
+/// into a per-thread buffer and read back for every four vectors.
+/// </summary>
+/// <remarks>
+/// Each block's integer total is exact, as in <see cref="NibbleDot"/> (Σ u·q with u = table[code] unsigned, less
+/// bias × the block's activation sum): the results differ from <see cref="NibbleDot.RowMany{TMode}"/>'s only in float
+/// summation order, and the quantized activations are the same bytes (<see cref="NibbleDot.QuantizeBlock"/>).
+/// <c>NibbleLanesTests</c> checks both and the scalar reference.
+/// </remarks>
+internal static unsafe class NibbleLanes
+{
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported && AvxVnni.IsSupported;
+
+    /// <summary>Rows per register (int32 lanes of a 256-bit vector).</summary>
+    public const int Lanes = 8;
+
+    /// <summary>
+    /// Several vectors' activations in the kernel's order: per vector and block, eight 32-bit words, word 2m the four
+    /// codes that meet the low nibbles of the block's code bytes 4m..4m+3, word 2m + 1 those that meet the high nibbles
+    /// (evensThenOdds of <see cref="Set"/>: OCP's packing, even elements in low nibbles; otherwise
+    /// ggml's, elements i and i + 16 in byte i); each block's scale and −bias × its code sum.
+    /// </summary>
+    public sealed class Vectors
+    {
+        public int[] Q = [];
+        public float[] Scales = [];
+        public int[] Bias = [];
+        public int Count;
+        public int Blocks;
+
+        public void Set(ReadOnlySpan<float> x, int vectors, int cols, bool evensThenOdds, int bias)
+        {
+            int nb = cols / 32;
+            if (x.Length < vectors * cols) throw new ArgumentException("fewer activations than vectors × columns", nameof(x));
+            Count = vectors;
+            Blocks = nb;
+            // Pinned: the kernel holds raw pointers.
+            if (Q.Length < vectors * nb * 8) Q = GC.AllocateArray<int>(vectors * nb * 8, pinned: true);
+            if (Scales.Length < vectors * nb)
+            {
+                Scales = GC.AllocateArray<float>(vectors * nb, pinned: true);
+                Bias = GC.AllocateArray<int>(vectors * nb, pinned: true);
+            }
+            Span<sbyte> block = stackalloc sbyte[32];
+            ReadOnlySpan<int> words = MemoryMarshal.Cast<sbyte, int>(block);
+            for (int v = 0; v < vectors; v++)
+                for (int j = 0; j < nb; j++)
+                {
+                    int i = v * nb + j;
+                    // In code order the first 16 bytes meet the low nibbles of the 16 code bytes, the last 16 the high ones.
+                    int sum = NibbleDot.QuantizeBlock(x.Slice(v * cols + j * 32, 32), evensThenOdds, block, out Scales[i]);
+                    Bias[i] = -bias * sum;
+                    for (int m = 0; m < 4; m++)
+                    {
+                        Q[i * 8 + 2 * m] = words[m];
+                        Q[i * 8 + 2 * m + 1] = words[4 + m];
+                    }
+                }
+        }
+    }
+
+    [ThreadStatic] private static Vectors? _vectors;
+    [ThreadStatic] private static Vector256<byte>[]? _unpacked;
+
+    /// <summary>This thread's activation scratch (one product at a time per thread).</summary>
+    public static Vectors Scratch => _vectors ??= new Vectors();
+
+    /// <summary>This thread's buffer for a group's unpacked codes: eight vectors per block.</summary>
+    public static Vector256<byte>* Unpacked(int blocks)
+    {
+        if (_unpacked is null || _unpacked.Length < blocks * 8)
+            _unpacked = GC.AllocateArray<Vector256<byte>>(Math.Max(blocks * 8, 512), pinned: true);
+        return (Vector256<byte>*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_unpacked));
+    }
+
+    /// <summary>
+    /// Up to eight rows (<paramref name="rowCount"/>, starting at <paramref name="codes"/>, <paramref name="rowStride"/>
+    /// bytes apart, 16 code bytes per block) times every vector of <paramref name="a"/>:
+    /// <c>results[v·resultStride + i] = Σ_j factors[8j + i] · scale_vj · (Σ table[code]·q − bias·sum_vj)</c>.
+    /// <paramref name="factors"/> holds each row's block factors, eight rows per block (<c>[8j + i]</c>).
+    /// </summary>
+    public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
+        Vector256<sbyte> table, Vector256<byte>* unpacked, float* results, int resultStride)
+    {
+        Unpack(codes, rowStride, rowCount, blocks, table, unpacked);
+        fixed (int* q = a.Q)
+        fixed (float* s = a.Scales)
+        fixed (int* b = a.Bias)
+        {
+            for (int first = 0; first < a.Count; first += 4)
+                Four(unpacked, blocks, factors, q, s, b, a.Blocks, first, Math.Min(4, a.Count - first), rowCount,
+                    results + (nint)first * resultStride, resultStride);
+        }
+    }
+
+    /// <summary>The group's codes as unsigned table values, block j's eight vectors at <c>unpacked[8j..]</c>: vector
+    /// 2m the low nibbles of each row's code bytes 4m..4m+3, vector 2m + 1 the high ones.</summary>
+    private static void Unpack(byte* codes, nint rowStride, int rowCount, int blocks, Vector256<sbyte> table, Vector256<byte>* unpacked)
+    {
+        // Missing rows of a last partial group read row 0 (their results are dropped).
+        byte* r0 = codes, r1 = Row(codes, rowStride, rowCount, 1), r2 = Row(codes, rowStride, rowCount, 2), r3 = Row(codes, rowStride, rowCount, 3);
+        byte* r4 = Row(codes, rowStride, rowCount, 4), r5 = Row(codes, rowStride, rowCount, 5), r6 = Row(codes, rowStride, rowCount, 6), r7 = Row(codes, rowStride, rowCount, 7);
+        var nibble = Vector256.Create((byte)0x0F);
+        for (int j = 0; j < blocks; j++)
+        {
+            nint o = (nint)j * 16;
+            // Rows 0–3 in the low 128-bit lane, 4–7 in the high one; a 4 × 4 transpose of words within each lane.
+            var a0 = Vector256.Create(Vector128.Load(r0 + o), Vector128.Load(r4 + o)).AsInt32();
+            var a1 = Vector256.Create(Vector128.Load(r1 + o), Vector128.Load(r5 + o)).AsInt32();
+            var a2 = Vector256.Create(Vector128.Load(r2 + o), Vector128.Load(r6 + o)).AsInt32();
+            var a3 = Vector256.Create(Vector128.Load(r3 + o), Vector128.Load(r7 + o)).AsInt32();
+            var l01 = Avx2.UnpackLow(a0, a1).AsInt64();
+            var h01 = Avx2.UnpackHigh(a0, a1).AsInt64();
+            var l23 = Avx2.UnpackLow(a2, a3).AsInt64();
+            var h23 = Avx2.UnpackHigh(a2, a3).AsInt64();
+            Vector256<byte>* w = unpacked + (nint)j * 8;
+            Split(Avx2.UnpackLow(l01, l23).AsByte(), table, nibble, w);
+            Split(Avx2.UnpackHigh(l01, l23).AsByte(), table, nibble, w + 2);
+            Split(Avx2.UnpackLow(h01, h23).AsByte(), table, nibble, w + 4);
+            Split(Avx2.UnpackHigh(h01, h23).AsByte(), table, nibble, w + 6);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* Row(byte* codes, nint rowStride, int rowCount, int i) => i < rowCount ? codes + i * rowStride : codes;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Split(Vector256<byte> words, Vector256<sbyte> table, Vector256<byte> nibble, Vector256<byte>* w)
+    {
+        w[0] = Avx2.Shuffle(table, (words & nibble).AsSByte()).AsByte();
+        w[1] = Avx2.Shuffle(table, (Avx2.ShiftRightLogical(words.AsUInt16(), 4).AsByte() & nibble).AsSByte()).AsByte();
+    }
+
+    /// <summary>Up to four vectors (<paramref name="count"/>) against the unpacked group, their accumulators in
+    /// registers; unused slots repeat the first vector and are dropped.</summary>
+    private static void Four(Vector256<byte>* unpacked, int blocks, float* factors, int* q, float* s, int* b, int nb, int first, int count,
+        int rowCount, float* results, int resultStride)
+    {
+        int v1 = first + Math.Min(1, count - 1), v2 = first + Math.Min(2, count - 1), v3 = first + Math.Min(3, count - 1);
+        int* q0 = q + (nint)first * nb * 8, q1 = q + (nint)v1 * nb * 8, q2 = q + (nint)v2 * nb * 8, q3 = q + (nint)v3 * nb * 8;
+        float* s0 = s + (nint)first * nb, s1 = s + (nint)v1 * nb, s2 = s + (nint)v2 * nb, s3 = s + (nint)v3 * nb;
+        int* b0 = b + (nint)first * nb, b1 = b + (nint)v1 * nb, b2 = b + (nint)v2 * nb, b3 = b + (nint)v3 * nb;
+        Vector256<float> y0 = default, y1 = default, y2 = default, y3 = default;
+        for (int j = 0; j < blocks; j++)
+        {
+            Vector256<byte>* w = unpacked + (nint)j * 8;
+            int k = j * 8;
+            var i0 = Vector256.Create(b0[j]);
+            var i1 = Vector256.Create(b1[j]);
+            var i2 = Vector256.Create(b2[j]);
+            var i3 = Vector256.Create(b3[j]);
+            // Two chains per vector (even and odd steps), so consecutive multiply-adds do not wait on each other.
+            Vector256<int> e0 = default, e1 = default, e2 = default, e3 = default;
+            // Unrolled by hand (the JIT keeps an 8-step loop).
+            Step(w[0], q0, q1, q2, q3, k, ref i0, ref i1, ref i2, ref i3);
+            Step(w[1], q0, q1, q2, q3, k + 1, ref e0, ref e1, ref e2, ref e3);
+            Step(w[2], q0, q1, q2, q3, k + 2, ref i0, ref i1, ref i2, ref i3);
+            Step(w[3], q0, q1, q2, q3, k + 3, ref e0, ref e1, ref e2, ref e3);
+            Step(w[4], q0, q1, q2, q3, k + 4, ref i0, ref i1, ref i2, ref i3);
+            Step(w[5], q0, q1, q2, q3, k + 5, ref e0, ref e1, ref e2, ref e3);
+            Step(w[6], q0, q1, q2, q3, k + 6, ref i0, ref i1, ref i2, ref i3);
+            Step(w[7], q0, q1, q2, q3, k + 7, ref e0, ref e1, ref e2, ref e3);
+            i0 += e0;
+            i1 += e1;
+            i2 += e2;
+            i3 += e3;
+            var f = Vector256.Load(factors + k);
+            y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(i0), f * Vector256.Create(s0[j]), y0);
+            y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(i1), f * Vector256.Create(s1[j]), y1);
+            y2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(i2), f * Vector256.Create(s2[j]), y2);
+            y3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(i3), f * Vector256.Create(s3[j]), y3);
+        }
+        Store(y0, results, rowCount);
+        if (count > 1) Store(y1, results + resultStride, rowCount);
+        if (count > 2) Store(y2, results + 2 * (nint)resultStride, rowCount);
+        if (count > 3) Store(y3, results + 3 * (nint)resultStride, rowCount);
+    }
+
+    /// <summary>One unpacked vector (four codes of each of eight rows) times four activation bytes of each vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step(Vector256<byte> w, int* q0, int* q1, int* q2, int* q3, int k,
+        ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
+    {
+        i0 = AvxVnni.MultiplyWideningAndAdd(i0, w, Vector256.Create(q0[k]).AsSByte());
+        i1 = AvxVnni.MultiplyWideningAndAdd(i1, w, Vector256.Create(q1[k]).AsSByte());
+        i2 = AvxVnni.MultiplyWideningAndAdd(i2, w, Vector256.Create(q2[k]).AsSByte());
+        i3 = AvxVnni.MultiplyWideningAndAdd(i3, w, Vector256.Create(q3[k]).AsSByte());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(Vector256<float> y, float* destination, int rowCount)
+    {
+        if (rowCount == Lanes) y.Store(destination);
+        else for (int i = 0; i < rowCount; i++) destination[i] = y.GetElement(i);
+    }
+
+    /// <summary>The scalar twin of <see cref="Group"/> for one row and one vector (tests): the same integers per block,
+    /// the same order of float operations per block, summed block after block.</summary>
+    public static float RowReference(ReadOnlySpan<byte> rowCodes, ReadOnlySpan<float> rowFactors, ReadOnlySpan<sbyte> table16, Vectors a, int vector)
+    {
+        int nb = a.Blocks;
+        float total = 0;
+        for (int j = 0; j < nb; j++)
+        {
+            int sum = a.Bias[vector * nb + j];
+            for (int m = 0; m < 8; m++)
+            {
+                int word = a.Q[(vector * nb + j) * 8 + m];
+                for (int t = 0; t < 4; t++)
+                {
+                    byte code = rowCodes[j * 16 + (m / 2) * 4 + t];
+                    int nibble = (m & 1) == 0 ? code & 0x0F : code >> 4;
+                    sum += table16[nibble] * (sbyte)(word >> (8 * t));
+                }
+            }
+            total = MathF.FusedMultiplyAdd(sum, rowFactors[j] * a.Scales[vector * nb + j], total);
+        }
+        return total;
+    }
+}

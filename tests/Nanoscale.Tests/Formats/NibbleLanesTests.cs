@@ -1,0 +1,110 @@
+using Nanoscale.Codecs;
+using Nanoscale.Formats;
+using Nanoscale.Formats.Mx;
+
+namespace Nanoscale.Tests.Formats;
+
+/// <summary>
+/// The several-vector 4-bit kernel with eight rows in the lanes (<see cref="NibbleLanes"/>) against its scalar twin,
+/// bit for bit, and MXFP4's use of it against the row-at-a-time kernel (<see cref="MxDot.DotRowsMany"/>).
+/// </summary>
+public unsafe class NibbleLanesTests
+{
+    /// <summary>Random code bytes (every nibble), factors and activations; 13 rows (a whole group of eight and a partial
+    /// one), 11 blocks, 1–6 vectors (whole and partial fours), both nibble orders: each result equals
+    /// <see cref="NibbleLanes.RowReference"/> exactly.</summary>
+    [Theory]
+    [InlineData(1, true)]
+    [InlineData(3, false)]
+    [InlineData(4, true)]
+    [InlineData(6, false)]
+    public void GroupsEqualTheScalarTwinBitForBit(int vectors, bool evensThenOdds)
+    {
+        if (!NibbleLanes.IsSupported) return; // no AVX-VNNI here: MXFP4 keeps NibbleDot.RowMany
+        const int rows = 13, blocks = 11, cols = blocks * 32;
+        var random = new Random(vectors);
+        byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
+        sbyte[] table = [.. Enumerable.Range(0, 16).Select(_ => (sbyte)random.Next(0, 25))];
+        float[] rowFactors = [.. Enumerable.Range(0, rows * blocks).Select(_ => (float)Math.Exp(random.NextDouble() * 8 - 4))];
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var a = new NibbleLanes.Vectors();
+        a.Set(x, vectors, cols, evensThenOdds, bias: 12);
+        var y = new float[vectors * rows];
+        var lanes = new float[blocks * NibbleLanes.Lanes];
+        var unpacked = NibbleLanes.Unpacked(blocks);
+        fixed (byte* c = codes)
+        fixed (float* f = lanes)
+        fixed (float* y0 = y)
+        {
+            for (int r = 0; r < rows; r += NibbleLanes.Lanes)
+            {
+                int n = Math.Min(NibbleLanes.Lanes, rows - r);
+                for (int i = 0; i < NibbleLanes.Lanes; i++)
+                    for (int j = 0; j < blocks; j++)
+                        lanes[j * NibbleLanes.Lanes + i] = i < n ? rowFactors[(r + i) * blocks + j] : float.NaN;
+                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, NibbleDot.Broadcast(table), unpacked, y0 + r, rows);
+            }
+        }
+        for (int v = 0; v < vectors; v++)
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(NibbleLanes.RowReference(codes.AsSpan(r * blocks * 16, blocks * 16), rowFactors.AsSpan(r * blocks, blocks), table, a, v), y[v * rows + r]);
+    }
+
+    /// <summary>The activations in the kernel's order are <see cref="NibbleDot.QuantizeBlock"/>'s bytes: word 2m the
+    /// block's code-order bytes 4m..4m+3, word 2m + 1 bytes 16 + 4m..; scale and −bias × sum as it returns them.</summary>
+    [Fact]
+    public void ActivationsAreTheBlockQuantizersBytes()
+    {
+        var random = new Random(3);
+        float[] x = [.. Enumerable.Range(0, 2 * 64).Select(_ => (float)(random.NextDouble() * 4 - 2))];
+        var a = new NibbleLanes.Vectors();
+        a.Set(x, 2, 64, evensThenOdds: true, bias: 12);
+        var q = new sbyte[32];
+        for (int v = 0; v < 2; v++)
+            for (int j = 0; j < 2; j++)
+            {
+                int sum = NibbleDot.QuantizeBlockReference(x.AsSpan(v * 64 + j * 32, 32), true, q, out float scale);
+                Assert.Equal(scale, a.Scales[v * 2 + j]);
+                Assert.Equal(-12 * sum, a.Bias[v * 2 + j]);
+                for (int m = 0; m < 8; m++)
+                {
+                    int start = (m & 1) == 0 ? 4 * (m / 2) : 16 + 4 * (m / 2);
+                    int word = a.Q[(v * 2 + j) * 8 + m];
+                    for (int t = 0; t < 4; t++) Assert.Equal(q[start + t], (sbyte)(word >> (8 * t)));
+                }
+            }
+    }
+
+    /// <summary>MXFP4 on the lanes equals the row-at-a-time kernel (same block totals, other summation order) on 21 rows,
+    /// 11 blocks (a tail after the gathered fours of scales), with the E8M0 codes the exponent trick leaves to the table
+    /// (0, 1, 255 = NaN) in some blocks. (Tolerance 1e-4: the blocks' terms are larger than their sum.)</summary>
+    [Theory]
+    [InlineData(2)]
+    [InlineData(5)]
+    [InlineData(8)]
+    public void Mxfp4LanesEqualTheRowKernel(int vectors)
+    {
+        if (!NibbleLanes.IsSupported || !MxDot.IsSupported) return;
+        const int rows = 21, blocks = 11, cols = blocks * 32;
+        var random = new Random(vectors + 40);
+        byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
+        byte[] scales = [.. Enumerable.Range(0, rows * blocks).Select(_ => (byte)random.Next(122, 132))];
+        scales[3] = 0;
+        scales[blocks + 5] = 1;
+        scales[4 * blocks + 9] = 255;
+        scales[9 * blocks + 2] = 2;
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var doubled = MxDot.DoubledTable(ElementFormat.E2M1)!;
+        var biased = MxDot.Biased(doubled)!.Value;
+        var lanes = new float[vectors * rows];
+        var rowWise = new float[vectors * rows];
+        MxDot.DotRowsLanes(biased, ScaleFormat.E8M0.DecodeTable, codes, scales, rows, blocks, vectors, x, lanes, rows);
+        MxDot.DotRowsMany(biased, ScaleFormat.E8M0.DecodeTable, codes, scales, rows, blocks, vectors, x, rowWise, rows);
+        for (int i = 0; i < lanes.Length; i++)
+        {
+            if (float.IsNaN(rowWise[i])) { Assert.True(float.IsNaN(lanes[i]), $"entry {i}"); continue; }
+            Assert.True(Math.Abs(lanes[i] - rowWise[i]) <= 1e-4 * (Math.Abs(rowWise[i]) + 1), $"entry {i}: {lanes[i]} vs {rowWise[i]}");
+        }
+        Assert.Contains(lanes, float.IsNaN);
+    }
+}
