@@ -77,6 +77,16 @@ internal sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
             return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, checked((int)stored.Columns), x, y);
         }
 
+        /// <summary>Several vectors: bf16 rows widened once per four of them (<see cref="TensorData.TryDotRowsMany"/>).</summary>
+        public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+        {
+            var dtype = _view.Tensor.DType;
+            if (dtype is not (DType.BF16 or DType.F16)) return false;
+            long width = stored.Columns * dtype.ElementSize();
+            return TensorData.TryDotRowsMany(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, checked((int)stored.Columns),
+                vectors, x, y, yStride);
+        }
+
         public void ReadOriginal(Stream destination) => Codec.WriteAsOriginal(this, destination);
 
         public void Dispose() => _view.Dispose();

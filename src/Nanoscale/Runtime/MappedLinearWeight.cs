@@ -39,6 +39,16 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
         return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, Columns, x, y);
     }
 
+    /// <summary>Several tokens (a step of several sequences): BF16 rows widened once per four tokens
+    /// (<see cref="TensorData.TryDotRowsMany"/>). Prompt windows keep decoding tiles (no <c>HasDotRowsMany</c>).</summary>
+    protected override bool TryDotRowsMany(int firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        var dtype = _view.Tensor.DType;
+        if (dtype is not (DType.BF16 or DType.F16)) return false;
+        long width = 2L * Columns;
+        return TensorData.TryDotRowsMany(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, Columns, vectors, x, y, yStride);
+    }
+
     public void Dispose() => _view.Dispose();
 
     /// <summary>F32 in the mapping: the dense kernel reads the rows where they lie.</summary>

@@ -145,6 +145,74 @@ internal static class TensorData
         return true;
     }
 
+    /// <summary>
+    /// <see cref="TryDotRows"/> for several vectors (<c>y[v·yStride + r] = row r · x_v</c>, x holding the vectors one
+    /// after another): for BF16 each group of weights is made f32 once (<see cref="Bf16RowDot"/>'s shift and mask) and
+    /// multiplied with four vectors at a time, so a step of several sequences widens every weight once per four of
+    /// them instead of once per sequence; F16 one vector after another. False where <see cref="TryDotRows"/> is.
+    /// </summary>
+    public static bool TryDotRowsMany(ReadOnlySpan<byte> rows, DType dtype, int count, int columns, int vectors,
+        ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        if (dtype != DType.BF16 || !Vector512.IsHardwareAccelerated || !BitConverter.IsLittleEndian)
+        {
+            for (int v = 0; v < vectors; v++)
+                if (!TryDotRows(rows, dtype, count, columns, x.Slice(v * columns, columns), y.Slice(v * yStride, count))) return false;
+            return true;
+        }
+        if (rows.Length < (long)count * columns * 2 || x.Length < vectors * columns || y.Length < (vectors - 1) * yStride + count)
+            throw new ArgumentException($"spans too short for {count} {dtype} rows of {columns} and {vectors} vectors");
+        var weights = MemoryMarshal.Cast<byte, ushort>(rows);
+        float[] split = System.Buffers.ArrayPool<float>.Shared.Rent(vectors * columns);
+        try
+        {
+            for (int v = 0; v < vectors; v++) SplitEvenOdd(x.Slice(v * columns, columns), split.AsSpan(v * columns, columns));
+            for (int r = 0; r < count; r++)
+                for (int v = 0; v < vectors; v += 4)
+                    Bf16RowDotFour(weights.Slice(r * columns, columns), split, x, columns, v, Math.Min(4, vectors - v), y[r..], yStride);
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(split); }
+        return true;
+    }
+
+    /// <summary>One BF16 row times up to four vectors (<paramref name="first"/>.., <paramref name="count"/>), 32 weights
+    /// per 512-bit load as in <see cref="Bf16RowDot"/>; missing vectors repeat the first and are dropped.</summary>
+    private static void Bf16RowDotFour(ReadOnlySpan<ushort> w, ReadOnlySpan<float> split, ReadOnlySpan<float> x, int columns,
+        int first, int count, Span<float> y, int yStride)
+    {
+        ref float s0 = ref Unsafe.Add(ref MemoryMarshal.GetReference(split), first * columns);
+        ref float s1 = ref Unsafe.Add(ref s0, Math.Min(1, count - 1) * columns);
+        ref float s2 = ref Unsafe.Add(ref s0, Math.Min(2, count - 1) * columns);
+        ref float s3 = ref Unsafe.Add(ref s0, Math.Min(3, count - 1) * columns);
+        ref uint pairs = ref Unsafe.As<ushort, uint>(ref MemoryMarshal.GetReference(w));
+        var high = Vector512.Create(0xFFFF_0000u);
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        int c = 0;
+        for (; c + 32 <= columns; c += 32)
+        {
+            var raw = Vector512.LoadUnsafe(ref pairs, (nuint)(c / 2));
+            var even = Vector512.ShiftLeft(raw, 16).AsSingle();
+            var odd = (raw & high).AsSingle();
+            nuint e = (nuint)c, o = (nuint)(c + 16);
+            a0 = Vector512.FusedMultiplyAdd(even, Vector512.LoadUnsafe(ref s0, e), a0);
+            b0 = Vector512.FusedMultiplyAdd(odd, Vector512.LoadUnsafe(ref s0, o), b0);
+            a1 = Vector512.FusedMultiplyAdd(even, Vector512.LoadUnsafe(ref s1, e), a1);
+            b1 = Vector512.FusedMultiplyAdd(odd, Vector512.LoadUnsafe(ref s1, o), b1);
+            a2 = Vector512.FusedMultiplyAdd(even, Vector512.LoadUnsafe(ref s2, e), a2);
+            b2 = Vector512.FusedMultiplyAdd(odd, Vector512.LoadUnsafe(ref s2, o), b2);
+            a3 = Vector512.FusedMultiplyAdd(even, Vector512.LoadUnsafe(ref s3, e), a3);
+            b3 = Vector512.FusedMultiplyAdd(odd, Vector512.LoadUnsafe(ref s3, o), b3);
+        }
+        Span<float> totals = [Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3)];
+        for (int v = 0; v < count; v++)
+        {
+            float total = totals[v];
+            var xv = x.Slice((first + v) * columns, columns);
+            for (int k = c; k < columns; k++) total += BFloat16ToSingle(w[k]) * xv[k];
+            y[(first + v) * yStride] = total;
+        }
+    }
+
     /// <summary>One F16 row · x, each group of eight widened by <see cref="WidenHalf"/>, which patches ±Inf and NaN.</summary>
     private static float PatchedHalfRowDot(ReadOnlySpan<ushort> w, ReadOnlySpan<float> x)
     {

@@ -106,4 +106,27 @@ public class TensorDataTests
             else Assert.True(Math.Abs(y[r] - exact) <= 1e-6 * magnitude + 1e-30, $"{dtype} row {r}: {y[r]} vs {exact}");
         }
     }
+
+    /// <summary>Several vectors on BF16 rows (a step of several sequences): each equals the one-vector product bit for bit
+    /// (the same even/odd accumulators in the same order), with a tail after the last 32 columns and 1–6 vectors.</summary>
+    [Theory]
+    [InlineData(5, 96, 1)]
+    [InlineData(7, 77, 3)]
+    [InlineData(3, 2048, 6)]
+    public void Bf16ManyVectorsEqualOneAtATime(int rows, int columns, int vectors)
+    {
+        var random = new Random(rows + columns);
+        var bits = Enumerable.Range(0, rows * columns).Select(_ => TensorData.SingleToBFloat16((float)(random.NextDouble() * 4 - 2))).ToArray();
+        var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()).ToArray();
+        var x = Enumerable.Range(0, vectors * columns).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+        const int stride = 11;
+        var many = new float[(vectors - 1) * stride + rows];
+        if (!TensorData.TryDotRowsMany(bytes, DType.BF16, rows, columns, vectors, x, many, stride)) return; // no AVX2+FMA here
+        for (int v = 0; v < vectors; v++)
+        {
+            var one = new float[rows];
+            Assert.True(TensorData.TryDotRows(bytes, DType.BF16, rows, columns, x.AsSpan(v * columns, columns), one));
+            Assert.True(one.AsSpan().SequenceEqual(many.AsSpan(v * stride, rows)), $"vector {v}: {string.Join(", ", one)} vs {string.Join(", ", many.AsSpan(v * stride, rows).ToArray())}");
+        }
+    }
 }
