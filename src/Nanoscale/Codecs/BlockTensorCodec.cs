@@ -303,6 +303,8 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
 
         public bool HasDotRowsMany => _codec.HasDotRowsMany(_cols);
 
+        public int MaxDotVectors => _repacked is null ? _codec.MaxDotVectors(_cols) : 8;
+
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {
             if (_repacked?.Value is { } repacked) return repacked.TryDotRowsMany(firstRow, count, vectors, x, y, yStride);

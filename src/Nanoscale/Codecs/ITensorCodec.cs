@@ -68,6 +68,9 @@ public interface ITensorDecoder : IDisposable
     /// <summary>Whether <see cref="TryDotRowsMany"/> is a real several-vector kernel (<see cref="IBlockCodec.HasDotRowsMany"/>).</summary>
     bool HasDotRowsMany => false;
 
+    /// <summary>The most vectors one <see cref="TryDotRowsMany"/> call takes (<see cref="IBlockCodec.MaxDotVectors"/>).</summary>
+    int MaxDotVectors => 8;
+
     /// <summary><see cref="TryDotRows"/> for several vectors (<see cref="IBlockCodec.TryDotRowsMany"/>): x is
     /// <c>vectors × columns</c>, vector v's results go to <c>y[v·yStride + i]</c>.</summary>
     bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)

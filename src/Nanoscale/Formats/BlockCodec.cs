@@ -56,6 +56,9 @@ internal abstract class BlockCodec : IBlockCodec
     /// <inheritdoc cref="IBlockCodec.HasDotRowsMany"/>
     public virtual bool HasDotRowsMany(int cols) => false;
 
+    /// <inheritdoc cref="IBlockCodec.MaxDotVectors"/>
+    public virtual int MaxDotVectors(int cols) => 8;
+
     public virtual bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {

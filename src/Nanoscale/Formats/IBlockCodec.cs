@@ -82,6 +82,10 @@ public interface IBlockCodec : ICodec
     /// window of tokens is worth multiplying on the codes too.</summary>
     bool HasDotRowsMany(int cols) => false;
 
+    /// <summary>The most vectors one <see cref="TryDotRowsMany"/> call takes on rows of <paramref name="cols"/>
+    /// (callers with more split them).</summary>
+    int MaxDotVectors(int cols) => 8;
+
     /// <summary>
     /// <see cref="TryDotRows"/> for <paramref name="vectors"/> activation vectors at once (a few sequences' tokens in one
     /// step, the token factory): <paramref name="x"/> is <c>vectors × cols</c>, and vector v's results go to

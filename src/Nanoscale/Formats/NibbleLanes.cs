@@ -26,6 +26,9 @@ internal static unsafe class NibbleLanes
     /// <summary>Rows per register (int32 lanes of a 256-bit vector).</summary>
     public const int Lanes = 8;
 
+    /// <summary>The most vectors a call takes (a token-factory step of sixteen sequences in one pass over the codes).</summary>
+    public const int MaxVectors = 16;
+
     /// <summary>
     /// Several vectors' activations in the kernel's order: per vector and block, eight 32-bit words, word 2m the four
     /// codes that meet the low nibbles of the block's code bytes 4m..4m+3, word 2m + 1 those that meet the high nibbles

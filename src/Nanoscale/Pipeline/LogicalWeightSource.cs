@@ -63,6 +63,8 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
 
         protected override bool HasDotRowsMany => decoder.HasDotRowsMany;
 
+        protected override int MaxDotVectors => decoder.MaxDotVectors;
+
         protected override IFactoredRows? Factored { get; } = decoder is IFactoredDecoder f ? new FactoredRows(f) : null;
     }
 

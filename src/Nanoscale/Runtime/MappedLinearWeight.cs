@@ -39,6 +39,9 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
         return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, Columns, x, y);
     }
 
+    /// <summary>Any number (the BF16 kernel takes four at a time).</summary>
+    protected override int MaxDotVectors => int.MaxValue;
+
     /// <summary>Several tokens (a step of several sequences): BF16 rows widened once per four tokens
     /// (<see cref="TensorData.TryDotRowsMany"/>). Prompt windows keep decoding tiles (no <c>HasDotRowsMany</c>).</summary>
     protected override bool TryDotRowsMany(int firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)

@@ -40,7 +40,11 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
 
     /// <summary>Up to this many tokens (a token factory step of several sequences) run on the stored codes; longer
     /// windows decode tiles and reuse each across all their tokens.</summary>
-    internal const int MaxFusedTokens = 8;
+    internal const int MaxFusedTokens = 16;
+
+    /// <summary>The most tokens one <see cref="TryDotRowsMany"/> call takes (its kernel's limit); a fused product of
+    /// more calls it per such chunk of tokens.</summary>
+    protected virtual int MaxDotVectors => 8;
 
     /// <summary>Whether <see cref="TryDotRows"/> applies: 0 not asked yet, 1 yes, −1 no. It depends only on the
     /// storage and the CPU, so the answer of the first one-token product holds for the weight's life.</summary>
@@ -71,6 +75,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         int fusedTiles = tokens == 1 ? 16 : 2 * options.Parallelism.Threads;
         int perTile = (rows + fusedTiles - 1) / fusedTiles;
         if (tokens > 1) perTile = (perTile + 7) & ~7;
+        int chunk = Math.Clamp(MaxDotVectors, 1, MaxFusedTokens);
         fixed (float* inPtr = input)
         fixed (float* outPtr = output)
         {
@@ -78,10 +83,16 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             options.For((rows + perTile - 1) / perTile, (long)rows * columns * tokens, tile =>
             {
                 int r0 = tile * perTile, count = Math.Min(rows, r0 + perTile) - r0;
-                bool done = tokens == 1
-                    ? TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count))
-                    : TryDotRowsMany(r0, count, tokens, new ReadOnlySpan<float>((float*)inAddress, tokens * columns),
-                        new Span<float>((float*)outAddress + r0, (tokens - 1) * rows + count), rows);
+                bool done = true;
+                if (tokens == 1)
+                    done = TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count));
+                else
+                    for (int t0 = 0; t0 < tokens && done; t0 += chunk)
+                    {
+                        int n = Math.Min(chunk, tokens - t0);
+                        done = TryDotRowsMany(r0, count, n, new ReadOnlySpan<float>((float*)inAddress + (nint)t0 * columns, n * columns),
+                            new Span<float>((float*)outAddress + (nint)t0 * rows + r0, (n - 1) * rows + count), rows);
+                    }
                 if (!done) throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
             });
         }

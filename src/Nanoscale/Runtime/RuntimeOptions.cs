@@ -23,7 +23,7 @@ public sealed record RuntimeOptions
     /// <summary>
     /// Products of up to this many tokens run on the stored codes (with <see cref="FusedKernels"/>): 1 by default (the
     /// generation step; windows decode tiles, so perplexities are the decoding path's); the token factory's steps of
-    /// several sequences raise it (<see cref="InferenceSession.StepMany"/>). At most 8.
+    /// several sequences raise it (<see cref="InferenceSession.StepMany"/>). At most 16.
     /// </summary>
     public int FusedTokens { get; init; } = 1;
 

@@ -451,6 +451,40 @@ public class FusedDotTests
         }
     }
 
+    /// <summary>A step of twelve sequences in one pass (the token factory's; MXFP4 takes all twelve in one call of the
+    /// eight-row lane kernel, NxFP4 in calls of eight and four, bf16 four at a time) gives each sequence the logits its
+    /// own one-token step gives, to summation order: the same int8 activations, the same block totals.</summary>
+    [Theory]
+    [InlineData("mxfp4")]
+    [InlineData("nxfp4")]
+    [InlineData("bf16")]
+    public void StepsOfManySequencesOnTheCodesEqualEachAlone(string format)
+    {
+        using var dir = new TempDir();
+        var compressed = dir.File("m.safetensors");
+        CompressionRun.Run(SharedData.Stories260K, compressed, new CompressionRequest { Format = format, MeasureError = false });
+        using var checkpoint = LogicalCheckpoint.Open(compressed);
+        using var weights = new LogicalWeightSource(checkpoint);
+        var model = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions());
+        int vocab = model.Config.VocabSize, sequences = 12;
+        var together = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(8)).ToList();
+        var alone = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(8)).ToList();
+        int[] tokens = [.. Enumerable.Range(0, sequences).Select(i => 1 + i * 37 % 500)];
+        for (int step = 0; step < 2; step++)
+        {
+            var batch = new float[sequences * vocab];
+            InferenceSession.StepMany(together, tokens, batch);
+            for (int i = 0; i < sequences; i++)
+            {
+                var single = alone[i].Step(tokens[i]);
+                double scale = single.Max(Math.Abs);
+                for (int v = 0; v < vocab; v++)
+                    Assert.True(Math.Abs(batch[i * vocab + v] - single[v]) <= 1e-4 * scale, $"{format} sequence {i} step {step} token {v}: {batch[i * vocab + v]} vs {single[v]}");
+                tokens[i] = Kernels.ArgMax(single);
+            }
+        }
+    }
+
     /// <summary>The bf16 cast codec's step multiplies its stored rows directly: the same text and, to summation order,
     /// the same logits as decoding them.</summary>
     [Fact]
@@ -483,6 +517,7 @@ public class FusedDotManyTests
     [InlineData("ggml-mxfp4", 2)]
     [InlineData("mxfp4", 5)]
     [InlineData("mxfp4", 8)]
+    [InlineData("mxfp4", 16)]  // the lane kernel's most
     [InlineData("nvfp4", 4)]
     [InlineData("nxfp4", 7)]
     [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 1)]

@@ -92,10 +92,14 @@ internal sealed class MxCodec : BlockCodec
     /// other element formats one vector after another.</summary>
     public override bool HasDotRowsMany(int cols) => _biased is not null && cols % MxBlockSize == 0 && MxDot.IsSupported;
 
+    /// <summary>Sixteen on the lanes (<see cref="MxDot.DotRowsLanes"/>: every row group unpacked once for all of them), else eight.</summary>
+    public override int MaxDotVectors(int cols) => NibbleLanes.IsSupported ? NibbleLanes.MaxVectors : NibbleDot.MaxVectors;
+
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
-        if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors is < 1 or > NibbleDot.MaxVectors)
+        if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors is < 1 or > NibbleLanes.MaxVectors
+            || (vectors > NibbleDot.MaxVectors && !NibbleLanes.IsSupported))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
         // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).
