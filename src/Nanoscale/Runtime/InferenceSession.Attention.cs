@@ -8,6 +8,11 @@ public sealed partial class InferenceSession
     /// <summary>Queries per work item, so a window splits into (heads × chunks) items for the workers.</summary>
     private const int QueryChunk = 16;
 
+    /// <summary>Calls of at most this many rows (generation steps, a token factory's step) attend through
+    /// <see cref="Kernels.AttendRow"/>; windows (perplexity) keep the TensorPrimitives loops, whose summation order
+    /// the llama.cpp cross-checks were measured with.</summary>
+    private const int FastRows = 4;
+
     /// <summary>
     /// Causal grouped-query attention for the batch's queries at positions start.., over the cached keys and values
     /// at positions 0..(own position). Query head h reads key/value head h / (heads / kvHeads).
@@ -38,6 +43,11 @@ public sealed partial class InferenceSession
                         int positions = start + t + 1;
                         ReadOnlySpan<float> query = queries.Slice(t * dim + h * headDim, headDim);
                         Span<float> att = scores.AsSpan(0, positions);
+                        if (count <= FastRows && Kernels.AttendRowApplies(headDim))
+                        {
+                            Kernels.AttendRow(query, keyCache, valueCache, kvDim, kvOffset, scale, att, result.Slice(t * dim + h * headDim, headDim));
+                            continue;
+                        }
                         for (int p = 0; p < positions; p++)
                             att[p] = TensorPrimitives.Dot(query, keyCache.AsSpan(p * kvDim + kvOffset, headDim)) * scale;
                         Kernels.Softmax(att);

@@ -178,7 +178,7 @@ public sealed partial class InferenceSession
     /// </summary>
     /// <exception cref="ArgumentException">Sessions of different models, a session listed twice, a count below 1, or spans of the wrong size.</exception>
     /// <exception cref="InvalidOperationException">A session would pass its capacity.</exception>
-    public static void ForwardMany(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> counts, ReadOnlySpan<int> tokens, Span<float> logits,
+    public static unsafe void ForwardMany(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> counts, ReadOnlySpan<int> tokens, Span<float> logits,
         CancellationToken cancellationToken = default)
     {
         int sequences = sessions.Count;
@@ -221,18 +221,28 @@ public sealed partial class InferenceSession
         int[] offsets = new int[sequences + 1];
         for (int i = 0; i < sequences; i++) offsets[i + 1] = offsets[i] + counts[i];
         // Each sequence's rows at its own positions, their keys and values into its cache, attention over its own past.
+        // The sequences are independent here (each its own rows, cache and output rows), so they are spread over the
+        // threads: one step's attention is many small pieces (a row each), each too small to split by heads.
+        long attentionWork = 0;
+        for (int i = 0; i < sequences; i++) attentionWork += (long)counts[i] * (sessions[i].Length + counts[i]) * qDim * 2;
         AttentionPart attend = (l, q, keyRows, valueRows, attention) =>
         {
-            for (int i = 0; i < sequences; i++)
+            fixed (float* qPointer = q, kPointer = keyRows, vPointer = valueRows, aPointer = attention)
             {
-                var session = sessions[i];
-                int position = session.Length, n = offsets[i + 1] - offsets[i], row = offsets[i];
-                Span<float> qRows = q.Slice(row * qDim, n * qDim), kRows = keyRows.Slice(row * kvDim, n * kvDim);
-                session.ApplyRope(qRows, config.Heads, position);
-                session.ApplyRope(kRows, config.KvHeads, position);
-                kRows.CopyTo(session._keyCache[l].AsSpan(position * kvDim, n * kvDim));
-                valueRows.Slice(row * kvDim, n * kvDim).CopyTo(session._valueCache[l].AsSpan(position * kvDim, n * kvDim));
-                session.Attend(l, qRows, position, n, attention.Slice(row * qDim, n * qDim));
+                nint qAddress = (nint)qPointer, kAddress = (nint)kPointer, vAddress = (nint)vPointer, aAddress = (nint)aPointer;
+                first._model.Options.For(sequences, attentionWork, i =>
+                {
+                    var session = sessions[i];
+                    int position = session.Length, n = offsets[i + 1] - offsets[i], row = offsets[i];
+                    var qRows = new Span<float>((float*)qAddress + (nint)row * qDim, n * qDim);
+                    var kRows = new Span<float>((float*)kAddress + (nint)row * kvDim, n * kvDim);
+                    var vRows = new Span<float>((float*)vAddress + (nint)row * kvDim, n * kvDim);
+                    session.ApplyRope(qRows, config.Heads, position);
+                    session.ApplyRope(kRows, config.KvHeads, position);
+                    kRows.CopyTo(session._keyCache[l].AsSpan(position * kvDim, n * kvDim));
+                    vRows.CopyTo(session._valueCache[l].AsSpan(position * kvDim, n * kvDim));
+                    session.Attend(l, qRows, position, n, new Span<float>((float*)aAddress + (nint)row * qDim, n * qDim));
+                });
             }
         };
         for (int l = 0; l < config.Layers; l++)
