@@ -95,9 +95,41 @@ internal static unsafe class NibbleLanes
     /// <paramref name="factors"/> holds each row's block factors, eight rows per block (<c>[8j + i]</c>).
     /// </summary>
     public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
-        Vector256<sbyte> table, Vector256<byte>* unpacked, float* results, int resultStride)
+        Vector256<sbyte> table, Vector256<byte>* unpacked, float* results, int resultStride) =>
+        Group(codes, rowStride, rowCount, blocks, factors, a, new Tables(table), unpacked, results, resultStride);
+
+    /// <summary>
+    /// The codes' unsigned values: one 16-entry table for every block (MXFP4), or up to four chosen per row and block
+    /// (NxFP4's format and recycled level): then <see cref="Selectors"/> holds, per block and row (<c>[8j + i]</c>),
+    /// the table's number × 16 in each byte, and the 64 bytes of the four tables go through <c>vpermi2b</c>
+    /// (AVX-512 VBMI) with index table × 16 + code.
+    /// </summary>
+    public readonly struct Tables
     {
-        Unpack(codes, rowStride, rowCount, blocks, table, unpacked);
+        public Tables(Vector256<sbyte> single) => Lower = single;
+
+        public Tables(ReadOnlySpan<byte> four, int* selectors)
+        {
+            if (four.Length != 64) throw new ArgumentException("four tables of 16 entries", nameof(four));
+            Lower = Vector256.Create(four[..32]).AsSByte();
+            Upper = Vector256.Create(four[32..]).AsSByte();
+            Selectors = selectors;
+        }
+
+        public Vector256<sbyte> Lower { get; }
+        public Vector256<sbyte> Upper { get; }
+        public int* Selectors { get; }
+
+        /// <summary>Whether a CPU can run per-block tables (<c>vpermi2b</c> on 256 bits).</summary>
+        public static bool SelectedSupported => Avx512Vbmi.VL.IsSupported;
+    }
+
+    /// <inheritdoc cref="Group(byte*, nint, int, int, float*, Vectors, Vector256{sbyte}, Vector256{byte}*, float*, int)"/>
+    public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
+        Tables tables, Vector256<byte>* unpacked, float* results, int resultStride)
+    {
+        if (tables.Selectors is null) Unpack<OneTable>(codes, rowStride, rowCount, blocks, tables, unpacked);
+        else Unpack<SelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked);
         fixed (int* q = a.Q)
         fixed (float* s = a.Scales)
         fixed (int* b = a.Bias)
@@ -108,9 +140,30 @@ internal static unsafe class NibbleLanes
         }
     }
 
+    /// <summary>How a nibble becomes its unsigned value.</summary>
+    private interface ILookup
+    {
+        static abstract Vector256<byte> Look(Vector256<byte> nibbles, Tables tables, Vector256<byte> selectors);
+    }
+
+    private readonly struct OneTable : ILookup
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Look(Vector256<byte> nibbles, Tables tables, Vector256<byte> selectors) =>
+            Avx2.Shuffle(tables.Lower, nibbles.AsSByte()).AsByte();
+    }
+
+    private readonly struct SelectedTables : ILookup
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Look(Vector256<byte> nibbles, Tables tables, Vector256<byte> selectors) =>
+            Avx512Vbmi.VL.PermuteVar32x8x2(tables.Lower.AsByte(), nibbles | selectors, tables.Upper.AsByte());
+    }
+
     /// <summary>The group's codes as unsigned table values, block j's eight vectors at <c>unpacked[8j..]</c>: vector
     /// 2m the low nibbles of each row's code bytes 4m..4m+3, vector 2m + 1 the high ones.</summary>
-    private static void Unpack(byte* codes, nint rowStride, int rowCount, int blocks, Vector256<sbyte> table, Vector256<byte>* unpacked)
+    private static void Unpack<TLookup>(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked)
+        where TLookup : struct, ILookup
     {
         // Missing rows of a last partial group read row 0 (their results are dropped).
         byte* r0 = codes, r1 = Row(codes, rowStride, rowCount, 1), r2 = Row(codes, rowStride, rowCount, 2), r3 = Row(codes, rowStride, rowCount, 3);
@@ -128,11 +181,12 @@ internal static unsafe class NibbleLanes
             var h01 = Avx2.UnpackHigh(a0, a1).AsInt64();
             var l23 = Avx2.UnpackLow(a2, a3).AsInt64();
             var h23 = Avx2.UnpackHigh(a2, a3).AsInt64();
+            var selectors = tables.Selectors is null ? default : Vector256.Load(tables.Selectors + (nint)j * 8).AsByte();
             Vector256<byte>* w = unpacked + (nint)j * 8;
-            Split(Avx2.UnpackLow(l01, l23).AsByte(), table, nibble, w);
-            Split(Avx2.UnpackHigh(l01, l23).AsByte(), table, nibble, w + 2);
-            Split(Avx2.UnpackLow(h01, h23).AsByte(), table, nibble, w + 4);
-            Split(Avx2.UnpackHigh(h01, h23).AsByte(), table, nibble, w + 6);
+            Split<TLookup>(Avx2.UnpackLow(l01, l23).AsByte(), tables, selectors, nibble, w);
+            Split<TLookup>(Avx2.UnpackHigh(l01, l23).AsByte(), tables, selectors, nibble, w + 2);
+            Split<TLookup>(Avx2.UnpackLow(h01, h23).AsByte(), tables, selectors, nibble, w + 4);
+            Split<TLookup>(Avx2.UnpackHigh(h01, h23).AsByte(), tables, selectors, nibble, w + 6);
         }
     }
 
@@ -140,10 +194,11 @@ internal static unsafe class NibbleLanes
     private static byte* Row(byte* codes, nint rowStride, int rowCount, int i) => i < rowCount ? codes + i * rowStride : codes;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Split(Vector256<byte> words, Vector256<sbyte> table, Vector256<byte> nibble, Vector256<byte>* w)
+    private static void Split<TLookup>(Vector256<byte> words, Tables tables, Vector256<byte> selectors, Vector256<byte> nibble, Vector256<byte>* w)
+        where TLookup : struct, ILookup
     {
-        w[0] = Avx2.Shuffle(table, (words & nibble).AsSByte()).AsByte();
-        w[1] = Avx2.Shuffle(table, (Avx2.ShiftRightLogical(words.AsUInt16(), 4).AsByte() & nibble).AsSByte()).AsByte();
+        w[0] = TLookup.Look(words & nibble, tables, selectors);
+        w[1] = TLookup.Look(Avx2.ShiftRightLogical(words.AsUInt16(), 4).AsByte() & nibble, tables, selectors);
     }
 
     /// <summary>Up to four vectors (<paramref name="count"/>) against the unpacked group, their accumulators in
@@ -209,9 +264,14 @@ internal static unsafe class NibbleLanes
         else for (int i = 0; i < rowCount; i++) destination[i] = y.GetElement(i);
     }
 
-    /// <summary>The scalar twin of <see cref="Group"/> for one row and one vector (tests): the same integers per block,
+    /// <summary>The scalar twin of the group kernel for one row and one vector (tests): the same integers per block,
     /// the same order of float operations per block, summed block after block.</summary>
-    public static float RowReference(ReadOnlySpan<byte> rowCodes, ReadOnlySpan<float> rowFactors, ReadOnlySpan<sbyte> table16, Vectors a, int vector)
+    public static float RowReference(ReadOnlySpan<byte> rowCodes, ReadOnlySpan<float> rowFactors, ReadOnlySpan<sbyte> table16, Vectors a, int vector) =>
+        RowReference(rowCodes, rowFactors, table16, null, a, vector);
+
+    /// <summary><see cref="RowReference(ReadOnlySpan{byte}, ReadOnlySpan{float}, ReadOnlySpan{sbyte}, Vectors, int)"/> with
+    /// a table per block: block j looks its codes up at <c>tables[16·rowTables[j] ..]</c>.</summary>
+    public static float RowReference(ReadOnlySpan<byte> rowCodes, ReadOnlySpan<float> rowFactors, ReadOnlySpan<sbyte> tables, int[]? rowTables, Vectors a, int vector)
     {
         int nb = a.Blocks;
         float total = 0;
@@ -225,7 +285,7 @@ internal static unsafe class NibbleLanes
                 {
                     byte code = rowCodes[j * 16 + (m / 2) * 4 + t];
                     int nibble = (m & 1) == 0 ? code & 0x0F : code >> 4;
-                    sum += table16[nibble] * (sbyte)(word >> (8 * t));
+                    sum += (byte)tables[(rowTables is null ? 0 : 16 * rowTables[j]) + nibble] * (sbyte)(word >> (8 * t));
                 }
             }
             total = MathF.FusedMultiplyAdd(sum, rowFactors[j] * a.Scales[vector * nb + j], total);

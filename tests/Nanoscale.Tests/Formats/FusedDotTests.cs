@@ -453,7 +453,9 @@ public class FusedDotTests
 
     /// <summary>A step of twelve sequences in one pass (the token factory's; MXFP4 takes all twelve in one call of the
     /// eight-row lane kernel, NxFP4 in calls of eight and four, bf16 four at a time) gives each sequence the logits its
-    /// own one-token step gives, to summation order: the same int8 activations, the same block totals.</summary>
+    /// own one-token step gives, to summation order: the same block totals for the same int8 activations. Summation
+    /// order can move a later layer's activation across an int8 rounding boundary, so the bound is 1% of the largest
+    /// logit (a wrong row, vector or cache is off by the logits themselves).</summary>
     [Theory]
     [InlineData("mxfp4")]
     [InlineData("nxfp4")]
@@ -479,7 +481,7 @@ public class FusedDotTests
                 var single = alone[i].Step(tokens[i]);
                 double scale = single.Max(Math.Abs);
                 for (int v = 0; v < vocab; v++)
-                    Assert.True(Math.Abs(batch[i * vocab + v] - single[v]) <= 1e-4 * scale, $"{format} sequence {i} step {step} token {v}: {batch[i * vocab + v]} vs {single[v]}");
+                    Assert.True(Math.Abs(batch[i * vocab + v] - single[v]) <= 1e-2 * scale, $"{format} sequence {i} step {step} token {v}: {batch[i * vocab + v]} vs {single[v]}");
                 tokens[i] = Kernels.ArgMax(single);
             }
         }
@@ -531,6 +533,13 @@ public class FusedDotManyTests
     [InlineData("nvfp4", 2)]
     [InlineData("nxfp4", 4)]
     public void ManyVectorsWithAnOddLastGroup(string spec, int vectors) => ManyEqualsOne(spec, vectors, 352);
+
+    /// <summary>Sixteen vectors, the lane kernels' most, on short rows (two blocks, as stories260K's).</summary>
+    [Theory]
+    [InlineData("mxfp4", 16)]
+    [InlineData("nxfp4", 12)]
+    [InlineData("nxfp4", 16)]
+    public void ManyVectorsOnShortRows(string spec, int vectors) => ManyEqualsOne(spec, vectors, 64);
 
     private static void ManyEqualsOne(string spec, int vectors, int cols)
     {

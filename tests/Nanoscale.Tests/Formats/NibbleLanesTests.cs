@@ -107,4 +107,83 @@ public unsafe class NibbleLanesTests
         }
         Assert.Contains(lanes, float.IsNaN);
     }
+
+    /// <summary>Per-block tables (NxFP4's four): random tables with values up to 127, a random table per row and block;
+    /// each result equals the scalar twin exactly.</summary>
+    [Theory]
+    [InlineData(3)]
+    [InlineData(9)]
+    public void SelectedTablesEqualTheScalarTwinBitForBit(int vectors)
+    {
+        if (!NibbleLanes.IsSupported || !NibbleLanes.Tables.SelectedSupported) return;
+        const int rows = 11, blocks = 6, cols = blocks * 32;
+        var random = new Random(vectors + 7);
+        byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
+        byte[] four = [.. Enumerable.Range(0, 64).Select(_ => (byte)random.Next(0, 128))];
+        int[] rowTables = [.. Enumerable.Range(0, rows * blocks).Select(_ => random.Next(4))];
+        float[] rowFactors = [.. Enumerable.Range(0, rows * blocks).Select(_ => (float)Math.Exp(random.NextDouble() * 4 - 2))];
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var a = new NibbleLanes.Vectors();
+        a.Set(x, vectors, cols, evensThenOdds: true, bias: 5);
+        var y = new float[vectors * rows];
+        var lanes = new float[blocks * NibbleLanes.Lanes];
+        var selectors = new int[blocks * NibbleLanes.Lanes];
+        var unpacked = NibbleLanes.Unpacked(blocks);
+        fixed (byte* c = codes)
+        fixed (float* f = lanes)
+        fixed (int* s = selectors)
+        fixed (float* y0 = y)
+        {
+            var tables = new NibbleLanes.Tables(four, s);
+            for (int r = 0; r < rows; r += NibbleLanes.Lanes)
+            {
+                int n = Math.Min(NibbleLanes.Lanes, rows - r);
+                for (int i = 0; i < NibbleLanes.Lanes; i++)
+                    for (int j = 0; j < blocks; j++)
+                    {
+                        int source = r + (i < n ? i : 0);
+                        lanes[j * NibbleLanes.Lanes + i] = rowFactors[source * blocks + j];
+                        selectors[j * NibbleLanes.Lanes + i] = rowTables[source * blocks + j] * 0x10101010;
+                    }
+                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows);
+            }
+        }
+        sbyte[] signed = [.. four.Select(b => (sbyte)b)];
+        for (int v = 0; v < vectors; v++)
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(NibbleLanes.RowReference(codes.AsSpan(r * blocks * 16, blocks * 16), rowFactors.AsSpan(r * blocks, blocks), signed,
+                    rowTables[(r * blocks)..((r + 1) * blocks)], a, v), y[v * rows + r]);
+    }
+
+    /// <summary>The default NxFP4 runs on the lanes where the CPU allows (its four tables fit one 64-byte lookup), and
+    /// its lane product equals the row-at-a-time kernel, NaN blocks included.</summary>
+    [Theory]
+    [InlineData(19, 11, 6)]
+    [InlineData(64, 2, 12)]
+    [InlineData(172, 2, 12)]
+    [InlineData(43, 2, 4)]
+    public void NxfpLanesEqualTheRowKernel(int rows, int blocks, int vectors)
+    {
+        var codec = (Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec("nxfp4");
+        var dot = Nanoscale.Formats.Nx.NxfpDot.For(codec);
+        if (dot is null || !NibbleLanes.IsSupported || !NibbleLanes.Tables.SelectedSupported) return;
+        Assert.True(dot.HasLanes);
+        int cols = blocks * 32;
+        var random = new Random(12);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)((random.NextDouble() * 2 - 1) * Math.Exp(random.NextDouble() * 4 - 2)))];
+        for (int i = 0; i < 32; i++) w[3 * cols + 32 + i] = float.NaN; // row 3, block 1 passed through as NaN
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var encoded = CodecHarness.Quantize(codec, w, rows, cols, new CodecOptions { NonFinite = NonFinitePolicy.PassThrough });
+        var lanes = new float[vectors * rows];
+        var rowWise = new float[vectors * rows];
+        dot.DotRowsLanes(encoded.Blocks, encoded.Scales, rows, cols, vectors, x, lanes, rows);
+        for (int v = 0; v < vectors; v += 8) // the row kernel takes eight at a time
+            dot.DotRowsMany(encoded.Blocks, encoded.Scales, rows, cols, Math.Min(8, vectors - v), x.AsSpan(v * cols), rowWise.AsSpan(v * rows), rows);
+        for (int i = 0; i < lanes.Length; i++)
+        {
+            if (float.IsNaN(rowWise[i])) { Assert.True(float.IsNaN(lanes[i]), $"entry {i}"); continue; }
+            Assert.True(Math.Abs(lanes[i] - rowWise[i]) <= 1e-4 * (Math.Abs(rowWise[i]) + 1), $"entry {i}: {lanes[i]} vs {rowWise[i]}");
+        }
+        Assert.True(float.IsNaN(lanes[3]), "row 3 has a NaN block");
+    }
 }

@@ -236,12 +236,17 @@ internal sealed class NxfpCodec : BlockCodec
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
-        if (_integerDot is not { } integer || cols % NxBlockSize != 0 || vectors is < 1 or > NibbleDot.MaxVectors)
+        if (_integerDot is not { } integer || cols % NxBlockSize != 0 || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
-        integer.DotRowsMany(blocks, scales, rowCount, cols, vectors, x, y, yStride);
+        // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).
+        if (integer.HasLanes && vectors >= 3) integer.DotRowsLanes(blocks, scales, rowCount, cols, vectors, x, y, yStride);
+        else integer.DotRowsMany(blocks, scales, rowCount, cols, vectors, x, y, yStride);
         return true;
     }
+
+    /// <summary>Sixteen on the lanes (<see cref="NxfpDot.DotRowsLanes"/>), else eight.</summary>
+    public override int MaxDotVectors(int cols) => _integerDot is { HasLanes: true } ? NibbleLanes.MaxVectors : NibbleDot.MaxVectors;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)

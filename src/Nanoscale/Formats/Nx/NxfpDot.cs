@@ -29,6 +29,7 @@ internal sealed unsafe class NxfpDot
     private readonly byte[] _pairTables;   // [k0 · K + k1] → 32 bytes: table k0 (+ bias) then table k1 (+ bias)
     private readonly float[] _wordScale;   // word → scale / m_k
     private readonly int[] _wordConfig;    // word → k
+    private readonly byte[]? _laneTables;  // up to four tables (+ bias) for NibbleLanes, else null
 
     // The same two tables split by the word's fields, for 16 blocks at a time in registers (AVX-512): the scale code
     // (its low ScaleBits bits) → its scale through up to 128 entries; the selector (the bits above) → 1/m_k and k.
@@ -52,6 +53,13 @@ internal sealed unsafe class NxfpDot
                     _pairTables[(k0 * _configs + k1) * 32 + i] = (byte)(tables[k0][i] + bias);
                     _pairTables[(k0 * _configs + k1) * 32 + 16 + i] = (byte)(tables[k1][i] + bias);
                 }
+        if (_configs <= 4)
+        {
+            // The lane kernel's four tables (NibbleLanes.Tables): table k (+ bias) at 16k; unused ones zero.
+            _laneTables = new byte[64];
+            for (int k = 0; k < _configs; k++)
+                for (int i = 0; i < 16; i++) _laneTables[k * 16 + i] = (byte)(tables[k][i] + bias);
+        }
         _wordScale = new float[256];
         _wordConfig = new int[256];
         var scaleTable = codec.Scale.DecodeTable;
@@ -192,6 +200,67 @@ internal sealed unsafe class NxfpDot
         {
             ArrayPool<float>.Shared.Return(c);
             ArrayPool<int>.Shared.Return(pairIndex);
+        }
+    }
+
+    /// <summary>Whether <see cref="DotRowsLanes"/> runs here: at most four tables, AVX-VNNI and AVX-512 VBMI.</summary>
+    public bool HasLanes => _laneTables is not null && NibbleLanes.IsSupported && NibbleLanes.Tables.SelectedSupported;
+
+    /// <summary>
+    /// <see cref="DotRowsMany"/> with eight rows in a register's lanes (<see cref="NibbleLanes"/>): each group's factors
+    /// (scale/m_k, NaN for a NaN block) from <see cref="Prepare(byte*, byte*, int, float*, float*, int*)"/> row by row, and
+    /// each block's table number per row for the per-block lookup; any number of vectors.
+    /// </summary>
+    public void DotRowsLanes(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, int vectors,
+        ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        const int Lanes = NibbleLanes.Lanes;
+        int nb = cols / NxfpCodec.NxBlockSize;
+        if (!HasLanes || x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount
+            || blocks.Length < (long)rowCount * nb * 16 || scales.Length < rowCount * nb)
+            throw new ArgumentException("spans shorter than the rows, or no lane kernel here");
+        var a = NibbleLanes.Scratch;
+        a.Set(x, vectors, cols, evensThenOdds: true, _bias);
+        var unpacked = NibbleLanes.Unpacked(nb);
+        float[] row = ArrayPool<float>.Shared.Rent(nb + 16);
+        int[] pairs = ArrayPool<int>.Shared.Rent(nb + 16);
+        float[] factors = GC.AllocateUninitializedArray<float>(nb * Lanes, pinned: true);
+        int[] selectors = GC.AllocateUninitializedArray<int>(nb * Lanes, pinned: true);
+        float* ones = NibbleDot.Ones(nb + 16);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* w0 = scales)
+            fixed (float* c0 = row)
+            fixed (int* p0 = pairs)
+            fixed (float* f0 = factors)
+            fixed (int* s0 = selectors)
+            fixed (int* config = _wordConfig)
+            fixed (float* y0 = y)
+            {
+                var tables = new NibbleLanes.Tables(_laneTables, s0);
+                for (int r = 0; r < rowCount; r += Lanes)
+                {
+                    int n = Math.Min(Lanes, rowCount - r);
+                    for (int i = 0; i < Lanes; i++)
+                    {
+                        int source = r + (i < n ? i : 0);
+                        byte* words = w0 + (nint)source * nb;
+                        Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c0, p0);
+                        for (int j = 0; j < nb; j++)
+                        {
+                            f0[j * Lanes + i] = c0[j];
+                            s0[j * Lanes + i] = config[words[j]] * 0x10101010;
+                        }
+                    }
+                    NibbleLanes.Group(b0 + (nint)r * nb * 16, nb * 16, n, nb, f0, a, tables, unpacked, y0 + r, yStride);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(row);
+            ArrayPool<int>.Shared.Return(pairs);
         }
     }
 
