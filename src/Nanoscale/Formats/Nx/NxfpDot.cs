@@ -222,11 +222,14 @@ internal sealed unsafe class NxfpDot
         var a = NibbleLanes.Scratch;
         a.Set(x, vectors, cols, evensThenOdds: true, _bias);
         var unpacked = NibbleLanes.Unpacked(nb);
-        float[] row = ArrayPool<float>.Shared.Rent(nb + 16);
-        int[] pairs = ArrayPool<int>.Shared.Rent(nb + 16);
+        // A whole group's factors in one Prepare call where pairs never straddle rows (an even block count), as
+        // DotRows does for 16 rows; else row by row.
+        bool together = nb % 2 == 0;
+        float[] row = ArrayPool<float>.Shared.Rent(Lanes * nb + 16);
+        int[] pairs = ArrayPool<int>.Shared.Rent(Lanes * nb + 16);
         float[] factors = GC.AllocateUninitializedArray<float>(nb * Lanes, pinned: true);
         int[] selectors = GC.AllocateUninitializedArray<int>(nb * Lanes, pinned: true);
-        float* ones = NibbleDot.Ones(nb + 16);
+        float* ones = NibbleDot.Ones(Lanes * nb + 16);
         try
         {
             fixed (byte* b0 = blocks)
@@ -242,14 +245,16 @@ internal sealed unsafe class NxfpDot
                 for (int r = 0; r < rowCount; r += Lanes)
                 {
                     int n = Math.Min(Lanes, rowCount - r);
+                    if (together) Prepare(w0 + (nint)r * nb, b0 + (nint)r * nb * 16, n * nb, ones, c0, p0);
                     for (int i = 0; i < Lanes; i++)
                     {
                         int source = r + (i < n ? i : 0);
                         byte* words = w0 + (nint)source * nb;
-                        Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c0, p0);
+                        float* c = c0 + (together ? (source - r) * nb : 0);
+                        if (!together) Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c, p0);
                         for (int j = 0; j < nb; j++)
                         {
-                            f0[j * Lanes + i] = c0[j];
+                            f0[j * Lanes + i] = c[j];
                             s0[j * Lanes + i] = config[words[j]] * 0x10101010;
                         }
                     }
