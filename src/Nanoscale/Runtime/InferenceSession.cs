@@ -285,7 +285,7 @@ public sealed partial class InferenceSession
         RmsNormRows(x, layer.FfnNorm, xb);
         layer.Gate.MatMul(xb, gate, options);
         layer.Up.MatMul(xb, up, options);
-        SwiGlu(gate, up);
+        SwiGluRows(gate, up);
         layer.Down.MatMul(gate, projected, options);
         TensorPrimitives.Add(x, projected, x);
     }
@@ -328,6 +328,26 @@ public sealed partial class InferenceSession
                 if (_config.RopeStyle == RopeStyle.Interleaved) Kernels.RopeInterleaved(v, cos, sin);
                 else Kernels.RopeHalves(v, cos, sin);
             }
+        }
+    }
+
+    /// <summary><see cref="SwiGlu"/> over a batch's rows, spread over the threads when there are several (one exp per
+    /// hidden unit and row: a step of 16 sequences spent a quarter of its time here on one thread).</summary>
+    private unsafe void SwiGluRows(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        int hidden = _config.HiddenDim, rows = gate.Length / hidden;
+        if (rows < 2)
+        {
+            SwiGlu(gate, up);
+            return;
+        }
+        fixed (float* g = gate)
+        fixed (float* u = up)
+        {
+            nint gAddress = (nint)g, uAddress = (nint)u;
+            // An exp costs about as much as 20 multiply-adds here.
+            _model.Options.For(rows, (long)gate.Length * 20, r =>
+                SwiGlu(new Span<float>((float*)gAddress + (nint)r * hidden, hidden), new ReadOnlySpan<float>((float*)uAddress + (nint)r * hidden, hidden)));
         }
     }
 
