@@ -9,6 +9,8 @@ namespace Nanoscale.Benchmarks;
 /// <summary>
 /// Each linear weight of a (compressed) Llama checkpoint multiplied by one token through the runtime's own seam
 /// (<c>ILinearWeight.MatMul</c>, the generation step's path), timed alone: where a step's time goes, by tensor.
+/// Then steps of 1–16 sequences together (<c>InferenceSession.StepMany</c>) beside their products alone; with the
+/// environment variable <c>PER_TENSOR=1</c> also the first layer's products and the head per batch size.
 /// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- linear-step MODEL [threads] [repeats]</code>
 /// </summary>
 internal static class LinearStepBenchmark
@@ -82,7 +84,7 @@ internal static class LinearStepBenchmark
             }
             // The same batch's products alone (every weight in order, the step's options): the rest of the step is
             // attention, norms and hand-offs.
-            var stepOptions = model.Options with { FusedTokens = 8, FusedWindows = true };
+            var stepOptions = model.Options with { FusedTokens = 16, FusedWindows = true };
             var batchOrder = order.Select(o => (o.w, x: Enumerable.Range(0, batch * o.w.Columns).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray(),
                 y: new float[batch * o.w.Rows])).ToList();
             double bestProducts = double.MaxValue;
