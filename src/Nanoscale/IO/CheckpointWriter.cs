@@ -91,6 +91,15 @@ internal sealed class CheckpointWriter : IDisposable
     /// <summary>How many shards are already written out (full, before <see cref="Commit"/>).</summary>
     public int ShardsWritten => _shards.Count(s => s.WrittenTo is not null);
 
+    /// <summary>Every shard's data on a 64-byte boundary (<see cref="SafetensorsWriter.WithAlignedData"/>).</summary>
+    public CheckpointWriter WithAlignedData()
+    {
+        _alignData = true;
+        return this;
+    }
+
+    private bool _alignData;
+
     public CheckpointWriter WithChecksums()
     {
         _checksums = true;
@@ -206,6 +215,7 @@ internal sealed class CheckpointWriter : IDisposable
         string file = System.IO.Path.Combine(Staging(), $"shard-{index + 1:00000}.safetensors");
         var writer = new SafetensorsWriter(file);
         if (_checksums) writer.WithChecksums();
+        if (_alignData) writer.WithAlignedData();
         writer.AddMetadata(index == 0 ? _metadata : _metadata.Where(m => _everyShard.Contains(m.Key)));
         foreach (var t in shard.Tensors) writer.Add(t.Name, t.DType, t.Shape, t.Write);
         writer.Commit(cancellationToken);
@@ -242,6 +252,7 @@ internal sealed class CheckpointWriter : IDisposable
             {
                 var file = new SafetensorsWriter(Path).AddMetadata(_metadata);
                 if (_checksums) file.WithChecksums();
+                if (_alignData) file.WithAlignedData();
                 foreach (var t in _shards[0].Tensors) file.Add(t.Name, t.DType, t.Shape, t.Write);
                 file.Commit(cancellationToken);
                 TensorFiles = [Path];

@@ -111,7 +111,8 @@ public static class Compressor
         try
         {
             // The source's own integrity record describes its layout, not this file's: the writer makes a new one.
-            using var writer = ModelFolder.Writer(output, options.MaxShardBytes).WithChecksums()
+            // A compressed checkpoint is run from its mapping: its data starts on a cache line.
+            using var writer = ModelFolder.Writer(output, options.MaxShardBytes).WithChecksums().WithAlignedData()
                 .AddMetadata(source.Metadata.Where(m => m.Key != Checksums.Key))
                 .AddShardMetadata(CompressedLayout.VersionKey, CompressedLayout.WriterVersion)
                 .AddShardMetadata(CompressedLayout.FormatKey, options.FormatName);

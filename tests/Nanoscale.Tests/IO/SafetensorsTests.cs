@@ -67,6 +67,38 @@ public class SafetensorsTests
         Assert.Equal(0, (8 + file.HeaderLength) % 8); // header padded to 8 bytes
     }
 
+    /// <summary>With aligned data (compressed checkpoints) the data starts on a 64-byte boundary, the header still a
+    /// multiple of 8 and the file still readable; by default the reference implementation's 8-byte padding.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AlignedDataStartsOnACacheLine(bool aligned)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("a.safetensors");
+        var writer = new SafetensorsWriter(path);
+        if (aligned) writer.WithAlignedData();
+        writer.Add("w", DType.BF16, [4, 8], new byte[64]);
+        writer.Add("name-of-another-length", DType.F32, [3], new byte[12]);
+        writer.Commit();
+        using var file = SafetensorsFile.Open(path);
+        Assert.Equal(0, (8 + file.HeaderLength) % 8);
+        if (aligned) Assert.Equal(0, (8 + file.HeaderLength) % 64);
+        else Assert.NotEqual(0, (8 + file.HeaderLength) % 64); // this header's compact length is not 56 mod 64
+        Assert.Equal(new byte[12], file.Map(file.Find("name-of-another-length")!).Bytes.ToArray());
+    }
+
+    /// <summary>A compressed checkpoint (run from its mapping) has its data on a cache line.</summary>
+    [Fact]
+    public void CompressedCheckpointsAlignTheirData()
+    {
+        using var dir = new TempDir();
+        var compressed = dir.File("c.safetensors");
+        Nanoscale.Pipeline.CompressionRun.Run(SharedData.Stories260K, compressed, new Nanoscale.Pipeline.CompressionRequest { Format = "bf16", MeasureError = false });
+        using var file = SafetensorsFile.Open(compressed);
+        Assert.Equal(0, (8 + file.HeaderLength) % 64);
+    }
+
     [Fact]
     public void FailedWriteLeavesNoFile()
     {
