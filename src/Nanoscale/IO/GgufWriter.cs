@@ -45,7 +45,7 @@ internal sealed class GgufWriter(string path)
     public void Commit()
     {
         using var temporary = TemporaryFile.Beside(path);
-        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.Write, FileShare.None, SafetensorsWriter.LargeWrites))
         {
             var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
             w.Write(0x46554747u);

@@ -27,6 +27,9 @@ internal sealed class SafetensorsWriter
 
     public SafetensorsWriter(string path) => Path = path;
 
+    /// <summary>The write buffer of weight files (see <see cref="Commit"/>).</summary>
+    internal const int LargeWrites = 4 << 20;
+
     public string Path { get; }
 
     /// <summary>Adds the integrity record of every tensor and of the metadata (SPEC §15).</summary>
@@ -88,7 +91,10 @@ internal sealed class SafetensorsWriter
         hashes.AddRange(_tensors.Select(t => new KeyValuePair<string, ulong>(t.Name, Checksums.Placeholder)));
         var header = BuildHeader(hashes);
         using var temporary = TemporaryFile.Beside(Path);
-        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20))
+        // Written in 4 MiB pieces at 4 MiB offsets: the page cache then holds the file in 2 MiB folios, which a mapping
+        // reads through 2 MiB pages (FilePmdMapped); written 64 KiB–1 MiB at a time, the same weights were mapped in
+        // 4 KiB pages and a bf16 step of a 1 GB model ran ~30% slower (TLB misses).
+        using (var stream = new FileStream(temporary.Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, LargeWrites))
         {
             Span<byte> prefix = stackalloc byte[8];
             BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
