@@ -303,7 +303,7 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
 
         public bool HasDotRowsMany => _codec.HasDotRowsMany(_cols);
 
-        public int MaxDotVectors => _repacked is null ? _codec.MaxDotVectors(_cols) : 8;
+        public int MaxDotVectors => _repacked?.Value is null ? _codec.MaxDotVectors(_cols) : Formats.Ggml.GgmlDot.Repacked.MaxDotVectors;
 
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {

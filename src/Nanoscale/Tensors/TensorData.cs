@@ -311,6 +311,31 @@ internal static class TensorData
         var rebias = Vector256.Create(5.192296858534828e33f); // 2^112
         Vector256<ushort> largest = Vector256<ushort>.Zero;
         Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+        if (System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        {
+            // The same four operations on 16 halves at a time, 32 a step (twice the AVX2 loop's weights per operation).
+            var keep512 = Vector512.Create(unchecked((int)0x8FFF_FFFF));
+            var rebias512 = Vector512.Create(5.192296858534828e33f);
+            var exponent512 = Vector512.Create((ushort)0x7C00);
+            Vector512<ushort> largest512 = Vector512<ushort>.Zero;
+            Vector512<float> even512 = Vector512<float>.Zero, odd512 = Vector512<float>.Zero;
+            int end32 = columns & ~31;
+            for (; c < end32; c += 32)
+            {
+                PrefetchAhead(ref w0, c);
+                largest512 = System.Runtime.Intrinsics.X86.Avx512BW.Max(largest512, Vector512.LoadUnsafe(ref w0, (nuint)c) & exponent512);
+                var lo = System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512Int32(Vector256.LoadUnsafe(ref w0, (nuint)c).AsInt16());
+                var hi = System.Runtime.Intrinsics.X86.Avx512F.ConvertToVector512Int32(Vector256.LoadUnsafe(ref w0, (nuint)(c + 16)).AsInt16());
+                var a = (Vector512.ShiftLeft(lo, 13) & keep512).AsSingle() * rebias512;
+                var b = (Vector512.ShiftLeft(hi, 13) & keep512).AsSingle() * rebias512;
+                even512 = Vector512.FusedMultiplyAdd(a, Vector512.LoadUnsafe(ref x0, (nuint)c), even512);
+                odd512 = Vector512.FusedMultiplyAdd(b, Vector512.LoadUnsafe(ref x0, (nuint)(c + 16)), odd512);
+            }
+            largest = System.Runtime.Intrinsics.X86.Avx2.Max(largest512.GetLower(), largest512.GetUpper());
+            var sum = even512 + odd512;
+            even = sum.GetLower();
+            odd = sum.GetUpper();
+        }
         for (; c < vectorEnd; c += 16)
         {
             PrefetchAhead(ref w0, c);

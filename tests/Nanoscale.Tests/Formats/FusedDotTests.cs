@@ -91,7 +91,8 @@ public class FusedDotTests
     }
 
     /// <summary>ggml's 4-bit tensors repacked for products (codes at stride 16, scales as floats) give the stored
-    /// layout's results bit for bit, for one vector and several, from any first row, with an odd block count.</summary>
+    /// layout's results bit for bit for one vector (and several without AVX-VNNI; with it, on the lanes, to summation
+    /// order), from any first row, with an odd block count.</summary>
     [Theory]
     [InlineData("q4_0")]
     [InlineData("ggml-mxfp4")]
@@ -119,7 +120,10 @@ public class FusedDotTests
             Assert.True(codec.TryDotRowsMany(blocks.AsSpan(first * bytesPerRow, count * bytesPerRow), scales, tensorData, count, cols, vectors, x, storedMany, count));
             var fastMany = new float[vectors * count];
             Assert.True(repacked.TryDotRowsMany(first, count, vectors, x, fastMany, count));
-            Assert.Equal(storedMany, fastMany);
+            // Three vectors run on the lanes where the CPU has AVX-VNNI: the same block totals, another summation order.
+            if (!NibbleLanes.IsSupported) Assert.Equal(storedMany, fastMany);
+            for (int i = 0; i < fastMany.Length; i++)
+                Assert.True(Math.Abs(fastMany[i] - storedMany[i]) <= 1e-5 * (Math.Abs(storedMany[i]) + 1), $"{spec} entry {i}: {fastMany[i]} vs {storedMany[i]}");
         }
     }
 
@@ -539,6 +543,8 @@ public class FusedDotManyTests
     [InlineData("mxfp4", 16)]
     [InlineData("nxfp4", 12)]
     [InlineData("nxfp4", 16)]
+    [InlineData("q4_0", 16)]
+    [InlineData("ggml-mxfp4", 5)]
     public void ManyVectorsOnShortRows(string spec, int vectors) => ManyEqualsOne(spec, vectors, 64);
 
     private static void ManyEqualsOne(string spec, int vectors, int cols)

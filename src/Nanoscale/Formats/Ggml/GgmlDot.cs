@@ -407,12 +407,22 @@ internal static class GgmlDot
             finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }
         }
 
-        /// <summary>Several vectors (<c>y[v·yStride + i]</c>), each row unpacked once, as <see cref="TryDotRowsMany"/>.</summary>
+        /// <summary>The most vectors one <see cref="TryDotRowsMany"/> call takes: sixteen on the lanes, else eight.</summary>
+        public static int MaxDotVectors => NibbleLanes.IsSupported ? NibbleLanes.MaxVectors : MaxVectors;
+
+        /// <summary>Several vectors (<c>y[v·yStride + i]</c>), each row unpacked once, as <see cref="TryDotRowsMany"/>;
+        /// from three vectors with AVX-VNNI eight rows at a time in a register's lanes (<see cref="NibbleLanes"/>: the
+        /// repacked codes are at stride 16 as the lane kernel reads them, Q4_0's nibble is its own unsigned value).</summary>
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {
             int nb = _blocksPerRow, bias = _q4 ? 8 : 12, cols = nb * 32;
-            if (vectors is < 1 or > MaxVectors) return false;
+            if (vectors < 1 || vectors > MaxDotVectors) return false;
             if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + count) throw new ArgumentException("spans shorter than the rows");
+            if (NibbleLanes.IsSupported && vectors >= 3)
+            {
+                Lanes(firstRow, count, vectors, x, y, yStride);
+                return true;
+            }
             var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: false, bias);
             var table = NibbleDot.Broadcast(Mxfp4Biased);
             fixed (byte* b0 = _codes)
@@ -428,6 +438,41 @@ internal static class GgmlDot
                 }
             }
             return true;
+        }
+
+        private static readonly sbyte[] Identity = [.. Enumerable.Range(0, 16).Select(i => (sbyte)i)];
+
+        private void Lanes(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+        {
+            const int Lanes = NibbleLanes.Lanes;
+            int nb = _blocksPerRow, bias = _q4 ? 8 : 12;
+            var a = NibbleLanes.Scratch;
+            a.Set(x, vectors, nb * 32, evensThenOdds: false, bias);
+            var table = NibbleDot.Broadcast(_q4 ? Identity : Mxfp4Biased);
+            var unpacked = NibbleLanes.Unpacked(nb);
+            float[] factors = System.Buffers.ArrayPool<float>.Shared.Rent(nb * Lanes);
+            try
+            {
+                fixed (byte* b0 = _codes)
+                fixed (float* s0 = _scales)
+                fixed (float* f0 = factors)
+                fixed (float* y0 = y)
+                {
+                    for (int r = 0; r < count; r += Lanes)
+                    {
+                        int n = Math.Min(Lanes, count - r);
+                        long first = firstRow + r;
+                        // The group's block scales, eight rows per block (missing rows repeat the first).
+                        for (int i = 0; i < Lanes; i++)
+                        {
+                            float* rowScales = s0 + (first + (i < n ? i : 0)) * nb;
+                            for (int j = 0; j < nb; j++) f0[j * Lanes + i] = rowScales[j];
+                        }
+                        NibbleLanes.Group(b0 + first * nb * 16, nb * 16, n, nb, f0, a, table, unpacked, y0 + r, yStride);
+                    }
+                }
+            }
+            finally { System.Buffers.ArrayPool<float>.Shared.Return(factors); }
         }
     }
 
