@@ -125,6 +125,7 @@ internal static unsafe class NibbleLanes
     }
 
     /// <inheritdoc cref="Group(byte*, nint, int, int, float*, Vectors, Vector256{sbyte}, Vector256{byte}*, float*, int)"/>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
         Tables tables, Vector256<byte>* unpacked, float* results, int resultStride)
     {
@@ -162,6 +163,7 @@ internal static unsafe class NibbleLanes
 
     /// <summary>The group's codes as unsigned table values, block j's eight vectors at <c>unpacked[8j..]</c>: vector
     /// 2m the low nibbles of each row's code bytes 4m..4m+3, vector 2m + 1 the high ones.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     private static void Unpack<TLookup>(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked)
         where TLookup : struct, ILookup
     {
@@ -203,6 +205,7 @@ internal static unsafe class NibbleLanes
 
     /// <summary>Up to four vectors (<paramref name="count"/>) against the unpacked group, their accumulators in
     /// registers; unused slots repeat the first vector and are dropped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     private static void Four(Vector256<byte>* unpacked, int blocks, float* factors, int* q, float* s, int* b, int nb, int first, int count,
         int rowCount, float* results, int resultStride)
     {

@@ -38,6 +38,7 @@ internal static class Kernels
     /// register per position, and <paramref name="output"/> kept in registers 32 floats at a time across all positions.
     /// Equal to the generic loops up to float summation order (<c>KernelsTests</c>).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public static void AttendRow(ReadOnlySpan<float> query, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int stride, int offset,
         float scale, Span<float> scores, Span<float> output)
     {

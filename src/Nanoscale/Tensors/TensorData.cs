@@ -177,6 +177,7 @@ internal static class TensorData
 
     /// <summary>One BF16 row times up to four vectors (<paramref name="first"/>.., <paramref name="count"/>), 32 weights
     /// per 512-bit load as in <see cref="Bf16RowDot"/>; missing vectors repeat the first and are dropped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     private static void Bf16RowDotFour(ReadOnlySpan<ushort> w, ReadOnlySpan<float> split, ReadOnlySpan<float> x, int columns,
         int first, int count, Span<float> y, int yStride)
     {

@@ -442,6 +442,7 @@ internal static class GgmlDot
 
         private static readonly sbyte[] Identity = [.. Enumerable.Range(0, 16).Select(i => (sbyte)i)];
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
         private void Lanes(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {
             const int Lanes = NibbleLanes.Lanes;

@@ -211,6 +211,7 @@ internal sealed unsafe class NxfpDot
     /// (scale/m_k, NaN for a NaN block) from <see cref="Prepare(byte*, byte*, int, float*, float*, int*)"/> row by row, and
     /// each block's table number per row for the per-block lookup; any number of vectors.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public void DotRowsLanes(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, int vectors,
         ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
