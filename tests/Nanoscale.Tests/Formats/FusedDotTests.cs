@@ -421,7 +421,8 @@ public class FusedDotTests
         Assert.True(worst <= 1.5e-2, $"largest logit difference {worst:P2} of the largest logit");
     }
 
-    /// <summary>A generation prompt (<c>ForwardPrompt</c>: windows on the codes, eight tokens at a time) gives the
+    /// <summary>A generation prompt (<c>ForwardPrompt</c>: windows on the codes, 16 tokens a pass, eight a kernel call
+    /// where the kernel takes no more) gives the
     /// decoding path's hidden states within the int8 activations' rounding; a plain window (perplexity) stays on the
     /// decoding path exactly.</summary>
     [Theory]
@@ -437,7 +438,7 @@ public class FusedDotTests
         using var weights = new LogicalWeightSource(checkpoint);
         var model = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions());
         var reference = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = false });
-        int[] prompt = [.. Enumerable.Range(0, 19).Select(i => 1 + i * 23 % 500)]; // 19 tokens: chunks of 8, 8 and 3
+        int[] prompt = [.. Enumerable.Range(0, 19).Select(i => 1 + i * 23 % 500)]; // 19 tokens: passes of 16 and 3 (calls of 8, 8, 3)
         int dim = model.Config.Dim;
         float[] fused = new float[prompt.Length * dim], plain = new float[prompt.Length * dim], expected = new float[prompt.Length * dim];
         model.CreateSession(32).ForwardPrompt(prompt, fused);
