@@ -43,12 +43,21 @@ internal static unsafe class NibbleLanes
         public int Count;
         public int Blocks;
 
-        public void Set(ReadOnlySpan<float> x, int vectors, int cols, bool evensThenOdds, int bias)
+        /// <summary>With <see cref="Halves"/> (NVFP4's 16-weight blocks), −bias × the code sum of each half of each
+        /// block, <c>[2(v·blocks + j) + h]</c>: elements 0–15, then 16–31.</summary>
+        public int[] HalfBias = [];
+
+        /// <summary>Whether the weights have a scale per 16 (two per block of activations).</summary>
+        public bool Halves;
+
+        public void Set(ReadOnlySpan<float> x, int vectors, int cols, bool evensThenOdds, int bias, bool halves = false)
         {
             int nb = cols / 32;
             if (x.Length < vectors * cols) throw new ArgumentException("fewer activations than vectors × columns", nameof(x));
             Count = vectors;
             Blocks = nb;
+            Halves = halves;
+            if (halves && HalfBias.Length < 2 * vectors * nb) HalfBias = GC.AllocateArray<int>(2 * vectors * nb, pinned: true);
             // Pinned: the kernel holds raw pointers.
             if (Q.Length < vectors * nb * 8) Q = GC.AllocateArray<int>(vectors * nb * 8, pinned: true);
             if (Scales.Length < vectors * nb)
@@ -65,6 +74,14 @@ internal static unsafe class NibbleLanes
                     // In code order the first 16 bytes meet the low nibbles of the 16 code bytes, the last 16 the high ones.
                     int sum = NibbleDot.QuantizeBlock(x.Slice(v * cols + j * 32, 32), evensThenOdds, block, out Scales[i]);
                     Bias[i] = -bias * sum;
+                    if (halves)
+                    {
+                        // Evens then odds: code-order bytes 0–7 and 16–23 are elements 0–15.
+                        int first = 0;
+                        for (int t = 0; t < 8; t++) first += block[t] + block[16 + t];
+                        HalfBias[2 * i] = -bias * first;
+                        HalfBias[2 * i + 1] = -bias * (sum - first);
+                    }
                     for (int m = 0; m < 4; m++)
                     {
                         Q[i * 8 + 2 * m] = words[m];
@@ -135,9 +152,14 @@ internal static unsafe class NibbleLanes
         fixed (float* s = a.Scales)
         fixed (int* b = a.Bias)
         {
-            for (int first = 0; first < a.Count; first += 4)
-                Four(unpacked, blocks, factors, q, s, b, a.Blocks, first, Math.Min(4, a.Count - first), rowCount,
-                    results + (nint)first * resultStride, resultStride);
+            fixed (int* h = a.HalfBias)
+                for (int first = 0; first < a.Count; first += 4)
+                {
+                    int count = Math.Min(4, a.Count - first);
+                    float* destination = results + (nint)first * resultStride;
+                    if (a.Halves) Four<HalfBlocks>(unpacked, blocks, factors, q, s, h, a.Blocks, first, count, rowCount, destination, resultStride);
+                    else Four<WholeBlocks>(unpacked, blocks, factors, q, s, b, a.Blocks, first, count, rowCount, destination, resultStride);
+                }
         }
     }
 
@@ -203,27 +225,70 @@ internal static unsafe class NibbleLanes
         w[1] = TLookup.Look(Avx2.ShiftRightLogical(words.AsUInt16(), 4).AsByte() & nibble, tables, selectors);
     }
 
-    /// <summary>Up to four vectors (<paramref name="count"/>) against the unpacked group, their accumulators in
-    /// registers; unused slots repeat the first vector and are dropped.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
-    private static void Four(Vector256<byte>* unpacked, int blocks, float* factors, int* q, float* s, int* b, int nb, int first, int count,
-        int rowCount, float* results, int resultStride)
+    /// <summary>Whether a block of 32 has one weight scale (MXFP4, NxFP4, Q4_0) or one per 16 (NVFP4).</summary>
+    private interface IShape
     {
+        static abstract bool Halves { get; }
+    }
+
+    private readonly struct WholeBlocks : IShape
+    {
+        public static bool Halves => false;
+    }
+
+    private readonly struct HalfBlocks : IShape
+    {
+        public static bool Halves => true;
+    }
+
+    /// <summary>Up to four vectors (<paramref name="count"/>) against the unpacked group, their accumulators in
+    /// registers; unused slots repeat the first vector and are dropped. Whole blocks: <paramref name="b"/> one bias and
+    /// <paramref name="factors"/> eight rows' factors per block; half blocks: two of each (<c>[16j + 8h + i]</c>), the
+    /// first four unpacked vectors being elements 0–15 and the last four 16–31.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
+    private static void Four<TShape>(Vector256<byte>* unpacked, int blocks, float* factors, int* q, float* s, int* b, int nb, int first, int count,
+        int rowCount, float* results, int resultStride) where TShape : struct, IShape
+    {
+        int biases = TShape.Halves ? 2 : 1;
         int v1 = first + Math.Min(1, count - 1), v2 = first + Math.Min(2, count - 1), v3 = first + Math.Min(3, count - 1);
         int* q0 = q + (nint)first * nb * 8, q1 = q + (nint)v1 * nb * 8, q2 = q + (nint)v2 * nb * 8, q3 = q + (nint)v3 * nb * 8;
         float* s0 = s + (nint)first * nb, s1 = s + (nint)v1 * nb, s2 = s + (nint)v2 * nb, s3 = s + (nint)v3 * nb;
-        int* b0 = b + (nint)first * nb, b1 = b + (nint)v1 * nb, b2 = b + (nint)v2 * nb, b3 = b + (nint)v3 * nb;
+        int* b0 = b + (nint)first * nb * biases, b1 = b + (nint)v1 * nb * biases, b2 = b + (nint)v2 * nb * biases, b3 = b + (nint)v3 * nb * biases;
         Vector256<float> y0 = default, y1 = default, y2 = default, y3 = default;
         for (int j = 0; j < blocks; j++)
         {
             Vector256<byte>* w = unpacked + (nint)j * 8;
-            int k = j * 8;
-            var i0 = Vector256.Create(b0[j]);
-            var i1 = Vector256.Create(b1[j]);
-            var i2 = Vector256.Create(b2[j]);
-            var i3 = Vector256.Create(b3[j]);
-            // Two chains per vector (even and odd steps), so consecutive multiply-adds do not wait on each other.
+            int k = j * 8, c = j * biases;
+            var i0 = Vector256.Create(b0[c]);
+            var i1 = Vector256.Create(b1[c]);
+            var i2 = Vector256.Create(b2[c]);
+            var i3 = Vector256.Create(b3[c]);
+            // Two chains per vector, so consecutive multiply-adds do not wait on each other: even and odd steps of a
+            // whole block, or its two halves (each from its own bias).
             Vector256<int> e0 = default, e1 = default, e2 = default, e3 = default;
+            if (TShape.Halves)
+            {
+                (e0, e1, e2, e3) = (Vector256.Create(b0[c + 1]), Vector256.Create(b1[c + 1]), Vector256.Create(b2[c + 1]), Vector256.Create(b3[c + 1]));
+                Step(w[0], q0, q1, q2, q3, k, ref i0, ref i1, ref i2, ref i3);
+                Step(w[4], q0, q1, q2, q3, k + 4, ref e0, ref e1, ref e2, ref e3);
+                Step(w[1], q0, q1, q2, q3, k + 1, ref i0, ref i1, ref i2, ref i3);
+                Step(w[5], q0, q1, q2, q3, k + 5, ref e0, ref e1, ref e2, ref e3);
+                Step(w[2], q0, q1, q2, q3, k + 2, ref i0, ref i1, ref i2, ref i3);
+                Step(w[6], q0, q1, q2, q3, k + 6, ref e0, ref e1, ref e2, ref e3);
+                Step(w[3], q0, q1, q2, q3, k + 3, ref i0, ref i1, ref i2, ref i3);
+                Step(w[7], q0, q1, q2, q3, k + 7, ref e0, ref e1, ref e2, ref e3);
+                var fa = Vector256.Load(factors + 2 * k);
+                var fb = Vector256.Load(factors + 2 * k + 8);
+                var x0 = Vector256.Create(s0[j]);
+                var x1 = Vector256.Create(s1[j]);
+                var x2 = Vector256.Create(s2[j]);
+                var x3 = Vector256.Create(s3[j]);
+                y0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(e0), fb * x0, Fma.MultiplyAdd(Avx.ConvertToVector256Single(i0), fa * x0, y0));
+                y1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(e1), fb * x1, Fma.MultiplyAdd(Avx.ConvertToVector256Single(i1), fa * x1, y1));
+                y2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(e2), fb * x2, Fma.MultiplyAdd(Avx.ConvertToVector256Single(i2), fa * x2, y2));
+                y3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(e3), fb * x3, Fma.MultiplyAdd(Avx.ConvertToVector256Single(i3), fa * x3, y3));
+                continue;
+            }
             // Unrolled by hand (the JIT keeps an 8-step loop).
             Step(w[0], q0, q1, q2, q3, k, ref i0, ref i1, ref i2, ref i3);
             Step(w[1], q0, q1, q2, q3, k + 1, ref e0, ref e1, ref e2, ref e3);
@@ -260,6 +325,20 @@ internal static unsafe class NibbleLanes
         i3 = AvxVnni.MultiplyWideningAndAdd(i3, w, Vector256.Create(q3[k]).AsSByte());
     }
 
+    /// <summary>One unpacked word's four products for the reference: the row's codes of block j's word m (low or high
+    /// nibbles) through the block's table, times the vector's activation bytes.</summary>
+    private static int WordProduct(ReadOnlySpan<byte> rowCodes, ReadOnlySpan<sbyte> tables, int[]? rowTables, Vectors a, int vector, int j, int m)
+    {
+        int word = a.Q[(vector * a.Blocks + j) * 8 + m], sum = 0;
+        for (int t = 0; t < 4; t++)
+        {
+            byte code = rowCodes[j * 16 + (m / 2) * 4 + t];
+            int nibble = (m & 1) == 0 ? code & 0x0F : code >> 4;
+            sum += (byte)tables[(rowTables is null ? 0 : 16 * rowTables[j]) + nibble] * (sbyte)(word >> (8 * t));
+        }
+        return sum;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store(Vector256<float> y, float* destination, int rowCount)
     {
@@ -280,17 +359,21 @@ internal static unsafe class NibbleLanes
         float total = 0;
         for (int j = 0; j < nb; j++)
         {
-            int sum = a.Bias[vector * nb + j];
-            for (int m = 0; m < 8; m++)
+            if (a.Halves)
             {
-                int word = a.Q[(vector * nb + j) * 8 + m];
-                for (int t = 0; t < 4; t++)
+                // Per half: its bias, its four words, its factor (the kernel's order: first half, then second).
+                float scale = a.Scales[vector * nb + j];
+                for (int h = 0; h < 2; h++)
                 {
-                    byte code = rowCodes[j * 16 + (m / 2) * 4 + t];
-                    int nibble = (m & 1) == 0 ? code & 0x0F : code >> 4;
-                    sum += (byte)tables[(rowTables is null ? 0 : 16 * rowTables[j]) + nibble] * (sbyte)(word >> (8 * t));
+                    int half = a.HalfBias[2 * (vector * nb + j) + h];
+                    for (int m = 4 * h; m < 4 * h + 4; m++)
+                        half += WordProduct(rowCodes, tables, rowTables, a, vector, j, m);
+                    total = MathF.FusedMultiplyAdd(half, rowFactors[2 * j + h] * scale, total);
                 }
+                continue;
             }
+            int sum = a.Bias[vector * nb + j];
+            for (int m = 0; m < 8; m++) sum += WordProduct(rowCodes, tables, rowTables, a, vector, j, m);
             total = MathF.FusedMultiplyAdd(sum, rowFactors[j] * a.Scales[vector * nb + j], total);
         }
         return total;

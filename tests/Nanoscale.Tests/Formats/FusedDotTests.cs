@@ -464,6 +464,7 @@ public class FusedDotTests
     [Theory]
     [InlineData("mxfp4")]
     [InlineData("nxfp4")]
+    [InlineData("nvfp4")]
     [InlineData("bf16")]
     public void StepsOfManySequencesOnTheCodesEqualEachAlone(string format)
     {
@@ -546,6 +547,7 @@ public class FusedDotManyTests
     [InlineData("nxfp4", 16)]
     [InlineData("q4_0", 16)]
     [InlineData("ggml-mxfp4", 5)]
+    [InlineData("nvfp4", 16)]
     public void ManyVectorsOnShortRows(string spec, int vectors) => ManyEqualsOne(spec, vectors, 64);
 
     private static void ManyEqualsOne(string spec, int vectors, int cols)

@@ -186,4 +186,66 @@ public unsafe class NibbleLanesTests
         }
         Assert.True(float.IsNaN(lanes[3]), "row 3 has a NaN block");
     }
+
+    /// <summary>Half blocks (NVFP4: a weight factor per 16): two biases and two factors per block, each result equal to
+    /// the scalar twin exactly; the half biases are −bias × each half's code sum.</summary>
+    [Theory]
+    [InlineData(3)]
+    [InlineData(6)]
+    public void HalfBlocksEqualTheScalarTwinBitForBit(int vectors)
+    {
+        if (!NibbleLanes.IsSupported) return;
+        const int rows = 10, blocks = 5, cols = blocks * 32;
+        var random = new Random(vectors + 21);
+        byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
+        sbyte[] table = [.. Enumerable.Range(0, 16).Select(_ => (sbyte)random.Next(0, 25))];
+        float[] rowFactors = [.. Enumerable.Range(0, rows * 2 * blocks).Select(_ => (float)Math.Exp(random.NextDouble() * 6 - 3))];
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var a = new NibbleLanes.Vectors();
+        a.Set(x, vectors, cols, evensThenOdds: true, bias: 12, halves: true);
+        for (int i = 0; i < vectors * blocks; i++) Assert.Equal(a.Bias[i], a.HalfBias[2 * i] + a.HalfBias[2 * i + 1]);
+        var y = new float[vectors * rows];
+        var lanes = new float[2 * blocks * NibbleLanes.Lanes];
+        var unpacked = NibbleLanes.Unpacked(blocks);
+        fixed (byte* c = codes)
+        fixed (float* f = lanes)
+        fixed (float* y0 = y)
+        {
+            for (int r = 0; r < rows; r += NibbleLanes.Lanes)
+            {
+                int n = Math.Min(NibbleLanes.Lanes, rows - r);
+                for (int i = 0; i < NibbleLanes.Lanes; i++)
+                    for (int k = 0; k < 2 * blocks; k++)
+                        lanes[k * NibbleLanes.Lanes + i] = rowFactors[(r + (i < n ? i : 0)) * 2 * blocks + k];
+                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, NibbleDot.Broadcast(table), unpacked, y0 + r, rows);
+            }
+        }
+        for (int v = 0; v < vectors; v++)
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(NibbleLanes.RowReference(codes.AsSpan(r * blocks * 16, blocks * 16), rowFactors.AsSpan(r * 2 * blocks, 2 * blocks), table, a, v), y[v * rows + r]);
+    }
+
+    /// <summary>NVFP4 on the lanes equals its row-at-a-time kernel (tensor scale and UE4M3 block scales applied per 16).</summary>
+    [Theory]
+    [InlineData(21, 11, 6)]
+    [InlineData(64, 2, 16)]
+    public void Nvfp4LanesEqualTheRowKernel(int rows, int groups, int vectors)
+    {
+        if (!NibbleLanes.IsSupported) return;
+        var codec = CodecRegistry.CreateBlockCodec("nvfp4");
+        int cols = groups * 32;
+        var random = new Random(rows + vectors);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)((random.NextDouble() * 2 - 1) * Math.Exp(random.NextDouble() * 4 - 2)))];
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var encoded = CodecHarness.Quantize(codec, w, rows, cols);
+        var lanes = new float[vectors * rows];
+        Assert.True(codec.TryDotRowsMany(encoded.Blocks, encoded.Scales, encoded.TensorData, rows, cols, vectors, x, lanes, rows));
+        for (int v = 0; v < vectors; v++)
+        {
+            var one = new float[rows];
+            Assert.True(codec.TryDotRows(encoded.Blocks, encoded.Scales, encoded.TensorData, rows, cols, x.AsSpan(v * cols, cols), one));
+            for (int r = 0; r < rows; r++)
+                Assert.True(Math.Abs(lanes[v * rows + r] - one[r]) <= 1e-4 * (Math.Abs(one[r]) + 1), $"vector {v} row {r}: {lanes[v * rows + r]} vs {one[r]}");
+        }
+    }
 }

@@ -131,12 +131,19 @@ internal sealed class NvFp4Codec : BlockCodec
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
-        if (!NvFp4Dot.Applies(cols) || vectors is < 1 or > NibbleDot.MaxVectors)
+        if (!NvFp4Dot.Applies(cols) || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
-        NvFp4Dot.DotRowsMany(blocks, scales, ReadTensorScale(tensorData), Divisor, rowCount, cols, vectors, x, y, yStride);
+        // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).
+        if (NibbleLanes.IsSupported && vectors >= 3)
+            NvFp4Dot.DotRowsLanes(blocks, scales, ReadTensorScale(tensorData), Divisor, rowCount, cols, vectors, x, y, yStride);
+        else
+            NvFp4Dot.DotRowsMany(blocks, scales, ReadTensorScale(tensorData), Divisor, rowCount, cols, vectors, x, y, yStride);
         return true;
     }
+
+    /// <summary>Sixteen on the lanes (<see cref="NvFp4Dot.DotRowsLanes"/>), else eight.</summary>
+    public override int MaxDotVectors(int cols) => NibbleLanes.IsSupported && NvFp4Dot.Applies(cols) ? NibbleLanes.MaxVectors : NibbleDot.MaxVectors;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)

@@ -78,6 +78,55 @@ internal static unsafe class NvFp4Dot
     }
 
     /// <summary>
+    /// <see cref="DotRowsMany"/> with eight rows in a register's lanes (<see cref="NibbleLanes"/>, its half-block shape:
+    /// each block of 32 has two weight factors, one per 16): each row's factors from <see cref="Factors"/>, placed eight
+    /// rows per half block; any number of vectors.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    public static void DotRowsLanes(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, float tensorScale, bool divisor,
+        int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        const int Lanes = NibbleLanes.Lanes;
+        int groups = cols / 32, blocks16 = cols / 16;
+        if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount
+            || blocks.Length < (long)rowCount * groups * 16 || scales.Length < rowCount * blocks16)
+            throw new ArgumentException("spans shorter than the rows");
+        var a = NibbleLanes.Scratch;
+        a.Set(x, vectors, cols, evensThenOdds: true, Biased.Bias, halves: true);
+        var table = NibbleDot.Broadcast(Biased.Table);
+        var unpacked = NibbleLanes.Unpacked(groups);
+        float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
+        float[] factors = ArrayPool<float>.Shared.Rent(blocks16 * Lanes);
+        float* ones = NibbleDot.Ones(groups + 8);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* s0 = scales)
+            fixed (float* c0 = c)
+            fixed (float* f0 = factors)
+            fixed (float* ue4m3 = ScaleFormat.UE4M3.DecodeTable)
+            fixed (float* y0 = y)
+            {
+                for (int r = 0; r < rowCount; r += Lanes)
+                {
+                    int n = Math.Min(Lanes, rowCount - r);
+                    for (int i = 0; i < Lanes; i++)
+                    {
+                        Factors(s0 + (nint)(r + (i < n ? i : 0)) * blocks16, blocks16, ue4m3, tensorScale, divisor, ones, c0);
+                        for (int k = 0; k < blocks16; k++) f0[k * Lanes + i] = c0[k];
+                    }
+                    NibbleLanes.Group(b0 + (nint)r * groups * 16, groups * 16, n, groups, f0, a, table, unpacked, y0 + r, yStride);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(c);
+            ArrayPool<float>.Shared.Return(factors);
+        }
+    }
+
+    /// <summary>
     /// Eight UE4M3 codes (as int32) to their values by arithmetic instead of a gather from the 256-entry table (the
     /// gather made this per-row work cost as much as the 4-bit product itself): code = E·8 + M; E &gt; 0: the float whose
     /// bits are (code + 120·8) &lt;&lt; 20 (exponent E − 7 + 127, M its top three mantissa bits); E = 0: M · 2^−9; 0x7F
