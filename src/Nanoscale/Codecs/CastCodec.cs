@@ -77,8 +77,8 @@ internal sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
             return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, checked((int)stored.Columns), x, y);
         }
 
-        /// <summary>Any number (the kernel takes four at a time).</summary>
-        public int MaxDotVectors => int.MaxValue;
+        /// <summary>Four a call (<see cref="TensorData.ManyVectorsPerCall"/>).</summary>
+        public int MaxDotVectors => TensorData.ManyVectorsPerCall;
 
         /// <summary>Several vectors: bf16 rows widened once per four of them (<see cref="TensorData.TryDotRowsMany"/>).</summary>
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)

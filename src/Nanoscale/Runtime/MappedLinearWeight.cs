@@ -39,8 +39,8 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
         return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, Columns, x, y);
     }
 
-    /// <summary>Any number (the BF16 kernel takes four at a time).</summary>
-    protected override int MaxDotVectors => int.MaxValue;
+    /// <summary>Four a call (<see cref="TensorData.ManyVectorsPerCall"/>).</summary>
+    protected override int MaxDotVectors => TensorData.ManyVectorsPerCall;
 
     /// <summary>Several tokens (a step of several sequences): BF16 rows widened once per four tokens
     /// (<see cref="TensorData.TryDotRowsMany"/>). Prompt windows keep decoding tiles (no <c>HasDotRowsMany</c>).</summary>
