@@ -215,7 +215,19 @@ internal static unsafe class NibbleLanes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static byte* Row(byte* codes, nint rowStride, int rowCount, int i) => i < rowCount ? codes + i * rowStride : codes;
+    private static byte* Row(byte* codes, nint rowStride, int rowCount, int i) => codes + SourceRow(i, rowCount) * rowStride;
+
+    /// <summary>The row lane <paramref name="lane"/> of a group of <paramref name="rowCount"/> rows reads: its own, or
+    /// for the missing lanes of a last partial group the group's first (their results are dropped).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static int SourceRow(int lane, int rowCount) => lane < rowCount ? lane : 0;
+
+    /// <summary>One row's <paramref name="count"/> factors into lane <paramref name="lane"/> of the group's factors
+    /// (<c>lanes[Lanes·k + lane] = row[k]</c>, the layout <see cref="Group(byte*, nint, int, int, float*, Vectors, Tables, Vector256{byte}*, float*, int)"/> reads).</summary>
+    public static void Place(float* row, int count, int lane, float* lanes)
+    {
+        for (int k = 0; k < count; k++) lanes[k * Lanes + lane] = row[k];
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Split<TLookup>(Vector256<byte> words, Tables tables, Vector256<byte> selectors, Vector256<byte> nibble, Vector256<byte>* w)

@@ -464,11 +464,7 @@ internal static class GgmlDot
                         int n = Math.Min(Lanes, count - r);
                         long first = firstRow + r;
                         // The group's block scales, eight rows per block (missing rows repeat the first).
-                        for (int i = 0; i < Lanes; i++)
-                        {
-                            float* rowScales = s0 + (first + (i < n ? i : 0)) * nb;
-                            for (int j = 0; j < nb; j++) f0[j * Lanes + i] = rowScales[j];
-                        }
+                        for (int i = 0; i < Lanes; i++) NibbleLanes.Place(s0 + (first + NibbleLanes.SourceRow(i, n)) * nb, nb, i, f0);
                         NibbleLanes.Group(b0 + first * nb * 16, nb * 16, n, nb, f0, a, table, unpacked, y0 + r, yStride);
                     }
                 }

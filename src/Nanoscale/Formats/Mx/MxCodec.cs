@@ -98,8 +98,7 @@ internal sealed class MxCodec : BlockCodec
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
-        if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors is < 1 or > NibbleLanes.MaxVectors
-            || (vectors > NibbleDot.MaxVectors && !NibbleLanes.IsSupported))
+        if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
         // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).

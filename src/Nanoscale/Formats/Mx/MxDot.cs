@@ -170,7 +170,7 @@ internal static class MxDot
                 }
             }
         for (; j < count; j++)
-            for (int i = 0; i < Lanes; i++) f[j * Lanes + i] = table[e[(i < rows ? i : 0) * count + j]] * 0.5f;
+            for (int i = 0; i < Lanes; i++) f[j * Lanes + i] = table[e[NibbleLanes.SourceRow(i, rows) * count + j]] * 0.5f;
     }
 
     /// <summary>

@@ -112,8 +112,8 @@ internal static unsafe class NvFp4Dot
                     int n = Math.Min(Lanes, rowCount - r);
                     for (int i = 0; i < Lanes; i++)
                     {
-                        Factors(s0 + (nint)(r + (i < n ? i : 0)) * blocks16, blocks16, ue4m3, tensorScale, divisor, ones, c0);
-                        for (int k = 0; k < blocks16; k++) f0[k * Lanes + i] = c0[k];
+                        Factors(s0 + (nint)(r + NibbleLanes.SourceRow(i, n)) * blocks16, blocks16, ue4m3, tensorScale, divisor, ones, c0);
+                        NibbleLanes.Place(c0, blocks16, i, f0);
                     }
                     NibbleLanes.Group(b0 + (nint)r * groups * 16, groups * 16, n, groups, f0, a, table, unpacked, y0 + r, yStride);
                 }

@@ -228,8 +228,8 @@ internal sealed unsafe class NxfpDot
         bool together = nb % 2 == 0;
         float[] row = ArrayPool<float>.Shared.Rent(Lanes * nb + 16);
         int[] pairs = ArrayPool<int>.Shared.Rent(Lanes * nb + 16);
-        float[] factors = GC.AllocateUninitializedArray<float>(nb * Lanes, pinned: true);
-        int[] selectors = GC.AllocateUninitializedArray<int>(nb * Lanes, pinned: true);
+        float[] factors = ArrayPool<float>.Shared.Rent(nb * Lanes);
+        int[] selectors = ArrayPool<int>.Shared.Rent(nb * Lanes);
         float* ones = NibbleDot.Ones(Lanes * nb + 16);
         try
         {
@@ -249,15 +249,12 @@ internal sealed unsafe class NxfpDot
                     if (together) Prepare(w0 + (nint)r * nb, b0 + (nint)r * nb * 16, n * nb, ones, c0, p0);
                     for (int i = 0; i < Lanes; i++)
                     {
-                        int source = r + (i < n ? i : 0);
+                        int source = r + NibbleLanes.SourceRow(i, n);
                         byte* words = w0 + (nint)source * nb;
                         float* c = c0 + (together ? (source - r) * nb : 0);
                         if (!together) Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c, p0);
-                        for (int j = 0; j < nb; j++)
-                        {
-                            f0[j * Lanes + i] = c[j];
-                            s0[j * Lanes + i] = config[words[j]] * 0x10101010;
-                        }
+                        NibbleLanes.Place(c, nb, i, f0);
+                        for (int j = 0; j < nb; j++) s0[j * Lanes + i] = config[words[j]] * 0x10101010;
                     }
                     NibbleLanes.Group(b0 + (nint)r * nb * 16, nb * 16, n, nb, f0, a, tables, unpacked, y0 + r, yStride);
                 }
@@ -267,6 +264,8 @@ internal sealed unsafe class NxfpDot
         {
             ArrayPool<float>.Shared.Return(row);
             ArrayPool<int>.Shared.Return(pairs);
+            ArrayPool<float>.Shared.Return(factors);
+            ArrayPool<int>.Shared.Return(selectors);
         }
     }
 
