@@ -396,14 +396,10 @@ public class FusedDotTests
     [Fact]
     public void GenerationOnMxfp4WeightsIsTheSameWithAndWithoutTheFusedKernel()
     {
-        using var dir = new TempDir();
-        var compressed = dir.File("m.safetensors");
-        CompressionRun.Run(SharedData.Stories260K, compressed, new CompressionRequest { Format = "mxfp4", MeasureError = false });
-        using var checkpoint = LogicalCheckpoint.Open(compressed);
-        using var weights = new LogicalWeightSource(checkpoint);
+        using var stories = new CompressedStories("mxfp4");
         var tokenizer = TokenizerLoader.Open(SharedData.Tok512, 512);
-        var fused = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = true });
-        var decoded = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = false });
+        var fused = stories.Load(new RuntimeOptions { FusedKernels = true });
+        var decoded = stories.Load(new RuntimeOptions { FusedKernels = false });
 
         var a = Generation.Greedy(fused, tokenizer, "Once upon a time", 40);
         var b = Generation.Greedy(decoded, tokenizer, "Once upon a time", 40);
@@ -431,13 +427,9 @@ public class FusedDotTests
     [InlineData("nxfp4")]
     public void PromptWindowsOnTheCodesMatchDecoding(string format)
     {
-        using var dir = new TempDir();
-        var compressed = dir.File("m.safetensors");
-        CompressionRun.Run(SharedData.Stories260K, compressed, new CompressionRequest { Format = format, MeasureError = false });
-        using var checkpoint = LogicalCheckpoint.Open(compressed);
-        using var weights = new LogicalWeightSource(checkpoint);
-        var model = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions());
-        var reference = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = false });
+        using var stories = new CompressedStories(format);
+        var model = stories.Load(new RuntimeOptions());
+        var reference = stories.Load(new RuntimeOptions { FusedKernels = false });
         int[] prompt = [.. Enumerable.Range(0, 19).Select(i => 1 + i * 23 % 500)]; // 19 tokens: passes of 16 and 3 (calls of 8, 8, 3)
         int dim = model.Config.Dim;
         float[] fused = new float[prompt.Length * dim], plain = new float[prompt.Length * dim], expected = new float[prompt.Length * dim];
@@ -468,12 +460,8 @@ public class FusedDotTests
     [InlineData("bf16")]
     public void StepsOfManySequencesOnTheCodesEqualEachAlone(string format)
     {
-        using var dir = new TempDir();
-        var compressed = dir.File("m.safetensors");
-        CompressionRun.Run(SharedData.Stories260K, compressed, new CompressionRequest { Format = format, MeasureError = false });
-        using var checkpoint = LogicalCheckpoint.Open(compressed);
-        using var weights = new LogicalWeightSource(checkpoint);
-        var model = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions());
+        using var stories = new CompressedStories(format);
+        var model = stories.Load(new RuntimeOptions());
         int vocab = model.Config.VocabSize, sequences = 12;
         var together = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(8)).ToList();
         var alone = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(8)).ToList();
@@ -498,13 +486,9 @@ public class FusedDotTests
     [Fact]
     public void Bf16CastWeightsGiveTheSameStepWithAndWithoutTheFusedKernel()
     {
-        using var dir = new TempDir();
-        var compressed = dir.File("b.safetensors");
-        CompressionRun.Run(SharedData.Stories260K, compressed, new CompressionRequest { Format = "bf16", MeasureError = false });
-        using var checkpoint = LogicalCheckpoint.Open(compressed);
-        using var weights = new LogicalWeightSource(checkpoint);
-        var fused = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = true });
-        var decoded = LlamaModel.Load(checkpoint.Config!, weights, new RuntimeOptions { FusedKernels = false });
+        using var stories = new CompressedStories("bf16");
+        var fused = stories.Load(new RuntimeOptions { FusedKernels = true });
+        var decoded = stories.Load(new RuntimeOptions { FusedKernels = false });
         var sa = fused.CreateSession(8);
         var sb = decoded.CreateSession(8);
         sa.Forward([1], new float[512]);
@@ -567,5 +551,30 @@ public class FusedDotManyTests
             for (int r = 0; r < rows; r++)
                 Assert.True(Math.Abs(many[v * rows + r] - one[r]) <= 1e-5 * (Math.Abs(one[r]) + 1), $"{spec} vector {v} row {r}: {many[v * rows + r]} vs {one[r]}");
         }
+    }
+}
+
+/// <summary>stories260K compressed to one format in a temporary folder, open as the runtime opens it.</summary>
+file sealed class CompressedStories : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly LogicalCheckpoint _checkpoint;
+    private readonly LogicalWeightSource _weights;
+
+    public CompressedStories(string format)
+    {
+        var path = _dir.File("m.safetensors");
+        CompressionRun.Run(SharedData.Stories260K, path, new CompressionRequest { Format = format, MeasureError = false });
+        _checkpoint = LogicalCheckpoint.Open(path);
+        _weights = new LogicalWeightSource(_checkpoint);
+    }
+
+    public LlamaModel Load(RuntimeOptions options) => LlamaModel.Load(_checkpoint.Config!, _weights, options);
+
+    public void Dispose()
+    {
+        _weights.Dispose();
+        _checkpoint.Dispose();
+        _dir.Dispose();
     }
 }

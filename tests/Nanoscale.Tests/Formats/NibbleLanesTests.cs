@@ -29,25 +29,8 @@ public unsafe class NibbleLanesTests
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds, bias: 12);
-        var y = new float[vectors * rows];
-        var lanes = new float[blocks * NibbleLanes.Lanes];
-        var unpacked = NibbleLanes.Unpacked(blocks);
-        fixed (byte* c = codes)
-        fixed (float* f = lanes)
-        fixed (float* y0 = y)
-        {
-            for (int r = 0; r < rows; r += NibbleLanes.Lanes)
-            {
-                int n = Math.Min(NibbleLanes.Lanes, rows - r);
-                for (int i = 0; i < NibbleLanes.Lanes; i++)
-                    for (int j = 0; j < blocks; j++)
-                        lanes[j * NibbleLanes.Lanes + i] = i < n ? rowFactors[(r + i) * blocks + j] : float.NaN;
-                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, NibbleDot.Broadcast(table), unpacked, y0 + r, rows);
-            }
-        }
-        for (int v = 0; v < vectors; v++)
-            for (int r = 0; r < rows; r++)
-                Assert.Equal(NibbleLanes.RowReference(codes.AsSpan(r * blocks * 16, blocks * 16), rowFactors.AsSpan(r * blocks, blocks), table, a, v), y[v * rows + r]);
+        var y = RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null);
+        AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, y);
     }
 
     /// <summary>The activations in the kernel's order are <see cref="NibbleDot.QuantizeBlock"/>'s bytes: word 2m the
@@ -125,34 +108,8 @@ public unsafe class NibbleLanesTests
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 5);
-        var y = new float[vectors * rows];
-        var lanes = new float[blocks * NibbleLanes.Lanes];
-        var selectors = new int[blocks * NibbleLanes.Lanes];
-        var unpacked = NibbleLanes.Unpacked(blocks);
-        fixed (byte* c = codes)
-        fixed (float* f = lanes)
-        fixed (int* s = selectors)
-        fixed (float* y0 = y)
-        {
-            var tables = new NibbleLanes.Tables(four, s);
-            for (int r = 0; r < rows; r += NibbleLanes.Lanes)
-            {
-                int n = Math.Min(NibbleLanes.Lanes, rows - r);
-                for (int i = 0; i < NibbleLanes.Lanes; i++)
-                    for (int j = 0; j < blocks; j++)
-                    {
-                        int source = r + (i < n ? i : 0);
-                        lanes[j * NibbleLanes.Lanes + i] = rowFactors[source * blocks + j];
-                        selectors[j * NibbleLanes.Lanes + i] = rowTables[source * blocks + j] * 0x10101010;
-                    }
-                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows);
-            }
-        }
-        sbyte[] signed = [.. four.Select(b => (sbyte)b)];
-        for (int v = 0; v < vectors; v++)
-            for (int r = 0; r < rows; r++)
-                Assert.Equal(NibbleLanes.RowReference(codes.AsSpan(r * blocks * 16, blocks * 16), rowFactors.AsSpan(r * blocks, blocks), signed,
-                    rowTables[(r * blocks)..((r + 1) * blocks)], a, v), y[v * rows + r]);
+        var y = RunGroups(codes, rows, blocks, rowFactors, a, default, four, rowTables);
+        AssertEqualsTheTwin(codes, rows, blocks, rowFactors, [.. four.Select(b => (sbyte)b)], rowTables, a, y);
     }
 
     /// <summary>The default NxFP4 runs on the lanes where the CPU allows (its four tables fit one 64-byte lookup), and
@@ -204,25 +161,8 @@ public unsafe class NibbleLanesTests
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 12, halves: true);
         for (int i = 0; i < vectors * blocks; i++) Assert.Equal(a.Bias[i], a.HalfBias[2 * i] + a.HalfBias[2 * i + 1]);
-        var y = new float[vectors * rows];
-        var lanes = new float[2 * blocks * NibbleLanes.Lanes];
-        var unpacked = NibbleLanes.Unpacked(blocks);
-        fixed (byte* c = codes)
-        fixed (float* f = lanes)
-        fixed (float* y0 = y)
-        {
-            for (int r = 0; r < rows; r += NibbleLanes.Lanes)
-            {
-                int n = Math.Min(NibbleLanes.Lanes, rows - r);
-                for (int i = 0; i < NibbleLanes.Lanes; i++)
-                    for (int k = 0; k < 2 * blocks; k++)
-                        lanes[k * NibbleLanes.Lanes + i] = rowFactors[(r + (i < n ? i : 0)) * 2 * blocks + k];
-                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, NibbleDot.Broadcast(table), unpacked, y0 + r, rows);
-            }
-        }
-        for (int v = 0; v < vectors; v++)
-            for (int r = 0; r < rows; r++)
-                Assert.Equal(NibbleLanes.RowReference(codes.AsSpan(r * blocks * 16, blocks * 16), rowFactors.AsSpan(r * 2 * blocks, 2 * blocks), table, a, v), y[v * rows + r]);
+        var y = RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null);
+        AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, y);
     }
 
     /// <summary>NVFP4 on the lanes equals its row-at-a-time kernel (tensor scale and UE4M3 block scales applied per 16).</summary>
@@ -247,5 +187,51 @@ public unsafe class NibbleLanesTests
             for (int r = 0; r < rows; r++)
                 Assert.True(Math.Abs(lanes[v * rows + r] - one[r]) <= 1e-4 * (Math.Abs(one[r]) + 1), $"vector {v} row {r}: {lanes[v * rows + r]} vs {one[r]}");
         }
+    }
+
+    /// <summary>Runs every group of eight rows through <see cref="NibbleLanes.Group(byte*, nint, int, int, float*, NibbleLanes.Vectors, NibbleLanes.Tables, System.Runtime.Intrinsics.Vector256{byte}*, float*, int)"/>:
+    /// each row's factors (<c>rowFactors.Length / rows</c> of them: one per block, or two with half blocks) placed in its
+    /// lane, NaN in the missing lanes of a last partial group (their results must not leak); with
+    /// <paramref name="rowTables"/>, each block's table number from <paramref name="four"/>, else the one
+    /// <paramref name="table"/>. Returns <c>y[v·rows + r]</c>.</summary>
+    private static float[] RunGroups(byte[] codes, int rows, int blocks, float[] rowFactors, NibbleLanes.Vectors a,
+        System.Runtime.Intrinsics.Vector256<sbyte> table, byte[]? four, int[]? rowTables)
+    {
+        const int L = NibbleLanes.Lanes;
+        int perRow = rowFactors.Length / rows;
+        var y = new float[a.Count * rows];
+        var lanes = new float[perRow * L];
+        var selectors = new int[blocks * L];
+        var unpacked = NibbleLanes.Unpacked(blocks);
+        fixed (byte* c = codes)
+        fixed (float* f = lanes)
+        fixed (int* s = selectors)
+        fixed (float* y0 = y)
+        {
+            var tables = four is null ? new NibbleLanes.Tables(table) : new NibbleLanes.Tables(four, s);
+            for (int r = 0; r < rows; r += L)
+            {
+                int n = Math.Min(L, rows - r);
+                for (int i = 0; i < L; i++)
+                {
+                    for (int k = 0; k < perRow; k++) lanes[k * L + i] = i < n ? rowFactors[(r + i) * perRow + k] : float.NaN;
+                    if (rowTables is not null)
+                        for (int j = 0; j < blocks; j++) selectors[j * L + i] = i < n ? rowTables[(r + i) * blocks + j] * 0x10101010 : 0;
+                }
+                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows);
+            }
+        }
+        return y;
+    }
+
+    /// <summary>Every result equals <see cref="NibbleLanes.RowReference(ReadOnlySpan{byte}, ReadOnlySpan{float}, ReadOnlySpan{sbyte}, int[], NibbleLanes.Vectors, int)"/> exactly.</summary>
+    private static void AssertEqualsTheTwin(byte[] codes, int rows, int blocks, float[] rowFactors, sbyte[] tables, int[]? rowTables,
+        NibbleLanes.Vectors a, float[] y)
+    {
+        int perRow = rowFactors.Length / rows;
+        for (int v = 0; v < a.Count; v++)
+            for (int r = 0; r < rows; r++)
+                Assert.Equal(NibbleLanes.RowReference(codes.AsSpan(r * blocks * 16, blocks * 16), rowFactors.AsSpan(r * perRow, perRow), tables,
+                    rowTables?[(r * blocks)..((r + 1) * blocks)], a, v), y[v * rows + r]);
     }
 }
