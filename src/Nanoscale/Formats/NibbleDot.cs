@@ -175,7 +175,7 @@ internal static unsafe class NibbleDot
         /// <summary>u = table[nibble] (else u = nibble).</summary>
         static abstract bool UseTable { get; }
 
-        /// <summary>Each pair of blocks j, j + 1 (j even) has its own pair of tables (<c>pairTables + 32·pairIndex[j]</c>: the first block's
+        /// <summary>Each pair of blocks j, j + 1 (j even) has its own pair of tables (<c>pairTables + pairIndex[j]</c>, a byte offset: the first block's
         /// table in the low 16 bytes, the second's in the high), else one table for all.</summary>
         static abstract bool PerPair { get; }
 
@@ -217,6 +217,7 @@ internal static unsafe class NibbleDot
     public static float Row<TMode>(byte* codes, int blockStride, int blocks, float* c, Activations a, Vector256<sbyte> table,
         byte* pairTables, int* pairIndex, int bias) where TMode : struct, IMode
     {
+        if (blockStride == 16) return RowContiguous<TMode>(codes, blocks, c, a, table, pairTables, pairIndex, bias);
         var nibble = Vector256.Create((byte)0x0F);
         var ones = Vector256.Create((short)1);
         var spread = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
@@ -239,6 +240,73 @@ internal static unsafe class NibbleDot
             if (j < blocks) total += OddBlock<TMode>(codes, blockStride, j, table, pairTables, pairIndex, q, c, 1f, a, bias);
             return total;
         }
+    }
+
+    /// <summary>
+    /// <see cref="Row{TMode}"/> for blocks laid end to end (our layouts; ggml's blocks carry their scale between them):
+    /// the same operations in the same order, with pointers that advance four blocks (one cache line of codes) a step
+    /// instead of indices multiplied by a stride the JIT cannot see, and one prefetch per line. At one token the 4-bit
+    /// kernels are bound by their instruction count (NxFP4's tables add a load per pair), so the scalar address
+    /// arithmetic is worth removing.
+    /// </summary>
+    private static float RowContiguous<TMode>(byte* codes, int blocks, float* c, Activations a, Vector256<sbyte> table,
+        byte* pairTables, int* pairIndex, int bias) where TMode : struct, IMode
+    {
+        var nibble = Vector256.Create((byte)0x0F);
+        var ones = Vector256.Create((short)1);
+        var spread = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
+        fixed (sbyte* q0 = a.Q)
+        fixed (int* correction = a.Bias)
+        {
+            Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
+            byte* w = codes;
+            sbyte* q = q0;
+            int* b = correction;
+            float* f = c;
+            int* p = pairIndex;
+            int steps = blocks / 4;
+            for (int i = 0; i < steps; i++)
+            {
+                Sse.Prefetch0(w + 512);
+                even = PairAt<TMode>(w, q, b, f, TMode.PerPair ? pairTables + p[0] : null, table, nibble, ones, spread, even);
+                odd = PairAt<TMode>(w + 32, q + 64, b + 8, f + (TMode.HalfBlocks ? 4 : 2),
+                    TMode.PerPair ? pairTables + p[2] : null, table, nibble, ones, spread, odd);
+                w += 64;
+                q += 128;
+                b += 16;
+                f += TMode.HalfBlocks ? 8 : 4; // two factors per block with halves
+                p += 4;
+            }
+            int j = steps * 4;
+            if (j + 1 < blocks)
+            {
+                even = PairAt<TMode>(w, q, b, f, TMode.PerPair ? pairTables + p[0] : null, table, nibble, ones, spread, even);
+                j += 2;
+            }
+            float total = Vector256.Sum(even + odd);
+            if (j < blocks) total += OddBlock<TMode>(codes, 16, j, table, pairTables, pairIndex, q0, c, 1f, a, bias);
+            return total;
+        }
+    }
+
+    /// <summary>One pair of <see cref="RowContiguous{TMode}"/>: the pair's codes at <paramref name="w"/>, its activations at
+    /// <paramref name="q"/>, bias corrections at <paramref name="b"/>, factors at <paramref name="f"/>, tables at
+    /// <paramref name="pair"/> (per-pair modes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> PairAt<TMode>(byte* w, sbyte* q, int* b, float* f, byte* pair, Vector256<sbyte> table,
+        Vector256<byte> nibble, Vector256<short> ones, Vector256<int> spread, Vector256<float> total) where TMode : struct, IMode
+    {
+        var packed = Vector256.Load(w);
+        var lo = (packed & nibble).AsSByte();
+        var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
+        if (TMode.UseTable)
+        {
+            var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pair) : table;
+            lo = Avx2.Shuffle(lookup, lo);
+            hi = Avx2.Shuffle(lookup, hi);
+        }
+        var sums = UnsignedTimesSigned<TMode>(lo, hi, Vector256.Load(q), Vector256.Load(q + 32), AvxVnni.IsSupported, ones) - Vector256.Load(b);
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Factors<TMode>(f, 0, spread), total);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -264,7 +332,7 @@ internal static unsafe class NibbleDot
         var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
         if (TMode.UseTable)
         {
-            var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]) : table;
+            var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pairTables + pairIndex[j]) : table;
             lo = Avx2.Shuffle(lookup, lo);
             hi = Avx2.Shuffle(lookup, hi);
         }
@@ -314,7 +382,7 @@ internal static unsafe class NibbleDot
         var nibble = Vector128.Create((byte)0x0F);
         var packed = Vector128.Load(codes + (nint)j * blockStride);
         var u = Vector256.Create(packed & nibble, Vector128.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
-        if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + 32 * pairIndex[j]), u);
+        if (TMode.PerPair) u = Avx2.Shuffle(Vector256.Load((sbyte*)pairTables + pairIndex[j]), u);
         else if (TMode.UseTable) u = Avx2.Shuffle(table, u);
         var sums = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u.AsByte(), Vector256.Load(q + j * 32)), Vector256.Create((short)1));
         if (!TMode.HalfBlocks) return factors[j] * xs * (Vector256.Sum(sums) - bias * set.Sums[j]);

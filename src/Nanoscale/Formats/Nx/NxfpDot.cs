@@ -271,15 +271,15 @@ internal sealed unsafe class NxfpDot
 
     /// <summary>
     /// One row's per-block factors before its product: c[j] = scale/m_k · d_x(j) (NaN for a block passed through as
-    /// NaN) and, at every even j, the index of the pair of tables of blocks j and j + 1 (k_j · K + k_{j+1}; an odd last
-    /// block pairs with itself). <paramref name="nb"/> may span several rows whose words and codes are contiguous (with
+    /// NaN) and, at every even j, the byte offset of the pair of tables of blocks j and j + 1 (32 · (k_j · K + k_{j+1}); an
+    /// odd last block pairs with itself). <paramref name="nb"/> may span several rows whose words and codes are contiguous (with
     /// <paramref name="xs"/> repeated per row), as long as no pair straddles two rows.
     /// </summary>
     private void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex) =>
         Prepare(words, row, nb, xs, c, pairIndex, _permute);
 
     /// <summary>
-    /// Each block's factor c_j = scale/m_k · xs_j and each pair's table index from the row's metadata words. With
+    /// Each block's factor c_j = scale/m_k · xs_j and each pair's table offset from the row's metadata words. With
     /// <paramref name="permute"/> (AVX-512, the word's fields small enough), 16 blocks at a time through in-register
     /// lookups (vpermt2ps / vpermps on the scale code and the selector), else gathering eight at a time from the two
     /// 256-entry tables; the same floats either way (the same product scale × 1/m_k, then × xs), which
@@ -298,9 +298,9 @@ internal sealed unsafe class NxfpDot
             {
                 c[j] = wordScale[words[j]] * xs[j];
                 nanWords |= words[j] == _codec.NaNWord;
-                if ((j & 1) == 0) pairIndex[j] = wordConfig[words[j]] * _configs + wordConfig[words[Math.Min(j + 1, nb - 1)]];
+                if ((j & 1) == 0) pairIndex[j] = 32 * (wordConfig[words[j]] * _configs + wordConfig[words[Math.Min(j + 1, nb - 1)]]);
             }
-            if ((nb & 1) == 1) pairIndex[nb - 1] = wordConfig[words[nb - 1]] * (_configs + 1);
+            if ((nb & 1) == 1) pairIndex[nb - 1] = 32 * wordConfig[words[nb - 1]] * (_configs + 1);
         }
         // NaN blocks afterwards, only in rows that have the NaN word: a call inside the vector loops would make the JIT
         // keep their tables in memory instead of registers (it halved their speed).
@@ -323,7 +323,7 @@ internal sealed unsafe class NxfpDot
             var k = Avx2.GatherVector256(wordConfig, w, 4);
             // Even lanes: k_j · K + k_{j+1} (the odd lane moved down by a 64-bit shift); odd lanes unused.
             var next = Avx2.ShiftRightLogical(k.AsInt64(), 32).AsInt32();
-            (Avx2.MultiplyLow(k, configs) + next).Store(pairIndex + j);
+            Avx2.ShiftLeftLogical(Avx2.MultiplyLow(k, configs) + next, 5).Store(pairIndex + j);
             anyNaN |= Vector256.Equals(w, nan);
         }
         nanWords |= anyNaN != Vector256<int>.Zero;
@@ -377,7 +377,7 @@ internal sealed unsafe class NxfpDot
         (scale * Avx512F.PermuteVar16x32(inverseBySelector, selector) * activationScales).Store(c);
         var k = Avx512F.PermuteVar16x32(configBySelector, selector);
         // Even lanes: k_j · K + k_{j+1} (the odd lane moved down by a 64-bit shift); odd lanes unused.
-        (k * configs + Vector512.ShiftRightLogical(k.AsInt64(), 32).AsInt32()).Store(pairIndex);
+        Vector512.ShiftLeft(k * configs + Vector512.ShiftRightLogical(k.AsInt64(), 32).AsInt32(), 5).Store(pairIndex);
         return Vector512.Equals(w, nan);
     }
 
