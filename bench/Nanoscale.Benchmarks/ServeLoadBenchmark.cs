@@ -13,7 +13,7 @@ namespace Nanoscale.Benchmarks;
 /// every level the server's <c>/health</c> must come back to nothing in service and no KV cache reserved (the seconds it
 /// took are reported), and the server's peak resident memory is reported beside the model's size and the KV budget.
 /// Loopback only, bounded in count and time.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T] [--disconnect 0.25] [--kv-budget 512MB]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T] [--disconnect 0.25] [--kv-budget 512MB] [--kv-cache f16]</code>
 /// </summary>
 internal static class ServeLoadBenchmark
 {
@@ -32,6 +32,7 @@ internal static class ServeLoadBenchmark
         foreach (var a in new[] { Path.GetFullPath(cli), "serve", args[0], "--port", "0", "--max-batch", Option("--max-batch", "16"), "--max-queue", "256" })
             start.ArgumentList.Add(a);
         if (Option("--kv-budget", "") is { Length: > 0 } kvBudget) { start.ArgumentList.Add("--kv-budget"); start.ArgumentList.Add(kvBudget); }
+        if (Option("--kv-cache", "") is { Length: > 0 } kvCache) { start.ArgumentList.Add("--kv-cache"); start.ArgumentList.Add(kvCache); }
         if (Option("--tokenizer", "") is { Length: > 0 } tokenizer) { start.ArgumentList.Add("--tokenizer"); start.ArgumentList.Add(tokenizer); }
         using var server = Process.Start(start)!;
         _ = server.StandardOutput.ReadToEndAsync();

@@ -27,10 +27,11 @@ internal static class GenerateCommand
         var noStream = new Option<bool>("--no-stream") { Description = "Print the text at the end instead of as it is produced" };
         var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
+        var kvCache = CliRunner.KvCacheOption();
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
         {
-            model, prompt, tokens, temperature, topK, topP, penalty, seed, stop, noStream, tokenizer, threads, json,
+            model, prompt, tokens, temperature, topK, topP, penalty, seed, stop, noStream, tokenizer, threads, kvCache, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -50,6 +51,7 @@ internal static class GenerateCommand
             {
                 TokenizerPath = parse.GetValue(tokenizer),
                 Parallelism = new(parse.GetValue(threads)),
+                KvCache = parse.GetValue(kvCache),
             });
             string promptText = parse.GetValue(prompt)!;
             bool stream = !context.Json && !parse.GetValue(noStream);

@@ -25,13 +25,19 @@ internal static class ServeCommand
         var name = new Option<string?>("--model-name") { Description = "The model's name in the API (default: the file or folder name)" };
         var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
+        var kvCache = CliRunner.KvCacheOption();
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, context, batch, kvBudget, queue, name, tokenizer, threads, json };
+            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
-            var model = LoadedModel.Open(path, new ModelLoadOptions { TokenizerPath = parse.GetValue(tokenizer), Parallelism = new(parse.GetValue(threads)) });
+            var model = LoadedModel.Open(path, new ModelLoadOptions
+            {
+                TokenizerPath = parse.GetValue(tokenizer),
+                Parallelism = new(parse.GetValue(threads)),
+                KvCache = parse.GetValue(kvCache),
+            });
             string modelName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
             long? budget = parse.GetValue(kvBudget) is { } text ? ModelFolder.ParseShardSize(text, kvBudget.Name) : null;
             using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context), parse.GetValue(batch), budget);
@@ -39,7 +45,8 @@ internal static class ServeCommand
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
             foreach (var url in app.Urls)
                 cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, " +
-                        $"batch {service.MaxBatch}, queue {service.MaxWaiting}{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}); Ctrl-C or SIGTERM stops");
+                        $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {model.Model.Options.KvCache.ToString().ToLowerInvariant()} KV cache" +
+                        $"{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}); Ctrl-C or SIGTERM stops");
             // SIGTERM and Ctrl-C cancel the token: stop accepting, let in-flight requests finish (10 s at most), exit 0.
             try { Task.Delay(Timeout.Infinite, cli.Cancellation).GetAwaiter().GetResult(); }
             catch (OperationCanceledException) { }

@@ -1,3 +1,4 @@
+using Nanoscale.Runtime;
 using System.CommandLine;
 using System.Runtime.InteropServices;
 using System.Text.Json;
@@ -68,6 +69,20 @@ internal static class CliRunner
         });
         return option;
     }
+
+    /// <summary><c>--kv-cache f32|f16|bf16</c>: how sessions store their key/value cache (generate, serve).</summary>
+    public static Option<KvCacheType> KvCacheOption() => new("--kv-cache")
+    {
+        Description = "Key/value cache numbers: f32 (default, exact), f16 or bf16 (half the memory per position)",
+        HelpName = "f32|f16|bf16", // absent: F32, the enum's default (no factory, so help does not print "F32")
+        CustomParser = result =>
+        {
+            string text = result.Tokens.Count > 0 ? result.Tokens[0].Value : "";
+            if (!int.TryParse(text, out _) && Enum.TryParse<KvCacheType>(text, ignoreCase: true, out var type) && Enum.IsDefined(type)) return type;
+            result.AddError($"--kv-cache must be f32, f16 or bf16, not '{text}'");
+            return KvCacheType.F32;
+        },
+    };
 
     public static int Run(ParseResult parse, Option<bool> json, Func<CliContext, object?> body)
     {

@@ -106,8 +106,8 @@ public sealed class CompletionService : IDisposable
     /// <summary>The chat template in use: <c>llama3</c>, <c>chatml</c> or <c>plain</c>.</summary>
     public string ChatTemplateName => _template.Kind.ToString().ToLowerInvariant();
 
-    /// <summary>KV-cache bytes of a sequence of <paramref name="positions"/> (keys and values, every layer, float32).</summary>
-    public long KvBytes(int positions) => 2L * _model.Config.Layers * positions * _model.Config.KvDim * sizeof(float);
+    /// <summary>KV-cache bytes of a sequence of <paramref name="positions"/> (keys and values, every layer, in the model's <see cref="RuntimeOptions.KvCache"/> type).</summary>
+    public long KvBytes(int positions) => 2L * _model.Config.Layers * positions * _model.Config.KvDim * _model.Model.Options.KvBytesPerNumber;
 
     /// <summary>Prompt token ids of a request (its chat rendered when it has messages).</summary>
     public int[] PromptTokens(CompletionRequest request)

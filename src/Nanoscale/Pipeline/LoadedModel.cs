@@ -17,6 +17,9 @@ public sealed record ModelLoadOptions
     /// <summary>Threads of the forward pass (default: every core).</summary>
     public Parallelism Parallelism { get; init; }
 
+    /// <summary>How sessions store their key/value cache (<see cref="KvCacheType"/>; default f32).</summary>
+    public KvCacheType KvCache { get; init; }
+
     /// <summary>Wraps the weight source before the model is built (calibration records the products' inputs this way).</summary>
     internal Func<ModelConfig, IWeightSource, IWeightSource>? WrapWeights { get; init; }
 }
@@ -71,7 +74,7 @@ public sealed class LoadedModel : IDisposable
                     ModelLoadOptions.TokenizerPathName);
             weights = new LogicalWeightSource(checkpoint);
             IWeightSource source = options.WrapWeights is { } wrap ? wrap(config, weights) : weights;
-            var model = LlamaModel.Load(config, source, new RuntimeOptions { Parallelism = options.Parallelism }, path);
+            var model = LlamaModel.Load(config, source, new RuntimeOptions { Parallelism = options.Parallelism, KvCache = options.KvCache }, path);
             return new LoadedModel(path, checkpoint, weights, model, tokenizer);
         }
         catch

@@ -15,7 +15,9 @@ public sealed partial class InferenceSession
 
     /// <summary>
     /// Causal grouped-query attention for the batch's queries at positions start.., over the cached keys and values
-    /// at positions 0..(own position). Query head h reads key/value head h / (heads / kvHeads).
+    /// at positions 0..(own position). Query head h reads key/value head h / (heads / kvHeads). A 16-bit cache is
+    /// widened as it is read: inside <see cref="Kernels.AttendRowHalves"/>
+    /// for steps, else once per work item, the item's head into float rows for all its queries.
     /// </summary>
     private unsafe void Attend(int layer, ReadOnlySpan<float> q, int start, int count, Span<float> output)
     {
@@ -23,6 +25,8 @@ public sealed partial class InferenceSession
         int group = heads / _config.KvHeads;
         float scale = 1f / MathF.Sqrt(headDim);
         float[] keyCache = _keyCache[layer], valueCache = _valueCache[layer];
+        ushort[] keyHalves = _keyHalves[layer], valueHalves = _valueHalves[layer];
+        bool halves = _kvType != KvCacheType.F32, bf16 = _kvType == KvCacheType.BF16;
         int chunks = (count + QueryChunk - 1) / QueryChunk;
         long work = (long)heads * count * (start + count) * headDim * 2;
         fixed (float* qPtr = q)
@@ -36,30 +40,48 @@ public sealed partial class InferenceSession
                 var queries = new ReadOnlySpan<float>((float*)qAddress, count * dim);
                 var result = new Span<float>((float*)outAddress, count * dim);
                 float[] scores = ArrayPool<float>.Shared.Rent(start + t1);
+                float[]? widened = null;
                 try
                 {
+                    bool fast = count <= FastRows && Kernels.AttendRowApplies(headDim);
+                    // The rows the generic loops read: the f32 cache itself, or this head of a 16-bit cache widened once
+                    // for all the item's queries (positions × headDim each for keys and values).
+                    ReadOnlySpan<float> keys = keyCache, values = valueCache;
+                    int stride = kvDim, offset = kvOffset;
+                    if (halves && !fast)
+                    {
+                        int all = start + t1;
+                        widened = ArrayPool<float>.Shared.Rent(2 * all * headDim);
+                        WidenHead(keyHalves, kvOffset, all, widened.AsSpan(0, all * headDim));
+                        WidenHead(valueHalves, kvOffset, all, widened.AsSpan(all * headDim, all * headDim));
+                        keys = widened.AsSpan(0, all * headDim);
+                        values = widened.AsSpan(all * headDim, all * headDim);
+                        (stride, offset) = (headDim, 0);
+                    }
                     for (int t = t0; t < t1; t++)
                     {
                         int positions = start + t + 1;
                         ReadOnlySpan<float> query = queries.Slice(t * dim + h * headDim, headDim);
                         Span<float> att = scores.AsSpan(0, positions);
-                        if (count <= FastRows && Kernels.AttendRowApplies(headDim))
+                        Span<float> o = result.Slice(t * dim + h * headDim, headDim);
+                        if (fast)
                         {
-                            Kernels.AttendRow(query, keyCache, valueCache, kvDim, kvOffset, scale, att, result.Slice(t * dim + h * headDim, headDim));
+                            if (halves) Kernels.AttendRowHalves(query, keyHalves, valueHalves, bf16, kvDim, kvOffset, scale, att, o);
+                            else Kernels.AttendRow(query, keyCache, valueCache, kvDim, kvOffset, scale, att, o);
                             continue;
                         }
                         for (int p = 0; p < positions; p++)
-                            att[p] = TensorPrimitives.Dot(query, keyCache.AsSpan(p * kvDim + kvOffset, headDim)) * scale;
+                            att[p] = TensorPrimitives.Dot(query, keys.Slice(p * stride + offset, headDim)) * scale;
                         Kernels.Softmax(att);
-                        Span<float> o = result.Slice(t * dim + h * headDim, headDim);
                         o.Clear();
                         for (int p = 0; p < positions; p++)
-                            TensorPrimitives.MultiplyAdd(valueCache.AsSpan(p * kvDim + kvOffset, headDim), att[p], o, o);
+                            TensorPrimitives.MultiplyAdd(values.Slice(p * stride + offset, headDim), att[p], o, o);
                     }
                 }
                 finally
                 {
                     ArrayPool<float>.Shared.Return(scores);
+                    if (widened is not null) ArrayPool<float>.Shared.Return(widened);
                 }
             });
         }

@@ -15,8 +15,11 @@ public sealed partial class InferenceSession
 {
     private readonly LlamaModel _model;
     private readonly ModelConfig _config;
-    private readonly float[][] _keyCache;   // per layer: [allocated positions, kvDim]
+    private readonly float[][] _keyCache;   // per layer: [allocated positions, kvDim] (an f32 cache; else empty)
     private readonly float[][] _valueCache; // per layer: [allocated positions, kvDim]
+    private readonly ushort[][] _keyHalves;   // per layer: [allocated positions, kvDim] (a 16-bit cache; else empty)
+    private readonly ushort[][] _valueHalves;
+    private readonly KvCacheType _kvType;
     private float[] _ropeCos;               // [allocated positions, headDim / 2]
     private float[] _ropeSin;
 
@@ -34,9 +37,16 @@ public sealed partial class InferenceSession
         _model = model;
         _config = model.Config;
         Capacity = capacity;
+        _kvType = model.Options.KvCache;
         _keyCache = new float[_config.Layers][];
         _valueCache = new float[_config.Layers][];
-        for (int l = 0; l < _config.Layers; l++) _keyCache[l] = _valueCache[l] = [];
+        _keyHalves = new ushort[_config.Layers][];
+        _valueHalves = new ushort[_config.Layers][];
+        for (int l = 0; l < _config.Layers; l++)
+        {
+            _keyCache[l] = _valueCache[l] = [];
+            _keyHalves[l] = _valueHalves[l] = [];
+        }
         (_ropeCos, _ropeSin) = ([], []);
         EnsurePositions(Math.Min(capacity, InitialPositions));
     }
@@ -53,8 +63,16 @@ public sealed partial class InferenceSession
         long length = (long)grown * _config.KvDim;
         for (int l = 0; l < _config.Layers; l++)
         {
-            Array.Resize(ref _keyCache[l], checked((int)length));
-            Array.Resize(ref _valueCache[l], checked((int)length));
+            if (_kvType == KvCacheType.F32)
+            {
+                Array.Resize(ref _keyCache[l], checked((int)length));
+                Array.Resize(ref _valueCache[l], checked((int)length));
+            }
+            else
+            {
+                Array.Resize(ref _keyHalves[l], checked((int)length));
+                Array.Resize(ref _valueHalves[l], checked((int)length));
+            }
         }
         (_ropeCos, _ropeSin) = RopeTables(grown, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
         _allocated = grown;
@@ -132,18 +150,22 @@ public sealed partial class InferenceSession
             _model.Embedding.ReadRows(tokens[t], 1, x.Slice(t * dim, dim));
         }
 
-        // One sequence's window: keys and values go straight into this session's cache, the rows at consecutive positions.
+        // One sequence's window: keys and values go straight into this session's cache, the rows at consecutive
+        // positions (a 16-bit cache: into the scratch, then narrowed into the cache after their rotation).
+        bool direct = _kvType == KvCacheType.F32;
         AttentionPart attend = (l, q, keys, values, attention) =>
         {
             ApplyRope(q, _config.Heads, start);
             ApplyRope(keys, _config.KvHeads, start);
+            if (!direct) StoreKv(l, start, keys, values);
             Attend(l, q, start, count, attention);
         };
         for (int l = 0; l < _config.Layers; l++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            Layer(l, options, x, xb, q, _keyCache[l].AsSpan(start * kvDim, count * kvDim), _valueCache[l].AsSpan(start * kvDim, count * kvDim),
-                attention, projected, gate, up, attend);
+            Span<float> keys = direct ? _keyCache[l].AsSpan(start * kvDim, count * kvDim) : s.Keys.AsSpan(0, count * kvDim);
+            Span<float> values = direct ? _valueCache[l].AsSpan(start * kvDim, count * kvDim) : s.Values.AsSpan(0, count * kvDim);
+            Layer(l, options, x, xb, q, keys, values, attention, projected, gate, up, attend);
         }
 
         RmsNormRows(x, _model.FinalNorm, hidden);
@@ -239,8 +261,7 @@ public sealed partial class InferenceSession
                     var vRows = new Span<float>((float*)vAddress + (nint)row * kvDim, n * kvDim);
                     session.ApplyRope(qRows, config.Heads, position);
                     session.ApplyRope(kRows, config.KvHeads, position);
-                    kRows.CopyTo(session._keyCache[l].AsSpan(position * kvDim, n * kvDim));
-                    vRows.CopyTo(session._valueCache[l].AsSpan(position * kvDim, n * kvDim));
+                    session.StoreKv(l, position, kRows, vRows);
                     session.Attend(l, qRows, position, n, new Span<float>((float*)aAddress + (nint)row * qDim, n * qDim));
                 });
             }
@@ -415,7 +436,8 @@ public sealed partial class InferenceSession
     private Scratch EnsureScratch(int count)
     {
         if (_scratch.Tokens < count)
-            _scratch = new Scratch(Math.Max(count, Math.Min(Capacity, 2 * _scratch.Tokens)), _config.Dim, _config.QueryDim, _config.HiddenDim);
+            _scratch = new Scratch(Math.Max(count, Math.Min(Capacity, 2 * _scratch.Tokens)), _config.Dim, _config.QueryDim, _config.HiddenDim,
+                _kvType == KvCacheType.F32 ? 0 : _config.KvDim); // a 16-bit cache takes the keys and values through the scratch
         return _scratch;
     }
 
@@ -424,7 +446,7 @@ public sealed partial class InferenceSession
     {
         public int Tokens { get; } = tokens;
         /// <summary>Keys and values of the rows before they go to their sequences' caches (a batch of several
-        /// sequences only; a window writes them into its cache directly).</summary>
+        /// sequences, or a window over a 16-bit cache; a window writes an f32 cache directly).</summary>
         public float[] Keys { get; } = new float[(long)tokens * kvDim];
         public float[] Values { get; } = new float[(long)tokens * kvDim];
         public bool Fits(int rows, int d, int q, int h, int kv) =>

@@ -38,25 +38,65 @@ internal static class Kernels
     /// register per position, and <paramref name="output"/> kept in registers 32 floats at a time across all positions.
     /// Equal to the generic loops up to float summation order (<c>KernelsTests</c>).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public static void AttendRow(ReadOnlySpan<float> query, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int stride, int offset,
-        float scale, Span<float> scores, Span<float> output)
+        float scale, Span<float> scores, Span<float> output) =>
+        AttendRow<FloatRows, float>(query, keys, values, stride, offset, scale, scores, output);
+
+    /// <summary><see cref="AttendRow(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, float, Span{float}, Span{float})"/>
+    /// over a 16-bit cache (IEEE halves, or bfloat16 with <paramref name="bfloat16"/>), each group of eight numbers
+    /// widened exactly to float32 as it is read: the same operations on the same floats as widening the rows first.</summary>
+    public static void AttendRowHalves(ReadOnlySpan<float> query, ReadOnlySpan<ushort> keys, ReadOnlySpan<ushort> values, bool bfloat16, int stride,
+        int offset, float scale, Span<float> scores, Span<float> output)
+    {
+        if (bfloat16) AttendRow<BFloat16Rows, ushort>(query, keys, values, stride, offset, scale, scores, output);
+        else AttendRow<HalfRows, ushort>(query, keys, values, stride, offset, scale, scores, output);
+    }
+
+    /// <summary>How a cache's numbers become eight floats.</summary>
+    private interface IRows<T>
+    {
+        static abstract Vector256<float> Load(ref T source, nuint index);
+    }
+
+    private readonly struct FloatRows : IRows<float>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(ref float source, nuint index) => Vector256.LoadUnsafe(ref source, index);
+    }
+
+    private readonly struct BFloat16Rows : IRows<ushort>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(ref ushort source, nuint index) =>
+            System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(
+                System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref source, index)), 16).AsSingle();
+    }
+
+    private readonly struct HalfRows : IRows<ushort>
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(ref ushort source, nuint index) => Tensors.TensorData.WidenHalf(Vector128.LoadUnsafe(ref source, index));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
+    private static void AttendRow<TRows, T>(ReadOnlySpan<float> query, ReadOnlySpan<T> keys, ReadOnlySpan<T> values, int stride, int offset,
+        float scale, Span<float> scores, Span<float> output) where TRows : struct, IRows<T>
     {
         int headDim = query.Length, positions = scores.Length;
         if (!AttendRowApplies(headDim) || (long)(positions - 1) * stride + offset + headDim > Math.Min(keys.Length, values.Length) || output.Length < headDim)
             throw new ArgumentException("spans shorter than the positions or heads not whole vectors");
         ref float q = ref MemoryMarshal.GetReference(query);
-        ref float k0 = ref MemoryMarshal.GetReference(keys);
+        ref T k0 = ref MemoryMarshal.GetReference(keys);
         for (int p = 0; p < positions; p++)
         {
-            ref float k = ref Unsafe.Add(ref k0, p * stride + offset);
+            ref T k = ref Unsafe.Add(ref k0, p * stride + offset);
             var acc = Vector256<float>.Zero;
             for (int d = 0; d < headDim; d += 8)
-                acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref q, (nuint)d), Vector256.LoadUnsafe(ref k, (nuint)d), acc);
+                acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref q, (nuint)d), TRows.Load(ref k, (nuint)d), acc);
             scores[p] = Vector256.Sum(acc) * scale;
         }
         Softmax(scores);
-        ref float v0 = ref MemoryMarshal.GetReference(values);
+        ref T v0 = ref MemoryMarshal.GetReference(values);
         ref float o = ref MemoryMarshal.GetReference(output);
         int d0 = 0;
         for (; d0 + 32 <= headDim; d0 += 32)
@@ -64,12 +104,12 @@ internal static class Kernels
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int p = 0; p < positions; p++)
             {
-                ref float v = ref Unsafe.Add(ref v0, p * stride + offset + d0);
+                ref T v = ref Unsafe.Add(ref v0, p * stride + offset + d0);
                 var w = Vector256.Create(scores[p]);
-                a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref v), w, a0);
-                a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref v, 8), w, a1);
-                a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref v, 16), w, a2);
-                a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref v, 24), w, a3);
+                a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 0), w, a0);
+                a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 8), w, a1);
+                a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 16), w, a2);
+                a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 24), w, a3);
             }
             a0.StoreUnsafe(ref o, (nuint)d0);
             a1.StoreUnsafe(ref o, (nuint)(d0 + 8));
@@ -80,7 +120,7 @@ internal static class Kernels
         {
             var a = Vector256<float>.Zero;
             for (int p = 0; p < positions; p++)
-                a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref Unsafe.Add(ref v0, p * stride + offset + d0)), Vector256.Create(scores[p]), a);
+                a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref Unsafe.Add(ref v0, p * stride + offset + d0), 0), Vector256.Create(scores[p]), a);
             a.StoreUnsafe(ref o, (nuint)d0);
         }
     }

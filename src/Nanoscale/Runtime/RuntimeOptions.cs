@@ -35,6 +35,13 @@ public sealed record RuntimeOptions
     /// </summary>
     public bool FusedWindows { get; init; }
 
+    /// <summary>How sessions store their key/value cache: f32 by default (exact), or 16 bits a number
+    /// (<see cref="KvCacheType"/>), half the memory per position.</summary>
+    public KvCacheType KvCache { get; init; }
+
+    /// <summary>Bytes of one cached number under <see cref="KvCache"/> (a KV budget counts these).</summary>
+    public int KvBytesPerNumber => KvCache == KvCacheType.F32 ? sizeof(float) : 2;
+
     public static RuntimeOptions Default { get; } = new();
 
     /// <summary>Runs <paramref name="body"/> for chunk indices 0..chunks-1, in parallel when the work is large enough.</summary>

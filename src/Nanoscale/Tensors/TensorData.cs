@@ -372,7 +372,7 @@ internal static class TensorData
 
     /// <summary>Eight IEEE halves as eight f32, ±Inf and NaN included.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> WidenHalf(Vector128<ushort> bits)
+    internal static Vector256<float> WidenHalf(Vector128<ushort> bits)
     {
         var wide = System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(bits).AsUInt32();
         var sign = System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(wide & Vector256.Create(0x8000u), 16);
