@@ -58,6 +58,40 @@ public unsafe class NibbleLanesTests
             }
     }
 
+    /// <summary>A set keeps its results only for the same activations bit for bit and the same parameters: an element
+    /// changed in place (the same array, as the runtime's scratch is), −0 for +0, another bias or the half-block sums
+    /// asked for each give what a fresh set computes.</summary>
+    [Fact]
+    public void ASetIsKeptOnlyForTheSameActivations()
+    {
+        var random = new Random(5);
+        float[] x = [.. Enumerable.Range(0, 3 * 64).Select(_ => (float)(random.NextDouble() * 4 - 2))];
+        var kept = new NibbleLanes.Vectors();
+        void Check(bool halves, int bias)
+        {
+            kept.Set(x, 3, 64, evensThenOdds: true, bias, halves);
+            var fresh = new NibbleLanes.Vectors();
+            fresh.Set(x, 3, 64, evensThenOdds: true, bias, halves);
+            Assert.Equal(fresh.Q.AsSpan(0, 3 * 2 * 8).ToArray(), kept.Q.AsSpan(0, 3 * 2 * 8).ToArray());
+            Assert.Equal(fresh.Scales.AsSpan(0, 6).ToArray(), kept.Scales.AsSpan(0, 6).ToArray());
+            Assert.Equal(fresh.Bias.AsSpan(0, 6).ToArray(), kept.Bias.AsSpan(0, 6).ToArray());
+            if (halves) Assert.Equal(fresh.HalfBias.AsSpan(0, 12).ToArray(), kept.HalfBias.AsSpan(0, 12).ToArray());
+            Assert.Equal(halves, kept.Halves);
+        }
+        Check(false, 12);
+        Check(false, 12);            // the same: kept
+        x[100] = -x[100];            // changed in place
+        Check(false, 12);
+        x[7] = 0f;
+        Check(false, 12);
+        x[7] = -0f;                  // equal as floats, another bit pattern: still recomputed (same codes either way)
+        Check(false, 12);
+        Check(false, 6);             // another bias
+        Check(true, 6);              // half-block sums asked for
+        x[191] = 1e30f;              // the last element of the last vector
+        Check(true, 6);
+    }
+
     /// <summary>MXFP4 on the lanes equals the row-at-a-time kernel (same block totals, other summation order) on 21 rows,
     /// 11 blocks (a tail after the gathered fours of scales), with the E8M0 codes the exponent trick leaves to the table
     /// (0, 1, 255 = NaN) in some blocks. (Tolerance 1e-4: the blocks' terms are larger than their sum.)</summary>
