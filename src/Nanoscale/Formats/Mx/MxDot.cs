@@ -146,31 +146,46 @@ internal static class MxDot
     /// <summary>
     /// <c>f[8j + i] = E8M0(e[i·count + j]) / 2</c> for up to eight rows (<paramref name="rows"/>; missing rows repeat
     /// row 0), the lanes <see cref="NibbleLanes"/> wants: four blocks of eight rows per gather of 32-bit words (all
-    /// inside the rows), each code placed in a float's exponent (2^(e − 128), for 2 ≤ e ≤ 254); another code, or the
-    /// last blocks of a row, through <paramref name="table"/>.
+    /// inside the rows; a row whose block count is not a multiple of four ends with a gather that overlaps the one
+    /// before), each code shifted into a float's exponent (2^(e − 128), for 2 ≤ e ≤ 254, checked for all 32 codes at
+    /// once); a gather with another code, or rows of fewer than four blocks, through <paramref name="table"/>.
     /// </summary>
     private static unsafe void LaneHalfScales(byte* e, int count, int rows, float* table, float* f)
     {
         const int Lanes = NibbleLanes.Lanes;
         var offsets = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * count;
         offsets = Vector256.ConditionalSelect(Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(rows)), offsets, Vector256<int>.Zero);
-        int j = 0;
-        if (Avx2.IsSupported)
-            for (; j + 4 <= count; j += 4)
+        if (!Avx2.IsSupported || count < 4)
+        {
+            LaneHalfScalesFromTable(e, 0, count, count, rows, table, f);
+            return;
+        }
+        var exponent = Vector256.Create(0x7F80_0000);
+        var one = Vector256.Create(1 << 23);
+        for (int j = 0; j < count; j += 4)
+        {
+            if (j + 4 > count) j = count - 4; // the last four blocks, overlapping the gather before (same values again)
+            var words = Avx2.GatherVector256((int*)(e + j), offsets, 1);
+            // 2 ≤ e ≤ 254 for every byte: (e − 2) ≤ 252 unsigned.
+            if (!Vector256.LessThanOrEqualAll(words.AsByte() - Vector256.Create((byte)2), Vector256.Create((byte)252)))
             {
-                var words = Avx2.GatherVector256((int*)(e + j), offsets, 1);
-                for (int t = 0; t < 4; t++)
-                {
-                    var codes = (words >>> (8 * t)) & Vector256.Create(0xFF);
-                    var plain = Vector256.GreaterThan(codes, Vector256.Create(1)) & Vector256.LessThan(codes, Vector256.Create(255));
-                    if (plain.AsByte().ExtractMostSignificantBits() == uint.MaxValue)
-                        Avx2.ShiftLeftLogical(codes - Vector256.Create(1), 23).AsSingle().Store(f + (j + t) * Lanes);
-                    else
-                        for (int i = 0; i < Lanes; i++) f[(j + t) * Lanes + i] = table[codes.GetElement(i)] * 0.5f;
-                }
+                LaneHalfScalesFromTable(e, j, j + 4, count, rows, table, f);
+                continue;
             }
-        for (; j < count; j++)
-            for (int i = 0; i < Lanes; i++) f[j * Lanes + i] = table[e[NibbleLanes.SourceRow(i, rows) * count + j]] * 0.5f;
+            // Byte t of each word into bits 23–30: 2^(e − 127) / 2 = the float with exponent field e − 1.
+            ((Avx2.ShiftLeftLogical(words, 23) & exponent) - one).AsSingle().Store(f + j * Lanes);
+            ((Avx2.ShiftLeftLogical(words, 15) & exponent) - one).AsSingle().Store(f + (j + 1) * Lanes);
+            ((Avx2.ShiftLeftLogical(words, 7) & exponent) - one).AsSingle().Store(f + (j + 2) * Lanes);
+            ((Avx2.ShiftRightLogical(words, 1) & exponent) - one).AsSingle().Store(f + (j + 3) * Lanes);
+        }
+    }
+
+    /// <summary><see cref="LaneHalfScales"/> for blocks <paramref name="from"/>..<paramref name="to"/> through the table
+    /// (every code, the special ones included).</summary>
+    private static unsafe void LaneHalfScalesFromTable(byte* e, int from, int to, int count, int rows, float* table, float* f)
+    {
+        for (int j = from; j < to; j++)
+            for (int i = 0; i < NibbleLanes.Lanes; i++) f[j * NibbleLanes.Lanes + i] = table[e[NibbleLanes.SourceRow(i, rows) * count + j]] * 0.5f;
     }
 
     /// <summary>
