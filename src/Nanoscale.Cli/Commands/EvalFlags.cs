@@ -7,7 +7,7 @@ namespace Nanoscale.Cli.Commands;
 
 /// <summary>
 /// The flags of the verbs that run a model on (compressed) weights — <c>eval</c> and <c>sweep</c> — defined once and
-/// read into one <see cref="EvalOptions"/>: text, window, tokenizer, tensor selection, calibration and threads.
+/// read into one <see cref="EvalOptions"/>: text, window, tokenizer, tensor selection, calibration, threads and KV cache type.
 /// </summary>
 internal sealed class EvalFlags
 {
@@ -35,8 +35,10 @@ internal sealed class EvalFlags
 
     public Option<int> Threads { get; } = CliRunner.ThreadsOption();
 
+    public Option<Runtime.KvCacheType> KvCache { get; } = CliRunner.KvCacheOption();
+
     /// <summary>The flags, in help order.</summary>
-    public IEnumerable<Option> All => [Text, Context, MaxTokens, Tokenizer, Include, Exclude, Calibration, CalibrationTokens, Threads];
+    public IEnumerable<Option> All => [Text, Context, MaxTokens, Tokenizer, Include, Exclude, Calibration, CalibrationTokens, Threads, KvCache];
 
     /// <summary>The options the flags set (<see cref="EvalOptions.Format"/> is the verb's own).</summary>
     public EvalOptions Read(ParseResult parse)
@@ -54,6 +56,7 @@ internal sealed class EvalFlags
             Include = parse.GetValue(Include),
             Exclude = parse.GetValue(Exclude),
             Parallelism = new(parse.GetValue(Threads)),
+            KvCache = parse.GetValue(KvCache),
             CalibrationPath = parse.GetValue(Calibration),
             CalibrationTokens = parse.GetValue(CalibrationTokens),
         };

@@ -107,7 +107,7 @@ public sealed class CompletionService : IDisposable
     public string ChatTemplateName => _template.Kind.ToString().ToLowerInvariant();
 
     /// <summary>KV-cache bytes of a sequence of <paramref name="positions"/> (keys and values, every layer, in the model's <see cref="RuntimeOptions.KvCache"/> type).</summary>
-    public long KvBytes(int positions) => 2L * _model.Config.Layers * positions * _model.Config.KvDim * _model.Model.Options.KvBytesPerNumber;
+    public long KvBytes(int positions) => _model.Model.Options.KvCacheBytes(2L * _model.Config.Layers * positions * _model.Config.KvDim);
 
     /// <summary>Prompt token ids of a request (its chat rendered when it has messages).</summary>
     public int[] PromptTokens(CompletionRequest request)

@@ -33,6 +33,10 @@ public sealed record EvalOptions
     /// <summary>Threads (default: every core).</summary>
     public Parallelism Parallelism { get; init; }
 
+    /// <summary>How the evaluated model stores its key/value cache (default f32): what a narrower cache costs in
+    /// perplexity is measured like a weight format.</summary>
+    public Runtime.KvCacheType KvCache { get; init; }
+
     /// <summary>Calibration text for codecs fitted to activations (caldera); ignored by the others.</summary>
     public string? CalibrationPath { get; init; }
 
@@ -116,7 +120,12 @@ public static class Evaluation
                 evaluated = temporary.Path;
             }
 
-            using var loaded = LoadedModel.Open(evaluated, new ModelLoadOptions { TokenizerPath = tokenizerPath, Parallelism = options.Parallelism });
+            using var loaded = LoadedModel.Open(evaluated, new ModelLoadOptions
+            {
+                TokenizerPath = tokenizerPath,
+                Parallelism = options.Parallelism,
+                KvCache = options.KvCache,
+            });
             var perplexity = text is null ? null : Runtime.Perplexity.Evaluate(loaded.Model, loaded.Tokenizer, text,
                 new PerplexityOptions { ContextLength = options.ContextLength, MaxTokens = options.MaxTokens },
                 progress is null ? null : new Progress<PerplexityProgress>(p =>

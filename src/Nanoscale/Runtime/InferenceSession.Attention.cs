@@ -9,14 +9,14 @@ public sealed partial class InferenceSession
     private const int QueryChunk = 16;
 
     /// <summary>Calls of at most this many rows (generation steps, a token factory's step) attend through
-    /// <see cref="Kernels.AttendRow"/>; windows (perplexity) keep the TensorPrimitives loops, whose summation order
+    /// <see cref="Kernels.AttendRow(ReadOnlySpan{float}, KvRows, KvRows, int, int, float, Span{float}, Span{float})"/>; windows (perplexity) keep the TensorPrimitives loops, whose summation order
     /// the llama.cpp cross-checks were measured with.</summary>
     private const int FastRows = 4;
 
     /// <summary>
     /// Causal grouped-query attention for the batch's queries at positions start.., over the cached keys and values
-    /// at positions 0..(own position). Query head h reads key/value head h / (heads / kvHeads). A 16-bit cache is
-    /// widened as it is read: inside <see cref="Kernels.AttendRowHalves"/>
+    /// at positions 0..(own position). Query head h reads key/value head h / (heads / kvHeads). A 16- or 8-bit
+    /// cache is widened as it is read: inside <see cref="Kernels.AttendRow(ReadOnlySpan{float}, KvRows, KvRows, int, int, float, Span{float}, Span{float})"/>
     /// for steps, else once per work item, the item's head into float rows for all its queries.
     /// </summary>
     private unsafe void Attend(int layer, ReadOnlySpan<float> q, int start, int count, Span<float> output)
@@ -24,9 +24,9 @@ public sealed partial class InferenceSession
         int heads = _config.Heads, headDim = _config.HeadDim, kvDim = _config.KvDim, dim = _config.QueryDim; // a row of q and of the output
         int group = heads / _config.KvHeads;
         float scale = 1f / MathF.Sqrt(headDim);
-        float[] keyCache = _keyCache[layer], valueCache = _valueCache[layer];
-        ushort[] keyHalves = _keyHalves[layer], valueHalves = _valueHalves[layer];
-        bool halves = _kvType != KvCacheType.F32, bf16 = _kvType == KvCacheType.BF16;
+        KvRows keyCache = _keyCache[layer], valueCache = _valueCache[layer];
+        float[] keyFloats = (keyCache as FloatKvRows)?.Data ?? [], valueFloats = (valueCache as FloatKvRows)?.Data ?? [];
+        bool narrow = _kvType != KvCacheType.F32;
         int chunks = (count + QueryChunk - 1) / QueryChunk;
         long work = (long)heads * count * (start + count) * headDim * 2;
         fixed (float* qPtr = q)
@@ -44,16 +44,16 @@ public sealed partial class InferenceSession
                 try
                 {
                     bool fast = count <= FastRows && Kernels.AttendRowApplies(headDim);
-                    // The rows the generic loops read: the f32 cache itself, or this head of a 16-bit cache widened once
-                    // for all the item's queries (positions × headDim each for keys and values).
-                    ReadOnlySpan<float> keys = keyCache, values = valueCache;
+                    // The rows the generic loops read: the f32 cache itself, or this head of a narrower cache widened
+                    // once for all the item's queries (positions × headDim each for keys and values).
+                    ReadOnlySpan<float> keys = keyFloats, values = valueFloats;
                     int stride = kvDim, offset = kvOffset;
-                    if (halves && !fast)
+                    if (narrow && !fast)
                     {
                         int all = start + t1;
                         widened = ArrayPool<float>.Shared.Rent(2 * all * headDim);
-                        WidenHead(keyHalves, kvOffset, all, widened.AsSpan(0, all * headDim));
-                        WidenHead(valueHalves, kvOffset, all, widened.AsSpan(all * headDim, all * headDim));
+                        WidenHead(keyCache, kvOffset, all, widened.AsSpan(0, all * headDim));
+                        WidenHead(valueCache, kvOffset, all, widened.AsSpan(all * headDim, all * headDim));
                         keys = widened.AsSpan(0, all * headDim);
                         values = widened.AsSpan(all * headDim, all * headDim);
                         (stride, offset) = (headDim, 0);
@@ -66,8 +66,7 @@ public sealed partial class InferenceSession
                         Span<float> o = result.Slice(t * dim + h * headDim, headDim);
                         if (fast)
                         {
-                            if (halves) Kernels.AttendRowHalves(query, keyHalves, valueHalves, bf16, kvDim, kvOffset, scale, att, o);
-                            else Kernels.AttendRow(query, keyCache, valueCache, kvDim, kvOffset, scale, att, o);
+                            Kernels.AttendRow(query, keyCache, valueCache, kvDim, kvOffset, scale, att, o);
                             continue;
                         }
                         for (int p = 0; p < positions; p++)

@@ -15,10 +15,8 @@ public sealed partial class InferenceSession
 {
     private readonly LlamaModel _model;
     private readonly ModelConfig _config;
-    private readonly float[][] _keyCache;   // per layer: [allocated positions, kvDim] (an f32 cache; else empty)
-    private readonly float[][] _valueCache; // per layer: [allocated positions, kvDim]
-    private readonly ushort[][] _keyHalves;   // per layer: [allocated positions, kvDim] (a 16-bit cache; else empty)
-    private readonly ushort[][] _valueHalves;
+    private readonly KvRows[] _keyCache;   // per layer: [allocated positions, kvDim] in the session's KvCacheType
+    private readonly KvRows[] _valueCache; // per layer: [allocated positions, kvDim]
     private readonly KvCacheType _kvType;
     private float[] _ropeCos;               // [allocated positions, headDim / 2]
     private float[] _ropeSin;
@@ -38,15 +36,8 @@ public sealed partial class InferenceSession
         _config = model.Config;
         Capacity = capacity;
         _kvType = model.Options.KvCache;
-        _keyCache = new float[_config.Layers][];
-        _valueCache = new float[_config.Layers][];
-        _keyHalves = new ushort[_config.Layers][];
-        _valueHalves = new ushort[_config.Layers][];
-        for (int l = 0; l < _config.Layers; l++)
-        {
-            _keyCache[l] = _valueCache[l] = [];
-            _keyHalves[l] = _valueHalves[l] = [];
-        }
+        _keyCache = [.. Enumerable.Range(0, _config.Layers).Select(_ => KvRows.Create(_kvType, _config.KvDim))];
+        _valueCache = [.. Enumerable.Range(0, _config.Layers).Select(_ => KvRows.Create(_kvType, _config.KvDim))];
         (_ropeCos, _ropeSin) = ([], []);
         EnsurePositions(Math.Min(capacity, InitialPositions));
     }
@@ -63,16 +54,8 @@ public sealed partial class InferenceSession
         long length = (long)grown * _config.KvDim;
         for (int l = 0; l < _config.Layers; l++)
         {
-            if (_kvType == KvCacheType.F32)
-            {
-                Array.Resize(ref _keyCache[l], checked((int)length));
-                Array.Resize(ref _valueCache[l], checked((int)length));
-            }
-            else
-            {
-                Array.Resize(ref _keyHalves[l], checked((int)length));
-                Array.Resize(ref _valueHalves[l], checked((int)length));
-            }
+            _keyCache[l].Resize(length);
+            _valueCache[l].Resize(length);
         }
         (_ropeCos, _ropeSin) = RopeTables(grown, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
         _allocated = grown;
@@ -151,7 +134,7 @@ public sealed partial class InferenceSession
         }
 
         // One sequence's window: keys and values go straight into this session's cache, the rows at consecutive
-        // positions (a 16-bit cache: into the scratch, then narrowed into the cache after their rotation).
+        // positions (a 16- or 8-bit cache: into the scratch, then narrowed into the cache after their rotation).
         bool direct = _kvType == KvCacheType.F32;
         AttentionPart attend = (l, q, keys, values, attention) =>
         {
@@ -163,8 +146,8 @@ public sealed partial class InferenceSession
         for (int l = 0; l < _config.Layers; l++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            Span<float> keys = direct ? _keyCache[l].AsSpan(start * kvDim, count * kvDim) : s.Keys.AsSpan(0, count * kvDim);
-            Span<float> values = direct ? _valueCache[l].AsSpan(start * kvDim, count * kvDim) : s.Values.AsSpan(0, count * kvDim);
+            Span<float> keys = direct ? ((FloatKvRows)_keyCache[l]).Data.AsSpan(start * kvDim, count * kvDim) : s.Keys.AsSpan(0, count * kvDim);
+            Span<float> values = direct ? ((FloatKvRows)_valueCache[l]).Data.AsSpan(start * kvDim, count * kvDim) : s.Values.AsSpan(0, count * kvDim);
             Layer(l, options, x, xb, q, keys, values, attention, projected, gate, up, attend);
         }
 
@@ -437,7 +420,7 @@ public sealed partial class InferenceSession
     {
         if (_scratch.Tokens < count)
             _scratch = new Scratch(Math.Max(count, Math.Min(Capacity, 2 * _scratch.Tokens)), _config.Dim, _config.QueryDim, _config.HiddenDim,
-                _kvType == KvCacheType.F32 ? 0 : _config.KvDim); // a 16-bit cache takes the keys and values through the scratch
+                _kvType == KvCacheType.F32 ? 0 : _config.KvDim); // a narrower cache takes the keys and values through the scratch
         return _scratch;
     }
 

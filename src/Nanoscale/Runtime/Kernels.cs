@@ -27,7 +27,7 @@ internal static class Kernels
         TensorPrimitives.Multiply(x, 1f / sum, x);
     }
 
-    /// <summary>Whether <see cref="AttendRow"/> takes heads of this width (whole 256-bit vectors, with AVX2 and FMA).</summary>
+    /// <summary>Whether <see cref="AttendRow(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, float, Span{float}, Span{float})"/> takes heads of this width (whole 256-bit vectors, with AVX2 and FMA).</summary>
     public static bool AttendRowApplies(int headDim) =>
         headDim % 8 == 0 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
 
@@ -38,65 +38,105 @@ internal static class Kernels
     /// register per position, and <paramref name="output"/> kept in registers 32 floats at a time across all positions.
     /// Equal to the generic loops up to float summation order (<c>KernelsTests</c>).
     /// </summary>
-    public static void AttendRow(ReadOnlySpan<float> query, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int stride, int offset,
-        float scale, Span<float> scores, Span<float> output) =>
-        AttendRow<FloatRows, float>(query, keys, values, stride, offset, scale, scores, output);
-
-    /// <summary><see cref="AttendRow(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, float, Span{float}, Span{float})"/>
-    /// over a 16-bit cache (IEEE halves, or bfloat16 with <paramref name="bfloat16"/>), each group of eight numbers
-    /// widened exactly to float32 as it is read: the same operations on the same floats as widening the rows first.</summary>
-    public static void AttendRowHalves(ReadOnlySpan<float> query, ReadOnlySpan<ushort> keys, ReadOnlySpan<ushort> values, bool bfloat16, int stride,
-        int offset, float scale, Span<float> scores, Span<float> output)
+    public static unsafe void AttendRow(ReadOnlySpan<float> query, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int stride, int offset,
+        float scale, Span<float> scores, Span<float> output)
     {
-        if (bfloat16) AttendRow<BFloat16Rows, ushort>(query, keys, values, stride, offset, scale, scores, output);
-        else AttendRow<HalfRows, ushort>(query, keys, values, stride, offset, scale, scores, output);
+        CheckRow(query.Length, keys.Length, values.Length, stride, offset, scores.Length, output.Length);
+        fixed (float* k = keys)
+        fixed (float* v = values)
+            AttendRow(query, new FloatRows(k), new FloatRows(v), stride, offset, scale, scores, output);
     }
 
-    /// <summary>How a cache's numbers become eight floats.</summary>
-    private interface IRows<T>
+    /// <summary>
+    /// <see cref="AttendRow(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, float, Span{float}, Span{float})"/>
+    /// over a session's cache rows in any <see cref="KvCacheType"/>, each group of eight numbers widened to floats as it is
+    /// read, exactly as <see cref="KvRows.Widen"/> widens them (so the same operations on the same floats as widening the
+    /// rows first; <c>KvCacheTests</c>).
+    /// </summary>
+    public static unsafe void AttendRow(ReadOnlySpan<float> query, KvRows keys, KvRows values, int stride, int offset,
+        float scale, Span<float> scores, Span<float> output)
     {
-        static abstract Vector256<float> Load(ref T source, nuint index);
+        CheckRow(query.Length, keys.Length, values.Length, stride, offset, scores.Length, output.Length);
+        switch ((keys, values))
+        {
+            case (FloatKvRows k, FloatKvRows v):
+                AttendRow(query, k.Data, v.Data, stride, offset, scale, scores, output);
+                break;
+            case (HalfKvRows k, HalfKvRows v) when k.BFloat16 == v.BFloat16:
+                fixed (ushort* kp = k.Data)
+                fixed (ushort* vp = v.Data)
+                {
+                    if (k.BFloat16) AttendRow(query, new BFloat16Rows(kp), new BFloat16Rows(vp), stride, offset, scale, scores, output);
+                    else AttendRow(query, new HalfRows(kp), new HalfRows(vp), stride, offset, scale, scores, output);
+                }
+                break;
+            case (Q8KvRows k, Q8KvRows v) when offset % 8 == 0 && stride % 8 == 0:
+                fixed (sbyte* kc = k.Codes)
+                fixed (float* ks = k.Scales)
+                fixed (sbyte* vc = v.Codes)
+                fixed (float* vs = v.Scales)
+                    AttendRow(query, new Q8Rows(kc, ks), new Q8Rows(vc, vs), stride, offset, scale, scores, output);
+                break;
+            default:
+                throw new ArgumentException("keys and values of different cache types, or q8 rows not in whole groups of eight");
+        }
     }
 
-    private readonly struct FloatRows : IRows<float>
+    private static void CheckRow(int headDim, long keys, long values, int stride, int offset, int positions, int output)
+    {
+        if (!AttendRowApplies(headDim) || (long)(positions - 1) * stride + offset + headDim > Math.Min(keys, values) || output < headDim)
+            throw new ArgumentException("spans shorter than the positions or heads not whole vectors");
+    }
+
+    /// <summary>How a cache's numbers at an index become eight floats.</summary>
+    private interface IRows
+    {
+        Vector256<float> Load(nint index);
+    }
+
+    private readonly unsafe struct FloatRows(float* data) : IRows
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Load(ref float source, nuint index) => Vector256.LoadUnsafe(ref source, index);
+        public Vector256<float> Load(nint index) => Vector256.Load(data + index);
     }
 
-    private readonly struct BFloat16Rows : IRows<ushort>
+    private readonly unsafe struct BFloat16Rows(ushort* data) : IRows
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Load(ref ushort source, nuint index) =>
-            System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(
-                System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.LoadUnsafe(ref source, index)), 16).AsSingle();
+        public Vector256<float> Load(nint index) =>
+            System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.Load(data + index)), 16).AsSingle();
     }
 
-    private readonly struct HalfRows : IRows<ushort>
+    private readonly unsafe struct HalfRows(ushort* data) : IRows
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<float> Load(ref ushort source, nuint index) => Tensors.TensorData.WidenHalf(Vector128.LoadUnsafe(ref source, index));
+        public Vector256<float> Load(nint index) => Tensors.TensorData.WidenHalf(Vector128.Load(data + index));
+    }
+
+    /// <summary>Eight int8 codes (inside one block of 32: index a multiple of eight) times their block's scale.</summary>
+    private readonly unsafe struct Q8Rows(sbyte* codes, float* scales) : IRows
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<float> Load(nint index) =>
+            System.Runtime.Intrinsics.X86.Avx.ConvertToVector256Single(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(codes + index))
+            * Vector256.Create(scales[index >> 5]);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
-    private static void AttendRow<TRows, T>(ReadOnlySpan<float> query, ReadOnlySpan<T> keys, ReadOnlySpan<T> values, int stride, int offset,
-        float scale, Span<float> scores, Span<float> output) where TRows : struct, IRows<T>
+    private static void AttendRow<TRows>(ReadOnlySpan<float> query, TRows keys, TRows values, int stride, int offset,
+        float scale, Span<float> scores, Span<float> output) where TRows : struct, IRows
     {
         int headDim = query.Length, positions = scores.Length;
-        if (!AttendRowApplies(headDim) || (long)(positions - 1) * stride + offset + headDim > Math.Min(keys.Length, values.Length) || output.Length < headDim)
-            throw new ArgumentException("spans shorter than the positions or heads not whole vectors");
         ref float q = ref MemoryMarshal.GetReference(query);
-        ref T k0 = ref MemoryMarshal.GetReference(keys);
         for (int p = 0; p < positions; p++)
         {
-            ref T k = ref Unsafe.Add(ref k0, p * stride + offset);
+            nint k = (nint)p * stride + offset;
             var acc = Vector256<float>.Zero;
             for (int d = 0; d < headDim; d += 8)
-                acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref q, (nuint)d), TRows.Load(ref k, (nuint)d), acc);
+                acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref q, (nuint)d), keys.Load(k + d), acc);
             scores[p] = Vector256.Sum(acc) * scale;
         }
         Softmax(scores);
-        ref T v0 = ref MemoryMarshal.GetReference(values);
         ref float o = ref MemoryMarshal.GetReference(output);
         int d0 = 0;
         for (; d0 + 32 <= headDim; d0 += 32)
@@ -104,12 +144,12 @@ internal static class Kernels
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int p = 0; p < positions; p++)
             {
-                ref T v = ref Unsafe.Add(ref v0, p * stride + offset + d0);
+                nint v = (nint)p * stride + offset + d0;
                 var w = Vector256.Create(scores[p]);
-                a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 0), w, a0);
-                a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 8), w, a1);
-                a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 16), w, a2);
-                a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref v, 24), w, a3);
+                a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v), w, a0);
+                a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 8), w, a1);
+                a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 16), w, a2);
+                a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 24), w, a3);
             }
             a0.StoreUnsafe(ref o, (nuint)d0);
             a1.StoreUnsafe(ref o, (nuint)(d0 + 8));
@@ -120,7 +160,7 @@ internal static class Kernels
         {
             var a = Vector256<float>.Zero;
             for (int p = 0; p < positions; p++)
-                a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(TRows.Load(ref Unsafe.Add(ref v0, p * stride + offset + d0), 0), Vector256.Create(scores[p]), a);
+                a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load((nint)p * stride + offset + d0), Vector256.Create(scores[p]), a);
             a.StoreUnsafe(ref o, (nuint)d0);
         }
     }

@@ -3,7 +3,7 @@ namespace Nanoscale.Runtime;
 /// <summary>
 /// How a session's key/value cache stores each number (<see cref="RuntimeOptions.KvCache"/>). The cache grows with
 /// every position of every running sequence, so in a server it is most of the memory beyond the weights; 16-bit halves
-/// it, and a KV budget then holds twice the positions.
+/// it (8 bits about 3.6×), and a KV budget then holds that many more positions.
 /// </summary>
 public enum KvCacheType
 {
@@ -16,4 +16,8 @@ public enum KvCacheType
 
     /// <summary>bfloat16, rounded to nearest even: float32's range, 8 significant bits.</summary>
     BF16,
+
+    /// <summary>int8 per block of 32 numbers with a float32 scale (amax/127, round to nearest even; as llama.cpp's
+    /// <c>q8_0</c> cache, whose scale is f16): 1.125 bytes a number. Needs key/value rows of whole blocks of 32.</summary>
+    Q8,
 }

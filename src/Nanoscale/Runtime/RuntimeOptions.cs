@@ -35,12 +35,18 @@ public sealed record RuntimeOptions
     /// </summary>
     public bool FusedWindows { get; init; }
 
-    /// <summary>How sessions store their key/value cache: f32 by default (exact), or 16 bits a number
-    /// (<see cref="KvCacheType"/>), half the memory per position.</summary>
+    /// <summary>How sessions store their key/value cache: f32 by default (exact), or 16 or 8 bits a number
+    /// (<see cref="KvCacheType"/>).</summary>
     public KvCacheType KvCache { get; init; }
 
-    /// <summary>Bytes of one cached number under <see cref="KvCache"/> (a KV budget counts these).</summary>
-    public int KvBytesPerNumber => KvCache == KvCacheType.F32 ? sizeof(float) : 2;
+    /// <summary>Bytes of <paramref name="numbers"/> cached numbers under <see cref="KvCache"/> (whole rows; a KV budget
+    /// counts these).</summary>
+    public long KvCacheBytes(long numbers) => KvCache switch
+    {
+        KvCacheType.F32 => numbers * sizeof(float),
+        KvCacheType.Q8 => numbers + (numbers + Q8KvRows.Block - 1) / Q8KvRows.Block * sizeof(float),
+        _ => numbers * 2,
+    };
 
     public static RuntimeOptions Default { get; } = new();
 

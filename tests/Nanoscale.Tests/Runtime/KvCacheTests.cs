@@ -24,32 +24,38 @@ public class KvCacheTests
         return tokenizer.Encode(story, addBos: true)[..count];
     }
 
-    /// <summary>The 16-bit attention row = the float attention row over the same numbers widened beforehand, bit for
-    /// bit (heads of 64 and 48, a head at an offset inside wider rows; halves include subnormals).</summary>
+    /// <summary>The attention row over a 16- or 8-bit cache = the float attention row over the same numbers widened
+    /// beforehand (<see cref="KvRows.Widen"/>), bit for bit (heads of 64, 48 and 8, a head at an offset inside wider
+    /// rows; halves include subnormals).</summary>
     [Theory]
-    [InlineData(false, 64, 37)]
-    [InlineData(true, 64, 37)]
-    [InlineData(false, 48, 5)]
-    [InlineData(true, 8, 1)]
-    public void TheSixteenBitRowEqualsTheFloatRowOnTheWidenedNumbers(bool bfloat16, int headDim, int positions)
+    [InlineData(KvCacheType.F16, 64, 37)]
+    [InlineData(KvCacheType.BF16, 64, 37)]
+    [InlineData(KvCacheType.Q8, 64, 37)]
+    [InlineData(KvCacheType.F16, 48, 5)]
+    [InlineData(KvCacheType.Q8, 48, 5)]
+    [InlineData(KvCacheType.BF16, 8, 1)]
+    [InlineData(KvCacheType.Q8, 8, 3)]
+    public void TheNarrowRowEqualsTheFloatRowOnTheWidenedNumbers(KvCacheType type, int headDim, int positions)
     {
         if (!Kernels.AttendRowApplies(headDim)) return; // no AVX2 here: the generic loops run
         var random = new Random(headDim + positions);
-        int stride = 3 * headDim, offset = headDim, length = positions * stride;
-        var type = bfloat16 ? KvCacheType.BF16 : KvCacheType.F16;
+        int stride = 4 * headDim, offset = headDim, length = positions * stride;
         float[] Draw() => [.. Enumerable.Range(0, length).Select(i => i % 7 == 0 ? (float)(random.NextDouble() * 1e-6) : (float)(random.NextDouble() * 8 - 4))];
-        var keys = new ushort[length];
-        var values = new ushort[length];
-        InferenceSession.Narrow(Draw(), keys, type);
-        InferenceSession.Narrow(Draw(), values, type);
-        var dtype = bfloat16 ? DType.BF16 : DType.F16;
-        float[] Widen(ushort[] bits)
+        KvRows Rows()
         {
-            var floats = new float[bits.Length];
-            TensorData.ToFloat(System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()), dtype, floats);
+            var rows = KvRows.Create(type, stride);
+            rows.Resize(length);
+            rows.Write(0, Draw());
+            return rows;
+        }
+        KvRows keys = Rows(), values = Rows();
+        float[] Widen(KvRows rows)
+        {
+            var floats = new float[length];
+            rows.Widen(0, floats);
             return floats;
         }
-        if (!bfloat16) Assert.Contains(keys, k => (k & 0x7C00) == 0 && k != 0); // subnormal halves are in play
+        if (keys is HalfKvRows { BFloat16: false } halves) Assert.Contains(halves.Data, k => (k & 0x7C00) == 0 && k != 0); // subnormal halves in play
         float[] query = [.. Enumerable.Range(0, headDim).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         float scale = 1f / MathF.Sqrt(headDim);
         var expectedScores = new float[positions];
@@ -57,20 +63,23 @@ public class KvCacheTests
         Kernels.AttendRow(query, Widen(keys), Widen(values), stride, offset, scale, expectedScores, expected);
         var scores = new float[positions];
         var output = new float[headDim];
-        Kernels.AttendRowHalves(query, keys, values, bfloat16, stride, offset, scale, scores, output);
+        Kernels.AttendRow(query, keys, values, stride, offset, scale, scores, output);
         Assert.Equal(expectedScores, scores);
         Assert.Equal(expected, output);
-        Assert.Throws<ArgumentException>(() => Kernels.AttendRowHalves(query, keys.AsSpan(0, length - stride), values, bfloat16, stride, offset, scale, scores, output));
+        var shorter = KvRows.Create(type, stride);
+        shorter.Resize(length - stride);
+        Assert.Throws<ArgumentException>(() => Kernels.AttendRow(query, shorter, values, stride, offset, scale, scores, output));
     }
 
     /// <summary>Narrowing rounds to nearest even; F16 saturates beyond ±65504 instead of storing infinities (an
-    /// infinite key makes every score NaN); NaN stays NaN.</summary>
+    /// infinite key makes every score NaN); NaN stays NaN. Q8: each block of 32 within half a step of its scale
+    /// (amax/127); a block with a NaN or an infinity reads back as NaN, the other blocks are untouched.</summary>
     [Fact]
-    public void NarrowingRoundsAndF16Saturates()
+    public void NarrowingRoundsAndSaturatesAndQ8MarksBrokenBlocks()
     {
         float[] source = [1e6f, -1e9f, 65504f, 1.0009765625f + 1e-7f, float.NaN, 3.3e-8f];
         var f16 = new ushort[source.Length];
-        InferenceSession.Narrow(source, f16, KvCacheType.F16);
+        HalfKvRows.Narrow(source, f16, bfloat16: false);
         Assert.Equal(65504f, (float)BitConverter.UInt16BitsToHalf(f16[0]));
         Assert.Equal(-65504f, (float)BitConverter.UInt16BitsToHalf(f16[1]));
         Assert.Equal(65504f, (float)BitConverter.UInt16BitsToHalf(f16[2]));
@@ -78,16 +87,35 @@ public class KvCacheTests
         Assert.True(Half.IsNaN(BitConverter.UInt16BitsToHalf(f16[4])));
         Assert.Equal((float)(Half)3.3e-8f, (float)BitConverter.UInt16BitsToHalf(f16[5])); // a subnormal half
         var bf16 = new ushort[source.Length];
-        InferenceSession.Narrow(source, bf16, KvCacheType.BF16);
+        HalfKvRows.Narrow(source, bf16, bfloat16: true);
         for (int i = 0; i < source.Length; i++) Assert.Equal(TensorData.SingleToBFloat16(source[i]), bf16[i]);
+
+        var random = new Random(9);
+        float[] numbers = [.. Enumerable.Range(0, 128).Select(_ => (float)(random.NextDouble() * 6 - 3))];
+        numbers[40] = float.NaN;          // block 1
+        numbers[100] = float.PositiveInfinity; // block 3
+        var q8 = KvRows.Create(KvCacheType.Q8, 128);
+        q8.Resize(128);
+        q8.Write(0, numbers);
+        var back = new float[128];
+        q8.Widen(0, back);
+        foreach (int block in new[] { 0, 2 })
+        {
+            float amax = numbers.Skip(32 * block).Take(32).Max(Math.Abs);
+            for (int i = 32 * block; i < 32 * block + 32; i++) Assert.True(Math.Abs(back[i] - numbers[i]) <= amax / 127 / 2 * 1.0001, $"number {i}");
+        }
+        Assert.All(back[32..64], v => Assert.True(float.IsNaN(v)));
+        Assert.All(back[96..128], v => Assert.True(float.IsNaN(v)));
+        Assert.Throws<InvalidOperationException>(() => KvRows.Create(KvCacheType.Q8, 48));
     }
 
-    /// <summary>stories260K over a TinyStories window of 96 tokens and 24 steps: a 16-bit cache moves the logits by a
-    /// small fraction of their range (measured: f16 1.1e-3, bf16 5.9e-3) and the greedy choices stay the f32 cache's.</summary>
+    /// <summary>stories260K over a TinyStories window of 96 tokens and 24 steps: a narrower cache moves the logits by a
+    /// small fraction of their range (measured: f16 1.1e-3, bf16 5.9e-3, q8 3.8e-2) and the greedy choices stay the f32 cache's.</summary>
     [Theory]
     [InlineData(KvCacheType.F16, 4e-3)]
     [InlineData(KvCacheType.BF16, 1.5e-2)]
-    public void ASixteenBitCacheStaysCloseToF32(KvCacheType type, double tolerance)
+    [InlineData(KvCacheType.Q8, 8e-2)]
+    public void ANarrowerCacheStaysCloseToF32(KvCacheType type, double tolerance)
     {
         var exact = Stories(KvCacheType.F32).CreateSession(128);
         var narrow = Stories(type).CreateSession(128);
@@ -107,7 +135,7 @@ public class KvCacheTests
             agree += Kernels.ArgMax(x) == Kernels.ArgMax(y) ? 1 : 0;
         }
         Assert.True(worst <= tolerance, $"{type}: largest deviation {worst:g3} of the logits' range");
-        Assert.True(worst > 0, "the 16-bit cache was not used");
+        Assert.True(worst > 0, "the narrower cache was not used");
         Assert.True(agree >= 22, $"{agree} of 24 greedy choices agree");
     }
 
@@ -118,13 +146,14 @@ public class KvCacheTests
         return worst;
     }
 
-    /// <summary>With a 16-bit cache, a window (keys widened per work item) and steps (widened inside the attention
-    /// row) and a pass of several sequences (<see cref="InferenceSession.StepMany"/>) read the same stored numbers:
-    /// the logits agree as the f32 paths do, up to float summation order (and a 16-bit rounding that order may flip).</summary>
+    /// <summary>With a 16- or 8-bit cache, a window (keys widened per work item) and steps (widened inside the
+    /// attention row) and a pass of several sequences (<see cref="InferenceSession.StepMany"/>) read the same stored
+    /// numbers: the logits agree as the f32 paths do, up to float summation order (and a rounding that order may flip).</summary>
     [Theory]
     [InlineData(KvCacheType.F16)]
     [InlineData(KvCacheType.BF16)]
-    public void WindowsStepsAndBatchesReadTheSameSixteenBitCache(KvCacheType type)
+    [InlineData(KvCacheType.Q8)]
+    public void WindowsStepsAndBatchesReadTheSameNarrowCache(KvCacheType type)
     {
         var model = Stories(type);
         int[] tokens = StoryTokens(40);
@@ -151,10 +180,10 @@ public class KvCacheTests
         }
     }
 
-    /// <summary>A 16-bit cache holds half the bytes per position: a session's allocation, and the KV budget of the
-    /// completion service, which then admits a request twice as long.</summary>
+    /// <summary>A 16-bit cache holds half the bytes per position, an 8-bit one 1.125 bytes a number: a session's
+    /// allocation, and what the completion service counts against its KV budget.</summary>
     [Fact]
-    public void ASixteenBitCacheHalvesTheMemoryAndTheBudgetCount()
+    public void NarrowerCachesShrinkTheMemoryAndTheBudgetCount()
     {
         long Allocated(KvCacheType type)
         {
@@ -165,21 +194,24 @@ public class KvCacheTests
             GC.KeepAlive(session);
             return bytes;
         }
-        long f32 = Allocated(KvCacheType.F32), f16 = Allocated(KvCacheType.F16);
+        long f32 = Allocated(KvCacheType.F32), f16 = Allocated(KvCacheType.F16), q8 = Allocated(KvCacheType.Q8);
         // stories260K: 5 layers × 2 × 256 positions × 32 numbers = 81 920 numbers; the rotary tables are the rest.
         Assert.InRange(f32 - f16, 81_920 * 2 - 4096, 81_920 * 2 + 4096);
+        Assert.InRange(f32 - q8, 81_920 * (4 - 1.125) - 4096, 81_920 * (4 - 1.125) + 4096);
         using var exact = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: 100_000);
         using var half = new CompletionService(LoadedModel.Open(SharedData.Stories260K, new ModelLoadOptions { KvCache = KvCacheType.F16 }), "s",
             kvBudgetBytes: 100_000);
         Assert.Equal(5L * 2 * 100 * 32 * 4, exact.KvBytes(100));
         Assert.Equal(exact.KvBytes(100) / 2, half.KvBytes(100));
+        using var eight = new CompletionService(LoadedModel.Open(SharedData.Stories260K, new ModelLoadOptions { KvCache = KvCacheType.Q8 }), "s");
+        Assert.Equal(exact.KvBytes(100) / 4 * 9 / 8, eight.KvBytes(100));
     }
 
     [Fact]
     public void AnUnknownCacheTypeIsRefusedByName()
     {
-        var result = CliProcess.Run("generate", SharedData.Stories260K, "--kv-cache", "q8");
+        var result = CliProcess.Run("generate", SharedData.Stories260K, "--kv-cache", "q4");
         Assert.Equal(1, result.ExitCode);
-        Assert.Contains("--kv-cache must be f32, f16 or bf16, not 'q8'", result.Stderr);
+        Assert.Contains("--kv-cache must be f32, f16, bf16 or q8, not 'q4'", result.Stderr);
     }
 }

@@ -1,0 +1,115 @@
+using System.Runtime.InteropServices;
+using Nanoscale.Formats;
+using Nanoscale.Tensors;
+
+namespace Nanoscale.Runtime;
+
+/// <summary>
+/// One layer's cached keys (or values) of one sequence, rows of kvDim numbers one position after another, in the
+/// session's <see cref="KvCacheType"/>: written from floats as positions are added (<see cref="Write"/>), widened back
+/// to floats for windows (<see cref="Widen"/>), read directly by the attention row for steps
+/// (<see cref="Kernels.AttendRow(ReadOnlySpan{float}, KvRows, KvRows, int, int, float, Span{float}, Span{float})"/>).
+/// </summary>
+internal abstract class KvRows
+{
+    /// <summary>Empty rows of <paramref name="type"/> for rows of <paramref name="rowWidth"/> numbers.</summary>
+    /// <exception cref="InvalidOperationException">An 8-bit cache for rows that are not whole blocks of 32.</exception>
+    public static KvRows Create(KvCacheType type, int rowWidth) => type switch
+    {
+        KvCacheType.F32 => new FloatKvRows(),
+        KvCacheType.F16 or KvCacheType.BF16 => new HalfKvRows(type == KvCacheType.BF16),
+        KvCacheType.Q8 => rowWidth % Q8KvRows.Block == 0 ? new Q8KvRows()
+            : throw new InvalidOperationException($"a q8 KV cache needs rows of whole blocks of {Q8KvRows.Block} numbers; this model's key/value rows hold {rowWidth}"),
+        _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
+    };
+
+    /// <summary>Numbers the rows hold room for.</summary>
+    public abstract long Length { get; }
+
+    /// <summary>Grows (or sets) the room to <paramref name="numbers"/>, keeping what is written.</summary>
+    public abstract void Resize(long numbers);
+
+    /// <summary>Stores <paramref name="source"/> at number <paramref name="offset"/> (whole rows; for q8 whole blocks).</summary>
+    public abstract void Write(int offset, ReadOnlySpan<float> source);
+
+    /// <summary>The numbers from <paramref name="offset"/> as floats, exactly as the attention row reads them.</summary>
+    public abstract void Widen(int offset, Span<float> destination);
+}
+
+/// <summary>float32: the cache itself is written by the products (<see cref="Data"/>).</summary>
+internal sealed class FloatKvRows : KvRows
+{
+    public float[] Data = [];
+    public override long Length => Data.Length;
+    public override void Resize(long numbers) => Array.Resize(ref Data, checked((int)numbers));
+    public override void Write(int offset, ReadOnlySpan<float> source) => source.CopyTo(Data.AsSpan(offset, source.Length));
+    public override void Widen(int offset, Span<float> destination) => Data.AsSpan(offset, destination.Length).CopyTo(destination);
+}
+
+/// <summary>IEEE half or bfloat16, rounded to nearest even; F16 saturates at ±65504 (an infinite key would make every
+/// score NaN), NaN stays NaN.</summary>
+internal sealed class HalfKvRows(bool bfloat16) : KvRows
+{
+    public ushort[] Data = [];
+    public bool BFloat16 { get; } = bfloat16;
+    public override long Length => Data.Length;
+    public override void Resize(long numbers) => Array.Resize(ref Data, checked((int)numbers));
+
+    public override void Write(int offset, ReadOnlySpan<float> source) => Narrow(source, Data.AsSpan(offset, source.Length), BFloat16);
+
+    public override void Widen(int offset, Span<float> destination) =>
+        TensorData.ToFloat(MemoryMarshal.AsBytes(Data.AsSpan(offset, destination.Length)), BFloat16 ? DType.BF16 : DType.F16, destination);
+
+    /// <summary>float32 → 16 bits, rounded to nearest even (F16: saturating at ±65504).</summary>
+    public static void Narrow(ReadOnlySpan<float> source, Span<ushort> destination, bool bfloat16)
+    {
+        if (bfloat16)
+            for (int i = 0; i < source.Length; i++) destination[i] = TensorData.SingleToBFloat16(source[i]);
+        else
+            for (int i = 0; i < source.Length; i++)
+                destination[i] = BitConverter.HalfToUInt16Bits((Half)Math.Clamp(source[i], -65504f, 65504f));
+    }
+}
+
+/// <summary>
+/// int8 per block of 32 consecutive numbers with a float32 scale amax/127, rounded to nearest even (the activation
+/// quantizer of the integer kernels, <see cref="NibbleDot.QuantizeBlock"/>): 1.125 bytes a number. A block with a NaN
+/// or an infinity keeps a non-finite scale, so it reads back as NaN rather than as wrong numbers.
+/// </summary>
+internal sealed class Q8KvRows : KvRows
+{
+    public const int Block = 32;
+    public sbyte[] Codes = [];
+    public float[] Scales = [];
+    public override long Length => Codes.Length;
+
+    public override void Resize(long numbers)
+    {
+        Array.Resize(ref Codes, checked((int)numbers));
+        Array.Resize(ref Scales, checked((int)(numbers / Block)));
+    }
+
+    public override void Write(int offset, ReadOnlySpan<float> source)
+    {
+        for (int i = 0; i < source.Length; i += Block)
+        {
+            int start = offset + i;
+            NibbleDot.QuantizeBlock(source.Slice(i, Block), evensThenOdds: false, Codes.AsSpan(start, Block), out float scale);
+            if (!float.IsFinite(scale) || (scale == 0 && HasNonFinite(source.Slice(i, Block)))) scale = float.NaN;
+            Scales[start / Block] = scale;
+        }
+    }
+
+    private static bool HasNonFinite(ReadOnlySpan<float> block)
+    {
+        foreach (float v in block)
+            if (!float.IsFinite(v)) return true;
+        return false;
+    }
+
+    public override void Widen(int offset, Span<float> destination)
+    {
+        for (int i = 0; i < destination.Length; i++)
+            destination[i] = Codes[offset + i] * Scales[(offset + i) / Block];
+    }
+}
