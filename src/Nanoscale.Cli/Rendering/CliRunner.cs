@@ -153,6 +153,7 @@ internal static class CliRunner
         ["TensorSelection.Include"] = "--include",
         ["TensorSelection.Exclude"] = "--exclude",
         [ModelLoadOptions.TokenizerPathName] = "--tokenizer",
+        [ModelLoadOptions.KvCacheName] = "--kv-cache",
         ["DecompressOptions.DType"] = "--dtype",
         ["InspectOptions.EstimateFormats"] = "--estimate",
         ["CalibrationOptions.Tokens"] = "--calib-tokens",

@@ -20,6 +20,9 @@ public sealed record ModelLoadOptions
     /// <summary>How sessions store their key/value cache (<see cref="KvCacheType"/>; default f32).</summary>
     public KvCacheType KvCache { get; init; }
 
+    /// <summary>The name of <see cref="KvCache"/> in messages.</summary>
+    public const string KvCacheName = nameof(ModelLoadOptions) + "." + nameof(KvCache);
+
     /// <summary>Wraps the weight source before the model is built (calibration records the products' inputs this way).</summary>
     internal Func<ModelConfig, IWeightSource, IWeightSource>? WrapWeights { get; init; }
 }
@@ -67,6 +70,9 @@ public sealed class LoadedModel : IDisposable
         {
             var config = checkpoint.Config ?? throw new CheckpointFormatException(path, "config", null,
                 "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config), so it cannot be run");
+            if (options.KvCache == KvCacheType.Q8 && config.KvDim % 32 != 0)
+                throw new InvalidOptionException(ModelLoadOptions.KvCacheName,
+                    $"q8 stores the key/value rows in blocks of 32 numbers; {path} has rows of {config.KvDim} (use f16 or bf16)");
             var tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(path);
             var tokenizer = tokenizerPath is not null ? TokenizerLoader.Open(tokenizerPath, config.VocabSize)
                 : EmbeddedTokenizer(checkpoint.Container, config.VocabSize) ?? throw new InputException(

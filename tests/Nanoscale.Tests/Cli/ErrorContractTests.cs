@@ -52,7 +52,7 @@ public class ErrorContractTests
     [Fact]
     public void EveryOptionNameTheLibraryUsesHasAFlag()
     {
-        foreach (string name in new[] { EncodeOptions.AllowNonFiniteName, ModelLoadOptions.TokenizerPathName, "TensorSelection.Include", "TensorSelection.Exclude", "DecompressOptions.DType" })
+        foreach (string name in new[] { EncodeOptions.AllowNonFiniteName, ModelLoadOptions.TokenizerPathName, ModelLoadOptions.KvCacheName, "TensorSelection.Include", "TensorSelection.Exclude", "DecompressOptions.DType" })
             Assert.True(CliRunner.Flags.ContainsKey(name), name);
     }
 

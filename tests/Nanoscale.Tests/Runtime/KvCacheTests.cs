@@ -207,6 +207,21 @@ public class KvCacheTests
         Assert.Equal(exact.KvBytes(100) / 4 * 9 / 8, eight.KvBytes(100));
     }
 
+    /// <summary>q8 on a model whose key/value rows are not whole blocks of 32 (here 12) is refused when the model is
+    /// opened, naming the flag, not at the first request.</summary>
+    [Fact]
+    public void Q8NeedsRowsOfWholeBlocks()
+    {
+        using var dir = new TempDir();
+        SampleCheckpoint.Write(dir.Path, new SampleOptions { Dim = 48, HiddenDim = 96, Layers = 1, Heads = 4, KvHeads = 1, VocabSize = 512 });
+        var e = Assert.Throws<InvalidOptionException>(() =>
+            LoadedModel.Open(dir.Path, new ModelLoadOptions { TokenizerPath = SharedData.Tok512, KvCache = KvCacheType.Q8 }));
+        Assert.Contains("rows of 12", e.Message);
+        Assert.Equal(ModelLoadOptions.KvCacheName, e.Option);
+        using var half = LoadedModel.Open(dir.Path, new ModelLoadOptions { TokenizerPath = SharedData.Tok512, KvCache = KvCacheType.F16 });
+        Assert.Equal(12, half.Model.Config.KvDim);
+    }
+
     [Fact]
     public void AnUnknownCacheTypeIsRefusedByName()
     {
