@@ -296,15 +296,7 @@ internal static unsafe class NibbleDot
     private static Vector256<float> PairAt<TMode>(byte* w, sbyte* q, int* b, float* f, byte* pair, Vector256<sbyte> table,
         Vector256<byte> nibble, Vector256<short> ones, Vector256<int> spread, Vector256<float> total) where TMode : struct, IMode
     {
-        var packed = Vector256.Load(w);
-        var lo = (packed & nibble).AsSByte();
-        var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
-        if (TMode.UseTable)
-        {
-            var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pair) : table;
-            lo = Avx2.Shuffle(lookup, lo);
-            hi = Avx2.Shuffle(lookup, hi);
-        }
+        var (lo, hi) = Split<TMode>(Vector256.Load(w), TMode.PerPair ? Vector256.Load((sbyte*)pair) : table, nibble);
         var sums = UnsignedTimesSigned<TMode>(lo, hi, Vector256.Load(q), Vector256.Load(q + 32), AvxVnni.IsSupported, ones) - Vector256.Load(b);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Factors<TMode>(f, 0, spread), total);
     }
@@ -328,11 +320,19 @@ internal static unsafe class NibbleDot
         byte* first = codes + (nint)j * blockStride;
         Sse.Prefetch0(first + 512);
         var packed = blockStride == 16 ? Vector256.Load(first) : Vector256.Create(Vector128.Load(first), Vector128.Load(first + blockStride));
+        return Split<TMode>(packed, TMode.PerPair ? Vector256.Load((sbyte*)pairTables + pairIndex[j]) : table, nibble);
+    }
+
+    /// <summary>Two blocks' code bytes as unsigned weights: low nibbles in one register, high in the other, through
+    /// <paramref name="lookup"/> (the table, or the pair's two tables) where the mode has one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<sbyte> Low, Vector256<sbyte> High) Split<TMode>(Vector256<byte> packed, Vector256<sbyte> lookup, Vector256<byte> nibble)
+        where TMode : struct, IMode
+    {
         var lo = (packed & nibble).AsSByte();
         var hi = (Vector256.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble).AsSByte();
         if (TMode.UseTable)
         {
-            var lookup = TMode.PerPair ? Vector256.Load((sbyte*)pairTables + pairIndex[j]) : table;
             lo = Avx2.Shuffle(lookup, lo);
             hi = Avx2.Shuffle(lookup, hi);
         }
