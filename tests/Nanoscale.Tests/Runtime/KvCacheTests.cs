@@ -7,9 +7,9 @@ using Nanoscale.Tests.Support;
 namespace Nanoscale.Tests.Runtime;
 
 /// <summary>
-/// 16-bit key/value caches (<see cref="RuntimeOptions.KvCache"/>): the attention kernel reading them equals the float
-/// kernel on the widened numbers exactly, every path that writes and reads the cache (windows, steps, several
-/// sequences in one pass) agrees, the model stays close to its f32 cache, and the memory and the KV budget halve.
+/// 16- and 8-bit key/value caches (<see cref="RuntimeOptions.KvCache"/>): the attention kernel reading them equals the
+/// float kernel on the widened numbers exactly, every path that writes and reads the cache (windows, steps, several
+/// sequences in one pass) agrees, the model stays close to its f32 cache, and the memory and the KV budget shrink.
 /// </summary>
 public class KvCacheTests
 {
