@@ -179,7 +179,9 @@ public class FusedDotTests
     /// NxFP4's per-row preparation (each block's factor scale/m_k · d_x and each pair's table index) in registers
     /// (AVX-512 permutes, 16 blocks at a time) equals the gathers from the 256-entry tables bit for bit, for scale codes
     /// of 5, 6 and 7 bits (one, two and four 32-entry lookups) and every word including the NaN word, with and without
-    /// its NaN block; 53 blocks cover three groups of 16, the gathers' group of 8 and a scalar, odd tail.
+    /// its NaN block; 53 blocks cover three groups of 16, the gathers' group of 8 and a scalar, odd tail. Half the trials
+    /// hold only normal scale codes and no NaN word, so whole groups take the shifted-exponent path
+    /// (<c>NxfpDot.ExponentCodes</c>, found for every one of these scales).
     /// </summary>
     [Theory]
     [InlineData("nxfp4", 7)]
@@ -196,6 +198,8 @@ public class FusedDotTests
             return; // nothing to compare without AVX-512 (the gathers are the only path there)
         }
         const int nb = 53;
+        var exponent = Nanoscale.Formats.Nx.NxfpDot.ExponentCodes.Of(codec.Scale.DecodeTable, 1 << scaleBits, codec.Scale.MantissaBits);
+        Assert.True(exponent.Usable && exponent.Span >= (1 << scaleBits) / 2, $"{spec}: normal scale codes {exponent}");
         var random = new Random(scaleBits);
         for (int trial = 0; trial < 64; trial++)
         {
@@ -205,6 +209,12 @@ public class FusedDotTests
             for (int j = 0; j < nb; j++)
             {
                 words[j] = (byte)(trial < 8 ? (trial * nb + j) % 256 : random.Next(256));   // every word in the first trials
+                if (trial >= 32)
+                {
+                    // Normal scale codes only (the shifted path), any selector bits.
+                    words[j] = (byte)((words[j] & ~((1 << scaleBits) - 1)) | (exponent.Low + random.Next(exponent.Span + 1)));
+                    continue;
+                }
                 if (random.Next(6) == 0) words[j] = (byte)codec.NaNWord;
                 if (words[j] == codec.NaNWord && random.Next(2) == 0) Array.Fill(codes, (byte)(codec.NegativeZeroCode * 0x11), j * 16, 16);
             }

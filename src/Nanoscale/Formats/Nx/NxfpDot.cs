@@ -37,7 +37,9 @@ internal sealed unsafe class NxfpDot
     private readonly int _scaleBits;
     private readonly Vector512<float>[] _scaleParts = [];
     private readonly Vector512<float> _inverseBySelector;
-    private readonly Vector512<int> _configBySelector;
+    private readonly Vector512<int> _firstTableBySelector;   // selector → 32 · k · K (a pair's first table)
+    private readonly Vector512<int> _secondTableBySelector;  // selector → 32 · k (a pair's second table)
+    private readonly ExponentCodes _exponentCodes;
 
     private NxfpDot(NxfpCodec codec, int[][] tables, float[] inverse, int bias, bool wide)
     {
@@ -78,15 +80,18 @@ internal sealed unsafe class NxfpDot
             for (int code = 0; code < 1 << _scaleBits; code++) scales[code] = scaleTable[code];
             _scaleParts = [.. Enumerable.Range(0, 8).Select(part => Vector512.Create(scales.AsSpan(16 * part, 16)))];
             var inverseBySelector = new float[16];
-            var configBySelector = new int[16];
+            var firstBySelector = new int[16];
+            var secondBySelector = new int[16];
             // Every value the bits above the scale code can hold (unused bits included: the word tables ignore them too).
             for (int selector = 0; selector < 1 << (8 - _scaleBits); selector++)
             {
                 var (_, f, l) = codec.SplitWord(selector << _scaleBits);
                 int k = Math.Min(f, codec.Formats.Length - 1) * codec.LevelCount + Math.Min(l, codec.LevelCount - 1);
-                (inverseBySelector[selector], configBySelector[selector]) = (inverse[k], k);
+                (inverseBySelector[selector], firstBySelector[selector], secondBySelector[selector]) = (inverse[k], 32 * k * _configs, 32 * k);
             }
-            (_inverseBySelector, _configBySelector) = (Vector512.Create(inverseBySelector), Vector512.Create(configBySelector));
+            _inverseBySelector = Vector512.Create(inverseBySelector);
+            (_firstTableBySelector, _secondTableBySelector) = (Vector512.Create(firstBySelector), Vector512.Create(secondBySelector));
+            _exponentCodes = ExponentCodes.Of(scaleTable, 1 << _scaleBits, codec.Scale.MantissaBits);
         }
     }
 
@@ -338,26 +343,28 @@ internal sealed unsafe class NxfpDot
         var parts = _scaleParts;
         Vector512<float> s0 = parts[0], s1 = parts[1], s2 = parts[2], s3 = parts[3], s4 = parts[4], s5 = parts[5], s6 = parts[6], s7 = parts[7];
         Vector512<float> inverseBySelector = _inverseBySelector;
-        Vector512<int> configBySelector = _configBySelector;
+        Vector512<int> firstBySelector = _firstTableBySelector, secondBySelector = _secondTableBySelector;
+        var exponent = _exponentCodes;
         var nan = Vector512.Create(_codec.NaNWord);
         var scaleMask = Vector512.Create((1 << _scaleBits) - 1);
-        var configs = Vector512.Create(_configs);
         int scaleBits = _scaleBits, j = 0;
         var anyNaN = Vector512<int>.Zero;
         for (; j + 16 <= nb; j += 16)
             anyNaN |= Group(Avx512F.ConvertToVector512Int32(Vector128.Load(words + j)), Vector512.Load(xs + j), c + j, pairIndex + j,
-                scaleBits, scaleMask, configs, nan, s0, s1, s2, s3, s4, s5, s6, s7, inverseBySelector, configBySelector);
+                scaleBits, scaleMask, nan, s0, s1, s2, s3, s4, s5, s6, s7, inverseBySelector, firstBySelector, secondBySelector, exponent);
         if (j < nb)
         {
             // The last, partial group through masked loads (no fault past the row's end, zeros in the other lanes), all
             // 16 lanes written (the callers' buffers have room): a short row (576 columns = 18 blocks) costs two groups.
+            // The lanes past the row read a word whose scale code takes the shifted path (word = the lowest such code),
+            // so a short row's last group does not fall back to the lookups.
             int left = nb - j;
             var byteMask = Vector128.LessThan(Vector128.Create((byte)0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector128.Create((byte)left));
             var floatMask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(left)).AsSingle();
-            var tailWords = Avx512BW.VL.MaskLoad(words + j, byteMask, Vector128<byte>.Zero);
+            var tailWords = Avx512BW.VL.MaskLoad(words + j, byteMask, Vector128.Create((byte)exponent.Low));
             var tailScales = Avx512F.MaskLoad(xs + j, floatMask, Vector512<float>.Zero);
             anyNaN |= Group(Avx512F.ConvertToVector512Int32(tailWords), tailScales, c + j, pairIndex + j,
-                scaleBits, scaleMask, configs, nan, s0, s1, s2, s3, s4, s5, s6, s7, inverseBySelector, configBySelector);
+                scaleBits, scaleMask, nan, s0, s1, s2, s3, s4, s5, s6, s7, inverseBySelector, firstBySelector, secondBySelector, exponent);
         }
         nanWords |= anyNaN != Vector512<int>.Zero;
         return nb;
@@ -367,18 +374,45 @@ internal sealed unsafe class NxfpDot
     /// the lanes holding the NaN word.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Group(Vector512<int> w, Vector512<float> activationScales, float* c, int* pairIndex, int scaleBits,
-        Vector512<int> scaleMask, Vector512<int> configs, Vector512<int> nan, Vector512<float> s0, Vector512<float> s1, Vector512<float> s2,
+        Vector512<int> scaleMask, Vector512<int> nan, Vector512<float> s0, Vector512<float> s1, Vector512<float> s2,
         Vector512<float> s3, Vector512<float> s4, Vector512<float> s5, Vector512<float> s6, Vector512<float> s7,
-        Vector512<float> inverseBySelector, Vector512<int> configBySelector)
+        Vector512<float> inverseBySelector, Vector512<int> firstBySelector, Vector512<int> secondBySelector, ExponentCodes exponent)
     {
         var code = w & scaleMask;
         var selector = Vector512.ShiftRightLogical(w, scaleBits);
-        var scale = ScaleOf(code, scaleBits, s0, s1, s2, s3, s4, s5, s6, s7);
+        // Normal scale codes: the code shifted under a float's exponent plus a constant (two operations); a group with
+        // another code (a subnormal scale, NaN) takes the lookups. The same floats either way.
+        var scale = exponent.Usable && Vector512.LessThanOrEqualAll((code - Vector512.Create(exponent.Low)).AsUInt32(), Vector512.Create((uint)exponent.Span))
+            ? (Vector512.ShiftLeft(code, exponent.Shift) + Vector512.Create(exponent.Offset)).AsSingle()
+            : ScaleOf(code, scaleBits, s0, s1, s2, s3, s4, s5, s6, s7);
         (scale * Avx512F.PermuteVar16x32(inverseBySelector, selector) * activationScales).Store(c);
-        var k = Avx512F.PermuteVar16x32(configBySelector, selector);
-        // Even lanes: k_j · K + k_{j+1} (the odd lane moved down by a 64-bit shift); odd lanes unused.
-        Vector512.ShiftLeft(k * configs + Vector512.ShiftRightLogical(k.AsInt64(), 32).AsInt32(), 5).Store(pairIndex);
+        // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane's part moved down by a 64-bit shift); odd lanes unused.
+        (Avx512F.PermuteVar16x32(firstBySelector, selector)
+            + Vector512.ShiftRightLogical(Avx512F.PermuteVar16x32(secondBySelector, selector).AsInt64(), 32).AsInt32()).Store(pairIndex);
         return Vector512.Equals(w, nan);
+    }
+
+    /// <summary>
+    /// Scale codes whose float is the code shifted under a float's exponent plus a constant — the normal codes of a
+    /// minifloat scale such as NxFP4's UE5M2: codes <see cref="Low"/>..<see cref="Low"/> + <see cref="Span"/> have the
+    /// bits (code &lt;&lt; <see cref="Shift"/>) + <see cref="Offset"/>, checked against the scale's table code by code when
+    /// built; not <see cref="Usable"/> when no such run exists.
+    /// </summary>
+    internal readonly record struct ExponentCodes(bool Usable, int Shift, int Offset, int Low, int Span)
+    {
+        public static ExponentCodes Of(ReadOnlySpan<float> table, int codes, int mantissaBits)
+        {
+            int first = 1 << mantissaBits, shift = 23 - mantissaBits;
+            if (mantissaBits is < 0 or > 7 || first >= codes || codes > table.Length || codes > 256) return default;
+            int offset = BitConverter.SingleToInt32Bits(table[first]) - (first << shift);
+            bool Matches(int code, ReadOnlySpan<float> t) =>
+                float.IsFinite(t[code]) && t[code] > 0 && BitConverter.SingleToInt32Bits(t[code]) == (code << shift) + offset;
+            if (!Matches(first, table)) return default;
+            int low = first, high = first;
+            while (low > 0 && Matches(low - 1, table)) low--;
+            while (high + 1 < codes && Matches(high + 1, table)) high++;
+            return new ExponentCodes(true, shift, offset, low, high - low);
+        }
     }
 
     /// <summary>scaleTable[code] for 16 codes of up to 7 bits (the table in eight registers of 16): vpermt2ps looks up
