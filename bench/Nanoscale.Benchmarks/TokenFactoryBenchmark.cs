@@ -8,7 +8,7 @@ namespace Nanoscale.Benchmarks;
 /// Aggregate generation speed of the token factory (continuous batching) against the number of concurrent streams:
 /// N requests of the same length submitted together, greedy, timed from submission to the last token (prompts
 /// included), best of two after a warm-up. With N streams each step reads the weights once for N tokens.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8]</code>
 /// </summary>
 internal static class TokenFactoryBenchmark
 {
@@ -22,7 +22,8 @@ internal static class TokenFactoryBenchmark
         var streams = Option("--streams", "1,2,4,8").Split(',').Select(int.Parse).ToArray();
         int tokens = int.Parse(Option("--tokens", "32")), threads = int.Parse(Option("--threads", "2"));
         string? tokenizer = Option("--tokenizer", "") is { Length: > 0 } t ? t : null;
-        using var model = LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads) });
+        var kvCache = Enum.Parse<KvCacheType>(Option("--kv-cache", "f32"), ignoreCase: true);
+        using var model = LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads), KvCache = kvCache });
         Console.WriteLine($"| streams | generated tokens | seconds | aggregate tokens/s | per stream tokens/s | largest batch |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|");
         foreach (int n in streams)
