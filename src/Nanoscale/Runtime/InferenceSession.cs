@@ -429,7 +429,7 @@ public sealed partial class InferenceSession
     {
         public int Tokens { get; } = tokens;
         /// <summary>Keys and values of the rows before they go to their sequences' caches (a batch of several
-        /// sequences, or a window over a 16-bit cache; a window writes an f32 cache directly).</summary>
+        /// sequences, or a window over a 16- or 8-bit cache; a window writes an f32 cache directly).</summary>
         public float[] Keys { get; } = new float[(long)tokens * kvDim];
         public float[] Values { get; } = new float[(long)tokens * kvDim];
         public bool Fits(int rows, int d, int q, int h, int kv) =>

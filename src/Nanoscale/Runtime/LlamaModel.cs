@@ -100,7 +100,9 @@ public sealed class LlamaModel
     }
 
     /// <summary>A fresh inference state with a key/value cache for <paramref name="capacity"/> positions
-    /// (default: the model's maximum sequence length).</summary>
+    /// (default: the model's maximum sequence length), in <see cref="RuntimeOptions.KvCache"/>'s type.</summary>
+    /// <exception cref="InvalidOperationException">A q8 cache for key/value rows that are not whole blocks of 32
+    /// (<c>LoadedModel.Open</c> refuses such a model up front).</exception>
     public InferenceSession CreateSession(int? capacity = null) => new(this, capacity ?? Config.MaxSeqLen);
 
     private static void Validate(ModelConfig c, string file)
