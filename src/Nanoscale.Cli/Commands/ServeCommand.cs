@@ -45,7 +45,7 @@ internal static class ServeCommand
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
             foreach (var url in app.Urls)
                 cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, " +
-                        $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {model.Model.Options.KvCache.ToString().ToLowerInvariant()} KV cache" +
+                        $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {service.KvCacheName} KV cache" +
                         $"{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}); Ctrl-C or SIGTERM stops");
             // SIGTERM and Ctrl-C cancel the token: stop accepting, let in-flight requests finish (10 s at most), exit 0.
             try { Task.Delay(Timeout.Infinite, cli.Cancellation).GetAwaiter().GetResult(); }

@@ -69,6 +69,7 @@ internal static class OpenAiServer
             running = service.Running,
             kv_reserved_bytes = service.ReservedKvBytes,
             kv_budget_bytes = service.KvBudgetBytes,
+            kv_cache = service.KvCacheName,
         }, Json));
         app.MapGet("/v1/models", () => Results.Json(new
         {

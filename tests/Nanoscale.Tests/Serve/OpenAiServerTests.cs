@@ -204,6 +204,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         using var health = JsonDocument.Parse(await _http.GetStringAsync("/health"));
         Assert.Equal(0, health.RootElement.GetProperty("in_service").GetInt32()); // nothing left running or reserved
         Assert.Equal(0, health.RootElement.GetProperty("kv_reserved_bytes").GetInt64());
+        Assert.Equal("f32", health.RootElement.GetProperty("kv_cache").GetString());
     }
 
     /// <summary>n choices are n sequences of the batch, seeded seed, seed + 1, …: each equals a request of its own with
