@@ -70,9 +70,8 @@ public sealed class LoadedModel : IDisposable
         {
             var config = checkpoint.Config ?? throw new CheckpointFormatException(path, "config", null,
                 "the checkpoint does not describe a model architecture (no llama2.c header, config.json or nanoscale.config), so it cannot be run");
-            if (options.KvCache == KvCacheType.Q8 && config.KvDim % 32 != 0)
-                throw new InvalidOptionException(ModelLoadOptions.KvCacheName,
-                    $"q8 stores the key/value rows in blocks of 32 numbers; {path} has rows of {config.KvDim} (use f16 or bf16)");
+            if (KvRows.Unsupported(options.KvCache, config.KvDim) is { } problem)
+                throw new InvalidOptionException(ModelLoadOptions.KvCacheName, $"{path}: {problem}");
             var tokenizerPath = options.TokenizerPath ?? TokenizerLoader.FindBeside(path);
             var tokenizer = tokenizerPath is not null ? TokenizerLoader.Open(tokenizerPath, config.VocabSize)
                 : EmbeddedTokenizer(checkpoint.Container, config.VocabSize) ?? throw new InputException(

@@ -15,13 +15,29 @@ internal abstract class KvRows
 {
     /// <summary>Empty rows of <paramref name="type"/> for rows of <paramref name="rowWidth"/> numbers.</summary>
     /// <exception cref="InvalidOperationException">An 8-bit cache for rows that are not whole blocks of 32.</exception>
-    public static KvRows Create(KvCacheType type, int rowWidth) => type switch
+    public static KvRows Create(KvCacheType type, int rowWidth) => Unsupported(type, rowWidth) is { } problem
+        ? throw new InvalidOperationException(problem)
+        : type switch
+        {
+            KvCacheType.F32 => new FloatKvRows(),
+            KvCacheType.F16 or KvCacheType.BF16 => new HalfKvRows(type == KvCacheType.BF16),
+            KvCacheType.Q8 => new Q8KvRows(),
+            _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
+        };
+
+    /// <summary>Why rows of <paramref name="rowWidth"/> numbers cannot be cached as <paramref name="type"/> (q8 needs
+    /// whole blocks of 32), or null when they can.</summary>
+    public static string? Unsupported(KvCacheType type, int rowWidth) =>
+        type == KvCacheType.Q8 && rowWidth % Q8KvRows.Block != 0
+            ? $"q8 stores the key/value rows in blocks of {Q8KvRows.Block} numbers; this model has rows of {rowWidth} (use f16 or bf16)"
+            : null;
+
+    /// <summary>Bytes that <paramref name="numbers"/> cached numbers (whole rows) take as <paramref name="type"/>.</summary>
+    public static long Bytes(KvCacheType type, long numbers) => type switch
     {
-        KvCacheType.F32 => new FloatKvRows(),
-        KvCacheType.F16 or KvCacheType.BF16 => new HalfKvRows(type == KvCacheType.BF16),
-        KvCacheType.Q8 => rowWidth % Q8KvRows.Block == 0 ? new Q8KvRows()
-            : throw new InvalidOperationException($"a q8 KV cache needs rows of whole blocks of {Q8KvRows.Block} numbers; this model's key/value rows hold {rowWidth}"),
-        _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
+        KvCacheType.F32 => numbers * sizeof(float),
+        KvCacheType.Q8 => numbers + (numbers + Q8KvRows.Block - 1) / Q8KvRows.Block * sizeof(float),
+        _ => numbers * sizeof(ushort),
     };
 
     /// <summary>Numbers the rows hold room for.</summary>

@@ -41,12 +41,7 @@ public sealed record RuntimeOptions
 
     /// <summary>Bytes of <paramref name="numbers"/> cached numbers under <see cref="KvCache"/> (whole rows; a KV budget
     /// counts these).</summary>
-    public long KvCacheBytes(long numbers) => KvCache switch
-    {
-        KvCacheType.F32 => numbers * sizeof(float),
-        KvCacheType.Q8 => numbers + (numbers + Q8KvRows.Block - 1) / Q8KvRows.Block * sizeof(float),
-        _ => numbers * 2,
-    };
+    public long KvCacheBytes(long numbers) => KvRows.Bytes(KvCache, numbers);
 
     public static RuntimeOptions Default { get; } = new();
 

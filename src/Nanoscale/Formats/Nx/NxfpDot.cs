@@ -326,7 +326,7 @@ internal sealed unsafe class NxfpDot
             var scale = Avx2.GatherVector256(wordScale, w, 4);
             (scale * Vector256.Load(xs + j)).Store(c + j);
             var k = Avx2.GatherVector256(wordConfig, w, 4);
-            // Even lanes: k_j · K + k_{j+1} (the odd lane moved down by a 64-bit shift); odd lanes unused.
+            // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane moved down by a 64-bit shift); odd lanes unused.
             var next = Avx2.ShiftRightLogical(k.AsInt64(), 32).AsInt32();
             Avx2.ShiftLeftLogical(Avx2.MultiplyLow(k, configs) + next, 5).Store(pairIndex + j);
             anyNaN |= Vector256.Equals(w, nan);
