@@ -28,10 +28,13 @@ internal static class LosslessKernels
         Report("normalize (per chunk)", () => { for (int c = 0; c < chunks; c++) RansFrequencies.Normalize(counts, freqs); }, original.Length);
         RansFrequencies.BuildEncodeTable(freqs, enc);
         RansFrequencies.BuildDecodeTable(freqs, dec);
-        int length = 0;
-        Report("rans encode exp", () => { for (int c = 0; c < chunks; c++) length = Rans.Encode(planes.AsSpan(0, n), enc, coded); }, original.Length, symbols);
         var outPlane = new byte[n];
-        Report("rans decode exp", () => { for (int c = 0; c < chunks; c++) Rans.Decode(coded.AsSpan(0, length), dec, outPlane, out _); }, original.Length, symbols);
+        foreach (int states in (int[])[Rans.NarrowStates, Rans.WideStates])
+        {
+            int length = 0;
+            Report($"rans encode exp ({states})", () => { for (int c = 0; c < chunks; c++) length = Rans.Encode(planes.AsSpan(0, n), enc, coded, states); }, original.Length, symbols);
+            Report($"rans decode exp ({states})", () => { for (int c = 0; c < chunks; c++) Rans.Decode(coded.AsSpan(0, length), dec, outPlane, states, out _); }, original.Length, symbols);
+        }
         Report("merge", () => { for (int c = 0; c < chunks; c++) BytePlanes.Merge(PlaneLayout.BFloat16, planes.AsSpan(0, n), planes.AsSpan(n, n), default, default, merged); }, original.Length);
     }
 

@@ -32,7 +32,7 @@ public static partial class LosslessCodec
         var info = ParseHeader(encoded, tensorName, out var chunkOffsets);
         if (destination.Length != info.DecodedLength)
             throw new ArgumentException($"destination has {destination.Length} bytes, the stream decodes to {info.DecodedLength}", nameof(destination));
-        var g = new Geometry(info.Layout, info.DType.ElementSize(), BytePlanes.PlaneCount(info.Layout), info.ElementCount, info.ChunkElements, info.ChunkCount);
+        var g = Geometry.Of(info);
         var errors = new ChunkError?[g.ChunkCount];
 
         unsafe
@@ -102,7 +102,7 @@ public static partial class LosslessCodec
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(chunk, info.ChunkCount);
         if (destination.Length != index.DecodedBytes(chunk))
             throw new ArgumentException($"destination has {destination.Length} bytes, chunk {chunk} decodes to {index.DecodedBytes(chunk)}", nameof(destination));
-        var g = new Geometry(info.Layout, info.DType.ElementSize(), BytePlanes.PlaneCount(info.Layout), info.ElementCount, info.ChunkElements, info.ChunkCount);
+        var g = Geometry.Of(info);
         var scratch = t_scratch;
         if (scratch is null || scratch.Planes.Length < g.ChunkElements * g.ElementSize) t_scratch = scratch = new DecodeScratch(g);
         long start = index.Offsets[chunk], end = index.Offsets[chunk + 1];
@@ -145,7 +145,7 @@ public static partial class LosslessCodec
                     return new(streamOffset + pos - 4, $"plane {p}: rANS stream of {streamBytes} bytes overruns the chunk ({input.Length - pos} remain)");
                 RansFrequencies.BuildDecodeTable(freqs, scratch.DecodeTable);
                 var plane = scratch.Planes.AsSpan(p * n, n);
-                var status = Rans.Decode(input.Slice(pos, (int)streamBytes), scratch.DecodeTable, plane, out int at);
+                var status = Rans.Decode(input.Slice(pos, (int)streamBytes), scratch.DecodeTable, plane, g.States, out int at);
                 if (status != RansStatus.Ok)
                     return new(streamOffset + pos + at, $"plane {p}: rANS stream is corrupt ({Describe(status)})");
                 pos += (int)streamBytes;
@@ -197,7 +197,7 @@ public static partial class LosslessCodec
         int planeCount = BytePlanes.PlaneCount(layout);
         if (s[24] != planeCount) throw Bad(24, $"plane count {s[24]}, expected {planeCount} for {dtype}");
         if (s[25] != Rans.ProbBits) throw Bad(25, $"probability precision {s[25]} bits, expected {Rans.ProbBits}");
-        if (s[26] != Rans.StateCount) throw Bad(26, $"{s[26]} interleaved states, expected {Rans.StateCount}");
+        if (!Rans.IsStateCount(s[26])) throw Bad(26, $"{s[26]} interleaved states, expected {Rans.WideStates} (or {Rans.NarrowStates} in older streams)");
         if (s[27] != 0) throw Bad(27, $"reserved byte is {s[27]}, expected 0");
 
         long directoryEnd = FixedHeaderBytes + 4L * chunkCount;
@@ -215,7 +215,7 @@ public static partial class LosslessCodec
         }
         chunkOffsets[chunkCount] = offset;
         if (offset != s.Length) throw Bad(Math.Min(offset, s.Length), $"chunks end at byte {offset} but the stream is {s.Length} bytes");
-        return new LosslessStreamInfo(dtype, layout, (long)elementCount, (int)chunkElements, (int)chunkCount);
+        return new LosslessStreamInfo(dtype, layout, (long)elementCount, (int)chunkElements, (int)chunkCount, s[26]);
     }
 
     private sealed class DecodeScratch(Geometry g)

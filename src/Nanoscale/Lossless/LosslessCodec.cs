@@ -4,8 +4,10 @@ using Nanoscale.Tensors;
 
 namespace Nanoscale.Lossless;
 
-/// <summary>What a lossless stream's header says (read and validated by <see cref="LosslessCodec.ReadInfo"/>).</summary>
-public readonly record struct LosslessStreamInfo(DType DType, PlaneLayout Layout, long ElementCount, int ChunkElements, int ChunkCount)
+/// <summary>What a lossless stream's header says (read and validated by <see cref="LosslessCodec.ReadInfo"/>);
+/// <c>States</c> is the number of interleaved rANS states of each coded plane: 32 in streams written now, 8 in those
+/// written before 2026-12-04 (both are read).</summary>
+public readonly record struct LosslessStreamInfo(DType DType, PlaneLayout Layout, long ElementCount, int ChunkElements, int ChunkCount, int States = 32)
 {
     /// <summary>Length of the decoded tensor in bytes.</summary>
     public long DecodedLength => ElementCount * DType.ElementSize();
@@ -24,6 +26,10 @@ public static partial class LosslessCodec
     public const ushort Version = 1;
     public const int FixedHeaderBytes = 28;
     public const int MaxChunkSizeBytes = 1 << 26;
+
+    /// <summary>Chunks of at least this many elements are coded with <see cref="Rans.WideStates"/> interleaved states
+    /// (see <see cref="LosslessOptions"/>), smaller ones with <see cref="Rans.NarrowStates"/>.</summary>
+    public const int WideStreamMinElements = 1 << 16;
 
     private const byte ModeRaw = 0;
     private const byte ModeRans = 1;
@@ -162,7 +168,7 @@ public static partial class LosslessCodec
         BinaryPrimitives.WriteUInt32LittleEndian(destination[20..], (uint)g.ChunkCount);
         destination[24] = (byte)g.PlaneCount;
         destination[25] = Rans.ProbBits;
-        destination[26] = Rans.StateCount;
+        destination[26] = (byte)g.States;
         destination[27] = 0;
         for (int chunk = 0; chunk < lengths.Length; chunk++)
             BinaryPrimitives.WriteUInt32LittleEndian(destination[(FixedHeaderBytes + 4 * chunk)..], (uint)lengths[chunk]);
@@ -196,11 +202,11 @@ public static partial class LosslessCodec
                 tableBytes = RansFrequencies.StoredSize(freqs);
             }
             // Coded form = mode + table + length + states + words; skip coding when even the bound cannot beat raw.
-            long estimate = 1 + tableBytes + 4 + Rans.StateBytes + (long)Math.Ceiling(entropyBits / 8);
+            long estimate = 1 + tableBytes + 4 + Rans.StateBytes(g.States) + (long)Math.Ceiling(entropyBits / 8);
             if (!clearlyRaw && estimate < budget)
             {
                 RansFrequencies.BuildEncodeTable(freqs, scratch.EncodeTable);
-                int streamBytes = Rans.Encode(plane, scratch.EncodeTable, scratch.RansOutput);
+                int streamBytes = Rans.Encode(plane, scratch.EncodeTable, scratch.RansOutput, g.States);
                 if (1 + tableBytes + 4 + streamBytes < budget)
                 {
                     output[pos] = ModeRans;
@@ -247,7 +253,7 @@ public static partial class LosslessCodec
     }
 
     /// <summary>Sizes derived from the tensor and the options, shared by encoder and decoder.</summary>
-    internal readonly record struct Geometry(PlaneLayout Layout, int ElementSize, int PlaneCount, long ElementCount, int ChunkElements, int ChunkCount)
+    internal readonly record struct Geometry(PlaneLayout Layout, int ElementSize, int PlaneCount, long ElementCount, int ChunkElements, int ChunkCount, int States)
     {
         public int DataStart => FixedHeaderBytes + 4 * ChunkCount + 8;
 
@@ -258,14 +264,20 @@ public static partial class LosslessCodec
             long elements = sourceLength / elementSize;
             int chunkElements = Math.Max(1, options.ChunkSizeBytes / elementSize);
             int chunkCount = (int)((elements + chunkElements - 1) / chunkElements);
-            return new Geometry(layout, elementSize, BytePlanes.PlaneCount(layout), elements, chunkElements, chunkCount);
+            int states = options.InterleavedStates != 0 ? options.InterleavedStates
+                : Math.Min(chunkElements, elements) >= WideStreamMinElements ? Rans.WideStates : Rans.NarrowStates;
+            return new Geometry(layout, elementSize, BytePlanes.PlaneCount(layout), elements, chunkElements, chunkCount, states);
         }
+
+        /// <summary>The geometry a stream's header describes.</summary>
+        public static Geometry Of(LosslessStreamInfo info) =>
+            new(info.Layout, info.DType.ElementSize(), BytePlanes.PlaneCount(info.Layout), info.ElementCount, info.ChunkElements, info.ChunkCount, info.States);
     }
 
     private sealed class EncodeScratch(Geometry g)
     {
         public readonly byte[] Planes = new byte[g.ChunkElements * g.ElementSize];
-        public readonly byte[] RansOutput = new byte[Rans.MaxEncodedLength(BytePlanes.PlaneLength(g.Layout, g.ChunkElements, g.ElementSize))];
+        public readonly byte[] RansOutput = new byte[Rans.MaxEncodedLength(BytePlanes.PlaneLength(g.Layout, g.ChunkElements, g.ElementSize), g.States)];
         public readonly RansEncSymbol[] EncodeTable = new RansEncSymbol[256];
     }
 }

@@ -23,8 +23,16 @@ public sealed record LosslessOptions
     /// </summary>
     public double MinimumSavings { get; init; } = 0.01;
 
+    /// <summary>Interleaved rANS states of each coded plane: 0 (the default) chooses by size — <see cref="Rans.WideStates"/>
+    /// when a chunk holds at least <see cref="LosslessCodec.WideStreamMinElements"/> elements (the vector decoder's
+    /// four chains; the 96 extra state bytes a plane are ≤ 0.2% there), else <see cref="Rans.NarrowStates"/> (small
+    /// tensors, where those bytes would show). Tests set 8 or 32 to pin one.</summary>
+    internal int InterleavedStates { get; init; }
+
     internal void Validate()
     {
+        if (InterleavedStates != 0 && !Rans.IsStateCount(InterleavedStates))
+            throw new ArgumentOutOfRangeException(nameof(InterleavedStates), InterleavedStates, $"must be 0 (by size), {Rans.NarrowStates} or {Rans.WideStates}");
         if (ChunkSizeBytes < 1 || ChunkSizeBytes > LosslessCodec.MaxChunkSizeBytes)
             throw new ArgumentOutOfRangeException(nameof(ChunkSizeBytes), ChunkSizeBytes, $"must be within 1…{LosslessCodec.MaxChunkSizeBytes}");
         if (!(MinimumSavings >= 0 && MinimumSavings < 1))

@@ -1,9 +1,12 @@
 using System.Buffers.Binary;
+using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Nanoscale.Lossless;
 
-/// <summary>Why a rANS stream could not be decoded; <see cref="Rans.Decode"/> reports it with a byte offset.</summary>
+/// <summary>Why a rANS stream could not be decoded; <see cref="Rans.Decode(ReadOnlySpan{byte}, RansDecodeTable, Span{byte}, int, out int)"/> reports it with a byte offset.</summary>
 internal enum RansStatus
 {
     Ok,
@@ -46,11 +49,26 @@ internal static unsafe class Rans
     public const int ProbBits = 12;
     public const uint ProbScale = 1u << ProbBits;
     public const uint StateLowerBound = 1u << 16;
-    public const int StateCount = 8;
-    public const int StateBytes = 4 * StateCount;
+
+    /// <summary>Interleaved states of the streams written before 2026-12-04 (still read).</summary>
+    public const int NarrowStates = 8;
+
+    /// <summary>Interleaved states of the streams written now: four vectors of eight, so the vector decoder has four
+    /// independent dependency chains (see <see cref="DecodeGroupsWide"/>).</summary>
+    public const int WideStates = 32;
+
+    /// <summary>Whether a stream may have <paramref name="states"/> interleaved states.</summary>
+    public static bool IsStateCount(int states) => states is NarrowStates or WideStates;
+
+    /// <summary>Bytes of the final states at the start of a stream.</summary>
+    public static int StateBytes(int states) => 4 * states;
 
     /// <summary>Every symbol emits at most one 16-bit word.</summary>
-    public static int MaxEncodedLength(int symbolCount) => StateBytes + 2 * symbolCount;
+    public static int MaxEncodedLength(int symbolCount, int states = WideStates) => StateBytes(states) + 2 * symbolCount;
+
+    /// <summary>Whether this machine runs the vector decoder of wide streams (AVX2 gathers, AVX-512 VBMI2 word
+    /// expansion); elsewhere the scalar loop decodes them, to the same bytes.</summary>
+    public static bool VectorDecoding => Avx2.IsSupported && Avx512F.VL.IsSupported && Avx512Vbmi2.VL.IsSupported;
 
     /// <summary>Encodes one symbol into state <paramref name="x"/>, first emitting a word (downwards) if needed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -99,68 +117,91 @@ internal static unsafe class Rans
 
     /// <summary>
     /// Encodes <paramref name="symbols"/> with <paramref name="table"/> (256 entries; every symbol that occurs must
-    /// have a non-zero frequency) into <paramref name="destination"/>, which needs
-    /// <see cref="MaxEncodedLength"/> bytes. Returns the encoded length; the stream starts at destination[0].
+    /// have a non-zero frequency) and <paramref name="states"/> interleaved states (<see cref="IsStateCount"/>) into
+    /// <paramref name="destination"/>, which needs <see cref="MaxEncodedLength"/> bytes. Returns the encoded length;
+    /// the stream starts at destination[0].
     /// </summary>
-    public static int Encode(ReadOnlySpan<byte> symbols, ReadOnlySpan<RansEncSymbol> table, Span<byte> destination)
+    public static int Encode(ReadOnlySpan<byte> symbols, ReadOnlySpan<RansEncSymbol> table, Span<byte> destination, int states = WideStates)
     {
+        if (!IsStateCount(states)) throw new ArgumentOutOfRangeException(nameof(states), states, $"must be {NarrowStates} or {WideStates}");
         int n = symbols.Length;
-        if (destination.Length < MaxEncodedLength(n)) throw new ArgumentException("destination too short", nameof(destination));
+        if (destination.Length < MaxEncodedLength(n, states)) throw new ArgumentException("destination too short", nameof(destination));
         if (table.Length < 256) throw new ArgumentException("need 256 entries", nameof(table));
-        int written;
+        int written, mask = states - 1;
         fixed (byte* src = symbols)
         fixed (byte* dst = destination)
         fixed (RansEncSymbol* tbl = table)
         {
-            ushort* end = (ushort*)(dst + MaxEncodedLength(n));
+            ushort* end = (ushort*)(dst + MaxEncodedLength(n, states));
             ushort* ptr = end;
-            int full = n & ~(StateCount - 1);
+            int full = n & ~mask;
 
-            // Tail first (the encoder runs backwards): symbols full..n−1 use states i mod 8.
-            uint* st = stackalloc uint[StateCount];
-            for (int k = 0; k < StateCount; k++) st[k] = StateLowerBound;
-            for (int i = n - 1; i >= full; i--) st[i & 7] = EncPut(st[i & 7], ref ptr, in tbl[src[i]]);
-            uint x0 = st[0], x1 = st[1], x2 = st[2], x3 = st[3], x4 = st[4], x5 = st[5], x6 = st[6], x7 = st[7];
-
-            for (int i = full - 8; i >= 0; i -= 8)
+            // Tail first (the encoder runs backwards): symbols full..n−1 use states i mod states.
+            uint* st = stackalloc uint[states];
+            for (int k = 0; k < states; k++) st[k] = StateLowerBound;
+            for (int i = n - 1; i >= full; i--) st[i & mask] = EncPut(st[i & mask], ref ptr, in tbl[src[i]]);
+            if (states == NarrowStates) EncodeNarrowGroups(st, src, tbl, full, ref ptr);
+            else
             {
-                x7 = EncPutBranchless(x7, ref ptr, in tbl[src[i + 7]]);
-                x6 = EncPutBranchless(x6, ref ptr, in tbl[src[i + 6]]);
-                x5 = EncPutBranchless(x5, ref ptr, in tbl[src[i + 5]]);
-                x4 = EncPutBranchless(x4, ref ptr, in tbl[src[i + 4]]);
-                x3 = EncPutBranchless(x3, ref ptr, in tbl[src[i + 3]]);
-                x2 = EncPutBranchless(x2, ref ptr, in tbl[src[i + 2]]);
-                x1 = EncPutBranchless(x1, ref ptr, in tbl[src[i + 1]]);
-                x0 = EncPutBranchless(x0, ref ptr, in tbl[src[i]]);
+                for (int i = full - states; i >= 0; i -= states)
+                    for (int k = states - 1; k >= 0; k--) st[k] = EncPutBranchless(st[k], ref ptr, in tbl[src[i + k]]);
             }
 
             int wordBytes = (int)((byte*)end - (byte*)ptr);
-            written = StateBytes + wordBytes;
+            int stateBytes = StateBytes(states);
+            written = stateBytes + wordBytes;
             // Words are at the end of the buffer; move them down behind the states.
-            Buffer.MemoryCopy(ptr, dst + StateBytes, wordBytes, wordBytes);
-            st[0] = x0; st[1] = x1; st[2] = x2; st[3] = x3; st[4] = x4; st[5] = x5; st[6] = x6; st[7] = x7;
-            for (int k = 0; k < StateCount; k++)
+            Buffer.MemoryCopy(ptr, dst + stateBytes, wordBytes, wordBytes);
+            for (int k = 0; k < states; k++)
                 BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(dst + 4 * k, 4), st[k]);
         }
         return written;
     }
 
+    /// <summary>The eight-state groups with the states in registers (symbols 0…<paramref name="full"/>−1, backwards).</summary>
+    private static void EncodeNarrowGroups(uint* st, byte* src, RansEncSymbol* tbl, int full, ref ushort* ptr)
+    {
+        uint x0 = st[0], x1 = st[1], x2 = st[2], x3 = st[3], x4 = st[4], x5 = st[5], x6 = st[6], x7 = st[7];
+        for (int i = full - 8; i >= 0; i -= 8)
+        {
+            x7 = EncPutBranchless(x7, ref ptr, in tbl[src[i + 7]]);
+            x6 = EncPutBranchless(x6, ref ptr, in tbl[src[i + 6]]);
+            x5 = EncPutBranchless(x5, ref ptr, in tbl[src[i + 5]]);
+            x4 = EncPutBranchless(x4, ref ptr, in tbl[src[i + 4]]);
+            x3 = EncPutBranchless(x3, ref ptr, in tbl[src[i + 3]]);
+            x2 = EncPutBranchless(x2, ref ptr, in tbl[src[i + 2]]);
+            x1 = EncPutBranchless(x1, ref ptr, in tbl[src[i + 1]]);
+            x0 = EncPutBranchless(x0, ref ptr, in tbl[src[i]]);
+        }
+        st[0] = x0; st[1] = x1; st[2] = x2; st[3] = x3; st[4] = x4; st[5] = x5; st[6] = x6; st[7] = x7;
+    }
+
     /// <summary>
     /// Decodes exactly <c>symbols.Length</c> symbols from <paramref name="source"/> (all of which must be the
-    /// stream) with the slot table <paramref name="decodeTable"/> (4096 entries). Every word read is checked
-    /// against the end of the source: the fast loop checks once per group of eight symbols that eight words
-    /// remain, the tail checks each read. On failure <paramref name="errorOffset"/> is the byte offset in source.
+    /// stream, with <paramref name="states"/> interleaved states) with the slot tables <paramref name="decodeTable"/>.
+    /// Every word read is checked against the end of the source: the fast loops check once per group of
+    /// <paramref name="states"/> symbols that as many words remain, the tail checks each read. On failure
+    /// <paramref name="errorOffset"/> is the byte offset in source.
     /// </summary>
-    public static RansStatus Decode(ReadOnlySpan<byte> source, RansDecodeTable decodeTable, Span<byte> symbols, out int errorOffset)
+    public static RansStatus Decode(ReadOnlySpan<byte> source, RansDecodeTable decodeTable, Span<byte> symbols, int states, out int errorOffset) =>
+        Decode(source, decodeTable, symbols, states, VectorDecoding, out errorOffset);
+
+    /// <summary>As <see cref="Decode(ReadOnlySpan{byte}, RansDecodeTable, Span{byte}, int, out int)"/>, choosing the
+    /// loop of wide streams: <paramref name="vector"/> (only where <see cref="VectorDecoding"/>) or the scalar twin,
+    /// so tests can compare them.</summary>
+    internal static RansStatus Decode(ReadOnlySpan<byte> source, RansDecodeTable decodeTable, Span<byte> symbols, int states, bool vector, out int errorOffset)
     {
+        if (vector && !VectorDecoding) throw new PlatformNotSupportedException("this machine has no AVX-512 VBMI2 for the vector rANS decoder");
+        if (!IsStateCount(states)) throw new ArgumentOutOfRangeException(nameof(states), states, $"must be {NarrowStates} or {WideStates}");
         errorOffset = 0;
-        if (source.Length < StateBytes || ((source.Length - StateBytes) & 1) != 0)
+        int stateBytes = StateBytes(states), mask = states - 1;
+        if (source.Length < stateBytes || ((source.Length - stateBytes) & 1) != 0)
         {
             errorOffset = source.Length;
             return RansStatus.Truncated;
         }
-        uint* st = stackalloc uint[StateCount];
-        for (int k = 0; k < StateCount; k++)
+        uint* st = stackalloc uint[states];
+        for (int k = 0; k < states; k++)
         {
             st[k] = BinaryPrimitives.ReadUInt32LittleEndian(source[(4 * k)..]);
             if (st[k] < StateLowerBound)
@@ -173,18 +214,22 @@ internal static unsafe class Rans
         int n = symbols.Length;
         fixed (byte* srcBytes = source)
         fixed (uint* tableWords = decodeTable.Table)
+        fixed (uint* packed = decodeTable.Packed)
         fixed (byte* dst = symbols)
         {
             byte* tbl = (byte*)tableWords;
-            ushort* p = (ushort*)(srcBytes + StateBytes);
+            ushort* p = (ushort*)(srcBytes + stateBytes);
             ushort* end = (ushort*)(srcBytes + source.Length);
-            int i = DecodeGroups(st, tbl, dst, n & ~(StateCount - 1), ref p, end);
+            int full = n & ~mask;
+            int i = states == NarrowStates ? DecodeGroups(st, tbl, dst, full, ref p, end)
+                : vector ? DecodeGroupsWide(st, packed, dst, full, ref p, end)
+                : DecodeGroupsScalar(st, states, tbl, dst, full, ref p, end);
 
             // Checked path: the last groups and the tail, every read tested against the end.
             for (; i < n; i++)
             {
-                DecGet(ref st[i & 7], tbl, dst + i);
-                if (!Renorm(ref st[i & 7], ref p, end))
+                DecGet(ref st[i & mask], tbl, dst + i);
+                if (!Renorm(ref st[i & mask], ref p, end))
                 {
                     errorOffset = source.Length;
                     return RansStatus.Truncated;
@@ -196,7 +241,7 @@ internal static unsafe class Rans
                 errorOffset = (int)((byte*)p - srcBytes);
                 return RansStatus.TrailingData;
             }
-            for (int k = 0; k < StateCount; k++)
+            for (int k = 0; k < states; k++)
             {
                 if (st[k] != StateLowerBound)
                 {
@@ -209,6 +254,79 @@ internal static unsafe class Rans
     }
 
     /// <summary>
+    /// Wide streams on the vector units: the 32 states are four vectors of eight (states 0–7, 8–15, …), each a
+    /// dependency chain of its own, so the gather and multiply latencies of one overlap the others'. Per vector and
+    /// group: the slot's packed entry (<see cref="RansDecodeTable.Packed"/>: freq − 1, slot − start, symbol) by one
+    /// gather, x = freq·(x ≫ 12) + (slot − start), the eight symbol bytes stored at once, then renormalisation: the
+    /// lanes below L take the next words of the stream in lane order — exactly the order the scalar decoder reads
+    /// them — by one word expansion (VPEXPANDW) of the eight words at the read pointer, which then moves by the
+    /// number of lanes that took one. The same bytes as <see cref="DecodeGroupsScalar"/> (tests check both); whole
+    /// groups while at least 32 words remain (each lane reads at most one word a group, and each vector loads eight
+    /// words at most 24 past the pointer).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int DecodeGroupsWide(uint* st, uint* packed, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
+    {
+        var x0 = Vector256.Load(st);
+        var x1 = Vector256.Load(st + 8);
+        var x2 = Vector256.Load(st + 16);
+        var x3 = Vector256.Load(st + 24);
+        ushort* p = pRef;
+        ushort* last = end - WideStates;
+        byte* o = dst, oEnd = dst + fullSymbols;
+        while (o < oEnd && p <= last)
+        {
+            x0 = DecodeLanes(x0, packed, o, ref p);
+            x1 = DecodeLanes(x1, packed, o + 8, ref p);
+            x2 = DecodeLanes(x2, packed, o + 16, ref p);
+            x3 = DecodeLanes(x3, packed, o + 24, ref p);
+            o += WideStates;
+        }
+        x0.Store(st);
+        x1.Store(st + 8);
+        x2.Store(st + 16);
+        x3.Store(st + 24);
+        pRef = p;
+        return (int)(o - dst);
+    }
+
+    /// <summary>One symbol for each of eight states and their renormalisation (see <see cref="DecodeGroupsWide"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> DecodeLanes(Vector256<uint> x, uint* packed, byte* o, ref ushort* p)
+    {
+        var low = Vector256.Create(ProbScale - 1);
+        var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
+        var q = x >> ProbBits;
+        x = (e & low) * q + q + ((e >> ProbBits) & low);
+        *(ulong*)o = Avx512F.VL.ConvertToVector128Byte(e >> 24).AsUInt64().ToScalar();
+        var need = Vector256.LessThan(x, Vector256.Create(StateLowerBound));
+        var words = Avx512F.VL.Expand(Vector256<uint>.Zero, need, Avx2.ConvertToVector256Int32(p).AsUInt32());
+        x = Vector256.ConditionalSelect(need, (x << 16) | words, x);
+        p += BitOperations.PopCount(need.ExtractMostSignificantBits());
+        return x;
+    }
+
+    /// <summary>Wide streams without the vector units: the plain loop over the states, whole groups while a group's
+    /// words remain. The reference twin of <see cref="DecodeGroupsWide"/>.</summary>
+    private static int DecodeGroupsScalar(uint* st, int states, byte* tbl, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
+    {
+        ushort* p = pRef;
+        ushort* last = end - states;
+        byte* o = dst, oEnd = dst + fullSymbols;
+        while (o < oEnd && p <= last)
+        {
+            for (int k = 0; k < states; k++)
+            {
+                DecGet(ref st[k], tbl, o + k);
+                st[k] = RenormBranchless(st[k], ref p);
+            }
+            o += states;
+        }
+        pRef = p;
+        return (int)(o - dst);
+    }
+
+    /// <summary>
     /// The fast loop: whole groups of eight symbols while at least eight words remain (each state reads at most one
     /// word per symbol, so the group cannot overrun). Returns the number of symbols decoded; states in/out via
     /// <paramref name="st"/>. A separate method without stackalloc so the JIT has every register for the states.
@@ -218,7 +336,7 @@ internal static unsafe class Rans
     {
         uint x0 = st[0], x1 = st[1], x2 = st[2], x3 = st[3], x4 = st[4], x5 = st[5], x6 = st[6], x7 = st[7];
         ushort* p = pRef;
-        ushort* last = end - StateCount; // p ≤ last ⇔ eight words remain
+        ushort* last = end - NarrowStates; // p ≤ last ⇔ eight words remain
         byte* o = dst, oEnd = dst + fullSymbols;
         while (o < oEnd && p <= last)
         {

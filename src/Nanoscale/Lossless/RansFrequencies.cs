@@ -188,6 +188,7 @@ internal static class RansFrequencies
     {
         var slots = table.Slots;
         var symbols = table.Symbols;
+        var packed = table.Packed;
         uint start = 0;
         for (int s = 0; s < SymbolCount; s++)
         {
@@ -196,6 +197,7 @@ internal static class RansFrequencies
             {
                 slots[(int)(start + k)] = f | (k << 16);
                 symbols[(int)(start + k)] = (byte)s;
+                packed[(int)(start + k)] = (f - 1) | (k << Rans.ProbBits) | ((uint)s << 24);
             }
             start += f;
         }
@@ -217,4 +219,8 @@ internal sealed class RansDecodeTable
     public Span<uint> Slots => Table.AsSpan(0, (int)Rans.ProbScale);
 
     public Span<byte> Symbols => System.Runtime.InteropServices.MemoryMarshal.AsBytes(Table.AsSpan((int)Rans.ProbScale));
+
+    /// <summary>The vector decoder's entries, one gather each: freq − 1 (bits 0–11), slot − start (bits 12–23) and the
+    /// symbol (bits 24–31). Both fit twelve bits because 1 ≤ freq ≤ 4096 and slot − start &lt; freq.</summary>
+    public readonly uint[] Packed = new uint[Rans.ProbScale];
 }

@@ -9,16 +9,16 @@ namespace Nanoscale.Lossless;
 /// </summary>
 internal static class RansReference
 {
-    public static byte[] Encode(ReadOnlySpan<byte> symbols, ReadOnlySpan<uint> freqs)
+    public static byte[] Encode(ReadOnlySpan<byte> symbols, ReadOnlySpan<uint> freqs, int states)
     {
         const uint m = Rans.ProbScale, lower = Rans.StateLowerBound;
         var starts = Starts(freqs);
-        var state = new uint[Rans.StateCount];
+        var state = new uint[states];
         Array.Fill(state, lower);
         var words = new List<ushort>(); // emitted in reverse stream order
         for (int i = symbols.Length - 1; i >= 0; i--)
         {
-            int k = i % Rans.StateCount;
+            int k = i % states;
             uint s = symbols[i], f = freqs[(int)s], x = state[k];
             if (f == 0) throw new ArgumentException($"symbol {s} has zero frequency");
             // x must be in I_s = [f·L/M, f·b·L/M) before the update (see Rans).
@@ -29,30 +29,30 @@ internal static class RansReference
             }
             state[k] = x / f * m + x % f + starts[s];
         }
-        var result = new byte[Rans.StateBytes + 2 * words.Count];
-        for (int k = 0; k < Rans.StateCount; k++) BinaryPrimitives.WriteUInt32LittleEndian(result.AsSpan(4 * k), state[k]);
+        var result = new byte[Rans.StateBytes(states) + 2 * words.Count];
+        for (int k = 0; k < states; k++) BinaryPrimitives.WriteUInt32LittleEndian(result.AsSpan(4 * k), state[k]);
         for (int w = 0; w < words.Count; w++)
-            BinaryPrimitives.WriteUInt16LittleEndian(result.AsSpan(Rans.StateBytes + 2 * w), words[words.Count - 1 - w]);
+            BinaryPrimitives.WriteUInt16LittleEndian(result.AsSpan(Rans.StateBytes(states) + 2 * w), words[words.Count - 1 - w]);
         return result;
     }
 
-    /// <summary>Decodes <paramref name="count"/> symbols, or returns null when the stream is not exactly valid.</summary>
-    public static byte[]? Decode(ReadOnlySpan<byte> stream, ReadOnlySpan<uint> freqs, int count)
+    /// <summary>Decodes <paramref name="count"/> symbols of a stream of <paramref name="states"/> interleaved states, or returns null when the stream is not exactly valid.</summary>
+    public static byte[]? Decode(ReadOnlySpan<byte> stream, ReadOnlySpan<uint> freqs, int count, int states)
     {
         const uint m = Rans.ProbScale, lower = Rans.StateLowerBound;
         var starts = Starts(freqs);
-        if (stream.Length < Rans.StateBytes || (stream.Length & 1) != 0) return null;
-        var state = new uint[Rans.StateCount];
-        for (int k = 0; k < Rans.StateCount; k++)
+        if (stream.Length < Rans.StateBytes(states) || (stream.Length & 1) != 0) return null;
+        var state = new uint[states];
+        for (int k = 0; k < states; k++)
         {
             state[k] = BinaryPrimitives.ReadUInt32LittleEndian(stream[(4 * k)..]);
             if (state[k] < lower) return null;
         }
-        int pos = Rans.StateBytes;
+        int pos = Rans.StateBytes(states);
         var output = new byte[count];
         for (int i = 0; i < count; i++)
         {
-            int k = i % Rans.StateCount;
+            int k = i % states;
             uint x = state[k], slot = x % m;
             int s = 0;
             while (!(starts[s] <= slot && slot < starts[s] + freqs[s])) s++;

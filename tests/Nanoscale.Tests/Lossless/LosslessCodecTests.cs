@@ -47,6 +47,32 @@ public class LosslessCodecTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void StreamsOfEightStatesWrittenBeforeTheWideOnesStillDecode()
+    {
+        // Streams written before 2026-12-04 interleave 8 rANS states; the header says so and the decoder follows it.
+        var tensor = TinySafetensors.Gpt2AttnBf16.First();
+        var narrow = LosslessCodec.Encode(tensor.Data, DType.BF16, new LosslessOptions { InterleavedStates = Rans.NarrowStates }, out var narrowReport);
+        var wide = LosslessCodec.Encode(tensor.Data, DType.BF16, LosslessOptions.Default, out var wideReport);
+        Assert.True(tensor.Data.Length / 2 >= LosslessCodec.WideStreamMinElements); // so the default is the wide stream
+        Assert.Equal(Rans.NarrowStates, narrow[26]);
+        Assert.Equal(Rans.WideStates, wide[26]);
+        Assert.Equal(Rans.NarrowStates, LosslessCodec.ReadInfo(narrow).States);
+        Assert.True(narrowReport.Planes[0].ChunksCoded > 0);
+        Assert.Equal(tensor.Data, LosslessCodec.Decode(narrow));
+        Assert.Equal(tensor.Data, LosslessCodec.Decode(wide));
+        // The wider stream costs 96 more state bytes per coded plane and chunk (its words differ a little too).
+        Assert.InRange(wide.Length - narrow.Length, 0, 96 * wideReport.Planes.Sum(p => p.ChunksCoded));
+        Assert.True(wide.Length < narrow.Length * 1.002);
+        // A small tensor keeps the narrow stream by default: there the extra state bytes would show.
+        Assert.Equal(Rans.NarrowStates, LosslessCodec.Encode(tensor.Data.AsSpan(0, 2 * 60_000), DType.BF16)[26]);
+
+        var other = wide.ToArray();
+        other[26] = 16;
+        var e = Assert.Throws<LosslessFormatException>(() => LosslessCodec.Decode(other, "t"));
+        Assert.Contains("16 interleaved states", e.Message);
+    }
+
+    [Fact]
     public void Stories260KFp32RoundTripsBitForBit()
     {
         var weights = TinySafetensors.Stories260KWeights();
@@ -176,7 +202,7 @@ public class LosslessCodecTests(ITestOutputHelper output)
         Assert.Equal(3ul, BinaryPrimitives.ReadUInt64LittleEndian(encoded.AsSpan(8)));
         Assert.Equal(2u, BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(16))); // elements per chunk
         Assert.Equal(2u, BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(20))); // chunks
-        Assert.Equal(new byte[] { 2, 12, 8, 0 }, encoded[24..28]); // planes, probability bits, interleaved states, reserved
+        Assert.Equal(new byte[] { 2, 12, 8, 0 }, encoded[24..28]); // planes, probability bits, interleaved states (8 at this size), reserved
         uint first = BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(28));
         uint second = BinaryPrimitives.ReadUInt32LittleEndian(encoded.AsSpan(32));
         Assert.Equal(8 + 1 + 2 + 1 + 2, (int)first);   // checksum + two raw planes of 2 symbols

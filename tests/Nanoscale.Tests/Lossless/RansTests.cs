@@ -4,8 +4,6 @@ namespace Nanoscale.Tests.Lossless;
 
 public class RansTests
 {
-    public static TheoryData<string> Distributions => new() { "skewed", "uniform", "constant", "two", "geometric", "rare" };
-
     private static byte[] Make(string kind, int n, int seed)
     {
         var rng = new Random(seed);
@@ -39,24 +37,70 @@ public class RansTests
         return (freqs, enc, dec);
     }
 
-    [Theory]
-    [MemberData(nameof(Distributions))]
-    public void FastCoderMatchesReferenceByteForByteAtEveryShortLengthAndLarge(string kind)
+    public static TheoryData<string, int> DistributionsAndStates()
     {
-        int[] lengths = [.. Enumerable.Range(0, 40), 255, 1000, 4097, 100_003];
+        var data = new TheoryData<string, int>();
+        foreach (var kind in new[] { "skewed", "uniform", "constant", "two", "geometric", "rare" })
+            foreach (int states in new[] { Rans.NarrowStates, Rans.WideStates }) data.Add(kind, states);
+        return data;
+    }
+
+    /// <summary>The loops a stream of <paramref name="states"/> can be decoded with here: the scalar one always, the
+    /// vector one of wide streams where the machine has it.</summary>
+    private static bool[] Loops(int states) => states == Rans.WideStates && Rans.VectorDecoding ? [false, true] : [false];
+
+    [Theory]
+    [MemberData(nameof(DistributionsAndStates))]
+    public void FastCoderMatchesReferenceByteForByteAtEveryShortLengthAndLarge(string kind, int states)
+    {
+        int[] lengths = [.. Enumerable.Range(0, 70), 255, 1000, 4097, 100_003];
         foreach (int n in lengths)
         {
             var data = Make(kind, n, n);
             var (freqs, enc, dec) = Tables(data);
-            var reference = RansReference.Encode(data, freqs);
-            var buffer = new byte[Rans.MaxEncodedLength(n)];
-            int length = Rans.Encode(data, enc, buffer);
+            var reference = RansReference.Encode(data, freqs, states);
+            var buffer = new byte[Rans.MaxEncodedLength(n, states)];
+            int length = Rans.Encode(data, enc, buffer, states);
             Assert.Equal(reference, buffer[..length]);
 
-            var decoded = new byte[n];
-            Assert.Equal(RansStatus.Ok, Rans.Decode(reference, dec, decoded, out _));
-            Assert.Equal(data, decoded);
-            Assert.Equal(data, RansReference.Decode(reference, freqs, n));
+            foreach (bool vector in Loops(states))
+            {
+                var decoded = new byte[n];
+                Assert.Equal(RansStatus.Ok, Rans.Decode(reference, dec, decoded, states, vector, out _));
+                Assert.Equal(data, decoded);
+            }
+            Assert.Equal(data, RansReference.Decode(reference, freqs, n, states));
+        }
+    }
+
+    [Fact]
+    public void TheVectorDecoderEqualsTheScalarOneOnDamagedStreams()
+    {
+        if (!Rans.VectorDecoding) return; // nothing to compare on this machine: the scalar loop is the only one
+        var rng = new Random(5);
+        for (int trial = 0; trial < 400; trial++)
+        {
+            var data = Make(trial % 2 == 0 ? "geometric" : "skewed", 500 + rng.Next(5000), trial);
+            var (_, enc, dec) = Tables(data);
+            var buffer = new byte[Rans.MaxEncodedLength(data.Length)];
+            int length = Rans.Encode(data, enc, buffer);
+            var stream = buffer[..length];
+            // Flip a few bits anywhere (states included), or cut or extend the stream by a few words.
+            switch (trial % 3)
+            {
+                case 0:
+                    for (int k = 0; k < 1 + rng.Next(3); k++) stream[rng.Next(length)] ^= (byte)(1 << rng.Next(8));
+                    break;
+                case 1: stream = stream[..Math.Max(0, length - 2 * (1 + rng.Next(40)))]; break;
+                default: stream = [.. stream, .. Enumerable.Range(0, 2 * (1 + rng.Next(40))).Select(_ => (byte)rng.Next(256))]; break;
+            }
+            var scalar = new byte[data.Length];
+            var vector = new byte[data.Length];
+            var scalarStatus = Rans.Decode(stream, dec, scalar, Rans.WideStates, vector: false, out int scalarAt);
+            var vectorStatus = Rans.Decode(stream, dec, vector, Rans.WideStates, vector: true, out int vectorAt);
+            Assert.Equal(scalarStatus, vectorStatus);
+            Assert.Equal(scalarAt, vectorAt);
+            Assert.Equal(scalar, vector);
         }
     }
 
@@ -95,24 +139,29 @@ public class RansTests
         Assert.InRange(length / bound, 1.0, 1.005);
     }
 
-    [Fact]
-    public void DecoderRejectsTruncatedAndExtendedStreamsWithoutReadingPastTheEnd()
+    [Theory]
+    [InlineData(Rans.NarrowStates)]
+    [InlineData(Rans.WideStates)]
+    public void DecoderRejectsTruncatedAndExtendedStreamsWithoutReadingPastTheEnd(int states)
     {
         var data = Make("geometric", 10_000, 3);
         var (freqs, enc, dec) = Tables(data);
-        var buffer = new byte[Rans.MaxEncodedLength(data.Length)];
-        int length = Rans.Encode(data, enc, buffer);
+        var buffer = new byte[Rans.MaxEncodedLength(data.Length, states)];
+        int length = Rans.Encode(data, enc, buffer, states);
         var decoded = new byte[data.Length];
-        for (int cut = 0; cut < length; cut += 1 + cut / 7)
+        foreach (bool vector in Loops(states))
         {
-            // Copy to an exact-size array so any overrun would hit the end of the array, not spare capacity.
-            var truncated = buffer[..cut];
-            Assert.NotEqual(RansStatus.Ok, Rans.Decode(truncated, dec, decoded, out int at));
-            Assert.InRange(at, 0, cut);
-            Assert.Null(RansReference.Decode(truncated, freqs, data.Length));
+            for (int cut = 0; cut < length; cut += 1 + cut / 7)
+            {
+                // Copy to an exact-size array so any overrun would hit the end of the array, not spare capacity.
+                var truncated = buffer[..cut];
+                Assert.NotEqual(RansStatus.Ok, Rans.Decode(truncated, dec, decoded, states, vector, out int at));
+                Assert.InRange(at, 0, cut);
+                Assert.Null(RansReference.Decode(truncated, freqs, data.Length, states));
+            }
+            var extended = buffer[..(length + 2)];
+            Assert.Equal(RansStatus.TrailingData, Rans.Decode(extended, dec, decoded, states, vector, out _));
         }
-        var extended = buffer[..(length + 2)];
-        Assert.Equal(RansStatus.TrailingData, Rans.Decode(extended, dec, decoded, out _));
     }
 
     [Fact]
