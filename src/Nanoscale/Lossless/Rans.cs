@@ -267,13 +267,13 @@ internal static unsafe class Rans
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int DecodeGroupsWide(uint* st, uint* packed, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
     {
+        ushort* p = pRef;
+        ushort* last = end - WideStates;
+        byte* o = dst, oEnd = dst + fullSymbols;
         var x0 = Vector256.Load(st);
         var x1 = Vector256.Load(st + 8);
         var x2 = Vector256.Load(st + 16);
         var x3 = Vector256.Load(st + 24);
-        ushort* p = pRef;
-        ushort* last = end - WideStates;
-        byte* o = dst, oEnd = dst + fullSymbols;
         while (o < oEnd && p <= last)
         {
             x0 = DecodeLanes(x0, packed, o, ref p);
@@ -297,11 +297,11 @@ internal static unsafe class Rans
         var low = Vector256.Create(ProbScale - 1);
         var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
         var q = x >> ProbBits;
-        x = (e & low) * q + q + ((e >> ProbBits) & low);
-        *(ulong*)o = Avx512F.VL.ConvertToVector128Byte(e >> 24).AsUInt64().ToScalar();
+        x = (e & low) * q + (q + (e >> 20));
+        *(ulong*)o = Avx512F.VL.ConvertToVector128Byte(e >> ProbBits).AsUInt64().ToScalar();
         var need = Vector256.LessThan(x, Vector256.Create(StateLowerBound));
         var words = Avx512F.VL.Expand(Vector256<uint>.Zero, need, Avx2.ConvertToVector256Int32(p).AsUInt32());
-        x = Vector256.ConditionalSelect(need, (x << 16) | words, x);
+        x = Avx512F.VL.BlendVariable(x, (x << 16) | words, need);
         p += BitOperations.PopCount(need.ExtractMostSignificantBits());
         return x;
     }

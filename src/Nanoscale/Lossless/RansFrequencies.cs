@@ -197,7 +197,7 @@ internal static class RansFrequencies
             {
                 slots[(int)(start + k)] = f | (k << 16);
                 symbols[(int)(start + k)] = (byte)s;
-                packed[(int)(start + k)] = (f - 1) | (k << Rans.ProbBits) | ((uint)s << 24);
+                packed[(int)(start + k)] = (f - 1) | ((uint)s << Rans.ProbBits) | (k << 20);
             }
             start += f;
         }
@@ -220,7 +220,8 @@ internal sealed class RansDecodeTable
 
     public Span<byte> Symbols => System.Runtime.InteropServices.MemoryMarshal.AsBytes(Table.AsSpan((int)Rans.ProbScale));
 
-    /// <summary>The vector decoder's entries, one gather each: freq − 1 (bits 0–11), slot − start (bits 12–23) and the
-    /// symbol (bits 24–31). Both fit twelve bits because 1 ≤ freq ≤ 4096 and slot − start &lt; freq.</summary>
+    /// <summary>The vector decoder's entries, one gather each: freq − 1 (bits 0–11), the symbol (bits 12–19) and
+    /// slot − start (bits 20–31), so the latter is one shift and the symbol byte one shift and truncation. Both freq − 1
+    /// and slot − start fit twelve bits because 1 ≤ freq ≤ 4096 and slot − start &lt; freq.</summary>
     public readonly uint[] Packed = new uint[Rans.ProbScale];
 }
