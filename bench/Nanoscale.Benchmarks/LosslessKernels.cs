@@ -27,7 +27,8 @@ internal static class LosslessKernels
         RansFrequencies.Normalize(counts, freqs);
         Report("normalize (per chunk)", () => { for (int c = 0; c < chunks; c++) RansFrequencies.Normalize(counts, freqs); }, original.Length);
         RansFrequencies.BuildEncodeTable(freqs, enc);
-        RansFrequencies.BuildDecodeTable(freqs, dec);
+        RansFrequencies.BuildDecodeTable(freqs, dec, Rans.NarrowStates);
+        RansFrequencies.BuildDecodeTable(freqs, dec, Rans.WideStates);
         var outPlane = new byte[n];
         foreach (int states in (int[])[Rans.NarrowStates, Rans.WideStates])
         {

@@ -143,7 +143,7 @@ public static partial class LosslessCodec
                 pos += 4;
                 if (streamBytes > input.Length - pos)
                     return new(streamOffset + pos - 4, $"plane {p}: rANS stream of {streamBytes} bytes overruns the chunk ({input.Length - pos} remain)");
-                RansFrequencies.BuildDecodeTable(freqs, scratch.DecodeTable);
+                RansFrequencies.BuildDecodeTable(freqs, scratch.DecodeTable, g.States);
                 var plane = scratch.Planes.AsSpan(p * n, n);
                 var status = Rans.Decode(input.Slice(pos, (int)streamBytes), scratch.DecodeTable, plane, g.States, out int at);
                 if (status != RansStatus.Ok)

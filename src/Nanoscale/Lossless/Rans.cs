@@ -115,6 +115,16 @@ internal static unsafe class Rans
         x = (e & 0xFFFF) * (x >> ProbBits) + (e >> 16);
     }
 
+    /// <summary><see cref="DecGet"/> with the wide streams' packed entry (<see cref="RansDecodeTable.Packed"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void DecGetPacked(ref uint x, uint* packed, byte* symbol)
+    {
+        uint e = packed[x & (ProbScale - 1)];
+        *symbol = (byte)(e >> ProbBits);
+        uint q = x >> ProbBits;
+        x = (e & (ProbScale - 1)) * q + q + (e >> 20);
+    }
+
     /// <summary>
     /// Encodes <paramref name="symbols"/> with <paramref name="table"/> (256 entries; every symbol that occurs must
     /// have a non-zero frequency) and <paramref name="states"/> interleaved states (<see cref="IsStateCount"/>) into
@@ -223,12 +233,13 @@ internal static unsafe class Rans
             int full = n & ~mask;
             int i = states == NarrowStates ? DecodeGroups(st, tbl, dst, full, ref p, end)
                 : vector ? DecodeGroupsWide(st, packed, dst, full, ref p, end)
-                : DecodeGroupsScalar(st, states, tbl, dst, full, ref p, end);
+                : DecodeGroupsScalar(st, states, packed, dst, full, ref p, end);
 
             // Checked path: the last groups and the tail, every read tested against the end.
             for (; i < n; i++)
             {
-                DecGet(ref st[i & mask], tbl, dst + i);
+                if (states == NarrowStates) DecGet(ref st[i & mask], tbl, dst + i);
+                else DecGetPacked(ref st[i & mask], packed, dst + i);
                 if (!Renorm(ref st[i & mask], ref p, end))
                 {
                     errorOffset = source.Length;
@@ -308,7 +319,7 @@ internal static unsafe class Rans
 
     /// <summary>Wide streams without the vector units: the plain loop over the states, whole groups while a group's
     /// words remain. The reference twin of <see cref="DecodeGroupsWide"/>.</summary>
-    private static int DecodeGroupsScalar(uint* st, int states, byte* tbl, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
+    private static int DecodeGroupsScalar(uint* st, int states, uint* packed, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
     {
         ushort* p = pRef;
         ushort* last = end - states;
@@ -317,7 +328,7 @@ internal static unsafe class Rans
         {
             for (int k = 0; k < states; k++)
             {
-                DecGet(ref st[k], tbl, o + k);
+                DecGetPacked(ref st[k], packed, o + k);
                 st[k] = RenormBranchless(st[k], ref p);
             }
             o += states;

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Runtime.InteropServices;
 
 namespace Nanoscale.Lossless;
@@ -183,23 +184,42 @@ internal static class RansFrequencies
         }
     }
 
-    /// <summary>Fills the slot tables of <paramref name="table"/>; <paramref name="freqs"/> must sum to M (as <see cref="TryRead"/> guarantees).</summary>
-    public static void BuildDecodeTable(ReadOnlySpan<uint> freqs, RansDecodeTable table)
+    /// <summary>Fills the slot tables of <paramref name="table"/> that streams of <paramref name="states"/> interleaved
+    /// states decode with (narrow: <see cref="RansDecodeTable.Slots"/> and <see cref="RansDecodeTable.Symbols"/>; wide:
+    /// <see cref="RansDecodeTable.Packed"/>); <paramref name="freqs"/> must sum to M (as <see cref="TryRead"/> guarantees).</summary>
+    public static unsafe void BuildDecodeTable(ReadOnlySpan<uint> freqs, RansDecodeTable table, int states)
     {
-        var slots = table.Slots;
-        var symbols = table.Symbols;
-        var packed = table.Packed;
         uint start = 0;
-        for (int s = 0; s < SymbolCount; s++)
+        if (states == Rans.NarrowStates)
         {
-            uint f = freqs[s];
-            for (uint k = 0; k < f; k++)
+            var slots = table.Slots;
+            var symbols = table.Symbols;
+            for (int s = 0; s < SymbolCount; s++)
             {
-                slots[(int)(start + k)] = f | (k << 16);
-                symbols[(int)(start + k)] = (byte)s;
-                packed[(int)(start + k)] = (f - 1) | ((uint)s << Rans.ProbBits) | (k << 20);
+                uint f = freqs[s];
+                for (uint k = 0; k < f; k++)
+                {
+                    slots[(int)(start + k)] = f | (k << 16);
+                    symbols[(int)(start + k)] = (byte)s;
+                }
+                start += f;
             }
-            start += f;
+            return;
+        }
+        // Wide: each symbol's run of entries differs only in slot − start (bits 20–31), eight at a time.
+        var lanes = Vector256.Create(0u, 1, 2, 3, 4, 5, 6, 7) << 20;
+        fixed (uint* packed = table.Packed)
+        {
+            for (int s = 0; s < SymbolCount; s++)
+            {
+                uint f = freqs[s];
+                if (f == 0) continue;
+                uint entry = (f - 1) | ((uint)s << Rans.ProbBits);
+                uint k = 0;
+                for (; k + 8 <= f; k += 8) (Vector256.Create(entry | (k << 20)) + lanes).Store(packed + start + k);
+                for (; k < f; k++) packed[start + k] = entry | (k << 20);
+                start += f;
+            }
         }
     }
 }

@@ -33,7 +33,8 @@ public class RansTests
         var enc = new RansEncSymbol[256];
         RansFrequencies.BuildEncodeTable(freqs, enc);
         var dec = new RansDecodeTable();
-        RansFrequencies.BuildDecodeTable(freqs, dec);
+        RansFrequencies.BuildDecodeTable(freqs, dec, Rans.NarrowStates);
+        RansFrequencies.BuildDecodeTable(freqs, dec, Rans.WideStates);
         return (freqs, enc, dec);
     }
 
