@@ -153,8 +153,9 @@ internal static unsafe class Rans
             if (states == NarrowStates) EncodeNarrowGroups(st, src, tbl, full, ref ptr);
             else
             {
+                // Eight states at a time from the last, so each bank's states sit in registers for its eight symbols.
                 for (int i = full - states; i >= 0; i -= states)
-                    for (int k = states - 1; k >= 0; k--) st[k] = EncPutBranchless(st[k], ref ptr, in tbl[src[i + k]]);
+                    for (int b = states - 8; b >= 0; b -= 8) EncodeBank(st + b, src + i + b, tbl, ref ptr);
             }
 
             int wordBytes = (int)((byte*)end - (byte*)ptr);
@@ -166,6 +167,20 @@ internal static unsafe class Rans
                 BinaryPrimitives.WriteUInt32LittleEndian(new Span<byte>(dst + 4 * k, 4), st[k]);
         }
         return written;
+    }
+
+    /// <summary>Symbols <paramref name="src"/>[7…0] into states <paramref name="st"/>[7…0] (one bank of a wide group).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void EncodeBank(uint* st, byte* src, RansEncSymbol* tbl, ref ushort* ptr)
+    {
+        st[7] = EncPutBranchless(st[7], ref ptr, in tbl[src[7]]);
+        st[6] = EncPutBranchless(st[6], ref ptr, in tbl[src[6]]);
+        st[5] = EncPutBranchless(st[5], ref ptr, in tbl[src[5]]);
+        st[4] = EncPutBranchless(st[4], ref ptr, in tbl[src[4]]);
+        st[3] = EncPutBranchless(st[3], ref ptr, in tbl[src[3]]);
+        st[2] = EncPutBranchless(st[2], ref ptr, in tbl[src[2]]);
+        st[1] = EncPutBranchless(st[1], ref ptr, in tbl[src[1]]);
+        st[0] = EncPutBranchless(st[0], ref ptr, in tbl[src[0]]);
     }
 
     /// <summary>The eight-state groups with the states in registers (symbols 0…<paramref name="full"/>−1, backwards).</summary>
