@@ -35,10 +35,12 @@ internal static class BenchCommand
         {
             Description = "With --generate: regex of extra tensor names to compress (e.g. 'embed|lm_head'; by default embeddings, the head and norms keep their precision)",
         };
+        var kvCache = CliRunner.KvCacheOption();
+        kvCache.Description = "With --generate: " + kvCache.Description;
         var json = CliRunner.JsonOption();
         var command = new Command("bench", "Encode and decode throughput of each codec, or generation speed per format (--generate)")
         {
-            model, formats, threads, repeats, generate, tokens, promptTokens, decodeRows, include, json,
+            model, formats, threads, repeats, generate, tokens, promptTokens, decodeRows, include, kvCache, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -58,7 +60,10 @@ internal static class BenchCommand
                 SampleCheckpoint.Write(sample.Path, new SampleOptions { Dim = 1024, HiddenDim = 2816, Layers = 4, Heads = 16, KvHeads = 4, VocabSize = 4096 });
             }
             var path = parse.GetValue(model) ?? sample!.Path;
-            if (generating) return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens), parse.GetValue(decodeRows), parse.GetValue(include));
+            if (generating)
+                return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens), parse.GetValue(decodeRows),
+                    parse.GetValue(include), parse.GetValue(kvCache));
+            if (parse.GetResult(kvCache) is { Implicit: false }) throw new InvalidOptionException("--kv-cache", "applies to --generate only");
             using var source = CheckpointLoader.Open(path);
             var results = new List<BenchResult>();
             foreach (var f in list)
@@ -84,12 +89,12 @@ internal static class BenchCommand
     }
 
     private static object? Generate(CliContext context, string path, bool generated, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
-        int promptTokens, int newTokens, bool decodeRows, string? include)
+        int promptTokens, int newTokens, bool decodeRows, string? include, Runtime.KvCacheType kvCache)
     {
         if (promptTokens < 1) throw new InvalidOptionException("--prompt-tokens", "must be at least 1");
         if (newTokens < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
         var result = GenerationBench.Run(path, formats, threads, promptTokens, newTokens, log: new Progress<string>(context.Log),
-            cancellationToken: context.Cancellation, decodeRows: decodeRows, include: include);
+            cancellationToken: context.Cancellation, decodeRows: decodeRows, include: include, kvCache: kvCache);
         if (context.Json)
             return new
             {
@@ -97,6 +102,7 @@ internal static class BenchCommand
                 generated,
                 prompt_tokens = promptTokens,
                 new_tokens = newTokens,
+                kv_cache = kvCache.ToString().ToLowerInvariant(),
                 memcpy_gbps = result.MemcpyGBps.ToDictionary(kv => kv.Key.ToString(System.Globalization.CultureInfo.InvariantCulture), kv => kv.Value),
                 results = result.Rows.Select(r => new
                 {
@@ -116,7 +122,7 @@ internal static class BenchCommand
                 Units.Bytes(r.BytesPerToken), Units.G(r.PromptTokensPerSecond, "0.0"), Units.G(r.GeneratedTokensPerSecond, "0.00"),
                 Units.G(r.EffectiveGBps, "0.00"), Units.G(result.MemcpyGBps[r.Threads], "0.0"));
         Terminal.Out.Write(table);
-        Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window (logits of its last position), then {newTokens} greedy steps; best of 2 runs after a warm-up, " +
+        Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window (logits of its last position), then {newTokens} greedy steps ({kvCache.ToString().ToLowerInvariant()} KV cache); best of 2 runs after a warm-up, " +
                                               "load and compression not timed. weights GB/s = stored bytes the step reads × tokens/s; memcpy GB/s = bytes copied per second."));
         return null;
     }

@@ -37,10 +37,12 @@ public static class GenerationBench
     /// greedy steps. With <paramref name="decodeRows"/> every product decodes rows to floats first
     /// (<see cref="RuntimeOptions.FusedKernels"/> off, the reference path), to compare with the products on the stored codes.
     /// <paramref name="include"/> adds tensors the default selection keeps (e.g. <c>embed|lm_head</c>, to compare with a
-    /// runtime whose files quantize the embedding and head too).</summary>
+    /// runtime whose files quantize the embedding and head too). <paramref name="kvCache"/> is the number type of the
+    /// key/value cache the steps read and write (<see cref="RuntimeOptions.KvCache"/>).</summary>
     public static GenerationBenchResult Run(string modelPath, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
         int promptTokens, int newTokens, string? workFolder = null, IProgress<string>? log = null,
-        CancellationToken cancellationToken = default, bool decodeRows = false, string? include = null)
+        CancellationToken cancellationToken = default, bool decodeRows = false, string? include = null,
+        KvCacheType kvCache = KvCacheType.F32)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(promptTokens, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
@@ -49,6 +51,8 @@ public static class GenerationBench
         var config = source.Config ?? throw new CheckpointFormatException(source.Path, "config", null,
             "the checkpoint does not describe a model architecture, so it cannot be run");
         if (config.Unsupported is { } why) throw new InputException($"{source.Path}: {why}");
+        if (KvRows.Unsupported(kvCache, config.KvDim) is { } problem)
+            throw new InvalidOptionException(ModelLoadOptions.KvCacheName, $"{source.Path}: {problem}");
         if (promptTokens + newTokens > config.MaxSeqLen)
             throw new InvalidOptionException("tokens", $"prompt {promptTokens} + {newTokens} new tokens exceed the model's {config.MaxSeqLen} positions");
         foreach (string format in formats)
@@ -78,7 +82,7 @@ public static class GenerationBench
                     .Sum(t => t.StoredBytes);
                 foreach (int t in threads)
                 {
-                    var model = LlamaModel.Load(checkpoint.Config ?? config, weights, new RuntimeOptions { Parallelism = new(t), FusedKernels = !decodeRows }, path);
+                    var model = LlamaModel.Load(checkpoint.Config ?? config, weights, new RuntimeOptions { Parallelism = new(t), FusedKernels = !decodeRows, KvCache = kvCache }, path);
                     var (prompt, generated) = Time(model, promptTokens, newTokens, cancellationToken);
                     var row = new GenerationBenchRow(format, t, bpw, perToken, prompt, generated);
                     log?.Report($"bench: {format} × {t} thread(s): prompt {prompt:0.0} tokens/s, generation {generated:0.00} tokens/s " +

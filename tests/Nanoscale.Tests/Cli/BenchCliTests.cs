@@ -46,6 +46,24 @@ public class BenchCliTests
     }
 
     [Fact]
+    public void BenchGenerateRunsWithANarrowerKvCacheAndSaysWhichOne()
+    {
+        var result = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--formats", "original",
+            "--threads", "1", "--tokens", "4", "--prompt-tokens", "8", "--kv-cache", "q8", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        var json = result.Json();
+        Assert.Equal("q8", json.GetProperty("kv_cache").GetString());
+        Assert.True(json.GetProperty("results")[0].GetProperty("generated_tokens_per_second").GetDouble() > 0);
+
+        var misplaced = CliProcess.Run("bench", SharedData.Gpt2Attn, "--kv-cache", "f16");
+        Assert.Equal(1, misplaced.ExitCode);
+        Assert.Contains("--generate", misplaced.Stderr);
+        var unknown = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--kv-cache", "q4");
+        Assert.Equal(1, unknown.ExitCode);
+        Assert.Contains("--kv-cache must be f32, f16, bf16 or q8", unknown.Stderr);
+    }
+
+    [Fact]
     public void BenchGenerateRefusesMoreTokensThanTheModelHolds()
     {
         var result = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--formats", "original", "--threads", "1", "--tokens", "600");
