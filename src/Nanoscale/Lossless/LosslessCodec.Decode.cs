@@ -66,7 +66,13 @@ public static partial class LosslessCodec
             Info = info;
             Offsets = offsets;
             TensorName = tensorName;
+            Verified = new bool[info.ChunkCount];
         }
+
+        /// <summary>Chunks whose decoded bytes have matched their checksum once: decoding the same mapped bytes again
+        /// gives the same bytes, so later decodes (every step of a model that streams its coded tensors) skip the hash,
+        /// as the other codecs read their mapped bytes unchecked after opening.</summary>
+        internal bool[] Verified { get; }
 
         public LosslessStreamInfo Info { get; }
 
@@ -90,8 +96,9 @@ public static partial class LosslessCodec
 
     /// <summary>
     /// Decodes one chunk of the stream <paramref name="index"/> was read from into <paramref name="destination"/>
-    /// (exactly <see cref="ChunkIndex.DecodedBytes"/> long), checking its checksum. Thread-safe: each thread keeps its
-    /// own scratch (one chunk's planes, at most <see cref="MaxChunkSizeBytes"/>).
+    /// (exactly <see cref="ChunkIndex.DecodedBytes"/> long), checking its checksum the first time the chunk is decoded
+    /// through this index (the structure of the chunk is checked every time). Thread-safe: each thread keeps its own
+    /// scratch (one chunk's planes, at most <see cref="MaxChunkSizeBytes"/>).
     /// </summary>
     /// <exception cref="LosslessFormatException">The chunk is damaged (its offset named).</exception>
     public static void DecodeChunk(ReadOnlySpan<byte> encoded, ChunkIndex index, int chunk, Span<byte> destination)
@@ -108,16 +115,19 @@ public static partial class LosslessCodec
         long start = index.Offsets[chunk], end = index.Offsets[chunk + 1];
         if (end > encoded.Length) throw new LosslessFormatException(index.TensorName, chunk, encoded.Length, $"stream is {encoded.Length} bytes, chunk {chunk} ends at {end}");
         int elements = destination.Length / g.ElementSize;
-        if (DecodeChunk(g, encoded[(int)start..(int)end], elements, destination, scratch, start) is { } e)
+        bool verified = Volatile.Read(ref index.Verified[chunk]);
+        if (DecodeChunk(g, encoded[(int)start..(int)end], elements, destination, scratch, start, checksum: !verified) is { } e)
             throw new LosslessFormatException(index.TensorName, chunk, e.Offset, e.Problem);
+        if (!verified) Volatile.Write(ref index.Verified[chunk], true);
     }
 
     private readonly record struct ChunkError(long Offset, string Problem);
 
-    private static ChunkError? DecodeChunk(Geometry g, ReadOnlySpan<byte> input, int elements, Span<byte> output, DecodeScratch scratch, long streamOffset)
+    private static ChunkError? DecodeChunk(Geometry g, ReadOnlySpan<byte> input, int elements, Span<byte> output, DecodeScratch scratch, long streamOffset,
+        bool checksum = true)
     {
         if (input.Length < ChunkChecksumBytes) return new(streamOffset, $"chunk is {input.Length} bytes, shorter than its checksum");
-        ulong checksum = BinaryPrimitives.ReadUInt64LittleEndian(input);
+        ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(input);
         int pos = ChunkChecksumBytes;
         int n = BytePlanes.PlaneLength(g.Layout, elements, g.ElementSize);
         Span<uint> freqs = stackalloc uint[256];
@@ -159,9 +169,10 @@ public static partial class LosslessCodec
             p >= g.PlaneCount ? default : raw[p] >= 0 ? chunk.Slice(raw[p], n) : decoded.Slice(p * n, n);
         BytePlanes.Merge(g.Layout, Plane(0, input, scratchPlanes, rawAt), Plane(1, input, scratchPlanes, rawAt),
             Plane(2, input, scratchPlanes, rawAt), Plane(3, input, scratchPlanes, rawAt), output);
+        if (!checksum) return null;
         ulong actual = XxHash3.HashToUInt64(output);
-        if (actual != checksum)
-            return new(streamOffset, $"checksum mismatch: stored {checksum:x16}, decoded bytes hash to {actual:x16}");
+        if (actual != stored)
+            return new(streamOffset, $"checksum mismatch: stored {stored:x16}, decoded bytes hash to {actual:x16}");
         return null;
     }
 

@@ -73,6 +73,32 @@ public class LosslessCodecTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ChunksDecodedOneAtATimeAreCheckedAgainstTheirChecksumTheFirstTime()
+    {
+        var tensor = TinySafetensors.Gpt2AttnBf16.First();
+        var encoded = LosslessCodec.Encode(tensor.Data, DType.BF16, new LosslessOptions { ChunkSizeBytes = 64 << 10 });
+        var index = LosslessCodec.ReadIndex(encoded, "t");
+        Assert.True(index.Info.ChunkCount > 2);
+        int chunk = 1, length = index.DecodedBytes(chunk);
+        var expected = tensor.Data.AsSpan(chunk * (64 << 10), length).ToArray();
+        var decoded = new byte[length];
+        Assert.False(index.Verified[chunk]);
+        LosslessCodec.DecodeChunk(encoded, index, chunk, decoded);
+        Assert.Equal(expected, decoded);
+        Assert.True(index.Verified[chunk]);
+        Array.Clear(decoded);
+        LosslessCodec.DecodeChunk(encoded, index, chunk, decoded); // the second time without the hash, the same bytes
+        Assert.Equal(expected, decoded);
+
+        // A flipped byte in the last (raw sign+mantissa) plane keeps the chunk's structure: only the checksum sees it,
+        // so a fresh index (a newly opened model) catches it at the first decode.
+        var damaged = encoded.ToArray();
+        damaged[(int)index.Offsets[chunk + 1] - 3] ^= 0x10;
+        var e = Assert.Throws<LosslessFormatException>(() => LosslessCodec.DecodeChunk(damaged, LosslessCodec.ReadIndex(damaged, "t"), chunk, decoded));
+        Assert.Contains("checksum mismatch", e.Message);
+    }
+
+    [Fact]
     public void Stories260KFp32RoundTripsBitForBit()
     {
         var weights = TinySafetensors.Stories260KWeights();
