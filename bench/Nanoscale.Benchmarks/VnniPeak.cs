@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Nanoscale.Benchmarks;
+
+/// <summary>
+/// <c>-- vnni-peak [threads]</c>: the most int8 multiply-adds a second this machine's AVX-VNNI instruction
+/// (<c>vpdpbusd</c> on 256-bit vectors, the one the lane kernels use) gives: eight independent accumulators, operands in
+/// registers, nothing else in the loop. The ceiling a many-sequence step's products can approach, to compare with
+/// <c>dot-kernels FORMAT rows cols threads 16</c>.
+/// </summary>
+internal static class VnniPeak
+{
+    public static int Run(string[] args)
+    {
+        if (!AvxVnni.IsSupported)
+        {
+            Console.Error.WriteLine("this machine has no AVX-VNNI");
+            return 1;
+        }
+        int threads = args.Length > 0 ? int.Parse(args[0]) : 1;
+        const long Iterations = 50_000_000;
+        Loop(1000); // compiled and warm
+        double best = 0;
+        for (int round = 0; round < 5; round++)
+        {
+            var clock = Stopwatch.StartNew();
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ => Loop(Iterations));
+            double seconds = clock.Elapsed.TotalSeconds;
+            best = Math.Max(best, threads * Iterations * 8 * 32 / seconds);
+        }
+        Console.WriteLine($"vpdpbusd ymm, {threads} thread(s): {best / 1e9:0.0} G int8 multiply-adds/s " +
+                          $"({best / 32 / 1e9 / threads:0.00} G instructions/s a thread)");
+        return 0;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static int Loop(long iterations)
+    {
+        var w = Vector256.Create((byte)3);
+        var a = Vector256.Create((sbyte)-2);
+        Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        for (long i = 0; i < iterations; i++)
+        {
+            s0 = AvxVnni.MultiplyWideningAndAdd(s0, w, a);
+            s1 = AvxVnni.MultiplyWideningAndAdd(s1, w, a);
+            s2 = AvxVnni.MultiplyWideningAndAdd(s2, w, a);
+            s3 = AvxVnni.MultiplyWideningAndAdd(s3, w, a);
+            s4 = AvxVnni.MultiplyWideningAndAdd(s4, w, a);
+            s5 = AvxVnni.MultiplyWideningAndAdd(s5, w, a);
+            s6 = AvxVnni.MultiplyWideningAndAdd(s6, w, a);
+            s7 = AvxVnni.MultiplyWideningAndAdd(s7, w, a);
+        }
+        return Vector256.Sum(s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7);
+    }
+}
