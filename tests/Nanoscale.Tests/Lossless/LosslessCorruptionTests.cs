@@ -16,11 +16,13 @@ public class LosslessCorruptionTests(ITestOutputHelper output)
 {
     private static readonly LosslessOptions Options = new() { ChunkSizeBytes = 16 << 10, Parallelism = new(1) };
 
-    private static (byte[] Original, byte[] Encoded, long[] ChunkStarts) Subject()
+    private static (byte[] Original, byte[] Encoded, long[] ChunkStarts) Subject(int states = 0)
     {
-        // 64 Ki bf16 weights of a real tensor: 8 chunks, each with a coded exponent plane.
+        // 64 Ki bf16 weights of a real tensor: 8 chunks, each with a coded exponent plane (8 interleaved rANS states at
+        // this chunk size unless asked for 32, the vector decoder's streams).
         var original = TinySafetensors.Gpt2AttnBf16[0].Data[..(128 << 10)];
-        var encoded = LosslessCodec.Encode(original, DType.BF16, Options);
+        var encoded = LosslessCodec.Encode(original, DType.BF16, Options with { InterleavedStates = states });
+        Assert.Equal(states == 0 ? Rans.NarrowStates : states, LosslessCodec.ReadInfo(encoded).States);
         var info = LosslessCodec.ReadInfo(encoded);
         var starts = new long[info.ChunkCount + 1];
         starts[0] = LosslessCodec.FixedHeaderBytes + 4 * info.ChunkCount + 8;
@@ -52,10 +54,12 @@ public class LosslessCorruptionTests(ITestOutputHelper output)
         return Outcome.Identical;
     }
 
-    [Fact]
-    public async Task ThousandsOfRandomCorruptionsAreDetectedOrHarmless()
+    [Theory]
+    [InlineData(Rans.NarrowStates)]
+    [InlineData(Rans.WideStates)]
+    public async Task ThousandsOfRandomCorruptionsAreDetectedOrHarmless(int states)
     {
-        var (original, encoded, starts) = Subject();
+        var (original, encoded, starts) = Subject(states);
         var task = Task.Run(() =>
         {
             var rng = new Random(20240601);
