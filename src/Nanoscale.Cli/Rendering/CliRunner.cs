@@ -73,13 +73,13 @@ internal static class CliRunner
     /// <summary><c>--kv-cache f32|f16|bf16|q8</c>: how sessions store their key/value cache (generate, serve).</summary>
     public static Option<KvCacheType> KvCacheOption() => new("--kv-cache")
     {
-        Description = "Key/value cache numbers: f32 (default, exact), f16 or bf16 (half the memory per position), q8 (int8 per 32 with a scale: 0.28×)",
-        HelpName = "f32|f16|bf16|q8", // absent: F32, the enum's default (no factory, so help does not print "F32")
+        Description = "Key/value cache numbers: f32 (default, exact), f16 or bf16 (half the memory per position), q8 (int8 per 32 with a scale: 0.28×), q4 (4 bits per number and a scale per 32: 0.16×)",
+        HelpName = "f32|f16|bf16|q8|q4", // absent: F32, the enum's default (no factory, so help does not print "F32")
         CustomParser = result =>
         {
             string text = result.Tokens.Count > 0 ? result.Tokens[0].Value : "";
             if (!int.TryParse(text, out _) && Enum.TryParse<KvCacheType>(text, ignoreCase: true, out var type) && Enum.IsDefined(type)) return type;
-            result.AddError($"--kv-cache must be f32, f16, bf16 or q8, not '{text}'");
+            result.AddError($"--kv-cache must be f32, f16, bf16, q8 or q4, not '{text}'");
             return KvCacheType.F32;
         },
     };

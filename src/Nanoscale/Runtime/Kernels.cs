@@ -77,8 +77,15 @@ internal static class Kernels
                 fixed (float* vs = v.Scales)
                     AttendRow(query, new Q8Rows(kc, ks), new Q8Rows(vc, vs), stride, offset, scale, scores, output);
                 break;
+            case (Q4KvRows k, Q4KvRows v) when offset % 8 == 0 && stride % 8 == 0:
+                fixed (byte* kc = k.Codes)
+                fixed (float* ks = k.Scales)
+                fixed (byte* vc = v.Codes)
+                fixed (float* vs = v.Scales)
+                    AttendRow(query, new Q4Rows(kc, ks), new Q4Rows(vc, vs), stride, offset, scale, scores, output);
+                break;
             default:
-                throw new ArgumentException("keys and values of different cache types, or q8 rows not in whole groups of eight");
+                throw new ArgumentException("keys and values of different cache types, or q8/q4 rows not in whole groups of eight");
         }
     }
 
@@ -120,6 +127,20 @@ internal static class Kernels
         public Vector256<float> Load(nint index) =>
             System.Runtime.Intrinsics.X86.Avx.ConvertToVector256Single(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(codes + index))
             * Vector256.Create(scales[index >> 5]);
+    }
+
+    /// <summary>Eight numbers of a q4 block (index a multiple of eight): their four code bytes broadcast, each lane
+    /// shifted to its nibble (<see cref="Q4KvRows"/>: byte t holds numbers t and t + 4), less 8, times the block's scale.</summary>
+    private readonly unsafe struct Q4Rows(byte* codes, float* scales) : IRows
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector256<float> Load(nint index)
+        {
+            var word = Vector256.Create(*(uint*)(codes + (index >> 1)));
+            var nibbles = System.Runtime.Intrinsics.X86.Avx2.ShiftRightLogicalVariable(word, Vector256.Create(0u, 8, 16, 24, 4, 12, 20, 28))
+                & Vector256.Create(0x0Fu);
+            return System.Runtime.Intrinsics.X86.Avx.ConvertToVector256Single(nibbles.AsInt32() - Vector256.Create(8)) * Vector256.Create(scales[index >> 5]);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0

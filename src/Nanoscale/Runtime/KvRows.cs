@@ -22,14 +22,15 @@ internal abstract class KvRows
             KvCacheType.F32 => new FloatKvRows(),
             KvCacheType.F16 or KvCacheType.BF16 => new HalfKvRows(type == KvCacheType.BF16),
             KvCacheType.Q8 => new Q8KvRows(),
+            KvCacheType.Q4 => new Q4KvRows(),
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
         };
 
-    /// <summary>Why rows of <paramref name="rowWidth"/> numbers cannot be cached as <paramref name="type"/> (q8 needs
-    /// whole blocks of 32), or null when they can.</summary>
+    /// <summary>Why rows of <paramref name="rowWidth"/> numbers cannot be cached as <paramref name="type"/> (q8 and q4
+    /// need whole blocks of 32), or null when they can.</summary>
     public static string? Unsupported(KvCacheType type, int rowWidth) =>
-        type == KvCacheType.Q8 && rowWidth % Q8KvRows.Block != 0
-            ? $"q8 stores the key/value rows in blocks of {Q8KvRows.Block} numbers; this model has rows of {rowWidth} (use f16 or bf16)"
+        type is KvCacheType.Q8 or KvCacheType.Q4 && rowWidth % Q8KvRows.Block != 0
+            ? $"{type.ToString().ToLowerInvariant()} stores the key/value rows in blocks of {Q8KvRows.Block} numbers; this model has rows of {rowWidth} (use f16 or bf16)"
             : null;
 
     /// <summary>Bytes that <paramref name="numbers"/> cached numbers (whole rows) take as <paramref name="type"/>.</summary>
@@ -37,6 +38,7 @@ internal abstract class KvRows
     {
         KvCacheType.F32 => numbers * sizeof(float),
         KvCacheType.Q8 => numbers + (numbers + Q8KvRows.Block - 1) / Q8KvRows.Block * sizeof(float),
+        KvCacheType.Q4 => (numbers + 1) / 2 + (numbers + Q8KvRows.Block - 1) / Q8KvRows.Block * sizeof(float),
         _ => numbers * sizeof(ushort),
     };
 
@@ -117,7 +119,7 @@ internal sealed class Q8KvRows : KvRows
         }
     }
 
-    private static bool HasNonFinite(ReadOnlySpan<float> block)
+    internal static bool HasNonFinite(ReadOnlySpan<float> block)
     {
         foreach (float v in block)
             if (!float.IsFinite(v)) return true;
@@ -136,5 +138,69 @@ internal sealed class Q8KvRows : KvRows
                         * Vector256.Create(Scales[(offset + i) / Block])).Store(d + i);
         for (; i < destination.Length; i++)
             destination[i] = Codes[offset + i] * Scales[(offset + i) / Block];
+    }
+}
+
+/// <summary>
+/// 4-bit codes per block of 32 consecutive numbers with a float32 scale, as llama.cpp's <c>q4_0</c>: scale = the block's
+/// number of largest magnitude ÷ −8, code = its quotient rounded to nearest even and kept within −8…7, stored + 8 in a
+/// nibble; read back as (nibble − 8) × scale. 0.625 bytes a number. The nibbles of each eight numbers are four bytes,
+/// byte t holding numbers t (low nibble) and t + 4 (high): one broadcast word and one shift per lane give the eight
+/// (ggml's order, numbers j and j + 16 in byte j, would need a shift chosen per group). A block with a NaN or an infinity
+/// reads back as NaN, as in <see cref="Q8KvRows"/>.
+/// </summary>
+internal sealed class Q4KvRows : KvRows
+{
+    public const int Block = Q8KvRows.Block;
+    public byte[] Codes = [];
+    public float[] Scales = [];
+    public override long Length => 2L * Codes.Length;
+
+    public override void Resize(long numbers)
+    {
+        Array.Resize(ref Codes, checked((int)(numbers / 2)));
+        Array.Resize(ref Scales, checked((int)(numbers / Block)));
+    }
+
+    public override void Write(int offset, ReadOnlySpan<float> source)
+    {
+        for (int i = 0; i < source.Length; i += Block)
+        {
+            var block = source.Slice(i, Block);
+            int first = (offset + i) / Block;
+            Scales[first] = Quantize(block, Codes.AsSpan(first * (Block / 2), Block / 2));
+        }
+    }
+
+    /// <summary>One block into its 16 code bytes; returns the scale (NaN when the block holds a NaN or an infinity).</summary>
+    public static float Quantize(ReadOnlySpan<float> block, Span<byte> codes)
+    {
+        float extreme = 0;
+        foreach (float v in block)
+            if (Math.Abs(v) > Math.Abs(extreme)) extreme = v;
+        if (Q8KvRows.HasNonFinite(block))
+        {
+            codes.Fill(0x88);
+            return float.NaN;
+        }
+        float scale = extreme / -8;
+        for (int j = 0; j < Block / 2; j++)
+        {
+            int first = j / 4 * 8 + j % 4; // byte j: numbers 8⌊j/4⌋ + j mod 4 and 4 after it
+            codes[j] = (byte)(Code(block[first], scale) | (Code(block[first + 4], scale) << 4));
+        }
+        return scale;
+    }
+
+    private static int Code(float value, float scale) => scale == 0 ? 8 : Math.Clamp((int)MathF.Round(value / scale), -8, 7) + 8;
+
+    public override void Widen(int offset, Span<float> destination)
+    {
+        for (int i = 0; i < destination.Length; i++)
+        {
+            int n = offset + i;
+            int code = (Codes[n / 8 * 4 + n % 4] >> (n % 8 / 4 * 4)) & 0x0F;
+            destination[i] = (code - 8) * Scales[n / Block];
+        }
     }
 }

@@ -7,7 +7,7 @@ using Nanoscale.Tests.Support;
 namespace Nanoscale.Tests.Runtime;
 
 /// <summary>
-/// 16- and 8-bit key/value caches (<see cref="RuntimeOptions.KvCache"/>): the attention kernel reading them equals the
+/// 16-, 8- and 4-bit key/value caches (<see cref="RuntimeOptions.KvCache"/>): the attention kernel reading them equals the
 /// float kernel on the widened numbers exactly, every path that writes and reads the cache (windows, steps, several
 /// sequences in one pass) agrees, the model stays close to its f32 cache, and the memory and the KV budget shrink.
 /// </summary>
@@ -35,6 +35,9 @@ public class KvCacheTests
     [InlineData(KvCacheType.Q8, 48, 5)]
     [InlineData(KvCacheType.BF16, 8, 1)]
     [InlineData(KvCacheType.Q8, 8, 3)]
+    [InlineData(KvCacheType.Q4, 64, 37)]
+    [InlineData(KvCacheType.Q4, 48, 5)]
+    [InlineData(KvCacheType.Q4, 8, 3)]
     public void TheNarrowRowEqualsTheFloatRowOnTheWidenedNumbers(KvCacheType type, int headDim, int positions)
     {
         if (!Kernels.AttendRowApplies(headDim)) return; // no AVX2 here: the generic loops run
@@ -109,6 +112,44 @@ public class KvCacheTests
         Assert.Throws<InvalidOperationException>(() => KvRows.Create(KvCacheType.Q8, 48));
     }
 
+    /// <summary>Q4 as llama.cpp's q4_0: per block of 32 the scale is the largest-magnitude number ÷ −8, so that number
+    /// is exact and every other one within half a step (a step = |scale|), except numbers of the other sign beyond 7
+    /// steps, kept at 7; each eight numbers' nibbles are four bytes; a broken block reads NaN.</summary>
+    [Fact]
+    public void Q4RoundsLikeQ4_0AndMarksBrokenBlocks()
+    {
+        var random = new Random(11);
+        float[] numbers = [.. Enumerable.Range(0, 128).Select(_ => (float)(random.NextDouble() * 6 - 3))];
+        numbers[5] = -7.5f;                 // block 0: its extreme is negative, so the scale is positive
+        numbers[33] = 6.25f;                // block 1: a positive extreme
+        numbers[34] = -6.2f;                // ... and the other sign beyond 7 steps: kept at 7 steps
+        numbers[70] = float.NaN;            // block 2
+        var q4 = KvRows.Create(KvCacheType.Q4, 128);
+        q4.Resize(128);
+        Assert.Equal(128, q4.Length);
+        q4.Write(0, numbers);
+        var back = new float[128];
+        q4.Widen(0, back);
+        Assert.Equal(-7.5f, back[5]);
+        Assert.Equal(6.25f, back[33]);
+        Assert.Equal(-6.25f / 8 * 7, back[34]);
+        foreach (int block in new[] { 0, 1, 3 })
+        {
+            float step = numbers.Skip(32 * block).Take(32).Max(Math.Abs) / 8;
+            for (int i = 32 * block; i < 32 * block + 32; i++)
+                if (i != 34) Assert.True(Math.Abs(back[i] - numbers[i]) <= step / 2 * 1.0001, $"number {i}: {numbers[i]} read back as {back[i]}");
+        }
+        Assert.All(back[64..96], v => Assert.True(float.IsNaN(v)));
+        // Each eight numbers in four bytes: byte 4g + t holds numbers 8g + t (low nibble) and 8g + t + 4 (high).
+        var rows = (Q4KvRows)q4;
+        int Code(int n) => (int)MathF.Round(numbers[n] / (-7.5f / -8)) + 8;
+        Assert.Equal(Code(0), rows.Codes[0] & 0x0F);
+        Assert.Equal(Code(4), rows.Codes[0] >> 4);
+        Assert.Equal(Code(11), rows.Codes[7] & 0x0F);
+        Assert.Equal(Code(15), rows.Codes[7] >> 4);
+        Assert.Throws<InvalidOperationException>(() => KvRows.Create(KvCacheType.Q4, 48));
+    }
+
     /// <summary>stories260K over a TinyStories window of 96 tokens and 24 steps: a narrower cache moves the logits by a
     /// small fraction of their range (measured: f16 1.1e-3, bf16 5.9e-3, q8 3.8e-2) and the greedy choices stay the f32 cache's.</summary>
     [Theory]
@@ -153,6 +194,7 @@ public class KvCacheTests
     [InlineData(KvCacheType.F16)]
     [InlineData(KvCacheType.BF16)]
     [InlineData(KvCacheType.Q8)]
+    [InlineData(KvCacheType.Q4)]
     public void WindowsStepsAndBatchesReadTheSameNarrowCache(KvCacheType type)
     {
         var model = Stories(type);
@@ -194,10 +236,11 @@ public class KvCacheTests
             GC.KeepAlive(session);
             return bytes;
         }
-        long f32 = Allocated(KvCacheType.F32), f16 = Allocated(KvCacheType.F16), q8 = Allocated(KvCacheType.Q8);
+        long f32 = Allocated(KvCacheType.F32), f16 = Allocated(KvCacheType.F16), q8 = Allocated(KvCacheType.Q8), q4 = Allocated(KvCacheType.Q4);
         // stories260K: 5 layers × 2 × 256 positions × 32 numbers = 81 920 numbers; the rotary tables are the rest.
         Assert.InRange(f32 - f16, 81_920 * 2 - 4096, 81_920 * 2 + 4096);
         Assert.InRange(f32 - q8, 81_920 * (4 - 1.125) - 4096, 81_920 * (4 - 1.125) + 4096);
+        Assert.InRange(f32 - q4, 81_920 * (4 - 0.625) - 4096, 81_920 * (4 - 0.625) + 4096);
         using var exact = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: 100_000);
         using var half = new CompletionService(LoadedModel.Open(SharedData.Stories260K, new ModelLoadOptions { KvCache = KvCacheType.F16 }), "s",
             kvBudgetBytes: 100_000);
@@ -205,6 +248,8 @@ public class KvCacheTests
         Assert.Equal(exact.KvBytes(100) / 2, half.KvBytes(100));
         using var eight = new CompletionService(LoadedModel.Open(SharedData.Stories260K, new ModelLoadOptions { KvCache = KvCacheType.Q8 }), "s");
         Assert.Equal(exact.KvBytes(100) / 4 * 9 / 8, eight.KvBytes(100));
+        using var four = new CompletionService(LoadedModel.Open(SharedData.Stories260K, new ModelLoadOptions { KvCache = KvCacheType.Q4 }), "s");
+        Assert.Equal(exact.KvBytes(100) / 4 * 5 / 8, four.KvBytes(100));
     }
 
     /// <summary>q8 on a model whose key/value rows are not whole blocks of 32 (here 12) is refused when the model is
@@ -218,6 +263,9 @@ public class KvCacheTests
             LoadedModel.Open(dir.Path, new ModelLoadOptions { TokenizerPath = SharedData.Tok512, KvCache = KvCacheType.Q8 }));
         Assert.Contains("rows of 12", e.Message);
         Assert.Equal(ModelLoadOptions.KvCacheName, e.Option);
+        var four = Assert.Throws<InvalidOptionException>(() =>
+            LoadedModel.Open(dir.Path, new ModelLoadOptions { TokenizerPath = SharedData.Tok512, KvCache = KvCacheType.Q4 }));
+        Assert.Contains("q4 stores the key/value rows in blocks of 32", four.Message);
         using var half = LoadedModel.Open(dir.Path, new ModelLoadOptions { TokenizerPath = SharedData.Tok512, KvCache = KvCacheType.F16 });
         Assert.Equal(12, half.Model.Config.KvDim);
     }
@@ -225,8 +273,8 @@ public class KvCacheTests
     [Fact]
     public void AnUnknownCacheTypeIsRefusedByName()
     {
-        var result = CliProcess.Run("generate", SharedData.Stories260K, "--kv-cache", "q4");
+        var result = CliProcess.Run("generate", SharedData.Stories260K, "--kv-cache", "q5");
         Assert.Equal(1, result.ExitCode);
-        Assert.Contains("--kv-cache must be f32, f16, bf16 or q8, not 'q4'", result.Stderr);
+        Assert.Contains("--kv-cache must be f32, f16, bf16, q8 or q4, not 'q5'", result.Stderr);
     }
 }
