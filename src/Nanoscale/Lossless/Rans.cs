@@ -17,7 +17,7 @@ internal enum RansStatus
 }
 
 /// <summary>
-/// rANS with a 32-bit state, 16-bit renormalisation and eight interleaved states (after ryg_rans, whose
+/// rANS with a 32-bit state, 16-bit renormalisation and 8 or 32 interleaved states (after ryg_rans, whose
 /// <c>rans_word</c> variant this follows; the decoder here checks the end of its input).
 /// <para><b>Why 32/16.</b> With L = 2^16 and b = 2^16 every symbol causes at most one renormalisation step,
 /// so encode and decode are a single branch-free conditional instead of ryg's byte-wise loop, and the stream is
@@ -37,11 +37,12 @@ internal enum RansStatus
 /// x ≥ f·⌊x'/M⌋ ≥ f·2^4 ≥ 16, and if x &lt; L one word read gives x ≥ 2^20 ≥ L. Because I_s is b-unique
 /// (exactly one shift lands in it) the decoder reads exactly the words the encoder wrote, in reverse order.
 /// Even on corrupt input a state that starts in I stays in I, so nothing here can overflow or loop.</para>
-/// <para><b>Interleaving.</b> Symbol i uses state i mod 8 (eight independent dependency chains hide the
-/// latency of the table load and multiply; measured 4 vs 8 in docs/lossless.md). The encoder runs from the last
-/// symbol to the first, writing words downwards; the decoder runs forwards reading upwards, so it meets each word exactly when the
-/// matching state needs it. Stream: the eight final encoder states (uint32 LE, state 0 first), then the words
-/// (uint16 LE). A correct stream ends with every word consumed and all eight states back at L, which the
+/// <para><b>Interleaving.</b> With S states symbol i uses state i mod S: S = 8 independent dependency chains hide the
+/// latency of the scalar table load and multiply (measured 4 vs 8 in docs/lossless.md); S = 32 gives the vector
+/// decoder four chains of eight lanes (<see cref="DecodeGroupsWide"/>; why 32 in docs/lossless.md). The encoder runs
+/// from the last symbol to the first, writing words downwards; the decoder runs forwards reading upwards, so it meets
+/// each word exactly when the matching state needs it. Stream: the S final encoder states (uint32 LE, state 0 first),
+/// then the words (uint16 LE). A correct stream ends with every word consumed and every state back at L, which the
 /// decoder checks.</para>
 /// </summary>
 internal static unsafe class Rans
@@ -150,13 +151,9 @@ internal static unsafe class Rans
             uint* st = stackalloc uint[states];
             for (int k = 0; k < states; k++) st[k] = StateLowerBound;
             for (int i = n - 1; i >= full; i--) st[i & mask] = EncPut(st[i & mask], ref ptr, in tbl[src[i]]);
-            if (states == NarrowStates) EncodeNarrowGroups(st, src, tbl, full, ref ptr);
-            else
-            {
-                // Eight states at a time from the last, so each bank's states sit in registers for its eight symbols.
-                for (int i = full - states; i >= 0; i -= states)
-                    for (int b = states - 8; b >= 0; b -= 8) EncodeBank(st + b, src + i + b, tbl, ref ptr);
-            }
+            // Whole groups, eight states at a time from the last, so each bank's states sit in registers for its eight symbols.
+            for (int i = full - states; i >= 0; i -= states)
+                for (int b = states - 8; b >= 0; b -= 8) EncodeBank(st + b, src + i + b, tbl, ref ptr);
 
             int wordBytes = (int)((byte*)end - (byte*)ptr);
             int stateBytes = StateBytes(states);
@@ -169,7 +166,7 @@ internal static unsafe class Rans
         return written;
     }
 
-    /// <summary>Symbols <paramref name="src"/>[7…0] into states <paramref name="st"/>[7…0] (one bank of a wide group).</summary>
+    /// <summary>Symbols <paramref name="src"/>[7…0] into states <paramref name="st"/>[7…0] (a narrow group, or one bank of a wide one).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void EncodeBank(uint* st, byte* src, RansEncSymbol* tbl, ref ushort* ptr)
     {
@@ -181,24 +178,6 @@ internal static unsafe class Rans
         st[2] = EncPutBranchless(st[2], ref ptr, in tbl[src[2]]);
         st[1] = EncPutBranchless(st[1], ref ptr, in tbl[src[1]]);
         st[0] = EncPutBranchless(st[0], ref ptr, in tbl[src[0]]);
-    }
-
-    /// <summary>The eight-state groups with the states in registers (symbols 0…<paramref name="full"/>−1, backwards).</summary>
-    private static void EncodeNarrowGroups(uint* st, byte* src, RansEncSymbol* tbl, int full, ref ushort* ptr)
-    {
-        uint x0 = st[0], x1 = st[1], x2 = st[2], x3 = st[3], x4 = st[4], x5 = st[5], x6 = st[6], x7 = st[7];
-        for (int i = full - 8; i >= 0; i -= 8)
-        {
-            x7 = EncPutBranchless(x7, ref ptr, in tbl[src[i + 7]]);
-            x6 = EncPutBranchless(x6, ref ptr, in tbl[src[i + 6]]);
-            x5 = EncPutBranchless(x5, ref ptr, in tbl[src[i + 5]]);
-            x4 = EncPutBranchless(x4, ref ptr, in tbl[src[i + 4]]);
-            x3 = EncPutBranchless(x3, ref ptr, in tbl[src[i + 3]]);
-            x2 = EncPutBranchless(x2, ref ptr, in tbl[src[i + 2]]);
-            x1 = EncPutBranchless(x1, ref ptr, in tbl[src[i + 1]]);
-            x0 = EncPutBranchless(x0, ref ptr, in tbl[src[i]]);
-        }
-        st[0] = x0; st[1] = x1; st[2] = x2; st[3] = x3; st[4] = x4; st[5] = x5; st[6] = x6; st[7] = x7;
     }
 
     /// <summary>
