@@ -178,7 +178,10 @@ public static class Generation
     {
         private readonly Random _random = new(options.Seed);
         private readonly float[] _scratch = new float[vocab];
-        private readonly int[] _order = new int[vocab];
+        // Only for top-k / top-p (made at the first such draw): a server holds a sampler per running sequence, and at a
+        // vocabulary of 128K these are half a megabyte and a megabyte each.
+        private int[]? _order;
+        private double[]? _kept;
 
         /// <param name="logits">The model's logits for the next token.</param>
         /// <param name="sequence">Prompt and generated tokens so far.</param>
@@ -210,26 +213,28 @@ public static class Generation
             int n = logits.Length;
             if (options.TopK == 0 && options.TopP >= 1)
             {
-                // Nothing cut: one pass in id order, no sort.
+                // Nothing cut: in id order, no sort, and nothing allocated (a vocabulary-sized array per token would be
+                // a large-object allocation per stream and step): the weights are computed again for the draw, the
+                // same numbers in the same order as the sum.
                 double top = logits[Kernels.ArgMax(logits)], sum = 0;
-                var w = new double[n];
-                for (int i = 0; i < n; i++) sum += w[i] = Math.Exp((logits[i] - top) / options.Temperature);
+                for (int i = 0; i < n; i++) sum += Math.Exp((logits[i] - top) / options.Temperature);
                 double r = _random.NextDouble() * sum;
                 for (int i = 0; i < n; i++)
                 {
-                    r -= w[i];
+                    r -= Math.Exp((logits[i] - top) / options.Temperature);
                     if (r < 0) return i;
                 }
                 return n - 1;
             }
-            var order = _order.AsSpan(0, n);
+            var order = (_order ??= new int[_scratch.Length]).AsSpan(0, n);
             for (int i = 0; i < n; i++) order[i] = i;
-            // Most likely first; ties by id, so the order never depends on the sort's stability.
-            var keys = logits.ToArray();
+            // Most likely first; ties by id, so the order never depends on the sort's stability. The logits are this
+            // sampler's scratch (Next copied them there), so the comparison reads that array.
+            var keys = _scratch;
             order.Sort((a, b) => keys[b].CompareTo(keys[a]) is var c && c != 0 ? c : a.CompareTo(b));
             int kept = options.TopK > 0 ? Math.Min(options.TopK, n) : n;
             double max = logits[order[0]], temperature = options.Temperature, total = 0;
-            var p = new double[kept];
+            var p = (_kept ??= new double[_scratch.Length]).AsSpan(0, kept);
             for (int i = 0; i < kept; i++) total += p[i] = Math.Exp((logits[order[i]] - max) / temperature);
             if (options.TopP < 1)
             {

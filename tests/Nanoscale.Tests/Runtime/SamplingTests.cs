@@ -27,6 +27,71 @@ public class SamplingTests
         }
     }
 
+    /// <summary>A server holds a sampler per running sequence and draws every step: at a vocabulary of 128K a draw
+    /// allocates nothing vocabulary-sized (it used to allocate a megabyte of weights per token), and the draws are the
+    /// ones the softmax weights stored in an array give, token for token.</summary>
+    [Fact]
+    public void DrawingAtALargeVocabularyAllocatesNothingOfItsSize()
+    {
+        const int vocab = 128_256;
+        var random = new Random(3);
+        float[] logits = [.. Enumerable.Range(0, vocab).Select(_ => (float)(random.NextDouble() * 12 - 6))];
+        foreach (var options in new[]
+                 {
+                     new SamplingOptions { Temperature = 0.9, Seed = 5 },
+                     new SamplingOptions { Temperature = 1, TopP = 0.95, Seed = 5 },
+                     new SamplingOptions { Temperature = 1, TopK = 40, Seed = 5 },
+                 })
+        {
+            var sampler = new Generation.Sampler(options, vocab);
+            sampler.Next(logits, [], 0); // first draw: the top-k/top-p buffers, made once
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var drawn = Enumerable.Range(0, 8).Select(_ => sampler.Next(logits, [], 0)).ToArray();
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.True(allocated < 64 * 1024, $"{allocated} bytes for 8 draws");
+
+            // The same draws from the weights as an array (the former implementation), with the same random numbers.
+            var reference = new Random(options.Seed);
+            reference.NextDouble();
+            foreach (int token in drawn) Assert.Equal(Reference(logits, options, reference.NextDouble()), token);
+        }
+    }
+
+    private static int Reference(float[] logits, SamplingOptions options, double u)
+    {
+        int n = logits.Length;
+        int[] order = [.. Enumerable.Range(0, n).OrderByDescending(i => logits[i]).ThenBy(i => i)];
+        int kept = options.TopK > 0 ? Math.Min(options.TopK, n) : n;
+        double max = logits[order[0]], total = 0;
+        var p = new double[kept];
+        if (options.TopK == 0 && options.TopP >= 1)
+        {
+            var w = new double[n];
+            for (int i = 0; i < n; i++) total += w[i] = Math.Exp((logits[i] - max) / options.Temperature);
+            double r = u * total;
+            for (int i = 0; i < n; i++)
+                if ((r -= w[i]) < 0) return i;
+            return n - 1;
+        }
+        for (int i = 0; i < kept; i++) total += p[i] = Math.Exp((logits[order[i]] - max) / options.Temperature);
+        if (options.TopP < 1)
+        {
+            double cumulative = 0;
+            for (int i = 0; i < kept; i++)
+                if ((cumulative += p[i] / total) >= options.TopP)
+                {
+                    kept = i + 1;
+                    break;
+                }
+            total = 0;
+            for (int i = 0; i < kept; i++) total += p[i];
+        }
+        double v = u * total;
+        for (int i = 0; i < kept; i++)
+            if ((v -= p[i]) < 0) return order[i];
+        return order[kept - 1];
+    }
+
     [Fact]
     public void TopKAndTopPKeepOnlyTheMostLikelyTokens()
     {
