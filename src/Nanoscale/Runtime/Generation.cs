@@ -177,9 +177,10 @@ public static class Generation
     internal sealed class Sampler(SamplingOptions options, int vocab)
     {
         private readonly Random _random = new(options.Seed);
-        private readonly float[] _scratch = new float[vocab];
-        // Only for top-k / top-p (made at the first such draw): a server holds a sampler per running sequence, and at a
-        // vocabulary of 128K these are half a megabyte and a megabyte each.
+        // Made at the first draw that needs them: a server holds a sampler per running sequence, and at a vocabulary of
+        // 128K these are half a megabyte (the adjusted logits: penalties or a temperature), half a megabyte and a
+        // megabyte (top-k / top-p) each; a greedy draw without penalties reads the logits as they are.
+        private float[]? _scratch;
         private int[]? _order;
         private double[]? _kept;
 
@@ -188,7 +189,9 @@ public static class Generation
         /// <param name="promptLength">How many of <paramref name="sequence"/> are the prompt.</param>
         public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> sequence, int promptLength)
         {
-            var x = _scratch.AsSpan(0, logits.Length);
+            bool penalties = options.RepetitionPenalty != 1 || options.FrequencyPenalty != 0 || options.PresencePenalty != 0;
+            if (options.Temperature == 0 && !penalties) return Kernels.ArgMax(logits);
+            var x = (_scratch ??= new float[vocab]).AsSpan(0, logits.Length);
             logits.CopyTo(x);
             if (options.RepetitionPenalty != 1)
             {
@@ -226,15 +229,15 @@ public static class Generation
                 }
                 return n - 1;
             }
-            var order = (_order ??= new int[_scratch.Length]).AsSpan(0, n);
+            var order = (_order ??= new int[vocab]).AsSpan(0, n);
             for (int i = 0; i < n; i++) order[i] = i;
             // Most likely first; ties by id, so the order never depends on the sort's stability. The logits are this
             // sampler's scratch (Next copied them there), so the comparison reads that array.
-            var keys = _scratch;
+            var keys = _scratch!;
             order.Sort((a, b) => keys[b].CompareTo(keys[a]) is var c && c != 0 ? c : a.CompareTo(b));
             int kept = options.TopK > 0 ? Math.Min(options.TopK, n) : n;
             double max = logits[order[0]], temperature = options.Temperature, total = 0;
-            var p = (_kept ??= new double[_scratch.Length]).AsSpan(0, kept);
+            var p = (_kept ??= new double[vocab]).AsSpan(0, kept);
             for (int i = 0; i < kept; i++) total += p[i] = Math.Exp((logits[order[i]] - max) / temperature);
             if (options.TopP < 1)
             {

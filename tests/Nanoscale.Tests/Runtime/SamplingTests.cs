@@ -55,6 +55,13 @@ public class SamplingTests
             reference.NextDouble();
             foreach (int token in drawn) Assert.Equal(Reference(logits, options, reference.NextDouble()), token);
         }
+
+        // Greedy without penalties reads the logits in place: not even a scratch copy, from the first draw.
+        var greedy = new Generation.Sampler(new SamplingOptions { Temperature = 0 }, vocab);
+        long start = GC.GetAllocatedBytesForCurrentThread();
+        int best = greedy.Next(logits, [], 0);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - start);
+        Assert.Equal(Array.IndexOf(logits, logits.Max()), best);
     }
 
     private static int Reference(float[] logits, SamplingOptions options, double u)
