@@ -5,9 +5,9 @@ using Nanoscale.Tensors;
 namespace Nanoscale.Lossless;
 
 /// <summary>What a lossless stream's header says (read and validated by <see cref="LosslessCodec.ReadInfo"/>);
-/// <c>States</c> is the number of interleaved rANS states of each coded plane: 32 in streams written now, 8 in those
-/// written before 2026-12-04 (both are read).</summary>
-public readonly record struct LosslessStreamInfo(DType DType, PlaneLayout Layout, long ElementCount, int ChunkElements, int ChunkCount, int States = 32)
+/// <c>States</c> is the number of interleaved rANS states of each coded plane: 32 in streams whose chunks hold at least
+/// <see cref="LosslessCodec.WideStreamMinElements"/> elements written since 2026-12-04, else 8 (both are read).</summary>
+public readonly record struct LosslessStreamInfo(DType DType, PlaneLayout Layout, long ElementCount, int ChunkElements, int ChunkCount, int States)
 {
     /// <summary>Length of the decoded tensor in bytes.</summary>
     public long DecodedLength => ElementCount * DType.ElementSize();

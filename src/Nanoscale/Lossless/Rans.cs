@@ -54,7 +54,8 @@ internal static unsafe class Rans
     /// <summary>Interleaved states of the streams written before 2026-12-04 (still read).</summary>
     public const int NarrowStates = 8;
 
-    /// <summary>Interleaved states of the streams written now: four vectors of eight, so the vector decoder has four
+    /// <summary>Interleaved states of the streams of large chunks written since 2026-12-04 (see
+    /// <see cref="LosslessCodec.WideStreamMinElements"/>): four vectors of eight, so the vector decoder has four
     /// independent dependency chains (see <see cref="DecodeGroupsWide"/>).</summary>
     public const int WideStates = 32;
 
