@@ -3,6 +3,7 @@ using Nanoscale.Cli.Rendering;
 using Nanoscale.Formats;
 using Nanoscale.IO;
 using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
 using Spectre.Console;
 using Nanoscale.Tensors;
 
@@ -89,7 +90,7 @@ internal static class BenchCommand
     }
 
     private static object? Generate(CliContext context, string path, bool generated, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
-        int promptTokens, int newTokens, bool decodeRows, string? include, Runtime.KvCacheType kvCache)
+        int promptTokens, int newTokens, bool decodeRows, string? include, KvCacheType kvCache)
     {
         if (promptTokens < 1) throw new InvalidOptionException("--prompt-tokens", "must be at least 1");
         if (newTokens < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
@@ -102,7 +103,7 @@ internal static class BenchCommand
                 generated,
                 prompt_tokens = promptTokens,
                 new_tokens = newTokens,
-                kv_cache = kvCache.ToString().ToLowerInvariant(),
+                kv_cache = kvCache.Name(),
                 memcpy_gbps = result.MemcpyGBps.ToDictionary(kv => kv.Key.ToString(System.Globalization.CultureInfo.InvariantCulture), kv => kv.Value),
                 results = result.Rows.Select(r => new
                 {
@@ -122,7 +123,7 @@ internal static class BenchCommand
                 Units.Bytes(r.BytesPerToken), Units.G(r.PromptTokensPerSecond, "0.0"), Units.G(r.GeneratedTokensPerSecond, "0.00"),
                 Units.G(r.EffectiveGBps, "0.00"), Units.G(result.MemcpyGBps[r.Threads], "0.0"));
         Terminal.Out.Write(table);
-        Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window (logits of its last position), then {newTokens} greedy steps ({kvCache.ToString().ToLowerInvariant()} KV cache); best of 2 runs after a warm-up, " +
+        Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window (logits of its last position), then {newTokens} greedy steps ({kvCache.Name()} KV cache); best of 2 runs after a warm-up, " +
                                               "load and compression not timed. weights GB/s = stored bytes the step reads × tokens/s; memcpy GB/s = bytes copied per second."));
         return null;
     }

@@ -75,7 +75,7 @@ public sealed class CompletionService : IDisposable
     public string ModelName { get; }
 
     /// <summary>How the sequences' key/value caches store their numbers (<c>f32</c>, <c>f16</c>, <c>bf16</c>, <c>q8</c>).</summary>
-    public string KvCacheName => _model.Model.Options.KvCache.ToString().ToLowerInvariant();
+    public string KvCacheName => _model.Model.Options.KvCache.Name();
 
     /// <summary>Requests that may wait beyond the running batch.</summary>
     public int MaxWaiting { get; }

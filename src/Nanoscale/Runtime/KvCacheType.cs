@@ -26,3 +26,10 @@ public enum KvCacheType
     /// Needs key/value rows of whole blocks of 32.</summary>
     Q4,
 }
+
+/// <summary>The cache types' names as the command line, <c>/health</c> and the messages spell them.</summary>
+public static class KvCacheTypes
+{
+    /// <summary><c>f32</c>, <c>f16</c>, <c>bf16</c>, <c>q8</c> or <c>q4</c>.</summary>
+    public static string Name(this KvCacheType type) => type.ToString().ToLowerInvariant();
+}

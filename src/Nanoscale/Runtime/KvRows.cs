@@ -30,7 +30,7 @@ internal abstract class KvRows
     /// need whole blocks of 32), or null when they can.</summary>
     public static string? Unsupported(KvCacheType type, int rowWidth) =>
         type is KvCacheType.Q8 or KvCacheType.Q4 && rowWidth % Q8KvRows.Block != 0
-            ? $"{type.ToString().ToLowerInvariant()} stores the key/value rows in blocks of {Q8KvRows.Block} numbers; this model has rows of {rowWidth} (use f16 or bf16)"
+            ? $"{type.Name()} stores the key/value rows in blocks of {Q8KvRows.Block} numbers; this model has rows of {rowWidth} (use f16 or bf16)"
             : null;
 
     /// <summary>Bytes that <paramref name="numbers"/> cached numbers (whole rows) take as <paramref name="type"/>.</summary>
