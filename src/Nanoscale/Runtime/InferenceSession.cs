@@ -245,7 +245,7 @@ public sealed partial class InferenceSession
                     session.ApplyRope(qRows, config.Heads, position);
                     session.ApplyRope(kRows, config.KvHeads, position);
                     session.StoreKv(l, position, kRows, vRows);
-                    session.Attend(l, qRows, position, n, new Span<float>((float*)aAddress + (nint)row * qDim, n * qDim));
+                    session.Attend(l, qRows, position, n, new Span<float>((float*)aAddress + (nint)row * qDim, n * qDim), serial: sequences > 1);
                 });
             }
         };

@@ -27,47 +27,59 @@ internal static class Kernels
         TensorPrimitives.Multiply(x, 1f / sum, x);
     }
 
-    /// <summary>Whether <see cref="AttendRow(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, float, Span{float}, Span{float})"/> takes heads of this width (whole 256-bit vectors, with AVX2 and FMA).</summary>
+    /// <summary>Whether <see cref="AttendRows(ReadOnlySpan{float}, int, KvRows, KvRows, int, int, float, Span{float}, Span{float})"/> takes heads of this width (whole 256-bit vectors, with AVX2 and FMA).</summary>
     public static bool AttendRowApplies(int headDim) =>
         headDim % 8 == 0 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
 
     /// <summary>
     /// One query row's attention over the first <c>scores.Length</c> cached positions of one head: scores
     /// <c>q·k_p × scale</c>, softmax, then <c>o = Σ_p a_p·v_p</c> — what the generic loops of
-    /// <c>InferenceSession.Attend</c> compute, without a library call per position: the scores' products in one
-    /// register per position, and <paramref name="output"/> kept in registers 32 floats at a time across all positions.
-    /// Equal to the generic loops up to float summation order (<c>KernelsTests</c>).
+    /// <c>InferenceSession.Attend</c> compute, without a library call per position. <see cref="AttendRows"/> with one head.
     /// </summary>
     public static unsafe void AttendRow(ReadOnlySpan<float> query, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int stride, int offset,
         float scale, Span<float> scores, Span<float> output)
     {
-        CheckRow(query.Length, keys.Length, values.Length, stride, offset, scores.Length, output.Length);
+        CheckRows(query.Length, 1, keys.Length, values.Length, stride, offset, scores.Length, output.Length);
         fixed (float* k = keys)
         fixed (float* v = values)
-            AttendRow(query, new FloatRows(k), new FloatRows(v), stride, offset, scale, scores, output);
+            AttendRows(query, 1, new FloatRows(k), new FloatRows(v), stride, offset, scale, scores, output);
     }
 
+    /// <summary><see cref="AttendRows"/> with one head (the form the tests compare with the generic loops).</summary>
+    public static void AttendRow(ReadOnlySpan<float> query, KvRows keys, KvRows values, int stride, int offset,
+        float scale, Span<float> scores, Span<float> output) =>
+        AttendRows(query, 1, keys, values, stride, offset, scale, scores, output);
+
     /// <summary>
-    /// <see cref="AttendRow(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, float, Span{float}, Span{float})"/>
-    /// over a session's cache rows in any <see cref="KvCacheType"/>, each group of eight numbers widened to floats as it is
-    /// read, exactly as <see cref="KvRows.Widen"/> widens them (so the same operations on the same floats as widening the
-    /// rows first; <c>KvCacheTests</c>).
+    /// The attention of <paramref name="heads"/> query heads that share one cached key/value head (grouped-query
+    /// attention: <paramref name="queries"/> holds them one after another, <c>headDim</c> floats each; the scores are
+    /// <c>heads × positions</c>, the outputs <c>heads × headDim</c>) over the first <c>positions</c> cached rows, the
+    /// cache in any <see cref="KvCacheType"/>, each group of eight numbers widened to floats as it is read exactly as
+    /// <see cref="KvRows.Widen"/> widens them (so the same operations on the same floats as widening the rows first;
+    /// <c>KvCacheTests</c>). Eight positions' scores at a time, each in its own register and the eight summed across
+    /// by one tree of horizontal adds (a chain of dependent multiply-adds and a horizontal sum per position was the
+    /// step's slowest part at 16 sequences); the heads of a group read each block of eight rows while it is in the
+    /// first-level cache. Equal to the generic loops up to float summation order (<c>KernelsTests</c>).
     /// </summary>
-    public static unsafe void AttendRow(ReadOnlySpan<float> query, KvRows keys, KvRows values, int stride, int offset,
+    public static unsafe void AttendRows(ReadOnlySpan<float> queries, int heads, KvRows keys, KvRows values, int stride, int offset,
         float scale, Span<float> scores, Span<float> output)
     {
-        CheckRow(query.Length, keys.Length, values.Length, stride, offset, scores.Length, output.Length);
+        if (heads <= 0 || queries.Length % heads != 0 || scores.Length % heads != 0)
+            throw new ArgumentException($"{queries.Length} query numbers and {scores.Length} scores are not {heads} heads' worth");
+        CheckRows(queries.Length / heads, heads, keys.Length, values.Length, stride, offset, scores.Length / heads, output.Length);
         switch ((keys, values))
         {
             case (FloatKvRows k, FloatKvRows v):
-                AttendRow(query, k.Data, v.Data, stride, offset, scale, scores, output);
+                fixed (float* kp = k.Data)
+                fixed (float* vp = v.Data)
+                    AttendRows(queries, heads, new FloatRows(kp), new FloatRows(vp), stride, offset, scale, scores, output);
                 break;
             case (HalfKvRows k, HalfKvRows v) when k.BFloat16 == v.BFloat16:
                 fixed (ushort* kp = k.Data)
                 fixed (ushort* vp = v.Data)
                 {
-                    if (k.BFloat16) AttendRow(query, new BFloat16Rows(kp), new BFloat16Rows(vp), stride, offset, scale, scores, output);
-                    else AttendRow(query, new HalfRows(kp), new HalfRows(vp), stride, offset, scale, scores, output);
+                    if (k.BFloat16) AttendRows(queries, heads, new BFloat16Rows(kp), new BFloat16Rows(vp), stride, offset, scale, scores, output);
+                    else AttendRows(queries, heads, new HalfRows(kp), new HalfRows(vp), stride, offset, scale, scores, output);
                 }
                 break;
             case (Q8KvRows k, Q8KvRows v) when offset % 8 == 0 && stride % 8 == 0:
@@ -75,23 +87,23 @@ internal static class Kernels
                 fixed (float* ks = k.Scales)
                 fixed (sbyte* vc = v.Codes)
                 fixed (float* vs = v.Scales)
-                    AttendRow(query, new Q8Rows(kc, ks), new Q8Rows(vc, vs), stride, offset, scale, scores, output);
+                    AttendRows(queries, heads, new Q8Rows(kc, ks), new Q8Rows(vc, vs), stride, offset, scale, scores, output);
                 break;
             case (Q4KvRows k, Q4KvRows v) when offset % 8 == 0 && stride % 8 == 0:
                 fixed (byte* kc = k.Codes)
                 fixed (float* ks = k.Scales)
                 fixed (byte* vc = v.Codes)
                 fixed (float* vs = v.Scales)
-                    AttendRow(query, new Q4Rows(kc, ks), new Q4Rows(vc, vs), stride, offset, scale, scores, output);
+                    AttendRows(queries, heads, new Q4Rows(kc, ks), new Q4Rows(vc, vs), stride, offset, scale, scores, output);
                 break;
             default:
                 throw new ArgumentException("keys and values of different cache types, or q8/q4 rows not in whole groups of eight");
         }
     }
 
-    private static void CheckRow(int headDim, long keys, long values, int stride, int offset, int positions, int output)
+    private static void CheckRows(int headDim, int heads, long keys, long values, int stride, int offset, int positions, int output)
     {
-        if (!AttendRowApplies(headDim) || (long)(positions - 1) * stride + offset + headDim > Math.Min(keys, values) || output < headDim)
+        if (!AttendRowApplies(headDim) || (long)(positions - 1) * stride + offset + headDim > Math.Min(keys, values) || output < (long)heads * headDim)
             throw new ArgumentException("spans shorter than the positions or heads not whole vectors");
     }
 
@@ -144,46 +156,120 @@ internal static class Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
-    private static void AttendRow<TRows>(ReadOnlySpan<float> query, TRows keys, TRows values, int stride, int offset,
-        float scale, Span<float> scores, Span<float> output) where TRows : struct, IRows
+    private static unsafe void AttendRows<TRows>(ReadOnlySpan<float> queries, int heads, TRows keys, TRows values, int stride, int offset,
+        float scale, Span<float> allScores, Span<float> output) where TRows : struct, IRows
     {
-        int headDim = query.Length, positions = scores.Length;
-        ref float q = ref MemoryMarshal.GetReference(query);
-        for (int p = 0; p < positions; p++)
+        int headDim = queries.Length / heads, positions = allScores.Length / heads;
+        fixed (float* queryPointer = queries)
+        fixed (float* scorePointer = allScores)
         {
-            nint k = (nint)p * stride + offset;
-            var acc = Vector256<float>.Zero;
-            for (int d = 0; d < headDim; d += 8)
-                acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.LoadUnsafe(ref q, (nuint)d), keys.Load(k + d), acc);
-            scores[p] = Vector256.Sum(acc) * scale;
-        }
-        Softmax(scores);
-        ref float o = ref MemoryMarshal.GetReference(output);
-        int d0 = 0;
-        for (; d0 + 32 <= headDim; d0 += 32)
-        {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (int p = 0; p < positions; p++)
+            int p = 0;
+            for (; p + 8 <= positions; p += 8)
             {
-                nint v = (nint)p * stride + offset + d0;
-                var w = Vector256.Create(scores[p]);
-                a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v), w, a0);
-                a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 8), w, a1);
-                a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 16), w, a2);
-                a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 24), w, a3);
+                nint k = (nint)p * stride + offset;
+                nint s1 = stride, s2 = 2 * s1, s3 = 3 * s1, s4 = 4 * s1, s5 = 5 * s1, s6 = 6 * s1, s7 = 7 * s1;
+                for (int g = 0; g < heads; g++)
+                {
+                    float* q = queryPointer + g * headDim;
+                    Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                    for (int d = 0; d < headDim; d += 8)
+                    {
+                        var x = Vector256.Load(q + d);
+                        nint at = k + d;
+                        a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at), a0);
+                        a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s1), a1);
+                        a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s2), a2);
+                        a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s3), a3);
+                        a4 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s4), a4);
+                        a5 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s5), a5);
+                        a6 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s6), a6);
+                        a7 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s7), a7);
+                    }
+                    (SumEach(a0, a1, a2, a3, a4, a5, a6, a7) * scale).Store(scorePointer + g * positions + p);
+                }
             }
-            a0.StoreUnsafe(ref o, (nuint)d0);
-            a1.StoreUnsafe(ref o, (nuint)(d0 + 8));
-            a2.StoreUnsafe(ref o, (nuint)(d0 + 16));
-            a3.StoreUnsafe(ref o, (nuint)(d0 + 24));
+            for (; p < positions; p++)
+            {
+                nint k = (nint)p * stride + offset;
+                for (int g = 0; g < heads; g++)
+                {
+                    float* q = queryPointer + g * headDim;
+                    var acc = Vector256<float>.Zero;
+                    for (int d = 0; d < headDim; d += 8)
+                        acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.Load(q + d), keys.Load(k + d), acc);
+                    scorePointer[g * positions + p] = Vector256.Sum(acc) * scale;
+                }
+            }
         }
-        for (; d0 < headDim; d0 += 8)
+        for (int g = 0; g < heads; g++)
         {
-            var a = Vector256<float>.Zero;
-            for (int p = 0; p < positions; p++)
-                a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load((nint)p * stride + offset + d0), Vector256.Create(scores[p]), a);
-            a.StoreUnsafe(ref o, (nuint)d0);
+            Span<float> scores = allScores.Slice(g * positions, positions);
+            Softmax(scores);
+            ref float o = ref MemoryMarshal.GetReference(output.Slice(g * headDim, headDim));
+            int d0 = 0;
+            for (; d0 + 64 <= headDim; d0 += 64)
+            {
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                for (int p = 0; p < positions; p++)
+                {
+                    nint v = (nint)p * stride + offset + d0;
+                    var w = Vector256.Create(scores[p]);
+                    a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v), w, a0);
+                    a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 8), w, a1);
+                    a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 16), w, a2);
+                    a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 24), w, a3);
+                    a4 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 32), w, a4);
+                    a5 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 40), w, a5);
+                    a6 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 48), w, a6);
+                    a7 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 56), w, a7);
+                }
+                a0.StoreUnsafe(ref o, (nuint)d0);
+                a1.StoreUnsafe(ref o, (nuint)(d0 + 8));
+                a2.StoreUnsafe(ref o, (nuint)(d0 + 16));
+                a3.StoreUnsafe(ref o, (nuint)(d0 + 24));
+                a4.StoreUnsafe(ref o, (nuint)(d0 + 32));
+                a5.StoreUnsafe(ref o, (nuint)(d0 + 40));
+                a6.StoreUnsafe(ref o, (nuint)(d0 + 48));
+                a7.StoreUnsafe(ref o, (nuint)(d0 + 56));
+            }
+            for (; d0 + 32 <= headDim; d0 += 32)
+            {
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int p = 0; p < positions; p++)
+                {
+                    nint v = (nint)p * stride + offset + d0;
+                    var w = Vector256.Create(scores[p]);
+                    a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v), w, a0);
+                    a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 8), w, a1);
+                    a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 16), w, a2);
+                    a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 24), w, a3);
+                }
+                a0.StoreUnsafe(ref o, (nuint)d0);
+                a1.StoreUnsafe(ref o, (nuint)(d0 + 8));
+                a2.StoreUnsafe(ref o, (nuint)(d0 + 16));
+                a3.StoreUnsafe(ref o, (nuint)(d0 + 24));
+            }
+            for (; d0 < headDim; d0 += 8)
+            {
+                var a = Vector256<float>.Zero;
+                for (int p = 0; p < positions; p++)
+                    a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load((nint)p * stride + offset + d0), Vector256.Create(scores[p]), a);
+                a.StoreUnsafe(ref o, (nuint)d0);
+            }
         }
+    }
+
+    /// <summary>The eight sums of eight vectors' lanes, in order: horizontal adds pair lanes within each 128-bit half
+    /// (a0 a1 → a2 a3 … → one vector of each input's two half-sums), then the halves are added.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> SumEach(Vector256<float> a0, Vector256<float> a1, Vector256<float> a2, Vector256<float> a3,
+        Vector256<float> a4, Vector256<float> a5, Vector256<float> a6, Vector256<float> a7)
+    {
+        var low = System.Runtime.Intrinsics.X86.Avx.HorizontalAdd(
+            System.Runtime.Intrinsics.X86.Avx.HorizontalAdd(a0, a1), System.Runtime.Intrinsics.X86.Avx.HorizontalAdd(a2, a3));
+        var high = System.Runtime.Intrinsics.X86.Avx.HorizontalAdd(
+            System.Runtime.Intrinsics.X86.Avx.HorizontalAdd(a4, a5), System.Runtime.Intrinsics.X86.Avx.HorizontalAdd(a6, a7));
+        return System.Runtime.Intrinsics.X86.Avx.Permute2x128(low, high, 0x20) + System.Runtime.Intrinsics.X86.Avx.Permute2x128(low, high, 0x31);
     }
 
     /// <summary>llama2.c / Meta RoPE: pair j is (2j, 2j + 1).</summary>

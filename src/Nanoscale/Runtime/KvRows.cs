@@ -9,7 +9,7 @@ namespace Nanoscale.Runtime;
 /// One layer's cached keys (or values) of one sequence, rows of kvDim numbers one position after another, in the
 /// session's <see cref="KvCacheType"/>: written from floats as positions are added (<see cref="Write"/>), widened back
 /// to floats for windows (<see cref="Widen"/>), read directly by the attention row for steps
-/// (<see cref="Kernels.AttendRow(ReadOnlySpan{float}, KvRows, KvRows, int, int, float, Span{float}, Span{float})"/>).
+/// (<see cref="Kernels.AttendRows"/>).
 /// </summary>
 internal abstract class KvRows
 {

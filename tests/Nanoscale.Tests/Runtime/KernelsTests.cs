@@ -38,4 +38,45 @@ public class KernelsTests
         for (int d = 0; d < headDim; d++) Assert.Equal(expected[d], output[d], 1e-5f);
         Assert.Throws<ArgumentException>(() => Kernels.AttendRow(query, keys.AsSpan(0, (positions - 1) * stride + offset + headDim - 1), values, stride, offset, scale, scores, output));
     }
+
+    /// <summary>Three query heads sharing one cached head (grouped-query attention) give, through one call, exactly
+    /// what each head gives alone (the same operations per head; the group only shares reading the rows), in every
+    /// cache type, for 77 positions (nine blocks of eight and a tail) and 3 (the tail alone).</summary>
+    [Theory]
+    [InlineData(KvCacheType.F32, 77)]
+    [InlineData(KvCacheType.F32, 3)]
+    [InlineData(KvCacheType.BF16, 77)]
+    [InlineData(KvCacheType.F16, 20)]
+    [InlineData(KvCacheType.Q8, 77)]
+    [InlineData(KvCacheType.Q4, 41)]
+    public void AGroupOfHeadsEqualsEachHeadAlone(KvCacheType type, int positions)
+    {
+        const int headDim = 64, heads = 3;
+        if (!Kernels.AttendRowApplies(headDim)) return;
+        var random = new Random(positions + (int)type);
+        int stride = 2 * headDim, offset = headDim, length = positions * stride;
+        KvRows Rows()
+        {
+            var rows = KvRows.Create(type, stride);
+            rows.Resize(length);
+            rows.Write(0, [.. Enumerable.Range(0, length).Select(_ => (float)(random.NextDouble() * 4 - 2))]);
+            return rows;
+        }
+        KvRows keys = Rows(), values = Rows();
+        float[] queries = [.. Enumerable.Range(0, heads * headDim).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        float scale = 1f / MathF.Sqrt(headDim);
+        var scores = new float[heads * positions];
+        var output = new float[heads * headDim];
+        Kernels.AttendRows(queries, heads, keys, values, stride, offset, scale, scores, output);
+        for (int h = 0; h < heads; h++)
+        {
+            var alone = new float[positions];
+            var o = new float[headDim];
+            Kernels.AttendRow(queries.AsSpan(h * headDim, headDim), keys, values, stride, offset, scale, alone, o);
+            Assert.Equal(alone, scores.AsSpan(h * positions, positions).ToArray());
+            Assert.Equal(o, output.AsSpan(h * headDim, headDim).ToArray());
+        }
+        Assert.Throws<ArgumentException>(() => Kernels.AttendRows(queries, heads, keys, values, stride, offset, scale, scores.AsSpan(1), output));
+        Assert.Throws<ArgumentException>(() => Kernels.AttendRows(queries, heads, keys, values, stride, offset, scale, scores, output.AsSpan(1)));
+    }
 }
