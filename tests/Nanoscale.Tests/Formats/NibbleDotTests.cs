@@ -119,4 +119,42 @@ public class NibbleDotTests
         }
         Assert.Equal([12 * a.HalfSums[0], 0, 12 * a.HalfSums[1], 0, 12 * a.HalfSums[2], 0, 12 * a.HalfSums[3], 0], a.Bias[..8]);
     }
+
+    /// <summary>A set keeps its results only while the same activations (bit for bit) come with the same parameters:
+    /// after every change (an element, its sign bit, the order, the bias, half sums, the length) it equals a fresh set.</summary>
+    [Fact]
+    public void ASetIsKeptOnlyForTheSameActivations()
+    {
+        var random = new Random(9);
+        float[] x = [.. Enumerable.Range(0, 5 * 32).Select(_ => (float)(random.NextDouble() * 4 - 2))];
+        var kept = new NibbleDot.Activations();
+        void Check(int length, bool evensThenOdds, int bias, bool halves)
+        {
+            kept.Set(x.AsSpan(0, length), evensThenOdds, bias, halves);
+            var fresh = new NibbleDot.Activations();
+            fresh.Set(x.AsSpan(0, length), evensThenOdds, bias, halves);
+            int nb = length / 32;
+            Assert.Equal(nb, kept.Blocks);
+            Assert.Equal(fresh.Q.AsSpan(0, length).ToArray(), kept.Q.AsSpan(0, length).ToArray());
+            Assert.Equal(fresh.Scales.AsSpan(0, nb).ToArray(), kept.Scales.AsSpan(0, nb).ToArray());
+            Assert.Equal(fresh.Sums.AsSpan(0, nb).ToArray(), kept.Sums.AsSpan(0, nb).ToArray());
+            Assert.Equal(fresh.Spread.AsSpan(0, 4 * nb).ToArray(), kept.Spread.AsSpan(0, 4 * nb).ToArray());
+            Assert.Equal(fresh.Bias.AsSpan(0, 4 * nb).ToArray(), kept.Bias.AsSpan(0, 4 * nb).ToArray());
+            if (halves) Assert.Equal(fresh.HalfSums.AsSpan(0, 2 * nb).ToArray(), kept.HalfSums.AsSpan(0, 2 * nb).ToArray());
+        }
+        Check(160, true, 12, false);
+        Check(160, true, 12, false);   // the same: kept
+        x[100] = -x[100];              // changed in place
+        Check(160, true, 12, false);
+        x[7] = 0f;
+        Check(160, true, 12, false);
+        x[7] = -0f;                    // equal as floats, another bit pattern: recomputed
+        Check(160, true, 12, false);
+        Check(160, false, 12, false);  // the other nibble order
+        Check(160, false, 8, false);   // another bias
+        Check(160, false, 8, true);    // half sums asked for
+        Check(128, false, 8, true);    // a shorter vector (the first four blocks)
+        x[159] = 1e30f;                // the last element
+        Check(160, false, 8, true);
+    }
 }
