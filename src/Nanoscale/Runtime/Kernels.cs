@@ -141,18 +141,11 @@ internal static class Kernels
             * Vector256.Create(scales[index >> 5]);
     }
 
-    /// <summary>Eight numbers of a q4 block (index a multiple of eight): their four code bytes broadcast, each lane
-    /// shifted to its nibble (<see cref="Q4KvRows"/>: byte t holds numbers t and t + 4), less 8, times the block's scale.</summary>
+    /// <summary>Eight numbers of a q4 block (index a multiple of eight), as <see cref="Q4KvRows.WidenEight"/> widens them.</summary>
     private readonly unsafe struct Q4Rows(byte* codes, float* scales) : IRows
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public Vector256<float> Load(nint index)
-        {
-            var word = Vector256.Create(*(uint*)(codes + (index >> 1)));
-            var nibbles = System.Runtime.Intrinsics.X86.Avx2.ShiftRightLogicalVariable(word, Vector256.Create(0u, 8, 16, 24, 4, 12, 20, 28))
-                & Vector256.Create(0x0Fu);
-            return System.Runtime.Intrinsics.X86.Avx.ConvertToVector256Single(nibbles.AsInt32() - Vector256.Create(8)) * Vector256.Create(scales[index >> 5]);
-        }
+        public Vector256<float> Load(nint index) => Q4KvRows.WidenEight(codes, scales, index);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0

@@ -254,6 +254,31 @@ public class KvCacheTests
 
     /// <summary>q8 on a model whose key/value rows are not whole blocks of 32 (here 12) is refused when the model is
     /// opened, naming the flag, not at the first request.</summary>
+    /// <summary>Q4's widening (eight at a time from a group's start) equals its scalar twin bit for bit at every offset
+    /// 0–40 and length 0–70 over four blocks, a NaN block included.</summary>
+    [Fact]
+    public void Q4WideningEqualsItsScalarTwin()
+    {
+        var random = new Random(11);
+        var rows = (Q4KvRows)KvRows.Create(KvCacheType.Q4, 128);
+        rows.Resize(128);
+        float[] numbers = [.. Enumerable.Range(0, 128).Select(_ => (float)(random.NextDouble() * 6 - 3))];
+        numbers[70] = float.NaN; // the third block reads back as NaN
+        rows.Write(0, numbers);
+        for (int offset = 0; offset <= 40; offset++)
+            for (int length = 0; offset + length <= 128 && length <= 70; length++)
+            {
+                var fast = new float[length];
+                var plain = new float[length];
+                rows.Widen(offset, fast);
+                rows.WidenReference(offset, plain);
+                Assert.Equal(plain, fast);
+            }
+        var all = new float[128];
+        rows.Widen(0, all);
+        Assert.All(all.AsSpan(64, 32).ToArray(), v => Assert.True(float.IsNaN(v)));
+    }
+
     [Fact]
     public void Q8NeedsRowsOfWholeBlocks()
     {
