@@ -29,18 +29,18 @@ public sealed partial class InferenceSession
         KvRows keyCache = _keyCache[layer], valueCache = _valueCache[layer];
         float[] keyFloats = (keyCache as FloatKvRows)?.Data ?? [], valueFloats = (valueCache as FloatKvRows)?.Data ?? [];
         bool narrow = _kvType != KvCacheType.F32;
+        long work = (long)heads * count * (start + count) * headDim * 2;
         if (count <= FastRows && Kernels.AttendRowApplies(headDim))
         {
             // Steps: an item is a row's query heads that read one cached head, all of them together when the caller
             // already spreads sequences over the threads (each block of cached rows is then read once for the group),
             // else one head each, so a single sequence's step still has enough items for every thread.
             int together = serial ? group : 1, parts = group / together, items = count * _config.KvHeads * parts;
-            long stepWork = (long)heads * count * (start + count) * headDim * 2;
             fixed (float* qPtr = q)
             fixed (float* outPtr = output)
             {
                 nint qAddress = (nint)qPtr, outAddress = (nint)outPtr;
-                _model.Options.For(items, serial ? 0 : stepWork, item =>
+                _model.Options.For(items, serial ? 0 : work, item =>
                 {
                     int t = item / (_config.KvHeads * parts), kvHead = item / parts % _config.KvHeads, part = item % parts;
                     int positions = start + t + 1;
@@ -61,7 +61,6 @@ public sealed partial class InferenceSession
             return;
         }
         int chunks = (count + QueryChunk - 1) / QueryChunk;
-        long work = (long)heads * count * (start + count) * headDim * 2;
         fixed (float* qPtr = q)
         fixed (float* outPtr = output)
         {

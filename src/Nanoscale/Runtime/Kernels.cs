@@ -199,6 +199,8 @@ internal static class Kernels
             Span<float> scores = allScores.Slice(g * positions, positions);
             Softmax(scores);
             ref float o = ref MemoryMarshal.GetReference(output.Slice(g * headDim, headDim));
+            // 64 numbers of the output in eight registers across all positions (heads of 64 and 128 in whole passes);
+            // what is left of a head, eight at a time.
             int d0 = 0;
             for (; d0 + 64 <= headDim; d0 += 64)
             {
@@ -224,23 +226,6 @@ internal static class Kernels
                 a5.StoreUnsafe(ref o, (nuint)(d0 + 40));
                 a6.StoreUnsafe(ref o, (nuint)(d0 + 48));
                 a7.StoreUnsafe(ref o, (nuint)(d0 + 56));
-            }
-            for (; d0 + 32 <= headDim; d0 += 32)
-            {
-                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (int p = 0; p < positions; p++)
-                {
-                    nint v = (nint)p * stride + offset + d0;
-                    var w = Vector256.Create(scores[p]);
-                    a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v), w, a0);
-                    a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 8), w, a1);
-                    a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 16), w, a2);
-                    a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 24), w, a3);
-                }
-                a0.StoreUnsafe(ref o, (nuint)d0);
-                a1.StoreUnsafe(ref o, (nuint)(d0 + 8));
-                a2.StoreUnsafe(ref o, (nuint)(d0 + 16));
-                a3.StoreUnsafe(ref o, (nuint)(d0 + 24));
             }
             for (; d0 < headDim; d0 += 8)
             {
