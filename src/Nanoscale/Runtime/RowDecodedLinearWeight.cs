@@ -66,13 +66,15 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     protected virtual IFactoredRows? Factored => null;
 
     /// <summary>The product of <paramref name="tokens"/> (≤ <see cref="MaxFusedTokens"/>) on the stored codes, in 16
-    /// large tiles of rows for one token; for several, two tiles per thread in whole eights of rows (each tile
-    /// quantizes every token's activations again, which costs as much as a small matrix's products, and the
-    /// several-vector kernels take rows eight at a time).</summary>
+    /// large tiles of rows for one token; for several, one tile per thread in whole eights of rows (the several-vector
+    /// kernels take rows eight at a time). One tile a thread measured faster than two or more (16 sequences of the
+    /// SmolLM2-shaped model, `token-factory`: mxfp4 576–631 against 534–564 tokens/s, nxfp4 510–516 against 470–477,
+    /// alternated): a tile's fixed costs (the activation set's check, each group's preparation) weigh more than the
+    /// balance smaller tiles would give.</summary>
     private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options)
     {
         int rows = Rows, columns = Columns;
-        int fusedTiles = tokens == 1 ? 16 : 2 * options.Parallelism.Threads;
+        int fusedTiles = tokens == 1 ? 16 : options.Parallelism.Threads;
         int perTile = (rows + fusedTiles - 1) / fusedTiles;
         if (tokens > 1) perTile = (perTile + 7) & ~7;
         int chunk = Math.Clamp(MaxDotVectors, 1, MaxFusedTokens);
