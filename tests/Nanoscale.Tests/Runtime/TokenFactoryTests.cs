@@ -49,6 +49,39 @@ public class TokenFactoryTests
         Assert.All(together, s => Assert.Equal(alone[together.IndexOf(s)].Length, s.Length));
     }
 
+    /// <summary>Three sequences stepped together (on two threads) cross the first allocation of their caches in the
+    /// same step and still give what each gives alone, before and after the caches grow.</summary>
+    [Fact]
+    public void SequencesWhoseCachesGrowInTheSameStepEqualEachAlone()
+    {
+        var (model, _) = Stories.Value;
+        int vocab = model.Config.VocabSize, start = InferenceSession.InitialPositions - 2;
+        var parallel = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K), new RuntimeOptions { Parallelism = new(2), MinParallelMultiplyAdds = 0 });
+        var together = Enumerable.Range(0, 3).Select(_ => parallel.CreateSession(512)).ToList();
+        var alone = Enumerable.Range(0, 3).Select(_ => model.CreateSession(512)).ToList();
+        for (int i = 0; i < 3; i++)
+        {
+            int[] prompt = [.. Enumerable.Range(0, start).Select(p => 1 + (p * (i + 3)) % 400)];
+            together[i].Forward(prompt, new float[prompt.Length * vocab]);
+            alone[i].Forward(prompt, new float[prompt.Length * vocab]);
+        }
+        int[] next = [5, 17, 300];
+        for (int step = 0; step < 4; step++)
+        {
+            var batch = new float[3 * vocab];
+            InferenceSession.StepMany(together, next, batch);
+            for (int i = 0; i < 3; i++)
+            {
+                var single = alone[i].Step(next[i]);
+                var row = batch.AsSpan(i * vocab, vocab);
+                double scale = single.Max(Math.Abs);
+                for (int v = 0; v < vocab; v++) Assert.True(Math.Abs(row[v] - single[v]) <= 1e-5 * scale, $"sequence {i}, step {step}, token {v}");
+                next[i] = Kernels.ArgMax(row);
+            }
+            Assert.All(together, s => Assert.Equal(s.Length <= InferenceSession.InitialPositions ? InferenceSession.InitialPositions : 512, s.AllocatedPositions));
+        }
+    }
+
     /// <summary>Prompt chunks and steps in one pass (<see cref="InferenceSession.ForwardMany"/>): a whole prompt, the
     /// middle of another and a one-token step, side by side, give each sequence the logits of its last row that it gets
     /// alone, and leave each cache as running alone would (the next steps agree too).</summary>
