@@ -132,13 +132,11 @@ internal static class Kernels
         public Vector256<float> Load(nint index) => Tensors.TensorData.WidenHalf(Vector128.Load(data + index));
     }
 
-    /// <summary>Eight int8 codes (inside one block of 32: index a multiple of eight) times their block's scale.</summary>
+    /// <summary>Eight int8 codes (index a multiple of eight), as <see cref="Q8KvRows.WidenEight"/> widens them.</summary>
     private readonly unsafe struct Q8Rows(sbyte* codes, float* scales) : IRows
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public Vector256<float> Load(nint index) =>
-            System.Runtime.Intrinsics.X86.Avx.ConvertToVector256Single(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(codes + index))
-            * Vector256.Create(scales[index >> 5]);
+        public Vector256<float> Load(nint index) => Q8KvRows.WidenEight(codes, scales, index);
     }
 
     /// <summary>Eight numbers of a q4 block (index a multiple of eight), as <see cref="Q4KvRows.WidenEight"/> widens them.</summary>

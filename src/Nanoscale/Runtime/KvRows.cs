@@ -131,14 +131,21 @@ internal sealed class Q8KvRows : KvRows
         int i = 0;
         if (System.Runtime.Intrinsics.X86.Avx2.IsSupported && offset % 8 == 0)
             fixed (sbyte* codes = Codes)
+            fixed (float* scales = Scales)
             fixed (float* d = destination)
                 // Eight codes at a time, all inside one block (the same product code × scale as the scalar loop).
                 for (; i + 8 <= destination.Length; i += 8)
-                    (System.Runtime.Intrinsics.X86.Avx.ConvertToVector256Single(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(codes + offset + i))
-                        * Vector256.Create(Scales[(offset + i) / Block])).Store(d + i);
+                    WidenEight(codes, scales, offset + i).Store(d + i);
         for (; i < destination.Length; i++)
             destination[i] = Codes[offset + i] * Scales[(offset + i) / Block];
     }
+
+    /// <summary>Numbers index..index + 7 (index a multiple of eight, so inside one block): their codes times the
+    /// block's scale (also the attention row's widening).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static unsafe Vector256<float> WidenEight(sbyte* codes, float* scales, nint index) =>
+        System.Runtime.Intrinsics.X86.Avx.ConvertToVector256Single(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(codes + index))
+        * Vector256.Create(scales[index >> 5]);
 }
 
 /// <summary>
