@@ -41,25 +41,20 @@ internal static unsafe class NibbleDot
         /// <c>[4j..4j+3] = Scales[j]</c>, <c>[4j+4..4j+7] = Scales[j+1]</c> (for <see cref="RowMany{TMode}"/>).</summary>
         public float[] Spread = [];
 
-        private float[] _source = [];
-        private (int Length, bool EvensThenOdds, int Bias, bool Halves) _sourceShape = (-1, false, 0, false);
+        private readonly KeptActivations _kept = new();
 
         /// <summary>Quantizes <paramref name="x"/> (a multiple of 32 floats). <paramref name="evensThenOdds"/>: each
         /// block's entries in the order of OCP-packed nibbles (even elements in low nibbles) instead of ggml's (elements
         /// j and j + 16 share a byte). Keeps the last results when the same activations (bit for bit) come again with
-        /// the same parameters, as <see cref="NibbleLanes.Vectors.Set"/> does: a generation step's product hands each
-        /// of its tiles the same input (16 tiles over the threads), and q, k and v (gate and up) share one.</summary>
+        /// the same parameters (<see cref="KeptActivations"/>: a one-token product's 16 tiles share one input).</summary>
         public void Set(ReadOnlySpan<float> x, bool evensThenOdds, int bias, bool halves = false)
         {
-            var shape = (x.Length, evensThenOdds, bias, halves);
-            if (_sourceShape == shape && MemoryMarshal.AsBytes(x).SequenceEqual(MemoryMarshal.AsBytes(_source.AsSpan(0, x.Length)))) return;
-            _sourceShape = (-1, false, 0, false); // invalid until the results below are complete
-            if (_source.Length < x.Length) _source = new float[x.Length];
-            x.CopyTo(_source);
-            Quantize(x, evensThenOdds, bias, halves, shape);
+            if (_kept.Same(x, (1, x.Length, evensThenOdds, bias, halves))) return;
+            Quantize(x, evensThenOdds, bias, halves);
+            _kept.Complete();
         }
 
-        private void Quantize(ReadOnlySpan<float> x, bool evensThenOdds, int bias, bool halves, (int, bool, int, bool) shape)
+        private void Quantize(ReadOnlySpan<float> x, bool evensThenOdds, int bias, bool halves)
         {
             int nb = x.Length / 32;
             Blocks = nb;
@@ -112,7 +107,6 @@ internal static unsafe class NibbleDot
                     Bias[p * 4 + 4] = bias * Sums[p + 1];
                 }
             }
-            _sourceShape = shape;
         }
     }
 

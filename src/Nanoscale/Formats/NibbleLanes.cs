@@ -51,25 +51,18 @@ internal static unsafe class NibbleLanes
         public bool Halves;
 
         // The activations (bit for bit) and parameters of the last Set, whose results the arrays above still hold.
-        private float[] _source = [];
-        private (int Vectors, int Cols, bool EvensThenOdds, int Bias, bool Halves) _sourceShape = (-1, 0, false, 0, false);
+        private readonly KeptActivations _kept = new();
 
         /// <summary>
         /// Quantizes <paramref name="vectors"/> rows of <paramref name="x"/>, or keeps the last results when the same
-        /// activations (compared bit for bit) come again with the same parameters: a step's products hand every tile
-        /// of a thread the same input, and q, k and v (and gate and up) share one, so most calls find it; comparing
-        /// costs a fraction of quantizing (which was about a seventh of a 16-sequence step).
+        /// activations (compared bit for bit) come again with the same parameters (<see cref="KeptActivations"/>;
+        /// quantizing was about a seventh of a 16-sequence step).
         /// </summary>
         public void Set(ReadOnlySpan<float> x, int vectors, int cols, bool evensThenOdds, int bias, bool halves = false)
         {
             int nb = cols / 32;
             if (x.Length < vectors * cols) throw new ArgumentException("fewer activations than vectors × columns", nameof(x));
-            var shape = (vectors, cols, evensThenOdds, bias, halves);
-            var input = MemoryMarshal.AsBytes(x[..(vectors * cols)]);
-            if (_sourceShape == shape && input.SequenceEqual(MemoryMarshal.AsBytes(_source.AsSpan(0, vectors * cols)))) return;
-            _sourceShape = (-1, 0, false, 0, false); // invalid until the results below are complete
-            if (_source.Length < vectors * cols) _source = new float[vectors * cols];
-            x[..(vectors * cols)].CopyTo(_source);
+            if (_kept.Same(x[..(vectors * cols)], (vectors, cols, evensThenOdds, bias, halves))) return;
             Count = vectors;
             Blocks = nb;
             Halves = halves;
@@ -104,7 +97,7 @@ internal static unsafe class NibbleLanes
                         Q[i * 8 + 2 * m + 1] = words[4 + m];
                     }
                 }
-            _sourceShape = shape;
+            _kept.Complete();
         }
     }
 
