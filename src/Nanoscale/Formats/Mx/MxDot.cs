@@ -133,6 +133,7 @@ internal static class MxDot
                 {
                     int n = Math.Min(NibbleLanes.Lanes, rowCount - r);
                     LaneHalfScales(s0 + (nint)r * blocksPerRow, blocksPerRow, n, t0, f0);
+                    NibbleLanes.Prefetch(s0 + (nint)(r + NibbleLanes.Lanes) * blocksPerRow, NibbleLanes.Lanes * blocksPerRow); // the next group's, as Group does its codes
                     NibbleLanes.Group(b0 + (nint)r * blocksPerRow * 16, blocksPerRow * 16, n, blocksPerRow, f0, a, table, unpacked, y0 + r, yStride);
                 }
             }

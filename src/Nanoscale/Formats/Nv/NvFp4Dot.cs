@@ -110,6 +110,7 @@ internal static unsafe class NvFp4Dot
                 for (int r = 0; r < rowCount; r += Lanes)
                 {
                     int n = Math.Min(Lanes, rowCount - r);
+                    NibbleLanes.Prefetch(s0 + (nint)(r + Lanes) * blocks16, Lanes * blocks16); // the next group's scales, as Group does its codes
                     for (int i = 0; i < Lanes; i++)
                     {
                         Factors(s0 + (nint)(r + NibbleLanes.SourceRow(i, n)) * blocks16, blocks16, ue4m3, tensorScale, divisor, ones, c0);

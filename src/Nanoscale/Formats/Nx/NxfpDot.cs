@@ -251,6 +251,7 @@ internal sealed unsafe class NxfpDot
                 for (int r = 0; r < rowCount; r += Lanes)
                 {
                     int n = Math.Min(Lanes, rowCount - r);
+                    NibbleLanes.Prefetch(w0 + (nint)(r + Lanes) * nb, Lanes * nb); // the next group's scales, as Group does its codes
                     if (together) Prepare(w0 + (nint)r * nb, b0 + (nint)r * nb * 16, n * nb, ones, c0, p0);
                     for (int i = 0; i < Lanes; i++)
                     {
