@@ -274,9 +274,7 @@ public sealed partial class InferenceSession
     {
         LlamaLayer layer = _model.Layers[l];
         RmsNormRows(x, layer.AttentionNorm, xb);
-        layer.Query.MatMul(xb, q, options);
-        layer.Key.MatMul(xb, keys, options);
-        layer.Value.MatMul(xb, values, options);
+        RowDecodedLinearWeight.MatMulShared(xb, options, layer.Query, q, layer.Key, keys, layer.Value, values);
         AddBiasRows(q, layer.QueryBias);
         AddBiasRows(keys, layer.KeyBias);
         AddBiasRows(values, layer.ValueBias);
@@ -287,9 +285,7 @@ public sealed partial class InferenceSession
         TensorPrimitives.Add(x, projected, x);
 
         RmsNormRows(x, layer.FfnNorm, xb);
-        layer.Gate.MatMul(xb, gate, options);
-        layer.Up.MatMul(xb, up, options);
-        SwiGluRows(gate, up);
+        if (!GateUp(layer, xb, gate, up, options)) SwiGluRows(gate, up);
         layer.Down.MatMul(gate, projected, options);
         TensorPrimitives.Add(x, projected, x);
     }
@@ -332,6 +328,25 @@ public sealed partial class InferenceSession
                 if (_config.RopeStyle == RopeStyle.Interleaved) Kernels.RopeInterleaved(v, cos, sin);
                 else Kernels.RopeHalves(v, cos, sin);
             }
+        }
+    }
+
+    /// <summary>The gate and up products and, on the fused path, <see cref="SwiGlu"/> on each tile's hidden units as
+    /// soon as both products' tile is done (one loop over the threads for all three); false when the products ran
+    /// otherwise and SwiGLU is still to do.</summary>
+    private static unsafe bool GateUp(LlamaLayer layer, ReadOnlySpan<float> xb, Span<float> gate, Span<float> up, RuntimeOptions options)
+    {
+        int hidden = layer.Gate.Rows, rows = gate.Length / hidden;
+        fixed (float* g = gate)
+        fixed (float* u = up)
+        {
+            nint gAddress = (nint)g, uAddress = (nint)u;
+            return RowDecodedLinearWeight.MatMulShared(xb, options, layer.Gate, gate, layer.Up, up, null, default, (first, count) =>
+            {
+                for (int t = 0; t < rows; t++)
+                    SwiGlu(new Span<float>((float*)gAddress + (nint)t * hidden + first, count),
+                        new ReadOnlySpan<float>((float*)uAddress + (nint)t * hidden + first, count));
+            });
         }
     }
 

@@ -73,32 +73,113 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     /// balance smaller tiles would give.</summary>
     private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options)
     {
-        int rows = Rows, columns = Columns;
-        int fusedTiles = tokens == 1 ? 16 : options.Parallelism.Threads;
-        int perTile = (rows + fusedTiles - 1) / fusedTiles;
-        if (tokens > 1) perTile = (perTile + 7) & ~7;
-        int chunk = Math.Clamp(MaxDotVectors, 1, MaxFusedTokens);
+        int perTile = RowsPerFusedTile(tokens, options);
         fixed (float* inPtr = input)
         fixed (float* outPtr = output)
         {
             nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
-            options.For((rows + perTile - 1) / perTile, (long)rows * columns * tokens, tile =>
-            {
-                int r0 = tile * perTile, count = Math.Min(rows, r0 + perTile) - r0;
-                bool done = true;
-                if (tokens == 1)
-                    done = TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count));
-                else
-                    for (int t0 = 0; t0 < tokens && done; t0 += chunk)
-                    {
-                        int n = Math.Min(chunk, tokens - t0);
-                        done = TryDotRowsMany(r0, count, n, new ReadOnlySpan<float>((float*)inAddress + (nint)t0 * columns, n * columns),
-                            new Span<float>((float*)outAddress + (nint)t0 * rows + r0, (n - 1) * rows + count), rows);
-                    }
-                if (!done) throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
-            });
+            options.For((Rows + perTile - 1) / perTile, (long)Rows * Columns * tokens,
+                tile => FusedTile(tile, perTile, tokens, inAddress, outAddress));
         }
     }
+
+    private int RowsPerFusedTile(int tokens, RuntimeOptions options)
+    {
+        int fusedTiles = tokens == 1 ? 16 : options.Parallelism.Threads;
+        int perTile = (Rows + fusedTiles - 1) / fusedTiles;
+        return tokens > 1 ? (perTile + 7) & ~7 : perTile;
+    }
+
+    /// <summary>Tile <paramref name="tile"/> of a fused product: rows tile·perTile.. of every token (input and output
+    /// at the addresses, pinned by the caller).</summary>
+    private unsafe void FusedTile(int tile, int perTile, int tokens, nint inAddress, nint outAddress)
+    {
+        int rows = Rows, columns = Columns;
+        int chunk = Math.Clamp(MaxDotVectors, 1, MaxFusedTokens);
+        int r0 = tile * perTile, count = Math.Min(rows, r0 + perTile) - r0;
+        bool done = true;
+        if (tokens == 1)
+            done = TryDotRows(r0, count, new ReadOnlySpan<float>((float*)inAddress, columns), new Span<float>((float*)outAddress + r0, count));
+        else
+            for (int t0 = 0; t0 < tokens && done; t0 += chunk)
+            {
+                int n = Math.Min(chunk, tokens - t0);
+                done = TryDotRowsMany(r0, count, n, new ReadOnlySpan<float>((float*)inAddress + (nint)t0 * columns, n * columns),
+                    new Span<float>((float*)outAddress + (nint)t0 * rows + r0, (n - 1) * rows + count), rows);
+            }
+        if (!done) throw new InvalidOperationException($"{GetType().Name}: the fused product applied to row 0 but not to rows {r0}..{r0 + count}");
+    }
+
+    /// <summary>Whether <see cref="MatMul"/> of these <paramref name="tokens"/> runs on the stored codes (<see cref="FusedProduct"/>).</summary>
+    private bool Fuses(int tokens, ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options) =>
+        tokens <= Math.Min(options.FusedTokens, MaxFusedTokens) && options.FusedKernels && SupportsDot(input, output);
+
+    /// <summary>
+    /// The products of one input with two or three weights (a layer's q/k/v, or gate/up): when every weight multiplies
+    /// its codes for these tokens, all their tiles in one parallel loop — one hand-off to the threads instead of one
+    /// per weight, each thread's activations quantized once for all of them (<see cref="Formats.KeptActivations"/>) —
+    /// with the same tiles and kernels as each weight's own <see cref="MatMul"/>, so the results are the same bits;
+    /// otherwise each weight's <see cref="ILinearWeight.MatMul"/> in turn. <paramref name="c"/> may be null. With
+    /// <paramref name="pairDone"/> (two weights of the same rows, e.g. gate and up), each item is both weights' tile
+    /// followed by <paramref name="pairDone"/> on its rows, so what combines the pair runs inside the same loop.
+    /// </summary>
+    /// <returns>Whether <paramref name="pairDone"/> ran (on the fused path); if not, the caller combines the outputs.</returns>
+    internal static unsafe bool MatMulShared(ReadOnlySpan<float> input, RuntimeOptions options,
+        ILinearWeight a, Span<float> ya, ILinearWeight b, Span<float> yb, ILinearWeight? c, Span<float> yc, RowsDone? pairDone = null)
+    {
+        if (pairDone is not null && (c is not null || a.Rows != b.Rows))
+            throw new ArgumentException("a pair's rows are combined only for two weights of the same rows", nameof(pairDone));
+        int count = c is null ? 2 : 3;
+        if (a is RowDecodedLinearWeight ra && b is RowDecodedLinearWeight rb && (c is null || c is RowDecodedLinearWeight)
+            && a.Columns == b.Columns && (c is null || c.Columns == a.Columns) && input.Length % a.Columns == 0)
+        {
+            var rc = c as RowDecodedLinearWeight;
+            LinearKernels.Validate(a, input, ya);
+            LinearKernels.Validate(b, input, yb);
+            if (rc is not null) LinearKernels.Validate(rc, input, yc);
+            int tokens = input.Length / a.Columns;
+            if (tokens > 0 && ra.Fuses(tokens, input, ya, options) && rb.Fuses(tokens, input, yb, options)
+                && (rc is null || rc.Fuses(tokens, input, yc, options)))
+            {
+                int pa = ra.RowsPerFusedTile(tokens, options), pb = rb.RowsPerFusedTile(tokens, options);
+                int pc = rc?.RowsPerFusedTile(tokens, options) ?? 1;
+                int ta = (ra.Rows + pa - 1) / pa, tb = (rb.Rows + pb - 1) / pb, tc = rc is null ? 0 : (rc.Rows + pc - 1) / pc;
+                long work = ((long)ra.Rows + rb.Rows + (rc?.Rows ?? 0)) * a.Columns * tokens;
+                fixed (float* x = input)
+                fixed (float* y0 = ya)
+                fixed (float* y1 = yb)
+                fixed (float* y2 = yc)
+                {
+                    nint xAddress = (nint)x, aAddress = (nint)y0, bAddress = (nint)y1, cAddress = (nint)y2;
+                    if (pairDone is not null)
+                    {
+                        // Same rows, same tiles: item i is both weights' tile i, then their rows combined.
+                        options.For(ta, work, i =>
+                        {
+                            ra.FusedTile(i, pa, tokens, xAddress, aAddress);
+                            rb.FusedTile(i, pb, tokens, xAddress, bAddress);
+                            pairDone(i * pa, Math.Min(ra.Rows, (i + 1) * pa) - i * pa);
+                        });
+                        return true;
+                    }
+                    options.For(ta + tb + tc, work, i =>
+                    {
+                        if (i < ta) ra.FusedTile(i, pa, tokens, xAddress, aAddress);
+                        else if (i < ta + tb) rb.FusedTile(i - ta, pb, tokens, xAddress, bAddress);
+                        else rc!.FusedTile(i - ta - tb, pc, tokens, xAddress, cAddress);
+                    });
+                }
+                return false;
+            }
+        }
+        a.MatMul(input, ya, options);
+        b.MatMul(input, yb, options);
+        if (count == 3) c!.MatMul(input, yc, options);
+        return false;
+    }
+
+    /// <summary>Rows <paramref name="firstRow"/>.. (<paramref name="count"/> of them) of a pair's outputs are complete for every token.</summary>
+    internal delegate void RowsDone(int firstRow, int count);
 
     public unsafe void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
     {
@@ -112,7 +193,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         // product), it does so in a few large tiles, so per-call set-up (e.g. quantizing the activations) is paid a few
         // times per product, not per tile.
         // A few tokens (several sequences' steps) likewise: every tile's codes are read once for all of them.
-        if (tokens <= Math.Min(options.FusedTokens, MaxFusedTokens) && options.FusedKernels && SupportsDot(input, output))
+        if (Fuses(tokens, input, output, options))
         {
             FusedProduct(input, output, tokens, options);
             return;

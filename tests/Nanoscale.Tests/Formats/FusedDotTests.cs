@@ -458,6 +458,55 @@ public class FusedDotTests
         }
     }
 
+    /// <summary>A layer's q/k/v and gate/up products in one loop over the threads (<c>MatMulShared</c>) are each weight's
+    /// own product bit for bit, for one token and for several (the same tiles, the same kernels); with a pair's
+    /// callback, every row of the pair is handed over exactly once, after both products wrote it.</summary>
+    [Theory]
+    [InlineData("mxfp4", 1)]
+    [InlineData("mxfp4", 5)]
+    [InlineData("nxfp4", 12)]
+    [InlineData("nvfp4", 3)]
+    [InlineData("bf16", 4)]
+    public void SharedProductsEqualEachWeightAlone(string format, int tokens)
+    {
+        using var stories = new CompressedStories(format);
+        var model = stories.Load(new RuntimeOptions());
+        var options = new RuntimeOptions { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, Parallelism = new Tensors.Parallelism(2) };
+        var layer = model.Layers[1];
+        int dim = model.Config.Dim, hidden = layer.Gate.Rows;
+        var random = new Random(tokens);
+        float[] x = [.. Enumerable.Range(0, tokens * dim).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        float[] Alone(ILinearWeight w)
+        {
+            var y = new float[tokens * w.Rows];
+            w.MatMul(x, y, options);
+            return y;
+        }
+        float[] q = new float[tokens * layer.Query.Rows], k = new float[tokens * layer.Key.Rows], v = new float[tokens * layer.Value.Rows];
+        Assert.False(RowDecodedLinearWeight.MatMulShared(x, options, layer.Query, q, layer.Key, k, layer.Value, v));
+        Assert.Equal(Alone(layer.Query), q);
+        Assert.Equal(Alone(layer.Key), k);
+        Assert.Equal(Alone(layer.Value), v);
+
+        float[] gate = new float[tokens * hidden], up = new float[tokens * hidden];
+        float[] expectedGate = Alone(layer.Gate), expectedUp = Alone(layer.Up);
+        var seen = new int[hidden];
+        bool combined = RowDecodedLinearWeight.MatMulShared(x, options, layer.Gate, gate, layer.Up, up, null, default, (first, count) =>
+        {
+            for (int t = 0; t < tokens; t++)
+                for (int i = first; i < first + count; i++)
+                {
+                    Assert.Equal(expectedGate[t * hidden + i], gate[t * hidden + i]);
+                    Assert.Equal(expectedUp[t * hidden + i], up[t * hidden + i]);
+                }
+            for (int i = first; i < first + count; i++) Interlocked.Increment(ref seen[i]);
+        });
+        Assert.True(combined, $"{format}: the pair ran on the codes");
+        Assert.All(seen, n => Assert.Equal(1, n));
+        Assert.Equal(expectedGate, gate);
+        Assert.Equal(expectedUp, up);
+    }
+
     /// <summary>A step of twelve sequences in one pass (the token factory's; MXFP4 takes all twelve in one call of the
     /// eight-row lane kernel, NxFP4 in calls of eight and four, bf16 four at a time) gives each sequence the logits its
     /// own one-token step gives, to summation order: the same block totals for the same int8 activations. Summation
