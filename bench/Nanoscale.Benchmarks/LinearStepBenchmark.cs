@@ -17,6 +17,7 @@ internal static class LinearStepBenchmark
 {
     public static int Run(string[] args)
     {
+        if (args.Length < 1 || args[0].StartsWith('-')) { Console.Error.WriteLine("usage: linear-step MODEL [THREADS] [REPEATS]"); return 1; }
         string path = args[0];
         int threads = args.Length > 1 ? int.Parse(args[1]) : Environment.ProcessorCount;
         int repeats = args.Length > 2 ? int.Parse(args[2]) : 20;

@@ -19,6 +19,11 @@ internal static class ServeLoadBenchmark
 {
     public static int Run(string[] args)
     {
+        if (args.Length < 1 || args[0].StartsWith('-'))
+        {
+            Console.Error.WriteLine("usage: serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--disconnect FRACTION] [--kv-budget SIZE] [--kv-cache T] (needs the CLI built in Release)");
+            return 1;
+        }
         string Option(string name, string fallback)
         {
             int i = Array.IndexOf(args, name);

@@ -8,12 +8,17 @@ namespace Nanoscale.Benchmarks;
 /// Aggregate generation speed of the token factory (continuous batching) against the number of concurrent streams:
 /// N requests of the same length submitted together, greedy, timed from submission to the last token (prompts
 /// included), best of two after a warm-up. With N streams each step reads the weights once for N tokens.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4]</code>
 /// </summary>
 internal static class TokenFactoryBenchmark
 {
     public static int Run(string[] args)
     {
+        if (args.Length < 1 || args[0].StartsWith('-'))
+        {
+            Console.Error.WriteLine("usage: token-factory MODEL [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--tokenizer PATH]");
+            return 1;
+        }
         string Option(string name, string fallback)
         {
             int i = Array.IndexOf(args, name);
