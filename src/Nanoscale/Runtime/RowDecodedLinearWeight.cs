@@ -129,7 +129,6 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     {
         if (pairDone is not null && (c is not null || a.Rows != b.Rows))
             throw new ArgumentException("a pair's rows are combined only for two weights of the same rows", nameof(pairDone));
-        int count = c is null ? 2 : 3;
         if (a is RowDecodedLinearWeight ra && b is RowDecodedLinearWeight rb && (c is null || c is RowDecodedLinearWeight)
             && a.Columns == b.Columns && (c is null || c.Columns == a.Columns) && input.Length % a.Columns == 0)
         {
@@ -174,7 +173,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         }
         a.MatMul(input, ya, options);
         b.MatMul(input, yb, options);
-        if (count == 3) c!.MatMul(input, yc, options);
+        c?.MatMul(input, yc, options);
         return false;
     }
 
