@@ -97,6 +97,36 @@ public class LinearWeightTests
         Assert.Equal(widened.AsSpan((rows - 1) * columns, columns).ToArray(), row);
     }
 
+    /// <summary>Several tokens on BF16 rows of a matrix larger than a block (a tile's rows go in blocks that stay in the
+    /// cache while every chunk of four tokens passes over them; here two blocks per tile, the last one partial): each
+    /// token's results are its own one-token product, bit for bit, as the four-token kernel promises.</summary>
+    [Theory]
+    [InlineData(300, 2048, 6)]
+    [InlineData(100, 8192, 16)]
+    public void ManyTokensOverBlocksOfRowsEqualEachTokenAlone(int rows, int columns, int tokens)
+    {
+        var random = new Random(rows);
+        float[] values = [.. Enumerable.Range(0, rows * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var raw = new byte[values.Length * 2];
+        TensorData.FromFloat(values, DType.BF16, raw);
+        using var dir = new TempDir();
+        var path = dir.File("w.safetensors");
+        new SafetensorsWriter(path).Add("w", DType.BF16, [rows, columns], raw).Commit();
+        using var file = CheckpointLoader.Open(path);
+        using var source = new CheckpointWeightSource(file);
+        var mapped = source.Linear("w");
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var options = new RuntimeOptions { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, Parallelism = new Nanoscale.Tensors.Parallelism(2) };
+        var together = new float[tokens * rows];
+        mapped.MatMul(x, together, options);
+        for (int t = 0; t < tokens; t++)
+        {
+            var alone = new float[rows];
+            mapped.MatMul(x.AsSpan(t * columns, columns), alone, options);
+            Assert.Equal(alone, together.AsSpan(t * rows, rows).ToArray());
+        }
+    }
+
     /// <summary>Loading a bf16 model copies no weight: what is allocated is a small fraction of 4 bytes per weight.</summary>
     [Fact]
     public void LoadingABf16ModelKeepsItsWeightsInTheFile()
