@@ -9,7 +9,8 @@ namespace Nanoscale.Benchmarks;
 /// <c>-- vnni-peak [threads]</c>: the most int8 multiply-adds a second this machine's AVX-VNNI instruction
 /// (<c>vpdpbusd</c> on 256-bit vectors, the one the lane kernels use) gives: eight independent accumulators, operands in
 /// registers, nothing else in the loop. The ceiling a many-sequence step's products can approach, to compare with
-/// <c>dot-kernels FORMAT rows cols threads 16</c>.
+/// <c>dot-kernels FORMAT rows cols threads 16</c>. Then the same for float32 multiply-adds on 512-bit vectors (ten
+/// accumulators, <c>vfmadd231ps zmm</c>), the ceiling of the BF16 and float kernels.
 /// </summary>
 internal static class VnniPeak
 {
@@ -33,7 +34,41 @@ internal static class VnniPeak
         }
         Console.WriteLine($"vpdpbusd ymm, {threads} thread(s): {best / 1e9:0.0} G int8 multiply-adds/s " +
                           $"({best / 32 / 1e9 / threads:0.00} G instructions/s a thread)");
+        if (!Vector512.IsHardwareAccelerated) return 0;
+        FloatLoop(1000);
+        best = 0;
+        for (int round = 0; round < 5; round++)
+        {
+            var clock = Stopwatch.StartNew();
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ => FloatLoop(Iterations));
+            double seconds = clock.Elapsed.TotalSeconds;
+            best = Math.Max(best, threads * Iterations * 10 * 16 / seconds);
+        }
+        Console.WriteLine($"vfmadd231ps zmm, {threads} thread(s): {best / 1e9:0.0} G float32 multiply-adds/s " +
+                          $"({best / 16 / 1e9 / threads:0.00} G instructions/s a thread)");
         return 0;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float FloatLoop(long iterations)
+    {
+        var m = Vector512.Create(0.999f);
+        var c = Vector512.Create(0.001f);
+        Vector512<float> a0 = Vector512<float>.One, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;
+        for (long i = 0; i < iterations; i++)
+        {
+            a0 = Vector512.FusedMultiplyAdd(a0, m, c);
+            a1 = Vector512.FusedMultiplyAdd(a1, m, c);
+            a2 = Vector512.FusedMultiplyAdd(a2, m, c);
+            a3 = Vector512.FusedMultiplyAdd(a3, m, c);
+            a4 = Vector512.FusedMultiplyAdd(a4, m, c);
+            a5 = Vector512.FusedMultiplyAdd(a5, m, c);
+            a6 = Vector512.FusedMultiplyAdd(a6, m, c);
+            a7 = Vector512.FusedMultiplyAdd(a7, m, c);
+            a8 = Vector512.FusedMultiplyAdd(a8, m, c);
+            a9 = Vector512.FusedMultiplyAdd(a9, m, c);
+        }
+        return Vector512.Sum(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
