@@ -244,8 +244,35 @@ internal static class TensorData
     private static int Bf16Group => Vector512.IsHardwareAccelerated ? 32 : 16;
 
     /// <summary>x reordered per group of <see cref="Bf16Group"/> columns: the group's even columns, then its odd ones;
-    /// the columns after the last whole group stay where they are.</summary>
+    /// the columns after the last whole group stay where they are. With AVX-512 two permutes a group of 32 (a
+    /// several-token BF16 product splits its activations once per block of rows: 0.46 µs for four vectors of 2048 where
+    /// the element loop took 2.8–3.2, against ~40 µs for the block's 128 rows);
+    /// <see cref="SplitEvenOddReference"/> is the plain twin.</summary>
     internal static void SplitEvenOdd(ReadOnlySpan<float> x, Span<float> split)
+    {
+        if (Bf16Group != 32 || !System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        {
+            SplitEvenOddReference(x, split);
+            return;
+        }
+        if (split.Length < x.Length) throw new ArgumentException("split shorter than x", nameof(split));
+        var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        var odds = evens + Vector512<int>.One;
+        int whole = x.Length / 32 * 32;
+        ref float source = ref MemoryMarshal.GetReference(x);
+        ref float destination = ref MemoryMarshal.GetReference(split);
+        for (int c = 0; c < whole; c += 32)
+        {
+            var low = Vector512.LoadUnsafe(ref source, (nuint)c);
+            var high = Vector512.LoadUnsafe(ref source, (nuint)(c + 16));
+            System.Runtime.Intrinsics.X86.Avx512F.PermuteVar16x32x2(low, evens, high).StoreUnsafe(ref destination, (nuint)c);
+            System.Runtime.Intrinsics.X86.Avx512F.PermuteVar16x32x2(low, odds, high).StoreUnsafe(ref destination, (nuint)(c + 16));
+        }
+        x[whole..].CopyTo(split[whole..]);
+    }
+
+    /// <summary>The element-by-element twin of <see cref="SplitEvenOdd"/> (and its path without AVX-512).</summary>
+    internal static void SplitEvenOddReference(ReadOnlySpan<float> x, Span<float> split)
     {
         int group = Bf16Group, half = group / 2, whole = x.Length / group * group;
         for (int c = 0; c < whole; c += group)
