@@ -22,31 +22,30 @@ internal static class VnniPeak
             return 1;
         }
         int threads = args.Length > 0 ? int.Parse(args[0]) : 1;
+        double best = Best(threads, i => Loop(i), 8 * 32);
+        Console.WriteLine($"vpdpbusd ymm, {threads} thread(s): {best / 1e9:0.0} G int8 multiply-adds/s " +
+                          $"({best / 32 / 1e9 / threads:0.00} G instructions/s a thread)");
+        if (!Vector512.IsHardwareAccelerated) return 0;
+        best = Best(threads, i => FloatLoop(i), 10 * 16);
+        Console.WriteLine($"vfmadd231ps zmm, {threads} thread(s): {best / 1e9:0.0} G float32 multiply-adds/s " +
+                          $"({best / 16 / 1e9 / threads:0.00} G instructions/s a thread)");
+        return 0;
+    }
+
+    /// <summary>The best of five rounds of <paramref name="loop"/> on every thread, in multiply-adds a second
+    /// (<paramref name="perIteration"/> of them an iteration), after a short run that compiles and warms it.</summary>
+    private static double Best<T>(int threads, Func<long, T> loop, long perIteration)
+    {
         const long Iterations = 50_000_000;
-        Loop(1000); // compiled and warm
+        loop(1000);
         double best = 0;
         for (int round = 0; round < 5; round++)
         {
             var clock = Stopwatch.StartNew();
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ => Loop(Iterations));
-            double seconds = clock.Elapsed.TotalSeconds;
-            best = Math.Max(best, threads * Iterations * 8 * 32 / seconds);
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ => loop(Iterations));
+            best = Math.Max(best, threads * Iterations * perIteration / clock.Elapsed.TotalSeconds);
         }
-        Console.WriteLine($"vpdpbusd ymm, {threads} thread(s): {best / 1e9:0.0} G int8 multiply-adds/s " +
-                          $"({best / 32 / 1e9 / threads:0.00} G instructions/s a thread)");
-        if (!Vector512.IsHardwareAccelerated) return 0;
-        FloatLoop(1000);
-        best = 0;
-        for (int round = 0; round < 5; round++)
-        {
-            var clock = Stopwatch.StartNew();
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, _ => FloatLoop(Iterations));
-            double seconds = clock.Elapsed.TotalSeconds;
-            best = Math.Max(best, threads * Iterations * 10 * 16 / seconds);
-        }
-        Console.WriteLine($"vfmadd231ps zmm, {threads} thread(s): {best / 1e9:0.0} G float32 multiply-adds/s " +
-                          $"({best / 16 / 1e9 / threads:0.00} G instructions/s a thread)");
-        return 0;
+        return best;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
