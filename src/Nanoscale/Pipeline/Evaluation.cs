@@ -126,8 +126,12 @@ public static class Evaluation
                 Parallelism = options.Parallelism,
                 KvCache = options.KvCache,
             });
-            var perplexity = text is null ? null : Runtime.Perplexity.Evaluate(loaded.Model, loaded.Tokenizer, text,
-                new PerplexityOptions { ContextLength = options.ContextLength, MaxTokens = options.MaxTokens },
+            var perplexityOptions = new PerplexityOptions { ContextLength = options.ContextLength, MaxTokens = options.MaxTokens };
+            var documents = text is null ? null : Runtime.Perplexity.Tokenize(loaded.Tokenizer, text, perplexityOptions.DocumentSeparator);
+            // The text is ids now: without tasks to tokenize, the tokenizer's native memory goes back before scoring
+            // (a lossless checkpoint's eval peaks within 10% of its file; docs/runtime.md).
+            if (tasks is null) loaded.ReleaseTokenizer();
+            var perplexity = documents is null ? null : Runtime.Perplexity.Evaluate(loaded.Model, documents, perplexityOptions,
                 progress is null ? null : new Progress<PerplexityProgress>(p =>
                     progress.Report(new PipelineProgress("eval", null, p.PredictedTokens, p.TotalPredictedTokens, "tokens"))),
                 cancellationToken);

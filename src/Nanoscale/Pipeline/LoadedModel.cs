@@ -155,9 +155,16 @@ public sealed class LoadedModel : IDisposable
     /// <summary>The end tokens of a <c>generation_config.json</c> beside the model (besides the tokenizer's EOS).</summary>
     internal IReadOnlyList<int> EndTokens => _endTokens.Value;
 
+    /// <summary>Frees what the tokenizer holds outside the managed heap (Hugging Face's native library: 31 MiB of
+    /// Llama-3's) once a caller has tokenized all it needs, as <c>eval</c> does before scoring; using
+    /// <see cref="Tokenizer"/> afterwards throws <see cref="ObjectDisposedException"/> (a tokenizer with nothing
+    /// native to free keeps working).</summary>
+    public void ReleaseTokenizer() => (Tokenizer as IDisposable)?.Dispose();
+
     public void Dispose()
     {
         _weights.Dispose();
         Checkpoint.Dispose();
+        (Tokenizer as IDisposable)?.Dispose();
     }
 }

@@ -36,4 +36,11 @@ internal sealed class DenseLinearWeight : ILinearWeight
         LinearKernels.Validate(this, input, output);
         LinearKernels.MatMulDense(_weights, Rows, Columns, input, output, options);
     }
+
+    public unsafe void MatMulRows(ReadOnlySpan<float> input, int firstRow, int count, Span<float> output, RuntimeOptions options)
+    {
+        LinearKernels.ValidateRows(this, input, firstRow, count, output);
+        if (count == 0) return;
+        fixed (float* w = _weights) LinearKernels.MatMulDense(w + (long)firstRow * Columns, count, Columns, input, output, options);
+    }
 }

@@ -24,4 +24,19 @@ public interface ILinearWeight
     /// Implementations go through the weights once for all tokens (a window is a matrix–matrix product).
     /// </summary>
     void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options);
+
+    /// <summary>
+    /// Rows <paramref name="firstRow"/>.. (<paramref name="count"/> of them) of <see cref="MatMul"/>:
+    /// <paramref name="output"/> is <c>tokens × count</c>, row-major. A caller bounds the output's memory with it (the
+    /// logits of a large vocabulary, a slice at a time). The default runs the whole product into a temporary and keeps
+    /// the slice; the runtime's weights go over the slice's rows only.
+    /// </summary>
+    void MatMulRows(ReadOnlySpan<float> input, int firstRow, int count, Span<float> output, RuntimeOptions options)
+    {
+        LinearKernels.ValidateRows(this, input, firstRow, count, output);
+        int tokens = input.Length / Columns;
+        var whole = new float[(long)tokens * Rows];
+        MatMul(input, whole, options);
+        for (int t = 0; t < tokens; t++) whole.AsSpan(t * Rows + firstRow, count).CopyTo(output.Slice(t * count, count));
+    }
 }

@@ -293,6 +293,11 @@ public sealed partial class InferenceSession
     /// <summary>Applies the output head to final hidden states (<c>n × dim</c> → <c>n × vocab</c>).</summary>
     public void ComputeLogits(ReadOnlySpan<float> hidden, Span<float> logits) => _model.Head.MatMul(hidden, logits, _model.Options);
 
+    /// <summary>The logits of vocabulary entries <paramref name="first"/>.. (<paramref name="count"/>) for every row of
+    /// <paramref name="hidden"/> (<c>n × count</c>): a large vocabulary's logits a slice at a time.</summary>
+    public void ComputeLogitSlice(ReadOnlySpan<float> hidden, int first, int count, Span<float> logits) =>
+        _model.Head.MatMulRows(hidden, first, count, logits, _model.Options);
+
     private void RmsNormRows(ReadOnlySpan<float> x, float[] weight, Span<float> destination)
     {
         int dim = _config.Dim;

@@ -282,5 +282,35 @@ internal static class Kernels
         return Math.Log(sum) - (logits[target] - (double)max);
     }
 
+    /// <summary>
+    /// log Σ exp over a row's logits given a slice at a time (<see cref="Add"/>), as <see cref="NegativeLogLikelihood"/>
+    /// computes it: the exponentials summed in double against the largest logit so far (the sum rescaled when a later
+    /// slice holds a larger one). With one slice the result is <see cref="NegativeLogLikelihood"/>'s, bit for bit.
+    /// </summary>
+    public struct LogSumExp
+    {
+        private float _max;
+        private double _sum;
+        private bool _any;
+
+        public void Add(ReadOnlySpan<float> logits)
+        {
+            if (logits.IsEmpty) return;
+            float max = TensorPrimitives.Max(logits);
+            if (!_any || max > _max)
+            {
+                if (_any) _sum *= Math.Exp((double)_max - max);
+                _max = max;
+                _any = true;
+            }
+            double sum = 0;
+            for (int i = 0; i < logits.Length; i++) sum += Math.Exp(logits[i] - _max);
+            _sum += sum;
+        }
+
+        /// <summary>−log softmax[target] from the target's logit: log Σ exp − logit.</summary>
+        public readonly double NegativeLogLikelihood(float targetLogit) => Math.Log(_sum) - (targetLogit - (double)_max);
+    }
+
     public static int ArgMax(ReadOnlySpan<float> x) => TensorPrimitives.IndexOfMax(x);
 }

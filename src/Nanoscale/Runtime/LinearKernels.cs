@@ -22,6 +22,19 @@ internal static class LinearKernels
             throw new ArgumentException($"output holds {output.Length} floats; {tokens} tokens × {weight.Rows} rows need {(long)tokens * weight.Rows}", nameof(output));
     }
 
+    /// <summary>Checks the arguments of <see cref="ILinearWeight.MatMulRows"/>: whole input rows, the slice inside the
+    /// weight's rows, an output of <c>tokens × count</c>.</summary>
+    public static void ValidateRows(ILinearWeight weight, ReadOnlySpan<float> input, int firstRow, int count, Span<float> output)
+    {
+        if (firstRow < 0 || count < 0 || (long)firstRow + count > weight.Rows)
+            throw new ArgumentOutOfRangeException(nameof(firstRow), $"rows {firstRow}..{(long)firstRow + count} outside 0..{weight.Rows}");
+        if (input.Length % weight.Columns != 0)
+            throw new ArgumentException($"input of {input.Length} floats is not a whole number of rows of {weight.Columns}", nameof(input));
+        int tokens = input.Length / weight.Columns;
+        if (output.Length != (long)tokens * count)
+            throw new ArgumentException($"output holds {output.Length} floats; {tokens} tokens × {count} rows need {(long)tokens * count}", nameof(output));
+    }
+
     public static int RowsPerTile(int columns) => Math.Max(1, TileBytes / (4 * Math.Max(1, columns)));
 
     /// <summary>

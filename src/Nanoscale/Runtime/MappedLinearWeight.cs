@@ -74,6 +74,12 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
             LinearKernels.MatMulDense((float*)view.Address, rows, columns, input, output, options);
         }
 
+        public void MatMulRows(ReadOnlySpan<float> input, int firstRow, int count, Span<float> output, RuntimeOptions options)
+        {
+            LinearKernels.ValidateRows(this, input, firstRow, count, output);
+            if (count > 0) LinearKernels.MatMulDense((float*)view.Address + (long)firstRow * columns, count, columns, input, output, options);
+        }
+
         public void Dispose() => view.Dispose();
     }
 }

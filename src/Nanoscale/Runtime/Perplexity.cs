@@ -46,10 +46,52 @@ public static class Perplexity
         ArgumentNullException.ThrowIfNull(tokenizer);
         options ??= new PerplexityOptions();
         var clock = Stopwatch.StartNew();
-        var documents = SplitDocuments(text, options.DocumentSeparator)
-            .Select(d => tokenizer.Encode(d, addBos: tokenizer.BosId is not null))
-            .ToList();
-        return Evaluate(model, documents, options, progress, cancellationToken, clock);
+        return Evaluate(model, Tokenize(tokenizer, text, options.DocumentSeparator), options, progress, cancellationToken, clock);
+    }
+
+    /// <summary>The documents of <paramref name="text"/> (<see cref="SplitDocuments"/>) as they are scored: each one's
+    /// ids with BOS first when the tokenizer has one.</summary>
+    public static IReadOnlyList<int[]> Tokenize(ITokenizer tokenizer, string text, string separator)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return [.. SplitDocuments(text, separator).Select(d => tokenizer.Encode(d, addBos: tokenizer.BosId is not null))];
+    }
+
+    /// <summary>
+    /// Σ −log p(next token) over a window's predicting positions (<paramref name="hidden"/>, one row each): all the
+    /// logits at once when positions × vocabulary fit in <paramref name="maxLogits"/>, else the head over slices of the
+    /// vocabulary (whole tiles of its rows), each position's log Σ exp carried across them (every row of the head still
+    /// read once a window).
+    /// </summary>
+    private static double WindowNll(InferenceSession session, ReadOnlySpan<float> hidden, ReadOnlySpan<int> next, int vocab,
+        float[] logits, int maxLogits, Kernels.LogSumExp[] sums, float[] targets)
+    {
+        int rows = next.Length;
+        double nll = 0;
+        if ((long)rows * vocab <= maxLogits)
+        {
+            Span<float> all = logits.AsSpan(0, rows * vocab);
+            session.ComputeLogits(hidden, all);
+            for (int r = 0; r < rows; r++) nll += Kernels.NegativeLogLikelihood(all.Slice(r * vocab, vocab), next[r]);
+            return nll;
+        }
+        // Whole tiles of the head's rows, so each slice's logits are the bits the whole product gives.
+        int tile = LinearKernels.RowsPerTile(hidden.Length / rows);
+        int slice = Math.Max(tile, maxLogits / rows / tile * tile);
+        Array.Clear(sums, 0, rows);
+        for (int first = 0; first < vocab; first += slice)
+        {
+            int count = Math.Min(slice, vocab - first);
+            Span<float> part = logits.AsSpan(0, rows * count);
+            session.ComputeLogitSlice(hidden, first, count, part);
+            for (int r = 0; r < rows; r++)
+            {
+                sums[r].Add(part.Slice(r * count, count));
+                if ((uint)(next[r] - first) < (uint)count) targets[r] = part[r * count + next[r] - first];
+            }
+        }
+        for (int r = 0; r < rows; r++) nll += sums[r].NegativeLogLikelihood(targets[r]);
+        return nll;
     }
 
     /// <summary>The first <paramref name="max"/> tokens of the documents, in order (a cut document keeps its start).</summary>
@@ -77,7 +119,7 @@ public static class Perplexity
         int context = options.ResolveContext(model.Config.MaxSeqLen);
         if (context < 2 || context > model.Config.MaxSeqLen)
             throw new ArgumentOutOfRangeException(nameof(options), context, $"context length must be 2..{model.Config.MaxSeqLen} (the model's maximum sequence length)");
-        int logitRows = Math.Max(1, options.LogitRows);
+        if (options.MaxLogits < 1) throw new ArgumentOutOfRangeException(nameof(options), options.MaxLogits, "MaxLogits must be at least 1");
         if (options.MaxTokens is int max) documents = FirstTokens(documents, max);
 
         var plan = documents.Select(d => Windows(d.Length, context)).ToList();
@@ -87,7 +129,10 @@ public static class Perplexity
 
         InferenceSession session = model.CreateSession(context);
         float[] hidden = new float[context * dim];
-        float[] logits = ArrayPool<float>.Shared.Rent(logitRows * vocab);
+        float[] logits = ArrayPool<float>.Shared.Rent((int)Math.Min((long)(context - 1) * vocab,
+            Math.Max(options.MaxLogits, (long)(context - 1) * LinearKernels.RowsPerTile(dim))));
+        var sums = new Kernels.LogSumExp[context - 1];
+        var targets = new float[context - 1];
         double nllSum = 0;
         long predicted = 0;
         int windowsDone = 0, scoredDocuments = 0;
@@ -105,14 +150,7 @@ public static class Perplexity
                     session.ForwardHidden(window, h, cancellationToken);
                     // Position i predicts token i + 1; the window's last position predicts nothing here (the next
                     // window starts with that token and predicts its successor from a fresh context).
-                    for (int first = 0; first < length - 1; first += logitRows)
-                    {
-                        int rows = Math.Min(logitRows, length - 1 - first);
-                        Span<float> block = logits.AsSpan(0, rows * vocab);
-                        session.ComputeLogits(h.Slice(first * dim, rows * dim), block);
-                        for (int r = 0; r < rows; r++)
-                            nllSum += Kernels.NegativeLogLikelihood(block.Slice(r * vocab, vocab), window[first + r + 1]);
-                    }
+                    nllSum += WindowNll(session, h[..((length - 1) * dim)], window[1..], vocab, logits, options.MaxLogits, sums, targets);
                     predicted += length - 1;
                     windowsDone++;
                     progress?.Report(new PerplexityProgress(windowsDone, windowsTotal, predicted, predictedTotal));

@@ -17,8 +17,12 @@ public sealed record PerplexityOptions
     /// null: all of it. For a quick number on a large model.</summary>
     public int? MaxTokens { get; init; }
 
-    /// <summary>Positions whose logits are materialised at once (bounds memory for large vocabularies).</summary>
-    public int LogitRows { get; init; } = 64;
+    /// <summary>The most logits held at once (floats; 1M = 4 MiB): a window's predicted positions × the vocabulary when
+    /// that fits, else the head runs over slices of the vocabulary (rounded to whole tiles of its rows, at least one) for all
+    /// the window's positions and each position's
+    /// log Σ exp is carried from slice to slice (<see cref="Kernels.LogSumExp"/>). Bounds memory for large vocabularies:
+    /// Llama-3's 128,256 × 255 positions would be 125 MiB.</summary>
+    public int MaxLogits { get; init; } = 1 << 20;
 
     public int ResolveContext(int modelMaxSeqLen) => ContextLength ?? Math.Min(modelMaxSeqLen, DefaultMaxContext);
 }

@@ -194,14 +194,12 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     /// <summary>Rows <paramref name="firstRow"/>.. (<paramref name="count"/> of them) of a pair's outputs are complete for every token.</summary>
     internal delegate void RowsDone(int firstRow, int count);
 
-    public unsafe void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
+    public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
     {
         LinearKernels.Validate(this, input, output);
         int tokens = input.Length / Columns;
         if (tokens == 0) return;
         int rows = Rows, columns = Columns;
-        int rowsPerTile = LinearKernels.RowsPerTile(columns);
-        int tiles = (rows + rowsPerTile - 1) / rowsPerTile;
         // One token: if the storage multiplies its codes directly (tried once, on the first row of the first such
         // product), it does so in a few large tiles, so per-call set-up (e.g. quantizing the activations) is paid a few
         // times per product, not per tile.
@@ -222,6 +220,26 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             }
             return;
         }
+        TiledProduct(input, output, tokens, 0, rows, options);
+    }
+
+    /// <summary>Rows of the product over decoded tiles only (never the fused kernels), so a slice's values are the
+    /// rows the whole product's tile path gives.</summary>
+    public void MatMulRows(ReadOnlySpan<float> input, int firstRow, int count, Span<float> output, RuntimeOptions options)
+    {
+        LinearKernels.ValidateRows(this, input, firstRow, count, output);
+        int tokens = input.Length / Columns;
+        if (tokens > 0 && count > 0) TiledProduct(input, output, tokens, firstRow, count, options);
+    }
+
+    /// <summary>Rows <paramref name="firstRow"/>.. (<paramref name="count"/>) of every token's product, decoded a tile
+    /// of rows at a time into a pooled buffer and multiplied with all the tokens: <paramref name="output"/> is
+    /// <c>tokens × count</c>.</summary>
+    private unsafe void TiledProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, int firstRow, int count, RuntimeOptions options)
+    {
+        int columns = Columns;
+        int rowsPerTile = LinearKernels.RowsPerTile(columns);
+        int tiles = (count + rowsPerTile - 1) / rowsPerTile;
         var factored = Factored;
         float[]? transformed = null, lowRank = null;
         if (factored is not null)
@@ -236,18 +254,18 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             fixed (float* outPtr = output)
             {
                 nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
-                options.For(tiles, (long)rows * columns * tokens, tile =>
+                options.For(tiles, (long)count * columns * tokens, tile =>
                 {
-                    int r0 = tile * rowsPerTile, count = Math.Min(rows, r0 + rowsPerTile) - r0;
-                    float[] buffer = ArrayPool<float>.Shared.Rent(count * columns);
+                    int r0 = firstRow + tile * rowsPerTile, n = Math.Min(firstRow + count, r0 + rowsPerTile) - r0;
+                    float[] buffer = ArrayPool<float>.Shared.Rent(n * columns);
                     try
                     {
-                        if (factored is null) ReadRows(r0, count, buffer.AsSpan(0, count * columns));
-                        else factored.ReadBaseRows(r0, count, buffer.AsSpan(0, count * columns));
+                        if (factored is null) ReadRows(r0, n, buffer.AsSpan(0, n * columns));
+                        else factored.ReadBaseRows(r0, n, buffer.AsSpan(0, n * columns));
                         var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
-                        var y = new Span<float>((float*)outAddress, tokens * rows);
-                        LinearKernels.DotRows(buffer.AsSpan(0, count * columns), columns, x, 0, tokens, y, rows, r0);
-                        if (factored is { Rank: > 0 }) factored.AddLowRank(r0, count, lowRank!, tokens, y[r0..], rows);
+                        var y = new Span<float>((float*)outAddress, tokens * count);
+                        LinearKernels.DotRows(buffer.AsSpan(0, n * columns), columns, x, 0, tokens, y, count, r0 - firstRow);
+                        if (factored is { Rank: > 0 }) factored.AddLowRank(r0, n, lowRank!, tokens, y[(r0 - firstRow)..], count);
                     }
                     finally
                     {

@@ -62,6 +62,26 @@ public class HuggingFaceTokenizerTests
         Assert.Equal(qwen.Encode("Hello", addBos: false), qwen.Encode("Hello", addBos: true));
     }
 
+    /// <summary>A disposed tokenizer (eval frees it once its text is ids) refuses work with ObjectDisposedException
+    /// instead of reaching freed native memory, and a second dispose is harmless; the library's allocator was told to
+    /// give freed pages back at once.</summary>
+    [Fact]
+    public void ADisposedTokenizerRefusesWork()
+    {
+        var t = Open("gpt2");
+        Assert.NotEmpty(t.Encode("Hello", addBos: false));
+        t.Dispose();
+        t.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => t.Encode("Hello", addBos: false));
+        Assert.Throws<ObjectDisposedException>(() => t.Decode([15496]));
+        Assert.NotNull(Environment.GetEnvironmentVariable("MIMALLOC_PURGE_DELAY") ?? NativeEnvironment("MIMALLOC_PURGE_DELAY"));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getenv")]
+    private static extern nint GetEnv(string name);
+
+    private static string? NativeEnvironment(string name) => System.Runtime.InteropServices.Marshal.PtrToStringUTF8(GetEnv(name));
+
     [Fact]
     public void TheLoaderFindsTokenizerJsonBesideAModelAndInAFolder()
     {

@@ -127,6 +127,64 @@ public class LinearWeightTests
         }
     }
 
+    /// <summary>A weight that keeps the interface's own slice product (the whole product into a temporary).</summary>
+    private sealed class WholeOnlyWeight(ILinearWeight inner) : ILinearWeight
+    {
+        public int Rows => inner.Rows;
+        public int Columns => inner.Columns;
+        public void ReadRows(int firstRow, int count, Span<float> destination) => inner.ReadRows(firstRow, count, destination);
+        public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options) => inner.MatMul(input, output, options);
+    }
+
+    /// <summary>A slice of rows of the product (the perplexity's vocabulary slices) is those rows of the whole product
+    /// for every kind of weight: dense, mapped F32, mapped BF16 (decoded tiles), a row-decoded codec and the interface's
+    /// default — bit for bit when the slice is whole tiles of rows (as the perplexity takes them), up to summation order
+    /// when it cuts tiles (rows group differently in the kernel); at either end, empty, and out of range.</summary>
+    [Theory]
+    [InlineData(DType.F32, 300, 200, 5)]
+    [InlineData(DType.BF16, 513, 64, 130)]
+    [InlineData(DType.BF16, 1100, 96, 20)]
+    public void RowSlicesEqualTheWholeProductsRows(DType dtype, int rows, int columns, int tokens)
+    {
+        var random = new Random(rows * 7 + columns);
+        float[] values = [.. Enumerable.Range(0, rows * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var raw = new byte[values.Length * dtype.ElementSize()];
+        TensorData.FromFloat(values, dtype, raw);
+        var widened = new float[values.Length];
+        TensorData.ToFloat(raw, dtype, widened);
+        using var dir = new TempDir();
+        var path = dir.File("w.safetensors");
+        new SafetensorsWriter(path).Add("w", dtype, [rows, columns], raw).Commit();
+        using var file = CheckpointLoader.Open(path);
+        using var source = new CheckpointWeightSource(file);
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var options = new RuntimeOptions { Parallelism = new Nanoscale.Tensors.Parallelism(2), MinParallelMultiplyAdds = 0 };
+        var dense = new DenseLinearWeight(widened, rows, columns);
+        foreach (ILinearWeight weight in new[] { source.Linear("w"), dense, new CopyingWeight(widened, rows, columns), new WholeOnlyWeight(dense) })
+        {
+            var whole = new float[tokens * rows];
+            weight.MatMul(x, whole, options);
+            int tile = LinearKernels.RowsPerTile(columns);
+            foreach (var (first, count) in new[] { (0, rows), (0, 1), (rows - 1, 1), (7, rows / 3), (rows / 2, rows - rows / 2), (5, 0),
+                         (0, Math.Min(rows, tile)), (tile, rows - tile), (tile, Math.Min(tile, rows - tile)) })
+            {
+                var slice = new float[tokens * count];
+                weight.MatMulRows(x, first, count, slice, options);
+                bool wholeTiles = first % tile == 0 && (count % tile == 0 || first + count == rows);
+                for (int t = 0; t < tokens; t++)
+                for (int i = 0; i < count; i++)
+                {
+                    float expected = whole[t * rows + first + i], actual = slice[t * count + i];
+                    if (wholeTiles) Assert.Equal(expected, actual);
+                    else Assert.True(Math.Abs(expected - actual) <= 1e-5f * columns, $"rows {first}+{count}, token {t} row {i}: {actual} vs {expected}");
+                }
+            }
+            Assert.Throws<ArgumentOutOfRangeException>(() => weight.MatMulRows(x, rows - 1, 2, new float[tokens * 2], options));
+            Assert.Throws<ArgumentOutOfRangeException>(() => weight.MatMulRows(x, -1, 1, new float[tokens], options));
+            Assert.Throws<ArgumentException>(() => weight.MatMulRows(x, 0, 2, new float[tokens * 2 + 1], options));
+        }
+    }
+
     /// <summary>Loading a bf16 model copies no weight: what is allocated is a small fraction of 4 bytes per weight.</summary>
     [Fact]
     public void LoadingABf16ModelKeepsItsWeightsInTheFile()

@@ -76,6 +76,54 @@ public class PerplexityTests
         Assert.Equal(meanNll, result.MeanNll, meanNll * 1e-5);
     }
 
+    /// <summary>The head over slices of the vocabulary (as a large vocabulary's window is scored: here 512 tokens in
+    /// slices of 1 to 300, some not dividing it) gives the whole-vocabulary perplexity up to summation order; a
+    /// non-positive bound is refused.</summary>
+    [Theory]
+    [InlineData(63 * 300)]
+    [InlineData(63 * 7)]
+    [InlineData(1)]
+    public void VocabularySlicesGiveTheWholeVocabularysNll(int maxLogits)
+    {
+        var model = LlamaModelTests.Stories260K.Value;
+        var tokenizer = LlamaModelTests.Tok512.Value;
+        string text = Perplexity.SplitDocuments(File.ReadAllText(SharedData.TinyStoriesText), "<|endoftext|>")[0];
+        var whole = Perplexity.Evaluate(model, tokenizer, text, new PerplexityOptions { ContextLength = 64 });
+        var sliced = Perplexity.Evaluate(model, tokenizer, text, new PerplexityOptions { ContextLength = 64, MaxLogits = maxLogits });
+        Assert.Equal(whole.PredictedTokens, sliced.PredictedTokens);
+        Assert.Equal(whole.MeanNll, sliced.MeanNll, 1e-9);
+        Assert.Throws<ArgumentOutOfRangeException>(() => Perplexity.Evaluate(model, tokenizer, text, new PerplexityOptions { MaxLogits = 0 }));
+    }
+
+    /// <summary>log Σ exp carried over slices: one slice is <see cref="Kernels.NegativeLogLikelihood"/> bit for bit;
+    /// slices in any order, the largest logit early or late, within 1e-12; an empty slice changes nothing.</summary>
+    [Fact]
+    public void LogSumExpOverSlicesEqualsTheWholeRow()
+    {
+        var random = new Random(5);
+        float[] logits = [.. Enumerable.Range(0, 1000).Select(_ => (float)(random.NextDouble() * 40 - 20))];
+        logits[777] = 35;
+        foreach (int target in new[] { 0, 777, 999 })
+        {
+            double expected = Kernels.NegativeLogLikelihood(logits, target);
+            var one = new Kernels.LogSumExp();
+            one.Add(logits);
+            Assert.Equal(expected, one.NegativeLogLikelihood(logits[target]));
+            foreach (int slice in new[] { 1, 3, 100, 333 })
+            {
+                var sliced = new Kernels.LogSumExp();
+                sliced.Add([]);
+                for (int first = 0; first < logits.Length; first += slice)
+                    sliced.Add(logits.AsSpan(first, Math.Min(slice, logits.Length - first)));
+                Assert.Equal(expected, sliced.NegativeLogLikelihood(logits[target]), 1e-12);
+                var backwards = new Kernels.LogSumExp();
+                for (int first = (logits.Length - 1) / slice * slice; first >= 0; first -= slice)
+                    backwards.Add(logits.AsSpan(first, Math.Min(slice, logits.Length - first)));
+                Assert.Equal(expected, backwards.NegativeLogLikelihood(logits[target]), 1e-12);
+            }
+        }
+    }
+
     [Fact]
     public void HonoursCancellation()
     {
