@@ -186,24 +186,37 @@ public sealed class CompletionService : IDisposable
         }
     }
 
-    /// <summary>Waits until <paramref name="bytes"/> of KV cache fit the budget, then holds them.</summary>
+    /// <summary>Waits until <paramref name="bytes"/> of KV cache fit the budget, then holds them, and lets the factory
+    /// keep finished sequences' caches only in the budget's room left (<see cref="TokenFactory.TrimPool"/>), so the
+    /// caches in use and the caches kept never hold more than the budget together.</summary>
     private async Task ReserveAsync(long bytes, CancellationToken cancellationToken)
     {
+        long room;
         while (true)
         {
             Task freed;
             lock (_budgetLock)
             {
-                if (KvBudgetBytes is not { } budget || _reserved + bytes <= budget)
+                if (KvBudgetBytes is not { } budget)
                 {
                     _reserved += bytes;
                     return;
+                }
+                if (_reserved + bytes <= budget)
+                {
+                    _reserved += bytes;
+                    room = budget - _reserved;
+                    break;
                 }
                 freed = _budgetFreed.Task;
             }
             await freed.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
+        _factory.TrimPool(room);
     }
+
+    /// <summary>KV-cache bytes finished requests' sessions keep for the next ones (counted in the budget's room).</summary>
+    public long PooledKvBytes => _factory.PooledKvBytes;
 
     private void Release(long bytes)
     {

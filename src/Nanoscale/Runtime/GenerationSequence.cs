@@ -37,17 +37,21 @@ internal sealed class GenerationSequence
 
     /// <summary>Creates the session and runs the prompt (<paramref name="sampling"/> already validated); with
     /// <paramref name="deferPrompt"/> the prompt waits to be run in chunks (<see cref="NextPromptChunk"/>,
-    /// <see cref="PromptChunkDone"/>: the token factory carries them in its steps).</summary>
+    /// <see cref="PromptChunkDone"/>: the token factory carries them in its steps). A given <c>session</c> (empty, of
+    /// the model, with room for the sequence: the token factory's pooled one) is used instead of a new one.</summary>
     /// <remarks>With <see cref="SamplingOptions.LogProbs"/>, <c>onLogProbs</c> is called just before each piece of text with
     /// the log-probabilities of the tokens generated since the previous piece (streamed answers carry them).</remarks>
     public GenerationSequence(LlamaModel model, ITokenizer tokenizer, int[] prompt, int maxNewTokens, SamplingOptions sampling,
         IEnumerable<int> endTokens, Action<string>? onText, CancellationToken cancellationToken,
-        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null, bool deferPrompt = false)
+        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null, bool deferPrompt = false, InferenceSession? session = null)
     {
         PromptLength = prompt.Length;
         _maxNewTokens = maxNewTokens;
         _prompt = prompt;
-        Session = model.CreateSession(Math.Max(1, Math.Min(model.Config.MaxSeqLen, prompt.Length + maxNewTokens)));
+        int capacity = Capacity(model, prompt.Length, maxNewTokens);
+        if (session is not null && (session.Model != model || session.Length != 0 || session.Capacity < capacity))
+            throw new ArgumentException($"an empty session of this model with room for {capacity} positions is needed", nameof(session));
+        Session = session ?? model.CreateSession(capacity);
         Last = new float[model.Config.VocabSize];
         if (!deferPrompt) RunPrompt(cancellationToken);
         _sampler = new Generation.Sampler(sampling, model.Config.VocabSize);
@@ -69,6 +73,11 @@ internal sealed class GenerationSequence
         _logProbs = sampling.LogProbs;
         _recorded = sampling.LogProbs is null ? null : [];
     }
+
+    /// <summary>Positions a sequence of <paramref name="promptLength"/> prompt and <paramref name="maxNewTokens"/> new
+    /// tokens needs (at most the model's context).</summary>
+    public static int Capacity(LlamaModel model, int promptLength, int maxNewTokens) =>
+        (int)Math.Max(1, Math.Min(model.Config.MaxSeqLen, (long)promptLength + maxNewTokens));
 
     public InferenceSession Session { get; }
 

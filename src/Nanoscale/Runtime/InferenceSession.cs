@@ -64,7 +64,20 @@ public sealed partial class InferenceSession
     public LlamaModel Model => _model;
 
     /// <summary>Positions the key/value cache can hold.</summary>
-    public int Capacity { get; }
+    public int Capacity { get; private set; }
+
+    /// <summary>Bytes of key/value cache this session holds now (every layer's keys and values, <see cref="AllocatedPositions"/> positions).</summary>
+    internal long AllocatedKvBytes => _model.Options.KvCacheBytes(2L * _config.Layers * _allocated * _config.KvDim);
+
+    /// <summary>Makes a finished session a fresh one of <paramref name="capacity"/> positions (<see cref="SessionPool"/>):
+    /// empty (what its cache holds is never read again: a position is written before it is attended to), its arrays
+    /// kept as they are and grown as a new session's would be.</summary>
+    internal void Recycle(int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
+        Capacity = capacity;
+        Length = 0;
+    }
 
     /// <summary>Positions already processed; the next token goes to this position.</summary>
     public int Length { get; private set; }

@@ -22,6 +22,7 @@ public sealed class TokenFactory : IDisposable
     private readonly SemaphoreSlim _signal = new(0);
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _worker;
+    private readonly SessionPool _pool;
     private int _active;
 
     /// <param name="model">The model every request runs on.</param>
@@ -35,6 +36,7 @@ public sealed class TokenFactory : IDisposable
         _tokenizer = tokenizer;
         MaxBatch = maxBatch;
         _endTokens = endTokens ?? [];
+        _pool = new SessionPool(model, maxBatch);
         _worker = new Thread(Run) { IsBackground = true, Name = "nanoscale token factory" };
         _worker.Start();
     }
@@ -52,6 +54,13 @@ public sealed class TokenFactory : IDisposable
 
     /// <summary>Steps run so far.</summary>
     public long Steps { get; private set; }
+
+    /// <summary>Key/value bytes held by finished sequences' sessions kept for the next requests (at most
+    /// <see cref="MaxBatch"/> sessions; a request takes one whose cache is not larger than its own capacity).</summary>
+    public long PooledKvBytes => _pool.Bytes;
+
+    /// <summary>Drops kept sessions until they hold at most <paramref name="maxBytes"/> (a KV budget's room left).</summary>
+    public void TrimPool(long maxBytes) => _pool.Trim(maxBytes);
 
     /// <summary>Generates from <paramref name="promptTokens"/> as part of the running batch. With
     /// <see cref="SamplingOptions.LogProbs"/>, <paramref name="onLogProbs"/> gets, just before each piece of text, the
@@ -79,6 +88,16 @@ public sealed class TokenFactory : IDisposable
         public CancellationToken Cancellation { get; } = cancellationToken;
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public GenerationSequence State = null!;
+        public bool Left; // its session has gone back to the pool
+    }
+
+    /// <summary>A sequence that has left the batch (finished, cancelled or failed outside a step) gives its session to
+    /// the pool, once; it is in no later step.</summary>
+    private void Leave(Sequence s)
+    {
+        if (s.Left || s.State is null) return;
+        s.Left = true;
+        _pool.Return(s.State.Session);
     }
 
     /// <summary>Prompt tokens per step at most, over all waiting prompts (a multiple of eight, and the first prompt's
@@ -121,6 +140,7 @@ public sealed class TokenFactory : IDisposable
                 if (sequence.Cancellation.IsCancellationRequested)
                 {
                     sequence.Completion.TrySetCanceled(sequence.Cancellation);
+                    Leave(sequence);
                     continue;
                 }
                 var chunk = sequence.State.NextPromptChunk(budget);
@@ -135,6 +155,7 @@ public sealed class TokenFactory : IDisposable
                 if (sequence.Cancellation.IsCancellationRequested)
                 {
                     sequence.Completion.TrySetCanceled(sequence.Cancellation);
+                    Leave(sequence);
                     continue;
                 }
                 try
@@ -144,13 +165,15 @@ public sealed class TokenFactory : IDisposable
                         stepping.Add(sequence);
                         tokens.Add(token);
                         counts.Add(1);
+                        continue;
                     }
-                    else sequence.Completion.TrySetResult(sequence.State.Result());
+                    sequence.Completion.TrySetResult(sequence.State.Result());
                 }
                 catch (Exception e)
                 {
                     sequence.Completion.TrySetException(e);
                 }
+                Leave(sequence);
             }
             active = [.. stepping];
             Volatile.Write(ref _active, active.Count + prefilling.Count);
@@ -184,6 +207,7 @@ public sealed class TokenFactory : IDisposable
                 }, failed: false);
                 if (ready) active.Add(sequence); // it samples its first token from these logits at the next step
                 if (ready || sequence.Completion.Task.IsCompleted) prefilling.Remove(sequence);
+                if (!ready && sequence.Completion.Task.IsCompleted) Leave(sequence);
             }
             Volatile.Write(ref _active, active.Count + prefilling.Count);
         }
@@ -193,8 +217,9 @@ public sealed class TokenFactory : IDisposable
 
     private bool Start(Sequence s) => Attempt(s, () =>
     {
+        var session = _pool.Rent(GenerationSequence.Capacity(_model, s.Prompt.Length, s.MaxNewTokens));
         s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
-            deferPrompt: true);
+            deferPrompt: true, session: session);
         return true;
     }, failed: false);
 

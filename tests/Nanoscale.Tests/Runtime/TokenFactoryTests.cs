@@ -178,6 +178,86 @@ public class TokenFactoryTests
         Assert.Equal(2, factory.LargestBatch); // the joined request stepped with the running one
     }
 
+    /// <summary>Finished requests' sessions are kept and handed to the next requests: a second round of requests
+    /// (longer and shorter, with a cancelled one among the first) reuses them — caches that grew past their first
+    /// allocation included — and every request still comes out as its solo generation, so nothing a recycled cache
+    /// held reaches a new sequence. The pool never keeps more sessions than the batch.</summary>
+    [Fact]
+    public async Task FinishedSessionsAreReusedAndChangeNothing()
+    {
+        var (model, tokenizer) = Stories.Value;
+        using var factory = new TokenFactory(model, tokenizer, maxBatch: 3);
+        var prompts = new[] { "Once upon a time", "The dog", "Lily" };
+        using var cancel = new CancellationTokenSource();
+        var first = prompts.Select((p, i) => factory.SubmitAsync(tokenizer.Encode(p, addBos: true), i == 0 ? 300 : 20, new SamplingOptions())).ToList();
+        var doomed = factory.SubmitAsync(tokenizer.Encode("Tom", addBos: true), 100, new SamplingOptions(), _ => cancel.Cancel(), cancel.Token);
+        await Task.WhenAll(first);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => doomed);
+        await WaitUntil(() => factory.Active == 0);
+        long kept = factory.PooledKvBytes;
+        Assert.True(kept > 0, "finished sessions were not kept");
+        Assert.True(kept <= 3 * model.Options.KvCacheBytes(2L * model.Config.Layers * model.Config.MaxSeqLen * model.Config.KvDim));
+
+        foreach (var (prompt, tokens) in new[] { ("The cat sat", 280), ("Once upon a time", 30), ("A big", 5) })
+        {
+            var result = await factory.SubmitAsync(tokenizer.Encode(prompt, addBos: true), tokens, new SamplingOptions());
+            Assert.Equal(Generation.Greedy(model, tokenizer, prompt, tokens).Text, result.Text);
+        }
+        await WaitUntil(() => factory.Active == 0);
+        Assert.True(factory.PooledKvBytes > 0);
+        factory.TrimPool(0);
+        Assert.Equal(0, factory.PooledKvBytes);
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition() && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(10);
+        Assert.True(condition());
+    }
+
+    /// <summary>The pool itself: it hands back a kept session empty and with the new capacity only when its cache is
+    /// not larger than that capacity, keeps at most its count, trims the largest first, refuses another model's
+    /// sessions; a recycled session computes what a new one does, bit for bit.</summary>
+    [Fact]
+    public void ThePoolHandsOutOnlyCachesThatFit()
+    {
+        var (model, tokenizer) = Stories.Value;
+        int vocab = model.Config.VocabSize;
+        var pool = new SessionPool(model, maxSessions: 2);
+        var a = pool.Rent(300);
+        Assert.Equal(300, a.Capacity);
+        var used = new float[10 * vocab];
+        a.Forward([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], used);
+        pool.Return(a);
+        Assert.Equal(1, pool.Count);
+        Assert.Equal(a.AllocatedKvBytes, pool.Bytes);
+        var small = pool.Rent(100); // a's cache holds 256 positions: more than 100, so not handed out
+        Assert.NotSame(a, small);
+        var again = pool.Rent(512);
+        Assert.Same(a, again);
+        Assert.Equal(0, again.Length);
+        Assert.Equal(512, again.Capacity);
+        Assert.Equal(0, pool.Bytes);
+
+        var ids = tokenizer.Encode("Once upon a time there was", addBos: true);
+        var recycled = new float[ids.Length * vocab];
+        again.Forward(ids, recycled);
+        var fresh = new float[ids.Length * vocab];
+        model.CreateSession(512).Forward(ids, fresh);
+        Assert.Equal(fresh, recycled);
+
+        pool.Return(again);
+        pool.Return(small);
+        pool.Return(model.CreateSession(64)); // full: not kept
+        Assert.Equal(2, pool.Count);
+        pool.Trim(small.AllocatedKvBytes);
+        Assert.Equal(1, pool.Count);
+        Assert.Same(small, pool.Rent(100));
+        var other = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        Assert.Throws<ArgumentException>(() => pool.Return(other.CreateSession(8)));
+    }
+
     [Fact]
     public async Task ACancelledRequestLeavesAndTheOthersFinish()
     {

@@ -347,6 +347,44 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     }
 }
 
+/// <summary>The KV budget counts the caches finished requests leave for the next ones.</summary>
+public sealed class KvPoolBudgetTests
+{
+    /// <summary>stories260K holds 1280 bytes a position; a budget of 100 000 bytes, 78 positions. A first request of 61
+    /// positions (BOS, "Once", 59 new) leaves its cache kept; a second of 32 reserves 40 960 bytes, so only 59 040 are
+    /// left for kept caches and the first one's 78 080 are dropped: while it runs, the caches in use and kept never
+    /// exceed the budget. After it, its own cache is kept, and answers equal the solo generations.</summary>
+    [Fact]
+    public async Task KeptCachesAndRunningRequestsStayWithinTheBudget()
+    {
+        const long Budget = 100_000;
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: Budget);
+        var first = await service.CompleteAsync(new CompletionRequest { Prompt = "Once", MaxTokens = 59, Sampling = new SamplingOptions { StopTokenIds = [] } });
+        int prompt = service.PromptTokens(new CompletionRequest { Prompt = "Once" }).Length;
+        await WaitUntil(() => service.InService == 0 && service.PooledKvBytes > 0);
+        Assert.Equal(service.KvBytes(prompt + 59), service.PooledKvBytes);
+        Assert.Equal(0, service.ReservedKvBytes);
+
+        long worst = 0;
+        var second = await service.CompleteAsync(new CompletionRequest { Prompt = "Once", MaxTokens = 30, Sampling = new SamplingOptions { StopTokenIds = [] } },
+            _ => worst = Math.Max(worst, service.ReservedKvBytes + service.PooledKvBytes));
+        Assert.InRange(worst, service.KvBytes(prompt + 30), Budget);
+        await WaitUntil(() => service.InService == 0 && service.ReservedKvBytes == 0);
+        Assert.Equal(service.KvBytes(prompt + 30), service.PooledKvBytes);
+
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        Assert.Equal(model.Generate("Once", 59, new SamplingOptions { StopTokenIds = [] }, null).Text, "Once" + first.Text);
+        Assert.Equal(model.Generate("Once", 30, new SamplingOptions { StopTokenIds = [] }, null).Text, "Once" + second.Text);
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition() && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(10);
+        Assert.True(condition());
+    }
+}
+
 /// <summary>The official OpenAI .NET client (the README's example) pointed at the server.</summary>
 public sealed class OfficialClientTests
 {
