@@ -7,7 +7,9 @@ namespace Nanoscale.Benchmarks;
 /// <summary>
 /// Aggregate generation speed of the token factory (continuous batching) against the number of concurrent streams:
 /// N requests of the same length submitted together, greedy, timed from submission to the last token (prompts
-/// included), best of two after a warm-up. With N streams each step reads the weights once for N tokens.
+/// included), best of two after a warm-up. With N streams each step reads the weights once for N tokens. Also the
+/// managed bytes allocated per generated token and the collections during the best run (garbage a step leaves
+/// costs collections that stop both threads).
 /// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4]</code>
 /// </summary>
 internal static class TokenFactoryBenchmark
@@ -29,24 +31,33 @@ internal static class TokenFactoryBenchmark
         string? tokenizer = Option("--tokenizer", "") is { Length: > 0 } t ? t : null;
         var kvCache = Enum.Parse<KvCacheType>(Option("--kv-cache", "f32"), ignoreCase: true);
         using var model = LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads), KvCache = kvCache });
-        Console.WriteLine($"| streams | generated tokens | seconds | aggregate tokens/s | per stream tokens/s | largest batch |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine($"| streams | generated tokens | seconds | aggregate tokens/s | per stream tokens/s | largest batch | allocated KB/token | collections |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (int n in streams)
         {
             double best = double.MaxValue;
             int largest = 0;
+            long allocated = 0;
+            int collections = 0;
             for (int run = 0; run < 3; run++)
             {
                 using var factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch: n);
                 var prompts = Enumerable.Range(0, n).Select(i => model.Tokenizer.Encode($"Story {i}: once upon a time", addBos: model.Tokenizer.BosId is not null)).ToArray();
+                long bytes = GC.GetTotalAllocatedBytes(precise: true);
+                int gcs = GC.CollectionCount(0);
                 var clock = Stopwatch.StartNew();
                 var all = prompts.Select(p => factory.SubmitAsync(p, tokens, new SamplingOptions { StopTokenIds = [] })).ToArray();
                 Task.WaitAll(all);
-                if (run > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+                if (run > 0 && clock.Elapsed.TotalSeconds < best)
+                {
+                    best = clock.Elapsed.TotalSeconds;
+                    allocated = GC.GetTotalAllocatedBytes(precise: true) - bytes;
+                    collections = GC.CollectionCount(0) - gcs;
+                }
                 largest = factory.LargestBatch;
             }
             long generated = (long)n * tokens;
-            Console.WriteLine($"| {n} | {generated} | {best:0.000} | {generated / best:0.0} | {tokens / best:0.0} | {largest} |");
+            Console.WriteLine($"| {n} | {generated} | {best:0.000} | {generated / best:0.0} | {tokens / best:0.0} | {largest} | {allocated / 1024.0 / generated:0.0} | {collections} |");
         }
         return 0;
     }

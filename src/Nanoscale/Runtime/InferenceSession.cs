@@ -388,14 +388,7 @@ public sealed partial class InferenceSession
         }
     }
 
-    private static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
-    {
-        for (int i = 0; i < gate.Length; i++)
-        {
-            float g = gate[i];
-            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
-        }
-    }
+    private static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up) => Kernels.SwiGlu(gate, up);
 
     /// <summary>
     /// Rotary tables as llama2.c and Hugging Face compute them: the inverse frequency θ^(−2j/headDim) and the angle

@@ -272,6 +272,39 @@ internal static class Kernels
     }
 
     /// <summary>
+    /// SwiGLU's gating in place: <c>gate[i] ← gate[i] / (1 + e^(−gate[i])) · up[i]</c> (SiLU of the gate times up),
+    /// 256 at a time through TensorPrimitives' vectorised operations: the same float operations in the same order as
+    /// <see cref="SwiGluReference"/> except the exponential, TensorPrimitives' instead of the C library's (they differ
+    /// by an ulp at most, <c>KernelsTests.SwiGluEqualsItsReferenceTwin</c>). A step of 16 sequences of a SmolLM2-shaped
+    /// model takes ~740,000 of them; one at a time through <c>expf</c> they were ~8% of the step.
+    /// </summary>
+    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        if (up.Length < gate.Length) throw new ArgumentException($"{up.Length} up values for {gate.Length} gates", nameof(up));
+        Span<float> e = stackalloc float[256];
+        for (int i = 0; i < gate.Length; i += e.Length)
+        {
+            int n = Math.Min(e.Length, gate.Length - i);
+            Span<float> g = gate.Slice(i, n), d = e[..n];
+            TensorPrimitives.Negate(g, d);
+            TensorPrimitives.Exp(d, d);
+            TensorPrimitives.Add(d, 1f, d);
+            TensorPrimitives.Divide(g, d, g);
+            TensorPrimitives.Multiply(g, up.Slice(i, n), g);
+        }
+    }
+
+    /// <summary>The element-by-element twin of <see cref="SwiGlu"/> (tests).</summary>
+    public static void SwiGluReference(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float g = gate[i];
+            gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
+        }
+    }
+
+    /// <summary>
     /// −log softmax(logits)[target], computed stably: max-shifted, exponentials summed in double.
     /// </summary>
     public static double NegativeLogLikelihood(ReadOnlySpan<float> logits, int target)
