@@ -252,8 +252,6 @@ public class KvCacheTests
         Assert.Equal(exact.KvBytes(100) / 4 * 5 / 8, four.KvBytes(100));
     }
 
-    /// <summary>q8 on a model whose key/value rows are not whole blocks of 32 (here 12) is refused when the model is
-    /// opened, naming the flag, not at the first request.</summary>
     /// <summary>Q4's widening (eight at a time from a group's start) equals its scalar twin bit for bit at every offset
     /// 0–40 and length 0–70 over four blocks, a NaN block included.</summary>
     [Fact]
@@ -279,6 +277,8 @@ public class KvCacheTests
         Assert.All(all.AsSpan(64, 32).ToArray(), v => Assert.True(float.IsNaN(v)));
     }
 
+    /// <summary>q8 on a model whose key/value rows are not whole blocks of 32 (here 12) is refused when the model is
+    /// opened, naming the flag, not at the first request.</summary>
     [Fact]
     public void Q8NeedsRowsOfWholeBlocks()
     {
