@@ -37,7 +37,7 @@ public readonly record struct PerplexityProgress(int WindowsDone, int WindowsTot
 /// <param name="Documents">Documents with at least one predicted token.</param>
 /// <param name="Windows">Forward passes run.</param>
 /// <param name="ContextLength">Window size used.</param>
-/// <param name="Elapsed">Wall time of the forward passes and scoring (tokenization included).</param>
+/// <param name="Elapsed">Wall time of the forward passes and scoring (and of tokenization when the text was given as text).</param>
 public sealed record PerplexityResult(
     double MeanNll,
     double Perplexity,

@@ -15,6 +15,32 @@ public class LinearWeightTests
             weights.AsSpan(firstRow * Columns, count * Columns).CopyTo(destination);
     }
 
+    /// <summary>A matrix written to a safetensors file in <c>dtype</c> and opened as the runtime maps it.</summary>
+    private sealed class StoredMatrix : IDisposable
+    {
+        private readonly TempDir _dir = new();
+        private readonly ICheckpoint _file;
+        private readonly CheckpointWeightSource _source;
+
+        public StoredMatrix(DType dtype, int rows, int columns, byte[] raw)
+        {
+            var path = _dir.File("w.safetensors");
+            new SafetensorsWriter(path).Add("w", dtype, [rows, columns], raw).Commit();
+            _file = CheckpointLoader.Open(path);
+            _source = new CheckpointWeightSource(_file);
+            Weight = _source.Linear("w");
+        }
+
+        public ILinearWeight Weight { get; }
+
+        public void Dispose()
+        {
+            _source.Dispose();
+            _file.Dispose();
+            _dir.Dispose();
+        }
+    }
+
     public static TheoryData<int, int, int> Shapes => new()
     {
         { 1, 1, 1 }, { 3, 5, 1 }, { 17, 33, 7 }, { 64, 64, 65 }, { 300, 200, 3 }, { 513, 64, 130 },
@@ -57,12 +83,8 @@ public class LinearWeightTests
         float[] values = [.. Enumerable.Range(0, rows * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
         var raw = new byte[values.Length * dtype.ElementSize()];
         TensorData.FromFloat(values, dtype, raw);
-        using var dir = new TempDir();
-        var path = dir.File("w.safetensors");
-        new SafetensorsWriter(path).Add("w", dtype, [rows, columns], raw).Commit();
-        using var file = CheckpointLoader.Open(path);
-        using var source = new CheckpointWeightSource(file);
-        var mapped = source.Linear("w");
+        using var stored = new StoredMatrix(dtype, rows, columns, raw);
+        var mapped = stored.Weight;
 
         var widened = new float[values.Length];
         TensorData.ToFloat(raw, dtype, widened);
@@ -109,12 +131,8 @@ public class LinearWeightTests
         float[] values = [.. Enumerable.Range(0, rows * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
         var raw = new byte[values.Length * 2];
         TensorData.FromFloat(values, DType.BF16, raw);
-        using var dir = new TempDir();
-        var path = dir.File("w.safetensors");
-        new SafetensorsWriter(path).Add("w", DType.BF16, [rows, columns], raw).Commit();
-        using var file = CheckpointLoader.Open(path);
-        using var source = new CheckpointWeightSource(file);
-        var mapped = source.Linear("w");
+        using var stored = new StoredMatrix(DType.BF16, rows, columns, raw);
+        var mapped = stored.Weight;
         float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
         var options = new RuntimeOptions { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, Parallelism = new Nanoscale.Tensors.Parallelism(2) };
         var together = new float[tokens * rows];
@@ -152,15 +170,11 @@ public class LinearWeightTests
         TensorData.FromFloat(values, dtype, raw);
         var widened = new float[values.Length];
         TensorData.ToFloat(raw, dtype, widened);
-        using var dir = new TempDir();
-        var path = dir.File("w.safetensors");
-        new SafetensorsWriter(path).Add("w", dtype, [rows, columns], raw).Commit();
-        using var file = CheckpointLoader.Open(path);
-        using var source = new CheckpointWeightSource(file);
+        using var stored = new StoredMatrix(dtype, rows, columns, raw);
         float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
         var options = new RuntimeOptions { Parallelism = new Nanoscale.Tensors.Parallelism(2), MinParallelMultiplyAdds = 0 };
         var dense = new DenseLinearWeight(widened, rows, columns);
-        foreach (ILinearWeight weight in new[] { source.Linear("w"), dense, new CopyingWeight(widened, rows, columns), new WholeOnlyWeight(dense) })
+        foreach (ILinearWeight weight in new[] { stored.Weight, dense, new CopyingWeight(widened, rows, columns), new WholeOnlyWeight(dense) })
         {
             var whole = new float[tokens * rows];
             weight.MatMul(x, whole, options);
