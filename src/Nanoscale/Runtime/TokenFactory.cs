@@ -5,7 +5,8 @@ namespace Nanoscale.Runtime;
 /// <summary>
 /// Continuous batching (the token factory of Liguori's paper): many generation streams share one pass over the
 /// weights per step. Requests join at token boundaries — their prompts ride in the following steps, up to
-/// <see cref="PrefillChunk"/> prompt tokens per step (so a long prompt does not stall the running streams, and a prompt
+/// <see cref="PrefillChunk"/> prompt tokens per step, <see cref="IdlePrefillChunk"/> while none is generating (so a long
+/// prompt does not stall the running streams, and a prompt
 /// costs no pass of its own), then they take part in every following step — and leave when they finish (end token,
 /// stop string, their <c>maxNewTokens</c>, the context) or are cancelled; each step runs the prompt chunks and every
 /// active sequence's next token through one <see cref="InferenceSession.ForwardMany"/>. Each sequence keeps its own KV cache and its own sampler, so a request's
@@ -105,6 +106,13 @@ public sealed class TokenFactory : IDisposable
     /// running sequences by one chunk per step, not by all of it.</summary>
     internal const int PrefillChunk = 64;
 
+    /// <summary>Prompt tokens of a step in which no sequence is generating yet (a burst of requests arriving at an idle
+    /// server): no running stream is delayed by them, so more go in one pass (a multiple of eight, as above; twice the
+    /// chunk, so the batch's scratch stays small on a large model). `serve-load /tmp/sl/mxfp4 --streams 16 --tokens 64
+    /// --max-batch 16`, five runs alternated with 64 here: time to first token p50 358 against 456 ms, p99 524 against
+    /// 601 (means), aggregate 507 against 467 tokens/s.</summary>
+    internal const int IdlePrefillChunk = 128;
+
     private void Run()
     {
         var active = new List<Sequence>();
@@ -133,7 +141,8 @@ public sealed class TokenFactory : IDisposable
             // Prompt chunks first, up to PrefillChunk tokens in all (the first waiting prompt takes what it can): at the
             // start of the pass, so a prompt's rows meet the products in the groups they would have alone.
             var chunked = new List<Sequence>();
-            int budget = PrefillChunk;
+            // With no sequence generating, no one waits on this step: the waiting prompts take a larger pass.
+            int budget = active.Count == 0 ? IdlePrefillChunk : PrefillChunk;
             foreach (var sequence in prefilling)
             {
                 if (budget == 0) break;
