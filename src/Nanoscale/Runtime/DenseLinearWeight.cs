@@ -31,11 +31,7 @@ internal sealed class DenseLinearWeight : ILinearWeight
         _weights.AsSpan(firstRow * Columns, count * Columns).CopyTo(destination);
     }
 
-    public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
-    {
-        LinearKernels.Validate(this, input, output);
-        LinearKernels.MatMulDense(_weights, Rows, Columns, input, output, options);
-    }
+    public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options) => MatMulRows(input, 0, Rows, output, options);
 
     public unsafe void MatMulRows(ReadOnlySpan<float> input, int firstRow, int count, Span<float> output, RuntimeOptions options)
     {

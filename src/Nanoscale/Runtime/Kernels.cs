@@ -309,16 +309,15 @@ internal static class Kernels
     /// </summary>
     public static double NegativeLogLikelihood(ReadOnlySpan<float> logits, int target)
     {
-        float max = TensorPrimitives.Max(logits);
-        double sum = 0;
-        for (int i = 0; i < logits.Length; i++) sum += Math.Exp(logits[i] - max);
-        return Math.Log(sum) - (logits[target] - (double)max);
+        var sum = new LogSumExp();
+        sum.Add(logits);
+        return sum.NegativeLogLikelihood(logits[target]);
     }
 
     /// <summary>
-    /// log Σ exp over a row's logits given a slice at a time (<see cref="Add"/>), as <see cref="NegativeLogLikelihood"/>
-    /// computes it: the exponentials summed in double against the largest logit so far (the sum rescaled when a later
-    /// slice holds a larger one). With one slice the result is <see cref="NegativeLogLikelihood"/>'s, bit for bit.
+    /// log Σ exp over a row's logits given a slice at a time (<see cref="Add"/>): the exponentials summed in double
+    /// against the largest logit so far (the sum rescaled when a later slice holds a larger one). Given the whole row in
+    /// one slice it is <see cref="Kernels.NegativeLogLikelihood(ReadOnlySpan{float}, int)"/>, which is built on it.
     /// </summary>
     public struct LogSumExp
     {

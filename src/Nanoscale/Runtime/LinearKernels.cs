@@ -13,14 +13,10 @@ internal static class LinearKernels
     /// <summary>Tokens per work item, so a short matrix still splits into enough items for all workers.</summary>
     private const int TokenTile = 64;
 
-    public static void Validate(ILinearWeight weight, ReadOnlySpan<float> input, Span<float> output)
-    {
-        if (input.Length % weight.Columns != 0)
-            throw new ArgumentException($"input of {input.Length} floats is not a whole number of rows of {weight.Columns}", nameof(input));
-        int tokens = input.Length / weight.Columns;
-        if (output.Length != (long)tokens * weight.Rows)
-            throw new ArgumentException($"output holds {output.Length} floats; {tokens} tokens × {weight.Rows} rows need {(long)tokens * weight.Rows}", nameof(output));
-    }
+    /// <summary>Checks the arguments of <see cref="ILinearWeight.MatMul"/>: whole input rows, an output of
+    /// <c>tokens × Rows</c> (<see cref="ValidateRows"/> over every row).</summary>
+    public static void Validate(ILinearWeight weight, ReadOnlySpan<float> input, Span<float> output) =>
+        ValidateRows(weight, input, 0, weight.Rows, output);
 
     /// <summary>Checks the arguments of <see cref="ILinearWeight.MatMulRows"/>: whole input rows, the slice inside the
     /// weight's rows, an output of <c>tokens × count</c>.</summary>
@@ -38,16 +34,10 @@ internal static class LinearKernels
     public static int RowsPerTile(int columns) => Math.Max(1, TileBytes / (4 * Math.Max(1, columns)));
 
     /// <summary>
-    /// Dense product: work items are (row tile × token tile); each computes dot products of its weight rows with its
+    /// Dense product over <paramref name="rows"/> × <paramref name="columns"/> floats at <paramref name="weights"/>
+    /// (pinned or mapped): work items are (row tile × token tile); each computes dot products of its weight rows with its
     /// tokens. The weights are read once per token tile, i.e. once per window for windows up to <see cref="TokenTile"/>.
     /// </summary>
-    public static unsafe void MatMulDense(float[] weights, int rows, int columns, ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
-    {
-        fixed (float* w = weights) MatMulDense(w, rows, columns, input, output, options);
-    }
-
-    /// <summary>As <see cref="MatMulDense(float[], int, int, ReadOnlySpan{float}, Span{float}, RuntimeOptions)"/> over
-    /// <paramref name="rows"/> × <paramref name="columns"/> floats at <paramref name="weights"/> (pinned or mapped).</summary>
     public static unsafe void MatMulDense(float* weights, int rows, int columns, ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
     {
         nint weightsAddress = (nint)weights;

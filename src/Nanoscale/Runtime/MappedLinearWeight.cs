@@ -68,11 +68,7 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
             view.ReadFloats((long)firstRow * Columns, destination[..(count * Columns)]);
         }
 
-        public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options)
-        {
-            LinearKernels.Validate(this, input, output);
-            LinearKernels.MatMulDense((float*)view.Address, rows, columns, input, output, options);
-        }
+        public void MatMul(ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options) => MatMulRows(input, 0, rows, output, options);
 
         public void MatMulRows(ReadOnlySpan<float> input, int firstRow, int count, Span<float> output, RuntimeOptions options)
         {
