@@ -92,14 +92,14 @@ public class FusedDotTests
 
     /// <summary>ggml's 4-bit tensors repacked for products (codes at stride 16, scales as floats) give the stored
     /// layout's results bit for bit for one vector (and several without AVX-VNNI; with it, on the lanes, to summation
-    /// order), from any first row, with an odd block count.</summary>
+    /// order, in groups of eight and of sixteen rows), from any first row, with an odd block count.</summary>
     [Theory]
     [InlineData("q4_0")]
     [InlineData("ggml-mxfp4")]
     public void RepackedGgmlRowsEqualTheStoredLayout(string spec)
     {
         var codec = CodecRegistry.CreateBlockCodec(spec);
-        const int rows = 13, cols = 352, vectors = 3;
+        const int rows = 29, cols = 352, vectors = 3;
         if (!Nanoscale.Formats.Ggml.GgmlDot.Repacked.Applies(codec, cols)) return; // no AVX2 here
         var random = new Random(23);
         float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(random.NextDouble() * 2 - 1) * (float)Math.Exp(random.NextDouble() * 6 - 3))];
@@ -107,9 +107,11 @@ public class FusedDotTests
         var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
         var repacked = Nanoscale.Formats.Ggml.GgmlDot.Repacked.Create(codec, blocks, rows, cols)!;
         int bytesPerRow = blocks.Length / rows;
-        for (int first = 0; first < rows; first += 5)
+        // Five rows at a time (less than one register's eight), then calls of sixteen rows and more (the lanes' groups of
+        // sixteen, whole and partial).
+        (int First, int Count)[] calls = [.. Enumerable.Range(0, (rows + 4) / 5).Select(i => (5 * i, Math.Min(5, rows - 5 * i))), (0, rows), (3, 19)];
+        foreach (var (first, count) in calls)
         {
-            int count = Math.Min(5, rows - first);
             var stored = new float[count];
             Assert.True(codec.TryDotRows(blocks.AsSpan(first * bytesPerRow, count * bytesPerRow), scales, tensorData, count, cols, x.AsSpan(0, cols), stored));
             var fast = new float[count];

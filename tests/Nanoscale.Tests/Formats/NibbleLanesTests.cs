@@ -10,9 +10,9 @@ namespace Nanoscale.Tests.Formats;
 /// </summary>
 public unsafe class NibbleLanesTests
 {
-    /// <summary>Random code bytes (every nibble), factors and activations; 13 rows (a whole group of eight and a partial
-    /// one), 11 blocks, 1–6 vectors (whole and partial fours), both nibble orders: each result equals
-    /// <see cref="NibbleLanes.RowReference"/> exactly.</summary>
+    /// <summary>Random code bytes (every nibble), factors and activations; 29 rows (whole groups of eight and of sixteen,
+    /// then a partial one of each), 11 blocks, 1–6 vectors (whole and partial fours), both nibble orders: each result
+    /// equals <see cref="NibbleLanes.RowReference"/> exactly, in groups of eight rows and of sixteen.</summary>
     [Theory]
     [InlineData(1, true)]
     [InlineData(3, false)]
@@ -21,7 +21,7 @@ public unsafe class NibbleLanesTests
     public void GroupsEqualTheScalarTwinBitForBit(int vectors, bool evensThenOdds)
     {
         if (!NibbleLanes.IsSupported) return; // no AVX-VNNI here: MXFP4 keeps NibbleDot.RowMany
-        const int rows = 13, blocks = 11, cols = blocks * 32;
+        const int rows = 29, blocks = 11, cols = blocks * 32;
         var random = new Random(vectors);
         byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
         sbyte[] table = [.. Enumerable.Range(0, 16).Select(_ => (sbyte)random.Next(0, 25))];
@@ -29,8 +29,8 @@ public unsafe class NibbleLanesTests
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds, bias: 12);
-        var y = RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null);
-        AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, y);
+        foreach (int groupRows in GroupSizes)
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows));
     }
 
     /// <summary>The activations in the kernel's order are <see cref="NibbleDot.QuantizeBlock"/>'s bytes: word 2m the
@@ -136,7 +136,7 @@ public unsafe class NibbleLanesTests
     public void SelectedTablesEqualTheScalarTwinBitForBit(int vectors)
     {
         if (!NibbleLanes.IsSupported || !NibbleLanes.Tables.SelectedSupported) return;
-        const int rows = 11, blocks = 6, cols = blocks * 32;
+        const int rows = 27, blocks = 6, cols = blocks * 32;
         var random = new Random(vectors + 7);
         byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
         byte[] four = [.. Enumerable.Range(0, 64).Select(_ => (byte)random.Next(0, 128))];
@@ -145,8 +145,9 @@ public unsafe class NibbleLanesTests
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 5);
-        var y = RunGroups(codes, rows, blocks, rowFactors, a, default, four, rowTables);
-        AssertEqualsTheTwin(codes, rows, blocks, rowFactors, [.. four.Select(b => (sbyte)b)], rowTables, a, y);
+        foreach (int groupRows in GroupSizes)
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, [.. four.Select(b => (sbyte)b)], rowTables, a,
+                RunGroups(codes, rows, blocks, rowFactors, a, default, four, rowTables, groupRows));
     }
 
     /// <summary>The default NxFP4 runs on the lanes where the CPU allows (its four tables fit one 64-byte lookup), and
@@ -189,7 +190,7 @@ public unsafe class NibbleLanesTests
     public void HalfBlocksEqualTheScalarTwinBitForBit(int vectors)
     {
         if (!NibbleLanes.IsSupported) return;
-        const int rows = 10, blocks = 5, cols = blocks * 32;
+        const int rows = 26, blocks = 5, cols = blocks * 32;
         var random = new Random(vectors + 21);
         byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
         sbyte[] table = [.. Enumerable.Range(0, 16).Select(_ => (sbyte)random.Next(0, 25))];
@@ -198,8 +199,8 @@ public unsafe class NibbleLanesTests
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 12, halves: true);
         for (int i = 0; i < vectors * blocks; i++) Assert.Equal(a.Bias[i], a.HalfBias[2 * i] + a.HalfBias[2 * i + 1]);
-        var y = RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null);
-        AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, y);
+        foreach (int groupRows in GroupSizes)
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows));
     }
 
     /// <summary>NVFP4 on the lanes equals its row-at-a-time kernel (tensor scale and UE4M3 block scales applied per 16).</summary>
@@ -226,19 +227,22 @@ public unsafe class NibbleLanesTests
         }
     }
 
-    /// <summary>Runs every group of eight rows through <see cref="NibbleLanes.Group(byte*, nint, int, int, float*, NibbleLanes.Vectors, NibbleLanes.Tables, System.Runtime.Intrinsics.Vector256{byte}*, float*, int)"/>:
+    /// <summary>Groups of a kernel call's rows (eight: one register's lanes; sixteen: two, sharing each activation broadcast).</summary>
+    private static readonly int[] GroupSizes = [NibbleLanes.Lanes, NibbleLanes.GroupRows];
+
+    /// <summary>Runs every group of <paramref name="groupRows"/> rows (eight or sixteen) through <see cref="NibbleLanes.Group(byte*, nint, int, int, float*, NibbleLanes.Vectors, NibbleLanes.Tables, System.Runtime.Intrinsics.Vector256{byte}*, float*, int)"/>:
     /// each row's factors (<c>rowFactors.Length / rows</c> of them: one per block, or two with half blocks) placed in its
-    /// lane, NaN in the missing lanes of a last partial group (their results must not leak); with
-    /// <paramref name="rowTables"/>, each block's table number from <paramref name="four"/>, else the one
-    /// <paramref name="table"/>. Returns <c>y[v·rows + r]</c>.</summary>
+    /// lane, each eight rows' after the previous eight's, NaN in the missing lanes of a last partial group (their results
+    /// must not leak); with <paramref name="rowTables"/>, each block's table number from <paramref name="four"/>, else
+    /// the one <paramref name="table"/>. Returns <c>y[v·rows + r]</c>.</summary>
     private static float[] RunGroups(byte[] codes, int rows, int blocks, float[] rowFactors, NibbleLanes.Vectors a,
-        System.Runtime.Intrinsics.Vector256<sbyte> table, byte[]? four, int[]? rowTables)
+        System.Runtime.Intrinsics.Vector256<sbyte> table, byte[]? four, int[]? rowTables, int groupRows)
     {
         const int L = NibbleLanes.Lanes;
         int perRow = rowFactors.Length / rows;
         var y = new float[a.Count * rows];
-        var lanes = new float[perRow * L];
-        var selectors = new int[blocks * L];
+        var lanes = new float[perRow * groupRows];
+        var selectors = new int[blocks * groupRows];
         var unpacked = NibbleLanes.Unpacked(blocks);
         fixed (byte* c = codes)
         fixed (float* f = lanes)
@@ -246,14 +250,15 @@ public unsafe class NibbleLanesTests
         fixed (float* y0 = y)
         {
             var tables = four is null ? new NibbleLanes.Tables(table) : new NibbleLanes.Tables(four, s);
-            for (int r = 0; r < rows; r += L)
+            for (int r = 0; r < rows; r += groupRows)
             {
-                int n = Math.Min(L, rows - r);
-                for (int i = 0; i < L; i++)
+                int n = Math.Min(groupRows, rows - r);
+                for (int g = 0; g < groupRows; g++)
                 {
-                    for (int k = 0; k < perRow; k++) lanes[k * L + i] = i < n ? rowFactors[(r + i) * perRow + k] : float.NaN;
+                    int half = g / L, i = g % L; // the eight rows' block of factors and the lane in it
+                    for (int k = 0; k < perRow; k++) lanes[half * perRow * L + k * L + i] = g < n ? rowFactors[(r + g) * perRow + k] : float.NaN;
                     if (rowTables is not null)
-                        for (int j = 0; j < blocks; j++) selectors[j * L + i] = i < n ? rowTables[(r + i) * blocks + j] * 0x10101010 : 0;
+                        for (int j = 0; j < blocks; j++) selectors[half * blocks * L + j * L + i] = g < n ? rowTables[(r + g) * blocks + j] * 0x10101010 : 0;
                 }
                 NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows);
             }

@@ -445,13 +445,13 @@ internal static class GgmlDot
         [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
         private void Lanes(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {
-            const int Lanes = NibbleLanes.Lanes;
+            const int Lanes = NibbleLanes.Lanes, GroupRows = NibbleLanes.GroupRows;
             int nb = _blocksPerRow, bias = _q4 ? 8 : 12;
             var a = NibbleLanes.Scratch;
             a.Set(x, vectors, nb * 32, evensThenOdds: false, bias);
             var table = NibbleDot.Broadcast(_q4 ? Identity : Mxfp4Biased);
             var unpacked = NibbleLanes.Unpacked(nb);
-            float[] factors = System.Buffers.ArrayPool<float>.Shared.Rent(nb * Lanes);
+            float[] factors = System.Buffers.ArrayPool<float>.Shared.Rent(nb * GroupRows);
             try
             {
                 fixed (byte* b0 = _codes)
@@ -459,12 +459,18 @@ internal static class GgmlDot
                 fixed (float* f0 = factors)
                 fixed (float* y0 = y)
                 {
-                    for (int r = 0; r < count; r += Lanes)
+                    for (int r = 0; r < count; r += GroupRows)
                     {
-                        int n = Math.Min(Lanes, count - r);
+                        int n = Math.Min(GroupRows, count - r);
                         long first = firstRow + r;
-                        // The group's block scales, eight rows per block (missing rows repeat the first).
-                        for (int i = 0; i < Lanes; i++) NibbleLanes.Place(s0 + (first + NibbleLanes.SourceRow(i, n)) * nb, nb, i, f0);
+                        // The group's block scales, eight rows per block, each eight rows' after the previous eight's
+                        // (missing rows of a partial eight repeat its first).
+                        for (int half = 0; half * Lanes < n; half++)
+                        {
+                            int inHalf = Math.Min(Lanes, n - half * Lanes);
+                            for (int i = 0; i < Lanes; i++)
+                                NibbleLanes.Place(s0 + (first + half * Lanes + NibbleLanes.SourceRow(i, inHalf)) * nb, nb, i, f0 + half * nb * Lanes);
+                        }
                         NibbleLanes.Group(b0 + first * nb * 16, nb * 16, n, nb, f0, a, table, unpacked, y0 + r, yStride);
                     }
                 }

@@ -120,7 +120,8 @@ internal static class MxDot
         a.Set(x, vectors, cols, evensThenOdds: true, biased.Bias);
         var table = NibbleDot.Broadcast(biased.Table);
         var unpacked = NibbleLanes.Unpacked(blocksPerRow);
-        float[] factors = ArrayPool<float>.Shared.Rent(blocksPerRow * NibbleLanes.Lanes);
+        const int Lanes = NibbleLanes.Lanes, GroupRows = NibbleLanes.GroupRows;
+        float[] factors = ArrayPool<float>.Shared.Rent(blocksPerRow * GroupRows);
         try
         {
             fixed (byte* b0 = blocks)
@@ -129,11 +130,14 @@ internal static class MxDot
             fixed (float* f0 = factors)
             fixed (float* y0 = y)
             {
-                for (int r = 0; r < rowCount; r += NibbleLanes.Lanes)
+                for (int r = 0; r < rowCount; r += GroupRows)
                 {
-                    int n = Math.Min(NibbleLanes.Lanes, rowCount - r);
-                    LaneHalfScales(s0 + (nint)r * blocksPerRow, blocksPerRow, n, t0, f0);
-                    NibbleLanes.Prefetch(s0 + (nint)(r + NibbleLanes.Lanes) * blocksPerRow, NibbleLanes.Lanes * blocksPerRow); // the next group's, as Group does its codes
+                    int n = Math.Min(GroupRows, rowCount - r);
+                    // Each eight rows' scales in the lanes' layout, the second eight's after the first's.
+                    for (int half = 0; half * Lanes < n; half++)
+                        LaneHalfScales(s0 + (nint)(r + half * Lanes) * blocksPerRow, blocksPerRow, Math.Min(Lanes, n - half * Lanes), t0,
+                            f0 + half * blocksPerRow * Lanes);
+                    NibbleLanes.Prefetch(s0 + (nint)(r + GroupRows) * blocksPerRow, GroupRows * blocksPerRow); // the next group's, as Group does its codes
                     NibbleLanes.Group(b0 + (nint)r * blocksPerRow * 16, blocksPerRow * 16, n, blocksPerRow, f0, a, table, unpacked, y0 + r, yStride);
                 }
             }

@@ -96,7 +96,7 @@ internal static unsafe class NvFp4Dot
         var table = NibbleDot.Broadcast(Biased.Table);
         var unpacked = NibbleLanes.Unpacked(groups);
         float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
-        float[] factors = ArrayPool<float>.Shared.Rent(blocks16 * Lanes);
+        float[] factors = ArrayPool<float>.Shared.Rent(blocks16 * NibbleLanes.GroupRows);
         float* ones = NibbleDot.Ones(groups + 8);
         try
         {
@@ -107,14 +107,19 @@ internal static unsafe class NvFp4Dot
             fixed (float* ue4m3 = ScaleFormat.UE4M3.DecodeTable)
             fixed (float* y0 = y)
             {
-                for (int r = 0; r < rowCount; r += Lanes)
+                for (int r = 0; r < rowCount; r += NibbleLanes.GroupRows)
                 {
-                    int n = Math.Min(Lanes, rowCount - r);
-                    NibbleLanes.Prefetch(s0 + (nint)(r + Lanes) * blocks16, Lanes * blocks16); // the next group's scales, as Group does its codes
-                    for (int i = 0; i < Lanes; i++)
+                    int n = Math.Min(NibbleLanes.GroupRows, rowCount - r);
+                    NibbleLanes.Prefetch(s0 + (nint)(r + NibbleLanes.GroupRows) * blocks16, NibbleLanes.GroupRows * blocks16); // the next group's scales, as Group does its codes
+                    // Each eight rows' factors in the lanes' layout, the second eight's after the first's.
+                    for (int half = 0; half * Lanes < n; half++)
                     {
-                        Factors(s0 + (nint)(r + NibbleLanes.SourceRow(i, n)) * blocks16, blocks16, ue4m3, tensorScale, divisor, ones, c0);
-                        NibbleLanes.Place(c0, blocks16, i, f0);
+                        int inHalf = Math.Min(Lanes, n - half * Lanes);
+                        for (int i = 0; i < Lanes; i++)
+                        {
+                            Factors(s0 + (nint)(r + half * Lanes + NibbleLanes.SourceRow(i, inHalf)) * blocks16, blocks16, ue4m3, tensorScale, divisor, ones, c0);
+                            NibbleLanes.Place(c0, blocks16, i, f0 + half * blocks16 * Lanes);
+                        }
                     }
                     NibbleLanes.Group(b0 + (nint)r * groups * 16, groups * 16, n, groups, f0, a, table, unpacked, y0 + r, yStride);
                 }

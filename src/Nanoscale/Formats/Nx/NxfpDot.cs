@@ -231,11 +231,12 @@ internal sealed unsafe class NxfpDot
         // A whole group's factors in one Prepare call where pairs never straddle rows (an even block count), as
         // DotRows does for 16 rows; else row by row.
         bool together = nb % 2 == 0;
-        float[] row = ArrayPool<float>.Shared.Rent(Lanes * nb + 16);
-        int[] pairs = ArrayPool<int>.Shared.Rent(Lanes * nb + 16);
-        float[] factors = ArrayPool<float>.Shared.Rent(nb * Lanes);
-        int[] selectors = ArrayPool<int>.Shared.Rent(nb * Lanes);
-        float* ones = NibbleDot.Ones(Lanes * nb + 16);
+        const int GroupRows = NibbleLanes.GroupRows;
+        float[] row = ArrayPool<float>.Shared.Rent(GroupRows * nb + 16);
+        int[] pairs = ArrayPool<int>.Shared.Rent(GroupRows * nb + 16);
+        float[] factors = ArrayPool<float>.Shared.Rent(nb * GroupRows);
+        int[] selectors = ArrayPool<int>.Shared.Rent(nb * GroupRows);
+        float* ones = NibbleDot.Ones(GroupRows * nb + 16);
         try
         {
             fixed (byte* b0 = blocks)
@@ -248,19 +249,24 @@ internal sealed unsafe class NxfpDot
             fixed (float* y0 = y)
             {
                 var tables = new NibbleLanes.Tables(_laneTables, s0);
-                for (int r = 0; r < rowCount; r += Lanes)
+                for (int r = 0; r < rowCount; r += GroupRows)
                 {
-                    int n = Math.Min(Lanes, rowCount - r);
-                    NibbleLanes.Prefetch(w0 + (nint)(r + Lanes) * nb, Lanes * nb); // the next group's scales, as Group does its codes
+                    int n = Math.Min(GroupRows, rowCount - r);
+                    NibbleLanes.Prefetch(w0 + (nint)(r + GroupRows) * nb, GroupRows * nb); // the next group's scales, as Group does its codes
                     if (together) Prepare(w0 + (nint)r * nb, b0 + (nint)r * nb * 16, n * nb, ones, c0, p0);
-                    for (int i = 0; i < Lanes; i++)
+                    // Each eight rows' factors and table selectors in the lanes' layout, the second eight's after the first's.
+                    for (int half = 0; half * Lanes < n; half++)
                     {
-                        int source = r + NibbleLanes.SourceRow(i, n);
-                        byte* words = w0 + (nint)source * nb;
-                        float* c = c0 + (together ? (source - r) * nb : 0);
-                        if (!together) Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c, p0);
-                        NibbleLanes.Place(c, nb, i, f0);
-                        for (int j = 0; j < nb; j++) s0[j * Lanes + i] = config[words[j]] * 0x10101010;
+                        int inHalf = Math.Min(Lanes, n - half * Lanes);
+                        for (int i = 0; i < Lanes; i++)
+                        {
+                            int source = r + half * Lanes + NibbleLanes.SourceRow(i, inHalf);
+                            byte* words = w0 + (nint)source * nb;
+                            float* c = c0 + (together ? (source - r) * nb : 0);
+                            if (!together) Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c, p0);
+                            NibbleLanes.Place(c, nb, i, f0 + half * nb * Lanes);
+                            for (int j = 0; j < nb; j++) s0[half * nb * Lanes + j * Lanes + i] = config[words[j]] * 0x10101010;
+                        }
                     }
                     NibbleLanes.Group(b0 + (nint)r * nb * 16, nb * 16, n, nb, f0, a, tables, unpacked, y0 + r, yStride);
                 }
