@@ -14,6 +14,7 @@ switch (args.FirstOrDefault())
     case "llamacpp-generate": return LlamaCppGenerateBenchmark.Run(args[1..]);
     case "dot-kernels": return DotKernelQuick.Run(args[1..]);
     case "vnni-peak": return VnniPeak.Run(args[1..]);
+    case "fork-join": return ForkJoinBenchmark.Run(args[1..]);
     case "linear-step": return LinearStepBenchmark.Run(args[1..]);
     case "token-factory": return TokenFactoryBenchmark.Run(args[1..]);
     case "serve-load": return ServeLoadBenchmark.Run(args[1..]);

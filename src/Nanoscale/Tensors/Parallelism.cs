@@ -49,15 +49,51 @@ public readonly record struct Parallelism
         }
         Exception?[]? failures = null;
         var gate = new object();
-        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, createScratch, (i, _, scratch) =>
+        void Run(int i, TScratch scratch)
         {
             try { body(i, scratch); }
             catch (Exception e)
             {
                 lock (gate) (failures ??= new Exception?[count])[i] = e;
             }
-            return scratch;
-        }, _ => { });
+        }
+        // The items in one contiguous range per thread (a thread's tiles of a product are then one stream through
+        // memory: handing out items in turn made a one-token step 13% slower); a thread that finishes its range takes
+        // the next items of the others'. Each thread makes its scratch at its first item.
+        var next = new int[threads];
+        for (int r = 0; r < threads; r++) next[r] = (int)((long)count * r / threads);
+        int joined = -1;
+        void Work()
+        {
+            TScratch scratch = default!;
+            bool made = false;
+            int own = Interlocked.Increment(ref joined) % threads;
+            for (int k = 0; k < threads; k++)
+            {
+                int range = (own + k) % threads, end = (int)((long)count * (range + 1) / threads);
+                for (int i = Interlocked.Increment(ref next[range]) - 1; i < end; i = Interlocked.Increment(ref next[range]) - 1)
+                {
+                    if (!made)
+                    {
+                        try { scratch = createScratch(); }
+                        catch (Exception e)
+                        {
+                            lock (gate) (failures ??= new Exception?[count])[i] = e;
+                            continue;
+                        }
+                        made = true;
+                    }
+                    Run(i, scratch);
+                }
+            }
+        }
+        // The library's own workers; the thread pool when another loop holds them (a nested loop, a second caller).
+        if (!LoopWorkers.Shared.TryRun(threads, Work))
+            Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = threads }, createScratch, (i, _, scratch) =>
+            {
+                Run(i, scratch);
+                return scratch;
+            }, _ => { });
         if (failures?.FirstOrDefault(e => e is not null) is { } first)
             ExceptionDispatchInfo.Capture(first).Throw();
     }

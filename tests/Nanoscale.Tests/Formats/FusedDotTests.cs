@@ -473,7 +473,7 @@ public class FusedDotTests
     {
         using var stories = new CompressedStories(format);
         var model = stories.Load(new RuntimeOptions());
-        var options = new RuntimeOptions { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, Parallelism = new Tensors.Parallelism(2) };
+        var options = new RuntimeOptions { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, Parallelism = new Nanoscale.Tensors.Parallelism(2) };
         var layer = model.Layers[1];
         int dim = model.Config.Dim, hidden = layer.Gate.Rows;
         var random = new Random(tokens);
