@@ -177,54 +177,19 @@ internal static unsafe class NibbleLanes
         Tables tables, Vector256<byte>* unpacked, float* results, int resultStride)
     {
         if ((uint)(rowCount - 1) >= GroupRows) throw new ArgumentOutOfRangeException(nameof(rowCount), rowCount, $"a group has 1 to {GroupRows} rows");
-        if (rowCount > Lanes)
-        {
-            GroupPair(codes, rowStride, rowCount, blocks, factors, a, tables, unpacked, results, resultStride);
-            return;
-        }
-        if (tables.Selectors is null) Unpack<OneTable>(codes, rowStride, rowCount, blocks, tables, unpacked);
-        else Unpack<SelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked);
+        // Rows 8–15 (a call of more than eight) into the buffer's second half, their factors and selectors after the
+        // first eight's; then every four vectors against both eights at once (FourPair: the same integers and float
+        // operations per row as Four, so the same bits as two eight-row calls).
+        int second = rowCount - Lanes;
+        Vector256<byte>* unpackedB = unpacked + (nint)blocks * 8;
+        UnpackRows(codes, rowStride, Math.Min(rowCount, Lanes), blocks, tables, unpacked);
+        if (second > 0)
+            UnpackRows(codes + Lanes * rowStride, rowStride, second, blocks, tables.Selectors is null ? tables : tables.Shifted((nint)blocks * Lanes), unpackedB);
         // The next group's codes are asked for while this group's products run (up to four passes over the unpacked
         // codes, long enough to hide the memory's latency): without it Unpack waited on memory, 13% of a 16-sequence
         // step's samples against 5% with it. A last group asks for bytes past the rows, which a prefetch may: it
         // never faults.
-        if (rowCount == Lanes) Prefetch(codes + Lanes * rowStride, Lanes * rowStride);
-        fixed (int* q = a.Q)
-        fixed (float* s = a.Scales)
-        fixed (int* b = a.Bias)
-        {
-            fixed (int* h = a.HalfBias)
-                for (int first = 0; first < a.Count; first += 4)
-                {
-                    int count = Math.Min(4, a.Count - first);
-                    float* destination = results + (nint)first * resultStride;
-                    if (a.Halves) Four<HalfBlocks>(unpacked, blocks, factors, q, s, h, a.Blocks, first, count, rowCount, destination, resultStride);
-                    else Four<WholeBlocks>(unpacked, blocks, factors, q, s, b, a.Blocks, first, count, rowCount, destination, resultStride);
-                }
-        }
-    }
-
-    /// <summary>Nine to sixteen rows: both halves unpacked (the second into the buffer's second half), then every four
-    /// vectors against both at once (<see cref="FourPair{TShape}"/>), the same integers and float operations per row as
-    /// one half alone, so the same bits as two eight-row calls.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void GroupPair(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
-        Tables tables, Vector256<byte>* unpacked, float* results, int resultStride)
-    {
-        int second = rowCount - Lanes;
-        Vector256<byte>* unpackedB = unpacked + (nint)blocks * 8;
-        byte* codesB = codes + Lanes * rowStride;
-        if (tables.Selectors is null)
-        {
-            Unpack<OneTable>(codes, rowStride, Lanes, blocks, tables, unpacked);
-            Unpack<OneTable>(codesB, rowStride, second, blocks, tables, unpackedB);
-        }
-        else
-        {
-            Unpack<SelectedTables>(codes, rowStride, Lanes, blocks, tables, unpacked);
-            Unpack<SelectedTables>(codesB, rowStride, second, blocks, tables.Shifted((nint)blocks * Lanes), unpackedB);
-        }
-        if (rowCount == GroupRows) Prefetch(codes + GroupRows * rowStride, GroupRows * rowStride);
+        if (rowCount is Lanes or GroupRows) Prefetch(codes + rowCount * rowStride, rowCount * rowStride);
         float* factorsB = factors + (nint)blocks * Lanes * (a.Halves ? 2 : 1);
         fixed (int* q = a.Q)
         fixed (float* s = a.Scales)
@@ -234,9 +199,21 @@ internal static unsafe class NibbleLanes
             {
                 int count = Math.Min(4, a.Count - first);
                 float* destination = results + (nint)first * resultStride;
-                if (a.Halves) FourPair<HalfBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, h, a.Blocks, first, count, second, destination, resultStride);
-                else FourPair<WholeBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, b, a.Blocks, first, count, second, destination, resultStride);
+                if (second > 0)
+                {
+                    if (a.Halves) FourPair<HalfBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, h, a.Blocks, first, count, second, destination, resultStride);
+                    else FourPair<WholeBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, b, a.Blocks, first, count, second, destination, resultStride);
+                }
+                else if (a.Halves) Four<HalfBlocks>(unpacked, blocks, factors, q, s, h, a.Blocks, first, count, rowCount, destination, resultStride);
+                else Four<WholeBlocks>(unpacked, blocks, factors, q, s, b, a.Blocks, first, count, rowCount, destination, resultStride);
             }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnpackRows(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked)
+    {
+        if (tables.Selectors is null) Unpack<OneTable>(codes, rowStride, rowCount, blocks, tables, unpacked);
+        else Unpack<SelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked);
     }
 
     /// <summary>Asks for <paramref name="bytes"/> bytes from <paramref name="start"/> into the first-level cache, a
