@@ -2,8 +2,8 @@ namespace Nanoscale.Tensors;
 
 /// <summary>
 /// The threads behind <see cref="Parallelism"/>'s loops: one fewer than the cores, started on first use, each waiting
-/// for the next loop by spinning for a short while (a model step runs ~150 loops with a little single-threaded work
-/// between them) and then blocking. A loop is one <c>work</c> delegate run at once on the calling thread and up to
+/// for the next loop by spinning for 200 µs after the last loop it ran (a model step runs ~150 loops with a little
+/// single-threaded work between them) and then blocking; a loop wakes only as many blocked workers as it may use. A loop is one <c>work</c> delegate run at once on the calling thread and up to
 /// <c>threads − 1</c> of these; the delegate itself hands out the items. One loop at a time: a loop started while
 /// another runs (a nested loop, or a second caller) is refused, and the caller uses the thread pool instead.
 /// </summary>
@@ -11,7 +11,7 @@ namespace Nanoscale.Tensors;
 /// Hand-written rather than <see cref="Parallel.For(int, int, Action{int})"/>: on the 2-core machine measured
 /// (<c>Nanoscale.Benchmarks fork-join 2 5,50 N GAP</c>) a <c>Parallel.For</c> of two items cost 1.7–2.2 µs beyond its
 /// work with 2 µs between loops, 4–6 µs with 20–100 µs between, 44–77 µs after a 500 µs pause, and 1.8 KB of garbage;
-/// on these workers 0.5–1.3, 1.2–2.9 and 20–49 µs, 232 bytes. Its workers wait in <c>sched_yield</c> (a few percent of
+/// on these workers 1.9–2.6, 2.3–2.8 and 24–46 µs, 280 bytes. Its workers wait in <c>sched_yield</c> (a few percent of
 /// a step's samples in the kernel), and a server's requests queue for the same pool's threads while products hold
 /// them. A model step alternated in one process (<c>token-factory</c>, SmolLM2-shaped mxfp4): one stream 196 against
 /// 168–176 tokens/s, 16 streams 815–843 against 770–780.
@@ -31,6 +31,7 @@ internal sealed class LoopWorkers
     private int _busy;         // 1 while a loop runs
     private long _generation;  // bumped when a loop is published
     private int _slots;        // helpers that may still join the current loop
+    private int _helpers;      // helpers the current (or last) loop may use
     private int _inside;       // helpers inside the current loop
     private int _open;         // 1 while the current loop takes helpers
     private int _sleepers;     // workers blocked on _wake
@@ -59,6 +60,7 @@ internal sealed class LoopWorkers
             _work = work;
             _failure = null;
             Volatile.Write(ref _slots, helpers);
+            Volatile.Write(ref _helpers, helpers);
             Volatile.Write(ref _open, 1);
             Interlocked.Increment(ref _generation); // a full fence: the fields above are visible before it
             int sleepers = Volatile.Read(ref _sleepers);
@@ -69,8 +71,9 @@ internal sealed class LoopWorkers
                 // No helper joins after this; wait for those inside (they find no items left, or finish theirs), so no
                 // helper still runs this loop when the next one starts.
                 Interlocked.Exchange(ref _open, 0);
-                var spin = new SpinWait();
-                while (Volatile.Read(ref _inside) != 0) spin.SpinOnce(sleep1Threshold: -1);
+                // A pure spin: the helpers are at most one item behind, and a yield to the kernel here cost more than
+                // the wait.
+                while (Volatile.Read(ref _inside) != 0) Thread.SpinWait(1);
                 _work = null;
             }
             if (_failure is { } failure) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
@@ -89,47 +92,55 @@ internal sealed class LoopWorkers
         {
             if (_started) return;
             for (int i = 0; i < _workers; i++)
-                new Thread(Wait) { IsBackground = true, Name = "nanoscale loop worker" }.Start();
+            {
+                int index = i;
+                new Thread(() => Wait(index)) { IsBackground = true, Name = "nanoscale loop worker" }.Start();
+            }
             Volatile.Write(ref _started, true);
         }
     }
 
-    /// <summary>A worker: waits for each new loop, joins it while it has room and takes helpers.</summary>
-    private void Wait()
+    /// <summary>Worker <paramref name="index"/>: waits for each new loop, joins it while it has room and takes helpers.</summary>
+    private void Wait(int index)
     {
         long seen = Volatile.Read(ref _generation);
+        long spinFrom = System.Diagnostics.Stopwatch.GetTimestamp();
         while (true)
         {
-            long now = System.Diagnostics.Stopwatch.GetTimestamp();
             long generation;
             while ((generation = Volatile.Read(ref _generation)) == seen)
             {
-                if (System.Diagnostics.Stopwatch.GetTimestamp() - now < SpinTicks)
+                if (System.Diagnostics.Stopwatch.GetTimestamp() - spinFrom < SpinTicks)
                 {
-                    Thread.SpinWait(16);
+                    Thread.SpinWait(2);
                     continue;
                 }
                 // Block; the publisher reads _sleepers after bumping the generation, so one of the two sees the other.
                 Interlocked.Increment(ref _sleepers);
                 if (Volatile.Read(ref _generation) == seen) _wake.Wait();
                 Interlocked.Decrement(ref _sleepers);
-                now = System.Diagnostics.Stopwatch.GetTimestamp();
+                spinFrom = System.Diagnostics.Stopwatch.GetTimestamp();
             }
             seen = generation;
-            Join();
+            // The first workers, as many as the last loop could use, spin for the next one from now on (a worker that
+            // came too late for a short loop still expects the next); on a machine with more cores than a loop's
+            // threads the others keep their deadline and go back to blocking.
+            if (Join() | index < Volatile.Read(ref _helpers)) spinFrom = System.Diagnostics.Stopwatch.GetTimestamp();
         }
     }
 
-    private void Join()
+    /// <summary>Runs the current loop's work if the loop is open and has room; whether it did.</summary>
+    private bool Join()
     {
         Interlocked.Increment(ref _inside); // a full fence: the caller's close and this entry are ordered
         try
         {
-            if (Volatile.Read(ref _open) == 0 || Interlocked.Decrement(ref _slots) < 0) return;
+            if (Volatile.Read(ref _open) == 0 || Interlocked.Decrement(ref _slots) < 0) return false;
             var work = _work;
-            if (work is null) return;
+            if (work is null) return false;
             try { work(); }
             catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+            return true;
         }
         finally
         {
