@@ -8,7 +8,7 @@ namespace Nanoscale.Runtime;
 /// one definition of when a sequence stops (an end token, a stop string, its <c>maxNewTokens</c>, the session's
 /// capacity). <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken)"/>
 /// steps one alone; <see cref="TokenFactory"/> steps many together. Either way the caller feeds the token
-/// <see cref="Advance"/> returns and writes the next logits into <see cref="Last"/>.
+/// <see cref="Advance()"/> returns and writes the next logits into <see cref="Last"/>.
 /// </summary>
 internal sealed class GenerationSequence
 {
@@ -127,12 +127,16 @@ internal sealed class GenerationSequence
 
     /// <summary>Chooses the next token; returns it when the sequence goes on (the caller feeds it and fills
     /// <see cref="Last"/>), or null when it has finished (<see cref="Stop"/> says why).</summary>
-    public int? Advance()
+    public int? Advance() => Advance(Last);
+
+    /// <summary><see cref="Advance()"/> from the last position's <paramref name="logits"/> held elsewhere (the token
+    /// factory's step buffer, read before its next pass overwrites it, instead of copied into <see cref="Last"/>).</summary>
+    public int? Advance(ReadOnlySpan<float> logits)
     {
         if (Generated >= _maxNewTokens) return Finish(StopReason.Length);
-        int next = _sampler.Next(Last, _tokens, PromptLength);
+        int next = _sampler.Next(logits, _tokens, PromptLength);
         if (_end.Contains(next)) return Finish(StopReason.EndToken);
-        if (_logProbs is { } top) _recorded!.Add(TokenLogProb.From(Last, next, top));
+        if (_logProbs is { } top) _recorded!.Add(TokenLogProb.From(logits, next, top));
         _tokens.Add(next);
         if (_text.Add(_tokens)) return Finish(StopReason.StopString);
         if (Generated == _maxNewTokens) return Finish(StopReason.Length);
