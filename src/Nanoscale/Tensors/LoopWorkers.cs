@@ -40,6 +40,9 @@ internal sealed class LoopWorkers
 
     private LoopWorkers(int workers) => _workers = Math.Max(0, workers);
 
+    /// <summary>Threads a loop can have at most: the caller and every worker.</summary>
+    public int Threads => _workers + 1;
+
     /// <summary>
     /// Runs <paramref name="work"/> on this thread and on up to <paramref name="threads"/> − 1 workers at once and
     /// returns when every one of them has returned; false (nothing run) when another loop holds the workers. An
