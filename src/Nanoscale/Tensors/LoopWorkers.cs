@@ -3,9 +3,10 @@ namespace Nanoscale.Tensors;
 /// <summary>
 /// The threads behind <see cref="Parallelism"/>'s loops: one fewer than the cores, started on first use, each waiting
 /// for the next loop by spinning for 200 µs after the last loop it ran (a model step runs ~150 loops with a little
-/// single-threaded work between them) and then blocking; a loop wakes only as many blocked workers as it may use. A loop is one <c>work</c> delegate run at once on the calling thread and up to
-/// <c>threads − 1</c> of these; the delegate itself hands out the items. One loop at a time: a loop started while
-/// another runs (a nested loop, or a second caller) is refused, and the caller uses the thread pool instead.
+/// single-threaded work between them) and then blocking; a loop wakes only as many blocked workers as it may use. A
+/// loop is one <c>work</c> delegate run at once on the calling thread and up to <c>threads − 1</c> of these; the
+/// delegate itself hands out the items. One loop at a time: a loop started while another runs (a nested loop, or a
+/// second caller) is refused, and the caller uses the thread pool instead.
 /// </summary>
 /// <remarks>
 /// Hand-written rather than <see cref="Parallel.For(int, int, Action{int})"/>: on the 2-core machine measured
@@ -74,9 +75,14 @@ internal sealed class LoopWorkers
                 // No helper joins after this; wait for those inside (they find no items left, or finish theirs), so no
                 // helper still runs this loop when the next one starts.
                 Interlocked.Exchange(ref _open, 0);
-                // A pure spin: the helpers are at most one item behind, and a yield to the kernel here cost more than
-                // the wait.
-                while (Volatile.Read(ref _inside) != 0) Thread.SpinWait(1);
+                // The helpers usually finish within microseconds of the caller: a pure spin first (a yield to the kernel
+                // cost more than such a wait), then yielding, so a long last item does not hold a core others may need.
+                var spin = new SpinWait();
+                for (int n = 0; Volatile.Read(ref _inside) != 0; n++)
+                {
+                    if (n < 1000) Thread.SpinWait(1);
+                    else spin.SpinOnce(sleep1Threshold: -1);
+                }
                 _work = null;
             }
             if (_failure is { } failure) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
