@@ -65,13 +65,14 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     /// two thin products, instead of every row being rebuilt and rotated.</summary>
     protected virtual IFactoredRows? Factored => null;
 
-    /// <summary>The product of <paramref name="tokens"/> (≤ <see cref="MaxFusedTokens"/>) on the stored codes, in 16
+    /// <summary>The product of <paramref name="tokens"/> (≤ <see cref="MaxFusedTokens"/>, or any number with
+    /// <paramref name="wholeTiles"/>: a window's, see <see cref="FusedTile"/>) on the stored codes, in 16
     /// large tiles of rows for one token; for several, one tile per thread in whole eights of rows (the several-vector
     /// kernels take rows eight at a time). One tile a thread measured faster than two or more (16 sequences of the
     /// SmolLM2-shaped model, `token-factory`: mxfp4 576–631 against 534–564 tokens/s, nxfp4 510–516 against 470–477,
     /// alternated): a tile's fixed costs (the activation set's check, each group's preparation) weigh more than the
     /// balance smaller tiles would give.</summary>
-    private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options)
+    private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options, bool wholeTiles = false)
     {
         int perTile = RowsPerFusedTile(tokens, options);
         fixed (float* inPtr = input)
@@ -79,7 +80,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         {
             nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
             options.For((Rows + perTile - 1) / perTile, (long)Rows * Columns * tokens,
-                tile => FusedTile(tile, perTile, tokens, inAddress, outAddress));
+                tile => FusedTile(tile, perTile, tokens, inAddress, outAddress, wholeTiles));
         }
     }
 
@@ -91,8 +92,10 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     }
 
     /// <summary>Tile <paramref name="tile"/> of a fused product: rows tile·perTile.. of every token (input and output
-    /// at the addresses, pinned by the caller).</summary>
-    private unsafe void FusedTile(int tile, int perTile, int tokens, nint inAddress, nint outAddress)
+    /// at the addresses, pinned by the caller). More tokens than one kernel call takes go in chunks: with
+    /// <paramref name="wholeTiles"/> each chunk over the whole tile (each chunk's activations quantized once), else
+    /// over blocks of rows that stay in the second-level cache.</summary>
+    private unsafe void FusedTile(int tile, int perTile, int tokens, nint inAddress, nint outAddress, bool wholeTiles = false)
     {
         int rows = Rows, columns = Columns;
         int chunk = Math.Clamp(MaxDotVectors, 1, MaxFusedTokens);
@@ -104,14 +107,18 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         {
             // More tokens than one call takes: every call of the tile's rows for each chunk of tokens would read the
             // tile from memory again (a tile is half a matrix), so the rows go in blocks small enough to stay in the
-            // second-level cache while every chunk of tokens passes over them.
-            int block = tokens <= chunk ? count : Math.Max(8, (int)Math.Min(count, FusedBlockWeights / columns) & ~7);
+            // second-level cache while every chunk of tokens passes over them — except a window's (wholeTiles): its
+            // many chunks would quantize their activations again for every block (the lane kernels keep one set per
+            // thread), which made a 64-token prompt of the 506M model a quarter slower.
+            int block = tokens <= chunk || wholeTiles ? count : Math.Max(8, (int)Math.Min(count, FusedBlockWeights / columns) & ~7);
             for (int b0 = r0; b0 < r0 + count && done; b0 += block)
             {
                 int n0 = Math.Min(block, r0 + count - b0);
-                for (int t0 = 0; t0 < tokens && done; t0 += chunk)
+                // Chunks never cross a multiple of MaxFusedTokens, so a window's tokens meet the kernel in the groups its
+                // sixteen-token pieces would (some kernels' sums depend on how many vectors a call has).
+                for (int t0 = 0, n; t0 < tokens && done; t0 += n)
                 {
-                    int n = Math.Min(chunk, tokens - t0);
+                    n = Math.Min(chunk, Math.Min(tokens, (t0 / MaxFusedTokens + 1) * MaxFusedTokens) - t0);
                     done = TryDotRowsMany(b0, n0, n, new ReadOnlySpan<float>((float*)inAddress + (nint)t0 * columns, n * columns),
                         new Span<float>((float*)outAddress + (nint)t0 * rows + b0, (n - 1) * rows + n0), rows);
                 }
@@ -209,15 +216,14 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             FusedProduct(input, output, tokens, options);
             return;
         }
-        // A window (a generation prompt) with FusedWindows, on a storage whose several-vector kernel unpacks once: eight
-        // tokens at a time, each chunk one pass over the codes (compute-bound here, so the passes cost little).
+        // A window (a generation prompt) with FusedWindows, on a storage whose several-vector kernel unpacks once: one
+        // parallel loop over the tiles, each tile's rows for every chunk of tokens the kernel takes (one pass over the
+        // codes a chunk: compute-bound here, so the passes cost little). One loop instead of one per 16 tokens: prompts
+        // 2–4% faster (SmolLM2-shaped mxfp4/nxfp4 at 128 tokens, the 506M nxfp4b at 64), alternated in one process;
+        // the same kernel calls per chunk, so the same bits (FusedDotTests.AWindowEqualsItsChunksOfSixteenTokens).
         if (options.FusedWindows && options.FusedKernels && HasDotRowsMany && SupportsDot(input, output))
         {
-            for (int t0 = 0; t0 < tokens; t0 += MaxFusedTokens)
-            {
-                int n = Math.Min(MaxFusedTokens, tokens - t0);
-                FusedProduct(input.Slice(t0 * columns, n * columns), output.Slice(t0 * rows, n * rows), n, options);
-            }
+            FusedProduct(input, output, tokens, options, wholeTiles: true);
             return;
         }
         TiledProduct(input, output, tokens, 0, rows, options);

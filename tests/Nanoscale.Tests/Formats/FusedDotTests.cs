@@ -460,6 +460,37 @@ public class FusedDotTests
         }
     }
 
+    /// <summary>A window's product on the codes (a generation prompt: <c>FusedWindows</c>, 37 tokens in one loop over
+    /// the tiles) equals the products of its chunks of sixteen tokens and fewer bit for bit (the same kernel calls per
+    /// chunk), for every weight of a layer, on the 4-bit lanes (bf16 windows decode tiles instead).</summary>
+    [Theory]
+    [InlineData("mxfp4")]
+    [InlineData("nxfp4")]
+    [InlineData("nvfp4")]
+    public void AWindowEqualsItsChunksOfSixteenTokens(string format)
+    {
+        using var stories = new CompressedStories(format);
+        var model = stories.Load(new RuntimeOptions());
+        var window = new RuntimeOptions { FusedWindows = true, Parallelism = new Nanoscale.Tensors.Parallelism(2) };
+        var chunks = new RuntimeOptions { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, Parallelism = new Nanoscale.Tensors.Parallelism(2) };
+        const int tokens = 37;
+        var layer = model.Layers[0];
+        foreach (var weight in new[] { layer.Query, layer.Key, layer.Output, layer.Gate, layer.Down })
+        {
+            var random = new Random(weight.Rows);
+            float[] x = [.. Enumerable.Range(0, tokens * weight.Columns).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+            var whole = new float[tokens * weight.Rows];
+            weight.MatMul(x, whole, window);
+            for (int t0 = 0; t0 < tokens; t0 += RowDecodedLinearWeight.MaxFusedTokens)
+            {
+                int n = Math.Min(RowDecodedLinearWeight.MaxFusedTokens, tokens - t0);
+                var part = new float[n * weight.Rows];
+                weight.MatMul(x.AsSpan(t0 * weight.Columns, n * weight.Columns), part, chunks);
+                Assert.Equal(part, whole.AsSpan(t0 * weight.Rows, n * weight.Rows).ToArray());
+            }
+        }
+    }
+
     /// <summary>A layer's q/k/v and gate/up products in one loop over the threads (<c>MatMulShared</c>) are each weight's
     /// own product bit for bit, for one token and for several (the same tiles, the same kernels); with a pair's
     /// callback, every row of the pair is handed over exactly once, after both products wrote it.</summary>
