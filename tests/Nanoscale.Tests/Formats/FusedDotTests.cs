@@ -429,10 +429,9 @@ public class FusedDotTests
         Assert.True(worst <= 1.5e-2, $"largest logit difference {worst:P2} of the largest logit");
     }
 
-    /// <summary>A generation prompt (<c>ForwardPrompt</c>: windows on the codes, 16 tokens a pass, eight a kernel call
-    /// where the kernel takes no more) gives the
-    /// decoding path's hidden states within the int8 activations' rounding; a plain window (perplexity) stays on the
-    /// decoding path exactly.</summary>
+    /// <summary>A generation prompt (<c>ForwardPrompt</c>: windows on the codes, one loop over the tiles, chunks of 16
+    /// tokens, eight a kernel call where the kernel takes no more) gives the decoding path's hidden states within the
+    /// int8 activations' rounding; a plain window (perplexity) stays on the decoding path exactly.</summary>
     [Theory]
     [InlineData("mxfp4")]
     [InlineData("nvfp4")]
@@ -442,7 +441,7 @@ public class FusedDotTests
         using var stories = new CompressedStories(format);
         var model = stories.Load(new RuntimeOptions());
         var reference = stories.Load(new RuntimeOptions { FusedKernels = false });
-        int[] prompt = [.. Enumerable.Range(0, 19).Select(i => 1 + i * 23 % 500)]; // 19 tokens: passes of 16 and 3 (calls of 8, 8, 3)
+        int[] prompt = [.. Enumerable.Range(0, 19).Select(i => 1 + i * 23 % 500)]; // 19 tokens: chunks of 16 and 3 (calls of 8, 8, 3)
         int dim = model.Config.Dim;
         float[] fused = new float[prompt.Length * dim], plain = new float[prompt.Length * dim], expected = new float[prompt.Length * dim];
         model.CreateSession(32).ForwardPrompt(prompt, fused);
