@@ -349,7 +349,7 @@ public sealed partial class InferenceSession
         }
     }
 
-    /// <summary>The gate and up products and, on the fused path, <see cref="SwiGlu"/> on each tile's hidden units as
+    /// <summary>The gate and up products and, on the fused path, <see cref="Kernels.SwiGlu"/> on each tile's hidden units as
     /// soon as both products' tile is done (one loop over the threads for all three); false when the products ran
     /// otherwise and SwiGLU is still to do.</summary>
     private static unsafe bool GateUp(LlamaLayer layer, ReadOnlySpan<float> xb, Span<float> gate, Span<float> up, RuntimeOptions options)
@@ -362,20 +362,20 @@ public sealed partial class InferenceSession
             return RowDecodedLinearWeight.MatMulShared(xb, options, layer.Gate, gate, layer.Up, up, null, default, (first, count) =>
             {
                 for (int t = 0; t < rows; t++)
-                    SwiGlu(new Span<float>((float*)gAddress + (nint)t * hidden + first, count),
+                    Kernels.SwiGlu(new Span<float>((float*)gAddress + (nint)t * hidden + first, count),
                         new ReadOnlySpan<float>((float*)uAddress + (nint)t * hidden + first, count));
             });
         }
     }
 
-    /// <summary><see cref="SwiGlu"/> over a batch's rows, spread over the threads when there are several (one exp per
+    /// <summary><see cref="Kernels.SwiGlu"/> over a batch's rows, spread over the threads when there are several (one exp per
     /// hidden unit and row: a step of 16 sequences spent a quarter of its time here on one thread).</summary>
     private unsafe void SwiGluRows(Span<float> gate, ReadOnlySpan<float> up)
     {
         int hidden = _config.HiddenDim, rows = gate.Length / hidden;
         if (rows < 2)
         {
-            SwiGlu(gate, up);
+            Kernels.SwiGlu(gate, up);
             return;
         }
         fixed (float* g = gate)
@@ -384,11 +384,9 @@ public sealed partial class InferenceSession
             nint gAddress = (nint)g, uAddress = (nint)u;
             // An exp costs about as much as 20 multiply-adds here.
             _model.Options.For(rows, (long)gate.Length * 20, r =>
-                SwiGlu(new Span<float>((float*)gAddress + (nint)r * hidden, hidden), new ReadOnlySpan<float>((float*)uAddress + (nint)r * hidden, hidden)));
+                Kernels.SwiGlu(new Span<float>((float*)gAddress + (nint)r * hidden, hidden), new ReadOnlySpan<float>((float*)uAddress + (nint)r * hidden, hidden)));
         }
     }
-
-    private static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up) => Kernels.SwiGlu(gate, up);
 
     /// <summary>
     /// Rotary tables as llama2.c and Hugging Face compute them: the inverse frequency θ^(−2j/headDim) and the angle

@@ -206,7 +206,6 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         LinearKernels.Validate(this, input, output);
         int tokens = input.Length / Columns;
         if (tokens == 0) return;
-        int rows = Rows, columns = Columns;
         // One token: if the storage multiplies its codes directly (tried once, on the first row of the first such
         // product), it does so in a few large tiles, so per-call set-up (e.g. quantizing the activations) is paid a few
         // times per product, not per tile.
@@ -226,7 +225,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             FusedProduct(input, output, tokens, options, wholeTiles: true);
             return;
         }
-        TiledProduct(input, output, tokens, 0, rows, options);
+        TiledProduct(input, output, tokens, 0, Rows, options);
     }
 
     /// <summary>Rows of the product over decoded tiles only (never the fused kernels), so a slice's values are the
