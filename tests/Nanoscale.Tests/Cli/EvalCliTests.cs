@@ -30,7 +30,10 @@ public class EvalCliTests
 
     /// <summary>What a narrower KV cache costs, measured as a format is: stories260K's perplexity on the TinyStories
     /// sample moves from 3.54820 (f32) to 3.54825 (f16), 3.54999 (bf16), 3.56018 (q8) and 12.71935 (q4: this model's
-    /// heads of 8 numbers share a block's scale four at a time, and 16 levels are too few for its keys).</summary>
+    /// heads of 8 numbers share a block's scale four at a time, and 16 levels are too few for its keys). Within 1.5e-5:
+    /// the float kernels sum in another order with 512-bit vectors than with 256-bit ones, and a rounded cache
+    /// carries that difference further (an AVX2-only Zen 3 gives 3.548243 and 3.560172, the same before and after any
+    /// change of ours) — still a third of the distance from f16 to f32.</summary>
     [Theory]
     [InlineData("f16", 3.548249)]
     [InlineData("q8", 3.560178)]
@@ -39,7 +42,7 @@ public class EvalCliTests
     {
         var result = CliProcess.Run("eval", SharedData.Stories260K, "--text", SharedData.TinyStoriesText, "--kv-cache", type, "--json");
         Assert.Equal(0, result.ExitCode);
-        Assert.Equal(expected, result.Json().GetProperty("perplexity").GetDouble(), 5); // f32 gives 3.54820
+        Assert.InRange(result.Json().GetProperty("perplexity").GetDouble(), expected - 1.5e-5, expected + 1.5e-5); // f32 gives 3.54820
     }
 
     [Fact]
