@@ -7,13 +7,16 @@ namespace Nanoscale.Formats;
 
 /// <summary>
 /// The several-vector product on 4-bit codes (a token-factory step) with eight rows across a register's lanes
-/// (AVX-VNNI): each 32-bit lane holds four unsigned codes of its own row, so one <c>vpdpbusd</c> against four
+/// (AVX-VNNI, or AVX2 below): each 32-bit lane holds four unsigned codes of its own row, so one <c>vpdpbusd</c> against four
 /// activation bytes broadcast to every lane adds 32 multiply-adds of eight rows, a block takes eight of them, and its
 /// two scales are applied once per block for eight rows (a convert and a multiply-add) instead of once per row. The
 /// eight rows' codes are unpacked (a 8 × 4 transpose of 32-bit words, nibbles split, one table lookup) once per block
 /// into a per-thread buffer and read back for every four vectors. A call of sixteen rows (two registers' lanes) broadcasts
 /// each activation word once for both eights: the broadcasts, not the multiply-adds, were what bound one eight's loop
 /// (five loads to four <c>vpdpbusd</c>), and a 16-sequence step of the SmolLM2-shaped model runs 4–14% faster.
+/// Without AVX-VNNI (AVX2 alone, e.g. Zen 3) each <c>vpdpbusd</c> becomes a <c>vpmaddubsw</c>, four of them summed in
+/// int16 before one <c>vpmaddwd</c> (<see cref="WordsPerWidening"/>), every vector in one pass; without AVX-512 VBMI
+/// NxFP4's per-block tables are four <c>vpshufb</c> and three blends. Same integers, so the same bits.
 /// </summary>
 /// <remarks>
 /// Each block's integer total is exact, as in <see cref="NibbleDot"/> (Σ u·q with u = table[code] unsigned, less
@@ -23,7 +26,13 @@ namespace Nanoscale.Formats;
 /// </remarks>
 internal static unsafe class NibbleLanes
 {
-    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported && AvxVnni.IsSupported;
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>The fewest vectors for which the lanes beat <see cref="NibbleDot.RowMany{TMode}"/>: three with AVX-VNNI
+    /// (fewer, and unpacking a group costs more than it saves); six without, where each <c>vpdpbusd</c> takes two
+    /// instructions and a widening (measured on a Zen 3 core, <c>dot-kernels mxfp4 24576 576 1 N</c>: 3 vectors 21.8 vs
+    /// 25.5 G multiply-adds/s, 4 and 5 even, 6 34.5 vs 27.5, 16 52.4 vs 19.3).</summary>
+    public static int MinVectors => AvxVnni.IsSupported ? 3 : 6;
 
     /// <summary>Rows per register (int32 lanes of a 256-bit vector).</summary>
     public const int Lanes = 8;
@@ -143,7 +152,11 @@ internal static unsafe class NibbleLanes
     /// </summary>
     public readonly struct Tables
     {
-        public Tables(Vector256<sbyte> single) => Lower = single;
+        public Tables(Vector256<sbyte> single)
+        {
+            Lower = single;
+            for (int i = 0; i < 16; i++) Largest = Math.Max(Largest, single.AsByte().GetElement(i));
+        }
 
         public Tables(ReadOnlySpan<byte> four, int* selectors)
         {
@@ -151,32 +164,51 @@ internal static unsafe class NibbleLanes
             Lower = Vector256.Create(four[..32]).AsSByte();
             Upper = Vector256.Create(four[32..]).AsSByte();
             Selectors = selectors;
+            foreach (byte entry in four) Largest = Math.Max(Largest, entry);
         }
 
         public Vector256<sbyte> Lower { get; }
         public Vector256<sbyte> Upper { get; }
         public int* Selectors { get; }
 
-        private Tables(Vector256<sbyte> lower, Vector256<sbyte> upper, int* selectors)
+        /// <summary>The largest unsigned entry: how many words' <c>vpmaddubsw</c> results the kernel without AVX-VNNI
+        /// may add in int16 before widening (<see cref="WordsPerWidening"/>).</summary>
+        public int Largest { get; }
+
+        private Tables(Vector256<sbyte> lower, Vector256<sbyte> upper, int* selectors, int largest)
         {
             Lower = lower;
             Upper = upper;
             Selectors = selectors;
+            Largest = largest;
         }
 
         /// <summary>The same tables with the selectors <paramref name="offset"/> ints on (the second eight rows').</summary>
-        public Tables Shifted(nint offset) => new(Lower, Upper, Selectors + offset);
+        public Tables Shifted(nint offset) => new(Lower, Upper, Selectors + offset, Largest);
 
-        /// <summary>Whether a CPU can run per-block tables (<c>vpermi2b</c> on 256 bits).</summary>
-        public static bool SelectedSupported => Avx512Vbmi.VL.IsSupported;
+        /// <summary>Whether a CPU can run per-block tables: <c>vpermi2b</c> on 256 bits (AVX-512 VBMI), else four
+        /// <c>vpshufb</c> and three blends a lookup (AVX2).</summary>
+        public static bool SelectedSupported => Avx512Vbmi.VL.IsSupported || Avx2.IsSupported;
     }
 
     /// <inheritdoc cref="Group(byte*, nint, int, int, float*, Vectors, Vector256{sbyte}, Vector256{byte}*, float*, int)"/>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
-        Tables tables, Vector256<byte>* unpacked, float* results, int resultStride)
+        Tables tables, Vector256<byte>* unpacked, float* results, int resultStride) =>
+        Group(codes, rowStride, rowCount, blocks, factors, a, tables, unpacked, results, resultStride, AvxVnni.IsSupported);
+
+    /// <summary>
+    /// <see cref="Group(byte*, nint, int, int, float*, Vectors, Tables, Vector256{byte}*, float*, int)"/> with the
+    /// multiply-adds chosen: <c>vpdpbusd</c> (<paramref name="vnni"/>), else <c>vpmaddubsw</c> + <c>vpmaddwd</c>
+    /// (<see cref="Widened{TShape, TWidening}"/>; the same integers, so the same bits; tests run both where the CPU has VNNI).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
+    internal static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
+        Tables tables, Vector256<byte>* unpacked, float* results, int resultStride, bool vnni)
     {
         if ((uint)(rowCount - 1) >= GroupRows) throw new ArgumentOutOfRangeException(nameof(rowCount), rowCount, $"a group has 1 to {GroupRows} rows");
+        if (!vnni && WordsPerWidening(tables.Largest) == 0)
+            throw new ArgumentException($"table entries up to {tables.Largest} overflow vpmaddubsw's int16 sums (at most 128 without AVX-VNNI)", nameof(tables));
         // Rows 8–15 (a call of more than eight) into the buffer's second half, their factors and selectors after the
         // first eight's; then every four vectors against both eights at once (FourPair: the same integers and float
         // operations per row as Four, so the same bits as two eight-row calls).
@@ -199,7 +231,14 @@ internal static unsafe class NibbleLanes
             {
                 int count = Math.Min(4, a.Count - first);
                 float* destination = results + (nint)first * resultStride;
-                if (second > 0)
+                if (!vnni)
+                {
+                    // Every vector in one pass (the codes and activations stay in the first-level cache).
+                    if (first == 0)
+                        Widened(unpacked, unpackedB, blocks, factors, factorsB, q, s, a.Halves ? h : b, a.Blocks, a.Count, Math.Min(rowCount, Lanes), second,
+                            results, resultStride, a.Halves, WordsPerWidening(tables.Largest));
+                }
+                else if (second > 0)
                 {
                     if (a.Halves) FourPair<HalfBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, h, a.Blocks, first, count, second, destination, resultStride);
                     else FourPair<WholeBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, b, a.Blocks, first, count, second, destination, resultStride);
@@ -225,24 +264,55 @@ internal static unsafe class NibbleLanes
         for (nint o = 0; o < bytes; o += 64) Sse.Prefetch0(start + o);
     }
 
-    /// <summary>How a nibble becomes its unsigned value.</summary>
+    /// <summary>How a nibble becomes its unsigned value: the tables in registers (<see cref="Prepare"/>, once per
+    /// group), then a lookup per vector of nibbles.</summary>
     private interface ILookup
     {
-        static abstract Vector256<byte> Look(Vector256<byte> nibbles, Tables tables, Vector256<byte> selectors);
+        static abstract Registers Prepare(Tables tables);
+
+        static abstract Vector256<byte> Look(Vector256<byte> nibbles, in Registers tables, Vector256<byte> selectors);
+    }
+
+    /// <summary>Up to four table registers: the one table (in both 128-bit lanes), the four tables' 64 bytes as two
+    /// registers (<c>vpermi2b</c>), or each of four tables in both lanes (<c>vpshufb</c> without AVX-512 VBMI).</summary>
+    private readonly struct Registers(Vector256<sbyte> t0, Vector256<sbyte> t1 = default, Vector256<sbyte> t2 = default, Vector256<sbyte> t3 = default)
+    {
+        public readonly Vector256<sbyte> T0 = t0, T1 = t1, T2 = t2, T3 = t3;
     }
 
     private readonly struct OneTable : ILookup
     {
+        public static Registers Prepare(Tables tables) => new(tables.Lower);
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Look(Vector256<byte> nibbles, Tables tables, Vector256<byte> selectors) =>
-            Avx2.Shuffle(tables.Lower, nibbles.AsSByte()).AsByte();
+        public static Vector256<byte> Look(Vector256<byte> nibbles, in Registers tables, Vector256<byte> selectors) =>
+            Avx2.Shuffle(tables.T0, nibbles.AsSByte()).AsByte();
     }
 
     private readonly struct SelectedTables : ILookup
     {
+        public static Registers Prepare(Tables tables) =>
+            Avx512Vbmi.VL.IsSupported
+                ? new(tables.Lower, tables.Upper)
+                : new(Vector256.Create(tables.Lower.GetLower()), Vector256.Create(tables.Lower.GetUpper()),
+                      Vector256.Create(tables.Upper.GetLower()), Vector256.Create(tables.Upper.GetUpper()));
+
+        /// <summary>Index table × 16 + code into the 64 bytes: one <c>vpermi2b</c> (AVX-512 VBMI), else each table's
+        /// <c>vpshufb</c> and two rounds of <c>vpblendvb</c> on the selector's bits (table bit 0 is byte bit 4, moved
+        /// to bit 7 by a shift left by 3; bit 1 by 2: the bits a 16-bit shift carries in from the byte below land
+        /// under bit 7, which alone <c>vpblendvb</c> reads).</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Look(Vector256<byte> nibbles, Tables tables, Vector256<byte> selectors) =>
-            Avx512Vbmi.VL.PermuteVar32x8x2(tables.Lower.AsByte(), nibbles | selectors, tables.Upper.AsByte());
+        public static Vector256<byte> Look(Vector256<byte> nibbles, in Registers tables, Vector256<byte> selectors)
+        {
+            if (Avx512Vbmi.VL.IsSupported)
+                return Avx512Vbmi.VL.PermuteVar32x8x2(tables.T0.AsByte(), nibbles | selectors, tables.T1.AsByte());
+            var low = Avx2.ShiftLeftLogical(selectors.AsUInt16(), 3).AsByte();
+            var high = Avx2.ShiftLeftLogical(selectors.AsUInt16(), 2).AsByte();
+            var n = nibbles.AsSByte();
+            var first = Avx2.BlendVariable(Avx2.Shuffle(tables.T0, n), Avx2.Shuffle(tables.T1, n), low.AsSByte());
+            var second = Avx2.BlendVariable(Avx2.Shuffle(tables.T2, n), Avx2.Shuffle(tables.T3, n), low.AsSByte());
+            return Avx2.BlendVariable(first, second, high.AsSByte()).AsByte();
+        }
     }
 
     /// <summary>The group's codes as unsigned table values, block j's eight vectors at <c>unpacked[8j..]</c>: vector
@@ -255,6 +325,7 @@ internal static unsafe class NibbleLanes
         byte* r0 = codes, r1 = Row(codes, rowStride, rowCount, 1), r2 = Row(codes, rowStride, rowCount, 2), r3 = Row(codes, rowStride, rowCount, 3);
         byte* r4 = Row(codes, rowStride, rowCount, 4), r5 = Row(codes, rowStride, rowCount, 5), r6 = Row(codes, rowStride, rowCount, 6), r7 = Row(codes, rowStride, rowCount, 7);
         var nibble = Vector256.Create((byte)0x0F);
+        var registers = TLookup.Prepare(tables);
         for (int j = 0; j < blocks; j++)
         {
             nint o = (nint)j * 16;
@@ -269,10 +340,10 @@ internal static unsafe class NibbleLanes
             var h23 = Avx2.UnpackHigh(a2, a3).AsInt64();
             var selectors = tables.Selectors is null ? default : Vector256.Load(tables.Selectors + (nint)j * 8).AsByte();
             Vector256<byte>* w = unpacked + (nint)j * 8;
-            Split<TLookup>(Avx2.UnpackLow(l01, l23).AsByte(), tables, selectors, nibble, w);
-            Split<TLookup>(Avx2.UnpackHigh(l01, l23).AsByte(), tables, selectors, nibble, w + 2);
-            Split<TLookup>(Avx2.UnpackLow(h01, h23).AsByte(), tables, selectors, nibble, w + 4);
-            Split<TLookup>(Avx2.UnpackHigh(h01, h23).AsByte(), tables, selectors, nibble, w + 6);
+            Split<TLookup>(Avx2.UnpackLow(l01, l23).AsByte(), registers, selectors, nibble, w);
+            Split<TLookup>(Avx2.UnpackHigh(l01, l23).AsByte(), registers, selectors, nibble, w + 2);
+            Split<TLookup>(Avx2.UnpackLow(h01, h23).AsByte(), registers, selectors, nibble, w + 4);
+            Split<TLookup>(Avx2.UnpackHigh(h01, h23).AsByte(), registers, selectors, nibble, w + 6);
         }
     }
 
@@ -292,7 +363,7 @@ internal static unsafe class NibbleLanes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Split<TLookup>(Vector256<byte> words, Tables tables, Vector256<byte> selectors, Vector256<byte> nibble, Vector256<byte>* w)
+    private static void Split<TLookup>(Vector256<byte> words, in Registers tables, Vector256<byte> selectors, Vector256<byte> nibble, Vector256<byte>* w)
         where TLookup : struct, ILookup
     {
         w[0] = TLookup.Look(words & nibble, tables, selectors);
@@ -386,6 +457,135 @@ internal static unsafe class NibbleLanes
         if (count > 1) Store(y1, results + resultStride, rowCount);
         if (count > 2) Store(y2, results + 2 * (nint)resultStride, rowCount);
         if (count > 3) Store(y3, results + 3 * (nint)resultStride, rowCount);
+    }
+
+    /// <summary>How many words' <c>vpmaddubsw</c> results (each lane two products u·q, |q| ≤ 127) int16 holds summed
+    /// when no table entry exceeds <paramref name="largest"/>: 2·n·largest·127 ≤ 32767; 0 beyond 128 (one word's
+    /// pair would saturate).</summary>
+    internal static int WordsPerWidening(int largest) => largest <= 32 ? 4 : largest <= 64 ? 2 : largest <= 128 ? 1 : 0;
+
+    /// <summary>
+    /// The group on AVX2 without VNNI, every vector in one pass: each <c>vpdpbusd</c> becomes a <c>vpmaddubsw</c> (pairs
+    /// of products in int16), and <paramref name="words"/> words' pairs (<see cref="WordsPerWidening"/>: four for MXFP4's,
+    /// NVFP4's and Q4_0's tables, whose entries are at most 24) are added in int16 before one <c>vpmaddwd</c> widens them
+    /// to the rows' int32 lanes. Each activation word is broadcast once for both eights (<paramref name="rowsB"/> &gt; 0).
+    /// No sum can saturate, so each block's integer total, and the float operations after it, are <see cref="Four{TShape}"/>'s.
+    /// The accumulators live in a small stack buffer (sixteen vectors × two eights do not fit sixteen registers), so the
+    /// unpacked codes are read once per vector from the first-level cache instead of once per four vectors: on a 2-core
+    /// AVX2 machine (Zen 3) 52 G multiply-adds/s a thread at 16 vectors against 19 for <see cref="NibbleDot.RowMany{TMode}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Widened(Vector256<byte>* ua, Vector256<byte>* ub, int blocks, float* fa, float* fb, int* q, float* s, int* b, int nb,
+        int count, int rowsA, int rowsB, float* results, int resultStride, bool halves, int words)
+    {
+        switch ((halves, words))
+        {
+            case (false, 4): Widened<WholeBlocks, FourWords>(ua, ub, blocks, fa, fb, q, s, b, nb, count, rowsA, rowsB, results, resultStride); break;
+            case (true, 4): Widened<HalfBlocks, FourWords>(ua, ub, blocks, fa, fb, q, s, b, nb, count, rowsA, rowsB, results, resultStride); break;
+            case (false, 2): Widened<WholeBlocks, TwoWords>(ua, ub, blocks, fa, fb, q, s, b, nb, count, rowsA, rowsB, results, resultStride); break;
+            case (true, 2): Widened<HalfBlocks, TwoWords>(ua, ub, blocks, fa, fb, q, s, b, nb, count, rowsA, rowsB, results, resultStride); break;
+            case (false, _): Widened<WholeBlocks, OneWord>(ua, ub, blocks, fa, fb, q, s, b, nb, count, rowsA, rowsB, results, resultStride); break;
+            default: Widened<HalfBlocks, OneWord>(ua, ub, blocks, fa, fb, q, s, b, nb, count, rowsA, rowsB, results, resultStride); break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Widened<TShape, TWidening>(Vector256<byte>* ua, Vector256<byte>* ub, int blocks, float* fa, float* fb, int* q, float* s,
+        int* b, int nb, int count, int rowsA, int rowsB, float* results, int resultStride) where TShape : struct, IShape where TWidening : struct, IWidening
+    {
+        int biases = TShape.Halves ? 2 : 1;
+        var ones = Vector256.Create((short)1);
+        Vector256<float>* ya = stackalloc Vector256<float>[2 * MaxVectors];
+        Vector256<float>* yb = ya + MaxVectors;
+        for (int v = 0; v < 2 * MaxVectors; v++) ya[v] = default;
+        bool pair = rowsB > 0;
+        for (int j = 0; j < blocks; j++)
+        {
+            Vector256<byte>* wa = ua + (nint)j * 8, wb = ub + (nint)j * 8;
+            // Whole blocks: one part of eight words; half blocks: two parts of four, each with its bias and factors.
+            for (int part = 0; part < biases; part++)
+            {
+                int m = TShape.Halves ? 4 * part : 0;
+                var fA = Vector256.Load(fa + biases * j * 8 + 8 * part);
+                var fB = Vector256.Load(fb + biases * j * 8 + 8 * part);
+                for (int v = 0; v < count; v++)
+                {
+                    int* x = q + ((nint)v * nb + j) * 8 + m;
+                    var scale = Vector256.Create(s[(nint)v * nb + j]);
+                    Vector256<int> sa = Vector256.Create(b[((nint)v * nb + j) * biases + part]), sb = sa;
+                    if (pair)
+                    {
+                        QuadPair<TWidening>(wa + m, wb + m, x, ones, ref sa, ref sb);
+                        if (!TShape.Halves) QuadPair<TWidening>(wa + 4, wb + 4, x + 4, ones, ref sa, ref sb);
+                        yb[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb), fB * scale, yb[v]);
+                    }
+                    else
+                    {
+                        sa += Quad<TWidening>(wa + m, x, ones);
+                        if (!TShape.Halves) sa += Quad<TWidening>(wa + 4, x + 4, ones);
+                    }
+                    ya[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa), fA * scale, ya[v]);
+                }
+            }
+        }
+        for (int v = 0; v < count; v++)
+        {
+            Store(ya[v], results + (nint)v * resultStride, rowsA);
+            if (pair) Store(yb[v], results + (nint)v * resultStride + Lanes, rowsB);
+        }
+    }
+
+    /// <summary>How many words' <c>vpmaddubsw</c> results are added in int16 per <c>vpmaddwd</c>.</summary>
+    private interface IWidening
+    {
+        static abstract int Words { get; }
+    }
+
+    private readonly struct FourWords : IWidening
+    {
+        public static int Words => 4;
+    }
+
+    private readonly struct TwoWords : IWidening
+    {
+        public static int Words => 2;
+    }
+
+    private readonly struct OneWord : IWidening
+    {
+        public static int Words => 1;
+    }
+
+    /// <summary>Four words of both groups' unpacked codes times the vector's four activation words, each broadcast once
+    /// for both, added to <paramref name="sa"/> and <paramref name="sb"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void QuadPair<TWidening>(Vector256<byte>* wa, Vector256<byte>* wb, int* x, Vector256<short> ones,
+        ref Vector256<int> sa, ref Vector256<int> sb) where TWidening : struct, IWidening
+    {
+        var x0 = Vector256.Create(x[0]).AsSByte();
+        var x1 = Vector256.Create(x[1]).AsSByte();
+        var x2 = Vector256.Create(x[2]).AsSByte();
+        var x3 = Vector256.Create(x[3]).AsSByte();
+        sa += Widen<TWidening>(Avx2.MultiplyAddAdjacent(wa[0], x0), Avx2.MultiplyAddAdjacent(wa[1], x1),
+            Avx2.MultiplyAddAdjacent(wa[2], x2), Avx2.MultiplyAddAdjacent(wa[3], x3), ones);
+        sb += Widen<TWidening>(Avx2.MultiplyAddAdjacent(wb[0], x0), Avx2.MultiplyAddAdjacent(wb[1], x1),
+            Avx2.MultiplyAddAdjacent(wb[2], x2), Avx2.MultiplyAddAdjacent(wb[3], x3), ones);
+    }
+
+    /// <summary>One group's four words times the vector's four activation words (each broadcast), in its rows' int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Quad<TWidening>(Vector256<byte>* w, int* x, Vector256<short> ones) where TWidening : struct, IWidening =>
+        Widen<TWidening>(Avx2.MultiplyAddAdjacent(w[0], Vector256.Create(x[0]).AsSByte()), Avx2.MultiplyAddAdjacent(w[1], Vector256.Create(x[1]).AsSByte()),
+            Avx2.MultiplyAddAdjacent(w[2], Vector256.Create(x[2]).AsSByte()), Avx2.MultiplyAddAdjacent(w[3], Vector256.Create(x[3]).AsSByte()), ones);
+
+    /// <summary>Four words' <c>vpmaddubsw</c> results in int32 lanes: <see cref="IWidening.Words"/> of them added in int16 per <c>vpmaddwd</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Widen<TWidening>(Vector256<short> p0, Vector256<short> p1, Vector256<short> p2, Vector256<short> p3,
+        Vector256<short> ones) where TWidening : struct, IWidening
+    {
+        if (TWidening.Words == 4) return Avx2.MultiplyAddAdjacent((p0 + p1) + (p2 + p3), ones);
+        if (TWidening.Words == 2) return Avx2.MultiplyAddAdjacent(p0 + p1, ones) + Avx2.MultiplyAddAdjacent(p2 + p3, ones);
+        return (Avx2.MultiplyAddAdjacent(p0, ones) + Avx2.MultiplyAddAdjacent(p1, ones)) + (Avx2.MultiplyAddAdjacent(p2, ones) + Avx2.MultiplyAddAdjacent(p3, ones));
     }
 
     /// <summary><see cref="Four{TShape}"/> for two groups of eight rows at once (<paramref name="ua"/> and

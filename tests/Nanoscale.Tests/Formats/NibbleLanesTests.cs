@@ -11,26 +11,29 @@ namespace Nanoscale.Tests.Formats;
 public unsafe class NibbleLanesTests
 {
     /// <summary>Random code bytes (every nibble), factors and activations; 29 rows (whole groups of eight and of sixteen,
-    /// then a partial one of each), 11 blocks, 1–6 vectors (whole and partial fours), both nibble orders: each result
-    /// equals <see cref="NibbleLanes.RowReference"/> exactly, in groups of eight rows and of sixteen.</summary>
+    /// then a partial one of each), 11 blocks, 1–7 vectors (whole and partial fours), both nibble orders, table entries up
+    /// to 24 (MXFP4's), 64 and 128: each result equals <see cref="NibbleLanes.RowReference"/> exactly, in groups of
+    /// eight rows and of sixteen, with and (where the CPU has it) without AVX-VNNI.</summary>
     [Theory]
-    [InlineData(1, true)]
-    [InlineData(3, false)]
-    [InlineData(4, true)]
-    [InlineData(6, false)]
-    public void GroupsEqualTheScalarTwinBitForBit(int vectors, bool evensThenOdds)
+    [InlineData(1, true, 24)]
+    [InlineData(3, false, 24)]
+    [InlineData(4, true, 24)]
+    [InlineData(6, false, 24)]
+    [InlineData(5, true, 64)]   // two words a widening without VNNI
+    [InlineData(7, false, 128)] // one
+    public void GroupsEqualTheScalarTwinBitForBit(int vectors, bool evensThenOdds, int largest)
     {
-        if (!NibbleLanes.IsSupported) return; // no AVX-VNNI here: MXFP4 keeps NibbleDot.RowMany
+        if (!NibbleLanes.IsSupported) return; // no AVX2 here: MXFP4 keeps the scalar path
         const int rows = 29, blocks = 11, cols = blocks * 32;
         var random = new Random(vectors);
         byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
-        sbyte[] table = [.. Enumerable.Range(0, 16).Select(_ => (sbyte)random.Next(0, 25))];
+        sbyte[] table = [.. Enumerable.Range(0, 16).Select(_ => (sbyte)(byte)random.Next(0, largest + 1))];
         float[] rowFactors = [.. Enumerable.Range(0, rows * blocks).Select(_ => (float)Math.Exp(random.NextDouble() * 8 - 4))];
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds, bias: 12);
-        foreach (int groupRows in GroupSizes)
-            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows));
+        foreach (var (groupRows, vnni) in Runs())
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, vnni));
     }
 
     /// <summary>The activations in the kernel's order are <see cref="NibbleDot.QuantizeBlock"/>'s bytes: word 2m the
@@ -92,6 +95,52 @@ public unsafe class NibbleLanesTests
         Check(true, 6);
     }
 
+    /// <summary>The int16 sums without VNNI at their bound: every code the table's largest entry (32, 64 and 128: the
+    /// most four, two and one words' <c>vpmaddubsw</c> results may be summed), every activation ±127 (all ones or all
+    /// minus ones), whole and half blocks — each result still equals the scalar twin exactly (a saturated sum would
+    /// not).</summary>
+    [Theory]
+    [InlineData(32, 1f, false)]
+    [InlineData(32, -1f, true)]
+    [InlineData(64, -1f, false)]
+    [InlineData(128, 1f, true)]
+    [InlineData(128, -1f, false)]
+    public void WideningAtItsBoundIsExact(int largest, float sign, bool halves)
+    {
+        if (!NibbleLanes.IsSupported) return;
+        const int rows = 16, blocks = 3, cols = blocks * 32, vectors = 4;
+        Assert.Equal(largest switch { 32 => 4, 64 => 2, _ => 1 }, NibbleLanes.WordsPerWidening(largest));
+        byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(i => (byte)(i * 37))];
+        sbyte[] table = [.. Enumerable.Repeat(unchecked((sbyte)(byte)largest), 16)];
+        float[] rowFactors = [.. Enumerable.Range(0, rows * blocks * (halves ? 2 : 1)).Select(i => 1f + i % 5)];
+        float[] x = [.. Enumerable.Repeat(sign, vectors * cols)];
+        var a = new NibbleLanes.Vectors();
+        a.Set(x, vectors, cols, evensThenOdds: true, bias: 0, halves);
+        Assert.All(a.Q.AsSpan(0, vectors * blocks * 8).ToArray(), word => Assert.Equal(sign > 0 ? 0x7F7F7F7F : unchecked((int)0x81818181), word));
+        foreach (var (groupRows, vnni) in Runs())
+        {
+            var y = RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, vnni);
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, y);
+            // Row 0, vector 0: each (half) block sums largest × 127 × its elements, times its factor and the scale 1/127.
+            int perRow = rowFactors.Length / rows;
+            Assert.Equal(sign * largest * (halves ? 16 : 32) * rowFactors.AsSpan(0, perRow).ToArray().Sum(), y[0]);
+        }
+    }
+
+    /// <summary>Without VNNI, tables with an entry above 128 (one word's pair of products could saturate int16) are
+    /// refused with a clear error rather than summed wrongly.</summary>
+    [Fact]
+    public void TablesTooWideForInt16AreRefusedWithoutVnni()
+    {
+        if (!NibbleLanes.IsSupported) return;
+        Assert.Equal(0, NibbleLanes.WordsPerWidening(129));
+        var a = new NibbleLanes.Vectors();
+        a.Set(new float[32], 1, 32, evensThenOdds: true, bias: 0);
+        sbyte[] table = [.. Enumerable.Repeat(unchecked((sbyte)200), 16)];
+        var error = Assert.Throws<ArgumentException>(() => RunGroups(new byte[16], 1, 1, [1f], a, NibbleDot.Broadcast(table), null, null, 8, vnni: false));
+        Assert.Contains("200", error.Message);
+    }
+
     /// <summary>MXFP4 on the lanes equals the row-at-a-time kernel (same block totals, other summation order) on 21 rows,
     /// 11 blocks (a last gather of scales overlapping the one before), 4 (one gather) and 3 (the table alone), with the E8M0 codes the exponent trick leaves to the table
     /// (0, 1, 255 = NaN) in some blocks. (Tolerance 1e-4: the blocks' terms are larger than their sum.)</summary>
@@ -145,9 +194,9 @@ public unsafe class NibbleLanesTests
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 5);
-        foreach (int groupRows in GroupSizes)
+        foreach (var (groupRows, vnni) in Runs())
             AssertEqualsTheTwin(codes, rows, blocks, rowFactors, [.. four.Select(b => (sbyte)b)], rowTables, a,
-                RunGroups(codes, rows, blocks, rowFactors, a, default, four, rowTables, groupRows));
+                RunGroups(codes, rows, blocks, rowFactors, a, default, four, rowTables, groupRows, vnni));
     }
 
     /// <summary>The default NxFP4 runs on the lanes where the CPU allows (its four tables fit one 64-byte lookup), and
@@ -199,8 +248,8 @@ public unsafe class NibbleLanesTests
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 12, halves: true);
         for (int i = 0; i < vectors * blocks; i++) Assert.Equal(a.Bias[i], a.HalfBias[2 * i] + a.HalfBias[2 * i + 1]);
-        foreach (int groupRows in GroupSizes)
-            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows));
+        foreach (var (groupRows, vnni) in Runs())
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, vnni));
     }
 
     /// <summary>NVFP4 on the lanes equals its row-at-a-time kernel (tensor scale and UE4M3 block scales applied per 16).</summary>
@@ -230,13 +279,21 @@ public unsafe class NibbleLanesTests
     /// <summary>Groups of a kernel call's rows (eight: one register's lanes; sixteen: two, sharing each activation broadcast).</summary>
     private static readonly int[] GroupSizes = [NibbleLanes.Lanes, NibbleLanes.GroupRows];
 
+    /// <summary>The multiply-adds this CPU can run: <c>vpmaddubsw</c> + <c>vpmaddwd</c> always (AVX2), <c>vpdpbusd</c>
+    /// where it has AVX-VNNI — so a VNNI machine checks both paths.</summary>
+    private static readonly bool[] Arithmetics = System.Runtime.Intrinsics.X86.AvxVnni.IsSupported ? [false, true] : [false];
+
+    /// <summary>Every group size on every arithmetic.</summary>
+    private static IEnumerable<(int GroupRows, bool Vnni)> Runs() =>
+        from g in GroupSizes from vnni in Arithmetics select (g, vnni);
+
     /// <summary>Runs every group of <paramref name="groupRows"/> rows (eight or sixteen) through <see cref="NibbleLanes.Group(byte*, nint, int, int, float*, NibbleLanes.Vectors, NibbleLanes.Tables, System.Runtime.Intrinsics.Vector256{byte}*, float*, int)"/>:
     /// each row's factors (<c>rowFactors.Length / rows</c> of them: one per block, or two with half blocks) placed in its
     /// lane, each eight rows' after the previous eight's, NaN in the missing lanes of a last partial group (their results
     /// must not leak); with <paramref name="rowTables"/>, each block's table number from <paramref name="four"/>, else
     /// the one <paramref name="table"/>. Returns <c>y[v·rows + r]</c>.</summary>
     private static float[] RunGroups(byte[] codes, int rows, int blocks, float[] rowFactors, NibbleLanes.Vectors a,
-        System.Runtime.Intrinsics.Vector256<sbyte> table, byte[]? four, int[]? rowTables, int groupRows)
+        System.Runtime.Intrinsics.Vector256<sbyte> table, byte[]? four, int[]? rowTables, int groupRows, bool vnni)
     {
         const int L = NibbleLanes.Lanes;
         int perRow = rowFactors.Length / rows;
@@ -260,7 +317,7 @@ public unsafe class NibbleLanesTests
                     if (rowTables is not null)
                         for (int j = 0; j < blocks; j++) selectors[half * blocks * L + j * L + i] = g < n ? rowTables[(r + g) * blocks + j] * 0x10101010 : 0;
                 }
-                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows);
+                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows, vnni);
             }
         }
         return y;

@@ -411,14 +411,14 @@ internal static class GgmlDot
         public static int MaxDotVectors => NibbleLanes.IsSupported ? NibbleLanes.MaxVectors : MaxVectors;
 
         /// <summary>Several vectors (<c>y[v·yStride + i]</c>), each row unpacked once, as <see cref="TryDotRowsMany"/>;
-        /// from three vectors with AVX-VNNI eight rows at a time in a register's lanes (<see cref="NibbleLanes"/>: the
+        /// from <see cref="NibbleLanes.MinVectors"/> vectors on eight rows at a time in a register's lanes (<see cref="NibbleLanes"/>: the
         /// repacked codes are at stride 16 as the lane kernel reads them, Q4_0's nibble is its own unsigned value).</summary>
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {
             int nb = _blocksPerRow, bias = _q4 ? 8 : 12, cols = nb * 32;
             if (vectors < 1 || vectors > MaxDotVectors) return false;
             if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + count) throw new ArgumentException("spans shorter than the rows");
-            if (NibbleLanes.IsSupported && vectors >= 3)
+            if (NibbleLanes.IsSupported && vectors >= NibbleLanes.MinVectors)
             {
                 Lanes(firstRow, count, vectors, x, y, yStride);
                 return true;

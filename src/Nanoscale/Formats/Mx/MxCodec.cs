@@ -88,7 +88,7 @@ internal sealed class MxCodec : BlockCodec
     }
 
     /// <summary>MXFP4 for a few vectors at once (a token-factory step): each row's codes unpacked once for all of them
-    /// (<see cref="MxDot.DotRowsMany"/>; from three vectors with AVX-VNNI eight rows at once, <see cref="MxDot.DotRowsLanes"/>);
+    /// (<see cref="MxDot.DotRowsMany"/>; from <see cref="NibbleLanes.MinVectors"/> vectors on eight rows at once, <see cref="MxDot.DotRowsLanes"/>);
     /// other element formats one vector after another.</summary>
     public override bool HasDotRowsMany(int cols) => _biased is not null && cols % MxBlockSize == 0 && MxDot.IsSupported;
 
@@ -101,8 +101,8 @@ internal sealed class MxCodec : BlockCodec
         if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
-        // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).
-        if (NibbleLanes.IsSupported && vectors >= 3)
+        // Rows in the lanes from NibbleLanes.MinVectors on (with fewer, unpacking a group costs more than it saves).
+        if (NibbleLanes.IsSupported && vectors >= NibbleLanes.MinVectors)
             MxDot.DotRowsLanes(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
         else
             MxDot.DotRowsMany(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);

@@ -106,7 +106,7 @@ internal static class MxDot
         finally { ArrayPool<float>.Shared.Return(c); }
     }
 
-    /// <summary><see cref="DotRowsMany"/> with eight rows in a register's lanes (<see cref="NibbleLanes"/>, AVX-VNNI): each
+    /// <summary><see cref="DotRowsMany"/> with eight rows in a register's lanes (<see cref="NibbleLanes"/>; AVX-VNNI or AVX2): each
     /// block's scales applied once per eight rows; the same block totals, other float summation order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public static unsafe void DotRowsLanes((sbyte[] Table, int Bias) biased, ReadOnlySpan<float> scaleTable, ReadOnlySpan<byte> blocks,

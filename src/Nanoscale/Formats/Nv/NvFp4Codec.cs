@@ -134,8 +134,8 @@ internal sealed class NvFp4Codec : BlockCodec
         if (!NvFp4Dot.Applies(cols) || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
-        // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).
-        if (NibbleLanes.IsSupported && vectors >= 3)
+        // Rows in the lanes from NibbleLanes.MinVectors on (with fewer, unpacking a group costs more than it saves).
+        if (NibbleLanes.IsSupported && vectors >= NibbleLanes.MinVectors)
             NvFp4Dot.DotRowsLanes(blocks, scales, ReadTensorScale(tensorData), Divisor, rowCount, cols, vectors, x, y, yStride);
         else
             NvFp4Dot.DotRowsMany(blocks, scales, ReadTensorScale(tensorData), Divisor, rowCount, cols, vectors, x, y, yStride);

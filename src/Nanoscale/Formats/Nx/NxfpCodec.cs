@@ -239,8 +239,8 @@ internal sealed class NxfpCodec : BlockCodec
         if (_integerDot is not { } integer || cols % NxBlockSize != 0 || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
-        // Eight rows in the lanes from three vectors on (with fewer, unpacking a group costs more than it saves).
-        if (integer.HasLanes && vectors >= 3) integer.DotRowsLanes(blocks, scales, rowCount, cols, vectors, x, y, yStride);
+        // Rows in the lanes from NibbleLanes.MinVectors on (with fewer, unpacking a group costs more than it saves).
+        if (integer.HasLanes && vectors >= NibbleLanes.MinVectors) integer.DotRowsLanes(blocks, scales, rowCount, cols, vectors, x, y, yStride);
         else integer.DotRowsMany(blocks, scales, rowCount, cols, vectors, x, y, yStride);
         return true;
     }

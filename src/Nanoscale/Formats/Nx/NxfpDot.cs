@@ -30,6 +30,7 @@ internal sealed unsafe class NxfpDot
     private readonly float[] _wordScale;   // word → scale / m_k
     private readonly int[] _wordConfig;    // word → k
     private readonly byte[]? _laneTables;  // up to four tables (+ bias) for NibbleLanes, else null
+    private readonly int _laneLargest;     // their largest entry
 
     // The same two tables split by the word's fields, for 16 blocks at a time in registers (AVX-512): the scale code
     // (its low ScaleBits bits) → its scale through up to 128 entries; the selector (the bits above) → 1/m_k and k.
@@ -61,6 +62,7 @@ internal sealed unsafe class NxfpDot
             _laneTables = new byte[64];
             for (int k = 0; k < _configs; k++)
                 for (int i = 0; i < 16; i++) _laneTables[k * 16 + i] = (byte)(tables[k][i] + bias);
+            _laneLargest = _laneTables.Max();
         }
         _wordScale = new float[256];
         _wordConfig = new int[256];
@@ -208,8 +210,11 @@ internal sealed unsafe class NxfpDot
         }
     }
 
-    /// <summary>Whether <see cref="DotRowsLanes"/> runs here: at most four tables, AVX-VNNI and AVX-512 VBMI.</summary>
-    public bool HasLanes => _laneTables is not null && NibbleLanes.IsSupported && NibbleLanes.Tables.SelectedSupported;
+    /// <summary>Whether <see cref="DotRowsLanes"/> runs here: at most four tables, AVX2 (AVX-512 VBMI and AVX-VNNI
+    /// where the CPU has them), and without VNNI table entries no larger than int16 sums allow
+    /// (<see cref="NibbleLanes.WordsPerWidening"/>).</summary>
+    public bool HasLanes => _laneTables is not null && NibbleLanes.IsSupported && NibbleLanes.Tables.SelectedSupported
+        && (System.Runtime.Intrinsics.X86.AvxVnni.IsSupported || NibbleLanes.WordsPerWidening(_laneLargest) > 0);
 
     /// <summary>
     /// <see cref="DotRowsMany"/> with eight rows in a register's lanes (<see cref="NibbleLanes"/>): each group's factors
