@@ -179,26 +179,29 @@ public class FusedDotTests
 
     /// <summary>
     /// NxFP4's per-row preparation (each block's factor scale/m_k · d_x and each pair's table index) in registers
-    /// (AVX-512 permutes, 16 blocks at a time) equals the gathers from the 256-entry tables bit for bit, for scale codes
-    /// of 5, 6 and 7 bits (one, two and four 32-entry lookups) and every word including the NaN word, with and without
-    /// its NaN block; 53 blocks cover three groups of 16, the gathers' group of 8 and a scalar, odd tail. Half the trials
-    /// hold only normal scale codes and no NaN word, so whole groups take the shifted-exponent path
-    /// (<c>NxfpDot.ExponentCodes</c>, found for every one of these scales).
+    /// (AVX-512 permutes, 16 blocks at a time; AVX2 shifts and <c>vpermps</c>, 8 at a time) equals the gathers from the
+    /// 256-entry tables bit for bit, for scale codes of 5, 6 and 7 bits (one, two and four 32-entry lookups) and every
+    /// word including the NaN word, with and without its NaN block; 53 blocks cover three groups of 16, six of 8 and a
+    /// scalar, odd tail. Half the trials hold only normal scale codes and no NaN word, so whole groups take the
+    /// shifted-exponent path (<c>NxfpDot.ExponentCodes</c>, found for every one of these scales); in the others a group
+    /// with a subnormal scale or the NaN word falls back to the gathers.
     /// </summary>
     [Theory]
     [InlineData("nxfp4", 7)]
     [InlineData("nxfp4:se=5,nm=1", 6)]
     [InlineData("nxfp4:se=4,nm=1", 5)]
-    public unsafe void NxfpPermutedPreparationEqualsTheGathers(string spec, int scaleBits)
+    public unsafe void NxfpPreparationsEqualTheGathers(string spec, int scaleBits)
     {
         var codec = (Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec(spec);
         Assert.Equal(scaleBits, codec.ScaleBits);
         var dot = Nanoscale.Formats.Nx.NxfpDot.For(codec);
-        if (dot is null || !System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        if (dot is null)
         {
-            Assert.False(System.Runtime.Intrinsics.X86.Avx512F.IsSupported, $"{spec} should have the integer kernel");
-            return; // nothing to compare without AVX-512 (the gathers are the only path there)
+            Assert.False(NibbleDot.IsSupported, $"{spec} should have the integer kernel");
+            return; // no AVX2: the scalar loop is the only path
         }
+        var paths = new[] { Nanoscale.Formats.Nx.NxfpDot.Preparation.Permuted, Nanoscale.Formats.Nx.NxfpDot.Preparation.Shifted }.Where(dot.Allows).ToArray();
+        Assert.Contains(Nanoscale.Formats.Nx.NxfpDot.Preparation.Shifted, paths); // every AVX2 machine, these scales
         const int nb = 53;
         var exponent = Nanoscale.Formats.Nx.NxfpDot.ExponentCodes.Of(codec.Scale.DecodeTable, 1 << scaleBits, codec.Scale.MantissaBits);
         Assert.True(exponent.Usable && exponent.Span >= (1 << scaleBits) / 2, $"{spec}: normal scale codes {exponent}");
@@ -221,20 +224,23 @@ public class FusedDotTests
                 if (words[j] == codec.NaNWord && random.Next(2) == 0) Array.Fill(codes, (byte)(codec.NegativeZeroCode * 0x11), j * 16, 16);
             }
             float[] xs = [.. Enumerable.Range(0, nb).Select(_ => (float)Math.Exp(random.NextDouble() * 8 - 4))];
-            float[] cFast = new float[nb + 16], cGathered = new float[nb + 16];
-            int[] pFast = new int[nb + 16], pGathered = new int[nb + 16];
-            fixed (byte* w = words, b = codes)
-            fixed (float* x = xs, c1 = cFast, c2 = cGathered)
-            fixed (int* p1 = pFast, p2 = pGathered)
+            foreach (var path in paths)
             {
-                dot.Prepare(w, b, nb, x, c1, p1, permute: true);
-                dot.Prepare(w, b, nb, x, c2, p2, permute: false);
-            }
-            for (int j = 0; j < nb; j++)
-            {
-                Assert.True(BitConverter.SingleToInt32Bits(cFast[j]) == BitConverter.SingleToInt32Bits(cGathered[j]),
-                    $"trial {trial}, block {j} (word {words[j]}): factor {cFast[j]} vs {cGathered[j]}");
-                if (j % 2 == 0) Assert.True(pFast[j] == pGathered[j], $"trial {trial}, block {j}: pair table {pFast[j]} vs {pGathered[j]}");
+                float[] cFast = new float[nb + 16], cGathered = new float[nb + 16];
+                int[] pFast = new int[nb + 16], pGathered = new int[nb + 16];
+                fixed (byte* w = words, b = codes)
+                fixed (float* x = xs, c1 = cFast, c2 = cGathered)
+                fixed (int* p1 = pFast, p2 = pGathered)
+                {
+                    dot.Prepare(w, b, nb, x, c1, p1, path);
+                    dot.Prepare(w, b, nb, x, c2, p2, Nanoscale.Formats.Nx.NxfpDot.Preparation.Gathered);
+                }
+                for (int j = 0; j < nb; j++)
+                {
+                    Assert.True(BitConverter.SingleToInt32Bits(cFast[j]) == BitConverter.SingleToInt32Bits(cGathered[j]),
+                        $"{path}, trial {trial}, block {j} (word {words[j]}): factor {cFast[j]} vs {cGathered[j]}");
+                    if (j % 2 == 0) Assert.True(pFast[j] == pGathered[j], $"{path}, trial {trial}, block {j}: pair table {pFast[j]} vs {pGathered[j]}");
+                }
             }
         }
     }

@@ -42,6 +42,11 @@ internal sealed unsafe class NxfpDot
     private readonly Vector512<int> _secondTableBySelector;  // selector → 32 · k (a pair's second table)
     private readonly ExponentCodes _exponentCodes;
 
+    // The same per-selector tables in eight lanes, for AVX2 (vpermps) when the selector has at most three bits.
+    private readonly bool _shift;
+    private readonly Vector256<float> _inverseBySelector8;
+    private readonly Vector256<int> _firstTableBySelector8, _secondTableBySelector8;
+
     private NxfpDot(NxfpCodec codec, int[][] tables, float[] inverse, int bias, bool wide)
     {
         _codec = codec;
@@ -76,11 +81,10 @@ internal sealed unsafe class NxfpDot
         }
         _scaleBits = codec.ScaleBits;
         _permute = Avx512F.IsSupported && _scaleBits is >= 4 and <= 7;
-        if (_permute)
+        _exponentCodes = ExponentCodes.Of(scaleTable, 1 << _scaleBits, codec.Scale.MantissaBits);
+        _shift = Avx2.IsSupported && _scaleBits is >= 5 and <= 7 && _exponentCodes.Usable;
+        if (_permute || _shift)
         {
-            var scales = new float[128];
-            for (int code = 0; code < 1 << _scaleBits; code++) scales[code] = scaleTable[code];
-            _scaleParts = [.. Enumerable.Range(0, 8).Select(part => Vector512.Create(scales.AsSpan(16 * part, 16)))];
             var inverseBySelector = new float[16];
             var firstBySelector = new int[16];
             var secondBySelector = new int[16];
@@ -91,9 +95,19 @@ internal sealed unsafe class NxfpDot
                 int k = Math.Min(f, codec.Formats.Length - 1) * codec.LevelCount + Math.Min(l, codec.LevelCount - 1);
                 (inverseBySelector[selector], firstBySelector[selector], secondBySelector[selector]) = (inverse[k], 32 * k * _configs, 32 * k);
             }
-            _inverseBySelector = Vector512.Create(inverseBySelector);
-            (_firstTableBySelector, _secondTableBySelector) = (Vector512.Create(firstBySelector), Vector512.Create(secondBySelector));
-            _exponentCodes = ExponentCodes.Of(scaleTable, 1 << _scaleBits, codec.Scale.MantissaBits);
+            if (_permute)
+            {
+                var scales = new float[128];
+                for (int code = 0; code < 1 << _scaleBits; code++) scales[code] = scaleTable[code];
+                _scaleParts = [.. Enumerable.Range(0, 8).Select(part => Vector512.Create(scales.AsSpan(16 * part, 16)))];
+                _inverseBySelector = Vector512.Create(inverseBySelector);
+                (_firstTableBySelector, _secondTableBySelector) = (Vector512.Create(firstBySelector), Vector512.Create(secondBySelector));
+            }
+            if (_shift)
+            {
+                _inverseBySelector8 = Vector256.Create(inverseBySelector.AsSpan(0, 8));
+                (_firstTableBySelector8, _secondTableBySelector8) = (Vector256.Create(firstBySelector.AsSpan(0, 8)), Vector256.Create(secondBySelector.AsSpan(0, 8)));
+            }
         }
     }
 
@@ -293,23 +307,34 @@ internal sealed unsafe class NxfpDot
     /// <paramref name="xs"/> repeated per row), as long as no pair straddles two rows.
     /// </summary>
     private void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex) =>
-        Prepare(words, row, nb, xs, c, pairIndex, _permute);
+        Prepare(words, row, nb, xs, c, pairIndex, _permute ? Preparation.Permuted : _shift ? Preparation.Shifted : Preparation.Gathered);
+
+    /// <summary>How <see cref="Prepare(byte*, byte*, int, float*, float*, int*, Preparation)"/> finds each block's
+    /// scale and table: AVX-512 lookups in registers, AVX2 shifts and <c>vpermps</c>, or gathers from the word tables.</summary>
+    internal enum Preparation { Gathered, Shifted, Permuted }
+
+    /// <summary>Whether this CPU and codec allow <paramref name="path"/>.</summary>
+    internal bool Allows(Preparation path) => path switch { Preparation.Permuted => _permute, Preparation.Shifted => _shift, _ => Avx2.IsSupported };
 
     /// <summary>
     /// Each block's factor c_j = scale/m_k · xs_j and each pair's table offset from the row's metadata words. With
-    /// <paramref name="permute"/> (AVX-512, the word's fields small enough), 16 blocks at a time through in-register
-    /// lookups (vpermt2ps / vpermps on the scale code and the selector), else gathering eight at a time from the two
-    /// 256-entry tables; the same floats either way (the same product scale × 1/m_k, then × xs), which
-    /// <c>FusedDotTests.NxfpPermutedPreparationEqualsTheGathers</c> checks.
+    /// <see cref="Preparation.Permuted"/> (AVX-512, the word's fields small enough), 16 blocks at a time through
+    /// in-register lookups (vpermt2ps / vpermps on the scale code and the selector); with <see cref="Preparation.Shifted"/>
+    /// (AVX2, a selector of at most three bits), eight at a time, the scale from its code by a shift and an add where
+    /// every code of the eight is normal (<see cref="ExponentCodes"/>; else that eight's gathers) and 1/m_k and the
+    /// tables by <c>vpermps</c> on the selector; else gathering eight at a time from the two 256-entry tables (Zen 3's
+    /// gathers made NxFP4's one-token product 40% slower than MXFP4's). The same floats every way (the same product
+    /// scale × 1/m_k, then × xs), which <c>FusedDotTests.NxfpPreparationsEqualTheGathers</c> checks.
     /// </summary>
-    internal void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex, bool permute)
+    internal void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex, Preparation path)
     {
         int j = 0;
         bool nanWords = false;
-        if (permute) j = PreparePermuted(words, nb, xs, c, pairIndex, ref nanWords);
+        if (path == Preparation.Permuted) j = PreparePermuted(words, nb, xs, c, pairIndex, ref nanWords);
         fixed (float* wordScale = _wordScale)
         fixed (int* wordConfig = _wordConfig)
         {
+            if (path == Preparation.Shifted) j = PrepareShifted(words, j, nb, xs, c, pairIndex, wordScale, wordConfig, ref nanWords);
             if (Avx2.IsSupported) j = PrepareGathered(words, j, nb, xs, c, pairIndex, wordScale, wordConfig, ref nanWords);
             for (; j < nb; j++)
             {
@@ -325,29 +350,71 @@ internal sealed unsafe class NxfpDot
             for (int i = 0; i < nb; i++) FixNaN(words, row, i, c);
     }
 
-    /// <summary>The AVX2 part of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, bool)"/> from block
-    /// <paramref name="j"/>: whole groups of 8 blocks through two gathers from the 256-entry tables.</summary>
-    private int PrepareGathered(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig, ref bool nanWords)
+    /// <summary>The shifted AVX2 part of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, Preparation)"/>:
+    /// whole groups of 8 blocks from block <paramref name="j"/>.</summary>
+    private int PrepareShifted(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig, ref bool nanWords)
     {
         var nan = Vector256.Create(_codec.NaNWord);
-        var configs = Vector256.Create(_configs);
+        var scaleMask = Vector256.Create((1 << _scaleBits) - 1);
+        var exponent = _exponentCodes;
+        var low = Vector256.Create(exponent.Low);
+        var span = Vector256.Create((uint)exponent.Span);
+        var offset = Vector256.Create(exponent.Offset);
+        Vector256<float> inverseBySelector = _inverseBySelector8;
+        Vector256<int> firstBySelector = _firstTableBySelector8, secondBySelector = _secondTableBySelector8;
+        int scaleBits = _scaleBits, shift = exponent.Shift;
         var anyNaN = Vector256<int>.Zero;
         for (; j + 8 <= nb; j += 8)
         {
             var w = Avx2.ConvertToVector256Int32(words + j);
-            var scale = Avx2.GatherVector256(wordScale, w, 4);
-            (scale * Vector256.Load(xs + j)).Store(c + j);
-            var k = Avx2.GatherVector256(wordConfig, w, 4);
-            // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane moved down by a 64-bit shift); odd lanes unused.
-            var next = Avx2.ShiftRightLogical(k.AsInt64(), 32).AsInt32();
-            Avx2.ShiftLeftLogical(Avx2.MultiplyLow(k, configs) + next, 5).Store(pairIndex + j);
+            var code = w & scaleMask;
+            var selector = Avx2.ShiftRightLogicalVariable(w.AsUInt32(), Vector256.Create((uint)scaleBits)).AsInt32();
+            anyNaN |= Vector256.Equals(w, nan);
+            if (!Vector256.LessThanOrEqualAll((code - low).AsUInt32(), span))
+            {
+                // A subnormal scale or the NaN word among the eight: the word tables.
+                Gathered(w, xs + j, c + j, pairIndex + j, wordScale, wordConfig);
+                continue;
+            }
+            var scale = (Vector256.ShiftLeft(code, shift) + offset).AsSingle();
+            (scale * Avx2.PermuteVar8x32(inverseBySelector, selector) * Vector256.Load(xs + j)).Store(c + j);
+            // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane's part moved down by a 64-bit shift); odd lanes unused.
+            (Avx2.PermuteVar8x32(firstBySelector, selector)
+                + Avx2.ShiftRightLogical(Avx2.PermuteVar8x32(secondBySelector, selector).AsInt64(), 32).AsInt32()).Store(pairIndex + j);
+        }
+        nanWords |= anyNaN != Vector256<int>.Zero;
+        return j;
+    }
+
+    /// <summary>The AVX2 part of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, Preparation)"/> from block
+    /// <paramref name="j"/>: whole groups of 8 blocks through two gathers from the 256-entry tables.</summary>
+    private int PrepareGathered(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig, ref bool nanWords)
+    {
+        var nan = Vector256.Create(_codec.NaNWord);
+        var anyNaN = Vector256<int>.Zero;
+        for (; j + 8 <= nb; j += 8)
+        {
+            var w = Avx2.ConvertToVector256Int32(words + j);
+            Gathered(w, xs + j, c + j, pairIndex + j, wordScale, wordConfig);
             anyNaN |= Vector256.Equals(w, nan);
         }
         nanWords |= anyNaN != Vector256<int>.Zero;
         return j;
     }
 
-    /// <summary>The AVX-512 form of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, bool)"/>: every block,
+    /// <summary>Eight blocks' factors and pair tables from their words <paramref name="w"/> through the word tables.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void Gathered(Vector256<int> w, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig)
+    {
+        var scale = Avx2.GatherVector256(wordScale, w, 4);
+        (scale * Vector256.Load(xs)).Store(c);
+        var k = Avx2.GatherVector256(wordConfig, w, 4);
+        // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane moved down by a 64-bit shift); odd lanes unused.
+        var next = Avx2.ShiftRightLogical(k.AsInt64(), 32).AsInt32();
+        Avx2.ShiftLeftLogical(Avx2.MultiplyLow(k, Vector256.Create(_configs)) + next, 5).Store(pairIndex);
+    }
+
+    /// <summary>The AVX-512 form of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, Preparation)"/>: every block,
     /// 16 at a time (writes up to 15 entries past <paramref name="nb"/> in <paramref name="c"/> and
     /// <paramref name="pairIndex"/>; returns <paramref name="nb"/>). Its tables are held in registers for the loop.</summary>
     private int PreparePermuted(byte* words, int nb, float* xs, float* c, int* pairIndex, ref bool nanWords)
