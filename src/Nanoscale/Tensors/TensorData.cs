@@ -214,7 +214,14 @@ internal static class TensorData
             a3 = Vector512.FusedMultiplyAdd(even, Vector512.LoadUnsafe(ref s3, e), a3);
             b3 = Vector512.FusedMultiplyAdd(odd, Vector512.LoadUnsafe(ref s3, o), b3);
         }
-        Span<float> totals = [Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3)];
+        FinishFour([Vector512.Sum(a0 + b0), Vector512.Sum(a1 + b1), Vector512.Sum(a2 + b2), Vector512.Sum(a3 + b3)], w, x, columns, first, count, c, y, yStride);
+    }
+
+    /// <summary>The four-vector BF16 kernels' end: each vector's total plus the columns from <paramref name="c"/> on,
+    /// one by one, stored for the <paramref name="count"/> real vectors.</summary>
+    private static void FinishFour(ReadOnlySpan<float> totals, ReadOnlySpan<ushort> w, ReadOnlySpan<float> x, int columns, int first, int count, int c,
+        Span<float> y, int yStride)
+    {
         for (int v = 0; v < count; v++)
         {
             float total = totals[v];
@@ -254,14 +261,7 @@ internal static class TensorData
             a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(even, Vector256.LoadUnsafe(ref s3, e), a3);
             b3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(odd, Vector256.LoadUnsafe(ref s3, o), b3);
         }
-        Span<float> totals = [Vector256.Sum(a0 + b0), Vector256.Sum(a1 + b1), Vector256.Sum(a2 + b2), Vector256.Sum(a3 + b3)];
-        for (int v = 0; v < count; v++)
-        {
-            float total = totals[v];
-            var xv = x.Slice((first + v) * columns, columns);
-            for (int k = c; k < columns; k++) total += BFloat16ToSingle(w[k]) * xv[k];
-            y[(first + v) * yStride] = total;
-        }
+        FinishFour([Vector256.Sum(a0 + b0), Vector256.Sum(a1 + b1), Vector256.Sum(a2 + b2), Vector256.Sum(a3 + b3)], w, x, columns, first, count, c, y, yStride);
     }
 
     /// <summary>One F16 row · x, each group of eight widened by <see cref="WidenHalf"/>, which patches ±Inf and NaN.</summary>

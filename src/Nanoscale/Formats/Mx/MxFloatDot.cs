@@ -22,9 +22,10 @@ namespace Nanoscale.Formats.Mx;
 /// the encoder never writes — all lie above one magnitude, and a block holding one takes the table (a damaged or
 /// hand-made file decodes as the reference does). So the kernel is exact in the weights; a product differs from
 /// decode-then-multiply only in float summation order (within 1e-6 of Σ|w·x|, <c>FusedDotTests</c>).</para>
-/// <para>With AVX-512 the four minifloat shapes of MXFP8 and MXFP6 (E4M3, E5M2, E2M3, E3M2) run their own instance of
-/// the same widening, 16 codes a step with the shape's constants folded in (<see cref="DotRows512{TShape}"/>): about
-/// twice the generic kernel's speed, which branches on the format in every group of eight.</para>
+/// <para>The four minifloat shapes of MXFP8 and MXFP6 (E4M3, E5M2, E2M3, E3M2) run their own instance of the same
+/// widening with the shape's constants folded in (<see cref="DotRowsShaped{TShape, TRows}"/>): 16 codes a step with
+/// AVX-512, about twice the generic kernel's speed, which branches on the format in every group of eight; eight a step
+/// with AVX2 alone, 1.4–1.6 times it.</para>
 /// </remarks>
 internal sealed class MxFloatDot
 {
@@ -94,10 +95,10 @@ internal sealed class MxFloatDot
         {
             bool done = (_bits, _element.MantissaBits) switch
             {
-                (8, 3) => DotRows512<E4M3>(blocks, scales, rowCount, cols, x, y),
-                (8, 2) => DotRows512<E5M2>(blocks, scales, rowCount, cols, x, y),
-                (6, 3) => DotRows512<E2M3>(blocks, scales, rowCount, cols, x, y),
-                (6, 2) => DotRows512<E3M2>(blocks, scales, rowCount, cols, x, y),
+                (8, 3) => DotRowsShaped<E4M3, Rows512>(blocks, scales, rowCount, cols, x, y),
+                (8, 2) => DotRowsShaped<E5M2, Rows512>(blocks, scales, rowCount, cols, x, y),
+                (6, 3) => DotRowsShaped<E2M3, Rows512>(blocks, scales, rowCount, cols, x, y),
+                (6, 2) => DotRowsShaped<E3M2, Rows512>(blocks, scales, rowCount, cols, x, y),
                 _ => false,
             };
             if (done) return;
@@ -106,10 +107,10 @@ internal sealed class MxFloatDot
         {
             bool done = (_bits, _element.MantissaBits) switch
             {
-                (8, 3) => DotRows256<E4M3>(blocks, scales, rowCount, cols, x, y),
-                (8, 2) => DotRows256<E5M2>(blocks, scales, rowCount, cols, x, y),
-                (6, 3) => DotRows256<E2M3>(blocks, scales, rowCount, cols, x, y),
-                (6, 2) => DotRows256<E3M2>(blocks, scales, rowCount, cols, x, y),
+                (8, 3) => DotRowsShaped<E4M3, Rows256>(blocks, scales, rowCount, cols, x, y),
+                (8, 2) => DotRowsShaped<E5M2, Rows256>(blocks, scales, rowCount, cols, x, y),
+                (6, 3) => DotRowsShaped<E2M3, Rows256>(blocks, scales, rowCount, cols, x, y),
+                (6, 2) => DotRowsShaped<E3M2, Rows256>(blocks, scales, rowCount, cols, x, y),
                 _ => false,
             };
             if (done) return;
@@ -132,58 +133,32 @@ internal sealed class MxFloatDot
     internal readonly struct E3M2 : IShape { public static int Bits => 6; public static int MantissaBits => 2; public static int Bias => 3; }
 
     /// <summary>
-    /// <see cref="DotRowsGeneric"/> for one minifloat shape with AVX-512: 16 codes a step (8-bit codes zero-extended by
-    /// one <c>vpmovzxbd</c>; 6-bit codes by <c>vpshufb</c> + <c>vpsrlvd</c> from the 12 bytes broadcast to each 128-bit
-    /// lane), widened exactly as <see cref="Widen(Vector256{int}, in Constants, ref Vector256{int})"/> does (the same
-    /// integer rebias, so the same floats), two FMAs per block, its E8M0 scale once. Rows with a code from the first
-    /// special magnitude up (E4M3's NaN, E5M2's Inf/NaN) are done again by the generic path after the loop (no call inside
-    /// it: that would make the JIT keep its constants on the stack). False when the bias or width does not match
-    /// <typeparamref name="TShape"/> (the caller then takes the generic path).
+    /// <see cref="DotRowsGeneric"/> for one minifloat shape with its constants folded into the code (no branch on the
+    /// format, every shift an immediate): <typeparamref name="TRows"/>'s row loop — AVX-512 (<see cref="Rows512"/>: 16
+    /// codes a step, 8-bit codes zero-extended by one <c>vpmovzxbd</c>, 6-bit codes by <c>vpshufb</c> + <c>vpsrlvd</c>
+    /// from the 12 bytes broadcast to each 128-bit lane, two FMAs per block) or AVX2 alone (<see cref="Rows256"/>: eight
+    /// codes a step, four steps and the generic kernel's float order per block) — each widening exactly as
+    /// <see cref="Widen(Vector256{int}, in Constants, ref Vector256{int})"/> does (the same integer rebias, so the same
+    /// floats), each block's E8M0 scale once. Rows with a code from the first special magnitude up (E4M3's NaN, E5M2's
+    /// Inf/NaN) are done again by the generic path after the loop (no call inside it: that would make the JIT keep its
+    /// constants on the stack). False when the bias or width does not match <typeparamref name="TShape"/> (the caller
+    /// then takes the generic path).
     /// </summary>
-    private unsafe bool DotRows512<TShape>(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
-        where TShape : struct, IShape
+    private bool DotRowsShaped<TShape, TRows>(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
+        where TShape : struct, IShape where TRows : struct, IShapedRows
     {
         const int B = MxCodec.MxBlockSize;
         if (_element.Bias != TShape.Bias) return false;
         int nb = cols / B, bytesPerBlock = TShape.Bits * 4;
         if (blocks.Length < (long)rowCount * nb * bytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
             throw new ArgumentException("spans shorter than the rows");
-        // 6-bit codes: the second group of a block is read as 16 bytes from byte 12, 4 past the block; the last row, whose
-        // last block may end the span, goes through the generic path.
+        // 6-bit codes: a block's last group is read as 16 bytes, up to 10 past the block; the last row, whose last block
+        // may end the span, goes through the generic path.
         int fastRows = TShape.Bits == 8 ? rowCount : Math.Max(0, rowCount - 1);
         int[] specialRows = System.Buffers.ArrayPool<int>.Shared.Rent(Math.Max(1, fastRows));
-        int specials = 0;
         try
         {
-            ref byte b0 = ref MemoryMarshal.GetReference(blocks);
-            ref byte s0 = ref MemoryMarshal.GetReference(scales);
-            ref float x0 = ref MemoryMarshal.GetReference(x);
-            ref float t0 = ref MemoryMarshal.GetReference(ScaleFormat.E8M0.DecodeTable);
-            var gather = Vector512.Create(Vector256.Create(Vector128.Create(
-                (byte)0, 1, 2, 3, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5), Vector128.Create((byte)3, 4, 5, 6, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8)),
-                Vector256.Create(Vector128.Create((byte)6, 7, 8, 9, 6, 7, 8, 9, 7, 8, 9, 10, 8, 9, 10, 11), Vector128.Create((byte)9, 10, 11, 12, 9, 10, 11, 12, 10, 11, 12, 13, 11, 12, 13, 14)));
-            var offsets = Vector512.Create(0u, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2);
-            var threshold = Vector512.Create(_firstSpecial == int.MaxValue ? int.MaxValue : _firstSpecial - 1);
-            for (int r = 0; r < fastRows; r++)
-            {
-                Vector512<float> even = Vector512<float>.Zero, odd = Vector512<float>.Zero;
-                Vector512<int> found = Vector512<int>.Zero;
-                ref byte row = ref Unsafe.Add(ref b0, (nint)r * nb * bytesPerBlock);
-                ref byte rowScales = ref Unsafe.Add(ref s0, (nint)r * nb);
-                for (int j = 0; j < nb; j++)
-                {
-                    ref byte codes = ref Unsafe.Add(ref row, j * bytesPerBlock);
-                    Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref codes, 512)));
-                    var w0 = Widen512<TShape>(Codes512<TShape>(ref codes, gather, offsets), threshold, ref found);
-                    var w1 = Widen512<TShape>(Codes512<TShape>(ref Unsafe.Add(ref codes, 2 * TShape.Bits), gather, offsets), threshold, ref found);
-                    var sum = Vector512.FusedMultiplyAdd(w1, Vector512.LoadUnsafe(ref x0, (nuint)(j * B + 16)), w0 * Vector512.LoadUnsafe(ref x0, (nuint)(j * B)));
-                    var scale = Vector512.Create(Unsafe.Add(ref t0, Unsafe.Add(ref rowScales, j)));
-                    if ((j & 1) == 0) even = Vector512.FusedMultiplyAdd(sum, scale, even);
-                    else odd = Vector512.FusedMultiplyAdd(sum, scale, odd);
-                }
-                y[r] = Vector512.Sum(even + odd);
-                if (found != Vector512<int>.Zero) specialRows[specials++] = r;
-            }
+            int specials = TRows.Rows<TShape>(blocks, scales, fastRows, nb, x, y, _firstSpecial == int.MaxValue ? int.MaxValue : _firstSpecial - 1, specialRows);
             for (int i = 0; i < specials; i++)
             {
                 int r = specialRows[i];
@@ -194,6 +169,54 @@ internal sealed class MxFloatDot
         if (fastRows < rowCount)
             DotRowsGeneric(blocks[(fastRows * nb * bytesPerBlock)..], scales[(fastRows * nb)..], rowCount - fastRows, cols, x, y[fastRows..]);
         return true;
+    }
+
+    /// <summary>The row loop of <see cref="DotRowsShaped{TShape, TRows}"/> at one vector width: <c>y[r]</c> for the
+    /// first rows (spans checked), the rows with a special code listed in the array given; returns how many.</summary>
+    internal interface IShapedRows
+    {
+        static abstract int Rows<TShape>(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int nb, ReadOnlySpan<float> x,
+            Span<float> y, int threshold, int[] specialRows) where TShape : struct, IShape;
+    }
+
+    internal readonly struct Rows512 : IShapedRows
+    {
+        public static unsafe int Rows<TShape>(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int nb, ReadOnlySpan<float> x,
+            Span<float> y, int threshold, int[] specialRows) where TShape : struct, IShape
+        {
+            const int B = MxCodec.MxBlockSize;
+            int bytesPerBlock = TShape.Bits * 4, specials = 0;
+            ref byte b0 = ref MemoryMarshal.GetReference(blocks);
+            ref byte s0 = ref MemoryMarshal.GetReference(scales);
+            ref float x0 = ref MemoryMarshal.GetReference(x);
+            ref float t0 = ref MemoryMarshal.GetReference(ScaleFormat.E8M0.DecodeTable);
+            var gather = Vector512.Create(Vector256.Create(Vector128.Create(
+                (byte)0, 1, 2, 3, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5), Vector128.Create((byte)3, 4, 5, 6, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8)),
+                Vector256.Create(Vector128.Create((byte)6, 7, 8, 9, 6, 7, 8, 9, 7, 8, 9, 10, 8, 9, 10, 11), Vector128.Create((byte)9, 10, 11, 12, 9, 10, 11, 12, 10, 11, 12, 13, 11, 12, 13, 14)));
+            var offsets = Vector512.Create(0u, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2);
+            var limit = Vector512.Create(threshold);
+            for (int r = 0; r < rowCount; r++)
+            {
+                Vector512<float> even = Vector512<float>.Zero, odd = Vector512<float>.Zero;
+                Vector512<int> found = Vector512<int>.Zero;
+                ref byte row = ref Unsafe.Add(ref b0, (nint)r * nb * bytesPerBlock);
+                ref byte rowScales = ref Unsafe.Add(ref s0, (nint)r * nb);
+                for (int j = 0; j < nb; j++)
+                {
+                    ref byte codes = ref Unsafe.Add(ref row, j * bytesPerBlock);
+                    Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref codes, 512)));
+                    var w0 = Widen512<TShape>(Codes512<TShape>(ref codes, gather, offsets), limit, ref found);
+                    var w1 = Widen512<TShape>(Codes512<TShape>(ref Unsafe.Add(ref codes, 2 * TShape.Bits), gather, offsets), limit, ref found);
+                    var sum = Vector512.FusedMultiplyAdd(w1, Vector512.LoadUnsafe(ref x0, (nuint)(j * B + 16)), w0 * Vector512.LoadUnsafe(ref x0, (nuint)(j * B)));
+                    var scale = Vector512.Create(Unsafe.Add(ref t0, Unsafe.Add(ref rowScales, j)));
+                    if ((j & 1) == 0) even = Vector512.FusedMultiplyAdd(sum, scale, even);
+                    else odd = Vector512.FusedMultiplyAdd(sum, scale, odd);
+                }
+                y[r] = Vector512.Sum(even + odd);
+                if (found != Vector512<int>.Zero) specialRows[specials++] = r;
+            }
+            return specials;
+        }
     }
 
     /// <summary>16 codes of <typeparamref name="TShape"/> as int32 lanes, from <paramref name="group"/> (16 bytes read).</summary>
@@ -222,27 +245,13 @@ internal sealed class MxFloatDot
         return (value.AsInt32() | Vector512.ShiftLeft(c & Vector512.Create(signBit), 32 - TShape.Bits)).AsSingle();
     }
 
-    /// <summary>
-    /// <see cref="DotRows512{TShape}"/> on 256-bit vectors (AVX2 without AVX-512): eight codes a step, four steps a
-    /// block, the shape's constants folded into the code (the generic AVX2 path keeps them in a struct, checks each block
-    /// for special codes and looks each scale up through the span: a Zen 3 core widened 3 G MXFP8 weights a second
-    /// there). The same widening, so the same floats; rows with a special code are done again by the generic path.
-    /// </summary>
-    private unsafe bool DotRows256<TShape>(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y)
-        where TShape : struct, IShape
+    internal readonly struct Rows256 : IShapedRows
     {
-        const int B = MxCodec.MxBlockSize;
-        if (_element.Bias != TShape.Bias) return false;
-        int nb = cols / B, bytesPerBlock = TShape.Bits * 4, groupBytes = TShape.Bits;
-        if (blocks.Length < (long)rowCount * nb * bytesPerBlock || scales.Length < (long)rowCount * nb || x.Length < cols || y.Length < rowCount)
-            throw new ArgumentException("spans shorter than the rows");
-        // 6-bit codes: a block's last group (6 bytes from byte 18) is read as 16 bytes, 10 past the block; the last row,
-        // whose last block may end the span, goes through the generic path.
-        int fastRows = TShape.Bits == 8 ? rowCount : Math.Max(0, rowCount - 1);
-        int[] specialRows = System.Buffers.ArrayPool<int>.Shared.Rent(Math.Max(1, fastRows));
-        int specials = 0;
-        try
+        public static unsafe int Rows<TShape>(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int nb, ReadOnlySpan<float> x,
+            Span<float> y, int threshold, int[] specialRows) where TShape : struct, IShape
         {
+            const int B = MxCodec.MxBlockSize;
+            int bytesPerBlock = TShape.Bits * 4, groupBytes = TShape.Bits, specials = 0;
             ref byte b0 = ref MemoryMarshal.GetReference(blocks);
             ref byte s0 = ref MemoryMarshal.GetReference(scales);
             ref float x0 = ref MemoryMarshal.GetReference(x);
@@ -251,8 +260,8 @@ internal sealed class MxFloatDot
             var gather = Vector256.Create(Vector128.Create((byte)0, 1, 2, 3, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5),
                 Vector128.Create((byte)3, 4, 5, 6, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8));
             var offsets = Vector256.Create(0u, 6, 4, 2, 0, 6, 4, 2);
-            var threshold = Vector256.Create(_firstSpecial == int.MaxValue ? int.MaxValue : _firstSpecial - 1);
-            for (int r = 0; r < fastRows; r++)
+            var limit = Vector256.Create(threshold);
+            for (int r = 0; r < rowCount; r++)
             {
                 Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
                 Vector256<int> found = Vector256<int>.Zero;
@@ -263,10 +272,10 @@ internal sealed class MxFloatDot
                     ref byte codes = ref Unsafe.Add(ref row, j * bytesPerBlock);
                     Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref codes, 512)));
                     ref float xj = ref Unsafe.Add(ref x0, j * B);
-                    var w0 = Widen256<TShape>(Codes256<TShape>(ref codes, gather, offsets), threshold, ref found);
-                    var w1 = Widen256<TShape>(Codes256<TShape>(ref Unsafe.Add(ref codes, groupBytes), gather, offsets), threshold, ref found);
-                    var w2 = Widen256<TShape>(Codes256<TShape>(ref Unsafe.Add(ref codes, 2 * groupBytes), gather, offsets), threshold, ref found);
-                    var w3 = Widen256<TShape>(Codes256<TShape>(ref Unsafe.Add(ref codes, 3 * groupBytes), gather, offsets), threshold, ref found);
+                    var w0 = Widen256<TShape>(Codes256<TShape>(ref codes, gather, offsets), limit, ref found);
+                    var w1 = Widen256<TShape>(Codes256<TShape>(ref Unsafe.Add(ref codes, groupBytes), gather, offsets), limit, ref found);
+                    var w2 = Widen256<TShape>(Codes256<TShape>(ref Unsafe.Add(ref codes, 2 * groupBytes), gather, offsets), limit, ref found);
+                    var w3 = Widen256<TShape>(Codes256<TShape>(ref Unsafe.Add(ref codes, 3 * groupBytes), gather, offsets), limit, ref found);
                     var a = Fma.MultiplyAdd(w1, Vector256.LoadUnsafe(ref xj, 8), w0 * Vector256.LoadUnsafe(ref xj));
                     var c = Fma.MultiplyAdd(w3, Vector256.LoadUnsafe(ref xj, 24), w2 * Vector256.LoadUnsafe(ref xj, 16));
                     var scale = Vector256.Create(Unsafe.Add(ref t0, Unsafe.Add(ref rowScales, j)));
@@ -276,16 +285,8 @@ internal sealed class MxFloatDot
                 y[r] = Vector256.Sum(even + odd);
                 if (found != Vector256<int>.Zero) specialRows[specials++] = r;
             }
-            for (int i = 0; i < specials; i++)
-            {
-                int r = specialRows[i];
-                DotRowsGeneric(blocks.Slice(r * nb * bytesPerBlock, nb * bytesPerBlock), scales.Slice(r * nb, nb), 1, cols, x, y.Slice(r, 1));
-            }
+            return specials;
         }
-        finally { System.Buffers.ArrayPool<int>.Shared.Return(specialRows); }
-        if (fastRows < rowCount)
-            DotRowsGeneric(blocks[(fastRows * nb * bytesPerBlock)..], scales[(fastRows * nb)..], rowCount - fastRows, cols, x, y[fastRows..]);
-        return true;
     }
 
     /// <summary>Eight codes of <typeparamref name="TShape"/> as int32 lanes, from <paramref name="group"/> (8 bytes
@@ -299,7 +300,7 @@ internal sealed class MxFloatDot
         return (Avx2.ShiftRightLogicalVariable(words.AsUInt32(), offsets) & Vector256.Create((1u << TShape.Bits) - 1)).AsInt32();
     }
 
-    /// <summary><see cref="Widen512{TShape}"/> on eight lanes.</summary>
+    /// <summary><see cref="Widen512{TShape}"/> on eight lanes (<see cref="Rows256"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Widen256<TShape>(Vector256<int> c, Vector256<int> threshold, ref Vector256<int> found) where TShape : struct, IShape
     {
