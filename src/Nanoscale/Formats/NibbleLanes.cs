@@ -227,18 +227,19 @@ internal static unsafe class NibbleLanes
         fixed (float* s = a.Scales)
         fixed (int* b = a.Bias)
         fixed (int* h = a.HalfBias)
+        {
+            if (!vnni)
+            {
+                // Every vector in one pass (the codes and activations stay in the first-level cache).
+                Widened(unpacked, unpackedB, blocks, factors, factorsB, q, s, a.Halves ? h : b, a.Blocks, a.Count, Math.Min(rowCount, Lanes), second,
+                    results, resultStride, a.Halves, WordsPerWidening(tables.Largest));
+                return;
+            }
             for (int first = 0; first < a.Count; first += 4)
             {
                 int count = Math.Min(4, a.Count - first);
                 float* destination = results + (nint)first * resultStride;
-                if (!vnni)
-                {
-                    // Every vector in one pass (the codes and activations stay in the first-level cache).
-                    if (first == 0)
-                        Widened(unpacked, unpackedB, blocks, factors, factorsB, q, s, a.Halves ? h : b, a.Blocks, a.Count, Math.Min(rowCount, Lanes), second,
-                            results, resultStride, a.Halves, WordsPerWidening(tables.Largest));
-                }
-                else if (second > 0)
+                if (second > 0)
                 {
                     if (a.Halves) FourPair<HalfBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, h, a.Blocks, first, count, second, destination, resultStride);
                     else FourPair<WholeBlocks>(unpacked, unpackedB, blocks, factors, factorsB, q, s, b, a.Blocks, first, count, second, destination, resultStride);
@@ -246,6 +247,7 @@ internal static unsafe class NibbleLanes
                 else if (a.Halves) Four<HalfBlocks>(unpacked, blocks, factors, q, s, h, a.Blocks, first, count, rowCount, destination, resultStride);
                 else Four<WholeBlocks>(unpacked, blocks, factors, q, s, b, a.Blocks, first, count, rowCount, destination, resultStride);
             }
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
