@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -39,7 +40,7 @@ internal enum RansStatus
 /// Even on corrupt input a state that starts in I stays in I, so nothing here can overflow or loop.</para>
 /// <para><b>Interleaving.</b> With S states symbol i uses state i mod S: S = 8 independent dependency chains hide the
 /// latency of the scalar table load and multiply (measured 4 vs 8 in docs/lossless.md); S = 32 gives the vector
-/// decoder four chains of eight lanes (<see cref="DecodeGroupsWide"/>; why 32 in docs/lossless.md). The encoder runs
+/// decoder four chains of eight lanes (<see cref="DecodeGroupsWide{TLanes}"/>; why 32 in docs/lossless.md). The encoder runs
 /// from the last symbol to the first, writing words downwards; the decoder runs forwards reading upwards, so it meets
 /// each word exactly when the matching state needs it. Stream: the S final encoder states (uint32 LE, state 0 first),
 /// then the words (uint16 LE). A correct stream ends with every word consumed and every state back at L, which the
@@ -56,7 +57,7 @@ internal static unsafe class Rans
 
     /// <summary>Interleaved states of the streams of large chunks written since 2026-12-04 (see
     /// <see cref="LosslessCodec.WideStreamMinElements"/>): four vectors of eight, so the vector decoder has four
-    /// independent dependency chains (see <see cref="DecodeGroupsWide"/>).</summary>
+    /// independent dependency chains (see <see cref="DecodeGroupsWide{TLanes}"/>).</summary>
     public const int WideStates = 32;
 
     /// <summary>Whether a stream may have <paramref name="states"/> interleaved states.</summary>
@@ -68,9 +69,24 @@ internal static unsafe class Rans
     /// <summary>Every symbol emits at most one 16-bit word.</summary>
     public static int MaxEncodedLength(int symbolCount, int states = WideStates) => StateBytes(states) + 2 * symbolCount;
 
-    /// <summary>Whether this machine runs the vector decoder of wide streams (AVX2 gathers, AVX-512 VBMI2 word
-    /// expansion); elsewhere the scalar loop decodes them, to the same bytes.</summary>
-    public static bool VectorDecoding => Avx2.IsSupported && Avx512F.VL.IsSupported && Avx512Vbmi2.VL.IsSupported;
+    /// <summary>Whether this machine runs a vector decoder of wide streams (AVX2 gathers; the words expanded into the
+    /// lanes that need them by AVX-512 VBMI2's <c>vpexpandw</c>, or with AVX2 alone by a permutation looked up from the
+    /// lanes' mask); elsewhere the scalar loop decodes them, to the same bytes.</summary>
+    public static bool VectorDecoding => Avx2.IsSupported;
+
+    /// <summary>The loops of wide streams (tests run every one this machine has and compare them).</summary>
+    internal enum WideLoop { Scalar, Avx2, Avx512 }
+
+    /// <summary>Whether this machine runs <paramref name="loop"/>.</summary>
+    internal static bool Runs(WideLoop loop) => loop switch
+    {
+        WideLoop.Avx512 => Avx2.IsSupported && Avx512F.VL.IsSupported && Avx512Vbmi2.VL.IsSupported,
+        WideLoop.Avx2 => Avx2.IsSupported,
+        _ => true,
+    };
+
+    /// <summary>The fastest loop here.</summary>
+    private static WideLoop Fastest => Runs(WideLoop.Avx512) ? WideLoop.Avx512 : Runs(WideLoop.Avx2) ? WideLoop.Avx2 : WideLoop.Scalar;
 
     /// <summary>Encodes one symbol into state <paramref name="x"/>, first emitting a word (downwards) if needed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -189,14 +205,13 @@ internal static unsafe class Rans
     /// <paramref name="errorOffset"/> is the byte offset in source.
     /// </summary>
     public static RansStatus Decode(ReadOnlySpan<byte> source, RansDecodeTable decodeTable, Span<byte> symbols, int states, out int errorOffset) =>
-        Decode(source, decodeTable, symbols, states, VectorDecoding, out errorOffset);
+        Decode(source, decodeTable, symbols, states, Fastest, out errorOffset);
 
     /// <summary>As <see cref="Decode(ReadOnlySpan{byte}, RansDecodeTable, Span{byte}, int, out int)"/>, choosing the
-    /// loop of wide streams: <paramref name="vector"/> (only where <see cref="VectorDecoding"/>) or the scalar twin,
-    /// so tests can compare them.</summary>
-    internal static RansStatus Decode(ReadOnlySpan<byte> source, RansDecodeTable decodeTable, Span<byte> symbols, int states, bool vector, out int errorOffset)
+    /// loop of wide streams (<see cref="Runs"/> must allow it), so tests can compare them.</summary>
+    internal static RansStatus Decode(ReadOnlySpan<byte> source, RansDecodeTable decodeTable, Span<byte> symbols, int states, WideLoop loop, out int errorOffset)
     {
-        if (vector && !VectorDecoding) throw new PlatformNotSupportedException("this machine has no AVX-512 VBMI2 for the vector rANS decoder");
+        if (!Runs(loop)) throw new PlatformNotSupportedException($"this machine cannot run the {loop} loop of the rANS decoder");
         if (!IsStateCount(states)) throw new ArgumentOutOfRangeException(nameof(states), states, $"must be {NarrowStates} or {WideStates}");
         errorOffset = 0;
         int stateBytes = StateBytes(states), mask = states - 1;
@@ -227,7 +242,8 @@ internal static unsafe class Rans
             ushort* end = (ushort*)(srcBytes + source.Length);
             int full = n & ~mask;
             int i = states == NarrowStates ? DecodeGroups(st, tbl, dst, full, ref p, end)
-                : vector ? DecodeGroupsWide(st, packed, dst, full, ref p, end)
+                : loop == WideLoop.Avx512 ? DecodeGroupsWide<ExpandWords>(st, packed, dst, full, ref p, end)
+                : loop == WideLoop.Avx2 ? DecodeGroupsWide<PermuteWords>(st, packed, dst, full, ref p, end)
                 : DecodeGroupsScalar(st, states, packed, dst, full, ref p, end);
 
             // Checked path: the last groups and the tail, every read tested against the end.
@@ -271,7 +287,8 @@ internal static unsafe class Rans
     /// words at most 24 past the pointer).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static int DecodeGroupsWide(uint* st, uint* packed, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
+    private static int DecodeGroupsWide<TLanes>(uint* st, uint* packed, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
+        where TLanes : struct, ILanes
     {
         ushort* p = pRef;
         ushort* last = end - WideStates;
@@ -282,10 +299,10 @@ internal static unsafe class Rans
         var x3 = Vector256.Load(st + 24);
         while (o < oEnd && p <= last)
         {
-            x0 = DecodeLanes(x0, packed, o, ref p);
-            x1 = DecodeLanes(x1, packed, o + 8, ref p);
-            x2 = DecodeLanes(x2, packed, o + 16, ref p);
-            x3 = DecodeLanes(x3, packed, o + 24, ref p);
+            x0 = TLanes.Decode(x0, packed, o, ref p);
+            x1 = TLanes.Decode(x1, packed, o + 8, ref p);
+            x2 = TLanes.Decode(x2, packed, o + 16, ref p);
+            x3 = TLanes.Decode(x3, packed, o + 24, ref p);
             o += WideStates;
         }
         x0.Store(st);
@@ -296,24 +313,75 @@ internal static unsafe class Rans
         return (int)(o - dst);
     }
 
-    /// <summary>One symbol for each of eight states and their renormalisation (see <see cref="DecodeGroupsWide"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<uint> DecodeLanes(Vector256<uint> x, uint* packed, byte* o, ref ushort* p)
+    /// <summary>One symbol for each of eight states and their renormalisation (see <see cref="DecodeGroupsWide{TLanes}"/>).</summary>
+    private interface ILanes
     {
-        var low = Vector256.Create(ProbScale - 1);
-        var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
-        var q = x >> ProbBits;
-        x = (e & low) * q + (q + (e >> 20));
-        *(ulong*)o = Avx512F.VL.ConvertToVector128Byte(e >> ProbBits).AsUInt64().ToScalar();
-        var need = Vector256.LessThan(x, Vector256.Create(StateLowerBound));
-        var words = Avx512F.VL.Expand(Vector256<uint>.Zero, need, Avx2.ConvertToVector256Int32(p).AsUInt32());
-        x = Avx512F.VL.BlendVariable(x, (x << 16) | words, need);
-        p += BitOperations.PopCount(need.ExtractMostSignificantBits());
-        return x;
+        static abstract Vector256<uint> Decode(Vector256<uint> x, uint* packed, byte* o, ref ushort* p);
+    }
+
+    /// <summary>AVX-512: the symbols narrowed by <c>vpmovdb</c>, the words expanded by <c>vpexpandw</c>'s dword form.</summary>
+    private readonly struct ExpandWords : ILanes
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<uint> Decode(Vector256<uint> x, uint* packed, byte* o, ref ushort* p)
+        {
+            var low = Vector256.Create(ProbScale - 1);
+            var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
+            var q = x >> ProbBits;
+            x = (e & low) * q + (q + (e >> 20));
+            *(ulong*)o = Avx512F.VL.ConvertToVector128Byte(e >> ProbBits).AsUInt64().ToScalar();
+            var need = Vector256.LessThan(x, Vector256.Create(StateLowerBound));
+            var words = Avx512F.VL.Expand(Vector256<uint>.Zero, need, Avx2.ConvertToVector256Int32(p).AsUInt32());
+            x = Avx512F.VL.BlendVariable(x, (x << 16) | words, need);
+            p += BitOperations.PopCount(need.ExtractMostSignificantBits());
+            return x;
+        }
+    }
+
+    /// <summary>AVX2 alone: the symbol bytes gathered by <c>vpshufb</c> and <c>vpermd</c>; the words moved into the
+    /// lanes that need them by a <c>vpermd</c> whose indexes are looked up from the lanes' 8-bit mask (lane i takes
+    /// word number "lanes below i that need one"; <see cref="ExpandIndexes"/>), as ryg's SIMD rANS does.</summary>
+    private readonly struct PermuteWords : ILanes
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<uint> Decode(Vector256<uint> x, uint* packed, byte* o, ref ushort* p)
+        {
+            var low = Vector256.Create(ProbScale - 1);
+            var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
+            var q = x >> ProbBits;
+            x = (e & low) * q + (q + (e >> 20));
+            // Each lane's symbol (bits 12–19 of its entry) to the low dword of its 128-bit half, then both halves together.
+            var bytes = Avx2.Shuffle((e >> ProbBits).AsByte(), SymbolBytes);
+            *(ulong*)o = Avx2.PermuteVar8x32(bytes.AsInt32(), Vector256.Create(0, 4, 0, 4, 0, 4, 0, 4)).AsUInt64().ToScalar();
+            var need = Vector256.Equals(x >> 16, Vector256<uint>.Zero);
+            int mask = (int)need.ExtractMostSignificantBits();
+            var words = Avx2.PermuteVar8x32(Avx2.ConvertToVector256Int32(p), Vector256.Load(ExpandIndexes + 8 * mask)).AsUInt32();
+            x = Vector256.ConditionalSelect(need, (x << 16) | words, x);
+            p += BitOperations.PopCount((uint)mask);
+            return x;
+        }
+    }
+
+    /// <summary>Bytes 0, 4, 8 and 12 of each 128-bit half to its first four (the others zero).</summary>
+    private static readonly Vector256<byte> SymbolBytes = Vector256.Create(
+        Vector128.Create((byte)0, 4, 8, 12, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80),
+        Vector128.Create((byte)0, 4, 8, 12, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80));
+
+    /// <summary>For each 8-bit mask of lanes, eight <c>vpermd</c> indexes: lane i (in the mask) takes word number
+    /// popcount(mask &amp; ((1 &lt;&lt; i) − 1)); lanes outside the mask take word 0 (and are not used). Pinned, 8 KB.</summary>
+    private static readonly int* ExpandIndexes = BuildExpandIndexes();
+
+    private static int* BuildExpandIndexes()
+    {
+        var indexes = (int*)NativeMemory.AlignedAlloc(256 * 8 * sizeof(int), 32);
+        for (int mask = 0; mask < 256; mask++)
+            for (int lane = 0; lane < 8; lane++)
+                indexes[mask * 8 + lane] = (mask >> lane & 1) != 0 ? BitOperations.PopCount((uint)(mask & ((1 << lane) - 1))) : 0;
+        return indexes;
     }
 
     /// <summary>Wide streams without the vector units: the plain loop over the states, whole groups while a group's
-    /// words remain. The reference twin of <see cref="DecodeGroupsWide"/>.</summary>
+    /// words remain. The reference twin of <see cref="DecodeGroupsWide{TLanes}"/>.</summary>
     private static int DecodeGroupsScalar(uint* st, int states, uint* packed, byte* dst, int fullSymbols, ref ushort* pRef, ushort* end)
     {
         ushort* p = pRef;
