@@ -158,14 +158,21 @@ internal static unsafe class NibbleLanes
             for (int i = 0; i < 16; i++) Largest = Math.Max(Largest, single.AsByte().GetElement(i));
         }
 
+        /// <summary>Two or four tables of 16 entries (<paramref name="four"/>: 32 or 64 bytes), each row's choice per
+        /// block in <paramref name="selectors"/> (table number × 16 in each byte; below the number of tables).</summary>
         public Tables(ReadOnlySpan<byte> four, int* selectors)
         {
-            if (four.Length != 64) throw new ArgumentException("four tables of 16 entries", nameof(four));
+            if (four.Length is not (32 or 64)) throw new ArgumentException("two or four tables of 16 entries", nameof(four));
             Lower = Vector256.Create(four[..32]).AsSByte();
-            Upper = Vector256.Create(four[32..]).AsSByte();
+            Upper = four.Length == 64 ? Vector256.Create(four[32..]).AsSByte() : default;
             Selectors = selectors;
+            Two = four.Length == 32;
             foreach (byte entry in four) Largest = Math.Max(Largest, entry);
         }
+
+        /// <summary>Whether there are two tables (selectors 0 and 16 only): without AVX-512 VBMI a lookup is then two
+        /// <c>vpshufb</c> and one blend instead of four and three.</summary>
+        public bool Two { get; }
 
         public Vector256<sbyte> Lower { get; }
         public Vector256<sbyte> Upper { get; }
@@ -175,16 +182,17 @@ internal static unsafe class NibbleLanes
         /// may add in int16 before widening (<see cref="WordsPerWidening"/>).</summary>
         public int Largest { get; }
 
-        private Tables(Vector256<sbyte> lower, Vector256<sbyte> upper, int* selectors, int largest)
+        private Tables(Vector256<sbyte> lower, Vector256<sbyte> upper, int* selectors, int largest, bool two)
         {
             Lower = lower;
             Upper = upper;
             Selectors = selectors;
             Largest = largest;
+            Two = two;
         }
 
         /// <summary>The same tables with the selectors <paramref name="offset"/> ints on (the second eight rows').</summary>
-        public Tables Shifted(nint offset) => new(Lower, Upper, Selectors + offset, Largest);
+        public Tables Shifted(nint offset) => new(Lower, Upper, Selectors + offset, Largest, Two);
 
         /// <summary>Whether a CPU can run per-block tables: <c>vpermi2b</c> on 256 bits (AVX-512 VBMI), else four
         /// <c>vpshufb</c> and three blends a lookup (AVX2).</summary>
@@ -254,6 +262,7 @@ internal static unsafe class NibbleLanes
     private static void UnpackRows(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked)
     {
         if (tables.Selectors is null) Unpack<OneTable>(codes, rowStride, rowCount, blocks, tables, unpacked);
+        else if (tables.Two && !Avx512Vbmi.VL.IsSupported) Unpack<TwoSelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked);
         else Unpack<SelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked);
     }
 
@@ -314,6 +323,22 @@ internal static unsafe class NibbleLanes
             var first = Avx2.BlendVariable(Avx2.Shuffle(tables.T0, n), Avx2.Shuffle(tables.T1, n), low.AsSByte());
             var second = Avx2.BlendVariable(Avx2.Shuffle(tables.T2, n), Avx2.Shuffle(tables.T3, n), low.AsSByte());
             return Avx2.BlendVariable(first, second, high.AsSByte()).AsByte();
+        }
+    }
+
+    /// <summary><see cref="SelectedTables"/> with two tables and no AVX-512 VBMI: each table's <c>vpshufb</c> and one
+    /// blend on the selector's bit 4 (NxFP4's default has two).</summary>
+    private readonly struct TwoSelectedTables : ILookup
+    {
+        public static Registers Prepare(Tables tables) =>
+            new(Vector256.Create(tables.Lower.GetLower()), Vector256.Create(tables.Lower.GetUpper()));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Look(Vector256<byte> nibbles, in Registers tables, Vector256<byte> selectors)
+        {
+            var n = nibbles.AsSByte();
+            return Avx2.BlendVariable(Avx2.Shuffle(tables.T0, n), Avx2.Shuffle(tables.T1, n),
+                Avx2.ShiftLeftLogical(selectors.AsUInt16(), 3).AsSByte()).AsByte();
         }
     }
 

@@ -177,19 +177,21 @@ public unsafe class NibbleLanesTests
         Assert.Contains(lanes, float.IsNaN);
     }
 
-    /// <summary>Per-block tables (NxFP4's four): random tables with values up to 127, a random table per row and block;
-    /// each result equals the scalar twin exactly.</summary>
+    /// <summary>Per-block tables (NxFP4's two or four): random tables with values up to 127, a random table per row and
+    /// block; each result equals the scalar twin exactly.</summary>
     [Theory]
-    [InlineData(3)]
-    [InlineData(9)]
-    public void SelectedTablesEqualTheScalarTwinBitForBit(int vectors)
+    [InlineData(3, 4)]
+    [InlineData(9, 4)]
+    [InlineData(6, 2)]
+    [InlineData(16, 2)]
+    public void SelectedTablesEqualTheScalarTwinBitForBit(int vectors, int tableCount)
     {
         if (!NibbleLanes.IsSupported || !NibbleLanes.Tables.SelectedSupported) return;
         const int rows = 27, blocks = 6, cols = blocks * 32;
         var random = new Random(vectors + 7);
         byte[] codes = [.. Enumerable.Range(0, rows * blocks * 16).Select(_ => (byte)random.Next(256))];
-        byte[] four = [.. Enumerable.Range(0, 64).Select(_ => (byte)random.Next(0, 128))];
-        int[] rowTables = [.. Enumerable.Range(0, rows * blocks).Select(_ => random.Next(4))];
+        byte[] four = [.. Enumerable.Range(0, 16 * tableCount).Select(_ => (byte)random.Next(0, 128))];
+        int[] rowTables = [.. Enumerable.Range(0, rows * blocks).Select(_ => random.Next(tableCount))];
         float[] rowFactors = [.. Enumerable.Range(0, rows * blocks).Select(_ => (float)Math.Exp(random.NextDouble() * 4 - 2))];
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();

@@ -29,7 +29,7 @@ internal sealed unsafe class NxfpDot
     private readonly byte[] _pairTables;   // [k0 · K + k1] → 32 bytes: table k0 (+ bias) then table k1 (+ bias)
     private readonly float[] _wordScale;   // word → scale / m_k
     private readonly int[] _wordConfig;    // word → k
-    private readonly byte[]? _laneTables;  // up to four tables (+ bias) for NibbleLanes, else null
+    private readonly byte[]? _laneTables;  // two or four tables (+ bias) for NibbleLanes, else null
     private readonly int _laneLargest;     // their largest entry
 
     // The same two tables split by the word's fields, for 16 blocks at a time in registers (AVX-512): the scale code
@@ -63,8 +63,8 @@ internal sealed unsafe class NxfpDot
                 }
         if (_configs <= 4)
         {
-            // The lane kernel's four tables (NibbleLanes.Tables): table k (+ bias) at 16k; unused ones zero.
-            _laneTables = new byte[64];
+            // The lane kernel's two or four tables (NibbleLanes.Tables): table k (+ bias) at 16k; unused ones zero.
+            _laneTables = new byte[_configs <= 2 ? 32 : 64];
             for (int k = 0; k < _configs; k++)
                 for (int i = 0; i < 16; i++) _laneTables[k * 16 + i] = (byte)(tables[k][i] + bias);
             _laneLargest = _laneTables.Max();
