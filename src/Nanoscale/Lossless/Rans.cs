@@ -319,16 +319,25 @@ internal static unsafe class Rans
         static abstract Vector256<uint> Decode(Vector256<uint> x, uint* packed, byte* o, ref ushort* p);
     }
 
+    /// <summary>Eight states' step before renormalisation: each slot's packed entry by one gather (returned: its bits
+    /// 12–19 are the symbol), x = freq·(x ≫ 12) + (slot − start).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<uint> Advance(ref Vector256<uint> x, uint* packed)
+    {
+        var low = Vector256.Create(ProbScale - 1);
+        var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
+        var q = x >> ProbBits;
+        x = (e & low) * q + (q + (e >> 20));
+        return e;
+    }
+
     /// <summary>AVX-512: the symbols narrowed by <c>vpmovdb</c>, the words expanded by <c>vpexpandw</c>'s dword form.</summary>
     private readonly struct ExpandWords : ILanes
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<uint> Decode(Vector256<uint> x, uint* packed, byte* o, ref ushort* p)
         {
-            var low = Vector256.Create(ProbScale - 1);
-            var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
-            var q = x >> ProbBits;
-            x = (e & low) * q + (q + (e >> 20));
+            var e = Advance(ref x, packed);
             *(ulong*)o = Avx512F.VL.ConvertToVector128Byte(e >> ProbBits).AsUInt64().ToScalar();
             var need = Vector256.LessThan(x, Vector256.Create(StateLowerBound));
             var words = Avx512F.VL.Expand(Vector256<uint>.Zero, need, Avx2.ConvertToVector256Int32(p).AsUInt32());
@@ -346,10 +355,7 @@ internal static unsafe class Rans
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<uint> Decode(Vector256<uint> x, uint* packed, byte* o, ref ushort* p)
         {
-            var low = Vector256.Create(ProbScale - 1);
-            var e = Avx2.GatherVector256(packed, (x & low).AsInt32(), 4);
-            var q = x >> ProbBits;
-            x = (e & low) * q + (q + (e >> 20));
+            var e = Advance(ref x, packed);
             // Each lane's symbol (bits 12–19 of its entry) to the low dword of its 128-bit half, then both halves together.
             var bytes = Avx2.Shuffle((e >> ProbBits).AsByte(), SymbolBytes);
             *(ulong*)o = Avx2.PermuteVar8x32(bytes.AsInt32(), Vector256.Create(0, 4, 0, 4, 0, 4, 0, 4)).AsUInt64().ToScalar();
