@@ -132,17 +132,6 @@ internal static unsafe class NibbleLanes
         return (Vector256<byte>*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_unpacked));
     }
 
-    /// <summary>
-    /// Up to sixteen rows (<paramref name="rowCount"/>, starting at <paramref name="codes"/>, <paramref name="rowStride"/>
-    /// bytes apart, 16 code bytes per block) times every vector of <paramref name="a"/>:
-    /// <c>results[v·resultStride + i] = Σ_j factors[8j + i] · scale_vj · (Σ table[code]·q − bias·sum_vj)</c>.
-    /// <paramref name="factors"/> holds each row's block factors, eight rows per block (<c>[8j + i]</c>); rows 8–15
-    /// (<see cref="GroupRows"/>) have theirs in the same layout right after rows 0–7's (<c>blocks × 8</c> floats on,
-    /// twice that with half blocks), as do their table selectors.
-    /// </summary>
-    public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
-        Vector256<sbyte> table, Vector256<byte>* unpacked, float* results, int resultStride) =>
-        Group(codes, rowStride, rowCount, blocks, factors, a, new Tables(table), unpacked, results, resultStride);
 
     /// <summary>
     /// The codes' unsigned values: one 16-entry table for every block (MXFP4), or up to four chosen per row and block
@@ -199,7 +188,14 @@ internal static unsafe class NibbleLanes
         public static bool SelectedSupported => Avx512Vbmi.VL.IsSupported || Avx2.IsSupported;
     }
 
-    /// <inheritdoc cref="Group(byte*, nint, int, int, float*, Vectors, Vector256{sbyte}, Vector256{byte}*, float*, int)"/>
+    /// <summary>
+    /// Up to sixteen rows (<paramref name="rowCount"/>, starting at <paramref name="codes"/>, <paramref name="rowStride"/>
+    /// bytes apart, 16 code bytes per block) times every vector of <paramref name="a"/>:
+    /// <c>results[v·resultStride + i] = Σ_j factors[8j + i] · scale_vj · (Σ table[code]·q − bias·sum_vj)</c>.
+    /// <paramref name="factors"/> holds each row's block factors, eight rows per block (<c>[8j + i]</c>); rows 8–15
+    /// (<see cref="GroupRows"/>) have theirs in the same layout right after rows 0–7's (<c>blocks × 8</c> floats on,
+    /// twice that with half blocks), as do their table selectors.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
         Tables tables, Vector256<byte>* unpacked, float* results, int resultStride) =>
@@ -317,12 +313,9 @@ internal static unsafe class NibbleLanes
         {
             if (Avx512Vbmi.VL.IsSupported)
                 return Avx512Vbmi.VL.PermuteVar32x8x2(tables.T0.AsByte(), nibbles | selectors, tables.T1.AsByte());
-            var low = Avx2.ShiftLeftLogical(selectors.AsUInt16(), 3).AsByte();
-            var high = Avx2.ShiftLeftLogical(selectors.AsUInt16(), 2).AsByte();
-            var n = nibbles.AsSByte();
-            var first = Avx2.BlendVariable(Avx2.Shuffle(tables.T0, n), Avx2.Shuffle(tables.T1, n), low.AsSByte());
-            var second = Avx2.BlendVariable(Avx2.Shuffle(tables.T2, n), Avx2.Shuffle(tables.T3, n), low.AsSByte());
-            return Avx2.BlendVariable(first, second, high.AsSByte()).AsByte();
+            var high = Avx2.ShiftLeftLogical(selectors.AsUInt16(), 2).AsSByte();
+            return Avx2.BlendVariable(TwoSelectedTables.Pick(tables.T0, tables.T1, nibbles, selectors),
+                TwoSelectedTables.Pick(tables.T2, tables.T3, nibbles, selectors), high).AsByte();
         }
     }
 
@@ -334,12 +327,15 @@ internal static unsafe class NibbleLanes
             new(Vector256.Create(tables.Lower.GetLower()), Vector256.Create(tables.Lower.GetUpper()));
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Look(Vector256<byte> nibbles, in Registers tables, Vector256<byte> selectors)
-        {
-            var n = nibbles.AsSByte();
-            return Avx2.BlendVariable(Avx2.Shuffle(tables.T0, n), Avx2.Shuffle(tables.T1, n),
-                Avx2.ShiftLeftLogical(selectors.AsUInt16(), 3).AsSByte()).AsByte();
-        }
+        public static Vector256<byte> Look(Vector256<byte> nibbles, in Registers tables, Vector256<byte> selectors) =>
+            Pick(tables.T0, tables.T1, nibbles, selectors).AsByte();
+
+        /// <summary>Each nibble through <paramref name="t0"/> or <paramref name="t1"/> as the selector's bit 4 says
+        /// (moved to bit 7, which alone <c>vpblendvb</c> reads, by a 16-bit shift left by 3).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<sbyte> Pick(Vector256<sbyte> t0, Vector256<sbyte> t1, Vector256<byte> nibbles, Vector256<byte> selectors) =>
+            Avx2.BlendVariable(Avx2.Shuffle(t0, nibbles.AsSByte()), Avx2.Shuffle(t1, nibbles.AsSByte()),
+                Avx2.ShiftLeftLogical(selectors.AsUInt16(), 3).AsSByte());
     }
 
     /// <summary>The group's codes as unsigned table values, block j's eight vectors at <c>unpacked[8j..]</c>: vector

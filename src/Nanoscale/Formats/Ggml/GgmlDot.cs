@@ -449,7 +449,7 @@ internal static class GgmlDot
             int nb = _blocksPerRow, bias = _q4 ? 8 : 12;
             var a = NibbleLanes.Scratch;
             a.Set(x, vectors, nb * 32, evensThenOdds: false, bias);
-            var table = NibbleDot.Broadcast(_q4 ? Identity : Mxfp4Biased);
+            var table = new NibbleLanes.Tables(NibbleDot.Broadcast(_q4 ? Identity : Mxfp4Biased));
             var unpacked = NibbleLanes.Unpacked(nb);
             float[] factors = System.Buffers.ArrayPool<float>.Shared.Rent(nb * GroupRows);
             try

@@ -118,7 +118,7 @@ internal static class MxDot
             throw new ArgumentException("spans shorter than the rows");
         var a = NibbleLanes.Scratch;
         a.Set(x, vectors, cols, evensThenOdds: true, biased.Bias);
-        var table = NibbleDot.Broadcast(biased.Table);
+        var table = new NibbleLanes.Tables(NibbleDot.Broadcast(biased.Table));
         var unpacked = NibbleLanes.Unpacked(blocksPerRow);
         const int Lanes = NibbleLanes.Lanes, GroupRows = NibbleLanes.GroupRows;
         float[] factors = ArrayPool<float>.Shared.Rent(blocksPerRow * GroupRows);

@@ -93,7 +93,7 @@ internal static unsafe class NvFp4Dot
             throw new ArgumentException("spans shorter than the rows");
         var a = NibbleLanes.Scratch;
         a.Set(x, vectors, cols, evensThenOdds: true, Biased.Bias, halves: true);
-        var table = NibbleDot.Broadcast(Biased.Table);
+        var table = new NibbleLanes.Tables(NibbleDot.Broadcast(Biased.Table));
         var unpacked = NibbleLanes.Unpacked(groups);
         float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
         float[] factors = ArrayPool<float>.Shared.Rent(blocks16 * NibbleLanes.GroupRows);
