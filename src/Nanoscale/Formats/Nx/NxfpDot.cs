@@ -42,9 +42,9 @@ internal sealed unsafe class NxfpDot
     private readonly Vector512<int> _secondTableBySelector;  // selector → 32 · k (a pair's second table)
     private readonly ExponentCodes _exponentCodes;
 
-    // The same per-selector tables in eight lanes, for AVX2 (vpermps) when the selector has at most three bits.
+    // The per-selector tables in eight lanes, for AVX2 (vpermd) when the selector has at most three bits.
     private readonly bool _shift;
-    private readonly Vector256<float> _inverseBySelector8;
+    private readonly Vector256<int> _bitsBySelector8;          // selector → the float bits added to code << shift: scale/m_k
     private readonly Vector256<int> _firstTableBySelector8, _secondTableBySelector8;
 
     private NxfpDot(NxfpCodec codec, int[][] tables, float[] inverse, int bias, bool wide)
@@ -105,7 +105,18 @@ internal sealed unsafe class NxfpDot
             }
             if (_shift)
             {
-                _inverseBySelector8 = Vector256.Create(inverseBySelector.AsSpan(0, 8));
+                // Dividing a normal scale by m_k (a power of two) lowers its exponent: the bits of scale/m_k are
+                // (code << shift) + offset − log2(m_k) · 2^23, checked here for every normal code and selector (a
+                // result below the normal floats would differ: then the gathers serve this codec).
+                var bits = new int[8];
+                for (int selector = 0; selector < 8; selector++)
+                    bits[selector] = _exponentCodes.Offset + BitConverter.SingleToInt32Bits(inverseBySelector[selector]) - BitConverter.SingleToInt32Bits(1f);
+                for (int code = _exponentCodes.Low; code <= _exponentCodes.Low + _exponentCodes.Span; code++)
+                    for (int selector = 0; selector < 1 << (8 - _scaleBits); selector++)
+                        if (BitConverter.Int32BitsToSingle((code << _exponentCodes.Shift) + bits[selector]) is var folded
+                            && BitConverter.SingleToInt32Bits(folded) != BitConverter.SingleToInt32Bits(scaleTable[code] * inverseBySelector[selector]))
+                            _shift = false;
+                _bitsBySelector8 = Vector256.Create(bits);
                 (_firstTableBySelector8, _secondTableBySelector8) = (Vector256.Create(firstBySelector.AsSpan(0, 8)), Vector256.Create(secondBySelector.AsSpan(0, 8)));
             }
         }
@@ -320,11 +331,12 @@ internal sealed unsafe class NxfpDot
     /// Each block's factor c_j = scale/m_k · xs_j and each pair's table offset from the row's metadata words. With
     /// <see cref="Preparation.Permuted"/> (AVX-512, the word's fields small enough), 16 blocks at a time through
     /// in-register lookups (vpermt2ps / vpermps on the scale code and the selector); with <see cref="Preparation.Shifted"/>
-    /// (AVX2, a selector of at most three bits), eight at a time, the scale from its code by a shift and an add where
-    /// every code of the eight is normal (<see cref="ExponentCodes"/>; else that eight's gathers) and 1/m_k and the
-    /// tables by <c>vpermps</c> on the selector; else gathering eight at a time from the two 256-entry tables (Zen 3's
-    /// gathers made NxFP4's one-token product 40% slower than MXFP4's). The same floats every way (the same product
-    /// scale × 1/m_k, then × xs), which <c>FusedDotTests.NxfpPreparationsEqualTheGathers</c> checks.
+    /// (AVX2, a selector of at most three bits), eight at a time, scale/m_k from its code by a shift and an add of
+    /// the selector's constant (<c>vpermd</c>; m_k a power of two lowers the exponent) where every code of the eight
+    /// is normal (<see cref="ExponentCodes"/>; else that eight's gathers), and the tables by <c>vpermd</c> on the
+    /// selector; else gathering eight at a time from the two 256-entry tables (Zen 3's gathers made NxFP4's one-token
+    /// product 40% slower than MXFP4's). The same floats every way (scale × 1/m_k exactly, then × xs), which
+    /// <c>FusedDotTests.NxfpPreparationsEqualTheGathers</c> checks.
     /// </summary>
     internal void Prepare(byte* words, byte* row, int nb, float* xs, float* c, int* pairIndex, Preparation path)
     {
@@ -351,39 +363,59 @@ internal sealed unsafe class NxfpDot
     }
 
     /// <summary>The shifted AVX2 part of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, Preparation)"/>:
-    /// whole groups of 8 blocks from block <paramref name="j"/>.</summary>
+    /// whole groups of 8 blocks from block <paramref name="j"/>. Each 32 words are checked at once as bytes (every scale
+    /// code normal, no NaN word: random and real weights alike); such a run of 32 then takes no check per eight, and the
+    /// factor's bits are the code shifted plus a constant per selector (<c>_bitsBySelector8</c>: scale/m_k).</summary>
     private int PrepareShifted(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig, ref bool nanWords)
     {
+        var exponent = _exponentCodes;
         var nan = Vector256.Create(_codec.NaNWord);
         var scaleMask = Vector256.Create((1 << _scaleBits) - 1);
-        var exponent = _exponentCodes;
         var low = Vector256.Create(exponent.Low);
         var span = Vector256.Create((uint)exponent.Span);
-        var offset = Vector256.Create(exponent.Offset);
-        Vector256<float> inverseBySelector = _inverseBySelector8;
-        Vector256<int> firstBySelector = _firstTableBySelector8, secondBySelector = _secondTableBySelector8;
-        int scaleBits = _scaleBits, shift = exponent.Shift;
+        var right = Vector128.CreateScalar(_scaleBits);
+        var left = Vector128.CreateScalar(exponent.Shift);
+        var byteMask = Vector256.Create((byte)((1 << _scaleBits) - 1));
+        var byteLow = Vector256.Create((byte)exponent.Low);
+        var byteSpan = Vector256.Create((byte)exponent.Span);
+        var byteNaN = Vector256.Create((byte)_codec.NaNWord);
+        Vector256<int> bitsBySelector = _bitsBySelector8, firstBySelector = _firstTableBySelector8, secondBySelector = _secondTableBySelector8;
         var anyNaN = Vector256<int>.Zero;
         for (; j + 8 <= nb; j += 8)
         {
-            var w = Avx2.ConvertToVector256Int32(words + j);
-            var code = w & scaleMask;
-            var selector = Avx2.ShiftRightLogicalVariable(w.AsUInt32(), Vector256.Create((uint)scaleBits)).AsInt32();
-            anyNaN |= Vector256.Equals(w, nan);
-            if (!Vector256.LessThanOrEqualAll((code - low).AsUInt32(), span))
+            if (j + 32 <= nb)
             {
-                // A subnormal scale or the NaN word among the eight: the word tables.
-                Gathered(w, xs + j, c + j, pairIndex + j, wordScale, wordConfig);
-                continue;
+                var w32 = Vector256.Load(words + j);
+                if (Vector256.LessThanOrEqualAll((w32 & byteMask) - byteLow, byteSpan) && !Vector256.EqualsAny(w32, byteNaN))
+                {
+                    for (int end = j + 32; j < end; j += 8)
+                        Shifted(Avx2.ConvertToVector256Int32(words + j), xs + j, c + j, pairIndex + j, scaleMask, right, left, bitsBySelector, firstBySelector, secondBySelector);
+                    j -= 8;
+                    continue;
+                }
             }
-            var scale = (Vector256.ShiftLeft(code, shift) + offset).AsSingle();
-            (scale * Avx2.PermuteVar8x32(inverseBySelector, selector) * Vector256.Load(xs + j)).Store(c + j);
-            // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane's part moved down by a 64-bit shift); odd lanes unused.
-            (Avx2.PermuteVar8x32(firstBySelector, selector)
-                + Avx2.ShiftRightLogical(Avx2.PermuteVar8x32(secondBySelector, selector).AsInt64(), 32).AsInt32()).Store(pairIndex + j);
+            var w = Avx2.ConvertToVector256Int32(words + j);
+            anyNaN |= Vector256.Equals(w, nan);
+            // A subnormal scale or the NaN word among the eight: the word tables.
+            if (Vector256.LessThanOrEqualAll(((w & scaleMask) - low).AsUInt32(), span))
+                Shifted(w, xs + j, c + j, pairIndex + j, scaleMask, right, left, bitsBySelector, firstBySelector, secondBySelector);
+            else Gathered(w, xs + j, c + j, pairIndex + j, wordScale, wordConfig);
         }
         nanWords |= anyNaN != Vector256<int>.Zero;
         return j;
+    }
+
+    /// <summary>Eight blocks' factors and pair tables from their words <paramref name="w"/>, every scale code normal.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Shifted(Vector256<int> w, float* xs, float* c, int* pairIndex, Vector256<int> scaleMask, Vector128<int> right,
+        Vector128<int> left, Vector256<int> bitsBySelector, Vector256<int> firstBySelector, Vector256<int> secondBySelector)
+    {
+        var selector = Avx2.ShiftRightLogical(w, right);
+        var scale = (Avx2.ShiftLeftLogical(w & scaleMask, left) + Avx2.PermuteVar8x32(bitsBySelector, selector)).AsSingle();
+        (scale * Vector256.Load(xs)).Store(c);
+        // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane's part moved down by a 64-bit shift); odd lanes unused.
+        (Avx2.PermuteVar8x32(firstBySelector, selector)
+            + Avx2.ShiftRightLogical(Avx2.PermuteVar8x32(secondBySelector, selector).AsInt64(), 32).AsInt32()).Store(pairIndex);
     }
 
     /// <summary>The AVX2 part of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, Preparation)"/> from block
