@@ -16,6 +16,7 @@ public class FusedDotTests
     [InlineData(1, 32, 1)]
     [InlineData(7, 256, 2)]
     [InlineData(64, 2048, 3)]
+    [InlineData(5, 448, 17)]   // 14 blocks: a step of eight (vphaddd), then three pairs
     public void Mxfp4DotOnTheCodesEqualsDecodeThenMultiply(int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply("mxfp4", rows, cols, seed);
 
     /// <summary>MXINT8 as llama.cpp's Q8_0 (<see cref="Nanoscale.Formats.Int8Dot"/>): int8 codes × int8 activations, the
@@ -55,6 +56,8 @@ public class FusedDotTests
     [InlineData("q8_0", 1, 32, 7)]
     [InlineData("q4_0", 5, 352, 8)]        // 11 blocks: pairs and an odd last block
     [InlineData("ggml-mxfp4", 3, 96, 9)]
+    [InlineData("ggml-mxfp4", 4, 416, 18)] // 13 blocks apart (strided): a step of eight, two pairs, an odd last block
+    [InlineData("q4_0", 3, 1024, 19)]      // 32 blocks: four steps of eight
     public void GgmlDotOnTheBlocksEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
 
     /// <summary>NVFP4 in integers (<c>NvFp4Dot</c>): a scale per 16 elements inside each int8 group of 32, both global
@@ -63,6 +66,7 @@ public class FusedDotTests
     [InlineData("nvfp4", 16, 512, 14)]
     [InlineData("nvfp4", 5, 352, 15)]
     [InlineData("nvfp4:global=divisor", 4, 96, 16)]
+    [InlineData("nvfp4", 3, 448, 20)]   // 14 groups: three steps of four (vphaddd on half blocks), then a pair
     public void NvFp4IntegerDotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
 
     /// <summary>ggml's Q4_0 and MXFP4 blocks: the unsigned two-blocks-a-step kernel the runtime uses against the
