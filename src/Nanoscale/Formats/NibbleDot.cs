@@ -235,8 +235,8 @@ internal static unsafe class NibbleDot
     /// halves of activations, their high nibbles both second halves, and the two vpmaddubsw results are added in int16
     /// before vpmaddwd (no overflow while u ≤ 64: |u·q| ≤ 64·127, four per lane; wider tables widen each separately),
     /// so each block's total lands in its own four int32 lanes. Eight blocks a step (four with
-    /// <see cref="IMode.HalfBlocks"/>): the four (two) pairs' lanes are summed by <c>vphaddd</c> into one register of
-    /// eight block (half-block) totals, so the bias, the conversion and the multiply-add by the factors (read in that
+    /// <see cref="IMode.HalfBlocks"/>): the four (two) pairs' lanes are summed (<see cref="SumFour"/>; <c>vphaddd</c>)
+    /// into one register of eight block (half-block) totals, so the bias, the conversion and the multiply-add by the factors (read in that
     /// order with one permutation) are done once per eight blocks instead of once per pair: on a Zen 3 core a quarter
     /// fewer cycles a block. Integer totals are exact either way; only the float summation order differs.
     /// </summary>
@@ -265,7 +265,7 @@ internal static unsafe class NibbleDot
                 {
                     var s2 = PairInts<TMode>(Codes(codes, blockStride, j + 4), Lookup<TMode>(table, pairTables, pairIndex, j + 4), q + j * 32 + 128, nibble, ones);
                     var s3 = PairInts<TMode>(Codes(codes, blockStride, j + 6), Lookup<TMode>(table, pairTables, pairIndex, j + 6), q + j * 32 + 192, nibble, ones);
-                    sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(s0, s1), Avx2.HorizontalAdd(s2, s3));
+                    sums = SumFour(s0, s1, s2, s3);
                 }
                 total = Reduce<TMode>(sums, reduced + (TMode.HalfBlocks ? 2 * j : j), c + (TMode.HalfBlocks ? 2 * j : j), order, total);
             }
@@ -324,7 +324,7 @@ internal static unsafe class NibbleDot
                     Sse.Prefetch0(w + 576);
                     var s2 = PairInts<TMode>(Vector256.Load(w + 64), Lookup<TMode>(table, pairTables, p, 4), q + 128, nibble, ones);
                     var s3 = PairInts<TMode>(Vector256.Load(w + 96), Lookup<TMode>(table, pairTables, p, 6), q + 192, nibble, ones);
-                    sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(s0, s1), Avx2.HorizontalAdd(s2, s3));
+                    sums = SumFour(s0, s1, s2, s3);
                 }
                 total = Reduce<TMode>(sums, r, f, order, total);
                 w += step * 16;
@@ -363,6 +363,16 @@ internal static unsafe class NibbleDot
     {
         var (lo, hi) = Split<TMode>(packed, lookup, nibble);
         return UnsignedTimesSigned<TMode>(lo, hi, Vector256.Load(q), Vector256.Load(q + 32), AvxVnni.IsSupported, ones);
+    }
+
+    /// <summary>Four pairs' lanes summed per block, in <see cref="WholeOrder"/> (what two rounds of <c>vphaddd</c> give),
+    /// by unpacking and adding: six one-cycle shuffles and three adds, a little faster than three <c>vphaddd</c> on a Zen 3.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SumFour(Vector256<int> s0, Vector256<int> s1, Vector256<int> s2, Vector256<int> s3)
+    {
+        var a01 = (Avx2.UnpackLow(s0, s1) + Avx2.UnpackHigh(s0, s1)).AsInt64();
+        var a23 = (Avx2.UnpackLow(s2, s3) + Avx2.UnpackHigh(s2, s3)).AsInt64();
+        return Avx2.UnpackLow(a01, a23).AsInt32() + Avx2.UnpackHigh(a01, a23).AsInt32();
     }
 
     /// <summary>A reduced step's eight totals less their biases (<paramref name="reduced"/>), converted and multiplied by
