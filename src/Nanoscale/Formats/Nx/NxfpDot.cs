@@ -44,7 +44,8 @@ internal sealed unsafe class NxfpDot
 
     // The per-selector tables in eight lanes, for AVX2 (vpermd) when the selector has at most three bits.
     private readonly bool _shift;
-    private readonly Vector256<int> _bitsBySelector8;          // selector → the float bits added to code << shift: scale/m_k
+    private readonly Vector256<int> _bitsBySelector8;
+    private readonly bool _inLane;                              // the three tables' four entries in both 128-bit lanes          // selector → the float bits added to code << shift: scale/m_k
     private readonly Vector256<int> _firstTableBySelector8, _secondTableBySelector8;
 
     private NxfpDot(NxfpCodec codec, int[][] tables, float[] inverse, int bias, bool wide)
@@ -116,6 +117,11 @@ internal sealed unsafe class NxfpDot
                         if (BitConverter.Int32BitsToSingle((code << _exponentCodes.Shift) + bits[selector]) is var folded
                             && BitConverter.SingleToInt32Bits(folded) != BitConverter.SingleToInt32Bits(scaleTable[code] * inverseBySelector[selector]))
                             _shift = false;
+                // Selectors below 4 (a scale code of 6 or 7 bits): each table's four entries in both 128-bit lanes, so
+                // vpermilps (in-lane, two a cycle on a Zen 3) can look them up instead of vpermd (one a cycle).
+                _inLane = _scaleBits >= 6;
+                if (_inLane)
+                    foreach (var table in new[] { bits, firstBySelector, secondBySelector }) table.AsSpan(0, 4).CopyTo(table.AsSpan(4, 4));
                 _bitsBySelector8 = Vector256.Create(bits);
                 (_firstTableBySelector8, _secondTableBySelector8) = (Vector256.Create(firstBySelector.AsSpan(0, 8)), Vector256.Create(secondBySelector.AsSpan(0, 8)));
             }
@@ -366,7 +372,13 @@ internal sealed unsafe class NxfpDot
     /// whole groups of 8 blocks from block <paramref name="j"/>. Each 32 words are checked at once as bytes (every scale
     /// code normal, no NaN word: random and real weights alike); such a run of 32 then takes no check per eight, and the
     /// factor's bits are the code shifted plus a constant per selector (<c>_bitsBySelector8</c>: scale/m_k).</summary>
-    private int PrepareShifted(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig, ref bool nanWords)
+    private int PrepareShifted(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig, ref bool nanWords) =>
+        _inLane
+            ? PrepareShifted<InLane>(words, j, nb, xs, c, pairIndex, wordScale, wordConfig, ref nanWords)
+            : PrepareShifted<CrossLane>(words, j, nb, xs, c, pairIndex, wordScale, wordConfig, ref nanWords);
+
+    private int PrepareShifted<TLookup>(byte* words, int j, int nb, float* xs, float* c, int* pairIndex, float* wordScale, int* wordConfig,
+        ref bool nanWords) where TLookup : struct, ISelectorLookup
     {
         var exponent = _exponentCodes;
         var nan = Vector256.Create(_codec.NaNWord);
@@ -389,7 +401,7 @@ internal sealed unsafe class NxfpDot
                 if (Vector256.LessThanOrEqualAll((w32 & byteMask) - byteLow, byteSpan) && !Vector256.EqualsAny(w32, byteNaN))
                 {
                     for (int end = j + 32; j < end; j += 8)
-                        Shifted(Avx2.ConvertToVector256Int32(words + j), xs + j, c + j, pairIndex + j, scaleMask, right, left, bitsBySelector, firstBySelector, secondBySelector);
+                        Shifted<TLookup>(Avx2.ConvertToVector256Int32(words + j), xs + j, c + j, pairIndex + j, scaleMask, right, left, bitsBySelector, firstBySelector, secondBySelector);
                     j -= 8;
                     continue;
                 }
@@ -398,7 +410,7 @@ internal sealed unsafe class NxfpDot
             anyNaN |= Vector256.Equals(w, nan);
             // A subnormal scale or the NaN word among the eight: the word tables.
             if (Vector256.LessThanOrEqualAll(((w & scaleMask) - low).AsUInt32(), span))
-                Shifted(w, xs + j, c + j, pairIndex + j, scaleMask, right, left, bitsBySelector, firstBySelector, secondBySelector);
+                Shifted<TLookup>(w, xs + j, c + j, pairIndex + j, scaleMask, right, left, bitsBySelector, firstBySelector, secondBySelector);
             else Gathered(w, xs + j, c + j, pairIndex + j, wordScale, wordConfig);
         }
         nanWords |= anyNaN != Vector256<int>.Zero;
@@ -407,15 +419,35 @@ internal sealed unsafe class NxfpDot
 
     /// <summary>Eight blocks' factors and pair tables from their words <paramref name="w"/>, every scale code normal.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Shifted(Vector256<int> w, float* xs, float* c, int* pairIndex, Vector256<int> scaleMask, Vector128<int> right,
+    private static void Shifted<TLookup>(Vector256<int> w, float* xs, float* c, int* pairIndex, Vector256<int> scaleMask, Vector128<int> right,
         Vector128<int> left, Vector256<int> bitsBySelector, Vector256<int> firstBySelector, Vector256<int> secondBySelector)
+        where TLookup : struct, ISelectorLookup
     {
         var selector = Avx2.ShiftRightLogical(w, right);
-        var scale = (Avx2.ShiftLeftLogical(w & scaleMask, left) + Avx2.PermuteVar8x32(bitsBySelector, selector)).AsSingle();
+        var scale = (Avx2.ShiftLeftLogical(w & scaleMask, left) + TLookup.Look(bitsBySelector, selector)).AsSingle();
         (scale * Vector256.Load(xs)).Store(c);
         // Even lanes: 32 · (k_j · K + k_{j+1}) (the odd lane's part moved down by a 64-bit shift); odd lanes unused.
-        (Avx2.PermuteVar8x32(firstBySelector, selector)
-            + Avx2.ShiftRightLogical(Avx2.PermuteVar8x32(secondBySelector, selector).AsInt64(), 32).AsInt32()).Store(pairIndex);
+        (TLookup.Look(firstBySelector, selector)
+            + Avx2.ShiftRightLogical(TLookup.Look(secondBySelector, selector).AsInt64(), 32).AsInt32()).Store(pairIndex);
+    }
+
+    /// <summary>A per-selector table's entry in each lane: <c>vpermd</c> over eight entries, or <c>vpermilps</c> over
+    /// four held in both 128-bit lanes (selectors below 4).</summary>
+    private interface ISelectorLookup
+    {
+        static abstract Vector256<int> Look(Vector256<int> table, Vector256<int> selector);
+    }
+
+    private readonly struct CrossLane : ISelectorLookup
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Look(Vector256<int> table, Vector256<int> selector) => Avx2.PermuteVar8x32(table, selector);
+    }
+
+    private readonly struct InLane : ISelectorLookup
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Look(Vector256<int> table, Vector256<int> selector) => Avx.PermuteVar(table.AsSingle(), selector).AsInt32();
     }
 
     /// <summary>The AVX2 part of <see cref="Prepare(byte*, byte*, int, float*, float*, int*, Preparation)"/> from block
