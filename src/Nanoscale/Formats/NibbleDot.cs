@@ -37,6 +37,10 @@ internal static unsafe class NibbleDot
         /// (NVFP4), [2j] the first, [2j + 1] the second.</summary>
         public int[] HalfSums = [];
 
+        /// <summary>With <c>halves</c>: each 16-element half's activation scale, <c>[2j] = [2j + 1] = Scales[j]</c>
+        /// (NVFP4's per-16 factors multiply it in without spreading the scales every row).</summary>
+        public float[] HalfScales = [];
+
         /// <summary>The bias times each block's code sum (or each half's, with halves) in the order of
         /// <see cref="Row{TMode}"/>'s reduced steps: per eight blocks from j (whole blocks) j, j+2, j+4, j+6, j+1, j+3,
         /// j+5, j+7; per four blocks from j (halves) j's two halves, j+2's, j+1's, j+3's. Whole steps only.</summary>
@@ -70,6 +74,7 @@ internal static unsafe class NibbleDot
                 Scales = GC.AllocateArray<float>(nb, pinned: true);
                 Sums = new int[nb];
                 HalfSums = new int[2 * nb];
+                HalfScales = GC.AllocateArray<float>(2 * nb + 8, pinned: true);
                 Spread = GC.AllocateArray<float>(nb * 4 + 8, pinned: true);
             }
             if (Bias.Length < nb * 4) Bias = GC.AllocateArray<int>(nb * 4, pinned: true);
@@ -96,6 +101,8 @@ internal static unsafe class NibbleDot
                 }
             }
             for (int j = 0; j < nb; j++) Spread.AsSpan(4 * j, 4).Fill(Scales[j]);
+            if (halves)
+                for (int j = 0; j < nb; j++) HalfScales[2 * j] = HalfScales[2 * j + 1] = Scales[j];
             Array.Clear(Bias, 0, nb * 4);
             for (int p = 0; p + 1 < nb; p += 2)
             {
@@ -235,7 +242,7 @@ internal static unsafe class NibbleDot
     /// halves of activations, their high nibbles both second halves, and the two vpmaddubsw results are added in int16
     /// before vpmaddwd (no overflow while u ≤ 64: |u·q| ≤ 64·127, four per lane; wider tables widen each separately),
     /// so each block's total lands in its own four int32 lanes. Eight blocks a step (four with
-    /// <see cref="IMode.HalfBlocks"/>): the four (two) pairs' lanes are summed (<see cref="SumFour"/>; <c>vphaddd</c>)
+    /// <see cref="IMode.HalfBlocks"/>): the four (two) pairs' lanes are summed (<see cref="SumFour"/>, <see cref="SumTwo"/>)
     /// into one register of eight block (half-block) totals, so the bias, the conversion and the multiply-add by the factors (read in that
     /// order with one permutation) are done once per eight blocks instead of once per pair: on a Zen 3 core a quarter
     /// fewer cycles a block. Integer totals are exact either way; only the float summation order differs.
@@ -260,7 +267,7 @@ internal static unsafe class NibbleDot
                 var s0 = PairInts<TMode>(Codes(codes, blockStride, j), Lookup<TMode>(table, pairTables, pairIndex, j), q + j * 32, nibble, ones);
                 var s1 = PairInts<TMode>(Codes(codes, blockStride, j + 2), Lookup<TMode>(table, pairTables, pairIndex, j + 2), q + j * 32 + 64, nibble, ones);
                 Vector256<int> sums;
-                if (TMode.HalfBlocks) sums = Avx2.HorizontalAdd(s0, s1);
+                if (TMode.HalfBlocks) sums = SumTwo(s0, s1);
                 else
                 {
                     var s2 = PairInts<TMode>(Codes(codes, blockStride, j + 4), Lookup<TMode>(table, pairTables, pairIndex, j + 4), q + j * 32 + 128, nibble, ones);
@@ -278,10 +285,10 @@ internal static unsafe class NibbleDot
     }
 
     /// <summary>Blocks per reduced step of <see cref="Row{TMode}"/>: eight, or four with half blocks (their eight
-    /// half-block totals after one <c>vphaddd</c>).</summary>
+    /// half-block totals after one round of pairwise sums, <see cref="SumTwo"/>).</summary>
     private static int ReducedStep(bool halves) => halves ? 4 : 8;
 
-    /// <summary>The block (of eight from j) in each lane of a reduced step: two rounds of <c>vphaddd</c> on four pairs' lanes.</summary>
+    /// <summary>The block (of eight from j) in each lane of a reduced step: two rounds of pairwise sums on four pairs' lanes.</summary>
     private static readonly int[] WholeOrder = [0, 2, 4, 6, 1, 3, 5, 7];
 
     /// <summary>The block (of four from j) whose two halves fill each pair of lanes after one round on two pairs.</summary>
@@ -318,7 +325,7 @@ internal static unsafe class NibbleDot
                 var s0 = PairInts<TMode>(Vector256.Load(w), Lookup<TMode>(table, pairTables, p, 0), q, nibble, ones);
                 var s1 = PairInts<TMode>(Vector256.Load(w + 32), Lookup<TMode>(table, pairTables, p, 2), q + 64, nibble, ones);
                 Vector256<int> sums;
-                if (TMode.HalfBlocks) sums = Avx2.HorizontalAdd(s0, s1);
+                if (TMode.HalfBlocks) sums = SumTwo(s0, s1);
                 else
                 {
                     Sse.Prefetch0(w + 576);
@@ -366,7 +373,8 @@ internal static unsafe class NibbleDot
     }
 
     /// <summary>Four pairs' lanes summed per block, in <see cref="WholeOrder"/> (what two rounds of <c>vphaddd</c> give),
-    /// by unpacking and adding: six one-cycle shuffles and three adds, a little faster than three <c>vphaddd</c> on a Zen 3.</summary>
+    /// by unpacking and adding: six in-lane shuffles (two a cycle) and three adds, where three <c>vphaddd</c> take six
+    /// cycles on a Zen 3.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> SumFour(Vector256<int> s0, Vector256<int> s1, Vector256<int> s2, Vector256<int> s3)
     {
@@ -374,6 +382,12 @@ internal static unsafe class NibbleDot
         var a23 = (Avx2.UnpackLow(s2, s3) + Avx2.UnpackHigh(s2, s3)).AsInt64();
         return Avx2.UnpackLow(a01, a23).AsInt32() + Avx2.UnpackHigh(a01, a23).AsInt32();
     }
+
+    /// <summary>Two pairs' lanes summed two by two (what one <c>vphaddd</c> gives: each block's halves, in
+    /// <see cref="HalvesOrder"/>) by two in-lane <c>vshufps</c> and an add: <c>vphaddd</c> takes two cycles on a Zen 3.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SumTwo(Vector256<int> s0, Vector256<int> s1) =>
+        Avx.Shuffle(s0.AsSingle(), s1.AsSingle(), 0b10_00_10_00).AsInt32() + Avx.Shuffle(s0.AsSingle(), s1.AsSingle(), 0b11_01_11_01).AsInt32();
 
     /// <summary>A reduced step's eight totals less their biases (<paramref name="reduced"/>), converted and multiplied by
     /// their factors: eight blocks' (<c>c[j..j+7]</c> permuted by <paramref name="order"/>) or four blocks' two each

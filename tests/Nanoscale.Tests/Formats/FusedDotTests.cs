@@ -69,6 +69,18 @@ public class FusedDotTests
     [InlineData("nvfp4", 3, 448, 20)]   // 14 groups: three steps of four (vphaddd on half blocks), then a pair
     public void NvFp4IntegerDotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) => Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
 
+    /// <summary>NVFP4's per-row factors decode a run of 32 normal scale codes by shift and add alone and any other run
+    /// code by code: rows whose UE4M3 codes are every value from 0 to 0x7E give what decoding gives — rows 0–1 only
+    /// zero, subnormals and the smallest normals (codes 0–15, all scales within 2^−9..2^−5, so a subnormal decoded as a
+    /// normal would be off by far more than the bound), rows 2–4 every code in turn (runs of 32 normal codes among
+    /// them), row 5 as encoded. 1536 columns: 96 codes a row, three runs of 32.</summary>
+    [Fact]
+    public void NvFp4FactorsTakeEveryScaleCode() => Int8DotEqualsDecodeThenMultiply("nvfp4", 6, 1536, 21, scales =>
+    {
+        for (int i = 0; i < 2 * 96; i++) scales[i] = (byte)(i % 16);
+        for (int i = 2 * 96; i < 5 * 96; i++) scales[i] = (byte)(i % 0x7F);
+    });
+
     /// <summary>ggml's Q4_0 and MXFP4 blocks: the unsigned two-blocks-a-step kernel the runtime uses against the
     /// sign-trick loop on the same int8 activations (the same integers per block, so float summation order only).</summary>
     [Theory]
@@ -301,9 +313,9 @@ public class FusedDotTests
         Assert.Equal(first, y[0], bound);
     }
 
-    private static void Int8DotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed)
+    private static void Int8DotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed, Action<byte[]>? editScales = null)
     {
-        var c = Run(CodecRegistry.CreateBlockCodec(spec), rows, cols, seed);
+        var c = Run(CodecRegistry.CreateBlockCodec(spec), rows, cols, seed, editScales);
         if (c.Y is null) return;
         for (int r = 0; r < rows; r++)
         {
@@ -365,12 +377,13 @@ public class FusedDotTests
     /// <summary>Heavy-tailed weights over several binades (so the blocks' scales differ) encoded with
     /// <paramref name="codec"/> (its tensor data, e.g. NVFP4's tensor scale, derived from them), random activations,
     /// the kernel's product (null where the CPU has none) and the reference decoder's rows.</summary>
-    private static (float[] X, float[] Decoded, float[]? Y) Run(IBlockCodec codec, int rows, int cols, int seed)
+    private static (float[] X, float[] Decoded, float[]? Y) Run(IBlockCodec codec, int rows, int cols, int seed, Action<byte[]>? editScales = null)
     {
         var random = new Random(seed);
         float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(Math.Exp(random.NextDouble() * 8 - 4) * (random.Next(2) * 2 - 1)))];
         float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
+        editScales?.Invoke(scales);
         var y = new float[rows];
         if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y))
         {

@@ -34,7 +34,7 @@ internal static unsafe class NvFp4Dot
             fixed (byte* b0 = blocks)
             fixed (byte* s0 = scales)
             fixed (float* c0 = c)
-            fixed (float* xs = a.Scales)
+            fixed (float* xs = a.HalfScales)
             fixed (float* ue4m3 = ScaleFormat.UE4M3.DecodeTable)
             {
                 for (int r = 0; r < rowCount; r++)
@@ -57,7 +57,7 @@ internal static unsafe class NvFp4Dot
         var sets = NibbleDot.QuantizeMany(x, vectors, cols, evensThenOdds: true, Biased.Bias, halves: true);
         var table = NibbleDot.Broadcast(Biased.Table);
         float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
-        float* ones = NibbleDot.Ones(groups + 8);
+        float* ones = NibbleDot.Ones(blocks16 + 8);
         try
         {
             fixed (byte* b0 = blocks)
@@ -97,7 +97,7 @@ internal static unsafe class NvFp4Dot
         var unpacked = NibbleLanes.Unpacked(groups);
         float[] c = ArrayPool<float>.Shared.Rent(blocks16 + 8);
         float[] factors = ArrayPool<float>.Shared.Rent(blocks16 * NibbleLanes.GroupRows);
-        float* ones = NibbleDot.Ones(groups + 8);
+        float* ones = NibbleDot.Ones(blocks16 + 8);
         try
         {
             fixed (byte* b0 = blocks)
@@ -142,26 +142,42 @@ internal static unsafe class NvFp4Dot
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal static Vector256<float> DecodeScales(Vector256<int> codes)
     {
-        var normal = Avx2.ShiftLeftLogical(codes + Vector256.Create(120 << 3), 20).AsSingle();
+        var normal = NormalScales(codes);
         var subnormal = Avx.ConvertToVector256Single(codes & Vector256.Create(7)) * Vector256.Create(1f / 512);
         var value = Vector256.ConditionalSelect(Vector256.Equals(codes & Vector256.Create(0x78), Vector256<int>.Zero).AsSingle(), subnormal, normal);
         return Vector256.ConditionalSelect(Vector256.GreaterThan(codes, Vector256.Create(0x7E)).AsSingle(), Vector256.Create(float.NaN), value);
     }
 
-    /// <summary>c[k] = BlockScale(UE4M3(code_k), s_t) / 2 · d_x(k/2) for a row's <paramref name="count"/> 16-blocks.</summary>
+    /// <summary>c[k] = BlockScale(UE4M3(code_k), s_t) / 2 · xs[k] for a row's <paramref name="count"/> 16-blocks
+    /// (<paramref name="xs"/>: each 16-block's activation scale, <see cref="NibbleDot.Activations.HalfScales"/>, or ones).
+    /// Each 32 codes are checked at once as bytes: a run of normal codes (all but subnormals and NaN: real and random
+    /// weights alike) decodes by the add and shift alone, the same floats as <see cref="DecodeScales"/>.</summary>
     private static void Factors(byte* codes, int count, float* ue4m3, float tensorScale, bool divisor, float* xs, float* c)
     {
         int k = 0;
         var st = Vector256.Create(tensorScale);
         var half = Vector256.Create(0.5f);
-        var pairs = Vector256.Create(0, 0, 1, 1, 2, 2, 3, 3);
+        var eight = Vector256.Create((byte)8);
+        var normalSpan = Vector256.Create((byte)(0x7E - 8));
         for (; k + 8 <= count; k += 8)
         {
-            var sb = DecodeScales(Avx2.ConvertToVector256Int32(codes + k));
-            var scale = divisor ? sb / st : sb * st;
-            var activation = Avx2.PermuteVar8x32(Vector128.Load(xs + k / 2).ToVector256Unsafe(), pairs);
-            (scale * half * activation).Store(c + k);
+            if (k + 32 <= count && Vector256.LessThanOrEqualAll(Vector256.Load(codes + k) - eight, normalSpan))
+            {
+                for (int end = k + 32; k < end; k += 8)
+                    Store(NormalScales(Avx2.ConvertToVector256Int32(codes + k)), st, half, divisor, xs + k, c + k);
+                k -= 8;
+                continue;
+            }
+            Store(DecodeScales(Avx2.ConvertToVector256Int32(codes + k)), st, half, divisor, xs + k, c + k);
         }
-        for (; k < count; k++) c[k] = NvFp4Codec.BlockScale(ue4m3[codes[k]], tensorScale, divisor) * 0.5f * xs[k / 2];
+        for (; k < count; k++) c[k] = NvFp4Codec.BlockScale(ue4m3[codes[k]], tensorScale, divisor) * 0.5f * xs[k];
     }
+
+    /// <summary>Normal UE4M3 codes (8 to 0x7E) as floats: the code's exponent and mantissa under an f32's, rebiased.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> NormalScales(Vector256<int> codes) => Avx2.ShiftLeftLogical(codes + Vector256.Create(120 << 3), 20).AsSingle();
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static void Store(Vector256<float> sb, Vector256<float> st, Vector256<float> half, bool divisor, float* xs, float* c) =>
+        ((divisor ? sb / st : sb * st) * half * Vector256.Load(xs)).Store(c);
 }
