@@ -397,7 +397,8 @@ public class FusedDotTests
 
     /// <summary>The MXFP8/MXFP6 kernels with the shape's constants folded in (AVX-512, or AVX2 alone) equal the generic
     /// AVX2 kernel bit for bit: every code of the element (special ones included, in some rows) in random blocks and
-    /// scales, 9 rows of 3 blocks (a 6-bit last row takes the generic path; rows with a special code are done again).</summary>
+    /// scales, 9 rows of 3 blocks (a 6-bit last row takes the generic path; rows with a special code are done again;
+    /// rows of normal codes alone take the AVX2 kernel's all-normal widening of 8-bit blocks).</summary>
     [Theory]
     [InlineData(8, 3)]
     [InlineData(8, 2)]
@@ -418,6 +419,9 @@ public class FusedDotTests
         for (int i = 0; i < codes.Length; i++) codes[i] = (byte)(i % codeCount); // every code, the specials among them
         for (int r = 0; r < rows; r += 2) // even rows: the top exponent bit clear, so no special code (their rows stay on the fast path)
             for (int i = 0; i < cols; i++) codes[r * cols + i] = (byte)(random.Next(codeCount) & ~(1 << (bits - 2)));
+        for (int r = 2; r < rows; r += 3) // rows 2, 5, 8: normal codes of both signs only (8-bit blocks take the all-normal widening)
+            for (int i = 0; i < cols; i++)
+                codes[r * cols + i] = (byte)(random.Next(1 << mantissaBits, Math.Min(0x7B, (1 << (bits - 1)) - 1) + 1) | random.Next(2) << (bits - 1));
         var packed = new byte[rows * bytesPerRow];
         for (int r = 0; r < rows; r++)
             BlockPacking.Pack(codes.AsSpan(r * cols, cols), bits, packed.AsSpan(r * bytesPerRow, bytesPerRow));
