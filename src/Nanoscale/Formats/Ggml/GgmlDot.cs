@@ -223,16 +223,38 @@ internal static class GgmlDot
             fixed (float* c0 = c)
             fixed (float* xs = a.Scales)
             {
-                for (int r = 0; r < rowCount; r++)
-                {
-                    byte* row = b0 + (nint)r * blocksPerRow * bytes;
-                    BlockScales(row, q4, blocksPerRow, xs, c0);
-                    y[r] = q4 ? NibbleDot.Row<NibbleDot.Nibbles>(row + 2, bytes, blocksPerRow, c0, a, table, null, null, bias)
-                             : NibbleDot.Row<NibbleDot.OneTable>(row + 1, bytes, blocksPerRow, c0, a, table, null, null, bias);
-                }
+                var factors = new StoredRowFactors(b0, (nint)blocksPerRow * bytes, q4, blocksPerRow, xs, c0);
+                if (q4) NibbleDot.Rows<NibbleDot.Nibbles, StoredRowFactors>(b0 + 2, (nint)blocksPerRow * bytes, bytes, rowCount, blocksPerRow, a, table, null, bias, ref factors, y);
+                else NibbleDot.Rows<NibbleDot.OneTable, StoredRowFactors>(b0 + 1, (nint)blocksPerRow * bytes, bytes, rowCount, blocksPerRow, a, table, null, bias, ref factors, y);
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }
+    }
+
+    /// <summary>Each stored row's factors for <see cref="NibbleDot.Rows{TMode, TFactors}"/> (<see cref="BlockScales"/>).</summary>
+    /// <summary>Each repacked row's factors for <see cref="NibbleDot.Rows{TMode, TFactors}"/>: its float block scales
+    /// × the activation scales.</summary>
+    private readonly unsafe struct RepackedRowFactors(float* scales, int blocksPerRow, float* xs, float* c) : NibbleDot.IRowFactors
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Prepare(int row, out int* pairIndex)
+        {
+            pairIndex = null;
+            System.Numerics.Tensors.TensorPrimitives.Multiply(new ReadOnlySpan<float>(scales + (nint)row * blocksPerRow, blocksPerRow),
+                new ReadOnlySpan<float>(xs, blocksPerRow), new Span<float>(c, blocksPerRow));
+            return c;
+        }
+    }
+
+    private readonly unsafe struct StoredRowFactors(byte* blocks, nint rowBytes, bool q4, int blocksPerRow, float* xs, float* c) : NibbleDot.IRowFactors
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Prepare(int row, out int* pairIndex)
+        {
+            pairIndex = null;
+            BlockScales(blocks + row * rowBytes, q4, blocksPerRow, xs, c);
+            return c;
+        }
     }
 
     /// <summary>c[j] = block j's scale × xs[j] over a row of Q4_0 (f16 scale) or ggml-MXFP4 (E8M0 half) blocks; xs
@@ -385,6 +407,8 @@ internal static class GgmlDot
         public void DotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y)
         {
             int nb = _blocksPerRow, bias = _q4 ? 8 : 12;
+            if (firstRow < 0 || count < 0 || (firstRow + count) * nb > _scales.Length || y.Length < count)
+                throw new ArgumentOutOfRangeException(nameof(firstRow), $"rows {firstRow}..{firstRow + count} of {_scales.Length / Math.Max(nb, 1)}");
             var a = NibbleDot.Scratch;
             a.Set(x[..(nb * 32)], evensThenOdds: false, bias);
             var table = NibbleDot.Broadcast(Mxfp4Biased);
@@ -392,16 +416,14 @@ internal static class GgmlDot
             try
             {
                 fixed (byte* b0 = _codes)
+                fixed (float* s0 = _scales)
+                fixed (float* xs = a.Scales)
                 fixed (float* c0 = c)
                 {
-                    for (int i = 0; i < count; i++)
-                    {
-                        long r = firstRow + i;
-                        System.Numerics.Tensors.TensorPrimitives.Multiply(_scales.AsSpan(checked((int)(r * nb)), nb), a.Scales.AsSpan(0, nb), c.AsSpan(0, nb));
-                        byte* row = b0 + r * nb * 16;
-                        y[i] = _q4 ? NibbleDot.Row<NibbleDot.Nibbles>(row, 16, nb, c0, a, table, null, null, bias)
-                                   : NibbleDot.Row<NibbleDot.OneTable>(row, 16, nb, c0, a, table, null, null, bias);
-                    }
+                    var factors = new RepackedRowFactors(s0 + firstRow * nb, nb, xs, c0);
+                    byte* rows = b0 + firstRow * nb * 16;
+                    if (_q4) NibbleDot.Rows<NibbleDot.Nibbles, RepackedRowFactors>(rows, (nint)nb * 16, 16, count, nb, a, table, null, bias, ref factors, y);
+                    else NibbleDot.Rows<NibbleDot.OneTable, RepackedRowFactors>(rows, (nint)nb * 16, 16, count, nb, a, table, null, bias, ref factors, y);
                 }
             }
             finally { System.Buffers.ArrayPool<float>.Shared.Return(c); }

@@ -64,14 +64,24 @@ internal static class MxDot
             fixed (float* c0 = c)
             fixed (float* xs = a.Scales)
             {
-                for (int r = 0; r < rowCount; r++)
-                {
-                    HalfScales(s0 + (nint)r * blocksPerRow, t0, xs, blocksPerRow, c0);
-                    y[r] = NibbleDot.Row<NibbleDot.OneTable>(b0 + (nint)r * blocksPerRow * 16, 16, blocksPerRow, c0, a, table, null, null, biased.Bias);
-                }
+                var factors = new RowFactors(s0, blocksPerRow, t0, xs, c0);
+                NibbleDot.Rows<NibbleDot.OneTable, RowFactors>(b0, (nint)blocksPerRow * 16, 16, rowCount, blocksPerRow, a, table, null, biased.Bias, ref factors, y);
             }
         }
         finally { ArrayPool<float>.Shared.Return(c); }
+    }
+
+    /// <summary>Each row's factors for <see cref="NibbleDot.Rows{TMode, TFactors}"/>: its E8M0 scales halved × the
+    /// activation scales (<see cref="HalfScales"/>).</summary>
+    private readonly unsafe struct RowFactors(byte* scales, int blocksPerRow, float* table, float* xs, float* c) : NibbleDot.IRowFactors
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Prepare(int row, out int* pairIndex)
+        {
+            pairIndex = null;
+            HalfScales(scales + (nint)row * blocksPerRow, table, xs, blocksPerRow, c);
+            return c;
+        }
     }
 
     /// <summary><see cref="DotRows"/> for several activation vectors (<c>y[v·yStride + r]</c>): each row's codes unpacked

@@ -37,14 +37,23 @@ internal static unsafe class NvFp4Dot
             fixed (float* xs = a.HalfScales)
             fixed (float* ue4m3 = ScaleFormat.UE4M3.DecodeTable)
             {
-                for (int r = 0; r < rowCount; r++)
-                {
-                    Factors(s0 + (nint)r * blocks16, blocks16, ue4m3, tensorScale, divisor, xs, c0);
-                    y[r] = NibbleDot.Row<NibbleDot.OneTableHalfBlocks>(b0 + (nint)r * blocks16 * 8, 16, groups, c0, a, table, null, null, Biased.Bias);
-                }
+                var factors = new RowFactors(s0, blocks16, ue4m3, tensorScale, divisor, xs, c0);
+                NibbleDot.Rows<NibbleDot.OneTableHalfBlocks, RowFactors>(b0, (nint)blocks16 * 8, 16, rowCount, groups, a, table, null, Biased.Bias, ref factors, y);
             }
         }
         finally { ArrayPool<float>.Shared.Return(c); }
+    }
+
+    /// <summary>Each row's factors for <see cref="NibbleDot.Rows{TMode, TFactors}"/> (<see cref="Factors"/>).</summary>
+    private readonly struct RowFactors(byte* scales, int blocks16, float* ue4m3, float tensorScale, bool divisor, float* xs, float* c) : NibbleDot.IRowFactors
+    {
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public float* Prepare(int row, out int* pairIndex)
+        {
+            pairIndex = null;
+            Factors(scales + (nint)row * blocks16, blocks16, ue4m3, tensorScale, divisor, xs, c);
+            return c;
+        }
     }
 
     /// <summary><see cref="DotRows"/> for several activation vectors (<c>y[v·yStride + r]</c>), each row unpacked once.</summary>

@@ -170,16 +170,9 @@ internal sealed unsafe class NxfpDot
             fixed (float* xs = xsTile)
             fixed (byte* tables = _pairTables)
             {
-                for (int r0 = 0; r0 < rowCount; r0 += chunk)
-                {
-                    int n = Math.Min(chunk, rowCount - r0);
-                    byte* rows = b0 + (nint)r0 * nb * 16;
-                    Prepare(w0 + (nint)r0 * nb, rows, n * nb, xs, c0, p0);
-                    for (int i = 0; i < n; i++)
-                        y[r0 + i] = _wide
-                            ? NibbleDot.Row<NibbleDot.WidePairTables>(rows + (nint)i * nb * 16, 16, nb, c0 + i * nb, a, default, tables, p0 + i * nb, _bias)
-                            : NibbleDot.Row<NibbleDot.PairTables>(rows + (nint)i * nb * 16, 16, nb, c0 + i * nb, a, default, tables, p0 + i * nb, _bias);
-                }
+                var factors = new RowFactors(this, w0, b0, nb, chunk, rowCount, xs, c0, p0);
+                if (_wide) NibbleDot.Rows<NibbleDot.WidePairTables, RowFactors>(b0, (nint)nb * 16, 16, rowCount, nb, a, default, tables, _bias, ref factors, y);
+                else NibbleDot.Rows<NibbleDot.PairTables, RowFactors>(b0, (nint)nb * 16, 16, rowCount, nb, a, default, tables, _bias, ref factors, y);
             }
         }
         finally
@@ -187,6 +180,21 @@ internal sealed unsafe class NxfpDot
             ArrayPool<float>.Shared.Return(c);
             ArrayPool<int>.Shared.Return(pairIndex);
             ArrayPool<float>.Shared.Return(xsTile);
+        }
+    }
+
+    /// <summary>Each row's factors and pair offsets for <see cref="NibbleDot.Rows{TMode, TFactors}"/>: prepared
+    /// <paramref name="chunk"/> rows at a time (<see cref="ChunkRows"/>, a power of two), when the first of them comes.</summary>
+    private readonly struct RowFactors(NxfpDot dot, byte* words, byte* codes, int nb, int chunk, int rowCount, float* xs, float* c, int* pairs)
+        : NibbleDot.IRowFactors
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public float* Prepare(int row, out int* pairIndex)
+        {
+            int i = row & (chunk - 1);
+            if (i == 0) dot.Prepare(words + (nint)row * nb, codes + (nint)row * nb * 16, Math.Min(chunk, rowCount - row) * nb, xs, c, pairs);
+            pairIndex = pairs + i * nb;
+            return c + i * nb;
         }
     }
 
