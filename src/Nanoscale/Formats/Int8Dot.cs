@@ -90,7 +90,7 @@ internal static unsafe class Int8Dot
     [ThreadStatic] private static float[]? t_scales;
     [ThreadStatic] private static int t_cols;
 
-    private static (sbyte[] Q, float[] Scales) Quantized(ReadOnlySpan<float> x)
+    internal static (sbyte[] Q, float[] Scales) Quantized(ReadOnlySpan<float> x)
     {
         int cols = x.Length;
         if (t_x is { } last && t_cols == cols && x.SequenceEqual(last.AsSpan(0, cols))) return (t_q!, t_scales!);

@@ -27,7 +27,8 @@ internal sealed class MxCodec : BlockCodec
         SignedZero = signedZero;
         _biased = MxDot.DoubledTable(element) is { } doubled ? MxDot.Biased(doubled) : null;
         _int8Step = element.Bits == 8 && element.Encoding == ElementEncoding.TwosComplement ? element.Decode(1) : null;
-        _widened = _biased is null && _int8Step is null ? MxFloatDot.For(element) : null;
+        _int6 = _biased is null && _int8Step is null ? Mx6IntDot.For(element) : null;
+        _widened = _biased is null && _int8Step is null && _int6 is null ? MxFloatDot.For(element) : null;
     }
 
     public ElementFormat Element { get; }
@@ -62,7 +63,7 @@ internal sealed class MxCodec : BlockCodec
     /// <summary>
     /// The generation step's product on the codes without decoding rows to floats: MXFP4 and MXINT8 in integer
     /// arithmetic on int8 activations (<see cref="MxDot"/>, <see cref="Int8Dot"/>: llama.cpp's approach, MXINT8 as its
-    /// Q8_0), every other element format widened to floats in registers (<see cref="MxFloatDot"/>). AVX2 and whole blocks only; otherwise false (the caller decodes rows, which
+    /// Q8_0; MXFP6-E2M3 too, its values ×8 being int8: <see cref="Mx6IntDot"/>), every other element format widened to floats in registers (<see cref="MxFloatDot"/>). AVX2 and whole blocks only; otherwise false (the caller decodes rows, which
     /// is also the exact path <c>RuntimeOptions.FusedKernels = false</c> selects).
     /// </summary>
     public override bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
@@ -73,6 +74,12 @@ internal sealed class MxCodec : BlockCodec
         {
             CheckDotSpans(blocks, scales, rowCount, cols, x, y);
             Int8Dot.Rows(blocks, scales, ScaleFormat.E8M0.DecodeTable, step, rowCount, cols / MxBlockSize, x, y);
+            return true;
+        }
+        if (_int6 is { } int6)
+        {
+            CheckDotSpans(blocks, scales, rowCount, cols, x, y);
+            int6.DotRows(blocks, scales, rowCount, cols, x, y);
             return true;
         }
         if (_widened is { } widened)
@@ -118,6 +125,7 @@ internal sealed class MxCodec : BlockCodec
 
     /// <summary>The float kernel of every other element format (null for E2M1 and INT8, which have integer ones).</summary>
     private readonly MxFloatDot? _widened;
+    private readonly Mx6IntDot? _int6;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
