@@ -290,7 +290,6 @@ internal static unsafe class NibbleDot
         var nibble = Vector256.Create((byte)0x0F);
         var ones = Vector256.Create((short)1);
         var spread = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
-        var order = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7); // WholeOrder
         int step = ReducedStep(TMode.HalfBlocks);
         Vector256<float> total = Vector256<float>.Zero, rest = Vector256<float>.Zero;
         int j = 0;
@@ -306,7 +305,7 @@ internal static unsafe class NibbleDot
                 var s3 = PairInts<TMode>(Codes(codes, blockStride, j + 6), Lookup<TMode>(table, pairTables, pairIndex, j + 6), q + j * 32 + 192, nibble, ones);
                 sums = SumFour(s0, s1, s2, s3);
             }
-            total = Reduce<TMode>(sums, reduced + (TMode.HalfBlocks ? 2 * j : j), c + (TMode.HalfBlocks ? 2 * j : j), order, total);
+            total = Reduce<TMode>(sums, reduced + (TMode.HalfBlocks ? 2 * j : j), c + (TMode.HalfBlocks ? 2 * j : j), total);
         }
         for (; j + 1 < blocks; j += 2)
             rest = Pair<TMode>(codes, blockStride, j, c, q, correction, table, pairTables, pairIndex, nibble, ones, spread, rest);
@@ -321,6 +320,9 @@ internal static unsafe class NibbleDot
 
     /// <summary>The block (of eight from j) in each lane of a reduced step: two rounds of pairwise sums on four pairs' lanes.</summary>
     private static readonly int[] WholeOrder = [0, 2, 4, 6, 1, 3, 5, 7];
+
+    /// <summary><see cref="WholeOrder"/> as a permutation (a JIT constant: the static array would be read every call).</summary>
+    private static Vector256<int> WholeOrderLanes => Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
 
     /// <summary>The block (of four from j) whose two halves fill each pair of lanes after one round on two pairs.</summary>
     private static readonly int[] HalvesOrder = [0, 2, 1, 3];
@@ -338,7 +340,6 @@ internal static unsafe class NibbleDot
         var nibble = Vector256.Create((byte)0x0F);
         var ones = Vector256.Create((short)1);
         var spread = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
-        var order = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7); // WholeOrder
         int step = ReducedStep(TMode.HalfBlocks);
         Vector256<float> total = Vector256<float>.Zero, rest = Vector256<float>.Zero;
         byte* w = codes;
@@ -361,7 +362,7 @@ internal static unsafe class NibbleDot
                 var s3 = PairInts<TMode>(Vector256.Load(w + 96), Lookup<TMode>(table, pairTables, p, 6), q + 192, nibble, ones);
                 sums = SumFour(s0, s1, s2, s3);
             }
-            total = Reduce<TMode>(sums, r, f, order, total);
+            total = Reduce<TMode>(sums, r, f, total);
             w += step * 16;
             q += step * 32;
             r += 8;
@@ -417,15 +418,15 @@ internal static unsafe class NibbleDot
         Avx.Shuffle(s0.AsSingle(), s1.AsSingle(), 0b10_00_10_00).AsInt32() + Avx.Shuffle(s0.AsSingle(), s1.AsSingle(), 0b11_01_11_01).AsInt32();
 
     /// <summary>A reduced step's eight totals less their biases (<paramref name="reduced"/>), converted and multiplied by
-    /// their factors: eight blocks' (<c>c[j..j+7]</c> permuted by <paramref name="order"/>) or four blocks' two each
+    /// their factors: eight blocks' (<c>c[j..j+7]</c> permuted by <see cref="WholeOrderLanes"/>) or four blocks' two each
     /// (<c>c[2j..2j+7]</c>, the middle pairs swapped).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Reduce<TMode>(Vector256<int> sums, int* reduced, float* factors, Vector256<int> order, Vector256<float> total)
+    private static Vector256<float> Reduce<TMode>(Vector256<int> sums, int* reduced, float* factors, Vector256<float> total)
         where TMode : struct, IMode
     {
         var f = TMode.HalfBlocks
             ? Avx2.Permute4x64(Vector256.Load(factors).AsDouble(), 0b11_01_10_00).AsSingle()
-            : Avx2.PermuteVar8x32(Vector256.Load(factors), order);
+            : Avx2.PermuteVar8x32(Vector256.Load(factors), WholeOrderLanes);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums - Vector256.Load(reduced)), f, total);
     }
 
