@@ -214,18 +214,35 @@ internal static unsafe class NibbleLanes
         if (!vnni && WordsPerWidening(tables.Largest) == 0)
             throw new ArgumentException($"table entries up to {tables.Largest} overflow vpmaddubsw's int16 sums (at most 128 without AVX-VNNI)", nameof(tables));
         // Rows 8–15 (a call of more than eight) into the buffer's second half, their factors and selectors after the
-        // first eight's; then every four vectors against both eights at once (FourPair: the same integers and float
-        // operations per row as Four, so the same bits as two eight-row calls).
-        int second = rowCount - Lanes;
-        Vector256<byte>* unpackedB = unpacked + (nint)blocks * 8;
+        // first eight's.
         UnpackRows(codes, rowStride, Math.Min(rowCount, Lanes), blocks, tables, unpacked);
-        if (second > 0)
-            UnpackRows(codes + Lanes * rowStride, rowStride, second, blocks, tables.Selectors is null ? tables : tables.Shifted((nint)blocks * Lanes), unpackedB);
+        if (rowCount > Lanes)
+            UnpackRows(codes + Lanes * rowStride, rowStride, rowCount - Lanes, blocks, tables.Selectors is null ? tables : tables.Shifted((nint)blocks * Lanes), unpacked + (nint)blocks * 8);
         // The next group's codes are asked for while this group's products run (up to four passes over the unpacked
         // codes, long enough to hide the memory's latency): without it Unpack waited on memory, 13% of a 16-sequence
         // step's samples against 5% with it. A last group asks for bytes past the rows, which a prefetch may: it
         // never faults.
         if (rowCount is Lanes or GroupRows) Prefetch(codes + rowCount * rowStride, rowCount * rowStride);
+        Multiply(unpacked, rowCount, blocks, factors, a, tables.Largest, results, resultStride, vnni);
+    }
+
+    /// <summary>
+    /// The products of a group whose codes are already unpacked (<paramref name="unpacked"/>, the layout
+    /// <see cref="Unpack{TLookup}"/> writes: block j's eight words at <c>[8j..]</c>, rows 8–15 from
+    /// <c>blocks × 8</c> on) as unsigned values up to <paramref name="largest"/>, with every vector of
+    /// <paramref name="a"/>: every four vectors against both eights at once (FourPair: the same integers and float
+    /// operations per row as Four, so the same bits as two eight-row calls), or all in one pass without VNNI. Other
+    /// codes than nibbles (MXFP6, <c>Mx/Mx6IntDot</c>) unpack into the same layout and share this.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void Multiply(Vector256<byte>* unpacked, int rowCount, int blocks, float* factors, Vectors a, int largest,
+        float* results, int resultStride, bool vnni)
+    {
+        if ((uint)(rowCount - 1) >= GroupRows) throw new ArgumentOutOfRangeException(nameof(rowCount), rowCount, $"a group has 1 to {GroupRows} rows");
+        if (!vnni && WordsPerWidening(largest) == 0)
+            throw new ArgumentException($"unpacked values up to {largest} overflow vpmaddubsw's int16 sums (at most 128 without AVX-VNNI)", nameof(largest));
+        int second = rowCount - Lanes;
+        Vector256<byte>* unpackedB = unpacked + (nint)blocks * 8;
         float* factorsB = factors + (nint)blocks * Lanes * (a.Halves ? 2 : 1);
         fixed (int* q = a.Q)
         fixed (float* s = a.Scales)
@@ -236,7 +253,7 @@ internal static unsafe class NibbleLanes
             {
                 // Every vector in one pass (the codes and activations stay in the first-level cache).
                 Widened(unpacked, unpackedB, blocks, factors, factorsB, q, s, a.Halves ? h : b, a.Blocks, a.Count, Math.Min(rowCount, Lanes), second,
-                    results, resultStride, a.Halves, WordsPerWidening(tables.Largest));
+                    results, resultStride, a.Halves, WordsPerWidening(largest));
                 return;
             }
             for (int first = 0; first < a.Count; first += 4)

@@ -105,6 +105,42 @@ public class FusedDotTests
         }
     }
 
+    /// <summary>MXFP6-E2M3's several-vector kernel on the lanes against its scalar twin, bit for bit: every code, groups of
+    /// sixteen rows, a partial eight and a partial group (19 and 5 rows), 6 and 16 vectors, and one NaN scale (E8M0
+    /// 0xFF), which makes its row NaN for every vector and leaves the others alone.</summary>
+    [Theory]
+    [InlineData(19, 6)]
+    [InlineData(19, 16)]
+    [InlineData(5, 7)]
+    [InlineData(32, 16)]
+    public void Mxfp6LanesEqualTheirScalarTwinBitForBit(int rows, int vectors)
+    {
+        var dot = Nanoscale.Formats.Mx.Mx6IntDot.For(ElementFormat.E2M3);
+        if (dot is null || !NibbleLanes.IsSupported) return; // no AVX2 here
+        const int blocks = 11, cols = blocks * 32, bytesPerRow = blocks * 24;
+        var random = new Random(rows * 100 + vectors);
+        var codes = new byte[rows * cols];
+        for (int i = 0; i < codes.Length; i++) codes[i] = (byte)(i < 256 ? i % 64 : random.Next(64));
+        var packed = new byte[rows * bytesPerRow];
+        for (int r = 0; r < rows; r++)
+            BlockPacking.Pack(codes.AsSpan(r * cols, cols), 6, packed.AsSpan(r * bytesPerRow, bytesPerRow));
+        byte[] scales = [.. Enumerable.Range(0, rows * blocks).Select(_ => (byte)random.Next(110, 140))];
+        scales[2 * blocks + 3] = 0xFF;
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var y = new float[vectors * rows];
+        dot.DotRowsLanes(packed, scales, rows, cols, vectors, x, y, rows);
+        var a = NibbleLanes.Scratch; // the kernel's activations, kept for the twin
+        for (int v = 0; v < vectors; v++)
+            for (int r = 0; r < rows; r++)
+            {
+                float twin = dot.LanesRowReference(packed.AsSpan(r * bytesPerRow, bytesPerRow), scales.AsSpan(r * blocks, blocks), a, v);
+                float got = y[v * rows + r];
+                Assert.Equal(r == 2, float.IsNaN(got));
+                Assert.True(float.IsNaN(twin) ? float.IsNaN(got) : BitConverter.SingleToInt32Bits(got) == BitConverter.SingleToInt32Bits(twin),
+                    $"vector {v} row {r}: {got} vs {twin}");
+            }
+    }
+
     /// <summary>NVFP4's per-row factors decode a run of 32 normal scale codes by shift and add alone and any other run
     /// code by code: rows whose UE4M3 codes are every value from 0 to 0x7E give what decoding gives — rows 0–1 only
     /// zero, subnormals and the smallest normals (codes 0–15, all scales within 2^−9..2^−5, so a subnormal decoded as a
@@ -533,6 +569,7 @@ public class FusedDotTests
     [InlineData("mxfp4")]
     [InlineData("nvfp4")]
     [InlineData("nxfp4")]
+    [InlineData("mxfp6")]   // MXFP6-E2M3's lanes (16 tokens) and its one-token kernel (3)
     public void PromptWindowsOnTheCodesMatchDecoding(string format)
     {
         using var stories = new CompressedStories(format);
@@ -558,11 +595,12 @@ public class FusedDotTests
 
     /// <summary>A window's product on the codes (a generation prompt: <c>FusedWindows</c>, 37 tokens in one loop over
     /// the tiles) equals the products of its chunks of sixteen tokens and fewer bit for bit (the same kernel calls per
-    /// chunk), for every weight of a layer, on the 4-bit lanes (bf16 windows decode tiles instead).</summary>
+    /// chunk), for every weight of a layer, on the 4-bit and MXFP6 lanes (bf16 windows decode tiles instead).</summary>
     [Theory]
     [InlineData("mxfp4")]
     [InlineData("nxfp4")]
     [InlineData("nvfp4")]
+    [InlineData("mxfp6")]
     public void AWindowEqualsItsChunksOfSixteenTokens(string format)
     {
         using var stories = new CompressedStories(format);
@@ -703,6 +741,9 @@ public class FusedDotManyTests
     [InlineData("nxfp4:nm=2,am=e2m1|e1m2,cr=5", 1)]
     [InlineData("nvfp4:global=divisor", 3)]
     [InlineData("mxfp8", 3)]   // the default: the one-vector kernel per vector
+    [InlineData("mxfp6", 3)]   // below the lanes' fewest: MXFP6-E2M3's one-vector kernel per vector
+    [InlineData("mxfp6", 6)]   // its lanes (Mx6IntDot.DotRowsLanes)
+    [InlineData("mxfp6", 16)]
     public void ManyVectorsEqualOneAtATime(string spec, int vectors) => ManyEqualsOne(spec, vectors, 256);
 
     /// <summary>Rows of an odd number of int8 groups (11 × 32): the last group outside the pairs.</summary>
@@ -710,6 +751,7 @@ public class FusedDotManyTests
     [InlineData("mxfp4", 3)]
     [InlineData("nvfp4", 2)]
     [InlineData("nxfp4", 4)]
+    [InlineData("mxfp6", 9)]
     public void ManyVectorsWithAnOddLastGroup(string spec, int vectors) => ManyEqualsOne(spec, vectors, 352);
 
     /// <summary>Sixteen vectors, the lane kernels' most, on short rows (two blocks, as stories260K's).</summary>
@@ -720,6 +762,7 @@ public class FusedDotManyTests
     [InlineData("q4_0", 16)]
     [InlineData("ggml-mxfp4", 5)]
     [InlineData("nvfp4", 16)]
+    [InlineData("mxfp6", 16)]
     public void ManyVectorsOnShortRows(string spec, int vectors) => ManyEqualsOne(spec, vectors, 64);
 
     private static void ManyEqualsOne(string spec, int vectors, int cols)

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -25,11 +26,13 @@ internal sealed unsafe class Mx6IntDot
     private readonly Vector256<sbyte> _low, _high;   // |value|·2^k for magnitudes 0–15 and 16–31, in both 128-bit lanes
     private readonly sbyte[] _magnitudes;            // the same 32 entries (the scalar twin)
     private readonly float _step;                    // 2^−k
+    private readonly int _bias;                      // the largest |value|·2^k
 
     private Mx6IntDot(sbyte[] magnitudes, float step)
     {
         _magnitudes = magnitudes;
         _step = step;
+        _bias = magnitudes.Max();
         _low = Vector256.Create(Vector128.Create(magnitudes.AsSpan(0, 16)));
         _high = Vector256.Create(Vector128.Create(magnitudes.AsSpan(16, 16)));
     }
@@ -101,6 +104,157 @@ internal sealed unsafe class Mx6IntDot
                 y[r] = Vector256.Sum(even + odd);
             }
         }
+    }
+
+    /// <summary>The largest |value|·2^k: the lanes kernel adds it to every value so that they are unsigned (0..2·bias).</summary>
+    public int Bias => _bias;
+
+    /// <summary>
+    /// y[v·yStride + r] = row r · vector v for several vectors (a prompt window, a token-factory step) on
+    /// <see cref="NibbleLanes"/>: each group of up to sixteen rows unpacked once — per row and block the 32 codes split
+    /// as in <see cref="DotRows"/>, looked up and signed (|value|·2^k, <c>vpsignb</c> by the code's sign bit), plus
+    /// <see cref="Bias"/> so they are unsigned, then an 8 × 8 transpose of 32-bit words puts each four values of eight
+    /// rows in one register — and multiplied with every vector by the lanes' shared loop (<see cref="NibbleLanes.Multiply"/>),
+    /// each block's E8M0 scale × 2^−k applied once per eight rows. The integers are exact; the scalar twin
+    /// <see cref="LanesRowReference"/> gives the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prompt pass alone may call it too rarely to leave tier 0
+    public void DotRowsLanes(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int rowCount, int cols, int vectors,
+        ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int nb = cols / 32;
+        if (cols % 32 != 0 || vectors < 1 || vectors > NibbleLanes.MaxVectors || blocks.Length < (long)rowCount * nb * BlockBytes
+            || scales.Length < (long)rowCount * nb || x.Length < (long)vectors * cols || y.Length < (long)(vectors - 1) * yStride + rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        var a = NibbleLanes.Scratch;
+        a.Set(x, vectors, cols, evensThenOdds: false, _bias);
+        var unpacked = NibbleLanes.Unpacked(nb);
+        const int Lanes = NibbleLanes.Lanes, GroupRows = NibbleLanes.GroupRows;
+        float[] factors = ArrayPool<float>.Shared.Rent(nb * GroupRows);
+        ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
+        nint rowBytes = (nint)nb * BlockBytes;
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (byte* s0 = scales)
+            fixed (float* table = scaleTable)
+            fixed (float* f0 = factors)
+            fixed (float* y0 = y)
+            {
+                for (int r = 0; r < rowCount; r += GroupRows)
+                {
+                    int n = Math.Min(GroupRows, rowCount - r);
+                    for (int half = 0; half * Lanes < n; half++)
+                    {
+                        int rows = Math.Min(Lanes, n - half * Lanes), first = r + half * Lanes;
+                        float* f = f0 + half * nb * Lanes;
+                        for (int i = 0; i < Lanes; i++)
+                        {
+                            byte* rowScales = s0 + (nint)(first + NibbleLanes.SourceRow(i, rows)) * nb;
+                            for (int j = 0; j < nb; j++) f[j * Lanes + i] = table[rowScales[j]] * _step;
+                        }
+                        Unpack(b0 + first * rowBytes, rowBytes, rows, nb, unpacked + (nint)half * nb * 8);
+                    }
+                    if (n == GroupRows) NibbleLanes.Prefetch(b0 + (r + n) * rowBytes, n * rowBytes);
+                    NibbleLanes.Multiply(unpacked, n, nb, f0, a, 2 * _bias, y0 + r, yStride, AvxVnni.IsSupported);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(factors);
+        }
+    }
+
+    /// <summary>Up to eight rows' codes (missing rows read row 0) as unsigned values bias + value·2^k in the lanes'
+    /// layout: block j's word m (elements 4m..4m+3 of each row, one row per 32-bit lane) at <c>unpacked[8j + 2m]</c>
+    /// for m &lt; 4 and elements 16 + 4(m − 4).. at <c>[8j + 2(m − 4) + 1]</c> — the order of the activations in natural
+    /// order (<see cref="NibbleLanes.Vectors.Set"/> without evens then odds).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Unpack(byte* codes, nint rowStride, int rowCount, int blocks, Vector256<byte>* unpacked)
+    {
+        byte* p0 = codes, p1 = Row(codes, rowStride, rowCount, 1), p2 = Row(codes, rowStride, rowCount, 2), p3 = Row(codes, rowStride, rowCount, 3);
+        byte* p4 = Row(codes, rowStride, rowCount, 4), p5 = Row(codes, rowStride, rowCount, 5), p6 = Row(codes, rowStride, rowCount, 6), p7 = Row(codes, rowStride, rowCount, 7);
+        // Bytes 0–15 and 8–23 of a block (never past its end): each three bytes (four codes) to a 32-bit lane.
+        var groups = Vector256.Create((byte)0, 1, 2, 0x80, 3, 4, 5, 0x80, 6, 7, 8, 0x80, 9, 10, 11, 0x80,
+            4, 5, 6, 0x80, 7, 8, 9, 0x80, 10, 11, 12, 0x80, 13, 14, 15, 0x80);
+        var bias = Vector256.Create((byte)_bias);
+        for (int j = 0; j < blocks; j++)
+        {
+            nint o = (nint)j * BlockBytes;
+            var r0 = Values(p0 + o, groups, bias).AsInt32();
+            var r1 = Values(p1 + o, groups, bias).AsInt32();
+            var r2 = Values(p2 + o, groups, bias).AsInt32();
+            var r3 = Values(p3 + o, groups, bias).AsInt32();
+            var r4 = Values(p4 + o, groups, bias).AsInt32();
+            var r5 = Values(p5 + o, groups, bias).AsInt32();
+            var r6 = Values(p6 + o, groups, bias).AsInt32();
+            var r7 = Values(p7 + o, groups, bias).AsInt32();
+            // 8 × 8 transpose of words: within each 128-bit lane rows 0–3 (4–7) of words 4L..4L+3, then the lanes crossed.
+            var t0 = Avx2.UnpackLow(r0, r1).AsInt64();
+            var t1 = Avx2.UnpackHigh(r0, r1).AsInt64();
+            var t2 = Avx2.UnpackLow(r2, r3).AsInt64();
+            var t3 = Avx2.UnpackHigh(r2, r3).AsInt64();
+            var t4 = Avx2.UnpackLow(r4, r5).AsInt64();
+            var t5 = Avx2.UnpackHigh(r4, r5).AsInt64();
+            var t6 = Avx2.UnpackLow(r6, r7).AsInt64();
+            var t7 = Avx2.UnpackHigh(r6, r7).AsInt64();
+            var u0 = Avx2.UnpackLow(t0, t2).AsByte();    // word 0 (and 4) of rows 0–3
+            var u1 = Avx2.UnpackHigh(t0, t2).AsByte();   // word 1 (5)
+            var u2 = Avx2.UnpackLow(t1, t3).AsByte();    // word 2 (6)
+            var u3 = Avx2.UnpackHigh(t1, t3).AsByte();   // word 3 (7)
+            var u4 = Avx2.UnpackLow(t4, t6).AsByte();    // the same of rows 4–7
+            var u5 = Avx2.UnpackHigh(t4, t6).AsByte();
+            var u6 = Avx2.UnpackLow(t5, t7).AsByte();
+            var u7 = Avx2.UnpackHigh(t5, t7).AsByte();
+            Vector256<byte>* w = unpacked + (nint)j * 8;
+            w[0] = Avx2.Permute2x128(u0, u4, 0x20);
+            w[2] = Avx2.Permute2x128(u1, u5, 0x20);
+            w[4] = Avx2.Permute2x128(u2, u6, 0x20);
+            w[6] = Avx2.Permute2x128(u3, u7, 0x20);
+            w[1] = Avx2.Permute2x128(u0, u4, 0x31);
+            w[3] = Avx2.Permute2x128(u1, u5, 0x31);
+            w[5] = Avx2.Permute2x128(u2, u6, 0x31);
+            w[7] = Avx2.Permute2x128(u3, u7, 0x31);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* Row(byte* codes, nint rowStride, int rowCount, int i) => codes + NibbleLanes.SourceRow(i, rowCount) * rowStride;
+
+    /// <summary>One block's 32 values bias + value·2^k in order, one per byte.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private Vector256<byte> Values(byte* block, Vector256<byte> groups, Vector256<byte> bias)
+    {
+        var codes = Codes(Vector256.Create(Vector128.Load(block), Vector128.Load(block + 8)), groups);
+        // The sign (bit 5) to bit 7 by a 16-bit shift (codes are below 64: nothing carries into the next byte); a zero
+        // code has magnitude 0, so vpsignb's zeroing does not matter.
+        return Avx2.Add(Avx2.Sign(Magnitudes(codes).AsSByte(), Avx2.ShiftLeftLogical(codes.AsInt16(), 2).AsSByte()).AsByte(), bias);
+    }
+
+    /// <summary>The scalar twin of <see cref="DotRowsLanes"/> for one row and one vector (tests): per block the same
+    /// integer (the activations' bias term plus each unsigned value × its activation byte), then the same float
+    /// multiply-add, block after block.</summary>
+    public float LanesRowReference(ReadOnlySpan<byte> row, ReadOnlySpan<byte> rowScales, NibbleLanes.Vectors a, int vector)
+    {
+        int nb = a.Blocks;
+        float total = 0;
+        ReadOnlySpan<sbyte> q = System.Runtime.InteropServices.MemoryMarshal.Cast<int, sbyte>(a.Q.AsSpan());
+        for (int j = 0; j < nb; j++)
+        {
+            int sum = a.Bias[vector * nb + j];
+            for (int i = 0; i < 32; i++)
+            {
+                int bit = j * BlockBytes * 8 + 6 * i;
+                int code = ((row[bit / 8] | (bit / 8 + 1 < row.Length ? row[bit / 8 + 1] << 8 : 0)) >> (bit % 8)) & 63;
+                int value = _bias + _magnitudes[code & 31] * ((code & 32) != 0 ? -1 : 1);
+                // Element i's activation byte: word 2m holds elements 4m.., word 2m + 1 elements 16 + 4m...
+                int m = i < 16 ? 2 * (i / 4) : 2 * ((i - 16) / 4) + 1;
+                sum += value * q[((vector * nb + j) * 8 + m) * 4 + i % 4];
+            }
+            total = MathF.FusedMultiplyAdd(sum, ScaleFormat.E8M0.DecodeTable[rowScales[j]] * _step * a.Scales[vector * nb + j], total);
+        }
+        return total;
     }
 
     /// <summary>32 codes, one per byte in order, from 24 packed bytes loaded as bytes 0–15 | 12–27: each three bytes

@@ -94,10 +94,12 @@ internal sealed class MxCodec : BlockCodec
         return true;
     }
 
-    /// <summary>MXFP4 for a few vectors at once (a token-factory step): each row's codes unpacked once for all of them
-    /// (<see cref="MxDot.DotRowsMany"/>; from <see cref="NibbleLanes.MinVectors"/> vectors on eight rows at once, <see cref="MxDot.DotRowsLanes"/>);
+    /// <summary>MXFP4 for a few vectors at once (a token-factory step, a prompt window): each row's codes unpacked once
+    /// for all of them (<see cref="MxDot.DotRowsMany"/>; from <see cref="NibbleLanes.MinVectors"/> vectors on eight rows
+    /// at once, <see cref="MxDot.DotRowsLanes"/>); MXFP6-E2M3 on the same lanes (<see cref="Mx6IntDot.DotRowsLanes"/>);
     /// other element formats one vector after another.</summary>
-    public override bool HasDotRowsMany(int cols) => _biased is not null && cols % MxBlockSize == 0 && MxDot.IsSupported;
+    public override bool HasDotRowsMany(int cols) =>
+        (_biased is not null || (_int6 is not null && NibbleLanes.IsSupported)) && cols % MxBlockSize == 0 && MxDot.IsSupported;
 
     /// <summary>Sixteen on the lanes (<see cref="MxDot.DotRowsLanes"/>: every row group unpacked once for all of them), else eight.</summary>
     public override int MaxDotVectors(int cols) => NibbleLanes.IsSupported ? NibbleLanes.MaxVectors : NibbleDot.MaxVectors;
@@ -105,6 +107,14 @@ internal sealed class MxCodec : BlockCodec
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
+        // MXFP6-E2M3 on the lanes from NibbleLanes.MinVectors on (Mx6IntDot.DotRowsLanes); fewer, its one-token kernel per vector.
+        if (_int6 is { } int6 && cols % MxBlockSize == 0 && MxDot.IsSupported && NibbleLanes.IsSupported
+            && vectors >= NibbleLanes.MinVectors && vectors <= NibbleLanes.MaxVectors)
+        {
+            CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
+            int6.DotRowsLanes(blocks, scales, rowCount, cols, vectors, x, y, yStride);
+            return true;
+        }
         if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
