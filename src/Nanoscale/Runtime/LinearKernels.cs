@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -31,7 +32,25 @@ internal static class LinearKernels
             throw new ArgumentException($"output holds {output.Length} floats; {tokens} tokens × {count} rows need {(long)tokens * count}", nameof(output));
     }
 
-    public static int RowsPerTile(int columns) => Math.Max(1, TileBytes / (4 * Math.Max(1, columns)));
+    /// <summary>Rows per tile: <see cref="TileBytes"/> of floats, whole panels of eight rows where there are eight
+    /// (<see cref="PanelGemm"/>).</summary>
+    public static int RowsPerTile(int columns)
+    {
+        int rows = Math.Max(1, TileBytes / (4 * Math.Max(1, columns)));
+        return rows >= PanelGemm.PanelRows ? rows / PanelGemm.PanelRows * PanelGemm.PanelRows : rows;
+    }
+
+    /// <summary>Whether a product of <paramref name="tokens"/> tokens runs on <see cref="PanelGemm"/> (else <see cref="DotRows"/>).</summary>
+    public static bool UsesPanels(int tokens, int columns) =>
+        PanelGemm.IsSupported && tokens >= PanelGemm.MinTokens && columns >= 8;
+
+    /// <summary>The tokens packed for <see cref="PanelGemm"/>: a pooled array (return it to <see cref="ArrayPool{T}.Shared"/>).</summary>
+    public static float[] PackedActivations(ReadOnlySpan<float> input, int tokens, int columns)
+    {
+        float[] packed = ArrayPool<float>.Shared.Rent((int)PanelGemm.PackedLength(tokens, columns));
+        PanelGemm.PackActivations(input, tokens, columns, packed);
+        return packed;
+    }
 
     /// <summary>
     /// Dense product over <paramref name="rows"/> × <paramref name="columns"/> floats at <paramref name="weights"/>
@@ -45,22 +64,42 @@ internal static class LinearKernels
         if (tokens == 0) return;
         int rowsPerTile = RowsPerTile(columns);
         int rowTiles = (rows + rowsPerTile - 1) / rowsPerTile;
-        int tokenTiles = (tokens + TokenTile - 1) / TokenTile;
-        fixed (float* inPtr = input)
-        fixed (float* outPtr = output)
+        bool panels = UsesPanels(tokens, columns);
+        int tokenTile = panels ? PanelTokenTile : TokenTile;
+        int tokenTiles = (tokens + tokenTile - 1) / tokenTile;
+        float[]? packed = panels ? PackedActivations(input, tokens, columns) : null;
+        try
         {
-            nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
-            options.For(rowTiles * tokenTiles, (long)rows * columns * tokens, item =>
+            fixed (float* inPtr = input)
+            fixed (float* outPtr = output)
+            fixed (float* packedPtr = packed)
             {
-                int r0 = item % rowTiles * rowsPerTile, r1 = Math.Min(rows, r0 + rowsPerTile);
-                int t0 = item / rowTiles * TokenTile, t1 = Math.Min(tokens, t0 + TokenTile);
-                var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
-                var y = new Span<float>((float*)outAddress, tokens * rows);
-                var tile = new ReadOnlySpan<float>((float*)weightsAddress + (long)r0 * columns, (r1 - r0) * columns);
-                DotRows(tile, columns, x, t0, t1, y, rows, r0);
-            });
+                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = (nint)packedPtr;
+                options.For(rowTiles * tokenTiles, (long)rows * columns * tokens, item =>
+                {
+                    int r0 = item % rowTiles * rowsPerTile, r1 = Math.Min(rows, r0 + rowsPerTile);
+                    int t0 = item / rowTiles * tokenTile, t1 = Math.Min(tokens, t0 + tokenTile);
+                    if (panels)
+                    {
+                        PanelGemm.Multiply((float*)weightsAddress + (long)r0 * columns, r1 - r0, columns,
+                            (float*)packedAddress + (long)t0 * columns, t1 - t0, (float*)outAddress + (long)t0 * rows + r0, rows);
+                        return;
+                    }
+                    var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
+                    var y = new Span<float>((float*)outAddress, tokens * rows);
+                    var tile = new ReadOnlySpan<float>((float*)weightsAddress + (long)r0 * columns, (r1 - r0) * columns);
+                    DotRows(tile, columns, x, t0, t1, y, rows, r0);
+                });
+            }
+        }
+        finally
+        {
+            if (packed is not null) ArrayPool<float>.Shared.Return(packed);
         }
     }
+
+    /// <summary><see cref="TokenTile"/> for the panel kernel: whole groups of its packed tokens.</summary>
+    private const int PanelTokenTile = 5 * PanelGemm.GroupTokens;
 
     /// <summary>
     /// y[t, firstRow + i] = tile[i] · x[t] for t in [t0, t1). Pairs of tokens meet groups of four rows in a

@@ -253,12 +253,16 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             lowRank = ArrayPool<float>.Shared.Rent(Math.Max(1, tokens * factored.Rank));
             factored.PrepareWindow(input, tokens, transformed, lowRank);
         }
+        // Many tokens: the panel kernel, on the tokens packed once for every tile.
+        float[]? packed = LinearKernels.UsesPanels(tokens, columns)
+            ? LinearKernels.PackedActivations(factored is null ? input : transformed.AsSpan(0, tokens * columns), tokens, columns) : null;
         try
         {
             fixed (float* inPtr = factored is null ? input : transformed)
             fixed (float* outPtr = output)
+            fixed (float* packedPtr = packed)
             {
-                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
+                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = (nint)packedPtr;
                 options.For(tiles, (long)count * columns * tokens, tile =>
                 {
                     int r0 = firstRow + tile * rowsPerTile, n = Math.Min(firstRow + count, r0 + rowsPerTile) - r0;
@@ -269,7 +273,10 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
                         else factored.ReadBaseRows(r0, n, buffer.AsSpan(0, n * columns));
                         var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
                         var y = new Span<float>((float*)outAddress, tokens * count);
-                        LinearKernels.DotRows(buffer.AsSpan(0, n * columns), columns, x, 0, tokens, y, count, r0 - firstRow);
+                        if (packedAddress != 0)
+                            fixed (float* rows = buffer)
+                                PanelGemm.Multiply(rows, n, columns, (float*)packedAddress, tokens, (float*)outAddress + (r0 - firstRow), count);
+                        else LinearKernels.DotRows(buffer.AsSpan(0, n * columns), columns, x, 0, tokens, y, count, r0 - firstRow);
                         if (factored is { Rank: > 0 }) factored.AddLowRank(r0, n, lowRank!, tokens, y[(r0 - firstRow)..], count);
                     }
                     finally
@@ -283,6 +290,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         {
             if (transformed is not null) ArrayPool<float>.Shared.Return(transformed);
             if (lowRank is not null) ArrayPool<float>.Shared.Return(lowRank);
+            if (packed is not null) ArrayPool<float>.Shared.Return(packed);
         }
     }
 }

@@ -29,13 +29,12 @@ public class EvalCliTests
     }
 
     /// <summary>What a narrower KV cache costs, measured as a format is: stories260K's perplexity on the TinyStories
-    /// sample moves from 3.54820 (f32) to 3.54825 (f16), 3.54999 (bf16), 3.56018 (q8) and 12.71935 (q4: this model's
-    /// heads of 8 numbers share a block's scale four at a time, and 16 levels are too few for its keys). Within 1.5e-5:
-    /// the float kernels sum in another order with 512-bit vectors than with 256-bit ones, and a rounded cache
-    /// carries that difference further (an AVX2-only Zen 3 gives 3.548243 and 3.560172, the same before and after any
-    /// change of ours) — still a third of the distance from f16 to f32.</summary>
+    /// sample moves from 3.54820 (f32) to 3.56017 (q8) and 12.71935 (q4: this model's heads of 8 numbers share a block's
+    /// scale four at a time, and 16 levels are too few for its keys), within 1.5e-5 (the float kernels' summation
+    /// order differs between machines and kernels, and a rounded cache carries that difference further). f16's cost is
+    /// below that noise on this model (3.548243 before the panel kernel of many-token products, 3.548179 after, f32
+    /// 3.548202 both times), so f16 is checked against the f32 run: rounded (not the same number) and within 1e-4.</summary>
     [Theory]
-    [InlineData("f16", 3.548249)]
     [InlineData("q8", 3.560178)]
     [InlineData("q4", 12.719346)]
     public void EvalMeasuresANarrowerKvCache(string type, double expected)
@@ -43,6 +42,21 @@ public class EvalCliTests
         var result = CliProcess.Run("eval", SharedData.Stories260K, "--text", SharedData.TinyStoriesText, "--kv-cache", type, "--json");
         Assert.Equal(0, result.ExitCode);
         Assert.InRange(result.Json().GetProperty("perplexity").GetDouble(), expected - 1.5e-5, expected + 1.5e-5); // f32 gives 3.54820
+    }
+
+    [Fact]
+    public void AnF16KvCacheIsRoundedAndCostsAlmostNothing()
+    {
+        double Perplexity(string type)
+        {
+            var result = CliProcess.Run("eval", SharedData.Stories260K, "--text", SharedData.TinyStoriesText, "--kv-cache", type, "--json");
+            Assert.Equal(0, result.ExitCode);
+            return result.Json().GetProperty("perplexity").GetDouble();
+        }
+        double f32 = Perplexity("f32"), f16 = Perplexity("f16");
+        Assert.InRange(f32, 3.54820 - 1e-5, 3.54820 + 1e-5);
+        Assert.NotEqual(f32, f16);
+        Assert.InRange(f16, f32 - 1e-4, f32 + 1e-4);
     }
 
     [Fact]

@@ -595,7 +595,8 @@ public class FusedDotTests
 
     /// <summary>A window's product on the codes (a generation prompt: <c>FusedWindows</c>, 37 tokens in one loop over
     /// the tiles) equals the products of its chunks of sixteen tokens and fewer bit for bit (the same kernel calls per
-    /// chunk), for every weight of a layer, on the 4-bit and MXFP6 lanes (bf16 windows decode tiles instead).</summary>
+    /// chunk), for every weight of a layer whose rows are whole blocks, on the 4-bit and MXFP6 lanes (bf16 windows decode
+    /// tiles instead).</summary>
     [Theory]
     [InlineData("mxfp4")]
     [InlineData("nxfp4")]
@@ -620,7 +621,13 @@ public class FusedDotTests
                 int n = Math.Min(RowDecodedLinearWeight.MaxFusedTokens, tokens - t0);
                 var part = new float[n * weight.Rows];
                 weight.MatMul(x.AsSpan(t0 * weight.Columns, n * weight.Columns), part, chunks);
-                Assert.Equal(part, whole.AsSpan(t0 * weight.Rows, n * weight.Rows).ToArray());
+                var same = whole.AsSpan(t0 * weight.Rows, n * weight.Rows);
+                if (weight.Columns % 32 == 0) Assert.Equal(part, same.ToArray());
+                else
+                    // Down (172 columns, no whole blocks, so no lanes): a window decodes tiles (the panel kernel), a chunk
+                    // runs the one-token kernel per token — the same values within float rounding.
+                    for (int i = 0; i < part.Length; i++)
+                        Assert.True(Math.Abs(part[i] - same[i]) <= 1e-5 * (Math.Abs(part[i]) + 1), $"{format} {weight.Rows}×{weight.Columns} [{i}]: {same[i]} vs {part[i]}");
             }
         }
     }

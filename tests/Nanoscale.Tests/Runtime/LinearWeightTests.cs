@@ -67,6 +67,54 @@ public class LinearWeightTests
         }
     }
 
+    /// <summary>The panel kernel of many-token products (<see cref="PanelGemm"/>) equals its scalar twin bit for bit —
+    /// each output one chain of fused multiply-adds over the columns — for partial panels (rows not a multiple of 8),
+    /// every group size (tokens not a multiple of 12), columns with a tail after the 8 × 8 transposes, and a NaN weight
+    /// (its row NaN, the others untouched); and through the dense and row-decoding weights, on any number of threads.</summary>
+    [Theory]
+    [InlineData(8, 64, 12)]
+    [InlineData(21, 203, 37)]
+    [InlineData(5, 8, 9)]
+    [InlineData(64, 576, 64)]
+    public void PanelKernelEqualsItsScalarTwinBitForBit(int rows, int columns, int tokens)
+    {
+        if (!PanelGemm.IsSupported) return;
+        var random = new Random(rows * 1000 + columns + tokens);
+        float[] w = [.. Enumerable.Range(0, rows * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        w[(rows / 2) * columns + columns - 1] = float.NaN;
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var expected = new float[tokens * rows];
+        PanelGemm.Reference(w, rows, columns, x, tokens, expected, rows);
+        var packed = new float[PanelGemm.PackedLength(tokens, columns)];
+        PanelGemm.PackActivations(x, tokens, columns, packed);
+        var direct = new float[tokens * rows];
+        unsafe
+        {
+            fixed (float* wp = w)
+            fixed (float* xp = packed)
+            fixed (float* yp = direct)
+                PanelGemm.Multiply(wp, rows, columns, xp, tokens, yp, rows);
+        }
+        AssertSameBits(expected, direct, "kernel");
+        for (int t = 0; t < tokens; t++)
+            for (int r = 0; r < rows; r++) Assert.Equal(r == rows / 2, float.IsNaN(direct[t * rows + r]));
+        if (tokens < PanelGemm.MinTokens) return;
+        foreach (var options in new[] { new RuntimeOptions { Parallelism = new(1) }, new RuntimeOptions { Parallelism = new(3), MinParallelMultiplyAdds = 0 } })
+            foreach (ILinearWeight weight in new ILinearWeight[] { new DenseLinearWeight(w, rows, columns), new CopyingWeight(w, rows, columns) })
+            {
+                var actual = new float[tokens * rows];
+                weight.MatMul(x, actual, options);
+                AssertSameBits(expected, actual, weight.GetType().Name);
+            }
+    }
+
+    private static void AssertSameBits(float[] expected, float[] actual, string what)
+    {
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(float.IsNaN(expected[i]) ? float.IsNaN(actual[i]) : BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
+                $"{what} [{i}]: {actual[i]} vs {expected[i]}");
+    }
+
     /// <summary>Weights computed on in their stored dtype, from the mapped file, against the same values widened to
     /// float32 up front (the reference twin): identical products, F32 through the dense kernel, BF16 and F16 through the
     /// row-widening one.</summary>
