@@ -29,6 +29,7 @@ internal sealed class MxCodec : BlockCodec
         _int8Step = element.Bits == 8 && element.Encoding == ElementEncoding.TwosComplement ? element.Decode(1) : null;
         _int6 = _biased is null && _int8Step is null ? Mx6IntDot.For(element) : null;
         _widened = _biased is null && _int8Step is null && _int6 is null ? MxFloatDot.For(element) : null;
+        _dequantizer = element.Bits == 4 ? null : _widened ?? MxFloatDot.For(element);
     }
 
     public ElementFormat Element { get; }
@@ -137,9 +138,18 @@ internal sealed class MxCodec : BlockCodec
     private readonly MxFloatDot? _widened;
     private readonly Mx6IntDot? _int6;
 
+    /// <summary>The widening that decodes rows of the 5- to 8-bit minifloats (null for FP4 and where none applies).</summary>
+    private readonly MxFloatDot? _dequantizer;
+
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {
+        // Minifloats other than FP4 widened in registers (MxFloatDot.Dequantize: the reference's bits, ~5x its speed).
+        if (fast && _dequantizer is { CanDequantize: true } widening && cols % MxBlockSize == 0)
+        {
+            widening.Dequantize(blocks, scales, rowCount * (cols / MxBlockSize), destination);
+            return;
+        }
         Span<byte> codes = stackalloc byte[MxBlockSize];
         var kernel = new MxKernel.Dequantizer(this, fast && Vector256.IsHardwareAccelerated, codes);
         DequantizeBlocks(ref kernel, blocks, scales, rowCount, cols, destination);
