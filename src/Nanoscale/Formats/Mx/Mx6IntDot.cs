@@ -26,12 +26,14 @@ internal sealed unsafe class Mx6IntDot
     private readonly Vector256<sbyte> _low, _high;   // |value|·2^k for magnitudes 0–15 and 16–31, in both 128-bit lanes
     private readonly sbyte[] _magnitudes;            // the same 32 entries (the scalar twin)
     private readonly float _step;                    // 2^−k
+    private readonly int _shift;                     // k
     private readonly int _bias;                      // the largest |value|·2^k
 
-    private Mx6IntDot(sbyte[] magnitudes, float step)
+    private Mx6IntDot(sbyte[] magnitudes, int shift)
     {
         _magnitudes = magnitudes;
-        _step = step;
+        _shift = shift;
+        _step = MathF.ScaleB(1f, -shift);
         _bias = magnitudes.Max();
         _low = Vector256.Create(Vector128.Create(magnitudes.AsSpan(0, 16)));
         _high = Vector256.Create(Vector128.Create(magnitudes.AsSpan(16, 16)));
@@ -53,7 +55,7 @@ internal sealed unsafe class Mx6IntDot
                 fits = float.IsFinite(value) && value >= 0 && value <= 127 && value == MathF.Round(value) && -negative == value;
                 if (fits) magnitudes[code] = (sbyte)value;
             }
-            if (fits) return new Mx6IntDot(magnitudes, 1f / scale);
+            if (fits) return new Mx6IntDot(magnitudes, k);
         }
         return null;
     }
@@ -147,12 +149,7 @@ internal sealed unsafe class Mx6IntDot
                     for (int half = 0; half * Lanes < n; half++)
                     {
                         int rows = Math.Min(Lanes, n - half * Lanes), first = r + half * Lanes;
-                        float* f = f0 + half * nb * Lanes;
-                        for (int i = 0; i < Lanes; i++)
-                        {
-                            byte* rowScales = s0 + (nint)(first + NibbleLanes.SourceRow(i, rows)) * nb;
-                            for (int j = 0; j < nb; j++) f[j * Lanes + i] = table[rowScales[j]] * _step;
-                        }
+                        MxDot.LaneScales(s0 + (nint)first * nb, nb, rows, table, f0 + half * nb * Lanes, _shift);
                         Unpack(b0 + first * rowBytes, rowBytes, rows, nb, unpacked + (nint)half * nb * 8);
                     }
                     if (n == GroupRows) NibbleLanes.Prefetch(b0 + (r + n) * rowBytes, n * rowBytes);

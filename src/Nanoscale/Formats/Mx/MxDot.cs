@@ -145,8 +145,8 @@ internal static class MxDot
                     int n = Math.Min(GroupRows, rowCount - r);
                     // Each eight rows' scales in the lanes' layout, the second eight's after the first's.
                     for (int half = 0; half * Lanes < n; half++)
-                        LaneHalfScales(s0 + (nint)(r + half * Lanes) * blocksPerRow, blocksPerRow, Math.Min(Lanes, n - half * Lanes), t0,
-                            f0 + half * blocksPerRow * Lanes);
+                        LaneScales(s0 + (nint)(r + half * Lanes) * blocksPerRow, blocksPerRow, Math.Min(Lanes, n - half * Lanes), t0,
+                            f0 + half * blocksPerRow * Lanes, shift: 1);
                     NibbleLanes.Prefetch(s0 + (nint)(r + GroupRows) * blocksPerRow, GroupRows * blocksPerRow); // the next group's, as Group does its codes
                     NibbleLanes.Group(b0 + (nint)r * blocksPerRow * 16, blocksPerRow * 16, n, blocksPerRow, f0, a, table, unpacked, y0 + r, yStride);
                 }
@@ -159,48 +159,53 @@ internal static class MxDot
     }
 
     /// <summary>
-    /// <c>f[8j + i] = E8M0(e[i·count + j]) / 2</c> for up to eight rows (<paramref name="rows"/>; missing rows repeat
-    /// row 0), the lanes <see cref="NibbleLanes"/> wants: four blocks of eight rows per gather of 32-bit words (all
-    /// inside the rows; a row whose block count is not a multiple of four ends with a gather that overlaps the one
-    /// before), each code shifted into a float's exponent (2^(e − 128), for 2 ≤ e ≤ 254, checked for all 32 codes at
-    /// once); a gather with another code, or rows of fewer than four blocks, through <paramref name="table"/>.
+    /// <c>f[8j + i] = E8M0(e[i·count + j]) · 2^−shift</c> for up to eight rows (<paramref name="rows"/>; missing rows
+    /// repeat row 0), the lanes <see cref="NibbleLanes"/> wants (MXFP4: shift 1, its doubled table's half; MXFP6-E2M3:
+    /// 3, its values ×8): four blocks of eight rows per gather of 32-bit words (all inside the rows; a row whose block
+    /// count is not a multiple of four ends with a gather that overlaps the one before), each code shifted into a float's
+    /// exponent (2^(e − 127 − shift), for shift + 1 ≤ e ≤ 254, checked for all 32 codes at once); a gather with another
+    /// code, or rows of fewer than four blocks, through <paramref name="table"/>.
     /// </summary>
-    private static unsafe void LaneHalfScales(byte* e, int count, int rows, float* table, float* f)
+    internal static unsafe void LaneScales(byte* e, int count, int rows, float* table, float* f, int shift)
     {
         const int Lanes = NibbleLanes.Lanes;
+        if ((uint)shift > 8) throw new ArgumentOutOfRangeException(nameof(shift), shift, "a shift from 0 to 8");
         var offsets = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * count;
         offsets = Vector256.ConditionalSelect(Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(rows)), offsets, Vector256<int>.Zero);
         if (!Avx2.IsSupported || count < 4)
         {
-            LaneHalfScalesFromTable(e, 0, count, count, rows, table, f);
+            LaneScalesFromTable(e, 0, count, count, rows, table, f, shift);
             return;
         }
         var exponent = Vector256.Create(0x7F80_0000);
-        var one = Vector256.Create(1 << 23);
+        var lower = Vector256.Create(shift << 23);
+        var lowest = Vector256.Create((byte)(shift + 1));
+        var span = Vector256.Create((byte)(253 - shift));
         for (int j = 0; j < count; j += 4)
         {
             if (j + 4 > count) j = count - 4; // the last four blocks, overlapping the gather before (same values again)
             var words = Avx2.GatherVector256((int*)(e + j), offsets, 1);
-            // 2 ≤ e ≤ 254 for every byte: (e − 2) ≤ 252 unsigned.
-            if (!Vector256.LessThanOrEqualAll(words.AsByte() - Vector256.Create((byte)2), Vector256.Create((byte)252)))
+            // shift + 1 ≤ e ≤ 254 for every byte: (e − shift − 1) ≤ 253 − shift unsigned.
+            if (!Vector256.LessThanOrEqualAll(words.AsByte() - lowest, span))
             {
-                LaneHalfScalesFromTable(e, j, j + 4, count, rows, table, f);
+                LaneScalesFromTable(e, j, j + 4, count, rows, table, f, shift);
                 continue;
             }
-            // Byte t of each word into bits 23–30: 2^(e − 127) / 2 = the float with exponent field e − 1.
-            ((Avx2.ShiftLeftLogical(words, 23) & exponent) - one).AsSingle().Store(f + j * Lanes);
-            ((Avx2.ShiftLeftLogical(words, 15) & exponent) - one).AsSingle().Store(f + (j + 1) * Lanes);
-            ((Avx2.ShiftLeftLogical(words, 7) & exponent) - one).AsSingle().Store(f + (j + 2) * Lanes);
-            ((Avx2.ShiftRightLogical(words, 1) & exponent) - one).AsSingle().Store(f + (j + 3) * Lanes);
+            // Byte t of each word into bits 23–30: 2^(e − 127) · 2^−shift = the float with exponent field e − shift.
+            ((Avx2.ShiftLeftLogical(words, 23) & exponent) - lower).AsSingle().Store(f + j * Lanes);
+            ((Avx2.ShiftLeftLogical(words, 15) & exponent) - lower).AsSingle().Store(f + (j + 1) * Lanes);
+            ((Avx2.ShiftLeftLogical(words, 7) & exponent) - lower).AsSingle().Store(f + (j + 2) * Lanes);
+            ((Avx2.ShiftRightLogical(words, 1) & exponent) - lower).AsSingle().Store(f + (j + 3) * Lanes);
         }
     }
 
-    /// <summary><see cref="LaneHalfScales"/> for blocks <paramref name="from"/>..<paramref name="to"/> through the table
+    /// <summary><see cref="LaneScales"/> for blocks <paramref name="from"/>..<paramref name="to"/> through the table
     /// (every code, the special ones included).</summary>
-    private static unsafe void LaneHalfScalesFromTable(byte* e, int from, int to, int count, int rows, float* table, float* f)
+    private static unsafe void LaneScalesFromTable(byte* e, int from, int to, int count, int rows, float* table, float* f, int shift)
     {
+        float factor = MathF.ScaleB(1f, -shift);
         for (int j = from; j < to; j++)
-            for (int i = 0; i < NibbleLanes.Lanes; i++) f[j * NibbleLanes.Lanes + i] = table[e[NibbleLanes.SourceRow(i, rows) * count + j]] * 0.5f;
+            for (int i = 0; i < NibbleLanes.Lanes; i++) f[j * NibbleLanes.Lanes + i] = table[e[NibbleLanes.SourceRow(i, rows) * count + j]] * factor;
     }
 
     /// <summary>
