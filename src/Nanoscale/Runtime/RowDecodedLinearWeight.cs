@@ -131,9 +131,14 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     /// BF16, half the second-level cache of the machine measured.</summary>
     private const long FusedBlockWeights = 256 * 1024;
 
-    /// <summary>Whether <see cref="MatMul"/> of these <paramref name="tokens"/> runs on the stored codes (<see cref="FusedProduct"/>).</summary>
+    /// <summary>Whether <see cref="MatMul"/> of these <paramref name="tokens"/> runs on the stored codes (<see cref="FusedProduct"/>).
+    /// Several tokens of a storage without a several-vector kernel (MXFP8, E3M2, MXINT8, BF16/F16 rows) run on its
+    /// one-token kernel token by token only below <see cref="PanelGemm.MinTokens"/>: from there decoding a tile once and
+    /// multiplying it with every token (<see cref="PanelGemm"/>) costs less (16 sequences' steps of the SmolLM2-shaped
+    /// model: see docs/runtime.md).</summary>
     private bool Fuses(int tokens, ReadOnlySpan<float> input, Span<float> output, RuntimeOptions options) =>
-        tokens <= Math.Min(options.FusedTokens, MaxFusedTokens) && options.FusedKernels && SupportsDot(input, output);
+        tokens <= Math.Min(options.FusedTokens, MaxFusedTokens) && options.FusedKernels
+        && (tokens == 1 || HasDotRowsMany || !LinearKernels.UsesPanels(tokens, Columns)) && SupportsDot(input, output);
 
     /// <summary>
     /// The products of one input with two or three weights (a layer's q/k/v, or gate/up): when every weight multiplies

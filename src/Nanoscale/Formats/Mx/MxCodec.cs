@@ -138,14 +138,14 @@ internal sealed class MxCodec : BlockCodec
     private readonly MxFloatDot? _widened;
     private readonly Mx6IntDot? _int6;
 
-    /// <summary>The widening that decodes rows of the 5- to 8-bit minifloats (null for FP4 and where none applies).</summary>
+    /// <summary>The widening that decodes rows of the 2- to 8-bit elements other than FP4 (null where none applies).</summary>
     private readonly MxFloatDot? _dequantizer;
 
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {
-        // Minifloats other than FP4 widened in registers (MxFloatDot.Dequantize: the reference's bits, ~5x its speed).
-        if (fast && _dequantizer is { CanDequantize: true } widening && cols % MxBlockSize == 0)
+        // Every element but FP4 (which has its own lookup) widened in registers (MxFloatDot.Dequantize: the reference's bits).
+        if (fast && MxFloatDot.CanDequantize && _dequantizer is { } widening && cols % MxBlockSize == 0)
         {
             widening.Dequantize(blocks, scales, rowCount * (cols / MxBlockSize), destination);
             return;

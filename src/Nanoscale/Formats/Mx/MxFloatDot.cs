@@ -483,9 +483,14 @@ internal sealed class MxFloatDot
             Vector256<float> w3 = Widen(Codes(ref Unsafe.Add(ref c0, 3 * _bits), k), k, ref found);
             float scale = scaleTable[scales[j]];
             ref float d = ref Unsafe.Add(ref d0, j * 32);
-            if (found != Vector256<int>.Zero || _integer)
+            if (_integer)
             {
-                // Integers: the reference multiplies the table's value (code × step) by the scale; so does this.
+                // An integer's value is its code × the step 2^−(n−2): exact, so × the scale rounds as the table's value does.
+                var step = Vector256.Create(_factor);
+                (w0, w1, w2, w3) = (w0 * step, w1 * step, w2 * step, w3 * step);
+            }
+            else if (found != Vector256<int>.Zero)
+            {
                 BlockPacking.Unpack(blocks.Slice(j * bytesPerBlock, bytesPerBlock), _bits, codes);
                 for (int i = 0; i < MxCodec.MxBlockSize; i++) Unsafe.Add(ref d, i) = table[codes[i]] * scale;
                 continue;
@@ -498,9 +503,8 @@ internal sealed class MxFloatDot
         }
     }
 
-    /// <summary>Whether <see cref="Dequantize"/> runs on this CPU (AVX2) for this element (minifloats: integers keep
-    /// the reference's table, their widening converting code and step separately).</summary>
-    public bool CanDequantize => Avx2.IsSupported && !_integer;
+    /// <summary>Whether <see cref="Dequantize"/> runs on this CPU (AVX2).</summary>
+    public static bool CanDequantize => Avx2.IsSupported;
 
     /// <summary>The block by the format's table (the reference's values), for blocks with a code the widening does not give.</summary>
     private float TableBlock(ReadOnlySpan<byte> packed, ReadOnlySpan<float> x)
