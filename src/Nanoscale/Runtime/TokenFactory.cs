@@ -151,8 +151,8 @@ public sealed class TokenFactory : IDisposable
                 if (budget == 0) break;
                 if (sequence.Cancellation.IsCancellationRequested)
                 {
-                    sequence.Completion.TrySetCanceled(sequence.Cancellation);
                     Leave(sequence);
+                    sequence.Completion.TrySetCanceled(sequence.Cancellation);
                     continue;
                 }
                 var chunk = sequence.State.NextPromptChunk(budget);
@@ -166,8 +166,8 @@ public sealed class TokenFactory : IDisposable
             {
                 if (sequence.Cancellation.IsCancellationRequested)
                 {
-                    sequence.Completion.TrySetCanceled(sequence.Cancellation);
                     Leave(sequence);
+                    sequence.Completion.TrySetCanceled(sequence.Cancellation);
                     continue;
                 }
                 try
@@ -181,13 +181,17 @@ public sealed class TokenFactory : IDisposable
                         counts.Add(1);
                         continue;
                     }
-                    sequence.Completion.TrySetResult(sequence.State.Result());
+                    // The session goes back to the pool before the request completes, so whoever awaits it sees the
+                    // pool with it (a budget's accounting read right after a completion counts it).
+                    var result = sequence.State.Result();
+                    Leave(sequence);
+                    sequence.Completion.TrySetResult(result);
                 }
                 catch (Exception e)
                 {
+                    Leave(sequence);
                     sequence.Completion.TrySetException(e);
                 }
-                Leave(sequence);
             }
             active = [.. stepping];
             Volatile.Write(ref _active, active.Count + prefilling.Count);

@@ -76,6 +76,7 @@ public class LinearWeightTests
     [InlineData(21, 203, 37)]
     [InlineData(5, 8, 9)]
     [InlineData(64, 576, 64)]
+    [InlineData(19, 40, 130)] // the dense product's token tiles of 60: packed groups from token 60 and 120 on
     public void PanelKernelEqualsItsScalarTwinBitForBit(int rows, int columns, int tokens)
     {
         if (!PanelGemm.IsSupported) return;
