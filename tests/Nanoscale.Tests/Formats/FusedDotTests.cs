@@ -562,6 +562,46 @@ public class FusedDotTests
         Assert.True(worst <= 1.5e-2, $"largest logit difference {worst:P2} of the largest logit");
     }
 
+    /// <summary>A step of nine sequences on storages without a several-vector kernel (MXFP8; BF16 rows) decodes each
+    /// tile once for the panel kernel instead of running the one-token kernel per sequence
+    /// (<c>RowDecodedLinearWeight.Fuses</c>): each sequence's logits equal its own step alone within float summation
+    /// order, step after step.</summary>
+    [Theory]
+    [InlineData("mxfp8")]
+    [InlineData("bf16")]
+    public void StepsOfNineSequencesOnTilesEqualEachAlone(string format)
+    {
+        using var stories = new CompressedStories(format);
+        var model = stories.Load(new RuntimeOptions());
+        int vocab = model.Config.VocabSize;
+        const int sequences = 9;
+        var together = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(64)).ToList();
+        var alone = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(64)).ToList();
+        var next = new int[sequences];
+        for (int i = 0; i < sequences; i++)
+        {
+            int[] prompt = [1, .. Enumerable.Range(0, 2 + i).Select(k => 10 + (k * 37 + i * 11) % 400)];
+            var logits = new float[prompt.Length * vocab];
+            together[i].Forward(prompt, logits);
+            alone[i].Forward(prompt, new float[prompt.Length * vocab]);
+            next[i] = Kernels.ArgMax(logits.AsSpan((prompt.Length - 1) * vocab, vocab));
+        }
+        for (int step = 0; step < 4; step++)
+        {
+            var batch = new float[sequences * vocab];
+            InferenceSession.StepMany(together, next, batch);
+            for (int i = 0; i < sequences; i++)
+            {
+                var single = alone[i].Step(next[i]);
+                var row = batch.AsSpan(i * vocab, vocab);
+                double scale = single.Max(Math.Abs);
+                for (int v = 0; v < vocab; v++)
+                    Assert.True(Math.Abs(row[v] - single[v]) <= 1e-5 * scale, $"{format} sequence {i}, step {step}, token {v}: {row[v]} vs {single[v]}");
+                next[i] = Kernels.ArgMax(row);
+            }
+        }
+    }
+
     /// <summary>A generation prompt (<c>ForwardPrompt</c>: windows on the codes, one loop over the tiles, chunks of 16
     /// tokens, eight a kernel call where the kernel takes no more) gives the decoding path's hidden states within the
     /// int8 activations' rounding; a plain window (perplexity) stays on the decoding path exactly.</summary>
