@@ -549,7 +549,7 @@ internal static unsafe class NibbleLanes
                 var fA = Vector256.Load(fa + biases * j * 8 + 8 * part);
                 var fB = Vector256.Load(fb + biases * j * 8 + 8 * part);
                 int v = 0;
-                if (pair && TWidening.Words == 4)
+                if (pair)
                     for (; v + 1 < count; v += 2)
                     {
                         // Two vectors at once: each unpacked word is loaded once for both.
@@ -558,8 +558,8 @@ internal static unsafe class NibbleLanes
                         var scale1 = Vector256.Create(s[(nint)(v + 1) * nb + j]);
                         Vector256<int> sa0 = Vector256.Create(b[((nint)v * nb + j) * biases + part]), sb0 = sa0;
                         Vector256<int> sa1 = Vector256.Create(b[((nint)(v + 1) * nb + j) * biases + part]), sb1 = sa1;
-                        QuadPairTwo(wa + m, wb + m, x0, x1, ones, ref sa0, ref sb0, ref sa1, ref sb1);
-                        if (!TShape.Halves) QuadPairTwo(wa + 4, wb + 4, x0 + 4, x1 + 4, ones, ref sa0, ref sb0, ref sa1, ref sb1);
+                        QuadPairTwo<TWidening>(wa + m, wb + m, x0, x1, ones, ref sa0, ref sb0, ref sa1, ref sb1);
+                        if (!TShape.Halves) QuadPairTwo<TWidening>(wa + 4, wb + 4, x0 + 4, x1 + 4, ones, ref sa0, ref sb0, ref sa1, ref sb1);
                         yb[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb0), fB * scale0, yb[v]);
                         ya[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa0), fA * scale0, ya[v]);
                         yb[v + 1] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb1), fB * scale1, yb[v + 1]);
@@ -629,36 +629,52 @@ internal static unsafe class NibbleLanes
             Avx2.MultiplyAddAdjacent(wb[2], x2), Avx2.MultiplyAddAdjacent(wb[3], x3), ones);
     }
 
-    /// <summary><see cref="QuadPair{TWidening}"/> for two vectors (<paramref name="x0"/>, <paramref name="x1"/>) and four
-    /// words a widening: each word of both groups loaded once for the two, the four int16 sums kept per vector and group.
-    /// The same integers (int16 sums cannot overflow within <see cref="WordsPerWidening"/>), so the same bits.</summary>
+    /// <summary><see cref="QuadPair{TWidening}"/> for two vectors (<paramref name="x0"/>, <paramref name="x1"/>): each word
+    /// of both groups loaded once for the two, the int16 sums kept per vector and group and widened every
+    /// <see cref="IWidening.Words"/> words. The same integers (int16 sums cannot overflow within
+    /// <see cref="WordsPerWidening"/>), so the same bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void QuadPairTwo(Vector256<byte>* wa, Vector256<byte>* wb, int* x0, int* x1, Vector256<short> ones,
-        ref Vector256<int> sa0, ref Vector256<int> sb0, ref Vector256<int> sa1, ref Vector256<int> sb1)
+    private static void QuadPairTwo<TWidening>(Vector256<byte>* wa, Vector256<byte>* wb, int* x0, int* x1, Vector256<short> ones,
+        ref Vector256<int> sa0, ref Vector256<int> sb0, ref Vector256<int> sa1, ref Vector256<int> sb1) where TWidening : struct, IWidening
     {
-        var a = wa[0];
-        var c = wb[0];
-        var u = Vector256.Create(x0[0]).AsSByte();
-        var w = Vector256.Create(x1[0]).AsSByte();
-        var ta0 = Avx2.MultiplyAddAdjacent(a, u);
-        var tb0 = Avx2.MultiplyAddAdjacent(c, u);
-        var ta1 = Avx2.MultiplyAddAdjacent(a, w);
-        var tb1 = Avx2.MultiplyAddAdjacent(c, w);
-        for (int m = 1; m < 4; m++)
+        Vector256<short> ta0 = default, tb0 = default, ta1 = default, tb1 = default;
+        WordTwo<TWidening>(0, wa, wb, x0, x1, ones, ref ta0, ref tb0, ref ta1, ref tb1, ref sa0, ref sb0, ref sa1, ref sb1);
+        WordTwo<TWidening>(1, wa, wb, x0, x1, ones, ref ta0, ref tb0, ref ta1, ref tb1, ref sa0, ref sb0, ref sa1, ref sb1);
+        WordTwo<TWidening>(2, wa, wb, x0, x1, ones, ref ta0, ref tb0, ref ta1, ref tb1, ref sa0, ref sb0, ref sa1, ref sb1);
+        WordTwo<TWidening>(3, wa, wb, x0, x1, ones, ref ta0, ref tb0, ref ta1, ref tb1, ref sa0, ref sb0, ref sa1, ref sb1);
+    }
+
+    /// <summary>Word <paramref name="m"/> (a constant once inlined) of <see cref="QuadPairTwo{TWidening}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WordTwo<TWidening>(int m, Vector256<byte>* wa, Vector256<byte>* wb, int* x0, int* x1, Vector256<short> ones,
+        ref Vector256<short> ta0, ref Vector256<short> tb0, ref Vector256<short> ta1, ref Vector256<short> tb1,
+        ref Vector256<int> sa0, ref Vector256<int> sb0, ref Vector256<int> sa1, ref Vector256<int> sb1) where TWidening : struct, IWidening
+    {
+        var a = wa[m];
+        var c = wb[m];
+        var u = Vector256.Create(x0[m]).AsSByte();
+        var w = Vector256.Create(x1[m]).AsSByte();
+        if (m % TWidening.Words == 0)
         {
-            a = wa[m];
-            c = wb[m];
-            u = Vector256.Create(x0[m]).AsSByte();
-            w = Vector256.Create(x1[m]).AsSByte();
+            ta0 = Avx2.MultiplyAddAdjacent(a, u);
+            tb0 = Avx2.MultiplyAddAdjacent(c, u);
+            ta1 = Avx2.MultiplyAddAdjacent(a, w);
+            tb1 = Avx2.MultiplyAddAdjacent(c, w);
+        }
+        else
+        {
             ta0 += Avx2.MultiplyAddAdjacent(a, u);
             tb0 += Avx2.MultiplyAddAdjacent(c, u);
             ta1 += Avx2.MultiplyAddAdjacent(a, w);
             tb1 += Avx2.MultiplyAddAdjacent(c, w);
         }
-        sa0 += Avx2.MultiplyAddAdjacent(ta0, ones);
-        sb0 += Avx2.MultiplyAddAdjacent(tb0, ones);
-        sa1 += Avx2.MultiplyAddAdjacent(ta1, ones);
-        sb1 += Avx2.MultiplyAddAdjacent(tb1, ones);
+        if (m % TWidening.Words == TWidening.Words - 1)
+        {
+            sa0 += Avx2.MultiplyAddAdjacent(ta0, ones);
+            sb0 += Avx2.MultiplyAddAdjacent(tb0, ones);
+            sa1 += Avx2.MultiplyAddAdjacent(ta1, ones);
+            sb1 += Avx2.MultiplyAddAdjacent(tb1, ones);
+        }
     }
 
     /// <summary>One group's four words times the vector's four activation words (each broadcast), in its rows' int32 lanes.</summary>
