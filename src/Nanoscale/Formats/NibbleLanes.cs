@@ -34,6 +34,14 @@ internal static unsafe class NibbleLanes
     /// 25.5 G multiply-adds/s, 4 and 5 even, 6 34.5 vs 27.5, 16 52.4 vs 19.3).</summary>
     public static int MinVectors => AvxVnni.IsSupported ? 3 : 6;
 
+    /// <summary><see cref="MinVectors"/> for codes of one table (MXFP4), whose group unpacking is the cheapest: four
+    /// without AVX-VNNI since the two-token pass (Zen 3, <c>dot-kernels mxfp4 24576 576 1 N</c>, lanes against the row
+    /// kernel: 2 vectors 22.3–23.3 vs 18.8–18.9, 3 28.6–30.4 vs 23.1–24.2, 4 34.6–35.5 vs 26.7–27.3 G multiply-adds/s;
+    /// but a whole step of two sequences, <c>token-factory /tmp/sl/mxfp4 --streams 2</c>, ran 205–210 against 229–249
+    /// tokens/s on the lanes, and of four and five 258–343 and 316–374 against 240–313 and 256–280). NxFP4's and NVFP4's
+    /// lanes still lose below six (nxfp4 3 vectors 15.7 vs 20.8, nvfp4 4 vectors 14.9 vs 26.1).</summary>
+    public static int MinVectorsOneTable => AvxVnni.IsSupported ? 3 : 4;
+
     /// <summary>Rows per register (int32 lanes of a 256-bit vector).</summary>
     public const int Lanes = 8;
 

@@ -96,7 +96,7 @@ internal sealed class MxCodec : BlockCodec
     }
 
     /// <summary>MXFP4 for a few vectors at once (a token-factory step, a prompt window): each row's codes unpacked once
-    /// for all of them (<see cref="MxDot.DotRowsMany"/>; from <see cref="NibbleLanes.MinVectors"/> vectors on eight rows
+    /// for all of them (<see cref="MxDot.DotRowsMany"/>; from <see cref="NibbleLanes.MinVectorsOneTable"/> vectors on eight rows
     /// at once, <see cref="MxDot.DotRowsLanes"/>); MXFP6-E2M3 on the same lanes (<see cref="Mx6IntDot.DotRowsLanes"/>);
     /// other element formats one vector after another.</summary>
     public override bool HasDotRowsMany(int cols) =>
@@ -119,8 +119,8 @@ internal sealed class MxCodec : BlockCodec
         if (_biased is not { } biased || cols % MxBlockSize != 0 || !MxDot.IsSupported || vectors < 1 || vectors > MaxDotVectors(cols))
             return base.TryDotRowsMany(blocks, scales, tensorData, rowCount, cols, vectors, x, y, yStride);
         CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
-        // Rows in the lanes from NibbleLanes.MinVectors on (with fewer, unpacking a group costs more than it saves).
-        if (NibbleLanes.IsSupported && vectors >= NibbleLanes.MinVectors)
+        // Rows in the lanes from NibbleLanes.MinVectorsOneTable on (with fewer, unpacking a group costs more than it saves).
+        if (NibbleLanes.IsSupported && vectors >= NibbleLanes.MinVectorsOneTable)
             MxDot.DotRowsLanes(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
         else
             MxDot.DotRowsMany(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
