@@ -89,11 +89,7 @@ public class FusedDotTests
         if (dot is null) return; // no AVX2 here
         const int rows = 5, blocks = 11, cols = blocks * 32, bytesPerRow = blocks * 24;
         var random = new Random(6);
-        var codes = new byte[rows * cols];
-        for (int i = 0; i < codes.Length; i++) codes[i] = (byte)(i < 256 ? i % 64 : random.Next(64));
-        var packed = new byte[rows * bytesPerRow];
-        for (int r = 0; r < rows; r++)
-            BlockPacking.Pack(codes.AsSpan(r * cols, cols), 6, packed.AsSpan(r * bytesPerRow, bytesPerRow));
+        byte[] packed = SixBitRows(rows, cols, random);
         byte[] scales = [.. Enumerable.Range(0, rows * blocks).Select(_ => (byte)random.Next(110, 140))];
         float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var y = new float[rows];
@@ -103,6 +99,18 @@ public class FusedDotTests
             double twin = dot.RowReference(packed.AsSpan(r * bytesPerRow, bytesPerRow), scales.AsSpan(r * blocks, blocks), x);
             Assert.True(Math.Abs(y[r] - twin) <= 1e-5 * (Math.Abs(twin) + 1e-3), $"row {r}: {y[r]} vs {twin}");
         }
+    }
+
+    /// <summary>Rows of packed 6-bit codes: every code in the first 256, then random ones.</summary>
+    private static byte[] SixBitRows(int rows, int cols, Random random)
+    {
+        int bytesPerRow = cols / 32 * 24;
+        var codes = new byte[rows * cols];
+        for (int i = 0; i < codes.Length; i++) codes[i] = (byte)(i < 256 ? i % 64 : random.Next(64));
+        var packed = new byte[rows * bytesPerRow];
+        for (int r = 0; r < rows; r++)
+            BlockPacking.Pack(codes.AsSpan(r * cols, cols), 6, packed.AsSpan(r * bytesPerRow, bytesPerRow));
+        return packed;
     }
 
     /// <summary>MXFP6-E2M3's several-vector kernel on the lanes against its scalar twin, bit for bit: every code, groups of
@@ -119,11 +127,7 @@ public class FusedDotTests
         if (dot is null || !NibbleLanes.IsSupported) return; // no AVX2 here
         const int blocks = 11, cols = blocks * 32, bytesPerRow = blocks * 24;
         var random = new Random(rows * 100 + vectors);
-        var codes = new byte[rows * cols];
-        for (int i = 0; i < codes.Length; i++) codes[i] = (byte)(i < 256 ? i % 64 : random.Next(64));
-        var packed = new byte[rows * bytesPerRow];
-        for (int r = 0; r < rows; r++)
-            BlockPacking.Pack(codes.AsSpan(r * cols, cols), 6, packed.AsSpan(r * bytesPerRow, bytesPerRow));
+        byte[] packed = SixBitRows(rows, cols, random);
         byte[] scales = [.. Enumerable.Range(0, rows * blocks).Select(_ => (byte)random.Next(110, 140))];
         scales[2 * blocks + 3] = 0xFF;
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
