@@ -68,18 +68,13 @@ internal sealed unsafe class Mx6IntDot
             throw new ArgumentException("spans shorter than the rows");
         var (q, qScales) = Int8Dot.Quantized(x[..cols]);
         var ones = Vector256.Create((short)1);
-        var groups = Vector256.Create((byte)0, 1, 2, 0x80, 3, 4, 5, 0x80, 6, 7, 8, 0x80, 9, 10, 11, 0x80,
-            0, 1, 2, 0x80, 3, 4, 5, 0x80, 6, 7, 8, 0x80, 9, 10, 11, 0x80);
-        Span<byte> last = stackalloc byte[32];
         ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
         fixed (byte* b0 = blocks)
         fixed (byte* s0 = scales)
         fixed (sbyte* q0 = q)
         fixed (float* xs = qScales)
         fixed (float* table = scaleTable)
-        fixed (byte* tail = last)
         {
-            long total = (long)rowCount * nb * BlockBytes;
             for (int r = 0; r < rowCount; r++)
             {
                 Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
@@ -89,14 +84,7 @@ internal sealed unsafe class Mx6IntDot
                 {
                     byte* block = row + j * BlockBytes;
                     Sse.Prefetch0(block + 512);
-                    // The second half is read from byte 12 on, 16 bytes: past the block's end by four, so the span's
-                    // last block is copied out first.
-                    if (block + 28 > b0 + total)
-                    {
-                        new ReadOnlySpan<byte>(block, BlockBytes).CopyTo(last);
-                        block = tail;
-                    }
-                    var codes = Codes(Vector256.Create(Vector128.Load(block), Vector128.Load(block + 12)), groups);
+                    var codes = Codes(block);
                     var sums = Avx.ConvertToVector256Single(Int8Dot.BlockProducts(Magnitudes(codes),
                         Avx2.Sign(Vector256.Load(q0 + j * 32), Avx2.ShiftLeftLogical(codes.AsInt16(), 2).AsSByte()), AvxVnni.IsSupported, ones));
                     var factor = Vector256.Create(table[rowScales[j]] * _step * xs[j]);
@@ -172,21 +160,18 @@ internal sealed unsafe class Mx6IntDot
     {
         byte* p0 = codes, p1 = Row(codes, rowStride, rowCount, 1), p2 = Row(codes, rowStride, rowCount, 2), p3 = Row(codes, rowStride, rowCount, 3);
         byte* p4 = Row(codes, rowStride, rowCount, 4), p5 = Row(codes, rowStride, rowCount, 5), p6 = Row(codes, rowStride, rowCount, 6), p7 = Row(codes, rowStride, rowCount, 7);
-        // Bytes 0–15 and 8–23 of a block (never past its end): each three bytes (four codes) to a 32-bit lane.
-        var groups = Vector256.Create((byte)0, 1, 2, 0x80, 3, 4, 5, 0x80, 6, 7, 8, 0x80, 9, 10, 11, 0x80,
-            4, 5, 6, 0x80, 7, 8, 9, 0x80, 10, 11, 12, 0x80, 13, 14, 15, 0x80);
         var bias = Vector256.Create((byte)_bias);
         for (int j = 0; j < blocks; j++)
         {
             nint o = (nint)j * BlockBytes;
-            var r0 = Values(p0 + o, groups, bias).AsInt32();
-            var r1 = Values(p1 + o, groups, bias).AsInt32();
-            var r2 = Values(p2 + o, groups, bias).AsInt32();
-            var r3 = Values(p3 + o, groups, bias).AsInt32();
-            var r4 = Values(p4 + o, groups, bias).AsInt32();
-            var r5 = Values(p5 + o, groups, bias).AsInt32();
-            var r6 = Values(p6 + o, groups, bias).AsInt32();
-            var r7 = Values(p7 + o, groups, bias).AsInt32();
+            var r0 = Values(p0 + o, bias).AsInt32();
+            var r1 = Values(p1 + o, bias).AsInt32();
+            var r2 = Values(p2 + o, bias).AsInt32();
+            var r3 = Values(p3 + o, bias).AsInt32();
+            var r4 = Values(p4 + o, bias).AsInt32();
+            var r5 = Values(p5 + o, bias).AsInt32();
+            var r6 = Values(p6 + o, bias).AsInt32();
+            var r7 = Values(p7 + o, bias).AsInt32();
             // 8 × 8 transpose of words: within each 128-bit lane rows 0–3 (4–7) of words 4L..4L+3, then the lanes crossed.
             var t0 = Avx2.UnpackLow(r0, r1).AsInt64();
             var t1 = Avx2.UnpackHigh(r0, r1).AsInt64();
@@ -221,9 +206,9 @@ internal sealed unsafe class Mx6IntDot
 
     /// <summary>One block's 32 values bias + value·2^k in order, one per byte.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private Vector256<byte> Values(byte* block, Vector256<byte> groups, Vector256<byte> bias)
+    private Vector256<byte> Values(byte* block, Vector256<byte> bias)
     {
-        var codes = Codes(Vector256.Create(Vector128.Load(block), Vector128.Load(block + 8)), groups);
+        var codes = Codes(block);
         // The sign (bit 5) to bit 7 by a 16-bit shift (codes are below 64: nothing carries into the next byte); a zero
         // code has magnitude 0, so vpsignb's zeroing does not matter.
         return Avx2.Add(Avx2.Sign(Magnitudes(codes).AsSByte(), Avx2.ShiftLeftLogical(codes.AsInt16(), 2).AsSByte()).AsByte(), bias);
@@ -237,30 +222,34 @@ internal sealed unsafe class Mx6IntDot
         int nb = a.Blocks;
         float total = 0;
         ReadOnlySpan<sbyte> q = System.Runtime.InteropServices.MemoryMarshal.Cast<int, sbyte>(a.Q.AsSpan());
+        Span<byte> codes = stackalloc byte[32];
         for (int j = 0; j < nb; j++)
         {
             int sum = a.Bias[vector * nb + j];
+            BlockPacking.Unpack(row.Slice(j * BlockBytes, BlockBytes), 6, codes);
             for (int i = 0; i < 32; i++)
             {
-                int bit = j * BlockBytes * 8 + 6 * i;
-                int code = ((row[bit / 8] | (bit / 8 + 1 < row.Length ? row[bit / 8 + 1] << 8 : 0)) >> (bit % 8)) & 63;
-                int value = _bias + _magnitudes[code & 31] * ((code & 32) != 0 ? -1 : 1);
                 // Element i's activation byte: word 2m holds elements 4m.., word 2m + 1 elements 16 + 4m...
                 int m = i < 16 ? 2 * (i / 4) : 2 * ((i - 16) / 4) + 1;
-                sum += value * q[((vector * nb + j) * 8 + m) * 4 + i % 4];
+                sum += (_bias + SignedValue(codes[i])) * q[((vector * nb + j) * 8 + m) * 4 + i % 4];
             }
             total = MathF.FusedMultiplyAdd(sum, ScaleFormat.E8M0.DecodeTable[rowScales[j]] * _step * a.Scales[vector * nb + j], total);
         }
         return total;
     }
 
-    /// <summary>32 codes, one per byte in order, from 24 packed bytes loaded as bytes 0–15 | 12–27: each three bytes
-    /// (four codes, the first in the low bits) to a 32-bit lane, its 24 bits split into two 12-bit halves (one per
-    /// 16-bit word) and each half into two 6-bit bytes.</summary>
+    /// <summary>A code's value ×2^k, signed (the scalar twins).</summary>
+    private int SignedValue(int code) => _magnitudes[code & 31] * ((code & 32) != 0 ? -1 : 1);
+
+    /// <summary>A block's 32 codes, one per byte in order, from its 24 bytes loaded as bytes 0–15 | 8–23 (never past its
+    /// end): each three bytes (four codes, the first in the low bits) to a 32-bit lane, its 24 bits split into two
+    /// 12-bit halves (one per 16-bit word) and each half into two 6-bit bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> Codes(Vector256<byte> packed, Vector256<byte> groups)
+    private static Vector256<byte> Codes(byte* block)
     {
-        var v = Avx2.Shuffle(packed, groups).AsInt32();
+        var groups = Vector256.Create((byte)0, 1, 2, 0x80, 3, 4, 5, 0x80, 6, 7, 8, 0x80, 9, 10, 11, 0x80,
+            4, 5, 6, 0x80, 7, 8, 9, 0x80, 10, 11, 12, 0x80, 13, 14, 15, 0x80);
+        var v = Avx2.Shuffle(Vector256.Create(Vector128.Load(block), Vector128.Load(block + 8)), groups).AsInt32();
         var words = (v & Vector256.Create(0xFFF)) | Avx2.ShiftLeftLogical(Avx2.ShiftRightLogical(v, 12) & Vector256.Create(0xFFF), 16);
         return ((words & Vector256.Create(0x003F003F)) | (Avx2.ShiftLeftLogical(words, 2) & Vector256.Create(0x3F003F00))).AsByte();
     }
@@ -282,15 +271,12 @@ internal sealed unsafe class Mx6IntDot
         var qScales = new float[nb];
         Int8Dot.QuantizeActivations(x, q, qScales);
         double total = 0;
+        Span<byte> codes = stackalloc byte[32];
         for (int j = 0; j < nb; j++)
         {
             long sum = 0;
-            for (int i = 0; i < 32; i++)
-            {
-                int bit = j * BlockBytes * 8 + 6 * i;
-                int code = ((row[bit / 8] | (bit / 8 + 1 < row.Length ? row[bit / 8 + 1] << 8 : 0)) >> (bit % 8)) & 63;
-                sum += _magnitudes[code & 31] * ((code & 32) != 0 ? -1 : 1) * q[j * 32 + i];
-            }
+            BlockPacking.Unpack(row.Slice(j * BlockBytes, BlockBytes), 6, codes);
+            for (int i = 0; i < 32; i++) sum += SignedValue(codes[i]) * q[j * 32 + i];
             total += (double)ScaleFormat.E8M0.DecodeTable[rowScales[j]] * _step * qScales[j] * sum;
         }
         return total;
