@@ -363,10 +363,7 @@ internal sealed class MxFloatDot
         ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
         var constants = new Constants(this);
         float integerStep = _integer ? _factor : 1f;
-        // The last group of a block is read as 16 bytes: blocks that near the end of the span are copied out first.
-        Span<byte> padded = stackalloc byte[48];
-        long safeEnd = blocks.Length - (3L * _bits + 16);
-        ref byte b0 = ref MemoryMarshal.GetReference(blocks);
+        Span<byte> padded = stackalloc byte[PaddedBytes];
         ref float x0 = ref MemoryMarshal.GetReference(x);
         for (int r = 0; r < rowCount; r++)
         {
@@ -375,13 +372,7 @@ internal sealed class MxFloatDot
             for (int j = 0; j < nb; j++)
             {
                 int block = r * nb + j;
-                long start = (long)block * bytesPerBlock;
-                scoped ref byte codes = ref Unsafe.Add(ref b0, (nint)start);
-                if (start > safeEnd)
-                {
-                    blocks.Slice((int)start, bytesPerBlock).CopyTo(padded);
-                    codes = ref MemoryMarshal.GetReference(padded);
-                }
+                scoped ref byte codes = ref Readable(blocks, block, bytesPerBlock, padded);
                 float scale = scaleTable[scales[block]] * integerStep;
                 Vector256<float> sum = Block(ref codes, ref Unsafe.Add(ref x0, j * B), constants, out bool special);
                 if (special) sum = Vector256.CreateScalar(TableBlock(MemoryMarshal.CreateReadOnlySpan(ref codes, bytesPerBlock), x.Slice(j * B, B)));
@@ -432,18 +423,40 @@ internal sealed class MxFloatDot
         return (value.AsInt32() | Vector256.ShiftLeft(c & k.Sign, 32 - k.Bits)).AsSingle();
     }
 
+    /// <summary>The values of one block's 32 packed codes, four groups of eight (<paramref name="found"/> as in
+    /// <see cref="Widen(Vector256{int}, in Constants, ref Vector256{int})"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WidenBlock(ref byte c0, in Constants k, ref Vector256<int> found,
+        out Vector256<float> w0, out Vector256<float> w1, out Vector256<float> w2, out Vector256<float> w3)
+    {
+        int b = k.Bits;
+        w0 = Widen(Codes(ref c0, k), k, ref found);
+        w1 = Widen(Codes(ref Unsafe.Add(ref c0, b), k), k, ref found);
+        w2 = Widen(Codes(ref Unsafe.Add(ref c0, 2 * b), k), k, ref found);
+        w3 = Widen(Codes(ref Unsafe.Add(ref c0, 3 * b), k), k, ref found);
+    }
+
+    /// <summary>Bytes a padded copy of one block needs: its last group (from byte 3·b) is read as 16 bytes.</summary>
+    private const int PaddedBytes = 3 * 8 + 16;
+
+    /// <summary>Block <paramref name="block"/>'s bytes, readable 16 bytes from its last group's start (<see cref="Codes"/>
+    /// reads each group so): in place, or, for the span's last blocks, copied into <paramref name="padded"/>.</summary>
+    private ref byte Readable(ReadOnlySpan<byte> blocks, int block, int bytesPerBlock, Span<byte> padded)
+    {
+        long start = (long)block * bytesPerBlock;
+        if (start + 3L * _bits + 16 <= blocks.Length) return ref Unsafe.Add(ref MemoryMarshal.GetReference(blocks), (nint)start);
+        blocks.Slice((int)start, bytesPerBlock).CopyTo(padded);
+        return ref MemoryMarshal.GetReference(padded);
+    }
+
     /// <summary>Σ value(code_i)·x_i of one block of 32 packed codes, as eight lanes; <paramref name="special"/> when a
     /// code is one the widening does not give (the caller then takes <see cref="TableBlock"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Block(ref byte c0, ref float x, in Constants k, out bool special)
     {
         Vector256<int> found = Vector256<int>.Zero;
-        int b = k.Bits;
-        // Four groups of eight, two chains of multiply-adds.
-        Vector256<float> w0 = Widen(Codes(ref c0, k), k, ref found);
-        Vector256<float> w1 = Widen(Codes(ref Unsafe.Add(ref c0, b), k), k, ref found);
-        Vector256<float> w2 = Widen(Codes(ref Unsafe.Add(ref c0, 2 * b), k), k, ref found);
-        Vector256<float> w3 = Widen(Codes(ref Unsafe.Add(ref c0, 3 * b), k), k, ref found);
+        WidenBlock(ref c0, k, ref found, out var w0, out var w1, out var w2, out var w3);
+        // Two chains of multiply-adds.
         Vector256<float> a = Fma.MultiplyAdd(w1, Vector256.LoadUnsafe(ref x, 8), w0 * Vector256.LoadUnsafe(ref x));
         Vector256<float> c = Fma.MultiplyAdd(w3, Vector256.LoadUnsafe(ref x, 24), w2 * Vector256.LoadUnsafe(ref x, 16));
         special = found != Vector256<int>.Zero;
@@ -464,23 +477,14 @@ internal sealed class MxFloatDot
         var k = new Constants(this);
         ReadOnlySpan<float> scaleTable = ScaleFormat.E8M0.DecodeTable;
         ReadOnlySpan<float> table = _element.DecodeTable;
-        scoped Span<byte> padded = stackalloc byte[64];
+        scoped Span<byte> padded = stackalloc byte[PaddedBytes];
         scoped Span<byte> codes = stackalloc byte[MxCodec.MxBlockSize];
         ref float d0 = ref MemoryMarshal.GetReference(destination);
         for (int j = 0; j < blockCount; j++)
         {
-            // A group of codes is read 16 bytes at a time (8 for 8-bit codes): the span's last blocks from a padded copy.
-            scoped ref byte c0 = ref MemoryMarshal.GetReference(blocks[(j * bytesPerBlock)..]);
-            if ((long)j * bytesPerBlock + 3 * _bits + 16 > blocks.Length)
-            {
-                blocks.Slice(j * bytesPerBlock, bytesPerBlock).CopyTo(padded);
-                c0 = ref MemoryMarshal.GetReference(padded);
-            }
+            scoped ref byte c0 = ref Readable(blocks, j, bytesPerBlock, padded);
             Vector256<int> found = Vector256<int>.Zero;
-            Vector256<float> w0 = Widen(Codes(ref c0, k), k, ref found);
-            Vector256<float> w1 = Widen(Codes(ref Unsafe.Add(ref c0, _bits), k), k, ref found);
-            Vector256<float> w2 = Widen(Codes(ref Unsafe.Add(ref c0, 2 * _bits), k), k, ref found);
-            Vector256<float> w3 = Widen(Codes(ref Unsafe.Add(ref c0, 3 * _bits), k), k, ref found);
+            WidenBlock(ref c0, k, ref found, out var w0, out var w1, out var w2, out var w3);
             float scale = scaleTable[scales[j]];
             ref float d = ref Unsafe.Add(ref d0, j * 32);
             if (_integer)
