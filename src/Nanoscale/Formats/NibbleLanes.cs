@@ -219,9 +219,7 @@ internal static unsafe class NibbleLanes
         Tables tables, Vector256<byte>* unpacked, float* results, int resultStride, bool vnni)
     {
         if ((uint)(rowCount - 1) >= GroupRows) throw new ArgumentOutOfRangeException(nameof(rowCount), rowCount, $"a group has 1 to {GroupRows} rows");
-        if (!vnni && WordsPerWidening(tables.Largest) == 0)
-            throw new ArgumentException($"table entries up to {tables.Largest} overflow vpmaddubsw's int16 sums (at most 128 without AVX-VNNI)", nameof(tables));
-        // Rows 8–15 (a call of more than eight) into the buffer's second half, their factors and selectors after the
+        // (The tables' bound on int16 sums is Multiply's check.) Rows 8–15 (a call of more than eight) into the buffer's second half, their factors and selectors after the
         // first eight's.
         UnpackRows(codes, rowStride, Math.Min(rowCount, Lanes), blocks, tables, unpacked);
         if (rowCount > Lanes)
