@@ -79,16 +79,8 @@ internal static class LinearKernels
                 {
                     int r0 = item % rowTiles * rowsPerTile, r1 = Math.Min(rows, r0 + rowsPerTile);
                     int t0 = item / rowTiles * tokenTile, t1 = Math.Min(tokens, t0 + tokenTile);
-                    if (panels)
-                    {
-                        PanelGemm.Multiply((float*)weightsAddress + (long)r0 * columns, r1 - r0, columns,
-                            (float*)packedAddress + (long)t0 * columns, t1 - t0, (float*)outAddress + (long)t0 * rows + r0, rows);
-                        return;
-                    }
-                    var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
-                    var y = new Span<float>((float*)outAddress, tokens * rows);
-                    var tile = new ReadOnlySpan<float>((float*)weightsAddress + (long)r0 * columns, (r1 - r0) * columns);
-                    DotRows(tile, columns, x, t0, t1, y, rows, r0);
+                    MultiplyTile((float*)weightsAddress + (long)r0 * columns, r1 - r0, columns, (float*)inAddress, (float*)packedAddress,
+                        tokens, t0, t1, (float*)outAddress, rows, r0);
                 });
             }
         }
@@ -96,6 +88,22 @@ internal static class LinearKernels
         {
             if (packed is not null) ArrayPool<float>.Shared.Return(packed);
         }
+    }
+
+    /// <summary>
+    /// y[t·rows + firstRow + i] = tile row i · x_t for the <paramref name="count"/> rows at <paramref name="tile"/> and
+    /// tokens <paramref name="t0"/>..<paramref name="t1"/>: on <see cref="PanelGemm"/> when the tokens were packed for it
+    /// (<paramref name="packed"/> not null, <paramref name="t0"/> a whole group), else <see cref="DotRows"/> on
+    /// <paramref name="x"/> (all <paramref name="tokens"/> × columns). Pointers pinned by the caller.
+    /// </summary>
+    public static unsafe void MultiplyTile(float* tile, int count, int columns, float* x, float* packed, int tokens, int t0, int t1,
+        float* y, int rows, int firstRow)
+    {
+        if (packed is not null)
+            PanelGemm.Multiply(tile, count, columns, packed + (long)t0 * columns, t1 - t0, y + (long)t0 * rows + firstRow, rows);
+        else
+            DotRows(new ReadOnlySpan<float>(tile, count * columns), columns, new ReadOnlySpan<float>(x, tokens * columns), t0, t1,
+                new Span<float>(y, tokens * rows), rows, firstRow);
     }
 
     /// <summary><see cref="TokenTile"/> for the panel kernel: whole groups of its packed tokens.</summary>

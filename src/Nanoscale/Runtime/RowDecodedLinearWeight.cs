@@ -276,13 +276,11 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
                     {
                         if (factored is null) ReadRows(r0, n, buffer.AsSpan(0, n * columns));
                         else factored.ReadBaseRows(r0, n, buffer.AsSpan(0, n * columns));
-                        var x = new ReadOnlySpan<float>((float*)inAddress, tokens * columns);
-                        var y = new Span<float>((float*)outAddress, tokens * count);
-                        if (packedAddress != 0)
-                            fixed (float* rows = buffer)
-                                PanelGemm.Multiply(rows, n, columns, (float*)packedAddress, tokens, (float*)outAddress + (r0 - firstRow), count);
-                        else LinearKernels.DotRows(buffer.AsSpan(0, n * columns), columns, x, 0, tokens, y, count, r0 - firstRow);
-                        if (factored is { Rank: > 0 }) factored.AddLowRank(r0, n, lowRank!, tokens, y[(r0 - firstRow)..], count);
+                        fixed (float* rows = buffer)
+                            LinearKernels.MultiplyTile(rows, n, columns, (float*)inAddress, (float*)packedAddress, tokens, 0, tokens,
+                                (float*)outAddress, count, r0 - firstRow);
+                        if (factored is { Rank: > 0 })
+                            factored.AddLowRank(r0, n, lowRank!, tokens, new Span<float>((float*)outAddress, tokens * count)[(r0 - firstRow)..], count);
                     }
                     finally
                     {
