@@ -145,6 +145,56 @@ public class FusedDotTests
             }
     }
 
+    /// <summary>The int8 several-vector kernel (Q8_0, MXINT8: two rows × four vectors a pass) against its scalar twin,
+    /// bit for bit: an odd last row and partial quads of vectors (their repeated row/vector must not be written), codes
+    /// −128 and 127, blocks 34 bytes apart after a 2-byte scale (Q8_0's layout) or packed (MXINT8's), one NaN weight
+    /// scale (its row NaN for every vector, the others left alone), a zero activation block, and outputs at a stride with
+    /// a sentinel between rows that must stay untouched.</summary>
+    [Theory]
+    [InlineData(5, 7, 11, 34)]
+    [InlineData(1, 1, 1, 32)]
+    [InlineData(4, 16, 8, 32)]
+    [InlineData(3, 6, 3, 34)]
+    [InlineData(2, 13, 64, 34)]
+    public unsafe void Int8RowsManyEqualsItsScalarTwinBitForBit(int rows, int vectors, int nb, int blockStride)
+    {
+        if (!Nanoscale.Formats.Ggml.GgmlDot.IsSupported) return; // no AVX2 here
+        var random = new Random(rows * 1000 + vectors * 10 + nb);
+        int cols = nb * 32, rowStride = nb * blockStride;
+        byte[] codes = new byte[rows * rowStride + 2];
+        random.NextBytes(codes);
+        codes[2] = 0x80; // −128
+        codes[3] = 0x7F;
+        float[] scales = [.. Enumerable.Range(0, rows * nb).Select(_ => (float)Math.ScaleB(random.NextDouble() + 0.5, random.Next(-12, 4)))];
+        if (rows > 1) scales[nb + nb / 2] = float.NaN;
+        float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        x.AsSpan(0, 32).Clear();
+        var a = new Int8Dot.Vectors();
+        a.Set(x, vectors, cols);
+        int stride = rows + 3;
+        var y = new float[(vectors - 1) * stride + rows];
+        var twin = new float[y.Length];
+        y.AsSpan().Fill(-7f);
+        twin.AsSpan().Fill(-7f);
+        fixed (byte* c0 = codes)
+        fixed (float* s0 = scales)
+        fixed (float* y0 = y)
+            Int8Dot.RowsMany(c0 + 2, rowStride, blockStride, s0, rows, nb, a, y0, stride);
+        Int8Dot.RowsManyReference(codes.AsSpan(2), rowStride, blockStride, scales, rows, nb, a, twin, stride);
+        for (int v = 0; v < vectors; v++)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                float got = y[v * stride + r], expected = twin[v * stride + r];
+                Assert.Equal(rows > 1 && r == 1, float.IsNaN(got));
+                Assert.True(float.IsNaN(expected) ? float.IsNaN(got) : BitConverter.SingleToInt32Bits(got) == BitConverter.SingleToInt32Bits(expected),
+                    $"vector {v} row {r}: {got} vs {expected}");
+            }
+            if (v + 1 < vectors)
+                for (int gap = rows; gap < stride; gap++) Assert.Equal(-7f, y[v * stride + gap]);
+        }
+    }
+
     /// <summary>NVFP4's per-row factors decode a run of 32 normal scale codes by shift and add alone and any other run
     /// code by code: rows whose UE4M3 codes are every value from 0 to 0x7E give what decoding gives — rows 0–1 only
     /// zero, subnormals and the smallest normals (codes 0–15, all scales within 2^−9..2^−5, so a subnormal decoded as a
@@ -795,6 +845,10 @@ public class FusedDotManyTests
     [InlineData("mxfp6", 3)]   // below the lanes' fewest: MXFP6-E2M3's one-vector kernel per vector
     [InlineData("mxfp6", 6)]   // its lanes (Mx6IntDot.DotRowsLanes)
     [InlineData("mxfp6", 16)]
+    [InlineData("q8_0", 16)]   // Int8Dot.RowsMany: four quads
+    [InlineData("q8_0", 5)]    // a partial quad
+    [InlineData("mxint8", 3)]
+    [InlineData("mxint8", 16)]
     public void ManyVectorsEqualOneAtATime(string spec, int vectors) => ManyEqualsOne(spec, vectors, 256);
 
     /// <summary>Rows of an odd number of int8 groups (11 × 32): the last group outside the pairs.</summary>
@@ -803,6 +857,8 @@ public class FusedDotManyTests
     [InlineData("nvfp4", 2)]
     [InlineData("nxfp4", 4)]
     [InlineData("mxfp6", 9)]
+    [InlineData("mxint8", 9)]
+    [InlineData("q8_0", 6)]
     public void ManyVectorsWithAnOddLastGroup(string spec, int vectors) => ManyEqualsOne(spec, vectors, 352);
 
     /// <summary>Sixteen vectors, the lane kernels' most, on short rows (two blocks, as stories260K's).</summary>

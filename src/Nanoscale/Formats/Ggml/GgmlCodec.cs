@@ -136,6 +136,9 @@ internal sealed class GgmlCodec : BlockCodec
     /// <summary>Several tokens' products on the stored blocks, each block unpacked once (<see cref="GgmlDot"/>).</summary>
     public override bool HasDotRowsMany(int cols) => Kind is GgmlKind.Q8_0 or GgmlKind.Q4_0 && cols % QK == 0 && GgmlDot.IsSupported;
 
+    /// <summary>Sixteen for Q8_0 (<see cref="Int8Dot.RowsMany"/>), else the default.</summary>
+    public override int MaxDotVectors(int cols) => Kind == GgmlKind.Q8_0 ? GgmlDot.MaxDotVectors(GgmlDot.Layout.Q8_0) : base.MaxDotVectors(cols);
+
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
         Kind is GgmlKind.Q8_0 or GgmlKind.Q4_0

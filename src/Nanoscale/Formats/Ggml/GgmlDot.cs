@@ -144,9 +144,14 @@ internal static class GgmlDot
     public static bool TryDotRowsMany(Layout layout, ReadOnlySpan<byte> blocks, int rowCount, int cols, int vectors,
         ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
-        if (!IsSupported || cols % 32 != 0 || vectors is < 1 or > MaxVectors) return false;
+        if (!IsSupported || cols % 32 != 0 || vectors < 1 || vectors > MaxDotVectors(layout)) return false;
         int nb = cols / 32;
-        if (layout != Layout.Q8_0 && NibbleDot.IsSupported)
+        if (layout == Layout.Q8_0)
+        {
+            Q8RowsMany(blocks, rowCount, nb, vectors, x, y, yStride);
+            return true;
+        }
+        if (NibbleDot.IsSupported)
         {
             DotRowsNibblesMany(layout, blocks, rowCount, nb, vectors, x, y, yStride);
             return true;
@@ -169,6 +174,33 @@ internal static class GgmlDot
 
     /// <summary>Vectors of one multi-vector product at most (one accumulator register each).</summary>
     public const int MaxVectors = 8;
+
+    /// <summary>The most vectors one <see cref="TryDotRowsMany"/> call takes: Q8_0's two-rows × four-vectors kernel
+    /// takes any number (sixteen, as the lane kernels), the others <see cref="MaxVectors"/>.</summary>
+    public static int MaxDotVectors(Layout layout) => layout == Layout.Q8_0 ? Int8Dot.MaxVectors : MaxVectors;
+
+    /// <summary>Q8_0 rows for several vectors (<see cref="Int8Dot.RowsMany"/>): the rows' f16 block scales as floats
+    /// first, then the codes where they lie in the blocks (34 bytes apart, after each block's scale).</summary>
+    private static unsafe void Q8RowsMany(ReadOnlySpan<byte> blocks, int rowCount, int nb, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int cols = nb * 32, bytes = Q8Block.Bytes;
+        if (blocks.Length < (long)rowCount * nb * bytes || x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount)
+            throw new ArgumentException("spans shorter than the rows");
+        var a = Int8Dot.Scratch;
+        a.Set(x, vectors, cols);
+        float[] scales = System.Buffers.ArrayPool<float>.Shared.Rent(rowCount * nb);
+        try
+        {
+            fixed (byte* b0 = blocks)
+            fixed (float* ws = scales)
+            fixed (float* y0 = y)
+            {
+                for (long i = 0; i < (long)rowCount * nb; i++) ws[i] = HalfBits(Unsafe.ReadUnaligned<ushort>(b0 + i * bytes));
+                Int8Dot.RowsMany(b0 + 2, (nint)nb * bytes, bytes, ws, rowCount, nb, a, y0, yStride);
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(scales); }
+    }
 
     private static void DotRowsMany<TBlock>(ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow, int vectors,
         ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y, int yStride) where TBlock : struct, IBlock

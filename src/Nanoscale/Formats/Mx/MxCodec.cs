@@ -100,14 +100,23 @@ internal sealed class MxCodec : BlockCodec
     /// at once, <see cref="MxDot.DotRowsLanes"/>); MXFP6-E2M3 on the same lanes (<see cref="Mx6IntDot.DotRowsLanes"/>);
     /// other element formats one vector after another.</summary>
     public override bool HasDotRowsMany(int cols) =>
-        (_biased is not null || (_int6 is not null && NibbleLanes.IsSupported)) && cols % MxBlockSize == 0 && MxDot.IsSupported;
+        (_biased is not null || _int8Step is not null || (_int6 is not null && NibbleLanes.IsSupported)) && cols % MxBlockSize == 0 && MxDot.IsSupported;
 
-    /// <summary>Sixteen on the lanes (<see cref="MxDot.DotRowsLanes"/>: every row group unpacked once for all of them), else eight.</summary>
-    public override int MaxDotVectors(int cols) => NibbleLanes.IsSupported ? NibbleLanes.MaxVectors : NibbleDot.MaxVectors;
+    /// <summary>Sixteen on the lanes (<see cref="MxDot.DotRowsLanes"/>: every row group unpacked once for all of them)
+    /// and for MXINT8 (<see cref="Int8Dot.RowsMany"/>), else eight.</summary>
+    public override int MaxDotVectors(int cols) =>
+        _int8Step is not null ? Int8Dot.MaxVectors : NibbleLanes.IsSupported ? NibbleLanes.MaxVectors : NibbleDot.MaxVectors;
 
     public override bool TryDotRowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
     {
+        // MXINT8: two rows × four vectors a pass on the int8 codes (Int8Dot.RowsMany), as GGUF's Q8_0.
+        if (_int8Step is float step && cols % MxBlockSize == 0 && MxDot.IsSupported && vectors >= 1 && vectors <= Int8Dot.MaxVectors)
+        {
+            CheckDotSpans(blocks, scales, rowCount, cols, x[..cols], y[..rowCount]);
+            Int8RowsMany(blocks, scales, step, rowCount, cols, vectors, x, y, yStride);
+            return true;
+        }
         // MXFP6-E2M3 on the lanes from NibbleLanes.MinVectors on (Mx6IntDot.DotRowsLanes); fewer, its one-token kernel per vector.
         if (_int6 is { } int6 && cols % MxBlockSize == 0 && MxDot.IsSupported && NibbleLanes.IsSupported
             && vectors >= NibbleLanes.MinVectors && vectors <= NibbleLanes.MaxVectors)
@@ -125,6 +134,28 @@ internal sealed class MxCodec : BlockCodec
         else
             MxDot.DotRowsMany(biased, ScaleFormat.E8M0.DecodeTable, blocks, scales, rowCount, cols / MxBlockSize, vectors, x, y, yStride);
         return true;
+    }
+
+    /// <summary>MXINT8 rows for several vectors: each block's factor 2^X · step (NaN for a NaN scale) first, then
+    /// <see cref="Int8Dot.RowsMany"/> on the codes.</summary>
+    private static unsafe void Int8RowsMany(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, float step, int rowCount, int cols,
+        int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
+    {
+        int nb = cols / MxBlockSize;
+        if (x.Length < vectors * cols || y.Length < (vectors - 1) * yStride + rowCount) throw new ArgumentException("spans shorter than the rows");
+        var a = Int8Dot.Scratch;
+        a.Set(x, vectors, cols);
+        float[] factors = System.Buffers.ArrayPool<float>.Shared.Rent(rowCount * nb);
+        try
+        {
+            var table = ScaleFormat.E8M0.DecodeTable;
+            for (int i = 0; i < rowCount * nb; i++) factors[i] = table[scales[i]] * step;
+            fixed (byte* b0 = blocks)
+            fixed (float* f0 = factors)
+            fixed (float* y0 = y)
+                Int8Dot.RowsMany(b0, (nint)cols, MxBlockSize, f0, rowCount, nb, a, y0, yStride);
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(factors); }
     }
 
     /// <summary>The element format's values × 2 as unsigned int8 (plus the bias, −min) when they all are integers
