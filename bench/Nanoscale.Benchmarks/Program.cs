@@ -13,6 +13,7 @@ switch (args.FirstOrDefault())
     case "bitflips": return BitFlipBenchmark.Run(args[1..]);
     case "llamacpp-generate": return LlamaCppGenerateBenchmark.Run(args[1..]);
     case "dot-kernels": return DotKernelQuick.Run(args[1..]);
+    case "panel-gemm": return PanelGemmBenchmark.Run(args[1..]);
     case "vnni-peak": return VnniPeak.Run(args[1..]);
     case "fork-join": return ForkJoinBenchmark.Run(args[1..]);
     case "linear-step": return LinearStepBenchmark.Run(args[1..]);

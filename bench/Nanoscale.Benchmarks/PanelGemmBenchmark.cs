@@ -1,0 +1,41 @@
+using System.Diagnostics;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Benchmarks;
+
+/// <summary>
+/// The float product of many tokens (<see cref="PanelGemm"/>) alone, on one thread, against the FMA peak: a tile of
+/// ROWS float rows (decoded once, as a window's tile is) times TOKENS packed tokens, best of 20 after a warm-up,
+/// and the same work split into tiles of <see cref="LinearKernels.RowsPerTile"/> rows with each tile's panel packing
+/// included (what a prompt's product runs per thread besides decoding).
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- panel-gemm [rows 512] [cols 2048] [tokens 64]</code>
+/// </summary>
+internal static class PanelGemmBenchmark
+{
+    public static unsafe int Run(string[] args)
+    {
+        int rows = args.Length > 0 ? int.Parse(args[0]) : 512, cols = args.Length > 1 ? int.Parse(args[1]) : 2048;
+        int tokens = args.Length > 2 ? int.Parse(args[2]) : 64;
+        var random = new Random(1);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(random.NextDouble() - 0.5))];
+        float[] x = [.. Enumerable.Range(0, tokens * cols).Select(_ => (float)(random.NextDouble() - 0.5))];
+        var y = new float[tokens * rows];
+        var packed = new float[PanelGemm.PackedLength(tokens, cols)];
+        PanelGemm.PackActivations(x, tokens, cols, packed);
+        double best = double.MaxValue;
+        fixed (float* wp = w)
+        fixed (float* xp = packed)
+        fixed (float* yp = y)
+        {
+            for (int run = 0; run < 23; run++)
+            {
+                var clock = Stopwatch.StartNew();
+                PanelGemm.Multiply(wp, rows, cols, xp, tokens, yp, rows);
+                if (run >= 3) best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            }
+        }
+        double macs = (double)rows * cols * tokens;
+        Console.WriteLine($"panel kernel, {rows} rows × {cols} columns × {tokens} tokens, one thread: {macs / best / 1e9:0.0} G multiply-adds/s ({best * 1e3:0.000} ms)");
+        return 0;
+    }
+}
