@@ -77,9 +77,10 @@ public interface IBlockCodec : ICodec
     bool TryDotRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, ReadOnlySpan<float> x, Span<float> y) => false;
 
-    /// <summary>Whether <see cref="TryDotRowsMany"/> unpacks each row once for all the vectors on rows of
-    /// <paramref name="cols"/> (an integer kernel), rather than running the one-vector kernel per vector: then a
-    /// window of tokens is worth multiplying on the codes too.</summary>
+    /// <summary>Whether many tokens are worth multiplying on the codes (<see cref="TryDotRowsMany"/> unpacking each row
+    /// once for all the vectors, faster than decoding tiles for the runtime's panel kernel): then windows and steps of
+    /// eight or more sequences run on the codes; else they decode tiles, and only steps of a few sequences call
+    /// <see cref="TryDotRowsMany"/>.</summary>
     bool HasDotRowsMany(int cols) => false;
 
     /// <summary>The most vectors one <see cref="TryDotRowsMany"/> call takes on rows of <paramref name="cols"/>

@@ -83,12 +83,13 @@ internal static unsafe class Int8Dot
         }
     }
 
-    /// <summary>Vectors one <see cref="RowsMany"/> call is given at most by the runtime (any number works; sixteen is
-    /// a token-factory step's most and the lane kernels' chunk).</summary>
+    /// <summary>Vectors one <see cref="RowsMany"/> call is given at most by the runtime (any number works; sixteen, as
+    /// the lane kernels, so a step's tokens are one call).</summary>
     public const int MaxVectors = 16;
 
     /// <summary>
-    /// Several vectors' products on rows of int8 blocks (Q8_0, MXINT8: a prompt window, a token-factory step):
+    /// Several vectors' products on rows of int8 blocks (Q8_0, MXINT8: a token-factory step of a few sequences; windows
+    /// and larger steps decode tiles, which the panel kernel multiplies faster):
     /// <c>y[v·yStride + r] = Σ_j weightScales[r·nb + j] · d_x(v, j) · Σ_i code_i · q_i</c>, row r's block j's 32 codes at
     /// <c>codes + r·rowStride + j·blockStride</c>. Two rows × four vectors a pass, their eight sums in registers: each
     /// block's codes loaded (and made |w|) once for four vectors, each vector's block once for two rows, the sign trick

@@ -32,13 +32,11 @@ internal static class LinearKernels
             throw new ArgumentException($"output holds {output.Length} floats; {tokens} tokens × {count} rows need {(long)tokens * count}", nameof(output));
     }
 
-    /// <summary>Rows per tile: <see cref="TileBytes"/> of floats, whole panels of eight rows where there are eight
-    /// (<see cref="PanelGemm"/>).</summary>
-    public static int RowsPerTile(int columns)
-    {
-        int rows = Math.Max(1, TileBytes / (4 * Math.Max(1, columns)));
-        return rows >= PanelGemm.PanelRows ? rows / PanelGemm.PanelRows * PanelGemm.PanelRows : rows;
-    }
+    /// <summary>Rows per tile: <see cref="TileBytes"/> of floats in whole panels of eight rows (<see cref="PanelGemm"/>),
+    /// and never fewer than one panel: a wide matrix's tile of two rows (a feed-forward down projection of 8192
+    /// columns) filled a quarter of each panel, so its window products took longer than gate and up together.</summary>
+    public static int RowsPerTile(int columns) =>
+        Math.Max(PanelGemm.PanelRows, TileBytes / (4 * Math.Max(1, columns)) / PanelGemm.PanelRows * PanelGemm.PanelRows);
 
     /// <summary>Whether a product of <paramref name="tokens"/> tokens runs on <see cref="PanelGemm"/> (else <see cref="DotRows"/>).</summary>
     public static bool UsesPanels(int tokens, int columns) =>

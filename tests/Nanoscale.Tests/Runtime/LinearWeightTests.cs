@@ -67,6 +67,17 @@ public class LinearWeightTests
         }
     }
 
+    /// <summary>A tile is whole panels of eight rows and never less than one, however wide the rows: a feed-forward
+    /// down projection's 8192 columns once gave tiles of two rows, each panel a quarter full (its window products took
+    /// longer than gate and up together).</summary>
+    [Theory]
+    [InlineData(576, 24)]
+    [InlineData(2048, 8)]
+    [InlineData(8192, 8)]
+    [InlineData(65536, 8)]
+    [InlineData(7, 2336)]
+    public void TilesAreWholePanelsOfAtLeastEightRows(int columns, int rows) => Assert.Equal(rows, LinearKernels.RowsPerTile(columns));
+
     /// <summary>The panel kernel of many-token products (<see cref="PanelGemm"/>) equals its scalar twin bit for bit —
     /// each output one chain of fused multiply-adds over the columns — for partial panels (rows not a multiple of 8),
     /// every group size (tokens not a multiple of 12), columns with a tail after the 8 × 8 transposes, and a NaN weight

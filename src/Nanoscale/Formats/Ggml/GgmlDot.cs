@@ -151,29 +151,13 @@ internal static class GgmlDot
             Q8RowsMany(blocks, rowCount, nb, vectors, x, y, yStride);
             return true;
         }
-        if (NibbleDot.IsSupported)
-        {
-            DotRowsNibblesMany(layout, blocks, rowCount, nb, vectors, x, y, yStride);
-            return true;
-        }
-        var scratch = MxDot.Rent(cols * vectors);
-        try
-        {
-            for (int v = 0; v < vectors; v++)
-                Int8Dot.QuantizeActivations(x.Slice(v * cols, cols), scratch.Q.AsSpan(v * cols, cols), scratch.Scales.AsSpan(v * nb, nb));
-            switch (layout)
-            {
-                case Layout.Q8_0: DotRowsMany<Q8Block>(blocks, rowCount, nb, vectors, scratch.Q, scratch.Scales, y, yStride); break;
-                case Layout.Q4_0: DotRowsMany<Q4Block>(blocks, rowCount, nb, vectors, scratch.Q, scratch.Scales, y, yStride); break;
-                default: DotRowsMany<Mxfp4Block>(blocks, rowCount, nb, vectors, scratch.Q, scratch.Scales, y, yStride); break;
-            }
-        }
-        finally { MxDot.Return(scratch); }
+        // Q4_0 and ggml-MXFP4: NibbleDot's unsigned kernel (IsSupported implies it).
+        DotRowsNibblesMany(layout, blocks, rowCount, nb, vectors, x, y, yStride);
         return true;
     }
 
-    /// <summary>Vectors of one multi-vector product at most (one accumulator register each).</summary>
-    public const int MaxVectors = 8;
+    /// <summary>Vectors of one several-vector product on the 4-bit layouts at most (<see cref="NibbleDot.MaxVectors"/>).</summary>
+    public const int MaxVectors = NibbleDot.MaxVectors;
 
     /// <summary>The most vectors one <see cref="TryDotRowsMany"/> call takes: Q8_0's two-rows × four-vectors kernel
     /// takes any number (sixteen, as the lane kernels), the others <see cref="MaxVectors"/>.</summary>
@@ -200,36 +184,6 @@ internal static class GgmlDot
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(scales); }
-    }
-
-    private static void DotRowsMany<TBlock>(ReadOnlySpan<byte> blocks, int rowCount, int blocksPerRow, int vectors,
-        ReadOnlySpan<sbyte> q, ReadOnlySpan<float> qScales, Span<float> y, int yStride) where TBlock : struct, IBlock
-    {
-        if (blocks.Length < (long)rowCount * blocksPerRow * TBlock.Bytes || q.Length < vectors * blocksPerRow * 32
-            || qScales.Length < vectors * blocksPerRow || y.Length < (vectors - 1) * yStride + rowCount)
-            throw new ArgumentException("spans shorter than the rows");
-        Vector128<sbyte> lut = Vector128.Create(typeof(TBlock) == typeof(Mxfp4Block) ? Mxfp4Table : Q4Table);
-        Vector256<short> ones = Vector256.Create((short)1);
-        ref byte b0 = ref MemoryMarshal.GetReference(blocks);
-        ref sbyte q0 = ref MemoryMarshal.GetReference(q);
-        ref float s0 = ref MemoryMarshal.GetReference(qScales);
-        Span<Vector256<float>> totals = stackalloc Vector256<float>[MaxVectors];
-        int stride = blocksPerRow * 32;
-        for (int r = 0; r < rowCount; r++)
-        {
-            totals.Clear();
-            ref byte row = ref Unsafe.Add(ref b0, (nint)r * blocksPerRow * TBlock.Bytes);
-            for (int j = 0; j < blocksPerRow; j++)
-            {
-                ref byte block = ref Unsafe.Add(ref row, (nint)j * TBlock.Bytes);
-                Vector256<sbyte> w = TBlock.Weights(ref block, lut);
-                float scale = TBlock.Scale(ref block);
-                for (int v = 0; v < vectors; v++)
-                    totals[v] = Fma.MultiplyAdd(Int8Dot.BlockSum(w, ref Unsafe.Add(ref q0, v * stride + j * 32), ones),
-                        Vector256.Create(scale * Unsafe.Add(ref s0, v * blocksPerRow + j)), totals[v]);
-            }
-            for (int v = 0; v < vectors; v++) y[v * yStride + r] = Vector256.Sum(totals[v]);
-        }
     }
 
     /// <summary>Q4_0's nibbles as they are (bias 8) and ggml-MXFP4's doubled E2M1 values plus 12, for <see cref="NibbleDot"/>.</summary>

@@ -99,8 +99,11 @@ internal sealed class MxCodec : BlockCodec
     /// for all of them (<see cref="MxDot.DotRowsMany"/>; from <see cref="NibbleLanes.MinVectorsOneTable"/> vectors on eight rows
     /// at once, <see cref="MxDot.DotRowsLanes"/>); MXFP6-E2M3 on the same lanes (<see cref="Mx6IntDot.DotRowsLanes"/>);
     /// other element formats one vector after another.</summary>
+    /// <remarks>Not MXINT8: its several-vector kernel (<see cref="Int8Dot.RowsMany"/>) serves steps of a few sequences,
+    /// while windows and steps of eight or more run faster decoded to floats through the panel kernel (the int8 sign
+    /// trick needs two multiplies per 32 products, as many as float's FMAs).</remarks>
     public override bool HasDotRowsMany(int cols) =>
-        (_biased is not null || _int8Step is not null || (_int6 is not null && NibbleLanes.IsSupported)) && cols % MxBlockSize == 0 && MxDot.IsSupported;
+        (_biased is not null || (_int6 is not null && NibbleLanes.IsSupported)) && cols % MxBlockSize == 0 && MxDot.IsSupported;
 
     /// <summary>Sixteen on the lanes (<see cref="MxDot.DotRowsLanes"/>: every row group unpacked once for all of them)
     /// and for MXINT8 (<see cref="Int8Dot.RowsMany"/>), else eight.</summary>
