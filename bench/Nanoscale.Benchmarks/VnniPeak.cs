@@ -10,7 +10,8 @@ namespace Nanoscale.Benchmarks;
 /// (<c>vpdpbusd</c> on 256-bit vectors, the one the lane kernels use) gives: eight independent accumulators, operands in
 /// registers, nothing else in the loop. The ceiling a many-sequence step's products can approach, to compare with
 /// <c>dot-kernels FORMAT rows cols threads 16</c>. Then the same for float32 multiply-adds on 512-bit vectors (ten
-/// accumulators, <c>vfmadd231ps zmm</c>), the ceiling of the BF16 and float kernels.
+/// accumulators, <c>vfmadd231ps zmm</c>), the ceiling of the BF16 and float kernels. Without VNNI (AVX2), the lane
+/// kernel's <c>vpmaddubsw</c>/<c>vpmaddwd</c> mix and Q8_0's sign-trick chain per block instead.
 /// </summary>
 internal static class VnniPeak
 {
@@ -22,6 +23,9 @@ internal static class VnniPeak
             double widened = Best(threads, i => WidenedLoop(i), 16 * 32);
             Console.WriteLine($"vpmaddubsw + vpmaddwd ymm (four words a widening, as the lane kernel without VNNI), {threads} thread(s): " +
                               $"{widened / 1e9:0.0} G int8 multiply-adds/s");
+            double signed = Best(threads, i => SignTrickLoop(i), 8 * 32);
+            Console.WriteLine($"vpsignb + vpmaddubsw + vpmaddwd + convert + FMA ymm (Q8_0's sign trick per block, Int8Dot.RowsMany), {threads} thread(s): " +
+                              $"{signed / 1e9:0.0} G int8 multiply-adds/s ({signed / 32 / 1e9 / threads:0.00} G blocks a thread)");
         }
         if (!AvxVnni.IsSupported)
         {
@@ -94,6 +98,33 @@ internal static class VnniPeak
             (a0, a1, a2, a3) = (a1, a2, a3, a0); // not loop-invariant, so not hoisted (register moves, nearly free)
         }
         return Vector256.Sum(s0 + s1 + s2 + s3);
+    }
+
+    /// <summary>Eight independent chains of what <c>Int8Dot.RowsMany</c> does per block and output: the sign trick on
+    /// |w| and sign(x, w), the int16 pairs widened, converted and multiply-added with a scale (operands rotate, so nothing
+    /// is computed once for all).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static float SignTrickLoop(long iterations)
+    {
+        Vector256<sbyte> w0 = Vector256.Create((sbyte)-3), w1 = Vector256.Create((sbyte)5);
+        Vector256<byte> m0 = Avx2.Abs(w0), m1 = Avx2.Abs(w1);
+        Vector256<sbyte> a0 = Vector256.Create((sbyte)-2), a1 = Vector256.Create((sbyte)1), a2 = Vector256.Create((sbyte)4), a3 = Vector256.Create((sbyte)-3);
+        var ones = Vector256.Create((short)1);
+        var c = Vector256.Create(0.5f);
+        Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
+        for (long i = 0; i < iterations; i++)
+        {
+            s0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m0, Avx2.Sign(a0, w0)), ones)), c, s0);
+            s1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m0, Avx2.Sign(a1, w0)), ones)), c, s1);
+            s2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m0, Avx2.Sign(a2, w0)), ones)), c, s2);
+            s3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m0, Avx2.Sign(a3, w0)), ones)), c, s3);
+            s4 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m1, Avx2.Sign(a0, w1)), ones)), c, s4);
+            s5 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m1, Avx2.Sign(a1, w1)), ones)), c, s5);
+            s6 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m1, Avx2.Sign(a2, w1)), ones)), c, s6);
+            s7 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(m1, Avx2.Sign(a3, w1)), ones)), c, s7);
+            (a0, a1, a2, a3) = (a1, a2, a3, a0); // not loop-invariant, so not hoisted
+        }
+        return Vector256.Sum(s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
