@@ -102,7 +102,7 @@ internal static unsafe class Int8Dot
     /// <remarks>One float accumulator per output in a pass (eight) rather than the one-vector kernel's two: eight
     /// independent chains already hide the multiply-add's latency. The activations are <see cref="Vectors"/>' (natural
     /// order, scale amax/127 per 32).</remarks>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prompt pass alone may call it too rarely to leave tier 0
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once, as the other several-vector kernels
     public static void RowsMany(byte* codes, nint rowStride, int blockStride, float* weightScales, int rowCount, int nb,
         Vectors activations, float* y, int yStride)
     {

@@ -100,8 +100,8 @@ internal sealed class MxCodec : BlockCodec
     /// at once, <see cref="MxDot.DotRowsLanes"/>); MXFP6-E2M3 on the same lanes (<see cref="Mx6IntDot.DotRowsLanes"/>);
     /// other element formats one vector after another.</summary>
     /// <remarks>Not MXINT8: its several-vector kernel (<see cref="Int8Dot.RowsMany"/>) serves steps of a few sequences,
-    /// while windows and steps of eight or more run faster decoded to floats through the panel kernel (the int8 sign
-    /// trick needs two multiplies per 32 products, as many as float's FMAs).</remarks>
+    /// while windows and steps of eight or more run faster decoded to floats through the panel kernel (on AVX2 the sign
+    /// trick's chain per 32 products costs about what float FMAs do: <c>Nanoscale.Benchmarks vnni-peak</c>).</remarks>
     public override bool HasDotRowsMany(int cols) =>
         (_biased is not null || (_int6 is not null && NibbleLanes.IsSupported)) && cols % MxBlockSize == 0 && MxDot.IsSupported;
 
