@@ -780,16 +780,22 @@ public class FusedDotTests
     /// own one-token step gives, to summation order: the same block totals for the same int8 activations. Summation
     /// order can move a later layer's activation across an int8 rounding boundary, so the bound is 1% of the largest
     /// logit (a wrong row, vector or cache is off by the logits themselves).</summary>
+    /// <remarks>Also MXINT8 and Q8_0 with five and three sequences: steps of a few sequences run their int8 kernel
+    /// (<c>Int8Dot.RowsMany</c>, two rows × four sequences a pass, a partial quad here); MXINT8 with nine, which decode
+    /// tiles for the panel kernel (float activations there, int8 in the one-token kernel: within the same bound).</remarks>
     [Theory]
-    [InlineData("mxfp4")]
-    [InlineData("nxfp4")]
-    [InlineData("nvfp4")]
-    [InlineData("bf16")]
-    public void StepsOfManySequencesOnTheCodesEqualEachAlone(string format)
+    [InlineData("mxfp4", 12)]
+    [InlineData("nxfp4", 12)]
+    [InlineData("nvfp4", 12)]
+    [InlineData("bf16", 12)]
+    [InlineData("mxint8", 5)]
+    [InlineData("q8_0", 3)]
+    [InlineData("mxint8", 9)]
+    public void StepsOfManySequencesOnTheCodesEqualEachAlone(string format, int sequences)
     {
         using var stories = new CompressedStories(format);
         var model = stories.Load(new RuntimeOptions());
-        int vocab = model.Config.VocabSize, sequences = 12;
+        int vocab = model.Config.VocabSize;
         var together = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(8)).ToList();
         var alone = Enumerable.Range(0, sequences).Select(_ => model.CreateSession(8)).ToList();
         int[] tokens = [.. Enumerable.Range(0, sequences).Select(i => 1 + i * 37 % 500)];
