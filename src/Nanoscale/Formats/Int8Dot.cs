@@ -184,7 +184,7 @@ internal static unsafe class Int8Dot
 
     /// <summary>The eight lanes' sum in a fixed order: (l0 + l4) + (l2 + l6), plus (l1 + l5) + (l3 + l7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float SumLanes(Vector256<float> v)
+    internal static float SumLanes(Vector256<float> v)
     {
         var s = v.GetLower() + v.GetUpper();
         s += Sse.MoveHighToLow(s, s);

@@ -404,13 +404,63 @@ public class FusedDotTests
         }
     }
 
-    /// <summary>Which NxFP forms the integer kernel takes: a 16-bit word (nxfp4-m16, the AM+CR form with three formats)
-    /// keeps the float lookups.</summary>
+    /// <summary>Which NxFP forms the unsigned integer kernel takes: a 16-bit word with E3M0 (nxfp4-m16, the AM+CR form
+    /// with three formats), whose tables × m_k span −64..96, takes the signed one (<c>NxfpSignedDot</c>) instead.</summary>
     [Theory]
     [InlineData("nxfp4-m16")]
     [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto")]
-    public void NxfpWithAWideWordKeepsTheFloatKernel(string spec) =>
-        Assert.Null(Nanoscale.Formats.Nx.NxfpDot.For((Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec(spec)));
+    public void NxfpWithAWideWordTakesTheSignedKernel(string spec)
+    {
+        var codec = (Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec(spec);
+        Assert.Null(Nanoscale.Formats.Nx.NxfpDot.For(codec));
+        Assert.Equal(Nanoscale.Formats.Nx.NxfpSignedDot.IsSupported, Nanoscale.Formats.Nx.NxfpSignedDot.For(codec) is not null);
+    }
+
+    /// <summary>The signed-table kernel against the reference decoder: exact weights, int8 activations (the bound
+    /// above); several binades of weights, so every table and many scales occur.</summary>
+    [Theory]
+    [InlineData("nxfp4-m16", 16, 512, 31)]
+    [InlineData("nxfp4-m16", 3, 32, 32)]
+    [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto", 16, 512, 33)]
+    public void NxfpSignedIntegerDotEqualsDecodeThenMultiply(string spec, int rows, int cols, int seed) =>
+        Int8DotEqualsDecodeThenMultiply(spec, rows, cols, seed);
+
+    /// <summary>The signed-table kernel against its scalar twin, bit for bit, with a block passed through as NaN (its
+    /// row NaN, the others untouched) and every table in use.</summary>
+    [Theory]
+    [InlineData("nxfp4-m16")]
+    [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto")]
+    public void NxfpSignedDotEqualsItsScalarTwinBitForBit(string spec)
+    {
+        var codec = (Nanoscale.Formats.Nx.NxfpCodec)CodecRegistry.CreateBlockCodec(spec);
+        if (Nanoscale.Formats.Nx.NxfpSignedDot.For(codec) is not { } dot) return; // no AVX2 here
+        const int rows = 5, blocks = 11, cols = blocks * 32;
+        var random = new Random(41);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(Math.Exp(random.NextDouble() * 8 - 4) * (random.Next(2) * 2 - 1)))];
+        float[] x = [.. Enumerable.Range(0, cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        var (packed, scales, _) = BlockMatrix.Encode(codec, w, rows, cols);
+        int nanBlock = 2 * blocks + 4, wordBytes = codec.ScaleBytesPerBlock;
+        for (int b = 0; b < wordBytes; b++) scales[nanBlock * wordBytes + b] = (byte)(codec.NaNWord >> (8 * b));
+        Array.Fill(packed, (byte)(codec.NegativeZeroCode * 0x11), nanBlock * 16, 16);
+        var configs = new HashSet<int>();
+        for (int i = 0; i < rows * blocks; i++)
+        {
+            int word = wordBytes == 1 ? scales[i] : scales[2 * i] | scales[2 * i + 1] << 8;
+            var (_, f, l) = codec.SplitWord(word);
+            configs.Add(f * codec.LevelCount + l);
+        }
+        Assert.True(configs.Count >= 4, $"only {configs.Count} tables in use");
+        var y = new float[rows];
+        var twin = new float[rows];
+        dot.DotRows(packed, scales, rows, cols, x, y);
+        dot.DotRowsReference(packed, scales, rows, cols, x, twin);
+        for (int r = 0; r < rows; r++)
+        {
+            Assert.Equal(r == 2, float.IsNaN(y[r]));
+            Assert.True(float.IsNaN(twin[r]) ? float.IsNaN(y[r]) : BitConverter.SingleToInt32Bits(y[r]) == BitConverter.SingleToInt32Bits(twin[r]),
+                $"row {r}: {y[r]} vs {twin[r]}");
+        }
+    }
 
     /// <summary>A block passed through as NaN (NaN word, every code −0) makes its row NaN in the integer kernel, as
     /// decoding does; the other row is unaffected.</summary>
@@ -465,12 +515,10 @@ public class FusedDotTests
         }
     }
 
-    /// <summary>NxFP4 (every block its own table: format × recycled level, and scale) on the codes, with and without
-    /// Code Recycling and NanoMantissa, and NVFP4 (16-element blocks, two-level scale), against the reference decoder:
-    /// float summation order only.</summary>
+    /// <summary>The float-widening kernels (NVFP4's rows not whole 32s, MXFP8/6/5, MXINT6/4/2) against the reference
+    /// decoder: float summation order only. (NxFP4's 16-bit-word forms, here before, now run in integers: the signed
+    /// kernel's tests above.)</summary>
     [Theory]
-    [InlineData("nxfp4-m16", 16, 512)]
-    [InlineData("nxfp4:nm=1,am=e2m1|e1m2|e3m0,cr=auto", 16, 512)]
     [InlineData("nvfp4", 3, 48)]           // rows not whole 32s: the float kernel
     [InlineData("mxfp8", 16, 512)]
     [InlineData("mxfp8-e5m2", 9, 256)]

@@ -79,10 +79,14 @@ internal sealed class NxfpCodec : BlockCodec
             _tops[k] = Recycling && MathF.Abs(level) > format.Max ? [format.Max, MathF.Abs(level)] : [format.Max];
         }
         _integerDot = NxfpDot.For(this);
+        _signedDot = _integerDot is null ? NxfpSignedDot.For(this) : null;
     }
 
     /// <summary>The integer step kernel when the tables allow it (<see cref="NxfpDot.For"/>), else null.</summary>
     private readonly NxfpDot? _integerDot;
+
+    /// <summary>The signed-table integer kernel of the forms <see cref="NxfpDot"/> does not take (nxfp4-m16), or null.</summary>
+    private readonly NxfpSignedDot? _signedDot;
 
     /// <summary>Element width in bits (3..8): every candidate format has it.</summary>
     public int ElementBits { get; }
@@ -182,7 +186,8 @@ internal sealed class NxfpCodec : BlockCodec
 
     /// <summary>
     /// The generation step's product on 4-bit NxFP codes: in integers on int8 activations when the tables allow
-    /// (<see cref="NxfpDot"/>); otherwise each block's metadata word picks its decode table (format ×
+    /// (<see cref="NxfpDot"/>, or <see cref="NxfpSignedDot"/> for the 16-bit-word forms whose tables are too wide for
+    /// it); otherwise each block's metadata word picks its decode table (format ×
     /// recycled level) and scale, the 32 codes are looked up in registers and multiplied with the activations
     /// (<see cref="Packed4Vector.Dot32"/>), the scale applied once per block. Exact up to float summation order. AVX2
     /// with FMA and whole blocks; otherwise false (the caller decodes rows).
@@ -197,6 +202,11 @@ internal sealed class NxfpCodec : BlockCodec
         if (_integerDot is { } integer)
         {
             integer.DotRows(blocks, scales, rowCount, cols, x, y);
+            return true;
+        }
+        if (_signedDot is { } signed)
+        {
+            signed.DotRows(blocks, scales, rowCount, cols, x, y);
             return true;
         }
         int nb = cols / NxBlockSize;
