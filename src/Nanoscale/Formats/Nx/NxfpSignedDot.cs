@@ -61,7 +61,8 @@ internal sealed unsafe class NxfpSignedDot
     /// power of two making it integral leaves int8.</summary>
     public static NxfpSignedDot? For(NxfpCodec codec)
     {
-        if (codec.ElementBits != 4 || codec.ScaleBytesPerBlock is not (1 or 2) || !IsSupported) return null;
+        if (codec.ElementBits != 4 || codec.ScaleBytesPerBlock is not (1 or 2) || codec.Scale.DecodeTable.Length < 1 << codec.ScaleBits
+            || !IsSupported) return null;
         var tables = new sbyte[codec.ConfigCount * 16];
         var inverse = new float[codec.ConfigCount];
         for (int k = 0; k < codec.ConfigCount; k++)
@@ -114,7 +115,9 @@ internal sealed unsafe class NxfpSignedDot
         var nibble = Vector128.Create((byte)0x0F);
         var ones = Vector256.Create((short)1);
         bool vnni = AvxVnni.IsSupported;
+        // The word's bits above the metadata (bit 15 of nxfp4-m16's) are ignored, as the decoder ignores them.
         int scaleBits = _codec.ScaleBits, scaleMask = _scaleMask, nanWord = _codec.NaNWord, wordBytes = _wordBytes;
+        int selectorMask = _configBySelector.Length - 1;
         fixed (byte* b0 = blocks)
         fixed (byte* w0 = scales)
         fixed (sbyte* t0 = _tables)
@@ -132,7 +135,7 @@ internal sealed unsafe class NxfpSignedDot
                 {
                     nint index = (nint)r * nb + j;
                     int word = wordBytes == 1 ? w0[index] : Unsafe.ReadUnaligned<ushort>(w0 + 2 * index);
-                    int selector = word >> scaleBits;
+                    int selector = (word >> scaleBits) & selectorMask;
                     float factor = st[word & scaleMask] * inverse[selector];
                     nanWords |= word == nanWord;
                     byte* packed = b0 + index * 16;
