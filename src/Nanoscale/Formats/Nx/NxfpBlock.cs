@@ -95,4 +95,17 @@ internal static class NxfpBlock
                 return false;
         return true;
     }
+
+    /// <summary><see cref="IsNaNBlock"/> on a 4-bit block still packed two codes a byte, as the integer kernels read it
+    /// (every byte the negative-zero code twice).</summary>
+    public static bool IsPackedNaNBlock(NxfpCodec codec, int word, ReadOnlySpan<byte> packed)
+    {
+        if (word != codec.NaNWord)
+            return false;
+        byte both = (byte)(codec.NegativeZeroCode * 0x11);
+        foreach (byte b in packed)
+            if (b != both)
+                return false;
+        return true;
+    }
 }

@@ -583,14 +583,6 @@ internal sealed unsafe class NxfpDot
 
     private void FixNaN(byte* words, byte* row, int j, float* c)
     {
-        if (words[j] == _codec.NaNWord && IsNaNBlock(row + j * 16, _codec.NegativeZeroCode * 0x11)) c[j] = float.NaN;
-    }
-
-    /// <summary>A block passed through as NaN: every code the negative-zero code (<see cref="NxfpBlock.IsNaNBlock"/>).</summary>
-    private static bool IsNaNBlock(byte* codes, int both)
-    {
-        for (int i = 0; i < 16; i++)
-            if (codes[i] != both) return false;
-        return true;
+        if (NxfpBlock.IsPackedNaNBlock(_codec, words[j], new ReadOnlySpan<byte>(row + j * 16, 16))) c[j] = float.NaN;
     }
 }

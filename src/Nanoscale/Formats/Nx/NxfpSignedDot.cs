@@ -85,7 +85,7 @@ internal sealed unsafe class NxfpSignedDot
     {
         int k = Config(word);
         float factor = scaleTable[word & _scaleMask] * _inverse[k];
-        if (word == _codec.NaNWord && IsNaNBlock(codes)) factor = float.NaN;
+        if (NxfpBlock.IsPackedNaNBlock(_codec, word, codes)) factor = float.NaN;
         return (k, factor);
     }
 
@@ -93,15 +93,6 @@ internal sealed unsafe class NxfpSignedDot
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private int Word(ReadOnlySpan<byte> scales, int index) =>
         _wordBytes == 1 ? scales[index] : scales[2 * index] | scales[2 * index + 1] << 8;
-
-    /// <summary>Whether the block's packed codes are all −0 (the NaN pass-through, with the NaN word).</summary>
-    private bool IsNaNBlock(ReadOnlySpan<byte> packed)
-    {
-        byte both = (byte)(_codec.NegativeZeroCode | _codec.NegativeZeroCode << 4);
-        foreach (byte b in packed)
-            if (b != both) return false;
-        return true;
-    }
 
     /// <summary>y[r] = row r · x over <paramref name="rowCount"/> rows of whole 32-element blocks (spans checked by the
     /// caller).</summary>
@@ -162,7 +153,7 @@ internal sealed unsafe class NxfpSignedDot
         {
             nint index = first + j;
             int word = _wordBytes == 1 ? words[index] : Unsafe.ReadUnaligned<ushort>(words + 2 * index);
-            if (word == _codec.NaNWord && IsNaNBlock(new ReadOnlySpan<byte>(blocks + index * 16, 16))) return true;
+            if (NxfpBlock.IsPackedNaNBlock(_codec, word, new ReadOnlySpan<byte>(blocks + index * 16, 16))) return true;
         }
         return false;
     }
