@@ -217,8 +217,9 @@ internal static unsafe class Int8Dot
             }
     }
 
-    /// <summary>Several vectors' activations for <see cref="RowsMany"/>: int8 codes per 32 in natural order
-    /// (<see cref="NibbleDot.QuantizeBlock"/>), vector after vector, and each block's scale.</summary>
+    /// <summary>Several vectors' activations for <see cref="RowsMany"/> (and one for NxFP4's signed-table kernel): int8
+    /// codes per 32 in natural order or evens then odds (<see cref="NibbleDot.QuantizeBlock"/>), vector after vector,
+    /// and each block's scale.</summary>
     public sealed class Vectors
     {
         public sbyte[] Q = [];
@@ -233,18 +234,19 @@ internal static unsafe class Int8Dot
 
         /// <summary>Quantizes <paramref name="vectors"/> rows of <paramref name="x"/> (<paramref name="cols"/> a multiple
         /// of 32), or keeps the last results when the same activations come again (<see cref="KeptActivations"/>: q, k
-        /// and v, gate and up, and a thread's tiles share one input).</summary>
-        public void Set(ReadOnlySpan<float> x, int vectors, int cols)
+        /// and v, gate and up, and a thread's tiles share one input). <paramref name="evensThenOdds"/>: each block's
+        /// even elements first, as 4-bit codes packed two a byte meet them (<c>Nx/NxfpSignedDot</c>).</summary>
+        public void Set(ReadOnlySpan<float> x, int vectors, int cols, bool evensThenOdds = false)
         {
             if (cols % 32 != 0 || x.Length < vectors * cols) throw new ArgumentException($"{vectors} vectors of {cols} columns need {vectors * cols} activations in whole blocks", nameof(x));
-            if (_kept.Same(x[..(vectors * cols)], (vectors, cols, false, 0, false))) return;
+            if (_kept.Same(x[..(vectors * cols)], (vectors, cols, evensThenOdds, 0, false))) return;
             int nb = cols / 32;
             Count = vectors;
             Blocks = nb;
             if (Q.Length < vectors * cols) Q = new sbyte[vectors * cols];
             if (Scales.Length < vectors * nb) Scales = new float[vectors * nb];
             for (int i = 0; i < vectors * nb; i++)
-                NibbleDot.QuantizeBlock(x.Slice(i * 32, 32), evensThenOdds: false, Q.AsSpan(i * 32, 32), out Scales[i]);
+                NibbleDot.QuantizeBlock(x.Slice(i * 32, 32), evensThenOdds, Q.AsSpan(i * 32, 32), out Scales[i]);
             _kept.Complete();
         }
     }

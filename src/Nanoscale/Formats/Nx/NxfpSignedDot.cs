@@ -192,22 +192,12 @@ internal sealed unsafe class NxfpSignedDot
         }
     }
 
-    [ThreadStatic] private static sbyte[]? t_q;
-    [ThreadStatic] private static float[]? t_scales;
-    [ThreadStatic] private static KeptActivations? t_kept;
-
     /// <summary>This thread's activations quantized per 32, evens then odds (as the codes' low and high nibbles hold
-    /// them), kept while the same x comes again (a product's tiles on one thread share it).</summary>
+    /// them): <see cref="Int8Dot.Vectors"/>, kept while the same x comes again (a product's tiles on one thread share it).</summary>
     private static (sbyte[] Q, float[] Scales) Quantized(ReadOnlySpan<float> x)
     {
-        int cols = x.Length, nb = cols / 32;
-        var kept = t_kept ??= new KeptActivations();
-        if (t_q is null || t_q.Length < cols) (t_q, t_scales) = (new sbyte[cols], new float[nb]);
-        if (!kept.Same(x, (1, cols, true, 0, false)))
-        {
-            for (int j = 0; j < nb; j++) NibbleDot.QuantizeBlock(x.Slice(j * 32, 32), evensThenOdds: true, t_q.AsSpan(j * 32, 32), out t_scales![j]);
-            kept.Complete();
-        }
-        return (t_q, t_scales!);
+        var a = Int8Dot.Scratch;
+        a.Set(x, 1, x.Length, evensThenOdds: true);
+        return (a.Q, a.Scales);
     }
 }
