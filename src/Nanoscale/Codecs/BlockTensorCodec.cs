@@ -301,6 +301,13 @@ internal sealed class BlockTensorCodec(IBlockCodec codec, bool entropyCoded = fa
                 _tensorData, count, _cols, x, y);
         }
 
+        public unsafe bool TryStoredRows(long firstRow, int count, out nint address, out nint length)
+        {
+            long blockStride = (long)_blocksPerRow * _codec.BytesPerBlock;
+            (address, length) = _blocks is null ? (0, 0) : ((nint)(_blocks.Address + firstRow * blockStride), (nint)(count * blockStride));
+            return _blocks is not null;
+        }
+
         public bool HasDotRowsMany => _codec.HasDotRowsMany(_cols);
 
         public int MaxDotVectors => _repacked?.Value is null ? _codec.MaxDotVectors(_cols) : Formats.Ggml.GgmlDot.Repacked.MaxDotVectors;

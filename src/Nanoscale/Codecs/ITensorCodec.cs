@@ -65,6 +65,15 @@ public interface ITensorDecoder : IDisposable
     /// false when the codec has no such kernel.</summary>
     bool TryDotRows(long firstRow, int count, ReadOnlySpan<float> x, Span<float> y) => false;
 
+    /// <summary>Where rows <paramref name="firstRow"/>.. (<paramref name="count"/>) lie as stored in memory (the codes,
+    /// without a block format's scales), for the runtime to ask for them ahead of decoding; false when they are not
+    /// in memory as such (entropy-coded parts).</summary>
+    bool TryStoredRows(long firstRow, int count, out nint address, out nint length)
+    {
+        (address, length) = (0, 0);
+        return false;
+    }
+
     /// <summary>Whether <see cref="TryDotRowsMany"/> is a real several-vector kernel (<see cref="IBlockCodec.HasDotRowsMany"/>).</summary>
     bool HasDotRowsMany => false;
 

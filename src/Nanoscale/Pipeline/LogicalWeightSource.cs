@@ -61,6 +61,9 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
         protected override bool TryDotRowsMany(int firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride) =>
             decoder.TryDotRowsMany(firstRow, count, vectors, x, y, yStride);
 
+        protected override bool StoredRows(int firstRow, int count, out nint address, out nint length) =>
+            decoder.TryStoredRows(firstRow, count, out address, out length);
+
         protected override bool HasDotRowsMany => decoder.HasDotRowsMany;
 
         protected override int MaxDotVectors => decoder.MaxDotVectors;

@@ -91,14 +91,15 @@ internal static class LinearKernels
     /// <summary>
     /// y[t·rows + firstRow + i] = tile row i · x_t for the <paramref name="count"/> rows at <paramref name="tile"/> and
     /// tokens <paramref name="t0"/>..<paramref name="t1"/>: on <see cref="PanelGemm"/> when the tokens were packed for it
-    /// (<paramref name="packed"/> not null, <paramref name="t0"/> a whole group), else <see cref="DotRows"/> on
-    /// <paramref name="x"/> (all <paramref name="tokens"/> × columns). Pointers pinned by the caller.
+    /// (<paramref name="packed"/> not null, <paramref name="t0"/> a whole group; the panels ask for
+    /// <paramref name="prefetchBytes"/> at <paramref name="prefetch"/> meanwhile, e.g. the next tile as stored), else
+    /// <see cref="DotRows"/> on <paramref name="x"/> (all <paramref name="tokens"/> × columns). Pointers pinned by the caller.
     /// </summary>
     public static unsafe void MultiplyTile(float* tile, int count, int columns, float* x, float* packed, int tokens, int t0, int t1,
-        float* y, int rows, int firstRow)
+        float* y, int rows, int firstRow, byte* prefetch = null, nint prefetchBytes = 0)
     {
         if (packed is not null)
-            PanelGemm.Multiply(tile, count, columns, packed + (long)t0 * columns, t1 - t0, y + (long)t0 * rows + firstRow, rows);
+            PanelGemm.Multiply(tile, count, columns, packed + (long)t0 * columns, t1 - t0, y + (long)t0 * rows + firstRow, rows, prefetch, prefetchBytes);
         else
             DotRows(new ReadOnlySpan<float>(tile, count * columns), columns, new ReadOnlySpan<float>(x, tokens * columns), t0, t1,
                 new Span<float>(y, tokens * rows), rows, firstRow);

@@ -39,6 +39,18 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
         return TensorData.TryDotRows(_view.Slice(firstRow * width, checked((int)(count * width))), dtype, count, Columns, x, y);
     }
 
+    /// <summary>BF16 rows where they lie in the mapping (little-endian machines), for the panel kernel.</summary>
+    protected override unsafe ushort* Bf16Rows =>
+        _view.Tensor.DType == DType.BF16 && BitConverter.IsLittleEndian ? (ushort*)_view.Address : null;
+
+    protected override unsafe bool StoredRows(int firstRow, int count, out nint address, out nint length)
+    {
+        int size = _view.Tensor.DType.ElementSize();
+        address = (nint)(_view.Address + (long)firstRow * Columns * size);
+        length = (nint)((long)count * Columns * size);
+        return true;
+    }
+
     /// <summary>Four a call (<see cref="TensorData.ManyVectorsPerCall"/>).</summary>
     protected override int MaxDotVectors => TensorData.ManyVectorsPerCall;
 

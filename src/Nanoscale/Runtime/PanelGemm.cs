@@ -59,59 +59,120 @@ internal static unsafe class PanelGemm
     /// all <paramref name="tokens"/> tokens of <paramref name="packedX"/> (<see cref="PackActivations"/>); the panel
     /// lives in a buffer of the calling thread.
     /// </summary>
+    public static void Multiply(float* tile, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride,
+        byte* prefetch = null, nint prefetchBytes = 0) =>
+        Multiply<FloatRows>((byte*)tile, rowCount, columns, packedX, tokens, y, yStride, prefetch, prefetchBytes);
+
+    /// <summary>
+    /// <see cref="Multiply(float*, int, int, float*, int, float*, nint, byte*, nint)"/> on rows of little-endian BF16 as stored
+    /// (<paramref name="rows"/>, <c>rowCount × columns</c> of them): each is widened to f32 (a shift: exact) inside the
+    /// panel's transpose, so no float tile is written and read back. Widening a 16-sequence step's tiles first was a
+    /// seventh of its time on the SmolLM2-shaped model (docs/serve.md, eighteenth session). The same floats meet the
+    /// same FMA chains, so the same bits as decoding the rows first.
+    /// </summary>
+    public static void MultiplyBf16(ushort* rows, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride,
+        byte* prefetch = null, nint prefetchBytes = 0) =>
+        Multiply<Bf16Rows>((byte*)rows, rowCount, columns, packedX, tokens, y, yStride, prefetch, prefetchBytes);
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Multiply(float* tile, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride)
+    private static void Multiply<TRows>(byte* tile, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride,
+        byte* prefetch, nint prefetchBytes) where TRows : struct, IRows
     {
+        int panels = (rowCount + PanelRows - 1) / PanelRows;
         if ((t_panel?.Length ?? 0) < PanelRows * columns) t_panel = GC.AllocateArray<float>(Math.Max(PanelRows * columns, 4096), pinned: true);
+        nint rowBytes = (nint)columns * TRows.ElementBytes;
         fixed (float* panel = t_panel)
         {
             for (int r0 = 0; r0 < rowCount; r0 += PanelRows)
             {
                 int rows = Math.Min(PanelRows, rowCount - r0);
-                Pack(tile + (nint)r0 * columns, rows, columns, panel);
-                for (int t0 = 0; t0 < tokens; t0 += GroupTokens)
+                Pack<TRows>(tile + r0 * rowBytes, rowBytes, rows, columns, panel);
+                // This panel's share of the bytes to ask for (the next tile's, as stored) during its first group.
+                int p = r0 / PanelRows;
+                byte* next = prefetch + prefetchBytes * p / panels, stop = prefetch == null ? null : prefetch + prefetchBytes * (p + 1) / panels;
+                for (int t0 = 0; t0 < tokens; t0 += GroupTokens, next = stop)
                 {
                     float* xg = packedX + (nint)(t0 / GroupTokens) * columns * GroupTokens, yg = y + t0 * yStride + r0;
                     switch (Math.Min(GroupTokens, tokens - t0))
                     {
-                        case 12: Group<N12>(panel, columns, xg, yg, yStride, rows); break;
-                        case 11: Group<N11>(panel, columns, xg, yg, yStride, rows); break;
-                        case 10: Group<N10>(panel, columns, xg, yg, yStride, rows); break;
-                        case 9: Group<N9>(panel, columns, xg, yg, yStride, rows); break;
-                        case 8: Group<N8>(panel, columns, xg, yg, yStride, rows); break;
-                        case 7: Group<N7>(panel, columns, xg, yg, yStride, rows); break;
-                        case 6: Group<N6>(panel, columns, xg, yg, yStride, rows); break;
-                        case 5: Group<N5>(panel, columns, xg, yg, yStride, rows); break;
-                        case 4: Group<N4>(panel, columns, xg, yg, yStride, rows); break;
-                        case 3: Group<N3>(panel, columns, xg, yg, yStride, rows); break;
-                        case 2: Group<N2>(panel, columns, xg, yg, yStride, rows); break;
-                        default: Group<N1>(panel, columns, xg, yg, yStride, rows); break;
+                        case 12: Group<N12>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 11: Group<N11>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 10: Group<N10>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 9: Group<N9>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 8: Group<N8>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 7: Group<N7>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 6: Group<N6>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 5: Group<N5>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 4: Group<N4>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 3: Group<N3>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        case 2: Group<N2>(panel, columns, xg, yg, yStride, rows, next, stop); break;
+                        default: Group<N1>(panel, columns, xg, yg, yStride, rows, next, stop); break;
                     }
                 }
             }
         }
     }
 
-    /// <summary><paramref name="rows"/> (≤ 8) rows of <paramref name="columns"/> floats into column-major
-    /// <c>panel[8k + i]</c>, missing rows 0: 8 × 8 transposes, the last columns one by one.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Pack(float* rowsStart, int rows, int columns, float* panel)
+    /// <summary>How <see cref="Pack{TRows}"/> reads a tile's rows: eight consecutive elements as floats, or one.</summary>
+    private interface IRows
     {
-        float* p0 = rowsStart, p1 = Row(rowsStart, columns, rows, 1), p2 = Row(rowsStart, columns, rows, 2), p3 = Row(rowsStart, columns, rows, 3);
-        float* p4 = Row(rowsStart, columns, rows, 4), p5 = Row(rowsStart, columns, rows, 5), p6 = Row(rowsStart, columns, rows, 6), p7 = Row(rowsStart, columns, rows, 7);
+        static abstract int ElementBytes { get; }
+
+
+        static abstract Vector256<float> Load8(byte* element);
+
+        static abstract float Load1(byte* element);
+    }
+
+    /// <summary>Float rows (a decoded tile, or F32 weights in place).</summary>
+    private readonly struct FloatRows : IRows
+    {
+        public static int ElementBytes => 4;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load8(byte* element) => Vector256.Load((float*)element);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(byte* element) => *(float*)element;
+    }
+
+    /// <summary>BF16 rows as stored: each element the top half of its f32 (<c>vpmovzxwd</c> and a shift).</summary>
+    private readonly struct Bf16Rows : IRows
+    {
+        public static int ElementBytes => 2;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load8(byte* element) =>
+            Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)element), 16).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(byte* element) => BitConverter.Int32BitsToSingle(*(ushort*)element << 16);
+    }
+
+    /// <summary><paramref name="rows"/> (≤ 8) rows of <paramref name="columns"/> elements (<paramref name="rowBytes"/>
+    /// apart) into column-major float <c>panel[8k + i]</c>, missing rows 0: 8 × 8 transposes, the last columns one by one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Pack<TRows>(byte* rowsStart, nint rowBytes, int rows, int columns, float* panel) where TRows : struct, IRows
+    {
+        byte* p0 = rowsStart, p1 = Row(rowsStart, rowBytes, rows, 1), p2 = Row(rowsStart, rowBytes, rows, 2), p3 = Row(rowsStart, rowBytes, rows, 3);
+        byte* p4 = Row(rowsStart, rowBytes, rows, 4), p5 = Row(rowsStart, rowBytes, rows, 5), p6 = Row(rowsStart, rowBytes, rows, 6), p7 = Row(rowsStart, rowBytes, rows, 7);
         // Missing rows read row 0 and are masked to zero (their sums are dropped; zeros keep NaN out of nothing).
         var keep = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(rows)).AsSingle();
+        int size = TRows.ElementBytes;
         int k = 0;
         for (; k + 8 <= columns; k += 8)
         {
-            var t0 = Avx.UnpackLow(Vector256.Load(p0 + k), Vector256.Load(p1 + k));
-            var t1 = Avx.UnpackHigh(Vector256.Load(p0 + k), Vector256.Load(p1 + k));
-            var t2 = Avx.UnpackLow(Vector256.Load(p2 + k), Vector256.Load(p3 + k));
-            var t3 = Avx.UnpackHigh(Vector256.Load(p2 + k), Vector256.Load(p3 + k));
-            var t4 = Avx.UnpackLow(Vector256.Load(p4 + k), Vector256.Load(p5 + k));
-            var t5 = Avx.UnpackHigh(Vector256.Load(p4 + k), Vector256.Load(p5 + k));
-            var t6 = Avx.UnpackLow(Vector256.Load(p6 + k), Vector256.Load(p7 + k));
-            var t7 = Avx.UnpackHigh(Vector256.Load(p6 + k), Vector256.Load(p7 + k));
+            nint at = (nint)k * size;
+            Vector256<float> r0 = TRows.Load8(p0 + at), r1 = TRows.Load8(p1 + at), r2 = TRows.Load8(p2 + at), r3 = TRows.Load8(p3 + at);
+            Vector256<float> r4 = TRows.Load8(p4 + at), r5 = TRows.Load8(p5 + at), r6 = TRows.Load8(p6 + at), r7 = TRows.Load8(p7 + at);
+            var t0 = Avx.UnpackLow(r0, r1);
+            var t1 = Avx.UnpackHigh(r0, r1);
+            var t2 = Avx.UnpackLow(r2, r3);
+            var t3 = Avx.UnpackHigh(r2, r3);
+            var t4 = Avx.UnpackLow(r4, r5);
+            var t5 = Avx.UnpackHigh(r4, r5);
+            var t6 = Avx.UnpackLow(r6, r7);
+            var t7 = Avx.UnpackHigh(r6, r7);
             var s0 = Avx.Shuffle(t0, t2, 0x44);   // columns k and k + 4 of rows 0–3
             var s1 = Avx.Shuffle(t0, t2, 0xEE);   // k + 1, k + 5
             var s2 = Avx.Shuffle(t1, t3, 0x44);   // k + 2, k + 6
@@ -131,11 +192,11 @@ internal static unsafe class PanelGemm
             (Avx.Permute2x128(s3, s7, 0x31) & keep).Store(c + 56);
         }
         for (; k < columns; k++)
-            for (int i = 0; i < PanelRows; i++) panel[8 * k + i] = i < rows ? rowsStart[(nint)i * columns + k] : 0;
+            for (int i = 0; i < PanelRows; i++) panel[8 * k + i] = i < rows ? TRows.Load1(rowsStart + i * rowBytes + (nint)k * size) : 0;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float* Row(float* rowsStart, int columns, int rows, int i) => rowsStart + (nint)(i < rows ? i : 0) * columns;
+    private static byte* Row(byte* rowsStart, nint rowBytes, int rows, int i) => rowsStart + (i < rows ? i : 0) * rowBytes;
 
     private interface ICount
     {
@@ -158,13 +219,21 @@ internal static unsafe class PanelGemm
     /// <summary>One panel times <c>TN.N</c> tokens of a packed group: per column one load of eight rows' weights and
     /// one broadcast and FMA per token.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Group<TN>(float* panel, int columns, float* x, float* y, nint yStride, int rows) where TN : struct, ICount
+    private static void Group<TN>(float* panel, int columns, float* x, float* y, nint yStride, int rows, byte* next, byte* stop)
+        where TN : struct, ICount
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
         Vector256<float> a6 = default, a7 = default, a8 = default, a9 = default, a10 = default, a11 = default;
         for (int k = 0; k < columns; k++)
         {
             var w = Vector256.Load(panel + 8 * k);
+            // A line of what to prefetch every other column (a panel's share of the next BF16 tile is columns/4 lines):
+            // spread out, not a burst, which stalled the loop (tried: slower than none).
+            if ((k & 1) == 0 && next < stop)
+            {
+                Sse.Prefetch0(next);
+                next += 64;
+            }
             float* b = x + GroupTokens * k;
             a0 = Fma.MultiplyAdd(w, Vector256.Create(b[0]), a0);
             if (TN.N > 1) a1 = Fma.MultiplyAdd(w, Vector256.Create(b[1]), a1);

@@ -38,6 +38,20 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         return true;
     }
 
+    /// <summary>The rows as stored when they are little-endian BF16 in memory (row r at <c>+ r · Columns</c>), else null:
+    /// then tiles of many tokens are widened inside the panel kernel's transpose (<see cref="PanelGemm.MultiplyBf16"/>)
+    /// instead of decoded into a float tile first. Valid while the weight lives.</summary>
+    protected virtual unsafe ushort* Bf16Rows => null;
+
+    /// <summary>Where rows <paramref name="firstRow"/>.. (<paramref name="count"/>) lie as stored in memory (their codes;
+    /// a block format's scales apart), so a tile's product can ask for the next tile's bytes while it computes; false
+    /// when they are not in memory as such (e.g. entropy-coded).</summary>
+    protected virtual bool StoredRows(int firstRow, int count, out nint address, out nint length)
+    {
+        (address, length) = (0, 0);
+        return false;
+    }
+
     /// <summary>Up to this many tokens (a token factory step of several sequences) run on the stored codes; longer
     /// windows decode tiles and reuse each across all their tokens.</summary>
     internal const int MaxFusedTokens = 16;
@@ -261,16 +275,31 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         // Many tokens: the panel kernel, on the tokens packed once for every tile.
         float[]? packed = LinearKernels.UsesPanels(tokens, columns)
             ? LinearKernels.PackedActivations(factored is null ? input : transformed.AsSpan(0, tokens * columns), tokens, columns) : null;
+        // BF16 rows as stored go into the panels directly (no float tile; the same bits), unless the products are to
+        // decode rows (FusedKernels off: the reference path).
+        ushort* bf16 = factored is null && packed is not null && options.FusedKernels ? Bf16Rows : null;
         try
         {
             fixed (float* inPtr = factored is null ? input : transformed)
             fixed (float* outPtr = output)
             fixed (float* packedPtr = packed)
             {
-                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = (nint)packedPtr;
+                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = (nint)packedPtr, bf16Address = (nint)bf16;
                 options.For(tiles, (long)count * columns * tokens, tile =>
                 {
                     int r0 = firstRow + tile * rowsPerTile, n = Math.Min(firstRow + count, r0 + rowsPerTile) - r0;
+                    // The next tile's stored bytes are asked for while this one computes (a thread's tiles are one
+                    // contiguous range, Parallelism.ForEach): a 16-sequence BF16 step of the SmolLM2-shaped model went
+                    // from ~54 to ~46 ms, and one of 8 from ~36 to ~28 (docs/serve.md, eighteenth session).
+                    nint ahead = 0, aheadBytes = 0;
+                    if (packedAddress != 0 && r0 + n < firstRow + count)
+                        StoredRows(r0 + n, Math.Min(firstRow + count, r0 + n + rowsPerTile) - r0 - n, out ahead, out aheadBytes);
+                    if (bf16Address != 0)
+                    {
+                        PanelGemm.MultiplyBf16((ushort*)bf16Address + (long)r0 * columns, n, columns, (float*)packedAddress, tokens,
+                            (float*)outAddress + (r0 - firstRow), count, (byte*)ahead, aheadBytes);
+                        return;
+                    }
                     float[] buffer = ArrayPool<float>.Shared.Rent(n * columns);
                     try
                     {
@@ -278,7 +307,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
                         else factored.ReadBaseRows(r0, n, buffer.AsSpan(0, n * columns));
                         fixed (float* rows = buffer)
                             LinearKernels.MultiplyTile(rows, n, columns, (float*)inAddress, (float*)packedAddress, tokens, 0, tokens,
-                                (float*)outAddress, count, r0 - firstRow);
+                                (float*)outAddress, count, r0 - firstRow, (byte*)ahead, aheadBytes);
                         if (factored is { Rank: > 0 })
                             factored.AddLowRank(r0, n, lowRank!, tokens, new Span<float>((float*)outAddress, tokens * count)[(r0 - firstRow)..], count);
                     }

@@ -120,6 +120,46 @@ public class LinearWeightTests
             }
     }
 
+    /// <summary>The panel kernel on BF16 rows as stored (<see cref="PanelGemm.MultiplyBf16"/>, widened inside the
+    /// transpose) equals the scalar twin on the widened floats bit for bit — with NaN, ±Inf, subnormal and −0 weights,
+    /// partial panels, a column tail, every group size — and asking for bytes ahead (here the rows themselves, and a
+    /// range past them) changes nothing.</summary>
+    [Theory]
+    [InlineData(8, 64, 12)]
+    [InlineData(21, 203, 37)]
+    [InlineData(5, 8, 9)]
+    [InlineData(64, 576, 16)]
+    public void PanelKernelOnBf16RowsEqualsItsScalarTwinBitForBit(int rows, int columns, int tokens)
+    {
+        if (!PanelGemm.IsSupported) return;
+        var random = new Random(rows * 7 + columns + tokens);
+        var raw = new ushort[rows * columns];
+        for (int i = 0; i < raw.Length; i++) raw[i] = (ushort)(BitConverter.SingleToInt32Bits((float)random.NextDouble() * 4 - 2) >> 16);
+        raw[0] = 0x8000;                       // −0
+        raw[columns + 1] = 0x0001;             // the smallest subnormal
+        raw[(rows / 2) * columns + 3] = 0x7F80; // +Inf
+        raw[rows * columns - 1] = 0x7FC1;       // NaN
+        float[] w = [.. raw.Select(b => BitConverter.Int32BitsToSingle(b << 16))];
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var expected = new float[tokens * rows];
+        PanelGemm.Reference(w, rows, columns, x, tokens, expected, rows);
+        var packed = new float[PanelGemm.PackedLength(tokens, columns)];
+        PanelGemm.PackActivations(x, tokens, columns, packed);
+        foreach (int ahead in new[] { 0, 1, 2 })
+        {
+            var actual = new float[tokens * rows];
+            unsafe
+            {
+                fixed (ushort* wp = raw)
+                fixed (float* xp = packed)
+                fixed (float* yp = actual)
+                    PanelGemm.MultiplyBf16(wp, rows, columns, xp, tokens, yp, rows,
+                        ahead == 0 ? null : (byte*)wp + (ahead - 1) * raw.Length, 2 * raw.Length);
+            }
+            AssertSameBits(expected, actual, $"bf16 panels, prefetch {ahead}");
+        }
+    }
+
     private static void AssertSameBits(float[] expected, float[] actual, string what)
     {
         for (int i = 0; i < expected.Length; i++)
@@ -137,6 +177,8 @@ public class LinearWeightTests
     [InlineData(DType.BF16, 17, 33, 7)]
     [InlineData(DType.BF16, 300, 203, 1)]
     [InlineData(DType.F16, 64, 96, 1)]
+    [InlineData(DType.BF16, 77, 203, 37)]  // a window: BF16 rows straight into the panels, the next tile asked for
+    [InlineData(DType.BF16, 300, 576, 16)] // a 16-sequence step: the same, thirteen tiles
     public void MappedWeightsInTheirStoredDTypeMatchTheWidenedCopy(DType dtype, int rows, int columns, int tokens)
     {
         var random = new Random(rows + columns);
