@@ -27,11 +27,17 @@ public class MxCodecTests
     {
         var codec = (MxCodec)CodecHarness.Codec(spec);
         int bits = codec.Element.Bits, codeCount = 1 << bits;
-        const int rows = 5, cols = 96;
+        const int rows = 12, cols = 96;
         int blocksPerRow = cols / 32, bytesPerBlock = codec.BytesPerBlock;
         var random = new Random(bits);
         var codes = new byte[rows * cols];
-        for (int i = 0; i < codes.Length; i++) codes[i] = (byte)(i < 2 * codeCount ? i % codeCount : random.Next(codeCount));
+        // Every code in the first blocks; then, for 8-bit minifloats, every other block all normal (the widening's
+        // four-operation path: no zero, subnormal or special code), the rest random.
+        bool minifloat8 = bits == 8 && codec.Element.Encoding == ElementEncoding.SignMagnitude;
+        for (int i = 0; i < codes.Length; i++)
+            codes[i] = (byte)(i < 2 * codeCount ? i % codeCount
+                : minifloat8 && i / 32 % 2 == 1 ? random.Next(1 << codec.Element.MantissaBits, 0x7C) | (random.Next(2) << 7)
+                : random.Next(codeCount));
         var blocks = new byte[rows * blocksPerRow * bytesPerBlock];
         for (int j = 0; j < rows * blocksPerRow; j++)
             BlockPacking.Pack(codes.AsSpan(j * 32, 32), bits, blocks.AsSpan(j * bytesPerBlock, bytesPerBlock));
