@@ -48,6 +48,39 @@ public class GgmlFormatTests
         }
     }
 
+    /// <summary>Hand-made blocks — random codes under f16 scales of every class (zero, ±subnormal, normal, ±Inf, NaN) —
+    /// decode to the scalar kernel's floats bit for bit with the fast kernels (Q8_0's and Q4_0's in registers,
+    /// <c>GgmlDot.TryDequantize</c>), and the same through ggml's own <c>dequantize_row</c>.</summary>
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void FastDecodingEqualsTheScalarKernelForEveryScaleClass(string type)
+    {
+        var codec = CodecHarness.Codec(type);
+        const int rows = 6, cols = 128;
+        int blocksCount = rows * cols / 32, bytes = codec.BytesPerBlock;
+        var rng = new Random(bytes);
+        var blocks = new byte[blocksCount * bytes];
+        rng.NextBytes(blocks);
+        ushort[] scales = [0x0000, 0x8000, 0x0001, 0x83FF, 0x3C00, 0xC567, 0x7C00, 0xFC00, 0x7E01, 0x0400, 0x7BFF, 0x2E66];
+        for (int j = 0; j < blocksCount; j++)
+        {
+            blocks[j * bytes] = (byte)scales[j % scales.Length];
+            blocks[j * bytes + 1] = (byte)(scales[j % scales.Length] >> 8);
+        }
+        var encoded = new CodecHarness.Encoded(blocks, [], []);
+        float[] reference = CodecHarness.Dequantize(codec, encoded, rows, cols, new CodecOptions { Kernel = CodecKernel.Reference });
+        float[] fast = CodecHarness.Dequantize(codec, encoded, rows, cols, new CodecOptions { Kernel = CodecKernel.Fast, Parallelism = new(2) });
+        float[] ggml = LlamaCppGgml.Load().Dequantize(type, blocks, rows * cols);
+        for (int i = 0; i < reference.Length; i++)
+        {
+            Assert.True(SameFloat(reference[i], fast[i]), $"{type} element {i}: fast {fast[i]:R} vs {reference[i]:R}");
+            Assert.True(SameFloat(reference[i], ggml[i]), $"{type} element {i}: ggml {ggml[i]:R} vs {reference[i]:R}");
+        }
+    }
+
+    private static bool SameFloat(float a, float b) =>
+        float.IsNaN(a) ? float.IsNaN(b) : BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+
     [Theory]
     [MemberData(nameof(Types))]
     public void RealWeightsQuantizeAndDecodeAsGgmlDoes(string type)

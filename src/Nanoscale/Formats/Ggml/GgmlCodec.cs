@@ -164,6 +164,8 @@ internal sealed class GgmlCodec : BlockCodec
     protected override void DequantizeRows(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, ReadOnlySpan<byte> tensorData,
         int rowCount, int cols, bool fast, Span<float> destination)
     {
+        // Q8_0 and Q4_0 rows of whole blocks in registers (the same floats; GgmlDot.TryDequantize).
+        if (fast && cols % QK == 0 && GgmlDot.TryDequantize(Kind, blocks, rowCount * (cols / QK), destination)) return;
         var kernel = new Kernel(Kind);
         DequantizeBlocks(ref kernel, blocks, scales, rowCount, cols, destination);
     }
