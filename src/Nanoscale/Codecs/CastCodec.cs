@@ -80,6 +80,15 @@ internal sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
         /// <summary>Four a call (<see cref="TensorData.ManyVectorsPerCall"/>).</summary>
         public int MaxDotVectors => TensorData.ManyVectorsPerCall;
 
+        public unsafe nint Bf16Address => _view.Tensor.DType == DType.BF16 && BitConverter.IsLittleEndian ? (nint)_view.Address : 0;
+
+        public unsafe bool TryStoredRows(long firstRow, int count, out nint address, out nint length)
+        {
+            long width = stored.Columns * _view.Tensor.DType.ElementSize();
+            (address, length) = ((nint)(_view.Address + firstRow * width), (nint)(count * width));
+            return true;
+        }
+
         /// <summary>Several vectors: bf16 rows widened once per four of them (<see cref="TensorData.TryDotRowsMany"/>).</summary>
         public bool TryDotRowsMany(long firstRow, int count, int vectors, ReadOnlySpan<float> x, Span<float> y, int yStride)
         {

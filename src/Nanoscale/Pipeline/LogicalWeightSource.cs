@@ -64,6 +64,8 @@ internal sealed class LogicalWeightSource(LogicalCheckpoint checkpoint) : IWeigh
         protected override bool StoredRows(int firstRow, int count, out nint address, out nint length) =>
             decoder.TryStoredRows(firstRow, count, out address, out length);
 
+        protected override unsafe ushort* Bf16Rows => (ushort*)decoder.Bf16Address;
+
         protected override bool HasDotRowsMany => decoder.HasDotRowsMany;
 
         protected override int MaxDotVectors => decoder.MaxDotVectors;

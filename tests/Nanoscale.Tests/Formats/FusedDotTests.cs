@@ -737,6 +737,27 @@ public class FusedDotTests
         }
     }
 
+    /// <summary>The bf16 cast codec's windows — its BF16 rows widened inside the panel kernel, the next tile asked for
+    /// while one computes — equal the decoded tiles' products (<c>FusedKernels</c> off) bit for bit, on two threads.</summary>
+    [Fact]
+    public void Bf16CastWindowsEqualDecodedTiles()
+    {
+        using var stories = new CompressedStories("bf16");
+        var model = stories.Load(new RuntimeOptions());
+        var layer = model.Layers[0];
+        const int tokens = 37;
+        foreach (var weight in new[] { layer.Query, layer.Gate, layer.Down })
+        {
+            var random = new Random(weight.Rows);
+            float[] x = [.. Enumerable.Range(0, tokens * weight.Columns).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+            var direct = new float[tokens * weight.Rows];
+            var decoded = new float[tokens * weight.Rows];
+            weight.MatMul(x, direct, new RuntimeOptions { Parallelism = new Nanoscale.Tensors.Parallelism(2), MinParallelMultiplyAdds = 0 });
+            weight.MatMul(x, decoded, new RuntimeOptions { FusedKernels = false, Parallelism = new Nanoscale.Tensors.Parallelism(2), MinParallelMultiplyAdds = 0 });
+            Assert.Equal(decoded, direct);
+        }
+    }
+
     /// <summary>A window's product on the codes (a generation prompt: <c>FusedWindows</c>, 37 tokens in one loop over
     /// the tiles) equals the products of its chunks of sixteen tokens and fewer bit for bit (the same kernel calls per
     /// chunk), for every weight of a layer whose rows are whole blocks, on the 4-bit and MXFP6 lanes (bf16 windows decode
