@@ -118,7 +118,6 @@ internal static unsafe class PanelGemm
     {
         static abstract int ElementBytes { get; }
 
-
         static abstract Vector256<float> Load8(byte* element);
 
         static abstract float Load1(byte* element);
