@@ -478,7 +478,31 @@ internal sealed class MxFloatDot
             Dequantize8<E4M3>(blocks, scales, blockCount, destination);
         else if (!_integer && _bits == 8 && _element.MantissaBits == 2 && _element.Bias == E5M2.Bias)
             Dequantize8<E5M2>(blocks, scales, blockCount, destination);
+        else if (_integer && _bits == 8) DequantizeInt8(blocks, scales, blockCount, destination);
         else DequantizeGeneric(blocks, scales, 0, blockCount, destination);
+    }
+
+    /// <summary>
+    /// <see cref="Dequantize"/> for MXINT8: each code sign-extended and converted (exact), times step × scale in one
+    /// multiply — the step 2^−6 and the E8M0 scale are powers of two, so their product is exact (a subnormal one too)
+    /// and code × it rounds the same real number the reference's (code × step) × scale does: the same floats.
+    /// </summary>
+    private unsafe void DequantizeInt8(ReadOnlySpan<byte> blocks, ReadOnlySpan<byte> scales, int blockCount, Span<float> destination)
+    {
+        ref float t0 = ref MemoryMarshal.GetReference(ScaleFormat.E8M0.DecodeTable);
+        fixed (byte* b0 = blocks)
+        fixed (byte* s0 = scales)
+        fixed (float* d0 = destination)
+            for (int j = 0; j < blockCount; j++)
+            {
+                sbyte* codes = (sbyte*)b0 + (nint)j * 32;
+                float* d = d0 + (nint)j * 32;
+                var factor = Vector256.Create(Unsafe.Add(ref t0, s0[j]) * _factor);
+                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes)) * factor).Store(d);
+                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 8)) * factor).Store(d + 8);
+                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 16)) * factor).Store(d + 16);
+                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 24)) * factor).Store(d + 24);
+            }
     }
 
     /// <summary>
