@@ -182,6 +182,18 @@ internal static unsafe class Int8Dot
         }
     }
 
+    /// <summary>One block's 32 int8 codes as floats, each converted (exact) and multiplied once by
+    /// <paramref name="factor"/> — how Q8_0 (× its f16 scale) and MXINT8 (× step · E8M0 scale) decode a tile.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void DecodeBlock(sbyte* codes, float factor, float* destination)
+    {
+        var f = Vector256.Create(factor);
+        (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes)) * f).Store(destination);
+        (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 8)) * f).Store(destination + 8);
+        (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 16)) * f).Store(destination + 16);
+        (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 24)) * f).Store(destination + 24);
+    }
+
     /// <summary>The eight lanes' sum in a fixed order: (l0 + l4) + (l2 + l6), plus (l1 + l5) + (l3 + l7).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float SumLanes(Vector256<float> v)

@@ -157,17 +157,11 @@ internal static class GgmlDot
             {
                 byte* b = b0 + (nint)j * bytes;
                 float* y = d0 + (nint)j * 32;
-                var d = Vector256.Create(HalfBits(*(ushort*)b));
-                if (kind == GgmlKind.Q8_0)
-                {
-                    sbyte* q = (sbyte*)(b + 2);
-                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q)) * d).Store(y);
-                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 8)) * d).Store(y + 8);
-                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 16)) * d).Store(y + 16);
-                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(q + 24)) * d).Store(y + 24);
-                }
+                float scale = HalfBits(*(ushort*)b);
+                if (kind == GgmlKind.Q8_0) Int8Dot.DecodeBlock((sbyte*)(b + 2), scale, y);
                 else
                 {
+                    var d = Vector256.Create(scale);
                     // Element i in the low nibble of code byte i, element i + 16 in its high nibble.
                     var packed = Vector128.Load(b + 2);
                     var low = packed & nibble;

@@ -494,15 +494,7 @@ internal sealed class MxFloatDot
         fixed (byte* s0 = scales)
         fixed (float* d0 = destination)
             for (int j = 0; j < blockCount; j++)
-            {
-                sbyte* codes = (sbyte*)b0 + (nint)j * 32;
-                float* d = d0 + (nint)j * 32;
-                var factor = Vector256.Create(Unsafe.Add(ref t0, s0[j]) * _factor);
-                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes)) * factor).Store(d);
-                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 8)) * factor).Store(d + 8);
-                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 16)) * factor).Store(d + 16);
-                (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(codes + 24)) * factor).Store(d + 24);
-            }
+                Int8Dot.DecodeBlock((sbyte*)b0 + (nint)j * 32, Unsafe.Add(ref t0, s0[j]) * _factor, d0 + (nint)j * 32);
     }
 
     /// <summary>
