@@ -8,7 +8,7 @@ namespace Nanoscale.Benchmarks;
 /// ROWS float rows (decoded once, as a window's tile is) times TOKENS packed tokens, best of 20 after a warm-up,
 /// and the same work split into tiles of <see cref="LinearKernels.RowsPerTile"/> rows with each tile's panel packing
 /// included (what a prompt's product runs per thread besides decoding).
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- panel-gemm [rows 512] [cols 2048] [tokens 64]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- panel-gemm [rows 512] [cols 2048] [tokens 64] [f32|bf16]</code>
 /// </summary>
 internal static class PanelGemmBenchmark
 {
@@ -16,26 +16,30 @@ internal static class PanelGemmBenchmark
     {
         int rows = args.Length > 0 ? int.Parse(args[0]) : 512, cols = args.Length > 1 ? int.Parse(args[1]) : 2048;
         int tokens = args.Length > 2 ? int.Parse(args[2]) : 64;
+        bool bf16 = args.Length > 3 && args[3] == "bf16";
         var random = new Random(1);
         float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)(random.NextDouble() - 0.5))];
+        ushort[] stored = [.. w.Select(v => (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16))];
         float[] x = [.. Enumerable.Range(0, tokens * cols).Select(_ => (float)(random.NextDouble() - 0.5))];
         var y = new float[tokens * rows];
         var packed = new float[PanelGemm.PackedLength(tokens, cols)];
         PanelGemm.PackActivations(x, tokens, cols, packed);
         double best = double.MaxValue;
         fixed (float* wp = w)
+        fixed (ushort* sp = stored)
         fixed (float* xp = packed)
         fixed (float* yp = y)
         {
             for (int run = 0; run < 23; run++)
             {
                 var clock = Stopwatch.StartNew();
-                PanelGemm.Multiply(wp, rows, cols, xp, tokens, yp, rows);
+                if (bf16) PanelGemm.MultiplyBf16(sp, rows, cols, xp, tokens, yp, rows);
+                else PanelGemm.Multiply(wp, rows, cols, xp, tokens, yp, rows);
                 if (run >= 3) best = Math.Min(best, clock.Elapsed.TotalSeconds);
             }
         }
         double macs = (double)rows * cols * tokens;
-        Console.WriteLine($"panel kernel, {rows} rows × {cols} columns × {tokens} tokens, one thread: {macs / best / 1e9:0.0} G multiply-adds/s ({best * 1e3:0.000} ms)");
+        Console.WriteLine($"panel kernel ({(bf16 ? "bf16" : "f32")} rows), {rows} rows × {cols} columns × {tokens} tokens, one thread: {macs / best / 1e9:0.0} G multiply-adds/s ({best * 1e3:0.000} ms)");
         return 0;
     }
 }

@@ -32,9 +32,9 @@ internal static class LinearKernels
             throw new ArgumentException($"output holds {output.Length} floats; {tokens} tokens × {count} rows need {(long)tokens * count}", nameof(output));
     }
 
-    /// <summary>Rows per tile: <see cref="TileBytes"/> of floats in whole panels of eight rows (<see cref="PanelGemm"/>),
-    /// and never fewer than one panel: a wide matrix's tile of two rows (a feed-forward down projection of 8192
-    /// columns) filled a quarter of each panel, so its window products took longer than gate and up together.</summary>
+    /// <summary>Rows per tile: <see cref="TileBytes"/> of floats in whole blocks of six rows (<see cref="PanelGemm"/>),
+    /// and never fewer than one block: a wide matrix's tile of two rows (a feed-forward down projection of 8192
+    /// columns) filled a fraction of each block, so its window products took longer than gate and up together.</summary>
     public static int RowsPerTile(int columns) =>
         Math.Max(PanelGemm.PanelRows, TileBytes / (4 * Math.Max(1, columns)) / PanelGemm.PanelRows * PanelGemm.PanelRows);
 
@@ -106,7 +106,7 @@ internal static class LinearKernels
     }
 
     /// <summary><see cref="TokenTile"/> for the panel kernel: whole groups of its packed tokens.</summary>
-    private const int PanelTokenTile = 5 * PanelGemm.GroupTokens;
+    private const int PanelTokenTile = 4 * PanelGemm.GroupTokens;
 
     /// <summary>
     /// y[t, firstRow + i] = tile[i] · x[t] for t in [t0, t1). Pairs of tokens meet groups of four rows in a

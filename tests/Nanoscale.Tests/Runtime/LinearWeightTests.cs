@@ -67,27 +67,28 @@ public class LinearWeightTests
         }
     }
 
-    /// <summary>A tile is whole panels of eight rows and never less than one, however wide the rows: a feed-forward
+    /// <summary>A tile is whole blocks of six rows and never less than one, however wide the rows: a feed-forward
     /// down projection's 8192 columns once gave tiles of two rows, each panel a quarter full (its window products took
     /// longer than gate and up together).</summary>
     [Theory]
     [InlineData(576, 24)]
-    [InlineData(2048, 8)]
-    [InlineData(8192, 8)]
-    [InlineData(65536, 8)]
-    [InlineData(7, 2336)]
-    public void TilesAreWholePanelsOfAtLeastEightRows(int columns, int rows) => Assert.Equal(rows, LinearKernels.RowsPerTile(columns));
+    [InlineData(1536, 6)]
+    [InlineData(2048, 6)]
+    [InlineData(8192, 6)]
+    [InlineData(65536, 6)]
+    [InlineData(7, 2340)]
+    public void TilesAreWholeBlocksOfAtLeastSixRows(int columns, int rows) => Assert.Equal(rows, LinearKernels.RowsPerTile(columns));
 
     /// <summary>The panel kernel of many-token products (<see cref="PanelGemm"/>) equals its scalar twin bit for bit —
-    /// each output one chain of fused multiply-adds over the columns — for partial panels (rows not a multiple of 8),
-    /// every group size (tokens not a multiple of 12), columns with a tail after the 8 × 8 transposes, and a NaN weight
-    /// (its row NaN, the others untouched); and through the dense and row-decoding weights, on any number of threads.</summary>
+    /// each output one chain of fused multiply-adds over the columns — for partial blocks (rows not a multiple of 6),
+    /// both group kernels (sixteen tokens and a last group of eight or fewer), and a NaN weight (its row NaN, the others
+    /// untouched); and through the dense and row-decoding weights, on any number of threads.</summary>
     [Theory]
     [InlineData(8, 64, 12)]
     [InlineData(21, 203, 37)]
     [InlineData(5, 8, 9)]
     [InlineData(64, 576, 64)]
-    [InlineData(19, 40, 130)] // the dense product's token tiles of 60: packed groups from token 60 and 120 on
+    [InlineData(19, 40, 130)] // the dense product's token tiles of 64: packed groups from token 64 and 128 on (two tokens)
     public void PanelKernelEqualsItsScalarTwinBitForBit(int rows, int columns, int tokens)
     {
         if (!PanelGemm.IsSupported) return;
@@ -120,9 +121,9 @@ public class LinearWeightTests
             }
     }
 
-    /// <summary>The panel kernel on BF16 rows as stored (<see cref="PanelGemm.MultiplyBf16"/>, widened inside the
-    /// transpose) equals the scalar twin on the widened floats bit for bit — with NaN, ±Inf, subnormal and −0 weights,
-    /// partial panels, a column tail, every group size — and asking for bytes ahead (here the rows themselves, and a
+    /// <summary>The panel kernel on BF16 rows as stored (<see cref="PanelGemm.MultiplyBf16"/>, six rows at a time
+    /// widened) equals the scalar twin on the widened floats bit for bit — with NaN, ±Inf, subnormal and −0 weights,
+    /// partial blocks, both group kernels — and asking for bytes ahead (here the rows themselves, and a
     /// range past them) changes nothing.</summary>
     [Theory]
     [InlineData(8, 64, 12)]
