@@ -10,7 +10,8 @@ namespace Nanoscale.Benchmarks;
 /// Each linear weight of a (compressed) Llama checkpoint multiplied by one token through the runtime's own seam
 /// (<c>ILinearWeight.MatMul</c>, the generation step's path), timed alone: where a step's time goes, by tensor.
 /// Then steps of 1–16 sequences together (<c>InferenceSession.StepMany</c>) beside their products alone; with the
-/// environment variable <c>PER_TENSOR=1</c> also the first layer's products and the head per batch size.
+/// environment variable <c>PER_TENSOR=1</c> also the first layer's products and the head per batch size;
+/// <c>BATCHES=16,128</c> chooses the batch sizes (default 1,2,4,8,16; past 16 the products are a window's).
 /// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- linear-step MODEL [threads] [repeats]</code>
 /// </summary>
 internal static class LinearStepBenchmark
@@ -71,7 +72,7 @@ internal static class LinearStepBenchmark
         Console.WriteLine($"all products in order: {pass * 1e3:0.00} ms ({1 / pass:0.0} tokens/s); a whole step: {step * 1e3:0.00} ms ({1 / step:0.0} tokens/s), mean {steps / repeats * 1e3:0.00} ms");
         Console.WriteLine("steps in order (ms): " + string.Join(" ", times.Select(t => t.ToString("0.0"))));
         // Several sequences stepped together (the token factory's step): aggregate tokens/s per batch size.
-        foreach (int batch in new[] { 1, 2, 4, 8, 16 })
+        foreach (int batch in (Environment.GetEnvironmentVariable("BATCHES") ?? "1,2,4,8,16").Split(",").Select(int.Parse))
         {
             var sessions = Enumerable.Range(0, batch).Select(_ => model.CreateSession(repeats + 8)).ToList();
             var batchLogits = new float[batch * config.VocabSize];

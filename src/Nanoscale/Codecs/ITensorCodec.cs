@@ -75,7 +75,7 @@ public interface ITensorDecoder : IDisposable
     }
 
     /// <summary>Where row 0 lies when the stored rows are little-endian BF16 in memory (a bf16 cast), else 0: the runtime
-    /// then widens them inside its panel kernel instead of decoding tiles (<c>PanelGemm.MultiplyBf16</c>).</summary>
+    /// then its panel kernel broadcasts them as stored instead of decoding tiles (<c>PanelGemm.MultiplyBf16</c>).</summary>
     nint Bf16Address => 0;
 
     /// <summary>Whether <see cref="TryDotRowsMany"/> is a real several-vector kernel (<see cref="IBlockCodec.HasDotRowsMany"/>).</summary>

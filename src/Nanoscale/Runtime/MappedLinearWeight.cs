@@ -8,7 +8,7 @@ namespace Nanoscale.Runtime;
 /// time, so a model's weights take their file size in memory (the page cache's pages, shared and reclaimable), not
 /// 4 bytes per weight. F32 rows are multiplied in place; BF16 and F16 rows are widened in registers for a few tokens,
 /// and for many tokens a tile at a time inside each product (<see cref="RowDecodedLinearWeight"/>, the same loop a
-/// compressed weight runs; BF16 rows straight into the panel kernel's transpose, <see cref="PanelGemm.MultiplyBf16"/>).
+/// compressed weight runs; BF16 rows broadcast as stored by the panel kernel, <see cref="PanelGemm.MultiplyBf16"/>).
 /// </summary>
 internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
 {

@@ -16,7 +16,8 @@ namespace Nanoscale.Runtime;
 /// the results do not depend on tiles, groups or threads. The kernel it replaces (eight rows transposed into a panel,
 /// twelve tokens broadcast) issued thirteen loads per twelve FMAs, ran its last four tokens of sixteen on four FMA
 /// chains (half the FMA units' throughput at their four-cycle latency) and transposed every tile first: 27.7 G
-/// multiply-adds/s on one Zen 3 core for a 1536 × 576 tile and 16 tokens (docs/serve.md, nineteenth session).</remarks>
+/// multiply-adds/s on one Zen 3 core for a 1536 × 576 tile and 16 tokens, 44–46 now (docs/runtime.md, nineteenth
+/// session).</remarks>
 internal static unsafe class PanelGemm
 {
     /// <summary>Rows per block: six broadcasts feed the twelve accumulators of sixteen tokens.</summary>

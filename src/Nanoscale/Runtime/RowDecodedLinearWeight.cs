@@ -39,7 +39,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     }
 
     /// <summary>The rows as stored when they are little-endian BF16 in memory (row r at <c>+ r · Columns</c>), else null:
-    /// then tiles of many tokens are widened inside the panel kernel's transpose (<see cref="PanelGemm.MultiplyBf16"/>)
+    /// then the panel kernel broadcasts them as stored for tiles of many tokens (<see cref="PanelGemm.MultiplyBf16"/>)
     /// instead of decoded into a float tile first. Valid while the weight lives.</summary>
     protected virtual unsafe ushort* Bf16Rows => null;
 
