@@ -161,6 +161,49 @@ public class LinearWeightTests
         }
     }
 
+    /// <summary>The panel kernel reads nothing outside the rows it is given: BF16 weights are broadcast from the 32 bits
+    /// that end at each one (its left neighbour below it), so column 0 must be read alone, and the last row must not be
+    /// read past. Rows right after and right before an inaccessible page (a read outside faults), float and BF16, every
+    /// group kernel, against the scalar twin.</summary>
+    [Theory]
+    [InlineData(6, 64, 16)]
+    [InlineData(7, 33, 9)]
+    [InlineData(13, 576, 5)]
+    public unsafe void PanelKernelReadsOnlyItsRows(int rows, int columns, int tokens)
+    {
+        if (!PanelGemm.IsSupported || !GuardedMemory.IsSupported) return;
+        var random = new Random(rows + columns + tokens);
+        var raw = new ushort[rows * columns];
+        for (int i = 0; i < raw.Length; i++) raw[i] = (ushort)(BitConverter.SingleToInt32Bits((float)random.NextDouble() * 2 - 1) >> 16);
+        float[] w = [.. raw.Select(b => BitConverter.Int32BitsToSingle(b << 16))];
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var expected = new float[tokens * rows];
+        PanelGemm.Reference(w, rows, columns, x, tokens, expected, rows);
+        var packed = new float[PanelGemm.PackedLength(tokens, columns)];
+        PanelGemm.PackActivations(x, tokens, columns, packed);
+        foreach (bool atEnd in new[] { false, true })
+        {
+            using (var bf16 = atEnd ? GuardedMemory.AtEnd(2 * raw.Length) : GuardedMemory.AtStart(2 * raw.Length))
+            {
+                System.Runtime.InteropServices.MemoryMarshal.AsBytes(raw.AsSpan()).CopyTo(bf16.Bytes);
+                var actual = new float[tokens * rows];
+                fixed (float* xp = packed)
+                fixed (float* yp = actual)
+                    PanelGemm.MultiplyBf16((ushort*)bf16.Start, rows, columns, xp, tokens, yp, rows);
+                AssertSameBits(expected, actual, $"bf16 rows, guard {(atEnd ? "after" : "before")}");
+            }
+            using (var f32 = atEnd ? GuardedMemory.AtEnd(4 * w.Length) : GuardedMemory.AtStart(4 * w.Length))
+            {
+                System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan()).CopyTo(f32.Bytes);
+                var actual = new float[tokens * rows];
+                fixed (float* xp = packed)
+                fixed (float* yp = actual)
+                    PanelGemm.Multiply((float*)f32.Start, rows, columns, xp, tokens, yp, rows);
+                AssertSameBits(expected, actual, $"f32 rows, guard {(atEnd ? "after" : "before")}");
+            }
+        }
+    }
+
     private static void AssertSameBits(float[] expected, float[] actual, string what)
     {
         for (int i = 0; i < expected.Length; i++)
