@@ -967,6 +967,51 @@ public class FusedDotManyTests
                 Assert.True(Math.Abs(many[v * rows + r] - one[r]) <= 1e-5 * (Math.Abs(one[r]) + 1), $"{spec} vector {v} row {r}: {many[v * rows + r]} vs {one[r]}");
         }
     }
+
+    /// <summary>Every step kernel on stored codes reads nothing outside its rows' blocks and scales: both placed right
+    /// after and right before an inaccessible page (a read outside faults and aborts the run), one vector and a
+    /// step of sixteen, with the results they give on managed arrays. (Prefetches past the rows are allowed: they
+    /// never fault.)</summary>
+    [Theory]
+    [InlineData("mxfp4", 5, 96)]
+    [InlineData("mxfp4", 19, 576)]
+    [InlineData("nxfp4", 19, 576)]
+    [InlineData("nvfp4", 17, 192)]
+    [InlineData("mxfp6", 9, 256)]
+    [InlineData("mxfp8", 9, 256)]
+    [InlineData("mxint8", 7, 96)]
+    [InlineData("q4_0", 11, 352)]
+    [InlineData("q8_0", 7, 256)]
+    [InlineData("ggml-mxfp4", 4, 416)]
+    public unsafe void StepKernelsReadOnlyTheirRows(string spec, int rows, int cols)
+    {
+        if (!GuardedMemory.IsSupported) return;
+        var codec = CodecRegistry.CreateBlockCodec(spec);
+        var random = new Random(rows * cols);
+        float[] w = [.. Enumerable.Range(0, rows * cols).Select(_ => (float)((random.NextDouble() - 0.5) * Math.Exp(random.Next(-3, 3))))];
+        var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
+        foreach (int vectors in new[] { 1, 16 })
+        {
+            float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)random.NextDouble() - 0.5f)];
+            var expected = new float[vectors * rows];
+            bool Run(ReadOnlySpan<byte> b, ReadOnlySpan<byte> s, Span<float> y) => vectors == 1
+                ? codec.TryDotRows(b, s, tensorData, rows, cols, x, y)
+                : codec.TryDotRowsMany(b, s, tensorData, rows, cols, vectors, x, y, rows);
+            if (!Run(blocks, scales, expected)) continue; // no kernel for this format here
+            foreach (bool atEnd in new[] { false, true })
+            {
+                using var b = atEnd ? GuardedMemory.AtEnd(blocks.Length) : GuardedMemory.AtStart(blocks.Length);
+                using var s = atEnd ? GuardedMemory.AtEnd(Math.Max(1, scales.Length)) : GuardedMemory.AtStart(Math.Max(1, scales.Length));
+                blocks.CopyTo(b.Bytes);
+                scales.CopyTo(s.Bytes);
+                var actual = new float[vectors * rows];
+                Assert.True(Run(new ReadOnlySpan<byte>(b.Start, blocks.Length), new ReadOnlySpan<byte>(s.Start, scales.Length), actual));
+                for (int i = 0; i < expected.Length; i++)
+                    Assert.True(BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]) || float.IsNaN(expected[i]) && float.IsNaN(actual[i]),
+                        $"{spec} × {vectors}, guard {(atEnd ? "after" : "before")} [{i}]: {actual[i]} vs {expected[i]}");
+            }
+        }
+    }
 }
 
 /// <summary>stories260K compressed to one format in a temporary folder, open as the runtime opens it.</summary>

@@ -204,6 +204,39 @@ public class LinearWeightTests
         }
     }
 
+    /// <summary>The one-token and several-vector kernels on stored BF16/F16 rows read nothing outside the rows either
+    /// (rows right after and right before an inaccessible page), and give there what they give on a managed array.</summary>
+    [Theory]
+    [InlineData(DType.BF16, 5, 33, 1)]
+    [InlineData(DType.BF16, 9, 64, 4)]
+    [InlineData(DType.BF16, 3, 203, 7)]
+    [InlineData(DType.F16, 5, 33, 1)]
+    [InlineData(DType.F16, 4, 96, 3)]
+    public unsafe void StoredRowKernelsReadOnlyTheirRows(DType dtype, int rows, int columns, int vectors)
+    {
+        if (!GuardedMemory.IsSupported) return;
+        var random = new Random(rows * columns + vectors);
+        float[] values = [.. Enumerable.Range(0, rows * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var raw = new byte[values.Length * 2];
+        TensorData.FromFloat(values, dtype, raw);
+        float[] x = [.. Enumerable.Range(0, vectors * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var expected = new float[vectors * rows];
+        bool many = vectors > 1;
+        if (!(many ? TensorData.TryDotRowsMany(raw, dtype, rows, columns, vectors, x, expected, rows)
+                   : TensorData.TryDotRows(raw, dtype, rows, columns, x, expected)))
+            return; // no kernel on this CPU
+        foreach (bool atEnd in new[] { false, true })
+        {
+            using var memory = atEnd ? GuardedMemory.AtEnd(raw.Length) : GuardedMemory.AtStart(raw.Length);
+            raw.CopyTo(memory.Bytes);
+            var actual = new float[vectors * rows];
+            var stored = new ReadOnlySpan<byte>(memory.Start, raw.Length);
+            Assert.True(many ? TensorData.TryDotRowsMany(stored, dtype, rows, columns, vectors, x, actual, rows)
+                             : TensorData.TryDotRows(stored, dtype, rows, columns, x, actual));
+            AssertSameBits(expected, actual, $"{dtype}, guard {(atEnd ? "after" : "before")}");
+        }
+    }
+
     private static void AssertSameBits(float[] expected, float[] actual, string what)
     {
         for (int i = 0; i < expected.Length; i++)
