@@ -77,21 +77,32 @@ internal static unsafe class PanelGemm
         byte* prefetch, nint prefetchBytes) where TRows : struct, IRows
     {
         nint rowBytes = (nint)columns * TRows.ElementBytes;
-        int blocks = (rowCount + PanelRows - 1) / PanelRows;
-        for (int r0 = 0, block = 0; r0 < rowCount; r0 += PanelRows, block++)
+        // Groups of nine to sixteen tokens go through Sixteen block by block; a last group of eight or fewer through
+        // Eight, twelve rows (two blocks) a call where it can. Each call asks for its rows' share of the prefetch range
+        // during the first pass over them.
+        int sixteens = tokens / GroupTokens + (tokens % GroupTokens > 8 ? 1 : 0), tail = tokens - sixteens * GroupTokens;
+        for (int r0 = 0; r0 < rowCount && sixteens > 0; r0 += PanelRows)
         {
             int rows = Math.Min(PanelRows, rowCount - r0);
-            // This block's share of the bytes to ask for, during its first group.
-            byte* next = prefetch + prefetchBytes * block / blocks, stop = prefetch == null ? null : prefetch + prefetchBytes * (block + 1) / blocks;
-            for (int t0 = 0; t0 < tokens; t0 += GroupTokens, next = stop)
-            {
-                float* xg = packedX + (nint)(t0 / GroupTokens) * columns * GroupTokens, yg = y + t0 * yStride + r0;
-                int count = Math.Min(GroupTokens, tokens - t0);
-                if (count > 8) Sixteen<TRows>(tile + r0 * rowBytes, rowBytes, columns, rows, xg, yg, yStride, count, next, stop);
-                else Eight<TRows>(tile + r0 * rowBytes, rowBytes, columns, rows, xg, yg, yStride, count, next, stop);
-            }
+            byte* next = Share(prefetch, prefetchBytes, r0, rowCount), stop = Share(prefetch, prefetchBytes, r0 + rows, rowCount);
+            for (int g = 0; g < sixteens; g++, next = stop)
+                Sixteen<TRows>(tile + r0 * rowBytes, rowBytes, columns, rows, packedX + (nint)g * columns * GroupTokens, y + g * GroupTokens * yStride + r0,
+                    yStride, Math.Min(GroupTokens, tokens - g * GroupTokens), next, stop);
+        }
+        if (tail <= 0) return;
+        for (int r0 = 0, rows; r0 < rowCount; r0 += rows)
+        {
+            rows = rowCount - r0 >= 2 * PanelRows ? 2 * PanelRows : Math.Min(PanelRows, rowCount - r0);
+            byte* next = sixteens > 0 ? null : Share(prefetch, prefetchBytes, r0, rowCount);
+            byte* stop = sixteens > 0 ? null : Share(prefetch, prefetchBytes, r0 + rows, rowCount);
+            Eight<TRows>(tile + r0 * rowBytes, rowBytes, columns, rows, packedX + (nint)sixteens * columns * GroupTokens,
+                y + sixteens * GroupTokens * yStride + r0, yStride, tail, next, stop);
         }
     }
+
+    /// <summary>Where the share of the prefetch range of rows up to <paramref name="row"/> of <paramref name="rows"/> ends.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static byte* Share(byte* prefetch, nint bytes, int row, int rows) => prefetch == null ? null : prefetch + bytes * row / rows;
 
     /// <summary>How the kernels read a weight: element k of a row, broadcast to every lane as a float.</summary>
     private interface IRows
@@ -193,18 +204,28 @@ internal static unsafe class PanelGemm
         if (rows > 5) { Store(a5, y + 5, yStride, low); Store(b5, yh + 5, yStride, high); }
     }
 
-    /// <summary>Six rows times a group's first eight tokens (the last group of a product with ≤ 8 tokens left).</summary>
+    /// <summary>Twelve rows (two whole blocks), or up to six (<paramref name="rows"/>; the second six then repeat the
+    /// first, their sums dropped), times a last group of eight or fewer tokens: one load of activations, twelve broadcasts
+    /// and twelve FMAs a column in twelve chains. On Zen 3 a broadcast from memory also takes an FP port, so at one
+    /// broadcast per FMA this runs at about half the FMA peak (~27–31 G multiply-adds/s a core at 8 tokens against
+    /// 40–46 for sixteen, where a broadcast feeds two FMAs); twelve rows instead of six gained only a little
+    /// (<c>panel-gemm 1536 576 8</c>: bf16 25–27 → 26–28, f32 17 → 31 in one run each).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Eight<TRows>(byte* w, nint rowBytes, int columns, int rows, float* x, float* y, nint yStride, int tokens,
         byte* next, byte* stop) where TRows : struct, IRows
     {
         byte* w0 = w, w1 = Row(w, rowBytes, rows, 1), w2 = Row(w, rowBytes, rows, 2);
         byte* w3 = Row(w, rowBytes, rows, 3), w4 = Row(w, rowBytes, rows, 4), w5 = Row(w, rowBytes, rows, 5);
+        // The second block's rows are the first's, six rows on: the same pointers, a column index that far ahead.
+        nint second = rows == 2 * PanelRows ? PanelRows * (nint)columns : 0, far = second * TRows.ElementBytes;
         var zero = Vector256<float>.Zero;
         var lo = Vector256.Load(x);
         Vector256<float> a0 = Fma.MultiplyAdd(TRows.First(w0), lo, zero), a1 = Fma.MultiplyAdd(TRows.First(w1), lo, zero);
         Vector256<float> a2 = Fma.MultiplyAdd(TRows.First(w2), lo, zero), a3 = Fma.MultiplyAdd(TRows.First(w3), lo, zero);
         Vector256<float> a4 = Fma.MultiplyAdd(TRows.First(w4), lo, zero), a5 = Fma.MultiplyAdd(TRows.First(w5), lo, zero);
+        Vector256<float> b0 = Fma.MultiplyAdd(TRows.First(w0 + far), lo, zero), b1 = Fma.MultiplyAdd(TRows.First(w1 + far), lo, zero);
+        Vector256<float> b2 = Fma.MultiplyAdd(TRows.First(w2 + far), lo, zero), b3 = Fma.MultiplyAdd(TRows.First(w3 + far), lo, zero);
+        Vector256<float> b4 = Fma.MultiplyAdd(TRows.First(w4 + far), lo, zero), b5 = Fma.MultiplyAdd(TRows.First(w5 + far), lo, zero);
         for (nint k = 1; k < columns; k++)
         {
             if ((k & 1) == 0 && next < stop)
@@ -213,12 +234,19 @@ internal static unsafe class PanelGemm
                 next += 64;
             }
             lo = Vector256.Load(x + GroupTokens * k);
+            nint kb = k + second;
             a0 = Fma.MultiplyAdd(TRows.Broadcast(w0, k), lo, a0);
+            b0 = Fma.MultiplyAdd(TRows.Broadcast(w0, kb), lo, b0);
             a1 = Fma.MultiplyAdd(TRows.Broadcast(w1, k), lo, a1);
+            b1 = Fma.MultiplyAdd(TRows.Broadcast(w1, kb), lo, b1);
             a2 = Fma.MultiplyAdd(TRows.Broadcast(w2, k), lo, a2);
+            b2 = Fma.MultiplyAdd(TRows.Broadcast(w2, kb), lo, b2);
             a3 = Fma.MultiplyAdd(TRows.Broadcast(w3, k), lo, a3);
+            b3 = Fma.MultiplyAdd(TRows.Broadcast(w3, kb), lo, b3);
             a4 = Fma.MultiplyAdd(TRows.Broadcast(w4, k), lo, a4);
+            b4 = Fma.MultiplyAdd(TRows.Broadcast(w4, kb), lo, b4);
             a5 = Fma.MultiplyAdd(TRows.Broadcast(w5, k), lo, a5);
+            b5 = Fma.MultiplyAdd(TRows.Broadcast(w5, kb), lo, b5);
         }
         Store(a0, y, yStride, tokens);
         if (rows > 1) Store(a1, y + 1, yStride, tokens);
@@ -226,6 +254,13 @@ internal static unsafe class PanelGemm
         if (rows > 3) Store(a3, y + 3, yStride, tokens);
         if (rows > 4) Store(a4, y + 4, yStride, tokens);
         if (rows > 5) Store(a5, y + 5, yStride, tokens);
+        if (second == 0) return;
+        Store(b0, y + 6, yStride, tokens);
+        Store(b1, y + 7, yStride, tokens);
+        Store(b2, y + 8, yStride, tokens);
+        Store(b3, y + 9, yStride, tokens);
+        Store(b4, y + 10, yStride, tokens);
+        Store(b5, y + 11, yStride, tokens);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

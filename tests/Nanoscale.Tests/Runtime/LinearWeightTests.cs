@@ -169,6 +169,8 @@ public class LinearWeightTests
     [InlineData(6, 64, 16)]
     [InlineData(7, 33, 9)]
     [InlineData(13, 576, 5)]
+    [InlineData(12, 40, 8)]   // two blocks in one call of the eight-token kernel, the last row at the guard
+    [InlineData(24, 17, 27)]  // both kernels, whole blocks
     public unsafe void PanelKernelReadsOnlyItsRows(int rows, int columns, int tokens)
     {
         if (!PanelGemm.IsSupported || !GuardedMemory.IsSupported) return;
