@@ -36,12 +36,22 @@ internal static class BenchCommand
         {
             Description = "With --generate: regex of extra tensor names to compress (e.g. 'embed|lm_head'; by default embeddings, the head and norms keep their precision)",
         };
+        var streams = new Option<int>("--streams")
+        {
+            Description = "With --generate: also time this many sequences generating together (one pass over the weights per step for all of them, as serve batches requests): aggregate tokens/s and the gain over one",
+            DefaultValueFactory = _ => 1,
+        };
+        streams.Validators.Add(result =>
+        {
+            int n = result.GetValueOrDefault<int>();
+            if (n < 1 || n > GenerationBench.MaxStreams) result.AddError($"--streams must be from 1 to {GenerationBench.MaxStreams}");
+        });
         var kvCache = CliRunner.KvCacheOption();
         kvCache.Description = "With --generate: " + kvCache.Description;
         var json = CliRunner.JsonOption();
         var command = new Command("bench", "Encode and decode throughput of each codec, or generation speed per format (--generate)")
         {
-            model, formats, threads, repeats, generate, tokens, promptTokens, decodeRows, include, kvCache, json,
+            model, formats, threads, repeats, generate, tokens, promptTokens, decodeRows, include, kvCache, streams, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -63,8 +73,9 @@ internal static class BenchCommand
             var path = parse.GetValue(model) ?? sample!.Path;
             if (generating)
                 return Generate(context, path, sample is not null, list, threadCounts, parse.GetValue(promptTokens), parse.GetValue(tokens), parse.GetValue(decodeRows),
-                    parse.GetValue(include), parse.GetValue(kvCache));
+                    parse.GetValue(include), parse.GetValue(kvCache), parse.GetValue(streams));
             if (parse.GetResult(kvCache) is { Implicit: false }) throw new InvalidOptionException("--kv-cache", "applies to --generate only");
+            if (parse.GetResult(streams) is { Implicit: false }) throw new InvalidOptionException("--streams", "applies to --generate only");
             using var source = CheckpointLoader.Open(path);
             var results = new List<BenchResult>();
             foreach (var f in list)
@@ -90,12 +101,12 @@ internal static class BenchCommand
     }
 
     private static object? Generate(CliContext context, string path, bool generated, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
-        int promptTokens, int newTokens, bool decodeRows, string? include, KvCacheType kvCache)
+        int promptTokens, int newTokens, bool decodeRows, string? include, KvCacheType kvCache, int streams)
     {
         if (promptTokens < 1) throw new InvalidOptionException("--prompt-tokens", "must be at least 1");
         if (newTokens < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
         var result = GenerationBench.Run(path, formats, threads, promptTokens, newTokens, log: new Progress<string>(context.Log),
-            cancellationToken: context.Cancellation, decodeRows: decodeRows, include: include, kvCache: kvCache);
+            cancellationToken: context.Cancellation, decodeRows: decodeRows, include: include, kvCache: kvCache, streams: streams);
         if (context.Json)
             return new
             {
@@ -104,6 +115,7 @@ internal static class BenchCommand
                 prompt_tokens = promptTokens,
                 new_tokens = newTokens,
                 kv_cache = kvCache.Name(),
+                streams,
                 memcpy_gbps = result.MemcpyGBps.ToDictionary(kv => kv.Key.ToString(System.Globalization.CultureInfo.InvariantCulture), kv => kv.Value),
                 results = result.Rows.Select(r => new
                 {
@@ -114,17 +126,27 @@ internal static class BenchCommand
                     prompt_tokens_per_second = r.PromptTokensPerSecond,
                     generated_tokens_per_second = r.GeneratedTokensPerSecond,
                     effective_gbps = r.EffectiveGBps,
+                    streams_tokens_per_second = streams > 1 ? r.StreamsTokensPerSecond : (double?)null,
                 }),
             };
         var table = new Table().Border(TableBorder.Simple).AddColumns("format", "threads", "bpw", "weights/token", "prompt tok/s", "gen tok/s", "weights GB/s", "memcpy GB/s");
-        for (int i = 1; i < 8; i++) table.Columns[i].RightAligned();
+        if (streams > 1) table.AddColumns($"{streams} streams tok/s", "× one");
+        for (int i = 1; i < table.Columns.Count; i++) table.Columns[i].RightAligned();
         foreach (var r in result.Rows)
-            table.AddRow(Markup.Escape(r.Format), r.Threads.ToString(System.Globalization.CultureInfo.InvariantCulture), Units.G(r.BitsPerWeight, "0.###"),
+        {
+            var cells = new List<string>
+            {
+                Markup.Escape(r.Format), r.Threads.ToString(System.Globalization.CultureInfo.InvariantCulture), Units.G(r.BitsPerWeight, "0.###"),
                 Units.Bytes(r.BytesPerToken), Units.G(r.PromptTokensPerSecond, "0.0"), Units.G(r.GeneratedTokensPerSecond, "0.00"),
-                Units.G(r.EffectiveGBps, "0.00"), Units.G(result.MemcpyGBps[r.Threads], "0.0"));
+                Units.G(r.EffectiveGBps, "0.00"), Units.G(result.MemcpyGBps[r.Threads], "0.0"),
+            };
+            if (streams > 1) cells.AddRange([Units.G(r.StreamsTokensPerSecond, "0.0"), Units.G(r.StreamsTokensPerSecond / r.GeneratedTokensPerSecond, "0.0")]);
+            table.AddRow([.. cells]);
+        }
         Terminal.Out.Write(table);
         Terminal.Out.MarkupLine(Markup.Escape($"{path}: prompt of {promptTokens} fixed token ids as one window (logits of its last position), then {newTokens} greedy steps ({kvCache.Name()} KV cache); best of 2 runs after a warm-up, " +
-                                              "load and compression not timed. weights GB/s = stored bytes the step reads × tokens/s; memcpy GB/s = bytes copied per second."));
+                                              "load and compression not timed. weights GB/s = stored bytes the step reads × tokens/s; memcpy GB/s = bytes copied per second." +
+                                              (streams > 1 ? $" {streams} streams: that many sequences' prompts in one untimed pass, then {newTokens} steps of all of them (one pass over the weights each), aggregate tokens/s." : "")));
         return null;
     }
 }

@@ -14,8 +14,11 @@ namespace Nanoscale.Pipeline;
 /// included; the embedding only when it is the tied head).</param>
 /// <param name="PromptTokensPerSecond">Tokens per second of the forward pass over the prompt (one window).</param>
 /// <param name="GeneratedTokensPerSecond">Tokens per second of the steps (one token each, greedy).</param>
+/// <param name="Streams">Sequences generating together in the batched measurement (1: none was made).</param>
+/// <param name="StreamsTokensPerSecond">Tokens per second of all <paramref name="Streams"/> sequences together, each
+/// step one pass over the weights for all of them (the token factory's step); 0 when <paramref name="Streams"/> is 1.</param>
 public sealed record GenerationBenchRow(string Format, int Threads, double BitsPerWeight, long BytesPerToken,
-    double PromptTokensPerSecond, double GeneratedTokensPerSecond)
+    double PromptTokensPerSecond, double GeneratedTokensPerSecond, int Streams = 1, double StreamsTokensPerSecond = 0)
 {
     /// <summary>Stored weight bytes read per second while generating.</summary>
     public double EffectiveGBps => BytesPerToken * GeneratedTokensPerSecond / 1e9;
@@ -38,14 +41,19 @@ public static class GenerationBench
     /// (<see cref="RuntimeOptions.FusedKernels"/> off, the reference path), to compare with the products on the stored codes.
     /// <paramref name="include"/> adds tensors the default selection keeps (e.g. <c>embed|lm_head</c>, to compare with a
     /// runtime whose files quantize the embedding and head too). <paramref name="kvCache"/> is the number type of the
-    /// key/value cache the steps read and write (<see cref="RuntimeOptions.KvCache"/>).</summary>
+    /// key/value cache the steps read and write (<see cref="RuntimeOptions.KvCache"/>). With <paramref name="streams"/>
+    /// above 1, also that many sequences generating together (<see cref="InferenceSession.StepMany"/>, as <c>serve</c>
+    /// batches its requests): their prompts in one pass, untimed, then <paramref name="newTokens"/> greedy steps of all
+    /// of them, timed.</summary>
     public static GenerationBenchResult Run(string modelPath, IReadOnlyList<string> formats, IReadOnlyList<int> threads,
         int promptTokens, int newTokens, string? workFolder = null, IProgress<string>? log = null,
         CancellationToken cancellationToken = default, bool decodeRows = false, string? include = null,
-        KvCacheType kvCache = KvCacheType.F32)
+        KvCacheType kvCache = KvCacheType.F32, int streams = 1)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(promptTokens, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(newTokens, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(streams, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(streams, MaxStreams);
         var rows = new List<GenerationBenchRow>();
         using var source = CheckpointLoader.Open(modelPath);
         var config = source.Config ?? throw new CheckpointFormatException(source.Path, "config", null,
@@ -84,9 +92,11 @@ public static class GenerationBench
                 {
                     var model = LlamaModel.Load(checkpoint.Config ?? config, weights, new RuntimeOptions { Parallelism = new(t), FusedKernels = !decodeRows, KvCache = kvCache }, path);
                     var (prompt, generated) = Time(model, promptTokens, newTokens, cancellationToken);
-                    var row = new GenerationBenchRow(format, t, bpw, perToken, prompt, generated);
+                    double together = streams > 1 ? TimeStreams(model, streams, promptTokens, newTokens, cancellationToken) : 0;
+                    var row = new GenerationBenchRow(format, t, bpw, perToken, prompt, generated, streams, together);
                     log?.Report($"bench: {format} × {t} thread(s): prompt {prompt:0.0} tokens/s, generation {generated:0.00} tokens/s " +
-                                $"({row.EffectiveGBps:0.00} GB/s of stored weights)");
+                                $"({row.EffectiveGBps:0.00} GB/s of stored weights)" +
+                                (streams > 1 ? $", {streams} streams {together:0.0} tokens/s ({together / generated:0.0}× one)" : ""));
                     rows.Add(row);
                 }
             }
@@ -132,6 +142,36 @@ public static class GenerationBench
             bestGenerated = Math.Max(bestGenerated, newTokens / generateSeconds);
         }
         return (bestPrompt, bestGenerated);
+    }
+
+    /// <summary>The most sequences <see cref="Run"/> steps together (each holds its own key/value cache).</summary>
+    public const int MaxStreams = 256;
+
+    /// <summary>Aggregate tokens per second of <paramref name="streams"/> sequences stepping together: their prompts
+    /// (each its own ids) in one untimed pass, then <paramref name="newTokens"/> greedy steps of all of them; best of
+    /// two runs after a warm-up, as <see cref="Time"/>.</summary>
+    private static double TimeStreams(LlamaModel model, int streams, int promptTokens, int newTokens, CancellationToken cancellationToken)
+    {
+        int vocab = model.Config.VocabSize;
+        int[] prompts = [.. Enumerable.Range(0, streams * promptTokens).Select(i => (int)((i * 2654435761L + 1) % vocab))];
+        int[] counts = [.. Enumerable.Repeat(promptTokens, streams)];
+        var logits = new float[(long)streams * vocab];
+        var next = new int[streams];
+        double best = 0;
+        for (int run = 0; run < 3; run++)
+        {
+            var sessions = Enumerable.Range(0, streams).Select(_ => model.CreateSession(promptTokens + newTokens)).ToList();
+            InferenceSession.ForwardMany(sessions, counts, prompts, logits, cancellationToken);
+            var clock = Stopwatch.StartNew();
+            for (int i = 0; i < newTokens; i++)
+            {
+                for (int v = 0; v < streams; v++) next[v] = Kernels.ArgMax(logits.AsSpan(v * vocab, vocab));
+                InferenceSession.StepMany(sessions, next, logits, cancellationToken);
+            }
+            double seconds = clock.Elapsed.TotalSeconds;
+            if (run > 0) best = Math.Max(best, (double)streams * newTokens / seconds);
+        }
+        return best;
     }
 
     /// <summary>Bytes copied per second by <paramref name="threads"/> threads, each copying its own 64 MiB buffers

@@ -63,6 +63,31 @@ public class BenchCliTests
         Assert.Contains("--kv-cache must be f32, f16, bf16, q8 or q4", unknown.Stderr);
     }
 
+    /// <summary><c>--streams N</c> also times N sequences stepping together (the token factory's batched step) and
+    /// reports their aggregate rate per format; out-of-range counts and use without <c>--generate</c> are refused.</summary>
+    [Fact]
+    public void BenchGenerateTimesSeveralStreamsTogether()
+    {
+        var result = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--formats", "original,mxfp4",
+            "--threads", "1", "--tokens", "4", "--prompt-tokens", "8", "--streams", "4", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        var json = result.Json();
+        Assert.Equal(4, json.GetProperty("streams").GetInt32());
+        Assert.All(json.GetProperty("results").EnumerateArray(), r => Assert.True(r.GetProperty("streams_tokens_per_second").GetDouble() > 0));
+        var table = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--formats", "original",
+            "--threads", "1", "--tokens", "4", "--prompt-tokens", "8", "--streams", "3");
+        Assert.True(table.ExitCode == 0, table.Stderr);
+        Assert.Contains("3 streams tok/s", table.Stdout);
+
+        var zero = CliProcess.Run("bench", SharedData.Stories260K, "--generate", "--streams", "0");
+        Assert.Equal(1, zero.ExitCode);
+        Assert.Contains("--streams must be from 1 to 256", zero.Stderr);
+        var misplaced = CliProcess.Run("bench", SharedData.Gpt2Attn, "--streams", "4");
+        Assert.Equal(1, misplaced.ExitCode);
+        Assert.Contains("--streams", misplaced.Stderr);
+        Assert.Contains("--generate", misplaced.Stderr);
+    }
+
     [Fact]
     public void BenchGenerateRefusesMoreTokensThanTheModelHolds()
     {
