@@ -140,12 +140,7 @@ public class LinearWeightTests
         raw[columns + 1] = 0x0001;             // the smallest subnormal
         raw[(rows / 2) * columns + 3] = 0x7F80; // +Inf
         raw[rows * columns - 1] = 0x7FC1;       // NaN
-        float[] w = [.. raw.Select(b => BitConverter.Int32BitsToSingle(b << 16))];
-        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
-        var expected = new float[tokens * rows];
-        PanelGemm.Reference(w, rows, columns, x, tokens, expected, rows);
-        var packed = new float[PanelGemm.PackedLength(tokens, columns)];
-        PanelGemm.PackActivations(x, tokens, columns, packed);
+        var (_, expected, packed) = Bf16Case(raw, rows, columns, tokens, random);
         foreach (int ahead in new[] { 0, 1, 2 })
         {
             var actual = new float[tokens * rows];
@@ -177,33 +172,22 @@ public class LinearWeightTests
         var random = new Random(rows + columns + tokens);
         var raw = new ushort[rows * columns];
         for (int i = 0; i < raw.Length; i++) raw[i] = (ushort)(BitConverter.SingleToInt32Bits((float)random.NextDouble() * 2 - 1) >> 16);
-        float[] w = [.. raw.Select(b => BitConverter.Int32BitsToSingle(b << 16))];
-        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
-        var expected = new float[tokens * rows];
-        PanelGemm.Reference(w, rows, columns, x, tokens, expected, rows);
-        var packed = new float[PanelGemm.PackedLength(tokens, columns)];
-        PanelGemm.PackActivations(x, tokens, columns, packed);
+        var (w, expected, packed) = Bf16Case(raw, rows, columns, tokens, random);
         foreach (bool atEnd in new[] { false, true })
-        {
-            using (var bf16 = atEnd ? GuardedMemory.AtEnd(2 * raw.Length) : GuardedMemory.AtStart(2 * raw.Length))
+            foreach (bool bf16 in new[] { true, false })
             {
-                System.Runtime.InteropServices.MemoryMarshal.AsBytes(raw.AsSpan()).CopyTo(bf16.Bytes);
+                var bytes = bf16 ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(raw.AsSpan()) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan());
+                using var memory = atEnd ? GuardedMemory.AtEnd(bytes.Length) : GuardedMemory.AtStart(bytes.Length);
+                bytes.CopyTo(memory.Bytes);
                 var actual = new float[tokens * rows];
                 fixed (float* xp = packed)
                 fixed (float* yp = actual)
-                    PanelGemm.MultiplyBf16((ushort*)bf16.Start, rows, columns, xp, tokens, yp, rows);
-                AssertSameBits(expected, actual, $"bf16 rows, guard {(atEnd ? "after" : "before")}");
+                {
+                    if (bf16) PanelGemm.MultiplyBf16((ushort*)memory.Start, rows, columns, xp, tokens, yp, rows);
+                    else PanelGemm.Multiply((float*)memory.Start, rows, columns, xp, tokens, yp, rows);
+                }
+                AssertSameBits(expected, actual, $"{(bf16 ? "bf16" : "f32")} rows, guard {(atEnd ? "after" : "before")}");
             }
-            using (var f32 = atEnd ? GuardedMemory.AtEnd(4 * w.Length) : GuardedMemory.AtStart(4 * w.Length))
-            {
-                System.Runtime.InteropServices.MemoryMarshal.AsBytes(w.AsSpan()).CopyTo(f32.Bytes);
-                var actual = new float[tokens * rows];
-                fixed (float* xp = packed)
-                fixed (float* yp = actual)
-                    PanelGemm.Multiply((float*)f32.Start, rows, columns, xp, tokens, yp, rows);
-                AssertSameBits(expected, actual, $"f32 rows, guard {(atEnd ? "after" : "before")}");
-            }
-        }
     }
 
     /// <summary>The one-token and several-vector kernels on stored BF16/F16 rows read nothing outside the rows either
@@ -237,6 +221,18 @@ public class LinearWeightTests
                              : TensorData.TryDotRows(stored, dtype, rows, columns, x, actual));
             AssertSameBits(expected, actual, $"{dtype}, guard {(atEnd ? "after" : "before")}");
         }
+    }
+
+    /// <summary>BF16 rows widened (exact), random tokens, the scalar twin's products and the tokens packed for the kernel.</summary>
+    private static (float[] Widened, float[] Expected, float[] Packed) Bf16Case(ushort[] raw, int rows, int columns, int tokens, Random random)
+    {
+        float[] w = [.. raw.Select(b => BitConverter.Int32BitsToSingle(b << 16))];
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        var expected = new float[tokens * rows];
+        PanelGemm.Reference(w, rows, columns, x, tokens, expected, rows);
+        var packed = new float[PanelGemm.PackedLength(tokens, columns)];
+        PanelGemm.PackActivations(x, tokens, columns, packed);
+        return (w, expected, packed);
     }
 
     private static void AssertSameBits(float[] expected, float[] actual, string what)
