@@ -46,8 +46,9 @@ internal static class ServeLoadBenchmark
             if (Regex.Match(line, @"on (http://127\.0\.0\.1:\d+)") is { Success: true } m) url = m.Groups[1].Value;
         if (url is null) { Console.Error.WriteLine("the server did not start"); return 1; }
         using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromMinutes(10) };
-        Console.WriteLine("| streams | disconnected | generated tokens | seconds | aggregate tokens/s | TTFT p50 ms | TTFT p99 ms | idle again after s |");
-        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        Console.WriteLine("| streams | disconnected | generated tokens | seconds | aggregate tokens/s | vs one stream | TTFT p50 ms | TTFT p99 ms | idle again after s |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        double one = 0; // one stream's aggregate, when that level ran first (no one leaving)
         try
         {
             // Warm-up: the server's code paths for one and for several streams reach the JIT's final tier first.
@@ -63,7 +64,9 @@ internal static class ServeLoadBenchmark
                 var ttft = results.Select(r => r.FirstText).Order().ToArray();
                 long generated = results.Sum(r => (long)r.Tokens);
                 double idle = WaitIdle(http);
-                Console.WriteLine($"| {n} | {leaving} | {generated} | {seconds:0.00} | {generated / seconds:0.0} | {Percentile(ttft, 0.5):0} | {Percentile(ttft, 0.99):0} | " +
+                if (n == 1 && leaving == 0 && one == 0) one = generated / seconds;
+                string ratio = one > 0 ? $"{generated / seconds / one:0.00}×" : "—";
+                Console.WriteLine($"| {n} | {leaving} | {generated} | {seconds:0.00} | {generated / seconds:0.0} | {ratio} | {Percentile(ttft, 0.5):0} | {Percentile(ttft, 0.99):0} | " +
                                   (idle < 0 ? "**not idle after 60 s**" : $"{idle:0.00}") + " |");
                 if (idle < 0) return 1;
             }
