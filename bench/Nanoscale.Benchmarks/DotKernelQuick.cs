@@ -35,11 +35,23 @@ internal static class DotKernelQuick
             var codec = CodecRegistry.CreateBlockCodec(spec);
             var (blocks, scales, tensorData) = BlockMatrix.Encode(codec, w, rows, cols);
             if (!codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y)) { Console.WriteLine($"{spec}: no step kernel"); continue; }
+            // Several vectors in calls of at most the codec's MaxDotVectors, as the runtime makes them.
+            int chunk = Math.Clamp(codec.MaxDotVectors(cols), 1, vectors);
+            bool Many()
+            {
+                for (int v0 = 0; v0 < vectors; v0 += chunk)
+                {
+                    int n = Math.Min(chunk, vectors - v0);
+                    if (!codec.TryDotRowsMany(blocks, scales, tensorData, rows, cols, n, x.AsSpan(v0 * cols, n * cols), y.AsSpan(v0 * rows), rows)) return false;
+                }
+                return true;
+            }
+            if (vectors > 1 && !Many()) { Console.WriteLine($"{spec}: no several-vector kernel"); continue; }
             double best = double.MaxValue;
             for (int run = 0; run < 40; run++)
             {
                 var clock = Stopwatch.StartNew();
-                if (vectors > 1) codec.TryDotRowsMany(blocks, scales, tensorData, rows, cols, vectors, x, y, rows);
+                if (vectors > 1) Many();
                 else if (threads == 1) codec.TryDotRows(blocks, scales, tensorData, rows, cols, x, y);
                 else
                 {

@@ -278,6 +278,39 @@ public unsafe class NibbleLanesTests
         }
     }
 
+    /// <summary>NVFP4's lane factors, eight rows' UE4M3 block scales decoded at once from gathered words
+    /// (<see cref="Nanoscale.Formats.Nv.NvFp4Dot.LaneFactors"/>), equal the scalar formula placed lane by lane bit for bit:
+    /// every one of the 256 codes (subnormal, NaN and the codes above UE4M3's range included), a tensor scale multiplied
+    /// or divided, fewer than eight rows (the missing ones repeat row 0) and block counts that leave one to three
+    /// blocks for the scalar tail.</summary>
+    [Theory]
+    [InlineData(8, 64, false)]
+    [InlineData(8, 64, true)]
+    [InlineData(5, 38, false)]
+    [InlineData(3, 3, true)]
+    public unsafe void Nvfp4LaneFactorsEqualTheScalarFormula(int rows, int count, bool divisor)
+    {
+        var random = new Random(rows * 100 + count);
+        var codes = new byte[rows * count];
+        for (int i = 0; i < codes.Length; i++) codes[i] = (byte)(i < 256 ? i : random.Next(256));
+        float tensorScale = divisor ? 3.7f : 0.0123f;
+        var table = Nanoscale.Formats.ScaleFormat.UE4M3.DecodeTable;
+        var actual = new float[count * NibbleLanes.Lanes];
+        fixed (byte* c = codes)
+        fixed (float* t = table)
+        fixed (float* f = actual)
+            Nanoscale.Formats.Nv.NvFp4Dot.LaneFactors(c, count, rows, t, tensorScale, divisor, f);
+        for (int k = 0; k < count; k++)
+            for (int i = 0; i < NibbleLanes.Lanes; i++)
+            {
+                int row = i < rows ? i : 0;
+                float expected = Nanoscale.Formats.Nv.NvFp4Codec.BlockScale(table[codes[row * count + k]], tensorScale, divisor) * 0.5f;
+                float got = actual[k * NibbleLanes.Lanes + i];
+                Assert.True(float.IsNaN(expected) ? float.IsNaN(got) : BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(got),
+                    $"block {k} lane {i} (code {codes[row * count + k]}): {got} vs {expected}");
+            }
+    }
+
     /// <summary>Groups of a kernel call's rows (eight: one register's lanes; sixteen: two, sharing each activation broadcast).</summary>
     private static readonly int[] GroupSizes = [NibbleLanes.Lanes, NibbleLanes.GroupRows];
 
