@@ -278,6 +278,32 @@ public unsafe class NibbleLanesTests
         }
     }
 
+    /// <summary>Eight rows' factors moved into the lanes at once (<see cref="NibbleLanes.PlaceRows"/>: 8 × 8 transposes)
+    /// equal each row placed alone (<see cref="NibbleLanes.Place"/>), the missing rows of a partial eight repeating its
+    /// first, for counts with and without a tail after the transposes.</summary>
+    [Theory]
+    [InlineData(8, 19)]
+    [InlineData(8, 64)]
+    [InlineData(5, 24)]
+    [InlineData(1, 7)]
+    [InlineData(3, 0)]
+    public unsafe void PlaceRowsEqualsEachRowPlaced(int rows, int count)
+    {
+        const int stride = 70;
+        var random = new Random(rows * 31 + count);
+        float[] source = [.. Enumerable.Range(0, 8 * stride).Select(_ => (float)random.NextDouble())];
+        var expected = new float[Math.Max(1, count * NibbleLanes.Lanes)];
+        var actual = new float[expected.Length];
+        fixed (float* s = source)
+        fixed (float* e = expected)
+        fixed (float* a = actual)
+        {
+            for (int i = 0; i < NibbleLanes.Lanes; i++) NibbleLanes.Place(s + NibbleLanes.SourceRow(i, rows) * stride, count, i, e);
+            NibbleLanes.PlaceRows(s, stride, rows, count, a);
+        }
+        Assert.Equal(expected, actual);
+    }
+
     /// <summary>NVFP4's lane factors, eight rows' UE4M3 block scales decoded at once from gathered words
     /// (<see cref="Nanoscale.Formats.Nv.NvFp4Dot.LaneFactors"/>), equal the scalar formula placed lane by lane bit for bit:
     /// every one of the 256 codes (subnormal, NaN and the codes above UE4M3's range included), a tensor scale multiplied

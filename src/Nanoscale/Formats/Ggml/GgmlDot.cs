@@ -515,11 +515,7 @@ internal static class GgmlDot
                         // The group's block scales, eight rows per block, each eight rows' after the previous eight's
                         // (missing rows of a partial eight repeat its first).
                         for (int half = 0; half * Lanes < n; half++)
-                        {
-                            int inHalf = Math.Min(Lanes, n - half * Lanes);
-                            for (int i = 0; i < Lanes; i++)
-                                NibbleLanes.Place(s0 + (first + half * Lanes + NibbleLanes.SourceRow(i, inHalf)) * nb, nb, i, f0 + half * nb * Lanes);
-                        }
+                            NibbleLanes.PlaceRows(s0 + (first + half * Lanes) * nb, nb, Math.Min(Lanes, n - half * Lanes), nb, f0 + half * nb * Lanes);
                         NibbleLanes.Group(b0 + first * nb * 16, nb * 16, n, nb, f0, a, table, unpacked, y0 + r, yStride);
                     }
                 }

@@ -302,13 +302,17 @@ internal sealed unsafe class NxfpDot
                     for (int half = 0; half * Lanes < n; half++)
                     {
                         int inHalf = Math.Min(Lanes, n - half * Lanes);
+                        // Factors prepared for the whole group: the eight rows' moved into the lanes at once.
+                        if (together) NibbleLanes.PlaceRows(c0 + half * Lanes * nb, nb, inHalf, nb, f0 + half * nb * Lanes);
                         for (int i = 0; i < Lanes; i++)
                         {
                             int source = r + half * Lanes + NibbleLanes.SourceRow(i, inHalf);
                             byte* words = w0 + (nint)source * nb;
-                            float* c = c0 + (together ? (source - r) * nb : 0);
-                            if (!together) Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c, p0);
-                            NibbleLanes.Place(c, nb, i, f0 + half * nb * Lanes);
+                            if (!together)
+                            {
+                                Prepare(words, b0 + (nint)source * nb * 16, nb, ones, c0, p0);
+                                NibbleLanes.Place(c0, nb, i, f0 + half * nb * Lanes);
+                            }
                             for (int j = 0; j < nb; j++) s0[half * nb * Lanes + j * Lanes + i] = config[words[j]] * 0x10101010;
                         }
                     }
