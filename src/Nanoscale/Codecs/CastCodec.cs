@@ -80,12 +80,11 @@ internal sealed class CastCodec : ITensorCodec, Nanoscale.Formats.ICodec
         /// <summary>Four a call (<see cref="TensorData.ManyVectorsPerCall"/>).</summary>
         public int MaxDotVectors => TensorData.ManyVectorsPerCall;
 
-        public unsafe nint Bf16Address => _view.Tensor.DType == DType.BF16 && BitConverter.IsLittleEndian ? (nint)_view.Address : 0;
+        public unsafe nint Bf16Address => (nint)_view.Bf16Address;
 
-        public unsafe bool TryStoredRows(long firstRow, int count, out nint address, out nint length)
+        public bool TryStoredRows(long firstRow, int count, out nint address, out nint length)
         {
-            long width = stored.Columns * _view.Tensor.DType.ElementSize();
-            (address, length) = ((nint)(_view.Address + firstRow * width), (nint)(count * width));
+            (address, length) = _view.RowBytes(firstRow, count, stored.Columns);
             return true;
         }
 

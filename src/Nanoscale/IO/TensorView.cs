@@ -37,6 +37,18 @@ public sealed unsafe class TensorView : IByteView
 
     public long Length => Tensor.ByteLength;
 
+    /// <summary>The first byte when the tensor is little-endian BF16 as mapped (what the panel kernel broadcasts as
+    /// stored, <c>PanelGemm.MultiplyBf16</c>), else null.</summary>
+    internal ushort* Bf16Address => Tensor.DType == DType.BF16 && BitConverter.IsLittleEndian ? (ushort*)Address : null;
+
+    /// <summary>Where <paramref name="count"/> rows of <paramref name="columns"/> elements from <paramref name="firstRow"/>
+    /// lie in the mapping, for asking for them ahead of use.</summary>
+    internal (nint Address, nint Length) RowBytes(long firstRow, long count, long columns)
+    {
+        long width = columns * Tensor.DType.ElementSize();
+        return ((nint)(Address + firstRow * width), (nint)(count * width));
+    }
+
     /// <summary>All bytes of the tensor; tensors of 2 GiB or more must be read through <see cref="Slice"/>.</summary>
     public ReadOnlySpan<byte> Bytes
     {

@@ -41,14 +41,11 @@ internal sealed class MappedLinearWeight : RowDecodedLinearWeight, IDisposable
     }
 
     /// <summary>BF16 rows where they lie in the mapping (little-endian machines), for the panel kernel.</summary>
-    protected override unsafe ushort* Bf16Rows =>
-        _view.Tensor.DType == DType.BF16 && BitConverter.IsLittleEndian ? (ushort*)_view.Address : null;
+    protected override unsafe ushort* Bf16Rows => _view.Bf16Address;
 
-    protected override unsafe bool StoredRows(int firstRow, int count, out nint address, out nint length)
+    protected override bool StoredRows(int firstRow, int count, out nint address, out nint length)
     {
-        int size = _view.Tensor.DType.ElementSize();
-        address = (nint)(_view.Address + (long)firstRow * Columns * size);
-        length = (nint)((long)count * Columns * size);
+        (address, length) = _view.RowBytes(firstRow, count, Columns);
         return true;
     }
 
