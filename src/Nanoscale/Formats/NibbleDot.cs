@@ -27,7 +27,6 @@ internal static unsafe class NibbleDot
     /// from it and keep 512.</summary>
     private const int PrefetchAhead = 2048;
 
-
     public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>One product's activations: int8 codes (pairs of blocks interleaved by 16-byte halves: block 2p's first

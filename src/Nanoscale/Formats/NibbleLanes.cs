@@ -401,6 +401,15 @@ internal static unsafe class NibbleLanes
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int SourceRow(int lane, int rowCount) => lane < rowCount ? lane : 0;
 
+    /// <summary>Byte offsets of the eight lanes' rows, <paramref name="stride"/> bytes apart, for a gather of one 32-bit word
+    /// per lane: lane i reads row <see cref="SourceRow"/>(i, <paramref name="rowCount"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> RowOffsets(int rowCount, int stride)
+    {
+        var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        return Vector256.ConditionalSelect(Vector256.LessThan(lane, Vector256.Create(rowCount)), lane * stride, Vector256<int>.Zero);
+    }
+
     /// <summary>One row's <paramref name="count"/> factors into lane <paramref name="lane"/> of the group's factors
     /// (<c>lanes[Lanes·k + lane] = row[k]</c>, the layout <see cref="Group(byte*, nint, int, int, float*, Vectors, Tables, Vector256{byte}*, float*, int)"/> reads).</summary>
     public static void Place(float* row, int count, int lane, float* lanes)

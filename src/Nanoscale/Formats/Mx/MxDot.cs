@@ -170,13 +170,12 @@ internal static class MxDot
     {
         const int Lanes = NibbleLanes.Lanes;
         if ((uint)shift > 8) throw new ArgumentOutOfRangeException(nameof(shift), shift, "a shift from 0 to 8");
-        var offsets = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * count;
-        offsets = Vector256.ConditionalSelect(Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(rows)), offsets, Vector256<int>.Zero);
         if (!Avx2.IsSupported || count < 4)
         {
             LaneScalesFromTable(e, 0, count, count, rows, table, f, shift);
             return;
         }
+        var offsets = NibbleLanes.RowOffsets(rows, count);
         var exponent = Vector256.Create(0x7F80_0000);
         var lower = Vector256.Create(shift << 23);
         var lowest = Vector256.Create((byte)(shift + 1));

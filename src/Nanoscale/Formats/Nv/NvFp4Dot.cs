@@ -143,8 +143,7 @@ internal static unsafe class NvFp4Dot
     internal static void LaneFactors(byte* codes, int count, int rows, float* ue4m3, float tensorScale, bool divisor, float* f)
     {
         const int Lanes = NibbleLanes.Lanes;
-        var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
-        var offsets = Vector256.ConditionalSelect(Vector256.LessThan(lane, Vector256.Create(rows)), lane * count, Vector256<int>.Zero);
+        var offsets = NibbleLanes.RowOffsets(rows, count);
         var st = Vector256.Create(tensorScale);
         var half = Vector256.Create(0.5f);
         var low = Vector256.Create(0xFF);
