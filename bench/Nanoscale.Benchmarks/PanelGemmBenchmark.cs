@@ -4,10 +4,9 @@ using Nanoscale.Runtime;
 namespace Nanoscale.Benchmarks;
 
 /// <summary>
-/// The float product of many tokens (<see cref="PanelGemm"/>) alone, on one thread, against the FMA peak: a tile of
-/// ROWS float rows (decoded once, as a window's tile is) times TOKENS packed tokens, best of 20 after a warm-up,
-/// and the same work split into tiles of <see cref="LinearKernels.RowsPerTile"/> rows with each tile's panel packing
-/// included (what a prompt's product runs per thread besides decoding).
+/// The float product of many tokens (<see cref="PanelGemm"/>) alone, on one thread, against the FMA peak: ROWS float
+/// rows (decoded once, as a window's tile is) or, with <c>bf16</c>, the same rows as stored BF16, times TOKENS packed
+/// tokens in one call; best of 20 after a warm-up.
 /// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- panel-gemm [rows 512] [cols 2048] [tokens 64] [f32|bf16]</code>
 /// </summary>
 internal static class PanelGemmBenchmark

@@ -114,7 +114,7 @@ public static class GenerationBench
     private static (double Prompt, double Generated) Time(LlamaModel model, int promptTokens, int newTokens, CancellationToken cancellationToken)
     {
         int vocab = model.Config.VocabSize;
-        int[] prompt = [.. Enumerable.Range(0, promptTokens).Select(i => (int)((i * 2654435761L + 1) % vocab))];
+        int[] prompt = FixedIds(promptTokens, vocab);
         double bestPrompt = 0, bestGenerated = 0;
         for (int run = 0; run < 3; run++)
         {
@@ -144,6 +144,9 @@ public static class GenerationBench
         return (bestPrompt, bestGenerated);
     }
 
+    /// <summary>Token ids spread over the vocabulary by a fixed multiplicative hash: the same prompts every run and format.</summary>
+    private static int[] FixedIds(int count, int vocab) => [.. Enumerable.Range(0, count).Select(i => (int)((i * 2654435761L + 1) % vocab))];
+
     /// <summary>The most sequences <see cref="Run"/> steps together (each holds its own key/value cache).</summary>
     public const int MaxStreams = 256;
 
@@ -153,7 +156,7 @@ public static class GenerationBench
     private static double TimeStreams(LlamaModel model, int streams, int promptTokens, int newTokens, CancellationToken cancellationToken)
     {
         int vocab = model.Config.VocabSize;
-        int[] prompts = [.. Enumerable.Range(0, streams * promptTokens).Select(i => (int)((i * 2654435761L + 1) % vocab))];
+        int[] prompts = FixedIds(streams * promptTokens, vocab); // the first stream's prompt is Time's
         int[] counts = [.. Enumerable.Repeat(promptTokens, streams)];
         var logits = new float[(long)streams * vocab];
         var next = new int[streams];
