@@ -140,7 +140,7 @@ internal static class BenchCommand
                 Units.Bytes(r.BytesPerToken), Units.G(r.PromptTokensPerSecond, "0.0"), Units.G(r.GeneratedTokensPerSecond, "0.00"),
                 Units.G(r.EffectiveGBps, "0.00"), Units.G(result.MemcpyGBps[r.Threads], "0.0"),
             };
-            if (streams > 1) cells.AddRange([Units.G(r.StreamsTokensPerSecond, "0.0"), Units.G(r.StreamsTokensPerSecond / r.GeneratedTokensPerSecond, "0.0")]);
+            if (streams > 1) cells.AddRange([Units.G(r.StreamsTokensPerSecond, "0.0"), Units.G(r.StreamsGain, "0.0")]);
             table.AddRow([.. cells]);
         }
         Terminal.Out.Write(table);

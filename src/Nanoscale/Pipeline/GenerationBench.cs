@@ -22,6 +22,9 @@ public sealed record GenerationBenchRow(string Format, int Threads, double BitsP
 {
     /// <summary>Stored weight bytes read per second while generating.</summary>
     public double EffectiveGBps => BytesPerToken * GeneratedTokensPerSecond / 1e9;
+
+    /// <summary>The batched aggregate against one stream's rate (0 when no batch was timed).</summary>
+    public double StreamsGain => StreamsTokensPerSecond / GeneratedTokensPerSecond;
 }
 
 /// <summary>What <see cref="GenerationBench.Run"/> measured, and the machine's copy bandwidth to compare with.</summary>
@@ -96,7 +99,7 @@ public static class GenerationBench
                     var row = new GenerationBenchRow(format, t, bpw, perToken, prompt, generated, streams, together);
                     log?.Report($"bench: {format} × {t} thread(s): prompt {prompt:0.0} tokens/s, generation {generated:0.00} tokens/s " +
                                 $"({row.EffectiveGBps:0.00} GB/s of stored weights)" +
-                                (streams > 1 ? $", {streams} streams {together:0.0} tokens/s ({together / generated:0.0}× one)" : ""));
+                                (streams > 1 ? $", {streams} streams {together:0.0} tokens/s ({row.StreamsGain:0.0}× one)" : ""));
                     rows.Add(row);
                 }
             }
