@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Formats;
 
@@ -420,8 +421,9 @@ internal static unsafe class NibbleLanes
     /// <summary>
     /// <see cref="Place"/> for a whole eight at once: rows <c>first + i·stride</c> (<paramref name="rows"/> of them; the
     /// missing lanes repeat the first row, <see cref="SourceRow"/>), <paramref name="count"/> factors each, into
-    /// <c>lanes[Lanes·k + i]</c> — eight 8 × 8 transposes in registers per 64 factors instead of 64 scattered stores
-    /// (the scatter was ~8% of a 16-vector NxFP4 product, and as much of GGUF Q4_0's). The same floats, moved.
+    /// <c>lanes[Lanes·k + i]</c> — an 8 × 8 transpose in registers (<see cref="Transposes.Eight"/>) per 64 factors
+    /// instead of 64 scattered stores (the scatter was ~8% of a 16-vector NxFP4 product, and as much of GGUF Q4_0's).
+    /// The same floats, moved.
     /// </summary>
     public static void PlaceRows(float* first, nint stride, int rows, int count, float* lanes)
     {
@@ -434,31 +436,7 @@ internal static unsafe class NibbleLanes
             {
                 Vector256<float> r0 = Vector256.Load(p0 + k), r1 = Vector256.Load(p1 + k), r2 = Vector256.Load(p2 + k), r3 = Vector256.Load(p3 + k);
                 Vector256<float> r4 = Vector256.Load(p4 + k), r5 = Vector256.Load(p5 + k), r6 = Vector256.Load(p6 + k), r7 = Vector256.Load(p7 + k);
-                var t0 = Avx.UnpackLow(r0, r1);
-                var t1 = Avx.UnpackHigh(r0, r1);
-                var t2 = Avx.UnpackLow(r2, r3);
-                var t3 = Avx.UnpackHigh(r2, r3);
-                var t4 = Avx.UnpackLow(r4, r5);
-                var t5 = Avx.UnpackHigh(r4, r5);
-                var t6 = Avx.UnpackLow(r6, r7);
-                var t7 = Avx.UnpackHigh(r6, r7);
-                var s0 = Avx.Shuffle(t0, t2, 0x44);   // columns k and k + 4 of rows 0–3
-                var s1 = Avx.Shuffle(t0, t2, 0xEE);   // k + 1, k + 5
-                var s2 = Avx.Shuffle(t1, t3, 0x44);   // k + 2, k + 6
-                var s3 = Avx.Shuffle(t1, t3, 0xEE);   // k + 3, k + 7
-                var s4 = Avx.Shuffle(t4, t6, 0x44);   // the same of rows 4–7
-                var s5 = Avx.Shuffle(t4, t6, 0xEE);
-                var s6 = Avx.Shuffle(t5, t7, 0x44);
-                var s7 = Avx.Shuffle(t5, t7, 0xEE);
-                float* c = lanes + Lanes * k;
-                Avx.Permute2x128(s0, s4, 0x20).Store(c);
-                Avx.Permute2x128(s1, s5, 0x20).Store(c + 8);
-                Avx.Permute2x128(s2, s6, 0x20).Store(c + 16);
-                Avx.Permute2x128(s3, s7, 0x20).Store(c + 24);
-                Avx.Permute2x128(s0, s4, 0x31).Store(c + 32);
-                Avx.Permute2x128(s1, s5, 0x31).Store(c + 40);
-                Avx.Permute2x128(s2, s6, 0x31).Store(c + 48);
-                Avx.Permute2x128(s3, s7, 0x31).Store(c + 56);
+                Transposes.Eight(r0, r1, r2, r3, r4, r5, r6, r7, lanes + Lanes * k, Lanes);
             }
         for (; k < count; k++)
         {

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Runtime;
 
@@ -34,8 +35,48 @@ internal static unsafe class PanelGemm
     public static long PackedLength(int tokens, int columns) => (long)((tokens + GroupTokens - 1) / GroupTokens) * columns * GroupTokens;
 
     /// <summary>x (tokens × columns, row-major) in groups of sixteen tokens, each column-major:
-    /// <c>packed[g·columns·16 + 16k + i] = x[(16g + i)·columns + k]</c>, missing tokens of the last group 0.</summary>
+    /// <c>packed[g·columns·16 + 16k + i] = x[(16g + i)·columns + k]</c>, missing tokens of the last group 0 — eight
+    /// tokens' eight columns at a time through an 8 × 8 transpose in registers (<see cref="Transposes.Eight"/>). The
+    /// scalar copy it replaces cost ~4% of a 16-sequence BF16 step on the step's own thread, once per product (a
+    /// step packs ~200 times), while the other thread waited. The same floats as <see cref="PackActivationsReference"/>.</summary>
     public static void PackActivations(ReadOnlySpan<float> x, int tokens, int columns, Span<float> packed)
+    {
+        if (x.Length < (long)tokens * columns || packed.Length < PackedLength(tokens, columns))
+            throw new ArgumentException("spans shorter than the tokens");
+        if (!Avx.IsSupported)
+        {
+            PackActivationsReference(x, tokens, columns, packed);
+            return;
+        }
+        var zero = Vector256<float>.Zero;
+        fixed (float* source = x)
+        fixed (float* destination = packed)
+            for (int g = 0; g * GroupTokens < tokens; g++)
+            {
+                float* group = destination + (nint)g * columns * GroupTokens;
+                int count = Math.Min(GroupTokens, tokens - g * GroupTokens);
+                for (int half = 0; half < 2; half++)
+                {
+                    // Eight tokens' rows; those past the last token read nothing and give zeros.
+                    int first = g * GroupTokens + half * 8, present = Math.Clamp(count - half * 8, 0, 8);
+                    float* row = source + (nint)first * columns;
+                    float* lanes = group + half * 8;
+                    int k = 0;
+                    if (present == 8)
+                        for (; k + 8 <= columns; k += 8)
+                            Transposes.Eight(Vector256.Load(row + k), Vector256.Load(row + columns + k), Vector256.Load(row + 2 * columns + k),
+                                Vector256.Load(row + 3 * columns + k), Vector256.Load(row + 4 * columns + k), Vector256.Load(row + 5 * columns + k),
+                                Vector256.Load(row + 6 * columns + k), Vector256.Load(row + 7 * columns + k), lanes + (nint)k * GroupTokens, GroupTokens);
+                    else if (present == 0)
+                        for (; k < columns; k++) zero.Store(lanes + (nint)k * GroupTokens);
+                    for (; k < columns; k++)
+                        for (int i = 0; i < 8; i++) lanes[(nint)k * GroupTokens + i] = i < present ? row[(nint)i * columns + k] : 0;
+                }
+            }
+    }
+
+    /// <summary><see cref="PackActivations"/> one float at a time: the reference its tests compare with.</summary>
+    internal static void PackActivationsReference(ReadOnlySpan<float> x, int tokens, int columns, Span<float> packed)
     {
         if (x.Length < (long)tokens * columns || packed.Length < PackedLength(tokens, columns))
             throw new ArgumentException("spans shorter than the tokens");

@@ -79,6 +79,32 @@ public class LinearWeightTests
     [InlineData(7, 2340)]
     public void TilesAreWholeBlocksOfAtLeastSixRows(int columns, int rows) => Assert.Equal(rows, LinearKernels.RowsPerTile(columns));
 
+    /// <summary>The packed activations of the panel kernel (eight tokens' columns transposed in registers) are the
+    /// scalar packing's floats bit for bit — whole and partial groups (a half of eight missing, a few tokens of the
+    /// second half), columns not a multiple of eight, NaN and −0 moved as they are — and the buffer's stale contents
+    /// past the tokens are overwritten with zeros as the reference does.</summary>
+    [Theory]
+    [InlineData(16, 576)]
+    [InlineData(1, 8)]
+    [InlineData(7, 13)]
+    [InlineData(8, 1536)]
+    [InlineData(9, 40)]
+    [InlineData(37, 203)]
+    [InlineData(72, 576)]
+    public void PackedActivationsEqualTheScalarPacking(int tokens, int columns)
+    {
+        var random = new Random(tokens * 1000 + columns);
+        float[] x = [.. Enumerable.Range(0, tokens * columns).Select(_ => (float)random.NextDouble() * 2 - 1)];
+        x[columns / 2] = float.NaN;
+        x[^1] = -0f;
+        long length = PanelGemm.PackedLength(tokens, columns);
+        var expected = new float[length];
+        var actual = Enumerable.Repeat(123f, (int)length).ToArray(); // a reused buffer's leftovers
+        PanelGemm.PackActivationsReference(x, tokens, columns, expected);
+        PanelGemm.PackActivations(x, tokens, columns, actual);
+        AssertSameBits(expected, actual, "packed");
+    }
+
     /// <summary>The panel kernel of many-token products (<see cref="PanelGemm"/>) equals its scalar twin bit for bit —
     /// each output one chain of fused multiply-adds over the columns — for partial blocks (rows not a multiple of 6),
     /// both group kernels (sixteen tokens and a last group of eight or fewer), and a NaN weight (its row NaN, the others
