@@ -111,12 +111,23 @@ internal static class Kernels
     private interface IRows
     {
         Vector256<float> Load(nint index);
+
+        /// <summary>Asks for the cache line that holds number <paramref name="index"/> (a hint: never faults).</summary>
+        void Prefetch(nint index);
+
+        /// <summary>Numbers per 64-byte cache line.</summary>
+        int LineNumbers { get; }
     }
 
     private readonly unsafe struct FloatRows(float* data) : IRows
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<float> Load(nint index) => Vector256.Load(data + index);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(data + index);
+
+        public int LineNumbers => 16;
     }
 
     private readonly unsafe struct BFloat16Rows(ushort* data) : IRows
@@ -124,12 +135,22 @@ internal static class Kernels
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<float> Load(nint index) =>
             System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.Load(data + index)), 16).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(data + index);
+
+        public int LineNumbers => 32;
     }
 
     private readonly unsafe struct HalfRows(ushort* data) : IRows
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<float> Load(nint index) => Tensors.TensorData.WidenHalf(Vector128.Load(data + index));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(data + index);
+
+        public int LineNumbers => 32;
     }
 
     /// <summary>Eight int8 codes (index a multiple of eight), as <see cref="Q8KvRows.WidenEight"/> widens them.</summary>
@@ -137,6 +158,11 @@ internal static class Kernels
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<float> Load(nint index) => Q8KvRows.WidenEight(codes, scales, index);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(codes + index);
+
+        public int LineNumbers => 64;
     }
 
     /// <summary>Eight numbers of a q4 block (index a multiple of eight), as <see cref="Q4KvRows.WidenEight"/> widens them.</summary>
@@ -144,6 +170,11 @@ internal static class Kernels
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<float> Load(nint index) => Q4KvRows.WidenEight(codes, scales, index);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(codes + index / 2);
+
+        public int LineNumbers => 128;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
@@ -154,10 +185,20 @@ internal static class Kernels
         fixed (float* queryPointer = queries)
         fixed (float* scorePointer = allScores)
         {
-            int p = 0;
+            // The cache rows come from memory (a step's weights pass through the caches between two visits of a
+            // sequence's layer). The call for a row's first head (offset 0) asks for whole rows — its keys two blocks
+            // ahead, and this block's values for the weighted sum below — while its scores compute, so the calls for
+            // the row's other heads, which come next, find their slices in the second-level cache and ask for nothing.
+            int p = 0, line = keys.LineNumbers, width = offset == 0 ? stride : 0;
+            if (width > 0) PrefetchRows(keys, 0, Math.Min(positions, PrefetchAhead), stride, width, line);
             for (; p + 8 <= positions; p += 8)
             {
                 nint k = (nint)p * stride + offset;
+                if (width > 0)
+                {
+                    if (p + PrefetchAhead + 8 <= positions) PrefetchRows(keys, k + (nint)PrefetchAhead * stride, 8, stride, width, line);
+                    PrefetchRows(values, k, 8, stride, width, line);
+                }
                 nint s1 = stride, s2 = 2 * s1, s3 = 3 * s1, s4 = 4 * s1, s5 = 5 * s1, s6 = 6 * s1, s7 = 7 * s1;
                 for (int g = 0; g < heads; g++)
                 {
@@ -182,6 +223,7 @@ internal static class Kernels
             for (; p < positions; p++)
             {
                 nint k = (nint)p * stride + offset;
+                if (width > 0) PrefetchRows(values, k, 1, stride, width, line);
                 for (int g = 0; g < heads; g++)
                 {
                     float* q = queryPointer + g * headDim;
@@ -233,6 +275,18 @@ internal static class Kernels
                 a.StoreUnsafe(ref o, (nuint)d0);
             }
         }
+    }
+
+    /// <summary>Positions ahead of the score loop whose keys <see cref="AttendRows{TRows}"/> asks for.</summary>
+    private const int PrefetchAhead = 16;
+
+    /// <summary>Asks for <paramref name="count"/> rows' <paramref name="width"/> numbers from <paramref name="first"/> on,
+    /// <paramref name="stride"/> apart, a cache line (<paramref name="line"/> numbers) at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchRows<TRows>(TRows rows, nint first, int count, nint stride, int width, int line) where TRows : struct, IRows
+    {
+        for (int r = 0; r < count; r++)
+            for (int d = 0; d < width; d += line) rows.Prefetch(first + r * stride + d);
     }
 
     /// <summary>The eight sums of eight vectors' lanes, in order: horizontal adds pair lanes within each 128-bit half
