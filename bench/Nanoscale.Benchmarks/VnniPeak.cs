@@ -23,6 +23,11 @@ internal static class VnniPeak
             double widened = Best(threads, i => WidenedLoop(i), 16 * 32);
             Console.WriteLine($"vpmaddubsw + vpmaddwd ymm (four words a widening, as the lane kernel without VNNI), {threads} thread(s): " +
                               $"{widened / 1e9:0.0} G int8 multiply-adds/s");
+            double pair = Best(threads, i => PairLoop(i, false), 32 * 32);
+            Console.WriteLine($"the same in the lane kernel's pair loop (two eights of rows × two vectors a word; codes loaded and activation " +
+                              $"words broadcast from the first-level cache), {threads} thread(s): {pair / 1e9:0.0} G int8 multiply-adds/s");
+            double scaled = Best(threads, i => PairLoop(i, true), 32 * 32);
+            Console.WriteLine($"  and each block's totals converted and multiply-added into float sums: {scaled / 1e9:0.0} G int8 multiply-adds/s");
             double signed = Best(threads, i => SignTrickLoop(i), 8 * 32);
             Console.WriteLine($"vpsignb + vpmaddubsw + vpmaddwd + convert + FMA ymm (Q8_0's sign trick per block, Int8Dot.RowsMany), {threads} thread(s): " +
                               $"{signed / 1e9:0.0} G int8 multiply-adds/s ({signed / 32 / 1e9 / threads:0.00} G blocks a thread)");
@@ -98,6 +103,68 @@ internal static class VnniPeak
             (a0, a1, a2, a3) = (a1, a2, a3, a0); // not loop-invariant, so not hoisted (register moves, nearly free)
         }
         return Vector256.Sum(s0 + s1 + s2 + s3);
+    }
+
+    /// <summary>
+    /// What <c>NibbleLanes.Widened</c> does for a block, two vectors and sixteen rows, with nothing around it: per word
+    /// two rows' eights of unpacked codes loaded and two vectors' activation words broadcast from memory, four
+    /// <c>vpmaddubsw</c> into int16 sums widened every four words; with <paramref name="epilogue"/> each block's four
+    /// totals converted and multiply-added into float sums in memory (the kernel's accumulators). The ceiling of the
+    /// kernel's loop as written, beside the bare instructions' (<see cref="WidenedLoop"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    private static unsafe int PairLoop(long iterations, bool epilogue)
+    {
+        var codes = GC.AllocateArray<Vector256<byte>>(16, pinned: true);
+        var xs = GC.AllocateArray<int>(16 * 8, pinned: true);
+        var ys = GC.AllocateArray<Vector256<float>>(32, pinned: true);
+        for (int i = 0; i < 16; i++) codes[i] = Vector256.Create((byte)(3 + i));
+        for (int i = 0; i < xs.Length; i++) xs[i] = i * 0x01010101;
+        fixed (Vector256<byte>* c = codes)
+        fixed (int* x = xs)
+        fixed (Vector256<float>* y = ys)
+        {
+            var ones = Vector256.Create((short)1);
+            var f = Vector256.Create(0.5f);
+            Vector256<int> total = default;
+            for (long i = 0; i < iterations; i++)
+            {
+                int* x0 = x + (i & 7) * 16, x1 = x0 + 8;
+                Vector256<byte>* wa = c, wb = c + 8;
+                Vector256<int> sa0 = default, sb0 = default, sa1 = default, sb1 = default;
+                for (int half = 0; half < 2; half++)
+                {
+                    Vector256<short> ta0 = default, tb0 = default, ta1 = default, tb1 = default;
+                    for (int m = 4 * half; m < 4 * half + 4; m++)
+                    {
+                        var a = wa[m];
+                        var b = wb[m];
+                        var u = Vector256.Create(x0[m]).AsSByte();
+                        var w = Vector256.Create(x1[m]).AsSByte();
+                        ta0 += Avx2.MultiplyAddAdjacent(a, u);
+                        tb0 += Avx2.MultiplyAddAdjacent(b, u);
+                        ta1 += Avx2.MultiplyAddAdjacent(a, w);
+                        tb1 += Avx2.MultiplyAddAdjacent(b, w);
+                    }
+                    sa0 += Avx2.MultiplyAddAdjacent(ta0, ones);
+                    sb0 += Avx2.MultiplyAddAdjacent(tb0, ones);
+                    sa1 += Avx2.MultiplyAddAdjacent(ta1, ones);
+                    sb1 += Avx2.MultiplyAddAdjacent(tb1, ones);
+                }
+                if (epilogue)
+                {
+                    var scale0 = Vector256.Create(*(float*)(x0 + 3));
+                    var scale1 = Vector256.Create(*(float*)(x1 + 3));
+                    nint v = (nint)(i & 15);
+                    y[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa0), f * scale0, y[v]);
+                    y[16 + v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb0), f * scale0, y[16 + v]);
+                    y[v + 1] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa1), f * scale1, y[v + 1]);
+                    y[17 + v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb1), f * scale1, y[17 + v]);
+                }
+                else total += sa0 + sb0 + sa1 + sb1;
+            }
+            return Vector256.Sum(total) + (int)Vector256.Sum(y[0]);
+        }
     }
 
     /// <summary>Eight independent chains of what <c>Int8Dot.RowsMany</c> does per block and output: the sign trick on
