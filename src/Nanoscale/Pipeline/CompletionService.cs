@@ -230,6 +230,28 @@ public sealed class CompletionService : IDisposable
         freed.TrySetResult();
     }
 
+    /// <summary>
+    /// Runs a few short generations through the batch before the first request (as llama.cpp's server warms up with an
+    /// empty run): one alone, then up to eight together, so the code of a one-sequence step, of several sequences'
+    /// prompts in one pass and of a several-sequence step is compiled and the first requests do not wait for it (the
+    /// first completion after a start took 0.40 s against 0.11 for the next ones on the SmolLM2-shaped MXFP4 model).
+    /// The sessions it used are dropped. Returns how long it took.
+    /// </summary>
+    public TimeSpan WarmUp(CancellationToken cancellationToken = default)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var tokenizer = _model.Tokenizer;
+        int[] prompt = tokenizer.Encode("Once upon a time", addBos: tokenizer.BosId is not null);
+        if (prompt.Length == 0) prompt = [0];
+        prompt = prompt[..Math.Min(prompt.Length, Math.Max(1, ContextLength - 3))];
+        var greedy = new SamplingOptions();
+        _factory.SubmitAsync(prompt, 2, greedy, cancellationToken: cancellationToken).GetAwaiter().GetResult();
+        Task.WhenAll(Enumerable.Range(0, Math.Min(MaxBatch, 8)).Select(_ => _factory.SubmitAsync(prompt, 2, greedy, cancellationToken: cancellationToken)))
+            .GetAwaiter().GetResult();
+        _factory.TrimPool(0);
+        return clock.Elapsed;
+    }
+
     public void Dispose()
     {
         _factory.Dispose();

@@ -377,6 +377,26 @@ public sealed class KvPoolBudgetTests
         Assert.Equal(model.Generate("Once", 30, new SamplingOptions { StopTokenIds = [] }, null).Text, "Once" + second.Text);
     }
 
+    /// <summary>The start-up warm-up (<c>serve</c> runs it before listening; one generation alone, then a batch) holds
+    /// no KV cache afterwards, running or kept, and changes no answer: a completion after it is the solo generation.
+    /// With a batch of one the batch part is one more solo generation.</summary>
+    [Theory]
+    [InlineData(8)]
+    [InlineData(1)]
+    public async Task AWarmUpLeavesNothingBehindAndChangesNoAnswer(int maxBatch)
+    {
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", maxBatch: maxBatch);
+        Assert.True(service.WarmUp() > TimeSpan.Zero);
+        Assert.Equal(0, service.InService);
+        Assert.Equal(0, service.Running);
+        Assert.Equal(0, service.ReservedKvBytes);
+        Assert.Equal(0, service.PooledKvBytes);
+        var sampling = new SamplingOptions { StopTokenIds = [] };
+        var answer = await service.CompleteAsync(new CompletionRequest { Prompt = "Once", MaxTokens = 20, Sampling = sampling });
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        Assert.Equal(model.Generate("Once", 20, sampling, null).Text, "Once" + answer.Text);
+    }
+
     private static async Task WaitUntil(Func<bool> condition)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
