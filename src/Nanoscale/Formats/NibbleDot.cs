@@ -153,10 +153,11 @@ internal static unsafe class NibbleDot
         var v1 = Vector256.LoadUnsafe(ref x0, 8);
         var v2 = Vector256.LoadUnsafe(ref x0, 16);
         var v3 = Vector256.LoadUnsafe(ref x0, 24);
-        var m = Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)), Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3)));
-        var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
-        m4 = Vector128.Max(m4, Vector128.Shuffle(m4, Vector128.Create(2, 3, 0, 1)));
-        float amax = Math.Max(m4.ToScalar(), m4.GetElement(1));
+        var m = MagnitudeMax(MagnitudeMax(Vector256.Abs(v0), Vector256.Abs(v1)), MagnitudeMax(Vector256.Abs(v2), Vector256.Abs(v3)));
+        var m4 = Sse41.Max(m.GetLower().AsInt32(), m.GetUpper().AsInt32());
+        m4 = Sse41.Max(m4, Sse2.Shuffle(m4, 0b01_00_11_10));
+        m4 = Sse41.Max(m4, Sse2.Shuffle(m4, 0b10_11_00_01));
+        float amax = m4.AsSingle().ToScalar();
         if (!float.IsFinite(amax)) return QuantizeBlockReference(x, evensThenOdds, q, out scale);
         float d = amax / 127f, inverse = d == 0 ? 0 : 1f / d;
         if (!float.IsFinite(inverse)) return QuantizeBlockReference(x, evensThenOdds, q, out scale);
@@ -167,17 +168,29 @@ internal static unsafe class NibbleDot
         var i2 = Avx.ConvertToVector256Int32(v2 * k);
         var i3 = Avx.ConvertToVector256Int32(v3 * k);
         int sum = Vector256.Sum(i0 + i1 + i2 + i3);
+        PackBlock(i0, i1, i2, i3, evensThenOdds).StoreUnsafe(ref MemoryMarshal.GetReference(q));
+        return sum;
+    }
+
+    /// <summary>The lane-wise maximum of two vectors of magnitudes (sign bits clear) as one integer maximum of their bits:
+    /// for such floats the bits order as the values do, an infinity above every finite value and a NaN above that, so a
+    /// finite result is the larger magnitude exactly and a block with a NaN or an infinity gives a result that is not
+    /// finite (<see cref="Vector256.Max{T}"/> takes eight instructions a lane for NaN and −0; this takes one).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> MagnitudeMax(Vector256<float> a, Vector256<float> b) => Avx2.Max(a.AsInt32(), b.AsInt32()).AsSingle();
+
+    /// <summary>A block's 32 rounded codes (four vectors of int32, in element order) as bytes in natural order, or evens
+    /// then odds.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<sbyte> PackBlock(Vector256<int> i0, Vector256<int> i1, Vector256<int> i2, Vector256<int> i3, bool evensThenOdds)
+    {
         // Packing works within 128-bit lanes; one permutation restores the order.
         var bytes = Avx2.PackSignedSaturate(Avx2.PackSignedSaturate(i0, i1), Avx2.PackSignedSaturate(i2, i3));
         var ordered = Avx2.PermuteVar8x32(bytes.AsInt32(), Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).AsSByte();
-        if (evensThenOdds)
-        {
-            var split = Avx2.Shuffle(ordered, Vector256.Create((sbyte)0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
-                0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
-            ordered = Avx2.Permute4x64(split.AsInt64(), 0b11_01_10_00).AsSByte();
-        }
-        ordered.StoreUnsafe(ref MemoryMarshal.GetReference(q));
-        return sum;
+        if (!evensThenOdds) return ordered;
+        var split = Avx2.Shuffle(ordered, Vector256.Create((sbyte)0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+            0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+        return Avx2.Permute4x64(split.AsInt64(), 0b11_01_10_00).AsSByte();
     }
 
     /// <summary>Scalar twin of <see cref="QuantizeBlock"/> (also its path for non-finite blocks, and for blocks so small

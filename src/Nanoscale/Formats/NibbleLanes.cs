@@ -100,31 +100,115 @@ internal static unsafe class NibbleLanes
                 Scales = GC.AllocateArray<float>(vectors * nb, pinned: true);
                 Bias = GC.AllocateArray<int>(vectors * nb, pinned: true);
             }
-            Span<sbyte> block = stackalloc sbyte[32];
-            ReadOnlySpan<int> words = MemoryMarshal.Cast<sbyte, int>(block);
             for (int v = 0; v < vectors; v++)
-                for (int j = 0; j < nb; j++)
-                {
-                    int i = v * nb + j;
-                    // In code order the first 16 bytes meet the low nibbles of the 16 code bytes, the last 16 the high ones.
-                    int sum = NibbleDot.QuantizeBlock(x.Slice(v * cols + j * 32, 32), evensThenOdds, block, out Scales[i]);
-                    Bias[i] = -bias * sum;
-                    if (halves)
-                    {
-                        // Evens then odds: code-order bytes 0–7 and 16–23 are elements 0–15.
-                        int first = 0;
-                        for (int t = 0; t < 8; t++) first += block[t] + block[16 + t];
-                        HalfBias[2 * i] = -bias * first;
-                        HalfBias[2 * i + 1] = -bias * (sum - first);
-                    }
-                    for (int m = 0; m < 4; m++)
-                    {
-                        Q[i * 8 + 2 * m] = words[m];
-                        Q[i * 8 + 2 * m + 1] = words[4 + m];
-                    }
-                }
+            {
+                int j = 0;
+                // Eight blocks at a time where all eight are finite with a finite inverse scale; else block by block.
+                for (; j + 8 <= nb; j += 8)
+                    if (!QuantizeEight(x.Slice(v * cols + j * 32, 256), v * nb + j, evensThenOdds, bias, halves))
+                        for (int t = 0; t < 8; t++) QuantizeOne(x.Slice(v * cols + (j + t) * 32, 32), v * nb + j + t, evensThenOdds, bias, halves);
+                for (; j < nb; j++) QuantizeOne(x.Slice(v * cols + j * 32, 32), v * nb + j, evensThenOdds, bias, halves);
+            }
             _kept.Complete();
         }
+
+        /// <summary>Block <paramref name="i"/> (32 activations) by <see cref="NibbleDot.QuantizeBlock"/>, its words in the
+        /// kernel's order.</summary>
+        private void QuantizeOne(ReadOnlySpan<float> x, int i, bool evensThenOdds, int bias, bool halves)
+        {
+            Span<sbyte> block = stackalloc sbyte[32];
+            // In code order the first 16 bytes meet the low nibbles of the 16 code bytes, the last 16 the high ones.
+            int sum = NibbleDot.QuantizeBlock(x, evensThenOdds, block, out Scales[i]);
+            Finish(MemoryMarshal.Cast<sbyte, int>(block), sum, i, bias, halves);
+        }
+
+        /// <summary>Block <paramref name="i"/>'s bias, half biases and words in the kernel's order from its codes in code
+        /// order (<paramref name="words"/>, eight) and their sum.</summary>
+        private void Finish(ReadOnlySpan<int> words, int sum, int i, int bias, bool halves)
+        {
+            Bias[i] = -bias * sum;
+            if (halves) SetHalfBias(words, sum, i, bias);
+            for (int m = 0; m < 4; m++)
+            {
+                Q[i * 8 + 2 * m] = words[m];
+                Q[i * 8 + 2 * m + 1] = words[4 + m];
+            }
+        }
+
+        /// <summary>Block <paramref name="i"/>'s bias for each half (NVFP4's 16-weight blocks) from its codes in code order.</summary>
+        private void SetHalfBias(ReadOnlySpan<int> words, int sum, int i, int bias)
+        {
+            // Evens then odds: code-order bytes 0–7 and 16–23 are elements 0–15.
+            ReadOnlySpan<sbyte> block = MemoryMarshal.Cast<int, sbyte>(words);
+            int first = 0;
+            for (int t = 0; t < 8; t++) first += block[t] + block[16 + t];
+            HalfBias[2 * i] = -bias * first;
+            HalfBias[2 * i + 1] = -bias * (sum - first);
+        }
+
+        /// <summary>
+        /// Blocks <paramref name="first"/>..+7 (256 activations) as <see cref="NibbleDot.QuantizeBlock"/> quantizes each —
+        /// the same scales (amax/127, one IEEE division each), codes (the same products, rounded to nearest even) and
+        /// sums — with the eight maxima reduced together (an 8 × 8 transpose and seven maxima instead of a horizontal
+        /// maximum per block, as integers: <see cref="NibbleDot.MagnitudeMax"/>) and the eight scales and inverses in two
+        /// vector divisions instead of sixteen scalar ones: 28 → 16 ns a block (<c>quantize-activations</c>), ~3% of a
+        /// 16-sequence MXFP4 step. False (nothing written) when a block is not finite or its inverse scale overflows:
+        /// those go block by block, through the scalar twin.
+        /// </summary>
+        private unsafe bool QuantizeEight(ReadOnlySpan<float> x, int first, bool evensThenOdds, int bias, bool halves)
+        {
+            if (!Avx2.IsSupported) return false;
+            float* partial = stackalloc float[64];
+            float* inverses = stackalloc float[8];
+            fixed (float* x0 = x)
+            {
+                Vector256<float> m0 = BlockMax(x0), m1 = BlockMax(x0 + 32), m2 = BlockMax(x0 + 64), m3 = BlockMax(x0 + 96);
+                Vector256<float> m4 = BlockMax(x0 + 128), m5 = BlockMax(x0 + 160), m6 = BlockMax(x0 + 192), m7 = BlockMax(x0 + 224);
+                // Column c of the transpose holds element c of every block's partial maxima: lane b of their maximum is
+                // block b's largest magnitude (not finite if the block has a NaN or an infinity).
+                Transposes.Eight(m0, m1, m2, m3, m4, m5, m6, m7, partial, 8);
+                var amax = NibbleDot.MagnitudeMax(NibbleDot.MagnitudeMax(NibbleDot.MagnitudeMax(Vector256.Load(partial), Vector256.Load(partial + 8)),
+                        NibbleDot.MagnitudeMax(Vector256.Load(partial + 16), Vector256.Load(partial + 24))),
+                    NibbleDot.MagnitudeMax(NibbleDot.MagnitudeMax(Vector256.Load(partial + 32), Vector256.Load(partial + 40)),
+                        NibbleDot.MagnitudeMax(Vector256.Load(partial + 48), Vector256.Load(partial + 56))));
+                var d = amax / Vector256.Create(127f);
+                var inverse = Vector256.ConditionalSelect(Vector256.Equals(d, Vector256<float>.Zero), Vector256<float>.Zero, Vector256<float>.One / d);
+                var exponent = Vector256.Create(0x7F80_0000);
+                if ((Vector256.Equals(amax.AsInt32() & exponent, exponent) | Vector256.Equals(inverse.AsInt32() & exponent, exponent)) != Vector256<int>.Zero)
+                    return false;
+                fixed (float* scales = Scales)
+                    d.Store(scales + first);
+                inverse.Store(inverses);
+                Span<int> words = stackalloc int[8];
+                fixed (int* q = Q)
+                    for (int b = 0; b < 8; b++)
+                    {
+                        float* block = x0 + 32 * b;
+                        var k = Vector256.Create(inverses[b]);
+                        var i0 = Avx.ConvertToVector256Int32(Vector256.Load(block) * k);
+                        var i1 = Avx.ConvertToVector256Int32(Vector256.Load(block + 8) * k);
+                        var i2 = Avx.ConvertToVector256Int32(Vector256.Load(block + 16) * k);
+                        var i3 = Avx.ConvertToVector256Int32(Vector256.Load(block + 24) * k);
+                        int sum = Vector256.Sum(i0 + i1 + i2 + i3), i = first + b;
+                        var codes = NibbleDot.PackBlock(i0, i1, i2, i3, evensThenOdds).AsInt32();
+                        Bias[i] = -bias * sum;
+                        if (halves)
+                        {
+                            codes.CopyTo(words);
+                            SetHalfBias(words, sum, i, bias);
+                        }
+                        // Word 2m meets the low nibbles' bytes 4m..4m+3, word 2m + 1 the high nibbles': the halves' words interleaved.
+                        Avx2.PermuteVar8x32(codes, Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).Store(q + (nint)i * 8);
+                    }
+            }
+            return true;
+        }
+
+        /// <summary>The lane-wise maximum magnitude of a block's 32 activations (eight lanes).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static unsafe Vector256<float> BlockMax(float* block) =>
+            NibbleDot.MagnitudeMax(NibbleDot.MagnitudeMax(Vector256.Abs(Vector256.Load(block)), Vector256.Abs(Vector256.Load(block + 8))),
+                NibbleDot.MagnitudeMax(Vector256.Abs(Vector256.Load(block + 16)), Vector256.Abs(Vector256.Load(block + 24))));
     }
 
     [ThreadStatic] private static Vectors? _vectors;

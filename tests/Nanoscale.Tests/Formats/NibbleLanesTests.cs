@@ -61,6 +61,68 @@ public unsafe class NibbleLanesTests
             }
     }
 
+    /// <summary>Eight blocks quantized at once (their maxima reduced together, as integers) give each block what the
+    /// scalar twin gives it — scale, codes in the kernel's word order, −bias × sum and the half-block sums — for rows of
+    /// whole eights and tails, in both element orders, with blocks of zeros, exact ties, subnormals, values near the top
+    /// of float, blocks too small for an inverse scale, and a NaN or an infinity in a group (which then goes block by
+    /// block).</summary>
+    [Theory]
+    [InlineData(576, true, false)]
+    [InlineData(576, false, false)]
+    [InlineData(1536, true, true)]
+    [InlineData(288, true, true)]
+    public void EightBlocksAtOnceEqualTheScalarTwin(int cols, bool evensThenOdds, bool halves)
+    {
+        var random = new Random(cols + (evensThenOdds ? 1 : 0) + (halves ? 2 : 0));
+        const int Vectors = 3;
+        int blocks = cols / 32;
+        float[] x = new float[Vectors * cols];
+        for (int b = 0; b < Vectors * blocks; b++)
+        {
+            // Mostly blocks the eight-at-once path takes; in each vector one block of a kind that sends its group of
+            // eight block by block (subnormals or a tiny block: an inverse scale that overflows; a NaN; an infinity).
+            int kind = b % blocks == 9 ? new[] { 2, 4, 7, 8 }[(b / blocks + (halves ? 1 : 0)) % 4] : new[] { 0, 1, 1, 3, 5, 5, 5, 5, 6, 6 }[random.Next(10)];
+            for (int i = 0; i < 32; i++)
+                x[b * 32 + i] = kind switch
+                {
+                    0 => 0f,
+                    1 => (float)((random.Next(255) - 127) / 127.0 * 3.0),
+                    2 => (float)((random.NextDouble() - 0.5) * 1e-40),
+                    3 => (float)((random.NextDouble() - 0.5) * 3e38),
+                    4 => (float)((random.NextDouble() - 0.5) * 1e-37),
+                    _ => (float)((random.NextDouble() - 0.5) * Math.Exp(random.Next(-20, 20))),
+                };
+            if (kind == 1) x[b * 32 + random.Next(32)] = -3f;
+            if (kind == 7) x[b * 32 + random.Next(32)] = float.NaN;
+            if (kind == 8) x[b * 32 + random.Next(32)] = float.NegativeInfinity;
+            if (kind == 6) x[b * 32 + random.Next(32)] = -0f;
+        }
+        var a = new NibbleLanes.Vectors();
+        a.Set(x, Vectors, cols, evensThenOdds, bias: 12, halves);
+        var q = new sbyte[32];
+        for (int v = 0; v < Vectors; v++)
+            for (int j = 0; j < blocks; j++)
+            {
+                int i = v * blocks + j;
+                int sum = NibbleDot.QuantizeBlockReference(x.AsSpan(v * cols + j * 32, 32), evensThenOdds, q, out float scale);
+                Assert.Equal(BitConverter.SingleToInt32Bits(scale), BitConverter.SingleToInt32Bits(a.Scales[i]));
+                Assert.Equal(-12 * sum, a.Bias[i]);
+                if (halves)
+                {
+                    int first = 0;
+                    for (int t = 0; t < 8; t++) first += q[t] + q[16 + t];
+                    Assert.Equal(-12 * first, a.HalfBias[2 * i]);
+                    Assert.Equal(-12 * (sum - first), a.HalfBias[2 * i + 1]);
+                }
+                for (int m = 0; m < 8; m++)
+                {
+                    int start = (m & 1) == 0 ? 4 * (m / 2) : 16 + 4 * (m / 2);
+                    int word = a.Q[i * 8 + m];
+                    for (int t = 0; t < 4; t++) Assert.True(q[start + t] == (sbyte)(word >> (8 * t)), $"vector {v} block {j} word {m} byte {t}");
+                }
+            }
+    }
+
     /// <summary>A set keeps its results only for the same activations bit for bit and the same parameters: an element
     /// changed in place (the same array, as the runtime's scratch is), −0 for +0, another bias or the half-block sums
     /// asked for each give what a fresh set computes.</summary>
