@@ -662,60 +662,80 @@ internal static unsafe class NibbleLanes
     {
         int biases = TShape.Halves ? 2 : 1;
         var ones = Vector256.Create((short)1);
-        Vector256<float>* ya = stackalloc Vector256<float>[2 * MaxVectors];
-        Vector256<float>* yb = ya + MaxVectors;
-        for (int v = 0; v < 2 * MaxVectors; v++) ya[v] = default;
         bool pair = rowsB > 0;
-        for (int j = 0; j < blocks; j++)
-        {
-            Vector256<byte>* wa = ua + (nint)j * 8, wb = ub + (nint)j * 8;
-            // Whole blocks: one part of eight words; half blocks: two parts of four, each with its bias and factors.
-            for (int part = 0; part < biases; part++)
+        int v = 0;
+        // Vectors outside, blocks inside: a pair of vectors' four float sums stay in registers across the blocks, and
+        // each block's activation words, scale and bias are the next ones along (the codes, a block after another,
+        // stay in the first-level cache for the next pair). Each output still adds its blocks in order, so the same
+        // bits as blocks outside.
+        if (pair)
+            for (; v + 1 < count; v += 2)
             {
-                int m = TShape.Halves ? 4 * part : 0;
-                var fA = Vector256.Load(fa + biases * j * 8 + 8 * part);
-                var fB = Vector256.Load(fb + biases * j * 8 + 8 * part);
-                int v = 0;
-                if (pair)
-                    for (; v + 1 < count; v += 2)
+                // Two vectors at once: each unpacked word is loaded once for both.
+                int* q0 = q + (nint)v * nb * 8, q1 = q0 + (nint)nb * 8;
+                float* s0 = s + (nint)v * nb, s1 = s0 + nb;
+                int* b0 = b + (nint)v * nb * biases, b1 = b0 + (nint)nb * biases;
+                Vector256<float> ya0 = default, yb0 = default, ya1 = default, yb1 = default;
+                for (int j = 0; j < blocks; j++)
+                {
+                    Vector256<byte>* wa = ua + (nint)j * 8, wb = ub + (nint)j * 8;
+                    var scale0 = Vector256.Create(s0[j]);
+                    var scale1 = Vector256.Create(s1[j]);
+                    // Whole blocks: one part of eight words; half blocks: two parts of four, each with its bias and factors.
+                    for (int part = 0; part < biases; part++)
                     {
-                        // Two vectors at once: each unpacked word is loaded once for both.
-                        int* x0 = q + ((nint)v * nb + j) * 8 + m, x1 = x0 + (nint)nb * 8;
-                        var scale0 = Vector256.Create(s[(nint)v * nb + j]);
-                        var scale1 = Vector256.Create(s[(nint)(v + 1) * nb + j]);
-                        Vector256<int> sa0 = Vector256.Create(b[((nint)v * nb + j) * biases + part]), sb0 = sa0;
-                        Vector256<int> sa1 = Vector256.Create(b[((nint)(v + 1) * nb + j) * biases + part]), sb1 = sa1;
+                        int m = TShape.Halves ? 4 * part : 0;
+                        var fA = Vector256.Load(fa + biases * j * 8 + 8 * part);
+                        var fB = Vector256.Load(fb + biases * j * 8 + 8 * part);
+                        int* x0 = q0 + (nint)j * 8 + m, x1 = q1 + (nint)j * 8 + m;
+                        Vector256<int> sa0 = Vector256.Create(b0[j * biases + part]), sb0 = sa0;
+                        Vector256<int> sa1 = Vector256.Create(b1[j * biases + part]), sb1 = sa1;
                         QuadPairTwo<TWidening>(wa + m, wb + m, x0, x1, ones, ref sa0, ref sb0, ref sa1, ref sb1);
                         if (!TShape.Halves) QuadPairTwo<TWidening>(wa + 4, wb + 4, x0 + 4, x1 + 4, ones, ref sa0, ref sb0, ref sa1, ref sb1);
-                        yb[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb0), fB * scale0, yb[v]);
-                        ya[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa0), fA * scale0, ya[v]);
-                        yb[v + 1] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb1), fB * scale1, yb[v + 1]);
-                        ya[v + 1] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa1), fA * scale1, ya[v + 1]);
+                        yb0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb0), fB * scale0, yb0);
+                        ya0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa0), fA * scale0, ya0);
+                        yb1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb1), fB * scale1, yb1);
+                        ya1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa1), fA * scale1, ya1);
                     }
-                for (; v < count; v++)
+                }
+                Store(ya0, results + (nint)v * resultStride, rowsA);
+                Store(yb0, results + (nint)v * resultStride + Lanes, rowsB);
+                Store(ya1, results + (nint)(v + 1) * resultStride, rowsA);
+                Store(yb1, results + (nint)(v + 1) * resultStride + Lanes, rowsB);
+            }
+        for (; v < count; v++)
+        {
+            int* qv = q + (nint)v * nb * 8;
+            float* sv = s + (nint)v * nb;
+            int* bv = b + (nint)v * nb * biases;
+            Vector256<float> ya = default, yb = default;
+            for (int j = 0; j < blocks; j++)
+            {
+                Vector256<byte>* wa = ua + (nint)j * 8, wb = ub + (nint)j * 8;
+                var scale = Vector256.Create(sv[j]);
+                for (int part = 0; part < biases; part++)
                 {
-                    int* x = q + ((nint)v * nb + j) * 8 + m;
-                    var scale = Vector256.Create(s[(nint)v * nb + j]);
-                    Vector256<int> sa = Vector256.Create(b[((nint)v * nb + j) * biases + part]), sb = sa;
+                    int m = TShape.Halves ? 4 * part : 0;
+                    var fA = Vector256.Load(fa + biases * j * 8 + 8 * part);
+                    int* x = qv + (nint)j * 8 + m;
+                    Vector256<int> sa = Vector256.Create(bv[j * biases + part]), sb = sa;
                     if (pair)
                     {
+                        var fB = Vector256.Load(fb + biases * j * 8 + 8 * part);
                         QuadPair<TWidening>(wa + m, wb + m, x, ones, ref sa, ref sb);
                         if (!TShape.Halves) QuadPair<TWidening>(wa + 4, wb + 4, x + 4, ones, ref sa, ref sb);
-                        yb[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb), fB * scale, yb[v]);
+                        yb = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sb), fB * scale, yb);
                     }
                     else
                     {
                         sa += Quad<TWidening>(wa + m, x, ones);
                         if (!TShape.Halves) sa += Quad<TWidening>(wa + 4, x + 4, ones);
                     }
-                    ya[v] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa), fA * scale, ya[v]);
+                    ya = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sa), fA * scale, ya);
                 }
             }
-        }
-        for (int v = 0; v < count; v++)
-        {
-            Store(ya[v], results + (nint)v * resultStride, rowsA);
-            if (pair) Store(yb[v], results + (nint)v * resultStride + Lanes, rowsB);
+            Store(ya, results + (nint)v * resultStride, rowsA);
+            if (pair) Store(yb, results + (nint)v * resultStride + Lanes, rowsB);
         }
     }
 
