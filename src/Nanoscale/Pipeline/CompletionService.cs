@@ -240,13 +240,17 @@ public sealed class CompletionService : IDisposable
     public TimeSpan WarmUp(CancellationToken cancellationToken = default)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
+        // A prompt and two new tokens within the context (none at all in a context of one position).
+        int room = Math.Min(ContextLength, _model.Config.MaxSeqLen);
+        if (room < 2) return clock.Elapsed;
         var tokenizer = _model.Tokenizer;
         int[] prompt = tokenizer.Encode("Once upon a time", addBos: tokenizer.BosId is not null);
         if (prompt.Length == 0) prompt = [0];
-        prompt = prompt[..Math.Min(prompt.Length, Math.Max(1, ContextLength - 3))];
+        prompt = prompt[..Math.Min(prompt.Length, room - 2 > 0 ? room - 2 : 1)];
+        int newTokens = Math.Min(2, room - prompt.Length);
         var greedy = new SamplingOptions();
-        _factory.SubmitAsync(prompt, 2, greedy, cancellationToken: cancellationToken).GetAwaiter().GetResult();
-        Task.WhenAll(Enumerable.Range(0, Math.Min(MaxBatch, 8)).Select(_ => _factory.SubmitAsync(prompt, 2, greedy, cancellationToken: cancellationToken)))
+        _factory.SubmitAsync(prompt, newTokens, greedy, cancellationToken: cancellationToken).GetAwaiter().GetResult();
+        Task.WhenAll(Enumerable.Range(0, Math.Min(MaxBatch, 8)).Select(_ => _factory.SubmitAsync(prompt, newTokens, greedy, cancellationToken: cancellationToken)))
             .GetAwaiter().GetResult();
         _factory.TrimPool(0);
         return clock.Elapsed;

@@ -397,6 +397,20 @@ public sealed class KvPoolBudgetTests
         Assert.Equal(model.Generate("Once", 20, sampling, null).Text, "Once" + answer.Text);
     }
 
+    /// <summary>A context too short for the warm-up's prompt still warms up (a shorter prompt), and one of a single
+    /// position has no room for it: the warm-up does nothing rather than fail the server's start.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void AWarmUpFitsAShortContext(int context)
+    {
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", contextLength: context);
+        service.WarmUp();
+        Assert.Equal(0, service.InService);
+        Assert.Equal(0, service.PooledKvBytes);
+    }
+
     private static async Task WaitUntil(Func<bool> condition)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
