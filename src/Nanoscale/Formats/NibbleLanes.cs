@@ -119,31 +119,25 @@ internal static unsafe class NibbleLanes
             Span<sbyte> block = stackalloc sbyte[32];
             // In code order the first 16 bytes meet the low nibbles of the 16 code bytes, the last 16 the high ones.
             int sum = NibbleDot.QuantizeBlock(x, evensThenOdds, block, out Scales[i]);
-            Finish(MemoryMarshal.Cast<sbyte, int>(block), sum, i, bias, halves);
+            Finish(Vector256.Create<sbyte>(block).AsInt32(), sum, i, bias, halves);
         }
 
-        /// <summary>Block <paramref name="i"/>'s bias, half biases and words in the kernel's order from its codes in code
-        /// order (<paramref name="words"/>, eight) and their sum.</summary>
-        private void Finish(ReadOnlySpan<int> words, int sum, int i, int bias, bool halves)
+        /// <summary>Block <paramref name="i"/>'s bias, half biases (NVFP4's 16-weight blocks) and words in the kernel's
+        /// order from its codes in code order (<paramref name="codes"/>, eight words) and their sum.</summary>
+        private void Finish(Vector256<int> codes, int sum, int i, int bias, bool halves)
         {
             Bias[i] = -bias * sum;
-            if (halves) SetHalfBias(words, sum, i, bias);
-            for (int m = 0; m < 4; m++)
+            if (halves)
             {
-                Q[i * 8 + 2 * m] = words[m];
-                Q[i * 8 + 2 * m + 1] = words[4 + m];
+                // Evens then odds: code-order bytes 0–7 and 16–23 are elements 0–15.
+                var bytes = codes.AsSByte();
+                int first = 0;
+                for (int t = 0; t < 8; t++) first += bytes.GetElement(t) + bytes.GetElement(16 + t);
+                HalfBias[2 * i] = -bias * first;
+                HalfBias[2 * i + 1] = -bias * (sum - first);
             }
-        }
-
-        /// <summary>Block <paramref name="i"/>'s bias for each half (NVFP4's 16-weight blocks) from its codes in code order.</summary>
-        private void SetHalfBias(ReadOnlySpan<int> words, int sum, int i, int bias)
-        {
-            // Evens then odds: code-order bytes 0–7 and 16–23 are elements 0–15.
-            ReadOnlySpan<sbyte> block = MemoryMarshal.Cast<int, sbyte>(words);
-            int first = 0;
-            for (int t = 0; t < 8; t++) first += block[t] + block[16 + t];
-            HalfBias[2 * i] = -bias * first;
-            HalfBias[2 * i + 1] = -bias * (sum - first);
+            // Word 2m meets the low nibbles' bytes 4m..4m+3, word 2m + 1 the high nibbles': the halves' words interleaved.
+            Vector256.Shuffle(codes, Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).CopyTo(Q.AsSpan(i * 8, 8));
         }
 
         /// <summary>
@@ -179,27 +173,16 @@ internal static unsafe class NibbleLanes
                 fixed (float* scales = Scales)
                     d.Store(scales + first);
                 inverse.Store(inverses);
-                Span<int> words = stackalloc int[8];
-                fixed (int* q = Q)
-                    for (int b = 0; b < 8; b++)
-                    {
-                        float* block = x0 + 32 * b;
-                        var k = Vector256.Create(inverses[b]);
-                        var i0 = Avx.ConvertToVector256Int32(Vector256.Load(block) * k);
-                        var i1 = Avx.ConvertToVector256Int32(Vector256.Load(block + 8) * k);
-                        var i2 = Avx.ConvertToVector256Int32(Vector256.Load(block + 16) * k);
-                        var i3 = Avx.ConvertToVector256Int32(Vector256.Load(block + 24) * k);
-                        int sum = Vector256.Sum(i0 + i1 + i2 + i3), i = first + b;
-                        var codes = NibbleDot.PackBlock(i0, i1, i2, i3, evensThenOdds).AsInt32();
-                        Bias[i] = -bias * sum;
-                        if (halves)
-                        {
-                            codes.CopyTo(words);
-                            SetHalfBias(words, sum, i, bias);
-                        }
-                        // Word 2m meets the low nibbles' bytes 4m..4m+3, word 2m + 1 the high nibbles': the halves' words interleaved.
-                        Avx2.PermuteVar8x32(codes, Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).Store(q + (nint)i * 8);
-                    }
+                for (int b = 0; b < 8; b++)
+                {
+                    float* block = x0 + 32 * b;
+                    var k = Vector256.Create(inverses[b]);
+                    var i0 = Avx.ConvertToVector256Int32(Vector256.Load(block) * k);
+                    var i1 = Avx.ConvertToVector256Int32(Vector256.Load(block + 8) * k);
+                    var i2 = Avx.ConvertToVector256Int32(Vector256.Load(block + 16) * k);
+                    var i3 = Avx.ConvertToVector256Int32(Vector256.Load(block + 24) * k);
+                    Finish(NibbleDot.PackBlock(i0, i1, i2, i3, evensThenOdds).AsInt32(), Vector256.Sum(i0 + i1 + i2 + i3), first + b, bias, halves);
+                }
             }
             return true;
         }

@@ -246,7 +246,7 @@ public sealed class CompletionService : IDisposable
         var tokenizer = _model.Tokenizer;
         int[] prompt = tokenizer.Encode("Once upon a time", addBos: tokenizer.BosId is not null);
         if (prompt.Length == 0) prompt = [0];
-        prompt = prompt[..Math.Min(prompt.Length, room - 2 > 0 ? room - 2 : 1)];
+        prompt = prompt[..Math.Min(prompt.Length, Math.Max(1, room - 2))];
         int newTokens = Math.Min(2, room - prompt.Length);
         var greedy = new SamplingOptions();
         _factory.SubmitAsync(prompt, newTokens, greedy, cancellationToken: cancellationToken).GetAwaiter().GetResult();
