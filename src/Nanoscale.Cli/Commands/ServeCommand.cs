@@ -26,10 +26,11 @@ internal static class ServeCommand
         var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
         var kvCache = CliRunner.KvCacheOption();
+        var chatTemplate = new Option<string?>("--chat-template") { Description = "A Jinja chat template file to use instead of the model's (chat_template.jinja or tokenizer_config.json's)" };
         var noWarmup = new Option<bool>("--no-warmup") { Description = "Listen at once instead of running a few short generations first (which compile the step's code before the first request)" };
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, noWarmup, json };
+            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, noWarmup, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
@@ -41,7 +42,8 @@ internal static class ServeCommand
             });
             string modelName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
             long? budget = parse.GetValue(kvBudget) is { } text ? ModelFolder.ParseShardSize(text, kvBudget.Name) : null;
-            using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context), parse.GetValue(batch), budget);
+            using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context), parse.GetValue(batch), budget,
+                parse.GetValue(chatTemplate));
             if (!parse.GetValue(noWarmup)) cli.Log($"warmed up in {service.WarmUp(cli.Cancellation).TotalSeconds:0.00} s");
             var app = OpenAiServer.Build(service, new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey)));
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();

@@ -129,7 +129,7 @@ internal static class OpenAiServer
                 };
                 int maxTokens = Int(root, chat ? "max_completion_tokens" : "max_tokens") ?? Int(root, "max_tokens") ?? (chat ? Math.Min(256, service.MaxTokensLimit) : 16);
                 request = chat
-                    ? new CompletionRequest { Messages = Messages(root), MaxTokens = maxTokens, Sampling = sampling }
+                    ? new CompletionRequest { Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), MaxTokens = maxTokens, Sampling = sampling }
                     : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling };
             }
         }
@@ -353,6 +353,15 @@ internal static class OpenAiServer
         { ValueKind: JsonValueKind.String } s => s.GetString()!,
         { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.String => a[0].GetString()!,
         _ => throw new BadField("prompt", "'prompt' must be a string (or a list of one string)"),
+    };
+
+    /// <summary><c>chat_template_kwargs</c> (vLLM's and llama.cpp's name): extra variables for the chat template, such
+    /// as Qwen3's <c>enable_thinking</c>.</summary>
+    private static IReadOnlyDictionary<string, object?>? TemplateArguments(JsonElement root) => Field(root, "chat_template_kwargs") switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.Object } o => o.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone()),
+        _ => throw new BadField("chat_template_kwargs", "'chat_template_kwargs' must be an object"),
     };
 
     private static IReadOnlyList<(string Role, string Content)> Messages(JsonElement root)

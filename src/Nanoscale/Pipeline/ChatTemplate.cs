@@ -1,88 +1,157 @@
 using System.Text;
 using System.Text.Json;
 using Nanoscale.IO;
+using Nanoscale.Pipeline.Jinja;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
 /// <summary>
-/// Turns chat messages into the prompt text a model was trained on. The <c>chat_template</c> of a
-/// <c>tokenizer_config.json</c> is Jinja; rather than interpret Jinja, the template is recognised by the markers of
-/// the families Nanoscale runs — Llama-3 (<c>&lt;|start_header_id|&gt;</c>) and ChatML, as Qwen2.5/Qwen3 and SmolLM2
-/// use (<c>&lt;|im_start|&gt;</c>) — and rendered as those templates render a conversation with the generation prompt
-/// added. A model without a template (llama2.c's stories) gets plain <c>role: content</c> lines and <c>assistant:</c>.
+/// Turns chat messages into the prompt text a model was trained on: the model's own Jinja <c>chat_template</c>,
+/// rendered by <see cref="JinjaTemplate"/> as transformers' <c>apply_chat_template</c> renders it (messages, the
+/// generation prompt, <c>bos_token</c>/<c>eos_token</c>, <c>tools</c> and <c>documents</c> as none, and any
+/// <c>chat_template_kwargs</c> of the request, such as Qwen3's <c>enable_thinking</c>). The template comes from a file
+/// given to <see cref="FromFile"/> (<c>serve --chat-template</c>), else the folder's <c>chat_template.jinja</c>, else the
+/// <c>chat_template</c> of its <c>tokenizer_config.json</c> (a string, or the list of named templates, <c>default</c>
+/// taken). A model without one (llama2.c's stories) gets plain <c>role: content</c> lines and <c>assistant:</c>.
 /// </summary>
-/// <remarks>Not rendered: tool calls, Qwen's default system message (added only when the template injects one), and
-/// any template logic beyond role and content. <see cref="Kind"/> says which rendering is used.</remarks>
 internal sealed class ChatTemplate
 {
-    public enum Family { Plain, Llama3, ChatMl }
+    // Markers that end an assistant turn in the common template families, used as stop strings when the template has them.
+    private static readonly string[] TurnEnds = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>"];
 
-    private ChatTemplate(Family kind, string? defaultSystem) => (Kind, DefaultSystem) = (kind, defaultSystem);
+    private readonly JinjaTemplate? _jinja;
+    private readonly Dictionary<string, object?> _tokens;
 
-    public Family Kind { get; }
+    private ChatTemplate(string name, JinjaTemplate? jinja, Dictionary<string, object?> tokens, IReadOnlyList<string> turnEnds) =>
+        (Name, _jinja, _tokens, TurnEndings) = (name, jinja, tokens, turnEnds);
 
-    /// <summary>The system message a ChatML template inserts when the conversation has none (Qwen2.5's), or null.</summary>
-    public string? DefaultSystem { get; }
+    public static ChatTemplate Plain { get; } = new("plain", null, [], []);
 
-    public static ChatTemplate Plain { get; } = new(Family.Plain, null);
+    /// <summary>Where the template came from (<c>tokenizer_config.json</c>, <c>chat_template.jinja</c>, a file's
+    /// path), or <c>plain</c>.</summary>
+    public string Name { get; }
 
-    /// <summary>The template of the <c>tokenizer_config.json</c> in <paramref name="folder"/>, or <see cref="Plain"/>.</summary>
-    /// <exception cref="CheckpointFormatException">The file is not valid JSON.</exception>
+    /// <summary>Whether this is the plain rendering (no template): its prompt starts with the tokenizer's BOS, where a
+    /// template writes any BOS it wants into the text.</summary>
+    public bool IsPlain => _jinja is null;
+
+    /// <summary>Texts that end an assistant turn in this template (stop strings besides the tokenizer's end): those of
+    /// the common families that the template writes, and its <c>eos_token</c> when the template uses it.</summary>
+    public IReadOnlyList<string> TurnEndings { get; }
+
+    /// <summary>The template of the model in <paramref name="folder"/>, or <see cref="Plain"/>.</summary>
+    /// <exception cref="CheckpointFormatException">A template file or <c>tokenizer_config.json</c> is malformed, or
+    /// its template is outside the Jinja subset (the message names the line and column).</exception>
     public static ChatTemplate Find(string? folder)
     {
-        var file = folder is null ? null : Path.Combine(folder, "tokenizer_config.json");
-        if (file is null || !File.Exists(file) || new FileInfo(file).Length > 16 << 20) return Plain;
-        string? template;
-        using (var document = JsonErrors.Parse(file, File.ReadAllBytes(file)))
-            template = document.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
-        if (template is null) return Plain;
-        if (template.Contains("<|start_header_id|>", StringComparison.Ordinal)) return new(Family.Llama3, null);
-        if (template.Contains("<|im_start|>", StringComparison.Ordinal))
-        {
-            // Qwen2.5's template opens with a default system message when the conversation has none.
-            // The literal system text that follows '<|im_start|>system\n' in some branch, when there is one.
-            const string marker = "<|im_start|>system\\n";
-            string? system = null;
-            for (int at = template.IndexOf(marker, StringComparison.Ordinal); at >= 0 && system is null;
-                 at = template.IndexOf(marker, at + 1, StringComparison.Ordinal))
+        if (folder is null) return Plain;
+        var config = Path.Combine(folder, "tokenizer_config.json");
+        OrderedDictionary<string, object?>? settings = null;
+        string? template = null;
+        if (File.Exists(config) && new FileInfo(config).Length <= 16 << 20)
+            using (var document = JsonErrors.Parse(config, File.ReadAllBytes(config)))
             {
-                int start = at + marker.Length, end = template.IndexOf("<|im_end|>", start, StringComparison.Ordinal);
-                var candidate = end > start ? template[start..end] : "";
-                if (candidate.Length > 0 && !candidate.Contains('{') && !candidate.Contains('\''))
-                    system = candidate;
+                settings = JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>;
+                template = TemplateOf(config, document.RootElement);
             }
-            return new(Family.ChatMl, system);
-        }
-        return Plain;
+        var file = Path.Combine(folder, "chat_template.jinja");
+        if (File.Exists(file)) return Create(file, "chat_template.jinja", ReadTemplate(file), settings);
+        return template is null ? Plain : Create(config, "tokenizer_config.json", template, settings);
     }
 
-    /// <summary>The prompt for <paramref name="messages"/> (role, content), ending where the assistant's reply begins.</summary>
-    public string Render(IReadOnlyList<(string Role, string Content)> messages)
+    /// <summary>The Jinja template in <paramref name="file"/>, with the special tokens of the
+    /// <c>tokenizer_config.json</c> in <paramref name="modelFolder"/> when there is one.</summary>
+    public static ChatTemplate FromFile(string file, string? modelFolder)
     {
-        var text = new StringBuilder();
-        switch (Kind)
-        {
-            case Family.Llama3:
-                text.Append("<|begin_of_text|>");
-                foreach (var (role, content) in messages)
-                    text.Append("<|start_header_id|>").Append(role).Append("<|end_header_id|>\n\n").Append(content.Trim()).Append("<|eot_id|>");
-                text.Append("<|start_header_id|>assistant<|end_header_id|>\n\n");
-                break;
-            case Family.ChatMl:
-                if (DefaultSystem is not null && (messages.Count == 0 || messages[0].Role != "system"))
-                    text.Append("<|im_start|>system\n").Append(DefaultSystem).Append("<|im_end|>\n");
-                foreach (var (role, content) in messages)
-                    text.Append("<|im_start|>").Append(role).Append('\n').Append(content).Append("<|im_end|>\n");
-                text.Append("<|im_start|>assistant\n");
-                break;
-            default:
-                foreach (var (role, content) in messages) text.Append(role).Append(": ").Append(content).Append('\n');
-                text.Append("assistant:");
-                break;
-        }
-        return text.ToString();
+        if (!File.Exists(file)) throw new FileNotFoundException($"chat template {file} not found", file);
+        OrderedDictionary<string, object?>? settings = null;
+        var config = modelFolder is null ? null : Path.Combine(modelFolder, "tokenizer_config.json");
+        if (config is not null && File.Exists(config) && new FileInfo(config).Length <= 16 << 20)
+            using (var document = JsonErrors.Parse(config, File.ReadAllBytes(config)))
+                settings = JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>;
+        return Create(file, file, ReadTemplate(file), settings);
     }
 
-    /// <summary>The text that ends an assistant turn in this template (a stop string besides the tokenizer's end).</summary>
-    public string? EndOfTurn => Kind switch { Family.Llama3 => "<|eot_id|>", Family.ChatMl => "<|im_end|>", _ => null };
+    private static string ReadTemplate(string file)
+    {
+        if (new FileInfo(file).Length > 4 << 20) throw new CheckpointFormatException(file, null, null, "a chat template over 4 MiB");
+        try { return new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(File.ReadAllBytes(file)); }
+        catch (DecoderFallbackException e) { throw new CheckpointFormatException(file, null, e.Index, "the chat template is not valid UTF-8"); }
+    }
+
+    /// <summary>The <c>chat_template</c> field: a string, or a list of <c>{name, template}</c> (the <c>default</c> one).</summary>
+    private static string? TemplateOf(string file, JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("chat_template", out var t)) return null;
+        switch (t.ValueKind)
+        {
+            case JsonValueKind.String: return t.GetString();
+            case JsonValueKind.Null: return null;
+            case JsonValueKind.Array:
+                foreach (var entry in t.EnumerateArray())
+                    if (entry.ValueKind == JsonValueKind.Object && entry.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String
+                        && n.GetString() == "default" && entry.TryGetProperty("template", out var body) && body.ValueKind == JsonValueKind.String)
+                        return body.GetString();
+                throw new CheckpointFormatException(file, "chat_template", null, "a list of named templates without one named 'default'");
+            default:
+                throw new CheckpointFormatException(file, "chat_template", null, $"a string or a list of named templates expected, found {t.ValueKind}");
+        }
+    }
+
+    private static ChatTemplate Create(string file, string name, string text, OrderedDictionary<string, object?>? settings)
+    {
+        JinjaTemplate jinja;
+        try { jinja = JinjaTemplate.Parse(text); }
+        catch (JinjaException e)
+        {
+            throw new CheckpointFormatException(file, "chat_template", null,
+                $"{e.Message}: outside the Jinja subset Nanoscale renders, or malformed (serve --chat-template FILE takes another)");
+        }
+        var tokens = new Dictionary<string, object?>();
+        foreach (var key in (string[])["bos_token", "eos_token", "unk_token", "pad_token"])
+            if (settings is not null && settings.TryGetValue(key, out var value))
+                tokens[key] = value is OrderedDictionary<string, object?> added && added.TryGetValue("content", out var content) ? content : value;
+        var ends = TurnEnds.Where(e => text.Contains(e, StringComparison.Ordinal)).ToList();
+        if (tokens.TryGetValue("eos_token", out var eos) && eos is string eosText && eosText.Length > 0 && text.Contains("eos_token", StringComparison.Ordinal)
+            && !ends.Contains(eosText))
+            ends.Add(eosText);
+        return new ChatTemplate(name, jinja, tokens, ends);
+    }
+
+    /// <summary>The prompt for <paramref name="messages"/> (role, content), ending where the assistant's reply begins;
+    /// <paramref name="arguments"/> are extra template variables (a request's <c>chat_template_kwargs</c>).</summary>
+    /// <exception cref="InvalidOptionException">The template refused the conversation (its <c>raise_exception</c>, e.g.
+    /// roles that do not alternate) or failed on it.</exception>
+    public string Render(IReadOnlyList<(string Role, string Content)> messages, IReadOnlyDictionary<string, object?>? arguments = null,
+        Func<DateTime>? now = null)
+    {
+        if (_jinja is null)
+        {
+            var text = new StringBuilder();
+            foreach (var (role, content) in messages) text.Append(role).Append(": ").Append(content).Append('\n');
+            return text.Append("assistant:").ToString();
+        }
+        var variables = new Dictionary<string, object?>(_tokens)
+        {
+            ["tools"] = null,
+            ["documents"] = null,
+            ["add_generation_prompt"] = true,
+        };
+        if (arguments is not null)
+            foreach (var (key, value) in arguments)
+                if (key != "messages")
+                {
+                    try { variables[key] = JinjaValues.FromClr(value); }
+                    catch (JinjaException e) { throw new InvalidOptionException("chat_template_kwargs", $"'{key}': {e.Reason}"); }
+                }
+        variables["messages"] = messages.Select(m => (object?)new OrderedDictionary<string, object?>(StringComparer.Ordinal)
+        {
+            ["role"] = m.Role,
+            ["content"] = m.Content,
+        }).ToList();
+        try { return _jinja.Render(variables, now); }
+        catch (JinjaException e) when (e.Raised) { throw new InvalidOptionException("messages", $"the model's chat template refused them: {e.Reason}"); }
+        catch (JinjaException e) { throw new InvalidOptionException("messages", $"the model's chat template ({Name}) failed on them: {e.Message}"); }
+    }
 }

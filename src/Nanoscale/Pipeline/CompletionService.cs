@@ -1,3 +1,4 @@
+using Nanoscale.IO;
 using Nanoscale.Runtime;
 using Nanoscale.Tensors;
 
@@ -11,6 +12,11 @@ public sealed record CompletionRequest
 
     /// <summary>Chat messages (role, content), rendered with the model's chat template.</summary>
     public IReadOnlyList<(string Role, string Content)>? Messages { get; init; }
+
+    /// <summary>Extra variables for the chat template (the API's <c>chat_template_kwargs</c>, e.g. Qwen3's
+    /// <c>enable_thinking</c>): JSON elements, or strings, numbers, booleans, null, sequences and string-keyed
+    /// dictionaries of them.</summary>
+    public IReadOnlyDictionary<string, object?>? ChatTemplateArguments { get; init; }
 
     public int MaxTokens { get; init; } = 16;
 
@@ -58,8 +64,10 @@ public sealed class CompletionService : IDisposable
     /// <param name="contextLength">Prompt plus new tokens of one request (default and at most: the model's).</param>
     /// <param name="maxBatch">Requests in one step at most.</param>
     /// <param name="kvBudgetBytes">KV-cache bytes all running requests may hold together (null: no limit beyond the batch).</param>
+    /// <param name="chatTemplateFile">A Jinja chat template to use instead of the model's own (null: the model's).</param>
+    /// <exception cref="CheckpointFormatException">The chat template is malformed or outside the Jinja subset.</exception>
     public CompletionService(LoadedModel model, string modelName, int maxWaiting = 16, int? contextLength = null, int maxBatch = 8,
-        long? kvBudgetBytes = null)
+        long? kvBudgetBytes = null, string? chatTemplateFile = null)
     {
         _model = model;
         ModelName = modelName;
@@ -68,7 +76,7 @@ public sealed class CompletionService : IDisposable
         KvBudgetBytes = kvBudgetBytes;
         ContextLength = Math.Min(contextLength ?? model.Config.MaxSeqLen, model.Config.MaxSeqLen);
         var folder = Directory.Exists(model.Path) ? model.Path : Path.GetDirectoryName(Path.GetFullPath(model.Path));
-        _template = ChatTemplate.Find(folder);
+        _template = chatTemplateFile is null ? ChatTemplate.Find(folder) : ChatTemplate.FromFile(chatTemplateFile, folder);
         _factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch, model.EndTokens);
     }
 
@@ -106,8 +114,9 @@ public sealed class CompletionService : IDisposable
         get { lock (_budgetLock) return _reserved; }
     }
 
-    /// <summary>The chat template in use: <c>llama3</c>, <c>chatml</c> or <c>plain</c>.</summary>
-    public string ChatTemplateName => _template.Kind.ToString().ToLowerInvariant();
+    /// <summary>Where the chat template in use comes from (<c>tokenizer_config.json</c>, <c>chat_template.jinja</c>, the
+    /// file given), or <c>plain</c> without one.</summary>
+    public string ChatTemplateName => _template.Name;
 
     /// <summary>KV-cache bytes of a sequence of <paramref name="positions"/> (keys and values, every layer, in the model's <see cref="RuntimeOptions.KvCache"/> type).</summary>
     public long KvBytes(int positions) => _model.Model.Options.KvCacheBytes(2L * _model.Config.Layers * positions * _model.Config.KvDim);
@@ -119,8 +128,9 @@ public sealed class CompletionService : IDisposable
         if (request.Messages is { } messages)
         {
             if (messages.Count == 0) throw new InvalidOptionException("messages", "at least one message is needed");
-            // Templates that spell out BOS (Llama-3's <|begin_of_text|>) carry it in the text.
-            return tokenizer.Encode(_template.Render(messages), addBos: _template.Kind == ChatTemplate.Family.Plain && tokenizer.BosId is not null);
+            // A template writes any BOS it wants into the text (Llama-3's bos_token), as apply_chat_template's output
+            // is tokenized without special tokens added.
+            return tokenizer.Encode(_template.Render(messages, request.ChatTemplateArguments), addBos: _template.IsPlain && tokenizer.BosId is not null);
         }
         return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
     }
@@ -146,8 +156,10 @@ public sealed class CompletionService : IDisposable
         if (KvBudgetBytes is { } budget && need > budget)
             throw new InvalidOptionException("max_tokens", $"{prompt.Length} prompt and {maxTokens} new tokens need {need} bytes of KV cache; the budget is {budget}");
         // A chat turn ends at the template's end-of-turn token (Llama-3's <|eot_id|> is not the tokenizer's EOS).
-        if (request.Messages is not null && _template.EndOfTurn is { } end && _model.Tokenizer.Encode(end, addBos: false) is [var endId])
-            sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, endId] };
+        if (request.Messages is not null)
+            foreach (var end in _template.TurnEndings)
+                if (_model.Tokenizer.Encode(end, addBos: false) is [var endId] && !sampling.StopTokenIds.Contains(endId))
+                    sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, endId] };
 
         if (Interlocked.Increment(ref _inService) > MaxBatch + MaxWaiting)
         {

@@ -16,7 +16,7 @@ public static class ModelFolder
     public static readonly IReadOnlyList<string> TokenizerFileNames =
     [
         "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.model",
-        "vocab.json", "merges.txt", "generation_config.json",
+        "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja",
     ];
 
     /// <summary>True when <paramref name="output"/> names a model folder, false for a single <c>.safetensors</c> file.</summary>

@@ -1,19 +1,27 @@
+using Nanoscale.IO;
 using Nanoscale.Pipeline;
+using Nanoscale.Tensors;
 using Nanoscale.Tests.Support;
 
 namespace Nanoscale.Tests.Serve;
 
 /// <summary>The real templates of Llama-3 and Qwen2.5 (their <c>tokenizer_config.json</c>) render a conversation as
-/// those templates do with the generation prompt added.</summary>
+/// those templates do with the generation prompt added; where a template is found, and what a broken or refusing
+/// template does.</summary>
 public class ChatTemplateTests
 {
     private static readonly (string, string)[] Conversation = [("system", "Be brief."), ("user", " Hi! "), ("assistant", "Hello."), ("user", "Bye")];
+
+    private static string Written(string name) =>
+        Path.Combine(Architecture.ArchitectureRules.RepositoryRoot(), "tests", "Nanoscale.Tests", "Serve", "ChatTemplates", name);
 
     [Fact]
     public void Llama3()
     {
         var template = ChatTemplate.Find(SharedData.Path("tokenizers", "llama3"));
-        Assert.Equal(ChatTemplate.Family.Llama3, template.Kind);
+        Assert.Equal("tokenizer_config.json", template.Name);
+        Assert.False(template.IsPlain);
+        Assert.Contains("<|eot_id|>", template.TurnEndings);
         Assert.Equal(
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" +
             "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>" +
@@ -26,8 +34,7 @@ public class ChatTemplateTests
     public void Qwen25WithAndWithoutASystemMessage()
     {
         var template = ChatTemplate.Find(SharedData.Path("tokenizers", "qwen2_5"));
-        Assert.Equal(ChatTemplate.Family.ChatMl, template.Kind);
-        Assert.Equal("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", template.DefaultSystem);
+        Assert.Contains("<|im_end|>", template.TurnEndings);
         Assert.Equal(
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n Hi! <|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n" +
             "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n", template.Render(Conversation));
@@ -40,7 +47,69 @@ public class ChatTemplateTests
     public void WithoutATemplateThePlainRendering()
     {
         var template = ChatTemplate.Find(SharedData.Path("tokenizers", "gpt2"));
-        Assert.Equal(ChatTemplate.Family.Plain, template.Kind);
+        Assert.True(template.IsPlain);
+        Assert.Equal("plain", template.Name);
         Assert.Equal("user: Bye\nassistant:", template.Render([("user", "Bye")]));
+    }
+
+    [Fact]
+    public void ChatTemplateJinjaWinsAndSpecialTokensComeFromTheConfig()
+    {
+        // transformers saves the template beside the tokenizer as chat_template.jinja; bos_token may be an AddedToken object.
+        using var dir = new TempDir();
+        File.WriteAllText(Path.Combine(dir.Path, "tokenizer_config.json"),
+            """{"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "chat_template": "ignored {{ messages }}"}""");
+        File.WriteAllText(Path.Combine(dir.Path, "chat_template.jinja"), "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}");
+        var template = ChatTemplate.Find(dir.Path);
+        Assert.Equal("chat_template.jinja", template.Name);
+        Assert.Equal("<s>[user] Hi</s>", template.Render([("user", "Hi")]));
+        Assert.Contains("</s>", template.TurnEndings);
+    }
+
+    [Fact]
+    public void NamedTemplatesTakeTheDefault()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(Path.Combine(dir.Path, "tokenizer_config.json"),
+            """{"chat_template": [{"name": "tool_use", "template": "tools"}, {"name": "default", "template": "{{ messages[0].content }}!"}]}""");
+        Assert.Equal("Hi!", ChatTemplate.Find(dir.Path).Render([("user", "Hi")]));
+        File.WriteAllText(Path.Combine(dir.Path, "tokenizer_config.json"), """{"chat_template": [{"name": "tool_use", "template": "tools"}]}""");
+        var e = Assert.Throws<CheckpointFormatException>(() => ChatTemplate.Find(dir.Path));
+        Assert.Contains("'default'", e.Message);
+    }
+
+    [Fact]
+    public void ATemplateOutsideTheSubsetNamesTheFileAndPlace()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(Path.Combine(dir.Path, "tokenizer_config.json"), """{"chat_template": "{% for m in messages %}\n{% include 'x' %}{% endfor %}"}""");
+        var e = Assert.Throws<CheckpointFormatException>(() => ChatTemplate.Find(dir.Path));
+        Assert.Contains("tokenizer_config.json", e.Message);
+        Assert.Contains("chat_template", e.Message);
+        Assert.Contains("'include' is not a statement", e.Message);
+        Assert.Contains("line 2, column 4", e.Message);
+    }
+
+    [Fact]
+    public void ARefusalIsTheTemplatesOwnMessage()
+    {
+        var template = ChatTemplate.FromFile(Written("dated-header.jinja"), SharedData.Path("tokenizers", "llama3"));
+        var e = Assert.Throws<InvalidOptionException>(() => template.Render([("user", "Q"), ("critic", "no")]));
+        Assert.Equal("messages", e.Option);
+        Assert.Contains("Unsupported role: critic", e.Message);
+        // The llama3 folder's bos_token reaches the file's template; strftime_now reads the clock given.
+        Assert.StartsWith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 05 Dec 2026",
+            template.Render([("user", "Q")], now: () => new DateTime(2026, 12, 5)));
+    }
+
+    [Fact]
+    public void RequestArgumentsReachTheTemplate()
+    {
+        var template = ChatTemplate.FromFile(Written("reasoning-chatml.jinja"), null);
+        Assert.EndsWith("<|im_start|>assistant\n", template.Render([("user", "Q")]));
+        Assert.EndsWith("<|im_start|>assistant\n<think>\n\n</think>\n\n",
+            template.Render([("user", "Q")], new Dictionary<string, object?> { ["enable_thinking"] = false }));
+        // messages cannot be replaced by an argument.
+        Assert.Contains("Q", template.Render([("user", "Q")], new Dictionary<string, object?> { ["messages"] = new List<object?>() }));
     }
 }

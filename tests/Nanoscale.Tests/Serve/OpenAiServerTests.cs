@@ -459,7 +459,7 @@ public sealed class Llama3ChatTests
             RopeTheta = 500000f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "llama3"),
         });
         using var service = new CompletionService(LoadedModel.Open(folder), "llama3");
-        Assert.Equal("llama3", service.ChatTemplateName);
+        Assert.Equal("tokenizer_config.json", service.ChatTemplateName);
         var request = new CompletionRequest { Messages = [("user", "Hi!")], MaxTokens = 8, Sampling = new SamplingOptions() };
         // The rendered prompt's special tokens are single tokens of the vocabulary, BOS first.
         var prompt = service.PromptTokens(request);
@@ -477,5 +477,35 @@ public sealed class Llama3ChatTests
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(prompt.Length, json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
         await app.StopAsync();
+
+        // Another template from a file (serve --chat-template): the request's chat_template_kwargs reach it, and its own
+        // refusal comes back as a 400 with its words.
+        var file = dir.File("chat.jinja");
+        File.WriteAllText(file, """
+            {%- if messages[-1].role != 'user' %}{{ raise_exception('The last message must be the user\'s') }}{% endif %}
+            {%- for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>{{ m.content }}<|eot_id|>{% endfor %}
+            {%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>{% endif %}
+            {%- if think is defined and not think %}<|eot_id|>{% endif %}
+            """);
+        using var other = new CompletionService(LoadedModel.Open(folder), "llama3", chatTemplateFile: file);
+        Assert.Equal(file, other.ChatTemplateName);
+        await using var server = OpenAiServer.Build(other, new ServeOptions("127.0.0.1", 0));
+        await server.StartAsync();
+        using var client = new HttpClient { BaseAddress = new Uri(server.Urls.Single()) };
+        async Task<(HttpStatusCode, JsonElement)> Chat(string body)
+        {
+            using var r = await client.PostAsync("/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+            return (r.StatusCode, JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.Clone());
+        }
+        var (status, plain) = await Chat("""{"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 1}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var (_, noThinking) = await Chat("""{"messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 1, "chat_template_kwargs": {"think": false}}""");
+        Assert.Equal(plain.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() + 1, noThinking.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        var (refused, error) = await Chat("""{"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Yo"}], "max_tokens": 1}""");
+        Assert.Equal(HttpStatusCode.BadRequest, refused);
+        Assert.Contains("The last message must be the user's", error.GetProperty("error").GetProperty("message").GetString());
+        var (badType, _) = await Chat("""{"messages": [{"role": "user", "content": "Hi!"}], "chat_template_kwargs": [1]}""");
+        Assert.Equal(HttpStatusCode.BadRequest, badType);
+        await server.StopAsync();
     }
 }
