@@ -1,3 +1,4 @@
+using CsCheck;
 using System.Text.Json;
 using Nanoscale.Pipeline.Jinja;
 using Nanoscale.Tests.Architecture;
@@ -115,4 +116,107 @@ public class JinjaTemplateTests
     [InlineData(123456789012345678.0, "1.2345678901234568e+17")]
     [InlineData(double.NegativeInfinity, "-inf")]
     public void FloatsPrintAsPythonPrintsThem(double value, string text) => Assert.Equal(text, JinjaValues.PythonFloat(value));
+}
+
+/// <summary>A chat template comes from a model's files: whatever its text, parsing and rendering end in a result or a
+/// <see cref="JinjaException"/>, never another exception, a hang or a crash.</summary>
+public class JinjaRobustnessTests
+{
+    private static readonly string[] Fragments =
+    [
+        "{{", "}}", "{%", "%}", "{#", "#}", "{%-", "-%}", "{{-", "-}}", "{%+", "\n", " ", "  ", "text", "'s'", "\"d\"", "'\\n'", "'\\u00e9'",
+        "for", "endfor", "if", "elif", "else", "endif", "set", "endset", "macro", "endmacro", "raw", "endraw", "break", "continue",
+        "generation", "endgeneration", "in", "not", "and", "or", "is", "defined", "none", "true", "x", "m", "ns", "loop", "messages",
+        "namespace(a=1)", "range(3)", "range(-2, 5, 2)", "raise_exception('r')", "strftime_now('%d')", "0", "1", "-1", "2.5", "1e3",
+        "(", ")", "[", "]", "{", "}", ",", ":", ".", "|", "=", "==", "!=", "<", ">=", "+", "-", "*", "/", "//", "%", "**", "~",
+        "trim", "tojson", "length", "join", "default", "items()", "split(',')", "startswith('a')", "[::-1]", "[1:]", "[0]", "[-1]",
+        "message.content", "messages[0].role", "loop.index0", "ns.a", "x if y else z", "is string", "is not none", "selectattr('role')",
+    ];
+
+    private static readonly string[] Atoms =
+    [
+        "x", "y", "m", "messages", "messages[0]", "messages[-1].content", "loop", "ns", "none", "true", "0", "-3", "2.5", "'a,b'", "''",
+        "[1, 'a', none]", "{'k': [1]}", "range(4)", "namespace(a=1)", "undefined_thing", "message", "1e308", "9223372036854775807",
+    ];
+
+    private static readonly string[] Binary = ["+", "-", "*", "/", "//", "%", "**", "~", "==", "!=", "<", ">=", "in", "not in", "and", "or"];
+
+    private static readonly string[] Postfix =
+    [
+        "|trim", "|tojson", "|tojson(indent=2)", "|length", "|join(',')", "|default('d')", "|first", "|last", "|list", "|items", "|reverse",
+        "|int", "|float", "|string", "|upper", "|title", "|selectattr('role')", "|map(attribute='role')", "|sort", "|unique", "|abs",
+        "|round(1)", "|indent(2)", "|min", "|max", "|sum", "|replace('a', 'b')", ".split(',')", ".strip()", ".startswith('a')",
+        ".items()", ".keys()", ".get('k')", ".content", ".role", "[0]", "[-1]", "[1:]", "[::-1]", "[::0]", "['k']", " is string",
+        " is not none", " is defined", " is divisibleby(0)", " is eq(1)", "()", "(1, 2)",
+    ];
+
+    private static Gen<string> Pick(string[] choices) => Gen.Int[0, choices.Length - 1].Select(k => choices[k]);
+
+    private static Gen<string> Expression(int depth) => depth == 0
+        ? Pick(Atoms)
+        : Gen.Frequency(
+            (3, Pick(Atoms)),
+            (2, Gen.Select(Expression(depth - 1), Pick(Binary), Expression(depth - 1), (a, op, b) => $"{a} {op} {b}")),
+            (2, Gen.Select(Expression(depth - 1), Pick(Postfix), (a, p) => $"({a}){p}")),
+            (1, Expression(depth - 1).Select(a => $"not {a}")),
+            (1, Gen.Select(Expression(depth - 1), Expression(depth - 1), Expression(depth - 1), (a, b, c) => $"{a} if {b} else {c}")));
+
+    private static Gen<string> Statement(int depth)
+    {
+        var e = Expression(2);
+        var leaf = Gen.Frequency(
+            (3, e.Select(x => $"{{{{ {x} }}}}")),
+            (1, e.Select(x => $"{{% set x = {x} %}}")),
+            (1, e.Select(x => $"{{% set ns.a = {x} %}}")),
+            (1, Gen.Const("text\n")),
+            (1, Gen.Const("{% break %}")));
+        if (depth == 0) return leaf;
+        var body = Statement(depth - 1).Array[0, 3].Select(string.Concat);
+        return Gen.Frequency(
+            (3, leaf),
+            (1, Gen.Select(e, body, body, (c, a, b) => $"{{% if {c} %}}{a}{{% else %}}{b}{{% endif %}}")),
+            (1, Gen.Select(e, body, (c, a) => $"{{%- for m in {c} %}}{a}{{{{ loop.index }}}}{{% endfor -%}}")),
+            (1, Gen.Select(e, body, (c, a) => $"{{% macro f(p, q=1) %}}{a}{{% endmacro %}}{{{{ f({c}) }}}}")));
+    }
+
+    [Fact]
+    public void RandomWellFormedTemplatesFailOnlyWithJinjaErrors()
+    {
+        var messages = new List<object?>
+        {
+            new OrderedDictionary<string, object?> { ["role"] = "user", ["content"] = "a,b" },
+            new OrderedDictionary<string, object?> { ["role"] = "assistant", ["content"] = 3L },
+        };
+        Statement(3).Array[1, 4].Select(string.Concat).Sample(text =>
+        {
+            try
+            {
+                JinjaTemplate.Parse("{% set ns = namespace(a=0) %}" + text)
+                    .Render(new Dictionary<string, object?> { ["messages"] = messages, ["x"] = "v", ["y"] = null }, () => new DateTime(2026, 1, 2));
+            }
+            catch (JinjaException) { }
+            catch (Exception e) { throw new Exception($"{e.GetType().Name} on template {text}: {e.Message}", e); }
+        }, iter: 5000);
+    }
+
+    [Fact]
+    public void RandomTemplatesFailOnlyWithJinjaErrors()
+    {
+        var messages = new List<object?>
+        {
+            new OrderedDictionary<string, object?> { ["role"] = "user", ["content"] = "a,b" },
+            new OrderedDictionary<string, object?> { ["role"] = "assistant", ["content"] = 3L },
+        };
+        Gen.Int[0, Fragments.Length - 1].Array[1, 40].Sample(picks =>
+        {
+            var text = string.Join("", picks.Select(p => Fragments[p]));
+            try
+            {
+                var template = JinjaTemplate.Parse(text);
+                template.Render(new Dictionary<string, object?> { ["messages"] = messages, ["x"] = "v", ["y"] = null }, () => new DateTime(2026, 1, 2));
+            }
+            catch (JinjaException) { }
+            catch (Exception e) { throw new Exception($"{e.GetType().Name} on template {text}: {e.Message}", e); }
+        }, iter: 20000);
+    }
 }

@@ -88,7 +88,9 @@ internal static class JinjaBuiltins
                 var attribute = Arg(2, "attribute") as string;
                 var items = new List<object?>(Iterate(value));
                 Comparison<object?> order = (x, y) => Order(attribute is null ? x : Attribute(x, attribute), attribute is null ? y : Attribute(y, attribute));
-                var sorted = items.Order(Comparer<object?>.Create(order)).ToList();
+                List<object?> sorted;
+                try { sorted = items.Order(Comparer<object?>.Create(order)).ToList(); }
+                catch (InvalidOperationException e) when (e.InnerException is JinjaException inner) { throw inner; }
                 if (IsTrue(Arg(0, "reverse", false))) sorted.Reverse();
                 return sorted;
             }
@@ -319,7 +321,8 @@ internal static class JinjaBuiltins
             case ("*", long or bool, string y): return Repeat(y, ToLong(left));
             case ("*", List<object?> x, long or bool):
                 long times = Math.Max(0, ToLong(right));
-                return CappedItems(x.Count * times) ? Enumerable.Range(0, (int)times).SelectMany(_ => x).ToList() : null;
+                if (x.Count == 0 || times == 0) return new List<object?>();
+                return CappedItems(times > MaxItems ? long.MaxValue : x.Count * times) ? Enumerable.Range(0, (int)times).SelectMany(_ => x).ToList() : null;
         }
         throw new JinjaException($"unsupported operand types for {op}: '{TypeName(left)}' and '{TypeName(right)}'", 0, 0);
     }
@@ -353,7 +356,7 @@ internal static class JinjaBuiltins
         count <= MaxItems ? true : throw new JinjaException($"a list of more than {MaxItems} items", 0, 0);
 
     private static string Repeat(string s, long times) =>
-        times <= 0 ? "" : CappedChars(s.Length * times) ? string.Concat(Enumerable.Repeat(s, (int)times)) : "";
+        times <= 0 || s.Length == 0 ? "" : CappedChars(times > MaxChars ? long.MaxValue : s.Length * times) ? string.Concat(Enumerable.Repeat(s, (int)times)) : "";
 
     /// <summary>The global functions; <paramref name="now"/> is the clock <c>strftime_now</c> reads.</summary>
     public static IReadOnlyDictionary<string, object?> Globals(Func<DateTime> now) => new Dictionary<string, object?>

@@ -18,6 +18,7 @@ internal sealed class JinjaParser
     private readonly List<Token> _tokens;
     private int _at;
     private int _depth;
+    private int _loops; // for-loops around the statement being parsed (break and continue need one)
 
     private JinjaParser(string source, List<Token> tokens) => (_source, _tokens) = (source, tokens);
 
@@ -136,12 +137,10 @@ internal sealed class JinjaParser
             case "if": return If(offset);
             case "set": return Set(offset);
             case "macro": return Macro(offset);
-            case "break":
+            case "break" or "continue":
+                if (_loops == 0) throw Error($"'{keyword}' outside a for loop", offset);
                 ExpectBlockClose();
-                return new BreakNode(offset);
-            case "continue":
-                ExpectBlockClose();
-                return new ContinueNode(offset);
+                return keyword == "break" ? new BreakNode(offset) : new ContinueNode(offset);
             case "generation":
                 ExpectBlockClose();
                 var (body, _) = Body(["endgeneration"]);
@@ -162,7 +161,9 @@ internal sealed class JinjaParser
         if (SkipName("if")) filter = Or(allowConditional: false);
         if (SkipName("recursive")) throw Error("recursive loops are not supported", offset);
         ExpectBlockClose();
+        _loops++;
         var (body, end) = Body(["else", "endfor"]);
+        _loops--;
         List<Node> otherwise = [];
         if (end == "else")
         {
@@ -239,7 +240,10 @@ internal sealed class JinjaParser
         }
         Expect(")");
         ExpectBlockClose();
+        int loops = _loops;
+        _loops = 0;
         var (body, _) = Body(["endmacro"]);
+        _loops = loops;
         ExpectBlockClose();
         return new MacroNode(name, parameters, defaults, body, offset);
     }
