@@ -72,7 +72,8 @@ internal static class ExportCommand
             progress.Finish();
             if (context.Json) return report;
             context.Log($"{report.Output}: {report.Tensors.Count} tensors, {Units.Bytes(report.Bytes)}, {report.Type}; " +
-                $"vocabulary {report.Vocabulary}{(report.PreTokenizer is { } pre ? $" (pre-tokenizer {pre})" : "")} from {report.TokenizerPath}");
+                $"vocabulary {report.Vocabulary}{(report.PreTokenizer is { } pre ? $" (pre-tokenizer {pre})" : "")} from {report.TokenizerPath}" +
+                (report.ChatTemplateFrom is { } chat ? $"; chat template from {chat}" : ""));
             foreach (var t in report.Fallbacks)
                 context.Log($"  {t.GgufName}: {t.Type} instead of {report.Type} ({t.Fallback})");
             return null;

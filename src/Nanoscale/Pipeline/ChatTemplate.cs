@@ -45,19 +45,46 @@ internal sealed class ChatTemplate
     /// its template is outside the Jinja subset (the message names the line and column).</exception>
     public static ChatTemplate Find(string? folder)
     {
-        if (folder is null) return Plain;
-        var config = Path.Combine(folder, "tokenizer_config.json");
-        OrderedDictionary<string, object?>? settings = null;
-        string? template = null;
-        if (File.Exists(config) && new FileInfo(config).Length <= 16 << 20)
-            using (var document = JsonErrors.Parse(config, File.ReadAllBytes(config)))
-            {
-                settings = JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>;
-                template = TemplateOf(config, document.RootElement);
-            }
+        if (folder is null || FindText(folder) is not { } found) return Plain;
+        return Create(found.File, Path.GetFileName(found.File), found.Text, Settings(folder));
+    }
+
+    /// <summary>The text of the template of the model in <paramref name="folder"/> and the file it is in
+    /// (<c>chat_template.jinja</c>, else <c>tokenizer_config.json</c>'s <c>chat_template</c>), not parsed; null without one.</summary>
+    /// <exception cref="CheckpointFormatException">The file is malformed.</exception>
+    public static (string Text, string File)? FindText(string folder)
+    {
         var file = Path.Combine(folder, "chat_template.jinja");
-        if (File.Exists(file)) return Create(file, "chat_template.jinja", ReadTemplate(file), settings);
-        return template is null ? Plain : Create(config, "tokenizer_config.json", template, settings);
+        if (File.Exists(file)) return (ReadTemplate(file), file);
+        var config = Path.Combine(folder, "tokenizer_config.json");
+        if (!File.Exists(config) || new FileInfo(config).Length > 16 << 20) return null;
+        using var document = JsonErrors.Parse(config, File.ReadAllBytes(config));
+        return TemplateOf(config, document.RootElement) is { } text ? (text, config) : null;
+    }
+
+    /// <summary>The template a GGUF file carries (<c>tokenizer.chat_template</c>, as llama.cpp reads it), with its
+    /// vocabulary's BOS and EOS as <c>bos_token</c>/<c>eos_token</c>; null when it carries none.</summary>
+    public static ChatTemplate? FromGguf(GgufFile gguf)
+    {
+        if (gguf.Metadata.FirstOrDefault(m => m.Key == GgufKey).Value is not { } text) return null;
+        var settings = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
+        if (gguf.Vocabulary is { } v)
+        {
+            if (v.Bos is int bos && bos >= 0 && bos < v.Tokens.Count && v.Tokens[bos] is string b) settings["bos_token"] = b;
+            if (v.Eos is int eos && eos >= 0 && eos < v.Tokens.Count && v.Tokens[eos] is string e) settings["eos_token"] = e;
+        }
+        return Create(gguf.Path, $"GGUF {GgufKey}", text, settings);
+    }
+
+    /// <summary>The GGUF metadata key of a chat template (llama.cpp's).</summary>
+    public const string GgufKey = "tokenizer.chat_template";
+
+    private static OrderedDictionary<string, object?>? Settings(string? folder)
+    {
+        var config = folder is null ? null : Path.Combine(folder, "tokenizer_config.json");
+        if (config is null || !File.Exists(config) || new FileInfo(config).Length > 16 << 20) return null;
+        using var document = JsonErrors.Parse(config, File.ReadAllBytes(config));
+        return JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>;
     }
 
     /// <summary>The Jinja template in <paramref name="file"/>, with the special tokens of the
@@ -65,12 +92,7 @@ internal sealed class ChatTemplate
     public static ChatTemplate FromFile(string file, string? modelFolder)
     {
         if (!File.Exists(file)) throw new FileNotFoundException($"chat template {file} not found", file);
-        OrderedDictionary<string, object?>? settings = null;
-        var config = modelFolder is null ? null : Path.Combine(modelFolder, "tokenizer_config.json");
-        if (config is not null && File.Exists(config) && new FileInfo(config).Length <= 16 << 20)
-            using (var document = JsonErrors.Parse(config, File.ReadAllBytes(config)))
-                settings = JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>;
-        return Create(file, file, ReadTemplate(file), settings);
+        return Create(file, file, ReadTemplate(file), Settings(modelFolder));
     }
 
     private static string ReadTemplate(string file)

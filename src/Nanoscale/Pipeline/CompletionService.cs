@@ -76,7 +76,8 @@ public sealed class CompletionService : IDisposable
         KvBudgetBytes = kvBudgetBytes;
         ContextLength = Math.Min(contextLength ?? model.Config.MaxSeqLen, model.Config.MaxSeqLen);
         var folder = Directory.Exists(model.Path) ? model.Path : Path.GetDirectoryName(Path.GetFullPath(model.Path));
-        _template = chatTemplateFile is null ? ChatTemplate.Find(folder) : ChatTemplate.FromFile(chatTemplateFile, folder);
+        _template = chatTemplateFile is not null ? ChatTemplate.FromFile(chatTemplateFile, folder)
+            : (model.Checkpoint.Container is GgufFile gguf ? ChatTemplate.FromGguf(gguf) : null) ?? ChatTemplate.Find(folder);
         _factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch, model.EndTokens);
     }
 
@@ -114,8 +115,8 @@ public sealed class CompletionService : IDisposable
         get { lock (_budgetLock) return _reserved; }
     }
 
-    /// <summary>Where the chat template in use comes from (<c>tokenizer_config.json</c>, <c>chat_template.jinja</c>, the
-    /// file given), or <c>plain</c> without one.</summary>
+    /// <summary>Where the chat template in use comes from (<c>tokenizer_config.json</c>, <c>chat_template.jinja</c>, a
+    /// GGUF file's <c>tokenizer.chat_template</c>, the file given), or <c>plain</c> without one.</summary>
     public string ChatTemplateName => _template.Name;
 
     /// <summary>KV-cache bytes of a sequence of <paramref name="positions"/> (keys and values, every layer, in the model's <see cref="RuntimeOptions.KvCache"/> type).</summary>

@@ -33,6 +33,9 @@ public sealed record GgufTensorReport(string Name, string GgufName, string Type,
 public sealed record GgufExportReport(string Output, long Bytes, string Type, string Architecture, string Vocabulary,
     string? PreTokenizer, string TokenizerPath, IReadOnlyList<GgufTensorReport> Tensors)
 {
+    /// <summary>The file whose chat template was written as <c>tokenizer.chat_template</c>, or null when none was found.</summary>
+    public string? ChatTemplateFrom { get; init; }
+
     public IEnumerable<GgufTensorReport> Fallbacks => Tensors.Where(t => t.Fallback is not null);
 }
 
@@ -82,6 +85,11 @@ public static class GgufExport
         var writer = new GgufWriter(output);
         foreach (var (key, value) in Metadata(config, architecture, modelPath, quantized, codec is not null)) writer.AddMetadata(key, value);
         foreach (var (key, value) in vocabulary.Metadata) writer.AddMetadata(key, value);
+        // The chat template travels as llama.cpp reads it (llama-server --jinja renders it): the tokenizer's folder
+        // first, then the model's.
+        var template = new[] { Path.GetDirectoryName(Path.GetFullPath(tokenizerPath)), Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath)) }
+            .Where(f => f is not null).Select(f => ChatTemplate.FindText(f!)).FirstOrDefault(t => t is not null);
+        if (template is { } t) writer.AddMetadata(ChatTemplate.GgufKey, t.Text);
 
         var reports = new List<GgufTensorReport>();
         var plan = new List<(LogicalCheckpoint.Logical Tensor, string GgufName, GgmlType Type, int PermuteHeads)>();
@@ -125,7 +133,10 @@ public static class GgufExport
         }
         writer.Commit();
         progress?.Report(new PipelineProgress("export", null, plan.Count, plan.Count, "tensors"));
-        return new GgufExportReport(output, new FileInfo(output).Length, type, architecture, vocabulary.Model, vocabulary.Pre, vocabulary.Source, reports);
+        return new GgufExportReport(output, new FileInfo(output).Length, type, architecture, vocabulary.Model, vocabulary.Pre, vocabulary.Source, reports)
+        {
+            ChatTemplateFrom = template?.File,
+        };
     }
 
     private static string? FindTokenizerJson(string modelPath)

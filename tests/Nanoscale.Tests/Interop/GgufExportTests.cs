@@ -146,11 +146,28 @@ public class GgufExportTests
         Assert.InRange(RelativeError(OurLogits(loaded.Model, tokens), llama.Logits(tokens)), 0, 1e-4); // measured: 7.0e-7
 
         AssertEmbeddedTokenizerIs(gguf, tokenizer);
+        AssertChatTemplateTravels(folder, gguf, report, llama, stripBos: "<|begin_of_text|>");
 
         // Read back, the GGUF file runs here too, with the rotary divisors it carries.
         using var back = LoadedModel.Open(gguf, new ModelLoadOptions { TokenizerPath = SharedData.Path("tokenizers", "llama3") });
         Assert.NotNull(back.Config.RopeFrequencyFactors);
         Assert.InRange(RelativeError(OurLogits(back.Model, tokens), llama.Logits(tokens)), 0, 1e-4);
+    }
+
+    /// <summary>The model's chat template is written as <c>tokenizer.chat_template</c>; llama.cpp renders a conversation
+    /// with it as our Jinja renderer does (llama.cpp adds BOS when it tokenizes, where the template writes it into the
+    /// text), and serving the GGUF file uses it.</summary>
+    private static void AssertChatTemplateTravels(string folder, string gguf, GgufExportReport report, LlamaCppRuntime llama, string stripBos)
+    {
+        Assert.EndsWith("tokenizer_config.json", report.ChatTemplateFrom);
+        (string, string)[] conversation = [("system", "Be brief."), ("user", " Hi! "), ("assistant", "Hello."), ("user", "Grüße 🌍")];
+        var ours = ChatTemplate.Find(folder).Render(conversation);
+        Assert.StartsWith(stripBos, ours);
+        Assert.Equal(ours[stripBos.Length..], llama.ApplyChatTemplate(conversation));
+        using var file = GgufFile.Open(gguf);
+        var carried = ChatTemplate.FromGguf(file)!;
+        Assert.Equal("GGUF tokenizer.chat_template", carried.Name);
+        Assert.Equal(ours, carried.Render(conversation));
     }
 
     /// <summary>Quantized exports run in llama.cpp on the same stored weights our runtime reads back from the file.
@@ -211,6 +228,7 @@ public class GgufExportTests
         Assert.InRange(RelativeError(ours, llama.Logits(tokens)), 0, 1e-4);
 
         AssertEmbeddedTokenizerIs(gguf, tokenizer);
+        AssertChatTemplateTravels(folder, gguf, report, llama, stripBos: "");
 
         // And Nanoscale reads the file back as that architecture (biases, q/k norms, head width, NeoX rotation): the
         // same logits as the model folder it came from.

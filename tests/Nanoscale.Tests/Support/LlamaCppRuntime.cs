@@ -43,6 +43,16 @@ internal sealed class LlamaCppRuntime : IDisposable
 
     public int VocabSize => _weights.Vocab.Count;
 
+    /// <summary>llama.cpp's rendering of a conversation with the file's <c>tokenizer.chat_template</c>
+    /// (<c>llama_chat_apply_template</c>: it recognises the template's family and renders it in its own code), with
+    /// the assistant's turn opened.</summary>
+    public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages)
+    {
+        var template = new LLamaTemplate(_weights, strict: true) { AddAssistant = true };
+        foreach (var (role, content) in messages) template.Add(role, content);
+        return LLamaTemplate.Encoding.GetString(template.Apply());
+    }
+
     /// <summary>llama.cpp's own quantizer (<c>llama_model_quantize</c>, what <c>llama-quantize</c> runs): writes
     /// <paramref name="output"/> from <paramref name="input"/> in one of its mixes, e.g. <c>MOSTLY_Q4_K_M</c>.</summary>
     public static void Quantize(string input, string output, LLamaFtype type)
