@@ -71,11 +71,12 @@ internal static class OpenAiServer
             kv_budget_bytes = service.KvBudgetBytes,
             kv_cache = service.KvCacheName,
         }, Json));
-        app.MapGet("/v1/models", () => Results.Json(new
-        {
-            @object = "list",
-            data = new[] { new { id = service.ModelName, @object = "model", created = 0, owned_by = "nanoscale" } },
-        }, Json));
+        var modelObject = new { id = service.ModelName, @object = "model", created = 0, owned_by = "nanoscale" };
+        app.MapGet("/v1/models", () => Results.Json(new { @object = "list", data = new[] { modelObject } }, Json));
+        // Retrieve a model (the OpenAI clients' GetModel): this one, or 404.
+        app.MapGet("/v1/models/{**name}", (HttpContext context, string name) => name == service.ModelName
+            ? Results.Json(modelObject, Json).ExecuteAsync(context)
+            : Error(context, 404, "invalid_request_error", $"the model '{name}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found"));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true));
         app.MapFallback(context => Error(context, 404, "invalid_request_error", $"no route {context.Request.Method} {context.Request.Path}", null, "not_found"));
@@ -112,6 +113,11 @@ internal static class OpenAiServer
                     await Error(context, 404, "invalid_request_error", $"the model '{model}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found");
                     return;
                 }
+                // Tool calling is not supported: a request that offers tools is refused rather than answered as if it had none.
+                if (chat && Field(root, "tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
+                    throw new BadField("tools", "tool calling is not supported by this server (send no 'tools')");
+                if (Field(root, "response_format") is { } format && (format.ValueKind != JsonValueKind.Object || Str(format, "type") is not (null or "text")))
+                    throw new BadField("response_format", "only the 'text' response format is supported (no JSON mode or schemas)");
                 stream = Bool(root, "stream") ?? false;
                 choices = Int(root, "n") ?? 1;
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
@@ -270,8 +276,16 @@ internal static class OpenAiServer
         _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
         bool started = false;
         string kind = chat ? "chat.completion.chunk" : "text_completion";
+        // A choice's first chat delta names the role, as OpenAI's does (some clients take the message's role from it).
+        var roleSent = new bool[requests.Count];
+        object Delta(int index, string? text)
+        {
+            if (roleSent[index]) return text is null ? new { } : new { content = text };
+            roleSent[index] = true;
+            return new { role = "assistant", content = text ?? "" };
+        }
         object Chunk(int index, string? text, string? finish, IReadOnlyList<CompletionLogProb>? logProbs = null) => chat
-            ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = text is null ? (object)new { } : new { content = text }, logprobs = ChatLogProbs(logProbs), finish_reason = finish } } }
+            ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = Delta(index, text), logprobs = ChatLogProbs(logProbs), finish_reason = finish } } }
             : new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, text = text ?? "", logprobs = CompletionLogProbs(logProbs), finish_reason = finish } } };
         async Task Send(object payload)
         {

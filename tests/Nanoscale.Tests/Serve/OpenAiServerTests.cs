@@ -87,6 +87,25 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task StreamedChatNamesTheRoleInEachChoicesFirstDeltaOnly()
+    {
+        await Start();
+        const string body = """{"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 10, "temperature": 0.9, "seed": 3, "n": 2, "stream": true}""";
+        using var response = await _http.PostAsync("/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        var choices = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone().GetProperty("choices")[0]).ToList();
+        var (_, whole) = await Post("/v1/chat/completions", body.Replace(", \"stream\": true", ""));
+        for (int index = 0; index < 2; index++)
+        {
+            var deltas = choices.Where(c => c.GetProperty("index").GetInt32() == index).Select(c => c.GetProperty("delta")).ToList();
+            Assert.Equal("assistant", deltas[0].GetProperty("role").GetString());
+            Assert.All(deltas.Skip(1), d => Assert.False(d.TryGetProperty("role", out _)));
+            var text = string.Concat(deltas.Select(d => d.TryGetProperty("content", out var c) ? c.GetString() : ""));
+            Assert.Equal(whole.GetProperty("choices")[index].GetProperty("message").GetProperty("content").GetString(), text);
+        }
+    }
+
+    [Fact]
     public async Task ChatCompletionsRenderTheConversationAndAnswerAsTheAssistant()
     {
         await Start();
@@ -116,6 +135,9 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [InlineData("/v1/chat/completions", """{"messages": []}""", 400, "messages")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "robot", "content": "hi"}]}""", 400, "messages")]
     [InlineData("/v1/embeddings", """{}""", 404, null)]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}""", 400, "tools")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}""", 400, "response_format")]
+    [InlineData("/v1/completions", """{"prompt": "x", "response_format": "json"}""", 400, "response_format")]
     [InlineData("/v1/completions", """{"prompt": "x", "n": 0}""", 400, "n")]
     [InlineData("/v1/completions", """{"prompt": "x", "n": 99}""", 400, "n")]
     [InlineData("/v1/completions", """{"prompt": "x", "frequency_penalty": 3}""", 400, "frequency_penalty")]
@@ -437,11 +459,24 @@ public sealed class OfficialClientTests
         Assert.Equal(10, completion.Value.Usage.OutputTokenCount);
 
         var streamed = new StringBuilder();
+        OpenAI.Chat.ChatMessageRole? role = null;
         await foreach (var update in client.CompleteChatStreamingAsync(
             [new OpenAI.Chat.UserChatMessage("Tell me a story")],
             new OpenAI.Chat.ChatCompletionOptions { MaxOutputTokenCount = 10, Temperature = 0 }))
+        {
+            role ??= update.Role;
             foreach (var part in update.ContentUpdate) streamed.Append(part.Text);
+        }
         Assert.Equal(completion.Value.Content[0].Text, streamed.ToString());
+        Assert.Equal(OpenAI.Chat.ChatMessageRole.Assistant, role);
+
+        // The model list and a model by name, as the client reads them; another name is 404.
+        var models = new OpenAI.Models.OpenAIModelClient(new System.ClientModel.ApiKeyCredential("key"),
+            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(app.Urls.Single() + "/v1") });
+        Assert.Equal("stories260K", Assert.Single((await models.GetModelsAsync()).Value).Id);
+        Assert.Equal("stories260K", (await models.GetModelAsync("stories260K")).Value.Id);
+        var missing = await Assert.ThrowsAsync<System.ClientModel.ClientResultException>(() => models.GetModelAsync("gpt-4"));
+        Assert.Equal(404, missing.Status);
         await app.StopAsync();
     }
 }
