@@ -17,6 +17,9 @@ internal static class GenerateCommand
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint (plain or compressed)" };
         var prompt = new Option<string>("--prompt") { Description = "Prompt (default: empty, i.e. start from BOS)", DefaultValueFactory = _ => "" };
+        var chat = new Option<string?>("--chat") { Description = "A user message: the model answers it as the assistant, through its chat template (as serve does)" };
+        var system = new Option<string?>("--system") { Description = "A system message before --chat" };
+        var chatTemplate = new Option<string?>("--chat-template") { Description = "A Jinja chat template file for --chat instead of the model's" };
         var tokens = new Option<int>("--tokens", "-n") { Description = "New tokens to generate", DefaultValueFactory = _ => 64 };
         var temperature = new Option<double>("--temperature") { Description = "0 = greedy (default); otherwise sample from softmax(logits / T)", DefaultValueFactory = _ => 0 };
         var topK = new Option<int>("--top-k") { Description = "Sample among the K most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
@@ -31,7 +34,7 @@ internal static class GenerateCommand
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
         {
-            model, prompt, tokens, temperature, topK, topP, penalty, seed, stop, noStream, tokenizer, threads, kvCache, json,
+            model, prompt, chat, system, chatTemplate, tokens, temperature, topK, topP, penalty, seed, stop, noStream, tokenizer, threads, kvCache, json,
         };
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
@@ -54,18 +57,26 @@ internal static class GenerateCommand
                 KvCache = parse.GetValue(kvCache),
             });
             string promptText = parse.GetValue(prompt)!;
+            string? message = parse.GetValue(chat);
+            if (message is null && (parse.GetValue(system) is not null || parse.GetValue(chatTemplate) is not null))
+                throw new InvalidOptionException("--chat", "--system and --chat-template go with --chat");
+            if (message is not null && promptText.Length > 0) throw new InvalidOptionException("--chat", "give --chat or --prompt, not both");
             bool stream = !context.Json && !parse.GetValue(noStream);
             var output = Console.Out;
-            if (stream)
+            if (stream && message is null)
             {
                 output.Write(promptText);
                 output.Flush();
             }
-            var result = loaded.Generate(promptText, count, sampling, stream ? piece => { output.Write(piece); output.Flush(); } : null, context.Cancellation);
+            Action<string>? onText = stream ? piece => { output.Write(piece); output.Flush(); } : null;
+            var result = message is null
+                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation)
+                : loaded.Chat([.. parse.GetValue(system) is { } s ? [("system", s)] : Array.Empty<(string, string)>(), ("user", message)],
+                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation);
             if (context.Json)
                 return new
                 {
-                    text = result.Text,
+                    text = message is null ? result.Text : result.NewText,
                     tokens = result.Tokens,
                     prompt_tokens = result.PromptTokens,
                     generated_tokens = result.GeneratedTokens,
@@ -77,7 +88,7 @@ internal static class GenerateCommand
                     generated_tokens_per_second = result.GeneratedTokensPerSecond,
                 };
             if (stream) output.WriteLine();
-            else output.WriteLine(result.Text);
+            else output.WriteLine(message is null ? result.Text : result.NewText);
             context.Log($"prompt: {result.PromptTokens} tokens at {result.PromptTokensPerSecond:0.0} tokens/s; " +
                         $"generated: {result.GeneratedTokens} tokens at {result.GeneratedTokensPerSecond:0.0} tokens/s; stop: {Describe(result.Stop)}");
             return null;

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Nanoscale.IO;
 using Nanoscale.Pipeline.Jinja;
+using Nanoscale.Runtime;
 using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
@@ -39,6 +40,34 @@ internal sealed class ChatTemplate
     /// <summary>Texts that end an assistant turn in this template (stop strings besides the tokenizer's end): those of
     /// the common families that the template writes, and its <c>eos_token</c> when the template uses it.</summary>
     public IReadOnlyList<string> TurnEndings { get; }
+
+    /// <summary>The template <paramref name="model"/> is chatted with: <paramref name="file"/> when given, else the one
+    /// a GGUF file carries, else the one beside the model (<see cref="Find"/>), else <see cref="Plain"/>.</summary>
+    /// <exception cref="CheckpointFormatException">The template is malformed or outside the Jinja subset.</exception>
+    public static ChatTemplate For(LoadedModel model, string? file)
+    {
+        var folder = Directory.Exists(model.Path) ? model.Path : Path.GetDirectoryName(Path.GetFullPath(model.Path));
+        if (file is not null) return FromFile(file, folder);
+        return (model.Checkpoint.Container is GgufFile gguf ? FromGguf(gguf) : null) ?? Find(folder);
+    }
+
+    /// <summary>The prompt token ids of a conversation: the rendered text tokenized without BOS when a template wrote it
+    /// (apply_chat_template's output is tokenized without special tokens added), with BOS in the plain rendering.</summary>
+    public int[] PromptTokens(ITokenizer tokenizer, IReadOnlyList<(string Role, string Content)> messages,
+        IReadOnlyDictionary<string, object?>? arguments = null)
+    {
+        if (messages.Count == 0) throw new InvalidOptionException("messages", "at least one message is needed");
+        return tokenizer.Encode(Render(messages, arguments), addBos: IsPlain && tokenizer.BosId is not null);
+    }
+
+    /// <summary><paramref name="sampling"/> with the single-token ids of <see cref="TurnEndings"/> added to its stop tokens.</summary>
+    public SamplingOptions EndingTurns(ITokenizer tokenizer, SamplingOptions sampling)
+    {
+        foreach (var end in TurnEndings)
+            if (tokenizer.Encode(end, addBos: false) is [var id] && !sampling.StopTokenIds.Contains(id))
+                sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, id] };
+        return sampling;
+    }
 
     /// <summary>The template of the model in <paramref name="folder"/>, or <see cref="Plain"/>.</summary>
     /// <exception cref="CheckpointFormatException">A template file or <c>tokenizer_config.json</c> is malformed, or

@@ -75,9 +75,7 @@ public sealed class CompletionService : IDisposable
         MaxBatch = maxBatch;
         KvBudgetBytes = kvBudgetBytes;
         ContextLength = Math.Min(contextLength ?? model.Config.MaxSeqLen, model.Config.MaxSeqLen);
-        var folder = Directory.Exists(model.Path) ? model.Path : Path.GetDirectoryName(Path.GetFullPath(model.Path));
-        _template = chatTemplateFile is not null ? ChatTemplate.FromFile(chatTemplateFile, folder)
-            : (model.Checkpoint.Container is GgufFile gguf ? ChatTemplate.FromGguf(gguf) : null) ?? ChatTemplate.Find(folder);
+        _template = ChatTemplate.For(model, chatTemplateFile);
         _factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch, model.EndTokens);
     }
 
@@ -126,13 +124,7 @@ public sealed class CompletionService : IDisposable
     public int[] PromptTokens(CompletionRequest request)
     {
         var tokenizer = _model.Tokenizer;
-        if (request.Messages is { } messages)
-        {
-            if (messages.Count == 0) throw new InvalidOptionException("messages", "at least one message is needed");
-            // A template writes any BOS it wants into the text (Llama-3's bos_token), as apply_chat_template's output
-            // is tokenized without special tokens added.
-            return tokenizer.Encode(_template.Render(messages, request.ChatTemplateArguments), addBos: _template.IsPlain && tokenizer.BosId is not null);
-        }
+        if (request.Messages is { } messages) return _template.PromptTokens(tokenizer, messages, request.ChatTemplateArguments);
         return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
     }
 
@@ -157,10 +149,7 @@ public sealed class CompletionService : IDisposable
         if (KvBudgetBytes is { } budget && need > budget)
             throw new InvalidOptionException("max_tokens", $"{prompt.Length} prompt and {maxTokens} new tokens need {need} bytes of KV cache; the budget is {budget}");
         // A chat turn ends at the template's end-of-turn token (Llama-3's <|eot_id|> is not the tokenizer's EOS).
-        if (request.Messages is not null)
-            foreach (var end in _template.TurnEndings)
-                if (_model.Tokenizer.Encode(end, addBos: false) is [var endId] && !sampling.StopTokenIds.Contains(endId))
-                    sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, endId] };
+        if (request.Messages is not null) sampling = _template.EndingTurns(_model.Tokenizer, sampling);
 
         if (Interlocked.Increment(ref _inService) > MaxBatch + MaxWaiting)
         {

@@ -139,6 +139,21 @@ public sealed class LoadedModel : IDisposable
         return Generation.Generate(Model, Tokenizer, promptTokens, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken);
     }
 
+    /// <summary>The assistant's reply to <paramref name="messages"/> (role, content): the conversation rendered with the
+    /// model's chat template (<paramref name="chatTemplateFile"/> instead when given; as <c>serve</c> renders it), generated
+    /// until the template's end of turn, an end token or <paramref name="maxNewTokens"/>.</summary>
+    /// <exception cref="CheckpointFormatException">The chat template is malformed or outside the Jinja subset.</exception>
+    /// <exception cref="InvalidOptionException">The template refused the conversation, or it leaves no room in the context.</exception>
+    public GenerationResult Chat(IReadOnlyList<(string Role, string Content)> messages, int maxNewTokens, SamplingOptions sampling,
+        Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default)
+    {
+        var template = ChatTemplate.For(this, chatTemplateFile);
+        var prompt = template.PromptTokens(Tokenizer, messages);
+        if (prompt.Length >= Config.MaxSeqLen)
+            throw new InvalidOptionException("messages", $"the conversation is {prompt.Length} tokens; the model's context holds {Config.MaxSeqLen}");
+        return Generate(prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - prompt.Length), template.EndingTurns(Tokenizer, sampling), onText, cancellationToken);
+    }
+
     /// <summary><c>eos_token_id</c> (a number or a list) of the <c>generation_config.json</c> beside the model, if any
     /// (Llama-3 instruct models end turns with <c>&lt;|eot_id|&gt;</c>, which is not the tokenizer's EOS).</summary>
     private IReadOnlyList<int> GenerationConfigEndTokens()

@@ -32,6 +32,10 @@ public sealed record GenerationResult(int[] Tokens, int PromptTokens, string Tex
     /// <see cref="SamplingOptions.LogProbs"/> asked for them.</summary>
     public IReadOnlyList<TokenLogProb>? LogProbs { get; init; }
 
+    /// <summary>The text of the generated tokens alone (<see cref="Text"/> less the prompt's decoded text; cut before a
+    /// stop string).</summary>
+    public string NewText { get; init; } = "";
+
     /// <summary>True when the model emitted an end token before the limit.</summary>
     public bool StoppedAtEnd => Stop == StopReason.EndToken;
 
@@ -302,6 +306,9 @@ public static class Generation
 
         /// <summary>The prompt's text followed by the generated text.</summary>
         public string FullText => _promptText + _generated + _unfinished;
+
+        /// <summary>The text of the new tokens alone (<see cref="FullText"/> without the prompt's).</summary>
+        public string NewText => _generated.ToString() + _unfinished;
 
         /// <summary>Takes the whole sequence after a new token; true when a stop string has appeared.</summary>
         public bool Add(List<int> tokens)

@@ -155,6 +155,6 @@ internal sealed class GenerationSequence
     {
         _text.Finish();
         double total = _clock.Elapsed.TotalSeconds;
-        return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds) { LogProbs = _recorded };
+        return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds) { LogProbs = _recorded, NewText = _text.NewText };
     }
 }

@@ -67,6 +67,35 @@ public class EvalCliTests
         Assert.StartsWith("Once upon a time, there was a little girl named Lily.", result.Json().GetProperty("text").GetString());
     }
 
+    /// <summary><c>generate --chat</c> answers through the chat template as <c>serve</c> does: the same prompt tokens
+    /// and, greedy, the same text as the chat API; it stops at the template's end of turn.</summary>
+    [Fact]
+    public async Task GenerateChatRendersTheConversationAsServeDoes()
+    {
+        using var dir = new TempDir();
+        var folder = Nanoscale.Pipeline.SampleCheckpoint.Write(dir.File("qwen"), new Nanoscale.Pipeline.SampleOptions
+        {
+            ModelType = "qwen2", Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 151936, MaxSeqLen = 256,
+            RopeTheta = 1000000f, NormEps = 1e-6f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "qwen2_5"),
+        });
+        var result = CliProcess.Run("generate", folder, "--chat", "Hi!", "--system", "Be brief.", "-n", "6", "--json");
+        Assert.Equal(0, result.ExitCode);
+        using var service = new Nanoscale.Pipeline.CompletionService(Nanoscale.Pipeline.LoadedModel.Open(folder), "q");
+        var request = new Nanoscale.Pipeline.CompletionRequest
+        {
+            Messages = [("system", "Be brief."), ("user", "Hi!")], MaxTokens = 6, Sampling = new Nanoscale.Runtime.SamplingOptions { Temperature = 0 },
+        };
+        Assert.Equal(service.PromptTokens(request).Length, result.Json().GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal((await service.CompleteAsync(request)).Text, result.Json().GetProperty("text").GetString());
+
+        var both = CliProcess.Run("generate", folder, "--chat", "Hi!", "--prompt", "x");
+        Assert.Equal(1, both.ExitCode);
+        Assert.Contains("give --chat or --prompt, not both", both.Stderr);
+        var stray = CliProcess.Run("generate", folder, "--system", "x");
+        Assert.Equal(1, stray.ExitCode);
+        Assert.Contains("--system and --chat-template go with --chat", stray.Stderr);
+    }
+
     [Fact]
     public void MissingTokenizerIsExplained()
     {
