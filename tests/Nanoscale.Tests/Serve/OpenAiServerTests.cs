@@ -1,3 +1,4 @@
+using CsCheck;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Json;
@@ -84,6 +85,63 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         Assert.Equal(whole.GetProperty("choices")[0].GetProperty("text").GetString(), text);
         Assert.Equal("length", chunks[^1].GetProperty("choices")[0].GetProperty("finish_reason").GetString());
         Assert.Equal(24, chunks[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    private static readonly string[] Fields =
+    [
+        "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream", "n", "seed", "logprobs",
+        "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user",
+    ];
+
+    /// <summary>Any JSON value: scalars of every kind and edge (huge, negative, NaN-free floats, empty and non-ASCII
+    /// strings), arrays and objects, nested.</summary>
+    private static Gen<string> JsonValue(int depth)
+    {
+        var scalar = Gen.OneOf("null", "true", "false", "0", "1", "3", "-1", "2147483648", "99999999999999999999", "0.5", "-0.0", "1e308",
+            "\"\"", "\"Once\"", "\"user\"", "\"stories260K\"", "\"text\"", "\"\\u00e9\\ud83c\\udf0d\"", "\"\\n\"");
+        if (depth == 0) return scalar;
+        var message = Gen.Select(JsonValue(depth - 1), JsonValue(depth - 1), Gen.OneOf("system", "user", "assistant", "developer", "tool", ""),
+            (r, c, role) => $$"""{"role": {{(role.Length == 0 ? r : $"\"{role}\"")}}, "content": {{c}}}""");
+        return Gen.Frequency(
+            (6, scalar),
+            (1, JsonValue(depth - 1).Array[0, 3].Select(items => "[" + string.Join(", ", items) + "]")),
+            (1, message.Array[1, 3].Select(items => "[" + string.Join(", ", items) + "]")),
+            (1, Gen.Select(Gen.OneOf<string>(Fields), JsonValue(depth - 1), (k, v) => $$"""{"{{k}}": {{v}}}""")));
+    }
+
+    /// <summary>Random bodies (known fields with values of any type, nesting and edge) on both routes: every answer is
+    /// a success or an OpenAI error object with a 4xx status — never a 500 — and afterwards the server is idle and serves.</summary>
+    [Fact]
+    public async Task RandomBodiesGetAnAnswerOrAClearErrorNeverAFailure()
+    {
+        await Start();
+        // Half the bodies start from a valid request, so the random fields are also met on the way to an answer.
+        string[] others = [.. Fields.Except(["prompt", "messages", "max_tokens", "max_completion_tokens"])];
+        var bodies = Gen.Select(Gen.Bool, Gen.Bool, Gen.Select(Gen.OneOf<string>(Fields), JsonValue(2), (k, v) => $"\"{k}\": {v}").Array[0, 6],
+                Gen.Select(Gen.OneOf<string>(others), JsonValue(2), (k, v) => $"\"{k}\": {v}").Array[0, 3])
+            .Array[300].Single();
+        var seen = new HashSet<int>();
+        foreach (var (chat, valid, anything, extra) in bodies)
+        {
+            string[] fields = !valid ? anything
+                : chat ? ["\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]", "\"max_tokens\": 3", .. extra]
+                : ["\"prompt\": \"Once\"", "\"max_tokens\": 3", .. extra];
+            var body = "{" + string.Join(", ", fields) + "}";
+            using var response = await _http.PostAsync(chat ? "/v1/chat/completions" : "/v1/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            int status = (int)response.StatusCode;
+            seen.Add(status);
+            Assert.True(status is 200 or 400 or 404 or 413 or 429, $"{status} for {body}: {text}");
+            if (status != 200) Assert.False(string.IsNullOrEmpty(JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("message").GetString()), body);
+            else if (response.Content.Headers.ContentType?.MediaType == "text/event-stream") Assert.EndsWith("data: [DONE]\n\n", text);
+            else JsonDocument.Parse(text).RootElement.GetProperty("choices");
+        }
+        Assert.Contains(200, seen);
+        Assert.Contains(400, seen);
+        for (int wait = 0; wait < 100 && _service.InService > 0; wait++) await Task.Delay(20);
+        Assert.Equal(0, _service.InService);
+        var (ok, _) = await Post("/v1/completions", """{"prompt": "Once", "max_tokens": 2}""");
+        Assert.Equal(HttpStatusCode.OK, ok);
     }
 
     [Fact]
