@@ -70,12 +70,19 @@ CONVERSATIONS = {
     "empty-content": [m("user", ""), m("assistant", "x"), m("user", "  spaced  ")],
     "long": [m("user" if i % 2 == 0 else "assistant", f"turn {i}") for i in range(9)],
     "tool-role": [m("user", "Q"), m("tool", "result")],
+    # OpenAI-style tool use as Nanoscale hands it to a template: the call's arguments parsed from their JSON text.
+    "tool-use": [m("system", "Use tools."), m("user", "Weather in Paris and Rome?"),
+                 m("assistant", None, tool_calls=[
+                     {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                     {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Rome", "days": 2}}}]),
+                 m("tool", "{\"temp\": 21}", tool_call_id="call_1"), m("tool", "sunny, 25°", tool_call_id="call_2"),
+                 m("assistant", "Paris 21, Rome 25."), m("user", "Thanks")],
 }
 
 CASES = [
     ("shared:llama3", ["basic", "no-system", "unicode", "long"], [{}]),
-    ("shared:qwen2_5", ["basic", "no-system", "unicode", "long", "reasoning"], [{}, {"tools": [TOOL]}]),
-    ("reasoning-chatml.jinja", ["basic", "no-system", "reasoning", "tool-response-user", "empty-content"],
+    ("shared:qwen2_5", ["basic", "no-system", "unicode", "long", "reasoning", "tool-use"], [{}, {"tools": [TOOL]}]),
+    ("reasoning-chatml.jinja", ["basic", "no-system", "reasoning", "tool-response-user", "empty-content", "tool-use"],
      [{}, {"enable_thinking": False}, {"tools": [TOOL]}, {"add_generation_prompt": False}]),
     ("dated-header.jinja", ["basic", "no-system", "unicode", "tool-role"], [{}, {"tools": [TOOL]}, {"date_string": "01 Jan 2025"}]),
     ("features.jinja", ["basic", "empty-content", "long", "unicode"], [{}, {"extra": {"name": "N", "n": 41}}]),

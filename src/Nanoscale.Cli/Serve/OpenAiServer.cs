@@ -113,9 +113,6 @@ internal static class OpenAiServer
                     await Error(context, 404, "invalid_request_error", $"the model '{model}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found");
                     return;
                 }
-                // Tool calling is not supported: a request that offers tools is refused rather than answered as if it had none.
-                if (chat && Field(root, "tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
-                    throw new BadField("tools", "tool calling is not supported by this server (send no 'tools')");
                 if (Field(root, "response_format") is { } format && (format.ValueKind != JsonValueKind.Object || Str(format, "type") is not (null or "text")))
                     throw new BadField("response_format", "only the 'text' response format is supported (no JSON mode or schemas)");
                 stream = Bool(root, "stream") ?? false;
@@ -135,7 +132,10 @@ internal static class OpenAiServer
                 };
                 int maxTokens = Int(root, chat ? "max_completion_tokens" : "max_tokens") ?? Int(root, "max_tokens") ?? (chat ? Math.Min(256, service.MaxTokensLimit) : 16);
                 request = chat
-                    ? new CompletionRequest { Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), MaxTokens = maxTokens, Sampling = sampling }
+                    ? new CompletionRequest
+                    {
+                        Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), MaxTokens = maxTokens, Sampling = sampling,
+                    }
                     : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling };
             }
         }
@@ -198,7 +198,7 @@ internal static class OpenAiServer
         }
     }
 
-    private static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes)
+    internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes)
     {
         int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
         var usage = new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
@@ -208,7 +208,11 @@ internal static class OpenAiServer
                 id, @object = "chat.completion", created, model,
                 choices = outcomes.Select((o, i) => new
                 {
-                    index = i, message = new { role = "assistant", content = o.Text }, logprobs = ChatLogProbs(o.LogProbs), finish_reason = o.FinishReason,
+                    index = i,
+                    message = o.ToolCalls is { } calls
+                        ? (object)new { role = "assistant", content = o.Text.Length > 0 ? o.Text : null, tool_calls = ToolCallsJson(calls, indexed: false) }
+                        : new { role = "assistant", content = o.Text },
+                    logprobs = ChatLogProbs(o.LogProbs), finish_reason = o.FinishReason,
                 }).ToArray(),
                 usage,
             }
@@ -268,11 +272,13 @@ internal static class OpenAiServer
         var pieces = Channel.CreateUnbounded<(int Index, string Text, IReadOnlyList<CompletionLogProb>? LogProbs)>(new UnboundedChannelOptions { SingleReader = true });
         // A sequence's log-probabilities come just before its piece of text, on the same thread: held until the piece.
         var pending = new IReadOnlyList<CompletionLogProb>?[requests.Count];
-        var work = CompleteAll(service, requests, (i, text) =>
+        // With tools offered, a reply may turn out to be calls: it is sent whole when it is done (its text, or its calls).
+        bool whole = requests[0].Tools is { Count: > 0 };
+        var work = CompleteAll(service, requests, whole ? null : (i, text) =>
         {
             pieces.Writer.TryWrite((i, text, pending[i]));
             pending[i] = null;
-        }, context.RequestAborted, requests[0].Sampling.LogProbs is null ? null : (i, list) => pending[i] = list);
+        }, context.RequestAborted, requests[0].Sampling.LogProbs is null || whole ? null : (i, list) => pending[i] = list);
         _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
         bool started = false;
         string kind = chat ? "chat.completion.chunk" : "text_completion";
@@ -303,6 +309,15 @@ internal static class OpenAiServer
             await foreach (var (index, text, logProbs) in pieces.Reader.ReadAllAsync(context.RequestAborted))
                 await Send(Chunk(index, text, null, logProbs));
             var outcomes = await work; // rethrows a refusal before any text: answered as an error object
+            if (whole)
+                for (int i = 0; i < outcomes.Length; i++)
+                {
+                    roleSent[i] = true;
+                    var delta = outcomes[i].ToolCalls is { } calls
+                        ? (object)new { role = "assistant", content = outcomes[i].Text.Length > 0 ? outcomes[i].Text : null, tool_calls = ToolCallsJson(calls, indexed: true) }
+                        : new { role = "assistant", content = outcomes[i].Text };
+                    await Send(new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index = i, delta, logprobs = (object?)null, finish_reason = (string?)null } } });
+                }
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
             int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
             var usage = new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
@@ -378,25 +393,70 @@ internal static class OpenAiServer
         _ => throw new BadField("chat_template_kwargs", "'chat_template_kwargs' must be an object"),
     };
 
-    private static IReadOnlyList<(string Role, string Content)> Messages(JsonElement root)
+    /// <summary><c>tools</c>: function definitions for the chat template, unless <c>tool_choice</c> is <c>none</c>
+    /// (<c>auto</c>, the default, lets the model choose; forcing a call is not supported).</summary>
+    private static IReadOnlyList<object>? Tools(JsonElement root)
+    {
+        var choice = Field(root, "tool_choice");
+        if (choice is not null && !(choice.Value.ValueKind == JsonValueKind.String && choice.Value.GetString() is "auto" or "none"))
+            throw new BadField("tool_choice", "'tool_choice' may be \"auto\" or \"none\" (forcing a call is not supported)");
+        if (Field(root, "tools") is not { } tools) return null;
+        if (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 128)
+            throw new BadField("tools", "'tools' must be a list of at most 128 function definitions");
+        foreach (var tool in tools.EnumerateArray())
+            if (tool.ValueKind != JsonValueKind.Object || Str(tool, "type") != "function" || Field(tool, "function") is not { ValueKind: JsonValueKind.Object } function
+                || Str(function, "name") is not { Length: > 0 })
+                throw new BadField("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": …, \"parameters\": …}}");
+        if (choice?.GetString() == "none" || tools.GetArrayLength() == 0) return null;
+        return [.. tools.EnumerateArray().Select(t => (object)t.Clone())];
+    }
+
+    private static IReadOnlyList<ChatMessage> Messages(JsonElement root)
     {
         if (Field(root, "messages") is not { ValueKind: JsonValueKind.Array } list || list.GetArrayLength() == 0)
             throw new BadField("messages", "'messages' must be a non-empty list of {role, content}");
-        var messages = new List<(string, string)>();
+        var messages = new List<ChatMessage>();
         foreach (var m in list.EnumerateArray())
         {
-            if (m.ValueKind != JsonValueKind.Object || Str(m, "role") is not { } role || role is not ("system" or "user" or "assistant" or "developer"))
-                throw new BadField("messages", "each message needs a role: system, user, assistant or developer");
-            string content = Field(m, "content") switch
+            if (m.ValueKind != JsonValueKind.Object || Str(m, "role") is not { } role || role is not ("system" or "user" or "assistant" or "developer" or "tool"))
+                throw new BadField("messages", "each message needs a role: system, user, assistant, developer or tool");
+            var calls = role == "assistant" ? ToolCalls(m) : null;
+            string? content = Field(m, "content") switch
             {
                 { ValueKind: JsonValueKind.String } s => s.GetString()!,
                 { ValueKind: JsonValueKind.Array } parts => string.Concat(parts.EnumerateArray().Select(p =>
                     p.ValueKind == JsonValueKind.Object && Str(p, "type") == "text" && Str(p, "text") is { } t ? t
                         : throw new BadField("messages", "only text content parts are supported"))),
-                _ => throw new BadField("messages", "each message needs a string content"),
+                null when calls is not null => null,
+                _ => throw new BadField("messages", "each message needs a string content (an assistant's may be null when it has tool_calls)"),
             };
-            messages.Add((role == "developer" ? "system" : role, content));
+            string? callId = null;
+            if (role == "tool" && Str(m, "tool_call_id") is not { Length: > 0 } answered)
+                throw new BadField("messages", "a tool message needs the 'tool_call_id' it answers");
+            else if (role == "tool") callId = Str(m, "tool_call_id");
+            messages.Add(new ChatMessage(role == "developer" ? "system" : role, content) { ToolCalls = calls, ToolCallId = callId });
         }
         return messages;
     }
+
+    /// <summary>An assistant message's <c>tool_calls</c>: <c>[{id, type: "function", function: {name, arguments}}]</c>.</summary>
+    private static IReadOnlyList<ToolCall>? ToolCalls(JsonElement message)
+    {
+        if (Field(message, "tool_calls") is not { } calls) return null;
+        if (calls.ValueKind != JsonValueKind.Array) throw new BadField("messages", "'tool_calls' must be a list");
+        var list = new List<ToolCall>();
+        foreach (var call in calls.EnumerateArray())
+        {
+            if (call.ValueKind != JsonValueKind.Object || Field(call, "function") is not { ValueKind: JsonValueKind.Object } function
+                || Str(function, "name") is not { Length: > 0 } name)
+                throw new BadField("messages", "each tool call needs {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}");
+            list.Add(new ToolCall(Str(call, "id") ?? "", name, Str(function, "arguments") ?? "{}"));
+        }
+        return list.Count > 0 ? list : null;
+    }
+
+    /// <summary>The API's <c>tool_calls</c> of a reply; <paramref name="indexed"/> adds the <c>index</c> streamed deltas carry.</summary>
+    private static object[] ToolCallsJson(IReadOnlyList<ToolCall> calls, bool indexed) => [.. calls.Select((c, i) => indexed
+        ? (object)new { index = i, id = c.Id, type = "function", function = new { name = c.Name, arguments = c.Arguments } }
+        : new { id = c.Id, type = "function", function = new { name = c.Name, arguments = c.Arguments } })];
 }

@@ -53,11 +53,11 @@ internal sealed class ChatTemplate
 
     /// <summary>The prompt token ids of a conversation: the rendered text tokenized without BOS when a template wrote it
     /// (apply_chat_template's output is tokenized without special tokens added), with BOS in the plain rendering.</summary>
-    public int[] PromptTokens(ITokenizer tokenizer, IReadOnlyList<(string Role, string Content)> messages,
-        IReadOnlyDictionary<string, object?>? arguments = null)
+    public int[] PromptTokens(ITokenizer tokenizer, IReadOnlyList<ChatMessage> messages,
+        IReadOnlyDictionary<string, object?>? arguments = null, IReadOnlyList<object>? tools = null)
     {
         if (messages.Count == 0) throw new InvalidOptionException("messages", "at least one message is needed");
-        return tokenizer.Encode(Render(messages, arguments), addBos: IsPlain && tokenizer.BosId is not null);
+        return tokenizer.Encode(Render(messages, arguments, tools: tools), addBos: IsPlain && tokenizer.BosId is not null);
     }
 
     /// <summary><paramref name="sampling"/> with the single-token ids of <see cref="TurnEndings"/> added to its stop tokens.</summary>
@@ -170,17 +170,45 @@ internal sealed class ChatTemplate
         return new ChatTemplate(name, jinja, tokens, ends);
     }
 
+    /// <summary>A message as Hugging Face templates read it: role and content; an assistant's <c>tool_calls</c> as
+    /// <c>[{id, type: "function", function: {name, arguments}}]</c> with the arguments parsed from their JSON text
+    /// (templates write them with <c>tojson</c>; text that is not JSON stays a string); a tool message's <c>tool_call_id</c>.</summary>
+    private static object? Message(ChatMessage m)
+    {
+        var message = new OrderedDictionary<string, object?>(StringComparer.Ordinal) { ["role"] = m.Role, ["content"] = m.Content };
+        if (m.ToolCalls is { Count: > 0 } calls)
+            message["tool_calls"] = calls.Select(c => (object?)new OrderedDictionary<string, object?>(StringComparer.Ordinal)
+            {
+                ["id"] = c.Id,
+                ["type"] = "function",
+                ["function"] = new OrderedDictionary<string, object?>(StringComparer.Ordinal) { ["name"] = c.Name, ["arguments"] = ParsedArguments(c.Arguments) },
+            }).ToList();
+        if (m.ToolCallId is { } id) message["tool_call_id"] = id;
+        return message;
+    }
+
+    private static object? ParsedArguments(string arguments)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(arguments);
+            return JinjaValues.FromJson(document.RootElement);
+        }
+        catch (JsonException) { return arguments; }
+    }
+
     /// <summary>The prompt for <paramref name="messages"/> (role, content), ending where the assistant's reply begins;
     /// <paramref name="arguments"/> are extra template variables (a request's <c>chat_template_kwargs</c>).</summary>
     /// <exception cref="InvalidOptionException">The template refused the conversation (its <c>raise_exception</c>, e.g.
     /// roles that do not alternate) or failed on it.</exception>
-    public string Render(IReadOnlyList<(string Role, string Content)> messages, IReadOnlyDictionary<string, object?>? arguments = null,
-        Func<DateTime>? now = null)
+    public string Render(IReadOnlyList<ChatMessage> messages, IReadOnlyDictionary<string, object?>? arguments = null,
+        Func<DateTime>? now = null, IReadOnlyList<object>? tools = null)
     {
         if (_jinja is null)
         {
+            if (tools is { Count: > 0 }) throw new InvalidOptionException("tools", "the model has no chat template to describe tools with");
             var text = new StringBuilder();
-            foreach (var (role, content) in messages) text.Append(role).Append(": ").Append(content).Append('\n');
+            foreach (var m in messages) text.Append(m.Role).Append(": ").Append(m.Content).Append('\n');
             return text.Append("assistant:").ToString();
         }
         var variables = new Dictionary<string, object?>(_tokens)
@@ -189,6 +217,11 @@ internal sealed class ChatTemplate
             ["documents"] = null,
             ["add_generation_prompt"] = true,
         };
+        if (tools is { Count: > 0 })
+        {
+            try { variables["tools"] = tools.Select(t => JinjaValues.FromClr(t)).ToList(); }
+            catch (JinjaException e) { throw new InvalidOptionException("tools", e.Reason); }
+        }
         if (arguments is not null)
             foreach (var (key, value) in arguments)
                 if (key != "messages")
@@ -196,11 +229,7 @@ internal sealed class ChatTemplate
                     try { variables[key] = JinjaValues.FromClr(value); }
                     catch (JinjaException e) { throw new InvalidOptionException("chat_template_kwargs", $"'{key}': {e.Reason}"); }
                 }
-        variables["messages"] = messages.Select(m => (object?)new OrderedDictionary<string, object?>(StringComparer.Ordinal)
-        {
-            ["role"] = m.Role,
-            ["content"] = m.Content,
-        }).ToList();
+        variables["messages"] = messages.Select(Message).ToList();
         try { return _jinja.Render(variables, now); }
         catch (JinjaException e) when (e.Raised) { throw new InvalidOptionException("messages", $"the model's chat template refused them: {e.Reason}"); }
         catch (JinjaException e) { throw new InvalidOptionException("messages", $"the model's chat template ({Name}) failed on them: {e.Message}"); }

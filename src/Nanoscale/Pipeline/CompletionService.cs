@@ -10,8 +10,13 @@ public sealed record CompletionRequest
     /// <summary>The text to continue; ignored when <see cref="Messages"/> is set.</summary>
     public string Prompt { get; init; } = "";
 
-    /// <summary>Chat messages (role, content), rendered with the model's chat template.</summary>
-    public IReadOnlyList<(string Role, string Content)>? Messages { get; init; }
+    /// <summary>Chat messages, rendered with the model's chat template ((role, content) pairs convert to them).</summary>
+    public IReadOnlyList<ChatMessage>? Messages { get; init; }
+
+    /// <summary>Functions the model may call (OpenAI's <c>tools</c>: each <c>{"type": "function", "function": {name,
+    /// description, parameters}}</c>, as JSON elements or dictionaries), given to the chat template as <c>tools</c>; with
+    /// any, the reply is searched for calls (<see cref="CompletionOutcome.ToolCalls"/>).</summary>
+    public IReadOnlyList<object>? Tools { get; init; }
 
     /// <summary>Extra variables for the chat template (the API's <c>chat_template_kwargs</c>, e.g. Qwen3's
     /// <c>enable_thinking</c>): JSON elements, or strings, numbers, booleans, null, sequences and string-keyed
@@ -23,10 +28,29 @@ public sealed record CompletionRequest
     public SamplingOptions Sampling { get; init; } = new();
 }
 
-/// <summary>What a request produced: the new text, token counts, and why it stopped (OpenAI's words: <c>stop</c>
-/// or <c>length</c>).</summary>
+/// <summary>One chat message: its role and text, and for tool use the calls an assistant made (<see cref="ToolCalls"/>)
+/// or the call a <c>tool</c> message answers (<see cref="ToolCallId"/>). Content may be null (an assistant turn that only
+/// calls tools).</summary>
+public sealed record ChatMessage(string Role, string? Content)
+{
+    public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
+
+    public string? ToolCallId { get; init; }
+
+    public static implicit operator ChatMessage((string Role, string Content) message) => new(message.Role, message.Content);
+}
+
+/// <summary>A function call: its id, the function's name and its arguments as JSON text (OpenAI's shape).</summary>
+public sealed record ToolCall(string Id, string Name, string Arguments);
+
+/// <summary>What a request produced: the new text, token counts, and why it stopped (OpenAI's words: <c>stop</c>,
+/// <c>length</c>, or <c>tool_calls</c> when the reply called functions).</summary>
 public sealed record CompletionOutcome(string Text, int PromptTokens, int CompletionTokens, string FinishReason)
 {
+    /// <summary>The functions the reply called, when the request offered tools and the reply is such calls; then
+    /// <see cref="Text"/> is the reply's text outside them.</summary>
+    public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
+
     /// <summary>Each new token's text and log-probability with its alternatives, when the request asked
     /// (<see cref="SamplingOptions.LogProbs"/>).</summary>
     public IReadOnlyList<CompletionLogProb>? LogProbs { get; init; }
@@ -124,7 +148,7 @@ public sealed class CompletionService : IDisposable
     public int[] PromptTokens(CompletionRequest request)
     {
         var tokenizer = _model.Tokenizer;
-        if (request.Messages is { } messages) return _template.PromptTokens(tokenizer, messages, request.ChatTemplateArguments);
+        if (request.Messages is { } messages) return _template.PromptTokens(tokenizer, messages, request.ChatTemplateArguments, request.Tools);
         return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
     }
 
@@ -171,11 +195,15 @@ public sealed class CompletionService : IDisposable
                     text.Append(piece);
                     onText?.Invoke(piece);
                 }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)])).ConfigureAwait(false);
-                return new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
+                var outcome = new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
                     result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop")
                 {
                     LogProbs = result.LogProbs?.Select(Named).ToList(),
                 };
+                // With tools offered, a reply that spells out calls is those calls (and the text before them).
+                if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text) is { } parsed)
+                    outcome = outcome with { Text = parsed.Content ?? "", ToolCalls = parsed.Calls, FinishReason = "tool_calls" };
+                return outcome;
             }
             finally
             {

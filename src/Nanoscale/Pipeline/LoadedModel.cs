@@ -144,7 +144,7 @@ public sealed class LoadedModel : IDisposable
     /// until the template's end of turn, an end token or <paramref name="maxNewTokens"/>.</summary>
     /// <exception cref="CheckpointFormatException">The chat template is malformed or outside the Jinja subset.</exception>
     /// <exception cref="InvalidOptionException">The template refused the conversation, or it leaves no room in the context.</exception>
-    public GenerationResult Chat(IReadOnlyList<(string Role, string Content)> messages, int maxNewTokens, SamplingOptions sampling,
+    public GenerationResult Chat(IReadOnlyList<ChatMessage> messages, int maxNewTokens, SamplingOptions sampling,
         Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default)
     {
         var template = ChatTemplate.For(this, chatTemplateFile);

@@ -160,7 +160,7 @@ public class GgufExportTests
     private static void AssertChatTemplateTravels(string folder, string gguf, GgufExportReport report, LlamaCppRuntime llama, string stripBos)
     {
         Assert.EndsWith("tokenizer_config.json", report.ChatTemplateFrom);
-        (string, string)[] conversation = [("system", "Be brief."), ("user", " Hi! "), ("assistant", "Hello."), ("user", "Grüße 🌍")];
+        ChatMessage[] conversation = [("system", "Be brief."), ("user", " Hi! "), ("assistant", "Hello."), ("user", "Grüße 🌍")];
         var ours = ChatTemplate.Find(folder).Render(conversation);
         Assert.StartsWith(stripBos, ours);
         Assert.Equal(ours[stripBos.Length..], llama.ApplyChatTemplate(conversation));

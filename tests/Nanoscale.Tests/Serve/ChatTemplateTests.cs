@@ -10,7 +10,7 @@ namespace Nanoscale.Tests.Serve;
 /// template does.</summary>
 public class ChatTemplateTests
 {
-    private static readonly (string, string)[] Conversation = [("system", "Be brief."), ("user", " Hi! "), ("assistant", "Hello."), ("user", "Bye")];
+    private static readonly ChatMessage[] Conversation = [("system", "Be brief."), ("user", " Hi! "), ("assistant", "Hello."), ("user", "Bye")];
 
     private static string Written(string name) =>
         Path.Combine(Architecture.ArchitectureRules.RepositoryRoot(), "tests", "Nanoscale.Tests", "Serve", "ChatTemplates", name);
@@ -100,6 +100,30 @@ public class ChatTemplateTests
         // The llama3 folder's bos_token reaches the file's template; strftime_now reads the clock given.
         Assert.StartsWith("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 05 Dec 2026",
             template.Render([("user", "Q")], now: () => new DateTime(2026, 12, 5)));
+    }
+
+    /// <summary>A tool conversation in the API's shape (calls with JSON-text arguments, tool results with their call ids,
+    /// tools as JSON) renders through Qwen2.5's real template exactly as Jinja2 renders the same conversation in
+    /// Hugging Face's shape (golden.json's <c>tool-use</c> case).</summary>
+    [Fact]
+    public void ToolConversationsRenderAsJinja2RendersThem()
+    {
+        var golden = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(Written("golden.json"))).RootElement.EnumerateArray()
+            .Single(c => c.GetProperty("template").GetString() == "shared:qwen2_5" && c.GetProperty("conversation").GetString() == "tool-use"
+                && c.GetProperty("variables").GetProperty("tools").ValueKind == System.Text.Json.JsonValueKind.Array);
+        var tool = golden.GetProperty("variables").GetProperty("tools")[0].Clone();
+        ChatMessage[] conversation =
+        [
+            ("system", "Use tools."), ("user", "Weather in Paris and Rome?"),
+            new ChatMessage("assistant", null)
+            {
+                ToolCalls = [new ToolCall("call_1", "get_weather", """{"city": "Paris"}"""), new ToolCall("call_2", "get_weather", """{"city":"Rome","days":2}""")],
+            },
+            new ChatMessage("tool", """{"temp": 21}""") { ToolCallId = "call_1" }, new ChatMessage("tool", "sunny, 25°") { ToolCallId = "call_2" },
+            ("assistant", "Paris 21, Rome 25."), ("user", "Thanks"),
+        ];
+        var template = ChatTemplate.Find(SharedData.Path("tokenizers", "qwen2_5"));
+        Assert.Equal(golden.GetProperty("expected").GetString(), template.Render(conversation, tools: [tool]));
     }
 
     [Fact]

@@ -539,6 +539,92 @@ public sealed class OfficialClientTests
     }
 }
 
+/// <summary>Tools on a generated Qwen2.5-shaped model with its real template: offered tools reach the prompt (as
+/// Qwen's template describes them), tool turns in the history are accepted, and what is not supported is refused.</summary>
+public sealed class ToolUseTests
+{
+    private const string Tool = """{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}""";
+
+    [Fact]
+    public async Task ToolsReachThePromptAndToolTurnsAreAccepted()
+    {
+        using var dir = new TempDir();
+        var folder = SampleCheckpoint.Write(dir.File("qwen"), new SampleOptions
+        {
+            ModelType = "qwen2", Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 151936, MaxSeqLen = 1024,
+            RopeTheta = 1000000f, NormEps = 1e-6f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "qwen2_5"),
+        });
+        var loaded = LoadedModel.Open(folder);
+        using var service = new CompletionService(loaded, "qwen");
+        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        async Task<(HttpStatusCode, string)> Chat(string extra, string messages = """[{"role": "user", "content": "Weather in Paris?"}]""")
+        {
+            using var r = await http.PostAsync("/v1/chat/completions",
+                new StringContent($$"""{"messages": {{messages}}, "max_tokens": 3, "temperature": 0{{extra}}}""", Encoding.UTF8, "application/json"));
+            return (r.StatusCode, await r.Content.ReadAsStringAsync());
+        }
+        int PromptTokens(string body) => JsonDocument.Parse(body).RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
+
+        var (plainStatus, plain) = await Chat("");
+        var (withStatus, with) = await Chat($$""", "tools": [{{Tool}}]""");
+        var (_, none) = await Chat(", \"tools\": [" + Tool + "], \"tool_choice\": \"none\"");
+        Assert.Equal((HttpStatusCode.OK, HttpStatusCode.OK), (plainStatus, withStatus));
+        var expected = ChatTemplate.Find(folder).Render([("user", "Weather in Paris?")], tools: [JsonDocument.Parse(Tool).RootElement]);
+        Assert.Equal(loaded.Tokenizer.Encode(expected, addBos: false).Length, PromptTokens(with));
+        Assert.True(PromptTokens(with) > PromptTokens(plain) + 50, "the tool's description is in the prompt");
+        Assert.Equal(PromptTokens(plain), PromptTokens(none));
+
+        // Streamed with tools, the reply comes whole: one delta with the role and the text (or calls), then the finish.
+        using (var r = await http.PostAsync("/v1/chat/completions", new StringContent(
+            $$"""{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0, "stream": true, "tools": [{{Tool}}]}""", Encoding.UTF8, "application/json")))
+        {
+            var events = (await r.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal("data: [DONE]", events[^1]);
+            Assert.Equal("assistant", JsonDocument.Parse(events[0]["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta").GetProperty("role").GetString());
+        }
+
+        const string history = """
+            [{"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees"}]
+            """;
+        var (historyStatus, answered) = await Chat($$""", "tools": [{{Tool}}]""", history);
+        Assert.Equal(HttpStatusCode.OK, historyStatus);
+        Assert.True(PromptTokens(answered) > PromptTokens(with), answered);
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await Chat(", \"tools\": [" + Tool + "], \"tool_choice\": \"required\"")).Item1);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Chat(""", "tools": [{"type": "function"}]""")).Item1);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Chat("", """[{"role": "tool", "content": "21"}]""")).Item1);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Chat("", """[{"role": "assistant", "content": null}]""")).Item1);
+        await app.StopAsync();
+    }
+
+    [Fact]
+    public void AReplyOfCallsIsAnsweredAsToolCalls()
+    {
+        var outcome = new CompletionOutcome("", 10, 7, "tool_calls") { ToolCalls = [new ToolCall("call_1", "get_weather", """{"city": "Paris"}""")] };
+        var json = JsonSerializer.SerializeToElement(OpenAiServer.Response("id", 0, "m", chat: true, [outcome]));
+        var choice = json.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+        var message = choice.GetProperty("message");
+        Assert.Equal(JsonValueKind.Null, message.GetProperty("content").ValueKind);
+        var call = message.GetProperty("tool_calls")[0];
+        Assert.Equal(("call_1", "function", "get_weather", """{"city": "Paris"}"""), (call.GetProperty("id").GetString(), call.GetProperty("type").GetString(),
+            call.GetProperty("function").GetProperty("name").GetString(), call.GetProperty("function").GetProperty("arguments").GetString()));
+    }
+
+    [Fact]
+    public async Task AModelWithoutATemplateRefusesTools()
+    {
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s");
+        var request = new CompletionRequest { Messages = [("user", "Hi")], Tools = [JsonDocument.Parse(Tool).RootElement], MaxTokens = 2 };
+        var e = await Assert.ThrowsAsync<Nanoscale.Tensors.InvalidOptionException>(() => service.CompleteAsync(request));
+        Assert.Equal("tools", e.Option);
+    }
+}
+
 /// <summary>Chat on a generated Llama-3-shaped model with Llama-3's real tokenizer and chat template.</summary>
 public sealed class Llama3ChatTests
 {

@@ -46,10 +46,10 @@ internal sealed class LlamaCppRuntime : IDisposable
     /// <summary>llama.cpp's rendering of a conversation with the file's <c>tokenizer.chat_template</c>
     /// (<c>llama_chat_apply_template</c>: it recognises the template's family and renders it in its own code), with
     /// the assistant's turn opened.</summary>
-    public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages)
+    public string ApplyChatTemplate(IEnumerable<Nanoscale.Pipeline.ChatMessage> messages)
     {
         var template = new LLamaTemplate(_weights, strict: true) { AddAssistant = true };
-        foreach (var (role, content) in messages) template.Add(role, content);
+        foreach (var m in messages) template.Add(m.Role, m.Content ?? "");
         return LLamaTemplate.Encoding.GetString(template.Apply());
     }
 

@@ -26,7 +26,7 @@ internal static class JinjaBuiltins
     [
         "trim", "tojson", "length", "count", "string", "safe", "int", "float", "lower", "upper", "title", "capitalize", "default", "d",
         "first", "last", "join", "replace", "list", "items", "reverse", "sort", "unique", "selectattr", "rejectattr", "map", "abs",
-        "round", "indent", "min", "max", "sum",
+        "round", "indent", "min", "max", "sum", "select", "reject", "dictsort", "attr", "wordcount",
     ];
 
     public static object? Filter(string name, object? value, IReadOnlyList<object?> a, IReadOnlyDictionary<string, object?> n)
@@ -79,7 +79,7 @@ internal static class JinjaBuiltins
             case "list": return new List<object?>(Iterate(value));
             case "items":
                 return value is OrderedDictionary<string, object?> dict
-                    ? dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()
+                    ? dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()
                     : throw new JinjaException($"a {TypeName(value)} has no items", 0, 0);
             case "reverse":
                 return value is string rs ? string.Concat(CodePoints(rs).Reverse()) : Enumerable.Reverse(Iterate(value)).ToList();
@@ -113,6 +113,41 @@ internal static class JinjaBuiltins
                     return (test is null ? IsTrue(v) : Test(test, v, testArgs)) == keep;
                 }).ToList();
             }
+            case "select" or "reject":
+            {
+                bool keep = name == "select";
+                var test = a.Count > 0 ? Str(a[0]) : null;
+                var testArgs = a.Skip(1).ToList();
+                return Iterate(value).Where(x => (test is null ? IsTrue(x) : Test(test, x, testArgs)) == keep).ToList();
+            }
+            case "dictsort":
+            {
+                if (value is not OrderedDictionary<string, object?> sortable) throw new JinjaException($"dictsort needs a dict, not a {TypeName(value)}", 0, 0);
+                bool caseSensitive = IsTrue(Arg(0, "case_sensitive", false)), byValue = Str(Arg(1, "by", "key")) == "value";
+                object? Key(KeyValuePair<string, object?> p)
+                {
+                    var k = byValue ? p.Value : p.Key;
+                    return !caseSensitive && k is string t ? t.ToLowerInvariant() : k;
+                }
+                List<object?> pairs;
+                try { pairs = sortable.Order(Comparer<KeyValuePair<string, object?>>.Create((x, y) => Order(Key(x), Key(y)))).Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList(); }
+                catch (InvalidOperationException e) when (e.InnerException is JinjaException inner) { throw inner; }
+                if (IsTrue(Arg(2, "reverse", false))) pairs.Reverse();
+                return pairs;
+            }
+            case "attr":
+            {
+                // An attribute only, never an item (Jinja's attr): a dict's or string's methods, nothing else here.
+                var attribute = Str(Arg(0, "name"));
+                return value switch
+                {
+                    OrderedDictionary<string, object?> d => (object?)DictMethod(d, attribute) ?? new Undefined($"'dict object' has no attribute '{attribute}'"),
+                    string text => (object?)StringMethod(text, attribute) ?? new Undefined($"'str object' has no attribute '{attribute}'"),
+                    Namespace ns => Attribute(ns, attribute),
+                    _ => new Undefined($"'{TypeName(value)} object' has no attribute '{attribute}'"),
+                };
+            }
+            case "wordcount": return (long)Split(Str(value), null, -1, false).Count;
             case "map":
                 if (n.TryGetValue("attribute", out var attr))
                     return Iterate(value).Select(x => Attribute(x, Str(attr)) is Undefined && n.TryGetValue("default", out var dv) ? dv : Attribute(x, Str(attr))).ToList();
@@ -275,7 +310,7 @@ internal static class JinjaBuiltins
         long from = Bound(start, stride > 0 ? 0 : count - 1), to = Bound(stop, stride > 0 ? count : -1);
         var result = new List<object?>();
         for (long k = from; stride > 0 ? k < to : k > to; k += stride) result.Add(items[(int)k]);
-        return target is string ? string.Concat(result.Cast<string>()) : result;
+        return target is string ? string.Concat(result.Cast<string>()) : target is JinjaTuple ? new JinjaTuple(result) : result;
     }
 
     /// <summary><c>+ - * / // % **</c> with Python's meaning on numbers, strings and lists.</summary>
@@ -395,7 +430,7 @@ internal static class JinjaBuiltins
 
     private static JinjaCallable? DictMethod(OrderedDictionary<string, object?> dict, string name) => name switch
     {
-        "items" => new JinjaCallable("items", (_, _) => dict.Select(p => (object?)new List<object?> { p.Key, p.Value }).ToList()),
+        "items" => new JinjaCallable("items", (_, _) => dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()),
         "keys" => new JinjaCallable("keys", (_, _) => dict.Keys.Cast<object?>().ToList()),
         "values" => new JinjaCallable("values", (_, _) => dict.Values.ToList()),
         "get" => new JinjaCallable("get", (a, _) =>

@@ -36,7 +36,8 @@ internal sealed record LiteralExpr(object? Value, int Offset) : Expr(Offset);
 
 internal sealed record NameExpr(string Name, int Offset) : Expr(Offset);
 
-internal sealed record ListExpr(IReadOnlyList<Expr> Items, int Offset) : Expr(Offset);
+/// <summary>A list literal, or a tuple (<see cref="Tuple"/>: <c>(a, b)</c>, <c>set x = a, b</c>).</summary>
+internal sealed record ListExpr(IReadOnlyList<Expr> Items, int Offset, bool Tuple = false) : Expr(Offset);
 
 internal sealed record DictExpr(IReadOnlyList<(Expr Key, Expr Value)> Items, int Offset) : Expr(Offset);
 

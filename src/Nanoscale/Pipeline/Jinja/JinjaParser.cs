@@ -260,7 +260,7 @@ internal sealed class JinjaParser
             if (Current.Kind is TokenKind.BlockClose or TokenKind.VariableClose) break;
             items.Add(Expression());
         }
-        return new ListExpr(items, offset);
+        return new ListExpr(items, offset, Tuple: true);
     }
 
     public Expr Expression() => Or(allowConditional: true);
@@ -396,13 +396,13 @@ internal sealed class JinjaParser
                 return new LiteralExpr(token.Float, token.Offset);
             case TokenKind.Operator when token.Value == "(":
             {
-                if (SkipOperator(")")) return new ListExpr([], token.Offset);
+                if (SkipOperator(")")) return new ListExpr([], token.Offset, Tuple: true);
                 var first = Expression();
                 if (SkipOperator(")")) return first;
                 var items = new List<Expr> { first };
                 while (SkipOperator(",") && !IsOperator(")")) items.Add(Expression());
                 Expect(")");
-                return new ListExpr(items, token.Offset);
+                return new ListExpr(items, token.Offset, Tuple: true);
             }
             case TokenKind.Operator when token.Value == "[":
             {

@@ -240,7 +240,7 @@ internal sealed class JinjaTemplate
             {
                 case LiteralExpr literal: return literal.Value;
                 case NameExpr name: return Lookup(name.Name);
-                case ListExpr list: return Values(list.Items);
+                case ListExpr list: return list.Tuple ? new JinjaTuple(Values(list.Items)) : Values(list.Items);
                 case DictExpr dict:
                     var result = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
                     foreach (var (key, value) in dict.Items)

@@ -13,6 +13,9 @@ internal sealed class Undefined(string description)
     public override string ToString() => "";
 }
 
+/// <summary>A Python tuple (<c>(a, b)</c>, a dict's items): a list that prints with parentheses.</summary>
+internal sealed class JinjaTuple(IEnumerable<object?> items) : List<object?>(items);
+
 /// <summary>What <c>namespace(...)</c> makes: the one value a template may change after creating it.</summary>
 internal sealed class Namespace
 {
@@ -93,6 +96,7 @@ internal static class JinjaValues
         long => "int",
         double => "float",
         string => "str",
+        JinjaTuple => "tuple",
         List<object?> => "list",
         OrderedDictionary<string, object?> => "dict",
         Namespace => "Namespace",
@@ -143,13 +147,14 @@ internal static class JinjaValues
                 text.Append(quote);
                 break;
             case List<object?> list:
-                text.Append('[');
+                bool tuple = list is JinjaTuple;
+                text.Append(tuple ? '(' : '[');
                 for (int k = 0; k < list.Count; k++)
                 {
                     if (k > 0) text.Append(", ");
                     Repr(list[k], text, depth + 1);
                 }
-                text.Append(']');
+                text.Append(tuple ? (list.Count == 1 ? ",)" : ")") : "]");
                 break;
             case OrderedDictionary<string, object?> dict:
                 text.Append('{');

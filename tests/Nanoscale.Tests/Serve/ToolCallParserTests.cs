@@ -1,0 +1,51 @@
+using Nanoscale.Pipeline;
+
+namespace Nanoscale.Tests.Serve;
+
+/// <summary>Calls are found only where a reply spells them out, in Hermes/Qwen's tags or Llama 3.x's JSON.</summary>
+public class ToolCallParserTests
+{
+    [Fact]
+    public void HermesBlocksWithTextBefore()
+    {
+        var parsed = ToolCallParser.Parse("Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n" +
+                                          "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>")!.Value;
+        Assert.Equal("Let me check.", parsed.Content);
+        Assert.Equal(["get_weather", "get_time"], parsed.Calls.Select(c => c.Name));
+        Assert.Equal("{\"city\": \"Paris\"}", parsed.Calls[0].Arguments);
+        Assert.Equal("{}", parsed.Calls[1].Arguments);
+        Assert.All(parsed.Calls, c => Assert.Matches("^call_[0-9a-f]{24}$", c.Id));
+        Assert.NotEqual(parsed.Calls[0].Id, parsed.Calls[1].Id);
+    }
+
+    [Fact]
+    public void AnUnclosedLastBlockCountsWhenItsJsonIsWhole()
+    {
+        var parsed = ToolCallParser.Parse("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n")!.Value;
+        Assert.Null(parsed.Content);
+        Assert.Equal("{\"x\": 1}", Assert.Single(parsed.Calls).Arguments);
+        Assert.Null(ToolCallParser.Parse("<tool_call>\n{\"name\": \"f\", \"argum"));
+    }
+
+    [Theory]
+    [InlineData("{\"name\": \"f\", \"parameters\": {\"a\": \"b\"}}", "{\"a\": \"b\"}")]
+    [InlineData("<|python_tag|>{\"name\": \"f\", \"parameters\": {}}", "{}")]
+    [InlineData("  {\"name\": \"f\", \"arguments\": \"{\\\"a\\\": 1}\"}  ", "{\"a\": 1}")]
+    public void Llama3JsonReplies(string reply, string arguments)
+    {
+        var parsed = ToolCallParser.Parse(reply)!.Value;
+        Assert.Null(parsed.Content);
+        var call = Assert.Single(parsed.Calls);
+        Assert.Equal(("f", arguments), (call.Name, call.Arguments));
+    }
+
+    [Theory]
+    [InlineData("The weather is fine.")]
+    [InlineData("{\"city\": \"Paris\"}")]
+    [InlineData("{\"name\": 3}")]
+    [InlineData("{\"name\": \"f\"} and more")]
+    [InlineData("<tool_call>not json</tool_call>")]
+    [InlineData("<tool_call>{\"name\": \"f\", \"arguments\": 5}</tool_call>")]
+    [InlineData("")]
+    public void AnythingElseIsText(string reply) => Assert.Null(ToolCallParser.Parse(reply));
+}
