@@ -7,7 +7,8 @@ namespace Nanoscale.Pipeline.Jinja;
 /// <summary>
 /// The filters, tests, methods and global functions chat templates call, with Python's and Jinja's meanings:
 /// filters <c>trim tojson length count string int float lower upper title capitalize default d first last join
-/// replace list items reverse sort selectattr rejectattr map abs round indent safe min max sum unique</c>; tests
+/// replace list items reverse sort selectattr rejectattr select reject map dictsort attr abs round indent safe min max sum
+/// unique wordcount</c>; tests
 /// <c>defined undefined none boolean true false integer float number string mapping iterable sequence callable sameas
 /// eq equalto ne lt gt le ge in even odd divisibleby lower upper</c>; string methods <c>strip lstrip rstrip startswith
 /// endswith split rsplit splitlines upper lower title capitalize replace find rfind count join</c>; dict methods
