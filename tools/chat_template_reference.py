@@ -86,6 +86,7 @@ CASES = [
      [{}, {"enable_thinking": False}, {"tools": [TOOL]}, {"add_generation_prompt": False}]),
     ("dated-header.jinja", ["basic", "no-system", "unicode", "tool-role"], [{}, {"tools": [TOOL]}, {"date_string": "01 Jan 2025"}]),
     ("features.jinja", ["basic", "empty-content", "long", "unicode"], [{}, {"extra": {"name": "N", "n": 41}}]),
+    ("scoping.jinja", ["basic", "long"], [{}]),
 ]
 
 TOKENS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}

@@ -13,13 +13,16 @@ internal readonly record struct Token(TokenKind Kind, string Value, int Offset, 
 /// <c>apply_chat_template</c> uses: <c>trim_blocks</c> (the first newline after a block or comment tag is dropped) and
 /// <c>lstrip_blocks</c> (spaces and tabs before a block or comment tag at the start of a line are dropped), with
 /// <c>-</c> / <c>+</c> whitespace control on any tag, <c>{# comments #}</c> and <c>{% raw %}</c>. Newlines
-/// (<c>\r\n</c>, <c>\r</c>) become <c>\n</c> first, as Jinja's <c>newline_sequence</c> does.
+/// (<c>\r\n</c>, <c>\r</c>) become <c>\n</c> first, as Jinja's <c>newline_sequence</c> does, and one newline at
+/// the end of the template is dropped.
 /// </summary>
 internal static class JinjaLexer
 {
     public static (string Source, List<Token> Tokens) Tokenize(string template)
     {
         var source = template.Replace("\r\n", "\n").Replace('\r', '\n');
+        // One newline at the very end is dropped (Jinja's keep_trailing_newline=False, which transformers keeps).
+        if (source.EndsWith('\n')) source = source[..^1];
         var tokens = new List<Token>();
         int pos = 0;
         bool stripNext = false; // the previous tag ended with '-': drop the whitespace that follows it

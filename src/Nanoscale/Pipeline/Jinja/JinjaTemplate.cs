@@ -149,6 +149,8 @@ internal sealed class JinjaTemplate
                 for (int k = 0; k < items.Count; k++)
                 {
                     Step(loop.Offset);
+                    // Each turn starts a fresh scope, as Jinja's: what one turn sets, the next does not see.
+                    _scopes[^1] = [];
                     Assign(loop.Targets, items[k]);
                     _scopes[^1]["loop"] = LoopInfo(items, k);
                     if (Execute(loop.Body) == Flow.Break) break;
@@ -190,7 +192,8 @@ internal sealed class JinjaTemplate
 
         private JinjaCallable Macro(MacroNode macro)
         {
-            var root = _scopes[0];
+            // The scopes around the definition (a loop's variables, the template's, live), as Jinja's closures see them.
+            var around = _scopes.ToList();
             return new JinjaCallable(macro.Name, (arguments, named) =>
             {
                 if (++_calls > MaxCalls) throw new JinjaException($"macros call each other more than {MaxCalls} deep", 0, 0);
@@ -206,7 +209,7 @@ internal sealed class JinjaTemplate
                             : macro.Defaults[k] is { } d ? Evaluate(d)
                             : new Undefined($"'{p}' is undefined");
                     }
-                    _scopes = [root, frame];
+                    _scopes = [.. around, frame];
                     return Capture(macro.Body);
                 }
                 finally
