@@ -34,8 +34,16 @@ internal static class JinjaBuiltins
     {
         object? Arg(int index, string key, object? fallback = null) => index >= 0 && index < a.Count ? a[index] : n.TryGetValue(key, out var v) ? v : fallback;
         if (!FilterNames.Contains(name)) throw new JinjaException($"no filter named '{name}'", 0, 0);
-        if (value is Undefined && name is not ("default" or "d" or "length" or "count" or "list" or "string" or "tojson" or "safe" or "trim" or "join"))
-            throw new JinjaException($"{Describe(value)} (filter '{name}')", 0, 0);
+        if (value is Undefined)
+        {
+            // As Jinja's default Undefined: an empty string to string filters, an empty sequence to sequence filters,
+            // an error to the rest.
+            if (name is "trim" or "upper" or "lower" or "title" or "capitalize" or "replace" or "wordcount" or "indent" or "string") value = "";
+            else if (name is "length" or "count" or "list" or "join" or "first" or "last" or "reverse" or "sort" or "unique" or "select" or "reject"
+                     or "map" or "selectattr" or "rejectattr" or "min" or "max" or "sum" or "items") value = new List<object?>();
+            else if (name is not ("default" or "d" or "int" or "float" or "safe"))
+                throw new JinjaException($"{Describe(value)} (filter '{name}')", 0, 0);
+        }
         switch (name)
         {
             case "trim": return Strip(Str(value), Arg(0, "chars") as string, true, true);
@@ -62,13 +70,15 @@ internal static class JinjaBuiltins
                 };
             case "lower": return Str(value).ToLowerInvariant();
             case "upper": return Str(value).ToUpperInvariant();
-            case "title": return Title(Str(value));
+            case "title": return JinjaTitle(Str(value));
             case "capitalize": return Capitalize(Str(value));
             case "default" or "d":
                 bool boolean = IsTrue(Arg(1, "boolean", false));
                 return value is Undefined || (boolean && !IsTrue(value)) ? Arg(0, "default_value", "") : value;
             case "first": return Iterate(value) is { Count: > 0 } f ? f[0] : new Undefined("the first item of an empty sequence");
-            case "last": return Iterate(value) is { Count: > 0 } l ? l[^1] : new Undefined("the last item of an empty sequence");
+            case "last":
+                if (value is JinjaGenerator) throw new JinjaException("a generator has no last item (add |list first)", 0, 0);
+                return Iterate(value) is { Count: > 0 } l ? l[^1] : new Undefined("the last item of an empty sequence");
             case "join":
             {
                 var attribute = Arg(1, "attribute") as string;
@@ -79,16 +89,19 @@ internal static class JinjaBuiltins
                 return Replace(Str(value), Str(Arg(0, "old")), Str(Arg(1, "new")), Arg(2, "count") is long c ? c : -1);
             case "list": return new List<object?>(Iterate(value));
             case "items":
-                return value is OrderedDictionary<string, object?> dict
-                    ? dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])).ToList()
-                    : throw new JinjaException($"a {TypeName(value)} has no items", 0, 0);
+                return value is OrderedDictionary<string, object?> dict ? new JinjaGenerator(dict.Select(p => (object?)new JinjaTuple([p.Key, p.Value])))
+                    : value is List<object?> { Count: 0 } ? new JinjaGenerator([])
+                    : new JinjaGenerator(() => throw new JinjaException($"a {TypeName(value)} has no item pairs (items needs a mapping)", 0, 0));
             case "reverse":
-                return value is string rs ? string.Concat(CodePoints(rs).Reverse()) : Enumerable.Reverse(Iterate(value)).ToList();
+                // Python reverses eagerly (a value that cannot be iterated is an error now), into an iterator.
+                return value is string rs ? string.Concat(CodePoints(rs).Reverse()) : new JinjaGenerator(Enumerable.Reverse(Iterate(value)));
             case "sort":
             {
                 var attribute = Arg(2, "attribute") as string;
+                bool caseSensitive = IsTrue(Arg(1, "case_sensitive", false));
                 var items = new List<object?>(Iterate(value));
-                Comparison<object?> order = (x, y) => Order(attribute is null ? x : Attribute(x, attribute), attribute is null ? y : Attribute(y, attribute));
+                Comparison<object?> order = (x, y) => Order(SortKey(attribute is null ? x : Attribute(x, attribute), caseSensitive),
+                    SortKey(attribute is null ? y : Attribute(y, attribute), caseSensitive));
                 List<object?> sorted;
                 try { sorted = items.Order(Comparer<object?>.Create(order)).ToList(); }
                 catch (InvalidOperationException e) when (e.InnerException is JinjaException inner) { throw inner; }
@@ -97,10 +110,14 @@ internal static class JinjaBuiltins
             }
             case "unique":
             {
-                var result = new List<object?>();
-                foreach (var item in Iterate(value))
-                    if (!result.Any(r => Equal(r, item))) result.Add(item);
-                return result;
+                bool caseSensitive = IsTrue(Arg(0, "case_sensitive", false));
+                return Lazily(value, items =>
+                {
+                    var result = new List<object?>();
+                    foreach (var item in items)
+                        if (!result.Any(r => Equal(SortKey(r, caseSensitive), SortKey(item, caseSensitive)))) result.Add(item);
+                    return result;
+                });
             }
             case "selectattr" or "rejectattr":
             {
@@ -108,18 +125,18 @@ internal static class JinjaBuiltins
                 var attribute = Str(Arg(0, "attribute"));
                 var test = a.Count > 1 ? Str(a[1]) : null;
                 var testArgs = a.Skip(2).ToList();
-                return Iterate(value).Where(x =>
+                return Lazily(value, items => items.Where(x =>
                 {
                     var v = Attribute(x, attribute);
                     return (test is null ? IsTrue(v) : Test(test, v, testArgs)) == keep;
-                }).ToList();
+                }));
             }
             case "select" or "reject":
             {
                 bool keep = name == "select";
                 var test = a.Count > 0 ? Str(a[0]) : null;
                 var testArgs = a.Skip(1).ToList();
-                return Iterate(value).Where(x => (test is null ? IsTrue(x) : Test(test, x, testArgs)) == keep).ToList();
+                return Lazily(value, items => items.Where(x => (test is null ? IsTrue(x) : Test(test, x, testArgs)) == keep));
             }
             case "dictsort":
             {
@@ -148,12 +165,12 @@ internal static class JinjaBuiltins
                     _ => new Undefined($"'{TypeName(value)} object' has no attribute '{attribute}'"),
                 };
             }
-            case "wordcount": return (long)Split(Str(value), null, -1, false).Count;
+            case "wordcount": return (long)Words.Count(Str(value));
             case "map":
                 if (n.TryGetValue("attribute", out var attr))
-                    return Iterate(value).Select(x => Attribute(x, Str(attr)) is Undefined && n.TryGetValue("default", out var dv) ? dv : Attribute(x, Str(attr))).ToList();
+                    return Lazily(value, items => items.Select(x => Attribute(x, Str(attr)) is Undefined && n.TryGetValue("default", out var dv) ? dv : Attribute(x, Str(attr))));
                 if (a.Count == 0) throw new JinjaException("map needs a filter name or attribute=", 0, 0);
-                return Iterate(value).Select(x => Filter(Str(a[0]), x, a.Skip(1).ToList(), n)).ToList();
+                return Lazily(value, items => items.Select(x => Filter(Str(a[0]), x, a.Skip(1).ToList(), n)));
             case "abs": return value is double d2 ? Math.Abs(d2) : (object)Math.Abs(ToLong(value));
             case "round":
             {
@@ -164,13 +181,16 @@ internal static class JinjaBuiltins
                 {
                     "floor" => Math.Floor(x * scale) / scale,
                     "ceil" => Math.Ceiling(x * scale) / scale,
-                    _ => Math.Round(x * scale, MidpointRounding.AwayFromZero) / scale,
+                    // Python's round: an integer stays one; halves go to the even neighbour.
+                    _ when value is long or bool && precision >= 0 => (object)ToLong(value),
+                    _ => Math.Round(x * scale, MidpointRounding.ToEven) / scale,
                 };
             }
             case "indent":
             {
                 var width = Arg(0, "width", 4L);
                 var pad = width is string ws ? ws : new string(' ', (int)Math.Clamp(ToLong(width), 0, 1000));
+                if (value is not string) throw new JinjaException($"indent needs a string, not a {TypeName(value)}", 0, 0);
                 bool first = IsTrue(Arg(1, "first", false)), blank = IsTrue(Arg(2, "blank", false));
                 var lines = Str(value).Split('\n');
                 for (int k = 0; k < lines.Length; k++)
@@ -181,9 +201,13 @@ internal static class JinjaBuiltins
             {
                 var items = Iterate(value);
                 if (items.Count == 0) return new Undefined($"the {name} of an empty sequence");
+                bool caseSensitive = IsTrue(Arg(0, "case_sensitive", false));
                 var best = items[0];
                 foreach (var item in items.Skip(1))
-                    if (name == "min" ? Order(item, best) < 0 : Order(item, best) > 0) best = item;
+                {
+                    int order = Order(SortKey(item, caseSensitive), SortKey(best, caseSensitive));
+                    if (name == "min" ? order < 0 : order > 0) best = item;
+                }
                 return best;
             }
             case "sum":
@@ -209,11 +233,11 @@ internal static class JinjaBuiltins
             "false" => value is false,
             "integer" => value is long,
             "float" => value is double,
-            "number" => value is long or double,
+            "number" => value is long or double or bool,
             "string" => value is string,
             "mapping" => value is OrderedDictionary<string, object?> or Namespace,
             "iterable" => value is string or List<object?> or OrderedDictionary<string, object?> or Namespace,
-            "sequence" => value is string or List<object?> or OrderedDictionary<string, object?>,
+            "sequence" => value is string or OrderedDictionary<string, object?> || (value is List<object?> && value is not JinjaGenerator),
             "callable" => value is JinjaCallable,
             "sameas" => ReferenceEquals(value, Arg0()) || (value is null && Arg0() is null) || (value is bool x && Arg0() is bool y && x == y),
             "eq" or "equalto" or "==" => Equal(value, Arg0()),
@@ -225,20 +249,39 @@ internal static class JinjaBuiltins
             "in" => Contains(Arg0(), value),
             "even" => ToLong(value) % 2 == 0,
             "odd" => ToLong(value) % 2 != 0,
-            "divisibleby" => ToLong(Arg0()) is long m && m != 0 && ToLong(value) % m == 0,
-            "lower" => value is string s && s == s.ToLowerInvariant(),
-            "upper" => value is string u && u == u.ToUpperInvariant(),
+            "divisibleby" => value is double || Arg0() is double
+                ? ToDouble(Arg0()) != 0 && PythonMod(ToDouble(value), ToDouble(Arg0())) == 0
+                : ToLong(Arg0()) is long m && m != 0 && ToLong(value) % m == 0,
+            "lower" => Cased(Str(value), upper: false),
+            "upper" => Cased(Str(value), upper: true),
             _ => throw new JinjaException($"no test named '{name}'", 0, 0),
         };
     }
+
+    /// <summary>Jinja's sort key: strings lower-cased unless the filter is asked to be case sensitive.</summary>
+    private static object? SortKey(object? value, bool caseSensitive) => !caseSensitive && value is string s ? s.ToLowerInvariant() : value;
+
+    /// <summary>Python's <c>str.islower()</c>/<c>isupper()</c>: some cased letter, and none of the other case.</summary>
+    private static bool Cased(string s, bool upper) =>
+        s.Any(char.IsLetter) && s.Any(c => upper ? char.IsUpper(c) : char.IsLower(c)) && !s.Any(c => upper ? char.IsLower(c) : char.IsUpper(c));
+
+    private static readonly System.Text.RegularExpressions.Regex Words = new(@"\w+", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    /// <summary>A filter Jinja runs as a generator: truthy whatever it yields, no length, no index; a source that cannot
+    /// be iterated fails only when the result is iterated (Jinja's laziness).</summary>
+    private static JinjaGenerator Lazily(object? source, Func<List<object?>, IEnumerable<object?>> transform) =>
+        new(() => transform(Iterate(source)));
 
     /// <summary><c>needle in haystack</c>: a substring, a list item, a dict key.</summary>
     public static bool Contains(object? haystack, object? needle) => haystack switch
     {
         string s => needle is string t ? s.Contains(t, StringComparison.Ordinal)
             : throw new JinjaException($"'in <string>' needs a string on the left, not a {TypeName(needle)}", 0, 0),
+        JinjaGenerator generator => generator.Items.Any(x => Equal(x, needle)),
         List<object?> list => list.Any(x => Equal(x, needle)),
-        OrderedDictionary<string, object?> dict => needle is string k && dict.ContainsKey(k),
+        OrderedDictionary<string, object?> dict => needle is List<object?> and not JinjaTuple or OrderedDictionary<string, object?>
+            ? throw new JinjaException($"unhashable type: '{TypeName(needle)}'", 0, 0)
+            : needle is string k && dict.ContainsKey(k),
         Namespace ns => needle is string k2 && ns.Values.ContainsKey(k2),
         Undefined => false,
         _ => throw new JinjaException($"a {TypeName(haystack)} cannot be searched with 'in'", 0, 0),
@@ -246,11 +289,21 @@ internal static class JinjaBuiltins
 
     public static object? Length(object? value) => value switch
     {
+        JinjaGenerator => throw new JinjaException("a generator has no length (add |list first)", 0, 0),
         string s => (long)CodePoints(s).Count(),
         List<object?> l => (long)l.Count,
         OrderedDictionary<string, object?> d => (long)d.Count,
         Undefined => 0L,
         _ => throw new JinjaException($"a {TypeName(value)} has no length", 0, 0),
+    };
+
+    /// <summary>The methods of a list a template may call (none that change it): <c>count</c>, <c>index</c>.</summary>
+    private static JinjaCallable? ListMethod(List<object?> list, string name) => list is JinjaGenerator ? null : name switch
+    {
+        "count" => new JinjaCallable(name, (a, _) => (long)list.Count(x => Equal(x, a.Count > 0 ? a[0] : null))),
+        "index" => new JinjaCallable(name, (a, _) => list.FindIndex(x => Equal(x, a.Count > 0 ? a[0] : null)) is var i and >= 0
+            ? (long)i : throw new JinjaException($"{Repr(a.Count > 0 ? a[0] : null)} is not in the list", 0, 0)),
+        _ => null,
     };
 
     /// <summary><c>x.name</c> as Jinja reads it: a method of a string or dict, else a dict's item; undefined when absent.</summary>
@@ -260,6 +313,7 @@ internal static class JinjaBuiltins
         OrderedDictionary<string, object?> dict => (object?)DictMethod(dict, name) ?? (dict.TryGetValue(name, out var v) ? v : new Undefined($"'dict object' has no attribute '{name}'")),
         Namespace ns => ns.Values.TryGetValue(name, out var v) ? v : new Undefined($"the namespace has no attribute '{name}'"),
         string s => (object?)StringMethod(s, name) ?? new Undefined($"'str object' has no attribute '{name}'"),
+        List<object?> list => (object?)ListMethod(list, name) ?? new Undefined($"'{TypeName(list)} object' has no attribute '{name}'"),
         _ => new Undefined($"'{TypeName(target)} object' has no attribute '{name}'"),
     };
 
@@ -274,6 +328,7 @@ internal static class JinjaBuiltins
                     : index is string name && DictMethod(dict, name) is { } method ? method
                     : new Undefined($"'dict object' has no attribute {Repr(index)}");
             case Namespace ns: return index is string k && ns.Values.TryGetValue(k, out var nv) ? nv : new Undefined($"the namespace has no attribute {Repr(index)}");
+            case JinjaGenerator: return new Undefined("a generator has no items by index (add |list first)");
             case List<object?> list when index is long or bool:
                 long i = ToLong(index);
                 if (i < 0) i += list.Count;
@@ -298,8 +353,10 @@ internal static class JinjaBuiltins
             List<object?> list => list,
             string s => CodePoints(s).Cast<object?>().ToList(),
             Undefined u => throw new JinjaException($"{u.Description} (slicing it)", 0, 0),
-            _ => throw new JinjaException($"a {TypeName(target)} cannot be sliced", 0, 0),
+            // Jinja subscripts a slice directly (not through its getitem): anything else fails, as in Python.
+            _ => throw new JinjaException($"'{TypeName(target)}' object cannot be sliced", 0, 0),
         };
+        if (target is JinjaGenerator) throw new JinjaException("a generator cannot be sliced (add |list first)", 0, 0);
         long count = items.Count;
         long Bound(object? v, long fallback)
         {
@@ -317,6 +374,7 @@ internal static class JinjaBuiltins
     /// <summary><c>+ - * / // % **</c> with Python's meaning on numbers, strings and lists.</summary>
     public static object? Arithmetic(string op, object? left, object? right)
     {
+        if (op == "%" && left is string format) return Format(format, right is Undefined ? new OrderedDictionary<string, object?>() : right);
         if (left is Undefined lu) throw new JinjaException($"{lu.Description} (in '{op}')", 0, 0);
         if (right is Undefined ru) throw new JinjaException($"{ru.Description} (in '{op}')", 0, 0);
         if (IsNumber(left) && IsNumber(right))
@@ -332,7 +390,7 @@ internal static class JinjaBuiltins
             {
                 double x = ToDouble(left), y = ToDouble(right);
                 if (op is "//" or "%" && y == 0) throw new JinjaException("division by zero", 0, 0);
-                return op switch { "+" => x + y, "-" => x - y, "*" => x * y, "//" => Math.Floor(x / y), _ => x - y * Math.Floor(x / y) };
+                return op switch { "+" => x + y, "-" => x - y, "*" => x * y, "//" => PythonFloorDiv(x, y), _ => PythonMod(x, y) };
             }
             long a = ToLong(left), b = ToLong(right);
             if (op is "//" or "%" && b == 0) throw new JinjaException("division by zero", 0, 0);
@@ -351,10 +409,14 @@ internal static class JinjaBuiltins
         }
         switch (op, left, right)
         {
+            case (_, JinjaGenerator or JinjaRange, _) or (_, _, JinjaGenerator or JinjaRange):
+                throw new JinjaException($"unsupported operand types for {op}: '{TypeName(left)}' and '{TypeName(right)}'", 0, 0);
             case ("+", string x, string y): return CappedChars(x.Length + (long)y.Length) ? x + y : null;
             case ("+", List<object?> x, List<object?> y): return CappedItems(x.Count + (long)y.Count) ? x.Concat(y).ToList() : null;
             case ("*", string x, long or bool): return Repeat(x, ToLong(right));
             case ("*", long or bool, string y): return Repeat(y, ToLong(left));
+            case ("*", long or bool, List<object?> y):
+                return Arithmetic("*", y, left);
             case ("*", List<object?> x, long or bool):
                 long times = Math.Max(0, ToLong(right));
                 if (x.Count == 0 || times == 0) return new List<object?>();
@@ -377,6 +439,55 @@ internal static class JinjaBuiltins
         }
         catch (OverflowException) { throw new JinjaException("an integer overflowed", 0, 0); }
         return result;
+    }
+
+    /// <summary>Python's <c>format % values</c> for the conversions templates might use (<c>%s %r %d %i %%</c>): a tuple
+    /// gives one value per conversion, anything else is one value; a list or dict beside a format without conversions is
+    /// accepted and ignored, as Python does.</summary>
+    private static string Format(string format, object? values)
+    {
+        var args = values is JinjaTuple tuple ? tuple : (List<object?>)[values];
+        var text = new StringBuilder();
+        int used = 0;
+        for (int k = 0; k < format.Length; k++)
+        {
+            if (format[k] != '%') { text.Append(format[k]); continue; }
+            if (++k >= format.Length) throw new JinjaException("incomplete format", 0, 0);
+            char conversion = format[k];
+            if (conversion == '%') { text.Append('%'); continue; }
+            if (used >= args.Count) throw new JinjaException("not enough arguments for format string", 0, 0);
+            var arg = args[used++];
+            text.Append(conversion switch
+            {
+                's' => Str(arg),
+                'r' => Repr(arg),
+                'd' or 'i' => IsNumber(arg) ? ToLong(arg).ToString(CultureInfo.InvariantCulture)
+                    : throw new JinjaException($"%{conversion} format: a real number is required, not {TypeName(arg)}", 0, 0),
+                _ => throw new JinjaException($"the format conversion %{conversion} is not supported here", 0, 0),
+            });
+        }
+        bool ignorable = used == 0 && values is (List<object?> and not JinjaTuple) or OrderedDictionary<string, object?>;
+        if (used < args.Count && !ignorable) throw new JinjaException("not all arguments converted during string formatting", 0, 0);
+        return text.ToString();
+    }
+
+    /// <summary>Python's float <c>%</c> (CPython's float_divmod): fmod, moved to the divisor's sign.</summary>
+    private static double PythonMod(double x, double y)
+    {
+        double mod = x % y; // C#'s % on doubles is C's fmod
+        if (mod != 0) { if ((y < 0) != (mod < 0)) mod += y; }
+        else mod = Math.CopySign(0.0, y);
+        return mod;
+    }
+
+    /// <summary>Python's float <c>//</c> (CPython's float_divmod), which can differ from floor(x / y) by one.</summary>
+    private static double PythonFloorDiv(double x, double y)
+    {
+        double mod = x % y, div = (x - mod) / y;
+        if (mod != 0 && (y < 0) != (mod < 0)) div -= 1.0;
+        if (div == 0) return Math.CopySign(0.0, x / y);
+        double floor = Math.Floor(div);
+        return div - floor > 0.5 ? floor + 1.0 : floor;
     }
 
     private static long FloorDiv(long a, long b)
@@ -404,7 +515,7 @@ internal static class JinjaBuiltins
             if (step == 0) throw new JinjaException("range's step cannot be zero", 0, 0);
             long count = step > 0 ? Math.Max(0, (stop - start + step - 1) / step) : Math.Max(0, (start - stop - step - 1) / -step);
             CappedItems(count);
-            var list = new List<object?>((int)count);
+            var list = new JinjaRange(start, stop, step);
             for (long k = 0; k < count; k++) list.Add(start + k * step);
             return list;
         }),
@@ -549,6 +660,13 @@ internal static class JinjaBuiltins
         }
         return text.Append(s, at, s.Length - at).ToString();
     }
+
+    private static readonly System.Text.RegularExpressions.Regex WordBeginnings = new(@"([-\s({\[<]+)", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    /// <summary>Jinja's <c>title</c> filter (not Python's <c>str.title</c>): each piece after spaces, dashes and opening
+    /// brackets gets its first character upper-cased and the rest lower-cased.</summary>
+    private static string JinjaTitle(string s) => string.Concat(WordBeginnings.Split(s).Where(p => p.Length > 0)
+        .Select(p => char.ToUpperInvariant(p[0]) + p[1..].ToLowerInvariant()));
 
     private static string Capitalize(string s) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant();
 

@@ -512,11 +512,18 @@ internal sealed class JinjaParser
                     : Current.Kind == TokenKind.Operator && Current.Value is "==" or "!=" or "<" or ">" or "<=" or ">=" ? Next().Value
                     : throw Error($"a test name expected after 'is', found {Describe(Current)}");
                 name = name switch { "true" or "True" => "true", "false" or "False" => "false", "none" or "None" => "none", _ => name };
+                // Jinja's rule: a parenthesised list, or one argument when a name (but else, or, and), a literal, a list or a
+                // dict follows (so `x is divisibleby 3` takes 3, and `x is defined if y` is an error, as in Jinja).
                 List<Expr> arguments = [];
                 if (IsOperator("(")) (arguments, _) = Arguments();
-                else if (Current.Kind is TokenKind.String or TokenKind.Integer or TokenKind.Float
-                         || (Current.Kind == TokenKind.Name && Current.Value is not ("and" or "or" or "else" or "if" or "in" or "not" or "is")))
-                    arguments = [Unary(withFilters: false)];
+                else if (Current.Kind is TokenKind.String or TokenKind.Integer or TokenKind.Float || IsOperator("[") || IsOperator("{")
+                         || (Current.Kind == TokenKind.Name && Current.Value is not ("and" or "or" or "else")))
+                {
+                    if (IsName("is")) throw Error("tests cannot be chained with 'is'");
+                    Enter();
+                    arguments = [Postfix(Primary())];
+                    _depth--;
+                }
                 node = new TestExpr(node, name, arguments, negated, offset);
             }
             else if (IsOperator("(")) node = Call(node);

@@ -16,6 +16,25 @@ internal sealed class Undefined(string description)
 /// <summary>A Python tuple (<c>(a, b)</c>, a dict's items): a list that prints with parentheses.</summary>
 internal sealed class JinjaTuple(IEnumerable<object?> items) : List<object?>(items);
 
+/// <summary>What a lazy Jinja filter (<c>map</c>, <c>select</c>, <c>selectattr</c>, <c>unique</c>, <c>reverse</c>,
+/// <c>items</c>) returns, as Python's generators: true whatever it yields, no length or index, never equal to a list,
+/// and its items computed only when it is iterated (<see cref="Items"/>), where a failure (a source that cannot be
+/// iterated, a test that does not apply) is raised.</summary>
+internal sealed class JinjaGenerator(Func<IEnumerable<object?>> produce) : List<object?>
+{
+    private List<object?>? _items;
+
+    public JinjaGenerator(IEnumerable<object?> items) : this(() => items) { }
+
+    public List<object?> Items => _items ??= [.. produce()];
+}
+
+/// <summary>What <c>range(...)</c> returns: its numbers, printed as Python prints a range.</summary>
+internal sealed class JinjaRange(long start, long stop, long step) : List<object?>
+{
+    public override string ToString() => step == 1 ? $"range({start}, {stop})" : $"range({start}, {stop}, {step})";
+}
+
 /// <summary>What <c>namespace(...)</c> makes: the one value a template may change after creating it.</summary>
 internal sealed class Namespace
 {
@@ -83,6 +102,7 @@ internal static class JinjaValues
         long i => i != 0,
         double d => d != 0,
         string s => s.Length > 0,
+        JinjaGenerator => true,
         List<object?> l => l.Count > 0,
         OrderedDictionary<string, object?> d => d.Count > 0,
         _ => true,
@@ -97,6 +117,8 @@ internal static class JinjaValues
         double => "float",
         string => "str",
         JinjaTuple => "tuple",
+        JinjaGenerator => "generator",
+        JinjaRange => "range",
         List<object?> => "list",
         OrderedDictionary<string, object?> => "dict",
         Namespace => "Namespace",
@@ -146,6 +168,8 @@ internal static class JinjaValues
                     });
                 text.Append(quote);
                 break;
+            case JinjaGenerator: text.Append("<generator object>"); break;
+            case JinjaRange range: text.Append(range); break;
             case List<object?> list:
                 bool tuple = list is JinjaTuple;
                 text.Append(tuple ? '(' : '[');
@@ -227,6 +251,7 @@ internal static class JinjaValues
                 text.Append(double.IsNaN(d) ? "NaN" : double.IsInfinity(d) ? (d > 0 ? "Infinity" : "-Infinity") : PythonFloat(d));
                 break;
             case string s: JsonString(s, text); break;
+            case JinjaGenerator: throw new JinjaException("a generator cannot be written as JSON (add |list first)", 0, 0);
             case List<object?> list:
                 if (list.Count == 0) { text.Append("[]"); break; }
                 text.Append('[');
@@ -294,6 +319,7 @@ internal static class JinjaValues
         {
             (null, null) => true,
             (string x, string y) => x == y,
+            (JinjaGenerator, _) or (_, JinjaGenerator) => ReferenceEquals(a, b),
             (List<object?> x, List<object?> y) => x.Count == y.Count && x.Zip(y).All(p => Equal(p.First, p.Second)),
             (OrderedDictionary<string, object?> x, OrderedDictionary<string, object?> y) =>
                 x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && Equal(p.Value, v)),
@@ -337,6 +363,7 @@ internal static class JinjaValues
     /// <summary>What a <c>for</c> loop walks: a list's items, a dict's keys, a string's characters; undefined is empty.</summary>
     public static List<object?> Iterate(object? value) => value switch
     {
+        JinjaGenerator generator => generator.Items,
         List<object?> list => list,
         OrderedDictionary<string, object?> dict => dict.Keys.Cast<object?>().ToList(),
         Namespace ns => ns.Values.Keys.Cast<object?>().ToList(),
