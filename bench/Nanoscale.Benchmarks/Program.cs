@@ -17,6 +17,7 @@ switch (args.FirstOrDefault())
     case "vnni-peak": return VnniPeak.Run(args[1..]);
     case "quantize-activations": return QuantizeActivationsBenchmark.Run(args[1..]);
     case "attend-rows": return AttendRowsBenchmark.Run(args[1..]);
+    case "chat-template": return ChatTemplateBenchmark.Run(args[1..]);
     case "fork-join": return ForkJoinBenchmark.Run(args[1..]);
     case "linear-step": return LinearStepBenchmark.Run(args[1..]);
     case "token-factory": return TokenFactoryBenchmark.Run(args[1..]);
