@@ -598,6 +598,22 @@ public sealed class ToolUseTests
         Assert.Equal(HttpStatusCode.BadRequest, (await Chat(""", "tools": [{"type": "function"}]""")).Item1);
         Assert.Equal(HttpStatusCode.BadRequest, (await Chat("", """[{"role": "tool", "content": "21"}]""")).Item1);
         Assert.Equal(HttpStatusCode.BadRequest, (await Chat("", """[{"role": "assistant", "content": null}]""")).Item1);
+
+        // The official client's wire format for tools, an assistant's calls and a tool's result is what the server reads.
+        var client = new OpenAI.Chat.ChatClient("qwen", new System.ClientModel.ApiKeyCredential("unused"),
+            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(app.Urls.Single() + "/v1") });
+        var options = new OpenAI.Chat.ChatCompletionOptions { MaxOutputTokenCount = 3, Temperature = 0 };
+        options.Tools.Add(OpenAI.Chat.ChatTool.CreateFunctionTool("get_weather", "Weather of a city",
+            BinaryData.FromString("""{"type": "object", "properties": {"city": {"type": "string"}}}""")));
+        OpenAI.Chat.ChatMessage[] messages =
+        [
+            new OpenAI.Chat.UserChatMessage("Weather in Paris?"),
+            new OpenAI.Chat.AssistantChatMessage([OpenAI.Chat.ChatToolCall.CreateFunctionToolCall("call_1", "get_weather", BinaryData.FromString("""{"city": "Paris"}"""))]),
+            new OpenAI.Chat.ToolChatMessage("call_1", "21 degrees"),
+        ];
+        var completion = await client.CompleteChatAsync(messages, options);
+        // Accepted, with the calls and the result in the prompt (the client's tool also carries a description).
+        Assert.InRange(completion.Value.Usage.InputTokenCount, PromptTokens(answered), PromptTokens(answered) + 20);
         await app.StopAsync();
     }
 
