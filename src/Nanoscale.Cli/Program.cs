@@ -33,6 +33,7 @@ public static class Program
         root.Add(ServeCommand.Create());
         root.Add(EvalCommand.Create());
         root.Add(GenerateCommand.Create());
+        root.Add(ChatCommand.Create());
         root.Add(TokenizeCommand.Create());
         root.Add(SweepCommand.Create());
         root.Add(PlanCommand.Create());

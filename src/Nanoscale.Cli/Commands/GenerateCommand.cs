@@ -20,13 +20,7 @@ internal static class GenerateCommand
         var chat = new Option<string?>("--chat") { Description = "A user message: the model answers it as the assistant, through its chat template (as serve does)" };
         var system = new Option<string?>("--system") { Description = "A system message before --chat" };
         var chatTemplate = new Option<string?>("--chat-template") { Description = "A Jinja chat template file for --chat instead of the model's" };
-        var tokens = new Option<int>("--tokens", "-n") { Description = "New tokens to generate", DefaultValueFactory = _ => 64 };
-        var temperature = new Option<double>("--temperature") { Description = "0 = greedy (default); otherwise sample from softmax(logits / T)", DefaultValueFactory = _ => 0 };
-        var topK = new Option<int>("--top-k") { Description = "Sample among the K most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
-        var topP = new Option<double>("--top-p") { Description = "Sample among the most likely tokens whose probabilities sum to P (1 = all)", DefaultValueFactory = _ => 1 };
-        var penalty = new Option<double>("--repetition-penalty") { Description = "Divide positive (multiply negative) logits of tokens already in the text by R (1 = none)", DefaultValueFactory = _ => 1 };
-        var seed = new Option<int>("--seed") { Description = "Seed of the sampler (same seed, same text)", DefaultValueFactory = _ => 0 };
-        var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains this (repeatable); the text is cut before it", AllowMultipleArgumentsPerToken = false };
+        var flags = new SamplingFlags();
         var noStream = new Option<bool>("--no-stream") { Description = "Print the text at the end instead of as it is produced" };
         var tokenizer = CliRunner.TokenizerOption();
         var threads = CliRunner.ThreadsOption();
@@ -34,22 +28,15 @@ internal static class GenerateCommand
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
         {
-            model, prompt, chat, system, chatTemplate, tokens, temperature, topK, topP, penalty, seed, stop, noStream, tokenizer, threads, kvCache, json,
+            model, prompt, chat, system, chatTemplate,
         };
+        foreach (var option in flags.All) command.Options.Add(option);
+        foreach (Option option in (Option[])[noStream, tokenizer, threads, kvCache, json]) command.Options.Add(option);
         command.SetAction(parse => CliRunner.Run(parse, json, context =>
         {
             var path = parse.GetValue(model)!;
-            int count = parse.GetValue(tokens);
-            if (count < 1) throw new InvalidOptionException("--tokens", "must be at least 1");
-            var sampling = new SamplingOptions
-            {
-                Temperature = parse.GetValue(temperature),
-                TopK = parse.GetValue(topK),
-                TopP = parse.GetValue(topP),
-                RepetitionPenalty = parse.GetValue(penalty),
-                Seed = parse.GetValue(seed),
-                StopStrings = parse.GetValue(stop) ?? [],
-            }.Validate();
+            int count = flags.Count(parse);
+            var sampling = flags.Read(parse);
             using var loaded = LoadedModel.Open(path, new ModelLoadOptions
             {
                 TokenizerPath = parse.GetValue(tokenizer),

@@ -96,6 +96,29 @@ public class EvalCliTests
         Assert.Contains("--system and --chat-template go with --chat", stray.Stderr);
     }
 
+    /// <summary><c>chat</c>: a user message a line; each turn renders the whole conversation so far (the model's own
+    /// replies included) as <c>generate --chat</c> renders one message; <c>/reset</c> starts over.</summary>
+    [Fact]
+    public void ChatKeepsTheConversationAcrossLines()
+    {
+        using var dir = new TempDir();
+        var folder = Nanoscale.Pipeline.SampleCheckpoint.Write(dir.File("qwen"), new Nanoscale.Pipeline.SampleOptions
+        {
+            ModelType = "qwen2", Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 151936, MaxSeqLen = 512,
+            RopeTheta = 1000000f, NormEps = 1e-6f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "qwen2_5"),
+        });
+        var result = CliProcess.RunWithInput("Hi!\n\nHow are you?\n/reset\nHi!\n", "chat", folder, "--system", "Be brief.", "-n", "4", "--json");
+        Assert.Equal(0, result.ExitCode);
+        var turns = result.Json().GetProperty("turns");
+        Assert.Equal(3, turns.GetArrayLength());
+        var first = CliProcess.Run("generate", folder, "--chat", "Hi!", "--system", "Be brief.", "-n", "4", "--json").Json();
+        Assert.Equal(first.GetProperty("prompt_tokens").GetInt32(), turns[0].GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(first.GetProperty("text").GetString(), turns[0].GetProperty("reply").GetString());
+        // The second turn's prompt holds the first exchange; after /reset the conversation starts again.
+        Assert.True(turns[1].GetProperty("prompt_tokens").GetInt32() > turns[0].GetProperty("prompt_tokens").GetInt32() + 4);
+        Assert.Equal(turns[0].GetProperty("prompt_tokens").GetInt32(), turns[2].GetProperty("prompt_tokens").GetInt32());
+    }
+
     [Fact]
     public void MissingTokenizerIsExplained()
     {
