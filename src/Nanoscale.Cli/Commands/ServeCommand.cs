@@ -44,9 +44,17 @@ internal static class ServeCommand
             long? budget = parse.GetValue(kvBudget) is { } text ? ModelFolder.ParseShardSize(text, kvBudget.Name) : null;
             using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context), parse.GetValue(batch), budget,
                 parse.GetValue(chatTemplate));
-            if (!parse.GetValue(noWarmup)) cli.Log($"warmed up in {service.WarmUp(cli.Cancellation).TotalSeconds:0.00} s");
-            var app = OpenAiServer.Build(service, new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey)));
+            // Warm-up: the step's code before listening, then one request of each kind over loopback (the HTTP and JSON code).
+            var warming = System.Diagnostics.Stopwatch.StartNew();
+            if (!parse.GetValue(noWarmup)) service.WarmUp(cli.Cancellation);
+            var serveOptions = new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey));
+            var app = OpenAiServer.Build(service, serveOptions);
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
+            if (!parse.GetValue(noWarmup))
+            {
+                OpenAiServer.WarmUpAsync(app, serveOptions, cli.Cancellation).GetAwaiter().GetResult();
+                cli.Log($"warmed up in {warming.Elapsed.TotalSeconds:0.00} s");
+            }
             foreach (var url in app.Urls)
                 cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, " +
                         $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {service.KvCacheName} KV cache" +

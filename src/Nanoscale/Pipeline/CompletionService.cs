@@ -283,6 +283,10 @@ public sealed class CompletionService : IDisposable
         Task.WhenAll(Enumerable.Range(0, Math.Min(MaxBatch, 8)).Select(_ => _factory.SubmitAsync(prompt, newTokens, greedy, cancellationToken: cancellationToken)))
             .GetAwaiter().GetResult();
         _factory.TrimPool(0);
+        // The chat template's renderer, compiled before the first chat request needs it (a template may refuse a lone
+        // user message: what is compiled by then is enough).
+        try { _template.PromptTokens(tokenizer, [("user", "Hi")]); }
+        catch (InvalidOptionException) { }
         return clock.Elapsed;
     }
 
