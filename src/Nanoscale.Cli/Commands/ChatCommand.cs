@@ -41,7 +41,9 @@ internal static class ChatCommand
             var turns = new List<object>();
             var output = Console.Out;
             bool stream = !context.Json;
-            while (Console.In.ReadLine() is { } line)
+            // At a terminal, a prompt on standard error shows where to type (and stays out of piped output).
+            bool prompting = !Console.IsInputRedirected;
+            while ((prompting ? Prompt() : Console.In.ReadLine()) is { } line)
             {
                 context.Cancellation.ThrowIfCancellationRequested();
                 if (line.Trim().Length == 0) continue;
@@ -70,5 +72,11 @@ internal static class ChatCommand
             return context.Json ? new { turns } : null;
         }));
         return command;
+    }
+
+    private static string? Prompt()
+    {
+        Console.Error.Write("> ");
+        return Console.In.ReadLine();
     }
 }
