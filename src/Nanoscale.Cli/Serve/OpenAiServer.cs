@@ -287,13 +287,15 @@ internal static class OpenAiServer
         var pieces = Channel.CreateUnbounded<(int Index, string Text, IReadOnlyList<CompletionLogProb>? LogProbs)>(new UnboundedChannelOptions { SingleReader = true });
         // A sequence's log-probabilities come just before its piece of text, on the same thread: held until the piece.
         var pending = new IReadOnlyList<CompletionLogProb>?[requests.Count];
-        // With tools offered, a reply may turn out to be calls: it is sent whole when it is done (its text, or its calls).
-        bool whole = requests[0].Tools is { Count: > 0 };
-        var work = CompleteAll(service, requests, whole ? null : (i, text) =>
+        // With tools offered, a reply may turn out to be calls: its text goes out until it may be a call's start, the
+        // rest when the reply is done (its remaining text, or its calls).
+        bool tools = requests[0].Tools is { Count: > 0 };
+        var gates = tools ? requests.Select(_ => new ToolCallStream()).ToArray() : null;
+        var work = CompleteAll(service, requests, (i, text) =>
         {
             pieces.Writer.TryWrite((i, text, pending[i]));
             pending[i] = null;
-        }, context.RequestAborted, requests[0].Sampling.LogProbs is null || whole ? null : (i, list) => pending[i] = list);
+        }, context.RequestAborted, requests[0].Sampling.LogProbs is null || tools ? null : (i, list) => pending[i] = list);
         _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
         bool started = false;
         string kind = chat ? "chat.completion.chunk" : "text_completion";
@@ -322,16 +324,20 @@ internal static class OpenAiServer
         try
         {
             await foreach (var (index, text, logProbs) in pieces.Reader.ReadAllAsync(context.RequestAborted))
-                await Send(Chunk(index, text, null, logProbs));
+                if (gates is null) await Send(Chunk(index, text, null, logProbs));
+                else if (gates[index].Accept(text) is { Length: > 0 } ready) await Send(Chunk(index, ready, null));
             var outcomes = await work; // rethrows a refusal before any text: answered as an error object
-            if (whole)
+            if (gates is not null)
                 for (int i = 0; i < outcomes.Length; i++)
                 {
-                    roleSent[i] = true;
-                    var delta = outcomes[i].ToolCalls is { } calls
-                        ? (object)new { role = "assistant", content = outcomes[i].Text.Length > 0 ? outcomes[i].Text : null, tool_calls = ToolCallsJson(calls, indexed: true) }
-                        : new { role = "assistant", content = outcomes[i].Text };
-                    await Send(new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index = i, delta, logprobs = (object?)null, finish_reason = (string?)null } } });
+                    if (outcomes[i].ToolCalls is { } calls)
+                    {
+                        var delta = roleSent[i] ? (object)new { tool_calls = ToolCallsJson(calls, indexed: true) }
+                            : new { role = "assistant", content = (string?)null, tool_calls = ToolCallsJson(calls, indexed: true) };
+                        roleSent[i] = true;
+                        await Send(new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index = i, delta, logprobs = (object?)null, finish_reason = (string?)null } } });
+                    }
+                    else if (gates[i].Rest() is { Length: > 0 } rest) await Send(Chunk(i, rest, null));
                 }
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
             int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;

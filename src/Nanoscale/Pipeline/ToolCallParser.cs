@@ -31,8 +31,9 @@ internal static class ToolCallParser
                 if (end < 0) break;
                 at = end + Close.Length;
             }
-            var content = reply[..first].Trim();
-            return (content.Length > 0 ? content : null, calls);
+            // Leading whitespace stays (what a stream sent before the calls is exactly this content).
+            var content = reply[..first].TrimEnd();
+            return (content.Trim().Length > 0 ? content : null, calls);
         }
         var text = reply.Trim();
         if (text.StartsWith(PythonTag, StringComparison.Ordinal)) text = text[PythonTag.Length..].Trim();

@@ -576,13 +576,19 @@ public sealed class ToolUseTests
         Assert.True(PromptTokens(with) > PromptTokens(plain) + 50, "the tool's description is in the prompt");
         Assert.Equal(PromptTokens(plain), PromptTokens(none));
 
-        // Streamed with tools, the reply comes whole: one delta with the role and the text (or calls), then the finish.
-        using (var r = await http.PostAsync("/v1/chat/completions", new StringContent(
-            $$"""{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0, "stream": true, "tools": [{{Tool}}]}""", Encoding.UTF8, "application/json")))
+        // Streamed with tools, a reply of text still comes as it is produced, and adds up to the same content.
+        const string streamed = """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 12, "temperature": 0, "stream": true, "tools": [TOOL]}""";
+        using (var r = await http.PostAsync("/v1/chat/completions", new StringContent(streamed.Replace("TOOL", Tool), Encoding.UTF8, "application/json")))
         {
             var events = (await r.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
             Assert.Equal("data: [DONE]", events[^1]);
-            Assert.Equal("assistant", JsonDocument.Parse(events[0]["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta").GetProperty("role").GetString());
+            var deltas = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta").Clone()).ToList();
+            Assert.Equal("assistant", deltas[0].GetProperty("role").GetString());
+            var text = string.Concat(deltas.Select(d => d.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : ""));
+            using var whole = await http.PostAsync("/v1/chat/completions", new StringContent(streamed.Replace("TOOL", Tool).Replace(", \"stream\": true", ""), Encoding.UTF8, "application/json"));
+            var message = JsonDocument.Parse(await whole.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("message");
+            Assert.Equal(message.GetProperty("content").GetString(), text);
+            Assert.True(deltas.Count(d => d.TryGetProperty("content", out var c) && c.GetString() is { Length: > 0 }) > 2, "the text came in pieces");
         }
 
         const string history = """

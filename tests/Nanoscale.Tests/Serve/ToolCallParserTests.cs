@@ -49,3 +49,44 @@ public class ToolCallParserTests
     [InlineData("")]
     public void AnythingElseIsText(string reply) => Assert.Null(ToolCallParser.Parse(reply));
 }
+
+/// <summary>Streaming with tools: text goes out as it comes until it may start a call, and what went out is the content
+/// the parser keeps.</summary>
+public class ToolCallStreamTests
+{
+    private static (string Sent, string Held) Run(params string[] pieces)
+    {
+        var stream = new Nanoscale.Cli.Serve.ToolCallStream();
+        var sent = string.Concat(pieces.Select(stream.Accept));
+        return (sent, stream.Rest());
+    }
+
+    [Fact]
+    public void TextBeforeACallGoesOutAndIsTheParsersContent()
+    {
+        string[] pieces = [" Let", " me ", "check.\n<tool", "_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>"];
+        var stream = new Nanoscale.Cli.Serve.ToolCallStream();
+        Assert.Equal([" Let", " me", " check.", ""], pieces.Select(stream.Accept));
+        Assert.Equal(" Let me check.", ToolCallParser.Parse(string.Concat(pieces))!.Value.Content);
+    }
+
+    [Fact]
+    public void PlainTextGoesOutWholeAcrossPiecesAndRest()
+    {
+        var (sent, rest) = Run("Hello", " world", " <too", "ling> ok ", "\n");
+        Assert.Equal("Hello world <tooling> ok \n", sent + rest);
+        Assert.Equal("Hello world <tooling> ok", sent);
+    }
+
+    [Theory]
+    [InlineData("{\"name\": \"f\", ", "\"parameters\": {}}")]
+    [InlineData("<|python", "_tag|>{\"name\": \"f\"}")]
+    [InlineData("  <tool_", "call>{}")]
+    [InlineData("  ", "  ")]
+    public void WhatMayBeACallIsHeldToTheEnd(string first, string second)
+    {
+        var (sent, rest) = Run(first, second);
+        Assert.Equal("", sent);
+        Assert.Equal(first + second, rest);
+    }
+}
