@@ -7,8 +7,8 @@ namespace Nanoscale.Cli.Commands;
 /// <summary>
 /// <c>nanoscale chat MODEL [--system TEXT] [-n N] [sampling flags]</c>: a conversation on standard input, a user
 /// message a line; each answer streamed as it is produced, the conversation so far rendered with the model's chat
-/// template every turn (as <c>serve</c> renders it). <c>/reset</c> forgets the conversation; an empty line is skipped; the
-/// end of input ends it.
+/// template every turn (as <c>serve</c> renders it) and only what the key/value cache does not hold yet run
+/// (<see cref="ChatSession"/>). <c>/reset</c> forgets the conversation; an empty line is skipped; the end of input ends it.
 /// </summary>
 internal static class ChatCommand
 {
@@ -36,8 +36,7 @@ internal static class ChatCommand
                 Parallelism = new(parse.GetValue(threads)),
                 KvCache = parse.GetValue(kvCache),
             });
-            var opening = parse.GetValue(system) is { } s ? new List<ChatMessage> { new("system", s) } : [];
-            var history = new List<ChatMessage>(opening);
+            using var chat = loaded.StartChat(parse.GetValue(system), parse.GetValue(chatTemplate));
             var turns = new List<object>();
             var output = Console.Out;
             bool stream = !context.Json;
@@ -49,22 +48,21 @@ internal static class ChatCommand
                 if (line.Trim().Length == 0) continue;
                 if (line.Trim() == "/reset")
                 {
-                    history = new List<ChatMessage>(opening);
+                    chat.Reset();
                     context.Log("(conversation reset)");
                     continue;
                 }
-                history.Add(new ChatMessage("user", line));
-                var result = loaded.Chat(history, count, sampling with { Seed = sampling.Seed + turns.Count },
-                    stream ? piece => { output.Write(piece); output.Flush(); } : null, parse.GetValue(chatTemplate), context.Cancellation);
-                history.Add(new ChatMessage("assistant", result.NewText));
+                var result = chat.Reply(line, count, sampling with { Seed = sampling.Seed + turns.Count },
+                    stream ? piece => { output.Write(piece); output.Flush(); } : null, context.Cancellation);
                 if (stream) output.WriteLine();
-                context.Log($"({result.PromptTokens} prompt tokens at {result.PromptTokensPerSecond:0} tokens/s, {result.GeneratedTokens} new at " +
+                context.Log($"({result.PromptTokens} prompt tokens, {chat.ReusedTokens} of them from the cache; {result.GeneratedTokens} new at " +
                             $"{result.GeneratedTokensPerSecond:0.0} tokens/s)");
                 turns.Add(new
                 {
                     user = line,
                     reply = result.NewText,
                     prompt_tokens = result.PromptTokens,
+                    reused_tokens = chat.ReusedTokens,
                     generated_tokens = result.GeneratedTokens,
                     stop_reason = result.Stop.ToString().ToLowerInvariant(),
                 });

@@ -154,6 +154,12 @@ public sealed class LoadedModel : IDisposable
         return Generate(prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - prompt.Length), template.EndingTurns(Tokenizer, sampling), onText, cancellationToken);
     }
 
+    /// <summary>A conversation with the model through its chat template (<paramref name="chatTemplateFile"/> instead
+    /// when given) that keeps its key/value cache from turn to turn (<see cref="ChatSession"/>).</summary>
+    /// <exception cref="CheckpointFormatException">The chat template is malformed or outside the Jinja subset.</exception>
+    public ChatSession StartChat(string? system = null, string? chatTemplateFile = null) =>
+        new(this, ChatTemplate.For(this, chatTemplateFile), system);
+
     /// <summary><c>eos_token_id</c> (a number or a list) of the <c>generation_config.json</c> beside the model, if any
     /// (Llama-3 instruct models end turns with <c>&lt;|eot_id|&gt;</c>, which is not the tokenizer's EOS).</summary>
     private IReadOnlyList<int> GenerationConfigEndTokens()

@@ -168,7 +168,12 @@ public static class Generation
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
         GenerationSequence.CheckPrompt(model, promptTokens, maxNewTokens);
-        var sequence = new GenerationSequence(model, tokenizer, promptTokens, maxNewTokens, sampling, [], onText, cancellationToken);
+        return Run(new GenerationSequence(model, tokenizer, promptTokens, maxNewTokens, sampling, [], onText, cancellationToken), cancellationToken);
+    }
+
+    /// <summary>Runs a sequence whose prompt has run to its end, one token at a time in its own session.</summary>
+    internal static GenerationResult Run(GenerationSequence sequence, CancellationToken cancellationToken)
+    {
         while (sequence.Advance() is int next)
         {
             cancellationToken.ThrowIfCancellationRequested();

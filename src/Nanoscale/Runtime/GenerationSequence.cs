@@ -43,14 +43,18 @@ internal sealed class GenerationSequence
     /// the log-probabilities of the tokens generated since the previous piece (streamed answers carry them).</remarks>
     public GenerationSequence(LlamaModel model, ITokenizer tokenizer, int[] prompt, int maxNewTokens, SamplingOptions sampling,
         IEnumerable<int> endTokens, Action<string>? onText, CancellationToken cancellationToken,
-        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null, bool deferPrompt = false, InferenceSession? session = null)
+        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null, bool deferPrompt = false, InferenceSession? session = null, int reused = 0)
     {
         PromptLength = prompt.Length;
         _maxNewTokens = maxNewTokens;
         _prompt = prompt;
         int capacity = Capacity(model, prompt.Length, maxNewTokens);
-        if (session is not null && (session.Model != model || session.Length != 0 || session.Capacity < capacity))
-            throw new ArgumentException($"an empty session of this model with room for {capacity} positions is needed", nameof(session));
+        // A given session holds the prompt's first `reused` positions already (a conversation going on); only the rest runs.
+        if ((uint)reused >= (uint)Math.Max(prompt.Length, 1) || (reused > 0 && session is null))
+            throw new ArgumentOutOfRangeException(nameof(reused), reused, "the reused positions must leave at least one prompt token to run, in a given session");
+        if (session is not null && (session.Model != model || session.Length != reused || session.Capacity < capacity))
+            throw new ArgumentException($"a session of this model holding {reused} positions with room for {capacity} is needed", nameof(session));
+        _prefilled = reused;
         Session = session ?? model.CreateSession(capacity);
         Last = new float[model.Config.VocabSize];
         if (!deferPrompt) RunPrompt(cancellationToken);
@@ -94,12 +98,12 @@ internal sealed class GenerationSequence
     /// steps instead (<see cref="NextPromptChunk"/>, <see cref="PromptChunkDone"/>).</summary>
     private void RunPrompt(CancellationToken cancellationToken)
     {
-        int count = _prompt.Length;
+        int count = _prompt.Length - _prefilled;
         if (count == 0) return;
         var config = Session.Model.Config;
         var hidden = new float[count * config.Dim];
-        Session.ForwardPrompt(_prompt, hidden, cancellationToken);
-        _prefilled = count;
+        Session.ForwardPrompt(_prompt.AsSpan(_prefilled), hidden, cancellationToken);
+        _prefilled = _prompt.Length;
         Session.ComputeLogits(hidden.AsSpan((count - 1) * config.Dim, config.Dim), Last);
         _promptSeconds = _clock.Elapsed.TotalSeconds;
     }

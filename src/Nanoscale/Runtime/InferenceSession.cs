@@ -85,6 +85,16 @@ public sealed partial class InferenceSession
     /// <summary>Forgets the sequence, so the next token is at position 0 (a fresh context).</summary>
     public void Reset() => Length = 0;
 
+    /// <summary>Keeps the first <paramref name="length"/> positions and forgets the rest (a conversation that goes on
+    /// from a common beginning): the next token is at position <paramref name="length"/>, and what the cache held beyond
+    /// it is overwritten before it is read.</summary>
+    public void Truncate(int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
+        Length = length;
+    }
+
     /// <summary>Feeds one token and returns the logits for the token after it.</summary>
     public float[] Step(int token)
     {
