@@ -73,11 +73,7 @@ public class EvalCliTests
     public async Task GenerateChatRendersTheConversationAsServeDoes()
     {
         using var dir = new TempDir();
-        var folder = Nanoscale.Pipeline.SampleCheckpoint.Write(dir.File("qwen"), new Nanoscale.Pipeline.SampleOptions
-        {
-            ModelType = "qwen2", Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 151936, MaxSeqLen = 256,
-            RopeTheta = 1000000f, NormEps = 1e-6f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "qwen2_5"),
-        });
+        var folder = SampleModels.Qwen25(dir, 256);
         var result = CliProcess.Run("generate", folder, "--chat", "Hi!", "--system", "Be brief.", "-n", "6", "--json");
         Assert.Equal(0, result.ExitCode);
         using var service = new Nanoscale.Pipeline.CompletionService(Nanoscale.Pipeline.LoadedModel.Open(folder), "q");
@@ -102,11 +98,7 @@ public class EvalCliTests
     public void ChatKeepsTheConversationAcrossLines()
     {
         using var dir = new TempDir();
-        var folder = Nanoscale.Pipeline.SampleCheckpoint.Write(dir.File("qwen"), new Nanoscale.Pipeline.SampleOptions
-        {
-            ModelType = "qwen2", Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 151936, MaxSeqLen = 512,
-            RopeTheta = 1000000f, NormEps = 1e-6f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "qwen2_5"),
-        });
+        var folder = SampleModels.Qwen25(dir, 512);
         var result = CliProcess.RunWithInput("Hi!\n\nHow are you?\n/reset\nHi!\n", "chat", folder, "--system", "Be brief.", "-n", "4", "--json");
         Assert.Equal(0, result.ExitCode);
         var turns = result.Json().GetProperty("turns");

@@ -549,11 +549,7 @@ public sealed class ToolUseTests
     public async Task ToolsReachThePromptAndToolTurnsAreAccepted()
     {
         using var dir = new TempDir();
-        var folder = SampleCheckpoint.Write(dir.File("qwen"), new SampleOptions
-        {
-            ModelType = "qwen2", Dim = 64, HiddenDim = 128, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 151936, MaxSeqLen = 1024,
-            RopeTheta = 1000000f, NormEps = 1e-6f, TiedEmbeddings = true, TokenizerFrom = SharedData.Path("tokenizers", "qwen2_5"),
-        });
+        var folder = SampleModels.Qwen25(dir, 1024);
         var loaded = LoadedModel.Open(folder);
         using var service = new CompletionService(loaded, "qwen");
         await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
