@@ -27,10 +27,16 @@ internal static class ServeCommand
         var threads = CliRunner.ThreadsOption();
         var kvCache = CliRunner.KvCacheOption();
         var chatTemplate = new Option<string?>("--chat-template") { Description = "A Jinja chat template file to use instead of the model's (chat_template.jinja or tokenizer_config.json's)" };
+        var reasoning = new Option<string>("--reasoning-format")
+        {
+            Description = "With a thinking template (<think>): deepseek gives the reasoning block as reasoning_content apart from content; none leaves it in content",
+            DefaultValueFactory = _ => "deepseek",
+        };
+        reasoning.AcceptOnlyFromAmong("deepseek", "none");
         var noWarmup = new Option<bool>("--no-warmup") { Description = "Listen at once instead of running a few short generations first (which compile the step's code before the first request)" };
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, noWarmup, json };
+            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
@@ -47,7 +53,7 @@ internal static class ServeCommand
             // Warm-up: the step's code before listening, then one request of each kind over loopback (the HTTP and JSON code).
             var warming = System.Diagnostics.Stopwatch.StartNew();
             if (!parse.GetValue(noWarmup)) service.WarmUp(cli.Cancellation);
-            var serveOptions = new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey));
+            var serveOptions = new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey), parse.GetValue(reasoning) == "deepseek");
             var app = OpenAiServer.Build(service, serveOptions);
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
             if (!parse.GetValue(noWarmup))

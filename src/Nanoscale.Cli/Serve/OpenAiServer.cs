@@ -14,7 +14,8 @@ using Nanoscale.Tensors;
 namespace Nanoscale.Cli.Serve;
 
 /// <summary>Where <c>nanoscale serve</c> listens and whom it answers.</summary>
-internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, string? ApiKey = null);
+/// <param name="SplitReasoning">Whether a thinking template's replies give <c>reasoning_content</c> apart from <c>content</c>.</param>
+internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, string? ApiKey = null, bool SplitReasoning = true);
 
 /// <summary>
 /// The OpenAI-compatible HTTP face of a <see cref="CompletionService"/> (Kestrel, minimal APIs):
@@ -93,7 +94,8 @@ internal static class OpenAiServer
             ? Results.Json(modelObject, Json).ExecuteAsync(context)
             : Error(context, 404, "invalid_request_error", $"the model '{name}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found"));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
-        app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true));
+        bool split = options.SplitReasoning && service.ChatTemplateThinks;
+        app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));
         app.MapFallback(context => Error(context, 404, "invalid_request_error", $"no route {context.Request.Method} {context.Request.Path}", null, "not_found"));
         return app;
     }
@@ -104,7 +106,7 @@ internal static class OpenAiServer
         public string Field { get; } = field;
     }
 
-    private static async Task Complete(HttpContext context, CompletionService service, bool chat)
+    private static async Task Complete(HttpContext context, CompletionService service, bool chat, bool split = false)
     {
         CompletionRequest request;
         bool stream;
@@ -170,10 +172,10 @@ internal static class OpenAiServer
             if (!stream)
             {
                 var outcomes = await CompleteAll(service, requests, null, context.RequestAborted);
-                await Results.Json(Response(id, created, service.ModelName, chat, outcomes), Json).ExecuteAsync(context);
+                await Results.Json(Response(id, created, service.ModelName, chat, outcomes, split), Json).ExecuteAsync(context);
                 return;
             }
-            await Stream(context, service, requests, id, created, chat);
+            await Stream(context, service, requests, id, created, chat, split);
         }
         catch (InvalidOptionException e)
         {
@@ -213,7 +215,7 @@ internal static class OpenAiServer
         }
     }
 
-    internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes)
+    internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes, bool split = false)
     {
         int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
         var usage = new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
@@ -224,9 +226,7 @@ internal static class OpenAiServer
                 choices = outcomes.Select((o, i) => new
                 {
                     index = i,
-                    message = o.ToolCalls is { } calls
-                        ? (object)new { role = "assistant", content = o.Text.Length > 0 ? o.Text : null, tool_calls = ToolCallsJson(calls, indexed: false) }
-                        : new { role = "assistant", content = o.Text },
+                    message = Message(o, split),
                     logprobs = ChatLogProbs(o.LogProbs), finish_reason = o.FinishReason,
                 }).ToArray(),
                 usage,
@@ -237,6 +237,20 @@ internal static class OpenAiServer
                 choices = outcomes.Select((o, i) => new { index = i, text = o.Text, logprobs = CompletionLogProbs(o.LogProbs), finish_reason = o.FinishReason }).ToArray(),
                 usage,
             };
+    }
+
+    /// <summary>A chat reply as the API's message: its content (less a reasoning block, given apart as
+    /// <c>reasoning_content</c> when <paramref name="split"/>), and its tool calls.</summary>
+    private static object Message(CompletionOutcome o, bool split)
+    {
+        var (reasoning, content) = split ? ReasoningStream.Split(o.Text) : (null, o.Text);
+        return (o.ToolCalls, reasoning) switch
+        {
+            ({ } calls, null) => new { role = "assistant", content = content.Length > 0 ? content : null, tool_calls = ToolCallsJson(calls, indexed: false) },
+            ({ } calls, _) => new { role = "assistant", content = content.Length > 0 ? content : null, reasoning_content = reasoning, tool_calls = ToolCallsJson(calls, indexed: false) },
+            (null, null) => (object)new { role = "assistant", content },
+            _ => new { role = "assistant", content, reasoning_content = reasoning },
+        };
     }
 
     /// <summary>The legacy completions API's <c>logprobs</c> object (tokens, token_logprobs, top_logprobs, text_offset
@@ -282,7 +296,8 @@ internal static class OpenAiServer
 
     /// <summary>Server-sent events: one chunk per piece of text as generation produces it (each with its choice's
     /// index), a chunk with each choice's finish reason as it ends, the usage, then <c>[DONE]</c>.</summary>
-    private static async Task Stream(HttpContext context, CompletionService service, IReadOnlyList<CompletionRequest> requests, string id, long created, bool chat)
+    private static async Task Stream(HttpContext context, CompletionService service, IReadOnlyList<CompletionRequest> requests, string id, long created, bool chat,
+        bool split = false)
     {
         var pieces = Channel.CreateUnbounded<(int Index, string Text, IReadOnlyList<CompletionLogProb>? LogProbs)>(new UnboundedChannelOptions { SingleReader = true });
         // A sequence's log-probabilities come just before its piece of text, on the same thread: held until the piece.
@@ -291,11 +306,13 @@ internal static class OpenAiServer
         // rest when the reply is done (its remaining text, or its calls).
         bool tools = requests[0].Tools is { Count: > 0 };
         var gates = tools ? requests.Select(_ => new ToolCallStream()).ToArray() : null;
+        // A thinking template's replies: the reasoning block goes out as reasoning_content, the rest as content.
+        var thinking = split ? requests.Select(_ => new ReasoningStream()).ToArray() : null;
         var work = CompleteAll(service, requests, (i, text) =>
         {
             pieces.Writer.TryWrite((i, text, pending[i]));
             pending[i] = null;
-        }, context.RequestAborted, requests[0].Sampling.LogProbs is null || tools ? null : (i, list) => pending[i] = list);
+        }, context.RequestAborted, requests[0].Sampling.LogProbs is null || tools || split ? null : (i, list) => pending[i] = list);
         _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
         bool started = false;
         string kind = chat ? "chat.completion.chunk" : "text_completion";
@@ -306,6 +323,18 @@ internal static class OpenAiServer
             if (roleSent[index]) return text is null ? new { } : new { content = text };
             roleSent[index] = true;
             return new { role = "assistant", content = text ?? "" };
+        }
+        object Reasoning(int index, string reasoning)
+        {
+            object delta = roleSent[index] ? new { reasoning_content = reasoning } : new { role = "assistant", reasoning_content = reasoning };
+            roleSent[index] = true;
+            return new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta, logprobs = (object?)null, finish_reason = (string?)null } } };
+        }
+        // The answer text of a piece, through the tool gate when tools are offered.
+        async Task Answer(int index, string text, IReadOnlyList<CompletionLogProb>? logProbs)
+        {
+            if (gates is null) await Send(Chunk(index, text, null, logProbs));
+            else if (gates[index].Accept(text) is { Length: > 0 } ready) await Send(Chunk(index, ready, null));
         }
         object Chunk(int index, string? text, string? finish, IReadOnlyList<CompletionLogProb>? logProbs = null) => chat
             ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = Delta(index, text), logprobs = ChatLogProbs(logProbs), finish_reason = finish } } }
@@ -324,9 +353,24 @@ internal static class OpenAiServer
         try
         {
             await foreach (var (index, text, logProbs) in pieces.Reader.ReadAllAsync(context.RequestAborted))
-                if (gates is null) await Send(Chunk(index, text, null, logProbs));
-                else if (gates[index].Accept(text) is { Length: > 0 } ready) await Send(Chunk(index, ready, null));
+            {
+                if (thinking is null)
+                {
+                    await Answer(index, text, logProbs);
+                    continue;
+                }
+                var (reasoning, answer) = thinking[index].Accept(text);
+                if (reasoning.Length > 0) await Send(Reasoning(index, reasoning));
+                if (answer.Length > 0) await Answer(index, answer, null);
+            }
             var outcomes = await work; // rethrows a refusal before any text: answered as an error object
+            if (thinking is not null)
+                for (int i = 0; i < outcomes.Length; i++)
+                {
+                    var (reasoning, answer) = thinking[i].Finish();
+                    if (reasoning.Length > 0) await Send(Reasoning(i, reasoning));
+                    if (answer.Length > 0) await Answer(i, answer, null);
+                }
             if (gates is not null)
                 for (int i = 0; i < outcomes.Length; i++)
                 {

@@ -24,8 +24,12 @@ internal sealed class ChatTemplate
     private readonly JinjaTemplate? _jinja;
     private readonly Dictionary<string, object?> _tokens;
 
-    private ChatTemplate(string name, JinjaTemplate? jinja, Dictionary<string, object?> tokens, IReadOnlyList<string> turnEnds) =>
-        (Name, _jinja, _tokens, TurnEndings) = (name, jinja, tokens, turnEnds);
+    private ChatTemplate(string name, JinjaTemplate? jinja, Dictionary<string, object?> tokens, IReadOnlyList<string> turnEnds, bool thinks = false) =>
+        (Name, _jinja, _tokens, TurnEndings, Thinks) = (name, jinja, tokens, turnEnds, thinks);
+
+    /// <summary>Whether the template knows reasoning blocks (<c>&lt;think&gt;</c>: Qwen3, DeepSeek-R1), whose replies a
+    /// server splits into reasoning and answer.</summary>
+    public bool Thinks { get; }
 
     public static ChatTemplate Plain { get; } = new("plain", null, [], []);
 
@@ -167,7 +171,7 @@ internal sealed class ChatTemplate
         if (tokens.TryGetValue("eos_token", out var eos) && eos is string eosText && eosText.Length > 0 && text.Contains("eos_token", StringComparison.Ordinal)
             && !ends.Contains(eosText))
             ends.Add(eosText);
-        return new ChatTemplate(name, jinja, tokens, ends);
+        return new ChatTemplate(name, jinja, tokens, ends, text.Contains("<think>", StringComparison.Ordinal));
     }
 
     /// <summary>A message as Hugging Face templates read it: role and content; an assistant's <c>tool_calls</c> as

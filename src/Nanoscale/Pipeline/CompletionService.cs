@@ -141,6 +141,9 @@ public sealed class CompletionService : IDisposable
     /// GGUF file's <c>tokenizer.chat_template</c>, the file given), or <c>plain</c> without one.</summary>
     public string ChatTemplateName => _template.Name;
 
+    /// <summary>Whether the chat template knows reasoning blocks (<c>&lt;think&gt;</c>), so chat replies may open with one.</summary>
+    public bool ChatTemplateThinks => _template.Thinks;
+
     /// <summary>KV-cache bytes of a sequence of <paramref name="positions"/> (keys and values, every layer, in the model's <see cref="RuntimeOptions.KvCache"/> type).</summary>
     public long KvBytes(int positions) => _model.Model.Options.KvCacheBytes(2L * _model.Config.Layers * positions * _model.Config.KvDim);
 

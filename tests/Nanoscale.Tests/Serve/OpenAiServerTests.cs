@@ -619,6 +619,32 @@ public sealed class ToolUseTests
         await app.StopAsync();
     }
 
+    /// <summary>A thinking template (reasoning blocks) on the same model: replies pass through the reasoning splitter, and
+    /// streamed content still adds up to the non-streamed content (this random model never opens a block).</summary>
+    [Fact]
+    public async Task AThinkingTemplatesRepliesStreamAsTheyAnswer()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var template = Path.Combine(Architecture.ArchitectureRules.RepositoryRoot(), "tests", "Nanoscale.Tests", "Serve", "ChatTemplates", "reasoning-chatml.jinja");
+        using var service = new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template);
+        Assert.True(service.ChatTemplateThinks);
+        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        const string body = """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10, "temperature": 0}""";
+        using var whole = await http.PostAsync("/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        var message = JsonDocument.Parse(await whole.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("message");
+        Assert.False(message.TryGetProperty("reasoning_content", out _));
+        const string streamedBody = """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10, "temperature": 0, "stream": true}""";
+        using var streamed = await http.PostAsync("/v1/chat/completions", new StringContent(streamedBody, Encoding.UTF8, "application/json"));
+        var events = (await streamed.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        var text = string.Concat(events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta"))
+            .Select(d => d.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : ""));
+        Assert.Equal(message.GetProperty("content").GetString(), text);
+        await app.StopAsync();
+    }
+
     [Fact]
     public void AReplyOfCallsIsAnsweredAsToolCalls()
     {

@@ -90,3 +90,41 @@ public class ToolCallStreamTests
         Assert.Equal(first + second, rest);
     }
 }
+
+/// <summary>Thinking replies split into reasoning and answer, whole or piece by piece, with the same result.</summary>
+public class ReasoningStreamTests
+{
+    [Fact]
+    public void PiecesSplitAsTheWholeReply()
+    {
+        string[] pieces = ["<th", "ink>\nplan", " A</thi", "nk>\n", "\nAns", "wer </", "think> here"];
+        var stream = new Nanoscale.Cli.Serve.ReasoningStream();
+        var parts = pieces.Select(stream.Accept).ToList();
+        parts.Add(stream.Finish());
+        Assert.Equal("\nplan A", string.Concat(parts.Select(p => p.Reasoning)));
+        Assert.Equal("Answer </think> here", string.Concat(parts.Select(p => p.Answer)));
+        Assert.Equal(("", ""), parts[0]); // "<th" could open the block: held
+        Assert.Equal(("\nplan A", "Answer </think> here"), Nanoscale.Cli.Serve.ReasoningStream.Split(string.Concat(pieces)));
+    }
+
+    [Theory]
+    [InlineData("Hello there", null, "Hello there")]
+    [InlineData("  <think>cut off", "cut off", "")]
+    [InlineData("<think></think>\n\nOnly the answer", "", "Only the answer")]
+    [InlineData("<thinking>is not a tag", null, "<thinking>is not a tag")]
+    public void WholeReplies(string reply, string? reasoning, string answer) =>
+        Assert.Equal((reasoning, answer), Nanoscale.Cli.Serve.ReasoningStream.Split(reply));
+
+    [Fact]
+    public void TheChatAnswerCarriesReasoningApart()
+    {
+        var outcome = new CompletionOutcome("<think>\nweigh it\n</think>\n\nYes.", 5, 9, "stop");
+        var message = System.Text.Json.JsonSerializer.SerializeToElement(Nanoscale.Cli.Serve.OpenAiServer.Response("id", 0, "m", chat: true, [outcome], split: true))
+            .GetProperty("choices")[0].GetProperty("message");
+        Assert.Equal(("Yes.", "\nweigh it\n"), (message.GetProperty("content").GetString(), message.GetProperty("reasoning_content").GetString()));
+        var plain = System.Text.Json.JsonSerializer.SerializeToElement(Nanoscale.Cli.Serve.OpenAiServer.Response("id", 0, "m", chat: true, [outcome]))
+            .GetProperty("choices")[0].GetProperty("message");
+        Assert.Equal(outcome.Text, plain.GetProperty("content").GetString());
+        Assert.False(plain.TryGetProperty("reasoning_content", out _));
+    }
+}
