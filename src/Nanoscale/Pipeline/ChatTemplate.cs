@@ -78,21 +78,22 @@ internal sealed class ChatTemplate
     /// its template is outside the Jinja subset (the message names the line and column).</exception>
     public static ChatTemplate Find(string? folder)
     {
-        if (folder is null || FindText(folder) is not { } found) return Plain;
-        return Create(found.File, Path.GetFileName(found.File), found.Text, Settings(folder));
+        if (folder is null) return Plain;
+        var config = ReadConfig(folder);
+        if (FindText(folder, config) is not { } found) return Plain;
+        return Create(found.File, Path.GetFileName(found.File), found.Text, config.Settings);
     }
 
     /// <summary>The text of the template of the model in <paramref name="folder"/> and the file it is in
     /// (<c>chat_template.jinja</c>, else <c>tokenizer_config.json</c>'s <c>chat_template</c>), not parsed; null without one.</summary>
     /// <exception cref="CheckpointFormatException">The file is malformed.</exception>
-    public static (string Text, string File)? FindText(string folder)
+    public static (string Text, string File)? FindText(string folder) => FindText(folder, ReadConfig(folder));
+
+    private static (string Text, string File)? FindText(string folder, Config config)
     {
         var file = Path.Combine(folder, "chat_template.jinja");
         if (File.Exists(file)) return (ReadTemplate(file), file);
-        var config = Path.Combine(folder, "tokenizer_config.json");
-        if (!File.Exists(config) || new FileInfo(config).Length > 16 << 20) return null;
-        using var document = JsonErrors.Parse(config, File.ReadAllBytes(config));
-        return TemplateOf(config, document.RootElement) is { } text ? (text, config) : null;
+        return config.Template is { } text ? (text, config.Path) : null;
     }
 
     /// <summary>The template a GGUF file carries (<c>tokenizer.chat_template</c>, as llama.cpp reads it), with its
@@ -112,12 +113,16 @@ internal sealed class ChatTemplate
     /// <summary>The GGUF metadata key of a chat template (llama.cpp's).</summary>
     public const string GgufKey = "tokenizer.chat_template";
 
-    private static OrderedDictionary<string, object?>? Settings(string? folder)
+    /// <summary>A folder's <c>tokenizer_config.json</c>, read once: its values (the special tokens come from them) and
+    /// its <c>chat_template</c>.</summary>
+    private sealed record Config(string Path, OrderedDictionary<string, object?>? Settings, string? Template);
+
+    private static Config ReadConfig(string? folder)
     {
-        var config = folder is null ? null : Path.Combine(folder, "tokenizer_config.json");
-        if (config is null || !File.Exists(config) || new FileInfo(config).Length > 16 << 20) return null;
-        using var document = JsonErrors.Parse(config, File.ReadAllBytes(config));
-        return JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>;
+        var path = folder is null ? "" : System.IO.Path.Combine(folder, "tokenizer_config.json");
+        if (folder is null || !File.Exists(path) || new FileInfo(path).Length > 16 << 20) return new(path, null, null);
+        using var document = JsonErrors.Parse(path, File.ReadAllBytes(path));
+        return new(path, JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>, TemplateOf(path, document.RootElement));
     }
 
     /// <summary>The Jinja template in <paramref name="file"/>, with the special tokens of the
@@ -125,7 +130,7 @@ internal sealed class ChatTemplate
     public static ChatTemplate FromFile(string file, string? modelFolder)
     {
         if (!File.Exists(file)) throw new FileNotFoundException($"chat template {file} not found", file);
-        return Create(file, file, ReadTemplate(file), Settings(modelFolder));
+        return Create(file, file, ReadTemplate(file), ReadConfig(modelFolder).Settings);
     }
 
     private static string ReadTemplate(string file)
