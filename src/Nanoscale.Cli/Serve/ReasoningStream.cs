@@ -59,7 +59,7 @@ internal sealed class ReasoningStream
         if (_state == State.Reasoning)
         {
             int close = all.IndexOf(Close, _taken, StringComparison.Ordinal);
-            int end = close >= 0 ? close : final ? all.Length : all.Length - PartialTag(all, Close);
+            int end = close >= 0 ? close : final ? all.Length : all.Length - ToolCallStream.PartialTag(all, Close);
             reasoning = all[_taken..end];
             _taken = end;
             if (close < 0) return (reasoning, "");
@@ -75,12 +75,5 @@ internal sealed class ReasoningStream
         var answer = all[_taken..];
         _taken = all.Length;
         return (reasoning, answer);
-    }
-
-    private static int PartialTag(string text, string tag)
-    {
-        for (int n = Math.Min(tag.Length - 1, text.Length); n > 0; n--)
-            if (text.EndsWith(tag[..n], StringComparison.Ordinal)) return n;
-        return 0;
     }
 }

@@ -31,7 +31,7 @@ internal sealed class ToolCallStream
             _text = true;
         }
         int tag = all.IndexOf(Tag, _sent, StringComparison.Ordinal);
-        int end = tag >= 0 ? tag : all.Length - PossibleTagStart(all);
+        int end = tag >= 0 ? tag : all.Length - PartialTag(all, Tag);
         if (tag >= 0) _calling = true;
         while (end > _sent && char.IsWhiteSpace(all[end - 1])) end--;
         if (end <= _sent) return "";
@@ -49,11 +49,12 @@ internal sealed class ToolCallStream
         return rest;
     }
 
-    /// <summary>The length of the longest end of <paramref name="text"/> that begins the tag.</summary>
-    private static int PossibleTagStart(string text)
+    /// <summary>The length of the longest end of <paramref name="text"/> that begins <paramref name="tag"/> (held back
+    /// until the next piece tells whether the tag follows; <see cref="ReasoningStream"/> holds its tags so too).</summary>
+    internal static int PartialTag(string text, string tag)
     {
-        for (int n = Math.Min(Tag.Length - 1, text.Length); n > 0; n--)
-            if (text.EndsWith(Tag[..n], StringComparison.Ordinal)) return n;
+        for (int n = Math.Min(tag.Length - 1, text.Length); n > 0; n--)
+            if (text.EndsWith(tag[..n], StringComparison.Ordinal)) return n;
         return 0;
     }
 }
