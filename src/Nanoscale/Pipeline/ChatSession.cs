@@ -38,12 +38,22 @@ public sealed class ChatSession : IDisposable
     public GenerationResult Reply(string message, int maxNewTokens, SamplingOptions sampling, Action<string>? onText = null,
         CancellationToken cancellationToken = default)
     {
+        var result = Answer([.. _history, new("user", message)], maxNewTokens, sampling, onText, " (start over)", cancellationToken);
+        _history.Add(new ChatMessage("user", message));
+        _history.Add(new ChatMessage("assistant", result.NewText));
+        return result;
+    }
+
+    /// <summary>The assistant's answer to <paramref name="conversation"/>, from the cache's common beginning with it on
+    /// (<see cref="Reply"/>; <see cref="LoadedModel.Chat"/> with a fresh session).</summary>
+    internal GenerationResult Answer(IReadOnlyList<ChatMessage> conversation, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
+        string advice, CancellationToken cancellationToken)
+    {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxNewTokens, 1);
-        var conversation = new List<ChatMessage>(_history) { new("user", message) };
         var prompt = _template.PromptTokens(_model.Tokenizer, conversation);
         int limit = _model.Config.MaxSeqLen;
         if (prompt.Length >= limit)
-            throw new InvalidOptionException("messages", $"the conversation is {prompt.Length} tokens; the model's context holds {limit} (start over)");
+            throw new InvalidOptionException("messages", $"the conversation is {prompt.Length} tokens; the model's context holds {limit}{advice}");
         sampling = _template.EndingTurns(_model.Tokenizer, sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _model.EndTokens] }).Validate();
         _session ??= _model.Model.CreateSession(limit);
         // The common beginning of the new prompt and what the cache holds; at least one prompt token runs (for logits).
@@ -64,8 +74,6 @@ public sealed class ChatSession : IDisposable
         }
         ReusedTokens = reused;
         _cached = result.Tokens[.._session.Length];
-        _history.Add(new ChatMessage("user", message));
-        _history.Add(new ChatMessage("assistant", result.NewText));
         return result;
     }
 

@@ -147,11 +147,8 @@ public sealed class LoadedModel : IDisposable
     public GenerationResult Chat(IReadOnlyList<ChatMessage> messages, int maxNewTokens, SamplingOptions sampling,
         Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default)
     {
-        var template = ChatTemplate.For(this, chatTemplateFile);
-        var prompt = template.PromptTokens(Tokenizer, messages);
-        if (prompt.Length >= Config.MaxSeqLen)
-            throw new InvalidOptionException("messages", $"the conversation is {prompt.Length} tokens; the model's context holds {Config.MaxSeqLen}");
-        return Generate(prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - prompt.Length), template.EndingTurns(Tokenizer, sampling), onText, cancellationToken);
+        using var chat = StartChat(chatTemplateFile: chatTemplateFile);
+        return chat.Answer(messages, maxNewTokens, sampling, onText, "", cancellationToken);
     }
 
     /// <summary>A conversation with the model through its chat template (<paramref name="chatTemplateFile"/> instead
