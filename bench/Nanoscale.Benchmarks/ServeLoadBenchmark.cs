@@ -13,7 +13,7 @@ namespace Nanoscale.Benchmarks;
 /// every level the server's <c>/health</c> must come back to nothing in service and no KV cache reserved (the seconds it
 /// took are reported), and the server's peak resident memory is reported beside the model's size and the KV budget.
 /// Loopback only, bounded in count and time.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T] [--disconnect 0.25] [--kv-budget 512MB] [--kv-cache f16]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T] [--disconnect 0.25] [--kv-budget 512MB] [--kv-cache f16] [--no-prompt-cache]</code>
 /// </summary>
 internal static class ServeLoadBenchmark
 {
@@ -21,7 +21,7 @@ internal static class ServeLoadBenchmark
     {
         if (args.Length < 1 || args[0].StartsWith('-'))
         {
-            Console.Error.WriteLine("usage: serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--disconnect FRACTION] [--kv-budget SIZE] [--kv-cache T] (needs the CLI built in Release)");
+            Console.Error.WriteLine("usage: serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--disconnect FRACTION] [--kv-budget SIZE] [--kv-cache T] [--no-prompt-cache] (needs the CLI built in Release)");
             return 1;
         }
         string Option(string name, string fallback)
@@ -39,6 +39,8 @@ internal static class ServeLoadBenchmark
         if (Option("--kv-budget", "") is { Length: > 0 } kvBudget) { start.ArgumentList.Add("--kv-budget"); start.ArgumentList.Add(kvBudget); }
         if (Option("--kv-cache", "") is { Length: > 0 } kvCache) { start.ArgumentList.Add("--kv-cache"); start.ArgumentList.Add(kvCache); }
         if (Option("--tokenizer", "") is { Length: > 0 } tokenizer) { start.ArgumentList.Add("--tokenizer"); start.ArgumentList.Add(tokenizer); }
+        // Each level's prompts are the warm-up's and the last level's: with the prompt cache they run from its kept caches.
+        if (args.Contains("--no-prompt-cache")) start.ArgumentList.Add("--no-prompt-cache");
         using var server = Process.Start(start)!;
         _ = server.StandardOutput.ReadToEndAsync();
         string? url = null;

@@ -34,9 +34,13 @@ internal static class ServeCommand
         };
         reasoning.AcceptOnlyFromAmong("deepseek", "none");
         var noWarmup = new Option<bool>("--no-warmup") { Description = "Listen at once instead of running a few short generations first (which compile the step's code before the first request)" };
+        var noPromptCache = new Option<bool>("--no-prompt-cache")
+        {
+            Description = "Run every prompt whole instead of reusing a finished request's cache that holds its beginning (a chat's history, a shared system prompt)",
+        };
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, json };
+            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, noPromptCache, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
@@ -49,7 +53,7 @@ internal static class ServeCommand
             string modelName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
             long? budget = parse.GetValue(kvBudget) is { } text ? ModelFolder.ParseShardSize(text, kvBudget.Name) : null;
             using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context), parse.GetValue(batch), budget,
-                parse.GetValue(chatTemplate));
+                parse.GetValue(chatTemplate), promptCache: !parse.GetValue(noPromptCache));
             // Warm-up: the step's code before listening, then one request of each kind over loopback (the HTTP and JSON code).
             var warming = System.Diagnostics.Stopwatch.StartNew();
             if (!parse.GetValue(noWarmup)) service.WarmUp(cli.Cancellation);
@@ -63,7 +67,7 @@ internal static class ServeCommand
             }
             foreach (var url in app.Urls)
                 cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, " +
-                        $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {service.KvCacheName} KV cache" +
+                        $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {service.KvCacheName} KV cache{(service.PromptCache ? ", prompt cache" : "")}" +
                         $"{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}); Ctrl-C or SIGTERM stops");
             // SIGTERM and Ctrl-C cancel the token: stop accepting, let in-flight requests finish (10 s at most), exit 0.
             try { Task.Delay(Timeout.Infinite, cli.Cancellation).GetAwaiter().GetResult(); }

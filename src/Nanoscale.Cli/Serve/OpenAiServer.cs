@@ -86,6 +86,9 @@ internal static class OpenAiServer
             kv_reserved_bytes = service.ReservedKvBytes,
             kv_budget_bytes = service.KvBudgetBytes,
             kv_cache = service.KvCacheName,
+            kv_kept_bytes = service.PooledKvBytes,
+            prompt_cache = service.PromptCache,
+            cached_prompt_tokens = service.CachedPromptTokens,
         }, Json));
         var modelObject = new { id = service.ModelName, @object = "model", created = 0, owned_by = "nanoscale" };
         app.MapGet("/v1/models", () => Results.Json(new { @object = "list", data = new[] { modelObject } }, Json));
@@ -217,8 +220,7 @@ internal static class OpenAiServer
 
     internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes, bool split = false)
     {
-        int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
-        var usage = new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
+        var usage = Usage(outcomes);
         return chat
             ? new
             {
@@ -237,6 +239,18 @@ internal static class OpenAiServer
                 choices = outcomes.Select((o, i) => new { index = i, text = o.Text, logprobs = CompletionLogProbs(o.LogProbs), finish_reason = o.FinishReason }).ToArray(),
                 usage,
             };
+    }
+
+    /// <summary>The API's <c>usage</c>: the prompt counted once, every choice's new tokens, and in
+    /// <c>prompt_tokens_details.cached_tokens</c> the prompt tokens a kept cache held (not run) for every choice.</summary>
+    private static object Usage(IReadOnlyList<CompletionOutcome> outcomes)
+    {
+        int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
+        return new
+        {
+            prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion,
+            prompt_tokens_details = new { cached_tokens = outcomes.Min(o => o.CachedPromptTokens) },
+        };
     }
 
     /// <summary>A chat reply as the API's message: its content (less a reasoning block, given apart as
@@ -384,9 +398,7 @@ internal static class OpenAiServer
                     else if (gates[i].Rest() is { Length: > 0 } rest) await Send(Chunk(i, rest, null));
                 }
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
-            int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
-            var usage = new { prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion };
-            await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), usage));
+            await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), Usage(outcomes)));
             await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted);
         }
         catch (Exception) when (!started)

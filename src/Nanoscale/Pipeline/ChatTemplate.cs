@@ -125,12 +125,19 @@ internal sealed class ChatTemplate
         return new(path, JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>, TemplateOf(path, document.RootElement));
     }
 
-    /// <summary>The Jinja template in <paramref name="file"/>, with the special tokens of the
-    /// <c>tokenizer_config.json</c> in <paramref name="modelFolder"/> when there is one.</summary>
+    /// <summary>The Jinja template in <paramref name="file"/> — or, for a <c>.json</c> file (another model's
+    /// <c>tokenizer_config.json</c>), its <c>chat_template</c> — with the special tokens of the
+    /// <c>tokenizer_config.json</c> in <paramref name="modelFolder"/> when there is one (else the JSON file's own).</summary>
     public static ChatTemplate FromFile(string file, string? modelFolder)
     {
         if (!File.Exists(file)) throw new FileNotFoundException($"chat template {file} not found", file);
-        return Create(file, file, ReadTemplate(file), ReadConfig(modelFolder).Settings);
+        var settings = ReadConfig(modelFolder).Settings;
+        if (!file.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) return Create(file, file, ReadTemplate(file), settings);
+        if (new FileInfo(file).Length > 16 << 20) throw new CheckpointFormatException(file, null, null, "a JSON file over 16 MiB");
+        using var document = JsonErrors.Parse(file, File.ReadAllBytes(file));
+        var template = TemplateOf(file, document.RootElement)
+            ?? throw new CheckpointFormatException(file, "chat_template", null, "this JSON file has no chat template (give a tokenizer_config.json with one, or a .jinja file)");
+        return Create(file, file, template, settings ?? JinjaValues.FromJson(document.RootElement) as OrderedDictionary<string, object?>);
     }
 
     private static string ReadTemplate(string file)

@@ -51,6 +51,10 @@ public sealed record CompletionOutcome(string Text, int PromptTokens, int Comple
     /// <see cref="Text"/> is the reply's text outside them.</summary>
     public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
 
+    /// <summary>Prompt tokens a kept cache already held, so they did not run (prompt caching; counted in
+    /// <see cref="PromptTokens"/> too).</summary>
+    public int CachedPromptTokens { get; init; }
+
     /// <summary>Each new token's text and log-probability with its alternatives, when the request asked
     /// (<see cref="SamplingOptions.LogProbs"/>).</summary>
     public IReadOnlyList<CompletionLogProb>? LogProbs { get; init; }
@@ -89,9 +93,11 @@ public sealed class CompletionService : IDisposable
     /// <param name="maxBatch">Requests in one step at most.</param>
     /// <param name="kvBudgetBytes">KV-cache bytes all running requests may hold together (null: no limit beyond the batch).</param>
     /// <param name="chatTemplateFile">A Jinja chat template to use instead of the model's own (null: the model's).</param>
+    /// <param name="promptCache">Whether a request whose prompt begins as a finished one's did reuses its kept cache
+    /// (<see cref="TokenFactory.PromptCache"/>).</param>
     /// <exception cref="CheckpointFormatException">The chat template is malformed or outside the Jinja subset.</exception>
     public CompletionService(LoadedModel model, string modelName, int maxWaiting = 16, int? contextLength = null, int maxBatch = 8,
-        long? kvBudgetBytes = null, string? chatTemplateFile = null)
+        long? kvBudgetBytes = null, string? chatTemplateFile = null, bool promptCache = true)
     {
         _model = model;
         ModelName = modelName;
@@ -100,7 +106,7 @@ public sealed class CompletionService : IDisposable
         KvBudgetBytes = kvBudgetBytes;
         ContextLength = Math.Min(contextLength ?? model.Config.MaxSeqLen, model.Config.MaxSeqLen);
         _template = ChatTemplate.For(model, chatTemplateFile);
-        _factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch, model.EndTokens);
+        _factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch, model.EndTokens, promptCache);
     }
 
     public string ModelName { get; }
@@ -202,6 +208,7 @@ public sealed class CompletionService : IDisposable
                     result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop")
                 {
                     LogProbs = result.LogProbs?.Select(Named).ToList(),
+                    CachedPromptTokens = result.CachedPromptTokens,
                 };
                 // With tools offered, a reply that spells out calls is those calls (and the text before them).
                 if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text) is { } parsed)
@@ -247,6 +254,12 @@ public sealed class CompletionService : IDisposable
         }
         _factory.TrimPool(room);
     }
+
+    /// <summary>Whether prompts reuse finished requests' kept caches (<see cref="TokenFactory.PromptCache"/>).</summary>
+    public bool PromptCache => _factory.PromptCache;
+
+    /// <summary>Prompt tokens taken from kept caches instead of run, over all requests so far.</summary>
+    public long CachedPromptTokens => _factory.CachedPromptTokens;
 
     /// <summary>KV-cache bytes finished requests' sessions keep for the next ones (counted in the budget's room).</summary>
     public long PooledKvBytes => _factory.PooledKvBytes;

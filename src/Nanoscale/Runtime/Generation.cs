@@ -36,6 +36,10 @@ public sealed record GenerationResult(int[] Tokens, int PromptTokens, string Tex
     /// stop string).</summary>
     public string NewText { get; init; } = "";
 
+    /// <summary>Prompt tokens whose keys and values a kept cache already held, so they did not run (a conversation going
+    /// on, or the token factory's prompt caching); counted in <see cref="PromptTokens"/> too.</summary>
+    public int CachedPromptTokens { get; init; }
+
     /// <summary>True when the model emitted an end token before the limit.</summary>
     public bool StoppedAtEnd => Stop == StopReason.EndToken;
 

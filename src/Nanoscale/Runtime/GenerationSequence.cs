@@ -55,6 +55,7 @@ internal sealed class GenerationSequence
         if (session is not null && (session.Model != model || session.Length != reused || session.Capacity < capacity))
             throw new ArgumentException($"a session of this model holding {reused} positions with room for {capacity} is needed", nameof(session));
         _prefilled = reused;
+        Reused = reused;
         Session = session ?? model.CreateSession(capacity);
         Last = new float[model.Config.VocabSize];
         if (!deferPrompt) RunPrompt(cancellationToken);
@@ -86,6 +87,13 @@ internal sealed class GenerationSequence
     public InferenceSession Session { get; }
 
     public int PromptLength { get; }
+
+    /// <summary>Prompt tokens the given session held already (not run for this sequence).</summary>
+    public int Reused { get; }
+
+    /// <summary>The tokens whose keys and values the session holds, one per position (the prompt run so far, then the
+    /// generated tokens fed back): what a later prompt may begin with to reuse them. Read between passes.</summary>
+    public int[] HeldTokens() => [.. _tokens.GetRange(0, Session.Length)];
 
     /// <summary>The logits to choose the next token from (once the prompt has run).</summary>
     public float[] Last { get; }
@@ -159,6 +167,6 @@ internal sealed class GenerationSequence
     {
         _text.Finish();
         double total = _clock.Elapsed.TotalSeconds;
-        return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds) { LogProbs = _recorded, NewText = _text.NewText };
+        return new GenerationResult([.. _tokens], PromptLength, _text.FullText, Stop, _promptSeconds, total - _promptSeconds) { LogProbs = _recorded, NewText = _text.NewText, CachedPromptTokens = Reused };
     }
 }

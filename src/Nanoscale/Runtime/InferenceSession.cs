@@ -50,15 +50,20 @@ public sealed partial class InferenceSession
     private void EnsurePositions(int positions)
     {
         if (positions <= _allocated) return;
-        int grown = (int)Math.Min(Capacity, Math.Max(positions, 2L * _allocated));
-        long length = (long)grown * _config.KvDim;
+        Reallocate((int)Math.Min(Capacity, Math.Max(positions, 2L * _allocated)));
+    }
+
+    /// <summary>The caches and rotary tables resized to hold <paramref name="positions"/>, the cached ones that fit kept.</summary>
+    private void Reallocate(int positions)
+    {
+        long length = (long)positions * _config.KvDim;
         for (int l = 0; l < _config.Layers; l++)
         {
             _keyCache[l].Resize(length);
             _valueCache[l].Resize(length);
         }
-        (_ropeCos, _ropeSin) = RopeTables(grown, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
-        _allocated = grown;
+        (_ropeCos, _ropeSin) = RopeTables(positions, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
+        _allocated = positions;
     }
 
     public LlamaModel Model => _model;
@@ -69,14 +74,19 @@ public sealed partial class InferenceSession
     /// <summary>Bytes of key/value cache this session holds now (every layer's keys and values, <see cref="AllocatedPositions"/> positions).</summary>
     internal long AllocatedKvBytes => _model.Options.KvCacheBytes(2L * _config.Layers * _allocated * _config.KvDim);
 
-    /// <summary>Makes a finished session a fresh one of <paramref name="capacity"/> positions (<see cref="SessionPool"/>):
-    /// empty (what its cache holds is never read again: a position is written before it is attended to), its arrays
-    /// kept as they are and grown as a new session's would be.</summary>
-    internal void Recycle(int capacity)
+    /// <summary>Makes a finished session a fresh one of <paramref name="capacity"/> positions (<see cref="SessionPool"/>)
+    /// that holds its first <paramref name="keep"/> positions (a prompt that begins as its sequence did) and nothing
+    /// after them (what its cache holds there is never read again: a position is written before it is attended to), its
+    /// arrays kept as they are and grown as a new session's would be; arrays larger than the new capacity are cut to it
+    /// (their first positions kept), so the session never holds more than a new one of that capacity could.</summary>
+    internal void Recycle(int capacity, int keep = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
+        ArgumentOutOfRangeException.ThrowIfNegative(keep);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(keep, Math.Min(Length, capacity - 1));
         Capacity = capacity;
-        Length = 0;
+        Length = keep;
+        if (_allocated > capacity) Reallocate(capacity);
     }
 
     /// <summary>Positions already processed; the next token goes to this position.</summary>

@@ -3,17 +3,29 @@ namespace Nanoscale.Runtime;
 /// <summary>
 /// Finished sequences' sessions kept for the next requests (the token factory's): a new request takes a kept session's
 /// key/value arrays instead of allocating its own, so a server generating long answers does not leave every finished
-/// request's cache (large arrays, freed only by full collections) for the collector. At most <see cref="MaxSessions"/>
-/// are kept; a session is handed out only for a capacity at least its allocated positions, so a request never holds
-/// more cache than a new session of its capacity could grow to (what a KV budget counts); <see cref="Trim"/> drops kept
-/// sessions until their bytes fit an allowance. Thread-safe.
+/// request's cache (large arrays, freed only by full collections) for the collector; and a kept session that already
+/// holds the beginning of the new prompt (the same system prompt, or the conversation so far: a chat client sends the
+/// whole history with every turn) keeps those positions, so only the rest of the prompt runs (prompt caching, as
+/// llama.cpp's server and vLLM's prefix caching do). At most <see cref="MaxSessions"/> are kept, the oldest returned
+/// dropped first; a session is handed out only for a capacity at least its allocated positions, or cut to that capacity
+/// when it holds at least <see cref="MinCutShared"/> of the prompt's tokens, so a request never holds more cache than a
+/// new session of its capacity could grow to (what a KV budget counts); <see cref="Trim"/> drops kept sessions until
+/// their bytes fit an allowance. Thread-safe.
 /// </summary>
 internal sealed class SessionPool(LlamaModel model, int maxSessions)
 {
-    private readonly List<InferenceSession> _kept = [];
+    private readonly List<Kept> _kept = []; // oldest returned first
     private long _bytes;
 
+    /// <summary>A kept session and the tokens whose keys and values its positions hold, in order (empty: none known).</summary>
+    private sealed record Kept(InferenceSession Session, int[] Tokens);
+
     public int MaxSessions { get; } = maxSessions;
+
+    /// <summary>Prompt tokens a kept session larger than a request's capacity must hold for it to be cut to that capacity
+    /// and handed out (cutting copies its arrays; for a token or two, a fitting or new session serves as well and the
+    /// large one stays for a larger request).</summary>
+    internal const int MinCutShared = 16;
 
     /// <summary>Sessions kept now.</summary>
     public int Count
@@ -29,34 +41,67 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
 
     /// <summary>An empty session of <paramref name="capacity"/> positions: the kept one with the most allocated positions
     /// that are not more than <paramref name="capacity"/>, else a new one.</summary>
-    public InferenceSession Rent(int capacity)
+    public InferenceSession Rent(int capacity) => Rent(capacity, [], out _);
+
+    /// <summary>A session of <paramref name="capacity"/> positions for <paramref name="prompt"/>: of the kept ones, the
+    /// one holding the longest beginning of the prompt (all but its last token at most: the prompt's logits come from
+    /// running at least one) — among equals, one whose allocated positions fit the capacity, the most of them — keeping
+    /// those <paramref name="reused"/> positions and forgetting the rest. A kept session whose allocated positions exceed
+    /// the capacity is a candidate only when it holds at least <see cref="MinCutShared"/> prompt tokens (it is cut to the
+    /// capacity). Else a new, empty one.</summary>
+    public InferenceSession Rent(int capacity, ReadOnlySpan<int> prompt, out int reused)
     {
+        reused = 0;
         lock (_kept)
         {
-            int best = -1;
+            int best = -1, bestShared = 0;
             for (int i = 0; i < _kept.Count; i++)
-                if (_kept[i].AllocatedPositions <= capacity && (best < 0 || _kept[i].AllocatedPositions > _kept[best].AllocatedPositions))
-                    best = i;
+            {
+                var kept = _kept[i];
+                int shared = Math.Min(kept.Tokens.AsSpan().CommonPrefixLength(prompt), Math.Max(0, Math.Min(prompt.Length - 1, capacity - 1)));
+                bool fits = kept.Session.AllocatedPositions <= capacity;
+                if (!fits && shared < MinCutShared) continue;
+                if (best < 0 || shared > bestShared || (shared == bestShared && Better(kept.Session, _kept[best].Session)))
+                    (best, bestShared) = (i, shared);
+            }
             if (best >= 0)
             {
-                var session = _kept[best];
+                var session = _kept[best].Session;
                 _kept.RemoveAt(best);
                 _bytes -= session.AllocatedKvBytes;
-                session.Recycle(capacity);
+                session.Recycle(capacity, keep: bestShared);
+                reused = bestShared;
                 return session;
             }
         }
         return model.CreateSession(capacity);
+
+        // Between two sessions holding as much of the prompt: one that fits the capacity (not cut), the larger of those.
+        bool Better(InferenceSession a, InferenceSession b)
+        {
+            bool aFits = a.AllocatedPositions <= capacity, bFits = b.AllocatedPositions <= capacity;
+            return aFits != bFits ? aFits : aFits ? a.AllocatedPositions > b.AllocatedPositions : a.AllocatedPositions < b.AllocatedPositions;
+        }
     }
 
-    /// <summary>Keeps a finished session (no longer stepped by anyone) unless the pool is full.</summary>
-    public void Return(InferenceSession session)
+    /// <summary>Keeps a finished session (no longer stepped by anyone), dropping the oldest kept one when the pool is
+    /// full. <paramref name="held"/>: the tokens its positions hold (one per position, <see cref="InferenceSession.Length"/>
+    /// of them), so a later prompt that begins with them reuses them; null when they are not known.</summary>
+    public void Return(InferenceSession session, int[]? held = null)
     {
         if (session.Model != model) throw new ArgumentException("a session of another model", nameof(session));
+        if (held is not null && held.Length != session.Length)
+            throw new ArgumentException($"{held.Length} tokens for a session holding {session.Length} positions", nameof(held));
+        if (MaxSessions < 1) return;
         lock (_kept)
         {
-            if (_kept.Count >= MaxSessions || _kept.Contains(session)) return;
-            _kept.Add(session);
+            if (_kept.Exists(k => k.Session == session)) return;
+            if (_kept.Count >= MaxSessions)
+            {
+                _bytes -= _kept[0].Session.AllocatedKvBytes;
+                _kept.RemoveAt(0);
+            }
+            _kept.Add(new Kept(session, held ?? []));
             _bytes += session.AllocatedKvBytes;
         }
     }
@@ -70,8 +115,8 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
             {
                 int largest = 0;
                 for (int i = 1; i < _kept.Count; i++)
-                    if (_kept[i].AllocatedKvBytes > _kept[largest].AllocatedKvBytes) largest = i;
-                _bytes -= _kept[largest].AllocatedKvBytes;
+                    if (_kept[i].Session.AllocatedKvBytes > _kept[largest].Session.AllocatedKvBytes) largest = i;
+                _bytes -= _kept[largest].Session.AllocatedKvBytes;
                 _kept.RemoveAt(largest);
             }
         }

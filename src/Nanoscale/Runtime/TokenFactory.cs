@@ -30,12 +30,16 @@ public sealed class TokenFactory : IDisposable
     /// <param name="tokenizer">Decodes the streamed text.</param>
     /// <param name="maxBatch">Sequences in one step at most; more wait for a place.</param>
     /// <param name="endTokens">Token ids that end every sequence besides the tokenizer's EOS/BOS (generation_config.json's).</param>
-    public TokenFactory(LlamaModel model, ITokenizer tokenizer, int maxBatch = 8, IReadOnlyList<int>? endTokens = null)
+    /// <param name="promptCache">Whether a request whose prompt begins as a finished sequence's tokens did (a chat's
+    /// history, a shared system prompt) takes that sequence's kept cache and runs only the rest of its prompt
+    /// (<see cref="PromptCache"/>).</param>
+    public TokenFactory(LlamaModel model, ITokenizer tokenizer, int maxBatch = 8, IReadOnlyList<int>? endTokens = null, bool promptCache = true)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
         _model = model;
         _tokenizer = tokenizer;
         MaxBatch = maxBatch;
+        PromptCache = promptCache;
         _endTokens = endTokens ?? [];
         _pool = new SessionPool(model, maxBatch);
         _worker = new Thread(Run) { IsBackground = true, Name = "nanoscale token factory" };
@@ -43,6 +47,16 @@ public sealed class TokenFactory : IDisposable
     }
 
     public int MaxBatch { get; }
+
+    /// <summary>Prompt caching: finished sequences' kept caches remember their tokens, and a new request takes the one
+    /// holding the longest beginning of its prompt, keeps those positions and runs the rest (the answer is what a fresh
+    /// prompt gives up to float summation order: positions computed in another pass). Off: every prompt runs whole.</summary>
+    public bool PromptCache { get; }
+
+    /// <summary>Prompt tokens taken from kept caches instead of run, over all requests so far.</summary>
+    public long CachedPromptTokens => Interlocked.Read(ref _cachedPromptTokens);
+
+    private long _cachedPromptTokens;
 
     /// <summary>Sequences in the running batch now.</summary>
     public int Active => Volatile.Read(ref _active);
@@ -101,7 +115,7 @@ public sealed class TokenFactory : IDisposable
     {
         if (s.Left || s.State is null) return;
         s.Left = true;
-        _pool.Return(s.State.Session);
+        _pool.Return(s.State.Session, PromptCache ? s.State.HeldTokens() : null);
     }
 
     /// <summary>Prompt tokens per step at most, over all waiting prompts (a multiple of eight, and the first prompt's
@@ -237,9 +251,10 @@ public sealed class TokenFactory : IDisposable
 
     private bool Start(Sequence s) => Attempt(s, () =>
     {
-        var session = _pool.Rent(GenerationSequence.Capacity(_model, s.Prompt.Length, s.MaxNewTokens));
+        var session = _pool.Rent(GenerationSequence.Capacity(_model, s.Prompt.Length, s.MaxNewTokens), PromptCache ? s.Prompt : [], out int reused);
         s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
-            deferPrompt: true, session: session);
+            deferPrompt: true, session: session, reused: reused);
+        Interlocked.Add(ref _cachedPromptTokens, reused);
         return true;
     }, failed: false);
 

@@ -249,13 +249,107 @@ public class TokenFactoryTests
 
         pool.Return(again);
         pool.Return(small);
-        pool.Return(model.CreateSession(64)); // full: not kept
+        var newest = model.CreateSession(64);
+        pool.Return(newest); // full: the oldest kept (again) goes
         Assert.Equal(2, pool.Count);
-        pool.Trim(small.AllocatedKvBytes);
+        Assert.Equal(small.AllocatedKvBytes + newest.AllocatedKvBytes, pool.Bytes);
+        pool.Trim(newest.AllocatedKvBytes);
         Assert.Equal(1, pool.Count);
-        Assert.Same(small, pool.Rent(100));
+        Assert.Same(newest, pool.Rent(100));
+        Assert.Throws<ArgumentException>(() => pool.Return(again, held: [1, 2])); // it holds ids.Length positions
         var other = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
         Assert.Throws<ArgumentException>(() => pool.Return(other.CreateSession(8)));
+    }
+
+    /// <summary>A kept session remembers the tokens its positions hold: a prompt that begins with them gets that session
+    /// with those positions kept (all but the prompt's last token at most, which must run for its logits), the rest runs
+    /// on them, and the logits are a fresh session's; the longest shared beginning wins over a larger cache.</summary>
+    [Fact]
+    public void ThePoolHandsBackTheSessionHoldingThePromptsBeginning()
+    {
+        var (model, tokenizer) = Stories.Value;
+        int vocab = model.Config.VocabSize;
+        var pool = new SessionPool(model, maxSessions: 3);
+        int[] story = tokenizer.Encode("Once upon a time there was a little girl", addBos: true);
+        int[] other = tokenizer.Encode("The dog ran", addBos: true);
+        var holder = model.CreateSession(64);
+        holder.Forward(story, new float[story.Length * vocab]);
+        pool.Return(holder, held: story);
+        var larger = model.CreateSession(300);
+        larger.Forward(other, new float[other.Length * vocab]);
+        pool.Return(larger, held: other);
+
+        int[] longer = [.. story, .. tokenizer.Encode(" named Lily", addBos: false)];
+        var session = pool.Rent(300, longer, out int reused);
+        Assert.Same(holder, session);
+        Assert.Equal(story.Length, reused);
+        Assert.Equal(story.Length, session.Length);
+        Assert.Equal(300, session.Capacity);
+        int rest = longer.Length - reused;
+        var continued = new float[rest * vocab];
+        session.Forward(longer.AsSpan(reused), continued);
+        var fresh = new float[longer.Length * vocab];
+        model.CreateSession(300).Forward(longer, fresh);
+        var expected = fresh.AsSpan(reused * vocab);
+        double scale = fresh.Max(Math.Abs);
+        for (int i = 0; i < continued.Length; i++) Assert.True(Math.Abs(continued[i] - expected[i]) <= 1e-5 * scale, $"logit {i}");
+
+        // The same prompt again: all but its last token are kept.
+        pool.Return(session, held: longer);
+        var same = pool.Rent(300, longer, out reused);
+        Assert.Same(holder, same);
+        Assert.Equal(longer.Length - 1, reused);
+        // A prompt sharing only the BOS token with both takes the larger cache; no prompt: an empty session.
+        pool.Return(same, held: longer[..^1]);
+        Assert.Same(larger, pool.Rent(300, tokenizer.Encode("Lily", addBos: true), out reused));
+        Assert.Equal(1, reused);
+        Assert.Equal(0, pool.Rent(300).Length);
+
+        // A cache larger than the request's capacity: handed out cut to it when it holds enough of the prompt (its
+        // first positions kept and right), not for a shorter shared beginning.
+        string story2 = Perplexity.SplitDocuments(File.ReadAllText(SharedData.TinyStoriesText), "<|endoftext|>")[0];
+        int[] page = tokenizer.Encode(story2, addBos: true)[..(SessionPool.MinCutShared + 24)];
+        var big = model.CreateSession(512);
+        big.Forward(page, new float[page.Length * vocab]);
+        Assert.Equal(InferenceSession.InitialPositions, big.AllocatedPositions);
+        pool.Return(big, held: page);
+        Assert.NotSame(big, pool.Rent(page.Length + 10, page[..(SessionPool.MinCutShared - 1)], out reused));
+        Assert.Equal(0, reused);
+        int[] more = [.. page, .. tokenizer.Encode(" The end", addBos: false)];
+        var cut = pool.Rent(more.Length + 4, more, out reused);
+        Assert.Same(big, cut);
+        Assert.Equal((page.Length, more.Length + 4, more.Length + 4), (reused, cut.AllocatedPositions, cut.Capacity));
+        var tail = new float[(more.Length - reused) * vocab];
+        cut.Forward(more.AsSpan(reused), tail);
+        var whole = new float[more.Length * vocab];
+        model.CreateSession(more.Length + 4).Forward(more, whole);
+        scale = whole.Max(Math.Abs);
+        var wanted = whole.AsSpan(reused * vocab);
+        for (int i = 0; i < tail.Length; i++) Assert.True(Math.Abs(tail[i] - wanted[i]) <= 1e-5 * scale, $"cut session, logit {i}");
+    }
+
+    /// <summary>Prompt caching in the factory: a request whose prompt is a finished request's prompt and answer and more
+    /// (a chat's next turn) runs only the new tokens, says so, and comes out as its solo generation; with the cache off,
+    /// every prompt runs whole.</summary>
+    [Fact]
+    public async Task APromptThatBeginsAsAFinishedOneRunsOnlyTheRest()
+    {
+        var (model, tokenizer) = Stories.Value;
+        foreach (bool cache in new[] { true, false })
+        {
+            using var factory = new TokenFactory(model, tokenizer, maxBatch: 2, promptCache: cache);
+            Assert.Equal(cache, factory.PromptCache);
+            var first = await factory.SubmitAsync(tokenizer.Encode("Once upon a time", addBos: true), 20, new SamplingOptions());
+            Assert.Equal(0, first.CachedPromptTokens);
+            int[] next = [.. first.Tokens, .. tokenizer.Encode(" Then the sun", addBos: false)];
+            var second = await factory.SubmitAsync(next, 20, new SamplingOptions { Temperature = 0.8, Seed = 3 });
+            Assert.Equal(cache ? first.Tokens.Length - 1 : 0, second.CachedPromptTokens); // the last token chosen never ran
+            Assert.Equal(Generation.Generate(model, tokenizer, next, 20, new SamplingOptions { Temperature = 0.8, Seed = 3 }).Tokens, second.Tokens);
+            var again = await factory.SubmitAsync(next, 5, new SamplingOptions());
+            Assert.Equal(cache ? next.Length - 1 : 0, again.CachedPromptTokens);
+            Assert.Equal(Generation.Generate(model, tokenizer, next, 5, new SamplingOptions()).Tokens, again.Tokens);
+            Assert.Equal(second.CachedPromptTokens + again.CachedPromptTokens, factory.CachedPromptTokens);
+        }
     }
 
     [Fact]

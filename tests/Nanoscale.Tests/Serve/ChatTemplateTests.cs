@@ -126,6 +126,26 @@ public class ChatTemplateTests
         Assert.Equal(golden.GetProperty("expected").GetString(), template.Render(conversation, tools: [tool]));
     }
 
+    /// <summary><c>--chat-template</c> also takes another model's <c>tokenizer_config.json</c>: its <c>chat_template</c>,
+    /// rendered as that folder's own template renders; the model folder's special tokens win, the file's own serve a
+    /// model without them; a JSON file without a template is refused by name.</summary>
+    [Fact]
+    public void AJsonFileGivesItsChatTemplate()
+    {
+        var qwen = SharedData.Path("tokenizers", "qwen2_5");
+        var fromJson = ChatTemplate.FromFile(Path.Combine(qwen, "tokenizer_config.json"), null);
+        ChatMessage[] chat = [("system", "Be brief."), ("user", "Hi")];
+        Assert.Equal(ChatTemplate.Find(qwen).Render(chat), fromJson.Render(chat));
+        var llama = ChatTemplate.FromFile(Path.Combine(SharedData.Path("tokenizers", "llama3"), "tokenizer_config.json"), null);
+        Assert.StartsWith("<|begin_of_text|>", llama.Render(chat)); // the file's own bos_token
+        using var dir = new TempDir();
+        var empty = Path.Combine(dir.Path, "config.json");
+        File.WriteAllText(empty, """{"bos_token": "<s>"}""");
+        var e = Assert.Throws<CheckpointFormatException>(() => ChatTemplate.FromFile(empty, null));
+        Assert.Contains("config.json", e.Message);
+        Assert.Contains("no chat template", e.Message);
+    }
+
     [Fact]
     public void RequestArgumentsReachTheTemplate()
     {

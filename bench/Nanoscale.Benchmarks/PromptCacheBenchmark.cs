@@ -1,0 +1,78 @@
+using System.Diagnostics;
+using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Benchmarks;
+
+/// <summary>
+/// What prompt caching saves a chat client: a conversation of several turns (a long system message, short user
+/// messages, greedy replies), each turn sent whole as chat clients do, through <c>serve</c>'s service with the cache on
+/// and off (one at a time, each after a warm-up). Per turn: prompt tokens, the tokens the cache held, and the time to
+/// the first text and to the whole reply; the replies of the two runs are compared (they should be equal).
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE]</code>
+/// </summary>
+internal static class PromptCacheBenchmark
+{
+    private static readonly string[] Questions =
+    [
+        "Tell me a short story about a cat.", "Why was the cat sad?", "What did the cat's friend do next?",
+        "Give the story a happy ending.", "Now summarise it in one sentence.", "Who was your favourite character?",
+        "Write a title for it.", "Thank you! One more: what did they eat?",
+    ];
+
+    public static int Run(string[] args)
+    {
+        if (args.Length < 1 || args[0].StartsWith('-'))
+        {
+            Console.Error.WriteLine("usage: prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--tokenizer T]");
+            return 1;
+        }
+        string Option(string name, string fallback)
+        {
+            int i = Array.IndexOf(args, name);
+            return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+        }
+        int turns = Math.Clamp(int.Parse(Option("--turns", "6")), 1, Questions.Length);
+        int reply = int.Parse(Option("--reply", "32")), threads = int.Parse(Option("--threads", "2"));
+        int systemChars = int.Parse(Option("--system-chars", "2000"));
+        string? template = Option("--chat-template", "") is { Length: > 0 } t ? t : null;
+        string? tokenizer = Option("--tokenizer", "") is { Length: > 0 } k ? k : null;
+        // A long system message (instructions, a document to talk about): real text, so its tokens are typical.
+        string text = File.ReadAllText(LosslessData.FindShared("text", "tinystories-sample.txt"));
+        string system = "You are a storyteller. Here are stories in the style to follow:\n" + text[..Math.Min(systemChars, text.Length)];
+
+        var runs = new Dictionary<bool, List<(int Prompt, int Cached, double First, double Whole, string Reply)>>();
+        foreach (bool cache in new[] { false, true })
+        {
+            using var service = new CompletionService(LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads) }),
+                "bench", chatTemplateFile: template, promptCache: cache);
+            service.WarmUp();
+            var rows = new List<(int, int, double, double, string)>();
+            List<ChatMessage> conversation = [new("system", system)];
+            for (int turn = 0; turn < turns; turn++)
+            {
+                conversation.Add(new("user", Questions[turn]));
+                var clock = Stopwatch.StartNew();
+                double first = double.NaN;
+                var outcome = service.CompleteAsync(new CompletionRequest { Messages = conversation, MaxTokens = reply },
+                    _ => { if (double.IsNaN(first)) first = clock.Elapsed.TotalSeconds; }).GetAwaiter().GetResult();
+                double whole = clock.Elapsed.TotalSeconds;
+                rows.Add((outcome.PromptTokens, outcome.CachedPromptTokens, double.IsNaN(first) ? whole : first, whole, outcome.Text));
+                conversation.Add(new("assistant", outcome.Text));
+            }
+            runs[cache] = rows;
+        }
+        Console.WriteLine("| turn | prompt tokens | cached tokens | first text, no cache ms | first text, cache ms | reply, no cache ms | reply, cache ms | same reply |");
+        Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|:---:|");
+        double offFirst = 0, onFirst = 0;
+        for (int turn = 0; turn < turns; turn++)
+        {
+            var (off, on) = (runs[false][turn], runs[true][turn]);
+            offFirst += off.First;
+            onFirst += on.First;
+            Console.WriteLine($"| {turn + 1} | {on.Prompt} | {on.Cached} | {off.First * 1000:0} | {on.First * 1000:0} | {off.Whole * 1000:0} | {on.Whole * 1000:0} | {(off.Reply == on.Reply ? "yes" : "no")} |");
+        }
+        Console.WriteLine($"\nfirst text, all turns: {offFirst:0.00} s without the cache, {onFirst:0.00} s with it ({offFirst / onFirst:0.0}×)");
+        return 0;
+    }
+}
