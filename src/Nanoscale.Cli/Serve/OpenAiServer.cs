@@ -154,7 +154,8 @@ internal static class OpenAiServer
                 request = chat
                     ? new CompletionRequest
                     {
-                        Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), MaxTokens = maxTokens, Sampling = sampling,
+                        Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), RequiredTool = RequiredTool(root),
+                        MaxTokens = maxTokens, Sampling = sampling,
                     }
                     : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling };
             }
@@ -257,7 +258,7 @@ internal static class OpenAiServer
     /// <c>reasoning_content</c> when <paramref name="split"/>), and its tool calls.</summary>
     private static object Message(CompletionOutcome o, bool split)
     {
-        var (reasoning, content) = split ? ReasoningStream.Split(o.Text) : (null, o.Text);
+        var (reasoning, content) = split ? ReasoningStream.Split(o.Text, o.StartsInReasoning) : (null, o.Text);
         return (o.ToolCalls, reasoning) switch
         {
             ({ } calls, null) => new { role = "assistant", content = content.Length > 0 ? content : null, tool_calls = ToolCallsJson(calls, indexed: false) },
@@ -321,7 +322,8 @@ internal static class OpenAiServer
         bool tools = requests[0].Tools is { Count: > 0 };
         var gates = tools ? requests.Select(_ => new ToolCallStream()).ToArray() : null;
         // A thinking template's replies: the reasoning block goes out as reasoning_content, the rest as content.
-        var thinking = split ? requests.Select(_ => new ReasoningStream()).ToArray() : null;
+        bool inside = split && service.StartsInReasoning(requests[0]); // every choice has the same prompt
+        var thinking = split ? requests.Select(_ => new ReasoningStream(inside)).ToArray() : null;
         var work = CompleteAll(service, requests, (i, text) =>
         {
             pieces.Writer.TryWrite((i, text, pending[i]));
@@ -470,13 +472,37 @@ internal static class OpenAiServer
         _ => throw new BadField("chat_template_kwargs", "'chat_template_kwargs' must be an object"),
     };
 
-    /// <summary><c>tools</c>: function definitions for the chat template, unless <c>tool_choice</c> is <c>none</c>
-    /// (<c>auto</c>, the default, lets the model choose; forcing a call is not supported).</summary>
+    /// <summary><c>tool_choice</c>: <c>auto</c> (the default) or <c>none</c> (null: the model chooses, or the tools are
+    /// left out), <c>required</c> (<see cref="CompletionRequest.AnyTool"/>) or
+    /// <c>{"type": "function", "function": {"name": …}}</c> (that name).</summary>
+    private static string? RequiredTool(JsonElement root)
+    {
+        const string Expected = "'tool_choice' may be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": …}}";
+        switch (Field(root, "tool_choice"))
+        {
+            case null: return null;
+            case { ValueKind: JsonValueKind.String } word:
+                return word.GetString() switch
+                {
+                    "auto" or "none" => null,
+                    "required" => CompletionRequest.AnyTool,
+                    _ => throw new BadField("tool_choice", Expected),
+                };
+            case { ValueKind: JsonValueKind.Object } named when Str(named, "type") == "function"
+                && Field(named, "function") is { ValueKind: JsonValueKind.Object } function && Str(function, "name") is { Length: > 0 } name:
+                if (Field(root, "tools") is not { ValueKind: JsonValueKind.Array } offered
+                    || !offered.EnumerateArray().Any(t => t.ValueKind == JsonValueKind.Object && Field(t, "function") is { ValueKind: JsonValueKind.Object } f && Str(f, "name") == name))
+                    throw new BadField("tool_choice", $"'tool_choice' names '{name}', which is not among the tools");
+                return name;
+            default:
+                throw new BadField("tool_choice", Expected);
+        }
+    }
+
+    /// <summary><c>tools</c>: function definitions for the chat template, unless <c>tool_choice</c> is <c>none</c>.</summary>
     private static IReadOnlyList<object>? Tools(JsonElement root)
     {
         var choice = Field(root, "tool_choice");
-        if (choice is not null && !(choice.Value.ValueKind == JsonValueKind.String && choice.Value.GetString() is "auto" or "none"))
-            throw new BadField("tool_choice", "'tool_choice' may be \"auto\" or \"none\" (forcing a call is not supported)");
         if (Field(root, "tools") is not { } tools) return null;
         if (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 128)
             throw new BadField("tools", "'tools' must be a list of at most 128 function definitions");
@@ -484,7 +510,7 @@ internal static class OpenAiServer
             if (tool.ValueKind != JsonValueKind.Object || Str(tool, "type") != "function" || Field(tool, "function") is not { ValueKind: JsonValueKind.Object } function
                 || Str(function, "name") is not { Length: > 0 })
                 throw new BadField("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": …, \"parameters\": …}}");
-        if (choice?.GetString() == "none" || tools.GetArrayLength() == 0) return null;
+        if (choice is { ValueKind: JsonValueKind.String } c && c.GetString() == "none" || tools.GetArrayLength() == 0) return null;
         return [.. tools.EnumerateArray().Select(t => (object)t.Clone())];
     }
 

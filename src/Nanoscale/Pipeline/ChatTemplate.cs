@@ -24,8 +24,14 @@ internal sealed class ChatTemplate
     private readonly JinjaTemplate? _jinja;
     private readonly Dictionary<string, object?> _tokens;
 
-    private ChatTemplate(string name, JinjaTemplate? jinja, Dictionary<string, object?> tokens, IReadOnlyList<string> turnEnds, bool thinks = false) =>
-        (Name, _jinja, _tokens, TurnEndings, Thinks) = (name, jinja, tokens, turnEnds, thinks);
+    private ChatTemplate(string name, JinjaTemplate? jinja, Dictionary<string, object?> tokens, IReadOnlyList<string> turnEnds, bool thinks = false,
+        ToolCallForm? toolForm = null) =>
+        (Name, _jinja, _tokens, TurnEndings, Thinks, ToolForm) = (name, jinja, tokens, turnEnds, thinks, toolForm);
+
+    /// <summary>How the template's model writes a function call: Hermes/Qwen blocks when the template names
+    /// <c>&lt;tool_call&gt;</c>, else Llama 3.x's JSON object when it describes <c>tools</c> at all; null when it does
+    /// not (a call cannot be forced then).</summary>
+    public ToolCallForm? ToolForm { get; }
 
     /// <summary>Whether the template knows reasoning blocks (<c>&lt;think&gt;</c>: Qwen3, DeepSeek-R1), whose replies a
     /// server splits into reasoning and answer.</summary>
@@ -56,12 +62,13 @@ internal sealed class ChatTemplate
     }
 
     /// <summary>The prompt token ids of a conversation: the rendered text tokenized without BOS when a template wrote it
-    /// (apply_chat_template's output is tokenized without special tokens added), with BOS in the plain rendering.</summary>
+    /// (apply_chat_template's output is tokenized without special tokens added), with BOS in the plain rendering;
+    /// <paramref name="replyStart"/> is written after the generation prompt (the reply's forced beginning).</summary>
     public int[] PromptTokens(ITokenizer tokenizer, IReadOnlyList<ChatMessage> messages,
-        IReadOnlyDictionary<string, object?>? arguments = null, IReadOnlyList<object>? tools = null)
+        IReadOnlyDictionary<string, object?>? arguments = null, IReadOnlyList<object>? tools = null, string replyStart = "")
     {
         if (messages.Count == 0) throw new InvalidOptionException("messages", "at least one message is needed");
-        return tokenizer.Encode(Render(messages, arguments, tools: tools), addBos: IsPlain && tokenizer.BosId is not null);
+        return tokenizer.Encode(Render(messages, arguments, tools: tools) + replyStart, addBos: IsPlain && tokenizer.BosId is not null);
     }
 
     /// <summary><paramref name="sampling"/> with the single-token ids of <see cref="TurnEndings"/> added to its stop tokens.</summary>
@@ -183,7 +190,9 @@ internal sealed class ChatTemplate
         if (tokens.TryGetValue("eos_token", out var eos) && eos is string eosText && eosText.Length > 0 && text.Contains("eos_token", StringComparison.Ordinal)
             && !ends.Contains(eosText))
             ends.Add(eosText);
-        return new ChatTemplate(name, jinja, tokens, ends, text.Contains("<think>", StringComparison.Ordinal));
+        ToolCallForm? form = text.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallForm.Hermes
+            : text.Contains("tools", StringComparison.Ordinal) ? ToolCallForm.LlamaJson : null;
+        return new ChatTemplate(name, jinja, tokens, ends, text.Contains(ThinkOpen, StringComparison.Ordinal), form);
     }
 
     /// <summary>A message as Hugging Face templates read it: role and content; an assistant's <c>tool_calls</c> as
@@ -212,6 +221,28 @@ internal sealed class ChatTemplate
         }
         catch (JsonException) { return arguments; }
     }
+
+    /// <summary>Whether the prompt for <paramref name="messages"/> leaves the reply inside a reasoning block: what the
+    /// generation prompt adds (the text with <c>add_generation_prompt</c> beyond the text without it) opens
+    /// <c>&lt;think&gt;</c> and does not close it, as DeepSeek-R1's template and Qwen3's thinking variants do. Then the
+    /// reply is reasoning up to its <c>&lt;/think&gt;</c>. <paramref name="rendered"/>: the prompt, when already rendered.</summary>
+    public bool OpensReasoning(IReadOnlyList<ChatMessage> messages, IReadOnlyDictionary<string, object?>? arguments = null,
+        IReadOnlyList<object>? tools = null, string? rendered = null)
+    {
+        if (!Thinks || _jinja is null || messages.Count == 0) return false;
+        rendered ??= Render(messages, arguments, tools: tools);
+        var tail = rendered;
+        var without = new Dictionary<string, object?>();
+        if (arguments is not null) foreach (var (key, value) in arguments) without[key] = value;
+        without["add_generation_prompt"] = false;
+        // A template that refuses the conversation without a generation prompt leaves the whole text to decide.
+        try { if (Render(messages, without, tools: tools) is var plain && rendered.StartsWith(plain, StringComparison.Ordinal)) tail = rendered[plain.Length..]; }
+        catch (InvalidOptionException) { }
+        return tail.LastIndexOf(ThinkOpen, StringComparison.Ordinal) > tail.LastIndexOf(ThinkClose, StringComparison.Ordinal);
+    }
+
+    /// <summary>The tags of a reasoning block (Qwen3's, DeepSeek-R1's).</summary>
+    public const string ThinkOpen = "<think>", ThinkClose = "</think>";
 
     /// <summary>The prompt for <paramref name="messages"/> (role, content), ending where the assistant's reply begins;
     /// <paramref name="arguments"/> are extra template variables (a request's <c>chat_template_kwargs</c>).</summary>

@@ -23,6 +23,15 @@ public sealed record CompletionRequest
     /// dictionaries of them.</summary>
     public IReadOnlyDictionary<string, object?>? ChatTemplateArguments { get; init; }
 
+    /// <summary>Whether the reply must call a function (OpenAI's <c>tool_choice</c>): null lets the model choose;
+    /// <see cref="AnyTool"/> makes it call one of <see cref="Tools"/> (<c>required</c>); a function's name makes it call
+    /// that one. The reply is then made to begin a call in the template's form, and decoding is constrained to one of the
+    /// names and a JSON object of arguments (not checked against the function's schema).</summary>
+    public string? RequiredTool { get; init; }
+
+    /// <summary><see cref="RequiredTool"/>: any of the tools.</summary>
+    public const string AnyTool = "*";
+
     public int MaxTokens { get; init; } = 16;
 
     public SamplingOptions Sampling { get; init; } = new();
@@ -50,6 +59,10 @@ public sealed record CompletionOutcome(string Text, int PromptTokens, int Comple
     /// <summary>The functions the reply called, when the request offered tools and the reply is such calls; then
     /// <see cref="Text"/> is the reply's text outside them.</summary>
     public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
+
+    /// <summary>Whether the chat template opened a reasoning block in the prompt itself, so the reply begins inside it
+    /// (reasoning up to <c>&lt;/think&gt;</c>, then the answer; <see cref="ChatTemplate.OpensReasoning"/>).</summary>
+    public bool StartsInReasoning { get; init; }
 
     /// <summary>Prompt tokens a kept cache already held, so they did not run (prompt caching; counted in
     /// <see cref="PromptTokens"/> too).</summary>
@@ -154,12 +167,48 @@ public sealed class CompletionService : IDisposable
     public long KvBytes(int positions) => _model.Model.Options.KvCacheBytes(2L * _model.Config.Layers * positions * _model.Config.KvDim);
 
     /// <summary>Prompt token ids of a request (its chat rendered when it has messages).</summary>
-    public int[] PromptTokens(CompletionRequest request)
+    public int[] PromptTokens(CompletionRequest request) => PromptTokens(request, "");
+
+    /// <summary>Prompt token ids of a request, the reply's forced beginning <paramref name="replyStart"/> after a chat's
+    /// generation prompt.</summary>
+    private int[] PromptTokens(CompletionRequest request, string replyStart)
     {
         var tokenizer = _model.Tokenizer;
-        if (request.Messages is { } messages) return _template.PromptTokens(tokenizer, messages, request.ChatTemplateArguments, request.Tools);
+        if (request.Messages is { } messages) return _template.PromptTokens(tokenizer, messages, request.ChatTemplateArguments, request.Tools, replyStart);
         return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
     }
+
+    /// <summary>For a request that must call a function: the reply's forced beginning and the constraint on the rest
+    /// (<see cref="ToolCallParser.Forced"/>); none otherwise.</summary>
+    /// <exception cref="InvalidOptionException">No tools or no chat, a template that does not describe tools, or a
+    /// named function that is not among the tools.</exception>
+    private (string Start, ITokenConstraint? Constraint) ForcedCall(CompletionRequest request)
+    {
+        if (request.RequiredTool is not { } required) return ("", null);
+        if (request.Messages is null || request.Tools is not { Count: > 0 } tools)
+            throw new InvalidOptionException("tool_choice", "a call can be forced only in a chat with tools");
+        if (_template.ToolForm is not { } form)
+            throw new InvalidOptionException("tool_choice", $"the model's chat template ({_template.Name}) does not describe tools, so a call cannot be forced");
+        var functions = tools.Select(Function).ToList();
+        var names = functions.Select(f => f.GetProperty("name").GetString()!).ToList();
+        string? function = required == CompletionRequest.AnyTool ? null : required;
+        if (function is not null && !names.Contains(function))
+            throw new InvalidOptionException("tool_choice", $"'{function}' is not among the tools offered ({string.Join(", ", names)})");
+        bool noArguments = functions.Where((_, i) => function is null || names[i] == function).All(ToolCallParser.TakesNoArguments);
+        return ToolCallParser.Forced(form, TokenPieces.For(_model.Tokenizer), names, function, noArguments);
+
+        static System.Text.Json.JsonElement Function(object tool) =>
+            System.Text.Json.JsonSerializer.SerializeToElement(tool) is { ValueKind: System.Text.Json.JsonValueKind.Object } json
+            && json.TryGetProperty("function", out var f) && f.ValueKind == System.Text.Json.JsonValueKind.Object
+            && f.TryGetProperty("name", out var n) && n.ValueKind == System.Text.Json.JsonValueKind.String && n.GetString() is { Length: > 0 }
+                ? f
+                : throw new InvalidOptionException("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": …}}");
+    }
+
+    /// <summary>Whether the reply to <paramref name="request"/> begins inside a reasoning block the chat template opened
+    /// in the prompt (<see cref="ChatTemplate.OpensReasoning"/>; false for a plain prompt).</summary>
+    public bool StartsInReasoning(CompletionRequest request) =>
+        request.Messages is { } messages && _template.OpensReasoning(messages, request.ChatTemplateArguments, request.Tools);
 
     /// <summary>Runs <paramref name="request"/> in the batch; <paramref name="onText"/> gets the text as it comes.</summary>
     /// <exception cref="InvalidOptionException">max_tokens out of range, the prompt does not leave room in the context, or
@@ -173,7 +222,8 @@ public sealed class CompletionService : IDisposable
         if (request.MaxTokens < 1 || request.MaxTokens > MaxTokensLimit)
             throw new InvalidOptionException("max_tokens", $"{request.MaxTokens} is outside 1..{MaxTokensLimit}");
         var sampling = request.Sampling.Validate();
-        var prompt = PromptTokens(request);
+        var (start, constraint) = ForcedCall(request);
+        var prompt = PromptTokens(request, start);
         if (prompt.Length == 0) throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
         if (prompt.Length >= ContextLength)
             throw new InvalidOptionException("prompt", $"it has {prompt.Length} tokens; the context holds {ContextLength} (prompt and new tokens together)");
@@ -197,18 +247,25 @@ public sealed class CompletionService : IDisposable
                 // The completion is exactly the text handed out as it came (the prompt not repeated; a stop string and
                 // what follows it left out).
                 var text = new System.Text.StringBuilder();
+                // A forced call's beginning is in the prompt, and the reply's text from its first piece on.
+                if (start.Length > 0)
+                {
+                    text.Append(start);
+                    onText?.Invoke(start);
+                }
                 string Piece(int id) => _model.Tokenizer.Decode([id]);
                 CompletionLogProb Named(TokenLogProb t) => new(Piece(t.Id), t.LogProb, [.. t.Top.Select(a => (Piece(a.Id), a.LogProb))]);
                 var result = await _factory.SubmitAsync(prompt, maxTokens, sampling, piece =>
                 {
                     text.Append(piece);
                     onText?.Invoke(piece);
-                }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)])).ConfigureAwait(false);
+                }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)]), constraint).ConfigureAwait(false);
                 var outcome = new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
                     result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop")
                 {
                     LogProbs = result.LogProbs?.Select(Named).ToList(),
                     CachedPromptTokens = result.CachedPromptTokens,
+                    StartsInReasoning = _template.Thinks && StartsInReasoning(request),
                 };
                 // With tools offered, a reply that spells out calls is those calls (and the text before them).
                 if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text) is { } parsed)
@@ -303,6 +360,8 @@ public sealed class CompletionService : IDisposable
         // user message: what is compiled by then is enough).
         try { _template.PromptTokens(tokenizer, [("user", "Hi")]); }
         catch (InvalidOptionException) { }
+        // Each token's text, which a forced tool call's constrained decoding reads (0.46 s for Qwen2.5's 151,665 tokens).
+        if (_template.ToolForm is not null) TokenPieces.For(tokenizer);
         return clock.Elapsed;
     }
 

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text.Json;
+using Nanoscale.Runtime;
 
 namespace Nanoscale.Pipeline;
 
@@ -60,6 +61,53 @@ internal static class ToolCallParser
         catch (JsonException) { return null; }
     }
 
+    /// <summary>
+    /// How a reply is made to call a function (OpenAI's <c>tool_choice</c> <c>required</c> or a named function): the
+    /// text the reply is made to begin with (written after the generation prompt) and the constraint on what the model
+    /// writes after it — one of the offered names (unless <paramref name="function"/> names it), then a JSON object of
+    /// arguments (<c>{}</c> when <paramref name="noArguments"/>: the function, or every offered one, takes none), then
+    /// the call's closing brace. The reply is whole when the constraint is: the start and the model's text together are
+    /// then one call <see cref="Parse"/> reads.
+    /// </summary>
+    public static (string Start, ITokenConstraint Constraint) Forced(ToolCallForm form, string[] pieces, IReadOnlyList<string> names, string? function,
+        bool noArguments = false)
+    {
+        string arguments = form == ToolCallForm.Hermes ? "arguments" : "parameters";
+        string open = form == ToolCallForm.Hermes ? Open + "\n" : "";
+        JsonConstraint.Part values = noArguments ? new JsonConstraint.Literal("{}") : new JsonConstraint.JsonObject();
+        if (function is not null)
+            return ($"{open}{{\"name\": {JsonSerializer.Serialize(function, AsWritten)}, \"{arguments}\": ",
+                new JsonConstraint(pieces, values, new JsonConstraint.Literal("}")));
+        // A name as JSON writes it inside its quotes, and the closing quote that ends it.
+        var options = names.Distinct().Select(n => JsonSerializer.Serialize(n, AsWritten)[1..]).ToList();
+        return ($"{open}{{\"name\": \"",
+            new JsonConstraint(pieces, new JsonConstraint.OneOf(options), new JsonConstraint.Literal($", \"{arguments}\": "),
+                values, new JsonConstraint.Literal("}")));
+    }
+
+    /// <summary>Whether a function definition (<c>{name, description, parameters}</c>) takes no arguments: no
+    /// <c>parameters</c>, or an object schema without <c>properties</c> (or with none) that does not allow others.</summary>
+    public static bool TakesNoArguments(JsonElement function)
+    {
+        if (!function.TryGetProperty("parameters", out var parameters) || parameters.ValueKind == JsonValueKind.Null) return true;
+        if (parameters.ValueKind != JsonValueKind.Object) return false;
+        bool noProperties = !parameters.TryGetProperty("properties", out var properties)
+            || properties.ValueKind == JsonValueKind.Object && !properties.EnumerateObject().Any();
+        bool closed = parameters.TryGetProperty("additionalProperties", out var more) && more.ValueKind == JsonValueKind.False;
+        return noProperties && (closed || !parameters.TryGetProperty("additionalProperties", out _));
+    }
+
+    /// <summary>Names in JSON as a model writes them: only quotes, backslashes and control characters escaped.</summary>
+    private static readonly JsonSerializerOptions AsWritten = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     /// <summary>An id for a call, as OpenAI's look: <c>call_</c> and 24 random hex digits.</summary>
     public static string NewId() => "call_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
+}
+
+/// <summary>How a model writes a function call: Hermes' and Qwen's <c>&lt;tool_call&gt;{"name", "arguments"}</c> blocks,
+/// or Llama 3.x's reply as one <c>{"name", "parameters"}</c> object.</summary>
+internal enum ToolCallForm
+{
+    Hermes,
+    LlamaJson,
 }

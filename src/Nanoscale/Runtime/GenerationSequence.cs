@@ -24,6 +24,8 @@ internal sealed class GenerationSequence
     private readonly int? _logProbs;
     private readonly List<TokenLogProb>? _recorded;
     private int _reported; // recorded log-probabilities already handed out with a piece of text
+    private readonly ITokenConstraint? _constraint; // which tokens may come next, when the text has a fixed shape
+    private float[]? _masked;
 
     /// <summary>The prompt limits every generation checks before any work.</summary>
     /// <exception cref="InvalidOptionException">An empty prompt, or one the model cannot hold with new tokens.</exception>
@@ -43,8 +45,10 @@ internal sealed class GenerationSequence
     /// the log-probabilities of the tokens generated since the previous piece (streamed answers carry them).</remarks>
     public GenerationSequence(LlamaModel model, ITokenizer tokenizer, int[] prompt, int maxNewTokens, SamplingOptions sampling,
         IEnumerable<int> endTokens, Action<string>? onText, CancellationToken cancellationToken,
-        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null, bool deferPrompt = false, InferenceSession? session = null, int reused = 0)
+        Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null, bool deferPrompt = false, InferenceSession? session = null, int reused = 0,
+        ITokenConstraint? constraint = null)
     {
+        _constraint = constraint;
         PromptLength = prompt.Length;
         _maxNewTokens = maxNewTokens;
         _prompt = prompt;
@@ -147,10 +151,21 @@ internal sealed class GenerationSequence
     {
         if (Generated >= _maxNewTokens) return Finish(StopReason.Length);
         int next = _sampler.Next(logits, _tokens, PromptLength);
+        // A constrained sequence that drew a token that does not fit draws again with every such token masked out (the
+        // sampled token is usually allowed, and checking one is cheap); with none allowed the text stays unfinished.
+        if (_constraint is not null && !_constraint.Allows(next))
+        {
+            var masked = (_masked ??= new float[logits.Length]).AsSpan(0, logits.Length);
+            logits.CopyTo(masked);
+            if (_constraint.Mask(masked) == 0) return Finish(StopReason.EndToken);
+            next = _sampler.Next(masked, _tokens, PromptLength);
+        }
         if (_end.Contains(next)) return Finish(StopReason.EndToken);
         if (_logProbs is { } top) _recorded!.Add(TokenLogProb.From(logits, next, top));
         _tokens.Add(next);
+        _constraint?.Accept(next);
         if (_text.Add(_tokens)) return Finish(StopReason.StopString);
+        if (_constraint is { Complete: true }) return Finish(StopReason.EndToken);
         if (Generated == _maxNewTokens) return Finish(StopReason.Length);
         if (Session.Length >= Session.Capacity) return Finish(StopReason.Context);
         return next;

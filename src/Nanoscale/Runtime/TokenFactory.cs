@@ -79,15 +79,17 @@ public sealed class TokenFactory : IDisposable
 
     /// <summary>Generates from <paramref name="promptTokens"/> as part of the running batch. With
     /// <see cref="SamplingOptions.LogProbs"/>, <paramref name="onLogProbs"/> gets, just before each piece of text, the
-    /// log-probabilities of the tokens generated since the previous piece.</summary>
+    /// log-probabilities of the tokens generated since the previous piece. With a <paramref name="constraint"/> (its own,
+    /// fresh), only the tokens it allows are drawn and the sequence ends when it is complete.</summary>
     public Task<GenerationResult> SubmitAsync(int[] promptTokens, int maxNewTokens, SamplingOptions sampling,
-        Action<string>? onText = null, CancellationToken cancellationToken = default, Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null)
+        Action<string>? onText = null, CancellationToken cancellationToken = default, Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null,
+        ITokenConstraint? constraint = null)
     {
         ArgumentNullException.ThrowIfNull(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
         GenerationSequence.CheckPrompt(_model, promptTokens, maxNewTokens);
-        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken) { OnLogProbs = onLogProbs };
+        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken) { OnLogProbs = onLogProbs, Constraint = constraint };
         _pending.Enqueue(sequence);
         _signal.Release();
         return sequence.Completion.Task;
@@ -100,6 +102,7 @@ public sealed class TokenFactory : IDisposable
         public SamplingOptions Sampling { get; } = sampling;
         public Action<string>? OnText { get; } = onText;
         public Action<IReadOnlyList<TokenLogProb>>? OnLogProbs { get; init; }
+        public ITokenConstraint? Constraint { get; init; }
         public CancellationToken Cancellation { get; } = cancellationToken;
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public GenerationSequence State = null!;
@@ -253,7 +256,7 @@ public sealed class TokenFactory : IDisposable
     {
         var session = _pool.Rent(GenerationSequence.Capacity(_model, s.Prompt.Length, s.MaxNewTokens), PromptCache ? s.Prompt : [], out int reused);
         s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
-            deferPrompt: true, session: session, reused: reused);
+            deferPrompt: true, session: session, reused: reused, constraint: s.Constraint);
         Interlocked.Add(ref _cachedPromptTokens, reused);
         return true;
     }, failed: false);

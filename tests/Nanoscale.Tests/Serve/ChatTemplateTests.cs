@@ -146,6 +146,26 @@ public class ChatTemplateTests
         Assert.Contains("no chat template", e.Message);
     }
 
+    /// <summary>Whether the reply begins inside a reasoning block is read from what the generation prompt adds: an
+    /// opened <c>&lt;think&gt;</c> (DeepSeek-R1's way) yes; Qwen3's closed empty block, a template that never opens one,
+    /// and a user's own "&lt;think&gt;" no.</summary>
+    [Fact]
+    public void ATemplateThatOpensTheBlockInThePromptIsSeen()
+    {
+        using var dir = new TempDir();
+        var r1 = Path.Combine(dir.Path, "r1.jinja");
+        File.WriteAllText(r1, "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}");
+        ChatMessage[] chat = [("user", "Is 7 prime?")];
+        Assert.True(ChatTemplate.FromFile(r1, null).OpensReasoning(chat));
+        Assert.False(ChatTemplate.FromFile(r1, null).OpensReasoning(chat, new Dictionary<string, object?> { ["add_generation_prompt"] = false }));
+        var qwen3 = ChatTemplate.FromFile(Written("reasoning-chatml.jinja"), null);
+        Assert.True(qwen3.Thinks);
+        Assert.False(qwen3.OpensReasoning(chat));
+        Assert.False(qwen3.OpensReasoning(chat, new Dictionary<string, object?> { ["enable_thinking"] = false }));
+        Assert.False(qwen3.OpensReasoning([("user", "What does <think> mean?")]));
+        Assert.False(ChatTemplate.Find(SharedData.Path("tokenizers", "qwen2_5")).OpensReasoning(chat)); // no reasoning at all
+    }
+
     [Fact]
     public void RequestArgumentsReachTheTemplate()
     {

@@ -599,7 +599,6 @@ public sealed class ToolUseTests
         Assert.Equal(HttpStatusCode.OK, historyStatus);
         Assert.True(PromptTokens(answered) > PromptTokens(with), answered);
 
-        Assert.Equal(HttpStatusCode.BadRequest, (await Chat(", \"tools\": [" + Tool + "], \"tool_choice\": \"required\"")).Item1);
         Assert.Equal(HttpStatusCode.BadRequest, (await Chat(""", "tools": [{"type": "function"}]""")).Item1);
         Assert.Equal(HttpStatusCode.BadRequest, (await Chat("", """[{"role": "tool", "content": "21"}]""")).Item1);
         Assert.Equal(HttpStatusCode.BadRequest, (await Chat("", """[{"role": "assistant", "content": null}]""")).Item1);
@@ -620,6 +619,98 @@ public sealed class ToolUseTests
         // Accepted, with the calls and the result in the prompt (the client's tool also carries a description).
         Assert.InRange(completion.Value.Usage.InputTokenCount, PromptTokens(answered), PromptTokens(answered) + 20);
         await app.StopAsync();
+    }
+
+    private const string NoArguments = """{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}""";
+
+    /// <summary><c>tool_choice</c> <c>required</c> or a named function forces a call: the reply is made to begin one in
+    /// the template's form and decoding is held to an offered name and a JSON object of arguments (<c>{}</c> for a
+    /// function without parameters), so even this random model answers with a call, whole or streamed; a name not
+    /// offered, or forcing without tools, is a 400.</summary>
+    [Fact]
+    public async Task ACallCanBeForced()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        using var service = new CompletionService(LoadedModel.Open(folder), "qwen");
+        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        async Task<(HttpStatusCode Status, JsonElement Json)> Chat(string tools, string choice, bool stream = false)
+        {
+            using var r = await http.PostAsync("/v1/chat/completions", new StringContent(
+                $$"""{"messages": [{"role": "user", "content": "What time is it?"}], "max_tokens": 40, "temperature": 0, "tools": [{{tools}}], "tool_choice": {{choice}}, "stream": {{(stream ? "true" : "false")}}}""",
+                Encoding.UTF8, "application/json"));
+            var body = await r.Content.ReadAsStringAsync();
+            if (!stream) return (r.StatusCode, JsonDocument.Parse(body).RootElement.Clone());
+            var events = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal("data: [DONE]", events[^1]);
+            return (r.StatusCode, JsonSerializer.SerializeToElement(events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone()).ToList()));
+        }
+
+        const string Named = """{"type": "function", "function": {"name": "get_time"}}""";
+        foreach (var (tools, choice) in new[] { (Tool + ", " + NoArguments, Named), (NoArguments, "\"required\"") })
+        {
+            var (status, json) = await Chat(tools, choice);
+            Assert.Equal(HttpStatusCode.OK, status);
+            var answer = json.GetProperty("choices")[0];
+            Assert.Equal("tool_calls", answer.GetProperty("finish_reason").GetString());
+            Assert.Equal(JsonValueKind.Null, answer.GetProperty("message").GetProperty("content").ValueKind);
+            var call = Assert.Single(answer.GetProperty("message").GetProperty("tool_calls").EnumerateArray().ToList());
+            Assert.Equal(("get_time", "{}"), (call.GetProperty("function").GetProperty("name").GetString(), call.GetProperty("function").GetProperty("arguments").GetString()));
+        }
+
+        // Streamed: no text, then the call, then finish_reason tool_calls.
+        var (_, chunks) = await Chat(Tool + ", " + NoArguments, Named, stream: true);
+        var deltas = chunks.EnumerateArray().Select(c => c.GetProperty("choices")[0]).ToList();
+        Assert.DoesNotContain(deltas, d => d.GetProperty("delta").TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0);
+        var streamedCall = deltas.Single(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _)).GetProperty("delta").GetProperty("tool_calls")[0];
+        Assert.Equal("get_time", streamedCall.GetProperty("function").GetProperty("name").GetString());
+        Assert.Equal("tool_calls", deltas[^1].GetProperty("finish_reason").GetString());
+
+        // Any of two: the name is one of them, whatever this random model writes as arguments within its tokens.
+        var (anyStatus, any) = await Chat(Tool + ", " + NoArguments, "\"required\"");
+        Assert.Equal(HttpStatusCode.OK, anyStatus);
+        var first = any.GetProperty("choices")[0];
+        if (first.GetProperty("finish_reason").GetString() == "tool_calls")
+            Assert.Contains(first.GetProperty("message").GetProperty("tool_calls")[0].GetProperty("function").GetProperty("name").GetString(), new[] { "get_weather", "get_time" });
+        else
+            Assert.Matches("^<tool_call>\n\\{\"name\": \"get_(weather|time)\", \"arguments\": ", first.GetProperty("message").GetProperty("content").GetString());
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await Chat(Tool, """{"type": "function", "function": {"name": "get_time"}}""")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Chat(Tool, "\"always\"")).Status);
+        using var noTools = await http.PostAsync("/v1/chat/completions", new StringContent(
+            """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "tool_choice": "required"}""", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.BadRequest, noTools.StatusCode);
+        await app.StopAsync();
+    }
+
+    /// <summary>A template that describes tools without Hermes' tags gets Llama 3.x's form forced:
+    /// <c>{"name": …, "parameters": …}</c>, answered as a call; a template without tools refuses forcing.</summary>
+    [Fact]
+    public async Task ALlamaStyleTemplateGetsItsOwnForm()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var template = dir.File("llama31.jinja");
+        File.WriteAllText(template, "{% if tools %}Tools: {{ tools | tojson }}\n{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n");
+        using var service = new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template);
+        var request = new CompletionRequest
+        {
+            Messages = [("user", "What time is it?")], MaxTokens = 30, Tools = [JsonDocument.Parse(NoArguments).RootElement], RequiredTool = CompletionRequest.AnyTool,
+        };
+        var outcome = await service.CompleteAsync(request);
+        Assert.Equal("tool_calls", outcome.FinishReason);
+        Assert.Equal("", outcome.Text); // the whole reply is the call
+        Assert.True(outcome.PromptTokens > service.PromptTokens(request with { RequiredTool = null }).Length, "the call's start is in the prompt");
+        Assert.Equal(("get_time", "{}"), (outcome.ToolCalls![0].Name, outcome.ToolCalls[0].Arguments));
+
+        var plainFile = dir.File("plain.jinja");
+        File.WriteAllText(plainFile, "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:");
+        using var plain = new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: plainFile);
+        var e = await Assert.ThrowsAsync<Nanoscale.Tensors.InvalidOptionException>(() => plain.CompleteAsync(request));
+        Assert.Equal("tool_choice", e.Option);
+        Assert.Contains("does not describe tools", e.Message);
     }
 
     /// <summary>A thinking template (reasoning blocks) on the same model: replies pass through the reasoning splitter, and
@@ -645,6 +736,46 @@ public sealed class ToolUseTests
         var text = string.Concat(events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta"))
             .Select(d => d.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : ""));
         Assert.Equal(message.GetProperty("content").GetString(), text);
+        await app.StopAsync();
+    }
+
+    /// <summary>A template that opens the reasoning block in the prompt (DeepSeek-R1's way): the reply begins as
+    /// reasoning, whole and streamed alike (this random model never closes the block, so all of it is reasoning), and
+    /// with the block closed in the prompt by the request's arguments it is all content.</summary>
+    [Fact]
+    public async Task ATemplateThatOpensTheBlockGivesTheReplyAsReasoning()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var template = dir.File("r1.jinja");
+        File.WriteAllText(template, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% if thinking is not defined or thinking %}<think>\n{% endif %}{% endif %}");
+        using var service = new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template);
+        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        async Task<JsonElement> Message(string extra)
+        {
+            using var r = await http.PostAsync("/v1/chat/completions", new StringContent(
+                $$"""{"messages": [{"role": "user", "content": "Is 7 prime?"}], "max_tokens": 10, "temperature": 0{{extra}}}""", Encoding.UTF8, "application/json"));
+            return JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("message").Clone();
+        }
+        var whole = await Message("");
+        var reasoning = whole.GetProperty("reasoning_content").GetString()!;
+        Assert.NotEmpty(reasoning);
+        Assert.Equal("", whole.GetProperty("content").GetString());
+        using (var streamed = await http.PostAsync("/v1/chat/completions", new StringContent(
+            """{"messages": [{"role": "user", "content": "Is 7 prime?"}], "max_tokens": 10, "temperature": 0, "stream": true}""", Encoding.UTF8, "application/json")))
+        {
+            var events = (await streamed.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            var deltas = events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta").Clone()).ToList();
+            string Sum(string field) => string.Concat(deltas.Select(d => d.TryGetProperty(field, out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : ""));
+            Assert.Equal(reasoning, Sum("reasoning_content"));
+            Assert.Equal("", Sum("content"));
+        }
+        var closed = await Message(""", "chat_template_kwargs": {"thinking": false}""");
+        Assert.False(closed.TryGetProperty("reasoning_content", out _));
+        Assert.NotEmpty(closed.GetProperty("content").GetString()!);
         await app.StopAsync();
     }
 

@@ -115,6 +115,28 @@ public class ReasoningStreamTests
     public void WholeReplies(string reply, string? reasoning, string answer) =>
         Assert.Equal((reasoning, answer), Nanoscale.Cli.Serve.ReasoningStream.Split(reply));
 
+    /// <summary>A reply to a prompt that opened the block (DeepSeek-R1's template) begins as reasoning, with no opening
+    /// tag of its own; piece by piece as whole.</summary>
+    [Fact]
+    public void AReplyInsideABlockThePromptOpenedIsReasoningFirst()
+    {
+        string[] pieces = ["Weigh", " it.\n</th", "ink>\n\nYes", "."];
+        var stream = new Nanoscale.Cli.Serve.ReasoningStream(insideReasoning: true);
+        var parts = pieces.Select(stream.Accept).ToList();
+        parts.Add(stream.Finish());
+        Assert.Equal(("Weigh", ""), parts[0]);
+        Assert.Equal("Weigh it.\n", string.Concat(parts.Select(p => p.Reasoning)));
+        Assert.Equal("Yes.", string.Concat(parts.Select(p => p.Answer)));
+        Assert.True(stream.Thought);
+        Assert.Equal(("Weigh it.\n", "Yes."), Nanoscale.Cli.Serve.ReasoningStream.Split(string.Concat(pieces), insideReasoning: true));
+        Assert.Equal(("never closed", ""), Nanoscale.Cli.Serve.ReasoningStream.Split("never closed", insideReasoning: true));
+        Assert.Equal(("", "<think>x"), Nanoscale.Cli.Serve.ReasoningStream.Split("</think><think>x", insideReasoning: true));
+        var outcome = new CompletionOutcome("plan\n</think>\n\nYes.", 5, 9, "stop") { StartsInReasoning = true };
+        var message = System.Text.Json.JsonSerializer.SerializeToElement(Nanoscale.Cli.Serve.OpenAiServer.Response("id", 0, "m", chat: true, [outcome], split: true))
+            .GetProperty("choices")[0].GetProperty("message");
+        Assert.Equal(("Yes.", "plan\n"), (message.GetProperty("content").GetString(), message.GetProperty("reasoning_content").GetString()));
+    }
+
     [Fact]
     public void TheChatAnswerCarriesReasoningApart()
     {

@@ -1,0 +1,215 @@
+using System.Text;
+using System.Text.Json;
+using CsCheck;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Tests.Runtime;
+
+/// <summary>
+/// Constrained decoding's shape checker: JSON objects as RFC 8259 has them (checked against System.Text.Json on random
+/// and mutated texts), literals and name choices around them, and the token-level face a generation uses (allowed
+/// tokens, the mask, refusing what does not fit); and a sequence whose sampler prefers tokens that do not fit still comes
+/// out as the shape.
+/// </summary>
+public class JsonConstraintTests
+{
+    private static JsonConstraint Object() => new([], new JsonConstraint.JsonObject());
+
+    /// <summary>Whether the whole text fits, character by character, and completes the shape exactly at its end.</summary>
+    private static bool Whole(JsonConstraint constraint, string text)
+    {
+        foreach (char c in text)
+        {
+            if (constraint.Complete || !constraint.AllowsText(c.ToString())) return false;
+            constraint.AcceptText(c.ToString());
+        }
+        return constraint.Complete;
+    }
+
+    [Theory]
+    [InlineData("{}")]
+    [InlineData("{\"city\": \"Paris\"}")]
+    [InlineData(" \n{ \"a\" :1 , \"b\":[ ] ,\"c\":{}}")]
+    [InlineData("{\"n\": [0, -0, 1.5, -2.25e+10, 3E-2, 10], \"t\": true, \"f\": false, \"z\": null}")]
+    [InlineData("{\"s\": \"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9 é 🌍\", \"k\\u0041\": \"\"}")]
+    [InlineData("{\"deep\": [[[{\"a\": [{}]}]]]}")]
+    public void ObjectsFit(string json)
+    {
+        Assert.True(Whole(Object(), json), json);
+        Assert.Equal(JsonValueKind.Object, JsonDocument.Parse(json).RootElement.ValueKind);
+    }
+
+    [Theory]
+    [InlineData("[]")]
+    [InlineData("\"text\"")]
+    [InlineData("{\"a\" 1}")]
+    [InlineData("{\"a\": 01}")]
+    [InlineData("{\"a\": 1.}")]
+    [InlineData("{\"a\": .5}")]
+    [InlineData("{\"a\": +1}")]
+    [InlineData("{\"a\": tru}")]
+    [InlineData("{,}")]
+    [InlineData("{\"a\": [1,]}")]
+    [InlineData("{\"a\": 1,}")]
+    [InlineData("{\"a\": \"tab\there\"}")]
+    [InlineData("{\"a\": \"\\x\"}")]
+    [InlineData("{\"a\": \"\\u12g4\"}")]
+    [InlineData("{a: 1}")]
+    [InlineData("{\"a\": 1]")]
+    [InlineData("{\"a\": 1}}")]
+    [InlineData("{\"a\": 1} ")]
+    [InlineData("{\"a\": NaN}")]
+    public void AnythingElseDoesNot(string text) => Assert.False(Whole(Object(), text), text);
+
+    [Fact]
+    public void NestingAndBlanksAreBounded()
+    {
+        string deep(int n) => "{\"a\": " + new string('[', n - 1) + new string(']', n - 1) + "}";
+        Assert.True(Whole(Object(), deep(JsonConstraint.MaxDepth)));
+        Assert.False(Whole(Object(), deep(JsonConstraint.MaxDepth + 1)));
+        Assert.True(Whole(Object(), "{" + new string(' ', JsonConstraint.MaxWhitespace) + "}"));
+        Assert.False(Whole(Object(), "{" + new string(' ', JsonConstraint.MaxWhitespace + 1) + "}"));
+        Assert.True(Whole(Object(), "{\"a\": \"" + new string(' ', 100) + "\"}")); // inside a string, any length
+    }
+
+    /// <summary>Random JSON objects (any nesting, strings with escapes and non-ASCII, numbers of every form) fit; a
+    /// proper prefix never completes the shape.</summary>
+    [Fact]
+    public void RandomObjectsFit()
+    {
+        JsonValue(3).Where(v => v.StartsWith('{')).Sample(json =>
+        {
+            var constraint = Object();
+            for (int i = 0; i < json.Length; i++)
+            {
+                Assert.False(constraint.Complete, json);
+                Assert.True(constraint.AllowsText(json[i].ToString()), $"{json} at {i}");
+                constraint.AcceptText(json[i].ToString());
+            }
+            Assert.True(constraint.Complete, json);
+        }, iter: 2000);
+    }
+
+    /// <summary>Against System.Text.Json on mutated objects (a character changed, dropped or doubled): what the
+    /// constraint takes whole is an object System.Text.Json parses, and every object it parses (within the bounds on
+    /// nesting and blanks) the constraint takes.</summary>
+    [Fact]
+    public void AgreesWithSystemTextJsonOnMutations()
+    {
+        var mutated = JsonValue(3).Where(v => v.StartsWith('{')).SelectMany(json => Gen.Int[0, json.Length - 1].SelectMany(at =>
+            Gen.OneOf(Gen.Const(0), Gen.Const(1), Gen.Const(2)).SelectMany(kind => Gen.OneOf<char>("{}[]\",:.-+e0 \\tnu\n".ToCharArray()).Select(c =>
+                kind switch
+                {
+                    0 => json[..at] + c + json[(at + 1)..],
+                    1 => json[..at] + json[(at + 1)..],
+                    _ => json[..at] + json[at] + json[at..],
+                }))));
+        mutated.Sample(text =>
+        {
+            bool parses;
+            try
+            {
+                using var document = JsonDocument.Parse(text, new JsonDocumentOptions { MaxDepth = JsonConstraint.MaxDepth });
+                parses = document.RootElement.ValueKind == JsonValueKind.Object && text.Length > 0 && !char.IsWhiteSpace(text[^1]);
+            }
+            catch (JsonException) { parses = false; }
+            Assert.True(parses == Whole(Object(), text), $"{text}: System.Text.Json {(parses ? "parses" : "refuses")} it");
+        }, iter: 4000);
+    }
+
+    /// <summary>A JSON value as text: System.Text.Json writes the scalars (escapes included), the generator nests.</summary>
+    private static Gen<string> JsonValue(int depth)
+    {
+        var number = Gen.OneOf(Gen.Int.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            Gen.Double[-1e6, 1e6].Select(d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture)),
+            Gen.Const("-0.5e-3"), Gen.Const("1E+2"), Gen.Const("0"));
+        var text = Gen.OneOf<string>("", "a", "Paris", "é🌍", "quote \" and \\ slash", "tab\tnew\nline", "\u0001", "</tool_call>");
+        var scalar = Gen.OneOf(number, text.Select(t => JsonSerializer.Serialize(t)), Gen.OneOf<string>("true", "false", "null"));
+        if (depth == 0) return scalar;
+        var blank = Gen.OneOf<string>("", " ", "\n  ");
+        var inner = JsonValue(depth - 1);
+        var array = Gen.Select(inner, blank, (v, b) => b + v + b).Array[0, 3].Select(items => "[" + string.Join(",", items) + "]");
+        var member = Gen.Select(text, inner, blank, (k, v, b) => JsonSerializer.Serialize(k) + b + ":" + b + v);
+        var obj = member.Array[0, 3].Select(items => "{" + string.Join(", ", items) + "}");
+        return Gen.Frequency((3, scalar), (1, array), (2, obj));
+    }
+
+    [Fact]
+    public void LiteralsAndNameChoicesFrameTheObject()
+    {
+        JsonConstraint Call() => new([], new JsonConstraint.OneOf(["get_weather\"", "get_weather_hourly\"", "time\""]),
+            new JsonConstraint.Literal(", \"arguments\": "), new JsonConstraint.JsonObject(), new JsonConstraint.Literal("}"));
+        Assert.True(Whole(Call(), "get_weather\", \"arguments\": {\"city\": \"Paris\"}}"));
+        Assert.True(Whole(Call(), "get_weather_hourly\", \"arguments\": {}}"));
+        Assert.True(Whole(Call(), "time\", \"arguments\": {}}"));
+        Assert.False(Whole(Call(), "get_time\", \"arguments\": {}}"));
+        Assert.False(Whole(Call(), "get_weather_\", \"arguments\": {}}"));
+        Assert.False(Whole(Call(), "time\",\"arguments\": {}}"));
+        Assert.False(Whole(Call(), "time\", \"arguments\": {}} "));
+        Assert.Throws<ArgumentException>(() => new JsonConstraint([], new JsonConstraint.OneOf(["get", "get_time"])));
+        Assert.Throws<ArgumentException>(() => new JsonConstraint([], new JsonConstraint.Literal("")));
+        Assert.Throws<ArgumentException>(() => new JsonConstraint([]));
+    }
+
+    /// <summary>The token-level face: a token is allowed when all of its text fits (control tokens, with no text, never
+    /// are); the mask leaves exactly the allowed ones; a refused token cannot be taken.</summary>
+    [Fact]
+    public void TokensFitWhenAllTheirTextDoes()
+    {
+        string[] pieces = ["", "{", "{\"", "}", "\"", "a", "\":", " 1", "}}", "\uFFFD", "x"];
+        var constraint = new JsonConstraint(pieces, new JsonConstraint.JsonObject());
+        Assert.Equal([1, 2], Enumerable.Range(0, pieces.Length).Where(constraint.Allows));
+        var logits = Enumerable.Repeat(1f, pieces.Length).ToArray();
+        Assert.Equal(2, constraint.Mask(logits));
+        Assert.Equal([1f, 1f], logits.Where(float.IsFinite));
+        Assert.False(constraint.Allows(-1));
+        Assert.False(constraint.Allows(pieces.Length));
+        Assert.Throws<ArgumentException>(() => constraint.Accept(3));
+        constraint.Accept(2);                     // {"
+        Assert.True(constraint.Allows(9));        // part of a UTF-8 character inside a key
+        foreach (int id in new[] { 5, 6, 7, 3 }) constraint.Accept(id); // a": 1}
+        Assert.True(constraint.Complete);
+        Assert.DoesNotContain(true, Enumerable.Range(0, pieces.Length).Select(constraint.Allows));
+    }
+
+    /// <summary>A generation whose logits always rank a token that does not fit first (the end token) draws again from
+    /// the allowed ones: greedy and sampled, it comes out as a whole object and ends there, and its log-probabilities are
+    /// those of the logits it was given, unmasked.</summary>
+    [Fact]
+    public void ASequenceComesOutAsTheShapeItIsHeldTo()
+    {
+        var model = LlamaModel.Load(Nanoscale.IO.CheckpointLoader.Open(Support.SharedData.Stories260K));
+        var tokenizer = Llama2cTokenizer.Load(Support.SharedData.Tok512);
+        var pieces = TokenPieces.For(tokenizer);
+        Assert.Same(pieces, TokenPieces.For(tokenizer));
+        foreach (var sampling in new[] { new SamplingOptions { LogProbs = 0 }, new SamplingOptions { Temperature = 1.0, TopP = 0.95, Seed = 4, LogProbs = 0 } })
+        {
+            var constraint = new JsonConstraint(pieces, new JsonConstraint.JsonObject());
+            var held = new GenerationSequence(model, tokenizer, tokenizer.Encode("Once", addBos: true), 400, sampling, [], null,
+                CancellationToken.None, deferPrompt: true, session: model.CreateSession(512), constraint: constraint);
+            // Made-up logits each step: the end token first, then a random order in which tokens that close something
+            // rank higher (so strings end soon).
+            var random = new Random(7);
+            var given = new List<float[]>();
+            for (int step = 0; step < 400; step++)
+            {
+                var logits = pieces.Select(p => (float)random.NextDouble() + (p.IndexOfAny(['"', '}', ']']) >= 0 ? 4f : 0f)).ToArray();
+                logits[tokenizer.EosId!.Value] = 20;
+                given.Add(logits);
+                if (held.Advance(logits) is null) break;
+            }
+            var result = held.Result();
+            Assert.Equal(StopReason.EndToken, result.Stop);
+            Assert.True(constraint.Complete);
+            var text = result.NewText;
+            Assert.Equal(JsonValueKind.Object, JsonDocument.Parse(text).RootElement.ValueKind);
+            Assert.Equal(text, string.Concat(result.Tokens[result.PromptTokens..].Select(id => pieces[id])));
+            for (int i = 0; i < result.GeneratedTokens; i++)
+            {
+                var logits = given[i];
+                double max = logits.Max(), logZ = max + Math.Log(logits.Sum(v => Math.Exp(v - max)));
+                Assert.Equal(logits[result.Tokens[result.PromptTokens + i]] - logZ, result.LogProbs![i].LogProb, 4);
+            }
+        }
+    }
+}
