@@ -133,8 +133,7 @@ internal static class OpenAiServer
                     await Error(context, 404, "invalid_request_error", $"the model '{model}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found");
                     return;
                 }
-                if (Field(root, "response_format") is { } format && (format.ValueKind != JsonValueKind.Object || Str(format, "type") is not (null or "text")))
-                    throw new BadField("response_format", "only the 'text' response format is supported (no JSON mode or schemas)");
+                var jsonReply = JsonReply(root);
                 stream = Bool(root, "stream") ?? false;
                 choices = Int(root, "n") ?? 1;
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
@@ -155,9 +154,9 @@ internal static class OpenAiServer
                     ? new CompletionRequest
                     {
                         Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), RequiredTool = RequiredTool(root),
-                        MaxTokens = maxTokens, Sampling = sampling,
+                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply,
                     }
-                    : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling };
+                    : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply };
             }
         }
         catch (BadField e)
@@ -471,6 +470,26 @@ internal static class OpenAiServer
         { ValueKind: JsonValueKind.Object } o => o.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone()),
         _ => throw new BadField("chat_template_kwargs", "'chat_template_kwargs' must be an object"),
     };
+
+    /// <summary><c>response_format</c>: <c>text</c> (null), <c>json_object</c> (any object) or
+    /// <c>{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}</c> (an object following the schema).</summary>
+    private static JsonSchema? JsonReply(JsonElement root)
+    {
+        if (Field(root, "response_format") is not { } format) return null;
+        if (format.ValueKind != JsonValueKind.Object) throw new BadField("response_format", "'response_format' must be an object with a 'type'");
+        switch (Str(format, "type"))
+        {
+            case null or "text": return null;
+            case "json_object": return JsonSchema.Any;
+            case "json_schema":
+                if (Field(format, "json_schema") is not { ValueKind: JsonValueKind.Object } spec || Field(spec, "schema") is not { ValueKind: JsonValueKind.Object } schema)
+                    throw new BadField("response_format", "'json_schema' must be {\"name\": …, \"schema\": {…}}");
+                var compiled = JsonSchema.From(schema);
+                return compiled.AllowsObject ? compiled : throw new BadField("response_format", "the schema must describe an object at its root");
+            default:
+                throw new BadField("response_format", "'response_format' type may be \"text\", \"json_object\" or \"json_schema\"");
+        }
+    }
 
     /// <summary><c>tool_choice</c>: <c>auto</c> (the default) or <c>none</c> (null: the model chooses, or the tools are
     /// left out), <c>required</c> (<see cref="CompletionRequest.AnyTool"/>) or

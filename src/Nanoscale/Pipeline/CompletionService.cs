@@ -29,6 +29,11 @@ public sealed record CompletionRequest
     /// names and a JSON object of arguments (not checked against the function's schema).</summary>
     public string? RequiredTool { get; init; }
 
+    /// <summary>Whether the reply must be one JSON object (OpenAI's <c>response_format</c>: <c>json_object</c> is
+    /// <see cref="JsonSchema.Any"/>, <c>json_schema</c> its schema): decoding is constrained to it, and the reply ends
+    /// when the object is whole. Null: any text.</summary>
+    public JsonSchema? JsonReply { get; init; }
+
     /// <summary><see cref="RequiredTool"/>: any of the tools.</summary>
     public const string AnyTool = "*";
 
@@ -178,12 +183,19 @@ public sealed class CompletionService : IDisposable
         return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
     }
 
-    /// <summary>For a request that must call a function: the reply's forced beginning and the constraint on the rest
-    /// (<see cref="ToolCallParser.Forced"/>); none otherwise.</summary>
-    /// <exception cref="InvalidOptionException">No tools or no chat, a template that does not describe tools, or a
-    /// named function that is not among the tools.</exception>
+    /// <summary>For a request that must call a function, or answer with a JSON object: the reply's forced beginning and
+    /// the constraint on the rest (<see cref="ToolCallParser.Forced"/>, <see cref="JsonConstraint"/>); none otherwise.</summary>
+    /// <exception cref="InvalidOptionException">No tools or no chat, a template that does not describe tools, a named
+    /// function that is not among the tools, or both a JSON reply and a forced call.</exception>
     private (string Start, ITokenConstraint? Constraint) ForcedCall(CompletionRequest request)
     {
+        if (request.JsonReply is { } reply)
+        {
+            if (request.RequiredTool is not null)
+                throw new InvalidOptionException("response_format", "a JSON reply cannot be combined with forcing a tool call");
+            if (!reply.AllowsObject) throw new InvalidOptionException("response_format", "the schema must allow an object at its root");
+            return ("", new JsonConstraint(TokenPieces.For(_model.Tokenizer), new JsonConstraint.JsonObject(reply)));
+        }
         if (request.RequiredTool is not { } required) return ("", null);
         if (request.Messages is null || request.Tools is not { Count: > 0 } tools)
             throw new InvalidOptionException("tool_choice", "a call can be forced only in a chat with tools");
@@ -194,8 +206,7 @@ public sealed class CompletionService : IDisposable
         string? function = required == CompletionRequest.AnyTool ? null : required;
         if (function is not null && !names.Contains(function))
             throw new InvalidOptionException("tool_choice", $"'{function}' is not among the tools offered ({string.Join(", ", names)})");
-        bool noArguments = functions.Where((_, i) => function is null || names[i] == function).All(ToolCallParser.TakesNoArguments);
-        return ToolCallParser.Forced(form, TokenPieces.For(_model.Tokenizer), names, function, noArguments);
+        return ToolCallParser.Forced(form, TokenPieces.For(_model.Tokenizer), functions, function);
 
         static System.Text.Json.JsonElement Function(object tool) =>
             System.Text.Json.JsonSerializer.SerializeToElement(tool) is { ValueKind: System.Text.Json.JsonValueKind.Object } json

@@ -64,37 +64,36 @@ internal static class ToolCallParser
     /// <summary>
     /// How a reply is made to call a function (OpenAI's <c>tool_choice</c> <c>required</c> or a named function): the
     /// text the reply is made to begin with (written after the generation prompt) and the constraint on what the model
-    /// writes after it — one of the offered names (unless <paramref name="function"/> names it), then a JSON object of
-    /// arguments (<c>{}</c> when <paramref name="noArguments"/>: the function, or every offered one, takes none), then
-    /// the call's closing brace. The reply is whole when the constraint is: the start and the model's text together are
-    /// then one call <see cref="Parse"/> reads.
+    /// writes after it — one of the offered functions' names (unless <paramref name="function"/> names it), then its
+    /// arguments as a JSON object that follows the function's <c>parameters</c> schema (<see cref="JsonSchema"/>'s
+    /// subset: its keys, types, enums and required keys; <c>{}</c> without parameters), then the call's closing brace.
+    /// The reply is whole when the constraint is: the start and the model's text together are then one call
+    /// <see cref="Parse"/> reads. <paramref name="functions"/>: the offered <c>{name, description, parameters}</c>.
     /// </summary>
-    public static (string Start, ITokenConstraint Constraint) Forced(ToolCallForm form, string[] pieces, IReadOnlyList<string> names, string? function,
-        bool noArguments = false)
+    public static (string Start, ITokenConstraint Constraint) Forced(ToolCallForm form, string[] pieces, IReadOnlyList<JsonElement> functions, string? function)
     {
         string arguments = form == ToolCallForm.Hermes ? "arguments" : "parameters";
         string open = form == ToolCallForm.Hermes ? Open + "\n" : "";
-        JsonConstraint.Part values = noArguments ? new JsonConstraint.Literal("{}") : new JsonConstraint.JsonObject();
         if (function is not null)
             return ($"{open}{{\"name\": {JsonSerializer.Serialize(function, AsWritten)}, \"{arguments}\": ",
-                new JsonConstraint(pieces, values, new JsonConstraint.Literal("}")));
-        // A name as JSON writes it inside its quotes, and the closing quote that ends it.
-        var options = names.Distinct().Select(n => JsonSerializer.Serialize(n, AsWritten)[1..]).ToList();
+                new JsonConstraint(pieces, new JsonConstraint.JsonObject(Parameters(functions.First(f => Name(f) == function))), new JsonConstraint.Literal("}")));
+        // A name as JSON writes it inside its quotes, and the closing quote that ends it; the first definition of a name.
+        var offered = functions.DistinctBy(Name).ToList();
+        var options = offered.Select(f => JsonSerializer.Serialize(Name(f), AsWritten)[1..]).ToList();
         return ($"{open}{{\"name\": \"",
             new JsonConstraint(pieces, new JsonConstraint.OneOf(options), new JsonConstraint.Literal($", \"{arguments}\": "),
-                values, new JsonConstraint.Literal("}")));
+                new JsonConstraint.JsonObject { ForOption = [.. offered.Select(Parameters)] }, new JsonConstraint.Literal("}")));
+
+        static string Name(JsonElement f) => f.GetProperty("name").GetString()!;
     }
 
-    /// <summary>Whether a function definition (<c>{name, description, parameters}</c>) takes no arguments: no
-    /// <c>parameters</c>, or an object schema without <c>properties</c> (or with none) that does not allow others.</summary>
-    public static bool TakesNoArguments(JsonElement function)
+    /// <summary>A function's arguments schema: its <c>parameters</c>, or none (no <c>parameters</c>: <c>{}</c>). A schema
+    /// that does not allow an object leaves the arguments any object.</summary>
+    public static JsonSchema Parameters(JsonElement function)
     {
-        if (!function.TryGetProperty("parameters", out var parameters) || parameters.ValueKind == JsonValueKind.Null) return true;
-        if (parameters.ValueKind != JsonValueKind.Object) return false;
-        bool noProperties = !parameters.TryGetProperty("properties", out var properties)
-            || properties.ValueKind == JsonValueKind.Object && !properties.EnumerateObject().Any();
-        bool closed = parameters.TryGetProperty("additionalProperties", out var more) && more.ValueKind == JsonValueKind.False;
-        return noProperties && (closed || !parameters.TryGetProperty("additionalProperties", out _));
+        if (!function.TryGetProperty("parameters", out var parameters) || parameters.ValueKind == JsonValueKind.Null) return JsonSchema.EmptyObject;
+        var schema = JsonSchema.From(parameters);
+        return schema.AllowsObject ? schema : JsonSchema.Any;
     }
 
     /// <summary>Names in JSON as a model writes them: only quotes, backslashes and control characters escaped.</summary>

@@ -27,8 +27,9 @@ public interface ITokenConstraint
 /// Text of a fixed shape, checked character by character on the tokens' texts: a sequence of parts, each a literal, one
 /// of several strings, or one JSON object (RFC 8259: strings with escapes, numbers, literals, nesting up to
 /// <see cref="MaxDepth"/>; no more than <see cref="MaxWhitespace"/> whitespace characters in a row, so a model cannot
-/// idle in blanks until its token limit). <c>nanoscale serve</c> forces a tool call with it: the function's name among
-/// the offered tools and a JSON object of arguments. Not checked: the arguments against the function's JSON schema.
+/// idle in blanks until its token limit), optionally held to a <see cref="JsonSchema"/> (its keys, types, enums and
+/// required keys). <c>nanoscale serve</c> forces a tool call with it — the function's name among the offered tools and
+/// its arguments as its parameters' schema describes them — and answers <c>response_format</c> JSON requests.
 /// A token is allowed when every character of its text keeps the shape possible; a token with no text (an end or
 /// control token) never is. A character that is part of an unfinished UTF-8 sequence (decoded as U+FFFD) counts as a
 /// character of a JSON string.
@@ -41,6 +42,9 @@ public sealed class JsonConstraint : ITokenConstraint
     /// <summary>Whitespace characters in a row outside strings at most.</summary>
     public const int MaxWhitespace = 16;
 
+    /// <summary>Characters of one number at most (a model cannot write digits until its token limit).</summary>
+    public const int MaxNumber = 32;
+
     private readonly Part[] _parts;
     private readonly string[] _pieces;
     private State _state;
@@ -52,11 +56,17 @@ public sealed class JsonConstraint : ITokenConstraint
     public sealed record Literal(string Text) : Part;
 
     /// <summary>Exactly one of <paramref name="Options"/> (at most 128; none a prefix of another: end each with a
-    /// delimiter).</summary>
+    /// delimiter). The one written decides the schema of a following <see cref="JsonObject"/> with
+    /// <see cref="JsonObject.ForOption"/>.</summary>
     public sealed record OneOf(IReadOnlyList<string> Options) : Part;
 
-    /// <summary>One JSON object (whitespace before it allowed).</summary>
-    public sealed record JsonObject : Part;
+    /// <summary>One JSON object (whitespace before it allowed), following <paramref name="Schema"/> when given.</summary>
+    public sealed record JsonObject(JsonSchema? Schema = null) : Part
+    {
+        /// <summary>The schema for each option of the <see cref="OneOf"/> before this part (the one written decides),
+        /// instead of <see cref="Schema"/>.</summary>
+        public IReadOnlyList<JsonSchema>? ForOption { get; init; }
+    }
 
     /// <param name="pieces">Each token's text (<see cref="TokenPieces"/>).</param>
     /// <param name="parts">The shape, in order.</param>
@@ -64,17 +74,23 @@ public sealed class JsonConstraint : ITokenConstraint
     {
         ArgumentNullException.ThrowIfNull(pieces);
         if (parts.Length == 0) throw new ArgumentException("at least one part", nameof(parts));
-        foreach (var part in parts)
+        for (int p = 0; p < parts.Length; p++)
         {
+            var part = parts[p];
             if (part is OneOf { Options.Count: 0 } || part is OneOf o && o.Options.Any(a => a.Length == 0) || part is Literal { Text.Length: 0 })
                 throw new ArgumentException("an empty literal or option", nameof(parts));
             if (part is OneOf { Options.Count: > 128 })
                 throw new ArgumentException("more than 128 options", nameof(parts));
-            if (part is OneOf many && many.Options.Any(a => many.Options.Any(b => !ReferenceEquals(a, b) && a != b && b.StartsWith(a, StringComparison.Ordinal))))
+            if (part is OneOf many && many.Options.Any(a => many.Options.Any(b => a != b && b.StartsWith(a, StringComparison.Ordinal))))
                 throw new ArgumentException("an option that begins another (end each with a delimiter)", nameof(parts));
+            if (part is JsonObject { ForOption: { } each } && parts[..p].OfType<OneOf>().LastOrDefault()?.Options.Count != each.Count)
+                throw new ArgumentException("schemas for each option need a OneOf with as many options before them", nameof(parts));
+            if (part is JsonObject { Schema: { } schema } && !schema.AllowsObject || part is JsonObject { ForOption: { } all } && all.Any(x => !x.AllowsObject))
+                throw new ArgumentException("a schema that does not allow an object", nameof(parts));
         }
         _pieces = pieces;
         _parts = parts;
+        NextPart(ref _state, first: true);
     }
 
     public bool Complete => _state.Part == _parts.Length;
@@ -106,18 +122,23 @@ public sealed class JsonConstraint : ITokenConstraint
         Run(_state, text, out _state);
     }
 
-    /// <summary>Where the text is: the part, the characters of a literal or option matched, and the JSON automaton's
-    /// mode, container stack (a bit per level: 1 an object) and depth.</summary>
+    /// <summary>An open container: its schema, whether it is an object, the declared keys already written (a bit each),
+    /// and the one around it. Immutable, so a state is copied by copying a reference.</summary>
+    private sealed record Frame(JsonSchema Schema, bool IsObject, UInt128 Seen, Frame? Parent);
+
+    /// <summary>Where the text is.</summary>
     private struct State
     {
         public int Part;
-        public int Matched;     // literal / option characters matched; in a JSON string's \u escape, hex digits left
+        public int Matched;        // literal / option / key / enum characters matched; in a string's \u escape, hex digits left
         public Mode Mode;
-        public ulong Stack;
+        public Frame? Frames;      // the open containers, innermost first
         public int Depth;
-        public int Blanks;      // whitespace characters in a row
-        public bool Key;        // the string being read is an object's key
-        public UInt128 Candidates; // the options of a OneOf still possible (a bit each)
+        public int Blanks;         // whitespace characters in a row
+        public UInt128 Candidates; // the options, declared keys or enum values still possible (a bit each)
+        public int Chosen;         // the option the last OneOf ended with
+        public JsonSchema Next;    // the schema of the value expected next
+        public bool IntegerOnly;   // the number being read must be an integer
     }
 
     private enum Mode : byte
@@ -129,7 +150,7 @@ public sealed class JsonConstraint : ITokenConstraint
         Colon,          // after a key: ':'
         ArrayOpen,      // after '[': a value or ']'
         After,          // after a value: ',' or the container's closing bracket
-        String, Escape, Unicode,
+        String, Escape, Unicode, Key, DeclaredKey, KeyEscape, KeyUnicode, Enum,
         Minus, Zero, Integer, Dot, Fraction, Exponent, ExponentSign, ExponentDigits,
         True, False, Null,
     }
@@ -157,21 +178,12 @@ public sealed class JsonConstraint : ITokenConstraint
                 return true;
             case OneOf oneOf:
             {
-                // The options still possible: a bit each (all of them before the first character).
-                var candidates = s.Matched == 0 ? UInt128.MaxValue : s.Candidates;
-                UInt128 left = 0;
-                bool whole = false;
-                for (int i = 0; i < oneOf.Options.Count; i++)
+                if (!Narrow(ref s, oneOf.Options, c, out int whole)) return false;
+                if (whole >= 0)
                 {
-                    var option = oneOf.Options[i];
-                    if ((candidates & (UInt128.One << i)) == 0 || option.Length <= s.Matched || option[s.Matched] != c) continue;
-                    left |= UInt128.One << i;
-                    whole |= option.Length == s.Matched + 1;
+                    s.Chosen = whole;
+                    NextPart(ref s); // no option is a prefix of another: this one is the only one left
                 }
-                if (left == 0) return false;
-                s.Candidates = left;
-                s.Matched++;
-                if (whole) NextPart(ref s); // no option is a prefix of another: this one is the only one left
                 return true;
             }
             default:
@@ -179,12 +191,36 @@ public sealed class JsonConstraint : ITokenConstraint
         }
     }
 
-    private void NextPart(ref State s)
+    /// <summary>Narrows the candidate texts (all of them before the first character) to those whose next character is
+    /// <paramref name="c"/>; <paramref name="whole"/> is one that ends with it, or −1.</summary>
+    private static bool Narrow(ref State s, IReadOnlyList<string> options, char c, out int whole)
     {
-        s.Part++;
+        var candidates = s.Matched == 0 ? UInt128.MaxValue : s.Candidates;
+        UInt128 left = 0;
+        whole = -1;
+        for (int i = 0; i < options.Count; i++)
+        {
+            var option = options[i];
+            if ((candidates & (UInt128.One << i)) == 0 || option.Length <= s.Matched || option[s.Matched] != c) continue;
+            left |= UInt128.One << i;
+            if (option.Length == s.Matched + 1) whole = i;
+        }
+        if (left == 0) return false;
+        s.Candidates = left;
+        s.Matched++;
+        return true;
+    }
+
+    private void NextPart(ref State s, bool first = false)
+    {
+        if (!first) s.Part++;
         s.Matched = 0;
         s.Mode = Mode.Start;
         s.Blanks = 0;
+        s.Frames = null;
+        s.Depth = 0;
+        if (s.Part < _parts.Length && _parts[s.Part] is JsonObject part)
+            s.Next = part.ForOption is { } each ? each[s.Chosen] : part.Schema ?? JsonSchema.Any;
     }
 
     private static bool Blank(char c) => c is ' ' or '\t' or '\n' or '\r';
@@ -195,8 +231,7 @@ public sealed class JsonConstraint : ITokenConstraint
         {
             case Mode.Start:
                 if (Blank(c)) return Whitespace(ref s);
-                if (c != '{') return false;
-                return Open(ref s, objects: true);
+                return c == '{' && Open(ref s, objects: true);
             case Mode.Value:
             case Mode.ArrayOpen:
                 if (Blank(c)) return Whitespace(ref s);
@@ -204,12 +239,65 @@ public sealed class JsonConstraint : ITokenConstraint
                 return BeginValue(ref s, c);
             case Mode.ObjectOpen:
             case Mode.KeyExpected:
+            {
                 if (Blank(c)) return Whitespace(ref s);
-                if (c == '}' && s.Mode == Mode.ObjectOpen) { Close(ref s); return true; }
+                if (c == '}' && s.Mode == Mode.ObjectOpen) return CloseObject(ref s);
                 if (c != '"') return false;
-                s.Mode = Mode.String;
-                s.Key = true;
+                var schema = s.Frames!.Schema;
                 s.Blanks = 0;
+                s.Matched = 0;
+                if (schema.OtherKeys) { s.Mode = Mode.Key; return true; }
+                // Only declared keys not yet written.
+                if (!KeysLeft(s.Frames)) return false;
+                s.Mode = Mode.DeclaredKey;
+                return true;
+            }
+            case Mode.DeclaredKey:
+            {
+                // Narrow among the declared keys not written yet.
+                var frame = s.Frames!;
+                if (s.Matched == 0) s.Candidates = ~frame.Seen;
+                var keys = frame.Schema.Keys;
+                UInt128 left = 0;
+                int whole = -1;
+                for (int i = 0; i < keys.Length; i++)
+                {
+                    if ((s.Candidates & (UInt128.One << i)) == 0 || keys[i].Length <= s.Matched || keys[i][s.Matched] != c) continue;
+                    left |= UInt128.One << i;
+                    if (keys[i].Length == s.Matched + 1) whole = i;
+                }
+                if (left == 0) return false;
+                s.Candidates = left;
+                s.Matched++;
+                if (whole >= 0)
+                {
+                    s.Frames = frame with { Seen = frame.Seen | (UInt128.One << whole) };
+                    s.Next = frame.Schema.KeySchemas[whole];
+                    s.Mode = Mode.Colon;
+                }
+                return true;
+            }
+            case Mode.Key:
+                if (c == '"')
+                {
+                    s.Next = JsonSchema.Any;
+                    s.Mode = Mode.Colon;
+                    return true;
+                }
+                if (c == '\\') { s.Mode = Mode.KeyEscape; return true; }
+                return c >= 0x20;
+            case Mode.KeyEscape:
+            case Mode.Escape:
+            {
+                bool key = s.Mode == Mode.KeyEscape;
+                if (c == 'u') { s.Mode = key ? Mode.KeyUnicode : Mode.Unicode; s.Matched = 4; return true; }
+                if (c is '"' or '\\' or '/' or 'b' or 'f' or 'n' or 'r' or 't') { s.Mode = key ? Mode.Key : Mode.String; return true; }
+                return false;
+            }
+            case Mode.KeyUnicode:
+            case Mode.Unicode:
+                if (!char.IsAsciiHexDigit(c)) return false;
+                if (--s.Matched == 0) s.Mode = s.Mode == Mode.KeyUnicode ? Mode.Key : Mode.String;
                 return true;
             case Mode.Colon:
                 if (Blank(c)) return Whitespace(ref s);
@@ -218,33 +306,43 @@ public sealed class JsonConstraint : ITokenConstraint
                 s.Blanks = 0;
                 return true;
             case Mode.After:
+            {
                 if (Blank(c)) return Whitespace(ref s);
-                bool inObject = (s.Stack & 1) != 0;
+                var frame = s.Frames!;
                 if (c == ',')
                 {
-                    s.Mode = inObject ? Mode.KeyExpected : Mode.Value;
+                    if (frame.IsObject && !frame.Schema.OtherKeys && !KeysLeft(frame)) return false;
+                    s.Mode = frame.IsObject ? Mode.KeyExpected : Mode.Value;
+                    if (!frame.IsObject) s.Next = frame.Schema.Items ?? JsonSchema.Any;
                     s.Blanks = 0;
                     return true;
                 }
-                if (c == (inObject ? '}' : ']')) { Close(ref s); return true; }
-                return false;
+                if (frame.IsObject) return c == '}' && CloseObject(ref s);
+                if (c != ']') return false;
+                Close(ref s);
+                return true;
+            }
             case Mode.String:
-                if (c == '"')
-                {
-                    s.Mode = s.Key ? Mode.Colon : Mode.After;
-                    s.Key = false;
-                    return true;
-                }
+                if (c == '"') { s.Mode = Mode.After; return true; }
                 if (c == '\\') { s.Mode = Mode.Escape; return true; }
                 return c >= 0x20;
-            case Mode.Escape:
-                if (c == 'u') { s.Mode = Mode.Unicode; s.Matched = 4; return true; }
-                if (c is '"' or '\\' or '/' or 'b' or 'f' or 'n' or 'r' or 't') { s.Mode = Mode.String; return true; }
+            case Mode.Enum:
+            {
+                var values = s.Next.Values!;
+                if (Narrow(ref s, values, c, out _)) return true;
+                // A value may end where another goes on (1 and 10): it ends at the first character none continues.
+                for (int i = 0; i < values.Length; i++)
+                    if ((s.Candidates & (UInt128.One << i)) != 0 && values[i].Length == s.Matched)
+                    {
+                        s.Mode = Mode.After;
+                        s.Blanks = 0;
+                        return Json(ref s, c);
+                    }
                 return false;
-            case Mode.Unicode:
-                if (!char.IsAsciiHexDigit(c)) return false;
-                if (--s.Matched == 0) s.Mode = Mode.String;
-                return true;
+            }
+            case Mode.Minus or Mode.Zero or Mode.Integer or Mode.Dot or Mode.Fraction or Mode.Exponent or Mode.ExponentSign or Mode.ExponentDigits
+                when ++s.Matched > MaxNumber && NumberGoesOn(s.Mode, c):
+                return false;
             case Mode.Minus:
                 if (c == '0') { s.Mode = Mode.Zero; return true; }
                 if (char.IsAsciiDigit(c)) { s.Mode = Mode.Integer; return true; }
@@ -252,8 +350,8 @@ public sealed class JsonConstraint : ITokenConstraint
             case Mode.Zero:
             case Mode.Integer:
                 if (s.Mode == Mode.Integer && char.IsAsciiDigit(c)) return true;
-                if (c == '.') { s.Mode = Mode.Dot; return true; }
-                if (c is 'e' or 'E') { s.Mode = Mode.Exponent; return true; }
+                if (!s.IntegerOnly && c == '.') { s.Mode = Mode.Dot; return true; }
+                if (!s.IntegerOnly && c is 'e' or 'E') { s.Mode = Mode.Exponent; return true; }
                 return EndNumber(ref s, c);
             case Mode.Dot:
                 if (!char.IsAsciiDigit(c)) return false;
@@ -293,6 +391,18 @@ public sealed class JsonConstraint : ITokenConstraint
         }
     }
 
+    /// <summary>Whether the object's schema leaves a declared key not yet written.</summary>
+    private static bool KeysLeft(Frame frame)
+    {
+        int count = frame.Schema.Keys.Length;
+        var all = count == 128 ? UInt128.MaxValue : (UInt128.One << count) - 1;
+        return (all & ~frame.Seen) != 0;
+    }
+
+    /// <summary>Whether <paramref name="c"/> would continue the number being read (not end it).</summary>
+    private static bool NumberGoesOn(Mode mode, char c) =>
+        char.IsAsciiDigit(c) || c is '.' or 'e' or 'E' || (c is '+' or '-' && mode == Mode.Exponent) || mode is Mode.Minus or Mode.Dot or Mode.Exponent or Mode.ExponentSign;
+
     /// <summary>A number ends at the first character that cannot continue it, which then counts as what follows it.</summary>
     private bool EndNumber(ref State s, char c)
     {
@@ -303,22 +413,40 @@ public sealed class JsonConstraint : ITokenConstraint
 
     private static bool Whitespace(ref State s) => ++s.Blanks <= MaxWhitespace;
 
-    private bool BeginValue(ref State s, char c)
+    private static bool BeginValue(ref State s, char c)
     {
         s.Blanks = 0;
+        var schema = s.Next;
+        if (schema.Values is not null)
+        {
+            s.Mode = Mode.Enum;
+            s.Matched = 0;
+            return Narrow(ref s, schema.Values, c, out _);
+        }
+        var allowed = schema.Allowed;
         switch (c)
         {
-            case '{': return Open(ref s, objects: true);
-            case '[': return Open(ref s, objects: false);
-            case '"': s.Mode = Mode.String; s.Key = false; return true;
-            case '-': s.Mode = Mode.Minus; return true;
-            case '0': s.Mode = Mode.Zero; return true;
-            case 't': s.Mode = Mode.True; s.Matched = 1; return true;
-            case 'f': s.Mode = Mode.False; s.Matched = 1; return true;
-            case 'n': s.Mode = Mode.Null; s.Matched = 1; return true;
+            case '{': return allowed.HasFlag(JsonSchema.Kinds.Object) && Open(ref s, objects: true);
+            case '[': return allowed.HasFlag(JsonSchema.Kinds.Array) && Open(ref s, objects: false);
+            case '"':
+                if (!allowed.HasFlag(JsonSchema.Kinds.String)) return false;
+                s.Mode = Mode.String;
+                return true;
+            case 't' or 'f':
+                if (!allowed.HasFlag(JsonSchema.Kinds.Boolean)) return false;
+                s.Mode = c == 't' ? Mode.True : Mode.False;
+                s.Matched = 1;
+                return true;
+            case 'n':
+                if (!allowed.HasFlag(JsonSchema.Kinds.Null)) return false;
+                s.Mode = Mode.Null;
+                s.Matched = 1;
+                return true;
             default:
-                if (c is < '1' or > '9') return false;
-                s.Mode = Mode.Integer;
+                if (c != '-' && !char.IsAsciiDigit(c) || (allowed & (JsonSchema.Kinds.Number | JsonSchema.Kinds.Integer)) == 0) return false;
+                s.IntegerOnly = !allowed.HasFlag(JsonSchema.Kinds.Number);
+                s.Mode = c == '-' ? Mode.Minus : c == '0' ? Mode.Zero : Mode.Integer;
+                s.Matched = 1;
                 return true;
         }
     }
@@ -326,16 +454,26 @@ public sealed class JsonConstraint : ITokenConstraint
     private static bool Open(ref State s, bool objects)
     {
         if (s.Depth == MaxDepth) return false;
-        s.Stack = (s.Stack << 1) | (objects ? 1UL : 0UL);
+        s.Frames = new Frame(s.Next, objects, 0, s.Frames);
         s.Depth++;
         s.Mode = objects ? Mode.ObjectOpen : Mode.ArrayOpen;
+        if (!objects) s.Next = s.Next.Items ?? JsonSchema.Any;
         s.Blanks = 0;
+        return true;
+    }
+
+    /// <summary>Closes an object, once every required key is written.</summary>
+    private bool CloseObject(ref State s)
+    {
+        var frame = s.Frames!;
+        if ((frame.Schema.Required & ~frame.Seen) != 0) return false;
+        Close(ref s);
         return true;
     }
 
     private void Close(ref State s)
     {
-        s.Stack >>= 1;
+        s.Frames = s.Frames!.Parent;
         s.Depth--;
         s.Blanks = 0;
         s.Mode = Mode.After;

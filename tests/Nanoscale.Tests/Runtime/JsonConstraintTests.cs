@@ -70,6 +70,9 @@ public class JsonConstraintTests
         Assert.True(Whole(Object(), "{" + new string(' ', JsonConstraint.MaxWhitespace) + "}"));
         Assert.False(Whole(Object(), "{" + new string(' ', JsonConstraint.MaxWhitespace + 1) + "}"));
         Assert.True(Whole(Object(), "{\"a\": \"" + new string(' ', 100) + "\"}")); // inside a string, any length
+        Assert.True(Whole(Object(), "{\"a\": -" + new string('9', JsonConstraint.MaxNumber - 1) + "}"));
+        Assert.False(Whole(Object(), "{\"a\": -" + new string('9', JsonConstraint.MaxNumber) + "}"));
+        Assert.True(Whole(Object(), "{\"a\": 1.5e-" + new string('1', JsonConstraint.MaxNumber - 5) + ", \"b\": 1}"));
     }
 
     /// <summary>Random JSON objects (any nesting, strings with escapes and non-ASCII, numbers of every form) fit; a
@@ -132,6 +135,123 @@ public class JsonConstraintTests
         var member = Gen.Select(text, inner, blank, (k, v, b) => JsonSerializer.Serialize(k) + b + ":" + b + v);
         var obj = member.Array[0, 3].Select(items => "{" + string.Join(", ", items) + "}");
         return Gen.Frequency((3, scalar), (1, array), (2, obj));
+    }
+
+    private const string Weather = """
+        {"type": "object", "properties": {
+            "city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}, "days": {"type": "integer"},
+            "hourly": {"type": "boolean"}, "note": {"type": ["string", "null"]}, "scale": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "stops": {"type": "array", "items": {"type": "object", "properties": {"at": {"type": "string"}}, "required": ["at"]}},
+            "n": {"enum": [1, 10]}, "extra": {"type": "object", "additionalProperties": true}, "tag": {"const": "v1"}},
+         "required": ["city"]}
+        """;
+
+    private static JsonConstraint Schema(string schema = Weather) =>
+        new([], new JsonConstraint.JsonObject(JsonSchema.From(JsonDocument.Parse(schema).RootElement)));
+
+    [Theory]
+    [InlineData("{\"city\": \"Paris\"}")]
+    [InlineData("{\"unit\": \"celsius\", \"city\": \"Rome\", \"days\": -3, \"hourly\": false}")]
+    [InlineData("{\"city\": \"\", \"note\": null, \"scale\": 2.5e3, \"n\": 10}")]
+    [InlineData("{\"city\": \"x\", \"note\": \"hi\", \"scale\": null, \"n\": 1 , \"tag\": \"v1\"}")]
+    [InlineData("{\"city\": \"x\", \"stops\": [{\"at\": \"a\"}, {\"at\": \"b\"}], \"extra\": {\"any\": [1, {\"k\": null}]}}")]
+    [InlineData("{\"stops\": [], \"city\": \"x\"}")]
+    public void ObjectsThatFollowTheSchemaFit(string json) => Assert.True(Whole(Schema(), json), json);
+
+    [Theory]
+    [InlineData("{}")]                                                          // city is required
+    [InlineData("{\"town\": \"x\", \"city\": \"x\"}")]                  // not a declared key
+    [InlineData("{\"city\": 3}")]                                             // a string
+    [InlineData("{\"city\": \"x\", \"days\": 1.5}")]                       // an integer
+    [InlineData("{\"city\": \"x\", \"days\": 1e2}")]
+    [InlineData("{\"city\": \"x\", \"unit\": \"kelvin\"}")]             // not in the enum
+    [InlineData("{\"city\": \"x\", \"n\": 100}")]
+    [InlineData("{\"city\": \"x\", \"city\": \"y\"}")]                  // a key twice
+    [InlineData("{\"city\": \"x\", \"hourly\": null}")]
+    [InlineData("{\"city\": \"x\", \"note\": 1}")]
+    [InlineData("{\"city\": \"x\", \"stops\": [{}]}")]                    // at is required in each stop
+    [InlineData("{\"city\": \"x\", \"stops\": [\"a\"]}")]
+    [InlineData("{\"city\": \"x\", \"tag\": \"v2\"}")]
+    [InlineData("{\"city\": \"x\",}")]
+    public void ObjectsThatDoNotFollowItDoNot(string json) => Assert.False(Whole(Schema(), json), json);
+
+    [Fact]
+    public void SchemasWithoutKeysOrBeyondTheSubset()
+    {
+        Assert.True(Whole(new JsonConstraint([], new JsonConstraint.JsonObject(JsonSchema.EmptyObject)), "{ }"));
+        Assert.False(Whole(new JsonConstraint([], new JsonConstraint.JsonObject(JsonSchema.EmptyObject)), "{\"a\": 1}"));
+        Assert.True(Whole(Schema("""{"type": "object", "properties": {}}"""), "{}"));
+        Assert.False(Whole(Schema("""{"type": "object", "properties": {}}"""), "{\"a\": 1}"));
+        Assert.True(Whole(Schema("""{"type": "object"}"""), "{\"a\": [1, {}]}"));                                 // no properties: any keys
+        Assert.True(Whole(Schema("""{"type": "object", "properties": {"a": {"$ref": "#/x"}}}"""), "{\"a\": [true]}")); // beyond the subset: free
+        Assert.True(Whole(Schema("""{"properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "number"}}"""), "{\"b\": \"s\"}"));
+        Assert.False(JsonSchema.From(JsonDocument.Parse("""{"type": "string"}""").RootElement).AllowsObject);
+        Assert.Throws<ArgumentException>(() => new JsonConstraint([], new JsonConstraint.JsonObject(JsonSchema.From(JsonDocument.Parse("""{"enum": [1]}""").RootElement))));
+    }
+
+    /// <summary>Random walks held to the schema — each step a random character among those the constraint allows, with
+    /// closing characters favoured so walks end — always end as JSON that follows the schema (checked by a small
+    /// validator of the same subset, written here apart from the constraint).</summary>
+    [Fact]
+    public void WalksHeldToTheSchemaFollowIt()
+    {
+        var schema = JsonDocument.Parse(Weather).RootElement;
+        char[] alphabet = [.. "{}[]\",:-0123456789.eE tfrunlasvcityhoudknpmxgbz12".Distinct()];
+        int complete = 0;
+        Gen.Int.Sample(seed =>
+        {
+            var random = new Random(seed);
+            var constraint = Schema();
+            var text = new StringBuilder();
+            while (!constraint.Complete && text.Length < 600)
+            {
+                var allowed = alphabet.Where(c => constraint.AllowsText(c.ToString())).ToList();
+                Assert.NotEmpty(allowed); // a walk never gets stuck
+                var closing = allowed.Where(c => c is '"' or '}' or ']' or ',').ToList();
+                char next = closing.Count > 0 && random.Next(2) == 0 ? closing[random.Next(closing.Count)] : allowed[random.Next(allowed.Count)];
+                constraint.AcceptText(next.ToString());
+                text.Append(next);
+            }
+            if (!constraint.Complete) return;
+            complete++;
+            using var document = JsonDocument.Parse(text.ToString());
+            Assert.True(Follows(document.RootElement, schema), text.ToString());
+        }, iter: 300);
+        Assert.True(complete > 100, $"only {complete} of 300 walks ended");
+    }
+
+    /// <summary>The subset's rules, checked on a parsed value (the test's own oracle).</summary>
+    private static bool Follows(JsonElement value, JsonElement schema)
+    {
+        if (schema.TryGetProperty("const", out var constant)) return JsonElement.DeepEquals(value, constant);
+        if (schema.TryGetProperty("enum", out var values)) return values.EnumerateArray().Any(v => JsonElement.DeepEquals(v, value));
+        if (schema.TryGetProperty("anyOf", out var branches)) return branches.EnumerateArray().Any(b => Follows(value, b));
+        if (schema.TryGetProperty("type", out var type))
+        {
+            var names = type.ValueKind == JsonValueKind.Array ? type.EnumerateArray().Select(t => t.GetString()).ToList() : [type.GetString()];
+            bool ok = value.ValueKind switch
+            {
+                JsonValueKind.Object => names.Contains("object"),
+                JsonValueKind.Array => names.Contains("array"),
+                JsonValueKind.String => names.Contains("string"),
+                JsonValueKind.Number => names.Contains("number") || names.Contains("integer") && value.TryGetInt64(out _) && !value.GetRawText().Contains('.'),
+                JsonValueKind.True or JsonValueKind.False => names.Contains("boolean"),
+                _ => names.Contains("null"),
+            };
+            if (!ok) return false;
+        }
+        if (value.ValueKind == JsonValueKind.Object && schema.TryGetProperty("properties", out var properties))
+        {
+            var keys = value.EnumerateObject().Select(p => p.Name).ToList();
+            if (keys.Distinct().Count() != keys.Count) return false;
+            bool others = schema.TryGetProperty("additionalProperties", out var more) && more.ValueKind != JsonValueKind.False;
+            foreach (var member in value.EnumerateObject())
+                if (properties.TryGetProperty(member.Name, out var sub) ? !Follows(member.Value, sub) : !others) return false;
+            if (schema.TryGetProperty("required", out var required) && required.EnumerateArray().Any(r => !keys.Contains(r.GetString()!))) return false;
+        }
+        if (value.ValueKind == JsonValueKind.Array && schema.TryGetProperty("items", out var items))
+            return value.EnumerateArray().All(v => Follows(v, items));
+        return true;
     }
 
     [Fact]
