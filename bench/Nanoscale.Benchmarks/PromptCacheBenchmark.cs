@@ -8,8 +8,9 @@ namespace Nanoscale.Benchmarks;
 /// What prompt caching saves a chat client: a conversation of several turns (a long system message, short user
 /// messages, greedy replies), each turn sent whole as chat clients do, through <c>serve</c>'s service with the cache on
 /// and off (one at a time, each after a warm-up). Per turn: prompt tokens, the tokens the cache held, and the time to
-/// the first text and to the whole reply; the replies of the two runs are compared (they should be equal).
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE]</code>
+/// the first text and to the whole reply; the replies of the two runs are compared (they should be equal). Then a
+/// burst: <c>--burst N</c> requests at once with the same system message (one application's users), cache off and on.
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--burst 8]</code>
 /// </summary>
 internal static class PromptCacheBenchmark
 {
@@ -24,7 +25,7 @@ internal static class PromptCacheBenchmark
     {
         if (args.Length < 1 || args[0].StartsWith('-'))
         {
-            Console.Error.WriteLine("usage: prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--tokenizer T]");
+            Console.Error.WriteLine("usage: prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--tokenizer T] [--burst 8]");
             return 1;
         }
         string Option(string name, string fallback)
@@ -73,6 +74,32 @@ internal static class PromptCacheBenchmark
             Console.WriteLine($"| {turn + 1} | {on.Prompt} | {on.Cached} | {off.First * 1000:0} | {on.First * 1000:0} | {off.Whole * 1000:0} | {on.Whole * 1000:0} | {(off.Reply == on.Reply ? "yes" : "no")} |");
         }
         Console.WriteLine($"\nfirst text, all turns: {offFirst:0.00} s without the cache, {onFirst:0.00} s with it ({offFirst / onFirst:0.0}×)");
+
+        // A burst: N users of one application (the same system message) ask at once; the first runs the shared
+        // beginning, the others copy it instead of running it again.
+        int burst = int.Parse(Option("--burst", "8"));
+        if (burst < 2) return 0;
+        Console.WriteLine($"\n{burst} requests at once sharing the system message ({reply} new tokens each):\n");
+        Console.WriteLine("| prompt cache | prompt tokens run | first text p50 ms | first text max ms | all done s |");
+        Console.WriteLine("|---|---:|---:|---:|---:|");
+        foreach (bool cache in new[] { false, true })
+        {
+            using var service = new CompletionService(LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads) }),
+                "bench", maxBatch: burst, chatTemplateFile: template, promptCache: cache);
+            service.WarmUp();
+            var clock = Stopwatch.StartNew();
+            var firsts = new double[burst];
+            var outcomes = Task.WhenAll(Enumerable.Range(0, burst).Select(i =>
+            {
+                firsts[i] = double.NaN;
+                return service.CompleteAsync(new CompletionRequest { Messages = [new("system", system), new("user", Questions[i % Questions.Length])], MaxTokens = reply },
+                    _ => { if (double.IsNaN(firsts[i])) firsts[i] = clock.Elapsed.TotalSeconds; });
+            })).GetAwaiter().GetResult();
+            double done = clock.Elapsed.TotalSeconds;
+            var sorted = firsts.Select(f => double.IsNaN(f) ? done : f).Order().ToArray();
+            long run = outcomes.Sum(o => (long)o.PromptTokens - o.CachedPromptTokens);
+            Console.WriteLine($"| {(cache ? "on" : "off")} | {run} | {sorted[burst / 2] * 1000:0} | {sorted[^1] * 1000:0} | {done:0.00} |");
+        }
         return 0;
     }
 }

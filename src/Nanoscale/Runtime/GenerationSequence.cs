@@ -97,7 +97,10 @@ internal sealed class GenerationSequence
 
     /// <summary>The tokens whose keys and values the session holds, one per position (the prompt run so far, then the
     /// generated tokens fed back): what a later prompt may begin with to reuse them. Read between passes.</summary>
-    public int[] HeldTokens() => [.. _tokens.GetRange(0, Session.Length)];
+    public int[] HeldTokens() => HeldTokens(Session.Length);
+
+    /// <summary>The first <paramref name="count"/> of <see cref="HeldTokens()"/>.</summary>
+    public int[] HeldTokens(int count) => [.. _tokens.GetRange(0, Math.Min(count, Session.Length))];
 
     /// <summary>The logits to choose the next token from (once the prompt has run).</summary>
     public float[] Last { get; }

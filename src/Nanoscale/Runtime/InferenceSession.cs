@@ -89,6 +89,25 @@ public sealed partial class InferenceSession
         if (_allocated > capacity) Reallocate(capacity);
     }
 
+    /// <summary>Takes the first <paramref name="positions"/> of <paramref name="source"/>'s cache (a session of the same
+    /// model whose sequence begins with the same tokens: the token factory's running sequences sharing a prompt's
+    /// beginning) instead of computing them: their keys and values are copied as stored, and this session holds those
+    /// positions and nothing after them.</summary>
+    internal void CopyPrefix(InferenceSession source, int positions)
+    {
+        if (source.Model != _model) throw new ArgumentException("a session of another model", nameof(source));
+        ArgumentOutOfRangeException.ThrowIfNegative(positions);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(positions, Math.Min(source.Length, Capacity - 1));
+        EnsurePositions(positions);
+        int numbers = checked(positions * _config.KvDim);
+        for (int l = 0; l < _config.Layers; l++)
+        {
+            source._keyCache[l].CopyTo(_keyCache[l], numbers);
+            source._valueCache[l].CopyTo(_valueCache[l], numbers);
+        }
+        Length = positions;
+    }
+
     /// <summary>Positions already processed; the next token goes to this position.</summary>
     public int Length { get; private set; }
 

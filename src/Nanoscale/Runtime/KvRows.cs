@@ -48,6 +48,10 @@ internal abstract class KvRows
     /// <summary>Grows (or sets) the room to <paramref name="numbers"/>, keeping what is written.</summary>
     public abstract void Resize(long numbers);
 
+    /// <summary>Copies the first <paramref name="numbers"/> (whole rows) into <paramref name="destination"/>, rows of the
+    /// same type with room for them: the same stored bits.</summary>
+    public abstract void CopyTo(KvRows destination, int numbers);
+
     /// <summary>Stores <paramref name="source"/> at number <paramref name="offset"/> (whole rows; for q8 whole blocks).</summary>
     public abstract void Write(int offset, ReadOnlySpan<float> source);
 
@@ -61,6 +65,7 @@ internal sealed class FloatKvRows : KvRows
     public float[] Data = [];
     public override long Length => Data.Length;
     public override void Resize(long numbers) => Array.Resize(ref Data, checked((int)numbers));
+    public override void CopyTo(KvRows destination, int numbers) => Data.AsSpan(0, numbers).CopyTo(((FloatKvRows)destination).Data);
     public override void Write(int offset, ReadOnlySpan<float> source) => source.CopyTo(Data.AsSpan(offset, source.Length));
     public override void Widen(int offset, Span<float> destination) => Data.AsSpan(offset, destination.Length).CopyTo(destination);
 }
@@ -73,6 +78,7 @@ internal sealed class HalfKvRows(bool bfloat16) : KvRows
     public bool BFloat16 { get; } = bfloat16;
     public override long Length => Data.Length;
     public override void Resize(long numbers) => Array.Resize(ref Data, checked((int)numbers));
+    public override void CopyTo(KvRows destination, int numbers) => Data.AsSpan(0, numbers).CopyTo(((HalfKvRows)destination).Data);
 
     public override void Write(int offset, ReadOnlySpan<float> source) => Narrow(source, Data.AsSpan(offset, source.Length), BFloat16);
 
@@ -106,6 +112,13 @@ internal sealed class Q8KvRows : KvRows
     {
         Array.Resize(ref Codes, checked((int)numbers));
         Array.Resize(ref Scales, checked((int)(numbers / Block)));
+    }
+
+    public override void CopyTo(KvRows destination, int numbers)
+    {
+        var to = (Q8KvRows)destination;
+        Codes.AsSpan(0, numbers).CopyTo(to.Codes);
+        Scales.AsSpan(0, numbers / Block).CopyTo(to.Scales);
     }
 
     public override void Write(int offset, ReadOnlySpan<float> source)
@@ -167,6 +180,13 @@ internal sealed class Q4KvRows : KvRows
     {
         Array.Resize(ref Codes, checked((int)(numbers / 2)));
         Array.Resize(ref Scales, checked((int)(numbers / Block)));
+    }
+
+    public override void CopyTo(KvRows destination, int numbers)
+    {
+        var to = (Q4KvRows)destination;
+        Codes.AsSpan(0, numbers / 2).CopyTo(to.Codes);
+        Scales.AsSpan(0, numbers / Block).CopyTo(to.Scales);
     }
 
     public override void Write(int offset, ReadOnlySpan<float> source)

@@ -107,6 +107,10 @@ public sealed class TokenFactory : IDisposable
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public GenerationSequence State = null!;
         public bool Left; // its session has gone back to the pool
+        // A request whose prompt begins as a prefilling one's does waits for that one to run the shared tokens, then
+        // copies them (prompt caching among running requests).
+        public Sequence? Donor;
+        public int Shared;
         // The row of the factory's logits buffer that holds its logits from the last pass (read by the next Advance,
         // before the next pass writes the buffer), or −1: they are in State.Last (a prompt just finished).
         public int LogitsRow = -1;
@@ -137,21 +141,37 @@ public sealed class TokenFactory : IDisposable
     {
         var active = new List<Sequence>();
         var prefilling = new List<Sequence>();
+        var deferred = new List<Sequence>(); // waiting for a prefilling request to run the beginning they share
         int vocab = _model.Config.VocabSize;
         float[] logitsBuffer = [];
         while (!_stop.IsCancellationRequested)
         {
-            if (active.Count == 0 && prefilling.Count == 0)
+            if (active.Count == 0 && prefilling.Count == 0 && deferred.Count == 0)
             {
                 try { _signal.Wait(_stop.Token); }
                 catch (OperationCanceledException) { break; }
                 _signal.Release(); // the request stays counted for the admission below
             }
-            // Join: new requests, up to the batch size; their prompts run in the following steps, a chunk at a time.
-            while (active.Count + prefilling.Count < MaxBatch && _pending.TryDequeue(out var next))
+            // Join: new requests, up to the batch size; their prompts run in the following steps, a chunk at a time. One
+            // whose prompt begins as a prefilling one's waits for those tokens to be run, then copies them.
+            while (active.Count + prefilling.Count + deferred.Count < MaxBatch && _pending.TryDequeue(out var next))
             {
                 _signal.Wait(0);
-                if (Start(next)) prefilling.Add(next);
+                if (PromptCache && Donor(next, prefilling) is var (donor, shared) && donor is not null)
+                {
+                    (next.Donor, next.Shared) = (donor, shared);
+                    deferred.Add(next);
+                }
+                else if (Start(next, active, prefilling)) prefilling.Add(next);
+            }
+            for (int i = 0; i < deferred.Count; i++)
+            {
+                var waiting = deferred[i];
+                var donor = waiting.Donor!;
+                if (!waiting.Cancellation.IsCancellationRequested && !donor.Completion.Task.IsCompleted && donor.State.Session.Length < waiting.Shared) continue;
+                deferred.RemoveAt(i--);
+                if (waiting.Cancellation.IsCancellationRequested) waiting.Completion.TrySetCanceled(waiting.Cancellation);
+                else if (Start(waiting, active, prefilling)) prefilling.Add(waiting);
             }
 
             // Choose each running sequence's next token; those that finish leave, the rest step together.
@@ -211,7 +231,7 @@ public sealed class TokenFactory : IDisposable
                 }
             }
             active = [.. stepping];
-            Volatile.Write(ref _active, active.Count + prefilling.Count);
+            Volatile.Write(ref _active, active.Count + prefilling.Count + deferred.Count);
             if (counts.Count == 0) continue;
             LargestBatch = Math.Max(LargestBatch, active.Count + chunked.Count);
             // One buffer for the factory's life (grown to the largest batch): a new one per step would be a large-object
@@ -246,15 +266,56 @@ public sealed class TokenFactory : IDisposable
                 if (ready || sequence.Completion.Task.IsCompleted) prefilling.Remove(sequence);
                 if (!ready && sequence.Completion.Task.IsCompleted) Leave(sequence);
             }
-            Volatile.Write(ref _active, active.Count + prefilling.Count);
+            Volatile.Write(ref _active, active.Count + prefilling.Count + deferred.Count);
         }
-        foreach (var sequence in active.Concat(prefilling)) sequence.Completion.TrySetCanceled();
+        foreach (var sequence in active.Concat(prefilling).Concat(deferred)) sequence.Completion.TrySetCanceled();
         while (_pending.TryDequeue(out var left)) left.Completion.TrySetCanceled();
     }
 
-    private bool Start(Sequence s) => Attempt(s, () =>
+    /// <summary>Prompt tokens a request must share with a prefilling one, beyond what that one has run, to wait for it
+    /// and copy them rather than run them itself.</summary>
+    internal const int MinDeferShared = 32;
+
+    /// <summary>Prompt tokens beyond what a kept cache gives that a running sequence's cache must hold for a starting
+    /// request to copy them (a copy is cheap; a few tokens are not worth the bookkeeping).</summary>
+    internal const int MinCopyShared = 8;
+
+    /// <summary>A prefilling request whose prompt begins as <paramref name="next"/>'s for at least
+    /// <see cref="MinDeferShared"/> tokens it has not run yet, and how many (the most).</summary>
+    private static (Sequence? Donor, int Shared) Donor(Sequence next, List<Sequence> prefilling)
+    {
+        (Sequence? donor, int shared) = (null, 0);
+        foreach (var p in prefilling)
+        {
+            if (p.State is null || p.Completion.Task.IsCompleted) continue;
+            int common = Math.Min(p.Prompt.AsSpan().CommonPrefixLength(next.Prompt), next.Prompt.Length - 1);
+            if (common - p.State.Session.Length >= MinDeferShared && common > shared) (donor, shared) = (p, common);
+        }
+        return (donor, shared);
+    }
+
+    /// <summary>Starts a request: a kept session (holding the longest beginning of its prompt there is), and when a
+    /// running or prefilling sequence's cache holds a longer one, that beginning copied from it
+    /// (<see cref="InferenceSession.CopyPrefix"/>); the rest of the prompt runs in the following steps.</summary>
+    private bool Start(Sequence s, List<Sequence> active, List<Sequence> prefilling) => Attempt(s, () =>
     {
         var session = _pool.Rent(GenerationSequence.Capacity(_model, s.Prompt.Length, s.MaxNewTokens), PromptCache ? s.Prompt : [], out int reused);
+        if (PromptCache)
+        {
+            (Sequence? donor, int shared) = (null, reused + MinCopyShared - 1);
+            foreach (var other in active.Concat(prefilling))
+            {
+                if (other.State is null || other.Left) continue;
+                int held = other.State.Session.Length;
+                int common = Math.Min(Math.Min(other.State.HeldTokens(held).AsSpan().CommonPrefixLength(s.Prompt), s.Prompt.Length - 1), held);
+                if (common > shared) (donor, shared) = (other, common);
+            }
+            if (donor is not null)
+            {
+                session.CopyPrefix(donor.State.Session, shared);
+                reused = shared;
+            }
+        }
         s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
             deferPrompt: true, session: session, reused: reused, constraint: s.Constraint);
         Interlocked.Add(ref _cachedPromptTokens, reused);

@@ -352,6 +352,64 @@ public class TokenFactoryTests
         }
     }
 
+    /// <summary>A session that copies another's first positions continues as the other does: the logits after them
+    /// equal the source's own (every KV cache type: the stored bits are copied).</summary>
+    [Theory]
+    [InlineData(KvCacheType.F32)]
+    [InlineData(KvCacheType.BF16)]
+    [InlineData(KvCacheType.Q8)]
+    [InlineData(KvCacheType.Q4)]
+    public void ACopiedBeginningContinuesAsItsSource(KvCacheType kv)
+    {
+        var (_, tokenizer) = Stories.Value;
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K), new RuntimeOptions { KvCache = kv });
+        int vocab = model.Config.VocabSize;
+        int[] ids = tokenizer.Encode("Once upon a time there was a little girl named Lily. She loved to play outside in the sun", addBos: true);
+        var source = model.CreateSession(300);
+        source.Forward(ids[..20], new float[20 * vocab]);
+        var expected = new float[(ids.Length - 20) * vocab];
+        source.Forward(ids[20..], expected);
+        var copy = model.CreateSession(64);
+        copy.CopyPrefix(source, 20);
+        Assert.Equal(20, copy.Length);
+        var continued = new float[(ids.Length - 20) * vocab];
+        copy.Forward(ids[20..], continued);
+        Assert.Equal(expected, continued);
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.CreateSession(64).CopyPrefix(source, 64));
+        Assert.Throws<ArgumentException>(() => Stories.Value.Model.CreateSession(64).CopyPrefix(source, 4));
+    }
+
+    /// <summary>Requests that arrive together with the same long beginning (a shared system prompt) run it once: the
+    /// first runs it, the others wait for those tokens and copy them; each still comes out as its solo generation. With
+    /// the cache off, each runs its whole prompt.</summary>
+    [Fact]
+    public async Task RequestsSharingABeginningRunItOnce()
+    {
+        var (model, tokenizer) = Stories.Value;
+        string story = Perplexity.SplitDocuments(File.ReadAllText(SharedData.TinyStoriesText), "<|endoftext|>")[0];
+        int[] common = tokenizer.Encode(story, addBos: true)[..(TokenFactory.IdlePrefillChunk + 30)];
+        var prompts = new[] { " Once", " The dog", " Lily", " Tom" }.Select(x => (int[])[.. common, .. tokenizer.Encode(x, addBos: false)]).ToArray();
+        foreach (bool cache in new[] { true, false })
+        {
+            using var factory = new TokenFactory(model, tokenizer, maxBatch: 4, promptCache: cache);
+            var results = await Task.WhenAll(prompts.Select(p => factory.SubmitAsync(p, 20, new SamplingOptions())));
+            for (int i = 0; i < prompts.Length; i++)
+                Assert.Equal(Generation.Generate(model, tokenizer, prompts[i], 20, new SamplingOptions()).Tokens, results[i].Tokens);
+            if (!cache)
+            {
+                Assert.All(results, r => Assert.Equal(0, r.CachedPromptTokens));
+                continue;
+            }
+            Assert.Equal(0, results[0].CachedPromptTokens);
+            // Each took the first one's beginning: what their prompts share with it (the common text and any first
+            // token of the endings they share).
+            var shared = prompts[1..].Select(p => prompts[0].AsSpan().CommonPrefixLength(p)).ToArray();
+            Assert.All(shared, n => Assert.InRange(n, common.Length, common.Length + 1));
+            Assert.Equal(shared, results[1..].Select(r => r.CachedPromptTokens));
+            Assert.Equal(shared.Sum(), factory.CachedPromptTokens);
+        }
+    }
+
     [Fact]
     public async Task ACancelledRequestLeavesAndTheOthersFinish()
     {
