@@ -556,10 +556,8 @@ public sealed class ToolUseTests
         using var dir = new TempDir();
         var folder = SampleModels.Qwen25(dir, 1024);
         var loaded = LoadedModel.Open(folder);
-        using var service = new CompletionService(loaded, "qwen");
-        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
-        await app.StartAsync();
-        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        await using var served = await ServedModel.Start(new CompletionService(loaded, "qwen"));
+        var (service, http) = (served.Service, served.Http);
         async Task<(HttpStatusCode, string)> Chat(string extra, string messages = """[{"role": "user", "content": "Weather in Paris?"}]""")
         {
             using var r = await http.PostAsync("/v1/chat/completions",
@@ -607,7 +605,7 @@ public sealed class ToolUseTests
 
         // The official client's wire format for tools, an assistant's calls and a tool's result is what the server reads.
         var client = new OpenAI.Chat.ChatClient("qwen", new System.ClientModel.ApiKeyCredential("unused"),
-            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(app.Urls.Single() + "/v1") });
+            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(served.App.Urls.Single() + "/v1") });
         var options = new OpenAI.Chat.ChatCompletionOptions { MaxOutputTokenCount = 3, Temperature = 0 };
         options.Tools.Add(OpenAI.Chat.ChatTool.CreateFunctionTool("get_weather", "Weather of a city",
             BinaryData.FromString("""{"type": "object", "properties": {"city": {"type": "string"}}}""")));
@@ -620,7 +618,6 @@ public sealed class ToolUseTests
         var completion = await client.CompleteChatAsync(messages, options);
         // Accepted, with the calls and the result in the prompt (the client's tool also carries a description).
         Assert.InRange(completion.Value.Usage.InputTokenCount, PromptTokens(answered), PromptTokens(answered) + 20);
-        await app.StopAsync();
     }
 
     private const string NoArguments = """{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}""";
@@ -634,10 +631,8 @@ public sealed class ToolUseTests
     {
         using var dir = new TempDir();
         var folder = SampleModels.Qwen25(dir, 1024);
-        using var service = new CompletionService(LoadedModel.Open(folder), "qwen");
-        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
-        await app.StartAsync();
-        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
+        var (service, http) = (served.Service, served.Http);
         async Task<(HttpStatusCode Status, JsonElement Json)> Chat(string tools, string choice, bool stream = false)
         {
             using var r = await http.PostAsync("/v1/chat/completions", new StringContent(
@@ -686,7 +681,6 @@ public sealed class ToolUseTests
         using var noTools = await http.PostAsync("/v1/chat/completions", new StringContent(
             """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "tool_choice": "required"}""", Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.BadRequest, noTools.StatusCode);
-        await app.StopAsync();
     }
 
     /// <summary><c>response_format</c> JSON: the reply is one object, following the schema when one is given (keys,
@@ -697,10 +691,8 @@ public sealed class ToolUseTests
     {
         using var dir = new TempDir();
         var folder = SampleModels.Qwen25(dir, 1024);
-        using var service = new CompletionService(LoadedModel.Open(folder), "qwen");
-        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
-        await app.StartAsync();
-        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
+        var (service, http) = (served.Service, served.Http);
         const string Format = """
             {"type": "json_schema", "json_schema": {"name": "forecast", "strict": true, "schema": {"type": "object",
              "properties": {"sunny": {"type": "boolean"}, "unit": {"enum": ["celsius", "fahrenheit"]}, "level": {"enum": [1, 2, 3]}},
@@ -736,7 +728,6 @@ public sealed class ToolUseTests
             """{"messages": [{"role": "user", "content": "Hi"}], "tools": [""" + NoArguments + """], "tool_choice": "required", "response_format": {"type": "json_object"}}""",
             Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.BadRequest, forced.StatusCode);
-        await app.StopAsync();
     }
 
     /// <summary>A template that describes tools without Hermes' tags gets Llama 3.x's form forced:
@@ -776,11 +767,9 @@ public sealed class ToolUseTests
         using var dir = new TempDir();
         var folder = SampleModels.Qwen25(dir, 1024);
         var template = Path.Combine(Architecture.ArchitectureRules.RepositoryRoot(), "tests", "Nanoscale.Tests", "Serve", "ChatTemplates", "reasoning-chatml.jinja");
-        using var service = new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template);
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template));
+        var (service, http) = (served.Service, served.Http);
         Assert.True(service.ChatTemplateThinks);
-        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
-        await app.StartAsync();
-        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
         const string body = """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 10, "temperature": 0}""";
         using var whole = await http.PostAsync("/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
         var message = JsonDocument.Parse(await whole.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("message");
@@ -791,7 +780,6 @@ public sealed class ToolUseTests
         var text = string.Concat(events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta"))
             .Select(d => d.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : ""));
         Assert.Equal(message.GetProperty("content").GetString(), text);
-        await app.StopAsync();
     }
 
     /// <summary>A template that opens the reasoning block in the prompt (DeepSeek-R1's way): the reply begins as
@@ -805,10 +793,8 @@ public sealed class ToolUseTests
         var template = dir.File("r1.jinja");
         File.WriteAllText(template, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
             "{% if add_generation_prompt %}<|im_start|>assistant\n{% if thinking is not defined or thinking %}<think>\n{% endif %}{% endif %}");
-        using var service = new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template);
-        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
-        await app.StartAsync();
-        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template));
+        var (service, http) = (served.Service, served.Http);
         async Task<JsonElement> Message(string extra)
         {
             using var r = await http.PostAsync("/v1/chat/completions", new StringContent(
@@ -831,7 +817,6 @@ public sealed class ToolUseTests
         var closed = await Message(""", "chat_template_kwargs": {"thinking": false}""");
         Assert.False(closed.TryGetProperty("reasoning_content", out _));
         Assert.NotEmpty(closed.GetProperty("content").GetString()!);
-        await app.StopAsync();
     }
 
     [Fact]
@@ -933,13 +918,11 @@ public sealed class PromptCacheServeTests
     {
         using var dir = new TempDir();
         var folder = SampleModels.Qwen25(dir, 1024);
-        using var service = new CompletionService(LoadedModel.Open(folder), "qwen");
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
         using var plain = new CompletionService(LoadedModel.Open(folder), "qwen", promptCache: false);
+        var (service, http) = (served.Service, served.Http);
         Assert.True(service.PromptCache);
         Assert.False(plain.PromptCache);
-        await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0));
-        await app.StartAsync();
-        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
         var system = new ChatMessage("system", "You are a helpful assistant who answers in short, friendly sentences about the weather.");
         async Task<(string Content, int Prompt, int Cached)> Turn(IReadOnlyList<ChatMessage> messages)
         {
@@ -972,6 +955,33 @@ public sealed class PromptCacheServeTests
         var health = JsonDocument.Parse(await http.GetStringAsync("/health")).RootElement;
         Assert.True(health.GetProperty("prompt_cache").GetBoolean());
         Assert.True(health.GetProperty("cached_prompt_tokens").GetInt64() >= cached);
-        await app.StopAsync();
+    }
+}
+
+/// <summary>A model served in-process on a free loopback port: its service (owned), the app and a client for it.</summary>
+internal sealed class ServedModel : IAsyncDisposable
+{
+    private ServedModel(CompletionService service, WebApplication app) =>
+        (Service, App, Http) = (service, app, new HttpClient { BaseAddress = new Uri(app.Urls.Single()) });
+
+    public CompletionService Service { get; }
+
+    public WebApplication App { get; }
+
+    public HttpClient Http { get; }
+
+    public static async Task<ServedModel> Start(CompletionService service, ServeOptions? options = null)
+    {
+        var app = OpenAiServer.Build(service, options ?? new ServeOptions("127.0.0.1", 0));
+        await app.StartAsync();
+        return new ServedModel(service, app);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        await App.StopAsync();
+        await App.DisposeAsync();
+        Service.Dispose();
     }
 }
