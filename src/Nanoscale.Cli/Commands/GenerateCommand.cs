@@ -20,6 +20,10 @@ internal static class GenerateCommand
         var chat = new Option<string?>("--chat") { Description = "A user message: the model answers it as the assistant, through its chat template (as serve does)" };
         var system = new Option<string?>("--system") { Description = "A system message before --chat" };
         var chatTemplate = new Option<string?>("--chat-template") { Description = "A Jinja chat template file for --chat instead of the model's" };
+        var jsonSchema = new Option<string?>("--json-schema")
+        {
+            Description = "Make the new text one JSON object following this JSON schema (inline JSON or a file; '{}' for any object): constrained decoding, as serve's response_format",
+        };
         var flags = new SamplingFlags();
         var noStream = new Option<bool>("--no-stream") { Description = "Print the text at the end instead of as it is produced" };
         var tokenizer = CliRunner.TokenizerOption();
@@ -28,7 +32,7 @@ internal static class GenerateCommand
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
         {
-            model, prompt, chat, system, chatTemplate,
+            model, prompt, chat, system, chatTemplate, jsonSchema,
         };
         foreach (var option in flags.All) command.Options.Add(option);
         foreach (Option option in (Option[])[noStream, tokenizer, threads, kvCache, json]) command.Options.Add(option);
@@ -48,6 +52,7 @@ internal static class GenerateCommand
             if (message is null && (parse.GetValue(system) is not null || parse.GetValue(chatTemplate) is not null))
                 throw new InvalidOptionException("--chat", "--system and --chat-template go with --chat");
             if (message is not null && promptText.Length > 0) throw new InvalidOptionException("--chat", "give --chat or --prompt, not both");
+            var schema = parse.GetValue(jsonSchema) is { } schemaText ? ReadSchema(schemaText) : null;
             bool stream = !context.Json && !parse.GetValue(noStream);
             var output = Console.Out;
             if (stream && message is null)
@@ -57,9 +62,9 @@ internal static class GenerateCommand
             }
             Action<string>? onText = stream ? piece => { output.Write(piece); output.Flush(); } : null;
             var result = message is null
-                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation)
+                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema)
                 : loaded.Chat([.. parse.GetValue(system) is { } s ? [("system", s)] : Array.Empty<(string, string)>(), ("user", message)],
-                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation);
+                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema);
             if (context.Json)
                 return new
                 {
@@ -81,6 +86,25 @@ internal static class GenerateCommand
             return null;
         }));
         return command;
+    }
+
+    /// <summary><c>--json-schema</c>: inline JSON (starting with <c>{</c>) or a file of it.</summary>
+    private static JsonSchema ReadSchema(string text)
+    {
+        string json;
+        if (text.TrimStart().StartsWith('{')) json = text;
+        else if (File.Exists(text)) json = File.ReadAllText(text);
+        else throw new InvalidOptionException("--json-schema", $"'{text}' is neither inline JSON nor a file");
+        try
+        {
+            using var document = System.Text.Json.JsonDocument.Parse(json);
+            var schema = JsonSchema.From(document.RootElement);
+            return schema.AllowsObject ? schema : throw new InvalidOptionException("--json-schema", "the schema must describe an object at its root");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new InvalidOptionException("--json-schema", $"{(json == text ? "the schema" : text)} is not valid JSON ({e.Message})");
+        }
     }
 
     private static string Describe(StopReason stop) => stop switch

@@ -47,7 +47,7 @@ public sealed class ChatSession : IDisposable
     /// <summary>The assistant's answer to <paramref name="conversation"/>, from the cache's common beginning with it on
     /// (<see cref="Reply"/>; <see cref="LoadedModel.Chat"/> with a fresh session).</summary>
     internal GenerationResult Answer(IReadOnlyList<ChatMessage> conversation, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
-        string advice, CancellationToken cancellationToken)
+        string advice, CancellationToken cancellationToken, ITokenConstraint? constraint = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxNewTokens, 1);
         var prompt = _template.PromptTokens(_model.Tokenizer, conversation);
@@ -62,7 +62,7 @@ public sealed class ChatSession : IDisposable
         _session.Truncate(Math.Min(reused, _session.Length));
         reused = _session.Length;
         var sequence = new GenerationSequence(_model.Model, _model.Tokenizer, prompt, Math.Min(maxNewTokens, limit - prompt.Length), sampling, [],
-            onText, cancellationToken, session: _session, reused: reused);
+            onText, cancellationToken, session: _session, reused: reused, constraint: constraint);
         GenerationResult result;
         try { result = Generation.Run(sequence, cancellationToken); }
         catch

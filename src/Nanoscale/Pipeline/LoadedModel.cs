@@ -123,21 +123,30 @@ public sealed class LoadedModel : IDisposable
 
     /// <summary>Generation from <paramref name="prompt"/> (<see cref="Generation.Generate(LlamaModel, ITokenizer, string, int, SamplingOptions, Action{string}?, CancellationToken)"/>), stopping also at the end
     /// tokens of a <c>generation_config.json</c> beside the model; <paramref name="onText"/> receives the text as it comes.</summary>
+    /// <remarks>With <paramref name="jsonReply"/>, the new text is one JSON object following that schema (constrained
+    /// decoding, <see cref="JsonConstraint"/>), and generation ends when it closes.</remarks>
     public GenerationResult Generate(string prompt, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
-        CancellationToken cancellationToken = default)
-    {
-        sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _endTokens.Value] };
-        return Generation.Generate(Model, Tokenizer, prompt, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken);
-    }
+        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null) =>
+        Generate(Tokenizer.Encode(prompt ?? "", addBos: Tokenizer.BosId is not null), maxNewTokens, sampling, onText, cancellationToken, jsonReply);
 
-    /// <summary>As <see cref="Generate(string, int, SamplingOptions, Action{string}?, CancellationToken)"/>, from prompt
+    /// <summary>As <see cref="Generate(string, int, SamplingOptions, Action{string}?, CancellationToken, JsonSchema?)"/>, from prompt
     /// token ids already made.</summary>
     public GenerationResult Generate(int[] promptTokens, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null)
     {
         sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _endTokens.Value] };
-        return Generation.Generate(Model, Tokenizer, promptTokens, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken);
+        return Generation.Generate(Model, Tokenizer, promptTokens, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken,
+            JsonReply(jsonReply));
     }
+
+    /// <summary>The constraint that holds a reply to one JSON object following <paramref name="schema"/> (none without one).</summary>
+    /// <exception cref="InvalidOptionException">The schema does not allow an object at its root.</exception>
+    internal ITokenConstraint? JsonReply(JsonSchema? schema) => schema switch
+    {
+        null => null,
+        { AllowsObject: false } => throw new InvalidOptionException("json_schema", "the schema must describe an object at its root"),
+        _ => new JsonConstraint(TokenPieces.For(Tokenizer), new JsonConstraint.JsonObject(schema)),
+    };
 
     /// <summary>The assistant's reply to <paramref name="messages"/> (role, content): the conversation rendered with the
     /// model's chat template (<paramref name="chatTemplateFile"/> instead when given; as <c>serve</c> renders it), generated
@@ -145,10 +154,10 @@ public sealed class LoadedModel : IDisposable
     /// <exception cref="CheckpointFormatException">The chat template is malformed or outside the Jinja subset.</exception>
     /// <exception cref="InvalidOptionException">The template refused the conversation, or it leaves no room in the context.</exception>
     public GenerationResult Chat(IReadOnlyList<ChatMessage> messages, int maxNewTokens, SamplingOptions sampling,
-        Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default)
+        Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default, JsonSchema? jsonReply = null)
     {
         using var chat = StartChat(chatTemplateFile: chatTemplateFile);
-        return chat.Answer(messages, maxNewTokens, sampling, onText, "", cancellationToken);
+        return chat.Answer(messages, maxNewTokens, sampling, onText, "", cancellationToken, JsonReply(jsonReply));
     }
 
     /// <summary>A conversation with the model through its chat template (<paramref name="chatTemplateFile"/> instead

@@ -163,8 +163,10 @@ public static class Generation
 
     /// <summary>As <see cref="Generate(LlamaModel, ITokenizer, string, int, SamplingOptions, Action{string}?, CancellationToken)"/>,
     /// from prompt token ids already made (a chat template's special tokens included).</summary>
+    /// <remarks>With a <paramref name="constraint"/> (its own, fresh), only the tokens it allows are drawn and the
+    /// generation ends when it is complete (<see cref="JsonConstraint"/>: a JSON reply).</remarks>
     public static GenerationResult Generate(LlamaModel model, ITokenizer tokenizer, int[] promptTokens, int maxNewTokens,
-        SamplingOptions sampling, Action<string>? onText = null, CancellationToken cancellationToken = default)
+        SamplingOptions sampling, Action<string>? onText = null, CancellationToken cancellationToken = default, ITokenConstraint? constraint = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokenizer);
@@ -172,7 +174,8 @@ public static class Generation
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
         GenerationSequence.CheckPrompt(model, promptTokens, maxNewTokens);
-        return Run(new GenerationSequence(model, tokenizer, promptTokens, maxNewTokens, sampling, [], onText, cancellationToken), cancellationToken);
+        return Run(new GenerationSequence(model, tokenizer, promptTokens, maxNewTokens, sampling, [], onText, cancellationToken, constraint: constraint),
+            cancellationToken);
     }
 
     /// <summary>Runs a sequence whose prompt has run to its end, one token at a time in its own session.</summary>

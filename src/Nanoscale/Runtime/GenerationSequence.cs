@@ -6,7 +6,7 @@ namespace Nanoscale.Runtime;
 /// <summary>
 /// One sequence being generated: its session (the prompt already run), sampler, streamed text and end tokens, and the
 /// one definition of when a sequence stops (an end token, a stop string, its <c>maxNewTokens</c>, the session's
-/// capacity). <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken)"/>
+/// capacity). <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken, ITokenConstraint?)"/>
 /// steps one alone; <see cref="TokenFactory"/> steps many together. Either way the caller feeds the token
 /// <see cref="Advance()"/> returns and writes the next logits into <see cref="Last"/>.
 /// </summary>

@@ -10,7 +10,7 @@ namespace Nanoscale.Runtime;
 /// costs no pass of its own), then they take part in every following step — and leave when they finish (end token,
 /// stop string, their <c>maxNewTokens</c>, the context) or are cancelled; each step runs the prompt chunks and every
 /// active sequence's next token through one <see cref="InferenceSession.ForwardMany"/>. Each sequence keeps its own KV cache and its own sampler, so a request's
-/// tokens are those <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken)"/>
+/// tokens are those <see cref="Generation.Generate(LlamaModel, ITokenizer, int[], int, SamplingOptions, Action{string}?, CancellationToken, ITokenConstraint?)"/>
 /// gives alone, up to float summation order. One worker thread runs the loop; the products inside use the model's
 /// threads.
 /// </summary>

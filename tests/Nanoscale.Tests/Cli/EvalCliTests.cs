@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Nanoscale.Tests.Support;
 
 namespace Nanoscale.Tests.Cli;
@@ -65,6 +66,32 @@ public class EvalCliTests
         var result = CliProcess.Run("generate", SharedData.Stories260K, "--tokens", "16", "--json");
         Assert.Equal(0, result.ExitCode);
         Assert.StartsWith("Once upon a time, there was a little girl named Lily.", result.Json().GetProperty("text").GetString());
+    }
+
+    /// <summary><c>generate --json-schema</c> holds the new text to one JSON object following the schema (inline or a
+    /// file; stories260K has never seen JSON, so every key and value it writes is the constraint's doing) and ends there;
+    /// a schema that is not JSON, not an object, or not found is refused by name.</summary>
+    [Fact]
+    public void GenerateHoldsTheReplyToAJsonSchema()
+    {
+        const string Schema = """{"type": "object", "properties": {"happy": {"type": "boolean"}, "mood": {"enum": ["calm", "wild"]}}, "required": ["happy", "mood"], "additionalProperties": false}""";
+        using var dir = new TempDir();
+        var file = dir.File("schema.json");
+        File.WriteAllText(file, Schema);
+        foreach (var given in new[] { Schema, file })
+        {
+            var result = CliProcess.Run("generate", SharedData.Stories260K, "--prompt", "Once", "--json-schema", given, "-n", "300", "--json");
+            Assert.Equal(0, result.ExitCode);
+            Assert.Equal("endtoken", result.Json().GetProperty("stop_reason").GetString()); // it ended where the object closed
+            var reply = JsonDocument.Parse(result.Json().GetProperty("text").GetString()!["Once".Length..]).RootElement;
+            Assert.Equal(["happy", "mood"], reply.EnumerateObject().Select(p => p.Name).Order());
+            Assert.Contains(reply.GetProperty("mood").GetString(), new[] { "calm", "wild" });
+        }
+        Assert.Contains("--json-schema", CliProcess.Run("generate", SharedData.Stories260K, "--json-schema", "{\"type\": ").Stderr);
+        Assert.Contains("must describe an object", CliProcess.Run("generate", SharedData.Stories260K, "--json-schema", """{"type": "array"}""").Stderr);
+        var missing = CliProcess.Run("generate", SharedData.Stories260K, "--json-schema", dir.File("none.json"));
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("neither inline JSON nor a file", missing.Stderr);
     }
 
     /// <summary><c>generate --chat</c> answers through the chat template as <c>serve</c> does: the same prompt tokens
