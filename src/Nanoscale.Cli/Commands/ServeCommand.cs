@@ -38,9 +38,15 @@ internal static class ServeCommand
         {
             Description = "Run every prompt whole instead of reusing a finished request's cache that holds its beginning (a chat's history, a shared system prompt)",
         };
+        var pooling = new Option<string>("--pooling")
+        {
+            Description = "How /v1/embeddings pools an input's final hidden states: mean over the positions, or the last position's",
+            DefaultValueFactory = _ => "mean",
+        };
+        pooling.AcceptOnlyFromAmong("mean", "last");
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, noPromptCache, json };
+            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, noPromptCache, pooling, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
@@ -57,7 +63,8 @@ internal static class ServeCommand
             // Warm-up: the step's code before listening, then one request of each kind over loopback (the HTTP and JSON code).
             var warming = System.Diagnostics.Stopwatch.StartNew();
             if (!parse.GetValue(noWarmup)) service.WarmUp(cli.Cancellation);
-            var serveOptions = new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey), parse.GetValue(reasoning) == "deepseek");
+            var serveOptions = new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey), parse.GetValue(reasoning) == "deepseek",
+                parse.GetValue(pooling) == "last" ? EmbeddingPooling.Last : EmbeddingPooling.Mean);
             var app = OpenAiServer.Build(service, serveOptions);
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
             if (!parse.GetValue(noWarmup))

@@ -15,7 +15,9 @@ namespace Nanoscale.Cli.Serve;
 
 /// <summary>Where <c>nanoscale serve</c> listens and whom it answers.</summary>
 /// <param name="SplitReasoning">Whether a thinking template's replies give <c>reasoning_content</c> apart from <c>content</c>.</param>
-internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, string? ApiKey = null, bool SplitReasoning = true);
+/// <param name="Pooling">How <c>/v1/embeddings</c> pools an input's hidden states.</param>
+internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, string? ApiKey = null, bool SplitReasoning = true,
+    EmbeddingPooling Pooling = EmbeddingPooling.Mean);
 
 /// <summary>
 /// The OpenAI-compatible HTTP face of a <see cref="CompletionService"/> (Kestrel, minimal APIs):
@@ -96,6 +98,7 @@ internal static class OpenAiServer
         app.MapGet("/v1/models/{**name}", (HttpContext context, string name) => name == service.ModelName
             ? Results.Json(modelObject, Json).ExecuteAsync(context)
             : Error(context, 404, "invalid_request_error", $"the model '{name}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found"));
+        app.MapPost("/v1/embeddings", context => Embed(context, service, options.Pooling));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
         bool split = options.SplitReasoning && service.ChatTemplateThinks;
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));
@@ -107,6 +110,95 @@ internal static class OpenAiServer
     private sealed class BadField(string field, string message) : Exception(message)
     {
         public string Field { get; } = field;
+    }
+
+    /// <summary><c>POST /v1/embeddings</c>: <c>input</c> (a string, a list of strings, a list of token ids, or a list of
+    /// such lists), <c>encoding_format</c> <c>float</c> (the default) or <c>base64</c> (little-endian float32, as the
+    /// official clients ask by default), <c>model</c>; <c>dimensions</c> only as the model's width.</summary>
+    private static async Task Embed(HttpContext context, CompletionService service, EmbeddingPooling pooling)
+    {
+        List<object> inputs;
+        bool base64;
+        try
+        {
+            JsonDocument document;
+            try { document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted); }
+            catch (JsonException e) { throw new BadField("body", $"the body is not valid JSON ({e.Message})"); }
+            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
+            {
+                await Error(context, 413, "invalid_request_error", $"the body exceeds {MaxBodyBytes} bytes", null, "request_too_large");
+                return;
+            }
+            using (document)
+            {
+                var root = document.RootElement;
+                if (root.ValueKind != JsonValueKind.Object) throw new BadField("body", "the body must be a JSON object");
+                if (Str(root, "model") is { } model && model != service.ModelName)
+                {
+                    await Error(context, 404, "invalid_request_error", $"the model '{model}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found");
+                    return;
+                }
+                base64 = Str(root, "encoding_format") switch
+                {
+                    null or "float" => false,
+                    "base64" => true,
+                    _ => throw new BadField("encoding_format", "'encoding_format' may be \"float\" or \"base64\""),
+                };
+                if (Int(root, "dimensions") is { } dimensions && dimensions != service.EmbeddingWidth)
+                    throw new BadField("dimensions", $"this model's embeddings have {service.EmbeddingWidth} dimensions (shortening them is not supported)");
+                inputs = EmbeddingInputs(Field(root, "input") ?? throw new BadField("input", "'input' is required"));
+            }
+        }
+        catch (BadField e)
+        {
+            await Error(context, 400, "invalid_request_error", e.Message, e.Field, null);
+            return;
+        }
+        try
+        {
+            var (vectors, tokens) = await service.EmbedAsync(inputs, pooling, context.RequestAborted);
+            var data = vectors.Select((v, i) => new
+            {
+                @object = "embedding", index = i,
+                embedding = base64 ? (object)Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan())) : v,
+            }).ToArray();
+            await Results.Json(new { @object = "list", data, model = service.ModelName, usage = new { prompt_tokens = tokens, total_tokens = tokens } }, Json)
+                .ExecuteAsync(context);
+        }
+        catch (InvalidOptionException e)
+        {
+            bool tooLong = e.Option == "prompt";
+            await Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, tooLong ? "input" : e.Option, tooLong ? "context_length_exceeded" : null);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // the client went away
+        }
+    }
+
+    /// <summary>The embeddings <c>input</c>: a string, a list of strings, a list of token ids, or a list of such lists.</summary>
+    private static List<object> EmbeddingInputs(JsonElement input)
+    {
+        const string Expected = "'input' must be a string, a list of strings, a list of token ids, or a list of such lists";
+        static int[] Ids(JsonElement list) => [.. list.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.Number && t.TryGetInt32(out int id)
+            ? id : throw new BadField("input", Expected))];
+        switch (input.ValueKind)
+        {
+            case JsonValueKind.String: return [input.GetString()!];
+            case JsonValueKind.Array when input.GetArrayLength() > CompletionService.MaxEmbeddingInputs * 64:
+                throw new BadField("input", "'input' is too long a list");
+            case JsonValueKind.Array when input.GetArrayLength() > 0 && input[0].ValueKind == JsonValueKind.Number:
+                return [Ids(input)];
+            case JsonValueKind.Array:
+                return [.. input.EnumerateArray().Select(item => item.ValueKind switch
+                {
+                    JsonValueKind.String => (object)item.GetString()!,
+                    JsonValueKind.Array => Ids(item),
+                    _ => throw new BadField("input", Expected),
+                })];
+            default:
+                throw new BadField("input", Expected);
+        }
     }
 
     private static async Task Complete(HttpContext context, CompletionService service, bool chat, bool split = false)

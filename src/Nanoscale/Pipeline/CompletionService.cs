@@ -4,6 +4,16 @@ using Nanoscale.Tensors;
 
 namespace Nanoscale.Pipeline;
 
+/// <summary>How <see cref="CompletionService.EmbedAsync"/> pools an input's final hidden states into one vector.</summary>
+public enum EmbeddingPooling
+{
+    /// <summary>The mean over every position (llama.cpp's <c>--pooling mean</c>).</summary>
+    Mean,
+
+    /// <summary>The last position's (what a causal model has read all of the input at).</summary>
+    Last,
+}
+
 /// <summary>One request to <see cref="CompletionService"/>: a prompt (or chat messages) and how to continue it.</summary>
 public sealed record CompletionRequest
 {
@@ -102,6 +112,7 @@ public sealed class CompletionService : IDisposable
     private readonly object _budgetLock = new();
     private TaskCompletionSource _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _reserved;
+    private readonly SemaphoreSlim _embedding = new(1);
     private int _inService;
 
     /// <param name="model">The model, owned by the service from now on.</param>
@@ -292,6 +303,82 @@ public sealed class CompletionService : IDisposable
         {
             Interlocked.Decrement(ref _inService);
         }
+    }
+
+    /// <summary>The length of <see cref="EmbedAsync"/>'s vectors: the model's width.</summary>
+    public int EmbeddingWidth => _model.Config.Dim;
+
+    /// <summary>Inputs of one embeddings request at most.</summary>
+    public const int MaxEmbeddingInputs = 256;
+
+    /// <summary>
+    /// Embeddings (OpenAI's <c>/v1/embeddings</c>, llama.cpp's pooled embeddings of a generative model): each input's
+    /// tokens run through the model in a session of their own, and the final hidden states (after the last RMSNorm)
+    /// are pooled — <see cref="EmbeddingPooling.Mean"/> over every position, or <see cref="EmbeddingPooling.Last"/>, the
+    /// last position's — then scaled to unit length (cosine similarity is then a dot product). Inputs are text
+    /// (tokenized as a completion prompt is) or token ids; each must fit the context; their KV cache is held against the
+    /// budget while they run, one input at a time.
+    /// </summary>
+    /// <returns>One vector of the model's width per input, and the tokens they had together.</returns>
+    /// <exception cref="InvalidOptionException">No inputs or too many, an empty input, an id outside the vocabulary, or an
+    /// input longer than the context.</exception>
+    public async Task<(float[][] Vectors, int Tokens)> EmbedAsync(IReadOnlyList<object> inputs, EmbeddingPooling pooling = EmbeddingPooling.Mean,
+        CancellationToken cancellationToken = default)
+    {
+        if (inputs.Count is 0 or > MaxEmbeddingInputs)
+            throw new InvalidOptionException("input", $"give 1..{MaxEmbeddingInputs} inputs (found {inputs.Count})");
+        var tokenizer = _model.Tokenizer;
+        var all = inputs.Select((input, i) => input switch
+        {
+            string text => tokenizer.Encode(text, addBos: tokenizer.BosId is not null),
+            int[] ids => ids.All(id => (uint)id < (uint)_model.Config.VocabSize) ? ids
+                : throw new InvalidOptionException("input", $"input {i} has a token id outside 0..{_model.Config.VocabSize - 1}"),
+            _ => throw new InvalidOptionException("input", "each input is a string or a list of token ids"),
+        }).ToList();
+        for (int i = 0; i < all.Count; i++)
+        {
+            if (all[i].Length == 0) throw new InvalidOptionException("input", $"input {i} is empty");
+            if (all[i].Length > ContextLength)
+                throw new InvalidOptionException("prompt", $"input {i} has {all[i].Length} tokens; the context holds {ContextLength}");
+        }
+        int width = _model.Config.Dim;
+        var vectors = new float[all.Count][];
+        for (int i = 0; i < all.Count; i++)
+        {
+            var tokens = all[i];
+            long need = KvBytes(tokens.Length);
+            if (KvBudgetBytes is { } budget && need > budget)
+                throw new InvalidOptionException("input", $"input {i}'s {tokens.Length} tokens need {need} bytes of KV cache; the budget is {budget}");
+            await ReserveAsync(need, cancellationToken).ConfigureAwait(false);
+            await _embedding.WaitAsync(cancellationToken).ConfigureAwait(false); // one input at a time beside the batch
+            try
+            {
+                vectors[i] = await Task.Run(() =>
+                {
+                    var session = _model.Model.CreateSession(tokens.Length);
+                    var hidden = new float[(long)tokens.Length * width];
+                    session.ForwardHidden(tokens, hidden, cancellationToken);
+                    return Pool(hidden, tokens.Length, width, pooling);
+                }, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _embedding.Release();
+                Release(need);
+            }
+        }
+        return (vectors, all.Sum(t => t.Length));
+    }
+
+    /// <summary>The pooled, unit-length vector of <paramref name="positions"/> rows of hidden states (a zero vector stays zero).</summary>
+    internal static float[] Pool(ReadOnlySpan<float> hidden, int positions, int width, EmbeddingPooling pooling)
+    {
+        var vector = new double[width];
+        int first = pooling == EmbeddingPooling.Last ? positions - 1 : 0;
+        for (int p = first; p < positions; p++)
+            for (int d = 0; d < width; d++) vector[d] += hidden[p * width + d];
+        double norm = Math.Sqrt(vector.Sum(v => v * v));
+        return [.. vector.Select(v => norm > 0 ? (float)(v / norm) : 0f)];
     }
 
     /// <summary>Waits until <paramref name="bytes"/> of KV cache fit the budget, then holds them, and lets the factory

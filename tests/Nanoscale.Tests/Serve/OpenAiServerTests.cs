@@ -985,3 +985,95 @@ internal sealed class ServedModel : IAsyncDisposable
         Service.Dispose();
     }
 }
+
+/// <summary><c>/v1/embeddings</c> on stories260K: each vector is the model's final hidden states pooled and scaled to
+/// unit length (recomputed here from a session of the runtime), a list of inputs gives each its own, token ids give
+/// what their text gives, base64 carries the same floats, the official client reads them; bad inputs are 400s and an
+/// input longer than the context a 413.</summary>
+public sealed class EmbeddingsTests
+{
+    private static float[] Expected(LoadedModel model, int[] tokens, EmbeddingPooling pooling)
+    {
+        int width = model.Config.Dim;
+        var hidden = new float[tokens.Length * width];
+        model.Model.CreateSession(tokens.Length).ForwardHidden(tokens, hidden);
+        var sum = new double[width];
+        for (int p = pooling == EmbeddingPooling.Last ? tokens.Length - 1 : 0; p < tokens.Length; p++)
+            for (int d = 0; d < width; d++) sum[d] += hidden[p * width + d];
+        double norm = Math.Sqrt(sum.Sum(v => v * v));
+        return [.. sum.Select(v => (float)(v / norm))];
+    }
+
+    [Fact]
+    public async Task EmbeddingsArePooledHiddenStates()
+    {
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(SharedData.Stories260K), "stories260K", contextLength: 64));
+        async Task<(HttpStatusCode Status, JsonElement Json)> Post(string body)
+        {
+            using var r = await served.Http.PostAsync("/v1/embeddings", new StringContent(body, Encoding.UTF8, "application/json"));
+            return (r.StatusCode, JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.Clone());
+        }
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        string[] texts = ["Once upon a time", "The dog ran to the park"];
+        var (status, json) = await Post("""{"input": ["Once upon a time", "The dog ran to the park"], "model": "stories260K"}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("list", json.GetProperty("object").GetString());
+        var data = json.GetProperty("data").EnumerateArray().ToList();
+        Assert.Equal(2, data.Count);
+        int tokens = 0;
+        for (int i = 0; i < texts.Length; i++)
+        {
+            var ids = model.Tokenizer.Encode(texts[i], addBos: true);
+            tokens += ids.Length;
+            Assert.Equal(i, data[i].GetProperty("index").GetInt32());
+            var vector = data[i].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle()).ToArray();
+            var expected = Expected(model, ids, EmbeddingPooling.Mean);
+            Assert.Equal(model.Config.Dim, vector.Length);
+            for (int d = 0; d < vector.Length; d++) Assert.Equal(expected[d], vector[d], 1e-5f);
+            Assert.Equal(1.0, Math.Sqrt(vector.Sum(v => (double)v * v)), 5);
+        }
+        Assert.Equal(tokens, json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+
+        // One string, token ids, base64: the same vector.
+        var first = data[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle()).ToArray();
+        var (_, single) = await Post("""{"input": "Once upon a time"}""");
+        Assert.Equal(first, single.GetProperty("data")[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle()));
+        var ids0 = string.Join(", ", model.Tokenizer.Encode(texts[0], addBos: true));
+        var (_, byIds) = await Post($$"""{"input": [{{ids0}}]}""");
+        Assert.Equal(first, byIds.GetProperty("data")[0].GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle()));
+        var (_, packed) = await Post("""{"input": ["Once upon a time"], "encoding_format": "base64"}""");
+        var bytes = Convert.FromBase64String(packed.GetProperty("data")[0].GetProperty("embedding").GetString()!);
+        Assert.Equal(first, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray());
+
+        // The official client.
+        var client = new OpenAI.Embeddings.EmbeddingClient("stories260K", new System.ClientModel.ApiKeyCredential("unused"),
+            new OpenAI.OpenAIClientOptions { Endpoint = new Uri(served.App.Urls.Single() + "/v1") });
+        var embedding = await client.GenerateEmbeddingAsync("Once upon a time");
+        Assert.Equal(first, embedding.Value.ToFloats().ToArray());
+
+        foreach (var bad in new[] { """{"input": []}""", """{"input": [[]]}""", """{"input": [3.5]}""", """{"input": {"a": 1}}""", """{}""",
+                     """{"input": "x", "encoding_format": "hex"}""", """{"input": "x", "dimensions": 5}""", """{"input": [[99999]]}""" })
+        {
+            var (code, error) = await Post(bad);
+            Assert.True(code == HttpStatusCode.BadRequest, bad);
+            Assert.Equal("invalid_request_error", error.GetProperty("error").GetProperty("type").GetString());
+        }
+        var (tooLong, longError) = await Post(JsonSerializer.Serialize(new { input = string.Concat(Enumerable.Repeat("Once upon a time. ", 40)) }));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, tooLong);
+        Assert.Equal("context_length_exceeded", longError.GetProperty("error").GetProperty("code").GetString());
+        Assert.Equal(HttpStatusCode.NotFound, (await Post("""{"input": "x", "model": "other"}""")).Status);
+        Assert.Equal(0, served.Service.ReservedKvBytes);
+    }
+
+    [Fact]
+    public async Task LastPoolingIsTheLastPosition()
+    {
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s");
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        var (vectors, tokens) = await service.EmbedAsync(["Once upon a time"], EmbeddingPooling.Last);
+        var ids = model.Tokenizer.Encode("Once upon a time", addBos: true);
+        Assert.Equal(ids.Length, tokens);
+        var expected = Expected(model, ids, EmbeddingPooling.Last);
+        for (int d = 0; d < expected.Length; d++) Assert.Equal(expected[d], vectors[0][d], 1e-5f);
+    }
+}
