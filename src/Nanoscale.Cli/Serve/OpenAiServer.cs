@@ -240,6 +240,7 @@ internal static class OpenAiServer
                     LogProbs = logProbs,
                     Seed = Int(root, "seed") ?? Environment.TickCount,
                     StopStrings = Stops(root),
+                    LogitBias = LogitBias(root),
                 };
                 int maxTokens = Int(root, chat ? "max_completion_tokens" : "max_tokens") ?? Int(root, "max_tokens") ?? (chat ? Math.Min(256, service.MaxTokensLimit) : 16);
                 request = chat
@@ -562,6 +563,24 @@ internal static class OpenAiServer
         { ValueKind: JsonValueKind.Object } o => o.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone()),
         _ => throw new BadField("chat_template_kwargs", "'chat_template_kwargs' must be an object"),
     };
+
+    /// <summary><c>logit_bias</c>: <c>{"token id": bias}</c>, at most 1024 entries (the bias range is checked with the
+    /// other sampling options).</summary>
+    private static Dictionary<int, double>? LogitBias(JsonElement root)
+    {
+        if (Field(root, "logit_bias") is not { } bias) return null;
+        const string Expected = "'logit_bias' must map token ids (as strings) to numbers, at most 1024 of them";
+        if (bias.ValueKind != JsonValueKind.Object) throw new BadField("logit_bias", Expected);
+        var map = new Dictionary<int, double>();
+        foreach (var entry in bias.EnumerateObject())
+        {
+            if (map.Count == 1024 || !int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id)
+                || entry.Value.ValueKind != JsonValueKind.Number)
+                throw new BadField("logit_bias", Expected);
+            map[id] = entry.Value.GetDouble();
+        }
+        return map;
+    }
 
     /// <summary><c>response_format</c>: <c>text</c> (null), <c>json_object</c> (any object) or
     /// <c>{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}</c> (an object following the schema).</summary>

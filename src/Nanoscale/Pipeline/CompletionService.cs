@@ -244,6 +244,8 @@ public sealed class CompletionService : IDisposable
         if (request.MaxTokens < 1 || request.MaxTokens > MaxTokensLimit)
             throw new InvalidOptionException("max_tokens", $"{request.MaxTokens} is outside 1..{MaxTokensLimit}");
         var sampling = request.Sampling.Validate();
+        if (sampling.LogitBias?.Keys.FirstOrDefault(id => id >= _model.Config.VocabSize, -1) is >= 0 and var outside)
+            throw new InvalidOptionException("logit_bias", $"token {outside} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
         var (start, constraint) = ForcedCall(request);
         var prompt = PromptTokens(request, start);
         if (prompt.Length == 0) throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");

@@ -91,6 +91,10 @@ public sealed record SamplingOptions
     /// <summary>Token ids that end generation besides the tokenizer's EOS (e.g. <c>generation_config.json</c>'s).</summary>
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
 
+    /// <summary>Added to the logits of these token ids before each choice (OpenAI's <c>logit_bias</c>: −100 bans a
+    /// token, +100 all but forces it; within −100..100), greedy or sampled.</summary>
+    public IReadOnlyDictionary<int, double>? LogitBias { get; init; }
+
     /// <summary>The most alternatives <see cref="LogProbs"/> may ask for.</summary>
     public const int MaxLogProbs = 20;
 
@@ -107,6 +111,9 @@ public sealed record SamplingOptions
         if (!(PresencePenalty >= -2 && PresencePenalty <= 2)) throw new InvalidOptionException("presence_penalty", $"must be within -2..2, not {PresencePenalty}");
         if (LogProbs is < 0 or > MaxLogProbs) throw new InvalidOptionException("logprobs", $"must be within 0..{MaxLogProbs} alternatives, not {LogProbs}");
         if (StopStrings.Any(string.IsNullOrEmpty)) throw new InvalidOptionException("stop", "a stop string cannot be empty");
+        foreach (var (id, value) in LogitBias ?? new Dictionary<int, double>())
+            if (id < 0 || !(value >= -100 && value <= 100))
+                throw new InvalidOptionException("logit_bias", $"token {id}: a bias within -100..100 for a token id ≥ 0, not {value}");
         return this;
     }
 }
@@ -205,7 +212,7 @@ public static class Generation
         /// <param name="promptLength">How many of <paramref name="sequence"/> are the prompt.</param>
         public int Next(ReadOnlySpan<float> logits, IReadOnlyList<int> sequence, int promptLength)
         {
-            bool penalties = options.RepetitionPenalty != 1 || options.FrequencyPenalty != 0 || options.PresencePenalty != 0;
+            bool penalties = options.RepetitionPenalty != 1 || options.FrequencyPenalty != 0 || options.PresencePenalty != 0 || options.LogitBias is { Count: > 0 };
             if (options.Temperature == 0 && !penalties) return Kernels.ArgMax(logits);
             var x = (_scratch ??= new float[vocab]).AsSpan(0, logits.Length);
             logits.CopyTo(x);
@@ -222,6 +229,9 @@ public static class Generation
                 foreach (var (id, count) in counts)
                     if ((uint)id < (uint)x.Length) x[id] -= (float)(count * options.FrequencyPenalty + options.PresencePenalty);
             }
+            if (options.LogitBias is { } bias)
+                foreach (var (id, value) in bias)
+                    if ((uint)id < (uint)x.Length) x[id] += (float)value;
             if (options.Temperature == 0) return Kernels.ArgMax(x);
             return Sample(x);
         }

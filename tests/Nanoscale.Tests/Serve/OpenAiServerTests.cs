@@ -69,6 +69,29 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             (usage.GetProperty("prompt_tokens").GetInt32(), usage.GetProperty("completion_tokens").GetInt32(), usage.GetProperty("total_tokens").GetInt32()));
     }
 
+    /// <summary><c>logit_bias</c> shifts the logits before each choice: −100 on the greedy first token makes another
+    /// come first, +100 on one token makes every token that one; ids outside the vocabulary, biases outside −100..100
+    /// and keys that are not ids are 400s.</summary>
+    [Fact]
+    public async Task LogitBiasShiftsTheChoice()
+    {
+        await Start();
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        var greedy = model.Generate("Once upon a time", 4, new SamplingOptions(), null);
+        int first = greedy.Tokens[greedy.PromptTokens];
+        async Task<(HttpStatusCode, JsonElement)> Complete(string bias) =>
+            await Post("/v1/completions", $$"""{"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0, "logit_bias": {{bias}}}""");
+        var (status, banned) = await Complete($$"""{"{{first}}": -100}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var text = banned.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        Assert.NotEqual(model.Tokenizer.Decode([first]), text[..Math.Min(text.Length, model.Tokenizer.Decode([first]).Length)]);
+        int forced = model.Tokenizer.Encode(" cat", addBos: false)[^1];
+        var (_, always) = await Complete($$"""{"{{forced}}": 100}""");
+        Assert.Equal(string.Concat(Enumerable.Repeat(model.Tokenizer.Decode([forced]), 4)), always.GetProperty("choices")[0].GetProperty("text").GetString());
+        foreach (var bad in new[] { """{"99999": 1}""", """{"5": 200}""", """{"five": 1}""", "[1]", """{"-1": 1}""" })
+            Assert.Equal(HttpStatusCode.BadRequest, (await Complete(bad)).Item1);
+    }
+
     [Fact]
     public async Task StreamedChunksAddUpToTheSameTextThenUsageThenDone()
     {
@@ -90,7 +113,8 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     private static readonly string[] Fields =
     [
         "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream", "n", "seed", "logprobs",
-        "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user",
+        "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user", "logit_bias",
+        "tool_choice",
     ];
 
     /// <summary>Any JSON value: scalars of every kind and edge (huge, negative, NaN-free floats, empty and non-ASCII
