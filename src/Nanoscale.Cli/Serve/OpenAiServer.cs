@@ -71,7 +71,7 @@ internal static class OpenAiServer
         if (options.ApiKey is { } key)
             app.Use(async (context, next) =>
             {
-                if (context.Request.Path.StartsWithSegments("/v1") && context.Request.Headers.Authorization.ToString() != $"Bearer {key}")
+                if (!context.Request.Path.StartsWithSegments("/health") && context.Request.Headers.Authorization.ToString() != $"Bearer {key}")
                 {
                     await Error(context, 401, "invalid_request_error", "missing or wrong API key (Authorization: Bearer KEY)", null, "invalid_api_key");
                     return;
@@ -99,6 +99,8 @@ internal static class OpenAiServer
             ? Results.Json(modelObject, Json).ExecuteAsync(context)
             : Error(context, 404, "invalid_request_error", $"the model '{name}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found"));
         app.MapPost("/v1/embeddings", context => Embed(context, service, options.Pooling));
+        foreach (var route in (string[])["tokenize", "detokenize", "apply-template"])
+            app.MapPost("/" + route, context => Utility(context, service, route));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
         bool split = options.SplitReasoning && service.ChatTemplateThinks;
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));
@@ -112,6 +114,75 @@ internal static class OpenAiServer
         public string Field { get; } = field;
     }
 
+    /// <summary>A request's body as a JSON object, or null when an answer went out already (a body over the size limit:
+    /// 413; another model's name: 404).</summary>
+    /// <exception cref="BadField">Not JSON, or not an object.</exception>
+    private static async Task<JsonDocument?> ReadBody(HttpContext context, CompletionService service)
+    {
+        JsonDocument document;
+        try { document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted); }
+        catch (JsonException e) { throw new BadField("body", $"the body is not valid JSON ({e.Message})"); }
+        catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
+        {
+            await Error(context, 413, "invalid_request_error", $"the body exceeds {MaxBodyBytes} bytes", null, "request_too_large");
+            return null;
+        }
+        var root = document.RootElement;
+        try
+        {
+            if (root.ValueKind != JsonValueKind.Object) throw new BadField("body", "the body must be a JSON object");
+            if (Str(root, "model") is { } model && model != service.ModelName)
+            {
+                await Error(context, 404, "invalid_request_error", $"the model '{model}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found");
+                document.Dispose();
+                return null;
+            }
+        }
+        catch
+        {
+            document.Dispose();
+            throw;
+        }
+        return document;
+    }
+
+    /// <summary>llama.cpp's utility routes: <c>POST /tokenize</c> <c>{"content", "add_special"}</c> →
+    /// <c>{"tokens"}</c>, <c>POST /detokenize</c> <c>{"tokens"}</c> → <c>{"content"}</c>, and <c>POST /apply-template</c>
+    /// <c>{"messages", "tools", "chat_template_kwargs"}</c> → <c>{"prompt"}</c> (the chat template's rendering, as a chat
+    /// request's prompt is made).</summary>
+    private static async Task Utility(HttpContext context, CompletionService service, string route)
+    {
+        try
+        {
+            if (await ReadBody(context, service) is not { } document) return;
+            object answer;
+            using (document)
+            {
+                var root = document.RootElement;
+                answer = route switch
+                {
+                    "tokenize" => new { tokens = service.Tokenize(Str(root, "content") ?? throw new BadField("content", "'content' is required"), Bool(root, "add_special") ?? false) },
+                    "detokenize" => new
+                    {
+                        content = service.Detokenize(Field(root, "tokens") is { ValueKind: JsonValueKind.Array } list
+                            ? [.. list.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.Number && t.TryGetInt32(out int id) ? id : throw new BadField("tokens", "'tokens' must be a list of token ids"))]
+                            : throw new BadField("tokens", "'tokens' must be a list of token ids")),
+                    },
+                    _ => new { prompt = service.RenderPrompt(new CompletionRequest { Messages = Messages(root), Tools = Tools(root), ChatTemplateArguments = TemplateArguments(root) }) },
+                };
+            }
+            await Results.Json(answer, Json).ExecuteAsync(context);
+        }
+        catch (BadField e)
+        {
+            await Error(context, 400, "invalid_request_error", e.Message, e.Field, null);
+        }
+        catch (InvalidOptionException e)
+        {
+            await Error(context, 400, "invalid_request_error", e.Message, e.Option, null);
+        }
+    }
+
     /// <summary><c>POST /v1/embeddings</c>: <c>input</c> (a string, a list of strings, a list of token ids, or a list of
     /// such lists), <c>encoding_format</c> <c>float</c> (the default) or <c>base64</c> (little-endian float32, as the
     /// official clients ask by default), <c>model</c>; <c>dimensions</c> only as the model's width.</summary>
@@ -121,23 +192,10 @@ internal static class OpenAiServer
         bool base64;
         try
         {
-            JsonDocument document;
-            try { document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted); }
-            catch (JsonException e) { throw new BadField("body", $"the body is not valid JSON ({e.Message})"); }
-            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
-            {
-                await Error(context, 413, "invalid_request_error", $"the body exceeds {MaxBodyBytes} bytes", null, "request_too_large");
-                return;
-            }
+            if (await ReadBody(context, service) is not { } document) return;
             using (document)
             {
                 var root = document.RootElement;
-                if (root.ValueKind != JsonValueKind.Object) throw new BadField("body", "the body must be a JSON object");
-                if (Str(root, "model") is { } model && model != service.ModelName)
-                {
-                    await Error(context, 404, "invalid_request_error", $"the model '{model}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found");
-                    return;
-                }
                 base64 = Str(root, "encoding_format") switch
                 {
                     null or "float" => false,
@@ -208,23 +266,10 @@ internal static class OpenAiServer
         int choices;
         try
         {
-            JsonDocument document;
-            try { document = await JsonDocument.ParseAsync(context.Request.Body, default, context.RequestAborted); }
-            catch (JsonException e) { throw new BadField("body", $"the body is not valid JSON ({e.Message})"); }
-            catch (Microsoft.AspNetCore.Http.BadHttpRequestException e) when (e.StatusCode == 413)
-            {
-                await Error(context, 413, "invalid_request_error", $"the body exceeds {MaxBodyBytes} bytes", null, "request_too_large");
-                return;
-            }
+            if (await ReadBody(context, service) is not { } document) return;
             using (document)
             {
                 var root = document.RootElement;
-                if (root.ValueKind != JsonValueKind.Object) throw new BadField("body", "the body must be a JSON object");
-                if (Str(root, "model") is { } model && model != service.ModelName)
-                {
-                    await Error(context, 404, "invalid_request_error", $"the model '{model}' does not exist; this server serves '{service.ModelName}'", "model", "model_not_found");
-                    return;
-                }
                 var jsonReply = JsonReply(root);
                 stream = Bool(root, "stream") ?? false;
                 choices = Int(root, "n") ?? 1;

@@ -194,6 +194,27 @@ public sealed class CompletionService : IDisposable
         return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
     }
 
+    /// <summary>The text a chat request's prompt is (its messages, tools and template arguments rendered with the chat
+    /// template, before tokenizing): what <c>/apply-template</c> shows.</summary>
+    /// <exception cref="InvalidOptionException">No messages, or the template refused them.</exception>
+    public string RenderPrompt(CompletionRequest request) =>
+        request.Messages is { Count: > 0 } messages ? _template.Render(messages, request.ChatTemplateArguments, tools: request.Tools)
+            : throw new InvalidOptionException("messages", "at least one message is needed");
+
+    /// <summary>Token ids of <paramref name="text"/>, with BOS first when <paramref name="addSpecial"/> and the tokenizer
+    /// has one (special tokens written in the text are read as such either way).</summary>
+    public int[] Tokenize(string text, bool addSpecial) => _model.Tokenizer.Encode(text, addBos: addSpecial && _model.Tokenizer.BosId is not null);
+
+    /// <summary>The text of <paramref name="ids"/> (control tokens give none).</summary>
+    /// <exception cref="InvalidOptionException">An id outside the vocabulary.</exception>
+    public string Detokenize(int[] ids)
+    {
+        foreach (int id in ids)
+            if ((uint)id >= (uint)_model.Config.VocabSize)
+                throw new InvalidOptionException("tokens", $"token {id} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
+        return _model.Tokenizer.Decode(ids);
+    }
+
     /// <summary>For a request that must call a function, or answer with a JSON object: the reply's forced beginning and
     /// the constraint on the rest (<see cref="ToolCallParser.Forced"/>, <see cref="JsonConstraint"/>); none otherwise.</summary>
     /// <exception cref="InvalidOptionException">No tools or no chat, a template that does not describe tools, a named

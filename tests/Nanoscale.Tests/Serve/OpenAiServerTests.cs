@@ -216,7 +216,8 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [InlineData("/v1/completions", """{"prompt": "x", "model": "gpt-4"}""", 404, "model")]
     [InlineData("/v1/chat/completions", """{"messages": []}""", 400, "messages")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "robot", "content": "hi"}]}""", 400, "messages")]
-    [InlineData("/v1/embeddings", """{}""", 404, null)]
+    [InlineData("/v1/audio/speech", """{}""", 404, null)]
+    [InlineData("/v1/embeddings", """{}""", 400, "input")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}""", 400, "tools")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "yaml"}}""", 400, "response_format")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array"}}}}""", 400, "response_format")]
@@ -1007,6 +1008,42 @@ internal sealed class ServedModel : IAsyncDisposable
         await App.StopAsync();
         await App.DisposeAsync();
         Service.Dispose();
+    }
+}
+
+/// <summary>llama.cpp's utility routes on a generated Qwen2.5-shaped model with its real tokenizer and template:
+/// <c>/tokenize</c> is the tokenizer's encoding, <c>/detokenize</c> its decoding, <c>/apply-template</c> the chat
+/// template's rendering; bad bodies are 400s, and with an API key they need it like the API does.</summary>
+public sealed class UtilityRouteTests
+{
+    [Fact]
+    public async Task TokenizeDetokenizeAndApplyTemplate()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 256);
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"), new ServeOptions("127.0.0.1", 0, ApiKey: "k"));
+        served.Http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "k");
+        async Task<(HttpStatusCode Status, JsonElement Json)> Post(string route, string body)
+        {
+            using var r = await served.Http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
+            return (r.StatusCode, JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.Clone());
+        }
+        var tokenizer = TokenizerLoader.Open(folder);
+        var (status, tokens) = await Post("/tokenize", """{"content": "Hello wörld, 123!"}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var ids = tokens.GetProperty("tokens").EnumerateArray().Select(t => t.GetInt32()).ToArray();
+        Assert.Equal(tokenizer.Encode("Hello wörld, 123!", addBos: false), ids);
+        var (_, text) = await Post("/detokenize", $$"""{"tokens": [{{string.Join(", ", ids)}}]}""");
+        Assert.Equal("Hello wörld, 123!", text.GetProperty("content").GetString());
+        var (_, prompt) = await Post("/apply-template", """{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}""");
+        Assert.Equal(ChatTemplate.Find(folder).Render([("system", "Be brief."), ("user", "Hi")]), prompt.GetProperty("prompt").GetString());
+
+        foreach (var (route, body) in new[] { ("/tokenize", "{}"), ("/tokenize", """{"content": 5}"""), ("/detokenize", """{"tokens": [999999]}"""),
+                     ("/detokenize", """{"tokens": "x"}"""), ("/apply-template", """{"messages": []}"""), ("/tokenize", "[1]") })
+            Assert.True((await Post(route, body)).Status == HttpStatusCode.BadRequest, $"{route} {body}");
+        served.Http.DefaultRequestHeaders.Authorization = null;
+        Assert.Equal(HttpStatusCode.Unauthorized, (await Post("/tokenize", """{"content": "x"}""")).Status);
+        Assert.Equal(HttpStatusCode.OK, (await served.Http.GetAsync("/health")).StatusCode);
     }
 }
 
