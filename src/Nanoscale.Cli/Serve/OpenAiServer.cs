@@ -92,6 +92,7 @@ internal static class OpenAiServer
             prompt_cache = service.PromptCache,
             cached_prompt_tokens = service.CachedPromptTokens,
         }, Json));
+        app.MapGet("/metrics", () => Results.Text(Metrics(service), "text/plain; version=0.0.4; charset=utf-8"));
         var modelObject = new { id = service.ModelName, @object = "model", created = 0, owned_by = "nanoscale" };
         app.MapGet("/v1/models", () => Results.Json(new { @object = "list", data = new[] { modelObject } }, Json));
         // Retrieve a model (the OpenAI clients' GetModel): this one, or 404.
@@ -112,6 +113,48 @@ internal static class OpenAiServer
     private sealed class BadField(string field, string message) : Exception(message)
     {
         public string Field { get; } = field;
+    }
+
+    /// <summary><c>GET /metrics</c>: the service's counters and gauges in Prometheus' text format (<c>nanoscale_</c> names).</summary>
+    internal static string Metrics(CompletionService service)
+    {
+        var m = service.Metrics;
+        var text = new StringBuilder();
+        void Write(string name, string type, string help, object value)
+        {
+            text.Append("# HELP nanoscale_").Append(name).Append(' ').Append(help).Append('\n');
+            text.Append("# TYPE nanoscale_").Append(name).Append(' ').Append(type).Append('\n');
+            text.Append("nanoscale_").Append(name).Append(' ').Append(Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)).Append('\n');
+        }
+        Write("requests_admitted_total", "counter", "Completion and chat requests admitted.", m.Admitted);
+        Write("requests_finished_total", "counter", "Requests that finished with an answer.", m.Finished);
+        Write("requests_cancelled_total", "counter", "Requests cancelled (their client went away).", m.Cancelled);
+        Write("requests_failed_total", "counter", "Requests that failed after admission (refused by the chat template, over the KV budget, ...).", m.Failed);
+        Write("requests_rejected_total", "counter", "Requests turned away with 429: the batch and the queue were full.", m.Rejected);
+        Write("prompt_tokens_total", "counter", "Prompt tokens of finished requests.", m.PromptTokens);
+        Write("prompt_tokens_cached_total", "counter", "Prompt tokens taken from kept or running caches instead of run.", m.CachedPromptTokens);
+        Write("generated_tokens_total", "counter", "Tokens generated for finished requests.", m.GeneratedTokens);
+        Write("embedding_inputs_total", "counter", "Inputs embedded.", m.EmbeddingInputs);
+        Write("embedding_tokens_total", "counter", "Tokens of the inputs embedded.", m.EmbeddingTokens);
+        Write("steps_total", "counter", "Passes over the weights the batch has run.", service.Steps);
+        Write("requests_running", "gauge", "Sequences in the running batch.", service.Running);
+        Write("requests_in_service", "gauge", "Requests admitted and not finished (running or waiting).", service.InService);
+        Write("kv_reserved_bytes", "gauge", "KV cache the admitted requests hold.", service.ReservedKvBytes);
+        Write("kv_kept_bytes", "gauge", "KV cache finished requests' sessions keep for the next.", service.PooledKvBytes);
+        if (service.KvBudgetBytes is { } budget) Write("kv_budget_bytes", "gauge", "The KV budget (--kv-budget).", budget);
+        var (buckets, count, sum) = m.FirstText();
+        text.Append("# HELP nanoscale_time_to_first_text_seconds From a request's arrival to its first generated text.\n");
+        text.Append("# TYPE nanoscale_time_to_first_text_seconds histogram\n");
+        long cumulative = 0;
+        for (int i = 0; i < buckets.Length; i++)
+        {
+            cumulative += buckets[i];
+            string le = i < ServiceMetrics.FirstTextBounds.Count ? ServiceMetrics.FirstTextBounds[i].ToString(System.Globalization.CultureInfo.InvariantCulture) : "+Inf";
+            text.Append("nanoscale_time_to_first_text_seconds_bucket{le=\"").Append(le).Append("\"} ").Append(cumulative).Append('\n');
+        }
+        text.Append("nanoscale_time_to_first_text_seconds_sum ").Append(sum.ToString("R", System.Globalization.CultureInfo.InvariantCulture)).Append('\n');
+        text.Append("nanoscale_time_to_first_text_seconds_count ").Append(count).Append('\n');
+        return text.ToString();
     }
 
     /// <summary>A request's body as a JSON object, or null when an answer went out already (a body over the size limit:

@@ -282,8 +282,12 @@ public sealed class CompletionService : IDisposable
         if (Interlocked.Increment(ref _inService) > MaxBatch + MaxWaiting)
         {
             Interlocked.Decrement(ref _inService);
+            Metrics.Reject();
             throw new ServiceBusyException($"{MaxBatch} requests are running and {MaxWaiting} waiting; try again later");
         }
+        Metrics.Admit();
+        var arrived = System.Diagnostics.Stopwatch.StartNew();
+        bool firstText = false;
         try
         {
             await ReserveAsync(need, cancellationToken).ConfigureAwait(false);
@@ -302,6 +306,11 @@ public sealed class CompletionService : IDisposable
                 CompletionLogProb Named(TokenLogProb t) => new(Piece(t.Id), t.LogProb, [.. t.Top.Select(a => (Piece(a.Id), a.LogProb))]);
                 var result = await _factory.SubmitAsync(prompt, maxTokens, sampling, piece =>
                 {
+                    if (!firstText)
+                    {
+                        firstText = true;
+                        Metrics.FirstTextAfter(arrived.Elapsed);
+                    }
                     text.Append(piece);
                     onText?.Invoke(piece);
                 }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)]), constraint).ConfigureAwait(false);
@@ -315,6 +324,7 @@ public sealed class CompletionService : IDisposable
                 // With tools offered, a reply that spells out calls is those calls (and the text before them).
                 if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text) is { } parsed)
                     outcome = outcome with { Text = parsed.Content ?? "", ToolCalls = parsed.Calls, FinishReason = "tool_calls" };
+                Metrics.Finish(outcome);
                 return outcome;
             }
             finally
@@ -322,11 +332,27 @@ public sealed class CompletionService : IDisposable
                 Release(need);
             }
         }
+        catch (OperationCanceledException)
+        {
+            Metrics.Cancel();
+            throw;
+        }
+        catch
+        {
+            Metrics.Fail();
+            throw;
+        }
         finally
         {
             Interlocked.Decrement(ref _inService);
         }
     }
+
+    /// <summary>What the service has done since it started (<c>/metrics</c>).</summary>
+    public ServiceMetrics Metrics { get; } = new();
+
+    /// <summary>Steps the batch has run (passes over the weights).</summary>
+    public long Steps => _factory.Steps;
 
     /// <summary>The length of <see cref="EmbedAsync"/>'s vectors: the model's width.</summary>
     public int EmbeddingWidth => _model.Config.Dim;
@@ -390,6 +416,7 @@ public sealed class CompletionService : IDisposable
                 Release(need);
             }
         }
+        Metrics.Embedded(all.Count, all.Sum(t => t.Length));
         return (vectors, all.Sum(t => t.Length));
     }
 

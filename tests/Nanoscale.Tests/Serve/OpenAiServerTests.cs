@@ -1011,6 +1011,48 @@ internal sealed class ServedModel : IAsyncDisposable
     }
 }
 
+/// <summary><c>/metrics</c>: Prometheus' text format, and numbers that add up — requests finished and cancelled,
+/// their prompt and generated tokens as the answers' usage says, one first-text observation per answered request.</summary>
+public sealed class MetricsTests
+{
+    [Fact]
+    public async Task MetricsCountWhatTheServiceDid()
+    {
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s"));
+        int prompt = 0, generated = 0;
+        foreach (var body in new[] { """{"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}""", """{"prompt": "The dog", "max_tokens": 5, "stream": true}""" })
+        {
+            using var r = await served.Http.PostAsync("/v1/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+            var text = await r.Content.ReadAsStringAsync();
+            var usage = text.StartsWith("data: ")
+                ? JsonDocument.Parse(text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[^2]["data: ".Length..]).RootElement.GetProperty("usage")
+                : JsonDocument.Parse(text).RootElement.GetProperty("usage");
+            prompt += usage.GetProperty("prompt_tokens").GetInt32();
+            generated += usage.GetProperty("completion_tokens").GetInt32();
+        }
+        using var cancel = new CancellationTokenSource();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => served.Service.CompleteAsync(
+            new CompletionRequest { Prompt = "Once", MaxTokens = 200 }, _ => cancel.Cancel(), cancel.Token));
+        await served.Service.EmbedAsync(["Once upon a time"]);
+
+        using var response = await served.Http.GetAsync("/metrics");
+        Assert.Equal("text/plain", response.Content.Headers.ContentType?.MediaType);
+        var lines = (await response.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.All(lines, l => Assert.Matches(@"^(# (HELP|TYPE) nanoscale_\w+ .+|nanoscale_\w+(\{le=""[^""]+""\})? [0-9.eE+-]+)$", l));
+        double Value(string name) => double.Parse(lines.Single(l => l.StartsWith(name + " ")).Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(3, Value("nanoscale_requests_admitted_total"));
+        Assert.Equal(2, Value("nanoscale_requests_finished_total"));
+        Assert.Equal(1, Value("nanoscale_requests_cancelled_total"));
+        Assert.Equal(prompt, Value("nanoscale_prompt_tokens_total"));
+        Assert.Equal(generated, Value("nanoscale_generated_tokens_total"));
+        Assert.Equal(1, Value("nanoscale_embedding_inputs_total"));
+        Assert.Equal(3, Value("nanoscale_time_to_first_text_seconds_count")); // the cancelled one had its first text too
+        Assert.Equal(3, Value("nanoscale_time_to_first_text_seconds_bucket{le=\"+Inf\"}"));
+        Assert.True(Value("nanoscale_steps_total") >= 8);
+        Assert.Equal(0, Value("nanoscale_requests_in_service"));
+    }
+}
+
 /// <summary>llama.cpp's utility routes on a generated Qwen2.5-shaped model with its real tokenizer and template:
 /// <c>/tokenize</c> is the tokenizer's encoding, <c>/detokenize</c> its decoding, <c>/apply-template</c> the chat
 /// template's rendering; bad bodies are 400s, and with an API key they need it like the API does.</summary>
