@@ -168,6 +168,34 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, ok);
     }
 
+    /// <summary>The other POST routes (embeddings, llama.cpp's utility routes) with random bodies: an answer or an
+    /// error object with a 4xx status, never a 500, and the server serves afterwards.</summary>
+    [Fact]
+    public async Task RandomBodiesOnTheOtherRoutesNeverFail()
+    {
+        await Start();
+        string[] fields = ["input", "encoding_format", "dimensions", "model", "content", "add_special", "tokens", "messages", "tools", "chat_template_kwargs"];
+        string[] routes = ["/v1/embeddings", "/tokenize", "/detokenize", "/apply-template"];
+        var bodies = Gen.Select(Gen.OneOf<string>(routes), Gen.Select(Gen.OneOf<string>(fields), JsonValue(2), (k, v) => $"\"{k}\": {v}").Array[0, 4])
+            .Array[200].Single();
+        var seen = new HashSet<int>();
+        foreach (var (route, members) in bodies)
+        {
+            var body = "{" + string.Join(", ", members) + "}";
+            using var response = await _http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            int status = (int)response.StatusCode;
+            seen.Add(status);
+            Assert.True(status is 200 or 400 or 404 or 413, $"{status} for {route} {body}: {text}");
+            var json = JsonDocument.Parse(text).RootElement;
+            if (status != 200) Assert.False(string.IsNullOrEmpty(json.GetProperty("error").GetProperty("message").GetString()), body);
+        }
+        Assert.Contains(400, seen);
+        var (ok, _) = await Post("/tokenize", """{"content": "Once"}""");
+        Assert.Equal(HttpStatusCode.OK, ok);
+        Assert.Equal(0, _service.ReservedKvBytes);
+    }
+
     [Fact]
     public async Task StreamedChatNamesTheRoleInEachChoicesFirstDeltaOnly()
     {
