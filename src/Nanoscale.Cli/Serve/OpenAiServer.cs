@@ -501,6 +501,8 @@ internal static class OpenAiServer
         // rest when the reply is done (its remaining text, or its calls).
         bool tools = requests[0].Tools is { Count: > 0 };
         var gates = tools ? requests.Select(_ => new ToolCallStream()).ToArray() : null;
+        // ... and its calls go out as they are written: a call's id and name, then its arguments piece by piece.
+        var calling = tools ? requests.Select(_ => new ToolCallDeltas()).ToArray() : null;
         // A thinking template's replies: the reasoning block goes out as reasoning_content, the rest as content.
         bool inside = split && service.StartsInReasoning(requests[0]); // every choice has the same prompt
         var thinking = split ? requests.Select(_ => new ReasoningStream(inside)).ToArray() : null;
@@ -529,8 +531,23 @@ internal static class OpenAiServer
         // The answer text of a piece, through the tool gate when tools are offered.
         async Task Answer(int index, string text, IReadOnlyList<CompletionLogProb>? logProbs)
         {
-            if (gates is null) await Send(Chunk(index, text, null, logProbs));
-            else if (gates[index].Accept(text) is { Length: > 0 } ready) await Send(Chunk(index, ready, null));
+            if (gates is null)
+            {
+                await Send(Chunk(index, text, null, logProbs));
+                return;
+            }
+            if (gates[index].Accept(text) is { Length: > 0 } ready) await Send(Chunk(index, ready, null));
+            foreach (var call in calling![index].Accept(text)) await Send(CallChunk(index, call));
+        }
+        // A tool_calls delta: a call's start (index, id, type, name, empty arguments) or a piece of its arguments.
+        object CallChunk(int index, ToolCallDeltas.Delta d)
+        {
+            object call = d.Id is not null
+                ? new { index = d.Index, id = d.Id, type = "function", function = new { name = d.Name, arguments = "" } }
+                : new { index = d.Index, function = new { arguments = d.Arguments } };
+            object delta = roleSent[index] ? new { tool_calls = new[] { call } } : new { role = "assistant", content = (string?)null, tool_calls = new[] { call } };
+            roleSent[index] = true;
+            return new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta, logprobs = (object?)null, finish_reason = (string?)null } } };
         }
         object Chunk(int index, string? text, string? finish, IReadOnlyList<CompletionLogProb>? logProbs = null) => chat
             ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = Delta(index, text), logprobs = ChatLogProbs(logProbs), finish_reason = finish } } }
@@ -570,14 +587,19 @@ internal static class OpenAiServer
             if (gates is not null)
                 for (int i = 0; i < outcomes.Length; i++)
                 {
+                    int streamed = calling![i].Calls.Count();
                     if (outcomes[i].ToolCalls is { } calls)
                     {
-                        var delta = roleSent[i] ? (object)new { tool_calls = ToolCallsJson(calls, indexed: true) }
-                            : new { role = "assistant", content = (string?)null, tool_calls = ToolCallsJson(calls, indexed: true) };
+                        // The calls not streamed as they were written (after one it could not follow) go out whole.
+                        if (calls.Count <= streamed) continue;
+                        var whole = ToolCallsJson([.. calls.Skip(streamed)], indexed: true, first: streamed);
+                        var delta = roleSent[i] ? (object)new { tool_calls = whole } : new { role = "assistant", content = (string?)null, tool_calls = whole };
                         roleSent[i] = true;
                         await Send(new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index = i, delta, logprobs = (object?)null, finish_reason = (string?)null } } });
                     }
-                    else if (gates[i].Rest() is { Length: > 0 } rest) await Send(Chunk(i, rest, null));
+                    // A reply that is text: the rest of it (unless it began a call that was cut off, which went out as
+                    // far as it was written).
+                    else if (streamed == 0 && gates[i].Rest() is { Length: > 0 } rest) await Send(Chunk(i, rest, null));
                 }
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
             await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), Usage(outcomes)));
@@ -777,7 +799,7 @@ internal static class OpenAiServer
     }
 
     /// <summary>The API's <c>tool_calls</c> of a reply; <paramref name="indexed"/> adds the <c>index</c> streamed deltas carry.</summary>
-    private static object[] ToolCallsJson(IReadOnlyList<ToolCall> calls, bool indexed) => [.. calls.Select((c, i) => indexed
-        ? (object)new { index = i, id = c.Id, type = "function", function = new { name = c.Name, arguments = c.Arguments } }
+    private static object[] ToolCallsJson(IReadOnlyList<ToolCall> calls, bool indexed, int first = 0) => [.. calls.Select((c, i) => indexed
+        ? (object)new { index = first + i, id = c.Id, type = "function", function = new { name = c.Name, arguments = c.Arguments } }
         : new { id = c.Id, type = "function", function = new { name = c.Name, arguments = c.Arguments } })];
 }

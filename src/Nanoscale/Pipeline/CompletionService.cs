@@ -65,7 +65,11 @@ public sealed record ChatMessage(string Role, string? Content)
 }
 
 /// <summary>A function call: its id, the function's name and its arguments as JSON text (OpenAI's shape).</summary>
-public sealed record ToolCall(string Id, string Name, string Arguments);
+public sealed record ToolCall(string Id, string Name, string Arguments)
+{
+    /// <summary>An id for a call, as OpenAI's look: <c>call_</c> and 24 random hex digits.</summary>
+    public static string NewId() => "call_" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12));
+}
 
 /// <summary>What a request produced: the new text, token counts, and why it stopped (OpenAI's words: <c>stop</c>,
 /// <c>length</c>, or <c>tool_calls</c> when the reply called functions).</summary>

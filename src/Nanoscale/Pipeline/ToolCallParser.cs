@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using System.Text.Json;
 using Nanoscale.Runtime;
 
@@ -56,7 +55,7 @@ internal static class ToolCallParser
                 : a.ValueKind == JsonValueKind.Object ? a.GetRawText()
                 : a.ValueKind == JsonValueKind.String ? a.GetString()!
                 : "";
-            return arguments.Length == 0 ? null : new ToolCall(NewId(), name.GetString()!, arguments);
+            return arguments.Length == 0 ? null : new ToolCall(ToolCall.NewId(), name.GetString()!, arguments);
         }
         catch (JsonException) { return null; }
     }
@@ -99,8 +98,6 @@ internal static class ToolCallParser
     /// <summary>Names in JSON as a model writes them: only quotes, backslashes and control characters escaped.</summary>
     private static readonly JsonSerializerOptions AsWritten = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    /// <summary>An id for a call, as OpenAI's look: <c>call_</c> and 24 random hex digits.</summary>
-    public static string NewId() => "call_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12));
 }
 
 /// <summary>How a model writes a function call: Hermes' and Qwen's <c>&lt;tool_call&gt;{"name", "arguments"}</c> blocks,

@@ -712,12 +712,17 @@ public sealed class ToolUseTests
             Assert.Empty(JsonDocument.Parse(call.GetProperty("function").GetProperty("arguments").GetString()!).RootElement.EnumerateObject());
         }
 
-        // Streamed: no text, then the call, then finish_reason tool_calls.
+        // Streamed: no text; the call's id and name, then its arguments as they are written; finish_reason tool_calls.
         var (_, chunks) = await Chat(Tool + ", " + NoArguments, Named, stream: true);
         var deltas = chunks.EnumerateArray().Select(c => c.GetProperty("choices")[0]).ToList();
         Assert.DoesNotContain(deltas, d => d.GetProperty("delta").TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0);
-        var streamedCall = deltas.Single(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _)).GetProperty("delta").GetProperty("tool_calls")[0];
-        Assert.Equal("get_time", streamedCall.GetProperty("function").GetProperty("name").GetString());
+        var calls = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _)).Select(d => d.GetProperty("delta").GetProperty("tool_calls")[0]).ToList();
+        Assert.True(calls.Count >= 2, "a start, then the arguments");
+        Assert.Equal(("get_time", "function", ""), (calls[0].GetProperty("function").GetProperty("name").GetString(), calls[0].GetProperty("type").GetString(),
+            calls[0].GetProperty("function").GetProperty("arguments").GetString()));
+        Assert.All(calls, c => Assert.Equal(0, c.GetProperty("index").GetInt32()));
+        Assert.All(calls.Skip(1), c => Assert.False(c.TryGetProperty("id", out _)));
+        Assert.Empty(JsonDocument.Parse(string.Concat(calls.Select(c => c.GetProperty("function").GetProperty("arguments").GetString()))).RootElement.EnumerateObject());
         Assert.Equal("tool_calls", deltas[^1].GetProperty("finish_reason").GetString());
 
         // Any of two: the name is one of them, whatever this random model writes as arguments within its tokens.

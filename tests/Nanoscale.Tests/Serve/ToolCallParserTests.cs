@@ -150,3 +150,61 @@ public class ReasoningStreamTests
         Assert.False(plain.TryGetProperty("reasoning_content", out _));
     }
 }
+
+/// <summary>Calls streamed as they are written: however the reply is cut into pieces, the deltas give each call's name
+/// once and its arguments that add up to exactly what the parser reads; a shape it cannot follow stops it before any
+/// call is half sent.</summary>
+public class ToolCallDeltasTests
+{
+    private static (List<Nanoscale.Cli.Serve.ToolCallDeltas.Delta> Deltas, Nanoscale.Cli.Serve.ToolCallDeltas Stream) Run(string reply, int seed)
+    {
+        var random = new Random(seed);
+        var stream = new Nanoscale.Cli.Serve.ToolCallDeltas();
+        var deltas = new List<Nanoscale.Cli.Serve.ToolCallDeltas.Delta>();
+        for (int at = 0; at < reply.Length;)
+        {
+            int n = seed == 0 ? 1 : random.Next(1, 8);
+            deltas.AddRange(stream.Accept(reply.Substring(at, Math.Min(n, reply.Length - at))));
+            at += n;
+        }
+        return (deltas, stream);
+    }
+
+    [Theory]
+    [InlineData("Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"n\": [1, {\"x\": \"}]\\\"\"}]}}\n</tool_call>\n<tool_call>{\"name\":\"get_time\",\"arguments\":{}}</tool_call>")]
+    [InlineData("<|python_tag|>{\"name\": \"f\", \"parameters\": {\"a\": \"b\"}}")]
+    [InlineData("  {\"name\": \"f\",\n \"arguments\" : { } }")]
+    [InlineData("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\": 1}}\n")]
+    public void PiecesOfAnySizeGiveTheParsersCalls(string reply)
+    {
+        var parsed = ToolCallParser.Parse(reply)!.Value.Calls;
+        for (int seed = 0; seed < 20; seed++)
+        {
+            var (deltas, stream) = Run(reply, seed);
+            Assert.False(stream.Diverged);
+            Assert.Equal(parsed.Select(c => (c.Name, c.Arguments)), stream.Calls.Select(c => (c.Name, c.Arguments)));
+            for (int index = 0; index < parsed.Count; index++)
+            {
+                var mine = deltas.Where(d => d.Index == index).ToList();
+                Assert.Equal(parsed[index].Name, mine[0].Name);
+                Assert.Matches("^call_[0-9a-f]{24}$", mine[0].Id);
+                Assert.Equal("", mine[0].Arguments);
+                Assert.All(mine.Skip(1), d => Assert.Null(d.Id));
+                Assert.Equal(parsed[index].Arguments, string.Concat(mine.Select(d => d.Arguments)));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("Just text, no calls.", false)]
+    [InlineData("<tool_call>{\"arguments\": {}, \"name\": \"f\"}</tool_call>", true)]
+    [InlineData("{\"name\": \"f\", \"arguments\": \"{\\\"a\\\": 1}\"}", true)]
+    [InlineData("<tool_call>{\"name\": \"f\\u0041\", \"arguments\": {}}</tool_call>", true)]
+    [InlineData("<tool_", false)]
+    public void OtherShapesSendNoHalfCall(string reply, bool diverges)
+    {
+        var (deltas, stream) = Run(reply, 3);
+        Assert.Empty(deltas);
+        Assert.Equal(diverges, stream.Diverged);
+    }
+}
