@@ -189,6 +189,37 @@ public class JsonConstraintTests
         Assert.Throws<ArgumentException>(() => new JsonConstraint([], new JsonConstraint.JsonObject(JsonSchema.From(JsonDocument.Parse("""{"enum": [1]}""").RootElement))));
     }
 
+    /// <summary>Pydantic's shape: nested models as local <c>$ref</c>s under <c>$defs</c> (an <c>allOf</c> of one around a
+    /// reference too), followed as if written in place; a recursive model (a tree) is followed as deep as the text
+    /// nests, compiled once.</summary>
+    [Fact]
+    public void LocalReferencesAreFollowed()
+    {
+        const string Pydantic = """
+            {"$defs": {"City": {"type": "object", "properties": {"name": {"type": "string"}, "unit": {"$ref": "#/$defs/Unit"}}, "required": ["name", "unit"],
+                                "additionalProperties": false},
+                       "Unit": {"enum": ["c", "f"]}},
+             "type": "object", "properties": {"cities": {"type": "array", "items": {"$ref": "#/$defs/City"}}, "home": {"allOf": [{"$ref": "#/$defs/City"}]}},
+             "required": ["cities"], "additionalProperties": false}
+            """;
+        Assert.True(Whole(Schema(Pydantic), "{\"cities\": [{\"name\": \"Paris\", \"unit\": \"c\"}], \"home\": {\"unit\": \"f\", \"name\": \"Rome\"}}"));
+        Assert.False(Whole(Schema(Pydantic), "{\"cities\": [{\"name\": \"Paris\", \"unit\": \"k\"}]}"));
+        Assert.False(Whole(Schema(Pydantic), "{\"cities\": [{\"name\": \"Paris\"}]}"));
+        Assert.False(Whole(Schema(Pydantic), "{\"cities\": [], \"home\": {\"name\": \"x\", \"unit\": \"c\", \"zip\": 1}}"));
+        Assert.True(Whole(Schema("""{"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}"""), "{\"a\": [1]}")); // unresolved: free
+
+        // A tree whose children are trees: a binary recursion that would be 2^32 nodes if written out.
+        const string Tree = """
+            {"$ref": "#/$defs/Node", "$defs": {"Node": {"type": "object", "properties": {"v": {"type": "integer"},
+              "left": {"$ref": "#/$defs/Node"}, "right": {"$ref": "#/$defs/Node"}}, "required": ["v"], "additionalProperties": false}}}
+            """;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var tree = Schema(Tree);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1));
+        Assert.True(Whole(tree, "{\"v\": 1, \"left\": {\"v\": 2, \"right\": {\"v\": 3}}}"));
+        Assert.False(Whole(Schema(Tree), "{\"v\": 1, \"left\": {\"w\": 2}}"));
+    }
+
     /// <summary>Random walks held to the schema — each step a random character among those the constraint allows, with
     /// closing characters favoured so walks end — always end as JSON that follows the schema (checked by a small
     /// validator of the same subset, written here apart from the constraint).</summary>
