@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 
 namespace Nanoscale.Runtime;
@@ -100,7 +101,47 @@ public sealed class JsonConstraint : ITokenConstraint
 
     public bool Allows(int id) => (uint)id < (uint)_pieces.Length && AllowsText(_pieces[id]);
 
+    /// <remarks>Outside strings, tokens are taken by their first character: a character the shape refuses here refuses
+    /// every token it begins at one check (nearly all of them), and only the tokens of allowed first characters are read
+    /// whole; where most first characters fit, every token is read in order. Same result as asking <see cref="Allows"/>
+    /// of each (tested).</remarks>
     public int Mask(Span<float> logits)
+    {
+        // Where most first characters fit (inside a string), reading every token in order is faster.
+        var groups = TokenPieces.ByFirstCharacter(_pieces);
+        int fitting = 0;
+        foreach (var (first, _) in groups)
+            if (Run(_state, first, out _)) fitting++;
+        if (fitting * 4 > groups.Length) return MaskEach(logits);
+        var refused = ArrayPool<bool>.Shared.Rent(logits.Length);
+        try
+        {
+            Array.Fill(refused, true, 0, logits.Length);
+            int allowed = 0;
+            foreach (var (first, ids) in groups)
+            {
+                if (!Run(_state, first, out var after)) continue;
+                foreach (int id in ids)
+                {
+                    if (id >= logits.Length) continue;
+                    var piece = _pieces[id];
+                    if (piece.Length > 1 && !Run(after, piece.AsSpan(1), out _)) continue;
+                    refused[id] = false;
+                    allowed++;
+                }
+            }
+            for (int id = 0; id < logits.Length; id++)
+                if (refused[id]) logits[id] = float.NegativeInfinity;
+            return allowed;
+        }
+        finally
+        {
+            ArrayPool<bool>.Shared.Return(refused);
+        }
+    }
+
+    /// <summary>Every token asked one at a time (<see cref="Mask"/>'s reference twin).</summary>
+    internal int MaskEach(Span<float> logits)
     {
         int allowed = 0;
         for (int id = 0; id < logits.Length; id++)
@@ -155,7 +196,13 @@ public sealed class JsonConstraint : ITokenConstraint
         True, False, Null,
     }
 
-    private bool Run(State state, string text, out State end)
+    private bool Run(State state, char c, out State end)
+    {
+        end = state;
+        return Step(ref end, c);
+    }
+
+    private bool Run(State state, ReadOnlySpan<char> text, out State end)
     {
         foreach (char c in text)
             if (!Step(ref state, c))
@@ -493,4 +540,11 @@ public static class TokenPieces
         for (int id = 0; id < pieces.Length; id++) pieces[id] = t.Decode([id]);
         return pieces;
     });
+
+    private static readonly ConditionalWeakTable<string[], (char First, int[] Ids)[]> Grouped = new();
+
+    /// <summary>The token ids of <paramref name="pieces"/> by their text's first character (tokens without text left
+    /// out), made once per table.</summary>
+    public static (char First, int[] Ids)[] ByFirstCharacter(string[] pieces) => Grouped.GetValue(pieces, p =>
+        [.. Enumerable.Range(0, p.Length).Where(id => p[id].Length > 0).GroupBy(id => p[id][0]).Select(g => (g.Key, g.ToArray()))]);
 }

@@ -323,6 +323,25 @@ public class JsonConstraintTests
         Assert.DoesNotContain(true, Enumerable.Range(0, pieces.Length).Select(constraint.Allows));
     }
 
+    /// <summary>The mask by first characters equals asking every token, at every kind of place in an object, with a real
+    /// 151,665-token vocabulary (a logits row longer than it, as Qwen's padded one is).</summary>
+    [Fact]
+    public void TheMaskByFirstCharacterIsEveryTokensAnswer()
+    {
+        var pieces = TokenPieces.For(TokenizerLoader.Open(Support.SharedData.Path("tokenizers", "qwen2_5")));
+        var schema = JsonSchema.From(JsonDocument.Parse(Weather).RootElement);
+        foreach (var prefix in new[] { "", "{", "{\"ci", "{\"city\"", "{\"city\": ", "{\"city\": \"Pa", "{\"city\": \"x\", \"days\": 1", "{\"city\": \"x\", \"unit\": \"ce" })
+            foreach (var part in new JsonConstraint.Part[] { new JsonConstraint.JsonObject(), new JsonConstraint.JsonObject(schema) })
+            {
+                var constraint = new JsonConstraint(pieces, part);
+                constraint.AcceptText(prefix.Length > 0 ? prefix : " ");
+                var fast = Enumerable.Repeat(1f, pieces.Length + 271).ToArray();
+                var each = (float[])fast.Clone();
+                Assert.Equal(constraint.MaskEach(each), constraint.Mask(fast));
+                Assert.Equal(each, fast);
+            }
+    }
+
     /// <summary>A generation whose logits always rank a token that does not fit first (the end token) draws again from
     /// the allowed ones: greedy and sampled, it comes out as a whole object and ends there, and its log-probabilities are
     /// those of the logits it was given, unmasked.</summary>
