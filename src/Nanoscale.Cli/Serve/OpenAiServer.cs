@@ -28,7 +28,7 @@ internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, 
 /// context, a body over 8 MiB) or 429 (queue full); the server keeps serving. Requests are cancelled when their client
 /// disconnects.
 /// </summary>
-internal static class OpenAiServer
+internal static partial class OpenAiServer
 {
     private const long MaxBodyBytes = 8 << 20;
 
@@ -102,6 +102,7 @@ internal static class OpenAiServer
         app.MapPost("/v1/embeddings", context => Embed(context, service, options.Pooling));
         foreach (var route in (string[])["tokenize", "detokenize", "apply-template"])
             app.MapPost("/" + route, context => Utility(context, service, route));
+        app.MapPost("/v1/responses", context => Respond(context, service));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
         bool split = options.SplitReasoning && service.ChatTemplateThinks;
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));

@@ -1213,3 +1213,76 @@ public sealed class EmbeddingsTests
         for (int d = 0; d < expected.Length; d++) Assert.Equal(expected[d], vectors[0][d], 1e-5f);
     }
 }
+
+/// <summary>The Responses API on a generated Qwen2.5-shaped model: the same generation as chat completions (instructions
+/// as the system message), its events when streamed adding up to the same text, function calls forced and answered as
+/// <c>function_call</c> items, earlier calls and their outputs accepted as input, and the official client reads it.</summary>
+public sealed class ResponsesApiTests
+{
+    private const string Tool = """{"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}""";
+
+    [Fact]
+    public async Task ResponsesAreChatCompletionsInTheirOwnShape()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
+        async Task<(HttpStatusCode Status, string Text)> Post(string route, string body)
+        {
+            using var r = await served.Http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
+            return (r.StatusCode, await r.Content.ReadAsStringAsync());
+        }
+        var (status, text) = await Post("/v1/responses", """{"instructions": "Be brief.", "input": "Hi there", "max_output_tokens": 8, "temperature": 0}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var response = JsonDocument.Parse(text).RootElement;
+        Assert.Equal(("response", "incomplete", "max_output_tokens"), (response.GetProperty("object").GetString(), response.GetProperty("status").GetString(),
+            response.GetProperty("incomplete_details").GetProperty("reason").GetString()));
+        var message = response.GetProperty("output")[0];
+        Assert.Equal(("message", "assistant"), (message.GetProperty("type").GetString(), message.GetProperty("role").GetString()));
+        var output = message.GetProperty("content")[0].GetProperty("text").GetString();
+        var (_, chatText) = await Post("/v1/chat/completions",
+            """{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}], "max_tokens": 8, "temperature": 0}""");
+        var chat = JsonDocument.Parse(chatText).RootElement;
+        Assert.Equal(chat.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString(), output);
+        Assert.Equal(chat.GetProperty("usage").GetProperty("prompt_tokens").GetInt32(), response.GetProperty("usage").GetProperty("input_tokens").GetInt32());
+        Assert.Equal(8, response.GetProperty("usage").GetProperty("output_tokens").GetInt32());
+
+        // Streamed: the API's events in order, numbered, the deltas adding up to the same text.
+        var (_, events) = await Post("/v1/responses", """{"instructions": "Be brief.", "input": "Hi there", "max_output_tokens": 8, "temperature": 0, "stream": true}""");
+        var parsed = events.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e =>
+        {
+            var lines = e.Split('\n');
+            var data = JsonDocument.Parse(lines[1]["data: ".Length..]).RootElement.Clone();
+            Assert.Equal(lines[0]["event: ".Length..], data.GetProperty("type").GetString());
+            return data;
+        }).ToList();
+        var types = parsed.Select(p => p.GetProperty("type").GetString()).ToList();
+        Assert.Equal(["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"], types[..4]);
+        Assert.Equal(["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.incomplete"], types[^4..]);
+        Assert.Equal(Enumerable.Range(0, parsed.Count), parsed.Select(p => p.GetProperty("sequence_number").GetInt32()));
+        Assert.Equal(output, string.Concat(parsed.Where(p => p.GetProperty("type").GetString() == "response.output_text.delta").Select(p => p.GetProperty("delta").GetString())));
+
+        // A forced function call, and a conversation that carries it and its output.
+        var (_, called) = await Post("/v1/responses", $$"""{"input": [{"role": "user", "content": "Time?"}], "tools": [{{Tool}}], "tool_choice": "required", "max_output_tokens": 40, "temperature": 0}""");
+        var call = JsonDocument.Parse(called).RootElement.GetProperty("output")[0];
+        Assert.Equal(("function_call", "get_time"), (call.GetProperty("type").GetString(), call.GetProperty("name").GetString()));
+        Assert.Matches("^call_[0-9a-f]{24}$", call.GetProperty("call_id").GetString());
+        Assert.Empty(JsonDocument.Parse(call.GetProperty("arguments").GetString()!).RootElement.EnumerateObject());
+        string history = $$"""[{"role": "user", "content": [{"type": "input_text", "text": "Time?"}]}, {{call.GetRawText()}}, {"type": "function_call_output", "call_id": "{{call.GetProperty("call_id").GetString()}}", "output": "12:00"}]""";
+        var (answeredStatus, answered) = await Post("/v1/responses", $$"""{"input": {{history}}, "tools": [{{Tool}}], "max_output_tokens": 3}""");
+        Assert.Equal(HttpStatusCode.OK, answeredStatus);
+        Assert.True(JsonDocument.Parse(answered).RootElement.GetProperty("usage").GetProperty("input_tokens").GetInt32() > 150, answered);
+
+        foreach (var bad in new[] { """{"input": "x", "previous_response_id": "resp_1"}""", """{}""", """{"input": []}""", """{"input": [{"role": "robot", "content": "x"}]}""",
+                     """{"input": "x", "tools": [{"type": "web_search"}]}""", """{"input": "x", "text": {"format": {"type": "json_schema", "schema": {"type": "array"}}}}""" })
+            Assert.True((await Post("/v1/responses", bad)).Status == HttpStatusCode.BadRequest, bad);
+
+        // The official client (its Responses client is marked for evaluation).
+#pragma warning disable OPENAI001
+        var client = new OpenAI.Responses.ResponsesClient(new System.ClientModel.ApiKeyCredential("unused"),
+            new OpenAI.Responses.ResponsesClientOptions { Endpoint = new Uri(served.App.Urls.Single() + "/v1") });
+        var result = await client.CreateResponseAsync("qwen", "Hi there");
+        Assert.False(string.IsNullOrEmpty(result.Value.GetOutputText()));
+#pragma warning restore OPENAI001
+    }
+}

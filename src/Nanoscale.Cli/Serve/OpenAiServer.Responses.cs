@@ -1,0 +1,286 @@
+using System.Text;
+using System.Text.Json;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Http;
+using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
+using Nanoscale.Tensors;
+
+namespace Nanoscale.Cli.Serve;
+
+/// <summary>
+/// OpenAI's Responses API (<c>POST /v1/responses</c>), which newer clients (the Agents SDK, the official libraries'
+/// response clients) speak instead of chat completions — the same generation underneath: <c>input</c> (a string, or
+/// items: messages with text content, the model's earlier <c>function_call</c>s and their <c>function_call_output</c>s),
+/// <c>instructions</c> (a system message first), <c>max_output_tokens</c>, <c>temperature</c>, <c>top_p</c>,
+/// <c>tools</c> (functions, in this API's flat shape) and <c>tool_choice</c>, <c>text.format</c> (<c>json_object</c>,
+/// <c>json_schema</c>), <c>stream</c>. The answer's <c>output</c> holds a message with the reply's text, or
+/// <c>function_call</c> items; streamed, the API's events from <c>response.created</c> to <c>response.completed</c> (or
+/// <c>response.incomplete</c> when <c>max_output_tokens</c> cut it).
+/// Not kept: <c>store</c>, <c>previous_response_id</c> (each request carries its whole conversation).
+/// </summary>
+internal static partial class OpenAiServer
+{
+    private static async Task Respond(HttpContext context, CompletionService service)
+    {
+        CompletionRequest request;
+        bool stream;
+        try
+        {
+            if (await ReadBody(context, service) is not { } document) return;
+            using (document)
+            {
+                var root = document.RootElement;
+                if (Str(root, "previous_response_id") is not null)
+                    throw new BadField("previous_response_id", "responses are not stored: send the whole conversation as 'input'");
+                stream = Bool(root, "stream") ?? false;
+                var tools = ResponseTools(root);
+                request = new CompletionRequest
+                {
+                    Messages = ResponseInput(root),
+                    Tools = tools,
+                    RequiredTool = tools is null ? null : ResponseToolChoice(root),
+                    JsonReply = ResponseFormat(root),
+                    MaxTokens = Int(root, "max_output_tokens") ?? Math.Min(256, service.MaxTokensLimit),
+                    Sampling = new SamplingOptions
+                    {
+                        Temperature = Number(root, "temperature") ?? 1.0,
+                        TopP = Number(root, "top_p") ?? 1.0,
+                        Seed = Int(root, "seed") ?? Environment.TickCount,
+                    },
+                };
+            }
+        }
+        catch (BadField e)
+        {
+            await Error(context, 400, "invalid_request_error", e.Message, e.Field, null);
+            return;
+        }
+        string id = "resp_" + Guid.NewGuid().ToString("N")[..24], messageId = "msg_" + Guid.NewGuid().ToString("N")[..24];
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        bool started = false;
+        int sequence = 0;
+        async Task Event(string type, object payload)
+        {
+            if (!started)
+            {
+                context.Response.ContentType = "text/event-stream";
+                context.Response.Headers.CacheControl = "no-cache";
+                started = true;
+            }
+            var node = JsonSerializer.SerializeToNode(payload, Json)!.AsObject();
+            node.Insert(0, "type", type);
+            node["sequence_number"] = sequence++;
+            await context.Response.WriteAsync($"event: {type}\ndata: {node.ToJsonString(Json)}\n\n", context.RequestAborted);
+            await context.Response.Body.FlushAsync(context.RequestAborted);
+        }
+        try
+        {
+            if (!stream)
+            {
+                var outcome = await service.CompleteAsync(request, null, context.RequestAborted);
+                await Results.Json(ResponseObject(id, messageId, created, service.ModelName, outcome), Json).ExecuteAsync(context);
+                return;
+            }
+            var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
+            var work = service.CompleteAsync(request, piece => pieces.Writer.TryWrite(piece), context.RequestAborted);
+            _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
+            var gate = request.Tools is not null ? new ToolCallStream() : null;
+            bool messageOpen = false;
+            async Task OpenMessage()
+            {
+                if (messageOpen) return;
+                messageOpen = true;
+                await Event("response.output_item.added", new { output_index = 0, item = new { id = messageId, type = "message", status = "in_progress", role = "assistant", content = Array.Empty<object>() } });
+                await Event("response.content_part.added", new { item_id = messageId, output_index = 0, content_index = 0, part = new { type = "output_text", text = "", annotations = Array.Empty<object>() } });
+            }
+            await Event("response.created", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
+            await Event("response.in_progress", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
+            await foreach (var piece in pieces.Reader.ReadAllAsync(context.RequestAborted))
+            {
+                var text = gate is null ? piece : gate.Accept(piece);
+                if (text.Length == 0) continue;
+                await OpenMessage();
+                await Event("response.output_text.delta", new { item_id = messageId, output_index = 0, content_index = 0, delta = text });
+            }
+            var done = await work;
+            var final = ResponseObject(id, messageId, created, service.ModelName, done);
+            // The rest of a held reply that turned out to be text.
+            if (gate is not null && done.ToolCalls is null && gate.Rest() is { Length: > 0 } rest)
+            {
+                await OpenMessage();
+                await Event("response.output_text.delta", new { item_id = messageId, output_index = 0, content_index = 0, delta = rest });
+            }
+            var items = final.Output;
+            int index = 0;
+            foreach (var item in items)
+            {
+                if (item is ResponseMessage message)
+                {
+                    if (!messageOpen) await OpenMessage();
+                    await Event("response.output_text.done", new { item_id = messageId, output_index = index, content_index = 0, text = message.Content[0].Text });
+                    await Event("response.content_part.done", new { item_id = messageId, output_index = index, content_index = 0, part = message.Content[0] });
+                }
+                else await Event("response.output_item.added", new { output_index = index, item = (object)((ResponseItem)item with { Status = "in_progress" }) });
+                await Event("response.output_item.done", new { output_index = index, item });
+                index++;
+            }
+            await Event(final.Status == "incomplete" ? "response.incomplete" : "response.completed", new { response = final });
+        }
+        catch (InvalidOptionException e) when (!started)
+        {
+            bool tooLong = e.Option == "prompt" && e.Message.Contains("context", StringComparison.Ordinal);
+            await Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, e.Option, tooLong ? "context_length_exceeded" : null);
+        }
+        catch (ServiceBusyException e) when (!started)
+        {
+            await Error(context, 429, "rate_limit_exceeded", e.Message, null, "queue_full");
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+            // the client went away
+        }
+    }
+
+    /// <summary>An output item: a message or a function call.</summary>
+    private abstract record ResponseItem(string Id, string Type, string Status);
+
+    private sealed record ResponseText(string Type, string Text, object[] Annotations);
+
+    private sealed record ResponseMessage(string Id, string Status, string Role, ResponseText[] Content) : ResponseItem(Id, "message", Status);
+
+    private sealed record ResponseCall(string Id, string Status, string CallId, string Name, string Arguments) : ResponseItem(Id, "function_call", Status);
+
+    /// <summary>The response object; <see cref="Output"/> holds <see cref="ResponseItem"/>s, typed as objects so each is
+    /// written with its own fields.</summary>
+    private sealed record ResponseBody(string Id, string Object, long CreatedAt, string Status, string Model, object? IncompleteDetails,
+        object[] Output, object? Usage);
+
+    private static ResponseBody ResponseShell(string id, long created, string model, string status) =>
+        new(id, "response", created, status, model, null, [], null);
+
+    /// <summary>The response object for an outcome: its text as a message, or its calls as function_call items.</summary>
+    private static ResponseBody ResponseObject(string id, string messageId, long created, string model, CompletionOutcome o)
+    {
+        var output = new List<ResponseItem>();
+        if (o.Text.Length > 0 || o.ToolCalls is null)
+            output.Add(new ResponseMessage(messageId, "completed", "assistant", [new ResponseText("output_text", o.Text, [])]));
+        foreach (var call in o.ToolCalls ?? [])
+            output.Add(new ResponseCall("fc_" + call.Id["call_".Length..], "completed", call.Id, call.Name, call.Arguments));
+        bool cut = o.FinishReason == "length";
+        return new ResponseBody(id, "response", created, cut ? "incomplete" : "completed", model, cut ? new { reason = "max_output_tokens" } : null, [.. output],
+            new { input_tokens = o.PromptTokens, input_tokens_details = new { cached_tokens = o.CachedPromptTokens }, output_tokens = o.CompletionTokens,
+                  total_tokens = o.PromptTokens + o.CompletionTokens });
+    }
+
+    /// <summary><c>instructions</c> and <c>input</c> as chat messages: a string is one user message; items are messages
+    /// (<c>{role, content}</c>, content a string or <c>input_text</c>/<c>output_text</c> parts), the model's
+    /// <c>function_call</c>s (an assistant turn's calls) and <c>function_call_output</c>s (tool messages).</summary>
+    private static IReadOnlyList<ChatMessage> ResponseInput(JsonElement root)
+    {
+        var messages = new List<ChatMessage>();
+        if (Str(root, "instructions") is { } instructions) messages.Add(new ChatMessage("system", instructions));
+        const string Expected = "'input' must be a string or a list of items: {role, content}, function_call, function_call_output";
+        switch (Field(root, "input"))
+        {
+            case { ValueKind: JsonValueKind.String } text:
+                messages.Add(new ChatMessage("user", text.GetString()));
+                break;
+            case { ValueKind: JsonValueKind.Array } items when items.GetArrayLength() > 0:
+                foreach (var item in items.EnumerateArray())
+                {
+                    if (item.ValueKind != JsonValueKind.Object) throw new BadField("input", Expected);
+                    switch (Str(item, "type") ?? "message")
+                    {
+                        case "message":
+                            var role = Str(item, "role");
+                            if (role is not ("system" or "developer" or "user" or "assistant")) throw new BadField("input", "a message's role is system, developer, user or assistant");
+                            string content = Field(item, "content") switch
+                            {
+                                { ValueKind: JsonValueKind.String } s => s.GetString()!,
+                                { ValueKind: JsonValueKind.Array } parts => string.Concat(parts.EnumerateArray().Select(p =>
+                                    p.ValueKind == JsonValueKind.Object && Str(p, "type") is "input_text" or "output_text" or "text" && Str(p, "text") is { } t ? t
+                                        : throw new BadField("input", "only text content parts are supported"))),
+                                _ => throw new BadField("input", "a message needs content: a string or text parts"),
+                            };
+                            messages.Add(new ChatMessage(role == "developer" ? "system" : role, content));
+                            break;
+                        case "function_call":
+                            var call = new ToolCall(Str(item, "call_id") ?? "", Str(item, "name") ?? throw new BadField("input", "a function_call needs its name"),
+                                Str(item, "arguments") ?? "{}");
+                            // Calls the model made together are one assistant turn.
+                            if (messages.Count > 0 && messages[^1] is { Role: "assistant", Content: null, ToolCalls: { } earlier })
+                                messages[^1] = messages[^1] with { ToolCalls = [.. earlier, call] };
+                            else messages.Add(new ChatMessage("assistant", null) { ToolCalls = [call] });
+                            break;
+                        case "function_call_output":
+                            messages.Add(new ChatMessage("tool", Str(item, "output") ?? throw new BadField("input", "a function_call_output needs its output"))
+                            {
+                                ToolCallId = Str(item, "call_id") ?? throw new BadField("input", "a function_call_output needs the call_id it answers"),
+                            });
+                            break;
+                        default:
+                            throw new BadField("input", Expected);
+                    }
+                }
+                break;
+            default:
+                throw new BadField("input", Expected);
+        }
+        return messages;
+    }
+
+    /// <summary>This API's flat function tools (<c>{"type": "function", "name", "description", "parameters"}</c>) in
+    /// chat's shape, for the template; none when absent, empty, or <c>tool_choice</c> is <c>none</c>.</summary>
+    private static IReadOnlyList<object>? ResponseTools(JsonElement root)
+    {
+        if (Field(root, "tools") is not { } tools) return null;
+        if (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 128) throw new BadField("tools", "'tools' must be a list of at most 128 functions");
+        var list = new List<object>();
+        foreach (var tool in tools.EnumerateArray())
+        {
+            if (tool.ValueKind != JsonValueKind.Object || Str(tool, "type") != "function" || Str(tool, "name") is not { Length: > 0 } name)
+                throw new BadField("tools", "each tool must be {\"type\": \"function\", \"name\": …, \"parameters\": …} (other tool types are not supported)");
+            var function = new Dictionary<string, object?> { ["name"] = name };
+            if (Field(tool, "description") is { } description) function["description"] = description.Clone();
+            if (Field(tool, "parameters") is { } parameters) function["parameters"] = parameters.Clone();
+            list.Add(JsonSerializer.SerializeToElement(new Dictionary<string, object?> { ["type"] = "function", ["function"] = function }));
+        }
+        if (Field(root, "tool_choice") is { ValueKind: JsonValueKind.String } choice && choice.GetString() == "none" || list.Count == 0) return null;
+        return list;
+    }
+
+    /// <summary><c>tool_choice</c>: <c>auto</c>/<c>none</c> (null), <c>required</c>, or <c>{"type": "function", "name"}</c>.</summary>
+    private static string? ResponseToolChoice(JsonElement root) => Field(root, "tool_choice") switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.String } word => word.GetString() switch
+        {
+            "auto" or "none" => null,
+            "required" => CompletionRequest.AnyTool,
+            _ => throw new BadField("tool_choice", "'tool_choice' may be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": …}"),
+        },
+        { ValueKind: JsonValueKind.Object } named when Str(named, "type") == "function" && Str(named, "name") is { Length: > 0 } name => name,
+        _ => throw new BadField("tool_choice", "'tool_choice' may be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": …}"),
+    };
+
+    /// <summary><c>text.format</c>: <c>text</c> (null), <c>json_object</c>, or <c>{"type": "json_schema", "name", "schema"}</c>.</summary>
+    private static JsonSchema? ResponseFormat(JsonElement root)
+    {
+        if (Field(root, "text") is not { } text) return null;
+        if (text.ValueKind != JsonValueKind.Object) throw new BadField("text", "'text' must be an object with a 'format'");
+        if (Field(text, "format") is not { } format) return null;
+        if (format.ValueKind != JsonValueKind.Object) throw new BadField("text", "'text.format' must be an object with a 'type'");
+        switch (Str(format, "type"))
+        {
+            case null or "text": return null;
+            case "json_object": return JsonSchema.Any;
+            case "json_schema":
+                if (Field(format, "schema") is not { ValueKind: JsonValueKind.Object } schema) throw new BadField("text", "'text.format' json_schema needs a 'schema' object");
+                var compiled = JsonSchema.From(schema);
+                return compiled.AllowsObject ? compiled : throw new BadField("text", "the schema must describe an object at its root");
+            default:
+                throw new BadField("text", "'text.format' type may be \"text\", \"json_object\" or \"json_schema\"");
+        }
+    }
+}
