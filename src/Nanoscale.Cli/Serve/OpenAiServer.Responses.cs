@@ -85,45 +85,62 @@ internal static partial class OpenAiServer
             var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
             var work = service.CompleteAsync(request, piece => pieces.Writer.TryWrite(piece), context.RequestAborted);
             _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
+            // With tools, text goes out until it may begin a call, and calls go out as they are written (as in chat).
             var gate = request.Tools is not null ? new ToolCallStream() : null;
-            bool messageOpen = false;
+            var calling = request.Tools is not null ? new ToolCallDeltas() : null;
+            int nextIndex = 0, messageIndex = -1;
+            var callIndex = new List<int>(); // each streamed call's output index
             async Task OpenMessage()
             {
-                if (messageOpen) return;
-                messageOpen = true;
-                await Event("response.output_item.added", new { output_index = 0, item = new { id = messageId, type = "message", status = "in_progress", role = "assistant", content = Array.Empty<object>() } });
-                await Event("response.content_part.added", new { item_id = messageId, output_index = 0, content_index = 0, part = new { type = "output_text", text = "", annotations = Array.Empty<object>() } });
+                if (messageIndex >= 0) return;
+                messageIndex = nextIndex++;
+                await Event("response.output_item.added", new { output_index = messageIndex, item = new { id = messageId, type = "message", status = "in_progress", role = "assistant", content = Array.Empty<object>() } });
+                await Event("response.content_part.added", new { item_id = messageId, output_index = messageIndex, content_index = 0, part = new { type = "output_text", text = "", annotations = Array.Empty<object>() } });
+            }
+            async Task Text(string text)
+            {
+                await OpenMessage();
+                await Event("response.output_text.delta", new { item_id = messageId, output_index = messageIndex, content_index = 0, delta = text });
             }
             await Event("response.created", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
             await Event("response.in_progress", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
             await foreach (var piece in pieces.Reader.ReadAllAsync(context.RequestAborted))
             {
-                var text = gate is null ? piece : gate.Accept(piece);
-                if (text.Length == 0) continue;
-                await OpenMessage();
-                await Event("response.output_text.delta", new { item_id = messageId, output_index = 0, content_index = 0, delta = text });
+                if ((gate is null ? piece : gate.Accept(piece)) is { Length: > 0 } text) await Text(text);
+                foreach (var delta in calling?.Accept(piece) ?? [])
+                {
+                    if (delta.Id is not null)
+                    {
+                        callIndex.Add(nextIndex++);
+                        await Event("response.output_item.added", new { output_index = callIndex[^1], item = (object)new ResponseCall(CallItemId(delta.Id), "in_progress", delta.Id, delta.Name!, "") });
+                    }
+                    else await Event("response.function_call_arguments.delta", new { item_id = CallItemId(calling!.Calls.ElementAt(delta.Index).Id), output_index = callIndex[delta.Index], delta = delta.Arguments });
+                }
             }
             var done = await work;
+            // The calls streamed keep the ids they went out with.
+            var streamed = calling?.Calls.ToList() ?? [];
+            if (done.ToolCalls is { } parsed)
+                done = done with { ToolCalls = [.. parsed.Select((c, i) => i < streamed.Count ? c with { Id = streamed[i].Id } : c)] };
+            // The rest of a held reply that turned out to be text (unless it began a call that was cut off).
+            else if (gate is not null && streamed.Count == 0 && gate.Rest() is { Length: > 0 } rest) await Text(rest);
             var final = ResponseObject(id, messageId, created, service.ModelName, done);
-            // The rest of a held reply that turned out to be text.
-            if (gate is not null && done.ToolCalls is null && gate.Rest() is { Length: > 0 } rest)
-            {
-                await OpenMessage();
-                await Event("response.output_text.delta", new { item_id = messageId, output_index = 0, content_index = 0, delta = rest });
-            }
-            var items = final.Output;
-            int index = 0;
-            foreach (var item in items)
+            int call = 0;
+            foreach (var item in final.Output)
             {
                 if (item is ResponseMessage message)
                 {
-                    if (!messageOpen) await OpenMessage();
-                    await Event("response.output_text.done", new { item_id = messageId, output_index = index, content_index = 0, text = message.Content[0].Text });
-                    await Event("response.content_part.done", new { item_id = messageId, output_index = index, content_index = 0, part = message.Content[0] });
+                    await OpenMessage();
+                    await Event("response.output_text.done", new { item_id = messageId, output_index = messageIndex, content_index = 0, text = message.Content[0].Text });
+                    await Event("response.content_part.done", new { item_id = messageId, output_index = messageIndex, content_index = 0, part = message.Content[0] });
+                    await Event("response.output_item.done", new { output_index = messageIndex, item });
+                    continue;
                 }
-                else await Event("response.output_item.added", new { output_index = index, item = (object)((ResponseItem)item with { Status = "in_progress" }) });
+                var function = (ResponseCall)item;
+                int index = call < callIndex.Count ? callIndex[call] : nextIndex++;
+                if (call++ >= callIndex.Count) await Event("response.output_item.added", new { output_index = index, item = (object)(function with { Status = "in_progress" }) });
+                await Event("response.function_call_arguments.done", new { item_id = function.Id, output_index = index, arguments = function.Arguments });
                 await Event("response.output_item.done", new { output_index = index, item });
-                index++;
             }
             await Event(final.Status == "incomplete" ? "response.incomplete" : "response.completed", new { response = final });
         }
@@ -159,6 +176,9 @@ internal static partial class OpenAiServer
     private static ResponseBody ResponseShell(string id, long created, string model, string status) =>
         new(id, "response", created, status, model, null, [], null);
 
+    /// <summary>A function_call item's id for a call id (<c>call_…</c> → <c>fc_…</c>).</summary>
+    private static string CallItemId(string callId) => "fc_" + (callId.StartsWith("call_", StringComparison.Ordinal) ? callId["call_".Length..] : callId);
+
     /// <summary>The response object for an outcome: its text as a message, or its calls as function_call items.</summary>
     private static ResponseBody ResponseObject(string id, string messageId, long created, string model, CompletionOutcome o)
     {
@@ -166,7 +186,7 @@ internal static partial class OpenAiServer
         if (o.Text.Length > 0 || o.ToolCalls is null)
             output.Add(new ResponseMessage(messageId, "completed", "assistant", [new ResponseText("output_text", o.Text, [])]));
         foreach (var call in o.ToolCalls ?? [])
-            output.Add(new ResponseCall("fc_" + call.Id["call_".Length..], "completed", call.Id, call.Name, call.Arguments));
+            output.Add(new ResponseCall(CallItemId(call.Id), "completed", call.Id, call.Name, call.Arguments));
         bool cut = o.FinishReason == "length";
         return new ResponseBody(id, "response", created, cut ? "incomplete" : "completed", model, cut ? new { reason = "max_output_tokens" } : null, [.. output],
             new { input_tokens = o.PromptTokens, input_tokens_details = new { cached_tokens = o.CachedPromptTokens }, output_tokens = o.CompletionTokens,

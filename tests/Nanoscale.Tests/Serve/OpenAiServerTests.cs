@@ -1270,6 +1270,21 @@ public sealed class ResponsesApiTests
         Assert.Equal(("function_call", "get_time"), (call.GetProperty("type").GetString(), call.GetProperty("name").GetString()));
         Assert.Matches("^call_[0-9a-f]{24}$", call.GetProperty("call_id").GetString());
         Assert.Empty(JsonDocument.Parse(call.GetProperty("arguments").GetString()!).RootElement.EnumerateObject());
+        // Streamed, the call goes out as it is written: added with its name, its arguments in deltas, then done.
+        var (_, callEvents) = await Post("/v1/responses", $$"""{"input": "Time?", "tools": [{{Tool}}], "tool_choice": "required", "max_output_tokens": 40, "temperature": 0, "stream": true}""");
+        var streamed = callEvents.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => JsonDocument.Parse(e.Split('\n')[1]["data: ".Length..]).RootElement.Clone()).ToList();
+        var added = streamed.Single(e => e.GetProperty("type").GetString() == "response.output_item.added").GetProperty("item");
+        Assert.Equal(("function_call", "get_time", "in_progress"), (added.GetProperty("type").GetString(), added.GetProperty("name").GetString(), added.GetProperty("status").GetString()));
+        var argumentDeltas = string.Concat(streamed.Where(e => e.GetProperty("type").GetString() == "response.function_call_arguments.delta").Select(e => e.GetProperty("delta").GetString()));
+        var argumentsDone = streamed.Single(e => e.GetProperty("type").GetString() == "response.function_call_arguments.done").GetProperty("arguments").GetString();
+        Assert.Equal(argumentsDone, argumentDeltas);
+        var completed = streamed[^1];
+        Assert.Equal("response.completed", completed.GetProperty("type").GetString());
+        var finalCall = completed.GetProperty("response").GetProperty("output")[0];
+        Assert.Equal((added.GetProperty("call_id").GetString(), added.GetProperty("id").GetString(), argumentsDone),
+            (finalCall.GetProperty("call_id").GetString(), finalCall.GetProperty("id").GetString(), finalCall.GetProperty("arguments").GetString()));
+        Assert.DoesNotContain(streamed, e => e.GetProperty("type").GetString() == "response.output_text.delta");
+
         string history = $$"""[{"role": "user", "content": [{"type": "input_text", "text": "Time?"}]}, {{call.GetRawText()}}, {"type": "function_call_output", "call_id": "{{call.GetProperty("call_id").GetString()}}", "output": "12:00"}]""";
         var (answeredStatus, answered) = await Post("/v1/responses", $$"""{"input": {{history}}, "tools": [{{Tool}}], "max_output_tokens": 3}""");
         Assert.Equal(HttpStatusCode.OK, answeredStatus);
