@@ -155,12 +155,21 @@ internal sealed class GenerationSequence
         if (Generated >= _maxNewTokens) return Finish(StopReason.Length);
         int next = _sampler.Next(logits, _tokens, PromptLength);
         // A constrained sequence that drew a token that does not fit draws again with every such token masked out (the
-        // sampled token is usually allowed, and checking one is cheap); with none allowed the text stays unfinished.
-        if (_constraint is not null && !_constraint.Allows(next))
+        // sampled token is usually allowed, and checking one is cheap); with none allowed the text stays unfinished. An
+        // end token does not fit before the shape is whole (one whose text a string could hold, as <|im_end|>, would
+        // end the sequence inside it).
+        if (_constraint is not null && (!_constraint.Allows(next) || _end.Contains(next)))
         {
             var masked = (_masked ??= new float[logits.Length]).AsSpan(0, logits.Length);
             logits.CopyTo(masked);
-            if (_constraint.Mask(masked) == 0) return Finish(StopReason.EndToken);
+            int allowed = _constraint.Mask(masked);
+            foreach (int end in _end)
+                if ((uint)end < (uint)masked.Length && !float.IsNegativeInfinity(masked[end]))
+                {
+                    masked[end] = float.NegativeInfinity;
+                    allowed--;
+                }
+            if (allowed == 0) return Finish(StopReason.EndToken);
             next = _sampler.Next(masked, _tokens, PromptLength);
         }
         if (_end.Contains(next)) return Finish(StopReason.EndToken);

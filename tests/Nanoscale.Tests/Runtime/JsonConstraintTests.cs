@@ -355,6 +355,26 @@ public class JsonConstraintTests
         Assert.DoesNotContain(true, Enumerable.Range(0, pieces.Length).Select(constraint.Allows));
     }
 
+    /// <summary>An end token whose text would fit (inside a string, as Qwen's <c>&lt;|im_end|&gt;</c> would) does not end
+    /// a constrained sequence before its shape is whole: a stop token ranked first every step is drawn around.</summary>
+    [Fact]
+    public void AnEndTokenWithTextDoesNotCutTheShape()
+    {
+        var model = LlamaModel.Load(Nanoscale.IO.CheckpointLoader.Open(Support.SharedData.Stories260K));
+        var tokenizer = Llama2cTokenizer.Load(Support.SharedData.Tok512);
+        var pieces = TokenPieces.For(tokenizer);
+        int stop = tokenizer.Encode(" the", addBos: false)[^1];
+        // The stop token's own text is what must come next: allowed by the shape, but not as the end of the sequence.
+        var constraint = new JsonConstraint(pieces, new JsonConstraint.Literal("{\"a\": \"" + pieces[stop]), new JsonConstraint.OneOf(["x\"", "y\""]), new JsonConstraint.Literal("}"));
+        var sequence = new GenerationSequence(model, tokenizer, tokenizer.Encode("Once", addBos: true), 50, new SamplingOptions { StopTokenIds = [stop] }, [], null,
+            CancellationToken.None, deferPrompt: true, session: model.CreateSession(64), constraint: constraint);
+        var logits = new float[pieces.Length];
+        logits[stop] = 10;
+        while (sequence.Advance(logits) is not null) { }
+        Assert.True(constraint.Complete);
+        Assert.DoesNotContain(stop, sequence.Result().Tokens[1..]);
+    }
+
     /// <summary>The mask by first characters equals asking every token, at every kind of place in an object, with a real
     /// 151,665-token vocabulary (a logits row longer than it, as Qwen's padded one is).</summary>
     [Fact]
