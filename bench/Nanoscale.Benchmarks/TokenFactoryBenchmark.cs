@@ -11,7 +11,7 @@ namespace Nanoscale.Benchmarks;
 /// managed bytes allocated per generated token and the collections during the best run (garbage a step leaves
 /// costs collections that stop both threads). With a level of one stream first, each level's aggregate against it
 /// (the 16 streams ≥ 6× one).
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--json-object]</code>
 /// </summary>
 internal static class TokenFactoryBenchmark
 {
@@ -19,7 +19,7 @@ internal static class TokenFactoryBenchmark
     {
         if (args.Length < 1 || args[0].StartsWith('-'))
         {
-            Console.Error.WriteLine("usage: token-factory MODEL [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--tokenizer PATH]");
+            Console.Error.WriteLine("usage: token-factory MODEL [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--tokenizer PATH] [--json-object]");
             return 1;
         }
         string Option(string name, string fallback)
@@ -31,6 +31,9 @@ internal static class TokenFactoryBenchmark
         int tokens = int.Parse(Option("--tokens", "32")), threads = int.Parse(Option("--threads", "2"));
         string? tokenizer = Option("--tokenizer", "") is { Length: > 0 } t ? t : null;
         var kvCache = Enum.Parse<KvCacheType>(Option("--kv-cache", "f32"), ignoreCase: true);
+        // --json-object: every request held to one JSON object (constrained decoding, as response_format json_object),
+        // ending where it closes or at --tokens; what the mask costs the batch's one worker thread.
+        bool json = args.Contains("--json-object");
         using var model = LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads), KvCache = kvCache });
         Console.WriteLine($"| streams | generated tokens | seconds | aggregate tokens/s | vs one stream | per stream tokens/s | largest batch | allocated KB/token | collections |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -41,6 +44,7 @@ internal static class TokenFactoryBenchmark
             int largest = 0;
             long allocated = 0;
             int collections = 0;
+            long generatedTokens = 0;
             for (int run = 0; run < 3; run++)
             {
                 using var factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch: n);
@@ -48,8 +52,11 @@ internal static class TokenFactoryBenchmark
                 long bytes = GC.GetTotalAllocatedBytes(precise: true);
                 int gcs = GC.CollectionCount(0);
                 var clock = Stopwatch.StartNew();
-                var all = prompts.Select(p => factory.SubmitAsync(p, tokens, new SamplingOptions { StopTokenIds = [] })).ToArray();
+                var pieces = json ? TokenPieces.For(model.Tokenizer) : null;
+                var all = prompts.Select(p => factory.SubmitAsync(p, tokens, new SamplingOptions { StopTokenIds = [] },
+                    constraint: json ? new JsonConstraint(pieces!, new JsonConstraint.JsonObject()) : null)).ToArray();
                 Task.WaitAll(all);
+                generatedTokens = all.Sum(t => t.Result.GeneratedTokens);
                 if (run > 0 && clock.Elapsed.TotalSeconds < best)
                 {
                     best = clock.Elapsed.TotalSeconds;
@@ -58,7 +65,7 @@ internal static class TokenFactoryBenchmark
                 }
                 largest = factory.LargestBatch;
             }
-            long generated = (long)n * tokens;
+            long generated = json ? generatedTokens : (long)n * tokens;
             if (n == 1 && one == 0) one = generated / best;
             string ratio = one > 0 ? $"{generated / best / one:0.00}×" : "—";
             Console.WriteLine($"| {n} | {generated} | {best:0.000} | {generated / best:0.0} | {ratio} | {tokens / best:0.0} | {largest} | {allocated / 1024.0 / generated:0.0} | {collections} |");
