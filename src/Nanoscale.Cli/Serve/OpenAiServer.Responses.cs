@@ -102,10 +102,19 @@ internal static partial class OpenAiServer
                 await OpenMessage();
                 await Event("response.output_text.delta", new { item_id = messageId, output_index = messageIndex, content_index = 0, delta = text });
             }
-            await Event("response.created", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
-            await Event("response.in_progress", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
+            // The stream opens with the first text (or the end): a request refused before it (a prompt over the context,
+            // a full queue, a template's refusal) is answered with its error status instead.
+            bool announced = false;
+            async Task Announce()
+            {
+                if (announced) return;
+                announced = true;
+                await Event("response.created", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
+                await Event("response.in_progress", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
+            }
             await foreach (var piece in pieces.Reader.ReadAllAsync(context.RequestAborted))
             {
+                await Announce();
                 if ((gate is null ? piece : gate.Accept(piece)) is { Length: > 0 } text) await Text(text);
                 foreach (var delta in calling?.Accept(piece) ?? [])
                 {
@@ -118,6 +127,7 @@ internal static partial class OpenAiServer
                 }
             }
             var done = await work;
+            await Announce();
             // The calls streamed keep the ids they went out with.
             var streamed = calling?.Calls.ToList() ?? [];
             if (done.ToolCalls is { } parsed)
@@ -157,6 +167,11 @@ internal static partial class OpenAiServer
         {
             // the client went away
         }
+        catch (Exception e) when (started && e is InvalidOptionException or ServiceBusyException)
+        {
+            // After the stream opened: the API's failure event, then the end.
+            await Event("response.failed", new { response = ResponseShell(id, created, service.ModelName, "failed") with { Error = new { code = "server_error", message = e.Message } } });
+        }
     }
 
     /// <summary>An output item: a message or a function call.</summary>
@@ -171,7 +186,11 @@ internal static partial class OpenAiServer
     /// <summary>The response object; <see cref="Output"/> holds <see cref="ResponseItem"/>s, typed as objects so each is
     /// written with its own fields.</summary>
     private sealed record ResponseBody(string Id, string Object, long CreatedAt, string Status, string Model, object? IncompleteDetails,
-        object[] Output, object? Usage);
+        object[] Output, object? Usage)
+    {
+        /// <summary>What failed, for a failed response (null otherwise).</summary>
+        public object? Error { get; init; }
+    }
 
     private static ResponseBody ResponseShell(string id, long created, string model, string status) =>
         new(id, "response", created, status, model, null, [], null);

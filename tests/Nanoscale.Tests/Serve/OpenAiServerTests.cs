@@ -1293,6 +1293,12 @@ public sealed class ResponsesApiTests
         foreach (var bad in new[] { """{"input": "x", "previous_response_id": "resp_1"}""", """{}""", """{"input": []}""", """{"input": [{"role": "robot", "content": "x"}]}""",
                      """{"input": "x", "tools": [{"type": "web_search"}]}""", """{"input": "x", "text": {"format": {"type": "json_schema", "schema": {"type": "array"}}}}""" })
             Assert.True((await Post("/v1/responses", bad)).Status == HttpStatusCode.BadRequest, bad);
+        // Refused before any text (here a prompt over the context), a streamed request gets its error status, not a
+        // stream that stops.
+        var tooLong = JsonSerializer.Serialize(new { input = string.Concat(Enumerable.Repeat("Once upon a time. ", 400)), stream = true });
+        var (longStatus, longBody) = await Post("/v1/responses", tooLong);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, longStatus);
+        Assert.Equal("context_length_exceeded", JsonDocument.Parse(longBody).RootElement.GetProperty("error").GetProperty("code").GetString());
 
         // The official client (its Responses client is marked for evaluation).
 #pragma warning disable OPENAI001
