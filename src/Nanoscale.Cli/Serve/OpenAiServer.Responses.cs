@@ -17,27 +17,35 @@ namespace Nanoscale.Cli.Serve;
 /// <c>json_schema</c>), <c>stream</c>. The answer's <c>output</c> holds a message with the reply's text, or
 /// <c>function_call</c> items; streamed, the API's events from <c>response.created</c> to <c>response.completed</c> (or
 /// <c>response.incomplete</c> when <c>max_output_tokens</c> cut it).
-/// Not kept: <c>store</c>, <c>previous_response_id</c> (each request carries its whole conversation).
+/// <c>previous_response_id</c> goes on from a stored response (<see cref="ResponseStore"/>: in memory, the most recent
+/// ones; <c>store: false</c> keeps a response out of it).
 /// </summary>
 internal static partial class OpenAiServer
 {
-    private static async Task Respond(HttpContext context, CompletionService service)
+    private static async Task Respond(HttpContext context, CompletionService service, ResponseStore responses)
     {
         CompletionRequest request;
-        bool stream;
+        bool stream, store;
+        List<ChatMessage> conversation;
         try
         {
             if (await ReadBody(context, service) is not { } document) return;
             using (document)
             {
                 var root = document.RootElement;
-                if (Str(root, "previous_response_id") is not null)
-                    throw new BadField("previous_response_id", "responses are not stored: send the whole conversation as 'input'");
+                // The conversation a stored response ended with, then this request's input (instructions apart: they are
+                // not carried over).
+                conversation = Str(root, "previous_response_id") is not { } previous ? []
+                    : responses.TryGet(previous, out var earlier) ? [.. earlier]
+                    : throw new BadField("previous_response_id",
+                        $"no stored response '{previous}' (responses are kept in memory, the last {responses.Capacity}, while the server runs; or send the whole conversation as 'input')");
+                conversation.AddRange(ResponseInput(root));
+                store = Bool(root, "store") ?? true;
                 stream = Bool(root, "stream") ?? false;
                 var tools = ResponseTools(root);
                 request = new CompletionRequest
                 {
-                    Messages = ResponseInput(root),
+                    Messages = Str(root, "instructions") is { } instructions ? [new ChatMessage("system", instructions), .. conversation] : conversation,
                     Tools = tools,
                     RequiredTool = tools is null ? null : ResponseToolChoice(root),
                     JsonReply = ResponseFormat(root),
@@ -79,6 +87,7 @@ internal static partial class OpenAiServer
             if (!stream)
             {
                 var outcome = await service.CompleteAsync(request, null, context.RequestAborted);
+                if (store) responses.Put(id, [.. conversation, Reply(outcome)]);
                 await Results.Json(ResponseObject(id, messageId, created, service.ModelName, outcome), Json).ExecuteAsync(context);
                 return;
             }
@@ -134,6 +143,7 @@ internal static partial class OpenAiServer
                 done = done with { ToolCalls = [.. parsed.Select((c, i) => i < streamed.Count ? c with { Id = streamed[i].Id } : c)] };
             // The rest of a held reply that turned out to be text (unless it began a call that was cut off).
             else if (gate is not null && streamed.Count == 0 && gate.Rest() is { Length: > 0 } rest) await Text(rest);
+            if (store) responses.Put(id, [.. conversation, Reply(done)]);
             var final = ResponseObject(id, messageId, created, service.ModelName, done);
             int call = 0;
             foreach (var item in final.Output)
@@ -174,6 +184,11 @@ internal static partial class OpenAiServer
         }
     }
 
+    /// <summary>A reply as the conversation's next turn: the assistant's text, or its calls.</summary>
+    private static ChatMessage Reply(CompletionOutcome outcome) => outcome.ToolCalls is { } calls
+        ? new ChatMessage("assistant", outcome.Text.Length > 0 ? outcome.Text : null) { ToolCalls = calls }
+        : new ChatMessage("assistant", outcome.Text);
+
     /// <summary>An output item: a message or a function call.</summary>
     private abstract record ResponseItem(string Id, string Type, string Status);
 
@@ -212,13 +227,12 @@ internal static partial class OpenAiServer
                   total_tokens = o.PromptTokens + o.CompletionTokens });
     }
 
-    /// <summary><c>instructions</c> and <c>input</c> as chat messages: a string is one user message; items are messages
+    /// <summary><c>input</c> as chat messages: a string is one user message; items are messages
     /// (<c>{role, content}</c>, content a string or <c>input_text</c>/<c>output_text</c> parts), the model's
     /// <c>function_call</c>s (an assistant turn's calls) and <c>function_call_output</c>s (tool messages).</summary>
     private static IReadOnlyList<ChatMessage> ResponseInput(JsonElement root)
     {
         var messages = new List<ChatMessage>();
-        if (Str(root, "instructions") is { } instructions) messages.Add(new ChatMessage("system", instructions));
         const string Expected = "'input' must be a string or a list of items: {role, content}, function_call, function_call_output";
         switch (Field(root, "input"))
         {

@@ -102,7 +102,8 @@ internal static partial class OpenAiServer
         app.MapPost("/v1/embeddings", context => Embed(context, service, options.Pooling));
         foreach (var route in (string[])["tokenize", "detokenize", "apply-template"])
             app.MapPost("/" + route, context => Utility(context, service, route));
-        app.MapPost("/v1/responses", context => Respond(context, service));
+        var responses = new ResponseStore(256);
+        app.MapPost("/v1/responses", context => Respond(context, service, responses));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
         bool split = options.SplitReasoning && service.ChatTemplateThinks;
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));

@@ -27,6 +27,10 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
     /// large one stays for a larger request).</summary>
     internal const int MinCutShared = 16;
 
+    /// <summary>Prompt tokens a kept cache must share with a prompt to serve it at all (a chat template's first few
+    /// markers are shared by every conversation).</summary>
+    internal const int MinTakeShared = 8;
+
     /// <summary>Sessions kept now.</summary>
     public int Count
     {
@@ -47,8 +51,11 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
     /// one holding the longest beginning of the prompt (all but its last token at most: the prompt's logits come from
     /// running at least one) — among equals, one whose allocated positions fit the capacity, the most of them — keeping
     /// those <paramref name="reused"/> positions and forgetting the rest. A kept session whose allocated positions exceed
-    /// the capacity is a candidate only when it holds at least <see cref="MinCutShared"/> prompt tokens (it is cut to the
-    /// capacity). Else a new, empty one.</summary>
+    /// the capacity is taken only when it holds at least <see cref="MinCutShared"/> prompt tokens (it is cut to the
+    /// capacity). When that cache holds <see cref="MinCutShared"/> or more tokens beyond the shared ones, the shared
+    /// positions are copied into a new session instead and the cache is kept. When it shares fewer than
+    /// <see cref="MinTakeShared"/>, a new session while the pool is not full (the kept caches stay for the prompts that
+    /// share more), else the least recently returned kept one that fits, empty. Else a new, empty one.</summary>
     public InferenceSession Rent(int capacity, ReadOnlySpan<int> prompt, out int reused)
     {
         reused = 0;
@@ -60,9 +67,30 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
                 var kept = _kept[i];
                 int shared = Math.Min(kept.Tokens.AsSpan().CommonPrefixLength(prompt), Math.Max(0, Math.Min(prompt.Length - 1, capacity - 1)));
                 bool fits = kept.Session.AllocatedPositions <= capacity;
-                if (!fits && shared < MinCutShared) continue;
+                // A cache larger than the capacity serves by a copy of its beginning, or cut when it shares enough.
+                if (!fits && shared < (prompt.IsEmpty ? MinCutShared : MinTakeShared)) continue;
                 if (best < 0 || shared > bestShared || (shared == bestShared && Better(kept.Session, _kept[best].Session)))
                     (best, bestShared) = (i, shared);
+            }
+            if (!prompt.IsEmpty && best >= 0 && bestShared >= MinTakeShared && _kept[best].Tokens.Length - bestShared >= MinCutShared)
+            {
+                // The kept cache holds much more than this prompt shares (another conversation going on from a common
+                // system message): the shared beginning is copied into a new session and the cache stays for its own.
+                var kept = _kept[best];
+                _kept.RemoveAt(best);
+                _kept.Add(kept); // now the most recently used
+                var copy = model.CreateSession(capacity);
+                copy.CopyPrefix(kept.Session, bestShared);
+                reused = bestShared;
+                return copy;
+            }
+            // A prompt that shares little with every kept cache does not take one away from the prompts that would:
+            // a new session while the pool has room, else the least recently returned one that fits.
+            bool cut = best >= 0 && _kept[best].Session.AllocatedPositions > capacity;
+            if (!prompt.IsEmpty && (bestShared < MinTakeShared || cut && bestShared < MinCutShared))
+            {
+                bestShared = 0;
+                best = _kept.Count < MaxSessions ? -1 : _kept.FindIndex(k => k.Session.AllocatedPositions <= capacity);
             }
             if (best >= 0)
             {

@@ -299,10 +299,15 @@ public class TokenFactoryTests
         var same = pool.Rent(300, longer, out reused);
         Assert.Same(holder, same);
         Assert.Equal(longer.Length - 1, reused);
-        // A prompt sharing only the BOS token with both takes the larger cache; no prompt: an empty session.
+        // A prompt sharing only the BOS token with both takes neither while the pool has room (they stay for prompts
+        // that share more), and the least recently returned one when it is full; no prompt: the larger, empty.
         pool.Return(same, held: longer[..^1]);
-        Assert.Same(larger, pool.Rent(300, tokenizer.Encode("Lily", addBos: true), out reused));
-        Assert.Equal(1, reused);
+        var fresh2 = pool.Rent(300, tokenizer.Encode("Lily", addBos: true), out reused);
+        Assert.True(fresh2 != holder && fresh2 != larger && reused == 0 && pool.Count == 2);
+        pool.Return(fresh2, held: []);
+        Assert.Equal(3, pool.Count);
+        Assert.Same(larger, pool.Rent(300, tokenizer.Encode("Lily", addBos: true), out reused)); // full: the oldest (larger went back first)
+        Assert.Equal(0, reused);
         Assert.Equal(0, pool.Rent(300).Length);
 
         // A cache larger than the request's capacity: handed out cut to it when it holds enough of the prompt (its
@@ -313,8 +318,11 @@ public class TokenFactoryTests
         big.Forward(page, new float[page.Length * vocab]);
         Assert.Equal(InferenceSession.InitialPositions, big.AllocatedPositions);
         pool.Return(big, held: page);
-        Assert.NotSame(big, pool.Rent(page.Length + 10, page[..(SessionPool.MinCutShared - 1)], out reused));
-        Assert.Equal(0, reused);
+        // A prompt sharing part of what it holds gets a copy of that part; the cache stays whole in the pool.
+        int part = SessionPool.MinCutShared - 1;
+        var partial = pool.Rent(page.Length + 10, page[..(part + 1)], out reused);
+        Assert.NotSame(big, partial);
+        Assert.Equal((part, part), (reused, partial.Length));
         int[] more = [.. page, .. tokenizer.Encode(" The end", addBos: false)];
         var cut = pool.Rent(more.Length + 4, more, out reused);
         Assert.Same(big, cut);

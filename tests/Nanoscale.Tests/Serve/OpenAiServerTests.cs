@@ -1290,6 +1290,22 @@ public sealed class ResponsesApiTests
         Assert.Equal(HttpStatusCode.OK, answeredStatus);
         Assert.True(JsonDocument.Parse(answered).RootElement.GetProperty("usage").GetProperty("input_tokens").GetInt32() > 150, answered);
 
+        // Going on from a stored response is sending the whole conversation (instructions are not carried over).
+        string Id(string body) => JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
+        string Output(string body) => JsonDocument.Parse(body).RootElement.GetProperty("output")[0].GetProperty("content")[0].GetProperty("text").GetString()!;
+        JsonElement Usage(string body) => JsonDocument.Parse(body).RootElement.GetProperty("usage").Clone();
+        var (_, second) = await Post("/v1/responses", $$"""{"instructions": "Be brief.", "previous_response_id": "{{Id(text)}}", "input": "And then?", "max_output_tokens": 6, "temperature": 0}""");
+        var (_, whole) = await Post("/v1/responses", JsonSerializer.Serialize(new
+        {
+            instructions = "Be brief.", max_output_tokens = 6, temperature = 0,
+            input = new object[] { new { role = "user", content = "Hi there" }, new { role = "assistant", content = output }, new { role = "user", content = "And then?" } },
+        }));
+        Assert.Equal(Output(whole), Output(second));
+        Assert.Equal(Usage(whole).GetProperty("input_tokens").GetInt32(), Usage(second).GetProperty("input_tokens").GetInt32());
+        Assert.True(Usage(second).GetProperty("input_tokens_details").GetProperty("cached_tokens").GetInt32() > 0, "the first turn came from the cache");
+        var (_, unstored) = await Post("/v1/responses", """{"input": "x", "store": false, "max_output_tokens": 2}""");
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/responses", $$"""{"previous_response_id": "{{Id(unstored)}}", "input": "y"}""")).Status);
+
         foreach (var bad in new[] { """{"input": "x", "previous_response_id": "resp_1"}""", """{}""", """{"input": []}""", """{"input": [{"role": "robot", "content": "x"}]}""",
                      """{"input": "x", "tools": [{"type": "web_search"}]}""", """{"input": "x", "text": {"format": {"type": "json_schema", "schema": {"type": "array"}}}}""" })
             Assert.True((await Post("/v1/responses", bad)).Status == HttpStatusCode.BadRequest, bad);
