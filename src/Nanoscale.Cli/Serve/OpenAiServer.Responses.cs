@@ -322,18 +322,6 @@ internal static partial class OpenAiServer
     {
         if (Field(root, "text") is not { } text) return null;
         if (text.ValueKind != JsonValueKind.Object) throw new BadField("text", "'text' must be an object with a 'format'");
-        if (Field(text, "format") is not { } format) return null;
-        if (format.ValueKind != JsonValueKind.Object) throw new BadField("text", "'text.format' must be an object with a 'type'");
-        switch (Str(format, "type"))
-        {
-            case null or "text": return null;
-            case "json_object": return JsonSchema.Any;
-            case "json_schema":
-                if (Field(format, "schema") is not { ValueKind: JsonValueKind.Object } schema) throw new BadField("text", "'text.format' json_schema needs a 'schema' object");
-                var compiled = JsonSchema.From(schema);
-                return compiled.AllowsObject ? compiled : throw new BadField("text", "the schema must describe an object at its root");
-            default:
-                throw new BadField("text", "'text.format' type may be \"text\", \"json_object\" or \"json_schema\"");
-        }
+        return Field(text, "format") is { } format ? ReplyFormat(format, "text", "text.format", schemaNested: false) : null;
     }
 }

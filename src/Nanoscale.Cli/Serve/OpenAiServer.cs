@@ -696,21 +696,27 @@ internal static partial class OpenAiServer
 
     /// <summary><c>response_format</c>: <c>text</c> (null), <c>json_object</c> (any object) or
     /// <c>{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}</c> (an object following the schema).</summary>
-    private static JsonSchema? JsonReply(JsonElement root)
+    private static JsonSchema? JsonReply(JsonElement root) =>
+        Field(root, "response_format") is { } format ? ReplyFormat(format, "response_format", "response_format", schemaNested: true) : null;
+
+    /// <summary>A reply format, chat's <c>response_format</c> or the Responses API's <c>text.format</c>: <c>text</c>
+    /// (null), <c>json_object</c> (any object) or <c>json_schema</c> with its schema (in a <c>json_schema</c> member when
+    /// <paramref name="schemaNested"/>, chat's shape; beside <c>type</c> otherwise); errors name <paramref name="field"/>.</summary>
+    private static JsonSchema? ReplyFormat(JsonElement format, string field, string what, bool schemaNested)
     {
-        if (Field(root, "response_format") is not { } format) return null;
-        if (format.ValueKind != JsonValueKind.Object) throw new BadField("response_format", "'response_format' must be an object with a 'type'");
+        if (format.ValueKind != JsonValueKind.Object) throw new BadField(field, $"'{what}' must be an object with a 'type'");
         switch (Str(format, "type"))
         {
             case null or "text": return null;
             case "json_object": return JsonSchema.Any;
             case "json_schema":
-                if (Field(format, "json_schema") is not { ValueKind: JsonValueKind.Object } spec || Field(spec, "schema") is not { ValueKind: JsonValueKind.Object } schema)
-                    throw new BadField("response_format", "'json_schema' must be {\"name\": …, \"schema\": {…}}");
+                var holder = schemaNested ? Field(format, "json_schema") : format;
+                if (holder is not { ValueKind: JsonValueKind.Object } spec || Field(spec, "schema") is not { ValueKind: JsonValueKind.Object } schema)
+                    throw new BadField(field, schemaNested ? "'json_schema' must be {\"name\": …, \"schema\": {…}}" : $"'{what}' json_schema needs a 'schema' object");
                 var compiled = JsonSchema.From(schema);
-                return compiled.AllowsObject ? compiled : throw new BadField("response_format", "the schema must describe an object at its root");
+                return compiled.AllowsObject ? compiled : throw new BadField(field, "the schema must describe an object at its root");
             default:
-                throw new BadField("response_format", "'response_format' type may be \"text\", \"json_object\" or \"json_schema\"");
+                throw new BadField(field, $"'{what}' type may be \"text\", \"json_object\" or \"json_schema\"");
         }
     }
 

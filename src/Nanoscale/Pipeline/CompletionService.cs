@@ -229,8 +229,7 @@ public sealed class CompletionService : IDisposable
         {
             if (request.RequiredTool is not null)
                 throw new InvalidOptionException("response_format", "a JSON reply cannot be combined with forcing a tool call");
-            if (!reply.AllowsObject) throw new InvalidOptionException("response_format", "the schema must allow an object at its root");
-            return ("", new JsonConstraint(TokenPieces.For(_model.Tokenizer), new JsonConstraint.JsonObject(reply)));
+            return ("", _model.JsonReply(reply, "response_format"));
         }
         if (request.RequiredTool is not { } required) return ("", null);
         if (request.Messages is null || request.Tools is not { Count: > 0 } tools)

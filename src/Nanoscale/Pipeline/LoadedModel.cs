@@ -141,10 +141,10 @@ public sealed class LoadedModel : IDisposable
 
     /// <summary>The constraint that holds a reply to one JSON object following <paramref name="schema"/> (none without one).</summary>
     /// <exception cref="InvalidOptionException">The schema does not allow an object at its root.</exception>
-    internal ITokenConstraint? JsonReply(JsonSchema? schema) => schema switch
+    internal ITokenConstraint? JsonReply(JsonSchema? schema, string option = "json_schema") => schema switch
     {
         null => null,
-        { AllowsObject: false } => throw new InvalidOptionException("json_schema", "the schema must describe an object at its root"),
+        { AllowsObject: false } => throw new InvalidOptionException(option, "the schema must describe an object at its root"),
         _ => new JsonConstraint(TokenPieces.For(Tokenizer), new JsonConstraint.JsonObject(schema)),
     };
 
