@@ -193,9 +193,8 @@ public sealed class CompletionService : IDisposable
     /// generation prompt.</summary>
     private int[] PromptTokens(CompletionRequest request, string replyStart)
     {
-        var tokenizer = _model.Tokenizer;
-        if (request.Messages is { } messages) return _template.PromptTokens(tokenizer, messages, request.ChatTemplateArguments, request.Tools, replyStart);
-        return tokenizer.Encode(request.Prompt, addBos: tokenizer.BosId is not null);
+        if (request.Messages is { } messages) return _template.PromptTokens(_model.Tokenizer, messages, request.ChatTemplateArguments, request.Tools, replyStart);
+        return Tokenize(request.Prompt, addSpecial: true);
     }
 
     /// <summary>The text a chat request's prompt is (its messages, tools and template arguments rendered with the chat
@@ -379,10 +378,9 @@ public sealed class CompletionService : IDisposable
     {
         if (inputs.Count is 0 or > MaxEmbeddingInputs)
             throw new InvalidOptionException("input", $"give 1..{MaxEmbeddingInputs} inputs (found {inputs.Count})");
-        var tokenizer = _model.Tokenizer;
         var all = inputs.Select((input, i) => input switch
         {
-            string text => tokenizer.Encode(text, addBos: tokenizer.BosId is not null),
+            string text => Tokenize(text, addSpecial: true),
             int[] ids => ids.All(id => (uint)id < (uint)_model.Config.VocabSize) ? ids
                 : throw new InvalidOptionException("input", $"input {i} has a token id outside 0..{_model.Config.VocabSize - 1}"),
             _ => throw new InvalidOptionException("input", "each input is a string or a list of token ids"),
