@@ -6,7 +6,8 @@ namespace Nanoscale.Benchmarks;
 /// <summary>
 /// What constrained decoding costs a step (a forced tool call's arguments): checking one sampled token against the
 /// shape, and masking the whole vocabulary when that token does not fit, at a few points of a JSON object (after its
-/// opening brace, inside a string, after a value), for a real tokenizer's vocabulary.
+/// opening brace, inside a string, after a value), for a real tokenizer's vocabulary; then inside values a schema's rules
+/// hold (a date-time's pattern, a bounded integer, a string's length, a uuid).
 /// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- json-constraint ../shared/data/tokenizers/qwen2_5</code>
 /// </summary>
 internal static class JsonConstraintBenchmark
@@ -24,9 +25,17 @@ internal static class JsonConstraintBenchmark
         Console.WriteLine($"{pieces.Length} tokens; their texts made in {clock.Elapsed.TotalMilliseconds:0} ms (once per tokenizer)");
         Console.WriteLine("| where | allowed tokens | one token checked, ns | whole vocabulary masked, ms | token by token, ms |");
         Console.WriteLine("|---|---:|---:|---:|---:|");
-        foreach (var (where, text) in new[] { ("after '{'", "{"), ("inside a key", "{\"ci"), ("after a key", "{\"city\""), ("inside a value", "{\"city\": \"Par"), ("after a value", "{\"city\": \"Paris\"") })
+        var rules = JsonSchema.From(System.Text.Json.JsonDocument.Parse("""
+            {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"}, "age": {"type": "integer", "minimum": 18, "maximum": 120},
+             "name": {"type": "string", "maxLength": 8}, "id": {"type": "string", "format": "uuid"}}}
+            """).RootElement);
+        foreach (var (where, text, schema) in new[] { ("after '{'", "{", null), ("inside a key", "{\"ci", null), ("after a key", "{\"city\"", null),
+                     ("inside a value", "{\"city\": \"Par", null), ("after a value", "{\"city\": \"Paris\"", null),
+                     ("a date-time's first character", "{\"when\": \"", rules), ("a date-time's time", "{\"when\": \"2024-05-06T1", rules),
+                     ("an integer in 18–120", "{\"age\": ", rules), ("an integer in 18–120 after '1'", "{\"age\": 1", rules),
+                     ("a string of at most 8, 6 written", "{\"name\": \"Claude", rules), ("a uuid's middle", "{\"id\": \"123e4567-e8", rules) })
         {
-            var constraint = new JsonConstraint(pieces, new JsonConstraint.JsonObject());
+            var constraint = new JsonConstraint(pieces, new JsonConstraint.JsonObject(schema));
             constraint.AcceptText(text);
             var logits = new float[pieces.Length];
             int allowed = constraint.Mask(logits);

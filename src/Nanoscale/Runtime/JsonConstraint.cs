@@ -165,7 +165,11 @@ public sealed class JsonConstraint : ITokenConstraint
 
     /// <summary>An open container: its schema, whether it is an object, the declared keys already written (a bit each),
     /// and the one around it. Immutable, so a state is copied by copying a reference.</summary>
-    private sealed record Frame(JsonSchema Schema, bool IsObject, UInt128 Seen, Frame? Parent);
+    private sealed record Frame(JsonSchema Schema, bool IsObject, UInt128 Seen, Frame? Parent)
+    {
+        /// <summary>Keys or items begun so far.</summary>
+        public int Count { get; init; }
+    }
 
     /// <summary>Where the text is.</summary>
     private struct State
@@ -180,6 +184,10 @@ public sealed class JsonConstraint : ITokenConstraint
         public int Chosen;         // the option the last OneOf ended with
         public JsonSchema Next;    // the schema of the value expected next
         public bool IntegerOnly;   // the number being read must be an integer
+        public int Length;         // a string value's code points so far
+        public int Pattern;        // a string value's pattern automaton state
+        public int Code;           // a string value's \u escape: the code unit so far
+        public string? Number;     // a number held to bounds: its characters so far
     }
 
     private enum Mode : byte
@@ -278,12 +286,28 @@ public sealed class JsonConstraint : ITokenConstraint
         {
             case Mode.Start:
                 if (Blank(c)) return Whitespace(ref s);
-                return c == '{' && Open(ref s, objects: true);
+                if (c != '{' || s.Next.Pick(c) is not { } picked) return false;
+                s.Next = picked;
+                return Open(ref s, objects: true);
             case Mode.Value:
             case Mode.ArrayOpen:
+            {
                 if (Blank(c)) return Whitespace(ref s);
-                if (c == ']' && s.Mode == Mode.ArrayOpen) { Close(ref s); return true; }
+                var frame = s.Frames;
+                if (c == ']' && s.Mode == Mode.ArrayOpen)
+                {
+                    if (frame!.Schema.MinItems > 0) return false;
+                    Close(ref s);
+                    return true;
+                }
+                if (frame is { IsObject: false })
+                {
+                    // An array's item: within maxItems.
+                    if (frame.Count >= frame.Schema.MaxItems) return false;
+                    s.Frames = frame with { Count = frame.Count + 1 };
+                }
                 return BeginValue(ref s, c);
+            }
             case Mode.ObjectOpen:
             case Mode.KeyExpected:
             {
@@ -291,9 +315,17 @@ public sealed class JsonConstraint : ITokenConstraint
                 if (c == '}' && s.Mode == Mode.ObjectOpen) return CloseObject(ref s);
                 if (c != '"') return false;
                 var schema = s.Frames!.Schema;
+                if (s.Frames.Count >= schema.MaxProperties) return false;
+                s.Frames = s.Frames with { Count = s.Frames.Count + 1 };
                 s.Blanks = 0;
                 s.Matched = 0;
-                if (schema.OtherKeys) { s.Mode = Mode.Key; return true; }
+                if (schema.OtherKeys)
+                {
+                    // Any key; one that turns out declared takes its schema.
+                    s.Mode = Mode.Key;
+                    s.Candidates = UInt128.MaxValue;
+                    return true;
+                }
                 // Only declared keys not yet written.
                 if (!KeysLeft(s.Frames)) return false;
                 s.Mode = Mode.DeclaredKey;
@@ -325,27 +357,35 @@ public sealed class JsonConstraint : ITokenConstraint
                 return true;
             }
             case Mode.Key:
-                if (c == '"')
-                {
-                    s.Next = JsonSchema.Any;
-                    s.Mode = Mode.Colon;
-                    return true;
-                }
-                if (c == '\\') { s.Mode = Mode.KeyEscape; return true; }
-                return c >= 0x20;
+                if (c == '"') return EndKey(ref s);
+                if (c < 0x20) return false;
+                NarrowKey(ref s, c);
+                if (c == '\\') s.Mode = Mode.KeyEscape;
+                return true;
             case Mode.KeyEscape:
+                NarrowKey(ref s, c);
+                if (c == 'u') { s.Mode = Mode.KeyUnicode; s.Code = 4; return true; }
+                if (Unescaped(c) is null) return false;
+                s.Mode = Mode.Key;
+                return true;
             case Mode.Escape:
-            {
-                bool key = s.Mode == Mode.KeyEscape;
-                if (c == 'u') { s.Mode = key ? Mode.KeyUnicode : Mode.Unicode; s.Matched = 4; return true; }
-                if (c is '"' or '\\' or '/' or 'b' or 'f' or 'n' or 'r' or 't') { s.Mode = key ? Mode.Key : Mode.String; return true; }
-                return false;
-            }
+                // A string held to a pattern is written without \u escapes (its characters as they are), so the
+                // pattern sees each character whole.
+                if (c == 'u' && s.Next.Pattern is null) { s.Mode = Mode.Unicode; s.Matched = 4; s.Code = 0; return true; }
+                if (Unescaped(c) is not { } unescaped) return false;
+                s.Mode = Mode.String;
+                return StringCharacter(ref s, unescaped);
             case Mode.KeyUnicode:
+                if (!char.IsAsciiHexDigit(c)) return false;
+                NarrowKey(ref s, c);
+                if (--s.Code == 0) s.Mode = Mode.Key;
+                return true;
             case Mode.Unicode:
                 if (!char.IsAsciiHexDigit(c)) return false;
-                if (--s.Matched == 0) s.Mode = s.Mode == Mode.KeyUnicode ? Mode.Key : Mode.String;
-                return true;
+                s.Code = s.Code * 16 + Convert.ToInt32(c.ToString(), 16);
+                if (--s.Matched > 0) return true;
+                s.Mode = Mode.String;
+                return StringCharacter(ref s, (char)s.Code);
             case Mode.Colon:
                 if (Blank(c)) return Whitespace(ref s);
                 if (c != ':') return false;
@@ -359,20 +399,33 @@ public sealed class JsonConstraint : ITokenConstraint
                 if (c == ',')
                 {
                     if (frame.IsObject && !frame.Schema.OtherKeys && !KeysLeft(frame)) return false;
+                    if (frame.Count >= (frame.IsObject ? frame.Schema.MaxProperties : frame.Schema.MaxItems)) return false;
                     s.Mode = frame.IsObject ? Mode.KeyExpected : Mode.Value;
                     if (!frame.IsObject) s.Next = frame.Schema.Items ?? JsonSchema.Any;
                     s.Blanks = 0;
                     return true;
                 }
                 if (frame.IsObject) return c == '}' && CloseObject(ref s);
-                if (c != ']') return false;
+                if (c != ']' || frame.Count < frame.Schema.MinItems) return false;
                 Close(ref s);
                 return true;
             }
             case Mode.String:
-                if (c == '"') { s.Mode = Mode.After; return true; }
-                if (c == '\\') { s.Mode = Mode.Escape; return true; }
-                return c >= 0x20;
+                if (c == '"')
+                {
+                    // The string ends once it is long enough and its pattern matches.
+                    var schema = s.Next;
+                    if (s.Length < schema.MinLength || schema.Pattern is { } pattern && !pattern.Accepts(s.Pattern)) return false;
+                    s.Mode = Mode.After;
+                    return true;
+                }
+                if (c == '\\')
+                {
+                    // An escape only where some escaped character could follow (a pattern or the length may allow none).
+                    s.Mode = Mode.Escape;
+                    return CanEscape(s);
+                }
+                return c >= 0x20 && StringCharacter(ref s, c);
             case Mode.Enum:
             {
                 var values = s.Next.Values!;
@@ -387,9 +440,49 @@ public sealed class JsonConstraint : ITokenConstraint
                     }
                 return false;
             }
-            case Mode.Minus or Mode.Zero or Mode.Integer or Mode.Dot or Mode.Fraction or Mode.Exponent or Mode.ExponentSign or Mode.ExponentDigits
-                when ++s.Matched > MaxNumber && NumberGoesOn(s.Mode, c):
+            case Mode.Minus or Mode.Zero or Mode.Integer or Mode.Dot or Mode.Fraction or Mode.Exponent or Mode.ExponentSign or Mode.ExponentDigits:
+                return Number(ref s, c);
+            case Mode.True:
+            case Mode.False:
+            case Mode.Null:
+            {
+                string word = s.Mode == Mode.True ? "true" : s.Mode == Mode.False ? "false" : "null";
+                if (word[s.Matched] != c) return false;
+                if (++s.Matched == word.Length)
+                {
+                    s.Matched = 0;
+                    s.Mode = Mode.After;
+                }
+                return true;
+            }
+            default:
                 return false;
+        }
+    }
+
+    /// <summary>A character of a number (or the first after it, which ends it). A number held to bounds is written
+    /// without an exponent, and each character must leave a way to a number within them.</summary>
+    private bool Number(ref State s, char c)
+    {
+        bool goesOn = NumberGoesOn(s.Mode, c);
+        if (goesOn && ++s.Matched > MaxNumber) return false;
+        if (goesOn && s.Number is { } number)
+        {
+            if (c is 'e' or 'E') return false;
+            var next = number + c;
+            if (!NumberCharacter(ref s, c)) return false;
+            if (!s.Next.Bounds!.Reachable(next, s.IntegerOnly, MaxNumber - next.Length)) return false;
+            s.Number = next;
+            return true;
+        }
+        return NumberCharacter(ref s, c);
+    }
+
+    /// <summary>The number grammar (RFC 8259) for one character.</summary>
+    private bool NumberCharacter(ref State s, char c)
+    {
+        switch (s.Mode)
+        {
             case Mode.Minus:
                 if (c == '0') { s.Mode = Mode.Zero; return true; }
                 if (char.IsAsciiDigit(c)) { s.Mode = Mode.Integer; return true; }
@@ -420,23 +513,79 @@ public sealed class JsonConstraint : ITokenConstraint
             case Mode.ExponentDigits:
                 if (char.IsAsciiDigit(c)) return true;
                 return EndNumber(ref s, c);
-            case Mode.True:
-            case Mode.False:
-            case Mode.Null:
-            {
-                string word = s.Mode == Mode.True ? "true" : s.Mode == Mode.False ? "false" : "null";
-                if (word[s.Matched] != c) return false;
-                if (++s.Matched == word.Length)
-                {
-                    s.Matched = 0;
-                    s.Mode = Mode.After;
-                }
-                return true;
-            }
-            default:
+                default:
                 return false;
         }
     }
+
+    /// <summary>A free key's character as written: the declared keys it may still be (<see cref="State.Candidates"/>).</summary>
+    private static void NarrowKey(ref State s, char c)
+    {
+        var keys = s.Frames!.Schema.Keys;
+        if (s.Candidates != 0)
+        {
+            UInt128 left = 0;
+            for (int i = 0; i < keys.Length; i++)
+                if ((s.Candidates & (UInt128.One << i)) != 0 && keys[i].Length > s.Matched + 1 && keys[i][s.Matched] == c)
+                    left |= UInt128.One << i;
+            s.Candidates = left;
+        }
+        s.Matched++;
+    }
+
+    /// <summary>A free key's closing quote: a declared key takes its schema (once: a second time is refused), any other
+    /// the schema of <c>additionalProperties</c>.</summary>
+    private static bool EndKey(ref State s)
+    {
+        var frame = s.Frames!;
+        var keys = frame.Schema.Keys;
+        s.Next = frame.Schema.OtherValues ?? JsonSchema.Any;
+        for (int i = 0; i < keys.Length; i++)
+            if ((s.Candidates & (UInt128.One << i)) != 0 && keys[i].Length == s.Matched + 1)
+            {
+                if ((frame.Seen & (UInt128.One << i)) != 0) return false;
+                s.Frames = frame with { Seen = frame.Seen | (UInt128.One << i) };
+                s.Next = frame.Schema.KeySchemas[i];
+                break;
+            }
+        s.Mode = Mode.Colon;
+        return true;
+    }
+
+    /// <summary>A character of a string value (an escape's character once read): within <c>maxLength</c> (code points:
+    /// a low surrogate does not count) and keeping its pattern possible in the length left.</summary>
+    private static bool StringCharacter(ref State s, char c)
+    {
+        var schema = s.Next;
+        if (!char.IsLowSurrogate(c))
+        {
+            if (s.Length >= schema.MaxLength) return false;
+            s.Length++;
+        }
+        if (schema.Pattern is not { } pattern) return true;
+        s.Pattern = pattern.Next(s.Pattern, c);
+        int distance = pattern.Distance(s.Pattern);
+        return distance != int.MaxValue && (schema.MaxLength == int.MaxValue || (long)s.Length + distance <= schema.MaxLength);
+    }
+
+    /// <summary>Whether some escape can follow the backslash that begins one (in <see cref="Mode.Escape"/>).</summary>
+    private static bool CanEscape(State s)
+    {
+        if (s.Next.Pattern is null) return s.Length < s.Next.MaxLength;
+        foreach (char e in "\"\\/bfnrt")
+        {
+            var copy = s;
+            if (StringCharacter(ref copy, Unescaped(e)!.Value)) return true;
+        }
+        return false;
+    }
+
+    /// <summary>The character a one-letter escape stands for (null: not an escape).</summary>
+    private static char? Unescaped(char c) => c switch
+    {
+        '"' => '"', '\\' => '\\', '/' => '/', 'b' => '\b', 'f' => '\f', 'n' => '\n', 'r' => '\r', 't' => '\t',
+        _ => null,
+    };
 
     /// <summary>Whether the object's schema leaves a declared key not yet written.</summary>
     private static bool KeysLeft(Frame frame)
@@ -453,6 +602,8 @@ public sealed class JsonConstraint : ITokenConstraint
     /// <summary>A number ends at the first character that cannot continue it, which then counts as what follows it.</summary>
     private bool EndNumber(ref State s, char c)
     {
+        if (s.Number is { } number && !s.Next.Bounds!.Holds(number)) return false;
+        s.Number = null;
         s.Mode = Mode.After;
         s.Blanks = 0;
         return Json(ref s, c);
@@ -463,7 +614,9 @@ public sealed class JsonConstraint : ITokenConstraint
     private static bool BeginValue(ref State s, char c)
     {
         s.Blanks = 0;
-        var schema = s.Next;
+        // Branches (anyOf/oneOf) begin with different characters: this one picks.
+        if (s.Next.Pick(c) is not { } schema) return false;
+        s.Next = schema;
         if (schema.Values is not null)
         {
             s.Mode = Mode.Enum;
@@ -478,6 +631,8 @@ public sealed class JsonConstraint : ITokenConstraint
             case '"':
                 if (!allowed.HasFlag(JsonSchema.Kinds.String)) return false;
                 s.Mode = Mode.String;
+                s.Length = 0;
+                s.Pattern = schema.Pattern?.Start ?? 0;
                 return true;
             case 't' or 'f':
                 if (!allowed.HasFlag(JsonSchema.Kinds.Boolean)) return false;
@@ -494,7 +649,10 @@ public sealed class JsonConstraint : ITokenConstraint
                 s.IntegerOnly = !allowed.HasFlag(JsonSchema.Kinds.Number);
                 s.Mode = c == '-' ? Mode.Minus : c == '0' ? Mode.Zero : Mode.Integer;
                 s.Matched = 1;
-                return true;
+                s.Number = null;
+                if (schema.Bounds is not { } bounds) return true;
+                s.Number = c.ToString();
+                return bounds.Reachable(s.Number, s.IntegerOnly, MaxNumber - 1);
         }
     }
 
@@ -509,11 +667,11 @@ public sealed class JsonConstraint : ITokenConstraint
         return true;
     }
 
-    /// <summary>Closes an object, once every required key is written.</summary>
+    /// <summary>Closes an object, once every required key is written and it has <c>minProperties</c> keys.</summary>
     private bool CloseObject(ref State s)
     {
         var frame = s.Frames!;
-        if ((frame.Schema.Required & ~frame.Seen) != 0) return false;
+        if ((frame.Schema.Required & ~frame.Seen) != 0 || frame.Count < frame.Schema.MinProperties) return false;
         Close(ref s);
         return true;
     }

@@ -6,13 +6,19 @@ namespace Nanoscale.Runtime;
 /// A JSON schema as <see cref="JsonConstraint"/> holds generated JSON to it — the subset that decides what may be
 /// written next: <c>type</c> (a name or a list), <c>enum</c> and <c>const</c>, an object's <c>properties</c> (only those
 /// keys, each at most once, when properties are declared and <c>additionalProperties</c> is not <c>true</c> or a schema,
-/// as OpenAI's structured outputs have it; any keys otherwise), <c>required</c> (the object cannot close before them),
-/// an array's <c>items</c>, <c>anyOf</c>/<c>oneOf</c> of plain types (<c>["string", "null"]</c>'s other spelling), local
-/// <c>$ref</c>s (<c>#/$defs/Name</c>, as pydantic writes nested models; a recursive one is followed to the nesting bound)
-/// and an <c>allOf</c> of one schema. Everything else — remote references, <c>allOf</c> of several, patterns, lengths,
-/// bounds, branches with their own properties — leaves
-/// the value free (any JSON of the allowed types), so a schema the subset does not cover is followed less closely, never
-/// refused. A function's <c>parameters</c> absent means no arguments: <c>{}</c>.
+/// as OpenAI's structured outputs have it; other keys' values follow <c>additionalProperties</c> when it is a schema),
+/// <c>required</c> (the object cannot close before them), <c>minProperties</c>/<c>maxProperties</c>, an array's
+/// <c>items</c> and <c>minItems</c>/<c>maxItems</c>, a string's <c>minLength</c>/<c>maxLength</c> (code points),
+/// <c>pattern</c> (<see cref="JsonPattern"/>'s subset of ECMAScript regular expressions) and <c>format</c> (date, time,
+/// date-time, duration, uuid, ipv4, ipv6, hostname, email: <see cref="JsonPattern.ForFormat"/>), a number's
+/// <c>minimum</c>/<c>maximum</c>/<c>exclusiveMinimum</c>/<c>exclusiveMaximum</c>/<c>multipleOf</c> (exact decimals,
+/// <see cref="JsonNumberBounds"/>), <c>anyOf</c>/<c>oneOf</c> of plain types or of branches whose values begin with
+/// different characters (pydantic's <c>Optional[Model]</c>: an object or null), local <c>$ref</c>s (<c>#/$defs/Name</c>,
+/// as pydantic writes nested models; a recursive one is followed to the nesting bound) and an <c>allOf</c> of one schema.
+/// Everything else — remote references, <c>allOf</c> of several, branches that begin alike (two kinds of object),
+/// patterns beyond the subset, formats not listed — leaves the value free (any JSON of the allowed types), so a schema
+/// the subset does not cover is followed less closely, never refused. A function's <c>parameters</c> absent means no
+/// arguments: <c>{}</c>.
 /// </summary>
 public sealed class JsonSchema
 {
@@ -39,8 +45,40 @@ public sealed class JsonSchema
     /// <summary>Whether keys beyond <see cref="Keys"/> may appear (their values free).</summary>
     internal bool OtherKeys { get; private set; } = true;
 
+    /// <summary>The values of keys beyond <see cref="Keys"/> (<c>additionalProperties</c> as a schema; null: free).</summary>
+    internal JsonSchema? OtherValues { get; private set; }
+
     /// <summary>An array's elements (null: any).</summary>
     internal JsonSchema? Items { get; private set; }
+
+    /// <summary>A string's length bounds in code points (<c>minLength</c>, <c>maxLength</c>; <c>format: hostname</c>
+    /// caps it at 253).</summary>
+    internal int MinLength { get; private set; }
+
+    internal int MaxLength { get; private set; } = int.MaxValue;
+
+    /// <summary>A string's <c>pattern</c>, or the pattern of its <c>format</c> (null: free).</summary>
+    internal JsonPattern? Pattern { get; private set; }
+
+    /// <summary>A number's bounds (null: none).</summary>
+    internal JsonNumberBounds? Bounds { get; private set; }
+
+    /// <summary>An array's item count bounds.</summary>
+    internal int MinItems { get; private set; }
+
+    internal int MaxItems { get; private set; } = int.MaxValue;
+
+    /// <summary>An object's key count bounds.</summary>
+    internal int MinProperties { get; private set; }
+
+    internal int MaxProperties { get; private set; } = int.MaxValue;
+
+    /// <summary><c>anyOf</c>/<c>oneOf</c> branches that begin with different characters (an object or null, a string or
+    /// a number, …): the value's first character picks its branch. Null: no branches.</summary>
+    internal JsonSchema[]? Branches { get; private set; }
+
+    /// <summary>Per branch, the characters a value of it may begin with.</summary>
+    internal string[] BranchStarts { get; private set; } = [];
 
     /// <summary>Whether an object may follow this schema (a JSON object part needs one).</summary>
     public bool AllowsObject => Values is null && Allowed.HasFlag(Kinds.Object);
@@ -80,23 +118,38 @@ public sealed class JsonSchema
             return new() { Values = [.. values.EnumerateArray().Select(v => JsonSerializer.Serialize(v, Compact)).Distinct()] };
         var kinds = TypeKinds(schema);
         foreach (var name in (string[])["anyOf", "oneOf"])
-            if (kinds is null && schema.TryGetProperty(name, out var branches) && branches.ValueKind == JsonValueKind.Array)
+            if (kinds is null && schema.TryGetProperty(name, out var branches) && branches.ValueKind == JsonValueKind.Array && branches.GetArrayLength() > 0)
             {
-                // Branches that are plain types (nothing else) join; any other branch leaves the value free.
+                // Branches that are plain types (nothing else) join.
                 Kinds union = 0;
                 foreach (var branch in branches.EnumerateArray())
+                    union |= branch.ValueKind == JsonValueKind.Object && TypeKinds(branch) is { } k
+                        && branch.EnumerateObject().All(p => p.Name is "type" or "description" or "title") ? k : Kinds.Any | (Kinds)128;
+                if ((union & (Kinds)128) == 0)
                 {
-                    if (branch.ValueKind != JsonValueKind.Object || TypeKinds(branch) is not { } k
-                        || branch.EnumerateObject().Any(p => p.Name is not ("type" or "description" or "title")))
-                        return Any;
-                    union |= k;
+                    kinds = union;
+                    continue;
                 }
-                kinds = union == 0 ? null : union;
+                // Otherwise branches whose values begin with different characters (pydantic's Optional[Model]: an
+                // object or null) are followed, the first character choosing; any overlap leaves the value free.
+                var starts = branches.EnumerateArray().Select(b => Starts(b, root, 0)).ToArray();
+                for (int i = 0; i < starts.Length; i++)
+                    for (int j = i + 1; j < starts.Length; j++)
+                        if (starts[i].Intersect(starts[j]).Any()) return Any;
+                var compiled = branches.EnumerateArray().Select(b => Compile(b, root, depth + 1, references)).ToArray();
+                Kinds allowed = 0;
+                foreach (var b in branches.EnumerateArray()) allowed |= KindsOf(Starts(b, root, 0));
+                return new() { Allowed = allowed, Branches = compiled, BranchStarts = starts };
             }
         bool hasProperties = schema.TryGetProperty("properties", out var properties) && properties.ValueKind == JsonValueKind.Object;
         kinds ??= hasProperties ? Kinds.Object : schema.TryGetProperty("items", out _) ? Kinds.Array : Kinds.Any;
-        if (!kinds.Value.HasFlag(Kinds.Object) && !kinds.Value.HasFlag(Kinds.Array)) return new() { Allowed = kinds.Value };
+        var result = new JsonSchema { Allowed = kinds.Value };
+        if (kinds.Value.HasFlag(Kinds.String)) result.StringRules(schema);
+        if ((kinds.Value & (Kinds.Number | Kinds.Integer)) != 0) result.Bounds = JsonNumberBounds.From(schema);
+        if (!kinds.Value.HasFlag(Kinds.Object) && !kinds.Value.HasFlag(Kinds.Array)) return result;
 
+        (result.MinItems, result.MaxItems) = (Count(schema, "minItems", 0), Count(schema, "maxItems", int.MaxValue));
+        (result.MinProperties, result.MaxProperties) = (Count(schema, "minProperties", 0), Count(schema, "maxProperties", int.MaxValue));
         var keys = new List<string>();
         var keySchemas = new List<JsonSchema>();
         UInt128 required = 0;
@@ -117,13 +170,107 @@ public sealed class JsonSchema
         }
         else if (schema.TryGetProperty("additionalProperties", out var more) && more.ValueKind == JsonValueKind.False)
             otherKeys = false;
-        var items = schema.TryGetProperty("items", out var itemSchema) ? Compile(itemSchema, root, depth + 1, references) : null;
-        return new() { Allowed = kinds.Value, Keys = [.. keys], KeySchemas = [.. keySchemas], Required = required, OtherKeys = otherKeys, Items = items };
+        result.Keys = [.. keys];
+        result.KeySchemas = [.. keySchemas];
+        result.Required = required;
+        result.OtherKeys = otherKeys;
+        if (otherKeys && schema.TryGetProperty("additionalProperties", out var otherValues) && otherValues.ValueKind == JsonValueKind.Object)
+            result.OtherValues = Compile(otherValues, root, depth + 1, references);
+        result.Items = schema.TryGetProperty("items", out var itemSchema) ? Compile(itemSchema, root, depth + 1, references) : null;
+        return result;
+    }
+
+    /// <summary>A string's length bounds, pattern and format.</summary>
+    private void StringRules(JsonElement schema)
+    {
+        MinLength = Count(schema, "minLength", 0);
+        MaxLength = Count(schema, "maxLength", int.MaxValue);
+        if (schema.TryGetProperty("pattern", out var pattern) && pattern.ValueKind == JsonValueKind.String && pattern.GetString()!.Length <= MaxPattern)
+            Pattern = JsonPattern.TryCompile(pattern.GetString()!);
+        if (Pattern is null && schema.TryGetProperty("format", out var format) && format.ValueKind == JsonValueKind.String
+            && JsonPattern.ForFormat(format.GetString()!) is { } formatPattern)
+        {
+            Pattern = formatPattern;
+            // Host names are at most 253 characters, addresses 254.
+            if (format.GetString() is "hostname" or "email") MaxLength = Math.Min(MaxLength, format.GetString() == "email" ? 254 : 253);
+        }
+    }
+
+    /// <summary>Characters of a <c>pattern</c> at most (a longer one is left free).</summary>
+    public const int MaxPattern = 1000;
+
+    /// <summary>A non-negative integer keyword, or <paramref name="otherwise"/> when absent or not one.</summary>
+    private static int Count(JsonElement schema, string name, int otherwise) =>
+        schema.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long n) && n >= 0
+            ? (int)Math.Min(n, int.MaxValue)
+            : otherwise;
+
+    /// <summary>The characters a value of <paramref name="schema"/> may begin with (read from the schema's JSON, so a
+    /// reference not yet compiled answers too): an object '{', an array '[', a string '"', a boolean 't'/'f', null 'n',
+    /// a number '-' or a digit; an enum's values' first characters.</summary>
+    private static string Starts(JsonElement schema, JsonElement root, int depth)
+    {
+        const string Everything = "{[\"tfn-0123456789";
+        if (schema.ValueKind != JsonValueKind.Object || depth > JsonConstraint.MaxDepth) return Everything;
+        if (schema.TryGetProperty("$ref", out var reference))
+            return reference.ValueKind == JsonValueKind.String && Resolve(root, reference.GetString()!) is { } target ? Starts(target, root, depth + 1) : Everything;
+        if (schema.TryGetProperty("allOf", out var all) && all.ValueKind == JsonValueKind.Array && all.GetArrayLength() == 1)
+            return Starts(all[0], root, depth + 1);
+        if (schema.TryGetProperty("const", out var constant)) return JsonSerializer.Serialize(constant, Compact)[..1];
+        if (schema.TryGetProperty("enum", out var values) && values.ValueKind == JsonValueKind.Array && values.GetArrayLength() is > 0 and <= MaxKeys)
+            return new string([.. values.EnumerateArray().Select(v => JsonSerializer.Serialize(v, Compact)[0]).Distinct()]);
+        var kinds = TypeKinds(schema);
+        if (kinds is null)
+            foreach (var name in (string[])["anyOf", "oneOf"])
+                if (schema.TryGetProperty(name, out var branches) && branches.ValueKind == JsonValueKind.Array && branches.GetArrayLength() > 0)
+                    return new string([.. branches.EnumerateArray().SelectMany(b => Starts(b, root, depth + 1)).Distinct()]);
+        kinds ??= schema.TryGetProperty("properties", out var p) && p.ValueKind == JsonValueKind.Object ? Kinds.Object
+            : schema.TryGetProperty("items", out _) ? Kinds.Array : Kinds.Any;
+        var starts = new System.Text.StringBuilder();
+        if (kinds.Value.HasFlag(Kinds.Object)) starts.Append('{');
+        if (kinds.Value.HasFlag(Kinds.Array)) starts.Append('[');
+        if (kinds.Value.HasFlag(Kinds.String)) starts.Append('"');
+        if (kinds.Value.HasFlag(Kinds.Boolean)) starts.Append("tf");
+        if (kinds.Value.HasFlag(Kinds.Null)) starts.Append('n');
+        if ((kinds.Value & (Kinds.Number | Kinds.Integer)) != 0) starts.Append("-0123456789");
+        return starts.ToString();
+    }
+
+    /// <summary>The kinds whose values begin with one of <paramref name="starts"/>.</summary>
+    private static Kinds KindsOf(string starts)
+    {
+        Kinds kinds = 0;
+        foreach (char c in starts)
+            kinds |= c switch
+            {
+                '{' => Kinds.Object,
+                '[' => Kinds.Array,
+                '"' => Kinds.String,
+                't' or 'f' => Kinds.Boolean,
+                'n' => Kinds.Null,
+                _ => Kinds.Number | Kinds.Integer,
+            };
+        return kinds;
+    }
+
+    /// <summary>The branch a value beginning with <paramref name="c"/> follows: itself without branches, null when no
+    /// branch begins so.</summary>
+    internal JsonSchema? Pick(char c)
+    {
+        if (Branches is null) return this;
+        for (int i = 0; i < Branches.Length; i++)
+            if (BranchStarts[i].Contains(c)) return Branches[i].Pick(c);
+        return null;
     }
 
     /// <summary>Takes <paramref name="other"/>'s rules (a reference's node, filled once its target is compiled).</summary>
-    private void Become(JsonSchema other) =>
+    private void Become(JsonSchema other)
+    {
         (Allowed, Values, Keys, KeySchemas, Required, OtherKeys, Items) = (other.Allowed, other.Values, other.Keys, other.KeySchemas, other.Required, other.OtherKeys, other.Items);
+        (MinLength, MaxLength, Pattern, Bounds) = (other.MinLength, other.MaxLength, other.Pattern, other.Bounds);
+        (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues) =
+            (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues);
+    }
 
     /// <summary>The schema a local JSON pointer (<c>#/$defs/Name</c>) points to in <paramref name="root"/>, or null.</summary>
     private static JsonElement? Resolve(JsonElement root, string pointer)

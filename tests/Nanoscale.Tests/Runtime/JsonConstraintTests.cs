@@ -184,7 +184,14 @@ public class JsonConstraintTests
         Assert.False(Whole(Schema("""{"type": "object", "properties": {}}"""), "{\"a\": 1}"));
         Assert.True(Whole(Schema("""{"type": "object"}"""), "{\"a\": [1, {}]}"));                                 // no properties: any keys
         Assert.True(Whole(Schema("""{"type": "object", "properties": {"a": {"$ref": "#/x"}}}"""), "{\"a\": [true]}")); // beyond the subset: free
-        Assert.True(Whole(Schema("""{"properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "number"}}"""), "{\"b\": \"s\"}"));
+        // Keys beyond the declared ones take additionalProperties' schema; a declared one written as any key, its own.
+        const string More = """{"properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "number"}}""";
+        Assert.True(Whole(Schema(More), "{\"b\": 1, \"a\": \"s\"}"));
+        Assert.False(Whole(Schema(More), "{\"b\": \"s\"}"));
+        Assert.False(Whole(Schema(More), "{\"a\": 1}"));
+        Assert.False(Whole(Schema(More), "{\"a\": \"s\", \"a\": \"t\"}"));
+        Assert.True(Whole(Schema("""{"properties": {"a": {"type": "string"}}, "additionalProperties": true}"""), "{\"b\": [], \"ab\": 2}"));
+        Assert.False(Whole(Schema("""{"properties": {"a": {"type": "string"}}, "additionalProperties": true}"""), "{\"b\": [], \"a\": 2}"));
         Assert.False(JsonSchema.From(JsonDocument.Parse("""{"type": "string"}""").RootElement).AllowsObject);
         Assert.Throws<ArgumentException>(() => new JsonConstraint([], new JsonConstraint.JsonObject(JsonSchema.From(JsonDocument.Parse("""{"enum": [1]}""").RootElement))));
     }

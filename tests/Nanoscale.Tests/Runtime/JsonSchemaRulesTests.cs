@@ -1,0 +1,377 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using CsCheck;
+using Nanoscale.Runtime;
+
+namespace Nanoscale.Tests.Runtime;
+
+/// <summary>
+/// The value rules of JSON Schema that constrained decoding follows beyond types and keys — string patterns, formats and
+/// lengths, number bounds and steps, item and key counts, branches told apart by their first character — checked
+/// against two implementations that are not ours: .NET's <see cref="Regex"/> for patterns, and JsonSchema.Net (a
+/// validator of the whole 2020-12 draft, format validation on) for every walk a schema holds.
+/// </summary>
+public class JsonSchemaRulesTests
+{
+    private static readonly Json.Schema.EvaluationOptions Validation = new() { RequireFormatValidation = true, OutputFormat = Json.Schema.OutputFormat.List };
+
+    private static readonly JsonSerializerOptions Relaxed = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private static JsonConstraint Constraint(string schema) =>
+        new([], new JsonConstraint.JsonObject(JsonSchema.From(JsonDocument.Parse(schema).RootElement)));
+
+    /// <summary>Whether the whole text fits, character by character, and completes the shape exactly at its end.</summary>
+    private static bool Whole(string schema, string text)
+    {
+        var constraint = Constraint(schema);
+        foreach (char c in text)
+        {
+            if (constraint.Complete || !constraint.AllowsText(c.ToString())) return false;
+            constraint.AcceptText(c.ToString());
+        }
+        return constraint.Complete;
+    }
+
+    private static string StringSchema(string rules) =>
+        "{\"type\": \"object\", \"properties\": {\"s\": {\"type\": \"string\", " + rules + "}}, \"required\": [\"s\"]}";
+
+    private static string Holding(string value) => "{\"s\": " + JsonSerializer.Serialize(value, Relaxed) + "}";
+
+    // Patterns of the subset over ASCII, and strings to try them on.
+    private static readonly string[] Patterns =
+    [
+        "^[a-z]+$", "^\\d{3}-\\d{4}$", "abc", "^(ab|cd)*e?$", "^a{2,4}b{0,2}$", "^[^0-9]*$", "x$", "^\\w+@\\w+\\.com$",
+        "^(?:[A-Z][a-z]*)( [A-Z][a-z]*)*$", "^\\s*\\S+\\s*$", "^[\\-+]?[0-9]+(\\.[0-9]+)?$", "^.{2}$", "^(a|b)*a(a|b){3}$", "",
+        "^$", "^[a-c]{1,}\\.[x-z]{1}$", "(foo|bar)baz", "^\\(\\d\\)$", "^[\\]\\[]+$", "^(?<word>[a-z]+)-\\1?$",
+    ];
+
+    /// <summary>The pattern automaton's answer on whole strings equals .NET's regular expressions' (ECMAScript
+    /// option), pattern by pattern on strings built from the patterns' own characters.</summary>
+    [Fact]
+    public void PatternsMatchAsRegexDoes()
+    {
+        var alphabet = "abcdexyzfoobarABC0123456789-+.@ ()[]_\t".ToCharArray();
+        foreach (var pattern in Patterns)
+        {
+            var compiled = JsonPattern.TryCompile(pattern);
+            if (pattern.Contains("\\1"))
+            {
+                Assert.Null(compiled); // a backreference is outside the subset
+                continue;
+            }
+            Assert.NotNull(compiled);
+            var regex = new Regex(pattern, RegexOptions.ECMAScript);
+            var random = new Random(pattern.Length);
+            for (int i = 0; i < 400; i++)
+            {
+                var text = new string(Enumerable.Range(0, random.Next(0, 9)).Select(_ => alphabet[random.Next(alphabet.Length)]).ToArray());
+                if (i % 4 == 0) text = Example(pattern, random) ?? text;
+                int state = compiled.Start;
+                foreach (char c in text) state = compiled.Next(state, c);
+                Assert.True(compiled.Accepts(state) == regex.IsMatch(text), $"/{pattern}/ on '{text}': ours {compiled.Accepts(state)}");
+            }
+        }
+    }
+
+    /// <summary>Some strings that match, to test the positive side as often as the negative: a walk through the
+    /// automaton itself would be circular, so these are written by hand per pattern.</summary>
+    private static string? Example(string pattern, Random random) => pattern switch
+    {
+        "^[a-z]+$" => "abc"[..random.Next(1, 4)],
+        "^\\d{3}-\\d{4}$" => $"{random.Next(100, 999)}-{random.Next(1000, 9999)}",
+        "^(ab|cd)*e?$" => string.Concat(Enumerable.Repeat(random.Next(2) == 0 ? "ab" : "cd", random.Next(4))) + (random.Next(2) == 0 ? "e" : ""),
+        "^a{2,4}b{0,2}$" => new string('a', random.Next(1, 6)) + new string('b', random.Next(0, 4)),
+        "^(a|b)*a(a|b){3}$" => string.Concat(Enumerable.Range(0, random.Next(4, 9)).Select(_ => random.Next(2) == 0 ? "a" : "b")),
+        "^[a-c]{1,}\\.[x-z]{1}$" => "ab.y",
+        "(foo|bar)baz" => "xxbarbazyy",
+        "^\\(\\d\\)$" => "(7)",
+        "^(?:[A-Z][a-z]*)( [A-Z][a-z]*)*$" => "Ab Cde F",
+        _ => null,
+    };
+
+    /// <summary>Walks through strings held to a pattern never get stuck and always close as a match, and a pattern with
+    /// <c>maxLength</c> too is reached within the length.</summary>
+    [Fact]
+    public void StringsHeldToAPatternMatchIt()
+    {
+        var alphabet = Enumerable.Range(0x20, 95).Select(c => (char)c).ToArray();
+        foreach (var (pattern, rules) in Patterns.Where(p => !p.Contains("\\1")).Select(p => (p, "")).Concat([("^[a-z]*x[a-z]*$", ", \"maxLength\": 5"),
+                     ("^\\d+$", ", \"minLength\": 3, \"maxLength\": 4"), ("^(ab)+$", ", \"maxLength\": 3")]))
+        {
+            var regex = new Regex(pattern, RegexOptions.ECMAScript);
+            var schema = StringSchema("\"pattern\": " + JsonSerializer.Serialize(pattern) + rules);
+            int closed = 0;
+            for (int seed = 0; seed < 60; seed++)
+            {
+                var random = new Random(seed);
+                var constraint = Constraint(schema);
+                constraint.AcceptText("{\"s\": \"");
+                var text = new StringBuilder();
+                while (text.Length < 200)
+                {
+                    if (constraint.AllowsText("\"") && random.Next(3) == 0) break;
+                    // Backslashes too: an escape is begun only where an escaped character can follow.
+                    var allowed = alphabet.Concat("nt").Where(c => c != '"' && constraint.AllowsText(c.ToString())).ToList();
+                    if (allowed.Count == 0)
+                    {
+                        Assert.True(constraint.AllowsText("\""), $"/{pattern}/ stuck after '{text}'");
+                        break;
+                    }
+                    char next = allowed[random.Next(allowed.Count)];
+                    constraint.AcceptText(next.ToString());
+                    text.Append(next);
+                    if (next != '\\') continue;
+                    // The escape's letter at once (an escape is begun only where one can follow).
+                    var letters = "\"\\/bfnrt".Where(e => constraint.AllowsText(e.ToString())).ToList();
+                    Assert.NotEmpty(letters);
+                    char letter = letters[random.Next(letters.Count)];
+                    constraint.AcceptText(letter.ToString());
+                    text.Append(letter);
+                }
+                if (!constraint.AllowsText("\"")) continue;
+                closed++;
+                var value = JsonDocument.Parse("\"" + text + "\"").RootElement.GetString()!;
+                Assert.True(regex.IsMatch(value), $"/{pattern}/ closed on '{text}'");
+                Assert.True(Whole(schema, "{\"s\": \"" + text + "\"}"));
+            }
+            // An unanchored pattern closes only once a random walk happens to write a match.
+            if (pattern.StartsWith('^') && pattern.EndsWith('$')) Assert.True(closed > 10, $"/{pattern}/: only {closed} of 60 walks closed");
+        }
+    }
+
+    [Theory]
+    [InlineData("(?=a)b")]
+    [InlineData("a\\bb")]
+    [InlineData("(a")]
+    [InlineData("a)")]
+    [InlineData("[b-a]")]
+    [InlineData("a{3,2}")]
+    [InlineData("*a")]
+    [InlineData("\\cA")]
+    [InlineData("(a{100}){100}")]
+    public void PatternsOutsideTheSubsetAreLeftFree(string pattern)
+    {
+        Assert.Null(JsonPattern.TryCompile(pattern));
+        // The string is free: any text closes.
+        Assert.True(Whole(StringSchema("\"pattern\": " + JsonSerializer.Serialize(pattern)), Holding("anything")));
+    }
+
+    [Fact]
+    public void LengthsCountCodePoints()
+    {
+        var schema = StringSchema("\"minLength\": 2, \"maxLength\": 3");
+        Assert.False(Whole(schema, Holding("a")));
+        Assert.True(Whole(schema, Holding("ab")));
+        Assert.True(Whole(schema, Holding("a🌍b")));            // a surrogate pair is one code point
+        Assert.True(Whole(schema, "{\"s\": \"\\n\\u00e9\\\"\"}")); // escapes are one character each
+        Assert.False(Whole(schema, Holding("abcd")));
+        Assert.False(Whole(schema, "{\"s\": \"ab\\u0041\\n\"}"));
+        Assert.True(Whole(StringSchema("\"maxLength\": 0"), Holding("")));
+        Assert.False(Whole(StringSchema("\"maxLength\": 0"), Holding("a")));
+    }
+
+    [Theory]
+    [InlineData("date", "2024-02-28", "2024-02-30")]
+    [InlineData("date", "1999-12-31", "1999-13-01")]
+    [InlineData("time", "23:59:59Z", "24:00:00Z")]
+    [InlineData("time", "08:30:00.125+05:30", "08:30:00")]
+    [InlineData("date-time", "2024-06-01T12:00:00Z", "2024-06-01 12:00:00Z")]
+    [InlineData("duration", "P1Y2M3DT4H5M6S", "P")]
+    [InlineData("duration", "PT0.5S", "PT")]
+    [InlineData("uuid", "123e4567-e89b-12d3-a456-426614174000", "123e4567-e89b-12d3-a456-42661417400")]
+    [InlineData("ipv4", "192.168.0.255", "192.168.0.256")]
+    [InlineData("ipv6", "2001:0db8:0000:0000:0000:ff00:0042:8329", "2001:db8::1:2:3:4:5:6")]
+    [InlineData("hostname", "api.example-1.com", "-bad.example.com")]
+    [InlineData("email", "first.last+tag@mail.example.org", "first..last@example.org")]
+    public void FormatsFollowTheirPatterns(string format, string valid, string invalid)
+    {
+        var schema = StringSchema("\"format\": \"" + format + "\"");
+        // "PT0.5S" is valid RFC 3339 but outside the narrower pattern (whole numbers only): such values are never made.
+        if (valid != "PT0.5S") Assert.True(Whole(schema, Holding(valid)), valid);
+        Assert.False(Whole(schema, Holding(invalid)), invalid);
+        Assert.True(Whole(StringSchema("\"format\": \"no-such-format\""), Holding(invalid)));
+    }
+
+    [Theory]
+    // integer bounds
+    [InlineData("\"type\": \"integer\", \"minimum\": 1, \"maximum\": 5", "3", "0")]
+    [InlineData("\"type\": \"integer\", \"minimum\": 1, \"maximum\": 5", "5", "6")]
+    [InlineData("\"type\": \"integer\", \"minimum\": 1, \"maximum\": 5", "1", "-1")]
+    [InlineData("\"type\": \"integer\", \"minimum\": 10, \"maximum\": 200", "150", "201")]
+    [InlineData("\"type\": \"integer\", \"exclusiveMinimum\": 0, \"exclusiveMaximum\": 10", "9", "10")]
+    [InlineData("\"type\": \"integer\", \"exclusiveMinimum\": 0", "1", "0")]
+    [InlineData("\"type\": \"integer\", \"maximum\": -3", "-3", "-2")]
+    [InlineData("\"type\": \"integer\", \"minimum\": -10, \"maximum\": -3", "-10", "-11")]
+    [InlineData("\"type\": \"integer\", \"multipleOf\": 5", "-15", "7")]
+    [InlineData("\"type\": \"integer\", \"minimum\": 1, \"maximum\": 20, \"multipleOf\": 7", "14", "21")]
+    // numbers: fractions, exact decimal bounds and steps
+    [InlineData("\"type\": \"number\", \"minimum\": 0, \"maximum\": 1", "0.999", "1.001")]
+    [InlineData("\"type\": \"number\", \"minimum\": 0, \"maximum\": 1", "1", "-0.5")]
+    [InlineData("\"type\": \"number\", \"exclusiveMaximum\": 0.1", "0.0999", "0.1")]
+    [InlineData("\"type\": \"number\", \"minimum\": 0.1", "0.1", "0.0999999")]
+    [InlineData("\"type\": \"number\", \"multipleOf\": 0.01", "12.34", "12.345")]
+    [InlineData("\"type\": \"number\", \"minimum\": -1.5, \"maximum\": 2.25", "-1.5", "2.2500001")]
+    [InlineData("\"type\": \"number\", \"maximum\": 1e2", "100.0", "100.01")]
+    [InlineData("\"type\": \"number\", \"minimum\": 0", "5", "5e1")] // held numbers are written without an exponent
+    // draft 4's boolean exclusives
+    [InlineData("\"type\": \"number\", \"minimum\": 0, \"exclusiveMinimum\": true", "0.5", "0")]
+    public void NumbersKeepTheirBounds(string rules, string valid, string invalid)
+    {
+        var schema = "{\"type\": \"object\", \"properties\": {\"x\": {" + rules + "}}, \"required\": [\"x\"]}";
+        Assert.True(Whole(schema, "{\"x\": " + valid + "}"), valid);
+        Assert.False(Whole(schema, "{\"x\": " + invalid + "}"), invalid);
+        // The validator agrees on both.
+        if (rules.Contains("true")) return; // draft 4's form: the validator reads 2020-12
+        var validator = Json.Schema.JsonSchema.FromText(schema);
+        Assert.True(validator.Evaluate(JsonDocument.Parse("{\"x\": " + valid + "}").RootElement).IsValid);
+        if (!invalid.Contains('e') && !rules.Contains("true")) Assert.False(validator.Evaluate(JsonDocument.Parse("{\"x\": " + invalid + "}").RootElement).IsValid);
+    }
+
+    /// <summary>A digit is refused as soon as no number beginning so can hold: with a maximum of 5, "6" cannot begin
+    /// and "1" cannot go on; with a minimum of 100, "0" cannot begin and "1" must go on to three digits.</summary>
+    [Fact]
+    public void ADigitIsRefusedOnceNoNumberBeginningSoHolds()
+    {
+        var constraint = Constraint("""{"type": "object", "properties": {"x": {"type": "integer", "minimum": 1, "maximum": 5}}}""");
+        constraint.AcceptText("{\"x\": ");
+        Assert.Equal("12345", string.Concat("-0123456789".Where(c => constraint.AllowsText(c.ToString()))));
+        constraint.AcceptText("1");
+        Assert.Equal("", string.Concat("-0123456789.".Where(c => constraint.AllowsText(c.ToString()))));
+        Assert.True(constraint.AllowsText("}"));
+
+        var large = Constraint("""{"type": "object", "properties": {"x": {"type": "integer", "minimum": 100}}}""");
+        large.AcceptText("{\"x\": 1");
+        Assert.False(large.AllowsText("}"));
+        Assert.False(large.AllowsText("0}"));
+        Assert.True(large.AllowsText("00}"));
+    }
+
+    [Fact]
+    public void ItemsAndKeysAreCounted()
+    {
+        var list = """{"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 2}}, "required": ["a"]}""";
+        Assert.False(Whole(list, "{\"a\": []}"));
+        Assert.True(Whole(list, "{\"a\": [1]}"));
+        Assert.True(Whole(list, "{\"a\": [1, 2]}"));
+        Assert.False(Whole(list, "{\"a\": [1, 2, 3]}"));
+        var keys = """{"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 1, "maxProperties": 2}""";
+        Assert.False(Whole(keys, "{}"));
+        Assert.True(Whole(keys, "{\"k\": \"v\"}"));
+        Assert.False(Whole(keys, "{\"k\": \"v\", \"l\": \"w\", \"m\": \"x\"}"));
+        var none = """{"type": "object", "properties": {"a": {"type": "array", "maxItems": 0}}}""";
+        Assert.True(Whole(none, "{\"a\": []}"));
+        Assert.False(Whole(none, "{\"a\": [1]}"));
+    }
+
+    /// <summary>Pydantic's <c>Optional[Model]</c> (<c>anyOf</c> of a reference and null), unions of a string and a number,
+    /// and a recursive optional child are followed branch by branch; branches that begin alike (two objects) leave the
+    /// value free.</summary>
+    [Fact]
+    public void BranchesThatBeginDifferentlyAreFollowed()
+    {
+        const string Pydantic = """
+            {"$defs": {"Address": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false},
+                       "Node": {"type": "object", "properties": {"v": {"type": "integer"}, "next": {"anyOf": [{"$ref": "#/$defs/Node"}, {"type": "null"}]}},
+                                "required": ["v", "next"], "additionalProperties": false}},
+             "type": "object",
+             "properties": {"home": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}], "default": null},
+                            "id": {"oneOf": [{"type": "string", "maxLength": 3}, {"type": "integer", "minimum": 0}]},
+                            "list": {"anyOf": [{"$ref": "#/$defs/Node"}, {"type": "null"}]}},
+             "additionalProperties": false}
+            """;
+        Assert.True(Whole(Pydantic, "{\"home\": {\"city\": \"Oslo\"}}"));
+        Assert.True(Whole(Pydantic, "{\"home\": null}"));
+        Assert.False(Whole(Pydantic, "{\"home\": {\"town\": \"Oslo\"}}"));
+        Assert.False(Whole(Pydantic, "{\"home\": \"Oslo\"}"));
+        Assert.True(Whole(Pydantic, "{\"id\": \"abc\"}"));
+        Assert.True(Whole(Pydantic, "{\"id\": 12}"));
+        Assert.False(Whole(Pydantic, "{\"id\": \"abcd\"}"));
+        Assert.False(Whole(Pydantic, "{\"id\": -1}"));
+        Assert.True(Whole(Pydantic, "{\"list\": {\"v\": 1, \"next\": {\"v\": 2, \"next\": null}}}"));
+        Assert.False(Whole(Pydantic, "{\"list\": {\"v\": 1, \"next\": {\"v\": 2}}}"));
+        var overlapping = """{"type": "object", "properties": {"x": {"anyOf": [{"type": "object", "properties": {"a": {"type": "string"}}}, {"type": "object", "properties": {"b": {"type": "string"}}}]}}}""";
+        Assert.True(Whole(overlapping, "{\"x\": {\"c\": [1]}}")); // free
+    }
+
+    // Schemas with every rule above, for the walks.
+    private static readonly string[] WalkSchemas =
+    [
+        """
+        {"type": "object", "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{2,4}$"}, "name": {"type": "string", "minLength": 2, "maxLength": 6},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120}, "price": {"type": "number", "exclusiveMinimum": 0, "maximum": 99.5, "multipleOf": 0.25},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "minItems": 1, "maxItems": 3},
+            "when": {"type": "string", "format": "date-time"}},
+         "required": ["code", "name", "age", "price", "tags", "when"], "additionalProperties": false}
+        """,
+        """
+        {"$defs": {"Address": {"type": "object", "properties": {"zip": {"type": "string", "pattern": "^\\d{5}$"}, "ip": {"type": "string", "format": "ipv4"}},
+                               "required": ["zip"], "additionalProperties": false}},
+         "type": "object", "properties": {
+            "home": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}]}, "id": {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "integer", "exclusiveMaximum": -5}]},
+            "day": {"type": "string", "format": "date"}, "mail": {"type": "string", "format": "email"}, "span": {"type": "string", "format": "duration"},
+            "score": {"type": ["number", "null"], "minimum": -2.5, "maximum": 2.5}, "host": {"type": "string", "format": "hostname", "maxLength": 20},
+            "extra": {"type": "object", "additionalProperties": {"type": "integer", "multipleOf": 3}, "maxProperties": 2}},
+         "required": ["home", "id", "day", "mail", "span", "score", "host", "extra"], "additionalProperties": false}
+        """,
+        """
+        {"type": "object", "properties": {"t": {"type": "string", "format": "time"}, "v6": {"type": "string", "format": "ipv6"}, "n": {"type": "number", "minimum": 1000000, "maximum": 1000001}},
+         "required": ["t", "v6", "n"], "additionalProperties": false}
+        """,
+    ];
+
+    /// <summary>Random walks held to each schema — each step a random character among those allowed, closing
+    /// characters favoured — end as JSON that JsonSchema.Net, with format validation on, finds valid; none gets stuck.</summary>
+    [Fact]
+    public void WalksAreValidPerAnIndependentValidator()
+    {
+        var alphabet = Enumerable.Range(0x20, 95).Select(c => (char)c).ToArray();
+        foreach (var text in WalkSchemas)
+        {
+            var validator = Json.Schema.JsonSchema.FromText(text);
+            int complete = 0;
+            Gen.Int.Sample(seed =>
+            {
+                var random = new Random(seed);
+                var constraint = Constraint(text);
+                var json = new StringBuilder();
+                while (!constraint.Complete && json.Length < 2000)
+                {
+                    var allowed = alphabet.Where(c => constraint.AllowsText(c.ToString())).ToList();
+                    Assert.True(allowed.Count > 0, $"stuck after {json}");
+                    var closing = allowed.Where(c => c is '"' or '}' or ']' or ',').ToList();
+                    char next = closing.Count > 0 && random.Next(2) == 0 ? closing[random.Next(closing.Count)] : allowed[random.Next(allowed.Count)];
+                    constraint.AcceptText(next.ToString());
+                    json.Append(next);
+                }
+                if (!constraint.Complete) return;
+                complete++;
+                using var document = JsonDocument.Parse(json.ToString());
+                var result = validator.Evaluate(document.RootElement, Validation);
+                Assert.True(result.IsValid, json + "\n" + JsonSerializer.Serialize((result.Details ?? []).Where(d => d.Errors is { Count: > 0 }).Select(d => (d.InstanceLocation.ToString(), d.Errors))));
+            }, iter: 150, threads: 1);
+            Assert.True(complete > 100, $"only {complete} of 150 walks ended");
+        }
+    }
+
+    /// <summary>The mask by first characters equals asking every token inside values held to rules (a pattern, a
+    /// bounded number, a length), with Qwen2.5's real vocabulary: multi-character pieces cross the rules' states.</summary>
+    [Fact]
+    public void TheMaskHoldsTheRulesForEveryToken()
+    {
+        var pieces = TokenPieces.For(TokenizerLoader.Open(Support.SharedData.Path("tokenizers", "qwen2_5")));
+        var schema = JsonSchema.From(JsonDocument.Parse(WalkSchemas[0]).RootElement);
+        foreach (var prefix in new[] { "{\"code\": \"", "{\"code\": \"AB-1", "{\"age\": ", "{\"age\": 1", "{\"price\": 9", "{\"price\": 99.",
+                     "{\"name\": \"abcde", "{\"when\": \"2024-0", "{\"tags\": [\"a\", \"b\", \"c\"" })
+        {
+            var constraint = new JsonConstraint(pieces, new JsonConstraint.JsonObject(schema));
+            constraint.AcceptText(prefix);
+            var fast = Enumerable.Repeat(1f, pieces.Length).ToArray();
+            var each = (float[])fast.Clone();
+            Assert.Equal(constraint.MaskEach(each), constraint.Mask(fast));
+            Assert.Equal(each, fast);
+            Assert.True(fast.Count(float.IsFinite) > 0, prefix);
+        }
+    }
+}
