@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace Nanoscale.Runtime;
 
@@ -113,6 +114,8 @@ public sealed class JsonSchema
         }
         if (schema.TryGetProperty("allOf", out var all) && all.ValueKind == JsonValueKind.Array && all.GetArrayLength() == 1)
             return Compile(all[0], root, depth + 1, references);
+        if (all.ValueKind == JsonValueKind.Array && all.GetArrayLength() > 1)
+            return Merge(schema, all, root) is { } merged ? Compile(merged, root, depth + 1, references) : Any;
         if (schema.TryGetProperty("const", out var constant)) return new() { Values = [JsonSerializer.Serialize(constant, Compact)] };
         if (schema.TryGetProperty("enum", out var values) && values.ValueKind == JsonValueKind.Array && values.GetArrayLength() is > 0 and <= MaxKeys)
             return new() { Values = [.. values.EnumerateArray().Select(v => JsonSerializer.Serialize(v, Compact)).Distinct()] };
@@ -179,6 +182,126 @@ public sealed class JsonSchema
         result.Items = schema.TryGetProperty("items", out var itemSchema) ? Compile(itemSchema, root, depth + 1, references) : null;
         return result;
     }
+
+    /// <summary>
+    /// An <c>allOf</c> of several schemas (and the keywords beside it) as one schema where every value that follows it
+    /// follows them all: types intersected; properties joined (a key in several takes an <c>allOf</c> of its schemas) and
+    /// required keys joined; where a part forbids other keys (<c>additionalProperties: false</c>), only the keys every such
+    /// part declares; the tighter of each bound; enums intersected; items as an <c>allOf</c>. Null (the value left free)
+    /// where parts disagree in what cannot be joined here: two different patterns, formats or steps, branches in two
+    /// parts, or <c>additionalProperties</c> schemas in two.
+    /// </summary>
+    private static JsonElement? Merge(JsonElement schema, JsonElement parts, JsonElement root)
+    {
+        var merged = new JsonObject();
+        var sources = new List<JsonElement> { schema };
+        foreach (var part in parts.EnumerateArray())
+        {
+            var resolved = part;
+            for (int hops = 0; resolved.ValueKind == JsonValueKind.Object && resolved.TryGetProperty("$ref", out var r); hops++)
+            {
+                if (hops > 8 || r.ValueKind != JsonValueKind.String || Resolve(root, r.GetString()!) is not { } target) return null;
+                resolved = target;
+            }
+            if (resolved.ValueKind == JsonValueKind.False) return null;
+            if (resolved.ValueKind != JsonValueKind.Object) continue; // true, or not a schema: no rule
+            sources.Add(resolved);
+        }
+        HashSet<string>? allowedKeys = null;
+        for (int i = 0; i < sources.Count; i++)
+            foreach (var keyword in sources[i].EnumerateObject())
+            {
+                var source = sources[i];
+                var value = keyword.Value;
+                var existing = merged[keyword.Name];
+                switch (keyword.Name)
+                {
+                    case "allOf" when i == 0: // the parts themselves
+                    case "$defs" or "definitions" or "description" or "title" or "examples" or "default" or "$schema" or "$id" or "$comment":
+                        break;
+                    case "type":
+                    {
+                        var names = value.ValueKind == JsonValueKind.Array ? value.EnumerateArray().Select(v => v.ToString()).ToHashSet() : [value.ToString()];
+                        if (names.Contains("number")) names.Add("integer");
+                        if (existing is JsonArray before)
+                        {
+                            var kept = before.Select(v => v!.ToString()).Where(n => names.Contains(n) || n == "number" && names.Contains("integer")).ToList();
+                            // "number" meeting "integer" alone is "integer".
+                            if (kept.Contains("number") && !names.Contains("number")) kept[kept.IndexOf("number")] = "integer";
+                            merged["type"] = new JsonArray([.. kept.Distinct().Select(n => (JsonNode)n)]);
+                        }
+                        else merged["type"] = new JsonArray([.. names.Where(n => !(n == "integer" && names.Contains("number"))).Select(n => (JsonNode)n)]);
+                        break;
+                    }
+                    case "properties" when value.ValueKind == JsonValueKind.Object:
+                    {
+                        var properties = existing as JsonObject ?? [];
+                        foreach (var property in value.EnumerateObject())
+                            properties[property.Name] = properties[property.Name] is { } other
+                                ? new JsonObject { ["allOf"] = new JsonArray(other.DeepClone(), JsonNode.Parse(property.Value.GetRawText())) }
+                                : JsonNode.Parse(property.Value.GetRawText());
+                        merged["properties"] = properties;
+                        break;
+                    }
+                    case "required" when value.ValueKind == JsonValueKind.Array:
+                    {
+                        var names = (existing as JsonArray)?.Select(v => v!.ToString()).ToList() ?? [];
+                        names.AddRange(value.EnumerateArray().Select(v => v.ToString()));
+                        merged["required"] = new JsonArray([.. names.Distinct().Select(n => (JsonNode)n)]);
+                        break;
+                    }
+                    case "additionalProperties" when value.ValueKind == JsonValueKind.False:
+                    {
+                        var declared = source.TryGetProperty("properties", out var p) && p.ValueKind == JsonValueKind.Object
+                            ? p.EnumerateObject().Select(x => x.Name).ToHashSet() : [];
+                        allowedKeys = allowedKeys is null ? declared : [.. allowedKeys.Intersect(declared)];
+                        break;
+                    }
+                    case "additionalProperties" when value.ValueKind == JsonValueKind.True:
+                        break;
+                    case "minimum" or "exclusiveMinimum" or "minLength" or "minItems" or "minProperties"
+                        when value.ValueKind == JsonValueKind.Number:
+                        if (existing is null || Tighter(value, existing, larger: true)) merged[keyword.Name] = JsonNode.Parse(value.GetRawText());
+                        break;
+                    case "maximum" or "exclusiveMaximum" or "maxLength" or "maxItems" or "maxProperties"
+                        when value.ValueKind == JsonValueKind.Number:
+                        if (existing is null || Tighter(value, existing, larger: false)) merged[keyword.Name] = JsonNode.Parse(value.GetRawText());
+                        break;
+                    case "enum" when value.ValueKind == JsonValueKind.Array:
+                    {
+                        var values = value.EnumerateArray().Select(v => JsonNode.Parse(v.GetRawText())).ToList();
+                        if (existing is JsonArray before) values = [.. before.Where(b => values.Any(v => JsonNode.DeepEquals(v, b))).Select(b => b!.DeepClone())];
+                        merged["enum"] = new JsonArray([.. values]);
+                        break;
+                    }
+                    case "items":
+                        merged["items"] = existing is null ? JsonNode.Parse(value.GetRawText())
+                            : new JsonObject { ["allOf"] = new JsonArray(existing.DeepClone(), JsonNode.Parse(value.GetRawText())) };
+                        break;
+                    default:
+                        // The rest (const, pattern, format, multipleOf, branches, additionalProperties schemas, …): one part
+                        // may set it; two different settings cannot be joined here.
+                        if (existing is not null && !JsonNode.DeepEquals(existing, JsonNode.Parse(value.GetRawText()))) return null;
+                        merged[keyword.Name] = JsonNode.Parse(value.GetRawText());
+                        break;
+                }
+            }
+        if (allowedKeys is not null)
+        {
+            merged["additionalProperties"] = false;
+            if (merged["properties"] is JsonObject properties)
+                foreach (var name in properties.Select(p => p.Key).Where(n => !allowedKeys.Contains(n)).ToList()) properties.Remove(name);
+            else merged["properties"] = new JsonObject();
+            if (merged["required"] is JsonArray required && required.Any(r => !allowedKeys.Contains(r!.ToString()))) return null; // unsatisfiable
+        }
+        return JsonDocument.Parse(merged.ToJsonString()).RootElement;
+    }
+
+    /// <summary>Whether the bound <paramref name="value"/> is tighter than <paramref name="existing"/> (larger for a
+    /// lower bound, smaller for an upper one), compared as exact decimals.</summary>
+    private static bool Tighter(JsonElement value, JsonNode existing, bool larger) =>
+        JsonNumberBounds.Exact.Parse(value.GetRawText()) is { } a && JsonNumberBounds.Exact.Parse(existing.ToJsonString()) is { } b
+        && JsonNumberBounds.Exact.Compare(a, b) is var order && (larger ? order > 0 : order < 0);
 
     /// <summary>A string's length bounds, pattern and format.</summary>
     private void StringRules(JsonElement schema)

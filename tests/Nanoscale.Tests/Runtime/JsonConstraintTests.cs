@@ -202,17 +202,19 @@ public class JsonConstraintTests
     [Fact]
     public void AnySchemaCompilesAndWalksWithoutFailing()
     {
-        string[] keywords = ["type", "properties", "required", "enum", "const", "items", "anyOf", "oneOf", "allOf", "$ref", "additionalProperties", "$defs", "pattern"];
+        string[] keywords = ["type", "properties", "required", "enum", "const", "items", "anyOf", "oneOf", "allOf", "$ref", "additionalProperties", "$defs", "pattern",
+            "format", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems", "minProperties", "maxProperties"];
         Gen<string> Schema(int depth)
         {
             var leaf = Gen.OneOf<string>("\"object\"", "\"array\"", "\"string\"", "\"integer\"", "[\"number\", \"null\"]", "[]", "3", "true", "null",
-                "\"#/$defs/A\"", "\"#\"", "\"#/nowhere\"", "[\"a\", \"b\"]", "[1, 10, 2]", "{}");
+                "\"#/$defs/A\"", "\"#\"", "\"#/nowhere\"", "[\"a\", \"b\"]", "[1, 10, 2]", "{}",
+                "\"^[a-c]+$\"", "\"(a|b\"", "\"date-time\"", "\"ipv4\"", "0", "0.25", "-2", "1e999", "-1e-999", "5");
             if (depth == 0) return leaf;
             var value = Gen.Frequency((3, leaf), (2, Schema(depth - 1)), (1, Schema(depth - 1).Array[0, 3].Select(v => "[" + string.Join(", ", v) + "]")),
                 (1, Gen.Select(Gen.OneOf<string>("a", "b", "A", "x y"), Schema(depth - 1), (k, v) => $"{{\"{k}\": {v}}}")));
             return Gen.Select(Gen.OneOf<string>(keywords), value, (k, v) => $"\"{k}\": {v}").Array[0, 4].Select(m => "{" + string.Join(", ", m) + "}");
         }
-        char[] alphabet = [.. "{}[]\",:-0123456789.e tfrunlabxyAB".Distinct()];
+        char[] alphabet = [.. "{}[]\",:-0123456789.e tfrunlabxyAB\\T".Distinct()];
         Gen.Select(Schema(3), Gen.Int).Sample((text, seed) =>
         {
             var schema = JsonSchema.From(JsonDocument.Parse(text).RootElement);

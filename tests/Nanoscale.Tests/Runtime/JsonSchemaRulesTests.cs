@@ -316,6 +316,13 @@ public class JsonSchemaRulesTests
          "required": ["home", "id", "day", "mail", "span", "score", "host", "extra"], "additionalProperties": false}
         """,
         """
+        {"$defs": {"Base": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1}}, "required": ["id"]}},
+         "type": "object", "properties": {"item": {"allOf": [{"$ref": "#/$defs/Base"}, {"properties": {"label": {"type": "string", "maxLength": 4},
+            "id": {"maximum": 9}}, "required": ["label"]}, {"properties": {"label": {"pattern": "^[a-z]+$"}}}]},
+            "n": {"allOf": [{"type": "number", "minimum": -3}, {"type": "integer", "maximum": 3}, {"exclusiveMaximum": 2}]}},
+         "required": ["item", "n"], "additionalProperties": false}
+        """,
+        """
         {"type": "object", "properties": {"t": {"type": "string", "format": "time"}, "v6": {"type": "string", "format": "ipv6"}, "n": {"type": "number", "minimum": 1000000, "maximum": 1000001}},
          "required": ["t", "v6", "n"], "additionalProperties": false}
         """,
@@ -373,5 +380,37 @@ public class JsonSchemaRulesTests
             Assert.Equal(each, fast);
             Assert.True(fast.Count(float.IsFinite) > 0, prefix);
         }
+    }
+
+    /// <summary>An <c>allOf</c> of several parts is followed as one schema that every part holds: properties and
+    /// required keys joined, a key's schemas in several parts all held, bounds tightened, types intersected, keys limited
+    /// to those every part that forbids others declares; parts that cannot be joined (two patterns) leave the value free.</summary>
+    [Fact]
+    public void SeveralPartsOfAnAllOfAreAllHeld()
+    {
+        const string Joined = """
+            {"type": "object", "properties": {"x": {"allOf": [{"properties": {"a": {"type": "string"}}, "required": ["a"]},
+                                                            {"properties": {"b": {"type": "integer", "minimum": 0}, "a": {"maxLength": 2}}, "required": ["b"]}]}}}
+            """;
+        Assert.True(Whole(Joined, "{\"x\": {\"a\": \"hi\", \"b\": 1}}"));
+        Assert.True(Whole(Joined, "{\"x\": {\"b\": 0, \"a\": \"\"}}"));
+        Assert.False(Whole(Joined, "{\"x\": {\"b\": 0, \"a\": \"\", \"c\": [true]}}")); // declared keys only, as without allOf
+        Assert.False(Whole(Joined, "{\"x\": {\"a\": \"hi\"}}"));
+        Assert.False(Whole(Joined, "{\"x\": {\"a\": \"hi\", \"b\": -1}}"));
+        Assert.False(Whole(Joined, "{\"x\": {\"a\": \"hey\", \"b\": 1}}"));
+        Assert.False(Whole(Joined, "{\"x\": {\"a\": 1, \"b\": 1}}"));
+        const string Closed = """
+            {"type": "object", "properties": {"x": {"allOf": [{"properties": {"a": {"type": "string"}, "b": {"type": "string"}}, "additionalProperties": false},
+                                                            {"properties": {"a": {"type": "string"}, "c": {"type": "string"}}, "additionalProperties": false}]}}}
+            """;
+        Assert.True(Whole(Closed, "{\"x\": {\"a\": \"s\"}}"));
+        Assert.False(Whole(Closed, "{\"x\": {\"b\": \"s\"}}"));
+        Assert.False(Whole(Closed, "{\"x\": {\"c\": \"s\"}}"));
+        const string Numbers = """{"type": "object", "properties": {"n": {"allOf": [{"type": "number", "minimum": -3}, {"type": "integer", "maximum": 3}, {"minimum": 0}]}}}""";
+        Assert.True(Whole(Numbers, "{\"n\": 3}"));
+        Assert.False(Whole(Numbers, "{\"n\": -1}"));
+        Assert.False(Whole(Numbers, "{\"n\": 1.5}"));
+        const string TwoPatterns = """{"type": "object", "properties": {"s": {"allOf": [{"type": "string", "pattern": "^a"}, {"pattern": "b$"}]}}}""";
+        Assert.True(Whole(TwoPatterns, "{\"s\": [1]}")); // left free
     }
 }
