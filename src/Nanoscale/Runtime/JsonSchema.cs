@@ -15,9 +15,10 @@ namespace Nanoscale.Runtime;
 /// <c>minimum</c>/<c>maximum</c>/<c>exclusiveMinimum</c>/<c>exclusiveMaximum</c>/<c>multipleOf</c> (exact decimals,
 /// <see cref="JsonNumberBounds"/>), <c>anyOf</c>/<c>oneOf</c> of plain types or of branches whose values begin with
 /// different characters (pydantic's <c>Optional[Model]</c>: an object or null), local <c>$ref</c>s (<c>#/$defs/Name</c>,
-/// as pydantic writes nested models; a recursive one is followed to the nesting bound) and an <c>allOf</c> of one schema.
-/// Everything else — remote references, <c>allOf</c> of several, branches that begin alike (two kinds of object),
-/// patterns beyond the subset, formats not listed — leaves the value free (any JSON of the allowed types), so a schema
+/// as pydantic writes nested models; a recursive one is followed to the nesting bound) and <c>allOf</c> (several parts
+/// joined into one schema, <see cref="Merge"/>). Everything else — remote references, branches that begin alike (two
+/// kinds of object), patterns beyond the subset, formats not listed, parts of an <c>allOf</c> that cannot be joined —
+/// leaves the value free (any JSON of the allowed types), so a schema
 /// the subset does not cover is followed less closely, never refused. A function's <c>parameters</c> absent means no
 /// arguments: <c>{}</c>.
 /// </summary>
