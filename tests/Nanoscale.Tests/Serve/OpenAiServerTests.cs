@@ -790,6 +790,36 @@ public sealed class ToolUseTests
         Assert.Equal(HttpStatusCode.BadRequest, forced.StatusCode);
     }
 
+    /// <summary>A schema with value rules (a pattern, a format, bounds and a step, lengths, counts, a nullable branch),
+    /// sampled: every reply of a random-weight model is valid per JsonSchema.Net with format validation on.</summary>
+    [Fact]
+    public async Task SampledJsonRepliesKeepTheSchemasValueRules()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
+        const string Schema = """
+            {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}-\\d{3}$"}, "when": {"type": "string", "format": "date"},
+             "score": {"type": "number", "minimum": 0, "maximum": 10, "multipleOf": 0.5}, "count": {"type": "integer", "minimum": 1, "maximum": 20},
+             "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "maxItems": 2}, "note": {"anyOf": [{"type": "string", "maxLength": 6}, {"type": "null"}]}},
+             "required": ["code", "when", "score", "count", "tags", "note"], "additionalProperties": false}
+            """;
+        var validator = Json.Schema.JsonSchema.FromText(Schema);
+        using var r = await served.Http.PostAsync("/v1/chat/completions", new StringContent(
+            """{"messages": [{"role": "user", "content": "A record, please"}], "max_tokens": 400, "temperature": 1, "seed": 5, "n": 4, """
+            + """ "response_format": {"type": "json_schema", "json_schema": {"name": "record", "strict": true, "schema": """ + Schema + "}}}",
+            Encoding.UTF8, "application/json"));
+        var text = await r.Content.ReadAsStringAsync();
+        Assert.True(r.StatusCode == HttpStatusCode.OK, text);
+        foreach (var choice in JsonDocument.Parse(text).RootElement.GetProperty("choices").EnumerateArray())
+        {
+            Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+            var reply = choice.GetProperty("message").GetProperty("content").GetString()!;
+            var result = validator.Evaluate(JsonDocument.Parse(reply).RootElement, new Json.Schema.EvaluationOptions { RequireFormatValidation = true });
+            Assert.True(result.IsValid, reply);
+        }
+    }
+
     /// <summary>A template that describes tools without Hermes' tags gets Llama 3.x's form forced:
     /// <c>{"name": …, "parameters": …}</c>, answered as a call; a template without tools refuses forcing.</summary>
     [Fact]
