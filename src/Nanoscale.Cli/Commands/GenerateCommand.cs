@@ -24,6 +24,10 @@ internal static class GenerateCommand
         {
             Description = "Make the new text one JSON object following this JSON schema (inline JSON or a file; '{}' for any object): constrained decoding, as serve's response_format",
         };
+        var regex = new Option<string?>("--regex")
+        {
+            Description = "Make the new text something this regular expression matches whole (ECMAScript, without lookaround or backreferences): constrained decoding, as serve's guided_regex",
+        };
         var flags = new SamplingFlags();
         var noStream = new Option<bool>("--no-stream") { Description = "Print the text at the end instead of as it is produced" };
         var tokenizer = CliRunner.TokenizerOption();
@@ -32,7 +36,7 @@ internal static class GenerateCommand
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
         {
-            model, prompt, chat, system, chatTemplate, jsonSchema,
+            model, prompt, chat, system, chatTemplate, jsonSchema, regex,
         };
         foreach (var option in flags.All) command.Options.Add(option);
         foreach (Option option in (Option[])[noStream, tokenizer, threads, kvCache, json]) command.Options.Add(option);
@@ -62,9 +66,9 @@ internal static class GenerateCommand
             }
             Action<string>? onText = stream ? piece => { output.Write(piece); output.Flush(); } : null;
             var result = message is null
-                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema)
+                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema, parse.GetValue(regex))
                 : loaded.Chat([.. parse.GetValue(system) is { } s ? [("system", s)] : Array.Empty<(string, string)>(), ("user", message)],
-                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema);
+                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema, parse.GetValue(regex));
             if (context.Json)
                 return new
                 {

@@ -315,7 +315,7 @@ internal static partial class OpenAiServer
             using (document)
             {
                 var root = document.RootElement;
-                var jsonReply = JsonReply(root);
+                var (jsonReply, regexReply) = StructuredReply(root);
                 stream = Bool(root, "stream") ?? false;
                 choices = Int(root, "n") ?? 1;
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
@@ -337,9 +337,9 @@ internal static partial class OpenAiServer
                     ? new CompletionRequest
                     {
                         Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), RequiredTool = RequiredTool(root),
-                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply,
+                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply,
                     }
-                    : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply };
+                    : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply };
             }
         }
         catch (BadField e)
@@ -694,10 +694,71 @@ internal static partial class OpenAiServer
         return map;
     }
 
-    /// <summary><c>response_format</c>: <c>text</c> (null), <c>json_object</c> (any object) or
-    /// <c>{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}</c> (an object following the schema).</summary>
-    private static JsonSchema? JsonReply(JsonElement root) =>
-        Field(root, "response_format") is { } format ? ReplyFormat(format, "response_format", "response_format", schemaNested: true) : null;
+    /// <summary>
+    /// What the reply is held to, by whichever one field asks: OpenAI's <c>response_format</c> (<c>text</c>,
+    /// <c>json_object</c>, <c>json_schema</c>); vLLM's <c>guided_json</c> (a schema, or its JSON text), <c>guided_regex</c>,
+    /// <c>guided_choice</c> (a list of strings) and their newer home <c>structured_outputs</c> (<c>json</c>,
+    /// <c>regex</c>, <c>choice</c>); llama.cpp's <c>json_schema</c>. A grammar (<c>grammar</c>, <c>guided_grammar</c>,
+    /// <c>structured_outputs.grammar</c>) is refused rather than ignored: the reply would not be held to it.
+    /// </summary>
+    private static (JsonSchema? Json, string? Regex) StructuredReply(JsonElement root)
+    {
+        var asked = new List<string>();
+        JsonSchema? json = null;
+        string? regex = null;
+        foreach (var name in (string[])["grammar", "guided_grammar"])
+            if (Field(root, name) is { ValueKind: not JsonValueKind.Null })
+                throw new BadField(name, $"'{name}' (a GBNF or EBNF grammar) is not supported; hold the reply with response_format json_schema, guided_regex or guided_choice");
+        if (Field(root, "response_format") is { } format && ReplyFormat(format, "response_format", "response_format", schemaNested: true) is { } fromFormat)
+            (json, _) = (fromFormat, Add("response_format"));
+        if (Field(root, "json_schema") is { ValueKind: not JsonValueKind.Null } schema) json = Schema(schema, "json_schema", Add("json_schema"));
+        if (Field(root, "guided_json") is { ValueKind: not JsonValueKind.Null } guided) json = Schema(guided, "guided_json", Add("guided_json"));
+        if (Field(root, "guided_regex") is { ValueKind: not JsonValueKind.Null } pattern) regex = Regex(pattern, "guided_regex", Add("guided_regex"));
+        if (Field(root, "guided_choice") is { ValueKind: not JsonValueKind.Null } choice) regex = Choice(choice, "guided_choice", Add("guided_choice"));
+        if (Field(root, "structured_outputs") is { ValueKind: not JsonValueKind.Null } outputs)
+        {
+            if (outputs.ValueKind != JsonValueKind.Object) throw new BadField("structured_outputs", "'structured_outputs' must be an object");
+            if (Field(outputs, "grammar") is { ValueKind: not JsonValueKind.Null })
+                throw new BadField("structured_outputs", "'structured_outputs.grammar' is not supported; use json, regex or choice");
+            if (Field(outputs, "json") is { ValueKind: not JsonValueKind.Null } j) json = Schema(j, "structured_outputs", Add("structured_outputs.json"));
+            if (Field(outputs, "regex") is { ValueKind: not JsonValueKind.Null } r) regex = Regex(r, "structured_outputs", Add("structured_outputs.regex"));
+            if (Field(outputs, "choice") is { ValueKind: not JsonValueKind.Null } c) regex = Choice(c, "structured_outputs", Add("structured_outputs.choice"));
+        }
+        if (asked.Count > 1) throw new BadField(asked[1], $"the reply can be held to one shape: {string.Join(", ", asked)} were all given");
+        return (json, regex);
+
+        string Add(string name)
+        {
+            asked.Add(name);
+            return name;
+        }
+        static JsonSchema Schema(JsonElement value, string field, string what)
+        {
+            if (value.ValueKind == JsonValueKind.String)
+            {
+                try
+                {
+                    using var parsed = JsonDocument.Parse(value.GetString()!);
+                    return Schema(parsed.RootElement.Clone(), field, what);
+                }
+                catch (JsonException e)
+                {
+                    throw new BadField(field, $"'{what}' is a string that is not JSON ({e.Message})");
+                }
+            }
+            if (value.ValueKind != JsonValueKind.Object) throw new BadField(field, $"'{what}' must be a JSON schema object");
+            var compiled = JsonSchema.From(value);
+            return compiled.AllowsObject ? compiled : throw new BadField(field, "the schema must describe an object at its root");
+        }
+        static string Regex(JsonElement value, string field, string what) =>
+            value.ValueKind == JsonValueKind.String && value.GetString()!.Length is > 0 and <= JsonSchema.MaxPattern
+                ? value.GetString()!
+                : throw new BadField(field, $"'{what}' must be a regular expression of 1..{JsonSchema.MaxPattern} characters");
+        static string Choice(JsonElement value, string field, string what) =>
+            value.ValueKind == JsonValueKind.Array && value.GetArrayLength() is > 0 and <= 256 && value.EnumerateArray().All(c => c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0)
+                ? JsonConstraint.Matches.Choice(value.EnumerateArray().Select(c => c.GetString()!))
+                : throw new BadField(field, $"'{what}' must be a list of 1..256 non-empty strings");
+    }
 
     /// <summary>A reply format, chat's <c>response_format</c> or the Responses API's <c>text.format</c>: <c>text</c>
     /// (null), <c>json_object</c> (any object) or <c>json_schema</c> with its schema (in a <c>json_schema</c> member when

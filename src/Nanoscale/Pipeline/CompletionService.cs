@@ -44,6 +44,12 @@ public sealed record CompletionRequest
     /// when the object is whole. Null: any text.</summary>
     public JsonSchema? JsonReply { get; init; }
 
+    /// <summary>Whether the reply must be text that this regular expression matches whole (vLLM's <c>guided_regex</c>,
+    /// and <c>guided_choice</c> as an alternation of its literals, <see cref="JsonConstraint.Matches.Choice"/>): decoding
+    /// is constrained to it; an end token may come at any match, and the reply ends where a match admits nothing more.
+    /// Null: any text.</summary>
+    public string? RegexReply { get; init; }
+
     /// <summary><see cref="RequiredTool"/>: any of the tools.</summary>
     public const string AnyTool = "*";
 
@@ -224,11 +230,11 @@ public sealed class CompletionService : IDisposable
     /// function that is not among the tools, or both a JSON reply and a forced call.</exception>
     private (string Start, ITokenConstraint? Constraint) ForcedCall(CompletionRequest request)
     {
-        if (request.JsonReply is { } reply)
+        if (request.JsonReply is not null || request.RegexReply is not null)
         {
             if (request.RequiredTool is not null)
-                throw new InvalidOptionException("response_format", "a JSON reply cannot be combined with forcing a tool call");
-            return ("", _model.JsonReply(reply, "response_format"));
+                throw new InvalidOptionException(request.JsonReply is null ? "guided_regex" : "response_format", "a JSON or regular-expression reply cannot be combined with forcing a tool call");
+            return ("", _model.Reply(request.JsonReply, request.RegexReply, "response_format", "guided_regex"));
         }
         if (request.RequiredTool is not { } required) return ("", null);
         if (request.Messages is null || request.Tools is not { Count: > 0 } tools)

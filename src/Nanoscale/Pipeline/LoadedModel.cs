@@ -124,19 +124,38 @@ public sealed class LoadedModel : IDisposable
     /// <summary>Generation from <paramref name="prompt"/> (<see cref="Generation.Generate(LlamaModel, ITokenizer, string, int, SamplingOptions, Action{string}?, CancellationToken)"/>), stopping also at the end
     /// tokens of a <c>generation_config.json</c> beside the model; <paramref name="onText"/> receives the text as it comes.</summary>
     /// <remarks>With <paramref name="jsonReply"/>, the new text is one JSON object following that schema (constrained
-    /// decoding, <see cref="JsonConstraint"/>), and generation ends when it closes.</remarks>
+    /// decoding, <see cref="JsonConstraint"/>), and generation ends when it closes; with <paramref name="regexReply"/>,
+    /// text that regular expression matches whole (<see cref="JsonConstraint.Matches"/>).</remarks>
     public GenerationResult Generate(string prompt, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
-        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null) =>
-        Generate(Tokenizer.Encode(prompt ?? "", addBos: Tokenizer.BosId is not null), maxNewTokens, sampling, onText, cancellationToken, jsonReply);
+        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null, string? regexReply = null) =>
+        Generate(Tokenizer.Encode(prompt ?? "", addBos: Tokenizer.BosId is not null), maxNewTokens, sampling, onText, cancellationToken, jsonReply, regexReply);
 
-    /// <summary>As <see cref="Generate(string, int, SamplingOptions, Action{string}?, CancellationToken, JsonSchema?)"/>, from prompt
+    /// <summary>As <see cref="Generate(string, int, SamplingOptions, Action{string}?, CancellationToken, JsonSchema?, string?)"/>, from prompt
     /// token ids already made.</summary>
     public GenerationResult Generate(int[] promptTokens, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
-        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null)
+        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null, string? regexReply = null)
     {
         sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _endTokens.Value] };
         return Generation.Generate(Model, Tokenizer, promptTokens, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken,
-            JsonReply(jsonReply));
+            Reply(jsonReply, regexReply));
+    }
+
+    /// <summary>The constraint a reply is held to: one JSON object following <paramref name="schema"/>
+    /// (<see cref="JsonReply"/>), or text <paramref name="regex"/> matches whole; none without either.</summary>
+    /// <exception cref="InvalidOptionException">Both given, a schema without an object at its root, or an expression
+    /// outside the supported subset.</exception>
+    internal ITokenConstraint? Reply(JsonSchema? schema, string? regex, string schemaOption = "json_schema", string regexOption = "--regex")
+    {
+        if (regex is null) return JsonReply(schema, schemaOption);
+        if (schema is not null) throw new InvalidOptionException(regexOption, "a reply cannot be held to a JSON schema and a regular expression at once");
+        try
+        {
+            return new JsonConstraint(TokenPieces.For(Tokenizer), new JsonConstraint.Matches(regex));
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidOptionException(regexOption, e.Message);
+        }
     }
 
     /// <summary>The constraint that holds a reply to one JSON object following <paramref name="schema"/> (none without one).</summary>
@@ -154,10 +173,11 @@ public sealed class LoadedModel : IDisposable
     /// <exception cref="CheckpointFormatException">The chat template is malformed or outside the Jinja subset.</exception>
     /// <exception cref="InvalidOptionException">The template refused the conversation, or it leaves no room in the context.</exception>
     public GenerationResult Chat(IReadOnlyList<ChatMessage> messages, int maxNewTokens, SamplingOptions sampling,
-        Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default, JsonSchema? jsonReply = null)
+        Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default, JsonSchema? jsonReply = null,
+        string? regexReply = null)
     {
         using var chat = StartChat(chatTemplateFile: chatTemplateFile);
-        return chat.Answer(messages, maxNewTokens, sampling, onText, "", cancellationToken, JsonReply(jsonReply));
+        return chat.Answer(messages, maxNewTokens, sampling, onText, "", cancellationToken, Reply(jsonReply, regexReply));
     }
 
     /// <summary>A conversation with the model through its chat template (<paramref name="chatTemplateFile"/> instead

@@ -158,16 +158,27 @@ internal sealed class GenerationSequence
         // sampled token is usually allowed, and checking one is cheap); with none allowed the text stays unfinished. An
         // end token does not fit before the shape is whole (one whose text a string could hold, as <|im_end|>, would
         // end the sequence inside it).
-        if (_constraint is not null && (!_constraint.Allows(next) || _end.Contains(next)))
+        // Where the text may end though it could go on (a regular expression's match), end tokens are allowed too.
+        bool mayEnd = _constraint is { MayEnd: true };
+        if (_constraint is not null && (_end.Contains(next) ? !mayEnd : !_constraint.Allows(next)))
         {
             var masked = (_masked ??= new float[logits.Length]).AsSpan(0, logits.Length);
             logits.CopyTo(masked);
             int allowed = _constraint.Mask(masked);
             foreach (int end in _end)
-                if ((uint)end < (uint)masked.Length && !float.IsNegativeInfinity(masked[end]))
+                if ((uint)end < (uint)masked.Length)
                 {
-                    masked[end] = float.NegativeInfinity;
-                    allowed--;
+                    bool open = !float.IsNegativeInfinity(masked[end]);
+                    if (mayEnd && !open && !float.IsNegativeInfinity(logits[end]))
+                    {
+                        masked[end] = logits[end];
+                        allowed++;
+                    }
+                    else if (!mayEnd && open)
+                    {
+                        masked[end] = float.NegativeInfinity;
+                        allowed--;
+                    }
                 }
             if (allowed == 0) return Finish(StopReason.EndToken);
             next = _sampler.Next(masked, _tokens, PromptLength);

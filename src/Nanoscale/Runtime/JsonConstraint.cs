@@ -22,6 +22,10 @@ public interface ITokenConstraint
 
     /// <summary>Whether the constrained text is whole (the sequence ends here).</summary>
     bool Complete { get; }
+
+    /// <summary>Whether the text may end here (an end token may be drawn), though it could go on: a regular
+    /// expression's match that a longer text would match too.</summary>
+    bool MayEnd => Complete;
 }
 
 /// <summary>
@@ -61,6 +65,21 @@ public sealed class JsonConstraint : ITokenConstraint
     /// <see cref="JsonObject.ForOption"/>.</summary>
     public sealed record OneOf(IReadOnlyList<string> Options) : Part;
 
+    /// <summary>Text that <paramref name="Regex"/> matches whole (an ECMAScript regular expression in
+    /// <see cref="JsonPattern"/>'s subset, anchored at both ends, as vLLM's <c>guided_regex</c> reads it); only as the
+    /// last part. The text may end at any match, and ends where a match admits no further character.</summary>
+    /// <exception cref="ArgumentException">The expression is outside the subset.</exception>
+    public sealed record Matches(string Regex) : Part
+    {
+        internal JsonPattern Compiled { get; } = JsonPattern.TryCompile("^(?:" + Regex + ")$")
+            ?? throw new ArgumentException($"the regular expression /{Regex}/ is not valid or is outside the supported subset (no lookaround, backreferences or \\b)");
+
+        /// <summary>An expression that matches exactly one of <paramref name="choices"/> (vLLM's <c>guided_choice</c>):
+        /// each literal escaped, the literals alternated.</summary>
+        public static string Choice(IEnumerable<string> choices) =>
+            "(?:" + string.Join("|", choices.Select(c => string.Concat(c.Select(ch => @"\^$.|?*+()[]{}/-".Contains(ch) ? "\\" + ch : ch.ToString())))) + ")";
+    }
+
     /// <summary>One JSON object (whitespace before it allowed), following <paramref name="Schema"/> when given.</summary>
     public sealed record JsonObject(JsonSchema? Schema = null) : Part
     {
@@ -86,6 +105,8 @@ public sealed class JsonConstraint : ITokenConstraint
                 throw new ArgumentException("an option that begins another (end each with a delimiter)", nameof(parts));
             if (part is JsonObject { ForOption: { } each } && parts[..p].OfType<OneOf>().LastOrDefault()?.Options.Count != each.Count)
                 throw new ArgumentException("schemas for each option need a OneOf with as many options before them", nameof(parts));
+            if (part is Matches && p != parts.Length - 1)
+                throw new ArgumentException("a regular expression only as the last part", nameof(parts));
             if (part is JsonObject { Schema: { } schema } && !schema.AllowsObject || part is JsonObject { ForOption: { } all } && all.Any(x => !x.AllowsObject))
                 throw new ArgumentException("a schema that does not allow an object", nameof(parts));
         }
@@ -95,6 +116,8 @@ public sealed class JsonConstraint : ITokenConstraint
     }
 
     public bool Complete => _state.Part == _parts.Length;
+
+    public bool MayEnd => Complete || _state.Part == _parts.Length - 1 && _parts[^1] is Matches m && m.Compiled.Accepts(_state.Pattern);
 
     /// <summary>Whether <paramref name="text"/> may come next (all of it).</summary>
     public bool AllowsText(string text) => text.Length > 0 && Run(_state, text, out _);
@@ -231,6 +254,11 @@ public sealed class JsonConstraint : ITokenConstraint
                 if (literal.Text[s.Matched] != c) return false;
                 if (++s.Matched == literal.Text.Length) NextPart(ref s);
                 return true;
+            case Matches matches:
+                s.Pattern = matches.Compiled.Next(s.Pattern, c);
+                if (s.Pattern == JsonPattern.Dead) return false;
+                if (!matches.Compiled.Continues(s.Pattern)) NextPart(ref s); // a whole match nothing can extend
+                return true;
             case OneOf oneOf:
             {
                 if (!Narrow(ref s, oneOf.Options, c, out int whole)) return false;
@@ -276,6 +304,11 @@ public sealed class JsonConstraint : ITokenConstraint
         s.Depth = 0;
         if (s.Part < _parts.Length && _parts[s.Part] is JsonObject part)
             s.Next = part.ForOption is { } each ? each[s.Chosen] : part.Schema ?? JsonSchema.Any;
+        if (s.Part < _parts.Length && _parts[s.Part] is Matches matches)
+        {
+            s.Pattern = matches.Compiled.Start;
+            if (!matches.Compiled.Continues(s.Pattern)) s.Part++; // an expression that matches only the empty text
+        }
     }
 
     private static bool Blank(char c) => c is ' ' or '\t' or '\n' or '\r';

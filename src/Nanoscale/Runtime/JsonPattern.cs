@@ -40,8 +40,9 @@ internal sealed class JsonPattern
     /// <summary>The automaton's state before any character.</summary>
     public int Start { get; }
 
-    private sealed class DfaState(int[] members, bool acceptsAll, bool acceptsAtEnd, int distance)
+    private sealed class DfaState(int[] members, bool acceptsAll, bool acceptsAtEnd, int distance, bool continues)
     {
+        public readonly bool Continues = continues;     // some character can follow
         public readonly int[] Members = members;
         public readonly bool AcceptsAll = acceptsAll;    // a match was found: any continuation still matches
         public readonly bool AcceptsAtEnd = acceptsAtEnd; // the string may end here
@@ -145,6 +146,14 @@ internal sealed class JsonPattern
         lock (_gate) return _states[state].AcceptsAll || _states[state].AcceptsAtEnd;
     }
 
+    /// <summary>Whether some character can follow in <paramref name="state"/> (a whole match of an anchored pattern may
+    /// admit none: the text is then finished).</summary>
+    public bool Continues(int state)
+    {
+        if (state == Dead) return false;
+        lock (_gate) return _states[state].Continues;
+    }
+
     /// <summary>Characters at least from <paramref name="state"/> to a match (int.MaxValue: none).</summary>
     public int Distance(int state)
     {
@@ -174,7 +183,9 @@ internal sealed class JsonPattern
         // The end may come where the final state is reached through '$' edges (and epsilons) without a character.
         bool atEnd = all || EndReaches(members);
         int distance = all || atEnd ? 0 : members.Min(s => _distance[s]);
-        _states.Add(new DfaState([.. members], all, atEnd, distance));
+        // A character can follow where a member moves on a character to a state from which a match is still possible.
+        bool continues = all || members.Any(s => _class[s] is { IsEmpty: false } && _distance[_target[s]] != int.MaxValue);
+        _states.Add(new DfaState([.. members], all, atEnd, distance, continues));
         _ids[key] = _states.Count - 1;
         return _states.Count - 1;
     }

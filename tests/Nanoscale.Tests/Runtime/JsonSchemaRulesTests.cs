@@ -413,4 +413,57 @@ public class JsonSchemaRulesTests
         const string TwoPatterns = """{"type": "object", "properties": {"s": {"allOf": [{"type": "string", "pattern": "^a"}, {"pattern": "b$"}]}}}""";
         Assert.True(Whole(TwoPatterns, "{\"s\": [1]}")); // left free
     }
+
+    /// <summary>A reply held to a regular expression (vLLM's <c>guided_regex</c>): whole matches only; the text may end
+    /// at any match and is complete where a match admits nothing more; choices are escaped literals.</summary>
+    [Fact]
+    public void RepliesHeldToARegularExpression()
+    {
+        JsonConstraint Regex(string regex) => new([], new JsonConstraint.Matches(regex));
+        var yesNo = Regex("(yes|no)");
+        Assert.False(yesNo.MayEnd);
+        Assert.False(yesNo.AllowsText("maybe"));
+        yesNo.AcceptText("ye");
+        Assert.False(yesNo.MayEnd);
+        yesNo.AcceptText("s");
+        Assert.True(yesNo.Complete);
+        var digits = Regex("\\d+");
+        digits.AcceptText("12");
+        Assert.True(digits.MayEnd);
+        Assert.False(digits.Complete);
+        Assert.True(digits.AllowsText("3"));
+        Assert.False(digits.AllowsText("a"));
+        Assert.Throws<ArgumentException>(() => Regex("(?!x)y"));
+        Assert.Throws<ArgumentException>(() => new JsonConstraint([], new JsonConstraint.Matches("a"), new JsonConstraint.Literal("b")));
+        var choice = JsonConstraint.Matches.Choice(["a.b", "c|d", "(x)", "a.bc", "\\"]);
+        foreach (var whole in new[] { "a.b", "c|d", "(x)", "a.bc", "\\" }) Assert.True(new Regex("^" + choice + "$").IsMatch(whole), whole);
+        foreach (var not in new[] { "axb", "c", "x", "a.b.", "" }) Assert.False(new Regex("^" + choice + "$").IsMatch(not), not);
+        var chosen = Regex(choice);
+        chosen.AcceptText("a.b");
+        Assert.True(chosen.MayEnd);      // "a.b" is a choice, "a.bc" another
+        Assert.False(chosen.Complete);
+        chosen.AcceptText("c");
+        Assert.True(chosen.Complete);
+    }
+
+    /// <summary>A generation held to a regular expression may end (an end token drawn) once its text matches, and not
+    /// before: the end token ranked first every step ends it at the first match.</summary>
+    [Fact]
+    public void ASequenceHeldToARegularExpressionEndsAtAMatch()
+    {
+        var model = LlamaModel.Load(Nanoscale.IO.CheckpointLoader.Open(Support.SharedData.Stories260K));
+        var tokenizer = Llama2cTokenizer.Load(Support.SharedData.Tok512);
+        var pieces = TokenPieces.For(tokenizer);
+        var constraint = new JsonConstraint(pieces, new JsonConstraint.Matches(" [a-z]{3,}( [a-z]+)*"));
+        var sequence = new GenerationSequence(model, tokenizer, tokenizer.Encode("Once", addBos: true), 50, new SamplingOptions { Seed = 1, Temperature = 1 }, [], null,
+            CancellationToken.None, deferPrompt: true, session: model.CreateSession(64), constraint: constraint);
+        var random = new Random(3);
+        while (sequence.Advance(pieces.Select(_ => (float)random.NextDouble()).Select((v, id) => id == tokenizer.EosId ? 30f : v).ToArray()) is not null) { }
+        var result = sequence.Result();
+        Assert.Equal(StopReason.EndToken, result.Stop);
+        Assert.Matches("^ [a-z]{3,}( [a-z]+)*$", result.NewText);
+        // It ended at the first match: without its last token the text did not match.
+        var shorter = string.Concat(result.Tokens[result.PromptTokens..^1].Select(id => pieces[id]));
+        Assert.DoesNotMatch("^ [a-z]{3,}( [a-z]+)*$", shorter);
+    }
 }

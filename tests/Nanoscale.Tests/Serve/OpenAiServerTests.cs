@@ -820,6 +820,64 @@ public sealed class ToolUseTests
         }
     }
 
+    /// <summary>vLLM's and llama.cpp's structured-output fields: <c>guided_regex</c>, <c>guided_choice</c>,
+    /// <c>structured_outputs</c> and <c>guided_json</c> / <c>json_schema</c> hold the reply as asked, on both routes and
+    /// streamed alike; a grammar, two shapes at once, a bad expression or a bad choice list are 400s.</summary>
+    [Fact]
+    public async Task VllmAndLlamaCppStructuredOutputFieldsHoldTheReply()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
+        async Task<(HttpStatusCode Status, string Text)> Post(string route, string body)
+        {
+            using var r = await served.Http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
+            return (r.StatusCode, await r.Content.ReadAsStringAsync());
+        }
+        string Reply(string text, bool chat) =>
+            JsonDocument.Parse(text).RootElement.GetProperty("choices")[0] is var c && chat ? c.GetProperty("message").GetProperty("content").GetString()! : c.GetProperty("text").GetString()!;
+        const string Chat = """{"messages": [{"role": "user", "content": "Answer"}], "max_tokens": 60, "temperature": 1, "seed": 3, """;
+        const string Completion = """{"prompt": "Answer:", "max_tokens": 60, "temperature": 1, "seed": 3, """;
+        foreach (var (route, start, chat) in new[] { ("/v1/chat/completions", Chat, true), ("/v1/completions", Completion, false) })
+        {
+            var (status, text) = await Post(route, start + "\"guided_regex\": \"[A-Z]{2}-\\\\d{3}\"}");
+            Assert.True(status == HttpStatusCode.OK, text);
+            Assert.Matches("^[A-Z]{2}-\\d{3}$", Reply(text, chat));
+            Assert.Equal("stop", JsonDocument.Parse(text).RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+            (status, text) = await Post(route, start + "\"guided_choice\": [\"red.\", \"green?\", \"blue (dark)\"]}");
+            Assert.True(status == HttpStatusCode.OK, text);
+            Assert.Contains(Reply(text, chat), new[] { "red.", "green?", "blue (dark)" });
+            (status, text) = await Post(route, start + "\"structured_outputs\": {\"choice\": [\"yes\", \"no\"]}}");
+            Assert.Contains(Reply(text, chat), new[] { "yes", "no" });
+            (status, text) = await Post(route, start + "\"guided_json\": \"{\\\"type\\\": \\\"object\\\", \\\"properties\\\": {\\\"ok\\\": {\\\"type\\\": \\\"boolean\\\"}}, \\\"required\\\": [\\\"ok\\\"]}\"}");
+            Assert.True(status == HttpStatusCode.OK, text);
+            Assert.True(JsonDocument.Parse(Reply(text, chat)).RootElement.GetProperty("ok").ValueKind is JsonValueKind.True or JsonValueKind.False);
+            (status, text) = await Post(route, start + "\"json_schema\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 7, \"maximum\": 9}}, \"required\": [\"n\"]}}");
+            Assert.InRange(JsonDocument.Parse(Reply(text, chat)).RootElement.GetProperty("n").GetInt32(), 7, 9);
+            // Streamed: the same text in pieces.
+            var whole = Reply((await Post(route, start + "\"guided_regex\": \"(ab|cd)+e\"}")).Text, chat);
+            var streamed = (await Post(route, start + "\"stream\": true, \"guided_regex\": \"(ab|cd)+e\"}")).Text;
+            var pieces = streamed.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0])
+                .Select(c => chat ? (c.GetProperty("delta").TryGetProperty("content", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : "") : c.GetProperty("text").GetString());
+            Assert.Equal(whole, string.Concat(pieces));
+        }
+        foreach (var (body, field) in new[]
+                 {
+                     ("\"grammar\": \"root ::= \\\"a\\\"\"", "grammar"), ("\"guided_grammar\": \"x\"", "guided_grammar"),
+                     ("\"structured_outputs\": {\"grammar\": \"x\"}", "structured_outputs"),
+                     ("\"guided_regex\": \"a\", \"guided_choice\": [\"b\"]", "guided_choice"),
+                     ("\"guided_regex\": \"a\", \"response_format\": {\"type\": \"json_object\"}", "guided_regex"),
+                     ("\"guided_regex\": \"(?<=a)b\"", "guided_regex"), ("\"guided_regex\": \"(a\"", "guided_regex"), ("\"guided_regex\": 5", "guided_regex"),
+                     ("\"guided_choice\": []", "guided_choice"), ("\"guided_choice\": [\"\"]", "guided_choice"), ("\"guided_json\": \"{nope\"", "guided_json"),
+                     ("\"guided_json\": {\"type\": \"string\"}", "guided_json"),
+                 })
+        {
+            var (status, text) = await Post("/v1/chat/completions", Chat + body + "}");
+            Assert.True(status == HttpStatusCode.BadRequest, body + " → " + text);
+            Assert.Equal(field, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("param").GetString());
+        }
+    }
+
     /// <summary>A template that describes tools without Hermes' tags gets Llama 3.x's form forced:
     /// <c>{"name": …, "parameters": …}</c>, answered as a call; a template without tools refuses forcing.</summary>
     [Fact]
