@@ -16,13 +16,15 @@ internal sealed class SamplingFlags
 
     public Option<double> TopP { get; } = new("--top-p") { Description = "Sample among the most likely tokens whose probabilities sum to P (1 = all)", DefaultValueFactory = _ => 1 };
 
+    public Option<double> MinP { get; } = new("--min-p") { Description = "Sample among tokens at least this fraction as likely as the most likely one (0 = all)", DefaultValueFactory = _ => 0 };
+
     public Option<double> Penalty { get; } = new("--repetition-penalty") { Description = "Divide positive (multiply negative) logits of tokens already in the text by R (1 = none)", DefaultValueFactory = _ => 1 };
 
     public Option<int> Seed { get; } = new("--seed") { Description = "Seed of the sampler (same seed, same text)", DefaultValueFactory = _ => 0 };
 
     public Option<string[]> Stop { get; } = new("--stop") { Description = "Stop when the text contains this (repeatable); the text is cut before it", AllowMultipleArgumentsPerToken = false };
 
-    public IEnumerable<Option> All => [Tokens, Temperature, TopK, TopP, Penalty, Seed, Stop];
+    public IEnumerable<Option> All => [Tokens, Temperature, TopK, TopP, MinP, Penalty, Seed, Stop];
 
     /// <summary>The token count asked for (at least 1).</summary>
     public int Count(ParseResult parse) =>
@@ -33,6 +35,7 @@ internal sealed class SamplingFlags
         Temperature = parse.GetValue(Temperature),
         TopK = parse.GetValue(TopK),
         TopP = parse.GetValue(TopP),
+        MinP = parse.GetValue(MinP),
         RepetitionPenalty = parse.GetValue(Penalty),
         Seed = parse.GetValue(Seed),
         StopStrings = parse.GetValue(Stop) ?? [],

@@ -325,6 +325,10 @@ internal static partial class OpenAiServer
                 {
                     Temperature = Number(root, "temperature") ?? 1.0,
                     TopP = Number(root, "top_p") ?? 1.0,
+                    // vLLM's and llama.cpp's extensions: top_k (0 or −1: off), min_p, repetition_penalty.
+                    TopK = Int(root, "top_k") is int k and < 0 ? 0 : Int(root, "top_k") ?? 0,
+                    MinP = Number(root, "min_p") ?? 0,
+                    RepetitionPenalty = Number(root, "repetition_penalty") ?? 1,
                     FrequencyPenalty = Number(root, "frequency_penalty") ?? 0,
                     PresencePenalty = Number(root, "presence_penalty") ?? 0,
                     LogProbs = logProbs,
@@ -366,7 +370,8 @@ internal static partial class OpenAiServer
         catch (InvalidOptionException e)
         {
             bool tooLong = e.Option == "prompt" && e.Message.Contains("context", StringComparison.Ordinal);
-            await Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, e.Option, tooLong ? "context_length_exceeded" : null);
+            // The sampling checks name options as the command line spells them (top-p): the request's field is top_p.
+            await Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, e.Option?.Replace('-', '_'), tooLong ? "context_length_exceeded" : null);
         }
         catch (ServiceBusyException e)
         {

@@ -52,8 +52,8 @@ public sealed record GenerationResult(int[] Tokens, int PromptTokens, string Tex
 
 /// <summary>
 /// How the next token is chosen. The defaults are greedy decoding (argmax), which tests rely on; a positive
-/// <see cref="Temperature"/> samples, after <see cref="RepetitionPenalty"/>, <see cref="TopK"/> and <see cref="TopP"/>,
-/// in that order (as transformers' <c>generate</c> applies its logits processors and warpers).
+/// <see cref="Temperature"/> samples, after <see cref="RepetitionPenalty"/>, <see cref="TopK"/>, <see cref="TopP"/> and
+/// <see cref="MinP"/>, in that order (as transformers' <c>generate</c> applies its logits processors and warpers).
 /// </summary>
 public sealed record SamplingOptions
 {
@@ -65,6 +65,11 @@ public sealed record SamplingOptions
 
     /// <summary>Keep the smallest set of most likely tokens whose probabilities sum to at least P; 1: all.</summary>
     public double TopP { get; init; } = 1;
+
+    /// <summary>Keep only tokens at least this fraction as likely as the most likely one (min-p sampling, as vLLM's and
+    /// llama.cpp's <c>min_p</c> and transformers' <c>MinPLogitsWarper</c>: on the probabilities after the temperature);
+    /// 0: all.</summary>
+    public double MinP { get; init; }
 
     /// <summary>CTRL's penalty (transformers' <c>repetition_penalty</c>): the logit of every token already in the
     /// sequence is divided by it when positive and multiplied by it when negative; 1: none.</summary>
@@ -105,6 +110,7 @@ public sealed record SamplingOptions
         if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new InvalidOptionException("temperature", $"must be 0 (greedy) or positive, not {Temperature}");
         if (TopK < 0) throw new InvalidOptionException("top-k", $"must be 0 (off) or positive, not {TopK}");
         if (!(TopP > 0 && TopP <= 1)) throw new InvalidOptionException("top-p", $"must be in (0, 1], not {TopP}");
+        if (!(MinP >= 0 && MinP <= 1)) throw new InvalidOptionException("min-p", $"must be within 0..1, not {MinP}");
         if (!(RepetitionPenalty > 0) || double.IsInfinity(RepetitionPenalty))
             throw new InvalidOptionException("repetition-penalty", $"must be positive (1 = none), not {RepetitionPenalty}");
         if (!(FrequencyPenalty >= -2 && FrequencyPenalty <= 2)) throw new InvalidOptionException("frequency_penalty", $"must be within -2..2, not {FrequencyPenalty}");
@@ -236,11 +242,11 @@ public static class Generation
             return Sample(x);
         }
 
-        /// <summary>Temperature, top-k, top-p, then one draw from what is left (probabilities in double).</summary>
+        /// <summary>Temperature, top-k, top-p, min-p, then one draw from what is left (probabilities in double).</summary>
         private int Sample(Span<float> logits)
         {
             int n = logits.Length;
-            if (options.TopK == 0 && options.TopP >= 1)
+            if (options.TopK == 0 && options.TopP >= 1 && options.MinP == 0)
             {
                 // Nothing cut: in id order, no sort, and nothing allocated (a vocabulary-sized array per token would be
                 // a large-object allocation per stream and step): the weights are computed again for the draw, the
@@ -279,6 +285,19 @@ public static class Generation
                 }
                 total = 0;
                 for (int i = 0; i < kept; i++) total += p[i];
+            }
+            if (options.MinP > 0)
+            {
+                // p[0] is the most likely token's weight (the order is by logit): the kept tokens are a prefix.
+                double floor = options.MinP * p[0];
+                int atLeast = 1;
+                while (atLeast < kept && p[atLeast] >= floor) atLeast++;
+                if (atLeast < kept)
+                {
+                    kept = atLeast;
+                    total = 0;
+                    for (int i = 0; i < kept; i++) total += p[i];
+                }
             }
             double u = _random.NextDouble() * total;
             for (int i = 0; i < kept; i++)

@@ -113,6 +113,26 @@ public class SamplingTests
         Assert.Equal([1, 2, 4], seen.Order());
     }
 
+    /// <summary>min-p keeps the tokens at least that fraction as likely as the most likely one, on the probabilities
+    /// after the temperature (transformers' MinPLogitsWarper), and composes with top-k.</summary>
+    [Fact]
+    public void MinPKeepsTokensNearTheMostLikely()
+    {
+        float[] logits = [1f, 2f, 3f, 0f, 2.5f];
+        // Relative to e^3: e^2.5 is 0.61, e^2 0.37, e^1 0.14, e^0 0.05.
+        HashSet<int> Seen(SamplingOptions options)
+        {
+            var sampler = new Generation.Sampler(options with { Seed = 2 }, logits.Length);
+            return Enumerable.Range(0, 5000).Select(_ => sampler.Next(logits, [], 0)).ToHashSet();
+        }
+        Assert.Equal([2, 4], Seen(new SamplingOptions { Temperature = 1, MinP = 0.5 }).Order());
+        Assert.Equal([1, 2, 4], Seen(new SamplingOptions { Temperature = 1, MinP = 0.3 }).Order());
+        Assert.Equal([0, 1, 2, 4], Seen(new SamplingOptions { Temperature = 2, MinP = 0.3 }).Order()); // e^-1 = 0.37 at T = 2
+        Assert.Equal([2], Seen(new SamplingOptions { Temperature = 1, MinP = 1 }).Order());
+        Assert.Equal([2, 4], Seen(new SamplingOptions { Temperature = 1, MinP = 0.01, TopK = 2 }).Order());
+        Assert.Throws<InvalidOptionException>(() => new SamplingOptions { MinP = 1.5 }.Validate());
+    }
+
     [Fact]
     public void TheRepetitionPenaltyLowersTokensAlreadyInTheText()
     {

@@ -114,7 +114,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [
         "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream", "n", "seed", "logprobs",
         "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user", "logit_bias",
-        "tool_choice",
+        "tool_choice", "top_k", "min_p", "repetition_penalty", "guided_regex", "guided_choice", "guided_json", "json_schema", "structured_outputs",
     ];
 
     /// <summary>Any JSON value: scalars of every kind and edge (huge, negative, NaN-free floats, empty and non-ASCII
@@ -258,6 +258,10 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [InlineData("/v1/completions", """{"prompt": "x", "frequency_penalty": 3}""", 400, "frequency_penalty")]
     [InlineData("/v1/completions", """{"prompt": "x", "presence_penalty": "high"}""", 400, "presence_penalty")]
     [InlineData("/v1/completions", """{"prompt": "x", "logprobs": 6}""", 400, "logprobs")]
+    [InlineData("/v1/completions", """{"prompt": "x", "top_p": 0}""", 400, "top_p")]
+    [InlineData("/v1/completions", """{"prompt": "x", "min_p": 1.5}""", 400, "min_p")]
+    [InlineData("/v1/completions", """{"prompt": "x", "repetition_penalty": 0}""", 400, "repetition_penalty")]
+    [InlineData("/v1/completions", """{"prompt": "x", "top_k": "all"}""", 400, "top_k")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}""", 400, "top_logprobs")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 21}""", 400, "top_logprobs")]
     public async Task BadRequestsGetAnErrorObjectAndTheServerKeepsServing(string path, string body, int status, string? param)
@@ -396,6 +400,31 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             var prompt = model.Tokenizer.Encode("Once upon a time", addBos: true).Length;
             Assert.True(Repeats(tokens, prompt) < Repeats(plain.Tokens, plain.PromptTokens), $"{field}: {text}");
         }
+    }
+
+    /// <summary>vLLM's and llama.cpp's sampling extensions: <c>top_k: 1</c> and <c>min_p: 1</c> leave only the most likely
+    /// token, so a sampled request answers as a greedy one; <c>top_k: -1</c> is off (vLLM's spelling); a strong
+    /// <c>repetition_penalty</c> makes greedy text repeat less.</summary>
+    [Fact]
+    public async Task TopKMinPAndRepetitionPenaltyAreApplied()
+    {
+        await Start();
+        string Text(JsonElement json) => json.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        var (_, greedy) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0}""");
+        foreach (var cut in new[] { "\"top_k\": 1", "\"min_p\": 1" })
+        {
+            var (status, json) = await Post("/v1/completions", "{\"prompt\": \"Once upon a time\", \"max_tokens\": 40, \"temperature\": 1.5, \"seed\": 9, " + cut + "}");
+            Assert.Equal(HttpStatusCode.OK, status);
+            Assert.Equal(Text(greedy), Text(json));
+        }
+        var (_, free) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 40, "temperature": 1.5, "seed": 9, "top_k": -1}""");
+        Assert.NotEqual(Text(greedy), Text(free));
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        static int Repeats(int[] tokens, int from) => tokens.Length - from - tokens.Skip(from).Distinct().Count();
+        var (_, penalised) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0, "repetition_penalty": 3}""");
+        int prompt = model.Tokenizer.Encode("Once upon a time", addBos: true).Length;
+        Assert.True(Repeats(model.Tokenizer.Encode("Once upon a time" + Text(penalised), addBos: true), prompt)
+            < Repeats(model.Tokenizer.Encode("Once upon a time" + Text(greedy), addBos: true), prompt), Text(penalised));
     }
 
     /// <summary>logprobs: each token's log-probability is the log-softmax of the model's own logits at its position
