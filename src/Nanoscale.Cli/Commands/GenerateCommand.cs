@@ -28,6 +28,10 @@ internal static class GenerateCommand
         {
             Description = "Make the new text something this regular expression matches whole (ECMAScript, without lookaround or backreferences): constrained decoding, as serve's guided_regex",
         };
+        var grammar = new Option<string?>("--grammar")
+        {
+            Description = "Make the new text something this GBNF grammar (llama.cpp's format; inline, or a .gbnf file) matches whole from its root rule: constrained decoding, as serve's grammar",
+        };
         var flags = new SamplingFlags();
         var noStream = new Option<bool>("--no-stream") { Description = "Print the text at the end instead of as it is produced" };
         var tokenizer = CliRunner.TokenizerOption();
@@ -36,7 +40,7 @@ internal static class GenerateCommand
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
         {
-            model, prompt, chat, system, chatTemplate, jsonSchema, regex,
+            model, prompt, chat, system, chatTemplate, jsonSchema, regex, grammar,
         };
         foreach (var option in flags.All) command.Options.Add(option);
         foreach (Option option in (Option[])[noStream, tokenizer, threads, kvCache, json]) command.Options.Add(option);
@@ -57,6 +61,7 @@ internal static class GenerateCommand
                 throw new InvalidOptionException("--chat", "--system and --chat-template go with --chat");
             if (message is not null && promptText.Length > 0) throw new InvalidOptionException("--chat", "give --chat or --prompt, not both");
             var schema = parse.GetValue(jsonSchema) is { } schemaText ? ReadSchema(schemaText) : null;
+            var rules = parse.GetValue(grammar) is { } grammarText ? ReadGrammar(grammarText) : null;
             bool stream = !context.Json && !parse.GetValue(noStream);
             var output = Console.Out;
             if (stream && message is null)
@@ -66,9 +71,9 @@ internal static class GenerateCommand
             }
             Action<string>? onText = stream ? piece => { output.Write(piece); output.Flush(); } : null;
             var result = message is null
-                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema, parse.GetValue(regex))
+                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema, parse.GetValue(regex), rules)
                 : loaded.Chat([.. parse.GetValue(system) is { } s ? [("system", s)] : Array.Empty<(string, string)>(), ("user", message)],
-                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema, parse.GetValue(regex));
+                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema, parse.GetValue(regex), rules);
             if (context.Json)
                 return new
                 {
@@ -90,6 +95,14 @@ internal static class GenerateCommand
             return null;
         }));
         return command;
+    }
+
+    /// <summary><c>--grammar</c>: a file of GBNF when one exists at that path (at most 1 MiB), else the text itself.</summary>
+    private static string ReadGrammar(string text)
+    {
+        if (!File.Exists(text)) return text.Contains("::=") ? text : throw new InvalidOptionException("--grammar", $"'{text}' is neither a grammar (no '::=') nor a file");
+        if (new FileInfo(text).Length > 1 << 20) throw new InvalidOptionException("--grammar", $"{text} is larger than 1 MiB");
+        return File.ReadAllText(text);
     }
 
     /// <summary><c>--json-schema</c>: inline JSON (starting with <c>{</c>) or a file of it.</summary>

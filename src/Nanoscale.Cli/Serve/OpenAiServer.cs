@@ -315,7 +315,7 @@ internal static partial class OpenAiServer
             using (document)
             {
                 var root = document.RootElement;
-                var (jsonReply, regexReply) = StructuredReply(root);
+                var (jsonReply, regexReply, grammarReply) = StructuredReply(root);
                 stream = Bool(root, "stream") ?? false;
                 choices = Int(root, "n") ?? 1;
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
@@ -341,9 +341,12 @@ internal static partial class OpenAiServer
                     ? new CompletionRequest
                     {
                         Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), RequiredTool = RequiredTool(root),
-                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply,
+                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
                     }
-                    : new CompletionRequest { Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply };
+                    : new CompletionRequest
+                    {
+                        Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
+                    };
             }
         }
         catch (BadField e)
@@ -362,7 +365,7 @@ internal static partial class OpenAiServer
             if (!stream)
             {
                 var outcomes = await CompleteAll(service, requests, null, context.RequestAborted);
-                await Results.Json(Response(id, created, service.ModelName, chat, outcomes, split), Json).ExecuteAsync(context);
+                await Results.Json(Response(id, created, service.ModelName, chat, outcomes, split, tools: request.Tools is { Count: > 0 }), Json).ExecuteAsync(context);
                 return;
             }
             await Stream(context, service, requests, id, created, chat, split);
@@ -406,7 +409,8 @@ internal static partial class OpenAiServer
         }
     }
 
-    internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes, bool split = false)
+    internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes, bool split = false,
+        bool tools = false)
     {
         var usage = Usage(outcomes);
         return chat
@@ -416,7 +420,7 @@ internal static partial class OpenAiServer
                 choices = outcomes.Select((o, i) => new
                 {
                     index = i,
-                    message = Message(o, split),
+                    message = Message(o, split, tools),
                     logprobs = ChatLogProbs(o.LogProbs), finish_reason = o.FinishReason,
                 }).ToArray(),
                 usage,
@@ -442,11 +446,24 @@ internal static partial class OpenAiServer
     }
 
     /// <summary>A chat reply as the API's message: its content (less a reasoning block, given apart as
-    /// <c>reasoning_content</c> when <paramref name="split"/>), and its tool calls.</summary>
-    private static object Message(CompletionOutcome o, bool split)
+    /// <c>reasoning_content</c> when <paramref name="split"/>), and its tool calls. With <paramref name="tools"/>, a
+    /// reply cut off by <c>max_tokens</c> inside a call answers that call as far as it was written (its arguments not
+    /// whole JSON), as OpenAI does and as the streamed answer has sent it (<see cref="ToolCallDeltas"/>).</summary>
+    private static object Message(CompletionOutcome o, bool split, bool tools = false)
     {
         var (reasoning, content) = split ? ReasoningStream.Split(o.Text, o.StartsInReasoning) : (null, o.Text);
-        return (o.ToolCalls, reasoning) switch
+        var made = o.ToolCalls;
+        if (tools && made is null && o.FinishReason == "length")
+        {
+            var cut = new ToolCallDeltas();
+            cut.Accept(content);
+            if (cut.FirstCall is int at)
+            {
+                made = [.. cut.Calls.Select(c => new ToolCall(c.Id, c.Name, c.Arguments))];
+                content = content[..at].TrimEnd();
+            }
+        }
+        return (made, reasoning) switch
         {
             ({ } calls, null) => new { role = "assistant", content = content.Length > 0 ? content : null, tool_calls = ToolCallsJson(calls, indexed: false) },
             ({ } calls, _) => new { role = "assistant", content = content.Length > 0 ? content : null, reasoning_content = reasoning, tool_calls = ToolCallsJson(calls, indexed: false) },
@@ -699,21 +716,23 @@ internal static partial class OpenAiServer
         return map;
     }
 
+    /// <summary>Characters of a request's grammar at most.</summary>
+    private const int MaxGrammar = 64 * 1024;
+
     /// <summary>
     /// What the reply is held to, by whichever one field asks: OpenAI's <c>response_format</c> (<c>text</c>,
     /// <c>json_object</c>, <c>json_schema</c>); vLLM's <c>guided_json</c> (a schema, or its JSON text), <c>guided_regex</c>,
     /// <c>guided_choice</c> (a list of strings) and their newer home <c>structured_outputs</c> (<c>json</c>,
-    /// <c>regex</c>, <c>choice</c>); llama.cpp's <c>json_schema</c>. A grammar (<c>grammar</c>, <c>guided_grammar</c>,
-    /// <c>structured_outputs.grammar</c>) is refused rather than ignored: the reply would not be held to it.
+    /// <c>regex</c>, <c>choice</c>, <c>grammar</c>); llama.cpp's <c>json_schema</c> and <c>grammar</c> (GBNF; vLLM's
+    /// <c>guided_grammar</c> is read as GBNF too, the EBNF its xgrammar backend takes).
     /// </summary>
-    private static (JsonSchema? Json, string? Regex) StructuredReply(JsonElement root)
+    private static (JsonSchema? Json, string? Regex, string? Grammar) StructuredReply(JsonElement root)
     {
         var asked = new List<string>();
         JsonSchema? json = null;
-        string? regex = null;
+        string? regex = null, grammar = null;
         foreach (var name in (string[])["grammar", "guided_grammar"])
-            if (Field(root, name) is { ValueKind: not JsonValueKind.Null })
-                throw new BadField(name, $"'{name}' (a GBNF or EBNF grammar) is not supported; hold the reply with response_format json_schema, guided_regex or guided_choice");
+            if (Field(root, name) is { ValueKind: not JsonValueKind.Null } g) grammar = Grammar(g, name, Add(name));
         if (Field(root, "response_format") is { } format && ReplyFormat(format, "response_format", "response_format", schemaNested: true) is { } fromFormat)
             (json, _) = (fromFormat, Add("response_format"));
         if (Field(root, "json_schema") is { ValueKind: not JsonValueKind.Null } schema) json = Schema(schema, "json_schema", Add("json_schema"));
@@ -723,14 +742,13 @@ internal static partial class OpenAiServer
         if (Field(root, "structured_outputs") is { ValueKind: not JsonValueKind.Null } outputs)
         {
             if (outputs.ValueKind != JsonValueKind.Object) throw new BadField("structured_outputs", "'structured_outputs' must be an object");
-            if (Field(outputs, "grammar") is { ValueKind: not JsonValueKind.Null })
-                throw new BadField("structured_outputs", "'structured_outputs.grammar' is not supported; use json, regex or choice");
+            if (Field(outputs, "grammar") is { ValueKind: not JsonValueKind.Null } g) grammar = Grammar(g, "structured_outputs", Add("structured_outputs.grammar"));
             if (Field(outputs, "json") is { ValueKind: not JsonValueKind.Null } j) json = Schema(j, "structured_outputs", Add("structured_outputs.json"));
             if (Field(outputs, "regex") is { ValueKind: not JsonValueKind.Null } r) regex = Regex(r, "structured_outputs", Add("structured_outputs.regex"));
             if (Field(outputs, "choice") is { ValueKind: not JsonValueKind.Null } c) regex = Choice(c, "structured_outputs", Add("structured_outputs.choice"));
         }
         if (asked.Count > 1) throw new BadField(asked[1], $"the reply can be held to one shape: {string.Join(", ", asked)} were all given");
-        return (json, regex);
+        return (json, regex, grammar);
 
         string Add(string name)
         {
@@ -759,6 +777,10 @@ internal static partial class OpenAiServer
             value.ValueKind == JsonValueKind.String && value.GetString()!.Length is > 0 and <= JsonSchema.MaxPattern
                 ? value.GetString()!
                 : throw new BadField(field, $"'{what}' must be a regular expression of 1..{JsonSchema.MaxPattern} characters");
+        static string Grammar(JsonElement value, string field, string what) =>
+            value.ValueKind == JsonValueKind.String && value.GetString()!.Length is > 0 and <= MaxGrammar
+                ? value.GetString()!
+                : throw new BadField(field, $"'{what}' must be a GBNF grammar of 1..{MaxGrammar} characters");
         static string Choice(JsonElement value, string field, string what) =>
             value.ValueKind == JsonValueKind.Array && value.GetArrayLength() is > 0 and <= 256 && value.EnumerateArray().All(c => c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0)
                 ? JsonConstraint.Matches.Choice(value.EnumerateArray().Select(c => c.GetString()!))

@@ -29,6 +29,9 @@ internal sealed class ToolCallDeltas
     private int _searchFrom;       // Hermes: where the next tag may begin
     private readonly List<(string Id, string Name, StringBuilder Arguments)> _calls = [];
 
+    /// <summary>Where the first call begun so far starts in the reply (its tag, or the reply's start), or null.</summary>
+    public int? FirstCall { get; private set; }
+
     /// <summary>Whether the reply left the shape this class streams (what was sent stands).</summary>
     public bool Diverged { get; private set; }
 
@@ -73,6 +76,7 @@ internal sealed class ToolCallDeltas
             }
             var id = Nanoscale.Pipeline.ToolCall.NewId();
             _calls.Add((id, name!, new StringBuilder()));
+            FirstCall ??= _callStart;
             deltas.Add(new Delta(_calls.Count - 1, id, name, ""));
             (_scan, _depth, _inString, _escape) = (arguments, 0, false, false);
         }

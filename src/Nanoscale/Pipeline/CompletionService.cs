@@ -50,6 +50,11 @@ public sealed record CompletionRequest
     /// Null: any text.</summary>
     public string? RegexReply { get; init; }
 
+    /// <summary>Whether the reply must be text this GBNF grammar (llama.cpp's <c>grammar</c>; vLLM's
+    /// <c>guided_grammar</c>) matches whole from its <c>root</c> rule: as <see cref="RegexReply"/>, an end token may
+    /// come wherever the grammar is satisfied. Null: any text.</summary>
+    public string? GrammarReply { get; init; }
+
     /// <summary><see cref="RequiredTool"/>: any of the tools.</summary>
     public const string AnyTool = "*";
 
@@ -230,11 +235,12 @@ public sealed class CompletionService : IDisposable
     /// function that is not among the tools, or both a JSON reply and a forced call.</exception>
     private (string Start, ITokenConstraint? Constraint) ForcedCall(CompletionRequest request)
     {
-        if (request.JsonReply is not null || request.RegexReply is not null)
+        if (request.JsonReply is not null || request.RegexReply is not null || request.GrammarReply is not null)
         {
+            var option = request.JsonReply is not null ? "response_format" : request.RegexReply is not null ? "guided_regex" : "grammar";
             if (request.RequiredTool is not null)
-                throw new InvalidOptionException(request.JsonReply is null ? "guided_regex" : "response_format", "a JSON or regular-expression reply cannot be combined with forcing a tool call");
-            return ("", _model.Reply(request.JsonReply, request.RegexReply, "response_format", "guided_regex"));
+                throw new InvalidOptionException(option, "a reply held to a JSON schema, regular expression or grammar cannot be combined with forcing a tool call");
+            return ("", _model.Reply(request.JsonReply, request.RegexReply, request.GrammarReply, "response_format", "guided_regex", "grammar"));
         }
         if (request.RequiredTool is not { } required) return ("", null);
         if (request.Messages is null || request.Tools is not { Count: > 0 } tools)

@@ -127,34 +127,39 @@ public sealed class LoadedModel : IDisposable
     /// decoding, <see cref="JsonConstraint"/>), and generation ends when it closes; with <paramref name="regexReply"/>,
     /// text that regular expression matches whole (<see cref="JsonConstraint.Matches"/>).</remarks>
     public GenerationResult Generate(string prompt, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
-        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null, string? regexReply = null) =>
-        Generate(Tokenizer.Encode(prompt ?? "", addBos: Tokenizer.BosId is not null), maxNewTokens, sampling, onText, cancellationToken, jsonReply, regexReply);
+        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null, string? regexReply = null, string? grammarReply = null) =>
+        Generate(Tokenizer.Encode(prompt ?? "", addBos: Tokenizer.BosId is not null), maxNewTokens, sampling, onText, cancellationToken, jsonReply, regexReply,
+            grammarReply);
 
-    /// <summary>As <see cref="Generate(string, int, SamplingOptions, Action{string}?, CancellationToken, JsonSchema?, string?)"/>, from prompt
+    /// <summary>As <see cref="Generate(string, int, SamplingOptions, Action{string}?, CancellationToken, JsonSchema?, string?, string?)"/>, from prompt
     /// token ids already made.</summary>
     public GenerationResult Generate(int[] promptTokens, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
-        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null, string? regexReply = null)
+        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null, string? regexReply = null, string? grammarReply = null)
     {
         sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _endTokens.Value] };
         return Generation.Generate(Model, Tokenizer, promptTokens, Math.Min(maxNewTokens, Config.MaxSeqLen - 1), sampling, onText, cancellationToken,
-            Reply(jsonReply, regexReply));
+            Reply(jsonReply, regexReply, grammarReply));
     }
 
     /// <summary>The constraint a reply is held to: one JSON object following <paramref name="schema"/>
-    /// (<see cref="JsonReply"/>), or text <paramref name="regex"/> matches whole; none without either.</summary>
-    /// <exception cref="InvalidOptionException">Both given, a schema without an object at its root, or an expression
-    /// outside the supported subset.</exception>
-    internal ITokenConstraint? Reply(JsonSchema? schema, string? regex, string schemaOption = "json_schema", string regexOption = "--regex")
+    /// (<see cref="JsonReply"/>), text <paramref name="regex"/> matches whole, or text the GBNF
+    /// <paramref name="grammar"/> matches whole; none without any.</summary>
+    /// <exception cref="InvalidOptionException">More than one given, a schema without an object at its root, an
+    /// expression outside the supported subset, or a grammar that does not read (its line and column named).</exception>
+    internal ITokenConstraint? Reply(JsonSchema? schema, string? regex, string? grammar = null, string schemaOption = "json_schema",
+        string regexOption = "--regex", string grammarOption = "--grammar")
     {
-        if (regex is null) return JsonReply(schema, schemaOption);
-        if (schema is not null) throw new InvalidOptionException(regexOption, "a reply cannot be held to a JSON schema and a regular expression at once");
+        if (regex is null && grammar is null) return JsonReply(schema, schemaOption);
+        var option = regex is not null ? regexOption : grammarOption;
+        if ((schema is not null ? 1 : 0) + (regex is not null ? 1 : 0) + (grammar is not null ? 1 : 0) > 1)
+            throw new InvalidOptionException(option, "a reply can be held to one of a JSON schema, a regular expression and a grammar");
         try
         {
-            return new JsonConstraint(TokenPieces.For(Tokenizer), new JsonConstraint.Matches(regex));
+            return new JsonConstraint(TokenPieces.For(Tokenizer), regex is not null ? new JsonConstraint.Matches(regex) : new JsonConstraint.Grammar(grammar!));
         }
         catch (ArgumentException e)
         {
-            throw new InvalidOptionException(regexOption, e.Message);
+            throw new InvalidOptionException(option, e.Message);
         }
     }
 
@@ -174,10 +179,10 @@ public sealed class LoadedModel : IDisposable
     /// <exception cref="InvalidOptionException">The template refused the conversation, or it leaves no room in the context.</exception>
     public GenerationResult Chat(IReadOnlyList<ChatMessage> messages, int maxNewTokens, SamplingOptions sampling,
         Action<string>? onText, string? chatTemplateFile = null, CancellationToken cancellationToken = default, JsonSchema? jsonReply = null,
-        string? regexReply = null)
+        string? regexReply = null, string? grammarReply = null)
     {
         using var chat = StartChat(chatTemplateFile: chatTemplateFile);
-        return chat.Answer(messages, maxNewTokens, sampling, onText, "", cancellationToken, Reply(jsonReply, regexReply));
+        return chat.Answer(messages, maxNewTokens, sampling, onText, "", cancellationToken, Reply(jsonReply, regexReply, grammarReply));
     }
 
     /// <summary>A conversation with the model through its chat template (<paramref name="chatTemplateFile"/> instead

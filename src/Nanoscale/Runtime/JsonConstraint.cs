@@ -80,6 +80,27 @@ public sealed class JsonConstraint : ITokenConstraint
             "(?:" + string.Join("|", choices.Select(c => string.Concat(c.Select(ch => @"\^$.|?*+()[]{}/-".Contains(ch) ? "\\" + ch : ch.ToString())))) + ")";
     }
 
+    /// <summary>Text that the GBNF grammar <paramref name="Gbnf"/> matches whole from its rule <paramref name="Root"/>
+    /// (llama.cpp's grammar format, <see cref="GbnfGrammar"/>); only as the last part. The text may end wherever the
+    /// grammar is satisfied, and ends where nothing more can follow.</summary>
+    /// <exception cref="ArgumentException">A syntax error (with line and column), an undefined rule or left recursion.</exception>
+    public sealed record Grammar(string Gbnf, string Root = "root") : Part
+    {
+        internal GbnfGrammar Compiled { get; } = Read(Gbnf, Root);
+
+        private static GbnfGrammar Read(string gbnf, string root)
+        {
+            try
+            {
+                return GbnfGrammar.Parse(gbnf, root);
+            }
+            catch (FormatException e)
+            {
+                throw new ArgumentException($"the grammar: {e.Message}");
+            }
+        }
+    }
+
     /// <summary>One JSON object (whitespace before it allowed), following <paramref name="Schema"/> when given.</summary>
     public sealed record JsonObject(JsonSchema? Schema = null) : Part
     {
@@ -105,8 +126,8 @@ public sealed class JsonConstraint : ITokenConstraint
                 throw new ArgumentException("an option that begins another (end each with a delimiter)", nameof(parts));
             if (part is JsonObject { ForOption: { } each } && parts[..p].OfType<OneOf>().LastOrDefault()?.Options.Count != each.Count)
                 throw new ArgumentException("schemas for each option need a OneOf with as many options before them", nameof(parts));
-            if (part is Matches && p != parts.Length - 1)
-                throw new ArgumentException("a regular expression only as the last part", nameof(parts));
+            if (part is Matches or Grammar && p != parts.Length - 1)
+                throw new ArgumentException("a regular expression or grammar only as the last part", nameof(parts));
             if (part is JsonObject { Schema: { } schema } && !schema.AllowsObject || part is JsonObject { ForOption: { } all } && all.Any(x => !x.AllowsObject))
                 throw new ArgumentException("a schema that does not allow an object", nameof(parts));
         }
@@ -117,7 +138,12 @@ public sealed class JsonConstraint : ITokenConstraint
 
     public bool Complete => _state.Part == _parts.Length;
 
-    public bool MayEnd => Complete || _state.Part == _parts.Length - 1 && _parts[^1] is Matches m && m.Compiled.Accepts(_state.Pattern);
+    public bool MayEnd => Complete || _state.Part == _parts.Length - 1 && _parts[^1] switch
+    {
+        Matches m => m.Compiled.Accepts(_state.Pattern),
+        Grammar => _state.Position!.MayEnd,
+        _ => false,
+    };
 
     /// <summary>Whether <paramref name="text"/> may come next (all of it).</summary>
     public bool AllowsText(string text) => text.Length > 0 && Run(_state, text, out _);
@@ -211,6 +237,7 @@ public sealed class JsonConstraint : ITokenConstraint
         public int Pattern;        // a string value's pattern automaton state
         public int Code;           // a string value's \u escape: the code unit so far
         public string? Number;     // a number held to bounds: its characters so far
+        public GbnfGrammar.Position? Position; // a grammar part: where the text is in it
     }
 
     private enum Mode : byte
@@ -258,6 +285,11 @@ public sealed class JsonConstraint : ITokenConstraint
                 s.Pattern = matches.Compiled.Next(s.Pattern, c);
                 if (s.Pattern == JsonPattern.Dead) return false;
                 if (!matches.Compiled.Continues(s.Pattern)) NextPart(ref s); // a whole match nothing can extend
+                return true;
+            case Grammar grammar:
+                s.Position = grammar.Compiled.Next(s.Position!, c);
+                if (s.Position is null) return false;
+                if (GbnfGrammar.Finished(s.Position)) NextPart(ref s);
                 return true;
             case OneOf oneOf:
             {
@@ -308,6 +340,11 @@ public sealed class JsonConstraint : ITokenConstraint
         {
             s.Pattern = matches.Compiled.Start;
             if (!matches.Compiled.Continues(s.Pattern)) s.Part++; // an expression that matches only the empty text
+        }
+        if (s.Part < _parts.Length && _parts[s.Part] is Grammar grammar)
+        {
+            s.Position = grammar.Compiled.Start;
+            if (GbnfGrammar.Finished(s.Position)) s.Part++;
         }
     }
 

@@ -850,8 +850,9 @@ public sealed class ToolUseTests
     }
 
     /// <summary>vLLM's and llama.cpp's structured-output fields: <c>guided_regex</c>, <c>guided_choice</c>,
-    /// <c>structured_outputs</c> and <c>guided_json</c> / <c>json_schema</c> hold the reply as asked, on both routes and
-    /// streamed alike; a grammar, two shapes at once, a bad expression or a bad choice list are 400s.</summary>
+    /// <c>structured_outputs</c>, <c>guided_json</c> / <c>json_schema</c> and <c>grammar</c> / <c>guided_grammar</c>
+    /// (GBNF) hold the reply as asked, on both routes and streamed alike; two shapes at once, a bad expression, grammar
+    /// or choice list are 400s.</summary>
     [Fact]
     public async Task VllmAndLlamaCppStructuredOutputFieldsHoldTheReply()
     {
@@ -881,6 +882,14 @@ public sealed class ToolUseTests
             (status, text) = await Post(route, start + "\"guided_json\": \"{\\\"type\\\": \\\"object\\\", \\\"properties\\\": {\\\"ok\\\": {\\\"type\\\": \\\"boolean\\\"}}, \\\"required\\\": [\\\"ok\\\"]}\"}");
             Assert.True(status == HttpStatusCode.OK, text);
             Assert.True(JsonDocument.Parse(Reply(text, chat)).RootElement.GetProperty("ok").ValueKind is JsonValueKind.True or JsonValueKind.False);
+            foreach (var field in new[] { "grammar", "guided_grammar" })
+            {
+                (status, text) = await Post(route, start + "\"" + field + "\": \"root ::= \\\"#\\\" [0-9]{2} (\\\" or \\\" [a-z]{1,4})?\"}");
+                Assert.True(status == HttpStatusCode.OK, text);
+                Assert.Matches("^#[0-9]{2}( or [a-z]{1,4})?$", Reply(text, chat));
+            }
+            (status, text) = await Post(route, start + "\"structured_outputs\": {\"grammar\": \"root ::= [xy]{3}\"}}");
+            Assert.Matches("^[xy]{3}$", Reply(text, chat));
             (status, text) = await Post(route, start + "\"json_schema\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 7, \"maximum\": 9}}, \"required\": [\"n\"]}}");
             Assert.InRange(JsonDocument.Parse(Reply(text, chat)).RootElement.GetProperty("n").GetInt32(), 7, 9);
             // Streamed: the same text in pieces.
@@ -892,8 +901,8 @@ public sealed class ToolUseTests
         }
         foreach (var (body, field) in new[]
                  {
-                     ("\"grammar\": \"root ::= \\\"a\\\"\"", "grammar"), ("\"guided_grammar\": \"x\"", "guided_grammar"),
-                     ("\"structured_outputs\": {\"grammar\": \"x\"}", "structured_outputs"),
+                     ("\"grammar\": \"root ::= missing\"", "grammar"), ("\"grammar\": \"x\"", "grammar"), ("\"guided_grammar\": 3", "guided_grammar"),
+                     ("\"grammar\": \"root ::= root \\\"a\\\"\"", "grammar"), ("\"grammar\": \"root ::= \\\"a\\\"\", \"guided_regex\": \"a\"", "guided_regex"),
                      ("\"guided_regex\": \"a\", \"guided_choice\": [\"b\"]", "guided_choice"),
                      ("\"guided_regex\": \"a\", \"response_format\": {\"type\": \"json_object\"}", "guided_regex"),
                      ("\"guided_regex\": \"(?<=a)b\"", "guided_regex"), ("\"guided_regex\": \"(a\"", "guided_regex"), ("\"guided_regex\": 5", "guided_regex"),
@@ -994,6 +1003,33 @@ public sealed class ToolUseTests
         var closed = await Message(""", "chat_template_kwargs": {"thinking": false}""");
         Assert.False(closed.TryGetProperty("reasoning_content", out _));
         Assert.NotEmpty(closed.GetProperty("content").GetString()!);
+    }
+
+    /// <summary>A reply cut off by max_tokens inside a call (tools offered) answers the call as far as it was written,
+    /// with finish_reason length and the text before it as content — what the streamed answer sent, and what OpenAI
+    /// answers; without tools, or finished, the text stays text.</summary>
+    [Fact]
+    public void AReplyCutOffInsideACallAnswersTheCallAsFarAsItWent()
+    {
+        const string Reply = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par";
+        JsonElement Message(string text, string finish, bool tools) =>
+            JsonSerializer.SerializeToElement(OpenAiServer.Response("id", 0, "m", chat: true, [new CompletionOutcome(text, 10, 30, finish)], tools: tools))
+                .GetProperty("choices")[0].GetProperty("message");
+        var cut = Message(Reply, "length", tools: true);
+        Assert.Equal("Let me check.", cut.GetProperty("content").GetString());
+        var call = cut.GetProperty("tool_calls")[0].GetProperty("function");
+        Assert.Equal("get_weather", call.GetProperty("name").GetString());
+        // The arguments as the stream sent them (the same class reads both).
+        var stream = new ToolCallDeltas();
+        var streamed = string.Concat(stream.Accept(Reply).Select(d => d.Arguments));
+        Assert.Equal(streamed, call.GetProperty("arguments").GetString());
+        Assert.StartsWith("{\"city\": \"Par", streamed);
+        Assert.False(Message(Reply, "length", tools: false).TryGetProperty("tool_calls", out _));
+        Assert.Equal(Reply, Message(Reply, "stop", tools: true).GetProperty("content").GetString());
+        Assert.False(Message("Just text, cut", "length", tools: true).TryGetProperty("tool_calls", out _));
+        var llama = Message("{\"name\": \"f\", \"parameters\": {\"x\": 1", "length", tools: true);
+        Assert.Equal(JsonValueKind.Null, llama.GetProperty("content").ValueKind);
+        Assert.Equal("f", llama.GetProperty("tool_calls")[0].GetProperty("function").GetProperty("name").GetString());
     }
 
     [Fact]

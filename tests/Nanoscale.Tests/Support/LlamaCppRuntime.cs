@@ -80,6 +80,24 @@ internal sealed class LlamaCppRuntime : IDisposable
         return logits;
     }
 
+    /// <summary>Which tokens llama.cpp's grammar sampler (<c>llama_sampler_init_grammar</c>, the one llama-server holds a
+    /// <c>grammar</c> with) lets come next after <paramref name="accepted"/>: a logit left finite by its apply.</summary>
+    public bool[] GrammarAllows(string grammar, IReadOnlyList<int> accepted, string root = "root")
+    {
+        using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+        chain.AddGrammar(_weights.NativeHandle.Vocab, grammar, root);
+        foreach (int token in accepted) chain.Accept((LLamaToken)token);
+        var array = LLamaTokenDataArray.Create(new float[VocabSize]);
+        using (LLamaTokenDataArrayNative.Create(array, out var native)) chain.Apply(ref native);
+        var allowed = new bool[VocabSize];
+        foreach (var data in array.Data.Span) allowed[(int)data.ID] = !float.IsNegativeInfinity(data.Logit);
+        return allowed;
+    }
+
+    /// <summary>Whether llama.cpp ends generation at this token (its end-of-generation set: EOS, EOT and tokens it
+    /// recognises by their text, such as a regular <c>&lt;/s&gt;</c> in a BPE vocabulary).</summary>
+    public bool IsEndOfGeneration(int token) => ((LLamaToken)token).IsEndOfGeneration(_weights.NativeHandle.Vocab);
+
     public void Dispose()
     {
         _context.Dispose();
