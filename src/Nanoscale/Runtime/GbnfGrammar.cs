@@ -236,6 +236,10 @@ internal sealed class GbnfGrammar
         public string NameOf(int rule) => _names[rule].StartsWith('\0') ? $"a group or repetition in rule '{_names[rule][1..]}'" : $"rule '{_names[rule]}'";
 
         private string _current = "";
+        private int _depth;
+
+        /// <summary>Groups nested in a rule at most (the reader recurses once per group).</summary>
+        private const int MaxNesting = 64;
 
         private int RuleId(string name, int at)
         {
@@ -305,8 +309,10 @@ internal sealed class GbnfGrammar
                 else if (c == '(')
                 {
                     _at++;
+                    if (++_depth > MaxNesting) throw Error($"groups nested deeper than {MaxNesting}");
                     Space(newlines: true);
                     var inner = Alternation(nested: true);
+                    _depth--;
                     if (_at >= _text.Length || _text[_at] != ')') throw Error("expected ')'");
                     _at++;
                     sequence.Add(new RefElement(Auxiliary(inner)));
