@@ -372,9 +372,10 @@ public sealed class JsonConstraint : ITokenConstraint
                 }
                 if (frame is { IsObject: false })
                 {
-                    // An array's item: within maxItems.
+                    // An array's item: within maxItems, following its prefixItems schema where it has one.
                     if (frame.Count >= frame.Schema.MaxItems) return false;
                     s.Frames = frame with { Count = frame.Count + 1 };
+                    s.Next = frame.Schema.ItemSchema(frame.Count);
                 }
                 return BeginValue(ref s, c);
             }
@@ -471,7 +472,7 @@ public sealed class JsonConstraint : ITokenConstraint
                     if (frame.IsObject && !frame.Schema.OtherKeys && !KeysLeft(frame)) return false;
                     if (frame.Count >= (frame.IsObject ? frame.Schema.MaxProperties : frame.Schema.MaxItems)) return false;
                     s.Mode = frame.IsObject ? Mode.KeyExpected : Mode.Value;
-                    if (!frame.IsObject) s.Next = frame.Schema.Items ?? JsonSchema.Any;
+                    if (!frame.IsObject) s.Next = frame.Schema.ItemSchema(frame.Count);
                     s.Blanks = 0;
                     return true;
                 }
@@ -732,7 +733,7 @@ public sealed class JsonConstraint : ITokenConstraint
         s.Frames = new Frame(s.Next, objects, 0, s.Frames);
         s.Depth++;
         s.Mode = objects ? Mode.ObjectOpen : Mode.ArrayOpen;
-        if (!objects) s.Next = s.Next.Items ?? JsonSchema.Any;
+        if (!objects) s.Next = s.Next.ItemSchema(0);
         s.Blanks = 0;
         return true;
     }

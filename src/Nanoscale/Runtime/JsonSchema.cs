@@ -9,7 +9,7 @@ namespace Nanoscale.Runtime;
 /// keys, each at most once, when properties are declared and <c>additionalProperties</c> is not <c>true</c> or a schema,
 /// as OpenAI's structured outputs have it; other keys' values follow <c>additionalProperties</c> when it is a schema),
 /// <c>required</c> (the object cannot close before them), <c>minProperties</c>/<c>maxProperties</c>, an array's
-/// <c>items</c> and <c>minItems</c>/<c>maxItems</c>, a string's <c>minLength</c>/<c>maxLength</c> (code points),
+/// <c>items</c>, <c>prefixItems</c> (tuples) and <c>minItems</c>/<c>maxItems</c>, a string's <c>minLength</c>/<c>maxLength</c> (code points),
 /// <c>pattern</c> (<see cref="JsonPattern"/>'s subset of ECMAScript regular expressions) and <c>format</c> (date, time,
 /// date-time, duration, uuid, ipv4, ipv6, hostname, email: <see cref="JsonPattern.ForFormat"/>), a number's
 /// <c>minimum</c>/<c>maximum</c>/<c>exclusiveMinimum</c>/<c>exclusiveMaximum</c>/<c>multipleOf</c> (exact decimals,
@@ -50,8 +50,15 @@ public sealed class JsonSchema
     /// <summary>The values of keys beyond <see cref="Keys"/> (<c>additionalProperties</c> as a schema; null: free).</summary>
     internal JsonSchema? OtherValues { get; private set; }
 
-    /// <summary>An array's elements (null: any).</summary>
+    /// <summary>An array's elements (null: any); after <see cref="PrefixItems"/>, the elements beyond them.</summary>
     internal JsonSchema? Items { get; private set; }
+
+    /// <summary>An array's first elements, each its own schema (<c>prefixItems</c>: a tuple, as pydantic writes
+    /// <c>tuple[int, str]</c>).</summary>
+    internal JsonSchema[] PrefixItems { get; private set; } = [];
+
+    /// <summary>The schema of an array's element <paramref name="index"/> (from 0).</summary>
+    internal JsonSchema ItemSchema(int index) => index < PrefixItems.Length ? PrefixItems[index] : Items ?? Any;
 
     /// <summary>A string's length bounds in code points (<c>minLength</c>, <c>maxLength</c>; <c>format: hostname</c>
     /// caps it at 253).</summary>
@@ -146,7 +153,7 @@ public sealed class JsonSchema
                 return new() { Allowed = allowed, Branches = compiled, BranchStarts = starts };
             }
         bool hasProperties = schema.TryGetProperty("properties", out var properties) && properties.ValueKind == JsonValueKind.Object;
-        kinds ??= hasProperties ? Kinds.Object : schema.TryGetProperty("items", out _) ? Kinds.Array : Kinds.Any;
+        kinds ??= hasProperties ? Kinds.Object : schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) ? Kinds.Array : Kinds.Any;
         var result = new JsonSchema { Allowed = kinds.Value };
         if (kinds.Value.HasFlag(Kinds.String)) result.StringRules(schema);
         if ((kinds.Value & (Kinds.Number | Kinds.Integer)) != 0) result.Bounds = JsonNumberBounds.From(schema);
@@ -181,6 +188,12 @@ public sealed class JsonSchema
         if (otherKeys && schema.TryGetProperty("additionalProperties", out var otherValues) && otherValues.ValueKind == JsonValueKind.Object)
             result.OtherValues = Compile(otherValues, root, depth + 1, references);
         result.Items = schema.TryGetProperty("items", out var itemSchema) ? Compile(itemSchema, root, depth + 1, references) : null;
+        if (schema.TryGetProperty("prefixItems", out var prefix) && prefix.ValueKind == JsonValueKind.Array && prefix.GetArrayLength() <= MaxKeys)
+        {
+            result.PrefixItems = [.. prefix.EnumerateArray().Select(p => Compile(p, root, depth + 1, references))];
+            // "items": false after a tuple: nothing beyond it.
+            if (itemSchema.ValueKind == JsonValueKind.False) result.MaxItems = Math.Min(result.MaxItems, result.PrefixItems.Length);
+        }
         return result;
     }
 
@@ -349,7 +362,7 @@ public sealed class JsonSchema
                 if (schema.TryGetProperty(name, out var branches) && branches.ValueKind == JsonValueKind.Array && branches.GetArrayLength() > 0)
                     return new string([.. branches.EnumerateArray().SelectMany(b => Starts(b, root, depth + 1)).Distinct()]);
         kinds ??= schema.TryGetProperty("properties", out var p) && p.ValueKind == JsonValueKind.Object ? Kinds.Object
-            : schema.TryGetProperty("items", out _) ? Kinds.Array : Kinds.Any;
+            : schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) ? Kinds.Array : Kinds.Any;
         var starts = new System.Text.StringBuilder();
         if (kinds.Value.HasFlag(Kinds.Object)) starts.Append('{');
         if (kinds.Value.HasFlag(Kinds.Array)) starts.Append('[');
@@ -392,8 +405,8 @@ public sealed class JsonSchema
     {
         (Allowed, Values, Keys, KeySchemas, Required, OtherKeys, Items) = (other.Allowed, other.Values, other.Keys, other.KeySchemas, other.Required, other.OtherKeys, other.Items);
         (MinLength, MaxLength, Pattern, Bounds) = (other.MinLength, other.MaxLength, other.Pattern, other.Bounds);
-        (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues) =
-            (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues);
+        (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues, PrefixItems) =
+            (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues, other.PrefixItems);
     }
 
     /// <summary>The schema a local JSON pointer (<c>#/$defs/Name</c>) points to in <paramref name="root"/>, or null.</summary>

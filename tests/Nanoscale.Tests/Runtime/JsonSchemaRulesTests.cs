@@ -250,6 +250,15 @@ public class JsonSchemaRulesTests
     [Fact]
     public void ItemsAndKeysAreCounted()
     {
+        // A tuple (pydantic's tuple[int, str]): each place its own schema, nothing beyond it with "items": false.
+        var tuple = """{"type": "object", "properties": {"t": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string", "maxLength": 2}], "items": false, "minItems": 2}}, "required": ["t"]}""";
+        Assert.True(Whole(tuple, "{\"t\": [1, \"ab\"]}"));
+        Assert.False(Whole(tuple, "{\"t\": [1]}"));
+        Assert.False(Whole(tuple, "{\"t\": [\"a\", 1]}"));
+        Assert.False(Whole(tuple, "{\"t\": [1, \"a\", 3]}"));
+        var open = """{"type": "object", "properties": {"t": {"prefixItems": [{"type": "boolean"}], "items": {"type": "null"}}}}""";
+        Assert.True(Whole(open, "{\"t\": [true, null, null]}"));
+        Assert.False(Whole(open, "{\"t\": [null]}"));
         var list = """{"type": "object", "properties": {"a": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 2}}, "required": ["a"]}""";
         Assert.False(Whole(list, "{\"a\": []}"));
         Assert.True(Whole(list, "{\"a\": [1]}"));
@@ -302,8 +311,9 @@ public class JsonSchemaRulesTests
             "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{2,4}$"}, "name": {"type": "string", "minLength": 2, "maxLength": 6},
             "age": {"type": "integer", "minimum": 0, "maximum": 120}, "price": {"type": "number", "exclusiveMinimum": 0, "maximum": 99.5, "multipleOf": 0.25},
             "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "minItems": 1, "maxItems": 3},
+            "pair": {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0, "maximum": 9}, {"enum": ["x", "y"]}], "items": false, "minItems": 2},
             "when": {"type": "string", "format": "date-time"}},
-         "required": ["code", "name", "age", "price", "tags", "when"], "additionalProperties": false}
+         "required": ["code", "name", "age", "price", "tags", "when", "pair"], "additionalProperties": false}
         """,
         """
         {"$defs": {"Address": {"type": "object", "properties": {"zip": {"type": "string", "pattern": "^\\d{5}$"}, "ip": {"type": "string", "format": "ipv4"}},
