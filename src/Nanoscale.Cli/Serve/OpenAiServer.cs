@@ -105,6 +105,8 @@ internal static partial class OpenAiServer
         var responses = new ResponseStore(256);
         app.MapPost("/v1/responses", context => Respond(context, service, responses));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
+        app.MapPost("/completion", context => NativeComplete(context, service));
+        app.MapGet("/props", () => Results.Json(Props(service), Json));
         bool split = options.SplitReasoning && service.ChatTemplateThinks;
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));
         app.MapFallback(context => Error(context, 404, "invalid_request_error", $"no route {context.Request.Method} {context.Request.Path}", null, "not_found"));

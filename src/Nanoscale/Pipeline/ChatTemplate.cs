@@ -25,8 +25,14 @@ internal sealed class ChatTemplate
     private readonly Dictionary<string, object?> _tokens;
 
     private ChatTemplate(string name, JinjaTemplate? jinja, Dictionary<string, object?> tokens, IReadOnlyList<string> turnEnds, bool thinks = false,
-        ToolCallForm? toolForm = null) =>
-        (Name, _jinja, _tokens, TurnEndings, Thinks, ToolForm) = (name, jinja, tokens, turnEnds, thinks, toolForm);
+        ToolCallForm? toolForm = null, string text = "") =>
+        (Name, _jinja, _tokens, TurnEndings, Thinks, ToolForm, Text) = (name, jinja, tokens, turnEnds, thinks, toolForm, text);
+
+    /// <summary>The template's Jinja text ("" for the plain rendering).</summary>
+    public string Text { get; }
+
+    /// <summary>The template's <c>bos_token</c> and <c>eos_token</c> texts (from its tokenizer_config.json), or null.</summary>
+    public string? TokenText(string name) => _tokens.TryGetValue(name, out var value) ? value as string : null;
 
     /// <summary>How the template's model writes a function call: Hermes/Qwen blocks when the template names
     /// <c>&lt;tool_call&gt;</c>, else Llama 3.x's JSON object when it describes <c>tools</c> at all; null when it does
@@ -192,7 +198,7 @@ internal sealed class ChatTemplate
             ends.Add(eosText);
         ToolCallForm? form = text.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallForm.Hermes
             : text.Contains("tools", StringComparison.Ordinal) ? ToolCallForm.LlamaJson : null;
-        return new ChatTemplate(name, jinja, tokens, ends, text.Contains(ThinkOpen, StringComparison.Ordinal), form);
+        return new ChatTemplate(name, jinja, tokens, ends, text.Contains(ThinkOpen, StringComparison.Ordinal), form, text);
     }
 
     /// <summary>A message as Hugging Face templates read it: role and content; an assistant's <c>tool_calls</c> as

@@ -101,6 +101,15 @@ public sealed record CompletionOutcome(string Text, int PromptTokens, int Comple
     /// <summary>Each new token's text and log-probability with its alternatives, when the request asked
     /// (<see cref="SamplingOptions.LogProbs"/>).</summary>
     public IReadOnlyList<CompletionLogProb>? LogProbs { get; init; }
+
+    /// <summary>Why generation stopped, in the runtime's words (an end token, a stop string, the token limit, the
+    /// context); <see cref="FinishReason"/> is OpenAI's.</summary>
+    public StopReason Stop { get; init; }
+
+    /// <summary>Seconds from the request's admission to its prompt having run, and of generation after that.</summary>
+    public double PromptSeconds { get; init; }
+
+    public double GenerateSeconds { get; init; }
 }
 
 /// <summary>A generated token as text (the tokenizer's decoding of that one id), its log-probability, and the most
@@ -190,6 +199,14 @@ public sealed class CompletionService : IDisposable
     /// <summary>Where the chat template in use comes from (<c>tokenizer_config.json</c>, <c>chat_template.jinja</c>, a
     /// GGUF file's <c>tokenizer.chat_template</c>, the file given), or <c>plain</c> without one.</summary>
     public string ChatTemplateName => _template.Name;
+
+    /// <summary>The chat template's Jinja text ("" without one).</summary>
+    public string ChatTemplateText => _template.Text;
+
+    /// <summary>The texts of the BOS and EOS tokens: the template's configuration's, else the tokenizer's decoding.</summary>
+    public string BosText => _template.TokenText("bos_token") ?? (_model.Tokenizer.BosId is int b ? _model.Tokenizer.Decode([b]) : "");
+
+    public string EosText => _template.TokenText("eos_token") ?? (_model.Tokenizer.EosId is int e ? _model.Tokenizer.Decode([e]) : "");
 
     /// <summary>Whether the chat template knows reasoning blocks (<c>&lt;think&gt;</c>), so chat replies may open with one.</summary>
     public bool ChatTemplateThinks => _template.Thinks;
@@ -334,6 +351,9 @@ public sealed class CompletionService : IDisposable
                     LogProbs = result.LogProbs?.Select(Named).ToList(),
                     CachedPromptTokens = result.CachedPromptTokens,
                     StartsInReasoning = _template.Thinks && StartsInReasoning(request),
+                    Stop = result.Stop,
+                    PromptSeconds = result.PromptSeconds,
+                    GenerateSeconds = result.GenerateSeconds,
                 };
                 // With tools offered, a reply that spells out calls is those calls (and the text before them).
                 if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text) is { } parsed)

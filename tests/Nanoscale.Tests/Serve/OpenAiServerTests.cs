@@ -52,6 +52,53 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         return (response.StatusCode, JsonDocument.Parse(text).RootElement.Clone());
     }
 
+    /// <summary>llama.cpp's native <c>/completion</c>: the same text as <c>/v1/completions</c> with the same settings,
+    /// its flat answer (stop types, counts, timings, settings), streamed pieces that add up to it with a last
+    /// <c>stop: true</c> event and no <c>[DONE]</c>; its grammar and n_probs; <c>/props</c>; bad input 400s.</summary>
+    [Fact]
+    public async Task LlamaCppsNativeCompletionRoute()
+    {
+        await Start();
+        var (_, openAi) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 24, "temperature": 0}""");
+        var (status, native) = await Post("/completion", """{"prompt": "Once upon a time", "n_predict": 24, "temperature": 0, "n_probs": 2}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal(openAi.GetProperty("choices")[0].GetProperty("text").GetString(), native.GetProperty("content").GetString());
+        Assert.True(native.GetProperty("stop").GetBoolean());
+        Assert.Equal(("limit", true, 24, 5), (native.GetProperty("stop_type").GetString(), native.GetProperty("stopped_limit").GetBoolean(),
+            native.GetProperty("tokens_predicted").GetInt32(), native.GetProperty("tokens_evaluated").GetInt32()));
+        Assert.Equal(24, native.GetProperty("timings").GetProperty("predicted_n").GetInt32());
+        Assert.Equal(24, native.GetProperty("completion_probabilities").GetArrayLength());
+        Assert.Equal(2, native.GetProperty("completion_probabilities")[0].GetProperty("top_logprobs").GetArrayLength());
+        Assert.Equal(40, native.GetProperty("generation_settings").GetProperty("top_k").GetInt32()); // llama.cpp's default
+
+        using var streamed = await _http.PostAsync("/completion", new StringContent("""{"prompt": "Once upon a time", "n_predict": 24, "temperature": 0, "stream": true}""", Encoding.UTF8, "application/json"));
+        var events = (await streamed.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries)
+            .Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone()).ToList();
+        Assert.All(events[..^1], e => Assert.False(e.GetProperty("stop").GetBoolean()));
+        Assert.True(events[^1].GetProperty("stop").GetBoolean());
+        Assert.Equal(native.GetProperty("content").GetString(), string.Concat(events.Select(e => e.GetProperty("content").GetString())));
+
+        var (_, word) = await Post("/completion", """{"prompt": "Once upon a time", "n_predict": 40, "temperature": 0, "stop": ["Lily"]}""");
+        Assert.Equal(("word", "Lily"), (word.GetProperty("stop_type").GetString(), word.GetProperty("stopping_word").GetString()));
+        var (_, held) = await Post("/completion", """{"prompt": "Once upon a time", "n_predict": 40, "grammar": "root ::= \" there was a \" [a-z]{2,5} \".\""}""");
+        Assert.Matches("^ there was a [a-z]{2,5}\\.$", held.GetProperty("content").GetString()!);
+        Assert.Equal("eos", held.GetProperty("stop_type").GetString());
+
+        using var props = await _http.GetAsync("/props");
+        var json = JsonDocument.Parse(await props.Content.ReadAsStringAsync()).RootElement;
+        Assert.Equal(8, json.GetProperty("total_slots").GetInt32());
+        Assert.Equal(512, json.GetProperty("default_generation_settings").GetProperty("n_ctx").GetInt32());
+
+        foreach (var (body, field) in new[] { ("{\"prompt\": [1, 2]}", "prompt"), ("{}", "prompt"), ("{\"prompt\": \"x\", \"n_predict\": 0}", "n_predict"),
+                     ("{\"prompt\": \"x\", \"grammar\": \"root ::= nope\"}", "grammar"), ("{\"prompt\": \"x\", \"stop\": [1]}", "stop"),
+                     ("{\"prompt\": \"x\", \"min_p\": 7}", "min_p") })
+        {
+            var (code, error) = await Post("/completion", body);
+            Assert.Equal(HttpStatusCode.BadRequest, code);
+            Assert.Equal(field, error.GetProperty("error").GetProperty("param").GetString());
+        }
+    }
+
     [Fact]
     public async Task CompletionIsTheRuntimesGreedyTextWithUsage()
     {
@@ -115,6 +162,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream", "n", "seed", "logprobs",
         "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user", "logit_bias",
         "tool_choice", "top_k", "min_p", "repetition_penalty", "guided_regex", "guided_choice", "guided_json", "json_schema", "structured_outputs",
+        "grammar", "guided_grammar",
     ];
 
     /// <summary>Any JSON value: scalars of every kind and edge (huge, negative, NaN-free floats, empty and non-ASCII
@@ -168,15 +216,16 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, ok);
     }
 
-    /// <summary>The other POST routes (embeddings, responses, llama.cpp's utility routes) with random bodies: an answer or an
+    /// <summary>The other POST routes (embeddings, responses, llama.cpp's utility routes and its /completion) with random bodies: an answer or an
     /// error object with a 4xx status, never a 500, and the server serves afterwards.</summary>
     [Fact]
     public async Task RandomBodiesOnTheOtherRoutesNeverFail()
     {
         await Start();
         string[] fields = ["input", "encoding_format", "dimensions", "model", "content", "add_special", "tokens", "messages", "tools", "chat_template_kwargs",
-            "instructions", "max_output_tokens", "text", "tool_choice", "stream", "previous_response_id"];
-        string[] routes = ["/v1/embeddings", "/tokenize", "/detokenize", "/apply-template", "/v1/responses"];
+            "instructions", "max_output_tokens", "text", "tool_choice", "stream", "previous_response_id", "prompt", "n_predict", "n_probs", "grammar",
+            "json_schema", "repeat_penalty", "top_k", "min_p", "stop", "seed"];
+        string[] routes = ["/v1/embeddings", "/tokenize", "/detokenize", "/apply-template", "/v1/responses", "/completion"];
         var bodies = Gen.Select(Gen.OneOf<string>(routes), Gen.Select(Gen.OneOf<string>(fields), JsonValue(2), (k, v) => $"\"{k}\": {v}").Array[0, 4])
             .Array[200].Single();
         var seen = new HashSet<int>();
