@@ -85,39 +85,23 @@ internal static partial class OpenAiServer
             var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
             var work = service.CompleteAsync(request, piece => pieces.Writer.TryWrite(piece), context.RequestAborted);
             _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
-            bool started = false;
-            async Task Send(object payload)
-            {
-                if (!started)
-                {
-                    context.Response.ContentType = "text/event-stream";
-                    context.Response.Headers.CacheControl = "no-cache";
-                    started = true;
-                }
-                await context.Response.WriteAsync("data: " + JsonSerializer.Serialize(payload, Json) + "\n\n", context.RequestAborted);
-                await context.Response.Body.FlushAsync(context.RequestAborted);
-            }
+            var events = new EventStream(context, Json);
             try
             {
                 await foreach (var piece in pieces.Reader.ReadAllAsync(context.RequestAborted))
-                    await Send(new { content = piece, stop = false, id_slot = 0 });
+                    await events.Send(new { content = piece, stop = false, id_slot = 0 });
                 var done = await work;
-                await Send(NativeAnswer(service, request, prompt, done, ""));
+                await events.Send(NativeAnswer(service, request, prompt, done, ""));
             }
-            catch (Exception) when (!started)
+            catch (Exception) when (!events.Started)
             {
                 await work; // the refusal (invalid option, busy) to the error mapping below
                 throw;
             }
         }
-        catch (InvalidOptionException e)
+        catch (Exception e) when (e is InvalidOptionException or ServiceBusyException)
         {
-            bool tooLong = e.Option == "prompt" && e.Message.Contains("context", StringComparison.Ordinal);
-            await Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, e.Option?.Replace('-', '_'), tooLong ? "context_length_exceeded" : null);
-        }
-        catch (ServiceBusyException e)
-        {
-            await Error(context, 429, "rate_limit_exceeded", e.Message, null, "queue_full");
+            await Refuse(context, e);
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {

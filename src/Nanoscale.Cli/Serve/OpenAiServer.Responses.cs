@@ -66,21 +66,14 @@ internal static partial class OpenAiServer
         }
         string id = "resp_" + Guid.NewGuid().ToString("N")[..24], messageId = "msg_" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        bool started = false;
+        var events = new EventStream(context, Json);
         int sequence = 0;
-        async Task Event(string type, object payload)
+        Task Event(string type, object payload)
         {
-            if (!started)
-            {
-                context.Response.ContentType = "text/event-stream";
-                context.Response.Headers.CacheControl = "no-cache";
-                started = true;
-            }
             var node = JsonSerializer.SerializeToNode(payload, Json)!.AsObject();
             node.Insert(0, "type", type);
             node["sequence_number"] = sequence++;
-            await context.Response.WriteAsync($"event: {type}\ndata: {node.ToJsonString(Json)}\n\n", context.RequestAborted);
-            await context.Response.Body.FlushAsync(context.RequestAborted);
+            return events.Write($"event: {type}\ndata: {node.ToJsonString(Json)}\n\n");
         }
         try
         {
@@ -164,20 +157,15 @@ internal static partial class OpenAiServer
             }
             await Event(final.Status == "incomplete" ? "response.incomplete" : "response.completed", new { response = final });
         }
-        catch (InvalidOptionException e) when (!started)
+        catch (Exception e) when (!events.Started && e is InvalidOptionException or ServiceBusyException)
         {
-            bool tooLong = e.Option == "prompt" && e.Message.Contains("context", StringComparison.Ordinal);
-            await Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, e.Option, tooLong ? "context_length_exceeded" : null);
-        }
-        catch (ServiceBusyException e) when (!started)
-        {
-            await Error(context, 429, "rate_limit_exceeded", e.Message, null, "queue_full");
+            await Refuse(context, e);
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
             // the client went away
         }
-        catch (Exception e) when (started && e is InvalidOptionException or ServiceBusyException)
+        catch (Exception e) when (events.Started && e is InvalidOptionException or ServiceBusyException)
         {
             // After the stream opened: the API's failure event, then the end.
             await Event("response.failed", new { response = ResponseShell(id, created, service.ModelName, "failed") with { Error = new { code = "server_error", message = e.Message } } });

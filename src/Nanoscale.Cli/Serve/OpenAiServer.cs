@@ -372,20 +372,25 @@ internal static partial class OpenAiServer
             }
             await Stream(context, service, requests, id, created, chat, split);
         }
-        catch (InvalidOptionException e)
+        catch (Exception e) when (e is InvalidOptionException or ServiceBusyException)
         {
-            bool tooLong = e.Option == "prompt" && e.Message.Contains("context", StringComparison.Ordinal);
-            // The sampling checks name options as the command line spells them (top-p): the request's field is top_p.
-            await Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, e.Option?.Replace('-', '_'), tooLong ? "context_length_exceeded" : null);
-        }
-        catch (ServiceBusyException e)
-        {
-            await Error(context, 429, "rate_limit_exceeded", e.Message, null, "queue_full");
+            await Refuse(context, e);
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
             // the client went away: nothing to answer
         }
+    }
+
+    /// <summary>A generation the service refused, as the API's error: a prompt longer than the context 413
+    /// (<c>context_length_exceeded</c>), another bad option 400 naming the request's field, a full queue 429.</summary>
+    private static Task Refuse(HttpContext context, Exception refusal)
+    {
+        if (refusal is ServiceBusyException) return Error(context, 429, "rate_limit_exceeded", refusal.Message, null, "queue_full");
+        var e = (InvalidOptionException)refusal;
+        bool tooLong = e.Option == "prompt" && e.Message.Contains("context", StringComparison.Ordinal);
+        // The sampling checks name options as the command line spells them (top-p): the request's field is top_p.
+        return Error(context, tooLong ? 413 : 400, "invalid_request_error", e.Message, e.Option?.Replace('-', '_'), tooLong ? "context_length_exceeded" : null);
     }
 
     /// <summary>Runs every request (the choices of one API request) in the batch; the first refusal cancels the others
@@ -538,7 +543,6 @@ internal static partial class OpenAiServer
             pending[i] = null;
         }, context.RequestAborted, requests[0].Sampling.LogProbs is null || tools || split ? null : (i, list) => pending[i] = list);
         _ = work.ContinueWith(_ => pieces.Writer.TryComplete(), TaskScheduler.Default);
-        bool started = false;
         string kind = chat ? "chat.completion.chunk" : "text_completion";
         // A choice's first chat delta names the role, as OpenAI's does (some clients take the message's role from it).
         var roleSent = new bool[requests.Count];
@@ -578,17 +582,8 @@ internal static partial class OpenAiServer
         object Chunk(int index, string? text, string? finish, IReadOnlyList<CompletionLogProb>? logProbs = null) => chat
             ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = Delta(index, text), logprobs = ChatLogProbs(logProbs), finish_reason = finish } } }
             : new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, text = text ?? "", logprobs = CompletionLogProbs(logProbs), finish_reason = finish } } };
-        async Task Send(object payload)
-        {
-            if (!started)
-            {
-                context.Response.ContentType = "text/event-stream";
-                context.Response.Headers.CacheControl = "no-cache";
-                started = true;
-            }
-            await context.Response.WriteAsync("data: " + JsonSerializer.Serialize(payload, Json) + "\n\n", context.RequestAborted);
-            await context.Response.Body.FlushAsync(context.RequestAborted);
-        }
+        var events = new EventStream(context, Json);
+        Task Send(object payload) => events.Send(payload);
         try
         {
             await foreach (var (index, text, logProbs) in pieces.Reader.ReadAllAsync(context.RequestAborted))
@@ -629,9 +624,9 @@ internal static partial class OpenAiServer
                 }
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
             await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), Usage(outcomes)));
-            await context.Response.WriteAsync("data: [DONE]\n\n", context.RequestAborted);
+            await events.Write("data: [DONE]\n\n");
         }
-        catch (Exception) when (!started)
+        catch (Exception) when (!events.Started)
         {
             await work; // surface the refusal (InvalidOption, busy) to the caller's error mapping
             throw;
