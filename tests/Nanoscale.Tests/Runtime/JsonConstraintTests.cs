@@ -15,16 +15,7 @@ public class JsonConstraintTests
 {
     private static JsonConstraint Object() => new([], new JsonConstraint.JsonObject());
 
-    /// <summary>Whether the whole text fits, character by character, and completes the shape exactly at its end.</summary>
-    private static bool Whole(JsonConstraint constraint, string text)
-    {
-        foreach (char c in text)
-        {
-            if (constraint.Complete || !constraint.AllowsText(c.ToString())) return false;
-            constraint.AcceptText(c.ToString());
-        }
-        return constraint.Complete;
-    }
+    private static bool Whole(JsonConstraint constraint, string text) => Support.ConstraintText.Whole(constraint, text);
 
     [Theory]
     [InlineData("{}")]

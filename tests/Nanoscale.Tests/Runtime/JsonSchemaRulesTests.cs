@@ -22,16 +22,7 @@ public class JsonSchemaRulesTests
         new([], new JsonConstraint.JsonObject(JsonSchema.From(JsonDocument.Parse(schema).RootElement)));
 
     /// <summary>Whether the whole text fits, character by character, and completes the shape exactly at its end.</summary>
-    private static bool Whole(string schema, string text)
-    {
-        var constraint = Constraint(schema);
-        foreach (char c in text)
-        {
-            if (constraint.Complete || !constraint.AllowsText(c.ToString())) return false;
-            constraint.AcceptText(c.ToString());
-        }
-        return constraint.Complete;
-    }
+    private static bool Whole(string schema, string text) => Support.ConstraintText.Whole(Constraint(schema), text);
 
     private static string StringSchema(string rules) =>
         "{\"type\": \"object\", \"properties\": {\"s\": {\"type\": \"string\", " + rules + "}}, \"required\": [\"s\"]}";

@@ -908,42 +908,37 @@ public sealed class ToolUseTests
         using var dir = new TempDir();
         var folder = SampleModels.Qwen25(dir, 1024);
         await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
-        async Task<(HttpStatusCode Status, string Text)> Post(string route, string body)
-        {
-            using var r = await served.Http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
-            return (r.StatusCode, await r.Content.ReadAsStringAsync());
-        }
         string Reply(string text, bool chat) =>
             JsonDocument.Parse(text).RootElement.GetProperty("choices")[0] is var c && chat ? c.GetProperty("message").GetProperty("content").GetString()! : c.GetProperty("text").GetString()!;
         const string Chat = """{"messages": [{"role": "user", "content": "Answer"}], "max_tokens": 60, "temperature": 1, "seed": 3, """;
         const string Completion = """{"prompt": "Answer:", "max_tokens": 60, "temperature": 1, "seed": 3, """;
         foreach (var (route, start, chat) in new[] { ("/v1/chat/completions", Chat, true), ("/v1/completions", Completion, false) })
         {
-            var (status, text) = await Post(route, start + "\"guided_regex\": \"[A-Z]{2}-\\\\d{3}\"}");
+            var (status, text) = await served.Post(route, start + "\"guided_regex\": \"[A-Z]{2}-\\\\d{3}\"}");
             Assert.True(status == HttpStatusCode.OK, text);
             Assert.Matches("^[A-Z]{2}-\\d{3}$", Reply(text, chat));
             Assert.Equal("stop", JsonDocument.Parse(text).RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
-            (status, text) = await Post(route, start + "\"guided_choice\": [\"red.\", \"green?\", \"blue (dark)\"]}");
+            (status, text) = await served.Post(route, start + "\"guided_choice\": [\"red.\", \"green?\", \"blue (dark)\"]}");
             Assert.True(status == HttpStatusCode.OK, text);
             Assert.Contains(Reply(text, chat), new[] { "red.", "green?", "blue (dark)" });
-            (status, text) = await Post(route, start + "\"structured_outputs\": {\"choice\": [\"yes\", \"no\"]}}");
+            (status, text) = await served.Post(route, start + "\"structured_outputs\": {\"choice\": [\"yes\", \"no\"]}}");
             Assert.Contains(Reply(text, chat), new[] { "yes", "no" });
-            (status, text) = await Post(route, start + "\"guided_json\": \"{\\\"type\\\": \\\"object\\\", \\\"properties\\\": {\\\"ok\\\": {\\\"type\\\": \\\"boolean\\\"}}, \\\"required\\\": [\\\"ok\\\"]}\"}");
+            (status, text) = await served.Post(route, start + "\"guided_json\": \"{\\\"type\\\": \\\"object\\\", \\\"properties\\\": {\\\"ok\\\": {\\\"type\\\": \\\"boolean\\\"}}, \\\"required\\\": [\\\"ok\\\"]}\"}");
             Assert.True(status == HttpStatusCode.OK, text);
             Assert.True(JsonDocument.Parse(Reply(text, chat)).RootElement.GetProperty("ok").ValueKind is JsonValueKind.True or JsonValueKind.False);
             foreach (var field in new[] { "grammar", "guided_grammar" })
             {
-                (status, text) = await Post(route, start + "\"" + field + "\": \"root ::= \\\"#\\\" [0-9]{2} (\\\" or \\\" [a-z]{1,4})?\"}");
+                (status, text) = await served.Post(route, start + "\"" + field + "\": \"root ::= \\\"#\\\" [0-9]{2} (\\\" or \\\" [a-z]{1,4})?\"}");
                 Assert.True(status == HttpStatusCode.OK, text);
                 Assert.Matches("^#[0-9]{2}( or [a-z]{1,4})?$", Reply(text, chat));
             }
-            (status, text) = await Post(route, start + "\"structured_outputs\": {\"grammar\": \"root ::= [xy]{3}\"}}");
+            (status, text) = await served.Post(route, start + "\"structured_outputs\": {\"grammar\": \"root ::= [xy]{3}\"}}");
             Assert.Matches("^[xy]{3}$", Reply(text, chat));
-            (status, text) = await Post(route, start + "\"json_schema\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 7, \"maximum\": 9}}, \"required\": [\"n\"]}}");
+            (status, text) = await served.Post(route, start + "\"json_schema\": {\"type\": \"object\", \"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 7, \"maximum\": 9}}, \"required\": [\"n\"]}}");
             Assert.InRange(JsonDocument.Parse(Reply(text, chat)).RootElement.GetProperty("n").GetInt32(), 7, 9);
             // Streamed: the same text in pieces.
-            var whole = Reply((await Post(route, start + "\"guided_regex\": \"(ab|cd)+e\"}")).Text, chat);
-            var streamed = (await Post(route, start + "\"stream\": true, \"guided_regex\": \"(ab|cd)+e\"}")).Text;
+            var whole = Reply((await served.Post(route, start + "\"guided_regex\": \"(ab|cd)+e\"}")).Text, chat);
+            var streamed = (await served.Post(route, start + "\"stream\": true, \"guided_regex\": \"(ab|cd)+e\"}")).Text;
             var pieces = streamed.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0])
                 .Select(c => chat ? (c.GetProperty("delta").TryGetProperty("content", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : "") : c.GetProperty("text").GetString());
             Assert.Equal(whole, string.Concat(pieces));
@@ -959,7 +954,7 @@ public sealed class ToolUseTests
                      ("\"guided_json\": {\"type\": \"string\"}", "guided_json"),
                  })
         {
-            var (status, text) = await Post("/v1/chat/completions", Chat + body + "}");
+            var (status, text) = await served.Post("/v1/chat/completions", Chat + body + "}");
             Assert.True(status == HttpStatusCode.BadRequest, body + " → " + text);
             Assert.Equal(field, JsonDocument.Parse(text).RootElement.GetProperty("error").GetProperty("param").GetString());
         }
@@ -1232,6 +1227,13 @@ internal sealed class ServedModel : IAsyncDisposable
 
     public HttpClient Http { get; }
 
+    /// <summary>POSTs a JSON body: the status and the answer's text.</summary>
+    public async Task<(HttpStatusCode Status, string Text)> Post(string route, string body)
+    {
+        using var r = await Http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
+        return (r.StatusCode, await r.Content.ReadAsStringAsync());
+    }
+
     public static async Task<ServedModel> Start(CompletionService service, ServeOptions? options = null)
     {
         var app = OpenAiServer.Build(service, options ?? new ServeOptions("127.0.0.1", 0));
@@ -1431,12 +1433,7 @@ public sealed class ResponsesApiTests
         using var dir = new TempDir();
         var folder = SampleModels.Qwen25(dir, 1024);
         await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
-        async Task<(HttpStatusCode Status, string Text)> Post(string route, string body)
-        {
-            using var r = await served.Http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
-            return (r.StatusCode, await r.Content.ReadAsStringAsync());
-        }
-        var (status, text) = await Post("/v1/responses", """{"instructions": "Be brief.", "input": "Hi there", "max_output_tokens": 8, "temperature": 0}""");
+        var (status, text) = await served.Post("/v1/responses", """{"instructions": "Be brief.", "input": "Hi there", "max_output_tokens": 8, "temperature": 0}""");
         Assert.Equal(HttpStatusCode.OK, status);
         var response = JsonDocument.Parse(text).RootElement;
         Assert.Equal(("response", "incomplete", "max_output_tokens"), (response.GetProperty("object").GetString(), response.GetProperty("status").GetString(),
@@ -1444,7 +1441,7 @@ public sealed class ResponsesApiTests
         var message = response.GetProperty("output")[0];
         Assert.Equal(("message", "assistant"), (message.GetProperty("type").GetString(), message.GetProperty("role").GetString()));
         var output = message.GetProperty("content")[0].GetProperty("text").GetString();
-        var (_, chatText) = await Post("/v1/chat/completions",
+        var (_, chatText) = await served.Post("/v1/chat/completions",
             """{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there"}], "max_tokens": 8, "temperature": 0}""");
         var chat = JsonDocument.Parse(chatText).RootElement;
         Assert.Equal(chat.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString(), output);
@@ -1452,7 +1449,7 @@ public sealed class ResponsesApiTests
         Assert.Equal(8, response.GetProperty("usage").GetProperty("output_tokens").GetInt32());
 
         // Streamed: the API's events in order, numbered, the deltas adding up to the same text.
-        var (_, events) = await Post("/v1/responses", """{"instructions": "Be brief.", "input": "Hi there", "max_output_tokens": 8, "temperature": 0, "stream": true}""");
+        var (_, events) = await served.Post("/v1/responses", """{"instructions": "Be brief.", "input": "Hi there", "max_output_tokens": 8, "temperature": 0, "stream": true}""");
         var parsed = events.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e =>
         {
             var lines = e.Split('\n');
@@ -1467,13 +1464,13 @@ public sealed class ResponsesApiTests
         Assert.Equal(output, string.Concat(parsed.Where(p => p.GetProperty("type").GetString() == "response.output_text.delta").Select(p => p.GetProperty("delta").GetString())));
 
         // A forced function call, and a conversation that carries it and its output.
-        var (_, called) = await Post("/v1/responses", $$"""{"input": [{"role": "user", "content": "Time?"}], "tools": [{{Tool}}], "tool_choice": "required", "max_output_tokens": 40, "temperature": 0}""");
+        var (_, called) = await served.Post("/v1/responses", $$"""{"input": [{"role": "user", "content": "Time?"}], "tools": [{{Tool}}], "tool_choice": "required", "max_output_tokens": 40, "temperature": 0}""");
         var call = JsonDocument.Parse(called).RootElement.GetProperty("output")[0];
         Assert.Equal(("function_call", "get_time"), (call.GetProperty("type").GetString(), call.GetProperty("name").GetString()));
         Assert.Matches("^call_[0-9a-f]{24}$", call.GetProperty("call_id").GetString());
         Assert.Empty(JsonDocument.Parse(call.GetProperty("arguments").GetString()!).RootElement.EnumerateObject());
         // Streamed, the call goes out as it is written: added with its name, its arguments in deltas, then done.
-        var (_, callEvents) = await Post("/v1/responses", $$"""{"input": "Time?", "tools": [{{Tool}}], "tool_choice": "required", "max_output_tokens": 40, "temperature": 0, "stream": true}""");
+        var (_, callEvents) = await served.Post("/v1/responses", $$"""{"input": "Time?", "tools": [{{Tool}}], "tool_choice": "required", "max_output_tokens": 40, "temperature": 0, "stream": true}""");
         var streamed = callEvents.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => JsonDocument.Parse(e.Split('\n')[1]["data: ".Length..]).RootElement.Clone()).ToList();
         var added = streamed.Single(e => e.GetProperty("type").GetString() == "response.output_item.added").GetProperty("item");
         Assert.Equal(("function_call", "get_time", "in_progress"), (added.GetProperty("type").GetString(), added.GetProperty("name").GetString(), added.GetProperty("status").GetString()));
@@ -1488,7 +1485,7 @@ public sealed class ResponsesApiTests
         Assert.DoesNotContain(streamed, e => e.GetProperty("type").GetString() == "response.output_text.delta");
 
         string history = $$"""[{"role": "user", "content": [{"type": "input_text", "text": "Time?"}]}, {{call.GetRawText()}}, {"type": "function_call_output", "call_id": "{{call.GetProperty("call_id").GetString()}}", "output": "12:00"}]""";
-        var (answeredStatus, answered) = await Post("/v1/responses", $$"""{"input": {{history}}, "tools": [{{Tool}}], "max_output_tokens": 3}""");
+        var (answeredStatus, answered) = await served.Post("/v1/responses", $$"""{"input": {{history}}, "tools": [{{Tool}}], "max_output_tokens": 3}""");
         Assert.Equal(HttpStatusCode.OK, answeredStatus);
         Assert.True(JsonDocument.Parse(answered).RootElement.GetProperty("usage").GetProperty("input_tokens").GetInt32() > 150, answered);
 
@@ -1496,8 +1493,8 @@ public sealed class ResponsesApiTests
         string Id(string body) => JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
         string Output(string body) => JsonDocument.Parse(body).RootElement.GetProperty("output")[0].GetProperty("content")[0].GetProperty("text").GetString()!;
         JsonElement Usage(string body) => JsonDocument.Parse(body).RootElement.GetProperty("usage").Clone();
-        var (_, second) = await Post("/v1/responses", $$"""{"instructions": "Be brief.", "previous_response_id": "{{Id(text)}}", "input": "And then?", "max_output_tokens": 6, "temperature": 0}""");
-        var (_, whole) = await Post("/v1/responses", JsonSerializer.Serialize(new
+        var (_, second) = await served.Post("/v1/responses", $$"""{"instructions": "Be brief.", "previous_response_id": "{{Id(text)}}", "input": "And then?", "max_output_tokens": 6, "temperature": 0}""");
+        var (_, whole) = await served.Post("/v1/responses", JsonSerializer.Serialize(new
         {
             instructions = "Be brief.", max_output_tokens = 6, temperature = 0,
             input = new object[] { new { role = "user", content = "Hi there" }, new { role = "assistant", content = output }, new { role = "user", content = "And then?" } },
@@ -1505,16 +1502,16 @@ public sealed class ResponsesApiTests
         Assert.Equal(Output(whole), Output(second));
         Assert.Equal(Usage(whole).GetProperty("input_tokens").GetInt32(), Usage(second).GetProperty("input_tokens").GetInt32());
         Assert.True(Usage(second).GetProperty("input_tokens_details").GetProperty("cached_tokens").GetInt32() > 0, "the first turn came from the cache");
-        var (_, unstored) = await Post("/v1/responses", """{"input": "x", "store": false, "max_output_tokens": 2}""");
-        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/responses", $$"""{"previous_response_id": "{{Id(unstored)}}", "input": "y"}""")).Status);
+        var (_, unstored) = await served.Post("/v1/responses", """{"input": "x", "store": false, "max_output_tokens": 2}""");
+        Assert.Equal(HttpStatusCode.BadRequest, (await served.Post("/v1/responses", $$"""{"previous_response_id": "{{Id(unstored)}}", "input": "y"}""")).Status);
 
         foreach (var bad in new[] { """{"input": "x", "previous_response_id": "resp_1"}""", """{}""", """{"input": []}""", """{"input": [{"role": "robot", "content": "x"}]}""",
                      """{"input": "x", "tools": [{"type": "web_search"}]}""", """{"input": "x", "text": {"format": {"type": "json_schema", "schema": {"type": "array"}}}}""" })
-            Assert.True((await Post("/v1/responses", bad)).Status == HttpStatusCode.BadRequest, bad);
+            Assert.True((await served.Post("/v1/responses", bad)).Status == HttpStatusCode.BadRequest, bad);
         // Refused before any text (here a prompt over the context), a streamed request gets its error status, not a
         // stream that stops.
         var tooLong = JsonSerializer.Serialize(new { input = string.Concat(Enumerable.Repeat("Once upon a time. ", 400)), stream = true });
-        var (longStatus, longBody) = await Post("/v1/responses", tooLong);
+        var (longStatus, longBody) = await served.Post("/v1/responses", tooLong);
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, longStatus);
         Assert.Equal("context_length_exceeded", JsonDocument.Parse(longBody).RootElement.GetProperty("error").GetProperty("code").GetString());
 
