@@ -22,7 +22,7 @@ namespace Nanoscale.Cli.Serve;
 /// </summary>
 internal static partial class OpenAiServer
 {
-    private static async Task Respond(HttpContext context, CompletionService service, ResponseStore responses)
+    private static async Task Respond(HttpContext context, CompletionService service, ResponseStore responses, bool split = false)
     {
         CompletionRequest request;
         bool stream, store;
@@ -65,6 +65,7 @@ internal static partial class OpenAiServer
             return;
         }
         string id = "resp_" + Guid.NewGuid().ToString("N")[..24], messageId = "msg_" + Guid.NewGuid().ToString("N")[..24];
+        string reasoningId = "rs_" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var events = new EventStream(context, Json);
         int sequence = 0;
@@ -81,7 +82,7 @@ internal static partial class OpenAiServer
             {
                 var outcome = await service.CompleteAsync(request, null, context.RequestAborted);
                 if (store) responses.Put(id, [.. conversation, Reply(outcome)]);
-                await Results.Json(ResponseObject(id, messageId, created, service.ModelName, outcome), Json).ExecuteAsync(context);
+                await Results.Json(ResponseObject(id, messageId, created, service.ModelName, outcome, split ? reasoningId : null), Json).ExecuteAsync(context);
                 return;
             }
             var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true });
@@ -90,7 +91,20 @@ internal static partial class OpenAiServer
             // With tools, text goes out until it may begin a call, and calls go out as they are written (as in chat).
             var gate = request.Tools is not null ? new ToolCallStream() : null;
             var calling = request.Tools is not null ? new ToolCallDeltas() : null;
-            int nextIndex = 0, messageIndex = -1;
+            // A thinking template's reply: its reasoning block goes out as a reasoning item, the rest as above.
+            var thinking = split ? new ReasoningStream(service.StartsInReasoning(request)) : null;
+            int nextIndex = 0, messageIndex = -1, reasoningIndex = -1;
+            var reasoned = new System.Text.StringBuilder();
+            async Task Reasoning(string text)
+            {
+                if (reasoningIndex < 0)
+                {
+                    reasoningIndex = nextIndex++;
+                    await Event("response.output_item.added", new { output_index = reasoningIndex, item = new { id = reasoningId, type = "reasoning", summary = Array.Empty<object>(), content = Array.Empty<object>() } });
+                }
+                reasoned.Append(text);
+                await Event("response.reasoning_text.delta", new { item_id = reasoningId, output_index = reasoningIndex, content_index = 0, delta = text });
+            }
             var callIndex = new List<int>(); // each streamed call's output index
             async Task OpenMessage()
             {
@@ -114,9 +128,8 @@ internal static partial class OpenAiServer
                 await Event("response.created", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
                 await Event("response.in_progress", new { response = ResponseShell(id, created, service.ModelName, "in_progress") });
             }
-            await foreach (var piece in pieces.Reader.ReadAllAsync(context.RequestAborted))
+            async Task Answer(string piece)
             {
-                await Announce();
                 if ((gate is null ? piece : gate.Accept(piece)) is { Length: > 0 } text) await Text(text);
                 foreach (var delta in calling?.Accept(piece) ?? [])
                 {
@@ -128,8 +141,25 @@ internal static partial class OpenAiServer
                     else await Event("response.function_call_arguments.delta", new { item_id = CallItemId(calling!.Calls.ElementAt(delta.Index).Id), output_index = callIndex[delta.Index], delta = delta.Arguments });
                 }
             }
+            async Task Piece(string piece, bool final = false)
+            {
+                if (thinking is null)
+                {
+                    await Answer(piece);
+                    return;
+                }
+                var (reasoning, answer) = final ? thinking.Finish() : thinking.Accept(piece);
+                if (reasoning.Length > 0) await Reasoning(reasoning);
+                if (answer.Length > 0) await Answer(answer);
+            }
+            await foreach (var piece in pieces.Reader.ReadAllAsync(context.RequestAborted))
+            {
+                await Announce();
+                await Piece(piece);
+            }
             var done = await work;
             await Announce();
+            await Piece("", final: true);
             // The calls streamed keep the ids they went out with.
             var streamed = calling?.Calls.ToList() ?? [];
             if (done.ToolCalls is { } parsed)
@@ -137,10 +167,17 @@ internal static partial class OpenAiServer
             // The rest of a held reply that turned out to be text (unless it began a call that was cut off).
             else if (gate is not null && streamed.Count == 0 && gate.Rest() is { Length: > 0 } rest) await Text(rest);
             if (store) responses.Put(id, [.. conversation, Reply(done)]);
-            var final = ResponseObject(id, messageId, created, service.ModelName, done);
+            var final = ResponseObject(id, messageId, created, service.ModelName, done, split ? reasoningId : null);
             int call = 0;
             foreach (var item in final.Output)
             {
+                if (item is ResponseReasoning thought)
+                {
+                    if (reasoningIndex < 0) await Reasoning(""); // a block with nothing in it still opens its item
+                    await Event("response.reasoning_text.done", new { item_id = reasoningId, output_index = reasoningIndex, content_index = 0, text = thought.Content[0].Text });
+                    await Event("response.output_item.done", new { output_index = reasoningIndex, item });
+                    continue;
+                }
                 if (item is ResponseMessage message)
                 {
                     await OpenMessage();
@@ -186,6 +223,12 @@ internal static partial class OpenAiServer
 
     private sealed record ResponseCall(string Id, string Status, string CallId, string Name, string Arguments) : ResponseItem(Id, "function_call", Status);
 
+    private sealed record ReasoningText(string Type, string Text);
+
+    /// <summary>A thinking model's reasoning block (what chat answers as <c>reasoning_content</c>): its text as
+    /// <c>reasoning_text</c> content, no summary.</summary>
+    private sealed record ResponseReasoning(string Id, string Status, object[] Summary, ReasoningText[] Content) : ResponseItem(Id, "reasoning", Status);
+
     /// <summary>The response object; <see cref="Output"/> holds <see cref="ResponseItem"/>s, typed as objects so each is
     /// written with its own fields.</summary>
     private sealed record ResponseBody(string Id, string Object, long CreatedAt, string Status, string Model, object? IncompleteDetails,
@@ -201,12 +244,23 @@ internal static partial class OpenAiServer
     /// <summary>A function_call item's id for a call id (<c>call_…</c> → <c>fc_…</c>).</summary>
     private static string CallItemId(string callId) => "fc_" + (callId.StartsWith("call_", StringComparison.Ordinal) ? callId["call_".Length..] : callId);
 
-    /// <summary>The response object for an outcome: its text as a message, or its calls as function_call items.</summary>
-    private static ResponseBody ResponseObject(string id, string messageId, long created, string model, CompletionOutcome o)
+    /// <summary>The response object for an outcome: its reasoning block as a reasoning item (with
+    /// <paramref name="reasoningId"/>, a thinking template's reply), its text as a message, its calls as function_call items.</summary>
+    private static ResponseBody ResponseObject(string id, string messageId, long created, string model, CompletionOutcome o, string? reasoningId = null)
     {
         var output = new List<ResponseItem>();
-        if (o.Text.Length > 0 || o.ToolCalls is null)
-            output.Add(new ResponseMessage(messageId, "completed", "assistant", [new ResponseText("output_text", o.Text, [])]));
+        var text = o.Text;
+        if (reasoningId is not null)
+        {
+            var (reasoning, answer) = ReasoningStream.Split(o.Text, o.StartsInReasoning);
+            if (reasoning is not null)
+            {
+                output.Add(new ResponseReasoning(reasoningId, "completed", [], [new ReasoningText("reasoning_text", reasoning)]));
+                text = answer;
+            }
+        }
+        if (text.Length > 0 || o.ToolCalls is null)
+            output.Add(new ResponseMessage(messageId, "completed", "assistant", [new ResponseText("output_text", text, [])]));
         foreach (var call in o.ToolCalls ?? [])
             output.Add(new ResponseCall(CallItemId(call.Id), "completed", call.Id, call.Name, call.Arguments));
         bool cut = o.FinishReason == "length";
@@ -253,6 +307,10 @@ internal static partial class OpenAiServer
                             if (messages.Count > 0 && messages[^1] is { Role: "assistant", Content: null, ToolCalls: { } earlier })
                                 messages[^1] = messages[^1] with { ToolCalls = [.. earlier, call] };
                             else messages.Add(new ChatMessage("assistant", null) { ToolCalls = [call] });
+                            break;
+                        case "reasoning":
+                            // An earlier reply's reasoning, sent back as clients keep a conversation: templates leave
+                            // earlier reasoning out of the prompt, so it is not given to the template.
                             break;
                         case "function_call_output":
                             messages.Add(new ChatMessage("tool", Str(item, "output") ?? throw new BadField("input", "a function_call_output needs its output"))

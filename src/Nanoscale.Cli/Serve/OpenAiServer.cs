@@ -103,11 +103,11 @@ internal static partial class OpenAiServer
         foreach (var route in (string[])["tokenize", "detokenize", "apply-template"])
             app.MapPost("/" + route, context => Utility(context, service, route));
         var responses = new ResponseStore(256);
-        app.MapPost("/v1/responses", context => Respond(context, service, responses));
+        bool split = options.SplitReasoning && service.ChatTemplateThinks;
+        app.MapPost("/v1/responses", context => Respond(context, service, responses, split));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
         app.MapPost("/completion", context => NativeComplete(context, service));
         app.MapGet("/props", () => Results.Json(Props(service), Json));
-        bool split = options.SplitReasoning && service.ChatTemplateThinks;
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));
         app.MapFallback(context => Error(context, 404, "invalid_request_error", $"no route {context.Request.Method} {context.Request.Path}", null, "not_found"));
         return app;

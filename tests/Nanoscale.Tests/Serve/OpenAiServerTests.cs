@@ -1049,6 +1049,45 @@ public sealed class ToolUseTests
         Assert.NotEmpty(closed.GetProperty("content").GetString()!);
     }
 
+    /// <summary>The Responses API with a thinking template: the reasoning block is a <c>reasoning</c> output item before
+    /// the message (its text the chat route's <c>reasoning_content</c>), streamed as <c>response.reasoning_text.delta</c>
+    /// events that add up to it; a reasoning item sent back in <c>input</c> is accepted.</summary>
+    [Fact]
+    public async Task ResponsesGiveReasoningAsItsOwnItem()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var template = dir.File("r1.jinja");
+        File.WriteAllText(template, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+            "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}");
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template));
+        var (_, chatText) = await served.Post("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Is 7 prime?"}], "max_tokens": 10, "temperature": 0}""");
+        var reasoning = JsonDocument.Parse(chatText).RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("reasoning_content").GetString()!;
+        Assert.NotEmpty(reasoning);
+
+        var (status, text) = await served.Post("/v1/responses", """{"input": "Is 7 prime?", "max_output_tokens": 10, "temperature": 0}""");
+        Assert.True(status == HttpStatusCode.OK, text);
+        var output = JsonDocument.Parse(text).RootElement.GetProperty("output");
+        Assert.Equal("reasoning", output[0].GetProperty("type").GetString());
+        Assert.StartsWith("rs_", output[0].GetProperty("id").GetString());
+        Assert.Equal(("reasoning_text", reasoning), (output[0].GetProperty("content")[0].GetProperty("type").GetString(), output[0].GetProperty("content")[0].GetProperty("text").GetString()));
+        Assert.Equal("message", output[1].GetProperty("type").GetString());
+        Assert.Equal("", output[1].GetProperty("content")[0].GetProperty("text").GetString());
+
+        var (_, streamed) = await served.Post("/v1/responses", """{"input": "Is 7 prime?", "max_output_tokens": 10, "temperature": 0, "stream": true}""");
+        var events = streamed.Split("\n\n", StringSplitOptions.RemoveEmptyEntries).Select(e => JsonDocument.Parse(e[(e.IndexOf("data: ", StringComparison.Ordinal) + 6)..]).RootElement.Clone()).ToList();
+        Assert.Equal(reasoning, string.Concat(events.Where(e => e.GetProperty("type").GetString() == "response.reasoning_text.delta").Select(e => e.GetProperty("delta").GetString())));
+        var done = events.Single(e => e.GetProperty("type").GetString() == "response.reasoning_text.done");
+        Assert.Equal((reasoning, 0), (done.GetProperty("text").GetString(), done.GetProperty("output_index").GetInt32()));
+        Assert.Equal("reasoning", events[^1].GetProperty("response").GetProperty("output")[0].GetProperty("type").GetString());
+
+        var (again, _) = await served.Post("/v1/responses", """
+            {"input": [{"role": "user", "content": "Is 7 prime?"}, {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "hmm"}]},
+                       {"role": "assistant", "content": "Yes."}, {"role": "user", "content": "And 9?"}], "max_output_tokens": 4}
+            """);
+        Assert.Equal(HttpStatusCode.OK, again);
+    }
+
     /// <summary>A reply cut off by max_tokens inside a call (tools offered) answers the call as far as it was written,
     /// with finish_reason length and the text before it as content — what the streamed answer sent, and what OpenAI
     /// answers; without tools, or finished, the text stays text.</summary>
