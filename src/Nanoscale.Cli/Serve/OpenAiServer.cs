@@ -347,8 +347,11 @@ internal static partial class OpenAiServer
                     }
                     : new CompletionRequest
                     {
-                        Prompt = Prompt(root), MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
+                        Prompt = Prompt(root) ?? "", PromptIds = PromptIds(root), Echo = Bool(root, "echo") ?? false,
+                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
                     };
+                if (request.Echo && stream && logProbs is not null)
+                    throw new BadField("echo", "'echo' with 'logprobs' is answered whole, not streamed (ask without 'stream')");
             }
         }
         catch (BadField e)
@@ -435,7 +438,13 @@ internal static partial class OpenAiServer
             : new
             {
                 id, @object = "text_completion", created, model,
-                choices = outcomes.Select((o, i) => new { index = i, text = o.Text, logprobs = CompletionLogProbs(o.LogProbs), finish_reason = o.FinishReason }).ToArray(),
+                // Echoed: the prompt's text and log-probabilities first (its first token has none).
+                choices = outcomes.Select((o, i) => new
+                {
+                    index = i, text = (o.PromptText ?? "") + o.Text,
+                    logprobs = CompletionLogProbs(o.PromptText is null ? o.LogProbs : [.. o.PromptLogProbs ?? [], .. o.LogProbs ?? []]),
+                    finish_reason = o.FinishReason,
+                }).ToArray(),
                 usage,
             };
     }
@@ -489,7 +498,8 @@ internal static partial class OpenAiServer
         return new
         {
             tokens = list.Select(t => t.Token).ToArray(),
-            token_logprobs = list.Select(t => t.LogProb).ToArray(),
+            // An echoed prompt's first token has none (NaN): null, as OpenAI writes it.
+            token_logprobs = list.Select(t => double.IsNaN(t.LogProb) ? (double?)null : t.LogProb).ToArray(),
             // Two ids that decode to the same text keep the likelier one (a JSON object holds each key once).
             top_logprobs = list.Select(t => t.Top.Count == 0 ? null
                 : t.Top.GroupBy(a => a.Token).ToDictionary(g => g.Key, g => g.Max(a => a.LogProb))).ToArray(),
@@ -586,8 +596,19 @@ internal static partial class OpenAiServer
         Task Send(object payload) => events.Send(payload);
         try
         {
+            // Echoed: each choice's text begins with the prompt's (sent once the first piece of any choice has come,
+            // so a refused request still gets its error status).
+            bool echoed = !requests[0].Echo;
+            async Task Echo()
+            {
+                if (echoed) return;
+                echoed = true;
+                var prompt = requests[0].PromptIds is { } ids ? service.Detokenize(ids) : requests[0].Prompt;
+                for (int i = 0; i < requests.Count; i++) await Send(Chunk(i, prompt, null));
+            }
             await foreach (var (index, text, logProbs) in pieces.Reader.ReadAllAsync(context.RequestAborted))
             {
+                await Echo();
                 if (thinking is null)
                 {
                     await Answer(index, text, logProbs);
@@ -598,6 +619,7 @@ internal static partial class OpenAiServer
                 if (answer.Length > 0) await Answer(index, answer, null);
             }
             var outcomes = await work; // rethrows a refusal before any text: answered as an error object
+            await Echo();
             if (thinking is not null)
                 for (int i = 0; i < outcomes.Length; i++)
                 {
@@ -678,13 +700,28 @@ internal static partial class OpenAiServer
         _ => throw new BadField("stop", "'stop' must be a string or a list of at most 4 strings"),
     };
 
-    private static string Prompt(JsonElement root) => Field(root, "prompt") switch
+    private const string PromptExpected = "'prompt' must be a string, token ids, or a list of one of them";
+
+    /// <summary>A text <c>prompt</c> (a string or a list of one), or null when it is token ids (<see cref="PromptIds"/>).</summary>
+    private static string? Prompt(JsonElement root) => Field(root, "prompt") switch
     {
         null => throw new BadField("prompt", "'prompt' is required"),
         { ValueKind: JsonValueKind.String } s => s.GetString()!,
         { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.String => a[0].GetString()!,
-        _ => throw new BadField("prompt", "'prompt' must be a string (or a list of one string)"),
+        { ValueKind: JsonValueKind.Array } a when Ids(a) is not null || a.GetArrayLength() == 1 && Ids(a[0]) is not null => null,
+        _ => throw new BadField("prompt", PromptExpected),
     };
+
+    /// <summary>A <c>prompt</c> of token ids (a list of them, or a list of one such list, as lm-evaluation-harness sends
+    /// a tokenized request), or null for a text prompt.</summary>
+    private static int[]? PromptIds(JsonElement root) => Field(root, "prompt") is { ValueKind: JsonValueKind.Array } a
+        ? Ids(a) ?? (a.GetArrayLength() == 1 ? Ids(a[0]) : null)
+        : null;
+
+    private static int[]? Ids(JsonElement list) =>
+        list.ValueKind == JsonValueKind.Array && list.GetArrayLength() > 0 && list.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _))
+            ? [.. list.EnumerateArray().Select(e => e.GetInt32())]
+            : null;
 
     /// <summary><c>chat_template_kwargs</c> (vLLM's and llama.cpp's name): extra variables for the chat template, such
     /// as Qwen3's <c>enable_thinking</c>.</summary>

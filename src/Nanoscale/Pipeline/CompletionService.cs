@@ -17,8 +17,17 @@ public enum EmbeddingPooling
 /// <summary>One request to <see cref="CompletionService"/>: a prompt (or chat messages) and how to continue it.</summary>
 public sealed record CompletionRequest
 {
-    /// <summary>The text to continue; ignored when <see cref="Messages"/> is set.</summary>
+    /// <summary>The text to continue; ignored when <see cref="Messages"/> or <see cref="PromptIds"/> is set.</summary>
     public string Prompt { get; init; } = "";
+
+    /// <summary>The prompt as token ids (taken as they are: no BOS added), instead of <see cref="Prompt"/>.</summary>
+    public int[]? PromptIds { get; init; }
+
+    /// <summary>Whether the answer repeats the prompt (OpenAI's <c>echo</c>): with <see cref="SamplingOptions.LogProbs"/>
+    /// the prompt's own tokens are scored too (<see cref="CompletionOutcome.PromptLogProbs"/>), and
+    /// <see cref="MaxTokens"/> may be 0 — a prompt scored, nothing generated (what lm-evaluation-harness asks of a
+    /// completions server for log-likelihoods).</summary>
+    public bool Echo { get; init; }
 
     /// <summary>Chat messages, rendered with the model's chat template ((role, content) pairs convert to them).</summary>
     public IReadOnlyList<ChatMessage>? Messages { get; init; }
@@ -105,6 +114,14 @@ public sealed record CompletionOutcome(string Text, int PromptTokens, int Comple
     /// <summary>Why generation stopped, in the runtime's words (an end token, a stop string, the token limit, the
     /// context); <see cref="FinishReason"/> is OpenAI's.</summary>
     public StopReason Stop { get; init; }
+
+    /// <summary>With <see cref="CompletionRequest.Echo"/> and log-probabilities asked: each prompt token's
+    /// log-probability after the tokens before it and its alternatives (the first, which nothing precedes, has NaN and
+    /// none).</summary>
+    public IReadOnlyList<CompletionLogProb>? PromptLogProbs { get; init; }
+
+    /// <summary>With <see cref="CompletionRequest.Echo"/>: the prompt's text (as given, or its token ids decoded).</summary>
+    public string? PromptText { get; init; }
 
     /// <summary>Seconds from the request's admission to its prompt having run, and of generation after that.</summary>
     public double PromptSeconds { get; init; }
@@ -222,6 +239,9 @@ public sealed class CompletionService : IDisposable
     private int[] PromptTokens(CompletionRequest request, string replyStart)
     {
         if (request.Messages is { } messages) return _template.PromptTokens(_model.Tokenizer, messages, request.ChatTemplateArguments, request.Tools, replyStart);
+        if (request.PromptIds is { } ids)
+            return ids.All(id => (uint)id < (uint)_model.Config.VocabSize) ? ids
+                : throw new InvalidOptionException("prompt", $"a token id outside the vocabulary (0..{_model.Config.VocabSize - 1})");
         return Tokenize(request.Prompt, addSpecial: true);
     }
 
@@ -293,8 +313,9 @@ public sealed class CompletionService : IDisposable
     public async Task<CompletionOutcome> CompleteAsync(CompletionRequest request, Action<string>? onText = null, CancellationToken cancellationToken = default,
         Action<IReadOnlyList<CompletionLogProb>>? onLogProbs = null)
     {
-        if (request.MaxTokens < 1 || request.MaxTokens > MaxTokensLimit)
-            throw new InvalidOptionException("max_tokens", $"{request.MaxTokens} is outside 1..{MaxTokensLimit}");
+        int fewest = request.Echo ? 0 : 1; // an echoed prompt may be scored without generating
+        if (request.MaxTokens < fewest || request.MaxTokens > MaxTokensLimit)
+            throw new InvalidOptionException("max_tokens", $"{request.MaxTokens} is outside {fewest}..{MaxTokensLimit}");
         var sampling = request.Sampling.Validate();
         if (sampling.LogitBias?.Keys.FirstOrDefault(id => id >= _model.Config.VocabSize, -1) is >= 0 and var outside)
             throw new InvalidOptionException("logit_bias", $"token {outside} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
@@ -304,6 +325,7 @@ public sealed class CompletionService : IDisposable
         if (prompt.Length >= ContextLength)
             throw new InvalidOptionException("prompt", $"it has {prompt.Length} tokens; the context holds {ContextLength} (prompt and new tokens together)");
         int maxTokens = Math.Min(request.MaxTokens, ContextLength - prompt.Length);
+        if (request.Echo) return await EchoAsync(request, prompt, sampling, onText, cancellationToken, onLogProbs).ConfigureAwait(false);
         long need = KvBytes(prompt.Length + maxTokens);
         if (KvBudgetBytes is { } budget && need > budget)
             throw new InvalidOptionException("max_tokens", $"{prompt.Length} prompt and {maxTokens} new tokens need {need} bytes of KV cache; the budget is {budget}");
@@ -333,8 +355,6 @@ public sealed class CompletionService : IDisposable
                     text.Append(start);
                     onText?.Invoke(start);
                 }
-                string Piece(int id) => _model.Tokenizer.Decode([id]);
-                CompletionLogProb Named(TokenLogProb t) => new(Piece(t.Id), t.LogProb, [.. t.Top.Select(a => (Piece(a.Id), a.LogProb))]);
                 var result = await _factory.SubmitAsync(prompt, maxTokens, sampling, piece =>
                 {
                     if (!firstText)
@@ -451,6 +471,66 @@ public sealed class CompletionService : IDisposable
         }
         Metrics.Embedded(all.Count, all.Sum(t => t.Length));
         return (vectors, all.Sum(t => t.Length));
+    }
+
+    /// <summary>
+    /// An echoed request: the prompt scored when log-probabilities are asked (its own pass beside the batch, one at a
+    /// time, its KV cache held against the budget, as an embedding's), then the completion generated as any other
+    /// (none with <c>max_tokens</c> 0); the outcome carries the prompt's text and log-probabilities.
+    /// </summary>
+    private async Task<CompletionOutcome> EchoAsync(CompletionRequest request, int[] prompt, SamplingOptions sampling, Action<string>? onText,
+        CancellationToken cancellationToken, Action<IReadOnlyList<CompletionLogProb>>? onLogProbs)
+    {
+        IReadOnlyList<CompletionLogProb>? scored = null;
+        if (sampling.LogProbs is int top)
+        {
+            long need = KvBytes(prompt.Length);
+            if (KvBudgetBytes is { } budget && need > budget)
+                throw new InvalidOptionException("prompt", $"its {prompt.Length} tokens need {need} bytes of KV cache to be scored; the budget is {budget}");
+            await ReserveAsync(need, cancellationToken).ConfigureAwait(false);
+            await _embedding.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                scored = await Task.Run(() => ScorePrompt(prompt, top, cancellationToken), cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _embedding.Release();
+                Release(need);
+            }
+        }
+        string text = request.Messages is null && request.PromptIds is null ? request.Prompt : _model.Tokenizer.Decode(prompt);
+        var outcome = request.MaxTokens == 0
+            ? new CompletionOutcome("", prompt.Length, 0, "length") { Stop = StopReason.Length }
+            : await CompleteAsync(request with { Echo = false, PromptIds = prompt }, onText, cancellationToken, onLogProbs).ConfigureAwait(false);
+        return outcome with { PromptText = text, PromptLogProbs = scored };
+    }
+
+    /// <summary>Each prompt token's log-probability after the ones before it, with <paramref name="top"/> alternatives
+    /// (the first: NaN, none): the prompt run in windows of 32 positions, every position's logits read.</summary>
+    private CompletionLogProb[] ScorePrompt(int[] prompt, int top, CancellationToken cancellationToken)
+    {
+        int vocab = _model.Config.VocabSize;
+        const int Window = 32;
+        var session = _model.Model.CreateSession(prompt.Length);
+        var logits = new float[Window * vocab];
+        var scored = new CompletionLogProb[prompt.Length];
+        scored[0] = new(_model.Tokenizer.Decode([prompt[0]]), double.NaN, []);
+        for (int start = 0; start < prompt.Length; start += Window)
+        {
+            int n = Math.Min(Window, prompt.Length - start);
+            session.Forward(prompt.AsSpan(start, n), logits.AsSpan(0, n * vocab), cancellationToken);
+            for (int j = 0; j < n && start + j + 1 < prompt.Length; j++)
+                scored[start + j + 1] = Named(TokenLogProb.From(logits.AsSpan(j * vocab, vocab), prompt[start + j + 1], top));
+        }
+        return scored;
+    }
+
+    /// <summary>A token's log-probability with its alternatives, each as the tokenizer's text of that one id.</summary>
+    private CompletionLogProb Named(TokenLogProb t)
+    {
+        string Piece(int id) => _model.Tokenizer.Decode([id]);
+        return new(Piece(t.Id), t.LogProb, [.. t.Top.Select(a => (Piece(a.Id), a.LogProb))]);
     }
 
     /// <summary>The pooled, unit-length vector of <paramref name="positions"/> rows of hidden states (a zero vector stays zero).</summary>

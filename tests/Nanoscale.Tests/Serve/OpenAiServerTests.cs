@@ -162,7 +162,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream", "n", "seed", "logprobs",
         "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user", "logit_bias",
         "tool_choice", "top_k", "min_p", "repetition_penalty", "guided_regex", "guided_choice", "guided_json", "json_schema", "structured_outputs",
-        "grammar", "guided_grammar",
+        "grammar", "guided_grammar", "echo",
     ];
 
     /// <summary>Any JSON value: scalars of every kind and edge (huge, negative, NaN-free floats, empty and non-ASCII
@@ -449,6 +449,50 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             var prompt = model.Tokenizer.Encode("Once upon a time", addBos: true).Length;
             Assert.True(Repeats(tokens, prompt) < Repeats(plain.Tokens, plain.PromptTokens), $"{field}: {text}");
         }
+    }
+
+    /// <summary><c>echo</c> with <c>logprobs</c> and <c>max_tokens: 0</c> — how lm-evaluation-harness scores a
+    /// continuation on a completions server: the prompt's text back, each of its tokens' log-probability after the ones
+    /// before it (null for the first), equal to the model's log-softmax from a session run here; token-id prompts;
+    /// echo with generation appends the completion; streamed echo sends the prompt first.</summary>
+    [Fact]
+    public async Task EchoScoresThePromptAsLmEvalAsks()
+    {
+        await Start();
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        var tokens = model.Tokenizer.Encode("Once upon a time there was a cat", addBos: true);
+        var (status, json) = await Post("/v1/completions", "{\"prompt\": [" + string.Join(", ", tokens) + "], \"max_tokens\": 0, \"echo\": true, \"logprobs\": 1, \"temperature\": 0}");
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choice = json.GetProperty("choices")[0];
+        Assert.Equal(model.Tokenizer.Decode(tokens), choice.GetProperty("text").GetString());
+        var logprobs = choice.GetProperty("logprobs").GetProperty("token_logprobs");
+        Assert.Equal(tokens.Length, logprobs.GetArrayLength());
+        Assert.Equal(JsonValueKind.Null, logprobs[0].ValueKind);
+        var session = model.Model.CreateSession(tokens.Length);
+        var all = new float[tokens.Length * model.Config.VocabSize];
+        session.Forward(tokens, all);
+        for (int i = 1; i < tokens.Length; i++)
+        {
+            var row = all.AsSpan((i - 1) * model.Config.VocabSize, model.Config.VocabSize);
+            double max = row.ToArray().Max(), logZ = max + Math.Log(row.ToArray().Sum(v => Math.Exp(v - max)));
+            Assert.Equal(row[tokens[i]] - logZ, logprobs[i].GetDouble(), 4);
+        }
+        Assert.Equal(0, json.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        // Text prompts, and generation after the echo: the prompt's entries, then the completion's.
+        var (_, plain) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "logprobs": 0}""");
+        var (_, echoed) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "logprobs": 0, "echo": true}""");
+        var completion = plain.GetProperty("choices")[0].GetProperty("text").GetString();
+        Assert.Equal("Once upon a time" + completion, echoed.GetProperty("choices")[0].GetProperty("text").GetString());
+        int promptTokens = model.Tokenizer.Encode("Once upon a time", addBos: true).Length;
+        Assert.Equal(promptTokens + 5, echoed.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("tokens").GetArrayLength());
+        using var streamed = await _http.PostAsync("/v1/completions", new StringContent("""{"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "echo": true, "stream": true}""", Encoding.UTF8, "application/json"));
+        var chunks = (await streamed.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1]
+            .Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("text").GetString()).ToList();
+        Assert.Equal("Once upon a time", chunks[0]);
+        Assert.Equal("Once upon a time" + completion, string.Concat(chunks));
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": "x", "max_tokens": 0}""")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": "x", "echo": true, "logprobs": 1, "stream": true}""")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": [1, 99999], "max_tokens": 1}""")).Status);
     }
 
     /// <summary>vLLM's and llama.cpp's sampling extensions: <c>top_k: 1</c> and <c>min_p: 1</c> leave only the most likely
