@@ -311,6 +311,7 @@ internal static partial class OpenAiServer
         CompletionRequest request;
         bool stream;
         int choices;
+        IReadOnlyList<(string Text, int[]? Ids)> prompts = [];
         try
         {
             if (await ReadBody(context, service) is not { } document) return;
@@ -347,9 +348,15 @@ internal static partial class OpenAiServer
                     }
                     : new CompletionRequest
                     {
-                        Prompt = Prompt(root) ?? "", PromptIds = PromptIds(root), Echo = Bool(root, "echo") ?? false,
+                        Echo = Bool(root, "echo") ?? false,
                         MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
                     };
+                if (!chat)
+                {
+                    prompts = Prompts(root);
+                    if (prompts.Count * choices > MaxSequences)
+                        throw new BadField("prompt", $"{prompts.Count} prompts × n = {choices} is more than {MaxSequences} sequences a request");
+                }
                 if (request.Echo && stream && logProbs is not null)
                     throw new BadField("echo", "'echo' with 'logprobs' is answered whole, not streamed (ask without 'stream')");
             }
@@ -364,16 +371,17 @@ internal static partial class OpenAiServer
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         try
         {
-            // n choices are n sequences of the batch, seeded seed, seed + 1, …
-            var requests = Enumerable.Range(0, choices)
-                .Select(i => request with { Sampling = request.Sampling with { Seed = unchecked(request.Sampling.Seed + i) } }).ToList();
+            // n choices are n sequences of the batch, seeded seed, seed + 1, …; several prompts, n choices each, in order.
+            var requests = (chat ? [("", null)] : prompts).SelectMany(p => Enumerable.Range(0, choices)
+                .Select(i => request with { Prompt = p.Text, PromptIds = p.Ids, Sampling = request.Sampling with { Seed = unchecked(request.Sampling.Seed + i) } })).ToList();
             if (!stream)
             {
                 var outcomes = await CompleteAll(service, requests, null, context.RequestAborted);
-                await Results.Json(Response(id, created, service.ModelName, chat, outcomes, split, tools: request.Tools is { Count: > 0 }), Json).ExecuteAsync(context);
+                await Results.Json(Response(id, created, service.ModelName, chat, outcomes, split, tools: request.Tools is { Count: > 0 }, perPrompt: choices), Json)
+                    .ExecuteAsync(context);
                 return;
             }
-            await Stream(context, service, requests, id, created, chat, split);
+            await Stream(context, service, requests, id, created, chat, split, choices);
         }
         catch (Exception e) when (e is InvalidOptionException or ServiceBusyException)
         {
@@ -420,9 +428,9 @@ internal static partial class OpenAiServer
     }
 
     internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes, bool split = false,
-        bool tools = false)
+        bool tools = false, int? perPrompt = null)
     {
-        var usage = Usage(outcomes);
+        var usage = Usage(outcomes, perPrompt);
         return chat
             ? new
             {
@@ -449,11 +457,13 @@ internal static partial class OpenAiServer
             };
     }
 
-    /// <summary>The API's <c>usage</c>: the prompt counted once, every choice's new tokens, and in
+    /// <summary>The API's <c>usage</c>: each prompt counted once (the outcomes come in groups of
+    /// <paramref name="perPrompt"/> choices a prompt; one group without it), every choice's new tokens, and in
     /// <c>prompt_tokens_details.cached_tokens</c> the prompt tokens a kept cache held (not run) for every choice.</summary>
-    private static object Usage(IReadOnlyList<CompletionOutcome> outcomes)
+    private static object Usage(IReadOnlyList<CompletionOutcome> outcomes, int? perPrompt = null)
     {
-        int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes[0].PromptTokens;
+        int group = perPrompt ?? outcomes.Count;
+        int completion = outcomes.Sum(o => o.CompletionTokens), prompt = outcomes.Where((_, i) => i % group == 0).Sum(o => o.PromptTokens);
         return new
         {
             prompt_tokens = prompt, completion_tokens = completion, total_tokens = prompt + completion,
@@ -533,7 +543,7 @@ internal static partial class OpenAiServer
     /// <summary>Server-sent events: one chunk per piece of text as generation produces it (each with its choice's
     /// index), a chunk with each choice's finish reason as it ends, the usage, then <c>[DONE]</c>.</summary>
     private static async Task Stream(HttpContext context, CompletionService service, IReadOnlyList<CompletionRequest> requests, string id, long created, bool chat,
-        bool split = false)
+        bool split = false, int? perPrompt = null)
     {
         var pieces = Channel.CreateUnbounded<(int Index, string Text, IReadOnlyList<CompletionLogProb>? LogProbs)>(new UnboundedChannelOptions { SingleReader = true });
         // A sequence's log-probabilities come just before its piece of text, on the same thread: held until the piece.
@@ -603,8 +613,8 @@ internal static partial class OpenAiServer
             {
                 if (echoed) return;
                 echoed = true;
-                var prompt = requests[0].PromptIds is { } ids ? service.Detokenize(ids) : requests[0].Prompt;
-                for (int i = 0; i < requests.Count; i++) await Send(Chunk(i, prompt, null));
+                for (int i = 0; i < requests.Count; i++)
+                    await Send(Chunk(i, requests[i].PromptIds is { } ids ? service.Detokenize(ids) : requests[i].Prompt, null));
             }
             await foreach (var (index, text, logProbs) in pieces.Reader.ReadAllAsync(context.RequestAborted))
             {
@@ -645,7 +655,7 @@ internal static partial class OpenAiServer
                     else if (streamed == 0 && gates[i].Rest() is { Length: > 0 } rest) await Send(Chunk(i, rest, null));
                 }
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
-            await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), Usage(outcomes)));
+            await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), Usage(outcomes, perPrompt)));
             await events.Write("data: [DONE]\n\n");
         }
         catch (Exception) when (!events.Started)
@@ -700,23 +710,26 @@ internal static partial class OpenAiServer
         _ => throw new BadField("stop", "'stop' must be a string or a list of at most 4 strings"),
     };
 
-    private const string PromptExpected = "'prompt' must be a string, token ids, or a list of one of them";
+    /// <summary>Sequences one request may ask for (prompts × n).</summary>
+    private const int MaxSequences = 64;
 
-    /// <summary>A text <c>prompt</c> (a string or a list of one), or null when it is token ids (<see cref="PromptIds"/>).</summary>
-    private static string? Prompt(JsonElement root) => Field(root, "prompt") switch
+    /// <summary>The completions route's <c>prompt</c>: a string, token ids, or a list of strings or of token-id lists
+    /// (several prompts, answered in order, as OpenAI's and lm-evaluation-harness's batched requests have it), each as
+    /// its text or its ids.</summary>
+    private static IReadOnlyList<(string Text, int[]? Ids)> Prompts(JsonElement root)
     {
-        null => throw new BadField("prompt", "'prompt' is required"),
-        { ValueKind: JsonValueKind.String } s => s.GetString()!,
-        { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() == 1 && a[0].ValueKind == JsonValueKind.String => a[0].GetString()!,
-        { ValueKind: JsonValueKind.Array } a when Ids(a) is not null || a.GetArrayLength() == 1 && Ids(a[0]) is not null => null,
-        _ => throw new BadField("prompt", PromptExpected),
-    };
-
-    /// <summary>A <c>prompt</c> of token ids (a list of them, or a list of one such list, as lm-evaluation-harness sends
-    /// a tokenized request), or null for a text prompt.</summary>
-    private static int[]? PromptIds(JsonElement root) => Field(root, "prompt") is { ValueKind: JsonValueKind.Array } a
-        ? Ids(a) ?? (a.GetArrayLength() == 1 ? Ids(a[0]) : null)
-        : null;
+        const string Expected = "'prompt' must be a string, token ids, or a list of strings or of token-id lists";
+        switch (Field(root, "prompt"))
+        {
+            case null: throw new BadField("prompt", "'prompt' is required");
+            case { ValueKind: JsonValueKind.String } s: return [(s.GetString()!, null)];
+            case { ValueKind: JsonValueKind.Array } a when Ids(a) is { } ids: return [("", ids)];
+            case { ValueKind: JsonValueKind.Array } a when a.GetArrayLength() is > 0 and <= MaxSequences:
+                return [.. a.EnumerateArray().Select(p => p.ValueKind == JsonValueKind.String ? (p.GetString()!, (int[]?)null)
+                    : Ids(p) is { } ids ? ("", ids) : throw new BadField("prompt", Expected))];
+            default: throw new BadField("prompt", Expected);
+        }
+    }
 
     private static int[]? Ids(JsonElement list) =>
         list.ValueKind == JsonValueKind.Array && list.GetArrayLength() > 0 && list.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _))

@@ -495,6 +495,29 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": [1, 99999], "max_tokens": 1}""")).Status);
     }
 
+    /// <summary>Several prompts in one request (strings or token-id lists), n choices each: answered in order, each
+    /// equal to a request of its own, usage counting each prompt once.</summary>
+    [Fact]
+    public async Task SeveralPromptsAreAnsweredInOrder()
+    {
+        await Start();
+        string Text(JsonElement json, int i) => json.GetProperty("choices")[i].GetProperty("text").GetString()!;
+        var (_, once) = await Post("/v1/completions", """{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0}""");
+        var (_, dog) = await Post("/v1/completions", """{"prompt": "The dog", "max_tokens": 6, "temperature": 0}""");
+        var (status, both) = await Post("/v1/completions", """{"prompt": ["Once upon a time", "The dog"], "n": 2, "max_tokens": 6, "temperature": 0}""");
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal(4, both.GetProperty("choices").GetArrayLength());
+        Assert.Equal([Text(once, 0), Text(once, 0), Text(dog, 0), Text(dog, 0)], Enumerable.Range(0, 4).Select(i => Text(both, i)));
+        Assert.Equal(once.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() + dog.GetProperty("usage").GetProperty("prompt_tokens").GetInt32(),
+            both.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        var ids = string.Join(", ", model.Tokenizer.Encode("The dog", addBos: true));
+        var (_, tokenized) = await Post("/v1/completions", "{\"prompt\": [[" + ids + "], [" + ids + "]], \"max_tokens\": 6, \"temperature\": 0}");
+        Assert.Equal([Text(dog, 0), Text(dog, 0)], Enumerable.Range(0, 2).Select(i => Text(tokenized, i)));
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", "{\"prompt\": [" + string.Join(", ", Enumerable.Repeat("\"x\"", 40)) + "], \"n\": 2}")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": ["x", 3]}""")).Status);
+    }
+
     /// <summary>vLLM's and llama.cpp's sampling extensions: <c>top_k: 1</c> and <c>min_p: 1</c> leave only the most likely
     /// token, so a sampled request answers as a greedy one; <c>top_k: -1</c> is off (vLLM's spelling); a strong
     /// <c>repetition_penalty</c> makes greedy text repeat less.</summary>
