@@ -11,7 +11,7 @@ namespace Nanoscale.Benchmarks;
 /// managed bytes allocated per generated token and the collections during the best run (garbage a step leaves
 /// costs collections that stop both threads). With a level of one stream first, each level's aggregate against it
 /// (the 16 streams ≥ 6× one).
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--json-object]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--json-object | --grammar FILE]</code>
 /// </summary>
 internal static class TokenFactoryBenchmark
 {
@@ -19,7 +19,7 @@ internal static class TokenFactoryBenchmark
     {
         if (args.Length < 1 || args[0].StartsWith('-'))
         {
-            Console.Error.WriteLine("usage: token-factory MODEL [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--tokenizer PATH] [--json-object]");
+            Console.Error.WriteLine("usage: token-factory MODEL [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--tokenizer PATH] [--json-object | --grammar FILE]");
             return 1;
         }
         string Option(string name, string fallback)
@@ -34,6 +34,8 @@ internal static class TokenFactoryBenchmark
         // --json-object: every request held to one JSON object (constrained decoding, as response_format json_object),
         // ending where it closes or at --tokens; what the mask costs the batch's one worker thread.
         bool json = args.Contains("--json-object");
+        // --grammar FILE: every request held to a GBNF grammar (as serve's grammar), the same measure.
+        string? grammar = Option("--grammar", "") is { Length: > 0 } g ? File.ReadAllText(g) : null;
         using var model = LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads), KvCache = kvCache });
         Console.WriteLine($"| streams | generated tokens | seconds | aggregate tokens/s | vs one stream | per stream tokens/s | largest batch | allocated KB/token | collections |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -52,9 +54,10 @@ internal static class TokenFactoryBenchmark
                 long bytes = GC.GetTotalAllocatedBytes(precise: true);
                 int gcs = GC.CollectionCount(0);
                 var clock = Stopwatch.StartNew();
-                var pieces = json ? TokenPieces.For(model.Tokenizer) : null;
+                var pieces = json || grammar is not null ? TokenPieces.For(model.Tokenizer) : null;
                 var all = prompts.Select(p => factory.SubmitAsync(p, tokens, new SamplingOptions { StopTokenIds = [] },
-                    constraint: json ? new JsonConstraint(pieces!, new JsonConstraint.JsonObject()) : null)).ToArray();
+                    constraint: json ? new JsonConstraint(pieces!, new JsonConstraint.JsonObject())
+                        : grammar is not null ? new JsonConstraint(pieces!, new JsonConstraint.Grammar(grammar)) : null)).ToArray();
                 Task.WaitAll(all);
                 generatedTokens = all.Sum(t => t.Result.GeneratedTokens);
                 if (run > 0 && clock.Elapsed.TotalSeconds < best)
