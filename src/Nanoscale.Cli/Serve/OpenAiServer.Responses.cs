@@ -48,6 +48,7 @@ internal static partial class OpenAiServer
                     Messages = Str(root, "instructions") is { } instructions ? [new ChatMessage("system", instructions), .. conversation] : conversation,
                     Tools = tools,
                     RequiredTool = tools is null ? null : ResponseToolChoice(root),
+                    ParallelToolCalls = Bool(root, "parallel_tool_calls") ?? true,
                     JsonReply = ResponseFormat(root),
                     MaxTokens = Int(root, "max_output_tokens") ?? Math.Min(256, service.MaxTokensLimit),
                     Sampling = new SamplingOptions
@@ -133,6 +134,7 @@ internal static partial class OpenAiServer
                 if ((gate is null ? piece : gate.Accept(piece)) is { Length: > 0 } text) await Text(text);
                 foreach (var delta in calling?.Accept(piece) ?? [])
                 {
+                    if (!request.ParallelToolCalls && delta.Index > 0) continue; // only the first call is answered
                     if (delta.Id is not null)
                     {
                         callIndex.Add(nextIndex++);

@@ -344,6 +344,7 @@ internal static partial class OpenAiServer
                     ? new CompletionRequest
                     {
                         Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), RequiredTool = RequiredTool(root),
+                        ParallelToolCalls = Bool(root, "parallel_tool_calls") ?? true,
                         MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
                     }
                     : new CompletionRequest
@@ -587,7 +588,9 @@ internal static partial class OpenAiServer
                 return;
             }
             if (gates[index].Accept(text) is { Length: > 0 } ready) await Send(Chunk(index, ready, null));
-            foreach (var call in calling![index].Accept(text)) await Send(CallChunk(index, call));
+            // Without parallel calls only the first goes out (the answer keeps only it).
+            foreach (var call in calling![index].Accept(text))
+                if (requests[index].ParallelToolCalls || call.Index == 0) await Send(CallChunk(index, call));
         }
         // A tool_calls delta: a call's start (index, id, type, name, empty arguments) or a piece of its arguments.
         object CallChunk(int index, ToolCallDeltas.Delta d)

@@ -64,6 +64,10 @@ public sealed record CompletionRequest
     /// come wherever the grammar is satisfied. Null: any text.</summary>
     public string? GrammarReply { get; init; }
 
+    /// <summary>Whether a reply may call several functions (OpenAI's <c>parallel_tool_calls</c>, default true); false
+    /// answers only its first call.</summary>
+    public bool ParallelToolCalls { get; init; } = true;
+
     /// <summary><see cref="RequiredTool"/>: any of the tools.</summary>
     public const string AnyTool = "*";
 
@@ -377,7 +381,10 @@ public sealed class CompletionService : IDisposable
                 };
                 // With tools offered, a reply that spells out calls is those calls (and the text before them).
                 if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text) is { } parsed)
-                    outcome = outcome with { Text = parsed.Content ?? "", ToolCalls = parsed.Calls, FinishReason = "tool_calls" };
+                    outcome = outcome with
+                    {
+                        Text = parsed.Content ?? "", ToolCalls = request.ParallelToolCalls ? parsed.Calls : parsed.Calls.Take(1).ToList(), FinishReason = "tool_calls",
+                    };
                 Metrics.Finish(outcome);
                 return outcome;
             }

@@ -750,6 +750,36 @@ public sealed class ToolUseTests
 {
     private const string Tool = """{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}""";
 
+    /// <summary>A reply of two calls (made so by a guided choice, as a random model would not write them) is answered
+    /// as both, and with <c>parallel_tool_calls: false</c> as the first alone, whole and streamed.</summary>
+    [Fact]
+    public async Task ParallelToolCallsFalseAnswersTheFirstCallAlone()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
+        const string Reply = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>";
+        string Body(bool parallel, bool stream) => JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["messages"] = new[] { new { role = "user", content = "Weather in Paris and Rome?" } },
+            ["tools"] = new[] { JsonDocument.Parse(Tool).RootElement }, ["guided_choice"] = new[] { Reply },
+            ["max_tokens"] = 80, ["parallel_tool_calls"] = parallel, ["stream"] = stream,
+        });
+        foreach (bool parallel in new[] { true, false })
+        {
+            var (status, text) = await served.Post("/v1/chat/completions", Body(parallel, stream: false));
+            Assert.True(status == HttpStatusCode.OK, text);
+            var calls = JsonDocument.Parse(text).RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("tool_calls");
+            Assert.Equal(parallel ? 2 : 1, calls.GetArrayLength());
+            Assert.Contains("Paris", calls[0].GetProperty("function").GetProperty("arguments").GetString());
+            var (_, streamed) = await served.Post("/v1/chat/completions", Body(parallel, stream: true));
+            var started = streamed.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1]
+                .Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0].GetProperty("delta"))
+                .Count(d => d.TryGetProperty("tool_calls", out var t) && t[0].TryGetProperty("id", out _));
+            Assert.Equal(parallel ? 2 : 1, started);
+        }
+    }
+
     [Fact]
     public async Task ToolsReachThePromptAndToolTurnsAreAccepted()
     {
