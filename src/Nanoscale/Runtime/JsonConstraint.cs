@@ -32,9 +32,12 @@ public interface ITokenConstraint
 /// Text of a fixed shape, checked character by character on the tokens' texts: a sequence of parts, each a literal, one
 /// of several strings, or one JSON object (RFC 8259: strings with escapes, numbers, literals, nesting up to
 /// <see cref="MaxDepth"/>; no more than <see cref="MaxWhitespace"/> whitespace characters in a row, so a model cannot
-/// idle in blanks until its token limit), optionally held to a <see cref="JsonSchema"/> (its keys, types, enums and
-/// required keys). <c>nanoscale serve</c> forces a tool call with it — the function's name among the offered tools and
-/// its arguments as its parameters' schema describes them — and answers <c>response_format</c> JSON requests.
+/// idle in blanks until its token limit), optionally held to a <see cref="JsonSchema"/> (keys, types, enums, required
+/// keys and the value rules: patterns, formats, lengths, bounds, counts, branches); or, as the last part, text a regular
+/// expression (<see cref="Matches"/>) or a GBNF grammar (<see cref="Grammar"/>) matches whole, which may end at any match.
+/// <c>nanoscale serve</c> forces a tool call with it — the function's name among the offered tools and its arguments
+/// as its parameters' schema describes them — and answers <c>response_format</c>, <c>guided_*</c> and <c>grammar</c>
+/// requests.
 /// A token is allowed when every character of its text keeps the shape possible; a token with no text (an end or
 /// control token) never is. A character that is part of an unfinished UTF-8 sequence (decoded as U+FFFD) counts as a
 /// character of a JSON string.
