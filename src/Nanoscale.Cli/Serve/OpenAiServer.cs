@@ -358,6 +358,11 @@ internal static partial class OpenAiServer
                     if (prompts.Count * choices > MaxSequences)
                         throw new BadField("prompt", $"{prompts.Count} prompts × n = {choices} is more than {MaxSequences} sequences a request");
                 }
+                // Fields that would change the answer and are not implemented are refused rather than ignored.
+                if (!chat && Str(root, "suffix") is { Length: > 0 })
+                    throw new BadField("suffix", "'suffix' (fill-in-the-middle) is not supported");
+                if (Int(root, "best_of") is int bestOf && bestOf != choices)
+                    throw new BadField("best_of", "'best_of' is not supported beyond 'n' (every choice is returned)");
                 if (request.Echo && stream && logProbs is not null)
                     throw new BadField("echo", "'echo' with 'logprobs' is answered whole, not streamed (ask without 'stream')");
             }

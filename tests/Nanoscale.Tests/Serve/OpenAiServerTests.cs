@@ -162,7 +162,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream", "n", "seed", "logprobs",
         "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user", "logit_bias",
         "tool_choice", "top_k", "min_p", "repetition_penalty", "guided_regex", "guided_choice", "guided_json", "json_schema", "structured_outputs",
-        "grammar", "guided_grammar", "echo",
+        "grammar", "guided_grammar", "echo", "suffix", "best_of", "parallel_tool_calls",
     ];
 
     /// <summary>Any JSON value: scalars of every kind and edge (huge, negative, NaN-free floats, empty and non-ASCII
@@ -308,6 +308,8 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     [InlineData("/v1/completions", """{"prompt": "x", "presence_penalty": "high"}""", 400, "presence_penalty")]
     [InlineData("/v1/completions", """{"prompt": "x", "logprobs": 6}""", 400, "logprobs")]
     [InlineData("/v1/completions", """{"prompt": "x", "top_p": 0}""", 400, "top_p")]
+    [InlineData("/v1/completions", """{"prompt": "x", "suffix": "end"}""", 400, "suffix")]
+    [InlineData("/v1/completions", """{"prompt": "x", "best_of": 3}""", 400, "best_of")]
     [InlineData("/v1/completions", """{"prompt": "x", "min_p": 1.5}""", 400, "min_p")]
     [InlineData("/v1/completions", """{"prompt": "x", "repetition_penalty": 0}""", 400, "repetition_penalty")]
     [InlineData("/v1/completions", """{"prompt": "x", "top_k": "all"}""", 400, "top_k")]
