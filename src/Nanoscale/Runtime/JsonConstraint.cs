@@ -503,7 +503,18 @@ public sealed class JsonConstraint : ITokenConstraint
             case Mode.Enum:
             {
                 var values = s.Next.Values!;
-                if (Narrow(ref s, values, c, out _)) return true;
+                if (Narrow(ref s, values, c, out int chosen))
+                {
+                    // A discriminated union's first key written whole: the object goes on as the branch it names, that
+                    // key already written.
+                    if (chosen >= 0 && s.Frames is { IsObject: true, Schema.UnionBranches: { } union } frame)
+                    {
+                        var branch = union[chosen];
+                        int at = Array.IndexOf(branch.Keys, frame.Schema.Keys[0]);
+                        s.Frames = frame with { Schema = branch, Seen = at >= 0 ? UInt128.One << at : 0 };
+                    }
+                    return true;
+                }
                 // A value may end where another goes on (1 and 10): it ends at the first character none continues.
                 for (int i = 0; i < values.Length; i++)
                     if ((s.Candidates & (UInt128.One << i)) != 0 && values[i].Length == s.Matched)

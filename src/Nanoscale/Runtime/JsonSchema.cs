@@ -13,8 +13,9 @@ namespace Nanoscale.Runtime;
 /// <c>pattern</c> (<see cref="JsonPattern"/>'s subset of ECMAScript regular expressions) and <c>format</c> (date, time,
 /// date-time, duration, uuid, ipv4, ipv6, hostname, email: <see cref="JsonPattern.ForFormat"/>), a number's
 /// <c>minimum</c>/<c>maximum</c>/<c>exclusiveMinimum</c>/<c>exclusiveMaximum</c>/<c>multipleOf</c> (exact decimals,
-/// <see cref="JsonNumberBounds"/>), <c>anyOf</c>/<c>oneOf</c> of plain types or of branches whose values begin with
-/// different characters (pydantic's <c>Optional[Model]</c>: an object or null), local <c>$ref</c>s (<c>#/$defs/Name</c>,
+/// <see cref="JsonNumberBounds"/>), <c>anyOf</c>/<c>oneOf</c> of plain types, of branches whose values begin with
+/// different characters (pydantic's <c>Optional[Model]</c>: an object or null) and of object branches told apart by a
+/// discriminator (<see cref="Discriminated"/>), local <c>$ref</c>s (<c>#/$defs/Name</c>,
 /// as pydantic writes nested models; a recursive one is followed to the nesting bound) and <c>allOf</c> (several parts
 /// joined into one schema, <see cref="Merge"/>). Everything else — remote references, branches that begin alike (two
 /// kinds of object), patterns beyond the subset, formats not listed, parts of an <c>allOf</c> that cannot be joined —
@@ -142,15 +143,31 @@ public sealed class JsonSchema
                     continue;
                 }
                 // Otherwise branches whose values begin with different characters (pydantic's Optional[Model]: an
-                // object or null) are followed, the first character choosing; any overlap leaves the value free.
-                var starts = branches.EnumerateArray().Select(b => Starts(b, root, 0)).ToArray();
-                for (int i = 0; i < starts.Length; i++)
-                    for (int j = i + 1; j < starts.Length; j++)
-                        if (starts[i].Intersect(starts[j]).Any()) return Any;
-                var compiled = branches.EnumerateArray().Select(b => Compile(b, root, depth + 1, references)).ToArray();
+                // object or null) are followed, the first character choosing; several object branches told apart by a
+                // discriminator (a property each sets to its own string constant) count as one; any other overlap
+                // leaves the value free.
+                var list = branches.EnumerateArray().ToList();
+                var starts = list.Select(b => Starts(b, root, 0)).ToList();
+                var objects = Enumerable.Range(0, list.Count).Where(i => starts[i] == "{").ToList();
+                JsonSchema? discriminated = objects.Count >= 2 ? Discriminated(schema, [.. objects.Select(i => list[i])], root, depth, references) : null;
+                var compiled = new List<JsonSchema>();
+                var branchStarts = new List<string>();
+                for (int i = 0; i < list.Count; i++)
+                {
+                    if (discriminated is not null && objects.Contains(i))
+                    {
+                        if (i != objects[0]) continue;
+                        compiled.Add(discriminated);
+                    }
+                    else compiled.Add(Compile(list[i], root, depth + 1, references));
+                    branchStarts.Add(starts[i]);
+                }
+                for (int i = 0; i < branchStarts.Count; i++)
+                    for (int j = i + 1; j < branchStarts.Count; j++)
+                        if (branchStarts[i].Intersect(branchStarts[j]).Any()) return Any;
                 Kinds allowed = 0;
-                foreach (var b in branches.EnumerateArray()) allowed |= KindsOf(Starts(b, root, 0));
-                return new() { Allowed = allowed, Branches = compiled, BranchStarts = starts };
+                foreach (var start in branchStarts) allowed |= KindsOf(start);
+                return compiled.Count == 1 ? compiled[0] : new() { Allowed = allowed, Branches = [.. compiled], BranchStarts = [.. branchStarts] };
             }
         bool hasProperties = schema.TryGetProperty("properties", out var properties) && properties.ValueKind == JsonValueKind.Object;
         kinds ??= hasProperties ? Kinds.Object : schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) ? Kinds.Array : Kinds.Any;
@@ -317,6 +334,55 @@ public sealed class JsonSchema
         JsonNumberBounds.Exact.Parse(value.GetRawText()) is { } a && JsonNumberBounds.Exact.Parse(existing.ToJsonString()) is { } b
         && JsonNumberBounds.Exact.Compare(a, b) is var order && (larger ? order > 0 : order < 0);
 
+    /// <summary>
+    /// Object branches told apart by a discriminator — a property every branch declares as its own string constant
+    /// (<c>const</c>, or an <c>enum</c> of one; OpenAPI's <c>discriminator.propertyName</c> names it, else the first such
+    /// property) — as one object schema whose first key must be the discriminator: its value picks the branch the rest
+    /// of the object follows (<see cref="UnionBranches"/>). Null when the branches have no such property.
+    /// </summary>
+    private static JsonSchema? Discriminated(JsonElement schema, IReadOnlyList<JsonElement> branches, JsonElement root, int depth, Dictionary<string, JsonSchema> references)
+    {
+        var resolved = new List<JsonElement>();
+        foreach (var branch in branches)
+        {
+            var at = branch;
+            for (int hops = 0; at.ValueKind == JsonValueKind.Object && at.TryGetProperty("$ref", out var r); hops++)
+            {
+                if (hops > 8 || r.ValueKind != JsonValueKind.String || Resolve(root, r.GetString()!) is not { } target) return null;
+                at = target;
+            }
+            if (at.ValueKind != JsonValueKind.Object || !at.TryGetProperty("properties", out var p) || p.ValueKind != JsonValueKind.Object) return null;
+            resolved.Add(at);
+        }
+        static string? Constant(JsonElement branch, string name) =>
+            branch.GetProperty("properties").TryGetProperty(name, out var property) && property.ValueKind == JsonValueKind.Object
+                ? property.TryGetProperty("const", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString()
+                : property.TryGetProperty("enum", out var e) && e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 1 && e[0].ValueKind == JsonValueKind.String ? e[0].GetString()
+                : null
+                : null;
+        var named = schema.TryGetProperty("discriminator", out var d) && d.ValueKind == JsonValueKind.Object && d.TryGetProperty("propertyName", out var n)
+            && n.ValueKind == JsonValueKind.String ? n.GetString() : null;
+        var candidates = named is not null ? [named] : resolved[0].GetProperty("properties").EnumerateObject().Select(x => x.Name).ToList();
+        foreach (var name in candidates)
+        {
+            var values = resolved.Select(b => Constant(b, name)).ToList();
+            if (values.Any(v => v is null) || values.Distinct().Count() != values.Count) continue;
+            var compiled = branches.Select(b => Compile(b, root, depth + 1, references)).ToArray();
+            var key = JsonSerializer.Serialize(name, Compact)[1..];
+            return new JsonSchema
+            {
+                Allowed = Kinds.Object, Keys = [key], Required = 1, OtherKeys = false,
+                KeySchemas = [new JsonSchema { Values = [.. values.Select(v => JsonSerializer.Serialize(v, Compact))] }],
+                UnionBranches = compiled,
+            };
+        }
+        return null;
+    }
+
+    /// <summary>A discriminated union's branches, in the order of its discriminator's values (<see cref="Discriminated"/>);
+    /// null for any other schema.</summary>
+    internal JsonSchema[]? UnionBranches { get; private set; }
+
     /// <summary>A string's length bounds, pattern and format.</summary>
     private void StringRules(JsonElement schema)
     {
@@ -407,6 +473,7 @@ public sealed class JsonSchema
         (MinLength, MaxLength, Pattern, Bounds) = (other.MinLength, other.MaxLength, other.Pattern, other.Bounds);
         (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues, PrefixItems) =
             (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues, other.PrefixItems);
+        UnionBranches = other.UnionBranches;
     }
 
     /// <summary>The schema a local JSON pointer (<c>#/$defs/Name</c>) points to in <paramref name="root"/>, or null.</summary>
