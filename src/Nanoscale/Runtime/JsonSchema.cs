@@ -17,10 +17,10 @@ namespace Nanoscale.Runtime;
 /// different characters (pydantic's <c>Optional[Model]</c>: an object or null) and of object branches told apart by a
 /// discriminator (<see cref="Discriminated"/>), local <c>$ref</c>s (<c>#/$defs/Name</c>,
 /// as pydantic writes nested models; a recursive one is followed to the nesting bound) and <c>allOf</c> (several parts
-/// joined into one schema, <see cref="Merge"/>). Everything else — remote references, branches that begin alike (two
-/// kinds of object), patterns beyond the subset, formats not listed, parts of an <c>allOf</c> that cannot be joined —
-/// leaves the value free (any JSON of the allowed types), so a schema
-/// the subset does not cover is followed less closely, never refused. A function's <c>parameters</c> absent means no
+/// joined into one schema, <see cref="Merge"/>). Everything else — remote references, branches that begin alike
+/// (object branches without a discriminator), patterns beyond the subset, formats not listed, parts of an <c>allOf</c>
+/// that cannot be joined — leaves the value free (any JSON of the allowed types), so a schema the subset does not cover
+/// is followed less closely, never refused. A function's <c>parameters</c> absent means no
 /// arguments: <c>{}</c>.
 /// </summary>
 public sealed class JsonSchema
