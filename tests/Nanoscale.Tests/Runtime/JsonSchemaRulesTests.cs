@@ -389,21 +389,9 @@ public class JsonSchemaRulesTests
             int complete = 0;
             Gen.Int.Sample(seed =>
             {
-                var random = new Random(seed);
-                var constraint = Constraint(text);
-                var json = new StringBuilder();
-                while (!constraint.Complete && json.Length < 2000)
-                {
-                    var allowed = alphabet.Where(c => constraint.AllowsText(c.ToString())).ToList();
-                    Assert.True(allowed.Count > 0, $"stuck after {json}");
-                    var closing = allowed.Where(c => c is '"' or '}' or ']' or ',').ToList();
-                    char next = closing.Count > 0 && random.Next(2) == 0 ? closing[random.Next(closing.Count)] : allowed[random.Next(allowed.Count)];
-                    constraint.AcceptText(next.ToString());
-                    json.Append(next);
-                }
-                if (!constraint.Complete) return;
+                if (Support.ConstraintText.Walk(Constraint(text), alphabet, new Random(seed), 2000) is not { } json) return;
                 complete++;
-                using var document = JsonDocument.Parse(json.ToString());
+                using var document = JsonDocument.Parse(json);
                 var result = validator.Evaluate(document.RootElement, Validation);
                 Assert.True(result.IsValid, json + "\n" + JsonSerializer.Serialize((result.Details ?? []).Where(d => d.Errors is { Count: > 0 }).Select(d => (d.InstanceLocation.ToString(), d.Errors))));
             }, iter: 150, threads: 1);

@@ -16,6 +16,24 @@ internal static class ConstraintText
         return true;
     }
 
+    /// <summary>A random walk held to the constraint: each step a random character of <paramref name="alphabet"/> among
+    /// those allowed, closing characters (quote, brackets, comma) favoured so walks end; fails if a walk gets stuck.
+    /// The text, when the shape completed within <paramref name="limit"/> characters; null otherwise.</summary>
+    public static string? Walk(JsonConstraint constraint, char[] alphabet, Random random, int limit)
+    {
+        var text = new System.Text.StringBuilder();
+        while (!constraint.Complete && text.Length < limit)
+        {
+            var allowed = alphabet.Where(c => constraint.AllowsText(c.ToString())).ToList();
+            Xunit.Assert.True(allowed.Count > 0, $"stuck after {text}");
+            var closing = allowed.Where(c => c is '"' or '}' or ']' or ',').ToList();
+            char next = closing.Count > 0 && random.Next(2) == 0 ? closing[random.Next(closing.Count)] : allowed[random.Next(allowed.Count)];
+            constraint.AcceptText(next.ToString());
+            text.Append(next);
+        }
+        return constraint.Complete ? text.ToString() : null;
+    }
+
     /// <summary>Whether the whole text fits and completes the shape exactly at its end.</summary>
     public static bool Whole(JsonConstraint constraint, string text) => Feed(constraint, text) && constraint.Complete;
 }
