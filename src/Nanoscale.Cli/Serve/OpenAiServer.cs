@@ -383,7 +383,8 @@ internal static partial class OpenAiServer
             if (!stream)
             {
                 var outcomes = await CompleteAll(service, requests, null, context.RequestAborted);
-                await Results.Json(Response(id, created, service.ModelName, chat, outcomes, split, tools: request.Tools is { Count: > 0 }, perPrompt: choices), Json)
+                await Results.Json(Response(id, created, service.ModelName, chat, outcomes, split, tools: request.Tools is { Count: > 0 }, perPrompt: choices,
+                        parallelCalls: request.ParallelToolCalls), Json)
                     .ExecuteAsync(context);
                 return;
             }
@@ -434,7 +435,7 @@ internal static partial class OpenAiServer
     }
 
     internal static object Response(string id, long created, string model, bool chat, IReadOnlyList<CompletionOutcome> outcomes, bool split = false,
-        bool tools = false, int? perPrompt = null)
+        bool tools = false, int? perPrompt = null, bool parallelCalls = true)
     {
         var usage = Usage(outcomes, perPrompt);
         return chat
@@ -444,7 +445,7 @@ internal static partial class OpenAiServer
                 choices = outcomes.Select((o, i) => new
                 {
                     index = i,
-                    message = Message(o, split, tools),
+                    message = Message(o, split, tools, parallelCalls),
                     logprobs = ChatLogProbs(o.LogProbs), finish_reason = o.FinishReason,
                 }).ToArray(),
                 usage,
@@ -481,7 +482,7 @@ internal static partial class OpenAiServer
     /// <c>reasoning_content</c> when <paramref name="split"/>), and its tool calls. With <paramref name="tools"/>, a
     /// reply cut off by <c>max_tokens</c> inside a call answers that call as far as it was written (its arguments not
     /// whole JSON), as OpenAI does and as the streamed answer has sent it (<see cref="ToolCallDeltas"/>).</summary>
-    private static object Message(CompletionOutcome o, bool split, bool tools = false)
+    private static object Message(CompletionOutcome o, bool split, bool tools = false, bool parallelCalls = true)
     {
         var (reasoning, content) = split ? ReasoningStream.Split(o.Text, o.StartsInReasoning) : (null, o.Text);
         var made = o.ToolCalls;
@@ -491,7 +492,7 @@ internal static partial class OpenAiServer
             cut.Accept(content);
             if (cut.FirstCall is int at)
             {
-                made = [.. cut.Calls.Select(c => new ToolCall(c.Id, c.Name, c.Arguments))];
+                made = [.. cut.Calls.Take(parallelCalls ? int.MaxValue : 1).Select(c => new ToolCall(c.Id, c.Name, c.Arguments))];
                 content = content[..at].TrimEnd();
             }
         }
