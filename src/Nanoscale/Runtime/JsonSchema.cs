@@ -124,7 +124,7 @@ public sealed class JsonSchema
         if (schema.TryGetProperty("allOf", out var all) && all.ValueKind == JsonValueKind.Array && all.GetArrayLength() == 1)
             return Compile(all[0], root, depth + 1, references);
         if (all.ValueKind == JsonValueKind.Array && all.GetArrayLength() > 1)
-            return Merge(schema, all, root) is { } merged ? Compile(merged, root, depth + 1, references) : Any;
+            return MergeOrFree(schema, all, root) is { } merged ? Compile(merged, root, depth + 1, references) : Any;
         if (schema.TryGetProperty("const", out var constant)) return new() { Values = [JsonSerializer.Serialize(constant, Compact)] };
         if (schema.TryGetProperty("enum", out var values) && values.ValueKind == JsonValueKind.Array && values.GetArrayLength() is > 0 and <= MaxKeys)
             return new() { Values = [.. values.EnumerateArray().Select(v => JsonSerializer.Serialize(v, Compact)).Distinct()] };
@@ -222,6 +222,20 @@ public sealed class JsonSchema
     /// where parts disagree in what cannot be joined here: two different patterns, formats or steps, branches in two
     /// parts, or <c>additionalProperties</c> schemas in two.
     /// </summary>
+    private static JsonElement? MergeOrFree(JsonElement schema, JsonElement parts, JsonElement root)
+    {
+        try
+        {
+            return Merge(schema, parts, root);
+        }
+        catch (ArgumentException)
+        {
+            // A part with a name twice in one object (JSON allows it; the node model the join is written in does not):
+            // the value is left free, as any schema the join cannot read.
+            return null;
+        }
+    }
+
     private static JsonElement? Merge(JsonElement schema, JsonElement parts, JsonElement root)
     {
         var merged = new JsonObject();

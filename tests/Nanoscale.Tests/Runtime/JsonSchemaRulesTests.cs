@@ -447,6 +447,8 @@ public class JsonSchemaRulesTests
         Assert.True(Whole(Numbers, "{\"n\": 3}"));
         Assert.False(Whole(Numbers, "{\"n\": -1}"));
         Assert.False(Whole(Numbers, "{\"n\": 1.5}"));
+        // A part with a name twice (JSON allows it) is read without failing, the value left free.
+        Assert.True(Whole("""{"type": "object", "properties": {"x": {"allOf": [{"minimum": {"a": 1, "a": 2}}, {"maximum": 3}]}}}""", "{\"x\": [true]}"));
         const string TwoPatterns = """{"type": "object", "properties": {"s": {"allOf": [{"type": "string", "pattern": "^a"}, {"pattern": "b$"}]}}}""";
         Assert.True(Whole(TwoPatterns, "{\"s\": [1]}")); // left free
     }
