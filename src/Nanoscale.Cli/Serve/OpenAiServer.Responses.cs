@@ -95,7 +95,6 @@ internal static partial class OpenAiServer
             // A thinking template's reply: its reasoning block goes out as a reasoning item, the rest as above.
             var thinking = split ? new ReasoningStream(service.StartsInReasoning(request)) : null;
             int nextIndex = 0, messageIndex = -1, reasoningIndex = -1;
-            var reasoned = new System.Text.StringBuilder();
             async Task Reasoning(string text)
             {
                 if (reasoningIndex < 0)
@@ -103,7 +102,6 @@ internal static partial class OpenAiServer
                     reasoningIndex = nextIndex++;
                     await Event("response.output_item.added", new { output_index = reasoningIndex, item = new { id = reasoningId, type = "reasoning", summary = Array.Empty<object>(), content = Array.Empty<object>() } });
                 }
-                reasoned.Append(text);
                 await Event("response.reasoning_text.delta", new { item_id = reasoningId, output_index = reasoningIndex, content_index = 0, delta = text });
             }
             var callIndex = new List<int>(); // each streamed call's output index

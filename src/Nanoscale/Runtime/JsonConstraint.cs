@@ -598,7 +598,7 @@ public sealed class JsonConstraint : ITokenConstraint
             case Mode.ExponentDigits:
                 if (char.IsAsciiDigit(c)) return true;
                 return EndNumber(ref s, c);
-                default:
+            default:
                 return false;
         }
     }
