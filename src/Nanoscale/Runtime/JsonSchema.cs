@@ -170,7 +170,7 @@ public sealed class JsonSchema
                 return compiled.Count == 1 ? compiled[0] : new() { Allowed = allowed, Branches = [.. compiled], BranchStarts = [.. branchStarts] };
             }
         bool hasProperties = schema.TryGetProperty("properties", out var properties) && properties.ValueKind == JsonValueKind.Object;
-        kinds ??= hasProperties ? Kinds.Object : schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) ? Kinds.Array : Kinds.Any;
+        kinds ??= ImpliedKinds(schema);
         var result = new JsonSchema { Allowed = kinds.Value };
         if (kinds.Value.HasFlag(Kinds.String)) result.StringRules(schema);
         if ((kinds.Value & (Kinds.Number | Kinds.Integer)) != 0) result.Bounds = JsonNumberBounds.From(schema);
@@ -441,8 +441,7 @@ public sealed class JsonSchema
             foreach (var name in (string[])["anyOf", "oneOf"])
                 if (schema.TryGetProperty(name, out var branches) && branches.ValueKind == JsonValueKind.Array && branches.GetArrayLength() > 0)
                     return new string([.. branches.EnumerateArray().SelectMany(b => Starts(b, root, depth + 1)).Distinct()]);
-        kinds ??= schema.TryGetProperty("properties", out var p) && p.ValueKind == JsonValueKind.Object ? Kinds.Object
-            : schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) ? Kinds.Array : Kinds.Any;
+        kinds ??= ImpliedKinds(schema);
         var starts = new System.Text.StringBuilder();
         if (kinds.Value.HasFlag(Kinds.Object)) starts.Append('{');
         if (kinds.Value.HasFlag(Kinds.Array)) starts.Append('[');
@@ -452,6 +451,12 @@ public sealed class JsonSchema
         if ((kinds.Value & (Kinds.Number | Kinds.Integer)) != 0) starts.Append("-0123456789");
         return starts.ToString();
     }
+
+    /// <summary>The kinds a schema without <c>type</c> allows: an object where it declares properties, an array where it
+    /// describes items, anything otherwise.</summary>
+    private static Kinds ImpliedKinds(JsonElement schema) =>
+        schema.TryGetProperty("properties", out var p) && p.ValueKind == JsonValueKind.Object ? Kinds.Object
+            : schema.TryGetProperty("items", out _) || schema.TryGetProperty("prefixItems", out _) ? Kinds.Array : Kinds.Any;
 
     /// <summary>The kinds whose values begin with one of <paramref name="starts"/>.</summary>
     private static Kinds KindsOf(string starts)
