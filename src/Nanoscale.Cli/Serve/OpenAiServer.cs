@@ -788,20 +788,20 @@ internal static partial class OpenAiServer
         JsonSchema? json = null;
         string? regex = null, grammar = null;
         foreach (var name in (string[])["grammar", "guided_grammar"])
-            if (Field(root, name) is { ValueKind: not JsonValueKind.Null } g) grammar = Grammar(g, name, Add(name));
+            if (Field(root, name) is { } g) grammar = Grammar(g, name, Add(name));
         if (Field(root, "response_format") is { } format && ReplyFormat(format, "response_format", "response_format", schemaNested: true) is { } fromFormat)
             (json, _) = (fromFormat, Add("response_format"));
-        if (Field(root, "json_schema") is { ValueKind: not JsonValueKind.Null } schema) json = Schema(schema, "json_schema", Add("json_schema"));
-        if (Field(root, "guided_json") is { ValueKind: not JsonValueKind.Null } guided) json = Schema(guided, "guided_json", Add("guided_json"));
-        if (Field(root, "guided_regex") is { ValueKind: not JsonValueKind.Null } pattern) regex = Regex(pattern, "guided_regex", Add("guided_regex"));
-        if (Field(root, "guided_choice") is { ValueKind: not JsonValueKind.Null } choice) regex = Choice(choice, "guided_choice", Add("guided_choice"));
-        if (Field(root, "structured_outputs") is { ValueKind: not JsonValueKind.Null } outputs)
+        if (Field(root, "json_schema") is { } schema) json = Schema(schema, "json_schema", Add("json_schema"));
+        if (Field(root, "guided_json") is { } guided) json = Schema(guided, "guided_json", Add("guided_json"));
+        if (Field(root, "guided_regex") is { } pattern) regex = Regex(pattern, "guided_regex", Add("guided_regex"));
+        if (Field(root, "guided_choice") is { } choice) regex = Choice(choice, "guided_choice", Add("guided_choice"));
+        if (Field(root, "structured_outputs") is { } outputs)
         {
             if (outputs.ValueKind != JsonValueKind.Object) throw new BadField("structured_outputs", "'structured_outputs' must be an object");
-            if (Field(outputs, "grammar") is { ValueKind: not JsonValueKind.Null } g) grammar = Grammar(g, "structured_outputs", Add("structured_outputs.grammar"));
-            if (Field(outputs, "json") is { ValueKind: not JsonValueKind.Null } j) json = Schema(j, "structured_outputs", Add("structured_outputs.json"));
-            if (Field(outputs, "regex") is { ValueKind: not JsonValueKind.Null } r) regex = Regex(r, "structured_outputs", Add("structured_outputs.regex"));
-            if (Field(outputs, "choice") is { ValueKind: not JsonValueKind.Null } c) regex = Choice(c, "structured_outputs", Add("structured_outputs.choice"));
+            if (Field(outputs, "grammar") is { } g) grammar = Grammar(g, "structured_outputs", Add("structured_outputs.grammar"));
+            if (Field(outputs, "json") is { } j) json = Schema(j, "structured_outputs", Add("structured_outputs.json"));
+            if (Field(outputs, "regex") is { } r) regex = Regex(r, "structured_outputs", Add("structured_outputs.regex"));
+            if (Field(outputs, "choice") is { } c) regex = Choice(c, "structured_outputs", Add("structured_outputs.choice"));
         }
         if (asked.Count > 1) throw new BadField(asked[1], $"the reply can be held to one shape: {string.Join(", ", asked)} were all given");
         return (json, regex, grammar);
@@ -826,8 +826,7 @@ internal static partial class OpenAiServer
                 }
             }
             if (value.ValueKind != JsonValueKind.Object) throw new BadField(field, $"'{what}' must be a JSON schema object");
-            var compiled = JsonSchema.From(value);
-            return compiled.AllowsObject ? compiled : throw new BadField(field, "the schema must describe an object at its root");
+            return ObjectSchema(value, field);
         }
         static string Regex(JsonElement value, string field, string what) =>
             value.ValueKind == JsonValueKind.String && value.GetString()!.Length is > 0 and <= JsonSchema.MaxPattern
@@ -857,12 +856,15 @@ internal static partial class OpenAiServer
                 var holder = schemaNested ? Field(format, "json_schema") : format;
                 if (holder is not { ValueKind: JsonValueKind.Object } spec || Field(spec, "schema") is not { ValueKind: JsonValueKind.Object } schema)
                     throw new BadField(field, schemaNested ? "'json_schema' must be {\"name\": …, \"schema\": {…}}" : $"'{what}' json_schema needs a 'schema' object");
-                var compiled = JsonSchema.From(schema);
-                return compiled.AllowsObject ? compiled : throw new BadField(field, "the schema must describe an object at its root");
+                return ObjectSchema(schema, field);
             default:
                 throw new BadField(field, $"'{what}' type may be \"text\", \"json_object\" or \"json_schema\"");
         }
     }
+
+    /// <summary>A reply's JSON schema, which must allow an object at its root; errors name <paramref name="field"/>.</summary>
+    private static JsonSchema ObjectSchema(JsonElement schema, string field) =>
+        JsonSchema.From(schema) is { AllowsObject: true } compiled ? compiled : throw new BadField(field, "the schema must describe an object at its root");
 
     /// <summary><c>tool_choice</c>: <c>auto</c> (the default) or <c>none</c> (null: the model chooses, or the tools are
     /// left out), <c>required</c> (<see cref="CompletionRequest.AnyTool"/>) or
