@@ -24,6 +24,7 @@ switch (args.FirstOrDefault())
     case "serve-load": return ServeLoadBenchmark.Run(args[1..]);
     case "prompt-cache": return PromptCacheBenchmark.Run(args[1..]);
     case "json-constraint": return JsonConstraintBenchmark.Run(args[1..]);
+    case "sampler": return SamplerBenchmark.Run(args[1..]);
     case "budget-rank": return BudgetRankBenchmark.Run(args[1..]);
     case "hadamard": return HadamardBenchmark.Run(args[1..]);
     case "e8-mse": return E8Distortion.Run(args[1..]);

@@ -50,7 +50,7 @@ public class SamplingTests
             long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
             Assert.True(allocated < 64 * 1024, $"{allocated} bytes for 8 draws");
 
-            // The same draws from the weights as an array (the former implementation), with the same random numbers.
+            // The same draws as the reference (a whole sort), with the same random numbers.
             var reference = new Random(options.Seed);
             reference.NextDouble();
             foreach (int token in drawn) Assert.Equal(Reference(logits, options, reference.NextDouble()), token);
@@ -64,39 +64,103 @@ public class SamplingTests
         Assert.Equal(Array.IndexOf(logits, logits.Max()), best);
     }
 
+    /// <summary>The draw as <see cref="Generation.Sampler"/>'s remarks define it, by a whole sort of the vocabulary (the
+    /// sampler sorts only the few tokens it must).</summary>
     private static int Reference(float[] logits, SamplingOptions options, double u)
     {
         int n = logits.Length;
         int[] order = [.. Enumerable.Range(0, n).OrderByDescending(i => logits[i]).ThenBy(i => i)];
+        double max = logits[order[0]];
+        double scale = Math.Pow(2, 62 - (int)Math.Ceiling(Math.Log2(n + 1)));
+        long Weight(int id) => (long)(Math.Exp((logits[id] - max) / options.Temperature) * scale);
+        long Share(double fraction, long total) => (long)(fraction * total);
         int kept = options.TopK > 0 ? Math.Min(options.TopK, n) : n;
-        double max = logits[order[0]], total = 0;
-        var p = new double[kept];
-        if (options.TopK == 0 && options.TopP >= 1)
-        {
-            var w = new double[n];
-            for (int i = 0; i < n; i++) total += w[i] = Math.Exp((logits[i] - max) / options.Temperature);
-            double r = u * total;
-            for (int i = 0; i < n; i++)
-                if ((r -= w[i]) < 0) return i;
-            return n - 1;
-        }
-        for (int i = 0; i < kept; i++) total += p[i] = Math.Exp((logits[order[i]] - max) / options.Temperature);
+        long considered = 0;
+        for (int i = 0; i < kept; i++) considered += Weight(order[i]);
         if (options.TopP < 1)
         {
-            double cumulative = 0;
+            long running = 0, target = Share(options.TopP, considered);
             for (int i = 0; i < kept; i++)
-                if ((cumulative += p[i] / total) >= options.TopP)
+                if ((running += Weight(order[i])) >= target)
                 {
                     kept = i + 1;
                     break;
                 }
-            total = 0;
-            for (int i = 0; i < kept; i++) total += p[i];
         }
-        double v = u * total;
-        for (int i = 0; i < kept; i++)
-            if ((v -= p[i]) < 0) return order[i];
-        return order[kept - 1];
+        if (options.MinP > 0)
+        {
+            long floor = Share(options.MinP, Weight(order[0]));
+            int atLeast = 1;
+            while (atLeast < kept && Weight(order[atLeast]) >= floor) atLeast++;
+            kept = atLeast;
+        }
+        int[] ids = [.. order.Take(kept).Order()];
+        long total = 0, sum = 0;
+        foreach (int id in ids) total += Weight(id);
+        long r = Share(u, total);
+        int last = ids[0];
+        foreach (int id in ids)
+        {
+            if (Weight(id) == 0) continue;
+            last = id;
+            if ((sum += Weight(id)) > r) return id;
+        }
+        return last;
+    }
+
+    /// <summary>The sampler finds the tokens its cuts keep without sorting the vocabulary (a heap for top-k, min-p's
+    /// floor, top-p's bucket): the same draws as the whole sort, for flat, peaked, tied and masked logits, small and
+    /// large vocabularies, and every mix of temperature, top-k, top-p and min-p.</summary>
+    [Fact]
+    public void TheCutsDrawAsTheWholeSortDoes()
+    {
+        var random = new Random(17);
+        int cases = 0;
+        foreach (int vocab in new[] { 1, 2, 7, 300, 5000, 49_152 })
+            for (int shape = 0; shape < 4; shape++)
+            {
+                float[] logits = [.. Enumerable.Range(0, vocab).Select(_ => shape switch
+                {
+                    0 => (float)(random.NextDouble() * 4),                                        // flat
+                    1 => (float)(random.NextDouble() * 3 + (random.NextDouble() < 0.002 ? 9 : 0)), // a few far ahead
+                    2 => MathF.Round((float)(random.NextDouble() * 6)),                              // ties everywhere
+                    _ => random.NextDouble() < 0.9 ? float.NegativeInfinity : (float)(random.NextDouble() * 8 - 4), // masked
+                })];
+                if (shape == 3) logits[random.Next(vocab)] = 1; // a masked row keeps one token at least
+                foreach (double temperature in new[] { 0.3, 1.0, 1.7 })
+                    foreach (int topK in new[] { 0, 1, 5, 40, 1000 })
+                        foreach (double topP in new[] { 1, 0.5, 0.9, 0.999 })
+                            foreach (double minP in new[] { 0, 0.02, 0.3 })
+                            {
+                                if (vocab > 5000 && random.Next(8) != 0) continue; // the largest vocabulary: a sample of the mixes
+                                var options = new SamplingOptions { Temperature = temperature, TopK = topK, TopP = topP, MinP = minP, Seed = cases };
+                                var sampler = new Generation.Sampler(options, vocab);
+                                var uniform = new Random(cases);
+                                for (int draw = 0; draw < 6; draw++)
+                                    Assert.True(Reference(logits, options, uniform.NextDouble()) == sampler.Next(logits, [], 0),
+                                        $"vocabulary {vocab}, shape {shape}, {options}: draw {draw}");
+                                cases++;
+                            }
+            }
+        Assert.True(cases > 1000, $"{cases} cases");
+    }
+
+    /// <summary>Top-p's bucket is gathered by its range of weights: each weight lies in its bucket's range, and the
+    /// weights just outside it are in other buckets (every binade, the smallest weights, 0).</summary>
+    [Fact]
+    public void ABucketsRangeHoldsExactlyItsWeights()
+    {
+        var random = new Random(5);
+        var weights = new List<long> { 0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 33, (1L << 61) - 1, 1L << 61, (1L << 62) - 1, 1L << 62 };
+        for (int shift = 0; shift < 62; shift++) weights.AddRange([(1L << shift) + random.NextInt64(1L << shift), (1L << shift) * 2 - 1]);
+        foreach (long weight in weights)
+        {
+            int bucket = Generation.Sampler.Bucket(weight);
+            var (low, high) = Generation.Sampler.BucketBounds(bucket);
+            Assert.True(low <= weight && weight < high, $"{weight} in bucket {bucket}: [{low}, {high})");
+            if (low > 0) Assert.NotEqual(bucket, Generation.Sampler.Bucket(low - 1));
+            Assert.NotEqual(bucket, Generation.Sampler.Bucket(high));
+        }
     }
 
     [Fact]
