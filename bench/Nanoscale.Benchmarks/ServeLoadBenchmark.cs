@@ -8,12 +8,12 @@ namespace Nanoscale.Benchmarks;
 /// <summary>
 /// A small load generator for <c>nanoscale serve</c> (issue 15's benchmark): starts the server on a free loopback port
 /// as its own process, then for each concurrency level runs that many streaming completions at once (greedy, a fixed
-/// number of tokens each) and reports the aggregate generated tokens/s and the p50/p99 time to the first streamed text.
+/// number of tokens each; or sampled with <c>--temperature T [--top-p P]</c>, seeded per stream) and reports the aggregate generated tokens/s and the p50/p99 time to the first streamed text.
 /// With <c>--disconnect F</c> a fraction F of each level's clients go away after their first streamed text; after
 /// every level the server's <c>/health</c> must come back to nothing in service and no KV cache reserved (the seconds it
 /// took are reported), and the server's peak resident memory is reported beside the model's size and the KV budget.
 /// Loopback only, bounded in count and time.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T] [--disconnect 0.25] [--kv-budget 512MB] [--kv-cache f16] [--no-prompt-cache]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--tokenizer T] [--disconnect 0.25] [--kv-budget 512MB] [--kv-cache f16] [--no-prompt-cache] [--temperature T] [--top-p P]</code>
 /// </summary>
 internal static class ServeLoadBenchmark
 {
@@ -21,7 +21,7 @@ internal static class ServeLoadBenchmark
     {
         if (args.Length < 1 || args[0].StartsWith('-'))
         {
-            Console.Error.WriteLine("usage: serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--disconnect FRACTION] [--kv-budget SIZE] [--kv-cache T] [--no-prompt-cache] (needs the CLI built in Release)");
+            Console.Error.WriteLine("usage: serve-load MODEL [--streams 1,4,16] [--tokens 32] [--max-batch 16] [--disconnect FRACTION] [--kv-budget SIZE] [--kv-cache T] [--no-prompt-cache] [--temperature T] [--top-p P] (needs the CLI built in Release)");
             return 1;
         }
         string Option(string name, string fallback)
@@ -31,6 +31,9 @@ internal static class ServeLoadBenchmark
         }
         var streams = Option("--streams", "1,4,16").Split(',').Select(int.Parse).ToArray();
         int tokens = int.Parse(Option("--tokens", "32"));
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        s_temperature = double.Parse(Option("--temperature", "0"), invariant);
+        s_topP = double.Parse(Option("--top-p", "1"), invariant);
         var cli = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "src", "Nanoscale.Cli", "bin", "Release", "net10.0", "nanoscale.dll");
         var start = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         double disconnect = double.Parse(Option("--disconnect", "0"), System.Globalization.CultureInfo.InvariantCulture);
@@ -121,9 +124,11 @@ internal static class ServeLoadBenchmark
 
     /// <summary>One streaming completion: milliseconds to its first text chunk, and its completion tokens (a client that
     /// leaves after its first chunk counts the one token it saw).</summary>
+    private static double s_temperature, s_topP = 1;
+
     private static async Task<(double FirstText, int Tokens)> Stream(HttpClient http, int i, int tokens, bool leave = false)
     {
-        var body = JsonSerializer.Serialize(new { prompt = $"Story {i}: once upon a time", max_tokens = tokens, temperature = 0, stream = true });
+        var body = JsonSerializer.Serialize(new { prompt = $"Story {i}: once upon a time", max_tokens = tokens, temperature = s_temperature, top_p = s_topP, seed = i, stream = true });
         var clock = Stopwatch.StartNew();
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);

@@ -11,7 +11,9 @@ namespace Nanoscale.Benchmarks;
 /// managed bytes allocated per generated token and the collections during the best run (garbage a step leaves
 /// costs collections that stop both threads). With a level of one stream first, each level's aggregate against it
 /// (the 16 streams ≥ 6× one).
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--json-object | --grammar FILE]</code>
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- token-factory MODEL [--tokenizer T] [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--json-object | --grammar FILE] [--temperature T] [--top-k K] [--top-p P] [--min-p M]</code>
+/// Greedy by default; the sampling options draw as a server's requests do (llama.cpp's <c>/completion</c> defaults are
+/// <c>--temperature 0.8 --top-k 40 --top-p 0.95 --min-p 0.05</c>): each draw runs on the factory's one thread, between steps.
 /// </summary>
 internal static class TokenFactoryBenchmark
 {
@@ -19,7 +21,7 @@ internal static class TokenFactoryBenchmark
     {
         if (args.Length < 1 || args[0].StartsWith('-'))
         {
-            Console.Error.WriteLine("usage: token-factory MODEL [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--tokenizer PATH] [--json-object | --grammar FILE]");
+            Console.Error.WriteLine("usage: token-factory MODEL [--streams 1,2,4,8] [--tokens 32] [--threads 2] [--kv-cache f32|f16|bf16|q8|q4] [--tokenizer PATH] [--json-object | --grammar FILE] [--temperature T] [--top-k K] [--top-p P] [--min-p M]");
             return 1;
         }
         string Option(string name, string fallback)
@@ -36,6 +38,12 @@ internal static class TokenFactoryBenchmark
         bool json = args.Contains("--json-object");
         // --grammar FILE: every request held to a GBNF grammar (as serve's grammar), the same measure.
         string? grammar = Option("--grammar", "") is { Length: > 0 } g ? File.ReadAllText(g) : null;
+        var sampling = new SamplingOptions
+        {
+            StopTokenIds = [], Temperature = double.Parse(Option("--temperature", "0")), TopK = int.Parse(Option("--top-k", "0")),
+            TopP = double.Parse(Option("--top-p", "1")), MinP = double.Parse(Option("--min-p", "0")),
+        };
+        sampling.Validate();
         using var model = LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads), KvCache = kvCache });
         Console.WriteLine($"| streams | generated tokens | seconds | aggregate tokens/s | vs one stream | per stream tokens/s | largest batch | allocated KB/token | collections |");
         Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -55,7 +63,7 @@ internal static class TokenFactoryBenchmark
                 int gcs = GC.CollectionCount(0);
                 var clock = Stopwatch.StartNew();
                 var pieces = json || grammar is not null ? TokenPieces.For(model.Tokenizer) : null;
-                var all = prompts.Select(p => factory.SubmitAsync(p, tokens, new SamplingOptions { StopTokenIds = [] },
+                var all = prompts.Select(p => factory.SubmitAsync(p, tokens, sampling with { Seed = Array.IndexOf(prompts, p) },
                     constraint: json ? new JsonConstraint(pieces!, new JsonConstraint.JsonObject())
                         : grammar is not null ? new JsonConstraint(pieces!, new JsonConstraint.Grammar(grammar)) : null)).ToArray();
                 Task.WaitAll(all);

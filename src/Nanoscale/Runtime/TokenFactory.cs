@@ -144,6 +144,8 @@ public sealed class TokenFactory : IDisposable
         var deferred = new List<Sequence>(); // waiting for a prefilling request to run the beginning they share
         int vocab = _model.Config.VocabSize;
         float[] logitsBuffer = [];
+        var chosen = Array.Empty<(int? Next, Exception? Failure)>(); // each running sequence's choice in a step
+        var parallelism = _model.Options.Parallelism;
         while (!_stop.IsCancellationRequested)
         {
             if (active.Count == 0 && prefilling.Count == 0 && deferred.Count == 0)
@@ -200,24 +202,51 @@ public sealed class TokenFactory : IDisposable
             }
             prefilling.RemoveAll(p => p.Completion.Task.IsCompleted);
             foreach (var sequence in active)
-            {
                 if (sequence.Cancellation.IsCancellationRequested)
                 {
                     Leave(sequence);
                     sequence.Completion.TrySetCanceled(sequence.Cancellation);
+                }
+            active.RemoveAll(s => s.Completion.Task.IsCompleted);
+            // Each sequence's choice (sampling, a constraint's mask, its text decoded) is its own: they are made on every
+            // core, then taken in order. (A draw at 152K tokens is 1–3 ms and a mask up to tens; one after another on
+            // this thread they held up the whole batch's step.)
+            if (chosen.Length < active.Count) chosen = new (int?, Exception?)[Math.Max(MaxBatch, active.Count)];
+            var running = active;
+            var logitsRows = logitsBuffer;
+            parallelism.For(active.Count, i =>
+            {
+                var sequence = running[i];
+                try
+                {
+                    var last = sequence.LogitsRow >= 0 ? logitsRows.AsSpan(sequence.LogitsRow * vocab, vocab) : sequence.State.Last;
+                    chosen[i] = (sequence.State.Advance(last), null);
+                }
+                catch (Exception e)
+                {
+                    chosen[i] = (null, e);
+                }
+            });
+            for (int i = 0; i < active.Count; i++)
+            {
+                var sequence = active[i];
+                sequence.LogitsRow = -1;
+                var (next, failure) = chosen[i];
+                if (failure is not null)
+                {
+                    Leave(sequence);
+                    sequence.Completion.TrySetException(failure);
+                    continue;
+                }
+                if (next is int token)
+                {
+                    stepping.Add(sequence);
+                    tokens.Add(token);
+                    counts.Add(1);
                     continue;
                 }
                 try
                 {
-                    var last = sequence.LogitsRow >= 0 ? logitsBuffer.AsSpan(sequence.LogitsRow * vocab, vocab) : sequence.State.Last;
-                    sequence.LogitsRow = -1;
-                    if (sequence.State.Advance(last) is int token)
-                    {
-                        stepping.Add(sequence);
-                        tokens.Add(token);
-                        counts.Add(1);
-                        continue;
-                    }
                     // The session goes back to the pool before the request completes, so whoever awaits it sees the
                     // pool with it (a budget's accounting read right after a completion counts it).
                     var result = sequence.State.Result();
