@@ -202,10 +202,14 @@ internal static partial class OpenAiServer
         {
             // the client went away
         }
-        catch (Exception e) when (events.Started && e is InvalidOptionException or ServiceBusyException)
+        catch (Exception e) when (events.Started)
         {
-            // After the stream opened: the API's failure event, then the end.
-            await Event("response.failed", new { response = ResponseShell(id, created, service.ModelName, "failed") with { Error = new { code = "server_error", message = e.Message } } });
+            // After the stream opened: the API's failure event, then the end (a request that cannot be followed — a
+            // grammar too costly — is the prompt's fault, anything else the server's).
+            await Event("response.failed", new { response = ResponseShell(id, created, service.ModelName, "failed") with
+            {
+                Error = new { code = e is NanoscaleException and not InvalidOptionException ? "invalid_prompt" : "server_error", message = e.Message },
+            } });
         }
     }
 

@@ -68,6 +68,18 @@ internal static partial class OpenAiServer
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(10));
         var app = builder.Build();
 
+        // A request that fails after it was accepted — a constraint too costly to follow (its automaton past its cap) is
+        // the request's fault, anything else the server's — gets an error object (400 or 500), or once its stream has begun
+        // an error event and the stream's end (as vLLM does), and the server goes on serving.
+        app.Use(async (context, next) =>
+        {
+            try { await next(context); }
+            catch (Exception e) when (!context.RequestAborted.IsCancellationRequested)
+            {
+                await Failed(context, e);
+            }
+        });
+
         if (options.ApiKey is { } key)
             app.Use(async (context, next) =>
             {
@@ -680,6 +692,28 @@ internal static partial class OpenAiServer
         var node = JsonSerializer.SerializeToNode(chunk, Json)!.AsObject();
         node["usage"] = JsonSerializer.SerializeToNode(usage, Json);
         return JsonSerializer.SerializeToElement(node, Json);
+    }
+
+    /// <summary>A request that failed after it was accepted: <see cref="NanoscaleException"/> (what it asked cannot be
+    /// done: a grammar too costly to follow) 400, anything else 500, as an error object; after a stream began, as a
+    /// <c>data: {"error": …}</c> event, then <c>data: [DONE]</c> on the OpenAI routes.</summary>
+    private static async Task Failed(HttpContext context, Exception e)
+    {
+        bool request = e is NanoscaleException;
+        string type = request ? "invalid_request_error" : "server_error", message = request ? e.Message : $"the server failed: {e.Message}";
+        if (!context.Response.HasStarted)
+        {
+            await Error(context, request ? 400 : 500, type, message, null, null);
+            return;
+        }
+        if (context.Response.ContentType?.StartsWith("text/event-stream", StringComparison.Ordinal) != true) return;
+        try
+        {
+            await context.Response.WriteAsync("data: " + JsonSerializer.Serialize(new { error = new { message, type, param = (string?)null, code = (string?)null } }, Json) + "\n\n");
+            if (context.Request.Path.StartsWithSegments("/v1")) await context.Response.WriteAsync("data: [DONE]\n\n");
+            await context.Response.Body.FlushAsync();
+        }
+        catch (Exception) when (context.RequestAborted.IsCancellationRequested) { } // the client went away meanwhile
     }
 
     private static async Task Error(HttpContext context, int status, string type, string message, string? param, string? code)

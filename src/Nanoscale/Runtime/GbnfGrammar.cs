@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Runtime;
 
@@ -22,6 +23,20 @@ internal sealed class GbnfGrammar
 
     /// <summary>Elements (characters, references) in a grammar at most, repetitions written out.</summary>
     public const int MaxElements = 65536;
+
+    /// <summary>Bytes, about, the positions and stacks met may hold. They are made as the text and the token pieces tried
+    /// meet them, so an ambiguous grammar whose stacks deepen with the text (a rule nested in itself at every character)
+    /// grows with every step; past this it ends the text with an <see cref="InputException"/> rather than grow without
+    /// bound. Read when a grammar is read (a test lowers it).</summary>
+    internal static long MaxBytes { get; set; } = 32L << 20;
+
+    private readonly long _maxBytes = MaxBytes;
+    private long _bytes;
+
+    // Where a new class of characters begins (every character element's ranges start and end there): the characters of
+    // one class move every stack alike, so a position keeps one move for them all (a mask tries tens of thousands of
+    // distinct characters).
+    private readonly char[] _cuts;
 
     private abstract record Element;
     private sealed record CharElement(JsonPattern.CharClass Class) : Element;
@@ -50,7 +65,7 @@ internal sealed class GbnfGrammar
     {
         public readonly Stack[] Stacks = stacks;
         public readonly bool MayEnd = mayEnd;
-        public readonly Dictionary<char, Position?> Moves = [];
+        public readonly Dictionary<int, Position?> Moves = []; // by the character (ASCII) or its class beyond (see _cuts)
     }
 
     /// <summary>The position before any character.</summary>
@@ -62,6 +77,7 @@ internal sealed class GbnfGrammar
         _alternatives = parsed.Alternatives;
         if (!parsed.Rules.TryGetValue(root, out int rootRule)) throw new FormatException($"no rule named '{root}'");
         RefuseLeftRecursion(parsed);
+        _cuts = JsonPattern.Cuts(_elements.OfType<CharElement>().SelectMany(e => e.Class.Ranges));
         // The start: one stack holding a reference to the root, expanded.
         _elements.Add(new RefElement(rootRule));
         _elements.Add(new EndElement());
@@ -77,13 +93,15 @@ internal sealed class GbnfGrammar
     {
         lock (_gate)
         {
-            if (from.Moves.TryGetValue(c, out var known)) return known;
+            int group = c < 128 ? c : 128 + JsonPattern.ClassOf(_cuts, c); // ASCII by itself: no search
+            if (from.Moves.TryGetValue(group, out var known)) return known;
             var moved = new List<Stack?>();
             foreach (var stack in from.Stacks)
                 if (((CharElement)_elements[stack.Element]).Class.Contains(c)) moved.Add(Intern(stack.Element + 1, stack.Next));
             var next = moved.Count == 0 ? null : Expand(moved);
             // Kept per position: positions live as long as the request's grammar, one per character of text or piece tried.
-            from.Moves[c] = next;
+            Grow(32);
+            from.Moves[group] = next;
             return next;
         }
     }
@@ -94,6 +112,7 @@ internal sealed class GbnfGrammar
     private Stack Intern(int element, Stack? next)
     {
         if (_interned.TryGetValue((element, next), out var known)) return known;
+        Grow(96);
         var stack = new Stack(element, next, _interned.Count);
         _interned[(element, next)] = stack;
         return stack;
@@ -140,7 +159,15 @@ internal sealed class GbnfGrammar
         result.Sort((a, b) => a.Id.CompareTo(b.Id));
         var key = (mayEnd ? "e" : "") + string.Join(',', result.Select(r => r.Id));
         if (_positions.TryGetValue(key, out var position)) return position;
+        Grow(160 + 8 * result.Count + 2 * key.Length);
         return _positions[key] = new Position([.. result], mayEnd);
+    }
+
+    private void Grow(long bytes)
+    {
+        if ((_bytes += bytes) <= _maxBytes) return;
+        throw new InputException($"the grammar needs more than {_maxBytes >> 20} MiB of parse positions here ({_positions.Count} positions, " +
+            $"{_interned.Count} stacks met): too costly to follow further; a grammar whose rules do not nest deeper with every character is needed");
     }
 
     /// <summary>Refuses a rule that can reach itself before any character (it would expand forever).</summary>

@@ -74,7 +74,7 @@ public sealed class JsonConstraint : ITokenConstraint
     /// <exception cref="ArgumentException">The expression is outside the subset.</exception>
     public sealed record Matches(string Regex) : Part
     {
-        internal JsonPattern Compiled { get; } = JsonPattern.TryCompile("^(?:" + Regex + ")$")
+        internal JsonPattern Compiled { get; } = JsonPattern.TryCompile("^(?:" + Regex + ")$", Regex)
             ?? throw new ArgumentException($"the regular expression /{Regex}/ is not valid or is outside the supported subset (no lookaround, backreferences or \\b)");
 
         /// <summary>An expression that matches exactly one of <paramref name="choices"/> (vLLM's <c>guided_choice</c>):

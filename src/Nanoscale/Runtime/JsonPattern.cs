@@ -1,4 +1,5 @@
 using System.Globalization;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Runtime;
 
@@ -20,6 +21,49 @@ internal sealed class JsonPattern
     public const int MaxStates = 4096;
 
     public const int Dead = -1;
+
+    /// <summary>Bytes, about, the lazily built DFA may hold (its states' members, transition tables and keys). States are
+    /// made as the text and the token pieces tried meet them, so an expression whose DFA is exponential (an open-ended
+    /// repetition followed by a long counted one) grows with every step; past this it ends the text with an
+    /// <see cref="InputException"/> rather than grow without bound. The formats' and ordinary expressions' DFAs stay
+    /// far below a megabyte. Read when a pattern is compiled (a test lowers it).</summary>
+    internal static long MaxBytes { get; set; } = 32L << 20;
+
+    private readonly long _maxBytes = MaxBytes;
+    private long _bytes;
+
+    // Where a new class of characters begins: every character class's range starts and ends there, so the characters
+    // between two cuts move every NFA state alike, and a DFA state keeps one move for them all beyond ASCII (a mask
+    // tries tens of thousands of distinct characters; one move each made the formats' automata ~15 MB).
+    private readonly char[] _cuts;
+
+    /// <summary>The sorted, distinct places where <paramref name="ranges"/> begin and end (one past).</summary>
+    internal static char[] Cuts(IEnumerable<(char Low, char High)> ranges)
+    {
+        var cuts = new SortedSet<char>();
+        foreach (var (low, high) in ranges)
+        {
+            cuts.Add(low);
+            if (high < char.MaxValue) cuts.Add((char)(high + 1));
+        }
+        return [.. cuts];
+    }
+
+    /// <summary>The class of <paramref name="c"/> among <paramref name="cuts"/>: how many cuts are at or below it.</summary>
+    internal static int ClassOf(char[] cuts, char c)
+    {
+        int i = Array.BinarySearch(cuts, c);
+        return i >= 0 ? i + 1 : ~i;
+    }
+
+    /// <summary>Bytes, about, the DFA holds now.</summary>
+    internal long Bytes
+    {
+        get
+        {
+            lock (_gate) return _bytes;
+        }
+    }
 
     // The NFA: per state, a character class to move on (null: none) and its target, and epsilon edges; anchors are
     // epsilon edges taken only at the start (^) or only at the end ($).
@@ -48,7 +92,7 @@ internal sealed class JsonPattern
         public readonly bool AcceptsAtEnd = acceptsAtEnd; // the string may end here
         public readonly int Distance = distance;        // characters at least to a match
         public readonly int[] Ascii = Enumerable.Repeat(-2, 128).ToArray(); // -2: not computed yet
-        public Dictionary<char, int>? Other;
+        public Dictionary<int, int>? Other; // beyond ASCII: by the character's class (see _cuts)
     }
 
     private JsonPattern(string source, Builder nfa, int start, int final)
@@ -62,11 +106,14 @@ internal sealed class JsonPattern
         _atEnd = [.. nfa.AtEnd];
         _final = final;
         _distance = Distances(n);
+        _cuts = Cuts(_class.Where(c => c is not null).SelectMany(c => c!.Ranges));
         Start = Intern(Closure([start], atStart: true));
     }
 
     /// <summary>The automaton of <paramref name="pattern"/>, or null when it is outside the subset or too large.</summary>
-    public static JsonPattern? TryCompile(string pattern)
+    /// <param name="pattern">The expression.</param>
+    /// <param name="shown">How an error names it (the expression as the user wrote it, before anchors were added).</param>
+    public static JsonPattern? TryCompile(string pattern, string? shown = null)
     {
         try
         {
@@ -82,7 +129,7 @@ internal sealed class JsonPattern
             builder.Epsilon[body.End].Add(final);
             int start = builder.Add();
             builder.Epsilon[start].Add(loop);
-            return new JsonPattern(pattern, builder, start, final);
+            return new JsonPattern(shown ?? pattern, builder, start, final);
         }
         catch (FormatException)
         {
@@ -92,8 +139,8 @@ internal sealed class JsonPattern
 
     /// <summary>
     /// The pattern a JSON Schema <c>format</c> stands for (null: a format left free): <c>date</c>, <c>time</c> and
-    /// <c>date-time</c> as RFC 3339 writes them (a day of February at most 28 and no leap second: a narrower set, every
-    /// member valid), <c>duration</c> (RFC 3339's appendix A), <c>uuid</c>, <c>ipv4</c>, <c>ipv6</c> (its full form of
+    /// <c>date-time</c> as RFC 3339 writes them (a day of February at most 28, no leap second and no year 0000: a
+    /// narrower set, every member valid), <c>duration</c> (RFC 3339's appendix A), <c>uuid</c>, <c>ipv4</c>, <c>ipv6</c> (its full form of
     /// eight groups), <c>hostname</c> (labels of 1–63 letters, digits and inner hyphens) and <c>email</c> (a dotted
     /// local part of letters, digits, '_', '+', '-' — one dot at most, 64 characters at most — at a host name with a top-level domain of letters).
     /// </summary>
@@ -111,7 +158,9 @@ internal sealed class JsonPattern
         _ => null,
     };
 
-    private const string Date = @"\d{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)";
+    // Years 0001–9999: RFC 3339 allows 0000, but .NET's DateTime, Python's datetime and JsonSchema.Net's validator do not
+    // (a walk test met it).
+    private const string Date = @"(?:[1-9]\d{3}|0[1-9]\d{2}|00[1-9]\d|000[1-9])-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)";
     private const string Time = @"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)";
     private const string DurationTime = @"T(?:\d+H(?:\d+M(?:\d+S)?)?|\d+M(?:\d+S)?|\d+S)";
     private const string Label = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
@@ -125,7 +174,8 @@ internal sealed class JsonPattern
             var from = _states[state];
             if (from.AcceptsAll) return state;
             if (c < 128 && from.Ascii[c] != -2) return from.Ascii[c];
-            if (c >= 128 && from.Other is { } other && other.TryGetValue(c, out int known)) return known;
+            int group = c < 128 ? c : ClassOf(_cuts, c);
+            if (c >= 128 && from.Other is { } other && other.TryGetValue(group, out int known)) return known;
             var moved = new List<int>();
             foreach (int s in from.Members)
                 if (_class[s] is { } cls && cls.Contains(c)) moved.Add(_target[s]);
@@ -134,7 +184,11 @@ internal sealed class JsonPattern
             // Every DFA state met is kept: a pattern lives as long as its request's schema, and each new state costs a
             // character of text or of a token piece tried.
             if (c < 128) from.Ascii[c] = next;
-            else (from.Other ??= [])[c] = next;
+            else
+            {
+                (from.Other ??= [])[group] = next;
+                Grow(32);
+            }
             return next;
         }
     }
@@ -185,9 +239,18 @@ internal sealed class JsonPattern
         int distance = all || atEnd ? 0 : members.Min(s => _distance[s]);
         // A character can follow where a member moves on a character to a state from which a match is still possible.
         bool continues = all || members.Any(s => _class[s] is { IsEmpty: false } && _distance[_target[s]] != int.MaxValue);
+        Grow(160 + 4 * members.Count + 4 * 128 + 2 * key.Length);
         _states.Add(new DfaState([.. members], all, atEnd, distance, continues));
         _ids[key] = _states.Count - 1;
         return _states.Count - 1;
+    }
+
+    private void Grow(long bytes)
+    {
+        if ((_bytes += bytes) <= _maxBytes) return;
+        throw new InputException($"the regular expression '{(Source.Length > 80 ? Source[..77] + "..." : Source)}' needs more than " +
+            $"{_maxBytes >> 20} MiB of automaton here ({_states.Count} states met): too costly to follow further; an expression without " +
+            "a long counted repetition after an open-ended one is needed");
     }
 
     private bool EndReaches(IEnumerable<int> members)

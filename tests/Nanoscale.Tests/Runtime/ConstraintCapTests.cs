@@ -1,0 +1,147 @@
+using System.Net;
+using System.Text.Json;
+using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
+using Nanoscale.Tensors;
+using Nanoscale.Tests.Serve;
+using Nanoscale.Tests.Support;
+
+namespace Nanoscale.Tests.Runtime;
+
+/// <summary>The tests that lower the constraint automata's memory caps (process-wide settings): run alone.</summary>
+[CollectionDefinition(nameof(ConstraintCaps), DisableParallelization = true)]
+public sealed class ConstraintCaps;
+
+/// <summary>
+/// A regular expression or grammar whose automaton grows with every step (an open-ended repetition before a long counted
+/// one; a rule nested in itself at every character) ends the text with a clear error at its memory cap instead of growing
+/// without bound, and a server answers that as the request's fault and goes on serving; ordinary expressions stay far
+/// below the cap after masking a real vocabulary.
+/// </summary>
+[Collection(nameof(ConstraintCaps))]
+public sealed class ConstraintCapTests
+{
+    private static readonly Lazy<string[]> QwenPieces = new(() => TokenPieces.For(TokenizerLoader.Open(SharedData.Path("tokenizers", "qwen2_5"))));
+
+    /// <summary>Feeds random letters (and masks Qwen's vocabulary at each step, as a sampled token that does not fit
+    /// would) until the constraint throws or the text is long.</summary>
+    private static Exception? Walk(JsonConstraint.Part part, int characters)
+    {
+        var constraint = new JsonConstraint(QwenPieces.Value, part);
+        var random = new Random(7);
+        var logits = new float[QwenPieces.Value.Length];
+        try
+        {
+            for (int i = 0; i < characters; i++)
+            {
+                if (i % 8 == 0) constraint.Mask(logits);
+                constraint.AcceptText(((char)('a' + random.Next(3))).ToString());
+            }
+            return null;
+        }
+        catch (InputException e)
+        {
+            return e;
+        }
+    }
+
+    [Fact]
+    public void AnExponentialExpressionStopsAtItsCapWithAClearError()
+    {
+        long before = JsonPattern.MaxBytes;
+        JsonPattern.MaxBytes = 1 << 20;
+        try
+        {
+            var failure = Walk(new JsonConstraint.Matches("[a-z]*a[a-z]{24}"), 400);
+            Assert.NotNull(failure);
+            Assert.Contains("'[a-z]*a[a-z]{24}' needs more than 1 MiB of automaton", failure.Message);
+        }
+        finally
+        {
+            JsonPattern.MaxBytes = before;
+        }
+    }
+
+    [Fact]
+    public void ADeepeningGrammarStopsAtItsCapWithAClearError()
+    {
+        long before = GbnfGrammar.MaxBytes;
+        GbnfGrammar.MaxBytes = 1 << 20;
+        try
+        {
+            // Every 'a' may open another "a x b" or be a letter: the stacks deepen with the text.
+            var failure = Walk(new JsonConstraint.Grammar("root ::= x+\nx ::= [a-z]+ | \"a\" x \"b\" | [a-z] x"), 2000);
+            Assert.NotNull(failure);
+            Assert.Contains("the grammar needs more than 1 MiB of parse positions", failure.Message);
+        }
+        finally
+        {
+            GbnfGrammar.MaxBytes = before;
+        }
+    }
+
+    /// <summary>The formats' expressions and an ordinary one, masked over Qwen's 151,936 pieces at every character of a
+    /// value: their automata stay under a megabyte, so the 32 MiB cap is only for expressions that explode.</summary>
+    [Fact]
+    public void OrdinaryExpressionsStayFarBelowTheCap()
+    {
+        foreach (var (format, text) in new[] { ("date-time", "2024-05-06T12:34:56.789+02:00"), ("uuid", "123e4567-e89b-12d3-a456-426614174000"), ("email", "ada.lovelace@example.org") })
+        {
+            var pattern = JsonPattern.ForFormat(format)!;
+            int state = pattern.Start;
+            foreach (char c in text)
+            {
+                foreach (var piece in QwenPieces.Value)
+                {
+                    int s = state;
+                    foreach (char p in piece)
+                        if ((s = pattern.Next(s, p)) == JsonPattern.Dead) break;
+                }
+                state = pattern.Next(state, c);
+            }
+            Assert.True(pattern.Accepts(state), format);
+            Assert.True(pattern.Bytes < 1 << 20, $"{format}: {pattern.Bytes} bytes");
+        }
+    }
+
+    /// <summary>Over HTTP: the request whose expression passes the cap gets a 400 naming it (or, once its stream has
+    /// begun, an error event and the stream's end), and the server serves the next request.</summary>
+    [Fact]
+    public async Task AServerAnswersACostlyExpressionAsTheRequestsFault()
+    {
+        long before = JsonPattern.MaxBytes;
+        JsonPattern.MaxBytes = 256 << 10;
+        try
+        {
+            using var dir = new TempDir();
+            await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(SampleModels.Qwen25(dir, 1024)), "qwen"));
+            const string Body = """{"prompt": "Answer:", "max_tokens": 200, "temperature": 1, "seed": 3, "guided_regex": "[a-z]*a[a-z]{24}" """;
+            var (status, text) = await served.Post("/v1/completions", Body + "}");
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            var error = JsonDocument.Parse(text).RootElement.GetProperty("error");
+            Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+            Assert.Contains("too costly to follow", error.GetProperty("message").GetString());
+
+            (status, text) = await served.Post("/v1/completions", Body + ", \"stream\": true}");
+            if (status == HttpStatusCode.OK)
+            {
+                var events = text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+                Assert.Equal("data: [DONE]", events[^1]);
+                Assert.Contains("too costly to follow", JsonDocument.Parse(events[^2]["data: ".Length..]).RootElement.GetProperty("error").GetProperty("message").GetString());
+            }
+            else
+            {
+                Assert.Equal(HttpStatusCode.BadRequest, status);
+                Assert.Contains("too costly to follow", text);
+            }
+
+            (status, text) = await served.Post("/v1/completions", """{"prompt": "Answer:", "max_tokens": 4, "guided_regex": "[A-Z]{2}"}""");
+            Assert.True(status == HttpStatusCode.OK, text);
+            Assert.Equal(0, served.Service.InService);
+        }
+        finally
+        {
+            JsonPattern.MaxBytes = before;
+        }
+    }
+}
