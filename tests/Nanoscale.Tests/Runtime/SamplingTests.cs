@@ -71,8 +71,10 @@ public class SamplingTests
         int n = logits.Length;
         int[] order = [.. Enumerable.Range(0, n).OrderByDescending(i => logits[i]).ThenBy(i => i)];
         double max = logits[order[0]];
-        double scale = Math.Pow(2, 62 - (int)Math.Ceiling(Math.Log2(n + 1)));
-        long Weight(int id) => (long)(Math.Exp((logits[id] - max) / options.Temperature) * scale);
+        // The weights are the sampler's one-token form (TheVectorWeightsAreTheScalarOnes and ExpIsCloseToTheLibrarys
+        // check it); the scale is 2^min(51, 62 − the vocabulary's bit length).
+        double scale = Math.Pow(2, Math.Min(51, 62 - (int)Math.Ceiling(Math.Log2(n + 1))));
+        long Weight(int id) => Generation.Sampler.Weight(logits[id], max, options.Temperature, scale);
         long Share(double fraction, long total) => (long)(fraction * total);
         int kept = options.TopK > 0 ? Math.Min(options.TopK, n) : n;
         long considered = 0;
@@ -143,6 +145,50 @@ public class SamplingTests
                             }
             }
         Assert.True(cases > 1000, $"{cases} cases");
+    }
+
+    /// <summary>The weights of a whole vocabulary, four lanes at a time, are the one-token form's bit for bit: random,
+    /// tied, masked (−∞), far-below and equal-to-the-maximum logits, every temperature, every tail length.</summary>
+    [Fact]
+    public void TheVectorWeightsAreTheScalarOnes()
+    {
+        var random = new Random(9);
+        foreach (int n in new[] { 1, 7, 8, 9, 31, 1000, 49_157 })
+            foreach (double temperature in new[] { 0.05, 0.7, 1, 2.5 })
+            {
+                float[] logits = [.. Enumerable.Range(0, n).Select(_ => random.Next(10) switch
+                {
+                    0 => float.NegativeInfinity,
+                    1 => -1e4f,
+                    2 => MathF.Round((float)(random.NextDouble() * 4)),
+                    _ => (float)((random.NextDouble() * 2 - 1) * 12),
+                })];
+                logits[random.Next(n)] = 30;
+                double max = logits.Max(), scale = Generation.Sampler.Scale(n);
+                var weights = new long[n];
+                long sum = Generation.Sampler.Weights(logits, max, temperature, scale, weights);
+                for (int i = 0; i < n; i++) Assert.Equal(Generation.Sampler.Weight(logits[i], max, temperature, scale), weights[i]);
+                Assert.Equal(weights.Sum(), sum);
+                Assert.Equal((long)scale, weights.Max()); // the most likely token weighs the scale exactly
+            }
+    }
+
+    /// <summary>The sampler's own exponential (the same on every machine) is within 3e-13 of the C library's, relatively,
+    /// over the range a weight can need (a weight's integer resolves 2^-44 ≈ 6e-14 of the first's at 152K tokens).</summary>
+    [Fact]
+    public void ExpIsCloseToTheLibrarys()
+    {
+        var random = new Random(4);
+        double worst = 0;
+        for (int i = 0; i < 200_000; i++)
+        {
+            double x = i < 1000 ? -i * 0.1 : -random.NextDouble() * (i % 2 == 0 ? 1 : 100);
+            double expected = Math.Exp(x), got = Generation.Sampler.Exp(x);
+            worst = Math.Max(worst, Math.Abs(got - expected) / expected);
+        }
+        Assert.True(worst <= 3e-13, $"relative error {worst}");
+        Assert.Equal(1.0, Generation.Sampler.Exp(0));
+        Assert.Equal(1.0, Generation.Sampler.Exp(-0.0));
     }
 
     /// <summary>Top-p's bucket is gathered by its range of weights: each weight lies in its bucket's range, and the
