@@ -375,8 +375,6 @@ internal static partial class OpenAiServer
                     throw new BadField("suffix", "'suffix' (fill-in-the-middle) is not supported");
                 if (Int(root, "best_of") is int bestOf && bestOf != choices)
                     throw new BadField("best_of", "'best_of' is not supported beyond 'n' (every choice is returned)");
-                if (request.Echo && stream && logProbs is not null)
-                    throw new BadField("echo", "'echo' with 'logprobs' is answered whole, not streamed (ask without 'stream')");
             }
         }
         catch (BadField e)
@@ -628,8 +626,9 @@ internal static partial class OpenAiServer
         try
         {
             // Echoed: each choice's text begins with the prompt's (sent once the first piece of any choice has come,
-            // so a refused request still gets its error status).
-            bool echoed = !requests[0].Echo;
+            // so a refused request still gets its error status); a scored prompt is its choice's first piece, with its
+            // log-probabilities, from the service.
+            bool echoed = !requests[0].Echo || requests[0].Sampling.LogProbs is not null;
             async Task Echo()
             {
                 if (echoed) return;

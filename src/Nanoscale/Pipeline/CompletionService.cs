@@ -483,7 +483,8 @@ public sealed class CompletionService : IDisposable
     /// <summary>
     /// An echoed request: the prompt scored when log-probabilities are asked (its own pass beside the batch, one at a
     /// time, its KV cache held against the budget, as an embedding's), then the completion generated as any other
-    /// (none with <c>max_tokens</c> 0); the outcome carries the prompt's text and log-probabilities.
+    /// (none with <c>max_tokens</c> 0); the outcome carries the prompt's text and log-probabilities. Streamed, a scored
+    /// prompt is the first piece, its log-probabilities handed out just before it.
     /// </summary>
     private async Task<CompletionOutcome> EchoAsync(CompletionRequest request, int[] prompt, SamplingOptions sampling, Action<string>? onText,
         CancellationToken cancellationToken, Action<IReadOnlyList<CompletionLogProb>>? onLogProbs)
@@ -507,6 +508,12 @@ public sealed class CompletionService : IDisposable
             }
         }
         string text = request.Messages is null && request.PromptIds is null ? request.Prompt : _model.Tokenizer.Decode(prompt);
+        // Streamed and scored: the prompt goes out first as a piece of its own, with its log-probabilities.
+        if (onText is not null && scored is not null)
+        {
+            onLogProbs?.Invoke(scored);
+            onText(text);
+        }
         var outcome = request.MaxTokens == 0
             ? new CompletionOutcome("", prompt.Length, 0, "length") { Stop = StopReason.Length }
             : await CompleteAsync(request with { Echo = false, PromptIds = prompt }, onText, cancellationToken, onLogProbs).ConfigureAwait(false);

@@ -456,7 +456,7 @@ public sealed class OpenAiServerTests : IAsyncLifetime
     /// <summary><c>echo</c> with <c>logprobs</c> and <c>max_tokens: 0</c> — how lm-evaluation-harness scores a
     /// continuation on a completions server: the prompt's text back, each of its tokens' log-probability after the ones
     /// before it (null for the first), equal to the model's log-softmax from a session run here; token-id prompts;
-    /// echo with generation appends the completion; streamed echo sends the prompt first.</summary>
+    /// echo with generation appends the completion; streamed echo sends the prompt first (with its scores when asked).</summary>
     [Fact]
     public async Task EchoScoresThePromptAsLmEvalAsks()
     {
@@ -493,7 +493,16 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         Assert.Equal("Once upon a time", chunks[0]);
         Assert.Equal("Once upon a time" + completion, string.Concat(chunks));
         Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": "x", "max_tokens": 0}""")).Status);
-        Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": "x", "echo": true, "logprobs": 1, "stream": true}""")).Status);
+        // Streamed with logprobs: the prompt's chunk carries its scores; all chunks together are the whole answer's.
+        using var scored = await _http.PostAsync("/v1/completions", new StringContent("""{"prompt": "Once upon a time", "max_tokens": 5, "temperature": 0, "logprobs": 0, "echo": true, "stream": true}""", Encoding.UTF8, "application/json"));
+        var parts = (await scored.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1]
+            .Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0]).ToList();
+        Assert.Equal("Once upon a time", parts[0].GetProperty("text").GetString());
+        Assert.Equal(promptTokens, parts[0].GetProperty("logprobs").GetProperty("tokens").GetArrayLength());
+        Assert.Equal(echoed.GetProperty("choices")[0].GetProperty("text").GetString(), string.Concat(parts.Select(p => p.GetProperty("text").GetString())));
+        string Scores(IEnumerable<JsonElement> lists) => string.Join(",", lists.SelectMany(l => l.EnumerateArray()).Select(v => v.ValueKind == JsonValueKind.Null ? "null" : v.GetDouble().ToString("0.0000")));
+        Assert.Equal(Scores([echoed.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("token_logprobs")]),
+            Scores(parts.Where(p => p.GetProperty("logprobs").ValueKind == JsonValueKind.Object).Select(p => p.GetProperty("logprobs").GetProperty("token_logprobs"))));
         Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", """{"prompt": [1, 99999], "max_tokens": 1}""")).Status);
     }
 
