@@ -45,40 +45,35 @@ public sealed class ConstraintCapTests
         }
     }
 
-    [Fact]
-    public void AnExponentialExpressionStopsAtItsCapWithAClearError()
+    /// <summary>Runs <paramref name="body"/> with a process-wide cap set to <paramref name="cap"/>, then puts it back.</summary>
+    private static async Task Lowered(Func<long> get, Action<long> set, long cap, Func<Task> body)
     {
-        long before = JsonPattern.MaxBytes;
-        JsonPattern.MaxBytes = 1 << 20;
-        try
-        {
-            var failure = Walk(new JsonConstraint.Matches("[a-z]*a[a-z]{24}"), 400);
-            Assert.NotNull(failure);
-            Assert.Contains("'[a-z]*a[a-z]{24}' needs more than 1 MiB of automaton", failure.Message);
-        }
-        finally
-        {
-            JsonPattern.MaxBytes = before;
-        }
+        long before = get();
+        set(cap);
+        try { await body(); }
+        finally { set(before); }
     }
 
+    private static Task PatternsCapped(long cap, Func<Task> body) => Lowered(() => JsonPattern.MaxBytes, v => JsonPattern.MaxBytes = v, cap, body);
+
     [Fact]
-    public void ADeepeningGrammarStopsAtItsCapWithAClearError()
+    public Task AnExponentialExpressionStopsAtItsCapWithAClearError() => PatternsCapped(1 << 20, () =>
     {
-        long before = GbnfGrammar.MaxBytes;
-        GbnfGrammar.MaxBytes = 1 << 20;
-        try
-        {
-            // Every 'a' may open another "a x b" or be a letter: the stacks deepen with the text.
-            var failure = Walk(new JsonConstraint.Grammar("root ::= x+\nx ::= [a-z]+ | \"a\" x \"b\" | [a-z] x"), 2000);
-            Assert.NotNull(failure);
-            Assert.Contains("the grammar needs more than 1 MiB of parse positions", failure.Message);
-        }
-        finally
-        {
-            GbnfGrammar.MaxBytes = before;
-        }
-    }
+        var failure = Walk(new JsonConstraint.Matches("[a-z]*a[a-z]{24}"), 400);
+        Assert.NotNull(failure);
+        Assert.Contains("'[a-z]*a[a-z]{24}' needs more than 1 MiB of automaton", failure.Message);
+        return Task.CompletedTask;
+    });
+
+    [Fact]
+    public Task ADeepeningGrammarStopsAtItsCapWithAClearError() => Lowered(() => GbnfGrammar.MaxBytes, v => GbnfGrammar.MaxBytes = v, 1 << 20, () =>
+    {
+        // Every 'a' may open another "a x b" or be a letter: the stacks deepen with the text.
+        var failure = Walk(new JsonConstraint.Grammar("root ::= x+\nx ::= [a-z]+ | \"a\" x \"b\" | [a-z] x"), 2000);
+        Assert.NotNull(failure);
+        Assert.Contains("the grammar needs more than 1 MiB of parse positions", failure.Message);
+        return Task.CompletedTask;
+    });
 
     /// <summary>The formats' expressions and an ordinary one, masked over Qwen's 151,936 pieces at every character of a
     /// value: their automata stay under a megabyte, so the 32 MiB cap is only for expressions that explode.</summary>
@@ -107,41 +102,32 @@ public sealed class ConstraintCapTests
     /// <summary>Over HTTP: the request whose expression passes the cap gets a 400 naming it (or, once its stream has
     /// begun, an error event and the stream's end), and the server serves the next request.</summary>
     [Fact]
-    public async Task AServerAnswersACostlyExpressionAsTheRequestsFault()
+    public Task AServerAnswersACostlyExpressionAsTheRequestsFault() => PatternsCapped(256 << 10, async () =>
     {
-        long before = JsonPattern.MaxBytes;
-        JsonPattern.MaxBytes = 256 << 10;
-        try
+        using var dir = new TempDir();
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(SampleModels.Qwen25(dir, 1024)), "qwen"));
+        const string Body = """{"prompt": "Answer:", "max_tokens": 200, "temperature": 1, "seed": 3, "guided_regex": "[a-z]*a[a-z]{24}" """;
+        var (status, text) = await served.Post("/v1/completions", Body + "}");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        var error = JsonDocument.Parse(text).RootElement.GetProperty("error");
+        Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
+        Assert.Contains("too costly to follow", error.GetProperty("message").GetString());
+
+        (status, text) = await served.Post("/v1/completions", Body + ", \"stream\": true}");
+        if (status == HttpStatusCode.OK)
         {
-            using var dir = new TempDir();
-            await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(SampleModels.Qwen25(dir, 1024)), "qwen"));
-            const string Body = """{"prompt": "Answer:", "max_tokens": 200, "temperature": 1, "seed": 3, "guided_regex": "[a-z]*a[a-z]{24}" """;
-            var (status, text) = await served.Post("/v1/completions", Body + "}");
+            var events = text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal("data: [DONE]", events[^1]);
+            Assert.Contains("too costly to follow", JsonDocument.Parse(events[^2]["data: ".Length..]).RootElement.GetProperty("error").GetProperty("message").GetString());
+        }
+        else
+        {
             Assert.Equal(HttpStatusCode.BadRequest, status);
-            var error = JsonDocument.Parse(text).RootElement.GetProperty("error");
-            Assert.Equal("invalid_request_error", error.GetProperty("type").GetString());
-            Assert.Contains("too costly to follow", error.GetProperty("message").GetString());
-
-            (status, text) = await served.Post("/v1/completions", Body + ", \"stream\": true}");
-            if (status == HttpStatusCode.OK)
-            {
-                var events = text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
-                Assert.Equal("data: [DONE]", events[^1]);
-                Assert.Contains("too costly to follow", JsonDocument.Parse(events[^2]["data: ".Length..]).RootElement.GetProperty("error").GetProperty("message").GetString());
-            }
-            else
-            {
-                Assert.Equal(HttpStatusCode.BadRequest, status);
-                Assert.Contains("too costly to follow", text);
-            }
-
-            (status, text) = await served.Post("/v1/completions", """{"prompt": "Answer:", "max_tokens": 4, "guided_regex": "[A-Z]{2}"}""");
-            Assert.True(status == HttpStatusCode.OK, text);
-            Assert.Equal(0, served.Service.InService);
+            Assert.Contains("too costly to follow", text);
         }
-        finally
-        {
-            JsonPattern.MaxBytes = before;
-        }
-    }
+
+        (status, text) = await served.Post("/v1/completions", """{"prompt": "Answer:", "max_tokens": 4, "guided_regex": "[A-Z]{2}"}""");
+        Assert.True(status == HttpStatusCode.OK, text);
+        Assert.Equal(0, served.Service.InService);
+    });
 }
