@@ -694,15 +694,17 @@ internal static partial class OpenAiServer
     }
 
     /// <summary>A request that failed after it was accepted: <see cref="NanoscaleException"/> (what it asked cannot be
-    /// done: a grammar too costly to follow) 400, anything else 500, as an error object; after a stream began, as a
-    /// <c>data: {"error": …}</c> event, then <c>data: [DONE]</c> on the OpenAI routes.</summary>
+    /// done: a grammar too costly to follow) 400, cancelled while the client waits (the server stopping) 503, anything
+    /// else 500, as an error object; after a stream began, as a <c>data: {"error": …}</c> event, then
+    /// <c>data: [DONE]</c> on the OpenAI routes.</summary>
     private static async Task Failed(HttpContext context, Exception e)
     {
-        bool request = e is NanoscaleException;
-        string type = request ? "invalid_request_error" : "server_error", message = request ? e.Message : $"the server failed: {e.Message}";
+        bool request = e is NanoscaleException, stopping = e is OperationCanceledException;
+        string type = request ? "invalid_request_error" : "server_error";
+        string message = request ? e.Message : stopping ? "the request was cancelled: the server is stopping" : $"the server failed: {e.Message}";
         if (!context.Response.HasStarted)
         {
-            await Error(context, request ? 400 : 500, type, message, null, null);
+            await Error(context, request ? 400 : stopping ? 503 : 500, type, message, null, null);
             return;
         }
         if (context.Response.ContentType?.StartsWith("text/event-stream", StringComparison.Ordinal) != true) return;
