@@ -221,6 +221,9 @@ public sealed class JsonConstraint : ITokenConstraint
     {
         /// <summary>Keys or items begun so far.</summary>
         public int Count { get; init; }
+
+        /// <summary>An array of unique enum items: the values written (a bit each).</summary>
+        public UInt128 Used { get; init; }
     }
 
     /// <summary>Where the text is.</summary>
@@ -353,6 +356,9 @@ public sealed class JsonConstraint : ITokenConstraint
 
     private static bool Blank(char c) => c is ' ' or '\t' or '\n' or '\r';
 
+    /// <summary>A bit for each of <paramref name="count"/> options.</summary>
+    private static UInt128 All(int count) => count >= 128 ? UInt128.MaxValue : (UInt128.One << count) - 1;
+
     private bool Json(ref State s, char c)
     {
         switch (s.Mode)
@@ -473,6 +479,8 @@ public sealed class JsonConstraint : ITokenConstraint
                 if (c == ',')
                 {
                     if (frame.IsObject && !frame.Schema.OtherKeys && !KeysLeft(frame)) return false;
+                    // Unique enum items: another only while a value is left.
+                    if (!frame.IsObject && frame.Schema.UniqueValues is { } unique && (All(unique.Count) & ~frame.Used) == 0) return false;
                     if (frame.Count >= (frame.IsObject ? frame.Schema.MaxProperties : frame.Schema.MaxItems)) return false;
                     s.Mode = frame.IsObject ? Mode.KeyExpected : Mode.Value;
                     if (!frame.IsObject) s.Next = frame.Schema.ItemSchema(frame.Count);
@@ -519,6 +527,8 @@ public sealed class JsonConstraint : ITokenConstraint
                 for (int i = 0; i < values.Length; i++)
                     if ((s.Candidates & (UInt128.One << i)) != 0 && values[i].Length == s.Matched)
                     {
+                        if (s.Frames is { IsObject: false } array && array.Schema.UniqueValues == values)
+                            s.Frames = array with { Used = array.Used | UInt128.One << i };
                         s.Mode = Mode.After;
                         s.Blanks = 0;
                         return Json(ref s, c);
@@ -673,12 +683,7 @@ public sealed class JsonConstraint : ITokenConstraint
     };
 
     /// <summary>Whether the object's schema leaves a declared key not yet written.</summary>
-    private static bool KeysLeft(Frame frame)
-    {
-        int count = frame.Schema.Keys.Length;
-        var all = count == 128 ? UInt128.MaxValue : (UInt128.One << count) - 1;
-        return (all & ~frame.Seen) != 0;
-    }
+    private static bool KeysLeft(Frame frame) => (All(frame.Schema.Keys.Length) & ~frame.Seen) != 0;
 
     /// <summary>Whether <paramref name="c"/> would continue the number being read (not end it).</summary>
     private static bool NumberGoesOn(Mode mode, char c) =>
@@ -706,7 +711,10 @@ public sealed class JsonConstraint : ITokenConstraint
         {
             s.Mode = Mode.Enum;
             s.Matched = 0;
-            return Narrow(ref s, schema.Values, c, out _);
+            if (!Narrow(ref s, schema.Values, c, out _)) return false;
+            // An item of an array of unique items: the values written already are not offered.
+            if (s.Frames is { IsObject: false } array && array.Schema.UniqueValues == schema.Values) s.Candidates &= ~array.Used;
+            return s.Candidates != 0;
         }
         var allowed = schema.Allowed;
         switch (c)

@@ -78,6 +78,13 @@ public sealed class JsonSchema
 
     internal int MaxItems { get; private set; } = int.MaxValue;
 
+    /// <summary><c>uniqueItems</c>: no two items equal. Held where the items are one enum (pydantic's
+    /// <c>set[Literal[…]]</c>, <c>set[SomeEnum]</c>): a value written is not offered again; other items are left free.</summary>
+    internal bool UniqueItems { get; private set; }
+
+    /// <summary>The enum every item is one of, when <see cref="UniqueItems"/> is held (null: not held).</summary>
+    internal IReadOnlyList<string>? UniqueValues => UniqueItems && PrefixItems.Length == 0 && Items?.Values is { } values ? values : null;
+
     /// <summary>An object's key count bounds.</summary>
     internal int MinProperties { get; private set; }
 
@@ -177,6 +184,7 @@ public sealed class JsonSchema
         if (!kinds.Value.HasFlag(Kinds.Object) && !kinds.Value.HasFlag(Kinds.Array)) return result;
 
         (result.MinItems, result.MaxItems) = (Count(schema, "minItems", 0), Count(schema, "maxItems", int.MaxValue));
+        result.UniqueItems = schema.TryGetProperty("uniqueItems", out var unique) && unique.ValueKind == JsonValueKind.True;
         (result.MinProperties, result.MaxProperties) = (Count(schema, "minProperties", 0), Count(schema, "maxProperties", int.MaxValue));
         var keys = new List<string>();
         var keySchemas = new List<JsonSchema>();
@@ -492,7 +500,7 @@ public sealed class JsonSchema
         (MinLength, MaxLength, Pattern, Bounds) = (other.MinLength, other.MaxLength, other.Pattern, other.Bounds);
         (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues, PrefixItems) =
             (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues, other.PrefixItems);
-        UnionBranches = other.UnionBranches;
+        (UnionBranches, UniqueItems) = (other.UnionBranches, other.UniqueItems);
     }
 
     /// <summary>The schema a local JSON pointer (<c>#/$defs/Name</c>) points to in <paramref name="root"/>, or null.</summary>

@@ -357,6 +357,33 @@ public class JsonSchemaRulesTests
     }
 
 
+    /// <summary><c>uniqueItems</c> over one enum (pydantic's <c>set[Color]</c>, the enum through a <c>$ref</c>): a value
+    /// written is not offered again, and once every value is written no other item may begin.</summary>
+    [Fact]
+    public void UniqueEnumItemsAreNotRepeated()
+    {
+        const string Colors = """
+            {"$defs": {"Color": {"enum": ["red", "green", "blue"]}}, "type": "object",
+             "properties": {"c": {"type": "array", "items": {"$ref": "#/$defs/Color"}, "uniqueItems": true}, "n": {"type": "array", "items": {"enum": [1, 10]}, "uniqueItems": true}},
+             "required": ["c"]}
+            """;
+        Assert.True(Whole(Colors, "{\"c\": [\"red\", \"blue\"]}"));
+        Assert.True(Whole(Colors, "{\"c\": [\"blue\", \"green\", \"red\"]}"));
+        Assert.False(Whole(Colors, "{\"c\": [\"red\", \"red\"]}"));
+        Assert.False(Whole(Colors, "{\"c\": [\"red\", \"green\", \"blue\", \"red\"]}"));
+        var full = Constraint(Colors);
+        Assert.True(Support.ConstraintText.Feed(full, "{\"c\": [\"red\", \"green\", \"blue\""));
+        Assert.False(full.AllowsText(","));  // nothing is left to write
+        Assert.True(full.AllowsText("]"));
+        // Values that begin alike (1 and 10) are told apart where they end.
+        Assert.True(Whole(Colors, "{\"c\": [], \"n\": [1, 10]}"));
+        Assert.True(Whole(Colors, "{\"c\": [], \"n\": [10, 1]}"));
+        Assert.False(Whole(Colors, "{\"c\": [], \"n\": [10, 10]}"));
+        Assert.False(Whole(Colors, "{\"c\": [], \"n\": [1, 1]}"));
+        // Without uniqueItems, repeats stand.
+        Assert.True(Whole(Colors.Replace("\"uniqueItems\": true", "\"uniqueItems\": false"), "{\"c\": [\"red\", \"red\"]}"));
+    }
+
     // Schemas with every rule above, for the walks.
     private static readonly string[] WalkSchemas =
     [
@@ -366,8 +393,8 @@ public class JsonSchemaRulesTests
             "age": {"type": "integer", "minimum": 0, "maximum": 120}, "price": {"type": "number", "exclusiveMinimum": 0, "maximum": 99.5, "multipleOf": 0.25},
             "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "minItems": 1, "maxItems": 3},
             "pair": {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0, "maximum": 9}, {"enum": ["x", "y"]}], "items": false, "minItems": 2},
-            "when": {"type": "string", "format": "date-time"}},
-         "required": ["code", "name", "age", "price", "tags", "when", "pair"], "additionalProperties": false}
+            "when": {"type": "string", "format": "date-time"}, "sizes": {"type": "array", "items": {"enum": ["S", "M", "L", 1, 10]}, "uniqueItems": true}},
+         "required": ["code", "name", "age", "price", "tags", "when", "pair", "sizes"], "additionalProperties": false}
         """,
         """
         {"$defs": {"Address": {"type": "object", "properties": {"zip": {"type": "string", "pattern": "^\\d{5}$"}, "ip": {"type": "string", "format": "ipv4"}},
