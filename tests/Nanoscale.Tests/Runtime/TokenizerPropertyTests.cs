@@ -33,4 +33,22 @@ public class TokenizerPropertyTests
             }
         }, iter: 300);
     }
+
+    /// <summary>The token factory decodes its running sequences' text on every core at once: a tokenizer answers the
+    /// same from two threads together as from one (every tokenizer kind in ../shared/data).</summary>
+    [Theory]
+    [InlineData("tokenizers/gpt2")]
+    [InlineData("tokenizers/qwen2_5")]
+    [InlineData("tokenizers/llama2")]
+    [InlineData("models/stories260K/tok512.bin")]
+    public void DecodingOnTwoThreadsAtOnceAnswersAsOneThreadDoes(string path)
+    {
+        var tokenizer = TokenizerLoader.Open(SharedData.Path(path.Split('/')));
+        var random = new Random(8);
+        var windows = Enumerable.Range(0, 4000).Select(_ => Enumerable.Range(0, random.Next(1, 8)).Select(_ => random.Next(tokenizer.VocabSize)).ToArray()).ToArray();
+        var alone = windows.Select(w => tokenizer.Decode(w)).ToArray();
+        var together = new string[windows.Length];
+        Parallel.For(0, windows.Length, new ParallelOptions { MaxDegreeOfParallelism = 2 }, i => together[i] = tokenizer.Decode(windows[i]));
+        Assert.Equal(alone, together);
+    }
 }
