@@ -207,7 +207,7 @@ public static class Generation
     /// <summary>Chooses the next token from the logits (see <see cref="SamplingOptions"/>).</summary>
     /// <remarks>
     /// The draw, exactly. The tokens in the order most likely first (ties by id) each weigh
-    /// <c>exp((logit − max) / temperature)</c> (in double, by an exponential of our own that is the same on every machine),
+    /// <c>exp((logit − max) · (1 / temperature))</c> (in double, by an exponential of our own that is the same on every machine),
     /// held as an integer: times 2^s rounded, s = min(51, 62 − the vocabulary's bit length), so that sums are exact and do
     /// not depend on the order they are taken in. Top-k keeps the order's first k; top-p then the shortest
     /// beginning whose running weight reaches <c>top_p · T0</c> (<c>T0</c>: the weight of the tokens top-k kept, all
@@ -297,8 +297,8 @@ public static class Generation
             var buckets = (t_buckets ??= new long[Buckets + 1]).AsSpan();
             if (bucketed) buckets.Clear();
             // The first's weight is scale exactly (exp(0) = 1).
-            long minimum = options.MinP > 0 ? Share(options.MinP, (long)scale) : 0, all = 0, atLeastMinimum = 0;
-            all = Weights(logits, top, temperature, scale, q);
+            long minimum = options.MinP > 0 ? Share(options.MinP, (long)scale) : 0, atLeastMinimum = 0;
+            long all = Weights(logits, top, temperature, scale, q);
             if (bucketed || minimum > 0)
                 for (int i = 0; i < n; i++)
                 {
