@@ -401,9 +401,11 @@ public sealed class JsonConstraint : ITokenConstraint
                 s.Matched = 0;
                 if (schema.OtherKeys)
                 {
-                    // Any key; one that turns out declared takes its schema.
+                    // Any key; one that turns out declared takes its schema. Held to propertyNames: read as a string
+                    // value of that schema until its closing quote (EndKey then sets the value's schema).
                     s.Mode = Mode.Key;
                     s.Candidates = UInt128.MaxValue;
+                    if (schema.KeyNames is { } names) (s.Next, s.Length, s.Pattern) = (names, 0, names.Pattern?.Start ?? 0);
                     return true;
                 }
                 // Only declared keys not yet written.
@@ -439,6 +441,8 @@ public sealed class JsonConstraint : ITokenConstraint
             case Mode.Key:
                 if (c == '"') return EndKey(ref s);
                 if (c < 0x20) return false;
+                // A key held to propertyNames is written without escapes (its characters as they are, for its pattern).
+                if (s.Frames!.Schema.KeyNames is not null && (c == '\\' || !StringCharacter(ref s, c))) return false;
                 NarrowKey(ref s, c);
                 if (c == '\\') s.Mode = Mode.KeyEscape;
                 return true;
@@ -628,11 +632,13 @@ public sealed class JsonConstraint : ITokenConstraint
         s.Matched++;
     }
 
-    /// <summary>A free key's closing quote: a declared key takes its schema (once: a second time is refused), any other
-    /// the schema of <c>additionalProperties</c>.</summary>
+    /// <summary>A free key's closing quote (once it is long enough and matches <c>propertyNames</c>' pattern): a
+    /// declared key takes its schema (once: a second time is refused), any other the schema of
+    /// <c>additionalProperties</c>.</summary>
     private static bool EndKey(ref State s)
     {
         var frame = s.Frames!;
+        if (frame.Schema.KeyNames is { } names && (s.Length < names.MinLength || names.Pattern is { } pattern && !pattern.Accepts(s.Pattern))) return false;
         var keys = frame.Schema.Keys;
         s.Next = frame.Schema.OtherValues ?? JsonSchema.Any;
         for (int i = 0; i < keys.Length; i++)

@@ -51,6 +51,10 @@ public sealed class JsonSchema
     /// <summary>The values of keys beyond <see cref="Keys"/> (<c>additionalProperties</c> as a schema; null: free).</summary>
     internal JsonSchema? OtherValues { get; private set; }
 
+    /// <summary><c>propertyNames</c>: the string schema every key follows (its <c>pattern</c> or <c>format</c>,
+    /// <c>minLength</c>, <c>maxLength</c>), as pydantic writes a <c>dict</c> with constrained keys; null: keys free.</summary>
+    internal JsonSchema? KeyNames { get; private set; }
+
     /// <summary>An array's elements (null: any); after <see cref="PrefixItems"/>, the elements beyond them.</summary>
     internal JsonSchema? Items { get; private set; }
 
@@ -212,6 +216,9 @@ public sealed class JsonSchema
         result.OtherKeys = otherKeys;
         if (otherKeys && schema.TryGetProperty("additionalProperties", out var otherValues) && otherValues.ValueKind == JsonValueKind.Object)
             result.OtherValues = Compile(otherValues, root, depth + 1, references);
+        if (otherKeys && schema.TryGetProperty("propertyNames", out var keyRules) && keyRules.ValueKind == JsonValueKind.Object
+            && Compile(keyRules, root, depth + 1, references) is { } keyNames && (keyNames.Pattern is not null || keyNames.MinLength > 0 || keyNames.MaxLength < int.MaxValue))
+            result.KeyNames = keyNames;
         result.Items = schema.TryGetProperty("items", out var itemSchema) ? Compile(itemSchema, root, depth + 1, references) : null;
         if (schema.TryGetProperty("prefixItems", out var prefix) && prefix.ValueKind == JsonValueKind.Array && prefix.GetArrayLength() <= MaxKeys)
         {
@@ -500,7 +507,7 @@ public sealed class JsonSchema
         (MinLength, MaxLength, Pattern, Bounds) = (other.MinLength, other.MaxLength, other.Pattern, other.Bounds);
         (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues, PrefixItems) =
             (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues, other.PrefixItems);
-        (UnionBranches, UniqueItems) = (other.UnionBranches, other.UniqueItems);
+        (UnionBranches, UniqueItems, KeyNames) = (other.UnionBranches, other.UniqueItems, other.KeyNames);
     }
 
     /// <summary>The schema a local JSON pointer (<c>#/$defs/Name</c>) points to in <paramref name="root"/>, or null.</summary>

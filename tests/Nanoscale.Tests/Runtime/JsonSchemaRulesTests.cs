@@ -384,6 +384,30 @@ public class JsonSchemaRulesTests
         Assert.True(Whole(Colors.Replace("\"uniqueItems\": true", "\"uniqueItems\": false"), "{\"c\": [\"red\", \"red\"]}"));
     }
 
+    /// <summary><c>propertyNames</c> (pydantic's <c>dict</c> with constrained keys): every key follows its pattern and
+    /// lengths; declared keys too; such keys are written without escapes.</summary>
+    [Fact]
+    public void KeysFollowPropertyNames()
+    {
+        const string Counts = """
+            {"type": "object", "properties": {"total": {"type": "integer"}}, "additionalProperties": {"type": "integer"},
+             "propertyNames": {"pattern": "^[a-z]+$", "minLength": 2, "maxLength": 5}}
+            """;
+        Assert.True(Whole(Counts, "{\"ab\": 1, \"total\": 2, \"xyz\": 3}"));
+        Assert.False(Whole(Counts, "{\"Ab\": 1}"));      // the pattern
+        Assert.False(Whole(Counts, "{\"a\": 1}"));       // too short
+        Assert.False(Whole(Counts, "{\"abcdef\": 1}"));  // too long
+        Assert.False(Whole(Counts, "{\"ab\": \"x\"}"));  // the value still follows additionalProperties
+        Assert.False(Whole(Counts, "{\"a\\u0062\": 1}")); // no escapes in a held key
+        var held = Constraint(Counts);
+        Assert.True(Support.ConstraintText.Feed(held, "{\"abcde"));
+        Assert.False(held.AllowsText("f"));
+        Assert.True(held.AllowsText("\""));
+        // A format for keys.
+        Assert.True(Whole("""{"type": "object", "additionalProperties": true, "propertyNames": {"format": "date"}}""", "{\"2024-05-06\": 1}"));
+        Assert.False(Whole("""{"type": "object", "additionalProperties": true, "propertyNames": {"format": "date"}}""", "{\"yesterday\": 1}"));
+    }
+
     // Schemas with every rule above, for the walks.
     private static readonly string[] WalkSchemas =
     [
@@ -403,7 +427,7 @@ public class JsonSchemaRulesTests
             "home": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}]}, "id": {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "integer", "exclusiveMaximum": -5}]},
             "day": {"type": "string", "format": "date"}, "mail": {"type": "string", "format": "email"}, "span": {"type": "string", "format": "duration"},
             "score": {"type": ["number", "null"], "minimum": -2.5, "maximum": 2.5}, "host": {"type": "string", "format": "hostname", "maxLength": 20},
-            "extra": {"type": "object", "additionalProperties": {"type": "integer", "multipleOf": 3}, "maxProperties": 2}},
+            "extra": {"type": "object", "additionalProperties": {"type": "integer", "multipleOf": 3}, "maxProperties": 2, "propertyNames": {"pattern": "^k[0-9]{1,2}$"}}},
          "required": ["home", "id", "day", "mail", "span", "score", "host", "extra"], "additionalProperties": false}
         """,
         """
