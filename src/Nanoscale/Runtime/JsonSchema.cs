@@ -216,9 +216,14 @@ public sealed class JsonSchema
         result.OtherKeys = otherKeys;
         if (otherKeys && schema.TryGetProperty("additionalProperties", out var otherValues) && otherValues.ValueKind == JsonValueKind.Object)
             result.OtherValues = Compile(otherValues, root, depth + 1, references);
-        if (otherKeys && schema.TryGetProperty("propertyNames", out var keyRules) && keyRules.ValueKind == JsonValueKind.Object
-            && Compile(keyRules, root, depth + 1, references) is { } keyNames && (keyNames.Pattern is not null || keyNames.MinLength > 0 || keyNames.MaxLength < int.MaxValue))
-            result.KeyNames = keyNames;
+        if (otherKeys && schema.TryGetProperty("propertyNames", out var keyRules) && keyRules.ValueKind == JsonValueKind.Object)
+        {
+            var keyNames = Compile(keyRules, root, depth + 1, references);
+            if (keyNames.Values is { } named && named.All(v => v.StartsWith('"')))
+                result.OnlyKeys([.. named.Select(v => v[1..])]);
+            else if (keyNames.Pattern is not null || keyNames.MinLength > 0 || keyNames.MaxLength < int.MaxValue)
+                result.KeyNames = keyNames;
+        }
         result.Items = schema.TryGetProperty("items", out var itemSchema) ? Compile(itemSchema, root, depth + 1, references) : null;
         if (schema.TryGetProperty("prefixItems", out var prefix) && prefix.ValueKind == JsonValueKind.Array && prefix.GetArrayLength() <= MaxKeys)
         {
@@ -498,6 +503,30 @@ public sealed class JsonSchema
         for (int i = 0; i < Branches.Length; i++)
             if (BranchStarts[i].Contains(c)) return Branches[i].Pick(c);
         return null;
+    }
+
+    /// <summary><c>propertyNames</c> as an enum (pydantic's <c>dict[Literal[…], V]</c>, <c>dict[SomeEnum, V]</c>): the
+    /// object's keys are those names (as <see cref="Keys"/> holds them), each at most once; declared keys among them keep
+    /// their schemas (and whether they are required), the others take <c>additionalProperties</c>'.</summary>
+    private void OnlyKeys(IReadOnlyList<string> names)
+    {
+        var keys = new List<string>();
+        var schemas = new List<JsonSchema>();
+        UInt128 required = 0;
+        for (int i = 0; i < Keys.Length; i++)
+            if (names.Contains(Keys[i]))
+            {
+                if ((Required & (UInt128.One << i)) != 0) required |= UInt128.One << keys.Count;
+                keys.Add(Keys[i]);
+                schemas.Add(KeySchemas[i]);
+            }
+        foreach (var name in names)
+            if (!keys.Contains(name) && keys.Count < MaxKeys)
+            {
+                keys.Add(name);
+                schemas.Add(OtherValues ?? Any);
+            }
+        (Keys, KeySchemas, Required, OtherKeys, OtherValues) = ([.. keys], [.. schemas], required, false, null);
     }
 
     /// <summary>Takes <paramref name="other"/>'s rules (a reference's node, filled once its target is compiled).</summary>

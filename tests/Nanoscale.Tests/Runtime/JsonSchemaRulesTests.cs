@@ -385,7 +385,7 @@ public class JsonSchemaRulesTests
     }
 
     /// <summary><c>propertyNames</c> (pydantic's <c>dict</c> with constrained keys): every key follows its pattern and
-    /// lengths; declared keys too; such keys are written without escapes.</summary>
+    /// lengths; declared keys too; such keys are written without escapes. As an enum, the keys are those names.</summary>
     [Fact]
     public void KeysFollowPropertyNames()
     {
@@ -406,6 +406,18 @@ public class JsonSchemaRulesTests
         // A format for keys.
         Assert.True(Whole("""{"type": "object", "additionalProperties": true, "propertyNames": {"format": "date"}}""", "{\"2024-05-06\": 1}"));
         Assert.False(Whole("""{"type": "object", "additionalProperties": true, "propertyNames": {"format": "date"}}""", "{\"yesterday\": 1}"));
+        // As an enum (pydantic's dict[Literal["a", "b"], int]): the keys are those names, each at most once.
+        const string Named = """
+            {"type": "object", "properties": {"b": {"type": "string"}, "z": {"type": "integer"}}, "required": ["b"],
+             "additionalProperties": {"type": "integer"}, "propertyNames": {"enum": ["a", "b"]}}
+            """;
+        Assert.True(Whole(Named, "{\"a\": 1, \"b\": \"x\"}"));
+        Assert.True(Whole(Named, "{\"b\": \"x\"}"));
+        Assert.False(Whole(Named, "{\"a\": 1}"));             // b is still required
+        Assert.False(Whole(Named, "{\"b\": \"x\", \"c\": 1}"));  // not a name
+        Assert.False(Whole(Named, "{\"b\": \"x\", \"z\": 1}"));  // declared, but not a name
+        Assert.False(Whole(Named, "{\"a\": 1, \"a\": 2, \"b\": \"x\"}"));
+        Assert.False(Whole(Named, "{\"a\": \"x\", \"b\": \"x\"}")); // a takes additionalProperties' schema
     }
 
     // Schemas with every rule above, for the walks.
@@ -434,8 +446,9 @@ public class JsonSchemaRulesTests
         {"$defs": {"Base": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1}}, "required": ["id"]}},
          "type": "object", "properties": {"item": {"allOf": [{"$ref": "#/$defs/Base"}, {"properties": {"label": {"type": "string", "maxLength": 4},
             "id": {"maximum": 9}}, "required": ["label"]}, {"properties": {"label": {"pattern": "^[a-z]+$"}}}]},
+            "by": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 9}, "propertyNames": {"enum": ["x", "yy"]}},
             "n": {"allOf": [{"type": "number", "minimum": -3}, {"type": "integer", "maximum": 3}, {"exclusiveMaximum": 2}]}},
-         "required": ["item", "n"], "additionalProperties": false}
+         "required": ["item", "n", "by"], "additionalProperties": false}
         """,
         Pets,
         """
