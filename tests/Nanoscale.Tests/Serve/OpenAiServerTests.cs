@@ -1128,11 +1128,8 @@ public sealed class ToolUseTests
     public async Task ATemplateThatOpensTheBlockGivesTheReplyAsReasoning()
     {
         using var dir = new TempDir();
-        var folder = SampleModels.Qwen25(dir, 1024);
-        var template = dir.File("r1.jinja");
-        File.WriteAllText(template, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+        await using var served = await ServedModel.WithTemplate(dir, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
             "{% if add_generation_prompt %}<|im_start|>assistant\n{% if thinking is not defined or thinking %}<think>\n{% endif %}{% endif %}");
-        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template));
         var (service, http) = (served.Service, served.Http);
         async Task<JsonElement> Message(string extra)
         {
@@ -1165,11 +1162,8 @@ public sealed class ToolUseTests
     public async Task ResponsesGiveReasoningAsItsOwnItem()
     {
         using var dir = new TempDir();
-        var folder = SampleModels.Qwen25(dir, 1024);
-        var template = dir.File("r1.jinja");
-        File.WriteAllText(template, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+        await using var served = await ServedModel.WithTemplate(dir, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
             "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}");
-        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template));
         var (_, chatText) = await served.Post("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Is 7 prime?"}], "max_tokens": 10, "temperature": 0}""");
         var reasoning = JsonDocument.Parse(chatText).RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("reasoning_content").GetString()!;
         Assert.NotEmpty(reasoning);
@@ -1380,6 +1374,16 @@ internal sealed class ServedModel : IAsyncDisposable
     {
         using var r = await Http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
         return (r.StatusCode, await r.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>A generated Qwen2.5-shaped model (its real tokenizer) served with the chat template
+    /// <paramref name="template"/> (Jinja text), written in <paramref name="dir"/>.</summary>
+    public static Task<ServedModel> WithTemplate(TempDir dir, string template)
+    {
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var file = dir.File("template.jinja");
+        File.WriteAllText(file, template);
+        return Start(new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: file));
     }
 
     public static async Task<ServedModel> Start(CompletionService service, ServeOptions? options = null)
