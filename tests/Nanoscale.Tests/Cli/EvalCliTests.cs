@@ -31,8 +31,10 @@ public class EvalCliTests
 
     /// <summary>What a narrower KV cache costs, measured as a format is: stories260K's perplexity on the TinyStories
     /// sample moves from 3.54820 (f32) to 3.56017 (q8) and 12.71935 (q4: this model's heads of 8 numbers share a block's
-    /// scale four at a time, and 16 levels are too few for its keys), within 1.5e-5 (the float kernels' summation
-    /// order differs between machines and kernels, and a rounded cache carries that difference further). f16's cost is
+    /// scale four at a time, and 16 levels are too few for its keys), within 5e-5 (the float kernels' summation
+    /// order differs between machines and kernels — the library's vector loops are 512 bits wide where AVX-512 is, q8
+    /// gave 3.560151 on such a machine — and a rounded cache carries that difference further; q8's cost over f32 is
+    /// 0.012). f16's cost is
     /// below that noise on this model (3.548243 before the panel kernel of many-token products, 3.548179 after, f32
     /// 3.548202 both times), so f16 is checked against the f32 run: rounded (not the same number) and within 1e-4.</summary>
     [Theory]
@@ -42,7 +44,7 @@ public class EvalCliTests
     {
         var result = CliProcess.Run("eval", SharedData.Stories260K, "--text", SharedData.TinyStoriesText, "--kv-cache", type, "--json");
         Assert.Equal(0, result.ExitCode);
-        Assert.InRange(result.Json().GetProperty("perplexity").GetDouble(), expected - 1.5e-5, expected + 1.5e-5); // f32 gives 3.54820
+        Assert.InRange(result.Json().GetProperty("perplexity").GetDouble(), expected - 5e-5, expected + 5e-5); // f32 gives 3.54820
     }
 
     [Fact]

@@ -24,8 +24,8 @@ namespace Nanoscale.Formats.Mx;
 /// decode-then-multiply only in float summation order (within 1e-6 of Σ|w·x|, <c>FusedDotTests</c>).</para>
 /// <para>The four minifloat shapes of MXFP8 and MXFP6 (E4M3, E5M2, E2M3, E3M2) run their own instance of the same
 /// widening with the shape's constants folded in (<see cref="DotRowsShaped{TShape, TRows}"/>): 16 codes a step with
-/// AVX-512, about twice the generic kernel's speed, which branches on the format in every group of eight; eight a step
-/// with AVX2 alone, 1.4–1.6 times it.</para>
+/// AVX-512, eight a step with AVX2 alone (1.4–1.6 times the generic kernel's speed, which branches on the format in
+/// every group of eight), both equal to the generic kernel bit for bit.</para>
 /// </remarks>
 internal sealed class MxFloatDot
 {
@@ -135,9 +135,9 @@ internal sealed class MxFloatDot
     /// <summary>
     /// <see cref="DotRowsGeneric"/> for one minifloat shape with its constants folded into the code (no branch on the
     /// format, every shift an immediate): <typeparamref name="TRows"/>'s row loop — AVX-512 (<see cref="Rows512"/>: 16
-    /// codes a step, 8-bit codes zero-extended by one <c>vpmovzxbd</c>, 6-bit codes by <c>vpshufb</c> + <c>vpsrlvd</c>
-    /// from the 12 bytes broadcast to each 128-bit lane, two FMAs per block) or AVX2 alone (<see cref="Rows256"/>: eight
-    /// codes a step, four steps and the generic kernel's float order per block) — each widening exactly as
+    /// codes a step, groups 0 and 2 of a block in one vector and 1 and 3 in the other, so one multiply and one
+    /// multiply-add give the generic kernel's two sums in the vector's halves) or AVX2 alone (<see cref="Rows256"/>:
+    /// eight codes a step, four steps) — both in the generic kernel's float order per block, so the same bits — each widening exactly as
     /// <see cref="Widen(Vector256{int}, in Constants, ref Vector256{int})"/> does (the same integer rebias, so the same
     /// floats), each block's E8M0 scale once. Rows with a code from the first special magnitude up (E4M3's NaN, E5M2's
     /// Inf/NaN) are done again by the generic path after the loop (no call inside it: that would make the JIT keep its
@@ -190,14 +190,14 @@ internal sealed class MxFloatDot
             ref byte s0 = ref MemoryMarshal.GetReference(scales);
             ref float x0 = ref MemoryMarshal.GetReference(x);
             ref float t0 = ref MemoryMarshal.GetReference(ScaleFormat.E8M0.DecodeTable);
-            var gather = Vector512.Create(Vector256.Create(Vector128.Create(
-                (byte)0, 1, 2, 3, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5), Vector128.Create((byte)3, 4, 5, 6, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8)),
-                Vector256.Create(Vector128.Create((byte)6, 7, 8, 9, 6, 7, 8, 9, 7, 8, 9, 10, 8, 9, 10, 11), Vector128.Create((byte)9, 10, 11, 12, 9, 10, 11, 12, 10, 11, 12, 13, 11, 12, 13, 14)));
-            var offsets = Vector512.Create(0u, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2, 0, 6, 4, 2);
+            // Code i of eight 6-bit codes starts in byte ⌊6i/8⌋ at bit 6i mod 8 (codes 0–3 in a 128-bit lane, 4–7 in the next).
+            var gather = Vector256.Create(Vector128.Create((byte)0, 1, 2, 3, 0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5),
+                Vector128.Create((byte)3, 4, 5, 6, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8));
+            var offsets = Vector256.Create(0u, 6, 4, 2, 0, 6, 4, 2);
             var limit = Vector512.Create(threshold);
             for (int r = 0; r < rowCount; r++)
             {
-                Vector512<float> even = Vector512<float>.Zero, odd = Vector512<float>.Zero;
+                Vector256<float> even = Vector256<float>.Zero, odd = Vector256<float>.Zero;
                 Vector512<int> found = Vector512<int>.Zero;
                 ref byte row = ref Unsafe.Add(ref b0, (nint)r * nb * bytesPerBlock);
                 ref byte rowScales = ref Unsafe.Add(ref s0, (nint)r * nb);
@@ -205,29 +205,27 @@ internal sealed class MxFloatDot
                 {
                     ref byte codes = ref Unsafe.Add(ref row, j * bytesPerBlock);
                     Sse.Prefetch0(Unsafe.AsPointer(ref Unsafe.Add(ref codes, 512)));
-                    var w0 = Widen512<TShape>(Codes512<TShape>(ref codes, gather, offsets), limit, ref found);
-                    var w1 = Widen512<TShape>(Codes512<TShape>(ref Unsafe.Add(ref codes, 2 * TShape.Bits), gather, offsets), limit, ref found);
-                    var sum = Vector512.FusedMultiplyAdd(w1, Vector512.LoadUnsafe(ref x0, (nuint)(j * B + 16)), w0 * Vector512.LoadUnsafe(ref x0, (nuint)(j * B)));
-                    var scale = Vector512.Create(Unsafe.Add(ref t0, Unsafe.Add(ref rowScales, j)));
-                    if ((j & 1) == 0) even = Vector512.FusedMultiplyAdd(sum, scale, even);
-                    else odd = Vector512.FusedMultiplyAdd(sum, scale, odd);
+                    ref float xj = ref Unsafe.Add(ref x0, j * B);
+                    // Groups 0 and 2 of the block's four groups of eight in one vector, 1 and 3 in the other, so one
+                    // multiply and one multiply-add give Rows256's two sums a and c in the two halves: the same float
+                    // operations in the same order, sixteen lanes at a time.
+                    var w02 = Widen512<TShape>(Vector512.Create(Codes256<TShape>(ref codes, gather, offsets),
+                        Codes256<TShape>(ref Unsafe.Add(ref codes, 2 * TShape.Bits), gather, offsets)), limit, ref found);
+                    var w13 = Widen512<TShape>(Vector512.Create(Codes256<TShape>(ref Unsafe.Add(ref codes, TShape.Bits), gather, offsets),
+                        Codes256<TShape>(ref Unsafe.Add(ref codes, 3 * TShape.Bits), gather, offsets)), limit, ref found);
+                    var x02 = Vector512.Create(Vector256.LoadUnsafe(ref xj), Vector256.LoadUnsafe(ref xj, 16));
+                    var x13 = Vector512.Create(Vector256.LoadUnsafe(ref xj, 8), Vector256.LoadUnsafe(ref xj, 24));
+                    var ac = Vector512.FusedMultiplyAdd(w13, x13, w02 * x02);
+                    var sum = ac.GetLower() + ac.GetUpper();
+                    var scale = Vector256.Create(Unsafe.Add(ref t0, Unsafe.Add(ref rowScales, j)));
+                    if ((j & 1) == 0) even = Fma.MultiplyAdd(sum, scale, even);
+                    else odd = Fma.MultiplyAdd(sum, scale, odd);
                 }
-                y[r] = Vector512.Sum(even + odd);
+                y[r] = Vector256.Sum(even + odd);
                 if (found != Vector512<int>.Zero) specialRows[specials++] = r;
             }
             return specials;
         }
-    }
-
-    /// <summary>16 codes of <typeparamref name="TShape"/> as int32 lanes, from <paramref name="group"/> (16 bytes read).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> Codes512<TShape>(ref byte group, Vector512<byte> gather, Vector512<uint> offsets) where TShape : struct, IShape
-    {
-        var bytes = Vector128.LoadUnsafe(ref group);
-        if (TShape.Bits == 8) return Avx512F.ConvertToVector512Int32(bytes);
-        // Lane i's code starts in byte ⌊6i/8⌋ at bit 6i mod 8: the 4 bytes from there, shifted right and masked.
-        var words = Avx512BW.Shuffle(Vector512.Create(bytes), gather);
-        return (Avx512F.ShiftRightLogicalVariable(words.AsUInt32(), offsets) & Vector512.Create((1u << TShape.Bits) - 1)).AsInt32();
     }
 
     /// <summary><see cref="Widen(Vector256{int}, in Constants, ref Vector256{int})"/> on 16 lanes, its constants the
