@@ -101,6 +101,8 @@ internal static partial class OpenAiServer
             kv_budget_bytes = service.KvBudgetBytes,
             kv_cache = service.KvCacheName,
             kv_kept_bytes = service.PooledKvBytes,
+            shared_prefixes = service.SharedPrefixes.Count,
+            kv_shared_bytes = service.SharedPrefixes.Bytes,
             prompt_cache = service.PromptCache,
             cached_prompt_tokens = service.CachedPromptTokens,
         }, Json));
@@ -157,6 +159,7 @@ internal static partial class OpenAiServer
         Write("requests_in_service", "gauge", "Requests admitted and not finished (running or waiting).", service.InService);
         Write("kv_reserved_bytes", "gauge", "KV cache the admitted requests hold.", service.ReservedKvBytes);
         Write("kv_kept_bytes", "gauge", "KV cache finished requests' sessions keep for the next.", service.PooledKvBytes);
+        Write("kv_shared_bytes", "gauge", "KV cache of shared prompt beginnings, held once for every request reading them.", service.SharedPrefixes.Bytes);
         if (service.KvBudgetBytes is { } budget) Write("kv_budget_bytes", "gauge", "The KV budget (--kv-budget).", budget);
         var (buckets, count, sum) = m.FirstText();
         text.Append("# HELP nanoscale_time_to_first_text_seconds From a request's arrival to its first generated text.\n");

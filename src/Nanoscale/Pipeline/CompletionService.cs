@@ -347,7 +347,7 @@ public sealed class CompletionService : IDisposable
         bool firstText = false;
         try
         {
-            await ReserveAsync(need, cancellationToken).ConfigureAwait(false);
+            var (held, prefix) = await ReserveAsync(need, prompt, maxTokens, cancellationToken).ConfigureAwait(false);
             try
             {
                 // The completion is exactly the text handed out as it came (the prompt not repeated; a stop string and
@@ -368,7 +368,7 @@ public sealed class CompletionService : IDisposable
                     }
                     text.Append(piece);
                     onText?.Invoke(piece);
-                }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)]), constraint).ConfigureAwait(false);
+                }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)]), constraint, prefix).ConfigureAwait(false);
                 var outcome = new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
                     result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop")
                 {
@@ -390,7 +390,7 @@ public sealed class CompletionService : IDisposable
             }
             finally
             {
-                Release(need);
+                Release(held, prefix);
             }
         }
         catch (OperationCanceledException)
@@ -561,9 +561,22 @@ public sealed class CompletionService : IDisposable
     /// <summary>Waits until <paramref name="bytes"/> of KV cache fit the budget, then holds them, and lets the factory
     /// keep finished sequences' caches only in the budget's room left (<see cref="TokenFactory.TrimPool"/>), so the
     /// caches in use and the caches kept never hold more than the budget together.</summary>
-    private async Task ReserveAsync(long bytes, CancellationToken cancellationToken)
+    private async Task ReserveAsync(long bytes, CancellationToken cancellationToken) =>
+        await ReserveAsync(bytes, null, 0, cancellationToken).ConfigureAwait(false);
+
+    /// <summary>
+    /// <see cref="ReserveAsync(long, CancellationToken)"/> for a completion of <paramref name="prompt"/>: under a budget,
+    /// when the factory keeps a shared beginning of the prompt (a system prompt other requests ran), the request is
+    /// counted for the positions after it, and the beginning's bytes once for all the requests reading it (while any
+    /// does). Returns the bytes to release and the beginning pinned for the request (null: none), which
+    /// <see cref="Release"/> unpins.
+    /// </summary>
+    private async Task<(long Bytes, KvPrefix? Prefix)> ReserveAsync(long bytes, int[]? prompt, int maxTokens, CancellationToken cancellationToken)
     {
+        int capacity = prompt is null ? 0 : GenerationSequence.Capacity(_model.Model, prompt.Length, maxTokens);
         long room;
+        bool first = false;
+        (long, KvPrefix?) held;
         while (true)
         {
             Task freed;
@@ -572,19 +585,24 @@ public sealed class CompletionService : IDisposable
                 if (KvBudgetBytes is not { } budget)
                 {
                     _reserved += bytes;
-                    return;
+                    return (bytes, null);
                 }
-                if (_reserved + bytes <= budget)
+                var prefix = prompt is null ? null : _factory.PinPrefix(prompt, capacity, out first);
+                long own = prefix is null ? bytes : KvBytes(capacity - prefix.Positions), shared = first ? prefix!.Bytes : 0;
+                if (_reserved + own + shared <= budget)
                 {
-                    _reserved += bytes;
+                    _reserved += own + shared;
                     room = budget - _reserved;
+                    held = (own, prefix);
                     break;
                 }
+                if (prefix is not null) _factory.UnpinPrefix(prefix);
                 freed = _budgetFreed.Task;
             }
             await freed.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         _factory.TrimPool(room);
+        return held;
     }
 
     /// <summary>Whether prompts reuse finished requests' kept caches (<see cref="TokenFactory.PromptCache"/>).</summary>
@@ -596,12 +614,17 @@ public sealed class CompletionService : IDisposable
     /// <summary>KV-cache bytes finished requests' sessions keep for the next ones (counted in the budget's room).</summary>
     public long PooledKvBytes => _factory.PooledKvBytes;
 
-    private void Release(long bytes)
+    /// <summary>Shared prompt beginnings kept (each held once for all the requests that read it) and their bytes.</summary>
+    public (int Count, long Bytes) SharedPrefixes => _factory.SharedPrefixes;
+
+    private void Release(long bytes, KvPrefix? prefix = null)
     {
         TaskCompletionSource freed;
         lock (_budgetLock)
         {
             _reserved -= bytes;
+            // The last request reading a shared beginning releases it too (it stays kept, counted in the pool's bytes).
+            if (prefix is not null && _factory.UnpinPrefix(prefix)) _reserved -= prefix.Bytes;
             freed = _budgetFreed;
             _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
         }

@@ -15,8 +15,9 @@ public sealed partial class InferenceSession
 {
     private readonly LlamaModel _model;
     private readonly ModelConfig _config;
-    private readonly KvRows[] _keyCache;   // per layer: [allocated positions, kvDim] in the session's KvCacheType
-    private readonly KvRows[] _valueCache; // per layer: [allocated positions, kvDim]
+    private readonly KvRows[] _keyCache;   // per layer: [allocated positions − Base, kvDim] in the session's KvCacheType
+    private readonly KvRows[] _valueCache; // per layer: [allocated positions − Base, kvDim]
+    private KvPrefix? _prefix;             // positions 0..Base, shared with other sessions; the rows above are positions Base..
     private readonly KvCacheType _kvType;
     private float[] _ropeCos;               // [allocated positions, headDim / 2]
     private float[] _ropeSin;
@@ -42,8 +43,14 @@ public sealed partial class InferenceSession
         EnsurePositions(Math.Min(capacity, InitialPositions));
     }
 
-    /// <summary>Positions the key/value cache holds memory for now (at most <see cref="Capacity"/>).</summary>
+    /// <summary>Positions the key/value cache holds memory for now (at most <see cref="Capacity"/>), a shared beginning's included.</summary>
     internal int AllocatedPositions => _allocated;
+
+    /// <summary>The shared beginning this session's positions start with (read, never written), or null.</summary>
+    internal KvPrefix? Prefix => _prefix;
+
+    /// <summary>Positions held by <see cref="Prefix"/>: this session's own rows hold the positions from here on.</summary>
+    private int Base => _prefix?.Positions ?? 0;
 
     /// <summary>Grows the caches (and rotary tables) to hold <paramref name="positions"/>: doubling, at most
     /// <see cref="Capacity"/>; what is cached is kept.</summary>
@@ -56,13 +63,14 @@ public sealed partial class InferenceSession
     /// <summary>The caches and rotary tables resized to hold <paramref name="positions"/>, the cached ones that fit kept.</summary>
     private void Reallocate(int positions)
     {
-        long length = (long)positions * _config.KvDim;
+        long length = (long)(positions - Base) * _config.KvDim;
         for (int l = 0; l < _config.Layers; l++)
         {
             _keyCache[l].Resize(length);
             _valueCache[l].Resize(length);
         }
-        (_ropeCos, _ropeSin) = RopeTables(positions, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
+        if (_ropeCos.Length != (long)positions * (_config.HeadDim / 2))
+            (_ropeCos, _ropeSin) = RopeTables(positions, _config.HeadDim, _config.RopeTheta, _config.RopeScaling, _config.RopeFrequencyFactors);
         _allocated = positions;
     }
 
@@ -71,8 +79,10 @@ public sealed partial class InferenceSession
     /// <summary>Positions the key/value cache can hold.</summary>
     public int Capacity { get; private set; }
 
-    /// <summary>Bytes of key/value cache this session holds now (every layer's keys and values, <see cref="AllocatedPositions"/> positions).</summary>
-    internal long AllocatedKvBytes => _model.Options.KvCacheBytes(2L * _config.Layers * _allocated * _config.KvDim);
+    /// <summary>Bytes of key/value cache this session holds now in its own rows (every layer's keys and values,
+    /// <see cref="AllocatedPositions"/> positions less those of its <see cref="Prefix"/>, which is counted once for all
+    /// the sessions reading it).</summary>
+    internal long AllocatedKvBytes => _model.Options.KvCacheBytes(2L * _config.Layers * (_allocated - Base) * _config.KvDim);
 
     /// <summary>Makes a finished session a fresh one of <paramref name="capacity"/> positions (<see cref="SessionPool"/>)
     /// that holds its first <paramref name="keep"/> positions (a prompt that begins as its sequence did) and nothing
@@ -85,7 +95,7 @@ public sealed partial class InferenceSession
         ArgumentOutOfRangeException.ThrowIfNegative(keep);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(keep, Math.Min(Length, capacity - 1));
         Capacity = capacity;
-        Length = keep;
+        Truncate(keep);
         if (_allocated > capacity) Reallocate(capacity);
     }
 
@@ -93,26 +103,110 @@ public sealed partial class InferenceSession
     /// model whose sequence begins with the same tokens: the token factory's running sequences sharing a prompt's
     /// beginning) instead of computing them: their keys and values are copied as stored, and this session holds those
     /// positions and nothing after them.</summary>
-    internal void CopyPrefix(InferenceSession source, int positions)
+    /// When the source reads a shared beginning (<see cref="Prefix"/>) within those positions, this session reads it
+    /// too and copies only the positions after it.
+    /// With <paramref name="on"/> (a shared beginning of the same tokens, within the positions), this session reads
+    /// that one instead and copies the positions after it.
+    internal void CopyPrefix(InferenceSession source, int positions, KvPrefix? on = null)
     {
         if (source.Model != _model) throw new ArgumentException("a session of another model", nameof(source));
         ArgumentOutOfRangeException.ThrowIfNegative(positions);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(positions, Math.Min(source.Length, Capacity - 1));
+        if (on is not null && (on.Model != _model || on.Positions > positions))
+            throw new ArgumentException($"a shared beginning of {on.Positions} positions for the first {positions}", nameof(on));
+        Begin(on ?? (source._prefix is { } shared && shared.Positions <= positions ? shared : null));
         EnsurePositions(positions);
-        int numbers = checked(positions * _config.KvDim);
+        int first = Base;
         for (int l = 0; l < _config.Layers; l++)
         {
-            source._keyCache[l].CopyTo(_keyCache[l], numbers);
-            source._valueCache[l].CopyTo(_valueCache[l], numbers);
+            source.CopyRows(l, keys: true, first, positions - first, _keyCache[l], 0);
+            source.CopyRows(l, keys: false, first, positions - first, _valueCache[l], 0);
         }
         Length = positions;
+    }
+
+    /// <summary>Makes this session an empty one that begins with <paramref name="prefix"/>'s positions (their keys and
+    /// values read from it, not copied): <see cref="Length"/> is its positions and the next token follows them.</summary>
+    internal void Attach(KvPrefix prefix)
+    {
+        ArgumentNullException.ThrowIfNull(prefix);
+        if (prefix.Model != _model) throw new ArgumentException("a shared beginning of another model", nameof(prefix));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(prefix.Positions, Capacity - 1);
+        Begin(prefix);
+    }
+
+    /// <summary>Empty on <paramref name="prefix"/> (or on nothing): what the own rows held is forgotten, their room kept
+    /// (at least one position past the prefix, within the capacity).</summary>
+    private void Begin(KvPrefix? prefix)
+    {
+        _prefix = prefix;
+        Length = Base;
+        Reallocate(Math.Min(Capacity, Math.Max(_allocated, Base + 1)));
+    }
+
+    /// <summary>The first <paramref name="tokens"/>.Length positions of this session (which hold those tokens; a whole
+    /// number of <see cref="KvPrefix.Granule"/>) as a shared beginning other sessions can read
+    /// (<see cref="Attach"/>, <see cref="CopyPrefix"/>): the prefix this session reads when it is exactly that, else a
+    /// new one copied from its rows, which this session then reads too (its own rows shrink to the positions after it)
+    /// unless its own prefix is longer.</summary>
+    internal KvPrefix ShareBeginning(int[] tokens)
+    {
+        int n = tokens.Length;
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(n, Length);
+        if (_prefix is { } own && own.Positions == n) return own;
+        var keys = new KvRows[_config.Layers];
+        var values = new KvRows[_config.Layers];
+        for (int l = 0; l < _config.Layers; l++)
+        {
+            (keys[l], values[l]) = (KvRows.Create(_kvType, _config.KvDim), KvRows.Create(_kvType, _config.KvDim));
+            keys[l].Resize((long)n * _config.KvDim);
+            values[l].Resize((long)n * _config.KvDim);
+            CopyRows(l, keys: true, 0, n, keys[l], 0);
+            CopyRows(l, keys: false, 0, n, values[l], 0);
+        }
+        var prefix = new KvPrefix(_model, tokens, keys, values);
+        if (n > Base) Rebase(prefix);
+        return prefix;
+    }
+
+    /// <summary>Reads positions 0..<see cref="KvPrefix.Positions"/> from <paramref name="prefix"/> (which holds the same
+    /// tokens; null: from its own rows) instead of where it reads them now, keeping every later position: its own rows
+    /// become those after the new beginning. A request counted in a KV budget with a shared beginning holds only the
+    /// positions after it.</summary>
+    internal void Rebase(KvPrefix? prefix)
+    {
+        if (prefix == _prefix) return;
+        int first = prefix?.Positions ?? 0, kvDim = _config.KvDim;
+        if (prefix is not null && prefix.Model != _model) throw new ArgumentException("a shared beginning of another model", nameof(prefix));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(first, Length);
+        for (int l = 0; l < _config.Layers; l++)
+        {
+            (KvRows keys, KvRows values) = (KvRows.Create(_kvType, kvDim), KvRows.Create(_kvType, kvDim));
+            keys.Resize((long)(_allocated - first) * kvDim);
+            values.Resize((long)(_allocated - first) * kvDim);
+            CopyRows(l, keys: true, first, Length - first, keys, 0);
+            CopyRows(l, keys: false, first, Length - first, values, 0);
+            (_keyCache[l], _valueCache[l]) = (keys, values);
+        }
+        _prefix = prefix; // after the copies: they read the rows where they were
+    }
+
+    /// <summary>Copies positions <paramref name="from"/>..+<paramref name="count"/> of layer <paramref name="layer"/>'s
+    /// keys (or values) as stored, wherever this session holds them (its prefix, its own rows), into
+    /// <paramref name="destination"/> from position <paramref name="to"/>.</summary>
+    private void CopyRows(int layer, bool keys, int from, int count, KvRows destination, int to)
+    {
+        int kvDim = _config.KvDim, inPrefix = Math.Clamp(Base - from, 0, count);
+        if (inPrefix > 0) (keys ? _prefix!.Keys : _prefix!.Values)[layer].CopyTo(from * kvDim, destination, to * kvDim, inPrefix * kvDim);
+        if (count > inPrefix)
+            (keys ? _keyCache : _valueCache)[layer].CopyTo((from + inPrefix - Base) * kvDim, destination, (to + inPrefix) * kvDim, (count - inPrefix) * kvDim);
     }
 
     /// <summary>Positions already processed; the next token goes to this position.</summary>
     public int Length { get; private set; }
 
     /// <summary>Forgets the sequence, so the next token is at position 0 (a fresh context).</summary>
-    public void Reset() => Length = 0;
+    public void Reset() => Truncate(0);
 
     /// <summary>Keeps the first <paramref name="length"/> positions and forgets the rest (a conversation that goes on
     /// from a common beginning): the next token is at position <paramref name="length"/>, and what the cache held beyond
@@ -122,6 +216,8 @@ public sealed partial class InferenceSession
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Length);
         Length = length;
+        // Within a shared beginning: its first positions copied into this session's own rows (it is never written).
+        if (length < Base) Rebase(null);
     }
 
     /// <summary>Feeds one token and returns the logits for the token after it.</summary>
@@ -198,8 +294,8 @@ public sealed partial class InferenceSession
         for (int l = 0; l < _config.Layers; l++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            Span<float> keys = direct ? ((FloatKvRows)_keyCache[l]).Data.AsSpan(start * kvDim, count * kvDim) : s.Keys.AsSpan(0, count * kvDim);
-            Span<float> values = direct ? ((FloatKvRows)_valueCache[l]).Data.AsSpan(start * kvDim, count * kvDim) : s.Values.AsSpan(0, count * kvDim);
+            Span<float> keys = direct ? ((FloatKvRows)_keyCache[l]).Data.AsSpan((start - Base) * kvDim, count * kvDim) : s.Keys.AsSpan(0, count * kvDim);
+            Span<float> values = direct ? ((FloatKvRows)_valueCache[l]).Data.AsSpan((start - Base) * kvDim, count * kvDim) : s.Values.AsSpan(0, count * kvDim);
             Layer(l, options, x, xb, q, keys, values, attention, projected, gate, up, attend);
         }
 

@@ -27,7 +27,7 @@ internal static class Kernels
         TensorPrimitives.Multiply(x, 1f / sum, x);
     }
 
-    /// <summary>Whether <see cref="AttendRows(ReadOnlySpan{float}, int, KvRows, KvRows, int, int, float, Span{float}, Span{float})"/> takes heads of this width (whole 256-bit vectors, with AVX2 and FMA).</summary>
+    /// <summary>Whether <see cref="AttendRows(ReadOnlySpan{float}, int, KvRows, KvRows, int, int, float, Span{float}, Span{float}, KvRows?, KvRows?, int)"/> takes heads of this width (whole 256-bit vectors, with AVX2 and FMA).</summary>
     public static bool AttendRowApplies(int headDim) =>
         headDim % 8 == 0 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
 
@@ -42,7 +42,7 @@ internal static class Kernels
         CheckRows(query.Length, 1, keys.Length, values.Length, stride, offset, scores.Length, output.Length);
         fixed (float* k = keys)
         fixed (float* v = values)
-            AttendRows(query, 1, new FloatRows(k), new FloatRows(v), stride, offset, scale, scores, output);
+            AttendRows(query, 1, default(FloatRows), default(FloatRows), 0, new FloatRows(k), new FloatRows(v), stride, offset, scale, scores, output);
     }
 
     /// <summary><see cref="AttendRows"/> with one head (the form the tests compare with the generic loops).</summary>
@@ -60,41 +60,47 @@ internal static class Kernels
     /// by one tree of horizontal adds (a chain of dependent multiply-adds and a horizontal sum per position was the
     /// step's slowest part at 16 sequences); the heads of a group read each block of eight rows while it is in the
     /// first-level cache. Equal to the generic loops up to float summation order (<c>KernelsTests</c>).
+    /// With <paramref name="prefixKeys"/> and <paramref name="prefixValues"/> (a shared beginning, <see cref="KvPrefix"/>:
+    /// rows of the same type), positions 0..<paramref name="split"/> are read from them and the later ones from
+    /// <paramref name="keys"/> and <paramref name="values"/>, whose first row is position <paramref name="split"/>; with
+    /// a split that is a multiple of eight, the same operations on the same numbers as one contiguous cache.
     /// </summary>
     public static unsafe void AttendRows(ReadOnlySpan<float> queries, int heads, KvRows keys, KvRows values, int stride, int offset,
-        float scale, Span<float> scores, Span<float> output)
+        float scale, Span<float> scores, Span<float> output, KvRows? prefixKeys = null, KvRows? prefixValues = null, int split = 0)
     {
         if (heads <= 0 || queries.Length % heads != 0 || scores.Length % heads != 0)
             throw new ArgumentException($"{queries.Length} query numbers and {scores.Length} scores are not {heads} heads' worth");
-        CheckRows(queries.Length / heads, heads, keys.Length, values.Length, stride, offset, scores.Length / heads, output.Length);
+        int positions = scores.Length / heads;
+        if (split < 0 || split >= positions || (split > 0) != (prefixKeys is not null && prefixValues is not null))
+            throw new ArgumentException($"a shared beginning of {split} positions for {positions} positions, its rows {(prefixKeys is null ? "missing" : "given")}");
+        CheckRows(queries.Length / heads, heads, keys.Length, values.Length, stride, offset, positions - split, output.Length);
+        if (split > 0) CheckRows(queries.Length / heads, heads, prefixKeys!.Length, prefixValues!.Length, stride, offset, split, output.Length);
+        KvRows pk = prefixKeys ?? keys, pv = prefixValues ?? values;
+        if (pk.GetType() != keys.GetType() || pv.GetType() != values.GetType())
+            throw new ArgumentException("a shared beginning's rows of another cache type");
         switch ((keys, values))
         {
             case (FloatKvRows k, FloatKvRows v):
-                fixed (float* kp = k.Data)
-                fixed (float* vp = v.Data)
-                    AttendRows(queries, heads, new FloatRows(kp), new FloatRows(vp), stride, offset, scale, scores, output);
+                fixed (float* kp = k.Data, vp = v.Data, pkp = ((FloatKvRows)pk).Data, pvp = ((FloatKvRows)pv).Data)
+                    AttendRows(queries, heads, new FloatRows(pkp), new FloatRows(pvp), split, new FloatRows(kp), new FloatRows(vp), stride, offset, scale, scores, output);
                 break;
-            case (HalfKvRows k, HalfKvRows v) when k.BFloat16 == v.BFloat16:
-                fixed (ushort* kp = k.Data)
-                fixed (ushort* vp = v.Data)
+            case (HalfKvRows k, HalfKvRows v) when k.BFloat16 == v.BFloat16 && ((HalfKvRows)pk).BFloat16 == k.BFloat16 && ((HalfKvRows)pv).BFloat16 == k.BFloat16:
+                fixed (ushort* kp = k.Data, vp = v.Data, pkp = ((HalfKvRows)pk).Data, pvp = ((HalfKvRows)pv).Data)
                 {
-                    if (k.BFloat16) AttendRows(queries, heads, new BFloat16Rows(kp), new BFloat16Rows(vp), stride, offset, scale, scores, output);
-                    else AttendRows(queries, heads, new HalfRows(kp), new HalfRows(vp), stride, offset, scale, scores, output);
+                    if (k.BFloat16)
+                        AttendRows(queries, heads, new BFloat16Rows(pkp), new BFloat16Rows(pvp), split, new BFloat16Rows(kp), new BFloat16Rows(vp), stride, offset, scale, scores, output);
+                    else AttendRows(queries, heads, new HalfRows(pkp), new HalfRows(pvp), split, new HalfRows(kp), new HalfRows(vp), stride, offset, scale, scores, output);
                 }
                 break;
             case (Q8KvRows k, Q8KvRows v) when offset % 8 == 0 && stride % 8 == 0:
-                fixed (sbyte* kc = k.Codes)
-                fixed (float* ks = k.Scales)
-                fixed (sbyte* vc = v.Codes)
-                fixed (float* vs = v.Scales)
-                    AttendRows(queries, heads, new Q8Rows(kc, ks), new Q8Rows(vc, vs), stride, offset, scale, scores, output);
+                fixed (sbyte* kc = k.Codes, vc = v.Codes, pkc = ((Q8KvRows)pk).Codes, pvc = ((Q8KvRows)pv).Codes)
+                fixed (float* ks = k.Scales, vs = v.Scales, pks = ((Q8KvRows)pk).Scales, pvs = ((Q8KvRows)pv).Scales)
+                    AttendRows(queries, heads, new Q8Rows(pkc, pks), new Q8Rows(pvc, pvs), split, new Q8Rows(kc, ks), new Q8Rows(vc, vs), stride, offset, scale, scores, output);
                 break;
             case (Q4KvRows k, Q4KvRows v) when offset % 8 == 0 && stride % 8 == 0:
-                fixed (byte* kc = k.Codes)
-                fixed (float* ks = k.Scales)
-                fixed (byte* vc = v.Codes)
-                fixed (float* vs = v.Scales)
-                    AttendRows(queries, heads, new Q4Rows(kc, ks), new Q4Rows(vc, vs), stride, offset, scale, scores, output);
+                fixed (byte* kc = k.Codes, vc = v.Codes, pkc = ((Q4KvRows)pk).Codes, pvc = ((Q4KvRows)pv).Codes)
+                fixed (float* ks = k.Scales, vs = v.Scales, pks = ((Q4KvRows)pk).Scales, pvs = ((Q4KvRows)pv).Scales)
+                    AttendRows(queries, heads, new Q4Rows(pkc, pks), new Q4Rows(pvc, pvs), split, new Q4Rows(kc, ks), new Q4Rows(vc, vs), stride, offset, scale, scores, output);
                 break;
             default:
                 throw new ArgumentException("keys and values of different cache types, or q8/q4 rows not in whole groups of eight");
@@ -178,59 +184,66 @@ internal static class Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
-    private static unsafe void AttendRows<TRows>(ReadOnlySpan<float> queries, int heads, TRows keys, TRows values, int stride, int offset,
-        float scale, Span<float> allScores, Span<float> output) where TRows : struct, IRows
+    private static unsafe void AttendRows<TRows>(ReadOnlySpan<float> queries, int heads, TRows prefixKeys, TRows prefixValues, int split,
+        TRows ownKeys, TRows ownValues, int stride, int offset, float scale, Span<float> allScores, Span<float> output) where TRows : struct, IRows
     {
         int headDim = queries.Length / heads, positions = allScores.Length / heads;
         fixed (float* queryPointer = queries)
         fixed (float* scorePointer = allScores)
         {
-            // The cache rows come from memory (a step's weights pass through the caches between two visits of a
-            // sequence's layer). The call for a row's first head (offset 0) asks for whole rows — its keys two blocks
-            // ahead, and this block's values for the weighted sum below — while its scores compute, so the calls for
-            // the row's other heads, which come next, find their slices in the second-level cache and ask for nothing.
-            int p = 0, line = keys.LineNumbers, width = offset == 0 ? stride : 0;
-            if (width > 0) PrefetchRows(keys, 0, Math.Min(positions, PrefetchAhead), stride, width, line);
-            for (; p + 8 <= positions; p += 8)
+            // Two runs of rows: the shared beginning's (positions 0..split) and the sequence's own (split..), each
+            // indexed from its first row. With split a multiple of eight the groups of eight are those of one run.
+            for (int run = split > 0 ? 0 : 1; run < 2; run++)
             {
-                nint k = (nint)p * stride + offset;
-                if (width > 0)
+                var (keys, values) = run == 0 ? (prefixKeys, prefixValues) : (ownKeys, ownValues);
+                int from = run == 0 ? 0 : split, to = run == 0 ? split : positions;
+                // The cache rows come from memory (a step's weights pass through the caches between two visits of a
+                // sequence's layer). The call for a row's first head (offset 0) asks for whole rows — its keys two blocks
+                // ahead, and this block's values for the weighted sum below — while its scores compute, so the calls for
+                // the row's other heads, which come next, find their slices in the second-level cache and ask for nothing.
+                int p = from, line = keys.LineNumbers, width = offset == 0 ? stride : 0;
+                if (width > 0) PrefetchRows(keys, 0, Math.Min(to - from, PrefetchAhead), stride, width, line);
+                for (; p + 8 <= to; p += 8)
                 {
-                    if (p + PrefetchAhead + 8 <= positions) PrefetchRows(keys, k + (nint)PrefetchAhead * stride, 8, stride, width, line);
-                    PrefetchRows(values, k, 8, stride, width, line);
-                }
-                nint s1 = stride, s2 = 2 * s1, s3 = 3 * s1, s4 = 4 * s1, s5 = 5 * s1, s6 = 6 * s1, s7 = 7 * s1;
-                for (int g = 0; g < heads; g++)
-                {
-                    float* q = queryPointer + g * headDim;
-                    Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                    for (int d = 0; d < headDim; d += 8)
+                    nint k = (nint)(p - from) * stride + offset;
+                    if (width > 0)
                     {
-                        var x = Vector256.Load(q + d);
-                        nint at = k + d;
-                        a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at), a0);
-                        a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s1), a1);
-                        a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s2), a2);
-                        a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s3), a3);
-                        a4 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s4), a4);
-                        a5 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s5), a5);
-                        a6 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s6), a6);
-                        a7 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s7), a7);
+                        if (p + PrefetchAhead + 8 <= to) PrefetchRows(keys, k + (nint)PrefetchAhead * stride, 8, stride, width, line);
+                        PrefetchRows(values, k, 8, stride, width, line);
                     }
-                    (SumEach(a0, a1, a2, a3, a4, a5, a6, a7) * scale).Store(scorePointer + g * positions + p);
+                    nint s1 = stride, s2 = 2 * s1, s3 = 3 * s1, s4 = 4 * s1, s5 = 5 * s1, s6 = 6 * s1, s7 = 7 * s1;
+                    for (int g = 0; g < heads; g++)
+                    {
+                        float* q = queryPointer + g * headDim;
+                        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                        for (int d = 0; d < headDim; d += 8)
+                        {
+                            var x = Vector256.Load(q + d);
+                            nint at = k + d;
+                            a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at), a0);
+                            a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s1), a1);
+                            a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s2), a2);
+                            a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s3), a3);
+                            a4 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s4), a4);
+                            a5 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s5), a5);
+                            a6 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s6), a6);
+                            a7 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(x, keys.Load(at + s7), a7);
+                        }
+                        (SumEach(a0, a1, a2, a3, a4, a5, a6, a7) * scale).Store(scorePointer + g * positions + p);
+                    }
                 }
-            }
-            for (; p < positions; p++)
-            {
-                nint k = (nint)p * stride + offset;
-                if (width > 0) PrefetchRows(values, k, 1, stride, width, line);
-                for (int g = 0; g < heads; g++)
+                for (; p < to; p++)
                 {
-                    float* q = queryPointer + g * headDim;
-                    var acc = Vector256<float>.Zero;
-                    for (int d = 0; d < headDim; d += 8)
-                        acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.Load(q + d), keys.Load(k + d), acc);
-                    scorePointer[g * positions + p] = Vector256.Sum(acc) * scale;
+                    nint k = (nint)(p - from) * stride + offset;
+                    if (width > 0) PrefetchRows(values, k, 1, stride, width, line);
+                    for (int g = 0; g < heads; g++)
+                    {
+                        float* q = queryPointer + g * headDim;
+                        var acc = Vector256<float>.Zero;
+                        for (int d = 0; d < headDim; d += 8)
+                            acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(Vector256.Load(q + d), keys.Load(k + d), acc);
+                        scorePointer[g * positions + p] = Vector256.Sum(acc) * scale;
+                    }
                 }
             }
         }
@@ -245,18 +258,23 @@ internal static class Kernels
             for (; d0 + 64 <= headDim; d0 += 64)
             {
                 Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                for (int p = 0; p < positions; p++)
+                // The shared beginning's rows, then the own ones, into the same sums (the order of one contiguous cache).
+                for (int run = split > 0 ? 0 : 1; run < 2; run++)
                 {
-                    nint v = (nint)p * stride + offset + d0;
-                    var w = Vector256.Create(scores[p]);
-                    a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v), w, a0);
-                    a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 8), w, a1);
-                    a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 16), w, a2);
-                    a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 24), w, a3);
-                    a4 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 32), w, a4);
-                    a5 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 40), w, a5);
-                    a6 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 48), w, a6);
-                    a7 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 56), w, a7);
+                    var values = run == 0 ? prefixValues : ownValues;
+                    for (int p = run == 0 ? 0 : split, from = p, to = run == 0 ? split : positions; p < to; p++)
+                    {
+                        nint v = (nint)(p - from) * stride + offset + d0;
+                        var w = Vector256.Create(scores[p]);
+                        a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v), w, a0);
+                        a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 8), w, a1);
+                        a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 16), w, a2);
+                        a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 24), w, a3);
+                        a4 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 32), w, a4);
+                        a5 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 40), w, a5);
+                        a6 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 48), w, a6);
+                        a7 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load(v + 56), w, a7);
+                    }
                 }
                 a0.StoreUnsafe(ref o, (nuint)d0);
                 a1.StoreUnsafe(ref o, (nuint)(d0 + 8));
@@ -270,8 +288,10 @@ internal static class Kernels
             for (; d0 < headDim; d0 += 8)
             {
                 var a = Vector256<float>.Zero;
-                for (int p = 0; p < positions; p++)
-                    a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(values.Load((nint)p * stride + offset + d0), Vector256.Create(scores[p]), a);
+                for (int p = 0; p < split; p++)
+                    a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(prefixValues.Load((nint)p * stride + offset + d0), Vector256.Create(scores[p]), a);
+                for (int p = split; p < positions; p++)
+                    a = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(ownValues.Load((nint)(p - split) * stride + offset + d0), Vector256.Create(scores[p]), a);
                 a.StoreUnsafe(ref o, (nuint)d0);
             }
         }

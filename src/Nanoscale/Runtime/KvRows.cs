@@ -50,7 +50,12 @@ internal abstract class KvRows
 
     /// <summary>Copies the first <paramref name="numbers"/> (whole rows) into <paramref name="destination"/>, rows of the
     /// same type with room for them: the same stored bits.</summary>
-    public abstract void CopyTo(KvRows destination, int numbers);
+    public void CopyTo(KvRows destination, int numbers) => CopyTo(0, destination, 0, numbers);
+
+    /// <summary>Copies <paramref name="numbers"/> from number <paramref name="from"/> into <paramref name="destination"/>
+    /// (rows of the same type; the same rows may overlap) at number <paramref name="to"/>, all three whole rows: the same
+    /// stored bits.</summary>
+    public abstract void CopyTo(int from, KvRows destination, int to, int numbers);
 
     /// <summary>Stores <paramref name="source"/> at number <paramref name="offset"/> (whole rows; for q8 whole blocks).</summary>
     public abstract void Write(int offset, ReadOnlySpan<float> source);
@@ -65,7 +70,8 @@ internal sealed class FloatKvRows : KvRows
     public float[] Data = [];
     public override long Length => Data.Length;
     public override void Resize(long numbers) => Array.Resize(ref Data, checked((int)numbers));
-    public override void CopyTo(KvRows destination, int numbers) => Data.AsSpan(0, numbers).CopyTo(((FloatKvRows)destination).Data);
+    public override void CopyTo(int from, KvRows destination, int to, int numbers) =>
+        Data.AsSpan(from, numbers).CopyTo(((FloatKvRows)destination).Data.AsSpan(to));
     public override void Write(int offset, ReadOnlySpan<float> source) => source.CopyTo(Data.AsSpan(offset, source.Length));
     public override void Widen(int offset, Span<float> destination) => Data.AsSpan(offset, destination.Length).CopyTo(destination);
 }
@@ -78,7 +84,8 @@ internal sealed class HalfKvRows(bool bfloat16) : KvRows
     public bool BFloat16 { get; } = bfloat16;
     public override long Length => Data.Length;
     public override void Resize(long numbers) => Array.Resize(ref Data, checked((int)numbers));
-    public override void CopyTo(KvRows destination, int numbers) => Data.AsSpan(0, numbers).CopyTo(((HalfKvRows)destination).Data);
+    public override void CopyTo(int from, KvRows destination, int to, int numbers) =>
+        Data.AsSpan(from, numbers).CopyTo(((HalfKvRows)destination).Data.AsSpan(to));
 
     public override void Write(int offset, ReadOnlySpan<float> source) => Narrow(source, Data.AsSpan(offset, source.Length), BFloat16);
 
@@ -114,11 +121,11 @@ internal sealed class Q8KvRows : KvRows
         Array.Resize(ref Scales, checked((int)(numbers / Block)));
     }
 
-    public override void CopyTo(KvRows destination, int numbers)
+    public override void CopyTo(int from, KvRows destination, int to, int numbers)
     {
-        var to = (Q8KvRows)destination;
-        Codes.AsSpan(0, numbers).CopyTo(to.Codes);
-        Scales.AsSpan(0, numbers / Block).CopyTo(to.Scales);
+        var rows = (Q8KvRows)destination;
+        Codes.AsSpan(from, numbers).CopyTo(rows.Codes.AsSpan(to));
+        Scales.AsSpan(from / Block, numbers / Block).CopyTo(rows.Scales.AsSpan(to / Block));
     }
 
     public override void Write(int offset, ReadOnlySpan<float> source)
@@ -182,11 +189,11 @@ internal sealed class Q4KvRows : KvRows
         Array.Resize(ref Scales, checked((int)(numbers / Block)));
     }
 
-    public override void CopyTo(KvRows destination, int numbers)
+    public override void CopyTo(int from, KvRows destination, int to, int numbers)
     {
-        var to = (Q4KvRows)destination;
-        Codes.AsSpan(0, numbers / 2).CopyTo(to.Codes);
-        Scales.AsSpan(0, numbers / Block).CopyTo(to.Scales);
+        var rows = (Q4KvRows)destination;
+        Codes.AsSpan(from / 2, numbers / 2).CopyTo(rows.Codes.AsSpan(to / 2));
+        Scales.AsSpan(from / Block, numbers / Block).CopyTo(rows.Scales.AsSpan(to / Block));
     }
 
     public override void Write(int offset, ReadOnlySpan<float> source)

@@ -10,12 +10,15 @@ namespace Nanoscale.Runtime;
 /// dropped first; a session is handed out only for a capacity at least its allocated positions, or cut to that capacity
 /// when it holds at least <see cref="MinCutShared"/> of the prompt's tokens, so a request never holds more cache than a
 /// new session of its capacity could grow to (what a KV budget counts); <see cref="Trim"/> drops kept sessions until
-/// their bytes fit an allowance. Thread-safe.
+/// their bytes fit an allowance. It also keeps the shared beginnings (<see cref="KvPrefix"/>) that sessions read instead
+/// of holding a copy each (<see cref="Share"/>, <see cref="FindPrefix"/>): every prefix a kept session reads is among
+/// them, so <see cref="Bytes"/> counts what the kept caches hold. Thread-safe.
 /// </summary>
 internal sealed class SessionPool(LlamaModel model, int maxSessions)
 {
     private readonly List<Kept> _kept = []; // oldest returned first
-    private long _bytes;
+    private readonly List<KvPrefix> _prefixes = []; // least recently used first
+    private long _bytes; // the kept sessions' own rows
 
     /// <summary>A kept session and the tokens whose keys and values its positions hold, in order (empty: none known).</summary>
     private sealed record Kept(InferenceSession Session, int[] Tokens);
@@ -37,11 +40,127 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         get { lock (_kept) return _kept.Count; }
     }
 
-    /// <summary>Key/value bytes the kept sessions hold.</summary>
+    /// <summary>Key/value bytes the kept sessions hold: their own rows, and the shared beginnings no admitted request
+    /// counts (<see cref="PinPrefix"/>).</summary>
     public long Bytes
     {
-        get { lock (_kept) return _bytes; }
+        get { lock (_kept) return KeptBytes(); }
     }
+
+    private long KeptBytes()
+    {
+        long bytes = _bytes;
+        foreach (var prefix in _prefixes)
+            if (prefix.Pins == 0) bytes += prefix.Bytes;
+        return bytes;
+    }
+
+    /// <summary>Shared beginnings kept now, and their bytes.</summary>
+    public (int Count, long Bytes) Prefixes
+    {
+        get { lock (_kept) return (_prefixes.Count, _prefixes.Sum(p => p.Bytes)); }
+    }
+
+    /// <summary>Positions a beginning must hold (whole granules) to be shared by reference rather than copied: below
+    /// that a copy costs about as little and keeps nothing alive.</summary>
+    internal const int MinSharedPositions = 32;
+
+    /// <summary>Shared beginnings kept at most beyond those in use (read by a kept session or counted by a request).</summary>
+    private int MaxPrefixes => Math.Max(2, 2 * MaxSessions);
+
+    /// <summary>The kept shared beginning holding the longest beginning of <paramref name="prompt"/> — all but its last
+    /// token at most, within <paramref name="capacity"/> less one position — or null.</summary>
+    public KvPrefix? FindPrefix(ReadOnlySpan<int> prompt, int capacity)
+    {
+        lock (_kept) return Find(prompt, capacity);
+    }
+
+    private KvPrefix? Find(ReadOnlySpan<int> prompt, int capacity)
+    {
+        KvPrefix? best = null;
+        int most = Math.Min(prompt.Length - 1, capacity - 1);
+        foreach (var prefix in _prefixes)
+            if (prefix.Positions <= most && prefix.Positions > (best?.Positions ?? 0) && prompt.StartsWith(prefix.Tokens)) best = prefix;
+        if (best is not null)
+        {
+            _prefixes.Remove(best);
+            _prefixes.Add(best); // now the most recently used
+        }
+        return best;
+    }
+
+    /// <summary><see cref="FindPrefix"/>, counted by an admitted request until <see cref="UnpinPrefix"/>: it is not
+    /// dropped meanwhile, and it leaves <see cref="Bytes"/> (the request's KV budget counts it). <paramref name="first"/>:
+    /// no other request counted it.</summary>
+    public KvPrefix? PinPrefix(ReadOnlySpan<int> prompt, int capacity, out bool first)
+    {
+        lock (_kept)
+        {
+            var prefix = Find(prompt, capacity);
+            first = prefix is not null && prefix.Pins == 0;
+            if (prefix is not null) prefix.Pins++;
+            return prefix;
+        }
+    }
+
+    /// <summary>Ends one request's count of <paramref name="prefix"/>; true when no request counts it any more.</summary>
+    public bool UnpinPrefix(KvPrefix prefix)
+    {
+        lock (_kept)
+        {
+            if (prefix.Pins <= 0) throw new InvalidOperationException("a shared beginning unpinned more often than pinned");
+            return --prefix.Pins == 0;
+        }
+    }
+
+    /// <summary>
+    /// The first <paramref name="positions"/> of <paramref name="session"/> (which holds <paramref name="tokens"/> there)
+    /// as a kept shared beginning, rounded down to whole granules; null when that is under
+    /// <see cref="MinSharedPositions"/>. A kept one of the same tokens is taken (the session then reads it instead of its
+    /// own rows), else the session's own beginning becomes one (<see cref="InferenceSession.ShareBeginning"/>). Another
+    /// session that copies the session's beginning reads it instead (<see cref="InferenceSession.CopyPrefix"/>).
+    /// </summary>
+    public KvPrefix? Share(InferenceSession session, ReadOnlySpan<int> tokens, int positions)
+    {
+        if (session.Model != model) throw new ArgumentException("a session of another model", nameof(session));
+        int n = KvPrefix.Whole(Math.Min(positions, Math.Min(tokens.Length, session.Length)));
+        if (n < MinSharedPositions) return null;
+        lock (_kept)
+        {
+            long before = session.AllocatedKvBytes;
+            KvPrefix? prefix = null;
+            foreach (var kept in _prefixes)
+                if (kept.Positions == n && tokens[..n].SequenceEqual(kept.Tokens)) prefix = kept;
+            if (prefix is null)
+            {
+                prefix = session.ShareBeginning(tokens[..n].ToArray());
+                Keep(prefix);
+            }
+            else if (session.Prefix is null || session.Prefix.Positions < n) session.Rebase(prefix);
+            // A kept session that now reads the prefix holds fewer bytes of its own.
+            if (_kept.Exists(k => k.Session == session)) _bytes += session.AllocatedKvBytes - before;
+            return prefix;
+        }
+    }
+
+    /// <summary>Adds a shared beginning (the most recently used), dropping the least recently used ones no one needs
+    /// while there are more than <see cref="MaxPrefixes"/>.</summary>
+    private void Keep(KvPrefix prefix)
+    {
+        _prefixes.Remove(prefix);
+        _prefixes.Add(prefix);
+        DropSurplus();
+    }
+
+    private void DropSurplus()
+    {
+        for (int i = 0; i < _prefixes.Count && _prefixes.Count > MaxPrefixes; i++)
+            if (Droppable(_prefixes[i])) _prefixes.RemoveAt(i--);
+    }
+
+    /// <summary>No admitted request counts it and no kept session reads it (sessions still running that read it keep it
+    /// alive; their requests' budget holds its positions).</summary>
+    private bool Droppable(KvPrefix prefix) => prefix.Pins == 0 && !_kept.Exists(k => k.Session.Prefix == prefix);
 
     /// <summary>An empty session of <paramref name="capacity"/> positions: the kept one with the most allocated positions
     /// that are not more than <paramref name="capacity"/>, else a new one.</summary>
@@ -80,7 +199,9 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
                 _kept.RemoveAt(best);
                 _kept.Add(kept); // now the most recently used
                 var copy = model.CreateSession(capacity);
-                copy.CopyPrefix(kept.Session, bestShared);
+                // Held once: the kept cache's beginning becomes a shared one (when it is long enough) that both read.
+                var prefix = Share(kept.Session, kept.Tokens, bestShared);
+                copy.CopyPrefix(kept.Session, bestShared, prefix);
                 reused = bestShared;
                 return copy;
             }
@@ -128,24 +249,34 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
             {
                 _bytes -= _kept[0].Session.AllocatedKvBytes;
                 _kept.RemoveAt(0);
+                DropSurplus(); // what the dropped one read may go now
             }
             _kept.Add(new Kept(session, held ?? []));
             _bytes += session.AllocatedKvBytes;
+            if (session.Prefix is { } prefix && !_prefixes.Contains(prefix)) Keep(prefix); // counted while a kept session reads it
         }
     }
 
-    /// <summary>Drops kept sessions, the largest first, until they hold at most <paramref name="maxBytes"/>.</summary>
+    /// <summary>Drops kept sessions and shared beginnings no one needs, the largest first, until they hold at most
+    /// <paramref name="maxBytes"/> (<see cref="Bytes"/>) or nothing more can go.</summary>
     public void Trim(long maxBytes)
     {
         lock (_kept)
         {
-            while (_bytes > Math.Max(0, maxBytes) && _kept.Count > 0)
+            while (KeptBytes() > Math.Max(0, maxBytes))
             {
-                int largest = 0;
-                for (int i = 1; i < _kept.Count; i++)
-                    if (_kept[i].Session.AllocatedKvBytes > _kept[largest].Session.AllocatedKvBytes) largest = i;
-                _bytes -= _kept[largest].Session.AllocatedKvBytes;
-                _kept.RemoveAt(largest);
+                int session = -1, prefix = -1;
+                for (int i = 0; i < _kept.Count; i++)
+                    if (session < 0 || _kept[i].Session.AllocatedKvBytes > _kept[session].Session.AllocatedKvBytes) session = i;
+                for (int i = 0; i < _prefixes.Count; i++)
+                    if (Droppable(_prefixes[i]) && (prefix < 0 || _prefixes[i].Bytes > _prefixes[prefix].Bytes)) prefix = i;
+                if (prefix >= 0 && (session < 0 || _prefixes[prefix].Bytes >= _kept[session].Session.AllocatedKvBytes)) _prefixes.RemoveAt(prefix);
+                else if (session >= 0)
+                {
+                    _bytes -= _kept[session].Session.AllocatedKvBytes;
+                    _kept.RemoveAt(session);
+                }
+                else break; // what is left is read by running sessions
             }
         }
     }

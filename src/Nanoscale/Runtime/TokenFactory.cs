@@ -77,19 +77,43 @@ public sealed class TokenFactory : IDisposable
     /// <summary>Drops kept sessions until they hold at most <paramref name="maxBytes"/> (a KV budget's room left).</summary>
     public void TrimPool(long maxBytes) => _pool.Trim(maxBytes);
 
+    /// <summary>Shared beginnings kept now (system prompts many requests read once) and their bytes.</summary>
+    public (int Count, long Bytes) SharedPrefixes => _pool.Prefixes;
+
+    /// <summary>A kept shared beginning of <paramref name="prompt"/> (within <paramref name="capacity"/>), pinned for a
+    /// request that will run on it (<see cref="SessionPool.PinPrefix"/>); null without one or with prompt caching off.</summary>
+    internal KvPrefix? PinPrefix(ReadOnlySpan<int> prompt, int capacity, out bool first)
+    {
+        first = false;
+        return PromptCache ? _pool.PinPrefix(prompt, capacity, out first) : null;
+    }
+
+    /// <summary>Ends a request's pin; true when no request pins it any more.</summary>
+    internal bool UnpinPrefix(KvPrefix prefix) => _pool.UnpinPrefix(prefix);
+
     /// <summary>Generates from <paramref name="promptTokens"/> as part of the running batch. With
     /// <see cref="SamplingOptions.LogProbs"/>, <paramref name="onLogProbs"/> gets, just before each piece of text, the
     /// log-probabilities of the tokens generated since the previous piece. With a <paramref name="constraint"/> (its own,
     /// fresh), only the tokens it allows are drawn and the sequence ends when it is complete.</summary>
     public Task<GenerationResult> SubmitAsync(int[] promptTokens, int maxNewTokens, SamplingOptions sampling,
         Action<string>? onText = null, CancellationToken cancellationToken = default, Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null,
-        ITokenConstraint? constraint = null)
+        ITokenConstraint? constraint = null) =>
+        SubmitAsync(promptTokens, maxNewTokens, sampling, onText, cancellationToken, onLogProbs, constraint, prefix: null);
+
+    /// <summary><see cref="SubmitAsync(int[], int, SamplingOptions, Action{string}?, CancellationToken, Action{IReadOnlyList{TokenLogProb}}?, ITokenConstraint?)"/>
+    /// on a shared beginning pinned for it (<see cref="PinPrefix"/>, which the caller unpins once the task ends): its
+    /// session reads that one, so it holds only the positions after it.</summary>
+    internal Task<GenerationResult> SubmitAsync(int[] promptTokens, int maxNewTokens, SamplingOptions sampling,
+        Action<string>? onText, CancellationToken cancellationToken, Action<IReadOnlyList<TokenLogProb>>? onLogProbs,
+        ITokenConstraint? constraint, KvPrefix? prefix)
     {
         ArgumentNullException.ThrowIfNull(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
         sampling = (sampling ?? new SamplingOptions()).Validate();
         GenerationSequence.CheckPrompt(_model, promptTokens, maxNewTokens);
-        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken) { OnLogProbs = onLogProbs, Constraint = constraint };
+        if (prefix is not null && (prefix.Model != _model || !promptTokens.AsSpan().StartsWith(prefix.Tokens) || prefix.Positions >= promptTokens.Length))
+            throw new ArgumentException("a shared beginning that is not the beginning of the prompt", nameof(prefix));
+        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken) { OnLogProbs = onLogProbs, Constraint = constraint, Prefix = prefix };
         _pending.Enqueue(sequence);
         _signal.Release();
         return sequence.Completion.Task;
@@ -103,6 +127,7 @@ public sealed class TokenFactory : IDisposable
         public Action<string>? OnText { get; } = onText;
         public Action<IReadOnlyList<TokenLogProb>>? OnLogProbs { get; init; }
         public ITokenConstraint? Constraint { get; init; }
+        public KvPrefix? Prefix { get; init; } // pinned for it: its session must read this one
         public CancellationToken Cancellation { get; } = cancellationToken;
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public GenerationSequence State = null!;
@@ -328,21 +353,39 @@ public sealed class TokenFactory : IDisposable
     /// (<see cref="InferenceSession.CopyPrefix"/>); the rest of the prompt runs in the following steps.</summary>
     private bool Start(Sequence s, List<Sequence> active, List<Sequence> prefilling) => Attempt(s, () =>
     {
-        var session = _pool.Rent(GenerationSequence.Capacity(_model, s.Prompt.Length, s.MaxNewTokens), PromptCache ? s.Prompt : [], out int reused);
+        int capacity = GenerationSequence.Capacity(_model, s.Prompt.Length, s.MaxNewTokens);
+        var session = _pool.Rent(capacity, PromptCache ? s.Prompt : [], out int reused);
         if (PromptCache)
         {
-            (Sequence? donor, int shared) = (null, reused + MinCopyShared - 1);
+            // A kept shared beginning (a system prompt): read, not copied; the session keeps what it holds beyond it.
+            if ((s.Prefix ?? _pool.FindPrefix(s.Prompt, capacity)) is { } kept)
+            {
+                if (reused >= kept.Positions) session.Rebase(kept);
+                else
+                {
+                    session.Attach(kept);
+                    reused = kept.Positions;
+                }
+            }
+            // On a shared beginning, only the positions after it are copied: any more are worth it.
+            (Sequence? donor, int shared) = (null, session.Prefix is { } on && on.Positions == reused ? reused : reused + MinCopyShared - 1);
+            int[]? donorTokens = null;
             foreach (var other in active.Concat(prefilling))
             {
                 if (other.State is null || other.Left) continue;
                 int held = other.State.Session.Length;
-                int common = Math.Min(Math.Min(other.State.HeldTokens(held).AsSpan().CommonPrefixLength(s.Prompt), s.Prompt.Length - 1), held);
-                if (common > shared) (donor, shared) = (other, common);
+                var tokens = other.State.HeldTokens(held);
+                int common = Math.Min(Math.Min(tokens.AsSpan().CommonPrefixLength(s.Prompt), s.Prompt.Length - 1), held);
+                if (common > shared) (donor, shared, donorTokens) = (other, common, tokens);
             }
             if (donor is not null)
             {
-                session.CopyPrefix(donor.State.Session, shared);
+                // The running sequence's beginning becomes a shared one both read (when long enough), the rest is copied.
+                var prefix = _pool.Share(donor.State.Session, donorTokens, shared);
+                session.CopyPrefix(donor.State.Session, shared, prefix);
                 reused = shared;
+                // A request whose budget counts a pinned beginning reads that one (it holds only the positions after it).
+                if (s.Prefix is not null) session.Rebase(s.Prefix);
             }
         }
         s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,

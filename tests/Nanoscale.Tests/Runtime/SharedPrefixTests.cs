@@ -1,0 +1,237 @@
+using Nanoscale.IO;
+using Nanoscale.Pipeline;
+using Nanoscale.Runtime;
+using Nanoscale.Tests.Support;
+
+namespace Nanoscale.Tests.Runtime;
+
+/// <summary>
+/// Shared beginnings (<see cref="KvPrefix"/>): a system prompt many requests begin with is held once and read by all
+/// of them. A session on one computes exactly what a session holding a copy computes (bit for bit: the attention row
+/// reads the same numbers in the same groups), the pool makes and drops them, the factory's requests read them, and a
+/// KV budget counts one once.
+/// </summary>
+public class SharedPrefixTests
+{
+    private static readonly Lazy<ITokenizer> Tokenizer = new(() => Llama2cTokenizer.Load(SharedData.Tok512));
+
+    /// <summary>The first story of the TinyStories sample, at least <paramref name="count"/> tokens of it.</summary>
+    private static int[] Story(int count)
+    {
+        string story = string.Join(" ", Perplexity.SplitDocuments(File.ReadAllText(SharedData.TinyStoriesText), "<|endoftext|>").Take(3));
+        int[] ids = Tokenizer.Value.Encode(story, addBos: true);
+        Assert.True(ids.Length >= count);
+        return ids[..count];
+    }
+
+    /// <summary>Three sessions continue the same 40 positions: one holding a copy of them, the source after its beginning
+    /// became a shared one (its own rows shrink to the positions after it), and a new session on that shared one. One
+    /// token at a time (the attention row), a window (the generic loops), several sessions in one pass, and on past
+    /// the first allocation (the own rows grow): the logits are the copy's, bit for bit, in every cache type.</summary>
+    [Theory]
+    [InlineData(KvCacheType.F32)]
+    [InlineData(KvCacheType.F16)]
+    [InlineData(KvCacheType.BF16)]
+    [InlineData(KvCacheType.Q8)]
+    [InlineData(KvCacheType.Q4)]
+    public void ASessionOnASharedBeginningComputesWhatACopyDoes(KvCacheType kv)
+    {
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K), new RuntimeOptions { KvCache = kv });
+        int vocab = model.Config.VocabSize;
+        int[] ids = Story(300);
+        var source = model.CreateSession(320);
+        source.Forward(ids[..40], new float[40 * vocab]);
+        var copy = model.CreateSession(320);
+        copy.CopyPrefix(source, 40);
+        var twin = model.CreateSession(320); // the source's partner in the several-session passes below
+        twin.CopyPrefix(source, 40);
+        long whole = source.AllocatedKvBytes;
+        var prefix = source.ShareBeginning(ids[..40]);
+        Assert.Same(prefix, source.Prefix);
+        Assert.Equal(40, source.Length);
+        Assert.Equal(model.Options.KvCacheBytes(2L * model.Config.Layers * 40 * model.Config.KvDim), prefix.Bytes);
+        Assert.Equal(whole - prefix.Bytes, source.AllocatedKvBytes);
+        var reader = model.CreateSession(320);
+        reader.Attach(prefix);
+        Assert.Equal(40, reader.Length);
+        Assert.Equal(model.Options.KvCacheBytes(2L * model.Config.Layers * (reader.AllocatedPositions - 40) * model.Config.KvDim), reader.AllocatedKvBytes);
+        InferenceSession[] sessions = [copy, source, reader, twin];
+
+        // Steps, one token at a time.
+        for (int t = 40; t < 46; t++)
+        {
+            var logits = sessions.Select(s => s.Step(ids[t])).ToArray();
+            Assert.All(logits, l => Assert.Equal(logits[0], l));
+        }
+        // A window of 24 tokens.
+        var windows = sessions.Select(s =>
+        {
+            var logits = new float[24 * vocab];
+            s.Forward(ids.AsSpan(46, 24), logits);
+            return logits;
+        }).ToArray();
+        Assert.All(windows, w => Assert.Equal(windows[0], w));
+        // Two sessions in one pass (a token factory's step with a prompt chunk in it: the reader's 20 tokens and the
+        // source's one), against the copies in the same places of the same pass; the reader goes on past 256 positions.
+        for (int start = 70, step = 70; start < 290; start += 20, step++)
+        {
+            int[] tokens = [.. ids[start..(start + 20)], ids[step]];
+            var shared = new float[2 * vocab];
+            var copied = new float[2 * vocab];
+            InferenceSession.ForwardMany([reader, source], [20, 1], tokens, shared);
+            InferenceSession.ForwardMany([copy, twin], [20, 1], tokens, copied);
+            Assert.Equal(copied, shared);
+        }
+        Assert.True(reader.AllocatedPositions > InferenceSession.InitialPositions);
+        Assert.Equal(copy.Step(ids[290]), reader.Step(ids[290]));
+    }
+
+    /// <summary>Going back into a shared beginning (a conversation that forks inside the system prompt) copies its first
+    /// positions into the session's own rows: the session reads the shared one no more, and continues as the copy.</summary>
+    [Fact]
+    public void TruncatingIntoASharedBeginningCopiesItsFirstPositions()
+    {
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        int vocab = model.Config.VocabSize;
+        int[] ids = Story(80);
+        var source = model.CreateSession(128);
+        source.Forward(ids[..48], new float[48 * vocab]);
+        var copy = model.CreateSession(128);
+        copy.CopyPrefix(source, 48);
+        var reader = model.CreateSession(128);
+        reader.Attach(source.ShareBeginning(ids[..48]));
+        reader.Forward(ids.AsSpan(48, 10), new float[10 * vocab]);
+        reader.Truncate(20);
+        copy.Truncate(20);
+        Assert.Null(reader.Prefix);
+        Assert.Equal(copy.AllocatedKvBytes, reader.AllocatedKvBytes);
+        var a = new float[30 * vocab];
+        var b = new float[30 * vocab];
+        copy.Forward(ids.AsSpan(20, 30), a);
+        reader.Forward(ids.AsSpan(20, 30), b);
+        Assert.Equal(a, b);
+        // A copy of a session on a shared beginning reads it too, when the copy covers it.
+        var onIt = model.CreateSession(128);
+        onIt.CopyPrefix(source, 44);
+        Assert.Null(onIt.Prefix); // 44 positions do not cover the 48 shared ones: copied
+        onIt.CopyPrefix(source, 48);
+        Assert.Same(source.Prefix, onIt.Prefix);
+        Assert.Throws<ArgumentOutOfRangeException>(() => model.CreateSession(48).Attach(source.Prefix!)); // no room after it
+        Assert.Throws<ArgumentException>(() => LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K)).CreateSession(128).Attach(source.Prefix!));
+    }
+
+    /// <summary>The pool: a prompt sharing a long beginning with a kept cache that holds much more gets a session on a
+    /// shared beginning made from that cache (which then reads it too: its own bytes shrink); the pool's bytes count it
+    /// once, not while a request pins it; it is found for later prompts, and dropped when trimmed and no kept session
+    /// reads it — and kept again when a session reading it comes back.</summary>
+    [Fact]
+    public void ThePoolSharesALongBeginningOnceAndDropsItWhenNoOneNeedsIt()
+    {
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        int vocab = model.Config.VocabSize;
+        var pool = new SessionPool(model, maxSessions: 4);
+        int[] ids = Story(200);
+        var kept = model.CreateSession(256);
+        kept.Forward(ids[..120], new float[120 * vocab]);
+        pool.Return(kept, held: ids[..120]);
+        long keptBytes = kept.AllocatedKvBytes;
+        Assert.Equal(keptBytes, pool.Bytes);
+
+        int[] prompt = [.. ids[..61], .. Tokenizer.Value.Encode(" The end", addBos: false)];
+        var session = pool.Rent(128, prompt, out int reused);
+        Assert.NotSame(kept, session);
+        Assert.Equal(ids[..120].AsSpan().CommonPrefixLength(prompt), reused);
+        var prefix = Assert.IsType<KvPrefix>(session.Prefix);
+        Assert.Same(prefix, kept.Prefix);
+        int n = prefix.Positions;
+        Assert.Equal(KvPrefix.Whole(reused), n); // whole granules of eight
+        Assert.Equal((1, prefix.Bytes), pool.Prefixes);
+        Assert.Equal(keptBytes - prefix.Bytes, kept.AllocatedKvBytes); // the kept cache's own rows shrank by what is now shared
+        Assert.Equal(keptBytes, pool.Bytes);
+        var tail = new float[(prompt.Length - reused) * vocab];
+        session.Forward(prompt.AsSpan(reused), tail);
+        var fresh = new float[prompt.Length * vocab];
+        model.CreateSession(128).Forward(prompt, fresh);
+        double scale = fresh.Max(Math.Abs);
+        for (int i = 0; i < tail.Length; i++) Assert.True(Math.Abs(tail[i] - fresh[reused * vocab + i]) <= 1e-5 * scale, $"logit {i}");
+
+        // Found for a later prompt; pinned, it leaves the pool's bytes (the request's budget counts it).
+        Assert.Same(prefix, pool.FindPrefix([.. ids[..n], 5, 6], 200));
+        Assert.Null(pool.FindPrefix(ids[..n], 200)); // all but the last token at most
+        Assert.Null(pool.FindPrefix([.. ids[..n], 5], n)); // no room after it
+        Assert.Same(prefix, pool.PinPrefix([.. ids[..(n + 4)]], 200, out bool first));
+        Assert.True(first);
+        Assert.Same(prefix, pool.PinPrefix([.. ids[..(n + 4)]], 200, out first));
+        Assert.False(first);
+        Assert.Equal(keptBytes - prefix.Bytes, pool.Bytes);
+        pool.Trim(0);
+        Assert.Equal((0, 0L), (pool.Count, pool.Bytes)); // the kept cache went; the pinned prefix stays
+        Assert.Equal(1, pool.Prefixes.Count);
+        Assert.False(pool.UnpinPrefix(prefix));
+        Assert.True(pool.UnpinPrefix(prefix));
+        Assert.Throws<InvalidOperationException>(() => pool.UnpinPrefix(prefix));
+        Assert.Equal(prefix.Bytes, pool.Bytes);
+        pool.Trim(0); // read by the running session alone: dropped (its request's budget holds those positions)
+        Assert.Equal((0, 0L), pool.Prefixes);
+        pool.Return(session, held: prompt[..session.Length]);
+        Assert.Equal((1, prefix.Bytes), pool.Prefixes); // a kept session reads it: counted again
+        Assert.Equal(session.AllocatedKvBytes + prefix.Bytes, pool.Bytes);
+        pool.Trim(0);
+        Assert.Equal((0, 0L, 0), (pool.Count, pool.Bytes, pool.Prefixes.Count));
+    }
+
+    /// <summary>Requests arriving together with a long common beginning: the first runs it, the others read it as a
+    /// shared beginning (held once) and copy only what follows; a later one reads it from the pool. Each comes out as
+    /// its solo generation.</summary>
+    [Fact]
+    public async Task RequestsWithACommonBeginningReadOneSharedCopy()
+    {
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        var tokenizer = Tokenizer.Value;
+        int[] common = Story(TokenFactory.IdlePrefillChunk + 30);
+        var prompts = new[] { " Once", " The dog", " Lily", " Tom", " Sue" }.Select(x => (int[])[.. common, .. tokenizer.Encode(x, addBos: false)]).ToArray();
+        using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
+        var results = await Task.WhenAll(prompts[..4].Select(p => factory.SubmitAsync(p, 20, new SamplingOptions())));
+        var later = await factory.SubmitAsync(prompts[4], 20, new SamplingOptions());
+        int shared = KvPrefix.Whole(common.Length);
+        Assert.Equal((1, model.Options.KvCacheBytes(2L * model.Config.Layers * shared * model.Config.KvDim)), factory.SharedPrefixes);
+        Assert.InRange(later.CachedPromptTokens, shared, common.Length + 1);
+        foreach (var (prompt, result) in prompts.Zip([.. results, later]))
+            Assert.Equal(Generation.Generate(model, tokenizer, prompt, 20, new SamplingOptions()).Tokens, result.Tokens);
+    }
+
+    /// <summary>Under a KV budget, requests on a kept shared beginning are counted for the positions after it, and the
+    /// beginning once: stories260K holds 1280 bytes a position, each request here 180 prompt and 12 new positions
+    /// (245 760 bytes whole); a budget of 600 000 admits two whole ones at a time, but four on a shared beginning of
+    /// 176 positions (4 × 20 480 + 225 280). While they run, what is reserved and kept stays within the budget; after,
+    /// nothing is reserved; answers equal the solo generations.</summary>
+    [Fact]
+    public async Task ABudgetCountsASharedBeginningOnce()
+    {
+        const long Budget = 600_000;
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: Budget);
+        var tokenizer = Tokenizer.Value;
+        int[] common = Story(176);
+        int[] Prompt(string ending) => [.. common, .. tokenizer.Encode(ending, addBos: false)[..4]];
+        var sampling = new SamplingOptions { StopTokenIds = [] };
+        CompletionRequest Request(string ending) => new() { PromptIds = Prompt(ending), MaxTokens = 12, Sampling = sampling };
+        // The first request runs the beginning (and 40 new tokens, so its kept cache holds much more than the beginning);
+        // the second, sharing the beginning with that cache, makes it a shared one.
+        await service.CompleteAsync(Request(" Once upon a time") with { MaxTokens = 40 });
+        await service.CompleteAsync(Request(" The dog ran far away"));
+        Assert.Equal(1, service.SharedPrefixes.Count);
+        Assert.Equal(service.KvBytes(176), service.SharedPrefixes.Bytes);
+
+        long worst = 0;
+        string[] endings = [" Lily went to the park", " Tom had a red ball", " Sue saw a big bird", " Ben liked to sing"];
+        var answers = await Task.WhenAll(endings.Select(e => service.CompleteAsync(Request(e),
+            _ => { lock (endings) worst = Math.Max(worst, service.ReservedKvBytes + service.PooledKvBytes); })));
+        Assert.True(service.LargestBatch >= 3, $"largest batch {service.LargestBatch}: whole requests would fit two at a time");
+        Assert.InRange(worst, service.KvBytes(176) + 3 * service.KvBytes(16), Budget);
+        Assert.Equal(0, service.ReservedKvBytes);
+        Assert.InRange(service.PooledKvBytes, service.KvBytes(176), Budget);
+        using var plain = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", promptCache: false);
+        foreach (var (ending, answer) in endings.Zip(answers))
+            Assert.Equal((await plain.CompleteAsync(Request(ending))).Text, answer.Text);
+    }
+}
