@@ -9,8 +9,11 @@ namespace Nanoscale.Benchmarks;
 /// messages, greedy replies), each turn sent whole as chat clients do, through <c>serve</c>'s service with the cache on
 /// and off (one at a time, each after a warm-up). Per turn: prompt tokens, the tokens the cache held, and the time to
 /// the first text and to the whole reply; the replies of the two runs are compared (they should be equal). Then a
-/// burst: <c>--burst N</c> requests at once with the same system message (one application's users), cache off and on.
-/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--burst 8]</code>
+/// burst: <c>--burst N</c> requests at once with the same system message (one application's users), cache off and on,
+/// then a second wave of N (the same application's next users, the system message's cache warm), optionally under a KV
+/// budget (<c>--kv-budget SIZE</c>): per wave the prompt tokens run, the most requests running at once, the time to the
+/// first text, and the KV cache kept after it (with the cache on, the system message's once, shared).
+/// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--burst 8] [--kv-budget SIZE]</code>
 /// </summary>
 internal static class PromptCacheBenchmark
 {
@@ -25,7 +28,7 @@ internal static class PromptCacheBenchmark
     {
         if (args.Length < 1 || args[0].StartsWith('-'))
         {
-            Console.Error.WriteLine("usage: prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--tokenizer T] [--burst 8]");
+            Console.Error.WriteLine("usage: prompt-cache MODEL [--turns 6] [--reply 32] [--system-chars 2000] [--threads 2] [--chat-template FILE] [--tokenizer T] [--burst 8] [--kv-budget SIZE]");
             return 1;
         }
         string Option(string name, string fallback)
@@ -76,29 +79,40 @@ internal static class PromptCacheBenchmark
         Console.WriteLine($"\nfirst text, all turns: {offFirst:0.00} s without the cache, {onFirst:0.00} s with it ({offFirst / onFirst:0.0}×)");
 
         // A burst: N users of one application (the same system message) ask at once; the first runs the shared
-        // beginning, the others copy it instead of running it again.
+        // beginning, the others read it instead of running it again. Then a second wave: the beginning is kept.
         int burst = int.Parse(Option("--burst", "8"));
         if (burst < 2) return 0;
-        Console.WriteLine($"\n{burst} requests at once sharing the system message ({reply} new tokens each):\n");
-        Console.WriteLine("| prompt cache | prompt tokens run | first text p50 ms | first text max ms | all done s |");
-        Console.WriteLine("|---|---:|---:|---:|---:|");
+        long? budget = Option("--kv-budget", "") is { Length: > 0 } b ? ModelFolder.ParseShardSize(b, "--kv-budget") : null;
+        Console.WriteLine($"\n{burst} requests at once sharing the system message ({reply} new tokens each), twice{(budget is { } x ? $", KV budget {x / 1048576.0:0.#} MiB" : "")}:\n");
+        Console.WriteLine("| prompt cache | wave | prompt tokens run | most running at once | first text p50 ms | first text max ms | all done s | KV kept after, MiB | of it shared, MiB |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (bool cache in new[] { false, true })
         {
             using var service = new CompletionService(LoadedModel.Open(args[0], new ModelLoadOptions { TokenizerPath = tokenizer, Parallelism = new(threads) }),
-                "bench", maxBatch: burst, chatTemplateFile: template, promptCache: cache);
+                "bench", maxBatch: burst, kvBudgetBytes: budget, chatTemplateFile: template, promptCache: cache);
             service.WarmUp();
-            var clock = Stopwatch.StartNew();
-            var firsts = new double[burst];
-            var outcomes = Task.WhenAll(Enumerable.Range(0, burst).Select(i =>
+            for (int wave = 1; wave <= 2; wave++)
             {
-                firsts[i] = double.NaN;
-                return service.CompleteAsync(new CompletionRequest { Messages = [new("system", system), new("user", Questions[i % Questions.Length])], MaxTokens = reply },
-                    _ => { if (double.IsNaN(firsts[i])) firsts[i] = clock.Elapsed.TotalSeconds; });
-            })).GetAwaiter().GetResult();
-            double done = clock.Elapsed.TotalSeconds;
-            var sorted = firsts.Select(f => double.IsNaN(f) ? done : f).Order().ToArray();
-            long run = outcomes.Sum(o => (long)o.PromptTokens - o.CachedPromptTokens);
-            Console.WriteLine($"| {(cache ? "on" : "off")} | {run} | {sorted[burst / 2] * 1000:0} | {sorted[^1] * 1000:0} | {done:0.00} |");
+                var clock = Stopwatch.StartNew();
+                var firsts = new double[burst];
+                int most = 0;
+                var outcomes = Task.WhenAll(Enumerable.Range(0, burst).Select(i =>
+                {
+                    firsts[i] = double.NaN;
+                    string question = Questions[(i + (wave - 1) * burst) % Questions.Length] + (wave == 2 ? " Please." : "");
+                    return service.CompleteAsync(new CompletionRequest { Messages = [new("system", system), new("user", question)], MaxTokens = reply },
+                        _ =>
+                        {
+                            if (double.IsNaN(firsts[i])) firsts[i] = clock.Elapsed.TotalSeconds;
+                            lock (firsts) most = Math.Max(most, service.Running);
+                        });
+                })).GetAwaiter().GetResult();
+                double done = clock.Elapsed.TotalSeconds;
+                var sorted = firsts.Select(f => double.IsNaN(f) ? done : f).Order().ToArray();
+                long run = outcomes.Sum(o => (long)o.PromptTokens - o.CachedPromptTokens);
+                Console.WriteLine($"| {(cache ? "on" : "off")} | {wave} | {run} | {most} | {sorted[burst / 2] * 1000:0} | {sorted[^1] * 1000:0} | {done:0.00} | " +
+                                  $"{service.PooledKvBytes / 1048576.0:0.0} | {service.SharedPrefixes.Bytes / 1048576.0:0.0} |");
+            }
         }
         return 0;
     }

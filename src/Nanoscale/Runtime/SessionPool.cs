@@ -116,8 +116,9 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
     /// <summary>
     /// The first <paramref name="positions"/> of <paramref name="session"/> (which holds <paramref name="tokens"/> there)
     /// as a kept shared beginning, rounded down to whole granules; null when that is under
-    /// <see cref="MinSharedPositions"/>. A kept one of the same tokens is taken (the session then reads it instead of its
-    /// own rows), else the session's own beginning becomes one (<see cref="InferenceSession.ShareBeginning"/>). Another
+    /// <see cref="MinSharedPositions"/>. A kept one holding those tokens but fewer than <see cref="MinSharedPositions"/>
+    /// of the last is taken (the session then reads it instead of its own rows where it read less), else the session's
+    /// own beginning becomes one (<see cref="InferenceSession.ShareBeginning"/>). Another
     /// session that copies the session's beginning reads it instead (<see cref="InferenceSession.CopyPrefix"/>).
     /// </summary>
     public KvPrefix? Share(InferenceSession session, ReadOnlySpan<int> tokens, int positions)
@@ -128,15 +129,22 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         lock (_kept)
         {
             long before = session.AllocatedKvBytes;
+            // A kept one that holds all but a few of those positions serves (the few are copied by whoever reads it):
+            // prompts that share a system message and a word or two more would otherwise make a copy each.
             KvPrefix? prefix = null;
             foreach (var kept in _prefixes)
-                if (kept.Positions == n && tokens[..n].SequenceEqual(kept.Tokens)) prefix = kept;
+                if (kept.Positions <= n && n - kept.Positions < MinSharedPositions && kept.Positions > (prefix?.Positions ?? 0)
+                    && tokens.StartsWith(kept.Tokens)) prefix = kept;
             if (prefix is null)
             {
                 prefix = session.ShareBeginning(tokens[..n].ToArray());
                 Keep(prefix);
             }
-            else if (session.Prefix is null || session.Prefix.Positions < n) session.Rebase(prefix);
+            else
+            {
+                if (session.Prefix is null || session.Prefix.Positions < prefix.Positions) session.Rebase(prefix);
+                Keep(prefix); // now the most recently used
+            }
             // A kept session that now reads the prefix holds fewer bytes of its own.
             if (_kept.Exists(k => k.Session == session)) _bytes += session.AllocatedKvBytes - before;
             return prefix;
