@@ -180,6 +180,49 @@ public class SharedPrefixTests
         Assert.Equal((0, 0L, 0), (pool.Count, pool.Bytes, pool.Prefixes.Count));
     }
 
+    /// <summary>Beginnings a few positions apart (prompts sharing a system message and a word or two more) read one kept
+    /// shared beginning rather than making a copy each; one 32 or more positions longer is a new one (the session then
+    /// reads the longer); under 32 positions none is made.</summary>
+    [Fact]
+    public void BeginningsAFewPositionsApartReadOneSharedBeginning()
+    {
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        int vocab = model.Config.VocabSize;
+        var pool = new SessionPool(model, maxSessions: 4);
+        int[] ids = Story(120);
+        InferenceSession Holding(int n)
+        {
+            var session = model.CreateSession(128);
+            session.Forward(ids[..n], new float[n * vocab]);
+            return session;
+        }
+        var first = Holding(100);
+        var shared = pool.Share(first, ids, 64)!;
+        Assert.Equal(64, shared.Positions);
+        var second = Holding(100);
+        long whole = second.AllocatedKvBytes;
+        Assert.Same(shared, pool.Share(second, ids, 90)); // 88 positions: 24 more than the kept one
+        Assert.Same(shared, second.Prefix);
+        Assert.Equal(whole - shared.Bytes, second.AllocatedKvBytes);
+        var longer = pool.Share(second, ids, 99)!; // 96: 32 more
+        Assert.Equal(96, longer.Positions);
+        Assert.Same(longer, second.Prefix);
+        Assert.Same(shared, first.Prefix);
+        Assert.Equal(2, pool.Prefixes.Count);
+        Assert.Null(pool.Share(Holding(40), ids, 31));
+        Assert.Throws<ArgumentException>(() => pool.Share(LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K)).CreateSession(8), ids, 40));
+        // Both still compute what a fresh session does.
+        var fresh = model.CreateSession(128);
+        fresh.Forward(ids[..100], new float[100 * vocab]);
+        var expected = fresh.Step(ids[100]);
+        double scale = expected.Max(Math.Abs);
+        foreach (var session in new[] { first, second })
+        {
+            var step = session.Step(ids[100]);
+            for (int i = 0; i < vocab; i++) Assert.True(Math.Abs(step[i] - expected[i]) <= 1e-5 * scale, $"logit {i}");
+        }
+    }
+
     /// <summary>Requests arriving together with a long common beginning: the first runs it, the others read it as a
     /// shared beginning (held once) and copy only what follows; a later one reads it from the pool. Each comes out as
     /// its solo generation.</summary>

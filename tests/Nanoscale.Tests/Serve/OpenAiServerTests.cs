@@ -1355,6 +1355,39 @@ public sealed class PromptCacheServeTests
         Assert.True(health.GetProperty("prompt_cache").GetBoolean());
         Assert.True(health.GetProperty("cached_prompt_tokens").GetInt64() >= cached);
     }
+
+    /// <summary>Two users of one application (the same long system message, different questions): the second reads the
+    /// first's system message as a shared beginning instead of copying it — <c>/health</c> and <c>/metrics</c> show one,
+    /// held once — and answers as a server without the cache does.</summary>
+    [Fact]
+    public async Task UsersOfOneSystemMessageReadItOnce()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(folder), "qwen"));
+        using var plain = new CompletionService(LoadedModel.Open(folder), "qwen", promptCache: false);
+        var system = new ChatMessage("system", "You are the weather desk of a small seaside town. Answer in two short, friendly sentences, "
+            + "name the temperature in degrees Celsius, say whether to take an umbrella, and never talk about anything but the weather.");
+        var sizes = new List<long>();
+        foreach (var question in new[] { "Is it going to rain in the harbour this afternoon?", "Should I wear a coat to the market tomorrow morning?" })
+        {
+            List<ChatMessage> messages = [system, new("user", question)];
+            var body = JsonSerializer.Serialize(new { messages = messages.Select(m => new { role = m.Role, content = m.Content }), max_tokens = 12, temperature = 0 });
+            using var r = await served.Http.PostAsync("/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            var json = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement;
+            var alone = await plain.CompleteAsync(new CompletionRequest { Messages = messages, MaxTokens = 12 });
+            Assert.Equal(alone.Text, json.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
+            var health = JsonDocument.Parse(await served.Http.GetStringAsync("/health")).RootElement;
+            sizes.Add(health.GetProperty("shared_prefixes").GetInt32());
+            sizes.Add(health.GetProperty("kv_shared_bytes").GetInt64());
+        }
+        int systemTokens = KvPrefix.Whole(served.Service.PromptTokens(new CompletionRequest { Messages = [system, new("user", "A")] }).Length - 4);
+        Assert.Equal(0, sizes[0]); // the first user ran it
+        Assert.Equal(1, sizes[2]); // the second reads it, shared with the first's kept cache
+        Assert.InRange(sizes[3], served.Service.KvBytes(systemTokens - 8), served.Service.KvBytes(systemTokens + 8));
+        Assert.Contains($"nanoscale_kv_shared_bytes {sizes[3]}", await served.Http.GetStringAsync("/metrics"));
+    }
 }
 
 /// <summary>A model served in-process on a free loopback port: its service (owned), the app and a client for it.</summary>
