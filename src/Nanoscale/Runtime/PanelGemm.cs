@@ -31,6 +31,11 @@ internal static unsafe class PanelGemm
 
     public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
 
+    /// <summary>Whether a group of sixteen tokens runs in one 512-bit register per row (AVX-512: <see cref="Sixteen512{TRows}"/>)
+    /// rather than two of 256 bits. Each lane is still one token's chain of FMAs over the columns in order, so the
+    /// same bits either way.</summary>
+    internal static readonly bool Wide = Avx512F.IsSupported;
+
     /// <summary>Floats <see cref="PackActivations"/> writes for <paramref name="tokens"/> tokens of <paramref name="columns"/>.</summary>
     public static long PackedLength(int tokens, int columns) => (long)((tokens + GroupTokens - 1) / GroupTokens) * columns * GroupTokens;
 
@@ -101,7 +106,16 @@ internal static unsafe class PanelGemm
     /// </summary>
     public static void Multiply(float* tile, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride,
         byte* prefetch = null, nint prefetchBytes = 0) =>
-        Multiply<FloatRows>((byte*)tile, rowCount, columns, packedX, tokens, y, yStride, prefetch, prefetchBytes);
+        Multiply<FloatRows>((byte*)tile, rowCount, columns, packedX, tokens, y, yStride, prefetch, prefetchBytes, Wide);
+
+    /// <summary><see cref="Multiply(float*, int, int, float*, int, float*, nint, byte*, nint)"/> with the 256-bit group
+    /// kernel even where AVX-512 is (tests compare both with the scalar twin).</summary>
+    internal static void MultiplyNarrow(float* tile, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride) =>
+        Multiply<FloatRows>((byte*)tile, rowCount, columns, packedX, tokens, y, yStride, null, 0, wide: false);
+
+    /// <summary><see cref="MultiplyBf16"/> with the 256-bit group kernel even where AVX-512 is.</summary>
+    internal static void MultiplyBf16Narrow(ushort* rows, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride) =>
+        Multiply<Bf16Rows>((byte*)rows, rowCount, columns, packedX, tokens, y, yStride, null, 0, wide: false);
 
     /// <summary>
     /// <see cref="Multiply(float*, int, int, float*, int, float*, nint, byte*, nint)"/> on rows of little-endian BF16 as stored
@@ -111,18 +125,26 @@ internal static unsafe class PanelGemm
     /// </summary>
     public static void MultiplyBf16(ushort* rows, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride,
         byte* prefetch = null, nint prefetchBytes = 0) =>
-        Multiply<Bf16Rows>((byte*)rows, rowCount, columns, packedX, tokens, y, yStride, prefetch, prefetchBytes);
+        Multiply<Bf16Rows>((byte*)rows, rowCount, columns, packedX, tokens, y, yStride, prefetch, prefetchBytes, Wide);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Multiply<TRows>(byte* tile, int rowCount, int columns, float* packedX, int tokens, float* y, nint yStride,
-        byte* prefetch, nint prefetchBytes) where TRows : struct, IRows
+        byte* prefetch, nint prefetchBytes, bool wide) where TRows : struct, IRows
     {
         nint rowBytes = (nint)columns * TRows.ElementBytes;
-        // Groups of nine to sixteen tokens go through Sixteen block by block; a last group of eight or fewer through
-        // Eight, twelve rows (two blocks) a call where it can. Each call asks for its rows' share of the prefetch range
-        // during the first pass over them.
+        // Groups of nine to sixteen tokens go through Sixteen block by block (Sixteen512, twelve rows a call where it
+        // can, with AVX-512); a last group of eight or fewer through Eight, twelve rows (two blocks) a call where it can.
+        // Each call asks for its rows' share of the prefetch range during the first pass over them.
         int sixteens = tokens / GroupTokens + (tokens % GroupTokens > 8 ? 1 : 0), tail = tokens - sixteens * GroupTokens;
-        for (int r0 = 0; r0 < rowCount && sixteens > 0; r0 += PanelRows)
+        for (int r0 = 0, rows; wide && r0 < rowCount && sixteens > 0; r0 += rows)
+        {
+            rows = rowCount - r0 >= 2 * PanelRows ? 2 * PanelRows : Math.Min(PanelRows, rowCount - r0);
+            byte* next = Share(prefetch, prefetchBytes, r0, rowCount), stop = Share(prefetch, prefetchBytes, r0 + rows, rowCount);
+            for (int g = 0; g < sixteens; g++, next = stop)
+                Sixteen512<TRows>(tile + r0 * rowBytes, rowBytes, columns, rows, packedX + (nint)g * columns * GroupTokens, y + g * GroupTokens * yStride + r0,
+                    yStride, Math.Min(GroupTokens, tokens - g * GroupTokens), next, stop);
+        }
+        for (int r0 = 0; !wide && r0 < rowCount && sixteens > 0; r0 += PanelRows)
         {
             int rows = Math.Min(PanelRows, rowCount - r0);
             byte* next = Share(prefetch, prefetchBytes, r0, rowCount), stop = Share(prefetch, prefetchBytes, r0 + rows, rowCount);
@@ -154,6 +176,11 @@ internal static unsafe class PanelGemm
         static abstract Vector256<float> Broadcast(byte* row, nint k);
 
         static abstract Vector256<float> First(byte* row);
+
+        /// <summary><see cref="Broadcast"/> to sixteen lanes.</summary>
+        static abstract Vector512<float> Broadcast512(byte* row, nint k);
+
+        static abstract Vector512<float> First512(byte* row);
     }
 
     /// <summary>Float rows (a decoded tile, or F32 weights in place).</summary>
@@ -166,6 +193,12 @@ internal static unsafe class PanelGemm
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> First(byte* row) => Vector256.Create(*(float*)row);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Broadcast512(byte* row, nint k) => Vector512.Create(((float*)row)[k]);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> First512(byte* row) => Vector512.Create(*(float*)row);
     }
 
     /// <summary>BF16 rows as stored: the 32 bits ending with element k (element k − 1 below it) broadcast, and the low
@@ -181,6 +214,13 @@ internal static unsafe class PanelGemm
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> First(byte* row) => Vector256.Create(BitConverter.Int32BitsToSingle(*(ushort*)row << 16));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Broadcast512(byte* row, nint k) =>
+            (Vector512.Create(*(uint*)(row + 2 * k - 2)) & Vector512.Create(0xFFFF0000u)).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> First512(byte* row) => Vector512.Create(BitConverter.Int32BitsToSingle(*(ushort*)row << 16));
     }
 
     /// <summary>Six rows (<paramref name="rowBytes"/> apart; missing ones read row 0, their sums dropped) times a group of
@@ -304,12 +344,75 @@ internal static unsafe class PanelGemm
         Store(b5, y + 11, yStride, tokens);
     }
 
+    /// <summary>Twelve rows (two blocks of six), or up to six (<paramref name="rows"/>; the second six then repeat the
+    /// first, their sums dropped), times a group of nine to sixteen tokens in one 512-bit register: per column one load
+    /// of activations, twelve broadcasts and twelve FMAs in twelve chains — the work of two <see cref="Sixteen{TRows}"/>
+    /// calls in half the instructions, each lane the same chain as there.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Sixteen512<TRows>(byte* w, nint rowBytes, int columns, int rows, float* x, float* y, nint yStride, int tokens,
+        byte* next, byte* stop) where TRows : struct, IRows
+    {
+        byte* w0 = w, w1 = Row(w, rowBytes, rows, 1), w2 = Row(w, rowBytes, rows, 2);
+        byte* w3 = Row(w, rowBytes, rows, 3), w4 = Row(w, rowBytes, rows, 4), w5 = Row(w, rowBytes, rows, 5);
+        // The second block's rows are the first's, six rows on: the same pointers, a column index that far ahead.
+        nint second = rows == 2 * PanelRows ? PanelRows * (nint)columns : 0, far = second * TRows.ElementBytes;
+        var zero = Vector512<float>.Zero;
+        var t = Vector512.Load(x);
+        Vector512<float> a0 = Avx512F.FusedMultiplyAdd(TRows.First512(w0), t, zero), a1 = Avx512F.FusedMultiplyAdd(TRows.First512(w1), t, zero);
+        Vector512<float> a2 = Avx512F.FusedMultiplyAdd(TRows.First512(w2), t, zero), a3 = Avx512F.FusedMultiplyAdd(TRows.First512(w3), t, zero);
+        Vector512<float> a4 = Avx512F.FusedMultiplyAdd(TRows.First512(w4), t, zero), a5 = Avx512F.FusedMultiplyAdd(TRows.First512(w5), t, zero);
+        Vector512<float> b0 = Avx512F.FusedMultiplyAdd(TRows.First512(w0 + far), t, zero), b1 = Avx512F.FusedMultiplyAdd(TRows.First512(w1 + far), t, zero);
+        Vector512<float> b2 = Avx512F.FusedMultiplyAdd(TRows.First512(w2 + far), t, zero), b3 = Avx512F.FusedMultiplyAdd(TRows.First512(w3 + far), t, zero);
+        Vector512<float> b4 = Avx512F.FusedMultiplyAdd(TRows.First512(w4 + far), t, zero), b5 = Avx512F.FusedMultiplyAdd(TRows.First512(w5 + far), t, zero);
+        for (nint k = 1; k < columns; k++)
+        {
+            if ((k & 1) == 0 && next < stop)
+            {
+                Sse.Prefetch0(next);
+                next += 64;
+            }
+            t = Vector512.Load(x + GroupTokens * k);
+            nint kb = k + second;
+            a0 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w0, k), t, a0);
+            b0 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w0, kb), t, b0);
+            a1 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w1, k), t, a1);
+            b1 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w1, kb), t, b1);
+            a2 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w2, k), t, a2);
+            b2 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w2, kb), t, b2);
+            a3 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w3, k), t, a3);
+            b3 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w3, kb), t, b3);
+            a4 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w4, k), t, a4);
+            b4 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w4, kb), t, b4);
+            a5 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w5, k), t, a5);
+            b5 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w5, kb), t, b5);
+        }
+        Store(a0, y, yStride, tokens);
+        if (rows > 1) Store(a1, y + 1, yStride, tokens);
+        if (rows > 2) Store(a2, y + 2, yStride, tokens);
+        if (rows > 3) Store(a3, y + 3, yStride, tokens);
+        if (rows > 4) Store(a4, y + 4, yStride, tokens);
+        if (rows > 5) Store(a5, y + 5, yStride, tokens);
+        if (second == 0) return;
+        Store(b0, y + 6, yStride, tokens);
+        Store(b1, y + 7, yStride, tokens);
+        Store(b2, y + 8, yStride, tokens);
+        Store(b3, y + 9, yStride, tokens);
+        Store(b4, y + 10, yStride, tokens);
+        Store(b5, y + 11, yStride, tokens);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static byte* Row(byte* w, nint rowBytes, int rows, int i) => w + (i < rows ? i : 0) * rowBytes;
 
     /// <summary>The first <paramref name="count"/> lanes (tokens) of one row's sums, <paramref name="stride"/> apart.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store(Vector256<float> sums, float* destination, nint stride, int count)
+    {
+        for (int i = 0; i < count; i++) destination[i * stride] = sums.GetElement(i);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(Vector512<float> sums, float* destination, nint stride, int count)
     {
         for (int i = 0; i < count; i++) destination[i * stride] = sums.GetElement(i);
     }

@@ -135,6 +135,16 @@ public class LinearWeightTests
                 PanelGemm.Multiply(wp, rows, columns, xp, tokens, yp, rows);
         }
         AssertSameBits(expected, direct, "kernel");
+        // The 256-bit group kernel too, where the 512-bit one is what Multiply takes.
+        var narrow = new float[tokens * rows];
+        unsafe
+        {
+            fixed (float* wp = w)
+            fixed (float* xp = packed)
+            fixed (float* yp = narrow)
+                PanelGemm.MultiplyNarrow(wp, rows, columns, xp, tokens, yp, rows);
+        }
+        AssertSameBits(expected, narrow, "256-bit kernel");
         for (int t = 0; t < tokens; t++)
             for (int r = 0; r < rows; r++) Assert.Equal(r == rows / 2, float.IsNaN(direct[t * rows + r]));
         if (tokens < PanelGemm.MinTokens) return;
@@ -180,6 +190,15 @@ public class LinearWeightTests
             }
             AssertSameBits(expected, actual, $"bf16 panels, prefetch {ahead}");
         }
+        var narrow = new float[tokens * rows];
+        unsafe
+        {
+            fixed (ushort* wp = raw)
+            fixed (float* xp = packed)
+            fixed (float* yp = narrow)
+                PanelGemm.MultiplyBf16Narrow(wp, rows, columns, xp, tokens, yp, rows);
+        }
+        AssertSameBits(expected, narrow, "bf16 panels, 256-bit kernel");
     }
 
     /// <summary>The panel kernel reads nothing outside the rows it is given: BF16 weights are broadcast from the 32 bits
@@ -213,6 +232,13 @@ public class LinearWeightTests
                     else PanelGemm.Multiply((float*)memory.Start, rows, columns, xp, tokens, yp, rows);
                 }
                 AssertSameBits(expected, actual, $"{(bf16 ? "bf16" : "f32")} rows, guard {(atEnd ? "after" : "before")}");
+                fixed (float* xp = packed)
+                fixed (float* yp = actual)
+                {
+                    if (bf16) PanelGemm.MultiplyBf16Narrow((ushort*)memory.Start, rows, columns, xp, tokens, yp, rows);
+                    else PanelGemm.MultiplyNarrow((float*)memory.Start, rows, columns, xp, tokens, yp, rows);
+                }
+                AssertSameBits(expected, actual, $"{(bf16 ? "bf16" : "f32")} rows, 256-bit kernel, guard {(atEnd ? "after" : "before")}");
             }
     }
 
