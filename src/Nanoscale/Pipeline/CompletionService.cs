@@ -348,6 +348,7 @@ public sealed class CompletionService : IDisposable
         try
         {
             var (held, prefix) = await ReserveAsync(need, prompt, maxTokens, cancellationToken).ConfigureAwait(false);
+            var reservation = new Reservation { Bytes = held, Prefix = prefix };
             try
             {
                 // The completion is exactly the text handed out as it came (the prompt not repeated; a stop string and
@@ -368,7 +369,8 @@ public sealed class CompletionService : IDisposable
                     }
                     text.Append(piece);
                     onText?.Invoke(piece);
-                }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)]), constraint, prefix).ConfigureAwait(false);
+                }, cancellationToken, onLogProbs is null ? null : list => onLogProbs([.. list.Select(Named)]), constraint, prefix,
+                    KvBudgetBytes is null ? null : shared => Refund(reservation, shared)).ConfigureAwait(false);
                 var outcome = new CompletionOutcome(text.ToString(), result.PromptTokens, result.GeneratedTokens,
                     result.Stop == StopReason.Length || result.Stop == StopReason.Context ? "length" : "stop")
                 {
@@ -390,7 +392,7 @@ public sealed class CompletionService : IDisposable
             }
             finally
             {
-                Release(held, prefix);
+                Release(reservation);
             }
         }
         catch (OperationCanceledException)
@@ -569,7 +571,7 @@ public sealed class CompletionService : IDisposable
     /// when the factory keeps a shared beginning of the prompt (a system prompt other requests ran), the request is
     /// counted for the positions after it, and the beginning's bytes once for all the requests reading it (while any
     /// does). Returns the bytes to release and the beginning pinned for the request (null: none), which
-    /// <see cref="Release"/> unpins.
+    /// <see cref="Release(long, KvPrefix?)"/> unpins.
     /// </summary>
     private async Task<(long Bytes, KvPrefix? Prefix)> ReserveAsync(long bytes, int[]? prompt, int maxTokens, CancellationToken cancellationToken)
     {
@@ -616,6 +618,35 @@ public sealed class CompletionService : IDisposable
 
     /// <summary>Shared prompt beginnings kept (each held once for all the requests that read it) and their bytes.</summary>
     public (int Count, long Bytes) SharedPrefixes => _factory.SharedPrefixes;
+
+    /// <summary>What an admitted completion holds of the budget: bytes, and the shared beginning counted for it.</summary>
+    private sealed class Reservation
+    {
+        public long Bytes;
+        public KvPrefix? Prefix;
+    }
+
+    /// <summary>A request admitted whole whose session has come to read a shared beginning (one made as it started, or
+    /// from its own cache for a later request): from now on it is counted for the positions after it, and the beginning
+    /// once with every other request reading it; requests waiting for room look again.</summary>
+    private void Refund(Reservation reservation, KvPrefix prefix)
+    {
+        TaskCompletionSource freed;
+        lock (_budgetLock)
+        {
+            if (reservation.Prefix is not null) return;
+            long saved = KvBytes(prefix.Positions);
+            bool first = _factory.PinShared(prefix);
+            reservation.Prefix = prefix;
+            reservation.Bytes -= saved;
+            _reserved -= saved - (first ? prefix.Bytes : 0);
+            freed = _budgetFreed;
+            _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        freed.TrySetResult();
+    }
+
+    private void Release(Reservation reservation) => Release(reservation.Bytes, reservation.Prefix);
 
     private void Release(long bytes, KvPrefix? prefix = null)
     {

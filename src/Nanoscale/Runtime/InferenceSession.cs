@@ -148,7 +148,7 @@ public sealed partial class InferenceSession
     /// number of <see cref="KvPrefix.Granule"/>) as a shared beginning other sessions can read
     /// (<see cref="Attach"/>, <see cref="CopyPrefix"/>): the prefix this session reads when it is exactly that, else a
     /// new one copied from its rows, which this session then reads too (its own rows shrink to the positions after it)
-    /// unless its own prefix is longer.</summary>
+    /// when it reads none yet. (A session that reads one keeps it: a KV budget may count that one for its request.)</summary>
     internal KvPrefix ShareBeginning(int[] tokens)
     {
         int n = tokens.Length;
@@ -165,7 +165,7 @@ public sealed partial class InferenceSession
             CopyRows(l, keys: false, 0, n, values[l], 0);
         }
         var prefix = new KvPrefix(_model, tokens, keys, values);
-        if (n > Base) Rebase(prefix);
+        if (_prefix is null) Rebase(prefix);
         return prefix;
     }
 

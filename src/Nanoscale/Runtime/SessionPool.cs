@@ -103,6 +103,18 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         }
     }
 
+    /// <summary>Counts <paramref name="prefix"/> (which a running request's session has come to read) for one more
+    /// admitted request, as <see cref="PinPrefix"/> does; true when no other request counted it.</summary>
+    public bool Pin(KvPrefix prefix)
+    {
+        if (prefix.Model != model) throw new ArgumentException("a shared beginning of another model", nameof(prefix));
+        lock (_kept)
+        {
+            if (!_prefixes.Contains(prefix)) Keep(prefix);
+            return ++prefix.Pins == 1;
+        }
+    }
+
     /// <summary>Ends one request's count of <paramref name="prefix"/>; true when no request counts it any more.</summary>
     public bool UnpinPrefix(KvPrefix prefix)
     {
@@ -142,7 +154,7 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
             }
             else
             {
-                if (session.Prefix is null || session.Prefix.Positions < prefix.Positions) session.Rebase(prefix);
+                if (session.Prefix is null) session.Rebase(prefix); // one that reads a prefix keeps it (a budget may count it)
                 Keep(prefix); // now the most recently used
             }
             // A kept session that now reads the prefix holds fewer bytes of its own.

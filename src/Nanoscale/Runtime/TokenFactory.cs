@@ -88,6 +88,10 @@ public sealed class TokenFactory : IDisposable
         return PromptCache ? _pool.PinPrefix(prompt, capacity, out first) : null;
     }
 
+    /// <summary>Pins a shared beginning a running request's session has come to read (<see cref="SessionPool.Pin"/>);
+    /// true when no other request pinned it.</summary>
+    internal bool PinShared(KvPrefix prefix) => _pool.Pin(prefix);
+
     /// <summary>Ends a request's pin; true when no request pins it any more.</summary>
     internal bool UnpinPrefix(KvPrefix prefix) => _pool.UnpinPrefix(prefix);
 
@@ -98,14 +102,17 @@ public sealed class TokenFactory : IDisposable
     public Task<GenerationResult> SubmitAsync(int[] promptTokens, int maxNewTokens, SamplingOptions sampling,
         Action<string>? onText = null, CancellationToken cancellationToken = default, Action<IReadOnlyList<TokenLogProb>>? onLogProbs = null,
         ITokenConstraint? constraint = null) =>
-        SubmitAsync(promptTokens, maxNewTokens, sampling, onText, cancellationToken, onLogProbs, constraint, prefix: null);
+        SubmitAsync(promptTokens, maxNewTokens, sampling, onText, cancellationToken, onLogProbs, constraint, prefix: null, onShared: null);
 
     /// <summary><see cref="SubmitAsync(int[], int, SamplingOptions, Action{string}?, CancellationToken, Action{IReadOnlyList{TokenLogProb}}?, ITokenConstraint?)"/>
     /// on a shared beginning pinned for it (<see cref="PinPrefix"/>, which the caller unpins once the task ends): its
-    /// session reads that one, so it holds only the positions after it.</summary>
+    /// session reads that one, so it holds only the positions after it. Without one, <paramref name="onShared"/> is told
+    /// (on the factory's thread, at most once) when the request's session comes to read a shared beginning all the same
+    /// (one made as it starts, from another request's cache, or from its own cache for a request that starts later),
+    /// so a budget can count the request for the positions after it from then on.</summary>
     internal Task<GenerationResult> SubmitAsync(int[] promptTokens, int maxNewTokens, SamplingOptions sampling,
         Action<string>? onText, CancellationToken cancellationToken, Action<IReadOnlyList<TokenLogProb>>? onLogProbs,
-        ITokenConstraint? constraint, KvPrefix? prefix)
+        ITokenConstraint? constraint, KvPrefix? prefix, Action<KvPrefix>? onShared)
     {
         ArgumentNullException.ThrowIfNull(promptTokens);
         ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
@@ -113,7 +120,7 @@ public sealed class TokenFactory : IDisposable
         GenerationSequence.CheckPrompt(_model, promptTokens, maxNewTokens);
         if (prefix is not null && (prefix.Model != _model || !promptTokens.AsSpan().StartsWith(prefix.Tokens) || prefix.Positions >= promptTokens.Length))
             throw new ArgumentException("a shared beginning that is not the beginning of the prompt", nameof(prefix));
-        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken) { OnLogProbs = onLogProbs, Constraint = constraint, Prefix = prefix };
+        var sequence = new Sequence(promptTokens, maxNewTokens, sampling, onText, cancellationToken) { OnLogProbs = onLogProbs, Constraint = constraint, Prefix = prefix, OnShared = prefix is null ? onShared : null };
         _pending.Enqueue(sequence);
         _signal.Release();
         return sequence.Completion.Task;
@@ -128,6 +135,7 @@ public sealed class TokenFactory : IDisposable
         public Action<IReadOnlyList<TokenLogProb>>? OnLogProbs { get; init; }
         public ITokenConstraint? Constraint { get; init; }
         public KvPrefix? Prefix { get; init; } // pinned for it: its session must read this one
+        public Action<KvPrefix>? OnShared { get; set; } // told once when its session comes to read a shared beginning
         public CancellationToken Cancellation { get; } = cancellationToken;
         public TaskCompletionSource<GenerationResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public GenerationSequence State = null!;
@@ -382,6 +390,7 @@ public sealed class TokenFactory : IDisposable
             {
                 // The running sequence's beginning becomes a shared one both read (when long enough), the rest is copied.
                 var prefix = _pool.Share(donor.State.Session, donorTokens, shared);
+                Shared(donor);
                 session.CopyPrefix(donor.State.Session, shared, prefix);
                 reused = shared;
                 // A request whose budget counts a pinned beginning reads that one (it holds only the positions after it).
@@ -390,9 +399,20 @@ public sealed class TokenFactory : IDisposable
         }
         s.State = new GenerationSequence(_model, _tokenizer, s.Prompt, s.MaxNewTokens, s.Sampling, _endTokens, s.OnText, s.Cancellation, s.OnLogProbs,
             deferPrompt: true, session: session, reused: reused, constraint: s.Constraint);
+        Shared(s);
         Interlocked.Add(ref _cachedPromptTokens, reused);
         return true;
     }, failed: false);
+
+    /// <summary>Tells a request whose session has come to read a shared beginning (and was admitted without one), once.</summary>
+    private static void Shared(Sequence s)
+    {
+        if (s.OnShared is { } tell && s.State?.Session.Prefix is { } prefix)
+        {
+            s.OnShared = null;
+            tell(prefix);
+        }
+    }
 
     /// <summary>Runs <paramref name="body"/> for a request unless it is cancelled; a cancellation or failure completes
     /// the request accordingly and gives <paramref name="failed"/>.</summary>

@@ -181,8 +181,9 @@ public class SharedPrefixTests
     }
 
     /// <summary>Beginnings a few positions apart (prompts sharing a system message and a word or two more) read one kept
-    /// shared beginning rather than making a copy each; one 32 or more positions longer is a new one (the session then
-    /// reads the longer); under 32 positions none is made.</summary>
+    /// shared beginning rather than making a copy each; one 32 or more positions longer is a new one (a session that
+    /// reads a shared beginning keeps reading it: a budget may count that one for its request); under 32 positions none
+    /// is made.</summary>
     [Fact]
     public void BeginningsAFewPositionsApartReadOneSharedBeginning()
     {
@@ -206,9 +207,16 @@ public class SharedPrefixTests
         Assert.Equal(whole - shared.Bytes, second.AllocatedKvBytes);
         var longer = pool.Share(second, ids, 99)!; // 96: 32 more
         Assert.Equal(96, longer.Positions);
-        Assert.Same(longer, second.Prefix);
+        Assert.Same(shared, second.Prefix);
+        var third = Holding(100);
+        Assert.Same(longer, pool.Share(third, ids, 99));
+        Assert.Same(longer, third.Prefix); // it read none: it reads the longer
         Assert.Same(shared, first.Prefix);
         Assert.Equal(2, pool.Prefixes.Count);
+        Assert.True(pool.Pin(longer));
+        Assert.False(pool.Pin(longer));
+        Assert.False(pool.UnpinPrefix(longer));
+        Assert.True(pool.UnpinPrefix(longer));
         Assert.Null(pool.Share(Holding(40), ids, 31));
         Assert.Throws<ArgumentException>(() => pool.Share(LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K)).CreateSession(8), ids, 40));
         // Both still compute what a fresh session does.
@@ -216,7 +224,7 @@ public class SharedPrefixTests
         fresh.Forward(ids[..100], new float[100 * vocab]);
         var expected = fresh.Step(ids[100]);
         double scale = expected.Max(Math.Abs);
-        foreach (var session in new[] { first, second })
+        foreach (var session in new[] { first, second, third })
         {
             var step = session.Step(ids[100]);
             for (int i = 0; i < vocab; i++) Assert.True(Math.Abs(step[i] - expected[i]) <= 1e-5 * scale, $"logit {i}");
@@ -241,6 +249,33 @@ public class SharedPrefixTests
         Assert.InRange(later.CachedPromptTokens, shared, common.Length + 1);
         foreach (var (prompt, result) in prompts.Zip([.. results, later]))
             Assert.Equal(Generation.Generate(model, tokenizer, prompt, 20, new SamplingOptions()).Tokens, result.Tokens);
+    }
+
+    /// <summary>A cold burst under a KV budget: four requests with a common 176-position beginning arrive together and
+    /// are admitted whole (245 760 bytes each; 600 000 hold two), no shared beginning existing yet. When the second
+    /// starts, the first's beginning becomes a shared one; from then on both are counted for the positions after it
+    /// and the beginning once, so the others are admitted while they run (more than two in the batch at once). What is
+    /// reserved and kept stays within the budget; after, nothing is reserved; answers equal the solo generations.</summary>
+    [Fact]
+    public async Task ABurstAdmittedWholeIsCountedForLessOnceItsBeginningIsShared()
+    {
+        const long Budget = 600_000;
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: Budget);
+        var tokenizer = Tokenizer.Value;
+        int[] common = Story(176);
+        var sampling = new SamplingOptions { StopTokenIds = [] };
+        CompletionRequest Request(string ending) => new() { PromptIds = [.. common, .. tokenizer.Encode(ending, addBos: false)[..4]], MaxTokens = 12, Sampling = sampling };
+        string[] endings = [" Lily went to the park", " Tom had a red ball", " Sue saw a big bird", " Ben liked to sing"];
+        long worst = 0;
+        var answers = await Task.WhenAll(endings.Select(e => service.CompleteAsync(Request(e),
+            _ => { lock (endings) worst = Math.Max(worst, service.ReservedKvBytes + service.PooledKvBytes); })));
+        Assert.True(service.LargestBatch >= 3, $"largest batch {service.LargestBatch}: whole requests fit two at a time");
+        Assert.InRange(worst, 1, Budget);
+        Assert.Equal(0, service.ReservedKvBytes);
+        Assert.Equal(1, service.SharedPrefixes.Count);
+        using var plain = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", promptCache: false);
+        foreach (var (ending, answer) in endings.Zip(answers))
+            Assert.Equal((await plain.CompleteAsync(Request(ending))).Text, answer.Text);
     }
 
     /// <summary>Under a KV budget, requests on a kept shared beginning are counted for the positions after it, and the
