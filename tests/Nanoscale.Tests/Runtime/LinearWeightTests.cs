@@ -126,25 +126,24 @@ public class LinearWeightTests
         PanelGemm.Reference(w, rows, columns, x, tokens, expected, rows);
         var packed = new float[PanelGemm.PackedLength(tokens, columns)];
         PanelGemm.PackActivations(x, tokens, columns, packed);
-        var direct = new float[tokens * rows];
-        unsafe
+        float[] Kernel(bool narrow)
         {
-            fixed (float* wp = w)
-            fixed (float* xp = packed)
-            fixed (float* yp = direct)
-                PanelGemm.Multiply(wp, rows, columns, xp, tokens, yp, rows);
+            var y = new float[tokens * rows];
+            unsafe
+            {
+                fixed (float* wp = w)
+                fixed (float* xp = packed)
+                fixed (float* yp = y)
+                {
+                    if (narrow) PanelGemm.MultiplyNarrow(wp, rows, columns, xp, tokens, yp, rows);
+                    else PanelGemm.Multiply(wp, rows, columns, xp, tokens, yp, rows);
+                }
+            }
+            return y;
         }
+        var direct = Kernel(narrow: false);
         AssertSameBits(expected, direct, "kernel");
-        // The 256-bit group kernel too, where the 512-bit one is what Multiply takes.
-        var narrow = new float[tokens * rows];
-        unsafe
-        {
-            fixed (float* wp = w)
-            fixed (float* xp = packed)
-            fixed (float* yp = narrow)
-                PanelGemm.MultiplyNarrow(wp, rows, columns, xp, tokens, yp, rows);
-        }
-        AssertSameBits(expected, narrow, "256-bit kernel");
+        AssertSameBits(expected, Kernel(narrow: true), "256-bit kernel"); // where the 512-bit one is what Multiply takes
         for (int t = 0; t < tokens; t++)
             for (int r = 0; r < rows; r++) Assert.Equal(r == rows / 2, float.IsNaN(direct[t * rows + r]));
         if (tokens < PanelGemm.MinTokens) return;

@@ -24,6 +24,34 @@ public class SharedPrefixTests
         return ids[..count];
     }
 
+    /// <summary>A request of the first 176 tokens of <see cref="Story"/> (a beginning of whole granules), the first four
+    /// tokens of <paramref name="ending"/>, and <paramref name="max"/> new tokens (greedy, to the last).</summary>
+    private static CompletionRequest OnCommon(string ending, int max) => new()
+    {
+        PromptIds = [.. Story(176), .. Tokenizer.Value.Encode(ending, addBos: false)[..4]], MaxTokens = max,
+        Sampling = new SamplingOptions { StopTokenIds = [] },
+    };
+
+    /// <summary>A service on stories260K under <paramref name="budget"/> bytes of KV cache.</summary>
+    private static CompletionService Budgeted(long budget) => new(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: budget);
+
+    /// <summary>Runs a first request (40 new tokens, so its kept cache holds much more than the common beginning), then
+    /// a second that shares the beginning with that cache and so makes it a shared one.</summary>
+    private static async Task ShareTheCommonBeginning(CompletionService service)
+    {
+        await service.CompleteAsync(OnCommon(" Once upon a time", 40));
+        await service.CompleteAsync(OnCommon(" The dog ran far away", 12));
+        Assert.Equal(1, service.SharedPrefixes.Count);
+        Assert.Equal(service.KvBytes(176), service.SharedPrefixes.Bytes);
+    }
+
+    /// <summary>Each answer is what a server without the prompt cache answers to its request.</summary>
+    private static async Task AssertAnswersAsWithoutTheCache(IEnumerable<(CompletionRequest Request, string Text)> answers)
+    {
+        using var plain = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", promptCache: false);
+        foreach (var (request, text) in answers) Assert.Equal((await plain.CompleteAsync(request)).Text, text);
+    }
+
     /// <summary>Three sessions continue the same 40 positions: one holding a copy of them, the source after its beginning
     /// became a shared one (its own rows shrink to the positions after it), and a new session on that shared one. One
     /// token at a time (the attention row), a window (the generic loops), several sessions in one pass, and on past
@@ -263,23 +291,17 @@ public class SharedPrefixTests
     public async Task ABurstAdmittedWholeIsCountedForLessOnceItsBeginningIsShared()
     {
         const long Budget = 700_000;
-        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: Budget);
-        var tokenizer = Tokenizer.Value;
-        int[] common = Story(176);
-        var sampling = new SamplingOptions { StopTokenIds = [] };
-        CompletionRequest Request(string ending) => new() { PromptIds = [.. common, .. tokenizer.Encode(ending, addBos: false)[..4]], MaxTokens = 60, Sampling = sampling };
-        string[] endings = [" Lily went to the park", " Tom had a red ball", " Sue saw a big bird", " Ben liked to sing"];
+        using var service = Budgeted(Budget);
+        var requests = new[] { " Lily went to the park", " Tom had a red ball", " Sue saw a big bird", " Ben liked to sing" }.Select(e => OnCommon(e, 60)).ToArray();
         long worst = 0;
-        var answers = await Task.WhenAll(endings.Select(e => service.CompleteAsync(Request(e),
-            _ => { lock (endings) worst = Math.Max(worst, service.ReservedKvBytes); })));
+        var answers = await Task.WhenAll(requests.Select(r => service.CompleteAsync(r,
+            _ => { lock (requests) worst = Math.Max(worst, service.ReservedKvBytes); })));
         Assert.True(service.LargestBatch >= 3, $"largest batch {service.LargestBatch}: whole requests fit two at a time");
         Assert.InRange(worst, 1, Budget);
         Assert.InRange(service.PooledKvBytes, 1, Budget);
         Assert.Equal(0, service.ReservedKvBytes);
         Assert.Equal(1, service.SharedPrefixes.Count);
-        using var plain = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", promptCache: false);
-        foreach (var (ending, answer) in endings.Zip(answers))
-            Assert.Equal((await plain.CompleteAsync(Request(ending))).Text, answer.Text);
+        await AssertAnswersAsWithoutTheCache(requests.Zip(answers.Select(a => a.Text)));
     }
 
     /// <summary>Requests on a shared beginning that are cancelled — some while running, some while waiting for room —
@@ -291,18 +313,11 @@ public class SharedPrefixTests
         // 600 000 bytes: the shared beginning (225 280) and one request of 200 new tokens (204 positions after it) at a
         // time, so the others wait for room.
         const long Budget = 600_000;
-        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: Budget);
-        var tokenizer = Tokenizer.Value;
-        int[] common = Story(176);
-        var sampling = new SamplingOptions { StopTokenIds = [] };
-        CompletionRequest Request(string ending, int max = 200) =>
-            new() { PromptIds = [.. common, .. tokenizer.Encode(ending, addBos: false)[..4]], MaxTokens = max, Sampling = sampling };
-        await service.CompleteAsync(Request(" Once upon a time", 40));
-        await service.CompleteAsync(Request(" The dog ran far away", 12));
-        Assert.Equal(1, service.SharedPrefixes.Count);
+        using var service = Budgeted(Budget);
+        await ShareTheCommonBeginning(service);
         string[] endings = [" Lily went to the park", " Tom had a red ball", " Sue saw a big bird", " Ben liked to sing", " Max ran to the tree", " Ann had a blue hat"];
         var cancels = endings.Select(_ => new CancellationTokenSource()).ToArray();
-        var tasks = endings.Select((e, i) => service.CompleteAsync(Request(e), piece => { if (i % 2 == 0) cancels[i].Cancel(); }, cancels[i].Token)).ToArray();
+        var tasks = endings.Select((e, i) => service.CompleteAsync(OnCommon(e, 200), piece => { if (i % 2 == 0) cancels[i].Cancel(); }, cancels[i].Token)).ToArray();
         cancels[5].CancelAfter(5); // perhaps still waiting for room
         foreach (var (task, i) in tasks.Select((t, i) => (t, i)))
         {
@@ -313,10 +328,10 @@ public class SharedPrefixTests
         while ((service.InService != 0 || service.ReservedKvBytes != 0) && clock.Elapsed < TimeSpan.FromSeconds(10)) await Task.Delay(10);
         Assert.Equal((0, 0L), (service.InService, service.ReservedKvBytes));
         Assert.InRange(service.PooledKvBytes, service.SharedPrefixes.Bytes, Budget); // counted among the kept caches again
-        using var plain = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", promptCache: false);
-        var again = await service.CompleteAsync(Request(" Kim sang a song", 12));
+        var request = OnCommon(" Kim sang a song", 12);
+        var again = await service.CompleteAsync(request);
         Assert.True(again.CachedPromptTokens >= 176);
-        Assert.Equal((await plain.CompleteAsync(Request(" Kim sang a song", 12))).Text, again.Text);
+        await AssertAnswersAsWithoutTheCache([(request, again.Text)]);
         Assert.Equal(0, service.ReservedKvBytes);
     }
 
@@ -330,29 +345,16 @@ public class SharedPrefixTests
     public async Task ABudgetCountsASharedBeginningOnce()
     {
         const long Budget = 600_000;
-        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", kvBudgetBytes: Budget);
-        var tokenizer = Tokenizer.Value;
-        int[] common = Story(176);
-        int[] Prompt(string ending) => [.. common, .. tokenizer.Encode(ending, addBos: false)[..4]];
-        var sampling = new SamplingOptions { StopTokenIds = [] };
-        CompletionRequest Request(string ending) => new() { PromptIds = Prompt(ending), MaxTokens = 40, Sampling = sampling };
-        // The first request runs the beginning (and 40 new tokens, so its kept cache holds much more than the beginning);
-        // the second, sharing the beginning with that cache, makes it a shared one.
-        await service.CompleteAsync(Request(" Once upon a time"));
-        await service.CompleteAsync(Request(" The dog ran far away") with { MaxTokens = 12 });
-        Assert.Equal(1, service.SharedPrefixes.Count);
-        Assert.Equal(service.KvBytes(176), service.SharedPrefixes.Bytes);
-
+        using var service = Budgeted(Budget);
+        await ShareTheCommonBeginning(service);
         long worst = 0;
-        string[] endings = [" Lily went to the park", " Tom had a red ball", " Sue saw a big bird", " Ben liked to sing"];
-        var answers = await Task.WhenAll(endings.Select(e => service.CompleteAsync(Request(e),
-            _ => { lock (endings) worst = Math.Max(worst, service.ReservedKvBytes); })));
+        var requests = new[] { " Lily went to the park", " Tom had a red ball", " Sue saw a big bird", " Ben liked to sing" }.Select(e => OnCommon(e, 40)).ToArray();
+        var answers = await Task.WhenAll(requests.Select(r => service.CompleteAsync(r,
+            _ => { lock (requests) worst = Math.Max(worst, service.ReservedKvBytes); })));
         Assert.True(service.LargestBatch >= 3, $"largest batch {service.LargestBatch}: whole requests would fit two at a time");
         Assert.InRange(worst, service.KvBytes(176) + 3 * service.KvBytes(44), Budget);
         Assert.Equal(0, service.ReservedKvBytes);
         Assert.InRange(service.PooledKvBytes, service.KvBytes(176), Budget);
-        using var plain = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "s", promptCache: false);
-        foreach (var (ending, answer) in endings.Zip(answers))
-            Assert.Equal((await plain.CompleteAsync(Request(ending))).Text, answer.Text);
+        await AssertAnswersAsWithoutTheCache(requests.Zip(answers.Select(a => a.Text)));
     }
 }
