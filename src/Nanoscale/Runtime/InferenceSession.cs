@@ -102,11 +102,9 @@ public sealed partial class InferenceSession
     /// <summary>Takes the first <paramref name="positions"/> of <paramref name="source"/>'s cache (a session of the same
     /// model whose sequence begins with the same tokens: the token factory's running sequences sharing a prompt's
     /// beginning) instead of computing them: their keys and values are copied as stored, and this session holds those
-    /// positions and nothing after them.</summary>
-    /// When the source reads a shared beginning (<see cref="Prefix"/>) within those positions, this session reads it
-    /// too and copies only the positions after it.
-    /// With <paramref name="on"/> (a shared beginning of the same tokens, within the positions), this session reads
-    /// that one instead and copies the positions after it.
+    /// positions and nothing after them. When the source reads a shared beginning (<see cref="Prefix"/>) within those
+    /// positions, this session reads it too and copies only the positions after it; with <paramref name="on"/> (a shared
+    /// beginning of the same tokens, within the positions), it reads that one and copies the positions after it.</summary>
     internal void CopyPrefix(InferenceSession source, int positions, KvPrefix? on = null)
     {
         if (source.Model != _model) throw new ArgumentException("a session of another model", nameof(source));
