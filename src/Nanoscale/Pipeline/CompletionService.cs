@@ -591,6 +591,13 @@ public sealed class CompletionService : IDisposable
                 }
                 var prefix = prompt is null ? null : _factory.PinPrefix(prompt, capacity, out first);
                 long own = prefix is null ? bytes : KvBytes(capacity - prefix.Positions), shared = first ? prefix!.Bytes : 0;
+                if (prefix is not null && own + shared > bytes)
+                {
+                    // Counting the shared beginning (a long one, of which this prompt shares a part) would cost more
+                    // than the whole request: counted whole (it is counted for less if its session reads it, Refund).
+                    _factory.UnpinPrefix(prefix);
+                    (prefix, own, shared) = (null, bytes, 0);
+                }
                 if (_reserved + own + shared <= budget)
                 {
                     _reserved += own + shared;
@@ -628,7 +635,9 @@ public sealed class CompletionService : IDisposable
 
     /// <summary>A request admitted whole whose session has come to read a shared beginning (one made as it started, or
     /// from its own cache for a later request): from now on it is counted for the positions after it, and the beginning
-    /// once with every other request reading it; requests waiting for room look again.</summary>
+    /// once with every other request reading it; requests waiting for room look again. (When no other request counted
+    /// the beginning, its bytes move from the kept caches' count to the requests': what is reserved may grow, what is
+    /// reserved and kept together shrinks by the positions saved.)</summary>
     private void Refund(Reservation reservation, KvPrefix prefix)
     {
         TaskCompletionSource freed;

@@ -69,7 +69,9 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
     private int MaxPrefixes => Math.Max(2, 2 * MaxSessions);
 
     /// <summary>The kept shared beginning holding the longest beginning of <paramref name="prompt"/> — all but its last
-    /// token at most, within <paramref name="capacity"/> less one position — or null.</summary>
+    /// token at most, within <paramref name="capacity"/> less one position, at least <see cref="MinSharedPositions"/>,
+    /// whole granules — or null: the kept one itself when the prompt begins with all of it, else a view of the part it
+    /// shares (<see cref="KvPrefix.View"/>).</summary>
     public KvPrefix? FindPrefix(ReadOnlySpan<int> prompt, int capacity)
     {
         lock (_kept) return Find(prompt, capacity);
@@ -77,28 +79,30 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
 
     private KvPrefix? Find(ReadOnlySpan<int> prompt, int capacity)
     {
-        KvPrefix? best = null;
-        int most = Math.Min(prompt.Length - 1, capacity - 1);
+        // The kept one sharing the most whole granules with the prompt (all but its last token at most, and room for one
+        // more position): itself when the prompt holds all of it, else a view of as much as it shares.
+        (KvPrefix? best, int most) = (null, 0);
+        int limit = Math.Min(prompt.Length - 1, capacity - 1);
         foreach (var prefix in _prefixes)
-            if (prefix.Positions <= most && prefix.Positions > (best?.Positions ?? 0) && prompt.StartsWith(prefix.Tokens)) best = prefix;
-        if (best is not null)
         {
-            _prefixes.Remove(best);
-            _prefixes.Add(best); // now the most recently used
+            int shared = KvPrefix.Whole(Math.Min(prefix.Tokens.AsSpan().CommonPrefixLength(prompt), limit));
+            if (shared >= MinSharedPositions && shared > most) (best, most) = (prefix, shared);
         }
-        return best;
+        if (best is null) return null;
+        Keep(best); // now the most recently used
+        return most == best.Positions ? best : best.View(most);
     }
 
-    /// <summary><see cref="FindPrefix"/>, counted by an admitted request until <see cref="UnpinPrefix"/>: it is not
-    /// dropped meanwhile, and it leaves <see cref="Bytes"/> (the request's KV budget counts it). <paramref name="first"/>:
-    /// no other request counted it.</summary>
+    /// <summary><see cref="FindPrefix"/>, counted by an admitted request until <see cref="UnpinPrefix"/>: it (its root)
+    /// is not dropped meanwhile, and it leaves <see cref="Bytes"/> (the request's KV budget counts it).
+    /// <paramref name="first"/>: no other request counted it.</summary>
     public KvPrefix? PinPrefix(ReadOnlySpan<int> prompt, int capacity, out bool first)
     {
         lock (_kept)
         {
             var prefix = Find(prompt, capacity);
-            first = prefix is not null && prefix.Pins == 0;
-            if (prefix is not null) prefix.Pins++;
+            first = prefix is not null && prefix.Root.Pins == 0;
+            if (prefix is not null) prefix.Root.Pins++;
             return prefix;
         }
     }
@@ -110,8 +114,8 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         if (prefix.Model != model) throw new ArgumentException("a shared beginning of another model", nameof(prefix));
         lock (_kept)
         {
-            if (!_prefixes.Contains(prefix)) Keep(prefix);
-            return ++prefix.Pins == 1;
+            if (!_prefixes.Contains(prefix.Root)) Keep(prefix.Root);
+            return ++prefix.Root.Pins == 1;
         }
     }
 
@@ -120,17 +124,18 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
     {
         lock (_kept)
         {
-            if (prefix.Pins <= 0) throw new InvalidOperationException("a shared beginning unpinned more often than pinned");
-            return --prefix.Pins == 0;
+            if (prefix.Root.Pins <= 0) throw new InvalidOperationException("a shared beginning unpinned more often than pinned");
+            return --prefix.Root.Pins == 0;
         }
     }
 
     /// <summary>
     /// The first <paramref name="positions"/> of <paramref name="session"/> (which holds <paramref name="tokens"/> there)
     /// as a kept shared beginning, rounded down to whole granules; null when that is under
-    /// <see cref="MinSharedPositions"/>. A kept one holding those tokens but fewer than <see cref="MinSharedPositions"/>
-    /// of the last is taken (the session then reads it instead of its own rows where it read less), else the session's
-    /// own beginning becomes one (<see cref="InferenceSession.ShareBeginning"/>). Another
+    /// <see cref="MinSharedPositions"/>. A view of a kept one that begins with those tokens and holds more is taken, else
+    /// a kept one holding those tokens but fewer than <see cref="MinSharedPositions"/> of the last (the session then reads
+    /// it instead of its own rows where it read none), else the session's own beginning becomes one
+    /// (<see cref="InferenceSession.ShareBeginning"/>). Another
     /// session that copies the session's beginning reads it instead (<see cref="InferenceSession.CopyPrefix"/>).
     /// </summary>
     public KvPrefix? Share(InferenceSession session, ReadOnlySpan<int> tokens, int positions)
@@ -141,22 +146,19 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         lock (_kept)
         {
             long before = session.AllocatedKvBytes;
-            // A kept one that holds all but a few of those positions serves (the few are copied by whoever reads it):
-            // prompts that share a system message and a word or two more would otherwise make a copy each.
+            // A kept one that holds these positions and more serves as a view of them (nothing copied); else one that
+            // holds all but a few of them (the few are copied by whoever reads it): prompts that share a system message
+            // and a word or two more, or less, would otherwise make a copy each.
             KvPrefix? prefix = null;
             foreach (var kept in _prefixes)
-                if (kept.Positions <= n && n - kept.Positions < MinSharedPositions && kept.Positions > (prefix?.Positions ?? 0)
-                    && tokens.StartsWith(kept.Tokens)) prefix = kept;
+                if (kept.Positions > n && kept.Tokens.AsSpan().StartsWith(tokens[..n])) prefix = kept.View(n);
             if (prefix is null)
-            {
-                prefix = session.ShareBeginning(tokens[..n].ToArray());
-                Keep(prefix);
-            }
-            else
-            {
-                if (session.Prefix is null) session.Rebase(prefix); // one that reads a prefix keeps it (a budget may count it)
-                Keep(prefix); // now the most recently used
-            }
+                foreach (var kept in _prefixes)
+                    if (kept.Positions <= n && n - kept.Positions < MinSharedPositions && kept.Positions > (prefix?.Positions ?? 0)
+                        && tokens.StartsWith(kept.Tokens)) prefix = kept;
+            if (prefix is null) prefix = session.ShareBeginning(tokens[..n].ToArray());
+            else if (session.Prefix is null) session.Rebase(prefix); // one that reads a prefix keeps it (a budget may count it)
+            Keep(prefix.Root); // kept, now the most recently used
             // A kept session that now reads the prefix holds fewer bytes of its own.
             if (_kept.Exists(k => k.Session == session)) _bytes += session.AllocatedKvBytes - before;
             return prefix;
@@ -180,7 +182,7 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
 
     /// <summary>No admitted request counts it and no kept session reads it (sessions still running that read it keep it
     /// alive; their requests' budget holds its positions).</summary>
-    private bool Droppable(KvPrefix prefix) => prefix.Pins == 0 && !_kept.Exists(k => k.Session.Prefix == prefix);
+    private bool Droppable(KvPrefix prefix) => prefix.Pins == 0 && !_kept.Exists(k => k.Session.Prefix?.Root == prefix);
 
     /// <summary>An empty session of <paramref name="capacity"/> positions: the kept one with the most allocated positions
     /// that are not more than <paramref name="capacity"/>, else a new one.</summary>
@@ -273,7 +275,7 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
             }
             _kept.Add(new Kept(session, held ?? []));
             _bytes += session.AllocatedKvBytes;
-            if (session.Prefix is { } prefix && !_prefixes.Contains(prefix)) Keep(prefix); // counted while a kept session reads it
+            if (session.Prefix?.Root is { } prefix && !_prefixes.Contains(prefix)) Keep(prefix); // counted while a kept session reads it
         }
     }
 

@@ -114,6 +114,32 @@ public class SharedPrefixTests
         Assert.Equal(copy.Step(ids[290]), reader.Step(ids[290]));
     }
 
+    /// <summary>A view of a shared beginning (its first positions, reading its rows) is what a copy of those positions
+    /// is: a session on a 40-position view of a 48-position one continues, step and window, as a copy of 40 does.</summary>
+    [Fact]
+    public void ASessionOnAViewComputesWhatACopyDoes()
+    {
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        int vocab = model.Config.VocabSize;
+        int[] ids = Story(80);
+        var source = model.CreateSession(128);
+        source.Forward(ids[..48], new float[48 * vocab]);
+        var copy = model.CreateSession(128);
+        copy.CopyPrefix(source, 40);
+        var view = source.ShareBeginning(ids[..48]).View(40);
+        Assert.Equal(ids[..40], view.Tokens);
+        var reader = model.CreateSession(128);
+        reader.Attach(view);
+        Assert.Equal(copy.Step(ids[40]), reader.Step(ids[40]));
+        var a = new float[20 * vocab];
+        var b = new float[20 * vocab];
+        copy.Forward(ids.AsSpan(41, 20), a);
+        reader.Forward(ids.AsSpan(41, 20), b);
+        Assert.Equal(a, b);
+        Assert.Throws<ArgumentOutOfRangeException>(() => view.Root.View(48));
+        Assert.Throws<ArgumentException>(() => view.Root.View(44)); // not whole granules
+    }
+
     /// <summary>Going back into a shared beginning (a conversation that forks inside the system prompt) copies its first
     /// positions into the session's own rows: the session reads the shared one no more, and continues as the copy.</summary>
     [Fact]
@@ -185,8 +211,14 @@ public class SharedPrefixTests
 
         // Found for a later prompt; pinned, it leaves the pool's bytes (the request's budget counts it).
         Assert.Same(prefix, pool.FindPrefix([.. ids[..n], 5, 6], 200));
-        Assert.Null(pool.FindPrefix(ids[..n], 200)); // all but the last token at most
-        Assert.Null(pool.FindPrefix([.. ids[..n], 5], n)); // no room after it
+        // A prompt sharing less of it (all but its last token at most; room for one more position): a view of the whole
+        // granules it shares, reading the same rows; under 32 positions, none.
+        var view = pool.FindPrefix(ids[..n], 200)!;
+        Assert.Equal((n - 8, prefix, prefix.Bytes), (view.Positions, view.Root, view.Bytes));
+        Assert.Same(prefix.Keys, view.Keys);
+        Assert.Equal(n - 8, pool.FindPrefix([.. ids[..n], 5], n)!.Positions);
+        Assert.Null(pool.FindPrefix([.. ids[..30], 5, 6], 200));
+        Assert.Null(pool.FindPrefix([.. ids[..n], 5], 32));
         Assert.Same(prefix, pool.PinPrefix([.. ids[..(n + 4)]], 200, out bool first));
         Assert.True(first);
         Assert.Same(prefix, pool.PinPrefix([.. ids[..(n + 4)]], 200, out first));
@@ -198,6 +230,11 @@ public class SharedPrefixTests
         Assert.False(pool.UnpinPrefix(prefix));
         Assert.True(pool.UnpinPrefix(prefix));
         Assert.Throws<InvalidOperationException>(() => pool.UnpinPrefix(prefix));
+        Assert.True(pool.Pin(view)); // a view is counted as its root: pinned, the root leaves the kept bytes
+        Assert.Equal(0, pool.Bytes);
+        Assert.False(pool.Pin(prefix));
+        Assert.False(pool.UnpinPrefix(prefix));
+        Assert.True(pool.UnpinPrefix(view));
         Assert.Equal(prefix.Bytes, pool.Bytes);
         pool.Trim(0); // read by the running session alone: dropped (its request's budget holds those positions)
         Assert.Equal((0, 0L), pool.Prefixes);
@@ -246,13 +283,19 @@ public class SharedPrefixTests
         Assert.False(pool.UnpinPrefix(longer));
         Assert.True(pool.UnpinPrefix(longer));
         Assert.Null(pool.Share(Holding(40), ids, 31));
+        // Fewer positions of a kept one: a view of it, nothing copied, no new one kept.
+        var fourth = Holding(100);
+        var part = pool.Share(fourth, ids, 85)!; // 80 of longer's 96
+        Assert.Equal((80, longer), (part.Positions, part.Root));
+        Assert.Same(part, fourth.Prefix);
+        Assert.Equal(2, pool.Prefixes.Count);
         Assert.Throws<ArgumentException>(() => pool.Share(LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K)).CreateSession(8), ids, 40));
         // Both still compute what a fresh session does.
         var fresh = model.CreateSession(128);
         fresh.Forward(ids[..100], new float[100 * vocab]);
         var expected = fresh.Step(ids[100]);
         double scale = expected.Max(Math.Abs);
-        foreach (var session in new[] { first, second, third })
+        foreach (var session in new[] { first, second, third, fourth })
         {
             var step = session.Step(ids[100]);
             for (int i = 0; i < vocab; i++) Assert.True(Math.Abs(step[i] - expected[i]) <= 1e-5 * scale, $"logit {i}");
