@@ -26,6 +26,15 @@ internal sealed class GenerationSequence
     private int _reported; // recorded log-probabilities already handed out with a piece of text
     private readonly ITokenConstraint? _constraint; // which tokens may come next, when the text has a fixed shape
     private float[]? _masked;
+    private TimeSpan _constraintTime; // spent in the constraint so far (checks, masks, accepting tokens)
+
+    /// <summary>Time the constraint may take to choose one token (its check, the mask when the sampled token does not
+    /// fit, accepting the token) before the sequence fails: a pathological pattern or grammar would otherwise hold every
+    /// sequence of a token factory's batch at each step (their memory is capped separately).</summary>
+    internal static TimeSpan MaxConstraintTimePerToken { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Time the constraint may take over the whole sequence.</summary>
+    internal static TimeSpan MaxConstraintTime { get; set; } = TimeSpan.FromSeconds(60);
 
     /// <summary>The prompt limits every generation checks before any work.</summary>
     /// <exception cref="InvalidOptionException">An empty prompt, or one the model cannot hold with new tokens.</exception>
@@ -159,6 +168,7 @@ internal sealed class GenerationSequence
         // end token does not fit before the shape is whole (one whose text a string could hold, as <|im_end|>, would
         // end the sequence inside it).
         // Where the text may end though it could go on (a regular expression's match), end tokens are allowed too.
+        long started = Stopwatch.GetTimestamp();
         bool mayEnd = _constraint is { MayEnd: true };
         if (_constraint is not null && (_end.Contains(next) ? !mayEnd : !_constraint.Allows(next)))
         {
@@ -183,15 +193,36 @@ internal sealed class GenerationSequence
             if (allowed == 0) return Finish(StopReason.EndToken);
             next = _sampler.Next(masked, _tokens, PromptLength);
         }
+        TimeSpan choosing = _constraint is null ? default : Stopwatch.GetElapsedTime(started);
         if (_end.Contains(next)) return Finish(StopReason.EndToken);
         if (_logProbs is { } top) _recorded!.Add(TokenLogProb.From(logits, next, top));
         _tokens.Add(next);
-        _constraint?.Accept(next);
+        if (_constraint is not null)
+        {
+            long accepting = Stopwatch.GetTimestamp();
+            _constraint.Accept(next);
+            Charge(choosing + Stopwatch.GetElapsedTime(accepting));
+        }
         if (_text.Add(_tokens)) return Finish(StopReason.StopString);
         if (_constraint is { Complete: true }) return Finish(StopReason.EndToken);
         if (Generated == _maxNewTokens) return Finish(StopReason.Length);
         if (Session.Length >= Session.Capacity) return Finish(StopReason.Context);
         return next;
+    }
+
+    /// <summary>Counts the constraint's time for one token against <see cref="MaxConstraintTimePerToken"/> and
+    /// <see cref="MaxConstraintTime"/>.</summary>
+    /// <exception cref="InputException">One of them is passed.</exception>
+    private void Charge(TimeSpan spent)
+    {
+        _constraintTime += spent;
+        TimeSpan perToken = MaxConstraintTimePerToken, total = MaxConstraintTime;
+        if (spent > perToken)
+            throw new InputException($"the output constraint (pattern, grammar or schema) took {spent.TotalMilliseconds:0} ms to choose token " +
+                $"{Generated} (at most {perToken.TotalMilliseconds:0} ms a token): too costly to follow; a simpler one is needed");
+        if (_constraintTime > total)
+            throw new InputException($"the output constraint (pattern, grammar or schema) took {_constraintTime.TotalSeconds:0.0} s over " +
+                $"{Generated} tokens (at most {total.TotalSeconds:0} s a request): too costly to follow; a simpler one is needed");
     }
 
     private int? Finish(StopReason stop)

@@ -130,4 +130,51 @@ public sealed class ConstraintCapTests
         Assert.True(status == HttpStatusCode.OK, text);
         Assert.Equal(0, served.Service.InService);
     });
+
+    /// <summary>A constraint that takes <paramref name="milliseconds"/> to check each token (a stand-in for a pathological
+    /// pattern or grammar).</summary>
+    private sealed class SlowConstraint(int milliseconds) : ITokenConstraint
+    {
+        public bool Allows(int id)
+        {
+            Thread.Sleep(milliseconds);
+            return true;
+        }
+
+        public int Mask(Span<float> logits) => logits.Length;
+
+        public void Accept(int id) { }
+
+        public bool Complete => false;
+    }
+
+    /// <summary>Runs <paramref name="body"/> with the constraint time caps set, then puts them back.</summary>
+    private static async Task TimeCapped(TimeSpan perToken, TimeSpan total, Func<Task> body)
+    {
+        var before = (GenerationSequence.MaxConstraintTimePerToken, GenerationSequence.MaxConstraintTime);
+        (GenerationSequence.MaxConstraintTimePerToken, GenerationSequence.MaxConstraintTime) = (perToken, total);
+        try { await body(); }
+        finally { (GenerationSequence.MaxConstraintTimePerToken, GenerationSequence.MaxConstraintTime) = before; }
+    }
+
+    /// <summary>A constraint too slow for one token, or too slow over a request, ends that request with a clear error
+    /// naming the cap (a server answers it as the request's fault); another request in the same batch finishes as its
+    /// solo generation.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public Task AConstraintTooSlowEndsItsRequestAndNotTheBatch(bool perToken) =>
+        TimeCapped(perToken ? TimeSpan.FromMilliseconds(20) : TimeSpan.FromSeconds(5), perToken ? TimeSpan.FromSeconds(60) : TimeSpan.FromMilliseconds(150), async () =>
+        {
+            var checkpoint = Nanoscale.IO.CheckpointLoader.Open(SharedData.Stories260K);
+            var model = LlamaModel.Load(checkpoint);
+            var tokenizer = Llama2cTokenizer.Load(SharedData.Tok512);
+            using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
+            int[] prompt = tokenizer.Encode("Once upon a time", addBos: true);
+            var slow = factory.SubmitAsync(prompt, 40, new SamplingOptions(), constraint: new SlowConstraint(60));
+            var plain = factory.SubmitAsync(prompt, 40, new SamplingOptions());
+            var failure = await Assert.ThrowsAsync<InputException>(() => slow);
+            Assert.Contains(perToken ? "ms a token): too costly to follow" : "s a request): too costly to follow", failure.Message);
+            Assert.Equal(Generation.Generate(model, tokenizer, prompt, 40, new SamplingOptions()).Tokens, (await plain).Tokens);
+        });
 }
