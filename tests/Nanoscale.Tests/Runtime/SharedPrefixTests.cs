@@ -114,28 +114,43 @@ public class SharedPrefixTests
         Assert.Equal(copy.Step(ids[290]), reader.Step(ids[290]));
     }
 
+    /// <summary>stories260K, 80 tokens of the story, a session that ran the first 48 of them, and a session holding a
+    /// copy of its first <paramref name="copied"/> positions.</summary>
+    private static (LlamaModel Model, int[] Ids, InferenceSession Source, InferenceSession Copy) SourceAndCopy(int copied)
+    {
+        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        int[] ids = Story(80);
+        var source = model.CreateSession(128);
+        source.Forward(ids[..48], new float[48 * model.Config.VocabSize]);
+        var copy = model.CreateSession(128);
+        copy.CopyPrefix(source, copied);
+        return (model, ids, source, copy);
+    }
+
+    /// <summary>Both sessions take <paramref name="count"/> tokens from <paramref name="from"/> as one window: the same
+    /// logits, bit for bit.</summary>
+    private static void AssertContinueAlike(InferenceSession expected, InferenceSession actual, int[] ids, int from, int count)
+    {
+        int vocab = expected.Model.Config.VocabSize;
+        var a = new float[count * vocab];
+        var b = new float[count * vocab];
+        expected.Forward(ids.AsSpan(from, count), a);
+        actual.Forward(ids.AsSpan(from, count), b);
+        Assert.Equal(a, b);
+    }
+
     /// <summary>A view of a shared beginning (its first positions, reading its rows) is what a copy of those positions
     /// is: a session on a 40-position view of a 48-position one continues, step and window, as a copy of 40 does.</summary>
     [Fact]
     public void ASessionOnAViewComputesWhatACopyDoes()
     {
-        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
-        int vocab = model.Config.VocabSize;
-        int[] ids = Story(80);
-        var source = model.CreateSession(128);
-        source.Forward(ids[..48], new float[48 * vocab]);
-        var copy = model.CreateSession(128);
-        copy.CopyPrefix(source, 40);
+        var (model, ids, source, copy) = SourceAndCopy(40);
         var view = source.ShareBeginning(ids[..48]).View(40);
         Assert.Equal(ids[..40], view.Tokens);
         var reader = model.CreateSession(128);
         reader.Attach(view);
         Assert.Equal(copy.Step(ids[40]), reader.Step(ids[40]));
-        var a = new float[20 * vocab];
-        var b = new float[20 * vocab];
-        copy.Forward(ids.AsSpan(41, 20), a);
-        reader.Forward(ids.AsSpan(41, 20), b);
-        Assert.Equal(a, b);
+        AssertContinueAlike(copy, reader, ids, 41, 20);
         Assert.Throws<ArgumentOutOfRangeException>(() => view.Root.View(48));
         Assert.Throws<ArgumentException>(() => view.Root.View(44)); // not whole granules
     }
@@ -145,13 +160,8 @@ public class SharedPrefixTests
     [Fact]
     public void TruncatingIntoASharedBeginningCopiesItsFirstPositions()
     {
-        var model = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
+        var (model, ids, source, copy) = SourceAndCopy(48);
         int vocab = model.Config.VocabSize;
-        int[] ids = Story(80);
-        var source = model.CreateSession(128);
-        source.Forward(ids[..48], new float[48 * vocab]);
-        var copy = model.CreateSession(128);
-        copy.CopyPrefix(source, 48);
         var reader = model.CreateSession(128);
         reader.Attach(source.ShareBeginning(ids[..48]));
         reader.Forward(ids.AsSpan(48, 10), new float[10 * vocab]);
@@ -159,11 +169,7 @@ public class SharedPrefixTests
         copy.Truncate(20);
         Assert.Null(reader.Prefix);
         Assert.Equal(copy.AllocatedKvBytes, reader.AllocatedKvBytes);
-        var a = new float[30 * vocab];
-        var b = new float[30 * vocab];
-        copy.Forward(ids.AsSpan(20, 30), a);
-        reader.Forward(ids.AsSpan(20, 30), b);
-        Assert.Equal(a, b);
+        AssertContinueAlike(copy, reader, ids, 20, 30);
         // A copy of a session on a shared beginning reads it too, when the copy covers it.
         var onIt = model.CreateSession(128);
         onIt.CopyPrefix(source, 44);
