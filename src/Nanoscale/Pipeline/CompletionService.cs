@@ -563,8 +563,7 @@ public sealed class CompletionService : IDisposable
     /// <summary>Waits until <paramref name="bytes"/> of KV cache fit the budget, then holds them, and lets the factory
     /// keep finished sequences' caches only in the budget's room left (<see cref="TokenFactory.TrimPool"/>), so the
     /// caches in use and the caches kept never hold more than the budget together.</summary>
-    private async Task ReserveAsync(long bytes, CancellationToken cancellationToken) =>
-        await ReserveAsync(bytes, null, 0, cancellationToken).ConfigureAwait(false);
+    private Task ReserveAsync(long bytes, CancellationToken cancellationToken) => ReserveAsync(bytes, null, 0, cancellationToken);
 
     /// <summary>
     /// <see cref="ReserveAsync(long, CancellationToken)"/> for a completion of <paramref name="prompt"/>: under a budget,
@@ -577,7 +576,6 @@ public sealed class CompletionService : IDisposable
     {
         int capacity = prompt is null ? 0 : GenerationSequence.Capacity(_model.Model, prompt.Length, maxTokens);
         long room;
-        bool first = false;
         (long, KvPrefix?) held;
         while (true)
         {
@@ -589,6 +587,7 @@ public sealed class CompletionService : IDisposable
                     _reserved += bytes;
                     return (bytes, null);
                 }
+                bool first = false;
                 var prefix = prompt is null ? null : _factory.PinPrefix(prompt, capacity, out first);
                 long own = prefix is null ? bytes : KvBytes(capacity - prefix.Positions), shared = first ? prefix!.Bytes : 0;
                 if (prefix is not null && own + shared > bytes)
@@ -649,10 +648,18 @@ public sealed class CompletionService : IDisposable
             reservation.Prefix = prefix;
             reservation.Bytes -= saved;
             _reserved -= saved - (first ? prefix.Bytes : 0);
-            freed = _budgetFreed;
-            _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            freed = NextFreed();
         }
         freed.TrySetResult();
+    }
+
+    /// <summary>The signal of room freed, replaced by a fresh one for the next wait (under the budget's lock); the caller
+    /// sets it once out of the lock.</summary>
+    private TaskCompletionSource NextFreed()
+    {
+        var freed = _budgetFreed;
+        _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        return freed;
     }
 
     private void Release(Reservation reservation) => Release(reservation.Bytes, reservation.Prefix);
@@ -665,8 +672,7 @@ public sealed class CompletionService : IDisposable
             _reserved -= bytes;
             // The last request reading a shared beginning releases it too (it stays kept, counted in the pool's bytes).
             if (prefix is not null && _factory.UnpinPrefix(prefix)) _reserved -= prefix.Bytes;
-            freed = _budgetFreed;
-            _budgetFreed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            freed = NextFreed();
         }
         freed.TrySetResult();
     }

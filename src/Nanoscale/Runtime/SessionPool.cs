@@ -77,20 +77,29 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         lock (_kept) return Find(prompt, capacity);
     }
 
-    private KvPrefix? Find(ReadOnlySpan<int> prompt, int capacity)
+    // All but the prompt's last token at most, and room for one more position.
+    private KvPrefix? Find(ReadOnlySpan<int> prompt, int capacity) =>
+        Longest(prompt, Math.Min(prompt.Length - 1, capacity - 1)) is (KvPrefix root, int shared) ? Serve(root, shared) : null;
+
+    /// <summary>The kept shared beginning that shares the most whole granules (at least <see cref="MinSharedPositions"/>,
+    /// at most <paramref name="limit"/> positions) with <paramref name="tokens"/>, and how many.</summary>
+    private (KvPrefix? Root, int Shared) Longest(ReadOnlySpan<int> tokens, int limit)
     {
-        // The kept one sharing the most whole granules with the prompt (all but its last token at most, and room for one
-        // more position): itself when the prompt holds all of it, else a view of as much as it shares.
         (KvPrefix? best, int most) = (null, 0);
-        int limit = Math.Min(prompt.Length - 1, capacity - 1);
         foreach (var prefix in _prefixes)
         {
-            int shared = KvPrefix.Whole(Math.Min(prefix.Tokens.AsSpan().CommonPrefixLength(prompt), limit));
+            int shared = KvPrefix.Whole(Math.Min(prefix.Tokens.AsSpan().CommonPrefixLength(tokens), limit));
             if (shared >= MinSharedPositions && shared > most) (best, most) = (prefix, shared);
         }
-        if (best is null) return null;
-        Keep(best); // now the most recently used
-        return most == best.Positions ? best : best.View(most);
+        return (best, most);
+    }
+
+    /// <summary>The first <paramref name="shared"/> positions of a kept <paramref name="root"/>: itself when that is all
+    /// of it, else a view; the root is now the most recently used.</summary>
+    private KvPrefix Serve(KvPrefix root, int shared)
+    {
+        Keep(root);
+        return shared == root.Positions ? root : root.View(shared);
     }
 
     /// <summary><see cref="FindPrefix"/>, counted by an admitted request until <see cref="UnpinPrefix"/>: it (its root)
@@ -101,8 +110,7 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         lock (_kept)
         {
             var prefix = Find(prompt, capacity);
-            first = prefix is not null && prefix.Root.Pins == 0;
-            if (prefix is not null) prefix.Root.Pins++;
+            first = prefix is not null && Pin(prefix);
             return prefix;
         }
     }
@@ -132,8 +140,8 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
     /// <summary>
     /// The first <paramref name="positions"/> of <paramref name="session"/> (which holds <paramref name="tokens"/> there)
     /// as a kept shared beginning, rounded down to whole granules; null when that is under
-    /// <see cref="MinSharedPositions"/>. A view of a kept one that begins with those tokens and holds more is taken, else
-    /// a kept one holding those tokens but fewer than <see cref="MinSharedPositions"/> of the last (the session then reads
+    /// <see cref="MinSharedPositions"/>. The kept one sharing the most of those positions serves (itself, or a view of
+    /// what it shares) when it shares all but fewer than <see cref="MinSharedPositions"/> of them (the session then reads
     /// it instead of its own rows where it read none), else the session's own beginning becomes one
     /// (<see cref="InferenceSession.ShareBeginning"/>). Another
     /// session that copies the session's beginning reads it instead (<see cref="InferenceSession.CopyPrefix"/>).
@@ -146,19 +154,19 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         lock (_kept)
         {
             long before = session.AllocatedKvBytes;
-            // A kept one that holds these positions and more serves as a view of them (nothing copied); else one that
-            // holds all but a few of them (the few are copied by whoever reads it): prompts that share a system message
-            // and a word or two more, or less, would otherwise make a copy each.
-            KvPrefix? prefix = null;
-            foreach (var kept in _prefixes)
-                if (kept.Positions > n && kept.Tokens.AsSpan().StartsWith(tokens[..n])) prefix = kept.View(n);
-            if (prefix is null)
-                foreach (var kept in _prefixes)
-                    if (kept.Positions <= n && n - kept.Positions < MinSharedPositions && kept.Positions > (prefix?.Positions ?? 0)
-                        && tokens.StartsWith(kept.Tokens)) prefix = kept;
-            if (prefix is null) prefix = session.ShareBeginning(tokens[..n].ToArray());
-            else if (session.Prefix is null) session.Rebase(prefix); // one that reads a prefix keeps it (a budget may count it)
-            Keep(prefix.Root); // kept, now the most recently used
+            // A kept one sharing all but a few of these positions serves (nothing copied but the few, by whoever reads
+            // it): prompts that share a system message and a word or two more, or less, would otherwise make a copy each.
+            KvPrefix prefix;
+            if (Longest(tokens, n) is (KvPrefix root, int shared) && n - shared < MinSharedPositions)
+            {
+                prefix = Serve(root, shared);
+                if (session.Prefix is null) session.Rebase(prefix); // one that reads a prefix keeps it (a budget may count it)
+            }
+            else
+            {
+                prefix = session.ShareBeginning(tokens[..n].ToArray());
+                Keep(prefix);
+            }
             // A kept session that now reads the prefix holds fewer bytes of its own.
             if (_kept.Exists(k => k.Session == session)) _bytes += session.AllocatedKvBytes - before;
             return prefix;
