@@ -15,6 +15,7 @@ switch (args.FirstOrDefault())
     case "dot-kernels": return DotKernelQuick.Run(args[1..]);
     case "panel-gemm": return PanelGemmBenchmark.Run(args[1..]);
     case "vnni-peak": return VnniPeak.Run(args[1..]);
+    case "lanes-kernel": return LanesKernelBenchmark.Run(args[1..]);
     case "quantize-activations": return QuantizeActivationsBenchmark.Run(args[1..]);
     case "attend-rows": return AttendRowsBenchmark.Run(args[1..]);
     case "chat-template": return ChatTemplateBenchmark.Run(args[1..]);

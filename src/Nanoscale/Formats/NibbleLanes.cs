@@ -275,47 +275,96 @@ internal static unsafe class NibbleLanes
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     public static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
         Tables tables, Vector256<byte>* unpacked, float* results, int resultStride) =>
-        Group(codes, rowStride, rowCount, blocks, factors, a, tables, unpacked, results, resultStride, AvxVnni.IsSupported);
+        Group(codes, rowStride, rowCount, blocks, factors, a, tables, unpacked, results, resultStride, Best);
+
+    /// <summary>How a group's multiply-adds run; all give the same integers, so the same bits (tests run every one the
+    /// CPU has).</summary>
+    internal enum Arithmetic
+    {
+        /// <summary><c>vpmaddubsw</c> + <c>vpmaddwd</c> on 256 bits (<see cref="Widened{TShape, TWidening}"/>; AVX2).</summary>
+        Widened,
+
+        /// <summary><c>vpdpbusd</c> on 256 bits (<see cref="FourPair{TShape}"/>; AVX-VNNI).</summary>
+        Vnni,
+
+        /// <summary><c>vpmaddubsw</c> + <c>vpmaddwd</c> on 512 bits, sixteen rows a register (<see cref="Wide{TShape, TWidening}"/>;
+        /// AVX-512 BW). Groups of eight rows or fewer, and values too wide for int16 sums, run <see cref="Vnni"/> or
+        /// <see cref="Widened"/> instead.</summary>
+        Wide,
+    }
+
+    /// <summary>Whether <see cref="Arithmetic.Wide"/> can run here (and 512-bit vectors are not slower than 256-bit ones,
+    /// as the runtime judges).</summary>
+    public static bool WideSupported => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
+
+    /// <summary>The fastest arithmetic this CPU has: <see cref="Arithmetic.Wide"/>, else <see cref="Arithmetic.Vnni"/>,
+    /// else <see cref="Arithmetic.Widened"/>.</summary>
+    internal static Arithmetic Best => WideSupported ? Arithmetic.Wide : AvxVnni.IsSupported ? Arithmetic.Vnni : Arithmetic.Widened;
+
+    /// <summary>The arithmetic a group of <paramref name="rowCount"/> rows with unpacked values up to
+    /// <paramref name="largest"/> runs when <paramref name="requested"/> is asked for: <see cref="Arithmetic.Wide"/>
+    /// only for more than eight rows and values whose int16 sums cannot saturate, else the 256-bit VNNI or widened
+    /// kernel. Its callers unpack for the result (<see cref="Eight"/>).</summary>
+    internal static Arithmetic For(Arithmetic requested, int rowCount, int largest) =>
+        requested == Arithmetic.Wide && (rowCount <= Lanes || WordsPerWidening(largest) == 0)
+            ? AvxVnni.IsSupported ? Arithmetic.Vnni : Arithmetic.Widened
+            : requested;
+
+    /// <summary>
+    /// Where rows 0–7 (<paramref name="half"/> 0) or 8–15 (1) of a group's unpacked codes go, and how many 256-bit
+    /// vectors apart their consecutive words are: eight words a block, block after block, the second eight after the
+    /// first's <c>blocks × 8</c> vectors; for <see cref="Arithmetic.Wide"/> the two eights interleaved (block j's word m
+    /// of rows 0–7 at <c>[16j + 2m]</c>, of rows 8–15 right after it), so one 512-bit load reads a word of all sixteen.
+    /// </summary>
+    internal static Vector256<byte>* Eight(Vector256<byte>* unpacked, int blocks, int half, Arithmetic arithmetic, out int step)
+    {
+        step = arithmetic == Arithmetic.Wide ? 2 : 1;
+        return arithmetic == Arithmetic.Wide ? unpacked + half : unpacked + (nint)half * blocks * 8;
+    }
 
     /// <summary>
     /// <see cref="Group(byte*, nint, int, int, float*, Vectors, Tables, Vector256{byte}*, float*, int)"/> with the
-    /// multiply-adds chosen: <c>vpdpbusd</c> (<paramref name="vnni"/>), else <c>vpmaddubsw</c> + <c>vpmaddwd</c>
-    /// (<see cref="Widened{TShape, TWidening}"/>; the same integers, so the same bits; tests run both where the CPU has VNNI).
+    /// multiply-adds chosen (<paramref name="arithmetic"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
     internal static void Group(byte* codes, nint rowStride, int rowCount, int blocks, float* factors, Vectors a,
-        Tables tables, Vector256<byte>* unpacked, float* results, int resultStride, bool vnni)
+        Tables tables, Vector256<byte>* unpacked, float* results, int resultStride, Arithmetic arithmetic)
     {
         if ((uint)(rowCount - 1) >= GroupRows) throw new ArgumentOutOfRangeException(nameof(rowCount), rowCount, $"a group has 1 to {GroupRows} rows");
-        // (The tables' bound on int16 sums is Multiply's check.) Rows 8–15 (a call of more than eight) into the buffer's second half, their factors and selectors after the
-        // first eight's.
-        UnpackRows(codes, rowStride, Math.Min(rowCount, Lanes), blocks, tables, unpacked);
+        // (The tables' bound on int16 sums is Multiply's check.) Rows 8–15 (a call of more than eight) after the first
+        // eight's or interleaved with them (Eight), their factors and selectors after the first eight's.
+        arithmetic = For(arithmetic, rowCount, tables.Largest);
+        UnpackRows(codes, rowStride, Math.Min(rowCount, Lanes), blocks, tables, Eight(unpacked, blocks, 0, arithmetic, out int step), step);
         if (rowCount > Lanes)
-            UnpackRows(codes + Lanes * rowStride, rowStride, rowCount - Lanes, blocks, tables.Selectors is null ? tables : tables.Shifted((nint)blocks * Lanes), unpacked + (nint)blocks * 8);
+            UnpackRows(codes + Lanes * rowStride, rowStride, rowCount - Lanes, blocks, tables.Selectors is null ? tables : tables.Shifted((nint)blocks * Lanes),
+                Eight(unpacked, blocks, 1, arithmetic, out _), step);
         // The next group's codes are asked for while this group's products run (up to four passes over the unpacked
         // codes, long enough to hide the memory's latency): without it Unpack waited on memory, 13% of a 16-sequence
         // step's samples against 5% with it. A last group asks for bytes past the rows, which a prefetch may: it
         // never faults.
         if (rowCount is Lanes or GroupRows) Prefetch(codes + rowCount * rowStride, rowCount * rowStride);
-        Multiply(unpacked, rowCount, blocks, factors, a, tables.Largest, results, resultStride, vnni);
+        Multiply(unpacked, rowCount, blocks, factors, a, tables.Largest, results, resultStride, arithmetic);
     }
 
     /// <summary>
     /// The products of a group whose codes are already unpacked (<paramref name="unpacked"/>, the layout
-    /// <see cref="Unpack{TLookup}"/> writes: block j's eight words at <c>[8j..]</c>, rows 8–15 from
-    /// <c>blocks × 8</c> on) as unsigned values up to <paramref name="largest"/>, with every vector of
+    /// <see cref="Unpack{TLookup}"/> writes for <paramref name="arithmetic"/>, <see cref="Eight"/>: block j's eight words
+    /// at <c>[8j..]</c>, rows 8–15 from <c>blocks × 8</c> on, or the two eights interleaved for
+    /// <see cref="Arithmetic.Wide"/>, which must be <see cref="For"/>'s choice) as unsigned values up to <paramref name="largest"/>, with every vector of
     /// <paramref name="a"/>: every four vectors against both eights at once (FourPair: the same integers and float
     /// operations per row as Four, so the same bits as two eight-row calls), or all in one pass without VNNI. Other
     /// codes than nibbles (MXFP6, <c>Mx/Mx6IntDot</c>) unpack into the same layout and share this.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Multiply(Vector256<byte>* unpacked, int rowCount, int blocks, float* factors, Vectors a, int largest,
-        float* results, int resultStride, bool vnni)
+        float* results, int resultStride, Arithmetic arithmetic)
     {
         if ((uint)(rowCount - 1) >= GroupRows) throw new ArgumentOutOfRangeException(nameof(rowCount), rowCount, $"a group has 1 to {GroupRows} rows");
-        if (!vnni && WordsPerWidening(largest) == 0)
-            throw new ArgumentException($"unpacked values up to {largest} overflow vpmaddubsw's int16 sums (at most 128 without AVX-VNNI)", nameof(largest));
         int second = rowCount - Lanes;
+        if (arithmetic != For(arithmetic, rowCount, largest))
+            throw new ArgumentException($"{arithmetic} does not run {rowCount} rows of values up to {largest}: unpack for NibbleLanes.For's choice", nameof(arithmetic));
+        if (arithmetic != Arithmetic.Vnni && WordsPerWidening(largest) == 0)
+            throw new ArgumentException($"unpacked values up to {largest} overflow vpmaddubsw's int16 sums (at most 128 without AVX-VNNI)", nameof(largest));
         Vector256<byte>* unpackedB = unpacked + (nint)blocks * 8;
         float* factorsB = factors + (nint)blocks * Lanes * (a.Halves ? 2 : 1);
         fixed (int* q = a.Q)
@@ -323,7 +372,14 @@ internal static unsafe class NibbleLanes
         fixed (int* b = a.Bias)
         fixed (int* h = a.HalfBias)
         {
-            if (!vnni)
+            if (arithmetic == Arithmetic.Wide)
+            {
+                // Both eights in one register, every vector in passes of four.
+                Wide(unpacked, blocks, factors, factorsB, q, s, a.Halves ? h : b, a.Blocks, a.Count, second,
+                    results, resultStride, a.Halves, WordsPerWidening(largest));
+                return;
+            }
+            if (arithmetic == Arithmetic.Widened)
             {
                 // Every vector in one pass (the codes and activations stay in the first-level cache).
                 Widened(unpacked, unpackedB, blocks, factors, factorsB, q, s, a.Halves ? h : b, a.Blocks, a.Count, Math.Min(rowCount, Lanes), second,
@@ -346,11 +402,11 @@ internal static unsafe class NibbleLanes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UnpackRows(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked)
+    private static void UnpackRows(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked, int step)
     {
-        if (tables.Selectors is null) Unpack<OneTable>(codes, rowStride, rowCount, blocks, tables, unpacked);
-        else if (tables.Two && !Avx512Vbmi.VL.IsSupported) Unpack<TwoSelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked);
-        else Unpack<SelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked);
+        if (tables.Selectors is null) Unpack<OneTable>(codes, rowStride, rowCount, blocks, tables, unpacked, step);
+        else if (tables.Two && !Avx512Vbmi.VL.IsSupported) Unpack<TwoSelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked, step);
+        else Unpack<SelectedTables>(codes, rowStride, rowCount, blocks, tables, unpacked, step);
     }
 
     /// <summary>Asks for <paramref name="bytes"/> bytes from <paramref name="start"/> into the first-level cache, a
@@ -432,7 +488,7 @@ internal static unsafe class NibbleLanes
     /// <summary>The group's codes as unsigned table values, block j's eight vectors at <c>unpacked[8j..]</c>: vector
     /// 2m the low nibbles of each row's code bytes 4m..4m+3, vector 2m + 1 the high ones.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // optimized at once: a prompt pass alone may call it too rarely to leave tier 0
-    private static void Unpack<TLookup>(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked)
+    private static void Unpack<TLookup>(byte* codes, nint rowStride, int rowCount, int blocks, Tables tables, Vector256<byte>* unpacked, int step)
         where TLookup : struct, ILookup
     {
         // Missing rows of a last partial group read row 0 (their results are dropped).
@@ -453,11 +509,11 @@ internal static unsafe class NibbleLanes
             var l23 = Avx2.UnpackLow(a2, a3).AsInt64();
             var h23 = Avx2.UnpackHigh(a2, a3).AsInt64();
             var selectors = tables.Selectors is null ? default : Vector256.Load(tables.Selectors + (nint)j * 8).AsByte();
-            Vector256<byte>* w = unpacked + (nint)j * 8;
-            Split<TLookup>(Avx2.UnpackLow(l01, l23).AsByte(), registers, selectors, nibble, w);
-            Split<TLookup>(Avx2.UnpackHigh(l01, l23).AsByte(), registers, selectors, nibble, w + 2);
-            Split<TLookup>(Avx2.UnpackLow(h01, h23).AsByte(), registers, selectors, nibble, w + 4);
-            Split<TLookup>(Avx2.UnpackHigh(h01, h23).AsByte(), registers, selectors, nibble, w + 6);
+            Vector256<byte>* w = unpacked + (nint)j * 8 * step;
+            Split<TLookup>(Avx2.UnpackLow(l01, l23).AsByte(), registers, selectors, nibble, w, step);
+            Split<TLookup>(Avx2.UnpackHigh(l01, l23).AsByte(), registers, selectors, nibble, w + 2 * step, step);
+            Split<TLookup>(Avx2.UnpackLow(h01, h23).AsByte(), registers, selectors, nibble, w + 4 * step, step);
+            Split<TLookup>(Avx2.UnpackHigh(h01, h23).AsByte(), registers, selectors, nibble, w + 6 * step, step);
         }
     }
 
@@ -513,11 +569,11 @@ internal static unsafe class NibbleLanes
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Split<TLookup>(Vector256<byte> words, in Registers tables, Vector256<byte> selectors, Vector256<byte> nibble, Vector256<byte>* w)
+    private static void Split<TLookup>(Vector256<byte> words, in Registers tables, Vector256<byte> selectors, Vector256<byte> nibble, Vector256<byte>* w, int step)
         where TLookup : struct, ILookup
     {
         w[0] = TLookup.Look(words & nibble, tables, selectors);
-        w[1] = TLookup.Look(Avx2.ShiftRightLogical(words.AsUInt16(), 4).AsByte() & nibble, tables, selectors);
+        w[step] = TLookup.Look(Avx2.ShiftRightLogical(words.AsUInt16(), 4).AsByte() & nibble, tables, selectors);
     }
 
     /// <summary>Whether a block of 32 has one weight scale (MXFP4, NxFP4, Q4_0) or one per 16 (NVFP4).</summary>
@@ -719,6 +775,129 @@ internal static unsafe class NibbleLanes
             }
             Store(ya, results + (nint)v * resultStride, rowsA);
             if (pair) Store(yb, results + (nint)v * resultStride + Lanes, rowsB);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Wide(Vector256<byte>* u, int blocks, float* fa, float* fb, int* q, float* s, int* b, int nb,
+        int count, int rowsB, float* results, int resultStride, bool halves, int words)
+    {
+        switch ((halves, words))
+        {
+            case (false, 4): Wide<WholeBlocks, FourWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
+            case (true, 4): Wide<HalfBlocks, FourWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
+            case (false, 2): Wide<WholeBlocks, TwoWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
+            case (true, 2): Wide<HalfBlocks, TwoWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
+            case (false, _): Wide<WholeBlocks, OneWord>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
+            default: Wide<HalfBlocks, OneWord>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
+        }
+    }
+
+    /// <summary>
+    /// Both eights of a sixteen-row group in one 512-bit register (AVX-512 BW): rows 0–7's unpacked word in the low
+    /// half, rows 8–15's in the high half, so each <c>vpmaddubsw</c> on 512 bits does the work of two on 256 and each
+    /// activation broadcast feeds all sixteen rows; <typeparamref name="TWidening"/>'s words are added in int16 per
+    /// <c>vpmaddwd</c> as in <see cref="Widened{TShape, TWidening}"/>, and each block's (or half block's) factors and
+    /// scale are applied once for sixteen rows. Four vectors a pass over the group's codes (their int16 and int32 sums
+    /// and float totals stay in registers; the codes come again from the first-level cache for the next four). No sum
+    /// can saturate (<see cref="WordsPerWidening"/>), each row's integers are the other kernels' and its float operations
+    /// (convert, factor × scale, one multiply-add a block or half block, blocks in order) too: the same bits. On the
+    /// Zen 5 of the twenty-sixth session <c>vpmaddubsw zmm</c> runs two a cycle, so this mix reaches ~300 G int8
+    /// multiply-adds/s a thread against 191 for <c>vpdpbusd ymm</c> (<c>vnni-peak</c>), the only VNNI form .NET 10 offers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Wide<TShape, TWidening>(Vector256<byte>* u, int blocks, float* fa, float* fb, int* q, float* s,
+        int* b, int nb, int count, int rowsA, int rowsB, float* results, int resultStride) where TShape : struct, IShape where TWidening : struct, IWidening
+    {
+        int biases = TShape.Halves ? 2 : 1;
+        var ones = Vector512.Create((short)1);
+        for (int first = 0; first < count; first += 4)
+        {
+            // Unused slots repeat the last vector and are dropped.
+            int n = Math.Min(4, count - first);
+            int v1 = first + Math.Min(1, n - 1), v2 = first + Math.Min(2, n - 1), v3 = first + Math.Min(3, n - 1);
+            int* q0 = q + (nint)first * nb * 8, q1 = q + (nint)v1 * nb * 8, q2 = q + (nint)v2 * nb * 8, q3 = q + (nint)v3 * nb * 8;
+            float* s0 = s + (nint)first * nb, s1 = s + (nint)v1 * nb, s2 = s + (nint)v2 * nb, s3 = s + (nint)v3 * nb;
+            int* b0 = b + (nint)first * nb * biases, b1 = b + (nint)v1 * nb * biases, b2 = b + (nint)v2 * nb * biases, b3 = b + (nint)v3 * nb * biases;
+            Vector512<float> y0 = default, y1 = default, y2 = default, y3 = default;
+            for (int j = 0; j < blocks; j++)
+            {
+                var w = (Vector512<byte>*)(u + (nint)j * 16);
+                var x0 = Vector512.Create(s0[j]);
+                var x1 = Vector512.Create(s1[j]);
+                var x2 = Vector512.Create(s2[j]);
+                var x3 = Vector512.Create(s3[j]);
+                for (int part = 0; part < biases; part++)
+                {
+                    int m = TShape.Halves ? 4 * part : 0, c = j * biases + part;
+                    var a0 = Vector512.Create(b0[c]);
+                    var a1 = Vector512.Create(b1[c]);
+                    var a2 = Vector512.Create(b2[c]);
+                    var a3 = Vector512.Create(b3[c]);
+                    int k = j * 8 + m;
+                    WideQuad<TWidening>(w + m, q0 + k, q1 + k, q2 + k, q3 + k, ones, ref a0, ref a1, ref a2, ref a3);
+                    if (!TShape.Halves) WideQuad<TWidening>(w + 4, q0 + k + 4, q1 + k + 4, q2 + k + 4, q3 + k + 4, ones, ref a0, ref a1, ref a2, ref a3);
+                    // Each row's factor for this (half) block, rows 0–7 then 8–15: [8j + i], or [16j + 8h + i] with half blocks.
+                    var f = Vector512.Create(Vector256.Load(fa + biases * j * 8 + 8 * part), Vector256.Load(fb + biases * j * 8 + 8 * part));
+                    y0 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a0), f * x0, y0);
+                    y1 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a1), f * x1, y1);
+                    y2 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a2), f * x2, y2);
+                    y3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a3), f * x3, y3);
+                }
+            }
+            StoreWide(y0, results + (nint)first * resultStride, rowsA, rowsB);
+            if (n > 1) StoreWide(y1, results + (nint)(first + 1) * resultStride, rowsA, rowsB);
+            if (n > 2) StoreWide(y2, results + (nint)(first + 2) * resultStride, rowsA, rowsB);
+            if (n > 3) StoreWide(y3, results + (nint)(first + 3) * resultStride, rowsA, rowsB);
+        }
+    }
+
+    /// <summary>Four words of a sixteen-row group (<paramref name="w"/>: rows 0–7 in the low half of each, 8–15 in the
+    /// high half) times four vectors' four activation words, each broadcast once: int16 sums per vector, widened every
+    /// <see cref="IWidening.Words"/> words into <paramref name="a0"/>..<paramref name="a3"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WideQuad<TWidening>(Vector512<byte>* w, int* x0, int* x1, int* x2, int* x3, Vector512<short> ones,
+        ref Vector512<int> a0, ref Vector512<int> a1, ref Vector512<int> a2, ref Vector512<int> a3) where TWidening : struct, IWidening
+    {
+        Vector512<short> t0 = default, t1 = default, t2 = default, t3 = default;
+        WideWord<TWidening>(0, w, x0, x1, x2, x3, ones, ref t0, ref t1, ref t2, ref t3, ref a0, ref a1, ref a2, ref a3);
+        WideWord<TWidening>(1, w, x0, x1, x2, x3, ones, ref t0, ref t1, ref t2, ref t3, ref a0, ref a1, ref a2, ref a3);
+        WideWord<TWidening>(2, w, x0, x1, x2, x3, ones, ref t0, ref t1, ref t2, ref t3, ref a0, ref a1, ref a2, ref a3);
+        WideWord<TWidening>(3, w, x0, x1, x2, x3, ones, ref t0, ref t1, ref t2, ref t3, ref a0, ref a1, ref a2, ref a3);
+    }
+
+    /// <summary>Word <paramref name="m"/> (a constant once inlined) of <see cref="WideQuad{TWidening}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void WideWord<TWidening>(int m, Vector512<byte>* words, int* x0, int* x1, int* x2, int* x3, Vector512<short> ones,
+        ref Vector512<short> t0, ref Vector512<short> t1, ref Vector512<short> t2, ref Vector512<short> t3,
+        ref Vector512<int> a0, ref Vector512<int> a1, ref Vector512<int> a2, ref Vector512<int> a3) where TWidening : struct, IWidening
+    {
+        var w = words[m];
+        var p0 = Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(x0[m]).AsSByte());
+        var p1 = Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(x1[m]).AsSByte());
+        var p2 = Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(x2[m]).AsSByte());
+        var p3 = Avx512BW.MultiplyAddAdjacent(w, Vector512.Create(x3[m]).AsSByte());
+        if (m % TWidening.Words == 0) (t0, t1, t2, t3) = (p0, p1, p2, p3);
+        else (t0, t1, t2, t3) = (t0 + p0, t1 + p1, t2 + p2, t3 + p3);
+        if (m % TWidening.Words == TWidening.Words - 1)
+        {
+            a0 += Avx512BW.MultiplyAddAdjacent(t0, ones);
+            a1 += Avx512BW.MultiplyAddAdjacent(t1, ones);
+            a2 += Avx512BW.MultiplyAddAdjacent(t2, ones);
+            a3 += Avx512BW.MultiplyAddAdjacent(t3, ones);
+        }
+    }
+
+    /// <summary>A sixteen-row result: rows 0–7 (<paramref name="rowsA"/> of them) at <paramref name="destination"/>,
+    /// rows 8–15 (<paramref name="rowsB"/>) right after.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreWide(Vector512<float> y, float* destination, int rowsA, int rowsB)
+    {
+        if (rowsA + rowsB == GroupRows) y.Store(destination);
+        else
+        {
+            Store(y.GetLower(), destination, rowsA);
+            Store(y.GetUpper(), destination + Lanes, rowsB);
         }
     }
 

@@ -32,8 +32,8 @@ public unsafe class NibbleLanesTests
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds, bias: 12);
-        foreach (var (groupRows, vnni) in Runs())
-            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, vnni));
+        foreach (var (groupRows, arithmetic) in Runs())
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, arithmetic));
     }
 
     /// <summary>The activations in the kernel's order are <see cref="NibbleDot.QuantizeBlock"/>'s bytes: word 2m the
@@ -179,9 +179,9 @@ public unsafe class NibbleLanesTests
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 0, halves);
         Assert.All(a.Q.AsSpan(0, vectors * blocks * 8).ToArray(), word => Assert.Equal(sign > 0 ? 0x7F7F7F7F : unchecked((int)0x81818181), word));
-        foreach (var (groupRows, vnni) in Runs())
+        foreach (var (groupRows, arithmetic) in Runs())
         {
-            var y = RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, vnni);
+            var y = RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, arithmetic);
             AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, y);
             // Row 0, vector 0: each (half) block sums largest × 127 × its elements, times its factor and the scale 1/127.
             int perRow = rowFactors.Length / rows;
@@ -199,7 +199,7 @@ public unsafe class NibbleLanesTests
         var a = new NibbleLanes.Vectors();
         a.Set(new float[32], 1, 32, evensThenOdds: true, bias: 0);
         sbyte[] table = [.. Enumerable.Repeat(unchecked((sbyte)200), 16)];
-        var error = Assert.Throws<ArgumentException>(() => RunGroups(new byte[16], 1, 1, [1f], a, NibbleDot.Broadcast(table), null, null, 8, vnni: false));
+        var error = Assert.Throws<ArgumentException>(() => RunGroups(new byte[16], 1, 1, [1f], a, NibbleDot.Broadcast(table), null, null, 8, NibbleLanes.Arithmetic.Widened));
         Assert.Contains("200", error.Message);
     }
 
@@ -258,9 +258,9 @@ public unsafe class NibbleLanesTests
         float[] x = [.. Enumerable.Range(0, vectors * cols).Select(_ => (float)(random.NextDouble() * 2 - 1))];
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 5);
-        foreach (var (groupRows, vnni) in Runs())
+        foreach (var (groupRows, arithmetic) in Runs())
             AssertEqualsTheTwin(codes, rows, blocks, rowFactors, [.. four.Select(b => (sbyte)b)], rowTables, a,
-                RunGroups(codes, rows, blocks, rowFactors, a, default, four, rowTables, groupRows, vnni));
+                RunGroups(codes, rows, blocks, rowFactors, a, default, four, rowTables, groupRows, arithmetic));
     }
 
     /// <summary>The default NxFP4 runs on the lanes where the CPU allows (its four tables fit one 64-byte lookup), and
@@ -312,8 +312,8 @@ public unsafe class NibbleLanesTests
         var a = new NibbleLanes.Vectors();
         a.Set(x, vectors, cols, evensThenOdds: true, bias: 12, halves: true);
         for (int i = 0; i < vectors * blocks; i++) Assert.Equal(a.Bias[i], a.HalfBias[2 * i] + a.HalfBias[2 * i + 1]);
-        foreach (var (groupRows, vnni) in Runs())
-            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, vnni));
+        foreach (var (groupRows, arithmetic) in Runs())
+            AssertEqualsTheTwin(codes, rows, blocks, rowFactors, table, null, a, RunGroups(codes, rows, blocks, rowFactors, a, NibbleDot.Broadcast(table), null, null, groupRows, arithmetic));
     }
 
     /// <summary>NVFP4 on the lanes equals its row-at-a-time kernel (tensor scale and UE4M3 block scales applied per 16).</summary>
@@ -402,13 +402,18 @@ public unsafe class NibbleLanesTests
     /// <summary>Groups of a kernel call's rows (eight: one register's lanes; sixteen: two, sharing each activation broadcast).</summary>
     private static readonly int[] GroupSizes = [NibbleLanes.Lanes, NibbleLanes.GroupRows];
 
-    /// <summary>The multiply-adds this CPU can run: <c>vpmaddubsw</c> + <c>vpmaddwd</c> always (AVX2), <c>vpdpbusd</c>
-    /// where it has AVX-VNNI — so a VNNI machine checks both paths.</summary>
-    private static readonly bool[] Arithmetics = System.Runtime.Intrinsics.X86.AvxVnni.IsSupported ? [false, true] : [false];
+    /// <summary>The multiply-adds this CPU can run: <c>vpmaddubsw</c> + <c>vpmaddwd</c> on 256 bits always (AVX2),
+    /// <c>vpdpbusd</c> where it has AVX-VNNI, the 512-bit pair where it has AVX-512 BW — so such a machine checks every path.</summary>
+    private static readonly NibbleLanes.Arithmetic[] Arithmetics =
+    [
+        NibbleLanes.Arithmetic.Widened,
+        .. System.Runtime.Intrinsics.X86.AvxVnni.IsSupported ? [NibbleLanes.Arithmetic.Vnni] : Array.Empty<NibbleLanes.Arithmetic>(),
+        .. NibbleLanes.WideSupported ? [NibbleLanes.Arithmetic.Wide] : Array.Empty<NibbleLanes.Arithmetic>(),
+    ];
 
     /// <summary>Every group size on every arithmetic.</summary>
-    private static IEnumerable<(int GroupRows, bool Vnni)> Runs() =>
-        from g in GroupSizes from vnni in Arithmetics select (g, vnni);
+    private static IEnumerable<(int GroupRows, NibbleLanes.Arithmetic Arithmetic)> Runs() =>
+        from g in GroupSizes from arithmetic in Arithmetics select (g, arithmetic);
 
     /// <summary>Runs every group of <paramref name="groupRows"/> rows (eight or sixteen) through <see cref="NibbleLanes.Group(byte*, nint, int, int, float*, NibbleLanes.Vectors, NibbleLanes.Tables, System.Runtime.Intrinsics.Vector256{byte}*, float*, int)"/>:
     /// each row's factors (<c>rowFactors.Length / rows</c> of them: one per block, or two with half blocks) placed in its
@@ -416,7 +421,7 @@ public unsafe class NibbleLanesTests
     /// must not leak); with <paramref name="rowTables"/>, each block's table number from <paramref name="four"/>, else
     /// the one <paramref name="table"/>. Returns <c>y[v·rows + r]</c>.</summary>
     private static float[] RunGroups(byte[] codes, int rows, int blocks, float[] rowFactors, NibbleLanes.Vectors a,
-        System.Runtime.Intrinsics.Vector256<sbyte> table, byte[]? four, int[]? rowTables, int groupRows, bool vnni)
+        System.Runtime.Intrinsics.Vector256<sbyte> table, byte[]? four, int[]? rowTables, int groupRows, NibbleLanes.Arithmetic arithmetic)
     {
         const int L = NibbleLanes.Lanes;
         int perRow = rowFactors.Length / rows;
@@ -440,7 +445,7 @@ public unsafe class NibbleLanesTests
                     if (rowTables is not null)
                         for (int j = 0; j < blocks; j++) selectors[half * blocks * L + j * L + i] = g < n ? rowTables[(r + g) * blocks + j] * 0x10101010 : 0;
                 }
-                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows, vnni);
+                NibbleLanes.Group(c + r * blocks * 16, blocks * 16, n, blocks, f, a, tables, unpacked, y0 + r, rows, arithmetic);
             }
         }
         return y;

@@ -134,14 +134,16 @@ internal sealed unsafe class Mx6IntDot
                 for (int r = 0; r < rowCount; r += GroupRows)
                 {
                     int n = Math.Min(GroupRows, rowCount - r);
+                    var arithmetic = NibbleLanes.For(NibbleLanes.Best, n, 2 * _bias);
                     for (int half = 0; half * Lanes < n; half++)
                     {
                         int rows = Math.Min(Lanes, n - half * Lanes), first = r + half * Lanes;
                         MxDot.LaneScales(s0 + (nint)first * nb, nb, rows, table, f0 + half * nb * Lanes, _shift);
-                        Unpack(b0 + first * rowBytes, rowBytes, rows, nb, unpacked + (nint)half * nb * 8);
+                        var start = NibbleLanes.Eight(unpacked, nb, half, arithmetic, out int step);
+                        Unpack(b0 + first * rowBytes, rowBytes, rows, nb, start, step);
                     }
                     if (n == GroupRows) NibbleLanes.Prefetch(b0 + (r + n) * rowBytes, n * rowBytes);
-                    NibbleLanes.Multiply(unpacked, n, nb, f0, a, 2 * _bias, y0 + r, yStride, AvxVnni.IsSupported);
+                    NibbleLanes.Multiply(unpacked, n, nb, f0, a, 2 * _bias, y0 + r, yStride, arithmetic);
                 }
             }
         }
@@ -152,11 +154,12 @@ internal sealed unsafe class Mx6IntDot
     }
 
     /// <summary>Up to eight rows' codes (missing rows read row 0) as unsigned values bias + value·2^k in the lanes'
-    /// layout: block j's word m (elements 4m..4m+3 of each row, one row per 32-bit lane) at <c>unpacked[8j + 2m]</c>
-    /// for m &lt; 4 and elements 16 + 4(m − 4).. at <c>[8j + 2(m − 4) + 1]</c> — the order of the activations in natural
-    /// order (<see cref="NibbleLanes.Vectors.Set"/> without evens then odds).</summary>
+    /// layout: block j's word m (elements 4m..4m+3 of each row, one row per 32-bit lane) at <c>unpacked[step·(8j + 2m)]</c>
+    /// for m &lt; 4 and elements 16 + 4(m − 4).. at <c>[step·(8j + 2(m − 4) + 1)]</c> — the order of the activations in natural
+    /// order (<see cref="NibbleLanes.Vectors.Set"/> without evens then odds); <paramref name="step"/> is
+    /// <see cref="NibbleLanes.Eight"/>'s.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Unpack(byte* codes, nint rowStride, int rowCount, int blocks, Vector256<byte>* unpacked)
+    private void Unpack(byte* codes, nint rowStride, int rowCount, int blocks, Vector256<byte>* unpacked, int step)
     {
         byte* p0 = codes, p1 = Row(codes, rowStride, rowCount, 1), p2 = Row(codes, rowStride, rowCount, 2), p3 = Row(codes, rowStride, rowCount, 3);
         byte* p4 = Row(codes, rowStride, rowCount, 4), p5 = Row(codes, rowStride, rowCount, 5), p6 = Row(codes, rowStride, rowCount, 6), p7 = Row(codes, rowStride, rowCount, 7);
@@ -189,15 +192,15 @@ internal sealed unsafe class Mx6IntDot
             var u5 = Avx2.UnpackHigh(t4, t6).AsByte();
             var u6 = Avx2.UnpackLow(t5, t7).AsByte();
             var u7 = Avx2.UnpackHigh(t5, t7).AsByte();
-            Vector256<byte>* w = unpacked + (nint)j * 8;
+            Vector256<byte>* w = unpacked + (nint)j * 8 * step;
             w[0] = Avx2.Permute2x128(u0, u4, 0x20);
-            w[2] = Avx2.Permute2x128(u1, u5, 0x20);
-            w[4] = Avx2.Permute2x128(u2, u6, 0x20);
-            w[6] = Avx2.Permute2x128(u3, u7, 0x20);
-            w[1] = Avx2.Permute2x128(u0, u4, 0x31);
-            w[3] = Avx2.Permute2x128(u1, u5, 0x31);
-            w[5] = Avx2.Permute2x128(u2, u6, 0x31);
-            w[7] = Avx2.Permute2x128(u3, u7, 0x31);
+            w[2 * step] = Avx2.Permute2x128(u1, u5, 0x20);
+            w[4 * step] = Avx2.Permute2x128(u2, u6, 0x20);
+            w[6 * step] = Avx2.Permute2x128(u3, u7, 0x20);
+            w[step] = Avx2.Permute2x128(u0, u4, 0x31);
+            w[3 * step] = Avx2.Permute2x128(u1, u5, 0x31);
+            w[5 * step] = Avx2.Permute2x128(u2, u6, 0x31);
+            w[7 * step] = Avx2.Permute2x128(u3, u7, 0x31);
         }
     }
 
