@@ -18,7 +18,8 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
 {
     private readonly List<Kept> _kept = []; // oldest returned first
     private readonly List<KvPrefix> _prefixes = []; // least recently used first
-    private long _bytes; // the kept sessions' own rows
+    private readonly List<InferenceSession> _spares = []; // dropped kept sessions, emptied: their arrays serve new sessions
+    private long _bytes; // the kept sessions' own rows and the spares'
 
     /// <summary>A kept session and the tokens whose keys and values its positions hold, in order (empty: none known).</summary>
     private sealed record Kept(InferenceSession Session, int[] Tokens);
@@ -40,8 +41,21 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         get { lock (_kept) return _kept.Count; }
     }
 
-    /// <summary>Key/value bytes the kept sessions hold: their own rows, and the shared beginnings no admitted request
-    /// counts (<see cref="PinPrefix"/>).</summary>
+    /// <summary>
+    /// Dropped kept sessions held empty for the next new ones (at most <see cref="MaxSessions"/>; counted in
+    /// <see cref="Bytes"/>, the first to go in <see cref="Trim"/>): a request that needs a session of its own takes one's
+    /// key/value arrays instead of allocating them. Fresh arrays are fresh pages, and a page's first touch is a fault:
+    /// on the 2-core VM of the twenty-sixth session each new session of the SmolLM2-shaped model (3.4 MB of cache for
+    /// 73 positions) took 10–40 ms in faults, sixteen of them one after another on the factory's thread before a burst's
+    /// first step (`serve-load --streams 16`: ~13,700 page faults a burst, time to the first text 130–290 ms).
+    /// </summary>
+    public int Spares
+    {
+        get { lock (_kept) return _spares.Count; }
+    }
+
+    /// <summary>Key/value bytes the kept sessions hold: their own rows, the spares' (<see cref="Spares"/>), and the
+    /// shared beginnings no admitted request counts (<see cref="PinPrefix"/>).</summary>
     public long Bytes
     {
         get { lock (_kept) return KeptBytes(); }
@@ -228,7 +242,7 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
                 var kept = _kept[best];
                 _kept.RemoveAt(best);
                 _kept.Add(kept); // now the most recently used
-                var copy = model.CreateSession(capacity);
+                var copy = TakeSpare(capacity) ?? model.CreateSession(capacity);
                 // Held once: the kept cache's beginning becomes a shared one (when it is long enough) that both read.
                 var prefix = Share(kept.Session, kept.Tokens, bestShared);
                 copy.CopyPrefix(kept.Session, bestShared, prefix);
@@ -236,12 +250,13 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
                 return copy;
             }
             // A prompt that shares little with every kept cache does not take one away from the prompts that would:
-            // a new session while the pool has room, else the least recently returned one that fits.
+            // a spare or new session while the pool has room or a spare fits, else the least recently returned one
+            // that fits.
             bool cut = best >= 0 && _kept[best].Session.AllocatedPositions > capacity;
             if (!prompt.IsEmpty && (bestShared < MinTakeShared || cut && bestShared < MinCutShared))
             {
                 bestShared = 0;
-                best = _kept.Count < MaxSessions ? -1 : _kept.FindIndex(k => k.Session.AllocatedPositions <= capacity);
+                best = _kept.Count < MaxSessions || Spare(capacity) >= 0 ? -1 : _kept.FindIndex(k => k.Session.AllocatedPositions <= capacity);
             }
             if (best >= 0)
             {
@@ -252,6 +267,7 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
                 reused = bestShared;
                 return session;
             }
+            if (TakeSpare(capacity) is { } spare) return spare;
         }
         return model.CreateSession(capacity);
 
@@ -263,8 +279,49 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         }
     }
 
+    /// <summary>The spare whose allocated positions come nearest what a new session of <paramref name="capacity"/>
+    /// starts with (<see cref="InferenceSession.InitialPositions"/> at most) without exceeding the capacity: the smallest
+    /// of those holding as many, else the largest; −1 when none fits. Under the lock.</summary>
+    private int Spare(int capacity)
+    {
+        int want = Math.Min(capacity, InferenceSession.InitialPositions), best = -1;
+        for (int i = 0; i < _spares.Count; i++)
+        {
+            int positions = _spares[i].AllocatedPositions;
+            if (positions > capacity) continue;
+            if (best < 0) { best = i; continue; }
+            int current = _spares[best].AllocatedPositions;
+            bool enough = positions >= want, currentEnough = current >= want;
+            if (enough != currentEnough ? enough : enough ? positions < current : positions > current) best = i;
+        }
+        return best;
+    }
+
+    /// <summary>A spare (<see cref="Spare"/>) made a fresh session of <paramref name="capacity"/> positions, or null. Under the lock.</summary>
+    private InferenceSession? TakeSpare(int capacity)
+    {
+        int i = Spare(capacity);
+        if (i < 0) return null;
+        var session = _spares[i];
+        _spares.RemoveAt(i);
+        _bytes -= session.AllocatedKvBytes;
+        session.Recycle(capacity);
+        return session;
+    }
+
+    /// <summary>A kept session dropped from the pool: emptied and held as a spare while there are fewer than
+    /// <see cref="MaxSessions"/> (one that reads a shared beginning is let go: its own rows hold only what follows it).
+    /// Under the lock; its bytes have left the kept count.</summary>
+    private void Retire(InferenceSession session)
+    {
+        if (session.Prefix is not null || _spares.Count >= MaxSessions) return;
+        session.Truncate(0);
+        _spares.Add(session);
+        _bytes += session.AllocatedKvBytes;
+    }
+
     /// <summary>Keeps a finished session (no longer stepped by anyone), dropping the oldest kept one when the pool is
-    /// full. <paramref name="held"/>: the tokens its positions hold (one per position, <see cref="InferenceSession.Length"/>
+    /// full (it becomes a spare, <see cref="Spares"/>). <paramref name="held"/>: the tokens its positions hold (one per position, <see cref="InferenceSession.Length"/>
     /// of them), so a later prompt that begins with them reuses them; null when they are not known.</summary>
     public void Return(InferenceSession session, int[]? held = null)
     {
@@ -277,8 +334,10 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
             if (_kept.Exists(k => k.Session == session)) return;
             if (_kept.Count >= MaxSessions)
             {
-                _bytes -= _kept[0].Session.AllocatedKvBytes;
+                var oldest = _kept[0].Session;
+                _bytes -= oldest.AllocatedKvBytes;
                 _kept.RemoveAt(0);
+                Retire(oldest);
                 DropSurplus(); // what the dropped one read may go now
             }
             _kept.Add(new Kept(session, held ?? []));
@@ -287,12 +346,17 @@ internal sealed class SessionPool(LlamaModel model, int maxSessions)
         }
     }
 
-    /// <summary>Drops kept sessions and shared beginnings no one needs, the largest first, until they hold at most
-    /// <paramref name="maxBytes"/> (<see cref="Bytes"/>) or nothing more can go.</summary>
+    /// <summary>Drops spares (they hold no cache), then kept sessions and shared beginnings no one needs, the largest
+    /// first, until they hold at most <paramref name="maxBytes"/> (<see cref="Bytes"/>) or nothing more can go.</summary>
     public void Trim(long maxBytes)
     {
         lock (_kept)
         {
+            while (_spares.Count > 0 && KeptBytes() > Math.Max(0, maxBytes))
+            {
+                _bytes -= _spares[^1].AllocatedKvBytes;
+                _spares.RemoveAt(_spares.Count - 1);
+            }
             while (KeptBytes() > Math.Max(0, maxBytes))
             {
                 int session = -1, prefix = -1;

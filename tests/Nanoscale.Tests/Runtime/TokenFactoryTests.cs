@@ -250,15 +250,74 @@ public class TokenFactoryTests
         pool.Return(again);
         pool.Return(small);
         var newest = model.CreateSession(64);
-        pool.Return(newest); // full: the oldest kept (again) goes
-        Assert.Equal(2, pool.Count);
-        Assert.Equal(small.AllocatedKvBytes + newest.AllocatedKvBytes, pool.Bytes);
+        pool.Return(newest); // full: the oldest kept (again) goes, to the spares
+        Assert.Equal((2, 1), (pool.Count, pool.Spares));
+        Assert.Equal(small.AllocatedKvBytes + newest.AllocatedKvBytes + again.AllocatedKvBytes, pool.Bytes);
+        pool.Trim(small.AllocatedKvBytes + newest.AllocatedKvBytes); // the spare goes first
+        Assert.Equal((2, 0), (pool.Count, pool.Spares));
         pool.Trim(newest.AllocatedKvBytes);
         Assert.Equal(1, pool.Count);
         Assert.Same(newest, pool.Rent(100));
         Assert.Throws<ArgumentException>(() => pool.Return(again, held: [1, 2])); // it holds ids.Length positions
         var other = LlamaModel.Load(CheckpointLoader.Open(SharedData.Stories260K));
         Assert.Throws<ArgumentException>(() => pool.Return(other.CreateSession(8)));
+    }
+
+    /// <summary>A kept session dropped from a full pool is held empty as a spare (at most the pool's count of them, counted
+    /// in its bytes) and becomes the next session a request needs of its own — the one that fits the capacity nearest
+    /// a new session's first allocation, never one larger than the capacity — computing what a new session does; a spare
+    /// that reads a shared beginning is not kept.</summary>
+    [Fact]
+    public void DroppedSessionsServeTheNextNewOnesInsteadOfNewArrays()
+    {
+        var (model, tokenizer) = Stories.Value;
+        int vocab = model.Config.VocabSize;
+        var pool = new SessionPool(model, maxSessions: 2);
+        int[] story = tokenizer.Encode("Once upon a time there was a little girl", addBos: true);
+        var sessions = new[] { 100, 40, 60, 300 }.Select(c => model.CreateSession(c)).ToArray();
+        foreach (var s in sessions) s.Forward(story, new float[story.Length * vocab]);
+        foreach (var s in sessions) pool.Return(s, held: story);
+        // Kept: the last two; spares: the first two, emptied.
+        Assert.Equal((2, 2), (pool.Count, pool.Spares));
+        Assert.Equal(sessions.Sum(s => s.AllocatedKvBytes), pool.Bytes);
+        Assert.Equal((0, 0), (sessions[0].Length, sessions[1].Length));
+        // A prompt that shares nothing, the pool full: a spare, not a kept cache — the one nearest a new session's 256
+        // positions without exceeding the capacity (100 of 100; for 50, the 40).
+        int[] other = tokenizer.Encode("The dog ran", addBos: true);
+        var a = pool.Rent(100, other, out int reused);
+        Assert.Same(sessions[0], a);
+        Assert.Equal((0, 100, 2, 1), (reused, a.Capacity, pool.Count, pool.Spares));
+        var b = pool.Rent(50, other, out _);
+        Assert.Same(sessions[1], b);
+        var c = pool.Rent(30, other, out _); // no spare fits 30 positions, and neither kept cache: a new session
+        Assert.DoesNotContain(c, sessions);
+        var logits = new float[other.Length * vocab];
+        b.Forward(other, logits);
+        var fresh = new float[other.Length * vocab];
+        model.CreateSession(50).Forward(other, fresh);
+        Assert.Equal(fresh, logits);
+        // A prompt sharing a kept cache's beginning, that cache holding much more: the beginning is copied into a spare.
+        pool.Return(a, held: []); // full: the oldest kept (sessions[2], 60 positions) becomes a spare
+        int[] longer = [.. story, .. tokenizer.Encode(" named Lily who liked to play in the park with her friends every day", addBos: false)];
+        var holder = model.CreateSession(100);
+        holder.Forward(longer, new float[longer.Length * vocab]);
+        pool.Return(holder, held: longer); // full: sessions[3] (256 positions) becomes a spare
+        Assert.Equal(2, pool.Spares);
+        int[] prompt = [.. story, .. tokenizer.Encode(" who", addBos: false)];
+        int shared = prompt.AsSpan().CommonPrefixLength(longer);
+        Assert.True(shared >= story.Length && longer.Length - shared >= SessionPool.MinCutShared);
+        var copy = pool.Rent(80, prompt, out reused);
+        Assert.Same(sessions[2], copy);
+        Assert.Equal((shared, shared, 1), (reused, copy.Length, pool.Spares));
+        var rest = new float[(prompt.Length - reused) * vocab];
+        copy.Forward(prompt.AsSpan(reused), rest);
+        var whole = new float[prompt.Length * vocab];
+        model.CreateSession(80).Forward(prompt, whole);
+        double scale = whole.Max(Math.Abs);
+        var wanted = whole.AsSpan(reused * vocab);
+        for (int i = 0; i < rest.Length; i++) Assert.True(Math.Abs(rest[i] - wanted[i]) <= 1e-5 * scale, $"logit {i}");
+        pool.Trim(0);
+        Assert.Equal((0, 0, 0L), (pool.Count, pool.Spares, pool.Bytes));
     }
 
     /// <summary>A kept session remembers the tokens its positions hold: a prompt that begins with them gets that session
