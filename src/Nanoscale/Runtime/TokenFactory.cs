@@ -147,6 +147,33 @@ public sealed class TokenFactory : IDisposable
         // The row of the factory's logits buffer that holds its logits from the last pass (read by the next Advance,
         // before the next pass writes the buffer), or −1: they are in State.Last (a prompt just finished).
         public int LogitsRow = -1;
+        // Its last choice took longer than SetAsideAfter: the next is made beside the batch.
+        public bool Slow;
+    }
+
+    /// <summary>A sequence whose last token took longer than this to choose (a costly constraint's mask, below its
+    /// caps) chooses its next tokens beside the batch — on the thread pool, from a copy of its logits — and rejoins
+    /// the step after its choice is made, instead of holding every other stream's step while it masks (a 16-sequence
+    /// step of the SmolLM2-shaped model is ~15 ms).</summary>
+    internal static TimeSpan SetAsideAfter { get; set; } = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>Makes <paramref name="sequence"/>'s next choice from <paramref name="logits"/>, timed: one that took
+    /// longer than <see cref="SetAsideAfter"/> marks the sequence slow.</summary>
+    private static (int? Next, Exception? Failure) Choose(Sequence sequence, ReadOnlySpan<float> logits)
+    {
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            return (sequence.State.Advance(logits), null);
+        }
+        catch (Exception e)
+        {
+            return (null, e);
+        }
+        finally
+        {
+            sequence.Slow = System.Diagnostics.Stopwatch.GetElapsedTime(started) > SetAsideAfter;
+        }
     }
 
     /// <summary>A sequence that has left the batch (finished, cancelled or failed outside a step) gives its session to
@@ -178,18 +205,28 @@ public sealed class TokenFactory : IDisposable
         int vocab = _model.Config.VocabSize;
         float[] logitsBuffer = [];
         var chosen = Array.Empty<(int? Next, Exception? Failure)>(); // each running sequence's choice in a step
+        var aside = new List<(Sequence Sequence, Task<(int? Next, Exception? Failure)> Choice)>(); // choosing beside the batch
         var parallelism = _model.Options.Parallelism;
         while (!_stop.IsCancellationRequested)
         {
             if (active.Count == 0 && prefilling.Count == 0 && deferred.Count == 0)
             {
-                try { _signal.Wait(_stop.Token); }
-                catch (OperationCanceledException) { break; }
-                _signal.Release(); // the request stays counted for the admission below
+                if (aside.Count == 0)
+                {
+                    try { _signal.Wait(_stop.Token); }
+                    catch (OperationCanceledException) { break; }
+                    _signal.Release(); // the request stays counted for the admission below
+                }
+                else if (!aside.Exists(a => a.Choice.IsCompleted))
+                {
+                    // Only sequences choosing beside the batch: wait for one (new requests are looked at every few ms).
+                    try { Task.WaitAny([.. aside.Select(a => (Task)a.Choice)], 10, _stop.Token); }
+                    catch (OperationCanceledException) { break; }
+                }
             }
             // Join: new requests, up to the batch size; their prompts run in the following steps, a chunk at a time. One
             // whose prompt begins as a prefilling one's waits for those tokens to be run, then copies them.
-            while (active.Count + prefilling.Count + deferred.Count < MaxBatch && _pending.TryDequeue(out var next))
+            while (active.Count + prefilling.Count + deferred.Count + aside.Count < MaxBatch && _pending.TryDequeue(out var next))
             {
                 _signal.Wait(0);
                 if (PromptCache && Donor(next, prefilling) is var (donor, shared) && donor is not null)
@@ -210,9 +247,39 @@ public sealed class TokenFactory : IDisposable
             }
 
             // Choose each running sequence's next token; those that finish leave, the rest step together.
-            var stepping = new List<Sequence>(active.Count);
-            var tokens = new List<int>(active.Count + PrefillChunk);
-            var counts = new List<int>(active.Count + 1);
+            var stepping = new List<Sequence>(active.Count + aside.Count);
+            var tokens = new List<int>(active.Count + aside.Count + PrefillChunk);
+            var counts = new List<int>(active.Count + aside.Count + 1);
+            // A choice taken: a failure ends the request, a token steps, none finishes the sequence.
+            void Take(Sequence sequence, (int? Next, Exception? Failure) choice)
+            {
+                if (choice.Failure is { } failure)
+                {
+                    Leave(sequence);
+                    sequence.Completion.TrySetException(failure);
+                    return;
+                }
+                if (choice.Next is int token)
+                {
+                    stepping.Add(sequence);
+                    tokens.Add(token);
+                    counts.Add(1);
+                    return;
+                }
+                try
+                {
+                    // The session goes back to the pool before the request completes, so whoever awaits it sees the
+                    // pool with it (a budget's accounting read right after a completion counts it).
+                    var result = sequence.State.Result();
+                    Leave(sequence);
+                    sequence.Completion.TrySetResult(result);
+                }
+                catch (Exception e)
+                {
+                    Leave(sequence);
+                    sequence.Completion.TrySetException(e);
+                }
+            }
             // Prompt chunks first, up to PrefillChunk tokens in all (the first waiting prompt takes what it can): at the
             // start of the pass, so a prompt's rows meet the products in the groups they would have alone.
             var chunked = new List<Sequence>();
@@ -241,6 +308,17 @@ public sealed class TokenFactory : IDisposable
                     sequence.Completion.TrySetCanceled(sequence.Cancellation);
                 }
             active.RemoveAll(s => s.Completion.Task.IsCompleted);
+            // A sequence whose last choice was slow makes the next beside the batch, from a copy of its logits (the next
+            // pass overwrites the buffer); it rejoins the step after its choice is made.
+            for (int i = 0; i < active.Count; i++)
+            {
+                var sequence = active[i];
+                if (!sequence.Slow) continue;
+                float[] last = (sequence.LogitsRow >= 0 ? logitsBuffer.AsSpan(sequence.LogitsRow * vocab, vocab) : sequence.State.Last).ToArray();
+                sequence.LogitsRow = -1;
+                aside.Add((sequence, Task.Run(() => Choose(sequence, last))));
+                active.RemoveAt(i--);
+            }
             // Each sequence's choice (sampling, a constraint's mask, its text decoded) is its own: they are made on every
             // core, then taken in order. (A draw at 152K tokens is 1–3 ms and a mask up to tens; one after another on
             // this thread they held up the whole batch's step.)
@@ -250,50 +328,28 @@ public sealed class TokenFactory : IDisposable
             parallelism.For(active.Count, i =>
             {
                 var sequence = running[i];
-                try
-                {
-                    var last = sequence.LogitsRow >= 0 ? logitsRows.AsSpan(sequence.LogitsRow * vocab, vocab) : sequence.State.Last;
-                    chosen[i] = (sequence.State.Advance(last), null);
-                }
-                catch (Exception e)
-                {
-                    chosen[i] = (null, e);
-                }
+                chosen[i] = Choose(sequence, sequence.LogitsRow >= 0 ? logitsRows.AsSpan(sequence.LogitsRow * vocab, vocab) : sequence.State.Last);
             });
             for (int i = 0; i < active.Count; i++)
             {
-                var sequence = active[i];
-                sequence.LogitsRow = -1;
-                var (next, failure) = chosen[i];
-                if (failure is not null)
+                active[i].LogitsRow = -1;
+                Take(active[i], chosen[i]);
+            }
+            // Choices made beside the batch since: those sequences step again (or finish) from here.
+            for (int i = 0; i < aside.Count; i++)
+            {
+                var (sequence, choice) = aside[i];
+                if (!choice.IsCompleted) continue;
+                aside.RemoveAt(i--);
+                if (sequence.Cancellation.IsCancellationRequested)
                 {
                     Leave(sequence);
-                    sequence.Completion.TrySetException(failure);
-                    continue;
+                    sequence.Completion.TrySetCanceled(sequence.Cancellation);
                 }
-                if (next is int token)
-                {
-                    stepping.Add(sequence);
-                    tokens.Add(token);
-                    counts.Add(1);
-                    continue;
-                }
-                try
-                {
-                    // The session goes back to the pool before the request completes, so whoever awaits it sees the
-                    // pool with it (a budget's accounting read right after a completion counts it).
-                    var result = sequence.State.Result();
-                    Leave(sequence);
-                    sequence.Completion.TrySetResult(result);
-                }
-                catch (Exception e)
-                {
-                    Leave(sequence);
-                    sequence.Completion.TrySetException(e);
-                }
+                else Take(sequence, choice.Result);
             }
             active = [.. stepping];
-            Volatile.Write(ref _active, active.Count + prefilling.Count + deferred.Count);
+            Volatile.Write(ref _active, active.Count + prefilling.Count + deferred.Count + aside.Count);
             if (counts.Count == 0) continue;
             LargestBatch = Math.Max(LargestBatch, active.Count + chunked.Count);
             // One buffer for the factory's life (grown to the largest batch): a new one per step would be a large-object
@@ -328,9 +384,10 @@ public sealed class TokenFactory : IDisposable
                 if (ready || sequence.Completion.Task.IsCompleted) prefilling.Remove(sequence);
                 if (!ready && sequence.Completion.Task.IsCompleted) Leave(sequence);
             }
-            Volatile.Write(ref _active, active.Count + prefilling.Count + deferred.Count);
+            Volatile.Write(ref _active, active.Count + prefilling.Count + deferred.Count + aside.Count);
         }
         foreach (var sequence in active.Concat(prefilling).Concat(deferred)) sequence.Completion.TrySetCanceled();
+        foreach (var (sequence, _) in aside) sequence.Completion.TrySetCanceled();
         while (_pending.TryDequeue(out var left)) left.Completion.TrySetCanceled();
     }
 

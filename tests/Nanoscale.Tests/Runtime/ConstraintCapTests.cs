@@ -177,4 +177,24 @@ public sealed class ConstraintCapTests
             Assert.Contains(perToken ? "ms a token): too costly to follow" : "s a request): too costly to follow", failure.Message);
             Assert.Equal(Generation.Generate(model, tokenizer, prompt, 40, new SamplingOptions()).Tokens, (await plain).Tokens);
         });
+
+    /// <summary>A constraint slow at every token but below its caps does not hold the batch: after its first slow choice
+    /// the sequence chooses beside the batch (<see cref="TokenFactory.SetAsideAfter"/>), so a free request in the same
+    /// batch finishes long before it — which, without that, waited for every mask — both with the tokens each gives
+    /// alone.</summary>
+    [Fact]
+    public Task ASlowConstraintChoosesBesideTheBatch() => TimeCapped(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(60), async () =>
+    {
+        var model = LlamaModel.Load(Nanoscale.IO.CheckpointLoader.Open(SharedData.Stories260K));
+        var tokenizer = Llama2cTokenizer.Load(SharedData.Tok512);
+        using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
+        int[] prompt = tokenizer.Encode("Once upon a time", addBos: true);
+        var slow = factory.SubmitAsync(prompt, 12, new SamplingOptions(), constraint: new SlowConstraint(150));
+        var plain = await factory.SubmitAsync(prompt, 60, new SamplingOptions());
+        Assert.False(slow.IsCompleted, "the free request waited for the slow constraint's masks");
+        Assert.Equal(Generation.Generate(model, tokenizer, prompt, 60, new SamplingOptions()).Tokens, plain.Tokens);
+        var alone = Generation.Generate(model, tokenizer, prompt, 12, new SamplingOptions(), constraint: new SlowConstraint(0));
+        Assert.Equal(alone.Tokens, (await slow).Tokens);
+        Assert.Equal(0, factory.Active);
+    });
 }
