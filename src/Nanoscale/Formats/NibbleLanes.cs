@@ -293,6 +293,11 @@ internal static unsafe class NibbleLanes
         Wide,
     }
 
+    /// <summary>Whether <see cref="Arithmetic.Wide"/> groups unpack all sixteen rows at once (<see cref="Unpack16{TLookup}"/>)
+    /// where the CPU allows; off (tests), or for per-block tables without AVX-512 VBMI, the two eights unpack one after
+    /// the other into the same interleaved layout.</summary>
+    internal static bool SixteenAtOnce { get; set; } = true;
+
     /// <summary>Whether <see cref="Arithmetic.Wide"/> can run here (and 512-bit vectors are not slower than 256-bit ones,
     /// as the runtime judges).</summary>
     public static bool WideSupported => Avx512BW.IsSupported && Vector512.IsHardwareAccelerated;
@@ -334,7 +339,7 @@ internal static unsafe class NibbleLanes
         // (The tables' bound on int16 sums is Multiply's check.) Rows 8–15 (a call of more than eight) after the first
         // eight's or interleaved with them (Eight), their factors and selectors after the first eight's.
         arithmetic = For(arithmetic, rowCount, tables.Largest);
-        if (arithmetic == Arithmetic.Wide && (tables.Selectors is null || Avx512Vbmi.IsSupported))
+        if (arithmetic == Arithmetic.Wide && SixteenAtOnce && (tables.Selectors is null || Avx512Vbmi.IsSupported))
         {
             // All sixteen rows in 512-bit registers at once, straight into the interleaved layout.
             if (tables.Selectors is null) Unpack16<OneTable>(codes, rowStride, rowCount, blocks, tables, (Vector512<byte>*)unpacked);

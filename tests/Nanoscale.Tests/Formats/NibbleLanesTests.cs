@@ -412,9 +412,21 @@ public unsafe class NibbleLanesTests
         .. NibbleLanes.WideSupported ? [NibbleLanes.Arithmetic.Wide] : Array.Empty<NibbleLanes.Arithmetic>(),
     ];
 
-    /// <summary>Every group size on every arithmetic.</summary>
-    private static IEnumerable<(int GroupRows, NibbleLanes.Arithmetic Arithmetic)> Runs() =>
-        from g in GroupSizes from arithmetic in Arithmetics select (g, arithmetic);
+    /// <summary>Every group size on every arithmetic (the wide one also with its sixteen rows unpacked as two eights,
+    /// the path of AVX-512 machines without VBMI for per-block tables: <see cref="NibbleLanes.SixteenAtOnce"/> off while
+    /// such a run is taken).</summary>
+    private static IEnumerable<(int GroupRows, NibbleLanes.Arithmetic Arithmetic)> Runs()
+    {
+        foreach (int g in GroupSizes)
+            foreach (var arithmetic in Arithmetics)
+            {
+                yield return (g, arithmetic);
+                if (arithmetic != NibbleLanes.Arithmetic.Wide) continue;
+                NibbleLanes.SixteenAtOnce = false;
+                try { yield return (g, arithmetic); }
+                finally { NibbleLanes.SixteenAtOnce = true; }
+            }
+    }
 
     /// <summary>Runs every group of <paramref name="groupRows"/> rows (eight or sixteen) through <see cref="NibbleLanes.Group(byte*, nint, int, int, float*, NibbleLanes.Vectors, NibbleLanes.Tables, System.Runtime.Intrinsics.Vector256{byte}*, float*, int)"/>:
     /// each row's factors (<c>rowFactors.Length / rows</c> of them: one per block, or two with half blocks) placed in its
