@@ -265,8 +265,8 @@ public class TokenFactoryTests
 
     /// <summary>A kept session dropped from a full pool is held empty as a spare (at most the pool's count of them, counted
     /// in its bytes) and becomes the next session a request needs of its own — the one that fits the capacity nearest
-    /// a new session's first allocation, never one larger than the capacity — computing what a new session does; a spare
-    /// that reads a shared beginning is not kept.</summary>
+    /// a new session's first allocation, never one larger than the capacity — computing what a new session does, also
+    /// when a kept cache's beginning is copied into it; trimming drops the spares first.</summary>
     [Fact]
     public void DroppedSessionsServeTheNextNewOnesInsteadOfNewArrays()
     {
