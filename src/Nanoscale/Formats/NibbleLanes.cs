@@ -867,12 +867,12 @@ internal static unsafe class NibbleLanes
     {
         switch ((halves, words))
         {
-            case (false, 4): Wide<WholeBlocks, FourWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
-            case (true, 4): Wide<HalfBlocks, FourWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
-            case (false, 2): Wide<WholeBlocks, TwoWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
-            case (true, 2): Wide<HalfBlocks, TwoWords>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
-            case (false, _): Wide<WholeBlocks, OneWord>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
-            default: Wide<HalfBlocks, OneWord>(u, blocks, fa, fb, q, s, b, nb, count, Lanes, rowsB, results, resultStride); break;
+            case (false, 4): Wide<WholeBlocks, FourWords>(u, blocks, fa, fb, q, s, b, nb, count, rowsB, results, resultStride); break;
+            case (true, 4): Wide<HalfBlocks, FourWords>(u, blocks, fa, fb, q, s, b, nb, count, rowsB, results, resultStride); break;
+            case (false, 2): Wide<WholeBlocks, TwoWords>(u, blocks, fa, fb, q, s, b, nb, count, rowsB, results, resultStride); break;
+            case (true, 2): Wide<HalfBlocks, TwoWords>(u, blocks, fa, fb, q, s, b, nb, count, rowsB, results, resultStride); break;
+            case (false, _): Wide<WholeBlocks, OneWord>(u, blocks, fa, fb, q, s, b, nb, count, rowsB, results, resultStride); break;
+            default: Wide<HalfBlocks, OneWord>(u, blocks, fa, fb, q, s, b, nb, count, rowsB, results, resultStride); break;
         }
     }
 
@@ -890,7 +890,7 @@ internal static unsafe class NibbleLanes
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Wide<TShape, TWidening>(Vector256<byte>* u, int blocks, float* fa, float* fb, int* q, float* s,
-        int* b, int nb, int count, int rowsA, int rowsB, float* results, int resultStride) where TShape : struct, IShape where TWidening : struct, IWidening
+        int* b, int nb, int count, int rowsB, float* results, int resultStride) where TShape : struct, IShape where TWidening : struct, IWidening
     {
         int biases = TShape.Halves ? 2 : 1;
         var ones = Vector512.Create((short)1);
@@ -928,10 +928,10 @@ internal static unsafe class NibbleLanes
                     y3 = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(a3), f * x3, y3);
                 }
             }
-            StoreWide(y0, results + (nint)first * resultStride, rowsA, rowsB);
-            if (n > 1) StoreWide(y1, results + (nint)(first + 1) * resultStride, rowsA, rowsB);
-            if (n > 2) StoreWide(y2, results + (nint)(first + 2) * resultStride, rowsA, rowsB);
-            if (n > 3) StoreWide(y3, results + (nint)(first + 3) * resultStride, rowsA, rowsB);
+            StoreWide(y0, results + (nint)first * resultStride, rowsB);
+            if (n > 1) StoreWide(y1, results + (nint)(first + 1) * resultStride, rowsB);
+            if (n > 2) StoreWide(y2, results + (nint)(first + 2) * resultStride, rowsB);
+            if (n > 3) StoreWide(y3, results + (nint)(first + 3) * resultStride, rowsB);
         }
     }
 
@@ -971,15 +971,15 @@ internal static unsafe class NibbleLanes
         }
     }
 
-    /// <summary>A sixteen-row result: rows 0–7 (<paramref name="rowsA"/> of them) at <paramref name="destination"/>,
-    /// rows 8–15 (<paramref name="rowsB"/>) right after.</summary>
+    /// <summary>A sixteen-row result: rows 0–7 (always all eight: the wide kernel runs only groups of more than eight)
+    /// at <paramref name="destination"/>, rows 8–15 (<paramref name="rowsB"/> of them) right after.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreWide(Vector512<float> y, float* destination, int rowsA, int rowsB)
+    private static void StoreWide(Vector512<float> y, float* destination, int rowsB)
     {
-        if (rowsA + rowsB == GroupRows) y.Store(destination);
+        if (rowsB == Lanes) y.Store(destination);
         else
         {
-            Store(y.GetLower(), destination, rowsA);
+            y.GetLower().Store(destination);
             Store(y.GetUpper(), destination + Lanes, rowsB);
         }
     }
