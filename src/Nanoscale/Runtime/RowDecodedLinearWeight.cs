@@ -80,36 +80,63 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     protected virtual IFactoredRows? Factored => null;
 
     /// <summary>The product of <paramref name="tokens"/> (≤ <see cref="MaxFusedTokens"/>, or any number with
-    /// <paramref name="wholeTiles"/>: a window's, see <see cref="FusedTile"/>) on the stored codes, in 16
-    /// large tiles of rows for one token; for several, one tile per thread in whole eights of rows (the several-vector
-    /// kernels take rows eight at a time). One tile a thread measured faster than two or more (16 sequences of the
-    /// SmolLM2-shaped model, `token-factory`: mxfp4 576–631 against 534–564 tokens/s, nxfp4 510–516 against 470–477,
-    /// alternated): a tile's fixed costs (the activation set's check, each group's preparation) weigh more than the
-    /// balance smaller tiles would give.</summary>
+    /// <paramref name="wholeTiles"/>: a window's, see <see cref="TileProducts"/>) on the stored codes, in tiles of rows
+    /// (<see cref="RowsPerFusedTile"/>) that the threads share out.</summary>
     private unsafe void FusedProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, RuntimeOptions options, bool wholeTiles = false)
     {
-        int perTile = RowsPerFusedTile(tokens, options);
+        int perTile = RowsPerFusedTile(tokens, options, wholeTiles);
+        long product = Formats.KeptActivations.NewProduct();
         fixed (float* inPtr = input)
         fixed (float* outPtr = output)
         {
             nint inAddress = (nint)inPtr, outAddress = (nint)outPtr;
             options.For((Rows + perTile - 1) / perTile, (long)Rows * Columns * tokens,
-                tile => FusedTile(tile, perTile, tokens, inAddress, outAddress, wholeTiles));
+                tile => FusedTile(tile, perTile, tokens, inAddress, outAddress, product, wholeTiles));
         }
     }
 
-    private int RowsPerFusedTile(int tokens, RuntimeOptions options)
+    /// <summary>
+    /// Rows per tile of a fused product: 16 large tiles for one token. For several (a token factory's step),
+    /// <see cref="TilesPerThread"/> tiles a thread in whole sixteens of rows (the wide kernel's groups; the others take
+    /// eights), so a thread that finishes its own takes the others' last ones: the two vCPUs of the VM measured do not run
+    /// at one speed (one was at times ~30% slower for seconds), and with one tile a thread each product waited for the
+    /// slower (a 16-sequence step of the SmolLM2-shaped model 18.2 ms against 14.1–14.4 when they ran alike, the caller
+    /// waiting 3.9 ms of it at the ends of loops; with four tiles a thread 14.2–16.6, never more than 1 ms waiting). A
+    /// tile's only fixed cost is each group's preparation: its thread's activation set, made at its first tile, holds
+    /// for the product's others without a comparison (<see cref="Formats.KeptActivations.Product"/>). Tokens that take
+    /// more than one kernel call a tile (a window's, <paramref name="wholeTiles"/>, or more than the storage's
+    /// <see cref="MaxDotVectors"/>) keep one tile a thread: each tile quantizes every chunk of tokens again.
+    /// </summary>
+    private int RowsPerFusedTile(int tokens, RuntimeOptions options, bool wholeTiles = false)
     {
-        int fusedTiles = tokens == 1 ? 16 : options.Parallelism.Threads;
-        int perTile = (Rows + fusedTiles - 1) / fusedTiles;
-        return tokens > 1 ? (perTile + 7) & ~7 : perTile;
+        if (tokens == 1) return (Rows + 15) / 16;
+        bool oneCall = !wholeTiles && tokens <= Math.Clamp(MaxDotVectors, 1, MaxFusedTokens);
+        int tiles = options.Parallelism.Threads * (oneCall ? TilesPerThread : 1);
+        return ((Rows + tiles - 1) / tiles + 15) & ~15;
     }
+
+    /// <summary>Tiles per thread of a several-token product on the codes (<see cref="RowsPerFusedTile"/>).</summary>
+    internal const int TilesPerThread = 4;
 
     /// <summary>Tile <paramref name="tile"/> of a fused product: rows tile·perTile.. of every token (input and output
     /// at the addresses, pinned by the caller). More tokens than one kernel call takes go in chunks: with
     /// <paramref name="wholeTiles"/> each chunk over the whole tile (each chunk's activations quantized once), else
     /// over blocks of rows that stay in the second-level cache.</summary>
-    private unsafe void FusedTile(int tile, int perTile, int tokens, nint inAddress, nint outAddress, bool wholeTiles = false)
+    private unsafe void FusedTile(int tile, int perTile, int tokens, nint inAddress, nint outAddress, long product, bool wholeTiles = false)
+    {
+        long outer = Formats.KeptActivations.Product;
+        Formats.KeptActivations.Product = product;
+        try
+        {
+            TileProducts(tile, perTile, tokens, inAddress, outAddress, wholeTiles);
+        }
+        finally
+        {
+            Formats.KeptActivations.Product = outer;
+        }
+    }
+
+    private unsafe void TileProducts(int tile, int perTile, int tokens, nint inAddress, nint outAddress, bool wholeTiles)
     {
         int rows = Rows, columns = Columns;
         int chunk = Math.Clamp(MaxDotVectors, 1, MaxFusedTokens);
@@ -180,10 +207,12 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             if (tokens > 0 && ra.Fuses(tokens, input, ya, options) && rb.Fuses(tokens, input, yb, options)
                 && (rc is null || rc.Fuses(tokens, input, yc, options)))
             {
-                int pa = ra.RowsPerFusedTile(tokens, options), pb = rb.RowsPerFusedTile(tokens, options);
+                // A pair (the same rows) takes the same tiles, whatever each storage would cut alone.
+                int pa = ra.RowsPerFusedTile(tokens, options), pb = pairDone is null ? rb.RowsPerFusedTile(tokens, options) : pa;
                 int pc = rc?.RowsPerFusedTile(tokens, options) ?? 1;
                 int ta = (ra.Rows + pa - 1) / pa, tb = (rb.Rows + pb - 1) / pb, tc = rc is null ? 0 : (rc.Rows + pc - 1) / pc;
                 long work = ((long)ra.Rows + rb.Rows + (rc?.Rows ?? 0)) * a.Columns * tokens;
+                long product = Formats.KeptActivations.NewProduct();
                 fixed (float* x = input)
                 fixed (float* y0 = ya)
                 fixed (float* y1 = yb)
@@ -195,17 +224,17 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
                         // Same rows, same tiles: item i is both weights' tile i, then their rows combined.
                         options.For(ta, work, i =>
                         {
-                            ra.FusedTile(i, pa, tokens, xAddress, aAddress);
-                            rb.FusedTile(i, pb, tokens, xAddress, bAddress);
+                            ra.FusedTile(i, pa, tokens, xAddress, aAddress, product);
+                            rb.FusedTile(i, pb, tokens, xAddress, bAddress, product);
                             pairDone(i * pa, Math.Min(ra.Rows, (i + 1) * pa) - i * pa);
                         });
                         return true;
                     }
                     options.For(ta + tb + tc, work, i =>
                     {
-                        if (i < ta) ra.FusedTile(i, pa, tokens, xAddress, aAddress);
-                        else if (i < ta + tb) rb.FusedTile(i - ta, pb, tokens, xAddress, bAddress);
-                        else rc!.FusedTile(i - ta - tb, pc, tokens, xAddress, cAddress);
+                        if (i < ta) ra.FusedTile(i, pa, tokens, xAddress, aAddress, product);
+                        else if (i < ta + tb) rb.FusedTile(i - ta, pb, tokens, xAddress, bAddress, product);
+                        else rc!.FusedTile(i - ta - tb, pc, tokens, xAddress, cAddress, product);
                     });
                 }
                 return false;

@@ -846,6 +846,46 @@ public class FusedDotTests
         Assert.Equal(expectedUp, up);
     }
 
+    /// <summary>A step's products cut into several tiles a thread (each thread's activations quantized at its first and
+    /// kept for the product's others by address, <c>KeptActivations.Product</c>) give the bits of one thread running them
+    /// all; and a product on the same array after it changed in place (the runtime's scratch) is computed from the new
+    /// values, as a fresh array's is — a set is never kept from one product into the next without comparing.</summary>
+    [Theory]
+    [InlineData("mxfp4", 16)]
+    [InlineData("nxfp4", 16)]
+    [InlineData("nvfp4", 9)]
+    public void SeveralTokensGiveTheSameBitsOnAnyThreadsAndAfterTheirInputChanges(string format, int tokens)
+    {
+        using var stories = new CompressedStories(format);
+        var model = stories.Load(new RuntimeOptions());
+        RuntimeOptions On(int threads) => new() { FusedTokens = RowDecodedLinearWeight.MaxFusedTokens, Parallelism = new Nanoscale.Tensors.Parallelism(threads) };
+        var layer = model.Layers[0];
+        foreach (var weight in new[] { layer.Query, layer.Gate })
+        {
+            var random = new Random(weight.Rows + tokens);
+            float[] x = [.. Enumerable.Range(0, tokens * weight.Columns).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+            float[] Product(float[] input, int threads)
+            {
+                var y = new float[tokens * weight.Rows];
+                weight.MatMul(input, y, On(threads));
+                return y;
+            }
+            var two = Product(x, 2);
+            Assert.Equal(Product(x, 1), two);
+            Assert.Equal(Product([.. x], 2), two);
+            // Changed in place right after a product on it, one element (the last vector's) or all: the next product
+            // sees the change on every thread.
+            Product(x, 2);
+            x[^1] = -3 * x[^1];
+            var changed = Product(x, 2);
+            Assert.Equal(Product([.. x], 1), changed);
+            Product(x, 2);
+            for (int i = 0; i < x.Length; i++) x[i] *= 0.5f;
+            changed = Product(x, 2);
+            Assert.Equal(Product([.. x], 1), changed);
+        }
+    }
+
     /// <summary>A step of twelve sequences in one pass (the token factory's; MXFP4 takes all twelve in one call of the
     /// eight-row lane kernel, NxFP4 in calls of eight and four, bf16 four at a time) gives each sequence the logits its
     /// own one-token step gives, to summation order: the same block totals for the same int8 activations. Summation

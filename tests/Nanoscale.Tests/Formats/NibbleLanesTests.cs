@@ -157,6 +157,46 @@ public unsafe class NibbleLanesTests
         Check(true, 6);
     }
 
+    /// <summary>Within one product (<c>KeptActivations.Product</c>) a set made from an address is kept for the same
+    /// address without comparing (a product's input does not change while it runs); under another product, or none, the
+    /// activations are compared again, so one changed in place is quantized afresh.</summary>
+    [Fact]
+    public void WithinAProductASetIsKeptByItsAddress()
+    {
+        var random = new Random(8);
+        float[] x = [.. Enumerable.Range(0, 2 * 64).Select(_ => (float)(random.NextDouble() * 4 - 2))];
+        long outer = KeptActivations.Product;
+        try
+        {
+            var kept = new NibbleLanes.Vectors();
+            int[] Codes(float[] from)
+            {
+                var fresh = new NibbleLanes.Vectors();
+                fresh.Set(from, 2, 64, evensThenOdds: true, 12);
+                return fresh.Q.AsSpan(0, 2 * 2 * 8).ToArray();
+            }
+            KeptActivations.Product = KeptActivations.NewProduct();
+            kept.Set(x, 2, 64, evensThenOdds: true, 12);
+            var before = Codes(x);
+            Assert.Equal(before, kept.Q.AsSpan(0, 32).ToArray());
+            x[3] = 40f; // changed within the product: by contract it does not happen, and the set is kept
+            kept.Set(x, 2, 64, evensThenOdds: true, 12);
+            Assert.Equal(before, kept.Q.AsSpan(0, 32).ToArray());
+            KeptActivations.Product = KeptActivations.NewProduct(); // the next product compares, and quantizes afresh
+            kept.Set(x, 2, 64, evensThenOdds: true, 12);
+            Assert.Equal(Codes(x), kept.Q.AsSpan(0, 32).ToArray());
+            Assert.NotEqual(before, kept.Q.AsSpan(0, 32).ToArray());
+            KeptActivations.Product = 0; // outside any product: compared
+            x[3] = -40f;
+            kept.Set(x, 2, 64, evensThenOdds: true, 12);
+            Assert.Equal(Codes(x), kept.Q.AsSpan(0, 32).ToArray());
+        }
+        finally
+        {
+            KeptActivations.Product = outer;
+        }
+    }
+
     /// <summary>The int16 sums without VNNI at their bound: every code the table's largest entry (32, 64 and 128: the
     /// most four, two and one words' <c>vpmaddubsw</c> results may be summed), every activation ±127 (all ones or all
     /// minus ones), whole and half blocks — each result still equals the scalar twin exactly (a saturated sum would
