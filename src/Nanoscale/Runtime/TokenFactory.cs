@@ -206,6 +206,7 @@ public sealed class TokenFactory : IDisposable
         float[] logitsBuffer = [];
         var chosen = Array.Empty<(int? Next, Exception? Failure)>(); // each running sequence's choice in a step
         var aside = new List<(Sequence Sequence, Task<(int? Next, Exception? Failure)> Choice)>(); // choosing beside the batch
+        var watched = new List<(Sequence Sequence, Task<(int? Next, Exception? Failure)> Choice)>(); // constrained, choosing now
         var parallelism = _model.Options.Parallelism;
         while (!_stop.IsCancellationRequested)
         {
@@ -319,12 +320,27 @@ public sealed class TokenFactory : IDisposable
                 aside.Add((sequence, Task.Run(() => Choose(sequence, last))));
                 active.RemoveAt(i--);
             }
+            // A constrained sequence's choice (its mask may take long, the first time as any other) starts on the
+            // thread pool, reading its row where it is; one not made within SetAsideAfter goes on beside the batch
+            // instead of holding this step, and the factory's logits buffer is left to it (the next pass writes a new
+            // one).
+            var logitsRows = logitsBuffer;
+            long choosing = System.Diagnostics.Stopwatch.GetTimestamp();
+            watched.Clear();
+            for (int i = 0; i < active.Count; i++)
+            {
+                var sequence = active[i];
+                if (sequence.Constraint is null) continue;
+                int row = sequence.LogitsRow;
+                sequence.LogitsRow = -1;
+                watched.Add((sequence, Task.Run(() => Choose(sequence, row >= 0 ? logitsRows.AsSpan(row * vocab, vocab) : sequence.State.Last))));
+                active.RemoveAt(i--);
+            }
             // Each sequence's choice (sampling, a constraint's mask, its text decoded) is its own: they are made on every
             // core, then taken in order. (A draw at 152K tokens is 1–3 ms and a mask up to tens; one after another on
             // this thread they held up the whole batch's step.)
             if (chosen.Length < active.Count) chosen = new (int?, Exception?)[Math.Max(MaxBatch, active.Count)];
             var running = active;
-            var logitsRows = logitsBuffer;
             parallelism.For(active.Count, i =>
             {
                 var sequence = running[i];
@@ -334,6 +350,16 @@ public sealed class TokenFactory : IDisposable
             {
                 active[i].LogitsRow = -1;
                 Take(active[i], chosen[i]);
+            }
+            foreach (var (sequence, choice) in watched)
+            {
+                var left = SetAsideAfter - System.Diagnostics.Stopwatch.GetElapsedTime(choosing);
+                if (choice.IsCompleted || left > TimeSpan.Zero && choice.Wait(left)) Take(sequence, choice.Result);
+                else
+                {
+                    aside.Add((sequence, choice));
+                    logitsBuffer = []; // the choice still reads it: the next pass writes a new one
+                }
             }
             // Choices made beside the batch since: those sequences step again (or finish) from here.
             for (int i = 0; i < aside.Count; i++)

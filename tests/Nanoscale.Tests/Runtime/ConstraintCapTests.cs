@@ -148,6 +148,35 @@ public sealed class ConstraintCapTests
         public bool Complete => false;
     }
 
+    /// <summary>A constraint whose first choice waits for <paramref name="gate"/> (then free).</summary>
+    private sealed class GatedConstraint(SemaphoreSlim gate) : ITokenConstraint
+    {
+        private bool _opened;
+
+        public bool Allows(int id)
+        {
+            Open();
+            return true;
+        }
+
+        public int Mask(Span<float> logits)
+        {
+            Open();
+            return logits.Length;
+        }
+
+        private void Open()
+        {
+            if (_opened) return;
+            gate.Wait();
+            _opened = true;
+        }
+
+        public void Accept(int id) { }
+
+        public bool Complete => false;
+    }
+
     /// <summary>Runs <paramref name="body"/> with the constraint time caps set, then puts them back.</summary>
     private static async Task TimeCapped(TimeSpan perToken, TimeSpan total, Func<Task> body)
     {
@@ -177,6 +206,35 @@ public sealed class ConstraintCapTests
             Assert.Contains(perToken ? "ms a token): too costly to follow" : "s a request): too costly to follow", failure.Message);
             Assert.Equal(Generation.Generate(model, tokenizer, prompt, 40, new SamplingOptions()).Tokens, (await plain).Tokens);
         });
+
+    /// <summary>A constraint slow from its very first choice does not hold the batch either: a constrained sequence's choice
+    /// starts beside the step and goes on there once it takes longer than <see cref="TokenFactory.SetAsideAfter"/>. Here
+    /// the first choice waits until the free request in the same batch has finished all its tokens (it never would,
+    /// were the batch waiting for that choice); then both have the tokens each gives alone.</summary>
+    [Fact]
+    public Task AConstraintSlowFromItsFirstTokenDoesNotHoldTheBatch() => TimeCapped(TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(120), async () =>
+    {
+        var model = LlamaModel.Load(Nanoscale.IO.CheckpointLoader.Open(SharedData.Stories260K));
+        var tokenizer = Llama2cTokenizer.Load(SharedData.Tok512);
+        using var factory = new TokenFactory(model, tokenizer, maxBatch: 4);
+        using var gate = new SemaphoreSlim(0);
+        int[] prompt = tokenizer.Encode("Once upon a time", addBos: true);
+        var gated = factory.SubmitAsync(prompt, 12, new SamplingOptions(), constraint: new GatedConstraint(gate));
+        var plain = factory.SubmitAsync(prompt, 60, new SamplingOptions());
+        try
+        {
+            var done = await plain.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(Generation.Generate(model, tokenizer, prompt, 60, new SamplingOptions()).Tokens, done.Tokens);
+            Assert.False(gated.IsCompleted);
+        }
+        finally
+        {
+            gate.Release();
+        }
+        var alone = Generation.Generate(model, tokenizer, prompt, 12, new SamplingOptions(), constraint: new SlowConstraint(0));
+        Assert.Equal(alone.Tokens, (await gated).Tokens);
+        Assert.Equal(0, factory.Active);
+    });
 
     /// <summary>A constraint slow at every token but below its caps does not hold the batch: after its first slow choice
     /// the sequence chooses beside the batch (<see cref="TokenFactory.SetAsideAfter"/>), so a free request in the same
