@@ -142,8 +142,8 @@ internal sealed unsafe class Mx6IntDot
                         var start = NibbleLanes.Eight(unpacked, nb, half, arithmetic, out int step);
                         Unpack(b0 + first * rowBytes, rowBytes, rows, nb, start, step);
                     }
-                    if (n == GroupRows) NibbleLanes.Prefetch(b0 + (r + n) * rowBytes, n * rowBytes);
-                    NibbleLanes.Multiply(unpacked, n, nb, f0, a, 2 * _bias, y0 + r, yStride, arithmetic);
+                    NibbleLanes.Multiply(unpacked, n, nb, f0, a, 2 * _bias, y0 + r, yStride, arithmetic,
+                        n == GroupRows ? b0 + (r + n) * rowBytes : null, n == GroupRows ? n * rowBytes : 0);
                 }
             }
         }
