@@ -70,10 +70,19 @@ internal static class GenerateCommand
                 output.Flush();
             }
             Action<string>? onText = stream ? piece => { output.Write(piece); output.Flush(); } : null;
-            var result = message is null
-                ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema, parse.GetValue(regex), rules)
-                : loaded.Chat([.. parse.GetValue(system) is { } s ? [("system", s)] : Array.Empty<(string, string)>(), ("user", message)],
-                    count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema, parse.GetValue(regex), rules);
+            GenerationResult result;
+            try
+            {
+                result = message is null
+                    ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema, parse.GetValue(regex), rules)
+                    : loaded.Chat([.. parse.GetValue(system) is { } s ? [("system", s)] : Array.Empty<(string, string)>(), ("user", message)],
+                        count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema, parse.GetValue(regex), rules);
+            }
+            catch (InvalidOptionException) when (stream && message is null)
+            {
+                output.WriteLine(); // the prompt was echoed: the error goes on a line of its own
+                throw;
+            }
             if (context.Json)
                 return new
                 {

@@ -155,7 +155,8 @@ public sealed class LoadedModel : IDisposable
             throw new InvalidOptionException(option, "a reply can be held to one of a JSON schema, a regular expression and a grammar");
         try
         {
-            return new JsonConstraint(TokenPieces.For(Tokenizer), regex is not null ? new JsonConstraint.Matches(regex) : new JsonConstraint.Grammar(grammar!));
+            return new JsonConstraint(TokenPieces.For(Tokenizer), regex is not null ? new JsonConstraint.Matches(regex)
+                : new JsonConstraint.Grammar(grammar!, TokenId: JsonConstraint.Grammar.TokenIdsOf(Tokenizer)));
         }
         catch (ArgumentException e)
         {

@@ -40,6 +40,12 @@ internal sealed class GbnfGrammar
 
     private abstract record Element;
     private sealed record CharElement(JsonPattern.CharClass Class) : Element;
+    // One whole token by its id (llama.cpp's <[id]>, or <text> resolved to an id when read), or with Negated any
+    // single token but that one (!<…>): matched only where a token begins, never by characters.
+    private sealed record TokenElement(int Id, bool Negated) : Element
+    {
+        public bool Matches(int id) => (id == Id) != Negated;
+    }
     private sealed record RefElement(int Rule) : Element;
     private sealed record EndElement : Element;
 
@@ -66,6 +72,7 @@ internal sealed class GbnfGrammar
         public readonly Stack[] Stacks = stacks;
         public readonly bool MayEnd = mayEnd;
         public readonly Dictionary<int, Position?> Moves = []; // by the character (ASCII) or its class beyond (see _cuts)
+        public Dictionary<int, Position?>? TokenMoves; // by token id, where a token element is on top of a stack
     }
 
     /// <summary>The position before any character.</summary>
@@ -78,15 +85,20 @@ internal sealed class GbnfGrammar
         if (!parsed.Rules.TryGetValue(root, out int rootRule)) throw new FormatException($"no rule named '{root}'");
         RefuseLeftRecursion(parsed);
         _cuts = JsonPattern.Cuts(_elements.OfType<CharElement>().SelectMany(e => e.Class.Ranges));
+        TokenIds = [.. _elements.OfType<TokenElement>().Select(t => t.Id).Distinct()];
+        HasTokens = TokenIds.Count > 0;
         // The start: one stack holding a reference to the root, expanded.
         _elements.Add(new RefElement(rootRule));
         _elements.Add(new EndElement());
         Start = Expand([Intern(_elements.Count - 2, null)]) ?? throw new FormatException("the grammar matches nothing");
     }
 
-    /// <summary>Reads <paramref name="text"/>; the recognizer starts at <paramref name="root"/>.</summary>
-    /// <exception cref="FormatException">A syntax error (with line and column), an undefined rule, left recursion.</exception>
-    public static GbnfGrammar Parse(string text, string root = "root") => new(new Parser(text), root);
+    /// <summary>Reads <paramref name="text"/>; the recognizer starts at <paramref name="root"/>. Token references
+    /// (<c>&lt;[id]&gt;</c>; <c>&lt;text&gt;</c>, the token whose text that is, found by <paramref name="tokenId"/>;
+    /// either negated with <c>!</c>) match whole tokens.</summary>
+    /// <exception cref="FormatException">A syntax error (with line and column), an undefined rule, left recursion, a
+    /// token named by text without <paramref name="tokenId"/> or that it does not know.</exception>
+    public static GbnfGrammar Parse(string text, string root = "root", Func<string, int?>? tokenId = null) => new(new Parser(text, tokenId), root);
 
     /// <summary>The position after <paramref name="c"/>, or null when no text that the grammar matches goes on so.</summary>
     public Position? Next(Position from, char c)
@@ -97,7 +109,7 @@ internal sealed class GbnfGrammar
             if (from.Moves.TryGetValue(group, out var known)) return known;
             var moved = new List<Stack?>();
             foreach (var stack in from.Stacks)
-                if (((CharElement)_elements[stack.Element]).Class.Contains(c)) moved.Add(Intern(stack.Element + 1, stack.Next));
+                if (_elements[stack.Element] is CharElement element && element.Class.Contains(c)) moved.Add(Intern(stack.Element + 1, stack.Next));
             var next = moved.Count == 0 ? null : Expand(moved);
             // Kept per position: positions live as long as the request's grammar, one per character of text or piece tried.
             Grow(32);
@@ -106,8 +118,65 @@ internal sealed class GbnfGrammar
         }
     }
 
-    /// <summary>Whether nothing can follow: the text matches and no stack waits for a character.</summary>
+    /// <summary>Whether nothing can follow: the text matches and no stack waits for a character or token.</summary>
     public static bool Finished(Position position) => position.MayEnd && position.Stacks.Length == 0;
+
+    /// <summary>Whether the grammar has token elements at all (<c>&lt;[id]&gt;</c>, <c>&lt;text&gt;</c>, negated).</summary>
+    public bool HasTokens { get; }
+
+    /// <summary>The token ids the grammar names (each once).</summary>
+    public IReadOnlyList<int> TokenIds { get; }
+
+    /// <summary>Whether a stack at <paramref name="position"/> waits for a whole token (a token element on top).</summary>
+    public bool WaitsForToken(Position position)
+    {
+        if (!HasTokens) return false;
+        foreach (var stack in position.Stacks)
+            if (_elements[stack.Element] is TokenElement) return true;
+        return false;
+    }
+
+    /// <summary>The token elements on top of <paramref name="position"/>'s stacks: (id, negated) each.</summary>
+    public IEnumerable<(int Id, bool Negated)> TokensAt(Position position)
+    {
+        foreach (var stack in position.Stacks)
+            if (_elements[stack.Element] is TokenElement token) yield return (token.Id, token.Negated);
+    }
+
+    /// <summary>The position after the whole token <paramref name="id"/> taken by the token elements on top of
+    /// <paramref name="from"/>'s stacks, or null when none takes it (its text may still fit character by character:
+    /// <see cref="Next"/>).</summary>
+    public Position? NextToken(Position from, int id)
+    {
+        if (!HasTokens) return null;
+        lock (_gate)
+        {
+            if (from.TokenMoves?.TryGetValue(id, out var known) == true) return known;
+            var moved = new List<Stack?>();
+            foreach (var stack in from.Stacks)
+                if (_elements[stack.Element] is TokenElement token && token.Matches(id)) moved.Add(Intern(stack.Element + 1, stack.Next));
+            var next = moved.Count == 0 ? null : Expand(moved);
+            // A negated element takes nearly every id: only ids that moved somewhere, or named ones, are kept.
+            if (next is not null || TokenIds.Contains(id))
+            {
+                Grow(32);
+                (from.TokenMoves ??= [])[id] = next;
+            }
+            return next;
+        }
+    }
+
+    /// <summary>The position where either of two ways to read the same token leaves the text (its id taken by a token
+    /// element, its text character by character): every stack of both.</summary>
+    public Position Merge(Position a, Position b)
+    {
+        lock (_gate)
+        {
+            IEnumerable<Stack?> stacks = [.. a.Stacks, .. b.Stacks];
+            if (a.MayEnd || b.MayEnd) stacks = stacks.Append(null);
+            return Expand(stacks)!;
+        }
+    }
 
     private Stack Intern(int element, Stack? next)
     {
@@ -138,7 +207,7 @@ internal sealed class GbnfGrammar
             if (seen.Count > MaxStacks * 4) break; // bounded work: what is found stands
             switch (_elements[stack.Element])
             {
-                case CharElement:
+                case CharElement or TokenElement:
                     if (result.Count < MaxStacks) result.Add(stack);
                     break;
                 case EndElement:
@@ -218,7 +287,7 @@ internal sealed class GbnfGrammar
             switch (_elements[e])
             {
                 case EndElement: return true;
-                case CharElement: return false;
+                case CharElement or TokenElement: return false;
                 case RefElement reference when !nullable[reference.Rule]: return false;
             }
     }
@@ -235,9 +304,12 @@ internal sealed class GbnfGrammar
         private readonly List<string> _names = [];
         private readonly Dictionary<int, (int Line, int Column)> _firstUse = [];
 
-        public Parser(string text)
+        private readonly Func<string, int?>? _tokenId;
+
+        public Parser(string text, Func<string, int?>? tokenId = null)
         {
             _text = text;
+            _tokenId = tokenId;
             Space(newlines: true);
             while (_at < _text.Length)
             {
@@ -349,12 +421,37 @@ internal sealed class GbnfGrammar
                     int at = _at;
                     sequence.Add(new RefElement(RuleId(Name(), at)));
                 }
-                else if (c == '<') throw Error("token references (<…>) are not supported");
+                else if (c == '<' || c == '!' && _at + 1 < _text.Length && _text[_at + 1] == '<') sequence.Add(Token());
                 else throw Error($"unexpected '{c}'");
                 Space(newlines: nested);
                 Repetition(sequence, start, nested);
             }
             return sequence;
+        }
+
+        /// <summary>A token reference (llama.cpp's, from its PR 17816): <c>&lt;[id]&gt;</c> by id, <c>&lt;text&gt;</c> the token
+        /// whose text is all of it (brackets included, as <c>&lt;|im_end|&gt;</c> or <c>&lt;think&gt;</c>), each negated with a
+        /// leading <c>!</c> (any one token but that).</summary>
+        private TokenElement Token()
+        {
+            int at = _at;
+            bool negated = _text[_at] == '!';
+            if (negated) _at++;
+            int close = _text.IndexOf('>', _at + 1);
+            int line = _text.IndexOfAny(['\n', '\r'], _at);
+            if (close < 0 || line >= 0 && line < close) throw Error("a token reference without its closing '>'");
+            string inside = _text[(_at + 1)..close];
+            _at = close + 1;
+            if (inside.StartsWith('[') && inside.EndsWith(']'))
+            {
+                if (!int.TryParse(inside.AsSpan(1, inside.Length - 2), NumberStyles.None, CultureInfo.InvariantCulture, out int id))
+                    throw Error($"a bad token id '<{inside}>'", at);
+                return new TokenElement(id, negated);
+            }
+            string name = "<" + inside + ">";
+            if (inside.Length == 0) throw Error("an empty token reference '<>'", at);
+            if (_tokenId is null) throw Error($"the token {name} is named by its text, which needs the model's tokenizer here (use <[id]>)", at);
+            return new TokenElement(_tokenId(name) ?? throw Error($"no single token of the model's vocabulary is {name}", at), negated);
         }
 
         /// <summary>A repetition operator after the last atom (elements <paramref name="start"/>.. of the sequence).</summary>

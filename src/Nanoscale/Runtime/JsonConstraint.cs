@@ -85,17 +85,24 @@ public sealed class JsonConstraint : ITokenConstraint
 
     /// <summary>Text that the GBNF grammar <paramref name="Gbnf"/> matches whole from its rule <paramref name="Root"/>
     /// (llama.cpp's grammar format, <see cref="GbnfGrammar"/>); only as the last part. The text may end wherever the
-    /// grammar is satisfied, and ends where nothing more can follow.</summary>
-    /// <exception cref="ArgumentException">A syntax error (with line and column), an undefined rule or left recursion.</exception>
-    public sealed record Grammar(string Gbnf, string Root = "root") : Part
+    /// grammar is satisfied, and ends where nothing more can follow. Its token references (<c>&lt;[id]&gt;</c>,
+    /// <c>&lt;text&gt;</c>, negated <c>!&lt;…&gt;</c>) match whole tokens by id, control tokens too (the ones that end a
+    /// sequence still end it); <paramref name="TokenId"/> finds the id of a token named by its text.</summary>
+    /// <exception cref="ArgumentException">A syntax error (with line and column), an undefined rule, left recursion or
+    /// an unknown token.</exception>
+    public sealed record Grammar(string Gbnf, string Root = "root", Func<string, int?>? TokenId = null) : Part
     {
-        internal GbnfGrammar Compiled { get; } = Read(Gbnf, Root);
+        internal GbnfGrammar Compiled { get; } = Read(Gbnf, Root, TokenId);
 
-        private static GbnfGrammar Read(string gbnf, string root)
+        /// <summary>A <paramref name="tokenizer"/>'s id of a token named by its text: the one id its text encodes to
+        /// (a special token's text is that token), else null.</summary>
+        public static Func<string, int?> TokenIdsOf(ITokenizer tokenizer) => text => tokenizer.Encode(text, addBos: false) is [int one] ? one : null;
+
+        private static GbnfGrammar Read(string gbnf, string root, Func<string, int?>? tokenId)
         {
             try
             {
-                return GbnfGrammar.Parse(gbnf, root);
+                return GbnfGrammar.Parse(gbnf, root, tokenId);
             }
             catch (FormatException e)
             {
@@ -133,6 +140,8 @@ public sealed class JsonConstraint : ITokenConstraint
                 throw new ArgumentException("a regular expression or grammar only as the last part", nameof(parts));
             if (part is JsonObject { Schema: { } schema } && !schema.AllowsObject || part is JsonObject { ForOption: { } all } && all.Any(x => !x.AllowsObject))
                 throw new ArgumentException("a schema that does not allow an object", nameof(parts));
+            if (part is Grammar g && g.Compiled.TokenIds.FirstOrDefault(id => (uint)id >= (uint)pieces.Length, -1) is int bad and >= 0)
+                throw new ArgumentException($"the grammar names token <[{bad}]>, beyond the model's {pieces.Length} tokens");
         }
         _pieces = pieces;
         _parts = parts;
@@ -151,7 +160,13 @@ public sealed class JsonConstraint : ITokenConstraint
     /// <summary>Whether <paramref name="text"/> may come next (all of it).</summary>
     public bool AllowsText(string text) => text.Length > 0 && Run(_state, text, out _);
 
-    public bool Allows(int id) => (uint)id < (uint)_pieces.Length && AllowsText(_pieces[id]);
+    public bool Allows(int id) => (uint)id < (uint)_pieces.Length && (ByToken(id) is not null || AllowsText(_pieces[id]));
+
+    /// <summary>The grammar position after token <paramref name="id"/> taken whole by a token element of the grammar
+    /// (the last part, under way), or null.</summary>
+    private GbnfGrammar.Position? ByToken(int id) =>
+        _state.Part == _parts.Length - 1 && _parts[^1] is Grammar { Compiled: { HasTokens: true } grammar } && _state.Position is { } position
+            ? grammar.NextToken(position, id) : null;
 
     /// <remarks>Outside strings, tokens are taken by their first character: a character the shape refuses here refuses
     /// every token it begins at one check (nearly all of them), and only the tokens of allowed first characters are read
@@ -182,6 +197,7 @@ public sealed class JsonConstraint : ITokenConstraint
                     allowed++;
                 }
             }
+            allowed += AllowTokens(refused.AsSpan(0, logits.Length));
             for (int id = 0; id < logits.Length; id++)
                 if (refused[id]) logits[id] = float.NegativeInfinity;
             return allowed;
@@ -190,6 +206,25 @@ public sealed class JsonConstraint : ITokenConstraint
         {
             ArrayPool<bool>.Shared.Return(refused);
         }
+    }
+
+    /// <summary>Clears <paramref name="refused"/> for the tokens the grammar's token elements take here (their text
+    /// aside); how many it cleared.</summary>
+    private int AllowTokens(Span<bool> refused)
+    {
+        if (!(_state.Part == _parts.Length - 1 && _parts[^1] is Grammar { Compiled: { HasTokens: true } grammar } && _state.Position is { } position)) return 0;
+        int cleared = 0;
+        foreach (var (id, negated) in grammar.TokensAt(position))
+        {
+            if (!negated)
+            {
+                if ((uint)id < (uint)refused.Length && refused[id]) (refused[id], cleared) = (false, cleared + 1);
+                continue;
+            }
+            for (int other = 0; other < refused.Length; other++)
+                if (other != id && refused[other]) (refused[other], cleared) = (false, cleared + 1);
+        }
+        return cleared;
     }
 
     /// <summary>Every token asked one at a time (<see cref="Mask"/>'s reference twin).</summary>
@@ -205,7 +240,16 @@ public sealed class JsonConstraint : ITokenConstraint
     public void Accept(int id)
     {
         if (!Allows(id)) throw new ArgumentException($"token {id} does not fit the constrained text here", nameof(id));
-        Run(_state, _pieces[id], out _state);
+        if (ByToken(id) is not { } whole)
+        {
+            Run(_state, _pieces[id], out _state);
+            return;
+        }
+        // Taken whole by a token element, and maybe by its text as well: every stack either way.
+        var grammar = ((Grammar)_parts[^1]).Compiled;
+        var next = AllowsText(_pieces[id]) && Run(_state, _pieces[id], out var byText) && byText.Position is { } read ? grammar.Merge(whole, read) : whole;
+        _state.Position = next;
+        if (GbnfGrammar.Finished(next)) NextPart(ref _state);
     }
 
     /// <summary>Takes <paramref name="text"/> (allowed) as what comes next.</summary>

@@ -9,7 +9,7 @@ namespace Nanoscale.Tests.Interop;
 /// GBNF grammars against llama.cpp's own grammar sampler (libllama through LLamaSharp, the sampler llama-server holds a
 /// request's <c>grammar</c> with), on Qwen2.5's real 151K-token vocabulary in a GGUF export: at every step of a walk
 /// the tokens our constraint allows are the tokens llama.cpp's allows, and its end tokens are allowed exactly where our
-/// text may end. (Left recursion is refused by both, but llama.cpp's refusal takes the process down, so it is not
+/// text may end; token references (<c>&lt;[id]&gt;</c>) as llama.cpp's grammar reads them. (Left recursion is refused by both, but llama.cpp's refusal takes the process down, so it is not
 /// asked here: <c>GbnfGrammarTests</c> checks ours.)
 /// </summary>
 public class GrammarInteropTests
@@ -32,11 +32,16 @@ public class GrammarInteropTests
     [InlineData("json", 2)]
     [InlineData("listing", 3)]
     [InlineData("nullable", 4)]
+    [InlineData("tokens", 5)]
     public void GrammarAgreesWithLlamaCpp(string name, int seed)
     {
+        using var tokenizer = HuggingFaceTokenizer.Load(SharedData.Path("tokenizers", "qwen2_5"));
+        // Token references (llama.cpp's <[id]>, from its PR 17816): whole tokens by id, here ordinary ones, beside text.
+        int[] hello = tokenizer.Encode("Hello world", addBos: false);
         var grammar = name switch
         {
             "arithmetic" => Arithmetic, "json" => GbnfGrammarTests.Json, "listing" => Listing,
+            "tokens" => $"root ::= \"Say\" <[{hello[0]}]> (<[{hello[1]}]> | [ ] [a-z]{{1,3}}) [!.]?",
             _ => "root ::= (\"a\"? [ ]?)* \"!\" [a-z]*", // a repeated part that may be empty
         };
         using var dir = new TempDir();
@@ -44,7 +49,6 @@ public class GrammarInteropTests
         var gguf = dir.File("qwen.gguf");
         GgufExport.Export(folder, gguf, new GgufExportOptions { Type = "f16" });
         using var llama = new LlamaCppRuntime(gguf);
-        using var tokenizer = HuggingFaceTokenizer.Load(SharedData.Path("tokenizers", "qwen2_5"));
         var pieces = TokenPieces.For(tokenizer);
         var constraint = new JsonConstraint(pieces, new JsonConstraint.Grammar(grammar));
         var accepted = new List<int>();
@@ -82,5 +86,6 @@ public class GrammarInteropTests
             constraint.Accept(next);
         }
         Assert.True(compared > 100_000, $"only {compared} token answers compared");
+        if (name == "tokens") Assert.Contains(hello[0], accepted); // the walk went through the referenced token
     }
 }

@@ -1,6 +1,7 @@
 using System.Text;
 using CsCheck;
 using Nanoscale.Runtime;
+using Nanoscale.Tests.Support;
 
 namespace Nanoscale.Tests.Runtime;
 
@@ -98,13 +99,91 @@ public class GbnfGrammarTests
     [InlineData("root ::= (\"a\"", "expected ')'")]
     [InlineData("root = \"a\"", "expected '::='")]
     [InlineData("root ::= \"a\"{3,1}", "maximum below its minimum")]
-    [InlineData("root ::= <[1000]>", "token references")]
+    [InlineData("root ::= <[1000]>", "names token <[1000]>, beyond the model's 0 tokens")]
+    [InlineData("root ::= \"a\" <|im_end|>", "named by its text, which needs the model's tokenizer here (use <[id]>) (line 1, column 14)")]
+    [InlineData("root ::= <[x1]>", "a bad token id '<[x1]>'")]
+    [InlineData("root ::= !<[1]\n", "without its closing '>'")]
     [InlineData("start ::= \"a\"", "no rule named 'root'")]
     [InlineData("root ::= \"\\q\"", "unknown escape")]
     public void BadGrammarsAreRefusedWithWhereAndWhy(string grammar, string words)
     {
         var e = Assert.Throws<ArgumentException>(() => Held(grammar));
         Assert.Contains(words, e.Message);
+    }
+
+    /// <summary>Token references (llama.cpp's <c>&lt;[id]&gt;</c>, <c>&lt;text&gt;</c>, <c>!&lt;…&gt;</c>) on Qwen2.5's real
+    /// tokenizer: a named token is allowed whole where the grammar has it (a control token too, whose text is empty), no
+    /// other token is, and its text written out character by character is not it; a negated one allows every token
+    /// but its own; the mask equals asking each token; an unknown text is refused by name.</summary>
+    [Fact]
+    public void TokenReferencesMatchWholeTokensByTheirIds()
+    {
+        using var tokenizer = HuggingFaceTokenizer.Load(SharedData.Path("tokenizers", "qwen2_5", "tokenizer.json"));
+        var pieces = TokenPieces.For(tokenizer);
+        var ids = JsonConstraint.Grammar.TokenIdsOf(tokenizer);
+        int start = ids("<|im_start|>")!.Value, end = ids("<|im_end|>")!.Value;
+        Assert.Equal("", pieces[start]);
+        JsonConstraint Held(string grammar) => new(pieces, new JsonConstraint.Grammar(grammar, TokenId: ids));
+        int[] Allowed(JsonConstraint c)
+        {
+            var logits = new float[pieces.Length];
+            var each = new float[pieces.Length];
+            int count = c.Mask(logits);
+            Assert.Equal(c.MaskEach(each), count);
+            Assert.Equal(each, logits);
+            return [.. Enumerable.Range(0, logits.Length).Where(i => !float.IsNegativeInfinity(logits[i]))];
+        }
+
+        // By text and by id: the same element.
+        foreach (var grammar in new[] { "root ::= \"Hi\" <|im_start|> \"x\"", $"root ::= \"Hi\" <[{start}]> \"x\"" })
+        {
+            var c = Held(grammar);
+            c.AcceptText("Hi");
+            Assert.Equal([start], Allowed(c));
+            Assert.False(c.AllowsText("<|im_start|>")); // its text, character by character, is not the token
+            c.Accept(start);
+            Assert.False(c.Complete);
+            Assert.True(c.AllowsText("x"));
+            c.AcceptText("x");
+            Assert.True(c.Complete);
+        }
+
+        // Negated: anything but <|im_end|>, then <|im_end|> ends it.
+        var open = Held("root ::= \"a\" (!<|im_end|>)* <|im_end|>");
+        open.AcceptText("a");
+        Assert.Equal(pieces.Length, Allowed(open).Length); // every token: the negation's, and im_end by its own element
+        open.Accept(start);                                // a control token, by the negation
+        open.Accept(tokenizer.Encode("hello", addBos: false)[0]);
+        Assert.False(open.MayEnd);
+        open.Accept(end);
+        Assert.True(open.Complete);
+
+        // A token whose text also fits character by character goes on both ways.
+        int hi = tokenizer.Encode("Hi", addBos: false) is [int one] ? one : throw new InvalidOperationException("'Hi' is one Qwen token");
+        var both = Held($"root ::= <[{hi}]> \"!\" | \"Hi?\"");
+        both.Accept(hi);
+        Assert.True(both.AllowsText("!") && both.AllowsText("?"));
+        Assert.False(both.AllowsText("x"));
+
+        var e = Assert.Throws<ArgumentException>(() => Held("root ::= <|no such token|>"));
+        Assert.Contains("no single token of the model's vocabulary is <|no such token|>", e.Message);
+    }
+
+    /// <summary>A generation held to a grammar of token ids gives those tokens first (stories260K: ids of ordinary
+    /// tokens written as <c>&lt;[id]&gt;</c>), then text the rest of the grammar allows.</summary>
+    [Fact]
+    public void AGenerationFollowsTokenReferences()
+    {
+        var model = LlamaModel.Load(Nanoscale.IO.CheckpointLoader.Open(SharedData.Stories260K));
+        var tokenizer = Llama2cTokenizer.Load(SharedData.Tok512);
+        var pieces = TokenPieces.For(tokenizer);
+        int[] forced = [.. tokenizer.Encode("The end", addBos: false)];
+        var grammar = "root ::= " + string.Join(" ", forced.Select(id => $"<[{id}]>")) + " [a-z .]*";
+        var result = Generation.Generate(model, tokenizer, tokenizer.Encode("Once upon a time", addBos: true), 12, new SamplingOptions(),
+            constraint: new JsonConstraint(pieces, new JsonConstraint.Grammar(grammar)));
+        var generated = result.Tokens[result.PromptTokens..];
+        Assert.Equal(forced, generated[..forced.Length]);
+        Assert.True(generated.Length > forced.Length);
     }
 
     /// <summary>A grammar or pattern is a request's to give: random texts over their syntax's characters, and deep
