@@ -7,7 +7,8 @@ namespace Nanoscale.Runtime;
 /// <summary>
 /// A GBNF grammar (llama.cpp's format: <c>name ::= alternatives</c>, <c>root</c> the whole text; literals
 /// <c>"…"</c> with escapes, classes <c>[a-z]</c> and <c>[^…]</c>, <c>.</c>, rule references, groups, <c>| * + ?</c> and
-/// <c>{m} {m,} {m,n} {,n}</c>, <c># comments</c>) as a pushdown recognizer over characters, the way llama.cpp's own
+/// <c>{m} {m,} {m,n} {,n}</c>, <c># comments</c>, token references <c>&lt;[id]&gt;</c>, <c>&lt;text&gt;</c> and
+/// <c>!&lt;…&gt;</c>, which match whole tokens) as a pushdown recognizer over characters, the way llama.cpp's own
 /// grammar sampler works: a position in the text is a set of stacks of grammar positions, each with a character element
 /// on top; a character moves every stack whose top accepts it and expands the result again. Repetitions become rules of
 /// their own (<c>x*</c> is <c>r ::= x r | ε</c>), a reference in last position does not stay on the stack (so a

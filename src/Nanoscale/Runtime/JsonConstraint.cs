@@ -38,8 +38,8 @@ public interface ITokenConstraint
 /// <c>nanoscale serve</c> forces a tool call with it — the function's name among the offered tools and its arguments
 /// as its parameters' schema describes them — and answers <c>response_format</c>, <c>guided_*</c> and <c>grammar</c>
 /// requests.
-/// A token is allowed when every character of its text keeps the shape possible; a token with no text (an end or
-/// control token) never is. A character that is part of an unfinished UTF-8 sequence (decoded as U+FFFD) counts as a
+/// A token is allowed when every character of its text keeps the shape possible, or where a grammar's token reference
+/// takes it whole; a token with no text (an end or control token) is allowed only so. A character that is part of an unfinished UTF-8 sequence (decoded as U+FFFD) counts as a
 /// character of a JSON string.
 /// </summary>
 public sealed class JsonConstraint : ITokenConstraint
