@@ -86,7 +86,8 @@ internal sealed class GbnfGrammar
         if (!parsed.Rules.TryGetValue(root, out int rootRule)) throw new FormatException($"no rule named '{root}'");
         RefuseLeftRecursion(parsed);
         _cuts = JsonPattern.Cuts(_elements.OfType<CharElement>().SelectMany(e => e.Class.Ranges));
-        TokenIds = [.. _elements.OfType<TokenElement>().Select(t => t.Id).Distinct()];
+        _named = [.. _elements.OfType<TokenElement>().Select(t => t.Id)];
+        TokenIds = [.. _named];
         HasTokens = TokenIds.Count > 0;
         // The start: one stack holding a reference to the root, expanded.
         _elements.Add(new RefElement(rootRule));
@@ -128,6 +129,8 @@ internal sealed class GbnfGrammar
     /// <summary>The token ids the grammar names (each once).</summary>
     public IReadOnlyList<int> TokenIds { get; }
 
+    private readonly HashSet<int> _named;
+
     /// <summary>Whether a stack at <paramref name="position"/> waits for a whole token (a token element on top).</summary>
     public bool WaitsForToken(Position position)
     {
@@ -150,19 +153,19 @@ internal sealed class GbnfGrammar
     public Position? NextToken(Position from, int id)
     {
         if (!HasTokens) return null;
+        // Every id the grammar does not name moves alike (only negated elements take it): one move for them all, so
+        // asking each of a vocabulary's ids costs one expansion, not one each.
+        int key = _named.Contains(id) ? id : -1;
         lock (_gate)
         {
-            if (from.TokenMoves?.TryGetValue(id, out var known) == true) return known;
+            if (from.TokenMoves?.TryGetValue(key, out var known) == true) return known;
             var moved = new List<Stack?>();
             foreach (var stack in from.Stacks)
-                if (_elements[stack.Element] is TokenElement token && token.Matches(id)) moved.Add(Intern(stack.Element + 1, stack.Next));
+                if (_elements[stack.Element] is TokenElement token && (key < 0 ? token.Negated : token.Matches(id)))
+                    moved.Add(Intern(stack.Element + 1, stack.Next));
             var next = moved.Count == 0 ? null : Expand(moved);
-            // A negated element takes nearly every id: only ids that moved somewhere, or named ones, are kept.
-            if (next is not null || TokenIds.Contains(id))
-            {
-                Grow(32);
-                (from.TokenMoves ??= [])[id] = next;
-            }
+            Grow(32);
+            (from.TokenMoves ??= [])[key] = next;
             return next;
         }
     }

@@ -165,6 +165,17 @@ public class GbnfGrammarTests
         Assert.True(both.AllowsText("!") && both.AllowsText("?"));
         Assert.False(both.AllowsText("x"));
 
+        // Where nearly every token fits (any character, or any token but one), the mask asks every id (one move serves
+        // all the ids the grammar does not name).
+        var any = Held("root ::= (. | !<|im_end|>)* <|im_end|>");
+        for (int step = 0; step < 3; step++)
+        {
+            Assert.Equal(pieces.Length, Allowed(any).Length);
+            any.Accept(step == 1 ? start : tokenizer.Encode("ok", addBos: false)[0]);
+        }
+        any.Accept(end);
+        Assert.True(any.Complete);
+
         var e = Assert.Throws<ArgumentException>(() => Held("root ::= <|no such token|>"));
         Assert.Contains("no single token of the model's vocabulary is <|no such token|>", e.Message);
     }
