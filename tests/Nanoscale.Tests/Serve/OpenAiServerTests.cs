@@ -1155,6 +1155,26 @@ public sealed class ToolUseTests
         Assert.NotEmpty(closed.GetProperty("content").GetString()!);
     }
 
+    /// <summary>A reply held to a JSON object under a template that opens the reasoning block in the prompt: the reasoning
+    /// is free and the shape holds from the block's close on (<c>AfterText</c>), so the object is the content, not the
+    /// reasoning. This random model never closes the block: its reasoning is its own text, where holding the whole reply
+    /// made it write the object inside the block.</summary>
+    [Fact]
+    public async Task AThinkingReplyHeldToJsonReasonsFreely()
+    {
+        using var dir = new TempDir();
+        await using var served = await ServedModel.WithTemplate(dir, "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+            "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}");
+        using var r = await served.Http.PostAsync("/v1/chat/completions", new StringContent(
+            """{"messages": [{"role": "user", "content": "Is 7 prime?"}], "max_tokens": 12, "temperature": 0, "response_format": {"type": "json_object"}}""",
+            Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var message = JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement.GetProperty("choices")[0].GetProperty("message");
+        var reasoning = message.GetProperty("reasoning_content").GetString()!;
+        Assert.NotEmpty(reasoning);
+        Assert.False(reasoning.TrimStart().StartsWith('{'), $"the object was written inside the reasoning block: {reasoning}");
+    }
+
     /// <summary>The Responses API with a thinking template: the reasoning block is a <c>reasoning</c> output item before
     /// the message (its text the chat route's <c>reasoning_content</c>), streamed as <c>response.reasoning_text.delta</c>
     /// events that add up to it; a reasoning item sent back in <c>input</c> is accepted.</summary>
