@@ -55,6 +55,8 @@ public sealed class ChatSession : IDisposable
         if (prompt.Length >= limit)
             throw new InvalidOptionException("messages", $"the conversation is {prompt.Length} tokens; the model's context holds {limit}{advice}");
         sampling = _template.EndingTurns(_model.Tokenizer, sampling with { StopTokenIds = [.. sampling.StopTokenIds, .. _model.EndTokens] }).Validate();
+        // A reply that begins inside the reasoning block the template opened is held to its shape from the block's close.
+        if (constraint is not null) constraint = AfterText.ForReply(constraint, _template.OpensReasoning(conversation), _model.Tokenizer, ChatTemplate.ThinkClose);
         _session ??= _model.Model.CreateSession(limit);
         // The common beginning of the new prompt and what the cache holds; at least one prompt token runs (for logits).
         int reused = 0;

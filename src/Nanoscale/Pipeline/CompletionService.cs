@@ -326,8 +326,8 @@ public sealed class CompletionService : IDisposable
         var (start, constraint) = ForcedCall(request);
         // A reply that begins inside a reasoning block the template opened reasons freely and is held from the block's
         // close on, so the answer (content) has the shape asked for, not the reasoning.
-        if (constraint is JsonConstraint shape && start.Length == 0 && _template.Thinks && StartsInReasoning(request))
-            constraint = new AfterText(shape, TokenPieces.For(_model.Tokenizer), ChatTemplate.ThinkClose);
+        if (start.Length == 0 && constraint is not null)
+            constraint = AfterText.ForReply(constraint, _template.Thinks && StartsInReasoning(request), _model.Tokenizer, ChatTemplate.ThinkClose);
         var prompt = PromptTokens(request, start);
         if (prompt.Length == 0) throw new InvalidOptionException("prompt", "it is empty and the tokenizer has no BOS token to start from");
         if (prompt.Length >= ContextLength)

@@ -13,6 +13,11 @@ internal sealed class AfterText(JsonConstraint inner, string[] pieces, string ma
     private string _tail = ""; // the text's last characters before the marker was met (fewer than the marker's)
     private bool _met;
 
+    /// <summary>A reply's constraint when the reply begins inside a reasoning block (<paramref name="inReasoning"/>): a
+    /// shape (<see cref="JsonConstraint"/>) held from the block's close <paramref name="close"/> on; otherwise as it is.</summary>
+    public static ITokenConstraint? ForReply(ITokenConstraint? constraint, bool inReasoning, ITokenizer tokenizer, string close) =>
+        constraint is JsonConstraint shape && inReasoning ? new AfterText(shape, TokenPieces.For(tokenizer), close) : constraint;
+
     /// <summary>Whether the marker has been written (the inner constraint holds from there).</summary>
     public bool Met => _met;
 
