@@ -44,6 +44,7 @@ internal static partial class OpenAiServer
                 };
                 stream = Bool(root, "stream") ?? false;
                 var (json, regex, grammar) = StructuredReply(root);
+                var triggers = LazyTriggers(root, json is not null || regex is not null || grammar is not null);
                 int predict = Int(root, "n_predict") ?? -1;
                 if (predict == 0 || predict < -1) throw new BadField("n_predict", "'n_predict' must be −1 (up to the context) or positive");
                 int? probs = Int(root, "n_probs") is int p and > 0 ? p : null;
@@ -52,7 +53,7 @@ internal static partial class OpenAiServer
                 {
                     Prompt = prompt,
                     MaxTokens = predict == -1 ? service.MaxTokensLimit : predict,
-                    JsonReply = json, RegexReply = regex, GrammarReply = grammar,
+                    JsonReply = json, RegexReply = regex, GrammarReply = grammar, ShapeTriggers = triggers,
                     Sampling = new SamplingOptions
                     {
                         Temperature = Math.Max(0, Number(root, "temperature") ?? NativeTemperature),

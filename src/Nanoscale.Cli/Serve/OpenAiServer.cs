@@ -334,6 +334,7 @@ internal static partial class OpenAiServer
             {
                 var root = document.RootElement;
                 var (jsonReply, regexReply, grammarReply) = StructuredReply(root);
+                var triggers = LazyTriggers(root, jsonReply is not null || regexReply is not null || grammarReply is not null);
                 stream = Bool(root, "stream") ?? false;
                 choices = Int(root, "n") ?? 1;
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
@@ -360,12 +361,12 @@ internal static partial class OpenAiServer
                     {
                         Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), RequiredTool = RequiredTool(root),
                         ParallelToolCalls = Bool(root, "parallel_tool_calls") ?? true,
-                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
+                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply, ShapeTriggers = triggers,
                     }
                     : new CompletionRequest
                     {
                         Echo = Bool(root, "echo") ?? false,
-                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply,
+                        MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply, ShapeTriggers = triggers,
                     };
                 if (!chat)
                 {
@@ -812,6 +813,36 @@ internal static partial class OpenAiServer
 
     /// <summary>Characters of a request's grammar at most.</summary>
     private const int MaxGrammar = 64 * 1024;
+
+    /// <summary>
+    /// llama.cpp's lazy grammar: with <c>grammar_lazy: true</c>, the words of <c>grammar_triggers</c> (each
+    /// <c>{"type": "word" or 1, "value": …}</c>, or the older <c>{"word": …}</c>) after which the reply is held to its
+    /// shape, the word included; null when the request is not lazy. Other trigger types (tokens, patterns), a word that
+    /// must be at the start, and a lazy request without a shape or without triggers are refused by name.
+    /// </summary>
+    private static IReadOnlyList<string>? LazyTriggers(JsonElement root, bool shaped)
+    {
+        if (Bool(root, "grammar_lazy") != true) return null;
+        if (!shaped) throw new BadField("grammar_lazy", "'grammar_lazy' needs a grammar (or another shape) to hold the reply to");
+        if (Field(root, "grammar_triggers") is not { ValueKind: JsonValueKind.Array } list || list.GetArrayLength() == 0)
+            throw new BadField("grammar_triggers", "a lazy grammar needs 'grammar_triggers': a list of {\"type\": \"word\", \"value\": …}");
+        var words = new List<string>();
+        foreach (var trigger in list.EnumerateArray())
+        {
+            if (trigger.ValueKind != JsonValueKind.Object) throw new BadField("grammar_triggers", "each trigger must be an object");
+            if (Bool(trigger, "at_start") == true) throw new BadField("grammar_triggers", "triggers that must be at the start ('at_start') are not supported");
+            var type = Field(trigger, "type");
+            bool word = type is null || type is { ValueKind: JsonValueKind.String } t && t.GetString() == "word"
+                || type is { ValueKind: JsonValueKind.Number } n && n.TryGetInt32(out int k) && k == 1;
+            if (!word) throw new BadField("grammar_triggers", "only word triggers are supported (type \"word\" or 1), not tokens or patterns");
+            var value = Field(trigger, type is null ? "word" : "value");
+            if (value is not { ValueKind: JsonValueKind.String } v || v.GetString() is not { Length: > 0 and <= 256 } text)
+                throw new BadField("grammar_triggers", "each word trigger needs its word: a string of 1..256 characters");
+            words.Add(text);
+        }
+        if (words.Count > 64) throw new BadField("grammar_triggers", "at most 64 triggers");
+        return words;
+    }
 
     /// <summary>
     /// What the reply is held to, by whichever one field asks: OpenAI's <c>response_format</c> (<c>text</c>,

@@ -64,6 +64,11 @@ public sealed record CompletionRequest
     /// come wherever the grammar is satisfied. Null: any text.</summary>
     public string? GrammarReply { get; init; }
 
+    /// <summary>With <see cref="GrammarReply"/> (or another shape), llama.cpp's lazy grammar (<c>grammar_lazy</c> and word
+    /// <c>grammar_triggers</c>): the reply is free until one of these words, and held to the shape from that word on (the
+    /// word included). Null or empty: held from the start.</summary>
+    public IReadOnlyList<string>? ShapeTriggers { get; init; }
+
     /// <summary>Whether a reply may call several functions (OpenAI's <c>parallel_tool_calls</c>, default true); false
     /// answers only its first call.</summary>
     public bool ParallelToolCalls { get; init; } = true;
@@ -326,6 +331,8 @@ public sealed class CompletionService : IDisposable
         var (start, constraint) = ForcedCall(request);
         // A reply that begins inside a reasoning block the template opened reasons freely and is held from the block's
         // close on, so the answer (content) has the shape asked for, not the reasoning.
+        if (request.ShapeTriggers is { Count: > 0 } triggers && constraint is JsonConstraint lazy)
+            constraint = new AfterText(lazy, TokenPieces.For(_model.Tokenizer), triggers, includeMarker: true);
         if (start.Length == 0 && constraint is not null)
             constraint = AfterText.ForReply(constraint, _template.Thinks && StartsInReasoning(request), _model.Tokenizer, ChatTemplate.ThinkClose);
         var prompt = PromptTokens(request, start);

@@ -37,6 +37,31 @@ public class AfterTextTests
         Assert.True(c.Complete);
     }
 
+    /// <summary>Several markers, the marker included (llama.cpp's lazy grammar): the first marker the text meets starts
+    /// the shape, and the shape reads the marker itself.</summary>
+    [Fact]
+    public void TheFirstOfSeveralMarkersStartsTheShapeItself()
+    {
+        string[] pieces = ["hi ", "<to", "ol>", "ol>x", "<b>", "[", "]", "1"];
+        JsonConstraint Shape() => new(pieces, new JsonConstraint.Grammar("root ::= (\"<tool>\" | \"<b>\") \"[\" [0-9]* \"]\""));
+        var c = new AfterText(Shape(), pieces, ["<tool>", "<b>"], includeMarker: true);
+        c.Accept(0);
+        c.Accept(1);
+        Assert.True(c.Allows(2));
+        Assert.False(c.Allows(3)); // "<tool>x": x is not "["
+        c.Accept(2);
+        Assert.True(c.Met);
+        Assert.False(c.Allows(4));
+        c.Accept(5);
+        c.Accept(7);
+        c.Accept(6);
+        Assert.True(c.Complete);
+        var other = new AfterText(Shape(), pieces, ["<tool>", "<b>"], includeMarker: true);
+        other.Accept(4); // "<b>" alone is a marker, read by the shape
+        Assert.True(other.Met);
+        Assert.True(other.Allows(5));
+    }
+
     /// <summary>A generation (stories260K, greedy): the text up to the marker is the model's own, the rest what the
     /// expression allows.</summary>
     [Fact]

@@ -52,6 +52,40 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         return (response.StatusCode, JsonDocument.Parse(text).RootElement.Clone());
     }
 
+    /// <summary>llama.cpp's lazy grammar (<c>grammar_lazy</c>, word <c>grammar_triggers</c> in both of its forms): the reply
+    /// is the model's own until the trigger word, then held to the grammar from that word on (stories260K greedily writes
+    /// ", there was a little girl…"; held from the start, the same grammar makes it begin "there"); the OpenAI routes read
+    /// the same fields; a lazy request without triggers or a grammar, or with another trigger type, is a 400.</summary>
+    [Fact]
+    public async Task LazyGrammarsHoldFromTheirTriggerWord()
+    {
+        await Start();
+        const string grammar = "\"grammar\": \"root ::= \\\"there was a \\\" [a-z]{2,5} \\\".\\\"\"";
+        foreach (var triggers in new[] { "[{\"type\": \"word\", \"value\": \"there\"}]", "[{\"word\": \"there\"}]", "[{\"type\": 1, \"value\": \"there\"}]" })
+        {
+            var (status, lazy) = await Post("/completion", $$"""{"prompt": "Once upon a time", "n_predict": 40, "temperature": 0, {{grammar}}, "grammar_lazy": true, "grammar_triggers": {{triggers}}}""");
+            Assert.Equal(HttpStatusCode.OK, status);
+            Assert.Matches("^, there was a [a-z]{2,5}\\.$", lazy.GetProperty("content").GetString()!);
+        }
+        var (_, eager) = await Post("/completion", $$"""{"prompt": "Once upon a time", "n_predict": 40, "temperature": 0, {{grammar}}}""");
+        Assert.StartsWith("there was a ", eager.GetProperty("content").GetString()!);
+        var (_, openAi) = await Post("/v1/completions", $$"""{"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0, {{grammar}}, "grammar_lazy": true, "grammar_triggers": [{"type": "word", "value": "there"}]}""");
+        Assert.Matches("^, there was a [a-z]{2,5}\\.$", openAi.GetProperty("choices")[0].GetProperty("text").GetString()!);
+
+        foreach (var (body, field) in new[]
+        {
+            ($$"""{"prompt": "x", {{grammar}}, "grammar_lazy": true}""", "grammar_triggers"),
+            ("""{"prompt": "x", "grammar_lazy": true, "grammar_triggers": [{"type": "word", "value": "a"}]}""", "grammar_lazy"),
+            ($$"""{"prompt": "x", {{grammar}}, "grammar_lazy": true, "grammar_triggers": [{"type": "pattern", "value": "a+"}]}""", "grammar_triggers"),
+            ($$"""{"prompt": "x", {{grammar}}, "grammar_lazy": true, "grammar_triggers": [{"word": "a", "at_start": true}]}""", "grammar_triggers"),
+        })
+        {
+            var (code, error) = await Post("/completion", body);
+            Assert.Equal(HttpStatusCode.BadRequest, code);
+            Assert.Equal(field, error.GetProperty("error").GetProperty("param").GetString());
+        }
+    }
+
     /// <summary>llama.cpp's native <c>/completion</c>: the same text as <c>/v1/completions</c> with the same settings,
     /// its flat answer (stop types, counts, timings, settings), streamed pieces that add up to it with a last
     /// <c>stop: true</c> event and no <c>[DONE]</c>; its grammar and n_probs; <c>/props</c>; bad input 400s.</summary>
