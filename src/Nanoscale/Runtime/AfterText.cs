@@ -53,15 +53,7 @@ internal sealed class AfterText(JsonConstraint inner, string[] pieces, IReadOnly
         return at < 0 ? null : text[(includeMarker ? at : at + length)..];
     }
 
-    public int Mask(Span<float> logits)
-    {
-        if (_met) return inner.Mask(logits);
-        int allowed = 0;
-        for (int id = 0; id < logits.Length; id++)
-            if (Allows(id)) allowed++;
-            else logits[id] = float.NegativeInfinity;
-        return allowed;
-    }
+    public int Mask(Span<float> logits) => _met ? inner.Mask(logits) : JsonConstraint.MaskByAsking(this, logits);
 
     public void Accept(int id)
     {

@@ -228,11 +228,14 @@ public sealed class JsonConstraint : ITokenConstraint
     }
 
     /// <summary>Every token asked one at a time (<see cref="Mask"/>'s reference twin).</summary>
-    internal int MaskEach(Span<float> logits)
+    internal int MaskEach(Span<float> logits) => MaskByAsking(this, logits);
+
+    /// <summary>A mask made by asking <paramref name="constraint"/> about every token in turn.</summary>
+    internal static int MaskByAsking(ITokenConstraint constraint, Span<float> logits)
     {
         int allowed = 0;
         for (int id = 0; id < logits.Length; id++)
-            if (Allows(id)) allowed++;
+            if (constraint.Allows(id)) allowed++;
             else logits[id] = float.NegativeInfinity;
         return allowed;
     }
