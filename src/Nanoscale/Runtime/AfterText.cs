@@ -14,7 +14,7 @@ internal sealed class AfterText(JsonConstraint inner, string[] pieces, IReadOnly
 {
     private readonly int _longest = markers.Count > 0 && markers.All(m => m.Length > 0) ? markers.Max(m => m.Length)
         : throw new ArgumentException("at least one marker, none empty", nameof(markers));
-    private readonly string _lasts = string.Concat(markers.Select(m => m[^1]).Distinct()); // a piece must hold one to end a marker
+    private readonly char[] _lasts = [.. markers.Select(m => m[^1]).Distinct()]; // a piece must hold one to end a marker
     private string _tail = ""; // the text's last characters before a marker was met (fewer than the longest marker's)
     private bool _met;
 
@@ -47,7 +47,7 @@ internal sealed class AfterText(JsonConstraint inner, string[] pieces, IReadOnly
     /// <summary>The text the inner constraint takes when <paramref name="piece"/> completes a marker, else null.</summary>
     private string? Rest(string piece)
     {
-        if (piece.Length == 0 || piece.IndexOfAny(_lasts.ToCharArray()) < 0) return null; // it cannot end a marker
+        if (piece.Length == 0 || piece.IndexOfAny(_lasts) < 0) return null; // it cannot end a marker
         var text = _tail + piece;
         var (at, length) = Find(text);
         return at < 0 ? null : text[(includeMarker ? at : at + length)..];

@@ -88,7 +88,6 @@ internal sealed class GbnfGrammar
         _cuts = JsonPattern.Cuts(_elements.OfType<CharElement>().SelectMany(e => e.Class.Ranges));
         _named = [.. _elements.OfType<TokenElement>().Select(t => t.Id)];
         TokenIds = [.. _named];
-        HasTokens = TokenIds.Count > 0;
         // The start: one stack holding a reference to the root, expanded.
         _elements.Add(new RefElement(rootRule));
         _elements.Add(new EndElement());
@@ -124,21 +123,12 @@ internal sealed class GbnfGrammar
     public static bool Finished(Position position) => position.MayEnd && position.Stacks.Length == 0;
 
     /// <summary>Whether the grammar has token elements at all (<c>&lt;[id]&gt;</c>, <c>&lt;text&gt;</c>, negated).</summary>
-    public bool HasTokens { get; }
+    public bool HasTokens => _named.Count > 0;
 
     /// <summary>The token ids the grammar names (each once).</summary>
     public IReadOnlyList<int> TokenIds { get; }
 
     private readonly HashSet<int> _named;
-
-    /// <summary>Whether a stack at <paramref name="position"/> waits for a whole token (a token element on top).</summary>
-    public bool WaitsForToken(Position position)
-    {
-        if (!HasTokens) return false;
-        foreach (var stack in position.Stacks)
-            if (_elements[stack.Element] is TokenElement) return true;
-        return false;
-    }
 
     /// <summary>The token elements on top of <paramref name="position"/>'s stacks: (id, negated) each.</summary>
     public IEnumerable<(int Id, bool Negated)> TokensAt(Position position)

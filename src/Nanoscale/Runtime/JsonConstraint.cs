@@ -164,9 +164,12 @@ public sealed class JsonConstraint : ITokenConstraint
 
     /// <summary>The grammar position after token <paramref name="id"/> taken whole by a token element of the grammar
     /// (the last part, under way), or null.</summary>
-    private GbnfGrammar.Position? ByToken(int id) =>
+    private GbnfGrammar.Position? ByToken(int id) => TokenGrammar() is var (grammar, position) ? grammar.NextToken(position, id) : null;
+
+    /// <summary>The grammar with token references and where the text is in it, while that last part is under way.</summary>
+    private (GbnfGrammar Grammar, GbnfGrammar.Position Position)? TokenGrammar() =>
         _state.Part == _parts.Length - 1 && _parts[^1] is Grammar { Compiled: { HasTokens: true } grammar } && _state.Position is { } position
-            ? grammar.NextToken(position, id) : null;
+            ? (grammar, position) : null;
 
     /// <remarks>Outside strings, tokens are taken by their first character: a character the shape refuses here refuses
     /// every token it begins at one check (nearly all of them), and only the tokens of allowed first characters are read
@@ -212,7 +215,7 @@ public sealed class JsonConstraint : ITokenConstraint
     /// aside); how many it cleared.</summary>
     private int AllowTokens(Span<bool> refused)
     {
-        if (!(_state.Part == _parts.Length - 1 && _parts[^1] is Grammar { Compiled: { HasTokens: true } grammar } && _state.Position is { } position)) return 0;
+        if (TokenGrammar() is not var (grammar, position)) return 0;
         int cleared = 0;
         foreach (var (id, negated) in grammar.TokensAt(position))
         {
