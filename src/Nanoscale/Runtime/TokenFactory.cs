@@ -176,6 +176,11 @@ public sealed class TokenFactory : IDisposable
         }
     }
 
+    /// <summary>The logits <paramref name="sequence"/> chooses its next token from: row <paramref name="row"/> of the
+    /// factory's buffer <paramref name="rows"/>, or with −1 its own last ones (a prompt just finished).</summary>
+    private static ReadOnlySpan<float> LogitsOf(Sequence sequence, int row, float[] rows, int vocab) =>
+        row >= 0 ? rows.AsSpan(row * vocab, vocab) : sequence.State.Last;
+
     /// <summary>A sequence that has left the batch (finished, cancelled or failed outside a step) gives its session to
     /// the pool, once; it is in no later step.</summary>
     private void Leave(Sequence s)
@@ -315,7 +320,7 @@ public sealed class TokenFactory : IDisposable
             {
                 var sequence = active[i];
                 if (!sequence.Slow) continue;
-                float[] last = (sequence.LogitsRow >= 0 ? logitsBuffer.AsSpan(sequence.LogitsRow * vocab, vocab) : sequence.State.Last).ToArray();
+                float[] last = LogitsOf(sequence, sequence.LogitsRow, logitsBuffer, vocab).ToArray();
                 sequence.LogitsRow = -1;
                 aside.Add((sequence, Task.Run(() => Choose(sequence, last))));
                 active.RemoveAt(i--);
@@ -333,7 +338,7 @@ public sealed class TokenFactory : IDisposable
                 if (sequence.Constraint is null) continue;
                 int row = sequence.LogitsRow;
                 sequence.LogitsRow = -1;
-                watched.Add((sequence, Task.Run(() => Choose(sequence, row >= 0 ? logitsRows.AsSpan(row * vocab, vocab) : sequence.State.Last))));
+                watched.Add((sequence, Task.Run(() => Choose(sequence, LogitsOf(sequence, row, logitsRows, vocab)))));
                 active.RemoveAt(i--);
             }
             // Each sequence's choice (sampling, a constraint's mask, its text decoded) is its own: they are made on every
@@ -344,7 +349,7 @@ public sealed class TokenFactory : IDisposable
             parallelism.For(active.Count, i =>
             {
                 var sequence = running[i];
-                chosen[i] = Choose(sequence, sequence.LogitsRow >= 0 ? logitsRows.AsSpan(sequence.LogitsRow * vocab, vocab) : sequence.State.Last);
+                chosen[i] = Choose(sequence, LogitsOf(sequence, sequence.LogitsRow, logitsRows, vocab));
             });
             for (int i = 0; i < active.Count; i++)
             {
