@@ -47,6 +47,7 @@ internal static partial class OpenAiServer
                 {
                     Messages = Str(root, "instructions") is { } instructions ? [new ChatMessage("system", instructions), .. conversation] : conversation,
                     Tools = tools,
+                    ChatTemplateArguments = ResponseReasoningEffort(root) is { } effort ? new Dictionary<string, object?> { ["reasoning_effort"] = effort } : null,
                     RequiredTool = tools is null ? null : ResponseToolChoice(root),
                     ParallelToolCalls = Bool(root, "parallel_tool_calls") ?? true,
                     JsonReply = ResponseFormat(root),
@@ -354,6 +355,21 @@ internal static partial class OpenAiServer
     }
 
     /// <summary><c>tool_choice</c>: <c>auto</c>/<c>none</c> (null), <c>required</c>, or <c>{"type": "function", "name"}</c>.</summary>
+    /// <summary><c>reasoning.effort</c>: the chat template's <c>reasoning_effort</c> variable, as chat's
+    /// <c>reasoning_effort</c> (<see cref="ReasoningEffort"/>); <c>reasoning.summary</c> is accepted and no summary is
+    /// written.</summary>
+    private static string? ResponseReasoningEffort(JsonElement root)
+    {
+        if (Field(root, "reasoning") is not { } reasoning) return null;
+        if (reasoning.ValueKind != JsonValueKind.Object) throw new BadField("reasoning", "'reasoning' must be an object such as {\"effort\": \"low\"}");
+        return Field(reasoning, "effort") switch
+        {
+            null => null,
+            { ValueKind: JsonValueKind.String } e when ReasoningEfforts.Contains(e.GetString()) => e.GetString(),
+            _ => throw new BadField("reasoning", $"'reasoning.effort' must be one of {string.Join(", ", ReasoningEfforts)}"),
+        };
+    }
+
     private static string? ResponseToolChoice(JsonElement root) => Field(root, "tool_choice") switch
     {
         null => null,

@@ -230,7 +230,7 @@ internal static partial class OpenAiServer
                             ? [.. list.EnumerateArray().Select(t => t.ValueKind == JsonValueKind.Number && t.TryGetInt32(out int id) ? id : throw new BadField("tokens", "'tokens' must be a list of token ids"))]
                             : throw new BadField("tokens", "'tokens' must be a list of token ids")),
                     },
-                    _ => new { prompt = service.RenderPrompt(new CompletionRequest { Messages = Messages(root), Tools = Tools(root), ChatTemplateArguments = TemplateArguments(root) }) },
+                    _ => new { prompt = service.RenderPrompt(new CompletionRequest { Messages = Messages(root), Tools = Tools(root), ChatTemplateArguments = TemplateArguments(root, ReasoningEffort(root)) }) },
                 };
             }
             await Results.Json(answer, Json).ExecuteAsync(context);
@@ -325,6 +325,7 @@ internal static partial class OpenAiServer
     {
         CompletionRequest request;
         bool stream;
+        bool? includeUsage;
         int choices;
         IReadOnlyList<(string Text, int[]? Ids)> prompts = [];
         try
@@ -336,6 +337,8 @@ internal static partial class OpenAiServer
                 var (jsonReply, regexReply, grammarReply) = StructuredReply(root);
                 var triggers = LazyTriggers(root, jsonReply is not null || regexReply is not null || grammarReply is not null);
                 stream = Bool(root, "stream") ?? false;
+                includeUsage = IncludeUsage(root, stream);
+                RefuseUnsupported(root, chat);
                 choices = Int(root, "n") ?? 1;
                 if (choices < 1 || choices > MaxChoices) throw new BadField("n", $"'n' must be within 1..{MaxChoices}");
                 int? logProbs = chat ? RequestedChatLogProbs(root) : Int(root, "logprobs");
@@ -359,7 +362,7 @@ internal static partial class OpenAiServer
                 request = chat
                     ? new CompletionRequest
                     {
-                        Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root), Tools = Tools(root), RequiredTool = RequiredTool(root),
+                        Messages = Messages(root), ChatTemplateArguments = TemplateArguments(root, ReasoningEffort(root)), Tools = Tools(root), RequiredTool = RequiredTool(root),
                         ParallelToolCalls = Bool(root, "parallel_tool_calls") ?? true,
                         MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply, ShapeTriggers = triggers,
                     }
@@ -402,7 +405,7 @@ internal static partial class OpenAiServer
                     .ExecuteAsync(context);
                 return;
             }
-            await Stream(context, service, requests, id, created, chat, split, choices);
+            await Stream(context, service, requests, id, created, chat, split, choices, includeUsage);
         }
         catch (Exception e) when (e is InvalidOptionException or ServiceBusyException)
         {
@@ -562,9 +565,11 @@ internal static partial class OpenAiServer
     }
 
     /// <summary>Server-sent events: one chunk per piece of text as generation produces it (each with its choice's
-    /// index), a chunk with each choice's finish reason as it ends, the usage, then <c>[DONE]</c>.</summary>
+    /// index), a chunk with each choice's finish reason as it ends, the usage, then <c>[DONE]</c>. The usage rides on
+    /// the last choice's final chunk unless the request's <c>stream_options</c> said otherwise
+    /// (<paramref name="includeUsage"/>, <see cref="IncludeUsage"/>).</summary>
     private static async Task Stream(HttpContext context, CompletionService service, IReadOnlyList<CompletionRequest> requests, string id, long created, bool chat,
-        bool split = false, int? perPrompt = null)
+        bool split = false, int? perPrompt = null, bool? includeUsage = null)
     {
         var pieces = Channel.CreateUnbounded<(int Index, string Text, IReadOnlyList<CompletionLogProb>? LogProbs)>(new UnboundedChannelOptions { SingleReader = true });
         // A sequence's log-probabilities come just before its piece of text, on the same thread: held until the piece.
@@ -626,7 +631,8 @@ internal static partial class OpenAiServer
             ? new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, delta = Delta(index, text), logprobs = ChatLogProbs(logProbs), finish_reason = finish } } }
             : new { id, @object = kind, created, model = service.ModelName, choices = new[] { new { index, text = text ?? "", logprobs = CompletionLogProbs(logProbs), finish_reason = finish } } };
         var events = new EventStream(context, Json);
-        Task Send(object payload) => events.Send(payload);
+        // include_usage: every chunk carries "usage": null, as OpenAI's do, and the usage comes in a chunk of its own.
+        Task Send(object payload) => events.Send(includeUsage == true ? WithUsage(payload, null) : payload);
         try
         {
             // Echoed: each choice's text begins with the prompt's (sent once the first piece of any choice has come,
@@ -679,7 +685,20 @@ internal static partial class OpenAiServer
                     else if (streamed == 0 && gates[i].Rest() is { Length: > 0 } rest) await Send(Chunk(i, rest, null));
                 }
             for (int i = 0; i < outcomes.Length - 1; i++) await Send(Chunk(i, null, outcomes[i].FinishReason));
-            await Send(Merge(Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason), Usage(outcomes, perPrompt)));
+            var last = Chunk(outcomes.Length - 1, null, outcomes[^1].FinishReason);
+            switch (includeUsage)
+            {
+                case null:
+                    await events.Send(WithUsage(last, Usage(outcomes, perPrompt)));
+                    break;
+                case true:
+                    await Send(last);
+                    await events.Send(new { id, @object = kind, created, model = service.ModelName, choices = Array.Empty<object>(), usage = Usage(outcomes, perPrompt) });
+                    break;
+                default:
+                    await Send(last);
+                    break;
+            }
             await events.Write("data: [DONE]\n\n");
         }
         catch (Exception) when (!events.Started)
@@ -689,8 +708,8 @@ internal static partial class OpenAiServer
         }
     }
 
-    /// <summary>The chunk's JSON with a <c>usage</c> member added.</summary>
-    private static JsonElement Merge(object chunk, object usage)
+    /// <summary>The chunk's JSON with a <c>usage</c> member added (null: <c>"usage": null</c>).</summary>
+    private static JsonElement WithUsage(object chunk, object? usage)
     {
         var node = JsonSerializer.SerializeToNode(chunk, Json)!.AsObject();
         node["usage"] = JsonSerializer.SerializeToNode(usage, Json);
@@ -786,12 +805,74 @@ internal static partial class OpenAiServer
 
     /// <summary><c>chat_template_kwargs</c> (vLLM's and llama.cpp's name): extra variables for the chat template, such
     /// as Qwen3's <c>enable_thinking</c>.</summary>
-    private static IReadOnlyDictionary<string, object?>? TemplateArguments(JsonElement root) => Field(root, "chat_template_kwargs") switch
+    /// <summary><c>chat_template_kwargs</c>, with <paramref name="reasoningEffort"/> (the request's
+    /// <c>reasoning_effort</c>) as the template variable of that name unless the kwargs set it themselves.</summary>
+    private static IReadOnlyDictionary<string, object?>? TemplateArguments(JsonElement root, string? reasoningEffort = null)
+    {
+        var arguments = Field(root, "chat_template_kwargs") switch
+        {
+            null => null,
+            { ValueKind: JsonValueKind.Object } o => o.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone()),
+            _ => throw new BadField("chat_template_kwargs", "'chat_template_kwargs' must be an object"),
+        };
+        if (reasoningEffort is null) return arguments;
+        arguments ??= [];
+        arguments.TryAdd("reasoning_effort", reasoningEffort);
+        return arguments;
+    }
+
+    /// <summary>OpenAI's <c>reasoning_effort</c> values.</summary>
+    private static readonly string[] ReasoningEfforts = ["none", "minimal", "low", "medium", "high", "xhigh"];
+
+    /// <summary><c>reasoning_effort</c>: passed to the chat template as the variable of that name, as vLLM does (gpt-oss's
+    /// template reads it; a template that does not is unaffected).</summary>
+    private static string? ReasoningEffort(JsonElement root) => Str(root, "reasoning_effort") switch
     {
         null => null,
-        { ValueKind: JsonValueKind.Object } o => o.EnumerateObject().ToDictionary(p => p.Name, p => (object?)p.Value.Clone()),
-        _ => throw new BadField("chat_template_kwargs", "'chat_template_kwargs' must be an object"),
+        var e when ReasoningEfforts.Contains(e) => e,
+        var e => throw new BadField("reasoning_effort", $"'reasoning_effort' must be one of {string.Join(", ", ReasoningEfforts)}, not '{e}'"),
     };
+
+    /// <summary><c>stream_options</c> (an object, only with <c>stream: true</c>, as OpenAI has it): its
+    /// <c>include_usage</c> true sends the usage in a chunk of its own with no choices before <c>[DONE]</c> and
+    /// <c>"usage": null</c> on every other chunk, false sends none; null (not asked) puts it on the last choice's final
+    /// chunk. Its other members (vLLM's) are left as they are.</summary>
+    private static bool? IncludeUsage(JsonElement root, bool stream)
+    {
+        if (Field(root, "stream_options") is not { } options) return null;
+        if (options.ValueKind != JsonValueKind.Object) throw new BadField("stream_options", "'stream_options' must be an object");
+        if (!stream) throw new BadField("stream_options", "'stream_options' applies only with 'stream': true");
+        return Field(options, "include_usage") switch
+        {
+            null => null,
+            { ValueKind: JsonValueKind.True or JsonValueKind.False } v => v.GetBoolean(),
+            _ => throw new BadField("stream_options", "'stream_options.include_usage' must be true or false"),
+        };
+    }
+
+    /// <summary>Fields of OpenAI's API that would change the answer and that this server does not implement, refused
+    /// (400, naming the field) rather than ignored: the deprecated <c>functions</c>/<c>function_call</c> (tools replace
+    /// them), audio output, web search.</summary>
+    private static void RefuseUnsupported(JsonElement root, bool chat)
+    {
+        if (!chat) return;
+        foreach (var legacy in new[] { "functions", "function_call" })
+            if (Field(root, legacy) is not null)
+                throw new BadField(legacy, $"'{legacy}' (deprecated by OpenAI) is not supported: send the functions as 'tools' and the choice as 'tool_choice'");
+        if (Field(root, "audio") is not null) throw new BadField("audio", "'audio' output is not supported: this server answers in text");
+        if (Field(root, "web_search_options") is not null) throw new BadField("web_search_options", "web search is not supported");
+        switch (Field(root, "modalities"))
+        {
+            case null:
+                break;
+            case { ValueKind: JsonValueKind.Array } list when list.EnumerateArray().All(m => m.ValueKind == JsonValueKind.String):
+                if (list.EnumerateArray().FirstOrDefault(m => m.GetString() != "text") is { ValueKind: JsonValueKind.String } other)
+                    throw new BadField("modalities", $"only the 'text' modality is supported, not '{other.GetString()}'");
+                break;
+            default:
+                throw new BadField("modalities", "'modalities' must be a list of strings");
+        }
+    }
 
     /// <summary><c>logit_bias</c>: <c>{"token id": bias}</c>, at most 1024 entries (the bias range is checked with the
     /// other sampling options).</summary>

@@ -191,12 +191,75 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         Assert.Equal(24, chunks[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
     }
 
+    /// <summary><c>stream_options.include_usage</c> as OpenAI streams it: <c>"usage": null</c> on every chunk, then a
+    /// chunk of its own with no choices and the usage; false: no usage at all; not asked: on the final chunk. Misused
+    /// (not an object, without <c>stream</c>, a non-boolean) it is a 400 naming it.</summary>
+    [Fact]
+    public async Task StreamOptionsIncludeUsageSendsTheUsageAsOpenAIDoes()
+    {
+        await Start();
+        async Task<List<JsonElement>> Chunks(string route, string options)
+        {
+            string body = route == "/v1/completions"
+                ? $$"""{"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0, "stream": true{{options}}}"""
+                : $$"""{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6, "temperature": 0, "stream": true{{options}}}""";
+            using var response = await _http.PostAsync(route, new StringContent(body, Encoding.UTF8, "application/json"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var events = (await response.Content.ReadAsStringAsync()).Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal("data: [DONE]", events[^1]);
+            return [.. events[..^1].Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.Clone())];
+        }
+        foreach (var route in new[] { "/v1/completions", "/v1/chat/completions" })
+        {
+            var asked = await Chunks(route, """, "stream_options": {"include_usage": true}""");
+            Assert.All(asked[..^1], c => Assert.Equal(JsonValueKind.Null, c.GetProperty("usage").ValueKind));
+            Assert.Equal(0, asked[^1].GetProperty("choices").GetArrayLength());
+            Assert.Equal(6, asked[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+            Assert.Equal("length", asked[^2].GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+
+            var declined = await Chunks(route, """, "stream_options": {"include_usage": false}""");
+            Assert.All(declined, c => Assert.False(c.TryGetProperty("usage", out _)));
+            Assert.Equal(asked.Count - 1, declined.Count);
+
+            var unasked = await Chunks(route, "");
+            Assert.Equal(6, unasked[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+            Assert.Equal("length", unasked[^1].GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        }
+        foreach (var bad in new[] { """ "stream_options": 5, "stream": true""", """ "stream_options": {"include_usage": true}""",
+                     """ "stream_options": {"include_usage": "yes"}, "stream": true""" })
+        {
+            var (status, json) = await Post("/v1/completions", $$"""{"prompt": "Once", "max_tokens": 2,{{bad}}}""");
+            Assert.Equal(HttpStatusCode.BadRequest, status);
+            Assert.Equal("stream_options", json.GetProperty("error").GetProperty("param").GetString());
+        }
+    }
+
+    /// <summary>Chat fields that would change the answer and are not implemented — the deprecated functions, audio
+    /// output, other modalities, web search — are 400s naming them, not ignored; text alone is served.</summary>
+    [Fact]
+    public async Task UnsupportedChatFieldsAreRefusedNotIgnored()
+    {
+        await Start();
+        const string Chat = """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, """;
+        foreach (var (field, value) in new[] { ("functions", """[{"name": "f", "parameters": {"type": "object"}}]"""), ("function_call", "\"auto\""),
+                     ("audio", """{"voice": "alloy", "format": "wav"}"""), ("modalities", """["text", "audio"]"""), ("modalities", "\"text\""),
+                     ("web_search_options", "{}"), ("reasoning_effort", "\"extreme\""), ("reasoning_effort", "1") })
+        {
+            var (status, json) = await Post("/v1/chat/completions", Chat + $$"""
+                "{{field}}": {{value}}}
+                """);
+            Assert.True(status == HttpStatusCode.BadRequest, $"{field}: {value} → {json}");
+            Assert.Equal(field, json.GetProperty("error").GetProperty("param").GetString());
+        }
+        Assert.Equal(HttpStatusCode.OK, (await Post("/v1/chat/completions", Chat + """ "modalities": ["text"], "reasoning_effort": "low"}""")).Item1);
+    }
+
     private static readonly string[] Fields =
     [
         "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "stream", "n", "seed", "logprobs",
         "top_logprobs", "frequency_penalty", "presence_penalty", "chat_template_kwargs", "tools", "response_format", "model", "user", "logit_bias",
         "tool_choice", "top_k", "min_p", "repetition_penalty", "guided_regex", "guided_choice", "guided_json", "json_schema", "structured_outputs",
-        "grammar", "guided_grammar", "echo", "suffix", "best_of", "parallel_tool_calls",
+        "grammar", "guided_grammar", "echo", "suffix", "best_of", "parallel_tool_calls", "stream_options", "reasoning_effort", "modalities",
     ];
 
     /// <summary>Any JSON value: scalars of every kind and edge (huge, negative, NaN-free floats, empty and non-ASCII
@@ -768,14 +831,17 @@ public sealed class OfficialClientTests
 
         var streamed = new StringBuilder();
         OpenAI.Chat.ChatMessageRole? role = null;
+        OpenAI.Chat.ChatTokenUsage? usage = null;
         await foreach (var update in client.CompleteChatStreamingAsync(
             [new OpenAI.Chat.UserChatMessage("Tell me a story")],
             new OpenAI.Chat.ChatCompletionOptions { MaxOutputTokenCount = 10, Temperature = 0 }))
         {
             role ??= update.Role;
             foreach (var part in update.ContentUpdate) streamed.Append(part.Text);
+            usage ??= update.Usage;
         }
         Assert.Equal(completion.Value.Content[0].Text, streamed.ToString());
+        Assert.Equal(10, usage?.OutputTokenCount); // the client asks stream_options.include_usage
         Assert.Equal(OpenAI.Chat.ChatMessageRole.Assistant, role);
 
         // The model list and a model by name, as the client reads them; another name is 404.
@@ -1564,6 +1630,47 @@ public sealed class UtilityRouteTests
         served.Http.DefaultRequestHeaders.Authorization = null;
         Assert.Equal(HttpStatusCode.Unauthorized, (await Post("/tokenize", """{"content": "x"}""")).Status);
         Assert.Equal(HttpStatusCode.OK, (await served.Http.GetAsync("/health")).StatusCode);
+    }
+}
+
+/// <summary><c>reasoning_effort</c> (chat) and <c>reasoning.effort</c> (Responses) reach the chat template as its
+/// <c>reasoning_effort</c> variable, as vLLM passes them (gpt-oss's template reads it); <c>chat_template_kwargs</c> set it first.</summary>
+public sealed class ReasoningEffortTests
+{
+    [Fact]
+    public async Task ReasoningEffortIsTheTemplatesVariable()
+    {
+        using var dir = new TempDir();
+        await using var served = await ServedModel.WithTemplate(dir,
+            "{% if reasoning_effort is defined %}Reasoning: {{ reasoning_effort }}\n{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n");
+        async Task<string> Prompt(string extra)
+        {
+            var (status, text) = await served.Post("/apply-template", $$"""{"messages": [{"role": "user", "content": "Hi"}]{{extra}}}""");
+            Assert.Equal(HttpStatusCode.OK, status);
+            return JsonDocument.Parse(text).RootElement.GetProperty("prompt").GetString()!;
+        }
+        Assert.StartsWith("<|im_start|>user", await Prompt(""));
+        Assert.StartsWith("Reasoning: high\n<|im_start|>user", await Prompt(""", "reasoning_effort": "high" """));
+        Assert.StartsWith("Reasoning: low\n", await Prompt(""", "reasoning_effort": "high", "chat_template_kwargs": {"reasoning_effort": "low"}"""));
+
+        // The prompt the generation reads: three more tokens or so with the line, in chat and in the Responses API.
+        async Task<int> Tokens(string route, string body)
+        {
+            var (status, text) = await served.Post(route, body);
+            Assert.True(status == HttpStatusCode.OK, text);
+            var usage = JsonDocument.Parse(text).RootElement.GetProperty("usage");
+            return usage.TryGetProperty("prompt_tokens", out var p) ? p.GetInt32() : usage.GetProperty("input_tokens").GetInt32();
+        }
+        const string Chat = """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1""";
+        int plain = await Tokens("/v1/chat/completions", Chat + "}");
+        int line = served.Service.PromptTokens(new CompletionRequest { Messages = [("user", "Hi")], ChatTemplateArguments = new Dictionary<string, object?> { ["reasoning_effort"] = "medium" } }).Length;
+        Assert.True(line > plain);
+        Assert.Equal(line, await Tokens("/v1/chat/completions", Chat + """, "reasoning_effort": "medium"}"""));
+        const string Response = """{"input": "Hi", "max_output_tokens": 1""";
+        Assert.Equal(plain, await Tokens("/v1/responses", Response + "}"));
+        Assert.Equal(line, await Tokens("/v1/responses", Response + """, "reasoning": {"effort": "medium", "summary": "auto"}}"""));
+        Assert.Equal(HttpStatusCode.BadRequest, (await served.Post("/v1/responses", Response + """, "reasoning": {"effort": "max"}}""")).Status);
+        Assert.Equal(HttpStatusCode.BadRequest, (await served.Post("/v1/responses", Response + """, "reasoning": "high"}""")).Status);
     }
 }
 
