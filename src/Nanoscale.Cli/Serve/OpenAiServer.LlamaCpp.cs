@@ -48,7 +48,7 @@ internal static partial class OpenAiServer
                 int predict = Int(root, "n_predict") ?? -1;
                 if (predict == 0 || predict < -1) throw new BadField("n_predict", "'n_predict' must be −1 (up to the context) or positive");
                 int? probs = Int(root, "n_probs") is int p and > 0 ? p : null;
-                int seed = Int(root, "seed") ?? -1;
+                int seed = Seed(root) ?? -1;
                 request = new CompletionRequest
                 {
                     Prompt = prompt,

@@ -56,7 +56,7 @@ internal static partial class OpenAiServer
                     {
                         Temperature = Number(root, "temperature") ?? 1.0,
                         TopP = Number(root, "top_p") ?? 1.0,
-                        Seed = Int(root, "seed") ?? Environment.TickCount,
+                        Seed = Seed(root) ?? Environment.TickCount,
                     },
                 };
             }

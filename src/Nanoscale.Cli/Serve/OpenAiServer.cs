@@ -354,7 +354,7 @@ internal static partial class OpenAiServer
                     FrequencyPenalty = Number(root, "frequency_penalty") ?? 0,
                     PresencePenalty = Number(root, "presence_penalty") ?? 0,
                     LogProbs = logProbs,
-                    Seed = Int(root, "seed") ?? Environment.TickCount,
+                    Seed = Seed(root) ?? Environment.TickCount,
                     StopStrings = Stops(root),
                     LogitBias = LogitBias(root),
                 };
@@ -767,6 +767,18 @@ internal static partial class OpenAiServer
     private static int? Int(JsonElement root, string name) => Field(root, name) is { } v
         ? v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i) ? i : throw new BadField(name, $"'{name}' must be an integer")
         : null;
+
+    /// <summary><c>seed</c>: any integer of up to 64 bits, as OpenAI takes it (clients pass e.g. 2³²). One of 32 bits is
+    /// the sampler's seed as it is (so it draws as <c>generate --seed</c> does); a larger one is folded to 32 bits (its
+    /// halves xor-ed), so equal seeds still draw alike.</summary>
+    private static int? Seed(JsonElement root)
+    {
+        if (Field(root, "seed") is not { } v) return null;
+        if (v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out long seed))
+            return seed is >= int.MinValue and <= int.MaxValue ? (int)seed : (int)(seed ^ (seed >> 32));
+        if (v.ValueKind == JsonValueKind.Number && v.TryGetUInt64(out ulong large)) return (int)(large ^ (large >> 32));
+        throw new BadField("seed", "'seed' must be an integer");
+    }
 
     private static IReadOnlyList<string> Stops(JsonElement root) => Field(root, "stop") switch
     {

@@ -234,6 +234,27 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         }
     }
 
+    /// <summary>Seeds of 64 bits, as OpenAI's clients send them, are taken: equal seeds draw alike, and a seed of 32
+    /// bits draws exactly as before (as <c>generate --seed</c>); a seed that is not an integer is a 400.</summary>
+    [Fact]
+    public async Task SeedsOfSixtyFourBitsAreTaken()
+    {
+        await Start();
+        async Task<string> Text(string seed)
+        {
+            var (status, json) = await Post("/v1/completions", $$"""{"prompt": "Once upon a time", "max_tokens": 12, "temperature": 1, "seed": {{seed}}}""");
+            Assert.True(status == HttpStatusCode.OK, $"{seed}: {json}");
+            return json.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        }
+        Assert.Equal(await Text("12345678901"), await Text("12345678901"));
+        Assert.Equal(await Text("18446744073709551615"), await Text("18446744073709551615"));
+        Assert.Equal(await Text("-9223372036854775808"), await Text("-9223372036854775808"));
+        using var model = LoadedModel.Open(SharedData.Stories260K);
+        Assert.Equal(model.Generate("Once upon a time", 12, new SamplingOptions { Temperature = 1, Seed = -7 }, null).Text, "Once upon a time" + await Text("-7"));
+        foreach (var bad in new[] { "1.5", "\"1\"", "18446744073709551616" })
+            Assert.Equal(HttpStatusCode.BadRequest, (await Post("/v1/completions", $$"""{"prompt": "Once", "max_tokens": 2, "seed": {{bad}}}""")).Item1);
+    }
+
     /// <summary>Chat fields that would change the answer and are not implemented — the deprecated functions, audio
     /// output, other modalities, web search — are 400s naming them, not ignored; text alone is served.</summary>
     [Fact]
