@@ -59,6 +59,15 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "description": "
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 1}},
                        "required": ["city"]}}}
 
+# A tool with nested parameters: an enum, a type list, an object with its own required keys, arrays with and without
+# an item type, an extension key.
+BOOKING = {"type": "function", "function": {"name": "book", "description": "Book a trip", "parameters": {
+    "type": "object", "required": ["city", "party"], "properties": {
+        "city": {"type": "string", "enum": ["Paris", "Rome"]}, "when": {"type": ["string", "null"]},
+        "party": {"type": "object", "properties": {"adults": {"type": "integer"}, "names": {"type": "array", "items": {"type": "string"}}},
+                  "required": ["adults"]},
+        "flags": {"type": "array", "items": {}}, "x-extra": {"type": "boolean"}}}}}
+
 CONVERSATIONS = {
     "basic": [m("system", "Be brief."), m("user", " Hi! "), m("assistant", "Hello."), m("user", "Bye")],
     "no-system": [m("user", "What is 2+2?")],
@@ -87,6 +96,10 @@ CASES = [
     ("dated-header.jinja", ["basic", "no-system", "unicode", "tool-role"], [{}, {"tools": [TOOL]}, {"date_string": "01 Jan 2025"}]),
     ("features.jinja", ["basic", "empty-content", "long", "unicode"], [{}, {"extra": {"name": "N", "n": 41}}]),
     ("scoping.jinja", ["basic", "long"], [{}]),
+    ("real-world.jinja", ["basic", "no-system", "reasoning", "tool-use", "unicode", "empty-content"],
+     [{}, {"tools": [TOOL]}, {"quiet": True}, {"identity": "Custom identity."}]),
+    ("declarations.jinja", ["basic", "no-system", "reasoning", "tool-use", "unicode", "empty-content"],
+     [{}, {"tools": [TOOL, BOOKING]}, {"thinking": True}]),
 ]
 
 TOKENS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}

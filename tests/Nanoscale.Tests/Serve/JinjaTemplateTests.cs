@@ -9,7 +9,8 @@ namespace Nanoscale.Tests.Serve;
 /// <summary>
 /// Nanoscale's Jinja subset against Python's Jinja2 configured as transformers' <c>apply_chat_template</c> configures
 /// it: <c>ChatTemplates/golden.json</c> holds Jinja2's output (<c>tools/chat_template_reference.py</c>) for the real
-/// templates of Llama-3 and Qwen2.5 (read from ../shared) and three written for these tests, over conversations with
+/// templates of Llama-3 and Qwen2.5 (read from ../shared) and five written for these tests (two after the constructs of
+/// published templates: recursive macros with keyword arguments, loop filters, namespaces, scoping), over conversations with
 /// system prompts, tool turns, reasoning, Unicode, quotes and escapes, with and without tools.
 /// </summary>
 public class JinjaTemplateTests
