@@ -3,13 +3,15 @@ namespace Nanoscale.Cli.Serve;
 /// <summary>
 /// One choice's streamed text when tools are offered: text is passed on as it comes until it may be the start of a
 /// call, which is held until the reply is done (the reply's <c>ToolCalls</c> then decide). A reply that starts with
-/// <c>{</c> or <c>&lt;|python_tag|&gt;</c> (Llama 3.x's calls) is held whole; otherwise text goes out up to a
-/// <c>&lt;tool_call&gt;</c> tag (Hermes/Qwen), less a tail that could begin one and trailing whitespace, so what was sent
-/// equals the content the parser keeps before the calls (<see cref="Nanoscale.Pipeline.ToolCallParser"/>).
+/// <c>{</c> or <c>&lt;|python_tag|&gt;</c> (Llama 3.x's calls) is held whole; otherwise text goes out up to a call's
+/// marker (<see cref="Nanoscale.Pipeline.CompletionService.ToolCallMarkers"/>: <c>&lt;tool_call&gt;</c>, <c>[TOOL_CALLS]</c>, …),
+/// less a tail that could begin one and trailing whitespace, so what was sent equals the content the parser keeps
+/// before the calls (<see cref="Nanoscale.Pipeline.ToolCallParser"/>).
 /// </summary>
 internal sealed class ToolCallStream
 {
-    private const string Tag = "<tool_call>", PythonTag = "<|python_tag|>";
+    private const string PythonTag = "<|python_tag|>";
+    private static readonly IReadOnlyList<string> Tags = Nanoscale.Pipeline.CompletionService.ToolCallMarkers;
 
     private readonly System.Text.StringBuilder _held = new();
     private int _sent;
@@ -26,12 +28,17 @@ internal sealed class ToolCallStream
         {
             var start = all.TrimStart();
             if (start.Length == 0 || start.StartsWith('{') || PythonTag.StartsWith(start, StringComparison.Ordinal)
-                || start.StartsWith(PythonTag, StringComparison.Ordinal) || Tag.StartsWith(start, StringComparison.Ordinal))
+                || start.StartsWith(PythonTag, StringComparison.Ordinal) || Tags.Any(t => t.StartsWith(start, StringComparison.Ordinal)))
                 return "";
             _text = true;
         }
-        int tag = all.IndexOf(Tag, _sent, StringComparison.Ordinal);
-        int end = tag >= 0 ? tag : all.Length - PartialTag(all, Tag);
+        int tag = -1, partial = 0;
+        foreach (var t in Tags)
+        {
+            if (all.IndexOf(t, _sent, StringComparison.Ordinal) is var at and >= 0 && (tag < 0 || at < tag)) tag = at;
+            partial = Math.Max(partial, PartialTag(all, t));
+        }
+        int end = tag >= 0 ? tag : all.Length - partial;
         if (tag >= 0) _calling = true;
         while (end > _sent && char.IsWhiteSpace(all[end - 1])) end--;
         if (end <= _sent) return "";

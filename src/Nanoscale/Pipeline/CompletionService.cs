@@ -185,7 +185,8 @@ public sealed class CompletionService : IDisposable
         KvBudgetBytes = kvBudgetBytes;
         ContextLength = Math.Min(contextLength ?? model.Config.MaxSeqLen, model.Config.MaxSeqLen);
         _template = ChatTemplate.For(model, chatTemplateFile);
-        _factory = new TokenFactory(model.Model, model.Tokenizer, maxBatch, model.EndTokens, promptCache);
+        // Tool-call markers the tokenizer holds as special tokens stay in the replies' text, where the parser reads them.
+        _factory = new TokenFactory(model.Model, MarkerKeepingTokenizer.For(model.Tokenizer, ToolCallParser.SpecialMarkers), maxBatch, model.EndTokens, promptCache);
     }
 
     public string ModelName { get; }
@@ -228,6 +229,10 @@ public sealed class CompletionService : IDisposable
 
     /// <summary>The chat template's Jinja text ("" without one).</summary>
     public string ChatTemplateText => _template.Text;
+
+    /// <summary>The texts that begin a reply's function calls in the forms the service reads (<c>&lt;tool_call&gt;</c>,
+    /// <c>[TOOL_CALLS]</c>, …): a stream holds a reply's text from the first of them on.</summary>
+    public static IReadOnlyList<string> ToolCallMarkers => ToolCallParser.Markers;
 
     /// <summary>The texts of the BOS and EOS tokens: the template's configuration's, else the tokenizer's decoding.</summary>
     public string BosText => _template.TokenText("bos_token") ?? (_model.Tokenizer.BosId is int b ? _model.Tokenizer.Decode([b]) : "");
@@ -293,20 +298,21 @@ public sealed class CompletionService : IDisposable
             throw new InvalidOptionException("tool_choice", "a call can be forced only in a chat with tools");
         if (_template.ToolForm is not { } form)
             throw new InvalidOptionException("tool_choice", $"the model's chat template ({_template.Name}) does not describe tools, so a call cannot be forced");
-        var functions = tools.Select(Function).ToList();
+        var functions = tools.Select(OfferedFunction).ToList();
         var names = functions.Select(f => f.GetProperty("name").GetString()!).ToList();
         string? function = required == CompletionRequest.AnyTool ? null : required;
         if (function is not null && !names.Contains(function))
             throw new InvalidOptionException("tool_choice", $"'{function}' is not among the tools offered ({string.Join(", ", names)})");
         return ToolCallParser.Forced(form, TokenPieces.For(_model.Tokenizer), functions, function);
+    }
 
-        static System.Text.Json.JsonElement Function(object tool) =>
+    /// <summary>An offered tool's function (<c>{name, description, parameters}</c>).</summary>
+    private static System.Text.Json.JsonElement OfferedFunction(object tool) =>
             System.Text.Json.JsonSerializer.SerializeToElement(tool) is { ValueKind: System.Text.Json.JsonValueKind.Object } json
             && json.TryGetProperty("function", out var f) && f.ValueKind == System.Text.Json.JsonValueKind.Object
             && f.TryGetProperty("name", out var n) && n.ValueKind == System.Text.Json.JsonValueKind.String && n.GetString() is { Length: > 0 }
                 ? f
                 : throw new InvalidOptionException("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": …}}");
-    }
 
     /// <summary>Whether the reply to <paramref name="request"/> begins inside a reasoning block the chat template opened
     /// in the prompt (<see cref="ChatTemplate.OpensReasoning"/>; false for a plain prompt).</summary>
@@ -393,7 +399,7 @@ public sealed class CompletionService : IDisposable
                     GenerateSeconds = result.GenerateSeconds,
                 };
                 // With tools offered, a reply that spells out calls is those calls (and the text before them).
-                if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text) is { } parsed)
+                if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text, [.. request.Tools.Select(OfferedFunction)]) is { } parsed)
                     outcome = outcome with
                     {
                         Text = parsed.Content ?? "", ToolCalls = request.ParallelToolCalls ? parsed.Calls : parsed.Calls.Take(1).ToList(), FinishReason = "tool_calls",

@@ -913,6 +913,53 @@ public sealed class ToolUseTests
         }
     }
 
+    /// <summary>A Mistral-style model, whose call markers <c>[TOOL_CALLS]</c> and <c>[ARGS]</c> are special tokens that
+    /// decoding drops: the server keeps them in the reply's text, so a reply written as
+    /// <c>[TOOL_CALLS]get_weather[ARGS]{…}</c> (made so by a grammar's token references, as a random model would not
+    /// write it) is answered as that call, whole and streamed, with nothing of it as content.</summary>
+    [Fact]
+    public async Task SpecialTokenMarkersAreReadAsCalls()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var tokenizerFile = Path.Combine(folder, "tokenizer.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(tokenizerFile))!;
+        foreach (var (id, content) in new[] { (151665, "[TOOL_CALLS]"), (151666, "[ARGS]") })
+            json["added_tokens"]!.AsArray().Add(new System.Text.Json.Nodes.JsonObject
+            {
+                ["id"] = id, ["content"] = content, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = true,
+            });
+        File.WriteAllText(tokenizerFile, json.ToJsonString());
+        var template = dir.File("mistral.jinja");
+        File.WriteAllText(template, "{% if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}{% for m in messages %}[INST]{{ m.content }}[/INST]{% endfor %}");
+        var loaded = LoadedModel.Open(folder);
+        Assert.Equal("", loaded.Tokenizer.Decode([151665])); // dropped by plain decoding
+        await using var served = await ServedModel.Start(new CompletionService(loaded, "mistral", chatTemplateFile: template));
+        string Body(bool stream) => JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["messages"] = new[] { new { role = "user", content = "Weather in Paris?" } },
+            ["tools"] = new[] { JsonDocument.Parse(Tool).RootElement },
+            ["grammar"] = "root ::= <[151665]> \"get_weather\" <[151666]> \"{\\\"city\\\": \\\"Paris\\\"}\"",
+            ["max_tokens"] = 60, ["temperature"] = 0, ["stream"] = stream,
+        });
+        var (status, text) = await served.Post("/v1/chat/completions", Body(stream: false));
+        Assert.True(status == HttpStatusCode.OK, text);
+        var choice = JsonDocument.Parse(text).RootElement.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(JsonValueKind.Null, choice.GetProperty("message").GetProperty("content").ValueKind);
+        var call = Assert.Single(choice.GetProperty("message").GetProperty("tool_calls").EnumerateArray()).GetProperty("function");
+        Assert.Equal(("get_weather", "{\"city\": \"Paris\"}"), (call.GetProperty("name").GetString(), call.GetProperty("arguments").GetString()));
+
+        var (_, streamed) = await served.Post("/v1/chat/completions", Body(stream: true));
+        var deltas = streamed.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)[..^1]
+            .Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")).Where(c => c.GetArrayLength() > 0)
+            .Select(c => c[0].GetProperty("delta")).ToList();
+        Assert.DoesNotContain(deltas, d => d.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0);
+        var streamedCall = Assert.Single(deltas, d => d.TryGetProperty("tool_calls", out _)).GetProperty("tool_calls")[0].GetProperty("function");
+        Assert.Equal("get_weather", streamedCall.GetProperty("name").GetString());
+        Assert.Equal("{\"city\": \"Paris\"}", streamedCall.GetProperty("arguments").GetString());
+    }
+
     [Fact]
     public async Task ToolsReachThePromptAndToolTurnsAreAccepted()
     {

@@ -1,8 +1,10 @@
 using Nanoscale.Pipeline;
+using Nanoscale.Tests.Support;
 
 namespace Nanoscale.Tests.Serve;
 
-/// <summary>Calls are found only where a reply spells them out, in Hermes/Qwen's tags or Llama 3.x's JSON.</summary>
+/// <summary>Calls are found only where a reply spells them out, in one of the models' forms (Hermes/Qwen's tags and their
+/// XML bodies, Mistral's, Phi's and Granite's markers, MiniMax's invokes, Llama 3.x's JSON).</summary>
 public class ToolCallParserTests
 {
     [Fact]
@@ -39,8 +41,50 @@ public class ToolCallParserTests
         Assert.Equal(("f", arguments), (call.Name, call.Arguments));
     }
 
+    /// <summary>The offered function, whose parameter types decide how the XML forms' values are read.</summary>
+    private static readonly System.Text.Json.JsonElement[] Weather =
+    [
+        System.Text.Json.JsonDocument.Parse("""
+            {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+             "code": {"type": "string"}, "units": {"type": "object"}}}}
+            """).RootElement,
+    ];
+
+    /// <summary>Every form read: the calls' names and their arguments as JSON text (string parameters stay strings
+    /// even when they look like numbers; untyped values are JSON when they spell it).</summary>
+    [Theory]
+    [InlineData("Sure.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n2\n</parameter>\n<parameter=code>\n075\n</parameter>\n</function>\n</tool_call>",
+        "Sure.", "get_weather {\"city\": \"Paris\", \"days\": 2, \"code\": \"075\"}")]
+    [InlineData("<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>New York</arg_value>\n<arg_key>units</arg_key>\n<arg_value>{\"t\": \"C\"}</arg_value>\n</tool_call>",
+        null, "get_weather {\"city\": \"New York\", \"units\": {\"t\": \"C\"}}")]
+    [InlineData("[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"abcdefghi\"}, {\"name\": \"get_time\", \"arguments\": {}}]",
+        null, "get_weather {\"city\": \"Paris\"}|get_time {}")]
+    [InlineData("Checking.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Rome\"}[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}",
+        "Checking.", "get_weather {\"city\": \"Rome\"}|get_time {}")]
+    [InlineData("<|tool_call|>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}<|/tool_call|><|tool_call|>{\"name\": \"get_time\", \"arguments\": {}}<|/tool_call|>",
+        null, "get_weather {\"city\": \"Oslo\"}|get_time {}")]
+    [InlineData("<|tool_call|>[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lima\"}}]", null, "get_weather {\"city\": \"Lima\"}")]
+    [InlineData("Let me look.\n<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">Kyiv</parameter>\n<parameter name=\"days\">3</parameter>\n</invoke>\n<invoke name=\"get_time\">\n</invoke>\n</minimax:tool_call>",
+        "Let me look.", "get_weather {\"city\": \"Kyiv\", \"days\": 3}|get_time {}")]
+    [InlineData("<tool_call>\n<function=lookup>\n<parameter=q>\ntrue\n</parameter>\n<parameter=note>\nhello world\n</parameter>\n</function>\n</tool_call>",
+        null, "lookup {\"q\": true, \"note\": \"hello world\"}")]
+    public void EveryModelsForm(string reply, string? content, string calls)
+    {
+        var parsed = ToolCallParser.Parse(reply, Weather)!.Value;
+        Assert.Equal(content, parsed.Content);
+        Assert.Equal(calls, string.Join("|", parsed.Calls.Select(c => c.Name + " " + c.Arguments)));
+        Assert.All(parsed.Calls, c => System.Text.Json.JsonDocument.Parse(c.Arguments).Dispose());
+    }
+
     [Theory]
     [InlineData("The weather is fine.")]
+    [InlineData("[TOOL_CALLS] not a list")]
+    [InlineData("[TOOL_CALLS]get_weather{\"city\": \"Rome\"}")]
+    [InlineData("[TOOL_CALLS]get_weather[ARGS]{\"city\": ")]
+    [InlineData("<tool_call>\n<function=f>\n<parameter=x>\n1\n</function>")]
+    [InlineData("<tool_call>get weather now\n</tool_call>")]
+    [InlineData("<|tool_call|>[1, 2]")]
+    [InlineData("<minimax:tool_call><invoke name=\"f\"><parameter name=\"x\">1</minimax:tool_call>")]
     [InlineData("{\"city\": \"Paris\"}")]
     [InlineData("{\"name\": 3}")]
     [InlineData("{\"name\": \"f\"} and more")]
@@ -68,6 +112,18 @@ public class ToolCallStreamTests
         var stream = new Nanoscale.Cli.Serve.ToolCallStream();
         Assert.Equal([" Let", " me", " check.", ""], pieces.Select(stream.Accept));
         Assert.Equal(" Let me check.", ToolCallParser.Parse(string.Concat(pieces))!.Value.Content);
+    }
+
+    /// <summary>Mistral's marker (kept in the text, <see cref="Nanoscale.Runtime.MarkerKeepingTokenizer"/>) holds the rest of
+    /// the reply as Hermes' tag does, split across pieces too.</summary>
+    [Fact]
+    public void AMistralMarkerHoldsTheCallsBack()
+    {
+        string[] pieces = ["Checking", " now.", "[TOOL", "_CALLS]get_weather[ARGS]{\"city\": \"Rome\"}"];
+        var stream = new Nanoscale.Cli.Serve.ToolCallStream();
+        Assert.Equal(["Checking", " now.", "", ""], pieces.Select(stream.Accept));
+        Assert.Equal("Checking now.", ToolCallParser.Parse(string.Concat(pieces))!.Value.Content);
+        Assert.Equal("", Run("[TOOL_CALLS]f[ARGS]{}").Sent);
     }
 
     [Fact]
@@ -206,5 +262,35 @@ public class ToolCallDeltasTests
         var (deltas, stream) = Run(reply, 3);
         Assert.Empty(deltas);
         Assert.Equal(diverges, stream.Diverged);
+    }
+}
+
+/// <summary>Decoding that keeps the tool-call markers a tokenizer holds as special tokens, and only those.</summary>
+public class MarkerKeepingTokenizerTests
+{
+    [Fact]
+    public void SpecialMarkersStayInTheTextAndTheRestDecodesAsBefore()
+    {
+        using var dir = new TempDir();
+        var qwen = SharedData.Path("tokenizers", "qwen2_5");
+        foreach (var file in Directory.GetFiles(qwen)) File.Copy(file, Path.Combine(dir.Path, Path.GetFileName(file)));
+        var tokenizerFile = Path.Combine(dir.Path, "tokenizer.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(tokenizerFile))!;
+        json["added_tokens"]!.AsArray().Add(new System.Text.Json.Nodes.JsonObject
+        {
+            ["id"] = 151665, ["content"] = "[TOOL_CALLS]", ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = true,
+        });
+        File.WriteAllText(tokenizerFile, json.ToJsonString());
+        var plain = Nanoscale.Runtime.TokenizerLoader.Open(dir.Path);
+        var keeping = Nanoscale.Runtime.MarkerKeepingTokenizer.For(plain, ToolCallParser.SpecialMarkers);
+        var ids = plain.Encode("Sure.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Rome\"}[TOOL_CALLS]", addBos: false);
+        Assert.Equal(2, ids.Count(id => id == 151665));
+        Assert.Equal("Sure.get_weather[ARGS]{\"city\": \"Rome\"}", plain.Decode(ids)); // [ARGS] is plain text in this tokenizer
+        Assert.Equal("Sure.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Rome\"}[TOOL_CALLS]", keeping.Decode(ids));
+        Assert.Equal(plain.Decode(ids[..3]), keeping.Decode(ids[..3].Where(id => id != 151665).ToArray()));
+        Assert.Equal(ids, keeping.Encode("Sure.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Rome\"}[TOOL_CALLS]", addBos: false));
+        // A tokenizer without such special tokens is used as it is.
+        var unmodified = Nanoscale.Runtime.TokenizerLoader.Open(qwen);
+        Assert.Same(unmodified, Nanoscale.Runtime.MarkerKeepingTokenizer.For(unmodified, ToolCallParser.SpecialMarkers));
     }
 }
