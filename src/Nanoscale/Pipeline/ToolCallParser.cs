@@ -16,6 +16,11 @@ namespace Nanoscale.Pipeline;
 /// <item>Phi-4-mini's and Granite's <c>&lt;|tool_call|&gt;</c> followed by one call object or a list of them (up to
 /// <c>&lt;|/tool_call|&gt;</c> when written);</item>
 /// <item>MiniMax-M2's <c>&lt;minimax:tool_call&gt;&lt;invoke name="NAME"&gt;&lt;parameter name="KEY"&gt;VALUE&lt;/parameter&gt;…&lt;/invoke&gt;…</c>;</item>
+/// <item>DeepSeek's <c>&lt;｜tool▁calls▁begin｜&gt;</c> section of <c>&lt;｜tool▁call▁begin｜&gt;NAME&lt;｜tool▁sep｜&gt;{…}&lt;｜tool▁call▁end｜&gt;</c>
+/// calls (V3.1), or <c>function&lt;｜tool▁sep｜&gt;NAME</c> and the arguments in a <c>```json</c> fence (V3, R1);</item>
+/// <item>Kimi K2's <c>&lt;|tool_calls_section_begin|&gt;</c> section of
+/// <c>&lt;|tool_call_begin|&gt;functions.NAME:0&lt;|tool_call_argument_begin|&gt;{…}&lt;|tool_call_end|&gt;</c> calls;</item>
+/// <item>Command R7B's <c>&lt;|START_ACTION|&gt;</c> list of <c>{"tool_call_id", "tool_name", "parameters"}</c>;</item>
 /// <item>Llama 3.x's whole reply as one JSON object <c>{"name": …, "parameters": {…}}</c> (after
 /// <c>&lt;|python_tag|&gt;</c> when it writes one).</item>
 /// </list>
@@ -30,14 +35,23 @@ internal static class ToolCallParser
     private const string MistralCalls = "[TOOL_CALLS]", MistralArguments = "[ARGS]", MistralCallId = "[CALL_ID]";
     private const string PhiOpen = "<|tool_call|>", PhiClose = "<|/tool_call|>";
     private const string MiniMaxOpen = "<minimax:tool_call>", MiniMaxClose = "</minimax:tool_call>";
+    private const string DeepSeekCalls = "<｜tool▁calls▁begin｜>", DeepSeekCallsEnd = "<｜tool▁calls▁end｜>", DeepSeekCall = "<｜tool▁call▁begin｜>",
+        DeepSeekSeparator = "<｜tool▁sep｜>", DeepSeekCallEnd = "<｜tool▁call▁end｜>";
+    private const string KimiCalls = "<|tool_calls_section_begin|>", KimiCallsEnd = "<|tool_calls_section_end|>", KimiCall = "<|tool_call_begin|>",
+        KimiArguments = "<|tool_call_argument_begin|>", KimiCallEnd = "<|tool_call_end|>";
+    private const string CommandOpen = "<|START_ACTION|>", CommandClose = "<|END_ACTION|>";
 
     /// <summary>The texts that begin a reply's calls, in every form this parser reads (Llama 3.x's, a bare JSON object,
     /// apart).</summary>
-    public static IReadOnlyList<string> Markers { get; } = [Open, MistralCalls, PhiOpen, MiniMaxOpen];
+    public static IReadOnlyList<string> Markers { get; } = [Open, MistralCalls, PhiOpen, MiniMaxOpen, DeepSeekCalls, KimiCalls, CommandOpen];
 
     /// <summary>Marker texts that some tokenizers hold as special tokens, which decoding would drop: kept in the
     /// decoded reply so the calls can be read (<see cref="Runtime.MarkerKeepingTokenizer"/>).</summary>
-    public static IReadOnlyList<string> SpecialMarkers { get; } = [MistralCalls, MistralArguments, MistralCallId, PhiOpen, PhiClose];
+    public static IReadOnlyList<string> SpecialMarkers { get; } =
+    [
+        MistralCalls, MistralArguments, MistralCallId, PhiOpen, PhiClose, DeepSeekCalls, DeepSeekCallsEnd, DeepSeekCall, DeepSeekSeparator,
+        DeepSeekCallEnd, KimiCalls, KimiCallsEnd, KimiCall, KimiArguments, KimiCallEnd, CommandOpen, CommandClose,
+    ];
 
     /// <summary>The content before the calls (null when there is none) and the calls, or null when the reply has none.
     /// <paramref name="functions"/>: the offered <c>{name, parameters}</c>, which type the XML forms' values.</summary>
@@ -56,7 +70,11 @@ internal static class ToolCallParser
                 Open => Blocks(reply, first, Open, Close, body => Call(body) is { } json ? [json] : Xml(body, functions) is { } xml ? [xml] : null, calls),
                 MistralCalls => Mistral(reply[(first + MistralCalls.Length)..], calls),
                 PhiOpen => Blocks(reply, first, PhiOpen, PhiClose, Calls, calls),
-                _ => Blocks(reply, first, MiniMaxOpen, MiniMaxClose, body => Invokes(body, functions), calls),
+                MiniMaxOpen => Blocks(reply, first, MiniMaxOpen, MiniMaxClose, body => Invokes(body, functions), calls),
+                DeepSeekCalls => Blocks(reply, first, DeepSeekCalls, DeepSeekCallsEnd,
+                    body => Section(body, DeepSeekCall, DeepSeekSeparator, DeepSeekCallEnd, DeepSeekName), calls),
+                KimiCalls => Blocks(reply, first, KimiCalls, KimiCallsEnd, body => Section(body, KimiCall, KimiArguments, KimiCallEnd, KimiName), calls),
+                _ => Blocks(reply, first, CommandOpen, CommandClose, Calls, calls),
             };
             if (!whole || calls.Count == 0) return null;
             // Leading whitespace stays (what a stream sent before the calls is exactly this content).
@@ -113,6 +131,43 @@ internal static class ToolCallParser
             calls.AddRange(list);
             return true;
         }
+    }
+
+    /// <summary>A section's calls, each <paramref name="open"/> HEAD <paramref name="separator"/> TAIL
+    /// <paramref name="close"/> (the last may be cut off after its arguments), HEAD and TAIL read by
+    /// <paramref name="call"/> into a name and arguments.</summary>
+    private static IReadOnlyList<ToolCall>? Section(string body, string open, string separator, string close, Func<string, string, (string Name, string Arguments)?> call)
+    {
+        var calls = new List<ToolCall>();
+        foreach (var piece in body.Split(open).Skip(1))
+        {
+            int at = piece.IndexOf(separator, StringComparison.Ordinal);
+            if (at < 0) return null;
+            var tail = piece[(at + separator.Length)..];
+            if (tail.IndexOf(close, StringComparison.Ordinal) is var end and >= 0) tail = tail[..end];
+            if (call(piece[..at], tail) is not { } found || !IsName(found.Name) || !IsObject(found.Arguments)) return null;
+            calls.Add(new ToolCall(ToolCall.NewId(), found.Name, found.Arguments));
+        }
+        return calls.Count > 0 ? calls : null;
+    }
+
+    /// <summary>DeepSeek V3.1's <c>NAME</c> / <c>{…}</c>, or V3's and R1's <c>function</c> / <c>NAME```json{…}```</c>.</summary>
+    private static (string, string)? DeepSeekName(string head, string tail)
+    {
+        if (head.Trim() != "function") return (head.Trim(), tail.Trim());
+        int fence = tail.IndexOf("```json", StringComparison.Ordinal);
+        if (fence < 0) return null;
+        int end = tail.IndexOf("```", fence + 7, StringComparison.Ordinal);
+        return (tail[..fence].Trim(), (end < 0 ? tail[(fence + 7)..] : tail[(fence + 7)..end]).Trim());
+    }
+
+    /// <summary>Kimi K2's <c>functions.NAME:INDEX</c> / <c>{…}</c>.</summary>
+    private static (string, string)? KimiName(string head, string tail)
+    {
+        var name = head.Trim();
+        if (name.StartsWith("functions.", StringComparison.Ordinal)) name = name["functions.".Length..];
+        if (name.LastIndexOf(':') is var colon and > 0) name = name[..colon];
+        return (name, tail.Trim());
     }
 
     /// <summary>One call object or a JSON list of them.</summary>
@@ -242,16 +297,17 @@ internal static class ToolCallParser
 
     private static bool IsObject(string text) => IsJson(text) && text.StartsWith('{');
 
-    /// <summary>A JSON object with a string <c>name</c> and an object (or JSON text) under <c>arguments</c> (Hermes,
-    /// Qwen, Mistral, Phi, Granite) or <c>parameters</c> (Llama 3.x); none is no arguments.</summary>
+    /// <summary>A JSON object with a string <c>name</c> (Command R7B's <c>tool_name</c>) and an object (or JSON text)
+    /// under <c>arguments</c> (Hermes, Qwen, Mistral, Phi, Granite) or <c>parameters</c> (Llama 3.x, Command R7B); none is
+    /// no arguments.</summary>
     private static ToolCall? Call(string json)
     {
         try
         {
             using var document = JsonDocument.Parse(json.Trim(), new JsonDocumentOptions { MaxDepth = 64 });
             var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
-                || string.IsNullOrEmpty(name.GetString()))
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("name", out var name) && !root.TryGetProperty("tool_name", out name)
+                || name.ValueKind != JsonValueKind.String || string.IsNullOrEmpty(name.GetString()))
                 return null;
             string arguments = !root.TryGetProperty("arguments", out var a) && !root.TryGetProperty("parameters", out a) ? "{}"
                 : a.ValueKind == JsonValueKind.Object ? a.GetRawText()

@@ -68,6 +68,14 @@ public class ToolCallParserTests
         "Let me look.", "get_weather {\"city\": \"Kyiv\", \"days\": 3}|get_time {}")]
     [InlineData("<tool_call>\n<function=lookup>\n<parameter=q>\ntrue\n</parameter>\n<parameter=note>\nhello world\n</parameter>\n</function>\n</tool_call>",
         null, "lookup {\"q\": true, \"note\": \"hello world\"}")]
+    [InlineData("Let me see.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Paris\"}<｜tool▁call▁end｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+        "Let me see.", "get_weather {\"city\": \"Paris\"}|get_time {}")]
+    [InlineData("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Rome\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+        null, "get_weather {\"city\": \"Rome\"}")]
+    [InlineData("<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\": \"Oslo\"}<|tool_call_end|><|tool_call_begin|>functions.get_time:1<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|>",
+        null, "get_weather {\"city\": \"Oslo\"}|get_time {}")]
+    [InlineData("I will look it up.<|START_ACTION|>[{\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": {\"city\": \"Lima\"}}]<|END_ACTION|>",
+        "I will look it up.", "get_weather {\"city\": \"Lima\"}")]
     public void EveryModelsForm(string reply, string? content, string calls)
     {
         var parsed = ToolCallParser.Parse(reply, Weather)!.Value;
@@ -85,6 +93,8 @@ public class ToolCallParserTests
     [InlineData("<tool_call>get weather now\n</tool_call>")]
     [InlineData("<|tool_call|>[1, 2]")]
     [InlineData("<minimax:tool_call><invoke name=\"f\"><parameter name=\"x\">1</minimax:tool_call>")]
+    [InlineData("<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather{\"city\": \"Paris\"}<｜tool▁call▁end｜>")]
+    [InlineData("<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>not json<|tool_call_end|>")]
     [InlineData("{\"city\": \"Paris\"}")]
     [InlineData("{\"name\": 3}")]
     [InlineData("{\"name\": \"f\"} and more")]
