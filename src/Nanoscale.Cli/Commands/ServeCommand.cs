@@ -6,7 +6,7 @@ using Nanoscale.Pipeline;
 
 namespace Nanoscale.Cli.Commands;
 
-/// <summary><c>nanoscale serve MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY]</c>: an OpenAI-compatible server.</summary>
+/// <summary><c>nanoscale serve MODEL [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--cors ORIGIN]</c>: an OpenAI-compatible server.</summary>
 internal static class ServeCommand
 {
     public static Command Create()
@@ -16,6 +16,18 @@ internal static class ServeCommand
         var port = new Option<int>("--port") { Description = "TCP port (0: any free port, printed)", DefaultValueFactory = _ => 8080 };
         port.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 0 or > 65535) r.AddError("--port must be 0..65535"); });
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests" };
+        var cors = new Option<string[]>("--cors")
+        {
+            Description = "Let web pages of this origin (e.g. http://localhost:3000; * for any) call the API from a browser (CORS); repeatable",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        cors.Validators.Add(r =>
+        {
+            foreach (var origin in r.GetValueOrDefault<string[]>() ?? [])
+                if (origin != "*" && !(Uri.TryCreate(origin, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
+                        && uri.GetLeftPart(UriPartial.Authority) == origin.TrimEnd('/')))
+                    r.AddError($"--cors takes * or an origin such as http://localhost:3000 (scheme, host and port, no path), not '{origin}'");
+        });
         var context = new Option<int?>("--ctx") { Description = "Tokens of prompt plus completion per request (default: the model's maximum)" };
         var batch = new Option<int>("--max-batch") { Description = "Requests that share each pass over the weights (continuous batching)", DefaultValueFactory = _ => 8 };
         batch.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--max-batch must be ≥ 1"); });
@@ -46,7 +58,7 @@ internal static class ServeCommand
         pooling.AcceptOnlyFromAmong("mean", "last");
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, noPromptCache, pooling, json };
+            { input, host, port, apiKey, cors, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, noPromptCache, pooling, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
@@ -64,7 +76,8 @@ internal static class ServeCommand
             var warming = System.Diagnostics.Stopwatch.StartNew();
             if (!parse.GetValue(noWarmup)) service.WarmUp(cli.Cancellation);
             var serveOptions = new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey), parse.GetValue(reasoning) == "deepseek",
-                parse.GetValue(pooling) == "last" ? EmbeddingPooling.Last : EmbeddingPooling.Mean);
+                parse.GetValue(pooling) == "last" ? EmbeddingPooling.Last : EmbeddingPooling.Mean,
+                [.. (parse.GetValue(cors) ?? []).Select(o => o == "*" ? o : o.TrimEnd('/'))]);
             var app = OpenAiServer.Build(service, serveOptions);
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
             if (!parse.GetValue(noWarmup))
@@ -75,7 +88,8 @@ internal static class ServeCommand
             foreach (var url in app.Urls)
                 cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, " +
                         $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {service.KvCacheName} KV cache{(service.PromptCache ? ", prompt cache" : "")}" +
-                        $"{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}); Ctrl-C or SIGTERM stops");
+                        $"{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}" +
+                        $"{(serveOptions.CorsOrigins is { Count: > 0 } o ? $", CORS for {string.Join(" ", o)}" : "")}); Ctrl-C or SIGTERM stops");
             // SIGTERM and Ctrl-C cancel the token: stop accepting, let in-flight requests finish (10 s at most), exit 0.
             try { Task.Delay(Timeout.Infinite, cli.Cancellation).GetAwaiter().GetResult(); }
             catch (OperationCanceledException) { }

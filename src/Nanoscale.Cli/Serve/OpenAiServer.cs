@@ -17,7 +17,7 @@ namespace Nanoscale.Cli.Serve;
 /// <param name="SplitReasoning">Whether a thinking template's replies give <c>reasoning_content</c> apart from <c>content</c>.</param>
 /// <param name="Pooling">How <c>/v1/embeddings</c> pools an input's hidden states.</param>
 internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, string? ApiKey = null, bool SplitReasoning = true,
-    EmbeddingPooling Pooling = EmbeddingPooling.Mean);
+    EmbeddingPooling Pooling = EmbeddingPooling.Mean, IReadOnlyList<string>? CorsOrigins = null);
 
 /// <summary>
 /// The OpenAI-compatible HTTP face of a <see cref="CompletionService"/> (Kestrel, minimal APIs):
@@ -66,7 +66,19 @@ internal static partial class OpenAiServer
         builder.WebHost.UseUrls($"http://{(options.Host.Contains(':') ? $"[{options.Host}]" : options.Host)}:{options.Port}");
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = MaxBodyBytes);
         builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = TimeSpan.FromSeconds(10));
+        if (options.CorsOrigins is { Count: > 0 }) builder.Services.AddCors();
         var app = builder.Build();
+
+        // Browsers' cross-origin requests (a web page's chat client) from the origins given with --cors: answered before
+        // the API key is asked for, so a preflight (which carries no key) passes, and every answer, errors included,
+        // carries the headers that let the page read it. ASP.NET Core's CORS middleware.
+        if (options.CorsOrigins is { Count: > 0 } origins)
+            app.UseCors(policy =>
+            {
+                if (origins.Contains("*")) policy.AllowAnyOrigin();
+                else policy.WithOrigins([.. origins]);
+                policy.AllowAnyHeader().AllowAnyMethod().SetPreflightMaxAge(TimeSpan.FromMinutes(10));
+            });
 
         // A request that fails after it was accepted — a constraint too costly to follow (its automaton past its cap) is
         // the request's fault, anything else the server's — gets an error object (400 or 500), or once its stream has begun

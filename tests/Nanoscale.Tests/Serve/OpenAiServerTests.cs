@@ -234,6 +234,63 @@ public sealed class OpenAiServerTests : IAsyncLifetime
         }
     }
 
+    /// <summary>With <c>--cors</c>, a browser page of an allowed origin can call the API: its preflight passes without
+    /// the API key, and every answer (a 401 too) carries the headers that let the page read it; another origin gets
+    /// none, and without <c>--cors</c> no answer carries them.</summary>
+    [Fact]
+    public async Task CorsLetsTheAllowedOriginsPagesCallTheApi()
+    {
+        const string Page = "http://localhost:3000";
+        using var service = new CompletionService(LoadedModel.Open(SharedData.Stories260K), "stories260K");
+        foreach (var origins in new[] { new[] { Page }, ["*"], [] })
+        {
+            await using var app = OpenAiServer.Build(service, new ServeOptions("127.0.0.1", 0, "k", CorsOrigins: origins));
+            await app.StartAsync();
+            using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+            string? Allowed(HttpResponseMessage r) => r.Headers.TryGetValues("Access-Control-Allow-Origin", out var v) ? v.Single() : null;
+            foreach (var origin in new[] { Page, "http://elsewhere.example" })
+            {
+                bool allowed = origins.Contains("*") || origins.Contains(origin);
+                string? expected = !allowed ? null : origins.Contains("*") ? "*" : origin;
+                using var preflight = new HttpRequestMessage(HttpMethod.Options, "/v1/chat/completions");
+                preflight.Headers.Add("Origin", origin);
+                preflight.Headers.Add("Access-Control-Request-Method", "POST");
+                preflight.Headers.Add("Access-Control-Request-Headers", "authorization,content-type");
+                using var pre = await http.SendAsync(preflight);
+                Assert.Equal(expected, Allowed(pre));
+                if (allowed)
+                {
+                    Assert.Equal(HttpStatusCode.NoContent, pre.StatusCode);
+                    Assert.Contains("authorization", string.Join(",", pre.Headers.GetValues("Access-Control-Allow-Headers")), StringComparison.OrdinalIgnoreCase);
+                }
+                foreach (bool key in new[] { true, false })
+                {
+                    using var post = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+                    {
+                        Content = new StringContent("""{"prompt": "Once", "max_tokens": 2}""", Encoding.UTF8, "application/json"),
+                    };
+                    post.Headers.Add("Origin", origin);
+                    if (key) post.Headers.Add("Authorization", "Bearer k");
+                    using var answer = await http.SendAsync(post);
+                    Assert.Equal(key ? HttpStatusCode.OK : HttpStatusCode.Unauthorized, answer.StatusCode);
+                    Assert.Equal(expected, Allowed(answer));
+                }
+            }
+            await app.StopAsync();
+        }
+    }
+
+    [Theory]
+    [InlineData("ftp://localhost:3000")]
+    [InlineData("http://localhost:3000/chat")]
+    [InlineData("localhost:3000")]
+    public void CorsTakesOnlyOrigins(string origin)
+    {
+        var result = CliProcess.Run("serve", SharedData.Stories260K, "--port", "0", "--cors", origin);
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--cors takes * or an origin", result.Stderr);
+    }
+
     /// <summary>Seeds of 64 bits, as OpenAI's clients send them, are taken: equal seeds draw alike, and a seed of 32
     /// bits draws exactly as before (as <c>generate --seed</c>); a seed that is not an integer is a 400.</summary>
     [Fact]
