@@ -25,7 +25,11 @@ internal static partial class OpenAiServer
     /// <c>frequency_penalty</c>, <c>seed</c> (−1: random), <c>stop</c>, <c>stream</c>, <c>grammar</c>,
     /// <c>json_schema</c>, <c>n_probs</c>; <c>cache_prompt</c> and <c>id_slot</c> are accepted and left to the server
     /// (prompt caching is on unless <c>--no-prompt-cache</c>).</summary>
-    private static async Task NativeComplete(HttpContext context, CompletionService service)
+    /// <remarks>With <paramref name="infill"/>, llama.cpp's <c>POST /infill</c>: the same options and answer, the prompt
+    /// made from <c>input_prefix</c> and <c>input_suffix</c> (the text before and after the gap), <c>input_extra</c>
+    /// (other files, <c>[{"filename", "text"}]</c>, as context) and <c>prompt</c> (what the middle already begins with)
+    /// with the model's fill-in-the-middle tokens (<see cref="FillInTheMiddle"/>).</remarks>
+    private static async Task NativeComplete(HttpContext context, CompletionService service, bool infill = false)
     {
         CompletionRequest request;
         bool stream;
@@ -38,6 +42,7 @@ internal static partial class OpenAiServer
                 var root = document.RootElement;
                 prompt = Field(root, "prompt") switch
                 {
+                    null when infill => "",
                     null => throw new BadField("prompt", "'prompt' is required"),
                     { ValueKind: JsonValueKind.String } s => s.GetString()!,
                     _ => throw new BadField("prompt", "'prompt' must be a string (token-id prompts are not supported)"),
@@ -51,7 +56,10 @@ internal static partial class OpenAiServer
                 int seed = Seed(root) ?? -1;
                 request = new CompletionRequest
                 {
-                    Prompt = prompt,
+                    Prompt = infill ? Str(root, "input_prefix") ?? "" : prompt,
+                    Suffix = infill ? Str(root, "input_suffix") ?? "" : null,
+                    InfillFiles = infill ? InfillFiles(root) : null,
+                    MiddleStart = infill ? prompt : "",
                     MaxTokens = predict == -1 ? service.MaxTokensLimit : predict,
                     JsonReply = json, RegexReply = regex, GrammarReply = grammar, ShapeTriggers = triggers,
                     Sampling = new SamplingOptions
@@ -108,6 +116,18 @@ internal static partial class OpenAiServer
         {
             // The client left; its sequence left the batch.
         }
+    }
+
+    /// <summary><c>/infill</c>'s <c>input_extra</c>: other files as context, <c>[{"filename", "text"}]</c> (at most 1024).</summary>
+    private static IReadOnlyList<(string Name, string Text)>? InfillFiles(JsonElement root)
+    {
+        const string Expected = "'input_extra' must be a list of at most 1024 {\"filename\": string, \"text\": string} objects";
+        if (Field(root, "input_extra") is not { } extra) return null;
+        if (extra.ValueKind != JsonValueKind.Array || extra.GetArrayLength() > 1024) throw new BadField("input_extra", Expected);
+        return [.. extra.EnumerateArray().Select(chunk => chunk.ValueKind == JsonValueKind.Object
+            && (Field(chunk, "filename") is null or { ValueKind: JsonValueKind.String }) && Field(chunk, "text") is { ValueKind: JsonValueKind.String } text
+                ? (Str(chunk, "filename") ?? "tmp", text.GetString()!)
+                : throw new BadField("input_extra", Expected))];
     }
 
     /// <summary>llama.cpp's <c>stop</c>: a list of strings (one string taken too), any number.</summary>

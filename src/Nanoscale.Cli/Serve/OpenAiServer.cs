@@ -133,6 +133,7 @@ internal static partial class OpenAiServer
         app.MapPost("/v1/responses", context => Respond(context, service, responses, split));
         app.MapPost("/v1/completions", context => Complete(context, service, chat: false));
         app.MapPost("/completion", context => NativeComplete(context, service));
+        app.MapPost("/infill", context => NativeComplete(context, service, infill: true));
         app.MapGet("/props", () => Results.Json(Props(service), Json));
         app.MapPost("/v1/chat/completions", context => Complete(context, service, chat: true, split));
         app.MapFallback(context => Error(context, 404, "invalid_request_error", $"no route {context.Request.Method} {context.Request.Path}", null, "not_found"));
@@ -381,6 +382,8 @@ internal static partial class OpenAiServer
                     : new CompletionRequest
                     {
                         Echo = Bool(root, "echo") ?? false,
+                        // Fill in the middle: a non-empty suffix is the text after the gap (an empty one, a plain completion).
+                        Suffix = Str(root, "suffix") is { Length: > 0 } suffix ? suffix : null,
                         MaxTokens = maxTokens, Sampling = sampling, JsonReply = jsonReply, RegexReply = regexReply, GrammarReply = grammarReply, ShapeTriggers = triggers,
                     };
                 if (!chat)
@@ -390,8 +393,6 @@ internal static partial class OpenAiServer
                         throw new BadField("prompt", $"{prompts.Count} prompts × n = {choices} is more than {MaxSequences} sequences a request");
                 }
                 // Fields that would change the answer and are not implemented are refused rather than ignored.
-                if (!chat && Str(root, "suffix") is { Length: > 0 })
-                    throw new BadField("suffix", "'suffix' (fill-in-the-middle) is not supported");
                 if (Int(root, "best_of") is int bestOf && bestOf != choices)
                     throw new BadField("best_of", "'best_of' is not supported beyond 'n' (every choice is returned)");
             }

@@ -23,6 +23,20 @@ public sealed record CompletionRequest
     /// <summary>The prompt as token ids (taken as they are: no BOS added), instead of <see cref="Prompt"/>.</summary>
     public int[]? PromptIds { get; init; }
 
+    /// <summary>Fill in the middle (OpenAI's <c>suffix</c>, llama.cpp's <c>/infill</c>): with a suffix, <see cref="Prompt"/>
+    /// is the text before the gap and this the text after it, and the prompt is made with the tokenizer's
+    /// fill-in-the-middle tokens (<see cref="FillInTheMiddle"/>); the reply is the middle and ends at their end tokens
+    /// too. Null: a plain completion.</summary>
+    public string? Suffix { get; init; }
+
+    /// <summary>With <see cref="Suffix"/>: other files as context before the gap's (name, text; llama.cpp's
+    /// <c>input_extra</c>).</summary>
+    public IReadOnlyList<(string Name, string Text)>? InfillFiles { get; init; }
+
+    /// <summary>With <see cref="Suffix"/>: what the middle already begins with (llama.cpp's <c>/infill</c>
+    /// <c>prompt</c>); the reply continues it.</summary>
+    public string MiddleStart { get; init; } = "";
+
     /// <summary>Whether the answer repeats the prompt (OpenAI's <c>echo</c>): with <see cref="SamplingOptions.LogProbs"/>
     /// the prompt's own tokens are scored too (<see cref="CompletionOutcome.PromptLogProbs"/>), and
     /// <see cref="MaxTokens"/> may be 0 — a prompt scored, nothing generated (what lm-evaluation-harness asks of a
@@ -253,11 +267,22 @@ public sealed class CompletionService : IDisposable
     private int[] PromptTokens(CompletionRequest request, string replyStart)
     {
         if (request.Messages is { } messages) return _template.PromptTokens(_model.Tokenizer, messages, request.ChatTemplateArguments, request.Tools, replyStart);
+        if (request.Suffix is { } suffix)
+        {
+            if (request.PromptIds is not null) throw new InvalidOptionException("suffix", "a fill-in-the-middle prompt must be text, not token ids");
+            return (_fim ??= new(() => FillInTheMiddle.Of(_model.Tokenizer))).Value is { } fim
+                ? fim.Prompt(request.Prompt, suffix, request.InfillFiles, request.MiddleStart)
+                : throw new InvalidOptionException("suffix",
+                    "the model's tokenizer has no fill-in-the-middle tokens (<|fim_prefix|>, <fim_prefix>, <｜fim▁begin｜> or <PRE> and their suffix and middle), so it cannot fill a gap");
+        }
         if (request.PromptIds is { } ids)
             return ids.All(id => (uint)id < (uint)_model.Config.VocabSize) ? ids
                 : throw new InvalidOptionException("prompt", $"a token id outside the vocabulary (0..{_model.Config.VocabSize - 1})");
         return Tokenize(request.Prompt, addSpecial: true);
     }
+
+    /// <summary>The tokenizer's fill-in-the-middle tokens, looked up on the first request with a suffix.</summary>
+    private Lazy<FillInTheMiddle?>? _fim;
 
     /// <summary>The text a chat request's prompt is (its messages, tools and template arguments rendered with the chat
     /// template, before tokenizing): what <c>/apply-template</c> shows.</summary>
@@ -328,6 +353,8 @@ public sealed class CompletionService : IDisposable
     public async Task<CompletionOutcome> CompleteAsync(CompletionRequest request, Action<string>? onText = null, CancellationToken cancellationToken = default,
         Action<IReadOnlyList<CompletionLogProb>>? onLogProbs = null)
     {
+        if (request.Suffix is not null && (request.Echo || request.Messages is not null))
+            throw new InvalidOptionException("suffix", request.Echo ? "a fill-in-the-middle request cannot echo its prompt" : "a chat has no suffix");
         int fewest = request.Echo ? 0 : 1; // an echoed prompt may be scored without generating
         if (request.MaxTokens < fewest || request.MaxTokens > MaxTokensLimit)
             throw new InvalidOptionException("max_tokens", $"{request.MaxTokens} is outside {fewest}..{MaxTokensLimit}");
@@ -352,6 +379,9 @@ public sealed class CompletionService : IDisposable
             throw new InvalidOptionException("max_tokens", $"{prompt.Length} prompt and {maxTokens} new tokens need {need} bytes of KV cache; the budget is {budget}");
         // A chat turn ends at the template's end-of-turn token (Llama-3's <|eot_id|> is not the tokenizer's EOS).
         if (request.Messages is not null) sampling = _template.EndingTurns(_model.Tokenizer, sampling);
+        // A middle ends at the fill-in-the-middle family's padding and separators too.
+        if (request.Suffix is not null && _fim?.Value is { } fim)
+            sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds.Union(fim.EndTokens)] };
 
         if (Interlocked.Increment(ref _inService) > MaxBatch + MaxWaiting)
         {

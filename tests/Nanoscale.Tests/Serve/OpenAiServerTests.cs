@@ -1995,3 +1995,79 @@ public sealed class ResponsesApiTests
 #pragma warning restore OPENAI001
     }
 }
+
+/// <summary>Fill in the middle on a generated Qwen2.5-shaped model with its real tokenizer (which holds Qwen2.5-Coder's
+/// <c>&lt;|fim_prefix|&gt;</c> tokens): OpenAI's <c>suffix</c> and llama.cpp's <c>/infill</c> make the prompt
+/// <c>PRE prefix SUF suffix MID start</c> (other files first, in the repository-level form), and the middle is what
+/// generation on those ids gives, ending at the family's end tokens too; a tokenizer without such tokens is a 400.</summary>
+public sealed class FillInTheMiddleTests
+{
+    [Fact]
+    public void PromptsAreTheFamilysTokensAroundTheText()
+    {
+        var qwen = TokenizerLoader.Open(SharedData.Path("tokenizers", "qwen2_5"));
+        var fim = FillInTheMiddle.Of(qwen)!;
+        int Id(string text) => Assert.Single(qwen.Encode(text, addBos: false));
+        int[] Text(string text) => qwen.Encode(text, addBos: false);
+        Assert.Equal([Id("<|fim_prefix|>"), .. Text("def f(x):\n    "), Id("<|fim_suffix|>"), .. Text("\nprint(f(2))"), Id("<|fim_middle|>"), .. Text("return")],
+            fim.Prompt("def f(x):\n    ", "\nprint(f(2))", start: "return"));
+        Assert.Equal([Id("<|repo_name|>"), .. Text("myproject\n"), Id("<|file_sep|>"), .. Text("util.py\nX = 1\n"), Id("<|file_sep|>"), .. Text("filename\n"),
+                Id("<|fim_prefix|>"), .. Text("a"), Id("<|fim_suffix|>"), Id("<|fim_middle|>")],
+            fim.Prompt("a", "", [("util.py", "X = 1\n")]));
+        Assert.Superset(new HashSet<int> { Id("<|fim_pad|>"), Id("<|file_sep|>"), Id("<|repo_name|>"), Id("<|endoftext|>") }, fim.EndTokens.ToHashSet());
+        Assert.Null(FillInTheMiddle.Of(TokenizerLoader.Open(SharedData.Path("tokenizers", "llama3"))));
+        Assert.Null(FillInTheMiddle.Of(LoadedModel.Open(SharedData.Stories260K).Tokenizer));
+    }
+
+    [Fact]
+    public async Task SuffixAndInfillFillTheGap()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var loaded = LoadedModel.Open(folder);
+        await using var served = await ServedModel.Start(new CompletionService(loaded, "qwen"));
+        var fim = FillInTheMiddle.Of(loaded.Tokenizer)!;
+        const string Prefix = "def add(a, b):\n    ", Suffix = "\n\nprint(add(1, 2))\n";
+        var expected = loaded.Generate(fim.Prompt(Prefix, Suffix), 8, new SamplingOptions { StopTokenIds = [.. fim.EndTokens] }, null);
+
+        var (status, text) = await served.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = Prefix, suffix = Suffix, max_tokens = 8, temperature = 0 }));
+        Assert.True(status == HttpStatusCode.OK, text);
+        var json = JsonDocument.Parse(text).RootElement;
+        Assert.Equal(expected.NewText, json.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.Equal(fim.Prompt(Prefix, Suffix).Length, json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+
+        var files = new[] { new { filename = "util.py", text = "X = 1\n" } };
+        (status, text) = await served.Post("/infill", JsonSerializer.Serialize(new
+        {
+            input_prefix = Prefix, input_suffix = Suffix, input_extra = files, prompt = "return", n_predict = 6, temperature = 0,
+        }));
+        Assert.True(status == HttpStatusCode.OK, text);
+        json = JsonDocument.Parse(text).RootElement;
+        var ids = fim.Prompt(Prefix, Suffix, [("util.py", "X = 1\n")], "return");
+        Assert.Equal(ids.Length, json.GetProperty("tokens_evaluated").GetInt32());
+        Assert.Equal(loaded.Generate(ids, 6, new SamplingOptions { StopTokenIds = [.. fim.EndTokens] }, null).NewText, json.GetProperty("content").GetString());
+
+        foreach (var (route, body, field) in new[]
+                 {
+                     ("/v1/completions", """{"prompt": "a", "suffix": "b", "echo": true, "max_tokens": 2}""", "suffix"),
+                     ("/v1/completions", """{"prompt": [1, 2], "suffix": "b", "max_tokens": 2}""", "suffix"),
+                     ("/infill", """{"input_prefix": "a", "input_extra": [{"filename": "x"}]}""", "input_extra"),
+                     ("/infill", """{"input_prefix": 5}""", "input_prefix"),
+                 })
+        {
+            var (bad, answer) = await served.Post(route, body);
+            Assert.True(bad == HttpStatusCode.BadRequest, $"{route} {body} → {answer}");
+            Assert.Equal(field, JsonDocument.Parse(answer).RootElement.GetProperty("error").GetProperty("param").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task AModelWithoutFimTokensRefusesASuffix()
+    {
+        await using var served = await ServedModel.Start(new CompletionService(LoadedModel.Open(SharedData.Stories260K), "stories260K"));
+        var (status, text) = await served.Post("/v1/completions", """{"prompt": "Once", "suffix": "end", "max_tokens": 3}""");
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Contains("no fill-in-the-middle tokens", text);
+        Assert.Equal(HttpStatusCode.OK, (await served.Post("/v1/completions", """{"prompt": "Once", "suffix": "", "max_tokens": 3}""")).Status);
+    }
+}
