@@ -13,7 +13,7 @@ namespace Nanoscale.Pipeline;
 /// <c>SEP filename\n</c> before the gap's file, as llama.cpp's <c>/infill</c> writes them), else each file's text
 /// after a <c>--- name ---</c> line. The markers are their token ids; the text parts are encoded without BOS.
 /// </summary>
-public sealed class FillInTheMiddle
+internal sealed class FillInTheMiddle
 {
     /// <summary>A family's markers: prefix, suffix, middle, the ends of a middle, repository and file separator.</summary>
     private sealed record Family(string[] Prefix, string[] Suffix, string[] Middle, string[] Ends, string? Repository, string? FileSeparator);
