@@ -31,7 +31,10 @@ internal static class ServeCommand
         var context = new Option<int?>("--ctx") { Description = "Tokens of prompt plus completion per request (default: the model's maximum)" };
         var batch = new Option<int>("--max-batch") { Description = "Requests that share each pass over the weights (continuous batching)", DefaultValueFactory = _ => 8 };
         batch.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--max-batch must be ≥ 1"); });
-        var kvBudget = new Option<string?>("--kv-budget") { Description = "KV-cache memory all running requests may hold (e.g. 2GB); requests wait for room" };
+        var kvBudget = new Option<string?>("--kv-budget")
+        {
+            Description = "KV-cache memory all running requests may hold (e.g. 2GB); requests wait for room. Default: half the memory available at start, less the model's files; none: no cap",
+        };
         var queue = new Option<int>("--max-queue") { Description = "Requests that may wait beyond the running batch; beyond it, 429", DefaultValueFactory = _ => 16 };
         queue.Validators.Add(r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--max-queue must be ≥ 0"); });
         var name = new Option<string?>("--model-name") { Description = "The model's name in the API (default: the file or folder name)" };
@@ -69,7 +72,12 @@ internal static class ServeCommand
                 KvCache = parse.GetValue(kvCache),
             });
             string modelName = parse.GetValue(name) ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path));
-            long? budget = parse.GetValue(kvBudget) is { } text ? ModelFolder.ParseShardSize(text, kvBudget.Name) : null;
+            long? budget = parse.GetValue(kvBudget) switch
+            {
+                null => DefaultKvBudget(path),
+                "none" => null,
+                var text => ModelFolder.ParseShardSize(text, kvBudget.Name),
+            };
             using var service = new CompletionService(model, modelName, parse.GetValue(queue), parse.GetValue(context), parse.GetValue(batch), budget,
                 parse.GetValue(chatTemplate), promptCache: !parse.GetValue(noPromptCache));
             // Warm-up: the step's code before listening, then one request of each kind over loopback (the HTTP and JSON code).
@@ -88,7 +96,7 @@ internal static class ServeCommand
             foreach (var url in app.Urls)
                 cli.Log($"serving {modelName} on {url} (chat template: {service.ChatTemplateName}, context {service.ContextLength}, " +
                         $"batch {service.MaxBatch}, queue {service.MaxWaiting}, {service.KvCacheName} KV cache{(service.PromptCache ? ", prompt cache" : "")}" +
-                        $"{(service.KvBudgetBytes is { } b ? $", KV budget {b} bytes" : "")}" +
+                        $"{(service.KvBudgetBytes is { } b ? $", KV budget {b / (1024.0 * 1024):0} MiB{(parse.GetValue(kvBudget) is null ? " (half the memory available)" : "")}" : ", no KV budget")}" +
                         $"{(serveOptions.CorsOrigins is { Count: > 0 } o ? $", CORS for {string.Join(" ", o)}" : "")}); Ctrl-C or SIGTERM stops");
             // SIGTERM and Ctrl-C cancel the token: stop accepting, let in-flight requests finish (10 s at most), exit 0.
             try { Task.Delay(Timeout.Infinite, cli.Cancellation).GetAwaiter().GetResult(); }
@@ -100,4 +108,39 @@ internal static class ServeCommand
         }));
         return command;
     }
+
+    /// <summary>
+    /// The KV budget when <c>--kv-budget</c> is not given: half of the memory available at start — the system's
+    /// <c>MemAvailable</c>, or what the process may still use under its container's limit when that is less — after the
+    /// model's files (which that count holds as reclaimable cache while they are being read), so a server left to its
+    /// defaults queues or refuses requests whose caches would not fit instead of being killed for memory. At least
+    /// 64 MiB.
+    /// </summary>
+    internal static long DefaultKvBudget(string modelPath)
+    {
+        long limit = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes - Environment.WorkingSet;
+        long available = MemAvailable() is long system ? Math.Min(system, limit) : limit;
+        return Math.Max(64L << 20, (available - FileBytes(modelPath)) / 2);
+    }
+
+    /// <summary>/proc/meminfo's MemAvailable in bytes, or null where there is none.</summary>
+    private static long? MemAvailable()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/meminfo"))
+                if (line.StartsWith("MemAvailable:", StringComparison.Ordinal)
+                    && long.TryParse(line["MemAvailable:".Length..].Trim().Split(' ')[0], out long kib))
+                    return kib * 1024;
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+        return null;
+    }
+
+    /// <summary>The bytes of a model file, or of the files in a model folder.</summary>
+    private static long FileBytes(string path) =>
+        File.Exists(path) ? new FileInfo(path).Length
+        : Directory.Exists(path) ? new DirectoryInfo(path).EnumerateFiles().Sum(f => f.Length)
+        : 0;
 }
