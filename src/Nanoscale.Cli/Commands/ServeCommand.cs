@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Nanoscale.Cli.Rendering;
 using Nanoscale.Cli.Serve;
 using Nanoscale.Pipeline;
+using Nanoscale.Tensors;
 
 namespace Nanoscale.Cli.Commands;
 
@@ -16,6 +17,10 @@ internal static class ServeCommand
         var port = new Option<int>("--port") { Description = "TCP port (0: any free port, printed)", DefaultValueFactory = _ => 8080 };
         port.Validators.Add(r => { if (r.GetValueOrDefault<int>() is < 0 or > 65535) r.AddError("--port must be 0..65535"); });
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on /v1 requests" };
+        var apiKeyFile = new Option<string?>("--api-key-file")
+        {
+            Description = "Require one of the keys in this file (one a line; blank lines and # comments skipped), so no key shows in the process list",
+        };
         var cors = new Option<string[]>("--cors")
         {
             Description = "Let web pages of this origin (e.g. http://localhost:3000; * for any) call the API from a browser (CORS); repeatable",
@@ -61,10 +66,12 @@ internal static class ServeCommand
         pooling.AcceptOnlyFromAmong("mean", "last");
         var json = CliRunner.JsonOption();
         var command = new Command("serve", "Serve the model over HTTP with the OpenAI API (completions, chat completions, streaming)")
-            { input, host, port, apiKey, cors, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, noPromptCache, pooling, json };
+            { input, host, port, apiKey, apiKeyFile, cors, context, batch, kvBudget, kvCache, queue, name, tokenizer, threads, chatTemplate, reasoning, noWarmup, noPromptCache, pooling, json };
         command.SetAction(parse => CliRunner.Run(parse, json, cli =>
         {
             var path = parse.GetValue(input)!;
+            // The key file is read before the model is loaded, so a wrong path fails at once.
+            var fileKeys = parse.GetValue(apiKeyFile) is { } keyFile ? ReadApiKeys(keyFile) : null;
             var model = LoadedModel.Open(path, new ModelLoadOptions
             {
                 TokenizerPath = parse.GetValue(tokenizer),
@@ -85,7 +92,8 @@ internal static class ServeCommand
             if (!parse.GetValue(noWarmup)) service.WarmUp(cli.Cancellation);
             var serveOptions = new ServeOptions(parse.GetValue(host)!, parse.GetValue(port), parse.GetValue(apiKey), parse.GetValue(reasoning) == "deepseek",
                 parse.GetValue(pooling) == "last" ? EmbeddingPooling.Last : EmbeddingPooling.Mean,
-                [.. (parse.GetValue(cors) ?? []).Select(o => o == "*" ? o : o.TrimEnd('/'))]);
+                [.. (parse.GetValue(cors) ?? []).Select(o => o == "*" ? o : o.TrimEnd('/'))],
+                fileKeys);
             var app = OpenAiServer.Build(service, serveOptions);
             app.StartAsync(cli.Cancellation).GetAwaiter().GetResult();
             if (!parse.GetValue(noWarmup))
@@ -121,6 +129,21 @@ internal static class ServeCommand
         long limit = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes - Environment.WorkingSet;
         long available = MemAvailable() is long system ? Math.Min(system, limit) : limit;
         return Math.Max(64L << 20, (available - FileBytes(modelPath)) / 2);
+    }
+
+    /// <summary>The keys of an <c>--api-key-file</c>: one a line, surrounding blanks trimmed, blank lines and lines
+    /// starting with <c>#</c> skipped.</summary>
+    /// <exception cref="InputException">The file cannot be read or holds no key.</exception>
+    internal static IReadOnlyList<string> ReadApiKeys(string file)
+    {
+        string[] lines;
+        try { lines = File.ReadAllLines(file); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InputException($"{file}: cannot read the API keys: {e.Message}");
+        }
+        var keys = lines.Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
+        return keys.Count > 0 ? keys : throw new InputException($"{file}: no API key in it (one a line; # starts a comment)");
     }
 
     /// <summary>/proc/meminfo's MemAvailable in bytes, or null where there is none.</summary>

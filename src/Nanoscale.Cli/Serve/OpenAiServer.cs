@@ -17,7 +17,11 @@ namespace Nanoscale.Cli.Serve;
 /// <param name="SplitReasoning">Whether a thinking template's replies give <c>reasoning_content</c> apart from <c>content</c>.</param>
 /// <param name="Pooling">How <c>/v1/embeddings</c> pools an input's hidden states.</param>
 internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, string? ApiKey = null, bool SplitReasoning = true,
-    EmbeddingPooling Pooling = EmbeddingPooling.Mean, IReadOnlyList<string>? CorsOrigins = null);
+    EmbeddingPooling Pooling = EmbeddingPooling.Mean, IReadOnlyList<string>? CorsOrigins = null, IReadOnlyList<string>? MoreApiKeys = null)
+{
+    /// <summary>Every key a request may present (<see cref="ApiKey"/> and <see cref="MoreApiKeys"/>); empty: none is asked.</summary>
+    public IReadOnlyList<string> ApiKeys => [.. (ApiKey is null ? [] : new[] { ApiKey }).Concat(MoreApiKeys ?? []).Distinct()];
+}
 
 /// <summary>
 /// The OpenAI-compatible HTTP face of a <see cref="CompletionService"/> (Kestrel, minimal APIs):
@@ -50,7 +54,7 @@ internal static partial class OpenAiServer
     {
         var url = app.Urls.First();
         using var http = new HttpClient { BaseAddress = new Uri(url.Replace("://0.0.0.0", "://127.0.0.1").Replace("://[::]", "://[::1]")) };
-        if (options.ApiKey is { } key) http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+        if (options.ApiKeys is [var key, ..]) http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
         foreach (var (path, body) in ((string, string)[])[("/v1/completions", """{"prompt": "Hi", "max_tokens": 1}"""),
                      ("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}""")])
         {
@@ -92,16 +96,23 @@ internal static partial class OpenAiServer
             }
         });
 
-        if (options.ApiKey is { } key)
+        if (options.ApiKeys is { Count: > 0 } keys)
+        {
+            // Compared in constant time (the answer's timing tells nothing of how much of a key was right).
+            var accepted = keys.Select(k => System.Text.Encoding.UTF8.GetBytes("Bearer " + k)).ToArray();
             app.Use(async (context, next) =>
             {
-                if (!context.Request.Path.StartsWithSegments("/health") && context.Request.Headers.Authorization.ToString() != $"Bearer {key}")
+                var presented = System.Text.Encoding.UTF8.GetBytes(context.Request.Headers.Authorization.ToString());
+                bool known = false;
+                foreach (var key in accepted) known |= System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(presented, key);
+                if (!context.Request.Path.StartsWithSegments("/health") && !known)
                 {
                     await Error(context, 401, "invalid_request_error", "missing or wrong API key (Authorization: Bearer KEY)", null, "invalid_api_key");
                     return;
                 }
                 await next(context);
             });
+        }
 
         app.MapGet("/health", () => Results.Json(new
         {

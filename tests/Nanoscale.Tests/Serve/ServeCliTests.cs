@@ -48,4 +48,35 @@ public class ServeCliTests
         Assert.InRange(budget, 64L << 20, total / 2);
         Assert.True(Nanoscale.Cli.Commands.ServeCommand.DefaultKvBudget("/no/such/model") >= budget, "a model's files come off the available memory");
     }
+
+    /// <summary><c>--api-key-file</c>: its keys (one a line, comments and blank lines skipped) are accepted beside
+    /// <c>--api-key</c>'s, any other key is a 401; a missing file or one without keys fails at once, naming it.</summary>
+    [Fact]
+    public async Task ApiKeysComeFromAFileToo()
+    {
+        using var dir = new TempDir();
+        var file = dir.File("keys.txt");
+        File.WriteAllText(file, "# team keys\nalpha\n\n  beta  \n");
+        Assert.Equal(["alpha", "beta"], Nanoscale.Cli.Commands.ServeCommand.ReadApiKeys(file));
+        using var service = new Nanoscale.Pipeline.CompletionService(Nanoscale.Pipeline.LoadedModel.Open(SharedData.Stories260K), "stories260K");
+        await using var app = Nanoscale.Cli.Serve.OpenAiServer.Build(service,
+            new Nanoscale.Cli.Serve.ServeOptions("127.0.0.1", 0, "gamma", MoreApiKeys: Nanoscale.Cli.Commands.ServeCommand.ReadApiKeys(file)));
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = new Uri(app.Urls.Single()) };
+        foreach (var (key, status) in new[] { ("alpha", 200), ("beta", 200), ("gamma", 200), ("delta", 401), ("alph", 401), ("", 401) })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
+            if (key.Length > 0) request.Headers.Add("Authorization", "Bearer " + key);
+            Assert.Equal(status, (int)(await http.SendAsync(request)).StatusCode);
+        }
+        await app.StopAsync();
+
+        File.WriteAllText(file, "# nothing\n\n");
+        foreach (var bad in new[] { file, dir.File("missing.txt") })
+        {
+            var result = CliProcess.Run("serve", SharedData.Stories260K, "--port", "0", "--api-key-file", bad);
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains(bad, result.Stderr);
+        }
+    }
 }
