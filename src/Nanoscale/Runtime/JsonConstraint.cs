@@ -816,11 +816,12 @@ public sealed class JsonConstraint : ITokenConstraint
         return true;
     }
 
-    /// <summary>Closes an object, once every required key is written and it has <c>minProperties</c> keys.</summary>
+    /// <summary>Closes an object, once every required key (and every key a written key depends on,
+    /// <see cref="JsonSchema.RequiredWith"/>) is written and it has <c>minProperties</c> keys.</summary>
     private bool CloseObject(ref State s)
     {
         var frame = s.Frames!;
-        if ((frame.Schema.Required & ~frame.Seen) != 0 || frame.Count < frame.Schema.MinProperties) return false;
+        if ((frame.Schema.RequiredWith(frame.Seen) & ~frame.Seen) != 0 || frame.Count < frame.Schema.MinProperties) return false;
         Close(ref s);
         return true;
     }

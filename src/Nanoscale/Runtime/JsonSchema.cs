@@ -8,7 +8,8 @@ namespace Nanoscale.Runtime;
 /// written next: <c>type</c> (a name or a list), <c>enum</c> and <c>const</c>, an object's <c>properties</c> (only those
 /// keys, each at most once, when properties are declared and <c>additionalProperties</c> is not <c>true</c> or a schema,
 /// as OpenAI's structured outputs have it; other keys' values follow <c>additionalProperties</c> when it is a schema),
-/// <c>required</c> (the object cannot close before them), <c>minProperties</c>/<c>maxProperties</c>, an array's
+/// <c>required</c> (the object cannot close before them), <c>dependentRequired</c> (and draft 7's <c>dependencies</c>
+/// lists: nor before the keys a written key depends on), <c>minProperties</c>/<c>maxProperties</c>, an array's
 /// <c>items</c>, <c>prefixItems</c> (tuples) and <c>minItems</c>/<c>maxItems</c>, a string's <c>minLength</c>/<c>maxLength</c> (code points),
 /// <c>pattern</c> (<see cref="JsonPattern"/>'s subset of ECMAScript regular expressions) and <c>format</c> (date, time,
 /// date-time, duration, uuid, ipv4, ipv6, hostname, email: <see cref="JsonPattern.ForFormat"/>), a number's
@@ -44,6 +45,20 @@ public sealed class JsonSchema
 
     /// <summary>A bit per declared key that must be present.</summary>
     internal UInt128 Required { get; private set; }
+
+    /// <summary><c>dependentRequired</c> (and draft 7's <c>dependencies</c> with lists of names): for each declared key
+    /// a bit per declared key that must be present when it is (empty: none).</summary>
+    internal UInt128[] Dependencies { get; private set; } = [];
+
+    /// <summary>The declared keys that must be present in an object holding the keys <paramref name="seen"/>:
+    /// <see cref="Required"/> and the dependencies of those seen.</summary>
+    internal UInt128 RequiredWith(UInt128 seen)
+    {
+        var required = Required;
+        for (int i = 0; i < Dependencies.Length; i++)
+            if ((seen & (UInt128.One << i)) != 0) required |= Dependencies[i];
+        return required;
+    }
 
     /// <summary>Whether keys beyond <see cref="Keys"/> may appear (their values free).</summary>
     internal bool OtherKeys { get; private set; } = true;
@@ -207,6 +222,7 @@ public sealed class JsonSchema
                         required |= UInt128.One << i;
             // Declared properties are the object's keys unless the schema says others may come too.
             otherKeys = schema.TryGetProperty("additionalProperties", out var more) && more.ValueKind is JsonValueKind.True or JsonValueKind.Object;
+            result.Dependencies = DependenciesOf(schema, keys);
         }
         else if (schema.TryGetProperty("additionalProperties", out var more) && more.ValueKind == JsonValueKind.False)
             otherKeys = false;
@@ -337,6 +353,19 @@ public sealed class JsonSchema
                         var values = value.EnumerateArray().Select(v => JsonNode.Parse(v.GetRawText())).ToList();
                         if (existing is JsonArray before) values = [.. before.Where(b => values.Any(v => JsonNode.DeepEquals(v, b))).Select(b => b!.DeepClone())];
                         merged["enum"] = new JsonArray([.. values]);
+                        break;
+                    }
+                    case "dependentRequired" when value.ValueKind == JsonValueKind.Object:
+                    {
+                        // Each key's dependents joined.
+                        var joined = existing as JsonObject ?? [];
+                        foreach (var entry in value.EnumerateObject().Where(e => e.Value.ValueKind == JsonValueKind.Array))
+                        {
+                            var names = (joined[entry.Name] as JsonArray)?.Select(v => v!.ToString()).ToList() ?? [];
+                            names.AddRange(entry.Value.EnumerateArray().Select(v => v.ToString()));
+                            joined[entry.Name] = new JsonArray([.. names.Distinct().Select(n => (JsonNode)n)]);
+                        }
+                        merged["dependentRequired"] = joined;
                         break;
                     }
                     case "items":
@@ -505,6 +534,25 @@ public sealed class JsonSchema
         return null;
     }
 
+    /// <summary>Each declared key's dependent keys (<c>dependentRequired</c>, or <c>dependencies</c> entries that are
+    /// lists of names) as bits of <paramref name="keys"/>; names not declared cannot be tracked and are left out.</summary>
+    private static UInt128[] DependenciesOf(JsonElement schema, List<string> keys)
+    {
+        var dependencies = new UInt128[keys.Count];
+        bool any = false;
+        foreach (var keyword in new[] { "dependentRequired", "dependencies" })
+            if (schema.TryGetProperty(keyword, out var map) && map.ValueKind == JsonValueKind.Object)
+                foreach (var entry in map.EnumerateObject())
+                    if (entry.Value.ValueKind == JsonValueKind.Array && keys.IndexOf(JsonSerializer.Serialize(entry.Name, Compact)[1..]) is >= 0 and var i)
+                        foreach (var name in entry.Value.EnumerateArray())
+                            if (name.ValueKind == JsonValueKind.String && keys.IndexOf(JsonSerializer.Serialize(name.GetString(), Compact)[1..]) is >= 0 and var j)
+                            {
+                                dependencies[i] |= UInt128.One << j;
+                                any = true;
+                            }
+        return any ? dependencies : [];
+    }
+
     /// <summary><c>propertyNames</c> as an enum (pydantic's <c>dict[Literal[…], V]</c>, <c>dict[SomeEnum, V]</c>): the
     /// object's keys are those names (as <see cref="Keys"/> holds them), each at most once; declared keys among them keep
     /// their schemas (and whether they are required), the others take <c>additionalProperties</c>'.</summary>
@@ -513,13 +561,26 @@ public sealed class JsonSchema
         var keys = new List<string>();
         var schemas = new List<JsonSchema>();
         UInt128 required = 0;
+        var moved = new int[Keys.Length]; // each declared key's new place, or −1
         for (int i = 0; i < Keys.Length; i++)
+        {
+            moved[i] = -1;
             if (names.Contains(Keys[i]))
             {
                 if ((Required & (UInt128.One << i)) != 0) required |= UInt128.One << keys.Count;
+                moved[i] = keys.Count;
                 keys.Add(Keys[i]);
                 schemas.Add(KeySchemas[i]);
             }
+        }
+        if (Dependencies.Length > 0)
+        {
+            var dependencies = new UInt128[Math.Min(MaxKeys, keys.Count + names.Count)];
+            for (int i = 0; i < Dependencies.Length; i++)
+                for (int j = 0; j < Dependencies.Length && moved[i] >= 0; j++)
+                    if ((Dependencies[i] & (UInt128.One << j)) != 0 && moved[j] >= 0) dependencies[moved[i]] |= UInt128.One << moved[j];
+            Dependencies = dependencies;
+        }
         foreach (var name in names)
             if (!keys.Contains(name) && keys.Count < MaxKeys)
             {
@@ -536,7 +597,7 @@ public sealed class JsonSchema
         (MinLength, MaxLength, Pattern, Bounds) = (other.MinLength, other.MaxLength, other.Pattern, other.Bounds);
         (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues, PrefixItems) =
             (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues, other.PrefixItems);
-        (UnionBranches, UniqueItems, KeyNames) = (other.UnionBranches, other.UniqueItems, other.KeyNames);
+        (UnionBranches, UniqueItems, KeyNames, Dependencies) = (other.UnionBranches, other.UniqueItems, other.KeyNames, other.Dependencies);
     }
 
     /// <summary>The schema a local JSON pointer (<c>#/$defs/Name</c>) points to in <paramref name="root"/>, or null.</summary>

@@ -421,6 +421,40 @@ public class JsonSchemaRulesTests
     }
 
     // Schemas with every rule above, for the walks.
+    /// <summary><c>dependentRequired</c> (and draft 7's <c>dependencies</c> lists): an object holding a key cannot close
+    /// before the keys it depends on; one without it closes as before; <c>allOf</c> parts' dependents are joined.</summary>
+    [Fact]
+    public void DependentKeysMustFollowTheirKey()
+    {
+        foreach (var keyword in new[] { "dependentRequired", "dependencies" })
+        {
+            var schema = $$$"""
+                {"type": "object", "properties": {"card": {"type": "string"}, "billing": {"type": "string"}, "cvv": {"type": "integer"}, "note": {"type": "string"}},
+                 "{{{keyword}}}": {"card": ["billing", "cvv"]}, "additionalProperties": false}
+                """;
+            Assert.False(Whole(schema, """{"card": "1"}"""));
+            Assert.False(Whole(schema, """{"card": "1", "billing": "b"}"""));
+            Assert.True(Whole(schema, """{"card": "1", "billing": "b", "cvv": 123}"""));
+            Assert.True(Whole(schema, """{"cvv": 1, "card": "1", "billing": "b"}"""));
+            Assert.True(Whole(schema, """{"note": "n"}"""));
+            Assert.True(Whole(schema, """{}"""));
+        }
+        const string Joined = """
+            {"allOf": [{"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "dependentRequired": {"a": ["b"]}},
+                       {"properties": {"c": {"type": "integer"}}, "dependentRequired": {"a": ["c"]}}]}
+            """;
+        Assert.False(Whole(Joined, """{"a": 1, "b": 2}"""));
+        Assert.True(Whole(Joined, """{"a": 1, "b": 2, "c": 3}"""));
+        // propertyNames as an enum keeps the dependents on the keys it keeps.
+        const string Named = """
+            {"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}, "dependentRequired": {"x": ["y"]},
+             "additionalProperties": {"type": "integer"}, "propertyNames": {"enum": ["x", "y", "z"]}}
+            """;
+        Assert.False(Whole(Named, """{"x": 1}"""));
+        Assert.True(Whole(Named, """{"x": 1, "y": 2}"""));
+        Assert.True(Whole(Named, """{"z": 1}"""));
+    }
+
     private static readonly string[] WalkSchemas =
     [
         """
@@ -454,6 +488,11 @@ public class JsonSchemaRulesTests
         """
         {"type": "object", "properties": {"t": {"type": "string", "format": "time"}, "v6": {"type": "string", "format": "ipv6"}, "n": {"type": "number", "minimum": 1000000, "maximum": 1000001}},
          "required": ["t", "v6", "n"], "additionalProperties": false}
+        """,
+        """
+        {"type": "object", "properties": {"card": {"type": "string", "maxLength": 4}, "billing": {"type": "string", "maxLength": 4},
+            "cvv": {"type": "integer", "minimum": 100, "maximum": 999}, "note": {"type": "string", "maxLength": 3}},
+         "dependentRequired": {"card": ["billing", "cvv"], "note": ["card"]}, "additionalProperties": false}
         """,
     ];
 
