@@ -293,6 +293,7 @@ public sealed class JsonConstraint : ITokenConstraint
         public int Pattern;        // a string value's pattern automaton state
         public int Code;           // a string value's \u escape: the code unit so far
         public string? Number;     // a number held to bounds: its characters so far
+        public string? KeyText;    // a free key of an object with patternProperties: its characters so far
         public GbnfGrammar.Position? Position; // a grammar part: where the text is in it
     }
 
@@ -456,6 +457,7 @@ public sealed class JsonConstraint : ITokenConstraint
                     s.Mode = Mode.Key;
                     s.Candidates = UInt128.MaxValue;
                     if (schema.KeyNames is { } names) (s.Next, s.Length, s.Pattern) = (names, 0, names.Pattern?.Start ?? 0);
+                    s.KeyText = schema.PatternKeys.Length > 0 ? "" : null;
                     return true;
                 }
                 // Only declared keys not yet written.
@@ -493,7 +495,17 @@ public sealed class JsonConstraint : ITokenConstraint
                 if (c < 0x20) return false;
                 // A key held to propertyNames is written without escapes (its characters as they are, for its pattern).
                 if (s.Frames!.Schema.KeyNames is not null && (c == '\\' || !StringCharacter(ref s, c))) return false;
+                // A key that patterns may type is written without escapes too, and kept to be matched at its end.
+                if (s.KeyText is not null)
+                {
+                    if (c == '\\') return false;
+                    s.KeyText += c;
+                }
                 NarrowKey(ref s, c);
+                // Keys held to patternProperties: the key must still be able to become an unwritten declared key or a
+                // pattern's match.
+                if (s.Frames!.Schema.KeysByPattern && (s.Candidates & ~s.Frames.Seen) == 0 && s.Frames.Schema.PatternSchema(s.KeyText!, begun: true) is null)
+                    return false;
                 if (c == '\\') s.Mode = Mode.KeyEscape;
                 return true;
             case Mode.KeyEscape:
@@ -690,15 +702,22 @@ public sealed class JsonConstraint : ITokenConstraint
         var frame = s.Frames!;
         if (frame.Schema.KeyNames is { } names && (s.Length < names.MinLength || names.Pattern is { } pattern && !pattern.Accepts(s.Pattern))) return false;
         var keys = frame.Schema.Keys;
-        s.Next = frame.Schema.OtherValues ?? JsonSchema.Any;
         for (int i = 0; i < keys.Length; i++)
             if ((s.Candidates & (UInt128.One << i)) != 0 && keys[i].Length == s.Matched + 1)
             {
                 if ((frame.Seen & (UInt128.One << i)) != 0) return false;
                 s.Frames = frame with { Seen = frame.Seen | (UInt128.One << i) };
                 s.Next = frame.Schema.KeySchemas[i];
-                break;
+                s.KeyText = null;
+                s.Mode = Mode.Colon;
+                return true;
             }
+        // Not declared: the schema of the first pattern it matches, else additionalProperties' (where keys are held to
+        // the patterns, one that matches none cannot end here).
+        var matched = s.KeyText is { } key ? frame.Schema.PatternSchema(key) : null;
+        if (matched is null && frame.Schema.KeysByPattern) return false;
+        s.Next = matched ?? frame.Schema.OtherValues ?? JsonSchema.Any;
+        s.KeyText = null;
         s.Mode = Mode.Colon;
         return true;
     }

@@ -9,7 +9,9 @@ namespace Nanoscale.Runtime;
 /// keys, each at most once, when properties are declared and <c>additionalProperties</c> is not <c>true</c> or a schema,
 /// as OpenAI's structured outputs have it; other keys' values follow <c>additionalProperties</c> when it is a schema),
 /// <c>required</c> (the object cannot close before them), <c>dependentRequired</c> (and draft 7's <c>dependencies</c>
-/// lists: nor before the keys a written key depends on), <c>minProperties</c>/<c>maxProperties</c>, an array's
+/// lists: nor before the keys a written key depends on), <c>patternProperties</c> (a key that matches a pattern takes its
+/// schema; without <c>additionalProperties</c> true or a schema, the keys are the declared ones and the patterns' matches),
+/// <c>minProperties</c>/<c>maxProperties</c>, an array's
 /// <c>items</c>, <c>prefixItems</c> (tuples) and <c>minItems</c>/<c>maxItems</c>, a string's <c>minLength</c>/<c>maxLength</c> (code points),
 /// <c>pattern</c> (<see cref="JsonPattern"/>'s subset of ECMAScript regular expressions) and <c>format</c> (date, time,
 /// date-time, duration, uuid, ipv4, ipv6, hostname, email: <see cref="JsonPattern.ForFormat"/>), a number's
@@ -58,6 +60,28 @@ public sealed class JsonSchema
         for (int i = 0; i < Dependencies.Length; i++)
             if ((seen & (UInt128.One << i)) != 0) required |= Dependencies[i];
         return required;
+    }
+
+    /// <summary><c>patternProperties</c>: a key that is not declared and matches a pattern (unanchored, as JSON Schema
+    /// reads them) takes that pattern's schema, the first that matches; keys are then written without escapes.</summary>
+    internal (JsonPattern Pattern, JsonSchema Schema)[] PatternKeys { get; private set; } = [];
+
+    /// <summary>Whether keys are only the declared ones and those that match one of <see cref="PatternKeys"/>
+    /// (<c>patternProperties</c> without <c>additionalProperties</c> true or a schema).</summary>
+    internal bool KeysByPattern { get; private set; }
+
+    /// <summary>The first of <see cref="PatternKeys"/> that <paramref name="key"/> matches whole (null: none); with
+    /// <paramref name="begun"/>, the first that some continuation of it could still match.</summary>
+    internal JsonSchema? PatternSchema(string key, bool begun = false)
+    {
+        foreach (var (pattern, schema) in PatternKeys)
+        {
+            int state = pattern.Start;
+            foreach (char c in key)
+                if ((state = pattern.Next(state, c)) == JsonPattern.Dead) break;
+            if (state != JsonPattern.Dead && (begun || pattern.Accepts(state))) return schema;
+        }
+        return null;
     }
 
     /// <summary>Whether keys beyond <see cref="Keys"/> may appear (their values free).</summary>
@@ -232,7 +256,26 @@ public sealed class JsonSchema
         result.OtherKeys = otherKeys;
         if (otherKeys && schema.TryGetProperty("additionalProperties", out var otherValues) && otherValues.ValueKind == JsonValueKind.Object)
             result.OtherValues = Compile(otherValues, root, depth + 1, references);
-        if (otherKeys && schema.TryGetProperty("propertyNames", out var keyRules) && keyRules.ValueKind == JsonValueKind.Object)
+        if (schema.TryGetProperty("patternProperties", out var patterned) && patterned.ValueKind == JsonValueKind.Object
+            && patterned.EnumerateObject().Count() is > 0 and <= MaxKeys)
+        {
+            // Keys that match a pattern take its schema; beside declared keys (or any, with additionalProperties) they
+            // are the keys the object may have: one alternation of the declared names and the patterns holds them.
+            var patterns = new List<(JsonPattern, JsonSchema)>();
+            bool compiledAll = true;
+            foreach (var entry in patterned.EnumerateObject())
+                if (JsonPattern.TryCompile(entry.Name) is { } compiled) patterns.Add((compiled, Compile(entry.Value, root, depth + 1, references)));
+                else compiledAll = false;
+            result.PatternKeys = [.. patterns];
+            if (!otherKeys)
+            {
+                // Free keys read as written, each held to being an unwritten declared key or a pattern's match; with a
+                // pattern outside the subset, any key.
+                result.OtherKeys = true;
+                result.KeysByPattern = compiledAll;
+            }
+        }
+        if (result.OtherKeys && result.KeyNames is null && schema.TryGetProperty("propertyNames", out var keyRules) && keyRules.ValueKind == JsonValueKind.Object)
         {
             var keyNames = Compile(keyRules, root, depth + 1, references);
             if (keyNames.Values is { } named && named.All(v => v.StartsWith('"')))
@@ -597,7 +640,8 @@ public sealed class JsonSchema
         (MinLength, MaxLength, Pattern, Bounds) = (other.MinLength, other.MaxLength, other.Pattern, other.Bounds);
         (MinItems, MaxItems, MinProperties, MaxProperties, Branches, BranchStarts, OtherValues, PrefixItems) =
             (other.MinItems, other.MaxItems, other.MinProperties, other.MaxProperties, other.Branches, other.BranchStarts, other.OtherValues, other.PrefixItems);
-        (UnionBranches, UniqueItems, KeyNames, Dependencies) = (other.UnionBranches, other.UniqueItems, other.KeyNames, other.Dependencies);
+        (UnionBranches, UniqueItems, KeyNames, Dependencies, PatternKeys, KeysByPattern) =
+            (other.UnionBranches, other.UniqueItems, other.KeyNames, other.Dependencies, other.PatternKeys, other.KeysByPattern);
     }
 
     /// <summary>The schema a local JSON pointer (<c>#/$defs/Name</c>) points to in <paramref name="root"/>, or null.</summary>

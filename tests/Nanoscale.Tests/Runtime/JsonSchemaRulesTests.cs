@@ -455,6 +455,28 @@ public class JsonSchemaRulesTests
         Assert.True(Whole(Named, """{"z": 1}"""));
     }
 
+    /// <summary><c>patternProperties</c>: a key that matches a pattern takes its schema; with <c>additionalProperties:
+    /// false</c> (or declared properties and no <c>additionalProperties</c>) the keys are the declared ones and those
+    /// that match a pattern; with <c>additionalProperties: true</c> other keys stay free.</summary>
+    [Fact]
+    public void PatternPropertiesTypeTheKeysTheyMatch()
+    {
+        const string Only = """{"type": "object", "patternProperties": {"^x-": {"type": "integer"}, "_id$": {"type": "string", "maxLength": 3}}, "additionalProperties": false}""";
+        Assert.True(Whole(Only, """{"x-a": 1, "user_id": "abc"}"""));
+        Assert.False(Whole(Only, """{"x-a": "s"}"""));
+        Assert.False(Whole(Only, """{"user_id": "abcd"}"""));
+        Assert.False(Whole(Only, """{"other": 1}"""));
+        Assert.True(Whole(Only, "{}"));
+        const string Declared = """{"type": "object", "properties": {"name": {"type": "string"}}, "patternProperties": {"^n[0-9]+$": {"type": "boolean"}}, "required": ["name"]}""";
+        Assert.True(Whole(Declared, """{"name": "a", "n1": true, "n22": false}"""));
+        Assert.False(Whole(Declared, """{"name": "a", "n1": 5}"""));
+        Assert.False(Whole(Declared, """{"name": "a", "zzz": 1}"""));
+        Assert.False(Whole(Declared, """{"n1": true}"""));
+        const string Open = """{"type": "object", "patternProperties": {"^n": {"type": "integer"}}, "additionalProperties": true}""";
+        Assert.True(Whole(Open, """{"nx": 1, "other": "s"}"""));
+        Assert.False(Whole(Open, """{"nx": "s"}"""));
+    }
+
     private static readonly string[] WalkSchemas =
     [
         """
@@ -493,6 +515,10 @@ public class JsonSchemaRulesTests
         {"type": "object", "properties": {"card": {"type": "string", "maxLength": 4}, "billing": {"type": "string", "maxLength": 4},
             "cvv": {"type": "integer", "minimum": 100, "maximum": 999}, "note": {"type": "string", "maxLength": 3}},
          "dependentRequired": {"card": ["billing", "cvv"], "note": ["card"]}, "additionalProperties": false}
+        """,
+        """
+        {"type": "object", "patternProperties": {"^x-[a-c]{1,2}$": {"type": "integer", "minimum": 0, "maximum": 9}, "^[a-c]_id$": {"type": "string", "maxLength": 3}},
+         "properties": {"name": {"type": "string", "maxLength": 2}}, "additionalProperties": false, "maxProperties": 4}
         """,
     ];
 
