@@ -196,7 +196,9 @@ internal sealed class ChatTemplate
         if (tokens.TryGetValue("eos_token", out var eos) && eos is string eosText && eosText.Length > 0 && text.Contains("eos_token", StringComparison.Ordinal)
             && !ends.Contains(eosText))
             ends.Add(eosText);
-        ToolCallForm? form = text.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallForm.Hermes
+        ToolCallForm? form = text.Contains("[TOOL_CALLS]", StringComparison.Ordinal) ? ToolCallForm.Mistral
+            : text.Contains("<|tool_call|>", StringComparison.Ordinal) ? ToolCallForm.Phi
+            : text.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallForm.Hermes
             : text.Contains("tools", StringComparison.Ordinal) ? ToolCallForm.LlamaJson : null;
         return new ChatTemplate(name, jinja, tokens, ends, text.Contains(ThinkOpen, StringComparison.Ordinal), form, text);
     }

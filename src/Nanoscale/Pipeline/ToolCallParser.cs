@@ -329,17 +329,26 @@ internal static class ToolCallParser
     /// </summary>
     public static (string Start, ITokenConstraint Constraint) Forced(ToolCallForm form, string[] pieces, IReadOnlyList<JsonElement> functions, string? function)
     {
-        string arguments = form == ToolCallForm.Hermes ? "arguments" : "parameters";
-        string open = form == ToolCallForm.Hermes ? Open + "\n" : "";
+        // Each form's call as its model writes it: the text before the call object, the key of its arguments, and the
+        // text after the object's closing brace (a Mistral list's bracket; Hermes' and Phi's closing tags may follow
+        // freely, the parser reads a call without them).
+        string arguments = form == ToolCallForm.LlamaJson ? "parameters" : "arguments";
+        var (open, close) = form switch
+        {
+            ToolCallForm.Hermes => (Open + "\n", "}"),
+            ToolCallForm.Mistral => (MistralCalls + "[", "}]"),
+            ToolCallForm.Phi => (PhiOpen, "}"),
+            _ => ("", "}"),
+        };
         if (function is not null)
             return ($"{open}{{\"name\": {JsonSerializer.Serialize(function, AsWritten)}, \"{arguments}\": ",
-                new JsonConstraint(pieces, new JsonConstraint.JsonObject(Parameters(functions.First(f => Name(f) == function))), new JsonConstraint.Literal("}")));
+                new JsonConstraint(pieces, new JsonConstraint.JsonObject(Parameters(functions.First(f => Name(f) == function))), new JsonConstraint.Literal(close)));
         // A name as JSON writes it inside its quotes, and the closing quote that ends it; the first definition of a name.
         var offered = functions.DistinctBy(Name).ToList();
         var options = offered.Select(f => JsonSerializer.Serialize(Name(f), AsWritten)[1..]).ToList();
         return ($"{open}{{\"name\": \"",
             new JsonConstraint(pieces, new JsonConstraint.OneOf(options), new JsonConstraint.Literal($", \"{arguments}\": "),
-                new JsonConstraint.JsonObject { ForOption = [.. offered.Select(Parameters)] }, new JsonConstraint.Literal("}")));
+                new JsonConstraint.JsonObject { ForOption = [.. offered.Select(Parameters)] }, new JsonConstraint.Literal(close)));
 
         static string Name(JsonElement f) => f.GetProperty("name").GetString()!;
     }
@@ -358,10 +367,13 @@ internal static class ToolCallParser
 
 }
 
-/// <summary>How a model writes a function call: Hermes' and Qwen's <c>&lt;tool_call&gt;{"name", "arguments"}</c> blocks,
-/// or Llama 3.x's reply as one <c>{"name", "parameters"}</c> object.</summary>
+/// <summary>How a model writes a function call, as a forced call is written: Hermes' and Qwen's
+/// <c>&lt;tool_call&gt;{"name", "arguments"}</c> blocks, Llama 3.x's reply as one <c>{"name", "parameters"}</c> object,
+/// Mistral's <c>[TOOL_CALLS][{"name", "arguments"}]</c> list, Phi-4-mini's <c>&lt;|tool_call|&gt;{"name", "arguments"}</c>.</summary>
 internal enum ToolCallForm
 {
     Hermes,
     LlamaJson,
+    Mistral,
+    Phi,
 }

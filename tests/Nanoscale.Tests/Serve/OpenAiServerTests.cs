@@ -1323,6 +1323,36 @@ public sealed class ToolUseTests
         Assert.Contains("does not describe tools", e.Message);
     }
 
+    /// <summary>Templates that describe Mistral's and Phi-4-mini's calls get a forced call in that form —
+    /// <c>[TOOL_CALLS][{"name": …, "arguments": …}]</c>, <c>&lt;|tool_call|&gt;{"name": …, "arguments": …}</c> — made by the
+    /// reply's beginning and the constraint, and answered as the call.</summary>
+    [Theory]
+    [InlineData("{% if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}{% for m in messages %}[INST]{{ m.content }}[/INST]{% endfor %}{# calls: [TOOL_CALLS] #}",
+        "[TOOL_CALLS][{\"name\": \"")]
+    [InlineData("{% for t in tools %}<|tool|>{{ t | tojson }}<|/tool|>{% endfor %}{# calls: <|tool_call|> #}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}<|assistant|>",
+        "<|tool_call|>{\"name\": \"")]
+    public async Task MistralAndPhiTemplatesGetTheirOwnForm(string templateText, string start)
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        var template = dir.File("template.jinja");
+        File.WriteAllText(template, templateText);
+        using var service = new CompletionService(LoadedModel.Open(folder), "qwen", chatTemplateFile: template);
+        var request = new CompletionRequest
+        {
+            Messages = [("user", "What time is it?")], MaxTokens = 30, Tools = [JsonDocument.Parse(NoArguments).RootElement, JsonDocument.Parse(Tool).RootElement],
+            RequiredTool = CompletionRequest.AnyTool,
+        };
+        var streamed = new StringBuilder();
+        var outcome = await service.CompleteAsync(request, piece => streamed.Append(piece));
+        Assert.StartsWith(start, streamed.ToString());
+        Assert.Equal("tool_calls", outcome.FinishReason);
+        Assert.Equal("", outcome.Text);
+        var call = Assert.Single(outcome.ToolCalls!);
+        Assert.Contains(call.Name, new[] { "get_time", "get_weather" });
+        JsonDocument.Parse(call.Arguments).Dispose();
+    }
+
     /// <summary>A thinking template (reasoning blocks) on the same model: replies pass through the reasoning splitter, and
     /// streamed content still adds up to the non-streamed content (this random model never opens a block).</summary>
     [Fact]
