@@ -16,6 +16,8 @@ namespace Nanoscale.Cli.Serve;
 /// <summary>Where <c>nanoscale serve</c> listens and whom it answers.</summary>
 /// <param name="SplitReasoning">Whether a thinking template's replies give <c>reasoning_content</c> apart from <c>content</c>.</param>
 /// <param name="Pooling">How <c>/v1/embeddings</c> pools an input's hidden states.</param>
+/// <param name="CorsOrigins">Origins whose web pages may call the API from a browser (<c>*</c>: any); none: no CORS headers.</param>
+/// <param name="MoreApiKeys">Keys accepted beside <paramref name="ApiKey"/> (<c>--api-key-file</c>'s).</param>
 internal sealed record ServeOptions(string Host = "127.0.0.1", int Port = 8080, string? ApiKey = null, bool SplitReasoning = true,
     EmbeddingPooling Pooling = EmbeddingPooling.Mean, IReadOnlyList<string>? CorsOrigins = null, IReadOnlyList<string>? MoreApiKeys = null)
 {

@@ -206,7 +206,11 @@ internal sealed class ChatTemplate
     /// <summary>A message as Hugging Face templates read it: role and content; an assistant's <c>tool_calls</c> as
     /// <c>[{id, type: "function", function: {name, arguments}}]</c> with the arguments parsed from their JSON text
     /// (templates write them with <c>tojson</c>; text that is not JSON stays a string); a tool message's <c>tool_call_id</c>.</summary>
-    private static object? Message(ChatMessage m)
+    private static object? Message(ChatMessage m) => Message(m, argumentsAsText: false);
+
+    /// <summary><see cref="Message(ChatMessage)"/>, the calls' arguments left as their JSON text with
+    /// <paramref name="argumentsAsText"/> (for templates that concatenate them as strings, <see cref="Render"/>).</summary>
+    private static object? Message(ChatMessage m, bool argumentsAsText)
     {
         var message = new OrderedDictionary<string, object?>(StringComparer.Ordinal) { ["role"] = m.Role, ["content"] = m.Content };
         if (m.ToolCalls is { Count: > 0 } calls)
@@ -214,7 +218,10 @@ internal sealed class ChatTemplate
             {
                 ["id"] = c.Id,
                 ["type"] = "function",
-                ["function"] = new OrderedDictionary<string, object?>(StringComparer.Ordinal) { ["name"] = c.Name, ["arguments"] = ParsedArguments(c.Arguments) },
+                ["function"] = new OrderedDictionary<string, object?>(StringComparer.Ordinal)
+                {
+                    ["name"] = c.Name, ["arguments"] = argumentsAsText ? c.Arguments : ParsedArguments(c.Arguments),
+                },
             }).ToList();
         if (m.ToolCallId is { } id) message["tool_call_id"] = id;
         return message;
@@ -284,9 +291,28 @@ internal sealed class ChatTemplate
                     try { variables[key] = JinjaValues.FromClr(value); }
                     catch (JinjaException e) { throw new InvalidOptionException("chat_template_kwargs", $"'{key}': {e.Reason}"); }
                 }
-        variables["messages"] = messages.Select(Message).ToList();
+        bool calls = messages.Any(m => m.ToolCalls is { Count: > 0 });
+        variables["messages"] = messages.Select(m => Message(m, calls && _argumentsAsText)).ToList();
         try { return _jinja.Render(variables, now); }
         catch (JinjaException e) when (e.Raised) { throw new InvalidOptionException("messages", $"the model's chat template refused them: {e.Reason}"); }
+        catch (JinjaException e) when (calls && !_argumentsAsText)
+        {
+            // Some templates write a call's arguments by string concatenation (DeepSeek-R1's distills: '```json\n' +
+            // arguments), which parsed arguments fail; such a template gets them as their JSON text from now on, as
+            // llama.cpp's template engine finds out by trying.
+            variables["messages"] = messages.Select(m => Message(m, argumentsAsText: true)).ToList();
+            try
+            {
+                var text = _jinja.Render(variables, now);
+                _argumentsAsText = true;
+                return text;
+            }
+            catch (JinjaException) { throw new InvalidOptionException("messages", $"the model's chat template ({Name}) failed on them: {e.Message}"); }
+        }
         catch (JinjaException e) { throw new InvalidOptionException("messages", $"the model's chat template ({Name}) failed on them: {e.Message}"); }
     }
+
+    /// <summary>Whether this template takes calls' arguments as their JSON text (it failed on them parsed and rendered
+    /// them as text; <see cref="Render"/>).</summary>
+    private volatile bool _argumentsAsText;
 }

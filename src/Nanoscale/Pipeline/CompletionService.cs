@@ -332,12 +332,17 @@ public sealed class CompletionService : IDisposable
     }
 
     /// <summary>An offered tool's function (<c>{name, description, parameters}</c>).</summary>
+    /// <exception cref="InvalidOptionException">The tool is not <c>{"type": "function", "function": {"name": …}}</c>.</exception>
     private static System.Text.Json.JsonElement OfferedFunction(object tool) =>
-            System.Text.Json.JsonSerializer.SerializeToElement(tool) is { ValueKind: System.Text.Json.JsonValueKind.Object } json
-            && json.TryGetProperty("function", out var f) && f.ValueKind == System.Text.Json.JsonValueKind.Object
-            && f.TryGetProperty("name", out var n) && n.ValueKind == System.Text.Json.JsonValueKind.String && n.GetString() is { Length: > 0 }
-                ? f
-                : throw new InvalidOptionException("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": …}}");
+        FunctionOf(tool) ?? throw new InvalidOptionException("tools", "each tool must be {\"type\": \"function\", \"function\": {\"name\": …}}");
+
+    /// <summary>An offered tool's function, or null when the tool has none with a name.</summary>
+    private static System.Text.Json.JsonElement? FunctionOf(object tool) =>
+        System.Text.Json.JsonSerializer.SerializeToElement(tool) is { ValueKind: System.Text.Json.JsonValueKind.Object } json
+        && json.TryGetProperty("function", out var f) && f.ValueKind == System.Text.Json.JsonValueKind.Object
+        && f.TryGetProperty("name", out var n) && n.ValueKind == System.Text.Json.JsonValueKind.String && n.GetString() is { Length: > 0 }
+            ? f
+            : null;
 
     /// <summary>Whether the reply to <paramref name="request"/> begins inside a reasoning block the chat template opened
     /// in the prompt (<see cref="ChatTemplate.OpensReasoning"/>; false for a plain prompt).</summary>
@@ -429,7 +434,7 @@ public sealed class CompletionService : IDisposable
                     GenerateSeconds = result.GenerateSeconds,
                 };
                 // With tools offered, a reply that spells out calls is those calls (and the text before them).
-                if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text, [.. request.Tools.Select(OfferedFunction)]) is { } parsed)
+                if (request.Messages is not null && request.Tools is { Count: > 0 } && ToolCallParser.Parse(outcome.Text, [.. request.Tools.Select(FunctionOf).OfType<System.Text.Json.JsonElement>()]) is { } parsed)
                     outcome = outcome with
                     {
                         Text = parsed.Content ?? "", ToolCalls = request.ParallelToolCalls ? parsed.Calls : parsed.Calls.Take(1).ToList(), FinishReason = "tool_calls",

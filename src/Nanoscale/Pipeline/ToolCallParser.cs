@@ -112,7 +112,11 @@ internal static class ToolCallParser
     private static bool Mistral(string after, List<ToolCall> calls)
     {
         if (after.TrimStart().StartsWith('['))
-            return Calls(after) is { Count: > 0 } list && Add(list);
+        {
+            if (Calls(after) is not { Count: > 0 } list) return false;
+            calls.AddRange(list);
+            return true;
+        }
         foreach (var piece in after.Split(MistralCalls))
         {
             int arguments = piece.IndexOf(MistralArguments, StringComparison.Ordinal);
@@ -125,12 +129,6 @@ internal static class ToolCallParser
             calls.Add(new ToolCall(ToolCall.NewId(), name, json));
         }
         return true;
-
-        bool Add(IReadOnlyList<ToolCall> list)
-        {
-            calls.AddRange(list);
-            return true;
-        }
     }
 
     /// <summary>A section's calls, each <paramref name="open"/> HEAD <paramref name="separator"/> TAIL

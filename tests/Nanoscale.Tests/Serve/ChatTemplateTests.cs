@@ -126,6 +126,31 @@ public class ChatTemplateTests
         Assert.Equal(golden.GetProperty("expected").GetString(), template.Render(conversation, tools: [tool]));
     }
 
+    /// <summary>A template that writes a call's arguments by string concatenation (as DeepSeek-R1's distills do:
+    /// <c>'```json\n' + arguments</c>), which Jinja2 refuses for parsed arguments, gets them as their JSON text and
+    /// renders; a template that reads them as an object still gets them parsed.</summary>
+    [Fact]
+    public void ArgumentsAreTextForTemplatesThatConcatenateThem()
+    {
+        using var dir = new TempDir();
+        ChatMessage[] conversation =
+        [
+            ("user", "Weather in Paris?"),
+            new ChatMessage("assistant", null) { ToolCalls = [new ToolCall("call_1", "get_weather", """{"city": "Paris"}""")] },
+            new ChatMessage("tool", "sunny") { ToolCallId = "call_1" },
+        ];
+        var concatenating = dir.File("concat.jinja");
+        File.WriteAllText(concatenating, "{% for m in messages %}{% for c in m.tool_calls or [] %}{{ 'CALL ' + c.function.name + '\\n```json\\n' + c.function.arguments + '\\n```' }}{% endfor %}" +
+            "{% if m.content %}[{{ m.role }}] {{ m.content }}\n{% endif %}{% endfor %}");
+        var template = ChatTemplate.FromFile(concatenating, null);
+        var expected = "[user] Weather in Paris?\nCALL get_weather\n```json\n{\"city\": \"Paris\"}\n```[tool] sunny\n";
+        Assert.Equal(expected, template.Render(conversation));
+        Assert.Equal(expected, template.Render(conversation)); // the template now takes text at once
+        var reading = dir.File("read.jinja");
+        File.WriteAllText(reading, "{% for m in messages %}{% for c in m.tool_calls or [] %}{{ c.function.arguments.city }}{% endfor %}{% endfor %}");
+        Assert.Equal("Paris", ChatTemplate.FromFile(reading, null).Render(conversation));
+    }
+
     /// <summary><c>--chat-template</c> also takes another model's <c>tokenizer_config.json</c>: its <c>chat_template</c>,
     /// rendered as that folder's own template renders; the model folder's special tokens win, the file's own serve a
     /// model without them; a JSON file without a template is refused by name.</summary>
