@@ -17,6 +17,10 @@ internal static class GenerateCommand
     {
         var model = new Argument<string>("MODEL") { Description = "Checkpoint (plain or compressed)" };
         var prompt = new Option<string>("--prompt") { Description = "Prompt (default: empty, i.e. start from BOS)", DefaultValueFactory = _ => "" };
+        var suffix = new Option<string?>("--suffix")
+        {
+            Description = "Fill in the middle: --prompt is the text before a gap and this the text after it (code models' FIM tokens, as serve's suffix)",
+        };
         var chat = new Option<string?>("--chat") { Description = "A user message: the model answers it as the assistant, through its chat template (as serve does)" };
         var system = new Option<string?>("--system") { Description = "A system message before --chat" };
         var chatTemplate = new Option<string?>("--chat-template") { Description = "A Jinja chat template file for --chat instead of the model's" };
@@ -40,7 +44,7 @@ internal static class GenerateCommand
         var json = CliRunner.JsonOption();
         var command = new Command("generate", "Generate text (greedy, or sampled with --temperature), streamed, with tokens/s")
         {
-            model, prompt, chat, system, chatTemplate, jsonSchema, regex, grammar,
+            model, prompt, suffix, chat, system, chatTemplate, jsonSchema, regex, grammar,
         };
         foreach (var option in flags.All) command.Options.Add(option);
         foreach (Option option in (Option[])[noStream, tokenizer, threads, kvCache, json]) command.Options.Add(option);
@@ -60,6 +64,8 @@ internal static class GenerateCommand
             if (message is null && (parse.GetValue(system) is not null || parse.GetValue(chatTemplate) is not null))
                 throw new InvalidOptionException("--chat", "--system and --chat-template go with --chat");
             if (message is not null && promptText.Length > 0) throw new InvalidOptionException("--chat", "give --chat or --prompt, not both");
+            string? after = parse.GetValue(suffix);
+            if (after is not null && message is not null) throw new InvalidOptionException("--suffix", "a chat has no suffix: give --prompt with --suffix");
             var schema = parse.GetValue(jsonSchema) is { } schemaText ? ReadSchema(schemaText) : null;
             var rules = parse.GetValue(grammar) is { } grammarText ? ReadGrammar(grammarText) : null;
             bool stream = !context.Json && !parse.GetValue(noStream);
@@ -73,7 +79,9 @@ internal static class GenerateCommand
             GenerationResult result;
             try
             {
-                result = message is null
+                result = after is not null
+                    ? loaded.Infill(promptText, after, count, sampling, onText, context.Cancellation, schema, parse.GetValue(regex), rules, "--suffix")
+                    : message is null
                     ? loaded.Generate(promptText, count, sampling, onText, context.Cancellation, schema, parse.GetValue(regex), rules)
                     : loaded.Chat([.. parse.GetValue(system) is { } s ? [("system", s)] : Array.Empty<(string, string)>(), ("user", message)],
                         count, sampling, onText, parse.GetValue(chatTemplate), context.Cancellation, schema, parse.GetValue(regex), rules);
@@ -86,7 +94,9 @@ internal static class GenerateCommand
             if (context.Json)
                 return new
                 {
-                    text = message is null ? result.Text : result.NewText,
+                    // Filled in: the prefix, the middle and the suffix, in the file's order.
+                    text = after is not null ? promptText + result.NewText + after : message is null ? result.Text : result.NewText,
+                    middle = after is not null ? result.NewText : null,
                     tokens = result.Tokens,
                     prompt_tokens = result.PromptTokens,
                     generated_tokens = result.GeneratedTokens,
@@ -97,8 +107,8 @@ internal static class GenerateCommand
                     prompt_tokens_per_second = result.PromptTokensPerSecond,
                     generated_tokens_per_second = result.GeneratedTokensPerSecond,
                 };
-            if (stream) output.WriteLine();
-            else output.WriteLine(message is null ? result.Text : result.NewText);
+            if (stream) output.WriteLine(after ?? "");
+            else output.WriteLine(after is not null ? promptText + result.NewText + after : message is null ? result.Text : result.NewText);
             context.Log($"prompt: {result.PromptTokens} tokens at {result.PromptTokensPerSecond:0.0} tokens/s; " +
                         $"generated: {result.GeneratedTokens} tokens at {result.GeneratedTokensPerSecond:0.0} tokens/s; stop: {Describe(result.Stop)}");
             return null;

@@ -272,8 +272,7 @@ public sealed class CompletionService : IDisposable
             if (request.PromptIds is not null) throw new InvalidOptionException("suffix", "a fill-in-the-middle prompt must be text, not token ids");
             return (_fim ??= new(() => FillInTheMiddle.Of(_model.Tokenizer))).Value is { } fim
                 ? fim.Prompt(request.Prompt, suffix, request.InfillFiles, request.MiddleStart)
-                : throw new InvalidOptionException("suffix",
-                    "the model's tokenizer has no fill-in-the-middle tokens (<|fim_prefix|>, <fim_prefix>, <｜fim▁begin｜> or <PRE> and their suffix and middle), so it cannot fill a gap");
+                : throw new InvalidOptionException("suffix", FillInTheMiddle.Missing);
         }
         if (request.PromptIds is { } ids)
             return ids.All(id => (uint)id < (uint)_model.Config.VocabSize) ? ids

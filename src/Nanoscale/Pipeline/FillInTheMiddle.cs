@@ -38,6 +38,10 @@ internal sealed class FillInTheMiddle
         Name = name;
     }
 
+    /// <summary>Why a gap cannot be filled with a tokenizer that has no such tokens.</summary>
+    public const string Missing =
+        "the model's tokenizer has no fill-in-the-middle tokens (<|fim_prefix|>, <fim_prefix>, <｜fim▁begin｜> or <PRE> and their suffix and middle), so it cannot fill a gap";
+
     /// <summary>The family's prefix marker, as its text (for messages).</summary>
     public string Name { get; }
 

@@ -141,6 +141,19 @@ public sealed class LoadedModel : IDisposable
             Reply(jsonReply, regexReply, grammarReply));
     }
 
+    /// <summary>Fill in the middle: the text between <paramref name="prefix"/> and <paramref name="suffix"/>
+    /// (<see cref="GenerationResult.NewText"/>), from a prompt made with the tokenizer's fill-in-the-middle tokens as
+    /// <c>serve</c>'s <c>suffix</c> makes it (<see cref="FillInTheMiddle"/>), ending also at their end tokens.</summary>
+    /// <exception cref="InvalidOptionException">The tokenizer has no fill-in-the-middle tokens (named <paramref name="option"/>).</exception>
+    public GenerationResult Infill(string prefix, string suffix, int maxNewTokens, SamplingOptions sampling, Action<string>? onText,
+        CancellationToken cancellationToken = default, JsonSchema? jsonReply = null, string? regexReply = null, string? grammarReply = null,
+        string option = "suffix")
+    {
+        var fim = FillInTheMiddle.Of(Tokenizer) ?? throw new InvalidOptionException(option, FillInTheMiddle.Missing);
+        sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds.Union(fim.EndTokens)] };
+        return Generate(fim.Prompt(prefix, suffix), maxNewTokens, sampling, onText, cancellationToken, jsonReply, regexReply, grammarReply);
+    }
+
     /// <summary>The constraint a reply is held to: one JSON object following <paramref name="schema"/>
     /// (<see cref="JsonReply"/>), text <paramref name="regex"/> matches whole, or text the GBNF
     /// <paramref name="grammar"/> matches whole; none without any.</summary>

@@ -2091,6 +2091,26 @@ public sealed class FillInTheMiddleTests
         }
     }
 
+    /// <summary><c>generate --suffix</c>: the same prompt as the server's, the middle between the two texts.</summary>
+    [Fact]
+    public void GenerateFillsTheGapToo()
+    {
+        using var dir = new TempDir();
+        var folder = SampleModels.Qwen25(dir, 1024);
+        const string Prefix = "def add(a, b):\n    ", Suffix = "\n\nprint(add(1, 2))\n";
+        var result = CliProcess.Run("generate", folder, "--prompt", Prefix, "--suffix", Suffix, "-n", "6", "--json");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        var json = result.Json();
+        using var loaded = LoadedModel.Open(folder);
+        var middle = loaded.Infill(Prefix, Suffix, 6, new SamplingOptions(), null).NewText;
+        Assert.Equal(middle, json.GetProperty("middle").GetString());
+        Assert.Equal(Prefix + middle + Suffix, json.GetProperty("text").GetString());
+        Assert.Equal(FillInTheMiddle.Of(loaded.Tokenizer)!.Prompt(Prefix, Suffix).Length, json.GetProperty("prompt_tokens").GetInt32());
+        var refused = CliProcess.Run("generate", SharedData.Stories260K, "--prompt", "Once", "--suffix", "end", "-n", "3");
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("--suffix: the model's tokenizer has no fill-in-the-middle tokens", refused.Stderr);
+    }
+
     [Fact]
     public async Task AModelWithoutFimTokensRefusesASuffix()
     {
