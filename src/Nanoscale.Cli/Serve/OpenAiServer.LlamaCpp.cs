@@ -49,7 +49,7 @@ internal static partial class OpenAiServer
                 };
                 stream = Bool(root, "stream") ?? false;
                 var (json, regex, grammar) = StructuredReply(root);
-                var triggers = LazyTriggers(root, json is not null || regex is not null || grammar is not null);
+                var triggers = LazyTriggers(root, json is not null || regex is not null || grammar is not null, service);
                 int predict = Int(root, "n_predict") ?? -1;
                 if (predict == 0 || predict < -1) throw new BadField("n_predict", "'n_predict' must be −1 (up to the context) or positive");
                 int? probs = Int(root, "n_probs") is int p and > 0 ? p : null;

@@ -361,7 +361,7 @@ internal static partial class OpenAiServer
             {
                 var root = document.RootElement;
                 var (jsonReply, regexReply, grammarReply) = StructuredReply(root);
-                var triggers = LazyTriggers(root, jsonReply is not null || regexReply is not null || grammarReply is not null);
+                var triggers = LazyTriggers(root, jsonReply is not null || regexReply is not null || grammarReply is not null, service);
                 stream = Bool(root, "stream") ?? false;
                 includeUsage = IncludeUsage(root, stream);
                 RefuseUnsupported(root, chat);
@@ -939,7 +939,7 @@ internal static partial class OpenAiServer
     /// shape, the word included; null when the request is not lazy. Other trigger types (tokens, patterns), a word that
     /// must be at the start, and a lazy request without a shape or without triggers are refused by name.
     /// </summary>
-    private static IReadOnlyList<string>? LazyTriggers(JsonElement root, bool shaped)
+    private static IReadOnlyList<string>? LazyTriggers(JsonElement root, bool shaped, CompletionService service)
     {
         if (Bool(root, "grammar_lazy") != true) return null;
         if (!shaped) throw new BadField("grammar_lazy", "'grammar_lazy' needs a grammar (or another shape) to hold the reply to");
@@ -950,14 +950,33 @@ internal static partial class OpenAiServer
         {
             if (trigger.ValueKind != JsonValueKind.Object) throw new BadField("grammar_triggers", "each trigger must be an object");
             if (Bool(trigger, "at_start") == true) throw new BadField("grammar_triggers", "triggers that must be at the start ('at_start') are not supported");
+            // llama.cpp's types: 0 (token), 1 (word), 2 and 3 (patterns).
             var type = Field(trigger, "type");
-            bool word = type is null || type is { ValueKind: JsonValueKind.String } t && t.GetString() == "word"
-                || type is { ValueKind: JsonValueKind.Number } n && n.TryGetInt32(out int k) && k == 1;
-            if (!word) throw new BadField("grammar_triggers", "only word triggers are supported (type \"word\" or 1), not tokens or patterns");
+            string? kind = type switch
+            {
+                null => "word",
+                { ValueKind: JsonValueKind.String } t => t.GetString(),
+                { ValueKind: JsonValueKind.Number } n when n.TryGetInt32(out int k) => k switch { 0 => "token", 1 => "word", _ => "pattern" },
+                _ => null,
+            };
+            if (kind == "token" && Field(trigger, "token") is { } id)
+            {
+                // A token trigger holds from that token's text in the reply (a marker the reply keeps, or a plain token).
+                if (id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out int token))
+                    throw new BadField("grammar_triggers", "a token trigger's 'token' must be a token id");
+                string text;
+                try { text = service.ReplyText(token); }
+                catch (InvalidOptionException e) { throw new BadField("grammar_triggers", e.Message); }
+                if (text.Length == 0) throw new BadField("grammar_triggers", $"token {token} leaves no text in a reply (a control token), so it cannot trigger");
+                words.Add(text);
+                continue;
+            }
+            if (kind is not ("word" or "token"))
+                throw new BadField("grammar_triggers", "only word and token triggers are supported (type \"word\" or 1, \"token\" or 0), not patterns");
             var value = Field(trigger, type is null ? "word" : "value");
-            if (value is not { ValueKind: JsonValueKind.String } v || v.GetString() is not { Length: > 0 and <= 256 } text)
+            if (value is not { ValueKind: JsonValueKind.String } v || v.GetString() is not { Length: > 0 and <= 256 } text2)
                 throw new BadField("grammar_triggers", "each word trigger needs its word: a string of 1..256 characters");
-            words.Add(text);
+            words.Add(text2);
         }
         if (words.Count > 64) throw new BadField("grammar_triggers", "at most 64 triggers");
         return words;

@@ -200,7 +200,8 @@ public sealed class CompletionService : IDisposable
         ContextLength = Math.Min(contextLength ?? model.Config.MaxSeqLen, model.Config.MaxSeqLen);
         _template = ChatTemplate.For(model, chatTemplateFile);
         // Tool-call markers the tokenizer holds as special tokens stay in the replies' text, where the parser reads them.
-        _factory = new TokenFactory(model.Model, MarkerKeepingTokenizer.For(model.Tokenizer, ToolCallParser.SpecialMarkers), maxBatch, model.EndTokens, promptCache);
+        _replyTokenizer = MarkerKeepingTokenizer.For(model.Tokenizer, ToolCallParser.SpecialMarkers);
+        _factory = new TokenFactory(model.Model, _replyTokenizer, maxBatch, model.EndTokens, promptCache);
     }
 
     public string ModelName { get; }
@@ -293,6 +294,16 @@ public sealed class CompletionService : IDisposable
     /// <summary>Token ids of <paramref name="text"/>, with BOS first when <paramref name="addSpecial"/> and the tokenizer
     /// has one (special tokens written in the text are read as such either way).</summary>
     public int[] Tokenize(string text, bool addSpecial) => _model.Tokenizer.Encode(text, addBos: addSpecial && _model.Tokenizer.BosId is not null);
+
+    /// <summary>The text token <paramref name="id"/> adds to a reply ("" for a control token decoding drops; a
+    /// tool-call marker's text where the reply keeps it).</summary>
+    /// <exception cref="InvalidOptionException">An id outside the vocabulary (named <paramref name="option"/>).</exception>
+    public string ReplyText(int id, string option = "tokens") =>
+        (uint)id < (uint)_model.Config.VocabSize ? _replyTokenizer.Decode([id])
+            : throw new InvalidOptionException(option, $"token {id} is outside the vocabulary (0..{_model.Config.VocabSize - 1})");
+
+    /// <summary>Decodes the replies' text (<see cref="MarkerKeepingTokenizer"/> over the model's tokenizer).</summary>
+    private readonly ITokenizer _replyTokenizer;
 
     /// <summary>The text of <paramref name="ids"/> (control tokens give none).</summary>
     /// <exception cref="InvalidOptionException">An id outside the vocabulary.</exception>

@@ -67,6 +67,20 @@ public sealed class OpenAiServerTests : IAsyncLifetime
             Assert.Equal(HttpStatusCode.OK, status);
             Assert.Matches("^, there was a [a-z]{2,5}\\.$", lazy.GetProperty("content").GetString()!);
         }
+        // A token trigger holds from that token's text: the first token of " there" here, the grammar held from it on.
+        using (var model = LoadedModel.Open(SharedData.Stories260K))
+        {
+            int first = model.Tokenizer.Encode(" there", addBos: false)[0];
+            string start = model.Tokenizer.Decode([first]);
+            Assert.StartsWith(start, " there");
+            string fromToken = $"\"grammar\": \"root ::= \\\"{start}{" there"[start.Length..]} was a \\\" [a-z]{{2,5}} \\\".\\\"\"";
+            var (tokenStatus, byToken) = await Post("/completion", $$"""{"prompt": "Once upon a time", "n_predict": 40, "temperature": 0, {{fromToken}}, "grammar_lazy": true, "grammar_triggers": [{"type": 0, "value": "{{start}}", "token": {{first}}}]}""");
+            Assert.Equal(HttpStatusCode.OK, tokenStatus);
+            Assert.Matches("^, there was a [a-z]{2,5}\\.$", byToken.GetProperty("content").GetString()!);
+            var (controlStatus, control) = await Post("/completion", $$"""{"prompt": "x", {{grammar}}, "grammar_lazy": true, "grammar_triggers": [{"type": "token", "value": "", "token": {{model.Tokenizer.EosId}}}]}""");
+            Assert.Equal(HttpStatusCode.BadRequest, controlStatus);
+            Assert.Contains("control token", control.GetProperty("error").GetProperty("message").GetString());
+        }
         var (_, eager) = await Post("/completion", $$"""{"prompt": "Once upon a time", "n_predict": 40, "temperature": 0, {{grammar}}}""");
         Assert.StartsWith("there was a ", eager.GetProperty("content").GetString()!);
         var (_, openAi) = await Post("/v1/completions", $$"""{"prompt": "Once upon a time", "max_tokens": 40, "temperature": 0, {{grammar}}, "grammar_lazy": true, "grammar_triggers": [{"type": "word", "value": "there"}]}""");
