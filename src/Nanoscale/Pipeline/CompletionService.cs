@@ -391,7 +391,7 @@ public sealed class CompletionService : IDisposable
         if (request.Echo) return await EchoAsync(request, prompt, sampling, onText, cancellationToken, onLogProbs).ConfigureAwait(false);
         long need = KvBytes(prompt.Length + maxTokens);
         if (KvBudgetBytes is { } budget && need > budget)
-            throw new InvalidOptionException("max_tokens", $"{prompt.Length} prompt and {maxTokens} new tokens need {need} bytes of KV cache; the budget is {budget}");
+            throw new InvalidOptionException("max_tokens", $"{prompt.Length} prompt and {maxTokens} new tokens need {need} bytes of KV cache; the budget is {budget} (the server's --kv-budget)");
         // A chat turn ends at the template's end-of-turn token (Llama-3's <|eot_id|> is not the tokenizer's EOS).
         if (request.Messages is not null) sampling = _template.EndingTurns(_model.Tokenizer, sampling);
         // A middle ends at the fill-in-the-middle family's padding and separators too.
