@@ -100,6 +100,7 @@ CASES = [
      [{}, {"tools": [TOOL]}, {"quiet": True}, {"identity": "Custom identity."}]),
     ("declarations.jinja", ["basic", "no-system", "reasoning", "tool-use", "unicode", "empty-content"],
      [{}, {"tools": [TOOL, BOOKING]}, {"thinking": True}]),
+    ("call-blocks.jinja", ["basic", "tool-use", "empty-content"], [{}, {"tools": [TOOL, BOOKING]}]),
 ]
 
 TOKENS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}

@@ -22,6 +22,11 @@ internal sealed record SetBlockNode(string Target, IReadOnlyList<Node> Body, int
 internal sealed record MacroNode(string Name, IReadOnlyList<string> Parameters, IReadOnlyList<Expr?> Defaults, IReadOnlyList<Node> Body, int Offset)
     : Node(Offset);
 
+/// <summary><c>{% call(params) macro(args) %}body{% endcall %}</c>: the call, with <c>caller</c> a macro of
+/// <see cref="Parameters"/> that renders <see cref="Body"/>.</summary>
+internal sealed record CallBlockNode(IReadOnlyList<string> Parameters, IReadOnlyList<Expr?> Defaults, CallExpr Call, IReadOnlyList<Node> Body, int Offset)
+    : Node(Offset);
+
 internal sealed record BreakNode(int Offset) : Node(Offset);
 
 internal sealed record ContinueNode(int Offset) : Node(Offset);

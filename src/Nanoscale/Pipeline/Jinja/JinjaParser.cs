@@ -3,7 +3,8 @@ namespace Nanoscale.Pipeline.Jinja;
 /// <summary>
 /// Jinja's statements and expressions, as far as chat templates use them: <c>for</c> (with an <c>if</c> filter,
 /// <c>else</c>, tuple targets, <c>loop.*</c>), <c>if</c>/<c>elif</c>/<c>else</c>, <c>set</c> (names, tuples,
-/// <c>namespace</c> attributes, blocks), <c>macro</c>, <c>break</c>/<c>continue</c>, <c>raw</c>, transformers'
+/// <c>namespace</c> attributes, blocks), <c>macro</c> and <c>call</c> blocks (the body as the macro's <c>caller</c>),
+/// <c>break</c>/<c>continue</c>, <c>raw</c>, transformers'
 /// <c>generation</c>; expressions with Jinja's precedence (<c>or</c>, <c>and</c>, <c>not</c>, comparisons and
 /// <c>in</c>, <c>+ -</c>, <c>~</c>, <c>* / // %</c>, <c>**</c>, unary signs, then attributes, subscripts, slices,
 /// calls, filters and <c>is</c> tests), conditional expressions, and list, tuple and dict literals. Anything else is
@@ -137,6 +138,7 @@ internal sealed class JinjaParser
             case "if": return If(offset);
             case "set": return Set(offset);
             case "macro": return Macro(offset);
+            case "call": return CallBlock(offset);
             case "break" or "continue":
                 if (_loops == 0) throw Error($"'{keyword}' outside a for loop", offset);
                 ExpectBlockClose();
@@ -229,6 +231,19 @@ internal sealed class JinjaParser
     private MacroNode Macro(int offset)
     {
         var name = ExpectName();
+        var (parameters, defaults) = Parameters();
+        ExpectBlockClose();
+        int loops = _loops;
+        _loops = 0;
+        var (body, _) = Body(["endmacro"]);
+        _loops = loops;
+        ExpectBlockClose();
+        return new MacroNode(name, parameters, defaults, body, offset);
+    }
+
+    /// <summary>A macro's or a call block's parameters: <c>(a, b=default, …)</c>.</summary>
+    private (List<string> Names, List<Expr?> Defaults) Parameters()
+    {
         var parameters = new List<string>();
         var defaults = new List<Expr?>();
         Expect("(");
@@ -239,13 +254,21 @@ internal sealed class JinjaParser
             if (!SkipOperator(",")) break;
         }
         Expect(")");
+        return (parameters, defaults);
+    }
+
+    /// <summary><c>{% call [(params)] macro(args) %}…{% endcall %}</c>.</summary>
+    private CallBlockNode CallBlock(int offset)
+    {
+        var (parameters, defaults) = IsOperator("(") ? Parameters() : ([], []);
+        if (Expression() is not CallExpr call) throw Error("'call' needs a macro call, such as {% call m(x) %}", offset);
         ExpectBlockClose();
         int loops = _loops;
         _loops = 0;
-        var (body, _) = Body(["endmacro"]);
+        var (body, _) = Body(["endcall"]);
         _loops = loops;
         ExpectBlockClose();
-        return new MacroNode(name, parameters, defaults, body, offset);
+        return new CallBlockNode(parameters, defaults, call, body, offset);
     }
 
     /// <summary><c>a, b</c> (a tuple, as in <c>set x = 1, 2</c>) or one expression.</summary>

@@ -110,6 +110,17 @@ internal sealed class JinjaTemplate
                 case MacroNode macro:
                     _scopes[^1][macro.Name] = Macro(macro);
                     return Flow.Next;
+                case CallBlockNode block:
+                {
+                    // The macro called with `caller`: the block's body as a macro of the block's parameters.
+                    var callee = Evaluate(block.Call.Callee);
+                    if (callee is not JinjaCallable function)
+                        throw new JinjaException(callee is Undefined u ? $"{u.Description}: it cannot be called" : $"a {TypeName(callee)} cannot be called", 0, 0);
+                    var named = Named(block.Call.Named);
+                    named["caller"] = Macro(new MacroNode("caller", block.Parameters, block.Defaults, block.Body, block.Offset));
+                    _out.Append(Str(function.Invoke(Values(block.Call.Arguments), named)));
+                    return Flow.Next;
+                }
                 case BlockNode block: return Execute(block.Body);
                 case BreakNode: return Flow.Break;
                 case ContinueNode: return Flow.Continue;
@@ -200,7 +211,9 @@ internal sealed class JinjaTemplate
                 var outerScopes = _scopes;
                 try
                 {
+                    // A call block's body, as `caller` (Jinja2 gives it to the macro called).
                     var frame = new Dictionary<string, object?>();
+                    if (named.TryGetValue("caller", out var caller) && !macro.Parameters.Contains("caller")) frame["caller"] = caller;
                     for (int k = 0; k < macro.Parameters.Count; k++)
                     {
                         var p = macro.Parameters[k];
