@@ -101,6 +101,7 @@ CASES = [
     ("declarations.jinja", ["basic", "no-system", "reasoning", "tool-use", "unicode", "empty-content"],
      [{}, {"tools": [TOOL, BOOKING]}, {"thinking": True}]),
     ("call-blocks.jinja", ["basic", "tool-use", "empty-content"], [{}, {"tools": [TOOL, BOOKING]}]),
+    ("recursive.jinja", ["basic", "no-system"], [{}, {"tools": [TOOL, BOOKING]}]),
 ]
 
 TOKENS = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}

@@ -116,6 +116,8 @@ public class JinjaTemplateTests
         Assert.Contains("more than", Assert.Throws<JinjaException>(() => Render("{% for i in range(1000000) %}{{ 'x' * 20 }}{% endfor %}")).Reason);
         Assert.Contains("more than", Assert.Throws<JinjaException>(() => Render("{% for i in range(3000) %}{% for j in range(3000) %}{% endfor %}{% endfor %}")).Reason);
         Assert.Contains("deep", Assert.Throws<JinjaException>(() => Render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}")).Reason);
+        Assert.Contains("deep", Assert.Throws<JinjaException>(() => Render("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}")).Reason);
+        Assert.Contains("caller", Assert.Throws<JinjaException>(() => Render("{% macro m() %}{{ caller() }}{% endmacro %}{{ m() }}")).Reason);
         Assert.Contains("nests deeper", Assert.Throws<JinjaException>(() => JinjaTemplate.Parse("{{ " + new string('(', 5000) + "1" + new string(')', 5000) + " }}")).Reason);
         Assert.Contains("nests deeper", Assert.Throws<JinjaException>(() => JinjaTemplate.Parse(string.Concat(Enumerable.Repeat("{% if x %}", 5000)))).Reason);
         Assert.Contains("longer than", Assert.Throws<JinjaException>(() => Render("{{ 'ab' * 100000000 }}")).Reason);

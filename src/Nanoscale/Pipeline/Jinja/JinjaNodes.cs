@@ -8,8 +8,9 @@ internal sealed record TextNode(string Text, int Offset) : Node(Offset);
 
 internal sealed record OutputNode(Expr Value, int Offset) : Node(Offset);
 
-internal sealed record ForNode(IReadOnlyList<string> Targets, Expr Iterable, Expr? Filter, IReadOnlyList<Node> Body, IReadOnlyList<Node> Else, int Offset)
-    : Node(Offset);
+/// <summary>A <c>for</c> loop; <see cref="Recursive"/>: <c>loop(items)</c> renders the body over those items a level deeper.</summary>
+internal sealed record ForNode(IReadOnlyList<string> Targets, Expr Iterable, Expr? Filter, IReadOnlyList<Node> Body, IReadOnlyList<Node> Else, int Offset,
+    bool Recursive = false) : Node(Offset);
 
 internal sealed record IfNode(IReadOnlyList<(Expr Test, IReadOnlyList<Node> Body)> Branches, IReadOnlyList<Node> Else, int Offset) : Node(Offset);
 

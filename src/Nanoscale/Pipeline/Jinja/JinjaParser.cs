@@ -161,7 +161,7 @@ internal sealed class JinjaParser
         var iterable = Or(allowConditional: false);
         Expr? filter = null;
         if (SkipName("if")) filter = Or(allowConditional: false);
-        if (SkipName("recursive")) throw Error("recursive loops are not supported", offset);
+        bool recursive = SkipName("recursive");
         ExpectBlockClose();
         _loops++;
         var (body, end) = Body(["else", "endfor"]);
@@ -173,7 +173,7 @@ internal sealed class JinjaParser
             (otherwise, _) = Body(["endfor"]);
         }
         ExpectBlockClose();
-        return new ForNode(targets, iterable, filter, body, otherwise, offset);
+        return new ForNode(targets, iterable, filter, body, otherwise, offset, recursive);
     }
 
     private IfNode If(int offset)

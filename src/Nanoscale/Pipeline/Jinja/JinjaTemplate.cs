@@ -7,7 +7,7 @@ namespace Nanoscale.Pipeline.Jinja;
 /// A parsed Jinja template (<see cref="JinjaParser"/> says which subset) and its renderer: a tree walk over
 /// <see cref="JinjaValues"/>, with <see cref="JinjaBuiltins"/>. A template comes from a model's files, so rendering is
 /// bounded: at most <see cref="MaxOutput"/> characters out, <see cref="MaxSteps"/> statements and loop turns, and
-/// macros nested <see cref="MaxCalls"/> deep; past any of them it stops with a <see cref="JinjaException"/>.
+/// macros (and recursive loops) nested <see cref="MaxCalls"/> deep; past any of them it stops with a <see cref="JinjaException"/>.
 /// </summary>
 /// <remarks>Written here rather than taken from a package: no maintained Jinja engine for .NET is on NuGet (the
 /// ones named so are unlisted or alpha), and chat templates need only this subset. Checked against Python's Jinja2
@@ -140,9 +140,12 @@ internal sealed class JinjaTemplate
             for (int k = 0; k < targets.Count; k++) _scopes[^1][targets[k]] = items[k];
         }
 
-        private Flow For(ForNode loop)
+        private Flow For(ForNode loop) => For(loop, Iterate(Evaluate(loop.Iterable)), 1);
+
+        /// <summary>The loop over <paramref name="all"/> at <paramref name="depth"/> (a recursive loop's <c>loop(items)</c>
+        /// runs it a level deeper and gives what it wrote).</summary>
+        private Flow For(ForNode loop, List<object?> all, int depth)
         {
-            var all = Iterate(Evaluate(loop.Iterable));
             _scopes.Add([]);
             try
             {
@@ -163,7 +166,26 @@ internal sealed class JinjaTemplate
                     // Each turn starts a fresh scope, as Jinja's: what one turn sets, the next does not see.
                     _scopes[^1] = [];
                     Assign(loop.Targets, items[k]);
-                    _scopes[^1]["loop"] = LoopInfo(items, k);
+                    var info = LoopInfo(items, k, depth);
+                    if (loop.Recursive)
+                        info[RecurseKey] = new JinjaCallable("loop", (a, _) =>
+                        {
+                            if (a.Count != 1) throw new JinjaException("loop(...) takes the items of the next level", 0, 0);
+                            if (++_calls > MaxCalls) throw new JinjaException($"a recursive loop goes more than {MaxCalls} deep", 0, 0);
+                            var outer = _out;
+                            _out = new StringBuilder();
+                            try
+                            {
+                                For(loop, Iterate(a[0]), depth + 1);
+                                return _out.ToString();
+                            }
+                            finally
+                            {
+                                _out = outer;
+                                _calls--;
+                            }
+                        });
+                    _scopes[^1]["loop"] = info;
                     if (Execute(loop.Body) == Flow.Break) break;
                 }
                 if (items.Count == 0) Execute(loop.Else);
@@ -172,7 +194,11 @@ internal sealed class JinjaTemplate
             return Flow.Next;
         }
 
-        private static OrderedDictionary<string, object?> LoopInfo(List<object?> items, int k) => new(StringComparer.Ordinal)
+        /// <summary>The key under which a recursive loop's <c>loop</c> holds what <c>loop(items)</c> calls (no template
+        /// can name it).</summary>
+        private const string RecurseKey = "\0loop";
+
+        private static OrderedDictionary<string, object?> LoopInfo(List<object?> items, int k, int depth) => new(StringComparer.Ordinal)
         {
             ["index"] = (long)k + 1,
             ["index0"] = (long)k,
@@ -181,8 +207,8 @@ internal sealed class JinjaTemplate
             ["first"] = k == 0,
             ["last"] = k == items.Count - 1,
             ["length"] = (long)items.Count,
-            ["depth"] = 1L,
-            ["depth0"] = 0L,
+            ["depth"] = (long)depth,
+            ["depth0"] = (long)depth - 1,
             ["previtem"] = k > 0 ? items[k - 1] : new Undefined("there is no previous item"),
             ["nextitem"] = k + 1 < items.Count ? items[k + 1] : new Undefined("there is no next item"),
             ["cycle"] = new JinjaCallable("loop.cycle", (a, _) =>
@@ -269,6 +295,7 @@ internal sealed class JinjaTemplate
                         slice.Stop is null ? null : Evaluate(slice.Stop), slice.Step is null ? null : Evaluate(slice.Step));
                 case CallExpr call:
                     var callee = Evaluate(call.Callee);
+                    if (callee is OrderedDictionary<string, object?> loopInfo && loopInfo.TryGetValue(RecurseKey, out var recurse)) callee = recurse;
                     if (callee is not JinjaCallable function)
                         throw new JinjaException(callee is Undefined u ? $"{u.Description}: it cannot be called" : $"a {TypeName(callee)} cannot be called", 0, 0);
                     return function.Invoke(Values(call.Arguments), Named(call.Named));
