@@ -8,15 +8,19 @@ namespace Nanoscale.Pipeline;
 /// <c>&lt;|fim_prefix|&gt;</c> family, StarCoder's <c>&lt;fim_prefix&gt;</c> family, DeepSeek-Coder's
 /// <c>&lt;｜fim▁begin｜&gt;</c> family and Code Llama's <c>&lt;PRE&gt;</c> family, in the order they were trained on
 /// (prefix, suffix, middle): <c>PRE prefix SUF suffix MID start</c>, where <c>start</c> is what the middle already
-/// begins with. Other files given as context go first, in the repository-level form where the tokenizer has its
+/// begins with; Codestral's <c>[SUFFIX]</c>/<c>[PREFIX]</c> in its own order, suffix first and no middle marker:
+/// <c>[SUFFIX] suffix [PREFIX] prefix start</c>. The tokenizer's BOS comes first where it has one, as its plain prompts
+/// begin. Other files given as context go first, in the repository-level form where the tokenizer has its
 /// repository and file-separator tokens (<c>REPO myproject\n</c>, then <c>SEP name\n text</c> per file and
 /// <c>SEP filename\n</c> before the gap's file, as llama.cpp's <c>/infill</c> writes them), else each file's text
 /// after a <c>--- name ---</c> line. The markers are their token ids; the text parts are encoded without BOS.
 /// </summary>
 internal sealed class FillInTheMiddle
 {
-    /// <summary>A family's markers: prefix, suffix, middle, the ends of a middle, repository and file separator.</summary>
-    private sealed record Family(string[] Prefix, string[] Suffix, string[] Middle, string[] Ends, string? Repository, string? FileSeparator);
+    /// <summary>A family's markers: prefix, suffix, middle (none: <see cref="SuffixFirst"/>'s order), the ends of a
+    /// middle, repository and file separator.</summary>
+    private sealed record Family(string[] Prefix, string[] Suffix, string[] Middle, string[] Ends, string? Repository, string? FileSeparator,
+        bool SuffixFirst = false);
 
     private static readonly Family[] Families =
     [
@@ -25,13 +29,14 @@ internal sealed class FillInTheMiddle
         new(["<fim_prefix>"], ["<fim_suffix>"], ["<fim_middle>"], ["<fim_pad>", "<file_sep>", "<repo_name>", "<|endoftext|>"], "<repo_name>", "<file_sep>"),
         new(["<｜fim▁begin｜>"], ["<｜fim▁hole｜>"], ["<｜fim▁end｜>"], ["<｜end▁of▁sentence｜>", "<|EOT|>"], null, null),
         new(["▁<PRE>", "<PRE>"], ["▁<SUF>", "<SUF>"], ["▁<MID>", "<MID>"], ["▁<EOT>", "<EOT>"], null, null),
+        new(["[PREFIX]"], ["[SUFFIX]"], [], [], null, null, SuffixFirst: true),
     ];
 
     private readonly ITokenizer _tokenizer;
-    private readonly int _prefix, _suffix, _middle;
-    private readonly int? _repository, _fileSeparator;
+    private readonly int _prefix, _suffix;
+    private readonly int? _middle, _repository, _fileSeparator;
 
-    private FillInTheMiddle(ITokenizer tokenizer, int prefix, int suffix, int middle, int? repository, int? fileSeparator, int[] ends, string name)
+    private FillInTheMiddle(ITokenizer tokenizer, int prefix, int suffix, int? middle, int? repository, int? fileSeparator, int[] ends, string name)
     {
         (_tokenizer, _prefix, _suffix, _middle, _repository, _fileSeparator) = (tokenizer, prefix, suffix, middle, repository, fileSeparator);
         EndTokens = ends;
@@ -40,7 +45,7 @@ internal sealed class FillInTheMiddle
 
     /// <summary>Why a gap cannot be filled with a tokenizer that has no such tokens.</summary>
     public const string Missing =
-        "the model's tokenizer has no fill-in-the-middle tokens (<|fim_prefix|>, <fim_prefix>, <｜fim▁begin｜> or <PRE> and their suffix and middle), so it cannot fill a gap";
+        "the model's tokenizer has no fill-in-the-middle tokens (<|fim_prefix|>, <fim_prefix>, <｜fim▁begin｜> or <PRE> and their suffix and middle, or [PREFIX] and [SUFFIX]), so it cannot fill a gap";
 
     /// <summary>The family's prefix marker, as its text (for messages).</summary>
     public string Name { get; }
@@ -54,8 +59,9 @@ internal sealed class FillInTheMiddle
     {
         int? One(string[] texts) => texts.Select(t => tokenizer.Encode(t, addBos: false) is [int id] ? id : (int?)null).FirstOrDefault(id => id is not null);
         foreach (var f in Families)
-            if (One(f.Prefix) is int prefix && One(f.Suffix) is int suffix && One(f.Middle) is int middle)
+            if (One(f.Prefix) is int prefix && One(f.Suffix) is int suffix && (f.SuffixFirst || One(f.Middle) is not null))
             {
+                int? middle = f.SuffixFirst ? null : One(f.Middle);
                 int? repository = f.Repository is { } r ? One([r]) : null, separator = f.FileSeparator is { } s ? One([s]) : null;
                 int[] ends = [.. f.Ends.Select(e => One([e])).OfType<int>().Distinct()];
                 return new FillInTheMiddle(tokenizer, prefix, suffix, middle, repository is not null && separator is not null ? repository : null,
@@ -69,6 +75,7 @@ internal sealed class FillInTheMiddle
     public int[] Prompt(string prefix, string suffix, IReadOnlyList<(string Name, string Text)>? files = null, string start = "")
     {
         var ids = new List<int>();
+        if (_tokenizer.BosId is int bos) ids.Add(bos);
         void Text(string text)
         {
             if (text.Length > 0) ids.AddRange(_tokenizer.Encode(text, addBos: false));
@@ -90,11 +97,22 @@ internal sealed class FillInTheMiddle
             else
                 foreach (var (name, text) in files) Text($"--- {name} ---\n{text}\n");
         }
-        ids.Add(_prefix);
-        Text(prefix);
-        ids.Add(_suffix);
-        Text(suffix);
-        ids.Add(_middle);
+        if (_middle is int middle)
+        {
+            ids.Add(_prefix);
+            Text(prefix);
+            ids.Add(_suffix);
+            Text(suffix);
+            ids.Add(middle);
+        }
+        else
+        {
+            // Codestral's order: the suffix, then the prefix, which the middle goes on from.
+            ids.Add(_suffix);
+            Text(suffix);
+            ids.Add(_prefix);
+            Text(prefix);
+        }
         Text(start);
         return [.. ids];
     }

@@ -2063,6 +2063,41 @@ public sealed class FillInTheMiddleTests
         Assert.Null(FillInTheMiddle.Of(LoadedModel.Open(SharedData.Stories260K).Tokenizer));
     }
 
+    /// <summary>Codestral's order (<c>[SUFFIX] suffix [PREFIX] prefix</c>, no middle marker) where the tokenizer has
+    /// those tokens, and the tokenizer's BOS first where it has one (a Llama-3 tokenizer given Qwen's FIM tokens).</summary>
+    [Fact]
+    public void CodestralsOrderAndBosFirst()
+    {
+        ITokenizer Edited(string source, Func<System.Text.Json.Nodes.JsonObject, bool> keep, params (int Id, string Content)[] added)
+        {
+            var dir = new TempDir();
+            foreach (var file in Directory.GetFiles(SharedData.Path("tokenizers", source))) File.Copy(file, Path.Combine(dir.Path, Path.GetFileName(file)));
+            var path = Path.Combine(dir.Path, "tokenizer.json");
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!;
+            var tokens = json["added_tokens"]!.AsArray();
+            foreach (var token in tokens.Where(t => !keep(t!.AsObject())).ToList()) tokens.Remove(token);
+            foreach (var (id, content) in added)
+                tokens.Add(new System.Text.Json.Nodes.JsonObject
+                {
+                    ["id"] = id, ["content"] = content, ["single_word"] = false, ["lstrip"] = false, ["rstrip"] = false, ["normalized"] = false, ["special"] = true,
+                });
+            File.WriteAllText(path, json.ToJsonString());
+            return TokenizerLoader.Open(dir.Path);
+        }
+        var codestral = Edited("qwen2_5", t => !t["content"]!.GetValue<string>().StartsWith("<|fim", StringComparison.Ordinal), (151665, "[SUFFIX]"), (151666, "[PREFIX]"));
+        var spm = FillInTheMiddle.Of(codestral)!;
+        int[] Text(ITokenizer t, string text) => t.Encode(text, addBos: false);
+        int Id(ITokenizer t, string marker) => Assert.Single(t.Encode(marker, addBos: false));
+        Assert.Equal([Id(codestral, "[SUFFIX]"), .. Text(codestral, "\nprint(f(2))"), Id(codestral, "[PREFIX]"), .. Text(codestral, "def f(x):\n    "),
+                .. Text(codestral, "return")],
+            spm.Prompt("def f(x):\n    ", "\nprint(f(2))", start: "return"));
+
+        var llama = Edited("llama3", _ => true, (128256, "<|fim_prefix|>"), (128257, "<|fim_suffix|>"), (128258, "<|fim_middle|>"));
+        int bos = llama.BosId!.Value;
+        Assert.Equal([bos, Id(llama, "<|fim_prefix|>"), .. Text(llama, "a = "), Id(llama, "<|fim_suffix|>"), .. Text(llama, "\n"), Id(llama, "<|fim_middle|>")],
+            FillInTheMiddle.Of(llama)!.Prompt("a = ", "\n"));
+    }
+
     [Fact]
     public async Task SuffixAndInfillFillTheGap()
     {
