@@ -232,13 +232,20 @@ internal sealed class JinjaParser
     {
         var name = ExpectName();
         var (parameters, defaults) = Parameters();
+        return new MacroNode(name, parameters, defaults, CallableBody("endmacro"), offset);
+    }
+
+    /// <summary>The body of a macro or call block up to <paramref name="end"/>, after the opening tag's <c>%}</c>: a
+    /// body of its own, where <c>break</c> and <c>continue</c> of an enclosing loop do not reach.</summary>
+    private List<Node> CallableBody(string end)
+    {
         ExpectBlockClose();
         int loops = _loops;
         _loops = 0;
-        var (body, _) = Body(["endmacro"]);
+        var (body, _) = Body([end]);
         _loops = loops;
         ExpectBlockClose();
-        return new MacroNode(name, parameters, defaults, body, offset);
+        return body;
     }
 
     /// <summary>A macro's or a call block's parameters: <c>(a, b=default, …)</c>.</summary>
@@ -262,13 +269,7 @@ internal sealed class JinjaParser
     {
         var (parameters, defaults) = IsOperator("(") ? Parameters() : ([], []);
         if (Expression() is not CallExpr call) throw Error("'call' needs a macro call, such as {% call m(x) %}", offset);
-        ExpectBlockClose();
-        int loops = _loops;
-        _loops = 0;
-        var (body, _) = Body(["endcall"]);
-        _loops = loops;
-        ExpectBlockClose();
-        return new CallBlockNode(parameters, defaults, call, body, offset);
+        return new CallBlockNode(parameters, defaults, call, CallableBody("endcall"), offset);
     }
 
     /// <summary><c>a, b</c> (a tuple, as in <c>set x = 1, 2</c>) or one expression.</summary>
