@@ -274,6 +274,9 @@ public sealed class JsonConstraint : ITokenConstraint
 
         /// <summary>An array of unique enum items: the values written (a bit each).</summary>
         public UInt128 Used { get; init; }
+
+        /// <summary>An array of unique items: the strings written among them (as read, escapes undone).</summary>
+        public System.Collections.Immutable.ImmutableHashSet<string>? Strings { get; init; }
     }
 
     /// <summary>Where the text is.</summary>
@@ -294,6 +297,7 @@ public sealed class JsonConstraint : ITokenConstraint
         public int Code;           // a string value's \u escape: the code unit so far
         public string? Number;     // a number held to bounds: its characters so far
         public string? KeyText;    // a free key of an object with patternProperties: its characters so far
+        public string? ItemText;   // a string item of an array of unique items: its characters so far
         public GbnfGrammar.Position? Position; // a grammar part: where the text is in it
     }
 
@@ -561,9 +565,17 @@ public sealed class JsonConstraint : ITokenConstraint
             case Mode.String:
                 if (c == '"')
                 {
-                    // The string ends once it is long enough and its pattern matches.
+                    // The string ends once it is long enough and its pattern matches — and, as an item of an array of
+                    // unique items, once it differs from the strings written before it.
                     var schema = s.Next;
                     if (s.Length < schema.MinLength || schema.Pattern is { } pattern && !pattern.Accepts(s.Pattern)) return false;
+                    if (s.ItemText is { } item && s.Frames is { IsObject: false } array)
+                    {
+                        var written = array.Strings ?? System.Collections.Immutable.ImmutableHashSet<string>.Empty.WithComparer(StringComparer.Ordinal);
+                        if (written.Contains(item)) return false;
+                        s.Frames = array with { Strings = written.Add(item) };
+                        s.ItemText = null;
+                    }
                     s.Mode = Mode.After;
                     return true;
                 }
@@ -726,6 +738,7 @@ public sealed class JsonConstraint : ITokenConstraint
     /// a low surrogate does not count) and keeping its pattern possible in the length left.</summary>
     private static bool StringCharacter(ref State s, char c)
     {
+        if (s.ItemText is not null) s.ItemText += c;
         var schema = s.Next;
         if (!char.IsLowSurrogate(c))
         {
@@ -801,6 +814,8 @@ public sealed class JsonConstraint : ITokenConstraint
                 s.Mode = Mode.String;
                 s.Length = 0;
                 s.Pattern = schema.Pattern?.Start ?? 0;
+                // An item of an array of unique items: its text is kept to tell it from the strings written before.
+                s.ItemText = s.Frames is { IsObject: false, Schema.UniqueItems: true } ? "" : null;
                 return true;
             case 't' or 'f':
                 if (!allowed.HasFlag(JsonSchema.Kinds.Boolean)) return false;

@@ -122,7 +122,8 @@ public sealed class JsonSchema
     internal int MaxItems { get; private set; } = int.MaxValue;
 
     /// <summary><c>uniqueItems</c>: no two items equal. Held where the items are one enum (pydantic's
-    /// <c>set[Literal[…]]</c>, <c>set[SomeEnum]</c>): a value written is not offered again; other items are left free.</summary>
+    /// <c>set[Literal[…]]</c>, <c>set[SomeEnum]</c>): a value written is not offered again; and for string items
+    /// (<c>set[str]</c>): a string cannot close as one written before it. Other items are left free.</summary>
     internal bool UniqueItems { get; private set; }
 
     /// <summary>The enum every item is one of, when <see cref="UniqueItems"/> is held (null: not held).</summary>

@@ -477,6 +477,23 @@ public class JsonSchemaRulesTests
         Assert.False(Whole(Open, """{"nx": "s"}"""));
     }
 
+    /// <summary><c>uniqueItems</c> of strings (pydantic's <c>set[str]</c>): an item cannot close as a string written
+    /// before it in the array (escapes undone), so it goes on or differs.</summary>
+    [Fact]
+    public void UniqueStringItemsDiffer()
+    {
+        const string Tags = """{"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}, "required": ["tags"]}""";
+        Assert.True(Whole(Tags, """{"tags": ["a", "b", "ab", ""]}"""));
+        Assert.False(Whole(Tags, """{"tags": ["a", "b", "a"]}"""));
+        Assert.False(Whole(Tags, """{"tags": ["", ""]}"""));
+        Assert.False(Whole(Tags, """{"tags": ["ab", "a\u0062"]}"""));
+        // Another array's strings are its own: the same string in two unique arrays is fine.
+        const string Two = """{"type": "object", "properties": {"a": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}, "b": {"type": "array", "items": {"type": "string"}, "uniqueItems": true}}}""";
+        Assert.True(Whole(Two, """{"a": ["x", "y"], "b": ["x", "y"]}"""));
+        // Without uniqueItems, repeats are fine.
+        Assert.True(Whole("""{"type": "object", "properties": {"t": {"type": "array", "items": {"type": "string"}}}}""", """{"t": ["a", "a"]}"""));
+    }
+
     private static readonly string[] WalkSchemas =
     [
         """
@@ -519,6 +536,10 @@ public class JsonSchemaRulesTests
         """
         {"type": "object", "patternProperties": {"^x-[a-c]{1,2}$": {"type": "integer", "minimum": 0, "maximum": 9}, "^[a-c]_id$": {"type": "string", "maxLength": 3}},
          "properties": {"name": {"type": "string", "maxLength": 2}}, "additionalProperties": false, "maxProperties": 4}
+        """,
+        """
+        {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "uniqueItems": true, "maxItems": 5}},
+         "required": ["tags"], "additionalProperties": false}
         """,
     ];
 
