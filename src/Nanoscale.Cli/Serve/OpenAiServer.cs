@@ -132,7 +132,7 @@ internal static partial class OpenAiServer
             cached_prompt_tokens = service.CachedPromptTokens,
         }, Json));
         app.MapGet("/metrics", () => Results.Text(Metrics(service), "text/plain; version=0.0.4; charset=utf-8"));
-        var modelObject = new { id = service.ModelName, @object = "model", created = 0, owned_by = "nanoscale" };
+        var modelObject = new { id = service.ModelName, @object = "model", created = service.ModelCreated, owned_by = "nanoscale" };
         app.MapGet("/v1/models", () => Results.Json(new { @object = "list", data = new[] { modelObject } }, Json));
         // Retrieve a model (the OpenAI clients' GetModel): this one, or 404.
         app.MapGet("/v1/models/{**name}", (HttpContext context, string name) => name == service.ModelName

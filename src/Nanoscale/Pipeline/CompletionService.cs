@@ -206,6 +206,24 @@ public sealed class CompletionService : IDisposable
 
     public string ModelName { get; }
 
+    /// <summary>When the model's files were last written (a folder: its newest file), as Unix seconds: the API's
+    /// <c>created</c>; 0 when unknown.</summary>
+    public long ModelCreated
+    {
+        get
+        {
+            try
+            {
+                var path = _model.Path;
+                var time = File.Exists(path) ? File.GetLastWriteTimeUtc(path)
+                    : Directory.Exists(path) ? new DirectoryInfo(path).EnumerateFiles().Select(f => f.LastWriteTimeUtc).DefaultIfEmpty().Max()
+                    : default;
+                return time == default ? 0 : new DateTimeOffset(time, TimeSpan.Zero).ToUnixTimeSeconds();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return 0; }
+        }
+    }
+
     /// <summary>How the sequences' key/value caches store their numbers (<c>f32</c>, <c>f16</c>, <c>bf16</c>, <c>q8</c>).</summary>
     public string KvCacheName => _model.Model.Options.KvCache.Name();
 

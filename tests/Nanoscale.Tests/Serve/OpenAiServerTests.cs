@@ -939,7 +939,10 @@ public sealed class OfficialClientTests
         // The model list and a model by name, as the client reads them; another name is 404.
         var models = new OpenAI.Models.OpenAIModelClient(new System.ClientModel.ApiKeyCredential("key"),
             new OpenAI.OpenAIClientOptions { Endpoint = new Uri(app.Urls.Single() + "/v1") });
-        Assert.Equal("stories260K", Assert.Single((await models.GetModelsAsync()).Value).Id);
+        var listed = Assert.Single((await models.GetModelsAsync()).Value);
+        Assert.Equal("stories260K", listed.Id);
+        // created: when the model's file was written.
+        Assert.Equal(new DateTimeOffset(File.GetLastWriteTimeUtc(SharedData.Stories260K), TimeSpan.Zero).ToUnixTimeSeconds(), listed.CreatedAt.ToUnixTimeSeconds());
         Assert.Equal("stories260K", (await models.GetModelAsync("stories260K")).Value.Id);
         var missing = await Assert.ThrowsAsync<System.ClientModel.ClientResultException>(() => models.GetModelAsync("gpt-4"));
         Assert.Equal(404, missing.Status);
