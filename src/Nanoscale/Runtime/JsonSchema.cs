@@ -238,12 +238,12 @@ public sealed class JsonSchema
         {
             foreach (var property in properties.EnumerateObject())
             {
-                keys.Add(JsonSerializer.Serialize(property.Name, Compact)[1..]);
+                keys.Add(AsKey(property.Name));
                 keySchemas.Add(Compile(property.Value, root, depth + 1, references));
             }
             if (schema.TryGetProperty("required", out var names) && names.ValueKind == JsonValueKind.Array)
                 foreach (var name in names.EnumerateArray())
-                    if (name.ValueKind == JsonValueKind.String && keys.IndexOf(JsonSerializer.Serialize(name.GetString(), Compact)[1..]) is >= 0 and var i)
+                    if (name.ValueKind == JsonValueKind.String && keys.IndexOf(AsKey(name.GetString())) is >= 0 and var i)
                         required |= UInt128.One << i;
             // Declared properties are the object's keys unless the schema says others may come too.
             otherKeys = schema.TryGetProperty("additionalProperties", out var more) && more.ValueKind is JsonValueKind.True or JsonValueKind.Object;
@@ -261,7 +261,7 @@ public sealed class JsonSchema
             && patterned.EnumerateObject().Count() is > 0 and <= MaxKeys)
         {
             // Keys that match a pattern take its schema; beside declared keys (or any, with additionalProperties) they
-            // are the keys the object may have: one alternation of the declared names and the patterns holds them.
+            // are the keys the object may have (each key is held to that as it is written, JsonConstraint).
             var patterns = new List<(JsonPattern, JsonSchema)>();
             bool compiledAll = true;
             foreach (var entry in patterned.EnumerateObject())
@@ -475,7 +475,7 @@ public sealed class JsonSchema
             var values = resolved.Select(b => Constant(b, name)).ToList();
             if (values.Any(v => v is null) || values.Distinct().Count() != values.Count) continue;
             var compiled = branches.Select(b => Compile(b, root, depth + 1, references)).ToArray();
-            var key = JsonSerializer.Serialize(name, Compact)[1..];
+            var key = AsKey(name);
             return new JsonSchema
             {
                 Allowed = Kinds.Object, Keys = [key], Required = 1, OtherKeys = false,
@@ -578,6 +578,9 @@ public sealed class JsonSchema
         return null;
     }
 
+    /// <summary>A name as <see cref="Keys"/> holds it: as JSON writes it inside its quotes, with its closing quote.</summary>
+    private static string AsKey(string? name) => JsonSerializer.Serialize(name, Compact)[1..];
+
     /// <summary>Each declared key's dependent keys (<c>dependentRequired</c>, or <c>dependencies</c> entries that are
     /// lists of names) as bits of <paramref name="keys"/>; names not declared cannot be tracked and are left out.</summary>
     private static UInt128[] DependenciesOf(JsonElement schema, List<string> keys)
@@ -587,9 +590,9 @@ public sealed class JsonSchema
         foreach (var keyword in new[] { "dependentRequired", "dependencies" })
             if (schema.TryGetProperty(keyword, out var map) && map.ValueKind == JsonValueKind.Object)
                 foreach (var entry in map.EnumerateObject())
-                    if (entry.Value.ValueKind == JsonValueKind.Array && keys.IndexOf(JsonSerializer.Serialize(entry.Name, Compact)[1..]) is >= 0 and var i)
+                    if (entry.Value.ValueKind == JsonValueKind.Array && keys.IndexOf(AsKey(entry.Name)) is >= 0 and var i)
                         foreach (var name in entry.Value.EnumerateArray())
-                            if (name.ValueKind == JsonValueKind.String && keys.IndexOf(JsonSerializer.Serialize(name.GetString(), Compact)[1..]) is >= 0 and var j)
+                            if (name.ValueKind == JsonValueKind.String && keys.IndexOf(AsKey(name.GetString())) is >= 0 and var j)
                             {
                                 dependencies[i] |= UInt128.One << j;
                                 any = true;
