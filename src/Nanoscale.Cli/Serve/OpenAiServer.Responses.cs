@@ -365,7 +365,7 @@ internal static partial class OpenAiServer
         return Field(reasoning, "effort") switch
         {
             null => null,
-            { ValueKind: JsonValueKind.String } e when ReasoningEfforts.Contains(e.GetString()) => e.GetString(),
+            { ValueKind: JsonValueKind.String } e => Effort(e.GetString(), "reasoning", "reasoning.effort"),
             _ => throw new BadField("reasoning", $"'reasoning.effort' must be one of {string.Join(", ", ReasoningEfforts)}"),
         };
     }

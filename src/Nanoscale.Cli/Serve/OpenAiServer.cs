@@ -864,12 +864,12 @@ internal static partial class OpenAiServer
 
     /// <summary><c>reasoning_effort</c>: passed to the chat template as the variable of that name, as vLLM does (gpt-oss's
     /// template reads it; a template that does not is unaffected).</summary>
-    private static string? ReasoningEffort(JsonElement root) => Str(root, "reasoning_effort") switch
-    {
-        null => null,
-        var e when ReasoningEfforts.Contains(e) => e,
-        var e => throw new BadField("reasoning_effort", $"'reasoning_effort' must be one of {string.Join(", ", ReasoningEfforts)}, not '{e}'"),
-    };
+    private static string? ReasoningEffort(JsonElement root) => Effort(Str(root, "reasoning_effort"), "reasoning_effort", "reasoning_effort");
+
+    /// <summary>A reasoning effort as given (null: none), or a 400 naming <paramref name="field"/> when it is not one
+    /// of OpenAI's values.</summary>
+    private static string? Effort(string? effort, string field, string shown) => effort is null || ReasoningEfforts.Contains(effort) ? effort
+        : throw new BadField(field, $"'{shown}' must be one of {string.Join(", ", ReasoningEfforts)}, not '{effort}'");
 
     /// <summary><c>stream_options</c> (an object, only with <c>stream: true</c>, as OpenAI has it): its
     /// <c>include_usage</c> true sends the usage in a chunk of its own with no choices before <c>[DONE]</c> and
