@@ -32,11 +32,13 @@ internal static class LinearKernels
             throw new ArgumentException($"output holds {output.Length} floats; {tokens} tokens × {count} rows need {(long)tokens * count}", nameof(output));
     }
 
-    /// <summary>Rows per tile: <see cref="TileBytes"/> of floats in whole blocks of six rows (<see cref="PanelGemm"/>),
-    /// and never fewer than one block: a wide matrix's tile of two rows (a feed-forward down projection of 8192
-    /// columns) filled a fraction of each block, so its window products took longer than gate and up together.</summary>
+    /// <summary>Rows per tile: <see cref="TileBytes"/> of floats in whole calls of twelve rows (<see
+    /// cref="PanelGemm.CallRows"/>), and never fewer than one call: a wide matrix's tile of two rows (a feed-forward
+    /// down projection of 8192 columns) filled a fraction of each block, so its window products took longer than gate
+    /// and up together; and a tile of six (the 1536-column down projection of SmolLM2) ran the AVX-512 kernel's
+    /// twelve chains on six rows, half its multiply-adds dropped (docs/serve.md, twenty-ninth session).</summary>
     public static int RowsPerTile(int columns) =>
-        Math.Max(PanelGemm.PanelRows, TileBytes / (4 * Math.Max(1, columns)) / PanelGemm.PanelRows * PanelGemm.PanelRows);
+        Math.Max(PanelGemm.CallRows, TileBytes / (4 * Math.Max(1, columns)) / PanelGemm.CallRows * PanelGemm.CallRows);
 
     /// <summary>Whether a product of <paramref name="tokens"/> tokens runs on <see cref="PanelGemm"/> (else <see cref="DotRows"/>).</summary>
     public static bool UsesPanels(int tokens, int columns) =>
