@@ -21,12 +21,11 @@ internal static class PanelGemmBenchmark
         ushort[] stored = [.. w.Select(v => (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16))];
         float[] x = [.. Enumerable.Range(0, tokens * cols).Select(_ => (float)(random.NextDouble() - 0.5))];
         var y = new float[tokens * rows];
-        var packed = new float[PanelGemm.PackedLength(tokens, cols)];
-        PanelGemm.PackActivations(x, tokens, cols, packed);
+        using var packed = new LinearKernels.PackedTokens(x, tokens, cols); // as the runtime packs them: from a 64-byte boundary
         double best = double.MaxValue;
+        float* xp = packed.Pointer;
         fixed (float* wp = w)
         fixed (ushort* sp = stored)
-        fixed (float* xp = packed)
         fixed (float* yp = y)
         {
             for (int run = 0; run < 23; run++)

@@ -44,12 +44,43 @@ internal static class LinearKernels
     public static bool UsesPanels(int tokens, int columns) =>
         PanelGemm.IsSupported && tokens >= PanelGemm.MinTokens && columns >= 8;
 
-    /// <summary>The tokens packed for <see cref="PanelGemm"/>: a pooled array (return it to <see cref="ArrayPool{T}.Shared"/>).</summary>
-    public static float[] PackedActivations(ReadOnlySpan<float> input, int tokens, int columns)
+    /// <summary>
+    /// The tokens packed for <see cref="PanelGemm"/> (<see cref="PanelGemm.PackActivations"/>) in a pooled array pinned
+    /// while this lives, from a 64-byte boundary: the kernel loads a column of sixteen tokens as one 512-bit vector
+    /// (two 256-bit ones without AVX-512), and a pooled array's floats start 16 bytes past one, so every such load
+    /// spanned two cache lines — with the weights streaming from memory, a fifth to a quarter of the kernel's rate
+    /// (docs/serve.md, twenty-ninth session). Dispose returns the array.
+    /// </summary>
+    public sealed unsafe class PackedTokens : IDisposable
     {
-        float[] packed = ArrayPool<float>.Shared.Rent((int)PanelGemm.PackedLength(tokens, columns));
-        PanelGemm.PackActivations(input, tokens, columns, packed);
-        return packed;
+        private const int Alignment = 64;
+        private readonly float[] _array;
+        private GCHandle _handle;
+
+        public PackedTokens(ReadOnlySpan<float> input, int tokens, int columns)
+        {
+            long length = PanelGemm.PackedLength(tokens, columns);
+            if (length > Array.MaxLength - Alignment / sizeof(float))
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"{tokens} tokens of {columns} columns do not fit one array");
+            Length = (int)length;
+            _array = ArrayPool<float>.Shared.Rent(Length + Alignment / sizeof(float) - 1);
+            _handle = GCHandle.Alloc(_array, GCHandleType.Pinned);
+            nint start = _handle.AddrOfPinnedObject();
+            Pointer = (float*)(start + ((Alignment - (start & (Alignment - 1))) & (Alignment - 1)));
+            PanelGemm.PackActivations(input, tokens, columns, new Span<float>(Pointer, Length));
+        }
+
+        /// <summary>The first packed float, on a 64-byte boundary.</summary>
+        public float* Pointer { get; }
+
+        public int Length { get; }
+
+        public void Dispose()
+        {
+            if (!_handle.IsAllocated) return;
+            _handle.Free();
+            ArrayPool<float>.Shared.Return(_array);
+        }
     }
 
     /// <summary>
@@ -67,14 +98,12 @@ internal static class LinearKernels
         bool panels = UsesPanels(tokens, columns);
         int tokenTile = panels ? PanelTokenTile : TokenTile;
         int tokenTiles = (tokens + tokenTile - 1) / tokenTile;
-        float[]? packed = panels ? PackedActivations(input, tokens, columns) : null;
-        try
+        using var packed = panels ? new PackedTokens(input, tokens, columns) : null;
         {
             fixed (float* inPtr = input)
             fixed (float* outPtr = output)
-            fixed (float* packedPtr = packed)
             {
-                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = (nint)packedPtr;
+                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = packed is null ? 0 : (nint)packed.Pointer;
                 options.For(rowTiles * tokenTiles, (long)rows * columns * tokens, item =>
                 {
                     int r0 = item % rowTiles * rowsPerTile, r1 = Math.Min(rows, r0 + rowsPerTile);
@@ -83,10 +112,6 @@ internal static class LinearKernels
                         tokens, t0, t1, (float*)outAddress, rows, r0);
                 });
             }
-        }
-        finally
-        {
-            if (packed is not null) ArrayPool<float>.Shared.Return(packed);
         }
     }
 

@@ -391,6 +391,11 @@ internal static unsafe class PanelGemm
             a5 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w5, k), t, a5);
             b5 = Avx512F.FusedMultiplyAdd(TRows.Broadcast512(w5, kb), t, b5);
         }
+        if (second != 0 && tokens == GroupTokens)
+        {
+            StoreByToken(a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5, y, yStride);
+            return;
+        }
         Store(a0, y, yStride, tokens);
         if (rows > 1) Store(a1, y + 1, yStride, tokens);
         if (rows > 2) Store(a2, y + 2, yStride, tokens);
@@ -404,6 +409,63 @@ internal static unsafe class PanelGemm
         Store(b3, y + 9, yStride, tokens);
         Store(b4, y + 10, yStride, tokens);
         Store(b5, y + 11, yStride, tokens);
+    }
+
+    /// <summary>
+    /// Twelve rows' sums of sixteen tokens (<paramref name="r0"/>..<paramref name="r11"/>, lane t token t) written as
+    /// each token's twelve rows side by side (<c>y[t·stride + i]</c>), transposed in registers: two rounds of unpacking
+    /// inside 128-bit lanes and two of moving whole lanes, then per token one 256-bit and one 128-bit store. The row by
+    /// row writes (sixteen floats a row, <paramref name="stride"/> apart) were 192 single-float stores a call, all at one
+    /// offset within their pages when a stride is a multiple of 4 KiB (the output head's 49152 rows): in a loop alone,
+    /// 55 against 80 G multiply-adds/s of the same kernel writing its sums contiguously (docs/serve.md, twenty-ninth
+    /// session). The same floats, only stored another way.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreByToken(Vector512<float> r0, Vector512<float> r1, Vector512<float> r2, Vector512<float> r3,
+        Vector512<float> r4, Vector512<float> r5, Vector512<float> r6, Vector512<float> r7, Vector512<float> r8,
+        Vector512<float> r9, Vector512<float> r10, Vector512<float> r11, float* y, nint stride)
+    {
+        // Rows in pairs, then fours: u[4g + j] holds rows 4g..4g+3 of tokens j, j+4, j+8, j+12 in its four 128-bit lanes.
+        var zero = Vector512<float>.Zero;
+        Quad(r0, r1, r2, r3, out var u0, out var u1, out var u2, out var u3);
+        Quad(r4, r5, r6, r7, out var u4, out var u5, out var u6, out var u7);
+        Quad(r8, r9, r10, r11, out var u8, out var u9, out var u10, out var u11);
+        Tokens(u0, u4, u8, zero, y, stride);
+        Tokens(u1, u5, u9, zero, y + stride, stride);
+        Tokens(u2, u6, u10, zero, y + 2 * stride, stride);
+        Tokens(u3, u7, u11, zero, y + 3 * stride, stride);
+
+        static void Quad(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d,
+            out Vector512<float> j0, out Vector512<float> j1, out Vector512<float> j2, out Vector512<float> j3)
+        {
+            var ab0 = Avx512F.UnpackLow(a, b).AsDouble();
+            var ab1 = Avx512F.UnpackHigh(a, b).AsDouble();
+            var cd0 = Avx512F.UnpackLow(c, d).AsDouble();
+            var cd1 = Avx512F.UnpackHigh(c, d).AsDouble();
+            j0 = Avx512F.UnpackLow(ab0, cd0).AsSingle();
+            j1 = Avx512F.UnpackHigh(ab0, cd0).AsSingle();
+            j2 = Avx512F.UnpackLow(ab1, cd1).AsSingle();
+            j3 = Avx512F.UnpackHigh(ab1, cd1).AsSingle();
+        }
+
+        // Tokens j, j+4, j+8, j+12 (at y, y + 4·stride, …) from rows 0–3, 4–7, 8–11 (and a fourth four, unused).
+        static void Tokens(Vector512<float> low, Vector512<float> middle, Vector512<float> high, Vector512<float> rest, float* y, nint stride)
+        {
+            var even = Avx512F.Shuffle4x128(low, middle, 0x88); // lanes 0, 2 of each: tokens j and j+8
+            var odd = Avx512F.Shuffle4x128(low, middle, 0xDD); // lanes 1, 3: tokens j+4 and j+12
+            var evenHigh = Avx512F.Shuffle4x128(high, rest, 0x88);
+            var oddHigh = Avx512F.Shuffle4x128(high, rest, 0xDD);
+            Twelve(Avx512F.Shuffle4x128(even, evenHigh, 0x88), y);
+            Twelve(Avx512F.Shuffle4x128(odd, oddHigh, 0x88), y + 4 * stride);
+            Twelve(Avx512F.Shuffle4x128(even, evenHigh, 0xDD), y + 8 * stride);
+            Twelve(Avx512F.Shuffle4x128(odd, oddHigh, 0xDD), y + 12 * stride);
+        }
+
+        static void Twelve(Vector512<float> token, float* destination)
+        {
+            token.GetLower().Store(destination);
+            token.GetUpper().GetLower().Store(destination + 8);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

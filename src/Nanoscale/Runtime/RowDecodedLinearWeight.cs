@@ -302,8 +302,8 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
             factored.PrepareWindow(input, tokens, transformed, lowRank);
         }
         // Many tokens: the panel kernel, on the tokens packed once for every tile.
-        float[]? packed = LinearKernels.UsesPanels(tokens, columns)
-            ? LinearKernels.PackedActivations(factored is null ? input : transformed.AsSpan(0, tokens * columns), tokens, columns) : null;
+        using var packed = LinearKernels.UsesPanels(tokens, columns)
+            ? new LinearKernels.PackedTokens(factored is null ? input : transformed.AsSpan(0, tokens * columns), tokens, columns) : null;
         // BF16 rows as stored go into the panels directly (no float tile; the same bits), unless the products are to
         // decode rows (FusedKernels off: the reference path).
         ushort* bf16 = factored is null && packed is not null && options.FusedKernels ? Bf16Rows : null;
@@ -311,9 +311,8 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         {
             fixed (float* inPtr = factored is null ? input : transformed)
             fixed (float* outPtr = output)
-            fixed (float* packedPtr = packed)
             {
-                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = (nint)packedPtr, bf16Address = (nint)bf16;
+                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = packed is null ? 0 : (nint)packed.Pointer, bf16Address = (nint)bf16;
                 options.For(tiles, (long)count * columns * tokens, tile =>
                 {
                     int r0 = firstRow + tile * rowsPerTile, n = Math.Min(firstRow + count, r0 + rowsPerTile) - r0;
@@ -351,7 +350,6 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
         {
             if (transformed is not null) ArrayPool<float>.Shared.Return(transformed);
             if (lowRank is not null) ArrayPool<float>.Shared.Return(lowRank);
-            if (packed is not null) ArrayPool<float>.Shared.Return(packed);
         }
     }
 }
