@@ -334,6 +334,11 @@ internal static unsafe class PanelGemm
             a5 = Fma.MultiplyAdd(TRows.Broadcast(w5, k), lo, a5);
             b5 = Fma.MultiplyAdd(TRows.Broadcast(w5, kb), lo, b5);
         }
+        if (second != 0 && tokens == 8)
+        {
+            StoreByToken(a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5, y, yStride);
+            return;
+        }
         Store(a0, y, yStride, tokens);
         if (rows > 1) Store(a1, y + 1, yStride, tokens);
         if (rows > 2) Store(a2, y + 2, yStride, tokens);
@@ -465,6 +470,48 @@ internal static unsafe class PanelGemm
         {
             token.GetLower().Store(destination);
             token.GetUpper().GetLower().Store(destination + 8);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="StoreByToken(Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, float*, nint)"/>
+    /// for eight tokens in 256-bit registers: rows 0–7 through an 8 × 8 transpose (unpacking inside 128-bit lanes, then
+    /// swapping lanes), rows 8–11 through a 4 × 8 one; per token one 256-bit and one 128-bit store.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreByToken(Vector256<float> r0, Vector256<float> r1, Vector256<float> r2, Vector256<float> r3,
+        Vector256<float> r4, Vector256<float> r5, Vector256<float> r6, Vector256<float> r7, Vector256<float> r8,
+        Vector256<float> r9, Vector256<float> r10, Vector256<float> r11, float* y, nint stride)
+    {
+        // u[4g + j]: rows 4g..4g+3 of token j in the low lane, of token j + 4 in the high lane.
+        Quad(r0, r1, r2, r3, out var u0, out var u1, out var u2, out var u3);
+        Quad(r4, r5, r6, r7, out var u4, out var u5, out var u6, out var u7);
+        Quad(r8, r9, r10, r11, out var u8, out var u9, out var u10, out var u11);
+        Token(u0, u4, u8, y, stride);
+        Token(u1, u5, u9, y + stride, stride);
+        Token(u2, u6, u10, y + 2 * stride, stride);
+        Token(u3, u7, u11, y + 3 * stride, stride);
+
+        static void Quad(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d,
+            out Vector256<float> j0, out Vector256<float> j1, out Vector256<float> j2, out Vector256<float> j3)
+        {
+            var ab0 = Avx.UnpackLow(a, b).AsDouble();
+            var ab1 = Avx.UnpackHigh(a, b).AsDouble();
+            var cd0 = Avx.UnpackLow(c, d).AsDouble();
+            var cd1 = Avx.UnpackHigh(c, d).AsDouble();
+            j0 = Avx.UnpackLow(ab0, cd0).AsSingle();
+            j1 = Avx.UnpackHigh(ab0, cd0).AsSingle();
+            j2 = Avx.UnpackLow(ab1, cd1).AsSingle();
+            j3 = Avx.UnpackHigh(ab1, cd1).AsSingle();
+        }
+
+        // Tokens j (at y) and j + 4 (at y + 4·stride) from rows 0–3, 4–7 and 8–11.
+        static void Token(Vector256<float> low, Vector256<float> middle, Vector256<float> high, float* y, nint stride)
+        {
+            Avx.Permute2x128(low, middle, 0x20).Store(y);
+            high.GetLower().Store(y + 8);
+            Avx.Permute2x128(low, middle, 0x31).Store(y + 4 * stride);
+            high.GetUpper().Store(y + 4 * stride + 8);
         }
     }
 

@@ -115,6 +115,8 @@ public class LinearWeightTests
     [InlineData(5, 8, 9)]
     [InlineData(64, 576, 64)]
     [InlineData(19, 40, 130)] // the dense product's token tiles of 64: packed groups from token 64 and 128 on (two tokens)
+    [InlineData(24, 72, 8)] // a last group of exactly eight: whole twelve-row calls stored token by token
+    [InlineData(25, 40, 24)] // sixteen and eight, and a call of one row
     public void PanelKernelEqualsItsScalarTwinBitForBit(int rows, int columns, int tokens)
     {
         if (!PanelGemm.IsSupported) return;
@@ -165,6 +167,8 @@ public class LinearWeightTests
     [InlineData(21, 203, 37)]
     [InlineData(5, 8, 9)]
     [InlineData(64, 576, 16)]
+    [InlineData(24, 72, 8)]
+    [InlineData(25, 40, 24)]
     public void PanelKernelOnBf16RowsEqualsItsScalarTwinBitForBit(int rows, int columns, int tokens)
     {
         if (!PanelGemm.IsSupported) return;
