@@ -9,7 +9,7 @@ namespace Nanoscale.Benchmarks;
 /// <summary>
 /// Each linear weight of a (compressed) Llama checkpoint multiplied by one token through the runtime's own seam
 /// (<c>ILinearWeight.MatMul</c>, the generation step's path), timed alone: where a step's time goes, by tensor.
-/// Then steps of 1–16 sequences together (<c>InferenceSession.StepMany</c>) beside their products alone; with the
+/// Then steps of 1–16 sequences together (<c>InferenceSession.StepMany</c>) beside their products alone, and the managed bytes a step allocates; with the
 /// environment variable <c>PER_TENSOR=1</c> also the first layer's products and the head per batch size;
 /// <c>BATCHES=16,128</c> chooses the batch sizes (default 1,2,4,8,16; past 16 the products are a window's).
 /// <code>dotnet run --project bench/Nanoscale.Benchmarks -c Release -- linear-step MODEL [threads] [repeats]</code>
@@ -78,12 +78,15 @@ internal static class LinearStepBenchmark
             var batchLogits = new float[batch * config.VocabSize];
             int[] tokens = [.. Enumerable.Range(0, batch).Select(b => 100 + b)];
             double bestStep = double.MaxValue;
-            for (int i = 0; i < Math.Min(repeats, 12); i++)
+            long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
+            int stepsRun = Math.Min(repeats, 12);
+            for (int i = 0; i < stepsRun; i++)
             {
                 var clock = Stopwatch.StartNew();
                 InferenceSession.StepMany(sessions, tokens, batchLogits);
                 bestStep = Math.Min(bestStep, clock.Elapsed.TotalSeconds);
             }
+            double allocatedPerStep = (GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore) / (double)stepsRun;
             // The same batch's products alone (every weight in order, the step's options): the rest of the step is
             // attention, norms and hand-offs.
             var stepOptions = model.Options with { FusedTokens = 16, FusedWindows = true };
@@ -103,7 +106,7 @@ internal static class LinearStepBenchmark
                     for (int i = 0; i < 10; i++) { var c = Stopwatch.StartNew(); w.MatMul(x, y, stepOptions); b = Math.Min(b, c.Elapsed.TotalSeconds); }
                     Console.WriteLine($"   {w.Rows,6} × {w.Columns,-6} {b * 1e6,8:0.0} us  {(double)w.Rows * w.Columns * batch / b / 1e9,6:0.0} G MACs/s");
                 }
-            Console.WriteLine($"batch {batch,2}: step {bestStep * 1e3,7:0.00} ms, {batch / bestStep,7:0.0} tokens/s aggregate (best step); its products alone {bestProducts * 1e3,7:0.00} ms");
+            Console.WriteLine($"batch {batch,2}: step {bestStep * 1e3,7:0.00} ms, {batch / bestStep,7:0.0} tokens/s aggregate (best step); its products alone {bestProducts * 1e3,7:0.00} ms; {allocatedPerStep / 1024:0.0} KB allocated a step");
         }
         Console.WriteLine($"GC counts: gen0 {GC.CollectionCount(0)}, gen1 {GC.CollectionCount(1)}, gen2 {GC.CollectionCount(2)}");
         return 0;
