@@ -118,6 +118,10 @@ internal static class Kernels
     {
         Vector256<float> Load(nint index);
 
+        /// <summary>Sixteen numbers from <paramref name="index"/> (a multiple of eight for the block types): the floats of
+        /// two <see cref="Load"/>s. Each type spells it out (a default body would box the struct on every call).</summary>
+        Vector512<float> Load512(nint index);
+
         /// <summary>Asks for the cache line that holds number <paramref name="index"/> (a hint: never faults).</summary>
         void Prefetch(nint index);
 
@@ -129,6 +133,9 @@ internal static class Kernels
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<float> Load(nint index) => Vector256.Load(data + index);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<float> Load512(nint index) => Vector512.Load(data + index);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(data + index);
@@ -143,6 +150,9 @@ internal static class Kernels
             System.Runtime.Intrinsics.X86.Avx2.ShiftLeftLogical(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(Vector128.Load(data + index)), 16).AsSingle();
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<float> Load512(nint index) => Vector512.Create(Load(index), Load(index + 8));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(data + index);
 
         public int LineNumbers => 32;
@@ -152,6 +162,9 @@ internal static class Kernels
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public Vector256<float> Load(nint index) => Tensors.TensorData.WidenHalf(Vector128.Load(data + index));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<float> Load512(nint index) => Vector512.Create(Load(index), Load(index + 8));
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(data + index);
@@ -166,6 +179,9 @@ internal static class Kernels
         public Vector256<float> Load(nint index) => Q8KvRows.WidenEight(codes, scales, index);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<float> Load512(nint index) => Vector512.Create(Load(index), Load(index + 8));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(codes + index);
 
         public int LineNumbers => 64;
@@ -178,6 +194,9 @@ internal static class Kernels
         public Vector256<float> Load(nint index) => Q4KvRows.WidenEight(codes, scales, index);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Vector512<float> Load512(nint index) => Vector512.Create(Load(index), Load(index + 8));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Prefetch(nint index) => System.Runtime.Intrinsics.X86.Sse.Prefetch0(codes + index / 2);
 
         public int LineNumbers => 128;
@@ -188,6 +207,7 @@ internal static class Kernels
         TRows ownKeys, TRows ownValues, int stride, int offset, float scale, Span<float> allScores, Span<float> output) where TRows : struct, IRows
     {
         int headDim = queries.Length / heads, positions = allScores.Length / heads;
+        bool wide = System.Runtime.Intrinsics.X86.Avx512F.IsSupported && headDim % 64 == 0;
         fixed (float* queryPointer = queries)
         fixed (float* scorePointer = allScores)
         {
@@ -212,6 +232,31 @@ internal static class Kernels
                         PrefetchRows(values, k, 8, stride, width, line);
                     }
                     nint s1 = stride, s2 = 2 * s1, s3 = 3 * s1, s4 = 4 * s1, s5 = 5 * s1, s6 = 6 * s1, s7 = 7 * s1;
+                    if (wide)
+                    {
+                        // Sixteen numbers of a head a register (half the loads and multiply-adds), each folded to eight
+                        // before the same tree of horizontal adds.
+                        for (int g = 0; g < heads; g++)
+                        {
+                            float* q = queryPointer + g * headDim;
+                            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                            for (int d = 0; d < headDim; d += 16)
+                            {
+                                var x = Vector512.Load(q + d);
+                                nint at = k + d;
+                                a0 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at), a0);
+                                a1 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at + s1), a1);
+                                a2 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at + s2), a2);
+                                a3 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at + s3), a3);
+                                a4 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at + s4), a4);
+                                a5 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at + s5), a5);
+                                a6 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at + s6), a6);
+                                a7 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(x, keys.Load512(at + s7), a7);
+                            }
+                            (SumEach(Fold(a0), Fold(a1), Fold(a2), Fold(a3), Fold(a4), Fold(a5), Fold(a6), Fold(a7)) * scale).Store(scorePointer + g * positions + p);
+                        }
+                        continue;
+                    }
                     for (int g = 0; g < heads; g++)
                     {
                         float* q = queryPointer + g * headDim;
@@ -246,6 +291,18 @@ internal static class Kernels
                     }
                 }
             }
+        }
+        if (wide)
+        {
+            for (int g = 0; g < heads; g++) Softmax(allScores.Slice(g * positions, positions));
+            fixed (float* scorePointer = allScores)
+            fixed (float* outputPointer = output)
+                for (int g = 0; g < heads; g += 2)
+                    for (int d0 = 0; d0 < headDim; d0 += 64)
+                        WeightedSumPair(prefixValues, ownValues, split, positions, stride, offset + d0, scorePointer + g * positions,
+                            g + 1 < heads ? scorePointer + (g + 1) * positions : null, outputPointer + g * headDim + d0,
+                            g + 1 < heads ? outputPointer + (g + 1) * headDim + d0 : null);
+            return;
         }
         for (int g = 0; g < heads; g++)
         {
@@ -297,6 +354,54 @@ internal static class Kernels
         }
     }
 
+    /// <summary>
+    /// Σ_p a_p·v_p of two query heads at once (<paramref name="scoresB"/> and <paramref name="outputB"/> null: one),
+    /// 64 numbers of each (from <paramref name="offset"/>) in four 512-bit registers a head: each position's value row
+    /// read once for both heads, eight independent chains of multiply-adds. Each output number is still one chain over
+    /// the positions in order (the shared beginning's, then the own), from 0, so the same bits as the 256-bit loop of
+    /// one head at a time, which read every value row once per head (a quarter of a 16-sequence step's attention; the
+    /// twenty-ninth session).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void WeightedSumPair<TRows>(TRows prefixValues, TRows ownValues, int split, int positions, int stride, int offset,
+        float* scoresA, float* scoresB, float* outputA, float* outputB) where TRows : struct, IRows
+    {
+        bool pair = scoresB != null;
+        if (!pair) scoresB = scoresA;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int run = split > 0 ? 0 : 1; run < 2; run++)
+        {
+            var values = run == 0 ? prefixValues : ownValues;
+            for (int p = run == 0 ? 0 : split, from = p, to = run == 0 ? split : positions; p < to; p++)
+            {
+                nint v = (nint)(p - from) * stride + offset;
+                var v0 = values.Load512(v);
+                var v1 = values.Load512(v + 16);
+                var v2 = values.Load512(v + 32);
+                var v3 = values.Load512(v + 48);
+                var wa = Vector512.Create(scoresA[p]);
+                var wb = Vector512.Create(scoresB[p]);
+                a0 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v0, wa, a0);
+                b0 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v0, wb, b0);
+                a1 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v1, wa, a1);
+                b1 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v1, wb, b1);
+                a2 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v2, wa, a2);
+                b2 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v2, wb, b2);
+                a3 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v3, wa, a3);
+                b3 = System.Runtime.Intrinsics.X86.Avx512F.FusedMultiplyAdd(v3, wb, b3);
+            }
+        }
+        a0.Store(outputA);
+        a1.Store(outputA + 16);
+        a2.Store(outputA + 32);
+        a3.Store(outputA + 48);
+        if (!pair) return;
+        b0.Store(outputB);
+        b1.Store(outputB + 16);
+        b2.Store(outputB + 32);
+        b3.Store(outputB + 48);
+    }
+
     /// <summary>Positions ahead of the score loop whose keys <see cref="AttendRows{TRows}"/> asks for.</summary>
     private const int PrefetchAhead = 16;
 
@@ -308,6 +413,10 @@ internal static class Kernels
         for (int r = 0; r < count; r++)
             for (int d = 0; d < width; d += line) rows.Prefetch(first + r * stride + d);
     }
+
+    /// <summary>A 512-bit register's two halves added: lane i + lane i + 8.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Fold(Vector512<float> a) => a.GetLower() + a.GetUpper();
 
     /// <summary>The eight sums of eight vectors' lanes, in order: horizontal adds pair lanes within each 128-bit half
     /// (a0 a1 → a2 a3 … → one vector of each input's two half-sums), then the halves are added.</summary>

@@ -7,10 +7,12 @@ namespace Nanoscale.Tests.Runtime;
 /// for generation steps.</summary>
 public class KernelsTests
 {
-    /// <summary>Heads of 64 (two whole groups of 32), 48 (one and a tail of 16), 8; 1, 5 and 77 positions; a cache
-    /// row wider than the head with the head at an offset: equal to TensorPrimitives' dot / softmax / multiply-add loops
-    /// up to summation order.</summary>
+    /// <summary>Heads of 128 and 64 (whole 512-bit passes where AVX-512 is), 48 (one and a tail of 16), 8; 1, 5, 9 and 77
+    /// positions; a cache row wider than the head with the head at an offset: equal to TensorPrimitives' dot / softmax /
+    /// multiply-add loops up to summation order.</summary>
     [Theory]
+    [InlineData(128, 9)]
+    [InlineData(128, 77)]
     [InlineData(64, 1)]
     [InlineData(64, 77)]
     [InlineData(48, 5)]
