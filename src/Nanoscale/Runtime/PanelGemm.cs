@@ -138,7 +138,8 @@ internal static unsafe class PanelGemm
     {
         nint rowBytes = (nint)columns * TRows.ElementBytes;
         // Groups of nine to sixteen tokens go through Sixteen block by block (Sixteen512, twelve rows a call where it
-        // can, with AVX-512); a last group of eight or fewer through Eight, twelve rows (two blocks) a call where it can.
+        // can, with AVX-512); a last group of eight or fewer through Eight, twelve rows (two blocks) a call where it can
+        // (EightWide, sixteen rows a call, with AVX-512).
         // Each call asks for its rows' share of the prefetch range during the first pass over them.
         int sixteens = tokens / GroupTokens + (tokens % GroupTokens > 8 ? 1 : 0), tail = tokens - sixteens * GroupTokens;
         for (int r0 = 0, rows; wide && r0 < rowCount && sixteens > 0; r0 += rows)
@@ -158,7 +159,15 @@ internal static unsafe class PanelGemm
                     yStride, Math.Min(GroupTokens, tokens - g * GroupTokens), next, stop);
         }
         if (tail <= 0) return;
-        for (int r0 = 0, rows; r0 < rowCount; r0 += rows)
+        for (int r0 = 0, rows; wide && r0 < rowCount; r0 += rows)
+        {
+            rows = Math.Min(WideRows, rowCount - r0);
+            byte* next = sixteens > 0 ? null : Share(prefetch, prefetchBytes, r0, rowCount);
+            byte* stop = sixteens > 0 ? null : Share(prefetch, prefetchBytes, r0 + rows, rowCount);
+            EightWide<TRows>(tile + r0 * rowBytes, rowBytes, columns, rows, packedX + (nint)sixteens * columns * GroupTokens,
+                y + sixteens * GroupTokens * yStride + r0, yStride, tail, next, stop);
+        }
+        for (int r0 = 0, rows; !wide && r0 < rowCount; r0 += rows)
         {
             rows = rowCount - r0 >= 2 * PanelRows ? 2 * PanelRows : Math.Min(PanelRows, rowCount - r0);
             byte* next = sixteens > 0 ? null : Share(prefetch, prefetchBytes, r0, rowCount);
@@ -186,6 +195,12 @@ internal static unsafe class PanelGemm
         static abstract Vector512<float> Broadcast512(byte* row, nint k);
 
         static abstract Vector512<float> First512(byte* row);
+
+        /// <summary>Elements <paramref name="k"/>..k + 15 as floats.</summary>
+        static abstract Vector512<float> Sixteen(byte* row, nint k);
+
+        /// <summary>Element <paramref name="k"/> as a float.</summary>
+        static abstract float Element(byte* row, nint k);
     }
 
     /// <summary>Float rows (a decoded tile, or F32 weights in place).</summary>
@@ -204,6 +219,12 @@ internal static unsafe class PanelGemm
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> First512(byte* row) => Vector512.Create(*(float*)row);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Sixteen(byte* row, nint k) => Vector512.Load((float*)row + k);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Element(byte* row, nint k) => ((float*)row)[k];
     }
 
     /// <summary>BF16 rows as stored: the 32 bits ending with element k (element k − 1 below it) broadcast, and the low
@@ -226,6 +247,13 @@ internal static unsafe class PanelGemm
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> First512(byte* row) => Vector512.Create(BitConverter.Int32BitsToSingle(*(ushort*)row << 16));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Sixteen(byte* row, nint k) =>
+            Avx512F.ShiftLeftLogical(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)row + k)), 16).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Element(byte* row, nint k) => BitConverter.Int32BitsToSingle(((ushort*)row)[k] << 16);
     }
 
     /// <summary>Six rows (<paramref name="rowBytes"/> apart; missing ones read row 0, their sums dropped) times a group of
@@ -416,6 +444,121 @@ internal static unsafe class PanelGemm
         Store(b5, y + 11, yStride, tokens);
     }
 
+    /// <summary>Rows a call of <see cref="EightWide{TRows}"/> takes: one 512-bit register of them.</summary>
+    private const int WideRows = 16;
+
+    /// <summary>Columns of a call's rows turned into columns of sixteen floats at a time (<see cref="EightWide{TRows}"/>):
+    /// 4 KB, in the first-level cache.</summary>
+    private const int WideChunk = 64;
+
+    /// <summary>
+    /// Up to sixteen rows (<paramref name="rows"/>; missing ones read row 0, their sums dropped) times a last group of
+    /// eight tokens or fewer, with AVX-512: the rows in a register's lanes instead of the tokens. Each chunk of columns is
+    /// first turned into columns of sixteen floats (16 × 16 transposes in registers, BF16 widened on the way) in a
+    /// scratch in the first-level cache; then per column one load of those sixteen weights and one multiply-add per
+    /// token, the token's activation broadcast from the packed group. <see cref="Eight{TRows}"/>, the 256-bit kernel
+    /// it replaces here, needs a broadcast, a logical operation and a multiply-add on eight lanes per row and column:
+    /// a step of eight sequences cost as much as one of sixteen. Each output is the same chain of multiply-adds over
+    /// the columns in order from 0, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization), SkipLocalsInit]
+    private static void EightWide<TRows>(byte* w, nint rowBytes, int columns, int rows, float* x, float* y, nint yStride, int tokens,
+        byte* next, byte* stop) where TRows : struct, IRows
+    {
+        float* raw = stackalloc float[WideChunk * WideRows + 16];
+        float* scratch = (float*)(((nint)raw + 63) & ~(nint)63);
+        byte** row = stackalloc byte*[WideRows];
+        for (int i = 0; i < WideRows; i++) row[i] = i < rows ? w + i * rowBytes : w;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        for (int c0 = 0; c0 < columns; c0 += WideChunk)
+        {
+            int n = Math.Min(WideChunk, columns - c0), c = 0;
+            for (; c + 16 <= n; c += 16) TransposeSixteen<TRows>(row, c0 + c, scratch + c * WideRows);
+            for (; c < n; c++)
+                for (int i = 0; i < WideRows; i++) scratch[c * WideRows + i] = TRows.Element(row[i], c0 + c);
+            float* xc = x + (nint)c0 * GroupTokens;
+            for (c = 0; c < n; c++)
+            {
+                if ((c & 1) == 0 && next < stop)
+                {
+                    Sse.Prefetch0(next);
+                    next += 64;
+                }
+                var weights = Vector512.Load(scratch + c * WideRows);
+                float* t = xc + c * GroupTokens;
+                a0 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[0]), a0);
+                a1 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[1]), a1);
+                a2 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[2]), a2);
+                a3 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[3]), a3);
+                a4 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[4]), a4);
+                a5 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[5]), a5);
+                a6 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[6]), a6);
+                a7 = Avx512F.FusedMultiplyAdd(weights, Vector512.Create(t[7]), a7);
+            }
+        }
+        StoreRows(a0, y, rows);
+        if (tokens > 1) StoreRows(a1, y + yStride, rows);
+        if (tokens > 2) StoreRows(a2, y + 2 * yStride, rows);
+        if (tokens > 3) StoreRows(a3, y + 3 * yStride, rows);
+        if (tokens > 4) StoreRows(a4, y + 4 * yStride, rows);
+        if (tokens > 5) StoreRows(a5, y + 5 * yStride, rows);
+        if (tokens > 6) StoreRows(a6, y + 6 * yStride, rows);
+        if (tokens > 7) StoreRows(a7, y + 7 * yStride, rows);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void StoreRows(Vector512<float> sums, float* destination, int count)
+        {
+            if (count == WideRows) sums.Store(destination);
+            else for (int i = 0; i < count; i++) destination[i] = sums.GetElement(i);
+        }
+    }
+
+    /// <summary>Columns <paramref name="k"/>..k + 15 of sixteen rows as sixteen columns of sixteen floats
+    /// (<c>destination[16j + i] = row i's element k + j</c>): the unpacking rounds of <see cref="StoreByToken(Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, float*, nint)"/>
+    /// on all sixteen.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransposeSixteen<TRows>(byte** row, nint k, float* destination) where TRows : struct, IRows
+    {
+        Quad512(TRows.Sixteen(row[0], k), TRows.Sixteen(row[1], k), TRows.Sixteen(row[2], k), TRows.Sixteen(row[3], k), out var u0, out var u1, out var u2, out var u3);
+        Quad512(TRows.Sixteen(row[4], k), TRows.Sixteen(row[5], k), TRows.Sixteen(row[6], k), TRows.Sixteen(row[7], k), out var u4, out var u5, out var u6, out var u7);
+        Quad512(TRows.Sixteen(row[8], k), TRows.Sixteen(row[9], k), TRows.Sixteen(row[10], k), TRows.Sixteen(row[11], k), out var u8, out var u9, out var u10, out var u11);
+        Quad512(TRows.Sixteen(row[12], k), TRows.Sixteen(row[13], k), TRows.Sixteen(row[14], k), TRows.Sixteen(row[15], k), out var u12, out var u13, out var u14, out var u15);
+        Columns(u0, u4, u8, u12, destination);
+        Columns(u1, u5, u9, u13, destination + WideRows);
+        Columns(u2, u6, u10, u14, destination + 2 * WideRows);
+        Columns(u3, u7, u11, u15, destination + 3 * WideRows);
+
+        // Columns j, j+4, j+8, j+12 (at destination, + 4·16, …) from rows 0–3, 4–7, 8–11, 12–15.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Columns(Vector512<float> low, Vector512<float> middle, Vector512<float> high, Vector512<float> rest, float* destination)
+        {
+            var even = Avx512F.Shuffle4x128(low, middle, 0x88);
+            var odd = Avx512F.Shuffle4x128(low, middle, 0xDD);
+            var evenHigh = Avx512F.Shuffle4x128(high, rest, 0x88);
+            var oddHigh = Avx512F.Shuffle4x128(high, rest, 0xDD);
+            Avx512F.Shuffle4x128(even, evenHigh, 0x88).Store(destination);
+            Avx512F.Shuffle4x128(odd, oddHigh, 0x88).Store(destination + 4 * WideRows);
+            Avx512F.Shuffle4x128(even, evenHigh, 0xDD).Store(destination + 8 * WideRows);
+            Avx512F.Shuffle4x128(odd, oddHigh, 0xDD).Store(destination + 12 * WideRows);
+        }
+    }
+
+    /// <summary>Four rows transposed within 128-bit lanes: <paramref name="j0"/>..<paramref name="j3"/> hold rows a, b, c,
+    /// d of element (lane L) 4L + j.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Quad512(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d,
+        out Vector512<float> j0, out Vector512<float> j1, out Vector512<float> j2, out Vector512<float> j3)
+    {
+        var ab0 = Avx512F.UnpackLow(a, b).AsDouble();
+        var ab1 = Avx512F.UnpackHigh(a, b).AsDouble();
+        var cd0 = Avx512F.UnpackLow(c, d).AsDouble();
+        var cd1 = Avx512F.UnpackHigh(c, d).AsDouble();
+        j0 = Avx512F.UnpackLow(ab0, cd0).AsSingle();
+        j1 = Avx512F.UnpackHigh(ab0, cd0).AsSingle();
+        j2 = Avx512F.UnpackLow(ab1, cd1).AsSingle();
+        j3 = Avx512F.UnpackHigh(ab1, cd1).AsSingle();
+    }
+
     /// <summary>
     /// Twelve rows' sums of sixteen tokens (<paramref name="r0"/>..<paramref name="r11"/>, lane t token t) written as
     /// each token's twelve rows side by side (<c>y[t·stride + i]</c>), transposed in registers: two rounds of unpacking
@@ -432,28 +575,16 @@ internal static unsafe class PanelGemm
     {
         // Rows in pairs, then fours: u[4g + j] holds rows 4g..4g+3 of tokens j, j+4, j+8, j+12 in its four 128-bit lanes.
         var zero = Vector512<float>.Zero;
-        Quad(r0, r1, r2, r3, out var u0, out var u1, out var u2, out var u3);
-        Quad(r4, r5, r6, r7, out var u4, out var u5, out var u6, out var u7);
-        Quad(r8, r9, r10, r11, out var u8, out var u9, out var u10, out var u11);
+        Quad512(r0, r1, r2, r3, out var u0, out var u1, out var u2, out var u3);
+        Quad512(r4, r5, r6, r7, out var u4, out var u5, out var u6, out var u7);
+        Quad512(r8, r9, r10, r11, out var u8, out var u9, out var u10, out var u11);
         Tokens(u0, u4, u8, zero, y, stride);
         Tokens(u1, u5, u9, zero, y + stride, stride);
         Tokens(u2, u6, u10, zero, y + 2 * stride, stride);
         Tokens(u3, u7, u11, zero, y + 3 * stride, stride);
 
-        static void Quad(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d,
-            out Vector512<float> j0, out Vector512<float> j1, out Vector512<float> j2, out Vector512<float> j3)
-        {
-            var ab0 = Avx512F.UnpackLow(a, b).AsDouble();
-            var ab1 = Avx512F.UnpackHigh(a, b).AsDouble();
-            var cd0 = Avx512F.UnpackLow(c, d).AsDouble();
-            var cd1 = Avx512F.UnpackHigh(c, d).AsDouble();
-            j0 = Avx512F.UnpackLow(ab0, cd0).AsSingle();
-            j1 = Avx512F.UnpackHigh(ab0, cd0).AsSingle();
-            j2 = Avx512F.UnpackLow(ab1, cd1).AsSingle();
-            j3 = Avx512F.UnpackHigh(ab1, cd1).AsSingle();
-        }
-
         // Tokens j, j+4, j+8, j+12 (at y, y + 4·stride, …) from rows 0–3, 4–7, 8–11 (and a fourth four, unused).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Tokens(Vector512<float> low, Vector512<float> middle, Vector512<float> high, Vector512<float> rest, float* y, nint stride)
         {
             var even = Avx512F.Shuffle4x128(low, middle, 0x88); // lanes 0, 2 of each: tokens j and j+8
@@ -466,6 +597,7 @@ internal static unsafe class PanelGemm
             Twelve(Avx512F.Shuffle4x128(odd, oddHigh, 0xDD), y + 12 * stride);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Twelve(Vector512<float> token, float* destination)
         {
             token.GetLower().Store(destination);
@@ -506,6 +638,7 @@ internal static unsafe class PanelGemm
         }
 
         // Tokens j (at y) and j + 4 (at y + 4·stride) from rows 0–3, 4–7 and 8–11.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Token(Vector256<float> low, Vector256<float> middle, Vector256<float> high, float* y, nint stride)
         {
             Avx.Permute2x128(low, middle, 0x20).Store(y);
