@@ -36,7 +36,7 @@ internal static class LinearKernels
     /// cref="PanelGemm.CallRows"/>), and never fewer than one call: a wide matrix's tile of two rows (a feed-forward
     /// down projection of 8192 columns) filled a fraction of each block, so its window products took longer than gate
     /// and up together; and a tile of six (the 1536-column down projection of SmolLM2) ran the AVX-512 kernel's
-    /// twelve chains on six rows, half its multiply-adds dropped (docs/serve.md, twenty-ninth session).</summary>
+    /// twelve chains on six rows, half its multiply-adds dropped (docs/runtime.md, twenty-ninth session).</summary>
     public static int RowsPerTile(int columns) =>
         Math.Max(PanelGemm.CallRows, TileBytes / (4 * Math.Max(1, columns)) / PanelGemm.CallRows * PanelGemm.CallRows);
 
@@ -49,7 +49,7 @@ internal static class LinearKernels
     /// while this lives, from a 64-byte boundary: the kernel loads a column of sixteen tokens as one 512-bit vector
     /// (two 256-bit ones without AVX-512), and a pooled array's floats start 16 bytes past one, so every such load
     /// spanned two cache lines — with the weights streaming from memory, a fifth to a quarter of the kernel's rate
-    /// (docs/serve.md, twenty-ninth session). Dispose returns the array.
+    /// (docs/runtime.md, twenty-ninth session). Dispose returns the array.
     /// </summary>
     public sealed unsafe class PackedTokens : IDisposable
     {
@@ -67,7 +67,15 @@ internal static class LinearKernels
             _handle = GCHandle.Alloc(_array, GCHandleType.Pinned);
             nint start = _handle.AddrOfPinnedObject();
             Pointer = (float*)(start + ((Alignment - (start & (Alignment - 1))) & (Alignment - 1)));
-            PanelGemm.PackActivations(input, tokens, columns, new Span<float>(Pointer, Length));
+            try
+            {
+                PanelGemm.PackActivations(input, tokens, columns, new Span<float>(Pointer, Length));
+            }
+            catch
+            {
+                Dispose();
+                throw;
+            }
         }
 
         /// <summary>The first packed float, on a 64-byte boundary.</summary>
@@ -99,19 +107,17 @@ internal static class LinearKernels
         int tokenTile = panels ? PanelTokenTile : TokenTile;
         int tokenTiles = (tokens + tokenTile - 1) / tokenTile;
         using var packed = panels ? new PackedTokens(input, tokens, columns) : null;
+        fixed (float* inPtr = input)
+        fixed (float* outPtr = output)
         {
-            fixed (float* inPtr = input)
-            fixed (float* outPtr = output)
+            nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = packed is null ? 0 : (nint)packed.Pointer;
+            options.For(rowTiles * tokenTiles, (long)rows * columns * tokens, item =>
             {
-                nint inAddress = (nint)inPtr, outAddress = (nint)outPtr, packedAddress = packed is null ? 0 : (nint)packed.Pointer;
-                options.For(rowTiles * tokenTiles, (long)rows * columns * tokens, item =>
-                {
-                    int r0 = item % rowTiles * rowsPerTile, r1 = Math.Min(rows, r0 + rowsPerTile);
-                    int t0 = item / rowTiles * tokenTile, t1 = Math.Min(tokens, t0 + tokenTile);
-                    MultiplyTile((float*)weightsAddress + (long)r0 * columns, r1 - r0, columns, (float*)inAddress, (float*)packedAddress,
-                        tokens, t0, t1, (float*)outAddress, rows, r0);
-                });
-            }
+                int r0 = item % rowTiles * rowsPerTile, r1 = Math.Min(rows, r0 + rowsPerTile);
+                int t0 = item / rowTiles * tokenTile, t1 = Math.Min(tokens, t0 + tokenTile);
+                MultiplyTile((float*)weightsAddress + (long)r0 * columns, r1 - r0, columns, (float*)inAddress, (float*)packedAddress,
+                    tokens, t0, t1, (float*)outAddress, rows, r0);
+            });
         }
     }
 

@@ -565,7 +565,7 @@ internal static unsafe class PanelGemm
     /// inside 128-bit lanes and two of moving whole lanes, then per token one 256-bit and one 128-bit store. The row by
     /// row writes (sixteen floats a row, <paramref name="stride"/> apart) were 192 single-float stores a call, all at one
     /// offset within their pages when a stride is a multiple of 4 KiB (the output head's 49152 rows): in a loop alone,
-    /// 55 against 80 G multiply-adds/s of the same kernel writing its sums contiguously (docs/serve.md, twenty-ninth
+    /// 55 against 80 G multiply-adds/s of the same kernel writing its sums contiguously (docs/runtime.md, twenty-ninth
     /// session). The same floats, only stored another way.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
