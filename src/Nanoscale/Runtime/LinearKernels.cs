@@ -40,6 +40,18 @@ internal static class LinearKernels
     public static int RowsPerTile(int columns) =>
         Math.Max(PanelGemm.CallRows, TileBytes / (4 * Math.Max(1, columns)) / PanelGemm.CallRows * PanelGemm.CallRows);
 
+    /// <summary>Rows per tile of a step's product (up to sixteen tokens: one group of the panels, each tile read once):
+    /// <see cref="RowsPerTile"/> in whole multiples of <see cref="PanelGemm.StepTileRows"/> where the AVX-512 kernels run —
+    /// whole calls of both the sixteen-token kernel (twelve rows) and the eight-token one (sixteen), where a tile of 24
+    /// rows left the second eight-token call half its lanes, and the next tile asked for while this one computes twice
+    /// as far ahead. A BF16 step of eight sequences' products 18.0–18.6 → 14.5–15.0 ms, of sixteen unchanged
+    /// (docs/runtime.md, twenty-ninth session).</summary>
+    public static int StepRowsPerTile(int columns)
+    {
+        int rows = RowsPerTile(columns);
+        return PanelGemm.Wide ? (rows + PanelGemm.StepTileRows - 1) / PanelGemm.StepTileRows * PanelGemm.StepTileRows : rows;
+    }
+
     /// <summary>Whether a product of <paramref name="tokens"/> tokens runs on <see cref="PanelGemm"/> (else <see cref="DotRows"/>).</summary>
     public static bool UsesPanels(int tokens, int columns) =>
         PanelGemm.IsSupported && tokens >= PanelGemm.MinTokens && columns >= 8;

@@ -447,6 +447,10 @@ internal static unsafe class PanelGemm
     /// <summary>Rows a call of <see cref="EightWide{TRows}"/> takes: one 512-bit register of them.</summary>
     private const int WideRows = 16;
 
+    /// <summary>Rows that are whole calls of both AVX-512 kernels (<see cref="CallRows"/> and <see cref="WideRows"/>):
+    /// a step's tiles come in multiples of these (<see cref="LinearKernels.StepRowsPerTile"/>).</summary>
+    public const int StepTileRows = 48;
+
     /// <summary>Columns of a call's rows turned into columns of sixteen floats at a time (<see cref="EightWide{TRows}"/>):
     /// 4 KB, in the first-level cache.</summary>
     private const int WideChunk = 64;

@@ -79,6 +79,27 @@ public class LinearWeightTests
     [InlineData(7, 2340)]
     public void TilesAreWholeCallsOfAtLeastTwelveRows(int columns, int rows) => Assert.Equal(rows, LinearKernels.RowsPerTile(columns));
 
+    /// <summary>A step's tiles (up to sixteen tokens) are, where the AVX-512 kernels run, whole calls of both the
+    /// sixteen-token kernel (twelve rows) and the eight-token one (sixteen): a tile of 24 rows left the second
+    /// eight-token call half empty. Elsewhere they are the windows' tiles.</summary>
+    [Theory]
+    [InlineData(576)]
+    [InlineData(1536)]
+    [InlineData(8192)]
+    [InlineData(7)]
+    public void AStepsTilesAreWholeCallsOfBothKernels(int columns)
+    {
+        int rows = LinearKernels.StepRowsPerTile(columns), window = LinearKernels.RowsPerTile(columns);
+        if (!PanelGemm.Wide)
+        {
+            Assert.Equal(window, rows);
+            return;
+        }
+        Assert.Equal(0, rows % PanelGemm.CallRows);
+        Assert.Equal(0, rows % 16);
+        Assert.InRange(rows, window, window + PanelGemm.StepTileRows - 1);
+    }
+
     /// <summary>The packed activations of the panel kernel (eight tokens' columns transposed in registers) are the
     /// scalar packing's floats bit for bit — whole and partial groups (a half of eight missing, a few tokens of the
     /// second half), columns not a multiple of eight, NaN and −0 moved as they are — and the buffer's stale contents
