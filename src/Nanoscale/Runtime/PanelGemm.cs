@@ -24,8 +24,8 @@ internal static unsafe class PanelGemm
     public const int PanelRows = 6;
 
     /// <summary>Rows the fullest call takes: two blocks of six (<see cref="Sixteen512{TRows}"/> with AVX-512, and
-    /// <see cref="Eight{TRows}"/> for a last group of eight tokens or fewer); a call given six rows or fewer does the
-    /// second block's multiply-adds on repeated rows and drops them.</summary>
+    /// <see cref="Eight{TRows}"/>, a last group of eight tokens or fewer without it); a call given six rows or fewer does
+    /// the second block's multiply-adds on repeated rows and drops them.</summary>
     public const int CallRows = 2 * PanelRows;
 
     /// <summary>Tokens per packed group: two registers of eight; with twelve accumulators and a broadcast, 15 of the 16 registers.</summary>
