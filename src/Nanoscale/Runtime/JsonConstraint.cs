@@ -294,7 +294,7 @@ public sealed class JsonConstraint : ITokenConstraint
         public bool IntegerOnly;   // the number being read must be an integer
         public int Length;         // a string value's code points so far
         public int Pattern;        // a string value's pattern automaton state
-        public int Code;           // a string value's \u escape: the code unit so far
+        public int Code;           // a \u escape: a value's code unit so far (a high surrogate's, less 0xD7FF, × 2^16 above it while its low one is read); a key's, packed with its digits left (KeyUnicode)
         public string? Number;     // a number held to bounds: its characters so far
         public string? KeyText;    // a free key of an object with patternProperties: its characters so far
         public string? ItemText;   // a string item of an array of unique items: its characters so far
@@ -310,7 +310,7 @@ public sealed class JsonConstraint : ITokenConstraint
         Colon,          // after a key: ':'
         ArrayOpen,      // after '[': a value or ']'
         After,          // after a value: ',' or the container's closing bracket
-        String, Escape, Unicode, Key, DeclaredKey, KeyEscape, KeyUnicode, Enum,
+        String, Escape, Unicode, PairEscape, PairU, Key, DeclaredKey, KeyEscape, KeyUnicode, KeyPairEscape, KeyPairU, Enum,
         Minus, Zero, Integer, Dot, Fraction, Exponent, ExponentSign, ExponentDigits,
         True, False, Null,
     }
@@ -526,16 +526,68 @@ public sealed class JsonConstraint : ITokenConstraint
                 s.Mode = Mode.String;
                 return StringCharacter(ref s, unescaped);
             case Mode.KeyUnicode:
+            {
+                // As a value's (below), surrogates only in pairs. Code: bits 0–2 the digits left, 3–18 the unit so far,
+                // from 19 a pending high surrogate less 0xD7FF (Matched narrows the declared keys meanwhile).
                 if (!char.IsAsciiHexDigit(c)) return false;
+                int left = s.Code & 7, high = s.Code >> 19, unit = ((s.Code >> 3) & 0xFFFF) * 16 + HexValue(c), digit = 4 - left;
+                if (!SurrogateDigit(high, unit, digit)) return false;
                 NarrowKey(ref s, c);
-                if (--s.Code == 0) s.Mode = Mode.Key;
+                if (left > 1)
+                {
+                    s.Code = high << 19 | unit << 3 | (left - 1);
+                    return true;
+                }
+                if (high == 0 && char.IsHighSurrogate((char)unit))
+                {
+                    s.Code = (unit - 0xD7FF) << 19;
+                    s.Mode = Mode.KeyPairEscape;
+                    return true;
+                }
+                s.Code = 0;
+                s.Mode = Mode.Key;
+                return true;
+            }
+            case Mode.KeyPairEscape:
+                if (c != '\\') return false;
+                NarrowKey(ref s, c);
+                s.Mode = Mode.KeyPairU;
+                return true;
+            case Mode.KeyPairU:
+                if (c != 'u') return false;
+                NarrowKey(ref s, c);
+                s.Code |= 4;
+                s.Mode = Mode.KeyUnicode;
                 return true;
             case Mode.Unicode:
+            {
+                // A surrogate only in a pair: \uD800–\uDBFF then \uDC00–\uDFFF (what JSON writers escape a character
+                // beyond the first plane as); a lone one is valid JSON text but not a string strict readers (System.Text.Json,
+                // serde_json) accept. Each rule is checked at the digit that settles it, so no walk is left with no way on.
                 if (!char.IsAsciiHexDigit(c)) return false;
-                s.Code = s.Code * 16 + Convert.ToInt32(c.ToString(), 16);
+                int high = s.Code >> 16, unit = (s.Code & 0xFFFF) * 16 + HexValue(c), digit = 4 - s.Matched;
+                if (!SurrogateDigit(high, unit, digit)) return false;
+                s.Code = high << 16 | unit;
                 if (--s.Matched > 0) return true;
+                if (high == 0 && char.IsHighSurrogate((char)unit))
+                {
+                    s.Code = (unit - 0xD7FF) << 16;
+                    s.Mode = Mode.PairEscape;
+                    return true;
+                }
                 s.Mode = Mode.String;
-                return StringCharacter(ref s, (char)s.Code);
+                if (high == 0) return StringCharacter(ref s, (char)unit);
+                return StringCharacter(ref s, (char)(high + 0xD7FF)) && StringCharacter(ref s, (char)unit);
+            }
+            case Mode.PairEscape:
+                if (c != '\\') return false;
+                s.Mode = Mode.PairU;
+                return true;
+            case Mode.PairU:
+                if (c != 'u') return false;
+                s.Mode = Mode.Unicode;
+                s.Matched = 4;
+                return true;
             case Mode.Colon:
                 if (Blank(c)) return Whitespace(ref s);
                 if (c != ':') return false;
@@ -762,6 +814,15 @@ public sealed class JsonConstraint : ITokenConstraint
         }
         return false;
     }
+
+    /// <summary>Whether a \u escape's digit <paramref name="digit"/> (0–3; <paramref name="unit"/> the value of the digits
+    /// so far) keeps surrogates paired: after a high one (<paramref name="high"/> not 0) the escape must be a low one
+    /// (D, then C–F); otherwise it must not be a low one (D, then C–F). Decided at the second digit.</summary>
+    private static bool SurrogateDigit(int high, int unit, int digit) =>
+        high != 0 ? !((digit == 0 && unit != 0xD) || (digit == 1 && unit < 0xDC)) : !(digit == 1 && unit is >= 0xDC and <= 0xDF);
+
+    /// <summary>A hexadecimal digit's value.</summary>
+    private static int HexValue(char c) => c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
 
     /// <summary>The character a one-letter escape stands for (null: not an escape).</summary>
     private static char? Unescaped(char c) => c switch

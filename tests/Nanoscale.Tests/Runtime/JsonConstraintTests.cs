@@ -85,8 +85,9 @@ public class JsonConstraintTests
     }
 
     /// <summary>Against System.Text.Json on mutated objects (a character changed, dropped or doubled): what the
-    /// constraint takes whole is an object System.Text.Json parses, and every object it parses (within the bounds on
-    /// nesting and blanks) the constraint takes.</summary>
+    /// constraint takes whole is an object System.Text.Json parses and reads every string of, and every such object
+    /// (within the bounds on nesting and blanks) the constraint takes — a lone surrogate escape parses as JSON text but
+    /// is no string System.Text.Json reads, and the constraint refuses it.</summary>
     [Fact]
     public void AgreesWithSystemTextJsonOnMutations()
     {
@@ -104,11 +105,38 @@ public class JsonConstraintTests
             try
             {
                 using var document = JsonDocument.Parse(text, new JsonDocumentOptions { MaxDepth = JsonConstraint.MaxDepth });
-                parses = document.RootElement.ValueKind == JsonValueKind.Object && text.Length > 0 && !char.IsWhiteSpace(text[^1]);
+                parses = document.RootElement.ValueKind == JsonValueKind.Object && text.Length > 0 && !char.IsWhiteSpace(text[^1])
+                    && ReadsEveryString(document.RootElement);
             }
             catch (JsonException) { parses = false; }
             Assert.True(parses == Whole(Object(), text), $"{text}: System.Text.Json {(parses ? "parses" : "refuses")} it");
         }, iter: 4000);
+    }
+
+    /// <summary>Whether System.Text.Json reads every string and property name under <paramref name="element"/>
+    /// (false for a lone surrogate escape).</summary>
+    private static bool ReadsEveryString(JsonElement element)
+    {
+        try
+        {
+            switch (element.ValueKind)
+            {
+                case JsonValueKind.String:
+                    _ = element.GetString();
+                    return true;
+                case JsonValueKind.Object:
+                    foreach (var property in element.EnumerateObject())
+                        if (property.Name is null || !ReadsEveryString(property.Value)) return false;
+                    return true;
+                case JsonValueKind.Array:
+                    foreach (var item in element.EnumerateArray())
+                        if (!ReadsEveryString(item)) return false;
+                    return true;
+                default:
+                    return true;
+            }
+        }
+        catch (InvalidOperationException) { return false; }
     }
 
     /// <summary>A JSON value as text: System.Text.Json writes the scalars (escapes included), the generator nests.</summary>

@@ -562,6 +562,34 @@ public class JsonSchemaRulesTests
         return node.ToJsonString();
     }
 
+    /// <summary>A string's \u escapes write a surrogate only in a pair — a high one then a low one, as JSON writers escape a
+    /// character beyond the first plane — refused at the digit that makes it lone (a lone one is JSON text that strict
+    /// readers such as System.Text.Json do not take as a string; a random walk once wrote \uDFBD); a pair counts as one
+    /// character of a maxLength; keys alike.</summary>
+    [Fact]
+    public void SurrogateEscapesComeOnlyInPairs()
+    {
+        string free = "{\"type\": \"object\", \"properties\": {\"s\": {\"type\": \"string\"}}, \"required\": [\"s\"]}";
+        Assert.True(Whole(free, "{\"s\": \"\\ud83d\\ude00\"}"));
+        Assert.True(Whole(free, "{\"s\": \"a\\uD800\\uDFFFb\\u00e9\\uFFFF\"}"));
+        Assert.True(Whole(StringSchema("\"maxLength\": 1"), "{\"s\": \"\\ud83d\\ude00\"}"));
+        Assert.False(Whole(StringSchema("\"maxLength\": 1"), "{\"s\": \"a\\ud83d\\ude00\"}"));
+        Assert.False(Support.ConstraintText.Feed(Constraint(free), "{\"s\": \"\\uDC")); // a low one first
+        Assert.False(Support.ConstraintText.Feed(Constraint(free), "{\"s\": \"\\udfbd"));
+        Assert.False(Support.ConstraintText.Feed(Constraint(free), "{\"s\": \"\\ud83d\"")); // a high one alone
+        Assert.False(Support.ConstraintText.Feed(Constraint(free), "{\"s\": \"\\ud83dx"));
+        Assert.False(Support.ConstraintText.Feed(Constraint(free), "{\"s\": \"\\ud83d\\u0041"));
+        Assert.False(Support.ConstraintText.Feed(Constraint(free), "{\"s\": \"\\ud83d\\ud8"));
+        Assert.True(Support.ConstraintText.Feed(Constraint(free), "{\"s\": \"\\ud83d\\udc"));
+        string anyKeys = "{\"type\": \"object\", \"additionalProperties\": {\"type\": \"integer\"}}";
+        Assert.True(Whole(anyKeys, "{\"\\u00e9\": 1}"));
+        Assert.True(Whole(anyKeys, "{\"\\u00E9\\uD83C\\uDF0D\": 1}"));
+        Assert.False(Support.ConstraintText.Feed(Constraint(anyKeys), "{\"\\udf"));
+        Assert.False(Support.ConstraintText.Feed(Constraint(anyKeys), "{\"\\uD83C\""));
+        Assert.False(Support.ConstraintText.Feed(Constraint(anyKeys), "{\"\\uD83C\\u00"));
+        Assert.True(Support.ConstraintText.Feed(Constraint(anyKeys), "{\"\\uD7"));
+    }
+
     /// <summary>Random walks held to each schema — each step a random character among those allowed, closing
     /// characters favoured — end as JSON that JsonSchema.Net, with format validation on, finds valid; none gets stuck.</summary>
     [Fact]
