@@ -294,7 +294,7 @@ public sealed class JsonConstraint : ITokenConstraint
         public bool IntegerOnly;   // the number being read must be an integer
         public int Length;         // a string value's code points so far
         public int Pattern;        // a string value's pattern automaton state
-        public int Code;           // a \u escape: a value's code unit so far (a high surrogate's, less 0xD7FF, × 2^16 above it while its low one is read); a key's, packed with its digits left (KeyUnicode)
+        public int Code;           // a \u escape in a string or a key: its digits left, code unit so far and pending high surrogate (UnicodeDigit)
         public string? Number;     // a number held to bounds: its characters so far
         public string? KeyText;    // a free key of an object with patternProperties: its characters so far
         public string? ItemText;   // a string item of an array of unique items: its characters so far
@@ -521,31 +521,17 @@ public sealed class JsonConstraint : ITokenConstraint
             case Mode.Escape:
                 // A string held to a pattern is written without \u escapes (its characters as they are), so the
                 // pattern sees each character whole.
-                if (c == 'u' && s.Next.Pattern is null) { s.Mode = Mode.Unicode; s.Matched = 4; s.Code = 0; return true; }
+                if (c == 'u' && s.Next.Pattern is null) { s.Mode = Mode.Unicode; s.Code = 4; return true; }
                 if (Unescaped(c) is not { } unescaped) return false;
                 s.Mode = Mode.String;
                 return StringCharacter(ref s, unescaped);
             case Mode.KeyUnicode:
             {
-                // As a value's (below), surrogates only in pairs. Code: bits 0–2 the digits left, 3–18 the unit so far,
-                // from 19 a pending high surrogate less 0xD7FF (Matched narrows the declared keys meanwhile).
-                if (!char.IsAsciiHexDigit(c)) return false;
-                int left = s.Code & 7, high = s.Code >> 19, unit = ((s.Code >> 3) & 0xFFFF) * 16 + HexValue(c), digit = 4 - left;
-                if (!SurrogateDigit(high, unit, digit)) return false;
+                var step = UnicodeDigit(ref s.Code, c, out _, out _);
+                if (step == EscapeStep.Refused) return false;
                 NarrowKey(ref s, c);
-                if (left > 1)
-                {
-                    s.Code = high << 19 | unit << 3 | (left - 1);
-                    return true;
-                }
-                if (high == 0 && char.IsHighSurrogate((char)unit))
-                {
-                    s.Code = (unit - 0xD7FF) << 19;
-                    s.Mode = Mode.KeyPairEscape;
-                    return true;
-                }
-                s.Code = 0;
-                s.Mode = Mode.Key;
+                if (step == EscapeStep.High) s.Mode = Mode.KeyPairEscape;
+                else if (step == EscapeStep.Whole) s.Mode = Mode.Key;
                 return true;
             }
             case Mode.KeyPairEscape:
@@ -560,33 +546,25 @@ public sealed class JsonConstraint : ITokenConstraint
                 s.Mode = Mode.KeyUnicode;
                 return true;
             case Mode.Unicode:
-            {
-                // A surrogate only in a pair: \uD800–\uDBFF then \uDC00–\uDFFF (what JSON writers escape a character
-                // beyond the first plane as); a lone one is valid JSON text but not a string strict readers (System.Text.Json,
-                // serde_json) accept. Each rule is checked at the digit that settles it, so no walk is left with no way on.
-                if (!char.IsAsciiHexDigit(c)) return false;
-                int high = s.Code >> 16, unit = (s.Code & 0xFFFF) * 16 + HexValue(c), digit = 4 - s.Matched;
-                if (!SurrogateDigit(high, unit, digit)) return false;
-                s.Code = high << 16 | unit;
-                if (--s.Matched > 0) return true;
-                if (high == 0 && char.IsHighSurrogate((char)unit))
+                switch (UnicodeDigit(ref s.Code, c, out char high, out char unit))
                 {
-                    s.Code = (unit - 0xD7FF) << 16;
-                    s.Mode = Mode.PairEscape;
-                    return true;
+                    case EscapeStep.Refused: return false;
+                    case EscapeStep.Digit: return true;
+                    case EscapeStep.High:
+                        s.Mode = Mode.PairEscape;
+                        return true;
+                    default:
+                        s.Mode = Mode.String;
+                        return (high == 0 || StringCharacter(ref s, high)) && StringCharacter(ref s, unit);
                 }
-                s.Mode = Mode.String;
-                if (high == 0) return StringCharacter(ref s, (char)unit);
-                return StringCharacter(ref s, (char)(high + 0xD7FF)) && StringCharacter(ref s, (char)unit);
-            }
             case Mode.PairEscape:
                 if (c != '\\') return false;
                 s.Mode = Mode.PairU;
                 return true;
             case Mode.PairU:
                 if (c != 'u') return false;
+                s.Code |= 4;
                 s.Mode = Mode.Unicode;
-                s.Matched = 4;
                 return true;
             case Mode.Colon:
                 if (Blank(c)) return Whitespace(ref s);
@@ -815,11 +793,40 @@ public sealed class JsonConstraint : ITokenConstraint
         return false;
     }
 
-    /// <summary>Whether a \u escape's digit <paramref name="digit"/> (0–3; <paramref name="unit"/> the value of the digits
-    /// so far) keeps surrogates paired: after a high one (<paramref name="high"/> not 0) the escape must be a low one
-    /// (D, then C–F); otherwise it must not be a low one (D, then C–F). Decided at the second digit.</summary>
-    private static bool SurrogateDigit(int high, int unit, int digit) =>
-        high != 0 ? !((digit == 0 && unit != 0xD) || (digit == 1 && unit < 0xDC)) : !(digit == 1 && unit is >= 0xDC and <= 0xDF);
+    /// <summary>What a \u escape's hex digit did (<see cref="UnicodeDigit"/>).</summary>
+    private enum EscapeStep : byte { Refused, Digit, High, Whole }
+
+    /// <summary>
+    /// One hex digit of a \u escape, in a string value or a key, through <paramref name="code"/>: bits 0–2 the digits
+    /// left, 3–18 the code unit so far, from 19 a high surrogate written before (less 0xD7FF) whose low one this is.
+    /// A surrogate is taken only in a pair — \uD800–\uDBFF then \uDC00–\uDFFF, as JSON writers escape a character
+    /// beyond the first plane: a lone one is valid JSON text but no string strict readers (System.Text.Json,
+    /// serde_json) take. Each rule is checked at the digit that settles it (the second), so no walk is left with no way
+    /// on. <see cref="EscapeStep.High"/>: a high surrogate is whole, a \u low one must follow (the caller's modes read the
+    /// backslash and the u, then add 4 digits to <paramref name="code"/>); <see cref="EscapeStep.Whole"/>: the escape is
+    /// done, <paramref name="unit"/> its code unit after <paramref name="high"/> (0 unless it ends a pair).
+    /// </summary>
+    private static EscapeStep UnicodeDigit(ref int code, char c, out char high, out char unit)
+    {
+        (high, unit) = ('\0', '\0');
+        if (!char.IsAsciiHexDigit(c)) return EscapeStep.Refused;
+        int left = code & 7, pending = code >> 19, value = ((code >> 3) & 0xFFFF) * 16 + HexValue(c), digit = 4 - left;
+        bool paired = pending != 0 ? !((digit == 0 && value != 0xD) || (digit == 1 && value < 0xDC)) : !(digit == 1 && value is >= 0xDC and <= 0xDF);
+        if (!paired) return EscapeStep.Refused;
+        if (left > 1)
+        {
+            code = pending << 19 | value << 3 | (left - 1);
+            return EscapeStep.Digit;
+        }
+        if (pending == 0 && char.IsHighSurrogate((char)value))
+        {
+            code = (value - 0xD7FF) << 19;
+            return EscapeStep.High;
+        }
+        code = 0;
+        (high, unit) = (pending == 0 ? '\0' : (char)(pending + 0xD7FF), (char)value);
+        return EscapeStep.Whole;
+    }
 
     /// <summary>A hexadecimal digit's value.</summary>
     private static int HexValue(char c) => c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
