@@ -169,7 +169,7 @@ internal static unsafe class PanelGemm
         }
         for (int r0 = 0, rows; !wide && r0 < rowCount; r0 += rows)
         {
-            rows = rowCount - r0 >= 2 * PanelRows ? 2 * PanelRows : Math.Min(PanelRows, rowCount - r0);
+            rows = rowCount - r0 >= CallRows ? CallRows : Math.Min(PanelRows, rowCount - r0);
             byte* next = sixteens > 0 ? null : Share(prefetch, prefetchBytes, r0, rowCount);
             byte* stop = sixteens > 0 ? null : Share(prefetch, prefetchBytes, r0 + rows, rowCount);
             Eight<TRows>(tile + r0 * rowBytes, rowBytes, columns, rows, packedX + (nint)sixteens * columns * GroupTokens,
@@ -532,19 +532,33 @@ internal static unsafe class PanelGemm
         Columns(u2, u6, u10, u14, destination + 2 * WideRows);
         Columns(u3, u7, u11, u15, destination + 3 * WideRows);
 
-        // Columns j, j+4, j+8, j+12 (at destination, + 4·16, …) from rows 0–3, 4–7, 8–11, 12–15.
+        // Columns j, j+4, j+8, j+12 (at destination, + 4·16, …).
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Columns(Vector512<float> low, Vector512<float> middle, Vector512<float> high, Vector512<float> rest, float* destination)
         {
-            var even = Avx512F.Shuffle4x128(low, middle, 0x88);
-            var odd = Avx512F.Shuffle4x128(low, middle, 0xDD);
-            var evenHigh = Avx512F.Shuffle4x128(high, rest, 0x88);
-            var oddHigh = Avx512F.Shuffle4x128(high, rest, 0xDD);
-            Avx512F.Shuffle4x128(even, evenHigh, 0x88).Store(destination);
-            Avx512F.Shuffle4x128(odd, oddHigh, 0x88).Store(destination + 4 * WideRows);
-            Avx512F.Shuffle4x128(even, evenHigh, 0xDD).Store(destination + 8 * WideRows);
-            Avx512F.Shuffle4x128(odd, oddHigh, 0xDD).Store(destination + 12 * WideRows);
+            Lanes(low, middle, high, rest, out var j0, out var j4, out var j8, out var j12);
+            j0.Store(destination);
+            j4.Store(destination + 4 * WideRows);
+            j8.Store(destination + 8 * WideRows);
+            j12.Store(destination + 12 * WideRows);
         }
+    }
+
+    /// <summary>The last two rounds of a 16 × 16 transpose after <see cref="Quad512"/>: from the four 128-bit lanes of
+    /// rows 0–3 (<paramref name="low"/>), 4–7, 8–11 and 12–15 (<paramref name="rest"/>) of elements j, j+4, j+8, j+12,
+    /// the sixteen rows of each of those elements.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Lanes(Vector512<float> low, Vector512<float> middle, Vector512<float> high, Vector512<float> rest,
+        out Vector512<float> j0, out Vector512<float> j4, out Vector512<float> j8, out Vector512<float> j12)
+    {
+        var even = Avx512F.Shuffle4x128(low, middle, 0x88); // lanes 0, 2 of each: elements j and j+8
+        var odd = Avx512F.Shuffle4x128(low, middle, 0xDD); // lanes 1, 3: elements j+4 and j+12
+        var evenHigh = Avx512F.Shuffle4x128(high, rest, 0x88);
+        var oddHigh = Avx512F.Shuffle4x128(high, rest, 0xDD);
+        j0 = Avx512F.Shuffle4x128(even, evenHigh, 0x88);
+        j4 = Avx512F.Shuffle4x128(odd, oddHigh, 0x88);
+        j8 = Avx512F.Shuffle4x128(even, evenHigh, 0xDD);
+        j12 = Avx512F.Shuffle4x128(odd, oddHigh, 0xDD);
     }
 
     /// <summary>Four rows transposed within 128-bit lanes: <paramref name="j0"/>..<paramref name="j3"/> hold rows a, b, c,
@@ -591,14 +605,11 @@ internal static unsafe class PanelGemm
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Tokens(Vector512<float> low, Vector512<float> middle, Vector512<float> high, Vector512<float> rest, float* y, nint stride)
         {
-            var even = Avx512F.Shuffle4x128(low, middle, 0x88); // lanes 0, 2 of each: tokens j and j+8
-            var odd = Avx512F.Shuffle4x128(low, middle, 0xDD); // lanes 1, 3: tokens j+4 and j+12
-            var evenHigh = Avx512F.Shuffle4x128(high, rest, 0x88);
-            var oddHigh = Avx512F.Shuffle4x128(high, rest, 0xDD);
-            Twelve(Avx512F.Shuffle4x128(even, evenHigh, 0x88), y);
-            Twelve(Avx512F.Shuffle4x128(odd, oddHigh, 0x88), y + 4 * stride);
-            Twelve(Avx512F.Shuffle4x128(even, evenHigh, 0xDD), y + 8 * stride);
-            Twelve(Avx512F.Shuffle4x128(odd, oddHigh, 0xDD), y + 12 * stride);
+            Lanes(low, middle, high, rest, out var j0, out var j4, out var j8, out var j12);
+            Twelve(j0, y);
+            Twelve(j4, y + 4 * stride);
+            Twelve(j8, y + 8 * stride);
+            Twelve(j12, y + 12 * stride);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -628,6 +639,7 @@ internal static unsafe class PanelGemm
         Token(u2, u6, u10, y + 2 * stride, stride);
         Token(u3, u7, u11, y + 3 * stride, stride);
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Quad(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d,
             out Vector256<float> j0, out Vector256<float> j1, out Vector256<float> j2, out Vector256<float> j3)
         {
