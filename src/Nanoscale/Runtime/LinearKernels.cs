@@ -40,7 +40,7 @@ internal static class LinearKernels
     public static int RowsPerTile(int columns) =>
         Math.Max(PanelGemm.CallRows, TileBytes / (4 * Math.Max(1, columns)) / PanelGemm.CallRows * PanelGemm.CallRows);
 
-    /// <summary>Rows per tile of a step's product (up to sixteen tokens: one group of the panels, each tile read once):
+    /// <summary>Rows per tile of a step's product (up to sixteen tokens: one group of the panels, each tile read once; <see cref="TileRows"/>):
     /// <see cref="RowsPerTile"/> in whole multiples of <see cref="PanelGemm.StepTileRows"/> where the AVX-512 kernels run —
     /// whole calls of both the sixteen-token kernel (twelve rows) and the eight-token one (sixteen), where a tile of 24
     /// rows left the second eight-token call half its lanes, and the next tile asked for while this one computes twice
@@ -51,6 +51,11 @@ internal static class LinearKernels
         int rows = RowsPerTile(columns);
         return PanelGemm.Wide ? (rows + PanelGemm.StepTileRows - 1) / PanelGemm.StepTileRows * PanelGemm.StepTileRows : rows;
     }
+
+    /// <summary>Rows per tile of a product of <paramref name="tokens"/> tokens over <paramref name="columns"/>: a step's
+    /// (<see cref="StepRowsPerTile"/>, up to one group of the panels) or a window's (<see cref="RowsPerTile"/>).</summary>
+    public static int TileRows(int columns, int tokens) =>
+        tokens <= PanelGemm.GroupTokens ? StepRowsPerTile(columns) : RowsPerTile(columns);
 
     /// <summary>Whether a product of <paramref name="tokens"/> tokens runs on <see cref="PanelGemm"/> (else <see cref="DotRows"/>).</summary>
     public static bool UsesPanels(int tokens, int columns) =>
@@ -113,7 +118,7 @@ internal static class LinearKernels
         nint weightsAddress = (nint)weights;
         int tokens = input.Length / columns;
         if (tokens == 0) return;
-        int rowsPerTile = RowsPerTile(columns);
+        int rowsPerTile = TileRows(columns, tokens);
         int rowTiles = (rows + rowsPerTile - 1) / rowsPerTile;
         bool panels = UsesPanels(tokens, columns);
         int tokenTile = panels ? PanelTokenTile : TokenTile;

@@ -291,7 +291,7 @@ internal abstract class RowDecodedLinearWeight : ILinearWeight
     private unsafe void TiledProduct(ReadOnlySpan<float> input, Span<float> output, int tokens, int firstRow, int count, RuntimeOptions options)
     {
         int columns = Columns;
-        int rowsPerTile = tokens <= MaxFusedTokens ? LinearKernels.StepRowsPerTile(columns) : LinearKernels.RowsPerTile(columns);
+        int rowsPerTile = LinearKernels.TileRows(columns, tokens);
         int tiles = (count + rowsPerTile - 1) / rowsPerTile;
         var factored = Factored;
         float[]? transformed = null, lowRank = null;
