@@ -414,7 +414,7 @@ public sealed class CompletionService : IDisposable
         if (request.Messages is not null) sampling = _template.EndingTurns(_model.Tokenizer, sampling);
         // A middle ends at the fill-in-the-middle family's padding and separators too.
         if (request.Suffix is not null && _fim?.Value is { } fim)
-            sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds.Union(fim.EndTokens)] };
+            sampling = fim.Ending(sampling);
 
         if (Interlocked.Increment(ref _inService) > MaxBatch + MaxWaiting)
         {

@@ -53,6 +53,9 @@ internal sealed class FillInTheMiddle
     /// <summary>Tokens that end a middle besides the tokenizer's EOS (padding, file and repository separators).</summary>
     public IReadOnlyList<int> EndTokens { get; }
 
+    /// <summary><paramref name="sampling"/> with <see cref="EndTokens"/> among its stop tokens.</summary>
+    public SamplingOptions Ending(SamplingOptions sampling) => sampling with { StopTokenIds = [.. sampling.StopTokenIds.Union(EndTokens)] };
+
     /// <summary>The fill-in-the-middle tokens of <paramref name="tokenizer"/>, or null when it has no complete family
     /// (each marker one token).</summary>
     public static FillInTheMiddle? Of(ITokenizer tokenizer)

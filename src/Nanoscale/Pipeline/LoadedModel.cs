@@ -150,8 +150,7 @@ public sealed class LoadedModel : IDisposable
         string option = "suffix")
     {
         var fim = FillInTheMiddle.Of(Tokenizer) ?? throw new InvalidOptionException(option, FillInTheMiddle.Missing);
-        sampling = sampling with { StopTokenIds = [.. sampling.StopTokenIds.Union(fim.EndTokens)] };
-        return Generate(fim.Prompt(prefix, suffix), maxNewTokens, sampling, onText, cancellationToken, jsonReply, regexReply, grammarReply);
+        return Generate(fim.Prompt(prefix, suffix), maxNewTokens, fim.Ending(sampling), onText, cancellationToken, jsonReply, regexReply, grammarReply);
     }
 
     /// <summary>The constraint a reply is held to: one JSON object following <paramref name="schema"/>
